@@ -1,0 +1,49 @@
+"""Flask-WeChat-QR: "Log in with WeChat" by QR code on PC for Flask sites."""
+
+from __future__ import annotations
+
+from . import signals
+from .adapter import AccountAdapter
+from .association import LoginRefused, Resolution
+from .client import WeChatClient, WeChatProfile, WeChatToken
+from .errors import (
+    CodeUsed,
+    ConfigurationError,
+    InvalidCode,
+    InvalidCredentials,
+    LoginCancelled,
+    LoginError,
+    StateError,
+    WeChatAPIError,
+    WeChatQRError,
+    WeChatTimeout,
+    WeChatUnavailable,
+)
+from .extension import WeChatQR
+from .settings import ConnectionSettings, Settings
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "AccountAdapter",
+    "CodeUsed",
+    "ConfigurationError",
+    "ConnectionSettings",
+    "InvalidCode",
+    "InvalidCredentials",
+    "LoginCancelled",
+    "LoginError",
+    "LoginRefused",
+    "Resolution",
+    "Settings",
+    "StateError",
+    "WeChatAPIError",
+    "WeChatClient",
+    "WeChatProfile",
+    "WeChatQR",
+    "WeChatQRError",
+    "WeChatTimeout",
+    "WeChatToken",
+    "WeChatUnavailable",
+    "signals",
+]

@@ -1,0 +1,112 @@
+"""The host application's side of a WeChat login: its users.
+
+Everything that touches the host's user model goes through an :class:`AccountAdapter`.
+The default one works with a Flask-SQLAlchemy ``user_model`` and Flask-Login; a site with
+other needs subclasses it and overrides only the methods it cares about.
+"""
+
+from __future__ import annotations
+
+import secrets
+import typing as t
+
+import flask_login
+from flask import session
+
+if t.TYPE_CHECKING:
+    from flask_sqlalchemy import SQLAlchemy
+
+    from .client import WeChatProfile
+    from .settings import ConnectionSettings
+
+
+class AccountAdapter:
+    """Hooks into the host's users. Override any method; call ``super()`` where useful."""
+
+    def __init__(self, db: SQLAlchemy | None = None, user_model: t.Any = None) -> None:
+        self.db = db
+        self.user_model = user_model
+
+    # --- finding users -------------------------------------------------------------
+
+    def get_user_id(self, user: t.Any) -> str:
+        """The user's id as stored on identity rows (Flask-Login's ``get_id()``)."""
+        get_id = getattr(user, "get_id", None)
+        if callable(get_id):
+            return str(get_id())
+        return str(self._primary_key_value(user))
+
+    def load_user(self, user_id: str) -> t.Any | None:
+        """The user with that id, or ``None`` if it no longer exists."""
+        model = self._require_user_model()
+        pk = model.__mapper__.primary_key[0]
+        try:
+            value = pk.type.python_type(user_id)
+        except (TypeError, ValueError, NotImplementedError):
+            value = user_id
+        return self._require_db().session.get(model, value)
+
+    def match_user(
+        self, connection: ConnectionSettings, field: str, profile: WeChatProfile
+    ) -> t.Any | None:
+        """Field matching on a field other than ``unionid``: the one existing user whose
+        *verified* ``field`` belongs to this WeChat account, or ``None``. Override it to
+        use such fields in ``WECHAT_QR_MATCH_FIELDS``."""
+        return None
+
+    # --- creating users ------------------------------------------------------------
+
+    def create_user(self, connection: ConnectionSettings, profile: WeChatProfile) -> t.Any:
+        """A new user for a first WeChat login; added to the session, not committed.
+
+        The extension commits it together with the identity row, so a failure in
+        between never leaves a user without its identity.
+        """
+        model = self._require_user_model()
+        user = model()
+        username_column = model.__table__.c.get("username")
+        if username_column is not None and not username_column.nullable:
+            user.username = f"wechat-{secrets.token_hex(5)}"
+        self.populate_user(user, connection, profile)
+        self._require_db().session.add(user)
+        return user
+
+    def populate_user(
+        self, user: t.Any, connection: ConnectionSettings, profile: WeChatProfile
+    ) -> None:
+        """Copy the WeChat profile onto the user (attributes the model has: ``nickname``,
+        ``avatar_url``). Never copies anything that identifies or authenticates a user."""
+        if hasattr(type(user), "nickname") and profile.nickname:
+            user.nickname = profile.nickname
+        if hasattr(type(user), "avatar_url") and profile.avatar_url:
+            user.avatar_url = profile.avatar_url
+
+    # --- logging in ----------------------------------------------------------------
+
+    def renew_session(self) -> None:
+        """Start a fresh session before logging in, so nothing from before survives."""
+        session.clear()
+
+    def login_user(self, user: t.Any) -> None:
+        """Log the user into the Flask session (Flask-Login)."""
+        flask_login.login_user(user)
+
+    # --- internals -----------------------------------------------------------------
+
+    def _require_user_model(self) -> t.Any:
+        if self.user_model is None:
+            raise RuntimeError(
+                "The default AccountAdapter needs the host's user model: pass "
+                "WeChatQR(app, db=db, user_model=User), or an adapter that overrides "
+                "load_user and create_user."
+            )
+        return self.user_model
+
+    def _require_db(self) -> SQLAlchemy:
+        if self.db is None:
+            raise RuntimeError("The default AccountAdapter needs the Flask-SQLAlchemy db.")
+        return self.db
+
+    def _primary_key_value(self, user: t.Any) -> t.Any:
+        model = self._require_user_model()
+        return getattr(user, model.__mapper__.primary_key[0].key)

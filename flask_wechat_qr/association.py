@@ -1,0 +1,190 @@
+"""The association policy: which local user a WeChat identity logs in as.
+
+Decides between "known identity", "attach to an existing user" and "create a user"
+from the connection's settings; reads and writes identity rows; asks the adapter for
+anything about users. Knows nothing of HTTP: the profile arrives through a callable, so
+a returning user costs no profile request unless the sync policy wants one.
+"""
+
+from __future__ import annotations
+
+import logging
+import typing as t
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from .errors import LoginError
+from .models import utcnow
+
+if t.TYPE_CHECKING:
+    from flask_sqlalchemy import SQLAlchemy
+
+    from .adapter import AccountAdapter
+    from .client import WeChatProfile, WeChatToken
+    from .models import Models
+    from .settings import ConnectionSettings
+
+log = logging.getLogger("flask_wechat_qr")
+
+
+class LoginRefused(LoginError):
+    """Login-only mode: this WeChat account has no account on this site."""
+
+    status = 403
+    title = "No account is linked to this WeChat"
+    message = (
+        "This site does not create accounts from WeChat. Log in with your account, then "
+        "link WeChat from your account page."
+    )
+
+
+@dataclass
+class Resolution:
+    """Who logs in, and what this login changed."""
+
+    user: t.Any
+    identity: t.Any
+    created_user: bool = False
+    new_identity: bool = False
+    profile: WeChatProfile | None = None
+
+
+class AssociationPolicy:
+    """Resolves a WeChat identity to a local user, writing identity rows as it goes."""
+
+    def __init__(self, db: SQLAlchemy, models: Models, adapter: AccountAdapter) -> None:
+        self.db = db
+        self.models = models
+        self.adapter = adapter
+
+    def find_identity(self, connection: str, openid: str) -> t.Any | None:
+        Identity = self.models.Identity
+        return self.db.session.execute(
+            sa.select(Identity).where(Identity.connection == connection,
+                                      Identity.openid == openid)
+        ).scalar_one_or_none()
+
+    def identities_of(self, user: t.Any) -> list[t.Any]:
+        Identity = self.models.Identity
+        user_id = self.adapter.get_user_id(user)
+        return list(self.db.session.execute(
+            sa.select(Identity).where(Identity.user_id == user_id).order_by(Identity.id)
+        ).scalars())
+
+    def resolve(
+        self,
+        connection: ConnectionSettings,
+        token: WeChatToken,
+        fetch_profile: t.Callable[[], WeChatProfile],
+    ) -> Resolution:
+        """The user this identity logs in as; creates or links as the settings say.
+
+        Commits once, at the end: a user is never created without its identity. Two
+        first logins of one identity at the same moment meet the unique constraint on
+        ``(connection, openid)``; the loser rolls back and finds the winner's row.
+        """
+        for attempt in range(3):
+            try:
+                resolution = self._resolve_once(connection, token, fetch_profile)
+                self.db.session.commit()
+                return resolution
+            except IntegrityError:
+                self.db.session.rollback()
+                if attempt == 2:
+                    raise
+                log.info("identity %s was created concurrently; retrying", connection.identifier)
+            except BaseException:
+                self.db.session.rollback()
+                raise
+        raise AssertionError("unreachable")
+
+    def _resolve_once(
+        self,
+        connection: ConnectionSettings,
+        token: WeChatToken,
+        fetch_profile: t.Callable[[], WeChatProfile],
+    ) -> Resolution:
+        identity = self.find_identity(connection.identifier, token.openid)
+        if identity is not None:
+            user = self.adapter.load_user(identity.user_id)
+            if user is not None:
+                return self._returning(connection, token, identity, user, fetch_profile)
+            # The host deleted the user; the identity is stale and starts over.
+            self.db.session.delete(identity)
+            self.db.session.flush()
+
+        profile = fetch_profile()
+        user = self._match(connection, profile)
+        created = False
+        if user is None:
+            if connection.login_only:
+                raise LoginRefused()
+            user = self.adapter.create_user(connection, profile)
+            created = True
+            self.db.session.flush()
+        elif connection.profile_sync == "each_login":
+            self.adapter.populate_user(user, connection, profile)
+
+        identity = self.models.Identity(
+            connection=connection.identifier,
+            openid=profile.openid,
+            user_id=self.adapter.get_user_id(user),
+        )
+        _store_profile(identity, profile, token)
+        self.db.session.add(identity)
+        self.db.session.flush()
+        return Resolution(user=user, identity=identity, created_user=created,
+                          new_identity=True, profile=profile)
+
+    def _returning(
+        self,
+        connection: ConnectionSettings,
+        token: WeChatToken,
+        identity: t.Any,
+        user: t.Any,
+        fetch_profile: t.Callable[[], WeChatProfile],
+    ) -> Resolution:
+        profile = None
+        if connection.profile_sync == "each_login":
+            profile = fetch_profile()
+            _store_profile(identity, profile, token)
+            self.adapter.populate_user(user, connection, profile)
+        elif token.unionid and not identity.unionid:
+            identity.unionid = token.unionid
+        identity.last_login_at = utcnow()
+        return Resolution(user=user, identity=identity, profile=profile)
+
+    def _match(self, connection: ConnectionSettings, profile: WeChatProfile) -> t.Any | None:
+        """An existing user to attach a new identity to (field matching only)."""
+        if connection.association != "field_matching":
+            return None
+        for field in connection.match_fields:
+            if field == "unionid":
+                user = self._user_by_unionid(profile.unionid)
+            else:
+                user = self.adapter.match_user(connection, field, profile)
+            if user is not None:
+                return user
+        return None
+
+    def _user_by_unionid(self, unionid: str | None) -> t.Any | None:
+        if not unionid:
+            return None
+        Identity = self.models.Identity
+        rows = self.db.session.execute(
+            sa.select(Identity.user_id).where(Identity.unionid == unionid).distinct()
+        ).scalars().all()
+        if len(rows) != 1:
+            if rows:
+                log.warning("unionid is linked to %d users; not matching on it", len(rows))
+            return None
+        return self.adapter.load_user(rows[0])
+
+
+def _store_profile(identity: t.Any, profile: WeChatProfile, token: WeChatToken) -> None:
+    identity.unionid = profile.unionid or token.unionid or identity.unionid
+    identity.nickname = profile.nickname[:255] if profile.nickname else identity.nickname
+    identity.avatar_url = profile.avatar_url
+    identity.profile = profile.raw

@@ -1,0 +1,380 @@
+"""The WeChat website-login protocol (``snsapi_login``), on Authlib's OAuth client.
+
+Knows WeChat's URLs, parameter order, error codes and encoding quirks; knows nothing of
+users, sessions or pages. One :class:`WeChatClient` per connection per app, holding one
+pooled HTTP session that every request of every thread in this process reuses.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import typing as t
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+import requests
+from authlib.common.security import generate_token
+from authlib.integrations.flask_client import FlaskOAuth2App
+from authlib.integrations.requests_client import OAuth2Session
+from flask import session
+
+from .errors import (
+    SnapshotUser,
+    StateError,
+    WeChatAPIError,
+    WeChatBusy,
+    WeChatTimeout,
+    WeChatUnavailable,
+    error_for,
+)
+
+if t.TYPE_CHECKING:
+    from .settings import ConnectionSettings
+
+log = logging.getLogger("flask_wechat_qr")
+
+SCOPE = "snsapi_login"
+QRCONNECT_PATH = "/connect/qrconnect"
+ACCESS_TOKEN_PATH = "/sns/oauth2/access_token"
+REFRESH_TOKEN_PATH = "/sns/oauth2/refresh_token"
+USERINFO_PATH = "/sns/userinfo"
+AUTH_CHECK_PATH = "/sns/auth"
+#: Authlib client-auth method name for WeChat's ``appid``/``secret`` query parameters.
+AUTH_METHOD = "wechat_appid_secret"
+
+
+@dataclass(frozen=True)
+class WeChatToken:
+    """What ``/sns/oauth2/access_token`` (or refresh) returned."""
+
+    openid: str
+    access_token: str = field(repr=False)
+    refresh_token: str | None = field(default=None, repr=False)
+    expires_in: int | None = None
+    scope: str | None = None
+    unionid: str | None = None
+    is_snapshotuser: bool = False
+
+    @classmethod
+    def from_response(cls, data: t.Mapping[str, t.Any]) -> WeChatToken:
+        openid = data.get("openid")
+        access_token = data.get("access_token")
+        if not isinstance(openid, str) or not openid or not isinstance(access_token, str):
+            raise WeChatUnavailable("WeChat's token answer had no openid or access token.")
+        expires_in = data.get("expires_in")
+        return cls(
+            openid=openid,
+            access_token=access_token,
+            refresh_token=data.get("refresh_token") or None,
+            expires_in=int(expires_in) if str(expires_in or "").isdigit() else None,
+            scope=data.get("scope") or None,
+            unionid=data.get("unionid") or None,
+            is_snapshotuser=str(data.get("is_snapshotuser", "0")) == "1",
+        )
+
+
+@dataclass(frozen=True)
+class WeChatProfile:
+    """What ``/sns/userinfo`` returned, as WeChat sent it (decoded as UTF-8)."""
+
+    openid: str
+    unionid: str | None = None
+    nickname: str = ""
+    avatar_url: str | None = None
+    raw: dict[str, t.Any] = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def from_response(cls, data: t.Mapping[str, t.Any]) -> WeChatProfile:
+        openid = data.get("openid")
+        if not isinstance(openid, str) or not openid:
+            raise WeChatUnavailable("WeChat's profile answer had no openid.")
+        nickname = data.get("nickname")
+        return cls(
+            openid=openid,
+            unionid=data.get("unionid") or None,
+            nickname=nickname if isinstance(nickname, str) else "",
+            avatar_url=data.get("headimgurl") or None,
+            raw=dict(data),
+        )
+
+
+def decode_body(resp: requests.Response) -> dict[str, t.Any]:
+    """The JSON object of a WeChat API answer, or the typed error it carries.
+
+    WeChat sends ``text/plain`` without a charset, which ``requests`` decodes as
+    Latin-1; the bytes are UTF-8. Errors arrive as HTTP 200 with a non-zero ``errcode``.
+    """
+    if resp.status_code >= 500:
+        raise WeChatUnavailable()
+    try:
+        data = json.loads(resp.content.decode("utf-8", "replace"), strict=False)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise WeChatUnavailable("WeChat answered with something that is not its API. Try again.")
+    errcode = data.get("errcode")
+    if errcode not in (None, 0, "0"):
+        try:
+            code = int(errcode)
+        except (TypeError, ValueError):
+            code = -2
+        raise error_for(code, str(data.get("errmsg", "")))
+    if resp.status_code != 200:
+        raise WeChatUnavailable()
+    return data
+
+
+def _appid_secret_auth(
+    auth: t.Any, method: str, uri: str, headers: dict[str, str], body: str
+) -> tuple[str, dict[str, str], str]:
+    """Authlib client auth: put ``appid``/``secret`` in the query, in WeChat's order.
+
+    Authlib builds ``grant_type, redirect_uri, code``; WeChat documents exactly
+    ``appid, secret, code, grant_type`` and wants no ``redirect_uri``.
+    """
+    parts = urlsplit(uri)
+    given = dict(parse_qsl(parts.query))
+    query = urlencode([
+        ("appid", auth.client_id),
+        ("secret", auth.client_secret),
+        ("code", given.get("code", "")),
+        ("grant_type", "authorization_code"),
+    ])
+    return urlunsplit(parts._replace(query=query)), headers, ""
+
+
+def _token_compliance_fix(session: OAuth2Session) -> None:
+    def check_token_response(resp: requests.Response) -> requests.Response:
+        data = decode_body(resp)
+        data.setdefault("token_type", "Bearer")
+        resp.json = lambda **kwargs: data  # type: ignore[method-assign]
+        return resp
+
+    session.register_compliance_hook("access_token_response", check_token_response)
+
+
+class PooledSession(OAuth2Session):
+    """Authlib's session, kept open for the life of the process (keep-alive).
+
+    Authlib closes its session after every call; this one ignores ``close()`` so its
+    connection pool survives, and is really closed by :meth:`shutdown`.
+    """
+
+    def close(self) -> None:  # noqa: D401 - see class docstring
+        return None
+
+    def shutdown(self) -> None:
+        super().close()
+
+
+class _WeChatRemoteApp(FlaskOAuth2App):
+    """Authlib's remote app, handing out one pooled session instead of a new one per call."""
+
+    client_cls = PooledSession
+
+    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pooled: PooledSession | None = None
+        self._pool_lock = threading.Lock()
+
+    def _get_oauth_client(self, **metadata: t.Any) -> PooledSession:
+        if self._pooled is None:
+            with self._pool_lock:
+                if self._pooled is None:
+                    self._pooled = super()._get_oauth_client(**metadata)
+        return self._pooled
+
+
+class WeChatClient:
+    """WeChat's website-login API for one connection."""
+
+    def __init__(
+        self,
+        oauth: t.Any,
+        connection: ConnectionSettings,
+        *,
+        open_base_url: str,
+        api_base_url: str,
+        timeout: float,
+        state_ttl: float = 600,
+    ) -> None:
+        self.connection = connection
+        self.open_base_url = open_base_url
+        self.api_base_url = api_base_url
+        self.timeout = timeout
+        #: the Authlib remote app; its name is also the prefix of its state keys
+        self.remote: _WeChatRemoteApp = oauth.register(
+            f"wechat_qr_{connection.identifier}",
+            client_cls=_WeChatRemoteApp,
+            client_id=connection.app_id,
+            client_secret=connection.app_secret,
+            authorize_url=open_base_url + QRCONNECT_PATH,
+            access_token_url=api_base_url + ACCESS_TOKEN_PATH,
+            access_token_params={"method": "GET"},
+            client_auth_methods=[(AUTH_METHOD, _appid_secret_auth)],
+            compliance_fix=_token_compliance_fix,
+            client_kwargs={
+                "token_endpoint_auth_method": AUTH_METHOD,
+                "scope": SCOPE,
+                "default_timeout": timeout,
+            },
+        )
+        self.remote.framework.expires_in = int(state_ttl)
+
+    @property
+    def session(self) -> PooledSession:
+        """The pooled HTTP session every call of this connection goes through."""
+        return self.remote._get_oauth_client()
+
+    # --- state -----------------------------------------------------------------------
+
+    def begin_login(self, redirect_uri: str, **data: t.Any) -> str:
+        """A new ``state`` for one login, saved through Authlib's state storage.
+
+        ``[A-Za-z0-9]{32}``: within the 128-byte alphanumeric limit WeChat documents.
+        """
+        state = generate_token(32)
+        self.remote.save_authorize_data(state=state, redirect_uri=redirect_uri, **data)
+        return state
+
+    def take_state(self, state: str | None) -> dict[str, t.Any]:
+        """The data saved with ``state``, which is then gone for good.
+
+        :class:`StateError` when the state is missing, forged, from another browser,
+        expired or already used.
+        """
+        if not state or len(state) > 128:
+            raise StateError()
+        framework = self.remote.framework
+        data = framework.get_state_data(session, state)
+        framework.clear_state_data(session, state)
+        if data is None:
+            raise StateError()
+        return t.cast(dict, data)
+
+    # --- URLs the browser is sent to ----------------------------------------------
+
+    def authorize_url(self, redirect_uri: str, state: str) -> str:
+        """WeChat's QR page, parameters in WeChat's documented order.
+
+        WeChat matches this URL strictly (the desktop client shows a blank page when the
+        order differs), so it is built here rather than by Authlib, which puts
+        ``response_type`` and ``client_id`` first and drops the fragment.
+        """
+        params = [
+            ("appid", self.connection.app_id),
+            ("redirect_uri", redirect_uri),
+            ("response_type", "code"),
+            ("scope", SCOPE),
+            ("state", state),
+        ]
+        if self.connection.lang:
+            params.append(("lang", self.connection.lang))
+        query = urlencode(params, quote_via=quote, safe="")
+        return f"{self.open_base_url}{QRCONNECT_PATH}?{query}#wechat_redirect"
+
+    def qr_iframe_url(self, redirect_uri: str, state: str) -> str:
+        """The ``src`` that WeChat's ``wxLogin.js`` gives its iframe, built server-side."""
+        conn = self.connection
+        params = [
+            ("appid", conn.app_id),
+            ("scope", SCOPE),
+            ("redirect_uri", redirect_uri),
+            ("state", state),
+            ("login_type", "jssdk"),
+            ("self_redirect", "true" if conn.qr_self_redirect else "false"),
+            ("style", conn.qr_style),
+        ]
+        if conn.qr_href:
+            params.append(("href", conn.qr_href))
+        if conn.lang == "en":
+            params.append(("lang", "en"))
+        query = urlencode(params, quote_via=quote, safe="")
+        return f"{self.open_base_url}{QRCONNECT_PATH}?{query}"
+
+    # --- API calls ----------------------------------------------------------------
+
+    def exchange_code(self, code: str) -> WeChatToken:
+        """``GET /sns/oauth2/access_token``: the code (single use, 5 minutes) for a token."""
+        with _translate_transport_errors("access_token"):
+            data = self.remote.fetch_access_token(code=code)
+        token = WeChatToken.from_response(data)
+        if token.is_snapshotuser:
+            raise SnapshotUser()
+        return token
+
+    def refresh(self, refresh_token: str) -> WeChatToken:
+        """``GET /sns/oauth2/refresh_token`` (Authlib would POST to the token URL)."""
+        data = self._get(REFRESH_TOKEN_PATH, [
+            ("appid", self.connection.app_id),
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+        ])
+        return WeChatToken.from_response(data)
+
+    def userinfo(self, token: WeChatToken, lang: str | None = None) -> WeChatProfile:
+        """``GET /sns/userinfo`` with the token and openid in the query."""
+        data = self._get(USERINFO_PATH, [
+            ("access_token", token.access_token),
+            ("openid", token.openid),
+            ("lang", lang or self.connection.userinfo_lang),
+        ], retry_busy=True)
+        profile = WeChatProfile.from_response(data)
+        if profile.unionid is None and token.unionid:
+            profile = WeChatProfile(openid=profile.openid, unionid=token.unionid,
+                                    nickname=profile.nickname, avatar_url=profile.avatar_url,
+                                    raw=profile.raw)
+        return profile
+
+    def check_token(self, access_token: str, openid: str) -> bool:
+        """``GET /sns/auth``: whether WeChat still accepts this access token."""
+        try:
+            self._get(AUTH_CHECK_PATH, [("access_token", access_token), ("openid", openid)])
+        except WeChatAPIError as exc:
+            if exc.errcode in (40001, 40003, 40014, 42001):
+                return False
+            raise
+        return True
+
+    def _get(
+        self, path: str, params: list[tuple[str, str]], *, retry_busy: bool = False
+    ) -> dict[str, t.Any]:
+        url = f"{self.api_base_url}{path}?{urlencode(params)}"
+        attempts = 2 if retry_busy else 1
+        for attempt in range(attempts):
+            with _translate_transport_errors(path):
+                resp = self.session.get(url, withhold_token=True, timeout=self.timeout)
+            try:
+                return decode_body(resp)
+            except WeChatBusy:
+                if attempt + 1 == attempts:
+                    raise
+                log.warning("WeChat %s answered -1 (busy); retrying once", path)
+        raise AssertionError("unreachable")
+
+
+class _translate_transport_errors:
+    """Turn ``requests`` failures into typed errors that never carry the URL (it has secrets)."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: t.Any, exc: BaseException | None, tb: t.Any) -> bool:
+        if exc is None:
+            return False
+        if isinstance(exc, requests.Timeout):
+            log.warning("WeChat %s timed out", self.what)
+            raise WeChatTimeout() from None
+        if isinstance(exc, requests.RequestException):
+            log.warning("WeChat %s failed: %s", self.what, type(exc).__name__)
+            raise WeChatUnavailable() from None
+        if isinstance(exc, ValueError) and not isinstance(exc, WeChatAPIError):
+            # Authlib refuses a body that is not a JSON object before our hook can look.
+            log.warning("WeChat %s answered something that is not JSON", self.what)
+            raise WeChatUnavailable() from None
+        return False

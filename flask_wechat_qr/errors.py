@@ -1,0 +1,222 @@
+"""Typed errors.
+
+Two families: :class:`ConfigurationError` stops ``init_app`` with a message naming the
+key and the fix; :class:`LoginError` ends one login attempt with a page that tells the
+person what happened and what to do next, and an HTTP status that says whose fault it was.
+"""
+
+from __future__ import annotations
+
+
+class WeChatQRError(Exception):
+    """Base class of every error this extension raises."""
+
+
+class ConfigurationError(WeChatQRError, ValueError):
+    """A setting is missing or wrong; raised at ``init_app`` time."""
+
+    def __init__(self, key: str, problem: str, fix: str) -> None:
+        self.key = key
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"{key}: {problem}. {fix}")
+
+
+class LoginError(WeChatQRError):
+    """A login attempt that cannot go on.
+
+    ``title`` and ``message`` are shown to the person; ``status`` is the HTTP status of
+    the page. Nothing here ever contains a secret, a code or a token.
+    """
+
+    status = 400
+    title = "Login failed"
+    message = "The WeChat login could not be completed. Please try again."
+    #: whether the site operator (not the visitor) has to act
+    operator_error = False
+
+    def __init__(self, message: str | None = None) -> None:
+        if message is not None:
+            self.message = message
+        super().__init__(self.message)
+
+
+class UnknownConnection(LoginError):
+    status = 404
+    title = "Unknown login method"
+    message = (
+        "This site has no WeChat login by that name. Go back and choose another way to log in."
+    )
+
+
+class StateError(LoginError):
+    """Missing, forged, expired or already used ``state``."""
+
+    status = 400
+    title = "This login link is no longer valid"
+    message = (
+        "The login expired, was already completed, or was started in another browser. "
+        "Start the WeChat login again from this browser."
+    )
+
+
+class LoginCancelled(LoginError):
+    """WeChat came back with ``state`` but no ``code``: the user tapped Deny."""
+
+    status = 200
+    title = "Login cancelled"
+    message = "You cancelled the WeChat login. Nothing was changed. You can scan the code again."
+
+
+class InvalidRequest(LoginError):
+    """A request to one of our routes that no honest browser sends (oversized values, ...)."""
+
+    status = 400
+    title = "Invalid request"
+    message = "The request was not understood. Start the WeChat login again."
+
+
+class SnapshotUser(LoginError):
+    """WeChat's browse-only "snapshot" mode hands out virtual ids; never log them in."""
+
+    status = 403
+    title = "WeChat did not share your account"
+    message = (
+        "WeChat opened this page in browse-only mode. Tap \u201c使用完整服务\u201d "
+        "(use full service) in WeChat, then log in again."
+    )
+
+
+# --- Errors from talking to WeChat -------------------------------------------------
+
+
+class WeChatUnavailable(LoginError):
+    """WeChat could not be reached or answered something that is not its API."""
+
+    status = 502
+    title = "WeChat is not answering"
+    message = "WeChat's servers did not answer properly. Wait a moment and try again."
+
+
+class WeChatTimeout(WeChatUnavailable):
+    status = 504
+    title = "WeChat took too long"
+    message = "WeChat's servers took too long to answer. Wait a moment and try again."
+
+
+class WeChatAPIError(LoginError):
+    """WeChat answered with ``{"errcode": N, "errmsg": "..."}`` (always on HTTP 200).
+
+    ``errmsg`` carries a request id suffix (``, rid: ...``), so code matches on
+    ``errcode`` only.
+    """
+
+    status = 502
+    title = "WeChat refused the login"
+    message = "WeChat refused this login. Try again; if it keeps happening, tell the site owner."
+
+    def __init__(self, errcode: int, errmsg: str = "") -> None:
+        self.errcode = errcode
+        self.errmsg = errmsg
+        super().__init__()
+        self.args = (f"WeChat errcode {errcode}: {errmsg}",)
+
+    def __str__(self) -> str:
+        return f"WeChat errcode {self.errcode}: {self.errmsg}"
+
+
+class InvalidCode(WeChatAPIError):
+    """40029 / 42003: the code is wrong, expired (5 minutes) or from another AppID."""
+
+    status = 400
+    title = "This QR code has expired"
+    message = "The WeChat authorization expired or is not valid. Scan a new QR code."
+
+
+class CodeUsed(WeChatAPIError):
+    """40163: the code was already exchanged (double redirect or a page refresh)."""
+
+    status = 400
+    title = "This QR code was already used"
+    message = "This WeChat authorization was already used. Scan the QR code again."
+
+
+class MissingCode(WeChatAPIError):
+    """41008: WeChat got no code."""
+
+    status = 400
+    title = "WeChat sent no authorization"
+    message = "WeChat did not send an authorization. Scan the QR code again."
+
+
+class InvalidCredentials(WeChatAPIError):
+    """40125 / 40013 / 40001: the site's AppID or AppSecret is wrong."""
+
+    operator_error = True
+    title = "This site's WeChat login is misconfigured"
+    message = (
+        "WeChat rejected this site's WeChat credentials (AppID or AppSecret). "
+        "This is not your fault: tell the site owner. You can log in another way meanwhile."
+    )
+
+
+class InvalidAccessToken(WeChatAPIError):
+    """40014 / 42001 / 40003: the access token is invalid or expired."""
+
+    title = "WeChat authorization expired"
+    message = "The WeChat authorization expired before it could be used. Scan the QR code again."
+
+
+class InvalidRefreshToken(WeChatAPIError):
+    """40030 / 42002: the refresh token is invalid or past its 30 days."""
+
+    title = "WeChat authorization expired"
+    message = "The stored WeChat authorization can no longer be renewed. Log in with WeChat again."
+
+
+class WeChatBusy(WeChatAPIError):
+    """-1: WeChat's system is busy."""
+
+    title = "WeChat is busy"
+    message = "WeChat's servers are busy right now. Wait a moment and try again."
+
+
+class RateLimited(WeChatAPIError):
+    """45011: this site hit WeChat's per-minute API quota."""
+
+    operator_error = True
+    title = "Too many WeChat logins right now"
+    message = "This site reached WeChat's limit for the moment. Wait a minute and try again."
+
+
+class Unauthorized(WeChatAPIError):
+    """48001 / 50001: the token does not allow this API (e.g. a snapshot user)."""
+
+    title = "WeChat did not share your profile"
+    message = "WeChat did not allow this site to read your profile. Scan the QR code again."
+
+
+#: errcode -> error class; anything else is a plain :class:`WeChatAPIError`.
+ERRCODES: dict[int, type[WeChatAPIError]] = {
+    -1: WeChatBusy,
+    40001: InvalidCredentials,
+    40013: InvalidCredentials,
+    40125: InvalidCredentials,
+    40003: InvalidAccessToken,
+    40014: InvalidAccessToken,
+    42001: InvalidAccessToken,
+    40029: InvalidCode,
+    42003: InvalidCode,
+    40163: CodeUsed,
+    41008: MissingCode,
+    40030: InvalidRefreshToken,
+    42002: InvalidRefreshToken,
+    45011: RateLimited,
+    48001: Unauthorized,
+    50001: Unauthorized,
+}
+
+
+def error_for(errcode: int, errmsg: str = "") -> WeChatAPIError:
+    """The typed error for a WeChat ``errcode``."""
+    return ERRCODES.get(errcode, WeChatAPIError)(errcode, errmsg)

@@ -1,0 +1,168 @@
+"""The :class:`WeChatQR` extension object and its per-application state."""
+
+from __future__ import annotations
+
+import typing as t
+from dataclasses import dataclass
+
+from authlib.integrations.flask_client import OAuth
+from flask import Flask
+
+from .adapter import AccountAdapter
+from .association import AssociationPolicy
+from .client import WeChatClient
+from .errors import ConfigurationError, UnknownConnection
+from .models import Models, models_for
+from .settings import Settings, apply_defaults, load_settings
+from .state_store import DatabaseStateCache
+
+if t.TYPE_CHECKING:
+    from flask_sqlalchemy import SQLAlchemy
+
+EXTENSION_KEY = "wechat_qr"
+
+
+@dataclass
+class WeChatQRState:
+    """Everything one app needs at request time, in ``app.extensions["wechat_qr"]``."""
+
+    extension: WeChatQR
+    settings: Settings
+    db: SQLAlchemy
+    models: Models
+    adapter: AccountAdapter
+    policy: AssociationPolicy
+    oauth: OAuth
+    clients: dict[str, WeChatClient]
+
+    def client(self, identifier: str) -> WeChatClient:
+        """The client of a connection; :class:`UnknownConnection` (404) if there is none."""
+        try:
+            return self.clients[identifier]
+        except KeyError:
+            raise UnknownConnection() from None
+
+
+class WeChatQR:
+    """Log in with WeChat (QR code on PC) for a Flask app.
+
+    ::
+
+        wechat = WeChatQR(app, db=db, user_model=User)
+        # or, with an app factory:
+        wechat = WeChatQR(db=db, user_model=User)
+        wechat.init_app(app)
+
+    :param db: the host's Flask-SQLAlchemy instance; the identity and state tables are
+        declared on it. Defaults to the one registered on the app.
+    :param user_model: the host's user model, used by the default adapter.
+    :param adapter: an :class:`~flask_wechat_qr.AccountAdapter` (subclass) instance for
+        hosts whose users need more than the default.
+    """
+
+    def __init__(
+        self,
+        app: Flask | None = None,
+        *,
+        db: SQLAlchemy | None = None,
+        user_model: t.Any = None,
+        adapter: AccountAdapter | None = None,
+    ) -> None:
+        self.db = db
+        self.user_model = user_model
+        self.adapter = adapter
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        """Read and check the settings, declare the tables, register the blueprint."""
+        if EXTENSION_KEY in app.extensions:
+            raise RuntimeError(
+                "A 'WeChatQR' instance has already been registered on this Flask app. "
+                "Import and use that instance instead."
+            )
+        apply_defaults(app.config)
+        settings = load_settings(app.config)
+
+        db = self.db if self.db is not None else app.extensions.get("sqlalchemy")
+        if db is None:
+            raise ConfigurationError(
+                "db", "no Flask-SQLAlchemy instance",
+                "Pass WeChatQR(app, db=db, ...) or call db.init_app(app) before WeChatQR.",
+            )
+        adapter = self.adapter
+        if adapter is None:
+            if self.user_model is None:
+                raise ConfigurationError(
+                    "user_model", "the default adapter needs the site's user model",
+                    "Pass WeChatQR(app, db=db, user_model=User), or adapter=MyAdapter().",
+                )
+            if getattr(app, "login_manager", None) is None:
+                raise ConfigurationError(
+                    "login_manager", "Flask-Login is not set up on this app",
+                    "Call LoginManager().init_app(app) before WeChatQR, or pass an adapter "
+                    "whose login_user logs users in your own way.",
+                )
+            adapter = AccountAdapter(db, self.user_model)
+        elif adapter.db is None:
+            adapter.db = db
+        _check_association_support(settings, adapter)
+
+        models = models_for(db)
+        # One registry per app, never shared: Authlib's registry keeps ``self.app`` and
+        # would leak one app's AppID into another. It is not installed with
+        # ``oauth.init_app`` so a host's own Authlib registry keeps its extensions slot.
+        oauth = OAuth(cache=DatabaseStateCache(db, models.LoginState))
+        oauth.app = app
+        clients = {
+            identifier: WeChatClient(
+                oauth, conn,
+                open_base_url=settings.open_base_url,
+                api_base_url=settings.api_base_url,
+                timeout=settings.http_timeout,
+                state_ttl=settings.state_ttl,
+            )
+            for identifier, conn in settings.connections.items()
+        }
+        app.extensions[EXTENSION_KEY] = WeChatQRState(
+            extension=self,
+            settings=settings,
+            db=db,
+            models=models,
+            adapter=adapter,
+            policy=AssociationPolicy(db, models, adapter),
+            oauth=oauth,
+            clients=clients,
+        )
+
+        from .views import blueprint
+
+        app.register_blueprint(blueprint, url_prefix=settings.url_prefix)
+        app.context_processor(_template_context)
+
+
+def _check_association_support(settings: Settings, adapter: AccountAdapter) -> None:
+    for conn in settings.connections.values():
+        if conn.association == "ask_binding":
+            raise ConfigurationError(
+                f"WECHAT_QR_ASSOCIATION ({conn.identifier})",
+                "ask_binding is not available in this version yet",
+                "Use 'off' or 'field_matching' for now.",
+            )
+        if conn.association == "field_matching":
+            custom = [f for f in conn.match_fields if f != "unionid"]
+            if custom and type(adapter).match_user is AccountAdapter.match_user:
+                raise ConfigurationError(
+                    f"WECHAT_QR_MATCH_FIELDS ({conn.identifier})",
+                    f"no matcher for {', '.join(custom)}",
+                    "Override AccountAdapter.match_user to match on fields your site has "
+                    "verified, or match on 'unionid' only.",
+                )
+
+
+def _template_context() -> dict[str, t.Any]:
+    from flask import current_app
+
+    state = current_app.extensions.get(EXTENSION_KEY)
+    connections = list(state.settings.connections.values()) if state else []
+    return {"wechat_qr_connections": connections}

@@ -1,0 +1,77 @@
+"""The extension's tables, declared on the host's own Flask-SQLAlchemy ``db``.
+
+The host's user table is not referenced by a foreign key: the extension stores the
+user's id as text (what Flask-Login's ``get_id()`` returns) and asks the adapter to load
+it, so any user model (integer, UUID or string keys) works.
+"""
+
+from __future__ import annotations
+
+import typing as t
+import weakref
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+
+if t.TYPE_CHECKING:
+    from flask_sqlalchemy import SQLAlchemy
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Models:
+    """The mapped classes for one ``db``."""
+
+    Identity: t.Any
+    LoginState: t.Any
+
+
+_models_by_db: weakref.WeakKeyDictionary[t.Any, Models] = weakref.WeakKeyDictionary()
+
+
+def models_for(db: SQLAlchemy) -> Models:
+    """The extension's mapped classes on ``db`` (declared once per ``db``)."""
+    models = _models_by_db.get(db)
+    if models is None:
+        models = _declare(db)
+        _models_by_db[db] = models
+    return models
+
+
+def _declare(db: SQLAlchemy) -> Models:
+    class WeChatIdentity(db.Model):  # type: ignore[name-defined,misc]
+        """A WeChat account (one openid of one connection) linked to a local user."""
+
+        __tablename__ = "wechat_qr_identity"
+        __table_args__ = (
+            sa.UniqueConstraint("connection", "openid", name="uq_wechat_qr_identity_openid"),
+        )
+
+        id = sa.Column(sa.Integer, primary_key=True)
+        connection = sa.Column(sa.String(32), nullable=False)
+        openid = sa.Column(sa.String(128), nullable=False)
+        unionid = sa.Column(sa.String(128), index=True)
+        user_id = sa.Column(sa.String(64), nullable=False, index=True)
+        nickname = sa.Column(sa.Unicode(255))
+        avatar_url = sa.Column(sa.Text)
+        profile = sa.Column(sa.JSON)
+        created_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
+        last_login_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
+
+        def __repr__(self) -> str:
+            return f"<WeChatIdentity {self.connection}:{self.openid} user={self.user_id}>"
+
+    class WeChatLoginState(db.Model):  # type: ignore[name-defined,misc]
+        """Server-side half of an OAuth ``state``: single use, expires, shared by workers."""
+
+        __tablename__ = "wechat_qr_login_state"
+
+        key = sa.Column(sa.String(200), primary_key=True)
+        value = sa.Column(sa.Text, nullable=False)
+        expires_at = sa.Column(sa.Float, nullable=False, index=True)
+
+    return Models(Identity=WeChatIdentity, LoginState=WeChatLoginState)

@@ -1,0 +1,311 @@
+"""Connection settings: parsed and validated once, at ``init_app`` time.
+
+Each WeChat connection carries the settings of a hosted identity platform's "WeChat QR
+code on PC" connection. The flat ``WECHAT_QR_*`` keys describe the single default
+connection; ``WECHAT_QR_CONNECTIONS`` (a list of dicts whose keys are the same names
+without the prefix, in lower case) describes several.
+"""
+
+from __future__ import annotations
+
+import re
+import typing as t
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from .errors import ConfigurationError
+
+PREFIX = "WECHAT_QR_"
+
+ASSOCIATION_MODES = ("off", "field_matching", "ask_binding")
+PROFILE_SYNC_MODES = ("first_login", "each_login", "never")
+#: Profile fields WeChat neither verifies nor keeps unique; matching on them hands
+#: accounts to strangers.
+UNSAFE_MATCH_FIELDS = frozenset(
+    {"nickname", "headimgurl", "avatar", "avatar_url", "sex", "province", "city",
+     "country", "privilege", "language"}
+)
+_IDENTIFIER = re.compile(r"[a-z0-9-]{1,31}")
+
+#: Per-connection keys (without prefix) and their defaults.
+CONNECTION_DEFAULTS: dict[str, t.Any] = {
+    "connection": "wechat",
+    "display_name": "WeChat",
+    "app_id": None,
+    "app_secret": None,
+    "callback_url": None,
+    "login_only": False,
+    "association": "off",
+    "match_fields": ("unionid",),
+    "profile_sync": "first_login",
+    "lang": None,
+    "userinfo_lang": "zh_CN",
+    "qr_self_redirect": False,
+    "qr_style": "black",
+    "qr_href": None,
+}
+
+#: App-wide keys (without prefix) and their defaults.
+GLOBAL_DEFAULTS: dict[str, t.Any] = {
+    "connections": None,
+    "open_base_url": "https://open.weixin.qq.com",
+    "api_base_url": "https://api.weixin.qq.com",
+    "sandbox": False,
+    "url_prefix": "/auth",
+    "http_timeout": 5.0,
+    "state_ttl": 600,
+    "post_login_url": "/",
+}
+
+
+@dataclass(frozen=True)
+class ConnectionSettings:
+    """One WeChat website application, as configured on this site."""
+
+    identifier: str
+    display_name: str
+    app_id: str
+    app_secret: str = field(repr=False)
+    callback_url: str | None = None
+    login_only: bool = False
+    association: str = "off"
+    match_fields: tuple[str, ...] = ("unionid",)
+    profile_sync: str = "first_login"
+    lang: str | None = None
+    userinfo_lang: str = "zh_CN"
+    qr_self_redirect: bool = False
+    qr_style: str = "black"
+    qr_href: str | None = None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything ``init_app`` read from ``app.config``; never read again after that."""
+
+    connections: dict[str, ConnectionSettings]
+    open_base_url: str
+    api_base_url: str
+    sandbox: bool
+    url_prefix: str
+    http_timeout: float
+    state_ttl: int
+    post_login_url: str
+
+    @property
+    def default_connection(self) -> ConnectionSettings:
+        return next(iter(self.connections.values()))
+
+
+def apply_defaults(config: t.MutableMapping[str, t.Any]) -> None:
+    """``setdefault`` every key, so ``app.config`` shows what is in force."""
+    for name, value in {**GLOBAL_DEFAULTS, **CONNECTION_DEFAULTS}.items():
+        config.setdefault(PREFIX + name.upper(), value)
+
+
+def load_settings(config: t.Mapping[str, t.Any]) -> Settings:
+    """Read and validate every setting; raise :class:`ConfigurationError` on the first problem."""
+    raw_connections = config.get(PREFIX + "CONNECTIONS")
+    if raw_connections:
+        if not isinstance(raw_connections, (list, tuple)):
+            raise ConfigurationError(
+                PREFIX + "CONNECTIONS", "must be a list of dicts",
+                'Write e.g. [{"connection": "wechat", "app_id": "wx...", "app_secret": "..."}].',
+            )
+        parsed = [
+            _parse_connection(entry, f"{PREFIX}CONNECTIONS[{index}]")
+            for index, entry in enumerate(raw_connections)
+        ]
+    else:
+        flat = {name: config.get(PREFIX + name.upper(), default)
+                for name, default in CONNECTION_DEFAULTS.items()}
+        parsed = [_parse_connection(flat, None)]
+
+    connections: dict[str, ConnectionSettings] = {}
+    for conn in parsed:
+        if conn.identifier in connections:
+            raise ConfigurationError(
+                PREFIX + "CONNECTIONS", f"the identifier {conn.identifier!r} is used twice",
+                "Give every connection its own unique identifier.",
+            )
+        connections[conn.identifier] = conn
+
+    return Settings(
+        connections=connections,
+        open_base_url=_base_url(config, "OPEN_BASE_URL"),
+        api_base_url=_base_url(config, "API_BASE_URL"),
+        sandbox=_bool(config.get(PREFIX + "SANDBOX", False), PREFIX + "SANDBOX"),
+        url_prefix=_url_prefix(config.get(PREFIX + "URL_PREFIX", "/auth")),
+        http_timeout=_positive_number(config, "HTTP_TIMEOUT"),
+        state_ttl=int(_positive_number(config, "STATE_TTL")),
+        post_login_url=_local_path(config.get(PREFIX + "POST_LOGIN_URL", "/"),
+                                   PREFIX + "POST_LOGIN_URL"),
+    )
+
+
+def _parse_connection(raw: t.Any, where: str | None) -> ConnectionSettings:
+    def key(name: str) -> str:
+        return f"{where}[{name!r}]" if where else PREFIX + name.upper()
+
+    if not isinstance(raw, t.Mapping):
+        raise ConfigurationError(where or PREFIX + "CONNECTIONS", "must be a dict",
+                                 "Each connection is a dict of settings.")
+    unknown = set(raw) - set(CONNECTION_DEFAULTS)
+    if unknown:
+        raise ConfigurationError(
+            where or PREFIX + "CONNECTIONS", f"unknown setting(s) {sorted(unknown)}",
+            f"Use only: {', '.join(CONNECTION_DEFAULTS)}.",
+        )
+    values = {**CONNECTION_DEFAULTS, **raw}
+
+    identifier = values["connection"]
+    if not isinstance(identifier, str) or not _IDENTIFIER.fullmatch(identifier):
+        raise ConfigurationError(
+            key("connection"), f"{identifier!r} is not a valid unique identifier",
+            "Use 1 to 31 characters: lowercase letters, digits and '-'. It names the connection "
+            "in URLs and stored identities, so do not change it once users have logged in.",
+        )
+    for name, label in (("app_id", "AppID"), ("app_secret", "AppSecret")):
+        value = values[name]
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigurationError(
+                key(name), f"the {label} is missing",
+                f"Copy the {label} of your website application from open.weixin.qq.com "
+                "(管理中心 > 网站应用), or set WECHAT_QR_SANDBOX=True to try the simulated WeChat.",
+            )
+
+    callback_url = values["callback_url"] or None
+    if callback_url is not None:
+        parts = urlsplit(str(callback_url))
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigurationError(
+                key("callback_url"), f"{callback_url!r} is not an http(s) URL",
+                "Give the full business URL that receives the ID token, e.g. "
+                "https://app.example.com/wechat/done, or leave it unset.",
+            )
+
+    association = values["association"]
+    if association not in ASSOCIATION_MODES:
+        raise ConfigurationError(
+            key("association"), f"unknown association mode {association!r}",
+            f"Use one of: {', '.join(ASSOCIATION_MODES)}.",
+        )
+
+    match_fields = values["match_fields"]
+    if isinstance(match_fields, str):
+        match_fields = tuple(f.strip() for f in match_fields.split(",") if f.strip())
+    match_fields = tuple(match_fields)
+    unsafe = sorted(set(match_fields) & UNSAFE_MATCH_FIELDS)
+    if unsafe:
+        raise ConfigurationError(
+            key("match_fields"), f"cannot match accounts on {', '.join(unsafe)}",
+            "WeChat lets anyone choose their nickname and avatar, and returns empty sex and "
+            "region since 2021, so matching on them would hand accounts to strangers. Match on "
+            "'unionid', or on a field your own adapter verified.",
+        )
+    if association == "field_matching" and not match_fields:
+        raise ConfigurationError(
+            key("match_fields"), "field_matching needs at least one field",
+            "Use ('unionid',) or a field your adapter provides a matcher for.",
+        )
+
+    profile_sync = values["profile_sync"]
+    if profile_sync not in PROFILE_SYNC_MODES:
+        raise ConfigurationError(
+            key("profile_sync"), f"unknown profile sync mode {profile_sync!r}",
+            f"Use one of: {', '.join(PROFILE_SYNC_MODES)}.",
+        )
+    lang = values["lang"] or None
+    if lang not in (None, "cn", "en"):
+        raise ConfigurationError(key("lang"), f"unknown QR page language {lang!r}",
+                                 "Use 'cn', 'en' or leave it unset (WeChat's default).")
+    userinfo_lang = values["userinfo_lang"]
+    if userinfo_lang not in ("zh_CN", "zh_TW", "en"):
+        raise ConfigurationError(key("userinfo_lang"), f"unknown language {userinfo_lang!r}",
+                                 "Use 'zh_CN', 'zh_TW' or 'en'.")
+    qr_style = values["qr_style"]
+    if qr_style not in ("black", "white"):
+        raise ConfigurationError(key("qr_style"), f"unknown QR style {qr_style!r}",
+                                 "Use 'black' (for light pages) or 'white' (for dark pages).")
+    qr_href = values["qr_href"] or None
+    if qr_href is not None and not (
+        str(qr_href).startswith("https://") or str(qr_href).startswith("data:text/css;base64,")
+    ):
+        raise ConfigurationError(
+            key("qr_href"), "WeChat only loads QR stylesheets over https or as a data URI",
+            "Use an https:// URL or data:text/css;base64,... (http is blocked as mixed content).",
+        )
+
+    return ConnectionSettings(
+        identifier=identifier,
+        display_name=str(values["display_name"] or "WeChat"),
+        app_id=values["app_id"].strip(),
+        app_secret=values["app_secret"].strip(),
+        callback_url=callback_url,
+        login_only=_bool(values["login_only"], key("login_only")),
+        association=association,
+        match_fields=match_fields,
+        profile_sync=profile_sync,
+        lang=lang,
+        userinfo_lang=userinfo_lang,
+        qr_self_redirect=_bool(values["qr_self_redirect"], key("qr_self_redirect")),
+        qr_style=qr_style,
+        qr_href=qr_href,
+    )
+
+
+def parse_bool(value: t.Any) -> bool | None:
+    """``True``/``False`` for booleans and the usual spellings; ``None`` if unrecognised."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off", ""):
+            return False
+    if isinstance(value, int):
+        return bool(value)
+    return None
+
+
+def _bool(value: t.Any, key: str) -> bool:
+    parsed = parse_bool(value)
+    if parsed is None:
+        raise ConfigurationError(key, f"{value!r} is not a boolean", "Use True or False.")
+    return parsed
+
+
+def _base_url(config: t.Mapping[str, t.Any], name: str) -> str:
+    key = PREFIX + name
+    value = str(config.get(key) or GLOBAL_DEFAULTS[name.lower()]).rstrip("/")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigurationError(key, f"{value!r} is not an http(s) URL",
+                                 f"Leave it unset for WeChat ({GLOBAL_DEFAULTS[name.lower()]}).")
+    return value
+
+
+def _url_prefix(value: t.Any) -> str:
+    prefix = "/" + str(value or "").strip("/")
+    return "" if prefix == "/" else prefix
+
+
+def _positive_number(config: t.Mapping[str, t.Any], name: str) -> float:
+    key = PREFIX + name
+    value = config.get(key, GLOBAL_DEFAULTS[name.lower()])
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = 0.0
+    if not number > 0:
+        raise ConfigurationError(key, f"{value!r} is not a positive number",
+                                 f"Use a number of seconds, e.g. {GLOBAL_DEFAULTS[name.lower()]}.")
+    return number
+
+
+def _local_path(value: t.Any, key: str) -> str:
+    text = str(value or "/")
+    if not text.startswith("/") or text.startswith("//"):
+        raise ConfigurationError(key, f"{text!r} is not a path on this site",
+                                 "Use a path such as '/' or '/account'.")
+    return text

@@ -1,0 +1,124 @@
+"""Test support: apps built from a small factory, and WeChat's API mocked with
+``responses`` returning what WeChat really returns (``text/plain`` without charset,
+errors as HTTP 200 ``errcode`` JSON, CJK + emoji nicknames)."""
+
+from __future__ import annotations
+
+import json
+import re
+import typing as t
+
+import responses
+from flask import Flask
+from flask_login import LoginManager, UserMixin, current_user
+from flask_sqlalchemy import SQLAlchemy
+
+from flask_wechat_qr import WeChatQR
+
+API = "https://api.weixin.qq.com"
+OPEN = "https://open.weixin.qq.com"
+APP_ID = "wx5f3d2e1c0b9a8776"
+APP_SECRET = "s3cr3t-0f-th3-w3bs1t3-app-d0-n0t-l34k"
+
+#: A realistic openid/unionid pair (28 characters, as WeChat issues them).
+OPENID = "ohS-VwAJ9GEXlplngwybJ3Z-ZHrI"
+UNIONID = "ohHrhwKnD9TOunEW0eKTS45vS5Qo"
+ACCESS_TOKEN = "OezXcEiiBSKSxW0eoylIeO5cPxb4Ks1RpbXGMv9uiV35032zNHGzXcld-EKsSScE3gRZMrUU78skCbp1"
+REFRESH_TOKEN = "OezXcEiiBSKSxW0eoylIeO5cPxb4Ks1RpbXGMv9uiV35032zNHGzXcld-EKsSScEbMnnMqVExcSpj7KR"
+NICKNAME = "张三🐼"
+AVATAR = "https://thirdwx.qlogo.cn/mmopen/vi_32/Q0j4TwGTfTKXLMv85Sk2x0MxR9aPOIC9QxWJT5N/132"
+
+
+def make_test_app(tmp_path: t.Any, **config: t.Any) -> Flask:
+    """A small host site: Flask-SQLAlchemy users, Flask-Login, WeChatQR."""
+    db = SQLAlchemy()
+
+    class User(db.Model, UserMixin):  # type: ignore[name-defined,misc]
+        id = db.Column(db.Integer, primary_key=True)
+        username = db.Column(db.String(80), unique=True)
+        nickname = db.Column(db.Unicode(255))
+        avatar_url = db.Column(db.Text)
+
+    app = Flask("host_app", root_path=str(tmp_path))
+    app.config.update(
+        TESTING=True,
+        SECRET_KEY="test-secret-key",
+        SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'app.db'}",
+        WECHAT_QR_APP_ID=APP_ID,
+        WECHAT_QR_APP_SECRET=APP_SECRET,
+    )
+    app.config.update(config)
+    db.init_app(app)
+    login_manager = LoginManager(app)
+
+    @login_manager.user_loader
+    def load_user(user_id: str) -> t.Any:
+        return db.session.get(User, int(user_id))
+
+    wechat = WeChatQR(app, db=db, user_model=User)
+
+    @app.route("/")
+    def index() -> str:
+        if current_user.is_authenticated:
+            return f"logged in as {current_user.id} {current_user.nickname}"
+        return "anonymous"
+
+    with app.app_context():
+        db.create_all()
+    app.db = db  # type: ignore[attr-defined]
+    app.User = User  # type: ignore[attr-defined]
+    app.wechat = wechat  # type: ignore[attr-defined]
+    return app
+
+
+class WeChatAPI:
+    """``responses`` with WeChat's real answer shapes."""
+
+    def __init__(self, mock: responses.RequestsMock, base: str = API) -> None:
+        self.mock = mock
+        self.base = base
+
+    def _add(self, path: str, payload: t.Any, **kwargs: t.Any) -> None:
+        body = payload if isinstance(payload, bytes) else json.dumps(
+            payload, ensure_ascii=False).encode("utf-8")
+        kwargs.setdefault("content_type", "text/plain")
+        self.mock.add(responses.GET, self.base + path, body=body, **kwargs)
+
+    def token(self, openid: str = OPENID, unionid: str | None = UNIONID, **extra: t.Any) -> None:
+        payload = {"access_token": ACCESS_TOKEN, "expires_in": 7200,
+                   "refresh_token": REFRESH_TOKEN, "openid": openid, "scope": "snsapi_login"}
+        if unionid:
+            payload["unionid"] = unionid
+        payload.update(extra)
+        self._add("/sns/oauth2/access_token", payload)
+
+    def userinfo(self, openid: str = OPENID, unionid: str | None = UNIONID,
+                 nickname: str = NICKNAME, **extra: t.Any) -> None:
+        payload: dict[str, t.Any] = {
+            "openid": openid, "nickname": nickname, "sex": 0, "language": "",
+            "city": "", "province": "", "country": "", "headimgurl": AVATAR, "privilege": []}
+        if unionid:
+            payload["unionid"] = unionid
+        payload.update(extra)
+        self._add("/sns/userinfo", payload)
+
+    def error(self, path: str, errcode: int, errmsg: str) -> None:
+        rid = "rid: 6731d8f2-1b2c3d4e-5f6a7b8c"
+        self._add(path, {"errcode": errcode, "errmsg": f"{errmsg}, {rid}"})
+
+    def raw(self, path: str, body: bytes, **kwargs: t.Any) -> None:
+        self._add(path, body, **kwargs)
+
+
+def start_login(client: t.Any, connection: str = "wechat", **params: t.Any) -> str:
+    """Begin a login like a browser does; return the ``state`` WeChat would echo."""
+    resp = client.get(f"/auth/{connection}/login", query_string=params)
+    assert resp.status_code == 302, resp.data
+    match = re.search(r"[?&]state=([A-Za-z0-9]+)", resp.headers["Location"])
+    assert match, resp.headers["Location"]
+    return match.group(1)
+
+
+def finish_login(client: t.Any, state: str, code: str = "0816Ab000aBcdE1xYz3000xyz8z16AbQ",
+                 connection: str = "wechat") -> t.Any:
+    return client.get(f"/auth/{connection}/callback", query_string={"code": code, "state": state})
