@@ -195,7 +195,7 @@ class WeChatClient:
         oauth: t.Any,
         connection: ConnectionSettings,
         *,
-        open_base_url: str,
+        open_base_url: str | t.Callable[[], str],
         api_base_url: str,
         timeout: float,
         state_ttl: float = 600,
@@ -210,7 +210,6 @@ class WeChatClient:
             client_cls=_WeChatRemoteApp,
             client_id=connection.app_id,
             client_secret=connection.app_secret,
-            authorize_url=open_base_url + QRCONNECT_PATH,
             access_token_url=api_base_url + ACCESS_TOKEN_PATH,
             access_token_params={"method": "GET"},
             client_auth_methods=[(AUTH_METHOD, _appid_secret_auth)],
@@ -254,6 +253,12 @@ class WeChatClient:
             raise StateError()
         return t.cast(dict, data)
 
+    @property
+    def open_base(self) -> str:
+        """Where browsers reach WeChat's pages (for the built-in sandbox: this site)."""
+        base = self.open_base_url
+        return base() if callable(base) else base
+
     # --- URLs the browser is sent to ----------------------------------------------
 
     def authorize_url(self, redirect_uri: str, state: str) -> str:
@@ -273,7 +278,7 @@ class WeChatClient:
         if self.connection.lang:
             params.append(("lang", self.connection.lang))
         query = urlencode(params, quote_via=quote, safe="")
-        return f"{self.open_base_url}{QRCONNECT_PATH}?{query}#wechat_redirect"
+        return f"{self.open_base}{QRCONNECT_PATH}?{query}#wechat_redirect"
 
     def qr_iframe_url(self, redirect_uri: str, state: str) -> str:
         """The ``src`` that WeChat's ``wxLogin.js`` gives its iframe, built server-side."""
@@ -292,7 +297,7 @@ class WeChatClient:
         if conn.lang == "en":
             params.append(("lang", "en"))
         query = urlencode(params, quote_via=quote, safe="")
-        return f"{self.open_base_url}{QRCONNECT_PATH}?{query}"
+        return f"{self.open_base}{QRCONNECT_PATH}?{query}"
 
     # --- API calls ----------------------------------------------------------------
 

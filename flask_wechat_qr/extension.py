@@ -117,13 +117,15 @@ class WeChatQR:
         clients = {
             identifier: WeChatClient(
                 oauth, conn,
-                open_base_url=settings.open_base_url,
+                open_base_url=settings.open_base_url or _sandbox_open_base(settings),
                 api_base_url=settings.api_base_url,
                 timeout=settings.http_timeout,
                 state_ttl=settings.state_ttl,
             )
             for identifier, conn in settings.connections.items()
         }
+        if settings.sandbox:
+            _install_sandbox(app, db, settings, clients)
         app.extensions[EXTENSION_KEY] = WeChatQRState(
             extension=self,
             settings=settings,
@@ -160,9 +162,37 @@ def _check_association_support(settings: Settings, adapter: AccountAdapter) -> N
                 )
 
 
+def _sandbox_open_base(settings: Settings) -> t.Callable[[], str]:
+    def open_base() -> str:
+        from flask import request
+
+        return request.host_url.rstrip("/") + settings.sandbox_prefix
+
+    return open_base
+
+
+def _install_sandbox(
+    app: Flask, db: SQLAlchemy, settings: Settings, clients: dict[str, WeChatClient]
+) -> None:
+    """Mount the simulated WeChat in this app; route the API calls to it in-process."""
+    from .sandbox import IN_PROCESS_ORIGIN, SandboxApp, WSGITransport, install_sandbox
+
+    install_sandbox(
+        app, db,
+        [SandboxApp(c.app_id, c.app_secret, c.display_name) for c in settings.connections.values()],
+        url_prefix=settings.sandbox_prefix,
+        public_url=settings.sandbox_public_url,
+    )
+    transport = WSGITransport(app)
+    for client in clients.values():
+        if client.api_base_url.startswith(IN_PROCESS_ORIGIN):
+            client.session.mount(IN_PROCESS_ORIGIN, transport)
+
+
 def _template_context() -> dict[str, t.Any]:
     from flask import current_app
 
     state = current_app.extensions.get(EXTENSION_KEY)
     connections = list(state.settings.connections.values()) if state else []
-    return {"wechat_qr_connections": connections}
+    return {"wechat_qr_connections": connections,
+            "wechat_qr_sandbox": bool(state and state.settings.sandbox)}

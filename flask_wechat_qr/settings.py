@@ -26,6 +26,11 @@ UNSAFE_MATCH_FIELDS = frozenset(
      "country", "privilege", "language"}
 )
 _IDENTIFIER = re.compile(r"[a-z0-9-]{1,31}")
+#: Credentials a sandbox connection gets when none are configured.
+SANDBOX_APP_ID = "wxsandbox0000000001"
+SANDBOX_APP_SECRET = "sandbox-app-secret"
+#: Origin standing for the sandbox mounted in this very app, reached in-process.
+IN_PROCESS_ORIGIN = "http://wechat-sandbox.invalid"
 
 #: Per-connection keys (without prefix) and their defaults.
 CONNECTION_DEFAULTS: dict[str, t.Any] = {
@@ -51,6 +56,8 @@ GLOBAL_DEFAULTS: dict[str, t.Any] = {
     "open_base_url": "https://open.weixin.qq.com",
     "api_base_url": "https://api.weixin.qq.com",
     "sandbox": False,
+    "sandbox_prefix": "/wechat-sandbox",
+    "sandbox_public_url": None,
     "url_prefix": "/auth",
     "http_timeout": 5.0,
     "state_ttl": 600,
@@ -83,9 +90,12 @@ class Settings:
     """Everything ``init_app`` read from ``app.config``; never read again after that."""
 
     connections: dict[str, ConnectionSettings]
-    open_base_url: str
+    #: ``None``: the sandbox mounted in this app, at the host the browser uses
+    open_base_url: str | None
     api_base_url: str
     sandbox: bool
+    sandbox_prefix: str
+    sandbox_public_url: str | None
     url_prefix: str
     http_timeout: float
     state_ttl: int
@@ -104,6 +114,7 @@ def apply_defaults(config: t.MutableMapping[str, t.Any]) -> None:
 
 def load_settings(config: t.Mapping[str, t.Any]) -> Settings:
     """Read and validate every setting; raise :class:`ConfigurationError` on the first problem."""
+    sandbox = _bool(config.get(PREFIX + "SANDBOX", False), PREFIX + "SANDBOX")
     raw_connections = config.get(PREFIX + "CONNECTIONS")
     if raw_connections:
         if not isinstance(raw_connections, (list, tuple)):
@@ -112,13 +123,13 @@ def load_settings(config: t.Mapping[str, t.Any]) -> Settings:
                 'Write e.g. [{"connection": "wechat", "app_id": "wx...", "app_secret": "..."}].',
             )
         parsed = [
-            _parse_connection(entry, f"{PREFIX}CONNECTIONS[{index}]")
+            _parse_connection(entry, f"{PREFIX}CONNECTIONS[{index}]", sandbox)
             for index, entry in enumerate(raw_connections)
         ]
     else:
         flat = {name: config.get(PREFIX + name.upper(), default)
                 for name, default in CONNECTION_DEFAULTS.items()}
-        parsed = [_parse_connection(flat, None)]
+        parsed = [_parse_connection(flat, None, sandbox)]
 
     connections: dict[str, ConnectionSettings] = {}
     for conn in parsed:
@@ -129,11 +140,29 @@ def load_settings(config: t.Mapping[str, t.Any]) -> Settings:
             )
         connections[conn.identifier] = conn
 
+    open_base_url: str | None = _base_url(config, "OPEN_BASE_URL")
+    api_base_url = _base_url(config, "API_BASE_URL")
+    sandbox_prefix = _url_prefix(config.get(PREFIX + "SANDBOX_PREFIX", "/wechat-sandbox"))
+    if sandbox:
+        # Left at WeChat's own URLs, the sandbox means the one mounted in this app.
+        if not sandbox_prefix:
+            raise ConfigurationError(PREFIX + "SANDBOX_PREFIX", "must not be empty",
+                                     "Use a path such as '/wechat-sandbox'.")
+        if open_base_url == GLOBAL_DEFAULTS["open_base_url"]:
+            open_base_url = None
+        if api_base_url == GLOBAL_DEFAULTS["api_base_url"]:
+            api_base_url = IN_PROCESS_ORIGIN + sandbox_prefix
+    public_url = config.get(PREFIX + "SANDBOX_PUBLIC_URL") or None
+    if public_url is not None:
+        public_url = _base_url(config, "SANDBOX_PUBLIC_URL")
+
     return Settings(
         connections=connections,
-        open_base_url=_base_url(config, "OPEN_BASE_URL"),
-        api_base_url=_base_url(config, "API_BASE_URL"),
-        sandbox=_bool(config.get(PREFIX + "SANDBOX", False), PREFIX + "SANDBOX"),
+        open_base_url=open_base_url,
+        api_base_url=api_base_url,
+        sandbox=sandbox,
+        sandbox_prefix=sandbox_prefix,
+        sandbox_public_url=public_url,
         url_prefix=_url_prefix(config.get(PREFIX + "URL_PREFIX", "/auth")),
         http_timeout=_positive_number(config, "HTTP_TIMEOUT"),
         state_ttl=int(_positive_number(config, "STATE_TTL")),
@@ -142,7 +171,7 @@ def load_settings(config: t.Mapping[str, t.Any]) -> Settings:
     )
 
 
-def _parse_connection(raw: t.Any, where: str | None) -> ConnectionSettings:
+def _parse_connection(raw: t.Any, where: str | None, sandbox: bool = False) -> ConnectionSettings:
     def key(name: str) -> str:
         return f"{where}[{name!r}]" if where else PREFIX + name.upper()
 
@@ -156,6 +185,8 @@ def _parse_connection(raw: t.Any, where: str | None) -> ConnectionSettings:
             f"Use only: {', '.join(CONNECTION_DEFAULTS)}.",
         )
     values = {**CONNECTION_DEFAULTS, **raw}
+    if sandbox and not values["app_id"] and not values["app_secret"]:
+        values["app_id"], values["app_secret"] = SANDBOX_APP_ID, SANDBOX_APP_SECRET
 
     identifier = values["connection"]
     if not isinstance(identifier, str) or not _IDENTIFIER.fullmatch(identifier):
@@ -277,7 +308,7 @@ def _bool(value: t.Any, key: str) -> bool:
 
 def _base_url(config: t.Mapping[str, t.Any], name: str) -> str:
     key = PREFIX + name
-    value = str(config.get(key) or GLOBAL_DEFAULTS[name.lower()]).rstrip("/")
+    value = str(config.get(key) or GLOBAL_DEFAULTS.get(name.lower()) or "").rstrip("/")
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigurationError(key, f"{value!r} is not an http(s) URL",

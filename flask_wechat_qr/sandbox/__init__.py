@@ -1,0 +1,59 @@
+"""A simulated WeChat Open Platform, for development and tests.
+
+Mounted in the host app by ``WECHAT_QR_SANDBOX=True`` (the extension's API calls then reach
+it in-process), or run standalone on its own port::
+
+    python -m flask_wechat_qr.sandbox --port 5001 --app-id wxdemo --app-secret s3cret \\
+        --callback-domain localhost
+"""
+
+from __future__ import annotations
+
+import typing as t
+
+from flask import Flask
+
+from .models import sandbox_models_for
+from .transport import IN_PROCESS_ORIGIN, WSGITransport
+from .views import EXTENSION_KEY, SandboxApp, SandboxState, blueprint
+
+if t.TYPE_CHECKING:
+    from flask_sqlalchemy import SQLAlchemy
+
+__all__ = ["IN_PROCESS_ORIGIN", "SandboxApp", "WSGITransport", "create_sandbox_app",
+           "install_sandbox"]
+
+
+def install_sandbox(
+    app: Flask,
+    db: SQLAlchemy,
+    apps: t.Iterable[SandboxApp],
+    *,
+    url_prefix: str = "",
+    public_url: str | None = None,
+) -> SandboxState:
+    """Register the sandbox blueprint on ``app``, its tables on ``db``."""
+    state = SandboxState(db=db, models=sandbox_models_for(db),
+                         apps={sandbox_app.app_id: sandbox_app for sandbox_app in apps},
+                         public_url=public_url)
+    app.extensions[EXTENSION_KEY] = state
+    app.register_blueprint(blueprint, url_prefix=url_prefix or None)
+    return state
+
+
+def create_sandbox_app(
+    apps: t.Iterable[SandboxApp],
+    *,
+    database_uri: str = "sqlite:///wechat-qr-sandbox.db",
+    public_url: str | None = None,
+) -> Flask:
+    """The sandbox alone, as its own site (open and API base URL: its root)."""
+    from flask_sqlalchemy import SQLAlchemy
+
+    app = Flask(__name__)
+    app.config["SQLALCHEMY_DATABASE_URI"] = database_uri
+    db = SQLAlchemy(app)
+    install_sandbox(app, db, apps, public_url=public_url)
+    with app.app_context():
+        db.create_all()
+    return app

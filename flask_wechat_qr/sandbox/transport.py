@@ -1,0 +1,76 @@
+"""A ``requests`` transport that hands requests to a WSGI app in this process.
+
+The example app talks to its own built-in sandbox. Over real HTTP that deadlocks under a
+single synchronous worker (the worker waits for itself), so the client's session routes
+the sandbox's API origin to the app's WSGI callable instead. The response is still raw
+bytes with WeChat's headers, so the client's real HTTP parsing is exercised.
+"""
+
+from __future__ import annotations
+
+import io
+import typing as t
+from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import BaseAdapter
+from requests.structures import CaseInsensitiveDict
+from urllib3 import HTTPResponse
+from werkzeug.test import EnvironBuilder, run_wsgi_app
+
+from ..settings import IN_PROCESS_ORIGIN
+
+__all__ = ["IN_PROCESS_ORIGIN", "WSGITransport"]
+
+
+class WSGITransport(BaseAdapter):
+    """Mount on a session prefix: ``session.mount(IN_PROCESS_ORIGIN, WSGITransport(app))``."""
+
+    def __init__(self, wsgi_app: t.Callable[..., t.Any]) -> None:
+        super().__init__()
+        self.wsgi_app = wsgi_app
+
+    def send(  # type: ignore[override]
+        self, request: requests.PreparedRequest, stream: bool = False,
+        timeout: t.Any = None, verify: t.Any = True, cert: t.Any = None,
+        proxies: t.Any = None,
+    ) -> requests.Response:
+        parts = urlsplit(request.url or "")
+        body = request.body or b""
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+        builder = EnvironBuilder(
+            path=parts.path or "/",
+            query_string=parts.query,
+            method=request.method or "GET",
+            headers=dict(request.headers),
+            data=body,
+            base_url=f"{parts.scheme}://{parts.netloc}",
+        )
+        try:
+            environ = builder.get_environ()
+        finally:
+            builder.close()
+        app_iter, status, headers = run_wsgi_app(self.wsgi_app, environ, buffered=True)
+        try:
+            content = b"".join(app_iter)
+        finally:
+            close = getattr(app_iter, "close", None)
+            if close is not None:
+                close()
+
+        response = requests.Response()
+        response.status_code = int(status.split(" ", 1)[0])
+        response.reason = status.split(" ", 1)[1] if " " in status else ""
+        response.headers = CaseInsensitiveDict(headers.items())
+        response.raw = HTTPResponse(body=io.BytesIO(content), preload_content=False,
+                                    status=response.status_code)
+        response._content = content
+        response.encoding = requests.utils.get_encoding_from_headers(response.headers)
+        response.url = request.url or ""
+        response.request = request
+        response.connection = self
+        return response
+
+    def close(self) -> None:
+        return None

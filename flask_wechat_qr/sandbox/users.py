@@ -1,0 +1,65 @@
+"""The simulated WeChat people of the sandbox, and how their ids are derived.
+
+Ids are derived, not stored: ``openid`` from (AppID, person), ``unionid`` from the one
+simulated Open Platform account every sandbox app belongs to. So one person has a
+different openid in each connection and the same unionid in all, exactly as on WeChat.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SandboxPerson:
+    key: str
+    nickname: str
+    has_unionid: bool = True
+    note: str = ""
+
+
+#: Ready-made people: CJK and emoji nicknames, a Latin-1 name, one without unionid.
+PEOPLE: tuple[SandboxPerson, ...] = (
+    SandboxPerson("zhangsan", "张三🐼", note="CJK + emoji nickname"),
+    SandboxPerson("lisi", "李四", note="a second user"),
+    SandboxPerson("xiaohua", "🌸小花🌸", note="emoji around CJK"),
+    SandboxPerson("jose", "José Martín", note="Latin-1 range letters"),
+    SandboxPerson("wangwu", "王五", has_unionid=False,
+                  note="no unionid (app not bound to an Open Platform account)"),
+)
+PEOPLE_BY_KEY = {person.key: person for person in PEOPLE}
+
+OPEN_PLATFORM_ACCOUNT = "flask-wechat-qr-sandbox"
+
+
+def _wechat_id(*parts: str) -> str:
+    digest = hashlib.sha256(":".join(parts).encode("utf-8")).digest()
+    return "o" + base64.urlsafe_b64encode(digest).decode("ascii")[:27]
+
+
+def openid_for(app_id: str, person_key: str) -> str:
+    """28 characters, stable per (app, person), like WeChat's."""
+    return _wechat_id("openid", app_id, person_key)
+
+
+def unionid_for(person_key: str) -> str:
+    return _wechat_id("unionid", OPEN_PLATFORM_ACCOUNT, person_key)
+
+
+def avatar_for(nickname: str) -> str:
+    """A small SVG avatar as a data URI (works without any host name)."""
+    initial = (nickname.strip() or "?")[0]
+    hue = int(hashlib.sha256(nickname.encode("utf-8")).hexdigest()[:2], 16) * 360 // 256
+    svg = (
+        '<svg xmlns="http://www.w3.org/2000/svg" width="132" height="132">'
+        f'<rect width="132" height="132" fill="hsl({hue},55%,55%)"/>'
+        '<text x="66" y="86" font-size="64" text-anchor="middle" fill="#fff" '
+        f'font-family="sans-serif">{_xml_escape(initial)}</text></svg>'
+    )
+    return "data:image/svg+xml;base64," + base64.b64encode(svg.encode("utf-8")).decode("ascii")
+
+
+def _xml_escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

@@ -1,0 +1,395 @@
+"""The simulated WeChat Open Platform: the QR pages a browser sees, the confirmation page
+a phone sees, and the ``/sns/*`` API the extension calls, with WeChat's semantics (codes
+single-use and valid 5 minutes, errors as HTTP 200 ``text/plain`` JSON).
+
+All state is in the database, so any worker process can answer any step.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+import typing as t
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+import sqlalchemy as sa
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    jsonify,
+    render_template,
+    request,
+    url_for,
+)
+
+from .models import SandboxModels
+from .qr import qr_svg
+from .users import PEOPLE, PEOPLE_BY_KEY, SandboxPerson, avatar_for, openid_for, unionid_for
+
+if t.TYPE_CHECKING:
+    from flask_sqlalchemy import SQLAlchemy
+
+EXTENSION_KEY = "wechat_qr_sandbox"
+QR_TTL = 300
+CODE_TTL = 300
+ACCESS_TOKEN_TTL = 7200
+REFRESH_TOKEN_TTL = 30 * 24 * 3600
+REDIRECT_ORDER = ["appid", "redirect_uri", "response_type", "scope", "state"]
+JSSDK_ORDER = ["appid", "scope", "redirect_uri", "state", "login_type"]
+
+blueprint = Blueprint("wechat_qr_sandbox", __name__)
+
+
+@dataclass(frozen=True)
+class SandboxApp:
+    """A website application registered on the simulated Open Platform."""
+
+    app_id: str
+    app_secret: str = field(repr=False)
+    name: str
+    #: the reviewed "authorization callback domain"; ``None``: this site's own host
+    callback_domain: str | None = None
+
+
+@dataclass
+class SandboxState:
+    db: SQLAlchemy
+    models: SandboxModels
+    apps: dict[str, SandboxApp]
+    public_url: str | None = None
+
+
+def _state() -> SandboxState:
+    return t.cast(SandboxState, current_app.extensions[EXTENSION_KEY])
+
+
+def _rid() -> str:
+    return f"rid: {secrets.token_hex(4)}-{secrets.token_hex(4)}-{secrets.token_hex(4)}"
+
+
+def wechat_json(payload: dict[str, t.Any]) -> Response:
+    """What WeChat sends: UTF-8 JSON labelled ``text/plain`` with no charset, HTTP 200."""
+    body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+    response = Response(body, status=200)
+    response.headers["Content-Type"] = "text/plain"
+    return response
+
+
+def wechat_error(errcode: int, errmsg: str) -> Response:
+    return wechat_json({"errcode": errcode, "errmsg": f"{errmsg}, {_rid()}"})
+
+
+# --- the pages a desktop browser sees -------------------------------------------------
+
+
+def _page_error(title: str, detail: str, errcode: int | None = None) -> tuple[str, int]:
+    return render_template("wechat_qr/sandbox/error.html", title=title, detail=detail,
+                           errcode=errcode), 400
+
+
+@blueprint.route("/")
+def index() -> str:
+    return render_template("wechat_qr/sandbox/index.html", apps=_state().apps.values(),
+                           people=PEOPLE)
+
+
+@blueprint.route("/connect/qrconnect")
+def qrconnect() -> t.Any:
+    """WeChat's QR page (full-page redirect mode, or the ``wxLogin.js`` iframe)."""
+    sandbox = _state()
+    keys = [key for key, _ in parse_qsl(request.query_string.decode("latin-1"),
+                                        keep_blank_values=True)]
+    args = request.args
+    jssdk = args.get("login_type") == "jssdk"
+    app = sandbox.apps.get(args.get("appid", ""))
+    if app is None:
+        return _page_error("参数错误 Invalid appid",
+                           "The appid is not a website application of this Open Platform.")
+    expected = JSSDK_ORDER if jssdk else REDIRECT_ORDER
+    if keys[: len(expected)] != expected:
+        return _page_error(
+            "Scope 参数错误或没有 Scope 权限 (parameter order)",
+            f"WeChat matches this URL strictly: expected parameters {', '.join(expected)} in "
+            f"that order, got {', '.join(keys) or 'none'}.",
+        )
+    if args.get("scope") != "snsapi_login" or (not jssdk and args.get("response_type") != "code"):
+        return _page_error("Scope 参数错误或没有 Scope 权限",
+                           "Website applications use response_type=code and scope=snsapi_login.")
+    redirect_uri = args.get("redirect_uri", "")
+    parts = urlsplit(redirect_uri)
+    domain = app.callback_domain or request.host.rsplit(":", 1)[0]
+    if parts.scheme not in ("http", "https") or parts.hostname != domain or "#" in redirect_uri:
+        return _page_error(
+            "redirect_uri 参数错误", f"The redirect_uri host must be the registered "
+            f"authorization callback domain {domain!r} (10003).", errcode=10003)
+
+    now = time.time()
+    qr_session = sandbox.models.QRSession(
+        uuid=secrets.token_urlsafe(12), app_id=app.app_id, redirect_uri=redirect_uri,
+        state=args.get("state"), status="waiting", created_at=now, expires_at=now + QR_TTL)
+    sandbox.db.session.add(qr_session)
+    sandbox.db.session.commit()
+    public = (sandbox.public_url or request.host_url).rstrip("/")
+    confirm_path = url_for(".confirm", uuid=qr_session.uuid)
+    return render_template(
+        "wechat_qr/sandbox/qrconnect.html",
+        app=app, qr=qr_session, jssdk=jssdk,
+        self_redirect=args.get("self_redirect") == "true",
+        style=args.get("style", "black"),
+        confirm_url=public + confirm_path,
+        confirm_path=confirm_path,
+        loopback=_is_loopback(public),
+        lifetime=QR_TTL,
+    )
+
+
+@blueprint.route("/connect/qrcode/<uuid>.svg")
+def qrcode_image(uuid: str) -> Response:
+    sandbox = _state()
+    if sandbox.db.session.get(sandbox.models.QRSession, uuid) is None:
+        abort(404)
+    public = (sandbox.public_url or request.host_url).rstrip("/")
+    svg = qr_svg(public + url_for(".confirm", uuid=uuid))
+    return Response(svg, content_type="image/svg+xml",
+                    headers={"Cache-Control": "private, max-age=300"})
+
+
+@blueprint.route("/connect/l/qrconnect")
+def poll() -> Response:
+    """The desktop page asks whether the phone has answered (WeChat long-polls here)."""
+    sandbox = _state()
+    qr_session = sandbox.db.session.get(sandbox.models.QRSession, request.args.get("uuid", ""))
+    if qr_session is None:
+        return jsonify(status="expired")
+    status = qr_session.status
+    if status in ("waiting", "scanned") and qr_session.expires_at < time.time():
+        status = "expired"
+    payload: dict[str, t.Any] = {"status": status}
+    if status == "confirmed":
+        payload["redirect"] = _with_query(qr_session.redirect_uri,
+                                          [("code", qr_session.code), ("state", qr_session.state)])
+    elif status == "denied":
+        payload["redirect"] = _with_query(qr_session.redirect_uri, [("state", qr_session.state)])
+    return jsonify(payload)
+
+
+# --- the page a phone sees ------------------------------------------------------------
+
+
+@blueprint.route("/connect/confirm/<uuid>", methods=["GET", "POST"])
+def confirm(uuid: str) -> t.Any:
+    """"<app> wants to log in with your WeChat": pick a simulated person, Allow or Deny."""
+    sandbox = _state()
+    models = sandbox.models
+    qr_session = sandbox.db.session.get(models.QRSession, uuid)
+    now = time.time()
+    if qr_session is None or (qr_session.status in ("waiting", "scanned")
+                              and qr_session.expires_at < now):
+        return render_template("wechat_qr/sandbox/confirm.html", outcome="expired",
+                               app=None), 410
+    app = sandbox.apps.get(qr_session.app_id)
+    if qr_session.status not in ("waiting", "scanned"):
+        return render_template("wechat_qr/sandbox/confirm.html", outcome="used", app=app), 409
+
+    if request.method == "GET":
+        if qr_session.status == "waiting":
+            qr_session.status = "scanned"
+            sandbox.db.session.commit()
+        return render_template("wechat_qr/sandbox/confirm.html", outcome=None, app=app,
+                               qr=qr_session, people=PEOPLE)
+
+    if request.form.get("action") != "allow":
+        outcome, values = "denied", {"status": "denied"}
+    else:
+        person_key = _chosen_person(sandbox, request.form)
+        if person_key is None:
+            return render_template("wechat_qr/sandbox/confirm.html", outcome=None, app=app,
+                                   qr=qr_session, people=PEOPLE,
+                                   problem="Choose a person or type a nickname."), 400
+        code = secrets.token_urlsafe(24)
+        sandbox.db.session.add(models.Code(code=code, app_id=qr_session.app_id,
+                                           person_key=person_key, created_at=now))
+        outcome, values = "allowed", {"status": "confirmed", "code": code}
+    # Only one answer per QR code, whichever worker gets it first.
+    updated = sandbox.db.session.execute(
+        sa.update(models.QRSession)
+        .where(models.QRSession.uuid == uuid,
+               models.QRSession.status.in_(("waiting", "scanned")))
+        .values(**values)
+    ).rowcount
+    if updated != 1:
+        sandbox.db.session.rollback()
+        return render_template("wechat_qr/sandbox/confirm.html", outcome="used", app=app), 409
+    sandbox.db.session.commit()
+    return render_template("wechat_qr/sandbox/confirm.html", outcome=outcome, app=app)
+
+
+def _chosen_person(sandbox: SandboxState, form: t.Mapping[str, str]) -> str | None:
+    choice = form.get("person", "")
+    if choice in PEOPLE_BY_KEY:
+        return choice
+    if choice == "new":
+        nickname = form.get("nickname", "").strip()[:60]
+        if not nickname:
+            return None
+        key = "new-" + secrets.token_hex(6)
+        sandbox.db.session.add(sandbox.models.Person(
+            key=key, nickname=nickname, has_unionid=form.get("unionid", "on") == "on"))
+        return key
+    return None
+
+
+# --- the API the extension calls ------------------------------------------------------
+
+
+@blueprint.route("/sns/oauth2/access_token")
+def access_token() -> Response:
+    sandbox = _state()
+    models = sandbox.models
+    args = request.args
+    app_id, secret, code = args.get("appid"), args.get("secret"), args.get("code")
+    if not app_id:
+        return wechat_error(41002, "appid missing")
+    app = sandbox.apps.get(app_id)
+    if app is None:
+        return wechat_error(40013, "invalid appid")
+    if not secret:
+        return wechat_error(41004, "appsecret missing")
+    if not secrets.compare_digest(secret.encode(), app.app_secret.encode()):
+        return wechat_error(40125, "invalid appsecret")
+    if not code:
+        return wechat_error(41008, "missing code")
+    if args.get("grant_type") != "authorization_code":
+        return wechat_error(40002, "invalid grant_type")
+    row = sandbox.db.session.get(models.Code, code)
+    if row is None or row.app_id != app_id:
+        return wechat_error(40029, "invalid code")
+    if row.created_at + CODE_TTL < time.time():
+        return wechat_error(42003, "code expired")
+    used = sandbox.db.session.execute(
+        sa.update(models.Code).where(models.Code.code == code, models.Code.used.is_(False))
+        .values(used=True)
+    ).rowcount
+    if used != 1:
+        sandbox.db.session.rollback()
+        return wechat_error(40163, "code been used")
+    payload = _issue_token(sandbox, app_id, row.person_key)
+    sandbox.db.session.commit()
+    return wechat_json(payload)
+
+
+@blueprint.route("/sns/oauth2/refresh_token")
+def refresh_token() -> Response:
+    sandbox = _state()
+    models = sandbox.models
+    args = request.args
+    app_id = args.get("appid")
+    if not app_id:
+        return wechat_error(41002, "appid missing")
+    if app_id not in sandbox.apps:
+        return wechat_error(40013, "invalid appid")
+    if args.get("grant_type") != "refresh_token":
+        return wechat_error(40002, "invalid grant_type")
+    given = args.get("refresh_token")
+    if not given:
+        return wechat_error(41003, "refresh_token missing")
+    row = sandbox.db.session.execute(
+        sa.select(models.Token).where(models.Token.refresh_token == given,
+                                      models.Token.app_id == app_id)
+    ).scalar_one_or_none()
+    if row is None:
+        return wechat_error(40030, "invalid refresh_token")
+    now = time.time()
+    if row.refresh_expires_at < now:
+        return wechat_error(42002, "refresh_token timeout")
+    if row.expires_at < now:
+        row.access_token = secrets.token_urlsafe(60)
+    row.expires_at = now + ACCESS_TOKEN_TTL
+    sandbox.db.session.commit()
+    return wechat_json({
+        "access_token": row.access_token, "expires_in": ACCESS_TOKEN_TTL,
+        "refresh_token": row.refresh_token, "openid": openid_for(app_id, row.person_key),
+        "scope": "snsapi_login",
+    })
+
+
+@blueprint.route("/sns/userinfo")
+def userinfo() -> Response:
+    sandbox = _state()
+    row, error = _check_access_token(sandbox)
+    if error is not None:
+        return error
+    person = _person(sandbox, row.person_key)
+    payload: dict[str, t.Any] = {
+        "openid": openid_for(row.app_id, person.key),
+        "nickname": person.nickname,
+        # WeChat stopped returning sex and region in 2021.
+        "sex": 0, "language": "", "city": "", "province": "", "country": "",
+        "headimgurl": avatar_for(person.nickname),
+        "privilege": [],
+    }
+    if person.has_unionid:
+        payload["unionid"] = unionid_for(person.key)
+    return wechat_json(payload)
+
+
+@blueprint.route("/sns/auth")
+def auth_check() -> Response:
+    _row, error = _check_access_token(_state())
+    return error if error is not None else wechat_json({"errcode": 0, "errmsg": "ok"})
+
+
+def _check_access_token(sandbox: SandboxState) -> tuple[t.Any, Response | None]:
+    token, openid = request.args.get("access_token"), request.args.get("openid")
+    if not token:
+        return None, wechat_error(41001, "access_token missing")
+    if not openid:
+        return None, wechat_error(41009, "missing openid")
+    row = sandbox.db.session.get(sandbox.models.Token, token)
+    if row is None:
+        return None, wechat_error(40014, "invalid access_token")
+    if row.expires_at < time.time():
+        return None, wechat_error(42001, "access_token expired")
+    if openid != openid_for(row.app_id, row.person_key):
+        return None, wechat_error(40003, "invalid openid")
+    return row, None
+
+
+def _issue_token(sandbox: SandboxState, app_id: str, person_key: str) -> dict[str, t.Any]:
+    now = time.time()
+    row = sandbox.models.Token(
+        access_token=secrets.token_urlsafe(60), refresh_token=secrets.token_urlsafe(60),
+        app_id=app_id, person_key=person_key, expires_at=now + ACCESS_TOKEN_TTL,
+        refresh_expires_at=now + REFRESH_TOKEN_TTL)
+    sandbox.db.session.add(row)
+    payload: dict[str, t.Any] = {
+        "access_token": row.access_token, "expires_in": ACCESS_TOKEN_TTL,
+        "refresh_token": row.refresh_token, "openid": openid_for(app_id, person_key),
+        "scope": "snsapi_login",
+    }
+    if _person(sandbox, person_key).has_unionid:
+        payload["unionid"] = unionid_for(person_key)
+    return payload
+
+
+def _person(sandbox: SandboxState, key: str) -> SandboxPerson:
+    if key in PEOPLE_BY_KEY:
+        return PEOPLE_BY_KEY[key]
+    row = sandbox.db.session.get(sandbox.models.Person, key)
+    if row is None:
+        return SandboxPerson(key, "WeChat user")
+    return SandboxPerson(row.key, row.nickname, has_unionid=row.has_unionid)
+
+
+def _with_query(url: str, params: list[tuple[str, str | None]]) -> str:
+    query = urlencode([(k, v) for k, v in params if v is not None])
+    return f"{url}{'&' if '?' in url else '?'}{query}"
+
+
+def _is_loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    return host in ("localhost", "::1") or host.startswith("127.")
