@@ -8,6 +8,7 @@ without the prefix, in lower case) describes several.
 
 from __future__ import annotations
 
+import math
 import re
 import typing as t
 from dataclasses import dataclass, field
@@ -165,7 +166,7 @@ def load_settings(config: t.Mapping[str, t.Any]) -> Settings:
         sandbox_public_url=public_url,
         url_prefix=_url_prefix(config.get(PREFIX + "URL_PREFIX", "/auth")),
         http_timeout=_positive_number(config, "HTTP_TIMEOUT"),
-        state_ttl=int(_positive_number(config, "STATE_TTL")),
+        state_ttl=math.ceil(_positive_number(config, "STATE_TTL")),
         post_login_url=_local_path(config.get(PREFIX + "POST_LOGIN_URL", "/"),
                                    PREFIX + "POST_LOGIN_URL"),
     )
@@ -223,9 +224,17 @@ def _parse_connection(raw: t.Any, where: str | None, sandbox: bool = False) -> C
 
     match_fields = values["match_fields"]
     if isinstance(match_fields, str):
-        match_fields = tuple(f.strip() for f in match_fields.split(",") if f.strip())
-    match_fields = tuple(match_fields)
-    unsafe = sorted(set(match_fields) & UNSAFE_MATCH_FIELDS)
+        match_fields = match_fields.split(",")
+    if not isinstance(match_fields, (list, tuple)) or not all(
+        isinstance(f, str) for f in match_fields
+    ):
+        raise ConfigurationError(
+            key("match_fields"), f"{values['match_fields']!r} is not a list of field names",
+            "Write e.g. ('unionid',) or the string 'unionid,email'.",
+        )
+    match_fields = tuple(f.strip() for f in match_fields if f.strip())
+    # Compared case-insensitively: 'NickName' is still the nickname.
+    unsafe = sorted({f.lower() for f in match_fields} & UNSAFE_MATCH_FIELDS)
     if unsafe:
         raise ConfigurationError(
             key("match_fields"), f"cannot match accounts on {', '.join(unsafe)}",
@@ -311,8 +320,11 @@ def _base_url(config: t.Mapping[str, t.Any], name: str) -> str:
     value = str(config.get(key) or GLOBAL_DEFAULTS.get(name.lower()) or "").rstrip("/")
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc:
+        default = GLOBAL_DEFAULTS.get(name.lower())
         raise ConfigurationError(key, f"{value!r} is not an http(s) URL",
-                                 f"Leave it unset for WeChat ({GLOBAL_DEFAULTS[name.lower()]}).")
+                                 f"Leave it unset for WeChat ({default})." if default else
+                                 "Give the full http(s) URL, e.g. https://sandbox.example.com, "
+                                 "or leave it unset.")
     return value
 
 
@@ -325,10 +337,10 @@ def _positive_number(config: t.Mapping[str, t.Any], name: str) -> float:
     key = PREFIX + name
     value = config.get(key, GLOBAL_DEFAULTS[name.lower()])
     try:
-        number = float(value)
+        number = 0.0 if isinstance(value, bool) else float(value)
     except (TypeError, ValueError):
         number = 0.0
-    if not number > 0:
+    if not (number > 0 and math.isfinite(number)):
         raise ConfigurationError(key, f"{value!r} is not a positive number",
                                  f"Use a number of seconds, e.g. {GLOBAL_DEFAULTS[name.lower()]}.")
     return number

@@ -41,7 +41,7 @@ REFRESH_TOKEN_TTL = 30 * 24 * 3600
 REDIRECT_ORDER = ["appid", "redirect_uri", "response_type", "scope", "state"]
 JSSDK_ORDER = ["appid", "scope", "redirect_uri", "state", "login_type"]
 
-blueprint = Blueprint("wechat_qr_sandbox", __name__)
+blueprint = Blueprint("wechat_qr_sandbox", __name__, template_folder="../templates")
 
 
 @dataclass(frozen=True)

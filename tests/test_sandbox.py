@@ -1,0 +1,364 @@
+"""The simulated WeChat: its pages, its phone page and its API, with WeChat's semantics,
+and whole logins of the extension against it (in-process and over real HTTP)."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import typing as t
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from flask import Flask
+from werkzeug.serving import make_server
+
+from flask_wechat_qr.sandbox import SandboxApp, create_sandbox_app
+from flask_wechat_qr.sandbox import views as sandbox_views
+from flask_wechat_qr.sandbox.qr import qr_svg
+from flask_wechat_qr.sandbox.users import openid_for, unionid_for
+from flask_wechat_qr.settings import SANDBOX_APP_ID, SANDBOX_APP_SECRET
+
+SBX = "/wechat-sandbox"
+
+
+@pytest.fixture
+def sandbox_app(make_app: t.Callable[..., Flask]) -> Flask:
+    return make_app(WECHAT_QR_SANDBOX=True, WECHAT_QR_APP_ID=None, WECHAT_QR_APP_SECRET=None,
+                    WECHAT_QR_DISPLAY_NAME="Demo site")
+
+
+def open_qr_page(client: t.Any, next_url: str | None = None) -> tuple[str, str]:
+    """Start a login and load the sandbox QR page; return (uuid, state)."""
+    resp = client.get("/auth/wechat/login", query_string={"next": next_url} if next_url else {})
+    location = resp.headers["Location"]
+    assert location.startswith(f"http://localhost{SBX}/connect/qrconnect?")
+    assert location.endswith("#wechat_redirect")
+    page = client.get(location.split("localhost", 1)[1].split("#")[0])
+    assert page.status_code == 200
+    uuid = re.search(r'data-uuid="([^"]+)"', page.get_data(as_text=True)).group(1)
+    state = parse_qs(urlsplit(location).query)["state"][0]
+    return uuid, state
+
+
+def poll(client: t.Any, uuid: str) -> dict[str, t.Any]:
+    return client.get(f"{SBX}/connect/l/qrconnect", query_string={"uuid": uuid}).json
+
+
+def answer(phone: t.Any, uuid: str, prefix: str = SBX, **form: str) -> t.Any:
+    phone.get(f"{prefix}/connect/confirm/{uuid}")
+    return phone.post(f"{prefix}/connect/confirm/{uuid}", data=form)
+
+
+def api(client: t.Any, path: str, **params: str) -> tuple[t.Any, dict[str, t.Any]]:
+    resp = client.get(SBX + path, query_string=params)
+    return resp, json.loads(resp.data.decode("utf-8"))
+
+
+def confirmed_code(sandbox_app: Flask, person: str = "zhangsan") -> str:
+    client, phone = sandbox_app.test_client(), sandbox_app.test_client()
+    uuid, _state = open_qr_page(client)
+    answer(phone, uuid, action="allow", person=person)
+    return parse_qs(urlsplit(poll(client, uuid)["redirect"]).query)["code"][0]
+
+
+# --- the QR page -----------------------------------------------------------------------
+
+
+def test_qr_page_shows_a_real_qr_image_of_the_confirmation_url(sandbox_app: Flask) -> None:
+    client = sandbox_app.test_client()
+    uuid, _ = open_qr_page(client)
+    image = client.get(f"{SBX}/connect/qrcode/{uuid}.svg")
+    assert image.status_code == 200
+    assert image.content_type == "image/svg+xml"
+    assert image.data.startswith(b"<svg") and b"<path" in image.data
+    assert image.data == qr_svg(f"http://localhost{SBX}/connect/confirm/{uuid}")
+
+
+def test_qr_images_are_rendered_once_per_content() -> None:
+    qr_svg.cache_clear()
+    first = qr_svg("http://192.0.2.1/x")
+    second = qr_svg("http://192.0.2.1/x")
+    assert first is second
+    assert qr_svg.cache_info().hits == 1 and qr_svg.cache_info().misses == 1
+
+
+def test_public_url_is_what_the_phone_gets(make_app: t.Callable[..., Flask]) -> None:
+    app = make_app(WECHAT_QR_SANDBOX=True, WECHAT_QR_SANDBOX_PUBLIC_URL="http://192.168.1.23:5000")
+    client = app.test_client()
+    uuid, _ = open_qr_page(client)
+    page = client.get(f"{SBX}/connect/qrconnect", query_string=[
+        ("appid", app.extensions["wechat_qr"].settings.default_connection.app_id),
+        ("redirect_uri", "http://localhost/auth/wechat/callback"), ("response_type", "code"),
+        ("scope", "snsapi_login"), ("state", "abc")]).get_data(as_text=True)
+    assert "sbx-loopback-hint" not in page
+    image = client.get(f"{SBX}/connect/qrcode/{uuid}.svg").data
+    assert image == qr_svg(f"http://192.168.1.23:5000{SBX}/connect/confirm/{uuid}")
+
+
+def test_loopback_host_gets_a_hint_about_phones(sandbox_app: Flask) -> None:
+    client = sandbox_app.test_client()
+    location = client.get("/auth/wechat/login").headers["Location"]
+    page = client.get(location.split("localhost", 1)[1].split("#")[0]).get_data(as_text=True)
+    assert "sbx-loopback-hint" in page and "0.0.0.0" in page
+
+
+@pytest.mark.parametrize(
+    ("query", "fragment"),
+    [
+        ("appid=wxUNKNOWN&redirect_uri=http%3A%2F%2Flocalhost%2Fcb&response_type=code"
+         "&scope=snsapi_login&state=s", "Invalid appid"),
+        (f"redirect_uri=http%3A%2F%2Flocalhost%2Fcb&appid={SANDBOX_APP_ID}&response_type=code"
+         "&scope=snsapi_login&state=s", "parameter order"),
+        (f"appid={SANDBOX_APP_ID}&redirect_uri=http%3A%2F%2Flocalhost%2Fcb&response_type=code"
+         "&scope=snsapi_userinfo&state=s", "Scope"),
+        (f"appid={SANDBOX_APP_ID}&redirect_uri=http%3A%2F%2Fevil.example%2Fcb"
+         "&response_type=code&scope=snsapi_login&state=s", "10003"),
+    ],
+)
+def test_bad_qrconnect_requests_get_wechat_style_error_pages(
+    sandbox_app: Flask, query: str, fragment: str
+) -> None:
+    resp = sandbox_app.test_client().get(f"{SBX}/connect/qrconnect?{query}")
+    assert resp.status_code == 400
+    body = resp.get_data(as_text=True)
+    assert "该链接无法访问" in body and fragment in body
+
+
+def test_embedded_iframe_url_is_accepted(sandbox_app: Flask) -> None:
+    client = sandbox_app.test_client()
+    page = client.get("/auth/wechat/qr").get_data(as_text=True)
+    src = re.search(r'<iframe[^>]*src="([^"]+)"', page).group(1).replace("&amp;", "&")
+    assert src.startswith(f"http://localhost{SBX}/connect/qrconnect?")
+    frame = client.get(src.split("localhost", 1)[1])
+    assert frame.status_code == 200
+    assert "window.top" in frame.get_data(as_text=True)  # self_redirect=false: top navigates
+
+
+# --- the phone page and the poll --------------------------------------------------------
+
+
+def test_scan_then_allow_gives_code_and_state(sandbox_app: Flask) -> None:
+    client, phone = sandbox_app.test_client(), sandbox_app.test_client()
+    uuid, state = open_qr_page(client)
+    assert poll(client, uuid) == {"status": "waiting"}
+    confirm_page = phone.get(f"{SBX}/connect/confirm/{uuid}").get_data(as_text=True)
+    assert "Demo site" in confirm_page and "张三🐼" in confirm_page and "王五" in confirm_page
+    assert poll(client, uuid) == {"status": "scanned"}
+    done = phone.post(f"{SBX}/connect/confirm/{uuid}", data={"action": "allow",
+                                                            "person": "zhangsan"})
+    assert done.status_code == 200 and 'data-outcome="allowed"' in done.get_data(as_text=True)
+    result = poll(client, uuid)
+    assert result["status"] == "confirmed"
+    query = parse_qs(urlsplit(result["redirect"]).query)
+    assert result["redirect"].startswith("http://localhost/auth/wechat/callback?")
+    assert query["state"] == [state] and len(query["code"][0]) >= 16
+
+
+def test_deny_redirects_with_state_only(sandbox_app: Flask) -> None:
+    client, phone = sandbox_app.test_client(), sandbox_app.test_client()
+    uuid, state = open_qr_page(client)
+    answer(phone, uuid, action="deny")
+    result = poll(client, uuid)
+    assert result["status"] == "denied"
+    assert parse_qs(urlsplit(result["redirect"]).query) == {"state": [state]}
+
+
+def test_a_qr_code_is_answered_once(sandbox_app: Flask) -> None:
+    client, phone = sandbox_app.test_client(), sandbox_app.test_client()
+    uuid, _ = open_qr_page(client)
+    answer(phone, uuid, action="allow", person="lisi")
+    again = phone.post(f"{SBX}/connect/confirm/{uuid}", data={"action": "deny"})
+    assert again.status_code == 409
+    assert poll(client, uuid)["status"] == "confirmed"
+
+
+def test_qr_code_expires(sandbox_app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    client, phone = sandbox_app.test_client(), sandbox_app.test_client()
+    uuid, _ = open_qr_page(client)
+    real_time = sandbox_views.time.time
+    monkeypatch.setattr(sandbox_views.time, "time",
+                        lambda: real_time() + sandbox_views.QR_TTL + 1)
+    assert poll(client, uuid) == {"status": "expired"}
+    assert phone.get(f"{SBX}/connect/confirm/{uuid}").status_code == 410
+
+
+def test_new_user_needs_a_nickname(sandbox_app: Flask) -> None:
+    client, phone = sandbox_app.test_client(), sandbox_app.test_client()
+    uuid, _ = open_qr_page(client)
+    resp = answer(phone, uuid, action="allow", person="new", nickname="  ")
+    assert resp.status_code == 400
+    assert poll(client, uuid)["status"] == "scanned"
+
+
+# --- the API --------------------------------------------------------------------------
+
+
+def test_token_answers_like_wechat(sandbox_app: Flask) -> None:
+    code = confirmed_code(sandbox_app)
+    client = sandbox_app.test_client()
+    resp, data = api(client, "/sns/oauth2/access_token", appid=SANDBOX_APP_ID,
+                     secret=SANDBOX_APP_SECRET, code=code, grant_type="authorization_code")
+    assert resp.status_code == 200
+    assert resp.headers["Content-Type"] == "text/plain"
+    assert data["openid"] == openid_for(SANDBOX_APP_ID, "zhangsan")
+    assert data["unionid"] == unionid_for("zhangsan")
+    assert data["expires_in"] == 7200 and data["scope"] == "snsapi_login"
+    resp, again = api(client, "/sns/oauth2/access_token", appid=SANDBOX_APP_ID,
+                      secret=SANDBOX_APP_SECRET, code=code, grant_type="authorization_code")
+    assert resp.status_code == 200 and again["errcode"] == 40163
+
+    _, info = api(client, "/sns/userinfo", access_token=data["access_token"],
+                  openid=data["openid"], lang="zh_CN")
+    assert info["nickname"] == "张三🐼" and info["unionid"] == data["unionid"]
+    assert info["sex"] == 0 and info["province"] == ""
+    _, ok = api(client, "/sns/auth", access_token=data["access_token"], openid=data["openid"])
+    assert ok == {"errcode": 0, "errmsg": "ok"}
+    _, refreshed = api(client, "/sns/oauth2/refresh_token", appid=SANDBOX_APP_ID,
+                       grant_type="refresh_token", refresh_token=data["refresh_token"])
+    assert refreshed["access_token"] == data["access_token"]  # not expired: same token
+    assert refreshed["refresh_token"] == data["refresh_token"]
+
+
+@pytest.mark.parametrize(
+    ("params", "errcode"),
+    [
+        ({"secret": SANDBOX_APP_SECRET, "code": "x", "grant_type": "authorization_code"}, 41002),
+        ({"appid": "wxnope", "secret": "s", "code": "x", "grant_type": "authorization_code"},
+         40013),
+        ({"appid": SANDBOX_APP_ID, "secret": "wrong", "code": "x",
+          "grant_type": "authorization_code"}, 40125),
+        ({"appid": SANDBOX_APP_ID, "secret": SANDBOX_APP_SECRET,
+          "grant_type": "authorization_code"}, 41008),
+        ({"appid": SANDBOX_APP_ID, "secret": SANDBOX_APP_SECRET, "code": "x",
+          "grant_type": "password"}, 40002),
+        ({"appid": SANDBOX_APP_ID, "secret": SANDBOX_APP_SECRET, "code": "nonsense",
+          "grant_type": "authorization_code"}, 40029),
+    ],
+)
+def test_token_errors(sandbox_app: Flask, params: dict[str, str], errcode: int) -> None:
+    resp, data = api(sandbox_app.test_client(), "/sns/oauth2/access_token", **params)
+    assert resp.status_code == 200 and resp.headers["Content-Type"] == "text/plain"
+    assert data["errcode"] == errcode and ", rid: " in data["errmsg"]
+
+
+def test_code_expires_after_five_minutes(
+    sandbox_app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code = confirmed_code(sandbox_app)
+    real_time = sandbox_views.time.time
+    monkeypatch.setattr(sandbox_views.time, "time", lambda: real_time() + 301)
+    _, data = api(sandbox_app.test_client(), "/sns/oauth2/access_token", appid=SANDBOX_APP_ID,
+                  secret=SANDBOX_APP_SECRET, code=code, grant_type="authorization_code")
+    assert data["errcode"] == 42003
+
+
+def test_userinfo_errors_and_expiry(sandbox_app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    client = sandbox_app.test_client()
+    _, token = api(client, "/sns/oauth2/access_token", appid=SANDBOX_APP_ID,
+                   secret=SANDBOX_APP_SECRET, code=confirmed_code(sandbox_app, "wangwu"),
+                   grant_type="authorization_code")
+    assert "unionid" not in token
+    assert api(client, "/sns/userinfo", openid=token["openid"])[1]["errcode"] == 41001
+    assert api(client, "/sns/userinfo", access_token=token["access_token"])[1]["errcode"] == 41009
+    assert api(client, "/sns/userinfo", access_token="forged",
+               openid=token["openid"])[1]["errcode"] == 40014
+    assert api(client, "/sns/userinfo", access_token=token["access_token"],
+               openid="o" + "x" * 27)[1]["errcode"] == 40003
+    assert api(client, "/sns/auth", access_token=token["access_token"],
+               openid="o" + "x" * 27)[1]["errcode"] == 40003
+    real_time = sandbox_views.time.time
+    monkeypatch.setattr(sandbox_views.time, "time", lambda: real_time() + 7201)
+    assert api(client, "/sns/userinfo", access_token=token["access_token"],
+               openid=token["openid"])[1]["errcode"] == 42001
+    _, refreshed = api(client, "/sns/oauth2/refresh_token", appid=SANDBOX_APP_ID,
+                       grant_type="refresh_token", refresh_token=token["refresh_token"])
+    assert refreshed["access_token"] != token["access_token"]
+    assert api(client, "/sns/oauth2/refresh_token", appid=SANDBOX_APP_ID,
+               grant_type="refresh_token", refresh_token="nope")[1]["errcode"] == 40030
+
+
+def test_ids_are_per_app_and_unionid_is_shared() -> None:
+    assert openid_for("wxA", "zhangsan") != openid_for("wxB", "zhangsan")
+    assert len(openid_for("wxA", "zhangsan")) == 28
+    assert unionid_for("zhangsan") != unionid_for("lisi")
+
+
+# --- whole logins against the sandbox -------------------------------------------------
+
+
+def test_login_through_the_sandbox_in_process(sandbox_app: Flask) -> None:
+    client, phone = sandbox_app.test_client(), sandbox_app.test_client()
+    uuid, _ = open_qr_page(client, next_url="/welcome")
+    answer(phone, uuid, action="allow", person="new", nickname="Ada 🧪")
+    callback = poll(client, uuid)["redirect"].split("localhost", 1)[1]
+    resp = client.get(callback)
+    assert resp.status_code == 302 and resp.headers["Location"] == "/welcome"
+    assert client.get("/").get_data(as_text=True).endswith("Ada 🧪")
+
+
+def test_denied_login_through_the_sandbox(sandbox_app: Flask) -> None:
+    client, phone = sandbox_app.test_client(), sandbox_app.test_client()
+    uuid, _ = open_qr_page(client)
+    answer(phone, uuid, action="deny")
+    resp = client.get(poll(client, uuid)["redirect"].split("localhost", 1)[1])
+    assert resp.status_code == 200
+    assert "cancelled" in resp.get_data(as_text=True)
+    assert client.get("/").get_data(as_text=True) == "anonymous"
+
+
+def test_two_connections_share_unionid_in_the_sandbox(make_app: t.Callable[..., Flask]) -> None:
+    app = make_app(WECHAT_QR_SANDBOX=True, WECHAT_QR_CONNECTIONS=[
+        {"connection": "web", "app_id": "wxweb0000000000001", "app_secret": "a",
+         "association": "field_matching"},
+        {"connection": "shop", "app_id": "wxshop000000000001", "app_secret": "b",
+         "association": "field_matching"},
+    ])
+    users = []
+    for connection in ("web", "shop"):
+        client, phone = app.test_client(), app.test_client()
+        location = client.get(f"/auth/{connection}/login").headers["Location"]
+        page = client.get(location.split("localhost", 1)[1].split("#")[0]).get_data(as_text=True)
+        uuid = re.search(r'data-uuid="([^"]+)"', page).group(1)
+        answer(phone, uuid, action="allow", person="lisi")
+        client.get(poll(client, uuid)["redirect"].split("localhost", 1)[1])
+        users.append(client.get("/").get_data(as_text=True))
+    assert users[0] == users[1] and users[0].startswith("logged in as")
+    with app.app_context():
+        identities = app.db.session.execute(
+            app.db.select(app.extensions["wechat_qr"].models.Identity)).scalars().all()
+        assert sorted(i.connection for i in identities) == ["shop", "web"]
+        assert identities[0].openid != identities[1].openid
+        assert identities[0].unionid == identities[1].unionid == unionid_for("lisi")
+
+
+def test_standalone_sandbox_over_real_http(
+    make_app: t.Callable[..., Flask], tmp_path: t.Any
+) -> None:
+    sandbox = create_sandbox_app(
+        [SandboxApp("wxstandalone000001", "standalone-secret", "Standalone", "localhost")],
+        database_uri=f"sqlite:///{tmp_path / 'sandbox.db'}")
+    server = make_server("127.0.0.1", 0, sandbox, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{server.server_port}"
+    try:
+        app = make_app(WECHAT_QR_APP_ID="wxstandalone000001",
+                       WECHAT_QR_APP_SECRET="standalone-secret",
+                       WECHAT_QR_OPEN_BASE_URL=base, WECHAT_QR_API_BASE_URL=base)
+        client = app.test_client()
+        location = client.get("/auth/wechat/login").headers["Location"]
+        assert location.startswith(base + "/connect/qrconnect?")
+        sandbox_client = sandbox.test_client()
+        page = sandbox_client.get(location[len(base):].split("#")[0]).get_data(as_text=True)
+        uuid = re.search(r'data-uuid="([^"]+)"', page).group(1)
+        answer(sandbox_client, uuid, prefix="", action="allow", person="xiaohua")
+        redirect = sandbox_client.get("/connect/l/qrconnect",
+                                      query_string={"uuid": uuid}).json["redirect"]
+        resp = client.get(redirect.split("localhost", 1)[1])
+        assert resp.status_code == 302
+        assert client.get("/").get_data(as_text=True).endswith("🌸小花🌸")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
