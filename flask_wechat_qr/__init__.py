@@ -7,6 +7,7 @@ from .adapter import AccountAdapter
 from .association import LoginRefused, Resolution
 from .client import WeChatClient, WeChatProfile, WeChatToken
 from .errors import (
+    AccountDisabled,
     CodeUsed,
     ConfigurationError,
     InvalidCode,
@@ -26,6 +27,7 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "AccountAdapter",
+    "AccountDisabled",
     "CodeUsed",
     "ConfigurationError",
     "ConnectionSettings",

@@ -13,6 +13,8 @@ import typing as t
 import flask_login
 from flask import session
 
+from .errors import AccountDisabled
+
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
 
@@ -88,8 +90,12 @@ class AccountAdapter:
         session.clear()
 
     def login_user(self, user: t.Any) -> None:
-        """Log the user into the Flask session (Flask-Login)."""
-        flask_login.login_user(user)
+        """Log the user into the Flask session (Flask-Login).
+
+        :class:`AccountDisabled` if Flask-Login refuses the user (``is_active`` is false).
+        """
+        if not flask_login.login_user(user):
+            raise AccountDisabled()
 
     # --- internals -----------------------------------------------------------------
 

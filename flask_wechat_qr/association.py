@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import typing as t
+import weakref
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -85,6 +86,7 @@ class AssociationPolicy:
         first logins of one identity at the same moment meet the unique constraint on
         ``(connection, openid)``; the loser rolls back and finds the winner's row.
         """
+        fetch_profile = _once(fetch_profile)
         for attempt in range(3):
             try:
                 resolution = self._resolve_once(connection, token, fetch_profile)
@@ -115,12 +117,13 @@ class AssociationPolicy:
             self.db.session.delete(identity)
             self.db.session.flush()
 
-        profile = fetch_profile()
-        user = self._match(connection, profile)
+        user = self._match(connection, token.unionid, fetch_profile)
         created = False
+        if user is None and connection.login_only:
+            # Refused before any profile request: nothing is learnt, nothing written.
+            raise LoginRefused()
+        profile = fetch_profile()
         if user is None:
-            if connection.login_only:
-                raise LoginRefused()
             user = self.adapter.create_user(connection, profile)
             created = True
             self.db.session.flush()
@@ -129,7 +132,7 @@ class AssociationPolicy:
 
         identity = self.models.Identity(
             connection=connection.identifier,
-            openid=profile.openid,
+            openid=token.openid,
             user_id=self.adapter.get_user_id(user),
         )
         _store_profile(identity, profile, token)
@@ -156,18 +159,49 @@ class AssociationPolicy:
         identity.last_login_at = utcnow()
         return Resolution(user=user, identity=identity, profile=profile)
 
-    def _match(self, connection: ConnectionSettings, profile: WeChatProfile) -> t.Any | None:
-        """An existing user to attach a new identity to (field matching only)."""
+    def _match(
+        self,
+        connection: ConnectionSettings,
+        unionid: str | None,
+        fetch_profile: t.Callable[[], WeChatProfile],
+    ) -> t.Any | None:
+        """An existing user to attach a new identity to (field matching only).
+
+        ``unionid`` comes with the token, so matching on it needs no profile request.
+        """
         if connection.association != "field_matching":
             return None
         for field in connection.match_fields:
             if field == "unionid":
-                user = self._user_by_unionid(profile.unionid)
+                user = self._user_by_unionid(unionid or fetch_profile().unionid)
             else:
-                user = self.adapter.match_user(connection, field, profile)
+                user = self.adapter.match_user(connection, field, fetch_profile())
             if user is not None:
                 return user
         return None
+
+    def forget_user(self, user_id: str, connection: t.Any = None) -> None:
+        """Delete every identity of a user the host is deleting, so a later user who is
+        given the same id (SQLite reuses ids) never inherits them."""
+        table = self.models.Identity.__table__
+        statement = sa.delete(table).where(table.c.user_id == user_id)
+        if connection is not None:
+            connection.execute(statement)
+        else:
+            self.db.session.execute(statement)
+
+    def watch_user_deletes(self, user_model: t.Any) -> None:
+        """Forget a user's identities whenever the ORM deletes that user (once per model
+        and identity table, however many apps share them)."""
+        watched = _watched_models.setdefault(user_model, set())
+        if id(self.models.Identity.__table__) in watched:
+            return
+        watched.add(id(self.models.Identity.__table__))
+
+        def after_delete(_mapper: t.Any, connection: t.Any, target: t.Any) -> None:
+            self.forget_user(self.adapter.get_user_id(target), connection)
+
+        sa.event.listen(user_model, "after_delete", after_delete)
 
     def _user_by_unionid(self, unionid: str | None) -> t.Any | None:
         if not unionid:
@@ -181,6 +215,21 @@ class AssociationPolicy:
                 log.warning("unionid is linked to %d users; not matching on it", len(rows))
             return None
         return self.adapter.load_user(rows[0])
+
+
+_watched_models: weakref.WeakKeyDictionary[t.Any, set[int]] = weakref.WeakKeyDictionary()
+
+
+def _once(fetch: t.Callable[[], WeChatProfile]) -> t.Callable[[], WeChatProfile]:
+    """At most one profile request per login, however many steps ask for it."""
+    cache: list[WeChatProfile] = []
+
+    def fetch_once() -> WeChatProfile:
+        if not cache:
+            cache.append(fetch())
+        return cache[0]
+
+    return fetch_once
 
 
 def _store_profile(identity: t.Any, profile: WeChatProfile, token: WeChatToken) -> None:

@@ -76,6 +76,16 @@ class InvalidRequest(LoginError):
     message = "The request was not understood. Start the WeChat login again."
 
 
+class AccountDisabled(LoginError):
+    """The user exists but may not log in (Flask-Login: ``is_active`` is false)."""
+
+    status = 403
+    title = "This account is disabled"
+    message = (
+        "The account linked to this WeChat is disabled on this site. Contact the site owner."
+    )
+
+
 class SnapshotUser(LoginError):
     """WeChat's browse-only "snapshot" mode hands out virtual ids; never log them in."""
 

@@ -126,13 +126,16 @@ class WeChatQR:
         }
         if settings.sandbox:
             _install_sandbox(app, db, settings, clients)
+        policy = AssociationPolicy(db, models, adapter)
+        if adapter.user_model is not None:
+            policy.watch_user_deletes(adapter.user_model)
         app.extensions[EXTENSION_KEY] = WeChatQRState(
             extension=self,
             settings=settings,
             db=db,
             models=models,
             adapter=adapter,
-            policy=AssociationPolicy(db, models, adapter),
+            policy=policy,
             oauth=oauth,
             clients=clients,
         )

@@ -81,7 +81,8 @@ def qr(connection: str) -> str:
         connection=client.connection,
         iframe_url=client.qr_iframe_url(redirect_uri, state),
         login_url=url_for("wechat_qr.login", connection=connection, next=next_url),
-        refresh_after=int(ext.settings.state_ttl),
+        # Reload for a fresh state a little before this one expires.
+        refresh_after=max(30, int(ext.settings.state_ttl) - 30),
     )
 
 
@@ -115,6 +116,9 @@ def callback(connection: str) -> Response:
     ):
         if isinstance(result, Response):
             return result
+    if request.headers.get("Sec-Fetch-Dest") == "iframe":
+        # Embedded QR with self_redirect=true: WeChat sent the iframe here, not the page.
+        return Response(render_template("wechat_qr/break_out.html", next_url=next_url))
     return redirect(next_url)
 
 
@@ -137,6 +141,15 @@ def login_error(error: LoginError) -> tuple[str, int]:
                             next=getattr(request, "wechat_qr_next", None))
     return render_template("wechat_qr/error.html", error=error, connection=connection,
                            retry_url=retry_url), error.status
+
+
+@blueprint.app_template_global("wechat_qr_connection")
+def template_connection(identifier: str) -> t.Any:
+    """A connection's settings, or ``None``: a template global, so the login button macro
+    works when imported without context (``{% from "wechat_qr/macros.html" import ... %}``),
+    where context processors' variables are not visible."""
+    ext = current_app.extensions.get("wechat_qr")
+    return ext.settings.connections.get(identifier) if ext is not None else None
 
 
 @blueprint.after_request

@@ -122,3 +122,120 @@ def start_login(client: t.Any, connection: str = "wechat", **params: t.Any) -> s
 def finish_login(client: t.Any, state: str, code: str = "0816Ab000aBcdE1xYz3000xyz8z16AbQ",
                  connection: str = "wechat") -> t.Any:
     return client.get(f"/auth/{connection}/callback", query_string={"code": code, "state": state})
+
+
+# --- Helpers added for the flow tests (views, association, signals, templates) --------
+
+#: The authorization code :func:`finish_login` sends unless told otherwise.
+CODE = "0816Ab000aBcdE1xYz3000xyz8z16AbQ"
+
+
+def api_paths(api: WeChatAPI) -> list[str]:
+    """The paths of the WeChat API requests made so far, in order."""
+    from urllib.parse import urlsplit
+
+    return [urlsplit(call.request.url).path for call in api.mock.calls]
+
+
+def api_queries(api: WeChatAPI, path: str) -> list[dict[str, str]]:
+    """The query parameters of every request made to ``path`` so far."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    found = []
+    for call in api.mock.calls:
+        parts = urlsplit(call.request.url)
+        if parts.path == path:
+            found.append(dict(parse_qsl(parts.query)))
+    return found
+
+
+def login_with_wechat(
+    client: t.Any,
+    api: WeChatAPI,
+    *,
+    openid: str = OPENID,
+    unionid: str | None = UNIONID,
+    profile_unionid: str | None = "same",
+    nickname: str = NICKNAME,
+    connection: str = "wechat",
+    **params: t.Any,
+) -> t.Any:
+    """A whole WeChat login (QR scanned and confirmed) as the given WeChat account.
+
+    Clears the mocked API first, so ``api_paths(api)`` afterwards lists only the calls of
+    this login. ``profile_unionid="same"`` gives userinfo the token's unionid.
+    """
+    api.mock.reset()
+    api.token(openid=openid, unionid=unionid)
+    api.userinfo(openid=openid, unionid=unionid if profile_unionid == "same" else profile_unionid,
+                 nickname=nickname)
+    state = start_login(client, connection=connection, **params)
+    return finish_login(client, state, connection=connection)
+
+
+def identity_model(app: Flask) -> t.Any:
+    return app.extensions["wechat_qr"].models.Identity
+
+
+def all_users(app: Flask) -> list[t.Any]:
+    """Every row of the host's user table, ordered by id (detached, attributes loaded)."""
+    import sqlalchemy as sa
+
+    with app.app_context():
+        db = app.db  # type: ignore[attr-defined]
+        return list(db.session.execute(
+            sa.select(app.User).order_by(app.User.id)  # type: ignore[attr-defined]
+        ).scalars())
+
+
+def all_identities(app: Flask) -> list[t.Any]:
+    """Every WeChat identity row, ordered by id (detached, attributes loaded)."""
+    import sqlalchemy as sa
+
+    Identity = identity_model(app)
+    with app.app_context():
+        db = app.db  # type: ignore[attr-defined]
+        return list(db.session.execute(sa.select(Identity).order_by(Identity.id)).scalars())
+
+
+def add_user(app: Flask, **fields: t.Any) -> int:
+    """Create a host user directly (as the site's own registration would); its id."""
+    with app.app_context():
+        db = app.db  # type: ignore[attr-defined]
+        user = app.User(**fields)  # type: ignore[attr-defined]
+        db.session.add(user)
+        db.session.commit()
+        return int(user.id)
+
+
+def link_identity(app: Flask, user_id: int, openid: str = OPENID,
+                  unionid: str | None = UNIONID, connection: str = "wechat") -> None:
+    """Store an identity row linking a WeChat openid to an existing host user."""
+    with app.app_context():
+        db = app.db  # type: ignore[attr-defined]
+        db.session.add(identity_model(app)(connection=connection, openid=openid,
+                                           unionid=unionid, user_id=str(user_id)))
+        db.session.commit()
+
+
+def logged_in_user_id(client: t.Any) -> str | None:
+    """The Flask-Login user id in the client's session, if any."""
+    with client.session_transaction() as sess:
+        return sess.get("_user_id")
+
+
+def find_tags(html: str, tag: str) -> list[dict[str, str | None]]:
+    """The attributes (entities decoded) of every ``<tag>`` in ``html``."""
+    from html.parser import HTMLParser
+
+    found: list[dict[str, str | None]] = []
+
+    class Parser(HTMLParser):
+        def handle_starttag(self, name: str, attrs: list[tuple[str, str | None]]) -> None:
+            if name == tag:
+                found.append(dict(attrs))
+
+    parser = Parser()
+    parser.feed(html)
+    parser.close()
+    return found

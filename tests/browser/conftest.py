@@ -2,8 +2,8 @@
 example app served by a real threaded server on 127.0.0.1.
 
 Playwright's own browser download is not available here, so the browser is
-``/usr/bin/chromium`` (override with ``WECHAT_QR_CHROMIUM``). Without it the tests skip
-with the reason; with ``WECHAT_QR_REQUIRE_BROWSER=1`` (set by ``.ci/run``) they fail instead.
+``/usr/bin/chromium`` (override with ``WECHAT_QR_TEST_CHROMIUM``). Without it the tests skip
+with the reason; with ``WECHAT_QR_TEST_REQUIRE_BROWSER=1`` (set by ``.ci/run``) they fail instead.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ CHROMIUM_ARGS = [
 
 
 def _chromium() -> str | None:
-    explicit = os.environ.get("WECHAT_QR_CHROMIUM")
+    explicit = os.environ.get("WECHAT_QR_TEST_CHROMIUM")
     if explicit:
         return explicit if os.path.exists(explicit) else None
     for name in ("chromium", "chromium-browser"):
@@ -38,8 +38,8 @@ def _chromium() -> str | None:
 
 
 def _unavailable(reason: str) -> t.NoReturn:
-    if os.environ.get("WECHAT_QR_REQUIRE_BROWSER"):
-        pytest.fail(f"browser tests are required here (WECHAT_QR_REQUIRE_BROWSER) but {reason}")
+    if os.environ.get("WECHAT_QR_TEST_REQUIRE_BROWSER"):
+        pytest.fail(f"browser tests are required here (WECHAT_QR_TEST_REQUIRE_BROWSER) but {reason}")
     pytest.skip(reason)
 
 
@@ -47,7 +47,7 @@ def _unavailable(reason: str) -> t.NoReturn:
 def browser() -> t.Iterator[t.Any]:
     executable = _chromium()
     if executable is None:
-        _unavailable("no Chromium found: apt-get install chromium (or set WECHAT_QR_CHROMIUM)")
+        _unavailable("no Chromium found: apt-get install chromium (or set WECHAT_QR_TEST_CHROMIUM)")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:

@@ -1,0 +1,92 @@
+"""A small real site using Flask-WeChat-QR: local accounts plus "Log in with WeChat".
+
+Run it with ``flask --app example_app run`` or ``gunicorn 'example_app:create_app()'``.
+Configuration comes from environment variables named like the config keys (see
+:mod:`example_app.config`).
+"""
+
+from __future__ import annotations
+
+import os
+import typing as t
+
+import sqlalchemy as sa
+from flask import Flask
+
+from flask_wechat_qr import WeChatQR
+
+from . import csrf, views
+from .config import (
+    DEFAULTS,
+    OPTIONAL_WECHAT_VARIABLES,
+    config_from_env,
+    database_uri,
+    dev_secret_key,
+    wechat_config_state,
+)
+from .models import User, db, login_manager
+
+__all__ = ["User", "create_app", "db", "login_manager", "wechat"]
+
+#: Holds only options; each app's state lives in ``app.extensions["wechat_qr"]``.
+wechat = WeChatQR(db=db, user_model=User)
+
+
+def create_app(test_config: dict[str, t.Any] | None = None) -> Flask:
+    """Build the site. Settings: defaults, then environment variables, then ``test_config``."""
+    app = Flask(__name__)
+    app.config.from_mapping(DEFAULTS)
+    env_config, unknown = config_from_env(os.environ)
+    app.config.update(env_config)
+    if test_config:
+        app.config.update(test_config)
+    for name in unknown:
+        app.logger.warning("Ignoring the environment variable %s: no such setting.", name)
+
+    if not app.config.get("SECRET_KEY"):
+        app.config["SECRET_KEY"] = dev_secret_key(app.instance_path, app.logger)
+    if not app.config.get("SQLALCHEMY_DATABASE_URI"):
+        app.config["SQLALCHEMY_DATABASE_URI"] = database_uri(
+            app.config.get("DATABASE_URL"), app.instance_path
+        )
+
+    db.init_app(app)
+    login_manager.init_app(app)
+
+    setup = wechat_config_state(app.config)
+    app.extensions["example_app"] = {"wechat_setup": setup}
+    if setup.mode == "sandbox":
+        app.config["WECHAT_QR_SANDBOX"] = True
+        app.logger.warning(
+            "WeChat login runs on the built-in SANDBOX (a simulated WeChat): set "
+            "WECHAT_QR_APP_ID and WECHAT_QR_APP_SECRET for real WeChat."
+        )
+    if setup.enabled:
+        wechat.init_app(app)
+    else:
+        app.logger.warning(
+            "WeChat login is off: set %s to turn it on.", " and ".join(setup.missing)
+        )
+
+    app.register_blueprint(views.bp)
+
+    @app.context_processor
+    def site_context() -> dict[str, t.Any]:
+        return {
+            "wechat_setup": setup,
+            "optional_wechat_variables": OPTIONAL_WECHAT_VARIABLES,
+            "csrf_token": csrf.csrf_token,
+        }
+
+    with app.app_context():
+        _create_tables()
+    return app
+
+
+def _create_tables() -> None:
+    """``db.create_all()``, tolerating another worker process creating them at the same time."""
+    try:
+        db.create_all()
+    except sa.exc.DatabaseError:
+        db.session.rollback()
+        db.create_all()

@@ -1,0 +1,182 @@
+"""The example site's configuration: defaults, environment variables, and the WeChat switch.
+
+Every ``WECHAT_QR_*`` key that :mod:`flask_wechat_qr.settings` knows can be set as an
+environment variable of the same name, so the site can be configured without editing code
+(12-factor style); ``SECRET_KEY`` and ``DATABASE_URL`` too.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import typing as t
+from dataclasses import dataclass
+
+from flask_wechat_qr import ConfigurationError
+from flask_wechat_qr.settings import CONNECTION_DEFAULTS, GLOBAL_DEFAULTS, PREFIX, parse_bool
+
+#: Variables of the project's own test suite, not settings.
+TEST_PREFIX = PREFIX + "TEST_"
+
+#: Variables read besides the ``WECHAT_QR_*`` keys.
+SITE_VARIABLES = ("SECRET_KEY", "DATABASE_URL")
+
+#: Variables a site needs for real WeChat login, in the order to set them.
+REQUIRED_WECHAT_VARIABLES = ("WECHAT_QR_APP_ID", "WECHAT_QR_APP_SECRET")
+
+#: Optional variables worth naming on the "how to turn WeChat on" page.
+OPTIONAL_WECHAT_VARIABLES = (
+    "WECHAT_QR_CONNECTION",
+    "WECHAT_QR_DISPLAY_NAME",
+    "WECHAT_QR_LOGIN_ONLY",
+    "WECHAT_QR_ASSOCIATION",
+    "WECHAT_QR_CALLBACK_URL",
+)
+
+DEFAULTS: dict[str, t.Any] = {
+    "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+    "SESSION_COOKIE_HTTPONLY": True,
+    "SESSION_COOKIE_SAMESITE": "Lax",
+}
+
+
+def wechat_keys() -> dict[str, t.Any]:
+    """Every config key the extension knows, with its default (read from the extension, so
+    a key added there is configurable here without a change)."""
+    return {
+        PREFIX + name.upper(): default
+        for name, default in {**GLOBAL_DEFAULTS, **CONNECTION_DEFAULTS}.items()
+    }
+
+
+def config_from_env(environ: t.Mapping[str, str]) -> tuple[dict[str, t.Any], list[str]]:
+    """The config set by environment variables, and the unknown ``WECHAT_QR_*`` names.
+
+    Empty variables count as unset. Booleans and numbers are converted, so ``app.config``
+    shows real values; a value that does not convert is passed on as it is, so the
+    extension's own check reports it with the key's name.
+    """
+    config: dict[str, t.Any] = {}
+    for name in SITE_VARIABLES:
+        value = environ.get(name, "").strip()
+        if value:
+            config[name] = value
+    known = wechat_keys()
+    unknown: list[str] = []
+    for name, raw in environ.items():
+        if not name.startswith(PREFIX) or name.startswith(TEST_PREFIX) or not raw.strip():
+            continue
+        if name not in known:
+            unknown.append(name)
+            continue
+        config[name] = _convert(name, raw.strip(), known[name])
+    return config, sorted(unknown)
+
+
+def _convert(name: str, raw: str, default: t.Any) -> t.Any:
+    if name == PREFIX + "CONNECTIONS":
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise ConfigurationError(
+                name, "is not valid JSON",
+                'Write a JSON list, e.g. [{"connection": "wechat", "app_id": "wx...", '
+                '"app_secret": "..."}].',
+            ) from None
+    if isinstance(default, bool):
+        parsed = parse_bool(raw)
+        return raw if parsed is None else parsed
+    if isinstance(default, int | float):
+        try:
+            number = float(raw)
+        except ValueError:
+            return raw
+        return int(number) if isinstance(default, int) and number.is_integer() else number
+    return raw
+
+
+@dataclass(frozen=True)
+class WeChatSetup:
+    """What the site does about WeChat login, decided once at startup."""
+
+    #: ``"wechat"``: the extension runs against the configured WeChat; ``"sandbox"``: on
+    #: the extension's simulated WeChat (``WECHAT_QR_SANDBOX``); ``"off"``: no WeChat
+    #: login, the home page says what to set.
+    mode: str
+    #: the variables still to set when the mode is ``"off"``
+    missing: tuple[str, ...] = ()
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode != "off"
+
+
+def wechat_config_state(config: t.Mapping[str, t.Any]) -> WeChatSetup:
+    """Whether this site turns WeChat login on, and against what. The only place that decides.
+
+    Credentials (a flat AppID or a ``WECHAT_QR_CONNECTIONS`` list) mean real WeChat; the
+    extension then validates everything else and refuses to start on a mistake. Without
+    them the site runs on the built-in sandbox, so it can be tried in the first minute;
+    ``WECHAT_QR_SANDBOX=false`` turns WeChat off instead (the home page says what to set).
+    """
+    sandbox = parse_bool(config.get(PREFIX + "SANDBOX"))
+    if sandbox:
+        return WeChatSetup(mode="sandbox")
+    if config.get(PREFIX + "CONNECTIONS") or config.get(PREFIX + "APP_ID"):
+        return WeChatSetup(mode="wechat")
+    if sandbox is None:
+        return WeChatSetup(mode="sandbox")
+    missing = tuple(name for name in REQUIRED_WECHAT_VARIABLES if not config.get(name))
+    return WeChatSetup(mode="off", missing=missing)
+
+
+def database_uri(database_url: str | None, instance_path: str) -> str:
+    """``DATABASE_URL`` as SQLAlchemy wants it; else a SQLite file in the instance folder."""
+    if database_url:
+        # Heroku-style URLs use a scheme SQLAlchemy 1.4+ no longer accepts.
+        if database_url.startswith("postgres://"):
+            database_url = "postgresql://" + database_url[len("postgres://"):]
+        return database_url
+    os.makedirs(instance_path, exist_ok=True)
+    return "sqlite:///" + os.path.join(instance_path, "example_app.sqlite")
+
+
+def dev_secret_key(instance_path: str, logger: logging.Logger) -> str:
+    """A random key for development, kept in the instance folder.
+
+    Kept in a file, not in memory, so sessions survive a restart and every worker process
+    of one server signs sessions with the same key. The first process to create the file
+    wins; the others read it.
+    """
+    path = os.path.join(instance_path, "dev-secret-key")
+    key = _read_key(path)
+    if key is None:
+        os.makedirs(instance_path, exist_ok=True)
+        scratch = f"{path}.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            handle.write(secrets.token_hex(32))
+        try:
+            os.link(scratch, path)
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(scratch)
+        key = _read_key(path)
+        if key is None:
+            raise RuntimeError(f"could not create a development secret key in {path}")
+    logger.warning(
+        "SECRET_KEY is not set: using a random development key stored in %s. "
+        "Set SECRET_KEY to a long random value in production.", path,
+    )
+    return key
+
+
+def _read_key(path: str) -> str | None:
+    try:
+        with open(path, encoding="ascii") as handle:
+            return handle.read().strip() or None
+    except FileNotFoundError:
+        return None

@@ -1,0 +1,54 @@
+"""The site's users, on one Flask-SQLAlchemy ``db`` shared with the extension's tables."""
+
+from __future__ import annotations
+
+import typing as t
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from flask_login import LoginManager, UserMixin
+from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy.orm import Mapped, mapped_column
+
+db = SQLAlchemy()
+login_manager = LoginManager()
+login_manager.login_view = "site.login"
+login_manager.login_message = "Log in to see this page."
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class User(UserMixin, db.Model):  # type: ignore[name-defined,misc]
+    """A person with an account here: local (username + password), from WeChat, or both."""
+
+    __tablename__ = "user"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    #: Nullable: a user created by a first WeChat login has no local username.
+    username: Mapped[str | None] = mapped_column(sa.String(80), unique=True)
+    #: Nullable: such a user has no password either, and cannot log in with one.
+    password_hash: Mapped[str | None] = mapped_column(sa.String(255))
+    nickname: Mapped[str | None] = mapped_column(sa.Unicode(255))
+    avatar_url: Mapped[str | None] = mapped_column(sa.Text)
+    created_at: Mapped[datetime] = mapped_column(
+        sa.DateTime(timezone=True), default=utcnow, nullable=False
+    )
+
+    @property
+    def display_name(self) -> str:
+        """What the site calls the user: the WeChat nickname if any, else the username."""
+        return self.nickname or self.username or f"User {self.id}"
+
+    def __repr__(self) -> str:
+        return f"<User {self.id} {self.username!r}>"
+
+
+@login_manager.user_loader
+def load_user(user_id: str) -> t.Any:
+    """Flask-Login's loader; a malformed id in an old cookie means "nobody"."""
+    try:
+        return db.session.get(User, int(user_id))
+    except (TypeError, ValueError):
+        return None

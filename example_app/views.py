@@ -1,0 +1,183 @@
+"""The site's pages: home, local accounts, the account page and a small JSON API."""
+
+from __future__ import annotations
+
+import re
+import typing as t
+from urllib.parse import urlsplit
+
+import sqlalchemy as sa
+from flask import (
+    Blueprint,
+    current_app,
+    flash,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from flask_login import current_user, login_required, login_user, logout_user
+from sqlalchemy.exc import IntegrityError
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from . import csrf
+from .models import User, db
+
+if t.TYPE_CHECKING:
+    from flask.typing import ResponseReturnValue
+
+bp = Blueprint("site", __name__)
+bp.before_request(csrf.protect)
+
+USERNAME = re.compile(r"[A-Za-z0-9_.-]{3,40}")
+MIN_PASSWORD = 8
+MAX_PASSWORD = 1024
+
+_dummy_hash: str | None = None
+
+
+def linked_identities(user: t.Any) -> list[t.Any]:
+    """The user's WeChat identities; none when WeChat login is off on this site."""
+    state = current_app.extensions.get("wechat_qr")
+    if state is None:
+        return []
+    return list(state.policy.identities_of(user))
+
+
+def _safe_next(value: str | None) -> str | None:
+    """A local path to go to after login, or ``None`` (no open redirects)."""
+    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme or parts.netloc or any(ord(ch) < 32 for ch in value):
+        return None
+    return value
+
+
+def _log_in(user: User) -> None:
+    """Log in on a fresh session, so nothing from before the login survives it."""
+    session.clear()
+    login_user(user)
+
+
+def _check_password(user: User | None, password: str) -> bool:
+    """Constant work whether or not the user exists, so timing does not reveal usernames."""
+    global _dummy_hash
+    if user is None or not user.password_hash:
+        if _dummy_hash is None:
+            _dummy_hash = generate_password_hash("not-a-password")
+        check_password_hash(_dummy_hash, password)
+        return False
+    return check_password_hash(user.password_hash, password)
+
+
+@bp.get("/")
+def index() -> ResponseReturnValue:
+    setup = current_app.extensions["example_app"]["wechat_setup"]
+    callback_url = callback_domain = None
+    if not setup.enabled:
+        # What to register on the WeChat Open Platform, as the extension will build it.
+        config = current_app.config
+        prefix = "/" + str(config.get("WECHAT_QR_URL_PREFIX", "/auth") or "").strip("/")
+        connection = config.get("WECHAT_QR_CONNECTION") or "wechat"
+        callback_url = f"{request.host_url.rstrip('/')}{prefix.rstrip('/')}/{connection}/callback"
+        callback_domain = urlsplit(request.host_url).hostname
+    return render_template("index.html", callback_url=callback_url,
+                           callback_domain=callback_domain)
+
+
+@bp.route("/register", methods=["GET", "POST"])
+def register() -> ResponseReturnValue:
+    next_url = _safe_next(request.values.get("next"))
+    errors: list[str] = []
+    username = ""
+    if request.method == "POST":
+        username = request.form.get("username", "").strip()
+        password = request.form.get("password", "")
+        if not USERNAME.fullmatch(username):
+            errors.append("A username has 3 to 40 letters, digits, '.', '_' or '-'.")
+        if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
+            errors.append(f"A password has at least {MIN_PASSWORD} characters.")
+        if not errors:
+            taken = db.session.execute(
+                sa.select(User.id).where(sa.func.lower(User.username) == username.lower())
+            ).first()
+            if taken:
+                errors.append("That username is taken. Choose another one.")
+        if not errors:
+            user = User(username=username, password_hash=generate_password_hash(password))
+            db.session.add(user)
+            try:
+                db.session.commit()
+            except IntegrityError:
+                db.session.rollback()
+                errors.append("That username is taken. Choose another one.")
+            else:
+                _log_in(user)
+                flash(f"Welcome, {user.display_name}! Your account is ready.")
+                return redirect(next_url or url_for(".index"))
+    return render_template("register.html", errors=errors, username=username,
+                           next_url=next_url), 400 if errors else 200
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> ResponseReturnValue:
+    next_url = _safe_next(request.values.get("next"))
+    error = None
+    username = ""
+    if request.method == "POST":
+        username = request.form.get("username", "").strip()
+        password = request.form.get("password", "")[:MAX_PASSWORD]
+        user = db.session.execute(
+            sa.select(User).where(User.username == username)
+        ).scalar_one_or_none() if username else None
+        if _check_password(user, password) and user is not None:
+            _log_in(user)
+            flash(f"Logged in as {user.display_name}.")
+            return redirect(next_url or url_for(".index"))
+        error = "Wrong username or password."
+    return render_template("login.html", error=error, username=username,
+                           next_url=next_url), 400 if error else 200
+
+
+@bp.route("/logout", methods=["GET", "POST"])
+def logout() -> ResponseReturnValue:
+    """POST (with the CSRF token) logs out; GET asks for confirmation, so a link or an
+    ``<img>`` on another site cannot log anyone out."""
+    if request.method == "GET":
+        if not current_user.is_authenticated:
+            return redirect(url_for(".index"))
+        return render_template("logout.html")
+    logout_user()
+    session.clear()
+    flash("You are logged out.")
+    return redirect(url_for(".index"))
+
+
+@bp.get("/account")
+@login_required
+def account() -> ResponseReturnValue:
+    return render_template("account.html", identities=linked_identities(current_user))
+
+
+@bp.get("/api/me")
+def api_me() -> ResponseReturnValue:
+    """The logged-in user as JSON; 401 JSON for anyone else (never a redirect)."""
+    if not current_user.is_authenticated:
+        response = jsonify(error="unauthorized", message="Log in first.")
+        response.status_code = 401
+    else:
+        user = current_user
+        response = jsonify({
+            "id": user.id,
+            "username": user.username,
+            "nickname": user.nickname,
+            "identities": [
+                {"connection": i.connection, "openid": i.openid, "unionid": i.unionid}
+                for i in linked_identities(user)
+            ],
+        })
+    response.headers["Cache-Control"] = "no-store"
+    return response

@@ -1,0 +1,566 @@
+"""The example site: local accounts, WeChat login through the extension, env configuration,
+and a real ``gunicorn`` serving it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import typing as t
+from pathlib import Path
+
+import pytest
+import requests
+from flask import Flask
+from flask.cli import ScriptInfo
+from support import APP_ID, APP_SECRET, NICKNAME, OPENID, UNIONID, finish_login, start_login
+from werkzeug.security import check_password_hash
+
+from example_app import create_app
+from example_app.config import (
+    config_from_env,
+    database_uri,
+    dev_secret_key,
+    wechat_config_state,
+)
+from flask_wechat_qr import ConfigurationError
+
+ROOT = Path(__file__).resolve().parent.parent
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No variable of the developer's shell leaks into these apps, and no test writes into
+    the repository's instance folder."""
+    for name in list(os.environ):
+        if name.startswith("WECHAT_QR_") or name in ("SECRET_KEY", "DATABASE_URL"):
+            monkeypatch.delenv(name)
+    instance = str(tmp_path / "instance")
+    monkeypatch.setattr(Flask, "auto_find_instance_path", lambda self: instance)
+
+
+@pytest.fixture
+def make_site(tmp_path: Path) -> t.Callable[..., Flask]:
+    counter = iter(range(1000))
+
+    def factory(**config: t.Any) -> Flask:
+        base = {
+            "TESTING": True,
+            "SECRET_KEY": "example-app-test-key",
+            "DATABASE_URL": f"sqlite:///{tmp_path / f'site{next(counter)}.db'}",
+        }
+        return create_app(test_config={**base, **config})
+
+    return factory
+
+
+@pytest.fixture
+def site(make_site: t.Callable[..., Flask]) -> Flask:
+    """The site without WeChat credentials and with the sandbox turned off."""
+    return make_site(WECHAT_QR_SANDBOX=False)
+
+
+@pytest.fixture
+def wechat_site(make_site: t.Callable[..., Flask]) -> Flask:
+    return make_site(WECHAT_QR_APP_ID=APP_ID, WECHAT_QR_APP_SECRET=APP_SECRET)
+
+
+def csrf_token(client: t.Any, path: str = "/") -> str:
+    match = CSRF.search(client.get(path).get_data(as_text=True))
+    assert match, f"no CSRF token on {path}"
+    return match.group(1)
+
+
+def register(client: t.Any, username: str = "alice", password: str = "correct horse") -> t.Any:
+    token = csrf_token(client, "/register")
+    return client.post("/register", data={"username": username, "password": password,
+                                          "csrf_token": token})
+
+
+def login(client: t.Any, username: str = "alice", password: str = "correct horse",
+          **extra: str) -> t.Any:
+    token = csrf_token(client, "/login")
+    return client.post("/login", data={"username": username, "password": password,
+                                       "csrf_token": token, **extra})
+
+
+def logout(client: t.Any) -> t.Any:
+    return client.post("/logout", data={"csrf_token": csrf_token(client)})
+
+
+# --- local accounts ---------------------------------------------------------------
+
+
+def test_register_logs_in_and_hashes_the_password(site: Flask) -> None:
+    client = site.test_client()
+    resp = register(client)
+    assert resp.status_code == 302
+    assert resp.headers["Location"] == "/"
+    assert "alice" in client.get("/").get_data(as_text=True)
+    with site.app_context():
+        from example_app.models import User, db
+
+        user = db.session.execute(db.select(User)).scalar_one()
+        assert user.password_hash != "correct horse"
+        assert check_password_hash(user.password_hash, "correct horse")
+        assert user.created_at is not None
+
+
+@pytest.mark.parametrize(
+    ("username", "password", "message"),
+    [
+        ("al", "correct horse", "3 to 40"),
+        ("bad name!", "correct horse", "3 to 40"),
+        ("bob", "short", "at least 8"),
+        ("ALICE", "another password", "taken"),
+    ],
+)
+def test_register_refuses_bad_input(site: Flask, username: str, password: str,
+                                    message: str) -> None:
+    register(site.test_client())
+    client = site.test_client()
+    resp = register(client, username, password)
+    assert resp.status_code == 400
+    assert message in resp.get_data(as_text=True)
+    assert client.get("/api/me").status_code == 401
+
+
+def test_login_with_the_right_password(site: Flask) -> None:
+    register(site.test_client())
+    client = site.test_client()
+    resp = login(client)
+    assert resp.status_code == 302
+    assert resp.headers["Location"] == "/"
+    assert client.get("/api/me").json["username"] == "alice"
+
+
+@pytest.mark.parametrize(("username", "password"),
+                         [("alice", "wrong password"), ("nobody", "correct horse")])
+def test_login_with_a_wrong_password_or_user(site: Flask, username: str,
+                                             password: str) -> None:
+    register(site.test_client())
+    client = site.test_client()
+    resp = login(client, username, password)
+    assert resp.status_code == 400
+    assert "Wrong username or password." in resp.get_data(as_text=True)
+    assert client.get("/api/me").status_code == 401
+
+
+def test_login_follows_only_a_local_next(site: Flask) -> None:
+    register(site.test_client())
+    client = site.test_client()
+    assert login(client, next="/account").headers["Location"] == "/account"
+    logout(client)
+    assert login(client, next="//evil.example/").headers["Location"] == "/"
+    logout(client)
+    assert login(client, next="https://evil.example/").headers["Location"] == "/"
+
+
+def test_account_page_needs_a_login(site: Flask) -> None:
+    resp = site.test_client().get("/account")
+    assert resp.status_code == 302
+    assert resp.headers["Location"] == "/login?next=%2Faccount"
+
+
+def test_logout_is_a_post_with_the_csrf_token(site: Flask) -> None:
+    client = site.test_client()
+    register(client)
+    # GET only asks; a bare link on another site cannot log anyone out.
+    page = client.get("/logout")
+    assert page.status_code == 200
+    assert 'action="/logout"' in page.get_data(as_text=True)
+    assert client.get("/api/me").status_code == 200
+    # POST without the token is refused.
+    assert client.post("/logout").status_code == 400
+    assert client.post("/logout", data={"csrf_token": "forged"}).status_code == 400
+    assert client.get("/api/me").status_code == 200
+
+    resp = logout(client)
+    assert resp.status_code == 302
+    assert client.get("/api/me").status_code == 401
+    assert "You are logged out." in client.get("/").get_data(as_text=True)
+
+
+def test_forms_without_the_csrf_token_are_refused(site: Flask) -> None:
+    client = site.test_client()
+    resp = client.post("/register", data={"username": "mallory", "password": "long enough!"})
+    assert resp.status_code == 400
+    client.get("/login")
+    resp = client.post("/login", data={"username": "mallory", "password": "long enough!"})
+    assert resp.status_code == 400
+
+
+def test_api_me_is_401_json_then_the_user(site: Flask) -> None:
+    client = site.test_client()
+    resp = client.get("/api/me")
+    assert resp.status_code == 401
+    assert resp.is_json
+    assert resp.json["error"] == "unauthorized"
+
+    register(client)
+    resp = client.get("/api/me")
+    assert resp.status_code == 200
+    assert resp.headers["Cache-Control"] == "no-store"
+    assert resp.json == {"id": 1, "username": "alice", "nickname": None, "identities": []}
+
+
+# --- WeChat through the example site ----------------------------------------------
+
+
+def test_home_without_credentials_says_what_to_set(site: Flask) -> None:
+    html = site.test_client().get("/").get_data(as_text=True)
+    assert "WECHAT_QR_APP_ID" in html
+    assert "WECHAT_QR_APP_SECRET" in html
+    assert 'class="wechat-qr-button"' not in html
+    assert "data-wechat-connection" not in html
+    assert ">Log in with WeChat</a>" not in html
+    assert "/auth/" in html  # only as the callback URL to register
+    assert "http://localhost/auth/wechat/callback" in html
+    assert 'href="/auth/' not in html
+    assert "wechat_qr" not in site.extensions
+    assert site.test_client().get("/auth/wechat/login").status_code == 404
+
+
+def test_home_with_credentials_has_the_wechat_button_and_qr_link(wechat_site: Flask) -> None:
+    html = wechat_site.test_client().get("/").get_data(as_text=True)
+    assert 'class="wechat-qr-button"' in html
+    assert 'href="/auth/wechat/login"' in html
+    assert ">Log in with WeChat</a>" in html
+    assert 'href="/auth/wechat/qr"' in html
+    assert "WECHAT_QR_APP_SECRET" not in html
+
+
+def test_extension_pages_use_the_site_layout(wechat_site: Flask) -> None:
+    client = wechat_site.test_client()
+    html = client.get("/auth/wechat/qr").get_data(as_text=True)
+    assert 'class="brand"' in html  # the site's header
+    assert 'id="wechat-qr-frame"' in html
+    assert '<meta http-equiv="refresh"' in html  # the extension's head block survives
+    assert APP_SECRET not in html
+
+    resp = client.get("/auth/wechat/callback", query_string={"state": "forged", "code": "x"})
+    assert resp.status_code == 400
+    html = resp.get_data(as_text=True)
+    assert 'class="brand"' in html
+    assert "This login link is no longer valid" in html
+
+
+def test_full_wechat_login(wechat_site: Flask, wechat_api: t.Any) -> None:
+    client = wechat_site.test_client()
+    state = start_login(client, next="/account")
+    wechat_api.token()
+    wechat_api.userinfo()
+    resp = finish_login(client, state)
+    assert resp.status_code == 302
+    assert resp.headers["Location"] == "/account"
+
+    me = client.get("/api/me").json
+    assert me == {
+        "id": me["id"],
+        "username": None,
+        "nickname": NICKNAME,
+        "identities": [{"connection": "wechat", "openid": OPENID, "unionid": UNIONID}],
+    }
+
+    assert NICKNAME in client.get("/").get_data(as_text=True)
+    account = client.get("/account")
+    assert account.status_code == 200
+    html = account.get_data(as_text=True)
+    assert 'class="identity"' in html
+    for value in ("wechat", NICKNAME, OPENID, UNIONID):
+        assert value in html
+
+    # Logging out and in again with the same WeChat finds the same user.
+    logout(client)
+    state = start_login(client)
+    wechat_api.token()
+    assert finish_login(client, state).status_code == 302
+    again = client.get("/api/me").json
+    assert again["id"] == me["id"]
+    assert len(again["identities"]) == 1
+
+
+def test_wechat_login_refused_in_login_only_mode(make_site: t.Callable[..., Flask],
+                                                 wechat_api: t.Any) -> None:
+    site = make_site(WECHAT_QR_APP_ID=APP_ID, WECHAT_QR_APP_SECRET=APP_SECRET,
+                     WECHAT_QR_LOGIN_ONLY=True)
+    client = site.test_client()
+    state = start_login(client)
+    wechat_api.token()
+    wechat_api.userinfo()
+    resp = finish_login(client, state)
+    assert resp.status_code == 403
+    assert 'class="brand"' in resp.get_data(as_text=True)
+    assert client.get("/api/me").status_code == 401
+
+
+# --- configuration ----------------------------------------------------------------
+
+
+def test_configuration_from_environment(monkeypatch: pytest.MonkeyPatch,
+                                        tmp_path: Path) -> None:
+    monkeypatch.setenv("WECHAT_QR_APP_ID", APP_ID)
+    monkeypatch.setenv("WECHAT_QR_APP_SECRET", APP_SECRET)
+    monkeypatch.setenv("WECHAT_QR_CONNECTION", "wechat-web")
+    monkeypatch.setenv("WECHAT_QR_DISPLAY_NAME", "微信")
+    monkeypatch.setenv("WECHAT_QR_LOGIN_ONLY", "true")
+    monkeypatch.setenv("WECHAT_QR_QR_SELF_REDIRECT", "1")
+    monkeypatch.setenv("WECHAT_QR_HTTP_TIMEOUT", "2.5")
+    monkeypatch.setenv("WECHAT_QR_STATE_TTL", "300")
+    monkeypatch.setenv("WECHAT_QR_API_BASE_URL", "http://127.0.0.1:9/api")
+    monkeypatch.setenv("WECHAT_QR_URL_PREFIX", "/login/wechat")
+    monkeypatch.setenv("WECHAT_QR_ASSOCIATION", "field_matching")
+    monkeypatch.setenv("WECHAT_QR_MATCH_FIELDS", "unionid")
+    monkeypatch.setenv("WECHAT_QR_CALLBACK_URL", "")  # empty means unset
+    monkeypatch.setenv("SECRET_KEY", "from-the-environment")
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'env.db'}")
+    app = create_app()
+
+    assert app.config["WECHAT_QR_APP_ID"] == APP_ID
+    assert app.config["WECHAT_QR_LOGIN_ONLY"] is True
+    assert app.config["WECHAT_QR_QR_SELF_REDIRECT"] is True
+    assert app.config["WECHAT_QR_HTTP_TIMEOUT"] == 2.5
+    assert app.config["WECHAT_QR_STATE_TTL"] == 300
+    assert app.config["WECHAT_QR_CALLBACK_URL"] is None
+    assert app.config["SECRET_KEY"] == "from-the-environment"
+    assert app.config["SQLALCHEMY_DATABASE_URI"] == f"sqlite:///{tmp_path / 'env.db'}"
+    assert (tmp_path / "env.db").exists()
+
+    settings = app.extensions["wechat_qr"].settings
+    conn = settings.connections["wechat-web"]
+    assert conn.app_id == APP_ID
+    assert conn.display_name == "微信"
+    assert conn.login_only is True
+    assert conn.qr_self_redirect is True
+    assert conn.association == "field_matching"
+    assert conn.match_fields == ("unionid",)
+    assert settings.http_timeout == 2.5
+    assert settings.state_ttl == 300
+    assert settings.api_base_url == "http://127.0.0.1:9/api"
+    assert settings.url_prefix == "/login/wechat"
+    html = app.test_client().get("/").get_data(as_text=True)
+    assert 'href="/login/wechat/wechat-web/login"' in html
+    assert ">Log in with 微信</a>" in html
+
+
+def test_false_booleans_and_test_config_wins(monkeypatch: pytest.MonkeyPatch,
+                                             make_site: t.Callable[..., Flask]) -> None:
+    monkeypatch.setenv("WECHAT_QR_APP_ID", "wx-from-env")
+    monkeypatch.setenv("WECHAT_QR_APP_SECRET", APP_SECRET)
+    monkeypatch.setenv("WECHAT_QR_LOGIN_ONLY", "false")
+    monkeypatch.setenv("WECHAT_QR_QR_SELF_REDIRECT", "0")
+    app = make_site(WECHAT_QR_APP_ID=APP_ID)
+    conn = app.extensions["wechat_qr"].settings.default_connection
+    assert conn.app_id == APP_ID
+    assert conn.login_only is False
+    assert conn.qr_self_redirect is False
+
+
+def test_several_connections_from_environment_json(monkeypatch: pytest.MonkeyPatch,
+                                                   make_site: t.Callable[..., Flask]) -> None:
+    monkeypatch.setenv("WECHAT_QR_CONNECTIONS", (
+        '[{"connection": "web", "app_id": "wx1", "app_secret": "s1"},'
+        ' {"connection": "shop", "display_name": "Shop", "app_id": "wx2", "app_secret": "s2",'
+        '  "login_only": true}]'
+    ))
+    app = make_site()
+    connections = app.extensions["wechat_qr"].settings.connections
+    assert list(connections) == ["web", "shop"]
+    assert connections["shop"].login_only is True
+    html = app.test_client().get("/").get_data(as_text=True)
+    assert 'href="/auth/web/login"' in html
+    assert 'href="/auth/shop/login"' in html
+
+
+def test_bad_environment_values_stop_the_app_with_the_key(
+    monkeypatch: pytest.MonkeyPatch, make_site: t.Callable[..., Flask]
+) -> None:
+    monkeypatch.setenv("WECHAT_QR_APP_ID", APP_ID)
+    monkeypatch.setenv("WECHAT_QR_APP_SECRET", APP_SECRET)
+    monkeypatch.setenv("WECHAT_QR_LOGIN_ONLY", "maybe")
+    with pytest.raises(ConfigurationError, match="WECHAT_QR_LOGIN_ONLY"):
+        make_site()
+    monkeypatch.setenv("WECHAT_QR_LOGIN_ONLY", "true")
+    monkeypatch.setenv("WECHAT_QR_CONNECTIONS", "[not json")
+    with pytest.raises(ConfigurationError, match="WECHAT_QR_CONNECTIONS"):
+        make_site()
+
+
+def test_an_app_id_without_a_secret_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch, make_site: t.Callable[..., Flask]
+) -> None:
+    monkeypatch.setenv("WECHAT_QR_APP_ID", APP_ID)
+    with pytest.raises(ConfigurationError, match="WECHAT_QR_APP_SECRET"):
+        make_site()
+
+
+def test_unknown_wechat_variables_are_logged(monkeypatch: pytest.MonkeyPatch,
+                                             make_site: t.Callable[..., Flask],
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("WECHAT_QR_APPID", "typo")
+    with caplog.at_level(logging.WARNING):
+        make_site()
+    assert "WECHAT_QR_APPID" in caplog.text
+    assert "SANDBOX" in caplog.text and "WECHAT_QR_APP_ID and WECHAT_QR_APP_SECRET" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        make_site(WECHAT_QR_SANDBOX=False)
+    assert "WeChat login is off: set WECHAT_QR_APP_ID and WECHAT_QR_APP_SECRET" in caplog.text
+
+
+def test_defaults_sqlite_in_instance_folder_and_a_logged_dev_key(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        app = create_app()
+    instance = tmp_path / "instance"
+    assert app.instance_path == str(instance)
+    assert app.config["SQLALCHEMY_DATABASE_URI"] == f"sqlite:///{instance / 'example_app.sqlite'}"
+    assert (instance / "example_app.sqlite").exists()
+    key = (instance / "dev-secret-key").read_text()
+    assert app.config["SECRET_KEY"] == key
+    assert len(key) == 64
+    assert "SECRET_KEY is not set" in caplog.text
+    assert key not in caplog.text
+    # A second process (another worker, or a restart) signs with the same key.
+    assert create_app().config["SECRET_KEY"] == key
+
+
+def test_dev_secret_key_is_shared_and_private(tmp_path: Path) -> None:
+    log = logging.getLogger("test")
+    first = dev_secret_key(str(tmp_path), log)
+    assert dev_secret_key(str(tmp_path), log) == first
+    assert (tmp_path / "dev-secret-key").stat().st_mode & 0o077 == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["dev-secret-key"]
+
+
+def test_database_uri() -> None:
+    assert database_uri("postgres://u:p@db/site", "/x") == "postgresql://u:p@db/site"
+    assert database_uri("postgresql+psycopg://db/site", "/x") == "postgresql+psycopg://db/site"
+
+
+def test_wechat_config_state() -> None:
+    assert wechat_config_state({}).mode == "sandbox"  # the default: try it in a minute
+    off = wechat_config_state({"WECHAT_QR_SANDBOX": False})
+    assert not off.enabled
+    assert off.missing == ("WECHAT_QR_APP_ID", "WECHAT_QR_APP_SECRET")
+    assert wechat_config_state({"WECHAT_QR_APP_ID": "wx1"}).mode == "wechat"
+    assert wechat_config_state({"WECHAT_QR_CONNECTIONS": [{"app_id": "wx1"}]}).mode == "wechat"
+    assert wechat_config_state({"WECHAT_QR_APP_ID": "wx1", "WECHAT_QR_SANDBOX": True}).mode == (
+        "sandbox")
+
+
+def test_without_credentials_the_site_runs_on_the_sandbox(
+    make_site: t.Callable[..., Flask],
+) -> None:
+    app = make_site()
+    assert app.config["WECHAT_QR_SANDBOX"] is True
+    settings = app.extensions["wechat_qr"].settings
+    assert settings.sandbox and settings.default_connection.app_id == "wxsandbox0000000001"
+    client = app.test_client()
+    html = client.get("/").get_data(as_text=True)
+    assert 'class="wechat-qr-button"' in html and "sandbox" in html.lower()
+    location = client.get("/auth/wechat/login").headers["Location"]
+    assert location.startswith("http://localhost/wechat-sandbox/connect/qrconnect?")
+    assert client.get(location.split("localhost", 1)[1].split("#")[0]).status_code == 200
+
+
+def test_real_credentials_turn_the_sandbox_off(wechat_site: Flask) -> None:
+    assert not wechat_site.extensions["wechat_qr"].settings.sandbox
+    location = wechat_site.test_client().get("/auth/wechat/login").headers["Location"]
+    assert location.startswith("https://open.weixin.qq.com/connect/qrconnect?")
+
+
+def test_config_from_env_ignores_other_variables() -> None:
+    config, unknown = config_from_env({"PATH": "/bin", "WECHAT_QR_SANDBOX": "yes",
+                                       "WECHAT_QR_NOPE": "1", "SECRET_KEY": " "})
+    assert config == {"WECHAT_QR_SANDBOX": True}
+    assert unknown == ["WECHAT_QR_NOPE"]
+
+
+def test_flask_cli_finds_the_factory(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    monkeypatch.setenv("SECRET_KEY", "cli")
+    app = ScriptInfo(app_import_path="example_app").load_app()
+    assert app.import_name == "example_app"
+    assert "site.index" in app.view_functions
+
+
+# --- a real server ------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_runs_under_gunicorn(tmp_path: Path) -> None:
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'gunicorn.db'}",
+        "SECRET_KEY": "gunicorn-test-key",
+        "PYTHONPATH": str(ROOT),
+    }
+    log_path = tmp_path / "gunicorn.log"
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}",
+             "--workers", "1", "--worker-class", "sync", "--graceful-timeout", "2",
+             "example_app:create_app()"],
+            cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+        )
+    try:
+        with requests.Session() as http:
+            deadline = time.monotonic() + 15
+            home = None
+            while time.monotonic() < deadline:
+                assert proc.poll() is None, log_path.read_text()
+                try:
+                    home = http.get(base + "/", timeout=2)
+                    break
+                except requests.ConnectionError:
+                    time.sleep(0.1)
+            assert home is not None, "gunicorn did not answer in 15 s:\n" + log_path.read_text()
+            assert home.status_code == 200
+            assert "WECHAT_QR_APP_ID" in home.text
+
+            me = http.get(base + "/api/me", timeout=5)
+            assert me.status_code == 401
+            assert me.json()["error"] == "unauthorized"
+
+            # A real browser round trip: form, CSRF token, session cookie.
+            token = CSRF.search(http.get(base + "/register", timeout=5).text)
+            assert token
+            resp = http.post(base + "/register", timeout=5, data={
+                "username": "gunicorn", "password": "correct horse",
+                "csrf_token": token.group(1)})
+            assert resp.status_code == 200
+            me = http.get(base + "/api/me", timeout=5)
+            assert me.status_code == 200
+            assert me.json()["username"] == "gunicorn"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def test_sandbox_switch_turns_wechat_login_on(monkeypatch: pytest.MonkeyPatch,
+                                              make_site: t.Callable[..., Flask]) -> None:
+    monkeypatch.setenv("WECHAT_QR_SANDBOX", "true")
+    app = make_site()
+    assert app.extensions["example_app"]["wechat_setup"].mode == "sandbox"
+    assert app.extensions["wechat_qr"].settings.sandbox is True
+    html = app.test_client().get("/").get_data(as_text=True)
+    assert 'class="wechat-qr-button"' in html
+    assert "WeChat sandbox." in html

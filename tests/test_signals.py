@@ -1,0 +1,198 @@
+"""Blinker signals: sent with the app as sender, with the documented keyword arguments."""
+
+from __future__ import annotations
+
+import typing as t
+
+import sqlalchemy as sa
+from flask import Response, redirect
+from support import (
+    OPENID,
+    UNIONID,
+    all_users,
+    finish_login,
+    logged_in_user_id,
+    login_with_wechat,
+    start_login,
+)
+
+from flask_wechat_qr import signals
+from flask_wechat_qr.errors import InvalidCode, LoginCancelled, StateError, UnknownConnection
+
+TOKEN_PATH = "/sns/oauth2/access_token"
+
+
+class Recorder:
+    """A receiver that remembers every call."""
+
+    def __init__(self, result: t.Any = None) -> None:
+        self.calls: list[tuple[t.Any, dict[str, t.Any]]] = []
+        #: the keyword arguments each call was sent with
+        self.keys: list[set[str]] = []
+        self.result = result
+
+    def __call__(self, sender: t.Any, **kwargs: t.Any) -> t.Any:
+        self.keys.append(set(kwargs))
+        # The rows are read while the request is alive (they detach when it ends).
+        for name in ("user", "identity"):
+            if kwargs.get(name) is not None:
+                kwargs[name + "_seen"] = _columns(kwargs[name])
+        self.calls.append((sender, kwargs))
+        return self.result
+
+
+def _columns(row: t.Any) -> dict[str, t.Any]:
+    return {column.key: getattr(row, column.key) for column in sa.inspect(row).mapper.columns}
+
+
+def test_login_succeeded_on_first_and_later_logins(app: t.Any, client: t.Any,
+                                                   wechat_api: t.Any) -> None:
+    succeeded = Recorder()
+    failed = Recorder()
+    with signals.login_succeeded.connected_to(succeeded, sender=app), \
+            signals.login_failed.connected_to(failed, sender=app):
+        login_with_wechat(client, wechat_api, next="/account")
+        login_with_wechat(client, wechat_api)
+
+    assert failed.calls == []
+    assert len(succeeded.calls) == 2
+    user = all_users(app)[0]
+
+    sender, first = succeeded.calls[0]
+    assert sender is app
+    assert succeeded.keys == [{"user", "identity", "connection", "created_user",
+                               "new_identity", "next_url"}] * 2
+    assert first["user_seen"]["id"] == user.id
+    assert first["identity_seen"]["openid"] == OPENID
+    assert first["identity_seen"]["unionid"] == UNIONID
+    assert first["identity_seen"]["user_id"] == str(user.id)
+    assert first["connection"].identifier == "wechat"
+    assert first["created_user"] is True
+    assert first["new_identity"] is True
+    assert first["next_url"] == "/account"
+
+    sender, second = succeeded.calls[1]
+    assert sender is app
+    assert second["user_seen"]["id"] == user.id
+    assert second["created_user"] is False
+    assert second["new_identity"] is False
+    assert second["next_url"] == "/"
+
+
+def test_login_succeeded_sees_the_user_logged_in(app: t.Any, client: t.Any,
+                                                 wechat_api: t.Any) -> None:
+    seen = []
+
+    def receiver(sender: t.Any, **kwargs: t.Any) -> None:
+        from flask_login import current_user
+
+        seen.append(current_user.get_id())
+
+    with signals.login_succeeded.connected_to(receiver, sender=app):
+        login_with_wechat(client, wechat_api)
+    assert seen == [str(all_users(app)[0].id)]
+
+
+def test_user_created_only_on_creation_and_after_commit(app: t.Any, client: t.Any,
+                                                        wechat_api: t.Any) -> None:
+    created = Recorder()
+    committed_users = []
+
+    def check_committed(sender: t.Any, **kwargs: t.Any) -> None:
+        # Seen from another connection: the user and identity are already committed.
+        with app.db.engine.connect() as conn:
+            committed_users.append(conn.execute(
+                sa.select(sa.func.count()).select_from(app.User.__table__)).scalar())
+
+    with signals.user_created.connected_to(created, sender=app), \
+            signals.user_created.connected_to(check_committed, sender=app):
+        login_with_wechat(client, wechat_api)
+        login_with_wechat(client, wechat_api)
+        login_with_wechat(app.test_client(), wechat_api)
+
+    assert len(created.calls) == 1
+    sender, kwargs = created.calls[0]
+    assert sender is app
+    assert created.keys == [{"user", "identity", "connection"}]
+    assert kwargs["user_seen"]["id"] == all_users(app)[0].id
+    assert kwargs["identity_seen"]["openid"] == OPENID
+    assert kwargs["connection"].identifier == "wechat"
+    assert committed_users == [1]
+
+
+def test_no_user_created_signal_when_the_login_fails(app: t.Any, client: t.Any,
+                                                     wechat_api: t.Any) -> None:
+    created = Recorder()
+    succeeded = Recorder()
+    with signals.user_created.connected_to(created, sender=app), \
+            signals.login_succeeded.connected_to(succeeded, sender=app):
+        state = start_login(client)
+        wechat_api.error(TOKEN_PATH, 40029, "invalid code")
+        assert finish_login(client, state).status_code == 400
+    assert created.calls == []
+    assert succeeded.calls == []
+
+
+def test_login_failed_carries_the_error_and_connection(app: t.Any, client: t.Any,
+                                                       wechat_api: t.Any) -> None:
+    failed = Recorder()
+    with signals.login_failed.connected_to(failed, sender=app):
+        state = start_login(client)
+        wechat_api.error(TOKEN_PATH, 40029, "invalid code")
+        finish_login(client, state)                                          # WeChat error
+        finish_login(client, "forged0000000000000000000000000")               # bad state
+        state = start_login(client)
+        client.get("/auth/wechat/callback", query_string={"state": state})    # denied
+        client.get("/auth/weibo/login")                                       # unknown
+
+    assert [sender for sender, _ in failed.calls] == [app] * 4
+    errors = [kwargs["error"] for _, kwargs in failed.calls]
+    assert isinstance(errors[0], InvalidCode)
+    assert errors[0].errcode == 40029
+    assert isinstance(errors[1], StateError)
+    assert isinstance(errors[2], LoginCancelled)
+    assert isinstance(errors[3], UnknownConnection)
+    connections = [kwargs["connection"] for _, kwargs in failed.calls]
+    assert [c.identifier for c in connections[:3]] == ["wechat"] * 3
+    assert connections[3] is None
+    assert failed.keys == [{"error", "connection"}] * 4
+
+
+def test_signals_are_scoped_to_their_app(make_app: t.Any, wechat_api: t.Any) -> None:
+    app = make_app()
+    other_app = make_app()
+    succeeded = Recorder()
+    failed = Recorder()
+    with signals.login_succeeded.connected_to(succeeded, sender=other_app), \
+            signals.login_failed.connected_to(failed, sender=other_app):
+        client = app.test_client()
+        login_with_wechat(client, wechat_api)
+        finish_login(client, "forged0000000000000000000000000")
+    assert succeeded.calls == []
+    assert failed.calls == []
+
+
+def test_a_receiver_response_replaces_the_redirect(app: t.Any, client: t.Any,
+                                                   wechat_api: t.Any) -> None:
+    def welcome(sender: t.Any, **kwargs: t.Any) -> Response:
+        if kwargs["created_user"]:
+            return redirect("/welcome")
+        return Response("hello again", status=200)
+
+    with signals.login_succeeded.connected_to(welcome, sender=app):
+        first = login_with_wechat(client, wechat_api, next="/account")
+        second = login_with_wechat(client, wechat_api, next="/account")
+    assert first.status_code == 302
+    assert first.headers["Location"] == "/welcome"
+    assert second.status_code == 200
+    assert second.get_data(as_text=True) == "hello again"
+    assert second.headers["Cache-Control"] == "no-store"
+    assert logged_in_user_id(client) == str(all_users(app)[0].id)
+
+
+def test_a_receiver_returning_something_else_is_ignored(app: t.Any, client: t.Any,
+                                                        wechat_api: t.Any) -> None:
+    with signals.login_succeeded.connected_to(Recorder(result="not a response"), sender=app):
+        resp = login_with_wechat(client, wechat_api, next="/account")
+    assert resp.status_code == 302
+    assert resp.headers["Location"] == "/account"
