@@ -148,6 +148,10 @@ def _appid_secret_auth(
 def _token_compliance_fix(session: OAuth2Session) -> None:
     def check_token_response(resp: requests.Response) -> requests.Response:
         data = decode_body(resp)
+        if "error" in data:
+            # Not WeChat's shape (a proxy or test double); Authlib would raise a bare
+            # OAuthError for it, which no error page handles.
+            raise WeChatUnavailable()
         data.setdefault("token_type", "Bearer")
         resp.json = lambda **kwargs: data  # type: ignore[method-assign]
         return resp

@@ -1,0 +1,864 @@
+"""The WeChat protocol client: URLs, requests, decoding, errcodes, transport faults, pooling.
+
+Driven through the real routes where a browser would drive it (``start_login`` /
+``finish_login``) and directly on ``app.extensions["wechat_qr"].client("wechat")`` where
+no route exists (refresh, ``/sns/auth``) or where the exact error object matters. WeChat's
+API is mocked with ``responses`` in WeChat's real shapes: ``text/plain`` without a charset,
+errors as HTTP 200 ``errcode`` JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import typing as t
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
+
+import pytest
+import requests
+import responses
+import sqlalchemy as sa
+from flask import Flask
+from markupsafe import escape
+from support import (
+    ACCESS_TOKEN,
+    API,
+    APP_ID,
+    APP_SECRET,
+    NICKNAME,
+    OPEN,
+    OPENID,
+    REFRESH_TOKEN,
+    UNIONID,
+    WeChatAPI,
+    finish_login,
+    make_test_app,
+    start_login,
+)
+
+from flask_wechat_qr import WeChatClient, WeChatToken
+from flask_wechat_qr.client import PooledSession
+from flask_wechat_qr.errors import (
+    CodeUsed,
+    InvalidAccessToken,
+    InvalidCode,
+    InvalidCredentials,
+    InvalidRefreshToken,
+    LoginError,
+    MissingCode,
+    RateLimited,
+    SnapshotUser,
+    StateError,
+    Unauthorized,
+    WeChatAPIError,
+    WeChatBusy,
+    WeChatTimeout,
+    WeChatUnavailable,
+)
+
+CODE = "0816Ab000aBcdE1xYz3000xyz8z16AbQ"
+CALLBACK = "http://localhost/auth/wechat/callback"
+TOKEN_PATH = "/sns/oauth2/access_token"
+USERINFO_PATH = "/sns/userinfo"
+REFRESH_PATH = "/sns/oauth2/refresh_token"
+AUTH_PATH = "/sns/auth"
+#: Things that must never reach an error message, a page or a log line.
+SECRETS = (APP_SECRET, ACCESS_TOKEN, REFRESH_TOKEN, CODE)
+TOKEN = WeChatToken(openid=OPENID, access_token=ACCESS_TOKEN, refresh_token=REFRESH_TOKEN,
+                    unionid=UNIONID)
+
+#: errcode, errmsg as WeChat words it, the error class, the page status the issue asks for.
+ERRCODES: list[tuple[int, str, type[WeChatAPIError], int]] = [
+    (40029, "invalid code", InvalidCode, 400),
+    (42003, "code expired", InvalidCode, 400),
+    (40163, "code been used", CodeUsed, 400),
+    (41008, "missing code", MissingCode, 400),
+    (40125, "invalid appsecret", InvalidCredentials, 502),
+    (40013, "invalid appid", InvalidCredentials, 502),
+    (40001, "invalid credential, access_token is invalid or not latest", InvalidCredentials, 502),
+    (42001, "access_token expired", InvalidAccessToken, 502),
+    (40014, "invalid access_token", InvalidAccessToken, 502),
+    (40030, "invalid refresh_token", InvalidRefreshToken, 502),
+    (-1, "system error", WeChatBusy, 502),
+    (45011, "api minute-quota reach limit must slower retry next minute", RateLimited, 502),
+    (48001, "api unauthorized", Unauthorized, 502),
+    (61999, "a code WeChat invents next year", WeChatAPIError, 502),
+]
+ERRCODE_IDS = [str(code) for code, *_ in ERRCODES]
+
+
+# --- helpers -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shared_app(tmp_path_factory: pytest.TempPathFactory) -> Flask:
+    """One app for the tests that call the client directly (setting up an app per test
+    would make this file slow); tests that log in use the per-test ``app``."""
+    return make_test_app(tmp_path_factory.mktemp("client"))
+
+
+@pytest.fixture
+def wx(shared_app: Flask) -> t.Iterator[WeChatClient]:
+    """The default connection's client, inside an app context."""
+    with shared_app.app_context():
+        yield shared_app.extensions["wechat_qr"].client("wechat")
+
+
+def pairs(url: str) -> list[tuple[str, str]]:
+    """The query of ``url`` as ordered (name, value) pairs, decoded once."""
+    return parse_qsl(urlsplit(url).query, keep_blank_values=True)
+
+
+def raw_query(url: str) -> dict[str, str]:
+    """The query of ``url`` as name -> still-encoded value."""
+    return dict(part.split("=", 1) for part in urlsplit(url).query.split("&"))
+
+
+def calls_to(api: WeChatAPI, path: str) -> list[t.Any]:
+    return [call for call in api.mock.calls if urlsplit(call.request.url).path == path]
+
+
+def fail_with(api: WeChatAPI, path: str, exc_cls: type[Exception]) -> None:
+    """Make requests to ``path`` fail like the network does, with the full URL (and so the
+    secret or token it carries) in the exception's text, as ``requests`` itself does."""
+
+    def callback(request: requests.PreparedRequest) -> t.Any:
+        raise exc_cls(f"HTTPSConnectionPool: Max retries exceeded with url: {request.url}")
+
+    api.mock.add_callback(responses.GET, API + path, callback=callback)
+
+
+def assert_no_secrets(*texts: str) -> None:
+    for text in texts:
+        for secret in SECRETS:
+            assert secret not in text
+
+
+def assert_error_is_clean(error: BaseException) -> None:
+    texts = [str(error), repr(error), " ".join(map(str, error.args))]
+    if isinstance(error, LoginError):
+        texts += [error.title, error.message]
+    assert_no_secrets(*texts)
+
+
+def user_nicknames(app: Flask) -> list[str]:
+    with app.app_context():
+        db = app.db  # type: ignore[attr-defined]
+        return list(db.session.execute(sa.select(app.User.nickname)).scalars())  # type: ignore
+
+
+def identities(app: Flask) -> list[t.Any]:
+    Identity = app.extensions["wechat_qr"].models.Identity
+    with app.app_context():
+        db = app.db  # type: ignore[attr-defined]
+        return list(db.session.execute(sa.select(Identity)).scalars())
+
+
+# --- the authorize URL ---------------------------------------------------------------
+
+
+def test_authorize_url_has_wechats_exact_parameter_order(client: t.Any) -> None:
+    resp = client.get("/auth/wechat/login")
+    assert resp.status_code == 302
+    location = resp.headers["Location"]
+    parts = urlsplit(location)
+    assert f"{parts.scheme}://{parts.netloc}{parts.path}" == OPEN + "/connect/qrconnect"
+    assert parts.fragment == "wechat_redirect"
+    assert location.count("#") == 1 and location.endswith("#wechat_redirect")
+    query = pairs(location)
+    assert [name for name, _ in query] == [
+        "appid", "redirect_uri", "response_type", "scope", "state"]
+    assert query[:4] == [("appid", APP_ID), ("redirect_uri", CALLBACK),
+                         ("response_type", "code"), ("scope", "snsapi_login")]
+    state = query[4][1]
+    assert location == (
+        f"{OPEN}/connect/qrconnect?appid={APP_ID}"
+        "&redirect_uri=http%3A%2F%2Flocalhost%2Fauth%2Fwechat%2Fcallback"
+        f"&response_type=code&scope=snsapi_login&state={state}#wechat_redirect"
+    )
+
+
+def test_redirect_uri_is_percent_encoded_exactly_once(client: t.Any) -> None:
+    location = client.get("/auth/wechat/login").headers["Location"]
+    encoded = raw_query(location)["redirect_uri"]
+    assert "/" not in encoded and ":" not in encoded
+    assert "%25" not in encoded  # not encoded twice
+    assert unquote(encoded) == CALLBACK
+
+
+def test_redirect_uri_with_its_own_query_is_encoded_once(wx: WeChatClient) -> None:
+    redirect_uri = "https://www.example.com/auth/wechat/callback?a=1&b=two words"
+    url = wx.authorize_url(redirect_uri, "abc123")
+    encoded = raw_query(url)["redirect_uri"]
+    assert encoded == (
+        "https%3A%2F%2Fwww.example.com%2Fauth%2Fwechat%2Fcallback%3Fa%3D1%26b%3Dtwo%20words")
+    assert encoded == quote(redirect_uri, safe="")
+    assert dict(pairs(url))["redirect_uri"] == redirect_uri
+    assert [name for name, _ in pairs(url)] == [
+        "appid", "redirect_uri", "response_type", "scope", "state"]
+
+
+def test_redirect_uri_follows_the_sites_scheme_and_host(client: t.Any) -> None:
+    location = client.get("/auth/wechat/login", base_url="https://www.example.com").headers[
+        "Location"]
+    assert dict(pairs(location))["redirect_uri"] == "https://www.example.com/auth/wechat/callback"
+
+
+@pytest.mark.parametrize("lang", ["en", "cn"])
+def test_lang_is_appended_only_when_configured(make_app: t.Any, lang: str) -> None:
+    location = make_app(WECHAT_QR_LANG=lang).test_client().get("/auth/wechat/login").headers[
+        "Location"]
+    query = pairs(location)
+    assert [name for name, _ in query] == [
+        "appid", "redirect_uri", "response_type", "scope", "state", "lang"]
+    assert query[-1] == ("lang", lang)
+    assert location.endswith(f"&lang={lang}#wechat_redirect")
+
+
+def test_no_lang_by_default(client: t.Any) -> None:
+    location = client.get("/auth/wechat/login").headers["Location"]
+    assert "lang" not in dict(pairs(location))
+    assert "lang=" not in location
+
+
+def test_open_base_url_is_configurable(make_app: t.Any) -> None:
+    app = make_app(WECHAT_QR_OPEN_BASE_URL="http://localhost:5001/")
+    location = app.test_client().get("/auth/wechat/login").headers["Location"]
+    assert location.startswith(f"http://localhost:5001/connect/qrconnect?appid={APP_ID}&")
+
+
+def test_state_is_alphanumeric_short_and_fresh(client: t.Any) -> None:
+    states = [start_login(client) for _ in range(20)]
+    for state in states:
+        assert re.fullmatch(r"[A-Za-z0-9]+", state)
+        assert 16 <= len(state) <= 128
+    assert len(set(states)) == len(states)
+
+
+def test_qr_iframe_url_is_built_like_wxlogin_js(make_app: t.Any) -> None:
+    app = make_app(WECHAT_QR_LANG="en", WECHAT_QR_QR_STYLE="white",
+                   WECHAT_QR_QR_HREF="https://static.example.com/qr.css",
+                   WECHAT_QR_QR_SELF_REDIRECT=True)
+    with app.app_context():
+        url = app.extensions["wechat_qr"].client("wechat").qr_iframe_url(CALLBACK, "st4te")
+    assert url.startswith(OPEN + "/connect/qrconnect?")
+    assert "#" not in url
+    assert pairs(url) == [
+        ("appid", APP_ID), ("scope", "snsapi_login"), ("redirect_uri", CALLBACK),
+        ("state", "st4te"), ("login_type", "jssdk"), ("self_redirect", "true"),
+        ("style", "white"), ("href", "https://static.example.com/qr.css"), ("lang", "en"),
+    ]
+    assert raw_query(url)["redirect_uri"] == quote(CALLBACK, safe="")
+
+
+# --- state ---------------------------------------------------------------------------
+
+
+def test_state_is_single_use_and_carries_its_data(app: Flask) -> None:
+    with app.test_request_context("/auth/wechat/login"):
+        wx = app.extensions["wechat_qr"].client("wechat")
+        state = wx.begin_login(CALLBACK, next="/account")
+        assert re.fullmatch(r"[A-Za-z0-9]{32}", state)
+        data = wx.take_state(state)
+        assert data["redirect_uri"] == CALLBACK
+        assert data["next"] == "/account"
+        with pytest.raises(StateError):
+            wx.take_state(state)
+
+
+@pytest.mark.parametrize("state", [None, "", "x" * 129, "NotAStateThisBrowserWasGiven"])
+def test_unknown_state_is_refused(app: Flask, state: str | None) -> None:
+    with app.test_request_context("/auth/wechat/callback"):
+        wx = app.extensions["wechat_qr"].client("wechat")
+        wx.begin_login(CALLBACK)
+        with pytest.raises(StateError):
+            wx.take_state(state)
+
+
+def test_state_of_one_connection_is_not_valid_for_another(make_app: t.Any) -> None:
+    app = make_app(WECHAT_QR_CONNECTIONS=[
+        {"connection": "wechat", "app_id": "wx1", "app_secret": "s1"},
+        {"connection": "other", "app_id": "wx2", "app_secret": "s2"},
+    ])
+    with app.test_request_context("/"):
+        ext = app.extensions["wechat_qr"]
+        state = ext.client("wechat").begin_login(CALLBACK)
+        with pytest.raises(StateError):
+            ext.client("other").take_state(state)
+        assert ext.client("wechat").take_state(state)["redirect_uri"] == CALLBACK
+
+
+# --- the token request ---------------------------------------------------------------
+
+
+def test_token_request_is_wechats_get_with_appid_and_secret(
+    client: t.Any, wechat_api: WeChatAPI
+) -> None:
+    state = start_login(client)
+    wechat_api.token()
+    wechat_api.userinfo()
+    assert finish_login(client, state, code=CODE).status_code == 302
+    (call,) = calls_to(wechat_api, TOKEN_PATH)
+    request = call.request
+    assert request.method == "GET"
+    assert request.url.startswith(API + TOKEN_PATH + "?")
+    assert pairs(request.url) == [("appid", APP_ID), ("secret", APP_SECRET), ("code", CODE),
+                                  ("grant_type", "authorization_code")]
+    assert "Authorization" not in request.headers
+    assert "redirect_uri" not in request.url
+    assert "client_id" not in request.url and "client_secret" not in request.url
+    assert not request.body
+
+
+def test_exchange_code_returns_the_token(wx: WeChatClient, wechat_api: WeChatAPI) -> None:
+    wechat_api.token()
+    token = wx.exchange_code(CODE)
+    assert token.openid == OPENID
+    assert token.unionid == UNIONID
+    assert token.access_token == ACCESS_TOKEN
+    assert token.refresh_token == REFRESH_TOKEN
+    assert token.expires_in == 7200
+    assert token.scope == "snsapi_login"
+    assert token.is_snapshotuser is False
+    assert ACCESS_TOKEN not in repr(token) and REFRESH_TOKEN not in repr(token)
+
+
+def test_token_without_unionid(wx: WeChatClient, wechat_api: WeChatAPI) -> None:
+    wechat_api.token(unionid=None)
+    wechat_api.userinfo(unionid=None)
+    token = wx.exchange_code(CODE)
+    assert token.unionid is None
+    profile = wx.userinfo(token)
+    assert profile.unionid is None
+    assert profile.openid == OPENID
+
+
+def test_login_without_unionid_works(app: Flask, client: t.Any, wechat_api: WeChatAPI) -> None:
+    state = start_login(client)
+    wechat_api.token(unionid=None)
+    wechat_api.userinfo(unionid=None)
+    assert finish_login(client, state).status_code == 302
+    (identity,) = identities(app)
+    assert identity.openid == OPENID
+    assert identity.unionid is None
+
+
+def test_profile_gets_the_tokens_unionid_when_userinfo_has_none(
+    wx: WeChatClient, wechat_api: WeChatAPI
+) -> None:
+    wechat_api.userinfo(unionid=None)
+    assert wx.userinfo(TOKEN).unionid == UNIONID
+
+
+@pytest.mark.parametrize("flag", [1, "1"])
+def test_snapshot_user_is_refused(wx: WeChatClient, wechat_api: WeChatAPI, flag: t.Any) -> None:
+    wechat_api.token(is_snapshotuser=flag)
+    with pytest.raises(SnapshotUser):
+        wx.exchange_code(CODE)
+
+
+def test_snapshot_user_login_creates_nobody(
+    app: Flask, client: t.Any, wechat_api: WeChatAPI
+) -> None:
+    state = start_login(client)
+    wechat_api.token(is_snapshotuser=1)
+    wechat_api.userinfo()
+    resp = finish_login(client, state)
+    assert resp.status_code == 403
+    assert calls_to(wechat_api, USERINFO_PATH) == []
+    assert user_nicknames(app) == []
+    assert identities(app) == []
+
+
+def test_not_a_snapshot_user(wx: WeChatClient, wechat_api: WeChatAPI) -> None:
+    wechat_api.token(is_snapshotuser=0)
+    assert wx.exchange_code(CODE).is_snapshotuser is False
+
+
+# --- userinfo ------------------------------------------------------------------------
+
+
+def test_userinfo_request(client: t.Any, wechat_api: WeChatAPI) -> None:
+    state = start_login(client)
+    wechat_api.token()
+    wechat_api.userinfo()
+    assert finish_login(client, state).status_code == 302
+    (call,) = calls_to(wechat_api, USERINFO_PATH)
+    assert call.request.method == "GET"
+    assert pairs(call.request.url) == [("access_token", ACCESS_TOKEN), ("openid", OPENID),
+                                       ("lang", "zh_CN")]
+    assert "Authorization" not in call.request.headers
+
+
+def test_userinfo_lang_is_configurable(make_app: t.Any, wechat_api: WeChatAPI) -> None:
+    app = make_app(WECHAT_QR_USERINFO_LANG="en")
+    client = app.test_client()
+    state = start_login(client)
+    wechat_api.token()
+    wechat_api.userinfo()
+    assert finish_login(client, state).status_code == 302
+    (call,) = calls_to(wechat_api, USERINFO_PATH)
+    assert pairs(call.request.url)[-1] == ("lang", "en")
+
+
+def test_userinfo_lang_per_call(wx: WeChatClient, wechat_api: WeChatAPI) -> None:
+    wechat_api.userinfo()
+    wx.userinfo(TOKEN, lang="zh_TW")
+    (call,) = calls_to(wechat_api, USERINFO_PATH)
+    assert dict(pairs(call.request.url))["lang"] == "zh_TW"
+
+
+def test_userinfo_profile_fields(wx: WeChatClient, wechat_api: WeChatAPI) -> None:
+    wechat_api.userinfo()
+    profile = wx.userinfo(TOKEN)
+    assert profile.openid == OPENID
+    assert profile.unionid == UNIONID
+    assert profile.nickname == NICKNAME
+    assert profile.avatar_url and profile.avatar_url.startswith("https://thirdwx.qlogo.cn/")
+    assert profile.raw["sex"] == 0 and profile.raw["privilege"] == []
+
+
+# --- decoding: UTF-8 from the bytes, whatever the Content-Type says -------------------
+
+
+@pytest.mark.parametrize("content_type", [
+    "text/plain", "application/json; encoding=utf-8", "application/json",
+    "application/json; charset=utf-8", "text/html",
+])
+@pytest.mark.parametrize("nickname", [NICKNAME, "José", "某某某", "😀Tom", "TKA\ue13c"])
+def test_nickname_comes_through_intact(
+    wx: WeChatClient, wechat_api: WeChatAPI, content_type: str, nickname: str
+) -> None:
+    body = json.dumps({"openid": OPENID, "nickname": nickname, "unionid": UNIONID},
+                      ensure_ascii=False).encode("utf-8")
+    wechat_api.raw(USERINFO_PATH, body, content_type=content_type)
+    assert wx.userinfo(TOKEN).nickname == nickname
+    (call,) = calls_to(wechat_api, USERINFO_PATH)
+    assert call.response.headers["Content-Type"] == content_type  # the mock sent no charset
+
+
+def test_requests_alone_would_garble_the_nickname(wechat_api: WeChatAPI) -> None:
+    """The control for the test above: the mock really sends what breaks naive clients."""
+    wechat_api.userinfo()
+    naive = requests.get(API + USERINFO_PATH, timeout=1).json()["nickname"]
+    assert naive != NICKNAME
+    assert naive.encode("latin-1").decode("utf-8") == NICKNAME
+
+
+def test_nickname_survives_a_whole_login(app: Flask, client: t.Any, wechat_api: WeChatAPI) -> None:
+    state = start_login(client)
+    wechat_api.token()
+    wechat_api.userinfo(nickname=NICKNAME)
+    assert finish_login(client, state).status_code == 302
+    assert user_nicknames(app) == [NICKNAME]
+    assert [i.nickname for i in identities(app)] == [NICKNAME]
+    assert client.get("/").get_data(as_text=True).endswith(NICKNAME)
+
+
+def test_raw_control_characters_in_strings_are_tolerated(
+    wx: WeChatClient, wechat_api: WeChatAPI
+) -> None:
+    body = b'{"openid": "' + OPENID.encode() + b'", "nickname": "tab\there"}'
+    wechat_api.raw(USERINFO_PATH, body)
+    assert wx.userinfo(TOKEN).nickname == "tab\there"
+
+
+# --- errcodes ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("errcode, errmsg, error_cls, status", ERRCODES, ids=ERRCODE_IDS)
+def test_errcode_on_token_exchange_is_typed(
+    wx: WeChatClient, wechat_api: WeChatAPI, errcode: int, errmsg: str,
+    error_cls: type[WeChatAPIError], status: int,
+) -> None:
+    wechat_api.error(TOKEN_PATH, errcode, errmsg)
+    with pytest.raises(WeChatAPIError) as info:
+        wx.exchange_code(CODE)
+    error = info.value
+    assert type(error) is error_cls
+    assert error.errcode == errcode
+    assert error.errmsg.startswith(errmsg + ", rid: ")
+    assert str(errcode) in str(error)
+    assert error.status == status
+    assert_error_is_clean(error)
+    assert len(calls_to(wechat_api, TOKEN_PATH)) == 1  # a code is never sent twice
+
+
+@pytest.mark.parametrize("errmsg", [
+    "invalid code", "invalid code, rid: 63106779-282330ba-5d5deaf3",
+    "invalid code, hints: [ req_id: RfHd6zore-b7G7ca ]", "", "something else entirely",
+])
+def test_only_the_errcode_matters(wx: WeChatClient, wechat_api: WeChatAPI, errmsg: str) -> None:
+    wechat_api.raw(TOKEN_PATH, json.dumps({"errcode": 40029, "errmsg": errmsg}).encode())
+    with pytest.raises(InvalidCode) as info:
+        wx.exchange_code(CODE)
+    assert info.value.errmsg == errmsg
+
+
+def test_errcode_without_errmsg(wx: WeChatClient, wechat_api: WeChatAPI) -> None:
+    wechat_api.raw(TOKEN_PATH, b'{"errcode": 40163}')
+    with pytest.raises(CodeUsed) as info:
+        wx.exchange_code(CODE)
+    assert info.value.errmsg == ""
+
+
+def test_errcode_as_a_string(wx: WeChatClient, wechat_api: WeChatAPI) -> None:
+    wechat_api.raw(TOKEN_PATH, b'{"errcode": "40163", "errmsg": "code been used"}')
+    with pytest.raises(CodeUsed):
+        wx.exchange_code(CODE)
+
+
+@pytest.mark.parametrize("errcode, errmsg, error_cls, status", ERRCODES, ids=ERRCODE_IDS)
+def test_errcode_on_userinfo_is_typed(
+    wx: WeChatClient, wechat_api: WeChatAPI, errcode: int, errmsg: str,
+    error_cls: type[WeChatAPIError], status: int,
+) -> None:
+    wechat_api.error(USERINFO_PATH, errcode, errmsg)
+    with pytest.raises(WeChatAPIError) as info:
+        wx.userinfo(TOKEN)
+    assert type(info.value) is error_cls
+    assert info.value.errcode == errcode
+    assert_error_is_clean(info.value)
+
+
+@pytest.mark.parametrize("errcode, errmsg, error_cls, status", ERRCODES, ids=ERRCODE_IDS)
+def test_errcode_page(
+    client: t.Any, wechat_api: WeChatAPI, caplog: pytest.LogCaptureFixture, errcode: int,
+    errmsg: str, error_cls: type[WeChatAPIError], status: int,
+) -> None:
+    state = start_login(client)
+    wechat_api.error(TOKEN_PATH, errcode, errmsg)
+    with caplog.at_level(logging.DEBUG):
+        resp = finish_login(client, state, code=CODE)
+    assert resp.status_code == status
+    body = resp.get_data(as_text=True)
+    assert str(escape(error_cls.title)) in body
+    assert "Traceback" not in body
+    assert_no_secrets(body, caplog.text)
+
+
+def test_errcode_on_userinfo_page(client: t.Any, wechat_api: WeChatAPI) -> None:
+    state = start_login(client)
+    wechat_api.token()
+    wechat_api.error(USERINFO_PATH, 40014, "invalid access_token")
+    resp = finish_login(client, state)
+    assert resp.status_code == 502
+    assert str(escape(InvalidAccessToken.title)) in resp.get_data(as_text=True)
+    assert_no_secrets(resp.get_data(as_text=True))
+
+
+def test_busy_userinfo_is_retried_once(wx: WeChatClient, wechat_api: WeChatAPI) -> None:
+    wechat_api.error(USERINFO_PATH, -1, "system error")
+    wechat_api.userinfo()
+    profile = wx.userinfo(TOKEN)
+    assert profile.nickname == NICKNAME
+    calls = calls_to(wechat_api, USERINFO_PATH)
+    assert len(calls) == 2
+    assert pairs(calls[0].request.url) == pairs(calls[1].request.url)
+
+
+def test_busy_userinfo_twice_gives_up(wx: WeChatClient, wechat_api: WeChatAPI) -> None:
+    wechat_api.error(USERINFO_PATH, -1, "system error")
+    with pytest.raises(WeChatBusy):
+        wx.userinfo(TOKEN)
+    assert len(calls_to(wechat_api, USERINFO_PATH)) == 2
+
+
+def test_userinfo_errors_other_than_busy_are_not_retried(
+    wx: WeChatClient, wechat_api: WeChatAPI
+) -> None:
+    wechat_api.error(USERINFO_PATH, 45011, "api minute-quota reach limit")
+    wechat_api.userinfo()
+    with pytest.raises(RateLimited):
+        wx.userinfo(TOKEN)
+    assert len(calls_to(wechat_api, USERINFO_PATH)) == 1
+
+
+def test_busy_during_login_retries_userinfo(
+    app: Flask, client: t.Any, wechat_api: WeChatAPI
+) -> None:
+    state = start_login(client)
+    wechat_api.token()
+    wechat_api.error(USERINFO_PATH, -1, "system error")
+    wechat_api.userinfo()
+    assert finish_login(client, state).status_code == 302
+    assert len(calls_to(wechat_api, USERINFO_PATH)) == 2
+    assert user_nicknames(app) == [NICKNAME]
+
+
+# --- refresh and token check ---------------------------------------------------------
+
+
+def test_refresh_is_a_get_without_the_secret(wx: WeChatClient, wechat_api: WeChatAPI) -> None:
+    wechat_api.raw(REFRESH_PATH, json.dumps({
+        "access_token": "NEW_ACCESS_TOKEN", "expires_in": 7200,
+        "refresh_token": "NEW_REFRESH_TOKEN", "openid": OPENID, "scope": "snsapi_login",
+    }).encode())
+    token = wx.refresh(REFRESH_TOKEN)
+    assert token.access_token == "NEW_ACCESS_TOKEN"
+    assert token.refresh_token == "NEW_REFRESH_TOKEN"
+    assert token.openid == OPENID
+    assert token.expires_in == 7200
+    (call,) = wechat_api.mock.calls
+    assert call.request.method == "GET"
+    assert urlsplit(call.request.url).path == REFRESH_PATH
+    assert pairs(call.request.url) == [("appid", APP_ID), ("grant_type", "refresh_token"),
+                                       ("refresh_token", REFRESH_TOKEN)]
+    assert "secret" not in call.request.url
+    assert APP_SECRET not in call.request.url
+    assert "Authorization" not in call.request.headers
+    assert not call.request.body
+
+
+@pytest.mark.parametrize("errcode", [40030, 42002])
+def test_refresh_errors(wx: WeChatClient, wechat_api: WeChatAPI, errcode: int) -> None:
+    wechat_api.error(REFRESH_PATH, errcode, "invalid refresh_token")
+    with pytest.raises(InvalidRefreshToken) as info:
+        wx.refresh(REFRESH_TOKEN)
+    assert info.value.errcode == errcode
+    assert_error_is_clean(info.value)
+
+
+def test_check_token_valid(wx: WeChatClient, wechat_api: WeChatAPI) -> None:
+    wechat_api.raw(AUTH_PATH, b'{"errcode":0,"errmsg":"ok"}')
+    assert wx.check_token(ACCESS_TOKEN, OPENID) is True
+    (call,) = wechat_api.mock.calls
+    assert call.request.method == "GET"
+    assert urlsplit(call.request.url).path == AUTH_PATH
+    assert pairs(call.request.url) == [("access_token", ACCESS_TOKEN), ("openid", OPENID)]
+    assert "Authorization" not in call.request.headers
+
+
+@pytest.mark.parametrize("errcode, errmsg", [(40003, "invalid openid"),
+                                             (42001, "access_token expired"),
+                                             (40014, "invalid access_token")])
+def test_check_token_invalid(
+    wx: WeChatClient, wechat_api: WeChatAPI, errcode: int, errmsg: str
+) -> None:
+    wechat_api.error(AUTH_PATH, errcode, errmsg)
+    assert wx.check_token(ACCESS_TOKEN, OPENID) is False
+
+
+@pytest.mark.parametrize("errcode, error_cls", [(-1, WeChatBusy), (45011, RateLimited),
+                                                (40125, InvalidCredentials)])
+def test_check_token_does_not_hide_other_errors(
+    wx: WeChatClient, wechat_api: WeChatAPI, errcode: int, error_cls: type[Exception]
+) -> None:
+    wechat_api.error(AUTH_PATH, errcode, "x")
+    with pytest.raises(error_cls):
+        wx.check_token(ACCESS_TOKEN, OPENID)
+
+
+# --- transport faults ----------------------------------------------------------------
+
+OPERATIONS: dict[str, tuple[str, t.Callable[[WeChatClient], t.Any]]] = {
+    "exchange_code": (TOKEN_PATH, lambda wx: wx.exchange_code(CODE)),
+    "userinfo": (USERINFO_PATH, lambda wx: wx.userinfo(TOKEN)),
+    "refresh": (REFRESH_PATH, lambda wx: wx.refresh(REFRESH_TOKEN)),
+    "check_token": (AUTH_PATH, lambda wx: wx.check_token(ACCESS_TOKEN, OPENID)),
+}
+
+
+@pytest.mark.parametrize("operation", list(OPERATIONS))
+@pytest.mark.parametrize("fault", [requests.Timeout, requests.ReadTimeout,
+                                   requests.ConnectTimeout])
+def test_timeout_is_wechat_timeout(
+    wx: WeChatClient, wechat_api: WeChatAPI, operation: str, fault: type[Exception]
+) -> None:
+    path, call = OPERATIONS[operation]
+    fail_with(wechat_api, path, fault)
+    with pytest.raises(WeChatTimeout) as info:
+        call(wx)
+    assert info.value.status == 504
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+    assert_error_is_clean(info.value)
+
+
+@pytest.mark.parametrize("operation", list(OPERATIONS))
+@pytest.mark.parametrize("fault", [requests.ConnectionError, requests.exceptions.SSLError,
+                                   requests.exceptions.ChunkedEncodingError])
+def test_connection_error_is_wechat_unavailable(
+    wx: WeChatClient, wechat_api: WeChatAPI, operation: str, fault: type[Exception]
+) -> None:
+    path, call = OPERATIONS[operation]
+    fail_with(wechat_api, path, fault)
+    with pytest.raises(WeChatUnavailable) as info:
+        call(wx)
+    assert type(info.value) is WeChatUnavailable
+    assert info.value.status == 502
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+    assert_error_is_clean(info.value)
+
+
+BAD_ANSWERS = [
+    pytest.param(500, b'{"errcode": -1, "errmsg": "system error"}', id="500-json"),
+    pytest.param(500, b"<html><body>500 Internal Server Error</body></html>", id="500-html"),
+    pytest.param(502, b"<html><body>502 Bad Gateway</body></html>", id="502-html"),
+    pytest.param(503, b"", id="503-empty"),
+    pytest.param(200, b"<html><head><title>\xe5\xbe\xae\xe4\xbf\xa1</title></head></html>",
+                 id="200-html"),
+    pytest.param(200, b"", id="200-empty"),
+    pytest.param(200, b'["not", "an", "object"]', id="200-json-list"),
+    pytest.param(200, b'"ok"', id="200-json-string"),
+    pytest.param(200, b'{"openid": "trunc', id="200-truncated"),
+    pytest.param(404, b"<html>404 Not Found</html>", id="404-html"),
+    pytest.param(403, b'{"message": "forbidden by proxy"}', id="403-json"),
+]
+
+
+@pytest.mark.parametrize("operation", list(OPERATIONS))
+@pytest.mark.parametrize("status, body", BAD_ANSWERS)
+def test_answers_that_are_not_wechats_api_are_wechat_unavailable(
+    wx: WeChatClient, wechat_api: WeChatAPI, operation: str, status: int, body: bytes
+) -> None:
+    path, call = OPERATIONS[operation]
+    wechat_api.raw(path, body, status=status)
+    with pytest.raises(WeChatUnavailable) as info:
+        call(wx)
+    assert type(info.value) is WeChatUnavailable
+    assert info.value.status == 502
+    assert_error_is_clean(info.value)
+
+
+@pytest.mark.parametrize("operation", ["exchange_code", "refresh"])
+def test_token_answer_without_openid_or_token_is_wechat_unavailable(
+    wx: WeChatClient, wechat_api: WeChatAPI, operation: str
+) -> None:
+    path, call = OPERATIONS[operation]
+    wechat_api.raw(path, json.dumps({"expires_in": 7200, "scope": "snsapi_login"}).encode())
+    with pytest.raises(WeChatUnavailable):
+        call(wx)
+
+
+def test_oauth2_style_error_body_is_wechat_unavailable(
+    client: t.Any, wechat_api: WeChatAPI
+) -> None:
+    """Not WeChat's shape, but what a proxy or test double may send: Authlib would raise
+    its own OAuthError for it, which no error page handles (a 500)."""
+    state = start_login(client)
+    wechat_api.raw(TOKEN_PATH, b'{"error": "invalid_grant", "error_description": "bad code"}')
+    resp = finish_login(client, state, code=CODE)
+    assert resp.status_code == 502
+    assert str(escape(WeChatUnavailable.title)) in resp.get_data(as_text=True)
+
+
+def test_userinfo_without_openid_is_wechat_unavailable(
+    wx: WeChatClient, wechat_api: WeChatAPI
+) -> None:
+    wechat_api.raw(USERINFO_PATH, json.dumps({"nickname": NICKNAME}).encode())
+    with pytest.raises(WeChatUnavailable):
+        wx.userinfo(TOKEN)
+
+
+@pytest.mark.parametrize("path", [TOKEN_PATH, USERINFO_PATH])
+@pytest.mark.parametrize("fault, status, title", [
+    (requests.Timeout, 504, WeChatTimeout.title),
+    (requests.ConnectionError, 502, WeChatUnavailable.title),
+])
+def test_transport_fault_pages(
+    client: t.Any, wechat_api: WeChatAPI, caplog: pytest.LogCaptureFixture, path: str,
+    fault: type[Exception], status: int, title: str,
+) -> None:
+    state = start_login(client)
+    if path == USERINFO_PATH:
+        wechat_api.token()
+    fail_with(wechat_api, path, fault)
+    with caplog.at_level(logging.DEBUG):
+        resp = finish_login(client, state, code=CODE)
+    assert resp.status_code == status
+    body = resp.get_data(as_text=True)
+    assert str(escape(title)) in body
+    assert "Traceback" not in body
+    assert_no_secrets(body, caplog.text)
+
+
+@pytest.mark.parametrize("status, body", [(500, b"<html>oops</html>"), (200, b"<html>hi</html>")])
+def test_non_api_answer_page(client: t.Any, wechat_api: WeChatAPI, status: int,
+                             body: bytes) -> None:
+    state = start_login(client)
+    wechat_api.raw(TOKEN_PATH, body, status=status)
+    resp = finish_login(client, state, code=CODE)
+    assert resp.status_code == 502
+    assert str(escape(WeChatUnavailable.title)) in resp.get_data(as_text=True)
+    assert_no_secrets(resp.get_data(as_text=True))
+
+
+# --- one pooled session, timeouts on every call --------------------------------------
+
+
+def test_one_session_per_connection(wx: WeChatClient, make_app: t.Any) -> None:
+    assert isinstance(wx.session, PooledSession)
+    assert wx.session is wx.session
+    assert wx.remote._get_oauth_client() is wx.session
+    other_app = make_app(WECHAT_QR_CONNECTIONS=[
+        {"connection": "wechat", "app_id": "wx1", "app_secret": "s1"},
+        {"connection": "other", "app_id": "wx2", "app_secret": "s2"},
+    ])
+    ext = other_app.extensions["wechat_qr"]
+    assert ext.client("wechat").session is not ext.client("other").session
+    assert ext.client("wechat").session is not wx.session
+
+
+def test_session_survives_a_completed_login(
+    app: Flask, client: t.Any, wechat_api: WeChatAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wx = app.extensions["wechat_qr"].client("wechat")
+    session = wx.session
+    adapters = dict(session.adapters)
+    closed: list[t.Any] = []
+    original_close = requests.adapters.HTTPAdapter.close
+
+    def spy_close(self: requests.adapters.HTTPAdapter) -> None:
+        closed.append(self)
+        original_close(self)
+
+    monkeypatch.setattr(requests.adapters.HTTPAdapter, "close", spy_close)
+    sent: list[str] = []
+    original_send = session.send
+
+    def spy_send(request: requests.PreparedRequest, **kwargs: t.Any) -> t.Any:
+        sent.append(urlsplit(request.url).path)
+        return original_send(request, **kwargs)
+
+    monkeypatch.setattr(session, "send", spy_send)
+
+    for openid in (OPENID, "ohS-VwAJ9GEXlplngwybJ3Z-ZHr2"):  # two first logins
+        state = start_login(client)
+        wechat_api.mock.reset()
+        wechat_api.token(openid=openid)
+        wechat_api.userinfo(openid=openid)
+        assert finish_login(client, state).status_code == 302
+        client.get("/")  # the next page view
+    assert wx.session is session
+    assert dict(session.adapters) == adapters
+    assert closed == []
+    # Both the token exchange (through Authlib) and userinfo went through this session.
+    assert sent.count(TOKEN_PATH) == 2 and sent.count(USERINFO_PATH) == 2
+
+    session.shutdown()  # the spy does see a real close
+    assert closed
+
+
+@pytest.mark.parametrize("timeout, expected", [(2.5, 2.5), ("7", 7.0), (None, 5.0)])
+def test_every_call_carries_the_timeout(
+    make_app: t.Any, wechat_api: WeChatAPI, timeout: t.Any, expected: float
+) -> None:
+    config = {} if timeout is None else {"WECHAT_QR_HTTP_TIMEOUT": timeout}
+    app = make_app(**config)
+    client = app.test_client()
+    state = start_login(client)
+    wechat_api.token()
+    wechat_api.userinfo()
+    wechat_api.raw(REFRESH_PATH, json.dumps({"access_token": "A2", "openid": OPENID}).encode())
+    wechat_api.raw(AUTH_PATH, b'{"errcode":0,"errmsg":"ok"}')
+    assert finish_login(client, state).status_code == 302
+    with app.app_context():
+        wx = app.extensions["wechat_qr"].client("wechat")
+        wx.refresh(REFRESH_TOKEN)
+        wx.check_token(ACCESS_TOKEN, OPENID)
+    calls = wechat_api.mock.calls
+    assert [urlsplit(c.request.url).path for c in calls] == [
+        TOKEN_PATH, USERINFO_PATH, REFRESH_PATH, AUTH_PATH]
+    for call in calls:
+        assert call.request.req_kwargs["timeout"] == expected

@@ -1,0 +1,393 @@
+"""The :class:`WeChatQR` extension object: both setup styles, per-app state, clear setup errors.
+
+These tests build their host apps by hand (not with ``support.make_test_app``) because they
+need to vary what the host provides: a ``db`` or not, a user model or not, Flask-Login or
+not, one extension instance shared by two apps.
+"""
+
+from __future__ import annotations
+
+import typing as t
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import responses
+from authlib.integrations.flask_client import OAuth
+from flask import Flask, current_app
+from flask_login import LoginManager, UserMixin
+from flask_sqlalchemy import SQLAlchemy
+from support import APP_ID, APP_SECRET, WeChatAPI, finish_login, start_login
+
+from flask_wechat_qr import AccountAdapter, ConfigurationError, WeChatClient, WeChatQR
+from flask_wechat_qr.errors import UnknownConnection
+from flask_wechat_qr.extension import WeChatQRState
+
+AUTHLIB_SLOT = "authlib.integrations.flask_client"
+
+
+class Host:
+    """A host site's ``db`` and user model, shareable by several apps."""
+
+    def __init__(self) -> None:
+        self.db = SQLAlchemy()
+
+        class User(self.db.Model, UserMixin):  # type: ignore[name-defined,misc]
+            id = self.db.Column(self.db.Integer, primary_key=True)
+            username = self.db.Column(self.db.String(80), unique=True)
+            nickname = self.db.Column(self.db.Unicode(255))
+
+        self.User = User
+
+    def app(self, folder: Path, *, with_db: bool = True, with_login: bool = True,
+            **config: t.Any) -> Flask:
+        folder.mkdir(exist_ok=True)
+        app = Flask(f"host_{folder.name}", root_path=str(folder))
+        app.config.update(
+            TESTING=True,
+            SECRET_KEY=f"secret-key-of-{folder.name}",
+            SQLALCHEMY_DATABASE_URI=f"sqlite:///{folder / 'app.db'}",
+            WECHAT_QR_APP_ID=APP_ID,
+            WECHAT_QR_APP_SECRET=APP_SECRET,
+        )
+        app.config.update(config)
+        if with_db:
+            self.db.init_app(app)
+        if with_login:
+            manager = LoginManager(app)
+            manager.user_loader(lambda user_id: self.db.session.get(self.User, int(user_id)))
+        return app
+
+    def create_tables(self, app: Flask) -> None:
+        with app.app_context():
+            self.db.create_all()
+
+
+@pytest.fixture
+def host() -> Host:
+    return Host()
+
+
+def authorize_params(app: Flask, connection: str = "wechat") -> dict[str, list[str]]:
+    resp = app.test_client().get(f"/auth/{connection}/login")
+    assert resp.status_code == 302, resp.data
+    return parse_qs(urlsplit(resp.headers["Location"]).query)
+
+
+def ext_state(app: Flask) -> WeChatQRState:
+    state = app.extensions["wechat_qr"]
+    assert isinstance(state, WeChatQRState)
+    return state
+
+
+# --- the two setup styles ------------------------------------------------------------
+
+
+def test_direct_style(host: Host, tmp_path: Path) -> None:
+    app = host.app(tmp_path / "a")
+    wechat = WeChatQR(app, db=host.db, user_model=host.User)
+    state = ext_state(app)
+    assert state.extension is wechat
+    assert state.db is host.db
+    assert state.settings.default_connection.app_id == APP_ID
+    assert list(state.clients) == ["wechat"]
+    assert isinstance(state.client("wechat"), WeChatClient)
+    assert isinstance(state.adapter, AccountAdapter)
+    assert state.adapter.user_model is host.User
+    assert "wechat_qr" in app.blueprints
+    host.create_tables(app)
+    assert authorize_params(app)["appid"] == [APP_ID]
+
+
+def test_factory_style(host: Host, tmp_path: Path) -> None:
+    wechat = WeChatQR(db=host.db, user_model=host.User)
+    app = host.app(tmp_path / "a")
+    assert "wechat_qr" not in app.extensions
+    assert "wechat_qr" not in app.blueprints
+    wechat.init_app(app)
+    assert ext_state(app).extension is wechat
+    assert "wechat_qr" in app.blueprints
+    host.create_tables(app)
+    assert authorize_params(app)["appid"] == [APP_ID]
+    # App-factory safe: the extension object keeps no reference to an app.
+    assert not hasattr(wechat, "app")
+    assert all(not isinstance(value, Flask) for value in vars(wechat).values())
+
+
+def test_db_defaults_to_the_one_registered_on_the_app(host: Host, tmp_path: Path) -> None:
+    app = host.app(tmp_path / "a")
+    WeChatQR(app, user_model=host.User)
+    assert ext_state(app).db is host.db
+
+
+def test_the_state_lives_in_app_extensions(host: Host, tmp_path: Path) -> None:
+    app = host.app(tmp_path / "a", WECHAT_QR_CONNECTION="corp")
+    WeChatQR(app, db=host.db, user_model=host.User)
+    state = ext_state(app)
+    assert state.client("corp").connection is state.settings.connections["corp"]
+    assert state.models.Identity.__tablename__ == "wechat_qr_identity"
+    with pytest.raises(UnknownConnection) as info:
+        state.client("wechat")
+    assert info.value.status == 404
+    with app.app_context():
+        assert current_app.extensions["wechat_qr"] is state
+
+
+# --- registering twice ---------------------------------------------------------------
+
+
+def test_second_init_app_on_the_same_app_is_a_runtime_error(host: Host, tmp_path: Path) -> None:
+    app = host.app(tmp_path / "a")
+    wechat = WeChatQR(app, db=host.db, user_model=host.User)
+    state = ext_state(app)
+    with pytest.raises(RuntimeError, match="already been registered"):
+        wechat.init_app(app)
+    with pytest.raises(RuntimeError, match="already been registered"):
+        WeChatQR(app, db=host.db, user_model=host.User)
+    assert app.extensions["wechat_qr"] is state
+
+
+def test_a_failed_init_app_leaves_nothing_behind(host: Host, tmp_path: Path) -> None:
+    app = host.app(tmp_path / "a", WECHAT_QR_ASSOCIATION="bogus")
+    wechat = WeChatQR(db=host.db, user_model=host.User)
+    with pytest.raises(ConfigurationError):
+        wechat.init_app(app)
+    assert "wechat_qr" not in app.extensions
+    assert "wechat_qr" not in app.blueprints
+    app.config["WECHAT_QR_ASSOCIATION"] = "off"
+    wechat.init_app(app)  # fixed configuration: the same instance now succeeds
+    assert ext_state(app).settings.default_connection.association == "off"
+
+
+# --- two apps, one process -----------------------------------------------------------
+
+
+def test_two_apps_with_different_app_ids_never_share_settings(
+    host: Host, tmp_path: Path
+) -> None:
+    wechat = WeChatQR(db=host.db, user_model=host.User)
+    app_a = host.app(tmp_path / "a", WECHAT_QR_APP_ID="wxaaaaaaaaaaaaaaaa",
+                     WECHAT_QR_APP_SECRET="secret-of-a", WECHAT_QR_DISPLAY_NAME="A")
+    app_b = host.app(tmp_path / "b", WECHAT_QR_APP_ID="wxbbbbbbbbbbbbbbbb",
+                     WECHAT_QR_APP_SECRET="secret-of-b", WECHAT_QR_DISPLAY_NAME="B",
+                     WECHAT_QR_LANG="en")
+    wechat.init_app(app_a)
+    wechat.init_app(app_b)
+    host.create_tables(app_a)
+    host.create_tables(app_b)
+
+    state_a, state_b = ext_state(app_a), ext_state(app_b)
+    assert state_a is not state_b
+    assert state_a.extension is state_b.extension is wechat
+    assert state_a.oauth is not state_b.oauth
+    assert state_a.client("wechat") is not state_b.client("wechat")
+    assert state_a.client("wechat").session is not state_b.client("wechat").session
+
+    # Interleaved requests: each app redirects with its own AppID, and only B sets lang.
+    for _ in range(2):
+        params_a = authorize_params(app_a)
+        params_b = authorize_params(app_b)
+        assert params_a["appid"] == ["wxaaaaaaaaaaaaaaaa"]
+        assert params_b["appid"] == ["wxbbbbbbbbbbbbbbbb"]
+        assert "lang" not in params_a
+        assert params_b["lang"] == ["en"]
+    assert state_a.settings.default_connection.display_name == "A"
+    assert state_b.settings.default_connection.display_name == "B"
+    with app_b.app_context():
+        assert current_app.extensions["wechat_qr"].settings.default_connection.app_id == (
+            "wxbbbbbbbbbbbbbbbb")
+
+
+def test_two_apps_exchange_codes_with_their_own_secret(host: Host, tmp_path: Path) -> None:
+    wechat = WeChatQR(db=host.db, user_model=host.User)
+    apps = {
+        "a": host.app(tmp_path / "a", WECHAT_QR_APP_ID="wxaaaaaaaaaaaaaaaa",
+                      WECHAT_QR_APP_SECRET="secret-of-a"),
+        "b": host.app(tmp_path / "b", WECHAT_QR_APP_ID="wxbbbbbbbbbbbbbbbb",
+                      WECHAT_QR_APP_SECRET="secret-of-b"),
+    }
+    for app in apps.values():
+        wechat.init_app(app)
+        host.create_tables(app)
+    clients = {name: app.test_client() for name, app in apps.items()}
+    states = {name: start_login(client) for name, client in clients.items()}
+    with responses.RequestsMock() as mock:
+        api = WeChatAPI(mock)
+        api.token()
+        api.userinfo()
+        for name in ("b", "a"):
+            resp = finish_login(clients[name], states[name])
+            assert resp.status_code == 302, resp.data
+        token_calls = [c for c in mock.calls if "/sns/oauth2/access_token" in c.request.url]
+        sent = [parse_qs(urlsplit(c.request.url).query) for c in token_calls]
+    assert [(q["appid"][0], q["secret"][0]) for q in sent] == [
+        ("wxbbbbbbbbbbbbbbbb", "secret-of-b"), ("wxaaaaaaaaaaaaaaaa", "secret-of-a")]
+
+
+def test_a_state_from_one_app_is_refused_by_the_other(host: Host, tmp_path: Path) -> None:
+    # Same SECRET_KEY, so B accepts A's session cookie: only the state store can refuse.
+    wechat = WeChatQR(db=host.db, user_model=host.User)
+    app_a = host.app(tmp_path / "a", SECRET_KEY="shared")
+    app_b = host.app(tmp_path / "b", SECRET_KEY="shared")
+    for app in (app_a, app_b):
+        wechat.init_app(app)
+        host.create_tables(app)
+    browser_a, browser_b = app_a.test_client(), app_b.test_client()
+    state = start_login(browser_a)
+    cookie = browser_a.get_cookie("session")
+    assert cookie is not None
+    browser_b.set_cookie("session", cookie.value)
+    with browser_b.session_transaction() as sess:
+        assert any(state in key for key in sess)  # B sees A's marker ...
+    with responses.RequestsMock() as mock:
+        resp = finish_login(browser_b, state)
+        assert len(mock.calls) == 0
+    assert resp.status_code == 400  # ... but not A's state
+
+
+# --- what the host must provide ------------------------------------------------------
+
+
+def test_missing_db_is_a_configuration_error(host: Host, tmp_path: Path) -> None:
+    app = host.app(tmp_path / "a", with_db=False)
+    with pytest.raises(ConfigurationError) as info:
+        WeChatQR(app, user_model=host.User)
+    assert info.value.key == "db"
+    assert "db.init_app(app)" in info.value.fix
+    assert "wechat_qr" not in app.extensions
+
+
+def test_missing_user_model_is_a_configuration_error(host: Host, tmp_path: Path) -> None:
+    app = host.app(tmp_path / "a")
+    with pytest.raises(ConfigurationError) as info:
+        WeChatQR(app, db=host.db)
+    assert info.value.key == "user_model"
+    assert "user_model=User" in info.value.fix
+    assert "wechat_qr" not in app.extensions
+
+
+def test_missing_login_manager_is_a_configuration_error(host: Host, tmp_path: Path) -> None:
+    app = host.app(tmp_path / "a", with_login=False)
+    with pytest.raises(ConfigurationError) as info:
+        WeChatQR(app, db=host.db, user_model=host.User)
+    assert info.value.key == "login_manager"
+    assert "LoginManager" in info.value.fix
+    assert "wechat_qr" not in app.extensions
+
+
+def test_an_adapter_needs_neither_user_model_nor_flask_login(host: Host, tmp_path: Path) -> None:
+    class MyAdapter(AccountAdapter):
+        def login_user(self, user: t.Any) -> None:  # pragma: no cover - not called here
+            pass
+
+    adapter = MyAdapter()
+    app = host.app(tmp_path / "a", with_login=False)
+    WeChatQR(app, db=host.db, adapter=adapter)
+    assert ext_state(app).adapter is adapter
+    assert adapter.db is host.db
+
+
+# --- association modes this version supports -----------------------------------------
+
+
+def test_ask_binding_is_not_available_yet(host: Host, tmp_path: Path) -> None:
+    app = host.app(tmp_path / "a", WECHAT_QR_ASSOCIATION="ask_binding")
+    with pytest.raises(ConfigurationError, match="not available") as info:
+        WeChatQR(app, db=host.db, user_model=host.User)
+    assert "WECHAT_QR_ASSOCIATION" in info.value.key
+    assert "'off'" in info.value.fix and "'field_matching'" in info.value.fix
+
+
+def test_ask_binding_in_a_connections_entry_is_refused_too(host: Host, tmp_path: Path) -> None:
+    conns = [{"connection": "wechat", "app_id": "wx1", "app_secret": "s1"},
+             {"connection": "mp", "app_id": "wx2", "app_secret": "s2",
+              "association": "ask_binding"}]
+    app = host.app(tmp_path / "a", WECHAT_QR_CONNECTIONS=conns)
+    with pytest.raises(ConfigurationError, match="not available") as info:
+        WeChatQR(app, db=host.db, user_model=host.User)
+    assert "mp" in info.value.key
+
+
+def test_field_matching_on_a_custom_field_needs_a_matcher(host: Host, tmp_path: Path) -> None:
+    app = host.app(tmp_path / "a", WECHAT_QR_ASSOCIATION="field_matching",
+                   WECHAT_QR_MATCH_FIELDS=("unionid", "email"))
+    with pytest.raises(ConfigurationError) as info:
+        WeChatQR(app, db=host.db, user_model=host.User)
+    assert "WECHAT_QR_MATCH_FIELDS" in info.value.key
+    assert "email" in info.value.problem
+    assert "match_user" in info.value.fix
+
+
+def test_field_matching_on_a_custom_field_with_a_matcher(host: Host, tmp_path: Path) -> None:
+    class EmailAdapter(AccountAdapter):
+        def match_user(self, connection: t.Any, field: str, profile: t.Any) -> t.Any:
+            return None
+
+    app = host.app(tmp_path / "a", WECHAT_QR_ASSOCIATION="field_matching",
+                   WECHAT_QR_MATCH_FIELDS=("unionid", "email"))
+    WeChatQR(app, db=host.db, adapter=EmailAdapter(user_model=host.User))
+    assert ext_state(app).settings.default_connection.match_fields == ("unionid", "email")
+
+
+def test_field_matching_on_unionid_needs_no_matcher(host: Host, tmp_path: Path) -> None:
+    app = host.app(tmp_path / "a", WECHAT_QR_ASSOCIATION="field_matching")
+    WeChatQR(app, db=host.db, user_model=host.User)
+    assert ext_state(app).settings.default_connection.association == "field_matching"
+
+
+def test_custom_field_is_fine_while_association_is_off(host: Host, tmp_path: Path) -> None:
+    app = host.app(tmp_path / "a", WECHAT_QR_MATCH_FIELDS=("email",))
+    WeChatQR(app, db=host.db, user_model=host.User)
+    assert "wechat_qr" in app.extensions
+
+
+# --- living next to the host's own Authlib -------------------------------------------
+
+
+def test_the_hosts_authlib_registry_keeps_its_slot(host: Host, tmp_path: Path) -> None:
+    app = host.app(tmp_path / "a")
+    host_oauth = OAuth(app)
+    host_oauth.register("github", client_id="gh-id", client_secret="gh-secret",
+                        authorize_url="https://github.com/login/oauth/authorize",
+                        access_token_url="https://github.com/login/oauth/access_token")
+    WeChatQR(app, db=host.db, user_model=host.User)
+    assert app.extensions[AUTHLIB_SLOT] is host_oauth
+    assert ext_state(app).oauth is not host_oauth
+    assert host_oauth.create_client("wechat_qr_wechat") is None
+    assert host_oauth.create_client("github") is not None
+    assert ext_state(app).oauth.create_client("github") is None
+
+
+def test_wechat_qr_does_not_take_the_authlib_slot(host: Host, tmp_path: Path) -> None:
+    app = host.app(tmp_path / "a")
+    WeChatQR(app, db=host.db, user_model=host.User)
+    assert AUTHLIB_SLOT not in app.extensions
+    host_oauth = OAuth(app)  # a host adding Authlib afterwards gets the slot
+    assert app.extensions[AUTHLIB_SLOT] is host_oauth
+    host.create_tables(app)
+    assert authorize_params(app)["appid"] == [APP_ID]
+
+
+# --- no network at setup -------------------------------------------------------------
+
+
+def test_init_app_makes_no_network_calls(host: Host, tmp_path: Path) -> None:
+    app = host.app(tmp_path / "a")
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        WeChatQR(app, db=host.db, user_model=host.User)
+        host.create_tables(app)
+        # Redirecting to WeChat builds a URL; it does not call WeChat either.
+        assert authorize_params(app)["appid"] == [APP_ID]
+        assert len(mock.calls) == 0
+
+
+def test_factory_init_app_with_several_connections_makes_no_network_calls(
+    host: Host, tmp_path: Path
+) -> None:
+    conns = [{"connection": "wechat", "app_id": "wx1", "app_secret": "s1"},
+             {"connection": "mp", "app_id": "wx2", "app_secret": "s2"}]
+    wechat = WeChatQR(db=host.db, user_model=host.User)
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        for name in ("a", "b"):
+            wechat.init_app(host.app(tmp_path / name, WECHAT_QR_CONNECTIONS=conns))
+        assert len(mock.calls) == 0

@@ -1,0 +1,609 @@
+"""Every connection and app-wide setting: parsed, defaulted, and refused with a clear error.
+
+Most tests call :func:`load_settings` on a plain dict (what ``init_app`` does with
+``app.config``); a few go through a real app to check what ``init_app`` leaves in
+``app.config`` and that several connections really work end to end.
+"""
+
+from __future__ import annotations
+
+import typing as t
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from flask import Flask
+from support import APP_ID, APP_SECRET
+
+from flask_wechat_qr import ConfigurationError
+from flask_wechat_qr.settings import (
+    CONNECTION_DEFAULTS,
+    GLOBAL_DEFAULTS,
+    IN_PROCESS_ORIGIN,
+    SANDBOX_APP_ID,
+    SANDBOX_APP_SECRET,
+    UNSAFE_MATCH_FIELDS,
+    Settings,
+    apply_defaults,
+    load_settings,
+    parse_bool,
+)
+
+BASE = {"WECHAT_QR_APP_ID": APP_ID, "WECHAT_QR_APP_SECRET": APP_SECRET}
+
+
+def load(**overrides: t.Any) -> Settings:
+    """``load_settings`` on the minimal valid configuration plus ``overrides``."""
+    return load_settings({**BASE, **overrides})
+
+
+def refused(config: t.Mapping[str, t.Any], key: str, *fix_words: str) -> ConfigurationError:
+    """Assert that ``config`` is refused, naming ``key`` and a fix containing ``fix_words``."""
+    with pytest.raises(ConfigurationError) as info:
+        load_settings(config)
+    error = info.value
+    assert error.key == key
+    text = str(error)
+    assert text.startswith(key + ": "), text
+    assert error.problem and error.problem in text
+    assert error.fix and error.fix in text
+    for word in fix_words:
+        assert word in error.fix, (word, error.fix)
+    return error
+
+
+def two_connections(**second: t.Any) -> list[dict[str, t.Any]]:
+    return [
+        {"connection": "wechat", "app_id": "wxaaaaaaaaaaaaaaa1", "app_secret": "secret-a"},
+        {"connection": "wechat-mp", "display_name": "微信公众号", "app_id": "wxbbbbbbbbbbbbbbb2",
+         "app_secret": "secret-b", **second},
+    ]
+
+
+# --- defaults ------------------------------------------------------------------------
+
+
+def test_minimal_configuration_gives_documented_defaults() -> None:
+    settings = load()
+    assert list(settings.connections) == ["wechat"]
+    conn = settings.default_connection
+    assert conn is settings.connections["wechat"]
+    assert conn.identifier == "wechat"
+    assert conn.display_name == "WeChat"
+    assert conn.app_id == APP_ID
+    assert conn.app_secret == APP_SECRET
+    assert conn.callback_url is None
+    assert conn.login_only is False
+    assert conn.association == "off"
+    assert conn.match_fields == ("unionid",)
+    assert conn.profile_sync == "first_login"
+    assert conn.lang is None
+    assert conn.userinfo_lang == "zh_CN"
+    assert conn.qr_self_redirect is False
+    assert conn.qr_style == "black"
+    assert conn.qr_href is None
+    assert settings.open_base_url == "https://open.weixin.qq.com"
+    assert settings.api_base_url == "https://api.weixin.qq.com"
+    assert settings.sandbox is False
+    assert settings.sandbox_prefix == "/wechat-sandbox"
+    assert settings.sandbox_public_url is None
+    assert settings.url_prefix == "/auth"
+    assert settings.http_timeout == 5.0
+    assert settings.state_ttl == 600
+    assert settings.post_login_url == "/"
+
+
+def test_every_connection_setting_is_read() -> None:
+    settings = load(
+        WECHAT_QR_CONNECTION="corp-wechat-2",
+        WECHAT_QR_DISPLAY_NAME="微信登录",
+        WECHAT_QR_CALLBACK_URL="https://biz.example.com/wechat/done",
+        WECHAT_QR_LOGIN_ONLY=True,
+        WECHAT_QR_ASSOCIATION="field_matching",
+        WECHAT_QR_MATCH_FIELDS=("unionid",),
+        WECHAT_QR_PROFILE_SYNC="each_login",
+        WECHAT_QR_LANG="en",
+        WECHAT_QR_USERINFO_LANG="zh_TW",
+        WECHAT_QR_QR_SELF_REDIRECT=True,
+        WECHAT_QR_QR_STYLE="white",
+        WECHAT_QR_QR_HREF="https://static.example.com/qr.css",
+    )
+    assert list(settings.connections) == ["corp-wechat-2"]
+    conn = settings.default_connection
+    assert conn.identifier == "corp-wechat-2"
+    assert conn.display_name == "微信登录"
+    assert conn.callback_url == "https://biz.example.com/wechat/done"
+    assert conn.login_only is True
+    assert conn.association == "field_matching"
+    assert conn.match_fields == ("unionid",)
+    assert conn.profile_sync == "each_login"
+    assert conn.lang == "en"
+    assert conn.userinfo_lang == "zh_TW"
+    assert conn.qr_self_redirect is True
+    assert conn.qr_style == "white"
+    assert conn.qr_href == "https://static.example.com/qr.css"
+
+
+def test_every_app_wide_setting_is_read() -> None:
+    settings = load(
+        WECHAT_QR_OPEN_BASE_URL="http://localhost:5000/sandbox/",
+        WECHAT_QR_API_BASE_URL="http://localhost:5000/sandbox-api",
+        WECHAT_QR_SANDBOX=True,
+        WECHAT_QR_URL_PREFIX="login/",
+        WECHAT_QR_HTTP_TIMEOUT="2.5",
+        WECHAT_QR_STATE_TTL=300,
+        WECHAT_QR_POST_LOGIN_URL="/account",
+    )
+    assert settings.open_base_url == "http://localhost:5000/sandbox"
+    assert settings.api_base_url == "http://localhost:5000/sandbox-api"
+    assert settings.sandbox is True
+    assert settings.url_prefix == "/login"
+    assert settings.http_timeout == 2.5
+    assert settings.state_ttl == 300
+    assert settings.post_login_url == "/account"
+
+
+@pytest.mark.parametrize("value, expected", [("/", ""), ("", ""), ("/auth/", "/auth"),
+                                             ("wechat/login", "/wechat/login")])
+def test_url_prefix_is_normalised(value: str, expected: str) -> None:
+    assert load(WECHAT_QR_URL_PREFIX=value).url_prefix == expected
+
+
+def test_app_id_and_secret_are_stripped() -> None:
+    conn = load(WECHAT_QR_APP_ID=f"  {APP_ID}\n", WECHAT_QR_APP_SECRET=f" {APP_SECRET} ")
+    assert conn.default_connection.app_id == APP_ID
+    assert conn.default_connection.app_secret == APP_SECRET
+
+
+def test_the_secret_is_not_in_the_repr_of_the_settings() -> None:
+    settings = load()
+    assert APP_SECRET not in repr(settings.default_connection)
+    assert APP_SECRET not in repr(settings)
+    assert APP_ID in repr(settings.default_connection)
+
+
+def test_init_app_setdefaults_every_key_into_app_config(make_app: t.Callable[..., Flask]) -> None:
+    app = make_app(WECHAT_QR_DISPLAY_NAME="微信", WECHAT_QR_HTTP_TIMEOUT=3)
+    expected = {
+        **{"WECHAT_QR_" + k.upper(): v for k, v in GLOBAL_DEFAULTS.items()},
+        **{"WECHAT_QR_" + k.upper(): v for k, v in CONNECTION_DEFAULTS.items()},
+        "WECHAT_QR_APP_ID": APP_ID,
+        "WECHAT_QR_APP_SECRET": APP_SECRET,
+        "WECHAT_QR_DISPLAY_NAME": "微信",
+        "WECHAT_QR_HTTP_TIMEOUT": 3,
+    }
+    for key, value in expected.items():
+        assert key in app.config, key
+        assert app.config[key] == value, key
+    # Spot checks against the documented defaults, so a changed default is noticed.
+    assert app.config["WECHAT_QR_CONNECTION"] == "wechat"
+    assert app.config["WECHAT_QR_ASSOCIATION"] == "off"
+    assert app.config["WECHAT_QR_LOGIN_ONLY"] is False
+    assert app.config["WECHAT_QR_CALLBACK_URL"] is None
+    assert app.config["WECHAT_QR_OPEN_BASE_URL"] == "https://open.weixin.qq.com"
+    assert app.config["WECHAT_QR_API_BASE_URL"] == "https://api.weixin.qq.com"
+    assert app.config["WECHAT_QR_URL_PREFIX"] == "/auth"
+    # ... and what is in force is what app.config shows.
+    settings = app.extensions["wechat_qr"].settings
+    assert settings.default_connection.display_name == "微信"
+    assert settings.http_timeout == 3.0
+
+
+def test_apply_defaults_never_overwrites() -> None:
+    config: dict[str, t.Any] = {"WECHAT_QR_ASSOCIATION": "field_matching",
+                                "WECHAT_QR_LOGIN_ONLY": "true"}
+    apply_defaults(config)
+    assert config["WECHAT_QR_ASSOCIATION"] == "field_matching"
+    assert config["WECHAT_QR_LOGIN_ONLY"] == "true"
+    assert config["WECHAT_QR_PROFILE_SYNC"] == "first_login"
+
+
+def test_settings_are_read_once_at_init_app(make_app: t.Callable[..., Flask]) -> None:
+    app = make_app()
+    app.config["WECHAT_QR_APP_ID"] = "wxchangedafterinit"
+    resp = app.test_client().get("/auth/wechat/login")
+    assert parse_qs(urlsplit(resp.headers["Location"]).query)["appid"] == [APP_ID]
+
+
+# --- unique identifier ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("identifier", ["wechat", "w", "wechat-2", "0", "a" * 31, "we-chat-corp"])
+def test_valid_identifiers(identifier: str) -> None:
+    assert list(load(WECHAT_QR_CONNECTION=identifier).connections) == [identifier]
+
+
+@pytest.mark.parametrize("identifier", [
+    "WeChat", "WECHAT", "we_chat", "we chat", " wechat", "wechat\n", "a" * 32, "a" * 40, "",
+    "wechat/qr", "wechat.qr", "微信", None, 7,
+])
+def test_invalid_identifier_is_refused(identifier: t.Any) -> None:
+    error = refused({**BASE, "WECHAT_QR_CONNECTION": identifier}, "WECHAT_QR_CONNECTION",
+                    "lowercase letters, digits and '-'", "31")
+    assert repr(identifier) in error.problem
+
+
+# --- AppID / AppSecret ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [None, "", "   ", "\t\n"])
+def test_missing_or_blank_app_id_is_refused(value: t.Any) -> None:
+    refused({**BASE, "WECHAT_QR_APP_ID": value}, "WECHAT_QR_APP_ID", "AppID",
+            "open.weixin.qq.com", "WECHAT_QR_SANDBOX")
+
+
+def test_absent_app_id_is_refused() -> None:
+    refused({"WECHAT_QR_APP_SECRET": APP_SECRET}, "WECHAT_QR_APP_ID", "open.weixin.qq.com")
+
+
+@pytest.mark.parametrize("value", [None, "", "   "])
+def test_missing_app_secret_is_refused(value: t.Any) -> None:
+    refused({**BASE, "WECHAT_QR_APP_SECRET": value}, "WECHAT_QR_APP_SECRET", "AppSecret",
+            "open.weixin.qq.com")
+
+
+def test_absent_app_secret_is_refused() -> None:
+    refused({"WECHAT_QR_APP_ID": APP_ID}, "WECHAT_QR_APP_SECRET", "AppSecret")
+
+
+def test_empty_config_names_the_app_id_first() -> None:
+    refused({}, "WECHAT_QR_APP_ID")
+
+
+def test_invalid_config_stops_init_app(make_app: t.Callable[..., Flask]) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        make_app(WECHAT_QR_APP_SECRET="")
+    assert info.value.key == "WECHAT_QR_APP_SECRET"
+
+
+# --- association mode ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["off", "field_matching", "ask_binding"])
+def test_association_modes_parse(mode: str) -> None:
+    assert load(WECHAT_QR_ASSOCIATION=mode).default_connection.association == mode
+
+
+@pytest.mark.parametrize("mode", ["auto", "OFF", "field-matching", "askBinding", "", None, True])
+def test_unknown_association_mode_is_refused(mode: t.Any) -> None:
+    refused({**BASE, "WECHAT_QR_ASSOCIATION": mode}, "WECHAT_QR_ASSOCIATION",
+            "off", "field_matching", "ask_binding")
+
+
+# --- callback URL --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("url", ["https://biz.example.com/done", "http://localhost:8000/cb?x=1"])
+def test_http_callback_urls_are_accepted(url: str) -> None:
+    assert load(WECHAT_QR_CALLBACK_URL=url).default_connection.callback_url == url
+
+
+@pytest.mark.parametrize("url", [None, ""])
+def test_unset_callback_url_is_none(url: t.Any) -> None:
+    assert load(WECHAT_QR_CALLBACK_URL=url).default_connection.callback_url is None
+
+
+@pytest.mark.parametrize("url", [
+    "ftp://files.example.com/done", "/wechat/done", "wechat/done", "javascript:",
+    "javascript:alert(document.cookie)", "https://", "http:///path", "example.com/done",
+    "data:text/html,hi", "mailto:ops@example.com", "//example.com/done",
+])
+def test_non_http_callback_url_is_refused(url: str) -> None:
+    error = refused({**BASE, "WECHAT_QR_CALLBACK_URL": url}, "WECHAT_QR_CALLBACK_URL",
+                    "https://")
+    assert repr(url) in error.problem
+
+
+# --- match fields --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("field", sorted(UNSAFE_MATCH_FIELDS))
+def test_unsafe_match_fields_are_refused(field: str) -> None:
+    error = refused({**BASE, "WECHAT_QR_ASSOCIATION": "field_matching",
+                     "WECHAT_QR_MATCH_FIELDS": ("unionid", field)},
+                    "WECHAT_QR_MATCH_FIELDS", "unionid")
+    assert field in error.problem
+
+
+def test_documented_unsafe_fields_are_all_in_the_list() -> None:
+    assert {"nickname", "headimgurl", "sex", "province", "city", "country"} <= UNSAFE_MATCH_FIELDS
+
+
+@pytest.mark.parametrize("association", ["off", "field_matching"])
+def test_unsafe_match_field_is_refused_even_when_not_matching(association: str) -> None:
+    refused({**BASE, "WECHAT_QR_ASSOCIATION": association, "WECHAT_QR_MATCH_FIELDS": "nickname"},
+            "WECHAT_QR_MATCH_FIELDS")
+
+
+@pytest.mark.parametrize("fields", [
+    "unionid, nickname", ["NickName"], ["HEADIMGURL"], [" nickname "], ("unionid", "Sex "),
+])
+def test_unsafe_match_fields_cannot_sneak_in_by_spelling(fields: t.Any) -> None:
+    refused({**BASE, "WECHAT_QR_ASSOCIATION": "field_matching", "WECHAT_QR_MATCH_FIELDS": fields},
+            "WECHAT_QR_MATCH_FIELDS", "unionid")
+
+
+@pytest.mark.parametrize("fields", [None, 5, [5], ["unionid", None]])
+def test_match_fields_of_the_wrong_type_are_a_configuration_error(fields: t.Any) -> None:
+    refused({**BASE, "WECHAT_QR_MATCH_FIELDS": fields}, "WECHAT_QR_MATCH_FIELDS")
+
+
+def test_match_fields_from_a_comma_separated_string() -> None:
+    conn = load(WECHAT_QR_MATCH_FIELDS="unionid, email ,").default_connection
+    assert conn.match_fields == ("unionid", "email")
+
+
+def test_field_matching_needs_a_field() -> None:
+    refused({**BASE, "WECHAT_QR_ASSOCIATION": "field_matching", "WECHAT_QR_MATCH_FIELDS": ()},
+            "WECHAT_QR_MATCH_FIELDS", "unionid")
+
+
+# --- profile sync, languages, QR options ---------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["first_login", "each_login", "never"])
+def test_profile_sync_modes(mode: str) -> None:
+    assert load(WECHAT_QR_PROFILE_SYNC=mode).default_connection.profile_sync == mode
+
+
+@pytest.mark.parametrize("mode", ["always", "", None, "each-login"])
+def test_bad_profile_sync_is_refused(mode: t.Any) -> None:
+    refused({**BASE, "WECHAT_QR_PROFILE_SYNC": mode}, "WECHAT_QR_PROFILE_SYNC",
+            "first_login", "each_login", "never")
+
+
+@pytest.mark.parametrize("lang, expected", [(None, None), ("", None), ("cn", "cn"),
+                                            ("en", "en")])
+def test_qr_page_language(lang: t.Any, expected: str | None) -> None:
+    assert load(WECHAT_QR_LANG=lang).default_connection.lang == expected
+
+
+@pytest.mark.parametrize("lang", ["zh_CN", "EN", "fr", "english", ["en"]])
+def test_bad_qr_page_language_is_refused(lang: t.Any) -> None:
+    refused({**BASE, "WECHAT_QR_LANG": lang}, "WECHAT_QR_LANG", "'cn'", "'en'")
+
+
+@pytest.mark.parametrize("lang", ["zh_CN", "zh_TW", "en"])
+def test_userinfo_languages(lang: str) -> None:
+    assert load(WECHAT_QR_USERINFO_LANG=lang).default_connection.userinfo_lang == lang
+
+
+@pytest.mark.parametrize("lang", ["cn", "zh-CN", "zh_cn", "", None, "fr"])
+def test_bad_userinfo_language_is_refused(lang: t.Any) -> None:
+    refused({**BASE, "WECHAT_QR_USERINFO_LANG": lang}, "WECHAT_QR_USERINFO_LANG",
+            "'zh_CN'", "'zh_TW'", "'en'")
+
+
+@pytest.mark.parametrize("style", ["black", "white"])
+def test_qr_styles(style: str) -> None:
+    assert load(WECHAT_QR_QR_STYLE=style).default_connection.qr_style == style
+
+
+@pytest.mark.parametrize("style", ["dark", "Black", "", None])
+def test_bad_qr_style_is_refused(style: t.Any) -> None:
+    refused({**BASE, "WECHAT_QR_QR_STYLE": style}, "WECHAT_QR_QR_STYLE", "'black'", "'white'")
+
+
+@pytest.mark.parametrize("href", ["https://static.example.com/qr.css",
+                                  "data:text/css;base64,LmltcG93ZXJCb3ggLnFyY29kZSB7fQ=="])
+def test_qr_href_https_or_data_uri(href: str) -> None:
+    assert load(WECHAT_QR_QR_HREF=href).default_connection.qr_href == href
+
+
+@pytest.mark.parametrize("href", ["http://static.example.com/qr.css",
+                                  "//static.example.com/qr.css", "/static/qr.css",
+                                  "data:text/html;base64,PGgxPmhpPC9oMT4="])
+def test_qr_href_over_http_is_refused(href: str) -> None:
+    refused({**BASE, "WECHAT_QR_QR_HREF": href}, "WECHAT_QR_QR_HREF", "https://",
+            "data:text/css;base64,")
+
+
+# --- booleans ------------------------------------------------------------------------
+
+
+BOOLEAN_KEYS = ["WECHAT_QR_LOGIN_ONLY", "WECHAT_QR_QR_SELF_REDIRECT", "WECHAT_QR_SANDBOX"]
+
+
+def _bool_value(settings: Settings, key: str) -> bool:
+    if key == "WECHAT_QR_SANDBOX":
+        return settings.sandbox
+    return getattr(settings.default_connection, key.removeprefix("WECHAT_QR_").lower())
+
+
+@pytest.mark.parametrize("key", BOOLEAN_KEYS)
+@pytest.mark.parametrize("value, expected", [
+    (True, True), (False, False), ("true", True), ("false", False), ("True", True),
+    ("FALSE", False), (" true ", True), ("1", True), ("0", False), ("yes", True),
+    ("off", False), (1, True), (0, False),
+])
+def test_booleans_accept_bools_and_strings(key: str, value: t.Any, expected: bool) -> None:
+    parsed = _bool_value(load(**{key: value}), key)
+    assert parsed is expected
+
+
+@pytest.mark.parametrize("key", BOOLEAN_KEYS)
+@pytest.mark.parametrize("value", ["maybe", "tru", None, 1.5, ["true"]])
+def test_booleans_refuse_anything_else(key: str, value: t.Any) -> None:
+    refused({**BASE, key: value}, key, "True or False")
+
+
+def test_parse_bool() -> None:
+    assert parse_bool("TRUE") is True
+    assert parse_bool("no") is False
+    assert parse_bool("nope") is None
+    assert parse_bool(None) is None
+
+
+# --- HTTP timeout, state TTL, base URLs, post-login URL -------------------------------
+
+
+@pytest.mark.parametrize("value, expected", [(2.5, 2.5), ("2.5", 2.5), (10, 10.0), ("1", 1.0),
+                                             (0.1, 0.1)])
+def test_http_timeout(value: t.Any, expected: float) -> None:
+    assert load(WECHAT_QR_HTTP_TIMEOUT=value).http_timeout == expected
+
+
+@pytest.mark.parametrize("value", [0, -1, "0", "-2.5", "abc", "", None, "nan", "inf",
+                                   float("inf"), True, [5]])
+def test_bad_http_timeout_is_refused(value: t.Any) -> None:
+    refused({**BASE, "WECHAT_QR_HTTP_TIMEOUT": value}, "WECHAT_QR_HTTP_TIMEOUT", "seconds")
+
+
+@pytest.mark.parametrize("value", [0, -5, "soon", None])
+def test_bad_state_ttl_is_refused(value: t.Any) -> None:
+    refused({**BASE, "WECHAT_QR_STATE_TTL": value}, "WECHAT_QR_STATE_TTL", "seconds")
+
+
+def test_fractional_state_ttl_never_becomes_zero() -> None:
+    # int(0.5) == 0 would make every state expire at once.
+    assert load(WECHAT_QR_STATE_TTL=0.5).state_ttl >= 1
+    assert load(WECHAT_QR_STATE_TTL="120").state_ttl == 120
+
+
+@pytest.mark.parametrize("key", ["WECHAT_QR_OPEN_BASE_URL", "WECHAT_QR_API_BASE_URL"])
+@pytest.mark.parametrize("value", ["ftp://open.weixin.qq.com", "open.weixin.qq.com",
+                                   "/sandbox", "https://"])
+def test_bad_base_urls_are_refused(key: str, value: str) -> None:
+    refused({**BASE, key: value}, key, "weixin.qq.com")
+
+
+@pytest.mark.parametrize("value", ["https://evil.example.com/", "//evil.example.com", "account"])
+def test_post_login_url_must_be_local(value: str) -> None:
+    refused({**BASE, "WECHAT_QR_POST_LOGIN_URL": value}, "WECHAT_QR_POST_LOGIN_URL", "path")
+
+
+# --- several connections -------------------------------------------------------------
+
+
+def test_connections_list_gives_two_connections() -> None:
+    settings = load(WECHAT_QR_CONNECTIONS=two_connections(association="field_matching",
+                                                          login_only="true"))
+    assert list(settings.connections) == ["wechat", "wechat-mp"]
+    first, second = settings.connections.values()
+    assert settings.default_connection is first
+    assert (first.app_id, first.app_secret) == ("wxaaaaaaaaaaaaaaa1", "secret-a")
+    assert (second.app_id, second.app_secret) == ("wxbbbbbbbbbbbbbbb2", "secret-b")
+    assert first.display_name == "WeChat"
+    assert second.display_name == "微信公众号"
+    assert (first.association, first.login_only) == ("off", False)
+    assert (second.association, second.login_only) == ("field_matching", True)
+
+
+def test_connections_list_replaces_the_flat_connection() -> None:
+    settings = load(WECHAT_QR_CONNECTION="flat", WECHAT_QR_CONNECTIONS=two_connections())
+    assert "flat" not in settings.connections
+    assert APP_ID not in {c.app_id for c in settings.connections.values()}
+
+
+def test_connections_may_be_a_tuple() -> None:
+    assert len(load(WECHAT_QR_CONNECTIONS=tuple(two_connections())).connections) == 2
+
+
+def test_duplicate_identifiers_are_refused() -> None:
+    conns = two_connections(connection="wechat")
+    error = refused({**BASE, "WECHAT_QR_CONNECTIONS": conns}, "WECHAT_QR_CONNECTIONS", "unique")
+    assert "'wechat'" in error.problem
+
+
+def test_two_dicts_without_identifier_collide_on_the_default() -> None:
+    conns = [{"app_id": "wx1", "app_secret": "a"}, {"app_id": "wx2", "app_secret": "b"}]
+    refused({**BASE, "WECHAT_QR_CONNECTIONS": conns}, "WECHAT_QR_CONNECTIONS", "unique")
+
+
+@pytest.mark.parametrize("unknown", ["appid", "secret", "WECHAT_QR_APP_ID", "identifier",
+                                     "open_base_url"])
+def test_unknown_keys_in_a_connection_dict_are_refused(unknown: str) -> None:
+    conns = two_connections(**{unknown: "x"})
+    error = refused({**BASE, "WECHAT_QR_CONNECTIONS": conns}, "WECHAT_QR_CONNECTIONS[1]",
+                    "app_id", "app_secret", "connection")
+    assert unknown in error.problem
+
+
+@pytest.mark.parametrize("value", ["wechat", {"connection": "wechat", "app_id": "wx1"}, 42,
+                                   b"wechat"])
+def test_connections_that_are_not_a_list_are_refused(value: t.Any) -> None:
+    refused({**BASE, "WECHAT_QR_CONNECTIONS": value}, "WECHAT_QR_CONNECTIONS", "[{")
+
+
+@pytest.mark.parametrize("entry", ["wechat", None, ["connection", "wechat"]])
+def test_connection_entries_must_be_dicts(entry: t.Any) -> None:
+    conns = [two_connections()[0], entry]
+    refused({**BASE, "WECHAT_QR_CONNECTIONS": conns}, "WECHAT_QR_CONNECTIONS[1]", "dict")
+
+
+@pytest.mark.parametrize("name, value, words", [
+    ("app_secret", "", ("AppSecret",)),
+    ("app_id", None, ("AppID",)),
+    ("connection", "WeChat_MP", ("lowercase",)),
+    ("association", "magic", ("field_matching",)),
+    ("callback_url", "ftp://x.example.com", ("https://",)),
+    ("match_fields", ("nickname",), ("unionid",)),
+    ("lang", "de", ("'en'",)),
+    ("login_only", "sometimes", ("True or False",)),
+])
+def test_errors_inside_a_connection_dict_name_the_entry_and_key(
+    name: str, value: t.Any, words: tuple[str, ...]
+) -> None:
+    conns = two_connections(**{name: value})
+    refused({**BASE, "WECHAT_QR_CONNECTIONS": conns}, f"WECHAT_QR_CONNECTIONS[1][{name!r}]",
+            *words)
+
+
+def test_two_connections_each_redirect_with_their_own_app_id(
+    make_app: t.Callable[..., Flask],
+) -> None:
+    app = make_app(WECHAT_QR_CONNECTIONS=two_connections())
+    client = app.test_client()
+    seen = {}
+    for identifier in ("wechat", "wechat-mp"):
+        resp = client.get(f"/auth/{identifier}/login")
+        assert resp.status_code == 302
+        query = parse_qs(urlsplit(resp.headers["Location"]).query)
+        seen[identifier] = query["appid"][0]
+        assert query["redirect_uri"] == [f"http://localhost/auth/{identifier}/callback"]
+    assert seen == {"wechat": "wxaaaaaaaaaaaaaaa1", "wechat-mp": "wxbbbbbbbbbbbbbbb2"}
+    assert client.get(f"/auth/{'wechat-x'}/login").status_code == 404
+
+
+# --- sandbox -------------------------------------------------------------------------
+
+
+def test_sandbox_without_credentials_uses_the_sandbox_app() -> None:
+    settings = load_settings({"WECHAT_QR_SANDBOX": "true"})
+    conn = settings.default_connection
+    assert (conn.app_id, conn.app_secret) == (SANDBOX_APP_ID, SANDBOX_APP_SECRET)
+    # WeChat's own URLs left at their defaults mean "the sandbox mounted in this app".
+    assert settings.open_base_url is None
+    assert settings.api_base_url == IN_PROCESS_ORIGIN + "/wechat-sandbox"
+
+
+def test_sandbox_keeps_configured_credentials_and_urls() -> None:
+    settings = load(WECHAT_QR_SANDBOX=True, WECHAT_QR_SANDBOX_PREFIX="/sim/",
+                    WECHAT_QR_OPEN_BASE_URL="http://localhost:5001",
+                    WECHAT_QR_SANDBOX_PUBLIC_URL="https://sandbox.example.com/")
+    assert settings.default_connection.app_id == APP_ID
+    assert settings.default_connection.app_secret == APP_SECRET
+    assert settings.sandbox_prefix == "/sim"
+    assert settings.open_base_url == "http://localhost:5001"
+    assert settings.api_base_url == IN_PROCESS_ORIGIN + "/sim"
+    assert settings.sandbox_public_url == "https://sandbox.example.com"
+
+
+def test_sandbox_does_not_complete_half_a_credential() -> None:
+    refused({"WECHAT_QR_SANDBOX": True, "WECHAT_QR_APP_ID": APP_ID}, "WECHAT_QR_APP_SECRET")
+
+
+def test_sandbox_credentials_are_not_used_outside_the_sandbox() -> None:
+    refused({"WECHAT_QR_SANDBOX": False}, "WECHAT_QR_APP_ID")
+
+
+@pytest.mark.parametrize("prefix", ["/", ""])
+def test_sandbox_prefix_must_not_be_empty(prefix: str) -> None:
+    refused({"WECHAT_QR_SANDBOX": True, "WECHAT_QR_SANDBOX_PREFIX": prefix},
+            "WECHAT_QR_SANDBOX_PREFIX", "/wechat-sandbox")
+
+
+@pytest.mark.parametrize("url", ["ftp://sandbox.example.com", "sandbox.example.com", "/sandbox"])
+def test_bad_sandbox_public_url_is_refused(url: str) -> None:
+    error = refused({**BASE, "WECHAT_QR_SANDBOX_PUBLIC_URL": url}, "WECHAT_QR_SANDBOX_PUBLIC_URL",
+                    "https://")
+    assert "None" not in error.fix
