@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import typing as t
 from dataclasses import dataclass, field
@@ -43,6 +44,10 @@ USERINFO_PATH = "/sns/userinfo"
 AUTH_CHECK_PATH = "/sns/auth"
 #: Authlib client-auth method name for WeChat's ``appid``/``secret`` query parameters.
 AUTH_METHOD = "wechat_appid_secret"
+#: Logins one browser may have started and not finished (tabs, reloaded QR pages).
+MAX_PENDING_STATES = 5
+#: Query parameters that carry secrets; redacted from urllib3's debug log of URLs.
+SECRET_PARAMS = re.compile(r"\b(secret|code|access_token|refresh_token)=[^&\s\"']+")
 
 
 @dataclass(frozen=True)
@@ -225,6 +230,7 @@ class WeChatClient:
             },
         )
         self.remote.framework.expires_in = int(state_ttl)
+        redact_http_debug_logs()
 
     @property
     def session(self) -> PooledSession:
@@ -239,8 +245,23 @@ class WeChatClient:
         ``[A-Za-z0-9]{32}``: within the 128-byte alphanumeric limit WeChat documents.
         """
         state = generate_token(32)
+        self._forget_oldest_states()
         self.remote.save_authorize_data(state=state, redirect_uri=redirect_uri, **data)
         return state
+
+    def _forget_oldest_states(self) -> None:
+        """Keep at most :data:`MAX_PENDING_STATES` - 1 older states in the session.
+
+        Each started login leaves a marker in the (cookie) session; a page that embeds
+        the QR and reloads would otherwise grow the cookie past what browsers keep.
+        """
+        prefix = f"_state_{self.remote.name}_"
+        markers = sorted(
+            (key for key in session if key.startswith(prefix)),
+            key=lambda key: (session[key] or {}).get("exp", 0),
+        )
+        for key in markers[: max(0, len(markers) - (MAX_PENDING_STATES - 1))]:
+            self.remote.framework.clear_state_data(session, key[len(prefix):])
 
     def take_state(self, state: str | None) -> dict[str, t.Any]:
         """The data saved with ``state``, which is then gone for good.
@@ -251,6 +272,9 @@ class WeChatClient:
         if not state or len(state) > 128:
             raise StateError()
         framework = self.remote.framework
+        if f"_state_{self.remote.name}_{state}" not in session:
+            # Not this browser's: leave the server-side half alone for its owner.
+            raise StateError()
         data = framework.get_state_data(session, state)
         framework.clear_state_data(session, state)
         if data is None:
@@ -331,6 +355,9 @@ class WeChatClient:
             ("lang", lang or self.connection.userinfo_lang),
         ], retry_busy=True)
         profile = WeChatProfile.from_response(data)
+        if profile.openid != token.openid:
+            log.warning("WeChat returned the profile of another openid; refusing it")
+            raise WeChatUnavailable()
         if profile.unionid is None and token.unionid:
             profile = WeChatProfile(openid=profile.openid, unionid=token.unionid,
                                     nickname=profile.nickname, avatar_url=profile.avatar_url,
@@ -362,6 +389,39 @@ class WeChatClient:
                     raise
                 log.warning("WeChat %s answered -1 (busy); retrying once", path)
         raise AssertionError("unreachable")
+
+
+class RedactSecrets(logging.Filter):
+    """Masks ``secret=``, ``code=`` and tokens in log records of URLs.
+
+    WeChat takes the AppSecret and tokens in query strings, and urllib3 logs every URL
+    it requests at DEBUG level; this keeps them out of a host's logs.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(_redact(arg) for arg in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {key: _redact(value) for key, value in record.args.items()}
+        record.msg = _redact(record.msg)
+        return True
+
+
+def _redact(value: t.Any) -> t.Any:
+    return SECRET_PARAMS.sub(r"\1=[redacted]", value) if isinstance(value, str) else value
+
+
+#: Loggers that write request URLs: urllib3 (our calls to WeChat, at DEBUG) and the
+#: servers' access logs (WeChat's redirect to the callback carries the code).
+URL_LOGGERS = ("urllib3.connectionpool", "werkzeug", "gunicorn.access")
+
+
+def redact_http_debug_logs() -> None:
+    """Install :class:`RedactSecrets` on the loggers that write URLs (once each)."""
+    for name in URL_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactSecrets) for f in logger.filters):
+            logger.addFilter(RedactSecrets())
 
 
 class _translate_transport_errors:

@@ -90,6 +90,11 @@ class WeChatQR:
                 "db", "no Flask-SQLAlchemy instance",
                 "Pass WeChatQR(app, db=db, ...) or call db.init_app(app) before WeChatQR.",
             )
+        if app.extensions.get("sqlalchemy") is not db:
+            raise ConfigurationError(
+                "db", "this Flask-SQLAlchemy instance is not registered on the app",
+                "Call db.init_app(app) before WeChatQR.init_app(app).",
+            )
         adapter = self.adapter
         if adapter is None:
             if self.user_model is None:

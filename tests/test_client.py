@@ -862,3 +862,15 @@ def test_every_call_carries_the_timeout(
         TOKEN_PATH, USERINFO_PATH, REFRESH_PATH, AUTH_PATH]
     for call in calls:
         assert call.request.req_kwargs["timeout"] == expected
+
+
+def test_profile_of_another_openid_is_refused(
+    app: Flask, client: t.Any, wechat_api: WeChatAPI
+) -> None:
+    state = start_login(client)
+    wechat_api.token()
+    wechat_api.userinfo(openid="o" + "Z" * 27)
+    resp = finish_login(client, state)
+    assert resp.status_code == 502
+    with app.app_context():
+        assert app.db.session.execute(app.db.select(app.User)).first() is None

@@ -391,3 +391,21 @@ def test_factory_init_app_with_several_connections_makes_no_network_calls(
         for name in ("a", "b"):
             wechat.init_app(host.app(tmp_path / name, WECHAT_QR_CONNECTIONS=conns))
         assert len(mock.calls) == 0
+
+
+def test_db_must_be_registered_on_the_app_first(tmp_path: t.Any) -> None:
+    from flask_login import LoginManager
+    from flask_sqlalchemy import SQLAlchemy
+
+    db = SQLAlchemy()
+
+    class Member(db.Model):  # type: ignore[name-defined,misc]
+        id = db.Column(db.Integer, primary_key=True)
+
+    app = Flask("unregistered_db")
+    app.config.update(SECRET_KEY="k", SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'x.db'}",
+                      WECHAT_QR_APP_ID="wx1", WECHAT_QR_APP_SECRET="s")
+    LoginManager(app)
+    with pytest.raises(ConfigurationError) as info:
+        WeChatQR(app, db=db, user_model=Member)
+    assert info.value.key == "db" and "db.init_app(app)" in str(info.value)

@@ -4,6 +4,7 @@ and whole logins of the extension against it (in-process and over real HTTP)."""
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
 import typing as t
@@ -333,8 +334,9 @@ def test_two_connections_share_unionid_in_the_sandbox(make_app: t.Callable[..., 
 
 
 def test_standalone_sandbox_over_real_http(
-    make_app: t.Callable[..., Flask], tmp_path: t.Any
+    make_app: t.Callable[..., Flask], tmp_path: t.Any, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Real HTTP, real urllib3 (which logs every URL at DEBUG: secrets must not show)."""
     sandbox = create_sandbox_app(
         [SandboxApp("wxstandalone000001", "standalone-secret", "Standalone", "localhost")],
         database_uri=f"sqlite:///{tmp_path / 'sandbox.db'}")
@@ -355,9 +357,15 @@ def test_standalone_sandbox_over_real_http(
         answer(sandbox_client, uuid, prefix="", action="allow", person="xiaohua")
         redirect = sandbox_client.get("/connect/l/qrconnect",
                                       query_string={"uuid": uuid}).json["redirect"]
-        resp = client.get(redirect.split("localhost", 1)[1])
+        code = parse_qs(urlsplit(redirect).query)["code"][0]
+        with caplog.at_level(logging.DEBUG):
+            resp = client.get(redirect.split("localhost", 1)[1])
         assert resp.status_code == 302
         assert client.get("/").get_data(as_text=True).endswith("🌸小花🌸")
+        logged = "\n".join(r.getMessage() for r in caplog.records)
+        assert "/sns/oauth2/access_token?appid=wxstandalone000001&secret=[redacted]" in logged
+        assert "standalone-secret" not in logged and code not in logged
+        assert "access_token=[redacted]" in logged
     finally:
         server.shutdown()
         server.server_close()

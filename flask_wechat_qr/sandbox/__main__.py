@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..settings import SANDBOX_APP_ID, SANDBOX_APP_SECRET
 from . import SandboxApp, create_sandbox_app
 
 
@@ -11,8 +12,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Simulated WeChat Open Platform")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5001)
-    parser.add_argument("--app-id", default="wxsandbox0000000001")
-    parser.add_argument("--app-secret", default="sandbox-secret")
+    parser.add_argument("--app-id", default=SANDBOX_APP_ID)
+    parser.add_argument("--app-secret", default=SANDBOX_APP_SECRET)
     parser.add_argument("--name", default="Sandbox website app")
     parser.add_argument("--callback-domain", default="localhost",
                         help="the authorization callback domain (bare host name)")

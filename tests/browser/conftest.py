@@ -39,7 +39,7 @@ def _chromium() -> str | None:
 
 def _unavailable(reason: str) -> t.NoReturn:
     if os.environ.get("WECHAT_QR_TEST_REQUIRE_BROWSER"):
-        pytest.fail(f"browser tests are required here (WECHAT_QR_TEST_REQUIRE_BROWSER) but {reason}")
+        pytest.fail(f"browser tests are required (WECHAT_QR_TEST_REQUIRE_BROWSER) but {reason}")
     pytest.skip(reason)
 
 
