@@ -11,7 +11,9 @@ import secrets
 import typing as t
 
 import flask_login
+import sqlalchemy as sa
 from flask import session
+from werkzeug.security import check_password_hash, generate_password_hash
 
 from .errors import AccountDisabled
 
@@ -20,6 +22,10 @@ if t.TYPE_CHECKING:
 
     from .client import WeChatProfile
     from .settings import ConnectionSettings
+
+
+#: Checked when a username does not exist, so that case takes as long as a wrong password.
+_DUMMY_HASH = generate_password_hash("flask-wechat-qr: no such user")
 
 
 class AccountAdapter:
@@ -61,6 +67,8 @@ class AccountAdapter:
     def create_user(self, connection: ConnectionSettings, profile: WeChatProfile) -> t.Any:
         """A new user for a first WeChat login; added to the session, not committed.
 
+        The extension then calls :meth:`populate_user` unless the profile sync is "never".
+
         The extension commits it together with the identity row, so a failure in
         between never leaves a user without its identity.
         """
@@ -69,7 +77,6 @@ class AccountAdapter:
         username_column = model.__table__.c.get("username")
         if username_column is not None and not username_column.nullable:
             user.username = f"wechat-{secrets.token_hex(5)}"
-        self.populate_user(user, connection, profile)
         self._require_db().session.add(user)
         return user
 
@@ -82,6 +89,46 @@ class AccountAdapter:
             user.nickname = profile.nickname
         if hasattr(type(user), "avatar_url") and profile.avatar_url:
             user.avatar_url = profile.avatar_url
+
+    def can_signup(self, connection: ConnectionSettings) -> bool:
+        """Whether a WeChat account nobody owns may get a new user (not in login-only mode)."""
+        return not connection.login_only
+
+    # --- proving an existing account (ask binding) --------------------------------------
+
+    def authenticate(self, username: str, password: str) -> t.Any | None:
+        """The user these credentials prove, or ``None``; used to bind a WeChat account.
+
+        Default: the user model's ``username`` column and its ``check_password(password)``
+        method, or a Werkzeug hash in ``password_hash``. Takes the same time whether or
+        not the username exists, so it does not reveal which accounts exist.
+        """
+        model = self._require_user_model()
+        user = None
+        if username and "username" in model.__table__.c:
+            user = self._require_db().session.execute(
+                sa.select(model).where(model.__table__.c.username == username)
+            ).scalar_one_or_none()
+        if user is None:
+            check_password_hash(_DUMMY_HASH, password or "")
+            return None
+        check = getattr(user, "check_password", None)
+        if callable(check):
+            return user if check(password) else None
+        stored = getattr(user, "password_hash", None)
+        if not stored:
+            check_password_hash(_DUMMY_HASH, password or "")
+            return None
+        return user if check_password_hash(stored, password or "") else None
+
+    def has_password(self, user: t.Any) -> bool:
+        """Whether the user can log in without WeChat (guards unlinking the last way in)."""
+        return bool(getattr(user, "password_hash", None))
+
+    def current_user(self) -> t.Any | None:
+        """The logged-in user (Flask-Login), or ``None``."""
+        user = flask_login.current_user
+        return user if user and user.is_authenticated else None
 
     # --- logging in ----------------------------------------------------------------
 

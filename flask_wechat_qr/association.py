@@ -16,7 +16,13 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from .errors import LoginError
+from .errors import (
+    AlreadyLinked,
+    ConnectionAlreadyLinked,
+    LastLoginMethod,
+    LoginRefused,
+    NotLinked,
+)
 from .models import utcnow
 
 if t.TYPE_CHECKING:
@@ -30,15 +36,22 @@ if t.TYPE_CHECKING:
 log = logging.getLogger("flask_wechat_qr")
 
 
-class LoginRefused(LoginError):
-    """Login-only mode: this WeChat account has no account on this site."""
+__all__ = ["AssociationPolicy", "BindingRequired", "LoginRefused", "Resolution"]
 
-    status = 403
-    title = "No account is linked to this WeChat"
-    message = (
-        "This site does not create accounts from WeChat. Log in with your account, then "
-        "link WeChat from your account page."
-    )
+
+class BindingRequired(Exception):
+    """Ask binding: the person must choose "bind to my account" or "create an account".
+
+    Not an error page: the views park the identity as a pending binding and show the
+    choice.
+    """
+
+    def __init__(self, connection: ConnectionSettings, token: WeChatToken,
+                 profile: WeChatProfile) -> None:
+        super().__init__("binding required")
+        self.connection = connection
+        self.token = token
+        self.profile = profile
 
 
 @dataclass
@@ -50,6 +63,8 @@ class Resolution:
     created_user: bool = False
     new_identity: bool = False
     profile: WeChatProfile | None = None
+    #: how a new identity was linked: "signup", "match", "binding" or "link"
+    via: str | None = None
 
 
 class AssociationPolicy:
@@ -82,21 +97,109 @@ class AssociationPolicy:
     ) -> Resolution:
         """The user this identity logs in as; creates or links as the settings say.
 
-        Commits once, at the end: a user is never created without its identity. Two
-        first logins of one identity at the same moment meet the unique constraint on
-        ``(connection, openid)``; the loser rolls back and finds the winner's row.
+        :class:`LoginRefused` in login-only mode for an identity nobody owns;
+        :class:`BindingRequired` when the person must choose (ask binding).
         """
+        return self.run_in_transaction(
+            lambda profile_of: self._resolve_once(connection, token, profile_of), fetch_profile)
+
+    def link(
+        self,
+        connection: ConnectionSettings,
+        token: WeChatToken,
+        fetch_profile: t.Callable[[], WeChatProfile],
+        user: t.Any,
+    ) -> Resolution:
+        """Link a WeChat account to the logged-in ``user`` (from the account page)."""
+
+        def link_once(profile_of: t.Callable[[], WeChatProfile]) -> Resolution:
+            identity = self.find_identity(connection.identifier, token.openid)
+            if identity is not None and self.adapter.load_user(identity.user_id) is not None:
+                if identity.user_id != self.adapter.get_user_id(user):
+                    raise AlreadyLinked()
+                return Resolution(user=user, identity=identity)
+            if identity is not None:  # stale: its user was deleted behind the ORM
+                self.db.session.delete(identity)
+                self.db.session.flush()
+            profile = profile_of()
+            return Resolution(user=user, new_identity=True, profile=profile, via="link",
+                              identity=self.attach(connection, user, token.openid, profile,
+                                                   token.unionid))
+
+        return self.run_in_transaction(link_once, fetch_profile)
+
+    def attach(
+        self,
+        connection: ConnectionSettings,
+        user: t.Any,
+        openid: str,
+        profile: WeChatProfile,
+        unionid: str | None = None,
+    ) -> t.Any:
+        """A new identity row linking ``openid`` of ``connection`` to ``user`` (flushed).
+
+        :class:`ConnectionAlreadyLinked` if the user already has one for this connection:
+        one WeChat account per connection per user, as identity platforms do it.
+        """
+        if self.identity_of(user, connection.identifier) is not None:
+            raise ConnectionAlreadyLinked()
+        identity = self.models.Identity(
+            connection=connection.identifier,
+            openid=openid,
+            user_id=self.adapter.get_user_id(user),
+        )
+        _store_profile(identity, profile, unionid)
+        self.db.session.add(identity)
+        self.db.session.flush()
+        return identity
+
+    def create_user_for(self, connection: ConnectionSettings, profile: WeChatProfile) -> t.Any:
+        """A new user from a WeChat profile, populated as the sync policy says (flushed)."""
+        user = self.adapter.create_user(connection, profile)
+        if connection.profile_sync != "never":
+            self.adapter.populate_user(user, connection, profile)
+        self.db.session.flush()
+        return user
+
+    def identity_of(self, user: t.Any, connection: str) -> t.Any | None:
+        Identity = self.models.Identity
+        return self.db.session.execute(
+            sa.select(Identity).where(Identity.connection == connection,
+                                      Identity.user_id == self.adapter.get_user_id(user))
+        ).scalar_one_or_none()
+
+    def unlink(self, connection: ConnectionSettings, user: t.Any) -> t.Any:
+        """Remove the user's identity of ``connection``, unless it is their last way in."""
+        identity = self.identity_of(user, connection.identifier)
+        if identity is None:
+            raise NotLinked()
+        others = [i for i in self.identities_of(user) if i.id != identity.id]
+        if not others and not self.adapter.has_password(user):
+            raise LastLoginMethod()
+        self.db.session.delete(identity)
+        self.db.session.commit()
+        return identity
+
+    def run_in_transaction(
+        self,
+        work: t.Callable[[t.Callable[[], WeChatProfile]], Resolution],
+        fetch_profile: t.Callable[[], WeChatProfile],
+    ) -> Resolution:
+        """Run ``work`` and commit once, at the end: a user is never created without its
+        identity. Two first logins of one identity at the same moment meet the unique
+        constraint on ``(connection, openid)``; the loser rolls back and finds the winner's
+        row. The profile is requested at most once whatever happens."""
         fetch_profile = _once(fetch_profile)
         for attempt in range(3):
             try:
-                resolution = self._resolve_once(connection, token, fetch_profile)
+                resolution = work(fetch_profile)
                 self.db.session.commit()
                 return resolution
             except IntegrityError:
                 self.db.session.rollback()
                 if attempt == 2:
                     raise
-                log.info("identity %s was created concurrently; retrying", connection.identifier)
+                log.info("an identity was created concurrently; retrying")
             except BaseException:
                 self.db.session.rollback()
                 raise
@@ -113,33 +216,26 @@ class AssociationPolicy:
             user = self.adapter.load_user(identity.user_id)
             if user is not None:
                 return self._returning(connection, token, identity, user, fetch_profile)
-            # The host deleted the user; the identity is stale and starts over.
+            # The host deleted the user behind the ORM; the identity is stale.
             self.db.session.delete(identity)
             self.db.session.flush()
 
         user = self._match(connection, token.unionid, fetch_profile)
-        created = False
-        if user is None and connection.login_only:
+        if user is None and connection.association == "ask_binding":
+            raise BindingRequired(connection, token, fetch_profile())
+        if user is None and not self.adapter.can_signup(connection):
             # Refused before any profile request: nothing is learnt, nothing written.
             raise LoginRefused()
         profile = fetch_profile()
+        created = user is None
         if user is None:
-            user = self.adapter.create_user(connection, profile)
-            created = True
-            self.db.session.flush()
+            user = self.create_user_for(connection, profile)
         elif connection.profile_sync == "each_login":
             self.adapter.populate_user(user, connection, profile)
-
-        identity = self.models.Identity(
-            connection=connection.identifier,
-            openid=token.openid,
-            user_id=self.adapter.get_user_id(user),
-        )
-        _store_profile(identity, profile, token)
-        self.db.session.add(identity)
-        self.db.session.flush()
+        identity = self.attach(connection, user, token.openid, profile, token.unionid)
         return Resolution(user=user, identity=identity, created_user=created,
-                          new_identity=True, profile=profile)
+                          new_identity=True, profile=profile,
+                          via="signup" if created else "match")
 
     def _returning(
         self,
@@ -152,7 +248,7 @@ class AssociationPolicy:
         profile = None
         if connection.profile_sync == "each_login":
             profile = fetch_profile()
-            _store_profile(identity, profile, token)
+            _store_profile(identity, profile, token.unionid)
             self.adapter.populate_user(user, connection, profile)
         elif token.unionid and not identity.unionid:
             identity.unionid = token.unionid
@@ -167,7 +263,8 @@ class AssociationPolicy:
     ) -> t.Any | None:
         """An existing user to attach a new identity to (field matching only).
 
-        ``unionid`` comes with the token, so matching on it needs no profile request.
+        ``unionid`` comes with the token, so matching on it needs no profile request. A
+        user who already has an identity on this connection is never matched.
         """
         if connection.association != "field_matching":
             return None
@@ -176,7 +273,7 @@ class AssociationPolicy:
                 user = self._user_by_unionid(unionid or fetch_profile().unionid)
             else:
                 user = self.adapter.match_user(connection, field, fetch_profile())
-            if user is not None:
+            if user is not None and self.identity_of(user, connection.identifier) is None:
                 return user
         return None
 
@@ -232,8 +329,8 @@ def _once(fetch: t.Callable[[], WeChatProfile]) -> t.Callable[[], WeChatProfile]
     return fetch_once
 
 
-def _store_profile(identity: t.Any, profile: WeChatProfile, token: WeChatToken) -> None:
-    identity.unionid = profile.unionid or token.unionid or identity.unionid
+def _store_profile(identity: t.Any, profile: WeChatProfile, unionid: str | None) -> None:
+    identity.unionid = profile.unionid or unionid or identity.unionid
     identity.nickname = profile.nickname[:255] if profile.nickname else identity.nickname
     identity.avatar_url = profile.avatar_url
     identity.profile = profile.raw

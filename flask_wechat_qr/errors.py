@@ -86,6 +86,84 @@ class AccountDisabled(LoginError):
     )
 
 
+class LoginRefused(LoginError):
+    """Login-only mode: this WeChat account has no account on this site."""
+
+    status = 403
+    title = "No account is linked to this WeChat"
+    message = (
+        "This site does not create accounts from WeChat. Log in with your account, then "
+        "link WeChat from your account page."
+    )
+
+
+class BindingExpired(LoginError):
+    """The pending "bind or create" choice is gone: used, expired, or from another browser."""
+
+    status = 400
+    title = "This WeChat login has expired"
+    message = (
+        "The choice between binding and creating an account expired or was already made. "
+        "Log in with WeChat again."
+    )
+
+
+class BindingBlocked(LoginError):
+    """Too many wrong passwords while binding."""
+
+    status = 429
+    title = "Too many attempts"
+    message = (
+        "Too many wrong usernames or passwords. Binding is blocked for a while; "
+        "wait 15 minutes and log in with WeChat again."
+    )
+
+
+class NotLoggedIn(LoginError):
+    status = 401
+    title = "Log in first"
+    message = "Log in to your account first, then link or unlink WeChat from your account page."
+
+
+class AlreadyLinked(LoginError):
+    """The WeChat account is linked to a different local account."""
+
+    status = 409
+    title = "This WeChat is linked to another account"
+    message = (
+        "This WeChat account is already linked to another account on this site. Log in "
+        "with WeChat to use that account, or unlink it there first."
+    )
+
+
+class ConnectionAlreadyLinked(LoginError):
+    """The local account already has an identity on this connection."""
+
+    status = 409
+    title = "Your account already has a WeChat linked"
+    message = (
+        "Your account already has a WeChat account linked for this login. Unlink it from "
+        "your account page first if you want to link another one."
+    )
+
+
+class NotLinked(LoginError):
+    status = 404
+    title = "No WeChat account linked"
+    message = "Your account has no WeChat account linked for this login."
+
+
+class LastLoginMethod(LoginError):
+    """Unlinking would leave the account with no way to log in."""
+
+    status = 409
+    title = "This is your only way to log in"
+    message = (
+        "Unlinking this WeChat account would leave your account with no way to log in. "
+        "Set a password or link another account first."
+    )
+
+
 class SnapshotUser(LoginError):
     """WeChat's browse-only "snapshot" mode hands out virtual ids; never log them in."""
 

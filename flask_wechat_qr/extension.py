@@ -10,6 +10,7 @@ from flask import Flask
 
 from .adapter import AccountAdapter
 from .association import AssociationPolicy
+from .binding import PendingBindings
 from .client import WeChatClient
 from .errors import ConfigurationError, UnknownConnection
 from .models import Models, models_for
@@ -32,6 +33,7 @@ class WeChatQRState:
     models: Models
     adapter: AccountAdapter
     policy: AssociationPolicy
+    bindings: PendingBindings
     oauth: OAuth
     clients: dict[str, WeChatClient]
 
@@ -141,6 +143,7 @@ class WeChatQR:
             models=models,
             adapter=adapter,
             policy=policy,
+            bindings=PendingBindings(db, models, policy, settings),
             oauth=oauth,
             clients=clients,
         )
@@ -153,12 +156,6 @@ class WeChatQR:
 
 def _check_association_support(settings: Settings, adapter: AccountAdapter) -> None:
     for conn in settings.connections.values():
-        if conn.association == "ask_binding":
-            raise ConfigurationError(
-                f"WECHAT_QR_ASSOCIATION ({conn.identifier})",
-                "ask_binding is not available in this version yet",
-                "Use 'off' or 'field_matching' for now.",
-            )
         if conn.association == "field_matching":
             custom = [f for f in conn.match_fields if f != "unionid"]
             if custom and type(adapter).match_user is AccountAdapter.match_user:

@@ -28,6 +28,8 @@ class Models:
 
     Identity: t.Any
     LoginState: t.Any
+    PendingBinding: t.Any
+    BindAttempt: t.Any
 
 
 _models_by_db: weakref.WeakKeyDictionary[t.Any, Models] = weakref.WeakKeyDictionary()
@@ -49,6 +51,8 @@ def _declare(db: SQLAlchemy) -> Models:
         __tablename__ = "wechat_qr_identity"
         __table_args__ = (
             sa.UniqueConstraint("connection", "openid", name="uq_wechat_qr_identity_openid"),
+            # One WeChat account per connection per user.
+            sa.UniqueConstraint("connection", "user_id", name="uq_wechat_qr_identity_user"),
         )
 
         id = sa.Column(sa.Integer, primary_key=True)
@@ -74,4 +78,35 @@ def _declare(db: SQLAlchemy) -> Models:
         value = sa.Column(sa.Text, nullable=False)
         expires_at = sa.Column(sa.Float, nullable=False, index=True)
 
-    return Models(Identity=WeChatIdentity, LoginState=WeChatLoginState)
+    class WeChatPendingBinding(db.Model):  # type: ignore[name-defined,misc]
+        """A WeChat account waiting for its owner to choose "bind" or "create" (ask
+        binding). Server-side only: its id lives in the browser's session, never in a URL;
+        single use; expires."""
+
+        __tablename__ = "wechat_qr_pending_binding"
+
+        id = sa.Column(sa.String(64), primary_key=True)
+        connection = sa.Column(sa.String(32), nullable=False)
+        openid = sa.Column(sa.String(128), nullable=False)
+        unionid = sa.Column(sa.String(128))
+        nickname = sa.Column(sa.Unicode(255))
+        avatar_url = sa.Column(sa.Text)
+        profile = sa.Column(sa.JSON)
+        next_url = sa.Column(sa.Text)
+        created_at = sa.Column(sa.Float, nullable=False)
+        expires_at = sa.Column(sa.Float, nullable=False, index=True)
+        used = sa.Column(sa.Boolean, nullable=False, default=False)
+
+    class WeChatBindAttempt(db.Model):  # type: ignore[name-defined,misc]
+        """A failed "bind to my account" attempt, counted per pending binding and per
+        client address for the rate limit."""
+
+        __tablename__ = "wechat_qr_bind_attempt"
+
+        id = sa.Column(sa.Integer, primary_key=True)
+        binding_id = sa.Column(sa.String(64), nullable=False, index=True)
+        address = sa.Column(sa.String(64), nullable=False, index=True)
+        at = sa.Column(sa.Float, nullable=False, index=True)
+
+    return Models(Identity=WeChatIdentity, LoginState=WeChatLoginState,
+                  PendingBinding=WeChatPendingBinding, BindAttempt=WeChatBindAttempt)

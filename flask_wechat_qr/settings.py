@@ -63,6 +63,10 @@ GLOBAL_DEFAULTS: dict[str, t.Any] = {
     "http_timeout": 5.0,
     "state_ttl": 600,
     "post_login_url": "/",
+    "bind_ttl": 600,
+    "bind_attempts_per_binding": 5,
+    "bind_attempts_per_address": 20,
+    "bind_block_seconds": 900,
 }
 
 
@@ -101,6 +105,13 @@ class Settings:
     http_timeout: float
     state_ttl: int
     post_login_url: str
+    #: seconds a pending "bind or create" choice stays valid
+    bind_ttl: int = 600
+    #: failed binding attempts allowed per pending binding / per client address ...
+    bind_attempts_per_binding: int = 5
+    bind_attempts_per_address: int = 20
+    #: ... within this many seconds (also how long binding then stays blocked)
+    bind_block_seconds: int = 900
 
     @property
     def default_connection(self) -> ConnectionSettings:
@@ -169,6 +180,10 @@ def load_settings(config: t.Mapping[str, t.Any]) -> Settings:
         state_ttl=math.ceil(_positive_number(config, "STATE_TTL")),
         post_login_url=_local_path(config.get(PREFIX + "POST_LOGIN_URL", "/"),
                                    PREFIX + "POST_LOGIN_URL"),
+        bind_ttl=_whole_seconds(config, "BIND_TTL"),
+        bind_attempts_per_binding=_whole_seconds(config, "BIND_ATTEMPTS_PER_BINDING"),
+        bind_attempts_per_address=_whole_seconds(config, "BIND_ATTEMPTS_PER_ADDRESS"),
+        bind_block_seconds=_whole_seconds(config, "BIND_BLOCK_SECONDS"),
     )
 
 
@@ -344,6 +359,11 @@ def _positive_number(config: t.Mapping[str, t.Any], name: str) -> float:
         raise ConfigurationError(key, f"{value!r} is not a positive number",
                                  f"Use a number of seconds, e.g. {GLOBAL_DEFAULTS[name.lower()]}.")
     return number
+
+
+def _whole_seconds(config: t.Mapping[str, t.Any], name: str) -> int:
+    """A positive whole number (seconds or a count); fractions round up, never to zero."""
+    return math.ceil(_positive_number(config, name))
 
 
 def _local_path(value: t.Any, key: str) -> str:

@@ -24,3 +24,22 @@ login_failed = _signals.signal("wechat-qr-login-failed")
 #: A local user was created from a first WeChat login (already committed).
 #: kwargs: ``user``, ``identity``, ``connection``.
 user_created = _signals.signal("wechat-qr-user-created")
+
+#: A WeChat account was linked to a local user (committed).
+#: kwargs: ``user``, ``identity``, ``connection``, ``via``: ``"signup"`` (with a new user),
+#: ``"match"`` (field matching), ``"binding"`` (ask binding, password proven) or ``"link"``
+#: (from a logged-in session).
+identity_linked = _signals.signal("wechat-qr-identity-linked")
+
+#: A WeChat account was unlinked from the logged-in user (committed).
+#: kwargs: ``user``, ``identity`` (deleted row), ``connection``.
+identity_unlinked = _signals.signal("wechat-qr-identity-unlinked")
+
+#: Login-only mode refused a WeChat account that no local user owns (nothing written).
+#: kwargs: ``connection``, ``openid``.
+login_refused = _signals.signal("wechat-qr-login-refused")
+
+#: A "bind to my existing account" attempt failed.
+#: kwargs: ``connection``, ``reason`` (``"wrong_credentials"`` or ``"already_linked"``),
+#: ``address`` (the client address).
+binding_failed = _signals.signal("wechat-qr-binding-failed")

@@ -10,17 +10,31 @@ from flask import (
     Blueprint,
     Response,
     current_app,
+    g,
     redirect,
     render_template,
     request,
+    session,
     url_for,
 )
 
 from . import signals
-from .errors import InvalidRequest, LoginCancelled, LoginError
+from .association import BindingRequired, Resolution
+from .csrf import FIELD as CSRF_FIELD
+from .csrf import check_csrf, csrf_token
+from .errors import (
+    BindingExpired,
+    ConnectionAlreadyLinked,
+    InvalidRequest,
+    LoginCancelled,
+    LoginError,
+    LoginRefused,
+    NotLoggedIn,
+)
 
 if t.TYPE_CHECKING:
     from .extension import WeChatQRState
+    from .settings import ConnectionSettings
 
 log = logging.getLogger("flask_wechat_qr")
 
@@ -28,6 +42,8 @@ blueprint = Blueprint("wechat_qr", __name__, template_folder="templates")
 
 #: Longest ``next`` accepted; anything longer is refused before any work is done.
 MAX_NEXT_LENGTH = 2048
+#: Session key holding the id of this browser's pending binding (never put in a URL).
+PENDING_BINDING_KEY = "_wechat_qr_pending_binding"
 
 
 def _state() -> WeChatQRState:
@@ -86,47 +102,169 @@ def qr(connection: str) -> str:
     )
 
 
+@blueprint.route("/<connection>/link")
+def link(connection: str) -> Response:
+    """Link WeChat to the logged-in account: the same QR login, attached on return."""
+    ext = _state()
+    client = ext.client(connection)
+    user = ext.adapter.current_user()
+    if user is None:
+        raise NotLoggedIn()
+    next_url = safe_next(request.args.get("next"))
+    redirect_uri = _redirect_uri(connection)
+    state = client.begin_login(redirect_uri, next=next_url,
+                               link_user=ext.adapter.get_user_id(user))
+    return redirect(client.authorize_url(redirect_uri, state))
+
+
 @blueprint.route("/<connection>/callback")
 def callback(connection: str) -> Response:
-    """WeChat sends the browser back here: check state, exchange code, log in."""
+    """WeChat sends the browser back here: check state, exchange code, log in (or link)."""
     ext = _state()
     client = ext.client(connection)
     data = client.take_state(request.args.get("state"))
-    request.wechat_qr_next = data.get("next")  # type: ignore[attr-defined]
+    next_url = data.get("next")
+    g._wechat_qr_next = next_url
     code = request.args.get("code")
     if not code:
         raise LoginCancelled()
 
     token = client.exchange_code(code)
-    resolution = ext.policy.resolve(
-        client.connection, token, fetch_profile=lambda: client.userinfo(token)
-    )
+    fetch_profile = lambda: client.userinfo(token)  # noqa: E731 - only if the policy asks
+    if data.get("link_user"):
+        return _linked(client.connection, token, fetch_profile, data["link_user"], next_url)
+    try:
+        resolution = ext.policy.resolve(client.connection, token, fetch_profile)
+    except BindingRequired as required:
+        session[PENDING_BINDING_KEY] = ext.bindings.start(
+            client.connection, token, required.profile, next_url)
+        return redirect(url_for("wechat_qr.bind"))
+    except LoginRefused:
+        signals.login_refused.send(_app(), connection=client.connection, openid=token.openid)
+        raise
+    return _logged_in(client.connection, resolution, next_url)
+
+
+@blueprint.route("/bind", methods=["GET", "POST"])
+def bind() -> t.Any:
+    """Ask binding: bind this WeChat to an existing account (password) or create one.
+
+    Form contract: ``action=create``, or ``action=bind`` with ``username`` and
+    ``password``; always ``csrf_token``.
+    """
+    ext = _state()
+    binding_id = session.get(PENDING_BINDING_KEY)
+    pending = ext.bindings.get(binding_id)
+    connection = ext.settings.connections.get(pending.connection)
+    if connection is None:
+        raise BindingExpired()
+    g._wechat_qr_connection = connection.identifier
+    if request.method == "GET":
+        return _bind_page(connection, pending)
+
+    check_csrf(request.form.get(CSRF_FIELD))
+    action = request.form.get("action")
+    next_url = pending.next_url
+    if action == "create":
+        resolution = ext.bindings.create_account(connection, binding_id)
+    elif action == "bind":
+        address = request.remote_addr or "unknown"
+        ext.bindings.check_attempts(binding_id, address)
+        user = ext.adapter.authenticate(request.form.get("username", "")[:200],
+                                        request.form.get("password", "")[:1000])
+        if user is None:
+            ext.bindings.record_failure(binding_id, address)
+            signals.binding_failed.send(_app(), connection=connection,
+                                        reason="wrong_credentials", address=address)
+            return _bind_page(connection, pending, "Wrong username or password.", 400)
+        try:
+            resolution = ext.bindings.bind_account(connection, binding_id, user)
+        except ConnectionAlreadyLinked as exc:
+            signals.binding_failed.send(_app(), connection=connection,
+                                        reason="already_linked", address=address)
+            return _bind_page(connection, pending, exc.message, exc.status)
+    else:
+        raise InvalidRequest("Choose whether to bind an existing account or create one.")
+    return _logged_in(connection, resolution, next_url)
+
+
+@blueprint.route("/<connection>/unlink", methods=["POST"])
+def unlink(connection: str) -> Response:
+    """Unlink the logged-in user's WeChat account of this connection (never the last way in)."""
+    ext = _state()
+    client = ext.client(connection)
+    user = ext.adapter.current_user()
+    if user is None:
+        raise NotLoggedIn()
+    check_csrf(request.form.get(CSRF_FIELD))
+    identity = ext.policy.unlink(client.connection, user)
+    signals.identity_unlinked.send(_app(), user=user, identity=identity,
+                                   connection=client.connection)
+    return redirect(safe_next(request.form.get("next")) or ext.settings.post_login_url)
+
+
+def _bind_page(connection: ConnectionSettings, pending: t.Any, problem: str | None = None,
+               status: int = 200) -> tuple[str, int]:
+    return render_template(
+        "wechat_qr/bind.html", connection=connection, pending=pending, problem=problem,
+        can_signup=_state().adapter.can_signup(connection), csrf_token=csrf_token(),
+        username=request.form.get("username", "") if problem else "",
+    ), status
+
+
+def _linked(connection: ConnectionSettings, token: t.Any, fetch_profile: t.Any,
+            link_user: str, next_url: str | None) -> Response:
+    ext = _state()
+    user = ext.adapter.current_user()
+    if user is None or ext.adapter.get_user_id(user) != link_user:
+        raise NotLoggedIn()  # logged out (or in as someone else) since the link started
+    resolution = ext.policy.link(connection, token, fetch_profile, user)
+    if resolution.new_identity:
+        signals.identity_linked.send(_app(), user=user, identity=resolution.identity,
+                                     connection=connection, via="link")
+    return _redirect_on(next_url or ext.settings.post_login_url)
+
+
+def _logged_in(connection: ConnectionSettings, resolution: Resolution,
+               next_url: str | None) -> Response:
+    """Renew the session, log in, tell the signals, and move on."""
+    ext = _state()
     ext.adapter.renew_session()
     ext.adapter.login_user(resolution.user)
-
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    app = _app()
     if resolution.created_user:
         signals.user_created.send(app, user=resolution.user, identity=resolution.identity,
-                                  connection=client.connection)
-    next_url = data.get("next") or ext.settings.post_login_url
+                                  connection=connection)
+    if resolution.new_identity:
+        signals.identity_linked.send(app, user=resolution.user, identity=resolution.identity,
+                                     connection=connection, via=resolution.via)
+    next_url = next_url or ext.settings.post_login_url
     for _receiver, result in signals.login_succeeded.send(
         app, user=resolution.user, identity=resolution.identity,
-        connection=client.connection, created_user=resolution.created_user,
+        connection=connection, created_user=resolution.created_user,
         new_identity=resolution.new_identity, next_url=next_url,
     ):
         if isinstance(result, Response):
             return result
+    return _redirect_on(next_url)
+
+
+def _redirect_on(next_url: str) -> Response:
     if request.headers.get("Sec-Fetch-Dest") == "iframe":
         # Embedded QR with self_redirect=true: WeChat sent the iframe here, not the page.
         return Response(render_template("wechat_qr/break_out.html", next_url=next_url))
     return redirect(next_url)
 
 
+def _app() -> t.Any:
+    return current_app._get_current_object()  # type: ignore[attr-defined]
+
+
 @blueprint.errorhandler(LoginError)
 def login_error(error: LoginError) -> tuple[str, int]:
     """Every login that cannot go on ends here: a page in words, never a traceback."""
     ext = _state()
-    connection_id = (request.view_args or {}).get("connection")
+    connection_id = (request.view_args or {}).get("connection") or g.get("_wechat_qr_connection")
     connection = ext.settings.connections.get(connection_id) if connection_id else None
     if error.operator_error:
         log.error("WeChat login failed and needs the site operator: %s (%s)",
@@ -138,9 +276,15 @@ def login_error(error: LoginError) -> tuple[str, int]:
     retry_url = None
     if connection is not None:
         retry_url = url_for("wechat_qr.login", connection=connection.identifier,
-                            next=getattr(request, "wechat_qr_next", None))
+                            next=g.get("_wechat_qr_next"))
     return render_template("wechat_qr/error.html", error=error, connection=connection,
                            retry_url=retry_url), error.status
+
+
+@blueprint.app_template_global("wechat_qr_csrf_token")
+def template_csrf_token() -> str:
+    """For the host's own unlink forms: ``<input name="csrf_token" value="...">``."""
+    return csrf_token()
 
 
 @blueprint.app_template_global("wechat_qr_connection")

@@ -287,25 +287,7 @@ def test_an_adapter_needs_neither_user_model_nor_flask_login(host: Host, tmp_pat
     assert adapter.db is host.db
 
 
-# --- association modes this version supports -----------------------------------------
-
-
-def test_ask_binding_is_not_available_yet(host: Host, tmp_path: Path) -> None:
-    app = host.app(tmp_path / "a", WECHAT_QR_ASSOCIATION="ask_binding")
-    with pytest.raises(ConfigurationError, match="not available") as info:
-        WeChatQR(app, db=host.db, user_model=host.User)
-    assert "WECHAT_QR_ASSOCIATION" in info.value.key
-    assert "'off'" in info.value.fix and "'field_matching'" in info.value.fix
-
-
-def test_ask_binding_in_a_connections_entry_is_refused_too(host: Host, tmp_path: Path) -> None:
-    conns = [{"connection": "wechat", "app_id": "wx1", "app_secret": "s1"},
-             {"connection": "mp", "app_id": "wx2", "app_secret": "s2",
-              "association": "ask_binding"}]
-    app = host.app(tmp_path / "a", WECHAT_QR_CONNECTIONS=conns)
-    with pytest.raises(ConfigurationError, match="not available") as info:
-        WeChatQR(app, db=host.db, user_model=host.User)
-    assert "mp" in info.value.key
+# --- association modes ----------------------------------------------------------------
 
 
 def test_field_matching_on_a_custom_field_needs_a_matcher(host: Host, tmp_path: Path) -> None:

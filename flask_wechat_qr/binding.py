@@ -1,0 +1,141 @@
+"""Ask binding: a WeChat account nobody owns waits, server-side, for its owner to choose
+"bind to my existing account" (proven by re-authentication) or "create a new account".
+
+A pending binding is single use, expires, and is reached only through the browser session
+that started it. Failed binding attempts are counted per pending binding and per client
+address, in the database so every worker process sees them. Knows nothing of HTTP.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+import typing as t
+
+import sqlalchemy as sa
+
+from .association import Resolution
+from .client import WeChatProfile
+from .errors import BindingBlocked, BindingExpired, LoginRefused
+
+if t.TYPE_CHECKING:
+    from flask_sqlalchemy import SQLAlchemy
+
+    from .association import AssociationPolicy
+    from .client import WeChatToken
+    from .models import Models
+    from .settings import ConnectionSettings, Settings
+
+
+class PendingBindings:
+    """Create, find and complete pending bindings; enforce the attempt limits."""
+
+    def __init__(self, db: SQLAlchemy, models: Models, policy: AssociationPolicy,
+                 settings: Settings) -> None:
+        self.db = db
+        self.models = models
+        self.policy = policy
+        self.settings = settings
+
+    def start(self, connection: ConnectionSettings, token: WeChatToken,
+              profile: WeChatProfile, next_url: str | None) -> str:
+        """Park the identity; returns the pending binding's id (for the session only)."""
+        Pending = self.models.PendingBinding
+        now = time.time()
+        self.db.session.execute(sa.delete(Pending).where(Pending.expires_at < now))
+        binding_id = secrets.token_urlsafe(32)
+        self.db.session.add(Pending(
+            id=binding_id, connection=connection.identifier, openid=token.openid,
+            unionid=profile.unionid or token.unionid, nickname=profile.nickname[:255] or None,
+            avatar_url=profile.avatar_url, profile=profile.raw, next_url=next_url,
+            created_at=now, expires_at=now + self.settings.bind_ttl,
+        ))
+        self.db.session.commit()
+        return binding_id
+
+    def get(self, binding_id: str | None) -> t.Any:
+        """The pending binding, or :class:`BindingExpired` if it is unknown, used or expired."""
+        row = self.db.session.get(self.models.PendingBinding, binding_id) if binding_id else None
+        if row is None or row.used or row.expires_at < time.time():
+            raise BindingExpired()
+        return row
+
+    # --- the two choices --------------------------------------------------------------
+
+    def create_account(self, connection: ConnectionSettings, binding_id: str) -> Resolution:
+        """"Create a new account" (refused in login-only mode)."""
+        pending = self.get(binding_id)
+        if not self.policy.adapter.can_signup(connection):
+            raise LoginRefused()
+        profile = _profile_of(pending)
+
+        def create(_profile_of: t.Any) -> Resolution:
+            self._consume(pending.id)
+            user = self.policy.create_user_for(connection, profile)
+            identity = self.policy.attach(connection, user, pending.openid, profile,
+                                          pending.unionid)
+            return Resolution(user=user, identity=identity, created_user=True,
+                              new_identity=True, profile=profile, via="signup")
+
+        return self.policy.run_in_transaction(create, lambda: profile)
+
+    def bind_account(self, connection: ConnectionSettings, binding_id: str, user: t.Any
+                     ) -> Resolution:
+        """"Bind to my existing account", once ``user`` has been re-authenticated."""
+        pending = self.get(binding_id)
+        profile = _profile_of(pending)
+
+        def bind(_profile_of: t.Any) -> Resolution:
+            self._consume(pending.id)
+            if connection.profile_sync == "each_login":
+                self.policy.adapter.populate_user(user, connection, profile)
+            identity = self.policy.attach(connection, user, pending.openid, profile,
+                                          pending.unionid)
+            return Resolution(user=user, identity=identity, new_identity=True, profile=profile,
+                              via="binding")
+
+        return self.policy.run_in_transaction(bind, lambda: profile)
+
+    def _consume(self, binding_id: str) -> None:
+        """Mark used, atomically: of two concurrent completions only one goes on."""
+        Pending = self.models.PendingBinding
+        done = self.db.session.execute(
+            sa.update(Pending)
+            .where(Pending.id == binding_id, Pending.used.is_(False),
+                   Pending.expires_at >= time.time())
+            .values(used=True)
+        ).rowcount
+        if done != 1:
+            raise BindingExpired()
+
+    # --- attempt limits ---------------------------------------------------------------
+
+    def check_attempts(self, binding_id: str, address: str) -> None:
+        """:class:`BindingBlocked` once either limit is reached within the window."""
+        Attempt = self.models.BindAttempt
+        since = time.time() - self.settings.bind_block_seconds
+        per_binding, per_address = self.db.session.execute(
+            sa.select(
+                sa.func.count().filter(Attempt.binding_id == binding_id),
+                sa.func.count().filter(Attempt.address == address),
+            ).where(Attempt.at >= since,
+                    sa.or_(Attempt.binding_id == binding_id, Attempt.address == address))
+        ).one()
+        if (per_binding >= self.settings.bind_attempts_per_binding
+                or per_address >= self.settings.bind_attempts_per_address):
+            raise BindingBlocked()
+
+    def record_failure(self, binding_id: str, address: str) -> None:
+        Attempt = self.models.BindAttempt
+        now = time.time()
+        self.db.session.execute(
+            sa.delete(Attempt).where(Attempt.at < now - self.settings.bind_block_seconds))
+        self.db.session.add(Attempt(binding_id=binding_id, address=address[:64], at=now))
+        self.db.session.commit()
+
+
+def _profile_of(pending: t.Any) -> WeChatProfile:
+    raw = dict(pending.profile or {})
+    return WeChatProfile(openid=pending.openid, unionid=pending.unionid,
+                         nickname=pending.nickname or "", avatar_url=pending.avatar_url,
+                         raw=raw)
