@@ -36,6 +36,7 @@ OPTIONAL_WECHAT_VARIABLES = (
 )
 
 DEFAULTS: dict[str, t.Any] = {
+    "WECHAT_QR_SANDBOX_APP_NAME": "Example site",
     "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
     "SESSION_COOKIE_HTTPONLY": True,
     "SESSION_COOKIE_SAMESITE": "Lax",

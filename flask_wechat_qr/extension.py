@@ -184,7 +184,8 @@ def _install_sandbox(
 
     install_sandbox(
         app, db,
-        [SandboxApp(c.app_id, c.app_secret, c.display_name) for c in settings.connections.values()],
+        [SandboxApp(c.app_id, c.app_secret, _sandbox_app_name(app, settings, c))
+         for c in settings.connections.values()],
         url_prefix=settings.sandbox_prefix,
         public_url=settings.sandbox_public_url,
     )
@@ -192,6 +193,14 @@ def _install_sandbox(
     for client in clients.values():
         if client.api_base_url.startswith(IN_PROCESS_ORIGIN):
             client.session.mount(IN_PROCESS_ORIGIN, transport)
+
+
+def _sandbox_app_name(app: Flask, settings: Settings, conn: t.Any) -> str:
+    """What the sandbox's phone page calls the site ("<name> wants to log in ...")."""
+    name = settings.sandbox_app_name or app.name.replace("_", " ").strip().title()
+    if len(settings.connections) > 1:
+        name = f"{name} ({conn.display_name})"
+    return name
 
 
 def _template_context() -> dict[str, t.Any]:

@@ -59,6 +59,7 @@ GLOBAL_DEFAULTS: dict[str, t.Any] = {
     "sandbox": False,
     "sandbox_prefix": "/wechat-sandbox",
     "sandbox_public_url": None,
+    "sandbox_app_name": None,
     "url_prefix": "/auth",
     "http_timeout": 5.0,
     "state_ttl": 600,
@@ -105,6 +106,8 @@ class Settings:
     http_timeout: float
     state_ttl: int
     post_login_url: str
+    #: the website application's name on the sandbox's phone page (default: the app's name)
+    sandbox_app_name: str | None = None
     #: seconds a pending "bind or create" choice stays valid
     bind_ttl: int = 600
     #: failed binding attempts allowed per pending binding / per client address ...
@@ -180,6 +183,7 @@ def load_settings(config: t.Mapping[str, t.Any]) -> Settings:
         state_ttl=math.ceil(_positive_number(config, "STATE_TTL")),
         post_login_url=_local_path(config.get(PREFIX + "POST_LOGIN_URL", "/"),
                                    PREFIX + "POST_LOGIN_URL"),
+        sandbox_app_name=str(config.get(PREFIX + "SANDBOX_APP_NAME") or "") or None,
         bind_ttl=_whole_seconds(config, "BIND_TTL"),
         bind_attempts_per_binding=_whole_seconds(config, "BIND_ATTEMPTS_PER_BINDING"),
         bind_attempts_per_address=_whole_seconds(config, "BIND_ATTEMPTS_PER_ADDRESS"),

@@ -26,7 +26,7 @@ SBX = "/wechat-sandbox"
 @pytest.fixture
 def sandbox_app(make_app: t.Callable[..., Flask]) -> Flask:
     return make_app(WECHAT_QR_SANDBOX=True, WECHAT_QR_APP_ID=None, WECHAT_QR_APP_SECRET=None,
-                    WECHAT_QR_DISPLAY_NAME="Demo site")
+                    WECHAT_QR_DISPLAY_NAME="WeChat", WECHAT_QR_SANDBOX_APP_NAME="Demo site")
 
 
 def open_qr_page(client: t.Any, next_url: str | None = None) -> tuple[str, str]:

@@ -13,17 +13,42 @@ from .conftest import LiveServer
 pytestmark = pytest.mark.browser
 
 
-@pytest.fixture
-def site(tmp_path: t.Any) -> t.Iterator[LiveServer]:
-    app = create_app({
+def serve_site(tmp_path: t.Any, **config: t.Any) -> LiveServer:
+    return LiveServer(create_app({
         "TESTING": True,
         "SECRET_KEY": "browser-test-secret",
         "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'site.db'}",
         "WECHAT_QR_SANDBOX": True,
         "WECHAT_QR_DISPLAY_NAME": "WeChat",
-    })
-    with LiveServer(app) as server:
+        **config,
+    }))
+
+
+@pytest.fixture
+def site(tmp_path: t.Any) -> t.Iterator[LiveServer]:
+    with serve_site(tmp_path) as server:
         yield server
+
+
+@pytest.fixture
+def ask_binding_site(tmp_path: t.Any) -> t.Iterator[LiveServer]:
+    with serve_site(tmp_path, WECHAT_QR_ASSOCIATION="ask_binding") as server:
+        yield server
+
+
+def register(page: t.Any, site: LiveServer, username: str, password: str) -> None:
+    page.goto(site.url + "/register")
+    page.fill("#username", username)
+    page.fill("#password", password)
+    page.locator("button[type=submit]", has_text="Register").click()
+    page.wait_for_url(site.url + "/")
+
+
+def log_out(page: t.Any, site: LiveServer) -> None:
+    page.goto(site.url + "/logout")
+    page.locator(".card form button.primary").click()
+    page.wait_for_url(site.url + "/")
+    assert page.request.get(site.url + "/api/me").status == 401
 
 
 def scan_and_answer(page: t.Any, frame: t.Any, *, allow: bool, person: str = "zhangsan") -> None:
@@ -74,3 +99,47 @@ def test_denied_login(page: t.Any, site: LiveServer) -> None:
     assert "cancelled" in body.lower()
     assert page.locator("a", has_text="Try again").count() == 1
     assert page.request.get(site.url + "/api/me").status == 401
+
+
+def test_ask_binding_binds_an_existing_account_with_its_password(
+    page: t.Any, ask_binding_site: LiveServer
+) -> None:
+    site = ask_binding_site
+    register(page, site, "alice", "alice-password-1")
+    alice_id = page.request.get(site.url + "/api/me").json()["id"]
+    log_out(page, site)
+
+    page.locator("a.wechat-qr-button").first.click()
+    page.wait_for_url("**/wechat-sandbox/connect/qrconnect**")
+    scan_and_answer(page, page, allow=True, person="lisi")
+    page.wait_for_url(site.url + "/auth/bind", timeout=15_000)
+    assert "李四" in page.locator("body").inner_text()
+
+    page.fill("input[name=username]", "alice")
+    page.fill("input[name=password]", "not-her-password")
+    page.locator("button", has_text="Bind and log in").click()
+    assert "Wrong username or password." in page.locator("body").inner_text()
+
+    page.fill("input[name=password]", "alice-password-1")
+    page.locator("button", has_text="Bind and log in").click()
+    page.wait_for_url(site.url + "/", timeout=15_000)
+    me = page.request.get(site.url + "/api/me").json()
+    assert me["id"] == alice_id and me["username"] == "alice"
+    assert [i["connection"] for i in me["identities"]] == ["wechat"]
+
+
+def test_link_and_unlink_from_the_account_page(page: t.Any, site: LiveServer) -> None:
+    register(page, site, "bob", "bob-password-1")
+    page.goto(site.url + "/account")
+    page.locator("a.link-wechat").click()
+    page.wait_for_url("**/wechat-sandbox/connect/qrconnect**")
+    scan_and_answer(page, page, allow=True, person="jose")
+    page.wait_for_url(site.url + "/account", timeout=15_000)
+    assert page.locator("tr.identity").count() == 1
+    assert "José Martín" in page.locator("tr.identity").inner_text()
+    assert page.request.get(site.url + "/api/me").json()["username"] == "bob"
+
+    page.locator("form.unlink-form button").click()
+    page.wait_for_url(site.url + "/account")
+    assert page.locator("tr.identity").count() == 0
+    assert page.request.get(site.url + "/api/me").json()["identities"] == []
