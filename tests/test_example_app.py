@@ -546,6 +546,25 @@ def test_runs_under_gunicorn(tmp_path: Path) -> None:
             me = http.get(base + "/api/me", timeout=5)
             assert me.status_code == 200
             assert me.json()["username"] == "gunicorn"
+
+        # A whole WeChat login on the built-in sandbox, under ONE synchronous worker: the
+        # token and profile requests reach the sandbox in-process, or this would deadlock.
+        with requests.Session() as browser, requests.Session() as phone:
+            start = browser.get(base + "/auth/wechat/login", allow_redirects=False, timeout=5)
+            assert start.status_code == 302
+            qr_page = browser.get(start.headers["Location"].split("#")[0], timeout=5)
+            uuid = re.search(r'data-uuid="([^"]+)"', qr_page.text).group(1)
+            confirm = f"{base}/wechat-sandbox/connect/confirm/{uuid}"
+            assert phone.get(confirm, timeout=5).status_code == 200
+            assert phone.post(confirm, data={"action": "allow", "person": "zhangsan"},
+                              timeout=5).status_code == 200
+            poll = browser.get(f"{base}/wechat-sandbox/connect/l/qrconnect",
+                               params={"uuid": uuid}, timeout=5).json()
+            assert poll["status"] == "confirmed"
+            done = browser.get(poll["redirect"], allow_redirects=False, timeout=10)
+            assert done.status_code == 302, done.text
+            me = browser.get(base + "/api/me", timeout=5).json()
+            assert me["nickname"] == "张三🐼" and me["identities"][0]["connection"] == "wechat"
     finally:
         proc.terminate()
         try:
