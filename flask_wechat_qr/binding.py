@@ -8,6 +8,7 @@ address, in the database so every worker process sees them. Knows nothing of HTT
 
 from __future__ import annotations
 
+import math
 import secrets
 import time
 import typing as t
@@ -16,7 +17,7 @@ import sqlalchemy as sa
 
 from .association import Resolution
 from .client import WeChatProfile
-from .errors import BindingBlocked, BindingExpired, LoginRefused
+from .errors import AlreadyLinked, BindingBlocked, BindingExpired, LoginRefused
 
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
@@ -71,6 +72,7 @@ class PendingBindings:
 
         def create(_profile_of: t.Any) -> Resolution:
             self._consume(pending.id)
+            self._ensure_unlinked(connection, pending.openid)
             user = self.policy.create_user_for(connection, profile)
             identity = self.policy.attach(connection, user, pending.openid, profile,
                                           pending.unionid)
@@ -87,6 +89,7 @@ class PendingBindings:
 
         def bind(_profile_of: t.Any) -> Resolution:
             self._consume(pending.id)
+            self._ensure_unlinked(connection, pending.openid)
             if connection.profile_sync == "each_login":
                 self.policy.adapter.populate_user(user, connection, profile)
             identity = self.policy.attach(connection, user, pending.openid, profile,
@@ -95,6 +98,19 @@ class PendingBindings:
                               via="binding")
 
         return self.policy.run_in_transaction(bind, lambda: profile)
+
+    def _ensure_unlinked(self, connection: ConnectionSettings, openid: str) -> None:
+        """:class:`AlreadyLinked` if the waiting WeChat account got linked meanwhile (the
+        same account finished in another browser). Run in the completing transaction: if
+        the other one commits after this check, the unique constraint makes the retry
+        land here."""
+        identity = self.policy.find_identity(connection.identifier, openid)
+        if identity is None:
+            return
+        if self.policy.adapter.load_user(identity.user_id) is not None:
+            raise AlreadyLinked()
+        self.db.session.delete(identity)  # stale: its user was deleted behind the ORM
+        self.db.session.flush()
 
     def _consume(self, binding_id: str) -> None:
         """Mark used, atomically: of two concurrent completions only one goes on."""
@@ -110,10 +126,24 @@ class PendingBindings:
 
     # --- attempt limits ---------------------------------------------------------------
 
-    def check_attempts(self, binding_id: str, address: str) -> None:
-        """:class:`BindingBlocked` once either limit is reached within the window."""
+    def begin_attempt(self, binding_id: str, address: str) -> int:
+        """Count a "bind to my account" attempt *before* its password is checked; its id.
+
+        :class:`BindingBlocked` once either limit is reached within the window. The
+        attempt is committed before the count, so simultaneous guesses see each other: a
+        burst cannot all pass a count taken before any of them failed. A blocked attempt
+        is not counted. Call :meth:`forget_attempt` when the credentials were right: only
+        failures count.
+        """
         Attempt = self.models.BindAttempt
-        since = time.time() - self.settings.bind_block_seconds
+        address = address[:_ADDRESS_LENGTH]
+        now = time.time()
+        since = now - self.settings.bind_block_seconds
+        self.db.session.execute(sa.delete(Attempt).where(Attempt.at < since))
+        attempt = Attempt(binding_id=binding_id, address=address, at=now)
+        self.db.session.add(attempt)
+        self.db.session.commit()
+        attempt_id = int(attempt.id)
         per_binding, per_address = self.db.session.execute(
             sa.select(
                 sa.func.count().filter(Attempt.binding_id == binding_id),
@@ -121,17 +151,30 @@ class PendingBindings:
             ).where(Attempt.at >= since,
                     sa.or_(Attempt.binding_id == binding_id, Attempt.address == address))
         ).one()
-        if (per_binding >= self.settings.bind_attempts_per_binding
-                or per_address >= self.settings.bind_attempts_per_address):
-            raise BindingBlocked()
+        # Both counts include this attempt.
+        if (per_binding > self.settings.bind_attempts_per_binding
+                or per_address > self.settings.bind_attempts_per_address):
+            self.forget_attempt(attempt_id)
+            raise self._blocked()
+        return attempt_id
 
-    def record_failure(self, binding_id: str, address: str) -> None:
+    def _blocked(self) -> BindingBlocked:
+        """The block page names the configured wait, not a fixed one."""
+        minutes = max(1, math.ceil(self.settings.bind_block_seconds / 60))
+        wait = "1 minute" if minutes == 1 else f"{minutes} minutes"
+        return BindingBlocked(
+            "Too many wrong usernames or passwords. Binding is blocked for a while; "
+            f"wait {wait} and log in with WeChat again.")
+
+    def forget_attempt(self, attempt_id: int) -> None:
+        """Uncount an attempt (blocked, or its credentials were right)."""
         Attempt = self.models.BindAttempt
-        now = time.time()
-        self.db.session.execute(
-            sa.delete(Attempt).where(Attempt.at < now - self.settings.bind_block_seconds))
-        self.db.session.add(Attempt(binding_id=binding_id, address=address[:64], at=now))
+        self.db.session.execute(sa.delete(Attempt).where(Attempt.id == attempt_id))
         self.db.session.commit()
+
+
+#: Length of the ``address`` column: addresses are stored (and compared) cut to it.
+_ADDRESS_LENGTH = 64
 
 
 def _profile_of(pending: t.Any) -> WeChatProfile:

@@ -40,6 +40,8 @@ identity_unlinked = _signals.signal("wechat-qr-identity-unlinked")
 login_refused = _signals.signal("wechat-qr-login-refused")
 
 #: A "bind to my existing account" attempt failed.
-#: kwargs: ``connection``, ``reason`` (``"wrong_credentials"`` or ``"already_linked"``),
+#: kwargs: ``connection``, ``reason`` (``"wrong_credentials"``, ``"already_linked"``: the
+#: account has a WeChat for this connection, or ``"linked_elsewhere"``: this WeChat was
+#: linked to another account meanwhile),
 #: ``address`` (the client address).
 binding_failed = _signals.signal("wechat-qr-binding-failed")

@@ -23,6 +23,7 @@ from .association import BindingRequired, Resolution
 from .csrf import FIELD as CSRF_FIELD
 from .csrf import check_csrf, csrf_token
 from .errors import (
+    AlreadyLinked,
     BindingExpired,
     ConnectionAlreadyLinked,
     InvalidRequest,
@@ -166,23 +167,32 @@ def bind() -> t.Any:
     action = request.form.get("action")
     next_url = pending.next_url
     if action == "create":
-        resolution = ext.bindings.create_account(connection, binding_id)
+        try:
+            resolution = ext.bindings.create_account(connection, binding_id)
+        except LoginRefused:
+            signals.login_refused.send(_app(), connection=connection, openid=pending.openid)
+            raise
     elif action == "bind":
         address = request.remote_addr or "unknown"
-        ext.bindings.check_attempts(binding_id, address)
+        # Counted as a failure until the password proves right (concurrent guesses see it).
+        attempt = ext.bindings.begin_attempt(binding_id, address)
         user = ext.adapter.authenticate(request.form.get("username", "")[:200],
                                         request.form.get("password", "")[:1000])
         if user is None:
-            ext.bindings.record_failure(binding_id, address)
             signals.binding_failed.send(_app(), connection=connection,
                                         reason="wrong_credentials", address=address)
             return _bind_page(connection, pending, "Wrong username or password.", 400)
+        ext.bindings.forget_attempt(attempt)
         try:
             resolution = ext.bindings.bind_account(connection, binding_id, user)
         except ConnectionAlreadyLinked as exc:
             signals.binding_failed.send(_app(), connection=connection,
                                         reason="already_linked", address=address)
             return _bind_page(connection, pending, exc.message, exc.status)
+        except AlreadyLinked:
+            signals.binding_failed.send(_app(), connection=connection,
+                                        reason="linked_elsewhere", address=address)
+            raise
     else:
         raise InvalidRequest("Choose whether to bind an existing account or create one.")
     return _logged_in(connection, resolution, next_url)

@@ -38,6 +38,8 @@ def make_test_app(tmp_path: t.Any, **config: t.Any) -> Flask:
         username = db.Column(db.String(80), unique=True)
         nickname = db.Column(db.Unicode(255))
         avatar_url = db.Column(db.Text)
+        #: Werkzeug hash of a local password; ``None`` for users who only use WeChat.
+        password_hash = db.Column(db.String(255), nullable=True)
 
     app = Flask("host_app", root_path=str(tmp_path))
     app.config.update(
@@ -198,8 +200,16 @@ def all_identities(app: Flask) -> list[t.Any]:
         return list(db.session.execute(sa.select(Identity).order_by(Identity.id)).scalars())
 
 
-def add_user(app: Flask, **fields: t.Any) -> int:
-    """Create a host user directly (as the site's own registration would); its id."""
+def add_user(app: Flask, password: str | None = None, **fields: t.Any) -> int:
+    """Create a host user directly (as the site's own registration would); its id.
+
+    ``password`` is stored as a Werkzeug hash in ``password_hash`` (what the default
+    adapter checks when binding); without it the user has no local password.
+    """
+    if password is not None:
+        from werkzeug.security import generate_password_hash
+
+        fields["password_hash"] = generate_password_hash(password)
     with app.app_context():
         db = app.db  # type: ignore[attr-defined]
         user = app.User(**fields)  # type: ignore[attr-defined]

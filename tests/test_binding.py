@@ -1,0 +1,966 @@
+"""Ask binding through the real routes: an unknown WeChat account waits server-side until
+its owner binds it to an existing account (proven by password) or creates a new one."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import threading
+import typing as t
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import sqlalchemy as sa
+from flask import render_template_string
+from support import (
+    AVATAR,
+    NICKNAME,
+    OPENID,
+    UNIONID,
+    add_user,
+    all_identities,
+    all_users,
+    api_paths,
+    find_tags,
+    link_identity,
+    logged_in_user_id,
+    login_with_wechat,
+)
+
+from flask_wechat_qr import binding as binding_module
+from flask_wechat_qr import signals
+from flask_wechat_qr.adapter import AccountAdapter
+from flask_wechat_qr.views import PENDING_BINDING_KEY
+
+TOKEN_PATH = "/sns/oauth2/access_token"
+USERINFO_PATH = "/sns/userinfo"
+
+OPENID_2 = "ohS-VwBBBBBBlplngwybJ3Z-ZHr2"
+UNIONID_2 = "ohHrhwBBBBBBunEW0eKTS45vS5Q2"
+OPENID_3 = "ohS-VwCCCCCClplngwybJ3Z-ZHr3"
+UNIONID_3 = "ohHrhwCCCCCCunEW0eKTS45vS5Q3"
+
+WRONG = "Wrong username or password."
+
+
+class Clock:
+    """Stands in for the ``time`` module of :mod:`flask_wechat_qr.binding`."""
+
+    def __init__(self) -> None:
+        import time
+
+        self.now = time.time()
+
+    def time(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    fake = Clock()
+    monkeypatch.setattr(binding_module, "time", fake)
+    return fake
+
+
+def ask_app(make_app: t.Callable[..., t.Any], **config: t.Any) -> t.Any:
+    app = make_app(WECHAT_QR_ASSOCIATION="ask_binding", **config)
+    # Added before any request: the template global a host uses in its own forms.
+    app.add_url_rule("/token", "token",
+                     lambda: render_template_string("{{ wechat_qr_csrf_token() }}"))
+    return app
+
+
+def browser(app: t.Any, address: str = "127.0.0.1") -> t.Any:
+    client = app.test_client()
+    client.environ_base["REMOTE_ADDR"] = address
+    return client
+
+
+def arrive(client: t.Any, api: t.Any, *, openid: str = OPENID, unionid: str | None = UNIONID,
+           nickname: str = NICKNAME, **params: t.Any) -> t.Any:
+    """A WeChat login of an account nobody owns: it must end on the bind page."""
+    resp = login_with_wechat(client, api, openid=openid, unionid=unionid, nickname=nickname,
+                             **params)
+    assert resp.status_code == 302, resp.get_data(as_text=True)
+    assert resp.headers["Location"] == "/auth/bind"
+    return resp
+
+
+def bind_page(client: t.Any) -> tuple[str, str]:
+    """The bind page's HTML and its CSRF token."""
+    resp = client.get("/auth/bind")
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    html = resp.get_data(as_text=True)
+    tokens = {tag["value"] for tag in find_tags(html, "input") if tag.get("name") == "csrf_token"}
+    assert len(tokens) == 1
+    return html, tokens.pop()
+
+
+def submit(client: t.Any, token: str | None, **form: str) -> t.Any:
+    if token is not None:
+        form["csrf_token"] = token
+    return client.post("/auth/bind", data=form)
+
+
+def bind_as(client: t.Any, token: str, username: str, password: str) -> t.Any:
+    return submit(client, token, action="bind", username=username, password=password)
+
+
+def pending_rows(app: t.Any) -> list[t.Any]:
+    Pending = app.extensions["wechat_qr"].models.PendingBinding
+    with app.app_context():
+        return list(app.db.session.execute(
+            sa.select(Pending).order_by(Pending.created_at)).scalars())
+
+
+def attempt_rows(app: t.Any) -> list[t.Any]:
+    Attempt = app.extensions["wechat_qr"].models.BindAttempt
+    with app.app_context():
+        return list(app.db.session.execute(sa.select(Attempt).order_by(Attempt.id)).scalars())
+
+
+def problem_of(html: str) -> str:
+    start = html.index('class="wechat-qr-problem"')
+    return html[html.index(">", start) + 1:html.index("</p>", start)]
+
+
+def error_name(resp: t.Any) -> str | None:
+    boxes = [tag for tag in find_tags(resp.get_data(as_text=True), "div")
+             if tag.get("data-error")]
+    return boxes[0]["data-error"] if boxes else None
+
+
+@contextlib.contextmanager
+def recording(app: t.Any, *names: str) -> t.Iterator[list[tuple[str, dict[str, t.Any]]]]:
+    """Every send of the named signals by ``app``, as ``(name, kwargs)``."""
+    events: list[tuple[str, dict[str, t.Any]]] = []
+    with contextlib.ExitStack() as stack:
+        for name in names:
+            def receiver(sender: t.Any, _name: str = name, **kwargs: t.Any) -> None:
+                events.append((_name, kwargs))
+
+            stack.enter_context(getattr(signals, name).connected_to(receiver, sender=app))
+        yield events
+
+
+# --- arriving: the choice is parked server-side ------------------------------------------
+
+
+def test_unknown_wechat_is_sent_to_the_bind_page_and_only_a_pending_row_is_written(
+        make_app: t.Any, wechat_api: t.Any) -> None:
+    app = ask_app(make_app)
+    client = app.test_client()
+    resp = arrive(client, wechat_api, next="/account")
+    location = resp.headers["Location"]
+    for secret in (OPENID, UNIONID, "code", "state", "0816Ab"):
+        assert secret not in location
+    # The profile was needed to show the page.
+    assert api_paths(wechat_api) == [TOKEN_PATH, USERINFO_PATH]
+
+    assert all_users(app) == []
+    assert all_identities(app) == []
+    assert attempt_rows(app) == []
+    (pending,) = pending_rows(app)
+    assert (pending.connection, pending.openid, pending.unionid) == ("wechat", OPENID, UNIONID)
+    assert (pending.nickname, pending.avatar_url) == (NICKNAME, AVATAR)
+    assert pending.next_url == "/account"
+    assert pending.used is False
+    assert pending.expires_at - pending.created_at == 600
+
+    # The browser holds only the pending binding's opaque id, nothing about the person.
+    with client.session_transaction() as sess:
+        assert sess[PENDING_BINDING_KEY] == pending.id
+        stored = json.dumps(dict(sess), ensure_ascii=False)
+    for value in (OPENID, UNIONID, NICKNAME, AVATAR):
+        assert value not in stored
+    assert logged_in_user_id(client) is None
+
+
+def test_bind_page_shows_the_wechat_profile_and_both_forms(make_app: t.Any,
+                                                           wechat_api: t.Any) -> None:
+    app = ask_app(make_app)
+    client = app.test_client()
+    arrive(client, wechat_api)
+    resp = client.get("/auth/bind")
+    assert resp.status_code == 200
+    assert resp.headers["Cache-Control"] == "no-store"
+    html = resp.get_data(as_text=True)
+    assert NICKNAME in html
+    assert any(img.get("src") == AVATAR for img in find_tags(html, "img"))
+
+    forms = find_tags(html, "form")
+    assert [f.get("method") for f in forms] == ["post", "post"]
+    # No action attribute: both forms post back to /auth/bind itself.
+    assert all(f.get("action") in (None, "", "/auth/bind") for f in forms)
+    inputs = find_tags(html, "input")
+    names = [i.get("name") for i in inputs]
+    assert names.count("csrf_token") == 2
+    assert "username" in names
+    assert [i.get("type") for i in inputs if i.get("name") == "password"] == ["password"]
+    actions = [i.get("value") for i in inputs if i.get("name") == "action"]
+    assert actions == ["bind", "create"]
+    assert "Create a new account" in html
+    for secret in (OPENID, UNIONID):
+        assert secret not in html
+    assert all_users(app) == []
+
+
+def test_bind_page_escapes_the_nickname(make_app: t.Any, wechat_api: t.Any) -> None:
+    app = ask_app(make_app)
+    client = app.test_client()
+    arrive(client, wechat_api, nickname='<script>alert("x")</script>')
+    html, _token = bind_page(client)
+    assert "<script>alert" not in html
+    assert "&lt;script&gt;alert" in html
+
+
+def test_a_known_wechat_logs_straight_in(make_app: t.Any, wechat_api: t.Any) -> None:
+    app = ask_app(make_app)
+    user_id = add_user(app, username="alice", password="alice-pw")
+    link_identity(app, user_id)
+    client = app.test_client()
+    resp = login_with_wechat(client, wechat_api, next="/account")
+    assert resp.status_code == 302
+    assert resp.headers["Location"] == "/account"
+    assert logged_in_user_id(client) == str(user_id)
+    assert pending_rows(app) == []
+    assert api_paths(wechat_api) == [TOKEN_PATH]
+
+
+# --- create a new account --------------------------------------------------------------
+
+
+def test_create_makes_one_user_and_identity_and_lands_on_next(make_app: t.Any,
+                                                              wechat_api: t.Any) -> None:
+    app = ask_app(make_app)
+    add_user(app, username="alice", password="alice-pw")
+    client = app.test_client()
+    arrive(client, wechat_api, next="/account?tab=1")
+    _html, token = bind_page(client)
+    with recording(app, "user_created", "identity_linked", "login_succeeded") as events:
+        resp = submit(client, token, action="create")
+    assert resp.status_code == 302
+    assert resp.headers["Location"] == "/account?tab=1"
+
+    users = all_users(app)
+    assert [u.username for u in users][0] == "alice"
+    assert len(users) == 2
+    new = users[1]
+    assert (new.nickname, new.avatar_url, new.password_hash) == (NICKNAME, AVATAR, None)
+    (identity,) = all_identities(app)
+    assert (identity.connection, identity.openid, identity.unionid, identity.user_id) == (
+        "wechat", OPENID, UNIONID, str(new.id))
+    assert identity.nickname == NICKNAME
+    assert identity.profile["headimgurl"] == AVATAR
+    assert logged_in_user_id(client) == str(new.id)
+
+    assert [name for name, _ in events] == ["user_created", "identity_linked", "login_succeeded"]
+    assert events[1][1]["via"] == "signup"
+    assert events[0][1]["user"] is events[1][1]["user"]
+    assert events[2][1]["created_user"] is True
+    assert events[2][1]["new_identity"] is True
+
+    # The pending binding is spent and gone from the session; the WeChat logs straight in.
+    assert [p.used for p in pending_rows(app)] == [True]
+    with client.session_transaction() as sess:
+        assert PENDING_BINDING_KEY not in sess
+    assert client.get("/auth/bind").status_code == 400
+    other = app.test_client()
+    assert login_with_wechat(other, wechat_api).headers["Location"] == "/"
+    assert logged_in_user_id(other) == str(new.id)
+    assert len(all_users(app)) == 2
+
+
+def test_create_without_next_lands_on_the_post_login_url(make_app: t.Any,
+                                                         wechat_api: t.Any) -> None:
+    app = ask_app(make_app, WECHAT_QR_POST_LOGIN_URL="/welcome")
+    client = app.test_client()
+    arrive(client, wechat_api)
+    _html, token = bind_page(client)
+    resp = submit(client, token, action="create")
+    assert resp.status_code == 302
+    assert resp.headers["Location"] == "/welcome"
+
+
+def test_create_respects_profile_sync_never(make_app: t.Any, wechat_api: t.Any) -> None:
+    app = ask_app(make_app, WECHAT_QR_PROFILE_SYNC="never")
+    client = app.test_client()
+    arrive(client, wechat_api)
+    _html, token = bind_page(client)
+    assert submit(client, token, action="create").status_code == 302
+    (user,) = all_users(app)
+    assert (user.nickname, user.avatar_url) == (None, None)
+    (identity,) = all_identities(app)
+    assert (identity.nickname, identity.avatar_url) == (NICKNAME, AVATAR)
+
+
+# --- bind to an existing account --------------------------------------------------------
+
+
+def test_bind_with_the_right_password_links_that_user(make_app: t.Any,
+                                                      wechat_api: t.Any) -> None:
+    app = ask_app(make_app)
+    alice = add_user(app, username="alice", nickname="Alice", password="alice-pw")
+    bob = add_user(app, username="bob", nickname="Bob", password="bob-pw")
+    client = app.test_client()
+    arrive(client, wechat_api, next="/account")
+    _html, token = bind_page(client)
+    with recording(app, "user_created", "identity_linked", "binding_failed") as events:
+        resp = bind_as(client, token, "alice", "alice-pw")
+    assert resp.status_code == 302
+    assert resp.headers["Location"] == "/account"
+    assert logged_in_user_id(client) == str(alice)
+
+    assert [u.id for u in all_users(app)] == [alice, bob]
+    (identity,) = all_identities(app)
+    assert (identity.openid, identity.unionid, identity.user_id) == (OPENID, UNIONID, str(alice))
+    assert identity.nickname == NICKNAME
+    # first_login sync: an existing account keeps its own name.
+    assert all_users(app)[0].nickname == "Alice"
+
+    assert [name for name, _ in events] == ["identity_linked"]
+    assert events[0][1]["via"] == "binding"
+    assert str(events[0][1]["user"].id) == str(alice)
+
+    # From now on this WeChat logs in as alice without asking.
+    other = app.test_client()
+    resp = login_with_wechat(other, wechat_api)
+    assert resp.headers["Location"] == "/"
+    assert logged_in_user_id(other) == str(alice)
+
+
+def test_bind_with_each_login_sync_copies_the_profile(make_app: t.Any,
+                                                      wechat_api: t.Any) -> None:
+    app = ask_app(make_app, WECHAT_QR_PROFILE_SYNC="each_login")
+    alice = add_user(app, username="alice", nickname="Alice", password="alice-pw")
+    client = app.test_client()
+    arrive(client, wechat_api)
+    _html, token = bind_page(client)
+    assert bind_as(client, token, "alice", "alice-pw").status_code == 302
+    (user,) = all_users(app)
+    assert (user.id, user.nickname, user.avatar_url) == (alice, NICKNAME, AVATAR)
+
+
+def test_the_proven_account_is_the_one_linked(make_app: t.Any, wechat_api: t.Any) -> None:
+    """Re-authenticating as a different existing user links that user (Keycloak's test)."""
+    app = ask_app(make_app)
+    alice = add_user(app, username="alice", password="alice-pw")
+    bob = add_user(app, username="bob", password="bob-pw")
+    client = app.test_client()
+    arrive(client, wechat_api)
+    _html, token = bind_page(client)
+    # Bob's password does not open Alice's account ...
+    resp = bind_as(client, token, "alice", "bob-pw")
+    assert resp.status_code == 400
+    assert all_identities(app) == []
+    # ... it proves Bob, so Bob is linked, and Alice is untouched.
+    resp = bind_as(client, token, "bob", "bob-pw")
+    assert resp.status_code == 302
+    assert logged_in_user_id(client) == str(bob)
+    assert [(i.openid, i.user_id) for i in all_identities(app)] == [(OPENID, str(bob))]
+    assert [u.id for u in all_users(app)] == [alice, bob]
+
+
+@pytest.mark.parametrize("username,password", [
+    ("alice", "not-alices-password"),
+    ("nobody", "alice-pw"),
+    ("ALICE", "alice-pw"),
+    ("", "alice-pw"),
+    ("alice", ""),
+    ("wechatonly", ""),
+    ("wechatonly", "anything"),
+])
+def test_wrong_credentials_bind_nothing_and_say_only_that(
+        make_app: t.Any, wechat_api: t.Any, username: str, password: str) -> None:
+    app = ask_app(make_app)
+    add_user(app, username="alice", password="alice-pw")
+    add_user(app, username="wechatonly")  # no local password: cannot be proven by one
+    client = app.test_client()
+    arrive(client, wechat_api)
+    _html, token = bind_page(client)
+    with recording(app, "binding_failed", "identity_linked") as events:
+        resp = bind_as(client, token, username, password)
+    assert resp.status_code == 400
+    html = resp.get_data(as_text=True)
+    assert problem_of(html) == WRONG
+    for leak in ("does not exist", "unknown", "not found", "no such", "incorrect password"):
+        assert leak not in html.lower()
+    # Still the bind page, ready for another try.
+    assert NICKNAME in html
+    assert [i.get("value") for i in find_tags(html, "input") if i.get("name") == "action"] == [
+        "bind", "create"]
+
+    assert all_identities(app) == []
+    assert len(all_users(app)) == 2
+    assert logged_in_user_id(client) is None
+    assert [p.used for p in pending_rows(app)] == [False]
+    assert [(a.address, a.binding_id) for a in attempt_rows(app)] == [
+        ("127.0.0.1", pending_rows(app)[0].id)]
+    assert events == [("binding_failed", {"connection": events[0][1]["connection"],
+                                          "reason": "wrong_credentials",
+                                          "address": "127.0.0.1"})]
+    assert events[0][1]["connection"].identifier == "wechat"
+
+
+def test_unknown_username_and_wrong_password_give_the_same_page(make_app: t.Any,
+                                                                wechat_api: t.Any) -> None:
+    app = ask_app(make_app)
+    add_user(app, username="alice", password="alice-pw")
+    client = app.test_client()
+    arrive(client, wechat_api)
+    _html, token = bind_page(client)
+    wrong_password = bind_as(client, token, "alice", "guess")
+    unknown_user = bind_as(client, token, "alicf", "guess")
+    assert wrong_password.status_code == unknown_user.status_code == 400
+    # Identical but for the echoed username (same length on purpose).
+    assert (wrong_password.get_data(as_text=True).replace('value="alice"', 'value="X"')
+            == unknown_user.get_data(as_text=True).replace('value="alicf"', 'value="X"'))
+
+
+def test_the_password_is_never_echoed(make_app: t.Any, wechat_api: t.Any) -> None:
+    app = ask_app(make_app)
+    add_user(app, username="alice", password="alice-pw")
+    client = app.test_client()
+    arrive(client, wechat_api)
+    _html, token = bind_page(client)
+    resp = bind_as(client, token, "alice", "Pa55-typed-by-the-user")
+    assert resp.status_code == 400
+    assert "Pa55-typed-by-the-user" not in resp.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("action", ["create", "bind"])
+@pytest.mark.parametrize("token", [None, "", "forged-token-forged-token-forged-token"])
+def test_csrf_token_is_required(make_app: t.Any, wechat_api: t.Any, action: str,
+                                token: str | None) -> None:
+    app = ask_app(make_app)
+    add_user(app, username="alice", password="alice-pw")
+    client = app.test_client()
+    arrive(client, wechat_api)
+    _html, good_token = bind_page(client)
+    resp = submit(client, token, action=action, username="alice", password="alice-pw")
+    assert resp.status_code == 400
+    assert error_name(resp) == "InvalidRequest"
+    assert "form expired" in resp.get_data(as_text=True)
+    assert all_identities(app) == []
+    assert len(all_users(app)) == 1
+    assert attempt_rows(app) == []
+    assert [p.used for p in pending_rows(app)] == [False]
+    assert logged_in_user_id(client) is None
+    # The honest form still works.
+    assert submit(client, good_token, action=action, username="alice",
+                  password="alice-pw").status_code == 302
+
+
+def test_csrf_token_of_another_session_is_refused(make_app: t.Any, wechat_api: t.Any) -> None:
+    app = ask_app(make_app)
+    attacker = app.test_client()
+    attackers_token = attacker.get("/token").get_data(as_text=True)
+    client = app.test_client()
+    arrive(client, wechat_api)
+    bind_page(client)
+    resp = submit(client, attackers_token, action="create")
+    assert resp.status_code == 400
+    assert all_users(app) == []
+
+
+@pytest.mark.parametrize("action", [None, "", "delete", "Create", "bind "])
+def test_unknown_action_is_refused(make_app: t.Any, wechat_api: t.Any,
+                                   action: str | None) -> None:
+    app = ask_app(make_app)
+    add_user(app, username="alice", password="alice-pw")
+    client = app.test_client()
+    arrive(client, wechat_api)
+    _html, token = bind_page(client)
+    form = {"username": "alice", "password": "alice-pw"}
+    if action is not None:
+        form["action"] = action
+    resp = submit(client, token, **form)
+    assert resp.status_code == 400
+    assert error_name(resp) == "InvalidRequest"
+    assert all_identities(app) == []
+    assert len(all_users(app)) == 1
+    assert [p.used for p in pending_rows(app)] == [False]
+
+
+# --- single use, expiry, one browser ----------------------------------------------------
+
+
+@pytest.mark.parametrize("first", ["create", "bind"])
+@pytest.mark.parametrize("replay", ["create", "bind"])
+def test_a_used_pending_binding_cannot_be_replayed(make_app: t.Any, wechat_api: t.Any,
+                                                   first: str, replay: str) -> None:
+    app = ask_app(make_app)
+    add_user(app, username="alice", password="alice-pw")
+    add_user(app, username="bob", password="bob-pw")
+    client = app.test_client()
+    arrive(client, wechat_api)
+    _html, token = bind_page(client)
+    saved = client.get_cookie("session").value
+    resp = submit(client, token, action=first, username="alice", password="alice-pw")
+    assert resp.status_code == 302
+    users_after = [u.id for u in all_users(app)]
+    identities_after = [(i.openid, i.user_id) for i in all_identities(app)]
+    assert len(identities_after) == 1
+
+    # The browser (or whoever copied its cookie) sends the old session again.
+    for replayer in (client, app.test_client()):
+        replayer.set_cookie("session", saved)
+        with recording(app, "identity_linked", "user_created") as events:
+            resp = submit(replayer, token, action=replay, username="bob", password="bob-pw")
+        assert resp.status_code == 400
+        assert error_name(resp) == "BindingExpired"
+        assert "expired" in resp.get_data(as_text=True)
+        assert events == []
+        assert replayer.get("/auth/bind").status_code == 400
+    assert [u.id for u in all_users(app)] == users_after
+    assert [(i.openid, i.user_id) for i in all_identities(app)] == identities_after
+
+
+def test_a_used_binding_cannot_relink_after_unlink(make_app: t.Any, wechat_api: t.Any) -> None:
+    """A proof is spent even once the link it made is gone (Keycloak K7)."""
+    app = ask_app(make_app)
+    alice = add_user(app, username="alice", password="alice-pw")
+    client = app.test_client()
+    arrive(client, wechat_api)
+    _html, token = bind_page(client)
+    saved = client.get_cookie("session").value
+    assert bind_as(client, token, "alice", "alice-pw").status_code == 302
+    unlink_token = client.get("/token").get_data(as_text=True)
+    resp = client.post("/auth/wechat/unlink", data={"csrf_token": unlink_token})
+    assert resp.status_code == 302
+    assert all_identities(app) == []
+
+    client.set_cookie("session", saved)
+    assert bind_as(client, token, "alice", "alice-pw").status_code == 400
+    assert submit(client, token, action="create").status_code == 400
+    assert all_identities(app) == []
+    assert [u.id for u in all_users(app)] == [alice]
+
+
+def test_an_expired_pending_binding_is_refused(make_app: t.Any, wechat_api: t.Any,
+                                               clock: Clock) -> None:
+    app = ask_app(make_app, WECHAT_QR_BIND_TTL=120)
+    add_user(app, username="alice", password="alice-pw")
+    client = app.test_client()
+    arrive(client, wechat_api)
+    _html, token = bind_page(client)
+    clock.advance(119)
+    assert client.get("/auth/bind").status_code == 200
+    clock.advance(2)
+    resp = client.get("/auth/bind")
+    assert resp.status_code == 400
+    assert error_name(resp) == "BindingExpired"
+    for action in ("create", "bind"):
+        resp = submit(client, token, action=action, username="alice", password="alice-pw")
+        assert resp.status_code == 400
+        assert error_name(resp) == "BindingExpired"
+    assert all_identities(app) == []
+    assert len(all_users(app)) == 1
+    assert logged_in_user_id(client) is None
+
+
+def test_default_ttl_is_ten_minutes(make_app: t.Any, wechat_api: t.Any, clock: Clock) -> None:
+    app = ask_app(make_app)
+    client = app.test_client()
+    arrive(client, wechat_api)
+    _html, token = bind_page(client)
+    clock.advance(601)
+    assert submit(client, token, action="create").status_code == 400
+    assert all_users(app) == []
+
+
+def test_expired_bindings_are_purged_when_new_ones_start(make_app: t.Any, wechat_api: t.Any,
+                                                         clock: Clock) -> None:
+    app = ask_app(make_app)
+    arrive(app.test_client(), wechat_api)
+    clock.advance(601)
+    arrive(app.test_client(), wechat_api, openid=OPENID_2, unionid=UNIONID_2)
+    assert [p.openid for p in pending_rows(app)] == [OPENID_2]
+
+
+def test_a_pending_binding_cannot_be_completed_in_another_browser(make_app: t.Any,
+                                                                  wechat_api: t.Any) -> None:
+    app = ask_app(make_app)
+    alice = add_user(app, username="alice", password="alice-pw")
+    client = app.test_client()
+    arrive(client, wechat_api)
+    _html, token = bind_page(client)
+
+    other = app.test_client()
+    assert other.get("/auth/bind").status_code == 400
+    other_token = other.get("/token").get_data(as_text=True)
+    for form in ({"action": "create"},
+                 {"action": "bind", "username": "alice", "password": "alice-pw"}):
+        for csrf in (token, other_token):
+            resp = submit(other, csrf, **form)
+            assert resp.status_code == 400
+            assert error_name(resp) == "BindingExpired"
+    assert all_identities(app) == []
+    assert [u.id for u in all_users(app)] == [alice]
+    assert logged_in_user_id(other) is None
+
+    # The browser that started it can still finish.
+    assert bind_as(client, token, "alice", "alice-pw").status_code == 302
+    assert [i.user_id for i in all_identities(app)] == [str(alice)]
+
+
+def test_a_later_wechat_login_replaces_the_pending_binding(make_app: t.Any,
+                                                           wechat_api: t.Any) -> None:
+    app = ask_app(make_app)
+    client = app.test_client()
+    arrive(client, wechat_api)
+    arrive(client, wechat_api, openid=OPENID_2, unionid=UNIONID_2, nickname="李四")
+    html, token = bind_page(client)
+    assert "李四" in html
+    assert submit(client, token, action="create").status_code == 302
+    assert [i.openid for i in all_identities(app)] == [OPENID_2]
+
+
+# --- the target account already has this connection ---------------------------------------
+
+
+def test_an_account_that_already_has_a_wechat_is_refused(make_app: t.Any,
+                                                         wechat_api: t.Any) -> None:
+    app = ask_app(make_app)
+    alice = add_user(app, username="alice", password="alice-pw")
+    link_identity(app, alice, openid=OPENID_2, unionid=UNIONID_2)
+    client = app.test_client()
+    arrive(client, wechat_api)
+    _html, token = bind_page(client)
+    with recording(app, "binding_failed", "identity_linked") as events:
+        resp = bind_as(client, token, "alice", "alice-pw")
+    assert resp.status_code == 409
+    html = resp.get_data(as_text=True)
+    assert "already has a WeChat account linked" in problem_of(html)
+    assert [(i.openid, i.user_id) for i in all_identities(app)] == [(OPENID_2, str(alice))]
+    assert logged_in_user_id(client) is None
+    assert [name for name, _ in events] == ["binding_failed"]
+    assert events[0][1]["reason"] == "already_linked"
+    assert events[0][1]["address"] == "127.0.0.1"
+    # Not a wrong password: no attempt counted. The choice is still open.
+    assert attempt_rows(app) == []
+    assert [p.used for p in pending_rows(app)] == [False]
+    resp = submit(client, token, action="create")
+    assert resp.status_code == 302
+    users = all_users(app)
+    assert len(users) == 2
+    assert [(i.openid, i.user_id) for i in all_identities(app)] == [
+        (OPENID_2, str(alice)), (OPENID, str(users[1].id))]
+
+
+# --- attempt limits ------------------------------------------------------------------------
+
+
+def test_attempts_are_limited_per_pending_binding(make_app: t.Any, wechat_api: t.Any,
+                                                  clock: Clock) -> None:
+    app = ask_app(make_app, WECHAT_QR_BIND_ATTEMPTS_PER_BINDING=3,
+                  WECHAT_QR_BIND_BLOCK_SECONDS=60)
+    alice = add_user(app, username="alice", password="alice-pw")
+    client = app.test_client()
+    arrive(client, wechat_api)
+    _html, token = bind_page(client)
+    for guess in ("one", "two", "three"):
+        resp = bind_as(client, token, "alice", guess)
+        assert resp.status_code == 400
+        assert problem_of(resp.get_data(as_text=True)) == WRONG
+    with recording(app, "binding_failed", "identity_linked") as events:
+        resp = bind_as(client, token, "alice", "alice-pw")  # even the right password
+    assert resp.status_code == 429
+    assert "Too many attempts" in resp.get_data(as_text=True)
+    assert error_name(resp) == "BindingBlocked"
+    assert events == []
+    assert all_identities(app) == []
+    assert logged_in_user_id(client) is None
+    assert len(attempt_rows(app)) == 3  # blocked attempts are not counted
+
+    clock.advance(30)
+    assert bind_as(client, token, "alice", "alice-pw").status_code == 429
+    clock.advance(31)  # the failures are now older than the block
+    resp = bind_as(client, token, "alice", "alice-pw")
+    assert resp.status_code == 302
+    assert [i.user_id for i in all_identities(app)] == [str(alice)]
+
+
+def test_attempts_are_limited_per_address(make_app: t.Any, wechat_api: t.Any,
+                                          clock: Clock) -> None:
+    app = ask_app(make_app, WECHAT_QR_BIND_ATTEMPTS_PER_ADDRESS=4,
+                  WECHAT_QR_BIND_ATTEMPTS_PER_BINDING=10, WECHAT_QR_BIND_BLOCK_SECONDS=60)
+    alice = add_user(app, username="alice", password="alice-pw")
+    bob = add_user(app, username="bob", password="bob-pw")
+    carol = add_user(app, username="carol", password="carol-pw")
+    first = browser(app, "198.51.100.7")
+    second = browser(app, "198.51.100.7")
+    elsewhere = browser(app, "203.0.113.9")
+    arrive(first, wechat_api)
+    arrive(second, wechat_api, openid=OPENID_2, unionid=UNIONID_2)
+    arrive(elsewhere, wechat_api, openid=OPENID_3, unionid=UNIONID_3)
+    _h, first_token = bind_page(first)
+    _h, second_token = bind_page(second)
+    _h, elsewhere_token = bind_page(elsewhere)
+
+    with recording(app, "binding_failed") as events:
+        for client, token in ((first, first_token), (second, second_token)) * 2:
+            assert bind_as(client, token, "alice", "guess").status_code == 400
+    assert {e[1]["address"] for e in events} == {"198.51.100.7"}
+    assert len(events) == 4
+
+    # Four failures from that address, over two pending bindings: blocked for both.
+    assert bind_as(second, second_token, "bob", "bob-pw").status_code == 429
+    assert bind_as(first, first_token, "alice", "alice-pw").status_code == 429
+    # Another address is not blocked.
+    assert bind_as(elsewhere, elsewhere_token, "carol", "wrong").status_code == 400
+    assert bind_as(elsewhere, elsewhere_token, "carol", "carol-pw").status_code == 302
+    assert [i.user_id for i in all_identities(app)] == [str(carol)]
+
+    clock.advance(61)
+    assert bind_as(first, first_token, "alice", "alice-pw").status_code == 302
+    assert bind_as(second, second_token, "bob", "bob-pw").status_code == 302
+    assert sorted((i.openid, i.user_id) for i in all_identities(app)) == sorted([
+        (OPENID, str(alice)), (OPENID_2, str(bob)), (OPENID_3, str(carol))])
+
+
+def test_a_new_pending_binding_does_not_reset_the_address_limit(make_app: t.Any,
+                                                                wechat_api: t.Any) -> None:
+    """Scanning again gives a fresh pending binding, not fresh guesses."""
+    app = ask_app(make_app, WECHAT_QR_BIND_ATTEMPTS_PER_BINDING=2,
+                  WECHAT_QR_BIND_ATTEMPTS_PER_ADDRESS=3)
+    add_user(app, username="alice", password="alice-pw")
+    client = browser(app, "198.51.100.7")
+    arrive(client, wechat_api)
+    _html, token = bind_page(client)
+    assert [bind_as(client, token, "alice", g).status_code for g in "ab"] == [400, 400]
+    assert bind_as(client, token, "alice", "c").status_code == 429
+    arrive(client, wechat_api)
+    _html, token = bind_page(client)
+    assert bind_as(client, token, "alice", "d").status_code == 400
+    assert bind_as(client, token, "alice", "alice-pw").status_code == 429
+    assert all_identities(app) == []
+
+
+def test_a_long_client_address_is_still_limited(make_app: t.Any, wechat_api: t.Any) -> None:
+    """Addresses are stored cut to 64 characters; the limit must count them all the same."""
+    app = ask_app(make_app, WECHAT_QR_BIND_ATTEMPTS_PER_ADDRESS=2,
+                  WECHAT_QR_BIND_ATTEMPTS_PER_BINDING=10)
+    add_user(app, username="alice", password="alice-pw")
+    address = "2001:db8::" + "f" * 80
+    first, second = browser(app, address), browser(app, address)
+    arrive(first, wechat_api)
+    arrive(second, wechat_api, openid=OPENID_2, unionid=UNIONID_2)
+    _h, first_token = bind_page(first)
+    _h, second_token = bind_page(second)
+    assert bind_as(first, first_token, "alice", "guess").status_code == 400
+    assert bind_as(second, second_token, "alice", "guess").status_code == 400
+    assert bind_as(first, first_token, "alice", "alice-pw").status_code == 429
+    assert all_identities(app) == []
+
+
+def test_create_is_not_blocked_by_failed_binds(make_app: t.Any, wechat_api: t.Any) -> None:
+    """The limit guards password guessing; creating an account proves nothing."""
+    app = ask_app(make_app, WECHAT_QR_BIND_ATTEMPTS_PER_BINDING=1)
+    add_user(app, username="alice", password="alice-pw")
+    client = app.test_client()
+    arrive(client, wechat_api)
+    _html, token = bind_page(client)
+    assert bind_as(client, token, "alice", "guess").status_code == 400
+    assert bind_as(client, token, "alice", "alice-pw").status_code == 429
+    assert submit(client, token, action="create").status_code == 302
+    assert len(all_users(app)) == 2
+
+
+# --- login only + ask binding -------------------------------------------------------------
+
+
+def test_login_only_offers_only_binding(make_app: t.Any, wechat_api: t.Any) -> None:
+    app = ask_app(make_app, WECHAT_QR_LOGIN_ONLY=True)
+    alice = add_user(app, username="alice", password="alice-pw")
+    client = app.test_client()
+    arrive(client, wechat_api, next="/account")
+    html, token = bind_page(client)
+    actions = [i.get("value") for i in find_tags(html, "input") if i.get("name") == "action"]
+    assert actions == ["bind"]
+    assert "Create a new account" not in html
+    assert "does not create accounts" in html
+
+    with recording(app, "user_created", "identity_linked") as events:
+        resp = submit(client, token, action="create")
+    assert resp.status_code == 403
+    assert error_name(resp) == "LoginRefused"
+    assert events == []
+    assert [u.id for u in all_users(app)] == [alice]
+    assert all_identities(app) == []
+    assert logged_in_user_id(client) is None
+
+    # Binding an existing account is still the way in.
+    resp = bind_as(client, token, "alice", "alice-pw")
+    assert resp.status_code == 302
+    assert resp.headers["Location"] == "/account"
+    assert [i.user_id for i in all_identities(app)] == [str(alice)]
+    assert [u.id for u in all_users(app)] == [alice]
+
+
+# --- two completions at once -----------------------------------------------------------
+
+
+def test_two_completions_of_one_pending_binding_at_once(make_app: t.Any, wechat_api: t.Any,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A double-clicked "create" (or a copied cookie) races itself: one user, one identity."""
+    app = ask_app(make_app)
+    client = app.test_client()
+    arrive(client, wechat_api)
+    _html, token = bind_page(client)
+    cookie = client.get_cookie("session").value
+    twin = app.test_client()
+    twin.set_cookie("session", cookie)
+
+    barrier = threading.Barrier(2, timeout=10)
+    real_can_signup = AccountAdapter.can_signup
+
+    def can_signup_together(self: t.Any, connection: t.Any) -> bool:
+        barrier.wait()  # both requests have found the pending binding unused
+        return real_can_signup(self, connection)
+
+    monkeypatch.setattr(AccountAdapter, "can_signup", can_signup_together)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = [pool.submit(submit, c, token, action="create") for c in (client, twin)]
+        statuses = sorted(f.result(timeout=30).status_code for f in futures)
+    assert statuses == [302, 400]
+    assert len(all_users(app)) == 1
+    (identity,) = all_identities(app)
+    assert identity.user_id == str(all_users(app)[0].id)
+
+
+def test_concurrent_guesses_cannot_exceed_the_limit(make_app: t.Any, wechat_api: t.Any,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A burst of simultaneous guesses must not all be checked against a count taken before
+    any of them failed."""
+    limit, burst = 2, 6
+    app = ask_app(make_app, WECHAT_QR_BIND_ATTEMPTS_PER_BINDING=limit)
+    add_user(app, username="alice", password="alice-pw")
+    client = app.test_client()
+    arrive(client, wechat_api)
+    _html, token = bind_page(client)
+    cookie = client.get_cookie("session").value
+    browsers = []
+    for _ in range(burst):
+        twin = app.test_client()
+        twin.set_cookie("session", cookie)
+        browsers.append(twin)
+
+    # Hold every guess that reaches the password check until the whole burst is there
+    # (deterministic overlap) or, if the limit already stopped some, for at most 2 seconds.
+    arrived = threading.Condition()
+    count = [0]
+    real_authenticate = AccountAdapter.authenticate
+
+    def authenticate_together(self: t.Any, username: str, password: str) -> t.Any:
+        with arrived:
+            count[0] += 1
+            arrived.notify_all()
+            arrived.wait_for(lambda: count[0] >= burst, timeout=2)
+        return real_authenticate(self, username, password)
+
+    monkeypatch.setattr(AccountAdapter, "authenticate", authenticate_together)
+    with ThreadPoolExecutor(max_workers=burst) as pool:
+        futures = [pool.submit(bind_as, b, token, "alice", f"guess-{n}")
+                   for n, b in enumerate(browsers)]
+        statuses = [f.result(timeout=60).status_code for f in futures]
+    assert set(statuses) <= {400, 429}
+    tried = statuses.count(400)
+    assert tried <= limit  # a simultaneous burst may be blocked early, never late
+    assert count[0] == tried  # only the counted attempts reached the password check
+    # One by one, the remaining allowance (and no more) can still be used.
+    for n in range(limit - tried):
+        assert bind_as(client, token, "alice", f"later-{n}").status_code == 400
+    assert bind_as(client, token, "alice", "alice-pw").status_code == 429
+    assert len(attempt_rows(app)) == limit
+    assert all_identities(app) == []
+
+
+@pytest.mark.parametrize("block_seconds,wait", [
+    (None, "wait 15 minutes"), (3600, "wait 60 minutes"), (60, "wait 1 minute "),
+    (90, "wait 2 minutes")])
+def test_the_block_message_tells_the_configured_wait(make_app: t.Any, wechat_api: t.Any,
+                                                     block_seconds: int | None,
+                                                     wait: str) -> None:
+    config: dict[str, t.Any] = {"WECHAT_QR_BIND_ATTEMPTS_PER_BINDING": 1}
+    if block_seconds is not None:
+        config["WECHAT_QR_BIND_BLOCK_SECONDS"] = block_seconds
+    app = ask_app(make_app, **config)
+    client = app.test_client()
+    arrive(client, wechat_api)
+    _html, token = bind_page(client)
+    assert bind_as(client, token, "alice", "guess").status_code == 400
+    resp = bind_as(client, token, "alice", "guess")
+    assert resp.status_code == 429
+    html = resp.get_data(as_text=True)
+    assert "Too many attempts" in html
+    assert wait in html
+
+
+@pytest.mark.parametrize("action", ["create", "bind"])
+def test_a_wechat_linked_meanwhile_elsewhere_is_a_clear_refusal(make_app: t.Any,
+                                                                wechat_api: t.Any,
+                                                                action: str) -> None:
+    """The same WeChat waits in two browsers; one finishes first. The other must get a page
+    in words (not a server error), and link nothing."""
+    app = ask_app(make_app)
+    alice = add_user(app, username="alice", password="alice-pw")
+    first, second = app.test_client(), app.test_client()
+    arrive(first, wechat_api)
+    arrive(second, wechat_api)
+    _h, first_token = bind_page(first)
+    _h, second_token = bind_page(second)
+    assert submit(second, second_token, action="create").status_code == 302
+    (winner,) = [u for u in all_users(app) if u.id != alice]
+
+    with recording(app, "identity_linked", "user_created") as events:
+        resp = submit(first, first_token, action=action, username="alice", password="alice-pw")
+    assert resp.status_code == 409
+    assert "linked to another account" in resp.get_data(as_text=True)
+    assert events == []
+    assert sorted(u.id for u in all_users(app)) == sorted([alice, winner.id])
+    assert [(i.openid, i.user_id) for i in all_identities(app)] == [(OPENID, str(winner.id))]
+    assert logged_in_user_id(first) is None
+
+
+def test_bind_works_with_flask_wtf_csrf_protect(make_app: t.Any, wechat_api: t.Any) -> None:
+    """A host with Flask-WTF's CSRFProtect checks every POST itself: the bind form must
+    carry a token that check accepts, and a missing one is still refused."""
+    from flask_wtf.csrf import CSRFProtect
+
+    app = ask_app(make_app)
+    CSRFProtect(app)
+    alice = add_user(app, username="alice", password="alice-pw")
+    client = app.test_client()
+    arrive(client, wechat_api)
+    _html, token = bind_page(client)
+    assert submit(client, None, action="bind", username="alice",
+                  password="alice-pw").status_code == 400
+    assert submit(client, "forged", action="create").status_code == 400
+    assert all_identities(app) == []
+    resp = bind_as(client, token, "alice", "alice-pw")
+    assert resp.status_code == 302
+    assert [i.user_id for i in all_identities(app)] == [str(alice)]
+
+
+def test_create_refused_in_login_only_mode_sends_login_refused(
+    make_app: t.Any, wechat_api: t.Any
+) -> None:
+    app = make_app(WECHAT_QR_ASSOCIATION="ask_binding", WECHAT_QR_LOGIN_ONLY=True)
+    client = app.test_client()
+    heard: list[dict[str, t.Any]] = []
+
+    def receiver(sender: t.Any, **kwargs: t.Any) -> None:
+        heard.append(kwargs)
+
+    with signals.login_refused.connected_to(receiver, sender=app):
+        login_with_wechat(client, wechat_api)
+        page = client.get("/auth/bind").get_data(as_text=True)
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+        resp = client.post("/auth/bind", data={"action": "create", "csrf_token": token})
+    assert resp.status_code == 403
+    assert [h["openid"] for h in heard] == [OPENID]
