@@ -29,7 +29,7 @@ NICKNAME = "张三🐼"
 AVATAR = "https://thirdwx.qlogo.cn/mmopen/vi_32/Q0j4TwGTfTKXLMv85Sk2x0MxR9aPOIC9QxWJT5N/132"
 
 
-def make_test_app(tmp_path: t.Any, **config: t.Any) -> Flask:
+def make_test_app(tmp_path: t.Any, database_url: str | None = None, **config: t.Any) -> Flask:
     """A small host site: Flask-SQLAlchemy users, Flask-Login, WeChatQR."""
     db = SQLAlchemy()
 
@@ -45,7 +45,7 @@ def make_test_app(tmp_path: t.Any, **config: t.Any) -> Flask:
     app.config.update(
         TESTING=True,
         SECRET_KEY="test-secret-key",
-        SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'app.db'}",
+        SQLALCHEMY_DATABASE_URI=database_url or f"sqlite:///{tmp_path / 'app.db'}",
         WECHAT_QR_APP_ID=APP_ID,
         WECHAT_QR_APP_SECRET=APP_SECRET,
     )
@@ -249,3 +249,66 @@ def find_tags(html: str, tag: str) -> list[dict[str, str | None]]:
     parser.feed(html)
     parser.close()
     return found
+
+
+#: PostgreSQL for the second run of the suite: ``postgresql://user@127.0.0.1:port/db``
+#: (``.ci/start-postgres`` starts one). Unset: the PostgreSQL variants skip.
+POSTGRES_URL_VARIABLE = "WECHAT_QR_TEST_DATABASE_URL"
+#: Set (by ``.ci/run``): a PostgreSQL variant that cannot run fails instead of skipping.
+REQUIRE_POSTGRES_VARIABLE = "WECHAT_QR_TEST_REQUIRE_POSTGRES"
+
+
+class Database:
+    """Where one test's databases live: SQLite files in its folder, or one PostgreSQL
+    schema per database name (dropped afterwards), so tests never see each other's rows."""
+
+    def __init__(self, backend: str, tmp_path: t.Any, server_url: str | None = None) -> None:
+        self.backend = backend
+        self.tmp_path = tmp_path
+        self.server_url = server_url
+        self.schemas: list[str] = []
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.backend == "postgresql"
+
+    def url(self, name: str = "app") -> str:
+        if not self.is_postgres:
+            return f"sqlite:///{self.tmp_path / (name + '.db')}"
+        import secrets
+
+        import sqlalchemy as sa
+
+        schema = f"t_{secrets.token_hex(6)}_{name}"[:60].lower()
+        engine = sa.create_engine(self.server_url or "")
+        try:
+            with engine.begin() as conn:
+                conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+        finally:
+            engine.dispose()
+        self.schemas.append(schema)
+        separator = "&" if "?" in (self.server_url or "") else "?"
+        return f"{self.server_url}{separator}options=-csearch_path%3D{schema}"
+
+    def drop(self) -> None:
+        if not self.schemas:
+            return
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(self.server_url or "")
+        try:
+            with engine.begin() as conn:
+                for schema in self.schemas:
+                    conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        finally:
+            engine.dispose()
+
+
+def dispose_engines(app: Flask) -> None:
+    """Close the app's pooled database connections (a test's PostgreSQL schema is dropped
+    next, and an open connection would be a ResourceWarning)."""
+    with app.app_context():
+        db = app.extensions["sqlalchemy"]
+        db.session.remove()
+        for engine in db.engines.values():
+            engine.dispose()

@@ -17,7 +17,17 @@ import pytest
 import requests
 from flask import Flask
 from flask.cli import ScriptInfo
-from support import APP_ID, APP_SECRET, NICKNAME, OPENID, UNIONID, finish_login, start_login
+from support import (
+    APP_ID,
+    APP_SECRET,
+    NICKNAME,
+    OPENID,
+    UNIONID,
+    Database,
+    dispose_engines,
+    finish_login,
+    start_login,
+)
 from werkzeug.security import check_password_hash
 
 from example_app import create_app
@@ -38,6 +48,8 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No variable of the developer's shell leaks into these apps, and no test writes into
     the repository's instance folder."""
     for name in list(os.environ):
+        if name.startswith("WECHAT_QR_TEST_"):
+            continue  # the test suite's own switches (e.g. PostgreSQL), not settings
         if name.startswith("WECHAT_QR_") or name in ("SECRET_KEY", "DATABASE_URL"):
             monkeypatch.delenv(name)
     instance = str(tmp_path / "instance")
@@ -45,18 +57,23 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def make_site(tmp_path: Path) -> t.Callable[..., Flask]:
+def make_site(database: Database) -> t.Iterator[t.Callable[..., Flask]]:
     counter = iter(range(1000))
+    sites: list[Flask] = []
 
     def factory(**config: t.Any) -> Flask:
         base = {
             "TESTING": True,
             "SECRET_KEY": "example-app-test-key",
-            "DATABASE_URL": f"sqlite:///{tmp_path / f'site{next(counter)}.db'}",
+            "DATABASE_URL": database.url(f"site{next(counter)}"),
         }
-        return create_app(test_config={**base, **config})
+        site = create_app(test_config={**base, **config})
+        sites.append(site)
+        return site
 
-    return factory
+    yield factory
+    for site in sites:
+        dispose_engines(site)
 
 
 @pytest.fixture
@@ -500,12 +517,12 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_runs_under_gunicorn(tmp_path: Path) -> None:
+def test_runs_under_gunicorn(tmp_path: Path, database: Database) -> None:
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     env = {
         **os.environ,
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'gunicorn.db'}",
+        "DATABASE_URL": database.url("gunicorn"),
         "SECRET_KEY": "gunicorn-test-key",
         "PYTHONPATH": str(ROOT),
     }

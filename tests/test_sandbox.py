@@ -12,6 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from flask import Flask
+from support import Database, dispose_engines
 from werkzeug.serving import make_server
 
 from flask_wechat_qr.sandbox import SandboxApp, create_sandbox_app
@@ -334,12 +335,12 @@ def test_two_connections_share_unionid_in_the_sandbox(make_app: t.Callable[..., 
 
 
 def test_standalone_sandbox_over_real_http(
-    make_app: t.Callable[..., Flask], tmp_path: t.Any, caplog: pytest.LogCaptureFixture
+    make_app: t.Callable[..., Flask], database: Database, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Real HTTP, real urllib3 (which logs every URL at DEBUG: secrets must not show)."""
     sandbox = create_sandbox_app(
         [SandboxApp("wxstandalone000001", "standalone-secret", "Standalone", "localhost")],
-        database_uri=f"sqlite:///{tmp_path / 'sandbox.db'}")
+        database_uri=database.url("sandbox"))
     server = make_server("127.0.0.1", 0, sandbox, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -370,3 +371,4 @@ def test_standalone_sandbox_over_real_http(
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
+        dispose_engines(sandbox)

@@ -16,6 +16,7 @@ import threading
 import typing as t
 
 import pytest
+from support import dispose_engines
 from werkzeug.serving import make_server
 
 ARTIFACTS = pathlib.Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -94,3 +95,4 @@ class LiveServer:
         self.server.shutdown()
         self.server.server_close()
         self.thread.join(timeout=10)
+        dispose_engines(self.server.app)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typing as t
 
 import pytest
+from support import Database
 
 from example_app import create_app
 
@@ -13,11 +14,11 @@ from .conftest import LiveServer
 pytestmark = pytest.mark.browser
 
 
-def serve_site(tmp_path: t.Any, **config: t.Any) -> LiveServer:
+def serve_site(database: Database, **config: t.Any) -> LiveServer:
     return LiveServer(create_app({
         "TESTING": True,
         "SECRET_KEY": "browser-test-secret",
-        "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'site.db'}",
+        "SQLALCHEMY_DATABASE_URI": database.url("site"),
         "WECHAT_QR_SANDBOX": True,
         "WECHAT_QR_DISPLAY_NAME": "WeChat",
         **config,
@@ -25,14 +26,14 @@ def serve_site(tmp_path: t.Any, **config: t.Any) -> LiveServer:
 
 
 @pytest.fixture
-def site(tmp_path: t.Any) -> t.Iterator[LiveServer]:
-    with serve_site(tmp_path) as server:
+def site(database: Database) -> t.Iterator[LiveServer]:
+    with serve_site(database) as server:
         yield server
 
 
 @pytest.fixture
-def ask_binding_site(tmp_path: t.Any) -> t.Iterator[LiveServer]:
-    with serve_site(tmp_path, WECHAT_QR_ASSOCIATION="ask_binding") as server:
+def ask_binding_site(database: Database) -> t.Iterator[LiveServer]:
+    with serve_site(database, WECHAT_QR_ASSOCIATION="ask_binding") as server:
         yield server
 
 
