@@ -12,7 +12,7 @@ import typing as t
 
 import flask_login
 import sqlalchemy as sa
-from flask import session
+from flask import current_app, session
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from .errors import AccountDisabled
@@ -133,8 +133,15 @@ class AccountAdapter:
     # --- logging in ----------------------------------------------------------------
 
     def renew_session(self) -> None:
-        """Start a fresh session before logging in, so nothing from before survives."""
+        """Start a fresh session before logging in, so nothing from before survives.
+
+        With a server-side session store that can issue a new session id (Flask-Session's
+        ``regenerate``), that is done too, so a planted session id is worthless.
+        """
         session.clear()
+        regenerate = getattr(current_app.session_interface, "regenerate", None)
+        if callable(regenerate):
+            regenerate(session)
 
     def login_user(self, user: t.Any) -> None:
         """Log the user into the Flask session (Flask-Login).

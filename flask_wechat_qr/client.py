@@ -272,7 +272,7 @@ class WeChatClient:
         if not state or len(state) > 128:
             raise StateError()
         framework = self.remote.framework
-        if f"_state_{self.remote.name}_{state}" not in session:
+        if not self.owns_state(state):
             # Not this browser's: leave the server-side half alone for its owner.
             raise StateError()
         data = framework.get_state_data(session, state)
@@ -280,6 +280,25 @@ class WeChatClient:
         if data is None:
             raise StateError()
         return t.cast(dict, data)
+
+    def owns_state(self, state: str | None) -> bool:
+        """Whether this browser's session started the login of ``state``."""
+        return bool(state) and self._state_key(state or "") in session
+
+    def remember_login(self, state: str, outcome: dict[str, t.Any]) -> None:
+        """Record how the login of a used ``state`` ended, for a repeated callback."""
+        self.remote.framework.cache.remember_outcome(self._state_key(state), json.dumps(outcome))
+
+    def login_outcome(self, state: str | None, wait: float) -> dict[str, t.Any] | None:
+        """How the login of a used ``state`` ended, waiting up to ``wait`` seconds for a
+        first callback still running; ``None`` if there is nothing to repeat."""
+        if not state or len(state) > 128:
+            return None
+        value = self.remote.framework.cache.outcome(self._state_key(state), wait)
+        return t.cast(dict, json.loads(value)) if value else None
+
+    def _state_key(self, state: str) -> str:
+        return f"_state_{self.remote.name}_{state}"
 
     @property
     def open_base(self) -> str:

@@ -17,6 +17,14 @@ if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
 
 
+#: Key prefixes of the rows a used state leaves behind, so that WeChat's double redirect
+#: (or a refresh of the callback) can be answered with the first request's outcome.
+TAKEN = "taken:"
+OUTCOME = "outcome:"
+#: Seconds a used state remembers that it was used and how its login ended.
+AFTERLIFE = 120
+
+
 class DatabaseStateCache:
     """The ``cache`` interface Authlib expects (``get``/``set``/``delete``), on our table."""
 
@@ -32,7 +40,12 @@ class DatabaseStateCache:
                                                       expires_at=now + timeout))
 
     def get(self, key: str) -> str | None:
-        """Take the value: whoever deletes the row gets it, anyone later gets ``None``."""
+        """Take the value: whoever deletes the row gets it, anyone later gets ``None``.
+
+        The taker leaves a short-lived "taken" row, so a second request with the same state
+        can tell "being used right now" from "never existed".
+        """
+        now = time.time()
         with self.db.engine.begin() as conn:
             row = conn.execute(
                 sa.select(self.table.c.value, self.table.c.expires_at)
@@ -41,9 +54,38 @@ class DatabaseStateCache:
             if row is None:
                 return None
             deleted = conn.execute(sa.delete(self.table).where(self.table.c.key == key))
-        if deleted.rowcount != 1 or row.expires_at < time.time():
+            if deleted.rowcount == 1 and row.expires_at >= now:
+                conn.execute(sa.delete(self.table).where(self.table.c.key == TAKEN + key))
+                conn.execute(sa.insert(self.table).values(key=TAKEN + key, value="",
+                                                          expires_at=now + AFTERLIFE))
+        if deleted.rowcount != 1 or row.expires_at < now:
             return None
         return t.cast(str, row.value)
+
+    def remember_outcome(self, key: str, value: str) -> None:
+        """How the login of a used state ended (kept :data:`AFTERLIFE` seconds)."""
+        with self.db.engine.begin() as conn:
+            conn.execute(sa.delete(self.table).where(self.table.c.key == OUTCOME + key))
+            conn.execute(sa.insert(self.table).values(key=OUTCOME + key, value=value,
+                                                      expires_at=time.time() + AFTERLIFE))
+
+    def outcome(self, key: str, wait: float) -> str | None:
+        """The outcome of a used state, waiting up to ``wait`` seconds while its first
+        request is still running; ``None`` if it was never used, failed, or takes longer."""
+        deadline = time.monotonic() + wait
+        while True:
+            now = time.time()
+            with self.db.engine.connect() as conn:
+                rows = {row.key: row.value for row in conn.execute(
+                    sa.select(self.table.c.key, self.table.c.value)
+                    .where(self.table.c.key.in_((TAKEN + key, OUTCOME + key)),
+                           self.table.c.expires_at >= now)
+                )}
+            if OUTCOME + key in rows:
+                return rows[OUTCOME + key]
+            if TAKEN + key not in rows or time.monotonic() >= deadline:
+                return None
+            time.sleep(0.05)
 
     def delete(self, key: str) -> None:
         with self.db.engine.begin() as conn:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import typing as t
 from urllib.parse import urlsplit
 
@@ -31,9 +32,11 @@ from .errors import (
     LoginError,
     LoginRefused,
     NotLoggedIn,
+    StateError,
 )
 
 if t.TYPE_CHECKING:
+    from .client import WeChatClient
     from .extension import WeChatQRState
     from .settings import ConnectionSettings
 
@@ -43,6 +46,10 @@ blueprint = Blueprint("wechat_qr", __name__, template_folder="templates")
 
 #: Longest ``next`` accepted; anything longer is refused before any work is done.
 MAX_NEXT_LENGTH = 2048
+#: Seconds after a login in which the same browser's repeated callback (WeChat's double
+#: redirect) logs in again instead of failing; later, only an already logged-in user is
+#: sent on. Short, because it trusts the pre-login session cookie.
+REPEAT_WINDOW = 10
 #: Session key holding the id of this browser's pending binding (never put in a URL).
 PENDING_BINDING_KEY = "_wechat_qr_pending_binding"
 
@@ -123,27 +130,75 @@ def callback(connection: str) -> Response:
     """WeChat sends the browser back here: check state, exchange code, log in (or link)."""
     ext = _state()
     client = ext.client(connection)
-    data = client.take_state(request.args.get("state"))
+    state = request.args.get("state")
+    same_browser = client.owns_state(state)
+    try:
+        data = client.take_state(state)
+    except StateError:
+        return _repeated_callback(client, state, same_browser)
     next_url = data.get("next")
     g._wechat_qr_next = next_url
+    # Whatever happens next is recorded, so a repeated callback gets the same answer.
+    outcome: dict[str, t.Any] = {"error": True}
+    try:
+        response, outcome = _finish_callback(client, data, next_url)
+        return response
+    finally:
+        try:
+            client.remember_login(t.cast(str, state), outcome)
+        except Exception:  # never hide the login's own result behind this bookkeeping
+            log.exception("could not record the outcome of a WeChat callback")
+
+
+def _finish_callback(client: WeChatClient, data: dict[str, t.Any], next_url: str | None
+                     ) -> tuple[Response, dict[str, t.Any]]:
+    """The callback after its state checked out: the response, and the outcome to repeat."""
+    ext = _state()
     code = request.args.get("code")
     if not code:
         raise LoginCancelled()
-
     token = client.exchange_code(code)
     fetch_profile = lambda: client.userinfo(token)  # noqa: E731 - only if the policy asks
     if data.get("link_user"):
-        return _linked(client.connection, token, fetch_profile, data["link_user"], next_url)
+        response = _linked(client.connection, token, fetch_profile, data["link_user"], next_url)
+        return response, {"user_id": data["link_user"],
+                          "next": next_url or ext.settings.post_login_url}
     try:
         resolution = ext.policy.resolve(client.connection, token, fetch_profile)
     except BindingRequired as required:
         session[PENDING_BINDING_KEY] = ext.bindings.start(
             client.connection, token, required.profile, next_url)
-        return redirect(url_for("wechat_qr.bind"))
+        return redirect(url_for("wechat_qr.bind")), {"bind": True}
     except LoginRefused:
         signals.login_refused.send(_app(), connection=client.connection, openid=token.openid)
         raise
-    return _logged_in(client.connection, resolution, next_url)
+    response = _logged_in(client.connection, resolution, next_url)
+    return response, {"user_id": ext.adapter.get_user_id(resolution.user),
+                      "next": next_url or ext.settings.post_login_url, "at": time.time()}
+
+
+def _repeated_callback(client: WeChatClient, state: str | None, same_browser: bool) -> Response:
+    """A callback whose state was already used: WeChat's double redirect (the same or a
+    second code, within a second) or a refresh of the callback page. If that login
+    succeeded, end the same way (never exchanging this code); else it is a
+    :class:`StateError`."""
+    ext = _state()
+    outcome = client.login_outcome(state, wait=2 * ext.settings.http_timeout + 1)
+    if outcome is None or "user_id" not in outcome:
+        if outcome is not None and outcome.get("bind") and same_browser:
+            return redirect(url_for("wechat_qr.bind"))
+        raise StateError()
+    current = ext.adapter.current_user()
+    if current is not None and ext.adapter.get_user_id(current) == outcome["user_id"]:
+        return _redirect_on(outcome["next"])  # a refresh after the login: already done
+    if not same_browser or time.time() - outcome.get("at", 0) > REPEAT_WINDOW:
+        raise StateError()
+    user = ext.adapter.load_user(outcome["user_id"])
+    if user is None:
+        raise StateError()
+    ext.adapter.renew_session()
+    ext.adapter.login_user(user)
+    return _redirect_on(outcome["next"])
 
 
 @blueprint.route("/bind", methods=["GET", "POST"])

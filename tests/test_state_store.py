@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from flask_wechat_qr import state_store
-from flask_wechat_qr.state_store import DatabaseStateCache
+from flask_wechat_qr.state_store import AFTERLIFE, DatabaseStateCache
 
 
 @pytest.fixture
@@ -38,7 +38,28 @@ def test_get_takes_the_value_once(cache: DatabaseStateCache) -> None:
     cache.set("k", "v", 600)
     assert cache.get("k") == "v"
     assert cache.get("k") is None
-    assert _keys(cache) == []
+    assert _keys(cache) == ["taken:k"]  # remembers that it was used, for a while
+
+
+def test_outcome_of_a_used_state(cache: DatabaseStateCache) -> None:
+    assert cache.outcome("never-used", wait=5) is None  # no wait: nothing is running
+    cache.set("k", "v", 600)
+    cache.get("k")
+    started = time.monotonic()
+    assert cache.outcome("k", wait=0.2) is None  # taken, still running: waits, then gives up
+    assert time.monotonic() - started >= 0.2
+    cache.remember_outcome("k", '{"user_id": "7"}')
+    assert cache.outcome("k", wait=5) == '{"user_id": "7"}'
+
+
+def test_outcome_is_forgotten_after_a_while(
+    cache: DatabaseStateCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache.set("k", "v", 600)
+    cache.get("k")
+    cache.remember_outcome("k", "{}")
+    _travel(monkeypatch, AFTERLIFE + 1)
+    assert cache.outcome("k", wait=5) is None
 
 
 def test_get_of_an_unknown_key(cache: DatabaseStateCache) -> None:

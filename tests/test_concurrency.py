@@ -1,0 +1,153 @@
+"""Logins at the same moment: WeChat's double redirect and many first logins of one
+identity. Real threads against one app and one database (SQLite file and PostgreSQL)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import typing as t
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import responses
+from support import (
+    ACCESS_TOKEN,
+    AVATAR,
+    NICKNAME,
+    OPENID,
+    REFRESH_TOKEN,
+    UNIONID,
+    WeChatAPI,
+    all_identities,
+    all_users,
+    api_paths,
+    logged_in_user_id,
+    start_login,
+)
+
+TOKEN = {"access_token": ACCESS_TOKEN, "expires_in": 7200, "refresh_token": REFRESH_TOKEN,
+         "openid": OPENID, "scope": "snsapi_login", "unionid": UNIONID}
+PROFILE = {"openid": OPENID, "nickname": NICKNAME, "sex": 0, "headimgurl": AVATAR,
+           "privilege": [], "unionid": UNIONID}
+
+
+def _body(payload: dict[str, t.Any]) -> tuple[int, dict[str, str], bytes]:
+    return 200, {"Content-Type": "text/plain"}, json.dumps(payload, ensure_ascii=False).encode()
+
+
+def _slow_token_then_used(api: WeChatAPI, delay: float) -> list[float]:
+    """The token endpoint: the first exchange is slow and works, later ones get 40163."""
+    calls: list[float] = []
+    lock = threading.Lock()
+
+    def answer(request: t.Any) -> tuple[int, dict[str, str], bytes]:
+        with lock:
+            calls.append(time.monotonic())
+            first = len(calls) == 1
+        if first:
+            time.sleep(delay)
+            return _body(TOKEN)
+        return _body({"errcode": 40163, "errmsg": "code been used, rid: 1-2-3"})
+
+    api.mock.add_callback(responses.GET, api.base + "/sns/oauth2/access_token", callback=answer)
+    api.mock.add_callback(responses.GET, api.base + "/sns/userinfo",
+                          callback=lambda request: _body(PROFILE))
+    return calls
+
+
+def _browser_copy(app: t.Any, client: t.Any) -> t.Any:
+    """A second connection of the same browser: same cookies."""
+    twin = app.test_client()
+    twin.set_cookie("session", client.get_cookie("session").value)
+    return twin
+
+
+def test_wechat_double_redirect_ends_logged_in(app: t.Any, wechat_api: WeChatAPI) -> None:
+    """The same code delivered twice within a second: one exchange, two redirects to next."""
+    browser = app.test_client()
+    state = start_login(browser, next="/welcome")
+    twin = _browser_copy(app, browser)
+    calls = _slow_token_then_used(wechat_api, delay=0.5)
+    query = {"code": "0816AbDOUBLE", "state": state}
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(browser.get, "/auth/wechat/callback", query_string=query)
+        time.sleep(0.1)  # the second arrives while the first is exchanging the code
+        second = pool.submit(twin.get, "/auth/wechat/callback", query_string=query)
+        responses_ = [first.result(timeout=30), second.result(timeout=30)]
+    assert [r.status_code for r in responses_] == [302, 302]
+    assert [r.headers["Location"] for r in responses_] == ["/welcome", "/welcome"]
+    assert len(calls) == 1  # the repeated code was never sent to WeChat
+    user_id = str(all_users(app)[0].id)
+    assert logged_in_user_id(browser) == user_id and logged_in_user_id(twin) == user_id
+    assert len(all_users(app)) == 1 and len(all_identities(app)) == 1
+
+
+def test_second_redirect_with_another_code_ends_logged_in(
+    app: t.Any, wechat_api: WeChatAPI
+) -> None:
+    """WeChat's other double redirect: a second code with the same state, just after."""
+    browser = app.test_client()
+    state = start_login(browser)
+    twin = _browser_copy(app, browser)
+    calls = _slow_token_then_used(wechat_api, delay=0.0)
+    first = browser.get("/auth/wechat/callback", query_string={"code": "C1", "state": state})
+    second = twin.get("/auth/wechat/callback", query_string={"code": "C2", "state": state})
+    assert (first.status_code, second.status_code) == (302, 302)
+    assert len(calls) == 1
+    assert logged_in_user_id(twin) == str(all_users(app)[0].id)
+
+
+def test_a_failed_first_callback_is_not_repeated_as_success(
+    app: t.Any, wechat_api: WeChatAPI
+) -> None:
+    browser = app.test_client()
+    state = start_login(browser)
+    twin = _browser_copy(app, browser)
+    wechat_api.error("/sns/oauth2/access_token", 40029, "invalid code")
+    started = time.monotonic()
+    assert browser.get("/auth/wechat/callback",
+                       query_string={"code": "bad", "state": state}).status_code == 400
+    again = twin.get("/auth/wechat/callback", query_string={"code": "bad", "state": state})
+    assert again.status_code == 400
+    assert time.monotonic() - started < 4  # answered at once, no waiting for an outcome
+    assert api_paths(wechat_api).count("/sns/oauth2/access_token") == 1
+    assert all_users(app) == [] and logged_in_user_id(twin) is None
+
+
+def test_fifty_simultaneous_first_logins_make_one_user(
+    make_app: t.Any, wechat_api: WeChatAPI, caplog: pytest.LogCaptureFixture
+) -> None:
+    """50 browsers finishing the first login of one new WeChat account at the same moment:
+    one user, one identity, no 5xx (the unique constraint and a retry, not luck)."""
+    # A connection for each of the 50 requests held at the gate below.
+    app = make_app(SQLALCHEMY_ENGINE_OPTIONS={"pool_size": 60, "max_overflow": 0})
+    wechat_api.mock.add_callback(responses.GET, wechat_api.base + "/sns/oauth2/access_token",
+                                 callback=lambda request: _body(TOKEN))
+    gate = threading.Barrier(50, timeout=20)
+
+    def profile(request: t.Any) -> tuple[int, dict[str, str], bytes]:
+        try:
+            gate.wait()  # everyone has looked the identity up and found nothing
+        except threading.BrokenBarrierError:
+            pass
+        return _body(PROFILE)
+
+    wechat_api.mock.add_callback(responses.GET, wechat_api.base + "/sns/userinfo",
+                                 callback=profile)
+    browsers = [app.test_client() for _ in range(50)]
+    states = [start_login(browser) for browser in browsers]
+
+    def finish(index: int) -> int:
+        return browsers[index].get("/auth/wechat/callback", query_string={
+            "code": f"code{index}", "state": states[index]}).status_code
+
+    with caplog.at_level(logging.INFO, logger="flask_wechat_qr"), ThreadPoolExecutor(50) as pool:
+        statuses = list(pool.map(finish, range(50), timeout=120))
+    assert statuses == [302] * 50
+    # The race really happened: others lost on the unique constraint and retried.
+    assert "created concurrently" in caplog.text
+    users, identities = all_users(app), all_identities(app)
+    assert len(users) == 1 and len(identities) == 1
+    assert {logged_in_user_id(browser) for browser in browsers} == {str(users[0].id)}
