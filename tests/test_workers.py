@@ -1,0 +1,129 @@
+"""Several worker processes: two gunicorn servers of the example app share one database and
+SECRET_KEY; a login (and an ask-binding flow) starts on one and finishes on the other.
+Nothing a step needs may live in one process's memory."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import typing as t
+from pathlib import Path
+
+import requests
+from support import Database
+
+ROOT = Path(__file__).resolve().parent.parent
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def gunicorn(env: dict[str, str], log: Path) -> t.Iterator[str]:
+    """The example app under gunicorn (one sync worker) on a free loopback port."""
+    port = _free_port()
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "1",
+             "--graceful-timeout", "2", "example_app:create_app()"],
+            cwd=ROOT, env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
+            stdout=out, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            assert proc.poll() is None, log.read_text()
+            try:
+                requests.get(base + "/api/me", timeout=2)
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline, "gunicorn did not start:\n" + log.read_text()
+                time.sleep(0.1)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def two_workers(database: Database, tmp_path: Path, **settings: str) -> t.Iterator[list[str]]:
+    env = {"DATABASE_URL": database.url("site"), "SECRET_KEY": "shared-by-all-workers",
+           "WECHAT_QR_SANDBOX_PUBLIC_URL": "", **settings}
+    with gunicorn(env, tmp_path / "a.log") as a, gunicorn(env, tmp_path / "b.log") as b:
+        yield [a, b]
+
+
+def _on(base: str, url: str) -> str:
+    """The same URL on another worker (same host, other port)."""
+    return re.sub(r"^http://127\.0\.0\.1:\d+", base, url)
+
+
+def scan_and_allow(browser: requests.Session, phone_base: str, qr_page_url: str,
+                   person: str) -> dict[str, t.Any]:
+    page = browser.get(qr_page_url, timeout=5)
+    assert page.status_code == 200, page.text
+    uuid = re.search(r'data-uuid="([^"]+)"', page.text).group(1)
+    confirm = f"{phone_base}/wechat-sandbox/connect/confirm/{uuid}"
+    with requests.Session() as phone:
+        assert phone.get(confirm, timeout=5).status_code == 200
+        assert phone.post(confirm, data={"action": "allow", "person": person},
+                          timeout=5).status_code == 200
+    origin = re.match(r"^http://127\.0\.0\.1:\d+", qr_page_url).group(0)
+    return browser.get(f"{origin}/wechat-sandbox/connect/l/qrconnect",
+                       params={"uuid": uuid}, timeout=5).json()
+
+
+def test_login_starts_on_one_worker_and_finishes_on_the_other(
+    database: Database, tmp_path: Path
+) -> None:
+    with two_workers(database, tmp_path) as (a, b), requests.Session() as browser:
+        start = browser.get(a + "/auth/wechat/login?next=/account", allow_redirects=False,
+                            timeout=5)
+        assert start.status_code == 302
+        poll = scan_and_allow(browser, b, start.headers["Location"].split("#")[0], "zhangsan")
+        assert poll["status"] == "confirmed"
+        done = browser.get(_on(b, poll["redirect"]), allow_redirects=False, timeout=10)
+        assert done.status_code == 302, done.text
+        assert done.headers["Location"] == "/account"
+        for base in (a, b):  # both workers know the session
+            me = browser.get(base + "/api/me", timeout=5).json()
+            assert me["nickname"] == "张三🐼" and len(me["identities"]) == 1
+
+
+def test_ask_binding_across_workers(database: Database, tmp_path: Path) -> None:
+    with two_workers(database, tmp_path, WECHAT_QR_ASSOCIATION="ask_binding") as (a, b), \
+            requests.Session() as browser:
+        token = CSRF.search(browser.get(a + "/register", timeout=5).text).group(1)
+        assert browser.post(a + "/register", timeout=5, data={
+            "username": "carol", "password": "carol-password", "csrf_token": token,
+        }).status_code == 200
+        carol = browser.get(b + "/api/me", timeout=5).json()
+        browser.cookies.clear()  # log out: a new visitor in the same browser
+
+        start = browser.get(b + "/auth/wechat/login", allow_redirects=False, timeout=5)
+        poll = scan_and_allow(browser, a, start.headers["Location"].split("#")[0], "lisi")
+        done = browser.get(_on(a, poll["redirect"]), allow_redirects=False, timeout=10)
+        assert done.status_code == 302 and done.headers["Location"] == "/auth/bind"
+        page = browser.get(b + "/auth/bind", timeout=5)
+        assert page.status_code == 200 and "李四" in page.text
+        token = CSRF.search(page.text).group(1)
+        bound = browser.post(a + "/auth/bind", allow_redirects=False, timeout=10, data={
+            "action": "bind", "username": "carol", "password": "carol-password",
+            "csrf_token": token})
+        assert bound.status_code == 302, bound.text
+        me = browser.get(b + "/api/me", timeout=5).json()
+        assert me["id"] == carol["id"] and me["username"] == "carol"
+        assert [i["connection"] for i in me["identities"]] == ["wechat"]
