@@ -349,9 +349,19 @@ class WeChatClient:
     # --- API calls ----------------------------------------------------------------
 
     def exchange_code(self, code: str) -> WeChatToken:
-        """``GET /sns/oauth2/access_token``: the code (single use, 5 minutes) for a token."""
-        with _translate_transport_errors("access_token"):
-            data = self.remote.fetch_access_token(code=code)
+        """``GET /sns/oauth2/access_token``: the code (single use, 5 minutes) for a token.
+
+        WeChat's "system busy" (-1) is retried once: it means the code was not looked at.
+        """
+        for attempt in range(2):
+            try:
+                with _translate_transport_errors("access_token"):
+                    data = self.remote.fetch_access_token(code=code)
+                break
+            except WeChatBusy:
+                if attempt == 1:
+                    raise
+                log.warning("WeChat access_token answered -1 (busy); retrying once")
         token = WeChatToken.from_response(data)
         if token.is_snapshotuser:
             raise SnapshotUser()

@@ -482,7 +482,17 @@ def test_errcode_on_token_exchange_is_typed(
     assert str(errcode) in str(error)
     assert error.status == status
     assert_error_is_clean(error)
-    assert len(calls_to(wechat_api, TOKEN_PATH)) == 1  # a code is never sent twice
+    # A code is sent again only after "busy" (-1), which means WeChat did not look at it.
+    assert len(calls_to(wechat_api, TOKEN_PATH)) == (2 if errcode == -1 else 1)
+
+
+def test_busy_token_exchange_is_retried_once_and_succeeds(
+    wx: WeChatClient, wechat_api: WeChatAPI
+) -> None:
+    wechat_api.error(TOKEN_PATH, -1, "system error")
+    wechat_api.token()
+    assert wx.exchange_code(CODE).openid == OPENID
+    assert len(calls_to(wechat_api, TOKEN_PATH)) == 2
 
 
 @pytest.mark.parametrize("errmsg", [
