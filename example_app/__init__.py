@@ -3,17 +3,23 @@
 Run it with ``flask --app example_app run`` or ``gunicorn 'example_app:create_app()'``.
 Configuration comes from environment variables named like the config keys (see
 :mod:`example_app.config`).
+
+At startup it brings the extension's tables up to date with the extension's own migrations
+(what ``flask --app example_app wechat-qr db upgrade`` does) and creates its own ``user`` table
+(and the sandbox's development tables) with ``create_all``.
 """
 
 from __future__ import annotations
 
 import os
 import typing as t
+from dataclasses import fields
 
 import sqlalchemy as sa
 from flask import Flask
 
-from flask_wechat_qr import WeChatQR
+from flask_wechat_qr import WeChatQR, migrations
+from flask_wechat_qr.sandbox.views import EXTENSION_KEY as SANDBOX_KEY
 
 from . import csrf, views
 from .config import (
@@ -79,14 +85,37 @@ def create_app(test_config: dict[str, t.Any] | None = None) -> Flask:
         }
 
     with app.app_context():
-        _create_tables()
+        if setup.enabled:
+            _upgrade_wechat_tables(app)
+        _create_site_tables(app)
     return app
 
 
-def _create_tables() -> None:
-    """``db.create_all()``, tolerating another worker process creating them at the same time."""
+def _upgrade_wechat_tables(app: Flask) -> None:
+    """The extension's tables come from its own migrations (``flask wechat-qr db upgrade``).
+
+    Several workers starting at once wait for each other (the upgrade takes a lock); on an
+    error anyway, another worker may have done the work meanwhile: re-check, and only give
+    up if the database is still not at the extension's head revision.
+    """
     try:
-        db.create_all()
+        wechat.upgrade_database(app)
     except sa.exc.DatabaseError:
         db.session.rollback()
-        db.create_all()
+        if migrations.current_revision(app) != migrations.head_revision():
+            raise
+        app.logger.info("Another worker upgraded the WeChat login tables meanwhile.")
+
+
+def _create_site_tables(app: Flask) -> None:
+    """The site's own tables (and the sandbox's dev-only ones), not the extension's:
+    ``create_all`` restricted to them, tolerating another worker creating them at once."""
+    tables = [User.__table__]
+    sandbox = app.extensions.get(SANDBOX_KEY)
+    if sandbox is not None:
+        tables += [getattr(sandbox.models, f.name).__table__ for f in fields(sandbox.models)]
+    try:
+        db.metadata.create_all(db.engine, tables=tables)
+    except sa.exc.DatabaseError:
+        db.session.rollback()
+        db.metadata.create_all(db.engine, tables=tables)

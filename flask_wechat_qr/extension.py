@@ -153,6 +153,18 @@ class WeChatQR:
         app.register_blueprint(blueprint, url_prefix=settings.url_prefix)
         app.context_processor(_template_context)
 
+        from .cli import cli
+
+        app.cli.add_command(cli)
+
+    def upgrade_database(self, app: Flask | None = None) -> str | None:
+        """Create or upgrade the extension's tables with its own Alembic migrations (what
+        ``flask wechat-qr db upgrade`` does); the revision the database is at afterwards.
+        Uses ``app``, else the current app."""
+        from . import migrations
+
+        return migrations.upgrade(app).after
+
 
 def _check_association_support(settings: Settings, adapter: AccountAdapter) -> None:
     for conn in settings.connections.values():

@@ -343,7 +343,15 @@ def test_a_link_state_is_single_use(make_app: t.Any, wechat_api: t.Any) -> None:
     log_in(client, alice)
     state = start_link(client)
     assert scan(wechat_api, client, state).status_code == 302
-    assert scan(wechat_api, client, state, openid=OPENID_2).status_code == 400
+    # The same browser coming back (a refresh, WeChat's double redirect): sent on, no
+    # second code exchange (``scan`` resets the recorded calls), nothing linked twice.
+    again = scan(wechat_api, client, state, openid=OPENID_2)
+    assert again.status_code == 302
+    assert len(wechat_api.mock.calls) == 0
+    # Anyone else with the state: refused.
+    stranger = app.test_client()
+    log_in(stranger, add_user(app, username="mallory", password="pw2"))
+    assert scan(wechat_api, stranger, state, openid=OPENID_2).status_code == 400
     assert rows(app) == [("wechat", OPENID, str(alice))]
 
 

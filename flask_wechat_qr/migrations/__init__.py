@@ -1,0 +1,282 @@
+"""The extension's own Alembic migrations, for its own tables only.
+
+They run in their own Alembic environment with their own version table
+(``wechat_qr_alembic_version``), so a host's ``flask db migrate`` history never mixes with the
+extension's: the host upgrades the extension with ``flask wechat-qr db upgrade`` (or
+:func:`upgrade`) and keeps its own migrations for its own tables. A host that prefers one
+``db.create_all()`` may still use it; :func:`upgrade` later adopts such tables when they
+match the models exactly.
+
+Maintainers: after changing :mod:`flask_wechat_qr.models`, write the next revision with
+:func:`revision` (autogenerate sees only the extension's tables) and review it;
+``tests/test_migrations.py`` fails while the models and the migrations differ.
+"""
+
+from __future__ import annotations
+
+import os
+import typing as t
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+
+import sqlalchemy as sa
+from flask import Flask, current_app
+
+from ..errors import WeChatQRError
+
+if t.TYPE_CHECKING:
+    from alembic.config import Config
+
+    from ..extension import WeChatQRState
+    from ..models import Models
+
+__all__ = [
+    "VERSION_TABLE",
+    "MigrationError",
+    "UpgradeResult",
+    "current_revision",
+    "differences",
+    "engine_for",
+    "extension_tables",
+    "head_revision",
+    "host_include_object",
+    "revision",
+    "stamp",
+    "upgrade",
+]
+
+#: The extension's Alembic version table (not ``alembic_version``, which is the host's).
+VERSION_TABLE = "wechat_qr_alembic_version"
+#: Every table the extension owns starts with this (the sandbox's dev-only tables too).
+TABLE_PREFIX = "wechat_qr_"
+#: This directory: ``env.py``, ``script.py.mako`` and ``versions/``.
+DIRECTORY = os.path.dirname(os.path.abspath(__file__))
+#: PostgreSQL advisory lock that serialises upgrades of several workers starting together.
+_LOCK_KEY = zlib.crc32(b"flask_wechat_qr.migrations")
+
+
+class MigrationError(WeChatQRError):
+    """The database cannot be brought to the extension's schema without an operator."""
+
+
+@dataclass(frozen=True)
+class UpgradeResult:
+    """What :func:`upgrade` did: the revision before and after, and whether tables made by
+    ``db.create_all()`` were adopted (stamped) instead of created."""
+
+    before: str | None
+    after: str | None
+    adopted: bool = False
+
+    @property
+    def changed(self) -> bool:
+        return self.before != self.after
+
+
+def extension_tables(models: Models) -> frozenset[str]:
+    """The names of the tables these migrations manage (the sandbox's are not among them)."""
+    return frozenset(getattr(models, f.name).__table__.name for f in fields(models))
+
+
+def include_object_for(tables: t.Collection[str]) -> t.Callable[..., bool]:
+    """Alembic ``include_object``: only ``tables`` and their columns, indexes, constraints."""
+
+    def include_object(obj: t.Any, name: str | None, type_: str, reflected: bool,
+                       compare_to: t.Any) -> bool:
+        if type_ == "table":
+            return name in tables
+        table = getattr(obj, "table", None)
+        return table is None or table.name in tables
+
+    return include_object
+
+
+def include_name_for(tables: t.Collection[str]) -> t.Callable[..., bool]:
+    """Alembic ``include_name``: do not even reflect the host's tables."""
+
+    def include_name(name: str | None, type_: str, parent_names: t.Mapping[str, t.Any]) -> bool:
+        if type_ == "table":
+            return name in tables
+        return True
+
+    return include_name
+
+
+def host_include_object(obj: t.Any, name: str | None, type_: str, reflected: bool,
+                        compare_to: t.Any) -> bool:
+    """For the host's own Flask-Migrate: leave every ``wechat_qr_*`` table to the extension.
+
+    ``Migrate(app, db, include_object=host_include_object)``; without it the host's
+    ``flask db migrate`` would copy the extension's tables into the host's history and want
+    to drop ``wechat_qr_alembic_version``.
+    """
+    if type_ == "table":
+        return not (name or "").startswith(TABLE_PREFIX)
+    table = getattr(obj, "table", None)
+    return table is None or not table.name.startswith(TABLE_PREFIX)
+
+
+def engine_for(state: WeChatQRState) -> sa.Engine:
+    """The engine of the extension's tables (the host's default bind, or the bind of the
+    metadata they were declared on)."""
+    bind_key = state.models.Identity.__table__.metadata.info.get("bind_key")
+    return t.cast(sa.Engine, state.db.engines[bind_key])
+
+
+def alembic_config(connection: sa.Connection | None = None,
+                   output: t.TextIO | None = None) -> Config:
+    """An Alembic config for the extension's script directory (no ``alembic.ini`` needed);
+    ``env.py`` runs on ``connection`` (or opens one on the extension's engine)."""
+    from alembic.config import Config
+
+    config = Config(output_buffer=output)
+    config.set_main_option("script_location", DIRECTORY)
+    config.attributes["connection"] = connection
+    return config
+
+
+def head_revision() -> str:
+    """The newest revision this version of the extension ships."""
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None, "the extension ships no migration"
+    return head
+
+
+def current_revision(app: Flask | None = None) -> str | None:
+    """The extension's revision in the app's database; ``None`` before the first upgrade."""
+    with _app_context(app) as state, engine_for(state).connect() as connection:
+        return _current(connection)
+
+
+def differences(app: Flask | None = None) -> list[t.Any]:
+    """Alembic's autogenerate comparison of the database with the extension's models, on
+    the extension's tables only: empty when the schema is what the code expects."""
+    with _app_context(app) as state, engine_for(state).connect() as connection:
+        return _differences(connection, state)
+
+
+def upgrade(app: Flask | None = None, revision: str = "head", *,
+            sql: bool = False, output: t.TextIO | None = None) -> UpgradeResult:
+    """Bring the extension's tables to ``revision`` (``alembic upgrade head``).
+
+    Safe when several workers start at once: on PostgreSQL an advisory lock and on SQLite an
+    immediate transaction make the others wait, then find the work done. Tables made by
+    ``db.create_all()`` (no version yet) are adopted when they match the models exactly.
+    ``sql=True`` writes the SQL to ``output`` instead of running it (offline mode).
+    """
+    from alembic import command
+
+    with _app_context(app) as state, _locked_connection(engine_for(state)) as connection:
+        before = _current(connection)
+        if sql:
+            config = alembic_config(connection, output=output)
+            command.upgrade(config, f"{before}:{revision}" if before else revision, sql=True)
+            return UpgradeResult(before, before)
+        adopted = False
+        if before is None:
+            adopted = _adopt(connection, state)
+        config = alembic_config(connection)
+        command.upgrade(config, revision)
+        return UpgradeResult(before, _current(connection), adopted)
+
+
+def stamp(app: Flask | None = None, revision: str = "head") -> UpgradeResult:
+    """Record ``revision`` without running it: for tables made outside these migrations."""
+    from alembic import command
+
+    with _app_context(app) as state, _locked_connection(engine_for(state)) as connection:
+        before = _current(connection)
+        command.stamp(alembic_config(connection), revision, purge=True)
+        return UpgradeResult(before, _current(connection))
+
+
+def revision(app: Flask, message: str, *, autogenerate: bool = True) -> t.Any:
+    """Maintainers only: write the next revision into this package's ``versions/``,
+    compared against ``app``'s database (which must be at head)."""
+    from alembic import command
+    from alembic.script import ScriptDirectory
+
+    heads = ScriptDirectory.from_config(alembic_config()).get_heads()
+    rev_id = f"{int(heads[0]) + 1:04d}" if heads and heads[0].isdigit() else None
+    with _app_context(app) as state, engine_for(state).connect() as connection:
+        return command.revision(alembic_config(connection), message=message,
+                                autogenerate=autogenerate, rev_id=rev_id)
+
+
+# --- internals ------------------------------------------------------------------------
+
+
+@contextmanager
+def _app_context(app: Flask | None) -> Iterator[WeChatQRState]:
+    """``app``'s context (``env.py`` reads ``current_app``) and the extension's state."""
+    target = app if app is not None else current_app._get_current_object()  # type: ignore[attr-defined]
+    with target.app_context():
+        state = target.extensions.get("wechat_qr")
+        if state is None:
+            raise RuntimeError("WeChatQR is not initialised on this app: call init_app first.")
+        yield state
+
+
+@contextmanager
+def _locked_connection(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """A connection in a transaction that no other upgrade can run beside; committed at
+    the end, rolled back (DDL included, on PostgreSQL and SQLite) on an error."""
+    with engine.connect() as connection:
+        dialect = connection.dialect.name
+        if dialect == "postgresql":
+            connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
+        elif dialect == "sqlite":
+            connection.begin()
+            # pysqlite begins lazily and only before DML; begin for real, and take the write
+            # lock now, so the DDL is transactional and a second worker waits here.
+            raw = connection.connection.dbapi_connection
+            if not getattr(raw, "in_transaction", True):
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
+        yield connection
+        connection.commit()
+
+
+def _current(connection: sa.Connection) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+    return context.get_current_revision()
+
+
+def _differences(connection: sa.Connection, state: WeChatQRState) -> list[t.Any]:
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    tables = extension_tables(state.models)
+    context = MigrationContext.configure(connection, opts={
+        "version_table": VERSION_TABLE,
+        "compare_type": True,
+        "include_object": include_object_for(tables),
+        "include_name": include_name_for(tables),
+    })
+    return list(compare_metadata(context, state.models.Identity.metadata))
+
+
+def _adopt(connection: sa.Connection, state: WeChatQRState) -> bool:
+    """Stamp head over tables that ``db.create_all()`` made, if they are exactly head's."""
+    from alembic import command
+
+    tables = extension_tables(state.models)
+    present = tables & set(sa.inspect(connection).get_table_names())
+    if not present:
+        return False
+    diffs = _differences(connection, state) if present == tables else []
+    if present != tables or diffs:
+        missing = ", ".join(sorted(tables - present)) or "none"
+        raise MigrationError(
+            "The extension's tables exist but are not under its migrations, and they are not "
+            f"what this version expects (missing tables: {missing}; differences: "
+            f"{len(diffs)}). Bring them to a known revision by hand and record it with "
+            "`flask wechat-qr db stamp REVISION`, then run `flask wechat-qr db upgrade`."
+        )
+    command.stamp(alembic_config(connection), "head")
+    return True

@@ -1,0 +1,481 @@
+"""The extension's own Alembic migrations: exactly its tables, exactly its models, its own
+version table, safe to repeat and to run from several workers at once, and the example app
+and the ``flask wechat-qr db`` commands built on them.
+
+``test_migrated_schema_matches_the_models`` is the one that fails when someone changes
+``models.py`` without writing a migration.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import typing as t
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from flask import Flask
+from flask_login import LoginManager, UserMixin
+from flask_sqlalchemy import SQLAlchemy
+from support import APP_ID, APP_SECRET, Database, dispose_engines
+
+from example_app import create_app
+from flask_wechat_qr import WeChatQR, migrations
+from flask_wechat_qr.migrations import VERSION_TABLE, MigrationError
+
+EXTENSION_TABLES = {"wechat_qr_identity", "wechat_qr_login_state",
+                    "wechat_qr_pending_binding", "wechat_qr_bind_attempt"}
+SANDBOX_TABLES = {"wechat_qr_sandbox_qr", "wechat_qr_sandbox_person",
+                  "wechat_qr_sandbox_code", "wechat_qr_sandbox_token"}
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: t.Any) -> None:
+    """No variable of the developer's shell reaches the example app; no instance folder in
+    the repository."""
+    for name in list(os.environ):
+        if name.startswith("WECHAT_QR_TEST_"):
+            continue
+        if name.startswith("WECHAT_QR_") or name in ("SECRET_KEY", "DATABASE_URL"):
+            monkeypatch.delenv(name)
+    instance = str(tmp_path / "instance")
+    monkeypatch.setattr(Flask, "auto_find_instance_path", lambda self: instance)
+
+
+def make_host(url: str, root: t.Any) -> Flask:
+    """A host site whose own ``user`` and ``note`` tables are on the same ``db`` as the
+    extension's, and which creates nothing at startup."""
+    db = SQLAlchemy()
+
+    class User(db.Model, UserMixin):  # type: ignore[name-defined,misc]
+        id = db.Column(db.Integer, primary_key=True)
+        username = db.Column(db.String(80), unique=True)
+
+    class Note(db.Model):  # type: ignore[name-defined,misc]
+        id = db.Column(db.Integer, primary_key=True)
+        text = db.Column(db.Text, nullable=False)
+
+    app = Flask("host_app", root_path=str(root))
+    app.config.update(TESTING=True, SECRET_KEY="k", SQLALCHEMY_DATABASE_URI=url,
+                      WECHAT_QR_APP_ID=APP_ID, WECHAT_QR_APP_SECRET=APP_SECRET)
+    db.init_app(app)
+    LoginManager(app)
+    WeChatQR(app, db=db, user_model=User)
+    app.db = db  # type: ignore[attr-defined]
+    app.User = User  # type: ignore[attr-defined]
+    app.Note = Note  # type: ignore[attr-defined]
+    return app
+
+
+@pytest.fixture
+def hosts(database: Database, tmp_path: t.Any) -> t.Iterator[t.Callable[..., Flask]]:
+    """``hosts()``: a new host app; ``hosts(url)``: one more on an existing database."""
+    apps: list[Flask] = []
+
+    def factory(url: str | None = None) -> Flask:
+        app = make_host(url or database.url(f"host{len(apps)}"), tmp_path)
+        apps.append(app)
+        return app
+
+    yield factory
+    for app in apps:
+        dispose_engines(app)
+
+
+@pytest.fixture
+def host(hosts: t.Callable[..., Flask]) -> Flask:
+    return hosts()
+
+
+def table_names(app: Flask) -> set[str]:
+    with app.app_context():
+        return set(sa.inspect(app.extensions["sqlalchemy"].engine).get_table_names())
+
+
+def columns(app: Flask, table: str) -> list[tuple[str, str, bool]]:
+    with app.app_context():
+        inspector = sa.inspect(app.extensions["sqlalchemy"].engine)
+        return [(c["name"], str(c["type"]), c["nullable"]) for c in inspector.get_columns(table)]
+
+
+def version_rows(app: Flask) -> list[str]:
+    with app.app_context(), app.extensions["sqlalchemy"].engine.connect() as conn:
+        return list(conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars())
+
+
+def only_extension_tables(obj: t.Any, name: str | None, type_: str, reflected: bool,
+                          compare_to: t.Any) -> bool:
+    """The test's own filter (not the package's), so a bug there cannot hide a difference."""
+    if type_ == "table":
+        return name in EXTENSION_TABLES
+    return getattr(obj, "table", None) is None or obj.table.name in EXTENSION_TABLES
+
+
+def schema_differences(app: Flask) -> list[t.Any]:
+    """Alembic's autogenerate comparison of the database with the models' metadata."""
+    db = app.extensions["sqlalchemy"]
+    with app.app_context(), db.engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={
+            "compare_type": True, "include_object": only_extension_tables,
+            "version_table": VERSION_TABLE})
+        return list(compare_metadata(context, db.metadata))
+
+
+# --- the migrations ------------------------------------------------------------------
+
+
+def test_upgrade_on_an_empty_database_creates_exactly_the_extension_tables(host: Flask) -> None:
+    assert table_names(host) == set()
+    assert migrations.current_revision(host) is None
+    result = migrations.upgrade(host)
+    assert (result.before, result.after, result.adopted) == (None, "0001", False)
+    assert table_names(host) == EXTENSION_TABLES | {VERSION_TABLE}
+    assert version_rows(host) == [migrations.head_revision()]
+
+
+def test_migrated_schema_matches_the_models(host: Flask) -> None:
+    migrations.upgrade(host)
+    assert schema_differences(host) == []
+    assert migrations.differences(host) == []
+    # The names the code and the operators rely on, spelled out.
+    with host.app_context():
+        inspector = sa.inspect(host.extensions["sqlalchemy"].engine)
+        uniques = {c["name"]: c["column_names"]
+                   for c in inspector.get_unique_constraints("wechat_qr_identity")}
+        indexes = {i["name"] for table in EXTENSION_TABLES for i in inspector.get_indexes(table)}
+    assert uniques == {"uq_wechat_qr_identity_openid": ["connection", "openid"],
+                       "uq_wechat_qr_identity_user": ["connection", "user_id"]}
+    assert {"ix_wechat_qr_identity_unionid", "ix_wechat_qr_identity_user_id",
+            "ix_wechat_qr_login_state_expires_at", "ix_wechat_qr_pending_binding_expires_at",
+            "ix_wechat_qr_bind_attempt_binding_id", "ix_wechat_qr_bind_attempt_address",
+            "ix_wechat_qr_bind_attempt_at"} <= indexes
+
+
+def test_the_comparison_notices_a_model_change(host: Flask) -> None:
+    """The schema test above can fail: an index missing from the database is reported."""
+    migrations.upgrade(host)
+    with host.app_context(), host.extensions["sqlalchemy"].engine.begin() as conn:
+        conn.execute(sa.text("DROP INDEX ix_wechat_qr_identity_unionid"))
+    diffs = schema_differences(host)
+    assert [d[0] for d in diffs] == ["add_index"], diffs
+
+
+def test_the_extension_tables_are_the_models_tables(host: Flask) -> None:
+    models = host.extensions["wechat_qr"].models
+    assert migrations.extension_tables(models) == EXTENSION_TABLES
+
+
+def test_upgrade_twice_is_a_no_op(host: Flask) -> None:
+    migrations.upgrade(host)
+    host_db = host.db  # type: ignore[attr-defined]
+    with host.app_context():
+        host_db.session.add(host.extensions["wechat_qr"].models.Identity(
+            connection="wechat", openid="o1", user_id="1"))
+        host_db.session.commit()
+    result = migrations.upgrade(host)
+    assert (result.before, result.after, result.changed) == ("0001", "0001", False)
+    assert version_rows(host) == ["0001"]
+    assert table_names(host) == EXTENSION_TABLES | {VERSION_TABLE}
+    with host.app_context():
+        assert host_db.session.execute(sa.text("SELECT openid FROM wechat_qr_identity")
+                                       ).scalars().all() == ["o1"]
+
+
+def test_current_revision_is_head(host: Flask) -> None:
+    assert migrations.head_revision() == "0001"
+    assert host.extensions["wechat_qr"].extension.upgrade_database(host) == "0001"
+    assert migrations.current_revision(host) == migrations.head_revision()
+    with host.app_context():  # the current app, without passing it
+        assert migrations.current_revision() == "0001"
+
+
+def test_host_tables_are_untouched_and_its_history_is_separate(host: Flask) -> None:
+    db = host.db  # type: ignore[attr-defined]
+    with host.app_context():
+        db.metadata.create_all(db.engine, tables=[host.User.__table__])  # type: ignore[attr-defined]
+        db.session.add(host.User(username="alice"))  # type: ignore[attr-defined]
+        db.session.commit()
+    before = columns(host, "user")
+    migrations.upgrade(host)
+    names = table_names(host)
+    assert "note" not in names  # a host table the host has not created yet stays uncreated
+    assert "alembic_version" not in names  # the host's own version table is not ours
+    assert columns(host, "user") == before
+    with host.app_context():
+        assert db.session.execute(sa.text('SELECT username FROM "user"')).scalars().all() == [
+            "alice"]
+        # The host's Flask-Migrate, with the helper, sees only its own tables: nothing of
+        # ours to create, and our version table not to drop.
+        db.metadata.create_all(db.engine, tables=[host.Note.__table__])  # type: ignore[attr-defined]
+        with db.engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={
+                "compare_type": True, "include_object": migrations.host_include_object})
+            assert compare_metadata(context, db.metadata) == []
+            # Without it, the host's history would pick up the extension's tables.
+            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            assert ("remove_table" in {d[0] for d in compare_metadata(context, db.metadata)
+                                       if isinstance(d, tuple)})
+
+
+def test_downgrade_to_base_and_up_again(host: Flask) -> None:
+    from alembic import command
+
+    migrations.upgrade(host)
+    with host.app_context(), host.extensions["sqlalchemy"].engine.begin() as conn:
+        command.downgrade(migrations.alembic_config(conn), "base")
+    assert table_names(host) == {VERSION_TABLE}
+    assert migrations.current_revision(host) is None
+    migrations.upgrade(host)
+    assert schema_differences(host) == []
+
+
+def test_tables_made_by_create_all_are_adopted(host: Flask) -> None:
+    """A site that used ``db.create_all()`` can switch to the migrations: matching tables
+    are recorded as head, with their rows."""
+    db = host.db  # type: ignore[attr-defined]
+    with host.app_context():
+        db.create_all()
+        db.session.add(host.extensions["wechat_qr"].models.Identity(
+            connection="wechat", openid="o1", user_id="1"))
+        db.session.commit()
+    result = migrations.upgrade(host)
+    assert (result.before, result.after, result.adopted) == (None, "0001", True)
+    assert version_rows(host) == ["0001"]
+    with host.app_context():
+        assert db.session.execute(sa.text("SELECT openid FROM wechat_qr_identity")
+                                  ).scalars().all() == ["o1"]
+
+
+def test_unknown_tables_are_refused_with_what_to_do(host: Flask) -> None:
+    models = host.extensions["wechat_qr"].models
+    db = host.db  # type: ignore[attr-defined]
+    with host.app_context():
+        db.metadata.create_all(db.engine, tables=[models.Identity.__table__])
+    with pytest.raises(MigrationError, match="wechat_qr_login_state"):
+        migrations.upgrade(host)
+    assert VERSION_TABLE not in table_names(host)  # rolled back: nothing half done
+    result = host.test_cli_runner().invoke(args=["wechat-qr", "db", "upgrade"])
+    assert result.exit_code == 1
+    assert "flask wechat-qr db stamp" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_several_workers_upgrading_at_once(database: Database,
+                                           hosts: t.Callable[..., Flask]) -> None:
+    """Workers starting together: one creates the tables, the others wait and find them."""
+    url = database.url("shared")
+    apps = [hosts(url) for _ in range(4)]
+    results: list[t.Any] = []
+    barrier = threading.Barrier(len(apps))
+
+    def worker(app: Flask) -> None:
+        barrier.wait()
+        try:
+            results.append(migrations.upgrade(app))
+        except Exception as exc:  # reported below
+            results.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(app,)) for app in apps]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert all(isinstance(r, migrations.UpgradeResult) for r in results), results
+    assert sorted(r.changed for r in results) == [False, False, False, True]
+    assert version_rows(apps[0]) == ["0001"]
+    assert schema_differences(apps[0]) == []
+
+
+HOST_WITH_FLASK_MIGRATE = """
+import sys
+
+from flask import Flask
+from flask_login import LoginManager, UserMixin
+from flask_migrate import Migrate, init, migrate, upgrade
+from flask_sqlalchemy import SQLAlchemy
+
+from flask_wechat_qr import WeChatQR
+from flask_wechat_qr.migrations import host_include_object
+
+url, directory = sys.argv[1:]
+db = SQLAlchemy()
+
+
+class User(db.Model, UserMixin):
+    id = db.Column(db.Integer, primary_key=True)
+
+
+app = Flask("flask_migrate_host")
+app.config.update(SQLALCHEMY_DATABASE_URI=url, WECHAT_QR_APP_ID="wx1", WECHAT_QR_APP_SECRET="s")
+db.init_app(app)
+LoginManager(app)
+wechat = WeChatQR(app, db=db, user_model=User)
+Migrate(app, db, directory=directory, include_object=host_include_object)
+with app.app_context():
+    wechat.upgrade_database()
+    init(directory)
+    migrate(directory, message="site")
+    upgrade(directory)
+    migrate(directory, message="nothing")
+    db.engine.dispose()
+"""
+
+
+def test_a_host_with_flask_migrate_keeps_its_own_history(database: Database,
+                                                         tmp_path: t.Any) -> None:
+    """The documented ``Migrate(app, db, include_object=host_include_object)``: the host's
+    ``flask db migrate`` writes only the host's tables and never sees ours. (In a subprocess:
+    Flask-Migrate's ``env.py`` reconfigures logging.)"""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "host.py"
+    script.write_text(HOST_WITH_FLASK_MIGRATE)
+    url = database.url("flask_migrate")
+    directory = tmp_path / "host_migrations"
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run([sys.executable, str(script), url, str(directory)], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120, check=False,
+                            env={**os.environ, "PYTHONPATH": str(root)})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    revisions = list((directory / "versions").glob("*.py"))
+    assert len(revisions) == 1, revisions  # the second migrate found nothing to do
+    text = revisions[0].read_text()
+    assert "create_table('user'" in text
+    assert "wechat_qr" not in text
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            names = set(sa.inspect(conn).get_table_names())
+            assert names == EXTENSION_TABLES | {"user", "alembic_version", VERSION_TABLE}
+            ours = conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars()
+            assert list(ours) == ["0001"]
+    finally:
+        engine.dispose()
+
+
+# --- the command line ----------------------------------------------------------------
+
+
+def test_cli_db_upgrade_and_current(host: Flask) -> None:
+    runner = host.test_cli_runner()
+    result = runner.invoke(args=["wechat-qr", "db", "current"])
+    assert result.exit_code == 0, result.output
+    assert "none yet" in result.output and "flask wechat-qr db upgrade" in result.output
+
+    result = runner.invoke(args=["wechat-qr", "db", "upgrade"])
+    assert result.exit_code == 0, result.output
+    assert "upgraded from (none) to 0001 (head)" in result.output
+    assert table_names(host) == EXTENSION_TABLES | {VERSION_TABLE}
+
+    result = runner.invoke(args=["wechat-qr", "db", "upgrade"])
+    assert result.exit_code == 0, result.output
+    assert "already at 0001 (head); nothing to do" in result.output
+
+    result = runner.invoke(args=["wechat-qr", "db", "current"])
+    assert result.exit_code == 0, result.output
+    assert "0001 (head)" in result.output
+
+
+def test_cli_upgrade_sql_prints_and_changes_nothing(host: Flask) -> None:
+    result = host.test_cli_runner().invoke(args=["wechat-qr", "db", "upgrade", "--sql"])
+    assert result.exit_code == 0, result.output
+    assert "CREATE TABLE wechat_qr_identity" in result.output
+    assert VERSION_TABLE in result.output
+    assert table_names(host) == set()
+
+
+def test_cli_stamp(host: Flask) -> None:
+    runner = host.test_cli_runner()
+    result = runner.invoke(args=["wechat-qr", "db", "stamp", "nonsense"])
+    assert result.exit_code == 1 and "nonsense" in result.output
+    result = runner.invoke(args=["wechat-qr", "db", "stamp", "0001"])
+    assert result.exit_code == 0, result.output
+    assert "recorded as 0001" in result.output
+    assert version_rows(host) == ["0001"]
+
+
+def test_cli_group_lists_the_db_commands(host: Flask) -> None:
+    result = host.test_cli_runner().invoke(args=["wechat-qr", "db", "--help"])
+    assert result.exit_code == 0
+    for name in ("upgrade", "current", "stamp"):
+        assert name in result.output
+
+
+# --- the example app -----------------------------------------------------------------
+
+
+@pytest.fixture
+def sites(database: Database) -> t.Iterator[t.Callable[..., Flask]]:
+    made: list[Flask] = []
+
+    def factory(url: str, **config: t.Any) -> Flask:
+        site = create_app({"TESTING": True, "SECRET_KEY": "k", "DATABASE_URL": url, **config})
+        made.append(site)
+        return site
+
+    yield factory
+    for site in made:
+        dispose_engines(site)
+
+
+def test_example_app_migrates_and_starts_twice_on_one_database(
+    database: Database, sites: t.Callable[..., Flask]
+) -> None:
+    url = database.url("site")
+    first = sites(url)  # on the sandbox: its dev-only tables come from create_all
+    assert table_names(first) == EXTENSION_TABLES | SANDBOX_TABLES | {"user", VERSION_TABLE}
+    assert migrations.current_revision(first) == "0001"
+    assert schema_differences(first) == []
+    client = first.test_client()
+    assert client.get("/").status_code == 200
+    assert client.get("/auth/wechat/login").status_code == 302
+
+    second = sites(url)  # a restart, or a second worker
+    assert version_rows(second) == ["0001"]
+    assert second.test_client().get("/").status_code == 200
+    assert second.test_client().get("/auth/wechat/login").status_code == 302
+
+
+def test_example_app_with_real_credentials_has_no_sandbox_tables(
+    database: Database, sites: t.Callable[..., Flask]
+) -> None:
+    site = sites(database.url("real"), WECHAT_QR_APP_ID=APP_ID, WECHAT_QR_APP_SECRET=APP_SECRET)
+    assert table_names(site) == EXTENSION_TABLES | {"user", VERSION_TABLE}
+
+
+def test_example_app_without_wechat_has_only_its_users(
+    database: Database, sites: t.Callable[..., Flask]
+) -> None:
+    site = sites(database.url("off"), WECHAT_QR_SANDBOX=False)
+    assert table_names(site) == {"user"}
+
+
+def test_example_app_tolerates_another_worker_upgrading(
+    database: Database, sites: t.Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error while another worker did the upgrade is fine; an error that leaves the
+    database behind is not."""
+    real_upgrade = migrations.upgrade
+
+    def done_by_another_worker(app: t.Any = None, *args: t.Any, **kwargs: t.Any) -> t.Any:
+        real_upgrade(app, *args, **kwargs)
+        raise sa.exc.OperationalError("CREATE TABLE", {}, Exception("already exists"))
+
+    monkeypatch.setattr(migrations, "upgrade", done_by_another_worker)
+    site = sites(database.url("race"))
+    assert migrations.current_revision(site) == "0001"
+
+    broken: list[Flask] = []
+
+    def failing(app: t.Any = None, *args: t.Any, **kwargs: t.Any) -> t.Any:
+        broken.append(app)
+        raise sa.exc.OperationalError("CREATE TABLE", {}, Exception("disk full"))
+
+    monkeypatch.setattr(migrations, "upgrade", failing)
+    with pytest.raises(sa.exc.OperationalError, match="disk full"):
+        sites(database.url("broken"))
+    dispose_engines(broken[0])
