@@ -292,8 +292,8 @@ class WeChatClient:
     def login_outcome(self, state: str | None, wait: float) -> dict[str, t.Any] | None:
         """How the login of a used ``state`` ended, waiting up to ``wait`` seconds for a
         first callback still running; ``None`` if there is nothing to repeat."""
-        if not state or len(state) > 128:
-            return None
+        if not state or len(state) > 128 or not state.isalnum():
+            return None  # not a state this extension made
         value = self.remote.framework.cache.outcome(self._state_key(state), wait)
         return t.cast(dict, json.loads(value)) if value else None
 
@@ -431,7 +431,11 @@ class RedactSecrets(logging.Filter):
         if isinstance(record.args, tuple):
             record.args = tuple(_redact(arg) for arg in record.args)
         elif isinstance(record.args, dict):
-            record.args = {key: _redact(value) for key, value in record.args.items()}
+            # In place: gunicorn's access log passes a dict subclass (SafeAtoms) whose
+            # lookups its format strings rely on.
+            for key, value in list(record.args.items()):
+                if isinstance(value, str):
+                    record.args[key] = _redact(value)
         record.msg = _redact(record.msg)
         return True
 

@@ -85,6 +85,12 @@ class WeChatQR:
             )
         apply_defaults(app.config)
         settings = load_settings(app.config)
+        # The login's state (and a pending binding) lives in the session cookie. SameSite=Lax
+        # keeps that cookie on WeChat's top-level redirect back to the callback and off
+        # cross-site POSTs (bind, unlink). Flask defines the key as None ("not set"), so
+        # setdefault would do nothing; a host's own choice ("Strict", "None") is kept.
+        if app.config.get("SESSION_COOKIE_SAMESITE") is None:
+            app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
 
         db = self.db if self.db is not None else app.extensions.get("sqlalchemy")
         if db is None:

@@ -50,6 +50,9 @@ MAX_NEXT_LENGTH = 2048
 #: redirect) logs in again instead of failing; later, only an already logged-in user is
 #: sent on. Short, because it trusts the pre-login session cookie.
 REPEAT_WINDOW = 10
+#: Longest authorization code sent on to WeChat (its codes are 32 characters): a longer one
+#: is refused here, not sent to WeChat's front end, which answers an HTML 414 (a 502 page).
+MAX_CODE_LENGTH = 512
 #: Session key holding the id of this browser's pending binding (never put in a URL).
 PENDING_BINDING_KEY = "_wechat_qr_pending_binding"
 
@@ -76,6 +79,16 @@ def safe_next(value: str | None) -> str | None:
     if parts.scheme or parts.netloc:
         return None
     return value
+
+
+@blueprint.before_request
+def refuse_undecodable_query() -> None:
+    """A query string that is not UTF-8 (raw bytes: no browser sends them, a script can)
+    makes Werkzeug's ``request.args`` raise; answer with a 400 page, not a 500."""
+    try:
+        request.query_string.decode()
+    except UnicodeDecodeError:
+        raise InvalidRequest() from None
 
 
 def _redirect_uri(connection: str) -> str:
@@ -157,6 +170,8 @@ def _finish_callback(client: WeChatClient, data: dict[str, t.Any], next_url: str
     code = request.args.get("code")
     if not code:
         raise LoginCancelled()
+    if len(code) > MAX_CODE_LENGTH:
+        raise InvalidRequest("The WeChat authorization is not valid. Scan the QR code again.")
     token = client.exchange_code(code)
     fetch_profile = lambda: client.userinfo(token)  # noqa: E731 - only if the policy asks
     if data.get("link_user"):
@@ -231,8 +246,12 @@ def bind() -> t.Any:
         address = request.remote_addr or "unknown"
         # Counted as a failure until the password proves right (concurrent guesses see it).
         attempt = ext.bindings.begin_attempt(binding_id, address)
-        user = ext.adapter.authenticate(request.form.get("username", "")[:200],
-                                        request.form.get("password", "")[:1000])
+        username = request.form.get("username", "")[:200]
+        password = request.form.get("password", "")[:1000]
+        # No form field typed in a browser holds NUL, and PostgreSQL refuses it in a query
+        # (a 500 from the adapter's lookup): wrong credentials, without asking the adapter.
+        user = None if "\x00" in username + password else ext.adapter.authenticate(
+            username, password)
         if user is None:
             signals.binding_failed.send(_app(), connection=connection,
                                         reason="wrong_credentials", address=address)
@@ -262,10 +281,12 @@ def unlink(connection: str) -> Response:
     if user is None:
         raise NotLoggedIn()
     check_csrf(request.form.get(CSRF_FIELD))
+    # Checked before anything is unlinked: an oversized next refuses the whole request.
+    next_url = safe_next(request.form.get("next"))
     identity = ext.policy.unlink(client.connection, user)
     signals.identity_unlinked.send(_app(), user=user, identity=identity,
                                    connection=client.connection)
-    return redirect(safe_next(request.form.get("next")) or ext.settings.post_login_url)
+    return redirect(next_url or ext.settings.post_login_url)
 
 
 def _bind_page(connection: ConnectionSettings, pending: t.Any, problem: str | None = None,

@@ -26,6 +26,7 @@ from flask import (
     url_for,
 )
 
+from ..client import redact_http_debug_logs
 from .models import SandboxModels
 from .qr import qr_svg
 from .users import PEOPLE, PEOPLE_BY_KEY, SandboxPerson, avatar_for, openid_for, unionid_for
@@ -42,6 +43,16 @@ REDIRECT_ORDER = ["appid", "redirect_uri", "response_type", "scope", "state"]
 JSSDK_ORDER = ["appid", "scope", "redirect_uri", "state", "login_type"]
 
 blueprint = Blueprint("wechat_qr_sandbox", __name__, template_folder="../templates")
+# The API takes the AppSecret, codes and tokens in query strings, which a server's access
+# log writes out (``python -m flask_wechat_qr.sandbox`` included): mask them there.
+blueprint.record_once(lambda _setup: redact_http_debug_logs())
+
+
+@blueprint.after_request
+def no_store(response: Response) -> Response:
+    """Its pages and answers carry QR ids, codes and tokens: no cache may keep them."""
+    response.headers.setdefault("Cache-Control", "no-store")
+    return response
 
 
 @dataclass(frozen=True)
@@ -67,6 +78,12 @@ def _state() -> SandboxState:
     return t.cast(SandboxState, current_app.extensions[EXTENSION_KEY])
 
 
+def _key(value: str | None) -> str:
+    """A lookup key from the request; ``""`` (no row's) for one holding NUL, which
+    PostgreSQL refuses in a query (a 500 instead of WeChat's "invalid" answer)."""
+    return value if value and "\x00" not in value else ""
+
+
 def _rid() -> str:
     return f"rid: {secrets.token_hex(4)}-{secrets.token_hex(4)}-{secrets.token_hex(4)}"
 
@@ -89,6 +106,16 @@ def wechat_error(errcode: int, errmsg: str) -> Response:
 def _page_error(title: str, detail: str, errcode: int | None = None) -> tuple[str, int]:
     return render_template("wechat_qr/sandbox/error.html", title=title, detail=detail,
                            errcode=errcode), 400
+
+
+@blueprint.before_request
+def refuse_undecodable_query() -> tuple[str, int] | None:
+    """Raw non-UTF-8 bytes in the query make Werkzeug's ``request.args`` raise: a 400."""
+    try:
+        request.query_string.decode()
+    except UnicodeDecodeError:
+        return _page_error("参数错误 Invalid request", "The query string is not UTF-8.")
+    return None
 
 
 @blueprint.route("/")
@@ -122,15 +149,21 @@ def qrconnect() -> t.Any:
     redirect_uri = args.get("redirect_uri", "")
     parts = urlsplit(redirect_uri)
     domain = app.callback_domain or request.host.rsplit(":", 1)[0]
-    if parts.scheme not in ("http", "https") or parts.hostname != domain or "#" in redirect_uri:
+    if (parts.scheme not in ("http", "https") or parts.hostname != domain or "#" in redirect_uri
+            or not redirect_uri.isprintable()):
         return _page_error(
             "redirect_uri 参数错误", f"The redirect_uri host must be the registered "
             f"authorization callback domain {domain!r} (10003).", errcode=10003)
 
+    state = args.get("state")
+    if state is not None and (len(state.encode()) > 128 or not state.isprintable()):
+        return _page_error("state 参数错误", "WeChat takes a state of at most 128 bytes, "
+                           "e.g. [a-zA-Z0-9]{32}.")
+
     now = time.time()
     qr_session = sandbox.models.QRSession(
         uuid=secrets.token_urlsafe(12), app_id=app.app_id, redirect_uri=redirect_uri,
-        state=args.get("state"), status="waiting", created_at=now, expires_at=now + QR_TTL)
+        state=state, status="waiting", created_at=now, expires_at=now + QR_TTL)
     sandbox.db.session.add(qr_session)
     sandbox.db.session.commit()
     public = (sandbox.public_url or request.host_url).rstrip("/")
@@ -150,7 +183,7 @@ def qrconnect() -> t.Any:
 @blueprint.route("/connect/qrcode/<uuid>.svg")
 def qrcode_image(uuid: str) -> Response:
     sandbox = _state()
-    if sandbox.db.session.get(sandbox.models.QRSession, uuid) is None:
+    if sandbox.db.session.get(sandbox.models.QRSession, _key(uuid)) is None:
         abort(404)
     public = (sandbox.public_url or request.host_url).rstrip("/")
     svg = qr_svg(public + url_for(".confirm", uuid=uuid))
@@ -162,7 +195,8 @@ def qrcode_image(uuid: str) -> Response:
 def poll() -> Response:
     """The desktop page asks whether the phone has answered (WeChat long-polls here)."""
     sandbox = _state()
-    qr_session = sandbox.db.session.get(sandbox.models.QRSession, request.args.get("uuid", ""))
+    qr_session = sandbox.db.session.get(sandbox.models.QRSession,
+                                        _key(request.args.get("uuid")))
     if qr_session is None:
         return jsonify(status="expired")
     status = qr_session.status
@@ -185,7 +219,7 @@ def confirm(uuid: str) -> t.Any:
     """"<app> wants to log in with your WeChat": pick a simulated person, Allow or Deny."""
     sandbox = _state()
     models = sandbox.models
-    qr_session = sandbox.db.session.get(models.QRSession, uuid)
+    qr_session = sandbox.db.session.get(models.QRSession, _key(uuid))
     now = time.time()
     if qr_session is None or (qr_session.status in ("waiting", "scanned")
                               and qr_session.expires_at < now):
@@ -233,7 +267,8 @@ def _chosen_person(sandbox: SandboxState, form: t.Mapping[str, str]) -> str | No
     if choice in PEOPLE_BY_KEY:
         return choice
     if choice == "new":
-        nickname = form.get("nickname", "").strip()[:60]
+        nickname = "".join(ch for ch in form.get("nickname", "") if ch.isprintable())
+        nickname = nickname.strip()[:60]
         if not nickname:
             return None
         key = "new-" + secrets.token_hex(6)
@@ -265,7 +300,7 @@ def access_token() -> Response:
         return wechat_error(41008, "missing code")
     if args.get("grant_type") != "authorization_code":
         return wechat_error(40002, "invalid grant_type")
-    row = sandbox.db.session.get(models.Code, code)
+    row = sandbox.db.session.get(models.Code, _key(code))
     if row is None or row.app_id != app_id:
         return wechat_error(40029, "invalid code")
     if row.created_at + CODE_TTL < time.time():
@@ -298,7 +333,7 @@ def refresh_token() -> Response:
     if not given:
         return wechat_error(41003, "refresh_token missing")
     row = sandbox.db.session.execute(
-        sa.select(models.Token).where(models.Token.refresh_token == given,
+        sa.select(models.Token).where(models.Token.refresh_token == _key(given),
                                       models.Token.app_id == app_id)
     ).scalar_one_or_none()
     if row is None:
@@ -349,7 +384,7 @@ def _check_access_token(sandbox: SandboxState) -> tuple[t.Any, Response | None]:
         return None, wechat_error(41001, "access_token missing")
     if not openid:
         return None, wechat_error(41009, "missing openid")
-    row = sandbox.db.session.get(sandbox.models.Token, token)
+    row = sandbox.db.session.get(sandbox.models.Token, _key(token))
     if row is None:
         return None, wechat_error(40014, "invalid access_token")
     if row.expires_at < time.time():
