@@ -98,28 +98,21 @@ def _redirect_uri(connection: str) -> str:
 @blueprint.route("/<connection>/login")
 def login(connection: str) -> Response:
     """Send the browser to WeChat's QR page."""
-    client = _state().client(connection)
-    next_url = safe_next(request.args.get("next"))
-    redirect_uri = _redirect_uri(connection)
-    state = client.begin_login(redirect_uri, next=next_url)
+    client, redirect_uri, state, _next = _begin(connection)
     return redirect(client.authorize_url(redirect_uri, state))
 
 
 @blueprint.route("/<connection>/qr")
 def qr(connection: str) -> str:
     """A page of this site with WeChat's QR code embedded (as ``wxLogin.js`` does it)."""
-    ext = _state()
-    client = ext.client(connection)
-    next_url = safe_next(request.args.get("next"))
-    redirect_uri = _redirect_uri(connection)
-    state = client.begin_login(redirect_uri, next=next_url)
+    client, redirect_uri, state, next_url = _begin(connection)
     return render_template(
         "wechat_qr/qr.html",
         connection=client.connection,
         iframe_url=client.qr_iframe_url(redirect_uri, state),
         login_url=url_for("wechat_qr.login", connection=connection, next=next_url),
         # Reload for a fresh state a little before this one expires.
-        refresh_after=max(30, int(ext.settings.state_ttl) - 30),
+        refresh_after=max(30, int(_state().settings.state_ttl) - 30),
     )
 
 
@@ -127,15 +120,21 @@ def qr(connection: str) -> str:
 def link(connection: str) -> Response:
     """Link WeChat to the logged-in account: the same QR login, attached on return."""
     ext = _state()
-    client = ext.client(connection)
     user = ext.adapter.current_user()
     if user is None:
+        ext.client(connection)  # an unknown connection is a 404 first
         raise NotLoggedIn()
+    client, redirect_uri, state, _next = _begin(connection,
+                                                link_user=ext.adapter.get_user_id(user))
+    return redirect(client.authorize_url(redirect_uri, state))
+
+
+def _begin(connection: str, **data: t.Any) -> tuple[WeChatClient, str, str, str | None]:
+    """Start a login of ``connection``: its client, redirect URI, new state and ``next``."""
+    client = _state().client(connection)
     next_url = safe_next(request.args.get("next"))
     redirect_uri = _redirect_uri(connection)
-    state = client.begin_login(redirect_uri, next=next_url,
-                               link_user=ext.adapter.get_user_id(user))
-    return redirect(client.authorize_url(redirect_uri, state))
+    return client, redirect_uri, client.begin_login(redirect_uri, next=next_url, **data), next_url
 
 
 @blueprint.route("/<connection>/callback")
