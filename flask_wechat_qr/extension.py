@@ -6,7 +6,8 @@ import typing as t
 from dataclasses import dataclass
 
 from authlib.integrations.flask_client import OAuth
-from flask import Flask
+from flask import Flask, has_request_context, request
+from flask.sessions import SecureCookieSessionInterface
 
 from .adapter import AccountAdapter
 from .association import AssociationPolicy
@@ -91,6 +92,9 @@ class WeChatQR:
         # setdefault would do nothing; a host's own choice ("Strict", "None") is kept.
         if app.config.get("SESSION_COOKIE_SAMESITE") is None:
             app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
+        # ... and Secure whenever the request came over https (Flask's cookie session only).
+        if type(app.session_interface) is SecureCookieSessionInterface:
+            app.session_interface = HttpsAwareSessionInterface()
 
         db = self.db if self.db is not None else app.extensions.get("sqlalchemy")
         if db is None:
@@ -183,6 +187,15 @@ def _check_association_support(settings: Settings, adapter: AccountAdapter) -> N
                     "Override AccountAdapter.match_user to match on fields your site has "
                     "verified, or match on 'unionid' only.",
                 )
+
+
+class HttpsAwareSessionInterface(SecureCookieSessionInterface):
+    """Flask's cookie session, marked ``Secure`` on every https request even when
+    ``SESSION_COOKIE_SECURE`` is left at ``False`` (the session carries login state)."""
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        return bool(super().get_cookie_secure(app)) or (
+            has_request_context() and request.is_secure)
 
 
 def _sandbox_open_base(settings: Settings) -> t.Callable[[], str]:

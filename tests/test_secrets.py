@@ -645,6 +645,24 @@ def test_the_session_cookie_is_secure_on_https_with_session_cookie_secure(
     assert "; Secure" in cookie and "; HttpOnly" in cookie and "; SameSite=Lax" in cookie
 
 
+def test_the_session_cookie_is_secure_on_https_without_configuration(
+        make_app: t.Callable[..., Flask], wechat_api: t.Any) -> None:
+    """Secure whenever the request came over https (ProxyFix tells Flask behind a proxy),
+    even with ``SESSION_COOKIE_SECURE`` left at False; plain http stays usable."""
+    app = make_app()
+    assert app.config["SESSION_COOKIE_SECURE"] is False
+    client = app.test_client()
+    wechat_api.token()
+    wechat_api.userinfo()
+    resp = client.get("/auth/wechat/login", base_url="https://localhost")
+    assert "; Secure" in _session_cookie(resp)
+    resp = client.get("/auth/wechat/callback", base_url="https://localhost",
+                      query_string={"code": CODE, "state": state_of(resp)})
+    assert resp.status_code == 302 and "; Secure" in _session_cookie(resp)
+    plain = app.test_client().get("/auth/wechat/login")
+    assert "; Secure" not in _session_cookie(plain)
+
+
 # --- Cache-Control: no-store on every page of the blueprint --------------------------------
 
 
