@@ -133,7 +133,7 @@ def decode_body(resp: requests.Response) -> dict[str, t.Any]:
 
 def _appid_secret_auth(
     auth: t.Any, method: str, uri: str, headers: dict[str, str], body: str
-) -> tuple[str, dict[str, str], str]:
+) -> tuple[str, dict[str, str], None]:
     """Authlib client auth: put ``appid``/``secret`` in the query, in WeChat's order.
 
     Authlib builds ``grant_type, redirect_uri, code``; WeChat documents exactly
@@ -147,7 +147,9 @@ def _appid_secret_auth(
         ("code", given.get("code", "")),
         ("grant_type", "authorization_code"),
     ])
-    return urlunsplit(parts._replace(query=query)), headers, ""
+    # No body at all (not ""): requests would frame an empty chunked body on this GET,
+    # which some servers answer by closing the kept-alive connection.
+    return urlunsplit(parts._replace(query=query)), headers, None
 
 
 def _token_compliance_fix(session: OAuth2Session) -> None:
