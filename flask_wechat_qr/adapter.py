@@ -7,6 +7,7 @@ other needs subclasses it and overrides only the methods it cares about.
 
 from __future__ import annotations
 
+import functools
 import secrets
 import typing as t
 
@@ -25,7 +26,10 @@ if t.TYPE_CHECKING:
 
 
 #: Checked when a username does not exist, so that case takes as long as a wrong password.
-_DUMMY_HASH = generate_password_hash("flask-wechat-qr: no such user")
+@functools.cache
+def _dummy_hash() -> str:
+    """Made on first use: hashing costs ~100 ms, which startup should not pay."""
+    return generate_password_hash("flask-wechat-qr: no such user")
 
 
 class AccountAdapter:
@@ -110,14 +114,14 @@ class AccountAdapter:
                 sa.select(model).where(model.__table__.c.username == username)
             ).scalar_one_or_none()
         if user is None:
-            check_password_hash(_DUMMY_HASH, password or "")
+            check_password_hash(_dummy_hash(), password or "")
             return None
         check = getattr(user, "check_password", None)
         if callable(check):
             return user if check(password) else None
         stored = getattr(user, "password_hash", None)
         if not stored:
-            check_password_hash(_DUMMY_HASH, password or "")
+            check_password_hash(_dummy_hash(), password or "")
             return None
         return user if check_password_hash(stored, password or "") else None
 

@@ -135,13 +135,15 @@ class AssociationPolicy:
         openid: str,
         profile: WeChatProfile,
         unionid: str | None = None,
+        *,
+        fresh_user: bool = False,
     ) -> t.Any:
         """A new identity row linking ``openid`` of ``connection`` to ``user`` (flushed).
 
         :class:`ConnectionAlreadyLinked` if the user already has one for this connection:
         one WeChat account per connection per user, as identity platforms do it.
         """
-        if self.identity_of(user, connection.identifier) is not None:
+        if not fresh_user and self.identity_of(user, connection.identifier) is not None:
             raise ConnectionAlreadyLinked()
         identity = self.models.Identity(
             connection=connection.identifier,
@@ -232,7 +234,8 @@ class AssociationPolicy:
             user = self.create_user_for(connection, profile)
         elif connection.profile_sync == "each_login":
             self.adapter.populate_user(user, connection, profile)
-        identity = self.attach(connection, user, token.openid, profile, token.unionid)
+        identity = self.attach(connection, user, token.openid, profile, token.unionid,
+                               fresh_user=created)
         return Resolution(user=user, identity=identity, created_user=created,
                           new_identity=True, profile=profile,
                           via="signup" if created else "match")

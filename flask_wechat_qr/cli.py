@@ -10,7 +10,6 @@ from __future__ import annotations
 import sys
 
 import click
-from alembic.util import CommandError
 from flask.cli import AppGroup
 
 cli = AppGroup("wechat-qr", help="Flask-WeChat-QR: log in with WeChat by QR code.")
@@ -27,6 +26,8 @@ def db_group() -> None:
               help="Print the SQL instead of running it (for a DBA to apply).")
 def upgrade_command(revision: str, sql: bool) -> None:
     """Create or upgrade the extension's tables (run at every deploy; safe to repeat)."""
+    from alembic.util import CommandError  # Alembic loads only when a command runs
+
     from . import migrations
 
     try:
@@ -67,6 +68,8 @@ def current_command() -> None:
 @click.argument("revision")
 def stamp_command(revision: str) -> None:
     """Record REVISION without running it, for tables made outside these migrations."""
+    from alembic.util import CommandError
+
     from . import migrations
 
     try:

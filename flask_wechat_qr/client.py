@@ -11,6 +11,7 @@ import json
 import logging
 import re
 import threading
+import time
 import typing as t
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
@@ -277,8 +278,14 @@ class WeChatClient:
         if not self.owns_state(state):
             # Not this browser's: leave the server-side half alone for its owner.
             raise StateError()
-        data = framework.get_state_data(session, state)
-        framework.clear_state_data(session, state)
+        data = framework.get_state_data(session, state)  # takes the server-side row
+        # Authlib's clear_state_data would delete that row a second time; drop only the
+        # session's marker (and any expired ones).
+        session.pop(self._state_key(state), None)
+        now = time.time()
+        for key in [k for k in session if k.startswith(self._state_key(""))]:
+            if (session[key] or {}).get("exp", 0) < now:
+                session.pop(key, None)
         if data is None:
             raise StateError()
         return t.cast(dict, data)

@@ -55,7 +55,7 @@ class DatabaseStateCache:
                 return None
             deleted = conn.execute(sa.delete(self.table).where(self.table.c.key == key))
             if deleted.rowcount == 1 and row.expires_at >= now:
-                conn.execute(sa.delete(self.table).where(self.table.c.key == TAKEN + key))
+                # A state is random and taken once, so no "taken" row exists yet.
                 conn.execute(sa.insert(self.table).values(key=TAKEN + key, value="",
                                                           expires_at=now + AFTERLIFE))
         if deleted.rowcount != 1 or row.expires_at < now:
