@@ -32,16 +32,25 @@ class Models:
     BindAttempt: t.Any
 
 
-_models_by_db: weakref.WeakKeyDictionary[t.Any, Models] = weakref.WeakKeyDictionary()
+M = t.TypeVar("M")
+
+
+def declared_once(declare: t.Callable[[SQLAlchemy], M]) -> t.Callable[[SQLAlchemy], M]:
+    """``declare(db)`` runs once per ``db``; later calls get the same mapped classes
+    (declaring a table twice on one metadata is an error)."""
+    by_db: weakref.WeakKeyDictionary[t.Any, M] = weakref.WeakKeyDictionary()
+
+    def for_db(db: SQLAlchemy) -> M:
+        if db not in by_db:
+            by_db[db] = declare(db)
+        return by_db[db]
+
+    return for_db
 
 
 def models_for(db: SQLAlchemy) -> Models:
     """The extension's mapped classes on ``db`` (declared once per ``db``)."""
-    models = _models_by_db.get(db)
-    if models is None:
-        models = _declare(db)
-        _models_by_db[db] = models
-    return models
+    return _declared(db)
 
 
 def _declare(db: SQLAlchemy) -> Models:
@@ -110,3 +119,6 @@ def _declare(db: SQLAlchemy) -> Models:
 
     return Models(Identity=WeChatIdentity, LoginState=WeChatLoginState,
                   PendingBinding=WeChatPendingBinding, BindAttempt=WeChatBindAttempt)
+
+
+_declared = declared_once(_declare)

@@ -312,3 +312,12 @@ def dispose_engines(app: Flask) -> None:
         db.session.remove()
         for engine in db.engines.values():
             engine.dispose()
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (once this socket is closed)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from support import (
     Database,
     dispose_engines,
     finish_login,
+    free_port,
     start_login,
 )
 from werkzeug.security import check_password_hash
@@ -511,14 +511,10 @@ def test_flask_cli_finds_the_factory(monkeypatch: pytest.MonkeyPatch, tmp_path: 
 # --- a real server ------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_runs_under_gunicorn(tmp_path: Path, database: Database) -> None:
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {
         **os.environ,

@@ -4,13 +4,12 @@ writes nothing."""
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 import typing as t
 
 import pytest
-from support import all_identities, all_users, finish_login, start_login
+from support import all_identities, all_users, finish_login, free_port, start_login
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
@@ -55,10 +54,6 @@ class FakeWeChat:
         self.thread.join(timeout=10)
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])  # nothing listens once this socket is closed
 
 
 def _login_against(make_app: t.Callable[..., t.Any], api_base: str) -> tuple[t.Any, t.Any, float]:
@@ -90,7 +85,7 @@ def test_wechat_faults_give_a_clear_page_in_time(
 
 
 def test_connection_refused_gives_a_clear_page(make_app: t.Callable[..., t.Any]) -> None:
-    app, resp, elapsed = _login_against(make_app, f"http://127.0.0.1:{_closed_port()}")
+    app, resp, elapsed = _login_against(make_app, f"http://127.0.0.1:{free_port()}")
     assert resp.status_code == 502
     assert "WeChat is not answering" in resp.get_data(as_text=True)
     assert elapsed < 6 * TIMEOUT

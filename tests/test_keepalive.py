@@ -8,9 +8,7 @@ HTTP is what the host's callback sends to WeChat's API: exactly what is counted.
 
 from __future__ import annotations
 
-import io
 import re
-import socket
 import threading
 import typing as t
 from urllib.parse import urlsplit
@@ -18,9 +16,10 @@ from urllib.parse import urlsplit
 import pytest
 from flask import Flask
 from support import Database, dispose_engines, logged_in_user_id
-from werkzeug.serving import DechunkedInput, WSGIRequestHandler, make_server
+from werkzeug.serving import make_server
 
 from flask_wechat_qr.sandbox import SandboxApp, create_sandbox_app
+from flask_wechat_qr.sandbox.server import KeepAliveHandler
 
 APP_ID = "wxkeepalive0000001"
 APP_SECRET = "keepalive-secret"
@@ -28,56 +27,11 @@ APP_SECRET = "keepalive-secret"
 THREADS = 4
 #: Rounds of parallel logins.
 ROUNDS = 3
-#: Largest request body the test server reads (none of WeChat's API calls has one).
-MAX_BODY = 1 << 16
 #: Longest any one wait of this module may take, in seconds.
 WAIT = 30
 
 
-class KeepAliveHandler(WSGIRequestHandler):
-    """Werkzeug's handler with HTTP/1.1 keep-alive, as WeChat's (nginx-like) servers do it.
-
-    One instance per accepted TCP connection. ``protocol_version = "HTTP/1.1"`` alone is
-    not enough with werkzeug 3: it sends ``Connection: close`` on every response, and after
-    each response it discards whatever the socket holds, which on a kept-alive connection
-    would be the client's next request. Here the request body is read in full before the
-    application runs (as nginx discards it) and werkzeug's discarding sees an empty stream,
-    so the connection stays open and the next request is served.
-    """
-
-    protocol_version = "HTTP/1.1"
-
-    def setup(self) -> None:
-        # Headers and body leave in separate writes; without this, Nagle's algorithm would
-        # hold each body back until the client's delayed ACK.
-        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        super().setup()
-
-    def run_wsgi(self) -> None:
-        connection_stream = self.rfile
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            body = DechunkedInput(connection_stream).read(MAX_BODY + 1)
-        else:
-            body = connection_stream.read(int(self.headers.get("Content-Length") or 0))
-        if len(body) > MAX_BODY:
-            raise ValueError("request body too large for this test server")
-        self._body = body
-        self.rfile = io.BytesIO()  # nothing for werkzeug to discard
-        try:
-            super().run_wsgi()
-        finally:
-            self.rfile = connection_stream
-
-    def make_environ(self) -> dict[str, t.Any]:
-        environ = super().make_environ()
-        environ["wsgi.input"] = io.BytesIO(self._body)
-        return environ
-
-    def send_header(self, keyword: str, value: str) -> None:
-        if (keyword.lower(), value.lower()) == ("connection", "close"):
-            return  # werkzeug's blanket close; a client's own "close" still ends it
-        super().send_header(keyword, value)
-
+class QuietKeepAliveHandler(KeepAliveHandler):
     def log_request(self, *args: t.Any, **kwargs: t.Any) -> None:
         return None
 
@@ -97,14 +51,13 @@ class CountingWeChat:
         self.lock = threading.Lock()
         counter = self
 
-        class Handler(KeepAliveHandler):
-            def setup(self) -> None:
-                with counter.lock:
-                    counter.connections += 1
-                super().setup()
+        def count() -> None:
+            with counter.lock:
+                counter.connections += 1
 
         self.server = make_server("127.0.0.1", 0, self._count_calls, threaded=True,
-                                  request_handler=Handler)
+                                  request_handler=QuietKeepAliveHandler)
+        self.server.on_connection = count  # type: ignore[attr-defined]
         self.base = f"http://127.0.0.1:{self.server.server_port}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 

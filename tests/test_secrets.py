@@ -41,6 +41,7 @@ from support import (
     Database,
     add_user,
     dispose_engines,
+    free_port,
     link_identity,
 )
 from werkzeug.serving import make_server
@@ -388,10 +389,6 @@ class SlowWeChat:
         self.thread.join(timeout=10)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.mark.parametrize("fault", ["timeout", "refused"])
@@ -414,7 +411,7 @@ def test_real_timeouts_and_refusals_leak_nothing(
         access_log = [r.getMessage() for r in witness.records if r.name == "werkzeug"]
         assert any("secret=[redacted]" in line for line in access_log), access_log
     else:
-        resp = run(f"http://127.0.0.1:{_free_port()}")
+        resp = run(f"http://127.0.0.1:{free_port()}")
         assert resp.status_code == 502
     urllib3_log = [r.getMessage() for r in witness.records if r.name.startswith("urllib3")]
     assert urllib3_log, "urllib3 logged nothing at DEBUG"
@@ -524,7 +521,7 @@ def test_the_sandbox_run_as_its_own_process_logs_no_secret(
     that log for it."""
     secret = "subprocess-secret-never-to-be-shown"
     witness.secret("AppSecret", secret)
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     database_url = f"sqlite:///{tmp_path / 'sandbox-process.db'}"
     output = tmp_path / "sandbox-process.log"

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from werkzeug.serving import make_server
+
 from ..settings import SANDBOX_APP_ID, SANDBOX_APP_SECRET
 from . import SandboxApp, create_sandbox_app
+from .server import KeepAliveHandler
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -26,7 +29,9 @@ def main(argv: list[str] | None = None) -> None:
         database_uri=args.database, public_url=args.public_url)
     print(f" * WeChat sandbox: WECHAT_QR_OPEN_BASE_URL=WECHAT_QR_API_BASE_URL="
           f"http://{args.host}:{args.port}  AppID {args.app_id}")
-    app.run(host=args.host, port=args.port, threaded=True)
+    # Keep-alive, as WeChat's servers: the extension's pooled session is exercised.
+    make_server(args.host, args.port, app, threaded=True,
+                request_handler=KeepAliveHandler).serve_forever()
 
 
 if __name__ == "__main__":

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import typing as t
-import weakref
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+
+from ..models import declared_once
 
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
@@ -20,15 +21,9 @@ class SandboxModels:
     Token: t.Any
 
 
-_by_db: weakref.WeakKeyDictionary[t.Any, SandboxModels] = weakref.WeakKeyDictionary()
-
-
 def sandbox_models_for(db: SQLAlchemy) -> SandboxModels:
-    models = _by_db.get(db)
-    if models is None:
-        models = _declare(db)
-        _by_db[db] = models
-    return models
+    """The sandbox's mapped classes on ``db`` (declared once per ``db``)."""
+    return _declared(db)
 
 
 def _declare(db: SQLAlchemy) -> SandboxModels:
@@ -76,3 +71,6 @@ def _declare(db: SQLAlchemy) -> SandboxModels:
 
     return SandboxModels(QRSession=SandboxQRSession, Person=SandboxPersonRow,
                          Code=SandboxCode, Token=SandboxToken)
+
+
+_declared = declared_once(_declare)
