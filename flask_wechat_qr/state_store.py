@@ -25,49 +25,64 @@ OUTCOME = "outcome:"
 AFTERLIFE = 120
 
 
+#: Seconds between two purges of expired rows by one process (not at every login).
+PURGE_INTERVAL = 60
+
+
 class DatabaseStateCache:
-    """The ``cache`` interface Authlib expects (``get``/``set``/``delete``), on our table."""
+    """The ``cache`` interface Authlib expects (``get``/``set``/``delete``), on our table.
+
+    A login costs one statement here at each step (save, take, record the outcome): the
+    database round trips are most of what a login costs besides WeChat's own.
+    """
 
     def __init__(self, db: SQLAlchemy, model: t.Any) -> None:
         self.db = db
         self.table = model.__table__
+        self._next_purge = 0.0
 
     def set(self, key: str, value: str, timeout: float) -> None:
         now = time.time()
         with self.db.engine.begin() as conn:
-            conn.execute(sa.delete(self.table).where(self.table.c.expires_at < now))
+            if now >= self._next_purge:
+                self._next_purge = now + PURGE_INTERVAL
+                conn.execute(sa.delete(self.table).where(self.table.c.expires_at < now))
             conn.execute(sa.insert(self.table).values(key=key, value=value,
                                                       expires_at=now + timeout))
 
     def get(self, key: str) -> str | None:
-        """Take the value: whoever deletes the row gets it, anyone later gets ``None``.
+        """Take the value: whoever renames the row gets it, anyone later gets ``None``.
 
-        The taker leaves a short-lived "taken" row, so a second request with the same state
-        can tell "being used right now" from "never existed".
+        The row becomes the "taken" row in the same statement (atomic on both SQLite and
+        PostgreSQL), so a second request with the same state can tell "being used right
+        now" from "never existed".
         """
         now = time.time()
+        table = self.table
         with self.db.engine.begin() as conn:
-            row = conn.execute(
-                sa.select(self.table.c.value, self.table.c.expires_at)
-                .where(self.table.c.key == key)
-            ).first()
-            if row is None:
-                return None
-            deleted = conn.execute(sa.delete(self.table).where(self.table.c.key == key))
-            if deleted.rowcount == 1 and row.expires_at >= now:
-                # A state is random and taken once, so no "taken" row exists yet.
-                conn.execute(sa.insert(self.table).values(key=TAKEN + key, value="",
-                                                          expires_at=now + AFTERLIFE))
-        if deleted.rowcount != 1 or row.expires_at < now:
-            return None
-        return t.cast(str, row.value)
+            value = conn.execute(
+                sa.update(table)
+                .where(table.c.key == key, table.c.expires_at >= now)
+                .values(key=TAKEN + key, expires_at=now + AFTERLIFE)
+                .returning(table.c.value)
+            ).scalar()
+            if value is None:  # unknown, used or expired: an expired row goes now
+                conn.execute(sa.delete(table).where(table.c.key == key))
+        return t.cast("str | None", value)
 
     def remember_outcome(self, key: str, value: str) -> None:
         """How the login of a used state ended (kept :data:`AFTERLIFE` seconds)."""
+        table = self.table
+        expires_at = time.time() + AFTERLIFE
         with self.db.engine.begin() as conn:
-            conn.execute(sa.delete(self.table).where(self.table.c.key == OUTCOME + key))
-            conn.execute(sa.insert(self.table).values(key=OUTCOME + key, value=value,
-                                                      expires_at=time.time() + AFTERLIFE))
+            renamed = conn.execute(
+                sa.update(table).where(table.c.key == TAKEN + key)
+                .values(key=OUTCOME + key, value=value, expires_at=expires_at)
+            ).rowcount
+            if renamed != 1:  # its "taken" row is gone (purged): record it anew
+                conn.execute(sa.delete(table).where(table.c.key == OUTCOME + key))
+                conn.execute(sa.insert(table).values(key=OUTCOME + key, value=value,
+                                                     expires_at=expires_at))
 
     def outcome(self, key: str, wait: float) -> str | None:
         """The outcome of a used state, waiting up to ``wait`` seconds while its first
