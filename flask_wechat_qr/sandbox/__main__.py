@@ -1,37 +1,52 @@
-"""Run the sandbox standalone: ``python -m flask_wechat_qr.sandbox --help``."""
+"""Run the sandbox standalone: ``python -m flask_wechat_qr.sandbox --help``.
+
+``flask wechat-qr sandbox`` runs the same :func:`serve` with the same options
+(:data:`flask_wechat_qr.cli.SANDBOX_OPTIONS`), so the two entry points cannot drift apart.
+"""
 
 from __future__ import annotations
 
 import argparse
+import typing as t
 
 from werkzeug.serving import make_server
 
-from ..settings import SANDBOX_APP_ID, SANDBOX_APP_SECRET
+from ..cli import SANDBOX_OPTIONS
 from . import SandboxApp, create_sandbox_app
 from .server import KeepAliveHandler
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Simulated WeChat Open Platform")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=5001)
-    parser.add_argument("--app-id", default=SANDBOX_APP_ID)
-    parser.add_argument("--app-secret", default=SANDBOX_APP_SECRET)
-    parser.add_argument("--name", default="Sandbox website app")
-    parser.add_argument("--callback-domain", default="localhost",
-                        help="the authorization callback domain (bare host name)")
-    parser.add_argument("--database", default="sqlite:///wechat-qr-sandbox.db")
-    parser.add_argument("--public-url", default=None,
-                        help="base URL a phone uses to reach this sandbox")
-    args = parser.parse_args(argv)
+def serve(*, host: str, port: int, app_id: str, app_secret: str, name: str,
+          callback_domain: str, database: str, public_url: str | None,
+          echo: t.Callable[[str], None] | None = None) -> None:
+    """Serve the sandbox until interrupted (a port in use: Werkzeug says so and exits 1)."""
     app = create_sandbox_app(
-        [SandboxApp(args.app_id, args.app_secret, args.name, args.callback_domain)],
-        database_uri=args.database, public_url=args.public_url)
-    print(f" * WeChat sandbox: WECHAT_QR_OPEN_BASE_URL=WECHAT_QR_API_BASE_URL="
-          f"http://{args.host}:{args.port}  AppID {args.app_id}")
+        [SandboxApp(app_id, app_secret, name, callback_domain)],
+        database_uri=database, public_url=public_url)
     # Keep-alive, as WeChat's servers: the extension's pooled session is exercised.
-    make_server(args.host, args.port, app, threaded=True,
-                request_handler=KeepAliveHandler).serve_forever()
+    server = make_server(host, port, app, threaded=True, request_handler=KeepAliveHandler)
+    (echo or _print)(f" * WeChat sandbox: WECHAT_QR_OPEN_BASE_URL=WECHAT_QR_API_BASE_URL="
+                     f"http://{host}:{port}  AppID {app_id}")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m flask_wechat_qr.sandbox",
+                                     description="Simulated WeChat Open Platform")
+    for option in SANDBOX_OPTIONS:
+        parser.add_argument(option.flag, default=option.default, type=option.type,
+                            help=option.help)
+    args = parser.parse_args(argv)
+    serve(**vars(args))
+
+
+def _print(line: str) -> None:
+    print(line, flush=True)  # flushed: a pipe reading it (a test, a supervisor) sees it now
 
 
 if __name__ == "__main__":

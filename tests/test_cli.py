@@ -1,0 +1,485 @@
+"""``flask wechat-qr check`` and ``flask wechat-qr sandbox``.
+
+``check`` reads settings and builds URLs; it never touches the database, so these tests run
+on SQLite only (no ``database`` fixture, whose PostgreSQL variant would repeat them for
+nothing). ``sandbox`` runs as a real process on a free loopback port.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import typing as t
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from support import APP_ID, APP_SECRET, dispose_engines, free_port, make_test_app
+
+from flask_wechat_qr.cli import SANDBOX_OPTIONS, mask_secret
+from flask_wechat_qr.settings import GLOBAL_DEFAULTS, PREFIX, SANDBOX_APP_ID
+
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
+STRONG_KEY = "9f8e7d6c5b4a39281706f5e4d3c2b1a0"
+DOMAIN_LABEL = "Authorization callback domain (授权回调域)"
+PUBLIC = "https://www.example.com"
+
+
+@pytest.fixture
+def make_app(tmp_path: Path) -> t.Iterator[t.Callable[..., Flask]]:
+    """Apps configured for production (TESTING off) with a strong SECRET_KEY, unless told."""
+    apps: list[Flask] = []
+
+    def factory(**config: t.Any) -> Flask:
+        folder = tmp_path / f"app{len(apps)}"
+        folder.mkdir()
+        app = make_test_app(folder, **{"TESTING": False, "SECRET_KEY": STRONG_KEY, **config})
+        apps.append(app)
+        return app
+
+    yield factory
+    for app in apps:
+        dispose_engines(app)
+
+
+def id_token_key() -> dict[str, str]:
+    """A callback URL may need an ID-token signing key. Those settings are being added
+    alongside this command and their names are not final: give a shared secret to
+    whichever ``*id_token*secret`` key exists (none: nothing)."""
+    return {PREFIX + name.upper(): "k3y-" * 12 for name in GLOBAL_DEFAULTS
+            if "id_token" in name and name.endswith("secret")}
+
+
+def check(app: Flask, *args: str, debug: bool = False) -> t.Any:
+    """Run the command as ``flask`` does: DEBUG comes from FLASK_DEBUG (``--debug``)."""
+    result = app.test_cli_runner().invoke(args=["wechat-qr", "check", *args],
+                                          env={"FLASK_DEBUG": "1" if debug else "0"})
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    return result
+
+
+def problems(output: str) -> list[str]:
+    return [line for line in output.splitlines() if line.startswith("PROBLEM")]
+
+
+def warnings_of(output: str) -> list[str]:
+    return [line for line in output.splitlines() if line.startswith("WARNING")]
+
+
+# --- a healthy configuration --------------------------------------------------------------
+
+
+def test_healthy_configuration_shows_redirect_uri_and_domain(
+    make_app: t.Callable[..., Flask],
+) -> None:
+    result = check(make_app(), "--base-url", PUBLIC, "--callback-domain", "www.example.com")
+    lines = result.output.splitlines()
+    assert result.exit_code == 0, result.output
+    assert f"  Redirect URI:  {PUBLIC}/auth/wechat/callback" in lines
+    assert f"  {DOMAIN_LABEL}: www.example.com" in lines
+    assert f"Public base URL: {PUBLIC} (from --base-url)" in lines
+    assert "Connection 'wechat'" in lines
+    assert f"  AppID:         {APP_ID}" in lines
+    assert "  Display name:  WeChat" in lines
+    assert "  Login only:    no" in lines
+    assert "  Association:   off" in lines
+    assert "  Match fields:  unionid" in lines
+    assert "  Profile sync:  first_login" in lines
+    assert "  Callback URL:  none" in lines
+    assert lines[-1] == "Summary: no problems."
+    assert not problems(result.output) and not warnings_of(result.output)
+
+
+def test_redirect_uri_uses_the_real_url_prefix_and_site_path(
+    make_app: t.Callable[..., Flask],
+) -> None:
+    app = make_app(WECHAT_QR_URL_PREFIX="/login/wx")
+    result = check(app, "--base-url", "https://shop.example.com/site/")
+    assert result.exit_code == 0, result.output
+    assert ("  Redirect URI:  https://shop.example.com/site/login/wx/wechat/callback"
+            in result.output.splitlines())
+    assert f"  {DOMAIN_LABEL}: shop.example.com" in result.output.splitlines()
+
+
+def test_base_url_from_server_name(make_app: t.Callable[..., Flask]) -> None:
+    app = make_app(SERVER_NAME="www.example.com", PREFERRED_URL_SCHEME="https",
+                   APPLICATION_ROOT="/shop")
+    result = check(app)
+    assert result.exit_code == 0, result.output
+    assert ("Public base URL: https://www.example.com/shop (from SERVER_NAME, "
+            "PREFERRED_URL_SCHEME and APPLICATION_ROOT)") in result.output
+    assert "  Redirect URI:  https://www.example.com/shop/auth/wechat/callback" in result.output
+    assert f"  {DOMAIN_LABEL}: www.example.com" in result.output
+
+
+def test_server_name_wins_over_base_url_host_with_a_warning(
+    make_app: t.Callable[..., Flask],
+) -> None:
+    result = check(make_app(SERVER_NAME="www.example.com"), "--base-url", "https://example.org")
+    assert result.exit_code == 0, result.output
+    assert "  Redirect URI:  https://www.example.com/auth/wechat/callback" in result.output
+    [warning] = warnings_of(result.output)
+    assert "SERVER_NAME (www.example.com) overrides the host of --base-url (example.org)" \
+        in warning
+
+
+def test_unknown_base_url_is_a_warning_not_a_failure(make_app: t.Callable[..., Flask]) -> None:
+    result = check(make_app())
+    assert result.exit_code == 0, result.output
+    assert "Public base URL: unknown (no --base-url, no SERVER_NAME)" in result.output
+    assert "  Redirect URI:  unknown; <public base URL>/auth/wechat/callback" in result.output
+    assert f"  {DOMAIN_LABEL}: unknown" in result.output
+    [warning] = warnings_of(result.output)
+    assert "--base-url https://www.example.com" in warning and "Fix:" in warning
+    assert result.output.splitlines()[-1] == "Summary: no problems, 1 warning."
+
+
+def test_several_connections_are_listed(make_app: t.Callable[..., Flask]) -> None:
+    app = make_app(WECHAT_QR_CONNECTIONS=[
+        {"connection": "wechat", "app_id": APP_ID, "app_secret": APP_SECRET},
+        {"connection": "wechat-shop", "display_name": "WeChat (shop)",
+         "app_id": "wx0123456789abcdef", "app_secret": "an0th3r-s3cr3t-f0r-th3-sh0p",
+         "association": "field_matching", "match_fields": ["unionid"],
+         "login_only": True, "profile_sync": "each_login",
+         "callback_url": "https://biz.example.com/wechat/done"},
+    ], **id_token_key())
+    result = check(app, "--base-url", PUBLIC)
+    out = result.output
+    assert "Connection 'wechat'" in out and "Connection 'wechat-shop'" in out
+    shop = out.split("Connection 'wechat-shop'", 1)[1]
+    for line in ["  Display name:  WeChat (shop)",
+                 "  AppID:         wx0123456789abcdef",
+                 "  AppSecret:     an…0p (masked)",
+                 "  Login only:    yes",
+                 "  Association:   field_matching",
+                 "  Match fields:  unionid",
+                 "  Profile sync:  each_login",
+                 "  Callback URL:  https://biz.example.com/wechat/done",
+                 f"  Redirect URI:  {PUBLIC}/auth/wechat-shop/callback",
+                 f"  {DOMAIN_LABEL}: www.example.com"]:
+        assert line in shop.splitlines(), line
+    assert f"  Redirect URI:  {PUBLIC}/auth/wechat/callback" in out.split(
+        "Connection 'wechat-shop'", 1)[0]
+    assert APP_SECRET not in out and "an0th3r-s3cr3t-f0r-th3-sh0p" not in out
+
+
+# --- the AppSecret never shows --------------------------------------------------------------
+
+
+def test_secret_is_masked(make_app: t.Callable[..., Flask]) -> None:
+    result = check(make_app(), "--base-url", PUBLIC)
+    assert f"  AppSecret:     {APP_SECRET[:2]}…{APP_SECRET[-2:]} (masked)" in result.output
+    assert APP_SECRET not in result.output
+    assert APP_SECRET[:8] not in result.output and APP_SECRET[-8:] not in result.output
+
+
+def test_short_secret_is_all_stars_even_with_problems(make_app: t.Callable[..., Flask]) -> None:
+    secret = "Zq9!xW"
+    app = make_app(WECHAT_QR_APP_SECRET=secret, SECRET_KEY="dev")
+    result = check(app, "--base-url", "http://localhost:8080", "--callback-domain", "x.test")
+    assert result.exit_code == 1
+    assert "  AppSecret:     ******** (masked)" in result.output
+    assert secret not in result.output
+
+
+@pytest.mark.parametrize("secret,masked", [
+    ("", "********"), ("1234567", "********"), ("12345678", "12…78"),
+    ("0123456789abcdef0123456789abcdef", "01…ef"),
+])
+def test_mask_secret(secret: str, masked: str) -> None:
+    assert mask_secret(secret) == masked
+
+
+# --- each problem fails the check ----------------------------------------------------------
+
+
+def test_base_url_with_port_is_a_problem(make_app: t.Callable[..., Flask]) -> None:
+    result = check(make_app(), "--base-url", "https://www.example.com:8443")
+    assert result.exit_code == 1
+    assert "  Redirect URI:  https://www.example.com:8443/auth/wechat/callback" in result.output
+    assert f"  {DOMAIN_LABEL}: www.example.com" in result.output
+    [problem] = problems(result.output)
+    assert problem.startswith("PROBLEM: the redirect URI has port 8443")
+    assert "Fix: serve the public site on port 443 (or 80)" in problem
+    assert result.output.splitlines()[-1] == (
+        "Summary: 1 problem; fix the problems before registering or deploying.")
+
+
+def test_standard_port_is_not_a_problem(make_app: t.Callable[..., Flask]) -> None:
+    result = check(make_app(), "--base-url", "https://www.example.com:443")
+    assert result.exit_code == 0, result.output
+    assert f"  Redirect URI:  {PUBLIC}/auth/wechat/callback" in result.output
+
+
+def test_port_with_the_sandbox_is_only_a_warning(make_app: t.Callable[..., Flask]) -> None:
+    app = make_app(TESTING=True, WECHAT_QR_SANDBOX=True,
+                   WECHAT_QR_APP_ID=None, WECHAT_QR_APP_SECRET=None)
+    result = check(app, "--base-url", "http://localhost:5000")
+    assert result.exit_code == 0, result.output
+    [warning] = warnings_of(result.output)
+    assert "port 5000" in warning and "the sandbox accepts it" in warning
+
+
+def test_http_in_production_is_a_problem(make_app: t.Callable[..., Flask]) -> None:
+    result = check(make_app(), "--base-url", "http://www.example.com")
+    assert result.exit_code == 1
+    [problem] = problems(result.output)
+    assert "uses http in production" in problem and "Fix: serve the site over https" in problem
+
+
+def test_http_while_developing_is_fine(make_app: t.Callable[..., Flask]) -> None:
+    result = check(make_app(), "--base-url", "http://www.example.com", debug=True)
+    assert result.exit_code == 0, result.output
+    assert "development (DEBUG on: production checks skipped)" in result.output
+
+
+def test_localhost_in_production_is_a_problem(make_app: t.Callable[..., Flask]) -> None:
+    result = check(make_app(), "--base-url", "https://127.0.0.1")
+    assert result.exit_code == 1
+    [problem] = problems(result.output)
+    assert "host 127.0.0.1 is this machine" in problem
+
+
+def test_sandbox_on_in_production_is_a_problem(make_app: t.Callable[..., Flask]) -> None:
+    app = make_app(WECHAT_QR_SANDBOX=True, WECHAT_QR_APP_ID=None, WECHAT_QR_APP_SECRET=None)
+    result = check(app, "--base-url", PUBLIC)
+    assert result.exit_code == 1
+    assert "Sandbox: on, mounted at /wechat-sandbox" in result.output
+    [problem] = problems(result.output)
+    assert problem.startswith("PROBLEM: WECHAT_QR_SANDBOX is on while DEBUG and TESTING are off")
+    assert "Fix: set WECHAT_QR_SANDBOX=False" in problem
+
+
+def test_sandbox_while_testing_is_fine(make_app: t.Callable[..., Flask]) -> None:
+    app = make_app(TESTING=True, WECHAT_QR_SANDBOX=True,
+                   WECHAT_QR_APP_ID=None, WECHAT_QR_APP_SECRET=None)
+    result = check(app, "--base-url", PUBLIC)
+    assert result.exit_code == 0, result.output
+    assert "testing (TESTING on: production checks skipped)" in result.output
+
+
+def test_missing_secret_key_is_a_problem(make_app: t.Callable[..., Flask]) -> None:
+    result = check(make_app(SECRET_KEY=None), "--base-url", PUBLIC)
+    assert result.exit_code == 1
+    [problem] = problems(result.output)
+    assert problem.startswith("PROBLEM: SECRET_KEY is not set")
+    assert "Fix: set SECRET_KEY from the environment" in problem
+
+
+@pytest.mark.parametrize("key,why", [
+    ("dev", "well-known placeholder"),
+    ("change-me", "well-known placeholder"),
+    ("Please change me before going live!", "well-known placeholder"),
+    ("your-secret-key", "well-known placeholder"),
+    ("test-secret-key", "15 characters, fewer than 16"),
+    (b"0123456789", "10 characters, fewer than 16"),
+])
+def test_weak_secret_key_is_a_problem(make_app: t.Callable[..., Flask], key: t.Any,
+                                      why: str) -> None:
+    result = check(make_app(SECRET_KEY=key), "--base-url", PUBLIC)
+    assert result.exit_code == 1
+    [problem] = problems(result.output)
+    assert problem.startswith("PROBLEM: SECRET_KEY is") and why in problem
+
+
+def test_host_outside_trusted_hosts_is_a_problem(make_app: t.Callable[..., Flask]) -> None:
+    app = make_app(TRUSTED_HOSTS=["www.example.com"])
+    assert check(app, "--base-url", PUBLIC).exit_code == 0
+    result = check(app, "--base-url", "https://example.com")
+    assert result.exit_code == 1
+    assert "  Redirect URI:  https://example.com/auth/wechat/callback" in result.output
+    [problem] = problems(result.output)
+    assert "the host example.com is not in TRUSTED_HOSTS" in problem
+    assert app.config["TRUSTED_HOSTS"] == ["www.example.com"]
+
+
+def test_sandbox_app_id_with_sandbox_off_is_a_problem(make_app: t.Callable[..., Flask]) -> None:
+    result = check(make_app(WECHAT_QR_APP_ID=SANDBOX_APP_ID), "--base-url", PUBLIC)
+    assert result.exit_code == 1
+    [problem] = problems(result.output)
+    assert problem.startswith("PROBLEM [wechat]: the sandbox's AppID or AppSecret")
+    assert "set WECHAT_QR_APP_ID and WECHAT_QR_APP_SECRET" in problem
+
+
+def test_sandbox_app_id_in_one_of_several_connections(make_app: t.Callable[..., Flask]) -> None:
+    app = make_app(WECHAT_QR_CONNECTIONS=[
+        {"connection": "web", "app_id": APP_ID, "app_secret": APP_SECRET},
+        {"connection": "shop", "app_id": SANDBOX_APP_ID, "app_secret": "s3cr3t-0f-th3-sh0p"},
+    ])
+    result = check(app, "--base-url", PUBLIC)
+    assert result.exit_code == 1
+    [problem] = problems(result.output)
+    assert problem.startswith("PROBLEM [shop]:")
+    assert "WECHAT_QR_CONNECTIONS[1]['app_id']" in problem
+
+
+def test_odd_app_id_is_a_warning(make_app: t.Callable[..., Flask]) -> None:
+    result = check(make_app(WECHAT_QR_APP_ID="my-app"), "--base-url", PUBLIC)
+    assert result.exit_code == 0, result.output
+    [warning] = warnings_of(result.output)
+    assert "does not look like a WeChat AppID" in warning
+
+
+def test_standalone_sandbox_left_configured_is_a_warning(
+    make_app: t.Callable[..., Flask],
+) -> None:
+    app = make_app(WECHAT_QR_OPEN_BASE_URL="http://127.0.0.1:5001",
+                   WECHAT_QR_API_BASE_URL="http://127.0.0.1:5001")
+    result = check(app, "--base-url", PUBLIC)
+    assert result.exit_code == 0, result.output
+    assert len(warnings_of(result.output)) == 2
+
+
+@pytest.mark.parametrize("entered", ["example.com", "www.example.org", "api.www.example.com"])
+def test_callback_domain_that_does_not_match_is_a_problem(
+    make_app: t.Callable[..., Flask], entered: str,
+) -> None:
+    result = check(make_app(), "--base-url", PUBLIC, "--callback-domain", entered)
+    assert result.exit_code == 1
+    [problem] = problems(result.output)
+    assert f"(授权回调域) '{entered}' is not the redirect URI's host 'www.example.com'" in problem
+    assert "Fix: enter www.example.com on the Open Platform" in problem
+
+
+@pytest.mark.parametrize("entered,what", [
+    ("https://www.example.com", "a scheme (https://)"),
+    ("www.example.com:8443", "a port"),
+    ("www.example.com/auth/wechat/callback", "a path"),
+    ("http://www.example.com:80/x", "a scheme (http://), a port and a path"),
+])
+def test_callback_domain_with_scheme_port_or_path_is_a_problem(
+    make_app: t.Callable[..., Flask], entered: str, what: str,
+) -> None:
+    result = check(make_app(), "--base-url", PUBLIC, "--callback-domain", entered)
+    assert result.exit_code == 1
+    [problem] = problems(result.output)  # the host itself matches
+    assert f"--callback-domain '{entered}' has {what}, but" in problem
+    assert "Fix: enter only the host on the Open Platform, e.g. www.example.com" in problem
+
+
+def test_callback_domain_is_compared_without_case(make_app: t.Callable[..., Flask]) -> None:
+    result = check(make_app(), "--base-url", PUBLIC, "--callback-domain", "WWW.Example.COM")
+    assert result.exit_code == 0, result.output
+
+
+def test_callback_domain_without_base_url_is_a_warning(make_app: t.Callable[..., Flask]) -> None:
+    result = check(make_app(), "--callback-domain", "www.example.com")
+    assert result.exit_code == 0, result.output
+    assert any("cannot be compared" in w for w in warnings_of(result.output))
+
+
+def test_every_problem_says_how_to_fix_it(make_app: t.Callable[..., Flask]) -> None:
+    app = make_app(SECRET_KEY="", WECHAT_QR_SANDBOX=True,
+                   WECHAT_QR_APP_ID=None, WECHAT_QR_APP_SECRET=None)
+    result = check(app, "--base-url", "http://localhost:8000",
+                   "--callback-domain", "https://example.com/")
+    assert result.exit_code == 1
+    found = problems(result.output)
+    # key, sandbox, http, localhost, domain format, domain host; the port is a warning here
+    assert len(found) == 6, result.output
+    assert all(". Fix: " in line and line.endswith(".") for line in found)
+    assert ("Summary: 6 problems, 1 warning; fix the problems before registering or "
+            "deploying.") == result.output.splitlines()[-1]
+
+
+@pytest.mark.parametrize("url", ["www.example.com", "ftp://www.example.com",
+                                 "https://www.example.com/?x=1", "https://www.example.com:x"])
+def test_bad_base_url_is_a_usage_error(make_app: t.Callable[..., Flask], url: str) -> None:
+    result = check(make_app(), "--base-url", url)
+    assert result.exit_code == 2
+    assert "--base-url" in result.output
+
+
+# --- flask wechat-qr sandbox --------------------------------------------------------------
+
+SITE = """\
+import sys
+sys.path.insert(0, {tests!r})
+from pathlib import Path
+from support import make_test_app
+app = make_test_app(Path(__file__).parent)
+"""
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Path:
+    """A host site module for ``flask --app site``, in its own folder."""
+    (tmp_path / "site_for_cli.py").write_text(SITE.format(tests=str(TESTS)), encoding="utf-8")
+    return tmp_path
+
+
+def _environ() -> dict[str, str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("FLASK_")}
+    environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), environ.get("PYTHONPATH")]))
+    return environ
+
+
+@pytest.mark.parametrize("entry", [
+    ["-m", "flask", "--app", "site_for_cli", "wechat-qr", "sandbox"],
+    ["-m", "flask_wechat_qr.sandbox"],
+], ids=["flask-wechat-qr-sandbox", "python-m"])
+def test_sandbox_command_serves_the_sandbox(site: Path, entry: list[str]) -> None:
+    """Both entry points start the same server, which answers and then stops."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, *entry, "--port", str(port), "--app-id", "wxclitest00000001",
+         "--app-secret", "cli-test-secret", "--name", "CLI test site",
+         "--database", f"sqlite:///{site / 'sandbox.db'}"],
+        cwd=site, env=_environ(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        page = _get_when_up(process, base + "/", deadline=time.monotonic() + 30)
+        assert "CLI test site" in page and "wxclitest00000001" in page
+        with urllib.request.urlopen(
+            f"{base}/sns/oauth2/access_token?appid=wxclitest00000001&secret=wrong"
+            "&code=x&grant_type=authorization_code", timeout=5,
+        ) as response:
+            assert json.loads(response.read().decode("utf-8"))["errcode"] == 40125
+    finally:
+        process.terminate()
+        try:
+            stdout, stderr = process.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            stdout, stderr = process.communicate()
+    assert process.returncode is not None
+    assert (f" * WeChat sandbox: WECHAT_QR_OPEN_BASE_URL=WECHAT_QR_API_BASE_URL={base}  "
+            "AppID wxclitest00000001") in stdout, stdout + stderr
+    assert "cli-test-secret" not in stdout + stderr
+
+
+def _get_when_up(process: subprocess.Popen[str], url: str, deadline: float) -> str:
+    while True:
+        if process.poll() is not None:
+            out, err = process.communicate()
+            pytest.fail(f"the sandbox exited with {process.returncode}:\n{out}\n{err}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return str(response.read().decode("utf-8"))
+        except (urllib.error.URLError, ConnectionError):
+            if time.monotonic() > deadline:
+                pytest.fail(f"the sandbox did not answer at {url} in time")
+            time.sleep(0.1)
+
+
+def test_sandbox_command_has_the_options_of_python_m(make_app: t.Callable[..., Flask]) -> None:
+    result = make_app().test_cli_runner().invoke(args=["wechat-qr", "sandbox", "--help"])
+    assert result.exit_code == 0, result.output
+    for option in SANDBOX_OPTIONS:
+        assert option.flag in result.output
+
+
+def test_init_app_does_not_import_the_sandbox(site: Path) -> None:
+    """Registering ``flask wechat-qr sandbox`` costs no import of the sandbox package."""
+    code = ("import sys, site_for_cli; "
+            "print(sorted(m for m in sys.modules if m.startswith('flask_wechat_qr.sandbox')))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=site, env=_environ(),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
