@@ -1,0 +1,303 @@
+"""The Sphinx documentation builds without a single warning and stays true to the code: every
+setting with its default, every public name, hook, signal, template, route and command, and
+the examples that can run do run (the sandbox test helper, the ID token receiver)."""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import sys
+import textwrap
+import types
+import typing as t
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import blinker
+import click
+import pytest
+from support import find_tags, make_test_app
+
+import flask_wechat_qr
+from flask_wechat_qr import AccountAdapter, signals
+from flask_wechat_qr.cli import cli
+from flask_wechat_qr.settings import CONNECTION_DEFAULTS, GLOBAL_DEFAULTS, PREFIX
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+TEMPLATES = ROOT / "flask_wechat_qr" / "templates" / "wechat_qr"
+
+
+def page(name: str) -> str:
+    return (DOCS / f"{name}.rst").read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def build(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str],
+                                                              Path]:
+    """One full HTML build (no cache), warnings as errors; what it printed, and where."""
+    out = tmp_path_factory.mktemp("docs-html")
+    result = subprocess.run(
+        [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-E", "-q", "-b", "html",
+         "-d", str(out / ".doctrees"), str(DOCS), str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    return result, out
+
+
+def test_docs_build_without_warnings(build: tuple[subprocess.CompletedProcess[str], Path]
+                                     ) -> None:
+    result, out = build
+    assert result.returncode == 0, result.stderr + result.stdout
+    # -q: Sphinx prints only warnings and errors; with -W any of them fails the build, and
+    # anything else on stderr (a Python warning while importing for autodoc) fails here.
+    assert result.stderr.strip() == "", result.stderr
+    assert (out / "index.html").is_file()
+
+
+# --- configuration.rst: every setting, with its default ------------------------------
+
+
+def _setting_blocks() -> dict[str, str]:
+    """``.. setting:: KEY`` -> the directive's body."""
+    text = page("configuration")
+    parts = re.split(r"^\.\. setting:: (\S+)\n", text, flags=re.M)
+    blocks = {}
+    for key, body in zip(parts[1::2], parts[2::2], strict=True):
+        # The body is the indented part; it ends at the first unindented line.
+        lines = []
+        for line in body.splitlines():
+            if line and not line.startswith(" "):
+                break
+            lines.append(line)
+        blocks[key] = "\n".join(lines)
+    return blocks
+
+
+ALL_SETTINGS = sorted({**GLOBAL_DEFAULTS, **CONNECTION_DEFAULTS})
+
+
+@pytest.mark.parametrize("name", ALL_SETTINGS)
+def test_every_setting_is_documented_with_its_default(name: str) -> None:
+    key = PREFIX + name.upper()
+    blocks = _setting_blocks()
+    assert key in blocks, f"{key} has no '.. setting:: {key}' in docs/configuration.rst"
+    match = re.search(r":Default: ``(.+?)``", blocks[key])
+    assert match, f"{key}: no ':Default: ``...``' line in docs/configuration.rst"
+    default = {**GLOBAL_DEFAULTS, **CONNECTION_DEFAULTS}[name]
+    assert ast.literal_eval(match.group(1)) == default, (
+        f"{key}: docs say the default is {match.group(1)}, the code says {default!r}")
+
+
+@pytest.mark.parametrize("name", sorted(CONNECTION_DEFAULTS))
+def test_per_connection_settings_name_their_dict_key(name: str) -> None:
+    block = _setting_blocks()[PREFIX + name.upper()]
+    assert f":In a connection dict: ``{name}``" in block
+
+
+def test_global_settings_have_no_connection_dict_key() -> None:
+    blocks = _setting_blocks()
+    for name in GLOBAL_DEFAULTS:
+        assert ":In a connection dict:" not in blocks[PREFIX + name.upper()], name
+
+
+# --- api.rst: every public name ------------------------------------------------------
+
+
+def _anchors(html: str) -> set[str]:
+    return set(re.findall(r'\bid="([^"]+)"', html))
+
+
+@pytest.mark.parametrize("name", flask_wechat_qr.__all__)
+def test_every_public_name_is_in_the_api_reference(
+    build: tuple[subprocess.CompletedProcess[str], Path], name: str
+) -> None:
+    anchors = _anchors((build[1] / "api.html").read_text(encoding="utf-8"))
+    obj = getattr(flask_wechat_qr, name)
+    if isinstance(obj, types.ModuleType):
+        wanted = {f"module-{obj.__name__}"}
+    else:
+        # Documented where users import it from, or in the module that defines it.
+        wanted = {f"flask_wechat_qr.{name}", f"{obj.__module__}.{name}"}
+    assert anchors & wanted, f"flask_wechat_qr.{name} is not in docs/api.rst"
+
+
+SIGNALS = sorted(name for name, value in vars(signals).items()
+                 if isinstance(value, blinker.base.NamedSignal))
+
+
+@pytest.mark.parametrize("name", SIGNALS)
+def test_every_signal_is_in_the_api_reference_and_the_signals_page(
+    build: tuple[subprocess.CompletedProcess[str], Path], name: str
+) -> None:
+    anchors = _anchors((build[1] / "api.html").read_text(encoding="utf-8"))
+    assert f"flask_wechat_qr.signals.{name}" in anchors, f"{name} is not in docs/api.rst"
+    text = page("signals")
+    section = re.search(rf"^``{name}``\n-+\n(.*?)(?=^``\w+``\n-+\n|\Z)", text, re.M | re.S)
+    assert section, f"docs/signals.rst has no section for {name}"
+    assert "Arguments:" in section.group(1), f"{name}: no arguments in docs/signals.rst"
+    assert f"signals.{name}.connect" in section.group(1), f"{name}: no example receiver"
+
+
+# --- the other pages: hooks, templates, routes, commands -----------------------------
+
+
+HOOKS = sorted(name for name, value in vars(AccountAdapter).items()
+               if callable(value) and not name.startswith("_"))
+
+
+@pytest.mark.parametrize("name", HOOKS)
+def test_every_hook_has_a_section_with_an_example(name: str) -> None:
+    text = page("hooks")
+    section = re.search(rf"^``{name}\(.*?``\n~+\n(.*?)(?=^``\w+\(.*?``\n~+\n|\Z)", text,
+                        re.M | re.S)
+    assert section, f"docs/hooks.rst has no section for AccountAdapter.{name}"
+    assert f"def {name}(" in section.group(1), f"{name}: no example in docs/hooks.rst"
+
+
+def test_every_page_template_is_documented() -> None:
+    text = page("templates")
+    for path in sorted(TEMPLATES.glob("*.html")):
+        assert f"``wechat_qr/{path.name}``" in text, f"wechat_qr/{path.name}"
+
+
+def _commands(group: click.Group, prefix: str) -> t.Iterator[str]:
+    for name, command in group.commands.items():
+        path = f"{prefix} {name}"
+        if isinstance(command, click.Group):
+            yield from _commands(command, path)
+        else:
+            yield path
+
+
+def test_every_command_is_documented() -> None:
+    text = page("cli")
+    for command in _commands(cli, "flask wechat-qr"):
+        assert f"``{command}" in text, f"{command} is not in docs/cli.rst"
+
+
+def test_every_route_is_in_the_routes_table(tmp_path: Path) -> None:
+    app = make_test_app(tmp_path)
+    text = page("login-flow")
+    endpoints = {rule.endpoint for rule in app.url_map.iter_rules()
+                 if rule.endpoint.startswith("wechat_qr.")}
+    assert endpoints
+    for endpoint in sorted(endpoints):
+        assert f"``{endpoint}``" in text, f"{endpoint} is not in docs/login-flow.rst"
+
+
+# --- the examples --------------------------------------------------------------------
+
+
+def _python_blocks() -> t.Iterator[tuple[str, str]]:
+    for path in sorted(DOCS.glob("*.rst")):
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for index, line in enumerate(lines):
+            if line.strip() != ".. code-block:: python":
+                continue
+            indent = len(line) - len(line.lstrip())
+            body = []
+            for following in lines[index + 1:]:
+                if following.strip() and len(following) - len(following.lstrip()) <= indent:
+                    break
+                body.append(following)
+            yield f"{path.name}:{index + 1}", textwrap.dedent("\n".join(body)).strip("\n")
+
+
+PYTHON_BLOCKS = list(_python_blocks())
+
+
+@pytest.mark.parametrize(("where", "code"), PYTHON_BLOCKS, ids=[w for w, _ in PYTHON_BLOCKS])
+def test_python_examples_are_valid_python(where: str, code: str) -> None:
+    ast.parse(code, filename=where)
+
+
+def _example(page_name: str, marker: str) -> str:
+    """The Python block of a page that contains ``marker``."""
+    blocks = [code for where, code in PYTHON_BLOCKS
+              if where.startswith(page_name + ".rst:") and marker in code]
+    assert len(blocks) == 1, f"{page_name}.rst: {len(blocks)} blocks with {marker!r}"
+    return blocks[0]
+
+
+def test_the_sandbox_test_helper_logs_in(tmp_path: Path) -> None:
+    namespace: dict[str, t.Any] = {}
+    exec(_example("sandbox", "def log_in_with_sandbox"), namespace)
+    app = make_test_app(tmp_path, WECHAT_QR_SANDBOX=True, WECHAT_QR_APP_ID=None,
+                        WECHAT_QR_APP_SECRET=None)
+    with app.test_client() as client:
+        page_ = namespace["log_in_with_sandbox"](client, person="zhangsan")
+        assert page_.status_code == 200
+        assert "logged in as" in page_.text and "张三🐼" in page_.text
+
+
+def test_the_id_token_receiver_verifies_a_real_login(tmp_path: Path) -> None:
+    """The receiver of docs/id-token.rst, run against a sandbox login of a connection with a
+    callback URL: state and nonce out, form POST back, signature and claims checked."""
+    pytest.importorskip("joserfc")
+    from joserfc.jwk import RSAKey
+
+    issuer = "https://www.example.com"  # the docs' LOGIN_SITE
+    site = make_test_app(
+        tmp_path, WECHAT_QR_SANDBOX=True, WECHAT_QR_APP_ID=None, WECHAT_QR_APP_SECRET=None,
+        WECHAT_QR_CALLBACK_URL="https://app.example.com/wechat/done",
+        WECHAT_QR_ID_TOKEN_PRIVATE_KEY=RSAKey.generate_key(2048).as_pem(private=True).decode(),
+        WECHAT_QR_ID_TOKEN_ISSUER=issuer,
+    )
+    browser = site.test_client()
+
+    def fetch(url: str, timeout: float) -> t.Any:  # requests.get, answered by the site
+        answer = browser.get(urlsplit(url).path)
+        return types.SimpleNamespace(json=lambda: answer.json,
+                                     raise_for_status=lambda: None)
+
+    namespace: dict[str, t.Any] = {"__name__": "receiver"}
+    exec(_example("id-token", "def wechat_done"), namespace)
+    namespace["requests"] = types.SimpleNamespace(get=fetch)
+    seen: set[str] = set()
+
+    def remember_jti(jti: str, until: int) -> bool:
+        if jti in seen:
+            return False
+        seen.add(jti)
+        return True
+
+    namespace["remember_jti"] = remember_jti
+    receiver = namespace["app"].test_client()
+
+    start = urlsplit(receiver.get("/login").headers["Location"])
+    assert f"{start.scheme}://{start.netloc}" == issuer
+    qr_page = browser.get(f"{start.path}?{start.query}", follow_redirects=True)
+    uuid = re.search(r"/connect/confirm/([\w-]+)", qr_page.text).group(1)
+    browser.post(f"/wechat-sandbox/connect/confirm/{uuid}",
+                 data={"action": "allow", "person": "zhangsan"})
+    answer = browser.get("/wechat-sandbox/connect/l/qrconnect", query_string={"uuid": uuid})
+    form_page = browser.get(answer.json["redirect"])
+    html = form_page.get_data(as_text=True)
+    form = find_tags(html, "form")[0]
+    assert form["method"] == "post"
+    fields = {tag["name"]: tag["value"] for tag in find_tags(html, "input")
+              if tag.get("type") == "hidden"}
+    assert set(fields) == {"id_token", "state"}
+
+    done = receiver.post(urlsplit(t.cast(str, form["action"])).path, data=fields)
+    assert done.status_code == 302, done.get_data(as_text=True)
+    with receiver.session_transaction() as session:
+        user_id = session["user_id"]
+    with site.app_context():
+        assert site.db.session.get(site.User, int(user_id)).nickname == "张三🐼"
+    # The same token again, even with the right state and nonce, is a replay.
+    with receiver.session_transaction() as session:
+        session["wechat_state"] = fields["state"]
+        session["wechat_nonce"] = parse_qs(start.query)["nonce"][0]
+    assert receiver.post("/wechat/done", data=fields).status_code == 400
+
+
+def test_conf_py_uses_no_network_extension() -> None:
+    """The build needs no network: Sphinx's own extensions only (no intersphinx)."""
+    source = (DOCS / "conf.py").read_text(encoding="utf-8")
+    extensions = ast.literal_eval(
+        re.search(r"^extensions = (\[.*?\])", source, re.M | re.S).group(1))
+    assert all(name.startswith("sphinx.ext.") for name in extensions), extensions
+    assert "sphinx.ext.intersphinx" not in extensions
