@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from .association import Resolution
 from .client import WeChatProfile
 from .errors import AlreadyLinked, BindingBlocked, BindingExpired, LoginRefused
+from .i18n import lazy_ngettext
 
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
@@ -161,10 +162,11 @@ class PendingBindings:
     def _blocked(self) -> BindingBlocked:
         """The block page names the configured wait, not a fixed one."""
         minutes = max(1, math.ceil(self.settings.bind_block_seconds / 60))
-        wait = "1 minute" if minutes == 1 else f"{minutes} minutes"
-        return BindingBlocked(
+        return BindingBlocked(lazy_ngettext(
             "Too many wrong usernames or passwords. Binding is blocked for a while; "
-            f"wait {wait} and log in with WeChat again.")
+            "wait %(num)d minute and log in with WeChat again.",
+            "Too many wrong usernames or passwords. Binding is blocked for a while; "
+            "wait %(num)d minutes and log in with WeChat again.", minutes))
 
     def forget_attempt(self, attempt_id: int) -> None:
         """Uncount an attempt (blocked, or its credentials were right)."""

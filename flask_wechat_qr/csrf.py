@@ -13,6 +13,7 @@ import secrets
 from flask import current_app, session
 
 from .errors import InvalidRequest
+from .i18n import lazy_gettext
 
 FIELD = "csrf_token"
 SESSION_KEY = "_wechat_qr_csrf"
@@ -52,4 +53,5 @@ def check_csrf(value: str | None) -> None:
         raise InvalidRequest(_EXPIRED)
 
 
-_EXPIRED = "The form expired or came from another site. Go back, reload the page and try again."
+_EXPIRED = lazy_gettext(
+    "The form expired or came from another site. Go back, reload the page and try again.")

@@ -7,6 +7,9 @@ person what happened and what to do next, and an HTTP status that says whose fau
 
 from __future__ import annotations
 
+from .i18n import LazyText, in_english
+from .i18n import lazy_gettext as _l
+
 
 class WeChatQRError(Exception):
     """Base class of every error this extension raises."""
@@ -25,26 +28,27 @@ class ConfigurationError(WeChatQRError, ValueError):
 class LoginError(WeChatQRError):
     """A login attempt that cannot go on.
 
-    ``title`` and ``message`` are shown to the person; ``status`` is the HTTP status of
-    the page. Nothing here ever contains a secret, a code or a token.
+    ``title`` and ``message`` are shown to the person, translated when shown (in the page's
+    language); ``str(error)`` stays English, for the operator's logs. ``status`` is the HTTP
+    status of the page. Nothing here ever contains a secret, a code or a token.
     """
 
     status = 400
-    title = "Login failed"
-    message = "The WeChat login could not be completed. Please try again."
+    title: str | LazyText = _l("Login failed")
+    message: str | LazyText = _l("The WeChat login could not be completed. Please try again.")
     #: whether the site operator (not the visitor) has to act
     operator_error = False
 
-    def __init__(self, message: str | None = None) -> None:
+    def __init__(self, message: str | LazyText | None = None) -> None:
         if message is not None:
             self.message = message
-        super().__init__(self.message)
+        super().__init__(in_english(self.message))
 
 
 class UnknownConnection(LoginError):
     status = 404
-    title = "Unknown login method"
-    message = (
+    title = _l("Unknown login method")
+    message = _l(
         "This site has no WeChat login by that name. Go back and choose another way to log in."
     )
 
@@ -53,8 +57,8 @@ class StateError(LoginError):
     """Missing, forged, expired or already used ``state``."""
 
     status = 400
-    title = "This login link is no longer valid"
-    message = (
+    title = _l("This login link is no longer valid")
+    message = _l(
         "The login expired, was already completed, or was started in another browser. "
         "Start the WeChat login again from this browser."
     )
@@ -64,24 +68,26 @@ class LoginCancelled(LoginError):
     """WeChat came back with ``state`` but no ``code``: the user tapped Deny."""
 
     status = 200
-    title = "Login cancelled"
-    message = "You cancelled the WeChat login. Nothing was changed. You can scan the code again."
+    title = _l("Login cancelled")
+    message = _l(
+        "You cancelled the WeChat login. Nothing was changed. You can scan the code again."
+    )
 
 
 class InvalidRequest(LoginError):
     """A request to one of our routes that no honest browser sends (oversized values, ...)."""
 
     status = 400
-    title = "Invalid request"
-    message = "The request was not understood. Start the WeChat login again."
+    title = _l("Invalid request")
+    message = _l("The request was not understood. Start the WeChat login again.")
 
 
 class AccountDisabled(LoginError):
     """The user exists but may not log in (Flask-Login: ``is_active`` is false)."""
 
     status = 403
-    title = "This account is disabled"
-    message = (
+    title = _l("This account is disabled")
+    message = _l(
         "The account linked to this WeChat is disabled on this site. Contact the site owner."
     )
 
@@ -90,8 +96,8 @@ class LoginRefused(LoginError):
     """Login-only mode: this WeChat account has no account on this site."""
 
     status = 403
-    title = "No account is linked to this WeChat"
-    message = (
+    title = _l("No account is linked to this WeChat")
+    message = _l(
         "This site does not create accounts from WeChat. Log in with your account, then "
         "link WeChat from your account page."
     )
@@ -101,8 +107,8 @@ class BindingExpired(LoginError):
     """The pending "bind or create" choice is gone: used, expired, or from another browser."""
 
     status = 400
-    title = "This WeChat login has expired"
-    message = (
+    title = _l("This WeChat login has expired")
+    message = _l(
         "The choice between binding and creating an account expired or was already made. "
         "Log in with WeChat again."
     )
@@ -112,8 +118,8 @@ class BindingBlocked(LoginError):
     """Too many wrong passwords while binding."""
 
     status = 429
-    title = "Too many attempts"
-    message = (
+    title = _l("Too many attempts")
+    message = _l(
         "Too many wrong usernames or passwords. Binding is blocked for a while; "
         "wait 15 minutes and log in with WeChat again."
     )
@@ -121,16 +127,16 @@ class BindingBlocked(LoginError):
 
 class NotLoggedIn(LoginError):
     status = 401
-    title = "Log in first"
-    message = "Log in to your account first, then link or unlink WeChat from your account page."
+    title = _l("Log in first")
+    message = _l("Log in to your account first, then link or unlink WeChat from your account page.")
 
 
 class AlreadyLinked(LoginError):
     """The WeChat account is linked to a different local account."""
 
     status = 409
-    title = "This WeChat is linked to another account"
-    message = (
+    title = _l("This WeChat is linked to another account")
+    message = _l(
         "This WeChat account is already linked to another account on this site. Log in "
         "with WeChat to use that account, or unlink it there first."
     )
@@ -140,8 +146,8 @@ class ConnectionAlreadyLinked(LoginError):
     """The local account already has an identity on this connection."""
 
     status = 409
-    title = "Your account already has a WeChat linked"
-    message = (
+    title = _l("Your account already has a WeChat linked")
+    message = _l(
         "Your account already has a WeChat account linked for this login. Unlink it from "
         "your account page first if you want to link another one."
     )
@@ -149,16 +155,16 @@ class ConnectionAlreadyLinked(LoginError):
 
 class NotLinked(LoginError):
     status = 404
-    title = "No WeChat account linked"
-    message = "Your account has no WeChat account linked for this login."
+    title = _l("No WeChat account linked")
+    message = _l("Your account has no WeChat account linked for this login.")
 
 
 class LastLoginMethod(LoginError):
     """Unlinking would leave the account with no way to log in."""
 
     status = 409
-    title = "This is your only way to log in"
-    message = (
+    title = _l("This is your only way to log in")
+    message = _l(
         "Unlinking this WeChat account would leave your account with no way to log in. "
         "Set a password or link another account first."
     )
@@ -168,8 +174,8 @@ class SnapshotUser(LoginError):
     """WeChat's browse-only "snapshot" mode hands out virtual ids; never log them in."""
 
     status = 403
-    title = "WeChat did not share your account"
-    message = (
+    title = _l("WeChat did not share your account")
+    message = _l(
         "WeChat opened this page in browse-only mode. Tap \u201c使用完整服务\u201d "
         "(use full service) in WeChat, then log in again."
     )
@@ -182,14 +188,14 @@ class WeChatUnavailable(LoginError):
     """WeChat could not be reached or answered something that is not its API."""
 
     status = 502
-    title = "WeChat is not answering"
-    message = "WeChat's servers did not answer properly. Wait a moment and try again."
+    title = _l("WeChat is not answering")
+    message = _l("WeChat's servers did not answer properly. Wait a moment and try again.")
 
 
 class WeChatTimeout(WeChatUnavailable):
     status = 504
-    title = "WeChat took too long"
-    message = "WeChat's servers took too long to answer. Wait a moment and try again."
+    title = _l("WeChat took too long")
+    message = _l("WeChat's servers took too long to answer. Wait a moment and try again.")
 
 
 class WeChatAPIError(LoginError):
@@ -200,8 +206,10 @@ class WeChatAPIError(LoginError):
     """
 
     status = 502
-    title = "WeChat refused the login"
-    message = "WeChat refused this login. Try again; if it keeps happening, tell the site owner."
+    title = _l("WeChat refused the login")
+    message = _l(
+        "WeChat refused this login. Try again; if it keeps happening, tell the site owner."
+    )
 
     def __init__(self, errcode: int, errmsg: str = "") -> None:
         self.errcode = errcode
@@ -217,32 +225,32 @@ class InvalidCode(WeChatAPIError):
     """40029 / 42003: the code is wrong, expired (5 minutes) or from another AppID."""
 
     status = 400
-    title = "This QR code has expired"
-    message = "The WeChat authorization expired or is not valid. Scan a new QR code."
+    title = _l("This QR code has expired")
+    message = _l("The WeChat authorization expired or is not valid. Scan a new QR code.")
 
 
 class CodeUsed(WeChatAPIError):
     """40163: the code was already exchanged (double redirect or a page refresh)."""
 
     status = 400
-    title = "This QR code was already used"
-    message = "This WeChat authorization was already used. Scan the QR code again."
+    title = _l("This QR code was already used")
+    message = _l("This WeChat authorization was already used. Scan the QR code again.")
 
 
 class MissingCode(WeChatAPIError):
     """41008: WeChat got no code."""
 
     status = 400
-    title = "WeChat sent no authorization"
-    message = "WeChat did not send an authorization. Scan the QR code again."
+    title = _l("WeChat sent no authorization")
+    message = _l("WeChat did not send an authorization. Scan the QR code again.")
 
 
 class InvalidCredentials(WeChatAPIError):
     """40125 / 40013 / 40001: the site's AppID or AppSecret is wrong."""
 
     operator_error = True
-    title = "This site's WeChat login is misconfigured"
-    message = (
+    title = _l("This site's WeChat login is misconfigured")
+    message = _l(
         "WeChat rejected this site's WeChat credentials (AppID or AppSecret). "
         "This is not your fault: tell the site owner. You can log in another way meanwhile."
     )
@@ -251,37 +259,41 @@ class InvalidCredentials(WeChatAPIError):
 class InvalidAccessToken(WeChatAPIError):
     """40014 / 42001 / 40003: the access token is invalid or expired."""
 
-    title = "WeChat authorization expired"
-    message = "The WeChat authorization expired before it could be used. Scan the QR code again."
+    title = _l("WeChat authorization expired")
+    message = _l(
+        "The WeChat authorization expired before it could be used. Scan the QR code again."
+    )
 
 
 class InvalidRefreshToken(WeChatAPIError):
     """40030 / 42002: the refresh token is invalid or past its 30 days."""
 
-    title = "WeChat authorization expired"
-    message = "The stored WeChat authorization can no longer be renewed. Log in with WeChat again."
+    title = _l("WeChat authorization expired")
+    message = _l(
+        "The stored WeChat authorization can no longer be renewed. Log in with WeChat again."
+    )
 
 
 class WeChatBusy(WeChatAPIError):
     """-1: WeChat's system is busy."""
 
-    title = "WeChat is busy"
-    message = "WeChat's servers are busy right now. Wait a moment and try again."
+    title = _l("WeChat is busy")
+    message = _l("WeChat's servers are busy right now. Wait a moment and try again.")
 
 
 class RateLimited(WeChatAPIError):
     """45011: this site hit WeChat's per-minute API quota."""
 
     operator_error = True
-    title = "Too many WeChat logins right now"
-    message = "This site reached WeChat's limit for the moment. Wait a minute and try again."
+    title = _l("Too many WeChat logins right now")
+    message = _l("This site reached WeChat's limit for the moment. Wait a minute and try again.")
 
 
 class Unauthorized(WeChatAPIError):
     """48001 / 50001: the token does not allow this API (e.g. a snapshot user)."""
 
-    title = "WeChat did not share your profile"
-    message = "WeChat did not allow this site to read your profile. Scan the QR code again."
+    title = _l("WeChat did not share your profile")
+    message = _l("WeChat did not allow this site to read your profile. Scan the QR code again.")
 
 
 #: errcode -> error class; anything else is a plain :class:`WeChatAPIError`.

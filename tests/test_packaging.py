@@ -82,7 +82,7 @@ def test_wheel_metadata_names_the_runtime_dependencies(wheel: Path,
                 for line in text.splitlines() if line.startswith("Requires-Dist:")
                 and "extra ==" not in line}
     assert {"flask", "authlib", "requests", "flask-sqlalchemy", "flask-login",
-            "qrcode"} <= requires
+            "qrcode", "flask-babel"} <= requires
 
 
 def test_wheel_contains_the_migrations(wheel_names: list[str]) -> None:
@@ -121,3 +121,28 @@ def test_wheel_requires_flask_migrate(wheel: Path, wheel_names: list[str]) -> No
     requires = [line for line in text.splitlines() if line.startswith("Requires-Dist:")
                 and "extra ==" not in line]
     assert "Requires-Dist: flask-migrate>=4.0" in requires
+
+
+def test_wheel_contains_the_translations(wheel_names: list[str]) -> None:
+    """The Chinese catalog, compiled (what runs) and its source."""
+    catalog = "flask_wechat_qr/translations/zh_CN/LC_MESSAGES/flask_wechat_qr"
+    assert f"{catalog}.mo" in wheel_names
+    assert f"{catalog}.po" in wheel_names
+
+
+def test_translations_load_from_the_wheel(wheel: Path, tmp_path: Path) -> None:
+    unpacked = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(unpacked)
+    code = ("from flask_wechat_qr import i18n; "
+            "print(i18n.TRANSLATIONS_DIRECTORY); print(i18n.translations('zh_CN').gettext("
+            "'Try again'))")
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, timeout=60,
+        check=False, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(unpacked),
+                          "PYTHONIOENCODING": "utf-8"},
+    )
+    assert result.returncode == 0, result.stderr.decode()[-3000:]
+    directory, text = result.stdout.decode("utf-8").split()
+    assert Path(directory).is_relative_to(unpacked)
+    assert text == "重试"

@@ -124,7 +124,7 @@ def test_bad_qrconnect_requests_get_wechat_style_error_pages(
     resp = sandbox_app.test_client().get(f"{SBX}/connect/qrconnect?{query}")
     assert resp.status_code == 400
     body = resp.get_data(as_text=True)
-    assert "该链接无法访问" in body and fragment in body
+    assert "This link cannot be opened" in body and fragment in body
 
 
 def test_embedded_iframe_url_is_accepted(sandbox_app: Flask) -> None:

@@ -11,23 +11,27 @@ import base64
 import hashlib
 from dataclasses import dataclass
 
+from ..i18n import LazyText
+from ..i18n import lazy_gettext as _l
+
 
 @dataclass(frozen=True)
 class SandboxPerson:
     key: str
     nickname: str
     has_unionid: bool = True
-    note: str = ""
+    #: shown on the sandbox's pages (in their language)
+    note: str | LazyText = ""
 
 
 #: Ready-made people: CJK and emoji nicknames, a Latin-1 name, one without unionid.
 PEOPLE: tuple[SandboxPerson, ...] = (
-    SandboxPerson("zhangsan", "张三🐼", note="CJK + emoji nickname"),
-    SandboxPerson("lisi", "李四", note="a second user"),
-    SandboxPerson("xiaohua", "🌸小花🌸", note="emoji around CJK"),
-    SandboxPerson("jose", "José Martín", note="Latin-1 range letters"),
+    SandboxPerson("zhangsan", "张三🐼", note=_l("CJK + emoji nickname")),
+    SandboxPerson("lisi", "李四", note=_l("a second user")),
+    SandboxPerson("xiaohua", "🌸小花🌸", note=_l("emoji around CJK")),
+    SandboxPerson("jose", "José Martín", note=_l("Latin-1 range letters")),
     SandboxPerson("wangwu", "王五", has_unionid=False,
-                  note="no unionid (app not bound to an Open Platform account)"),
+                  note=_l("no unionid (app not bound to an Open Platform account)")),
 )
 PEOPLE_BY_KEY = {person.key: person for person in PEOPLE}
 

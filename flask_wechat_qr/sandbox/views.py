@@ -26,7 +26,9 @@ from flask import (
     url_for,
 )
 
+from .. import i18n
 from ..client import redact_http_debug_logs
+from ..i18n import gettext as _
 from .models import SandboxModels
 from .qr import qr_svg
 from .users import PEOPLE, PEOPLE_BY_KEY, SandboxPerson, avatar_for, openid_for, unionid_for
@@ -46,6 +48,17 @@ blueprint = Blueprint("wechat_qr_sandbox", __name__, template_folder="../templat
 # The API takes the AppSecret, codes and tokens in query strings, which a server's access
 # log writes out (``python -m flask_wechat_qr.sandbox`` included): mask them there.
 blueprint.record_once(lambda _setup: redact_http_debug_logs())
+
+
+# WeChat's pages speak the language of WeChat's ``lang`` parameter (the QR page) or of the
+# browser, never the host's choice: the sandbox stands for another site.
+@blueprint.before_request
+def choose_locale() -> None:
+    i18n.set_request_locale(i18n.browser_locale() or i18n.default_locale())
+
+
+for _name, _function in i18n.TEMPLATE_GLOBALS.items():
+    blueprint.add_app_template_global(_function, _name)
 
 
 @blueprint.after_request
@@ -114,7 +127,7 @@ def refuse_undecodable_query() -> tuple[str, int] | None:
     try:
         request.query_string.decode()
     except UnicodeDecodeError:
-        return _page_error("参数错误 Invalid request", "The query string is not UTF-8.")
+        return _page_error(_("Invalid request"), _("The query string is not UTF-8."))
     return None
 
 
@@ -128,37 +141,42 @@ def index() -> str:
 def qrconnect() -> t.Any:
     """WeChat's QR page (full-page redirect mode, or the ``wxLogin.js`` iframe)."""
     sandbox = _state()
-    keys = [key for key, _ in parse_qsl(request.query_string.decode("latin-1"),
-                                        keep_blank_values=True)]
+    keys = [key for key, _value in parse_qsl(request.query_string.decode("latin-1"),
+                                             keep_blank_values=True)]
     args = request.args
+    if args.get("lang") in ("cn", "en"):  # as on WeChat: else the browser's language
+        i18n.set_request_locale("zh_CN" if args["lang"] == "cn" else "en")
     jssdk = args.get("login_type") == "jssdk"
     app = sandbox.apps.get(args.get("appid", ""))
     if app is None:
-        return _page_error("参数错误 Invalid appid",
-                           "The appid is not a website application of this Open Platform.")
+        return _page_error(_("Invalid appid"),
+                           _("The appid is not a website application of this Open Platform."))
     expected = JSSDK_ORDER if jssdk else REDIRECT_ORDER
     if keys[: len(expected)] != expected:
         return _page_error(
-            "Scope 参数错误或没有 Scope 权限 (parameter order)",
-            f"WeChat matches this URL strictly: expected parameters {', '.join(expected)} in "
-            f"that order, got {', '.join(keys) or 'none'}.",
+            _("Wrong Scope parameter or no Scope permission (parameter order)"),
+            _("WeChat matches this URL strictly: expected the parameters %(expected)s in that "
+              "order, got %(got)s.", expected=", ".join(expected),
+              got=", ".join(keys) or _("none")),
         )
     if args.get("scope") != "snsapi_login" or (not jssdk and args.get("response_type") != "code"):
-        return _page_error("Scope 参数错误或没有 Scope 权限",
-                           "Website applications use response_type=code and scope=snsapi_login.")
+        return _page_error(
+            _("Wrong Scope parameter or no Scope permission"),
+            _("Website applications use response_type=code and scope=snsapi_login."))
     redirect_uri = args.get("redirect_uri", "")
     parts = urlsplit(redirect_uri)
     domain = app.callback_domain or request.host.rsplit(":", 1)[0]
     if (parts.scheme not in ("http", "https") or parts.hostname != domain or "#" in redirect_uri
             or not redirect_uri.isprintable()):
         return _page_error(
-            "redirect_uri 参数错误", f"The redirect_uri host must be the registered "
-            f"authorization callback domain {domain!r} (10003).", errcode=10003)
+            _("Wrong redirect_uri parameter"),
+            _("The redirect_uri host must be the registered authorization callback domain "
+              "%(domain)s (10003).", domain=repr(domain)), errcode=10003)
 
     state = args.get("state")
     if state is not None and (len(state.encode()) > 128 or not state.isprintable()):
-        return _page_error("state 参数错误", "WeChat takes a state of at most 128 bytes, "
-                           "e.g. [a-zA-Z0-9]{32}.")
+        return _page_error(_("Wrong state parameter"),
+                           _("WeChat takes a state of at most 128 bytes, e.g. [a-zA-Z0-9]{32}."))
 
     now = time.time()
     qr_session = sandbox.models.QRSession(
@@ -243,7 +261,7 @@ def confirm(uuid: str) -> t.Any:
         if person_key is None:
             return render_template("wechat_qr/sandbox/confirm.html", outcome=None, app=app,
                                    qr=qr_session, people=PEOPLE,
-                                   problem="Choose a person or type a nickname."), 400
+                                   problem=_("Choose a person or type a nickname.")), 400
         code = secrets.token_urlsafe(24)
         sandbox.db.session.add(models.Code(code=code, app_id=qr_session.app_id,
                                            person_key=person_key, created_at=now))

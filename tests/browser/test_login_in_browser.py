@@ -58,7 +58,8 @@ def scan_and_answer(page: t.Any, frame: t.Any, *, allow: bool, person: str = "zh
         frame.locator("#sbx-simulate").click()
     phone = popup_info.value
     phone.wait_for_load_state()
-    assert "wants to log in with your WeChat" in phone.locator("#sbx-confirm").inner_text()
+    # The browser asks for Chinese (locale zh-CN), so the sandbox's phone page speaks it.
+    assert "申请使用你的微信账号登录" in phone.locator("#sbx-confirm").inner_text()
     if allow:
         phone.locator(f"input[name=person][value={person}]").check()
         phone.locator("#sbx-allow").click()
@@ -73,6 +74,7 @@ def test_redirect_qr_login(page: t.Any, site: LiveServer) -> None:
     qr = page.locator("#sbx-qr-image")
     qr.wait_for()
     assert qr.evaluate("img => img.complete && img.naturalWidth > 0")
+    assert page.locator("html").get_attribute("lang") == "zh-CN"  # lang=cn from the site
     scan_and_answer(page, page, allow=True, person="zhangsan")
     page.wait_for_url(site.url + "/", timeout=15_000)
     assert "张三🐼" in page.locator("body").inner_text()
@@ -97,8 +99,8 @@ def test_denied_login(page: t.Any, site: LiveServer) -> None:
     scan_and_answer(page, page, allow=False)
     page.wait_for_url("**/auth/wechat/callback**", timeout=15_000)
     body = page.locator("body").inner_text()
-    assert "cancelled" in body.lower()
-    assert page.locator("a", has_text="Try again").count() == 1
+    assert "已取消登录" in body
+    assert page.locator("a", has_text="重试").count() == 1
     assert page.request.get(site.url + "/api/me").status == 401
 
 
@@ -118,11 +120,11 @@ def test_ask_binding_binds_an_existing_account_with_its_password(
 
     page.fill("input[name=username]", "alice")
     page.fill("input[name=password]", "not-her-password")
-    page.locator("button", has_text="Bind and log in").click()
-    assert "Wrong username or password." in page.locator("body").inner_text()
+    page.locator("button", has_text="绑定并登录").click()
+    assert "用户名或密码错误。" in page.locator("body").inner_text()
 
     page.fill("input[name=password]", "alice-password-1")
-    page.locator("button", has_text="Bind and log in").click()
+    page.locator("button", has_text="绑定并登录").click()
     page.wait_for_url(site.url + "/", timeout=15_000)
     me = page.request.get(site.url + "/api/me").json()
     assert me["id"] == alice_id and me["username"] == "alice"

@@ -1,0 +1,238 @@
+"""Which language a page is shown in, and translating the extension's own messages.
+
+Every page and message exists in English (the msgids) and Simplified Chinese. The catalog
+is the extension's own gettext domain, ``flask_wechat_qr``, loaded with Babel directly: it
+works whether or not the host uses Flask-Babel, and never mixes with the host's catalog.
+
+The language of a request is, in this order: what the host's
+:meth:`AccountAdapter.select_locale` says; else Flask-Babel's locale when the host set up
+Flask-Babel (the host decides its pages' language there); else the browser's
+``Accept-Language``; else ``WECHAT_QR_DEFAULT_LOCALE``. It is chosen once per request.
+
+To re-extract the messages after changing them (Babel 2.18+, which reads the keywords
+from ``babel.cfg``), from the repository's root; translate what ``update`` added to the
+``.po``, then compile (``tests/test_i18n.py`` checks both)::
+
+    mkdir -p build && pybabel extract -F babel.cfg -o build/flask_wechat_qr.pot .
+    pybabel update -D flask_wechat_qr -i build/flask_wechat_qr.pot \\
+        -d flask_wechat_qr/translations -l zh_CN
+    pybabel compile -D flask_wechat_qr -d flask_wechat_qr/translations -l zh_CN
+"""
+
+from __future__ import annotations
+
+import functools
+import typing as t
+from gettext import NullTranslations
+from pathlib import Path
+
+from flask import current_app, has_app_context, has_request_context, request
+from markupsafe import Markup, escape
+
+#: The gettext domain of the extension's catalog (``<locale>/LC_MESSAGES/<domain>.mo``).
+DOMAIN = "flask_wechat_qr"
+TRANSLATIONS_DIRECTORY = Path(__file__).with_name("translations")
+#: The languages the extension speaks; ``en`` is the msgids themselves.
+SUPPORTED_LOCALES = ("en", "zh_CN")
+FALLBACK_LOCALE = "en"
+#: Where the chosen language of a request is kept (one WSGI environ per request).
+_ENVIRON_KEY = "flask_wechat_qr.locale"
+
+#: Our language -> WeChat's QR page ``lang`` and ``/sns/userinfo`` ``lang``.
+QR_PAGE_LANGS = {"zh_CN": "cn", "en": "en"}
+USERINFO_LANGS = {"zh_CN": "zh_CN", "en": "en"}
+
+
+def normalize_locale(value: object) -> str | None:
+    """The supported locale for a language tag (``zh-CN``, ``zh_Hant_TW``, ``en-GB``, a
+    ``babel.Locale``), or ``None``. Any Chinese is ``zh_CN``: only Simplified is shipped,
+    and it serves readers of Traditional better than English does."""
+    if value is None:
+        return None
+    language = str(value).strip().replace("-", "_").split("_", 1)[0].lower()
+    if language == "zh":
+        return "zh_CN"
+    if language == "en":
+        return "en"
+    return None
+
+
+def default_locale() -> str:
+    """``WECHAT_QR_DEFAULT_LOCALE`` of the current app (also outside a request)."""
+    if not has_app_context():
+        return FALLBACK_LOCALE
+    state = current_app.extensions.get("wechat_qr")
+    if state is not None:
+        return t.cast(str, state.settings.default_locale)
+    # The standalone sandbox has no extension state: read the key itself.
+    return normalize_locale(current_app.config.get("WECHAT_QR_DEFAULT_LOCALE")) or (
+        FALLBACK_LOCALE)
+
+
+def browser_locale() -> str | None:
+    """The browser's most preferred supported language (``Accept-Language``, by quality)."""
+    for value, quality in request.accept_languages:  # sorted by quality, then order
+        if quality > 0:
+            locale = normalize_locale(value)
+            if locale is not None:
+                return locale
+    return None
+
+
+def select_locale() -> str:
+    """Choose the language of this request: host hook, Flask-Babel, browser, default."""
+    state = current_app.extensions.get("wechat_qr")
+    hook = getattr(state.adapter, "select_locale", None) if state is not None else None
+    if hook is not None:  # (an adapter that is not an AccountAdapter may lack it)
+        locale = normalize_locale(hook())
+        if locale is not None:
+            return locale
+    if "babel" in current_app.extensions:
+        import flask_babel
+
+        # The host decides its pages' language; one we do not speak gets the default.
+        return normalize_locale(flask_babel.get_locale()) or default_locale()
+    return browser_locale() or default_locale()
+
+
+def get_locale() -> str:
+    """The language of the current request (chosen once), or the default outside one."""
+    if not has_request_context():
+        return default_locale()
+    environ = request.environ
+    locale = environ.get(_ENVIRON_KEY)
+    if locale is None:
+        locale = environ[_ENVIRON_KEY] = select_locale()
+    return t.cast(str, locale)
+
+
+def set_request_locale(locale: str) -> None:
+    """Fix the language of the current request (the sandbox: WeChat's ``lang`` parameter)."""
+    request.environ[_ENVIRON_KEY] = normalize_locale(locale) or default_locale()
+
+
+@functools.cache
+def translations(locale: str) -> NullTranslations:
+    """The extension's catalog for ``locale`` (loaded once per process)."""
+    if locale == FALLBACK_LOCALE:
+        return NullTranslations()  # the msgids are English
+    from babel.support import Translations  # on first use: importing it costs ~15 ms
+
+    return Translations.load(str(TRANSLATIONS_DIRECTORY), [locale], domain=DOMAIN)
+
+
+def gettext(message: str, **params: t.Any) -> str:
+    """``message`` in the request's language; ``%(name)s`` placeholders filled from ``params``."""
+    text = translations(get_locale()).gettext(message)
+    return text % params if params else text
+
+
+def ngettext(singular: str, plural: str, num: int, **params: t.Any) -> str:
+    """Like :func:`gettext`, for a count ``num`` (also available as ``%(num)d``)."""
+    params.setdefault("num", num)
+    return translations(get_locale()).ngettext(singular, plural, num) % params
+
+
+class LazyText:
+    """A message translated each time it is shown, in the language of that moment.
+
+    For class-level messages (error titles) and messages made before the language is
+    known. ``str()`` and templates give the translation; :meth:`english` the English text
+    that logs and ``str(error)`` keep, since logs are for the site's operators.
+    """
+
+    __slots__ = ("num", "params", "plural", "singular")
+
+    def __init__(self, singular: str, plural: str | None = None, num: int | None = None,
+                 params: dict[str, t.Any] | None = None) -> None:
+        self.singular = singular
+        self.plural = plural
+        self.num = num
+        self.params = params or {}
+
+    def translate(self, locale: str | None = None) -> str:
+        catalog = translations(locale or get_locale())
+        if self.plural is None:
+            text = catalog.gettext(self.singular)
+        else:
+            text = catalog.ngettext(self.singular, self.plural, t.cast(int, self.num))
+        return text % self.params if self.params else text
+
+    def english(self) -> str:
+        return self.translate(FALLBACK_LOCALE)
+
+    def __str__(self) -> str:
+        return self.translate()
+
+    def __html__(self) -> Markup:
+        return escape(self.translate())
+
+    def __format__(self, spec: str) -> str:
+        return format(self.translate(), spec)
+
+    def __repr__(self) -> str:
+        return f"LazyText({self.english()!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, LazyText):
+            return self.english() == other.english()
+        if isinstance(other, str):
+            return self.translate() == other
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.english())
+
+    def __contains__(self, part: str) -> bool:
+        return part in self.translate()
+
+    def __len__(self) -> int:
+        return len(self.translate())
+
+    def __add__(self, other: str) -> str:
+        return self.translate() + other
+
+    def __radd__(self, other: str) -> str:
+        return other + self.translate()
+
+
+def lazy_gettext(message: str, **params: t.Any) -> LazyText:
+    """:func:`gettext`, translated when shown rather than now."""
+    return LazyText(message, params=params)
+
+
+def lazy_ngettext(singular: str, plural: str, num: int, **params: t.Any) -> LazyText:
+    """:func:`ngettext`, translated when shown rather than now."""
+    params.setdefault("num", num)
+    return LazyText(singular, plural, num, params)
+
+
+def in_english(message: object) -> str:
+    """The English text of a message (for logs and ``str(error)``)."""
+    return message.english() if isinstance(message, LazyText) else str(message)
+
+
+def qr_page_lang(configured: str | None) -> str:
+    """WeChat's QR page ``lang``: the connection's setting, else the page's language."""
+    return configured or QR_PAGE_LANGS[get_locale()]
+
+
+def userinfo_lang(configured: str | None) -> str:
+    """``/sns/userinfo``'s ``lang``: the connection's setting, else the page's language."""
+    return configured or USERINFO_LANGS[get_locale()]
+
+
+def display_name(connection: t.Any) -> str:
+    """A connection's display name; the default one, "WeChat", in the page's language."""
+    name = str(connection.display_name)
+    return gettext("WeChat") if name == "WeChat" else name
+
+
+#: Template globals of the extension's and the sandbox's pages, also for hosts that
+#: override the templates. Ours, so a host's own ``_``/``gettext`` stay untouched.
+TEMPLATE_GLOBALS: dict[str, t.Callable[..., t.Any]] = {
+    "wechat_qr_gettext": gettext,
+    "wechat_qr_ngettext": ngettext,
+    "wechat_qr_locale": get_locale,
+    "wechat_qr_display_name": display_name,
+}
