@@ -21,7 +21,7 @@ from flask import Flask
 from flask_wechat_qr import WeChatQR, migrations
 from flask_wechat_qr.sandbox.views import EXTENSION_KEY as SANDBOX_KEY
 
-from . import csrf, views
+from . import business, csrf, views
 from .config import (
     DEFAULTS,
     OPTIONAL_WECHAT_VARIABLES,
@@ -75,6 +75,8 @@ def create_app(test_config: dict[str, t.Any] | None = None) -> Flask:
         )
 
     app.register_blueprint(views.bp)
+    if setup.enabled:
+        app.register_blueprint(business.bp)
 
     @app.context_processor
     def site_context() -> dict[str, t.Any]:

@@ -155,6 +155,24 @@ class AccountAdapter:
         if not flask_login.login_user(user):
             raise AccountDisabled()
 
+    # --- language --------------------------------------------------------------------
+
+    def select_locale(self) -> str | None:
+        """The language of the extension's pages for this request, e.g. from the user's
+        saved preference: ``"zh_CN"`` or ``"en"`` (any Chinese tag counts as ``zh_CN``).
+        ``None`` (the default) lets Flask-Babel, if the site uses it, or else the
+        browser's ``Accept-Language`` decide. Called at most once per request."""
+        return None
+
+    # --- the business callback URL ---------------------------------------------------
+
+    def id_token_claims(self, user: t.Any, connection: ConnectionSettings) -> dict[str, t.Any]:
+        """More claims for the ID token posted to ``connection``'s callback URL, e.g.
+        ``{"email": user.email, "name": user.display_name}``; they may replace ``name`` and
+        ``picture`` (WeChat's nickname and avatar) but never ``iss``, ``sub``, ``aud``,
+        the times, ``jti``, ``nonce`` or ``wechat``."""
+        return {}
+
     # --- internals -----------------------------------------------------------------
 
     def _require_user_model(self) -> t.Any:

@@ -94,14 +94,17 @@ class AssociationPolicy:
         connection: ConnectionSettings,
         token: WeChatToken,
         fetch_profile: t.Callable[[], WeChatProfile],
+        before_commit: t.Callable[[Resolution], None] | None = None,
     ) -> Resolution:
         """The user this identity logs in as; creates or links as the settings say.
 
         :class:`LoginRefused` in login-only mode for an identity nobody owns;
         :class:`BindingRequired` when the person must choose (ask binding).
+        ``before_commit`` writes the caller's own rows in the same transaction.
         """
         return self.run_in_transaction(
-            lambda profile_of: self._resolve_once(connection, token, profile_of), fetch_profile)
+            lambda profile_of: self._resolve_once(connection, token, profile_of), fetch_profile,
+            before_commit)
 
     def link(
         self,
@@ -186,15 +189,19 @@ class AssociationPolicy:
         self,
         work: t.Callable[[t.Callable[[], WeChatProfile]], Resolution],
         fetch_profile: t.Callable[[], WeChatProfile],
+        before_commit: t.Callable[[Resolution], None] | None = None,
     ) -> Resolution:
-        """Run ``work`` and commit once, at the end: a user is never created without its
-        identity. Two first logins of one identity at the same moment meet the unique
+        """Run ``work`` (then ``before_commit``) and commit once, at the end: a user is
+        never created without its identity, and every write of a login costs one commit.
+        Two first logins of one identity at the same moment meet the unique
         constraint on ``(connection, openid)``; the loser rolls back and finds the winner's
         row. The profile is requested at most once whatever happens."""
         fetch_profile = _once(fetch_profile)
         for attempt in range(3):
             try:
                 resolution = work(fetch_profile)
+                if before_commit is not None:
+                    before_commit(resolution)
                 self.db.session.commit()
                 return resolution
             except IntegrityError:

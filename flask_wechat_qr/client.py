@@ -31,9 +31,11 @@ from .errors import (
     WeChatUnavailable,
     error_for,
 )
+from .i18n import lazy_gettext as _l
 
 if t.TYPE_CHECKING:
     from .settings import ConnectionSettings
+    from .state_store import LoginStateStore
 
 log = logging.getLogger("flask_wechat_qr")
 
@@ -47,6 +49,10 @@ AUTH_CHECK_PATH = "/sns/auth"
 AUTH_METHOD = "wechat_appid_secret"
 #: Logins one browser may have started and not finished (tabs, reloaded QR pages).
 MAX_PENDING_STATES = 5
+#: Longest login data (JSON characters) kept in the session cookie with its state; longer
+#: (a long ``next``, a business ``state``) is parked in the state table. Five pending
+#: logins then stay far below the 4 KB browsers keep per cookie.
+MAX_INLINE_STATE_DATA = 300
 #: Query parameters that carry secrets; redacted from urllib3's debug log of URLs.
 SECRET_PARAMS = re.compile(r"\b(secret|code|access_token|refresh_token)=[^&\s\"']+")
 
@@ -68,7 +74,7 @@ class WeChatToken:
         openid = data.get("openid")
         access_token = data.get("access_token")
         if not isinstance(openid, str) or not openid or not isinstance(access_token, str):
-            raise WeChatUnavailable("WeChat's token answer had no openid or access token.")
+            raise WeChatUnavailable(_l("WeChat's token answer had no openid or access token."))
         expires_in = data.get("expires_in")
         return cls(
             openid=openid,
@@ -95,7 +101,7 @@ class WeChatProfile:
     def from_response(cls, data: t.Mapping[str, t.Any]) -> WeChatProfile:
         openid = data.get("openid")
         if not isinstance(openid, str) or not openid:
-            raise WeChatUnavailable("WeChat's profile answer had no openid.")
+            raise WeChatUnavailable(_l("WeChat's profile answer had no openid."))
         nickname = data.get("nickname")
         return cls(
             openid=openid,
@@ -119,7 +125,8 @@ def decode_body(resp: requests.Response) -> dict[str, t.Any]:
     except ValueError:
         data = None
     if not isinstance(data, dict):
-        raise WeChatUnavailable("WeChat answered with something that is not its API. Try again.")
+        raise WeChatUnavailable(
+            _l("WeChat answered with something that is not its API. Try again."))
     errcode = data.get("errcode")
     if errcode not in (None, 0, "0"):
         try:
@@ -167,6 +174,12 @@ def _token_compliance_fix(session: OAuth2Session) -> None:
     session.register_compliance_hook("access_token_response", check_token_response)
 
 
+def _marker_expiry(marker: t.Any) -> float:
+    """When a state kept in the session expires (0 for anything that is not a state)."""
+    expiry = marker.get("exp") if isinstance(marker, dict) else None
+    return float(expiry) if isinstance(expiry, (int, float)) else 0.0
+
+
 class PooledSession(OAuth2Session):
     """Authlib's session, kept open for the life of the process (keep-alive).
 
@@ -179,6 +192,22 @@ class PooledSession(OAuth2Session):
 
     def shutdown(self) -> None:
         super().close()
+
+    def merge_environment_settings(self, url: str | bytes | None, proxies: t.Any,
+                                   stream: t.Any, verify: t.Any, cert: t.Any
+                                   ) -> dict[str, t.Any]:
+        """requests reads the proxy and CA-bundle environment variables again on every
+        call (about half a millisecond each); WeChat's API is one host, so read them
+        once per host and arguments for the life of the session."""
+        key = (urlsplit(str(url))[:2], repr((proxies, stream, verify, cert)))
+        cache: dict[t.Any, dict[str, t.Any]] = self.__dict__.setdefault(
+            "_environment_settings", {})
+        settings = cache.get(key)
+        if settings is None:
+            settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
+            if len(cache) < 16:  # a few hosts at most; never grows without bound
+                cache[key] = settings
+        return dict(settings)
 
 
 class _WeChatRemoteApp(FlaskOAuth2App):
@@ -210,9 +239,13 @@ class WeChatClient:
         open_base_url: str | t.Callable[[], str],
         api_base_url: str,
         timeout: float,
+        states: LoginStateStore,
         state_ttl: float = 600,
     ) -> None:
         self.connection = connection
+        #: the server-side half of this connection's login states
+        self.states = states
+        self.state_ttl = int(state_ttl)
         self.open_base_url = open_base_url
         self.api_base_url = api_base_url
         self.timeout = timeout
@@ -232,7 +265,6 @@ class WeChatClient:
                 "default_timeout": timeout,
             },
         )
-        self.remote.framework.expires_in = int(state_ttl)
         redact_http_debug_logs()
 
     @property
@@ -242,68 +274,86 @@ class WeChatClient:
 
     # --- state -----------------------------------------------------------------------
 
-    def begin_login(self, redirect_uri: str, **data: t.Any) -> str:
-        """A new ``state`` for one login, saved through Authlib's state storage.
+    def begin_login(self, **data: t.Any) -> str:
+        """A new ``state`` for one login, its ``data`` kept until the callback.
 
-        ``[A-Za-z0-9]{32}``: within the 128-byte alphanumeric limit WeChat documents.
+        ``[A-Za-z0-9]{32}``: within the 128-byte alphanumeric limit WeChat documents. The
+        data rides in the session next to the state (no database write); only data too
+        big for a cookie is parked in the state table.
         """
         state = generate_token(32)
         self._forget_oldest_states()
-        self.remote.save_authorize_data(state=state, redirect_uri=redirect_uri, **data)
+        key = self._state_key(state)
+        expires_at = time.time() + self.state_ttl
+        value = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+        # The AppID too: another app sharing this SECRET_KEY reads the same cookie, and
+        # must not take this app's logins for its own.
+        if len(value) <= MAX_INLINE_STATE_DATA:
+            session[key] = {"exp": expires_at, "app": self.connection.app_id, "data": data}
+        else:
+            self.states.park(key, value, expires_at)
+            session[key] = {"exp": expires_at, "app": self.connection.app_id}
         return state
 
     def _forget_oldest_states(self) -> None:
         """Keep at most :data:`MAX_PENDING_STATES` - 1 older states in the session.
 
-        Each started login leaves a marker in the (cookie) session; a page that embeds
+        Each started login leaves its state in the (cookie) session; a page that embeds
         the QR and reloads would otherwise grow the cookie past what browsers keep.
         """
-        prefix = f"_state_{self.remote.name}_"
+        prefix = self._state_key("")
         markers = sorted(
             (key for key in session if key.startswith(prefix)),
-            key=lambda key: (session[key] or {}).get("exp", 0),
+            key=lambda key: _marker_expiry(session[key]),
         )
         for key in markers[: max(0, len(markers) - (MAX_PENDING_STATES - 1))]:
-            self.remote.framework.clear_state_data(session, key[len(prefix):])
+            marker = session.pop(key)
+            if isinstance(marker, dict) and "data" not in marker:
+                self.states.delete(key)
 
     def take_state(self, state: str | None) -> dict[str, t.Any]:
-        """The data saved with ``state``, which is then gone for good.
+        """The data saved with ``state``, which is then used for good.
 
         :class:`StateError` when the state is missing, forged, from another browser,
         expired or already used.
         """
         if not state or len(state) > 128:
             raise StateError()
-        framework = self.remote.framework
-        if not self.owns_state(state):
-            # Not this browser's: leave the server-side half alone for its owner.
-            raise StateError()
-        data = framework.get_state_data(session, state)  # takes the server-side row
-        # Authlib's clear_state_data would delete that row a second time; drop only the
-        # session's marker (and any expired ones).
-        session.pop(self._state_key(state), None)
+        key = self._state_key(state)
+        # Not this browser's state: nothing is touched, its owner may still use it.
+        marker = session.pop(key, None)
         now = time.time()
-        for key in [k for k in session if k.startswith(self._state_key(""))]:
-            if (session[key] or {}).get("exp", 0) < now:
-                session.pop(key, None)
-        if data is None:
+        for other in [k for k in session if k.startswith(self._state_key(""))]:
+            if _marker_expiry(session[other]) < now:
+                session.pop(other, None)
+        if not isinstance(marker, dict) or marker.get("app") != self.connection.app_id:
             raise StateError()
-        return t.cast(dict, data)
+        expires_at = _marker_expiry(marker)
+        if "data" in marker:
+            if expires_at < now or not self.states.take(key, expires_at):
+                raise StateError()
+            return t.cast(dict, marker["data"])
+        value = self.states.take_parked(key, expires_at)
+        if value is None:
+            raise StateError()
+        return t.cast(dict, json.loads(value))
 
     def owns_state(self, state: str | None) -> bool:
         """Whether this browser's session started the login of ``state``."""
         return bool(state) and self._state_key(state or "") in session
 
-    def remember_login(self, state: str, outcome: dict[str, t.Any]) -> None:
-        """Record how the login of a used ``state`` ended, for a repeated callback."""
-        self.remote.framework.cache.remember_outcome(self._state_key(state), json.dumps(outcome))
+    def remember_login(self, state: str, outcome: dict[str, t.Any],
+                       within: t.Any = None) -> None:
+        """Record how the login of a used ``state`` ended, for a repeated callback;
+        ``within`` a database transaction of the caller's (no commit of its own)."""
+        self.states.remember_outcome(self._state_key(state), json.dumps(outcome), within)
 
     def login_outcome(self, state: str | None, wait: float) -> dict[str, t.Any] | None:
         """How the login of a used ``state`` ended, waiting up to ``wait`` seconds for a
         first callback still running; ``None`` if there is nothing to repeat."""
         if not state or len(state) > 128 or not state.isalnum():
             return None  # not a state this extension made
-        value = self.remote.framework.cache.outcome(self._state_key(state), wait)
+        value = self.states.outcome(self._state_key(state), wait)
         return t.cast(dict, json.loads(value)) if value else None
 
     def _state_key(self, state: str) -> str:
@@ -317,8 +367,9 @@ class WeChatClient:
 
     # --- URLs the browser is sent to ----------------------------------------------
 
-    def authorize_url(self, redirect_uri: str, state: str) -> str:
-        """WeChat's QR page, parameters in WeChat's documented order.
+    def authorize_url(self, redirect_uri: str, state: str, lang: str | None = None) -> str:
+        """WeChat's QR page, parameters in WeChat's documented order; ``lang`` (``cn`` or
+        ``en``, default: the connection's) last.
 
         WeChat matches this URL strictly (the desktop client shows a blank page when the
         order differs), so it is built here rather than by Authlib, which puts
@@ -331,13 +382,15 @@ class WeChatClient:
             ("scope", SCOPE),
             ("state", state),
         ]
-        if self.connection.lang:
-            params.append(("lang", self.connection.lang))
+        lang = lang or self.connection.lang
+        if lang:
+            params.append(("lang", lang))
         query = urlencode(params, quote_via=quote, safe="")
         return f"{self.open_base}{QRCONNECT_PATH}?{query}#wechat_redirect"
 
-    def qr_iframe_url(self, redirect_uri: str, state: str) -> str:
-        """The ``src`` that WeChat's ``wxLogin.js`` gives its iframe, built server-side."""
+    def qr_iframe_url(self, redirect_uri: str, state: str, lang: str | None = None) -> str:
+        """The ``src`` that WeChat's ``wxLogin.js`` gives its iframe, built server-side
+        (like it, with ``lang`` only for ``en``: WeChat's default is ``cn``)."""
         conn = self.connection
         params = [
             ("appid", conn.app_id),
@@ -350,7 +403,7 @@ class WeChatClient:
         ]
         if conn.qr_href:
             params.append(("href", conn.qr_href))
-        if conn.lang == "en":
+        if (lang or conn.lang) == "en":
             params.append(("lang", "en"))
         query = urlencode(params, quote_via=quote, safe="")
         return f"{self.open_base}{QRCONNECT_PATH}?{query}"
@@ -386,11 +439,13 @@ class WeChatClient:
         return WeChatToken.from_response(data)
 
     def userinfo(self, token: WeChatToken, lang: str | None = None) -> WeChatProfile:
-        """``GET /sns/userinfo`` with the token and openid in the query."""
+        """``GET /sns/userinfo`` with the token and openid in the query; ``lang`` (of region
+        names: ``zh_CN``, ``zh_TW``, ``en``) defaults to the connection's."""
         data = self._get(USERINFO_PATH, [
             ("access_token", token.access_token),
             ("openid", token.openid),
-            ("lang", lang or self.connection.userinfo_lang),
+            # WeChat's own default is zh_CN.
+            ("lang", lang or self.connection.userinfo_lang or "zh_CN"),
         ], retry_busy=True)
         profile = WeChatProfile.from_response(data)
         if profile.openid != token.openid:

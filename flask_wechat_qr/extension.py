@@ -16,7 +16,8 @@ from .client import WeChatClient
 from .errors import ConfigurationError, UnknownConnection
 from .models import Models, models_for
 from .settings import Settings, apply_defaults, load_settings
-from .state_store import DatabaseStateCache
+from .state_store import LoginStateStore
+from .tokens import IdTokenSigner
 
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
@@ -37,6 +38,8 @@ class WeChatQRState:
     bindings: PendingBindings
     oauth: OAuth
     clients: dict[str, WeChatClient]
+    #: signs the ID tokens for business callback URLs (``None``: no key configured)
+    id_tokens: IdTokenSigner | None = None
 
     def client(self, identifier: str) -> WeChatClient:
         """The client of a connection; :class:`UnknownConnection` (404) if there is none."""
@@ -86,6 +89,7 @@ class WeChatQR:
             )
         apply_defaults(app.config)
         settings = load_settings(app.config)
+        id_tokens = IdTokenSigner.from_settings(settings)
         # The login's state (and a pending binding) lives in the session cookie. SameSite=Lax
         # keeps that cookie on WeChat's top-level redirect back to the callback and off
         # cross-site POSTs (bind, unlink). Flask defines the key as None ("not set"), so
@@ -129,7 +133,8 @@ class WeChatQR:
         # One registry per app, never shared: Authlib's registry keeps ``self.app`` and
         # would leak one app's AppID into another. It is not installed with
         # ``oauth.init_app`` so a host's own Authlib registry keeps its extensions slot.
-        oauth = OAuth(cache=DatabaseStateCache(db, models.LoginState))
+        oauth = OAuth()
+        states = LoginStateStore(db, models.LoginState)
         oauth.app = app
         clients = {
             identifier: WeChatClient(
@@ -137,6 +142,7 @@ class WeChatQR:
                 open_base_url=settings.open_base_url or _sandbox_open_base(settings),
                 api_base_url=settings.api_base_url,
                 timeout=settings.http_timeout,
+                states=states,
                 state_ttl=settings.state_ttl,
             )
             for identifier, conn in settings.connections.items()
@@ -156,6 +162,7 @@ class WeChatQR:
             bindings=PendingBindings(db, models, policy, settings),
             oauth=oauth,
             clients=clients,
+            id_tokens=id_tokens,
         )
 
         from .views import blueprint

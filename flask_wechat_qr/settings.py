@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from .errors import ConfigurationError
+from .i18n import SUPPORTED_LOCALES
 
 PREFIX = "WECHAT_QR_"
 
@@ -40,12 +41,13 @@ CONNECTION_DEFAULTS: dict[str, t.Any] = {
     "app_id": None,
     "app_secret": None,
     "callback_url": None,
+    "id_token_audience": None,
     "login_only": False,
     "association": "off",
     "match_fields": ("unionid",),
     "profile_sync": "first_login",
     "lang": None,
-    "userinfo_lang": "zh_CN",
+    "userinfo_lang": None,
     "qr_self_redirect": False,
     "qr_style": "black",
     "qr_href": None,
@@ -68,6 +70,12 @@ GLOBAL_DEFAULTS: dict[str, t.Any] = {
     "bind_attempts_per_binding": 5,
     "bind_attempts_per_address": 20,
     "bind_block_seconds": 900,
+    "default_locale": "en",
+    "id_token_private_key": None,
+    "id_token_secret": None,
+    "id_token_published_keys": (),
+    "id_token_issuer": None,
+    "id_token_ttl": 300,
 }
 
 
@@ -80,12 +88,15 @@ class ConnectionSettings:
     app_id: str
     app_secret: str = field(repr=False)
     callback_url: str | None = None
+    #: the ID token's ``aud`` for this connection's callback URL (default: the identifier)
+    id_token_audience: str | None = None
     login_only: bool = False
     association: str = "off"
     match_fields: tuple[str, ...] = ("unionid",)
     profile_sync: str = "first_login"
     lang: str | None = None
-    userinfo_lang: str = "zh_CN"
+    #: ``None``: the language of the page (``zh_CN`` or ``en``)
+    userinfo_lang: str | None = None
     qr_self_redirect: bool = False
     qr_style: str = "black"
     qr_href: str | None = None
@@ -115,6 +126,18 @@ class Settings:
     bind_attempts_per_address: int = 20
     #: ... within this many seconds (also how long binding then stays blocked)
     bind_block_seconds: int = 900
+    #: the pages' language when neither the host nor the browser chooses one
+    default_locale: str = "en"
+    #: RS256 signing key (PEM text, or a path to a PEM file) for ID tokens
+    id_token_private_key: str | None = field(default=None, repr=False)
+    #: HS256 shared secret for ID tokens (instead of a private key)
+    id_token_secret: str | None = field(default=None, repr=False)
+    #: more public keys (PEM) published in the JWKS, e.g. the previous key while rotating
+    id_token_published_keys: tuple[str, ...] = ()
+    #: the ID token's ``iss`` (default: this site's root URL, from the request)
+    id_token_issuer: str | None = None
+    #: seconds an ID token is valid
+    id_token_ttl: int = 300
 
     @property
     def default_connection(self) -> ConnectionSettings:
@@ -188,6 +211,12 @@ def load_settings(config: t.Mapping[str, t.Any]) -> Settings:
         bind_attempts_per_binding=_whole_seconds(config, "BIND_ATTEMPTS_PER_BINDING"),
         bind_attempts_per_address=_whole_seconds(config, "BIND_ATTEMPTS_PER_ADDRESS"),
         bind_block_seconds=_whole_seconds(config, "BIND_BLOCK_SECONDS"),
+        default_locale=_default_locale(config),
+        id_token_private_key=_optional_text(config, "ID_TOKEN_PRIVATE_KEY"),
+        id_token_secret=_optional_text(config, "ID_TOKEN_SECRET"),
+        id_token_published_keys=_text_list(config, "ID_TOKEN_PUBLISHED_KEYS"),
+        id_token_issuer=_issuer(config),
+        id_token_ttl=_whole_seconds(config, "ID_TOKEN_TTL"),
     )
 
 
@@ -277,10 +306,11 @@ def _parse_connection(raw: t.Any, where: str | None, sandbox: bool = False) -> C
     if lang not in (None, "cn", "en"):
         raise ConfigurationError(key("lang"), f"unknown QR page language {lang!r}",
                                  "Use 'cn', 'en' or leave it unset (WeChat's default).")
-    userinfo_lang = values["userinfo_lang"]
-    if userinfo_lang not in ("zh_CN", "zh_TW", "en"):
+    userinfo_lang = values["userinfo_lang"] or None
+    if userinfo_lang not in (None, "zh_CN", "zh_TW", "en"):
         raise ConfigurationError(key("userinfo_lang"), f"unknown language {userinfo_lang!r}",
-                                 "Use 'zh_CN', 'zh_TW' or 'en'.")
+                                 "Use 'zh_CN', 'zh_TW', 'en' or leave it unset (the language "
+                                 "of the page).")
     qr_style = values["qr_style"]
     if qr_style not in ("black", "white"):
         raise ConfigurationError(key("qr_style"), f"unknown QR style {qr_style!r}",
@@ -300,6 +330,7 @@ def _parse_connection(raw: t.Any, where: str | None, sandbox: bool = False) -> C
         app_id=values["app_id"].strip(),
         app_secret=values["app_secret"].strip(),
         callback_url=callback_url,
+        id_token_audience=str(values["id_token_audience"] or "") or None,
         login_only=_bool(values["login_only"], key("login_only")),
         association=association,
         match_fields=match_fields,
@@ -368,6 +399,48 @@ def _positive_number(config: t.Mapping[str, t.Any], name: str) -> float:
 def _whole_seconds(config: t.Mapping[str, t.Any], name: str) -> int:
     """A positive whole number (seconds or a count); fractions round up, never to zero."""
     return math.ceil(_positive_number(config, name))
+
+
+def _optional_text(config: t.Mapping[str, t.Any], name: str) -> str | None:
+    value = config.get(PREFIX + name)
+    if value is None or value == "":
+        return None
+    if isinstance(value, bytes):
+        value = value.decode()
+    if not isinstance(value, str):
+        raise ConfigurationError(PREFIX + name, f"must be text, not {type(value).__name__}",
+                                 "Give a string (read secrets from the environment).")
+    return value
+
+
+def _text_list(config: t.Mapping[str, t.Any], name: str) -> tuple[str, ...]:
+    value = config.get(PREFIX + name) or ()
+    if isinstance(value, str):
+        value = (value,)
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ConfigurationError(PREFIX + name, "must be a list of PEM texts or file paths",
+                                 "Write e.g. [open('old-public.pem').read()].")
+    return tuple(value)
+
+
+def _issuer(config: t.Mapping[str, t.Any]) -> str | None:
+    value = _optional_text(config, "ID_TOKEN_ISSUER")
+    if value is not None:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
+            raise ConfigurationError(
+                PREFIX + "ID_TOKEN_ISSUER", f"{value!r} is not an http(s) URL",
+                "Use this site's public root URL, e.g. https://www.example.com, or leave it "
+                "unset to use the URL the request came to.")
+    return value
+
+
+def _default_locale(config: t.Mapping[str, t.Any]) -> str:
+    value = config.get(PREFIX + "DEFAULT_LOCALE") or GLOBAL_DEFAULTS["default_locale"]
+    if value not in SUPPORTED_LOCALES:
+        raise ConfigurationError(PREFIX + "DEFAULT_LOCALE", f"unsupported language {value!r}",
+                                 "Use 'en' or 'zh_CN' (Simplified Chinese).")
+    return t.cast(str, value)
 
 
 def _local_path(value: t.Any, key: str) -> str:

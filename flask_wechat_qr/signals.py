@@ -45,3 +45,7 @@ login_refused = _signals.signal("wechat-qr-login-refused")
 #: linked to another account meanwhile),
 #: ``address`` (the client address).
 binding_failed = _signals.signal("wechat-qr-binding-failed")
+
+#: An ID token was issued for a connection's business callback URL (about to be posted).
+#: kwargs: ``user``, ``connection``, ``claims`` (the token's claims, for audit logs).
+id_token_issued = _signals.signal("wechat-qr-id-token-issued")

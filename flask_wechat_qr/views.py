@@ -12,6 +12,7 @@ from flask import (
     Response,
     current_app,
     g,
+    jsonify,
     redirect,
     render_template,
     request,
@@ -34,6 +35,8 @@ from .errors import (
     NotLoggedIn,
     StateError,
 )
+from .i18n import TEMPLATE_GLOBALS, LazyText, qr_page_lang, userinfo_lang
+from .i18n import lazy_gettext as _l
 
 if t.TYPE_CHECKING:
     from .client import WeChatClient
@@ -55,6 +58,12 @@ REPEAT_WINDOW = 10
 MAX_CODE_LENGTH = 512
 #: Session key holding the id of this browser's pending binding (never put in a URL).
 PENDING_BINDING_KEY = "_wechat_qr_pending_binding"
+#: Session key holding the business ``state``/``nonce`` while a binding is pending.
+DELIVERY_KEY = "_wechat_qr_delivery"
+#: Longest business ``state`` and ``nonce`` accepted by ``login``/``qr`` (echoed / signed
+#: into the ID token for the connection's callback URL).
+MAX_BUSINESS_STATE_LENGTH = 1024
+MAX_NONCE_LENGTH = 255
 
 
 def _state() -> WeChatQRState:
@@ -66,7 +75,7 @@ def safe_next(value: str | None) -> str | None:
     if not value:
         return None
     if len(value) > MAX_NEXT_LENGTH:
-        raise InvalidRequest("The return address is too long. Start the login again.")
+        raise InvalidRequest(_l("The return address is too long. Start the login again."))
     if (
         not value.startswith("/")
         or value.startswith("//")
@@ -99,7 +108,8 @@ def _redirect_uri(connection: str) -> str:
 def login(connection: str) -> Response:
     """Send the browser to WeChat's QR page."""
     client, redirect_uri, state, _next = _begin(connection)
-    return redirect(client.authorize_url(redirect_uri, state))
+    return redirect(client.authorize_url(redirect_uri, state,
+                                         lang=qr_page_lang(client.connection.lang)))
 
 
 @blueprint.route("/<connection>/qr")
@@ -109,8 +119,10 @@ def qr(connection: str) -> str:
     return render_template(
         "wechat_qr/qr.html",
         connection=client.connection,
-        iframe_url=client.qr_iframe_url(redirect_uri, state),
-        login_url=url_for("wechat_qr.login", connection=connection, next=next_url),
+        iframe_url=client.qr_iframe_url(redirect_uri, state,
+                                        lang=qr_page_lang(client.connection.lang)),
+        login_url=url_for("wechat_qr.login", connection=connection, next=next_url,
+                          **(_business_params() if client.connection.callback_url else {})),
         # Reload for a fresh state a little before this one expires.
         refresh_after=max(30, int(_state().settings.state_ttl) - 30),
     )
@@ -126,7 +138,8 @@ def link(connection: str) -> Response:
         raise NotLoggedIn()
     client, redirect_uri, state, _next = _begin(connection,
                                                 link_user=ext.adapter.get_user_id(user))
-    return redirect(client.authorize_url(redirect_uri, state))
+    return redirect(client.authorize_url(redirect_uri, state,
+                                         lang=qr_page_lang(client.connection.lang)))
 
 
 def _begin(connection: str, **data: t.Any) -> tuple[WeChatClient, str, str, str | None]:
@@ -134,7 +147,24 @@ def _begin(connection: str, **data: t.Any) -> tuple[WeChatClient, str, str, str 
     client = _state().client(connection)
     next_url = safe_next(request.args.get("next"))
     redirect_uri = _redirect_uri(connection)
-    return client, redirect_uri, client.begin_login(redirect_uri, next=next_url, **data), next_url
+    if client.connection.callback_url and "link_user" not in data:
+        # Kept apart from the OAuth ``state`` (Authlib's own keyword).
+        data.update({"business_" + k: v for k, v in _business_params().items()})
+    return client, redirect_uri, client.begin_login(next=next_url, **data), next_url
+
+
+def _business_params() -> dict[str, str]:
+    """The business front end's ``state`` and ``nonce`` given to ``login``/``qr``: echoed
+    with (``state``) and signed into (``nonce``) the ID token for the callback URL."""
+    params = {}
+    for name, limit in (("state", MAX_BUSINESS_STATE_LENGTH), ("nonce", MAX_NONCE_LENGTH)):
+        value = request.args.get(name)
+        if not value:
+            continue
+        if len(value) > limit or any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+            raise InvalidRequest(_l("The login's %(name)s parameter is not valid.", name=name))
+        params[name] = value
+    return params
 
 
 @blueprint.route("/<connection>/callback")
@@ -151,44 +181,61 @@ def callback(connection: str) -> Response:
     next_url = data.get("next")
     g._wechat_qr_next = next_url
     # Whatever happens next is recorded, so a repeated callback gets the same answer.
-    outcome: dict[str, t.Any] = {"error": True}
+    outcome: dict[str, t.Any] | None = {"error": True}
     try:
-        response, outcome = _finish_callback(client, data, next_url)
+        response, outcome = _finish_callback(client, t.cast(str, state), data, next_url)
         return response
     finally:
         try:
-            client.remember_login(t.cast(str, state), outcome)
+            if outcome is not None:  # None: recorded in the login's own transaction
+                client.remember_login(t.cast(str, state), outcome)
         except Exception:  # never hide the login's own result behind this bookkeeping
             log.exception("could not record the outcome of a WeChat callback")
 
 
-def _finish_callback(client: WeChatClient, data: dict[str, t.Any], next_url: str | None
-                     ) -> tuple[Response, dict[str, t.Any]]:
-    """The callback after its state checked out: the response, and the outcome to repeat."""
+def _finish_callback(client: WeChatClient, state: str, data: dict[str, t.Any],
+                     next_url: str | None) -> tuple[Response, dict[str, t.Any] | None]:
+    """The callback after its state checked out: the response, and the outcome to repeat
+    (``None`` when it was recorded with the login itself)."""
     ext = _state()
     code = request.args.get("code")
     if not code:
         raise LoginCancelled()
     if len(code) > MAX_CODE_LENGTH:
-        raise InvalidRequest("The WeChat authorization is not valid. Scan the QR code again.")
+        raise InvalidRequest(
+            _l("The WeChat authorization is not valid. Scan the QR code again."))
     token = client.exchange_code(code)
-    fetch_profile = lambda: client.userinfo(token)  # noqa: E731 - only if the policy asks
+    delivery = {k: data["business_" + k] for k in ("state", "nonce") if data.get("business_" + k)}
+    fetch_profile = lambda: client.userinfo(  # noqa: E731 - only if the policy asks
+        token, lang=userinfo_lang(client.connection.userinfo_lang))
     if data.get("link_user"):
         response = _linked(client.connection, token, fetch_profile, data["link_user"], next_url)
         return response, {"user_id": data["link_user"],
                           "next": next_url or ext.settings.post_login_url}
+    auth_time = time.time()
+
+    def record_outcome(resolution: Resolution) -> None:
+        client.remember_login(state, {
+            "user_id": ext.adapter.get_user_id(resolution.user),
+            "next": next_url or ext.settings.post_login_url, "at": auth_time,
+            "delivery": delivery,
+        }, within=ext.db.session)
+
     try:
-        resolution = ext.policy.resolve(client.connection, token, fetch_profile)
+        resolution = ext.policy.resolve(client.connection, token, fetch_profile,
+                                        before_commit=record_outcome)
     except BindingRequired as required:
         session[PENDING_BINDING_KEY] = ext.bindings.start(
             client.connection, token, required.profile, next_url)
+        if delivery:
+            session[DELIVERY_KEY] = delivery
+        else:
+            session.pop(DELIVERY_KEY, None)
         return redirect(url_for("wechat_qr.bind")), {"bind": True}
     except LoginRefused:
         signals.login_refused.send(_app(), connection=client.connection, openid=token.openid)
         raise
-    response = _logged_in(client.connection, resolution, next_url)
-    return response, {"user_id": ext.adapter.get_user_id(resolution.user),
-                      "next": next_url or ext.settings.post_login_url, "at": time.time()}
+    return _logged_in(client.connection, resolution, next_url, delivery, auth_time), None
 
 
 def _repeated_callback(client: WeChatClient, state: str | None, same_browser: bool) -> Response:
@@ -204,7 +251,8 @@ def _repeated_callback(client: WeChatClient, state: str | None, same_browser: bo
         raise StateError()
     current = ext.adapter.current_user()
     if current is not None and ext.adapter.get_user_id(current) == outcome["user_id"]:
-        return _redirect_on(outcome["next"])  # a refresh after the login: already done
+        # A refresh after the login: already done.
+        return _end_repeated(client.connection, current, outcome)
     if not same_browser or time.time() - outcome.get("at", 0) > REPEAT_WINDOW:
         raise StateError()
     user = ext.adapter.load_user(outcome["user_id"])
@@ -212,6 +260,19 @@ def _repeated_callback(client: WeChatClient, state: str | None, same_browser: bo
         raise StateError()
     ext.adapter.renew_session()
     ext.adapter.login_user(user)
+    return _end_repeated(client.connection, user, outcome)
+
+
+def _end_repeated(connection: ConnectionSettings, user: t.Any,
+                  outcome: dict[str, t.Any]) -> Response:
+    """End a repeated callback as its first one ended: on to ``next``, or (a callback URL)
+    a new ID token for the same login."""
+    if connection.callback_url and "delivery" in outcome:
+        identity = _state().policy.identity_of(user, connection.identifier)
+        if identity is None:  # unlinked meanwhile
+            raise StateError()
+        return _deliver_id_token(connection, user, identity, outcome["delivery"],
+                                 outcome.get("at", time.time()))
     return _redirect_on(outcome["next"])
 
 
@@ -254,7 +315,7 @@ def bind() -> t.Any:
         if user is None:
             signals.binding_failed.send(_app(), connection=connection,
                                         reason="wrong_credentials", address=address)
-            return _bind_page(connection, pending, "Wrong username or password.", 400)
+            return _bind_page(connection, pending, _l("Wrong username or password."), 400)
         ext.bindings.forget_attempt(attempt)
         try:
             resolution = ext.bindings.bind_account(connection, binding_id, user)
@@ -267,8 +328,8 @@ def bind() -> t.Any:
                                         reason="linked_elsewhere", address=address)
             raise
     else:
-        raise InvalidRequest("Choose whether to bind an existing account or create one.")
-    return _logged_in(connection, resolution, next_url)
+        raise InvalidRequest(_l("Choose whether to bind an existing account or create one."))
+    return _logged_in(connection, resolution, next_url, session.pop(DELIVERY_KEY, None))
 
 
 @blueprint.route("/<connection>/unlink", methods=["POST"])
@@ -288,8 +349,8 @@ def unlink(connection: str) -> Response:
     return redirect(next_url or ext.settings.post_login_url)
 
 
-def _bind_page(connection: ConnectionSettings, pending: t.Any, problem: str | None = None,
-               status: int = 200) -> tuple[str, int]:
+def _bind_page(connection: ConnectionSettings, pending: t.Any,
+               problem: str | LazyText | None = None, status: int = 200) -> tuple[str, int]:
     return render_template(
         "wechat_qr/bind.html", connection=connection, pending=pending, problem=problem,
         can_signup=_state().adapter.can_signup(connection), csrf_token=csrf_token(),
@@ -311,8 +372,10 @@ def _linked(connection: ConnectionSettings, token: t.Any, fetch_profile: t.Any,
 
 
 def _logged_in(connection: ConnectionSettings, resolution: Resolution,
-               next_url: str | None) -> Response:
-    """Renew the session, log in, tell the signals, and move on."""
+               next_url: str | None, delivery: dict[str, str] | None = None,
+               auth_time: float | None = None) -> Response:
+    """Renew the session, log in, tell the signals, and move on: to ``next``, or with an
+    ID token to the connection's callback URL."""
     ext = _state()
     ext.adapter.renew_session()
     ext.adapter.login_user(resolution.user)
@@ -331,7 +394,38 @@ def _logged_in(connection: ConnectionSettings, resolution: Resolution,
     ):
         if isinstance(result, Response):
             return result
+    if connection.callback_url:
+        return _deliver_id_token(connection, resolution.user, resolution.identity,
+                                 delivery or {}, auth_time or time.time())
     return _redirect_on(next_url)
+
+
+def _deliver_id_token(connection: ConnectionSettings, user: t.Any, identity: t.Any,
+                      delivery: dict[str, str], auth_time: float) -> Response:
+    """A page that POSTs a signed ID token (and the business ``state``) to the callback
+    URL at once: a form body, never a query string, so the token stays out of logs,
+    referrers and the browser's history."""
+    ext = _state()
+    signer = ext.id_tokens
+    if signer is None:  # init_app refuses a callback URL without a key; defensive only
+        raise RuntimeError("a callback URL without an ID token key")
+    token, claims = signer.issue(
+        issuer=request.url_root.rstrip("/"),
+        connection=connection,
+        subject=ext.adapter.get_user_id(user),
+        auth_time=auth_time,
+        wechat={"connection": connection.identifier, "openid": identity.openid,
+                "unionid": identity.unionid},
+        name=identity.nickname,
+        picture=identity.avatar_url,
+        nonce=delivery.get("nonce"),
+        extra_claims=ext.adapter.id_token_claims(user, connection),
+    )
+    signals.id_token_issued.send(_app(), user=user, connection=connection, claims=claims)
+    return Response(render_template(
+        "wechat_qr/form_post.html", connection=connection, action=connection.callback_url,
+        id_token=token, state=delivery.get("state"),
+    ))
 
 
 def _redirect_on(next_url: str) -> Response:
@@ -366,6 +460,11 @@ def login_error(error: LoginError) -> tuple[str, int]:
                            retry_url=retry_url), error.status
 
 
+# Translation in templates without the host's jinja2.ext.i18n, and never through its ``_``.
+for _name, _function in TEMPLATE_GLOBALS.items():
+    blueprint.add_app_template_global(_function, _name)
+
+
 @blueprint.app_template_global("wechat_qr_csrf_token")
 def template_csrf_token() -> str:
     """For the host's own unlink forms: ``<input name="csrf_token" value="...">``."""
@@ -381,8 +480,25 @@ def template_connection(identifier: str) -> t.Any:
     return ext.settings.connections.get(identifier) if ext is not None else None
 
 
+@blueprint.route("/.well-known/jwks.json")
+def jwks() -> tuple[Response, int] | Response:
+    """The public keys of the RS256 ID tokens, for receivers to verify them with."""
+    signer = _state().id_tokens
+    if signer is None or not signer.public_jwks:
+        response = jsonify(error="not_found",
+                           error_description="No RS256 ID token key is configured.")
+        response.headers["Cache-Control"] = "no-store"
+        return response, 404
+    response = jsonify(signer.jwks())
+    # Public and cacheable; receivers refetch when they meet an unknown kid (rotation).
+    response.headers["Cache-Control"] = "public, max-age=300"
+    response.headers["Access-Control-Allow-Origin"] = "*"
+    return response
+
+
 @blueprint.after_request
 def no_store(response: Response) -> Response:
     """Login pages carry one-time state; no cache may keep them."""
-    response.headers["Cache-Control"] = "no-store"
+    if request.endpoint != "wechat_qr.jwks":
+        response.headers["Cache-Control"] = "no-store"
     return response

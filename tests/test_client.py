@@ -15,6 +15,7 @@ import re
 import typing as t
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
+import flask
 import pytest
 import requests
 import responses
@@ -168,14 +169,14 @@ def test_authorize_url_has_wechats_exact_parameter_order(client: t.Any) -> None:
     assert location.count("#") == 1 and location.endswith("#wechat_redirect")
     query = pairs(location)
     assert [name for name, _ in query] == [
-        "appid", "redirect_uri", "response_type", "scope", "state"]
+        "appid", "redirect_uri", "response_type", "scope", "state", "lang"]
     assert query[:4] == [("appid", APP_ID), ("redirect_uri", CALLBACK),
                          ("response_type", "code"), ("scope", "snsapi_login")]
     state = query[4][1]
     assert location == (
         f"{OPEN}/connect/qrconnect?appid={APP_ID}"
         "&redirect_uri=http%3A%2F%2Flocalhost%2Fauth%2Fwechat%2Fcallback"
-        f"&response_type=code&scope=snsapi_login&state={state}#wechat_redirect"
+        f"&response_type=code&scope=snsapi_login&state={state}&lang=en#wechat_redirect"
     )
 
 
@@ -206,9 +207,11 @@ def test_redirect_uri_follows_the_sites_scheme_and_host(client: t.Any) -> None:
 
 
 @pytest.mark.parametrize("lang", ["en", "cn"])
-def test_lang_is_appended_only_when_configured(make_app: t.Any, lang: str) -> None:
-    location = make_app(WECHAT_QR_LANG=lang).test_client().get("/auth/wechat/login").headers[
-        "Location"]
+@pytest.mark.parametrize("accept_language", ["en", "zh-CN"])
+def test_configured_lang_is_appended_last(make_app: t.Any, lang: str,
+                                          accept_language: str) -> None:
+    location = make_app(WECHAT_QR_LANG=lang).test_client().get(
+        "/auth/wechat/login", headers={"Accept-Language": accept_language}).headers["Location"]
     query = pairs(location)
     assert [name for name, _ in query] == [
         "appid", "redirect_uri", "response_type", "scope", "state", "lang"]
@@ -216,10 +219,14 @@ def test_lang_is_appended_only_when_configured(make_app: t.Any, lang: str) -> No
     assert location.endswith(f"&lang={lang}#wechat_redirect")
 
 
-def test_no_lang_by_default(client: t.Any) -> None:
-    location = client.get("/auth/wechat/login").headers["Location"]
-    assert "lang" not in dict(pairs(location))
-    assert "lang=" not in location
+@pytest.mark.parametrize("accept_language, lang", [(None, "en"), ("zh-CN", "cn"),
+                                                    ("en-GB", "en")])
+def test_lang_follows_the_page_language_by_default(client: t.Any, accept_language: str | None,
+                                                   lang: str) -> None:
+    headers = {"Accept-Language": accept_language} if accept_language else {}
+    location = client.get("/auth/wechat/login", headers=headers).headers["Location"]
+    assert pairs(location)[-1] == ("lang", lang)
+    assert location.endswith(f"&lang={lang}#wechat_redirect")
 
 
 def test_open_base_url_is_configurable(make_app: t.Any) -> None:
@@ -258,11 +265,22 @@ def test_qr_iframe_url_is_built_like_wxlogin_js(make_app: t.Any) -> None:
 def test_state_is_single_use_and_carries_its_data(app: Flask) -> None:
     with app.test_request_context("/auth/wechat/login"):
         wx = app.extensions["wechat_qr"].client("wechat")
-        state = wx.begin_login(CALLBACK, next="/account")
+        state = wx.begin_login(next="/account")
         assert re.fullmatch(r"[A-Za-z0-9]{32}", state)
         data = wx.take_state(state)
-        assert data["redirect_uri"] == CALLBACK
-        assert data["next"] == "/account"
+        assert data == {"next": "/account"}
+        with pytest.raises(StateError):
+            wx.take_state(state)
+
+
+def test_long_state_data_is_parked_server_side(app: Flask) -> None:
+    """Data too big for the cookie lives in the state table; the cookie only names it."""
+    next_url = "/search?q=" + "微信" * 400
+    with app.test_request_context("/auth/wechat/login"):
+        wx = app.extensions["wechat_qr"].client("wechat")
+        state = wx.begin_login(next=next_url)
+        assert next_url not in str(dict(flask.session))
+        assert wx.take_state(state) == {"next": next_url}
         with pytest.raises(StateError):
             wx.take_state(state)
 
@@ -271,7 +289,7 @@ def test_state_is_single_use_and_carries_its_data(app: Flask) -> None:
 def test_unknown_state_is_refused(app: Flask, state: str | None) -> None:
     with app.test_request_context("/auth/wechat/callback"):
         wx = app.extensions["wechat_qr"].client("wechat")
-        wx.begin_login(CALLBACK)
+        wx.begin_login()
         with pytest.raises(StateError):
             wx.take_state(state)
 
@@ -283,10 +301,10 @@ def test_state_of_one_connection_is_not_valid_for_another(make_app: t.Any) -> No
     ])
     with app.test_request_context("/"):
         ext = app.extensions["wechat_qr"]
-        state = ext.client("wechat").begin_login(CALLBACK)
+        state = ext.client("wechat").begin_login(next="/a")
         with pytest.raises(StateError):
             ext.client("other").take_state(state)
-        assert ext.client("wechat").take_state(state)["redirect_uri"] == CALLBACK
+        assert ext.client("wechat").take_state(state) == {"next": "/a"}
 
 
 # --- the token request ---------------------------------------------------------------
@@ -386,8 +404,9 @@ def test_userinfo_request(client: t.Any, wechat_api: WeChatAPI) -> None:
     assert finish_login(client, state).status_code == 302
     (call,) = calls_to(wechat_api, USERINFO_PATH)
     assert call.request.method == "GET"
+    # The page's language (no Accept-Language: WECHAT_QR_DEFAULT_LOCALE, "en").
     assert pairs(call.request.url) == [("access_token", ACCESS_TOKEN), ("openid", OPENID),
-                                       ("lang", "zh_CN")]
+                                       ("lang", "en")]
     assert "Authorization" not in call.request.headers
 
 
@@ -884,3 +903,31 @@ def test_profile_of_another_openid_is_refused(
     assert resp.status_code == 502
     with app.app_context():
         assert app.db.session.execute(app.db.select(app.User)).first() is None
+
+
+def test_proxy_environment_is_read_once_per_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    """requests re-reads proxy variables on every call; the pooled session once per host,
+    and still honours them."""
+    import requests.sessions
+
+    from flask_wechat_qr.client import PooledSession
+
+    reads: list[str] = []
+    real = requests.sessions.get_environ_proxies
+
+    def counting(url: str, no_proxy: t.Any = None) -> dict[str, str]:
+        reads.append(url)
+        return real(url, no_proxy=no_proxy)
+
+    monkeypatch.setattr(requests.sessions, "get_environ_proxies", counting)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example.cn:3128")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    session = PooledSession()
+    for _ in range(3):
+        settings = session.merge_environment_settings(
+            "https://api.weixin.qq.com/sns/oauth2/access_token?appid=x", {}, None, None, None)
+        assert settings["proxies"]["https"] == "http://proxy.example.cn:3128"
+    assert len(reads) == 1
+    session.merge_environment_settings("https://other.example.com/", {}, None, None, None)
+    assert len(reads) == 2

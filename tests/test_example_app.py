@@ -596,3 +596,52 @@ def test_sandbox_switch_turns_wechat_login_on(monkeypatch: pytest.MonkeyPatch,
     html = app.test_client().get("/").get_data(as_text=True)
     assert 'class="wechat-qr-button"' in html
     assert "WeChat sandbox." in html
+
+
+# --- the business front end (ID token demo) -----------------------------------------------
+
+
+def test_business_demo_receives_and_verifies_the_id_token(
+    make_site: t.Callable[..., Flask],
+) -> None:
+    """On the sandbox: the demo front end starts a login with its state and nonce; the
+    posted token verifies at its callback URL; a forged one does not."""
+    site = make_site(WECHAT_QR_SANDBOX=True,
+                     WECHAT_QR_CALLBACK_URL="http://localhost/business/wechat-done",
+                     WECHAT_QR_ID_TOKEN_SECRET="s" * 40)
+    browser, phone = site.test_client(), site.test_client()
+    page = browser.get("/business/").get_data(as_text=True)
+    login_url = re.search(r'href="(/auth/wechat/login\?[^"]+)"', page).group(1)
+    location = browser.get(login_url.replace("&amp;", "&")).headers["Location"]
+    qr_page = browser.get(location.split("localhost", 1)[1].split("#")[0])
+    uuid = re.search(r'data-uuid="([^"]+)"', qr_page.get_data(as_text=True)).group(1)
+    phone.get(f"/wechat-sandbox/connect/confirm/{uuid}")
+    phone.post(f"/wechat-sandbox/connect/confirm/{uuid}",
+               data={"action": "allow", "person": "zhangsan"})
+    redirect_to = browser.get("/wechat-sandbox/connect/l/qrconnect",
+                              query_string={"uuid": uuid}).json["redirect"]
+    posted = browser.get(redirect_to.split("localhost", 1)[1])
+    html = posted.get_data(as_text=True)
+    assert 'action="http://localhost/business/wechat-done"' in html
+    fields = dict(re.findall(r'name="(id_token|state)" value="([^"]+)"', html))
+    forged = dict(fields, id_token=fields["id_token"][:-4] + "AAAA")
+
+    refused = browser.post("/business/wechat-done", data=forged)
+    assert refused.status_code == 400
+    assert "did not verify" in refused.get_data(as_text=True)
+    done = browser.post("/business/wechat-done", data=fields)
+    assert done.status_code == 200, done.get_data(as_text=True)
+    text = done.get_data(as_text=True)
+    assert "The ID token verified" in text and "openid" in text
+    # The login it started is used up: a replayed post is refused.
+    assert browser.post("/business/wechat-done", data=fields).status_code == 400
+
+
+def test_extension_pages_in_the_site_layout_speak_chinese(wechat_site: Flask) -> None:
+    """The site's layout takes the language of the extension's page inside it."""
+    html = wechat_site.test_client().get(
+        "/auth/wechat/qr", headers={"Accept-Language": "zh-CN,zh;q=0.9"}).get_data(as_text=True)
+    assert '<html lang="zh-CN">' in html
+    assert "微信登录" in html
+    english = wechat_site.test_client().get("/auth/wechat/qr").get_data(as_text=True)
+    assert '<html lang="en">' in english

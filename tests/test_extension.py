@@ -167,7 +167,8 @@ def test_two_apps_with_different_app_ids_never_share_settings(
 ) -> None:
     wechat = WeChatQR(db=host.db, user_model=host.User)
     app_a = host.app(tmp_path / "a", WECHAT_QR_APP_ID="wxaaaaaaaaaaaaaaaa",
-                     WECHAT_QR_APP_SECRET="secret-of-a", WECHAT_QR_DISPLAY_NAME="A")
+                     WECHAT_QR_APP_SECRET="secret-of-a", WECHAT_QR_DISPLAY_NAME="A",
+                     WECHAT_QR_DEFAULT_LOCALE="zh_CN")
     app_b = host.app(tmp_path / "b", WECHAT_QR_APP_ID="wxbbbbbbbbbbbbbbbb",
                      WECHAT_QR_APP_SECRET="secret-of-b", WECHAT_QR_DISPLAY_NAME="B",
                      WECHAT_QR_LANG="en")
@@ -183,13 +184,14 @@ def test_two_apps_with_different_app_ids_never_share_settings(
     assert state_a.client("wechat") is not state_b.client("wechat")
     assert state_a.client("wechat").session is not state_b.client("wechat").session
 
-    # Interleaved requests: each app redirects with its own AppID, and only B sets lang.
+    # Interleaved requests: each app redirects with its own AppID and lang (B's configured,
+    # A's from its pages' default language).
     for _ in range(2):
         params_a = authorize_params(app_a)
         params_b = authorize_params(app_b)
         assert params_a["appid"] == ["wxaaaaaaaaaaaaaaaa"]
         assert params_b["appid"] == ["wxbbbbbbbbbbbbbbbb"]
-        assert "lang" not in params_a
+        assert params_a["lang"] == ["cn"]
         assert params_b["lang"] == ["en"]
     assert state_a.settings.default_connection.display_name == "A"
     assert state_b.settings.default_connection.display_name == "B"
@@ -225,10 +227,12 @@ def test_two_apps_exchange_codes_with_their_own_secret(host: Host, tmp_path: Pat
 
 
 def test_a_state_from_one_app_is_refused_by_the_other(host: Host, tmp_path: Path) -> None:
-    # Same SECRET_KEY, so B accepts A's session cookie: only the state store can refuse.
+    # Same SECRET_KEY, so B accepts A's session cookie: the state must still say that it
+    # belongs to A's WeChat application. (Two apps sharing the SECRET_KEY *and* the AppID
+    # are one site to the login, as they are to the session cookie itself.)
     wechat = WeChatQR(db=host.db, user_model=host.User)
-    app_a = host.app(tmp_path / "a", SECRET_KEY="shared")
-    app_b = host.app(tmp_path / "b", SECRET_KEY="shared")
+    app_a = host.app(tmp_path / "a", SECRET_KEY="shared", WECHAT_QR_APP_ID="wxaaaaaaaaaaaaaaaa")
+    app_b = host.app(tmp_path / "b", SECRET_KEY="shared", WECHAT_QR_APP_ID="wxbbbbbbbbbbbbbbbb")
     for app in (app_a, app_b):
         wechat.init_app(app)
         host.create_tables(app)

@@ -1,7 +1,8 @@
-"""DatabaseStateCache: the server-side half of a login's state (single use, expiring)."""
+"""LoginStateStore: parked state data, single use of a state, and how its login ended."""
 
 from __future__ import annotations
 
+import threading
 import time
 import typing as t
 
@@ -9,18 +10,18 @@ import pytest
 import sqlalchemy as sa
 
 from flask_wechat_qr import state_store
-from flask_wechat_qr.state_store import AFTERLIFE, DatabaseStateCache
+from flask_wechat_qr.state_store import AFTERLIFE, TAKEN, LoginStateStore
 
 
 @pytest.fixture
-def cache(app: t.Any) -> t.Iterator[DatabaseStateCache]:
+def store(app: t.Any) -> t.Iterator[LoginStateStore]:
     with app.app_context():
-        yield DatabaseStateCache(app.db, app.extensions["wechat_qr"].models.LoginState)
+        yield LoginStateStore(app.db, app.extensions["wechat_qr"].models.LoginState)
 
 
-def _keys(cache: DatabaseStateCache) -> list[str]:
-    with cache.db.engine.connect() as conn:
-        return sorted(conn.execute(sa.select(cache.table.c.key)).scalars())
+def _keys(store: LoginStateStore) -> list[str]:
+    with store.db.engine.connect() as conn:
+        return sorted(conn.execute(sa.select(store.table.c.key)).scalars())
 
 
 def _travel(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
@@ -28,99 +29,157 @@ def _travel(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
     monkeypatch.setattr(state_store.time, "time", lambda: real_time() + seconds)
 
 
-def test_set_then_get(cache: DatabaseStateCache) -> None:
-    cache.set("_state_wechat_abc", '{"data": {"next": "/account"}}', 600)
-    assert _keys(cache) == ["_state_wechat_abc"]
-    assert cache.get("_state_wechat_abc") == '{"data": {"next": "/account"}}'
+def _in(seconds: float) -> float:
+    return time.time() + seconds
 
 
-def test_get_takes_the_value_once(cache: DatabaseStateCache) -> None:
-    cache.set("k", "v", 600)
-    assert cache.get("k") == "v"
-    assert cache.get("k") is None
-    assert _keys(cache) == ["taken:k"]  # remembers that it was used, for a while
+# --- states whose data is in the cookie: the taken row --------------------------------
 
 
-def test_outcome_of_a_used_state(cache: DatabaseStateCache) -> None:
-    assert cache.outcome("never-used", wait=5) is None  # no wait: nothing is running
-    cache.set("k", "v", 600)
-    cache.get("k")
+def test_a_state_is_taken_once(store: LoginStateStore) -> None:
+    assert store.take("k", _in(600)) is True
+    assert store.take("k", _in(600)) is False
+    assert _keys(store) == [TAKEN + "k"]
+
+
+def test_the_taken_row_outlives_the_state(store: LoginStateStore,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A replayed cookie still naming the state finds it used until the state expired."""
+    assert store.take("k", _in(600))
+    _travel(monkeypatch, 599)
+    store.take("other", _in(600))  # a later login (purges expired rows now and then)
+    assert store.take("k", _in(1)) is False
+
+
+def test_keys_are_independent(store: LoginStateStore) -> None:
+    assert store.take("a", _in(600))
+    assert store.take("b", _in(600))
+    assert not store.take("a", _in(600))
+
+
+def test_concurrent_takes_of_one_state_let_one_through(app: t.Any,
+                                                       store: LoginStateStore) -> None:
+    results: list[bool] = []
+    barrier = threading.Barrier(8)
+
+    def take() -> None:
+        with app.app_context():
+            barrier.wait()
+            results.append(store.take("k", _in(600)))
+
+    threads = [threading.Thread(target=take) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert sorted(results) == [False] * 7 + [True]
+
+
+# --- parked data (too big for the cookie) -----------------------------------------------------
+
+
+def test_parked_data_is_taken_once(store: LoginStateStore) -> None:
+    value = '{"next": "/账户?tab=微信🐼' + "x" * 500 + '"}'
+    store.park("k", value, _in(600))
+    assert _keys(store) == ["k"]
+    assert store.take_parked("k", _in(600)) == value
+    assert store.take_parked("k", _in(600)) is None
+    assert _keys(store) == [TAKEN + "k"]  # remembers that it was used, for a while
+    assert store.take("k", _in(600)) is False  # and cannot be taken as a cookie state
+
+
+def test_unknown_parked_state(store: LoginStateStore) -> None:
+    store.park("k", "v", _in(600))
+    assert store.take_parked("other", _in(600)) is None
+    assert _keys(store) == ["k"]
+
+
+def test_expired_parked_data_is_none_and_goes(store: LoginStateStore,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    store.park("k", "v", _in(60))
+    _travel(monkeypatch, 61)
+    assert store.take_parked("k", _in(0)) is None
+    assert _keys(store) == []
+
+
+def test_parked_data_is_there_until_it_expires(store: LoginStateStore,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    store.park("k", "v", _in(60))
+    _travel(monkeypatch, 59)
+    assert store.take_parked("k", _in(1)) == "v"
+
+
+def test_delete_forgets_a_parked_state(store: LoginStateStore) -> None:
+    store.park("a", "1", _in(600))
+    store.park("b", "2", _in(600))
+    store.delete("a")
+    store.delete("never-there")
+    assert _keys(store) == ["b"]
+    assert store.take_parked("a", _in(600)) is None
+
+
+def test_expired_rows_are_purged_now_and_then(store: LoginStateStore,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    store.park("old", "1", _in(60))
+    store.park("young", "2", _in(600))
+    _travel(monkeypatch, 120)  # past the purge interval too
+    store.park("new", "3", _in(720))
+    assert _keys(store) == ["new", "young"]
+    # ... but not at every write: the next purge is a minute away.
+    store.park("short", "4", _in(1))
+    _travel(monkeypatch, 5)  # 5 s more: "short" has expired
+    store.park("newer", "5", _in(600))
+    assert "short" in _keys(store)
+
+
+# --- outcomes ---------------------------------------------------------------------------
+
+
+def test_outcome_of_a_used_state(store: LoginStateStore) -> None:
+    assert store.outcome("never-used", wait=5) is None  # no wait: nothing is running
+    store.take("k", _in(600))
     started = time.monotonic()
-    assert cache.outcome("k", wait=0.2) is None  # taken, still running: waits, then gives up
+    assert store.outcome("k", wait=0.2) is None  # taken, still running: waits, then gives up
     assert time.monotonic() - started >= 0.2
-    cache.remember_outcome("k", '{"user_id": "7"}')
-    assert cache.outcome("k", wait=5) == '{"user_id": "7"}'
+    store.remember_outcome("k", '{"user_id": "7"}')
+    assert store.outcome("k", wait=5) == '{"user_id": "7"}'
+    assert store.take("k", _in(600)) is False  # an outcome is still a used state
+
+
+def test_outcome_within_the_callers_transaction(app: t.Any, store: LoginStateStore) -> None:
+    """Recorded with the login's own commit, and gone with its rollback."""
+    store.take("k", _in(600))
+    session = app.db.session
+    store.remember_outcome("k", '{"user_id": "1"}', within=session)
+    session.rollback()
+    assert store.outcome("k", wait=0) is None
+    store.remember_outcome("k", '{"user_id": "2"}', within=session)
+    session.commit()
+    assert store.outcome("k", wait=0) == '{"user_id": "2"}'
+
+
+def test_outcome_of_a_purged_taken_row_is_still_recorded(store: LoginStateStore) -> None:
+    store.remember_outcome("k", '{"error": true}')
+    assert store.outcome("k", wait=0) == '{"error": true}'
 
 
 def test_outcome_is_forgotten_after_a_while(
-    cache: DatabaseStateCache, monkeypatch: pytest.MonkeyPatch
+    store: LoginStateStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cache.set("k", "v", 600)
-    cache.get("k")
-    cache.remember_outcome("k", "{}")
+    store.take("k", _in(1))
+    store.remember_outcome("k", "{}")
     _travel(monkeypatch, AFTERLIFE + 1)
-    assert cache.outcome("k", wait=5) is None
+    assert store.outcome("k", wait=5) is None
 
 
-def test_get_of_an_unknown_key(cache: DatabaseStateCache) -> None:
-    cache.set("k", "v", 600)
-    assert cache.get("other") is None
-    assert _keys(cache) == ["k"]
-
-
-def test_keys_are_independent(cache: DatabaseStateCache) -> None:
-    cache.set("a", "1", 600)
-    cache.set("b", "2", 600)
-    assert cache.get("b") == "2"
-    assert cache.get("a") == "1"
-
-
-def test_delete(cache: DatabaseStateCache) -> None:
-    cache.set("a", "1", 600)
-    cache.set("b", "2", 600)
-    cache.delete("a")
-    cache.delete("never-there")
-    assert _keys(cache) == ["b"]
-    assert cache.get("a") is None
-    assert cache.get("b") == "2"
-
-
-def test_expired_value_is_none(cache: DatabaseStateCache,
-                               monkeypatch: pytest.MonkeyPatch) -> None:
-    cache.set("k", "v", 60)
-    _travel(monkeypatch, 61)
-    assert cache.get("k") is None
-    assert _keys(cache) == []
-
-
-def test_value_is_there_until_it_expires(cache: DatabaseStateCache,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    cache.set("k", "v", 60)
-    _travel(monkeypatch, 59)
-    assert cache.get("k") == "v"
-
-
-def test_expired_rows_are_purged_on_set(cache: DatabaseStateCache,
-                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    cache.set("old", "1", 60)
-    cache.set("young", "2", 600)
-    _travel(monkeypatch, 120)
-    cache.set("new", "3", 600)
-    assert _keys(cache) == ["new", "young"]
-
-
-def test_value_is_text_as_given(cache: DatabaseStateCache) -> None:
-    value = '{"data": {"next": "/账户?tab=微信🐼"}}'
-    cache.set("k", value, 600)
-    assert cache.get("k") == value
-
-
-def test_states_are_shared_by_every_cache_on_the_same_database(app: t.Any) -> None:
-    """A second worker process (another cache object, another connection) sees the state."""
+def test_states_are_shared_by_every_store_on_the_same_database(app: t.Any) -> None:
+    """A second worker process (another store object, another connection) sees the state."""
     with app.app_context():
         model = app.extensions["wechat_qr"].models.LoginState
-        worker_a = DatabaseStateCache(app.db, model)
-        worker_b = DatabaseStateCache(app.db, model)
-        worker_a.set("k", "v", 600)
-        assert worker_b.get("k") == "v"
-        assert worker_a.get("k") is None
+        worker_a = LoginStateStore(app.db, model)
+        worker_b = LoginStateStore(app.db, model)
+        worker_a.park("k", "v", _in(600))
+        assert worker_b.take_parked("k", _in(600)) == "v"
+        assert worker_a.take_parked("k", _in(600)) is None
+        assert worker_a.take("c", _in(600))
+        assert not worker_b.take("c", _in(600))

@@ -68,8 +68,9 @@ def test_login_redirects_to_wechat_qr_page_in_wechat_order(client: t.Any) -> Non
     assert location.endswith("#wechat_redirect")
     params = _query(location.removesuffix("#wechat_redirect"))
     assert [name for name, _ in params] == [
-        "appid", "redirect_uri", "response_type", "scope", "state"]
+        "appid", "redirect_uri", "response_type", "scope", "state", "lang"]
     values = dict(params)
+    assert values["lang"] == "en"  # the page's language (no Accept-Language: the default)
     assert values["appid"] == APP_ID
     assert values["redirect_uri"] == CALLBACK
     assert values["response_type"] == "code"
@@ -212,8 +213,10 @@ def test_qr_page_embeds_the_qr_from_the_configured_open_base_url(make_app: t.Any
     assert src.startswith("http://127.0.0.1:9/sandbox/connect/qrconnect?")
     params = _query(src)
     assert [name for name, _ in params] == [
-        "appid", "scope", "redirect_uri", "state", "login_type", "self_redirect", "style"]
+        "appid", "scope", "redirect_uri", "state", "login_type", "self_redirect", "style",
+        "lang"]
     values = dict(params)
+    assert values["lang"] == "en"  # the page's language (no Accept-Language: the default)
     assert values["appid"] == APP_ID
     assert values["scope"] == "snsapi_login"
     assert values["redirect_uri"] == CALLBACK

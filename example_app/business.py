@@ -1,0 +1,90 @@
+"""A stand-in for a separate business front end that receives the ID token.
+
+With ``WECHAT_QR_CALLBACK_URL`` pointing at ``/business/wechat-done`` (and an ID token key),
+``/business/`` starts a WeChat login with its own ``state`` and ``nonce``, and the callback
+URL verifies the posted token the way another service would: signature, issuer, audience,
+expiry, nonce, and its own ``state``. It lives in this app only to make the demo one process.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import typing as t
+
+from flask import Blueprint, abort, current_app, make_response, render_template, request, url_for
+from itsdangerous import BadData, URLSafeTimedSerializer
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet, OctKey
+from joserfc.jwt import JWTClaimsRegistry
+
+if t.TYPE_CHECKING:
+    from flask.typing import ResponseReturnValue
+
+bp = Blueprint("business", __name__, url_prefix="/business")
+
+#: Cookie where the demo keeps the login it started: the front end's own storage, not this
+#: site's session (which is renewed at the WeChat login).
+PENDING_COOKIE = "business_login"
+
+
+def _serializer() -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(current_app.secret_key, salt="business-login")
+
+
+def _connection() -> t.Any | None:
+    """The first connection that posts ID tokens, if any."""
+    ext = current_app.extensions["wechat_qr"]
+    return next((c for c in ext.settings.connections.values() if c.callback_url), None)
+
+
+@bp.get("/")
+def start() -> ResponseReturnValue:
+    connection = _connection()
+    login_url = pending = None
+    if connection is not None:
+        pending = {"state": secrets.token_urlsafe(16), "nonce": secrets.token_urlsafe(16)}
+        login_url = url_for("wechat_qr.login", connection=connection.identifier, **pending)
+    response = make_response(render_template("business.html", connection=connection,
+                                             login_url=login_url, claims=None))
+    if pending:
+        response.set_cookie(PENDING_COOKIE, _serializer().dumps(pending), max_age=600,
+                            path=bp.url_prefix, httponly=True, samesite="Lax",
+                            secure=request.is_secure)
+    return response
+
+
+@bp.post("/wechat-done")
+def wechat_done() -> ResponseReturnValue:
+    """The callback URL: trust the login only if the token verifies."""
+    try:
+        pending = _serializer().loads(request.cookies.get(PENDING_COOKIE, ""), max_age=600)
+    except BadData:
+        pending = {}
+    state = request.form.get("state", "")
+    if not pending or not hmac.compare_digest(pending.get("state", ""), state):
+        abort(400, description="This login was not started here (state does not match).")
+    connection = _connection()
+    if connection is None:
+        abort(404)
+    ext = current_app.extensions["wechat_qr"]
+    signer = ext.id_tokens
+    # A separate service would fetch /auth/.well-known/jwks.json (or hold the secret).
+    keys: t.Any = (KeySet.import_key_set(signer.jwks()) if signer.algorithm == "RS256"
+                   else OctKey.import_key(current_app.config["WECHAT_QR_ID_TOKEN_SECRET"]))
+    try:
+        token = jwt.decode(request.form.get("id_token", ""), keys,
+                           algorithms=[signer.algorithm])
+        JWTClaimsRegistry(
+            iss={"essential": True, "value": signer.issuer or request.url_root.rstrip("/")},
+            aud={"essential": True,
+                 "value": connection.id_token_audience or connection.identifier},
+            nonce={"essential": True, "value": pending.get("nonce")},
+        ).validate(token.claims)
+    except (JoseError, ValueError) as exc:
+        abort(400, description=f"The ID token did not verify ({type(exc).__name__}).")
+    response = make_response(render_template("business.html", connection=connection,
+                                             login_url=None, claims=token.claims))
+    response.delete_cookie(PENDING_COOKIE, path=bp.url_prefix)  # one login, used once
+    return response

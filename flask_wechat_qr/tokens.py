@@ -1,0 +1,174 @@
+"""ID tokens for a connection's business callback URL.
+
+A front end or service that is not this Flask app cannot read its session; a short-lived
+JWT signed by this site lets it trust the login instead. Made with ``joserfc`` (Authlib's
+JOSE library: ``authlib.jose`` is deprecated since Authlib 1.7 in favour of it, and Authlib
+depends on it), so nothing here is hand-written cryptography.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+import typing as t
+import warnings
+from dataclasses import dataclass
+
+from joserfc import jwt
+from joserfc.errors import JoseError, SecurityWarning
+from joserfc.jwk import OctKey, RSAKey
+
+from .errors import ConfigurationError
+from .settings import PREFIX
+
+if t.TYPE_CHECKING:
+    from .settings import ConnectionSettings, Settings
+
+#: Shortest HS256 secret accepted (RFC 7518 3.2: a key at least as long as the hash).
+MIN_SECRET_BYTES = 32
+#: Smallest RSA key accepted for RS256.
+MIN_RSA_BITS = 2048
+#: The claim holding the WeChat ids (one object, so they never clash with OIDC claims).
+WECHAT_CLAIM = "wechat"
+
+
+@dataclass(frozen=True)
+class IdTokenSigner:
+    """Signs ID tokens with this site's key and publishes the public half (RS256)."""
+
+    algorithm: str
+    key: RSAKey | OctKey
+    ttl: int
+    issuer: str | None
+    #: the public keys a receiver may meet (the signing key first), as JWKs
+    public_jwks: tuple[dict[str, t.Any], ...] = ()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> IdTokenSigner | None:
+        """The signer the settings describe; ``None`` if they give no key.
+
+        Raises :class:`ConfigurationError` for a key that cannot sign, or when a
+        connection has a callback URL and there is nothing to sign its tokens with.
+        """
+        private_key, secret = settings.id_token_private_key, settings.id_token_secret
+        if private_key and secret:
+            raise ConfigurationError(
+                PREFIX + "ID_TOKEN_SECRET", "both a private key and a shared secret are set",
+                "Keep one: ID_TOKEN_PRIVATE_KEY (RS256, receivers fetch the public key) or "
+                "ID_TOKEN_SECRET (HS256, receivers hold the same secret).")
+        if private_key:
+            key = _rsa_key(private_key, PREFIX + "ID_TOKEN_PRIVATE_KEY", private=True)
+            published = [key] + [_rsa_key(pem, PREFIX + "ID_TOKEN_PUBLISHED_KEYS", private=False)
+                                 for pem in settings.id_token_published_keys]
+            return cls("RS256", key, settings.id_token_ttl, settings.id_token_issuer,
+                       tuple(_public_jwk(k) for k in published))
+        if secret:
+            if len(secret.encode()) < MIN_SECRET_BYTES:
+                raise ConfigurationError(
+                    PREFIX + "ID_TOKEN_SECRET",
+                    f"the secret is shorter than {MIN_SECRET_BYTES} bytes",
+                    'Use a long random value, e.g. python -c "import secrets; '
+                    'print(secrets.token_urlsafe(48))".')
+            return cls("HS256", OctKey.import_key(secret), settings.id_token_ttl,
+                       settings.id_token_issuer)
+        with_callback = [c.identifier for c in settings.connections.values() if c.callback_url]
+        if with_callback:
+            raise ConfigurationError(
+                PREFIX + "CALLBACK_URL",
+                f"connection {with_callback[0]!r} has a callback URL but no ID token key",
+                "Set WECHAT_QR_ID_TOKEN_PRIVATE_KEY (an RSA private key in PEM, for RS256) or "
+                "WECHAT_QR_ID_TOKEN_SECRET (a shared secret of 32+ bytes, for HS256).")
+        return None
+
+    @property
+    def kid(self) -> str | None:
+        return self.public_jwks[0]["kid"] if self.public_jwks else None
+
+    def issue(
+        self,
+        *,
+        issuer: str,
+        connection: ConnectionSettings,
+        subject: str,
+        auth_time: float,
+        wechat: dict[str, str | None],
+        name: str | None = None,
+        picture: str | None = None,
+        nonce: str | None = None,
+        extra_claims: t.Mapping[str, t.Any] | None = None,
+    ) -> tuple[str, dict[str, t.Any]]:
+        """A signed token for ``subject`` and its claims.
+
+        ``extra_claims`` (the adapter's) are added but never replace the claims that make
+        the token safe to trust (``iss``, ``sub``, ``aud``, times, ``jti``, ``nonce``).
+        """
+        now = int(time.time())
+        claims: dict[str, t.Any] = {}
+        if name:
+            claims["name"] = name
+        if picture:
+            claims["picture"] = picture
+        claims.update(extra_claims or {})
+        claims[WECHAT_CLAIM] = {k: v for k, v in wechat.items() if v}
+        claims.update(
+            iss=self.issuer or issuer,
+            sub=subject,
+            aud=connection.id_token_audience or connection.identifier,
+            iat=now,
+            exp=now + self.ttl,
+            auth_time=int(auth_time),
+            jti=secrets.token_urlsafe(16),
+        )
+        if nonce:
+            claims["nonce"] = nonce
+        else:
+            claims.pop("nonce", None)
+        header: dict[str, t.Any] = {"alg": self.algorithm, "typ": "JWT"}
+        if self.kid:
+            header["kid"] = self.kid
+        return jwt.encode(header, claims, self.key, algorithms=[self.algorithm]), claims
+
+    def jwks(self) -> dict[str, t.Any]:
+        """The JSON Web Key Set receivers verify RS256 tokens with (no private parts)."""
+        return {"keys": [dict(jwk) for jwk in self.public_jwks]}
+
+
+def _rsa_key(value: str, key_name: str, *, private: bool) -> RSAKey:
+    """An RSA key from PEM text, or from the PEM file ``value`` names."""
+    pem = value
+    if "-----BEGIN" not in value:
+        try:
+            with open(os.path.expanduser(value), encoding="ascii") as file:
+                pem = file.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or type(exc).__name__
+            raise ConfigurationError(
+                key_name, f"no PEM text, and no readable PEM file at {value!r} ({reason})",
+                "Give the key's PEM text (-----BEGIN ...) or the path of a PEM file.",
+            ) from None
+    try:
+        with warnings.catch_warnings():
+            # joserfc warns of small keys; they are refused below with a clear error.
+            warnings.simplefilter("ignore", SecurityWarning)
+            key = RSAKey.import_key(pem)
+    except (JoseError, ValueError, TypeError) as exc:
+        raise ConfigurationError(
+            key_name, f"not an RSA key in PEM ({type(exc).__name__})",
+            "Make one with: openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 "
+            "-out id-token.pem",
+        ) from None
+    if private and not key.is_private:
+        raise ConfigurationError(key_name, "this is a public key; signing needs the private one",
+                                 "Give the private key (-----BEGIN PRIVATE KEY-----).")
+    size = key.raw_value.key_size
+    if size < MIN_RSA_BITS:
+        raise ConfigurationError(key_name, f"the RSA key has {size} bits",
+                                 f"Use an RSA key of at least {MIN_RSA_BITS} bits.")
+    return key
+
+
+def _public_jwk(key: RSAKey) -> dict[str, t.Any]:
+    jwk = key.as_dict(private=False)
+    jwk.update(kid=key.thumbprint(), use="sig", alg="RS256")
+    return jwk

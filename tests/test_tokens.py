@@ -1,0 +1,427 @@
+"""The business callback URL: a signed ID token posted to it after a WeChat login,
+verified here exactly as a receiving service would (JWKS, issuer, audience, expiry)."""
+
+from __future__ import annotations
+
+import time
+import typing as t
+import warnings
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from joserfc import jwt
+from joserfc.errors import BadSignatureError, ExpiredTokenError, InvalidClaimError, JoseError
+from joserfc.jwk import KeySet, OctKey, RSAKey
+from joserfc.jwt import JWTClaimsRegistry
+from support import (
+    AVATAR,
+    NICKNAME,
+    OPENID,
+    UNIONID,
+    add_user,
+    all_users,
+    find_tags,
+    finish_login,
+    link_identity,
+    logged_in_user_id,
+    login_with_wechat,
+    make_test_app,
+    start_login,
+)
+
+from flask_wechat_qr import signals
+from flask_wechat_qr.adapter import AccountAdapter
+from flask_wechat_qr.errors import ConfigurationError
+
+BUSINESS_URL = "https://app.example.com/wechat/done"
+SECRET = "k7V9mQ2xT4rW8yZ1bN6cF3hJ5pL0sD2gA9eU4iO7wR1t"
+
+
+@pytest.fixture(scope="module")
+def rsa_key() -> RSAKey:
+    return RSAKey.generate_key(2048)
+
+
+@pytest.fixture(scope="module")
+def pem(rsa_key: RSAKey) -> str:
+    return rsa_key.as_pem(private=True).decode()
+
+
+def callback_app(make_app: t.Callable[..., t.Any], pem: str, **config: t.Any) -> t.Any:
+    config.setdefault("WECHAT_QR_ID_TOKEN_PRIVATE_KEY", pem)
+    return make_app(WECHAT_QR_CALLBACK_URL=BUSINESS_URL, **config)
+
+
+def form_post(resp: t.Any) -> dict[str, t.Any]:
+    """The auto-submitting form of a response: its action, method, target and fields."""
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    html = resp.get_data(as_text=True)
+    forms = find_tags(html, "form")
+    assert len(forms) == 1, html
+    fields = {tag["name"]: tag["value"] for tag in find_tags(html, "input")}
+    return {**forms[0], "fields": fields, "html": html}
+
+
+def receiver_keys(client: t.Any) -> KeySet:
+    """What a receiver does first: fetch the site's JWKS."""
+    resp = client.get("/auth/.well-known/jwks.json")
+    assert resp.status_code == 200
+    return KeySet.import_key_set(resp.get_json())
+
+
+def verify(token: str, key: t.Any, *, audience: str = "wechat",
+           issuer: str = "http://localhost", nonce: str | None = None,
+           now: int | None = None, algorithm: str = "RS256") -> dict[str, t.Any]:
+    """A receiver's verification: signature, algorithm, issuer, audience, expiry, nonce."""
+    decoded = jwt.decode(token, key, algorithms=[algorithm])
+    options: dict[str, t.Any] = {
+        "iss": {"essential": True, "value": issuer},
+        "aud": {"essential": True, "value": audience},
+        "sub": {"essential": True},
+        "exp": {"essential": True},
+        "iat": {"essential": True},
+    }
+    if nonce is not None:
+        options["nonce"] = {"essential": True, "value": nonce}
+    JWTClaimsRegistry(now=now, **options).validate(decoded.claims)
+    return decoded.claims
+
+
+# --- settings ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("config", "key", "problem"), [
+    ({"WECHAT_QR_CALLBACK_URL": BUSINESS_URL}, "WECHAT_QR_CALLBACK_URL", "no ID token key"),
+    ({"WECHAT_QR_ID_TOKEN_SECRET": "short"}, "WECHAT_QR_ID_TOKEN_SECRET", "shorter than 32"),
+    ({"WECHAT_QR_ID_TOKEN_PRIVATE_KEY": "-----BEGIN PRIVATE KEY-----\nnope\n"},
+     "WECHAT_QR_ID_TOKEN_PRIVATE_KEY", "not an RSA key"),
+    ({"WECHAT_QR_ID_TOKEN_PRIVATE_KEY": "/no/such/key.pem"},
+     "WECHAT_QR_ID_TOKEN_PRIVATE_KEY", "no readable PEM file"),
+    ({"WECHAT_QR_ID_TOKEN_ISSUER": "app.example.com"}, "WECHAT_QR_ID_TOKEN_ISSUER",
+     "not an http(s) URL"),
+    ({"WECHAT_QR_ID_TOKEN_TTL": 0}, "WECHAT_QR_ID_TOKEN_TTL", "not a positive number"),
+])
+def test_bad_id_token_settings_fail_at_init_app(tmp_path: t.Any, config: dict[str, t.Any],
+                                                key: str, problem: str) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        make_test_app(tmp_path, **config)
+    assert caught.value.key == key
+    assert problem in str(caught.value)
+
+
+def test_key_and_secret_together_are_refused(tmp_path: t.Any, pem: str) -> None:
+    with pytest.raises(ConfigurationError, match="both a private key and a shared secret"):
+        make_test_app(tmp_path, WECHAT_QR_ID_TOKEN_PRIVATE_KEY=pem,
+                      WECHAT_QR_ID_TOKEN_SECRET=SECRET)
+
+
+def test_public_or_small_keys_cannot_sign(tmp_path: t.Any, rsa_key: RSAKey) -> None:
+    public = rsa_key.as_pem(private=False).decode()
+    with pytest.raises(ConfigurationError, match="public key"):
+        make_test_app(tmp_path, WECHAT_QR_ID_TOKEN_PRIVATE_KEY=public)
+    small = rsa.generate_private_key(public_exponent=65537, key_size=1024).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()).decode()
+    with pytest.raises(ConfigurationError, match="1024 bits"):
+        make_test_app(tmp_path, WECHAT_QR_ID_TOKEN_PRIVATE_KEY=small)
+
+
+def test_private_key_from_a_file(tmp_path: t.Any, pem: str, rsa_key: RSAKey) -> None:
+    path = tmp_path / "id-token.pem"
+    path.write_text(pem)
+    app = make_test_app(tmp_path, WECHAT_QR_ID_TOKEN_PRIVATE_KEY=str(path),
+                        WECHAT_QR_CALLBACK_URL=BUSINESS_URL)
+    keys = app.test_client().get("/auth/.well-known/jwks.json").get_json()["keys"]
+    assert [k["kid"] for k in keys] == [rsa_key.thumbprint()]
+
+
+# --- the JWKS ---------------------------------------------------------------------------
+
+
+def test_jwks_publishes_only_public_keys(tmp_path: t.Any, pem: str, rsa_key: RSAKey) -> None:
+    previous = RSAKey.generate_key(2048)
+    app = make_test_app(tmp_path, WECHAT_QR_ID_TOKEN_PRIVATE_KEY=pem,
+                        WECHAT_QR_ID_TOKEN_PUBLISHED_KEYS=[
+                            previous.as_pem(private=False).decode()])
+    resp = app.test_client().get("/auth/.well-known/jwks.json")
+    assert resp.status_code == 200
+    assert resp.headers["Cache-Control"] == "public, max-age=300"
+    assert resp.headers["Access-Control-Allow-Origin"] == "*"
+    keys = resp.get_json()["keys"]
+    assert [k["kid"] for k in keys] == [rsa_key.thumbprint(), previous.thumbprint()]
+    for key in keys:
+        assert set(key) == {"kty", "n", "e", "kid", "use", "alg"}
+        assert (key["kty"], key["use"], key["alg"]) == ("RSA", "sig", "RS256")
+    assert "PRIVATE" not in resp.get_data(as_text=True)
+
+
+def test_no_jwks_without_an_rs256_key(tmp_path: t.Any) -> None:
+    for index, config in enumerate(({}, {"WECHAT_QR_ID_TOKEN_SECRET": SECRET})):
+        (tmp_path / str(index)).mkdir()
+        app = make_test_app(tmp_path / str(index), **config)
+        resp = app.test_client().get("/auth/.well-known/jwks.json")
+        assert resp.status_code == 404
+        assert resp.get_json()["error"] == "not_found"
+
+
+# --- delivery to the callback URL ------------------------------------------------------------
+
+
+def test_login_posts_a_verifiable_id_token(make_app: t.Any, wechat_api: t.Any,
+                                           pem: str) -> None:
+    app = callback_app(make_app, pem)
+    client = app.test_client()
+    before = int(time.time())
+    resp = login_with_wechat(client, wechat_api, state="biz-state-42", nonce="n-0S6_WzA2Mj")
+
+    post = form_post(resp)
+    assert post["action"] == BUSINESS_URL
+    assert post["method"] == "post"
+    assert post["target"] == "_top"
+    assert set(post["fields"]) == {"id_token", "state"}
+    assert post["fields"]["state"] == "biz-state-42"
+    assert resp.headers["Cache-Control"] == "no-store"
+    assert "Location" not in resp.headers
+
+    claims = verify(post["fields"]["id_token"], receiver_keys(client), nonce="n-0S6_WzA2Mj")
+    (user,) = all_users(app)
+    assert claims["sub"] == str(user.id)
+    assert claims["aud"] == "wechat"
+    assert claims["iss"] == "http://localhost"
+    assert claims["exp"] - claims["iat"] == 300
+    assert before <= claims["iat"] <= time.time()
+    assert before <= claims["auth_time"] <= claims["iat"]
+    assert claims["name"] == NICKNAME
+    assert claims["picture"] == AVATAR
+    assert claims["wechat"] == {"connection": "wechat", "openid": OPENID, "unionid": UNIONID}
+    assert len(claims["jti"]) >= 16
+    header = jwt.decode(post["fields"]["id_token"], receiver_keys(client)).header
+    assert header["kid"] == receiver_keys(client).keys[0].kid
+    # The browser is logged into the site too.
+    assert logged_in_user_id(client) == str(user.id)
+
+
+def test_a_receiver_with_authlib_jose_verifies_it(make_app: t.Any, wechat_api: t.Any,
+                                                 pem: str) -> None:
+    """Receivers on an older Authlib use ``authlib.jose`` (deprecated in new ones)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from authlib.jose import JsonWebKey, JsonWebToken
+
+    app = callback_app(make_app, pem)
+    client = app.test_client()
+    token = form_post(login_with_wechat(client, wechat_api))["fields"]["id_token"]
+    key_set = JsonWebKey.import_key_set(client.get("/auth/.well-known/jwks.json").get_json())
+    claims = JsonWebToken(["RS256"]).decode(
+        token, key_set,
+        claims_options={"iss": {"essential": True, "value": "http://localhost"},
+                        "aud": {"essential": True, "value": "wechat"}})
+    claims.validate()
+    assert claims["wechat"]["openid"] == OPENID
+
+
+def test_expired_token_is_refused(make_app: t.Any, wechat_api: t.Any, pem: str) -> None:
+    app = callback_app(make_app, pem, WECHAT_QR_ID_TOKEN_TTL=60)
+    client = app.test_client()
+    token = form_post(login_with_wechat(client, wechat_api))["fields"]["id_token"]
+    keys = receiver_keys(client)
+    claims = verify(token, keys)
+    assert claims["exp"] - claims["iat"] == 60
+    verify(token, keys, now=claims["exp"] - 1)
+    with pytest.raises(ExpiredTokenError):
+        verify(token, keys, now=claims["exp"] + 1)
+
+
+def test_wrong_audience_is_refused(make_app: t.Any, wechat_api: t.Any, pem: str) -> None:
+    app = callback_app(make_app, pem)
+    client = app.test_client()
+    token = form_post(login_with_wechat(client, wechat_api))["fields"]["id_token"]
+    with pytest.raises(InvalidClaimError):
+        verify(token, receiver_keys(client), audience="another-service")
+    with pytest.raises(InvalidClaimError):
+        verify(token, receiver_keys(client), issuer="https://evil.example")
+
+
+def test_tampered_token_is_refused(make_app: t.Any, wechat_api: t.Any, pem: str) -> None:
+    app = callback_app(make_app, pem)
+    client = app.test_client()
+    token = form_post(login_with_wechat(client, wechat_api))["fields"]["id_token"]
+    keys = receiver_keys(client)
+    header, payload, signature = token.split(".")
+    # Another user's id in the payload, signature kept.
+    claims = jwt.decode(token, keys).claims
+    forged = jwt.encode({"alg": "HS256"}, {**claims, "sub": claims["sub"] + "0"},
+                        OctKey.import_key(SECRET))
+    with pytest.raises(BadSignatureError):
+        jwt.decode(".".join([header, forged.split(".")[1], signature]), keys)
+    # One flipped character in the signature.
+    flipped = signature[:-2] + ("A" if signature[-2] != "A" else "B") + signature[-1]
+    with pytest.raises(BadSignatureError):
+        jwt.decode(".".join([header, payload, flipped]), keys)
+    # "alg": "none" and HS256 signed with the public key are not accepted for RS256.
+    with pytest.raises(JoseError):
+        jwt.decode(forged, keys, algorithms=["RS256"])
+
+
+def test_hs256_with_a_shared_secret(make_app: t.Any, wechat_api: t.Any) -> None:
+    app = make_app(WECHAT_QR_CALLBACK_URL=BUSINESS_URL, WECHAT_QR_ID_TOKEN_SECRET=SECRET)
+    client = app.test_client()
+    token = form_post(login_with_wechat(client, wechat_api, nonce="abc"))["fields"]["id_token"]
+    claims = verify(token, OctKey.import_key(SECRET), algorithm="HS256", nonce="abc")
+    assert claims["wechat"]["openid"] == OPENID
+    assert "kid" not in jwt.decode(token, OctKey.import_key(SECRET)).header
+    with pytest.raises(BadSignatureError):
+        jwt.decode(token, OctKey.import_key(SECRET + "x"), algorithms=["HS256"])
+
+
+def test_configured_issuer_audience_and_no_state(make_app: t.Any, wechat_api: t.Any,
+                                                 pem: str) -> None:
+    app = make_app(WECHAT_QR_CONNECTIONS=[
+        {"connection": "shop", "app_id": "wx1111111111111111", "app_secret": "s1",
+         "callback_url": BUSINESS_URL, "id_token_audience": "shop-frontend"},
+        {"connection": "web", "app_id": "wx2222222222222222", "app_secret": "s2"},
+    ], WECHAT_QR_ID_TOKEN_PRIVATE_KEY=pem, WECHAT_QR_ID_TOKEN_ISSUER="https://id.example.com")
+    client = app.test_client()
+    post = form_post(login_with_wechat(client, wechat_api, connection="shop"))
+    assert set(post["fields"]) == {"id_token"}  # no state given, none posted
+    claims = verify(post["fields"]["id_token"], receiver_keys(client),
+                    audience="shop-frontend", issuer="https://id.example.com")
+    assert "nonce" not in claims
+    assert claims["wechat"]["connection"] == "shop"
+    # A connection without a callback URL logs in as before (state/nonce ignored).
+    resp = login_with_wechat(client, wechat_api, connection="web", openid="o-web",
+                             state="ignored", next="/account")
+    assert resp.status_code == 302
+    assert resp.headers["Location"] == "/account"
+
+
+def test_each_login_gets_a_new_token_id(make_app: t.Any, wechat_api: t.Any, pem: str) -> None:
+    app = callback_app(make_app, pem)
+    client = app.test_client()
+    first = verify(form_post(login_with_wechat(client, wechat_api))["fields"]["id_token"],
+                   receiver_keys(client))
+    second = verify(form_post(login_with_wechat(client, wechat_api))["fields"]["id_token"],
+                    receiver_keys(client))
+    assert first["sub"] == second["sub"]
+    assert first["jti"] != second["jti"]
+
+
+def test_adapter_adds_claims_but_cannot_replace_the_safe_ones(
+    make_app: t.Any, wechat_api: t.Any, pem: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def claims(self: AccountAdapter, user: t.Any, connection: t.Any) -> dict[str, t.Any]:
+        return {"email": f"user{user.id}@example.com", "name": "Zhang San", "sub": "1",
+                "aud": "everyone", "nonce": "forged", "wechat": {"openid": "x"}}
+
+    monkeypatch.setattr(AccountAdapter, "id_token_claims", claims)
+    app = callback_app(make_app, pem)
+    client = app.test_client()
+    add_user(app, username="first")  # id 1: the id the hook tries to claim
+    token = form_post(login_with_wechat(client, wechat_api))["fields"]["id_token"]
+    got = verify(token, receiver_keys(client))
+    user = all_users(app)[-1]
+    assert got["email"] == f"user{user.id}@example.com"
+    assert got["name"] == "Zhang San"  # name and picture may be replaced
+    assert got["sub"] == str(user.id) != "1"
+    assert got["aud"] == "wechat"
+    assert "nonce" not in got
+    assert got["wechat"]["openid"] == OPENID
+
+
+def test_signal_tells_who_got_a_token(make_app: t.Any, wechat_api: t.Any, pem: str) -> None:
+    app = callback_app(make_app, pem)
+    seen: list[dict[str, t.Any]] = []
+
+    def receiver(sender: t.Any, **kwargs: t.Any) -> None:
+        seen.append(kwargs)
+
+    with signals.id_token_issued.connected_to(receiver, app):
+        token = form_post(login_with_wechat(app.test_client(), wechat_api))["fields"]["id_token"]
+    (event,) = seen
+    assert event["connection"].identifier == "wechat"
+    assert event["claims"]["jti"] == jwt.decode(token, receiver_keys(app.test_client())
+                                                ).claims["jti"]
+
+
+def test_returning_user_gets_a_token_too(make_app: t.Any, wechat_api: t.Any, pem: str) -> None:
+    app = callback_app(make_app, pem)
+    user_id = add_user(app, username="old", nickname="Old Friend")
+    link_identity(app, user_id)
+    client = app.test_client()
+    claims = verify(form_post(login_with_wechat(client, wechat_api))["fields"]["id_token"],
+                    receiver_keys(client))
+    assert claims["sub"] == str(user_id)
+    assert claims["wechat"]["openid"] == OPENID
+
+
+def test_wechats_double_redirect_posts_again(make_app: t.Any, wechat_api: t.Any,
+                                             pem: str) -> None:
+    """WeChat may call the callback twice: the second answer is a token for the same login."""
+    app = callback_app(make_app, pem)
+    client = app.test_client()
+    wechat_api.token()
+    wechat_api.userinfo()
+    state = start_login(client, state="biz", nonce="nn")
+    first = form_post(finish_login(client, state))
+    again = form_post(finish_login(client, state))
+    keys = receiver_keys(client)
+    one = verify(first["fields"]["id_token"], keys, nonce="nn")
+    two = verify(again["fields"]["id_token"], keys, nonce="nn")
+    assert again["fields"]["state"] == "biz"
+    assert one["sub"] == two["sub"]
+    assert one["auth_time"] == two["auth_time"]
+    assert one["jti"] != two["jti"]
+
+
+def test_embedded_qr_page_keeps_the_business_state(make_app: t.Any, pem: str) -> None:
+    app = callback_app(make_app, pem)
+    resp = app.test_client().get("/auth/wechat/qr", query_string={"state": "s1", "nonce": "n1"})
+    assert resp.status_code == 200
+    links = [a["href"] for a in find_tags(resp.get_data(as_text=True), "a")
+             if "/auth/wechat/login" in (a.get("href") or "")]
+    assert links and all("state=s1" in href and "nonce=n1" in href for href in links)
+
+
+@pytest.mark.parametrize("params", [
+    {"state": "x" * 1025}, {"nonce": "n" * 256}, {"state": "bad\nvalue"}, {"nonce": "a\x00"},
+])
+def test_bad_business_parameters_are_refused(make_app: t.Any, pem: str,
+                                             params: dict[str, str]) -> None:
+    app = callback_app(make_app, pem)
+    resp = app.test_client().get("/auth/wechat/login", query_string=params)
+    assert resp.status_code == 400
+
+
+def test_ask_binding_delivers_after_the_choice(make_app: t.Any, wechat_api: t.Any,
+                                               pem: str) -> None:
+    app = callback_app(make_app, pem, WECHAT_QR_ASSOCIATION="ask_binding")
+    user_id = add_user(app, username="li", password="correct horse")
+    client = app.test_client()
+    resp = login_with_wechat(client, wechat_api, state="after-bind", nonce="nb")
+    assert resp.headers["Location"] == "/auth/bind"
+    page = client.get("/auth/bind").get_data(as_text=True)
+    csrf = next(tag["value"] for tag in find_tags(page, "input")
+                if tag.get("name") == "csrf_token")
+    wrong = client.post("/auth/bind", data={"action": "bind", "username": "li",
+                                            "password": "nope", "csrf_token": csrf})
+    assert wrong.status_code == 400
+    resp = client.post("/auth/bind", data={"action": "bind", "username": "li",
+                                           "password": "correct horse", "csrf_token": csrf})
+    post = form_post(resp)
+    assert post["fields"]["state"] == "after-bind"
+    claims = verify(post["fields"]["id_token"], receiver_keys(client), nonce="nb")
+    assert claims["sub"] == str(user_id)
+    with client.session_transaction() as sess:
+        assert "_wechat_qr_delivery" not in sess
+
+
+def test_token_stays_out_of_logs_and_urls(make_app: t.Any, wechat_api: t.Any, pem: str,
+                                          caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("DEBUG")
+    app = callback_app(make_app, pem)
+    resp = login_with_wechat(app.test_client(), wechat_api)
+    token = form_post(resp)["fields"]["id_token"]
+    assert token not in caplog.text
+    assert token.split(".")[2] not in caplog.text
+    assert all(token not in value for value in resp.headers.values())
