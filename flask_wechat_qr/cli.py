@@ -242,6 +242,8 @@ def check_command(base_url: str | None, callback_domain: str | None) -> None:
             ("Match fields", ", ".join(conn.match_fields) or "none"),
             ("Profile sync", conn.profile_sync),
             ("Callback URL", conn.callback_url or "none"),
+            *([("ID token", _describe_id_token(state, conn, base))] if conn.callback_url
+              else []),
             ("Redirect URI", uris[conn.identifier] if base else
              f"unknown; <public base URL>{uris[conn.identifier]}"),
         ]
@@ -251,6 +253,7 @@ def check_command(base_url: str | None, callback_domain: str | None) -> None:
         _check_connection(conn, index, settings.sandbox, app, findings)
 
     _check_secret_key(app.config.get("SECRET_KEY"), findings)
+    _check_id_tokens(settings, app, production, findings)
     if settings.sandbox and production:
         findings.problem(
             "WECHAT_QR_SANDBOX is on while DEBUG and TESTING are off: logins go to the "
@@ -304,6 +307,11 @@ def _public_base_url(app: Flask, option: str | None) -> tuple[str | None, str]:
 def _redirect_uris(app: Flask, identifiers: list[str], base: str | None,
                    findings: _Findings) -> dict[str, str]:
     """What the callback's ``url_for`` gives at ``base`` (just the path when unknown)."""
+    server_name = app.config.get("SERVER_NAME")
+    if base and server_name and urlsplit(base).netloc != server_name:
+        # SERVER_NAME wins for every request, so it is the host Flask checks too.
+        parts = urlsplit(base)
+        base = f"{parts.scheme}://{server_name}{parts.path}"
     with app.test_request_context(base_url=base) as ctx:
         if ctx.url_adapter is not None:
             return {identifier: url_for("wechat_qr.callback", connection=identifier,
@@ -347,6 +355,37 @@ def _check_connection(conn: ConnectionSettings, index: int, sandbox: bool, app: 
             "hexadecimal digits)",
             f"copy {key('app_id')} from open.weixin.qq.com (管理中心 > 网站应用)",
             conn.identifier)
+
+
+def _describe_id_token(state: t.Any, conn: ConnectionSettings, base: str | None) -> str:
+    signer = state.id_tokens
+    if signer is None:  # init_app refuses this; shown rather than crash
+        return "no signing key"
+    where = (f"public keys at {base}{state.settings.url_prefix}/.well-known/jwks.json"
+             if signer.algorithm == "RS256" else "shared secret")
+    return (f"{signer.algorithm} ({where}), aud {conn.id_token_audience or conn.identifier}, "
+            f"iss {signer.issuer or 'from SERVER_NAME or each request'}, "
+            f"valid {signer.ttl} s")
+
+
+def _check_id_tokens(settings: Settings, app: Flask, production: bool,
+                     findings: _Findings) -> None:
+    """The business callback URL: where the ID token goes and what it says it comes from."""
+    with_callback = [c for c in settings.connections.values() if c.callback_url]
+    for conn in with_callback:
+        parts = urlsplit(t.cast(str, conn.callback_url))
+        if production and parts.scheme == "http" and not _is_local(parts.hostname or ""):
+            findings.problem(
+                f"the callback URL {conn.callback_url} is http: the ID token would cross the "
+                "network in clear text, and browsers warn about the form",
+                "use an https callback URL", conn.identifier)
+    if with_callback and not settings.id_token_issuer and not app.config.get("SERVER_NAME"):
+        findings.warning(
+            "the ID token's iss is taken from each request's Host header (no "
+            "WECHAT_QR_ID_TOKEN_ISSUER, no SERVER_NAME): www.example.com and example.com "
+            "give different issuers, and receivers that check iss refuse one of them",
+            "set WECHAT_QR_ID_TOKEN_ISSUER to the site's public root URL, e.g. "
+            "https://www.example.com")
 
 
 def _check_secret_key(secret_key: t.Any, findings: _Findings) -> None:

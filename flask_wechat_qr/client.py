@@ -47,12 +47,16 @@ USERINFO_PATH = "/sns/userinfo"
 AUTH_CHECK_PATH = "/sns/auth"
 #: Authlib client-auth method name for WeChat's ``appid``/``secret`` query parameters.
 AUTH_METHOD = "wechat_appid_secret"
-#: Logins one browser may have started and not finished (tabs, reloaded QR pages).
+#: Logins one browser may have started and not finished (tabs, reloaded QR pages), across
+#: all connections.
 MAX_PENDING_STATES = 5
-#: Longest login data (JSON characters) kept in the session cookie with its state; longer
-#: (a long ``next``, a business ``state``) is parked in the state table. Five pending
-#: logins then stay far below the 4 KB browsers keep per cookie.
+#: Longest login data kept in the session cookie with its state, in bytes as the session
+#: writes it (JSON with ``\uXXXX`` escapes); longer (a long ``next``, a business ``state``)
+#: is parked in the state table. Five pending logins then stay far below the 4 KB
+#: browsers keep per cookie.
 MAX_INLINE_STATE_DATA = 300
+#: Prefix of every connection's state keys in the session.
+STATE_KEY_PREFIX = "_state_wechat_qr_"
 #: Query parameters that carry secrets; redacted from urllib3's debug log of URLs.
 SECRET_PARAMS = re.compile(r"\b(secret|code|access_token|refresh_token)=[^&\s\"']+")
 
@@ -285,7 +289,7 @@ class WeChatClient:
         self._forget_oldest_states()
         key = self._state_key(state)
         expires_at = time.time() + self.state_ttl
-        value = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+        value = json.dumps(data, separators=(",", ":"))
         # The AppID too: another app sharing this SECRET_KEY reads the same cookie, and
         # must not take this app's logins for its own.
         if len(value) <= MAX_INLINE_STATE_DATA:
@@ -301,15 +305,14 @@ class WeChatClient:
         Each started login leaves its state in the (cookie) session; a page that embeds
         the QR and reloads would otherwise grow the cookie past what browsers keep.
         """
-        prefix = self._state_key("")
         markers = sorted(
-            (key for key in session if key.startswith(prefix)),
+            (key for key in session if key.startswith(STATE_KEY_PREFIX)),
             key=lambda key: _marker_expiry(session[key]),
         )
         for key in markers[: max(0, len(markers) - (MAX_PENDING_STATES - 1))]:
             marker = session.pop(key)
             if isinstance(marker, dict) and "data" not in marker:
-                self.states.delete(key)
+                self.states.delete(key)  # parked: its row goes too (any connection's)
 
     def take_state(self, state: str | None) -> dict[str, t.Any]:
         """The data saved with ``state``, which is then used for good.

@@ -184,6 +184,19 @@ class SnapshotUser(LoginError):
 # --- Errors from talking to WeChat -------------------------------------------------
 
 
+class IdTokenError(LoginError):
+    """The ID token for the connection's callback URL could not be made (the site's own
+    adapter gave claims that are not JSON)."""
+
+    status = 500
+    operator_error = True
+    title = _l("Login could not be completed")
+    message = _l(
+        "You are logged in to this site, but it could not hand the login on to the "
+        "application that asked for it. Tell the site's operator; try again later."
+    )
+
+
 class WeChatUnavailable(LoginError):
     """WeChat could not be reached or answered something that is not its API."""
 

@@ -330,7 +330,7 @@ def _parse_connection(raw: t.Any, where: str | None, sandbox: bool = False) -> C
         app_id=values["app_id"].strip(),
         app_secret=values["app_secret"].strip(),
         callback_url=callback_url,
-        id_token_audience=str(values["id_token_audience"] or "") or None,
+        id_token_audience=_audience(values["id_token_audience"], key("id_token_audience")),
         login_only=_bool(values["login_only"], key("login_only")),
         association=association,
         match_fields=match_fields,
@@ -423,11 +423,22 @@ def _text_list(config: t.Mapping[str, t.Any], name: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _audience(value: t.Any, key: str) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ConfigurationError(key, f"{value!r} is not a string",
+                                 "Give the one audience the receiver checks, e.g. 'shop-web'.")
+    return value
+
+
 def _issuer(config: t.Mapping[str, t.Any]) -> str | None:
     value = _optional_text(config, "ID_TOKEN_ISSUER")
     if value is not None:
+        value = value.rstrip("/")
         parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
+        if (parts.scheme not in ("http", "https") or not parts.netloc or parts.query
+                or parts.fragment):
             raise ConfigurationError(
                 PREFIX + "ID_TOKEN_ISSUER", f"{value!r} is not an http(s) URL",
                 "Use this site's public root URL, e.g. https://www.example.com, or leave it "

@@ -8,6 +8,8 @@ depends on it), so nothing here is hand-written cryptography.
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import secrets
 import time
@@ -19,11 +21,13 @@ from joserfc import jwt
 from joserfc.errors import JoseError, SecurityWarning
 from joserfc.jwk import OctKey, RSAKey
 
-from .errors import ConfigurationError
+from .errors import ConfigurationError, IdTokenError
 from .settings import PREFIX
 
 if t.TYPE_CHECKING:
     from .settings import ConnectionSettings, Settings
+
+log = logging.getLogger("flask_wechat_qr")
 
 #: Shortest HS256 secret accepted (RFC 7518 3.2: a key at least as long as the hash).
 MIN_SECRET_BYTES = 32
@@ -31,6 +35,11 @@ MIN_SECRET_BYTES = 32
 MIN_RSA_BITS = 2048
 #: The claim holding the WeChat ids (one object, so they never clash with OIDC claims).
 WECHAT_CLAIM = "wechat"
+#: Claims the adapter's extra claims can never set: they make the token safe to trust.
+PROTECTED_CLAIMS = frozenset({"iss", "sub", "aud", "iat", "exp", "nbf", "auth_time", "jti",
+                              "nonce", WECHAT_CLAIM})
+#: Longest ID token lifetime accepted: a receiver turns it into its own session at once.
+MAX_TTL = 3600
 
 
 @dataclass(frozen=True)
@@ -52,6 +61,15 @@ class IdTokenSigner:
         connection has a callback URL and there is nothing to sign its tokens with.
         """
         private_key, secret = settings.id_token_private_key, settings.id_token_secret
+        if settings.id_token_ttl > MAX_TTL:
+            raise ConfigurationError(
+                PREFIX + "ID_TOKEN_TTL", f"{settings.id_token_ttl} seconds is too long",
+                f"Use at most {MAX_TTL} (default 300): the receiver makes its own session "
+                "from the token at once, and a long-lived token is worth stealing.")
+        if settings.id_token_published_keys and not private_key:
+            raise ConfigurationError(
+                PREFIX + "ID_TOKEN_PUBLISHED_KEYS", "public keys are published only for RS256",
+                "Set WECHAT_QR_ID_TOKEN_PRIVATE_KEY too, or leave this unset.")
         if private_key and secret:
             raise ConfigurationError(
                 PREFIX + "ID_TOKEN_SECRET", "both a private key and a shared secret are set",
@@ -109,7 +127,8 @@ class IdTokenSigner:
             claims["name"] = name
         if picture:
             claims["picture"] = picture
-        claims.update(extra_claims or {})
+        claims.update({k: v for k, v in (extra_claims or {}).items()
+                       if k not in PROTECTED_CLAIMS})
         claims[WECHAT_CLAIM] = {k: v for k, v in wechat.items() if v}
         claims.update(
             iss=self.issuer or issuer,
@@ -122,8 +141,12 @@ class IdTokenSigner:
         )
         if nonce:
             claims["nonce"] = nonce
-        else:
-            claims.pop("nonce", None)
+        try:
+            json.dumps(claims)
+        except (TypeError, ValueError) as exc:
+            # The detail is for the operator's log; the person gets the error page.
+            log.error("AccountAdapter.id_token_claims gave claims that are not JSON: %s", exc)
+            raise IdTokenError() from None
         header: dict[str, t.Any] = {"alg": self.algorithm, "typ": "JWT"}
         if self.kid:
             header["kid"] = self.kid
@@ -137,14 +160,20 @@ class IdTokenSigner:
 def _rsa_key(value: str, key_name: str, *, private: bool) -> RSAKey:
     """An RSA key from PEM text, or from the PEM file ``value`` names."""
     pem = value
+    if "\\n" in value and "\n" not in value:
+        raise ConfigurationError(
+            key_name, "the PEM text has literal \\n instead of line breaks",
+            "Put real line breaks in it, or give the path of the PEM file instead (easier "
+            "with environment variables and .env files).")
     if "-----BEGIN" not in value:
+        shown = value if len(value) <= 100 and "\n" not in value else "(a long text)"
         try:
             with open(os.path.expanduser(value), encoding="ascii") as file:
                 pem = file.read()
         except (OSError, UnicodeDecodeError) as exc:
             reason = getattr(exc, "strerror", None) or type(exc).__name__
             raise ConfigurationError(
-                key_name, f"no PEM text, and no readable PEM file at {value!r} ({reason})",
+                key_name, f"no PEM text, and no readable PEM file at {shown!r} ({reason})",
                 "Give the key's PEM text (-----BEGIN ...) or the path of a PEM file.",
             ) from None
     try:

@@ -180,6 +180,9 @@ def callback(connection: str) -> Response:
         return _repeated_callback(client, state, same_browser)
     next_url = data.get("next")
     g._wechat_qr_next = next_url
+    # A "try again" link keeps what the business front end gave the login.
+    g._wechat_qr_business = {k: data["business_" + k] for k in ("state", "nonce")
+                             if data.get("business_" + k)}
     # Whatever happens next is recorded, so a repeated callback gets the same answer.
     outcome: dict[str, t.Any] | None = {"error": True}
     try:
@@ -187,7 +190,9 @@ def callback(connection: str) -> Response:
         return response
     finally:
         try:
-            if outcome is not None:  # None: recorded in the login's own transaction
+            # Not when the login's own transaction recorded it (even if a later step,
+            # such as a signal receiver, failed: the user is logged in).
+            if outcome is not None and not g.get("_wechat_qr_outcome_recorded"):
                 client.remember_login(t.cast(str, state), outcome)
         except Exception:  # never hide the login's own result behind this bookkeeping
             log.exception("could not record the outcome of a WeChat callback")
@@ -217,24 +222,28 @@ def _finish_callback(client: WeChatClient, state: str, data: dict[str, t.Any],
     def record_outcome(resolution: Resolution) -> None:
         client.remember_login(state, {
             "user_id": ext.adapter.get_user_id(resolution.user),
-            "next": next_url or ext.settings.post_login_url, "at": auth_time,
-            "delivery": delivery,
+            "next": next_url or ext.settings.post_login_url,
+            # The repeat window starts when the login is done, not when the code came.
+            "at": time.time(), "auth_time": auth_time, "delivery": delivery,
         }, within=ext.db.session)
 
     try:
         resolution = ext.policy.resolve(client.connection, token, fetch_profile,
                                         before_commit=record_outcome)
     except BindingRequired as required:
-        session[PENDING_BINDING_KEY] = ext.bindings.start(
-            client.connection, token, required.profile, next_url)
+        binding_id = ext.bindings.start(client.connection, token, required.profile, next_url)
+        session[PENDING_BINDING_KEY] = binding_id
         if delivery:
             session[DELIVERY_KEY] = delivery
         else:
             session.pop(DELIVERY_KEY, None)
-        return redirect(url_for("wechat_qr.bind")), {"bind": True}
+        # The repeated callback of this browser gets the same pending binding.
+        return redirect(url_for("wechat_qr.bind")), {"bind": binding_id, "at": time.time(),
+                                                      "delivery": delivery}
     except LoginRefused:
         signals.login_refused.send(_app(), connection=client.connection, openid=token.openid)
         raise
+    g._wechat_qr_outcome_recorded = True
     return _logged_in(client.connection, resolution, next_url, delivery, auth_time), None
 
 
@@ -247,6 +256,12 @@ def _repeated_callback(client: WeChatClient, state: str | None, same_browser: bo
     outcome = client.login_outcome(state, wait=2 * ext.settings.http_timeout + 1)
     if outcome is None or "user_id" not in outcome:
         if outcome is not None and outcome.get("bind") and same_browser:
+            if (session.get(PENDING_BINDING_KEY) is None and isinstance(outcome["bind"], str)
+                    and time.time() - outcome.get("at", 0) <= REPEAT_WINDOW):
+                # This request carries the cookie from before the first callback.
+                session[PENDING_BINDING_KEY] = outcome["bind"]
+                if outcome.get("delivery"):
+                    session[DELIVERY_KEY] = outcome["delivery"]
             return redirect(url_for("wechat_qr.bind"))
         raise StateError()
     current = ext.adapter.current_user()
@@ -272,7 +287,7 @@ def _end_repeated(connection: ConnectionSettings, user: t.Any,
         if identity is None:  # unlinked meanwhile
             raise StateError()
         return _deliver_id_token(connection, user, identity, outcome["delivery"],
-                                 outcome.get("at", time.time()))
+                                 outcome.get("auth_time") or outcome.get("at", time.time()))
     return _redirect_on(outcome["next"])
 
 
@@ -410,7 +425,7 @@ def _deliver_id_token(connection: ConnectionSettings, user: t.Any, identity: t.A
     if signer is None:  # init_app refuses a callback URL without a key; defensive only
         raise RuntimeError("a callback URL without an ID token key")
     token, claims = signer.issue(
-        issuer=request.url_root.rstrip("/"),
+        issuer=_site_root(),
         connection=connection,
         subject=ext.adapter.get_user_id(user),
         auth_time=auth_time,
@@ -435,6 +450,16 @@ def _redirect_on(next_url: str) -> Response:
     return redirect(next_url)
 
 
+def _site_root() -> str:
+    """This site's root URL, the ID token's default ``iss``: from ``SERVER_NAME`` when set
+    (not from the request's Host header, which a client chooses), else from the request."""
+    config = current_app.config
+    if config.get("SERVER_NAME"):
+        root = (config.get("APPLICATION_ROOT") or "/").rstrip("/")
+        return f"{config.get('PREFERRED_URL_SCHEME') or 'http'}://{config['SERVER_NAME']}{root}"
+    return request.url_root.rstrip("/")
+
+
 def _app() -> t.Any:
     return current_app._get_current_object()  # type: ignore[attr-defined]
 
@@ -455,7 +480,8 @@ def login_error(error: LoginError) -> tuple[str, int]:
     retry_url = None
     if connection is not None:
         retry_url = url_for("wechat_qr.login", connection=connection.identifier,
-                            next=g.get("_wechat_qr_next"))
+                            next=g.get("_wechat_qr_next"),
+                            **(g.get("_wechat_qr_business") or {}))
     return render_template("wechat_qr/error.html", error=error, connection=connection,
                            retry_url=retry_url), error.status
 

@@ -483,3 +483,44 @@ def test_init_app_does_not_import_the_sandbox(site: Path) -> None:
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+# --- the business callback URL and its ID token ----------------------------------------------
+
+
+def test_id_token_settings_are_shown_and_checked(make_app: t.Callable[..., Flask]) -> None:
+    app = make_app(WECHAT_QR_CALLBACK_URL="http://biz.example.com/wechat/done",
+                   WECHAT_QR_ID_TOKEN_SECRET="k3y-" * 12, WECHAT_QR_ID_TOKEN_AUDIENCE="biz")
+    result = check(app, "--base-url", PUBLIC)
+    assert result.exit_code == 1
+    assert ("  ID token:      HS256 (shared secret), aud biz, iss from SERVER_NAME or each "
+            "request, valid 300 s") in result.output.splitlines()
+    [problem] = problems(result.output)
+    assert "is http: the ID token would cross the network in clear text" in problem
+    assert any("iss is taken from each request's Host header" in w
+               for w in warnings_of(result.output))
+    assert "k3y-k3y" not in result.output
+
+
+def test_healthy_id_token_settings(make_app: t.Callable[..., Flask], tmp_path: Path) -> None:
+    from joserfc.jwk import RSAKey
+
+    pem = RSAKey.generate_key(2048).as_pem(private=True).decode()
+    app = make_app(WECHAT_QR_CALLBACK_URL="https://biz.example.com/wechat/done",
+                   WECHAT_QR_ID_TOKEN_PRIVATE_KEY=pem,
+                   WECHAT_QR_ID_TOKEN_ISSUER="https://www.example.com")
+    result = check(app, "--base-url", PUBLIC)
+    assert result.exit_code == 0, result.output
+    assert (f"  ID token:      RS256 (public keys at {PUBLIC}/auth/.well-known/jwks.json), "
+            "aud wechat, iss https://www.example.com, valid 300 s") in result.output.splitlines()
+    assert "PRIVATE KEY" not in result.output
+
+
+def test_server_name_host_is_the_one_checked_against_trusted_hosts(
+    make_app: t.Callable[..., Flask],
+) -> None:
+    app = make_app(SERVER_NAME="www.example.com", PREFERRED_URL_SCHEME="https",
+                   TRUSTED_HOSTS=["www.example.com"])
+    result = check(app, "--base-url", "https://example.com")
+    assert problems(result.output) == []
+    assert "  Redirect URI:  https://www.example.com/auth/wechat/callback" in result.output

@@ -151,3 +151,47 @@ def test_fifty_simultaneous_first_logins_make_one_user(
     users, identities = all_users(app), all_identities(app)
     assert len(users) == 1 and len(identities) == 1
     assert {logged_in_user_id(browser) for browser in browsers} == {str(users[0].id)}
+
+
+def test_repeat_window_starts_when_the_login_is_done(
+    make_app: t.Any, wechat_api: WeChatAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A slow profile request must not push WeChat's second redirect out of the window."""
+    from flask_wechat_qr import views
+
+    monkeypatch.setattr(views, "REPEAT_WINDOW", 1)
+    app = make_app()
+    browser = app.test_client()
+    state = start_login(browser)
+    twin = _browser_copy(app, browser)
+    wechat_api.token()
+
+    def slow_profile(request: t.Any) -> tuple[int, dict[str, str], bytes]:
+        time.sleep(1.5)  # longer than the window
+        return _body(PROFILE)
+
+    wechat_api.mock.add_callback(responses.GET, wechat_api.base + "/sns/userinfo",
+                                 callback=slow_profile)
+    assert browser.get("/auth/wechat/callback",
+                       query_string={"code": "C1", "state": state}).status_code == 302
+    second = twin.get("/auth/wechat/callback", query_string={"code": "C2", "state": state})
+    assert second.status_code == 302
+    assert logged_in_user_id(twin) == str(all_users(app)[0].id)
+
+
+def test_double_redirect_to_the_bind_page_keeps_the_pending_binding(
+    make_app: t.Any, wechat_api: WeChatAPI
+) -> None:
+    """Ask binding: the second redirect (with the cookie from before the first) still finds
+    the pending binding the first one started."""
+    app = make_app(WECHAT_QR_ASSOCIATION="ask_binding")
+    browser = app.test_client()
+    state = start_login(browser)
+    twin = _browser_copy(app, browser)
+    wechat_api.token()
+    wechat_api.userinfo()
+    first = browser.get("/auth/wechat/callback", query_string={"code": "C1", "state": state})
+    second = twin.get("/auth/wechat/callback", query_string={"code": "C2", "state": state})
+    assert first.headers["Location"] == second.headers["Location"] == "/auth/bind"
+    assert twin.get("/auth/bind").status_code == 200
+    assert api_paths(wechat_api).count("/sns/oauth2/access_token") == 1

@@ -425,3 +425,100 @@ def test_token_stays_out_of_logs_and_urls(make_app: t.Any, wechat_api: t.Any, pe
     assert token not in caplog.text
     assert token.split(".")[2] not in caplog.text
     assert all(token not in value for value in resp.headers.values())
+
+
+def test_claims_that_are_not_json_end_on_an_error_page(
+    make_app: t.Any, wechat_api: t.Any, pem: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A host bug in id_token_claims: a page saying what happened, not a 500 traceback; the
+    login itself (committed) is still the outcome a repeated callback finds."""
+    import datetime
+
+    monkeypatch.setattr(AccountAdapter, "id_token_claims",
+                        lambda self, user, connection: {"joined": datetime.datetime.now()})
+    app = callback_app(make_app, pem)
+    client = app.test_client()
+    wechat_api.token()
+    wechat_api.userinfo()
+    state = start_login(client)
+    resp = finish_login(client, state)
+    assert resp.status_code == 500
+    assert "could not hand the login on" in resp.get_data(as_text=True)
+    assert "Traceback" not in resp.get_data(as_text=True)
+    (user,) = all_users(app)
+    assert logged_in_user_id(client) == str(user.id)
+    with app.app_context():
+        outcome = app.extensions["wechat_qr"].client("wechat").login_outcome(state, wait=0)
+    assert outcome is not None and outcome["user_id"] == str(user.id)
+
+
+def test_extra_claims_cannot_set_nbf(make_app: t.Any, wechat_api: t.Any, pem: str,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(AccountAdapter, "id_token_claims",
+                        lambda self, user, connection: {"nbf": 4102444800, "iat": 1})
+    app = callback_app(make_app, pem)
+    client = app.test_client()
+    claims = verify(form_post(login_with_wechat(client, wechat_api))["fields"]["id_token"],
+                    receiver_keys(client))
+    assert "nbf" not in claims and claims["iat"] > 1
+
+
+def test_issuer_comes_from_server_name_not_the_host_header(make_app: t.Any, wechat_api: t.Any,
+                                                           pem: str) -> None:
+    app = callback_app(make_app, pem, SERVER_NAME="www.example.com",
+                       PREFERRED_URL_SCHEME="https")
+    client = app.test_client()
+    resp = login_with_wechat(client, wechat_api, base_url="http://evil.example")
+    token = form_post(resp)["fields"]["id_token"]
+    claims = jwt.decode(token, receiver_keys(client)).claims
+    assert claims["iss"] == "https://www.example.com"
+
+
+def test_retry_after_a_cancel_keeps_the_business_state(make_app: t.Any, pem: str) -> None:
+    app = callback_app(make_app, pem)
+    client = app.test_client()
+    state = start_login(client, state="biz-1", nonce="n-1")
+    page = client.get("/auth/wechat/callback", query_string={"state": state})
+    assert page.status_code == 200  # cancelled
+    retry = [a["href"] for a in find_tags(page.get_data(as_text=True), "a")
+             if "/auth/wechat/login" in (a.get("href") or "")]
+    assert retry and all("state=biz-1" in h and "nonce=n-1" in h for h in retry)
+
+
+def test_the_token_page_stands_alone(make_app: t.Any, wechat_api: t.Any, pem: str,
+                                     tmp_path: t.Any) -> None:
+    """Not inside the site's layout (whose scripts could read the token)."""
+    app = callback_app(make_app, pem)
+    folder = t.cast(str, app.root_path)
+    import pathlib
+
+    override = pathlib.Path(folder, "templates", "wechat_qr")
+    override.mkdir(parents=True)
+    (override / "base.html").write_text(
+        '<html><script src="https://analytics.example/x.js"></script>'
+        "{% block wechat_qr_content %}{% endblock %}</html>")
+    html = form_post(login_with_wechat(app.test_client(), wechat_api))["html"]
+    assert "analytics.example" not in html
+    assert '<meta name="referrer" content="no-referrer">' in html
+
+
+@pytest.mark.parametrize(("config", "problem"), [
+    ({"WECHAT_QR_ID_TOKEN_TTL": 86400}, "too long"),
+    ({"WECHAT_QR_ID_TOKEN_SECRET": SECRET, "WECHAT_QR_ID_TOKEN_PUBLISHED_KEYS": ["x"]},
+     "only for RS256"),
+    ({"WECHAT_QR_ID_TOKEN_AUDIENCE": ["a", "b"], "WECHAT_QR_ID_TOKEN_SECRET": SECRET},
+     "is not a string"),
+    ({"WECHAT_QR_ID_TOKEN_PRIVATE_KEY": "-----BEGIN PRIVATE KEY-----\\nMIIE\\n"},
+     "literal \\n"),
+])
+def test_more_bad_id_token_settings(tmp_path: t.Any, config: dict[str, t.Any],
+                                    problem: str) -> None:
+    with pytest.raises(ConfigurationError, match=problem.replace("\\", "\\\\")):
+        make_test_app(tmp_path, **config)
+
+
+def test_a_key_error_never_repeats_the_key(tmp_path: t.Any, pem: str) -> None:
+    body = "".join(line for line in pem.splitlines() if not line.startswith("-----"))
+    with pytest.raises(ConfigurationError) as caught:
+        make_test_app(tmp_path, WECHAT_QR_ID_TOKEN_PRIVATE_KEY=body)
+    assert body[:40] not in str(caught.value)

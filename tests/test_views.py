@@ -646,3 +646,22 @@ def test_someone_elses_state_does_not_cancel_their_login(
     wechat_api.token()
     wechat_api.userinfo()
     assert finish_login(owner, state).status_code == 302
+
+
+def test_long_or_chinese_next_and_several_connections_keep_the_cookie_small(
+    make_app: t.Any,
+) -> None:
+    """Browsers drop a cookie over 4 KB (and the login with it): pending logins are capped
+    across connections, and data the session would escape into ``\\uXXXX`` is measured as
+    written."""
+    app = make_app(WECHAT_QR_CONNECTIONS=[
+        {"connection": name, "app_id": f"wx{name}000000000000"[:18], "app_secret": "s"}
+        for name in ("one", "two", "three")])
+    client = app.test_client()
+    for name in ("one", "two", "three"):
+        for length in (40, 150, 600):
+            for _ in range(5):
+                resp = client.get(f"/auth/{name}/login", query_string={
+                    "next": "/搜索?q=" + "微信🐼" * length})
+                assert resp.status_code == 302
+    assert len(client.get_cookie("session").value) < 3000
