@@ -68,6 +68,12 @@ def wechat_done() -> ResponseReturnValue:
     connection = _connection()
     if connection is None:
         abort(404)
+    if request.form.get("error"):  # the user said no, or login-only refused them
+        response = make_response(render_template(
+            "business.html", connection=connection, login_url=url_for("business.start"),
+            claims=None, error=request.form["error"]))
+        response.delete_cookie(PENDING_COOKIE, path=bp.url_prefix)
+        return response
     ext = current_app.extensions["wechat_qr"]
     signer = ext.id_tokens
     # A separate service would fetch /auth/.well-known/jwks.json (or hold the secret).

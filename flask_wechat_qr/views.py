@@ -437,9 +437,12 @@ def _deliver_id_token(connection: ConnectionSettings, user: t.Any, identity: t.A
         extra_claims=ext.adapter.id_token_claims(user, connection),
     )
     signals.id_token_issued.send(_app(), user=user, connection=connection, claims=claims)
+    fields = {"id_token": token}
+    if delivery.get("state"):
+        fields["state"] = delivery["state"]
     return Response(render_template(
         "wechat_qr/form_post.html", connection=connection, action=connection.callback_url,
-        id_token=token, state=delivery.get("state"),
+        fields=fields, id_token=token, state=delivery.get("state"),
     ))
 
 
@@ -477,6 +480,9 @@ def login_error(error: LoginError) -> tuple[str, int]:
         log.info("WeChat login ended: %s (%s)", error, type(error).__name__)
     signals.login_failed.send(current_app._get_current_object(),  # type: ignore[attr-defined]
                               error=error, connection=connection)
+    reported = _report_to_callback_url(connection, error)
+    if reported is not None:
+        return reported, 200
     retry_url = None
     if connection is not None:
         retry_url = url_for("wechat_qr.login", connection=connection.identifier,
@@ -484,6 +490,38 @@ def login_error(error: LoginError) -> tuple[str, int]:
                             **(g.get("_wechat_qr_business") or {}))
     return render_template("wechat_qr/error.html", error=error, connection=connection,
                            retry_url=retry_url), error.status
+
+
+#: Endings of a login that a connection's callback URL is told of (``error`` field), as an
+#: OAuth redirect URI is: the person's choice or the site's policy, which the business front
+#: end should handle itself. Anything else (an expired link, WeChat down) is this site's
+#: page, where the person can try again.
+CALLBACK_URL_ERRORS: dict[type[LoginError], tuple[str, str]] = {
+    LoginCancelled: ("access_denied", "The user cancelled the WeChat login."),
+    LoginRefused: ("account_not_linked",
+                   "No account of this site is linked to this WeChat account (login only)."),
+}
+
+
+def _report_to_callback_url(connection: ConnectionSettings | None,
+                            error: LoginError) -> str | None:
+    """The page that posts ``error`` (and the business ``state``) to the connection's
+    callback URL, for the endings the business handles; ``None`` for the others."""
+    if connection is None or not connection.callback_url:
+        return None
+    if request.endpoint not in ("wechat_qr.callback", "wechat_qr.bind"):
+        return None
+    code = next((value for kind, value in CALLBACK_URL_ERRORS.items()
+                 if isinstance(error, kind)), None)
+    if code is None:
+        return None
+    business = g.get("_wechat_qr_business") or session.get(DELIVERY_KEY) or {}
+    fields = {"error": code[0], "error_description": code[1]}
+    if business.get("state"):
+        fields["state"] = business["state"]
+    return render_template("wechat_qr/form_post.html", connection=connection,
+                           action=connection.callback_url, fields=fields,
+                           id_token=None, state=business.get("state"))
 
 
 # Translation in templates without the host's jinja2.ext.i18n, and never through its ``_``.

@@ -645,3 +645,21 @@ def test_extension_pages_in_the_site_layout_speak_chinese(wechat_site: Flask) ->
     assert "微信登录" in html
     english = wechat_site.test_client().get("/auth/wechat/qr").get_data(as_text=True)
     assert '<html lang="en">' in english
+
+
+def test_business_demo_is_told_of_a_cancelled_login(make_site: t.Callable[..., Flask]) -> None:
+    site = make_site(WECHAT_QR_SANDBOX=True,
+                     WECHAT_QR_CALLBACK_URL="http://localhost/business/wechat-done",
+                     WECHAT_QR_ID_TOKEN_SECRET="s" * 40)
+    browser = site.test_client()
+    page = browser.get("/business/").get_data(as_text=True)
+    login_url = re.search(r'href="(/auth/wechat/login\?[^"]+)"', page).group(1)
+    location = browser.get(login_url.replace("&amp;", "&")).headers["Location"]
+    state = re.search(r"[?&]state=([A-Za-z0-9]+)", location).group(1)
+    posted = browser.get("/auth/wechat/callback", query_string={"state": state})
+    fields = dict(re.findall(r'name="(error|state|error_description)" value="([^"]+)"',
+                             posted.get_data(as_text=True)))
+    assert fields["error"] == "access_denied"
+    done = browser.post("/business/wechat-done", data=fields)
+    assert done.status_code == 200
+    assert "did not complete" in done.get_data(as_text=True)

@@ -474,12 +474,14 @@ def test_issuer_comes_from_server_name_not_the_host_header(make_app: t.Any, wech
     assert claims["iss"] == "https://www.example.com"
 
 
-def test_retry_after_a_cancel_keeps_the_business_state(make_app: t.Any, pem: str) -> None:
+def test_retry_after_an_error_keeps_the_business_state(make_app: t.Any, wechat_api: t.Any,
+                                                       pem: str) -> None:
     app = callback_app(make_app, pem)
     client = app.test_client()
     state = start_login(client, state="biz-1", nonce="n-1")
-    page = client.get("/auth/wechat/callback", query_string={"state": state})
-    assert page.status_code == 200  # cancelled
+    wechat_api.error("/sns/oauth2/access_token", 40029, "invalid code")
+    page = finish_login(client, state)
+    assert page.status_code == 400  # this site's page: the person can try again
     retry = [a["href"] for a in find_tags(page.get_data(as_text=True), "a")
              if "/auth/wechat/login" in (a.get("href") or "")]
     assert retry and all("state=biz-1" in h and "nonce=n-1" in h for h in retry)
@@ -522,3 +524,51 @@ def test_a_key_error_never_repeats_the_key(tmp_path: t.Any, pem: str) -> None:
     with pytest.raises(ConfigurationError) as caught:
         make_test_app(tmp_path, WECHAT_QR_ID_TOKEN_PRIVATE_KEY=body)
     assert body[:40] not in str(caught.value)
+
+
+def test_a_cancelled_login_is_posted_to_the_callback_url(make_app: t.Any, pem: str) -> None:
+    """Like an OAuth error response: the business front end learns the user said no."""
+    app = callback_app(make_app, pem)
+    client = app.test_client()
+    state = start_login(client, state="biz-2")
+    post = form_post(client.get("/auth/wechat/callback", query_string={"state": state}))
+    assert post["action"] == BUSINESS_URL
+    assert post["fields"] == {"error": "access_denied",
+                              "error_description": "The user cancelled the WeChat login.",
+                              "state": "biz-2"}
+
+
+def test_a_login_only_refusal_is_posted_to_the_callback_url(
+    make_app: t.Any, wechat_api: t.Any, pem: str
+) -> None:
+    app = callback_app(make_app, pem, WECHAT_QR_LOGIN_ONLY=True)
+    post = form_post(login_with_wechat(app.test_client(), wechat_api, state="biz-3"))
+    assert post["fields"]["error"] == "account_not_linked"
+    assert post["fields"]["state"] == "biz-3"
+    assert "id_token" not in post["fields"]
+    assert all_users(app) == []
+
+
+def test_refused_create_on_the_bind_page_is_posted_too(make_app: t.Any, wechat_api: t.Any,
+                                                        pem: str) -> None:
+    app = callback_app(make_app, pem, WECHAT_QR_ASSOCIATION="ask_binding",
+                       WECHAT_QR_LOGIN_ONLY=True)
+    client = app.test_client()
+    assert login_with_wechat(client, wechat_api, state="biz-4").headers["Location"] == \
+        "/auth/bind"
+    page = client.get("/auth/bind").get_data(as_text=True)
+    csrf = next(tag["value"] for tag in find_tags(page, "input")
+                if tag.get("name") == "csrf_token")
+    post = form_post(client.post("/auth/bind", data={"action": "create",
+                                                      "csrf_token": csrf}))
+    assert post["fields"] == {"error": "account_not_linked",
+                              "error_description": post["fields"]["error_description"],
+                              "state": "biz-4"}
+
+
+def test_errors_of_connections_without_a_callback_url_stay_pages(make_app: t.Any) -> None:
+    app = make_app()
+    client = app.test_client()
+    state = start_login(client, state="ignored")
+    page = client.get("/auth/wechat/callback", query_string={"state": state})
+    assert page.status_code == 200 and "<form" not in page.get_data(as_text=True)
