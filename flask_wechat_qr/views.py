@@ -440,10 +440,18 @@ def _deliver_id_token(connection: ConnectionSettings, user: t.Any, identity: t.A
     fields = {"id_token": token}
     if delivery.get("state"):
         fields["state"] = delivery["state"]
-    return Response(render_template(
+    return _form_post(connection, fields, id_token=token)
+
+
+def _form_post(connection: ConnectionSettings, fields: dict[str, str],
+               id_token: str | None = None) -> Response:
+    """The page that POSTs ``fields`` to the connection's callback URL at once."""
+    response = Response(render_template(
         "wechat_qr/form_post.html", connection=connection, action=connection.callback_url,
-        fields=fields, id_token=token, state=delivery.get("state"),
+        fields=fields, id_token=id_token, state=fields.get("state"),
     ))
+    response.headers["Referrer-Policy"] = "no-referrer"
+    return response
 
 
 def _redirect_on(next_url: str) -> Response:
@@ -468,7 +476,7 @@ def _app() -> t.Any:
 
 
 @blueprint.errorhandler(LoginError)
-def login_error(error: LoginError) -> tuple[str, int]:
+def login_error(error: LoginError) -> tuple[str | Response, int]:
     """Every login that cannot go on ends here: a page in words, never a traceback."""
     ext = _state()
     connection_id = (request.view_args or {}).get("connection") or g.get("_wechat_qr_connection")
@@ -504,7 +512,7 @@ CALLBACK_URL_ERRORS: dict[type[LoginError], tuple[str, str]] = {
 
 
 def _report_to_callback_url(connection: ConnectionSettings | None,
-                            error: LoginError) -> str | None:
+                            error: LoginError) -> Response | None:
     """The page that posts ``error`` (and the business ``state``) to the connection's
     callback URL, for the endings the business handles; ``None`` for the others."""
     if connection is None or not connection.callback_url:
@@ -519,9 +527,7 @@ def _report_to_callback_url(connection: ConnectionSettings | None,
     fields = {"error": code[0], "error_description": code[1]}
     if business.get("state"):
         fields["state"] = business["state"]
-    return render_template("wechat_qr/form_post.html", connection=connection,
-                           action=connection.callback_url, fields=fields,
-                           id_token=None, state=business.get("state"))
+    return _form_post(connection, fields)
 
 
 # Translation in templates without the host's jinja2.ext.i18n, and never through its ``_``.

@@ -182,6 +182,7 @@ def test_login_posts_a_verifiable_id_token(make_app: t.Any, wechat_api: t.Any,
     assert set(post["fields"]) == {"id_token", "state"}
     assert post["fields"]["state"] == "biz-state-42"
     assert resp.headers["Cache-Control"] == "no-store"
+    assert resp.headers["Referrer-Policy"] == "no-referrer"
     assert "Location" not in resp.headers
 
     claims = verify(post["fields"]["id_token"], receiver_keys(client), nonce="n-0S6_WzA2Mj")
@@ -531,7 +532,9 @@ def test_a_cancelled_login_is_posted_to_the_callback_url(make_app: t.Any, pem: s
     app = callback_app(make_app, pem)
     client = app.test_client()
     state = start_login(client, state="biz-2")
-    post = form_post(client.get("/auth/wechat/callback", query_string={"state": state}))
+    resp = client.get("/auth/wechat/callback", query_string={"state": state})
+    assert resp.headers["Referrer-Policy"] == "no-referrer"
+    post = form_post(resp)
     assert post["action"] == BUSINESS_URL
     assert post["fields"] == {"error": "access_denied",
                               "error_description": "The user cancelled the WeChat login.",
