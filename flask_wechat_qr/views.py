@@ -183,6 +183,7 @@ def callback(connection: str) -> Response:
     # A "try again" link keeps what the business front end gave the login.
     g._wechat_qr_business = {k: data["business_" + k] for k in ("state", "nonce")
                              if data.get("business_" + k)}
+    g._wechat_qr_linking = bool(data.get("link_user"))
     # Whatever happens next is recorded, so a repeated callback gets the same answer.
     outcome: dict[str, t.Any] | None = {"error": True}
     try:
@@ -518,6 +519,8 @@ def _report_to_callback_url(connection: ConnectionSettings | None,
     if connection is None or not connection.callback_url:
         return None
     if request.endpoint not in ("wechat_qr.callback", "wechat_qr.bind"):
+        return None
+    if g.get("_wechat_qr_linking"):  # linking from the account page is this site's business
         return None
     code = next((value for kind, value in CALLBACK_URL_ERRORS.items()
                  if isinstance(error, kind)), None)

@@ -3,6 +3,7 @@ verified here exactly as a receiving service would (JWKS, issuer, audience, expi
 
 from __future__ import annotations
 
+import re
 import time
 import typing as t
 import warnings
@@ -575,3 +576,19 @@ def test_errors_of_connections_without_a_callback_url_stay_pages(make_app: t.Any
     state = start_login(client, state="ignored")
     page = client.get("/auth/wechat/callback", query_string={"state": state})
     assert page.status_code == 200 and "<form" not in page.get_data(as_text=True)
+
+
+def test_a_cancelled_link_is_not_posted_to_the_callback_url(make_app: t.Any,
+                                                           pem: str) -> None:
+    """Linking WeChat from the account page is this site's own business."""
+    app = callback_app(make_app, pem)
+    user_id = add_user(app, username="wang", password="correct horse")
+    client = app.test_client()
+    with client.session_transaction() as sess:
+        sess["_user_id"] = str(user_id)
+    location = client.get("/auth/wechat/link").headers["Location"]
+    state = re.search(r"[?&]state=([A-Za-z0-9]+)", location).group(1)
+    page = client.get("/auth/wechat/callback", query_string={"state": state})
+    assert page.status_code == 200
+    assert "<form" not in page.get_data(as_text=True)
+    assert "cancelled" in page.get_data(as_text=True)
