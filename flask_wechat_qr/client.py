@@ -11,20 +11,16 @@ import json
 import logging
 import re
 import threading
-import time
 import typing as t
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import requests
-from authlib.common.security import generate_token
 from authlib.integrations.flask_client import FlaskOAuth2App
 from authlib.integrations.requests_client import OAuth2Session
-from flask import session
 
 from .errors import (
     SnapshotUser,
-    StateError,
     WeChatAPIError,
     WeChatBusy,
     WeChatTimeout,
@@ -35,7 +31,6 @@ from .i18n import lazy_gettext as _l
 
 if t.TYPE_CHECKING:
     from .settings import ConnectionSettings
-    from .state_store import LoginStateStore
 
 log = logging.getLogger("flask_wechat_qr")
 
@@ -47,16 +42,6 @@ USERINFO_PATH = "/sns/userinfo"
 AUTH_CHECK_PATH = "/sns/auth"
 #: Authlib client-auth method name for WeChat's ``appid``/``secret`` query parameters.
 AUTH_METHOD = "wechat_appid_secret"
-#: Logins one browser may have started and not finished (tabs, reloaded QR pages), across
-#: all connections.
-MAX_PENDING_STATES = 5
-#: Longest login data kept in the session cookie with its state, in bytes as the session
-#: writes it (JSON with ``\uXXXX`` escapes); longer (a long ``next``, a business ``state``)
-#: is parked in the state table. Five pending logins then stay far below the 4 KB
-#: browsers keep per cookie.
-MAX_INLINE_STATE_DATA = 300
-#: Prefix of every connection's state keys in the session.
-STATE_KEY_PREFIX = "_state_wechat_qr_"
 #: Query parameters that carry secrets; redacted from urllib3's debug log of URLs.
 SECRET_PARAMS = re.compile(r"\b(secret|code|access_token|refresh_token)=[^&\s\"']+")
 
@@ -178,12 +163,6 @@ def _token_compliance_fix(session: OAuth2Session) -> None:
     session.register_compliance_hook("access_token_response", check_token_response)
 
 
-def _marker_expiry(marker: t.Any) -> float:
-    """When a state kept in the session expires (0 for anything that is not a state)."""
-    expiry = marker.get("exp") if isinstance(marker, dict) else None
-    return float(expiry) if isinstance(expiry, (int, float)) else 0.0
-
-
 class PooledSession(OAuth2Session):
     """Authlib's session, kept open for the life of the process (keep-alive).
 
@@ -243,17 +222,12 @@ class WeChatClient:
         open_base_url: str | t.Callable[[], str],
         api_base_url: str,
         timeout: float,
-        states: LoginStateStore,
-        state_ttl: float = 600,
     ) -> None:
         self.connection = connection
-        #: the server-side half of this connection's login states
-        self.states = states
-        self.state_ttl = int(state_ttl)
         self.open_base_url = open_base_url
         self.api_base_url = api_base_url
         self.timeout = timeout
-        #: the Authlib remote app; its name is also the prefix of its state keys
+        #: the Authlib remote app (one per connection, in this app's own registry)
         self.remote: _WeChatRemoteApp = oauth.register(
             f"wechat_qr_{connection.identifier}",
             client_cls=_WeChatRemoteApp,
@@ -275,92 +249,6 @@ class WeChatClient:
     def session(self) -> PooledSession:
         """The pooled HTTP session every call of this connection goes through."""
         return self.remote._get_oauth_client()
-
-    # --- state -----------------------------------------------------------------------
-
-    def begin_login(self, **data: t.Any) -> str:
-        """A new ``state`` for one login, its ``data`` kept until the callback.
-
-        ``[A-Za-z0-9]{32}``: within the 128-byte alphanumeric limit WeChat documents. The
-        data rides in the session next to the state (no database write); only data too
-        big for a cookie is parked in the state table.
-        """
-        state = generate_token(32)
-        self._forget_oldest_states()
-        key = self._state_key(state)
-        expires_at = time.time() + self.state_ttl
-        value = json.dumps(data, separators=(",", ":"))
-        # The AppID too: another app sharing this SECRET_KEY reads the same cookie, and
-        # must not take this app's logins for its own.
-        if len(value) <= MAX_INLINE_STATE_DATA:
-            session[key] = {"exp": expires_at, "app": self.connection.app_id, "data": data}
-        else:
-            self.states.park(key, value, expires_at)
-            session[key] = {"exp": expires_at, "app": self.connection.app_id}
-        return state
-
-    def _forget_oldest_states(self) -> None:
-        """Keep at most :data:`MAX_PENDING_STATES` - 1 older states in the session.
-
-        Each started login leaves its state in the (cookie) session; a page that embeds
-        the QR and reloads would otherwise grow the cookie past what browsers keep.
-        """
-        markers = sorted(
-            (key for key in session if key.startswith(STATE_KEY_PREFIX)),
-            key=lambda key: _marker_expiry(session[key]),
-        )
-        for key in markers[: max(0, len(markers) - (MAX_PENDING_STATES - 1))]:
-            marker = session.pop(key)
-            if isinstance(marker, dict) and "data" not in marker:
-                self.states.delete(key)  # parked: its row goes too (any connection's)
-
-    def take_state(self, state: str | None) -> dict[str, t.Any]:
-        """The data saved with ``state``, which is then used for good.
-
-        :class:`StateError` when the state is missing, forged, from another browser,
-        expired or already used.
-        """
-        if not state or len(state) > 128:
-            raise StateError()
-        key = self._state_key(state)
-        # Not this browser's state: nothing is touched, its owner may still use it.
-        marker = session.pop(key, None)
-        now = time.time()
-        for other in [k for k in session if k.startswith(self._state_key(""))]:
-            if _marker_expiry(session[other]) < now:
-                session.pop(other, None)
-        if not isinstance(marker, dict) or marker.get("app") != self.connection.app_id:
-            raise StateError()
-        expires_at = _marker_expiry(marker)
-        if "data" in marker:
-            if expires_at < now or not self.states.take(key, expires_at):
-                raise StateError()
-            return t.cast(dict, marker["data"])
-        value = self.states.take_parked(key, expires_at)
-        if value is None:
-            raise StateError()
-        return t.cast(dict, json.loads(value))
-
-    def owns_state(self, state: str | None) -> bool:
-        """Whether this browser's session started the login of ``state``."""
-        return bool(state) and self._state_key(state or "") in session
-
-    def remember_login(self, state: str, outcome: dict[str, t.Any],
-                       within: t.Any = None) -> None:
-        """Record how the login of a used ``state`` ended, for a repeated callback;
-        ``within`` a database transaction of the caller's (no commit of its own)."""
-        self.states.remember_outcome(self._state_key(state), json.dumps(outcome), within)
-
-    def login_outcome(self, state: str | None, wait: float) -> dict[str, t.Any] | None:
-        """How the login of a used ``state`` ended, waiting up to ``wait`` seconds for a
-        first callback still running; ``None`` if there is nothing to repeat."""
-        if not state or len(state) > 128 or not state.isalnum():
-            return None  # not a state this extension made
-        value = self.states.outcome(self._state_key(state), wait)
-        return t.cast(dict, json.loads(value)) if value else None
-
-    def _state_key(self, state: str) -> str:
-        return f"_state_{self.remote.name}_{state}"
 
     @property
     def open_base(self) -> str:

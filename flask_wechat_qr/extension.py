@@ -16,7 +16,7 @@ from .client import WeChatClient
 from .errors import ConfigurationError, UnknownConnection
 from .models import Models, models_for
 from .settings import Settings, apply_defaults, load_settings
-from .state_store import LoginStateStore
+from .state_store import LoginStates, LoginStateStore
 from .tokens import IdTokenSigner
 
 if t.TYPE_CHECKING:
@@ -38,6 +38,8 @@ class WeChatQRState:
     bindings: PendingBindings
     oauth: OAuth
     clients: dict[str, WeChatClient]
+    #: each connection's login states (session + table), by identifier
+    states: dict[str, LoginStates]
     #: signs the ID tokens for business callback URLs (``None``: no key configured)
     id_tokens: IdTokenSigner | None = None
 
@@ -134,7 +136,7 @@ class WeChatQR:
         # would leak one app's AppID into another. It is not installed with
         # ``oauth.init_app`` so a host's own Authlib registry keeps its extensions slot.
         oauth = OAuth()
-        states = LoginStateStore(db, models.LoginState)
+        store = LoginStateStore(db, models.LoginState)
         oauth.app = app
         clients = {
             identifier: WeChatClient(
@@ -142,8 +144,6 @@ class WeChatQR:
                 open_base_url=settings.open_base_url or _sandbox_open_base(settings),
                 api_base_url=settings.api_base_url,
                 timeout=settings.http_timeout,
-                states=states,
-                state_ttl=settings.state_ttl,
             )
             for identifier, conn in settings.connections.items()
         }
@@ -162,6 +162,8 @@ class WeChatQR:
             bindings=PendingBindings(db, models, policy, settings),
             oauth=oauth,
             clients=clients,
+            states={identifier: LoginStates(store, identifier, conn.app_id, settings.state_ttl)
+                    for identifier, conn in settings.connections.items()},
             id_tokens=id_tokens,
         )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import typing as t
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from flask import (
@@ -80,7 +81,7 @@ def safe_next(value: str | None) -> str | None:
         not value.startswith("/")
         or value.startswith("//")
         or "\\" in value
-        or any(ord(ch) < 32 or ord(ch) == 127 for ch in value)
+        or _has_control_characters(value)
     ):
         log.info("ignored an off-site next parameter")
         return None
@@ -88,6 +89,10 @@ def safe_next(value: str | None) -> str | None:
     if parts.scheme or parts.netloc:
         return None
     return value
+
+
+def _has_control_characters(value: str) -> bool:
+    return any(ord(ch) < 32 or ord(ch) == 127 for ch in value)
 
 
 @blueprint.before_request
@@ -107,24 +112,25 @@ def _redirect_uri(connection: str) -> str:
 @blueprint.route("/<connection>/login")
 def login(connection: str) -> Response:
     """Send the browser to WeChat's QR page."""
-    client, redirect_uri, state, _next = _begin(connection)
-    return redirect(client.authorize_url(redirect_uri, state,
-                                         lang=qr_page_lang(client.connection.lang)))
+    started = _begin(connection)
+    return redirect(started.client.authorize_url(
+        started.redirect_uri, started.state, lang=qr_page_lang(started.client.connection.lang)))
 
 
 @blueprint.route("/<connection>/qr")
 def qr(connection: str) -> str:
     """A page of this site with WeChat's QR code embedded (as ``wxLogin.js`` does it)."""
-    client, redirect_uri, state, next_url = _begin(connection)
+    started = _begin(connection)
+    client = started.client
     return render_template(
         "wechat_qr/qr.html",
         connection=client.connection,
-        iframe_url=client.qr_iframe_url(redirect_uri, state,
+        iframe_url=client.qr_iframe_url(started.redirect_uri, started.state,
                                         lang=qr_page_lang(client.connection.lang)),
-        login_url=url_for("wechat_qr.login", connection=connection, next=next_url,
-                          **(_business_params() if client.connection.callback_url else {})),
+        login_url=url_for("wechat_qr.login", connection=connection, next=started.next_url,
+                          **started.delivery),
         # Reload for a fresh state a little before this one expires.
-        refresh_after=max(30, int(_state().settings.state_ttl) - 30),
+        refresh_after=max(30, _state().settings.state_ttl - 30),
     )
 
 
@@ -136,21 +142,31 @@ def link(connection: str) -> Response:
     if user is None:
         ext.client(connection)  # an unknown connection is a 404 first
         raise NotLoggedIn()
-    client, redirect_uri, state, _next = _begin(connection,
-                                                link_user=ext.adapter.get_user_id(user))
-    return redirect(client.authorize_url(redirect_uri, state,
-                                         lang=qr_page_lang(client.connection.lang)))
+    started = _begin(connection, link_user=ext.adapter.get_user_id(user))
+    return redirect(started.client.authorize_url(
+        started.redirect_uri, started.state, lang=qr_page_lang(started.client.connection.lang)))
 
 
-def _begin(connection: str, **data: t.Any) -> tuple[WeChatClient, str, str, str | None]:
-    """Start a login of ``connection``: its client, redirect URI, new state and ``next``."""
-    client = _state().client(connection)
+class _Started(t.NamedTuple):
+    client: WeChatClient
+    redirect_uri: str
+    state: str
+    next_url: str | None
+    #: the business front end's ``state``/``nonce`` (a connection with a callback URL)
+    delivery: dict[str, str]
+
+
+def _begin(connection: str, **data: t.Any) -> _Started:
+    """Start a login of ``connection``: a new state keeping ``next`` (and, for a callback
+    URL, the business's ``state`` and ``nonce``) until the callback."""
+    ext = _state()
+    client = ext.client(connection)
     next_url = safe_next(request.args.get("next"))
-    redirect_uri = _redirect_uri(connection)
+    delivery = {}
     if client.connection.callback_url and "link_user" not in data:
-        # Kept apart from the OAuth ``state`` (Authlib's own keyword).
-        data.update({"business_" + k: v for k, v in _business_params().items()})
-    return client, redirect_uri, client.begin_login(next=next_url, **data), next_url
+        delivery = data["delivery"] = _business_params()
+    state = ext.states[connection].begin(next=next_url, **data)
+    return _Started(client, _redirect_uri(connection), state, next_url, delivery)
 
 
 def _business_params() -> dict[str, str]:
@@ -161,10 +177,26 @@ def _business_params() -> dict[str, str]:
         value = request.args.get(name)
         if not value:
             continue
-        if len(value) > limit or any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        if len(value) > limit or _has_control_characters(value):
             raise InvalidRequest(_l("The login's %(name)s parameter is not valid.", name=name))
         params[name] = value
     return params
+
+
+@dataclass
+class _Login:
+    """The login this request is finishing (callback or bind page); the error page reads
+    it for its "try again" link and for what to tell a callback URL."""
+
+    connection: str
+    next_url: str | None = None
+    #: the business front end's ``state``/``nonce`` (a connection with a callback URL)
+    delivery: dict[str, str] = field(default_factory=dict)
+    #: linking from the account page, not logging in
+    linking: bool = False
+    #: what a repeated callback will find; ``None`` once the login's own transaction
+    #: recorded it (then a later failure, e.g. in a signal receiver, does not undo it)
+    outcome: dict[str, t.Any] | None = field(default_factory=lambda: {"error": True})
 
 
 @blueprint.route("/<connection>/callback")
@@ -172,37 +204,28 @@ def callback(connection: str) -> Response:
     """WeChat sends the browser back here: check state, exchange code, log in (or link)."""
     ext = _state()
     client = ext.client(connection)
+    states = ext.states[connection]
     state = request.args.get("state")
-    same_browser = client.owns_state(state)
+    same_browser = states.owns(state)
     try:
-        data = client.take_state(state)
+        data = states.take(state)
     except StateError:
         return _repeated_callback(client, state, same_browser)
-    next_url = data.get("next")
-    g._wechat_qr_next = next_url
-    # A "try again" link keeps what the business front end gave the login.
-    g._wechat_qr_business = {k: data["business_" + k] for k in ("state", "nonce")
-                             if data.get("business_" + k)}
-    g._wechat_qr_linking = bool(data.get("link_user"))
-    # Whatever happens next is recorded, so a repeated callback gets the same answer.
-    outcome: dict[str, t.Any] | None = {"error": True}
+    login = g.wechat_qr_login = _Login(connection, data.get("next"),
+                                       data.get("delivery") or {}, bool(data.get("link_user")))
     try:
-        response, outcome = _finish_callback(client, t.cast(str, state), data, next_url)
-        return response
+        return _finish_callback(client, t.cast(str, state), data, login)
     finally:
-        try:
-            # Not when the login's own transaction recorded it (even if a later step,
-            # such as a signal receiver, failed: the user is logged in).
-            if outcome is not None and not g.get("_wechat_qr_outcome_recorded"):
-                client.remember_login(t.cast(str, state), outcome)
+        try:  # whatever happened is recorded, so a repeated callback gets the same answer
+            if login.outcome is not None:
+                states.remember(t.cast(str, state), login.outcome)
         except Exception:  # never hide the login's own result behind this bookkeeping
             log.exception("could not record the outcome of a WeChat callback")
 
 
 def _finish_callback(client: WeChatClient, state: str, data: dict[str, t.Any],
-                     next_url: str | None) -> tuple[Response, dict[str, t.Any] | None]:
-    """The callback after its state checked out: the response, and the outcome to repeat
-    (``None`` when it was recorded with the login itself)."""
+                     login: _Login) -> Response:
+    """The callback after its state checked out; sets ``login.outcome``."""
     ext = _state()
     code = request.args.get("code")
     if not code:
@@ -211,21 +234,21 @@ def _finish_callback(client: WeChatClient, state: str, data: dict[str, t.Any],
         raise InvalidRequest(
             _l("The WeChat authorization is not valid. Scan the QR code again."))
     token = client.exchange_code(code)
-    delivery = {k: data["business_" + k] for k in ("state", "nonce") if data.get("business_" + k)}
     fetch_profile = lambda: client.userinfo(  # noqa: E731 - only if the policy asks
         token, lang=userinfo_lang(client.connection.userinfo_lang))
-    if data.get("link_user"):
-        response = _linked(client.connection, token, fetch_profile, data["link_user"], next_url)
-        return response, {"user_id": data["link_user"],
-                          "next": next_url or ext.settings.post_login_url}
+    next_url = login.next_url
+    if login.linking:
+        login.outcome = {"user_id": data["link_user"],
+                         "next": next_url or ext.settings.post_login_url}
+        return _linked(client.connection, token, fetch_profile, data["link_user"], next_url)
     auth_time = time.time()
 
     def record_outcome(resolution: Resolution) -> None:
-        client.remember_login(state, {
+        ext.states[client.connection.identifier].remember(state, {
             "user_id": ext.adapter.get_user_id(resolution.user),
             "next": next_url or ext.settings.post_login_url,
             # The repeat window starts when the login is done, not when the code came.
-            "at": time.time(), "auth_time": auth_time, "delivery": delivery,
+            "at": time.time(), "auth_time": auth_time, "delivery": login.delivery,
         }, within=ext.db.session)
 
     try:
@@ -234,18 +257,18 @@ def _finish_callback(client: WeChatClient, state: str, data: dict[str, t.Any],
     except BindingRequired as required:
         binding_id = ext.bindings.start(client.connection, token, required.profile, next_url)
         session[PENDING_BINDING_KEY] = binding_id
-        if delivery:
-            session[DELIVERY_KEY] = delivery
+        if login.delivery:
+            session[DELIVERY_KEY] = login.delivery
         else:
             session.pop(DELIVERY_KEY, None)
         # The repeated callback of this browser gets the same pending binding.
-        return redirect(url_for("wechat_qr.bind")), {"bind": binding_id, "at": time.time(),
-                                                      "delivery": delivery}
+        login.outcome = {"bind": binding_id, "at": time.time(), "delivery": login.delivery}
+        return redirect(url_for("wechat_qr.bind"))
     except LoginRefused:
         signals.login_refused.send(_app(), connection=client.connection, openid=token.openid)
         raise
-    g._wechat_qr_outcome_recorded = True
-    return _logged_in(client.connection, resolution, next_url, delivery, auth_time), None
+    login.outcome = None
+    return _logged_in(client.connection, resolution, next_url, login.delivery, auth_time)
 
 
 def _repeated_callback(client: WeChatClient, state: str | None, same_browser: bool) -> Response:
@@ -254,7 +277,8 @@ def _repeated_callback(client: WeChatClient, state: str | None, same_browser: bo
     succeeded, end the same way (never exchanging this code); else it is a
     :class:`StateError`."""
     ext = _state()
-    outcome = client.login_outcome(state, wait=2 * ext.settings.http_timeout + 1)
+    outcome = ext.states[client.connection.identifier].outcome(
+        state, wait=2 * ext.settings.http_timeout + 1)
     if outcome is None or "user_id" not in outcome:
         if outcome is not None and outcome.get("bind") and same_browser:
             if (session.get(PENDING_BINDING_KEY) is None and isinstance(outcome["bind"], str)
@@ -305,7 +329,8 @@ def bind() -> t.Any:
     connection = ext.settings.connections.get(pending.connection)
     if connection is None:
         raise BindingExpired()
-    g._wechat_qr_connection = connection.identifier
+    g.wechat_qr_login = _Login(connection.identifier, pending.next_url,
+                               session.get(DELIVERY_KEY) or {})
     if request.method == "GET":
         return _bind_page(connection, pending)
 
@@ -441,15 +466,14 @@ def _deliver_id_token(connection: ConnectionSettings, user: t.Any, identity: t.A
     fields = {"id_token": token}
     if delivery.get("state"):
         fields["state"] = delivery["state"]
-    return _form_post(connection, fields, id_token=token)
+    return _form_post(connection, fields)
 
 
-def _form_post(connection: ConnectionSettings, fields: dict[str, str],
-               id_token: str | None = None) -> Response:
+def _form_post(connection: ConnectionSettings, fields: dict[str, str]) -> Response:
     """The page that POSTs ``fields`` to the connection's callback URL at once."""
     response = Response(render_template(
         "wechat_qr/form_post.html", connection=connection, action=connection.callback_url,
-        fields=fields, id_token=id_token, state=fields.get("state"),
+        fields=fields,
     ))
     response.headers["Referrer-Policy"] = "no-referrer"
     return response
@@ -480,7 +504,8 @@ def _app() -> t.Any:
 def login_error(error: LoginError) -> tuple[str | Response, int]:
     """Every login that cannot go on ends here: a page in words, never a traceback."""
     ext = _state()
-    connection_id = (request.view_args or {}).get("connection") or g.get("_wechat_qr_connection")
+    login: _Login | None = g.get("wechat_qr_login")
+    connection_id = (request.view_args or {}).get("connection") or (login and login.connection)
     connection = ext.settings.connections.get(connection_id) if connection_id else None
     if error.operator_error:
         log.error("WeChat login failed and needs the site operator: %s (%s)",
@@ -489,14 +514,13 @@ def login_error(error: LoginError) -> tuple[str | Response, int]:
         log.info("WeChat login ended: %s (%s)", error, type(error).__name__)
     signals.login_failed.send(current_app._get_current_object(),  # type: ignore[attr-defined]
                               error=error, connection=connection)
-    reported = _report_to_callback_url(connection, error)
+    reported = _report_to_callback_url(connection, login, error)
     if reported is not None:
         return reported, 200
     retry_url = None
     if connection is not None:
         retry_url = url_for("wechat_qr.login", connection=connection.identifier,
-                            next=g.get("_wechat_qr_next"),
-                            **(g.get("_wechat_qr_business") or {}))
+                            **({"next": login.next_url, **login.delivery} if login else {}))
     return render_template("wechat_qr/error.html", error=error, connection=connection,
                            retry_url=retry_url), error.status
 
@@ -512,24 +536,20 @@ CALLBACK_URL_ERRORS: dict[type[LoginError], tuple[str, str]] = {
 }
 
 
-def _report_to_callback_url(connection: ConnectionSettings | None,
+def _report_to_callback_url(connection: ConnectionSettings | None, login: _Login | None,
                             error: LoginError) -> Response | None:
     """The page that posts ``error`` (and the business ``state``) to the connection's
-    callback URL, for the endings the business handles; ``None`` for the others."""
-    if connection is None or not connection.callback_url:
-        return None
-    if request.endpoint not in ("wechat_qr.callback", "wechat_qr.bind"):
-        return None
-    if g.get("_wechat_qr_linking"):  # linking from the account page is this site's business
+    callback URL, for the endings the business handles; ``None`` for the others (and for
+    linking from the account page, which is this site's own business)."""
+    if connection is None or not connection.callback_url or login is None or login.linking:
         return None
     code = next((value for kind, value in CALLBACK_URL_ERRORS.items()
                  if isinstance(error, kind)), None)
     if code is None:
         return None
-    business = g.get("_wechat_qr_business") or session.get(DELIVERY_KEY) or {}
     fields = {"error": code[0], "error_description": code[1]}
-    if business.get("state"):
-        fields["state"] = business["state"]
+    if login.delivery.get("state"):
+        fields["state"] = login.delivery["state"]
     return _form_post(connection, fields)
 
 

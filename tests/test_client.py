@@ -15,7 +15,6 @@ import re
 import typing as t
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
-import flask
 import pytest
 import requests
 import responses
@@ -50,7 +49,6 @@ from flask_wechat_qr.errors import (
     MissingCode,
     RateLimited,
     SnapshotUser,
-    StateError,
     Unauthorized,
     WeChatAPIError,
     WeChatBusy,
@@ -257,54 +255,6 @@ def test_qr_iframe_url_is_built_like_wxlogin_js(make_app: t.Any) -> None:
         ("style", "white"), ("href", "https://static.example.com/qr.css"), ("lang", "en"),
     ]
     assert raw_query(url)["redirect_uri"] == quote(CALLBACK, safe="")
-
-
-# --- state ---------------------------------------------------------------------------
-
-
-def test_state_is_single_use_and_carries_its_data(app: Flask) -> None:
-    with app.test_request_context("/auth/wechat/login"):
-        wx = app.extensions["wechat_qr"].client("wechat")
-        state = wx.begin_login(next="/account")
-        assert re.fullmatch(r"[A-Za-z0-9]{32}", state)
-        data = wx.take_state(state)
-        assert data == {"next": "/account"}
-        with pytest.raises(StateError):
-            wx.take_state(state)
-
-
-def test_long_state_data_is_parked_server_side(app: Flask) -> None:
-    """Data too big for the cookie lives in the state table; the cookie only names it."""
-    next_url = "/search?q=" + "微信" * 400
-    with app.test_request_context("/auth/wechat/login"):
-        wx = app.extensions["wechat_qr"].client("wechat")
-        state = wx.begin_login(next=next_url)
-        assert next_url not in str(dict(flask.session))
-        assert wx.take_state(state) == {"next": next_url}
-        with pytest.raises(StateError):
-            wx.take_state(state)
-
-
-@pytest.mark.parametrize("state", [None, "", "x" * 129, "NotAStateThisBrowserWasGiven"])
-def test_unknown_state_is_refused(app: Flask, state: str | None) -> None:
-    with app.test_request_context("/auth/wechat/callback"):
-        wx = app.extensions["wechat_qr"].client("wechat")
-        wx.begin_login()
-        with pytest.raises(StateError):
-            wx.take_state(state)
-
-
-def test_state_of_one_connection_is_not_valid_for_another(make_app: t.Any) -> None:
-    app = make_app(WECHAT_QR_CONNECTIONS=[
-        {"connection": "wechat", "app_id": "wx1", "app_secret": "s1"},
-        {"connection": "other", "app_id": "wx2", "app_secret": "s2"},
-    ])
-    with app.test_request_context("/"):
-        ext = app.extensions["wechat_qr"]
-        state = ext.client("wechat").begin_login(next="/a")
-        with pytest.raises(StateError):
-            ext.client("other").take_state(state)
-        assert ext.client("wechat").take_state(state) == {"next": "/a"}
 
 
 # --- the token request ---------------------------------------------------------------

@@ -1,15 +1,20 @@
-"""LoginStateStore: parked state data, single use of a state, and how its login ended."""
+"""Login states: the session half (LoginStates) and the table half (LoginStateStore):
+parked data, single use of a state, and how its login ended."""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import typing as t
 
+import flask
 import pytest
 import sqlalchemy as sa
+from flask import Flask
 
 from flask_wechat_qr import state_store
+from flask_wechat_qr.errors import StateError
 from flask_wechat_qr.state_store import AFTERLIFE, TAKEN, LoginStateStore
 
 
@@ -183,3 +188,51 @@ def test_states_are_shared_by_every_store_on_the_same_database(app: t.Any) -> No
         assert worker_a.take_parked("k", _in(600)) is None
         assert worker_a.take("c", _in(600))
         assert not worker_b.take("c", _in(600))
+
+
+# --- a connection's login states: the session half -------------------------------------
+
+
+def test_state_is_single_use_and_carries_its_data(app: Flask) -> None:
+    with app.test_request_context("/auth/wechat/login"):
+        wx = app.extensions["wechat_qr"].states["wechat"]
+        state = wx.begin(next="/account")
+        assert re.fullmatch(r"[A-Za-z0-9]{32}", state)
+        data = wx.take(state)
+        assert data == {"next": "/account"}
+        with pytest.raises(StateError):
+            wx.take(state)
+
+
+def test_long_state_data_is_parked_server_side(app: Flask) -> None:
+    """Data too big for the cookie lives in the state table; the cookie only names it."""
+    next_url = "/search?q=" + "微信" * 400
+    with app.test_request_context("/auth/wechat/login"):
+        wx = app.extensions["wechat_qr"].states["wechat"]
+        state = wx.begin(next=next_url)
+        assert next_url not in str(dict(flask.session))
+        assert wx.take(state) == {"next": next_url}
+        with pytest.raises(StateError):
+            wx.take(state)
+
+
+@pytest.mark.parametrize("state", [None, "", "x" * 129, "NotAStateThisBrowserWasGiven"])
+def test_unknown_state_is_refused(app: Flask, state: str | None) -> None:
+    with app.test_request_context("/auth/wechat/callback"):
+        wx = app.extensions["wechat_qr"].states["wechat"]
+        wx.begin()
+        with pytest.raises(StateError):
+            wx.take(state)
+
+
+def test_state_of_one_connection_is_not_valid_for_another(make_app: t.Any) -> None:
+    app = make_app(WECHAT_QR_CONNECTIONS=[
+        {"connection": "wechat", "app_id": "wx1", "app_secret": "s1"},
+        {"connection": "other", "app_id": "wx2", "app_secret": "s2"},
+    ])
+    with app.test_request_context("/"):
+        ext = app.extensions["wechat_qr"]
+        state = ext.states["wechat"].begin(next="/a")
+        with pytest.raises(StateError):
+            ext.states["other"].take(state)
+        assert ext.states["wechat"].take(state) == {"next": "/a"}
