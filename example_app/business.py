@@ -19,6 +19,8 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet, OctKey
 from joserfc.jwt import JWTClaimsRegistry
 
+from flask_wechat_qr.views import id_token_issuer
+
 if t.TYPE_CHECKING:
     from flask.typing import ResponseReturnValue
 
@@ -83,7 +85,7 @@ def wechat_done() -> ResponseReturnValue:
         token = jwt.decode(request.form.get("id_token", ""), keys,
                            algorithms=[signer.algorithm])
         JWTClaimsRegistry(
-            iss={"essential": True, "value": signer.issuer or request.url_root.rstrip("/")},
+            iss={"essential": True, "value": id_token_issuer()},
             aud={"essential": True,
                  "value": connection.id_token_audience or connection.identifier},
             nonce={"essential": True, "value": pending.get("nonce")},

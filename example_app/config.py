@@ -122,7 +122,11 @@ def wechat_config_state(config: t.Mapping[str, t.Any]) -> WeChatSetup:
     them the site runs on the built-in sandbox, so it can be tried in the first minute;
     ``WECHAT_QR_SANDBOX=false`` turns WeChat off instead (the home page says what to set).
     """
-    sandbox = parse_bool(config.get(PREFIX + "SANDBOX"))
+    raw = config.get(PREFIX + "SANDBOX")
+    sandbox = parse_bool(raw)
+    if sandbox is None and raw is not None:  # "flase" must not quietly mean the sandbox
+        raise ConfigurationError(PREFIX + "SANDBOX", f"{raw!r} is not a boolean",
+                                 "Use true or false (or leave it unset).")
     if sandbox:
         return WeChatSetup(mode="sandbox")
     if config.get(PREFIX + "CONNECTIONS") or config.get(PREFIX + "APP_ID"):

@@ -22,6 +22,9 @@ from flask_login import current_user, login_required, login_user, logout_user
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from flask_wechat_qr.settings import is_local_path
+from flask_wechat_qr.views import MAX_NEXT_LENGTH
+
 from . import csrf
 from .models import User, db
 
@@ -48,10 +51,7 @@ def linked_identities(user: t.Any) -> list[t.Any]:
 
 def _safe_next(value: str | None) -> str | None:
     """A local path to go to after login, or ``None`` (no open redirects)."""
-    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
-        return None
-    parts = urlsplit(value)
-    if parts.scheme or parts.netloc or any(ord(ch) < 32 for ch in value):
+    if not value or len(value) > MAX_NEXT_LENGTH or not is_local_path(value):
         return None
     return value
 

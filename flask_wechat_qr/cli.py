@@ -25,6 +25,7 @@ from .settings import (
     SANDBOX_APP_SECRET,
     ConnectionSettings,
     Settings,
+    configured_base_url,
 )
 
 cli = AppGroup("wechat-qr", help="Flask-WeChat-QR: log in with WeChat by QR code.")
@@ -214,7 +215,10 @@ def check_command(base_url: str | None, callback_domain: str | None) -> None:
     findings = _Findings()
     production = not (app.debug or app.testing)
     base, source = _public_base_url(app, base_url)
-    uris = _redirect_uris(app, list(settings.connections), base, findings)
+    uris = _site_urls(app, [("wechat_qr.callback", {"connection": identifier})
+                            for identifier in settings.connections], base, findings)
+    jwks_url = _site_urls(app, [("wechat_qr.jwks", {})], base, findings)[0]
+    uris = dict(zip(settings.connections, uris, strict=True))
     redirect = urlsplit(next(iter(uris.values()))) if base else None
     domain = redirect.hostname if redirect else None
 
@@ -242,7 +246,7 @@ def check_command(base_url: str | None, callback_domain: str | None) -> None:
             ("Match fields", ", ".join(conn.match_fields) or "none"),
             ("Profile sync", conn.profile_sync),
             ("Callback URL", conn.callback_url or "none"),
-            *([("ID token", _describe_id_token(state, conn, base))] if conn.callback_url
+            *([("ID token", _describe_id_token(state, conn, jwks_url))] if conn.callback_url
               else []),
             ("Redirect URI", uris[conn.identifier] if base else
              f"unknown; <public base URL>{uris[conn.identifier]}"),
@@ -295,18 +299,15 @@ def _public_base_url(app: Flask, option: str | None) -> tuple[str | None, str]:
     """The site's public base URL and where it came from; ``None`` if unknown."""
     if option:
         return option.rstrip("/"), "--base-url"
-    server_name = app.config.get("SERVER_NAME")
-    if not server_name:
-        return None, ""
-    scheme = app.config.get("PREFERRED_URL_SCHEME") or "http"
-    root = str(app.config.get("APPLICATION_ROOT") or "/").rstrip("/")
-    return (f"{scheme}://{server_name}{root}",
-            "SERVER_NAME, PREFERRED_URL_SCHEME and APPLICATION_ROOT")
+    configured = configured_base_url(app.config)
+    return configured, "SERVER_NAME, PREFERRED_URL_SCHEME and APPLICATION_ROOT" if configured \
+        else ""
 
 
-def _redirect_uris(app: Flask, identifiers: list[str], base: str | None,
-                   findings: _Findings) -> dict[str, str]:
-    """What the callback's ``url_for`` gives at ``base`` (just the path when unknown)."""
+def _site_urls(app: Flask, targets: list[tuple[str, dict[str, str]]], base: str | None,
+               findings: _Findings) -> list[str]:
+    """What ``url_for`` gives for each ``(endpoint, values)`` at ``base`` (just the path
+    when unknown)."""
     server_name = app.config.get("SERVER_NAME")
     if base and server_name and urlsplit(base).netloc != server_name:
         # SERVER_NAME wins for every request, so it is the host Flask checks too.
@@ -314,12 +315,11 @@ def _redirect_uris(app: Flask, identifiers: list[str], base: str | None,
         base = f"{parts.scheme}://{server_name}{parts.path}"
     with app.test_request_context(base_url=base) as ctx:
         if ctx.url_adapter is not None:
-            return {identifier: url_for("wechat_qr.callback", connection=identifier,
-                                        _external=base is not None)
-                    for identifier in identifiers}
+            return [url_for(endpoint, _external=base is not None, **values)
+                    for endpoint, values in targets]
         refused = urlsplit(base).hostname if base else None
     # Flask refused the host (TRUSTED_HOSTS): still show the URIs, and say why it matters.
-    if refused:
+    if refused and not any(refused in line for line in findings.problems):
         findings.problem(
             f"the host {refused} is not in TRUSTED_HOSTS: Flask answers every request for "
             "it, WeChat's callback included, with 400 Bad Request",
@@ -327,7 +327,7 @@ def _redirect_uris(app: Flask, identifiers: list[str], base: str | None,
     trusted_hosts = app.config.get("TRUSTED_HOSTS")
     app.config["TRUSTED_HOSTS"] = None
     try:
-        return _redirect_uris(app, identifiers, base, findings)
+        return _site_urls(app, targets, base, findings)
     finally:
         app.config["TRUSTED_HOSTS"] = trusted_hosts
 
@@ -357,15 +357,15 @@ def _check_connection(conn: ConnectionSettings, index: int, sandbox: bool, app: 
             conn.identifier)
 
 
-def _describe_id_token(state: t.Any, conn: ConnectionSettings, base: str | None) -> str:
+def _describe_id_token(state: t.Any, conn: ConnectionSettings, jwks_url: str) -> str:
     signer = state.id_tokens
     if signer is None:  # init_app refuses this; shown rather than crash
         return "no signing key"
-    where = (f"public keys at {base}{state.settings.url_prefix}/.well-known/jwks.json"
-             if signer.algorithm == "RS256" else "shared secret")
+    where = f"public keys at {jwks_url}" if signer.algorithm == "RS256" else "shared secret"
+    issuer = (state.settings.id_token_issuer or configured_base_url(current_app.config)
+              or "from each request")
     return (f"{signer.algorithm} ({where}), aud {conn.id_token_audience or conn.identifier}, "
-            f"iss {signer.issuer or 'from SERVER_NAME or each request'}, "
-            f"valid {signer.ttl} s")
+            f"iss {issuer}, valid {signer.ttl} s")
 
 
 def _check_id_tokens(settings: Settings, app: Flask, production: bool,

@@ -454,9 +454,36 @@ def _default_locale(config: t.Mapping[str, t.Any]) -> str:
     return t.cast(str, value)
 
 
+def is_local_path(value: str) -> bool:
+    """Whether ``value`` is a path on this site, so redirecting to it is no open redirect:
+    no scheme, no host (``//``, or ``/\\`` which browsers read as ``//``), no control
+    characters."""
+    if (not value.startswith("/") or value.startswith("//") or "\\" in value
+            or has_control_characters(value)):
+        return False
+    parts = urlsplit(value)
+    return not (parts.scheme or parts.netloc)
+
+
+def has_control_characters(value: str) -> bool:
+    return any(ord(ch) < 32 or ord(ch) == 127 for ch in value)
+
+
+def configured_base_url(config: t.Mapping[str, t.Any]) -> str | None:
+    """The site's public root URL as Flask's own settings give it (``SERVER_NAME``,
+    ``PREFERRED_URL_SCHEME``, ``APPLICATION_ROOT``), without a trailing slash; ``None``
+    without ``SERVER_NAME``."""
+    server_name = config.get("SERVER_NAME")
+    if not server_name:
+        return None
+    scheme = config.get("PREFERRED_URL_SCHEME") or "http"
+    root = str(config.get("APPLICATION_ROOT") or "/").rstrip("/")
+    return f"{scheme}://{server_name}{root}"
+
+
 def _local_path(value: t.Any, key: str) -> str:
     text = str(value or "/")
-    if not text.startswith("/") or text.startswith("//"):
+    if not is_local_path(text):
         raise ConfigurationError(key, f"{text!r} is not a path on this site",
                                  "Use a path such as '/' or '/account'.")
     return text

@@ -49,7 +49,6 @@ class IdTokenSigner:
     algorithm: str
     key: RSAKey | OctKey
     ttl: int
-    issuer: str | None
     #: the public keys a receiver may meet (the signing key first), as JWKs
     public_jwks: tuple[dict[str, t.Any], ...] = ()
 
@@ -79,7 +78,7 @@ class IdTokenSigner:
             key = _rsa_key(private_key, PREFIX + "ID_TOKEN_PRIVATE_KEY", private=True)
             published = [key] + [_rsa_key(pem, PREFIX + "ID_TOKEN_PUBLISHED_KEYS", private=False)
                                  for pem in settings.id_token_published_keys]
-            return cls("RS256", key, settings.id_token_ttl, settings.id_token_issuer,
+            return cls("RS256", key, settings.id_token_ttl,
                        tuple(_public_jwk(k) for k in published))
         if secret:
             if len(secret.encode()) < MIN_SECRET_BYTES:
@@ -88,8 +87,7 @@ class IdTokenSigner:
                     f"the secret is shorter than {MIN_SECRET_BYTES} bytes",
                     'Use a long random value, e.g. python -c "import secrets; '
                     'print(secrets.token_urlsafe(48))".')
-            return cls("HS256", OctKey.import_key(secret), settings.id_token_ttl,
-                       settings.id_token_issuer)
+            return cls("HS256", OctKey.import_key(secret), settings.id_token_ttl)
         with_callback = [c.identifier for c in settings.connections.values() if c.callback_url]
         if with_callback:
             raise ConfigurationError(
@@ -131,7 +129,7 @@ class IdTokenSigner:
                        if k not in PROTECTED_CLAIMS})
         claims[WECHAT_CLAIM] = {k: v for k, v in wechat.items() if v}
         claims.update(
-            iss=self.issuer or issuer,
+            iss=issuer,
             sub=subject,
             aud=connection.id_token_audience or connection.identifier,
             iat=now,

@@ -6,7 +6,6 @@ import logging
 import time
 import typing as t
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 from flask import (
     Blueprint,
@@ -38,6 +37,7 @@ from .errors import (
 )
 from .i18n import TEMPLATE_GLOBALS, LazyText, qr_page_lang, userinfo_lang
 from .i18n import lazy_gettext as _l
+from .settings import configured_base_url, has_control_characters, is_local_path
 
 if t.TYPE_CHECKING:
     from .client import WeChatClient
@@ -77,22 +77,10 @@ def safe_next(value: str | None) -> str | None:
         return None
     if len(value) > MAX_NEXT_LENGTH:
         raise InvalidRequest(_l("The return address is too long. Start the login again."))
-    if (
-        not value.startswith("/")
-        or value.startswith("//")
-        or "\\" in value
-        or _has_control_characters(value)
-    ):
+    if not is_local_path(value):
         log.info("ignored an off-site next parameter")
         return None
-    parts = urlsplit(value)
-    if parts.scheme or parts.netloc:
-        return None
     return value
-
-
-def _has_control_characters(value: str) -> bool:
-    return any(ord(ch) < 32 or ord(ch) == 127 for ch in value)
 
 
 @blueprint.before_request
@@ -177,7 +165,7 @@ def _business_params() -> dict[str, str]:
         value = request.args.get(name)
         if not value:
             continue
-        if len(value) > limit or _has_control_characters(value):
+        if len(value) > limit or has_control_characters(value):
             raise InvalidRequest(_l("The login's %(name)s parameter is not valid.", name=name))
         params[name] = value
     return params
@@ -451,7 +439,7 @@ def _deliver_id_token(connection: ConnectionSettings, user: t.Any, identity: t.A
     if signer is None:  # init_app refuses a callback URL without a key; defensive only
         raise RuntimeError("a callback URL without an ID token key")
     token, claims = signer.issue(
-        issuer=_site_root(),
+        issuer=id_token_issuer(),
         connection=connection,
         subject=ext.adapter.get_user_id(user),
         auth_time=auth_time,
@@ -486,14 +474,12 @@ def _redirect_on(next_url: str) -> Response:
     return redirect(next_url)
 
 
-def _site_root() -> str:
-    """This site's root URL, the ID token's default ``iss``: from ``SERVER_NAME`` when set
-    (not from the request's Host header, which a client chooses), else from the request."""
-    config = current_app.config
-    if config.get("SERVER_NAME"):
-        root = (config.get("APPLICATION_ROOT") or "/").rstrip("/")
-        return f"{config.get('PREFERRED_URL_SCHEME') or 'http'}://{config['SERVER_NAME']}{root}"
-    return request.url_root.rstrip("/")
+def id_token_issuer() -> str:
+    """The ``iss`` of this site's ID tokens: ``WECHAT_QR_ID_TOKEN_ISSUER``, else the root
+    URL of ``SERVER_NAME`` (not the request's Host header, which a client chooses), else
+    the request's root URL."""
+    return (_state().settings.id_token_issuer or configured_base_url(current_app.config)
+            or request.url_root.rstrip("/"))
 
 
 def _app() -> t.Any:

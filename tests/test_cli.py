@@ -493,8 +493,8 @@ def test_id_token_settings_are_shown_and_checked(make_app: t.Callable[..., Flask
                    WECHAT_QR_ID_TOKEN_SECRET="k3y-" * 12, WECHAT_QR_ID_TOKEN_AUDIENCE="biz")
     result = check(app, "--base-url", PUBLIC)
     assert result.exit_code == 1
-    assert ("  ID token:      HS256 (shared secret), aud biz, iss from SERVER_NAME or each "
-            "request, valid 300 s") in result.output.splitlines()
+    assert ("  ID token:      HS256 (shared secret), aud biz, iss from each request, "
+            "valid 300 s") in result.output.splitlines()
     [problem] = problems(result.output)
     assert "is http: the ID token would cross the network in clear text" in problem
     assert any("iss is taken from each request's Host header" in w

@@ -176,6 +176,8 @@ def test_login_follows_only_a_local_next(site: Flask) -> None:
     assert login(client, next="//evil.example/").headers["Location"] == "/"
     logout(client)
     assert login(client, next="https://evil.example/").headers["Location"] == "/"
+    logout(client)
+    assert login(client, next="/\\evil.example/").headers["Location"] == "/"
 
 
 def test_account_page_needs_a_login(site: Flask) -> None:
@@ -405,6 +407,15 @@ def test_bad_environment_values_stop_the_app_with_the_key(
     monkeypatch.setenv("WECHAT_QR_LOGIN_ONLY", "true")
     monkeypatch.setenv("WECHAT_QR_CONNECTIONS", "[not json")
     with pytest.raises(ConfigurationError, match="WECHAT_QR_CONNECTIONS"):
+        make_site()
+
+
+def test_a_misspelled_sandbox_switch_stops_the_app(
+    monkeypatch: pytest.MonkeyPatch, make_site: t.Callable[..., Flask]
+) -> None:
+    """'flase' must not quietly run the simulated WeChat."""
+    monkeypatch.setenv("WECHAT_QR_SANDBOX", "flase")
+    with pytest.raises(ConfigurationError, match="WECHAT_QR_SANDBOX"):
         make_site()
 
 

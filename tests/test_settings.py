@@ -466,7 +466,8 @@ def test_bad_base_urls_are_refused(key: str, value: str) -> None:
     refused({**BASE, key: value}, key, "weixin.qq.com")
 
 
-@pytest.mark.parametrize("value", ["https://evil.example.com/", "//evil.example.com", "account"])
+@pytest.mark.parametrize("value", ["https://evil.example.com/", "//evil.example.com", "account",
+                                   "/\\evil.example.com", "/account\n"])
 def test_post_login_url_must_be_local(value: str) -> None:
     refused({**BASE, "WECHAT_QR_POST_LOGIN_URL": value}, "WECHAT_QR_POST_LOGIN_URL", "path")
 
