@@ -260,7 +260,7 @@ class WeChatClient:
 
     def authorize_url(self, redirect_uri: str, state: str, lang: str | None = None) -> str:
         """WeChat's QR page, parameters in WeChat's documented order; ``lang`` (``cn`` or
-        ``en``, default: the connection's) last.
+        ``en``; the connection's setting wins) last.
 
         WeChat matches this URL strictly (the desktop client shows a blank page when the
         order differs), so it is built here rather than by Authlib, which puts
@@ -273,7 +273,7 @@ class WeChatClient:
             ("scope", SCOPE),
             ("state", state),
         ]
-        lang = lang or self.connection.lang
+        lang = self.connection.lang or lang  # the connection's own setting wins
         if lang:
             params.append(("lang", lang))
         query = urlencode(params, quote_via=quote, safe="")
@@ -294,7 +294,7 @@ class WeChatClient:
         ]
         if conn.qr_href:
             params.append(("href", conn.qr_href))
-        if (lang or conn.lang) == "en":
+        if (conn.lang or lang) == "en":
             params.append(("lang", "en"))
         query = urlencode(params, quote_via=quote, safe="")
         return f"{self.open_base}{QRCONNECT_PATH}?{query}"
@@ -331,12 +331,13 @@ class WeChatClient:
 
     def userinfo(self, token: WeChatToken, lang: str | None = None) -> WeChatProfile:
         """``GET /sns/userinfo`` with the token and openid in the query; ``lang`` (of region
-        names: ``zh_CN``, ``zh_TW``, ``en``) defaults to the connection's."""
+        names: ``zh_CN``, ``zh_TW``, ``en``): the connection's setting, else ``lang``, else
+        WeChat's own default ``zh_CN``."""
         data = self._get(USERINFO_PATH, [
             ("access_token", token.access_token),
             ("openid", token.openid),
             # WeChat's own default is zh_CN.
-            ("lang", lang or self.connection.userinfo_lang or "zh_CN"),
+            ("lang", self.connection.userinfo_lang or lang or "zh_CN"),
         ], retry_busy=True)
         profile = WeChatProfile.from_response(data)
         if profile.openid != token.openid:

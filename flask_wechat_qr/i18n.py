@@ -212,14 +212,16 @@ def in_english(message: object) -> str:
     return message.english() if isinstance(message, LazyText) else str(message)
 
 
-def qr_page_lang(configured: str | None) -> str:
-    """WeChat's QR page ``lang``: the connection's setting, else the page's language."""
-    return configured or QR_PAGE_LANGS[get_locale()]
+def qr_page_lang() -> str:
+    """The page's language as WeChat's QR page ``lang`` (a connection's own setting wins,
+    in the client)."""
+    return QR_PAGE_LANGS[get_locale()]
 
 
-def userinfo_lang(configured: str | None) -> str:
-    """``/sns/userinfo``'s ``lang``: the connection's setting, else the page's language."""
-    return configured or USERINFO_LANGS[get_locale()]
+def userinfo_lang() -> str:
+    """The page's language as ``/sns/userinfo``'s ``lang`` (a connection's own setting
+    wins, in the client)."""
+    return USERINFO_LANGS[get_locale()]
 
 
 def display_name(connection: t.Any) -> str:

@@ -102,7 +102,7 @@ def login(connection: str) -> Response:
     """Send the browser to WeChat's QR page."""
     started = _begin(connection)
     return redirect(started.client.authorize_url(
-        started.redirect_uri, started.state, lang=qr_page_lang(started.client.connection.lang)))
+        started.redirect_uri, started.state, lang=qr_page_lang()))
 
 
 @blueprint.route("/<connection>/qr")
@@ -114,7 +114,7 @@ def qr(connection: str) -> str:
         "wechat_qr/qr.html",
         connection=client.connection,
         iframe_url=client.qr_iframe_url(started.redirect_uri, started.state,
-                                        lang=qr_page_lang(client.connection.lang)),
+                                        lang=qr_page_lang()),
         login_url=url_for("wechat_qr.login", connection=connection, next=started.next_url,
                           **started.delivery),
         # Reload for a fresh state a little before this one expires.
@@ -132,7 +132,7 @@ def link(connection: str) -> Response:
         raise NotLoggedIn()
     started = _begin(connection, link_user=ext.adapter.get_user_id(user))
     return redirect(started.client.authorize_url(
-        started.redirect_uri, started.state, lang=qr_page_lang(started.client.connection.lang)))
+        started.redirect_uri, started.state, lang=qr_page_lang()))
 
 
 class _Started(t.NamedTuple):
@@ -223,7 +223,7 @@ def _finish_callback(client: WeChatClient, state: str, data: dict[str, t.Any],
             _l("The WeChat authorization is not valid. Scan the QR code again."))
     token = client.exchange_code(code)
     fetch_profile = lambda: client.userinfo(  # noqa: E731 - only if the policy asks
-        token, lang=userinfo_lang(client.connection.userinfo_lang))
+        token, lang=userinfo_lang())
     next_url = login.next_url
     if login.linking:
         login.outcome = {"user_id": data["link_user"],
