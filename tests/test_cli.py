@@ -22,7 +22,7 @@ from flask import Flask
 from support import APP_ID, APP_SECRET, dispose_engines, free_port, make_test_app
 
 from flask_wechat_qr.cli import SANDBOX_OPTIONS, mask_secret
-from flask_wechat_qr.settings import GLOBAL_DEFAULTS, PREFIX, SANDBOX_APP_ID
+from flask_wechat_qr.settings import SANDBOX_APP_ID
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
@@ -46,14 +46,6 @@ def make_app(tmp_path: Path) -> t.Iterator[t.Callable[..., Flask]]:
     yield factory
     for app in apps:
         dispose_engines(app)
-
-
-def id_token_key() -> dict[str, str]:
-    """A callback URL may need an ID-token signing key. Those settings are being added
-    alongside this command and their names are not final: give a shared secret to
-    whichever ``*id_token*secret`` key exists (none: nothing)."""
-    return {PREFIX + name.upper(): "k3y-" * 12 for name in GLOBAL_DEFAULTS
-            if "id_token" in name and name.endswith("secret")}
 
 
 def check(app: Flask, *args: str, debug: bool = False) -> t.Any:
@@ -148,8 +140,9 @@ def test_several_connections_are_listed(make_app: t.Callable[..., Flask]) -> Non
          "association": "field_matching", "match_fields": ["unionid"],
          "login_only": True, "profile_sync": "each_login",
          "callback_url": "https://biz.example.com/wechat/done"},
-    ], **id_token_key())
+    ], WECHAT_QR_ID_TOKEN_SECRET="k3y-" * 12)
     result = check(app, "--base-url", PUBLIC)
+    assert result.exit_code == 0, result.output
     out = result.output
     assert "Connection 'wechat'" in out and "Connection 'wechat-shop'" in out
     shop = out.split("Connection 'wechat-shop'", 1)[1]

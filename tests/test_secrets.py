@@ -506,6 +506,7 @@ def test_the_standalone_sandbox_over_real_http_leaks_nothing(
         server.server_close()
         thread.join(timeout=10)
         dispose_engines(sandbox)
+    assert tokens, "the sandbox issued no token"
     for access, refresh in tokens:
         witness.secret("access token", access)
         witness.secret("refresh token", refresh)
@@ -554,7 +555,9 @@ def test_the_sandbox_run_as_its_own_process_logs_no_secret(
     finally:
         process.terminate()
         process.wait(timeout=10)
-    for access, refresh in _sandbox_tokens(database_url):
+    tokens = _sandbox_tokens(database_url)
+    assert tokens, "the sandbox issued no token"
+    for access, refresh in tokens:
         witness.secret("access token", access)
         witness.secret("refresh token", refresh)
     log = output.read_text(encoding="utf-8", errors="replace")

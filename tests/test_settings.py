@@ -19,6 +19,7 @@ from flask_wechat_qr.settings import (
     CONNECTION_DEFAULTS,
     GLOBAL_DEFAULTS,
     IN_PROCESS_ORIGIN,
+    PREFIX,
     SANDBOX_APP_ID,
     SANDBOX_APP_SECRET,
     UNSAFE_MATCH_FIELDS,
@@ -92,54 +93,67 @@ def test_minimal_configuration_gives_documented_defaults() -> None:
     assert settings.post_login_url == "/"
 
 
+#: A non-default value for every per-connection key, and what the settings make of it.
+CONNECTION_VALUES: dict[str, tuple[t.Any, t.Any]] = {
+    "connection": ("corp-wechat-2", "corp-wechat-2"),
+    "display_name": ("微信登录", "微信登录"),
+    "app_id": (" wx0123456789abcdef ", "wx0123456789abcdef"),
+    "app_secret": ("an0th3r-s3cr3t", "an0th3r-s3cr3t"),
+    "callback_url": ("https://biz.example.com/wechat/done", "https://biz.example.com/wechat/done"),
+    "id_token_audience": ("biz-web", "biz-web"),
+    "login_only": (True, True),
+    "association": ("field_matching", "field_matching"),
+    "match_fields": ("unionid,email", ("unionid", "email")),
+    "profile_sync": ("each_login", "each_login"),
+    "lang": ("en", "en"),
+    "userinfo_lang": ("zh_TW", "zh_TW"),
+    "qr_self_redirect": ("true", True),
+    "qr_style": ("white", "white"),
+    "qr_href": ("https://static.example.com/qr.css", "https://static.example.com/qr.css"),
+}
+
+#: The same for every app-wide key (``connections`` has tests of its own).
+GLOBAL_VALUES: dict[str, tuple[t.Any, t.Any]] = {
+    "open_base_url": ("http://localhost:5000/sandbox/", "http://localhost:5000/sandbox"),
+    "api_base_url": ("http://localhost:5000/sandbox-api", "http://localhost:5000/sandbox-api"),
+    "sandbox": (True, True),
+    "sandbox_prefix": ("/try-wechat/", "/try-wechat"),
+    "sandbox_public_url": ("http://192.168.1.20:5000/", "http://192.168.1.20:5000"),
+    "sandbox_app_name": ("示例网站", "示例网站"),
+    "url_prefix": ("login/", "/login"),
+    "http_timeout": ("2.5", 2.5),
+    "state_ttl": (300, 300),
+    "post_login_url": ("/account", "/account"),
+    "bind_ttl": (120, 120),
+    "bind_attempts_per_binding": (3, 3),
+    "bind_attempts_per_address": (10, 10),
+    "bind_block_seconds": (60.5, 61),
+    "default_locale": ("zh_CN", "zh_CN"),
+    "id_token_private_key": ("/etc/site/id-token.pem", "/etc/site/id-token.pem"),
+    "id_token_secret": (None, None),  # one of the two keys; the other has its own tests
+    "id_token_published_keys": (["/etc/site/old.pem"], ("/etc/site/old.pem",)),
+    "id_token_issuer": ("https://id.example.com/", "https://id.example.com"),
+    "id_token_ttl": (120, 120),
+}
+
+
 def test_every_connection_setting_is_read() -> None:
-    settings = load(
-        WECHAT_QR_CONNECTION="corp-wechat-2",
-        WECHAT_QR_DISPLAY_NAME="微信登录",
-        WECHAT_QR_CALLBACK_URL="https://biz.example.com/wechat/done",
-        WECHAT_QR_LOGIN_ONLY=True,
-        WECHAT_QR_ASSOCIATION="field_matching",
-        WECHAT_QR_MATCH_FIELDS=("unionid",),
-        WECHAT_QR_PROFILE_SYNC="each_login",
-        WECHAT_QR_LANG="en",
-        WECHAT_QR_USERINFO_LANG="zh_TW",
-        WECHAT_QR_QR_SELF_REDIRECT=True,
-        WECHAT_QR_QR_STYLE="white",
-        WECHAT_QR_QR_HREF="https://static.example.com/qr.css",
-    )
+    assert set(CONNECTION_VALUES) == set(CONNECTION_DEFAULTS)  # a new key needs a case here
+    settings = load(**{PREFIX + name.upper(): value
+                       for name, (value, _) in CONNECTION_VALUES.items()})
     assert list(settings.connections) == ["corp-wechat-2"]
     conn = settings.default_connection
-    assert conn.identifier == "corp-wechat-2"
-    assert conn.display_name == "微信登录"
-    assert conn.callback_url == "https://biz.example.com/wechat/done"
-    assert conn.login_only is True
-    assert conn.association == "field_matching"
-    assert conn.match_fields == ("unionid",)
-    assert conn.profile_sync == "each_login"
-    assert conn.lang == "en"
-    assert conn.userinfo_lang == "zh_TW"
-    assert conn.qr_self_redirect is True
-    assert conn.qr_style == "white"
-    assert conn.qr_href == "https://static.example.com/qr.css"
+    for name, (_, expected) in CONNECTION_VALUES.items():
+        attribute = "identifier" if name == "connection" else name
+        assert getattr(conn, attribute) == expected, name
 
 
 def test_every_app_wide_setting_is_read() -> None:
-    settings = load(
-        WECHAT_QR_OPEN_BASE_URL="http://localhost:5000/sandbox/",
-        WECHAT_QR_API_BASE_URL="http://localhost:5000/sandbox-api",
-        WECHAT_QR_SANDBOX=True,
-        WECHAT_QR_URL_PREFIX="login/",
-        WECHAT_QR_HTTP_TIMEOUT="2.5",
-        WECHAT_QR_STATE_TTL=300,
-        WECHAT_QR_POST_LOGIN_URL="/account",
-    )
-    assert settings.open_base_url == "http://localhost:5000/sandbox"
-    assert settings.api_base_url == "http://localhost:5000/sandbox-api"
-    assert settings.sandbox is True
-    assert settings.url_prefix == "/login"
-    assert settings.http_timeout == 2.5
-    assert settings.state_ttl == 300
-    assert settings.post_login_url == "/account"
+    assert set(GLOBAL_VALUES) | {"connections"} == set(GLOBAL_DEFAULTS)
+    settings = load_settings({**BASE, **{PREFIX + name.upper(): value
+                                         for name, (value, _) in GLOBAL_VALUES.items()}})
+    for name, (_, expected) in GLOBAL_VALUES.items():
+        assert getattr(settings, name) == expected, name
 
 
 @pytest.mark.parametrize("value, expected", [("/", ""), ("", ""), ("/auth/", "/auth"),

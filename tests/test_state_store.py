@@ -141,7 +141,9 @@ def test_expired_rows_are_purged_now_and_then(store: LoginStateStore,
 
 
 def test_outcome_of_a_used_state(store: LoginStateStore) -> None:
+    started = time.monotonic()
     assert store.outcome("never-used", wait=5) is None  # no wait: nothing is running
+    assert time.monotonic() - started < 1
     store.take("k", _in(600))
     started = time.monotonic()
     assert store.outcome("k", wait=0.2) is None  # taken, still running: waits, then gives up

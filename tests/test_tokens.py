@@ -566,7 +566,8 @@ def test_refused_create_on_the_bind_page_is_posted_too(make_app: t.Any, wechat_a
     post = form_post(client.post("/auth/bind", data={"action": "create",
                                                       "csrf_token": csrf}))
     assert post["fields"] == {"error": "account_not_linked",
-                              "error_description": post["fields"]["error_description"],
+                              "error_description": "No account of this site is linked to "
+                                                   "this WeChat account (login only).",
                               "state": "biz-4"}
 
 
