@@ -82,6 +82,20 @@ class AssociationPolicy:
                                       Identity.openid == openid)
         ).scalar_one_or_none()
 
+    def linked_user(self, connection: str, openid: str) -> tuple[t.Any, t.Any] | None:
+        """``(identity, user)`` of a WeChat account linked here, or ``None``. An identity
+        whose user the host deleted behind the ORM is stale: it goes now (in the caller's
+        transaction)."""
+        identity = self.find_identity(connection, openid)
+        if identity is None:
+            return None
+        user = self.adapter.load_user(identity.user_id)
+        if user is None:
+            self.db.session.delete(identity)
+            self.db.session.flush()
+            return None
+        return identity, user
+
     def identities_of(self, user: t.Any) -> list[t.Any]:
         Identity = self.models.Identity
         user_id = self.adapter.get_user_id(user)
@@ -116,14 +130,12 @@ class AssociationPolicy:
         """Link a WeChat account to the logged-in ``user`` (from the account page)."""
 
         def link_once(profile_of: t.Callable[[], WeChatProfile]) -> Resolution:
-            identity = self.find_identity(connection.identifier, token.openid)
-            if identity is not None and self.adapter.load_user(identity.user_id) is not None:
+            linked = self.linked_user(connection.identifier, token.openid)
+            if linked is not None:
+                identity = linked[0]
                 if identity.user_id != self.adapter.get_user_id(user):
                     raise AlreadyLinked()
                 return Resolution(user=user, identity=identity)
-            if identity is not None:  # stale: its user was deleted behind the ORM
-                self.db.session.delete(identity)
-                self.db.session.flush()
             profile = profile_of()
             return Resolution(user=user, new_identity=True, profile=profile, via="link",
                               identity=self.attach(connection, user, token.openid, profile,
@@ -220,14 +232,9 @@ class AssociationPolicy:
         token: WeChatToken,
         fetch_profile: t.Callable[[], WeChatProfile],
     ) -> Resolution:
-        identity = self.find_identity(connection.identifier, token.openid)
-        if identity is not None:
-            user = self.adapter.load_user(identity.user_id)
-            if user is not None:
-                return self._returning(connection, token, identity, user, fetch_profile)
-            # The host deleted the user behind the ORM; the identity is stale.
-            self.db.session.delete(identity)
-            self.db.session.flush()
+        linked = self.linked_user(connection.identifier, token.openid)
+        if linked is not None:
+            return self._returning(connection, token, *linked, fetch_profile)
 
         user = self._match(connection, token.unionid, fetch_profile)
         if user is None and connection.association == "ask_binding":

@@ -105,13 +105,8 @@ class PendingBindings:
         same account finished in another browser). Run in the completing transaction: if
         the other one commits after this check, the unique constraint makes the retry
         land here."""
-        identity = self.policy.find_identity(connection.identifier, openid)
-        if identity is None:
-            return
-        if self.policy.adapter.load_user(identity.user_id) is not None:
+        if self.policy.linked_user(connection.identifier, openid) is not None:
             raise AlreadyLinked()
-        self.db.session.delete(identity)  # stale: its user was deleted behind the ORM
-        self.db.session.flush()
 
     def _consume(self, binding_id: str) -> None:
         """Mark used, atomically: of two concurrent completions only one goes on."""
