@@ -122,6 +122,24 @@ class PendingBindings:
 
     # --- attempt limits ---------------------------------------------------------------
 
+    def prove_account(self, binding_id: str, address: str, username: str, password: str
+                      ) -> t.Any | None:
+        """The account whose password the person gave, or ``None`` (a failed attempt).
+
+        :class:`BindingBlocked` once the attempt limits are reached. The attempt counts as
+        a failure until the password proves right, so concurrent guesses see each other.
+        """
+        attempt = self.begin_attempt(binding_id, address)
+        username, password = username[:200], password[:1000]
+        # No form field typed in a browser holds NUL, and PostgreSQL refuses it in a query
+        # (a 500 from the adapter's lookup): wrong credentials, without asking the adapter.
+        if "\x00" in username + password:
+            return None
+        user = self.policy.adapter.authenticate(username, password)
+        if user is not None:
+            self.forget_attempt(attempt)
+        return user
+
     def begin_attempt(self, binding_id: str, address: str) -> int:
         """Count a "bind to my account" attempt *before* its password is checked; its id.
 

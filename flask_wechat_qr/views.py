@@ -333,19 +333,12 @@ def bind() -> t.Any:
             raise
     elif action == "bind":
         address = request.remote_addr or "unknown"
-        # Counted as a failure until the password proves right (concurrent guesses see it).
-        attempt = ext.bindings.begin_attempt(binding_id, address)
-        username = request.form.get("username", "")[:200]
-        password = request.form.get("password", "")[:1000]
-        # No form field typed in a browser holds NUL, and PostgreSQL refuses it in a query
-        # (a 500 from the adapter's lookup): wrong credentials, without asking the adapter.
-        user = None if "\x00" in username + password else ext.adapter.authenticate(
-            username, password)
+        user = ext.bindings.prove_account(binding_id, address, request.form.get("username", ""),
+                                          request.form.get("password", ""))
         if user is None:
             signals.binding_failed.send(_app(), connection=connection,
                                         reason="wrong_credentials", address=address)
             return _bind_page(connection, pending, _l("Wrong username or password."), 400)
-        ext.bindings.forget_attempt(attempt)
         try:
             resolution = ext.bindings.bind_account(connection, binding_id, user)
         except ConnectionAlreadyLinked as exc:
