@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import secrets
 import typing as t
+import weakref
 
 import flask_login
 import sqlalchemy as sa
@@ -164,6 +165,23 @@ class AccountAdapter:
         browser's ``Accept-Language`` decide. Called at most once per request."""
         return None
 
+    def on_user_deleted(self, forget: t.Callable[[str, t.Any], None], key: int) -> None:
+        """Call ``forget(user_id, connection)`` whenever the ORM deletes a user of
+        ``user_model`` (nothing without one): once per model and ``key`` (the identity
+        table), however many apps share them."""
+        model = self.user_model
+        if model is None:
+            return
+        watched = _watched_models.setdefault(model, set())
+        if key in watched:
+            return
+        watched.add(key)
+
+        def after_delete(_mapper: t.Any, connection: t.Any, target: t.Any) -> None:
+            forget(self.get_user_id(target), connection)
+
+        sa.event.listen(model, "after_delete", after_delete)
+
     # --- the business callback URL ---------------------------------------------------
 
     def id_token_claims(self, user: t.Any, connection: ConnectionSettings) -> dict[str, t.Any]:
@@ -192,3 +210,6 @@ class AccountAdapter:
     def _primary_key_value(self, user: t.Any) -> t.Any:
         model = self._require_user_model()
         return getattr(user, model.__mapper__.primary_key[0].key)
+
+
+_watched_models: weakref.WeakKeyDictionary[t.Any, set[int]] = weakref.WeakKeyDictionary()

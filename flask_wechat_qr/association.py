@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import typing as t
-import weakref
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -304,19 +303,6 @@ class AssociationPolicy:
         else:
             self.db.session.execute(statement)
 
-    def watch_user_deletes(self, user_model: t.Any) -> None:
-        """Forget a user's identities whenever the ORM deletes that user (once per model
-        and identity table, however many apps share them)."""
-        watched = _watched_models.setdefault(user_model, set())
-        if id(self.models.Identity.__table__) in watched:
-            return
-        watched.add(id(self.models.Identity.__table__))
-
-        def after_delete(_mapper: t.Any, connection: t.Any, target: t.Any) -> None:
-            self.forget_user(self.adapter.get_user_id(target), connection)
-
-        sa.event.listen(user_model, "after_delete", after_delete)
-
     def _user_by_unionid(self, unionid: str | None) -> t.Any | None:
         if not unionid:
             return None
@@ -329,9 +315,6 @@ class AssociationPolicy:
                 log.warning("unionid is linked to %d users; not matching on it", len(rows))
             return None
         return self.adapter.load_user(rows[0])
-
-
-_watched_models: weakref.WeakKeyDictionary[t.Any, set[int]] = weakref.WeakKeyDictionary()
 
 
 def _once(fetch: t.Callable[[], WeChatProfile]) -> t.Callable[[], WeChatProfile]:

@@ -150,8 +150,7 @@ class WeChatQR:
         if settings.sandbox:
             _install_sandbox(app, db, settings, clients)
         policy = AssociationPolicy(db, models, adapter)
-        if adapter.user_model is not None:
-            policy.watch_user_deletes(adapter.user_model)
+        adapter.on_user_deleted(policy.forget_user, id(models.Identity.__table__))
         app.extensions[EXTENSION_KEY] = WeChatQRState(
             extension=self,
             settings=settings,
