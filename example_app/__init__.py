@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import os
 import typing as t
-from dataclasses import fields
 
 import sqlalchemy as sa
 from flask import Flask
 
-from flask_wechat_qr import WeChatQR, migrations
-from flask_wechat_qr.sandbox.views import EXTENSION_KEY as SANDBOX_KEY
+from flask_wechat_qr import WeChatQR
+from flask_wechat_qr.sandbox import sandbox_tables
 
 from . import business, csrf, views
 from .config import (
@@ -88,34 +87,16 @@ def create_app(test_config: dict[str, t.Any] | None = None) -> Flask:
 
     with app.app_context():
         if setup.enabled:
-            _upgrade_wechat_tables(app)
+            # The extension's own migrations; safe with several workers starting at once.
+            wechat.upgrade_database(app)
         _create_site_tables(app)
     return app
-
-
-def _upgrade_wechat_tables(app: Flask) -> None:
-    """The extension's tables come from its own migrations (``flask wechat-qr db upgrade``).
-
-    Several workers starting at once wait for each other (the upgrade takes a lock); on an
-    error anyway, another worker may have done the work meanwhile: re-check, and only give
-    up if the database is still not at the extension's head revision.
-    """
-    try:
-        wechat.upgrade_database(app)
-    except sa.exc.DatabaseError:
-        db.session.rollback()
-        if migrations.current_revision(app) != migrations.head_revision():
-            raise
-        app.logger.info("Another worker upgraded the WeChat login tables meanwhile.")
 
 
 def _create_site_tables(app: Flask) -> None:
     """The site's own tables (and the sandbox's dev-only ones), not the extension's:
     ``create_all`` restricted to them, tolerating another worker creating them at once."""
-    tables = [User.__table__]
-    sandbox = app.extensions.get(SANDBOX_KEY)
-    if sandbox is not None:
-        tables += [getattr(sandbox.models, f.name).__table__ for f in fields(sandbox.models)]
+    tables = [User.__table__, *sandbox_tables(app)]
     try:
         db.metadata.create_all(db.engine, tables=tables)
     except sa.exc.DatabaseError:

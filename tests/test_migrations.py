@@ -452,30 +452,3 @@ def test_example_app_without_wechat_has_only_its_users(
 ) -> None:
     site = sites(database.url("off"), WECHAT_QR_SANDBOX=False)
     assert table_names(site) == {"user"}
-
-
-def test_example_app_tolerates_another_worker_upgrading(
-    database: Database, sites: t.Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """An error while another worker did the upgrade is fine; an error that leaves the
-    database behind is not."""
-    real_upgrade = migrations.upgrade
-
-    def done_by_another_worker(app: t.Any = None, *args: t.Any, **kwargs: t.Any) -> t.Any:
-        real_upgrade(app, *args, **kwargs)
-        raise sa.exc.OperationalError("CREATE TABLE", {}, Exception("already exists"))
-
-    monkeypatch.setattr(migrations, "upgrade", done_by_another_worker)
-    site = sites(database.url("race"))
-    assert migrations.current_revision(site) == "0001"
-
-    broken: list[Flask] = []
-
-    def failing(app: t.Any = None, *args: t.Any, **kwargs: t.Any) -> t.Any:
-        broken.append(app)
-        raise sa.exc.OperationalError("CREATE TABLE", {}, Exception("disk full"))
-
-    monkeypatch.setattr(migrations, "upgrade", failing)
-    with pytest.raises(sa.exc.OperationalError, match="disk full"):
-        sites(database.url("broken"))
-    dispose_engines(broken[0])

@@ -10,7 +10,9 @@ it in-process), or run standalone on its own port::
 from __future__ import annotations
 
 import typing as t
+from dataclasses import fields
 
+import sqlalchemy as sa
 from flask import Flask
 
 from .models import sandbox_models_for
@@ -21,7 +23,17 @@ if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
 
 __all__ = ["IN_PROCESS_ORIGIN", "SandboxApp", "WSGITransport", "create_sandbox_app",
-           "install_sandbox"]
+           "install_sandbox", "sandbox_tables"]
+
+
+def sandbox_tables(app: Flask) -> list[sa.Table]:
+    """The sandbox's own (development-only) tables in ``app``; none without the sandbox.
+    They are not among the extension's migrations: a host creates them with
+    ``db.metadata.create_all(db.engine, tables=sandbox_tables(app))``."""
+    state: SandboxState | None = app.extensions.get(EXTENSION_KEY)
+    if state is None:
+        return []
+    return [getattr(state.models, f.name).__table__ for f in fields(state.models)]
 
 
 def install_sandbox(
