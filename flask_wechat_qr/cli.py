@@ -8,7 +8,6 @@ every ``init_app``: heavy imports (Alembic, the sandbox) happen inside the comma
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import sys
 import typing as t
@@ -26,6 +25,7 @@ from .settings import (
     ConnectionSettings,
     Settings,
     configured_base_url,
+    is_loopback_host,
 )
 
 cli = AppGroup("wechat-qr", help="Flask-WeChat-QR: log in with WeChat by QR code.")
@@ -374,7 +374,7 @@ def _check_id_tokens(settings: Settings, app: Flask, production: bool,
     with_callback = [c for c in settings.connections.values() if c.callback_url]
     for conn in with_callback:
         parts = urlsplit(t.cast(str, conn.callback_url))
-        if production and parts.scheme == "http" and not _is_local(parts.hostname or ""):
+        if production and parts.scheme == "http" and not is_loopback_host(parts.hostname or ""):
             findings.problem(
                 f"the callback URL {conn.callback_url} is http: the ID token would cross the "
                 "network in clear text, and browsers warn about the form",
@@ -447,21 +447,11 @@ def _check_redirect(redirect: SplitResult, base_url: str | None, app: Flask, san
             "serve the site over https and give --base-url https://... (or "
             "PREFERRED_URL_SCHEME=https with SERVER_NAME); behind a proxy, ProxyFix with "
             "x_proto=1 makes Flask see https")
-    if _is_local(host):
+    if is_loopback_host(host):
         findings.problem(
             f"the redirect URI's host {host} is this machine, not a public domain: WeChat "
             "would send each visitor's browser to their own computer",
             "give --base-url (or SERVER_NAME) with the site's public domain")
-
-
-def _is_local(host: str) -> bool:
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return address.is_loopback or address.is_unspecified
 
 
 def _check_callback_domain(entered: str, domain: str | None, findings: _Findings) -> None:

@@ -8,6 +8,7 @@ without the prefix, in lower case) describes several.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 import typing as t
@@ -467,6 +468,18 @@ def is_local_path(value: str) -> bool:
 
 def has_control_characters(value: str) -> bool:
     return any(ord(ch) < 32 or ord(ch) == 127 for ch in value)
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether ``host`` is this machine (``localhost``, ``127.x``, ``::1``, ``0.0.0.0``):
+    a phone, or WeChat's redirect of another visitor, cannot reach it."""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_unspecified
 
 
 def configured_base_url(config: t.Mapping[str, t.Any]) -> str | None:

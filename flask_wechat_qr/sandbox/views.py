@@ -29,6 +29,7 @@ from flask import (
 from .. import i18n
 from ..client import redact_http_debug_logs
 from ..i18n import gettext as _
+from ..settings import is_loopback_host
 from .models import SandboxModels
 from .qr import qr_svg
 from .users import PEOPLE, PEOPLE_BY_KEY, SandboxPerson, avatar_for, openid_for, unionid_for
@@ -38,6 +39,8 @@ if t.TYPE_CHECKING:
 
 EXTENSION_KEY = "wechat_qr_sandbox"
 QR_TTL = 300
+#: Statuses of a QR code nobody has answered yet.
+OPEN_STATUSES = ("waiting", "scanned")
 CODE_TTL = 300
 ACCESS_TOKEN_TTL = 7200
 REFRESH_TOKEN_TTL = 30 * 24 * 3600
@@ -184,16 +187,15 @@ def qrconnect() -> t.Any:
         state=state, status="waiting", created_at=now, expires_at=now + QR_TTL)
     sandbox.db.session.add(qr_session)
     sandbox.db.session.commit()
-    public = (sandbox.public_url or request.host_url).rstrip("/")
     confirm_path = url_for(".confirm", uuid=qr_session.uuid)
     return render_template(
         "wechat_qr/sandbox/qrconnect.html",
         app=app, qr=qr_session, jssdk=jssdk,
         self_redirect=args.get("self_redirect") == "true",
         style=args.get("style", "black"),
-        confirm_url=public + confirm_path,
+        confirm_url=_confirm_url(qr_session.uuid),
         confirm_path=confirm_path,
-        loopback=_is_loopback(public),
+        loopback=is_loopback_host(urlsplit(_public_base()).hostname or ""),
         lifetime=QR_TTL,
     )
 
@@ -203,8 +205,7 @@ def qrcode_image(uuid: str) -> Response:
     sandbox = _state()
     if sandbox.db.session.get(sandbox.models.QRSession, _key(uuid)) is None:
         abort(404)
-    public = (sandbox.public_url or request.host_url).rstrip("/")
-    svg = qr_svg(public + url_for(".confirm", uuid=uuid))
+    svg = qr_svg(_confirm_url(uuid))
     return Response(svg, content_type="image/svg+xml",
                     headers={"Cache-Control": "private, max-age=300"})
 
@@ -215,11 +216,7 @@ def poll() -> Response:
     sandbox = _state()
     qr_session = sandbox.db.session.get(sandbox.models.QRSession,
                                         _key(request.args.get("uuid")))
-    if qr_session is None:
-        return jsonify(status="expired")
-    status = qr_session.status
-    if status in ("waiting", "scanned") and qr_session.expires_at < time.time():
-        status = "expired"
+    status = _status(qr_session, time.time())
     payload: dict[str, t.Any] = {"status": status}
     if status == "confirmed":
         payload["redirect"] = _with_query(qr_session.redirect_uri,
@@ -239,12 +236,12 @@ def confirm(uuid: str) -> t.Any:
     models = sandbox.models
     qr_session = sandbox.db.session.get(models.QRSession, _key(uuid))
     now = time.time()
-    if qr_session is None or (qr_session.status in ("waiting", "scanned")
-                              and qr_session.expires_at < now):
+    status = _status(qr_session, now)
+    if qr_session is None or status == "expired":
         return render_template("wechat_qr/sandbox/confirm.html", outcome="expired",
                                app=None), 410
     app = sandbox.apps.get(qr_session.app_id)
-    if qr_session.status not in ("waiting", "scanned"):
+    if status not in OPEN_STATUSES:
         return render_template("wechat_qr/sandbox/confirm.html", outcome="used", app=app), 409
 
     if request.method == "GET":
@@ -270,7 +267,7 @@ def confirm(uuid: str) -> t.Any:
     updated = sandbox.db.session.execute(
         sa.update(models.QRSession)
         .where(models.QRSession.uuid == uuid,
-               models.QRSession.status.in_(("waiting", "scanned")))
+               models.QRSession.status.in_(OPEN_STATUSES))
         .values(**values)
     ).rowcount
     if updated != 1:
@@ -438,11 +435,26 @@ def _person(sandbox: SandboxState, key: str) -> SandboxPerson:
     return SandboxPerson(row.key, row.nickname, has_unionid=row.has_unionid)
 
 
+def _status(qr_session: t.Any, now: float) -> str:
+    """A QR code's status as the desktop page and the phone see it: an unanswered code
+    past its lifetime (or an unknown one) is expired."""
+    if qr_session is None:
+        return "expired"
+    if qr_session.status in OPEN_STATUSES and qr_session.expires_at < now:
+        return "expired"
+    return t.cast(str, qr_session.status)
+
+
 def _with_query(url: str, params: list[tuple[str, str | None]]) -> str:
     query = urlencode([(k, v) for k, v in params if v is not None])
     return f"{url}{'&' if '?' in url else '?'}{query}"
 
 
-def _is_loopback(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    return host in ("localhost", "::1") or host.startswith("127.")
+def _public_base() -> str:
+    """Where a phone reaches this sandbox: the configured public URL, else this host."""
+    return (_state().public_url or request.host_url).rstrip("/")
+
+
+def _confirm_url(uuid: str) -> str:
+    """The phone's confirmation page of a QR code: what the QR image encodes."""
+    return _public_base() + url_for(".confirm", uuid=uuid)
