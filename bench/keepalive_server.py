@@ -1,10 +1,5 @@
-"""A threaded werkzeug server that keeps HTTP/1.1 connections alive and counts them.
-
-Werkzeug's development server closes every connection (it sends ``Connection: close`` and,
-after each response, discards whatever the socket holds, which on a kept-alive connection
-is the client's next request). This handler reads each request body in full before the
-application runs, as nginx does, so the connection can stay open safely.
-"""
+"""The benchmark's servers: the package's keep-alive handler (quiet), counting the
+connections it accepts and reporting them at ``/__bench/stats``."""
 
 from __future__ import annotations
 
@@ -17,8 +12,6 @@ from werkzeug.serving import BaseWSGIServer, make_server
 
 from flask_wechat_qr.sandbox.server import KeepAliveHandler
 
-#: Largest request body read (the benchmark's requests are GETs and one small form).
-MAX_BODY = 1 << 20
 STATS_PATH = "/__bench/stats"
 
 

@@ -39,7 +39,7 @@ import tempfile
 import threading
 import time
 import typing as t
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import requests
 
@@ -250,7 +250,6 @@ class Result:
     cpu_seconds: float
     peak_rss_kb: int
     rss_kb: int | None
-    user_ids: set[str] = field(default_factory=set)
 
     @property
     def logins_per_second(self) -> float:
@@ -363,7 +362,7 @@ def run_logins(sites: list[Site], wechat: Server, users: str, count: int, warmup
             after[site.label]["calls"] - before[site.label]["calls"],
             after[site.label]["connections"] - before[site.label]["connections"],
             site_after["cpu_s"] - site_before[site.label]["cpu_s"], site_after["maxrss_kb"],
-            site_after["rss_kb"], user_ids[site.label]))
+            site_after["rss_kb"]))
     return results
 
 
