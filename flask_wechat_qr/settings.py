@@ -88,19 +88,19 @@ class ConnectionSettings:
     display_name: str
     app_id: str
     app_secret: str = field(repr=False)
-    callback_url: str | None = None
+    callback_url: str | None
     #: the ID token's ``aud`` for this connection's callback URL (default: the identifier)
-    id_token_audience: str | None = None
-    login_only: bool = False
-    association: str = "off"
-    match_fields: tuple[str, ...] = ("unionid",)
-    profile_sync: str = "first_login"
-    lang: str | None = None
+    id_token_audience: str | None
+    login_only: bool
+    association: str
+    match_fields: tuple[str, ...]
+    profile_sync: str
+    lang: str | None
     #: ``None``: the language of the page (``zh_CN`` or ``en``)
-    userinfo_lang: str | None = None
-    qr_self_redirect: bool = False
-    qr_style: str = "black"
-    qr_href: str | None = None
+    userinfo_lang: str | None
+    qr_self_redirect: bool
+    qr_style: str
+    qr_href: str | None
 
 
 @dataclass(frozen=True)
@@ -119,30 +119,35 @@ class Settings:
     state_ttl: int
     post_login_url: str
     #: the website application's name on the sandbox's phone page (default: the app's name)
-    sandbox_app_name: str | None = None
+    sandbox_app_name: str | None
     #: seconds a pending "bind or create" choice stays valid
-    bind_ttl: int = 600
+    bind_ttl: int
     #: failed binding attempts allowed per pending binding / per client address ...
-    bind_attempts_per_binding: int = 5
-    bind_attempts_per_address: int = 20
+    bind_attempts_per_binding: int
+    bind_attempts_per_address: int
     #: ... within this many seconds (also how long binding then stays blocked)
-    bind_block_seconds: int = 900
+    bind_block_seconds: int
     #: the pages' language when neither the host nor the browser chooses one
-    default_locale: str = "en"
+    default_locale: str
     #: RS256 signing key (PEM text, or a path to a PEM file) for ID tokens
-    id_token_private_key: str | None = field(default=None, repr=False)
+    id_token_private_key: str | None = field(repr=False)
     #: HS256 shared secret for ID tokens (instead of a private key)
-    id_token_secret: str | None = field(default=None, repr=False)
+    id_token_secret: str | None = field(repr=False)
     #: more public keys (PEM) published in the JWKS, e.g. the previous key while rotating
-    id_token_published_keys: tuple[str, ...] = ()
+    id_token_published_keys: tuple[str, ...]
     #: the ID token's ``iss`` (default: this site's root URL, from the request)
-    id_token_issuer: str | None = None
+    id_token_issuer: str | None
     #: seconds an ID token is valid
-    id_token_ttl: int = 300
+    id_token_ttl: int
 
     @property
     def default_connection(self) -> ConnectionSettings:
         return next(iter(self.connections.values()))
+
+
+def _global(config: t.Mapping[str, t.Any], name: str) -> t.Any:
+    """An app-wide key's value, or its default."""
+    return config.get(PREFIX + name.upper(), GLOBAL_DEFAULTS[name])
 
 
 def apply_defaults(config: t.MutableMapping[str, t.Any]) -> None:
@@ -153,7 +158,7 @@ def apply_defaults(config: t.MutableMapping[str, t.Any]) -> None:
 
 def load_settings(config: t.Mapping[str, t.Any]) -> Settings:
     """Read and validate every setting; raise :class:`ConfigurationError` on the first problem."""
-    sandbox = _bool(config.get(PREFIX + "SANDBOX", False), PREFIX + "SANDBOX")
+    sandbox = _bool(_global(config, "sandbox"), PREFIX + "SANDBOX")
     raw_connections = config.get(PREFIX + "CONNECTIONS")
     if raw_connections:
         if not isinstance(raw_connections, (list, tuple)):
@@ -181,7 +186,7 @@ def load_settings(config: t.Mapping[str, t.Any]) -> Settings:
 
     open_base_url: str | None = _base_url(config, "OPEN_BASE_URL")
     api_base_url = _base_url(config, "API_BASE_URL")
-    sandbox_prefix = _url_prefix(config.get(PREFIX + "SANDBOX_PREFIX", "/wechat-sandbox"))
+    sandbox_prefix = _url_prefix(_global(config, "sandbox_prefix"))
     if sandbox:
         # Left at WeChat's own URLs, the sandbox means the one mounted in this app.
         if not sandbox_prefix:
@@ -202,10 +207,10 @@ def load_settings(config: t.Mapping[str, t.Any]) -> Settings:
         sandbox=sandbox,
         sandbox_prefix=sandbox_prefix,
         sandbox_public_url=public_url,
-        url_prefix=_url_prefix(config.get(PREFIX + "URL_PREFIX", "/auth")),
+        url_prefix=_url_prefix(_global(config, "url_prefix")),
         http_timeout=_positive_number(config, "HTTP_TIMEOUT"),
         state_ttl=math.ceil(_positive_number(config, "STATE_TTL")),
-        post_login_url=_local_path(config.get(PREFIX + "POST_LOGIN_URL", "/"),
+        post_login_url=_local_path(_global(config, "post_login_url"),
                                    PREFIX + "POST_LOGIN_URL"),
         sandbox_app_name=str(config.get(PREFIX + "SANDBOX_APP_NAME") or "") or None,
         bind_ttl=_whole_seconds(config, "BIND_TTL"),
