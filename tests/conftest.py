@@ -25,7 +25,7 @@ def database(request: pytest.FixtureRequest, tmp_path: t.Any) -> t.Iterator[Data
     if request.param == "postgresql":
         server_url = os.environ.get(POSTGRES_URL_VARIABLE)
         if not server_url:
-            reason = (f"PostgreSQL variant: set {POSTGRES_URL_VARIABLE}=postgresql://... "
+            reason = (f"PostgreSQL variant: set {POSTGRES_URL_VARIABLE}=postgresql+psycopg://... "
                       "(bash .ci/start-postgres prints one)")
             if os.environ.get(REQUIRE_POSTGRES_VARIABLE):
                 pytest.fail(f"{REQUIRE_POSTGRES_VARIABLE} is set but {reason}")
@@ -71,3 +71,15 @@ def wechat_api() -> t.Iterator[WeChatAPI]:
         yield WeChatAPI(mock)
 
 
+@pytest.fixture
+def example_app_env(monkeypatch: pytest.MonkeyPatch, tmp_path: t.Any) -> None:
+    """No variable of the developer's shell reaches the example app, and no test writes into
+    the repository's instance folder. Modules that build the example app apply it to every
+    test: ``pytestmark = pytest.mark.usefixtures("example_app_env")``."""
+    for name in list(os.environ):
+        if name.startswith("WECHAT_QR_TEST_"):
+            continue  # the test suite's own switches (e.g. PostgreSQL), not settings
+        if name.startswith("WECHAT_QR_") or name in ("SECRET_KEY", "DATABASE_URL"):
+            monkeypatch.delenv(name)
+    instance = str(tmp_path / "instance")
+    monkeypatch.setattr(Flask, "auto_find_instance_path", lambda self: instance)

@@ -4,14 +4,25 @@ errors as HTTP 200 ``errcode`` JSON, CJK + emoji nicknames)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
+import subprocess
+import sys
+import threading
+import time
 import typing as t
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
+import requests
 import responses
-from flask import Flask
+from flask import Flask, render_template_string
 from flask_login import LoginManager, UserMixin, current_user
 from flask_sqlalchemy import SQLAlchemy
+from werkzeug.serving import make_server
+from werkzeug.wrappers import Request, Response
 
 from flask_wechat_qr import WeChatQR
 
@@ -27,6 +38,26 @@ ACCESS_TOKEN = "OezXcEiiBSKSxW0eoylIeO5cPxb4Ks1RpbXGMv9uiV35032zNHGzXcld-EKsSScE
 REFRESH_TOKEN = "OezXcEiiBSKSxW0eoylIeO5cPxb4Ks1RpbXGMv9uiV35032zNHGzXcld-EKsSScEbMnnMqVExcSpj7KR"
 NICKNAME = "张三🐼"
 AVATAR = "https://thirdwx.qlogo.cn/mmopen/vi_32/Q0j4TwGTfTKXLMv85Sk2x0MxR9aPOIC9QxWJT5N/132"
+
+#: A second person (of the same Open Platform account as :data:`OPENID`'s app).
+OPENID_2 = "ohS-VwBBBBBBlplngwybJ3Z-ZHr2"
+UNIONID_2 = "ohHrhwBBBBBBunEW0eKTS45vS5Q2"
+#: A second website app of the same Open Platform account, and :data:`OPENID`'s person there.
+APP_ID_B = "wx0b0b0b0b0b0b0b0b"
+OPENID_B = "oBBBBVwAJ9GEXlplngwybJ3Z-ZHr"
+
+#: WeChat's API paths.
+TOKEN_PATH = "/sns/oauth2/access_token"
+USERINFO_PATH = "/sns/userinfo"
+
+#: Where ``WECHAT_QR_SANDBOX`` mounts the simulated WeChat in the host app.
+SANDBOX_PREFIX = "/wechat-sandbox"
+
+#: The CSRF token field of a form (the example site's and the extension's pages).
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+#: The repository's root (the example app is served from there).
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def make_test_app(tmp_path: t.Any, database_url: str | None = None, **config: t.Any) -> Flask:
@@ -92,7 +123,7 @@ class WeChatAPI:
         if unionid:
             payload["unionid"] = unionid
         payload.update(extra)
-        self._add("/sns/oauth2/access_token", payload)
+        self._add(TOKEN_PATH, payload)
 
     def userinfo(self, openid: str = OPENID, unionid: str | None = UNIONID,
                  nickname: str = NICKNAME, **extra: t.Any) -> None:
@@ -102,7 +133,7 @@ class WeChatAPI:
         if unionid:
             payload["unionid"] = unionid
         payload.update(extra)
-        self._add("/sns/userinfo", payload)
+        self._add(USERINFO_PATH, payload)
 
     def error(self, path: str, errcode: int, errmsg: str) -> None:
         rid = "rid: 6731d8f2-1b2c3d4e-5f6a7b8c"
@@ -251,7 +282,7 @@ def find_tags(html: str, tag: str) -> list[dict[str, str | None]]:
     return found
 
 
-#: PostgreSQL for the second run of the suite: ``postgresql://user@127.0.0.1:port/db``
+#: PostgreSQL for the second run of the suite: ``postgresql+psycopg://user@127.0.0.1:port/db``
 #: (``.ci/start-postgres`` starts one). Unset: the PostgreSQL variants skip.
 POSTGRES_URL_VARIABLE = "WECHAT_QR_TEST_DATABASE_URL"
 #: Set (by ``.ci/run``): a PostgreSQL variant that cannot run fails instead of skipping.
@@ -321,3 +352,217 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+# --- the host site's own login and forms ----------------------------------------------
+
+
+def log_in(client: t.Any, user_id: int) -> None:
+    """Log in as the host's own login form would (Flask-Login's session keys)."""
+    with client.session_transaction() as sess:
+        sess["_user_id"] = str(user_id)
+        sess["_fresh"] = True
+
+
+def with_csrf_token_route(app: Flask) -> Flask:
+    """Add ``/token``: the extension's CSRF token, through the template global a host uses in
+    its own forms (add it before the app's first request)."""
+    app.add_url_rule("/token", "token",
+                     lambda: render_template_string("{{ wechat_qr_csrf_token() }}"))
+    return app
+
+
+def csrf_token_of(client: t.Any) -> str:
+    """The CSRF token of the client's session, from :func:`with_csrf_token_route`'s page."""
+    resp = client.get("/token")
+    assert resp.status_code == 200
+    return str(resp.get_data(as_text=True))
+
+
+def bind_page(client: t.Any) -> tuple[str, str]:
+    """The bind page's HTML and its CSRF token."""
+    resp = client.get("/auth/bind")
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    html = resp.get_data(as_text=True)
+    tokens = {tag["value"] for tag in find_tags(html, "input") if tag.get("name") == "csrf_token"}
+    assert len(tokens) == 1
+    return html, t.cast(str, tokens.pop())
+
+
+def error_name(resp: t.Any) -> str | None:
+    """The ``data-error`` of the page's error box (the error's class name), if any."""
+    boxes = [tag for tag in find_tags(resp.get_data(as_text=True), "div")
+             if tag.get("data-error")]
+    return boxes[0]["data-error"] if boxes else None
+
+
+@contextlib.contextmanager
+def recording(app: Flask, *names: str) -> t.Iterator[list[tuple[str, dict[str, t.Any]]]]:
+    """Every send of the named signals by ``app``: ``(name, kwargs)``; rows are read while
+    the request is alive into ``user_id`` / ``openid``."""
+    from flask_wechat_qr import signals
+
+    events: list[tuple[str, dict[str, t.Any]]] = []
+    with contextlib.ExitStack() as stack:
+        for name in names:
+            def receiver(sender: t.Any, _name: str = name, **kwargs: t.Any) -> None:
+                if kwargs.get("user") is not None:
+                    kwargs["user_id"] = kwargs["user"].id
+                if kwargs.get("identity") is not None:
+                    kwargs["openid"] = kwargs["identity"].openid
+                events.append((_name, kwargs))
+
+            stack.enter_context(getattr(signals, name).connected_to(receiver, sender=app))
+        yield events
+
+
+def two_connections(**extra: t.Any) -> dict[str, t.Any]:
+    """Two website apps of one WeChat Open Platform account (one unionid per person)."""
+    return {"WECHAT_QR_CONNECTIONS": [
+        {"connection": "wechat", "app_id": APP_ID, "app_secret": APP_SECRET, **extra},
+        {"connection": "wechat-b", "display_name": "WeChat (B)", "app_id": APP_ID_B,
+         "app_secret": "another-secret-for-app-b", **extra},
+    ]}
+
+
+# --- the sandbox's login steps (QR page, phone, poll) ---------------------------------
+
+
+def open_qr_page(client: t.Any, next_url: str | None = None, *,
+                 login_path: str = "/auth/wechat/login", prefix: str = SANDBOX_PREFIX,
+                 base: str = "http://localhost",
+                 sandbox_client: t.Any = None) -> tuple[str, str]:
+    """Start a login at ``login_path`` and load the sandbox QR page it redirects to; return
+    (uuid, state).
+
+    The sandbox is the one mounted at ``prefix`` in ``client``'s app, or a standalone one at
+    ``base`` (``prefix=""``) whose pages ``sandbox_client`` loads.
+    """
+    resp = client.get(login_path, query_string={"next": next_url} if next_url else None)
+    location = resp.headers["Location"]
+    assert location.startswith(f"{base}{prefix}/connect/qrconnect?"), location
+    assert location.endswith("#wechat_redirect"), location
+    page = (client if sandbox_client is None else sandbox_client).get(
+        location[len(base):].split("#")[0])
+    assert page.status_code == 200, page.get_data(as_text=True)
+    uuid = re.search(r'data-uuid="([^"]+)"', page.get_data(as_text=True)).group(1)  # type: ignore[union-attr]
+    state = parse_qs(urlsplit(location).query)["state"][0]
+    return uuid, state
+
+
+def answer(phone: t.Any, uuid: str, prefix: str = SANDBOX_PREFIX, **form: str) -> t.Any:
+    """The phone opens the QR code's confirmation page and answers it with ``form``."""
+    phone.get(f"{prefix}/connect/confirm/{uuid}")
+    return phone.post(f"{prefix}/connect/confirm/{uuid}", data=form)
+
+
+def poll(client: t.Any, uuid: str, prefix: str = SANDBOX_PREFIX) -> dict[str, t.Any]:
+    """The QR page's poll: ``status`` and, once answered, the ``redirect`` to the callback."""
+    return t.cast(dict[str, t.Any],
+                  client.get(f"{prefix}/connect/l/qrconnect", query_string={"uuid": uuid}).json)
+
+
+# --- real servers -----------------------------------------------------------------------
+
+
+class LiveServer:
+    """A WSGI app on a real socket on 127.0.0.1, in a thread (threaded: a page can poll
+    while it loads). A Flask app's pooled database connections are closed when it stops."""
+
+    #: How long stopping waits for the serving thread, in seconds.
+    join_timeout: float = 10
+
+    def __init__(self, app: t.Any, request_handler: t.Any = None) -> None:
+        self.server = make_server("127.0.0.1", 0, app, threaded=True,
+                                  request_handler=request_handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> t.Self:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: t.Any) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=self.join_timeout)
+        if "sqlalchemy" in getattr(self.server.app, "extensions", {}):
+            dispose_engines(self.server.app)
+
+
+class FakeWeChat(LiveServer):
+    """A loopback HTTP server standing for api.weixin.qq.com, with one chosen fault."""
+
+    def __init__(self, fault: str) -> None:
+        self.fault = fault
+        self.requests = 0
+        self.release = threading.Event()
+        super().__init__(self.app)
+
+    @Request.application  # type: ignore[misc]
+    def app(self, request: Request) -> Response:
+        self.requests += 1
+        if self.fault == "slow":
+            self.release.wait(timeout=10)  # far longer than the client waits
+            return Response("{}", content_type="text/plain")
+        if self.fault == "5xx":
+            return Response("<html>502 Bad Gateway</html>", status=502,
+                            content_type="text/html")
+        if self.fault == "html":
+            return Response("<html><body>maintenance</body></html>", content_type="text/html")
+        if self.fault == "rate-limited":
+            return Response('{"errcode":45011,"errmsg":"api minute-quota reach limit"}',
+                            content_type="text/plain")
+        raise AssertionError(self.fault)
+
+    def __exit__(self, *exc: t.Any) -> None:
+        self.release.set()
+        super().__exit__(*exc)
+
+
+@contextlib.contextmanager
+def gunicorn(env: dict[str, str], log: Path) -> t.Iterator[str]:
+    """The example app under gunicorn (one sync worker) on a free loopback port; its URL."""
+    port = free_port()
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "1",
+             "--worker-class", "sync", "--graceful-timeout", "2", "example_app:create_app()"],
+            cwd=ROOT, env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
+            stdout=out, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            assert proc.poll() is None, log.read_text()
+            try:
+                requests.get(base + "/api/me", timeout=2)
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline, "gunicorn did not start:\n" + log.read_text()
+                time.sleep(0.1)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def scan_and_allow(browser: requests.Session, phone_base: str, qr_page_url: str,
+                   person: str) -> dict[str, t.Any]:
+    """Over real HTTP: load the QR page, let a phone (its own session, on ``phone_base``)
+    allow it as ``person``; the browser's poll answer."""
+    page = browser.get(qr_page_url, timeout=5)
+    assert page.status_code == 200, page.text
+    uuid = re.search(r'data-uuid="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
+    confirm = f"{phone_base}{SANDBOX_PREFIX}/connect/confirm/{uuid}"
+    with requests.Session() as phone:
+        assert phone.get(confirm, timeout=5).status_code == 200
+        assert phone.post(confirm, data={"action": "allow", "person": person},
+                          timeout=5).status_code == 200
+    origin = re.match(r"^http://127\.0\.0\.1:\d+", qr_page_url).group(0)  # type: ignore[union-attr]
+    return t.cast(dict[str, t.Any], browser.get(f"{origin}{SANDBOX_PREFIX}/connect/l/qrconnect",
+                                                params={"uuid": uuid}, timeout=5).json())

@@ -8,12 +8,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 from support import (
-    APP_ID,
-    APP_SECRET,
+    APP_ID_B,
     AVATAR,
     NICKNAME,
     OPENID,
+    OPENID_B,
+    TOKEN_PATH,
     UNIONID,
+    USERINFO_PATH,
     add_user,
     all_identities,
     all_users,
@@ -25,31 +27,16 @@ from support import (
     logged_in_user_id,
     login_with_wechat,
     start_login,
+    two_connections,
 )
 
 from flask_wechat_qr import association
 from flask_wechat_qr.client import WeChatClient
 
-TOKEN_PATH = "/sns/oauth2/access_token"
-USERINFO_PATH = "/sns/userinfo"
-
-APP_ID_B = "wx0b0b0b0b0b0b0b0b"
-OPENID_B = "oBBBBVwAJ9GEXlplngwybJ3Z-ZHr"
-
 
 def _aware(value: datetime) -> datetime:
     """SQLite hands back naive datetimes for ``DateTime(timezone=True)``; they are UTC."""
     return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-def _two_connections(association_mode: str, **extra: t.Any) -> dict[str, t.Any]:
-    """Two website apps of one WeChat Open Platform account (so: one unionid per person)."""
-    return {"WECHAT_QR_CONNECTIONS": [
-        {"connection": "wechat", "app_id": APP_ID, "app_secret": APP_SECRET,
-         "association": association_mode, **extra},
-        {"connection": "wechat-b", "display_name": "WeChat (B)", "app_id": APP_ID_B,
-         "app_secret": "another-secret-for-app-b", "association": association_mode, **extra},
-    ]}
 
 
 # --- mode off ----------------------------------------------------------------------
@@ -154,7 +141,7 @@ def test_unionid_only_in_the_token_is_stored(app: t.Any, client: t.Any,
 
 
 def test_off_mode_never_matches_on_unionid(make_app: t.Any, wechat_api: t.Any) -> None:
-    app = make_app(**_two_connections("off"))
+    app = make_app(**two_connections(association="off"))
     client = app.test_client()
     login_with_wechat(client, wechat_api)
     login_with_wechat(client, wechat_api, openid=OPENID_B, connection="wechat-b")
@@ -164,7 +151,7 @@ def test_off_mode_never_matches_on_unionid(make_app: t.Any, wechat_api: t.Any) -
 
 
 def test_nickname_never_matches(make_app: t.Any, wechat_api: t.Any) -> None:
-    app = make_app(**_two_connections("field_matching"))
+    app = make_app(**two_connections(association="field_matching"))
     client = app.test_client()
     login_with_wechat(client, wechat_api)
     login_with_wechat(client, wechat_api, openid=OPENID_B, unionid="oOtherPersonUnionid000000000",
@@ -204,7 +191,7 @@ def test_login_only_logs_in_a_linked_account(make_app: t.Any, wechat_api: t.Any)
 
 def test_login_only_with_field_matching_links_but_never_creates(make_app: t.Any,
                                                                 wechat_api: t.Any) -> None:
-    app = make_app(**_two_connections("field_matching", login_only=True))
+    app = make_app(**two_connections(association="field_matching", login_only=True))
     user_id = add_user(app, username="alice")
     link_identity(app, user_id, openid=OPENID, unionid=UNIONID, connection="wechat")
     client = app.test_client()
@@ -222,7 +209,7 @@ def test_login_only_with_field_matching_links_but_never_creates(make_app: t.Any,
 
 def test_field_matching_recognises_a_user_across_connections(make_app: t.Any,
                                                              wechat_api: t.Any) -> None:
-    app = make_app(**_two_connections("field_matching"))
+    app = make_app(**two_connections(association="field_matching"))
     client = app.test_client()
     assert login_with_wechat(client, wechat_api).status_code == 302
     user = all_users(app)[0]
@@ -244,7 +231,7 @@ def test_field_matching_recognises_a_user_across_connections(make_app: t.Any,
 
 def test_field_matching_without_a_match_creates_a_user(make_app: t.Any,
                                                        wechat_api: t.Any) -> None:
-    app = make_app(**_two_connections("field_matching"))
+    app = make_app(**two_connections(association="field_matching"))
     add_user(app, username="alice")
     client = app.test_client()
     resp = login_with_wechat(client, wechat_api, connection="wechat-b")
@@ -258,7 +245,7 @@ def test_field_matching_without_a_match_creates_a_user(make_app: t.Any,
 
 def test_field_matching_without_unionid_creates_a_user(make_app: t.Any,
                                                        wechat_api: t.Any) -> None:
-    app = make_app(**_two_connections("field_matching"))
+    app = make_app(**two_connections(association="field_matching"))
     user_id = add_user(app, username="alice")
     link_identity(app, user_id, unionid=None)
     resp = login_with_wechat(app.test_client(), wechat_api, openid=OPENID_B, unionid=None,
@@ -268,7 +255,7 @@ def test_field_matching_without_unionid_creates_a_user(make_app: t.Any,
 
 
 def test_field_matching_refuses_an_ambiguous_unionid(make_app: t.Any, wechat_api: t.Any) -> None:
-    app = make_app(**_two_connections("field_matching"))
+    app = make_app(**two_connections(association="field_matching"))
     link_identity(app, add_user(app, username="alice"), openid="oA", connection="wechat")
     link_identity(app, add_user(app, username="bob"), openid="oB", connection="wechat")
     client = app.test_client()

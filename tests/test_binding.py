@@ -3,7 +3,6 @@ its owner binds it to an existing account (proven by password) or creates a new 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import threading
@@ -12,20 +11,27 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import sqlalchemy as sa
-from flask import render_template_string
 from support import (
     AVATAR,
     NICKNAME,
     OPENID,
+    OPENID_2,
+    TOKEN_PATH,
     UNIONID,
+    UNIONID_2,
+    USERINFO_PATH,
     add_user,
     all_identities,
     all_users,
     api_paths,
+    bind_page,
+    error_name,
     find_tags,
     link_identity,
     logged_in_user_id,
     login_with_wechat,
+    recording,
+    with_csrf_token_route,
 )
 
 from flask_wechat_qr import binding as binding_module
@@ -33,11 +39,6 @@ from flask_wechat_qr import signals
 from flask_wechat_qr.adapter import AccountAdapter
 from flask_wechat_qr.views import PENDING_BINDING_KEY
 
-TOKEN_PATH = "/sns/oauth2/access_token"
-USERINFO_PATH = "/sns/userinfo"
-
-OPENID_2 = "ohS-VwBBBBBBlplngwybJ3Z-ZHr2"
-UNIONID_2 = "ohHrhwBBBBBBunEW0eKTS45vS5Q2"
 OPENID_3 = "ohS-VwCCCCCClplngwybJ3Z-ZHr3"
 UNIONID_3 = "ohHrhwCCCCCCunEW0eKTS45vS5Q3"
 
@@ -67,11 +68,9 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
 
 
 def ask_app(make_app: t.Callable[..., t.Any], **config: t.Any) -> t.Any:
-    app = make_app(WECHAT_QR_ASSOCIATION="ask_binding", **config)
-    # Added before any request: the template global a host uses in its own forms.
-    app.add_url_rule("/token", "token",
-                     lambda: render_template_string("{{ wechat_qr_csrf_token() }}"))
-    return app
+    # The token route is added before any request: the template global a host uses in its
+    # own forms.
+    return with_csrf_token_route(make_app(WECHAT_QR_ASSOCIATION="ask_binding", **config))
 
 
 def browser(app: t.Any, address: str = "127.0.0.1") -> t.Any:
@@ -88,16 +87,6 @@ def arrive(client: t.Any, api: t.Any, *, openid: str = OPENID, unionid: str | No
     assert resp.status_code == 302, resp.get_data(as_text=True)
     assert resp.headers["Location"] == "/auth/bind"
     return resp
-
-
-def bind_page(client: t.Any) -> tuple[str, str]:
-    """The bind page's HTML and its CSRF token."""
-    resp = client.get("/auth/bind")
-    assert resp.status_code == 200, resp.get_data(as_text=True)
-    html = resp.get_data(as_text=True)
-    tokens = {tag["value"] for tag in find_tags(html, "input") if tag.get("name") == "csrf_token"}
-    assert len(tokens) == 1
-    return html, tokens.pop()
 
 
 def submit(client: t.Any, token: str | None, **form: str) -> t.Any:
@@ -126,25 +115,6 @@ def attempt_rows(app: t.Any) -> list[t.Any]:
 def problem_of(html: str) -> str:
     start = html.index('class="wechat-qr-problem"')
     return html[html.index(">", start) + 1:html.index("</p>", start)]
-
-
-def error_name(resp: t.Any) -> str | None:
-    boxes = [tag for tag in find_tags(resp.get_data(as_text=True), "div")
-             if tag.get("data-error")]
-    return boxes[0]["data-error"] if boxes else None
-
-
-@contextlib.contextmanager
-def recording(app: t.Any, *names: str) -> t.Iterator[list[tuple[str, dict[str, t.Any]]]]:
-    """Every send of the named signals by ``app``, as ``(name, kwargs)``."""
-    events: list[tuple[str, dict[str, t.Any]]] = []
-    with contextlib.ExitStack() as stack:
-        for name in names:
-            def receiver(sender: t.Any, _name: str = name, **kwargs: t.Any) -> None:
-                events.append((_name, kwargs))
-
-            stack.enter_context(getattr(signals, name).connected_to(receiver, sender=app))
-        yield events
 
 
 # --- arriving: the choice is parked server-side ------------------------------------------

@@ -26,11 +26,14 @@ from support import (
     API,
     APP_ID,
     APP_SECRET,
+    CODE,
     NICKNAME,
     OPEN,
     OPENID,
     REFRESH_TOKEN,
+    TOKEN_PATH,
     UNIONID,
+    USERINFO_PATH,
     WeChatAPI,
     finish_login,
     make_test_app,
@@ -56,10 +59,7 @@ from flask_wechat_qr.errors import (
     WeChatUnavailable,
 )
 
-CODE = "0816Ab000aBcdE1xYz3000xyz8z16AbQ"
 CALLBACK = "http://localhost/auth/wechat/callback"
-TOKEN_PATH = "/sns/oauth2/access_token"
-USERINFO_PATH = "/sns/userinfo"
 REFRESH_PATH = "/sns/oauth2/refresh_token"
 AUTH_PATH = "/sns/auth"
 #: Things that must never reach an error message, a page or a log line.

@@ -4,11 +4,7 @@ and a real ``gunicorn`` serving it."""
 from __future__ import annotations
 
 import logging
-import os
 import re
-import subprocess
-import sys
-import time
 import typing as t
 from pathlib import Path
 
@@ -19,13 +15,18 @@ from flask.cli import ScriptInfo
 from support import (
     APP_ID,
     APP_SECRET,
+    CSRF,
     NICKNAME,
     OPENID,
     UNIONID,
     Database,
+    answer,
     dispose_engines,
     finish_login,
-    free_port,
+    gunicorn,
+    open_qr_page,
+    poll,
+    scan_and_allow,
     start_login,
 )
 from werkzeug.security import check_password_hash
@@ -39,21 +40,9 @@ from example_app.config import (
 )
 from flask_wechat_qr import ConfigurationError
 
-ROOT = Path(__file__).resolve().parent.parent
-CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
-
-
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No variable of the developer's shell leaks into these apps, and no test writes into
-    the repository's instance folder."""
-    for name in list(os.environ):
-        if name.startswith("WECHAT_QR_TEST_"):
-            continue  # the test suite's own switches (e.g. PostgreSQL), not settings
-        if name.startswith("WECHAT_QR_") or name in ("SECRET_KEY", "DATABASE_URL"):
-            monkeypatch.delenv(name)
-    instance = str(tmp_path / "instance")
-    monkeypatch.setattr(Flask, "auto_find_instance_path", lambda self: instance)
+#: No variable of the developer's shell leaks into these apps, and no test writes into the
+#: repository's instance folder.
+pytestmark = pytest.mark.usefixtures("example_app_env")
 
 
 @pytest.fixture
@@ -493,9 +482,7 @@ def test_without_credentials_the_site_runs_on_the_sandbox(
     client = app.test_client()
     html = client.get("/").get_data(as_text=True)
     assert 'class="wechat-qr-button"' in html and "sandbox" in html.lower()
-    location = client.get("/auth/wechat/login").headers["Location"]
-    assert location.startswith("http://localhost/wechat-sandbox/connect/qrconnect?")
-    assert client.get(location.split("localhost", 1)[1].split("#")[0]).status_code == 200
+    open_qr_page(client)  # asserts: the login leads to the mounted sandbox's QR page, which loads
 
 
 def test_real_credentials_turn_the_sandbox_off(wechat_site: Flask) -> None:
@@ -525,34 +512,10 @@ def test_flask_cli_finds_the_factory(monkeypatch: pytest.MonkeyPatch, tmp_path: 
 
 
 def test_runs_under_gunicorn(tmp_path: Path, database: Database) -> None:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = {
-        **os.environ,
-        "DATABASE_URL": database.url("gunicorn"),
-        "SECRET_KEY": "gunicorn-test-key",
-        "PYTHONPATH": str(ROOT),
-    }
-    log_path = tmp_path / "gunicorn.log"
-    with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}",
-             "--workers", "1", "--worker-class", "sync", "--graceful-timeout", "2",
-             "example_app:create_app()"],
-            cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
-        )
-    try:
+    env = {"DATABASE_URL": database.url("gunicorn"), "SECRET_KEY": "gunicorn-test-key"}
+    with gunicorn(env, tmp_path / "gunicorn.log") as base:
         with requests.Session() as http:
-            deadline = time.monotonic() + 15
-            home = None
-            while time.monotonic() < deadline:
-                assert proc.poll() is None, log_path.read_text()
-                try:
-                    home = http.get(base + "/", timeout=2)
-                    break
-                except requests.ConnectionError:
-                    time.sleep(0.1)
-            assert home is not None, "gunicorn did not answer in 15 s:\n" + log_path.read_text()
+            home = http.get(base + "/", timeout=5)
             assert home.status_code == 200
             assert "WECHAT_QR_APP_ID" in home.text
 
@@ -573,29 +536,16 @@ def test_runs_under_gunicorn(tmp_path: Path, database: Database) -> None:
 
         # A whole WeChat login on the built-in sandbox, under ONE synchronous worker: the
         # token and profile requests reach the sandbox in-process, or this would deadlock.
-        with requests.Session() as browser, requests.Session() as phone:
+        with requests.Session() as browser:
             start = browser.get(base + "/auth/wechat/login", allow_redirects=False, timeout=5)
             assert start.status_code == 302
-            qr_page = browser.get(start.headers["Location"].split("#")[0], timeout=5)
-            uuid = re.search(r'data-uuid="([^"]+)"', qr_page.text).group(1)
-            confirm = f"{base}/wechat-sandbox/connect/confirm/{uuid}"
-            assert phone.get(confirm, timeout=5).status_code == 200
-            assert phone.post(confirm, data={"action": "allow", "person": "zhangsan"},
-                              timeout=5).status_code == 200
-            poll = browser.get(f"{base}/wechat-sandbox/connect/l/qrconnect",
-                               params={"uuid": uuid}, timeout=5).json()
-            assert poll["status"] == "confirmed"
-            done = browser.get(poll["redirect"], allow_redirects=False, timeout=10)
+            polled = scan_and_allow(browser, base, start.headers["Location"].split("#")[0],
+                                    "zhangsan")
+            assert polled["status"] == "confirmed"
+            done = browser.get(polled["redirect"], allow_redirects=False, timeout=10)
             assert done.status_code == 302, done.text
             me = browser.get(base + "/api/me", timeout=5).json()
             assert me["nickname"] == "张三🐼" and me["identities"][0]["connection"] == "wechat"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 def test_sandbox_switch_turns_wechat_login_on(monkeypatch: pytest.MonkeyPatch,
@@ -623,14 +573,9 @@ def test_business_demo_receives_and_verifies_the_id_token(
     browser, phone = site.test_client(), site.test_client()
     page = browser.get("/business/").get_data(as_text=True)
     login_url = re.search(r'href="(/auth/wechat/login\?[^"]+)"', page).group(1)
-    location = browser.get(login_url.replace("&amp;", "&")).headers["Location"]
-    qr_page = browser.get(location.split("localhost", 1)[1].split("#")[0])
-    uuid = re.search(r'data-uuid="([^"]+)"', qr_page.get_data(as_text=True)).group(1)
-    phone.get(f"/wechat-sandbox/connect/confirm/{uuid}")
-    phone.post(f"/wechat-sandbox/connect/confirm/{uuid}",
-               data={"action": "allow", "person": "zhangsan"})
-    redirect_to = browser.get("/wechat-sandbox/connect/l/qrconnect",
-                              query_string={"uuid": uuid}).json["redirect"]
+    uuid, _state = open_qr_page(browser, login_path=login_url.replace("&amp;", "&"))
+    answer(phone, uuid, action="allow", person="zhangsan")
+    redirect_to = poll(browser, uuid)["redirect"]
     posted = browser.get(redirect_to.split("localhost", 1)[1])
     html = posted.get_data(as_text=True)
     assert 'action="http://localhost/business/wechat-done"' in html

@@ -4,56 +4,20 @@ writes nothing."""
 
 from __future__ import annotations
 
-import threading
 import time
 import typing as t
 
 import pytest
-from support import all_identities, all_users, finish_login, free_port, start_login
-from werkzeug.serving import make_server
-from werkzeug.wrappers import Request, Response
+from support import (
+    FakeWeChat,
+    all_identities,
+    all_users,
+    finish_login,
+    free_port,
+    start_login,
+)
 
 TIMEOUT = 0.5
-
-
-class FakeWeChat:
-    """A loopback HTTP server standing for api.weixin.qq.com, with one chosen fault."""
-
-    def __init__(self, fault: str) -> None:
-        self.fault = fault
-        self.requests = 0
-        self.release = threading.Event()
-        self.server = make_server("127.0.0.1", 0, self.app, threaded=True)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @Request.application  # type: ignore[misc]
-    def app(self, request: Request) -> Response:
-        self.requests += 1
-        if self.fault == "slow":
-            self.release.wait(timeout=10)  # far longer than the client waits
-            return Response("{}", content_type="text/plain")
-        if self.fault == "5xx":
-            return Response("<html>502 Bad Gateway</html>", status=502,
-                            content_type="text/html")
-        if self.fault == "html":
-            return Response("<html><body>maintenance</body></html>", content_type="text/html")
-        if self.fault == "rate-limited":
-            return Response('{"errcode":45011,"errmsg":"api minute-quota reach limit"}',
-                            content_type="text/plain")
-        raise AssertionError(self.fault)
-
-    def __enter__(self) -> FakeWeChat:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: t.Any) -> None:
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=10)
-
-
 
 
 def _login_against(make_app: t.Callable[..., t.Any], api_base: str) -> tuple[t.Any, t.Any, float]:

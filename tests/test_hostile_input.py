@@ -26,10 +26,25 @@ import pytest
 import responses
 import sqlalchemy as sa
 import werkzeug.urls  # noqa: F401 - registers the "werkzeug.url_quote" codec error handler
-from flask import Flask, render_template_string
+from flask import Flask
 from hypothesis import HealthCheck, assume, event, example, given, settings
 from hypothesis import strategies as st
-from support import API, OPEN, add_user, link_identity, login_with_wechat, start_login
+from support import (
+    API,
+    OPEN,
+    TOKEN_PATH,
+    USERINFO_PATH,
+    add_user,
+    answer,
+    csrf_token_of,
+    link_identity,
+    log_in,
+    login_with_wechat,
+    poll,
+    start_login,
+    with_csrf_token_route,
+)
+from support import SANDBOX_PREFIX as SBX
 
 from flask_wechat_qr.settings import SANDBOX_APP_ID, SANDBOX_APP_SECRET
 from flask_wechat_qr.views import MAX_CODE_LENGTH, MAX_NEXT_LENGTH
@@ -43,9 +58,6 @@ BOUNDED = settings(
                            HealthCheck.data_too_large],
 )
 
-TOKEN_PATH = "/sns/oauth2/access_token"
-USERINFO_PATH = "/sns/userinfo"
-SBX = "/wechat-sandbox"
 MAX_STATE_LENGTH = 128
 
 #: Values that must never come back as markup.
@@ -245,24 +257,6 @@ def alice(app: Flask) -> int:
         ).scalar_one())
 
 
-def log_in(client: t.Any, user_id: int) -> None:
-    with client.session_transaction() as sess:
-        sess["_user_id"] = str(user_id)
-        sess["_fresh"] = True
-
-
-def csrf_token_of(client: t.Any) -> str:
-    resp = client.get("/token")
-    assert resp.status_code == 200
-    return str(resp.get_data(as_text=True))
-
-
-def with_token_route(app: Flask) -> Flask:
-    app.add_url_rule("/token", "token",
-                     lambda: render_template_string("{{ wechat_qr_csrf_token() }}"))
-    return app
-
-
 # --- login and the embedded QR page --------------------------------------------------------
 
 
@@ -363,13 +357,13 @@ def wechat_refuses_codes(wechat_api: t.Any) -> t.Any:
     """WeChat's token endpoint for codes it never issued: 40029; for a URL longer than its
     front end takes, an HTML 414 page (what nginx answers)."""
 
-    def answer(request: t.Any) -> tuple[int, dict[str, str], bytes]:
+    def token_endpoint(request: t.Any) -> tuple[int, dict[str, str], bytes]:
         if len(request.url) > 8192:
             return 414, {"Content-Type": "text/html"}, b"<html><body>414 Request-URI Too Large"
         body = '{"errcode":40029,"errmsg":"invalid code, rid: 6731d8f2-1b2c3d4e-5f6a7b8c"}'
         return 200, {"Content-Type": "text/plain"}, body.encode()
 
-    wechat_api.mock.add_callback(responses.GET, API + TOKEN_PATH, callback=answer)
+    wechat_api.mock.add_callback(responses.GET, API + TOKEN_PATH, callback=token_endpoint)
     return wechat_api
 
 
@@ -413,9 +407,9 @@ class Binding(t.NamedTuple):
 
 @pytest.fixture
 def binding(make_app: t.Callable[..., Flask], wechat_api: t.Any) -> Binding:
-    app = with_token_route(make_app(WECHAT_QR_ASSOCIATION="ask_binding",
-                                    WECHAT_QR_BIND_ATTEMPTS_PER_BINDING=1_000_000,
-                                    WECHAT_QR_BIND_ATTEMPTS_PER_ADDRESS=1_000_000))
+    app = with_csrf_token_route(make_app(WECHAT_QR_ASSOCIATION="ask_binding",
+                                         WECHAT_QR_BIND_ATTEMPTS_PER_BINDING=1_000_000,
+                                         WECHAT_QR_BIND_ATTEMPTS_PER_ADDRESS=1_000_000))
     add_user(app, username="alice", password="correct horse")
     waiting = app.test_client()
     assert login_with_wechat(waiting, wechat_api).headers["Location"] == "/auth/bind"
@@ -514,7 +508,7 @@ class Linked(t.NamedTuple):
 
 @pytest.fixture
 def linked(make_app: t.Callable[..., Flask]) -> Linked:
-    app = with_token_route(make_app())
+    app = with_csrf_token_route(make_app())
     user_id = add_user(app, username="alice", password="correct horse")
     link_identity(app, user_id)
     client = app.test_client()
@@ -584,9 +578,8 @@ def sandbox(make_app: t.Callable[..., Flask]) -> Sandbox:
     qrconnect = dict(parse_qsl(urlsplit(location).query))
     uuid = qr_uuid(client, location)
     other = qr_uuid(client, client.get("/auth/wechat/login").headers["Location"])
-    client.get(f"{SBX}/connect/confirm/{other}")
-    client.post(f"{SBX}/connect/confirm/{other}", data={"action": "allow", "person": "zhangsan"})
-    redirect = client.get(f"{SBX}/connect/l/qrconnect", query_string={"uuid": other}).json
+    answer(client, other, action="allow", person="zhangsan")
+    redirect = poll(client, other)
     code = parse_qs(urlsplit(redirect["redirect"]).query)["code"][0]
     token = json.loads(client.get(f"{SBX}{TOKEN_PATH}", query_string={
         "appid": SANDBOX_APP_ID, "secret": SANDBOX_APP_SECRET, "code": code,

@@ -16,14 +16,19 @@ from flask import Flask, render_template_string
 from markupsafe import escape
 from support import (
     NICKNAME,
+    TOKEN_PATH,
+    USERINFO_PATH,
     add_user,
     api_queries,
+    bind_page,
     find_tags,
     finish_login,
     link_identity,
     login_with_wechat,
+    poll,
     start_login,
 )
+from support import SANDBOX_PREFIX as SBX
 
 from flask_wechat_qr import errors, i18n
 from flask_wechat_qr.errors import ConfigurationError, LoginError
@@ -32,9 +37,6 @@ from flask_wechat_qr.settings import load_settings
 ROOT = Path(__file__).resolve().parent.parent
 PO = ROOT / "flask_wechat_qr/translations/zh_CN/LC_MESSAGES/flask_wechat_qr.po"
 MO = PO.with_suffix(".mo")
-SBX = "/wechat-sandbox"
-TOKEN_PATH = "/sns/oauth2/access_token"
-USERINFO_PATH = "/sns/userinfo"
 CJK = re.compile(r"[\u4e00-\u9fff]")
 
 ZH = "zh-CN,zh;q=0.9,en;q=0.8"
@@ -158,11 +160,10 @@ def test_bind_page_in_both_languages(make_app: t.Any, wechat_api: t.Any) -> None
     add_user(app, username="alice", password="right")
     client = browser(app, ZH)
     assert login_with_wechat(client, wechat_api).headers["Location"] == "/auth/bind"
-    zh = page_of(client.get("/auth/bind"))
+    zh, token = bind_page(client)
     assert_chinese(zh, f"欢迎你，{NICKNAME}", "这个微信还没有绑定本站账号。", "绑定已有账号",
                    "用户名", "密码", "绑定并登录", "用这个微信创建新账号", "微信：绑定账号")
     assert "Bind to my existing account" not in zh
-    token = find_tags(zh, "input")[0]["value"]
     wrong = client.post("/auth/bind", data={"csrf_token": token, "action": "bind",
                                             "username": "alice", "password": "wrong"})
     assert wrong.status_code == 400
@@ -181,7 +182,7 @@ def test_binding_block_message_in_chinese(make_app: t.Any, wechat_api: t.Any) ->
                    WECHAT_QR_BIND_BLOCK_SECONDS=60)
     client = browser(app, ZH)
     login_with_wechat(client, wechat_api)
-    token = find_tags(page_of(client.get("/auth/bind")), "input")[0]["value"]
+    _page, token = bind_page(client)
     form = {"csrf_token": token, "action": "bind", "username": "x", "password": "y"}
     client.post("/auth/bind", data=form)
     blocked = client.post("/auth/bind", data=form)
@@ -482,7 +483,7 @@ def test_whole_sandbox_login_in_chinese(sandbox_app: Flask) -> None:
     assert "使用微信扫一扫登录" in page
     browser(sandbox_app, ZH).post(f"{SBX}/connect/confirm/{uuid}",
                                   data={"action": "allow", "person": "zhangsan"})
-    redirect = client.get(f"{SBX}/connect/l/qrconnect", query_string={"uuid": uuid}).json
+    redirect = poll(client, uuid)
     target = urlsplit(redirect["redirect"])
     done = client.get(target.path, query_string=target.query)
     assert done.status_code == 302

@@ -8,15 +8,21 @@ HTTP is what the host's callback sends to WeChat's API: exactly what is counted.
 
 from __future__ import annotations
 
-import re
 import threading
 import typing as t
 from urllib.parse import urlsplit
 
 import pytest
 from flask import Flask
-from support import Database, dispose_engines, logged_in_user_id
-from werkzeug.serving import make_server
+from support import (
+    Database,
+    LiveServer,
+    answer,
+    dispose_engines,
+    logged_in_user_id,
+    open_qr_page,
+    poll,
+)
 
 from flask_wechat_qr.sandbox import SandboxApp, create_sandbox_app
 from flask_wechat_qr.sandbox.server import KeepAliveHandler
@@ -36,9 +42,11 @@ class QuietKeepAliveHandler(KeepAliveHandler):
         return None
 
 
-class CountingWeChat:
+class CountingWeChat(LiveServer):
     """The sandbox on 127.0.0.1 behind a keep-alive server that counts connections and
     API calls (real HTTP only)."""
+
+    join_timeout = WAIT
 
     def __init__(self, database_uri: str) -> None:
         self.sandbox = create_sandbox_app(
@@ -55,11 +63,8 @@ class CountingWeChat:
             with counter.lock:
                 counter.connections += 1
 
-        self.server = make_server("127.0.0.1", 0, self._count_calls, threaded=True,
-                                  request_handler=QuietKeepAliveHandler)
+        super().__init__(self._count_calls, request_handler=QuietKeepAliveHandler)
         self.server.on_connection = count  # type: ignore[attr-defined]
-        self.base = f"http://127.0.0.1:{self.server.server_port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def _count_calls(self, environ: dict[str, t.Any], start_response: t.Any) -> t.Any:
         path = environ.get("PATH_INFO", "")
@@ -76,14 +81,8 @@ class CountingWeChat:
         with self.lock:
             return self.connections, len(self.api_calls)
 
-    def __enter__(self) -> CountingWeChat:
-        self.thread.start()
-        return self
-
     def __exit__(self, *exc: t.Any) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=WAIT)
+        super().__exit__(*exc)
         dispose_engines(self.sandbox)
 
 
@@ -95,7 +94,7 @@ def wechat(database: Database) -> t.Iterator[CountingWeChat]:
 
 def _host(make_app: t.Callable[..., Flask], wechat: CountingWeChat, **config: t.Any) -> Flask:
     return make_app(WECHAT_QR_APP_ID=APP_ID, WECHAT_QR_APP_SECRET=APP_SECRET,
-                    WECHAT_QR_OPEN_BASE_URL=wechat.base, WECHAT_QR_API_BASE_URL=wechat.base,
+                    WECHAT_QR_OPEN_BASE_URL=wechat.url, WECHAT_QR_API_BASE_URL=wechat.url,
                     **config)
 
 
@@ -115,17 +114,12 @@ class Login:
 
     def until_callback(self) -> str:
         """Login, QR page, scan and allow, poll: the callback path WeChat redirects to."""
-        location = self.browser.get("/auth/wechat/login").headers["Location"]
-        assert location.startswith(self.wechat.base + "/connect/qrconnect?")
         phone = self.wechat.sandbox.test_client()
-        page = phone.get(location[len(self.wechat.base):].split("#")[0])
-        assert page.status_code == 200, page.get_data(as_text=True)
-        uuid = re.search(r'data-uuid="([^"]+)"', page.get_data(as_text=True)).group(1)
-        phone.get(f"/connect/confirm/{uuid}")
-        confirmed = phone.post(f"/connect/confirm/{uuid}",
-                               data={"action": "allow", **self.person})
+        uuid, _state = open_qr_page(self.browser, prefix="", base=self.wechat.url,
+                                    sandbox_client=phone)
+        confirmed = answer(phone, uuid, prefix="", action="allow", **self.person)
         assert confirmed.status_code == 200, confirmed.get_data(as_text=True)
-        redirect = phone.get("/connect/l/qrconnect", query_string={"uuid": uuid}).json
+        redirect = poll(phone, uuid, prefix="")
         assert redirect["status"] == "confirmed", redirect
         parts = urlsplit(redirect["redirect"])
         assert parts.hostname == "localhost" and parts.path == "/auth/wechat/callback"

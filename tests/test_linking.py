@@ -3,7 +3,6 @@ and the same new identity arriving twice at once; all through the real routes.""
 
 from __future__ import annotations
 
-import contextlib
 import re
 import threading
 import typing as t
@@ -12,44 +11,41 @@ from urllib.parse import parse_qs, urlsplit
 
 import flask_login
 import pytest
-from flask import render_template_string
 from support import (
     APP_ID,
-    APP_SECRET,
     AVATAR,
     NICKNAME,
     OPEN,
     OPENID,
+    OPENID_2,
+    OPENID_B,
+    TOKEN_PATH,
     UNIONID,
+    UNIONID_2,
+    USERINFO_PATH,
     add_user,
     all_identities,
     all_users,
     api_paths,
-    find_tags,
+    csrf_token_of,
+    error_name,
     finish_login,
     link_identity,
+    log_in,
     logged_in_user_id,
     login_with_wechat,
+    recording,
     start_login,
+    two_connections,
+    with_csrf_token_route,
 )
 
-from flask_wechat_qr import signals
 from flask_wechat_qr.adapter import AccountAdapter
-
-TOKEN_PATH = "/sns/oauth2/access_token"
-USERINFO_PATH = "/sns/userinfo"
-
-APP_ID_B = "wx0b0b0b0b0b0b0b0b"
-OPENID_B = "oBBBBVwAJ9GEXlplngwybJ3Z-ZHr"
-OPENID_2 = "ohS-VwBBBBBBlplngwybJ3Z-ZHr2"
-UNIONID_2 = "ohHrhwBBBBBBunEW0eKTS45vS5Q2"
 
 
 def host_app(make_app: t.Callable[..., t.Any], **config: t.Any) -> t.Any:
     """The test host plus what an account page needs: a CSRF token and a logout."""
-    app = make_app(**config)
-    app.add_url_rule("/token", "token",
-                     lambda: render_template_string("{{ wechat_qr_csrf_token() }}"))
+    app = with_csrf_token_route(make_app(**config))
 
     def logout() -> str:
         flask_login.logout_user()
@@ -57,28 +53,6 @@ def host_app(make_app: t.Callable[..., t.Any], **config: t.Any) -> t.Any:
 
     app.add_url_rule("/logout", "logout", logout)
     return app
-
-
-def two_connections(**extra: t.Any) -> dict[str, t.Any]:
-    """Two website apps of one WeChat Open Platform account (one unionid per person)."""
-    return {"WECHAT_QR_CONNECTIONS": [
-        {"connection": "wechat", "app_id": APP_ID, "app_secret": APP_SECRET, **extra},
-        {"connection": "wechat-b", "display_name": "WeChat (B)", "app_id": APP_ID_B,
-         "app_secret": "another-secret-for-app-b", **extra},
-    ]}
-
-
-def log_in(client: t.Any, user_id: int) -> None:
-    """Log in as the host's own login form would (Flask-Login's session keys)."""
-    with client.session_transaction() as sess:
-        sess["_user_id"] = str(user_id)
-        sess["_fresh"] = True
-
-
-def csrf(client: t.Any) -> str:
-    resp = client.get("/token")
-    assert resp.status_code == 200
-    return resp.get_data(as_text=True)
 
 
 def start_link(client: t.Any, connection: str = "wechat", **params: t.Any) -> str:
@@ -99,32 +73,8 @@ def scan(api: t.Any, client: t.Any, state: str, *, openid: str = OPENID,
     return finish_login(client, state, connection=connection)
 
 
-def error_name(resp: t.Any) -> str | None:
-    boxes = [tag for tag in find_tags(resp.get_data(as_text=True), "div")
-             if tag.get("data-error")]
-    return boxes[0]["data-error"] if boxes else None
-
-
 def rows(app: t.Any) -> list[tuple[str, str, str]]:
     return [(i.connection, i.openid, i.user_id) for i in all_identities(app)]
-
-
-@contextlib.contextmanager
-def recording(app: t.Any, *names: str) -> t.Iterator[list[tuple[str, dict[str, t.Any]]]]:
-    """Every send of the named signals by ``app``: ``(name, kwargs)``; rows are read while
-    the request is alive into ``user_id`` / ``openid``."""
-    events: list[tuple[str, dict[str, t.Any]]] = []
-    with contextlib.ExitStack() as stack:
-        for name in names:
-            def receiver(sender: t.Any, _name: str = name, **kwargs: t.Any) -> None:
-                if kwargs.get("user") is not None:
-                    kwargs["user_id"] = kwargs["user"].id
-                if kwargs.get("identity") is not None:
-                    kwargs["openid"] = kwargs["identity"].openid
-                events.append((_name, kwargs))
-
-            stack.enter_context(getattr(signals, name).connected_to(receiver, sender=app))
-        yield events
 
 
 # --- link ---------------------------------------------------------------------------------
@@ -366,7 +316,7 @@ def test_unlink_removes_the_identity(make_app: t.Any, wechat_api: t.Any) -> None
     log_in(client, alice)
     with recording(app, "identity_unlinked", "identity_linked") as events:
         resp = client.post("/auth/wechat/unlink",
-                           data={"csrf_token": csrf(client), "next": "/account"})
+                           data={"csrf_token": csrf_token_of(client), "next": "/account"})
     assert resp.status_code == 302
     assert resp.headers["Location"] == "/account"
     assert all_identities(app) == []
@@ -390,7 +340,7 @@ def test_unlink_lands_on_the_post_login_url_without_a_local_next(make_app: t.Any
     client = app.test_client()
     log_in(client, alice)
     resp = client.post("/auth/wechat/unlink",
-                       data={"csrf_token": csrf(client), "next": "https://evil.example/"})
+                       data={"csrf_token": csrf_token_of(client), "next": "https://evil.example/"})
     assert resp.status_code == 302
     assert resp.headers["Location"] == "/"
 
@@ -402,7 +352,7 @@ def test_unlink_needs_the_csrf_token(make_app: t.Any, token: str | None) -> None
     link_identity(app, alice)
     client = app.test_client()
     log_in(client, alice)
-    csrf(client)  # the session has a token; the request does not carry it
+    csrf_token_of(client)  # the session has a token; the request does not carry it
     data = {} if token is None else {"csrf_token": token}
     with recording(app, "identity_unlinked") as events:
         resp = client.post("/auth/wechat/unlink", data=data)
@@ -419,8 +369,8 @@ def test_unlink_with_a_token_of_another_session_is_refused(make_app: t.Any) -> N
     attacker = app.test_client()
     client = app.test_client()
     log_in(client, alice)
-    csrf(client)
-    resp = client.post("/auth/wechat/unlink", data={"csrf_token": csrf(attacker)})
+    csrf_token_of(client)
+    resp = client.post("/auth/wechat/unlink", data={"csrf_token": csrf_token_of(attacker)})
     assert resp.status_code == 400
     assert rows(app) == [("wechat", OPENID, str(alice))]
 
@@ -442,7 +392,7 @@ def test_unlinking_the_last_way_in_is_refused(make_app: t.Any, wechat_api: t.Any
     (user,) = all_users(app)
     assert user.password_hash is None
     with recording(app, "identity_unlinked") as events:
-        resp = client.post("/auth/wechat/unlink", data={"csrf_token": csrf(client)})
+        resp = client.post("/auth/wechat/unlink", data={"csrf_token": csrf_token_of(client)})
     assert resp.status_code == 409
     assert error_name(resp) == "LastLoginMethod"
     assert "only way to log in" in resp.get_data(as_text=True)
@@ -461,7 +411,7 @@ def test_unlink_with_a_password_works(make_app: t.Any, wechat_api: t.Any) -> Non
 
         app.db.session.get(app.User, user.id).password_hash = generate_password_hash("pw")
         app.db.session.commit()
-    resp = client.post("/auth/wechat/unlink", data={"csrf_token": csrf(client)})
+    resp = client.post("/auth/wechat/unlink", data={"csrf_token": csrf_token_of(client)})
     assert resp.status_code == 302
     assert all_identities(app) == []
 
@@ -476,11 +426,11 @@ def test_unlink_with_another_identity_works(make_app: t.Any, wechat_api: t.Any) 
                 connection="wechat-b").status_code == 302
     assert rows(app) == [("wechat", OPENID, str(user.id)), ("wechat-b", OPENID_B, str(user.id))]
 
-    resp = client.post("/auth/wechat/unlink", data={"csrf_token": csrf(client)})
+    resp = client.post("/auth/wechat/unlink", data={"csrf_token": csrf_token_of(client)})
     assert resp.status_code == 302
     assert rows(app) == [("wechat-b", OPENID_B, str(user.id))]
     # Now B is the last way in.
-    resp = client.post("/auth/wechat-b/unlink", data={"csrf_token": csrf(client)})
+    resp = client.post("/auth/wechat-b/unlink", data={"csrf_token": csrf_token_of(client)})
     assert resp.status_code == 409
     assert rows(app) == [("wechat-b", OPENID_B, str(user.id))]
 
@@ -490,7 +440,7 @@ def test_unlink_needs_a_logged_in_user(make_app: t.Any) -> None:
     alice = add_user(app, username="alice", password="pw")
     link_identity(app, alice)
     client = app.test_client()
-    resp = client.post("/auth/wechat/unlink", data={"csrf_token": csrf(client)})
+    resp = client.post("/auth/wechat/unlink", data={"csrf_token": csrf_token_of(client)})
     assert resp.status_code == 401
     assert error_name(resp) == "NotLoggedIn"
     assert len(all_identities(app)) == 1
@@ -502,7 +452,7 @@ def test_unlink_without_an_identity_is_404(make_app: t.Any) -> None:
     link_identity(app, alice, connection="wechat-b", openid=OPENID_B)
     client = app.test_client()
     log_in(client, alice)
-    resp = client.post("/auth/wechat/unlink", data={"csrf_token": csrf(client)})
+    resp = client.post("/auth/wechat/unlink", data={"csrf_token": csrf_token_of(client)})
     assert resp.status_code == 404
     assert error_name(resp) == "NotLinked"
     assert rows(app) == [("wechat-b", OPENID_B, str(alice))]
@@ -514,7 +464,7 @@ def test_unlink_on_an_unknown_connection_is_404(make_app: t.Any) -> None:
     link_identity(app, alice)
     client = app.test_client()
     log_in(client, alice)
-    resp = client.post("/auth/nope/unlink", data={"csrf_token": csrf(client)})
+    resp = client.post("/auth/nope/unlink", data={"csrf_token": csrf_token_of(client)})
     assert resp.status_code == 404
     assert error_name(resp) == "UnknownConnection"
     assert len(all_identities(app)) == 1
@@ -529,7 +479,7 @@ def test_unlink_only_removes_the_own_identity(make_app: t.Any) -> None:
     client = app.test_client()
     log_in(client, alice)
     assert client.post("/auth/wechat/unlink",
-                       data={"csrf_token": csrf(client)}).status_code == 302
+                       data={"csrf_token": csrf_token_of(client)}).status_code == 302
     assert rows(app) == [("wechat", OPENID, str(bob))]
 
 
@@ -685,7 +635,7 @@ def test_unlink_works_with_flask_wtf_csrf_protect(make_app: t.Any) -> None:
     link_identity(app, alice)
     client = app.test_client()
     log_in(client, alice)
-    token = csrf(client)
+    token = csrf_token_of(client)
     assert client.post("/auth/wechat/unlink", data={}).status_code == 400
     assert len(all_identities(app)) == 1
     assert client.post("/auth/wechat/unlink", data={"csrf_token": token}).status_code == 302

@@ -31,17 +31,9 @@ SANDBOX_TABLES = {"wechat_qr_sandbox_qr", "wechat_qr_sandbox_person",
                   "wechat_qr_sandbox_code", "wechat_qr_sandbox_token"}
 
 
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: t.Any) -> None:
-    """No variable of the developer's shell reaches the example app; no instance folder in
-    the repository."""
-    for name in list(os.environ):
-        if name.startswith("WECHAT_QR_TEST_"):
-            continue
-        if name.startswith("WECHAT_QR_") or name in ("SECRET_KEY", "DATABASE_URL"):
-            monkeypatch.delenv(name)
-    instance = str(tmp_path / "instance")
-    monkeypatch.setattr(Flask, "auto_find_instance_path", lambda self: instance)
+#: No variable of the developer's shell reaches the example app; no instance folder in the
+#: repository.
+pytestmark = pytest.mark.usefixtures("example_app_env")
 
 
 def make_host(url: str, root: t.Any) -> Flask:

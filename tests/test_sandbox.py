@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 import logging
 import re
-import threading
 import typing as t
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from flask import Flask
-from support import Database, dispose_engines
-from werkzeug.serving import make_server
+from support import SANDBOX_PREFIX as SBX
+from support import Database, LiveServer, answer, open_qr_page, poll
 
 from flask_wechat_qr.sandbox import SandboxApp, create_sandbox_app
 from flask_wechat_qr.sandbox import views as sandbox_views
@@ -21,35 +20,11 @@ from flask_wechat_qr.sandbox.qr import qr_svg
 from flask_wechat_qr.sandbox.users import openid_for, unionid_for
 from flask_wechat_qr.settings import SANDBOX_APP_ID, SANDBOX_APP_SECRET
 
-SBX = "/wechat-sandbox"
-
 
 @pytest.fixture
 def sandbox_app(make_app: t.Callable[..., Flask]) -> Flask:
     return make_app(WECHAT_QR_SANDBOX=True, WECHAT_QR_APP_ID=None, WECHAT_QR_APP_SECRET=None,
                     WECHAT_QR_DISPLAY_NAME="WeChat", WECHAT_QR_SANDBOX_APP_NAME="Demo site")
-
-
-def open_qr_page(client: t.Any, next_url: str | None = None) -> tuple[str, str]:
-    """Start a login and load the sandbox QR page; return (uuid, state)."""
-    resp = client.get("/auth/wechat/login", query_string={"next": next_url} if next_url else {})
-    location = resp.headers["Location"]
-    assert location.startswith(f"http://localhost{SBX}/connect/qrconnect?")
-    assert location.endswith("#wechat_redirect")
-    page = client.get(location.split("localhost", 1)[1].split("#")[0])
-    assert page.status_code == 200
-    uuid = re.search(r'data-uuid="([^"]+)"', page.get_data(as_text=True)).group(1)
-    state = parse_qs(urlsplit(location).query)["state"][0]
-    return uuid, state
-
-
-def poll(client: t.Any, uuid: str) -> dict[str, t.Any]:
-    return client.get(f"{SBX}/connect/l/qrconnect", query_string={"uuid": uuid}).json
-
-
-def answer(phone: t.Any, uuid: str, prefix: str = SBX, **form: str) -> t.Any:
-    phone.get(f"{prefix}/connect/confirm/{uuid}")
-    return phone.post(f"{prefix}/connect/confirm/{uuid}", data=form)
 
 
 def api(client: t.Any, path: str, **params: str) -> tuple[t.Any, dict[str, t.Any]]:
@@ -319,9 +294,7 @@ def test_two_connections_share_unionid_in_the_sandbox(make_app: t.Callable[..., 
     users = []
     for connection in ("web", "shop"):
         client, phone = app.test_client(), app.test_client()
-        location = client.get(f"/auth/{connection}/login").headers["Location"]
-        page = client.get(location.split("localhost", 1)[1].split("#")[0]).get_data(as_text=True)
-        uuid = re.search(r'data-uuid="([^"]+)"', page).group(1)
+        uuid, _ = open_qr_page(client, login_path=f"/auth/{connection}/login")
         answer(phone, uuid, action="allow", person="lisi")
         client.get(poll(client, uuid)["redirect"].split("localhost", 1)[1])
         users.append(client.get("/").get_data(as_text=True))
@@ -341,23 +314,15 @@ def test_standalone_sandbox_over_real_http(
     sandbox = create_sandbox_app(
         [SandboxApp("wxstandalone000001", "standalone-secret", "Standalone", "localhost")],
         database_uri=database.url("sandbox"))
-    server = make_server("127.0.0.1", 0, sandbox, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{server.server_port}"
-    try:
+    with LiveServer(sandbox) as server:
         app = make_app(WECHAT_QR_APP_ID="wxstandalone000001",
                        WECHAT_QR_APP_SECRET="standalone-secret",
-                       WECHAT_QR_OPEN_BASE_URL=base, WECHAT_QR_API_BASE_URL=base)
+                       WECHAT_QR_OPEN_BASE_URL=server.url, WECHAT_QR_API_BASE_URL=server.url)
         client = app.test_client()
-        location = client.get("/auth/wechat/login").headers["Location"]
-        assert location.startswith(base + "/connect/qrconnect?")
         sandbox_client = sandbox.test_client()
-        page = sandbox_client.get(location[len(base):].split("#")[0]).get_data(as_text=True)
-        uuid = re.search(r'data-uuid="([^"]+)"', page).group(1)
+        uuid, _ = open_qr_page(client, prefix="", base=server.url, sandbox_client=sandbox_client)
         answer(sandbox_client, uuid, prefix="", action="allow", person="xiaohua")
-        redirect = sandbox_client.get("/connect/l/qrconnect",
-                                      query_string={"uuid": uuid}).json["redirect"]
+        redirect = poll(sandbox_client, uuid, prefix="")["redirect"]
         code = parse_qs(urlsplit(redirect).query)["code"][0]
         with caplog.at_level(logging.DEBUG):
             resp = client.get(redirect.split("localhost", 1)[1])
@@ -367,8 +332,3 @@ def test_standalone_sandbox_over_real_http(
         assert "/sns/oauth2/access_token?appid=wxstandalone000001&secret=[redacted]" in logged
         assert "standalone-secret" not in logged and code not in logged
         assert "access_token=[redacted]" in logged
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
-        dispose_engines(sandbox)

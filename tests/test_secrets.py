@@ -17,7 +17,6 @@ import re
 import socket
 import subprocess
 import sys
-import threading
 import time
 import traceback
 import typing as t
@@ -28,7 +27,7 @@ import pytest
 import requests
 import responses
 import sqlalchemy as sa
-from flask import Flask, render_template_string
+from flask import Flask
 from flask.testing import FlaskClient
 from support import (
     ACCESS_TOKEN,
@@ -37,22 +36,29 @@ from support import (
     CODE,
     OPENID,
     REFRESH_TOKEN,
+    TOKEN_PATH,
     UNIONID,
+    USERINFO_PATH,
     Database,
+    FakeWeChat,
+    LiveServer,
     add_user,
-    dispose_engines,
+    answer,
+    csrf_token_of,
+    finish_login,
     free_port,
     link_identity,
+    log_in,
+    logged_in_user_id,
+    open_qr_page,
+    poll,
+    with_csrf_token_route,
 )
-from werkzeug.serving import make_server
-from werkzeug.wrappers import Request, Response
+from support import SANDBOX_PREFIX as SBX
 
 from flask_wechat_qr import signals
 from flask_wechat_qr.sandbox import SandboxApp, create_sandbox_app
 
-TOKEN_PATH = "/sns/oauth2/access_token"
-USERINFO_PATH = "/sns/userinfo"
-SBX = "/wechat-sandbox"
 LOGGERS = ("", "urllib3", "werkzeug", "flask_wechat_qr")
 
 
@@ -205,27 +211,6 @@ def state_of(resp: t.Any) -> str:
     return parse_qs(urlsplit(resp.headers["Location"]).query)["state"][0]
 
 
-def callback(client: t.Any, state: str, code: str = CODE) -> t.Any:
-    return client.get("/auth/wechat/callback", query_string={"code": code, "state": state})
-
-
-def with_token_route(app: Flask) -> Flask:
-    app.add_url_rule("/token", "token",
-                     lambda: render_template_string("{{ wechat_qr_csrf_token() }}"))
-    return app
-
-
-def log_in(client: t.Any, user_id: int) -> None:
-    with client.session_transaction() as sess:
-        sess["_user_id"] = str(user_id)
-        sess["_fresh"] = True
-
-
-def logged_in(client: t.Any) -> str | None:
-    with client.session_transaction() as sess:
-        return sess.get("_user_id")
-
-
 # --- flows against WeChat's API (mocked with its real answer shapes) ----------------------
 
 
@@ -237,7 +222,7 @@ def test_a_successful_login_leaks_nothing(make_app: t.Callable[..., Flask], wech
     wechat_api.token()
     wechat_api.userinfo()
     state = state_of(client.get("/auth/wechat/login", query_string={"next": "/account"}))
-    resp = callback(client, state)
+    resp = finish_login(client, state)
     assert (resp.status_code, resp.headers["Location"]) == (302, "/account")
     assert client.get("/").get_data(as_text=True).startswith("logged in as 1")
     client.get("/auth/wechat/qr")
@@ -265,10 +250,10 @@ def test_every_wechat_error_page_leaks_nothing(
     else:
         wechat_api.token()
         wechat_api.error(USERINFO_PATH, errcode, errmsg)
-    resp = callback(client, state_of(client.get("/auth/wechat/login")))
+    resp = finish_login(client, state_of(client.get("/auth/wechat/login")))
     assert 400 <= resp.status_code < 600 and resp.status_code != 500
     assert f'data-errcode="{errcode}"' in resp.get_data(as_text=True)
-    assert witness.errors and logged_in(client) is None
+    assert witness.errors and logged_in_user_id(client) is None
     assert any(r.name == "flask_wechat_qr" for r in witness.records)  # the capture works
     witness.assert_no_secret_anywhere()
     witness.assert_login_pages_are_not_stored()
@@ -290,7 +275,7 @@ def test_a_timeout_leaks_nothing_even_when_the_error_names_the_url(
             "api.weixin.qq.com timed out. (connect timeout=5.0)'))")
 
     wechat_api.mock.add_callback(responses.GET, API + TOKEN_PATH, callback=time_out)
-    resp = callback(client, state_of(client.get("/auth/wechat/login")))
+    resp = finish_login(client, state_of(client.get("/auth/wechat/login")))
     assert resp.status_code == 504
     assert any(APP_SECRET in str(error.__context__) for error in witness.errors), \
         "the test should have put the secret into the transport error"
@@ -314,15 +299,15 @@ def test_a_cancelled_login_leaks_nothing(make_app: t.Callable[..., Flask], wecha
 def test_ask_binding_leaks_nothing(make_app: t.Callable[..., Flask], wechat_api: t.Any,
                                    witness: Witness, choice: str) -> None:
     known_secrets(witness)
-    app = witness.watch(with_token_route(make_app(WECHAT_QR_ASSOCIATION="ask_binding")))
+    app = witness.watch(with_csrf_token_route(make_app(WECHAT_QR_ASSOCIATION="ask_binding")))
     add_user(app, username="alice", password="correct horse")
     client = app.test_client()
     wechat_api.token()
     wechat_api.userinfo()
-    resp = callback(client, state_of(client.get("/auth/wechat/login")))
+    resp = finish_login(client, state_of(client.get("/auth/wechat/login")))
     assert resp.headers["Location"] == "/auth/bind"
     assert client.get("/auth/bind").status_code == 200
-    token = client.get("/token").get_data(as_text=True)
+    token = csrf_token_of(client)
     if choice == "create":
         resp = client.post("/auth/bind", data={"csrf_token": token, "action": "create"})
     else:
@@ -334,7 +319,7 @@ def test_ask_binding_leaks_nothing(make_app: t.Callable[..., Flask], wechat_api:
             "csrf_token": token, "action": "bind", "username": "alice",
             "password": "correct horse"})
     assert resp.status_code == 302
-    assert logged_in(client) is not None
+    assert logged_in_user_id(client) is not None
     witness.assert_no_secret_anywhere()
     witness.assert_session_cookies_are_guarded()
     witness.assert_login_pages_are_not_stored()
@@ -345,16 +330,16 @@ def test_link_and_unlink_leak_nothing(make_app: t.Callable[..., Flask], wechat_a
     known_secrets(witness)
     second_code = "061Zx2Ga1wHdFQ0N8DGa1qXbXe2Zx2GY"
     witness.secret("authorization code", second_code)
-    app = witness.watch(with_token_route(make_app()))
+    app = witness.watch(with_csrf_token_route(make_app()))
     user_id = add_user(app, username="alice", password="correct horse")
     client = app.test_client()
     log_in(client, user_id)
     wechat_api.token()
     wechat_api.userinfo()
     state = state_of(client.get("/auth/wechat/link", query_string={"next": "/account"}))
-    resp = callback(client, state, code=second_code)
+    resp = finish_login(client, state, code=second_code)
     assert (resp.status_code, resp.headers["Location"]) == (302, "/account")
-    token = client.get("/token").get_data(as_text=True)
+    token = csrf_token_of(client)
     resp = client.post("/auth/wechat/unlink", data={"csrf_token": token, "next": "/account"})
     assert (resp.status_code, resp.headers["Location"]) == (302, "/account")
     witness.assert_no_secret_anywhere()
@@ -362,33 +347,6 @@ def test_link_and_unlink_leak_nothing(make_app: t.Callable[..., Flask], wechat_a
 
 
 # --- over real sockets: urllib3 and the servers' access logs at DEBUG ----------------------
-
-
-class SlowWeChat:
-    """A loopback server that answers far later than the client waits."""
-
-    def __init__(self) -> None:
-        self.release = threading.Event()
-        self.server = make_server("127.0.0.1", 0, self.app, threaded=True)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @Request.application  # type: ignore[misc]
-    def app(self, request: Request) -> Response:
-        self.release.wait(timeout=10)
-        return Response('{"errcode":40029,"errmsg":"invalid code"}', content_type="text/plain")
-
-    def __enter__(self) -> SlowWeChat:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: t.Any) -> None:
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=10)
-
-
 
 
 @pytest.mark.parametrize("fault", ["timeout", "refused"])
@@ -402,10 +360,10 @@ def test_real_timeouts_and_refusals_leak_nothing(
         app = witness.watch(make_app(WECHAT_QR_API_BASE_URL=api_base,
                                      WECHAT_QR_HTTP_TIMEOUT=0.5))
         client = app.test_client()
-        return callback(client, state_of(client.get("/auth/wechat/login")))
+        return finish_login(client, state_of(client.get("/auth/wechat/login")))
 
     if fault == "timeout":
-        with SlowWeChat() as wechat:
+        with FakeWeChat("slow") as wechat:
             resp = run(wechat.url)
         assert resp.status_code == 504
         access_log = [r.getMessage() for r in witness.records if r.name == "werkzeug"]
@@ -439,17 +397,14 @@ def test_a_sandbox_login_in_process_leaks_nothing(make_app: t.Callable[..., Flas
     app = witness.watch(make_app(WECHAT_QR_SANDBOX=True, WECHAT_QR_APP_ID="wxsandboxsecrets01",
                                  WECHAT_QR_APP_SECRET=secret))
     client, phone = app.test_client(), app.test_client()
-    location = client.get("/auth/wechat/login").headers["Location"]
-    page = client.get(location.split("localhost", 1)[1].split("#")[0]).get_data(as_text=True)
-    uuid = re.search(r'data-uuid="([^"]+)"', page).group(1)  # type: ignore[union-attr]
-    phone.get(f"{SBX}/connect/confirm/{uuid}")
-    phone.post(f"{SBX}/connect/confirm/{uuid}", data={"action": "allow", "person": "zhangsan"})
-    redirect = client.get(f"{SBX}/connect/l/qrconnect", query_string={"uuid": uuid}).json
+    uuid, _state = open_qr_page(client)
+    answer(phone, uuid, action="allow", person="zhangsan")
+    redirect = poll(client, uuid)
     code = parse_qs(urlsplit(redirect["redirect"]).query)["code"][0]
     witness.secret("authorization code", code)
     resp = client.get(redirect["redirect"].split("localhost", 1)[1])
     assert resp.status_code == 302
-    assert logged_in(client) is not None
+    assert logged_in_user_id(client) is not None
     with app.app_context():
         tokens = _sandbox_tokens(app.db.engine)  # type: ignore[attr-defined]
     assert tokens
@@ -484,11 +439,8 @@ def test_the_standalone_sandbox_over_real_http_leaks_nothing(
     sandbox = create_sandbox_app(
         [SandboxApp("wxstandalone000001", secret, "Standalone", "localhost")],
         database_uri=database.url("sandbox"))
-    server = make_server("127.0.0.1", 0, sandbox, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{server.server_port}"
-    try:
+    with LiveServer(sandbox) as server:
+        base = server.url
         app = witness.watch(make_app(
             WECHAT_QR_APP_ID="wxstandalone000001", WECHAT_QR_APP_SECRET=secret,
             WECHAT_QR_OPEN_BASE_URL=base, WECHAT_QR_API_BASE_URL=base))
@@ -498,14 +450,9 @@ def test_the_standalone_sandbox_over_real_http_leaks_nothing(
                                          client.get("/auth/wechat/login").headers["Location"])
         witness.secret("authorization code", parse_qs(urlsplit(redirect).query)["code"][0])
         assert client.get(redirect.split("localhost", 1)[1]).status_code == 302
-        assert logged_in(client) is not None
+        assert logged_in_user_id(client) is not None
         with sandbox.app_context():
             tokens = _sandbox_tokens(sandbox.extensions["sqlalchemy"].engine)
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
-        dispose_engines(sandbox)
     assert tokens, "the sandbox issued no token"
     for access, refresh in tokens:
         witness.secret("access token", access)
@@ -551,7 +498,7 @@ def test_the_sandbox_run_as_its_own_process_logs_no_secret(
                                          client.get("/auth/wechat/login").headers["Location"])
         witness.secret("authorization code", parse_qs(urlsplit(redirect).query)["code"][0])
         assert client.get(redirect.split("localhost", 1)[1]).status_code == 302
-        assert logged_in(client) is not None
+        assert logged_in_user_id(client) is not None
     finally:
         process.terminate()
         process.wait(timeout=10)
@@ -668,7 +615,7 @@ def test_the_session_cookie_is_secure_on_https_without_configuration(
 
 def test_every_page_of_the_blueprint_is_no_store(make_app: t.Callable[..., Flask],
                                                  wechat_api: t.Any) -> None:
-    app = with_token_route(make_app(WECHAT_QR_ASSOCIATION="ask_binding"))
+    app = with_csrf_token_route(make_app(WECHAT_QR_ASSOCIATION="ask_binding"))
     user_id = add_user(app, username="alice", password="correct horse")
     pages: list[tuple[str, t.Any]] = []
 
@@ -687,7 +634,7 @@ def test_every_page_of_the_blueprint_is_no_store(make_app: t.Callable[..., Flask
     state = state_of(visitor.get("/auth/wechat/login"))
     page("cancelled", visitor.get("/auth/wechat/callback", query_string={"state": state}))
     wechat_api.error(TOKEN_PATH, 40029, "invalid code")
-    page("WeChat error", callback(visitor, state_of(visitor.get("/auth/wechat/login"))))
+    page("WeChat error", finish_login(visitor, state_of(visitor.get("/auth/wechat/login"))))
     page("bind without a pending binding", visitor.get("/auth/bind"))
     page("link logged out", visitor.get("/auth/wechat/link"))
     page("unlink logged out", visitor.post("/auth/wechat/unlink"))
@@ -696,9 +643,9 @@ def test_every_page_of_the_blueprint_is_no_store(make_app: t.Callable[..., Flask
     wechat_api.token()
     wechat_api.userinfo()
     binder = app.test_client()
-    page("callback to bind", callback(binder, state_of(binder.get("/auth/wechat/login"))))
+    page("callback to bind", finish_login(binder, state_of(binder.get("/auth/wechat/login"))))
     page("bind page", binder.get("/auth/bind"))
-    token = binder.get("/token").get_data(as_text=True)
+    token = csrf_token_of(binder)
     page("bind, bad CSRF", binder.post("/auth/bind", data={"action": "bind"}))
     page("bind, wrong password", binder.post("/auth/bind", data={
         "csrf_token": token, "action": "bind", "username": "alice", "password": "x"}))
@@ -710,7 +657,7 @@ def test_every_page_of_the_blueprint_is_no_store(make_app: t.Callable[..., Flask
     member = app.test_client()
     log_in(member, user_id)
     page("link", member.get("/auth/wechat/link"))
-    token = member.get("/token").get_data(as_text=True)
+    token = csrf_token_of(member)
     page("unlink, bad CSRF", member.post("/auth/wechat/unlink", data={"csrf_token": "x"}))
     page("unlink", member.post("/auth/wechat/unlink", data={"csrf_token": token}))
     page("unlink, not linked", member.post("/auth/wechat/unlink", data={"csrf_token": token}))
@@ -718,7 +665,7 @@ def test_every_page_of_the_blueprint_is_no_store(make_app: t.Callable[..., Flask
     link_identity(app, other, openid=OPENID + "b", unionid=UNIONID + "b")
     lonely = app.test_client()
     log_in(lonely, other)
-    token = lonely.get("/token").get_data(as_text=True)
+    token = csrf_token_of(lonely)
     page("unlink, last way in", lonely.post("/auth/wechat/unlink", data={"csrf_token": token}))
 
     wechat_api.mock.reset()
@@ -744,10 +691,9 @@ def test_sandbox_answers_carrying_codes_and_tokens_are_no_store(
     location = client.get("/auth/wechat/login").headers["Location"]
     qr_page = client.get(location.split("localhost", 1)[1].split("#")[0])
     uuid = re.search(r'data-uuid="([^"]+)"', qr_page.get_data(as_text=True)).group(1)  # type: ignore
-    client.get(f"{SBX}/connect/confirm/{uuid}")
-    client.post(f"{SBX}/connect/confirm/{uuid}", data={"action": "allow", "person": "zhangsan"})
-    poll = client.get(f"{SBX}/connect/l/qrconnect", query_string={"uuid": uuid})
-    code = parse_qs(urlsplit(poll.json["redirect"]).query)["code"][0]
+    answer(client, uuid, action="allow", person="zhangsan")
+    polled = client.get(f"{SBX}/connect/l/qrconnect", query_string={"uuid": uuid})
+    code = parse_qs(urlsplit(polled.json["redirect"]).query)["code"][0]
     settings = app.extensions["wechat_qr"].settings.default_connection
     token = client.get(f"{SBX}{TOKEN_PATH}", query_string={
         "appid": settings.app_id, "secret": settings.app_secret, "code": code,
@@ -756,7 +702,7 @@ def test_sandbox_answers_carrying_codes_and_tokens_are_no_store(
     refreshed = client.get(f"{SBX}/sns/oauth2/refresh_token", query_string={
         "appid": settings.app_id, "grant_type": "refresh_token",
         "refresh_token": access["refresh_token"]})
-    for what, resp in [("QR page", qr_page), ("poll", poll), ("token", token),
+    for what, resp in [("QR page", qr_page), ("poll", polled), ("token", token),
                        ("refresh", refreshed)]:
         assert resp.headers.get("Cache-Control") == "no-store", what
     image = client.get(f"{SBX}/connect/qrcode/{uuid}.svg")

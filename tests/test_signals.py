@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from flask import Response, redirect
 from support import (
     OPENID,
+    TOKEN_PATH,
     UNIONID,
     all_users,
     finish_login,
@@ -18,8 +19,6 @@ from support import (
 
 from flask_wechat_qr import signals
 from flask_wechat_qr.errors import InvalidCode, LoginCancelled, StateError, UnknownConnection
-
-TOKEN_PATH = "/sns/oauth2/access_token"
 
 
 class Recorder:

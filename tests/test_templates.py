@@ -8,9 +8,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 from flask import render_template_string
-from support import APP_ID, APP_SECRET, find_tags, finish_login, start_login
-
-TOKEN_PATH = "/sns/oauth2/access_token"
+from support import APP_ID, APP_SECRET, TOKEN_PATH, find_tags, finish_login, start_login
 
 
 def _write_template(app: t.Any, name: str, text: str) -> None:

@@ -22,9 +22,11 @@ from support import (
     UNIONID,
     add_user,
     all_users,
+    bind_page,
     find_tags,
     finish_login,
     link_identity,
+    log_in,
     logged_in_user_id,
     login_with_wechat,
     make_test_app,
@@ -402,9 +404,7 @@ def test_ask_binding_delivers_after_the_choice(make_app: t.Any, wechat_api: t.An
     client = app.test_client()
     resp = login_with_wechat(client, wechat_api, state="after-bind", nonce="nb")
     assert resp.headers["Location"] == "/auth/bind"
-    page = client.get("/auth/bind").get_data(as_text=True)
-    csrf = next(tag["value"] for tag in find_tags(page, "input")
-                if tag.get("name") == "csrf_token")
+    _page, csrf = bind_page(client)
     wrong = client.post("/auth/bind", data={"action": "bind", "username": "li",
                                             "password": "nope", "csrf_token": csrf})
     assert wrong.status_code == 400
@@ -560,9 +560,7 @@ def test_refused_create_on_the_bind_page_is_posted_too(make_app: t.Any, wechat_a
     client = app.test_client()
     assert login_with_wechat(client, wechat_api, state="biz-4").headers["Location"] == \
         "/auth/bind"
-    page = client.get("/auth/bind").get_data(as_text=True)
-    csrf = next(tag["value"] for tag in find_tags(page, "input")
-                if tag.get("name") == "csrf_token")
+    _page, csrf = bind_page(client)
     post = form_post(client.post("/auth/bind", data={"action": "create",
                                                       "csrf_token": csrf}))
     assert post["fields"] == {"error": "account_not_linked",
@@ -585,8 +583,7 @@ def test_a_cancelled_link_is_not_posted_to_the_callback_url(make_app: t.Any,
     app = callback_app(make_app, pem)
     user_id = add_user(app, username="wang", password="correct horse")
     client = app.test_client()
-    with client.session_transaction() as sess:
-        sess["_user_id"] = str(user_id)
+    log_in(client, user_id)
     location = client.get("/auth/wechat/link").headers["Location"]
     state = re.search(r"[?&]state=([A-Za-z0-9]+)", location).group(1)
     page = client.get("/auth/wechat/callback", query_string={"state": state})

@@ -20,6 +20,8 @@ from support import (
     CODE,
     NICKNAME,
     REFRESH_TOKEN,
+    TOKEN_PATH,
+    USERINFO_PATH,
     all_identities,
     all_users,
     api_paths,
@@ -31,8 +33,6 @@ from support import (
 
 from flask_wechat_qr import views
 
-TOKEN_PATH = "/sns/oauth2/access_token"
-USERINFO_PATH = "/sns/userinfo"
 CALLBACK = "http://localhost/auth/wechat/callback"
 #: Things that must never reach a page, a redirect or a log line.
 SECRETS = (APP_SECRET, CODE, ACCESS_TOKEN, REFRESH_TOKEN)

@@ -5,52 +5,12 @@ Nothing a step needs may live in one process's memory."""
 from __future__ import annotations
 
 import contextlib
-import os
 import re
-import subprocess
-import sys
-import time
 import typing as t
 from pathlib import Path
 
 import requests
-from support import Database, free_port
-
-ROOT = Path(__file__).resolve().parent.parent
-CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
-
-
-
-
-@contextlib.contextmanager
-def gunicorn(env: dict[str, str], log: Path) -> t.Iterator[str]:
-    """The example app under gunicorn (one sync worker) on a free loopback port."""
-    port = free_port()
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "1",
-             "--graceful-timeout", "2", "example_app:create_app()"],
-            cwd=ROOT, env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
-            stdout=out, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            assert proc.poll() is None, log.read_text()
-            try:
-                requests.get(base + "/api/me", timeout=2)
-                break
-            except requests.ConnectionError:
-                assert time.monotonic() < deadline, "gunicorn did not start:\n" + log.read_text()
-                time.sleep(0.1)
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+from support import CSRF, Database, gunicorn, scan_and_allow
 
 
 @contextlib.contextmanager
@@ -64,21 +24,6 @@ def two_workers(database: Database, tmp_path: Path, **settings: str) -> t.Iterat
 def _on(base: str, url: str) -> str:
     """The same URL on another worker (same host, other port)."""
     return re.sub(r"^http://127\.0\.0\.1:\d+", base, url)
-
-
-def scan_and_allow(browser: requests.Session, phone_base: str, qr_page_url: str,
-                   person: str) -> dict[str, t.Any]:
-    page = browser.get(qr_page_url, timeout=5)
-    assert page.status_code == 200, page.text
-    uuid = re.search(r'data-uuid="([^"]+)"', page.text).group(1)
-    confirm = f"{phone_base}/wechat-sandbox/connect/confirm/{uuid}"
-    with requests.Session() as phone:
-        assert phone.get(confirm, timeout=5).status_code == 200
-        assert phone.post(confirm, data={"action": "allow", "person": person},
-                          timeout=5).status_code == 200
-    origin = re.match(r"^http://127\.0\.0\.1:\d+", qr_page_url).group(0)
-    return browser.get(f"{origin}/wechat-sandbox/connect/l/qrconnect",
-                       params={"uuid": uuid}, timeout=5).json()
 
 
 def test_login_starts_on_one_worker_and_finishes_on_the_other(

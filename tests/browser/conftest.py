@@ -12,12 +12,9 @@ import os
 import pathlib
 import re
 import shutil
-import threading
 import typing as t
 
 import pytest
-from support import dispose_engines
-from werkzeug.serving import make_server
 
 ARTIFACTS = pathlib.Path(__file__).resolve().parents[2] / "test-artifacts"
 CHROMIUM_ARGS = [
@@ -77,22 +74,3 @@ def page(browser: t.Any, request: pytest.FixtureRequest) -> t.Iterator[t.Any]:
             page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
         finally:
             context.close()
-
-
-class LiveServer:
-    """A WSGI app on a real socket, in a thread (threaded: the page polls while it loads)."""
-
-    def __init__(self, app: t.Any) -> None:
-        self.server = make_server("127.0.0.1", 0, app, threaded=True)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> LiveServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: t.Any) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=10)
-        dispose_engines(self.server.app)

@@ -5,11 +5,9 @@ from __future__ import annotations
 import typing as t
 
 import pytest
-from support import Database
+from support import Database, LiveServer
 
 from example_app import create_app
-
-from .conftest import LiveServer
 
 pytestmark = pytest.mark.browser
 
