@@ -125,8 +125,10 @@ class AssociationPolicy:
         token: WeChatToken,
         fetch_profile: t.Callable[[], WeChatProfile],
         user: t.Any,
+        before_commit: t.Callable[[Resolution], None] | None = None,
     ) -> Resolution:
-        """Link a WeChat account to the logged-in ``user`` (from the account page)."""
+        """Link a WeChat account to the logged-in ``user`` (from the account page);
+        ``before_commit`` as for :meth:`resolve`."""
 
         def link_once(profile_of: t.Callable[[], WeChatProfile]) -> Resolution:
             linked = self.linked_user(connection.identifier, token.openid)
@@ -140,7 +142,7 @@ class AssociationPolicy:
                               identity=self.attach(connection, user, token.openid, profile,
                                                    token.unionid))
 
-        return self.run_in_transaction(link_once, fetch_profile)
+        return self.run_in_transaction(link_once, fetch_profile, before_commit)
 
     def attach(
         self,
@@ -212,6 +214,8 @@ class AssociationPolicy:
             try:
                 resolution = work(fetch_profile)
                 if before_commit is not None:
+                    # A race on the identity shows here, retried, not in the caller's rows.
+                    self.db.session.flush()
                     before_commit(resolution)
                 self.db.session.commit()
                 return resolution

@@ -40,8 +40,12 @@ class PendingBindings:
         self.settings = settings
 
     def start(self, connection: ConnectionSettings, token: WeChatToken,
-              profile: WeChatProfile, next_url: str | None) -> str:
-        """Park the identity; returns the pending binding's id (for the session only)."""
+              profile: WeChatProfile, next_url: str | None,
+              before_commit: t.Callable[[str], None] | None = None) -> str:
+        """Park the identity; returns the pending binding's id (for the session only).
+
+        ``before_commit(binding_id)`` writes the caller's own rows in the same transaction
+        (the use of the login's state): rolled back with it if it raises."""
         Pending = self.models.PendingBinding
         now = time.time()
         self.db.session.execute(sa.delete(Pending).where(Pending.expires_at < now))
@@ -52,7 +56,14 @@ class PendingBindings:
             avatar_url=profile.avatar_url, profile=profile.raw, next_url=next_url,
             created_at=now, expires_at=now + self.settings.bind_ttl,
         ))
-        self.db.session.commit()
+        try:
+            if before_commit is not None:
+                self.db.session.flush()
+                before_commit(binding_id)
+            self.db.session.commit()
+        except BaseException:
+            self.db.session.rollback()
+            raise
         return binding_id
 
     def get(self, binding_id: str | None) -> t.Any:

@@ -64,6 +64,11 @@ class StateError(LoginError):
     )
 
 
+class StateUsed(StateError):
+    """Another request of the same login finished first (WeChat's double redirect with a
+    second code, or a replayed cookie): its outcome answers this one."""
+
+
 class LoginCancelled(LoginError):
     """WeChat came back with ``state`` but no ``code``: the user tapped Deny."""
 

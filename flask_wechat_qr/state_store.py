@@ -6,7 +6,8 @@ processes without a database write when the login starts. Only data too big for 
 is parked in a table. What the cookie cannot do, the table does: a state is *used* by
 inserting its "taken" row, which succeeds once, so a state is single use even if the
 browser replays an old session cookie or WeChat calls back twice at the same time. The
-taken row then records how the login ended, for WeChat's repeated callback.
+taken row is inserted with how the login ended, in the login's own transaction (no
+commit of its own), and answers WeChat's repeated callback.
 """
 
 from __future__ import annotations
@@ -20,20 +21,22 @@ from authlib.common.security import generate_token
 from flask import session
 from sqlalchemy.exc import IntegrityError
 
-from .errors import StateError
+from .errors import StateError, StateUsed
 
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
 
 
-#: Key prefix of the row a used state leaves behind: empty while its login runs, then how
-#: the login ended, so WeChat's double redirect (or a refresh of the callback) can be
-#: answered with the first request's outcome.
+#: Key prefix of the row a used state leaves behind, holding how its login ended, so
+#: WeChat's double redirect (or a refresh of the callback) gets the first request's
+#: outcome.
 TAKEN = "taken:"
 #: Seconds a used state at least remembers that it was used and how its login ended.
 AFTERLIFE = 120
 #: Seconds between two purges of expired rows by one process (not at every login).
 PURGE_INTERVAL = 60
+#: Seconds between two looks for the outcome of a login still running.
+POLL_INTERVAL = 0.05
 #: Logins one browser may have started and not finished (tabs, reloaded QR pages), across
 #: all connections.
 MAX_PENDING_STATES = 5
@@ -51,10 +54,10 @@ class Executor(t.Protocol):
 
 
 class LoginStateStore:
-    """The server-side half of login states: parked data, used states, outcomes.
+    """The server-side half of login states: parked data, used states and their outcomes.
 
     Every step is one statement, so a login costs as few database round trips (and
-    commits) as its safety allows.
+    commits) as its safety allows: none of its own on the way to a successful login.
     """
 
     def __init__(self, db: SQLAlchemy, model: t.Any) -> None:
@@ -69,62 +72,43 @@ class LoginStateStore:
             conn.execute(sa.insert(self.table).values(key=key, value=value,
                                                       expires_at=expires_at))
 
-    def take_parked(self, key: str, valid_until: float) -> str | None:
-        """Use a parked state: whoever deletes its row gets the data and leaves the taken
-        row (one transaction, atomic on SQLite and PostgreSQL); anyone later, ``None``."""
-        now = time.time()
+    def parked(self, key: str) -> str | None:
+        """A parked state's data, ``None`` once it expired. Reading it does not use the
+        state (:meth:`use` does); the row stays until it expires, outlived by the taken
+        row."""
         table = self.table
-        with self.db.engine.begin() as conn:
-            value = conn.execute(
-                sa.delete(table).where(table.c.key == key).returning(
-                    table.c.value, table.c.expires_at)
-            ).first()
-            if value is None or value.expires_at < now:
-                return None
-            conn.execute(sa.insert(table).values(
-                key=TAKEN + key, value="", expires_at=max(valid_until, now + AFTERLIFE)))
-        return t.cast(str, value.value)
+        with self.db.engine.connect() as conn:
+            return t.cast("str | None", conn.execute(
+                sa.select(table.c.value)
+                .where(table.c.key == key, table.c.expires_at >= time.time())
+            ).scalar())
 
-    def take(self, key: str, valid_until: float) -> bool:
-        """Use a state whose data was in the cookie: ``True`` the first time only.
+    def use(self, key: str, outcome: str, expires_at: float, within: Executor) -> None:
+        """Use a state, recording how its login ended, in the caller's transaction.
 
-        The taken row outlives the state itself, so the same state in a replayed cookie
-        still finds it.
+        :class:`StateUsed` if another request used it first: the caller rolls back (a
+        login is never finished twice) and answers with that request's outcome. The
+        taken row outlives the state, so the same state in a replayed cookie finds it.
         """
-        now = time.time()
+        self._purge_now_and_then(within)
+        try:
+            within.execute(sa.insert(self.table).values(
+                key=TAKEN + key, value=outcome, expires_at=expires_at))
+        except IntegrityError as error:
+            raise StateUsed() from error
+
+    def record_failure(self, key: str, outcome: str, expires_at: float) -> None:
+        """Use a state whose login failed (its own small transaction). If another request
+        of the state got there first, its outcome stays."""
         try:
             with self.db.engine.begin() as conn:
-                self._purge_now_and_then(conn)
-                conn.execute(sa.insert(self.table).values(
-                    key=TAKEN + key, value="", expires_at=max(valid_until, now + AFTERLIFE)))
-        except IntegrityError:
-            return False
-        return True
+                self.use(key, outcome, expires_at, conn)
+        except StateUsed:
+            pass
 
-    def remember_outcome(self, key: str, value: str, within: Executor | None = None) -> None:
-        """How the login of a used state ended, on its taken row.
-
-        ``within``: a transaction of the caller's (the one that logs the user in), so the
-        outcome costs no commit of its own.
-        """
-        if within is None:
-            with self.db.engine.begin() as conn:
-                self._record(conn, key, value)
-        else:
-            self._record(within, key, value)
-
-    def _record(self, conn: Executor, key: str, value: str) -> None:
-        table = self.table
-        updated = conn.execute(
-            sa.update(table).where(table.c.key == TAKEN + key).values(value=value)
-        ).rowcount
-        if updated != 1:  # its taken row is gone (purged): record it anew
-            conn.execute(sa.insert(table).values(key=TAKEN + key, value=value,
-                                                 expires_at=time.time() + AFTERLIFE))
-
-    def outcome(self, key: str, wait: float) -> str | None:
-        """The outcome of a used state, waiting up to ``wait`` seconds while its first
-        request is still running; ``None`` if it was never used, failed, or takes longer."""
+    def outcome(self, key: str, wait: float = 0) -> str | None:
+        """How the login of a used state ended; waits up to ``wait`` seconds for a first
+        request still running. ``None`` if nobody used the state (in time)."""
         deadline = time.monotonic() + wait
         table = self.table
         while True:
@@ -133,11 +117,9 @@ class LoginStateStore:
                     sa.select(table.c.value)
                     .where(table.c.key == TAKEN + key, table.c.expires_at >= time.time())
                 ).scalar()
-            if value:
-                return t.cast(str, value)
-            if value is None or time.monotonic() >= deadline:
-                return None
-            time.sleep(0.05)
+            if value is not None or time.monotonic() >= deadline:
+                return t.cast("str | None", value)
+            time.sleep(POLL_INTERVAL)
 
     def delete(self, key: str) -> None:
         """Forget a parked state that was never used."""
@@ -185,10 +167,12 @@ class LoginStates:
         return state
 
     def take(self, state: str | None) -> dict[str, t.Any]:
-        """The data saved with ``state``, which is then used for good.
+        """Take ``state`` out of this browser's session: the data saved with it.
 
-        :class:`StateError` when the state is missing, forged, from another browser,
-        expired or already used.
+        :class:`StateError` when the state is missing, forged, from another browser or
+        expired. The state is used for good only by :meth:`use` (or
+        :meth:`record_failure`), in the transaction that finishes its login: a request
+        that finds it used there rolls back.
         """
         if not state or len(state) > 128:
             raise StateError()
@@ -201,12 +185,11 @@ class LoginStates:
                 session.pop(other, None)
         if not isinstance(marker, dict) or marker.get("app") != self.app_id:
             raise StateError()
-        expires_at = _marker_expiry(marker)
+        if _marker_expiry(marker) < now:
+            raise StateError()
         if "data" in marker:
-            if expires_at < now or not self.store.take(key, expires_at):
-                raise StateError()
             return t.cast(dict, marker["data"])
-        value = self.store.take_parked(key, expires_at)
+        value = self.store.parked(key)
         if value is None:
             raise StateError()
         return t.cast(dict, json.loads(value))
@@ -215,19 +198,29 @@ class LoginStates:
         """Whether this browser's session started the login of ``state``."""
         return bool(state) and self.prefix + (state or "") in session
 
-    def remember(self, state: str, outcome: dict[str, t.Any], within: Executor | None = None
-                 ) -> None:
-        """Record how the login of a used ``state`` ended, for a repeated callback;
-        ``within`` a database transaction of the caller's (no commit of its own)."""
-        self.store.remember_outcome(self.prefix + state, json.dumps(outcome), within)
+    def use(self, state: str, outcome: dict[str, t.Any], within: Executor) -> None:
+        """Use ``state`` for good, recording how its login ended, in the caller's
+        transaction (``within``: no commit of its own). :class:`StateUsed` if another
+        request of it did first: roll back and answer with :meth:`outcome`."""
+        self.store.use(self.prefix + state, json.dumps(outcome), self._taken_until(), within)
 
-    def outcome(self, state: str | None, wait: float) -> dict[str, t.Any] | None:
+    def record_failure(self, state: str, outcome: dict[str, t.Any]) -> None:
+        """Use ``state`` for good after its login failed; a first outcome stays."""
+        self.store.record_failure(self.prefix + state, json.dumps(outcome),
+                                  self._taken_until())
+
+    def outcome(self, state: str | None, wait: float = 0) -> dict[str, t.Any] | None:
         """How the login of a used ``state`` ended, waiting up to ``wait`` seconds for a
-        first callback still running; ``None`` if there is nothing to repeat."""
+        request of it still running; ``None`` if there is nothing to repeat."""
         if not state or len(state) > 128 or not state.isalnum():
             return None  # not a state this extension made
         value = self.store.outcome(self.prefix + state, wait)
         return t.cast(dict, json.loads(value)) if value else None
+
+    def _taken_until(self) -> float:
+        """When a taken row may go: after every cookie that could carry its state has
+        expired (it was made at most ``ttl`` ago), and not before :data:`AFTERLIFE`."""
+        return time.time() + max(self.ttl, AFTERLIFE)
 
 
 def _forget_oldest_states(store: LoginStateStore) -> None:

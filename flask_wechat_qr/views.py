@@ -27,6 +27,7 @@ from .csrf import check_csrf, csrf_token
 from .errors import (
     AlreadyLinked,
     BindingExpired,
+    CodeUsed,
     ConnectionAlreadyLinked,
     InvalidRequest,
     LoginCancelled,
@@ -34,6 +35,7 @@ from .errors import (
     LoginRefused,
     NotLoggedIn,
     StateError,
+    StateUsed,
 )
 from .i18n import TEMPLATE_GLOBALS, LazyText, qr_page_lang, userinfo_lang
 from .i18n import lazy_gettext as _l
@@ -182,8 +184,9 @@ class _Login:
     delivery: dict[str, str] = field(default_factory=dict)
     #: linking from the account page, not logging in
     linking: bool = False
-    #: what a repeated callback will find; ``None`` once the login's own transaction
-    #: recorded it (then a later failure, e.g. in a signal receiver, does not undo it)
+    #: what a failed login records for its repeated callback; ``None`` once the state was
+    #: used in the login's own transaction (a later failure, e.g. in a signal receiver,
+    #: does not undo that) or when another request of the state answers this one
     outcome: dict[str, t.Any] | None = field(default_factory=lambda: {"error": True})
 
 
@@ -203,54 +206,82 @@ def callback(connection: str) -> Response:
                                        data.get("delivery") or {}, bool(data.get("link_user")))
     try:
         return _finish_callback(client, t.cast(str, state), data, login)
+    except StateUsed:
+        # WeChat's double redirect with a second code: the other request finished first.
+        login.outcome = None
+        return _repeated_callback(client, state, same_browser=True)
     finally:
-        try:  # whatever happened is recorded, so a repeated callback gets the same answer
+        try:  # a failure is recorded too, so a repeated callback gets the same answer
             if login.outcome is not None:
-                states.remember(t.cast(str, state), login.outcome)
+                states.record_failure(t.cast(str, state), login.outcome)
         except Exception:  # never hide the login's own result behind this bookkeeping
             log.exception("could not record the outcome of a WeChat callback")
 
 
 def _finish_callback(client: WeChatClient, state: str, data: dict[str, t.Any],
                      login: _Login) -> Response:
-    """The callback after its state checked out; sets ``login.outcome``."""
+    """The callback after its state checked out. Whatever the login writes, and the use of
+    its state, are one transaction: a request that loses the race for the state (WeChat
+    calls back twice) rolls back with :class:`StateUsed`."""
     ext = _state()
+    states = ext.states[client.connection.identifier]
     code = request.args.get("code")
     if not code:
         raise LoginCancelled()
     if len(code) > MAX_CODE_LENGTH:
         raise InvalidRequest(
             _l("The WeChat authorization is not valid. Scan the QR code again."))
-    token = client.exchange_code(code)
+    try:
+        token = client.exchange_code(code)
+    except CodeUsed as used:
+        # WeChat's double redirect with the same code: the other request has it. Wait for
+        # it as long as its profile request (and one retry) may take.
+        login.outcome = None
+        try:
+            return _repeated_callback(client, state, same_browser=True,
+                                      wait=2 * ext.settings.http_timeout + 1)
+        except StateError:
+            raise used from None
     fetch_profile = lambda: client.userinfo(  # noqa: E731 - only if the policy asks
         token, lang=userinfo_lang())
     next_url = login.next_url
+    after_login = next_url or ext.settings.post_login_url
     if login.linking:
-        login.outcome = {"user_id": data["link_user"],
-                         "next": next_url or ext.settings.post_login_url}
-        return _linked(client.connection, token, fetch_profile, data["link_user"], next_url)
+        user = ext.adapter.current_user()
+        if user is None or ext.adapter.get_user_id(user) != data["link_user"]:
+            raise NotLoggedIn()  # logged out (or in as someone else) since the link started
+        resolution = ext.policy.link(
+            client.connection, token, fetch_profile, user,
+            before_commit=lambda _resolution: states.use(state, {
+                "user_id": data["link_user"], "next": after_login,
+            }, within=ext.db.session))
+        login.outcome = None
+        return _linked(client.connection, resolution, after_login)
     auth_time = time.time()
 
-    def record_outcome(resolution: Resolution) -> None:
-        ext.states[client.connection.identifier].remember(state, {
-            "user_id": ext.adapter.get_user_id(resolution.user),
-            "next": next_url or ext.settings.post_login_url,
+    def use_state(resolution: Resolution) -> None:
+        states.use(state, {
+            "user_id": ext.adapter.get_user_id(resolution.user), "next": after_login,
             # The repeat window starts when the login is done, not when the code came.
             "at": time.time(), "auth_time": auth_time, "delivery": login.delivery,
         }, within=ext.db.session)
 
     try:
         resolution = ext.policy.resolve(client.connection, token, fetch_profile,
-                                        before_commit=record_outcome)
+                                        before_commit=use_state)
     except BindingRequired as required:
-        binding_id = ext.bindings.start(client.connection, token, required.profile, next_url)
+        binding_id = ext.bindings.start(
+            client.connection, token, required.profile, next_url,
+            # The repeated callback of this browser gets the same pending binding.
+            before_commit=lambda binding_id: states.use(state, {
+                "bind": binding_id, "at": time.time(), "delivery": login.delivery,
+            }, within=ext.db.session))
+        login.outcome = None
         session[PENDING_BINDING_KEY] = binding_id
         if login.delivery:
             session[DELIVERY_KEY] = login.delivery
         else:
             session.pop(DELIVERY_KEY, None)
-        # The repeated callback of this browser gets the same pending binding.
-        login.outcome = {"bind": binding_id, "at": time.time(), "delivery": login.delivery}
         return redirect(url_for("wechat_qr.bind"))
     except LoginRefused:
         signals.login_refused.send(_app(), connection=client.connection, openid=token.openid)
@@ -259,14 +290,14 @@ def _finish_callback(client: WeChatClient, state: str, data: dict[str, t.Any],
     return _logged_in(client.connection, resolution, next_url, login.delivery, auth_time)
 
 
-def _repeated_callback(client: WeChatClient, state: str | None, same_browser: bool) -> Response:
-    """A callback whose state was already used: WeChat's double redirect (the same or a
-    second code, within a second) or a refresh of the callback page. If that login
-    succeeded, end the same way (never exchanging this code); else it is a
-    :class:`StateError`."""
+def _repeated_callback(client: WeChatClient, state: str | None, same_browser: bool,
+                       wait: float = 0) -> Response:
+    """A callback whose state another request used: WeChat's double redirect (the same or
+    a second code, within a second) or a refresh of the callback page. If that login
+    succeeded, end the same way (never logging in twice); else it is a
+    :class:`StateError`. ``wait``: how long the other request may still take."""
     ext = _state()
-    outcome = ext.states[client.connection.identifier].outcome(
-        state, wait=2 * ext.settings.http_timeout + 1)
+    outcome = ext.states[client.connection.identifier].outcome(state, wait)
     if outcome is None or "user_id" not in outcome:
         if outcome is not None and outcome.get("bind") and same_browser:
             if (session.get(PENDING_BINDING_KEY) is None and isinstance(outcome["bind"], str)
@@ -380,17 +411,14 @@ def _bind_page(connection: ConnectionSettings, pending: t.Any,
     ), status
 
 
-def _linked(connection: ConnectionSettings, token: t.Any, fetch_profile: t.Any,
-            link_user: str, next_url: str | None) -> Response:
-    ext = _state()
-    user = ext.adapter.current_user()
-    if user is None or ext.adapter.get_user_id(user) != link_user:
-        raise NotLoggedIn()  # logged out (or in as someone else) since the link started
-    resolution = ext.policy.link(connection, token, fetch_profile, user)
+def _linked(connection: ConnectionSettings, resolution: Resolution, next_url: str
+            ) -> Response:
+    """Tell the signals about a WeChat account linked from the account page; move on."""
     if resolution.new_identity:
-        signals.identity_linked.send(_app(), user=user, identity=resolution.identity,
-                                     connection=connection, via="link")
-    return _redirect_on(next_url or ext.settings.post_login_url)
+        signals.identity_linked.send(_app(), user=resolution.user,
+                                     identity=resolution.identity, connection=connection,
+                                     via="link")
+    return _redirect_on(next_url)
 
 
 def _logged_in(connection: ConnectionSettings, resolution: Resolution,

@@ -23,6 +23,7 @@ from support import (
     all_identities,
     all_users,
     api_paths,
+    error_name,
     logged_in_user_id,
     start_login,
 )
@@ -57,6 +58,25 @@ def _slow_token_then_used(api: WeChatAPI, delay: float) -> list[float]:
     return calls
 
 
+def _each_code_once(api: WeChatAPI) -> list[str]:
+    """The token endpoint as WeChat runs it: every code works once (for the same person),
+    then 40163."""
+    codes: list[str] = []
+    lock = threading.Lock()
+
+    def answer(request: t.Any) -> tuple[int, dict[str, str], bytes]:
+        code = request.params["code"]
+        with lock:
+            used = code in codes
+            codes.append(code)
+        if used:
+            return _body({"errcode": 40163, "errmsg": "code been used, rid: 1-2-3"})
+        return _body(TOKEN)
+
+    api.mock.add_callback(responses.GET, api.base + "/sns/oauth2/access_token", callback=answer)
+    return codes
+
+
 def _browser_copy(app: t.Any, client: t.Any) -> t.Any:
     """A second connection of the same browser: same cookies."""
     twin = app.test_client()
@@ -64,8 +84,21 @@ def _browser_copy(app: t.Any, client: t.Any) -> t.Any:
     return twin
 
 
+def _taken_rows(app: t.Any) -> list[t.Any]:
+    """The rows that say a login state was used, and how its login ended."""
+    import sqlalchemy as sa
+
+    from flask_wechat_qr.state_store import TAKEN
+
+    with app.app_context():
+        table = app.extensions["wechat_qr"].models.LoginState.__table__
+        return list(app.db.session.execute(
+            sa.select(table).where(table.c.key.startswith(TAKEN))))
+
+
 def test_wechat_double_redirect_ends_logged_in(app: t.Any, wechat_api: WeChatAPI) -> None:
-    """The same code delivered twice within a second: one exchange, two redirects to next."""
+    """The same code delivered twice within a second: the second exchange gets 40163, waits
+    for the first request and ends the same way; one user, both redirects to next."""
     browser = app.test_client()
     state = start_login(browser, next="/welcome")
     twin = _browser_copy(app, browser)
@@ -78,25 +111,77 @@ def test_wechat_double_redirect_ends_logged_in(app: t.Any, wechat_api: WeChatAPI
         responses_ = [first.result(timeout=30), second.result(timeout=30)]
     assert [r.status_code for r in responses_] == [302, 302]
     assert [r.headers["Location"] for r in responses_] == ["/welcome", "/welcome"]
-    assert len(calls) == 1  # the repeated code was never sent to WeChat
+    assert len(calls) == 2  # the second was answered 40163 ...
+    assert calls[1] < calls[0] + 0.5  # ... while the first was still exchanging
+    assert api_paths(wechat_api).count("/sns/userinfo") == 1
     user_id = str(all_users(app)[0].id)
     assert logged_in_user_id(browser) == user_id and logged_in_user_id(twin) == user_id
     assert len(all_users(app)) == 1 and len(all_identities(app)) == 1
+    assert len(_taken_rows(app)) == 1
 
 
 def test_second_redirect_with_another_code_ends_logged_in(
     app: t.Any, wechat_api: WeChatAPI
 ) -> None:
-    """WeChat's other double redirect: a second code with the same state, just after."""
+    """WeChat's other double redirect: a second code with the same state, just after. The
+    second code works at WeChat, but the login is not done twice."""
     browser = app.test_client()
     state = start_login(browser)
     twin = _browser_copy(app, browser)
-    calls = _slow_token_then_used(wechat_api, delay=0.0)
+    codes = _each_code_once(wechat_api)
+    wechat_api.userinfo()
     first = browser.get("/auth/wechat/callback", query_string={"code": "C1", "state": state})
     second = twin.get("/auth/wechat/callback", query_string={"code": "C2", "state": state})
     assert (first.status_code, second.status_code) == (302, 302)
-    assert len(calls) == 1
+    assert codes == ["C1", "C2"]
+    assert api_paths(wechat_api).count("/sns/userinfo") == 1
     assert logged_in_user_id(twin) == str(all_users(app)[0].id)
+    assert len(_taken_rows(app)) == 1
+
+
+def test_two_codes_of_one_login_at_the_same_moment(
+    app: t.Any, wechat_api: WeChatAPI
+) -> None:
+    """Both redirects of a new person in flight together: both create the user, one wins,
+    the other rolls back (identity race, then the used state) and ends as the winner
+    did. One user, one ``user_created``, both browsers logged in as that user."""
+    from flask_wechat_qr import signals
+
+    browser = app.test_client()
+    state = start_login(browser, next="/welcome")
+    twin = _browser_copy(app, browser)
+    codes = _each_code_once(wechat_api)
+    gate = threading.Barrier(2, timeout=10)
+
+    def profile(request: t.Any) -> tuple[int, dict[str, str], bytes]:
+        try:
+            gate.wait()  # both have exchanged their code and found no identity
+        except threading.BrokenBarrierError:
+            pass
+        return _body(PROFILE)
+
+    wechat_api.mock.add_callback(responses.GET, wechat_api.base + "/sns/userinfo",
+                                 callback=profile)
+    created: list[t.Any] = []
+    succeeded: list[t.Any] = []
+    signals.user_created.connect(lambda sender, **kw: created.append(kw["user"]), app,
+                                 weak=False)
+    signals.login_succeeded.connect(lambda sender, **kw: succeeded.append(kw["user"]), app,
+                                    weak=False)
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(browser.get, "/auth/wechat/callback",
+                            query_string={"code": "C1", "state": state})
+        second = pool.submit(twin.get, "/auth/wechat/callback",
+                             query_string={"code": "C2", "state": state})
+        responses_ = [first.result(timeout=30), second.result(timeout=30)]
+    assert [r.status_code for r in responses_] == [302, 302]
+    assert [r.headers["Location"] for r in responses_] == ["/welcome", "/welcome"]
+    assert sorted(codes) == ["C1", "C2"] and gate.n_waiting == 0 and not gate.broken
+    users = all_users(app)
+    assert len(users) == 1 and len(all_identities(app)) == 1
+    assert len(created) == 1 and len(succeeded) == 1  # the login happened once
+    assert logged_in_user_id(browser) == logged_in_user_id(twin) == str(users[0].id)
+    assert len(_taken_rows(app)) == 1
 
 
 def test_a_failed_first_callback_is_not_repeated_as_success(
@@ -112,8 +197,41 @@ def test_a_failed_first_callback_is_not_repeated_as_success(
     again = twin.get("/auth/wechat/callback", query_string={"code": "bad", "state": state})
     assert again.status_code == 400
     assert time.monotonic() - started < 4  # answered at once, no waiting for an outcome
-    assert api_paths(wechat_api).count("/sns/oauth2/access_token") == 1
     assert all_users(app) == [] and logged_in_user_id(twin) is None
+    assert [json.loads(row.value) for row in _taken_rows(app)] == [{"error": True}]
+
+
+def test_a_failed_first_callback_is_not_turned_into_success_by_a_second_code(
+    app: t.Any, wechat_api: WeChatAPI
+) -> None:
+    """The state is used once whatever happened: after a cancelled first redirect, a
+    second code for the same state does not log anyone in."""
+    browser = app.test_client()
+    state = start_login(browser)
+    twin = _browser_copy(app, browser)
+    _each_code_once(wechat_api)
+    wechat_api.userinfo()
+    cancelled = browser.get("/auth/wechat/callback", query_string={"state": state})
+    assert cancelled.status_code == 200  # the cancelled page
+    second = twin.get("/auth/wechat/callback", query_string={"code": "C2", "state": state})
+    assert second.status_code == 400
+    assert all_users(app) == [] and logged_in_user_id(twin) is None
+
+
+def test_code_used_without_another_request_waits_then_says_so(
+    make_app: t.Any, wechat_api: WeChatAPI
+) -> None:
+    """40163 and no other request of this login finishing: after waiting as long as that
+    request could take (twice the HTTP timeout and a second), the "already used" page."""
+    app = make_app(WECHAT_QR_HTTP_TIMEOUT=0.2)
+    browser = app.test_client()
+    state = start_login(browser)
+    wechat_api.error("/sns/oauth2/access_token", 40163, "code been used")
+    started = time.monotonic()
+    resp = browser.get("/auth/wechat/callback", query_string={"code": "C1", "state": state})
+    assert time.monotonic() - started >= 2 * 0.2 + 1
+    assert resp.status_code == 400 and error_name(resp) == "CodeUsed"
+    assert _taken_rows(app) == []  # it may still be running somewhere: nothing recorded
 
 
 def test_fifty_simultaneous_first_logins_make_one_user(
@@ -194,4 +312,6 @@ def test_double_redirect_to_the_bind_page_keeps_the_pending_binding(
     second = twin.get("/auth/wechat/callback", query_string={"code": "C2", "state": state})
     assert first.headers["Location"] == second.headers["Location"] == "/auth/bind"
     assert twin.get("/auth/bind").status_code == 200
-    assert api_paths(wechat_api).count("/sns/oauth2/access_token") == 1
+    with app.app_context():
+        Pending = app.extensions["wechat_qr"].models.PendingBinding
+        assert app.db.session.query(Pending).count() == 1  # the second's rolled back

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from flask import Flask
 
 from flask_wechat_qr import state_store
-from flask_wechat_qr.errors import StateError
+from flask_wechat_qr.errors import StateError, StateUsed
 from flask_wechat_qr.state_store import AFTERLIFE, TAKEN, LoginStateStore
 
 
@@ -38,41 +38,53 @@ def _in(seconds: float) -> float:
     return time.time() + seconds
 
 
-# --- states whose data is in the cookie: the taken row --------------------------------
+# --- using a state: the taken row ------------------------------------------------------
 
 
-def test_a_state_is_taken_once(store: LoginStateStore) -> None:
-    assert store.take("k", _in(600)) is True
-    assert store.take("k", _in(600)) is False
+def _use(store: LoginStateStore, key: str, outcome: str = '{"user_id": "1"}',
+         expires_at: float | None = None) -> bool:
+    """Use ``key`` in a transaction of its own: ``True`` the first time only."""
+    try:
+        with store.db.engine.begin() as conn:
+            store.use(key, outcome, _in(600) if expires_at is None else expires_at, conn)
+    except StateUsed:
+        return False
+    return True
+
+
+def test_a_state_is_used_once(store: LoginStateStore) -> None:
+    assert _use(store, "k", '{"user_id": "1"}') is True
+    assert _use(store, "k", '{"user_id": "2"}') is False
     assert _keys(store) == [TAKEN + "k"]
+    assert store.outcome("k") == '{"user_id": "1"}'  # the first one's outcome stays
 
 
 def test_the_taken_row_outlives_the_state(store: LoginStateStore,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    """A replayed cookie still naming the state finds it used until the state expired."""
-    assert store.take("k", _in(600))
+    """A replayed cookie still naming the state finds it used until the row expires."""
+    assert _use(store, "k", expires_at=_in(600))
     _travel(monkeypatch, 599)
-    store.take("other", _in(600))  # a later login (purges expired rows now and then)
-    assert store.take("k", _in(1)) is False
+    assert _use(store, "other")  # a later login (purges expired rows now and then)
+    assert _use(store, "k") is False
 
 
 def test_keys_are_independent(store: LoginStateStore) -> None:
-    assert store.take("a", _in(600))
-    assert store.take("b", _in(600))
-    assert not store.take("a", _in(600))
+    assert _use(store, "a")
+    assert _use(store, "b")
+    assert not _use(store, "a")
 
 
-def test_concurrent_takes_of_one_state_let_one_through(app: t.Any,
-                                                       store: LoginStateStore) -> None:
+def test_concurrent_uses_of_one_state_let_one_through(app: t.Any,
+                                                      store: LoginStateStore) -> None:
     results: list[bool] = []
     barrier = threading.Barrier(8)
 
-    def take() -> None:
+    def use(index: int) -> None:
         with app.app_context():
             barrier.wait()
-            results.append(store.take("k", _in(600)))
+            results.append(_use(store, "k", f'{{"user_id": "{index}"}}'))
 
-    threads = [threading.Thread(target=take) for _ in range(8)]
+    threads = [threading.Thread(target=use, args=(index,)) for index in range(8)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -80,38 +92,51 @@ def test_concurrent_takes_of_one_state_let_one_through(app: t.Any,
     assert sorted(results) == [False] * 7 + [True]
 
 
+def test_use_within_the_callers_transaction(app: t.Any, store: LoginStateStore) -> None:
+    """The use of a state is the login's own commit, and undone by its rollback."""
+    session = app.db.session
+    store.use("k", '{"user_id": "1"}', _in(600), within=session)
+    session.rollback()
+    assert store.outcome("k") is None
+    store.use("k", '{"user_id": "2"}', _in(600), within=session)
+    session.commit()
+    assert store.outcome("k") == '{"user_id": "2"}'
+    with pytest.raises(StateUsed):
+        store.use("k", '{"user_id": "3"}', _in(600), within=session)
+    session.rollback()  # as the login does: nothing of the loser is kept
+    assert store.outcome("k") == '{"user_id": "2"}'
+
+
+def test_a_failure_is_recorded_unless_another_outcome_came_first(
+    store: LoginStateStore,
+) -> None:
+    store.record_failure("k", '{"error": true}', _in(600))
+    assert store.outcome("k") == '{"error": true}'
+    assert _use(store, "k") is False  # a failed login's state is used too
+    assert _use(store, "s")
+    store.record_failure("s", '{"error": true}', _in(600))  # no error raised ...
+    assert store.outcome("s") == '{"user_id": "1"}'  # ... and the first outcome stays
+
+
 # --- parked data (too big for the cookie) -----------------------------------------------------
-
-
-def test_parked_data_is_taken_once(store: LoginStateStore) -> None:
-    value = '{"next": "/账户?tab=微信🐼' + "x" * 500 + '"}'
-    store.park("k", value, _in(600))
-    assert _keys(store) == ["k"]
-    assert store.take_parked("k", _in(600)) == value
-    assert store.take_parked("k", _in(600)) is None
-    assert _keys(store) == [TAKEN + "k"]  # remembers that it was used, for a while
-    assert store.take("k", _in(600)) is False  # and cannot be taken as a cookie state
-
-
-def test_unknown_parked_state(store: LoginStateStore) -> None:
-    store.park("k", "v", _in(600))
-    assert store.take_parked("other", _in(600)) is None
-    assert _keys(store) == ["k"]
-
-
-def test_expired_parked_data_is_none_and_goes(store: LoginStateStore,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    store.park("k", "v", _in(60))
-    _travel(monkeypatch, 61)
-    assert store.take_parked("k", _in(0)) is None
-    assert _keys(store) == []
 
 
 def test_parked_data_is_there_until_it_expires(store: LoginStateStore,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    store.park("k", "v", _in(60))
+    value = '{"next": "/账户?tab=微信🐼' + "x" * 500 + '"}'
+    store.park("k", value, _in(60))
+    assert _keys(store) == ["k"]
+    assert store.parked("k") == value
     _travel(monkeypatch, 59)
-    assert store.take_parked("k", _in(1)) == "v"
+    assert store.parked("k") == value  # reading does not use it: the taken row does
+    _travel(monkeypatch, 61)
+    assert store.parked("k") is None
+
+
+def test_unknown_parked_state(store: LoginStateStore) -> None:
+    store.park("k", "v", _in(600))
+    assert store.parked("other") is None
+    assert _keys(store) == ["k"]
 
 
 def test_delete_forgets_a_parked_state(store: LoginStateStore) -> None:
@@ -120,7 +145,7 @@ def test_delete_forgets_a_parked_state(store: LoginStateStore) -> None:
     store.delete("a")
     store.delete("never-there")
     assert _keys(store) == ["b"]
-    assert store.take_parked("a", _in(600)) is None
+    assert store.parked("a") is None
 
 
 def test_expired_rows_are_purged_now_and_then(store: LoginStateStore,
@@ -137,46 +162,51 @@ def test_expired_rows_are_purged_now_and_then(store: LoginStateStore,
     assert "short" in _keys(store)
 
 
+def test_using_a_state_purges_now_and_then(store: LoginStateStore,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The login's own transaction does the purging: starting logins may write nothing."""
+    assert _use(store, "old", expires_at=_in(60))
+    _travel(monkeypatch, 120)
+    assert _use(store, "new", expires_at=_in(720))
+    assert _keys(store) == [TAKEN + "new"]
+
+
 # --- outcomes ---------------------------------------------------------------------------
 
 
 def test_outcome_of_a_used_state(store: LoginStateStore) -> None:
+    assert store.outcome("never-used") is None
     started = time.monotonic()
-    assert store.outcome("never-used", wait=5) is None  # no wait: nothing is running
-    assert time.monotonic() - started < 1
-    store.take("k", _in(600))
-    started = time.monotonic()
-    assert store.outcome("k", wait=0.2) is None  # taken, still running: waits, then gives up
+    assert store.outcome("never-used", wait=0.2) is None  # waits for it, then gives up
     assert time.monotonic() - started >= 0.2
-    store.remember_outcome("k", '{"user_id": "7"}')
+    _use(store, "k", '{"user_id": "7"}')
+    started = time.monotonic()
     assert store.outcome("k", wait=5) == '{"user_id": "7"}'
-    assert store.take("k", _in(600)) is False  # an outcome is still a used state
+    assert time.monotonic() - started < 4  # there: no waiting
 
 
-def test_outcome_within_the_callers_transaction(app: t.Any, store: LoginStateStore) -> None:
-    """Recorded with the login's own commit, and gone with its rollback."""
-    store.take("k", _in(600))
-    session = app.db.session
-    store.remember_outcome("k", '{"user_id": "1"}', within=session)
-    session.rollback()
-    assert store.outcome("k", wait=0) is None
-    store.remember_outcome("k", '{"user_id": "2"}', within=session)
-    session.commit()
-    assert store.outcome("k", wait=0) == '{"user_id": "2"}'
+def test_outcome_waits_for_a_request_still_running(app: t.Any,
+                                                   store: LoginStateStore) -> None:
+    """WeChat's second redirect with the same code waits for the first request's commit."""
+    def finish_later() -> None:
+        time.sleep(0.3)
+        with app.app_context():
+            _use(store, "k", '{"user_id": "7"}')
+
+    thread = threading.Thread(target=finish_later)
+    thread.start()
+    try:
+        assert store.outcome("k", wait=10) == '{"user_id": "7"}'
+    finally:
+        thread.join(timeout=10)
 
 
-def test_outcome_of_a_purged_taken_row_is_still_recorded(store: LoginStateStore) -> None:
-    store.remember_outcome("k", '{"error": true}')
-    assert store.outcome("k", wait=0) == '{"error": true}'
-
-
-def test_outcome_is_forgotten_after_a_while(
+def test_outcome_is_forgotten_when_its_row_expires(
     store: LoginStateStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store.take("k", _in(1))
-    store.remember_outcome("k", "{}")
+    _use(store, "k", "{}", expires_at=_in(AFTERLIFE))
     _travel(monkeypatch, AFTERLIFE + 1)
-    assert store.outcome("k", wait=5) is None
+    assert store.outcome("k") is None
 
 
 def test_states_are_shared_by_every_store_on_the_same_database(app: t.Any) -> None:
@@ -186,10 +216,10 @@ def test_states_are_shared_by_every_store_on_the_same_database(app: t.Any) -> No
         worker_a = LoginStateStore(app.db, model)
         worker_b = LoginStateStore(app.db, model)
         worker_a.park("k", "v", _in(600))
-        assert worker_b.take_parked("k", _in(600)) == "v"
-        assert worker_a.take_parked("k", _in(600)) is None
-        assert worker_a.take("c", _in(600))
-        assert not worker_b.take("c", _in(600))
+        assert worker_b.parked("k") == "v"
+        assert _use(worker_a, "c")
+        assert not _use(worker_b, "c")
+        assert worker_b.outcome("c") == '{"user_id": "1"}'
 
 
 # --- a connection's login states: the session half -------------------------------------
@@ -204,6 +234,23 @@ def test_state_is_single_use_and_carries_its_data(app: Flask) -> None:
         assert data == {"next": "/account"}
         with pytest.raises(StateError):
             wx.take(state)
+
+
+def test_a_replayed_cookie_gets_the_state_but_cannot_use_it_again(app: Flask) -> None:
+    """The session half cannot tell a replayed old cookie; the taken row can."""
+    with app.test_request_context("/auth/wechat/login"):
+        wx = app.extensions["wechat_qr"].states["wechat"]
+        state = wx.begin(next="/account")
+        cookie = dict(flask.session)
+        assert wx.take(state) == {"next": "/account"}
+        wx.use(state, {"user_id": "1"}, within=app.db.session)
+        app.db.session.commit()
+        flask.session.update(cookie)  # the old cookie, replayed
+        assert wx.take(state) == {"next": "/account"}
+        with pytest.raises(StateUsed):
+            wx.use(state, {"user_id": "2"}, within=app.db.session)
+        app.db.session.rollback()
+        assert wx.outcome(state) == {"user_id": "1"}
 
 
 def test_long_state_data_is_parked_server_side(app: Flask) -> None:
