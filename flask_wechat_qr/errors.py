@@ -100,6 +100,8 @@ class AccountDisabled(LoginError):
 class LoginRefused(LoginError):
     """Login-only mode: this WeChat account has no account on this site."""
 
+    #: the refused WeChat account's openid, when known (for the ``login_refused`` signal)
+    openid: str | None = None
     status = 403
     title = _l("No account is linked to this WeChat")
     message = _l(

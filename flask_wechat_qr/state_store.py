@@ -13,6 +13,7 @@ commit of its own), and answers WeChat's repeated callback.
 from __future__ import annotations
 
 import json
+import threading
 import time
 import typing as t
 
@@ -35,8 +36,14 @@ TAKEN = "taken:"
 AFTERLIFE = 120
 #: Seconds between two purges of expired rows by one process (not at every login).
 PURGE_INTERVAL = 60
-#: Seconds between two looks for the outcome of a login still running.
+#: Seconds before the first look again for the outcome of a login still running; doubled
+#: at each look, up to :data:`MAX_POLL_INTERVAL`.
 POLL_INTERVAL = 0.05
+MAX_POLL_INTERVAL = 0.5
+#: Requests of one process that may wait for another request's outcome at the same time;
+#: more are answered at once. A wait is for WeChat's double redirect, and must not let
+#: anyone holding a used code tie up the workers.
+MAX_WAITING_REQUESTS = 4
 #: Logins one browser may have started and not finished (tabs, reloaded QR pages), across
 #: all connections.
 MAX_PENDING_STATES = 5
@@ -64,6 +71,7 @@ class LoginStateStore:
         self.db = db
         self.table = model.__table__
         self._next_purge = 0.0
+        self._waiting = threading.BoundedSemaphore(MAX_WAITING_REQUESTS)
 
     def park(self, key: str, value: str, expires_at: float) -> None:
         """Keep a state's data that is too big for the session cookie."""
@@ -89,42 +97,61 @@ class LoginStateStore:
         :class:`StateUsed` if another request used it first: the caller rolls back (a
         login is never finished twice) and answers with that request's outcome. The
         taken row outlives the state, so the same state in a replayed cookie finds it.
+        ``within`` has no pending ORM changes (flushed), so an error here is this row's.
         """
-        self._purge_now_and_then(within)
         try:
             within.execute(sa.insert(self.table).values(
                 key=TAKEN + key, value=outcome, expires_at=expires_at))
         except IntegrityError as error:
             raise StateUsed() from error
 
-    def record_failure(self, key: str, outcome: str, expires_at: float) -> None:
-        """Use a state whose login failed (its own small transaction). If another request
-        of the state got there first, its outcome stays."""
+    def record_failure(self, key: str, outcome: str, expires_at: float) -> bool:
+        """Use a state whose login failed (its own small transaction): ``True``; ``False``
+        if another request of the state got there first (its outcome stays)."""
         try:
             with self.db.engine.begin() as conn:
                 self.use(key, outcome, expires_at, conn)
         except StateUsed:
-            pass
+            return False
+        return True
 
     def outcome(self, key: str, wait: float = 0) -> str | None:
-        """How the login of a used state ended; waits up to ``wait`` seconds for a first
-        request still running. ``None`` if nobody used the state (in time)."""
-        deadline = time.monotonic() + wait
+        """How the login of a used state ended; waits up to ``wait`` seconds for a request
+        still running (unless :data:`MAX_WAITING_REQUESTS` already wait). ``None`` if
+        nobody used the state (in time)."""
+        value = self._outcome(key)
+        if value is not None or wait <= 0 or not self._waiting.acquire(blocking=False):
+            return value
+        try:
+            deadline = time.monotonic() + wait
+            interval = POLL_INTERVAL
+            while value is None and time.monotonic() < deadline:
+                time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+                interval = min(2 * interval, MAX_POLL_INTERVAL)
+                value = self._outcome(key)
+            return value
+        finally:
+            self._waiting.release()
+
+    def _outcome(self, key: str) -> str | None:
         table = self.table
-        while True:
-            with self.db.engine.connect() as conn:
-                value = conn.execute(
-                    sa.select(table.c.value)
-                    .where(table.c.key == TAKEN + key, table.c.expires_at >= time.time())
-                ).scalar()
-            if value is not None or time.monotonic() >= deadline:
-                return t.cast("str | None", value)
-            time.sleep(POLL_INTERVAL)
+        with self.db.engine.connect() as conn:
+            return t.cast("str | None", conn.execute(
+                sa.select(table.c.value)
+                .where(table.c.key == TAKEN + key, table.c.expires_at >= time.time())
+            ).scalar())
 
     def delete(self, key: str) -> None:
         """Forget a parked state that was never used."""
         with self.db.engine.begin() as conn:
             conn.execute(sa.delete(self.table).where(self.table.c.key == key))
+
+    def purge_now_and_then(self) -> None:
+        """Delete expired rows, at most once per :data:`PURGE_INTERVAL` per process; in a
+        transaction of its own, never in a login's (which may roll back, or hold locks)."""
+        if time.time() >= self._next_purge:
+            with self.db.engine.begin() as conn:
+                self._purge_now_and_then(conn)
 
     def _purge_now_and_then(self, conn: Executor) -> None:
         now = time.time()
@@ -187,6 +214,7 @@ class LoginStates:
             raise StateError()
         if _marker_expiry(marker) < now:
             raise StateError()
+        self.store.purge_now_and_then()
         if "data" in marker:
             return t.cast(dict, marker["data"])
         value = self.store.parked(key)
@@ -204,10 +232,11 @@ class LoginStates:
         request of it did first: roll back and answer with :meth:`outcome`."""
         self.store.use(self.prefix + state, json.dumps(outcome), self._taken_until(), within)
 
-    def record_failure(self, state: str, outcome: dict[str, t.Any]) -> None:
-        """Use ``state`` for good after its login failed; a first outcome stays."""
-        self.store.record_failure(self.prefix + state, json.dumps(outcome),
-                                  self._taken_until())
+    def record_failure(self, state: str, outcome: dict[str, t.Any]) -> bool:
+        """Use ``state`` for good after its login failed: ``True``; ``False`` if another
+        request of it ended first (its outcome stays)."""
+        return self.store.record_failure(self.prefix + state, json.dumps(outcome),
+                                         self._taken_until())
 
     def outcome(self, state: str | None, wait: float = 0) -> dict[str, t.Any] | None:
         """How the login of a used ``state`` ended, waiting up to ``wait`` seconds for a

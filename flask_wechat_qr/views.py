@@ -202,6 +202,10 @@ def callback(connection: str) -> Response:
         data = states.take(state)
     except StateError:
         return _repeated_callback(client, state, same_browser)
+    if states.outcome(state) is not None:
+        # A replayed cookie, or WeChat's second redirect after the first one ended: no
+        # WeChat call, no second login.
+        return _repeated_callback(client, state, same_browser=True)
     login = g.wechat_qr_login = _Login(connection, data.get("next"),
                                        data.get("delivery") or {}, bool(data.get("link_user")))
     try:
@@ -210,12 +214,32 @@ def callback(connection: str) -> Response:
         # WeChat's double redirect with a second code: the other request finished first.
         login.outcome = None
         return _repeated_callback(client, state, same_browser=True)
+    except LoginError as error:
+        if login.outcome is None or _record_failure(states, t.cast(str, state), login):
+            if isinstance(error, LoginRefused) and error.openid:
+                signals.login_refused.send(_app(), connection=client.connection,
+                                           openid=error.openid)
+            raise
+        # Another request of this login (WeChat's double redirect) ended first, and the
+        # browser shows this response: answer as that one did.
+        try:
+            return _repeated_callback(client, state, same_browser=True)
+        except StateError:
+            raise error from None
     finally:
-        try:  # a failure is recorded too, so a repeated callback gets the same answer
-            if login.outcome is not None:
-                states.record_failure(t.cast(str, state), login.outcome)
-        except Exception:  # never hide the login's own result behind this bookkeeping
-            log.exception("could not record the outcome of a WeChat callback")
+        if login.outcome is not None:  # anything else that went wrong: recorded too
+            _record_failure(states, t.cast(str, state), login)
+
+
+def _record_failure(states: t.Any, state: str, login: _Login) -> bool:
+    """Record that the login of ``state`` failed, so a repeated callback gets the same
+    answer: ``False`` if another request of it ended first."""
+    outcome, login.outcome = login.outcome, None
+    try:
+        return bool(states.record_failure(state, outcome))
+    except Exception:  # never hide the login's own result behind this bookkeeping
+        log.exception("could not record the outcome of a WeChat callback")
+        return True
 
 
 def _finish_callback(client: WeChatClient, state: str, data: dict[str, t.Any],
@@ -235,13 +259,15 @@ def _finish_callback(client: WeChatClient, state: str, data: dict[str, t.Any],
         token = client.exchange_code(code)
     except CodeUsed as used:
         # WeChat's double redirect with the same code: the other request has it. Wait for
-        # it as long as its profile request (and one retry) may take.
-        login.outcome = None
+        # it as long as its profile request (and one retry) may take; then the state is
+        # used for good (a replay does not wait again).
         try:
-            return _repeated_callback(client, state, same_browser=True,
-                                      wait=2 * ext.settings.http_timeout + 1)
+            response = _repeated_callback(client, state, same_browser=True,
+                                          wait=2 * ext.settings.http_timeout + 1)
         except StateError:
             raise used from None
+        login.outcome = None
+        return response
     fetch_profile = lambda: client.userinfo(  # noqa: E731 - only if the policy asks
         token, lang=userinfo_lang())
     next_url = login.next_url
@@ -283,8 +309,8 @@ def _finish_callback(client: WeChatClient, state: str, data: dict[str, t.Any],
         else:
             session.pop(DELIVERY_KEY, None)
         return redirect(url_for("wechat_qr.bind"))
-    except LoginRefused:
-        signals.login_refused.send(_app(), connection=client.connection, openid=token.openid)
+    except LoginRefused as refused:
+        refused.openid = token.openid  # told to ``login_refused`` once the state is used
         raise
     login.outcome = None
     return _logged_in(client.connection, resolution, next_url, login.delivery, auth_time)

@@ -123,8 +123,8 @@ def test_wechat_double_redirect_ends_logged_in(app: t.Any, wechat_api: WeChatAPI
 def test_second_redirect_with_another_code_ends_logged_in(
     app: t.Any, wechat_api: WeChatAPI
 ) -> None:
-    """WeChat's other double redirect: a second code with the same state, just after. The
-    second code works at WeChat, but the login is not done twice."""
+    """WeChat's other double redirect: a second code with the same state, just after the
+    first request ended. It is answered from the first one's outcome, without WeChat."""
     browser = app.test_client()
     state = start_login(browser)
     twin = _browser_copy(app, browser)
@@ -133,7 +133,7 @@ def test_second_redirect_with_another_code_ends_logged_in(
     first = browser.get("/auth/wechat/callback", query_string={"code": "C1", "state": state})
     second = twin.get("/auth/wechat/callback", query_string={"code": "C2", "state": state})
     assert (first.status_code, second.status_code) == (302, 302)
-    assert codes == ["C1", "C2"]
+    assert codes == ["C1"]
     assert api_paths(wechat_api).count("/sns/userinfo") == 1
     assert logged_in_user_id(twin) == str(all_users(app)[0].id)
     assert len(_taken_rows(app)) == 1
@@ -187,51 +187,188 @@ def test_two_codes_of_one_login_at_the_same_moment(
 def test_a_failed_first_callback_is_not_repeated_as_success(
     app: t.Any, wechat_api: WeChatAPI
 ) -> None:
+    """A failure uses the state too: a second redirect with a good code is refused at once,
+    without WeChat, and logs nobody in."""
     browser = app.test_client()
     state = start_login(browser)
     twin = _browser_copy(app, browser)
     wechat_api.error("/sns/oauth2/access_token", 40029, "invalid code")
-    started = time.monotonic()
     assert browser.get("/auth/wechat/callback",
                        query_string={"code": "bad", "state": state}).status_code == 400
-    again = twin.get("/auth/wechat/callback", query_string={"code": "bad", "state": state})
-    assert again.status_code == 400
-    assert time.monotonic() - started < 4  # answered at once, no waiting for an outcome
-    assert all_users(app) == [] and logged_in_user_id(twin) is None
     assert [json.loads(row.value) for row in _taken_rows(app)] == [{"error": True}]
+    calls = len(wechat_api.mock.calls)
+    wechat_api.token()
+    wechat_api.userinfo()
+    again = twin.get("/auth/wechat/callback", query_string={"code": "good", "state": state})
+    assert again.status_code == 400 and error_name(again) == "StateError"
+    assert len(wechat_api.mock.calls) == calls
+    assert all_users(app) == [] and logged_in_user_id(twin) is None
 
 
 def test_a_failed_first_callback_is_not_turned_into_success_by_a_second_code(
     app: t.Any, wechat_api: WeChatAPI
 ) -> None:
     """The state is used once whatever happened: after a cancelled first redirect, a
-    second code for the same state does not log anyone in."""
+    second code for the same state does not log anyone in (nor reach WeChat)."""
     browser = app.test_client()
     state = start_login(browser)
     twin = _browser_copy(app, browser)
-    _each_code_once(wechat_api)
+    codes = _each_code_once(wechat_api)
     wechat_api.userinfo()
     cancelled = browser.get("/auth/wechat/callback", query_string={"state": state})
-    assert cancelled.status_code == 200  # the cancelled page
+    assert cancelled.status_code == 200 and error_name(cancelled) == "LoginCancelled"
     second = twin.get("/auth/wechat/callback", query_string={"code": "C2", "state": state})
-    assert second.status_code == 400
+    assert second.status_code == 400 and error_name(second) == "StateError"
+    assert codes == [] and api_paths(wechat_api) == []
     assert all_users(app) == [] and logged_in_user_id(twin) is None
+
+
+def test_second_redirect_failing_after_the_first_succeeded_ends_logged_in(
+    app: t.Any, wechat_api: WeChatAPI
+) -> None:
+    """The browser shows the second redirect's page: if WeChat fails it (a second code)
+    after the first request logged the person in, it ends as the first one did."""
+    browser = app.test_client()
+    state = start_login(browser, next="/welcome")
+    twin = _browser_copy(app, browser)
+    first_exchanged = threading.Event()
+    second_exchanging = threading.Event()
+    first_done: list[t.Any] = []
+
+    def token(request: t.Any) -> tuple[int, dict[str, str], bytes]:
+        if request.params["code"] == "C1":
+            first_exchanged.set()
+            return _body(TOKEN)
+        second_exchanging.set()
+        first_done[0].result(timeout=20)  # the first request has committed and answered
+        return 500, {"Content-Type": "text/html"}, b"<html>502 Bad Gateway</html>"
+
+    def profile(request: t.Any) -> tuple[int, dict[str, str], bytes]:
+        second_exchanging.wait(timeout=20)  # the second is past its look for an outcome
+        return _body(PROFILE)
+
+    wechat_api.mock.add_callback(responses.GET, wechat_api.base + "/sns/oauth2/access_token",
+                                 callback=token)
+    wechat_api.mock.add_callback(responses.GET, wechat_api.base + "/sns/userinfo",
+                                 callback=profile)
+    with ThreadPoolExecutor(2) as pool:
+        first_done.append(pool.submit(browser.get, "/auth/wechat/callback",
+                                      query_string={"code": "C1", "state": state}))
+        assert first_exchanged.wait(timeout=20)
+        second = pool.submit(twin.get, "/auth/wechat/callback",
+                             query_string={"code": "C2", "state": state}).result(timeout=30)
+    assert first_done[0].result().status_code == 302
+    assert second.status_code == 302 and second.headers["Location"] == "/welcome"
+    assert logged_in_user_id(twin) == str(all_users(app)[0].id)
+    assert api_paths(wechat_api).count("/sns/oauth2/access_token") == 2  # C2 did fail
+    assert [json.loads(row.value)["user_id"] for row in _taken_rows(app)] == [
+        str(all_users(app)[0].id)]
+
+
+def test_login_refused_is_told_once_per_login(make_app: t.Any, wechat_api: WeChatAPI) -> None:
+    """Login only: both redirects of one login refused at the same moment, and a replay of
+    the old cookie afterwards; ``login_refused`` is sent once."""
+    from flask_wechat_qr import signals
+
+    app = make_app(WECHAT_QR_LOGIN_ONLY=True)
+    refused: list[str] = []
+    signals.login_refused.connect(lambda sender, **kw: refused.append(kw["openid"]), app,
+                                  weak=False)
+    browser = app.test_client()
+    state = start_login(browser)
+    twin = _browser_copy(app, browser)
+    replay = _browser_copy(app, browser)
+    gate = threading.Barrier(2, timeout=10)
+
+    def token(request: t.Any) -> tuple[int, dict[str, str], bytes]:
+        try:
+            gate.wait()  # both exchange at once
+        except threading.BrokenBarrierError:
+            pass
+        return _body(TOKEN)
+
+    wechat_api.mock.add_callback(responses.GET, wechat_api.base + "/sns/oauth2/access_token",
+                                 callback=token)
+    with ThreadPoolExecutor(2) as pool:
+        answers = [pool.submit(client.get, "/auth/wechat/callback",
+                               query_string={"code": code, "state": state})
+                   for client, code in ((browser, "C1"), (twin, "C2"))]
+        statuses = sorted(answer.result(timeout=30).status_code for answer in answers)
+    assert statuses == [403, 403] and not gate.broken
+    again = replay.get("/auth/wechat/callback", query_string={"code": "C3", "state": state})
+    assert again.status_code == 400
+    assert refused == [OPENID]
+    assert all_users(app) == []
+
+
+def test_a_replayed_cookie_without_a_code_is_not_posted_as_a_cancel(
+    make_app: t.Any, wechat_api: WeChatAPI
+) -> None:
+    """A connection with a callback URL: after a login succeeded, its old cookie replayed
+    with a "cancelled" callback never tells the business front end the user cancelled."""
+    app = make_app(WECHAT_QR_CALLBACK_URL="https://biz.example.com/wechat-done",
+                   WECHAT_QR_ID_TOKEN_SECRET="a-shared-secret-of-32-bytes-or-more!")
+    browser = app.test_client()
+    state = start_login(browser, state="biz-1")
+    replay = _browser_copy(app, browser)
+    wechat_api.token()
+    wechat_api.userinfo()
+    assert "id_token" in browser.get("/auth/wechat/callback",
+                                     query_string={"code": "C1", "state": state}).text
+    calls = len(wechat_api.mock.calls)
+    resp = replay.get("/auth/wechat/callback", query_string={"state": state})
+    # Within seconds, from this browser: WeChat's double redirect, ended as the login did.
+    assert "access_denied" not in resp.text and "id_token" in resp.text
+    assert len(wechat_api.mock.calls) == calls
 
 
 def test_code_used_without_another_request_waits_then_says_so(
     make_app: t.Any, wechat_api: WeChatAPI
 ) -> None:
     """40163 and no other request of this login finishing: after waiting as long as that
-    request could take (twice the HTTP timeout and a second), the "already used" page."""
+    request could take (twice the HTTP timeout and a second), the "already used" page; the
+    state is then used, so a replay of the cookie is answered at once, without WeChat."""
     app = make_app(WECHAT_QR_HTTP_TIMEOUT=0.2)
     browser = app.test_client()
     state = start_login(browser)
+    replay = _browser_copy(app, browser)
     wechat_api.error("/sns/oauth2/access_token", 40163, "code been used")
     started = time.monotonic()
     resp = browser.get("/auth/wechat/callback", query_string={"code": "C1", "state": state})
     assert time.monotonic() - started >= 2 * 0.2 + 1
     assert resp.status_code == 400 and error_name(resp) == "CodeUsed"
-    assert _taken_rows(app) == []  # it may still be running somewhere: nothing recorded
+    assert [json.loads(row.value) for row in _taken_rows(app)] == [{"error": True}]
+    calls = len(wechat_api.mock.calls)
+    started = time.monotonic()
+    again = replay.get("/auth/wechat/callback", query_string={"code": "C1", "state": state})
+    assert again.status_code == 400 and error_name(again) == "StateError"
+    assert time.monotonic() - started < 1.4 and len(wechat_api.mock.calls) == calls
+
+
+def test_few_requests_of_a_process_wait_for_another_ones_outcome(
+    make_app: t.Any, wechat_api: WeChatAPI
+) -> None:
+    """Anyone holding a used code can start logins and make their callbacks wait: only
+    MAX_WAITING_REQUESTS of a process wait at a time, the others are answered at once."""
+    from flask_wechat_qr.state_store import MAX_WAITING_REQUESTS
+
+    app = make_app(WECHAT_QR_HTTP_TIMEOUT=0.5)
+    count = MAX_WAITING_REQUESTS + 3
+    browsers = [app.test_client() for _ in range(count)]
+    states = [start_login(browser) for browser in browsers]
+    wechat_api.error("/sns/oauth2/access_token", 40163, "code been used")
+
+    def finish(index: int) -> float:
+        started = time.monotonic()
+        resp = browsers[index].get("/auth/wechat/callback",
+                                   query_string={"code": "USED", "state": states[index]})
+        assert error_name(resp) == "CodeUsed"
+        return time.monotonic() - started
+
+    with ThreadPoolExecutor(count) as pool:
+        took = sorted(pool.map(finish, range(count), timeout=60))
+    waited = [seconds for seconds in took if seconds >= 2 * 0.5 + 1]
+    assert len(waited) == MAX_WAITING_REQUESTS
 
 
 def test_fifty_simultaneous_first_logins_make_one_user(

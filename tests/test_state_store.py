@@ -110,12 +110,12 @@ def test_use_within_the_callers_transaction(app: t.Any, store: LoginStateStore) 
 def test_a_failure_is_recorded_unless_another_outcome_came_first(
     store: LoginStateStore,
 ) -> None:
-    store.record_failure("k", '{"error": true}', _in(600))
+    assert store.record_failure("k", '{"error": true}', _in(600)) is True
     assert store.outcome("k") == '{"error": true}'
     assert _use(store, "k") is False  # a failed login's state is used too
     assert _use(store, "s")
-    store.record_failure("s", '{"error": true}', _in(600))  # no error raised ...
-    assert store.outcome("s") == '{"user_id": "1"}'  # ... and the first outcome stays
+    assert store.record_failure("s", '{"error": true}', _in(600)) is False
+    assert store.outcome("s") == '{"user_id": "1"}'  # the first outcome stays
 
 
 # --- parked data (too big for the cookie) -----------------------------------------------------
@@ -162,13 +162,22 @@ def test_expired_rows_are_purged_now_and_then(store: LoginStateStore,
     assert "short" in _keys(store)
 
 
-def test_using_a_state_purges_now_and_then(store: LoginStateStore,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    """The login's own transaction does the purging: starting logins may write nothing."""
-    assert _use(store, "old", expires_at=_in(60))
-    _travel(monkeypatch, 120)
-    assert _use(store, "new", expires_at=_in(720))
-    assert _keys(store) == [TAKEN + "new"]
+def test_taking_a_state_purges_now_and_then(app: Flask, store: LoginStateStore,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Callbacks purge (in a transaction of their own, never in the login's, which may roll
+    back): starting a login writes nothing."""
+    wx = app.extensions["wechat_qr"].states["wechat"]
+    wx.store._next_purge = 0.0
+    with app.test_request_context("/auth/wechat/login"):
+        assert _use(store, "old", expires_at=_in(60))
+        state = wx.begin()
+        _travel(monkeypatch, 120)
+        wx.take(state)
+        assert _keys(store) == []
+        assert _use(store, "young", expires_at=_in(5))
+        _travel(monkeypatch, 30)  # 30 s on: "young" has expired, but ...
+        wx.take(wx.begin())  # ... it is not a minute since the last purge
+        assert _keys(store) == [TAKEN + "young"]
 
 
 # --- outcomes ---------------------------------------------------------------------------
@@ -199,6 +208,28 @@ def test_outcome_waits_for_a_request_still_running(app: t.Any,
         assert store.outcome("k", wait=10) == '{"user_id": "7"}'
     finally:
         thread.join(timeout=10)
+
+
+def test_only_a_few_requests_wait_at_a_time(app: t.Any, store: LoginStateStore) -> None:
+    """Waiting ties up a worker thread: past MAX_WAITING_REQUESTS, an answer at once."""
+    def wait() -> None:
+        with app.app_context():
+            store.outcome("k", wait=1.5)
+
+    waiting = [threading.Thread(target=wait) for _ in range(state_store.MAX_WAITING_REQUESTS)]
+    for thread in waiting:
+        thread.start()
+    try:
+        time.sleep(0.2)
+        started = time.monotonic()
+        assert store.outcome("k", wait=5) is None
+        assert time.monotonic() - started < 1
+    finally:
+        for thread in waiting:
+            thread.join(timeout=10)
+    started = time.monotonic()
+    assert store.outcome("k", wait=0.3) is None  # the others are done: it waits again
+    assert time.monotonic() - started >= 0.3
 
 
 def test_outcome_is_forgotten_when_its_row_expires(
