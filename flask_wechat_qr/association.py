@@ -73,12 +73,15 @@ class AssociationPolicy:
         self.db = db
         self.models = models
         self.adapter = adapter
+        Identity = models.Identity
+        # Built once: every login runs it, and building costs more than running.
+        self._identity_by_openid = sa.select(Identity).where(
+            Identity.connection == sa.bindparam("connection"),
+            Identity.openid == sa.bindparam("openid"))
 
     def find_identity(self, connection: str, openid: str) -> t.Any | None:
-        Identity = self.models.Identity
         return self.db.session.execute(
-            sa.select(Identity).where(Identity.connection == connection,
-                                      Identity.openid == openid)
+            self._identity_by_openid, {"connection": connection, "openid": openid}
         ).scalar_one_or_none()
 
     def linked_user(self, connection: str, openid: str) -> tuple[t.Any, t.Any] | None:

@@ -57,7 +57,7 @@ STATE_KEY_PREFIX = "_state_wechat_qr_"
 
 
 class Executor(t.Protocol):
-    def execute(self, statement: t.Any, /) -> t.Any: ...
+    def execute(self, statement: t.Any, parameters: t.Any = ..., /) -> t.Any: ...
 
 
 class LoginStateStore:
@@ -72,6 +72,12 @@ class LoginStateStore:
         self.table = model.__table__
         self._next_purge = 0.0
         self._waiting = threading.BoundedSemaphore(MAX_WAITING_REQUESTS)
+        table = self.table
+        # Built once: a login runs them every time, and building costs more than running.
+        self._insert = sa.insert(table)
+        self._value_of = (sa.select(table.c.value)
+                          .where(table.c.key == sa.bindparam("key"),
+                                 table.c.expires_at >= sa.bindparam("now")))
 
     def park(self, key: str, value: str, expires_at: float) -> None:
         """Keep a state's data that is too big for the session cookie."""
@@ -84,12 +90,9 @@ class LoginStateStore:
         """A parked state's data, ``None`` once it expired. Reading it does not use the
         state (:meth:`use` does); the row stays until it expires, outlived by the taken
         row."""
-        table = self.table
         with self.db.engine.connect() as conn:
             return t.cast("str | None", conn.execute(
-                sa.select(table.c.value)
-                .where(table.c.key == key, table.c.expires_at >= time.time())
-            ).scalar())
+                self._value_of, {"key": key, "now": time.time()}).scalar())
 
     def use(self, key: str, outcome: str, expires_at: float, within: Executor) -> None:
         """Use a state, recording how its login ended, in the caller's transaction.
@@ -100,8 +103,8 @@ class LoginStateStore:
         ``within`` has no pending ORM changes (flushed), so an error here is this row's.
         """
         try:
-            within.execute(sa.insert(self.table).values(
-                key=TAKEN + key, value=outcome, expires_at=expires_at))
+            within.execute(self._insert,
+                           {"key": TAKEN + key, "value": outcome, "expires_at": expires_at})
         except IntegrityError as error:
             raise StateUsed() from error
 
@@ -134,12 +137,9 @@ class LoginStateStore:
             self._waiting.release()
 
     def _outcome(self, key: str) -> str | None:
-        table = self.table
         with self.db.engine.connect() as conn:
             return t.cast("str | None", conn.execute(
-                sa.select(table.c.value)
-                .where(table.c.key == TAKEN + key, table.c.expires_at >= time.time())
-            ).scalar())
+                self._value_of, {"key": TAKEN + key, "now": time.time()}).scalar())
 
     def delete(self, key: str) -> None:
         """Forget a parked state that was never used."""
