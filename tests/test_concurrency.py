@@ -9,6 +9,7 @@ import threading
 import time
 import typing as t
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import responses
@@ -20,10 +21,12 @@ from support import (
     REFRESH_TOKEN,
     UNIONID,
     WeChatAPI,
+    add_user,
     all_identities,
     all_users,
     api_paths,
     error_name,
+    log_in,
     logged_in_user_id,
     start_login,
 )
@@ -452,3 +455,67 @@ def test_double_redirect_to_the_bind_page_keeps_the_pending_binding(
     with app.app_context():
         Pending = app.extensions["wechat_qr"].models.PendingBinding
         assert app.db.session.query(Pending).count() == 1  # the second's rolled back
+
+
+def _two_codes_at_once(app: t.Any, wechat_api: WeChatAPI, browser: t.Any, state: str
+                       ) -> list[t.Any]:
+    """WeChat's double redirect with two codes, both in flight: the callbacks of ``browser``
+    and of a copy of it meet at the token endpoint and go on together."""
+    twin = _browser_copy(app, browser)
+    codes = _each_code_once(wechat_api)
+    gate = threading.Barrier(2, timeout=10)
+    wechat_api.mock.add_callback(responses.GET, wechat_api.base + "/sns/userinfo",
+                                 callback=lambda request: _body(PROFILE))
+
+    def meet(client: t.Any, code: str) -> t.Any:
+        try:
+            gate.wait()
+        except threading.BrokenBarrierError:
+            pass
+        return client.get("/auth/wechat/callback", query_string={"code": code, "state": state})
+
+    with ThreadPoolExecutor(2) as pool:
+        answers = [pool.submit(meet, client, code)
+                   for client, code in ((browser, "C1"), (twin, "C2"))]
+        results = [answer.result(timeout=30) for answer in answers]
+    assert sorted(codes) == ["C1", "C2"]  # both really went to WeChat
+    return [*results, twin]
+
+
+def test_two_codes_of_one_link_at_the_same_moment(make_app: t.Any,
+                                                   wechat_api: WeChatAPI) -> None:
+    """Linking from the account page, WeChat redirecting twice: one identity, told once."""
+    from flask_wechat_qr import signals
+
+    app = make_app()
+    linked: list[t.Any] = []
+    signals.identity_linked.connect(lambda sender, **kw: linked.append(kw["via"]), app,
+                                    weak=False)
+    alice = add_user(app, username="alice", password="pw")
+    browser = app.test_client()
+    log_in(browser, alice)
+    resp = browser.get("/auth/wechat/link", query_string={"next": "/account"})
+    state = parse_qs(urlsplit(resp.headers["Location"]).query)["state"][0]
+    first, second, _twin = _two_codes_at_once(app, wechat_api, browser, state)
+    assert [first.status_code, second.status_code] == [302, 302]
+    assert first.headers["Location"] == second.headers["Location"] == "/account"
+    assert [(i.openid, i.user_id) for i in all_identities(app)] == [(OPENID, str(alice))]
+    assert linked == ["link"]
+    assert len(_taken_rows(app)) == 1
+
+
+def test_two_codes_of_one_ask_binding_login_at_the_same_moment(
+    make_app: t.Any, wechat_api: WeChatAPI
+) -> None:
+    """Ask binding, WeChat redirecting twice: one pending binding, which both reach."""
+    app = make_app(WECHAT_QR_ASSOCIATION="ask_binding")
+    browser = app.test_client()
+    state = start_login(browser)
+    first, second, twin = _two_codes_at_once(app, wechat_api, browser, state)
+    assert first.headers["Location"] == second.headers["Location"] == "/auth/bind"
+    assert browser.get("/auth/bind").status_code == 200
+    assert twin.get("/auth/bind").status_code == 200
+    with app.app_context():
+        Pending = app.extensions["wechat_qr"].models.PendingBinding
+        assert app.db.session.query(Pending).count() == 1
+    assert all_users(app) == [] and len(_taken_rows(app)) == 1
