@@ -12,7 +12,9 @@ commit of its own), and answers WeChat's repeated callback.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import threading
 import time
 import typing as t
@@ -20,12 +22,14 @@ import typing as t
 import sqlalchemy as sa
 from authlib.common.security import generate_token
 from flask import session
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from .errors import StateError, StateUsed
 
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
+
+log = logging.getLogger("flask_wechat_qr")
 
 
 #: Key prefix of the row a used state leaves behind, holding how its login ended, so
@@ -40,10 +44,15 @@ PURGE_INTERVAL = 60
 #: at each look, up to :data:`MAX_POLL_INTERVAL`.
 POLL_INTERVAL = 0.05
 MAX_POLL_INTERVAL = 0.5
-#: Requests of one process that may wait for another request's outcome at the same time;
-#: more are answered at once. A wait is for WeChat's double redirect, and must not let
-#: anyone holding a used code tie up the workers.
+#: Requests of one app in one process that may wait for another request's outcome at the
+#: same time (threaded and gevent workers); more are answered at once.
 MAX_WAITING_REQUESTS = 4
+#: Key prefix of the row that says WeChat answered a code "already used" and no login of
+#: this site finished with it: later callbacks with that code do not wait again. With it,
+#: making a worker wait costs a fresh WeChat scan each time.
+SPENT_CODE = "spent-code:"
+#: Seconds a code lives at WeChat (then 42003), so its spent row needs no longer.
+CODE_LIFETIME = 300
 #: Logins one browser may have started and not finished (tabs, reloaded QR pages), across
 #: all connections.
 MAX_PENDING_STATES = 5
@@ -54,6 +63,11 @@ MAX_PENDING_STATES = 5
 MAX_INLINE_STATE_DATA = 300
 #: Prefix of every connection's state keys in the session.
 STATE_KEY_PREFIX = "_state_wechat_qr_"
+
+
+class TooManyWaiting(Exception):
+    """:data:`MAX_WAITING_REQUESTS` already wait: answer now, and record nothing (the
+    request waited for may still finish)."""
 
 
 class Executor(t.Protocol):
@@ -120,11 +134,13 @@ class LoginStateStore:
 
     def outcome(self, key: str, wait: float = 0) -> str | None:
         """How the login of a used state ended; waits up to ``wait`` seconds for a request
-        still running (unless :data:`MAX_WAITING_REQUESTS` already wait). ``None`` if
-        nobody used the state (in time)."""
+        still running. ``None`` if nobody used the state (in time); :class:`TooManyWaiting`
+        if it would wait and :data:`MAX_WAITING_REQUESTS` already do."""
         value = self._outcome(key)
-        if value is not None or wait <= 0 or not self._waiting.acquire(blocking=False):
+        if value is not None or wait <= 0:
             return value
+        if not self._waiting.acquire(blocking=False):
+            raise TooManyWaiting()
         try:
             deadline = time.monotonic() + wait
             interval = POLL_INTERVAL
@@ -141,6 +157,22 @@ class LoginStateStore:
             return t.cast("str | None", conn.execute(
                 self._value_of, {"key": TAKEN + key, "now": time.time()}).scalar())
 
+    def remember_spent_code(self, key: str) -> None:
+        """A code WeChat called used, and no login here finished with it: not waited for
+        again while WeChat could still answer it."""
+        try:
+            with self.db.engine.begin() as conn:
+                conn.execute(self._insert, {"key": SPENT_CODE + key, "value": "",
+                                            "expires_at": time.time() + CODE_LIFETIME})
+        except IntegrityError:
+            pass  # another request said so first
+
+    def is_spent_code(self, key: str) -> bool:
+        with self.db.engine.connect() as conn:
+            return conn.execute(
+                self._value_of, {"key": SPENT_CODE + key, "now": time.time()}
+            ).scalar() is not None
+
     def delete(self, key: str) -> None:
         """Forget a parked state that was never used."""
         with self.db.engine.begin() as conn:
@@ -150,8 +182,12 @@ class LoginStateStore:
         """Delete expired rows, at most once per :data:`PURGE_INTERVAL` per process; in a
         transaction of its own, never in a login's (which may roll back, or hold locks)."""
         if time.time() >= self._next_purge:
-            with self.db.engine.begin() as conn:
-                self._purge_now_and_then(conn)
+            try:
+                with self.db.engine.begin() as conn:
+                    self._purge_now_and_then(conn)
+            except SQLAlchemyError:  # housekeeping: never fail a login over it
+                log.warning("could not purge expired login states; trying again later",
+                            exc_info=True)
 
     def _purge_now_and_then(self, conn: Executor) -> None:
         now = time.time()
@@ -223,8 +259,10 @@ class LoginStates:
         return t.cast(dict, json.loads(value))
 
     def owns(self, state: str | None) -> bool:
-        """Whether this browser's session started the login of ``state``."""
-        return bool(state) and self.prefix + (state or "") in session
+        """Whether this browser's session started the login of ``state`` (in this app: another
+        one sharing the ``SECRET_KEY`` reads the same cookie)."""
+        marker = session.get(self.prefix + state) if state else None
+        return isinstance(marker, dict) and marker.get("app") == self.app_id
 
     def use(self, state: str, outcome: dict[str, t.Any], within: Executor) -> None:
         """Use ``state`` for good, recording how its login ended, in the caller's
@@ -245,6 +283,17 @@ class LoginStates:
             return None  # not a state this extension made
         value = self.store.outcome(self.prefix + state, wait)
         return t.cast(dict, json.loads(value)) if value else None
+
+    def remember_spent_code(self, code: str) -> None:
+        """WeChat said ``code`` was used, and waiting found no login that used it."""
+        self.store.remember_spent_code(self._code_key(code))
+
+    def is_spent_code(self, code: str) -> bool:
+        return self.store.is_spent_code(self._code_key(code))
+
+    def _code_key(self, code: str) -> str:
+        """Codes are secrets: only their hash is kept, per connection."""
+        return hashlib.sha256(f"{self.prefix}{code}".encode()).hexdigest()
 
     def _taken_until(self) -> float:
         """When a taken row may go: after every cookie that could carry its state has

@@ -40,6 +40,7 @@ from .errors import (
 from .i18n import TEMPLATE_GLOBALS, LazyText, qr_page_lang, userinfo_lang
 from .i18n import lazy_gettext as _l
 from .settings import configured_base_url, has_control_characters, is_local_path
+from .state_store import TooManyWaiting
 
 if t.TYPE_CHECKING:
     from .client import WeChatClient
@@ -202,12 +203,12 @@ def callback(connection: str) -> Response:
         data = states.take(state)
     except StateError:
         return _repeated_callback(client, state, same_browser)
+    login = g.wechat_qr_login = _Login(connection, data.get("next"),
+                                       data.get("delivery") or {}, bool(data.get("link_user")))
     if states.outcome(state) is not None:
         # A replayed cookie, or WeChat's second redirect after the first one ended: no
         # WeChat call, no second login.
         return _repeated_callback(client, state, same_browser=True)
-    login = g.wechat_qr_login = _Login(connection, data.get("next"),
-                                       data.get("delivery") or {}, bool(data.get("link_user")))
     try:
         return _finish_callback(client, t.cast(str, state), data, login)
     except StateUsed:
@@ -215,7 +216,7 @@ def callback(connection: str) -> Response:
         login.outcome = None
         return _repeated_callback(client, state, same_browser=True)
     except LoginError as error:
-        if login.outcome is None or _record_failure(states, t.cast(str, state), login):
+        if login.outcome is None or _record_failure(states, t.cast(str, state), login, error):
             if isinstance(error, LoginRefused) and error.openid:
                 signals.login_refused.send(_app(), connection=client.connection,
                                            openid=error.openid)
@@ -231,10 +232,12 @@ def callback(connection: str) -> Response:
             _record_failure(states, t.cast(str, state), login)
 
 
-def _record_failure(states: t.Any, state: str, login: _Login) -> bool:
-    """Record that the login of ``state`` failed, so a repeated callback gets the same
-    answer: ``False`` if another request of it ended first."""
-    outcome, login.outcome = login.outcome, None
+def _record_failure(states: t.Any, state: str, login: _Login,
+                    error: BaseException | None = None) -> bool:
+    """Record that the login of ``state`` failed, and how, so a repeated callback gets the
+    same answer: ``False`` if another request of it ended first."""
+    login.outcome = None
+    outcome = {"error": type(error).__name__ if error is not None else True, "at": time.time()}
     try:
         return bool(states.record_failure(state, outcome))
     except Exception:  # never hide the login's own result behind this bookkeeping
@@ -259,13 +262,23 @@ def _finish_callback(client: WeChatClient, state: str, data: dict[str, t.Any],
         token = client.exchange_code(code)
     except CodeUsed as used:
         # WeChat's double redirect with the same code: the other request has it. Wait for
-        # it as long as its profile request (and one retry) may take; then the state is
-        # used for good (a replay does not wait again).
+        # it as long as its remaining WeChat calls may take. In vain, the code is spent:
+        # nobody waits for it again (making a worker wait takes a fresh scan), and this
+        # state is used (a replay does not wait either).
+        if states.is_spent_code(code):
+            raise used from None
         try:
             response = _repeated_callback(client, state, same_browser=True,
                                           wait=2 * ext.settings.http_timeout + 1)
-        except StateError:
+        except TooManyWaiting:
+            login.outcome = None  # the other request may still finish: record nothing
             raise used from None
+        except StateError:
+            states.remember_spent_code(code)
+            raise used from None
+        except LoginError:
+            login.outcome = None  # the other request's ending, repeated
+            raise
         login.outcome = None
         return response
     fetch_profile = lambda: client.userinfo(  # noqa: E731 - only if the policy asks
@@ -319,26 +332,30 @@ def _finish_callback(client: WeChatClient, state: str, data: dict[str, t.Any],
 def _repeated_callback(client: WeChatClient, state: str | None, same_browser: bool,
                        wait: float = 0) -> Response:
     """A callback whose state another request used: WeChat's double redirect (the same or
-    a second code, within a second) or a refresh of the callback page. If that login
-    succeeded, end the same way (never logging in twice); else it is a
-    :class:`StateError`. ``wait``: how long the other request may still take."""
+    a second code, within a second) or a refresh of the callback page. It ends the way that
+    login did (never logging in twice); else it is a :class:`StateError`. ``wait``: how
+    long the other request may still take."""
     ext = _state()
     outcome = ext.states[client.connection.identifier].outcome(state, wait)
+    recent = outcome is not None and time.time() - outcome.get("at", 0) <= REPEAT_WINDOW
     if outcome is None or "user_id" not in outcome:
         if outcome is not None and outcome.get("bind") and same_browser:
             if (session.get(PENDING_BINDING_KEY) is None and isinstance(outcome["bind"], str)
-                    and time.time() - outcome.get("at", 0) <= REPEAT_WINDOW):
+                    and recent):
                 # This request carries the cookie from before the first callback.
                 session[PENDING_BINDING_KEY] = outcome["bind"]
                 if outcome.get("delivery"):
                     session[DELIVERY_KEY] = outcome["delivery"]
             return redirect(url_for("wechat_qr.bind"))
+        repeated = REPEATED_ERRORS.get(str(outcome.get("error"))) if outcome else None
+        if repeated is not None and same_browser and recent:
+            raise repeated()  # the same page (or callback URL post) as the first request
         raise StateError()
     current = ext.adapter.current_user()
     if current is not None and ext.adapter.get_user_id(current) == outcome["user_id"]:
         # A refresh after the login: already done.
         return _end_repeated(client.connection, current, outcome)
-    if not same_browser or time.time() - outcome.get("at", 0) > REPEAT_WINDOW:
+    if not same_browser or not recent:
         raise StateError()
     user = ext.adapter.load_user(outcome["user_id"])
     if user is None:
@@ -556,6 +573,14 @@ def login_error(error: LoginError) -> tuple[str | Response, int]:
                             **({"next": login.next_url, **login.delivery} if login else {}))
     return render_template("wechat_qr/error.html", error=error, connection=connection,
                            retry_url=retry_url), error.status
+
+
+#: Failed endings a repeated callback of the same browser repeats (by the name recorded
+#: with the used state); any other failure is repeated as a :class:`StateError`.
+REPEATED_ERRORS: dict[str, type[LoginError]] = {
+    "LoginCancelled": LoginCancelled,
+    "LoginRefused": LoginRefused,
+}
 
 
 #: Endings of a login that a connection's callback URL is told of (``error`` field), as an

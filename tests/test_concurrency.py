@@ -105,17 +105,32 @@ def test_wechat_double_redirect_ends_logged_in(app: t.Any, wechat_api: WeChatAPI
     browser = app.test_client()
     state = start_login(browser, next="/welcome")
     twin = _browser_copy(app, browser)
-    calls = _slow_token_then_used(wechat_api, delay=0.5)
+    second_arrived = threading.Event()
+    calls: list[str] = []
+
+    def token(request: t.Any) -> tuple[int, dict[str, str], bytes]:
+        calls.append(request.params["code"])
+        if len(calls) == 1:
+            second_arrived.wait(timeout=10)  # WeChat answers the first after the second came
+            return _body(TOKEN)
+        second_arrived.set()
+        return _body({"errcode": 40163, "errmsg": "code been used, rid: 1-2-3"})
+
+    wechat_api.mock.add_callback(responses.GET, wechat_api.base + "/sns/oauth2/access_token",
+                                 callback=token)
+    wechat_api.mock.add_callback(responses.GET, wechat_api.base + "/sns/userinfo",
+                                 callback=lambda request: _body(PROFILE))
     query = {"code": "0816AbDOUBLE", "state": state}
     with ThreadPoolExecutor(2) as pool:
         first = pool.submit(browser.get, "/auth/wechat/callback", query_string=query)
-        time.sleep(0.1)  # the second arrives while the first is exchanging the code
+        while not calls:  # the first is exchanging the code
+            time.sleep(0.01)
         second = pool.submit(twin.get, "/auth/wechat/callback", query_string=query)
         responses_ = [first.result(timeout=30), second.result(timeout=30)]
+    assert second_arrived.is_set()  # the second was answered 40163 while the first ran
     assert [r.status_code for r in responses_] == [302, 302]
     assert [r.headers["Location"] for r in responses_] == ["/welcome", "/welcome"]
-    assert len(calls) == 2  # the second was answered 40163 ...
-    assert calls[1] < calls[0] + 0.5  # ... while the first was still exchanging
+    assert calls == ["0816AbDOUBLE", "0816AbDOUBLE"]
     assert api_paths(wechat_api).count("/sns/userinfo") == 1
     user_id = str(all_users(app)[0].id)
     assert logged_in_user_id(browser) == user_id and logged_in_user_id(twin) == user_id
@@ -198,7 +213,7 @@ def test_a_failed_first_callback_is_not_repeated_as_success(
     wechat_api.error("/sns/oauth2/access_token", 40029, "invalid code")
     assert browser.get("/auth/wechat/callback",
                        query_string={"code": "bad", "state": state}).status_code == 400
-    assert [json.loads(row.value) for row in _taken_rows(app)] == [{"error": True}]
+    assert [json.loads(row.value)["error"] for row in _taken_rows(app)] == ["InvalidCode"]
     calls = len(wechat_api.mock.calls)
     wechat_api.token()
     wechat_api.userinfo()
@@ -212,7 +227,8 @@ def test_a_failed_first_callback_is_not_turned_into_success_by_a_second_code(
     app: t.Any, wechat_api: WeChatAPI
 ) -> None:
     """The state is used once whatever happened: after a cancelled first redirect, a
-    second code for the same state does not log anyone in (nor reach WeChat)."""
+    second code for the same state does not log anyone in (nor reach WeChat); it ends as
+    the first one did."""
     browser = app.test_client()
     state = start_login(browser)
     twin = _browser_copy(app, browser)
@@ -221,7 +237,7 @@ def test_a_failed_first_callback_is_not_turned_into_success_by_a_second_code(
     cancelled = browser.get("/auth/wechat/callback", query_string={"state": state})
     assert cancelled.status_code == 200 and error_name(cancelled) == "LoginCancelled"
     second = twin.get("/auth/wechat/callback", query_string={"code": "C2", "state": state})
-    assert second.status_code == 400 and error_name(second) == "StateError"
+    assert second.status_code == 200 and error_name(second) == "LoginCancelled"
     assert codes == [] and api_paths(wechat_api) == []
     assert all_users(app) == [] and logged_in_user_id(twin) is None
 
@@ -299,7 +315,7 @@ def test_login_refused_is_told_once_per_login(make_app: t.Any, wechat_api: WeCha
         statuses = sorted(answer.result(timeout=30).status_code for answer in answers)
     assert statuses == [403, 403] and not gate.broken
     again = replay.get("/auth/wechat/callback", query_string={"code": "C3", "state": state})
-    assert again.status_code == 400
+    assert again.status_code == 403 and error_name(again) == "LoginRefused"  # as before
     assert refused == [OPENID]
     assert all_users(app) == []
 
@@ -325,12 +341,23 @@ def test_a_replayed_cookie_without_a_code_is_not_posted_as_a_cancel(
     assert len(wechat_api.mock.calls) == calls
 
 
+def _no_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From now on, any wait for another request's outcome fails the test."""
+    from flask_wechat_qr import state_store
+
+    def sleep(seconds: float) -> None:
+        raise AssertionError("waited for an outcome")
+
+    monkeypatch.setattr(state_store.time, "sleep", sleep)
+
+
 def test_code_used_without_another_request_waits_then_says_so(
-    make_app: t.Any, wechat_api: WeChatAPI
+    make_app: t.Any, wechat_api: WeChatAPI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """40163 and no other request of this login finishing: after waiting as long as that
-    request could take (twice the HTTP timeout and a second), the "already used" page; the
-    state is then used, so a replay of the cookie is answered at once, without WeChat."""
+    request could take (twice the HTTP timeout and a second), the "already used" page. The
+    state is then used and the code spent: a replay of the cookie, or the same code with a
+    fresh login, is answered without waiting."""
     app = make_app(WECHAT_QR_HTTP_TIMEOUT=0.2)
     browser = app.test_client()
     state = start_login(browser)
@@ -340,38 +367,61 @@ def test_code_used_without_another_request_waits_then_says_so(
     resp = browser.get("/auth/wechat/callback", query_string={"code": "C1", "state": state})
     assert time.monotonic() - started >= 2 * 0.2 + 1
     assert resp.status_code == 400 and error_name(resp) == "CodeUsed"
-    assert [json.loads(row.value) for row in _taken_rows(app)] == [{"error": True}]
+    assert [json.loads(row.value)["error"] for row in _taken_rows(app)] == ["CodeUsed"]
+    _no_waiting(monkeypatch)
     calls = len(wechat_api.mock.calls)
-    started = time.monotonic()
     again = replay.get("/auth/wechat/callback", query_string={"code": "C1", "state": state})
     assert again.status_code == 400 and error_name(again) == "StateError"
-    assert time.monotonic() - started < 1.4 and len(wechat_api.mock.calls) == calls
+    assert len(wechat_api.mock.calls) == calls
+    other = app.test_client()
+    fresh = other.get("/auth/wechat/callback",
+                      query_string={"code": "C1", "state": start_login(other)})
+    assert fresh.status_code == 400 and error_name(fresh) == "CodeUsed"
+    assert len(_taken_rows(app)) == 2  # that login is used up too
 
 
 def test_few_requests_of_a_process_wait_for_another_ones_outcome(
-    make_app: t.Any, wechat_api: WeChatAPI
+    make_app: t.Any, wechat_api: WeChatAPI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Anyone holding a used code can start logins and make their callbacks wait: only
-    MAX_WAITING_REQUESTS of a process wait at a time, the others are answered at once."""
+    """Several used codes at once: only MAX_WAITING_REQUESTS of an app in a process wait at a
+    time; the others are answered at once, and record nothing (the request they would wait
+    for may still finish)."""
+    from flask_wechat_qr import state_store
     from flask_wechat_qr.state_store import MAX_WAITING_REQUESTS
 
     app = make_app(WECHAT_QR_HTTP_TIMEOUT=0.5)
     count = MAX_WAITING_REQUESTS + 3
     browsers = [app.test_client() for _ in range(count)]
     states = [start_login(browser) for browser in browsers]
-    wechat_api.error("/sns/oauth2/access_token", 40163, "code been used")
+    gate = threading.Barrier(count, timeout=20)
 
-    def finish(index: int) -> float:
-        started = time.monotonic()
-        resp = browsers[index].get("/auth/wechat/callback",
-                                   query_string={"code": "USED", "state": states[index]})
-        assert error_name(resp) == "CodeUsed"
-        return time.monotonic() - started
+    def used(request: t.Any) -> tuple[int, dict[str, str], bytes]:
+        try:
+            gate.wait()  # everyone gets 40163 at the same moment
+        except threading.BrokenBarrierError:
+            pass
+        return _body({"errcode": 40163, "errmsg": "code been used, rid: 1-2-3"})
+
+    wechat_api.mock.add_callback(responses.GET, wechat_api.base + "/sns/oauth2/access_token",
+                                 callback=used)
+    waiters: set[int] = set()
+    real_sleep = time.sleep
+
+    def sleep(seconds: float) -> None:
+        waiters.add(threading.get_ident())
+        real_sleep(seconds)
+
+    monkeypatch.setattr(state_store.time, "sleep", sleep)
+
+    def finish(index: int) -> str | None:
+        return error_name(browsers[index].get("/auth/wechat/callback", query_string={
+            "code": f"USED{index}", "state": states[index]}))
 
     with ThreadPoolExecutor(count) as pool:
-        took = sorted(pool.map(finish, range(count), timeout=60))
-    waited = [seconds for seconds in took if seconds >= 2 * 0.5 + 1]
-    assert len(waited) == MAX_WAITING_REQUESTS
+        names = list(pool.map(finish, range(count), timeout=60))
+    assert names == ["CodeUsed"] * count and not gate.broken
+    assert len(waiters) == MAX_WAITING_REQUESTS
+    assert len(_taken_rows(app)) == MAX_WAITING_REQUESTS  # the turned-away recorded nothing
 
 
 def test_fifty_simultaneous_first_logins_make_one_user(
@@ -460,25 +510,30 @@ def test_double_redirect_to_the_bind_page_keeps_the_pending_binding(
 def _two_codes_at_once(app: t.Any, wechat_api: WeChatAPI, browser: t.Any, state: str
                        ) -> list[t.Any]:
     """WeChat's double redirect with two codes, both in flight: the callbacks of ``browser``
-    and of a copy of it meet at the token endpoint and go on together."""
+    and of a copy of it meet at the token endpoint (both past their look for an outcome)
+    and go on together."""
     twin = _browser_copy(app, browser)
-    codes = _each_code_once(wechat_api)
+    codes: list[str] = []
     gate = threading.Barrier(2, timeout=10)
-    wechat_api.mock.add_callback(responses.GET, wechat_api.base + "/sns/userinfo",
-                                 callback=lambda request: _body(PROFILE))
 
-    def meet(client: t.Any, code: str) -> t.Any:
+    def token(request: t.Any) -> tuple[int, dict[str, str], bytes]:
+        codes.append(request.params["code"])
         try:
             gate.wait()
         except threading.BrokenBarrierError:
             pass
-        return client.get("/auth/wechat/callback", query_string={"code": code, "state": state})
+        return _body(TOKEN)
 
+    wechat_api.mock.add_callback(responses.GET, wechat_api.base + "/sns/oauth2/access_token",
+                                 callback=token)
+    wechat_api.mock.add_callback(responses.GET, wechat_api.base + "/sns/userinfo",
+                                 callback=lambda request: _body(PROFILE))
     with ThreadPoolExecutor(2) as pool:
-        answers = [pool.submit(meet, client, code)
+        answers = [pool.submit(client.get, "/auth/wechat/callback",
+                               query_string={"code": code, "state": state})
                    for client, code in ((browser, "C1"), (twin, "C2"))]
         results = [answer.result(timeout=30) for answer in answers]
-    assert sorted(codes) == ["C1", "C2"]  # both really went to WeChat
+    assert sorted(codes) == ["C1", "C2"] and not gate.broken  # both went to WeChat
     return [*results, twin]
 
 
@@ -519,3 +574,34 @@ def test_two_codes_of_one_ask_binding_login_at_the_same_moment(
         Pending = app.extensions["wechat_qr"].models.PendingBinding
         assert app.db.session.query(Pending).count() == 1
     assert all_users(app) == [] and len(_taken_rows(app)) == 1
+
+
+@pytest.mark.parametrize("ending, error", [("refused", "account_not_linked"),
+                                           ("cancelled", "access_denied")])
+def test_a_repeated_callback_tells_the_callback_url_the_same_ending(
+    make_app: t.Any, wechat_api: WeChatAPI, ending: str, error: str
+) -> None:
+    """The browser shows WeChat's second redirect: a login that ended refused or cancelled
+    is posted to the business front end again, with its state (and told to the signal
+    once), not turned into this site's "link no longer valid" page."""
+    from flask_wechat_qr import signals
+
+    app = make_app(WECHAT_QR_CALLBACK_URL="https://biz.example.com/wechat-done",
+                   WECHAT_QR_ID_TOKEN_SECRET="a-shared-secret-of-32-bytes-or-more!",
+                   WECHAT_QR_LOGIN_ONLY=True)
+    refused: list[str] = []
+    signals.login_refused.connect(lambda sender, **kw: refused.append(kw["openid"]), app,
+                                  weak=False)
+    browser = app.test_client()
+    state = start_login(browser, state="biz-7")
+    twin = _browser_copy(app, browser)
+    wechat_api.token()
+    query = {"state": state} if ending == "cancelled" else {"state": state, "code": "C1"}
+    first = browser.get("/auth/wechat/callback", query_string=query)
+    second = twin.get("/auth/wechat/callback", query_string=query)
+    for resp in (first, second):
+        assert resp.status_code == 200
+        assert f'name="error" value="{error}"' in resp.text
+        assert 'name="state" value="biz-7"' in resp.text
+    assert refused == ([OPENID] if ending == "refused" else [])
+    assert api_paths(wechat_api).count("/sns/oauth2/access_token") == (ending == "refused")

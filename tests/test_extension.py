@@ -17,7 +17,15 @@ from authlib.integrations.flask_client import OAuth
 from flask import Flask, current_app
 from flask_login import LoginManager, UserMixin
 from flask_sqlalchemy import SQLAlchemy
-from support import APP_ID, APP_SECRET, WeChatAPI, finish_login, start_login
+from support import (
+    APP_ID,
+    APP_SECRET,
+    WeChatAPI,
+    dispose_engines,
+    finish_login,
+    make_test_app,
+    start_login,
+)
 
 from flask_wechat_qr import AccountAdapter, ConfigurationError, WeChatClient, WeChatQR
 from flask_wechat_qr.errors import UnknownConnection
@@ -247,6 +255,39 @@ def test_a_state_from_one_app_is_refused_by_the_other(host: Host, tmp_path: Path
         resp = finish_login(browser_b, state)
         assert len(mock.calls) == 0
     assert resp.status_code == 400  # ... but not A's state
+
+
+def test_a_used_state_of_one_app_is_not_repeated_by_the_other(tmp_path: Path) -> None:
+    """Two apps sharing the SECRET_KEY and the database: after A's login, B given A's old
+    cookie must not repeat A's outcome as its own (a repeated callback is only for the
+    browser whose session started the login, in this app)."""
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    app_a = make_test_app(tmp_path / "a", url, SECRET_KEY="shared",
+                          WECHAT_QR_APP_ID="wxaaaaaaaaaaaaaaaa")
+    app_b = make_test_app(tmp_path / "b", url, SECRET_KEY="shared",
+                          WECHAT_QR_APP_ID="wxbbbbbbbbbbbbbbbb")
+    try:
+        browser_a, browser_b = app_a.test_client(), app_b.test_client()
+        state = start_login(browser_a)
+        old_cookie = browser_a.get_cookie("session")
+        assert old_cookie is not None
+        with responses.RequestsMock() as mock:
+            api = WeChatAPI(mock)
+            api.token()
+            api.userinfo()
+            assert finish_login(browser_a, state).status_code == 302
+        browser_b.set_cookie("session", old_cookie.value)
+        with responses.RequestsMock() as mock:
+            resp = finish_login(browser_b, state)
+            assert len(mock.calls) == 0
+        assert resp.status_code == 400
+        with browser_b.session_transaction() as sess:
+            assert "_user_id" not in sess
+    finally:
+        dispose_engines(app_a)
+        dispose_engines(app_b)
 
 
 # --- what the host must provide ------------------------------------------------------

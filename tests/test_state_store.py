@@ -15,7 +15,7 @@ from flask import Flask
 
 from flask_wechat_qr import state_store
 from flask_wechat_qr.errors import StateError, StateUsed
-from flask_wechat_qr.state_store import AFTERLIFE, TAKEN, LoginStateStore
+from flask_wechat_qr.state_store import AFTERLIFE, TAKEN, LoginStateStore, TooManyWaiting
 
 
 @pytest.fixture
@@ -210,26 +210,50 @@ def test_outcome_waits_for_a_request_still_running(app: t.Any,
         thread.join(timeout=10)
 
 
-def test_only_a_few_requests_wait_at_a_time(app: t.Any, store: LoginStateStore) -> None:
-    """Waiting ties up a worker thread: past MAX_WAITING_REQUESTS, an answer at once."""
-    def wait() -> None:
-        with app.app_context():
-            store.outcome("k", wait=1.5)
+def test_only_a_few_requests_wait_at_a_time(store: LoginStateStore,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Waiting ties up a worker thread: past MAX_WAITING_REQUESTS, TooManyWaiting at once."""
+    for _ in range(state_store.MAX_WAITING_REQUESTS):
+        assert store._waiting.acquire(blocking=False)  # as many requests are waiting
 
-    waiting = [threading.Thread(target=wait) for _ in range(state_store.MAX_WAITING_REQUESTS)]
-    for thread in waiting:
-        thread.start()
-    try:
-        time.sleep(0.2)
-        started = time.monotonic()
-        assert store.outcome("k", wait=5) is None
-        assert time.monotonic() - started < 1
-    finally:
-        for thread in waiting:
-            thread.join(timeout=10)
-    started = time.monotonic()
-    assert store.outcome("k", wait=0.3) is None  # the others are done: it waits again
-    assert time.monotonic() - started >= 0.3
+    def sleep(seconds: float) -> None:
+        raise AssertionError("waited")
+
+    monkeypatch.setattr(state_store.time, "sleep", sleep)
+    with pytest.raises(TooManyWaiting):
+        store.outcome("k", wait=5)
+    assert store.outcome("k") is None  # not waiting is always possible
+    _use(store, "done", '{"user_id": "1"}')
+    assert store.outcome("done", wait=5) == '{"user_id": "1"}'  # there: no wait needed
+
+
+def test_a_failed_look_releases_its_place_in_the_queue(
+    store: LoginStateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    looks = []
+
+    def broken(key: str) -> str | None:
+        looks.append(key)
+        if len(looks) > 1:
+            raise RuntimeError("database gone")
+        return None
+
+    monkeypatch.setattr(store, "_outcome", broken)
+    monkeypatch.setattr(state_store.time, "sleep", lambda seconds: None)
+    for _ in range(state_store.MAX_WAITING_REQUESTS + 1):
+        looks.clear()
+        with pytest.raises(RuntimeError):
+            store.outcome("k", wait=5)
+    assert store._waiting.acquire(blocking=False)  # every place came back
+
+
+def test_spent_codes(store: LoginStateStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert not store.is_spent_code("h")
+    store.remember_spent_code("h")
+    store.remember_spent_code("h")  # a second request saying so too: no error
+    assert store.is_spent_code("h") and not store.is_spent_code("other")
+    _travel(monkeypatch, state_store.CODE_LIFETIME + 1)
+    assert not store.is_spent_code("h")  # WeChat has forgotten it too (42003)
 
 
 def test_outcome_is_forgotten_when_its_row_expires(
