@@ -46,6 +46,7 @@ if t.TYPE_CHECKING:
     from .client import WeChatClient
     from .extension import WeChatQRState
     from .settings import ConnectionSettings
+    from .state_store import LoginStates
 
 log = logging.getLogger("flask_wechat_qr")
 
@@ -232,14 +233,14 @@ def callback(connection: str) -> Response:
             _record_failure(states, t.cast(str, state), login)
 
 
-def _record_failure(states: t.Any, state: str, login: _Login,
+def _record_failure(states: LoginStates, state: str, login: _Login,
                     error: BaseException | None = None) -> bool:
     """Record that the login of ``state`` failed, and how, so a repeated callback gets the
     same answer: ``False`` if another request of it ended first."""
     login.outcome = None
     outcome = {"error": type(error).__name__ if error is not None else True, "at": time.time()}
     try:
-        return bool(states.record_failure(state, outcome))
+        return states.record_failure(state, outcome)
     except Exception:  # never hide the login's own result behind this bookkeeping
         log.exception("could not record the outcome of a WeChat callback")
         return True
