@@ -19,7 +19,9 @@ from support import (
     NICKNAME,
     OPENID,
     REFRESH_TOKEN,
+    TOKEN_PATH,
     UNIONID,
+    USERINFO_PATH,
     WeChatAPI,
     add_user,
     all_identities,
@@ -41,24 +43,41 @@ def _body(payload: dict[str, t.Any]) -> tuple[int, dict[str, str], bytes]:
     return 200, {"Content-Type": "text/plain"}, json.dumps(payload, ensure_ascii=False).encode()
 
 
-def _slow_token_then_used(api: WeChatAPI, delay: float) -> list[float]:
-    """The token endpoint: the first exchange is slow and works, later ones get 40163."""
-    calls: list[float] = []
-    lock = threading.Lock()
+#: WeChat's answer to a code that was already exchanged.
+CODE_USED = {"errcode": 40163, "errmsg": "code been used, rid: 1-2-3"}
 
-    def answer(request: t.Any) -> tuple[int, dict[str, str], bytes]:
-        with lock:
-            calls.append(time.monotonic())
-            first = len(calls) == 1
-        if first:
-            time.sleep(delay)
-            return _body(TOKEN)
-        return _body({"errcode": 40163, "errmsg": "code been used, rid: 1-2-3"})
 
-    api.mock.add_callback(responses.GET, api.base + "/sns/oauth2/access_token", callback=answer)
-    api.mock.add_callback(responses.GET, api.base + "/sns/userinfo",
-                          callback=lambda request: _body(PROFILE))
-    return calls
+def _answer(api: WeChatAPI, path: str, answer: t.Callable[[t.Any], t.Any]) -> None:
+    """WeChat's API at ``path`` answers each request with ``answer(request)``."""
+    api.mock.add_callback(responses.GET, api.base + path, callback=answer)
+
+
+def _meeting(api: WeChatAPI, path: str, parties: int, answer: t.Callable[[t.Any], t.Any],
+             timeout: float = 10) -> threading.Barrier:
+    """WeChat's API at ``path`` holds each request until ``parties`` of them are there (a
+    race forced, not hoped for), then answers ``answer(request)``. Check the barrier is
+    not ``broken`` afterwards: else the requests did not really meet."""
+    gate = threading.Barrier(parties, timeout=timeout)
+
+    def meet(request: t.Any) -> t.Any:
+        try:
+            gate.wait()
+        except threading.BrokenBarrierError:
+            pass
+        return answer(request)
+
+    _answer(api, path, meet)
+    return gate
+
+
+def _callbacks_at_once(state: str, *clients_and_codes: tuple[t.Any, str]) -> list[t.Any]:
+    """The callbacks of several browser connections with one ``state``, in flight together;
+    their responses, in order."""
+    with ThreadPoolExecutor(len(clients_and_codes)) as pool:
+        answers = [pool.submit(client.get, "/auth/wechat/callback",
+                               query_string={"code": code, "state": state})
+                   for client, code in clients_and_codes]
+        return [answer.result(timeout=30) for answer in answers]
 
 
 def _each_code_once(api: WeChatAPI) -> list[str]:
@@ -72,11 +91,9 @@ def _each_code_once(api: WeChatAPI) -> list[str]:
         with lock:
             used = code in codes
             codes.append(code)
-        if used:
-            return _body({"errcode": 40163, "errmsg": "code been used, rid: 1-2-3"})
-        return _body(TOKEN)
+        return _body(CODE_USED if used else TOKEN)
 
-    api.mock.add_callback(responses.GET, api.base + "/sns/oauth2/access_token", callback=answer)
+    _answer(api, TOKEN_PATH, answer)
     return codes
 
 
@@ -114,12 +131,10 @@ def test_wechat_double_redirect_ends_logged_in(app: t.Any, wechat_api: WeChatAPI
             second_arrived.wait(timeout=10)  # WeChat answers the first after the second came
             return _body(TOKEN)
         second_arrived.set()
-        return _body({"errcode": 40163, "errmsg": "code been used, rid: 1-2-3"})
+        return _body(CODE_USED)
 
-    wechat_api.mock.add_callback(responses.GET, wechat_api.base + "/sns/oauth2/access_token",
-                                 callback=token)
-    wechat_api.mock.add_callback(responses.GET, wechat_api.base + "/sns/userinfo",
-                                 callback=lambda request: _body(PROFILE))
+    _answer(wechat_api, TOKEN_PATH, token)
+    _answer(wechat_api, USERINFO_PATH, lambda request: _body(PROFILE))
     query = {"code": "0816AbDOUBLE", "state": state}
     with ThreadPoolExecutor(2) as pool:
         first = pool.submit(browser.get, "/auth/wechat/callback", query_string=query)
@@ -131,7 +146,7 @@ def test_wechat_double_redirect_ends_logged_in(app: t.Any, wechat_api: WeChatAPI
     assert [r.status_code for r in responses_] == [302, 302]
     assert [r.headers["Location"] for r in responses_] == ["/welcome", "/welcome"]
     assert calls == ["0816AbDOUBLE", "0816AbDOUBLE"]
-    assert api_paths(wechat_api).count("/sns/userinfo") == 1
+    assert api_paths(wechat_api).count(USERINFO_PATH) == 1
     user_id = str(all_users(app)[0].id)
     assert logged_in_user_id(browser) == user_id and logged_in_user_id(twin) == user_id
     assert len(all_users(app)) == 1 and len(all_identities(app)) == 1
@@ -152,7 +167,7 @@ def test_second_redirect_with_another_code_ends_logged_in(
     second = twin.get("/auth/wechat/callback", query_string={"code": "C2", "state": state})
     assert (first.status_code, second.status_code) == (302, 302)
     assert codes == ["C1"]
-    assert api_paths(wechat_api).count("/sns/userinfo") == 1
+    assert api_paths(wechat_api).count(USERINFO_PATH) == 1
     assert logged_in_user_id(twin) == str(all_users(app)[0].id)
     assert len(_taken_rows(app)) == 1
 
@@ -169,29 +184,15 @@ def test_two_codes_of_one_login_at_the_same_moment(
     state = start_login(browser, next="/welcome")
     twin = _browser_copy(app, browser)
     codes = _each_code_once(wechat_api)
-    gate = threading.Barrier(2, timeout=10)
-
-    def profile(request: t.Any) -> tuple[int, dict[str, str], bytes]:
-        try:
-            gate.wait()  # both have exchanged their code and found no identity
-        except threading.BrokenBarrierError:
-            pass
-        return _body(PROFILE)
-
-    wechat_api.mock.add_callback(responses.GET, wechat_api.base + "/sns/userinfo",
-                                 callback=profile)
+    # Both have exchanged their code and found no identity.
+    gate = _meeting(wechat_api, USERINFO_PATH, 2, lambda request: _body(PROFILE))
     created: list[t.Any] = []
     succeeded: list[t.Any] = []
     signals.user_created.connect(lambda sender, **kw: created.append(kw["user"]), app,
                                  weak=False)
     signals.login_succeeded.connect(lambda sender, **kw: succeeded.append(kw["user"]), app,
                                     weak=False)
-    with ThreadPoolExecutor(2) as pool:
-        first = pool.submit(browser.get, "/auth/wechat/callback",
-                            query_string={"code": "C1", "state": state})
-        second = pool.submit(twin.get, "/auth/wechat/callback",
-                             query_string={"code": "C2", "state": state})
-        responses_ = [first.result(timeout=30), second.result(timeout=30)]
+    responses_ = _callbacks_at_once(state, (browser, "C1"), (twin, "C2"))
     assert [r.status_code for r in responses_] == [302, 302]
     assert [r.headers["Location"] for r in responses_] == ["/welcome", "/welcome"]
     assert sorted(codes) == ["C1", "C2"] and gate.n_waiting == 0 and not gate.broken
@@ -210,7 +211,7 @@ def test_a_failed_first_callback_is_not_repeated_as_success(
     browser = app.test_client()
     state = start_login(browser)
     twin = _browser_copy(app, browser)
-    wechat_api.error("/sns/oauth2/access_token", 40029, "invalid code")
+    wechat_api.error(TOKEN_PATH, 40029, "invalid code")
     assert browser.get("/auth/wechat/callback",
                        query_string={"code": "bad", "state": state}).status_code == 400
     assert [json.loads(row.value)["error"] for row in _taken_rows(app)] == ["InvalidCode"]
@@ -266,10 +267,8 @@ def test_second_redirect_failing_after_the_first_succeeded_ends_logged_in(
         second_exchanging.wait(timeout=20)  # the second is past its look for an outcome
         return _body(PROFILE)
 
-    wechat_api.mock.add_callback(responses.GET, wechat_api.base + "/sns/oauth2/access_token",
-                                 callback=token)
-    wechat_api.mock.add_callback(responses.GET, wechat_api.base + "/sns/userinfo",
-                                 callback=profile)
+    _answer(wechat_api, TOKEN_PATH, token)
+    _answer(wechat_api, USERINFO_PATH, profile)
     with ThreadPoolExecutor(2) as pool:
         first_done.append(pool.submit(browser.get, "/auth/wechat/callback",
                                       query_string={"code": "C1", "state": state}))
@@ -279,7 +278,7 @@ def test_second_redirect_failing_after_the_first_succeeded_ends_logged_in(
     assert first_done[0].result().status_code == 302
     assert second.status_code == 302 and second.headers["Location"] == "/welcome"
     assert logged_in_user_id(twin) == str(all_users(app)[0].id)
-    assert api_paths(wechat_api).count("/sns/oauth2/access_token") == 2  # C2 did fail
+    assert api_paths(wechat_api).count(TOKEN_PATH) == 2  # C2 did fail
     assert [json.loads(row.value)["user_id"] for row in _taken_rows(app)] == [
         str(all_users(app)[0].id)]
 
@@ -297,23 +296,9 @@ def test_login_refused_is_told_once_per_login(make_app: t.Any, wechat_api: WeCha
     state = start_login(browser)
     twin = _browser_copy(app, browser)
     replay = _browser_copy(app, browser)
-    gate = threading.Barrier(2, timeout=10)
-
-    def token(request: t.Any) -> tuple[int, dict[str, str], bytes]:
-        try:
-            gate.wait()  # both exchange at once
-        except threading.BrokenBarrierError:
-            pass
-        return _body(TOKEN)
-
-    wechat_api.mock.add_callback(responses.GET, wechat_api.base + "/sns/oauth2/access_token",
-                                 callback=token)
-    with ThreadPoolExecutor(2) as pool:
-        answers = [pool.submit(client.get, "/auth/wechat/callback",
-                               query_string={"code": code, "state": state})
-                   for client, code in ((browser, "C1"), (twin, "C2"))]
-        statuses = sorted(answer.result(timeout=30).status_code for answer in answers)
-    assert statuses == [403, 403] and not gate.broken
+    gate = _meeting(wechat_api, TOKEN_PATH, 2, lambda request: _body(TOKEN))
+    answers = _callbacks_at_once(state, (browser, "C1"), (twin, "C2"))
+    assert [answer.status_code for answer in answers] == [403, 403] and not gate.broken
     again = replay.get("/auth/wechat/callback", query_string={"code": "C3", "state": state})
     assert again.status_code == 403 and error_name(again) == "LoginRefused"  # as before
     assert refused == [OPENID]
@@ -362,7 +347,7 @@ def test_code_used_without_another_request_waits_then_says_so(
     browser = app.test_client()
     state = start_login(browser)
     replay = _browser_copy(app, browser)
-    wechat_api.error("/sns/oauth2/access_token", 40163, "code been used")
+    wechat_api.error(TOKEN_PATH, 40163, "code been used")
     started = time.monotonic()
     resp = browser.get("/auth/wechat/callback", query_string={"code": "C1", "state": state})
     assert time.monotonic() - started >= 2 * 0.2 + 1
@@ -393,17 +378,8 @@ def test_few_requests_of_a_process_wait_for_another_ones_outcome(
     count = MAX_WAITING_REQUESTS + 3
     browsers = [app.test_client() for _ in range(count)]
     states = [start_login(browser) for browser in browsers]
-    gate = threading.Barrier(count, timeout=20)
-
-    def used(request: t.Any) -> tuple[int, dict[str, str], bytes]:
-        try:
-            gate.wait()  # everyone gets 40163 at the same moment
-        except threading.BrokenBarrierError:
-            pass
-        return _body({"errcode": 40163, "errmsg": "code been used, rid: 1-2-3"})
-
-    wechat_api.mock.add_callback(responses.GET, wechat_api.base + "/sns/oauth2/access_token",
-                                 callback=used)
+    # Everyone gets 40163 at the same moment.
+    gate = _meeting(wechat_api, TOKEN_PATH, count, lambda request: _body(CODE_USED), 20)
     waiters: set[int] = set()
     real_sleep = time.sleep
 
@@ -431,19 +407,9 @@ def test_fifty_simultaneous_first_logins_make_one_user(
     one user, one identity, no 5xx (the unique constraint and a retry, not luck)."""
     # A connection for each of the 50 requests held at the gate below.
     app = make_app(SQLALCHEMY_ENGINE_OPTIONS={"pool_size": 60, "max_overflow": 0})
-    wechat_api.mock.add_callback(responses.GET, wechat_api.base + "/sns/oauth2/access_token",
-                                 callback=lambda request: _body(TOKEN))
-    gate = threading.Barrier(50, timeout=20)
-
-    def profile(request: t.Any) -> tuple[int, dict[str, str], bytes]:
-        try:
-            gate.wait()  # everyone has looked the identity up and found nothing
-        except threading.BrokenBarrierError:
-            pass
-        return _body(PROFILE)
-
-    wechat_api.mock.add_callback(responses.GET, wechat_api.base + "/sns/userinfo",
-                                 callback=profile)
+    _answer(wechat_api, TOKEN_PATH, lambda request: _body(TOKEN))
+    # Everyone has looked the identity up and found nothing.
+    gate = _meeting(wechat_api, USERINFO_PATH, 50, lambda request: _body(PROFILE), 20)
     browsers = [app.test_client() for _ in range(50)]
     states = [start_login(browser) for browser in browsers]
 
@@ -453,7 +419,7 @@ def test_fifty_simultaneous_first_logins_make_one_user(
 
     with caplog.at_level(logging.INFO, logger="flask_wechat_qr"), ThreadPoolExecutor(50) as pool:
         statuses = list(pool.map(finish, range(50), timeout=120))
-    assert statuses == [302] * 50
+    assert statuses == [302] * 50 and not gate.broken
     # The race really happened: others lost on the unique constraint and retried.
     assert "created concurrently" in caplog.text
     users, identities = all_users(app), all_identities(app)
@@ -478,8 +444,7 @@ def test_repeat_window_starts_when_the_login_is_done(
         time.sleep(1.5)  # longer than the window
         return _body(PROFILE)
 
-    wechat_api.mock.add_callback(responses.GET, wechat_api.base + "/sns/userinfo",
-                                 callback=slow_profile)
+    _answer(wechat_api, USERINFO_PATH, slow_profile)
     assert browser.get("/auth/wechat/callback",
                        query_string={"code": "C1", "state": state}).status_code == 302
     second = twin.get("/auth/wechat/callback", query_string={"code": "C2", "state": state})
@@ -514,25 +479,14 @@ def _two_codes_at_once(app: t.Any, wechat_api: WeChatAPI, browser: t.Any, state:
     and go on together."""
     twin = _browser_copy(app, browser)
     codes: list[str] = []
-    gate = threading.Barrier(2, timeout=10)
 
     def token(request: t.Any) -> tuple[int, dict[str, str], bytes]:
         codes.append(request.params["code"])
-        try:
-            gate.wait()
-        except threading.BrokenBarrierError:
-            pass
         return _body(TOKEN)
 
-    wechat_api.mock.add_callback(responses.GET, wechat_api.base + "/sns/oauth2/access_token",
-                                 callback=token)
-    wechat_api.mock.add_callback(responses.GET, wechat_api.base + "/sns/userinfo",
-                                 callback=lambda request: _body(PROFILE))
-    with ThreadPoolExecutor(2) as pool:
-        answers = [pool.submit(client.get, "/auth/wechat/callback",
-                               query_string={"code": code, "state": state})
-                   for client, code in ((browser, "C1"), (twin, "C2"))]
-        results = [answer.result(timeout=30) for answer in answers]
+    gate = _meeting(wechat_api, TOKEN_PATH, 2, token)
+    _answer(wechat_api, USERINFO_PATH, lambda request: _body(PROFILE))
+    results = _callbacks_at_once(state, (browser, "C1"), (twin, "C2"))
     assert sorted(codes) == ["C1", "C2"] and not gate.broken  # both went to WeChat
     return [*results, twin]
 
@@ -604,4 +558,4 @@ def test_a_repeated_callback_tells_the_callback_url_the_same_ending(
         assert f'name="error" value="{error}"' in resp.text
         assert 'name="state" value="biz-7"' in resp.text
     assert refused == ([OPENID] if ending == "refused" else [])
-    assert api_paths(wechat_api).count("/sns/oauth2/access_token") == (ending == "refused")
+    assert api_paths(wechat_api).count(TOKEN_PATH) == (ending == "refused")
