@@ -1,5 +1,5 @@
 """The host site of the benchmark on Flask-WeChat-QR: the same user table and Flask-Login as
-the baseline, the login done by the extension with its defaults (state table, repeated
+the baseline, the login done by the extension with its defaults (single-use state, repeated
 callback handling, association policy "off", profile sync "first_login")."""
 
 from __future__ import annotations

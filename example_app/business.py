@@ -80,7 +80,7 @@ def wechat_done() -> ResponseReturnValue:
     signer = ext.id_tokens
     # A separate service would fetch /auth/.well-known/jwks.json (or hold the secret).
     keys: t.Any = (KeySet.import_key_set(signer.jwks()) if signer.algorithm == "RS256"
-                   else OctKey.import_key(current_app.config["WECHAT_QR_ID_TOKEN_SECRET"]))
+                   else OctKey.import_key(ext.settings.id_token_secret))
     try:
         token = jwt.decode(request.form.get("id_token", ""), keys,
                            algorithms=[signer.algorithm])

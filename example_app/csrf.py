@@ -3,8 +3,7 @@
 POST to the site's blueprint without it is refused. The session is renewed at login, which
 also gives the new session a new token.
 
-Imported from the extension's module rather than ``flask_wechat_qr`` itself, so it works
-when WeChat login is turned off too.
+The CSRF helpers need no ``init_app``, so this works when WeChat login is turned off too.
 """
 
 from __future__ import annotations

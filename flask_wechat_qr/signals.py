@@ -35,7 +35,8 @@ identity_linked = _signals.signal("wechat-qr-identity-linked")
 #: kwargs: ``user``, ``identity`` (deleted row), ``connection``.
 identity_unlinked = _signals.signal("wechat-qr-identity-unlinked")
 
-#: Login-only mode refused a WeChat account that no local user owns (nothing written).
+#: Login-only mode refused a WeChat account that no local user owns (no user or identity
+#: written; once per login).
 #: kwargs: ``connection``, ``openid``.
 login_refused = _signals.signal("wechat-qr-login-refused")
 
