@@ -30,6 +30,7 @@ from support import (
     error_name,
     log_in,
     logged_in_user_id,
+    recording,
     start_login,
 )
 
@@ -123,11 +124,13 @@ def test_wechat_double_redirect_ends_logged_in(app: t.Any, wechat_api: WeChatAPI
     state = start_login(browser, next="/welcome")
     twin = _browser_copy(app, browser)
     second_arrived = threading.Event()
+    first_at_wechat = threading.Event()
     calls: list[str] = []
 
     def token(request: t.Any) -> tuple[int, dict[str, str], bytes]:
         calls.append(request.params["code"])
         if len(calls) == 1:
+            first_at_wechat.set()
             second_arrived.wait(timeout=10)  # WeChat answers the first after the second came
             return _body(TOKEN)
         second_arrived.set()
@@ -138,8 +141,7 @@ def test_wechat_double_redirect_ends_logged_in(app: t.Any, wechat_api: WeChatAPI
     query = {"code": "0816AbDOUBLE", "state": state}
     with ThreadPoolExecutor(2) as pool:
         first = pool.submit(browser.get, "/auth/wechat/callback", query_string=query)
-        while not calls:  # the first is exchanging the code
-            time.sleep(0.01)
+        assert first_at_wechat.wait(timeout=10)  # the first is exchanging the code
         second = pool.submit(twin.get, "/auth/wechat/callback", query_string=query)
         responses_ = [first.result(timeout=30), second.result(timeout=30)]
     assert second_arrived.is_set()  # the second was answered 40163 while the first ran
@@ -173,32 +175,28 @@ def test_second_redirect_with_another_code_ends_logged_in(
 
 
 def test_two_codes_of_one_login_at_the_same_moment(
-    app: t.Any, wechat_api: WeChatAPI
+    app: t.Any, wechat_api: WeChatAPI, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Both redirects of a new person in flight together: both create the user, one wins,
     the other rolls back (identity race, then the used state) and ends as the winner
     did. One user, one ``user_created``, both browsers logged in as that user."""
-    from flask_wechat_qr import signals
-
     browser = app.test_client()
     state = start_login(browser, next="/welcome")
     twin = _browser_copy(app, browser)
     codes = _each_code_once(wechat_api)
     # Both have exchanged their code and found no identity.
     gate = _meeting(wechat_api, USERINFO_PATH, 2, lambda request: _body(PROFILE))
-    created: list[t.Any] = []
-    succeeded: list[t.Any] = []
-    signals.user_created.connect(lambda sender, **kw: created.append(kw["user"]), app,
-                                 weak=False)
-    signals.login_succeeded.connect(lambda sender, **kw: succeeded.append(kw["user"]), app,
-                                    weak=False)
-    responses_ = _callbacks_at_once(state, (browser, "C1"), (twin, "C2"))
+    with caplog.at_level(logging.INFO, logger="flask_wechat_qr"), \
+            recording(app, "user_created", "login_succeeded") as events:
+        responses_ = _callbacks_at_once(state, (browser, "C1"), (twin, "C2"))
+    assert "created concurrently" in caplog.text  # both created the user; one rolled back
     assert [r.status_code for r in responses_] == [302, 302]
     assert [r.headers["Location"] for r in responses_] == ["/welcome", "/welcome"]
     assert sorted(codes) == ["C1", "C2"] and gate.n_waiting == 0 and not gate.broken
     users = all_users(app)
     assert len(users) == 1 and len(all_identities(app)) == 1
-    assert len(created) == 1 and len(succeeded) == 1  # the login happened once
+    # The login happened once.
+    assert sorted(name for name, _kwargs in events) == ["login_succeeded", "user_created"]
     assert logged_in_user_id(browser) == logged_in_user_id(twin) == str(users[0].id)
     assert len(_taken_rows(app)) == 1
 
@@ -264,7 +262,7 @@ def test_second_redirect_failing_after_the_first_succeeded_ends_logged_in(
         return 500, {"Content-Type": "text/html"}, b"<html>502 Bad Gateway</html>"
 
     def profile(request: t.Any) -> tuple[int, dict[str, str], bytes]:
-        second_exchanging.wait(timeout=20)  # the second is past its look for an outcome
+        assert second_exchanging.wait(timeout=20)  # the second is past its look for an outcome
         return _body(PROFILE)
 
     _answer(wechat_api, TOKEN_PATH, token)
@@ -285,23 +283,22 @@ def test_second_redirect_failing_after_the_first_succeeded_ends_logged_in(
 
 def test_login_refused_is_told_once_per_login(make_app: t.Any, wechat_api: WeChatAPI) -> None:
     """Login only: both redirects of one login refused at the same moment, and a replay of
-    the old cookie afterwards; ``login_refused`` is sent once."""
-    from flask_wechat_qr import signals
-
+    the old cookie afterwards (answered without WeChat); ``login_refused`` is sent once."""
     app = make_app(WECHAT_QR_LOGIN_ONLY=True)
-    refused: list[str] = []
-    signals.login_refused.connect(lambda sender, **kw: refused.append(kw["openid"]), app,
-                                  weak=False)
     browser = app.test_client()
     state = start_login(browser)
     twin = _browser_copy(app, browser)
     replay = _browser_copy(app, browser)
     gate = _meeting(wechat_api, TOKEN_PATH, 2, lambda request: _body(TOKEN))
-    answers = _callbacks_at_once(state, (browser, "C1"), (twin, "C2"))
-    assert [answer.status_code for answer in answers] == [403, 403] and not gate.broken
-    again = replay.get("/auth/wechat/callback", query_string={"code": "C3", "state": state})
+    with recording(app, "login_refused") as events:
+        answers = _callbacks_at_once(state, (browser, "C1"), (twin, "C2"))
+        assert [answer.status_code for answer in answers] == [403, 403] and not gate.broken
+        calls = len(wechat_api.mock.calls)
+        again = replay.get("/auth/wechat/callback",
+                           query_string={"code": "C3", "state": state})
     assert again.status_code == 403 and error_name(again) == "LoginRefused"  # as before
-    assert refused == [OPENID]
+    assert len(wechat_api.mock.calls) == calls
+    assert [kwargs["openid"] for _name, kwargs in events] == [OPENID]
     assert all_users(app) == []
 
 
@@ -494,22 +491,18 @@ def _two_codes_at_once(app: t.Any, wechat_api: WeChatAPI, browser: t.Any, state:
 def test_two_codes_of_one_link_at_the_same_moment(make_app: t.Any,
                                                    wechat_api: WeChatAPI) -> None:
     """Linking from the account page, WeChat redirecting twice: one identity, told once."""
-    from flask_wechat_qr import signals
-
     app = make_app()
-    linked: list[t.Any] = []
-    signals.identity_linked.connect(lambda sender, **kw: linked.append(kw["via"]), app,
-                                    weak=False)
     alice = add_user(app, username="alice", password="pw")
     browser = app.test_client()
     log_in(browser, alice)
     resp = browser.get("/auth/wechat/link", query_string={"next": "/account"})
     state = parse_qs(urlsplit(resp.headers["Location"]).query)["state"][0]
-    first, second, _twin = _two_codes_at_once(app, wechat_api, browser, state)
+    with recording(app, "identity_linked") as events:
+        first, second, _twin = _two_codes_at_once(app, wechat_api, browser, state)
     assert [first.status_code, second.status_code] == [302, 302]
     assert first.headers["Location"] == second.headers["Location"] == "/account"
     assert [(i.openid, i.user_id) for i in all_identities(app)] == [(OPENID, str(alice))]
-    assert linked == ["link"]
+    assert [kwargs["via"] for _name, kwargs in events] == ["link"]
     assert len(_taken_rows(app)) == 1
 
 
@@ -538,24 +531,21 @@ def test_a_repeated_callback_tells_the_callback_url_the_same_ending(
     """The browser shows WeChat's second redirect: a login that ended refused or cancelled
     is posted to the business front end again, with its state (and told to the signal
     once), not turned into this site's "link no longer valid" page."""
-    from flask_wechat_qr import signals
-
     app = make_app(WECHAT_QR_CALLBACK_URL="https://biz.example.com/wechat-done",
                    WECHAT_QR_ID_TOKEN_SECRET="a-shared-secret-of-32-bytes-or-more!",
                    WECHAT_QR_LOGIN_ONLY=True)
-    refused: list[str] = []
-    signals.login_refused.connect(lambda sender, **kw: refused.append(kw["openid"]), app,
-                                  weak=False)
     browser = app.test_client()
     state = start_login(browser, state="biz-7")
     twin = _browser_copy(app, browser)
     wechat_api.token()
     query = {"state": state} if ending == "cancelled" else {"state": state, "code": "C1"}
-    first = browser.get("/auth/wechat/callback", query_string=query)
-    second = twin.get("/auth/wechat/callback", query_string=query)
+    with recording(app, "login_refused") as events:
+        first = browser.get("/auth/wechat/callback", query_string=query)
+        second = twin.get("/auth/wechat/callback", query_string=query)
     for resp in (first, second):
         assert resp.status_code == 200
         assert f'name="error" value="{error}"' in resp.text
         assert 'name="state" value="biz-7"' in resp.text
-    assert refused == ([OPENID] if ending == "refused" else [])
+    assert [kwargs["openid"] for _name, kwargs in events] == (
+        [OPENID] if ending == "refused" else [])
     assert api_paths(wechat_api).count(TOKEN_PATH) == (ending == "refused")
