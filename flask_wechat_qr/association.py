@@ -247,7 +247,7 @@ class AssociationPolicy:
             raise BindingRequired(connection, token, fetch_profile())
         if user is None and not self.adapter.can_signup(connection):
             # Refused before any profile request: nothing is learnt, nothing written.
-            raise LoginRefused()
+            raise LoginRefused(openid=token.openid)
         profile = fetch_profile()
         created = user is None
         if user is None:

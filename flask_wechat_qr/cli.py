@@ -25,6 +25,7 @@ from .settings import (
     ConnectionSettings,
     Settings,
     configured_base_url,
+    configured_issuer,
     is_loopback_host,
 )
 
@@ -362,8 +363,7 @@ def _describe_id_token(state: t.Any, conn: ConnectionSettings, jwks_url: str) ->
     if signer is None:  # init_app refuses this; shown rather than crash
         return "no signing key"
     where = f"public keys at {jwks_url}" if signer.algorithm == "RS256" else "shared secret"
-    issuer = (state.settings.id_token_issuer or configured_base_url(current_app.config)
-              or "from each request")
+    issuer = configured_issuer(state.settings, current_app.config) or "from each request"
     return (f"{signer.algorithm} ({where}), aud {conn.id_token_audience or conn.identifier}, "
             f"iss {issuer}, valid {signer.ttl} s")
 

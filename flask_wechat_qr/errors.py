@@ -100,14 +100,18 @@ class AccountDisabled(LoginError):
 class LoginRefused(LoginError):
     """Login-only mode: this WeChat account has no account on this site."""
 
-    #: the refused WeChat account's openid, when known (for the ``login_refused`` signal)
-    openid: str | None = None
     status = 403
     title = _l("No account is linked to this WeChat")
     message = _l(
         "This site does not create accounts from WeChat. Log in with your account, then "
         "link WeChat from your account page."
     )
+
+    def __init__(self, message: str | LazyText | None = None, *,
+                 openid: str | None = None) -> None:
+        super().__init__(message)
+        #: the refused WeChat account (for the ``login_refused`` signal), when known
+        self.openid = openid
 
 
 class BindingExpired(LoginError):

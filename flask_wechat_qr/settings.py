@@ -499,6 +499,12 @@ def configured_base_url(config: t.Mapping[str, t.Any]) -> str | None:
     return f"{scheme}://{server_name}{root}"
 
 
+def configured_issuer(settings: Settings, config: t.Mapping[str, t.Any]) -> str | None:
+    """The ID tokens' ``iss`` as configured: ``WECHAT_QR_ID_TOKEN_ISSUER``, else the root
+    URL of ``SERVER_NAME``; ``None`` when only a request can tell."""
+    return settings.id_token_issuer or configured_base_url(config)
+
+
 def _local_path(value: t.Any, key: str) -> str:
     text = str(value or "/")
     if not is_local_path(text):

@@ -97,16 +97,13 @@ class LoginStateStore:
         """Keep a state's data that is too big for the session cookie."""
         with self.db.engine.begin() as conn:
             self._purge_now_and_then(conn)
-            conn.execute(sa.insert(self.table).values(key=key, value=value,
-                                                      expires_at=expires_at))
+            conn.execute(self._insert, {"key": key, "value": value, "expires_at": expires_at})
 
     def parked(self, key: str) -> str | None:
         """A parked state's data, ``None`` once it expired. Reading it does not use the
         state (:meth:`use` does); the row stays until it expires, outlived by the taken
         row."""
-        with self.db.engine.connect() as conn:
-            return t.cast("str | None", conn.execute(
-                self._value_of, {"key": key, "now": time.time()}).scalar())
+        return self._value(key)
 
     def use(self, key: str, outcome: str, expires_at: float, within: Executor) -> None:
         """Use a state, recording how its login ended, in the caller's transaction.
@@ -153,9 +150,13 @@ class LoginStateStore:
             self._waiting.release()
 
     def _outcome(self, key: str) -> str | None:
+        return self._value(TAKEN + key)
+
+    def _value(self, key: str) -> str | None:
+        """The value of an unexpired row (``""`` for a row without one), else ``None``."""
         with self.db.engine.connect() as conn:
             return t.cast("str | None", conn.execute(
-                self._value_of, {"key": TAKEN + key, "now": time.time()}).scalar())
+                self._value_of, {"key": key, "now": time.time()}).scalar())
 
     def remember_spent_code(self, key: str) -> None:
         """A code WeChat called used, and no login here finished with it: not waited for
@@ -168,10 +169,7 @@ class LoginStateStore:
             pass  # another request said so first
 
     def is_spent_code(self, key: str) -> bool:
-        with self.db.engine.connect() as conn:
-            return conn.execute(
-                self._value_of, {"key": SPENT_CODE + key, "now": time.time()}
-            ).scalar() is not None
+        return self._value(SPENT_CODE + key) is not None
 
     def delete(self, key: str) -> None:
         """Forget a parked state that was never used."""

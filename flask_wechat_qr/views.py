@@ -39,7 +39,7 @@ from .errors import (
 )
 from .i18n import TEMPLATE_GLOBALS, LazyText, qr_page_lang, userinfo_lang
 from .i18n import lazy_gettext as _l
-from .settings import configured_base_url, has_control_characters, is_local_path
+from .settings import configured_issuer, has_control_characters, is_local_path
 from .state_store import TooManyWaiting
 
 if t.TYPE_CHECKING:
@@ -186,10 +186,10 @@ class _Login:
     delivery: dict[str, str] = field(default_factory=dict)
     #: linking from the account page, not logging in
     linking: bool = False
-    #: what a failed login records for its repeated callback; ``None`` once the state was
-    #: used in the login's own transaction (a later failure, e.g. in a signal receiver,
-    #: does not undo that) or when another request of the state answers this one
-    outcome: dict[str, t.Any] | None = field(default_factory=lambda: {"error": True})
+    #: the state's outcome is recorded (in the login's own transaction: a later failure,
+    #: e.g. in a signal receiver, does not undo it) or another request of it answers this
+    #: one; until then a failure is recorded as the outcome
+    settled: bool = False
 
 
 @blueprint.route("/<connection>/callback")
@@ -214,10 +214,10 @@ def callback(connection: str) -> Response:
         return _finish_callback(client, t.cast(str, state), data, login)
     except StateUsed:
         # WeChat's double redirect with a second code: the other request finished first.
-        login.outcome = None
+        login.settled = True
         return _repeated_callback(client, state, same_browser=True)
     except LoginError as error:
-        if login.outcome is None or _record_failure(states, t.cast(str, state), login, error):
+        if login.settled or _record_failure(states, t.cast(str, state), login, error):
             if isinstance(error, LoginRefused) and error.openid:
                 signals.login_refused.send(_app(), connection=client.connection,
                                            openid=error.openid)
@@ -229,7 +229,7 @@ def callback(connection: str) -> Response:
         except StateError:
             raise error from None
     finally:
-        if login.outcome is not None:  # anything else that went wrong: recorded too
+        if not login.settled:  # anything else that went wrong: recorded too
             _record_failure(states, t.cast(str, state), login)
 
 
@@ -237,7 +237,7 @@ def _record_failure(states: LoginStates, state: str, login: _Login,
                     error: BaseException | None = None) -> bool:
     """Record that the login of ``state`` failed, and how, so a repeated callback gets the
     same answer: ``False`` if another request of it ended first."""
-    login.outcome = None
+    login.settled = True
     outcome = {"error": type(error).__name__ if error is not None else True, "at": time.time()}
     try:
         return states.record_failure(state, outcome)
@@ -272,61 +272,59 @@ def _finish_callback(client: WeChatClient, state: str, data: dict[str, t.Any],
             response = _repeated_callback(client, state, same_browser=True,
                                           wait=2 * ext.settings.http_timeout + 1)
         except TooManyWaiting:
-            login.outcome = None  # the other request may still finish: record nothing
+            login.settled = True  # the other request may still finish: record nothing
             raise used from None
         except StateError:
             states.remember_spent_code(code)
             raise used from None
         except LoginError:
-            login.outcome = None  # the other request's ending, repeated
+            login.settled = True  # the other request's ending, repeated
             raise
-        login.outcome = None
+        login.settled = True
         return response
     fetch_profile = lambda: client.userinfo(  # noqa: E731 - only if the policy asks
         token, lang=userinfo_lang())
     next_url = login.next_url
     after_login = next_url or ext.settings.post_login_url
+
+    def use_state(**outcome: t.Any) -> None:
+        """Use the state, with how its login ended, in the login's own transaction."""
+        states.use(state, outcome, within=ext.db.session)
+
     if login.linking:
         user = ext.adapter.current_user()
         if user is None or ext.adapter.get_user_id(user) != data["link_user"]:
             raise NotLoggedIn()  # logged out (or in as someone else) since the link started
         resolution = ext.policy.link(
             client.connection, token, fetch_profile, user,
-            before_commit=lambda _resolution: states.use(state, {
-                "user_id": data["link_user"], "next": after_login,
-            }, within=ext.db.session))
-        login.outcome = None
+            before_commit=lambda _resolution: use_state(user_id=data["link_user"],
+                                                        next=after_login))
+        login.settled = True
         return _linked(client.connection, resolution, after_login)
     auth_time = time.time()
 
-    def use_state(resolution: Resolution) -> None:
-        states.use(state, {
-            "user_id": ext.adapter.get_user_id(resolution.user), "next": after_login,
-            # The repeat window starts when the login is done, not when the code came.
-            "at": time.time(), "auth_time": auth_time, "delivery": login.delivery,
-        }, within=ext.db.session)
+    def logged_in(resolution: Resolution) -> None:
+        use_state(user_id=ext.adapter.get_user_id(resolution.user), next=after_login,
+                  # The repeat window starts when the login is done, not when the code came.
+                  at=time.time(), auth_time=auth_time, delivery=login.delivery)
 
     try:
         resolution = ext.policy.resolve(client.connection, token, fetch_profile,
-                                        before_commit=use_state)
+                                        before_commit=logged_in)
     except BindingRequired as required:
         binding_id = ext.bindings.start(
             client.connection, token, required.profile, next_url,
             # The repeated callback of this browser gets the same pending binding.
-            before_commit=lambda binding_id: states.use(state, {
-                "bind": binding_id, "at": time.time(), "delivery": login.delivery,
-            }, within=ext.db.session))
-        login.outcome = None
+            before_commit=lambda binding_id: use_state(bind=binding_id, at=time.time(),
+                                                       delivery=login.delivery))
+        login.settled = True
         session[PENDING_BINDING_KEY] = binding_id
         if login.delivery:
             session[DELIVERY_KEY] = login.delivery
         else:
             session.pop(DELIVERY_KEY, None)
         return redirect(url_for("wechat_qr.bind"))
-    except LoginRefused as refused:
-        refused.openid = token.openid  # told to ``login_refused`` once the state is used
-        raise
-    login.outcome = None
+    login.settled = True
     return _logged_in(client.connection, resolution, next_url, login.delivery, auth_time)
 
 
@@ -543,7 +541,7 @@ def id_token_issuer() -> str:
     """The ``iss`` of this site's ID tokens: ``WECHAT_QR_ID_TOKEN_ISSUER``, else the root
     URL of ``SERVER_NAME`` (not the request's Host header, which a client chooses), else
     the request's root URL."""
-    return (_state().settings.id_token_issuer or configured_base_url(current_app.config)
+    return (configured_issuer(_state().settings, current_app.config)
             or request.url_root.rstrip("/"))
 
 
