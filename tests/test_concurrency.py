@@ -371,7 +371,8 @@ def test_few_requests_of_a_process_wait_for_another_ones_outcome(
     from flask_wechat_qr import state_store
     from flask_wechat_qr.state_store import MAX_WAITING_REQUESTS
 
-    app = make_app(WECHAT_QR_HTTP_TIMEOUT=0.5)
+    # Waits of 2 x 1.5 + 1 s: time for the turned-away to reach the queue on a busy machine.
+    app = make_app(WECHAT_QR_HTTP_TIMEOUT=1.5)
     count = MAX_WAITING_REQUESTS + 3
     browsers = [app.test_client() for _ in range(count)]
     states = [start_login(browser) for browser in browsers]

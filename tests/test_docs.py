@@ -259,12 +259,12 @@ def test_the_id_token_receiver_verifies_a_real_login(tmp_path: Path) -> None:
     exec(_example("id-token", "def wechat_done"), namespace)
     namespace["requests"] = types.SimpleNamespace(get=fetch)
     seen: set[str] = set()
+    remembered: list[bool] = []
 
     def remember_jti(jti: str, until: int) -> bool:
-        if jti in seen:
-            return False
+        remembered.append(jti not in seen)
         seen.add(jti)
-        return True
+        return remembered[-1]
 
     namespace["remember_jti"] = remember_jti
     receiver = namespace["app"].test_client()
@@ -295,6 +295,7 @@ def test_the_id_token_receiver_verifies_a_real_login(tmp_path: Path) -> None:
         session["wechat_state"] = fields["state"]
         session["wechat_nonce"] = parse_qs(start.query)["nonce"][0]
     assert receiver.post("/wechat/done", data=fields).status_code == 400
+    assert remembered == [True, False]  # refused as a replay, not for another reason
 
 
 def test_conf_py_uses_no_network_extension() -> None:

@@ -20,6 +20,7 @@ from flask_sqlalchemy import SQLAlchemy
 from support import (
     APP_ID,
     APP_SECRET,
+    Database,
     WeChatAPI,
     dispose_engines,
     finish_login,
@@ -257,11 +258,12 @@ def test_a_state_from_one_app_is_refused_by_the_other(host: Host, tmp_path: Path
     assert resp.status_code == 400  # ... but not A's state
 
 
-def test_a_used_state_of_one_app_is_not_repeated_by_the_other(tmp_path: Path) -> None:
+def test_a_used_state_of_one_app_is_not_repeated_by_the_other(tmp_path: Path,
+                                                             database: Database) -> None:
     """Two apps sharing the SECRET_KEY and the database: after A's login, B given A's old
     cookie must not repeat A's outcome as its own (a repeated callback is only for the
     browser whose session started the login, in this app)."""
-    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    url = database.url("shared")
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     app_a = make_test_app(tmp_path / "a", url, SECRET_KEY="shared",

@@ -171,6 +171,7 @@ def test_taking_a_state_purges_now_and_then(app: Flask, store: LoginStateStore,
     with app.test_request_context("/auth/wechat/login"):
         assert _use(store, "old", expires_at=_in(60))
         state = wx.begin()
+        assert _keys(store) == [TAKEN + "old"]  # starting a login wrote nothing
         _travel(monkeypatch, 120)
         wx.take(state)
         assert _keys(store) == []
@@ -183,15 +184,19 @@ def test_taking_a_state_purges_now_and_then(app: Flask, store: LoginStateStore,
 # --- outcomes ---------------------------------------------------------------------------
 
 
-def test_outcome_of_a_used_state(store: LoginStateStore) -> None:
+def test_outcome_of_a_used_state(store: LoginStateStore,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
     assert store.outcome("never-used") is None
     started = time.monotonic()
     assert store.outcome("never-used", wait=0.2) is None  # waits for it, then gives up
     assert time.monotonic() - started >= 0.2
     _use(store, "k", '{"user_id": "7"}')
-    started = time.monotonic()
-    assert store.outcome("k", wait=5) == '{"user_id": "7"}'
-    assert time.monotonic() - started < 4  # there: no waiting
+
+    def sleep(seconds: float) -> None:
+        raise AssertionError("waited")
+
+    monkeypatch.setattr(state_store.time, "sleep", sleep)
+    assert store.outcome("k", wait=5) == '{"user_id": "7"}'  # there: no waiting
 
 
 def test_outcome_waits_for_a_request_still_running(app: t.Any,

@@ -3,6 +3,10 @@ verified here exactly as a receiving service would (JWKS, issuer, audience, expi
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
 import re
 import time
 import typing as t
@@ -263,9 +267,29 @@ def test_tampered_token_is_refused(make_app: t.Any, wechat_api: t.Any, pem: str)
     flipped = signature[:-2] + ("A" if signature[-2] != "A" else "B") + signature[-1]
     with pytest.raises(BadSignatureError):
         jwt.decode(".".join([header, payload, flipped]), keys)
-    # "alg": "none" and HS256 signed with the public key are not accepted for RS256.
-    with pytest.raises(JoseError):
-        jwt.decode(forged, keys, algorithms=["RS256"])
+    # The classic downgrades: "alg": "none", and HS256 keyed with the published public key.
+    assert json.loads(_b64decode(header)) == {"alg": "RS256", "typ": "JWT",
+                                              "kid": keys.keys[0].kid}
+    none = ".".join([_b64encode(json.dumps({"alg": "none", "typ": "JWT"}).encode()),
+                     payload, ""])
+    public_pem = keys.keys[0].as_pem(private=False)
+    signing_input = ".".join([_b64encode(json.dumps(
+        {"alg": "HS256", "typ": "JWT", "kid": keys.keys[0].kid}).encode()), payload])
+    confused = signing_input + "." + _b64encode(
+        hmac.new(public_pem, signing_input.encode(), hashlib.sha256).digest())
+    for downgraded in (none, confused):
+        with pytest.raises(JoseError):
+            jwt.decode(downgraded, keys, algorithms=["RS256"])
+        with pytest.raises((JoseError, ValueError)):
+            jwt.decode(downgraded, keys)  # a receiver that forgets to pin the algorithm
+
+
+def _b64encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _b64decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 def test_hs256_with_a_shared_secret(make_app: t.Any, wechat_api: t.Any) -> None:
