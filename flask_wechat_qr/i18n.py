@@ -82,9 +82,8 @@ def browser_locale() -> str | None:
 def select_locale() -> str:
     """Choose the language of this request: host hook, Flask-Babel, browser, default."""
     state = current_app.extensions.get("wechat_qr")
-    hook = getattr(state.adapter, "select_locale", None) if state is not None else None
-    if hook is not None:  # (an adapter that is not an AccountAdapter may lack it)
-        locale = normalize_locale(hook())
+    if state is not None:
+        locale = normalize_locale(state.adapter.select_locale())
         if locale is not None:
             return locale
     if "babel" in current_app.extensions:
@@ -238,3 +237,11 @@ TEMPLATE_GLOBALS: dict[str, t.Callable[..., t.Any]] = {
     "wechat_qr_locale": get_locale,
     "wechat_qr_display_name": display_name,
 }
+
+
+def register_template_globals(blueprint: t.Any) -> None:
+    """Translation in the templates of ``blueprint``'s app without the host's
+    ``jinja2.ext.i18n``, and never through its ``_`` (the extension's and the standalone
+    sandbox's blueprints both call this)."""
+    for name, function in TEMPLATE_GLOBALS.items():
+        blueprint.add_app_template_global(function, name)

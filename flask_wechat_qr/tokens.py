@@ -107,26 +107,27 @@ class IdTokenSigner:
         issuer: str,
         connection: ConnectionSettings,
         subject: str,
+        identity: t.Any,
         auth_time: float,
-        wechat: dict[str, str | None],
-        name: str | None = None,
-        picture: str | None = None,
         nonce: str | None = None,
         extra_claims: t.Mapping[str, t.Any] | None = None,
     ) -> tuple[str, dict[str, t.Any]]:
-        """A signed token for ``subject`` and its claims.
+        """A signed token for ``subject``, who logged in with the WeChat ``identity`` (its
+        row), and its claims.
 
         ``extra_claims`` (the adapter's) are added but never replace the claims that make
         the token safe to trust (``iss``, ``sub``, ``aud``, times, ``jti``, ``nonce``).
         """
         now = int(time.time())
         claims: dict[str, t.Any] = {}
-        if name:
-            claims["name"] = name
-        if picture:
-            claims["picture"] = picture
+        if identity.nickname:
+            claims["name"] = identity.nickname
+        if identity.avatar_url:
+            claims["picture"] = identity.avatar_url
         claims.update({k: v for k, v in (extra_claims or {}).items()
                        if k not in PROTECTED_CLAIMS})
+        wechat = {"connection": connection.identifier, "openid": identity.openid,
+                  "unionid": identity.unionid}
         claims[WECHAT_CLAIM] = {k: v for k, v in wechat.items() if v}
         claims.update(
             iss=issuer,

@@ -37,7 +37,7 @@ from .errors import (
     StateError,
     StateUsed,
 )
-from .i18n import TEMPLATE_GLOBALS, LazyText, qr_page_lang, userinfo_lang
+from .i18n import LazyText, qr_page_lang, register_template_globals, userinfo_lang
 from .i18n import lazy_gettext as _l
 from .settings import configured_issuer, has_control_characters, is_local_path
 from .state_store import TooManyWaiting
@@ -339,8 +339,7 @@ def _repeated_callback(client: WeChatClient, state: str | None, same_browser: bo
     recent = outcome is not None and time.time() - outcome.get("at", 0) <= REPEAT_WINDOW
     if outcome is None or "user_id" not in outcome:
         if outcome is not None and outcome.get("bind") and same_browser:
-            if (session.get(PENDING_BINDING_KEY) is None and isinstance(outcome["bind"], str)
-                    and recent):
+            if session.get(PENDING_BINDING_KEY) is None and recent:
                 # This request carries the cookie from before the first callback.
                 session[PENDING_BINDING_KEY] = outcome["bind"]
                 if outcome.get("delivery"):
@@ -373,7 +372,7 @@ def _end_repeated(connection: ConnectionSettings, user: t.Any,
         if identity is None:  # unlinked meanwhile
             raise StateError()
         return _deliver_id_token(connection, user, identity, outcome["delivery"],
-                                 outcome.get("auth_time") or outcome.get("at", time.time()))
+                                 outcome["auth_time"])
     return _redirect_on(outcome["next"])
 
 
@@ -505,11 +504,8 @@ def _deliver_id_token(connection: ConnectionSettings, user: t.Any, identity: t.A
         issuer=id_token_issuer(),
         connection=connection,
         subject=ext.adapter.get_user_id(user),
+        identity=identity,
         auth_time=auth_time,
-        wechat={"connection": connection.identifier, "openid": identity.openid,
-                "unionid": identity.unionid},
-        name=identity.nickname,
-        picture=identity.avatar_url,
         nonce=delivery.get("nonce"),
         extra_claims=ext.adapter.id_token_claims(user, connection),
     )
@@ -610,9 +606,7 @@ def _report_to_callback_url(connection: ConnectionSettings | None, login: _Login
     return _form_post(connection, fields)
 
 
-# Translation in templates without the host's jinja2.ext.i18n, and never through its ``_``.
-for _name, _function in TEMPLATE_GLOBALS.items():
-    blueprint.add_app_template_global(_function, _name)
+register_template_globals(blueprint)
 
 
 @blueprint.app_template_global("wechat_qr_csrf_token")

@@ -60,8 +60,7 @@ def choose_locale() -> None:
     i18n.set_request_locale(i18n.browser_locale() or i18n.default_locale())
 
 
-for _name, _function in i18n.TEMPLATE_GLOBALS.items():
-    blueprint.add_app_template_global(_function, _name)
+i18n.register_template_globals(blueprint)
 
 
 @blueprint.after_request
