@@ -22,8 +22,7 @@ from flask_login import current_user, login_required, login_user, logout_user
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from flask_wechat_qr.settings import is_local_path
-from flask_wechat_qr.views import MAX_NEXT_LENGTH
+from flask_wechat_qr.urls import MAX_NEXT_LENGTH, is_local_path
 
 from . import csrf
 from .models import User, db

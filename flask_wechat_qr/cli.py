@@ -2,7 +2,7 @@
 
 Subcommands are added to :data:`cli` (``db``, ``check``, ``sandbox``; more can join it with
 ``@cli.command()`` / ``@cli.group()``). Commands of an ``AppGroup`` run inside the app
-context, so they reach ``current_app.extensions["wechat_qr"]``. This module is imported by
+context, so they reach the app's runtime. This module is imported by
 every ``init_app``: heavy imports (Alembic, the sandbox) happen inside the commands.
 """
 
@@ -18,14 +18,17 @@ import click
 from flask import Flask, current_app, url_for
 from flask.cli import AppGroup
 
+from .runtime import Runtime, find_runtime
+from .sandbox.options import SANDBOX_APP_ID, SANDBOX_APP_SECRET, SANDBOX_OPTIONS
 from .settings import (
-    GLOBAL_DEFAULTS,
-    SANDBOX_APP_ID,
-    SANDBOX_APP_SECRET,
     ConnectionSettings,
     Settings,
-    configured_base_url,
     configured_issuer,
+)
+from .urls import (
+    WECHAT_API_BASE_URL,
+    WECHAT_OPEN_BASE_URL,
+    configured_base_url,
     is_loopback_host,
 )
 
@@ -208,11 +211,11 @@ def check_command(base_url: str | None, callback_domain: str | None) -> None:
     usage error.
     """
     app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
-    state = app.extensions.get("wechat_qr")
-    if state is None:
+    runtime = find_runtime(app)
+    if runtime is None:
         raise click.ClickException("WeChatQR is not set up on this app: call WeChatQR(app, "
                                    "db=db, user_model=User) or wechat.init_app(app).")
-    settings = state.settings
+    settings = runtime.settings
     findings = _Findings()
     production = not (app.debug or app.testing)
     base, source = _public_base_url(app, base_url)
@@ -247,7 +250,7 @@ def check_command(base_url: str | None, callback_domain: str | None) -> None:
             ("Match fields", ", ".join(conn.match_fields) or "none"),
             ("Profile sync", conn.profile_sync),
             ("Callback URL", conn.callback_url or "none"),
-            *([("ID token", _describe_id_token(state, conn, jwks_url))] if conn.callback_url
+            *([("ID token", _describe_id_token(runtime, conn, jwks_url))] if conn.callback_url
               else []),
             ("Redirect URI", uris[conn.identifier] if base else
              f"unknown; <public base URL>{uris[conn.identifier]}"),
@@ -358,12 +361,12 @@ def _check_connection(conn: ConnectionSettings, index: int, sandbox: bool, app: 
             conn.identifier)
 
 
-def _describe_id_token(state: t.Any, conn: ConnectionSettings, jwks_url: str) -> str:
-    signer = state.id_tokens
+def _describe_id_token(runtime: Runtime, conn: ConnectionSettings, jwks_url: str) -> str:
+    signer = runtime.id_tokens
     if signer is None:  # init_app refuses this; shown rather than crash
         return "no signing key"
     where = f"public keys at {jwks_url}" if signer.algorithm == "RS256" else "shared secret"
-    issuer = configured_issuer(state.settings, current_app.config) or "from each request"
+    issuer = configured_issuer(runtime.settings, current_app.config) or "from each request"
     return (f"{signer.algorithm} ({where}), aud {conn.id_token_audience or conn.identifier}, "
             f"iss {issuer}, valid {signer.ttl} s")
 
@@ -407,9 +410,8 @@ def _check_secret_key(secret_key: t.Any, findings: _Findings) -> None:
 
 
 def _check_wechat_endpoints(settings: Settings, findings: _Findings) -> None:
-    for name, value in (("OPEN_BASE_URL", settings.open_base_url),
-                        ("API_BASE_URL", settings.api_base_url)):
-        default = GLOBAL_DEFAULTS[name.lower()]
+    for name, value, default in (("OPEN_BASE_URL", settings.open_base_url, WECHAT_OPEN_BASE_URL),
+                                 ("API_BASE_URL", settings.api_base_url, WECHAT_API_BASE_URL)):
         if value != default:
             findings.warning(
                 f"WECHAT_QR_{name} is {value}, not WeChat's {default}, in production",
@@ -484,33 +486,6 @@ def _check_callback_domain(entered: str, domain: str | None, findings: _Findings
 
 
 # --- flask wechat-qr sandbox ----------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SandboxOption:
-    """One option of the standalone sandbox, declared once for ``flask wechat-qr sandbox``
-    (click) and ``python -m flask_wechat_qr.sandbox`` (argparse). Kept here, not in the
-    sandbox package, so ``init_app`` does not import the sandbox to register the command."""
-
-    flag: str
-    default: t.Any
-    help: str
-    type: type = str
-
-
-SANDBOX_OPTIONS: tuple[SandboxOption, ...] = (
-    SandboxOption("--host", "127.0.0.1", "interface to listen on"),
-    SandboxOption("--port", 5001, "port to listen on", int),
-    SandboxOption("--app-id", SANDBOX_APP_ID, "AppID of the simulated website application"),
-    SandboxOption("--app-secret", SANDBOX_APP_SECRET, "its AppSecret"),
-    SandboxOption("--name", "Sandbox website app",
-                  "the application's name on the phone page"),
-    SandboxOption("--callback-domain", "localhost",
-                  "the authorization callback domain (bare host name)"),
-    SandboxOption("--database", "sqlite:///wechat-qr-sandbox.db",
-                  "the sandbox's own database URL"),
-    SandboxOption("--public-url", None, "base URL a phone uses to reach this sandbox"),
-)
 
 
 def _sandbox_options(command: t.Callable[..., None]) -> t.Callable[..., None]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import threading
 import typing as t
 from dataclasses import dataclass, field
@@ -42,8 +41,6 @@ USERINFO_PATH = "/sns/userinfo"
 AUTH_CHECK_PATH = "/sns/auth"
 #: Authlib client-auth method name for WeChat's ``appid``/``secret`` query parameters.
 AUTH_METHOD = "wechat_appid_secret"
-#: Query parameters that carry secrets; redacted from urllib3's debug log of URLs.
-SECRET_PARAMS = re.compile(r"\b(secret|code|access_token|refresh_token)=[^&\s\"']+")
 
 
 @dataclass(frozen=True)
@@ -243,7 +240,6 @@ class WeChatClient:
                 "default_timeout": timeout,
             },
         )
-        redact_http_debug_logs()
 
     @property
     def session(self) -> PooledSession:
@@ -374,43 +370,6 @@ class WeChatClient:
                     raise
                 log.warning("WeChat %s answered -1 (busy); retrying once", path)
         raise AssertionError("unreachable")
-
-
-class RedactSecrets(logging.Filter):
-    """Masks ``secret=``, ``code=`` and tokens in log records of URLs.
-
-    WeChat takes the AppSecret and tokens in query strings, and urllib3 logs every URL
-    it requests at DEBUG level; this keeps them out of a host's logs.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(_redact(arg) for arg in record.args)
-        elif isinstance(record.args, dict):
-            # In place: gunicorn's access log passes a dict subclass (SafeAtoms) whose
-            # lookups its format strings rely on.
-            for key, value in list(record.args.items()):
-                if isinstance(value, str):
-                    record.args[key] = _redact(value)
-        record.msg = _redact(record.msg)
-        return True
-
-
-def _redact(value: t.Any) -> t.Any:
-    return SECRET_PARAMS.sub(r"\1=[redacted]", value) if isinstance(value, str) else value
-
-
-#: Loggers that write request URLs: urllib3 (our calls to WeChat, at DEBUG) and the
-#: servers' access logs (WeChat's redirect to the callback carries the code).
-URL_LOGGERS = ("urllib3.connectionpool", "werkzeug", "gunicorn.access")
-
-
-def redact_http_debug_logs() -> None:
-    """Install :class:`RedactSecrets` on the loggers that write URLs (once each)."""
-    for name in URL_LOGGERS:
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, RedactSecrets) for f in logger.filters):
-            logger.addFilter(RedactSecrets())
 
 
 class _translate_transport_errors:

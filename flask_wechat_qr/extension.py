@@ -1,9 +1,8 @@
-"""The :class:`WeChatQR` extension object and its per-application state."""
+"""The :class:`WeChatQR` extension object: ``init_app`` turns settings into a runtime."""
 
 from __future__ import annotations
 
 import typing as t
-from dataclasses import dataclass
 
 from authlib.integrations.flask_client import OAuth
 from flask import Flask, has_request_context, request
@@ -13,43 +12,17 @@ from .adapter import AccountAdapter
 from .association import AssociationPolicy
 from .binding import PendingBindings
 from .client import WeChatClient
-from .errors import ConfigurationError, UnknownConnection
-from .models import Models, models_for
+from .errors import ConfigurationError
+from .id_token import IdTokenSigner
+from .login_state import LoginStates, LoginStateStore
+from .models import models_for
+from .redact import redact_http_debug_logs
+from .runtime import EXTENSION_KEY, Runtime, find_runtime
 from .settings import Settings, apply_defaults, load_settings
-from .state_store import LoginStates, LoginStateStore
-from .tokens import IdTokenSigner
+from .urls import IN_PROCESS_ORIGIN
 
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
-
-EXTENSION_KEY = "wechat_qr"
-
-
-@dataclass
-class WeChatQRState:
-    """Everything one app needs at request time, in ``app.extensions["wechat_qr"]``."""
-
-    extension: WeChatQR
-    settings: Settings
-    db: SQLAlchemy
-    models: Models
-    adapter: AccountAdapter
-    policy: AssociationPolicy
-    bindings: PendingBindings
-    oauth: OAuth
-    clients: dict[str, WeChatClient]
-    #: each connection's login states (session + table), by identifier
-    states: dict[str, LoginStates]
-    #: signs the ID tokens for business callback URLs (``None``: no key configured)
-    id_tokens: IdTokenSigner | None = None
-
-    def client(self, identifier: str) -> WeChatClient:
-        """The client of a connection; :class:`UnknownConnection` (404) if there is none."""
-        try:
-            return self.clients[identifier]
-        except KeyError:
-            raise UnknownConnection() from None
-
 
 class WeChatQR:
     """Log in with WeChat (QR code on PC) for a Flask app.
@@ -89,6 +62,7 @@ class WeChatQR:
                 "A 'WeChatQR' instance has already been registered on this Flask app. "
                 "Import and use that instance instead."
             )
+        redact_http_debug_logs()
         apply_defaults(app.config)
         settings = load_settings(app.config)
         id_tokens = IdTokenSigner.from_settings(settings)
@@ -151,18 +125,17 @@ class WeChatQR:
             _install_sandbox(app, db, settings, clients)
         policy = AssociationPolicy(db, models, adapter)
         adapter.on_user_deleted(policy.forget_user, id(models.Identity.__table__))
-        app.extensions[EXTENSION_KEY] = WeChatQRState(
-            extension=self,
+        app.extensions[EXTENSION_KEY] = Runtime(
             settings=settings,
             db=db,
             models=models,
             adapter=adapter,
             policy=policy,
             bindings=PendingBindings(db, models, policy, settings),
-            oauth=oauth,
             clients=clients,
-            states={identifier: LoginStates(store, identifier, conn.app_id, settings.state_ttl)
-                    for identifier, conn in settings.connections.items()},
+            login_states={
+                identifier: LoginStates(store, identifier, conn.app_id, settings.state_ttl)
+                for identifier, conn in settings.connections.items()},
             id_tokens=id_tokens,
         )
 
@@ -219,7 +192,7 @@ def _install_sandbox(
     app: Flask, db: SQLAlchemy, settings: Settings, clients: dict[str, WeChatClient]
 ) -> None:
     """Mount the simulated WeChat in this app; route the API calls to it in-process."""
-    from .sandbox import IN_PROCESS_ORIGIN, SandboxApp, WSGITransport, install_sandbox
+    from .sandbox import SandboxApp, WSGITransport, install_sandbox
 
     install_sandbox(
         app, db,
@@ -245,7 +218,7 @@ def _sandbox_app_name(app: Flask, settings: Settings, conn: t.Any) -> str:
 def _template_context() -> dict[str, t.Any]:
     from flask import current_app
 
-    state = current_app.extensions.get(EXTENSION_KEY)
-    connections = list(state.settings.connections.values()) if state else []
+    runtime = find_runtime(current_app)
+    connections = list(runtime.settings.connections.values()) if runtime else []
     return {"wechat_qr_connections": connections,
-            "wechat_qr_sandbox": bool(state and state.settings.sandbox)}
+            "wechat_qr_sandbox": bool(runtime and runtime.settings.sandbox)}

@@ -8,7 +8,6 @@ without the prefix, in lower case) describes several.
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import re
 import typing as t
@@ -17,6 +16,14 @@ from urllib.parse import urlsplit
 
 from .errors import ConfigurationError
 from .i18n import SUPPORTED_LOCALES
+from .sandbox.options import SANDBOX_APP_ID, SANDBOX_APP_SECRET
+from .urls import (
+    IN_PROCESS_ORIGIN,
+    WECHAT_API_BASE_URL,
+    WECHAT_OPEN_BASE_URL,
+    configured_base_url,
+    is_local_path,
+)
 
 PREFIX = "WECHAT_QR_"
 
@@ -29,11 +36,6 @@ UNSAFE_MATCH_FIELDS = frozenset(
      "country", "privilege", "language"}
 )
 _IDENTIFIER = re.compile(r"[a-z0-9-]{1,31}")
-#: Credentials a sandbox connection gets when none are configured.
-SANDBOX_APP_ID = "wxsandbox0000000001"
-SANDBOX_APP_SECRET = "sandbox-app-secret"
-#: Origin standing for the sandbox mounted in this very app, reached in-process.
-IN_PROCESS_ORIGIN = "http://wechat-sandbox.invalid"
 
 #: Per-connection keys (without prefix) and their defaults.
 CONNECTION_DEFAULTS: dict[str, t.Any] = {
@@ -57,14 +59,15 @@ CONNECTION_DEFAULTS: dict[str, t.Any] = {
 #: App-wide keys (without prefix) and their defaults.
 GLOBAL_DEFAULTS: dict[str, t.Any] = {
     "connections": None,
-    "open_base_url": "https://open.weixin.qq.com",
-    "api_base_url": "https://api.weixin.qq.com",
+    "open_base_url": WECHAT_OPEN_BASE_URL,
+    "api_base_url": WECHAT_API_BASE_URL,
     "sandbox": False,
     "sandbox_prefix": "/wechat-sandbox",
     "sandbox_public_url": None,
     "sandbox_app_name": None,
     "url_prefix": "/auth",
     "http_timeout": 5.0,
+    "code_used_wait": 3.0,
     "state_ttl": 600,
     "post_login_url": "/",
     "bind_ttl": 600,
@@ -116,6 +119,9 @@ class Settings:
     sandbox_public_url: str | None
     url_prefix: str
     http_timeout: float
+    #: seconds a callback whose code WeChat calls used (40163, its double redirect) waits
+    #: for the other request of the same login; 0: it does not wait
+    code_used_wait: float
     state_ttl: int
     post_login_url: str
     #: the website application's name on the sandbox's phone page (default: the app's name)
@@ -209,6 +215,7 @@ def load_settings(config: t.Mapping[str, t.Any]) -> Settings:
         sandbox_public_url=public_url,
         url_prefix=_url_prefix(_global(config, "url_prefix")),
         http_timeout=_positive_number(config, "HTTP_TIMEOUT"),
+        code_used_wait=_seconds_to_wait(config, "CODE_USED_WAIT"),
         state_ttl=math.ceil(_positive_number(config, "STATE_TTL")),
         post_login_url=_local_path(_global(config, "post_login_url"),
                                    PREFIX + "POST_LOGIN_URL"),
@@ -402,6 +409,22 @@ def _positive_number(config: t.Mapping[str, t.Any], name: str) -> float:
     return number
 
 
+def _seconds_to_wait(config: t.Mapping[str, t.Any], name: str) -> float:
+    """Zero or a positive number of seconds, at most a minute (a request waiting longer
+    holds a worker for nothing)."""
+    key = PREFIX + name
+    value = config.get(key, GLOBAL_DEFAULTS[name.lower()])
+    try:
+        number = -1.0 if isinstance(value, bool) else float(value)
+    except (TypeError, ValueError):
+        number = -1.0
+    if not (0 <= number <= 60):
+        raise ConfigurationError(
+            key, f"{value!r} is not a number of seconds from 0 to 60",
+            f"Use a number of seconds, e.g. {GLOBAL_DEFAULTS[name.lower()]}, or 0 not to wait.")
+    return number
+
+
 def _whole_seconds(config: t.Mapping[str, t.Any], name: str) -> int:
     """A positive whole number (seconds or a count); fractions round up, never to zero."""
     return math.ceil(_positive_number(config, name))
@@ -458,45 +481,6 @@ def _default_locale(config: t.Mapping[str, t.Any]) -> str:
         raise ConfigurationError(PREFIX + "DEFAULT_LOCALE", f"unsupported language {value!r}",
                                  "Use 'en' or 'zh_CN' (Simplified Chinese).")
     return t.cast(str, value)
-
-
-def is_local_path(value: str) -> bool:
-    """Whether ``value`` is a path on this site, so redirecting to it is no open redirect:
-    no scheme, no host (``//``, or ``/\\`` which browsers read as ``//``), no control
-    characters."""
-    if (not value.startswith("/") or value.startswith("//") or "\\" in value
-            or has_control_characters(value)):
-        return False
-    parts = urlsplit(value)
-    return not (parts.scheme or parts.netloc)
-
-
-def has_control_characters(value: str) -> bool:
-    return any(ord(ch) < 32 or ord(ch) == 127 for ch in value)
-
-
-def is_loopback_host(host: str) -> bool:
-    """Whether ``host`` is this machine (``localhost``, ``127.x``, ``::1``, ``0.0.0.0``):
-    a phone, or WeChat's redirect of another visitor, cannot reach it."""
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return address.is_loopback or address.is_unspecified
-
-
-def configured_base_url(config: t.Mapping[str, t.Any]) -> str | None:
-    """The site's public root URL as Flask's own settings give it (``SERVER_NAME``,
-    ``PREFERRED_URL_SCHEME``, ``APPLICATION_ROOT``), without a trailing slash; ``None``
-    without ``SERVER_NAME``."""
-    server_name = config.get("SERVER_NAME")
-    if not server_name:
-        return None
-    scheme = config.get("PREFERRED_URL_SCHEME") or "http"
-    root = str(config.get("APPLICATION_ROOT") or "/").rstrip("/")
-    return f"{scheme}://{server_name}{root}"
 
 
 def configured_issuer(settings: Settings, config: t.Mapping[str, t.Any]) -> str | None:

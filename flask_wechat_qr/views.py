@@ -39,21 +39,20 @@ from .errors import (
 )
 from .i18n import LazyText, qr_page_lang, register_template_globals, userinfo_lang
 from .i18n import lazy_gettext as _l
-from .settings import configured_issuer, has_control_characters, is_local_path
-from .state_store import TooManyWaiting
+from .login_state import TooManyWaiting
+from .runtime import current_runtime
+from .settings import configured_issuer
+from .urls import has_control_characters, safe_next
 
 if t.TYPE_CHECKING:
     from .client import WeChatClient
-    from .extension import WeChatQRState
+    from .login_state import LoginStates
     from .settings import ConnectionSettings
-    from .state_store import LoginStates
 
 log = logging.getLogger("flask_wechat_qr")
 
 blueprint = Blueprint("wechat_qr", __name__, template_folder="templates")
 
-#: Longest ``next`` accepted; anything longer is refused before any work is done.
-MAX_NEXT_LENGTH = 2048
 #: Seconds after a login in which the same browser's repeated callback (WeChat's double
 #: redirect) logs in again instead of failing; later, only an already logged-in user is
 #: sent on. Short, because it trusts the pre-login session cookie.
@@ -69,22 +68,6 @@ DELIVERY_KEY = "_wechat_qr_delivery"
 #: into the ID token for the connection's callback URL).
 MAX_BUSINESS_STATE_LENGTH = 1024
 MAX_NONCE_LENGTH = 255
-
-
-def _state() -> WeChatQRState:
-    return t.cast("WeChatQRState", current_app.extensions["wechat_qr"])
-
-
-def safe_next(value: str | None) -> str | None:
-    """``value`` if it is a path on this site, else ``None`` (no open redirects)."""
-    if not value:
-        return None
-    if len(value) > MAX_NEXT_LENGTH:
-        raise InvalidRequest(_l("The return address is too long. Start the login again."))
-    if not is_local_path(value):
-        log.info("ignored an off-site next parameter")
-        return None
-    return value
 
 
 @blueprint.before_request
@@ -122,14 +105,14 @@ def qr(connection: str) -> str:
         login_url=url_for("wechat_qr.login", connection=connection, next=started.next_url,
                           **started.delivery),
         # Reload for a fresh state a little before this one expires.
-        refresh_after=max(30, _state().settings.state_ttl - 30),
+        refresh_after=max(30, current_runtime().settings.state_ttl - 30),
     )
 
 
 @blueprint.route("/<connection>/link")
 def link(connection: str) -> Response:
     """Link WeChat to the logged-in account: the same QR login, attached on return."""
-    ext = _state()
+    ext = current_runtime()
     user = ext.adapter.current_user()
     if user is None:
         ext.client(connection)  # an unknown connection is a 404 first
@@ -151,13 +134,13 @@ class _Started(t.NamedTuple):
 def _begin(connection: str, **data: t.Any) -> _Started:
     """Start a login of ``connection``: a new state keeping ``next`` (and, for a callback
     URL, the business's ``state`` and ``nonce``) until the callback."""
-    ext = _state()
+    ext = current_runtime()
     client = ext.client(connection)
     next_url = safe_next(request.args.get("next"))
     delivery = {}
     if client.connection.callback_url and "link_user" not in data:
         delivery = data["delivery"] = _business_params()
-    state = ext.states[connection].begin(next=next_url, **data)
+    state = ext.login_states[connection].begin(next=next_url, **data)
     return _Started(client, _redirect_uri(connection), state, next_url, delivery)
 
 
@@ -195,9 +178,9 @@ class _Login:
 @blueprint.route("/<connection>/callback")
 def callback(connection: str) -> Response:
     """WeChat sends the browser back here: check state, exchange code, log in (or link)."""
-    ext = _state()
+    ext = current_runtime()
     client = ext.client(connection)
-    states = ext.states[connection]
+    states = ext.login_states[connection]
     state = request.args.get("state")
     same_browser = states.owns(state)
     try:
@@ -251,8 +234,8 @@ def _finish_callback(client: WeChatClient, state: str, data: dict[str, t.Any],
     """The callback after its state checked out. Whatever the login writes, and the use of
     its state, are one transaction: a request that loses the race for the state (WeChat
     calls back twice) rolls back with :class:`StateUsed`."""
-    ext = _state()
-    states = ext.states[client.connection.identifier]
+    ext = current_runtime()
+    states = ext.login_states[client.connection.identifier]
     code = request.args.get("code")
     if not code:
         raise LoginCancelled()
@@ -270,7 +253,7 @@ def _finish_callback(client: WeChatClient, state: str, data: dict[str, t.Any],
             raise used from None
         try:
             response = _repeated_callback(client, state, same_browser=True,
-                                          wait=2 * ext.settings.http_timeout + 1)
+                                          wait=ext.settings.code_used_wait)
         except TooManyWaiting:
             login.settled = True  # the other request may still finish: record nothing
             raise used from None
@@ -334,8 +317,8 @@ def _repeated_callback(client: WeChatClient, state: str | None, same_browser: bo
     a second code, within a second) or a refresh of the callback page. It ends the way that
     login did (never logging in twice); else it is a :class:`StateError`. ``wait``: how
     long the other request may still take."""
-    ext = _state()
-    outcome = ext.states[client.connection.identifier].outcome(state, wait)
+    ext = current_runtime()
+    outcome = ext.login_states[client.connection.identifier].outcome(state, wait)
     recent = outcome is not None and time.time() - outcome.get("at", 0) <= REPEAT_WINDOW
     if outcome is None or "user_id" not in outcome:
         if outcome is not None and outcome.get("bind") and same_browser:
@@ -368,7 +351,7 @@ def _end_repeated(connection: ConnectionSettings, user: t.Any,
     """End a repeated callback as its first one ended: on to ``next``, or (a callback URL)
     a new ID token for the same login."""
     if connection.callback_url and "delivery" in outcome:
-        identity = _state().policy.identity_of(user, connection.identifier)
+        identity = current_runtime().policy.identity_of(user, connection.identifier)
         if identity is None:  # unlinked meanwhile
             raise StateError()
         return _deliver_id_token(connection, user, identity, outcome["delivery"],
@@ -383,7 +366,7 @@ def bind() -> t.Any:
     Form contract: ``action=create``, or ``action=bind`` with ``username`` and
     ``password``; always ``csrf_token``.
     """
-    ext = _state()
+    ext = current_runtime()
     binding_id = session.get(PENDING_BINDING_KEY)
     pending = ext.bindings.get(binding_id)
     connection = ext.settings.connections.get(pending.connection)
@@ -429,7 +412,7 @@ def bind() -> t.Any:
 @blueprint.route("/<connection>/unlink", methods=["POST"])
 def unlink(connection: str) -> Response:
     """Unlink the logged-in user's WeChat account of this connection (never the last way in)."""
-    ext = _state()
+    ext = current_runtime()
     client = ext.client(connection)
     user = ext.adapter.current_user()
     if user is None:
@@ -447,7 +430,7 @@ def _bind_page(connection: ConnectionSettings, pending: t.Any,
                problem: str | LazyText | None = None, status: int = 200) -> tuple[str, int]:
     return render_template(
         "wechat_qr/bind.html", connection=connection, pending=pending, problem=problem,
-        can_signup=_state().adapter.can_signup(connection), csrf_token=csrf_token(),
+        can_signup=current_runtime().adapter.can_signup(connection), csrf_token=csrf_token(),
         username=request.form.get("username", "") if problem else "",
     ), status
 
@@ -467,7 +450,7 @@ def _logged_in(connection: ConnectionSettings, resolution: Resolution,
                auth_time: float | None = None) -> Response:
     """Renew the session, log in, tell the signals, and move on: to ``next``, or with an
     ID token to the connection's callback URL."""
-    ext = _state()
+    ext = current_runtime()
     ext.adapter.renew_session()
     ext.adapter.login_user(resolution.user)
     app = _app()
@@ -496,7 +479,7 @@ def _deliver_id_token(connection: ConnectionSettings, user: t.Any, identity: t.A
     """A page that POSTs a signed ID token (and the business ``state``) to the callback
     URL at once: a form body, never a query string, so the token stays out of logs,
     referrers and the browser's history."""
-    ext = _state()
+    ext = current_runtime()
     signer = ext.id_tokens
     if signer is None:  # init_app refuses a callback URL without a key; defensive only
         raise RuntimeError("a callback URL without an ID token key")
@@ -537,7 +520,7 @@ def id_token_issuer() -> str:
     """The ``iss`` of this site's ID tokens: ``WECHAT_QR_ID_TOKEN_ISSUER``, else the root
     URL of ``SERVER_NAME`` (not the request's Host header, which a client chooses), else
     the request's root URL."""
-    return (configured_issuer(_state().settings, current_app.config)
+    return (configured_issuer(current_runtime().settings, current_app.config)
             or request.url_root.rstrip("/"))
 
 
@@ -548,7 +531,7 @@ def _app() -> t.Any:
 @blueprint.errorhandler(LoginError)
 def login_error(error: LoginError) -> tuple[str | Response, int]:
     """Every login that cannot go on ends here: a page in words, never a traceback."""
-    ext = _state()
+    ext = current_runtime()
     login: _Login | None = g.get("wechat_qr_login")
     connection_id = (request.view_args or {}).get("connection") or (login and login.connection)
     connection = ext.settings.connections.get(connection_id) if connection_id else None
@@ -627,7 +610,7 @@ def template_connection(identifier: str) -> t.Any:
 @blueprint.route("/.well-known/jwks.json")
 def jwks() -> tuple[Response, int] | Response:
     """The public keys of the RS256 ID tokens, for receivers to verify them with."""
-    signer = _state().id_tokens
+    signer = current_runtime().id_tokens
     if signer is None or not signer.public_jwks:
         response = jsonify(error="not_found",
                            error_description="No RS256 ID token key is configured.")

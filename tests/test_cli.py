@@ -23,8 +23,8 @@ import pytest
 from flask import Flask
 from support import APP_ID, APP_SECRET, dispose_engines, free_port, make_test_app
 
-from flask_wechat_qr.cli import SANDBOX_OPTIONS, mask_secret
-from flask_wechat_qr.settings import SANDBOX_APP_ID
+from flask_wechat_qr.cli import mask_secret
+from flask_wechat_qr.sandbox.options import SANDBOX_APP_ID, SANDBOX_OPTIONS
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
@@ -480,13 +480,15 @@ def test_sandbox_command_has_the_options_of_python_m(make_app: t.Callable[..., F
 
 
 def test_init_app_does_not_import_the_sandbox(site: Path) -> None:
-    """Registering ``flask wechat-qr sandbox`` costs no import of the sandbox package."""
+    """Registering ``flask wechat-qr sandbox`` reads only the sandbox's option table, not
+    the simulated WeChat (its views, tables and transport)."""
     code = ("import sys, site_for_cli; "
             "print(sorted(m for m in sys.modules if m.startswith('flask_wechat_qr.sandbox')))")
     result = subprocess.run([sys.executable, "-c", code], cwd=site, env=_environ(),
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[]"
+    assert result.stdout.strip() == str(["flask_wechat_qr.sandbox",
+                                         "flask_wechat_qr.sandbox.options"])
 
 
 # --- the business callback URL and its ID token ----------------------------------------------

@@ -109,7 +109,7 @@ def _taken_rows(app: t.Any) -> list[t.Any]:
     """The rows that say a login state was used, and how its login ended."""
     import sqlalchemy as sa
 
-    from flask_wechat_qr.state_store import TAKEN
+    from flask_wechat_qr.login_state import TAKEN
 
     with app.app_context():
         table = app.extensions["wechat_qr"].models.LoginState.__table__
@@ -325,29 +325,29 @@ def test_a_replayed_cookie_without_a_code_is_not_posted_as_a_cancel(
 
 def _no_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
     """From now on, any wait for another request's outcome fails the test."""
-    from flask_wechat_qr import state_store
+    from flask_wechat_qr import login_state
 
     def sleep(seconds: float) -> None:
         raise AssertionError("waited for an outcome")
 
-    monkeypatch.setattr(state_store.time, "sleep", sleep)
+    monkeypatch.setattr(login_state.time, "sleep", sleep)
 
 
 def test_code_used_without_another_request_waits_then_says_so(
     make_app: t.Any, wechat_api: WeChatAPI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """40163 and no other request of this login finishing: after waiting as long as that
-    request could take (twice the HTTP timeout and a second), the "already used" page. The
+    """40163 and no other request of this login finishing: after waiting
+    ``WECHAT_QR_CODE_USED_WAIT`` for that request, the "already used" page. The
     state is then used and the code spent: a replay of the cookie, or the same code with a
     fresh login, is answered without waiting."""
-    app = make_app(WECHAT_QR_HTTP_TIMEOUT=0.2)
+    app = make_app(WECHAT_QR_CODE_USED_WAIT=0.3)
     browser = app.test_client()
     state = start_login(browser)
     replay = _browser_copy(app, browser)
     wechat_api.error(TOKEN_PATH, 40163, "code been used")
     started = time.monotonic()
     resp = browser.get("/auth/wechat/callback", query_string={"code": "C1", "state": state})
-    assert time.monotonic() - started >= 2 * 0.2 + 1
+    assert time.monotonic() - started >= 0.3
     assert resp.status_code == 400 and error_name(resp) == "CodeUsed"
     assert [json.loads(row.value)["error"] for row in _taken_rows(app)] == ["CodeUsed"]
     _no_waiting(monkeypatch)
@@ -368,11 +368,11 @@ def test_few_requests_of_a_process_wait_for_another_ones_outcome(
     """Several used codes at once: only MAX_WAITING_REQUESTS of an app in a process wait at a
     time; the others are answered at once, and record nothing (the request they would wait
     for may still finish)."""
-    from flask_wechat_qr import state_store
-    from flask_wechat_qr.state_store import MAX_WAITING_REQUESTS
+    from flask_wechat_qr import login_state
+    from flask_wechat_qr.login_state import MAX_WAITING_REQUESTS
 
-    # Waits of 2 x 1.5 + 1 s: time for the turned-away to reach the queue on a busy machine.
-    app = make_app(WECHAT_QR_HTTP_TIMEOUT=1.5)
+    # Waits of 4 s: time for the turned-away to reach the queue on a busy machine.
+    app = make_app(WECHAT_QR_CODE_USED_WAIT=4)
     count = MAX_WAITING_REQUESTS + 3
     browsers = [app.test_client() for _ in range(count)]
     states = [start_login(browser) for browser in browsers]
@@ -385,7 +385,7 @@ def test_few_requests_of_a_process_wait_for_another_ones_outcome(
         waiters.add(threading.get_ident())
         real_sleep(seconds)
 
-    monkeypatch.setattr(state_store.time, "sleep", sleep)
+    monkeypatch.setattr(login_state.time, "sleep", sleep)
 
     def finish(index: int) -> str | None:
         return error_name(browsers[index].get("/auth/wechat/callback", query_string={

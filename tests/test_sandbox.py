@@ -16,9 +16,9 @@ from support import Database, LiveServer, answer, open_qr_page, poll
 
 from flask_wechat_qr.sandbox import SandboxApp, create_sandbox_app
 from flask_wechat_qr.sandbox import views as sandbox_views
+from flask_wechat_qr.sandbox.options import SANDBOX_APP_ID, SANDBOX_APP_SECRET
 from flask_wechat_qr.sandbox.qr import qr_svg
 from flask_wechat_qr.sandbox.users import openid_for, unionid_for
-from flask_wechat_qr.settings import SANDBOX_APP_ID, SANDBOX_APP_SECRET
 
 
 @pytest.fixture

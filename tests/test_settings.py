@@ -15,19 +15,18 @@ from flask import Flask
 from support import APP_ID, APP_SECRET
 
 from flask_wechat_qr import ConfigurationError
+from flask_wechat_qr.sandbox.options import SANDBOX_APP_ID, SANDBOX_APP_SECRET
 from flask_wechat_qr.settings import (
     CONNECTION_DEFAULTS,
     GLOBAL_DEFAULTS,
-    IN_PROCESS_ORIGIN,
     PREFIX,
-    SANDBOX_APP_ID,
-    SANDBOX_APP_SECRET,
     UNSAFE_MATCH_FIELDS,
     Settings,
     apply_defaults,
     load_settings,
     parse_bool,
 )
+from flask_wechat_qr.urls import IN_PROCESS_ORIGIN
 
 BASE = {"WECHAT_QR_APP_ID": APP_ID, "WECHAT_QR_APP_SECRET": APP_SECRET}
 
@@ -122,6 +121,7 @@ GLOBAL_VALUES: dict[str, tuple[t.Any, t.Any]] = {
     "sandbox_app_name": ("示例网站", "示例网站"),
     "url_prefix": ("login/", "/login"),
     "http_timeout": ("2.5", 2.5),
+    "code_used_wait": ("0.5", 0.5),
     "state_ttl": (300, 300),
     "post_login_url": ("/account", "/account"),
     "bind_ttl": (120, 120),
@@ -185,6 +185,7 @@ def test_init_app_setdefaults_every_key_into_app_config(make_app: t.Callable[...
         "WECHAT_QR_APP_SECRET": APP_SECRET,
         "WECHAT_QR_DISPLAY_NAME": "微信",
         "WECHAT_QR_HTTP_TIMEOUT": 3,
+        "WECHAT_QR_CODE_USED_WAIT": 0.2,  # the test apps' own
     }
     for key, value in expected.items():
         assert key in app.config, key
@@ -461,6 +462,16 @@ def test_http_timeout(value: t.Any, expected: float) -> None:
                                    float("inf"), True, [5]])
 def test_bad_http_timeout_is_refused(value: t.Any) -> None:
     refused({**BASE, "WECHAT_QR_HTTP_TIMEOUT": value}, "WECHAT_QR_HTTP_TIMEOUT", "seconds")
+
+
+@pytest.mark.parametrize("value, expected", [(0, 0.0), ("0", 0.0), ("1.5", 1.5), (60, 60.0)])
+def test_code_used_wait(value: t.Any, expected: float) -> None:
+    assert load(WECHAT_QR_CODE_USED_WAIT=value).code_used_wait == expected
+
+
+@pytest.mark.parametrize("value", [-1, "-0.5", 61, "soon", None, True, "nan"])
+def test_bad_code_used_wait_is_refused(value: t.Any) -> None:
+    refused({**BASE, "WECHAT_QR_CODE_USED_WAIT": value}, "WECHAT_QR_CODE_USED_WAIT", "seconds")
 
 
 @pytest.mark.parametrize("value", [0, -5, "soon", None])

@@ -25,12 +25,13 @@ import sqlalchemy as sa
 from flask import Flask, current_app
 
 from ..errors import WeChatQRError
+from ..runtime import find_runtime
 
 if t.TYPE_CHECKING:
     from alembic.config import Config
 
-    from ..extension import WeChatQRState
     from ..models import Models
+    from ..runtime import Runtime
 
 __all__ = [
     "VERSION_TABLE",
@@ -118,11 +119,11 @@ def host_include_object(obj: t.Any, name: str | None, type_: str, reflected: boo
     return table is None or not table.name.startswith(TABLE_PREFIX)
 
 
-def engine_for(state: WeChatQRState) -> sa.Engine:
+def engine_for(runtime: Runtime) -> sa.Engine:
     """The engine of the extension's tables (the host's default bind, or the bind of the
     metadata they were declared on)."""
-    bind_key = state.models.Identity.__table__.metadata.info.get("bind_key")
-    return t.cast(sa.Engine, state.db.engines[bind_key])
+    bind_key = runtime.models.Identity.__table__.metadata.info.get("bind_key")
+    return t.cast(sa.Engine, runtime.db.engines[bind_key])
 
 
 def alembic_config(connection: sa.Connection | None = None,
@@ -148,15 +149,15 @@ def head_revision() -> str:
 
 def current_revision(app: Flask | None = None) -> str | None:
     """The extension's revision in the app's database; ``None`` before the first upgrade."""
-    with _app_context(app) as state, engine_for(state).connect() as connection:
+    with _app_context(app) as runtime, engine_for(runtime).connect() as connection:
         return _current(connection)
 
 
 def differences(app: Flask | None = None) -> list[t.Any]:
     """Alembic's autogenerate comparison of the database with the extension's models, on
     the extension's tables only: empty when the schema is what the code expects."""
-    with _app_context(app) as state, engine_for(state).connect() as connection:
-        return _differences(connection, state)
+    with _app_context(app) as runtime, engine_for(runtime).connect() as connection:
+        return _differences(connection, runtime)
 
 
 def upgrade(app: Flask | None = None, revision: str = "head", *,
@@ -170,7 +171,7 @@ def upgrade(app: Flask | None = None, revision: str = "head", *,
     """
     from alembic import command
 
-    with _app_context(app) as state, _locked_connection(engine_for(state)) as connection:
+    with _app_context(app) as runtime, _locked_connection(engine_for(runtime)) as connection:
         before = _current(connection)
         if sql:
             config = alembic_config(connection, output=output)
@@ -178,7 +179,7 @@ def upgrade(app: Flask | None = None, revision: str = "head", *,
             return UpgradeResult(before, before)
         adopted = False
         if before is None:
-            adopted = _adopt(connection, state)
+            adopted = _adopt(connection, runtime)
         config = alembic_config(connection)
         command.upgrade(config, revision)
         return UpgradeResult(before, _current(connection), adopted)
@@ -188,7 +189,7 @@ def stamp(app: Flask | None = None, revision: str = "head") -> UpgradeResult:
     """Record ``revision`` without running it: for tables made outside these migrations."""
     from alembic import command
 
-    with _app_context(app) as state, _locked_connection(engine_for(state)) as connection:
+    with _app_context(app) as runtime, _locked_connection(engine_for(runtime)) as connection:
         before = _current(connection)
         command.stamp(alembic_config(connection), revision, purge=True)
         return UpgradeResult(before, _current(connection))
@@ -202,7 +203,7 @@ def revision(app: Flask, message: str, *, autogenerate: bool = True) -> t.Any:
 
     heads = ScriptDirectory.from_config(alembic_config()).get_heads()
     rev_id = f"{int(heads[0]) + 1:04d}" if heads and heads[0].isdigit() else None
-    with _app_context(app) as state, engine_for(state).connect() as connection:
+    with _app_context(app) as runtime, engine_for(runtime).connect() as connection:
         return command.revision(alembic_config(connection), message=message,
                                 autogenerate=autogenerate, rev_id=rev_id)
 
@@ -211,14 +212,14 @@ def revision(app: Flask, message: str, *, autogenerate: bool = True) -> t.Any:
 
 
 @contextmanager
-def _app_context(app: Flask | None) -> Iterator[WeChatQRState]:
-    """``app``'s context (``env.py`` reads ``current_app``) and the extension's state."""
+def _app_context(app: Flask | None) -> Iterator[Runtime]:
+    """``app``'s context (``env.py`` reads ``current_app``) and the extension's runtime."""
     target = app if app is not None else current_app._get_current_object()  # type: ignore[attr-defined]
     with target.app_context():
-        state = target.extensions.get("wechat_qr")
-        if state is None:
+        runtime = find_runtime(target)
+        if runtime is None:
             raise RuntimeError("WeChatQR is not initialised on this app: call init_app first.")
-        yield state
+        yield runtime
 
 
 @contextmanager
@@ -247,29 +248,29 @@ def _current(connection: sa.Connection) -> str | None:
     return context.get_current_revision()
 
 
-def _differences(connection: sa.Connection, state: WeChatQRState) -> list[t.Any]:
+def _differences(connection: sa.Connection, runtime: Runtime) -> list[t.Any]:
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
-    tables = extension_tables(state.models)
+    tables = extension_tables(runtime.models)
     context = MigrationContext.configure(connection, opts={
         "version_table": VERSION_TABLE,
         "compare_type": True,
         "include_object": include_object_for(tables),
         "include_name": include_name_for(tables),
     })
-    return list(compare_metadata(context, state.models.Identity.metadata))
+    return list(compare_metadata(context, runtime.models.Identity.metadata))
 
 
-def _adopt(connection: sa.Connection, state: WeChatQRState) -> bool:
+def _adopt(connection: sa.Connection, runtime: Runtime) -> bool:
     """Stamp head over tables that ``db.create_all()`` made, if they are exactly head's."""
     from alembic import command
 
-    tables = extension_tables(state.models)
+    tables = extension_tables(runtime.models)
     present = tables & set(sa.inspect(connection).get_table_names())
     if not present:
         return False
-    diffs = _differences(connection, state) if present == tables else []
+    diffs = _differences(connection, runtime) if present == tables else []
     if present != tables or diffs:
         missing = ", ".join(sorted(tables - present)) or "none"
         raise MigrationError(

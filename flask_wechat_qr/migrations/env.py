@@ -20,11 +20,12 @@ from flask_wechat_qr.migrations import (
     include_name_for,
     include_object_for,
 )
+from flask_wechat_qr.runtime import runtime_of
 
-state = current_app.extensions["wechat_qr"]
-tables = extension_tables(state.models)
+runtime = runtime_of(current_app)
+tables = extension_tables(runtime.models)
 options: dict[str, t.Any] = {
-    "target_metadata": state.models.Identity.metadata,
+    "target_metadata": runtime.models.Identity.metadata,
     "version_table": VERSION_TABLE,
     "include_object": include_object_for(tables),
     "include_name": include_name_for(tables),
@@ -36,7 +37,7 @@ options: dict[str, t.Any] = {
 
 def run_offline() -> None:
     """``--sql``: write the SQL instead of running it (for a DBA to apply)."""
-    context.configure(url=engine_for(state).url, literal_binds=True, **options)
+    context.configure(url=engine_for(runtime).url, literal_binds=True, **options)
     with context.begin_transaction():
         context.run_migrations()
 
@@ -49,7 +50,7 @@ def run_online() -> None:
         with context.begin_transaction():
             context.run_migrations()
         return
-    with engine_for(state).begin() as connection:
+    with engine_for(runtime).begin() as connection:
         context.configure(connection=connection, **options)
         with context.begin_transaction():
             context.run_migrations()

@@ -5,67 +5,35 @@ it in-process), or run standalone on its own port::
 
     python -m flask_wechat_qr.sandbox --port 5001 --app-id wxdemo --app-secret s3cret \\
         --callback-domain localhost
+
+The package's names load on first use: registering the ``flask wechat-qr sandbox`` command
+reads :mod:`.options` without loading the simulated WeChat itself.
 """
 
 from __future__ import annotations
 
+import importlib
 import typing as t
-from dataclasses import fields
-
-import sqlalchemy as sa
-from flask import Flask
-
-from .models import sandbox_models_for
-from .transport import IN_PROCESS_ORIGIN, WSGITransport
-from .views import EXTENSION_KEY, SandboxApp, SandboxState, blueprint
 
 if t.TYPE_CHECKING:
-    from flask_sqlalchemy import SQLAlchemy
+    from .mount import create_sandbox_app, install_sandbox, sandbox_tables
+    from .transport import WSGITransport
+    from .views import SandboxApp
 
-__all__ = ["IN_PROCESS_ORIGIN", "SandboxApp", "WSGITransport", "create_sandbox_app",
-           "install_sandbox", "sandbox_tables"]
+__all__ = ["SandboxApp", "WSGITransport", "create_sandbox_app", "install_sandbox",
+           "sandbox_tables"]
 
-
-def sandbox_tables(app: Flask) -> list[sa.Table]:
-    """The sandbox's own (development-only) tables in ``app``; none without the sandbox.
-    They are not among the extension's migrations: a host creates them with
-    ``db.metadata.create_all(db.engine, tables=sandbox_tables(app))``."""
-    state: SandboxState | None = app.extensions.get(EXTENSION_KEY)
-    if state is None:
-        return []
-    return [getattr(state.models, f.name).__table__ for f in fields(state.models)]
-
-
-def install_sandbox(
-    app: Flask,
-    db: SQLAlchemy,
-    apps: t.Iterable[SandboxApp],
-    *,
-    url_prefix: str = "",
-    public_url: str | None = None,
-) -> SandboxState:
-    """Register the sandbox blueprint on ``app``, its tables on ``db``."""
-    state = SandboxState(db=db, models=sandbox_models_for(db),
-                         apps={sandbox_app.app_id: sandbox_app for sandbox_app in apps},
-                         public_url=public_url)
-    app.extensions[EXTENSION_KEY] = state
-    app.register_blueprint(blueprint, url_prefix=url_prefix or None)
-    return state
+_HOMES = {
+    "SandboxApp": ".views",
+    "WSGITransport": ".transport",
+    "create_sandbox_app": ".mount",
+    "install_sandbox": ".mount",
+    "sandbox_tables": ".mount",
+}
 
 
-def create_sandbox_app(
-    apps: t.Iterable[SandboxApp],
-    *,
-    database_uri: str = "sqlite:///wechat-qr-sandbox.db",
-    public_url: str | None = None,
-) -> Flask:
-    """The sandbox alone, as its own site (open and API base URL: its root)."""
-    from flask_sqlalchemy import SQLAlchemy
-
-    app = Flask(__name__)
-    app.config["SQLALCHEMY_DATABASE_URI"] = database_uri
-    db = SQLAlchemy(app)
-    install_sandbox(app, db, apps, public_url=public_url)
-    with app.app_context():
-        db.create_all()
-    return app
+def __getattr__(name: str) -> t.Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(home, __name__), name)

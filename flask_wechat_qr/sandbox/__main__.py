@@ -1,7 +1,8 @@
 """Run the sandbox standalone: ``python -m flask_wechat_qr.sandbox --help``.
 
 ``flask wechat-qr sandbox`` runs the same :func:`serve` with the same options
-(:data:`flask_wechat_qr.cli.SANDBOX_OPTIONS`), so the two entry points cannot drift apart.
+(:data:`flask_wechat_qr.sandbox.options.SANDBOX_OPTIONS`), so the two entry points cannot
+drift apart.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ import typing as t
 
 from werkzeug.serving import make_server
 
-from ..cli import SANDBOX_OPTIONS
-from . import SandboxApp, create_sandbox_app
+from .mount import create_sandbox_app
+from .options import SANDBOX_OPTIONS
 from .server import KeepAliveHandler
+from .views import SandboxApp
 
 
 def serve(*, host: str, port: int, app_id: str, app_secret: str, name: str,

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import typing as t
+import weakref
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-
-from ..models import declared_once
 
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
@@ -22,8 +21,11 @@ class SandboxModels:
 
 
 def sandbox_models_for(db: SQLAlchemy) -> SandboxModels:
-    """The sandbox's mapped classes on ``db`` (declared once per ``db``)."""
-    return _declared(db)
+    """The sandbox's mapped classes on ``db``, declared once per ``db`` (declaring a table
+    twice on one metadata is an error)."""
+    if db not in _declared:
+        _declared[db] = _declare(db)
+    return _declared[db]
 
 
 def _declare(db: SQLAlchemy) -> SandboxModels:
@@ -73,4 +75,4 @@ def _declare(db: SQLAlchemy) -> SandboxModels:
                          Code=SandboxCode, Token=SandboxToken)
 
 
-_declared = declared_once(_declare)
+_declared: weakref.WeakKeyDictionary[t.Any, SandboxModels] = weakref.WeakKeyDictionary()

@@ -18,7 +18,7 @@ from requests.structures import CaseInsensitiveDict
 from urllib3 import HTTPResponse
 from werkzeug.test import EnvironBuilder, run_wsgi_app
 
-from ..settings import IN_PROCESS_ORIGIN
+from ..urls import IN_PROCESS_ORIGIN
 
 __all__ = ["IN_PROCESS_ORIGIN", "WSGITransport"]
 

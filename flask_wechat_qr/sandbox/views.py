@@ -27,9 +27,9 @@ from flask import (
 )
 
 from .. import i18n
-from ..client import redact_http_debug_logs
 from ..i18n import gettext as _
-from ..settings import is_loopback_host
+from ..redact import redact_http_debug_logs
+from ..urls import is_loopback_host
 from .models import SandboxModels
 from .qr import qr_svg
 from .users import PEOPLE, PEOPLE_BY_KEY, SandboxPerson, avatar_for, openid_for, unionid_for
@@ -82,15 +82,15 @@ class SandboxApp:
 
 
 @dataclass
-class SandboxState:
+class SandboxRuntime:
     db: SQLAlchemy
     models: SandboxModels
     apps: dict[str, SandboxApp]
     public_url: str | None = None
 
 
-def _state() -> SandboxState:
-    return t.cast(SandboxState, current_app.extensions[EXTENSION_KEY])
+def _runtime() -> SandboxRuntime:
+    return t.cast(SandboxRuntime, current_app.extensions[EXTENSION_KEY])
 
 
 def _key(value: str | None) -> str:
@@ -135,14 +135,14 @@ def refuse_undecodable_query() -> tuple[str, int] | None:
 
 @blueprint.route("/")
 def index() -> str:
-    return render_template("wechat_qr/sandbox/index.html", apps=_state().apps.values(),
+    return render_template("wechat_qr/sandbox/index.html", apps=_runtime().apps.values(),
                            people=PEOPLE)
 
 
 @blueprint.route("/connect/qrconnect")
 def qrconnect() -> t.Any:
     """WeChat's QR page (full-page redirect mode, or the ``wxLogin.js`` iframe)."""
-    sandbox = _state()
+    sandbox = _runtime()
     keys = [key for key, _value in parse_qsl(request.query_string.decode("latin-1"),
                                              keep_blank_values=True)]
     args = request.args
@@ -201,7 +201,7 @@ def qrconnect() -> t.Any:
 
 @blueprint.route("/connect/qrcode/<uuid>.svg")
 def qrcode_image(uuid: str) -> Response:
-    sandbox = _state()
+    sandbox = _runtime()
     if sandbox.db.session.get(sandbox.models.QRSession, _key(uuid)) is None:
         abort(404)
     svg = qr_svg(_confirm_url(uuid))
@@ -212,7 +212,7 @@ def qrcode_image(uuid: str) -> Response:
 @blueprint.route("/connect/l/qrconnect")
 def poll() -> Response:
     """The desktop page asks whether the phone has answered (WeChat long-polls here)."""
-    sandbox = _state()
+    sandbox = _runtime()
     qr_session = sandbox.db.session.get(sandbox.models.QRSession,
                                         _key(request.args.get("uuid")))
     status = _status(qr_session, time.time())
@@ -231,7 +231,7 @@ def poll() -> Response:
 @blueprint.route("/connect/confirm/<uuid>", methods=["GET", "POST"])
 def confirm(uuid: str) -> t.Any:
     """"<app> wants to log in with your WeChat": pick a simulated person, Allow or Deny."""
-    sandbox = _state()
+    sandbox = _runtime()
     models = sandbox.models
     qr_session = sandbox.db.session.get(models.QRSession, _key(uuid))
     now = time.time()
@@ -276,7 +276,7 @@ def confirm(uuid: str) -> t.Any:
     return render_template("wechat_qr/sandbox/confirm.html", outcome=outcome, app=app)
 
 
-def _chosen_person(sandbox: SandboxState, form: t.Mapping[str, str]) -> str | None:
+def _chosen_person(sandbox: SandboxRuntime, form: t.Mapping[str, str]) -> str | None:
     choice = form.get("person", "")
     if choice in PEOPLE_BY_KEY:
         return choice
@@ -297,7 +297,7 @@ def _chosen_person(sandbox: SandboxState, form: t.Mapping[str, str]) -> str | No
 
 @blueprint.route("/sns/oauth2/access_token")
 def access_token() -> Response:
-    sandbox = _state()
+    sandbox = _runtime()
     models = sandbox.models
     args = request.args
     app_id, secret, code = args.get("appid"), args.get("secret"), args.get("code")
@@ -333,7 +333,7 @@ def access_token() -> Response:
 
 @blueprint.route("/sns/oauth2/refresh_token")
 def refresh_token() -> Response:
-    sandbox = _state()
+    sandbox = _runtime()
     models = sandbox.models
     args = request.args
     app_id = args.get("appid")
@@ -368,7 +368,7 @@ def refresh_token() -> Response:
 
 @blueprint.route("/sns/userinfo")
 def userinfo() -> Response:
-    sandbox = _state()
+    sandbox = _runtime()
     row, error = _check_access_token(sandbox)
     if error is not None:
         return error
@@ -388,11 +388,11 @@ def userinfo() -> Response:
 
 @blueprint.route("/sns/auth")
 def auth_check() -> Response:
-    _row, error = _check_access_token(_state())
+    _row, error = _check_access_token(_runtime())
     return error if error is not None else wechat_json({"errcode": 0, "errmsg": "ok"})
 
 
-def _check_access_token(sandbox: SandboxState) -> tuple[t.Any, Response | None]:
+def _check_access_token(sandbox: SandboxRuntime) -> tuple[t.Any, Response | None]:
     token, openid = request.args.get("access_token"), request.args.get("openid")
     if not token:
         return None, wechat_error(41001, "access_token missing")
@@ -408,7 +408,7 @@ def _check_access_token(sandbox: SandboxState) -> tuple[t.Any, Response | None]:
     return row, None
 
 
-def _issue_token(sandbox: SandboxState, app_id: str, person_key: str) -> dict[str, t.Any]:
+def _issue_token(sandbox: SandboxRuntime, app_id: str, person_key: str) -> dict[str, t.Any]:
     now = time.time()
     row = sandbox.models.Token(
         access_token=secrets.token_urlsafe(60), refresh_token=secrets.token_urlsafe(60),
@@ -425,7 +425,7 @@ def _issue_token(sandbox: SandboxState, app_id: str, person_key: str) -> dict[st
     return payload
 
 
-def _person(sandbox: SandboxState, key: str) -> SandboxPerson:
+def _person(sandbox: SandboxRuntime, key: str) -> SandboxPerson:
     if key in PEOPLE_BY_KEY:
         return PEOPLE_BY_KEY[key]
     row = sandbox.db.session.get(sandbox.models.Person, key)
@@ -451,7 +451,7 @@ def _with_query(url: str, params: list[tuple[str, str | None]]) -> str:
 
 def _public_base() -> str:
     """Where a phone reaches this sandbox: the configured public URL, else this host."""
-    return (_state().public_url or request.host_url).rstrip("/")
+    return (_runtime().public_url or request.host_url).rstrip("/")
 
 
 def _confirm_url(uuid: str) -> str:

@@ -474,7 +474,7 @@ def test_claims_that_are_not_json_end_on_an_error_page(
     (user,) = all_users(app)
     assert logged_in_user_id(client) == str(user.id)
     with app.app_context():
-        outcome = app.extensions["wechat_qr"].states["wechat"].outcome(state, wait=0)
+        outcome = app.extensions["wechat_qr"].login_states["wechat"].outcome(state, wait=0)
     assert outcome is not None and outcome["user_id"] == str(user.id)
 
 

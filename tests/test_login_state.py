@@ -13,9 +13,9 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 
-from flask_wechat_qr import state_store
+from flask_wechat_qr import login_state
 from flask_wechat_qr.errors import StateError, StateUsed
-from flask_wechat_qr.state_store import AFTERLIFE, TAKEN, LoginStateStore, TooManyWaiting
+from flask_wechat_qr.login_state import AFTERLIFE, TAKEN, LoginStateStore, TooManyWaiting
 
 
 @pytest.fixture
@@ -31,7 +31,7 @@ def _keys(store: LoginStateStore) -> list[str]:
 
 def _travel(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
     real_time = time.time
-    monkeypatch.setattr(state_store.time, "time", lambda: real_time() + seconds)
+    monkeypatch.setattr(login_state.time, "time", lambda: real_time() + seconds)
 
 
 def _in(seconds: float) -> float:
@@ -166,7 +166,7 @@ def test_taking_a_state_purges_now_and_then(app: Flask, store: LoginStateStore,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """Callbacks purge (in a transaction of their own, never in the login's, which may roll
     back): starting a login writes nothing."""
-    wx = app.extensions["wechat_qr"].states["wechat"]
+    wx = app.extensions["wechat_qr"].login_states["wechat"]
     wx.store._next_purge = 0.0
     with app.test_request_context("/auth/wechat/login"):
         assert _use(store, "old", expires_at=_in(60))
@@ -195,7 +195,7 @@ def test_outcome_of_a_used_state(store: LoginStateStore,
     def sleep(seconds: float) -> None:
         raise AssertionError("waited")
 
-    monkeypatch.setattr(state_store.time, "sleep", sleep)
+    monkeypatch.setattr(login_state.time, "sleep", sleep)
     assert store.outcome("k", wait=5) == '{"user_id": "7"}'  # there: no waiting
 
 
@@ -218,13 +218,13 @@ def test_outcome_waits_for_a_request_still_running(app: t.Any,
 def test_only_a_few_requests_wait_at_a_time(store: LoginStateStore,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """Waiting ties up a worker thread: past MAX_WAITING_REQUESTS, TooManyWaiting at once."""
-    for _ in range(state_store.MAX_WAITING_REQUESTS):
+    for _ in range(login_state.MAX_WAITING_REQUESTS):
         assert store._waiting.acquire(blocking=False)  # as many requests are waiting
 
     def sleep(seconds: float) -> None:
         raise AssertionError("waited")
 
-    monkeypatch.setattr(state_store.time, "sleep", sleep)
+    monkeypatch.setattr(login_state.time, "sleep", sleep)
     with pytest.raises(TooManyWaiting):
         store.outcome("k", wait=5)
     assert store.outcome("k") is None  # not waiting is always possible
@@ -244,8 +244,8 @@ def test_a_failed_look_releases_its_place_in_the_queue(
         return None
 
     monkeypatch.setattr(store, "_outcome", broken)
-    monkeypatch.setattr(state_store.time, "sleep", lambda seconds: None)
-    for _ in range(state_store.MAX_WAITING_REQUESTS + 1):
+    monkeypatch.setattr(login_state.time, "sleep", lambda seconds: None)
+    for _ in range(login_state.MAX_WAITING_REQUESTS + 1):
         looks.clear()
         with pytest.raises(RuntimeError):
             store.outcome("k", wait=5)
@@ -257,7 +257,7 @@ def test_spent_codes(store: LoginStateStore, monkeypatch: pytest.MonkeyPatch) ->
     store.remember_spent_code("h")
     store.remember_spent_code("h")  # a second request saying so too: no error
     assert store.is_spent_code("h") and not store.is_spent_code("other")
-    _travel(monkeypatch, state_store.CODE_LIFETIME + 1)
+    _travel(monkeypatch, login_state.CODE_LIFETIME + 1)
     assert not store.is_spent_code("h")  # WeChat has forgotten it too (42003)
 
 
@@ -287,7 +287,7 @@ def test_states_are_shared_by_every_store_on_the_same_database(app: t.Any) -> No
 
 def test_state_is_single_use_and_carries_its_data(app: Flask) -> None:
     with app.test_request_context("/auth/wechat/login"):
-        wx = app.extensions["wechat_qr"].states["wechat"]
+        wx = app.extensions["wechat_qr"].login_states["wechat"]
         state = wx.begin(next="/account")
         assert re.fullmatch(r"[A-Za-z0-9]{32}", state)
         data = wx.take(state)
@@ -299,7 +299,7 @@ def test_state_is_single_use_and_carries_its_data(app: Flask) -> None:
 def test_a_replayed_cookie_gets_the_state_but_cannot_use_it_again(app: Flask) -> None:
     """The session half cannot tell a replayed old cookie; the taken row can."""
     with app.test_request_context("/auth/wechat/login"):
-        wx = app.extensions["wechat_qr"].states["wechat"]
+        wx = app.extensions["wechat_qr"].login_states["wechat"]
         state = wx.begin(next="/account")
         cookie = dict(flask.session)
         assert wx.take(state) == {"next": "/account"}
@@ -317,7 +317,7 @@ def test_long_state_data_is_parked_server_side(app: Flask) -> None:
     """Data too big for the cookie lives in the state table; the cookie only names it."""
     next_url = "/search?q=" + "微信" * 400
     with app.test_request_context("/auth/wechat/login"):
-        wx = app.extensions["wechat_qr"].states["wechat"]
+        wx = app.extensions["wechat_qr"].login_states["wechat"]
         state = wx.begin(next=next_url)
         assert next_url not in str(dict(flask.session))
         assert wx.take(state) == {"next": next_url}
@@ -328,7 +328,7 @@ def test_long_state_data_is_parked_server_side(app: Flask) -> None:
 @pytest.mark.parametrize("state", [None, "", "x" * 129, "NotAStateThisBrowserWasGiven"])
 def test_unknown_state_is_refused(app: Flask, state: str | None) -> None:
     with app.test_request_context("/auth/wechat/callback"):
-        wx = app.extensions["wechat_qr"].states["wechat"]
+        wx = app.extensions["wechat_qr"].login_states["wechat"]
         wx.begin()
         with pytest.raises(StateError):
             wx.take(state)
@@ -341,7 +341,7 @@ def test_state_of_one_connection_is_not_valid_for_another(make_app: t.Any) -> No
     ])
     with app.test_request_context("/"):
         ext = app.extensions["wechat_qr"]
-        state = ext.states["wechat"].begin(next="/a")
+        state = ext.login_states["wechat"].begin(next="/a")
         with pytest.raises(StateError):
-            ext.states["other"].take(state)
-        assert ext.states["wechat"].take(state) == {"next": "/a"}
+            ext.login_states["other"].take(state)
+        assert ext.login_states["wechat"].take(state) == {"next": "/a"}

@@ -1,0 +1,60 @@
+"""Putting the simulated WeChat somewhere: inside a host app, or as a site of its own."""
+
+from __future__ import annotations
+
+import typing as t
+from dataclasses import fields
+
+import sqlalchemy as sa
+from flask import Flask
+
+from .models import sandbox_models_for
+from .views import EXTENSION_KEY, SandboxApp, SandboxRuntime, blueprint
+
+if t.TYPE_CHECKING:
+    from flask_sqlalchemy import SQLAlchemy
+
+
+def sandbox_tables(app: Flask) -> list[sa.Table]:
+    """The sandbox's own (development-only) tables in ``app``; none without the sandbox.
+    They are not among the extension's migrations: a host creates them with
+    ``db.metadata.create_all(db.engine, tables=sandbox_tables(app))``."""
+    runtime: SandboxRuntime | None = app.extensions.get(EXTENSION_KEY)
+    if runtime is None:
+        return []
+    return [getattr(runtime.models, f.name).__table__ for f in fields(runtime.models)]
+
+
+def install_sandbox(
+    app: Flask,
+    db: SQLAlchemy,
+    apps: t.Iterable[SandboxApp],
+    *,
+    url_prefix: str = "",
+    public_url: str | None = None,
+) -> SandboxRuntime:
+    """Register the sandbox blueprint on ``app``, its tables on ``db``."""
+    runtime = SandboxRuntime(db=db, models=sandbox_models_for(db),
+                             apps={sandbox_app.app_id: sandbox_app for sandbox_app in apps},
+                             public_url=public_url)
+    app.extensions[EXTENSION_KEY] = runtime
+    app.register_blueprint(blueprint, url_prefix=url_prefix or None)
+    return runtime
+
+
+def create_sandbox_app(
+    apps: t.Iterable[SandboxApp],
+    *,
+    database_uri: str = "sqlite:///wechat-qr-sandbox.db",
+    public_url: str | None = None,
+) -> Flask:
+    """The sandbox alone, as its own site (open and API base URL: its root)."""
+    from flask_sqlalchemy import SQLAlchemy
+
+    app = Flask(__name__)
+    app.config["SQLALCHEMY_DATABASE_URI"] = database_uri
+    db = SQLAlchemy(app)
+    install_sandbox(app, db, apps, public_url=public_url)
+    with app.app_context():
+        db.create_all()
+    return app

@@ -1,0 +1,41 @@
+"""The standalone sandbox's options, declared once for ``flask wechat-qr sandbox`` (click)
+and ``python -m flask_wechat_qr.sandbox`` (argparse), so the two cannot drift apart.
+
+Imports nothing of the sandbox itself: ``init_app`` registers the command without loading
+the simulated WeChat.
+"""
+
+from __future__ import annotations
+
+import typing as t
+from dataclasses import dataclass
+
+#: Credentials of the simulated website application when none are given (also what a
+#: sandbox connection of the extension gets when it configures none).
+SANDBOX_APP_ID = "wxsandbox0000000001"
+SANDBOX_APP_SECRET = "sandbox-app-secret"
+
+
+@dataclass(frozen=True)
+class SandboxOption:
+    """One option of the standalone sandbox."""
+
+    flag: str
+    default: t.Any
+    help: str
+    type: type = str
+
+
+SANDBOX_OPTIONS: tuple[SandboxOption, ...] = (
+    SandboxOption("--host", "127.0.0.1", "interface to listen on"),
+    SandboxOption("--port", 5001, "port to listen on", int),
+    SandboxOption("--app-id", SANDBOX_APP_ID, "AppID of the simulated website application"),
+    SandboxOption("--app-secret", SANDBOX_APP_SECRET, "its AppSecret"),
+    SandboxOption("--name", "Sandbox website app",
+                  "the application's name on the phone page"),
+    SandboxOption("--callback-domain", "localhost",
+                  "the authorization callback domain (bare host name)"),
+    SandboxOption("--database", "sqlite:///wechat-qr-sandbox.db",
+                  "the sandbox's own database URL"),
+    SandboxOption("--public-url", None, "base URL a phone uses to reach this sandbox"),
+)

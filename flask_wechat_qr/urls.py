@@ -1,0 +1,81 @@
+"""What counts as a safe place to send a browser, and where this site and WeChat live.
+
+Pure predicates on strings (no app, no request): the views, the deployment checks, the
+sandbox and a host's own login form use the same rules.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import typing as t
+from urllib.parse import urlsplit
+
+from .errors import InvalidRequest
+from .i18n import lazy_gettext as _l
+
+log = logging.getLogger("flask_wechat_qr")
+
+#: Longest ``next`` accepted; anything longer is refused before any work is done.
+MAX_NEXT_LENGTH = 2048
+#: WeChat's own origins: its pages (the QR code) and its API.
+WECHAT_OPEN_BASE_URL = "https://open.weixin.qq.com"
+WECHAT_API_BASE_URL = "https://api.weixin.qq.com"
+#: Origin standing for the sandbox mounted in this very app, reached in-process.
+IN_PROCESS_ORIGIN = "http://wechat-sandbox.invalid"
+
+
+def is_local_path(value: str) -> bool:
+    """Whether ``value`` is a path on this site, so redirecting to it is no open redirect:
+    no scheme, no host (``//``, or ``/\\`` which browsers read as ``//``), no control
+    characters."""
+    if (not value.startswith("/") or value.startswith("//") or "\\" in value
+            or has_control_characters(value)):
+        return False
+    parts = urlsplit(value)
+    return not (parts.scheme or parts.netloc)
+
+
+def safe_next(value: str | None) -> str | None:
+    """``value`` if it is a path on this site, else ``None`` (no open redirects).
+
+    For a host's own login form too: ``redirect(safe_next(request.args.get("next")) or
+    "/")``. :class:`~flask_wechat_qr.errors.InvalidRequest` (a 400 page) for a value longer
+    than :data:`MAX_NEXT_LENGTH`, which no honest link carries.
+    """
+    if not value:
+        return None
+    if len(value) > MAX_NEXT_LENGTH:
+        raise InvalidRequest(_l("The return address is too long. Start the login again."))
+    if not is_local_path(value):
+        log.info("ignored an off-site next parameter")
+        return None
+    return value
+
+
+def has_control_characters(value: str) -> bool:
+    return any(ord(ch) < 32 or ord(ch) == 127 for ch in value)
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether ``host`` is this machine (``localhost``, ``127.x``, ``::1``, ``0.0.0.0``):
+    a phone, or WeChat's redirect of another visitor, cannot reach it."""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_unspecified
+
+
+def configured_base_url(config: t.Mapping[str, t.Any]) -> str | None:
+    """The site's public root URL as Flask's own settings give it (``SERVER_NAME``,
+    ``PREFERRED_URL_SCHEME``, ``APPLICATION_ROOT``), without a trailing slash; ``None``
+    without ``SERVER_NAME``."""
+    server_name = config.get("SERVER_NAME")
+    if not server_name:
+        return None
+    scheme = config.get("PREFERRED_URL_SCHEME") or "http"
+    root = str(config.get("APPLICATION_ROOT") or "/").rstrip("/")
+    return f"{scheme}://{server_name}{root}"
