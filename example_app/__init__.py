@@ -17,7 +17,6 @@ import typing as t
 import sqlalchemy as sa
 from flask import Flask
 
-from flask_wechat_qr import WeChatQR
 from flask_wechat_qr.sandbox import sandbox_tables
 
 from . import business, csrf, views
@@ -29,12 +28,9 @@ from .config import (
     dev_secret_key,
     wechat_config_state,
 )
-from .models import User, db, login_manager
+from .models import User, db, login_manager, wechat
 
 __all__ = ["User", "create_app", "db", "login_manager", "wechat"]
-
-#: Holds only options; each app's state lives in ``app.extensions["wechat_qr"]``.
-wechat = WeChatQR(db=db, user_model=User)
 
 
 def create_app(test_config: dict[str, t.Any] | None = None) -> Flask:

@@ -19,7 +19,9 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet, OctKey
 from joserfc.jwt import JWTClaimsRegistry
 
-from flask_wechat_qr.views import id_token_issuer
+from flask_wechat_qr import id_token_issuer
+
+from .models import wechat
 
 if t.TYPE_CHECKING:
     from flask.typing import ResponseReturnValue
@@ -37,8 +39,7 @@ def _serializer() -> URLSafeTimedSerializer:
 
 def _connection() -> t.Any | None:
     """The first connection that posts ID tokens, if any."""
-    ext = current_app.extensions["wechat_qr"]
-    return next((c for c in ext.settings.connections.values() if c.callback_url), None)
+    return next((c for c in wechat.connections.values() if c.callback_url), None)
 
 
 @bp.get("/")
@@ -76,14 +77,13 @@ def wechat_done() -> ResponseReturnValue:
             claims=None, error=request.form["error"]))
         response.delete_cookie(PENDING_COOKIE, path=bp.url_prefix)
         return response
-    ext = current_app.extensions["wechat_qr"]
-    signer = ext.id_tokens
     # A separate service would fetch /auth/.well-known/jwks.json (or hold the secret).
-    keys: t.Any = (KeySet.import_key_set(signer.jwks()) if signer.algorithm == "RS256"
-                   else OctKey.import_key(ext.settings.id_token_secret))
+    jwks = wechat.jwks()
+    keys: t.Any = (KeySet.import_key_set(jwks) if jwks["keys"]
+                   else OctKey.import_key(current_app.config["WECHAT_QR_ID_TOKEN_SECRET"]))
     try:
         token = jwt.decode(request.form.get("id_token", ""), keys,
-                           algorithms=[signer.algorithm])
+                           algorithms=["RS256" if jwks["keys"] else "HS256"])
         JWTClaimsRegistry(
             iss={"essential": True, "value": id_token_issuer()},
             aud={"essential": True,

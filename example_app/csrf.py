@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from flask import abort, request
 
-from flask_wechat_qr.csrf import FIELD, check_csrf, csrf_token
-from flask_wechat_qr.errors import InvalidRequest
+from flask_wechat_qr import LoginError, check_csrf, csrf_token
 
 __all__ = ["csrf_token", "protect"]
 
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+#: The form field the extension's own forms use too.
+FIELD = "csrf_token"
 
 
 def protect() -> None:
@@ -24,6 +25,6 @@ def protect() -> None:
         return
     try:
         check_csrf(request.form.get(FIELD))
-    except InvalidRequest:
+    except LoginError:
         abort(400, description="The form expired or did not come from this site. "
                                "Reload the page and try again.")

@@ -1,4 +1,5 @@
-"""The site's users, on one Flask-SQLAlchemy ``db`` shared with the extension's tables."""
+"""The site's users, on one Flask-SQLAlchemy ``db`` shared with the extension's tables, and
+the extension objects every module of the site uses."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import sqlalchemy as sa
 from flask_login import LoginManager, UserMixin
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.orm import Mapped, mapped_column
+
+from flask_wechat_qr import AccountAdapter, WeChatQR
 
 db = SQLAlchemy()
 login_manager = LoginManager()
@@ -52,3 +55,10 @@ def load_user(user_id: str) -> t.Any:
         return db.session.get(User, int(user_id))
     except (TypeError, ValueError):
         return None
+
+
+#: How the site finds, checks and logs in its users: used by its own login form and by the
+#: WeChat login alike (timing-safe password check, a fresh session at every login).
+accounts = AccountAdapter(db, User)
+#: Holds only options; each app's runtime lives in ``app.extensions["wechat_qr"]``.
+wechat = WeChatQR(db=db, adapter=accounts)

@@ -18,14 +18,14 @@ from flask import (
     session,
     url_for,
 )
-from flask_login import current_user, login_required, login_user, logout_user
+from flask_login import current_user, login_required, logout_user
 from sqlalchemy.exc import IntegrityError
-from werkzeug.security import check_password_hash, generate_password_hash
+from werkzeug.security import generate_password_hash
 
-from flask_wechat_qr.urls import MAX_NEXT_LENGTH, is_local_path
+from flask_wechat_qr import LoginError, safe_next
 
 from . import csrf
-from .models import User, db
+from .models import User, accounts, db, wechat
 
 if t.TYPE_CHECKING:
     from flask.typing import ResponseReturnValue
@@ -37,39 +37,19 @@ USERNAME = re.compile(r"[A-Za-z0-9_.-]{3,40}")
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024
 
-_dummy_hash: str | None = None
 
-
-def linked_identities(user: t.Any) -> list[t.Any]:
-    """The user's WeChat identities; none when WeChat login is off on this site."""
-    state = current_app.extensions.get("wechat_qr")
-    if state is None:
-        return []
-    return list(state.policy.identities_of(user))
-
-
-def _safe_next(value: str | None) -> str | None:
-    """A local path to go to after login, or ``None`` (no open redirects)."""
-    if not value or len(value) > MAX_NEXT_LENGTH or not is_local_path(value):
+def _next_url() -> str | None:
+    """Where to go after logging in: a local path, or nowhere (the extension's rule)."""
+    try:
+        return safe_next(request.values.get("next"))
+    except LoginError:  # longer than any honest link
         return None
-    return value
 
 
 def _log_in(user: User) -> None:
-    """Log in on a fresh session, so nothing from before the login survives it."""
-    session.clear()
-    login_user(user)
-
-
-def _check_password(user: User | None, password: str) -> bool:
-    """Constant work whether or not the user exists, so timing does not reveal usernames."""
-    global _dummy_hash
-    if user is None or not user.password_hash:
-        if _dummy_hash is None:
-            _dummy_hash = generate_password_hash("not-a-password")
-        check_password_hash(_dummy_hash, password)
-        return False
-    return check_password_hash(user.password_hash, password)
+    """Log in on a fresh session, as the WeChat login does."""
+    accounts.renew_session()
+    accounts.login_user(user)
 
 
 @bp.get("/")
@@ -89,7 +69,7 @@ def index() -> ResponseReturnValue:
 
 @bp.route("/register", methods=["GET", "POST"])
 def register() -> ResponseReturnValue:
-    next_url = _safe_next(request.values.get("next"))
+    next_url = _next_url()
     errors: list[str] = []
     username = ""
     if request.method == "POST":
@@ -123,16 +103,15 @@ def register() -> ResponseReturnValue:
 
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> ResponseReturnValue:
-    next_url = _safe_next(request.values.get("next"))
+    next_url = _next_url()
     error = None
     username = ""
     if request.method == "POST":
         username = request.form.get("username", "").strip()
         password = request.form.get("password", "")[:MAX_PASSWORD]
-        user = db.session.execute(
-            sa.select(User).where(User.username == username)
-        ).scalar_one_or_none() if username else None
-        if _check_password(user, password) and user is not None:
+        # Constant work whether or not the user exists: timing does not reveal usernames.
+        user = accounts.authenticate(username, password)
+        if user is not None:
             _log_in(user)
             flash(f"Logged in as {user.display_name}.")
             return redirect(next_url or url_for(".index"))
@@ -158,7 +137,7 @@ def logout() -> ResponseReturnValue:
 @bp.get("/account")
 @login_required
 def account() -> ResponseReturnValue:
-    return render_template("account.html", identities=linked_identities(current_user))
+    return render_template("account.html", identities=wechat.identities_of(current_user))
 
 
 @bp.get("/api/me")
@@ -175,7 +154,7 @@ def api_me() -> ResponseReturnValue:
             "nickname": user.nickname,
             "identities": [
                 {"connection": i.connection, "openid": i.openid, "unionid": i.unionid}
-                for i in linked_identities(user)
+                for i in wechat.identities_of(user)
             ],
         })
     response.headers["Cache-Control"] = "no-store"

@@ -6,6 +6,8 @@ from . import signals
 from .adapter import AccountAdapter
 from .association import LoginRefused, Resolution
 from .client import WeChatClient, WeChatProfile, WeChatToken
+from .csrf import check_csrf, csrf_token
+from .delivery import id_token_issuer
 from .errors import (
     AccountDisabled,
     CodeUsed,
@@ -22,6 +24,7 @@ from .errors import (
 )
 from .extension import WeChatQR
 from .settings import ConnectionSettings, Settings
+from .urls import safe_next
 
 __version__ = "0.1.0.dev0"
 
@@ -47,5 +50,9 @@ __all__ = [
     "WeChatTimeout",
     "WeChatToken",
     "WeChatUnavailable",
+    "check_csrf",
+    "csrf_token",
+    "id_token_issuer",
+    "safe_next",
     "signals",
 ]

@@ -110,6 +110,9 @@ class AccountAdapter:
         """
         model = self._require_user_model()
         user = None
+        # No form field typed in a browser holds NUL, and PostgreSQL refuses it in a query.
+        if "\x00" in username:
+            username = ""
         if username and "username" in model.__table__.c:
             user = self._require_db().session.execute(
                 sa.select(model).where(model.__table__.c.username == username)

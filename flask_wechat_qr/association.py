@@ -1,9 +1,10 @@
 """The association policy: which local user a WeChat identity logs in as.
 
 Decides between "known identity", "attach to an existing user" and "create a user"
-from the connection's settings; reads and writes identity rows; asks the adapter for
-anything about users. Knows nothing of HTTP: the profile arrives through a callable, so
-a returning user costs no profile request unless the sync policy wants one.
+from the connection's settings; reads and writes identity rows (flushed, never committed:
+the login flow owns the transaction); asks the adapter for anything about users. Knows
+nothing of HTTP: the profile arrives through a callable, so a returning user costs no
+profile request unless the sync policy wants one.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import typing as t
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
 
 from .errors import (
     AlreadyLinked,
@@ -110,17 +110,34 @@ class AssociationPolicy:
         connection: ConnectionSettings,
         token: WeChatToken,
         fetch_profile: t.Callable[[], WeChatProfile],
-        before_commit: t.Callable[[Resolution], None] | None = None,
     ) -> Resolution:
         """The user this identity logs in as; creates or links as the settings say.
 
         :class:`LoginRefused` in login-only mode for an identity nobody owns;
-        :class:`BindingRequired` when the person must choose (ask binding).
-        ``before_commit`` writes the caller's own rows in the same transaction.
+        :class:`BindingRequired` when the person must choose (ask binding). Writes are
+        flushed in the caller's transaction, not committed.
         """
-        return self.run_in_transaction(
-            lambda profile_of: self._resolve_once(connection, token, profile_of), fetch_profile,
-            before_commit)
+        linked = self.linked_user(connection.identifier, token.openid)
+        if linked is not None:
+            return self._returning(connection, token, *linked, fetch_profile)
+
+        user = self._match(connection, token.unionid, fetch_profile)
+        if user is None and connection.association == "ask_binding":
+            raise BindingRequired(connection, token, fetch_profile())
+        if user is None and not self.adapter.can_signup(connection):
+            # Refused before any profile request: nothing is learnt, nothing written.
+            raise LoginRefused(openid=token.openid)
+        profile = fetch_profile()
+        created = user is None
+        if user is None:
+            user = self.create_user_for(connection, profile)
+        elif connection.profile_sync == "each_login":
+            self.adapter.populate_user(user, connection, profile)
+        identity = self.attach(connection, user, token.openid, profile, token.unionid,
+                               fresh_user=created)
+        return Resolution(user=user, identity=identity, created_user=created,
+                          new_identity=True, profile=profile,
+                          via="signup" if created else "match")
 
     def link(
         self,
@@ -128,24 +145,19 @@ class AssociationPolicy:
         token: WeChatToken,
         fetch_profile: t.Callable[[], WeChatProfile],
         user: t.Any,
-        before_commit: t.Callable[[Resolution], None] | None = None,
     ) -> Resolution:
-        """Link a WeChat account to the logged-in ``user`` (from the account page);
-        ``before_commit`` as for :meth:`resolve`."""
-
-        def link_once(profile_of: t.Callable[[], WeChatProfile]) -> Resolution:
-            linked = self.linked_user(connection.identifier, token.openid)
-            if linked is not None:
-                identity = linked[0]
-                if identity.user_id != self.adapter.get_user_id(user):
-                    raise AlreadyLinked()
-                return Resolution(user=user, identity=identity)
-            profile = profile_of()
-            return Resolution(user=user, new_identity=True, profile=profile, via="link",
-                              identity=self.attach(connection, user, token.openid, profile,
-                                                   token.unionid))
-
-        return self.run_in_transaction(link_once, fetch_profile, before_commit)
+        """Link a WeChat account to the logged-in ``user`` (from the account page), in the
+        caller's transaction. :class:`AlreadyLinked` if it belongs to someone else."""
+        linked = self.linked_user(connection.identifier, token.openid)
+        if linked is not None:
+            identity = linked[0]
+            if identity.user_id != self.adapter.get_user_id(user):
+                raise AlreadyLinked()
+            return Resolution(user=user, identity=identity)
+        profile = fetch_profile()
+        return Resolution(user=user, new_identity=True, profile=profile, via="link",
+                          identity=self.attach(connection, user, token.openid, profile,
+                                               token.unionid))
 
     def attach(
         self,
@@ -190,7 +202,8 @@ class AssociationPolicy:
         ).scalar_one_or_none()
 
     def unlink(self, connection: ConnectionSettings, user: t.Any) -> t.Any:
-        """Remove the user's identity of ``connection``, unless it is their last way in."""
+        """Remove the user's identity of ``connection`` (in the caller's transaction),
+        unless it is their last way in."""
         identity = self.identity_of(user, connection.identifier)
         if identity is None:
             raise NotLinked()
@@ -198,67 +211,8 @@ class AssociationPolicy:
         if not others and not self.adapter.has_password(user):
             raise LastLoginMethod()
         self.db.session.delete(identity)
-        self.db.session.commit()
+        self.db.session.flush()
         return identity
-
-    def run_in_transaction(
-        self,
-        work: t.Callable[[t.Callable[[], WeChatProfile]], Resolution],
-        fetch_profile: t.Callable[[], WeChatProfile],
-        before_commit: t.Callable[[Resolution], None] | None = None,
-    ) -> Resolution:
-        """Run ``work`` (then ``before_commit``) and commit once, at the end: a user is
-        never created without its identity, and every write of a login costs one commit.
-        Two first logins of one identity at the same moment meet the unique
-        constraint on ``(connection, openid)``; the loser rolls back and finds the winner's
-        row. The profile is requested at most once whatever happens."""
-        fetch_profile = _once(fetch_profile)
-        for attempt in range(3):
-            try:
-                resolution = work(fetch_profile)
-                if before_commit is not None:
-                    # A race on the identity shows here, retried, not in the caller's rows.
-                    self.db.session.flush()
-                    before_commit(resolution)
-                self.db.session.commit()
-                return resolution
-            except IntegrityError:
-                self.db.session.rollback()
-                if attempt == 2:
-                    raise
-                log.info("an identity was created concurrently; retrying")
-            except BaseException:
-                self.db.session.rollback()
-                raise
-        raise AssertionError("unreachable")
-
-    def _resolve_once(
-        self,
-        connection: ConnectionSettings,
-        token: WeChatToken,
-        fetch_profile: t.Callable[[], WeChatProfile],
-    ) -> Resolution:
-        linked = self.linked_user(connection.identifier, token.openid)
-        if linked is not None:
-            return self._returning(connection, token, *linked, fetch_profile)
-
-        user = self._match(connection, token.unionid, fetch_profile)
-        if user is None and connection.association == "ask_binding":
-            raise BindingRequired(connection, token, fetch_profile())
-        if user is None and not self.adapter.can_signup(connection):
-            # Refused before any profile request: nothing is learnt, nothing written.
-            raise LoginRefused(openid=token.openid)
-        profile = fetch_profile()
-        created = user is None
-        if user is None:
-            user = self.create_user_for(connection, profile)
-        elif connection.profile_sync == "each_login":
-            self.adapter.populate_user(user, connection, profile)
-        identity = self.attach(connection, user, token.openid, profile, token.unionid,
-                               fresh_user=created)
-        return Resolution(user=user, identity=identity, created_user=created,
-                          new_identity=True, profile=profile,
-                          via="signup" if created else "match")
 
     def _returning(
         self,
@@ -322,18 +276,6 @@ class AssociationPolicy:
                 log.warning("unionid is linked to %d users; not matching on it", len(rows))
             return None
         return self.adapter.load_user(rows[0])
-
-
-def _once(fetch: t.Callable[[], WeChatProfile]) -> t.Callable[[], WeChatProfile]:
-    """At most one profile request per login, however many steps ask for it."""
-    cache: list[WeChatProfile] = []
-
-    def fetch_once() -> WeChatProfile:
-        if not cache:
-            cache.append(fetch())
-        return cache[0]
-
-    return fetch_once
 
 
 def _store_profile(identity: t.Any, profile: WeChatProfile, unionid: str | None) -> None:

@@ -3,7 +3,9 @@
 
 A pending binding is single use, expires, and is reached only through the browser session
 that started it. Failed binding attempts are counted per pending binding and per client
-address, in the database so every worker process sees them. Knows nothing of HTTP.
+address, in the database so every worker process sees them (each count commits at once,
+so simultaneous guesses see each other); everything else is written in the login flow's
+transaction, which commits it. Knows nothing of HTTP.
 """
 
 from __future__ import annotations
@@ -40,12 +42,9 @@ class PendingBindings:
         self.settings = settings
 
     def start(self, connection: ConnectionSettings, token: WeChatToken,
-              profile: WeChatProfile, next_url: str | None,
-              before_commit: t.Callable[[str], None] | None = None) -> str:
-        """Park the identity; returns the pending binding's id (for the session only).
-
-        ``before_commit(binding_id)`` writes the caller's own rows in the same transaction
-        (the use of the login's state): rolled back with it if it raises."""
+              profile: WeChatProfile, next_url: str | None) -> str:
+        """Park the identity (in the caller's transaction); returns the pending binding's
+        id, for the browser's session only."""
         Pending = self.models.PendingBinding
         now = time.time()
         self.db.session.execute(sa.delete(Pending).where(Pending.expires_at < now))
@@ -56,14 +55,7 @@ class PendingBindings:
             avatar_url=profile.avatar_url, profile=profile.raw, next_url=next_url,
             created_at=now, expires_at=now + self.settings.bind_ttl,
         ))
-        try:
-            if before_commit is not None:
-                self.db.session.flush()
-                before_commit(binding_id)
-            self.db.session.commit()
-        except BaseException:
-            self.db.session.rollback()
-            raise
+        self.db.session.flush()
         return binding_id
 
     def get(self, binding_id: str | None) -> t.Any:
@@ -76,40 +68,34 @@ class PendingBindings:
     # --- the two choices --------------------------------------------------------------
 
     def create_account(self, connection: ConnectionSettings, binding_id: str) -> Resolution:
-        """"Create a new account" (refused in login-only mode)."""
+        """"Create a new account" (refused in login-only mode), in the caller's
+        transaction."""
         pending = self.get(binding_id)
         if not self.policy.adapter.can_signup(connection):
-            raise LoginRefused()
+            raise LoginRefused(openid=pending.openid)
         profile = _profile_of(pending)
-
-        def create(_profile_of: t.Any) -> Resolution:
-            self._consume(pending.id)
-            self._ensure_unlinked(connection, pending.openid)
-            user = self.policy.create_user_for(connection, profile)
-            identity = self.policy.attach(connection, user, pending.openid, profile,
-                                          pending.unionid)
-            return Resolution(user=user, identity=identity, created_user=True,
-                              new_identity=True, profile=profile, via="signup")
-
-        return self.policy.run_in_transaction(create, lambda: profile)
+        self._consume(pending.id)
+        self._ensure_unlinked(connection, pending.openid)
+        user = self.policy.create_user_for(connection, profile)
+        identity = self.policy.attach(connection, user, pending.openid, profile,
+                                      pending.unionid)
+        return Resolution(user=user, identity=identity, created_user=True,
+                          new_identity=True, profile=profile, via="signup")
 
     def bind_account(self, connection: ConnectionSettings, binding_id: str, user: t.Any
                      ) -> Resolution:
-        """"Bind to my existing account", once ``user`` has been re-authenticated."""
+        """"Bind to my existing account", once ``user`` has been re-authenticated; in the
+        caller's transaction."""
         pending = self.get(binding_id)
         profile = _profile_of(pending)
-
-        def bind(_profile_of: t.Any) -> Resolution:
-            self._consume(pending.id)
-            self._ensure_unlinked(connection, pending.openid)
-            if connection.profile_sync == "each_login":
-                self.policy.adapter.populate_user(user, connection, profile)
-            identity = self.policy.attach(connection, user, pending.openid, profile,
-                                          pending.unionid)
-            return Resolution(user=user, identity=identity, new_identity=True, profile=profile,
-                              via="binding")
-
-        return self.policy.run_in_transaction(bind, lambda: profile)
+        self._consume(pending.id)
+        self._ensure_unlinked(connection, pending.openid)
+        if connection.profile_sync == "each_login":
+            self.policy.adapter.populate_user(user, connection, profile)
+        identity = self.policy.attach(connection, user, pending.openid, profile,
+                                      pending.unionid)
+        return Resolution(user=user, identity=identity, new_identity=True, profile=profile,
+                          via="binding")
 
     def _ensure_unlinked(self, connection: ConnectionSettings, openid: str) -> None:
         """:class:`AlreadyLinked` if the waiting WeChat account got linked meanwhile (the

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typing as t
 
 from authlib.integrations.flask_client import OAuth
-from flask import Flask, has_request_context, request
+from flask import Flask, current_app, has_request_context, request
 from flask.sessions import SecureCookieSessionInterface
 
 from .adapter import AccountAdapter
@@ -13,12 +13,13 @@ from .association import AssociationPolicy
 from .binding import PendingBindings
 from .client import WeChatClient
 from .errors import ConfigurationError
+from .flow import LoginFlow
 from .id_token import IdTokenSigner
 from .login_state import LoginStates, LoginStateStore
 from .models import models_for
 from .redact import redact_http_debug_logs
 from .runtime import EXTENSION_KEY, Runtime, find_runtime
-from .settings import Settings, apply_defaults, load_settings
+from .settings import ConnectionSettings, Settings, apply_defaults, load_settings
 from .urls import IN_PROCESS_ORIGIN
 
 if t.TYPE_CHECKING:
@@ -125,17 +126,21 @@ class WeChatQR:
             _install_sandbox(app, db, settings, clients)
         policy = AssociationPolicy(db, models, adapter)
         adapter.on_user_deleted(policy.forget_user, id(models.Identity.__table__))
+        bindings = PendingBindings(db, models, policy, settings)
+        login_states = {
+            identifier: LoginStates(store, identifier, conn.app_id, settings.state_ttl)
+            for identifier, conn in settings.connections.items()}
         app.extensions[EXTENSION_KEY] = Runtime(
             settings=settings,
             db=db,
             models=models,
             adapter=adapter,
             policy=policy,
-            bindings=PendingBindings(db, models, policy, settings),
+            bindings=bindings,
+            flow=LoginFlow(db=db, settings=settings, adapter=adapter, policy=policy,
+                           bindings=bindings, clients=clients, login_states=login_states),
             clients=clients,
-            login_states={
-                identifier: LoginStates(store, identifier, conn.app_id, settings.state_ttl)
-                for identifier, conn in settings.connections.items()},
+            login_states=login_states,
             id_tokens=id_tokens,
         )
 
@@ -147,6 +152,29 @@ class WeChatQR:
         from .cli import cli
 
         app.cli.add_command(cli)
+
+    # --- for the host's own pages (the current app's runtime) ----------------------------
+
+    @property
+    def connections(self) -> dict[str, ConnectionSettings]:
+        """The current app's WeChat connections by identifier (none where this extension is
+        not set up on it), e.g. for a host's own login page."""
+        runtime = find_runtime(current_app)
+        return dict(runtime.settings.connections) if runtime is not None else {}
+
+    def identities_of(self, user: t.Any) -> list[t.Any]:
+        """The WeChat identities linked to ``user`` in the current app, oldest first (none
+        where this extension is not set up on it), e.g. for an account page."""
+        runtime = find_runtime(current_app)
+        return runtime.policy.identities_of(user) if runtime is not None else []
+
+    def jwks(self) -> dict[str, t.Any]:
+        """The public keys of the current app's RS256 ID tokens, as served at
+        ``/auth/.well-known/jwks.json`` (``{"keys": []}`` without an RS256 key), for a
+        receiver living in the same process."""
+        runtime = find_runtime(current_app)
+        signer = runtime.id_tokens if runtime is not None else None
+        return signer.jwks() if signer is not None else {"keys": []}
 
     def upgrade_database(self, app: Flask | None = None) -> str | None:
         """Create or upgrade the extension's tables with its own Alembic migrations (what

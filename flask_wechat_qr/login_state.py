@@ -18,6 +18,7 @@ import logging
 import threading
 import time
 import typing as t
+from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 from authlib.common.security import generate_token
@@ -34,17 +35,17 @@ log = logging.getLogger("flask_wechat_qr")
 
 #: Key prefix of the row a used state leaves behind, holding how its login ended, so
 #: WeChat's double redirect (or a refresh of the callback) gets the first request's
-#: outcome.
+#: ending.
 TAKEN = "taken:"
 #: Seconds a used state at least remembers that it was used and how its login ended.
 AFTERLIFE = 120
 #: Seconds between two purges of expired rows by one process (not at every login).
 PURGE_INTERVAL = 60
-#: Seconds before the first look again for the outcome of a login still running; doubled
+#: Seconds before the first look again for the ending of a login still running; doubled
 #: at each look, up to :data:`MAX_POLL_INTERVAL`.
 POLL_INTERVAL = 0.05
 MAX_POLL_INTERVAL = 0.5
-#: Requests of one app in one process that may wait for another request's outcome at the
+#: Requests of one app in one process that may wait for another request's ending at the
 #: same time (threaded and gevent workers); more are answered at once.
 MAX_WAITING_REQUESTS = 4
 #: Key prefix of the row that says WeChat answered a code "already used" and no login of
@@ -65,6 +66,96 @@ MAX_INLINE_STATE_DATA = 300
 STATE_KEY_PREFIX = "_state_wechat_qr_"
 
 
+#: The business front end's ``state`` and ``nonce`` of a login for a connection's callback
+#: URL (echoed with, and signed into, the ID token posted there).
+BusinessParams = dict[str, str]
+
+
+@dataclass(frozen=True)
+class LoginData:
+    """What a login keeps from its start to its callback, with its state."""
+
+    #: where to go afterwards (a local path), if the login was given one
+    next_url: str | None = None
+    #: the business front end's ``state``/``nonce`` (a connection with a callback URL)
+    business: BusinessParams = field(default_factory=dict)
+    #: the id of the logged-in user who is linking WeChat from the account page
+    link_user: str | None = None
+
+    def to_json(self) -> dict[str, t.Any]:
+        data: dict[str, t.Any] = {"next": self.next_url}
+        if self.business:
+            data["delivery"] = self.business
+        if self.link_user is not None:
+            data["link_user"] = self.link_user
+        return data
+
+    @classmethod
+    def from_json(cls, data: t.Any) -> LoginData:
+        if not isinstance(data, dict):
+            raise StateError()
+        business = data.get("delivery")
+        link_user = data.get("link_user")
+        return cls(next_url=data.get("next") or None,
+                   business=dict(business) if isinstance(business, dict) else {},
+                   link_user=str(link_user) if link_user else None)
+
+
+@dataclass(frozen=True)
+class Ending:
+    """How the login of a used state ended, kept with it so that a repeated callback (WeChat's
+    double redirect, a refresh) ends the same way. Exactly one of ``user_id`` (logged in or
+    linked), ``binding_id`` (waiting for the person's choice) or ``error`` is set.
+
+    Stored as JSON with short keys that rows written by earlier versions share.
+    """
+
+    #: when the login ended (``None`` for a link, which is never repeated as a login)
+    at: float | None = None
+    user_id: str | None = None
+    #: where the login went on to (a local path)
+    next_url: str | None = None
+    #: when WeChat authenticated the person (the ID token's ``auth_time``)
+    auth_time: float | None = None
+    #: the business ``state``/``nonce``, when an ID token went to the callback URL
+    business: BusinessParams | None = None
+    binding_id: str | None = None
+    #: the class name of the error the login ended with (``"True"``: not a login error)
+    error: str | None = None
+
+    def to_json(self) -> str:
+        data: dict[str, t.Any] = {}
+        for key, value in (("user_id", self.user_id), ("next", self.next_url),
+                           ("bind", self.binding_id), ("error", self.error),
+                           ("at", self.at), ("auth_time", self.auth_time),
+                           ("delivery", self.business)):
+            if value is not None:
+                data[key] = value
+        return json.dumps(data, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, value: str) -> Ending:
+        data = json.loads(value)
+        business = data.get("delivery")
+        user_id, binding_id, error = data.get("user_id"), data.get("bind"), data.get("error")
+        return cls(at=_number(data.get("at")),
+                   user_id=str(user_id) if user_id is not None else None,
+                   next_url=data.get("next"),
+                   auth_time=_number(data.get("auth_time")),
+                   business=dict(business) if isinstance(business, dict) else None,
+                   binding_id=str(binding_id) if binding_id else None,
+                   error=str(error) if error is not None else None)
+
+    def is_recent(self, seconds: float) -> bool:
+        """Whether the login ended at most ``seconds`` ago (a link never counts)."""
+        return self.at is not None and time.time() - self.at <= seconds
+
+
+def _number(value: t.Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
+        else None
+
+
 class TooManyWaiting(Exception):
     """:data:`MAX_WAITING_REQUESTS` already wait: answer now, and record nothing (the
     request waited for may still finish)."""
@@ -75,7 +166,7 @@ class Executor(t.Protocol):
 
 
 class LoginStateStore:
-    """The server-side half of login states: parked data, used states and their outcomes.
+    """The server-side half of login states: parked data, used states and their endings.
 
     Every step is one statement, so a login costs as few database round trips (and
     commits) as its safety allows: none of its own on the way to a successful login.
@@ -105,35 +196,35 @@ class LoginStateStore:
         row."""
         return self._value(key)
 
-    def use(self, key: str, outcome: str, expires_at: float, within: Executor) -> None:
+    def use(self, key: str, ending: str, expires_at: float, within: Executor) -> None:
         """Use a state, recording how its login ended, in the caller's transaction.
 
         :class:`StateUsed` if another request used it first: the caller rolls back (a
-        login is never finished twice) and answers with that request's outcome. The
+        login is never finished twice) and answers with that request's ending. The
         taken row outlives the state, so the same state in a replayed cookie finds it.
         ``within`` has no pending ORM changes (flushed), so an error here is this row's.
         """
         try:
             within.execute(self._insert,
-                           {"key": TAKEN + key, "value": outcome, "expires_at": expires_at})
+                           {"key": TAKEN + key, "value": ending, "expires_at": expires_at})
         except IntegrityError as error:
             raise StateUsed() from error
 
-    def record_failure(self, key: str, outcome: str, expires_at: float) -> bool:
+    def record_failure(self, key: str, ending: str, expires_at: float) -> bool:
         """Use a state whose login failed (its own small transaction): ``True``; ``False``
-        if another request of the state got there first (its outcome stays)."""
+        if another request of the state got there first (its ending stays)."""
         try:
             with self.db.engine.begin() as conn:
-                self.use(key, outcome, expires_at, conn)
+                self.use(key, ending, expires_at, conn)
         except StateUsed:
             return False
         return True
 
-    def outcome(self, key: str, wait: float = 0) -> str | None:
+    def ending(self, key: str, wait: float = 0) -> str | None:
         """How the login of a used state ended; waits up to ``wait`` seconds for a request
         still running. ``None`` if nobody used the state (in time); :class:`TooManyWaiting`
         if it would wait and :data:`MAX_WAITING_REQUESTS` already do."""
-        value = self._outcome(key)
+        value = self._ending(key)
         if value is not None or wait <= 0:
             return value
         if not self._waiting.acquire(blocking=False):
@@ -144,12 +235,12 @@ class LoginStateStore:
             while value is None and time.monotonic() < deadline:
                 time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
                 interval = min(2 * interval, MAX_POLL_INTERVAL)
-                value = self._outcome(key)
+                value = self._ending(key)
             return value
         finally:
             self._waiting.release()
 
-    def _outcome(self, key: str) -> str | None:
+    def _ending(self, key: str) -> str | None:
         return self._value(TAKEN + key)
 
     def _value(self, key: str) -> str | None:
@@ -210,8 +301,8 @@ class LoginStates:
         self.app_id = app_id
         self.ttl = ttl
 
-    def begin(self, **data: t.Any) -> str:
-        """A new ``state`` for one login, its ``data`` kept until the callback.
+    def begin(self, login: LoginData) -> str:
+        """A new ``state`` for one login, its ``login`` data kept until the callback.
 
         ``[A-Za-z0-9]{32}``: within the 128-byte alphanumeric limit WeChat documents.
         """
@@ -219,6 +310,7 @@ class LoginStates:
         _forget_oldest_states(self.store)
         key = self.prefix + state
         expires_at = time.time() + self.ttl
+        data = login.to_json()
         value = json.dumps(data, separators=(",", ":"))
         if len(value) <= MAX_INLINE_STATE_DATA:
             session[key] = {"exp": expires_at, "app": self.app_id, "data": data}
@@ -227,7 +319,7 @@ class LoginStates:
             session[key] = {"exp": expires_at, "app": self.app_id}
         return state
 
-    def take(self, state: str | None) -> dict[str, t.Any]:
+    def take(self, state: str | None) -> LoginData:
         """Take ``state`` out of this browser's session: the data saved with it.
 
         :class:`StateError` when the state is missing, forged, from another browser or
@@ -250,11 +342,11 @@ class LoginStates:
             raise StateError()
         self.store.purge_now_and_then()
         if "data" in marker:
-            return t.cast(dict, marker["data"])
+            return LoginData.from_json(marker["data"])
         value = self.store.parked(key)
         if value is None:
             raise StateError()
-        return t.cast(dict, json.loads(value))
+        return LoginData.from_json(json.loads(value))
 
     def owns(self, state: str | None) -> bool:
         """Whether this browser's session started the login of ``state`` (in this app: another
@@ -262,25 +354,25 @@ class LoginStates:
         marker = session.get(self.prefix + state) if state else None
         return isinstance(marker, dict) and marker.get("app") == self.app_id
 
-    def use(self, state: str, outcome: dict[str, t.Any], within: Executor) -> None:
+    def use(self, state: str, ending: Ending, within: Executor) -> None:
         """Use ``state`` for good, recording how its login ended, in the caller's
         transaction (``within``: no commit of its own). :class:`StateUsed` if another
-        request of it did first: roll back and answer with :meth:`outcome`."""
-        self.store.use(self.prefix + state, json.dumps(outcome), self._taken_until(), within)
+        request of it did first: roll back and answer with :meth:`ending`."""
+        self.store.use(self.prefix + state, ending.to_json(), self._taken_until(), within)
 
-    def record_failure(self, state: str, outcome: dict[str, t.Any]) -> bool:
+    def record_failure(self, state: str, ending: Ending) -> bool:
         """Use ``state`` for good after its login failed: ``True``; ``False`` if another
-        request of it ended first (its outcome stays)."""
-        return self.store.record_failure(self.prefix + state, json.dumps(outcome),
+        request of it ended first (its ending stays)."""
+        return self.store.record_failure(self.prefix + state, ending.to_json(),
                                          self._taken_until())
 
-    def outcome(self, state: str | None, wait: float = 0) -> dict[str, t.Any] | None:
+    def ending(self, state: str | None, wait: float = 0) -> Ending | None:
         """How the login of a used ``state`` ended, waiting up to ``wait`` seconds for a
         request of it still running; ``None`` if there is nothing to repeat."""
         if not state or len(state) > 128 or not state.isalnum():
             return None  # not a state this extension made
-        value = self.store.outcome(self.prefix + state, wait)
-        return t.cast(dict, json.loads(value)) if value else None
+        value = self.store.ending(self.prefix + state, wait)
+        return Ending.from_json(value) if value else None
 
     def remember_spent_code(self, code: str) -> None:
         """WeChat said ``code`` was used, and waiting found no login that used it."""

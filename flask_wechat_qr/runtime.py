@@ -21,6 +21,7 @@ if t.TYPE_CHECKING:
     from .association import AssociationPolicy
     from .binding import PendingBindings
     from .client import WeChatClient
+    from .flow import LoginFlow
     from .id_token import IdTokenSigner
     from .login_state import LoginStates
     from .models import Models
@@ -40,6 +41,8 @@ class Runtime:
     adapter: AccountAdapter
     policy: AssociationPolicy
     bindings: PendingBindings
+    #: finishes logins: the callback, the bind page, unlinking
+    flow: LoginFlow
     #: each connection's protocol client, by identifier
     clients: dict[str, WeChatClient]
     #: each connection's login states (session + table), by identifier

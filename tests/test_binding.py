@@ -37,7 +37,7 @@ from support import (
 from flask_wechat_qr import binding as binding_module
 from flask_wechat_qr import signals
 from flask_wechat_qr.adapter import AccountAdapter
-from flask_wechat_qr.views import PENDING_BINDING_KEY
+from flask_wechat_qr.flow import PENDING_BINDING_KEY
 
 OPENID_3 = "ohS-VwCCCCCClplngwybJ3Z-ZHr3"
 UNIONID_3 = "ohHrhwCCCCCCunEW0eKTS45vS5Q3"

@@ -429,9 +429,9 @@ def test_repeat_window_starts_when_the_login_is_done(
     make_app: t.Any, wechat_api: WeChatAPI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A slow profile request must not push WeChat's second redirect out of the window."""
-    from flask_wechat_qr import views
+    from flask_wechat_qr import flow
 
-    monkeypatch.setattr(views, "REPEAT_WINDOW", 1)
+    monkeypatch.setattr(flow, "REPEAT_WINDOW", 1)
     app = make_app()
     browser = app.test_client()
     state = start_login(browser)

@@ -46,8 +46,9 @@ from support import (
 )
 from support import SANDBOX_PREFIX as SBX
 
+from flask_wechat_qr.flow import MAX_CODE_LENGTH
 from flask_wechat_qr.sandbox.options import SANDBOX_APP_ID, SANDBOX_APP_SECRET
-from flask_wechat_qr.views import MAX_CODE_LENGTH, MAX_NEXT_LENGTH
+from flask_wechat_qr.urls import MAX_NEXT_LENGTH
 
 #: One app per test function, shared by its examples; no example database on disk.
 BOUNDED = settings(

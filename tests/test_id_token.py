@@ -474,8 +474,8 @@ def test_claims_that_are_not_json_end_on_an_error_page(
     (user,) = all_users(app)
     assert logged_in_user_id(client) == str(user.id)
     with app.app_context():
-        outcome = app.extensions["wechat_qr"].login_states["wechat"].outcome(state, wait=0)
-    assert outcome is not None and outcome["user_id"] == str(user.id)
+        ending = app.extensions["wechat_qr"].login_states["wechat"].ending(state)
+    assert ending is not None and ending.user_id == str(user.id)
 
 
 def test_extra_claims_cannot_set_nbf(make_app: t.Any, wechat_api: t.Any, pem: str,

@@ -15,7 +15,14 @@ from flask import Flask
 
 from flask_wechat_qr import login_state
 from flask_wechat_qr.errors import StateError, StateUsed
-from flask_wechat_qr.login_state import AFTERLIFE, TAKEN, LoginStateStore, TooManyWaiting
+from flask_wechat_qr.login_state import (
+    AFTERLIFE,
+    TAKEN,
+    Ending,
+    LoginData,
+    LoginStateStore,
+    TooManyWaiting,
+)
 
 
 @pytest.fixture
@@ -56,7 +63,7 @@ def test_a_state_is_used_once(store: LoginStateStore) -> None:
     assert _use(store, "k", '{"user_id": "1"}') is True
     assert _use(store, "k", '{"user_id": "2"}') is False
     assert _keys(store) == [TAKEN + "k"]
-    assert store.outcome("k") == '{"user_id": "1"}'  # the first one's outcome stays
+    assert store.ending("k") == '{"user_id": "1"}'  # the first one's outcome stays
 
 
 def test_the_taken_row_outlives_the_state(store: LoginStateStore,
@@ -97,25 +104,25 @@ def test_use_within_the_callers_transaction(app: t.Any, store: LoginStateStore) 
     session = app.db.session
     store.use("k", '{"user_id": "1"}', _in(600), within=session)
     session.rollback()
-    assert store.outcome("k") is None
+    assert store.ending("k") is None
     store.use("k", '{"user_id": "2"}', _in(600), within=session)
     session.commit()
-    assert store.outcome("k") == '{"user_id": "2"}'
+    assert store.ending("k") == '{"user_id": "2"}'
     with pytest.raises(StateUsed):
         store.use("k", '{"user_id": "3"}', _in(600), within=session)
     session.rollback()  # as the login does: nothing of the loser is kept
-    assert store.outcome("k") == '{"user_id": "2"}'
+    assert store.ending("k") == '{"user_id": "2"}'
 
 
 def test_a_failure_is_recorded_unless_another_outcome_came_first(
     store: LoginStateStore,
 ) -> None:
     assert store.record_failure("k", '{"error": true}', _in(600)) is True
-    assert store.outcome("k") == '{"error": true}'
+    assert store.ending("k") == '{"error": true}'
     assert _use(store, "k") is False  # a failed login's state is used too
     assert _use(store, "s")
     assert store.record_failure("s", '{"error": true}', _in(600)) is False
-    assert store.outcome("s") == '{"user_id": "1"}'  # the first outcome stays
+    assert store.ending("s") == '{"user_id": "1"}'  # the first outcome stays
 
 
 # --- parked data (too big for the cookie) -----------------------------------------------------
@@ -170,14 +177,14 @@ def test_taking_a_state_purges_now_and_then(app: Flask, store: LoginStateStore,
     wx.store._next_purge = 0.0
     with app.test_request_context("/auth/wechat/login"):
         assert _use(store, "old", expires_at=_in(60))
-        state = wx.begin()
+        state = wx.begin(LoginData())
         assert _keys(store) == [TAKEN + "old"]  # starting a login wrote nothing
         _travel(monkeypatch, 120)
         wx.take(state)
         assert _keys(store) == []
         assert _use(store, "young", expires_at=_in(5))
         _travel(monkeypatch, 30)  # 30 s on: "young" has expired, but ...
-        wx.take(wx.begin())  # ... it is not a minute since the last purge
+        wx.take(wx.begin(LoginData()))  # ... it is not a minute since the last purge
         assert _keys(store) == [TAKEN + "young"]
 
 
@@ -186,9 +193,9 @@ def test_taking_a_state_purges_now_and_then(app: Flask, store: LoginStateStore,
 
 def test_outcome_of_a_used_state(store: LoginStateStore,
                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    assert store.outcome("never-used") is None
+    assert store.ending("never-used") is None
     started = time.monotonic()
-    assert store.outcome("never-used", wait=0.2) is None  # waits for it, then gives up
+    assert store.ending("never-used", wait=0.2) is None  # waits for it, then gives up
     assert time.monotonic() - started >= 0.2
     _use(store, "k", '{"user_id": "7"}')
 
@@ -196,7 +203,7 @@ def test_outcome_of_a_used_state(store: LoginStateStore,
         raise AssertionError("waited")
 
     monkeypatch.setattr(login_state.time, "sleep", sleep)
-    assert store.outcome("k", wait=5) == '{"user_id": "7"}'  # there: no waiting
+    assert store.ending("k", wait=5) == '{"user_id": "7"}'  # there: no waiting
 
 
 def test_outcome_waits_for_a_request_still_running(app: t.Any,
@@ -210,7 +217,7 @@ def test_outcome_waits_for_a_request_still_running(app: t.Any,
     thread = threading.Thread(target=finish_later)
     thread.start()
     try:
-        assert store.outcome("k", wait=10) == '{"user_id": "7"}'
+        assert store.ending("k", wait=10) == '{"user_id": "7"}'
     finally:
         thread.join(timeout=10)
 
@@ -226,10 +233,10 @@ def test_only_a_few_requests_wait_at_a_time(store: LoginStateStore,
 
     monkeypatch.setattr(login_state.time, "sleep", sleep)
     with pytest.raises(TooManyWaiting):
-        store.outcome("k", wait=5)
-    assert store.outcome("k") is None  # not waiting is always possible
+        store.ending("k", wait=5)
+    assert store.ending("k") is None  # not waiting is always possible
     _use(store, "done", '{"user_id": "1"}')
-    assert store.outcome("done", wait=5) == '{"user_id": "1"}'  # there: no wait needed
+    assert store.ending("done", wait=5) == '{"user_id": "1"}'  # there: no wait needed
 
 
 def test_a_failed_look_releases_its_place_in_the_queue(
@@ -243,12 +250,12 @@ def test_a_failed_look_releases_its_place_in_the_queue(
             raise RuntimeError("database gone")
         return None
 
-    monkeypatch.setattr(store, "_outcome", broken)
+    monkeypatch.setattr(store, "_ending", broken)
     monkeypatch.setattr(login_state.time, "sleep", lambda seconds: None)
     for _ in range(login_state.MAX_WAITING_REQUESTS + 1):
         looks.clear()
         with pytest.raises(RuntimeError):
-            store.outcome("k", wait=5)
+            store.ending("k", wait=5)
     assert store._waiting.acquire(blocking=False)  # every place came back
 
 
@@ -266,7 +273,7 @@ def test_outcome_is_forgotten_when_its_row_expires(
 ) -> None:
     _use(store, "k", "{}", expires_at=_in(AFTERLIFE))
     _travel(monkeypatch, AFTERLIFE + 1)
-    assert store.outcome("k") is None
+    assert store.ending("k") is None
 
 
 def test_states_are_shared_by_every_store_on_the_same_database(app: t.Any) -> None:
@@ -279,7 +286,7 @@ def test_states_are_shared_by_every_store_on_the_same_database(app: t.Any) -> No
         assert worker_b.parked("k") == "v"
         assert _use(worker_a, "c")
         assert not _use(worker_b, "c")
-        assert worker_b.outcome("c") == '{"user_id": "1"}'
+        assert worker_b.ending("c") == '{"user_id": "1"}'
 
 
 # --- a connection's login states: the session half -------------------------------------
@@ -288,10 +295,10 @@ def test_states_are_shared_by_every_store_on_the_same_database(app: t.Any) -> No
 def test_state_is_single_use_and_carries_its_data(app: Flask) -> None:
     with app.test_request_context("/auth/wechat/login"):
         wx = app.extensions["wechat_qr"].login_states["wechat"]
-        state = wx.begin(next="/account")
+        state = wx.begin(LoginData(next_url="/account"))
         assert re.fullmatch(r"[A-Za-z0-9]{32}", state)
         data = wx.take(state)
-        assert data == {"next": "/account"}
+        assert data == LoginData(next_url="/account")
         with pytest.raises(StateError):
             wx.take(state)
 
@@ -300,17 +307,17 @@ def test_a_replayed_cookie_gets_the_state_but_cannot_use_it_again(app: Flask) ->
     """The session half cannot tell a replayed old cookie; the taken row can."""
     with app.test_request_context("/auth/wechat/login"):
         wx = app.extensions["wechat_qr"].login_states["wechat"]
-        state = wx.begin(next="/account")
+        state = wx.begin(LoginData(next_url="/account"))
         cookie = dict(flask.session)
-        assert wx.take(state) == {"next": "/account"}
-        wx.use(state, {"user_id": "1"}, within=app.db.session)
+        assert wx.take(state) == LoginData(next_url="/account")
+        wx.use(state, Ending(user_id="1"), within=app.db.session)
         app.db.session.commit()
         flask.session.update(cookie)  # the old cookie, replayed
-        assert wx.take(state) == {"next": "/account"}
+        assert wx.take(state) == LoginData(next_url="/account")
         with pytest.raises(StateUsed):
-            wx.use(state, {"user_id": "2"}, within=app.db.session)
+            wx.use(state, Ending(user_id="2"), within=app.db.session)
         app.db.session.rollback()
-        assert wx.outcome(state) == {"user_id": "1"}
+        assert wx.ending(state) == Ending(user_id="1")
 
 
 def test_long_state_data_is_parked_server_side(app: Flask) -> None:
@@ -318,9 +325,9 @@ def test_long_state_data_is_parked_server_side(app: Flask) -> None:
     next_url = "/search?q=" + "微信" * 400
     with app.test_request_context("/auth/wechat/login"):
         wx = app.extensions["wechat_qr"].login_states["wechat"]
-        state = wx.begin(next=next_url)
+        state = wx.begin(LoginData(next_url=next_url))
         assert next_url not in str(dict(flask.session))
-        assert wx.take(state) == {"next": next_url}
+        assert wx.take(state) == LoginData(next_url=next_url)
         with pytest.raises(StateError):
             wx.take(state)
 
@@ -329,7 +336,7 @@ def test_long_state_data_is_parked_server_side(app: Flask) -> None:
 def test_unknown_state_is_refused(app: Flask, state: str | None) -> None:
     with app.test_request_context("/auth/wechat/callback"):
         wx = app.extensions["wechat_qr"].login_states["wechat"]
-        wx.begin()
+        wx.begin(LoginData())
         with pytest.raises(StateError):
             wx.take(state)
 
@@ -341,7 +348,7 @@ def test_state_of_one_connection_is_not_valid_for_another(make_app: t.Any) -> No
     ])
     with app.test_request_context("/"):
         ext = app.extensions["wechat_qr"]
-        state = ext.login_states["wechat"].begin(next="/a")
+        state = ext.login_states["wechat"].begin(LoginData(next_url="/a"))
         with pytest.raises(StateError):
             ext.login_states["other"].take(state)
-        assert ext.login_states["wechat"].take(state) == {"next": "/a"}
+        assert ext.login_states["wechat"].take(state) == LoginData(next_url="/a")

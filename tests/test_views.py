@@ -31,7 +31,7 @@ from support import (
     start_login,
 )
 
-from flask_wechat_qr import views
+from flask_wechat_qr import flow
 
 CALLBACK = "http://localhost/auth/wechat/callback"
 #: Things that must never reach a page, a redirect or a log line.
@@ -356,7 +356,7 @@ def test_replayed_session_cookie_cannot_reuse_a_state(
 
     attacker = app.test_client()
     attacker.set_cookie("session", old_cookie)
-    _travel(monkeypatch, views.REPEAT_WINDOW + 1)  # past WeChat's double-redirect window
+    _travel(monkeypatch, flow.REPEAT_WINDOW + 1)  # past WeChat's double-redirect window
     resp = finish_login(attacker, state)
     assert resp.status_code == 400
     assert len(wechat_api.mock.calls) == calls

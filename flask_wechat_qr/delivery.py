@@ -1,0 +1,139 @@
+"""Where a finished login goes: a redirect, the break-out of the embedded QR's iframe, or
+a page that posts an ID token (or a refusal) to the connection's business callback URL;
+and the page a failed login shows.
+
+The last step of a login, after :mod:`.flow` decided how it ended. Sends the signals whose
+receivers answer with a response (``login_succeeded``) or audit what leaves the site
+(``id_token_issued``).
+"""
+
+from __future__ import annotations
+
+import time
+import typing as t
+
+from flask import Response, current_app, redirect, render_template, request, url_for
+
+from . import signals
+from .errors import IdTokenError, LoginCancelled, LoginError, LoginRefused
+from .flow import Linked, LoggedIn, NeedsBinding, Outcome
+from .runtime import current_runtime
+from .settings import configured_issuer
+
+if t.TYPE_CHECKING:
+    from .login_state import BusinessParams, LoginData
+    from .settings import ConnectionSettings
+
+#: Endings of a login that a connection's callback URL is told of (``error`` field), as an
+#: OAuth redirect URI is: the person's choice or the site's policy, which the business front
+#: end should handle itself. Anything else (an expired link, WeChat down) is this site's
+#: page, where the person can try again.
+CALLBACK_URL_ERRORS: dict[type[LoginError], tuple[str, str]] = {
+    LoginCancelled: ("access_denied", "The user cancelled the WeChat login."),
+    LoginRefused: ("account_not_linked",
+                   "No account of this site is linked to this WeChat account (login only)."),
+}
+
+
+def respond(outcome: Outcome) -> Response:
+    """The response that ends a login (a :class:`Failed` one is the views' to raise)."""
+    if isinstance(outcome, LoggedIn):
+        return _logged_in(outcome)
+    if isinstance(outcome, Linked):
+        return redirect_on(outcome.next_url)
+    if isinstance(outcome, NeedsBinding):
+        return redirect(url_for("wechat_qr.bind"))
+    raise TypeError(f"no response for {type(outcome).__name__}")  # Failed: see views
+
+
+def _logged_in(outcome: LoggedIn) -> Response:
+    """On to ``next``, or with an ID token to the connection's callback URL. A receiver of
+    ``login_succeeded`` may answer instead (not for a repeated callback: it was told)."""
+    if not outcome.repeated:
+        for _receiver, result in signals.login_succeeded.send(
+            _app(), user=outcome.user, identity=outcome.identity,
+            connection=outcome.connection, created_user=outcome.created_user,
+            new_identity=outcome.new_identity, next_url=outcome.next_url,
+        ):
+            if isinstance(result, Response):
+                return result
+    if outcome.business is not None:
+        return deliver_id_token(outcome.connection, outcome.user, outcome.identity,
+                                outcome.business, outcome.auth_time)
+    return redirect_on(outcome.next_url)
+
+
+def redirect_on(next_url: str) -> Response:
+    """Go on to ``next_url``: a redirect, or, when WeChat sent the embedded QR's iframe
+    here (``self_redirect=true``), a page that moves the whole window there."""
+    if request.headers.get("Sec-Fetch-Dest") == "iframe":
+        return Response(render_template("wechat_qr/break_out.html", next_url=next_url))
+    return t.cast(Response, redirect(next_url))
+
+
+def deliver_id_token(connection: ConnectionSettings, user: t.Any, identity: t.Any,
+                     business: BusinessParams, auth_time: float | None = None) -> Response:
+    """A page that POSTs a signed ID token (and the business ``state``) to the callback
+    URL at once: a form body, never a query string, so the token stays out of logs,
+    referrers and the browser's history."""
+    runtime = current_runtime()
+    signer = runtime.id_tokens
+    if signer is None:  # init_app refuses a callback URL without a key
+        raise IdTokenError()
+    token, claims = signer.issue(
+        issuer=id_token_issuer(),
+        connection=connection,
+        subject=runtime.adapter.get_user_id(user),
+        identity=identity,
+        auth_time=auth_time if auth_time is not None else time.time(),
+        nonce=business.get("nonce"),
+        extra_claims=runtime.adapter.id_token_claims(user, connection),
+    )
+    signals.id_token_issued.send(_app(), user=user, connection=connection, claims=claims)
+    fields = {"id_token": token}
+    if business.get("state"):
+        fields["state"] = business["state"]
+    return form_post(connection, fields)
+
+
+def form_post(connection: ConnectionSettings, fields: dict[str, str]) -> Response:
+    """The page that POSTs ``fields`` to the connection's callback URL at once."""
+    response = Response(render_template(
+        "wechat_qr/form_post.html", connection=connection, action=connection.callback_url,
+        fields=fields,
+    ))
+    response.headers["Referrer-Policy"] = "no-referrer"
+    return response
+
+
+def error_response(error: LoginError, connection: ConnectionSettings | None,
+                   login: LoginData | None) -> tuple[str | Response, int]:
+    """The end of a failed login: its callback URL told of it (for the endings the
+    business handles), else this site's page in words with a "try again" link."""
+    if connection is not None and connection.callback_url and login is not None \
+            and login.link_user is None:
+        code = next((value for kind, value in CALLBACK_URL_ERRORS.items()
+                     if isinstance(error, kind)), None)
+        if code is not None:
+            fields = {"error": code[0], "error_description": code[1]}
+            if login.business.get("state"):
+                fields["state"] = login.business["state"]
+            return form_post(connection, fields), 200
+    retry_url = None
+    if connection is not None:
+        retry_url = url_for("wechat_qr.login", connection=connection.identifier,
+                            **({"next": login.next_url, **login.business} if login else {}))
+    return render_template("wechat_qr/error.html", error=error, connection=connection,
+                           retry_url=retry_url), error.status
+
+
+def id_token_issuer() -> str:
+    """The ``iss`` of this site's ID tokens: ``WECHAT_QR_ID_TOKEN_ISSUER``, else the root
+    URL of ``SERVER_NAME`` (not the request's Host header, which a client chooses), else
+    the request's root URL. For a receiver living in the same app (as the example's)."""
+    return (configured_issuer(current_runtime().settings, current_app.config)
+            or request.url_root.rstrip("/"))
+
+
+def _app() -> t.Any:
+    return current_app._get_current_object()  # type: ignore[attr-defined]

@@ -1,0 +1,495 @@
+"""Finishing a login: from WeChat's callback (or the bind page) to a typed outcome.
+
+The data path of a login reads down this module::
+
+    finish(connection, callback)          the browser came back from WeChat
+      take the state (this browser's, unused)     login_state
+      exchange the code                           client
+      resolve the user, write rows                association / binding (flushed)
+      use the state, with how the login ended     login_state (same transaction)
+      commit                                      here: one commit per login
+      log in, tell the signals                    adapter, signals
+      -> LoggedIn | Linked | NeedsBinding | Failed
+
+The flow owns the transaction: the policy and the pending bindings decide and write rows,
+the flow commits them together with the use of the login's state, so a login is never
+finished twice. It knows the Flask session (through the login states, the adapter and the
+pending-binding pointer) but no request or response: the views parse the request and
+:mod:`.delivery` turns the outcome into a response.
+
+WeChat calls the callback twice for one login now and then (its "double redirect", with
+the same code or a second one, a fraction of a second apart), and people refresh the
+callback page. Such a repeated callback ends the way its login ended, by this table
+(``recent``: at most :data:`REPEAT_WINDOW` seconds after that login ended)::
+
+    how the login ended     this browser?  recent?  the repeated callback
+    ---------------------   -------------  -------  --------------------------------------
+    (not ended, not used)        -            -     StateError ("no longer valid")
+    waiting for binding         yes           -     the bind page (its pointer restored
+                                                    into a pre-login cookie when recent)
+    cancelled / refused         yes          yes    the same page again (or the same error
+                                                    posted to the callback URL)
+    any other failure            -            -     StateError
+    logged in or linked as U     -            -     U is the logged-in user: on to where
+                                                    that login went (a new ID token for a
+                                                    callback URL)
+    logged in as U              yes          yes    log U in again, then as above
+    logged in or linked as U    otherwise           StateError
+
+A second request that is still running when the first one asks WeChat gets 40163 ("code
+used") from WeChat; it waits up to ``WECHAT_QR_CODE_USED_WAIT`` seconds for the first one
+to end, then ends as above. Two codes of one login in flight at once are both exchanged;
+the second to commit finds the state used, rolls back and ends as above.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import typing as t
+from dataclasses import dataclass, field
+
+from flask import current_app, session
+from sqlalchemy.exc import IntegrityError
+
+from . import signals
+from .association import BindingRequired, Resolution
+from .errors import (
+    BindingExpired,
+    CodeUsed,
+    InvalidRequest,
+    LoginCancelled,
+    LoginError,
+    LoginRefused,
+    NotLoggedIn,
+    StateError,
+    StateUsed,
+)
+from .i18n import lazy_gettext as _l
+from .i18n import userinfo_lang
+from .login_state import BusinessParams, Ending, LoginData, LoginStates, TooManyWaiting
+
+if t.TYPE_CHECKING:
+    from flask_sqlalchemy import SQLAlchemy
+
+    from .adapter import AccountAdapter
+    from .association import AssociationPolicy
+    from .binding import PendingBindings
+    from .client import WeChatClient, WeChatProfile, WeChatToken
+    from .settings import ConnectionSettings, Settings
+
+log = logging.getLogger("flask_wechat_qr")
+
+#: Seconds after a login in which the same browser's repeated callback (WeChat's double
+#: redirect) logs in again instead of failing; later, only an already logged-in user is
+#: sent on. Short, because it trusts the pre-login session cookie.
+REPEAT_WINDOW = 10
+#: Longest authorization code sent on to WeChat (its codes are 32 characters): a longer one
+#: is refused here, not sent to WeChat's front end, which answers an HTML 414 (a 502 page).
+MAX_CODE_LENGTH = 512
+#: Session key holding the id of this browser's pending binding (never put in a URL).
+PENDING_BINDING_KEY = "_wechat_qr_pending_binding"
+#: Session key holding the business ``state``/``nonce`` while a binding is pending.
+BUSINESS_KEY = "_wechat_qr_delivery"
+#: Failed endings a repeated callback of the same browser repeats (by the name recorded
+#: with the used state); any other failure is repeated as a :class:`StateError`.
+REPEATED_ERRORS: dict[str, type[LoginError]] = {
+    "LoginCancelled": LoginCancelled,
+    "LoginRefused": LoginRefused,
+}
+
+T = t.TypeVar("T")
+
+
+# --- what a callback brings, and what a login comes to ----------------------------------
+
+
+@dataclass(frozen=True)
+class Callback:
+    """What WeChat's redirect back to this site carries."""
+
+    state: str | None
+    code: str | None
+
+
+@dataclass(frozen=True)
+class LoggedIn:
+    """The person is logged in as ``user``: go on to ``next_url``, or post an ID token to
+    the connection's callback URL when ``business`` is set."""
+
+    connection: ConnectionSettings
+    user: t.Any
+    #: the WeChat identity; ``None`` only for a repeated callback that posts no ID token
+    identity: t.Any
+    next_url: str
+    #: when WeChat authenticated the person (the ID token's ``auth_time``)
+    auth_time: float
+    #: the business front end's ``state``/``nonce``; ``None``: no ID token to post
+    business: BusinessParams | None = None
+    created_user: bool = False
+    new_identity: bool = False
+    #: a repeat of a login that already ended (its signals were sent then)
+    repeated: bool = False
+
+
+@dataclass(frozen=True)
+class Linked:
+    """WeChat was linked to the logged-in account from the account page."""
+
+    connection: ConnectionSettings
+    user: t.Any
+    identity: t.Any
+    next_url: str
+
+
+@dataclass(frozen=True)
+class NeedsBinding:
+    """Ask binding: the person chooses on the bind page (its pointer is in the session)."""
+
+    connection: ConnectionSettings
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The login cannot go on: ``error`` says why, ``login`` what it was for (the error
+    page's "try again" link, and what to tell a callback URL)."""
+
+    error: LoginError
+    connection: ConnectionSettings | None = None
+    login: LoginData | None = None
+
+
+Outcome = LoggedIn | Linked | NeedsBinding | Failed
+
+
+@dataclass(frozen=True)
+class PendingLogin:
+    """A login waiting on the bind page: its pending binding and what the login keeps."""
+
+    binding_id: str
+    row: t.Any
+    connection: ConnectionSettings
+    login: LoginData = field(default_factory=LoginData)
+
+
+# --- the flow ---------------------------------------------------------------------------
+
+
+class LoginFlow:
+    """Finishes the logins of one app; built once by ``init_app``."""
+
+    def __init__(self, *, db: SQLAlchemy, settings: Settings, adapter: AccountAdapter,
+                 policy: AssociationPolicy, bindings: PendingBindings,
+                 clients: dict[str, WeChatClient],
+                 login_states: dict[str, LoginStates]) -> None:
+        self.db = db
+        self.settings = settings
+        self.adapter = adapter
+        self.policy = policy
+        self.bindings = bindings
+        self.clients = clients
+        self.login_states = login_states
+
+    # --- the callback ---------------------------------------------------------------------
+
+    def finish(self, connection: ConnectionSettings, callback: Callback) -> Outcome:
+        """Finish the login WeChat sent this callback for (or repeat how it ended)."""
+        states = self.login_states[connection.identifier]
+        state = callback.state
+        same_browser = states.owns(state)
+        try:
+            login = states.take(state)
+        except StateError:
+            return self._repeat(connection, states.ending(state), same_browser, None)
+        state = t.cast(str, state)
+        ending = states.ending(state)
+        if ending is not None:
+            # A replayed cookie, or WeChat's second redirect after the first one ended: no
+            # WeChat call, no second login.
+            return self._repeat(connection, ending, True, login)
+        try:
+            return self._complete(connection, states, state, callback.code, login)
+        except StateUsed:
+            # WeChat's double redirect with a second code: the other request ended first.
+            return self._repeat(connection, states.ending(state), True, login)
+        except LoginError as error:
+            return self._failed(connection, states, state, login, error)
+        except BaseException:
+            _record_failure(states, state, "True")  # a bug: recorded, then a 500
+            raise
+
+    def _complete(self, connection: ConnectionSettings, states: LoginStates, state: str,
+                  code: str | None, login: LoginData) -> Outcome:
+        """The callback of a state this browser owns and nobody used yet. A login error
+        raised here is recorded as the login's ending by :meth:`finish`; after the commit
+        that used the state, failures come back as :class:`Failed` instead."""
+        if not code:
+            raise LoginCancelled()
+        if len(code) > MAX_CODE_LENGTH:
+            raise InvalidRequest(
+                _l("The WeChat authorization is not valid. Scan the QR code again."))
+        client = self.clients[connection.identifier]
+        try:
+            token = client.exchange_code(code)
+        except CodeUsed as used:
+            return self._code_used(connection, states, state, code, login, used)
+        fetch_profile = _once(lambda: client.userinfo(token, lang=userinfo_lang()))
+        if login.link_user is not None:
+            return self._link(connection, states, state, login, token, fetch_profile)
+        return self._log_in_new(connection, states, state, login, token, fetch_profile)
+
+    def _code_used(self, connection: ConnectionSettings, states: LoginStates, state: str,
+                   code: str, login: LoginData, used: CodeUsed) -> Outcome:
+        """WeChat's double redirect with the same code: the other request has it. Wait for
+        its ending as long as configured. In vain, the code is spent: nobody waits for it
+        again (so making a worker wait takes a fresh scan), and this state is used."""
+        if states.is_spent_code(code):
+            raise used
+        try:
+            ending = states.ending(state, wait=self.settings.code_used_wait)
+        except TooManyWaiting:
+            return Failed(used, connection, login)  # the other may still end: record nothing
+        outcome = self._repeat(connection, ending, True, login)
+        if isinstance(outcome, Failed) and type(outcome.error) is StateError:
+            states.remember_spent_code(code)
+            raise used
+        return outcome
+
+    def _link(self, connection: ConnectionSettings, states: LoginStates, state: str,
+              login: LoginData, token: WeChatToken,
+              fetch_profile: t.Callable[[], WeChatProfile]) -> Outcome:
+        """Link WeChat to the account that started the link (still logged in)."""
+        user = self.adapter.current_user()
+        if user is None or self.adapter.get_user_id(user) != login.link_user:
+            raise NotLoggedIn()  # logged out (or in as someone else) since the link started
+        next_url = login.next_url or self.settings.post_login_url
+
+        def link() -> Resolution:
+            resolution = self.policy.link(connection, token, fetch_profile, user)
+            self.db.session.flush()  # a race on the identity shows here, and is retried
+            states.use(state, Ending(user_id=login.link_user, next_url=next_url),
+                       within=self.db.session)
+            return resolution
+
+        resolution = self._in_transaction(link)
+        if resolution.new_identity:
+            signals.identity_linked.send(_app(), user=user, identity=resolution.identity,
+                                         connection=connection, via="link")
+        return Linked(connection, user, resolution.identity, next_url)
+
+    def _log_in_new(self, connection: ConnectionSettings, states: LoginStates, state: str,
+                    login: LoginData, token: WeChatToken,
+                    fetch_profile: t.Callable[[], WeChatProfile]) -> Outcome:
+        """Resolve who logs in (or park the choice), use the state, commit, log in."""
+        auth_time = time.time()
+
+        def resolve() -> Resolution:
+            resolution = self.policy.resolve(connection, token, fetch_profile)
+            self.db.session.flush()  # a race on the identity shows here, and is retried
+            states.use(state, Ending(
+                user_id=self.adapter.get_user_id(resolution.user),
+                next_url=login.next_url or self.settings.post_login_url,
+                # The repeat window starts when the login is done, not when the code came.
+                at=time.time(), auth_time=auth_time, business=login.business,
+            ), within=self.db.session)
+            return resolution
+
+        try:
+            resolution = self._in_transaction(resolve)
+        except BindingRequired as required:
+            return self._park_binding(connection, states, state, login, required)
+        return self.log_in(connection, resolution, login, auth_time)
+
+    def _park_binding(self, connection: ConnectionSettings, states: LoginStates, state: str,
+                      login: LoginData, required: BindingRequired) -> Outcome:
+        """Ask binding: keep the WeChat account waiting for the person's choice."""
+
+        def park() -> str:
+            binding_id = self.bindings.start(connection, required.token, required.profile,
+                                             login.next_url)
+            # The repeated callback of this browser gets the same pending binding.
+            states.use(state, Ending(binding_id=binding_id, at=time.time(),
+                                     business=login.business), within=self.db.session)
+            return binding_id
+
+        self._remember_binding(self._in_transaction(park), login.business)
+        return NeedsBinding(connection)
+
+    def _failed(self, connection: ConnectionSettings, states: LoginStates, state: str,
+                login: LoginData, error: LoginError) -> Outcome:
+        """Record that the login failed, so a repeated callback ends the same way; if
+        another request of it ended first, this one ends as that one did."""
+        if _record_failure(states, state, type(error).__name__):
+            if isinstance(error, LoginRefused) and error.openid:
+                signals.login_refused.send(_app(), connection=connection, openid=error.openid)
+            return Failed(error, connection, login)
+        outcome = self._repeat(connection, states.ending(state), True, login)
+        if isinstance(outcome, Failed) and type(outcome.error) is StateError:
+            return Failed(error, connection, login)
+        return outcome
+
+    # --- repeated callbacks (the table in the module's docstring) --------------------------
+
+    def _repeat(self, connection: ConnectionSettings, ending: Ending | None,
+                same_browser: bool, login: LoginData | None) -> Outcome:
+        """End a callback whose state another request used as that login ended."""
+        def no_longer_valid() -> Failed:
+            return Failed(StateError(), connection, login)
+
+        if ending is None:
+            return no_longer_valid()
+        recent = ending.is_recent(REPEAT_WINDOW)
+        if ending.user_id is None:
+            if ending.binding_id is not None and same_browser:
+                if recent and session.get(PENDING_BINDING_KEY) is None:
+                    # This request carries the cookie from before the first callback.
+                    self._remember_binding(ending.binding_id, ending.business or {})
+                return NeedsBinding(connection)
+            repeated = REPEATED_ERRORS.get(str(ending.error))
+            if repeated is not None and same_browser and recent:
+                # The same page (or callback URL post) as the first request.
+                return Failed(repeated(), connection, login)
+            return no_longer_valid()
+        user = self.adapter.current_user()
+        if user is None or self.adapter.get_user_id(user) != ending.user_id:
+            if not same_browser or not recent:
+                return no_longer_valid()
+            user = self.adapter.load_user(ending.user_id)
+            if user is None:
+                return no_longer_valid()
+            try:
+                self.adapter.renew_session()
+                self.adapter.login_user(user)
+            except LoginError as error:
+                return Failed(error, connection, login)
+        business = ending.business if connection.callback_url else None
+        identity = None
+        if business is not None:
+            identity = self.policy.identity_of(user, connection.identifier)
+            if identity is None:  # unlinked meanwhile
+                return no_longer_valid()
+        return LoggedIn(connection, user, identity,
+                        ending.next_url or self.settings.post_login_url,
+                        ending.auth_time or time.time(), business, repeated=True)
+
+    # --- the bind page --------------------------------------------------------------------
+
+    def pending_login(self) -> PendingLogin:
+        """This browser's login waiting on the bind page; :class:`BindingExpired` if none
+        (unknown, used, expired, or of a connection no longer configured)."""
+        binding_id = session.get(PENDING_BINDING_KEY)
+        row = self.bindings.get(binding_id)
+        connection = self.settings.connections.get(row.connection)
+        if connection is None:
+            raise BindingExpired()
+        business = session.get(BUSINESS_KEY)
+        return PendingLogin(t.cast(str, binding_id), row, connection,
+                            LoginData(next_url=row.next_url,
+                                      business=dict(business) if business else {}))
+
+    def create_account(self, pending: PendingLogin) -> Outcome:
+        """"Create a new account" on the bind page (refused in login-only mode)."""
+        try:
+            resolution = self._in_transaction(
+                lambda: self.bindings.create_account(pending.connection, pending.binding_id))
+        except LoginRefused as refused:
+            signals.login_refused.send(_app(), connection=pending.connection,
+                                       openid=refused.openid or pending.row.openid)
+            raise
+        return self._finish_binding(pending, resolution)
+
+    def bind_account(self, pending: PendingLogin, user: t.Any) -> Outcome:
+        """"Bind to my existing account", once ``user`` proved it is theirs."""
+        resolution = self._in_transaction(
+            lambda: self.bindings.bind_account(pending.connection, pending.binding_id, user))
+        return self._finish_binding(pending, resolution)
+
+    def _finish_binding(self, pending: PendingLogin, resolution: Resolution) -> Outcome:
+        session.pop(BUSINESS_KEY, None)
+        return self.log_in(pending.connection, resolution, pending.login, time.time())
+
+    def _remember_binding(self, binding_id: str, business: BusinessParams) -> None:
+        """Point this browser's session at its pending binding (never a URL)."""
+        session[PENDING_BINDING_KEY] = binding_id
+        if business:
+            session[BUSINESS_KEY] = business
+        else:
+            session.pop(BUSINESS_KEY, None)
+
+    # --- the end of every login -------------------------------------------------------------
+
+    def log_in(self, connection: ConnectionSettings, resolution: Resolution,
+               login: LoginData, auth_time: float) -> Outcome:
+        """Renew the session, log the user in and tell the signals (after the commit)."""
+        try:
+            self.adapter.renew_session()
+            self.adapter.login_user(resolution.user)
+        except LoginError as error:
+            return Failed(error, connection, login)
+        app = _app()
+        if resolution.created_user:
+            signals.user_created.send(app, user=resolution.user, identity=resolution.identity,
+                                      connection=connection)
+        if resolution.new_identity:
+            signals.identity_linked.send(app, user=resolution.user,
+                                         identity=resolution.identity, connection=connection,
+                                         via=resolution.via)
+        return LoggedIn(connection, resolution.user, resolution.identity,
+                        login.next_url or self.settings.post_login_url, auth_time,
+                        dict(login.business) if connection.callback_url else None,
+                        created_user=resolution.created_user,
+                        new_identity=resolution.new_identity)
+
+    def unlink(self, connection: ConnectionSettings, user: t.Any) -> t.Any:
+        """Unlink ``user``'s WeChat of ``connection`` (never their last way in)."""
+        identity = self._in_transaction(lambda: self.policy.unlink(connection, user))
+        signals.identity_unlinked.send(_app(), user=user, identity=identity,
+                                       connection=connection)
+        return identity
+
+    def _in_transaction(self, work: t.Callable[[], T]) -> T:
+        """Run ``work`` and commit once, at the end: a user is never created without its
+        identity, and every write of a login costs one commit. Two first logins of one
+        identity at the same moment meet the unique constraint on ``(connection, openid)``;
+        the loser rolls back and runs ``work`` again, finding the winner's row."""
+        for attempt in range(3):
+            try:
+                result = work()
+                self.db.session.commit()
+                return result
+            except IntegrityError:
+                self.db.session.rollback()
+                if attempt == 2:
+                    raise
+                log.info("an identity was created concurrently; retrying")
+            except BaseException:
+                self.db.session.rollback()
+                raise
+        raise AssertionError("unreachable")
+
+
+def _record_failure(states: LoginStates, state: str, error: str) -> bool:
+    """Use ``state`` with a failed ending: ``False`` if another request of it ended first.
+    Never hides the login's own result behind this bookkeeping."""
+    try:
+        return states.record_failure(state, Ending(error=error, at=time.time()))
+    except Exception:
+        log.exception("could not record the outcome of a WeChat callback")
+        return True
+
+
+def _once(fetch: t.Callable[[], WeChatProfile]) -> t.Callable[[], WeChatProfile]:
+    """At most one profile request per login, however many steps (or retries) ask."""
+    cache: list[WeChatProfile] = []
+
+    def fetch_once() -> WeChatProfile:
+        if not cache:
+            cache.append(fetch())
+        return cache[0]
+
+    return fetch_once
+
+
+def _app() -> t.Any:
+    """The app as the signals' sender."""
+    return current_app._get_current_object()  # type: ignore[attr-defined]
