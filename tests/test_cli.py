@@ -23,7 +23,7 @@ import pytest
 from flask import Flask
 from support import APP_ID, APP_SECRET, dispose_engines, free_port, make_test_app
 
-from flask_wechat_qr.cli import mask_secret
+from flask_wechat_qr.checks import mask_secret
 from flask_wechat_qr.sandbox.options import SANDBOX_APP_ID, SANDBOX_OPTIONS
 
 TESTS = Path(__file__).resolve().parent
