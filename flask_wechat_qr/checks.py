@@ -63,7 +63,8 @@ def mask_secret(secret: str) -> str:
 
 @dataclass(frozen=True)
 class Finding:
-    """One thing a check found: a problem fails the check, a warning only informs."""
+    """One thing a check found: a problem fails ``flask wechat-qr check`` (exit status 1),
+    a warning only informs."""
 
     kind: t.Literal["problem", "warning"]
     #: what is wrong and what it breaks
@@ -75,10 +76,12 @@ class Finding:
 
 
 def problem(what: str, fix: str, connection: str | None = None) -> Finding:
+    """A finding that must be fixed before registering or deploying."""
     return Finding("problem", what, fix, connection)
 
 
 def warning(what: str, fix: str, connection: str | None = None) -> Finding:
+    """A finding worth a look that does not fail the check."""
     return Finding("warning", what, fix, connection)
 
 
@@ -154,8 +157,9 @@ def public_base_url(config: t.Mapping[str, t.Any], option: str | None) -> tuple[
     if option:
         return option.rstrip("/"), "--base-url"
     configured = configured_base_url(config)
-    return configured, "SERVER_NAME, PREFERRED_URL_SCHEME and APPLICATION_ROOT" if configured \
-        else ""
+    if configured is None:
+        return None, ""
+    return configured, "SERVER_NAME, PREFERRED_URL_SCHEME and APPLICATION_ROOT"
 
 
 def site_urls(app: Flask, settings: Settings, base: str | None) -> SiteUrls:
