@@ -1,0 +1,486 @@
+"""The deployment checks behind ``flask wechat-qr check``: what would make WeChat logins
+fail or unsafe, found before registering or deploying.
+
+The command gathers a :class:`Deployment` once (settings, config, the public base URL and
+the URLs the app's own ``url_for`` builds), lists it (:func:`describe_connection`), then
+:func:`run_checks` passes it to every function of :data:`DEPLOYMENT_CHECKS`. Each check is
+a small pure function of that value yielding :class:`Finding` s: none prints, reads options
+or calls WeChat, so each is tested alone. Checks that do call WeChat (a later ``--live``)
+are functions of the same shape, run by the same :func:`run_checks`.
+"""
+
+from __future__ import annotations
+
+import re
+import typing as t
+from dataclasses import dataclass
+from urllib.parse import SplitResult, urlsplit
+
+from flask import Flask, url_for
+
+from .sandbox.options import SANDBOX_APP_ID, SANDBOX_APP_SECRET
+from .settings import ConnectionSettings, Settings, configured_issuer
+from .urls import (
+    WECHAT_API_BASE_URL,
+    WECHAT_OPEN_BASE_URL,
+    configured_base_url,
+    is_loopback_host,
+)
+
+if t.TYPE_CHECKING:
+    from .id_token import IdTokenSigner
+
+#: Shorter SECRET_KEYs are flagged: the session cookie carries the login's state.
+MIN_SECRET_KEY_LENGTH = 16
+#: SECRET_KEYs copied from tutorials and templates, compared in lower case without
+#: ``-``, ``_``, ``.`` and spaces; a key containing one of the markers is a placeholder too.
+_PLACEHOLDER_KEYS = frozenset({
+    "dev", "devkey", "devsecret", "development", "secret", "secretkey", "test", "testing",
+    "testkey", "password", "default", "key", "flask", "notsecret", "supersecret",
+    "supersecretkey", "mysecretkey", "xxx", "todo",
+})
+_PLACEHOLDER_MARKERS = ("changeme", "changethis", "replaceme", "insecure", "placeholder",
+                        "yoursecret")
+#: A WeChat Open Platform AppID: ``wx`` and 16 hexadecimal digits.
+_WECHAT_APP_ID = re.compile(r"wx[0-9a-f]{16}")
+_SECRET_KEY_FIX = ("set SECRET_KEY from the environment to a long random value, the same on "
+                   "every worker, e.g. the output of: python -c \"import secrets; "
+                   "print(secrets.token_hex(32))\"")
+_PORT_FIX = ("serve the public site on port 443 (or 80), behind a reverse proxy if the app "
+             "listens elsewhere (ProxyFix without x_port), and give --base-url or "
+             "SERVER_NAME without a port")
+
+
+def mask_secret(secret: str) -> str:
+    """Enough of a secret to recognise which one is configured, never enough to use it."""
+    if len(secret) < 8:
+        return "********"
+    return f"{secret[:2]}…{secret[-2:]}"
+
+
+# --- what the checks look at and what they return ------------------------------------
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing a check found: a problem fails ``flask wechat-qr check`` (exit status 1),
+    a warning only informs."""
+
+    kind: t.Literal["problem", "warning"]
+    #: what is wrong and what it breaks
+    what: str
+    #: what to do about it
+    fix: str
+    #: the connection it concerns; ``None``: the whole site
+    connection: str | None = None
+
+
+def problem(what: str, fix: str, connection: str | None = None) -> Finding:
+    """A finding that must be fixed before registering or deploying."""
+    return Finding("problem", what, fix, connection)
+
+
+def warning(what: str, fix: str, connection: str | None = None) -> Finding:
+    """A finding worth a look that does not fail the check."""
+    return Finding("warning", what, fix, connection)
+
+
+@dataclass(frozen=True)
+class Findings:
+    """Everything the checks found, in the order they found it."""
+
+    found: tuple[Finding, ...] = ()
+
+    @property
+    def problems(self) -> tuple[Finding, ...]:
+        return tuple(f for f in self.found if f.kind == "problem")
+
+    @property
+    def warnings(self) -> tuple[Finding, ...]:
+        return tuple(f for f in self.found if f.kind == "warning")
+
+
+@dataclass(frozen=True)
+class SiteUrls:
+    """This site's WeChat URLs as its own ``url_for`` builds them at the public base URL
+    (only their paths when that is unknown)."""
+
+    #: each connection's redirect URI, by identifier
+    redirect_uris: dict[str, str]
+    jwks_url: str
+    #: the public host, when Flask refuses it (not in ``TRUSTED_HOSTS``)
+    untrusted_host: str | None = None
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What the checks look at, gathered once from the app and the command line."""
+
+    settings: Settings
+    #: the app's config (``SECRET_KEY``, ``SERVER_NAME``, the ``WECHAT_QR_*`` keys as given)
+    config: t.Mapping[str, t.Any]
+    #: ``DEBUG`` and ``TESTING`` both off
+    production: bool
+    #: the site's public base URL; ``None`` when unknown
+    base_url: str | None
+    #: where :attr:`base_url` came from
+    base_url_source: str
+    urls: SiteUrls
+    #: the authorization callback domain (授权回调域) entered on the Open Platform, if given
+    callback_domain: str | None = None
+
+    @classmethod
+    def of(cls, app: Flask, settings: Settings, base_url: str | None = None,
+           callback_domain: str | None = None) -> Deployment:
+        """``app``'s deployment at ``base_url`` (the ``--base-url`` option, if given)."""
+        base, source = public_base_url(app.config, base_url)
+        return cls(settings=settings, config=app.config,
+                   production=not (app.debug or app.testing), base_url=base,
+                   base_url_source=source, urls=site_urls(app, settings, base),
+                   callback_domain=callback_domain)
+
+    @property
+    def redirect(self) -> SplitResult | None:
+        """The (first) redirect URI, split; ``None`` when the base URL is unknown."""
+        if self.base_url is None:
+            return None
+        return urlsplit(next(iter(self.urls.redirect_uris.values())))
+
+    @property
+    def callback_domain_to_enter(self) -> str | None:
+        """The authorization callback domain (授权回调域) the redirect URI needs."""
+        return self.redirect.hostname if self.redirect else None
+
+
+def public_base_url(config: t.Mapping[str, t.Any], option: str | None) -> tuple[str | None, str]:
+    """The site's public base URL and where it came from; ``None`` if unknown."""
+    if option:
+        return option.rstrip("/"), "--base-url"
+    configured = configured_base_url(config)
+    if configured is None:
+        return None, ""
+    return configured, "SERVER_NAME, PREFERRED_URL_SCHEME and APPLICATION_ROOT"
+
+
+def site_urls(app: Flask, settings: Settings, base: str | None) -> SiteUrls:
+    """The redirect URIs and JWKS URL ``url_for`` gives at ``base``, as a request would.
+
+    A ``SERVER_NAME`` wins over ``base``'s host, as it does for every request. A host that
+    ``TRUSTED_HOSTS`` refuses is noted, and the URLs are built all the same.
+    """
+    server_name = app.config.get("SERVER_NAME")
+    if base and server_name and urlsplit(base).netloc != server_name:
+        parts = urlsplit(base)
+        base = f"{parts.scheme}://{server_name}{parts.path}"
+    urls = _build_urls(app, settings, base)
+    if urls is not None:
+        return urls
+    trusted_hosts = app.config.get("TRUSTED_HOSTS")
+    app.config["TRUSTED_HOSTS"] = None
+    try:
+        urls = _build_urls(app, settings, base)
+    finally:
+        app.config["TRUSTED_HOSTS"] = trusted_hosts
+    if urls is None:  # only TRUSTED_HOSTS makes Flask refuse a host
+        raise RuntimeError(f"Flask cannot build URLs at {base!r}")
+    return SiteUrls(urls.redirect_uris, urls.jwks_url,
+                    untrusted_host=urlsplit(base).hostname if base else None)
+
+
+def _build_urls(app: Flask, settings: Settings, base: str | None) -> SiteUrls | None:
+    """The URLs at ``base``; ``None`` when Flask refuses its host."""
+    with app.test_request_context(base_url=base) as ctx:
+        if ctx.url_adapter is None:
+            return None
+        external = base is not None
+        return SiteUrls(
+            redirect_uris={identifier: url_for("wechat_qr.callback", _external=external,
+                                               connection=identifier)
+                           for identifier in settings.connections},
+            jwks_url=url_for("wechat_qr.jwks", _external=external))
+
+
+def describe_connection(deployment: Deployment, conn: ConnectionSettings,
+                        id_tokens: IdTokenSigner | None) -> list[tuple[str, str]]:
+    """What the check lists about one connection, as (label, value) rows; the AppSecret
+    masked."""
+    redirect_uri = deployment.urls.redirect_uris[conn.identifier]
+    return [
+        ("Display name", conn.display_name),
+        ("AppID", conn.app_id),
+        ("AppSecret", f"{mask_secret(conn.app_secret)} (masked)"),
+        ("Login only", "yes" if conn.login_only else "no"),
+        ("Association", conn.association),
+        ("Match fields", ", ".join(conn.match_fields) or "none"),
+        ("Profile sync", conn.profile_sync),
+        ("Callback URL", conn.callback_url or "none"),
+        *([("ID token", _describe_id_token(deployment, conn, id_tokens))]
+          if conn.callback_url else []),
+        ("Redirect URI", redirect_uri if deployment.base_url else
+         f"unknown; <public base URL>{redirect_uri}"),
+    ]
+
+
+def _describe_id_token(deployment: Deployment, conn: ConnectionSettings,
+                       signer: IdTokenSigner | None) -> str:
+    if signer is None:  # init_app refuses this; shown rather than crash
+        return "no signing key"
+    where = (f"public keys at {deployment.urls.jwks_url}" if signer.algorithm == "RS256"
+             else "shared secret")
+    issuer = configured_issuer(deployment.settings, deployment.config) or "from each request"
+    return (f"{signer.algorithm} ({where}), aud {conn.id_token_audience or conn.identifier}, "
+            f"iss {issuer}, valid {signer.ttl} s")
+
+
+# --- the checks, in the order their findings are listed --------------------------------
+
+Check = t.Callable[[Deployment], t.Iterable[Finding]]
+
+
+def check_trusted_hosts(deployment: Deployment) -> t.Iterator[Finding]:
+    """Flask answers a host outside ``TRUSTED_HOSTS`` with 400, WeChat's callback too."""
+    host = deployment.urls.untrusted_host
+    if host:
+        yield problem(
+            f"the host {host} is not in TRUSTED_HOSTS: Flask answers every request for "
+            "it, WeChat's callback included, with 400 Bad Request",
+            f"add {host} to TRUSTED_HOSTS, or give the right --base-url")
+
+
+def check_sandbox_credentials(deployment: Deployment) -> t.Iterator[Finding]:
+    """The sandbox's AppID or AppSecret, with the sandbox off: WeChat refuses them."""
+    if deployment.settings.sandbox:
+        return
+    for index, conn in enumerate(deployment.settings.connections.values()):
+        if _uses_sandbox_credentials(conn):
+            app_id, app_secret = (_setting_key(deployment, index, name)
+                                  for name in ("app_id", "app_secret"))
+            yield problem(
+                "the sandbox's AppID or AppSecret is configured but WECHAT_QR_SANDBOX is "
+                "off: WeChat does not know them",
+                f"set {app_id} and {app_secret} to your website application's "
+                "(open.weixin.qq.com, 管理中心 > 网站应用), or turn WECHAT_QR_SANDBOX on",
+                conn.identifier)
+
+
+def check_app_id_shape(deployment: Deployment) -> t.Iterator[Finding]:
+    """An AppID that is not ``wx`` and 16 hexadecimal digits was likely mistyped."""
+    if deployment.settings.sandbox:
+        return
+    for index, conn in enumerate(deployment.settings.connections.values()):
+        if not _uses_sandbox_credentials(conn) and not _WECHAT_APP_ID.fullmatch(conn.app_id):
+            yield warning(
+                f"the AppID {conn.app_id!r} does not look like a WeChat AppID ('wx' and 16 "
+                "hexadecimal digits)",
+                f"copy {_setting_key(deployment, index, 'app_id')} from open.weixin.qq.com "
+                "(管理中心 > 网站应用)",
+                conn.identifier)
+
+
+def _uses_sandbox_credentials(conn: ConnectionSettings) -> bool:
+    return conn.app_id == SANDBOX_APP_ID or conn.app_secret == SANDBOX_APP_SECRET
+
+
+def _setting_key(deployment: Deployment, index: int, name: str) -> str:
+    """How the site configured a connection's setting: its own key, or its list entry."""
+    if deployment.config.get("WECHAT_QR_CONNECTIONS"):
+        return f"WECHAT_QR_CONNECTIONS[{index}]['{name}']"
+    return f"WECHAT_QR_{name.upper()}"
+
+
+def check_secret_key(deployment: Deployment) -> t.Iterator[Finding]:
+    """The login's state lives in the session cookie, which SECRET_KEY signs."""
+    secret_key = deployment.config.get("SECRET_KEY")
+    if not secret_key:
+        yield problem("SECRET_KEY is not set: the login's state lives in the signed "
+                      "session cookie, so WeChat logins cannot work", _SECRET_KEY_FIX)
+        return
+    text = secret_key.decode("latin-1") if isinstance(secret_key, bytes) else str(secret_key)
+    normal = re.sub(r"[-_.\s]", "", text.lower())
+    if normal in _PLACEHOLDER_KEYS or any(marker in normal for marker in _PLACEHOLDER_MARKERS):
+        yield problem("SECRET_KEY is a well-known placeholder: anyone can forge session "
+                      "cookies, and with them logins", _SECRET_KEY_FIX)
+    elif len(text) < MIN_SECRET_KEY_LENGTH:
+        yield problem(f"SECRET_KEY is weak: {len(text)} characters, fewer than "
+                      f"{MIN_SECRET_KEY_LENGTH}", _SECRET_KEY_FIX)
+
+
+def check_callback_url_scheme(deployment: Deployment) -> t.Iterator[Finding]:
+    """In production an ID token goes to the business callback URL over https only."""
+    if not deployment.production:
+        return
+    for conn in deployment.settings.connections.values():
+        parts = urlsplit(conn.callback_url or "")
+        if parts.scheme == "http" and not is_loopback_host(parts.hostname or ""):
+            yield problem(
+                f"the callback URL {conn.callback_url} is http: the ID token would cross the "
+                "network in clear text, and browsers warn about the form",
+                "use an https callback URL", conn.identifier)
+
+
+def check_issuer_source(deployment: Deployment) -> t.Iterator[Finding]:
+    """An ``iss`` taken from each request's Host header differs between host names."""
+    settings = deployment.settings
+    if (any(conn.callback_url for conn in settings.connections.values())
+            and configured_issuer(settings, deployment.config) is None):
+        yield warning(
+            "the ID token's iss is taken from each request's Host header (no "
+            "WECHAT_QR_ID_TOKEN_ISSUER, no SERVER_NAME): www.example.com and example.com "
+            "give different issuers, and receivers that check iss refuse one of them",
+            "set WECHAT_QR_ID_TOKEN_ISSUER to the site's public root URL, e.g. "
+            "https://www.example.com")
+
+
+def check_sandbox_in_production(deployment: Deployment) -> t.Iterator[Finding]:
+    """In the sandbox anyone can log in as any simulated user."""
+    if deployment.settings.sandbox and deployment.production:
+        yield problem(
+            "WECHAT_QR_SANDBOX is on while DEBUG and TESTING are off: logins go to the "
+            "simulated WeChat, where anyone can log in as any simulated user",
+            "set WECHAT_QR_SANDBOX=False and give your website application's AppID and "
+            "AppSecret (keep the sandbox for development, with DEBUG on)")
+
+
+def check_wechat_endpoints(deployment: Deployment) -> t.Iterator[Finding]:
+    """In production logins go to WeChat's own addresses, not a standalone sandbox."""
+    settings = deployment.settings
+    if not deployment.production or settings.sandbox:
+        return
+    for name, value, default in (("OPEN_BASE_URL", settings.open_base_url, WECHAT_OPEN_BASE_URL),
+                                 ("API_BASE_URL", settings.api_base_url, WECHAT_API_BASE_URL)):
+        if value != default:
+            yield warning(
+                f"WECHAT_QR_{name} is {value}, not WeChat's {default}, in production",
+                "unset it unless that address is a deliberate proxy to WeChat (a standalone "
+                "sandbox left configured sends every login there)")
+
+
+def check_redirect_known(deployment: Deployment) -> t.Iterator[Finding]:
+    """Without a public base URL the redirect URI follows each request's host."""
+    if deployment.redirect is None:
+        yield warning(
+            "the redirect URI cannot be known: with no --base-url and no SERVER_NAME it is "
+            "built from the host of each request",
+            "run again with --base-url https://www.example.com (the address visitors use), "
+            "or set SERVER_NAME and PREFERRED_URL_SCHEME")
+
+
+def check_redirect_port(deployment: Deployment) -> t.Iterator[Finding]:
+    """WeChat refuses a redirect URI with a port (10003); the sandbox does not."""
+    redirect = deployment.redirect
+    if redirect is None or redirect.port is None:
+        return
+    what = (f"the redirect URI has port {redirect.port}, but the authorization callback "
+            "domain (授权回调域) takes none: WeChat refuses such a redirect_uri (10003)")
+    if deployment.settings.sandbox:
+        yield warning(what + "; the sandbox accepts it", _PORT_FIX)
+    else:
+        yield problem(what, _PORT_FIX)
+
+
+def check_server_name_override(deployment: Deployment) -> t.Iterator[Finding]:
+    """A SERVER_NAME other than --base-url's host is the host of every external URL."""
+    redirect = deployment.redirect
+    given = urlsplit(deployment.base_url).hostname if deployment.base_url else None
+    if redirect is not None and given and given != redirect.hostname:
+        yield warning(
+            f"SERVER_NAME ({deployment.config.get('SERVER_NAME')}) overrides the host of "
+            f"--base-url ({given}): Flask builds every external URL, the redirect URI "
+            "included, with SERVER_NAME",
+            "make SERVER_NAME the public host, or unset it")
+
+
+def check_redirect_scheme(deployment: Deployment) -> t.Iterator[Finding]:
+    """In production WeChat's code and the session cookie travel over https only."""
+    redirect = deployment.redirect
+    if deployment.production and redirect is not None and redirect.scheme != "https":
+        yield problem(
+            "the redirect URI uses http in production: WeChat's code and the session cookie "
+            "would travel unencrypted",
+            "serve the site over https and give --base-url https://... (or "
+            "PREFERRED_URL_SCHEME=https with SERVER_NAME); behind a proxy, ProxyFix with "
+            "x_proto=1 makes Flask see https")
+
+
+def check_redirect_host(deployment: Deployment) -> t.Iterator[Finding]:
+    """In production WeChat sends visitors to a public host, not their own computer."""
+    host = deployment.callback_domain_to_enter
+    if deployment.production and host is not None and is_loopback_host(host):
+        yield problem(
+            f"the redirect URI's host {host} is this machine, not a public domain: WeChat "
+            "would send each visitor's browser to their own computer",
+            "give --base-url (or SERVER_NAME) with the site's public domain")
+
+
+def check_callback_domain_shape(deployment: Deployment) -> t.Iterator[Finding]:
+    """The authorization callback domain is a bare host: no scheme, port or path."""
+    if deployment.callback_domain is None:
+        return
+    text = deployment.callback_domain.strip()
+    parts = _split_domain(text)
+    extras = []
+    if parts.scheme:
+        extras.append(f"a scheme ({parts.scheme}://)")
+    if ":" in parts.netloc.rsplit("@", 1)[-1].rsplit("]", 1)[-1]:
+        extras.append("a port")
+    if parts.path or parts.query or parts.fragment:
+        extras.append("a path")
+    if extras:
+        example = deployment.callback_domain_to_enter or "www.example.com"
+        yield problem(
+            f"--callback-domain {text!r} has {_and(extras)}, but the authorization "
+            "callback domain (授权回调域) is a bare host (any path on it works; no port)",
+            f"enter only the host on the Open Platform, e.g. {example}")
+
+
+def check_callback_domain_match(deployment: Deployment) -> t.Iterator[Finding]:
+    """WeChat matches the callback domain with the redirect URI's host exactly."""
+    if deployment.callback_domain is None:
+        return
+    text = deployment.callback_domain.strip()
+    entered = (_split_domain(text).hostname or "").rstrip(".")
+    domain = deployment.callback_domain_to_enter
+    if domain is None:
+        yield warning("--callback-domain cannot be compared with the redirect URI, which "
+                      "is unknown", "run again with --base-url as well")
+    elif entered != domain:
+        yield problem(
+            f"the authorization callback domain (授权回调域) {entered or text!r} is not "
+            f"the redirect URI's host {domain!r}: WeChat matches it exactly (www.example.com "
+            "and example.com differ; sub-domains are not covered) and refuses the login",
+            f"enter {domain} on the Open Platform (管理中心 > 网站应用 > 开发信息), or fix "
+            "--base-url / SERVER_NAME")
+
+
+def _split_domain(text: str) -> SplitResult:
+    return urlsplit(text if "://" in text else "//" + text)
+
+
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
+#: Every check ``flask wechat-qr check`` runs, in the order their findings are listed.
+DEPLOYMENT_CHECKS: tuple[Check, ...] = (
+    check_trusted_hosts,
+    check_sandbox_credentials,
+    check_app_id_shape,
+    check_secret_key,
+    check_callback_url_scheme,
+    check_issuer_source,
+    check_sandbox_in_production,
+    check_wechat_endpoints,
+    check_redirect_known,
+    check_redirect_port,
+    check_server_name_override,
+    check_redirect_scheme,
+    check_redirect_host,
+    check_callback_domain_shape,
+    check_callback_domain_match,
+)
+
+
+def run_checks(deployment: Deployment,
+               checks: t.Iterable[Check] = DEPLOYMENT_CHECKS) -> Findings:
+    """Everything ``checks`` find in ``deployment``."""
+    return Findings(tuple(finding for check in checks for finding in check(deployment)))

@@ -1,0 +1,369 @@
+"""The deployment checks (``flask_wechat_qr.checks``), each rule on its own, without click.
+
+Every rule is tested through its own function and through :func:`run_checks` (so it is
+wired in and no other rule fires with it). The command's output and exit status are
+``test_cli``'s. The checks read settings and build URLs; they never touch the database, so
+these tests run on SQLite only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing as t
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from support import APP_ID, APP_SECRET, dispose_engines, make_test_app
+
+from flask_wechat_qr import checks
+from flask_wechat_qr.checks import Check, Deployment, Finding, mask_secret, run_checks
+from flask_wechat_qr.runtime import runtime_of
+from flask_wechat_qr.sandbox.options import SANDBOX_APP_ID, SANDBOX_APP_SECRET
+
+STRONG_KEY = "9f8e7d6c5b4a39281706f5e4d3c2b1a0"
+PUBLIC = "https://www.example.com"
+SANDBOXED = {"WECHAT_QR_SANDBOX": True, "WECHAT_QR_APP_ID": None,
+             "WECHAT_QR_APP_SECRET": None}
+
+
+@pytest.fixture
+def make_app(tmp_path: Path) -> t.Iterator[t.Callable[..., Flask]]:
+    """Apps configured for production (TESTING off) with a strong SECRET_KEY, unless told."""
+    apps: list[Flask] = []
+
+    def factory(**config: t.Any) -> Flask:
+        folder = tmp_path / f"app{len(apps)}"
+        folder.mkdir()
+        app = make_test_app(folder, **{"TESTING": False, "SECRET_KEY": STRONG_KEY, **config})
+        apps.append(app)
+        return app
+
+    yield factory
+    for app in apps:
+        dispose_engines(app)
+
+
+@pytest.fixture
+def site(make_app: t.Callable[..., Flask]) -> Flask:
+    """A healthy production site."""
+    return make_app()
+
+
+def deploy(app: Flask, base_url: str | None = PUBLIC, callback_domain: str | None = None,
+           **changes: t.Any) -> Deployment:
+    """``app``'s deployment as ``flask wechat-qr check`` gathers it, with ``changes``."""
+    deployment = Deployment.of(app, runtime_of(app).settings, base_url, callback_domain)
+    return dataclasses.replace(deployment, **changes)
+
+
+def with_config(deployment: Deployment, **config: t.Any) -> Deployment:
+    return dataclasses.replace(deployment, config={**deployment.config, **config})
+
+
+def only(kind: str, check: Check, deployment: Deployment) -> Finding:
+    """The one ``kind`` of finding the whole run makes, asserted to be ``check``'s."""
+    findings = run_checks(deployment)
+    found = findings.problems if kind == "problem" else findings.warnings
+    assert len(found) == 1, findings
+    assert found[0] in list(check(deployment)), (check, findings)
+    return found[0]
+
+
+def healthy(deployment: Deployment) -> None:
+    findings = run_checks(deployment)
+    assert findings.problems == () and findings.warnings == (), findings
+
+
+# --- the inputs, and a healthy site -------------------------------------------------------
+
+
+def test_healthy_site_has_no_findings(site: Flask, capsys: pytest.CaptureFixture[str]) -> None:
+    deployment = deploy(site, callback_domain="www.example.com")
+    healthy(deployment)
+    assert deployment.urls.redirect_uris == {"wechat": f"{PUBLIC}/auth/wechat/callback"}
+    assert deployment.urls.jwks_url == f"{PUBLIC}/auth/.well-known/jwks.json"
+    assert deployment.callback_domain_to_enter == "www.example.com"
+    assert capsys.readouterr() == ("", "")  # the checks print nothing
+
+
+def test_every_check_is_run_in_listing_order(site: Flask) -> None:
+    names = [name for name in vars(checks) if name.startswith("check_")]
+    assert [check.__name__ for check in checks.DEPLOYMENT_CHECKS] == names
+
+
+def test_unknown_base_url_gives_paths_only(site: Flask) -> None:
+    deployment = deploy(site, base_url=None)
+    assert deployment.base_url is None and deployment.redirect is None
+    assert deployment.urls.redirect_uris == {"wechat": "/auth/wechat/callback"}
+    assert deployment.callback_domain_to_enter is None
+
+
+def test_base_url_from_server_name(make_app: t.Callable[..., Flask]) -> None:
+    app = make_app(SERVER_NAME="www.example.com", PREFERRED_URL_SCHEME="https",
+                   APPLICATION_ROOT="/shop")
+    deployment = deploy(app, base_url=None)
+    assert deployment.base_url == "https://www.example.com/shop"
+    assert deployment.base_url_source == "SERVER_NAME, PREFERRED_URL_SCHEME and APPLICATION_ROOT"
+    assert deployment.urls.redirect_uris["wechat"] == (
+        "https://www.example.com/shop/auth/wechat/callback")
+    healthy(deployment)
+
+
+def test_a_given_base_url_loses_its_trailing_slash(site: Flask) -> None:
+    deployment = deploy(site, base_url="https://shop.example.com/site/")
+    assert (deployment.base_url, deployment.base_url_source) == (
+        "https://shop.example.com/site", "--base-url")
+    assert deployment.urls.redirect_uris["wechat"] == (
+        "https://shop.example.com/site/auth/wechat/callback")
+
+
+@pytest.mark.parametrize("secret,masked", [
+    ("", "********"), ("1234567", "********"), ("12345678", "12…78"),
+    ("0123456789abcdef0123456789abcdef", "01…ef"),
+])
+def test_mask_secret(secret: str, masked: str) -> None:
+    assert mask_secret(secret) == masked
+
+
+def test_a_connection_is_described_with_its_secret_masked(site: Flask) -> None:
+    rows = dict(checks.describe_connection(deploy(site), runtime_of(site).settings.connections[
+        "wechat"], runtime_of(site).id_tokens))
+    assert rows["AppID"] == APP_ID
+    assert rows["AppSecret"] == f"{APP_SECRET[:2]}…{APP_SECRET[-2:]} (masked)"
+    assert APP_SECRET not in str(rows) and "ID token" not in rows
+    unknown = dict(checks.describe_connection(deploy(site, base_url=None), runtime_of(
+        site).settings.connections["wechat"], None))
+    assert unknown["Redirect URI"] == "unknown; <public base URL>/auth/wechat/callback"
+
+
+# --- SECRET_KEY ---------------------------------------------------------------------------
+
+
+def test_missing_secret_key_is_a_problem(site: Flask) -> None:
+    problem = only("problem", checks.check_secret_key, with_config(deploy(site), SECRET_KEY=None))
+    assert problem.what.startswith("SECRET_KEY is not set")
+    assert problem.fix.startswith("set SECRET_KEY from the environment")
+
+
+@pytest.mark.parametrize("key,why", [
+    ("dev", "well-known placeholder"),
+    ("change-me", "well-known placeholder"),
+    ("Please change me before going live!", "well-known placeholder"),
+    ("your-secret-key", "well-known placeholder"),
+    ("test-secret-key", "15 characters, fewer than 16"),
+    (b"0123456789", "10 characters, fewer than 16"),
+])
+def test_weak_secret_key_is_a_problem(site: Flask, key: t.Any, why: str) -> None:
+    problem = only("problem", checks.check_secret_key, with_config(deploy(site), SECRET_KEY=key))
+    assert problem.what.startswith("SECRET_KEY is") and why in problem.what
+
+
+def test_a_long_random_secret_key_is_fine(site: Flask) -> None:
+    healthy(with_config(deploy(site), SECRET_KEY=b"\x8f" * 16))
+
+
+# --- the sandbox and the credentials ------------------------------------------------------
+
+
+def test_sandbox_on_in_production_is_a_problem(make_app: t.Callable[..., Flask]) -> None:
+    deployment = deploy(make_app(**SANDBOXED))
+    problem = only("problem", checks.check_sandbox_in_production, deployment)
+    assert problem.what.startswith("WECHAT_QR_SANDBOX is on while DEBUG and TESTING are off")
+    assert problem.fix.startswith("set WECHAT_QR_SANDBOX=False")
+    healthy(dataclasses.replace(deployment, production=False))
+
+
+def test_sandbox_app_id_with_sandbox_off_is_a_problem(make_app: t.Callable[..., Flask]) -> None:
+    problem = only("problem", checks.check_sandbox_credentials,
+                   deploy(make_app(WECHAT_QR_APP_ID=SANDBOX_APP_ID)))
+    assert problem.connection == "wechat"
+    assert problem.what.startswith("the sandbox's AppID or AppSecret")
+    assert "set WECHAT_QR_APP_ID and WECHAT_QR_APP_SECRET" in problem.fix
+
+
+def test_sandbox_app_secret_with_sandbox_off_is_a_problem(
+    make_app: t.Callable[..., Flask],
+) -> None:
+    app = make_app(WECHAT_QR_APP_ID="not-an-app-id", WECHAT_QR_APP_SECRET=SANDBOX_APP_SECRET)
+    problem = only("problem", checks.check_sandbox_credentials, deploy(app))
+    assert problem.connection == "wechat"
+    assert run_checks(deploy(app)).warnings == ()  # one finding for one mistake
+
+
+def test_sandbox_app_id_in_one_of_several_connections(make_app: t.Callable[..., Flask]) -> None:
+    app = make_app(WECHAT_QR_CONNECTIONS=[
+        {"connection": "web", "app_id": APP_ID, "app_secret": APP_SECRET},
+        {"connection": "shop", "app_id": SANDBOX_APP_ID, "app_secret": "s3cr3t-0f-th3-sh0p"},
+    ])
+    problem = only("problem", checks.check_sandbox_credentials, deploy(app))
+    assert problem.connection == "shop"
+    assert "WECHAT_QR_CONNECTIONS[1]['app_id']" in problem.fix
+
+
+def test_odd_app_id_is_a_warning(make_app: t.Callable[..., Flask]) -> None:
+    deployment = deploy(make_app(WECHAT_QR_APP_ID="my-app"))
+    assert run_checks(deployment).problems == ()
+    warning = only("warning", checks.check_app_id_shape, deployment)
+    assert "does not look like a WeChat AppID" in warning.what
+    assert warning.connection == "wechat" and "WECHAT_QR_APP_ID" in warning.fix
+
+
+def test_standalone_sandbox_left_configured_is_a_warning(
+    make_app: t.Callable[..., Flask],
+) -> None:
+    deployment = deploy(make_app(WECHAT_QR_OPEN_BASE_URL="http://127.0.0.1:5001",
+                                 WECHAT_QR_API_BASE_URL="http://127.0.0.1:5001"))
+    findings = run_checks(deployment)
+    assert findings.problems == ()
+    assert findings.warnings == tuple(checks.check_wechat_endpoints(deployment))
+    assert [w.what.split(" is ")[0] for w in findings.warnings] == [
+        "WECHAT_QR_OPEN_BASE_URL", "WECHAT_QR_API_BASE_URL"]
+    healthy(dataclasses.replace(deployment, production=False))
+
+
+# --- the redirect URI ---------------------------------------------------------------------
+
+
+def test_unknown_base_url_is_a_warning(site: Flask) -> None:
+    warning = only("warning", checks.check_redirect_known, deploy(site, base_url=None))
+    assert "--base-url https://www.example.com" in warning.fix
+    assert run_checks(deploy(site, base_url=None)).problems == ()
+
+
+def test_base_url_with_port_is_a_problem(site: Flask) -> None:
+    deployment = deploy(site, base_url="https://www.example.com:8443")
+    problem = only("problem", checks.check_redirect_port, deployment)
+    assert problem.what.startswith("the redirect URI has port 8443")
+    assert problem.fix.startswith("serve the public site on port 443 (or 80)")
+    assert deployment.callback_domain_to_enter == "www.example.com"
+
+
+def test_standard_port_is_not_a_problem(site: Flask) -> None:
+    deployment = deploy(site, base_url="https://www.example.com:443")
+    healthy(deployment)
+    assert deployment.urls.redirect_uris["wechat"] == f"{PUBLIC}/auth/wechat/callback"
+
+
+def test_port_with_the_sandbox_is_only_a_warning(make_app: t.Callable[..., Flask]) -> None:
+    deployment = deploy(make_app(TESTING=True, **SANDBOXED), base_url="http://localhost:5000")
+    assert run_checks(deployment).problems == ()
+    warning = only("warning", checks.check_redirect_port, deployment)
+    assert "port 5000" in warning.what and "the sandbox accepts it" in warning.what
+
+
+def test_http_in_production_is_a_problem(site: Flask) -> None:
+    deployment = deploy(site, base_url="http://www.example.com")
+    problem = only("problem", checks.check_redirect_scheme, deployment)
+    assert "uses http in production" in problem.what
+    assert problem.fix.startswith("serve the site over https")
+    healthy(dataclasses.replace(deployment, production=False))
+
+
+def test_localhost_in_production_is_a_problem(site: Flask) -> None:
+    deployment = deploy(site, base_url="https://127.0.0.1")
+    problem = only("problem", checks.check_redirect_host, deployment)
+    assert "host 127.0.0.1 is this machine" in problem.what
+    healthy(dataclasses.replace(deployment, production=False))
+
+
+def test_server_name_wins_over_base_url_host_with_a_warning(
+    make_app: t.Callable[..., Flask],
+) -> None:
+    deployment = deploy(make_app(SERVER_NAME="www.example.com"), base_url="https://example.org")
+    assert deployment.urls.redirect_uris["wechat"] == f"{PUBLIC}/auth/wechat/callback"
+    assert run_checks(deployment).problems == ()
+    warning = only("warning", checks.check_server_name_override, deployment)
+    assert "SERVER_NAME (www.example.com) overrides the host of --base-url (example.org)" \
+        in warning.what
+
+
+def test_host_outside_trusted_hosts_is_a_problem(make_app: t.Callable[..., Flask]) -> None:
+    app = make_app(TRUSTED_HOSTS=["www.example.com"])
+    healthy(deploy(app))
+    deployment = deploy(app, base_url="https://example.com")
+    assert deployment.urls.redirect_uris["wechat"] == "https://example.com/auth/wechat/callback"
+    problem = only("problem", checks.check_trusted_hosts, deployment)
+    assert "the host example.com is not in TRUSTED_HOSTS" in problem.what
+    assert app.config["TRUSTED_HOSTS"] == ["www.example.com"]
+
+
+def test_server_name_host_is_the_one_checked_against_trusted_hosts(
+    make_app: t.Callable[..., Flask],
+) -> None:
+    app = make_app(SERVER_NAME="www.example.com", PREFERRED_URL_SCHEME="https",
+                   TRUSTED_HOSTS=["www.example.com"])
+    deployment = deploy(app, base_url="https://example.com")
+    assert run_checks(deployment).problems == ()
+    assert deployment.urls.redirect_uris["wechat"] == f"{PUBLIC}/auth/wechat/callback"
+
+
+# --- the authorization callback domain (授权回调域) ---------------------------------------
+
+
+@pytest.mark.parametrize("entered", ["example.com", "www.example.org", "api.www.example.com"])
+def test_callback_domain_that_does_not_match_is_a_problem(site: Flask, entered: str) -> None:
+    problem = only("problem", checks.check_callback_domain_match,
+                   deploy(site, callback_domain=entered))
+    assert f"(授权回调域) '{entered}' is not the redirect URI's host 'www.example.com'" \
+        in problem.what
+    assert problem.fix.startswith("enter www.example.com on the Open Platform")
+
+
+@pytest.mark.parametrize("entered,what", [
+    ("https://www.example.com", "a scheme (https://)"),
+    ("www.example.com:8443", "a port"),
+    ("www.example.com/auth/wechat/callback", "a path"),
+    ("http://www.example.com:80/x", "a scheme (http://), a port and a path"),
+])
+def test_callback_domain_with_scheme_port_or_path_is_a_problem(
+    site: Flask, entered: str, what: str,
+) -> None:
+    problem = only("problem", checks.check_callback_domain_shape,
+                   deploy(site, callback_domain=entered))  # the host itself matches
+    assert problem.what.startswith(f"--callback-domain '{entered}' has {what}, but")
+    assert problem.fix == "enter only the host on the Open Platform, e.g. www.example.com"
+
+
+def test_callback_domain_is_compared_without_case(site: Flask) -> None:
+    healthy(deploy(site, callback_domain="WWW.Example.COM"))
+
+
+def test_callback_domain_without_base_url_is_a_warning(site: Flask) -> None:
+    deployment = deploy(site, base_url=None, callback_domain="www.example.com")
+    assert run_checks(deployment).problems == ()
+    found = list(checks.check_callback_domain_match(deployment))
+    assert [f.kind for f in found] == ["warning"] and "cannot be compared" in found[0].what
+    assert set(found) < set(run_checks(deployment).warnings)
+
+
+# --- the business callback URL and its ID token -------------------------------------------
+
+
+def test_http_callback_url_in_production_is_a_problem(make_app: t.Callable[..., Flask]) -> None:
+    app = make_app(WECHAT_QR_CALLBACK_URL="http://biz.example.com/wechat/done",
+                   WECHAT_QR_ID_TOKEN_SECRET="k3y-" * 12, SERVER_NAME="www.example.com",
+                   PREFERRED_URL_SCHEME="https")
+    deployment = deploy(app)
+    problem = only("problem", checks.check_callback_url_scheme, deployment)
+    assert "is http: the ID token would cross the network in clear text" in problem.what
+    assert problem.connection == "wechat"
+    healthy(dataclasses.replace(deployment, production=False))
+
+
+def test_http_callback_url_on_this_machine_is_fine(make_app: t.Callable[..., Flask]) -> None:
+    app = make_app(WECHAT_QR_CALLBACK_URL="http://127.0.0.1:8000/wechat/done",
+                   WECHAT_QR_ID_TOKEN_SECRET="k3y-" * 12,
+                   WECHAT_QR_ID_TOKEN_ISSUER="https://www.example.com")
+    healthy(deploy(app))
+
+
+def test_issuer_from_the_host_header_is_a_warning(make_app: t.Callable[..., Flask]) -> None:
+    app = make_app(WECHAT_QR_CALLBACK_URL="https://biz.example.com/wechat/done",
+                   WECHAT_QR_ID_TOKEN_SECRET="k3y-" * 12)
+    deployment = deploy(app)
+    assert run_checks(deployment).problems == ()
+    warning = only("warning", checks.check_issuer_source, deployment)
+    assert "iss is taken from each request's Host header" in warning.what
+    assert warning.fix.startswith("set WECHAT_QR_ID_TOKEN_ISSUER")
+    healthy(with_config(deployment, SERVER_NAME="www.example.com"))
