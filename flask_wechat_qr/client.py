@@ -65,7 +65,7 @@ class WeChatToken:
             openid=openid,
             access_token=access_token,
             refresh_token=data.get("refresh_token") or None,
-            expires_in=int(expires_in) if str(expires_in or "").isdigit() else None,
+            expires_in=int(str(expires_in)) if str(expires_in or "").isdigit() else None,
             scope=data.get("scope") or None,
             unionid=data.get("unionid") or None,
             is_snapshotuser=str(data.get("is_snapshotuser", "0")) == "1",
@@ -170,7 +170,7 @@ def _environment_settings(url: str) -> dict[str, t.Any]:
     return {"trust_env": False, "proxies": found["proxies"], "verify": found["verify"]}
 
 
-class WeChatSession(OAuth2Session):
+class WeChatSession(OAuth2Session):  # type: ignore[misc]  # Authlib has no type hints
     """Authlib's requests session for one connection, open for the life of the process:
     its connection pool (HTTP keep-alive) serves every call of every thread.
 
@@ -363,7 +363,8 @@ class _translate_transport_errors:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, exc_type: t.Any, exc: BaseException | None, tb: t.Any) -> bool:
+    def __exit__(self, exc_type: t.Any, exc: BaseException | None,
+                 tb: t.Any) -> t.Literal[False]:
         if exc is None:
             return False
         if isinstance(exc, requests.Timeout):
