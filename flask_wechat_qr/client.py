@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import typing as t
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import requests
-from authlib.integrations.flask_client import FlaskOAuth2App
+from authlib.consts import default_user_agent
 from authlib.integrations.requests_client import OAuth2Session
 
 from .errors import (
@@ -66,7 +65,7 @@ class WeChatToken:
             openid=openid,
             access_token=access_token,
             refresh_token=data.get("refresh_token") or None,
-            expires_in=int(expires_in) if str(expires_in or "").isdigit() else None,
+            expires_in=int(str(expires_in)) if str(expires_in or "").isdigit() else None,
             scope=data.get("scope") or None,
             unionid=data.get("unionid") or None,
             is_snapshotuser=str(data.get("is_snapshotuser", "0")) == "1",
@@ -146,66 +145,57 @@ def _appid_secret_auth(
     return urlunsplit(parts._replace(query=query)), headers, None
 
 
-def _token_compliance_fix(session: OAuth2Session) -> None:
-    def check_token_response(resp: requests.Response) -> requests.Response:
-        data = decode_body(resp)
-        if "error" in data:
-            # Not WeChat's shape (a proxy or test double); Authlib would raise a bare
-            # OAuthError for it, which no error page handles.
-            raise WeChatUnavailable()
-        data.setdefault("token_type", "Bearer")
-        resp.json = lambda **kwargs: data  # type: ignore[method-assign]
-        return resp
-
-    session.register_compliance_hook("access_token_response", check_token_response)
+def _check_token_response(resp: requests.Response) -> requests.Response:
+    """Authlib compliance hook: the token answer decoded by :func:`decode_body` (UTF-8,
+    errcodes typed) before Authlib parses it."""
+    data = decode_body(resp)
+    if "error" in data:
+        # Not WeChat's shape (a proxy or test double); Authlib would raise a bare
+        # OAuthError for it, which no error page handles.
+        raise WeChatUnavailable()
+    resp.json = lambda **kwargs: data  # type: ignore[method-assign]
+    return resp
 
 
-class PooledSession(OAuth2Session):
-    """Authlib's session, kept open for the life of the process (keep-alive).
+def _environment_settings(url: str) -> dict[str, t.Any]:
+    """The proxy and CA-bundle settings requests takes from the environment for ``url``,
+    read once, with ``trust_env`` then off.
 
-    Authlib closes its session after every call; this one ignores ``close()`` so its
-    connection pool survives, and is really closed by :meth:`shutdown`.
+    With ``trust_env`` on, requests reads them (and ``~/.netrc``) again on every call,
+    0.2 ms or more each time; WeChat's API is one host. ``~/.netrc`` is not read at all:
+    WeChat takes no HTTP credentials, so any found there could only leak to it.
+    """
+    with requests.Session() as probe:
+        found = probe.merge_environment_settings(url, {}, None, None, None)
+    return {"trust_env": False, "proxies": found["proxies"], "verify": found["verify"]}
+
+
+class WeChatSession(OAuth2Session):  # type: ignore[misc]  # Authlib has no type hints
+    """Authlib's requests session for one connection, open for the life of the process:
+    its connection pool (HTTP keep-alive) serves every call of every thread.
+
+    WeChat's quirks are installed through Authlib's public hooks: the client-auth method
+    (``appid``/``secret`` in WeChat's order) and the token-response compliance hook.
     """
 
-    def close(self) -> None:  # noqa: D401 - see class docstring
-        return None
+    def __init__(self, connection: ConnectionSettings, *, api_base_url: str,
+                 timeout: float) -> None:
+        super().__init__(
+            client_id=connection.app_id,
+            client_secret=connection.app_secret,
+            token_endpoint_auth_method=AUTH_METHOD,
+            default_timeout=timeout,
+            **_environment_settings(api_base_url),
+        )
+        self.register_client_auth_method((AUTH_METHOD, _appid_secret_auth))
+        self.register_compliance_hook("access_token_response", _check_token_response)
+        # Authlib's remote app sets this on every call; set first here, those writes only
+        # replace a value while other threads read the headers.
+        self.headers["User-Agent"] = default_user_agent
 
-    def shutdown(self) -> None:
-        super().close()
-
-    def merge_environment_settings(self, url: str | bytes | None, proxies: t.Any,
-                                   stream: t.Any, verify: t.Any, cert: t.Any
-                                   ) -> dict[str, t.Any]:
-        """requests reads the proxy and CA-bundle environment variables again on every
-        call (about half a millisecond each); WeChat's API is one host, so read them
-        once per host and arguments for the life of the session."""
-        key = (urlsplit(str(url))[:2], repr((proxies, stream, verify, cert)))
-        cache: dict[t.Any, dict[str, t.Any]] = self.__dict__.setdefault(
-            "_environment_settings", {})
-        settings = cache.get(key)
-        if settings is None:
-            settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
-            if len(cache) < 16:  # a few hosts at most; never grows without bound
-                cache[key] = settings
-        return dict(settings)
-
-
-class _WeChatRemoteApp(FlaskOAuth2App):
-    """Authlib's remote app, handing out one pooled session instead of a new one per call."""
-
-    client_cls = PooledSession
-
-    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._pooled: PooledSession | None = None
-        self._pool_lock = threading.Lock()
-
-    def _get_oauth_client(self, **metadata: t.Any) -> PooledSession:
-        if self._pooled is None:
-            with self._pool_lock:
-                if self._pooled is None:
-                    self._pooled = super()._get_oauth_client(**metadata)
-        return self._pooled
+    def __exit__(self, *exc_info: object) -> None:
+        # Authlib ends every call with ``with session:`` and nothing public stops that close.
+        return None  # the pool outlives the call; close() still closes it
 
 
 class WeChatClient:
@@ -224,27 +214,19 @@ class WeChatClient:
         self.open_base_url = open_base_url
         self.api_base_url = api_base_url
         self.timeout = timeout
-        #: the Authlib remote app (one per connection, in this app's own registry)
-        self.remote: _WeChatRemoteApp = oauth.register(
+        #: The pooled HTTP session every call of this connection goes through (mount
+        #: transports on it, e.g. the sandbox's in-process one).
+        self.session = session = WeChatSession(connection, api_base_url=api_base_url,
+                                               timeout=timeout)
+        #: Authlib's remote app for this connection, in this app's own registry: it
+        #: exchanges the code (WeChat's other calls have no Authlib counterpart).
+        self.remote = oauth.register(
             f"wechat_qr_{connection.identifier}",
-            client_cls=_WeChatRemoteApp,
-            client_id=connection.app_id,
-            client_secret=connection.app_secret,
             access_token_url=api_base_url + ACCESS_TOKEN_PATH,
             access_token_params={"method": "GET"},
-            client_auth_methods=[(AUTH_METHOD, _appid_secret_auth)],
-            compliance_fix=_token_compliance_fix,
-            client_kwargs={
-                "token_endpoint_auth_method": AUTH_METHOD,
-                "scope": SCOPE,
-                "default_timeout": timeout,
-            },
         )
-
-    @property
-    def session(self) -> PooledSession:
-        """The pooled HTTP session every call of this connection goes through."""
-        return self.remote._get_oauth_client()
+        # No public way hands Authlib a session (authlib/authlib#822): its factory gives ours.
+        self.remote.client_cls = lambda **_authlib_kwargs: session
 
     @property
     def open_base(self) -> str:
@@ -362,7 +344,7 @@ class WeChatClient:
         attempts = 2 if retry_busy else 1
         for attempt in range(attempts):
             with _translate_transport_errors(path):
-                resp = self.session.get(url, withhold_token=True, timeout=self.timeout)
+                resp = self.session.get(url, withhold_token=True)
             try:
                 return decode_body(resp)
             except WeChatBusy:
@@ -381,7 +363,8 @@ class _translate_transport_errors:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, exc_type: t.Any, exc: BaseException | None, tb: t.Any) -> bool:
+    def __exit__(self, exc_type: t.Any, exc: BaseException | None,
+                 tb: t.Any) -> t.Literal[False]:
         if exc is None:
             return False
         if isinstance(exc, requests.Timeout):
@@ -391,7 +374,7 @@ class _translate_transport_errors:
             log.warning("WeChat %s failed: %s", self.what, type(exc).__name__)
             raise WeChatUnavailable() from None
         if isinstance(exc, ValueError) and not isinstance(exc, WeChatAPIError):
-            # Authlib refuses a body that is not a JSON object before our hook can look.
+            # Authlib's token parsing refuses values it cannot read (``expires_in: "soon"``).
             log.warning("WeChat %s answered something that is not JSON", self.what)
             raise WeChatUnavailable() from None
         return False

@@ -107,12 +107,12 @@ class WeChatQR:
         _check_association_support(settings, adapter)
 
         models = models_for(db)
-        # One registry per app, never shared: Authlib's registry keeps ``self.app`` and
-        # would leak one app's AppID into another. It is not installed with
-        # ``oauth.init_app`` so a host's own Authlib registry keeps its extensions slot.
+        # One Authlib registry per app, never shared (it keeps its app and clients), bound
+        # through its public ``app`` attribute: ``OAuth(app)`` and ``oauth.init_app`` would
+        # take the extensions slot of a host's own Authlib registry, and no other way binds.
         oauth = OAuth()
-        store = LoginStateStore(db, models.LoginState)
         oauth.app = app
+        store = LoginStateStore(db, models.LoginState)
         clients = {
             identifier: WeChatClient(
                 oauth, conn,

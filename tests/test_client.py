@@ -41,7 +41,6 @@ from support import (
 )
 
 from flask_wechat_qr import WeChatClient, WeChatToken
-from flask_wechat_qr.client import PooledSession
 from flask_wechat_qr.errors import (
     CodeUsed,
     InvalidAccessToken,
@@ -770,9 +769,8 @@ def test_non_api_answer_page(client: t.Any, wechat_api: WeChatAPI, status: int,
 
 
 def test_one_session_per_connection(wx: WeChatClient, make_app: t.Any) -> None:
-    assert isinstance(wx.session, PooledSession)
+    assert isinstance(wx.session, requests.Session)
     assert wx.session is wx.session
-    assert wx.remote._get_oauth_client() is wx.session
     other_app = make_app(WECHAT_QR_CONNECTIONS=[
         {"connection": "wechat", "app_id": "wx1", "app_secret": "s1"},
         {"connection": "other", "app_id": "wx2", "app_secret": "s2"},
@@ -818,7 +816,7 @@ def test_session_survives_a_completed_login(
     # Both the token exchange (through Authlib) and userinfo went through this session.
     assert sent.count(TOKEN_PATH) == 2 and sent.count(USERINFO_PATH) == 2
 
-    session.shutdown()  # the spy does see a real close
+    session.close()  # the spy does see a real close
     assert closed
 
 
@@ -858,12 +856,12 @@ def test_profile_of_another_openid_is_refused(
         assert app.db.session.execute(app.db.select(app.User)).first() is None
 
 
-def test_proxy_environment_is_read_once_per_host(monkeypatch: pytest.MonkeyPatch) -> None:
-    """requests re-reads proxy variables on every call; the pooled session once per host,
-    and still honours them."""
+def test_proxy_environment_is_read_once_and_honoured(
+    make_app: t.Any, wechat_api: WeChatAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """requests re-reads the proxy variables on every call; the client's session reads
+    them when the app is set up, and still sends every call through the proxy."""
     import requests.sessions
-
-    from flask_wechat_qr.client import PooledSession
 
     reads: list[str] = []
     real = requests.sessions.get_environ_proxies
@@ -876,11 +874,40 @@ def test_proxy_environment_is_read_once_per_host(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example.cn:3128")
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
-    session = PooledSession()
-    for _ in range(3):
-        settings = session.merge_environment_settings(
-            "https://api.weixin.qq.com/sns/oauth2/access_token?appid=x", {}, None, None, None)
-        assert settings["proxies"]["https"] == "http://proxy.example.cn:3128"
+    app = make_app()
+    assert len(reads) == 1  # at setup, for WeChat's API host
+    wechat_api.userinfo()
+    wechat_api.raw(AUTH_PATH, b'{"errcode":0,"errmsg":"ok"}')
+    wechat_api.raw(AUTH_PATH, b'{"errcode":0,"errmsg":"ok"}')
+    with app.app_context():
+        wx = app.extensions["wechat_qr"].client("wechat")
+        wx.userinfo(TOKEN)
+        wx.check_token(ACCESS_TOKEN, OPENID)
+        wx.check_token(ACCESS_TOKEN, OPENID)
     assert len(reads) == 1
-    session.merge_environment_settings("https://other.example.com/", {}, None, None, None)
-    assert len(reads) == 2
+    assert len(wechat_api.mock.calls) == 3
+    for call in wechat_api.mock.calls:
+        assert call.request.req_kwargs["proxies"]["https"] == "http://proxy.example.cn:3128"
+
+
+def test_netrc_credentials_never_reach_wechat(
+    make_app: t.Any, wechat_api: WeChatAPI, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: t.Any,
+) -> None:
+    """requests would add a ``~/.netrc`` login for WeChat's host as HTTP Basic auth to
+    every call that has no auth of its own (userinfo, refresh, the token check)."""
+    netrc = tmp_path / "netrc"
+    netrc.write_text(f"machine {urlsplit(API).hostname} login someone password hunter2\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    assert requests.utils.get_netrc_auth(API + USERINFO_PATH) == ("someone", "hunter2")
+    app = make_app()
+    wechat_api.userinfo()
+    wechat_api.raw(AUTH_PATH, b'{"errcode":0,"errmsg":"ok"}')
+    with app.app_context():
+        wx = app.extensions["wechat_qr"].client("wechat")
+        wx.userinfo(TOKEN)
+        wx.check_token(ACCESS_TOKEN, OPENID)
+    assert len(wechat_api.mock.calls) == 2
+    for call in wechat_api.mock.calls:
+        assert "Authorization" not in call.request.headers

@@ -392,6 +392,37 @@ def test_wechat_qr_does_not_take_the_authlib_slot(host: Host, tmp_path: Path) ->
     assert authorize_params(app)["appid"] == [APP_ID]
 
 
+def test_the_hosts_authlib_clients_work_beside_ours(host: Host, tmp_path: Path) -> None:
+    """After a WeChat login, the host's own Authlib client still builds its own session
+    and speaks standard OAuth 2 (a POST with HTTP Basic client auth): nothing of the
+    WeChat client's pooled session or query-string auth reaches it."""
+    app = host.app(tmp_path / "a")
+    host_oauth = OAuth(app)
+    github = host_oauth.register(
+        "github", client_id="gh-id", client_secret="gh-secret",
+        authorize_url="https://github.com/login/oauth/authorize",
+        access_token_url="https://github.com/login/oauth/access_token")
+    WeChatQR(app, db=host.db, user_model=host.User)
+    host.create_tables(app)
+    client = app.test_client()
+    state = start_login(client)
+    with responses.RequestsMock() as mock:
+        api = WeChatAPI(mock)
+        api.token()
+        api.userinfo()
+        assert finish_login(client, state).status_code == 302
+        mock.add(responses.POST, "https://github.com/login/oauth/access_token",
+                 json={"access_token": "gh-token", "token_type": "bearer"})
+        with app.test_request_context():
+            token = github.fetch_access_token(code="gh-code")
+        (call,) = [c for c in mock.calls if c.request.url.startswith("https://github.com/")]
+    assert token["access_token"] == "gh-token"
+    assert call.request.method == "POST"
+    assert call.request.headers["Authorization"].startswith("Basic ")
+    assert "gh-secret" not in call.request.url and "appid" not in call.request.url
+    assert "code=gh-code" in call.request.body
+
+
 # --- no network at setup -------------------------------------------------------------
 
 

@@ -101,7 +101,7 @@ def _host(make_app: t.Callable[..., Flask], wechat: CountingWeChat, **config: t.
 def _close_pools(app: Flask) -> None:
     """Close the pooled sessions, so the server's kept-alive handlers see EOF and end."""
     for client in app.extensions["wechat_qr"].clients.values():
-        client.session.shutdown()
+        client.session.close()
 
 
 class Login:
