@@ -1,6 +1,8 @@
 """The Sphinx documentation builds without a single warning and stays true to the code: every
 setting with its default, every public name, hook, signal, template, route and command, and
-the examples that can run do run (the sandbox test helper, the ID token receiver)."""
+the examples that can run do run (the sandbox test helper, the ID token receiver, the output
+of ``flask wechat-qr check``). The docs are the one home of every topic: the README links
+into them, only to pages that exist."""
 
 from __future__ import annotations
 
@@ -194,6 +196,20 @@ def test_every_route_is_in_the_routes_table(tmp_path: Path) -> None:
 # --- the examples --------------------------------------------------------------------
 
 
+def _literal_blocks(page_name: str) -> t.Iterator[str]:
+    """The ``.. code-block:: text`` blocks of a page, dedented."""
+    lines = page(page_name).splitlines()
+    for index, line in enumerate(lines):
+        if line.strip() != ".. code-block:: text":
+            continue
+        body = []
+        for following in lines[index + 1:]:
+            if following.strip() and not following.startswith(" "):
+                break
+            body.append(following)
+        yield textwrap.dedent("\n".join(body)).strip("\n")
+
+
 def _python_blocks() -> t.Iterator[tuple[str, str]]:
     for path in sorted(DOCS.glob("*.rst")):
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -298,6 +314,21 @@ def test_the_id_token_receiver_verifies_a_real_login(tmp_path: Path) -> None:
     assert remembered == [True, False]  # refused as a replay, not for another reason
 
 
+def test_the_check_output_shown_is_what_check_prints(tmp_path: Path) -> None:
+    """docs/cli.rst's example run of ``flask wechat-qr check``, run for real."""
+    blocks = [block for block in _literal_blocks("cli")
+              if block.startswith("$ flask --app yoursite wechat-qr check")]
+    assert len(blocks) == 1, "docs/cli.rst: no example run of flask wechat-qr check"
+    command, *shown = blocks[0].splitlines()
+    app = make_test_app(tmp_path, TESTING=False, SECRET_KEY="k" * 64 + "-docs-example",
+                        WECHAT_QR_APP_ID="wx0123456789abcdef",
+                        WECHAT_QR_APP_SECRET="0f" + "0123456789abcdef" * 2 + "f0")
+    app.name = "yoursite"
+    result = app.test_cli_runner().invoke(args=command.split()[4:])
+    assert result.exit_code == 1, result.output  # the example finds one problem
+    assert result.output.rstrip("\n").splitlines() == shown
+
+
 def test_conf_py_uses_no_network_extension() -> None:
     """The build needs no network: Sphinx's own extensions only (no intersphinx)."""
     source = (DOCS / "conf.py").read_text(encoding="utf-8")
@@ -305,3 +336,20 @@ def test_conf_py_uses_no_network_extension() -> None:
         re.search(r"^extensions = (\[.*?\])", source, re.M | re.S).group(1))
     assert all(name.startswith("sphinx.ext.") for name in extensions), extensions
     assert "sphinx.ext.intersphinx" not in extensions
+
+
+# --- the README: the front door leads into these pages -------------------------------
+
+
+def test_the_readme_links_only_to_docs_pages_that_exist(
+    build: tuple[subprocess.CompletedProcess[str], Path]
+) -> None:
+    """Every ``docs/<page>.rst`` the README links to is a page of the built docs."""
+    readme = (ROOT / "README.rst").read_text(encoding="utf-8")
+    linked = re.findall(r"<docs/([^>#]+)\.rst(?:#[^>]*)?>`__?", readme)
+    assert linked, "README.rst links to no docs page"
+    missing = sorted({name for name in linked if not (build[1] / f"{name}.html").is_file()})
+    assert missing == [], f"README.rst links to docs pages that do not exist: {missing}"
+    elsewhere = re.findall(r"<(docs/[^>]*)>`__?", readme)
+    assert all(re.fullmatch(r"docs/[\w-]+\.rst(#[\w-]+)?", uri) for uri in elsewhere), (
+        f"README.rst links into docs/ other than to a page: {elsewhere}")
