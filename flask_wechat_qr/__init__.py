@@ -21,7 +21,7 @@ from .errors import (
     WeChatUnavailable,
 )
 from .extension import WeChatQR
-from .settings import ConnectionSettings, Settings
+from .settings import ConnectionSettings, Settings, config_from_env
 
 __version__ = "0.1.0.dev0"
 
@@ -47,5 +47,6 @@ __all__ = [
     "WeChatTimeout",
     "WeChatToken",
     "WeChatUnavailable",
+    "config_from_env",
     "signals",
 ]

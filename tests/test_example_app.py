@@ -363,7 +363,7 @@ def test_false_booleans_and_test_config_wins(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv("WECHAT_QR_LOGIN_ONLY", "false")
     monkeypatch.setenv("WECHAT_QR_QR_SELF_REDIRECT", "0")
     app = make_site(WECHAT_QR_APP_ID=APP_ID)
-    conn = app.extensions["wechat_qr"].settings.default_connection
+    conn = app.extensions["wechat_qr"].settings.connections["wechat"]
     assert conn.app_id == APP_ID
     assert conn.login_only is False
     assert conn.qr_self_redirect is False
@@ -478,7 +478,7 @@ def test_without_credentials_the_site_runs_on_the_sandbox(
     app = make_site()
     assert app.config["WECHAT_QR_SANDBOX"] is True
     settings = app.extensions["wechat_qr"].settings
-    assert settings.sandbox and settings.default_connection.app_id == "wxsandbox0000000001"
+    assert settings.sandbox and settings.connections["wechat"].app_id == "wxsandbox0000000001"
     client = app.test_client()
     html = client.get("/").get_data(as_text=True)
     assert 'class="wechat-qr-button"' in html and "sandbox" in html.lower()
