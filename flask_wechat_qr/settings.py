@@ -1,4 +1,4 @@
-"""Connection settings: parsed and validated once, at ``init_app`` time.
+"""The ``WECHAT_QR_*`` settings: declared once, parsed and validated once, at ``init_app``.
 
 Each WeChat connection carries the settings of a hosted identity platform's "WeChat QR
 code on PC" connection. The flat ``WECHAT_QR_*`` keys describe the single default
@@ -379,7 +379,6 @@ class ConnectionSettings:
                      "Use 'cn', 'en' or leave it unset (WeChat's default).",
                      blank_means_default=True),
         doc="Language of WeChat's QR page: ``cn`` or ``en``; unset, the visitor's language.")
-    #: ``None``: the language of the page (``zh_CN`` or ``en``)
     userinfo_lang: str | None = setting(
         None, one_of((None, "zh_CN", "zh_TW", "en"), "unknown language",
                      "Use 'zh_CN', 'zh_TW', 'en' or leave it unset (the language of the page).",
@@ -409,24 +408,45 @@ class Settings:
         None, connection_list, topic="connections",
         doc="A list of connection dicts (or its JSON text); when set, the flat per-connection "
             "keys are ignored.")
+    #: ``None``: the sandbox mounted in this app, at the host the browser uses
+    open_base_url: str | None = setting(
+        WECHAT_OPEN_BASE_URL, base_url, topic="addresses",
+        doc="Where browsers are sent for the QR page (``/connect/qrconnect``).")
+    api_base_url: str = setting(
+        WECHAT_API_BASE_URL, base_url, topic="addresses",
+        doc="Where the server calls WeChat's API (``/sns/oauth2/access_token``, ...).")
+    sandbox: bool = setting(
+        False, boolean, topic="sandbox",
+        doc="Mount the simulated WeChat in this app and send logins there (development and "
+            "tests only).")
+    sandbox_prefix: str = setting(
+        "/wechat-sandbox", path_prefix, topic="sandbox",
+        doc="Where the sandbox is mounted.")
+    sandbox_public_url: str | None = setting(
+        None, base_url, topic="sandbox",
+        doc="The base URL a phone uses to reach this site's sandbox; unset, the host the "
+            "browser used.")
     url_prefix: str = setting(
         "/auth", path_prefix, topic="login",
         doc="URL prefix of the extension's routes (blueprint ``wechat_qr``); ``/`` puts them "
             "at the root.")
-    post_login_url: str = setting(
-        "/", local_path, topic="login",
-        doc="A path on this site to go to after a login started without ``next``.")
-    state_ttl: int = setting(
-        600, whole_number, topic="login",
-        doc="Seconds a started login (its ``state``) stays valid.")
     http_timeout: float = setting(
         5.0, positive_seconds, topic="login",
         doc="Seconds to wait for each call to WeChat's API.")
-    #: 0: it does not wait
     code_used_wait: float = setting(
         3.0, seconds_to_wait, topic="login",
         doc="Seconds (0 to 60) a callback whose code WeChat reports as used (``40163``, its "
             "double redirect) waits for the other request of the same login; 0: no wait.")
+    state_ttl: int = setting(
+        600, whole_number, topic="login",
+        doc="Seconds a started login (its ``state``) stays valid.")
+    post_login_url: str = setting(
+        "/", local_path, topic="login",
+        doc="A path on this site to go to after a login started without ``next``.")
+    sandbox_app_name: str | None = setting(
+        None, optional_name, topic="sandbox",
+        doc="The application name the sandbox's phone page shows; unset, the Flask app's "
+            "name.")
     bind_ttl: int = setting(
         600, whole_number, topic="binding",
         doc='Seconds a pending "bind or create" choice stays valid.')
@@ -440,6 +460,12 @@ class Settings:
     bind_block_seconds: int = setting(
         900, whole_number, topic="binding",
         doc="The window in which failed attempts count, and so how long a block lasts.")
+    default_locale: str = setting(
+        "en", one_of(SUPPORTED_LOCALES, "unsupported language",
+                     "Use 'en' or 'zh_CN' (Simplified Chinese).", blank_means_default=True),
+        topic="languages",
+        doc="The language of the extension's pages when neither the host nor the browser "
+            "chooses one: ``en`` or ``zh_CN``.")
     id_token_private_key: str | None = setting(
         None, secret_text, topic="id_token", secret=True,
         doc="The RSA private key (PEM text, or the path of a PEM file; 2048 bits or more) "
@@ -459,35 +485,6 @@ class Settings:
     id_token_ttl: int = setting(
         300, token_lifetime, topic="id_token",
         doc=f"Seconds an ID token is valid, at most {MAX_ID_TOKEN_TTL}.")
-    default_locale: str = setting(
-        "en", one_of(SUPPORTED_LOCALES, "unsupported language",
-                     "Use 'en' or 'zh_CN' (Simplified Chinese).", blank_means_default=True),
-        topic="languages",
-        doc="The language of the extension's pages when neither the host nor the browser "
-            "chooses one: ``en`` or ``zh_CN``.")
-    sandbox: bool = setting(
-        False, boolean, topic="sandbox",
-        doc="Mount the simulated WeChat in this app and send logins there (development and "
-            "tests only).")
-    sandbox_prefix: str = setting(
-        "/wechat-sandbox", path_prefix, topic="sandbox",
-        doc="Where the sandbox is mounted.")
-    sandbox_public_url: str | None = setting(
-        None, base_url, topic="sandbox",
-        doc="The base URL a phone uses to reach this site's sandbox; unset, the host the "
-            "browser used.")
-    #: the website application's name on the sandbox's phone page (default: the app's name)
-    sandbox_app_name: str | None = setting(
-        None, optional_name, topic="sandbox",
-        doc="The application name the sandbox's phone page shows; unset, the Flask app's "
-            "name.")
-    #: ``None``: the sandbox mounted in this app, at the host the browser uses
-    open_base_url: str | None = setting(
-        WECHAT_OPEN_BASE_URL, base_url, topic="addresses",
-        doc="Where browsers are sent for the QR page (``/connect/qrconnect``).")
-    api_base_url: str = setting(
-        WECHAT_API_BASE_URL, base_url, topic="addresses",
-        doc="Where the server calls WeChat's API (``/sns/oauth2/access_token``, ...).")
 
 
 @dataclass(frozen=True)
@@ -528,8 +525,9 @@ CONNECTION_SETTINGS = _rows(ConnectionSettings, per_connection=True)
 APP_SETTINGS = _rows(Settings, per_connection=False)
 #: Every key, per-connection keys first.
 SETTINGS = CONNECTION_SETTINGS + APP_SETTINGS
-#: The docs' sections, in order, and the keys listed in each.
-TOPICS = tuple(dict.fromkeys(row.topic for row in SETTINGS))
+#: The docs' sections a key's ``topic`` names, in the order the docs show them.
+TOPICS = ("connection", "connections", "login", "binding", "id_token", "languages", "sandbox",
+          "addresses")
 #: Per-connection keys (without prefix) and their defaults.
 CONNECTION_DEFAULTS: dict[str, t.Any] = {row.name: row.default for row in CONNECTION_SETTINGS}
 #: App-wide keys (without prefix) and their defaults.
@@ -546,19 +544,31 @@ def apply_defaults(config: t.MutableMapping[str, t.Any]) -> None:
 
 
 def load_settings(config: t.Mapping[str, t.Any]) -> Settings:
-    """Read and validate every setting; raise :class:`ConfigurationError` on the first problem."""
-    values = {row.attribute: row.read(config.get(row.key)) for row in APP_SETTINGS}
-    entries = values["connections"]
-    if entries is None:  # the flat keys describe the one connection
-        flat = {row.name: config.get(row.key) for row in CONNECTION_SETTINGS}
-        parsed = [_load_connection(flat, None, values["sandbox"])]
-    else:
-        parsed = [_load_connection(entry, f"{PREFIX}CONNECTIONS[{index}]", values["sandbox"])
-                  for index, entry in enumerate(entries)]
-    values["connections"] = _by_identifier(parsed)
+    """Read and validate every setting; raise :class:`ConfigurationError` on the first problem.
+
+    The sandbox switch is read first (a sandbox connection may go without credentials),
+    then the connections, then the other app-wide keys, then the rules between keys.
+    """
+    rows = {row.attribute: row for row in APP_SETTINGS}
+    sandbox = rows["sandbox"].read(config.get(rows["sandbox"].key))
+    entries = rows["connections"].read(config.get(rows["connections"].key))
+    values: dict[str, t.Any] = {"connections": _load_connections(entries, config, sandbox)}
+    values.update((name, row.read(config.get(row.key))) for name, row in rows.items()
+                  if name not in values)
     for rule in APP_RULES:
         rule(values)
     return Settings(**values)
+
+
+def _load_connections(entries: list[t.Any] | None, config: t.Mapping[str, t.Any],
+                      sandbox: bool) -> dict[str, ConnectionSettings]:
+    """The connections by identifier: the ``WECHAT_QR_CONNECTIONS`` dicts, else the one the
+    flat keys describe."""
+    if entries is None:
+        flat = {row.name: config.get(row.key) for row in CONNECTION_SETTINGS}
+        return _by_identifier([_load_connection(flat, None, sandbox)])
+    return _by_identifier([_load_connection(entry, f"{PREFIX}CONNECTIONS[{index}]", sandbox)
+                           for index, entry in enumerate(entries)])
 
 
 def _load_connection(raw: t.Any, where: str | None, sandbox: bool) -> ConnectionSettings:
@@ -574,16 +584,16 @@ def _load_connection(raw: t.Any, where: str | None, sandbox: bool) -> Connection
         )
     if sandbox:
         raw = _sandbox_credentials(raw)
-    values = {row.attribute: row.read(raw.get(row.name), _key(row, where))
+    values = {row.attribute: row.read(raw.get(row.name), _key(row.name, where))
               for row in CONNECTION_SETTINGS}
     for rule in CONNECTION_RULES:
         rule(values, where)
     return ConnectionSettings(**values)
 
 
-def _key(row: Setting, where: str | None) -> str:
+def _key(name: str, where: str | None) -> str:
     """How errors name a per-connection key: flat, or inside its connection dict."""
-    return f"{where}[{row.name!r}]" if where else row.key
+    return f"{where}[{name!r}]" if where else PREFIX + name.upper()
 
 
 def config_from_env(
@@ -632,7 +642,7 @@ def _sandbox_credentials(raw: t.Mapping[str, t.Any]) -> t.Mapping[str, t.Any]:
 def _field_matching_needs_a_field(values: dict[str, t.Any], where: str | None) -> None:
     if values["association"] == "field_matching" and not values["match_fields"]:
         raise ConfigurationError(
-            _key(_row(CONNECTION_SETTINGS, "match_fields"), where),
+            _key("match_fields", where),
             "field_matching needs at least one field",
             "Use ('unionid',) or a field your adapter provides a matcher for.",
         )
@@ -677,10 +687,6 @@ def _one_id_token_key(values: dict[str, t.Any]) -> None:
             PREFIX + "ID_TOKEN_SECRET", "both a private key and a shared secret are set",
             "Keep one: ID_TOKEN_PRIVATE_KEY (RS256, receivers fetch the public key) or "
             "ID_TOKEN_SECRET (HS256, receivers hold the same secret).")
-
-
-def _row(rows: tuple[Setting, ...], name: str) -> Setting:
-    return next(row for row in rows if row.name == name)
 
 
 #: Checked on each connection's parsed values, in order.

@@ -498,6 +498,20 @@ def test_config_from_env_ignores_other_variables() -> None:
     assert unknown == ["WECHAT_QR_NOPE"]
 
 
+def test_the_config_module_uses_only_the_public_api() -> None:
+    """The example reads its environment like any 12-factor host: with
+    ``flask_wechat_qr.config_from_env``, not the extension's settings module."""
+    import ast
+
+    import example_app.config
+
+    tree = ast.parse(Path(example_app.config.__file__).read_text(encoding="utf-8"))
+    modules = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    modules |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names}
+    assert {m for m in modules if m and m.startswith("flask_wechat_qr")} == {"flask_wechat_qr"}
+
+
 def test_flask_cli_finds_the_factory(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
     monkeypatch.setenv("SECRET_KEY", "cli")
