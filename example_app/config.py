@@ -1,24 +1,20 @@
 """The example site's configuration: defaults, environment variables, and the WeChat switch.
 
-Every ``WECHAT_QR_*`` key that :mod:`flask_wechat_qr.settings` knows can be set as an
-environment variable of the same name, so the site can be configured without editing code
-(12-factor style); ``SECRET_KEY`` and ``DATABASE_URL`` too.
+Every ``WECHAT_QR_*`` setting of the extension can be set as an environment variable of the
+same name (read by :func:`flask_wechat_qr.config_from_env`), so the site can be configured
+without editing code (12-factor style); ``SECRET_KEY`` and ``DATABASE_URL`` too.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import secrets
 import typing as t
 from dataclasses import dataclass
 
+import flask_wechat_qr
 from flask_wechat_qr import ConfigurationError
-from flask_wechat_qr.settings import CONNECTION_DEFAULTS, GLOBAL_DEFAULTS, PREFIX, parse_bool
-
-#: Variables of the project's own test suite, not settings.
-TEST_PREFIX = PREFIX + "TEST_"
 
 #: Variables read besides the ``WECHAT_QR_*`` keys.
 SITE_VARIABLES = ("SECRET_KEY", "DATABASE_URL")
@@ -43,59 +39,20 @@ DEFAULTS: dict[str, t.Any] = {
 }
 
 
-def wechat_keys() -> dict[str, t.Any]:
-    """Every config key the extension knows, with its default (read from the extension, so
-    a key added there is configurable here without a change)."""
-    return {
-        PREFIX + name.upper(): default
-        for name, default in {**GLOBAL_DEFAULTS, **CONNECTION_DEFAULTS}.items()
-    }
-
-
 def config_from_env(environ: t.Mapping[str, str]) -> tuple[dict[str, t.Any], list[str]]:
     """The config set by environment variables, and the unknown ``WECHAT_QR_*`` names.
 
-    Empty variables count as unset. Booleans and numbers are converted, so ``app.config``
-    shows real values; a value that does not convert is passed on as it is, so the
-    extension's own check reports it with the key's name.
+    Empty variables count as unset. The extension parses its own variables (so
+    ``app.config`` shows real booleans and numbers) and refuses, naming the variable, a
+    value that does not parse.
     """
-    config: dict[str, t.Any] = {}
+    unknown: list[str] = []
+    config = flask_wechat_qr.config_from_env(environ, on_unknown=unknown.append)
     for name in SITE_VARIABLES:
         value = environ.get(name, "").strip()
         if value:
             config[name] = value
-    known = wechat_keys()
-    unknown: list[str] = []
-    for name, raw in environ.items():
-        if not name.startswith(PREFIX) or name.startswith(TEST_PREFIX) or not raw.strip():
-            continue
-        if name not in known:
-            unknown.append(name)
-            continue
-        config[name] = _convert(name, raw.strip(), known[name])
-    return config, sorted(unknown)
-
-
-def _convert(name: str, raw: str, default: t.Any) -> t.Any:
-    if name == PREFIX + "CONNECTIONS":
-        try:
-            return json.loads(raw)
-        except ValueError:
-            raise ConfigurationError(
-                name, "is not valid JSON",
-                'Write a JSON list, e.g. [{"connection": "wechat", "app_id": "wx...", '
-                '"app_secret": "..."}].',
-            ) from None
-    if isinstance(default, bool):
-        parsed = parse_bool(raw)
-        return raw if parsed is None else parsed
-    if isinstance(default, int | float):
-        try:
-            number = float(raw)
-        except ValueError:
-            return raw
-        return int(number) if isinstance(default, int) and number.is_integer() else number
-    return raw
+    return config, unknown
 
 
 @dataclass(frozen=True)
@@ -122,14 +79,13 @@ def wechat_config_state(config: t.Mapping[str, t.Any]) -> WeChatSetup:
     them the site runs on the built-in sandbox, so it can be tried in the first minute;
     ``WECHAT_QR_SANDBOX=false`` turns WeChat off instead (the home page says what to set).
     """
-    raw = config.get(PREFIX + "SANDBOX")
-    sandbox = parse_bool(raw)
-    if sandbox is None and raw is not None:  # "flase" must not quietly mean the sandbox
-        raise ConfigurationError(PREFIX + "SANDBOX", f"{raw!r} is not a boolean",
-                                 "Use true or false (or leave it unset).")
+    sandbox = config.get("WECHAT_QR_SANDBOX")
+    if sandbox not in (True, False, None):  # environment variables arrive parsed
+        raise ConfigurationError("WECHAT_QR_SANDBOX", f"{sandbox!r} is not a boolean",
+                                 "Use True or False (or leave it unset).")
     if sandbox:
         return WeChatSetup(mode="sandbox")
-    if config.get(PREFIX + "CONNECTIONS") or config.get(PREFIX + "APP_ID"):
+    if config.get("WECHAT_QR_CONNECTIONS") or config.get("WECHAT_QR_APP_ID"):
         return WeChatSetup(mode="wechat")
     if sandbox is None:
         return WeChatSetup(mode="sandbox")

@@ -23,7 +23,7 @@ from .errors import (
     WeChatUnavailable,
 )
 from .extension import WeChatQR
-from .settings import ConnectionSettings, Settings
+from .settings import ConnectionSettings, Settings, config_from_env
 from .urls import safe_next
 
 __version__ = "0.1.0.dev0"
@@ -51,6 +51,7 @@ __all__ = [
     "WeChatToken",
     "WeChatUnavailable",
     "check_csrf",
+    "config_from_env",
     "csrf_token",
     "id_token_issuer",
     "safe_next",

@@ -38,8 +38,6 @@ WECHAT_CLAIM = "wechat"
 #: Claims the adapter's extra claims can never set: they make the token safe to trust.
 PROTECTED_CLAIMS = frozenset({"iss", "sub", "aud", "iat", "exp", "nbf", "auth_time", "jti",
                               "nonce", WECHAT_CLAIM})
-#: Longest ID token lifetime accepted: a receiver turns it into its own session at once.
-MAX_TTL = 3600
 
 
 @dataclass(frozen=True)
@@ -57,23 +55,11 @@ class IdTokenSigner:
         """The signer the settings describe; ``None`` if they give no key.
 
         Raises :class:`ConfigurationError` for a key that cannot sign, or when a
-        connection has a callback URL and there is nothing to sign its tokens with.
+        connection has a callback URL and there is nothing to sign its tokens with (the
+        settings themselves, lifetime and which keys go together, were checked by
+        :func:`~flask_wechat_qr.settings.load_settings`).
         """
         private_key, secret = settings.id_token_private_key, settings.id_token_secret
-        if settings.id_token_ttl > MAX_TTL:
-            raise ConfigurationError(
-                PREFIX + "ID_TOKEN_TTL", f"{settings.id_token_ttl} seconds is too long",
-                f"Use at most {MAX_TTL} (default 300): the receiver makes its own session "
-                "from the token at once, and a long-lived token is worth stealing.")
-        if settings.id_token_published_keys and not private_key:
-            raise ConfigurationError(
-                PREFIX + "ID_TOKEN_PUBLISHED_KEYS", "public keys are published only for RS256",
-                "Set WECHAT_QR_ID_TOKEN_PRIVATE_KEY too, or leave this unset.")
-        if private_key and secret:
-            raise ConfigurationError(
-                PREFIX + "ID_TOKEN_SECRET", "both a private key and a shared secret are set",
-                "Keep one: ID_TOKEN_PRIVATE_KEY (RS256, receivers fetch the public key) or "
-                "ID_TOKEN_SECRET (HS256, receivers hold the same secret).")
         if private_key:
             key = _rsa_key(private_key, PREFIX + "ID_TOKEN_PRIVATE_KEY", private=True)
             published = [key] + [_rsa_key(pem, PREFIX + "ID_TOKEN_PUBLISHED_KEYS", private=False)

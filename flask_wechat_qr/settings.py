@@ -1,17 +1,26 @@
-"""Connection settings: parsed and validated once, at ``init_app`` time.
+"""The ``WECHAT_QR_*`` settings: declared once, parsed and validated once, at ``init_app``.
 
 Each WeChat connection carries the settings of a hosted identity platform's "WeChat QR
 code on PC" connection. The flat ``WECHAT_QR_*`` keys describe the single default
 connection; ``WECHAT_QR_CONNECTIONS`` (a list of dicts whose keys are the same names
 without the prefix, in lower case) describes several.
+
+Every key is declared once, as an attribute of :class:`ConnectionSettings` (per connection)
+or :class:`Settings` (app-wide) with its default, parser and one-line doc. The defaults,
+:func:`load_settings`, :func:`config_from_env` and the docs' configuration reference all
+read that table (:data:`SETTINGS`). Rules that involve more than one key come after it,
+each as a small named function. Read top to bottom: value parsers, the table, the loader,
+the rules.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import re
 import typing as t
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from urllib.parse import urlsplit
 
 from .errors import ConfigurationError
@@ -25,7 +34,11 @@ from .urls import (
     is_local_path,
 )
 
+log = logging.getLogger("flask_wechat_qr")
+
 PREFIX = "WECHAT_QR_"
+#: Environment variables of the project's own test suite, not settings.
+TEST_PREFIX = PREFIX + "TEST_"
 
 ASSOCIATION_MODES = ("off", "field_matching", "ask_binding")
 PROFILE_SYNC_MODES = ("first_login", "each_login", "never")
@@ -35,325 +48,16 @@ UNSAFE_MATCH_FIELDS = frozenset(
     {"nickname", "headimgurl", "avatar", "avatar_url", "sex", "province", "city",
      "country", "privilege", "language"}
 )
+#: Longest ID token lifetime accepted: a receiver turns it into its own session at once.
+MAX_ID_TOKEN_TTL = 3600
 _IDENTIFIER = re.compile(r"[a-z0-9-]{1,31}")
 
-#: Per-connection keys (without prefix) and their defaults.
-CONNECTION_DEFAULTS: dict[str, t.Any] = {
-    "connection": "wechat",
-    "display_name": "WeChat",
-    "app_id": None,
-    "app_secret": None,
-    "callback_url": None,
-    "id_token_audience": None,
-    "login_only": False,
-    "association": "off",
-    "match_fields": ("unionid",),
-    "profile_sync": "first_login",
-    "lang": None,
-    "userinfo_lang": None,
-    "qr_self_redirect": False,
-    "qr_style": "black",
-    "qr_href": None,
-}
-
-#: App-wide keys (without prefix) and their defaults.
-GLOBAL_DEFAULTS: dict[str, t.Any] = {
-    "connections": None,
-    "open_base_url": WECHAT_OPEN_BASE_URL,
-    "api_base_url": WECHAT_API_BASE_URL,
-    "sandbox": False,
-    "sandbox_prefix": "/wechat-sandbox",
-    "sandbox_public_url": None,
-    "sandbox_app_name": None,
-    "url_prefix": "/auth",
-    "http_timeout": 5.0,
-    "code_used_wait": 3.0,
-    "state_ttl": 600,
-    "post_login_url": "/",
-    "bind_ttl": 600,
-    "bind_attempts_per_binding": 5,
-    "bind_attempts_per_address": 20,
-    "bind_block_seconds": 900,
-    "default_locale": "en",
-    "id_token_private_key": None,
-    "id_token_secret": None,
-    "id_token_published_keys": (),
-    "id_token_issuer": None,
-    "id_token_ttl": 300,
-}
+#: A value parser: ``(value, key, default) -> parsed value``, naming ``key`` in the
+#: :class:`ConfigurationError` it raises. An unset value (``None``) arrives as the default.
+Parser = t.Callable[[t.Any, str, t.Any], t.Any]
 
 
-@dataclass(frozen=True)
-class ConnectionSettings:
-    """One WeChat website application, as configured on this site."""
-
-    identifier: str
-    display_name: str
-    app_id: str
-    app_secret: str = field(repr=False)
-    callback_url: str | None
-    #: the ID token's ``aud`` for this connection's callback URL (default: the identifier)
-    id_token_audience: str | None
-    login_only: bool
-    association: str
-    match_fields: tuple[str, ...]
-    profile_sync: str
-    lang: str | None
-    #: ``None``: the language of the page (``zh_CN`` or ``en``)
-    userinfo_lang: str | None
-    qr_self_redirect: bool
-    qr_style: str
-    qr_href: str | None
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Everything ``init_app`` read from ``app.config``; never read again after that."""
-
-    connections: dict[str, ConnectionSettings]
-    #: ``None``: the sandbox mounted in this app, at the host the browser uses
-    open_base_url: str | None
-    api_base_url: str
-    sandbox: bool
-    sandbox_prefix: str
-    sandbox_public_url: str | None
-    url_prefix: str
-    http_timeout: float
-    #: seconds a callback whose code WeChat calls used (40163, its double redirect) waits
-    #: for the other request of the same login; 0: it does not wait
-    code_used_wait: float
-    state_ttl: int
-    post_login_url: str
-    #: the website application's name on the sandbox's phone page (default: the app's name)
-    sandbox_app_name: str | None
-    #: seconds a pending "bind or create" choice stays valid
-    bind_ttl: int
-    #: failed binding attempts allowed per pending binding / per client address ...
-    bind_attempts_per_binding: int
-    bind_attempts_per_address: int
-    #: ... within this many seconds (also how long binding then stays blocked)
-    bind_block_seconds: int
-    #: the pages' language when neither the host nor the browser chooses one
-    default_locale: str
-    #: RS256 signing key (PEM text, or a path to a PEM file) for ID tokens
-    id_token_private_key: str | None = field(repr=False)
-    #: HS256 shared secret for ID tokens (instead of a private key)
-    id_token_secret: str | None = field(repr=False)
-    #: more public keys (PEM) published in the JWKS, e.g. the previous key while rotating
-    id_token_published_keys: tuple[str, ...]
-    #: the ID token's ``iss`` (default: this site's root URL, from the request)
-    id_token_issuer: str | None
-    #: seconds an ID token is valid
-    id_token_ttl: int
-
-    @property
-    def default_connection(self) -> ConnectionSettings:
-        return next(iter(self.connections.values()))
-
-
-def _global(config: t.Mapping[str, t.Any], name: str) -> t.Any:
-    """An app-wide key's value, or its default."""
-    return config.get(PREFIX + name.upper(), GLOBAL_DEFAULTS[name])
-
-
-def apply_defaults(config: t.MutableMapping[str, t.Any]) -> None:
-    """``setdefault`` every key, so ``app.config`` shows what is in force."""
-    for name, value in {**GLOBAL_DEFAULTS, **CONNECTION_DEFAULTS}.items():
-        config.setdefault(PREFIX + name.upper(), value)
-
-
-def load_settings(config: t.Mapping[str, t.Any]) -> Settings:
-    """Read and validate every setting; raise :class:`ConfigurationError` on the first problem."""
-    sandbox = _bool(_global(config, "sandbox"), PREFIX + "SANDBOX")
-    raw_connections = config.get(PREFIX + "CONNECTIONS")
-    if raw_connections:
-        if not isinstance(raw_connections, (list, tuple)):
-            raise ConfigurationError(
-                PREFIX + "CONNECTIONS", "must be a list of dicts",
-                'Write e.g. [{"connection": "wechat", "app_id": "wx...", "app_secret": "..."}].',
-            )
-        parsed = [
-            _parse_connection(entry, f"{PREFIX}CONNECTIONS[{index}]", sandbox)
-            for index, entry in enumerate(raw_connections)
-        ]
-    else:
-        flat = {name: config.get(PREFIX + name.upper(), default)
-                for name, default in CONNECTION_DEFAULTS.items()}
-        parsed = [_parse_connection(flat, None, sandbox)]
-
-    connections: dict[str, ConnectionSettings] = {}
-    for conn in parsed:
-        if conn.identifier in connections:
-            raise ConfigurationError(
-                PREFIX + "CONNECTIONS", f"the identifier {conn.identifier!r} is used twice",
-                "Give every connection its own unique identifier.",
-            )
-        connections[conn.identifier] = conn
-
-    open_base_url: str | None = _base_url(config, "OPEN_BASE_URL")
-    api_base_url = _base_url(config, "API_BASE_URL")
-    sandbox_prefix = _url_prefix(_global(config, "sandbox_prefix"))
-    if sandbox:
-        # Left at WeChat's own URLs, the sandbox means the one mounted in this app.
-        if not sandbox_prefix:
-            raise ConfigurationError(PREFIX + "SANDBOX_PREFIX", "must not be empty",
-                                     "Use a path such as '/wechat-sandbox'.")
-        if open_base_url == GLOBAL_DEFAULTS["open_base_url"]:
-            open_base_url = None
-        if api_base_url == GLOBAL_DEFAULTS["api_base_url"]:
-            api_base_url = IN_PROCESS_ORIGIN + sandbox_prefix
-    public_url = config.get(PREFIX + "SANDBOX_PUBLIC_URL") or None
-    if public_url is not None:
-        public_url = _base_url(config, "SANDBOX_PUBLIC_URL")
-
-    return Settings(
-        connections=connections,
-        open_base_url=open_base_url,
-        api_base_url=api_base_url,
-        sandbox=sandbox,
-        sandbox_prefix=sandbox_prefix,
-        sandbox_public_url=public_url,
-        url_prefix=_url_prefix(_global(config, "url_prefix")),
-        http_timeout=_positive_number(config, "HTTP_TIMEOUT"),
-        code_used_wait=_seconds_to_wait(config, "CODE_USED_WAIT"),
-        state_ttl=math.ceil(_positive_number(config, "STATE_TTL")),
-        post_login_url=_local_path(_global(config, "post_login_url"),
-                                   PREFIX + "POST_LOGIN_URL"),
-        sandbox_app_name=str(config.get(PREFIX + "SANDBOX_APP_NAME") or "") or None,
-        bind_ttl=_whole_seconds(config, "BIND_TTL"),
-        bind_attempts_per_binding=_whole_seconds(config, "BIND_ATTEMPTS_PER_BINDING"),
-        bind_attempts_per_address=_whole_seconds(config, "BIND_ATTEMPTS_PER_ADDRESS"),
-        bind_block_seconds=_whole_seconds(config, "BIND_BLOCK_SECONDS"),
-        default_locale=_default_locale(config),
-        id_token_private_key=_optional_text(config, "ID_TOKEN_PRIVATE_KEY"),
-        id_token_secret=_optional_text(config, "ID_TOKEN_SECRET"),
-        id_token_published_keys=_text_list(config, "ID_TOKEN_PUBLISHED_KEYS"),
-        id_token_issuer=_issuer(config),
-        id_token_ttl=_whole_seconds(config, "ID_TOKEN_TTL"),
-    )
-
-
-def _parse_connection(raw: t.Any, where: str | None, sandbox: bool = False) -> ConnectionSettings:
-    def key(name: str) -> str:
-        return f"{where}[{name!r}]" if where else PREFIX + name.upper()
-
-    if not isinstance(raw, t.Mapping):
-        raise ConfigurationError(where or PREFIX + "CONNECTIONS", "must be a dict",
-                                 "Each connection is a dict of settings.")
-    unknown = set(raw) - set(CONNECTION_DEFAULTS)
-    if unknown:
-        raise ConfigurationError(
-            where or PREFIX + "CONNECTIONS", f"unknown setting(s) {sorted(unknown)}",
-            f"Use only: {', '.join(CONNECTION_DEFAULTS)}.",
-        )
-    values = {**CONNECTION_DEFAULTS, **raw}
-    if sandbox and not values["app_id"] and not values["app_secret"]:
-        values["app_id"], values["app_secret"] = SANDBOX_APP_ID, SANDBOX_APP_SECRET
-
-    identifier = values["connection"]
-    if not isinstance(identifier, str) or not _IDENTIFIER.fullmatch(identifier):
-        raise ConfigurationError(
-            key("connection"), f"{identifier!r} is not a valid unique identifier",
-            "Use 1 to 31 characters: lowercase letters, digits and '-'. It names the connection "
-            "in URLs and stored identities, so do not change it once users have logged in.",
-        )
-    for name, label in (("app_id", "AppID"), ("app_secret", "AppSecret")):
-        value = values[name]
-        if not isinstance(value, str) or not value.strip():
-            raise ConfigurationError(
-                key(name), f"the {label} is missing",
-                f"Copy the {label} of your website application from open.weixin.qq.com "
-                "(管理中心 > 网站应用), or set WECHAT_QR_SANDBOX=True to try the simulated WeChat.",
-            )
-
-    callback_url = values["callback_url"] or None
-    if callback_url is not None:
-        parts = urlsplit(str(callback_url))
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ConfigurationError(
-                key("callback_url"), f"{callback_url!r} is not an http(s) URL",
-                "Give the full business URL that receives the ID token, e.g. "
-                "https://app.example.com/wechat/done, or leave it unset.",
-            )
-
-    association = values["association"]
-    if association not in ASSOCIATION_MODES:
-        raise ConfigurationError(
-            key("association"), f"unknown association mode {association!r}",
-            f"Use one of: {', '.join(ASSOCIATION_MODES)}.",
-        )
-
-    match_fields = values["match_fields"]
-    if isinstance(match_fields, str):
-        match_fields = match_fields.split(",")
-    if not isinstance(match_fields, (list, tuple)) or not all(
-        isinstance(f, str) for f in match_fields
-    ):
-        raise ConfigurationError(
-            key("match_fields"), f"{values['match_fields']!r} is not a list of field names",
-            "Write e.g. ('unionid',) or the string 'unionid,email'.",
-        )
-    match_fields = tuple(f.strip() for f in match_fields if f.strip())
-    # Compared case-insensitively: 'NickName' is still the nickname.
-    unsafe = sorted({f.lower() for f in match_fields} & UNSAFE_MATCH_FIELDS)
-    if unsafe:
-        raise ConfigurationError(
-            key("match_fields"), f"cannot match accounts on {', '.join(unsafe)}",
-            "WeChat lets anyone choose their nickname and avatar, and returns empty sex and "
-            "region since 2021, so matching on them would hand accounts to strangers. Match on "
-            "'unionid', or on a field your own adapter verified.",
-        )
-    if association == "field_matching" and not match_fields:
-        raise ConfigurationError(
-            key("match_fields"), "field_matching needs at least one field",
-            "Use ('unionid',) or a field your adapter provides a matcher for.",
-        )
-
-    profile_sync = values["profile_sync"]
-    if profile_sync not in PROFILE_SYNC_MODES:
-        raise ConfigurationError(
-            key("profile_sync"), f"unknown profile sync mode {profile_sync!r}",
-            f"Use one of: {', '.join(PROFILE_SYNC_MODES)}.",
-        )
-    lang = values["lang"] or None
-    if lang not in (None, "cn", "en"):
-        raise ConfigurationError(key("lang"), f"unknown QR page language {lang!r}",
-                                 "Use 'cn', 'en' or leave it unset (WeChat's default).")
-    userinfo_lang = values["userinfo_lang"] or None
-    if userinfo_lang not in (None, "zh_CN", "zh_TW", "en"):
-        raise ConfigurationError(key("userinfo_lang"), f"unknown language {userinfo_lang!r}",
-                                 "Use 'zh_CN', 'zh_TW', 'en' or leave it unset (the language "
-                                 "of the page).")
-    qr_style = values["qr_style"]
-    if qr_style not in ("black", "white"):
-        raise ConfigurationError(key("qr_style"), f"unknown QR style {qr_style!r}",
-                                 "Use 'black' (for light pages) or 'white' (for dark pages).")
-    qr_href = values["qr_href"] or None
-    if qr_href is not None and not (
-        str(qr_href).startswith("https://") or str(qr_href).startswith("data:text/css;base64,")
-    ):
-        raise ConfigurationError(
-            key("qr_href"), "WeChat only loads QR stylesheets over https or as a data URI",
-            "Use an https:// URL or data:text/css;base64,... (http is blocked as mixed content).",
-        )
-
-    return ConnectionSettings(
-        identifier=identifier,
-        display_name=str(values["display_name"] or "WeChat"),
-        app_id=values["app_id"].strip(),
-        app_secret=values["app_secret"].strip(),
-        callback_url=callback_url,
-        id_token_audience=_audience(values["id_token_audience"], key("id_token_audience")),
-        login_only=_bool(values["login_only"], key("login_only")),
-        association=association,
-        match_fields=match_fields,
-        profile_sync=profile_sync,
-        lang=lang,
-        userinfo_lang=userinfo_lang,
-        qr_self_redirect=_bool(values["qr_self_redirect"], key("qr_self_redirect")),
-        qr_style=qr_style,
-        qr_href=qr_href,
-    )
+# --- value parsers -------------------------------------------------------------------
 
 
 def parse_bool(value: t.Any) -> bool | None:
@@ -371,88 +75,70 @@ def parse_bool(value: t.Any) -> bool | None:
     return None
 
 
-def _bool(value: t.Any, key: str) -> bool:
+def boolean(value: t.Any, key: str, default: t.Any) -> bool:
     parsed = parse_bool(value)
     if parsed is None:
         raise ConfigurationError(key, f"{value!r} is not a boolean", "Use True or False.")
     return parsed
 
 
-def _base_url(config: t.Mapping[str, t.Any], name: str) -> str:
-    key = PREFIX + name
-    value = str(config.get(key) or GLOBAL_DEFAULTS.get(name.lower()) or "").rstrip("/")
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        default = GLOBAL_DEFAULTS.get(name.lower())
-        raise ConfigurationError(key, f"{value!r} is not an http(s) URL",
-                                 f"Leave it unset for WeChat ({default})." if default else
-                                 "Give the full http(s) URL, e.g. https://sandbox.example.com, "
-                                 "or leave it unset.")
-    return value
+def one_of(choices: tuple[t.Any, ...], unknown: str, fix: str, *,
+           blank_means_default: bool = False) -> Parser:
+    """A parser accepting only ``choices``; ``unknown`` starts the problem's text."""
+    def parse(value: t.Any, key: str, default: t.Any) -> t.Any:
+        if blank_means_default and not value:
+            value = default
+        if value not in choices:
+            raise ConfigurationError(key, f"{unknown} {value!r}", fix)
+        return value
+    return parse
 
 
-def _url_prefix(value: t.Any) -> str:
-    prefix = "/" + str(value or "").strip("/")
-    return "" if prefix == "/" else prefix
-
-
-def _positive_number(config: t.Mapping[str, t.Any], name: str) -> float:
-    key = PREFIX + name
-    value = config.get(key, GLOBAL_DEFAULTS[name.lower()])
-    try:
-        number = 0.0 if isinstance(value, bool) else float(value)
-    except (TypeError, ValueError):
-        number = 0.0
-    if not (number > 0 and math.isfinite(number)):
-        raise ConfigurationError(key, f"{value!r} is not a positive number",
-                                 f"Use a number of seconds, e.g. {GLOBAL_DEFAULTS[name.lower()]}.")
-    return number
-
-
-def _seconds_to_wait(config: t.Mapping[str, t.Any], name: str) -> float:
-    """Zero or a positive number of seconds, at most a minute (a request waiting longer
-    holds a worker for nothing)."""
-    key = PREFIX + name
-    value = config.get(key, GLOBAL_DEFAULTS[name.lower()])
-    try:
-        number = -1.0 if isinstance(value, bool) else float(value)
-    except (TypeError, ValueError):
-        number = -1.0
-    if not (0 <= number <= 60):
+def connection_identifier(value: t.Any, key: str, default: t.Any) -> str:
+    if not isinstance(value, str) or not _IDENTIFIER.fullmatch(value):
         raise ConfigurationError(
-            key, f"{value!r} is not a number of seconds from 0 to 60",
-            f"Use a number of seconds, e.g. {GLOBAL_DEFAULTS[name.lower()]}, or 0 not to wait.")
-    return number
-
-
-def _whole_seconds(config: t.Mapping[str, t.Any], name: str) -> int:
-    """A positive whole number (seconds or a count); fractions round up, never to zero."""
-    return math.ceil(_positive_number(config, name))
-
-
-def _optional_text(config: t.Mapping[str, t.Any], name: str) -> str | None:
-    value = config.get(PREFIX + name)
-    if value is None or value == "":
-        return None
-    if isinstance(value, bytes):
-        value = value.decode()
-    if not isinstance(value, str):
-        raise ConfigurationError(PREFIX + name, f"must be text, not {type(value).__name__}",
-                                 "Give a string (read secrets from the environment).")
+            key, f"{value!r} is not a valid unique identifier",
+            "Use 1 to 31 characters: lowercase letters, digits and '-'. It names the connection "
+            "in URLs and stored identities, so do not change it once users have logged in.",
+        )
     return value
 
 
-def _text_list(config: t.Mapping[str, t.Any], name: str) -> tuple[str, ...]:
-    value = config.get(PREFIX + name) or ()
-    if isinstance(value, str):
-        value = (value,)
-    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-        raise ConfigurationError(PREFIX + name, "must be a list of PEM texts or file paths",
-                                 "Write e.g. [open('old-public.pem').read()].")
-    return tuple(value)
+def credential(label: str) -> Parser:
+    """A parser for the AppID or AppSecret (``label``): required, stripped."""
+    def parse(value: t.Any, key: str, default: t.Any) -> str:
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigurationError(
+                key, f"the {label} is missing",
+                f"Copy the {label} of your website application from open.weixin.qq.com "
+                "(管理中心 > 网站应用), or set WECHAT_QR_SANDBOX=True to try the simulated WeChat.",
+            )
+        return value.strip()
+    return parse
 
 
-def _audience(value: t.Any, key: str) -> str | None:
+def text_or_default(value: t.Any, key: str, default: t.Any) -> str:
+    return str(value or default)
+
+
+def optional_name(value: t.Any, key: str, default: t.Any) -> str | None:
+    return str(value or "") or None
+
+
+def business_url(value: t.Any, key: str, default: t.Any) -> str | None:
+    if not value:
+        return None
+    parts = urlsplit(str(value))
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigurationError(
+            key, f"{value!r} is not an http(s) URL",
+            "Give the full business URL that receives the ID token, e.g. "
+            "https://app.example.com/wechat/done, or leave it unset.",
+        )
+    return t.cast(str, value)
+
+
+def audience(value: t.Any, key: str, default: t.Any) -> str | None:
     if value is None or value == "":
         return None
     if not isinstance(value, str):
@@ -461,26 +147,480 @@ def _audience(value: t.Any, key: str) -> str | None:
     return value
 
 
-def _issuer(config: t.Mapping[str, t.Any]) -> str | None:
-    value = _optional_text(config, "ID_TOKEN_ISSUER")
-    if value is not None:
-        value = value.rstrip("/")
-        parts = urlsplit(value)
-        if (parts.scheme not in ("http", "https") or not parts.netloc or parts.query
-                or parts.fragment):
-            raise ConfigurationError(
-                PREFIX + "ID_TOKEN_ISSUER", f"{value!r} is not an http(s) URL",
-                "Use this site's public root URL, e.g. https://www.example.com, or leave it "
-                "unset to use the URL the request came to.")
+def field_names(value: t.Any, key: str, default: t.Any) -> tuple[str, ...]:
+    """Field names from a list or a comma-separated string; the unsafe ones refused."""
+    names = value.split(",") if isinstance(value, str) else value
+    if not isinstance(names, (list, tuple)) or not all(isinstance(f, str) for f in names):
+        raise ConfigurationError(
+            key, f"{value!r} is not a list of field names",
+            "Write e.g. ('unionid',) or the string 'unionid,email'.",
+        )
+    names = tuple(f.strip() for f in names if f.strip())
+    # Compared case-insensitively: 'NickName' is still the nickname.
+    unsafe = sorted({f.lower() for f in names} & UNSAFE_MATCH_FIELDS)
+    if unsafe:
+        raise ConfigurationError(
+            key, f"cannot match accounts on {', '.join(unsafe)}",
+            "WeChat lets anyone choose their nickname and avatar, and returns empty sex and "
+            "region since 2021, so matching on them would hand accounts to strangers. Match on "
+            "'unionid', or on a field your own adapter verified.",
+        )
+    return names
+
+
+def qr_stylesheet(value: t.Any, key: str, default: t.Any) -> str | None:
+    if not value:
+        return None
+    if not (str(value).startswith("https://")
+            or str(value).startswith("data:text/css;base64,")):
+        raise ConfigurationError(
+            key, "WeChat only loads QR stylesheets over https or as a data URI",
+            "Use an https:// URL or data:text/css;base64,... (http is blocked as mixed content).",
+        )
+    return t.cast(str, value)
+
+
+def connection_list(value: t.Any, key: str, default: t.Any) -> list[t.Any] | None:
+    """The list of connection dicts (also as JSON text); its dicts are read later."""
+    example = '[{"connection": "wechat", "app_id": "wx...", "app_secret": "..."}]'
+    if isinstance(value, str) and value.strip():
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise ConfigurationError(key, "is not valid JSON",
+                                     f"Write a JSON list, e.g. {example}.") from None
+    if not value:
+        return None
+    if not isinstance(value, (list, tuple)):
+        raise ConfigurationError(key, "must be a list of dicts", f"Write e.g. {example}.")
+    return list(value)
+
+
+def base_url(value: t.Any, key: str, default: t.Any) -> str | None:
+    """An http(s) origin (and path); empty: the default (``None`` if there is none)."""
+    if not value:
+        if default is None:
+            return None
+        value = default
+    text = str(value).rstrip("/")
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigurationError(key, f"{text!r} is not an http(s) URL",
+                                 f"Leave it unset for WeChat ({default})." if default else
+                                 "Give the full http(s) URL, e.g. https://sandbox.example.com, "
+                                 "or leave it unset.")
+    return text
+
+
+def path_prefix(value: t.Any, key: str, default: t.Any) -> str:
+    prefix = "/" + str(value or "").strip("/")
+    return "" if prefix == "/" else prefix
+
+
+def local_path(value: t.Any, key: str, default: t.Any) -> str:
+    text = str(value or "/")
+    if not is_local_path(text):
+        raise ConfigurationError(key, f"{text!r} is not a path on this site",
+                                 "Use a path such as '/' or '/account'.")
+    return text
+
+
+def positive_seconds(value: t.Any, key: str, default: t.Any) -> float:
+    try:
+        number = 0.0 if isinstance(value, bool) else float(value)
+    except (TypeError, ValueError):
+        number = 0.0
+    if not (number > 0 and math.isfinite(number)):
+        raise ConfigurationError(key, f"{value!r} is not a positive number",
+                                 f"Use a number of seconds, e.g. {default}.")
+    return number
+
+
+def whole_number(value: t.Any, key: str, default: t.Any) -> int:
+    """A positive whole number (seconds or a count); fractions round up, never to zero."""
+    return math.ceil(positive_seconds(value, key, default))
+
+
+def seconds_to_wait(value: t.Any, key: str, default: t.Any) -> float:
+    """Zero or a positive number of seconds, at most a minute (a request waiting longer
+    holds a worker for nothing)."""
+    try:
+        number = -1.0 if isinstance(value, bool) else float(value)
+    except (TypeError, ValueError):
+        number = -1.0
+    if not (0 <= number <= 60):
+        raise ConfigurationError(
+            key, f"{value!r} is not a number of seconds from 0 to 60",
+            f"Use a number of seconds, e.g. {default}, or 0 not to wait.")
+    return number
+
+
+def token_lifetime(value: t.Any, key: str, default: t.Any) -> int:
+    seconds = whole_number(value, key, default)
+    if seconds > MAX_ID_TOKEN_TTL:
+        raise ConfigurationError(
+            key, f"{seconds} seconds is too long",
+            f"Use at most {MAX_ID_TOKEN_TTL} (default {default}): the receiver makes its own "
+            "session from the token at once, and a long-lived token is worth stealing.")
+    return seconds
+
+
+def secret_text(value: t.Any, key: str, default: t.Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bytes):
+        value = value.decode()
+    if not isinstance(value, str):
+        raise ConfigurationError(key, f"must be text, not {type(value).__name__}",
+                                 "Give a string (read secrets from the environment).")
     return value
 
 
-def _default_locale(config: t.Mapping[str, t.Any]) -> str:
-    value = config.get(PREFIX + "DEFAULT_LOCALE") or GLOBAL_DEFAULTS["default_locale"]
-    if value not in SUPPORTED_LOCALES:
-        raise ConfigurationError(PREFIX + "DEFAULT_LOCALE", f"unsupported language {value!r}",
-                                 "Use 'en' or 'zh_CN' (Simplified Chinese).")
-    return t.cast(str, value)
+def public_keys(value: t.Any, key: str, default: t.Any) -> tuple[str, ...]:
+    """PEM texts or file paths: a list, one PEM text, or comma-separated paths."""
+    if isinstance(value, str):
+        value = (value,) if "-----BEGIN" in value else [p.strip() for p in value.split(",")]
+        value = [v for v in value if v]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ConfigurationError(key, "must be a list of PEM texts or file paths",
+                                 "Write e.g. [open('old-public.pem').read()].")
+    return tuple(value)
+
+
+def issuer_url(value: t.Any, key: str, default: t.Any) -> str | None:
+    text = secret_text(value, key, default)
+    if text is None:
+        return None
+    text = text.rstrip("/")
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise ConfigurationError(
+            key, f"{text!r} is not an http(s) URL",
+            "Use this site's public root URL, e.g. https://www.example.com, or leave it "
+            "unset to use the URL the request came to.")
+    return text
+
+
+# --- the table -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Declared:
+    default: t.Any
+    parse: Parser
+    doc: str
+    topic: str
+    name: str | None
+
+
+def setting(default: t.Any, parse: Parser, doc: str, *, topic: str = "connection",
+            name: str | None = None, secret: bool = False) -> t.Any:
+    """Declare a dataclass attribute as the ``WECHAT_QR_*`` key of the same ``name``.
+
+    ``default`` is the config key's (``apply_defaults`` puts it in ``app.config``); the
+    dataclass itself has none, so :func:`load_settings` gives every attribute. ``doc`` is
+    the key's one-line reference (reStructuredText); ``topic`` the docs section it is
+    listed in; ``secret`` keeps the value out of ``repr``.
+    """
+    declared = _Declared(default, parse, doc, topic, name)
+    return field(repr=not secret, metadata={"wechat_qr_setting": declared})
+
+
+@dataclass(frozen=True)
+class ConnectionSettings:
+    """One WeChat website application, as configured on this site."""
+
+    identifier: str = setting(
+        "wechat", connection_identifier, name="connection",
+        doc="The connection's **unique identifier**: 1 to 31 lowercase letters, digits and "
+            "``-``. It names the connection in URLs (``/auth/<connection>/login``) and in "
+            "stored identities, so never change it once users have logged in.")
+    display_name: str = setting(
+        "WeChat", text_or_default,
+        doc='The **display name**: the login button says "Log in with <display name>", and '
+            "it is the title of the embedded QR page.")
+    app_id: str = setting(
+        None, credential("AppID"),
+        doc="The **AppID** (``wx...``) of the website application, from 管理中心 › 网站应用 "
+            "on open.weixin.qq.com. Required unless :setting:`WECHAT_QR_SANDBOX` is on.")
+    app_secret: str = setting(
+        None, credential("AppSecret"), secret=True,
+        doc="The **AppSecret** of that application. Required unless "
+            ":setting:`WECHAT_QR_SANDBOX` is on; only ever sent to WeChat's API.")
+    callback_url: str | None = setting(
+        None, business_url,
+        doc="The **callback URL** of a business front end or service (full ``http(s)``): "
+            "a successful login then ends with a signed ID token POSTed there. Not WeChat's "
+            "``redirect_uri``.")
+    id_token_audience: str | None = setting(
+        None, audience,
+        doc="The ``aud`` claim of this connection's ID tokens; unset, the connection's "
+            "identifier.")
+    login_only: bool = setting(
+        False, boolean,
+        doc="**Login only**: a WeChat account not linked to (or matched with) a user of this "
+            "site never gets a new account.")
+    association: str = setting(
+        "off", one_of(ASSOCIATION_MODES, "unknown association mode",
+                      f"Use one of: {', '.join(ASSOCIATION_MODES)}."),
+        doc="**Account identity association**, what a WeChat account this site has never seen "
+            "does: ``off`` (a new user), ``field_matching`` or ``ask_binding``.")
+    match_fields: tuple[str, ...] = setting(
+        ("unionid",), field_names,
+        doc="The fields ``field_matching`` tries, in order: a list, or a comma-separated "
+            "string. Nickname, avatar, sex, region and the like are refused.")
+    profile_sync: str = setting(
+        "first_login", one_of(PROFILE_SYNC_MODES, "unknown profile sync mode",
+                              f"Use one of: {', '.join(PROFILE_SYNC_MODES)}."),
+        doc="What the user record gets from the WeChat profile: ``first_login``, "
+            "``each_login`` or ``never``.")
+    lang: str | None = setting(
+        None, one_of((None, "cn", "en"), "unknown QR page language",
+                     "Use 'cn', 'en' or leave it unset (WeChat's default).",
+                     blank_means_default=True),
+        doc="Language of WeChat's QR page: ``cn`` or ``en``; unset, the visitor's language.")
+    userinfo_lang: str | None = setting(
+        None, one_of((None, "zh_CN", "zh_TW", "en"), "unknown language",
+                     "Use 'zh_CN', 'zh_TW', 'en' or leave it unset (the language of the page).",
+                     blank_means_default=True),
+        doc="Language of the region names in the WeChat profile: ``zh_CN``, ``zh_TW`` or "
+            "``en``; unset, the visitor's language.")
+    qr_self_redirect: bool = setting(
+        False, boolean,
+        doc="Embedded QR page only: ``True`` loads the callback inside the QR iframe, which "
+            "then sends the whole page on; ``False`` sends the whole page at once.")
+    qr_style: str = setting(
+        "black", one_of(("black", "white"), "unknown QR style",
+                        "Use 'black' (for light pages) or 'white' (for dark pages)."),
+        doc="Embedded QR page only: ``black`` (for light pages) or ``white`` (for dark pages).")
+    qr_href: str | None = setting(
+        None, qr_stylesheet,
+        doc="Embedded QR page only: a stylesheet WeChat applies inside its iframe, over "
+            "``https://`` or as ``data:text/css;base64,...``.")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything ``init_app`` read from ``app.config``; never read again after that."""
+
+    #: every connection by its identifier, in the configured order
+    connections: dict[str, ConnectionSettings] = setting(
+        None, connection_list, topic="connections",
+        doc="A list of connection dicts (or its JSON text); when set, the flat per-connection "
+            "keys are ignored.")
+    #: ``None``: the sandbox mounted in this app, at the host the browser uses
+    open_base_url: str | None = setting(
+        WECHAT_OPEN_BASE_URL, base_url, topic="addresses",
+        doc="Where browsers are sent for the QR page (``/connect/qrconnect``).")
+    api_base_url: str = setting(
+        WECHAT_API_BASE_URL, base_url, topic="addresses",
+        doc="Where the server calls WeChat's API (``/sns/oauth2/access_token``, ...).")
+    sandbox: bool = setting(
+        False, boolean, topic="sandbox",
+        doc="Mount the simulated WeChat in this app and send logins there (development and "
+            "tests only).")
+    sandbox_prefix: str = setting(
+        "/wechat-sandbox", path_prefix, topic="sandbox",
+        doc="Where the sandbox is mounted.")
+    sandbox_public_url: str | None = setting(
+        None, base_url, topic="sandbox",
+        doc="The base URL a phone uses to reach this site's sandbox; unset, the host the "
+            "browser used.")
+    url_prefix: str = setting(
+        "/auth", path_prefix, topic="login",
+        doc="URL prefix of the extension's routes (blueprint ``wechat_qr``); ``/`` puts them "
+            "at the root.")
+    http_timeout: float = setting(
+        5.0, positive_seconds, topic="login",
+        doc="Seconds to wait for each call to WeChat's API.")
+    code_used_wait: float = setting(
+        3.0, seconds_to_wait, topic="login",
+        doc="Seconds (0 to 60) a callback whose code WeChat reports as used (``40163``, its "
+            "double redirect) waits for the other request of the same login; 0: no wait.")
+    state_ttl: int = setting(
+        600, whole_number, topic="login",
+        doc="Seconds a started login (its ``state``) stays valid.")
+    post_login_url: str = setting(
+        "/", local_path, topic="login",
+        doc="A path on this site to go to after a login started without ``next``.")
+    sandbox_app_name: str | None = setting(
+        None, optional_name, topic="sandbox",
+        doc="The application name the sandbox's phone page shows; unset, the Flask app's "
+            "name.")
+    bind_ttl: int = setting(
+        600, whole_number, topic="binding",
+        doc='Seconds a pending "bind or create" choice stays valid.')
+    bind_attempts_per_binding: int = setting(
+        5, whole_number, topic="binding",
+        doc="Failed binding attempts allowed for one pending binding within "
+            ":setting:`WECHAT_QR_BIND_BLOCK_SECONDS`.")
+    bind_attempts_per_address: int = setting(
+        20, whole_number, topic="binding",
+        doc="The same limit per client address, across all pending bindings.")
+    bind_block_seconds: int = setting(
+        900, whole_number, topic="binding",
+        doc="The window in which failed attempts count, and so how long a block lasts.")
+    default_locale: str = setting(
+        "en", one_of(SUPPORTED_LOCALES, "unsupported language",
+                     "Use 'en' or 'zh_CN' (Simplified Chinese).", blank_means_default=True),
+        topic="languages",
+        doc="The language of the extension's pages when neither the host nor the browser "
+            "chooses one: ``en`` or ``zh_CN``.")
+    id_token_private_key: str | None = setting(
+        None, secret_text, topic="id_token", secret=True,
+        doc="The RSA private key (PEM text, or the path of a PEM file; 2048 bits or more) "
+            "that signs ID tokens with RS256.")
+    id_token_secret: str | None = setting(
+        None, secret_text, topic="id_token", secret=True,
+        doc="A shared secret (32 bytes or more) that signs ID tokens with HS256 instead; "
+            "not together with a private key.")
+    id_token_published_keys: tuple[str, ...] = setting(
+        (), public_keys, topic="id_token",
+        doc="More RSA public keys (PEM texts or paths) published in the JWKS, e.g. the "
+            "previous key while rotating; RS256 only.")
+    id_token_issuer: str | None = setting(
+        None, issuer_url, topic="id_token",
+        doc="The ``iss`` claim, an ``http(s)`` URL; unset, ``SERVER_NAME``'s root URL, else "
+            "the request's.")
+    id_token_ttl: int = setting(
+        300, token_lifetime, topic="id_token",
+        doc=f"Seconds an ID token is valid, at most {MAX_ID_TOKEN_TTL}.")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One row of the table: a ``WECHAT_QR_*`` key as users write it."""
+
+    #: the attribute of :class:`ConnectionSettings` or :class:`Settings`
+    attribute: str
+    #: the key without prefix, in lower case (also its name in a connection dict)
+    name: str
+    default: t.Any
+    parse: Parser
+    doc: str
+    #: the docs section the key is listed in
+    topic: str
+    per_connection: bool
+
+    @property
+    def key(self) -> str:
+        return PREFIX + self.name.upper()
+
+    def read(self, value: t.Any, key: str | None = None) -> t.Any:
+        """``value`` parsed; ``None`` (unset) means the default."""
+        return self.parse(self.default if value is None else value, key or self.key,
+                          self.default)
+
+
+def _rows(cls: type, per_connection: bool) -> tuple[Setting, ...]:
+    rows = []
+    for attribute in fields(cls):
+        declared: _Declared = attribute.metadata["wechat_qr_setting"]
+        rows.append(Setting(attribute.name, declared.name or attribute.name, declared.default,
+                            declared.parse, declared.doc, declared.topic, per_connection))
+    return tuple(rows)
+
+
+CONNECTION_SETTINGS = _rows(ConnectionSettings, per_connection=True)
+APP_SETTINGS = _rows(Settings, per_connection=False)
+#: Every key, per-connection keys first.
+SETTINGS = CONNECTION_SETTINGS + APP_SETTINGS
+#: The docs' sections a key's ``topic`` names, in the order the docs show them.
+TOPICS = ("connection", "connections", "login", "binding", "id_token", "languages", "sandbox",
+          "addresses")
+#: Per-connection keys (without prefix) and their defaults.
+CONNECTION_DEFAULTS: dict[str, t.Any] = {row.name: row.default for row in CONNECTION_SETTINGS}
+#: App-wide keys (without prefix) and their defaults.
+GLOBAL_DEFAULTS: dict[str, t.Any] = {row.name: row.default for row in APP_SETTINGS}
+
+
+# --- the loader ----------------------------------------------------------------------
+
+
+def apply_defaults(config: t.MutableMapping[str, t.Any]) -> None:
+    """``setdefault`` every key, so ``app.config`` shows what is in force."""
+    for row in SETTINGS:
+        config.setdefault(row.key, row.default)
+
+
+def load_settings(config: t.Mapping[str, t.Any]) -> Settings:
+    """Read and validate every setting; raise :class:`ConfigurationError` on the first problem.
+
+    The sandbox switch is read first (a sandbox connection may go without credentials),
+    then the connections, then the other app-wide keys, then the rules between keys.
+    """
+    rows = {row.attribute: row for row in APP_SETTINGS}
+    sandbox = rows["sandbox"].read(config.get(rows["sandbox"].key))
+    entries = rows["connections"].read(config.get(rows["connections"].key))
+    values: dict[str, t.Any] = {"connections": _load_connections(entries, config, sandbox)}
+    values.update((name, row.read(config.get(row.key))) for name, row in rows.items()
+                  if name not in values)
+    for rule in APP_RULES:
+        rule(values)
+    return Settings(**values)
+
+
+def _load_connections(entries: list[t.Any] | None, config: t.Mapping[str, t.Any],
+                      sandbox: bool) -> dict[str, ConnectionSettings]:
+    """The connections by identifier: the ``WECHAT_QR_CONNECTIONS`` dicts, else the one the
+    flat keys describe."""
+    if entries is None:
+        flat = {row.name: config.get(row.key) for row in CONNECTION_SETTINGS}
+        return _by_identifier([_load_connection(flat, None, sandbox)])
+    return _by_identifier([_load_connection(entry, f"{PREFIX}CONNECTIONS[{index}]", sandbox)
+                           for index, entry in enumerate(entries)])
+
+
+def _load_connection(raw: t.Any, where: str | None, sandbox: bool) -> ConnectionSettings:
+    """One connection from its dict (``where`` names it in errors) or the flat keys."""
+    if not isinstance(raw, t.Mapping):
+        raise ConfigurationError(where or PREFIX + "CONNECTIONS", "must be a dict",
+                                 "Each connection is a dict of settings.")
+    unknown = set(raw) - set(CONNECTION_DEFAULTS)
+    if unknown:
+        raise ConfigurationError(
+            where or PREFIX + "CONNECTIONS", f"unknown setting(s) {sorted(unknown)}",
+            f"Use only: {', '.join(CONNECTION_DEFAULTS)}.",
+        )
+    if sandbox:
+        raw = _sandbox_credentials(raw)
+    values = {row.attribute: row.read(raw.get(row.name), _key(row.name, where))
+              for row in CONNECTION_SETTINGS}
+    for rule in CONNECTION_RULES:
+        rule(values, where)
+    return ConnectionSettings(**values)
+
+
+def _key(name: str, where: str | None) -> str:
+    """How errors name a per-connection key: flat, or inside its connection dict."""
+    return f"{where}[{name!r}]" if where else PREFIX + name.upper()
+
+
+def config_from_env(
+    environ: t.Mapping[str, str], *, on_unknown: t.Callable[[str], object] | None = None
+) -> dict[str, t.Any]:
+    """The ``WECHAT_QR_*`` settings an environment sets, for ``app.config.update``.
+
+    Every known variable with a non-empty value is parsed as ``init_app`` would read it
+    (``"true"`` becomes ``True``, ``"2.5"`` 2.5, ``"unionid,email"`` a tuple,
+    ``WECHAT_QR_CONNECTIONS`` JSON a list); a value that does not parse raises
+    :class:`ConfigurationError` naming the variable. Empty variables count as unset;
+    ``WECHAT_QR_TEST_*`` are ignored. Each other unknown ``WECHAT_QR_*`` name (a typo?)
+    is passed to ``on_unknown``, by default logged as a warning.
+    """
+    known = {row.key: row for row in SETTINGS}
+    config: dict[str, t.Any] = {}
+    for name in sorted(environ):
+        text = environ[name].strip()
+        if not name.startswith(PREFIX) or name.startswith(TEST_PREFIX) or not text:
+            continue
+        if name in known:
+            config[name] = known[name].read(text)
+        elif on_unknown is not None:
+            on_unknown(name)
+        else:
+            log.warning("Ignoring the environment variable %s: no such setting.", name)
+    return config
 
 
 def configured_issuer(settings: Settings, config: t.Mapping[str, t.Any]) -> str | None:
@@ -489,9 +629,73 @@ def configured_issuer(settings: Settings, config: t.Mapping[str, t.Any]) -> str 
     return settings.id_token_issuer or configured_base_url(config)
 
 
-def _local_path(value: t.Any, key: str) -> str:
-    text = str(value or "/")
-    if not is_local_path(text):
-        raise ConfigurationError(key, f"{text!r} is not a path on this site",
-                                 "Use a path such as '/' or '/account'.")
-    return text
+# --- rules between keys --------------------------------------------------------------
+
+
+def _sandbox_credentials(raw: t.Mapping[str, t.Any]) -> t.Mapping[str, t.Any]:
+    """A sandbox connection without AppID and AppSecret gets the simulated app's."""
+    if raw.get("app_id") or raw.get("app_secret"):
+        return raw
+    return {**raw, "app_id": SANDBOX_APP_ID, "app_secret": SANDBOX_APP_SECRET}
+
+
+def _field_matching_needs_a_field(values: dict[str, t.Any], where: str | None) -> None:
+    if values["association"] == "field_matching" and not values["match_fields"]:
+        raise ConfigurationError(
+            _key("match_fields", where),
+            "field_matching needs at least one field",
+            "Use ('unionid',) or a field your adapter provides a matcher for.",
+        )
+
+
+def _by_identifier(connections: list[ConnectionSettings]) -> dict[str, ConnectionSettings]:
+    """The connections by identifier; an identifier used twice is refused."""
+    by_identifier: dict[str, ConnectionSettings] = {}
+    for conn in connections:
+        if conn.identifier in by_identifier:
+            raise ConfigurationError(
+                PREFIX + "CONNECTIONS", f"the identifier {conn.identifier!r} is used twice",
+                "Give every connection its own unique identifier.",
+            )
+        by_identifier[conn.identifier] = conn
+    return by_identifier
+
+
+def _sandbox_in_process(values: dict[str, t.Any]) -> None:
+    """With the sandbox on, WeChat's own URLs mean the sandbox mounted in this app."""
+    if not values["sandbox"]:
+        return
+    if not values["sandbox_prefix"]:
+        raise ConfigurationError(PREFIX + "SANDBOX_PREFIX", "must not be empty",
+                                 "Use a path such as '/wechat-sandbox'.")
+    if values["open_base_url"] == GLOBAL_DEFAULTS["open_base_url"]:
+        values["open_base_url"] = None
+    if values["api_base_url"] == GLOBAL_DEFAULTS["api_base_url"]:
+        values["api_base_url"] = IN_PROCESS_ORIGIN + values["sandbox_prefix"]
+
+
+def _published_keys_need_a_private_key(values: dict[str, t.Any]) -> None:
+    if values["id_token_published_keys"] and not values["id_token_private_key"]:
+        raise ConfigurationError(
+            PREFIX + "ID_TOKEN_PUBLISHED_KEYS", "public keys are published only for RS256",
+            "Set WECHAT_QR_ID_TOKEN_PRIVATE_KEY too, or leave this unset.")
+
+
+def _one_id_token_key(values: dict[str, t.Any]) -> None:
+    if values["id_token_private_key"] and values["id_token_secret"]:
+        raise ConfigurationError(
+            PREFIX + "ID_TOKEN_SECRET", "both a private key and a shared secret are set",
+            "Keep one: ID_TOKEN_PRIVATE_KEY (RS256, receivers fetch the public key) or "
+            "ID_TOKEN_SECRET (HS256, receivers hold the same secret).")
+
+
+#: Checked on each connection's parsed values, in order.
+CONNECTION_RULES: tuple[t.Callable[[dict[str, t.Any], str | None], None], ...] = (
+    _field_matching_needs_a_field,
+)
+#: Checked on the app-wide parsed values (connections already read), in order.
+APP_RULES: tuple[t.Callable[[dict[str, t.Any]], None], ...] = (
+    _sandbox_in_process,
+    _published_keys_need_a_private_key,
+    _one_id_token_key,
+)

@@ -7,7 +7,9 @@ into them, only to pages that exist."""
 from __future__ import annotations
 
 import ast
+import dataclasses
 import re
+import runpy
 import subprocess
 import sys
 import textwrap
@@ -23,8 +25,15 @@ from support import find_tags, make_test_app
 
 import flask_wechat_qr
 from flask_wechat_qr import AccountAdapter, signals
+from flask_wechat_qr import settings as settings_module
 from flask_wechat_qr.cli import cli
-from flask_wechat_qr.settings import CONNECTION_DEFAULTS, GLOBAL_DEFAULTS, PREFIX
+from flask_wechat_qr.settings import (
+    CONNECTION_DEFAULTS,
+    GLOBAL_DEFAULTS,
+    PREFIX,
+    SETTINGS,
+    TOPICS,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -58,12 +67,15 @@ def test_docs_build_without_warnings(build: tuple[subprocess.CompletedProcess[st
     assert (out / "index.html").is_file()
 
 
-# --- configuration.rst: every setting, with its default ------------------------------
+# --- configuration.rst: every setting, with its default, from the settings table ------
+
+
+CONF = runpy.run_path(str(DOCS / "conf.py"))
 
 
 def _setting_blocks() -> dict[str, str]:
-    """``.. setting:: KEY`` -> the directive's body."""
-    text = page("configuration")
+    """``.. setting:: KEY`` -> the directive's body, as the docs generate them."""
+    text = "\n".join(CONF["settings_reference"](topic) for topic in TOPICS)
     parts = re.split(r"^\.\. setting:: (\S+)\n", text, flags=re.M)
     blocks = {}
     for key, body in zip(parts[1::2], parts[2::2], strict=True):
@@ -84,12 +96,14 @@ ALL_SETTINGS = sorted({**GLOBAL_DEFAULTS, **CONNECTION_DEFAULTS})
 def test_every_setting_is_documented_with_its_default(name: str) -> None:
     key = PREFIX + name.upper()
     blocks = _setting_blocks()
-    assert key in blocks, f"{key} has no '.. setting:: {key}' in docs/configuration.rst"
+    assert key in blocks, f"{key} is in no topic of the generated reference"
     match = re.search(r":Default: ``(.+?)``", blocks[key])
-    assert match, f"{key}: no ':Default: ``...``' line in docs/configuration.rst"
+    assert match, f"{key}: no ':Default: ``...``' line in the generated reference"
     default = {**GLOBAL_DEFAULTS, **CONNECTION_DEFAULTS}[name]
     assert ast.literal_eval(match.group(1)) == default, (
         f"{key}: docs say the default is {match.group(1)}, the code says {default!r}")
+    doc = blocks[key].split(":Default:")[1].split("\n\n", 1)[1].strip()
+    assert doc == next(row.doc for row in SETTINGS if row.key == key)
 
 
 @pytest.mark.parametrize("name", sorted(CONNECTION_DEFAULTS))
@@ -102,6 +116,28 @@ def test_global_settings_have_no_connection_dict_key() -> None:
     blocks = _setting_blocks()
     for name in GLOBAL_DEFAULTS:
         assert ":In a connection dict:" not in blocks[PREFIX + name.upper()], name
+
+
+def test_the_configuration_page_generates_every_topic_and_writes_no_default() -> None:
+    text = page("configuration")
+    assert re.findall(r"^\.\. wechat-qr-settings:: (\S+)$", text, re.M) == list(TOPICS)
+    # Keys and defaults come from the table only; prose refers to keys with :setting:.
+    assert ".. setting::" not in text and ":Default:" not in text
+
+
+def test_the_built_page_declares_every_setting(
+    build: tuple[subprocess.CompletedProcess[str], Path]
+) -> None:
+    html = (build[1] / "configuration.html").read_text(encoding="utf-8")
+    for row in SETTINGS:
+        assert f'id="setting-{row.key}"' in html, row.key
+
+
+def test_a_setting_without_a_doc_fails_the_build(monkeypatch: pytest.MonkeyPatch) -> None:
+    undocumented = dataclasses.replace(SETTINGS[0], doc=" ")
+    monkeypatch.setattr(settings_module, "SETTINGS", (undocumented, *SETTINGS[1:]))
+    with pytest.raises(ValueError, match=f"{undocumented.key} has no doc"):
+        CONF["settings_reference"](undocumented.topic)
 
 
 # --- api.rst: every public name ------------------------------------------------------

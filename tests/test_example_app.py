@@ -363,7 +363,7 @@ def test_false_booleans_and_test_config_wins(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv("WECHAT_QR_LOGIN_ONLY", "false")
     monkeypatch.setenv("WECHAT_QR_QR_SELF_REDIRECT", "0")
     app = make_site(WECHAT_QR_APP_ID=APP_ID)
-    conn = app.extensions["wechat_qr"].settings.default_connection
+    conn = app.extensions["wechat_qr"].settings.connections["wechat"]
     assert conn.app_id == APP_ID
     assert conn.login_only is False
     assert conn.qr_self_redirect is False
@@ -478,7 +478,7 @@ def test_without_credentials_the_site_runs_on_the_sandbox(
     app = make_site()
     assert app.config["WECHAT_QR_SANDBOX"] is True
     settings = app.extensions["wechat_qr"].settings
-    assert settings.sandbox and settings.default_connection.app_id == "wxsandbox0000000001"
+    assert settings.sandbox and settings.connections["wechat"].app_id == "wxsandbox0000000001"
     client = app.test_client()
     html = client.get("/").get_data(as_text=True)
     assert 'class="wechat-qr-button"' in html and "sandbox" in html.lower()
@@ -496,6 +496,20 @@ def test_config_from_env_ignores_other_variables() -> None:
                                        "WECHAT_QR_NOPE": "1", "SECRET_KEY": " "})
     assert config == {"WECHAT_QR_SANDBOX": True}
     assert unknown == ["WECHAT_QR_NOPE"]
+
+
+def test_the_config_module_uses_only_the_public_api() -> None:
+    """The example reads its environment like any 12-factor host: with
+    ``flask_wechat_qr.config_from_env``, not the extension's settings module."""
+    import ast
+
+    import example_app.config
+
+    tree = ast.parse(Path(example_app.config.__file__).read_text(encoding="utf-8"))
+    modules = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    modules |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names}
+    assert {m for m in modules if m and m.startswith("flask_wechat_qr")} == {"flask_wechat_qr"}
 
 
 def test_flask_cli_finds_the_factory(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

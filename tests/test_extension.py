@@ -97,7 +97,7 @@ def test_direct_style(host: Host, tmp_path: Path) -> None:
     WeChatQR(app, db=host.db, user_model=host.User)
     state = ext_state(app)
     assert state.db is host.db
-    assert state.settings.default_connection.app_id == APP_ID
+    assert state.settings.connections["wechat"].app_id == APP_ID
     assert list(state.clients) == ["wechat"]
     assert isinstance(state.client("wechat"), WeChatClient)
     assert isinstance(state.adapter, AccountAdapter)
@@ -164,7 +164,7 @@ def test_a_failed_init_app_leaves_nothing_behind(host: Host, tmp_path: Path) -> 
     assert "wechat_qr" not in app.blueprints
     app.config["WECHAT_QR_ASSOCIATION"] = "off"
     wechat.init_app(app)  # fixed configuration: the same instance now succeeds
-    assert ext_state(app).settings.default_connection.association == "off"
+    assert ext_state(app).settings.connections["wechat"].association == "off"
 
 
 # --- two apps, one process -----------------------------------------------------------
@@ -199,10 +199,10 @@ def test_two_apps_with_different_app_ids_never_share_settings(
         assert params_b["appid"] == ["wxbbbbbbbbbbbbbbbb"]
         assert params_a["lang"] == ["cn"]
         assert params_b["lang"] == ["en"]
-    assert state_a.settings.default_connection.display_name == "A"
-    assert state_b.settings.default_connection.display_name == "B"
+    assert state_a.settings.connections["wechat"].display_name == "A"
+    assert state_b.settings.connections["wechat"].display_name == "B"
     with app_b.app_context():
-        assert current_app.extensions["wechat_qr"].settings.default_connection.app_id == (
+        assert current_app.extensions["wechat_qr"].settings.connections["wechat"].app_id == (
             "wxbbbbbbbbbbbbbbbb")
 
 
@@ -352,13 +352,13 @@ def test_field_matching_on_a_custom_field_with_a_matcher(host: Host, tmp_path: P
     app = host.app(tmp_path / "a", WECHAT_QR_ASSOCIATION="field_matching",
                    WECHAT_QR_MATCH_FIELDS=("unionid", "email"))
     WeChatQR(app, db=host.db, adapter=EmailAdapter(user_model=host.User))
-    assert ext_state(app).settings.default_connection.match_fields == ("unionid", "email")
+    assert ext_state(app).settings.connections["wechat"].match_fields == ("unionid", "email")
 
 
 def test_field_matching_on_unionid_needs_no_matcher(host: Host, tmp_path: Path) -> None:
     app = host.app(tmp_path / "a", WECHAT_QR_ASSOCIATION="field_matching")
     WeChatQR(app, db=host.db, user_model=host.User)
-    assert ext_state(app).settings.default_connection.association == "field_matching"
+    assert ext_state(app).settings.connections["wechat"].association == "field_matching"
 
 
 def test_custom_field_is_fine_while_association_is_off(host: Host, tmp_path: Path) -> None:

@@ -65,7 +65,7 @@ def test_public_url_is_what_the_phone_gets(make_app: t.Callable[..., Flask]) -> 
     client = app.test_client()
     uuid, _ = open_qr_page(client)
     page = client.get(f"{SBX}/connect/qrconnect", query_string=[
-        ("appid", app.extensions["wechat_qr"].settings.default_connection.app_id),
+        ("appid", app.extensions["wechat_qr"].settings.connections["wechat"].app_id),
         ("redirect_uri", "http://localhost/auth/wechat/callback"), ("response_type", "code"),
         ("scope", "snsapi_login"), ("state", "abc")]).get_data(as_text=True)
     assert "sbx-loopback-hint" not in page

@@ -694,7 +694,7 @@ def test_sandbox_answers_carrying_codes_and_tokens_are_no_store(
     answer(client, uuid, action="allow", person="zhangsan")
     polled = client.get(f"{SBX}/connect/l/qrconnect", query_string={"uuid": uuid})
     code = parse_qs(urlsplit(polled.json["redirect"]).query)["code"][0]
-    settings = app.extensions["wechat_qr"].settings.default_connection
+    settings = app.extensions["wechat_qr"].settings.connections["wechat"]
     token = client.get(f"{SBX}{TOKEN_PATH}", query_string={
         "appid": settings.app_id, "secret": settings.app_secret, "code": code,
         "grant_type": "authorization_code"})

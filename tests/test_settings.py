@@ -14,15 +14,19 @@ import pytest
 from flask import Flask
 from support import APP_ID, APP_SECRET
 
+import flask_wechat_qr
 from flask_wechat_qr import ConfigurationError
 from flask_wechat_qr.sandbox.options import SANDBOX_APP_ID, SANDBOX_APP_SECRET
 from flask_wechat_qr.settings import (
     CONNECTION_DEFAULTS,
     GLOBAL_DEFAULTS,
     PREFIX,
+    SETTINGS,
+    TOPICS,
     UNSAFE_MATCH_FIELDS,
     Settings,
     apply_defaults,
+    config_from_env,
     load_settings,
     parse_bool,
 )
@@ -65,8 +69,7 @@ def two_connections(**second: t.Any) -> list[dict[str, t.Any]]:
 def test_minimal_configuration_gives_documented_defaults() -> None:
     settings = load()
     assert list(settings.connections) == ["wechat"]
-    conn = settings.default_connection
-    assert conn is settings.connections["wechat"]
+    conn = settings.connections["wechat"]
     assert conn.identifier == "wechat"
     assert conn.display_name == "WeChat"
     assert conn.app_id == APP_ID
@@ -130,7 +133,7 @@ GLOBAL_VALUES: dict[str, tuple[t.Any, t.Any]] = {
     "bind_block_seconds": (60.5, 61),
     "default_locale": ("zh_CN", "zh_CN"),
     "id_token_private_key": ("/etc/site/id-token.pem", "/etc/site/id-token.pem"),
-    # Both keys read here; init_app refuses the pair (tests/test_tokens.py).
+    # Read in a second load: a private key and a secret together are refused.
     "id_token_secret": ("s" * 40, "s" * 40),
     "id_token_published_keys": (["/etc/site/old.pem"], ("/etc/site/old.pem",)),
     "id_token_issuer": ("https://id.example.com/", "https://id.example.com"),
@@ -143,7 +146,7 @@ def test_every_connection_setting_is_read() -> None:
     settings = load(**{PREFIX + name.upper(): value
                        for name, (value, _) in CONNECTION_VALUES.items()})
     assert list(settings.connections) == ["corp-wechat-2"]
-    conn = settings.default_connection
+    conn = settings.connections["corp-wechat-2"]
     for name, (_, expected) in CONNECTION_VALUES.items():
         attribute = "identifier" if name == "connection" else name
         assert getattr(conn, attribute) == expected, name
@@ -151,10 +154,12 @@ def test_every_connection_setting_is_read() -> None:
 
 def test_every_app_wide_setting_is_read() -> None:
     assert set(GLOBAL_VALUES) | {"connections"} == set(GLOBAL_DEFAULTS)
-    settings = load_settings({**BASE, **{PREFIX + name.upper(): value
-                                         for name, (value, _) in GLOBAL_VALUES.items()}})
-    for name, (_, expected) in GLOBAL_VALUES.items():
-        assert getattr(settings, name) == expected, name
+    secret = {"id_token_secret"}  # never together with the private key
+    for names in (set(GLOBAL_VALUES) - secret, secret):
+        settings = load_settings({**BASE, **{PREFIX + name.upper(): GLOBAL_VALUES[name][0]
+                                             for name in names}})
+        for name in names:
+            assert getattr(settings, name) == GLOBAL_VALUES[name][1], name
 
 
 @pytest.mark.parametrize("value, expected", [("/", ""), ("", ""), ("/auth/", "/auth"),
@@ -165,15 +170,15 @@ def test_url_prefix_is_normalised(value: str, expected: str) -> None:
 
 def test_app_id_and_secret_are_stripped() -> None:
     conn = load(WECHAT_QR_APP_ID=f"  {APP_ID}\n", WECHAT_QR_APP_SECRET=f" {APP_SECRET} ")
-    assert conn.default_connection.app_id == APP_ID
-    assert conn.default_connection.app_secret == APP_SECRET
+    assert conn.connections["wechat"].app_id == APP_ID
+    assert conn.connections["wechat"].app_secret == APP_SECRET
 
 
 def test_the_secret_is_not_in_the_repr_of_the_settings() -> None:
     settings = load()
-    assert APP_SECRET not in repr(settings.default_connection)
+    assert APP_SECRET not in repr(settings.connections["wechat"])
     assert APP_SECRET not in repr(settings)
-    assert APP_ID in repr(settings.default_connection)
+    assert APP_ID in repr(settings.connections["wechat"])
 
 
 def test_init_app_setdefaults_every_key_into_app_config(make_app: t.Callable[..., Flask]) -> None:
@@ -200,7 +205,7 @@ def test_init_app_setdefaults_every_key_into_app_config(make_app: t.Callable[...
     assert app.config["WECHAT_QR_URL_PREFIX"] == "/auth"
     # ... and what is in force is what app.config shows.
     settings = app.extensions["wechat_qr"].settings
-    assert settings.default_connection.display_name == "微信"
+    assert settings.connections["wechat"].display_name == "微信"
     assert settings.http_timeout == 3.0
 
 
@@ -230,7 +235,7 @@ def test_valid_identifiers(identifier: str) -> None:
 
 @pytest.mark.parametrize("identifier", [
     "WeChat", "WECHAT", "we_chat", "we chat", " wechat", "wechat\n", "a" * 32, "a" * 40, "",
-    "wechat/qr", "wechat.qr", "微信", None, 7,
+    "wechat/qr", "wechat.qr", "微信", 7,
 ])
 def test_invalid_identifier_is_refused(identifier: t.Any) -> None:
     error = refused({**BASE, "WECHAT_QR_CONNECTION": identifier}, "WECHAT_QR_CONNECTION",
@@ -276,10 +281,10 @@ def test_invalid_config_stops_init_app(make_app: t.Callable[..., Flask]) -> None
 
 @pytest.mark.parametrize("mode", ["off", "field_matching", "ask_binding"])
 def test_association_modes_parse(mode: str) -> None:
-    assert load(WECHAT_QR_ASSOCIATION=mode).default_connection.association == mode
+    assert load(WECHAT_QR_ASSOCIATION=mode).connections["wechat"].association == mode
 
 
-@pytest.mark.parametrize("mode", ["auto", "OFF", "field-matching", "askBinding", "", None, True])
+@pytest.mark.parametrize("mode", ["auto", "OFF", "field-matching", "askBinding", "", True])
 def test_unknown_association_mode_is_refused(mode: t.Any) -> None:
     refused({**BASE, "WECHAT_QR_ASSOCIATION": mode}, "WECHAT_QR_ASSOCIATION",
             "off", "field_matching", "ask_binding")
@@ -290,12 +295,12 @@ def test_unknown_association_mode_is_refused(mode: t.Any) -> None:
 
 @pytest.mark.parametrize("url", ["https://biz.example.com/done", "http://localhost:8000/cb?x=1"])
 def test_http_callback_urls_are_accepted(url: str) -> None:
-    assert load(WECHAT_QR_CALLBACK_URL=url).default_connection.callback_url == url
+    assert load(WECHAT_QR_CALLBACK_URL=url).connections["wechat"].callback_url == url
 
 
 @pytest.mark.parametrize("url", [None, ""])
 def test_unset_callback_url_is_none(url: t.Any) -> None:
-    assert load(WECHAT_QR_CALLBACK_URL=url).default_connection.callback_url is None
+    assert load(WECHAT_QR_CALLBACK_URL=url).connections["wechat"].callback_url is None
 
 
 @pytest.mark.parametrize("url", [
@@ -338,13 +343,13 @@ def test_unsafe_match_fields_cannot_sneak_in_by_spelling(fields: t.Any) -> None:
             "WECHAT_QR_MATCH_FIELDS", "unionid")
 
 
-@pytest.mark.parametrize("fields", [None, 5, [5], ["unionid", None]])
+@pytest.mark.parametrize("fields", [5, [5], ["unionid", None]])
 def test_match_fields_of_the_wrong_type_are_a_configuration_error(fields: t.Any) -> None:
     refused({**BASE, "WECHAT_QR_MATCH_FIELDS": fields}, "WECHAT_QR_MATCH_FIELDS")
 
 
 def test_match_fields_from_a_comma_separated_string() -> None:
-    conn = load(WECHAT_QR_MATCH_FIELDS="unionid, email ,").default_connection
+    conn = load(WECHAT_QR_MATCH_FIELDS="unionid, email ,").connections["wechat"]
     assert conn.match_fields == ("unionid", "email")
 
 
@@ -358,10 +363,10 @@ def test_field_matching_needs_a_field() -> None:
 
 @pytest.mark.parametrize("mode", ["first_login", "each_login", "never"])
 def test_profile_sync_modes(mode: str) -> None:
-    assert load(WECHAT_QR_PROFILE_SYNC=mode).default_connection.profile_sync == mode
+    assert load(WECHAT_QR_PROFILE_SYNC=mode).connections["wechat"].profile_sync == mode
 
 
-@pytest.mark.parametrize("mode", ["always", "", None, "each-login"])
+@pytest.mark.parametrize("mode", ["always", "", "each-login"])
 def test_bad_profile_sync_is_refused(mode: t.Any) -> None:
     refused({**BASE, "WECHAT_QR_PROFILE_SYNC": mode}, "WECHAT_QR_PROFILE_SYNC",
             "first_login", "each_login", "never")
@@ -370,7 +375,7 @@ def test_bad_profile_sync_is_refused(mode: t.Any) -> None:
 @pytest.mark.parametrize("lang, expected", [(None, None), ("", None), ("cn", "cn"),
                                             ("en", "en")])
 def test_qr_page_language(lang: t.Any, expected: str | None) -> None:
-    assert load(WECHAT_QR_LANG=lang).default_connection.lang == expected
+    assert load(WECHAT_QR_LANG=lang).connections["wechat"].lang == expected
 
 
 @pytest.mark.parametrize("lang", ["zh_CN", "EN", "fr", "english", ["en"]])
@@ -380,7 +385,7 @@ def test_bad_qr_page_language_is_refused(lang: t.Any) -> None:
 
 @pytest.mark.parametrize("lang", ["zh_CN", "zh_TW", "en"])
 def test_userinfo_languages(lang: str) -> None:
-    assert load(WECHAT_QR_USERINFO_LANG=lang).default_connection.userinfo_lang == lang
+    assert load(WECHAT_QR_USERINFO_LANG=lang).connections["wechat"].userinfo_lang == lang
 
 
 @pytest.mark.parametrize("lang", ["cn", "zh-CN", "zh_cn", "fr", ["en"]])
@@ -391,10 +396,10 @@ def test_bad_userinfo_language_is_refused(lang: t.Any) -> None:
 
 @pytest.mark.parametrize("style", ["black", "white"])
 def test_qr_styles(style: str) -> None:
-    assert load(WECHAT_QR_QR_STYLE=style).default_connection.qr_style == style
+    assert load(WECHAT_QR_QR_STYLE=style).connections["wechat"].qr_style == style
 
 
-@pytest.mark.parametrize("style", ["dark", "Black", "", None])
+@pytest.mark.parametrize("style", ["dark", "Black", ""])
 def test_bad_qr_style_is_refused(style: t.Any) -> None:
     refused({**BASE, "WECHAT_QR_QR_STYLE": style}, "WECHAT_QR_QR_STYLE", "'black'", "'white'")
 
@@ -402,7 +407,7 @@ def test_bad_qr_style_is_refused(style: t.Any) -> None:
 @pytest.mark.parametrize("href", ["https://static.example.com/qr.css",
                                   "data:text/css;base64,LmltcG93ZXJCb3ggLnFyY29kZSB7fQ=="])
 def test_qr_href_https_or_data_uri(href: str) -> None:
-    assert load(WECHAT_QR_QR_HREF=href).default_connection.qr_href == href
+    assert load(WECHAT_QR_QR_HREF=href).connections["wechat"].qr_href == href
 
 
 @pytest.mark.parametrize("href", ["http://static.example.com/qr.css",
@@ -422,7 +427,7 @@ BOOLEAN_KEYS = ["WECHAT_QR_LOGIN_ONLY", "WECHAT_QR_QR_SELF_REDIRECT", "WECHAT_QR
 def _bool_value(settings: Settings, key: str) -> bool:
     if key == "WECHAT_QR_SANDBOX":
         return settings.sandbox
-    return getattr(settings.default_connection, key.removeprefix("WECHAT_QR_").lower())
+    return getattr(settings.connections["wechat"], key.removeprefix("WECHAT_QR_").lower())
 
 
 @pytest.mark.parametrize("key", BOOLEAN_KEYS)
@@ -437,7 +442,7 @@ def test_booleans_accept_bools_and_strings(key: str, value: t.Any, expected: boo
 
 
 @pytest.mark.parametrize("key", BOOLEAN_KEYS)
-@pytest.mark.parametrize("value", ["maybe", "tru", None, 1.5, ["true"]])
+@pytest.mark.parametrize("value", ["maybe", "tru", 1.5, ["true"]])
 def test_booleans_refuse_anything_else(key: str, value: t.Any) -> None:
     refused({**BASE, key: value}, key, "True or False")
 
@@ -458,7 +463,7 @@ def test_http_timeout(value: t.Any, expected: float) -> None:
     assert load(WECHAT_QR_HTTP_TIMEOUT=value).http_timeout == expected
 
 
-@pytest.mark.parametrize("value", [0, -1, "0", "-2.5", "abc", "", None, "nan", "inf",
+@pytest.mark.parametrize("value", [0, -1, "0", "-2.5", "abc", "", "nan", "inf",
                                    float("inf"), True, [5]])
 def test_bad_http_timeout_is_refused(value: t.Any) -> None:
     refused({**BASE, "WECHAT_QR_HTTP_TIMEOUT": value}, "WECHAT_QR_HTTP_TIMEOUT", "seconds")
@@ -469,12 +474,12 @@ def test_code_used_wait(value: t.Any, expected: float) -> None:
     assert load(WECHAT_QR_CODE_USED_WAIT=value).code_used_wait == expected
 
 
-@pytest.mark.parametrize("value", [-1, "-0.5", 61, "soon", None, True, "nan"])
+@pytest.mark.parametrize("value", [-1, "-0.5", 61, "soon", True, "nan"])
 def test_bad_code_used_wait_is_refused(value: t.Any) -> None:
     refused({**BASE, "WECHAT_QR_CODE_USED_WAIT": value}, "WECHAT_QR_CODE_USED_WAIT", "seconds")
 
 
-@pytest.mark.parametrize("value", [0, -5, "soon", None])
+@pytest.mark.parametrize("value", [0, -5, "soon"])
 def test_bad_state_ttl_is_refused(value: t.Any) -> None:
     refused({**BASE, "WECHAT_QR_STATE_TTL": value}, "WECHAT_QR_STATE_TTL", "seconds")
 
@@ -506,7 +511,6 @@ def test_connections_list_gives_two_connections() -> None:
                                                           login_only="true"))
     assert list(settings.connections) == ["wechat", "wechat-mp"]
     first, second = settings.connections.values()
-    assert settings.default_connection is first
     assert (first.app_id, first.app_secret) == ("wxaaaaaaaaaaaaaaa1", "secret-a")
     assert (second.app_id, second.app_secret) == ("wxbbbbbbbbbbbbbbb2", "secret-b")
     assert first.display_name == "WeChat"
@@ -596,7 +600,7 @@ def test_two_connections_each_redirect_with_their_own_app_id(
 
 def test_sandbox_without_credentials_uses_the_sandbox_app() -> None:
     settings = load_settings({"WECHAT_QR_SANDBOX": "true"})
-    conn = settings.default_connection
+    conn = settings.connections["wechat"]
     assert (conn.app_id, conn.app_secret) == (SANDBOX_APP_ID, SANDBOX_APP_SECRET)
     # WeChat's own URLs left at their defaults mean "the sandbox mounted in this app".
     assert settings.open_base_url is None
@@ -607,8 +611,8 @@ def test_sandbox_keeps_configured_credentials_and_urls() -> None:
     settings = load(WECHAT_QR_SANDBOX=True, WECHAT_QR_SANDBOX_PREFIX="/sim/",
                     WECHAT_QR_OPEN_BASE_URL="http://localhost:5001",
                     WECHAT_QR_SANDBOX_PUBLIC_URL="https://sandbox.example.com/")
-    assert settings.default_connection.app_id == APP_ID
-    assert settings.default_connection.app_secret == APP_SECRET
+    assert settings.connections["wechat"].app_id == APP_ID
+    assert settings.connections["wechat"].app_secret == APP_SECRET
     assert settings.sandbox_prefix == "/sim"
     assert settings.open_base_url == "http://localhost:5001"
     assert settings.api_base_url == IN_PROCESS_ORIGIN + "/sim"
@@ -634,3 +638,191 @@ def test_bad_sandbox_public_url_is_refused(url: str) -> None:
     error = refused({**BASE, "WECHAT_QR_SANDBOX_PUBLIC_URL": url}, "WECHAT_QR_SANDBOX_PUBLIC_URL",
                     "https://")
     assert "None" not in error.fix
+
+
+# --- unset means the default --------------------------------------------------------
+
+
+def _outcome(config: t.Mapping[str, t.Any]) -> t.Any:
+    """The settings ``config`` gives, or the key of the error it is refused with."""
+    try:
+        return load_settings(config)
+    except ConfigurationError as error:
+        return ("refused", error.key, error.problem)
+
+
+@pytest.mark.parametrize("name", sorted({**GLOBAL_DEFAULTS, **CONNECTION_DEFAULTS}))
+def test_none_means_the_default_for_every_key(name: str) -> None:
+    """An environment variable passed through unset (``None``) is the default, never "not a
+    boolean" or "not a number"; AppID and AppSecret stay missing."""
+    key = PREFIX + name.upper()
+    for base in (BASE, {**BASE, "WECHAT_QR_SANDBOX": True}):
+        without = {k: v for k, v in base.items() if k != key}
+        assert _outcome({**without, key: None}) == _outcome(without), key
+
+
+@pytest.mark.parametrize("name", sorted(CONNECTION_DEFAULTS))
+def test_none_in_a_connection_dict_means_the_default(name: str) -> None:
+    first = two_connections()[0]
+    without = {k: v for k, v in first.items() if k != name}
+    assert (_outcome({"WECHAT_QR_CONNECTIONS": [{**without, name: None}]})
+            == _outcome({"WECHAT_QR_CONNECTIONS": [without]}))
+
+
+@pytest.mark.parametrize("key", BOOLEAN_KEYS)
+def test_an_unset_boolean_is_false(key: str) -> None:
+    assert _bool_value(load(**{key: None}), key) is False
+
+
+# --- every key from text (environment variables) -------------------------------------
+
+
+#: Text for every key whose value is not text, and what the settings make of it.
+TEXT_VALUES: dict[str, tuple[str, t.Any]] = {
+    "login_only": ("yes", True),
+    "qr_self_redirect": ("off", False),
+    "match_fields": ("unionid,email", ("unionid", "email")),
+    "sandbox": ("true", True),
+    "http_timeout": ("2.5", 2.5),
+    "code_used_wait": ("0", 0.0),
+    "state_ttl": ("300", 300),
+    "bind_ttl": ("120", 120),
+    "bind_attempts_per_binding": ("3", 3),
+    "bind_attempts_per_address": ("10", 10),
+    "bind_block_seconds": ("60.5", 61),
+    "id_token_published_keys": ("/etc/site/old.pem, /etc/site/older.pem",
+                                ("/etc/site/old.pem", "/etc/site/older.pem")),
+    "id_token_private_key": ("/etc/site/id-token.pem", "/etc/site/id-token.pem"),
+    "id_token_ttl": ("120", 120),
+}
+
+
+def test_every_key_type_reads_from_text() -> None:
+    typed = {name for name, default in {**GLOBAL_DEFAULTS, **CONNECTION_DEFAULTS}.items()
+             if default is not None and not isinstance(default, str)}
+    assert typed <= set(TEXT_VALUES) | {"connections"}  # a new typed key needs a case here
+    settings = load(**{PREFIX + name.upper(): text for name, (text, _) in TEXT_VALUES.items()})
+    for name, (_, expected) in TEXT_VALUES.items():
+        owner = settings.connections["wechat"] if name in CONNECTION_DEFAULTS else settings
+        assert getattr(owner, name) == expected, name
+
+
+def test_connections_as_json_text() -> None:
+    settings = load(WECHAT_QR_CONNECTIONS=(
+        '[{"connection": "web", "app_id": "wx1", "app_secret": "s1"},'
+        ' {"connection": "shop", "app_id": "wx2", "app_secret": "s2", "login_only": true,'
+        '  "lang": null}]'))
+    assert list(settings.connections) == ["web", "shop"]
+    assert settings.connections["shop"].login_only is True
+    assert settings.connections["shop"].lang is None
+
+
+@pytest.mark.parametrize("text, problem", [("[not json", "is not valid JSON"),
+                                           ('{"connection": "web"}', "must be a list"),
+                                           ('"web"', "must be a list")])
+def test_connections_text_that_is_not_a_json_list_is_refused(text: str, problem: str) -> None:
+    error = refused({**BASE, "WECHAT_QR_CONNECTIONS": text}, "WECHAT_QR_CONNECTIONS", "[{")
+    assert problem in error.problem
+
+
+def test_one_pem_text_is_one_published_key() -> None:
+    pem = "-----BEGIN PUBLIC KEY-----\nMIIB,\n-----END PUBLIC KEY-----\n"
+    settings = load(WECHAT_QR_ID_TOKEN_PRIVATE_KEY="/etc/key.pem",
+                    WECHAT_QR_ID_TOKEN_PUBLISHED_KEYS=pem)
+    assert settings.id_token_published_keys == (pem,)
+
+
+# --- ID token settings that go together ----------------------------------------------
+
+
+def test_id_token_ttl_is_at_most_an_hour() -> None:
+    assert load(WECHAT_QR_ID_TOKEN_TTL=3600).id_token_ttl == 3600
+    error = refused({**BASE, "WECHAT_QR_ID_TOKEN_TTL": 3600.5}, "WECHAT_QR_ID_TOKEN_TTL",
+                    "at most 3600", "(default 300)")
+    assert error.problem == "3601 seconds is too long"
+
+
+def test_a_private_key_and_a_secret_are_refused_together() -> None:
+    refused({**BASE, "WECHAT_QR_ID_TOKEN_PRIVATE_KEY": "/etc/key.pem",
+             "WECHAT_QR_ID_TOKEN_SECRET": "s" * 40}, "WECHAT_QR_ID_TOKEN_SECRET",
+            "ID_TOKEN_PRIVATE_KEY", "ID_TOKEN_SECRET")
+
+
+def test_published_keys_need_a_private_key() -> None:
+    refused({**BASE, "WECHAT_QR_ID_TOKEN_SECRET": "s" * 40,
+             "WECHAT_QR_ID_TOKEN_PUBLISHED_KEYS": ["/etc/old.pem"]},
+            "WECHAT_QR_ID_TOKEN_PUBLISHED_KEYS", "WECHAT_QR_ID_TOKEN_PRIVATE_KEY")
+
+
+# --- the table -----------------------------------------------------------------------
+
+
+def test_the_table_gives_every_key_a_doc_and_its_derived_name() -> None:
+    assert [row.name for row in SETTINGS] == [*CONNECTION_DEFAULTS, *GLOBAL_DEFAULTS]
+    for row in SETTINGS:
+        assert row.doc.strip() and "\n" not in row.doc, row.key
+        assert row.key == PREFIX + row.name.upper()
+        assert row.topic in TOPICS
+    # The only attribute named apart from its key.
+    assert {row.attribute for row in SETTINGS if row.attribute != row.name} == {"identifier"}
+
+
+def test_apply_defaults_gives_load_settings_nothing_to_add() -> None:
+    config: dict[str, t.Any] = {**BASE}
+    apply_defaults(config)
+    assert set(config) == {row.key for row in SETTINGS}
+    assert load_settings(config) == load()
+
+
+# --- config_from_env -----------------------------------------------------------------
+
+
+def test_config_from_env_parses_every_known_variable() -> None:
+    environ = {PREFIX + name.upper(): text for name, (text, _) in TEXT_VALUES.items()}
+    environ.update(WECHAT_QR_APP_ID=f" {APP_ID} ", WECHAT_QR_APP_SECRET=APP_SECRET,
+                   WECHAT_QR_CALLBACK_URL="", WECHAT_QR_LANG="  ",
+                   WECHAT_QR_TEST_DATABASE_URL="postgresql://x", PATH="/bin", HOME="/root")
+    config = config_from_env(environ, on_unknown=pytest.fail)
+    assert config["WECHAT_QR_LOGIN_ONLY"] is True
+    assert config["WECHAT_QR_STATE_TTL"] == 300
+    assert config["WECHAT_QR_HTTP_TIMEOUT"] == 2.5
+    assert config["WECHAT_QR_MATCH_FIELDS"] == ("unionid", "email")
+    assert config["WECHAT_QR_APP_ID"] == APP_ID
+    # Empty variables are unset; other prefixes and the test suite's own are not settings.
+    assert set(config) == set(environ) - {"WECHAT_QR_CALLBACK_URL", "WECHAT_QR_LANG",
+                                          "WECHAT_QR_TEST_DATABASE_URL", "PATH", "HOME"}
+    settings = load_settings(config)
+    for name, (_, expected) in TEXT_VALUES.items():
+        owner = settings.connections["wechat"] if name in CONNECTION_DEFAULTS else settings
+        assert getattr(owner, name) == expected, name
+
+
+def test_config_from_env_reads_connections_json() -> None:
+    config = config_from_env({"WECHAT_QR_CONNECTIONS": '[{"app_id": "wx1", "app_secret": "s"}]'})
+    assert config == {"WECHAT_QR_CONNECTIONS": [{"app_id": "wx1", "app_secret": "s"}]}
+
+
+def test_config_from_env_names_unknown_variables(caplog: pytest.LogCaptureFixture) -> None:
+    environ = {"WECHAT_QR_APPID": "wx1", "WECHAT_QR_SANDBOX": "on", "WECHAT_QR_NOPE": "1",
+               "WECHAT_QR_EMPTY_TYPO": ""}
+    unknown: list[str] = []
+    assert config_from_env(environ, on_unknown=unknown.append) == {"WECHAT_QR_SANDBOX": True}
+    assert unknown == ["WECHAT_QR_APPID", "WECHAT_QR_NOPE"]
+    with caplog.at_level("WARNING", logger="flask_wechat_qr"):
+        config_from_env(environ)
+    assert "WECHAT_QR_APPID" in caplog.text and "WECHAT_QR_NOPE" in caplog.text
+
+
+@pytest.mark.parametrize("name, text", [("WECHAT_QR_LOGIN_ONLY", "maybe"),
+                                        ("WECHAT_QR_SANDBOX", "flase"),
+                                        ("WECHAT_QR_HTTP_TIMEOUT", "soon"),
+                                        ("WECHAT_QR_CONNECTIONS", "[not json")])
+def test_config_from_env_refuses_a_value_that_does_not_parse(name: str, text: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        config_from_env({name: text})
+    assert info.value.key == name
+
+
+def test_config_from_env_is_public() -> None:
+    assert flask_wechat_qr.config_from_env is config_from_env
+    assert "config_from_env" in flask_wechat_qr.__all__
