@@ -216,8 +216,8 @@ class WeChatClient:
         self.timeout = timeout
         #: The pooled HTTP session every call of this connection goes through (mount
         #: transports on it, e.g. the sandbox's in-process one).
-        self.session = session = WeChatSession(connection, api_base_url=api_base_url,
-                                               timeout=timeout)
+        self.session = WeChatSession(connection, api_base_url=api_base_url, timeout=timeout)
+        session = self.session
         #: Authlib's remote app for this connection, in this app's own registry: it
         #: exchanges the code (WeChat's other calls have no Authlib counterpart).
         self.remote = oauth.register(
