@@ -25,6 +25,7 @@ from .urls import IN_PROCESS_ORIGIN
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
 
+
 class WeChatQR:
     """Log in with WeChat (QR code on PC) for a Flask app.
 
@@ -57,7 +58,8 @@ class WeChatQR:
             self.init_app(app)
 
     def init_app(self, app: Flask) -> None:
-        """Read and check the settings, declare the tables, register the blueprint."""
+        """Read and check the settings, build the app's runtime, register the blueprint
+        and the ``flask wechat-qr`` commands. Nothing is left behind when it fails."""
         if EXTENSION_KEY in app.extensions:
             raise RuntimeError(
                 "A 'WeChatQR' instance has already been registered on this Flask app. "
@@ -67,16 +69,21 @@ class WeChatQR:
         apply_defaults(app.config)
         settings = load_settings(app.config)
         id_tokens = IdTokenSigner.from_settings(settings)
-        # The login's state (and a pending binding) lives in the session cookie. SameSite=Lax
-        # keeps that cookie on WeChat's top-level redirect back to the callback and off
-        # cross-site POSTs (bind, unlink). Flask defines the key as None ("not set"), so
-        # setdefault would do nothing; a host's own choice ("Strict", "None") is kept.
-        if app.config.get("SESSION_COOKIE_SAMESITE") is None:
-            app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
-        # ... and Secure whenever the request came over https (Flask's cookie session only).
-        if type(app.session_interface) is SecureCookieSessionInterface:
-            app.session_interface = HttpsAwareSessionInterface()
+        db = self._db_for(app)
+        adapter = self._adapter_for(app, db)
+        _check_association_support(settings, adapter)
+        _secure_session_cookie(app)
+        app.extensions[EXTENSION_KEY] = _build_runtime(app, settings, db, adapter, id_tokens)
 
+        from .cli import cli
+        from .views import blueprint
+
+        app.register_blueprint(blueprint, url_prefix=settings.url_prefix)
+        app.context_processor(_template_context)
+        app.cli.add_command(cli)
+
+    def _db_for(self, app: Flask) -> SQLAlchemy:
+        """The Flask-SQLAlchemy instance the extension's tables live on."""
         db = self.db if self.db is not None else app.extensions.get("sqlalchemy")
         if db is None:
             raise ConfigurationError(
@@ -88,70 +95,27 @@ class WeChatQR:
                 "db", "this Flask-SQLAlchemy instance is not registered on the app",
                 "Call db.init_app(app) before WeChatQR.init_app(app).",
             )
+        return t.cast("SQLAlchemy", db)
+
+    def _adapter_for(self, app: Flask, db: SQLAlchemy) -> AccountAdapter:
+        """The host's adapter, or the default one over ``user_model`` and Flask-Login."""
         adapter = self.adapter
-        if adapter is None:
-            if self.user_model is None:
-                raise ConfigurationError(
-                    "user_model", "the default adapter needs the site's user model",
-                    "Pass WeChatQR(app, db=db, user_model=User), or adapter=MyAdapter().",
-                )
-            if getattr(app, "login_manager", None) is None:
-                raise ConfigurationError(
-                    "login_manager", "Flask-Login is not set up on this app",
-                    "Call LoginManager().init_app(app) before WeChatQR, or pass an adapter "
-                    "whose login_user logs users in your own way.",
-                )
-            adapter = AccountAdapter(db, self.user_model)
-        elif adapter.db is None:
-            adapter.db = db
-        _check_association_support(settings, adapter)
-
-        models = models_for(db)
-        # One Authlib registry per app, never shared (it keeps its app and clients), bound
-        # through its public ``app`` attribute: ``OAuth(app)`` and ``oauth.init_app`` would
-        # take the extensions slot of a host's own Authlib registry, and no other way binds.
-        oauth = OAuth()
-        oauth.app = app
-        store = LoginStateStore(db, models.LoginState)
-        clients = {
-            identifier: WeChatClient(
-                oauth, conn,
-                open_base_url=settings.open_base_url or _sandbox_open_base(settings),
-                api_base_url=settings.api_base_url,
-                timeout=settings.http_timeout,
+        if adapter is not None:
+            if adapter.db is None:
+                adapter.db = db
+            return adapter
+        if self.user_model is None:
+            raise ConfigurationError(
+                "user_model", "the default adapter needs the site's user model",
+                "Pass WeChatQR(app, db=db, user_model=User), or adapter=MyAdapter().",
             )
-            for identifier, conn in settings.connections.items()
-        }
-        if settings.sandbox:
-            _install_sandbox(app, db, settings, clients)
-        policy = AssociationPolicy(db, models, adapter)
-        adapter.on_user_deleted(policy.forget_user, id(models.Identity.__table__))
-        bindings = PendingBindings(db, models, policy, settings)
-        login_states = {
-            identifier: LoginStates(store, identifier, conn.app_id, settings.state_ttl)
-            for identifier, conn in settings.connections.items()}
-        app.extensions[EXTENSION_KEY] = Runtime(
-            settings=settings,
-            db=db,
-            models=models,
-            adapter=adapter,
-            policy=policy,
-            bindings=bindings,
-            flow=LoginFlow(db=db, settings=settings, adapter=adapter, policy=policy,
-                           bindings=bindings, clients=clients, login_states=login_states),
-            clients=clients,
-            login_states=login_states,
-            id_tokens=id_tokens,
-        )
-
-        from .views import blueprint
-
-        app.register_blueprint(blueprint, url_prefix=settings.url_prefix)
-        app.context_processor(_template_context)
-
-        from .cli import cli
-
-        app.cli.add_command(cli)
+        if getattr(app, "login_manager", None) is None:
+            raise ConfigurationError(
+                "login_manager", "Flask-Login is not set up on this app",
+                "Call LoginManager().init_app(app) before WeChatQR, or pass an adapter "
+                "whose login_user logs users in your own way.",
+            )
+        return AccountAdapter(db, self.user_model)
 
     # --- for the host's own pages (the current app's runtime) ----------------------------
 
@@ -185,6 +149,53 @@ class WeChatQR:
         return migrations.upgrade(app).after
 
 
+def _build_runtime(app: Flask, settings: Settings, db: SQLAlchemy, adapter: AccountAdapter,
+                   id_tokens: IdTokenSigner | None) -> Runtime:
+    """The app's services, wired once: nothing below them reaches back up for another."""
+    models = models_for(db)
+    # One registry per app, never shared: Authlib's registry keeps ``self.app``, and only
+    # ``OAuth(app)``/``init_app`` would set it, which also take the host's own Authlib slot
+    # in ``app.extensions``.
+    oauth = OAuth()
+    oauth.app = app
+    clients = {
+        identifier: WeChatClient(
+            oauth, conn,
+            open_base_url=settings.open_base_url or _sandbox_open_base(settings),
+            api_base_url=settings.api_base_url,
+            timeout=settings.http_timeout,
+        )
+        for identifier, conn in settings.connections.items()
+    }
+    if settings.sandbox:
+        _install_sandbox(app, db, settings, clients)
+    policy = AssociationPolicy(db, models, adapter)
+    adapter.on_user_deleted(policy.forget_user, id(models.Identity.__table__))
+    bindings = PendingBindings(db, models, policy, settings)
+    store = LoginStateStore(db, models.LoginState)
+    login_states = {
+        identifier: LoginStates(store, identifier, conn.app_id, settings.state_ttl)
+        for identifier, conn in settings.connections.items()}
+    return Runtime(
+        settings=settings, db=db, models=models, adapter=adapter, policy=policy,
+        bindings=bindings, clients=clients, login_states=login_states, id_tokens=id_tokens,
+        flow=LoginFlow(db=db, settings=settings, adapter=adapter, policy=policy,
+                       bindings=bindings, clients=clients, login_states=login_states),
+    )
+
+
+def _secure_session_cookie(app: Flask) -> None:
+    """The login's state (and a pending binding) lives in the session cookie. SameSite=Lax
+    keeps that cookie on WeChat's top-level redirect back to the callback and off
+    cross-site POSTs (bind, unlink). Flask defines the key as None ("not set"), so
+    setdefault would do nothing; a host's own choice ("Strict", "None") is kept. And the
+    cookie is Secure whenever the request came over https (Flask's cookie session only)."""
+    if app.config.get("SESSION_COOKIE_SAMESITE") is None:
+        app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
+    if type(app.session_interface) is SecureCookieSessionInterface:
+        app.session_interface = HttpsAwareSessionInterface()
+
+
 def _check_association_support(settings: Settings, adapter: AccountAdapter) -> None:
     for conn in settings.connections.values():
         if conn.association == "field_matching":
@@ -209,8 +220,6 @@ class HttpsAwareSessionInterface(SecureCookieSessionInterface):
 
 def _sandbox_open_base(settings: Settings) -> t.Callable[[], str]:
     def open_base() -> str:
-        from flask import request
-
         return request.host_url.rstrip("/") + settings.sandbox_prefix
 
     return open_base
@@ -244,8 +253,6 @@ def _sandbox_app_name(app: Flask, settings: Settings, conn: t.Any) -> str:
 
 
 def _template_context() -> dict[str, t.Any]:
-    from flask import current_app
-
     runtime = find_runtime(current_app)
     connections = list(runtime.settings.connections.values()) if runtime else []
     return {"wechat_qr_connections": connections,

@@ -54,6 +54,11 @@ def models_for(db: SQLAlchemy) -> Models:
 
 
 def _declare(db: SQLAlchemy) -> Models:
+    return Models(Identity=_identity(db), LoginState=_login_state(db),
+                  PendingBinding=_pending_binding(db), BindAttempt=_bind_attempt(db))
+
+
+def _identity(db: SQLAlchemy) -> t.Any:
     class WeChatIdentity(db.Model):  # type: ignore[name-defined,misc]
         """A WeChat account (one openid of one connection) linked to a local user."""
 
@@ -78,6 +83,10 @@ def _declare(db: SQLAlchemy) -> Models:
         def __repr__(self) -> str:
             return f"<WeChatIdentity {self.connection}:{self.openid} user={self.user_id}>"
 
+    return WeChatIdentity
+
+
+def _login_state(db: SQLAlchemy) -> t.Any:
     class WeChatLoginState(db.Model):  # type: ignore[name-defined,misc]
         """Server-side half of an OAuth ``state``: single use, expires, shared by workers."""
 
@@ -87,6 +96,10 @@ def _declare(db: SQLAlchemy) -> Models:
         value = sa.Column(sa.Text, nullable=False)
         expires_at = sa.Column(sa.Float, nullable=False, index=True)
 
+    return WeChatLoginState
+
+
+def _pending_binding(db: SQLAlchemy) -> t.Any:
     class WeChatPendingBinding(db.Model):  # type: ignore[name-defined,misc]
         """A WeChat account waiting for its owner to choose "bind" or "create" (ask
         binding). Server-side only: its id lives in the browser's session, never in a URL;
@@ -106,6 +119,10 @@ def _declare(db: SQLAlchemy) -> Models:
         expires_at = sa.Column(sa.Float, nullable=False, index=True)
         used = sa.Column(sa.Boolean, nullable=False, default=False)
 
+    return WeChatPendingBinding
+
+
+def _bind_attempt(db: SQLAlchemy) -> t.Any:
     class WeChatBindAttempt(db.Model):  # type: ignore[name-defined,misc]
         """A failed "bind to my account" attempt, counted per pending binding and per
         client address for the rate limit."""
@@ -117,8 +134,7 @@ def _declare(db: SQLAlchemy) -> Models:
         address = sa.Column(sa.String(64), nullable=False, index=True)
         at = sa.Column(sa.Float, nullable=False, index=True)
 
-    return Models(Identity=WeChatIdentity, LoginState=WeChatLoginState,
-                  PendingBinding=WeChatPendingBinding, BindAttempt=WeChatBindAttempt)
+    return WeChatBindAttempt
 
 
 _declared = declared_once(_declare)
