@@ -61,10 +61,7 @@ def default_locale() -> str:
     """``WECHAT_QR_DEFAULT_LOCALE`` of the current app (also outside a request)."""
     if not has_app_context():
         return FALLBACK_LOCALE
-    state = current_app.extensions.get("wechat_qr")
-    if state is not None:
-        return t.cast(str, state.settings.default_locale)
-    # The standalone sandbox has no extension state: read the key itself.
+    # init_app checked the key (and filled in its default); the standalone sandbox has none.
     return normalize_locale(current_app.config.get("WECHAT_QR_DEFAULT_LOCALE")) or (
         FALLBACK_LOCALE)
 
@@ -81,9 +78,10 @@ def browser_locale() -> str | None:
 
 def select_locale() -> str:
     """Choose the language of this request: host hook, Flask-Babel, browser, default."""
-    state = current_app.extensions.get("wechat_qr")
-    if state is not None:
-        locale = normalize_locale(state.adapter.select_locale())
+    # The app's runtime, read without importing it (it sits floors above this module).
+    runtime = current_app.extensions.get("wechat_qr")
+    if runtime is not None:
+        locale = normalize_locale(runtime.adapter.select_locale())
         if locale is not None:
             return locale
     if "babel" in current_app.extensions:
