@@ -434,7 +434,7 @@ class Settings:
         5.0, positive_seconds, topic="login",
         doc="Seconds to wait for each call to WeChat's API.")
     code_used_wait: float = setting(
-        3.0, seconds_to_wait, topic="login",
+        2.0, seconds_to_wait, topic="login",
         doc="Seconds (0 to 60) a callback whose code WeChat reports as used (``40163``, its "
             "double redirect) waits for the other request of the same login; 0: no wait.")
     state_ttl: int = setting(

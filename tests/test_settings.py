@@ -91,6 +91,7 @@ def test_minimal_configuration_gives_documented_defaults() -> None:
     assert settings.sandbox_public_url is None
     assert settings.url_prefix == "/auth"
     assert settings.http_timeout == 5.0
+    assert settings.code_used_wait == 2.0  # a used code holds a worker at most this long
     assert settings.state_ttl == 600
     assert settings.post_login_url == "/"
 
