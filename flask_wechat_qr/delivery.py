@@ -9,7 +9,6 @@ receivers answer with a response (``login_succeeded``) or audit what leaves the 
 
 from __future__ import annotations
 
-import time
 import typing as t
 
 from flask import Response, current_app, redirect, render_template, request, url_for
@@ -72,7 +71,7 @@ def redirect_on(next_url: str) -> Response:
 
 
 def deliver_id_token(connection: ConnectionSettings, user: t.Any, identity: t.Any,
-                     business: BusinessParams, auth_time: float | None = None) -> Response:
+                     business: BusinessParams, auth_time: float) -> Response:
     """A page that POSTs a signed ID token (and the business ``state``) to the callback
     URL at once: a form body, never a query string, so the token stays out of logs,
     referrers and the browser's history."""
@@ -85,7 +84,7 @@ def deliver_id_token(connection: ConnectionSettings, user: t.Any, identity: t.An
         connection=connection,
         subject=runtime.adapter.get_user_id(user),
         identity=identity,
-        auth_time=auth_time if auth_time is not None else time.time(),
+        auth_time=auth_time,
         nonce=business.get("nonce"),
         extra_claims=runtime.adapter.id_token_claims(user, connection),
     )

@@ -8,8 +8,8 @@ The data path of a login reads down this module::
       resolve the user, write rows                association / binding (flushed)
       use the state, with how the login ended     login_state (same transaction)
       commit                                      here: one commit per login
-      log in, tell the signals                    adapter, signals
-      -> LoggedIn | Linked | NeedsBinding | Failed
+      log in; user_created, identity_linked       adapter, signals
+      -> LoggedIn | Linked | NeedsBinding | Failed    (delivery.py sends login_succeeded)
 
 The flow owns the transaction: the policy and the pending bindings decide and write rows,
 the flow commits them together with the use of the login's state, so a login is never
@@ -67,7 +67,14 @@ from .errors import (
 )
 from .i18n import lazy_gettext as _l
 from .i18n import userinfo_lang
-from .login_state import BusinessParams, Ending, LoginData, LoginStates, TooManyWaiting
+from .login_state import (
+    UNEXPECTED_ERROR,
+    BusinessParams,
+    Ending,
+    LoginData,
+    LoginStates,
+    TooManyWaiting,
+)
 
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
@@ -130,6 +137,8 @@ class LoggedIn:
     new_identity: bool = False
     #: a repeat of a login that already ended (its signals were sent then)
     repeated: bool = False
+    #: what the login kept from its start (for a page about a failure while delivering)
+    login: LoginData | None = None
 
 
 @dataclass(frozen=True)
@@ -140,6 +149,7 @@ class Linked:
     user: t.Any
     identity: t.Any
     next_url: str
+    login: LoginData | None = None
 
 
 @dataclass(frozen=True)
@@ -147,6 +157,7 @@ class NeedsBinding:
     """Ask binding: the person chooses on the bind page (its pointer is in the session)."""
 
     connection: ConnectionSettings
+    login: LoginData | None = None
 
 
 @dataclass(frozen=True)
@@ -155,11 +166,23 @@ class Failed:
     page's "try again" link, and what to tell a callback URL)."""
 
     error: LoginError
-    connection: ConnectionSettings | None = None
+    connection: ConnectionSettings
     login: LoginData | None = None
 
 
 Outcome = LoggedIn | Linked | NeedsBinding | Failed
+
+
+@dataclass(frozen=True)
+class _Committed:
+    """A login whose rows and used state are committed. What is left (logging in, the
+    signals) runs outside :meth:`LoginFlow.finish`'s recording of failures: the login
+    stands, whatever a signal receiver then raises."""
+
+    connection: ConnectionSettings
+    login: LoginData
+    resolution: Resolution
+    auth_time: float
 
 
 @dataclass(frozen=True)
@@ -208,21 +231,27 @@ class LoginFlow:
             # WeChat call, no second login.
             return self._repeat(connection, ending, True, login)
         try:
-            return self._complete(connection, states, state, callback.code, login)
+            result = self._complete(connection, states, state, callback.code, login)
         except StateUsed:
             # WeChat's double redirect with a second code: the other request ended first.
             return self._repeat(connection, states.ending(state), True, login)
         except LoginError as error:
             return self._failed(connection, states, state, login, error)
         except BaseException:
-            _record_failure(states, state, "True")  # a bug: recorded, then a 500
+            _record_failure(states, state, UNEXPECTED_ERROR)  # a bug: recorded, then a 500
             raise
+        if not isinstance(result, _Committed):
+            return result
+        try:
+            return self._after_commit(result)
+        except LoginError as error:  # e.g. from a signal receiver: the page says so
+            return Failed(error, connection, login)
 
     def _complete(self, connection: ConnectionSettings, states: LoginStates, state: str,
-                  code: str | None, login: LoginData) -> Outcome:
-        """The callback of a state this browser owns and nobody used yet. A login error
-        raised here is recorded as the login's ending by :meth:`finish`; after the commit
-        that used the state, failures come back as :class:`Failed` instead."""
+                  code: str | None, login: LoginData) -> Outcome | _Committed:
+        """The callback of a state this browser owns and nobody used yet, up to the commit
+        that uses it. A login error raised here is recorded as the login's ending by
+        :meth:`finish`; an outcome returned here is final (another request's ending)."""
         if not code:
             raise LoginCancelled()
         if len(code) > MAX_CODE_LENGTH:
@@ -257,7 +286,7 @@ class LoginFlow:
 
     def _link(self, connection: ConnectionSettings, states: LoginStates, state: str,
               login: LoginData, token: WeChatToken,
-              fetch_profile: t.Callable[[], WeChatProfile]) -> Outcome:
+              fetch_profile: t.Callable[[], WeChatProfile]) -> _Committed:
         """Link WeChat to the account that started the link (still logged in)."""
         user = self.adapter.current_user()
         if user is None or self.adapter.get_user_id(user) != login.link_user:
@@ -271,15 +300,11 @@ class LoginFlow:
                        within=self.db.session)
             return resolution
 
-        resolution = self._in_transaction(link)
-        if resolution.new_identity:
-            signals.identity_linked.send(_app(), user=user, identity=resolution.identity,
-                                         connection=connection, via="link")
-        return Linked(connection, user, resolution.identity, next_url)
+        return _Committed(connection, login, self._in_transaction(link), time.time())
 
     def _log_in_new(self, connection: ConnectionSettings, states: LoginStates, state: str,
                     login: LoginData, token: WeChatToken,
-                    fetch_profile: t.Callable[[], WeChatProfile]) -> Outcome:
+                    fetch_profile: t.Callable[[], WeChatProfile]) -> _Committed | NeedsBinding:
         """Resolve who logs in (or park the choice), use the state, commit, log in."""
         auth_time = time.time()
 
@@ -298,10 +323,23 @@ class LoginFlow:
             resolution = self._in_transaction(resolve)
         except BindingRequired as required:
             return self._park_binding(connection, states, state, login, required)
-        return self.log_in(connection, resolution, login, auth_time)
+        return _Committed(connection, login, resolution, auth_time)
+
+    def _after_commit(self, committed: _Committed) -> Outcome:
+        """Log in (or tell of the link) once the login is committed."""
+        connection, login, resolution = committed.connection, committed.login, \
+            committed.resolution
+        if login.link_user is None:
+            return self._log_in(connection, resolution, login, committed.auth_time)
+        if resolution.new_identity:
+            signals.identity_linked.send(_app(), user=resolution.user,
+                                         identity=resolution.identity, connection=connection,
+                                         via="link")
+        return Linked(connection, resolution.user, resolution.identity,
+                      login.next_url or self.settings.post_login_url, login)
 
     def _park_binding(self, connection: ConnectionSettings, states: LoginStates, state: str,
-                      login: LoginData, required: BindingRequired) -> Outcome:
+                      login: LoginData, required: BindingRequired) -> NeedsBinding:
         """Ask binding: keep the WeChat account waiting for the person's choice."""
 
         def park() -> str:
@@ -313,7 +351,7 @@ class LoginFlow:
             return binding_id
 
         self._remember_binding(self._in_transaction(park), login.business)
-        return NeedsBinding(connection)
+        return NeedsBinding(connection, login)
 
     def _failed(self, connection: ConnectionSettings, states: LoginStates, state: str,
                 login: LoginData, error: LoginError) -> Outcome:
@@ -344,7 +382,7 @@ class LoginFlow:
                 if recent and session.get(PENDING_BINDING_KEY) is None:
                     # This request carries the cookie from before the first callback.
                     self._remember_binding(ending.binding_id, ending.business or {})
-                return NeedsBinding(connection)
+                return NeedsBinding(connection, login)
             repeated = REPEATED_ERRORS.get(str(ending.error))
             if repeated is not None and same_browser and recent:
                 # The same page (or callback URL post) as the first request.
@@ -370,7 +408,7 @@ class LoginFlow:
                 return no_longer_valid()
         return LoggedIn(connection, user, identity,
                         ending.next_url or self.settings.post_login_url,
-                        ending.auth_time or time.time(), business, repeated=True)
+                        ending.auth_time or time.time(), business, repeated=True, login=login)
 
     # --- the bind page --------------------------------------------------------------------
 
@@ -406,7 +444,7 @@ class LoginFlow:
 
     def _finish_binding(self, pending: PendingLogin, resolution: Resolution) -> Outcome:
         session.pop(BUSINESS_KEY, None)
-        return self.log_in(pending.connection, resolution, pending.login, time.time())
+        return self._log_in(pending.connection, resolution, pending.login, time.time())
 
     def _remember_binding(self, binding_id: str, business: BusinessParams) -> None:
         """Point this browser's session at its pending binding (never a URL)."""
@@ -418,8 +456,8 @@ class LoginFlow:
 
     # --- the end of every login -------------------------------------------------------------
 
-    def log_in(self, connection: ConnectionSettings, resolution: Resolution,
-               login: LoginData, auth_time: float) -> Outcome:
+    def _log_in(self, connection: ConnectionSettings, resolution: Resolution,
+                login: LoginData, auth_time: float) -> Outcome:
         """Renew the session, log the user in and tell the signals (after the commit)."""
         try:
             self.adapter.renew_session()
@@ -438,7 +476,7 @@ class LoginFlow:
                         login.next_url or self.settings.post_login_url, auth_time,
                         dict(login.business) if connection.callback_url else None,
                         created_user=resolution.created_user,
-                        new_identity=resolution.new_identity)
+                        new_identity=resolution.new_identity, login=login)
 
     def unlink(self, connection: ConnectionSettings, user: t.Any) -> t.Any:
         """Unlink ``user``'s WeChat of ``connection`` (never their last way in)."""

@@ -66,6 +66,10 @@ MAX_INLINE_STATE_DATA = 300
 STATE_KEY_PREFIX = "_state_wechat_qr_"
 
 
+#: The recorded ``error`` of a login that ended in an exception that is not a login error (a
+#: bug); rows of earlier versions hold JSON ``true``, read as the same.
+UNEXPECTED_ERROR = "True"
+
 #: The business front end's ``state`` and ``nonce`` of a login for a connection's callback
 #: URL (echoed with, and signed into, the ID token posted there).
 BusinessParams = dict[str, str]
@@ -107,7 +111,8 @@ class Ending:
     double redirect, a refresh) ends the same way. Exactly one of ``user_id`` (logged in or
     linked), ``binding_id`` (waiting for the person's choice) or ``error`` is set.
 
-    Stored as JSON with short keys that rows written by earlier versions share.
+    Stored as JSON with the keys rows of earlier versions have, so either version reads
+    the other's rows during a rolling deploy.
     """
 
     #: when the login ended (``None`` for a link, which is never repeated as a login)
@@ -117,10 +122,11 @@ class Ending:
     next_url: str | None = None
     #: when WeChat authenticated the person (the ID token's ``auth_time``)
     auth_time: float | None = None
-    #: the business ``state``/``nonce``, when an ID token went to the callback URL
+    #: the business ``state``/``nonce`` the login kept (``{}`` when it had none; ``None``
+    #: for a link, which never posts to a callback URL)
     business: BusinessParams | None = None
     binding_id: str | None = None
-    #: the class name of the error the login ended with (``"True"``: not a login error)
+    #: the class name of the error the login ended with, or :data:`UNEXPECTED_ERROR`
     error: str | None = None
 
     def to_json(self) -> str:

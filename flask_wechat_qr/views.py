@@ -143,9 +143,9 @@ def link(connection: str) -> Response:
 def callback(connection: str) -> Response:
     """WeChat sends the browser back here: the flow finishes the login (or link)."""
     runtime = current_runtime()
-    settings = runtime.connection(connection)
+    conn = runtime.connection(connection)
     outcome = runtime.flow.finish(
-        settings, Callback(state=request.args.get("state"), code=request.args.get("code")))
+        conn, Callback(state=request.args.get("state"), code=request.args.get("code")))
     return _respond(outcome)
 
 
@@ -201,10 +201,11 @@ def _binding_failed(pending: PendingLogin, reason: str, address: str) -> None:
 
 
 def _respond(outcome: Outcome) -> Response:
-    """The outcome as a response; a failed one is raised for :func:`login_error`, with what
-    the login was for."""
+    """The outcome as a response. What the login was for stays at hand for
+    :func:`login_error`: a failed outcome is raised, and delivering may fail too (a
+    ``login_succeeded`` receiver, the ID token)."""
+    g.wechat_qr_login = (outcome.connection, outcome.login)
     if isinstance(outcome, Failed):
-        g.wechat_qr_login = (outcome.connection, outcome.login)
         raise outcome.error
     return delivery.respond(outcome)
 
@@ -213,14 +214,14 @@ def _respond(outcome: Outcome) -> Response:
 def unlink(connection: str) -> Response:
     """Unlink the logged-in user's WeChat account of this connection (never the last way in)."""
     runtime = current_runtime()
-    settings = runtime.connection(connection)
+    conn = runtime.connection(connection)
     user = runtime.adapter.current_user()
     if user is None:
         raise NotLoggedIn()
     check_csrf(request.form.get(CSRF_FIELD))
     # Checked before anything is unlinked: an oversized next refuses the whole request.
     next_url = safe_next(request.form.get("next"))
-    runtime.flow.unlink(settings, user)
+    runtime.flow.unlink(conn, user)
     return t.cast(Response, redirect(next_url or runtime.settings.post_login_url))
 
 
