@@ -111,11 +111,15 @@ def login() -> ResponseReturnValue:
         password = request.form.get("password", "")[:MAX_PASSWORD]
         # Constant work whether or not the user exists: timing does not reveal usernames.
         user = accounts.authenticate(username, password)
-        if user is not None:
-            _log_in(user)
-            flash(f"Logged in as {user.display_name}.")
-            return redirect(next_url or url_for(".index"))
         error = "Wrong username or password."
+        if user is not None:
+            try:
+                _log_in(user)
+            except LoginError as refused:  # e.g. a disabled account (is_active false)
+                error = str(refused.message)
+            else:
+                flash(f"Logged in as {user.display_name}.")
+                return redirect(next_url or url_for(".index"))
     return render_template("login.html", error=error, username=username,
                            next_url=next_url), 400 if error else 200
 
