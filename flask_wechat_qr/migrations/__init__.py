@@ -123,7 +123,7 @@ def engine_for(runtime: Runtime) -> sa.Engine:
     """The engine of the extension's tables (the host's default bind, or the bind of the
     metadata they were declared on)."""
     bind_key = runtime.models.Identity.__table__.metadata.info.get("bind_key")
-    return t.cast(sa.Engine, runtime.db.engines[bind_key])
+    return runtime.db.engines[bind_key]
 
 
 def alembic_config(connection: sa.Connection | None = None,
