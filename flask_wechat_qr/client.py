@@ -155,6 +155,7 @@ def _check_token_response(resp: requests.Response) -> requests.Response:
         # Not WeChat's shape (a proxy or test double); Authlib would raise a bare
         # OAuthError for it, which no error page handles.
         raise WeChatUnavailable()
+    # Authlib reads the answer through json(): it gets the decoded body.
     resp.json = lambda **kwargs: data  # type: ignore[method-assign]
     return resp
 

@@ -29,6 +29,7 @@ from ..runtime import find_runtime
 
 if t.TYPE_CHECKING:
     from alembic.config import Config
+    from werkzeug.local import LocalProxy
 
     from ..models import Models
     from ..runtime import Runtime
@@ -214,7 +215,9 @@ def revision(app: Flask, message: str, *, autogenerate: bool = True) -> t.Any:
 @contextmanager
 def _app_context(app: Flask | None) -> Iterator[Runtime]:
     """``app``'s context (``env.py`` reads ``current_app``) and the extension's runtime."""
-    target = app if app is not None else current_app._get_current_object()  # type: ignore[attr-defined]
+    # Flask types current_app as the app; it is the proxy in front of it.
+    target = app if app is not None else t.cast(
+        "LocalProxy[Flask]", current_app)._get_current_object()
     with target.app_context():
         runtime = find_runtime(target)
         if runtime is None:
