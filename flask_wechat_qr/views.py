@@ -44,6 +44,7 @@ if t.TYPE_CHECKING:
     from werkzeug.local import LocalProxy
 
     from .client import WeChatClient
+    from .settings import ConnectionSettings
 
 log = logging.getLogger("flask_wechat_qr")
 
@@ -283,7 +284,7 @@ def template_csrf_token() -> str:
 
 
 @blueprint.app_template_global("wechat_qr_connection")
-def template_connection(identifier: str) -> t.Any:
+def template_connection(identifier: str) -> ConnectionSettings | None:
     """A connection's settings, or ``None``: a template global, so the login button macro
     works when imported without context (``{% from "wechat_qr/macros.html" import ... %}``),
     where context processors' variables are not visible."""
