@@ -23,6 +23,7 @@ from .errors import (
     WeChatUnavailable,
 )
 from .extension import WeChatQR
+from .protocols import Identity
 from .settings import ConnectionSettings, Settings, config_from_env
 from .urls import safe_next
 
@@ -34,6 +35,7 @@ __all__ = [
     "CodeUsed",
     "ConfigurationError",
     "ConnectionSettings",
+    "Identity",
     "InvalidCode",
     "InvalidCredentials",
     "LoginCancelled",

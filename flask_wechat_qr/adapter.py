@@ -21,9 +21,17 @@ from .errors import AccountDisabled
 
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
+    from sqlalchemy.engine import Connection
+    from typing_extensions import TypeVar
 
     from .client import WeChatProfile
     from .settings import ConnectionSettings
+
+    #: The host's user class, for an adapter that names it (``AccountAdapter[User]``) and
+    #: wants its hooks checked against it; a plain ``AccountAdapter`` takes any user.
+    UserT = TypeVar("UserT", default=t.Any)
+else:
+    UserT = t.TypeVar("UserT")  # Python 3.11's TypeVar has no default; checkers read the above
 
 
 #: Checked when a username does not exist, so that case takes as long as a wrong password.
@@ -33,23 +41,24 @@ def _dummy_hash() -> str:
     return generate_password_hash("flask-wechat-qr: no such user")
 
 
-class AccountAdapter:
+class AccountAdapter(t.Generic[UserT]):
     """Hooks into the host's users. Override any method; call ``super()`` where useful."""
 
-    def __init__(self, db: SQLAlchemy | None = None, user_model: t.Any = None) -> None:
+    def __init__(self, db: SQLAlchemy | None = None, user_model: type[UserT] | None = None
+                 ) -> None:
         self.db = db
         self.user_model = user_model
 
     # --- finding users -------------------------------------------------------------
 
-    def get_user_id(self, user: t.Any) -> str:
+    def get_user_id(self, user: UserT) -> str:
         """The user's id as stored on identity rows (Flask-Login's ``get_id()``)."""
         get_id = getattr(user, "get_id", None)
         if callable(get_id):
             return str(get_id())
         return str(self._primary_key_value(user))
 
-    def load_user(self, user_id: str) -> t.Any | None:
+    def load_user(self, user_id: str) -> UserT | None:
         """The user with that id, or ``None`` if it no longer exists."""
         model = self._require_user_model()
         pk = model.__mapper__.primary_key[0]
@@ -61,7 +70,7 @@ class AccountAdapter:
 
     def match_user(
         self, connection: ConnectionSettings, field: str, profile: WeChatProfile
-    ) -> t.Any | None:
+    ) -> UserT | None:
         """Field matching on a field other than ``unionid``: the one existing user whose
         *verified* ``field`` belongs to this WeChat account, or ``None``. Override it to
         use such fields in ``WECHAT_QR_MATCH_FIELDS``."""
@@ -69,7 +78,7 @@ class AccountAdapter:
 
     # --- creating users ------------------------------------------------------------
 
-    def create_user(self, connection: ConnectionSettings, profile: WeChatProfile) -> t.Any:
+    def create_user(self, connection: ConnectionSettings, profile: WeChatProfile) -> UserT:
         """A new user for a first WeChat login; added to the session, not committed.
 
         The extension then calls :meth:`populate_user` unless the profile sync is "never".
@@ -83,17 +92,18 @@ class AccountAdapter:
         if username_column is not None and not username_column.nullable:
             user.username = f"wechat-{secrets.token_hex(5)}"
         self._require_db().session.add(user)
-        return user
+        return t.cast(UserT, user)
 
     def populate_user(
-        self, user: t.Any, connection: ConnectionSettings, profile: WeChatProfile
+        self, user: UserT, connection: ConnectionSettings, profile: WeChatProfile
     ) -> None:
         """Copy the WeChat profile onto the user (attributes the model has: ``nickname``,
         ``avatar_url``). Never copies anything that identifies or authenticates a user."""
+        row: t.Any = user  # the user model's columns are known only at run time
         if hasattr(type(user), "nickname") and profile.nickname:
-            user.nickname = profile.nickname
+            row.nickname = profile.nickname
         if hasattr(type(user), "avatar_url") and profile.avatar_url:
-            user.avatar_url = profile.avatar_url
+            row.avatar_url = profile.avatar_url
 
     def can_signup(self, connection: ConnectionSettings) -> bool:
         """Whether a WeChat account nobody owns may get a new user (not in login-only mode)."""
@@ -101,7 +111,7 @@ class AccountAdapter:
 
     # --- proving an existing account (ask binding) --------------------------------------
 
-    def authenticate(self, username: str, password: str) -> t.Any | None:
+    def authenticate(self, username: str, password: str) -> UserT | None:
         """The user these credentials prove, or ``None``; used to bind a WeChat account.
 
         Default: the user model's ``username`` column and its ``check_password(password)``
@@ -129,11 +139,11 @@ class AccountAdapter:
             return None
         return user if check_password_hash(stored, password or "") else None
 
-    def has_password(self, user: t.Any) -> bool:
+    def has_password(self, user: UserT) -> bool:
         """Whether the user can log in without WeChat (guards unlinking the last way in)."""
         return bool(getattr(user, "password_hash", None))
 
-    def current_user(self) -> t.Any | None:
+    def current_user(self) -> UserT | None:
         """The logged-in user (Flask-Login), or ``None``."""
         user = flask_login.current_user
         return user if user and user.is_authenticated else None
@@ -151,7 +161,7 @@ class AccountAdapter:
         if callable(regenerate):
             regenerate(session)
 
-    def login_user(self, user: t.Any) -> None:
+    def login_user(self, user: UserT) -> None:
         """Log the user into the Flask session (Flask-Login).
 
         :class:`AccountDisabled` if Flask-Login refuses the user (``is_active`` is false).
@@ -168,7 +178,7 @@ class AccountAdapter:
         browser's ``Accept-Language`` decide. Called at most once per request."""
         return None
 
-    def on_user_deleted(self, forget: t.Callable[[str, t.Any], None], key: int) -> None:
+    def on_user_deleted(self, forget: t.Callable[[str, Connection], None], key: int) -> None:
         """Call ``forget(user_id, connection)`` whenever the ORM deletes a user of
         ``user_model`` (nothing without one): once per model and ``key`` (the identity
         table), however many apps share them."""
@@ -180,14 +190,14 @@ class AccountAdapter:
             return
         watched.add(key)
 
-        def after_delete(_mapper: t.Any, connection: t.Any, target: t.Any) -> None:
+        def after_delete(_mapper: object, connection: Connection, target: UserT) -> None:
             forget(self.get_user_id(target), connection)
 
         sa.event.listen(model, "after_delete", after_delete)
 
     # --- the business callback URL ---------------------------------------------------
 
-    def id_token_claims(self, user: t.Any, connection: ConnectionSettings) -> dict[str, t.Any]:
+    def id_token_claims(self, user: UserT, connection: ConnectionSettings) -> dict[str, t.Any]:
         """More claims for the ID token posted to ``connection``'s callback URL, e.g.
         ``{"email": user.email, "name": user.display_name}``; they may replace ``name`` and
         ``picture`` (WeChat's nickname and avatar) but never ``iss``, ``sub``, ``aud``,
@@ -210,9 +220,9 @@ class AccountAdapter:
             raise RuntimeError("The default AccountAdapter needs the Flask-SQLAlchemy db.")
         return self.db
 
-    def _primary_key_value(self, user: t.Any) -> t.Any:
+    def _primary_key_value(self, user: UserT) -> object:
         model = self._require_user_model()
         return getattr(user, model.__mapper__.primary_key[0].key)
 
 
-_watched_models: weakref.WeakKeyDictionary[t.Any, set[int]] = weakref.WeakKeyDictionary()
+_watched_models: weakref.WeakKeyDictionary[type[object], set[int]] = weakref.WeakKeyDictionary()

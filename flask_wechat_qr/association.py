@@ -26,10 +26,12 @@ from .models import utcnow
 
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
+    from sqlalchemy.engine import Connection
 
     from .adapter import AccountAdapter
     from .client import WeChatProfile, WeChatToken
     from .models import Models
+    from .protocols import Identity, User
     from .settings import ConnectionSettings
 
 log = logging.getLogger("flask_wechat_qr")
@@ -57,8 +59,8 @@ class BindingRequired(Exception):
 class Resolution:
     """Who logs in, and what this login changed."""
 
-    user: t.Any
-    identity: t.Any
+    user: User
+    identity: Identity
     created_user: bool = False
     new_identity: bool = False
     profile: WeChatProfile | None = None
@@ -69,22 +71,23 @@ class Resolution:
 class AssociationPolicy:
     """Resolves a WeChat identity to a local user, writing identity rows as it goes."""
 
-    def __init__(self, db: SQLAlchemy, models: Models, adapter: AccountAdapter) -> None:
+    def __init__(self, db: SQLAlchemy, models: Models, adapter: AccountAdapter[User]) -> None:
         self.db = db
         self.models = models
         self.adapter = adapter
-        Identity = models.Identity
+        IdentityModel = models.Identity
         # Built once: every login runs it, and building costs more than running.
-        self._identity_by_openid = sa.select(Identity).where(
-            Identity.connection == sa.bindparam("connection"),
-            Identity.openid == sa.bindparam("openid"))
+        self._identity_by_openid = sa.select(IdentityModel).where(
+            IdentityModel.connection == sa.bindparam("connection"),
+            IdentityModel.openid == sa.bindparam("openid"))
 
-    def find_identity(self, connection: str, openid: str) -> t.Any | None:
-        return self.db.session.execute(
+    def find_identity(self, connection: str, openid: str) -> Identity | None:
+        identity: Identity | None = self.db.session.execute(
             self._identity_by_openid, {"connection": connection, "openid": openid}
         ).scalar_one_or_none()
+        return identity
 
-    def linked_user(self, connection: str, openid: str) -> tuple[t.Any, t.Any] | None:
+    def linked_user(self, connection: str, openid: str) -> tuple[Identity, User] | None:
         """``(identity, user)`` of a WeChat account linked here, or ``None``. An identity
         whose user the host deleted behind the ORM is stale: it goes now (in the caller's
         transaction)."""
@@ -98,12 +101,14 @@ class AssociationPolicy:
             return None
         return identity, user
 
-    def identities_of(self, user: t.Any) -> list[t.Any]:
-        Identity = self.models.Identity
+    def identities_of(self, user: User) -> list[Identity]:
+        IdentityModel = self.models.Identity
         user_id = self.adapter.get_user_id(user)
-        return list(self.db.session.execute(
-            sa.select(Identity).where(Identity.user_id == user_id).order_by(Identity.id)
+        identities: list[Identity] = list(self.db.session.execute(
+            sa.select(IdentityModel).where(IdentityModel.user_id == user_id)
+            .order_by(IdentityModel.id)
         ).scalars())
+        return identities
 
     def resolve(
         self,
@@ -144,7 +149,7 @@ class AssociationPolicy:
         connection: ConnectionSettings,
         token: WeChatToken,
         fetch_profile: t.Callable[[], WeChatProfile],
-        user: t.Any,
+        user: User,
     ) -> Resolution:
         """Link a WeChat account to the logged-in ``user`` (from the account page), in the
         caller's transaction. :class:`AlreadyLinked` if it belongs to someone else."""
@@ -162,13 +167,13 @@ class AssociationPolicy:
     def attach(
         self,
         connection: ConnectionSettings,
-        user: t.Any,
+        user: User,
         openid: str,
         profile: WeChatProfile,
         unionid: str | None = None,
         *,
         fresh_user: bool = False,
-    ) -> t.Any:
+    ) -> Identity:
         """A new identity row linking ``openid`` of ``connection`` to ``user`` (flushed).
 
         :class:`ConnectionAlreadyLinked` if the user already has one for this connection:
@@ -176,7 +181,7 @@ class AssociationPolicy:
         """
         if not fresh_user and self.identity_of(user, connection.identifier) is not None:
             raise ConnectionAlreadyLinked()
-        identity = self.models.Identity(
+        identity: Identity = self.models.Identity(
             connection=connection.identifier,
             openid=openid,
             user_id=self.adapter.get_user_id(user),
@@ -186,7 +191,7 @@ class AssociationPolicy:
         self.db.session.flush()
         return identity
 
-    def create_user_for(self, connection: ConnectionSettings, profile: WeChatProfile) -> t.Any:
+    def create_user_for(self, connection: ConnectionSettings, profile: WeChatProfile) -> User:
         """A new user from a WeChat profile, populated as the sync policy says (flushed)."""
         user = self.adapter.create_user(connection, profile)
         if connection.profile_sync != "never":
@@ -194,14 +199,16 @@ class AssociationPolicy:
         self.db.session.flush()
         return user
 
-    def identity_of(self, user: t.Any, connection: str) -> t.Any | None:
-        Identity = self.models.Identity
-        return self.db.session.execute(
-            sa.select(Identity).where(Identity.connection == connection,
-                                      Identity.user_id == self.adapter.get_user_id(user))
+    def identity_of(self, user: User, connection: str) -> Identity | None:
+        IdentityModel = self.models.Identity
+        identity: Identity | None = self.db.session.execute(
+            sa.select(IdentityModel).where(
+                IdentityModel.connection == connection,
+                IdentityModel.user_id == self.adapter.get_user_id(user))
         ).scalar_one_or_none()
+        return identity
 
-    def unlink(self, connection: ConnectionSettings, user: t.Any) -> t.Any:
+    def unlink(self, connection: ConnectionSettings, user: User) -> Identity:
         """Remove the user's identity of ``connection`` (in the caller's transaction),
         unless it is their last way in."""
         identity = self.identity_of(user, connection.identifier)
@@ -218,8 +225,8 @@ class AssociationPolicy:
         self,
         connection: ConnectionSettings,
         token: WeChatToken,
-        identity: t.Any,
-        user: t.Any,
+        identity: Identity,
+        user: User,
         fetch_profile: t.Callable[[], WeChatProfile],
     ) -> Resolution:
         profile = None
@@ -237,7 +244,7 @@ class AssociationPolicy:
         connection: ConnectionSettings,
         unionid: str | None,
         fetch_profile: t.Callable[[], WeChatProfile],
-    ) -> t.Any | None:
+    ) -> User | None:
         """An existing user to attach a new identity to (field matching only).
 
         ``unionid`` comes with the token, so matching on it needs no profile request. A
@@ -254,7 +261,7 @@ class AssociationPolicy:
                 return user
         return None
 
-    def forget_user(self, user_id: str, connection: t.Any = None) -> None:
+    def forget_user(self, user_id: str, connection: Connection | None = None) -> None:
         """Delete every identity of a user the host is deleting, so a later user who is
         given the same id (SQLite reuses ids) never inherits them."""
         table = self.models.Identity.__table__
@@ -264,12 +271,12 @@ class AssociationPolicy:
         else:
             self.db.session.execute(statement)
 
-    def _user_by_unionid(self, unionid: str | None) -> t.Any | None:
+    def _user_by_unionid(self, unionid: str | None) -> User | None:
         if not unionid:
             return None
-        Identity = self.models.Identity
+        IdentityModel = self.models.Identity
         rows = self.db.session.execute(
-            sa.select(Identity.user_id).where(Identity.unionid == unionid).distinct()
+            sa.select(IdentityModel.user_id).where(IdentityModel.unionid == unionid).distinct()
         ).scalars().all()
         if len(rows) != 1:
             if rows:
@@ -278,7 +285,7 @@ class AssociationPolicy:
         return self.adapter.load_user(rows[0])
 
 
-def _store_profile(identity: t.Any, profile: WeChatProfile, unionid: str | None) -> None:
+def _store_profile(identity: Identity, profile: WeChatProfile, unionid: str | None) -> None:
     identity.unionid = profile.unionid or unionid or identity.unionid
     identity.nickname = profile.nickname[:255] if profile.nickname else identity.nickname
     identity.avatar_url = profile.avatar_url

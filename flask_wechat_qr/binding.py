@@ -24,10 +24,12 @@ from .i18n import lazy_ngettext
 
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
+    from sqlalchemy.engine import CursorResult
 
     from .association import AssociationPolicy
     from .client import WeChatToken
     from .models import Models
+    from .protocols import PendingBinding, User
     from .settings import ConnectionSettings, Settings
 
 
@@ -58,9 +60,10 @@ class PendingBindings:
         self.db.session.flush()
         return binding_id
 
-    def get(self, binding_id: str | None) -> t.Any:
+    def get(self, binding_id: str | None) -> PendingBinding:
         """The pending binding, or :class:`BindingExpired` if it is unknown, used or expired."""
-        row = self.db.session.get(self.models.PendingBinding, binding_id) if binding_id else None
+        row: PendingBinding | None = (
+            self.db.session.get(self.models.PendingBinding, binding_id) if binding_id else None)
         if row is None or row.used or row.expires_at < time.time():
             raise BindingExpired()
         return row
@@ -82,7 +85,7 @@ class PendingBindings:
         return Resolution(user=user, identity=identity, created_user=True,
                           new_identity=True, profile=profile, via="signup")
 
-    def bind_account(self, connection: ConnectionSettings, binding_id: str, user: t.Any
+    def bind_account(self, connection: ConnectionSettings, binding_id: str, user: User
                      ) -> Resolution:
         """"Bind to my existing account", once ``user`` has been re-authenticated; in the
         caller's transaction."""
@@ -108,19 +111,20 @@ class PendingBindings:
     def _consume(self, binding_id: str) -> None:
         """Mark used, atomically: of two concurrent completions only one goes on."""
         Pending = self.models.PendingBinding
-        done = self.db.session.execute(
+        # An UPDATE's result is a CursorResult (SQLAlchemy's own advice for its typing).
+        done = t.cast("CursorResult[t.Any]", self.db.session.execute(
             sa.update(Pending)
             .where(Pending.id == binding_id, Pending.used.is_(False),
                    Pending.expires_at >= time.time())
             .values(used=True)
-        ).rowcount
+        )).rowcount
         if done != 1:
             raise BindingExpired()
 
     # --- attempt limits ---------------------------------------------------------------
 
     def prove_account(self, binding_id: str, address: str, username: str, password: str
-                      ) -> t.Any | None:
+                      ) -> User | None:
         """The account whose password the person gave, or ``None`` (a failed attempt).
 
         :class:`BindingBlocked` once the attempt limits are reached. The attempt counts as
@@ -189,7 +193,7 @@ class PendingBindings:
 _ADDRESS_LENGTH = 64
 
 
-def _profile_of(pending: t.Any) -> WeChatProfile:
+def _profile_of(pending: PendingBinding) -> WeChatProfile:
     raw = dict(pending.profile or {})
     return WeChatProfile(openid=pending.openid, unionid=pending.unionid,
                          nickname=pending.nickname or "", avatar_url=pending.avatar_url,

@@ -21,6 +21,8 @@ from .runtime import find_runtime
 from .sandbox.options import SANDBOX_OPTIONS
 
 if t.TYPE_CHECKING:
+    from werkzeug.local import LocalProxy
+
     from .id_token import IdTokenSigner
     from .settings import ConnectionSettings
 
@@ -148,7 +150,7 @@ def check_command(base_url: str | None, callback_domain: str | None) -> None:
     Exit status: 0 when no problem was found (warnings allowed), 1 when one was, 2 for a
     usage error.
     """
-    app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+    app = t.cast("LocalProxy[Flask]", current_app)._get_current_object()
     runtime = find_runtime(app)
     if runtime is None:
         raise click.ClickException("WeChatQR is not set up on this app: call WeChatQR(app, "

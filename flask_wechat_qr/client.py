@@ -28,6 +28,8 @@ from .errors import (
 from .i18n import lazy_gettext as _l
 
 if t.TYPE_CHECKING:
+    from authlib.integrations.flask_client import OAuth
+
     from .settings import ConnectionSettings
 
 log = logging.getLogger("flask_wechat_qr")
@@ -153,6 +155,7 @@ def _check_token_response(resp: requests.Response) -> requests.Response:
         # Not WeChat's shape (a proxy or test double); Authlib would raise a bare
         # OAuthError for it, which no error page handles.
         raise WeChatUnavailable()
+    # Authlib reads the answer through json(): it gets the decoded body.
     resp.json = lambda **kwargs: data  # type: ignore[method-assign]
     return resp
 
@@ -170,7 +173,7 @@ def _environment_settings(url: str) -> dict[str, t.Any]:
     return {"trust_env": False, "proxies": found["proxies"], "verify": found["verify"]}
 
 
-class WeChatSession(OAuth2Session):  # type: ignore[misc]  # Authlib has no type hints
+class WeChatSession(OAuth2Session):
     """Authlib's requests session for one connection, open for the life of the process:
     its connection pool (HTTP keep-alive) serves every call of every thread.
 
@@ -203,7 +206,7 @@ class WeChatClient:
 
     def __init__(
         self,
-        oauth: t.Any,
+        oauth: OAuth,
         connection: ConnectionSettings,
         *,
         open_base_url: str | t.Callable[[], str],
@@ -344,7 +347,8 @@ class WeChatClient:
         attempts = 2 if retry_busy else 1
         for attempt in range(attempts):
             with _translate_transport_errors(path):
-                resp = self.session.get(url, withhold_token=True)
+                # request(), not get(): the stubs give get() requests' own keywords only.
+                resp = self.session.request("GET", url, withhold_token=True)
             try:
                 return decode_body(resp)
             except WeChatBusy:

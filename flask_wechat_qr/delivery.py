@@ -12,6 +12,7 @@ from __future__ import annotations
 import typing as t
 
 from flask import Response, current_app, redirect, render_template, request, url_for
+from werkzeug.wrappers import Response as BaseResponse
 
 from . import signals
 from .errors import IdTokenError, LoginCancelled, LoginError, LoginRefused
@@ -20,7 +21,11 @@ from .runtime import current_runtime
 from .settings import configured_issuer
 
 if t.TYPE_CHECKING:
+    from flask import Flask
+    from werkzeug.local import LocalProxy
+
     from .login_state import BusinessParams, LoginData
+    from .protocols import Identity, User
     from .settings import ConnectionSettings
 
 #: Endings of a login that a connection's callback URL is told of (``error`` field), as an
@@ -34,7 +39,7 @@ CALLBACK_URL_ERRORS: dict[type[LoginError], tuple[str, str]] = {
 }
 
 
-def respond(outcome: Outcome) -> Response:
+def respond(outcome: Outcome) -> BaseResponse:
     """The response that ends a login (a :class:`Failed` one is the views' to raise)."""
     if isinstance(outcome, LoggedIn):
         return _logged_in(outcome)
@@ -45,7 +50,7 @@ def respond(outcome: Outcome) -> Response:
     raise TypeError(f"no response for {type(outcome).__name__}")  # Failed: see views
 
 
-def _logged_in(outcome: LoggedIn) -> Response:
+def _logged_in(outcome: LoggedIn) -> BaseResponse:
     """On to ``next``, or with an ID token to the connection's callback URL. A receiver of
     ``login_succeeded`` may answer instead (not for a repeated callback: it was told)."""
     if not outcome.repeated:
@@ -57,20 +62,21 @@ def _logged_in(outcome: LoggedIn) -> Response:
             if isinstance(result, Response):
                 return result
     if outcome.business is not None:
+        assert outcome.identity is not None  # the flow gives one with every business login
         return deliver_id_token(outcome.connection, outcome.user, outcome.identity,
                                 outcome.business, outcome.auth_time)
     return redirect_on(outcome.next_url)
 
 
-def redirect_on(next_url: str) -> Response:
+def redirect_on(next_url: str) -> BaseResponse:
     """Go on to ``next_url``: a redirect, or, when WeChat sent the embedded QR's iframe
     here (``self_redirect=true``), a page that moves the whole window there."""
     if request.headers.get("Sec-Fetch-Dest") == "iframe":
         return Response(render_template("wechat_qr/break_out.html", next_url=next_url))
-    return t.cast(Response, redirect(next_url))
+    return redirect(next_url)
 
 
-def deliver_id_token(connection: ConnectionSettings, user: t.Any, identity: t.Any,
+def deliver_id_token(connection: ConnectionSettings, user: User, identity: Identity,
                      business: BusinessParams, auth_time: float) -> Response:
     """A page that POSTs a signed ID token (and the business ``state``) to the callback
     URL at once: a form body, never a query string, so the token stays out of logs,
@@ -120,8 +126,9 @@ def error_response(error: LoginError, connection: ConnectionSettings | None,
             return form_post(connection, fields), 200
     retry_url = None
     if connection is not None:
-        retry_url = url_for("wechat_qr.login", connection=connection.identifier,
-                            **({"next": login.next_url, **login.business} if login else {}))
+        # url_for's values are typed Any: a str dict would be checked against _external.
+        again: dict[str, t.Any] = {"next": login.next_url, **login.business} if login else {}
+        retry_url = url_for("wechat_qr.login", connection=connection.identifier, **again)
     return render_template("wechat_qr/error.html", error=error, connection=connection,
                            retry_url=retry_url), error.status
 
@@ -134,5 +141,6 @@ def id_token_issuer() -> str:
             or request.url_root.rstrip("/"))
 
 
-def _app() -> t.Any:
-    return current_app._get_current_object()  # type: ignore[attr-defined]
+def _app() -> Flask:
+    # Flask types current_app as the app; it is the proxy in front of it.
+    return t.cast("LocalProxy[Flask]", current_app)._get_current_object()

@@ -25,6 +25,8 @@ from .urls import IN_PROCESS_ORIGIN
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
 
+    from .protocols import Identity, User
+
 
 class WeChatQR:
     """Log in with WeChat (QR code on PC) for a Flask app.
@@ -48,7 +50,7 @@ class WeChatQR:
         app: Flask | None = None,
         *,
         db: SQLAlchemy | None = None,
-        user_model: t.Any = None,
+        user_model: type[object] | None = None,
         adapter: AccountAdapter | None = None,
     ) -> None:
         self.db = db
@@ -97,7 +99,7 @@ class WeChatQR:
             )
         return t.cast("SQLAlchemy", db)
 
-    def _adapter_for(self, app: Flask, db: SQLAlchemy) -> AccountAdapter:
+    def _adapter_for(self, app: Flask, db: SQLAlchemy) -> AccountAdapter[User]:
         """The host's adapter, or the default one over ``user_model`` and Flask-Login."""
         adapter = self.adapter
         if adapter is not None:
@@ -126,7 +128,7 @@ class WeChatQR:
         runtime = find_runtime(current_app)
         return dict(runtime.settings.connections) if runtime is not None else {}
 
-    def identities_of(self, user: t.Any) -> list[t.Any]:
+    def identities_of(self, user: User) -> list[Identity]:
         """The WeChat identities linked to ``user`` in the current app, oldest first (none
         where this extension is not set up on it), e.g. for an account page."""
         runtime = find_runtime(current_app)
@@ -149,7 +151,7 @@ class WeChatQR:
         return migrations.upgrade(app).after
 
 
-def _build_runtime(app: Flask, settings: Settings, db: SQLAlchemy, adapter: AccountAdapter,
+def _build_runtime(app: Flask, settings: Settings, db: SQLAlchemy, adapter: AccountAdapter[User],
                    id_tokens: IdTokenSigner | None) -> Runtime:
     """The app's services, wired once: nothing below them reaches back up for another."""
     models = models_for(db)
@@ -196,7 +198,7 @@ def _secure_session_cookie(app: Flask) -> None:
         app.session_interface = HttpsAwareSessionInterface()
 
 
-def _check_association_support(settings: Settings, adapter: AccountAdapter) -> None:
+def _check_association_support(settings: Settings, adapter: AccountAdapter[User]) -> None:
     for conn in settings.connections.values():
         if conn.association == "field_matching":
             custom = [f for f in conn.match_fields if f != "unionid"]
@@ -244,7 +246,7 @@ def _install_sandbox(
             client.session.mount(IN_PROCESS_ORIGIN, transport)
 
 
-def _sandbox_app_name(app: Flask, settings: Settings, conn: t.Any) -> str:
+def _sandbox_app_name(app: Flask, settings: Settings, conn: ConnectionSettings) -> str:
     """What the sandbox's phone page calls the site ("<name> wants to log in ...")."""
     name = settings.sandbox_app_name or app.name.replace("_", " ").strip().title()
     if len(settings.connections) > 1:

@@ -77,12 +77,15 @@ from .login_state import (
 )
 
 if t.TYPE_CHECKING:
+    from flask import Flask
     from flask_sqlalchemy import SQLAlchemy
+    from werkzeug.local import LocalProxy
 
     from .adapter import AccountAdapter
     from .association import AssociationPolicy
     from .binding import PendingBindings
     from .client import WeChatClient, WeChatProfile, WeChatToken
+    from .protocols import Identity, PendingBinding, User
     from .settings import ConnectionSettings, Settings
 
 log = logging.getLogger("flask_wechat_qr")
@@ -125,9 +128,9 @@ class LoggedIn:
     the connection's callback URL when ``business`` is set."""
 
     connection: ConnectionSettings
-    user: t.Any
+    user: User
     #: the WeChat identity; ``None`` only for a repeated callback that posts no ID token
-    identity: t.Any
+    identity: Identity | None
     next_url: str
     #: when WeChat authenticated the person (the ID token's ``auth_time``)
     auth_time: float
@@ -146,8 +149,8 @@ class Linked:
     """WeChat was linked to the logged-in account from the account page."""
 
     connection: ConnectionSettings
-    user: t.Any
-    identity: t.Any
+    user: User
+    identity: Identity
     next_url: str
     login: LoginData | None = None
 
@@ -190,7 +193,7 @@ class PendingLogin:
     """A login waiting on the bind page: its pending binding and what the login keeps."""
 
     binding_id: str
-    row: t.Any
+    row: PendingBinding
     connection: ConnectionSettings
     login: LoginData = field(default_factory=LoginData)
 
@@ -201,7 +204,7 @@ class PendingLogin:
 class LoginFlow:
     """Finishes the logins of one app; built once by ``init_app``."""
 
-    def __init__(self, *, db: SQLAlchemy, settings: Settings, adapter: AccountAdapter,
+    def __init__(self, *, db: SQLAlchemy, settings: Settings, adapter: AccountAdapter[User],
                  policy: AssociationPolicy, bindings: PendingBindings,
                  clients: dict[str, WeChatClient],
                  login_states: dict[str, LoginStates]) -> None:
@@ -436,7 +439,7 @@ class LoginFlow:
             raise
         return self._finish_binding(pending, resolution)
 
-    def bind_account(self, pending: PendingLogin, user: t.Any) -> Outcome:
+    def bind_account(self, pending: PendingLogin, user: User) -> Outcome:
         """"Bind to my existing account", once ``user`` proved it is theirs."""
         resolution = self._in_transaction(
             lambda: self.bindings.bind_account(pending.connection, pending.binding_id, user))
@@ -478,7 +481,7 @@ class LoginFlow:
                         created_user=resolution.created_user,
                         new_identity=resolution.new_identity, login=login)
 
-    def unlink(self, connection: ConnectionSettings, user: t.Any) -> t.Any:
+    def unlink(self, connection: ConnectionSettings, user: User) -> Identity:
         """Unlink ``user``'s WeChat of ``connection`` (never their last way in)."""
         identity = self._in_transaction(lambda: self.policy.unlink(connection, user))
         signals.identity_unlinked.send(_app(), user=user, identity=identity,
@@ -528,6 +531,7 @@ def _once(fetch: t.Callable[[], WeChatProfile]) -> t.Callable[[], WeChatProfile]
     return fetch_once
 
 
-def _app() -> t.Any:
+def _app() -> Flask:
     """The app as the signals' sender."""
-    return current_app._get_current_object()  # type: ignore[attr-defined]
+    # Flask types current_app as the app; it is the proxy in front of it.
+    return t.cast("LocalProxy[Flask]", current_app)._get_current_object()

@@ -26,7 +26,7 @@ import typing as t
 from gettext import NullTranslations
 from pathlib import Path
 
-from flask import current_app, has_app_context, has_request_context, request
+from flask import Blueprint, current_app, has_app_context, has_request_context, request
 from markupsafe import Markup, escape
 
 #: The gettext domain of the extension's catalog (``<locale>/LC_MESSAGES/<domain>.mo``).
@@ -237,7 +237,7 @@ TEMPLATE_GLOBALS: dict[str, t.Callable[..., t.Any]] = {
 }
 
 
-def register_template_globals(blueprint: t.Any) -> None:
+def register_template_globals(blueprint: Blueprint) -> None:
     """Translation in the templates of ``blueprint``'s app without the host's
     ``jinja2.ext.i18n``, and never through its ``_`` (the extension's and the standalone
     sandbox's blueprints both call this)."""

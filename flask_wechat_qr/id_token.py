@@ -25,6 +25,7 @@ from .errors import ConfigurationError, IdTokenError
 from .settings import PREFIX
 
 if t.TYPE_CHECKING:
+    from .protocols import Identity
     from .settings import ConnectionSettings, Settings
 
 log = logging.getLogger("flask_wechat_qr")
@@ -93,7 +94,7 @@ class IdTokenSigner:
         issuer: str,
         connection: ConnectionSettings,
         subject: str,
-        identity: t.Any,
+        identity: Identity,
         auth_time: float,
         nonce: str | None = None,
         extra_claims: t.Mapping[str, t.Any] | None = None,

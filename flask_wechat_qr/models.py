@@ -59,6 +59,7 @@ def _declare(db: SQLAlchemy) -> Models:
 
 
 def _identity(db: SQLAlchemy) -> t.Any:
+    # db.Model: the host's base class, made at run time (mypy sees a variable)
     class WeChatIdentity(db.Model):  # type: ignore[name-defined,misc]
         """A WeChat account (one openid of one connection) linked to a local user."""
 
@@ -87,6 +88,7 @@ def _identity(db: SQLAlchemy) -> t.Any:
 
 
 def _login_state(db: SQLAlchemy) -> t.Any:
+    # db.Model: the host's base class, made at run time (mypy sees a variable)
     class WeChatLoginState(db.Model):  # type: ignore[name-defined,misc]
         """Server-side half of an OAuth ``state``: single use, expires, shared by workers."""
 
@@ -100,6 +102,7 @@ def _login_state(db: SQLAlchemy) -> t.Any:
 
 
 def _pending_binding(db: SQLAlchemy) -> t.Any:
+    # db.Model: the host's base class, made at run time (mypy sees a variable)
     class WeChatPendingBinding(db.Model):  # type: ignore[name-defined,misc]
         """A WeChat account waiting for its owner to choose "bind" or "create" (ask
         binding). Server-side only: its id lives in the browser's session, never in a URL;
@@ -123,6 +126,7 @@ def _pending_binding(db: SQLAlchemy) -> t.Any:
 
 
 def _bind_attempt(db: SQLAlchemy) -> t.Any:
+    # db.Model: the host's base class, made at run time (mypy sees a variable)
     class WeChatBindAttempt(db.Model):  # type: ignore[name-defined,misc]
         """A failed "bind to my account" attempt, counted per pending binding and per
         client address for the rate limit."""

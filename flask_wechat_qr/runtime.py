@@ -25,6 +25,7 @@ if t.TYPE_CHECKING:
     from .id_token import IdTokenSigner
     from .login_state import LoginStates
     from .models import Models
+    from .protocols import User
     from .settings import ConnectionSettings, Settings
 
 #: Where the runtime lives in ``app.extensions``.
@@ -38,7 +39,7 @@ class Runtime:
     settings: Settings
     db: SQLAlchemy
     models: Models
-    adapter: AccountAdapter
+    adapter: AccountAdapter[User]
     policy: AssociationPolicy
     bindings: PendingBindings
     #: finishes logins: the callback, the bind page, unlinking
@@ -65,7 +66,7 @@ class Runtime:
 def current_runtime() -> Runtime:
     """The runtime of the current app (``RuntimeError`` outside an app context, as
     ``current_app``; ``KeyError`` if ``init_app`` was not called on it)."""
-    return runtime_of(t.cast(Flask, current_app))
+    return runtime_of(current_app)
 
 
 def runtime_of(app: Flask) -> Runtime:

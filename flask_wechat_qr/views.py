@@ -20,6 +20,7 @@ from flask import (
     request,
     url_for,
 )
+from werkzeug.wrappers import Response as BaseResponse
 
 from . import delivery, signals
 from .csrf import FIELD as CSRF_FIELD
@@ -39,7 +40,11 @@ from .runtime import current_runtime, find_runtime
 from .urls import has_control_characters, safe_next
 
 if t.TYPE_CHECKING:
+    from flask import Flask
+    from werkzeug.local import LocalProxy
+
     from .client import WeChatClient
+    from .settings import ConnectionSettings
 
 log = logging.getLogger("flask_wechat_qr")
 
@@ -99,11 +104,11 @@ def _business_params() -> BusinessParams:
 
 
 @blueprint.route("/<connection>/login")
-def login(connection: str) -> Response:
+def login(connection: str) -> BaseResponse:
     """Send the browser to WeChat's QR page."""
     started = _begin(connection)
-    return t.cast(Response, redirect(started.client.authorize_url(
-        started.redirect_uri, started.state, lang=qr_page_lang())))
+    return redirect(started.client.authorize_url(
+        started.redirect_uri, started.state, lang=qr_page_lang()))
 
 
 @blueprint.route("/<connection>/qr")
@@ -111,20 +116,21 @@ def qr(connection: str) -> str:
     """A page of this site with WeChat's QR code embedded (as ``wxLogin.js`` does it)."""
     started = _begin(connection)
     client = started.client
+    # url_for's values are typed Any: a str dict would be checked against _external.
+    login_params: dict[str, t.Any] = {"next": started.login.next_url, **started.login.business}
     return render_template(
         "wechat_qr/qr.html",
         connection=client.connection,
         iframe_url=client.qr_iframe_url(started.redirect_uri, started.state,
                                         lang=qr_page_lang()),
-        login_url=url_for("wechat_qr.login", connection=connection,
-                          next=started.login.next_url, **started.login.business),
+        login_url=url_for("wechat_qr.login", connection=connection, **login_params),
         # Reload for a fresh state a little before this one expires.
         refresh_after=max(30, current_runtime().settings.state_ttl - 30),
     )
 
 
 @blueprint.route("/<connection>/link")
-def link(connection: str) -> Response:
+def link(connection: str) -> BaseResponse:
     """Link WeChat to the logged-in account: the same QR login, attached on return."""
     runtime = current_runtime()
     user = runtime.adapter.current_user()
@@ -132,15 +138,15 @@ def link(connection: str) -> Response:
         runtime.client(connection)  # an unknown connection is a 404 first
         raise NotLoggedIn()
     started = _begin(connection, link_user=runtime.adapter.get_user_id(user))
-    return t.cast(Response, redirect(started.client.authorize_url(
-        started.redirect_uri, started.state, lang=qr_page_lang())))
+    return redirect(started.client.authorize_url(
+        started.redirect_uri, started.state, lang=qr_page_lang()))
 
 
 # --- finishing it --------------------------------------------------------------------------
 
 
 @blueprint.route("/<connection>/callback")
-def callback(connection: str) -> Response:
+def callback(connection: str) -> BaseResponse:
     """WeChat sends the browser back here: the flow finishes the login (or link)."""
     runtime = current_runtime()
     conn = runtime.connection(connection)
@@ -150,7 +156,7 @@ def callback(connection: str) -> Response:
 
 
 @blueprint.route("/bind", methods=["GET", "POST"])
-def bind() -> Response | tuple[str, int]:
+def bind() -> BaseResponse | tuple[str, int]:
     """Ask binding: bind this WeChat to an existing account (password) or create one.
 
     Form contract: ``action=create``, or ``action=bind`` with ``username`` and
@@ -200,7 +206,7 @@ def _binding_failed(pending: PendingLogin, reason: str, address: str) -> None:
                                 address=address)
 
 
-def _respond(outcome: Outcome) -> Response:
+def _respond(outcome: Outcome) -> BaseResponse:
     """The outcome as a response. What the login was for stays at hand for
     :func:`login_error`: a failed outcome is raised, and delivering may fail too (a
     ``login_succeeded`` receiver, the ID token)."""
@@ -211,7 +217,7 @@ def _respond(outcome: Outcome) -> Response:
 
 
 @blueprint.route("/<connection>/unlink", methods=["POST"])
-def unlink(connection: str) -> Response:
+def unlink(connection: str) -> BaseResponse:
     """Unlink the logged-in user's WeChat account of this connection (never the last way in)."""
     runtime = current_runtime()
     conn = runtime.connection(connection)
@@ -222,7 +228,7 @@ def unlink(connection: str) -> Response:
     # Checked before anything is unlinked: an oversized next refuses the whole request.
     next_url = safe_next(request.form.get("next"))
     runtime.flow.unlink(conn, user)
-    return t.cast(Response, redirect(next_url or runtime.settings.post_login_url))
+    return redirect(next_url or runtime.settings.post_login_url)
 
 
 @blueprint.route("/.well-known/jwks.json")
@@ -279,7 +285,7 @@ def template_csrf_token() -> str:
 
 
 @blueprint.app_template_global("wechat_qr_connection")
-def template_connection(identifier: str) -> t.Any:
+def template_connection(identifier: str) -> ConnectionSettings | None:
     """A connection's settings, or ``None``: a template global, so the login button macro
     works when imported without context (``{% from "wechat_qr/macros.html" import ... %}``),
     where context processors' variables are not visible."""
@@ -287,5 +293,6 @@ def template_connection(identifier: str) -> t.Any:
     return runtime.settings.connections.get(identifier) if runtime is not None else None
 
 
-def _app() -> t.Any:
-    return current_app._get_current_object()  # type: ignore[attr-defined]
+def _app() -> Flask:
+    # Flask types current_app as the app; it is the proxy in front of it.
+    return t.cast("LocalProxy[Flask]", current_app)._get_current_object()

@@ -29,6 +29,7 @@ from ..runtime import find_runtime
 
 if t.TYPE_CHECKING:
     from alembic.config import Config
+    from werkzeug.local import LocalProxy
 
     from ..models import Models
     from ..runtime import Runtime
@@ -123,7 +124,7 @@ def engine_for(runtime: Runtime) -> sa.Engine:
     """The engine of the extension's tables (the host's default bind, or the bind of the
     metadata they were declared on)."""
     bind_key = runtime.models.Identity.__table__.metadata.info.get("bind_key")
-    return t.cast(sa.Engine, runtime.db.engines[bind_key])
+    return runtime.db.engines[bind_key]
 
 
 def alembic_config(connection: sa.Connection | None = None,
@@ -214,7 +215,9 @@ def revision(app: Flask, message: str, *, autogenerate: bool = True) -> t.Any:
 @contextmanager
 def _app_context(app: Flask | None) -> Iterator[Runtime]:
     """``app``'s context (``env.py`` reads ``current_app``) and the extension's runtime."""
-    target = app if app is not None else current_app._get_current_object()  # type: ignore[attr-defined]
+    # Flask types current_app as the app; it is the proxy in front of it.
+    target = app if app is not None else t.cast(
+        "LocalProxy[Flask]", current_app)._get_current_object()
     with target.app_context():
         runtime = find_runtime(target)
         if runtime is None:

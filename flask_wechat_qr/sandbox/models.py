@@ -29,6 +29,7 @@ def sandbox_models_for(db: SQLAlchemy) -> SandboxModels:
 
 
 def _declare(db: SQLAlchemy) -> SandboxModels:
+    # db.Model: the host's base class, made at run time (mypy sees a variable)
     class SandboxQRSession(db.Model):  # type: ignore[name-defined,misc]
         """One QR code shown on a desktop: waiting -> scanned -> confirmed/denied/expired."""
 
@@ -43,6 +44,7 @@ def _declare(db: SQLAlchemy) -> SandboxModels:
         created_at = sa.Column(sa.Float, nullable=False)
         expires_at = sa.Column(sa.Float, nullable=False)
 
+    # db.Model: the host's base class, made at run time (mypy sees a variable)
     class SandboxPersonRow(db.Model):  # type: ignore[name-defined,misc]
         """A "new user" made up on the confirmation page."""
 
@@ -52,6 +54,7 @@ def _declare(db: SQLAlchemy) -> SandboxModels:
         nickname = sa.Column(sa.Unicode(100), nullable=False)
         has_unionid = sa.Column(sa.Boolean, nullable=False, default=True)
 
+    # db.Model: the host's base class, made at run time (mypy sees a variable)
     class SandboxCode(db.Model):  # type: ignore[name-defined,misc]
         __tablename__ = "wechat_qr_sandbox_code"
 
@@ -61,6 +64,7 @@ def _declare(db: SQLAlchemy) -> SandboxModels:
         created_at = sa.Column(sa.Float, nullable=False)
         used = sa.Column(sa.Boolean, nullable=False, default=False)
 
+    # db.Model: the host's base class, made at run time (mypy sees a variable)
     class SandboxToken(db.Model):  # type: ignore[name-defined,misc]
         __tablename__ = "wechat_qr_sandbox_token"
 

@@ -38,7 +38,9 @@ class KeepAliveHandler(WSGIRequestHandler):
     def run_wsgi(self) -> None:
         connection_stream = self.rfile
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            body = DechunkedInput(connection_stream).read(MAX_BODY + 1)
+            # A socket file: typeshed types it BufferedIOBase, Werkzeug asks for IO[bytes].
+            chunked = t.cast("t.IO[bytes]", connection_stream)
+            body = DechunkedInput(chunked).read(MAX_BODY + 1)
         else:
             body = connection_stream.read(int(self.headers.get("Content-Length") or 0))
         if len(body) > MAX_BODY:

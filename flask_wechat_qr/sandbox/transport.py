@@ -16,6 +16,7 @@ import requests
 from requests.adapters import BaseAdapter
 from requests.structures import CaseInsensitiveDict
 from urllib3 import HTTPResponse
+from werkzeug.datastructures import Headers
 from werkzeug.test import EnvironBuilder, run_wsgi_app
 
 from ..urls import IN_PROCESS_ORIGIN
@@ -30,7 +31,7 @@ class WSGITransport(BaseAdapter):
         super().__init__()
         self.wsgi_app = wsgi_app
 
-    def send(  # type: ignore[override]
+    def send(
         self, request: requests.PreparedRequest, stream: bool = False,
         timeout: t.Any = None, verify: t.Any = True, cert: t.Any = None,
         proxies: t.Any = None,
@@ -43,8 +44,9 @@ class WSGITransport(BaseAdapter):
             path=parts.path or "/",
             query_string=parts.query,
             method=request.method or "GET",
-            headers=dict(request.headers),
-            data=body,
+            headers=Headers(dict(request.headers)),
+            # The client's bodies are bytes (a file object would do too); never a generator.
+            data=t.cast("bytes | t.IO[bytes]", body),
             base_url=f"{parts.scheme}://{parts.netloc}",
         )
         try:
@@ -69,7 +71,8 @@ class WSGITransport(BaseAdapter):
         response.encoding = requests.utils.get_encoding_from_headers(response.headers)
         response.url = request.url or ""
         response.request = request
-        response.connection = self
+        # requests types it HTTPAdapter, but any mounted adapter puts itself here.
+        response.connection = self  # type: ignore[assignment]
         return response
 
     def close(self) -> None:

@@ -36,6 +36,7 @@ from .users import PEOPLE, PEOPLE_BY_KEY, SandboxPerson, avatar_for, openid_for,
 
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
+    from sqlalchemy.engine import CursorResult
 
 EXTENSION_KEY = "wechat_qr_sandbox"
 QR_TTL = 300
@@ -217,6 +218,8 @@ def poll() -> Response:
                                         _key(request.args.get("uuid")))
     status = _status(qr_session, time.time())
     payload: dict[str, t.Any] = {"status": status}
+    if qr_session is None:  # unknown: "expired"
+        return jsonify(payload)
     if status == "confirmed":
         payload["redirect"] = _with_query(qr_session.redirect_uri,
                                           [("code", qr_session.code), ("state", qr_session.state)])
@@ -263,12 +266,13 @@ def confirm(uuid: str) -> t.Any:
                                            person_key=person_key, created_at=now))
         outcome, values = "allowed", {"status": "confirmed", "code": code}
     # Only one answer per QR code, whichever worker gets it first.
-    updated = sandbox.db.session.execute(
+    # An UPDATE's result is a CursorResult (SQLAlchemy's own advice for its typing).
+    updated = t.cast("CursorResult[t.Any]", sandbox.db.session.execute(
         sa.update(models.QRSession)
         .where(models.QRSession.uuid == uuid,
                models.QRSession.status.in_(OPEN_STATUSES))
         .values(**values)
-    ).rowcount
+    )).rowcount
     if updated != 1:
         sandbox.db.session.rollback()
         return render_template("wechat_qr/sandbox/confirm.html", outcome="used", app=app), 409
@@ -319,10 +323,10 @@ def access_token() -> Response:
         return wechat_error(40029, "invalid code")
     if row.created_at + CODE_TTL < time.time():
         return wechat_error(42003, "code expired")
-    used = sandbox.db.session.execute(
+    used = t.cast("CursorResult[t.Any]", sandbox.db.session.execute(
         sa.update(models.Code).where(models.Code.code == code, models.Code.used.is_(False))
         .values(used=True)
-    ).rowcount
+    )).rowcount
     if used != 1:
         sandbox.db.session.rollback()
         return wechat_error(40163, "code been used")
