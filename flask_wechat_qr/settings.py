@@ -125,6 +125,19 @@ def optional_name(value: t.Any, key: str, default: t.Any) -> str | None:
     return str(value or "") or None
 
 
+def frame_sources(value: t.Any, key: str, default: t.Any) -> str | None:
+    """A CSP ``frame-ancestors`` source list; ``""`` or ``False``: no framing header."""
+    if value is False or value == "":
+        return None
+    text = str(value).strip()
+    if not text or any(ch in text for ch in ";,\r\n") or not text.isprintable():
+        raise ConfigurationError(
+            key, f"{value!r} is not a frame-ancestors source list",
+            "Use e.g. \"'self'\", \"'self' https://partner.example.com\" or \"'none'\"; or "
+            "'' to send no framing header (when the site sets its own).")
+    return text
+
+
 def business_url(value: t.Any, key: str, default: t.Any) -> str | None:
     if not value:
         return None
@@ -443,6 +456,11 @@ class Settings:
     post_login_url: str = setting(
         "/", local_path, topic="login",
         doc="A path on this site to go to after a login started without ``next``.")
+    frame_ancestors: str | None = setting(
+        "'self'", frame_sources, topic="login",
+        doc="Who may frame the extension's pages: its ``Content-Security-Policy: "
+            "frame-ancestors`` sources (``X-Frame-Options`` follows for ``'self'`` and "
+            "``'none'``); ``''`` sends neither, for a site that sets its own.")
     sandbox_app_name: str | None = setting(
         None, optional_name, topic="sandbox",
         doc="The application name the sandbox's phone page shows; unset, the Flask app's "

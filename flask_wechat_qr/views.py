@@ -54,6 +54,8 @@ blueprint = Blueprint("wechat_qr", __name__, template_folder="templates")
 #: into the ID token for the connection's callback URL).
 MAX_BUSINESS_STATE_LENGTH = 1024
 MAX_NONCE_LENGTH = 255
+#: ``X-Frame-Options`` for the ``frame-ancestors`` sources it can say (older browsers).
+X_FRAME_OPTIONS = {"'self'": "SAMEORIGIN", "'none'": "DENY"}
 
 
 @blueprint.before_request
@@ -268,10 +270,18 @@ def login_error(error: LoginError) -> tuple[str | Response, int]:
 
 
 @blueprint.after_request
-def no_store(response: Response) -> Response:
-    """Login pages carry one-time state; no cache may keep them."""
+def page_headers(response: BaseResponse) -> BaseResponse:
+    """Login pages carry one-time state: no cache may keep them. No other site may frame
+    them (clickjacking the bind or unlink forms); the embedded QR, framed by this site's
+    own page, still works."""
     if request.endpoint != "wechat_qr.jwks":
         response.headers["Cache-Control"] = "no-store"
+    sources = current_runtime().settings.frame_ancestors
+    if sources and "Content-Security-Policy" not in response.headers:
+        response.headers["Content-Security-Policy"] = f"frame-ancestors {sources}"
+        frame_option = X_FRAME_OPTIONS.get(sources)
+        if frame_option is not None:
+            response.headers.setdefault("X-Frame-Options", frame_option)
     return response
 
 

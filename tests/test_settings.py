@@ -92,6 +92,7 @@ def test_minimal_configuration_gives_documented_defaults() -> None:
     assert settings.url_prefix == "/auth"
     assert settings.http_timeout == 5.0
     assert settings.code_used_wait == 2.0  # a used code holds a worker at most this long
+    assert settings.frame_ancestors == "'self'"
     assert settings.state_ttl == 600
     assert settings.post_login_url == "/"
 
@@ -126,6 +127,7 @@ GLOBAL_VALUES: dict[str, tuple[t.Any, t.Any]] = {
     "url_prefix": ("login/", "/login"),
     "http_timeout": ("2.5", 2.5),
     "code_used_wait": ("0.5", 0.5),
+    "frame_ancestors": ("'none'", "'none'"),
     "state_ttl": (300, 300),
     "post_login_url": ("/account", "/account"),
     "bind_ttl": (120, 120),
