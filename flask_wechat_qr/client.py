@@ -17,6 +17,7 @@ import requests
 from authlib.consts import default_user_agent
 from authlib.integrations.requests_client import OAuth2Session
 
+from .deadline import DeadlineAdapter
 from .errors import (
     SnapshotUser,
     WeChatAPIError,
@@ -190,6 +191,8 @@ class WeChatSession(OAuth2Session):
             default_timeout=timeout,
             **_environment_settings(api_base_url),
         )
+        for scheme in ("https://", "http://"):
+            self.mount(scheme, DeadlineAdapter(timeout))
         self.register_client_auth_method((AUTH_METHOD, _appid_secret_auth))
         self.register_compliance_hook("access_token_response", _check_token_response)
         # Authlib's remote app sets this on every call; set first here, those writes only

@@ -445,7 +445,8 @@ class Settings:
             "at the root.")
     http_timeout: float = setting(
         5.0, positive_seconds, topic="login",
-        doc="Seconds to wait for each call to WeChat's API.")
+        doc="Seconds a call to WeChat's API may take in all (connecting, waiting, reading the "
+            "answer); past it, the call ends as a timeout.")
     code_used_wait: float = setting(
         2.0, seconds_to_wait, topic="login",
         doc="Seconds (0 to 60) a callback whose code WeChat reports as used (``40163``, its "

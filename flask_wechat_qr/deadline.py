@@ -1,0 +1,156 @@
+"""A total deadline for every call to WeChat.
+
+``requests`` timeouts bound each wait on the socket, not the call: a server that sends its
+answer a byte at a time, each just inside the timeout, holds the request (and a worker)
+for as long as it likes. :class:`DeadlineAdapter` arms one shared watchdog thread with the
+call's deadline; when it passes, the watchdog shuts the call's socket down, which wakes
+the waiting read at once, and the call fails as a timeout. A call that ends in time costs
+a heap push and pop, no thread of its own; its kept-alive connection is reused as usual.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import socket
+import threading
+import time
+import typing as t
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+#: The connections a call of this thread used (set while :meth:`DeadlineAdapter.send` runs).
+_calls = threading.local()
+
+
+class _Call:
+    """One call's connections and whether its deadline cut it short."""
+
+    __slots__ = ("connections", "expired")
+
+    def __init__(self) -> None:
+        self.connections: list[HTTPConnection] = []
+        self.expired = False
+
+    def expire(self) -> None:
+        self.expired = True
+        for connection in list(self.connections):
+            sock = connection.sock
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)  # wakes a read blocked in another thread
+                except OSError:
+                    pass  # already closed
+
+
+class _Watchdog:
+    """One daemon thread for the whole process, expiring calls whose deadline passed."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, _Call]] = []
+        self._pending: set[int] = set()
+        self._order = itertools.count()
+        self._wakeup = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def arm(self, deadline: float, call: _Call) -> int:
+        with self._wakeup:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="wechat-qr-deadline",
+                                                daemon=True)
+                self._thread.start()
+            token = next(self._order)
+            heapq.heappush(self._heap, (deadline, token, call))
+            self._pending.add(token)
+            if self._heap[0][1] == token:
+                self._wakeup.notify()
+            return token
+
+    def disarm(self, token: int) -> None:
+        with self._wakeup:
+            self._pending.discard(token)  # its heap entry is dropped when it comes up
+
+    def _run(self) -> None:
+        with self._wakeup:
+            while True:
+                while self._heap and self._heap[0][1] not in self._pending:
+                    heapq.heappop(self._heap)
+                if not self._heap:
+                    self._wakeup.wait()
+                    continue
+                deadline, token, call = self._heap[0]
+                wait = deadline - time.monotonic()
+                if wait > 0:
+                    self._wakeup.wait(wait)
+                    continue
+                heapq.heappop(self._heap)
+                self._pending.discard(token)
+                call.expire()
+
+
+_WATCHDOG = _Watchdog()
+
+
+class _TrackedHTTPConnection(HTTPConnection):
+    def request(self, *args: t.Any, **kwargs: t.Any) -> None:
+        _track(self)
+        super().request(*args, **kwargs)
+
+
+class _TrackedHTTPSConnection(HTTPSConnection):
+    def request(self, *args: t.Any, **kwargs: t.Any) -> None:
+        _track(self)
+        super().request(*args, **kwargs)
+
+
+def _track(connection: HTTPConnection) -> None:
+    call: _Call | None = getattr(_calls, "current", None)
+    if call is not None:
+        call.connections.append(connection)
+
+
+class _HTTPPool(HTTPConnectionPool):
+    ConnectionCls = _TrackedHTTPConnection
+
+
+class _HTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _TrackedHTTPSConnection
+
+
+class DeadlineAdapter(HTTPAdapter):
+    """``requests``' adapter, each call of which ends within ``deadline`` seconds in all
+    (connecting, waiting for the answer, reading it), else raises ``requests.Timeout``."""
+
+    def __init__(self, deadline: float, **kwargs: t.Any) -> None:
+        self.deadline = deadline
+        super().__init__(**kwargs)
+
+    def init_poolmanager(self, *args: t.Any, **kwargs: t.Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+
+    def send(self, request: requests.PreparedRequest, *args: t.Any,
+             **kwargs: t.Any) -> requests.Response:
+        if kwargs.get("stream"):
+            raise ValueError("a deadline needs the whole answer read within the call")
+        call = _Call()
+        _calls.current = call
+        token = _WATCHDOG.arm(time.monotonic() + self.deadline, call)
+        try:
+            response = super().send(request, *args, **kwargs)
+            response.content  # noqa: B018 - read here, within the deadline, not by the session
+        except requests.RequestException as error:
+            if call.expired:
+                raise requests.Timeout(
+                    f"no complete answer within {self.deadline:g} seconds") from error
+            raise
+        finally:
+            _WATCHDOG.disarm(token)
+            _calls.current = None
+        if call.expired:  # an answer read until the socket closed: cut short, not whole
+            response.close()
+            raise requests.Timeout(f"no complete answer within {self.deadline:g} seconds")
+        return response

@@ -1,0 +1,161 @@
+"""A call to WeChat ends within its deadline in all, whatever the server does: an answer
+dripped a byte at a time (each byte well inside the read timeout) is cut off, as a timeout;
+answers in time keep their kept-alive connection."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import typing as t
+
+import pytest
+import requests
+
+from flask_wechat_qr.deadline import DeadlineAdapter
+
+BODY = b'{"access_token":"T","openid":"o"}'
+#: Bytes the server would drip if nobody stopped it: 600 at 20 ms each is 12 seconds.
+DRIP_BYTES = 600
+DRIP_INTERVAL = 0.02
+
+
+class DripServer:
+    """A server on 127.0.0.1 answering each request slowly in one of two ways."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.sent = 0
+        self.connections = 0
+        self.done = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.1)  # accept wakes up often enough to see done
+        self.port = self.listener.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        try:
+            while not self.done.is_set():
+                try:
+                    conn, _ = self.listener.accept()
+                except TimeoutError:
+                    continue
+                except OSError:
+                    return
+                self.connections += 1
+                with conn:
+                    self._answer(conn)
+        finally:
+            self.done.set()
+
+    def _answer(self, conn: socket.socket) -> None:
+        conn.settimeout(10)
+        while not self.done.is_set():
+            try:
+                request = conn.recv(65536)
+            except OSError:
+                return
+            if not request:
+                return
+            head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+            if self.mode == "fast":
+                conn.sendall(head + b"Content-Length: %d\r\n\r\n" % len(BODY) + BODY)
+                continue
+            if self.mode == "drip-body":
+                conn.sendall(head + b"Content-Length: %d\r\n\r\n" % DRIP_BYTES)
+                payload = b" " * DRIP_BYTES
+            else:  # drip the status line and headers themselves
+                payload = head + b"X-Slow: " + b"x" * DRIP_BYTES
+            for byte in payload:
+                try:
+                    conn.sendall(bytes([byte]))
+                except OSError:
+                    return  # the client gave up: what we want
+                self.sent += 1
+                time.sleep(DRIP_INTERVAL)
+            return
+
+    def close(self) -> None:
+        self.done.set()
+        self.thread.join(10)
+        self.listener.close()
+
+
+@pytest.fixture
+def server(request: pytest.FixtureRequest) -> t.Iterator[DripServer]:
+    drip = DripServer(request.param)
+    try:
+        yield drip
+    finally:
+        drip.close()
+
+
+def _session(deadline: float) -> requests.Session:
+    session = requests.Session()
+    session.trust_env = False
+    session.mount("http://", DeadlineAdapter(deadline))
+    return session
+
+
+@pytest.mark.parametrize("server", ["drip-body", "drip-headers"], indirect=True)
+def test_a_dripped_answer_is_cut_off_at_the_deadline(server: DripServer) -> None:
+    started = time.monotonic()
+    with _session(0.5) as session, pytest.raises(requests.Timeout):
+        # Each byte comes well inside the 2 s read timeout: only the deadline stops it.
+        session.get(f"http://127.0.0.1:{server.port}/sns/oauth2/access_token", timeout=2)
+    assert time.monotonic() - started < 8  # generous: the drip alone would take 12 s
+    assert 0 < server.sent < DRIP_BYTES // 2  # it was cut off, after it began
+
+
+@pytest.mark.parametrize("server", ["fast"], indirect=True)
+def test_answers_in_time_keep_their_connection(server: DripServer) -> None:
+    with _session(5) as session:
+        for _ in range(20):
+            resp = session.get(f"http://127.0.0.1:{server.port}/sns/userinfo", timeout=2)
+            assert resp.content == BODY
+    assert server.connections == 1  # one kept-alive connection for every call
+
+
+@pytest.mark.parametrize("server", ["fast"], indirect=True)
+def test_many_threads_each_keep_their_own_deadline(server: DripServer) -> None:
+    """The one watchdog serves every thread; calls that end in time are never cut."""
+    failures: list[BaseException] = []
+
+    def calls() -> None:
+        try:
+            with _session(5) as session:
+                for _ in range(10):
+                    assert session.get(f"http://127.0.0.1:{server.port}/x",
+                                       timeout=2).content == BODY
+        except BaseException as error:  # noqa: BLE001 - reported below
+            failures.append(error)
+
+    threads = [threading.Thread(target=calls) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not failures
+
+
+def test_a_streamed_call_is_refused() -> None:
+    """Streaming would read the answer after the deadline's watch ended."""
+    with _session(1) as session, pytest.raises(ValueError, match="deadline"):
+        session.get("http://127.0.0.1:9/", stream=True, timeout=1)
+
+
+@pytest.mark.parametrize("server", ["drip-body"], indirect=True)
+def test_the_client_reports_a_dripping_wechat_as_a_timeout(
+    server: DripServer, make_app: t.Any
+) -> None:
+    """Through the extension: the callback's token exchange ends as "WeChat took too long"
+    (504) within the timeout, not after the drip."""
+    app = make_app(WECHAT_QR_API_BASE_URL=f"http://127.0.0.1:{server.port}",
+                   WECHAT_QR_HTTP_TIMEOUT=0.5)
+    client = app.test_client()
+    from support import error_name, finish_login, start_login
+
+    resp = finish_login(client, start_login(client))
+    assert resp.status_code == 504 and error_name(resp) == "WeChatTimeout"
+    assert 0 < server.sent < DRIP_BYTES // 2
