@@ -211,6 +211,14 @@ class AssociationPolicy:
     def unlink(self, connection: ConnectionSettings, user: User) -> Identity:
         """Remove the user's identity of ``connection`` (in the caller's transaction),
         unless it is their last way in."""
+        # Two unlinks of one user at once must not each see the other's identity and leave
+        # none: touching the user's identity rows first takes their write locks (the rows' on
+        # PostgreSQL, the database's on SQLite), so the second waits for the first to commit
+        # and then counts what is left.
+        table = self.models.Identity.__table__
+        user_id = self.adapter.get_user_id(user)
+        self.db.session.execute(sa.update(table).where(table.c.user_id == user_id)
+                                .values(user_id=table.c.user_id))
         identity = self.identity_of(user, connection.identifier)
         if identity is None:
             raise NotLinked()
