@@ -237,7 +237,11 @@ class WeChatAPIError(LoginError):
 
     def __init__(self, errcode: int, errmsg: str = "") -> None:
         self.errcode = errcode
-        self.errmsg = errmsg
+        #: WeChat's text, with line breaks and other control characters escaped: it goes
+        #: into the site's logs, where a line break would forge a log line
+        self.errmsg = "".join(ch if ch.isprintable() else ascii(ch)[1:-1]
+                              for ch in str(errmsg)[:500])
+        errmsg = self.errmsg
         super().__init__()
         self.args = (f"WeChat errcode {errcode}: {errmsg}",)
 

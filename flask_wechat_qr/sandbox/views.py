@@ -167,10 +167,12 @@ def qrconnect() -> t.Any:
             _("Wrong Scope parameter or no Scope permission"),
             _("Website applications use response_type=code and scope=snsapi_login."))
     redirect_uri = args.get("redirect_uri", "")
-    parts = urlsplit(redirect_uri)
+    # Parsed as a browser will follow it: a backslash is "/" in http(s) URLs, so the host
+    # of http://evil<backslash>@site/ is evil; and no user name (WeChat takes none either).
+    parts = urlsplit(redirect_uri.replace("\\", "/"))
     domain = app.callback_domain or request.host.rsplit(":", 1)[0]
     if (parts.scheme not in ("http", "https") or parts.hostname != domain or "#" in redirect_uri
-            or not redirect_uri.isprintable()):
+            or "@" in parts.netloc or not redirect_uri.isprintable()):
         return _page_error(
             _("Wrong redirect_uri parameter"),
             _("The redirect_uri host must be the registered authorization callback domain "
