@@ -83,3 +83,10 @@ def example_app_env(monkeypatch: pytest.MonkeyPatch, tmp_path: t.Any) -> None:
             monkeypatch.delenv(name)
     instance = str(tmp_path / "instance")
     monkeypatch.setattr(Flask, "auto_find_instance_path", lambda self: instance)
+
+
+@pytest.fixture
+def sandbox_app(make_app: t.Callable[..., Flask]) -> Flask:
+    """The test host with the sandbox mounted in it, on the sandbox's own credentials."""
+    return make_app(WECHAT_QR_SANDBOX=True, WECHAT_QR_APP_ID=None, WECHAT_QR_APP_SECRET=None,
+                    WECHAT_QR_SANDBOX_APP_NAME="Demo site")

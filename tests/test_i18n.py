@@ -372,12 +372,6 @@ def test_configured_userinfo_lang_wins(make_app: t.Any, wechat_api: t.Any, heade
 # --- the sandbox's pages -----------------------------------------------------------
 
 
-@pytest.fixture
-def sandbox_app(make_app: t.Callable[..., Flask]) -> Flask:
-    return make_app(WECHAT_QR_SANDBOX=True, WECHAT_QR_APP_ID=None, WECHAT_QR_APP_SECRET=None,
-                    WECHAT_QR_SANDBOX_APP_NAME="Demo site")
-
-
 def sandbox_qr_page(client: t.Any, lang: str | None = None) -> tuple[str, str]:
     """Start a login, load the sandbox's QR page (with WeChat's ``lang`` replaced by
     ``lang``, or removed); return (the page, its QR code's uuid)."""
