@@ -11,6 +11,7 @@ from flask import Flask
 from support import (
     POSTGRES_URL_VARIABLE,
     REQUIRE_POSTGRES_VARIABLE,
+    Clock,
     Database,
     WeChatAPI,
     dispose_engines,
@@ -63,6 +64,26 @@ def app(make_app: t.Callable[..., Flask]) -> Flask:
 @pytest.fixture
 def client(app: Flask) -> t.Any:
     return app.test_client()
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """The wall clock, stopped and moved on by hand: ``clock.advance(601)``."""
+    return Clock(monkeypatch)
+
+
+@pytest.fixture(scope="session")
+def rsa_key() -> t.Any:
+    """An RSA key for RS256 ID tokens (a joserfc ``RSAKey``), made once per run."""
+    from joserfc.jwk import RSAKey
+
+    return RSAKey.generate_key(2048)
+
+
+@pytest.fixture(scope="session")
+def pem(rsa_key: t.Any) -> str:
+    """:func:`rsa_key` as the PEM text ``WECHAT_QR_ID_TOKEN_PRIVATE_KEY`` takes."""
+    return str(rsa_key.as_pem(private=True).decode())
 
 
 @pytest.fixture

@@ -22,11 +22,11 @@ from support import (
     api_paths,
     api_queries,
     finish_login,
-    identity_model,
     link_identity,
     logged_in_user_id,
     login_with_wechat,
     start_login,
+    table,
     two_connections,
 )
 
@@ -303,7 +303,7 @@ def test_identity_created_concurrently_ends_in_one_user(app: t.Any, client: t.An
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """Another request creates the same identity between our lookup and our insert."""
     real_userinfo = WeChatClient.userinfo
-    Identity = identity_model(app)
+    identity_table = table(app, "wechat_qr_identity")
     calls = []
 
     def userinfo_while_another_request_wins(self: t.Any, *args: t.Any, **kwargs: t.Any) -> t.Any:
@@ -313,7 +313,7 @@ def test_identity_created_concurrently_ends_in_one_user(app: t.Any, client: t.An
             conn.execute(sa.insert(app.User.__table__).values(id=77, username="winner",
                                                               nickname=NICKNAME))
             now = datetime.now(UTC)
-            conn.execute(sa.insert(Identity.__table__).values(
+            conn.execute(sa.insert(identity_table).values(
                 connection="wechat", openid=OPENID, unionid=UNIONID, user_id="77",
                 created_at=now, last_login_at=now))
         return profile

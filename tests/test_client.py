@@ -35,6 +35,7 @@ from support import (
     UNIONID,
     USERINFO_PATH,
     WeChatAPI,
+    api_paths,
     finish_login,
     make_test_app,
     start_login,
@@ -911,3 +912,17 @@ def test_netrc_credentials_never_reach_wechat(
     assert len(wechat_api.mock.calls) == 2
     for call in wechat_api.mock.calls:
         assert "Authorization" not in call.request.headers
+
+
+# --- retries ------------------------------------------------------------------------------
+
+
+def test_busy_userinfo_is_retried_once_during_a_login(client: t.Any, wechat_api: t.Any) -> None:
+    state = start_login(client)
+    wechat_api.token()
+    wechat_api.error(USERINFO_PATH, -1, "system error")
+    wechat_api.userinfo()
+    resp = finish_login(client, state)
+    assert resp.status_code == 302
+    assert api_paths(wechat_api) == [TOKEN_PATH, USERINFO_PATH, USERINFO_PATH]
+    assert client.get("/").get_data(as_text=True).endswith(NICKNAME)
