@@ -16,10 +16,15 @@ from support import (
     CODE,
     REFRESH_TOKEN,
     TOKEN_PATH,
+    add_user,
+    all_identities,
     all_users,
     api_paths,
     find_tags,
     finish_login,
+    host_app,
+    link_identity,
+    log_in,
     query_pairs,
     rows,
     start_login,
@@ -210,3 +215,14 @@ def test_every_blueprint_response_is_no_store(client: t.Any, wechat_api: t.Any) 
     assert client.get("/").headers.get("Cache-Control") is None
 
 
+# --- unlink -------------------------------------------------------------------------------
+
+
+def test_unlink_is_post_only(make_app: t.Any) -> None:
+    app = host_app(make_app)
+    alice = add_user(app, username="alice", password="pw")
+    link_identity(app, alice)
+    client = app.test_client()
+    log_in(client, alice)
+    assert client.get("/auth/wechat/unlink").status_code == 405
+    assert len(all_identities(app)) == 1
