@@ -20,6 +20,7 @@ from support import (
     all_identities,
     all_users,
     api_paths,
+    callback_app,
     find_tags,
     finish_login,
     host_app,
@@ -226,3 +227,25 @@ def test_unlink_is_post_only(make_app: t.Any) -> None:
     log_in(client, alice)
     assert client.get("/auth/wechat/unlink").status_code == 405
     assert len(all_identities(app)) == 1
+
+
+# --- the business front end's state and nonce ---------------------------------------------
+
+
+def test_embedded_qr_page_keeps_the_business_state(make_app: t.Any, pem: str) -> None:
+    app = callback_app(make_app, pem)
+    resp = app.test_client().get("/auth/wechat/qr", query_string={"state": "s1", "nonce": "n1"})
+    assert resp.status_code == 200
+    links = [a["href"] for a in find_tags(resp.get_data(as_text=True), "a")
+             if "/auth/wechat/login" in (a.get("href") or "")]
+    assert links and all("state=s1" in href and "nonce=n1" in href for href in links)
+
+
+@pytest.mark.parametrize("params", [
+    {"state": "x" * 1025}, {"nonce": "n" * 256}, {"state": "bad\nvalue"}, {"nonce": "a\x00"},
+])
+def test_bad_business_parameters_are_refused(make_app: t.Any, pem: str,
+                                             params: dict[str, str]) -> None:
+    app = callback_app(make_app, pem)
+    resp = app.test_client().get("/auth/wechat/login", query_string=params)
+    assert resp.status_code == 400
