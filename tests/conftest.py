@@ -11,10 +11,11 @@ from flask import Flask
 from support import (
     POSTGRES_URL_VARIABLE,
     REQUIRE_POSTGRES_VARIABLE,
+    STRONG_KEY,
     Clock,
     Database,
     WeChatAPI,
-    dispose_engines,
+    app_factory,
     make_test_app,
 )
 
@@ -40,20 +41,51 @@ def database(request: pytest.FixtureRequest, tmp_path: t.Any) -> t.Iterator[Data
 
 @pytest.fixture
 def make_app(tmp_path: t.Any, database: Database) -> t.Iterator[t.Callable[..., Flask]]:
+    """``make_app(**config)``: a new test host (support.make_test_app) on the test's
+    database, in a folder of its own."""
     counter = iter(range(1000))
-    apps: list[Flask] = []
 
-    def factory(**config: t.Any) -> Flask:
+    def build(**config: t.Any) -> Flask:
         name = f"app{next(counter)}"
         folder = tmp_path / name
         folder.mkdir()
-        app = make_test_app(folder, database.url(name), **config)
-        apps.append(app)
-        return app
+        return make_test_app(folder, database.url(name), **config)
 
-    yield factory
-    for app in apps:
-        dispose_engines(app)
+    with app_factory(build) as factory:
+        yield factory
+
+
+@pytest.fixture
+def make_production_app(tmp_path: t.Any) -> t.Iterator[t.Callable[..., Flask]]:
+    """Test hosts configured for production (TESTING off) with a strong SECRET_KEY, unless
+    told otherwise; on SQLite only (the deployment checks store nothing)."""
+    counter = iter(range(1000))
+
+    def build(**config: t.Any) -> Flask:
+        folder = tmp_path / f"app{next(counter)}"
+        folder.mkdir()
+        return make_test_app(folder, **{"TESTING": False, "SECRET_KEY": STRONG_KEY, **config})
+
+    with app_factory(build) as factory:
+        yield factory
+
+
+@pytest.fixture
+def make_site(database: Database, example_app_env: None
+                      ) -> t.Iterator[t.Callable[..., Flask]]:
+    """``make_site(url=None, **config)``: the example site (example_app) in test
+    mode, on the test's database (or ``url``), untouched by the developer's shell."""
+    from example_app import create_app
+
+    counter = iter(range(1000))
+
+    def build(url: str | None = None, **config: t.Any) -> Flask:
+        base = {"TESTING": True, "SECRET_KEY": "example-app-test-key",
+                "DATABASE_URL": url or database.url(f"site{next(counter)}")}
+        return create_app(test_config={**base, **config})
+
+    with app_factory(build) as factory:
+        yield factory
 
 
 @pytest.fixture

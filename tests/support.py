@@ -361,6 +361,28 @@ def dispose_engines(app: Flask) -> None:
             engine.dispose()
 
 
+@contextlib.contextmanager
+def app_factory(build: t.Callable[..., Flask]) -> t.Iterator[t.Callable[..., Flask]]:
+    """``build``, remembering every app it makes, whose pooled database connections are
+    closed when the ``with`` ends (a test's PostgreSQL schema is dropped next)."""
+    apps: list[Flask] = []
+
+    def factory(*args: t.Any, **kwargs: t.Any) -> Flask:
+        app = build(*args, **kwargs)
+        apps.append(app)
+        return app
+
+    try:
+        yield factory
+    finally:
+        for app in apps:
+            dispose_engines(app)
+
+
+#: A SECRET_KEY strong enough for ``flask wechat-qr check`` in production.
+STRONG_KEY = "9f8e7d6c5b4a39281706f5e4d3c2b1a0"
+
+
 def free_port() -> int:
     """A loopback port nothing listens on (once this socket is closed)."""
     import socket
@@ -831,6 +853,12 @@ def _runtime(app: Flask) -> t.Any:
     return app.extensions["wechat_qr"]
 
 
+def models_of(app: Flask) -> t.Any:
+    """The extension's mapped classes on the host's ``db`` (``models.Models``), which
+    ``migrations.extension_tables`` takes; tests read and write rows through :func:`table`."""
+    return _runtime(app).models
+
+
 def wechat_client(app: Flask, connection: str = "wechat") -> t.Any:
     """A connection's :class:`~flask_wechat_qr.WeChatClient`, built by ``init_app``: for the
     calls no route makes (refresh, ``/sns/auth``), the exact error objects, and its pooled
@@ -896,6 +924,14 @@ def take_waiting_places(store: t.Any, count: int) -> bool:
     outcome (as that many waiting requests would); whether there were as many free. Waiting
     requests cannot be held still from outside, so the test takes their places itself."""
     return all(store._waiting.acquire(blocking=False) for _ in range(count))
+
+
+def in_process_origin() -> str:
+    """The origin of the sandbox mounted in the host app, as the extension's client reaches it
+    in-process (no socket): what a sandbox connection's API base URL starts with."""
+    from flask_wechat_qr.urls import IN_PROCESS_ORIGIN
+
+    return IN_PROCESS_ORIGIN
 
 
 def max_waiting_requests() -> int:

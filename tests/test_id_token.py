@@ -27,6 +27,7 @@ from support import (
     add_user,
     all_users,
     callback_app,
+    ending_of,
     finish_login,
     form_post,
     link_identity,
@@ -361,8 +362,7 @@ def test_claims_that_are_not_json_end_on_an_error_page(
     assert "Traceback" not in resp.get_data(as_text=True)
     (user,) = all_users(app)
     assert logged_in_user_id(client) == str(user.id)
-    with app.app_context():
-        ending = app.extensions["wechat_qr"].login_states["wechat"].ending(state)
+    ending = ending_of(app, state)
     assert ending is not None and ending.user_id == str(user.id)
 
 

@@ -36,6 +36,8 @@ from support import (
     CODE,
     OPENID,
     REFRESH_TOKEN,
+    SANDBOX_APP_ID,
+    SANDBOX_APP_SECRET,
     TOKEN_PATH,
     UNIONID,
     USERINFO_PATH,
@@ -662,13 +664,12 @@ def test_sandbox_answers_carrying_codes_and_tokens_are_no_store(
     answer(client, uuid, action="allow", person="zhangsan")
     polled = client.get(f"{SBX}/connect/l/qrconnect", query_string={"uuid": uuid})
     code = parse_qs(urlsplit(polled.json["redirect"]).query)["code"][0]
-    settings = app.extensions["wechat_qr"].settings.connections["wechat"]
     token = client.get(f"{SBX}{TOKEN_PATH}", query_string={
-        "appid": settings.app_id, "secret": settings.app_secret, "code": code,
+        "appid": SANDBOX_APP_ID, "secret": SANDBOX_APP_SECRET, "code": code,
         "grant_type": "authorization_code"})
     access = json.loads(token.data)
     refreshed = client.get(f"{SBX}/sns/oauth2/refresh_token", query_string={
-        "appid": settings.app_id, "grant_type": "refresh_token",
+        "appid": SANDBOX_APP_ID, "grant_type": "refresh_token",
         "refresh_token": access["refresh_token"]})
     for what, resp in [("QR page", qr_page), ("poll", polled), ("token", token),
                        ("refresh", refreshed)]:

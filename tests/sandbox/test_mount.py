@@ -10,7 +10,14 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from flask import Flask
-from support import Database, LiveServer, answer, open_qr_page, poll
+from support import (
+    Database,
+    LiveServer,
+    all_identities,
+    answer,
+    open_qr_page,
+    poll,
+)
 
 from flask_wechat_qr.sandbox import SandboxApp, create_sandbox_app
 from flask_wechat_qr.sandbox.users import unionid_for
@@ -53,12 +60,10 @@ def test_two_connections_share_unionid_in_the_sandbox(make_app: t.Callable[..., 
         client.get(poll(client, uuid)["redirect"].split("localhost", 1)[1])
         users.append(client.get("/").get_data(as_text=True))
     assert users[0] == users[1] and users[0].startswith("logged in as")
-    with app.app_context():
-        identities = app.db.session.execute(
-            app.db.select(app.extensions["wechat_qr"].models.Identity)).scalars().all()
-        assert sorted(i.connection for i in identities) == ["shop", "web"]
-        assert identities[0].openid != identities[1].openid
-        assert identities[0].unionid == identities[1].unionid == unionid_for("lisi")
+    identities = all_identities(app)
+    assert sorted(i.connection for i in identities) == ["shop", "web"]
+    assert identities[0].openid != identities[1].openid
+    assert identities[0].unionid == identities[1].unionid == unionid_for("lisi")
 
 
 # --- the standalone sandbox ---------------------------------------------------------------

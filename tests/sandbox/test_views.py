@@ -10,11 +10,19 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from flask import Flask
-from support import SANDBOX_PREFIX as SBX
-from support import answer, open_qr_page, poll
+from support import (
+    CODE_LIFETIME,
+    SANDBOX_APP_ID,
+    SANDBOX_APP_SECRET,
+    Clock,
+    answer,
+    open_qr_page,
+    poll,
+)
+from support import (
+    SANDBOX_PREFIX as SBX,
+)
 
-from flask_wechat_qr.sandbox import views as sandbox_views
-from flask_wechat_qr.sandbox.options import SANDBOX_APP_ID, SANDBOX_APP_SECRET
 from flask_wechat_qr.sandbox.qr import qr_svg
 from flask_wechat_qr.sandbox.users import openid_for, unionid_for
 
@@ -49,7 +57,7 @@ def test_public_url_is_what_the_phone_gets(make_app: t.Callable[..., Flask]) -> 
     client = app.test_client()
     uuid, _ = open_qr_page(client)
     page = client.get(f"{SBX}/connect/qrconnect", query_string=[
-        ("appid", app.extensions["wechat_qr"].settings.connections["wechat"].app_id),
+        ("appid", SANDBOX_APP_ID),
         ("redirect_uri", "http://localhost/auth/wechat/callback"), ("response_type", "code"),
         ("scope", "snsapi_login"), ("state", "abc")]).get_data(as_text=True)
     assert "sbx-loopback-hint" not in page
@@ -134,12 +142,11 @@ def test_a_qr_code_is_answered_once(sandbox_app: Flask) -> None:
     assert poll(client, uuid)["status"] == "confirmed"
 
 
-def test_qr_code_expires(sandbox_app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_qr_code_expires(sandbox_app: Flask, clock: Clock) -> None:
+    """An unused QR code expires after five minutes."""
     client, phone = sandbox_app.test_client(), sandbox_app.test_client()
     uuid, _ = open_qr_page(client)
-    real_time = sandbox_views.time.time
-    monkeypatch.setattr(sandbox_views.time, "time",
-                        lambda: real_time() + sandbox_views.QR_TTL + 1)
+    clock.advance(5 * 60 + 1)
     assert poll(client, uuid) == {"status": "expired"}
     assert phone.get(f"{SBX}/connect/confirm/{uuid}").status_code == 410
 
@@ -203,18 +210,15 @@ def test_token_errors(sandbox_app: Flask, params: dict[str, str], errcode: int) 
     assert data["errcode"] == errcode and ", rid: " in data["errmsg"]
 
 
-def test_code_expires_after_five_minutes(
-    sandbox_app: Flask, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_code_expires_after_five_minutes(sandbox_app: Flask, clock: Clock) -> None:
     code = confirmed_code(sandbox_app)
-    real_time = sandbox_views.time.time
-    monkeypatch.setattr(sandbox_views.time, "time", lambda: real_time() + 301)
+    clock.advance(CODE_LIFETIME + 1)
     _, data = api(sandbox_app.test_client(), "/sns/oauth2/access_token", appid=SANDBOX_APP_ID,
                   secret=SANDBOX_APP_SECRET, code=code, grant_type="authorization_code")
     assert data["errcode"] == 42003
 
 
-def test_userinfo_errors_and_expiry(sandbox_app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_userinfo_errors_and_expiry(sandbox_app: Flask, clock: Clock) -> None:
     client = sandbox_app.test_client()
     _, token = api(client, "/sns/oauth2/access_token", appid=SANDBOX_APP_ID,
                    secret=SANDBOX_APP_SECRET, code=confirmed_code(sandbox_app, "wangwu"),
@@ -228,8 +232,7 @@ def test_userinfo_errors_and_expiry(sandbox_app: Flask, monkeypatch: pytest.Monk
                openid="o" + "x" * 27)[1]["errcode"] == 40003
     assert api(client, "/sns/auth", access_token=token["access_token"],
                openid="o" + "x" * 27)[1]["errcode"] == 40003
-    real_time = sandbox_views.time.time
-    monkeypatch.setattr(sandbox_views.time, "time", lambda: real_time() + 7201)
+    clock.advance(2 * 3600 + 1)  # access tokens expire after two hours
     assert api(client, "/sns/userinfo", access_token=token["access_token"],
                openid=token["openid"])[1]["errcode"] == 42001
     _, refreshed = api(client, "/sns/oauth2/refresh_token", appid=SANDBOX_APP_ID,
