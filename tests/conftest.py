@@ -1,4 +1,12 @@
-"""Shared fixtures; the helpers and WeChat's answer shapes live in ``support``."""
+"""Shared fixtures; the helpers and WeChat's answer shapes live in ``support``.
+
+The suite mirrors the package: ``test_<module>.py`` tests ``flask_wechat_qr/<module>.py``
+(``sandbox/`` its sandbox package), through the routes, signals, adapter hooks and public
+names wherever they reach; ``promises/`` holds what the whole extension promises across
+modules (secrets, hostile input, faults, workers, concurrency, keep-alive); ``project/`` the
+repository around it (docs, README, packaging, style, benchmark, example site); ``browser/``
+the example site in Chromium.
+"""
 
 from __future__ import annotations
 

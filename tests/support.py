@@ -48,6 +48,8 @@ OPENID_B = "oBBBBVwAJ9GEXlplngwybJ3Z-ZHr"
 
 #: The authorization code :func:`finish_login` sends unless told otherwise.
 CODE = "0816Ab000aBcdE1xYz3000xyz8z16AbQ"
+#: The test host's callback URL (what WeChat redirects back to).
+CALLBACK = "http://localhost/auth/wechat/callback"
 #: What must never reach a page, a redirect, a log line or an error's text.
 SECRETS = (APP_SECRET, CODE, ACCESS_TOKEN, REFRESH_TOKEN)
 
@@ -63,6 +65,29 @@ CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 #: The repository's root (the example app is served from there).
 ROOT = Path(__file__).resolve().parent.parent
+
+
+# --- documented limits and defaults ---------------------------------------------------------
+# The numbers the docs promise (docs/login-flow.rst, docs/sandbox.rst), written here rather
+# than imported from the package: a test then fails when the code and the docs part ways.
+
+#: Longest ``next`` a login keeps; longer is a 400 page before any work.
+MAX_NEXT_LENGTH = 2048
+#: Longest ``state`` a callback accepts (WeChat documents 128 bytes).
+MAX_STATE_LENGTH = 128
+#: Longest authorization code sent on to WeChat.
+MAX_CODE_LENGTH = 512
+#: Seconds an authorization code lives at WeChat (then 42003), as the sandbox has it too.
+CODE_LIFETIME = 300
+#: The sandbox's own website application when none is configured.
+SANDBOX_APP_ID = "wxsandbox0000000001"
+SANDBOX_APP_SECRET = "sandbox-app-secret"
+#: Longer than the "few seconds" in which WeChat's second redirect (or a refresh) of a
+#: login repeats its ending for the same browser, and shorter than a login state's life.
+PAST_THE_REPEAT_WINDOW = 60
+
+
+# --- the test host and WeChat's API ----------------------------------------------------
 
 
 def make_test_app(tmp_path: t.Any, database_url: str | None = None, **config: t.Any) -> Flask:
@@ -281,22 +306,7 @@ def logged_in_user_id(client: t.Any) -> str | None:
         return sess.get("_user_id")
 
 
-def find_tags(html: str, tag: str) -> list[dict[str, str | None]]:
-    """The attributes (entities decoded) of every ``<tag>`` in ``html``."""
-    from html.parser import HTMLParser
-
-    found: list[dict[str, str | None]] = []
-
-    class Parser(HTMLParser):
-        def handle_starttag(self, name: str, attrs: list[tuple[str, str | None]]) -> None:
-            if name == tag:
-                found.append(dict(attrs))
-
-    parser = Parser()
-    parser.feed(html)
-    parser.close()
-    return found
-
+# --- databases and app factories ----------------------------------------------------------
 
 #: PostgreSQL for the second run of the suite: ``postgresql+psycopg://user@127.0.0.1:port/db``
 #: (``.ci/start-postgres`` starts one). Unset: the PostgreSQL variants skip.
@@ -609,6 +619,23 @@ def scan_and_allow(browser: requests.Session, phone_base: str, qr_page_url: str,
 # --- pages and URLs ---------------------------------------------------------------------
 
 
+def find_tags(html: str, tag: str) -> list[dict[str, str | None]]:
+    """The attributes (entities decoded) of every ``<tag>`` in ``html``."""
+    from html.parser import HTMLParser
+
+    found: list[dict[str, str | None]] = []
+
+    class Parser(HTMLParser):
+        def handle_starttag(self, name: str, attrs: list[tuple[str, str | None]]) -> None:
+            if name == tag:
+                found.append(dict(attrs))
+
+    parser = Parser()
+    parser.feed(html)
+    parser.close()
+    return found
+
+
 def query_pairs(url: str) -> list[tuple[str, str]]:
     """The query of ``url`` as ordered (name, value) pairs, decoded once."""
     return parse_qsl(urlsplit(url).query, keep_blank_values=True)
@@ -800,26 +827,6 @@ def verify(token: str, key: t.Any, *, audience: str = "wechat",
         options["nonce"] = {"essential": True, "value": nonce}
     JWTClaimsRegistry(now=now, **options).validate(decoded.claims)
     return t.cast(dict[str, t.Any], decoded.claims)
-
-
-# --- documented limits and defaults ---------------------------------------------------------
-# The numbers the docs promise (docs/login-flow.rst, docs/sandbox.rst), written here rather
-# than imported from the package: a test then fails when the code and the docs part ways.
-
-#: Longest ``next`` a login keeps; longer is a 400 page before any work.
-MAX_NEXT_LENGTH = 2048
-#: Longest ``state`` a callback accepts (WeChat documents 128 bytes).
-MAX_STATE_LENGTH = 128
-#: Longest authorization code sent on to WeChat.
-MAX_CODE_LENGTH = 512
-#: Seconds an authorization code lives at WeChat (then 42003), as the sandbox has it too.
-CODE_LIFETIME = 300
-#: The sandbox's own website application when none is configured.
-SANDBOX_APP_ID = "wxsandbox0000000001"
-SANDBOX_APP_SECRET = "sandbox-app-secret"
-#: Longer than the "few seconds" in which WeChat's second redirect (or a refresh) of a
-#: login repeats its ending for the same browser, and shorter than a login state's life.
-PAST_THE_REPEAT_WINDOW = 60
 
 
 # --- time ----------------------------------------------------------------------------------

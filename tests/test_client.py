@@ -26,11 +26,13 @@ from support import (
     API,
     APP_ID,
     APP_SECRET,
+    CALLBACK,
     CODE,
     NICKNAME,
     OPEN,
     OPENID,
     REFRESH_TOKEN,
+    SECRETS,
     TOKEN_PATH,
     UNIONID,
     USERINFO_PATH,
@@ -61,11 +63,8 @@ from flask_wechat_qr.errors import (
     WeChatUnavailable,
 )
 
-CALLBACK = "http://localhost/auth/wechat/callback"
 REFRESH_PATH = "/sns/oauth2/refresh_token"
 AUTH_PATH = "/sns/auth"
-#: Things that must never reach an error message, a page or a log line.
-SECRETS = (APP_SECRET, ACCESS_TOKEN, REFRESH_TOKEN, CODE)
 TOKEN = WeChatToken(openid=OPENID, access_token=ACCESS_TOKEN, refresh_token=REFRESH_TOKEN,
                     unionid=UNIONID)
 

@@ -16,6 +16,7 @@ from flask import Flask, render_template_string
 from markupsafe import escape
 from support import (
     NICKNAME,
+    ROOT,
     TOKEN_PATH,
     USERINFO_PATH,
     add_user,
@@ -34,7 +35,6 @@ from flask_wechat_qr import AccountAdapter, errors, i18n
 from flask_wechat_qr.errors import ConfigurationError, LoginError
 from flask_wechat_qr.settings import load_settings
 
-ROOT = Path(__file__).resolve().parent.parent
 PO = ROOT / "flask_wechat_qr/translations/zh_CN/LC_MESSAGES/flask_wechat_qr.po"
 MO = PO.with_suffix(".mo")
 CJK = re.compile(r"[\u4e00-\u9fff]")

@@ -1,5 +1,6 @@
-"""The business callback URL: a signed ID token posted to it after a WeChat login,
-verified here exactly as a receiving service would (JWKS, issuer, audience, expiry)."""
+"""ID tokens (id_token.py): their settings and keys, the JWKS, and the token a login posts
+to the business callback URL, verified exactly as a receiving service would (signature,
+issuer, audience, expiry, nonce). How it is posted (and errors with it): test_delivery."""
 
 from __future__ import annotations
 

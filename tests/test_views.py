@@ -10,11 +10,11 @@ import typing as t
 
 import pytest
 from support import (
-    ACCESS_TOKEN,
     APP_ID,
     APP_SECRET,
+    CALLBACK,
     CODE,
-    REFRESH_TOKEN,
+    SECRETS,
     TOKEN_PATH,
     add_user,
     all_identities,
@@ -30,11 +30,6 @@ from support import (
     rows,
     start_login,
 )
-
-CALLBACK = "http://localhost/auth/wechat/callback"
-#: Things that must never reach a page, a redirect or a log line.
-SECRETS = (APP_SECRET, CODE, ACCESS_TOKEN, REFRESH_TOKEN)
-
 
 # --- login -------------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ from support import (
     API,
     MAX_CODE_LENGTH,
     MAX_NEXT_LENGTH,
+    MAX_STATE_LENGTH,
     OPEN,
     SANDBOX_APP_ID,
     SANDBOX_APP_SECRET,
@@ -60,7 +61,6 @@ BOUNDED = settings(
                            HealthCheck.data_too_large],
 )
 
-MAX_STATE_LENGTH = 128
 
 #: Values that must never come back as markup.
 MARKERS = (
