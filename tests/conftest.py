@@ -1,4 +1,12 @@
-"""Shared fixtures; the helpers and WeChat's answer shapes live in ``support``."""
+"""Shared fixtures; the helpers and WeChat's answer shapes live in ``support``.
+
+The suite mirrors the package: ``test_<module>.py`` tests ``flask_wechat_qr/<module>.py``
+(``sandbox/`` its sandbox package), through the routes, signals, adapter hooks and public
+names wherever they reach; ``promises/`` holds what the whole extension promises across
+modules (secrets, hostile input, faults, workers, concurrency, keep-alive); ``project/`` the
+repository around it (docs, README, packaging, style, benchmark, example site); ``browser/``
+the example site in Chromium.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +19,11 @@ from flask import Flask
 from support import (
     POSTGRES_URL_VARIABLE,
     REQUIRE_POSTGRES_VARIABLE,
+    STRONG_KEY,
+    Clock,
     Database,
     WeChatAPI,
-    dispose_engines,
+    app_factory,
     make_test_app,
 )
 
@@ -39,20 +49,51 @@ def database(request: pytest.FixtureRequest, tmp_path: t.Any) -> t.Iterator[Data
 
 @pytest.fixture
 def make_app(tmp_path: t.Any, database: Database) -> t.Iterator[t.Callable[..., Flask]]:
+    """``make_app(**config)``: a new test host (support.make_test_app) on the test's
+    database, in a folder of its own."""
     counter = iter(range(1000))
-    apps: list[Flask] = []
 
-    def factory(**config: t.Any) -> Flask:
+    def build(**config: t.Any) -> Flask:
         name = f"app{next(counter)}"
         folder = tmp_path / name
         folder.mkdir()
-        app = make_test_app(folder, database.url(name), **config)
-        apps.append(app)
-        return app
+        return make_test_app(folder, database.url(name), **config)
 
-    yield factory
-    for app in apps:
-        dispose_engines(app)
+    with app_factory(build) as factory:
+        yield factory
+
+
+@pytest.fixture
+def make_production_app(tmp_path: t.Any) -> t.Iterator[t.Callable[..., Flask]]:
+    """Test hosts configured for production (TESTING off) with a strong SECRET_KEY, unless
+    told otherwise; on SQLite only (the deployment checks store nothing)."""
+    counter = iter(range(1000))
+
+    def build(**config: t.Any) -> Flask:
+        folder = tmp_path / f"app{next(counter)}"
+        folder.mkdir()
+        return make_test_app(folder, **{"TESTING": False, "SECRET_KEY": STRONG_KEY, **config})
+
+    with app_factory(build) as factory:
+        yield factory
+
+
+@pytest.fixture
+def make_site(database: Database, example_app_env: None
+                      ) -> t.Iterator[t.Callable[..., Flask]]:
+    """``make_site(url=None, **config)``: the example site (example_app) in test
+    mode, on the test's database (or ``url``), untouched by the developer's shell."""
+    from example_app import create_app
+
+    counter = iter(range(1000))
+
+    def build(url: str | None = None, **config: t.Any) -> Flask:
+        base = {"TESTING": True, "SECRET_KEY": "example-app-test-key",
+                "DATABASE_URL": url or database.url(f"site{next(counter)}")}
+        return create_app(test_config={**base, **config})
+
+    with app_factory(build) as factory:
+        yield factory
 
 
 @pytest.fixture
@@ -63,6 +104,26 @@ def app(make_app: t.Callable[..., Flask]) -> Flask:
 @pytest.fixture
 def client(app: Flask) -> t.Any:
     return app.test_client()
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """The wall clock, stopped and moved on by hand: ``clock.advance(601)``."""
+    return Clock(monkeypatch)
+
+
+@pytest.fixture(scope="session")
+def rsa_key() -> t.Any:
+    """An RSA key for RS256 ID tokens (a joserfc ``RSAKey``), made once per run."""
+    from joserfc.jwk import RSAKey
+
+    return RSAKey.generate_key(2048)
+
+
+@pytest.fixture(scope="session")
+def pem(rsa_key: t.Any) -> str:
+    """:func:`rsa_key` as the PEM text ``WECHAT_QR_ID_TOKEN_PRIVATE_KEY`` takes."""
+    return str(rsa_key.as_pem(private=True).decode())
 
 
 @pytest.fixture
@@ -83,3 +144,10 @@ def example_app_env(monkeypatch: pytest.MonkeyPatch, tmp_path: t.Any) -> None:
             monkeypatch.delenv(name)
     instance = str(tmp_path / "instance")
     monkeypatch.setattr(Flask, "auto_find_instance_path", lambda self: instance)
+
+
+@pytest.fixture
+def sandbox_app(make_app: t.Callable[..., Flask]) -> Flask:
+    """The test host with the sandbox mounted in it, on the sandbox's own credentials."""
+    return make_app(WECHAT_QR_SANDBOX=True, WECHAT_QR_APP_ID=None, WECHAT_QR_APP_SECRET=None,
+                    WECHAT_QR_SANDBOX_APP_NAME="Demo site")

@@ -14,7 +14,7 @@ import threading
 import time
 import typing as t
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, parse_qsl, urlsplit
 
 import requests
 import responses
@@ -46,6 +46,13 @@ UNIONID_2 = "ohHrhwBBBBBBunEW0eKTS45vS5Q2"
 APP_ID_B = "wx0b0b0b0b0b0b0b0b"
 OPENID_B = "oBBBBVwAJ9GEXlplngwybJ3Z-ZHr"
 
+#: The authorization code :func:`finish_login` sends unless told otherwise.
+CODE = "0816Ab000aBcdE1xYz3000xyz8z16AbQ"
+#: The test host's callback URL (what WeChat redirects back to).
+CALLBACK = "http://localhost/auth/wechat/callback"
+#: What must never reach a page, a redirect, a log line or an error's text.
+SECRETS = (APP_SECRET, CODE, ACCESS_TOKEN, REFRESH_TOKEN)
+
 #: WeChat's API paths.
 TOKEN_PATH = "/sns/oauth2/access_token"
 USERINFO_PATH = "/sns/userinfo"
@@ -58,6 +65,29 @@ CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 #: The repository's root (the example app is served from there).
 ROOT = Path(__file__).resolve().parent.parent
+
+
+# --- documented limits and defaults ---------------------------------------------------------
+# The numbers the docs promise (docs/login-flow.rst, docs/sandbox.rst), written here rather
+# than imported from the package: a test then fails when the code and the docs part ways.
+
+#: Longest ``next`` a login keeps; longer is a 400 page before any work.
+MAX_NEXT_LENGTH = 2048
+#: Longest ``state`` a callback accepts (WeChat documents 128 bytes).
+MAX_STATE_LENGTH = 128
+#: Longest authorization code sent on to WeChat.
+MAX_CODE_LENGTH = 512
+#: Seconds an authorization code lives at WeChat (then 42003), as the sandbox has it too.
+CODE_LIFETIME = 300
+#: The sandbox's own website application when none is configured.
+SANDBOX_APP_ID = "wxsandbox0000000001"
+SANDBOX_APP_SECRET = "sandbox-app-secret"
+#: Longer than the "few seconds" in which WeChat's second redirect (or a refresh) of a
+#: login repeats its ending for the same browser, and shorter than a login state's life.
+PAST_THE_REPEAT_WINDOW = 60
+
+
+# --- the test host and WeChat's API ----------------------------------------------------
 
 
 def make_test_app(tmp_path: t.Any, database_url: str | None = None, **config: t.Any) -> Flask:
@@ -155,15 +185,12 @@ def start_login(client: t.Any, connection: str = "wechat", **params: t.Any) -> s
     return match.group(1)
 
 
-def finish_login(client: t.Any, state: str, code: str = "0816Ab000aBcdE1xYz3000xyz8z16AbQ",
+def finish_login(client: t.Any, state: str, code: str = CODE,
                  connection: str = "wechat") -> t.Any:
     return client.get(f"/auth/{connection}/callback", query_string={"code": code, "state": state})
 
 
-# --- Helpers added for the flow tests (views, association, signals, templates) --------
-
-#: The authorization code :func:`finish_login` sends unless told otherwise.
-CODE = "0816Ab000aBcdE1xYz3000xyz8z16AbQ"
+# --- the WeChat API calls made, and the rows written ------------------------------------
 
 
 def api_paths(api: WeChatAPI) -> list[str]:
@@ -209,8 +236,22 @@ def login_with_wechat(
     return finish_login(client, state, connection=connection)
 
 
-def identity_model(app: Flask) -> t.Any:
-    return app.extensions["wechat_qr"].models.Identity
+def table(app: Flask, name: str) -> t.Any:
+    """One of the extension's tables as the host's ``db`` declares it (their names are
+    documented: docs/deploying.rst), for reading and writing rows as the host's own
+    code or a database tool would."""
+    return app.db.metadata.tables[name]  # type: ignore[attr-defined]
+
+
+def rows(app: Flask, name: str, order_by: str = "id") -> list[t.Any]:
+    """Every row of the extension's table ``name``, ordered by ``order_by``."""
+    import sqlalchemy as sa
+
+    rows_table = table(app, name)
+    with app.app_context():
+        db = app.db  # type: ignore[attr-defined]
+        return list(db.session.execute(
+            sa.select(rows_table).order_by(rows_table.c[order_by])).all())
 
 
 def all_users(app: Flask) -> list[t.Any]:
@@ -225,13 +266,8 @@ def all_users(app: Flask) -> list[t.Any]:
 
 
 def all_identities(app: Flask) -> list[t.Any]:
-    """Every WeChat identity row, ordered by id (detached, attributes loaded)."""
-    import sqlalchemy as sa
-
-    Identity = identity_model(app)
-    with app.app_context():
-        db = app.db  # type: ignore[attr-defined]
-        return list(db.session.execute(sa.select(Identity).order_by(Identity.id)).scalars())
+    """Every WeChat identity row (``wechat_qr_identity``), ordered by id."""
+    return rows(app, "wechat_qr_identity")
 
 
 def add_user(app: Flask, password: str | None = None, **fields: t.Any) -> int:
@@ -255,10 +291,12 @@ def add_user(app: Flask, password: str | None = None, **fields: t.Any) -> int:
 def link_identity(app: Flask, user_id: int, openid: str = OPENID,
                   unionid: str | None = UNIONID, connection: str = "wechat") -> None:
     """Store an identity row linking a WeChat openid to an existing host user."""
+    import sqlalchemy as sa
+
     with app.app_context():
         db = app.db  # type: ignore[attr-defined]
-        db.session.add(identity_model(app)(connection=connection, openid=openid,
-                                           unionid=unionid, user_id=str(user_id)))
+        db.session.execute(sa.insert(table(app, "wechat_qr_identity")).values(
+            connection=connection, openid=openid, unionid=unionid, user_id=str(user_id)))
         db.session.commit()
 
 
@@ -268,22 +306,7 @@ def logged_in_user_id(client: t.Any) -> str | None:
         return sess.get("_user_id")
 
 
-def find_tags(html: str, tag: str) -> list[dict[str, str | None]]:
-    """The attributes (entities decoded) of every ``<tag>`` in ``html``."""
-    from html.parser import HTMLParser
-
-    found: list[dict[str, str | None]] = []
-
-    class Parser(HTMLParser):
-        def handle_starttag(self, name: str, attrs: list[tuple[str, str | None]]) -> None:
-            if name == tag:
-                found.append(dict(attrs))
-
-    parser = Parser()
-    parser.feed(html)
-    parser.close()
-    return found
-
+# --- databases and app factories ----------------------------------------------------------
 
 #: PostgreSQL for the second run of the suite: ``postgresql+psycopg://user@127.0.0.1:port/db``
 #: (``.ci/start-postgres`` starts one). Unset: the PostgreSQL variants skip.
@@ -346,6 +369,28 @@ def dispose_engines(app: Flask) -> None:
         db.session.remove()
         for engine in db.engines.values():
             engine.dispose()
+
+
+@contextlib.contextmanager
+def app_factory(build: t.Callable[..., Flask]) -> t.Iterator[t.Callable[..., Flask]]:
+    """``build``, remembering every app it makes, whose pooled database connections are
+    closed when the ``with`` ends (a test's PostgreSQL schema is dropped next)."""
+    apps: list[Flask] = []
+
+    def factory(*args: t.Any, **kwargs: t.Any) -> Flask:
+        app = build(*args, **kwargs)
+        apps.append(app)
+        return app
+
+    try:
+        yield factory
+    finally:
+        for app in apps:
+            dispose_engines(app)
+
+
+#: A SECRET_KEY strong enough for ``flask wechat-qr check`` in production.
+STRONG_KEY = "9f8e7d6c5b4a39281706f5e4d3c2b1a0"
 
 
 def free_port() -> int:
@@ -569,3 +614,336 @@ def scan_and_allow(browser: requests.Session, phone_base: str, qr_page_url: str,
     origin = re.match(r"^http://127\.0\.0\.1:\d+", qr_page_url).group(0)  # type: ignore[union-attr]
     return t.cast(dict[str, t.Any], browser.get(f"{origin}{SANDBOX_PREFIX}/connect/l/qrconnect",
                                                 params={"uuid": uuid}, timeout=5).json())
+
+
+# --- pages and URLs ---------------------------------------------------------------------
+
+
+def find_tags(html: str, tag: str) -> list[dict[str, str | None]]:
+    """The attributes (entities decoded) of every ``<tag>`` in ``html``."""
+    from html.parser import HTMLParser
+
+    found: list[dict[str, str | None]] = []
+
+    class Parser(HTMLParser):
+        def handle_starttag(self, name: str, attrs: list[tuple[str, str | None]]) -> None:
+            if name == tag:
+                found.append(dict(attrs))
+
+    parser = Parser()
+    parser.feed(html)
+    parser.close()
+    return found
+
+
+def query_pairs(url: str) -> list[tuple[str, str]]:
+    """The query of ``url`` as ordered (name, value) pairs, decoded once."""
+    return parse_qsl(urlsplit(url).query, keep_blank_values=True)
+
+
+def retry_links(html: str, connection: str = "wechat") -> list[str]:
+    """The "try again" links of a page: those to the connection's login route."""
+    return [a["href"] or "" for a in find_tags(html, "a")
+            if (a.get("href") or "").startswith(f"/auth/{connection}/login")]
+
+
+# --- the account page: link and unlink ---------------------------------------------------
+
+
+def host_app(make_app: t.Callable[..., t.Any], **config: t.Any) -> t.Any:
+    """The test host plus what an account page needs: a CSRF token and a logout."""
+    import flask_login
+
+    app = with_csrf_token_route(make_app(**config))
+
+    def logout() -> str:
+        flask_login.logout_user()
+        return "bye"
+
+    app.add_url_rule("/logout", "logout", logout)
+    return app
+
+
+def start_link(client: t.Any, connection: str = "wechat", **params: t.Any) -> str:
+    """Begin linking WeChat from the account page; return the ``state`` WeChat would echo."""
+    resp = client.get(f"/auth/{connection}/link", query_string=params)
+    assert resp.status_code == 302, resp.get_data(as_text=True)
+    match = re.search(r"[?&]state=([A-Za-z0-9]+)", resp.headers["Location"])
+    assert match, resp.headers["Location"]
+    return match.group(1)
+
+
+def scan(api: WeChatAPI, client: t.Any, state: str, *, openid: str = OPENID,
+         unionid: str | None = UNIONID, nickname: str = NICKNAME,
+         connection: str = "wechat") -> t.Any:
+    """WeChat calls back after the person scanned and confirmed, as ``openid``."""
+    api.mock.reset()
+    api.token(openid=openid, unionid=unionid)
+    api.userinfo(openid=openid, unionid=unionid, nickname=nickname)
+    return finish_login(client, state, connection=connection)
+
+
+def identity_links(app: Flask) -> list[tuple[str, str, str]]:
+    """Every identity as (connection, openid, user id)."""
+    return [(i.connection, i.openid, i.user_id) for i in all_identities(app)]
+
+
+# --- ask binding: the bind page ----------------------------------------------------------
+
+
+def ask_app(make_app: t.Callable[..., t.Any], **config: t.Any) -> t.Any:
+    """The test host in ask-binding mode, with the CSRF token route its own forms use (added
+    before any request)."""
+    return with_csrf_token_route(make_app(WECHAT_QR_ASSOCIATION="ask_binding", **config))
+
+
+def arrive(client: t.Any, api: WeChatAPI, *, openid: str = OPENID,
+           unionid: str | None = UNIONID, nickname: str = NICKNAME, **params: t.Any) -> t.Any:
+    """A WeChat login of an account nobody owns: it must end on the bind page."""
+    resp = login_with_wechat(client, api, openid=openid, unionid=unionid, nickname=nickname,
+                             **params)
+    assert resp.status_code == 302, resp.get_data(as_text=True)
+    assert resp.headers["Location"] == "/auth/bind"
+    return resp
+
+
+def submit(client: t.Any, token: str | None, **form: str) -> t.Any:
+    """Post the bind page's form (with ``token`` as its CSRF token, unless ``None``)."""
+    if token is not None:
+        form["csrf_token"] = token
+    return client.post("/auth/bind", data=form)
+
+
+def bind_as(client: t.Any, token: str, username: str, password: str) -> t.Any:
+    return submit(client, token, action="bind", username=username, password=password)
+
+
+def pending_rows(app: Flask) -> list[t.Any]:
+    """Every pending binding (``wechat_qr_pending_binding``), oldest first."""
+    return rows(app, "wechat_qr_pending_binding", order_by="created_at")
+
+
+def attempt_rows(app: Flask) -> list[t.Any]:
+    """Every failed bind attempt (``wechat_qr_bind_attempt``), oldest first."""
+    return rows(app, "wechat_qr_bind_attempt")
+
+
+# --- WeChat answering by hand: double redirects and races --------------------------------
+
+#: WeChat's token answer for :data:`OPENID`, and its profile answer.
+TOKEN_ANSWER = {"access_token": ACCESS_TOKEN, "expires_in": 7200,
+                "refresh_token": REFRESH_TOKEN, "openid": OPENID, "scope": "snsapi_login",
+                "unionid": UNIONID}
+PROFILE_ANSWER = {"openid": OPENID, "nickname": NICKNAME, "sex": 0, "headimgurl": AVATAR,
+                  "privilege": [], "unionid": UNIONID}
+#: WeChat's answer to a code that was already exchanged.
+CODE_USED_ANSWER = {"errcode": 40163, "errmsg": "code been used, rid: 1-2-3"}
+
+
+def wechat_body(payload: dict[str, t.Any]) -> tuple[int, dict[str, str], bytes]:
+    """A ``responses`` callback's answer in WeChat's shape (``text/plain`` JSON)."""
+    return 200, {"Content-Type": "text/plain"}, json.dumps(payload, ensure_ascii=False).encode()
+
+
+def answer_with(api: WeChatAPI, path: str, answer: t.Callable[[t.Any], t.Any]) -> None:
+    """WeChat's API at ``path`` answers each request with ``answer(request)``."""
+    api.mock.add_callback(responses.GET, api.base + path, callback=answer)
+
+
+def each_code_once(api: WeChatAPI) -> list[str]:
+    """The token endpoint as WeChat runs it: every code works once (for the same person),
+    then 40163. The codes asked for, in order."""
+    codes: list[str] = []
+    lock = threading.Lock()
+
+    def answer(request: t.Any) -> tuple[int, dict[str, str], bytes]:
+        code = request.params["code"]
+        with lock:
+            used = code in codes
+            codes.append(code)
+        return wechat_body(CODE_USED_ANSWER if used else TOKEN_ANSWER)
+
+    answer_with(api, TOKEN_PATH, answer)
+    return codes
+
+
+def browser_copy(app: Flask, client: t.Any) -> t.Any:
+    """A second connection of the same browser: same cookies (WeChat's second redirect
+    arrives with the cookie from before the first one's answer)."""
+    twin = app.test_client()
+    twin.set_cookie("session", client.get_cookie("session").value)
+    return twin
+
+
+# --- the business callback URL and its ID token -------------------------------------------
+
+#: The business front end's callback URL in the ID-token tests.
+BUSINESS_URL = "https://app.example.com/wechat/done"
+#: An HS256 shared secret long enough for the extension.
+ID_TOKEN_SECRET = "k7V9mQ2xT4rW8yZ1bN6cF3hJ5pL0sD2gA9eU4iO7wR1t"
+
+
+def callback_app(make_app: t.Callable[..., t.Any], pem: str, **config: t.Any) -> t.Any:
+    """The test host with a business callback URL, signing its ID tokens with ``pem``."""
+    config.setdefault("WECHAT_QR_ID_TOKEN_PRIVATE_KEY", pem)
+    return make_app(WECHAT_QR_CALLBACK_URL=BUSINESS_URL, **config)
+
+
+def form_post(resp: t.Any) -> dict[str, t.Any]:
+    """The auto-submitting form of a response: its action, method, target and fields."""
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    html = resp.get_data(as_text=True)
+    forms = find_tags(html, "form")
+    assert len(forms) == 1, html
+    fields = {tag["name"]: tag["value"] for tag in find_tags(html, "input")}
+    return {**forms[0], "fields": fields, "html": html}
+
+
+def receiver_keys(client: t.Any) -> t.Any:
+    """What a receiver does first: fetch the site's JWKS (a joserfc ``KeySet``)."""
+    from joserfc.jwk import KeySet
+
+    resp = client.get("/auth/.well-known/jwks.json")
+    assert resp.status_code == 200
+    return KeySet.import_key_set(resp.get_json())
+
+
+def verify(token: str, key: t.Any, *, audience: str = "wechat",
+           issuer: str = "http://localhost", nonce: str | None = None,
+           now: int | None = None, algorithm: str = "RS256") -> dict[str, t.Any]:
+    """A receiver's verification: signature, algorithm, issuer, audience, expiry, nonce."""
+    from joserfc import jwt
+    from joserfc.jwt import JWTClaimsRegistry
+
+    decoded = jwt.decode(token, key, algorithms=[algorithm])
+    options: dict[str, t.Any] = {
+        "iss": {"essential": True, "value": issuer},
+        "aud": {"essential": True, "value": audience},
+        "sub": {"essential": True},
+        "exp": {"essential": True},
+        "iat": {"essential": True},
+    }
+    if nonce is not None:
+        options["nonce"] = {"essential": True, "value": nonce}
+    JWTClaimsRegistry(now=now, **options).validate(decoded.claims)
+    return t.cast(dict[str, t.Any], decoded.claims)
+
+
+# --- time ----------------------------------------------------------------------------------
+
+
+class Clock:
+    """The wall clock (``time.time``) stopped for one test and moved on by hand, so that
+    login states, pending bindings, bind-attempt blocks and the sandbox's QR codes expire
+    without waiting. Durations (``time.monotonic``, which the extension's waits use) still
+    run. Use the ``clock`` fixture."""
+
+    def __init__(self, monkeypatch: t.Any) -> None:
+        self.now = time.time()
+        monkeypatch.setattr(time, "time", self.time)
+
+    def time(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+# --- internal seams: the few places the tests reach inside the extension -------------------
+# Each is here once, saying why, so a move inside the package breaks one helper and not the
+# tests that use it. Everything else goes through routes, signals, adapter hooks, settings,
+# the public names of flask_wechat_qr and the documented tables.
+
+
+def _runtime(app: Flask) -> t.Any:
+    """The per-app runtime ``init_app`` keeps in ``app.extensions`` (no public accessor)."""
+    return app.extensions["wechat_qr"]
+
+
+def models_of(app: Flask) -> t.Any:
+    """The extension's mapped classes on the host's ``db`` (``models.Models``), which
+    ``migrations.extension_tables`` takes; tests read and write rows through :func:`table`."""
+    return _runtime(app).models
+
+
+def wechat_client(app: Flask, connection: str = "wechat") -> t.Any:
+    """A connection's :class:`~flask_wechat_qr.WeChatClient`, built by ``init_app``: for the
+    calls no route makes (refresh, ``/sns/auth``), the exact error objects, and its pooled
+    HTTP session. The extension has no public accessor for it."""
+    return _runtime(app).client(connection)
+
+
+def app_settings(app: Flask) -> t.Any:
+    """The :class:`~flask_wechat_qr.Settings` ``init_app`` read for ``app`` (what a host's
+    config became; ``WeChatQR.connections`` shows only the connections)."""
+    return _runtime(app).settings
+
+
+def login_states(app: Flask, connection: str = "wechat") -> t.Any:
+    """A connection's login states (``flask_wechat_qr.login_state.LoginStates``), for the
+    unit tests of that module."""
+    return _runtime(app).login_states[connection]
+
+
+def login_state_store(app: Flask) -> t.Any:
+    """A new store over ``app``'s state table, as another worker process has one
+    (``flask_wechat_qr.login_state.LoginStateStore``), for the unit tests of that module."""
+    from flask_wechat_qr.login_state import LoginStateStore
+
+    return LoginStateStore(app.db, _runtime(app).models.LoginState)  # type: ignore[attr-defined]
+
+
+def ending_of(app: Flask, state: str, connection: str = "wechat") -> t.Any:
+    """How the login of a used ``state`` ended (``login_state.Ending``), ``None`` if the state
+    was never used: the only record that a login finished once, not twice, and how (a
+    repeated callback shows it too, but only by making another request)."""
+    with app.app_context():
+        return login_states(app, connection).ending(state)
+
+
+def forbid_waiting(monkeypatch: t.Any) -> None:
+    """From now on, any wait for another request's outcome fails the test. The extension
+    waits by sleeping (``time.sleep``, between looks at the state table); nothing else in a
+    login sleeps."""
+
+    def sleep(seconds: float) -> None:
+        raise AssertionError("waited for an outcome")
+
+    monkeypatch.setattr(time, "sleep", sleep)
+
+
+def watch_waiting(monkeypatch: t.Any) -> set[int]:
+    """The threads that wait for another request's outcome from now on (see
+    :func:`forbid_waiting`: a wait is a ``time.sleep``)."""
+    waiters: set[int] = set()
+    real_sleep = time.sleep
+
+    def sleep(seconds: float) -> None:
+        waiters.add(threading.get_ident())
+        real_sleep(seconds)
+
+    monkeypatch.setattr(time, "sleep", sleep)
+    return waiters
+
+
+def take_waiting_places(store: t.Any, count: int) -> bool:
+    """Take ``count`` of the places a process has for requests waiting on another one's
+    outcome (as that many waiting requests would); whether there were as many free. Waiting
+    requests cannot be held still from outside, so the test takes their places itself."""
+    return all(store._waiting.acquire(blocking=False) for _ in range(count))
+
+
+def in_process_origin() -> str:
+    """The origin of the sandbox mounted in the host app, as the extension's client reaches it
+    in-process (no socket): what a sandbox connection's API base URL starts with."""
+    from flask_wechat_qr.urls import IN_PROCESS_ORIGIN
+
+    return IN_PROCESS_ORIGIN
+
+
+def max_waiting_requests() -> int:
+    """How many requests of one app in one process may wait for another request's outcome at
+    the same time (an internal limit, not a setting)."""
+    from flask_wechat_qr.login_state import MAX_WAITING_REQUESTS
+
+    return MAX_WAITING_REQUESTS

@@ -10,38 +10,30 @@ from __future__ import annotations
 
 import dataclasses
 import typing as t
-from pathlib import Path
 
 import pytest
 from flask import Flask
-from support import APP_ID, APP_SECRET, dispose_engines, make_test_app
+from support import (
+    APP_ID,
+    APP_SECRET,
+    SANDBOX_APP_ID,
+    SANDBOX_APP_SECRET,
+    app_settings,
+)
 
 from flask_wechat_qr import checks
 from flask_wechat_qr.checks import Check, Deployment, Finding, mask_secret, run_checks
-from flask_wechat_qr.runtime import runtime_of
-from flask_wechat_qr.sandbox.options import SANDBOX_APP_ID, SANDBOX_APP_SECRET
+from flask_wechat_qr.id_token import IdTokenSigner
 
-STRONG_KEY = "9f8e7d6c5b4a39281706f5e4d3c2b1a0"
 PUBLIC = "https://www.example.com"
 SANDBOXED = {"WECHAT_QR_SANDBOX": True, "WECHAT_QR_APP_ID": None,
              "WECHAT_QR_APP_SECRET": None}
 
 
 @pytest.fixture
-def make_app(tmp_path: Path) -> t.Iterator[t.Callable[..., Flask]]:
-    """Apps configured for production (TESTING off) with a strong SECRET_KEY, unless told."""
-    apps: list[Flask] = []
-
-    def factory(**config: t.Any) -> Flask:
-        folder = tmp_path / f"app{len(apps)}"
-        folder.mkdir()
-        app = make_test_app(folder, **{"TESTING": False, "SECRET_KEY": STRONG_KEY, **config})
-        apps.append(app)
-        return app
-
-    yield factory
-    for app in apps:
-        dispose_engines(app)
+def make_app(make_production_app: t.Callable[..., Flask]) -> t.Callable[..., Flask]:
+    """This module's apps are configured for production (conftest.make_production_app)."""
+    return make_production_app
 
 
 @pytest.fixture
@@ -53,7 +45,7 @@ def site(make_app: t.Callable[..., Flask]) -> Flask:
 def deploy(app: Flask, base_url: str | None = PUBLIC, callback_domain: str | None = None,
            **changes: t.Any) -> Deployment:
     """``app``'s deployment as ``flask wechat-qr check`` gathers it, with ``changes``."""
-    deployment = Deployment.of(app, runtime_of(app).settings, base_url, callback_domain)
+    deployment = Deployment.of(app, app_settings(app), base_url, callback_domain)
     return dataclasses.replace(deployment, **changes)
 
 
@@ -127,13 +119,14 @@ def test_mask_secret(secret: str, masked: str) -> None:
 
 
 def test_a_connection_is_described_with_its_secret_masked(site: Flask) -> None:
-    rows = dict(checks.describe_connection(deploy(site), runtime_of(site).settings.connections[
-        "wechat"], runtime_of(site).id_tokens))
+    settings = app_settings(site)
+    rows = dict(checks.describe_connection(deploy(site), settings.connections["wechat"],
+                                           IdTokenSigner.from_settings(settings)))
     assert rows["AppID"] == APP_ID
     assert rows["AppSecret"] == f"{APP_SECRET[:2]}…{APP_SECRET[-2:]} (masked)"
     assert APP_SECRET not in str(rows) and "ID token" not in rows
-    unknown = dict(checks.describe_connection(deploy(site, base_url=None), runtime_of(
-        site).settings.connections["wechat"], None))
+    unknown = dict(checks.describe_connection(deploy(site, base_url=None),
+                                              settings.connections["wechat"], None))
     assert unknown["Redirect URI"] == "unknown; <public base URL>/auth/wechat/callback"
 
 

@@ -1,7 +1,7 @@
 """The WeChat protocol client: URLs, requests, decoding, errcodes, transport faults, pooling.
 
 Driven through the real routes where a browser would drive it (``start_login`` /
-``finish_login``) and directly on ``app.extensions["wechat_qr"].client("wechat")`` where
+``finish_login``) and directly on the connection's client (``support.wechat_client``) where
 no route exists (refresh, ``/sns/auth``) or where the exact error object matters. WeChat's
 API is mocked with ``responses`` in WeChat's real shapes: ``text/plain`` without a charset,
 errors as HTTP 200 ``errcode`` JSON.
@@ -26,18 +26,23 @@ from support import (
     API,
     APP_ID,
     APP_SECRET,
+    CALLBACK,
     CODE,
     NICKNAME,
     OPEN,
     OPENID,
     REFRESH_TOKEN,
+    SECRETS,
     TOKEN_PATH,
     UNIONID,
     USERINFO_PATH,
     WeChatAPI,
+    all_identities,
+    api_paths,
     finish_login,
     make_test_app,
     start_login,
+    wechat_client,
 )
 
 from flask_wechat_qr import WeChatClient, WeChatToken
@@ -58,11 +63,8 @@ from flask_wechat_qr.errors import (
     WeChatUnavailable,
 )
 
-CALLBACK = "http://localhost/auth/wechat/callback"
 REFRESH_PATH = "/sns/oauth2/refresh_token"
 AUTH_PATH = "/sns/auth"
-#: Things that must never reach an error message, a page or a log line.
-SECRETS = (APP_SECRET, ACCESS_TOKEN, REFRESH_TOKEN, CODE)
 TOKEN = WeChatToken(openid=OPENID, access_token=ACCESS_TOKEN, refresh_token=REFRESH_TOKEN,
                     unionid=UNIONID)
 
@@ -100,7 +102,7 @@ def shared_app(tmp_path_factory: pytest.TempPathFactory) -> Flask:
 def wx(shared_app: Flask) -> t.Iterator[WeChatClient]:
     """The default connection's client, inside an app context."""
     with shared_app.app_context():
-        yield shared_app.extensions["wechat_qr"].client("wechat")
+        yield wechat_client(shared_app)
 
 
 def pairs(url: str) -> list[tuple[str, str]]:
@@ -144,13 +146,6 @@ def user_nicknames(app: Flask) -> list[str]:
     with app.app_context():
         db = app.db  # type: ignore[attr-defined]
         return list(db.session.execute(sa.select(app.User.nickname)).scalars())  # type: ignore
-
-
-def identities(app: Flask) -> list[t.Any]:
-    Identity = app.extensions["wechat_qr"].models.Identity
-    with app.app_context():
-        db = app.db  # type: ignore[attr-defined]
-        return list(db.session.execute(sa.select(Identity)).scalars())
 
 
 # --- the authorize URL ---------------------------------------------------------------
@@ -245,7 +240,7 @@ def test_qr_iframe_url_is_built_like_wxlogin_js(make_app: t.Any) -> None:
                    WECHAT_QR_QR_HREF="https://static.example.com/qr.css",
                    WECHAT_QR_QR_SELF_REDIRECT=True)
     with app.app_context():
-        url = app.extensions["wechat_qr"].client("wechat").qr_iframe_url(CALLBACK, "st4te")
+        url = wechat_client(app).qr_iframe_url(CALLBACK, "st4te")
     assert url.startswith(OPEN + "/connect/qrconnect?")
     assert "#" not in url
     assert pairs(url) == [
@@ -306,7 +301,7 @@ def test_login_without_unionid_works(app: Flask, client: t.Any, wechat_api: WeCh
     wechat_api.token(unionid=None)
     wechat_api.userinfo(unionid=None)
     assert finish_login(client, state).status_code == 302
-    (identity,) = identities(app)
+    (identity,) = all_identities(app)
     assert identity.openid == OPENID
     assert identity.unionid is None
 
@@ -335,7 +330,7 @@ def test_snapshot_user_login_creates_nobody(
     assert resp.status_code == 403
     assert calls_to(wechat_api, USERINFO_PATH) == []
     assert user_nicknames(app) == []
-    assert identities(app) == []
+    assert all_identities(app) == []
 
 
 def test_not_a_snapshot_user(wx: WeChatClient, wechat_api: WeChatAPI) -> None:
@@ -420,7 +415,7 @@ def test_nickname_survives_a_whole_login(app: Flask, client: t.Any, wechat_api: 
     wechat_api.userinfo(nickname=NICKNAME)
     assert finish_login(client, state).status_code == 302
     assert user_nicknames(app) == [NICKNAME]
-    assert [i.nickname for i in identities(app)] == [NICKNAME]
+    assert [i.nickname for i in all_identities(app)] == [NICKNAME]
     assert client.get("/").get_data(as_text=True).endswith(NICKNAME)
 
 
@@ -775,15 +770,15 @@ def test_one_session_per_connection(wx: WeChatClient, make_app: t.Any) -> None:
         {"connection": "wechat", "app_id": "wx1", "app_secret": "s1"},
         {"connection": "other", "app_id": "wx2", "app_secret": "s2"},
     ])
-    ext = other_app.extensions["wechat_qr"]
-    assert ext.client("wechat").session is not ext.client("other").session
-    assert ext.client("wechat").session is not wx.session
+    other_sessions = [wechat_client(other_app, name).session for name in ("wechat", "other")]
+    assert other_sessions[0] is not other_sessions[1]
+    assert other_sessions[0] is not wx.session
 
 
 def test_session_survives_a_completed_login(
     app: Flask, client: t.Any, wechat_api: WeChatAPI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    wx = app.extensions["wechat_qr"].client("wechat")
+    wx = wechat_client(app)
     session = wx.session
     adapters = dict(session.adapters)
     closed: list[t.Any] = []
@@ -834,7 +829,7 @@ def test_every_call_carries_the_timeout(
     wechat_api.raw(AUTH_PATH, b'{"errcode":0,"errmsg":"ok"}')
     assert finish_login(client, state).status_code == 302
     with app.app_context():
-        wx = app.extensions["wechat_qr"].client("wechat")
+        wx = wechat_client(app)
         wx.refresh(REFRESH_TOKEN)
         wx.check_token(ACCESS_TOKEN, OPENID)
     calls = wechat_api.mock.calls
@@ -880,7 +875,7 @@ def test_proxy_environment_is_read_once_and_honoured(
     wechat_api.raw(AUTH_PATH, b'{"errcode":0,"errmsg":"ok"}')
     wechat_api.raw(AUTH_PATH, b'{"errcode":0,"errmsg":"ok"}')
     with app.app_context():
-        wx = app.extensions["wechat_qr"].client("wechat")
+        wx = wechat_client(app)
         wx.userinfo(TOKEN)
         wx.check_token(ACCESS_TOKEN, OPENID)
         wx.check_token(ACCESS_TOKEN, OPENID)
@@ -905,9 +900,23 @@ def test_netrc_credentials_never_reach_wechat(
     wechat_api.userinfo()
     wechat_api.raw(AUTH_PATH, b'{"errcode":0,"errmsg":"ok"}')
     with app.app_context():
-        wx = app.extensions["wechat_qr"].client("wechat")
+        wx = wechat_client(app)
         wx.userinfo(TOKEN)
         wx.check_token(ACCESS_TOKEN, OPENID)
     assert len(wechat_api.mock.calls) == 2
     for call in wechat_api.mock.calls:
         assert "Authorization" not in call.request.headers
+
+
+# --- retries ------------------------------------------------------------------------------
+
+
+def test_busy_userinfo_is_retried_once_during_a_login(client: t.Any, wechat_api: t.Any) -> None:
+    state = start_login(client)
+    wechat_api.token()
+    wechat_api.error(USERINFO_PATH, -1, "system error")
+    wechat_api.userinfo()
+    resp = finish_login(client, state)
+    assert resp.status_code == 302
+    assert api_paths(wechat_api) == [TOKEN_PATH, USERINFO_PATH, USERINFO_PATH]
+    assert client.get("/").get_data(as_text=True).endswith(NICKNAME)

@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import responses
 from authlib.integrations.flask_client import OAuth
-from flask import Flask, current_app
+from flask import Flask
 from flask_login import LoginManager, UserMixin
 from flask_sqlalchemy import SQLAlchemy
 from support import (
@@ -30,7 +30,7 @@ from support import (
 
 from flask_wechat_qr import AccountAdapter, ConfigurationError, WeChatClient, WeChatQR
 from flask_wechat_qr.errors import UnknownConnection
-from flask_wechat_qr.runtime import Runtime
+from flask_wechat_qr.runtime import Runtime, current_runtime, runtime_of
 
 AUTHLIB_SLOT = "authlib.integrations.flask_client"
 
@@ -84,7 +84,8 @@ def authorize_params(app: Flask, connection: str = "wechat") -> dict[str, list[s
 
 
 def ext_state(app: Flask) -> Runtime:
-    state = app.extensions["wechat_qr"]
+    """The runtime ``init_app`` built for ``app`` (kept in ``app.extensions``)."""
+    state = runtime_of(app)
     assert isinstance(state, Runtime)
     return state
 
@@ -137,8 +138,9 @@ def test_the_state_lives_in_app_extensions(host: Host, tmp_path: Path) -> None:
     with pytest.raises(UnknownConnection) as info:
         state.client("wechat")
     assert info.value.status == 404
+    assert app.extensions["wechat_qr"] is state  # where Flask extensions keep theirs
     with app.app_context():
-        assert current_app.extensions["wechat_qr"] is state
+        assert current_runtime() is state
 
 
 # --- registering twice ---------------------------------------------------------------
@@ -152,7 +154,7 @@ def test_second_init_app_on_the_same_app_is_a_runtime_error(host: Host, tmp_path
         wechat.init_app(app)
     with pytest.raises(RuntimeError, match="already been registered"):
         WeChatQR(app, db=host.db, user_model=host.User)
-    assert app.extensions["wechat_qr"] is state
+    assert runtime_of(app) is state
 
 
 def test_a_failed_init_app_leaves_nothing_behind(host: Host, tmp_path: Path) -> None:
@@ -202,7 +204,7 @@ def test_two_apps_with_different_app_ids_never_share_settings(
     assert state_a.settings.connections["wechat"].display_name == "A"
     assert state_b.settings.connections["wechat"].display_name == "B"
     with app_b.app_context():
-        assert current_app.extensions["wechat_qr"].settings.connections["wechat"].app_id == (
+        assert current_runtime().settings.connections["wechat"].app_id == (
             "wxbbbbbbbbbbbbbbbb")
 
 

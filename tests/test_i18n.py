@@ -16,6 +16,7 @@ from flask import Flask, render_template_string
 from markupsafe import escape
 from support import (
     NICKNAME,
+    ROOT,
     TOKEN_PATH,
     USERINFO_PATH,
     add_user,
@@ -30,11 +31,10 @@ from support import (
 )
 from support import SANDBOX_PREFIX as SBX
 
-from flask_wechat_qr import errors, i18n
+from flask_wechat_qr import AccountAdapter, errors, i18n
 from flask_wechat_qr.errors import ConfigurationError, LoginError
 from flask_wechat_qr.settings import load_settings
 
-ROOT = Path(__file__).resolve().parent.parent
 PO = ROOT / "flask_wechat_qr/translations/zh_CN/LC_MESSAGES/flask_wechat_qr.po"
 MO = PO.with_suffix(".mo")
 CJK = re.compile(r"[\u4e00-\u9fff]")
@@ -261,22 +261,21 @@ def test_default_locale_must_be_supported(value: t.Any) -> None:
 
 
 def test_adapter_hook_beats_accept_language(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
-    adapter = app.extensions["wechat_qr"].adapter
     calls: list[str] = []
 
-    def select_locale() -> str | None:
+    def select_locale(adapter: AccountAdapter) -> str | None:
         calls.append("called")
         return "zh-Hans"
 
-    monkeypatch.setattr(adapter, "select_locale", select_locale)
+    monkeypatch.setattr(AccountAdapter, "select_locale", select_locale)
     resp = browser(app, EN).get("/auth/wechat/callback")
     assert_chinese(page_of(resp), "登录链接已失效")
     assert calls == ["called"]  # once per request, however many messages
 
-    monkeypatch.setattr(adapter, "select_locale", lambda: None)
+    monkeypatch.setattr(AccountAdapter, "select_locale", lambda adapter: None)
     assert "This login link is no longer valid" in page_of(browser(app, EN).get(
         "/auth/wechat/callback"))
-    monkeypatch.setattr(adapter, "select_locale", lambda: "fr")  # not ours: next rule
+    monkeypatch.setattr(AccountAdapter, "select_locale", lambda adapter: "fr")  # next rule
     assert html_lang(page_of(browser(app, ZH).get("/auth/wechat/callback"))) == "zh-CN"
 
 
@@ -292,7 +291,7 @@ def test_flask_babel_locale_decides_when_the_host_uses_it(app: Flask,
     chosen["locale"] = "de"  # a language the extension does not speak: its default
     assert html_lang(page_of(browser(app, ZH).get("/auth/wechat/qr"))) == "en"
     # The host's hook comes first.
-    monkeypatch.setattr(app.extensions["wechat_qr"].adapter, "select_locale", lambda: "zh_CN")
+    monkeypatch.setattr(AccountAdapter, "select_locale", lambda adapter: "zh_CN")
     assert html_lang(page_of(browser(app, EN).get("/auth/wechat/qr"))) == "zh-CN"
     # The host's own Jinja gettext stays Flask-Babel's.
     with app.test_request_context("/"):
@@ -372,12 +371,6 @@ def test_configured_userinfo_lang_wins(make_app: t.Any, wechat_api: t.Any, heade
 # --- the sandbox's pages -----------------------------------------------------------
 
 
-@pytest.fixture
-def sandbox_app(make_app: t.Callable[..., Flask]) -> Flask:
-    return make_app(WECHAT_QR_SANDBOX=True, WECHAT_QR_APP_ID=None, WECHAT_QR_APP_SECRET=None,
-                    WECHAT_QR_SANDBOX_APP_NAME="Demo site")
-
-
 def sandbox_qr_page(client: t.Any, lang: str | None = None) -> tuple[str, str]:
     """Start a login, load the sandbox's QR page (with WeChat's ``lang`` replaced by
     ``lang``, or removed); return (the page, its QR code's uuid)."""
@@ -413,8 +406,7 @@ def test_sandbox_qr_page_without_lang_follows_the_browser(sandbox_app: Flask,
 
 def test_sandbox_pages_ignore_the_hosts_hook(sandbox_app: Flask,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sandbox_app.extensions["wechat_qr"].adapter, "select_locale",
-                        lambda: "zh_CN")
+    monkeypatch.setattr(AccountAdapter, "select_locale", lambda adapter: "zh_CN")
     assert html_lang(page_of(browser(sandbox_app, EN).get(SBX + "/"))) == "en"
 
 

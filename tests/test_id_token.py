@@ -1,5 +1,6 @@
-"""The business callback URL: a signed ID token posted to it after a WeChat login,
-verified here exactly as a receiving service would (JWKS, issuer, audience, expiry)."""
+"""ID tokens (id_token.py): their settings and keys, the JWKS, and the token a login posts
+to the business callback URL, verified exactly as a receiving service would (signature,
+issuer, audience, expiry, nonce). How it is posted (and errors with it): test_delivery."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import base64
 import hashlib
 import hmac
 import json
-import re
 import time
 import typing as t
 import warnings
@@ -17,83 +17,32 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from joserfc import jwt
 from joserfc.errors import BadSignatureError, ExpiredTokenError, InvalidClaimError, JoseError
-from joserfc.jwk import KeySet, OctKey, RSAKey
-from joserfc.jwt import JWTClaimsRegistry
+from joserfc.jwk import OctKey, RSAKey
 from support import (
     AVATAR,
+    BUSINESS_URL,
+    ID_TOKEN_SECRET,
     NICKNAME,
     OPENID,
     UNIONID,
     add_user,
     all_users,
-    bind_page,
-    find_tags,
+    callback_app,
+    ending_of,
     finish_login,
+    form_post,
     link_identity,
-    log_in,
     logged_in_user_id,
     login_with_wechat,
     make_test_app,
+    receiver_keys,
     start_login,
+    verify,
 )
 
 from flask_wechat_qr import signals
 from flask_wechat_qr.adapter import AccountAdapter
 from flask_wechat_qr.errors import ConfigurationError
-
-BUSINESS_URL = "https://app.example.com/wechat/done"
-SECRET = "k7V9mQ2xT4rW8yZ1bN6cF3hJ5pL0sD2gA9eU4iO7wR1t"
-
-
-@pytest.fixture(scope="module")
-def rsa_key() -> RSAKey:
-    return RSAKey.generate_key(2048)
-
-
-@pytest.fixture(scope="module")
-def pem(rsa_key: RSAKey) -> str:
-    return rsa_key.as_pem(private=True).decode()
-
-
-def callback_app(make_app: t.Callable[..., t.Any], pem: str, **config: t.Any) -> t.Any:
-    config.setdefault("WECHAT_QR_ID_TOKEN_PRIVATE_KEY", pem)
-    return make_app(WECHAT_QR_CALLBACK_URL=BUSINESS_URL, **config)
-
-
-def form_post(resp: t.Any) -> dict[str, t.Any]:
-    """The auto-submitting form of a response: its action, method, target and fields."""
-    assert resp.status_code == 200, resp.get_data(as_text=True)
-    html = resp.get_data(as_text=True)
-    forms = find_tags(html, "form")
-    assert len(forms) == 1, html
-    fields = {tag["name"]: tag["value"] for tag in find_tags(html, "input")}
-    return {**forms[0], "fields": fields, "html": html}
-
-
-def receiver_keys(client: t.Any) -> KeySet:
-    """What a receiver does first: fetch the site's JWKS."""
-    resp = client.get("/auth/.well-known/jwks.json")
-    assert resp.status_code == 200
-    return KeySet.import_key_set(resp.get_json())
-
-
-def verify(token: str, key: t.Any, *, audience: str = "wechat",
-           issuer: str = "http://localhost", nonce: str | None = None,
-           now: int | None = None, algorithm: str = "RS256") -> dict[str, t.Any]:
-    """A receiver's verification: signature, algorithm, issuer, audience, expiry, nonce."""
-    decoded = jwt.decode(token, key, algorithms=[algorithm])
-    options: dict[str, t.Any] = {
-        "iss": {"essential": True, "value": issuer},
-        "aud": {"essential": True, "value": audience},
-        "sub": {"essential": True},
-        "exp": {"essential": True},
-        "iat": {"essential": True},
-    }
-    if nonce is not None:
-        options["nonce"] = {"essential": True, "value": nonce}
-    JWTClaimsRegistry(now=now, **options).validate(decoded.claims)
-    return decoded.claims
-
 
 # --- settings ---------------------------------------------------------------------------
 
@@ -120,7 +69,7 @@ def test_bad_id_token_settings_fail_at_init_app(tmp_path: t.Any, config: dict[st
 def test_key_and_secret_together_are_refused(tmp_path: t.Any, pem: str) -> None:
     with pytest.raises(ConfigurationError, match="both a private key and a shared secret"):
         make_test_app(tmp_path, WECHAT_QR_ID_TOKEN_PRIVATE_KEY=pem,
-                      WECHAT_QR_ID_TOKEN_SECRET=SECRET)
+                      WECHAT_QR_ID_TOKEN_SECRET=ID_TOKEN_SECRET)
 
 
 def test_public_or_small_keys_cannot_sign(tmp_path: t.Any, rsa_key: RSAKey) -> None:
@@ -164,7 +113,7 @@ def test_jwks_publishes_only_public_keys(tmp_path: t.Any, pem: str, rsa_key: RSA
 
 
 def test_no_jwks_without_an_rs256_key(tmp_path: t.Any) -> None:
-    for index, config in enumerate(({}, {"WECHAT_QR_ID_TOKEN_SECRET": SECRET})):
+    for index, config in enumerate(({}, {"WECHAT_QR_ID_TOKEN_SECRET": ID_TOKEN_SECRET})):
         (tmp_path / str(index)).mkdir()
         app = make_test_app(tmp_path / str(index), **config)
         resp = app.test_client().get("/auth/.well-known/jwks.json")
@@ -260,7 +209,7 @@ def test_tampered_token_is_refused(make_app: t.Any, wechat_api: t.Any, pem: str)
     # Another user's id in the payload, signature kept.
     claims = jwt.decode(token, keys).claims
     forged = jwt.encode({"alg": "HS256"}, {**claims, "sub": claims["sub"] + "0"},
-                        OctKey.import_key(SECRET))
+                        OctKey.import_key(ID_TOKEN_SECRET))
     with pytest.raises(BadSignatureError):
         jwt.decode(".".join([header, forged.split(".")[1], signature]), keys)
     # One flipped character in the signature.
@@ -293,14 +242,14 @@ def _b64decode(text: str) -> bytes:
 
 
 def test_hs256_with_a_shared_secret(make_app: t.Any, wechat_api: t.Any) -> None:
-    app = make_app(WECHAT_QR_CALLBACK_URL=BUSINESS_URL, WECHAT_QR_ID_TOKEN_SECRET=SECRET)
+    app = make_app(WECHAT_QR_CALLBACK_URL=BUSINESS_URL, WECHAT_QR_ID_TOKEN_SECRET=ID_TOKEN_SECRET)
     client = app.test_client()
     token = form_post(login_with_wechat(client, wechat_api, nonce="abc"))["fields"]["id_token"]
-    claims = verify(token, OctKey.import_key(SECRET), algorithm="HS256", nonce="abc")
+    claims = verify(token, OctKey.import_key(ID_TOKEN_SECRET), algorithm="HS256", nonce="abc")
     assert claims["wechat"]["openid"] == OPENID
-    assert "kid" not in jwt.decode(token, OctKey.import_key(SECRET)).header
+    assert "kid" not in jwt.decode(token, OctKey.import_key(ID_TOKEN_SECRET)).header
     with pytest.raises(BadSignatureError):
-        jwt.decode(token, OctKey.import_key(SECRET + "x"), algorithms=["HS256"])
+        jwt.decode(token, OctKey.import_key(ID_TOKEN_SECRET + "x"), algorithms=["HS256"])
 
 
 def test_configured_issuer_audience_and_no_state(make_app: t.Any, wechat_api: t.Any,
@@ -383,65 +332,6 @@ def test_returning_user_gets_a_token_too(make_app: t.Any, wechat_api: t.Any, pem
     assert claims["wechat"]["openid"] == OPENID
 
 
-def test_wechats_double_redirect_posts_again(make_app: t.Any, wechat_api: t.Any,
-                                             pem: str) -> None:
-    """WeChat may call the callback twice: the second answer is a token for the same login."""
-    app = callback_app(make_app, pem)
-    client = app.test_client()
-    wechat_api.token()
-    wechat_api.userinfo()
-    state = start_login(client, state="biz", nonce="nn")
-    first = form_post(finish_login(client, state))
-    again = form_post(finish_login(client, state))
-    keys = receiver_keys(client)
-    one = verify(first["fields"]["id_token"], keys, nonce="nn")
-    two = verify(again["fields"]["id_token"], keys, nonce="nn")
-    assert again["fields"]["state"] == "biz"
-    assert one["sub"] == two["sub"]
-    assert one["auth_time"] == two["auth_time"]
-    assert one["jti"] != two["jti"]
-
-
-def test_embedded_qr_page_keeps_the_business_state(make_app: t.Any, pem: str) -> None:
-    app = callback_app(make_app, pem)
-    resp = app.test_client().get("/auth/wechat/qr", query_string={"state": "s1", "nonce": "n1"})
-    assert resp.status_code == 200
-    links = [a["href"] for a in find_tags(resp.get_data(as_text=True), "a")
-             if "/auth/wechat/login" in (a.get("href") or "")]
-    assert links and all("state=s1" in href and "nonce=n1" in href for href in links)
-
-
-@pytest.mark.parametrize("params", [
-    {"state": "x" * 1025}, {"nonce": "n" * 256}, {"state": "bad\nvalue"}, {"nonce": "a\x00"},
-])
-def test_bad_business_parameters_are_refused(make_app: t.Any, pem: str,
-                                             params: dict[str, str]) -> None:
-    app = callback_app(make_app, pem)
-    resp = app.test_client().get("/auth/wechat/login", query_string=params)
-    assert resp.status_code == 400
-
-
-def test_ask_binding_delivers_after_the_choice(make_app: t.Any, wechat_api: t.Any,
-                                               pem: str) -> None:
-    app = callback_app(make_app, pem, WECHAT_QR_ASSOCIATION="ask_binding")
-    user_id = add_user(app, username="li", password="correct horse")
-    client = app.test_client()
-    resp = login_with_wechat(client, wechat_api, state="after-bind", nonce="nb")
-    assert resp.headers["Location"] == "/auth/bind"
-    _page, csrf = bind_page(client)
-    wrong = client.post("/auth/bind", data={"action": "bind", "username": "li",
-                                            "password": "nope", "csrf_token": csrf})
-    assert wrong.status_code == 400
-    resp = client.post("/auth/bind", data={"action": "bind", "username": "li",
-                                           "password": "correct horse", "csrf_token": csrf})
-    post = form_post(resp)
-    assert post["fields"]["state"] == "after-bind"
-    claims = verify(post["fields"]["id_token"], receiver_keys(client), nonce="nb")
-    assert claims["sub"] == str(user_id)
-    with client.session_transaction() as sess:
-        assert "_wechat_qr_delivery" not in sess
-
-
 def test_token_stays_out_of_logs_and_urls(make_app: t.Any, wechat_api: t.Any, pem: str,
                                           caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level("DEBUG")
@@ -473,8 +363,7 @@ def test_claims_that_are_not_json_end_on_an_error_page(
     assert "Traceback" not in resp.get_data(as_text=True)
     (user,) = all_users(app)
     assert logged_in_user_id(client) == str(user.id)
-    with app.app_context():
-        ending = app.extensions["wechat_qr"].login_states["wechat"].ending(state)
+    ending = ending_of(app, state)
     assert ending is not None and ending.user_id == str(user.id)
 
 
@@ -500,41 +389,11 @@ def test_issuer_comes_from_server_name_not_the_host_header(make_app: t.Any, wech
     assert claims["iss"] == "https://www.example.com"
 
 
-def test_retry_after_an_error_keeps_the_business_state(make_app: t.Any, wechat_api: t.Any,
-                                                       pem: str) -> None:
-    app = callback_app(make_app, pem)
-    client = app.test_client()
-    state = start_login(client, state="biz-1", nonce="n-1")
-    wechat_api.error("/sns/oauth2/access_token", 40029, "invalid code")
-    page = finish_login(client, state)
-    assert page.status_code == 400  # this site's page: the person can try again
-    retry = [a["href"] for a in find_tags(page.get_data(as_text=True), "a")
-             if "/auth/wechat/login" in (a.get("href") or "")]
-    assert retry and all("state=biz-1" in h and "nonce=n-1" in h for h in retry)
-
-
-def test_the_token_page_stands_alone(make_app: t.Any, wechat_api: t.Any, pem: str,
-                                     tmp_path: t.Any) -> None:
-    """Not inside the site's layout (whose scripts could read the token)."""
-    app = callback_app(make_app, pem)
-    folder = t.cast(str, app.root_path)
-    import pathlib
-
-    override = pathlib.Path(folder, "templates", "wechat_qr")
-    override.mkdir(parents=True)
-    (override / "base.html").write_text(
-        '<html><script src="https://analytics.example/x.js"></script>'
-        "{% block wechat_qr_content %}{% endblock %}</html>")
-    html = form_post(login_with_wechat(app.test_client(), wechat_api))["html"]
-    assert "analytics.example" not in html
-    assert '<meta name="referrer" content="no-referrer">' in html
-
-
 @pytest.mark.parametrize(("config", "problem"), [
     ({"WECHAT_QR_ID_TOKEN_TTL": 86400}, "too long"),
-    ({"WECHAT_QR_ID_TOKEN_SECRET": SECRET, "WECHAT_QR_ID_TOKEN_PUBLISHED_KEYS": ["x"]},
+    ({"WECHAT_QR_ID_TOKEN_SECRET": ID_TOKEN_SECRET, "WECHAT_QR_ID_TOKEN_PUBLISHED_KEYS": ["x"]},
      "only for RS256"),
-    ({"WECHAT_QR_ID_TOKEN_AUDIENCE": ["a", "b"], "WECHAT_QR_ID_TOKEN_SECRET": SECRET},
+    ({"WECHAT_QR_ID_TOKEN_AUDIENCE": ["a", "b"], "WECHAT_QR_ID_TOKEN_SECRET": ID_TOKEN_SECRET},
      "is not a string"),
     ({"WECHAT_QR_ID_TOKEN_PRIVATE_KEY": "-----BEGIN PRIVATE KEY-----\\nMIIE\\n"},
      "literal \\n"),
@@ -552,65 +411,3 @@ def test_a_key_error_never_repeats_the_key(tmp_path: t.Any, pem: str) -> None:
     assert body[:40] not in str(caught.value)
 
 
-def test_a_cancelled_login_is_posted_to_the_callback_url(make_app: t.Any, pem: str) -> None:
-    """Like an OAuth error response: the business front end learns the user said no."""
-    app = callback_app(make_app, pem)
-    client = app.test_client()
-    state = start_login(client, state="biz-2")
-    resp = client.get("/auth/wechat/callback", query_string={"state": state})
-    assert resp.headers["Referrer-Policy"] == "no-referrer"
-    post = form_post(resp)
-    assert post["action"] == BUSINESS_URL
-    assert post["fields"] == {"error": "access_denied",
-                              "error_description": "The user cancelled the WeChat login.",
-                              "state": "biz-2"}
-
-
-def test_a_login_only_refusal_is_posted_to_the_callback_url(
-    make_app: t.Any, wechat_api: t.Any, pem: str
-) -> None:
-    app = callback_app(make_app, pem, WECHAT_QR_LOGIN_ONLY=True)
-    post = form_post(login_with_wechat(app.test_client(), wechat_api, state="biz-3"))
-    assert post["fields"]["error"] == "account_not_linked"
-    assert post["fields"]["state"] == "biz-3"
-    assert "id_token" not in post["fields"]
-    assert all_users(app) == []
-
-
-def test_refused_create_on_the_bind_page_is_posted_too(make_app: t.Any, wechat_api: t.Any,
-                                                        pem: str) -> None:
-    app = callback_app(make_app, pem, WECHAT_QR_ASSOCIATION="ask_binding",
-                       WECHAT_QR_LOGIN_ONLY=True)
-    client = app.test_client()
-    assert login_with_wechat(client, wechat_api, state="biz-4").headers["Location"] == \
-        "/auth/bind"
-    _page, csrf = bind_page(client)
-    post = form_post(client.post("/auth/bind", data={"action": "create",
-                                                      "csrf_token": csrf}))
-    assert post["fields"] == {"error": "account_not_linked",
-                              "error_description": "No account of this site is linked to "
-                                                   "this WeChat account (login only).",
-                              "state": "biz-4"}
-
-
-def test_errors_of_connections_without_a_callback_url_stay_pages(make_app: t.Any) -> None:
-    app = make_app()
-    client = app.test_client()
-    state = start_login(client, state="ignored")
-    page = client.get("/auth/wechat/callback", query_string={"state": state})
-    assert page.status_code == 200 and "<form" not in page.get_data(as_text=True)
-
-
-def test_a_cancelled_link_is_not_posted_to_the_callback_url(make_app: t.Any,
-                                                           pem: str) -> None:
-    """Linking WeChat from the account page is this site's own business."""
-    app = callback_app(make_app, pem)
-    user_id = add_user(app, username="wang", password="correct horse")
-    client = app.test_client()
-    log_in(client, user_id)
-    location = client.get("/auth/wechat/link").headers["Location"]
-    state = re.search(r"[?&]state=([A-Za-z0-9]+)", location).group(1)
-    page = client.get("/auth/wechat/callback", query_string={"state": state})
-    assert page.status_code == 200
-    assert "<form" not in page.get_data(as_text=True)
-    assert "cancelled" in page.get_data(as_text=True)

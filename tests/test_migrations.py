@@ -19,9 +19,15 @@ from alembic.runtime.migration import MigrationContext
 from flask import Flask
 from flask_login import LoginManager, UserMixin
 from flask_sqlalchemy import SQLAlchemy
-from support import APP_ID, APP_SECRET, Database, dispose_engines
+from support import (
+    APP_ID,
+    APP_SECRET,
+    Database,
+    app_factory,
+    models_of,
+    table,
+)
 
-from example_app import create_app
 from flask_wechat_qr import WeChatQR, migrations
 from flask_wechat_qr.migrations import VERSION_TABLE, MigrationError
 
@@ -64,16 +70,13 @@ def make_host(url: str, root: t.Any) -> Flask:
 @pytest.fixture
 def hosts(database: Database, tmp_path: t.Any) -> t.Iterator[t.Callable[..., Flask]]:
     """``hosts()``: a new host app; ``hosts(url)``: one more on an existing database."""
-    apps: list[Flask] = []
+    counter = iter(range(1000))
 
-    def factory(url: str | None = None) -> Flask:
-        app = make_host(url or database.url(f"host{len(apps)}"), tmp_path)
-        apps.append(app)
-        return app
+    def build(url: str | None = None) -> Flask:
+        return make_host(url or database.url(f"host{next(counter)}"), tmp_path)
 
-    yield factory
-    for app in apps:
-        dispose_engines(app)
+    with app_factory(build) as factory:
+        yield factory
 
 
 @pytest.fixture
@@ -155,15 +158,14 @@ def test_the_comparison_notices_a_model_change(host: Flask) -> None:
 
 
 def test_the_extension_tables_are_the_models_tables(host: Flask) -> None:
-    models = host.extensions["wechat_qr"].models
-    assert migrations.extension_tables(models) == EXTENSION_TABLES
+    assert migrations.extension_tables(models_of(host)) == EXTENSION_TABLES
 
 
 def test_upgrade_twice_is_a_no_op(host: Flask) -> None:
     migrations.upgrade(host)
     host_db = host.db  # type: ignore[attr-defined]
     with host.app_context():
-        host_db.session.add(host.extensions["wechat_qr"].models.Identity(
+        host_db.session.execute(sa.insert(table(host, "wechat_qr_identity")).values(
             connection="wechat", openid="o1", user_id="1"))
         host_db.session.commit()
     result = migrations.upgrade(host)
@@ -229,7 +231,7 @@ def test_tables_made_by_create_all_are_adopted(host: Flask) -> None:
     db = host.db  # type: ignore[attr-defined]
     with host.app_context():
         db.create_all()
-        db.session.add(host.extensions["wechat_qr"].models.Identity(
+        db.session.execute(sa.insert(table(host, "wechat_qr_identity")).values(
             connection="wechat", openid="o1", user_id="1"))
         db.session.commit()
     result = migrations.upgrade(host)
@@ -241,10 +243,9 @@ def test_tables_made_by_create_all_are_adopted(host: Flask) -> None:
 
 
 def test_unknown_tables_are_refused_with_what_to_do(host: Flask) -> None:
-    models = host.extensions["wechat_qr"].models
     db = host.db  # type: ignore[attr-defined]
     with host.app_context():
-        db.metadata.create_all(db.engine, tables=[models.Identity.__table__])
+        db.metadata.create_all(db.engine, tables=[table(host, "wechat_qr_identity")])
     with pytest.raises(MigrationError, match="wechat_qr_login_state"):
         migrations.upgrade(host)
     assert VERSION_TABLE not in table_names(host)  # rolled back: nothing half done
@@ -400,25 +401,11 @@ def test_cli_group_lists_the_db_commands(host: Flask) -> None:
 # --- the example app -----------------------------------------------------------------
 
 
-@pytest.fixture
-def sites(database: Database) -> t.Iterator[t.Callable[..., Flask]]:
-    made: list[Flask] = []
-
-    def factory(url: str, **config: t.Any) -> Flask:
-        site = create_app({"TESTING": True, "SECRET_KEY": "k", "DATABASE_URL": url, **config})
-        made.append(site)
-        return site
-
-    yield factory
-    for site in made:
-        dispose_engines(site)
-
-
 def test_example_app_migrates_and_starts_twice_on_one_database(
-    database: Database, sites: t.Callable[..., Flask]
+    database: Database, make_site: t.Callable[..., Flask]
 ) -> None:
     url = database.url("site")
-    first = sites(url)  # on the sandbox: its dev-only tables come from create_all
+    first = make_site(url)  # on the sandbox: its dev-only tables come from create_all
     assert table_names(first) == EXTENSION_TABLES | SANDBOX_TABLES | {"user", VERSION_TABLE}
     assert migrations.current_revision(first) == "0001"
     assert schema_differences(first) == []
@@ -426,21 +413,21 @@ def test_example_app_migrates_and_starts_twice_on_one_database(
     assert client.get("/").status_code == 200
     assert client.get("/auth/wechat/login").status_code == 302
 
-    second = sites(url)  # a restart, or a second worker
+    second = make_site(url)  # a restart, or a second worker
     assert version_rows(second) == ["0001"]
     assert second.test_client().get("/").status_code == 200
     assert second.test_client().get("/auth/wechat/login").status_code == 302
 
 
 def test_example_app_with_real_credentials_has_no_sandbox_tables(
-    database: Database, sites: t.Callable[..., Flask]
+    database: Database, make_site: t.Callable[..., Flask]
 ) -> None:
-    site = sites(database.url("real"), WECHAT_QR_APP_ID=APP_ID, WECHAT_QR_APP_SECRET=APP_SECRET)
+    site = make_site(database.url("real"), WECHAT_QR_APP_ID=APP_ID, WECHAT_QR_APP_SECRET=APP_SECRET)
     assert table_names(site) == EXTENSION_TABLES | {"user", VERSION_TABLE}
 
 
 def test_example_app_without_wechat_has_only_its_users(
-    database: Database, sites: t.Callable[..., Flask]
+    database: Database, make_site: t.Callable[..., Flask]
 ) -> None:
-    site = sites(database.url("off"), WECHAT_QR_SANDBOX=False)
+    site = make_site(database.url("off"), WECHAT_QR_SANDBOX=False)
     assert table_names(site) == {"user"}

@@ -12,11 +12,17 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from flask import Flask
-from support import APP_ID, APP_SECRET
+from support import (
+    APP_ID,
+    APP_SECRET,
+    SANDBOX_APP_ID,
+    SANDBOX_APP_SECRET,
+    app_settings,
+    in_process_origin,
+)
 
 import flask_wechat_qr
 from flask_wechat_qr import ConfigurationError
-from flask_wechat_qr.sandbox.options import SANDBOX_APP_ID, SANDBOX_APP_SECRET
 from flask_wechat_qr.settings import (
     CONNECTION_DEFAULTS,
     GLOBAL_DEFAULTS,
@@ -30,7 +36,6 @@ from flask_wechat_qr.settings import (
     load_settings,
     parse_bool,
 )
-from flask_wechat_qr.urls import IN_PROCESS_ORIGIN
 
 BASE = {"WECHAT_QR_APP_ID": APP_ID, "WECHAT_QR_APP_SECRET": APP_SECRET}
 
@@ -207,7 +212,7 @@ def test_init_app_setdefaults_every_key_into_app_config(make_app: t.Callable[...
     assert app.config["WECHAT_QR_API_BASE_URL"] == "https://api.weixin.qq.com"
     assert app.config["WECHAT_QR_URL_PREFIX"] == "/auth"
     # ... and what is in force is what app.config shows.
-    settings = app.extensions["wechat_qr"].settings
+    settings = app_settings(app)
     assert settings.connections["wechat"].display_name == "微信"
     assert settings.http_timeout == 3.0
 
@@ -607,7 +612,7 @@ def test_sandbox_without_credentials_uses_the_sandbox_app() -> None:
     assert (conn.app_id, conn.app_secret) == (SANDBOX_APP_ID, SANDBOX_APP_SECRET)
     # WeChat's own URLs left at their defaults mean "the sandbox mounted in this app".
     assert settings.open_base_url is None
-    assert settings.api_base_url == IN_PROCESS_ORIGIN + "/wechat-sandbox"
+    assert settings.api_base_url == in_process_origin() + "/wechat-sandbox"
 
 
 def test_sandbox_keeps_configured_credentials_and_urls() -> None:
@@ -618,7 +623,7 @@ def test_sandbox_keeps_configured_credentials_and_urls() -> None:
     assert settings.connections["wechat"].app_secret == APP_SECRET
     assert settings.sandbox_prefix == "/sim"
     assert settings.open_base_url == "http://localhost:5001"
-    assert settings.api_base_url == IN_PROCESS_ORIGIN + "/sim"
+    assert settings.api_base_url == in_process_origin() + "/sim"
     assert settings.sandbox_public_url == "https://sandbox.example.com"
 
 

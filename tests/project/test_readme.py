@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 from flask import render_template_string
-from support import dispose_engines
+from support import ROOT, dispose_engines
 
-ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.rst").read_text(encoding="utf-8")
 
 QUICK_START = [

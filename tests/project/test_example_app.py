@@ -21,7 +21,7 @@ from support import (
     UNIONID,
     Database,
     answer,
-    dispose_engines,
+    app_settings,
     finish_login,
     gunicorn,
     open_qr_page,
@@ -31,7 +31,7 @@ from support import (
 )
 from werkzeug.security import check_password_hash
 
-from example_app import create_app
+from example_app import create_app, wechat
 from example_app.config import (
     config_from_env,
     database_uri,
@@ -43,26 +43,6 @@ from flask_wechat_qr import ConfigurationError
 #: No variable of the developer's shell leaks into these apps, and no test writes into the
 #: repository's instance folder.
 pytestmark = pytest.mark.usefixtures("example_app_env")
-
-
-@pytest.fixture
-def make_site(database: Database) -> t.Iterator[t.Callable[..., Flask]]:
-    counter = iter(range(1000))
-    sites: list[Flask] = []
-
-    def factory(**config: t.Any) -> Flask:
-        base = {
-            "TESTING": True,
-            "SECRET_KEY": "example-app-test-key",
-            "DATABASE_URL": database.url(f"site{next(counter)}"),
-        }
-        site = create_app(test_config={**base, **config})
-        sites.append(site)
-        return site
-
-    yield factory
-    for site in sites:
-        dispose_engines(site)
 
 
 @pytest.fixture
@@ -339,7 +319,7 @@ def test_configuration_from_environment(monkeypatch: pytest.MonkeyPatch,
     assert app.config["SQLALCHEMY_DATABASE_URI"] == f"sqlite:///{tmp_path / 'env.db'}"
     assert (tmp_path / "env.db").exists()
 
-    settings = app.extensions["wechat_qr"].settings
+    settings = app_settings(app)
     conn = settings.connections["wechat-web"]
     assert conn.app_id == APP_ID
     assert conn.display_name == "微信"
@@ -363,7 +343,8 @@ def test_false_booleans_and_test_config_wins(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv("WECHAT_QR_LOGIN_ONLY", "false")
     monkeypatch.setenv("WECHAT_QR_QR_SELF_REDIRECT", "0")
     app = make_site(WECHAT_QR_APP_ID=APP_ID)
-    conn = app.extensions["wechat_qr"].settings.connections["wechat"]
+    with app.app_context():
+        conn = wechat.connections["wechat"]
     assert conn.app_id == APP_ID
     assert conn.login_only is False
     assert conn.qr_self_redirect is False
@@ -377,7 +358,8 @@ def test_several_connections_from_environment_json(monkeypatch: pytest.MonkeyPat
         '  "login_only": true}]'
     ))
     app = make_site()
-    connections = app.extensions["wechat_qr"].settings.connections
+    with app.app_context():
+        connections = wechat.connections
     assert list(connections) == ["web", "shop"]
     assert connections["shop"].login_only is True
     html = app.test_client().get("/").get_data(as_text=True)
@@ -477,7 +459,7 @@ def test_without_credentials_the_site_runs_on_the_sandbox(
 ) -> None:
     app = make_site()
     assert app.config["WECHAT_QR_SANDBOX"] is True
-    settings = app.extensions["wechat_qr"].settings
+    settings = app_settings(app)
     assert settings.sandbox and settings.connections["wechat"].app_id == "wxsandbox0000000001"
     client = app.test_client()
     html = client.get("/").get_data(as_text=True)
@@ -486,7 +468,7 @@ def test_without_credentials_the_site_runs_on_the_sandbox(
 
 
 def test_real_credentials_turn_the_sandbox_off(wechat_site: Flask) -> None:
-    assert not wechat_site.extensions["wechat_qr"].settings.sandbox
+    assert not app_settings(wechat_site).sandbox
     location = wechat_site.test_client().get("/auth/wechat/login").headers["Location"]
     assert location.startswith("https://open.weixin.qq.com/connect/qrconnect?")
 
@@ -567,7 +549,7 @@ def test_sandbox_switch_turns_wechat_login_on(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv("WECHAT_QR_SANDBOX", "true")
     app = make_site()
     assert app.extensions["example_app"]["wechat_setup"].mode == "sandbox"
-    assert app.extensions["wechat_qr"].settings.sandbox is True
+    assert app_settings(app).sandbox is True
     html = app.test_client().get("/").get_data(as_text=True)
     assert 'class="wechat-qr-button"' in html
     assert "WeChat sandbox." in html

@@ -1,30 +1,30 @@
-"""The simulated WeChat: its pages, its phone page and its API, with WeChat's semantics,
-and whole logins of the extension against it (in-process and over real HTTP)."""
+"""The simulated WeChat's routes: its QR page, its phone page and poll, and its API, with
+WeChat's semantics (whole logins against it: test_mount)."""
 
 from __future__ import annotations
 
 import json
-import logging
 import re
 import typing as t
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from flask import Flask
-from support import SANDBOX_PREFIX as SBX
-from support import Database, LiveServer, answer, open_qr_page, poll
+from support import (
+    CODE_LIFETIME,
+    SANDBOX_APP_ID,
+    SANDBOX_APP_SECRET,
+    Clock,
+    answer,
+    open_qr_page,
+    poll,
+)
+from support import (
+    SANDBOX_PREFIX as SBX,
+)
 
-from flask_wechat_qr.sandbox import SandboxApp, create_sandbox_app
-from flask_wechat_qr.sandbox import views as sandbox_views
-from flask_wechat_qr.sandbox.options import SANDBOX_APP_ID, SANDBOX_APP_SECRET
 from flask_wechat_qr.sandbox.qr import qr_svg
 from flask_wechat_qr.sandbox.users import openid_for, unionid_for
-
-
-@pytest.fixture
-def sandbox_app(make_app: t.Callable[..., Flask]) -> Flask:
-    return make_app(WECHAT_QR_SANDBOX=True, WECHAT_QR_APP_ID=None, WECHAT_QR_APP_SECRET=None,
-                    WECHAT_QR_DISPLAY_NAME="WeChat", WECHAT_QR_SANDBOX_APP_NAME="Demo site")
 
 
 def api(client: t.Any, path: str, **params: str) -> tuple[t.Any, dict[str, t.Any]]:
@@ -52,20 +52,12 @@ def test_qr_page_shows_a_real_qr_image_of_the_confirmation_url(sandbox_app: Flas
     assert image.data == qr_svg(f"http://localhost{SBX}/connect/confirm/{uuid}")
 
 
-def test_qr_images_are_rendered_once_per_content() -> None:
-    qr_svg.cache_clear()
-    first = qr_svg("http://192.0.2.1/x")
-    second = qr_svg("http://192.0.2.1/x")
-    assert first is second
-    assert qr_svg.cache_info().hits == 1 and qr_svg.cache_info().misses == 1
-
-
 def test_public_url_is_what_the_phone_gets(make_app: t.Callable[..., Flask]) -> None:
     app = make_app(WECHAT_QR_SANDBOX=True, WECHAT_QR_SANDBOX_PUBLIC_URL="http://192.168.1.23:5000")
     client = app.test_client()
     uuid, _ = open_qr_page(client)
     page = client.get(f"{SBX}/connect/qrconnect", query_string=[
-        ("appid", app.extensions["wechat_qr"].settings.connections["wechat"].app_id),
+        ("appid", SANDBOX_APP_ID),
         ("redirect_uri", "http://localhost/auth/wechat/callback"), ("response_type", "code"),
         ("scope", "snsapi_login"), ("state", "abc")]).get_data(as_text=True)
     assert "sbx-loopback-hint" not in page
@@ -150,12 +142,11 @@ def test_a_qr_code_is_answered_once(sandbox_app: Flask) -> None:
     assert poll(client, uuid)["status"] == "confirmed"
 
 
-def test_qr_code_expires(sandbox_app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_qr_code_expires(sandbox_app: Flask, clock: Clock) -> None:
+    """An unused QR code expires after five minutes."""
     client, phone = sandbox_app.test_client(), sandbox_app.test_client()
     uuid, _ = open_qr_page(client)
-    real_time = sandbox_views.time.time
-    monkeypatch.setattr(sandbox_views.time, "time",
-                        lambda: real_time() + sandbox_views.QR_TTL + 1)
+    clock.advance(5 * 60 + 1)
     assert poll(client, uuid) == {"status": "expired"}
     assert phone.get(f"{SBX}/connect/confirm/{uuid}").status_code == 410
 
@@ -219,18 +210,15 @@ def test_token_errors(sandbox_app: Flask, params: dict[str, str], errcode: int) 
     assert data["errcode"] == errcode and ", rid: " in data["errmsg"]
 
 
-def test_code_expires_after_five_minutes(
-    sandbox_app: Flask, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_code_expires_after_five_minutes(sandbox_app: Flask, clock: Clock) -> None:
     code = confirmed_code(sandbox_app)
-    real_time = sandbox_views.time.time
-    monkeypatch.setattr(sandbox_views.time, "time", lambda: real_time() + 301)
+    clock.advance(CODE_LIFETIME + 1)
     _, data = api(sandbox_app.test_client(), "/sns/oauth2/access_token", appid=SANDBOX_APP_ID,
                   secret=SANDBOX_APP_SECRET, code=code, grant_type="authorization_code")
     assert data["errcode"] == 42003
 
 
-def test_userinfo_errors_and_expiry(sandbox_app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_userinfo_errors_and_expiry(sandbox_app: Flask, clock: Clock) -> None:
     client = sandbox_app.test_client()
     _, token = api(client, "/sns/oauth2/access_token", appid=SANDBOX_APP_ID,
                    secret=SANDBOX_APP_SECRET, code=confirmed_code(sandbox_app, "wangwu"),
@@ -244,8 +232,7 @@ def test_userinfo_errors_and_expiry(sandbox_app: Flask, monkeypatch: pytest.Monk
                openid="o" + "x" * 27)[1]["errcode"] == 40003
     assert api(client, "/sns/auth", access_token=token["access_token"],
                openid="o" + "x" * 27)[1]["errcode"] == 40003
-    real_time = sandbox_views.time.time
-    monkeypatch.setattr(sandbox_views.time, "time", lambda: real_time() + 7201)
+    clock.advance(2 * 3600 + 1)  # access tokens expire after two hours
     assert api(client, "/sns/userinfo", access_token=token["access_token"],
                openid=token["openid"])[1]["errcode"] == 42001
     _, refreshed = api(client, "/sns/oauth2/refresh_token", appid=SANDBOX_APP_ID,
@@ -253,82 +240,3 @@ def test_userinfo_errors_and_expiry(sandbox_app: Flask, monkeypatch: pytest.Monk
     assert refreshed["access_token"] != token["access_token"]
     assert api(client, "/sns/oauth2/refresh_token", appid=SANDBOX_APP_ID,
                grant_type="refresh_token", refresh_token="nope")[1]["errcode"] == 40030
-
-
-def test_ids_are_per_app_and_unionid_is_shared() -> None:
-    assert openid_for("wxA", "zhangsan") != openid_for("wxB", "zhangsan")
-    assert len(openid_for("wxA", "zhangsan")) == 28
-    assert unionid_for("zhangsan") != unionid_for("lisi")
-
-
-# --- whole logins against the sandbox -------------------------------------------------
-
-
-def test_login_through_the_sandbox_in_process(sandbox_app: Flask) -> None:
-    client, phone = sandbox_app.test_client(), sandbox_app.test_client()
-    uuid, _ = open_qr_page(client, next_url="/welcome")
-    answer(phone, uuid, action="allow", person="new", nickname="Ada 🧪")
-    callback = poll(client, uuid)["redirect"].split("localhost", 1)[1]
-    resp = client.get(callback)
-    assert resp.status_code == 302 and resp.headers["Location"] == "/welcome"
-    assert client.get("/").get_data(as_text=True).endswith("Ada 🧪")
-
-
-def test_denied_login_through_the_sandbox(sandbox_app: Flask) -> None:
-    client, phone = sandbox_app.test_client(), sandbox_app.test_client()
-    uuid, _ = open_qr_page(client)
-    answer(phone, uuid, action="deny")
-    resp = client.get(poll(client, uuid)["redirect"].split("localhost", 1)[1])
-    assert resp.status_code == 200
-    assert "cancelled" in resp.get_data(as_text=True)
-    assert client.get("/").get_data(as_text=True) == "anonymous"
-
-
-def test_two_connections_share_unionid_in_the_sandbox(make_app: t.Callable[..., Flask]) -> None:
-    app = make_app(WECHAT_QR_SANDBOX=True, WECHAT_QR_CONNECTIONS=[
-        {"connection": "web", "app_id": "wxweb0000000000001", "app_secret": "a",
-         "association": "field_matching"},
-        {"connection": "shop", "app_id": "wxshop000000000001", "app_secret": "b",
-         "association": "field_matching"},
-    ])
-    users = []
-    for connection in ("web", "shop"):
-        client, phone = app.test_client(), app.test_client()
-        uuid, _ = open_qr_page(client, login_path=f"/auth/{connection}/login")
-        answer(phone, uuid, action="allow", person="lisi")
-        client.get(poll(client, uuid)["redirect"].split("localhost", 1)[1])
-        users.append(client.get("/").get_data(as_text=True))
-    assert users[0] == users[1] and users[0].startswith("logged in as")
-    with app.app_context():
-        identities = app.db.session.execute(
-            app.db.select(app.extensions["wechat_qr"].models.Identity)).scalars().all()
-        assert sorted(i.connection for i in identities) == ["shop", "web"]
-        assert identities[0].openid != identities[1].openid
-        assert identities[0].unionid == identities[1].unionid == unionid_for("lisi")
-
-
-def test_standalone_sandbox_over_real_http(
-    make_app: t.Callable[..., Flask], database: Database, caplog: pytest.LogCaptureFixture
-) -> None:
-    """Real HTTP, real urllib3 (which logs every URL at DEBUG: secrets must not show)."""
-    sandbox = create_sandbox_app(
-        [SandboxApp("wxstandalone000001", "standalone-secret", "Standalone", "localhost")],
-        database_uri=database.url("sandbox"))
-    with LiveServer(sandbox) as server:
-        app = make_app(WECHAT_QR_APP_ID="wxstandalone000001",
-                       WECHAT_QR_APP_SECRET="standalone-secret",
-                       WECHAT_QR_OPEN_BASE_URL=server.url, WECHAT_QR_API_BASE_URL=server.url)
-        client = app.test_client()
-        sandbox_client = sandbox.test_client()
-        uuid, _ = open_qr_page(client, prefix="", base=server.url, sandbox_client=sandbox_client)
-        answer(sandbox_client, uuid, prefix="", action="allow", person="xiaohua")
-        redirect = poll(sandbox_client, uuid, prefix="")["redirect"]
-        code = parse_qs(urlsplit(redirect).query)["code"][0]
-        with caplog.at_level(logging.DEBUG):
-            resp = client.get(redirect.split("localhost", 1)[1])
-        assert resp.status_code == 302
-        assert client.get("/").get_data(as_text=True).endswith("🌸小花🌸")
-        logged = "\n".join(r.getMessage() for r in caplog.records)
-        assert "/sns/oauth2/access_token?appid=wxstandalone000001&secret=[redacted]" in logged
-        assert "standalone-secret" not in logged and code not in logged
-        assert "access_token=[redacted]" in logged

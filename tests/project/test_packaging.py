@@ -13,8 +13,8 @@ from importlib.metadata import packages_distributions
 from pathlib import Path
 
 import pytest
+from support import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "flask_wechat_qr"
 
 
@@ -151,8 +151,8 @@ def test_migrations_load_from_the_wheel(wheel: Path, tmp_path: Path) -> None:
     unpacked = tmp_path / "site"
     with zipfile.ZipFile(wheel) as archive:
         archive.extractall(unpacked)
-    code = ("from flask_wechat_qr import migrations; "
-            "print(migrations.DIRECTORY); print(migrations.head_revision())")
+    code = ("import flask_wechat_qr; from flask_wechat_qr import migrations; "
+            "print(flask_wechat_qr.__file__); print(migrations.head_revision())")
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
         timeout=60, check=False, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(unpacked)},
@@ -183,8 +183,8 @@ def test_translations_load_from_the_wheel(wheel: Path, tmp_path: Path) -> None:
     unpacked = tmp_path / "site"
     with zipfile.ZipFile(wheel) as archive:
         archive.extractall(unpacked)
-    code = ("from flask_wechat_qr import i18n; "
-            "print(i18n.TRANSLATIONS_DIRECTORY); print(i18n.translations('zh_CN').gettext("
+    code = ("import flask_wechat_qr; from flask_wechat_qr import i18n; "
+            "print(flask_wechat_qr.__file__); print(i18n.translations('zh_CN').gettext("
             "'Try again'))")
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, timeout=60,

@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 import blinker
 import click
 import pytest
-from support import find_tags, make_test_app
+from support import ROOT, find_tags, make_test_app
 
 import flask_wechat_qr
 from flask_wechat_qr import AccountAdapter, signals
@@ -35,7 +35,6 @@ from flask_wechat_qr.settings import (
     TOPICS,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 TEMPLATES = ROOT / "flask_wechat_qr" / "templates" / "wechat_qr"
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import pathlib
 import subprocess
 import sys
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from support import ROOT
 
 
 def test_ruff_is_clean() -> None:

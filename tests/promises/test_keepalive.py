@@ -22,6 +22,7 @@ from support import (
     logged_in_user_id,
     open_qr_page,
     poll,
+    wechat_client,
 )
 
 from flask_wechat_qr.sandbox import SandboxApp, create_sandbox_app
@@ -100,8 +101,10 @@ def _host(make_app: t.Callable[..., Flask], wechat: CountingWeChat, **config: t.
 
 def _close_pools(app: Flask) -> None:
     """Close the pooled sessions, so the server's kept-alive handlers see EOF and end."""
-    for client in app.extensions["wechat_qr"].clients.values():
-        client.session.close()
+    with app.app_context():
+        connections = list(app.wechat.connections)  # type: ignore[attr-defined]
+    for connection in connections:
+        wechat_client(app, connection).session.close()
 
 
 class Login:

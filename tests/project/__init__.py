@@ -1,0 +1,2 @@
+"""The repository around the package: its docs, README, packaging, code style, benchmark
+and example site."""

@@ -1,0 +1,302 @@
+"""Logins at the same moment: WeChat's double redirect with both requests in flight, and
+many first logins of one identity. Real threads against one app and one database (SQLite
+file and PostgreSQL). The same endings one request after the other: test_flow."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import typing as t
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from support import (
+    CODE_USED_ANSWER,
+    OPENID,
+    PROFILE_ANSWER,
+    TOKEN_ANSWER,
+    TOKEN_PATH,
+    USERINFO_PATH,
+    WeChatAPI,
+    add_user,
+    all_identities,
+    all_users,
+    answer_with,
+    api_paths,
+    browser_copy,
+    each_code_once,
+    ending_of,
+    error_name,
+    log_in,
+    logged_in_user_id,
+    max_waiting_requests,
+    pending_rows,
+    recording,
+    start_login,
+    watch_waiting,
+    wechat_body,
+)
+
+
+def meeting(api: WeChatAPI, path: str, parties: int, answer: t.Callable[[t.Any], t.Any],
+             timeout: float = 10) -> threading.Barrier:
+    """WeChat's API at ``path`` holds each request until ``parties`` of them are there (a
+    race forced, not hoped for), then answers ``answer(request)``. Check the barrier is
+    not ``broken`` afterwards: else the requests did not really meet."""
+    gate = threading.Barrier(parties, timeout=timeout)
+
+    def meet(request: t.Any) -> t.Any:
+        try:
+            gate.wait()
+        except threading.BrokenBarrierError:
+            pass
+        return answer(request)
+
+    answer_with(api, path, meet)
+    return gate
+
+
+def callbacks_at_once(state: str, *clients_and_codes: tuple[t.Any, str]) -> list[t.Any]:
+    """The callbacks of several browser connections with one ``state``, in flight together;
+    their responses, in order."""
+    with ThreadPoolExecutor(len(clients_and_codes)) as pool:
+        answers = [pool.submit(client.get, "/auth/wechat/callback",
+                               query_string={"code": code, "state": state})
+                   for client, code in clients_and_codes]
+        return [answer.result(timeout=30) for answer in answers]
+
+
+def test_wechat_double_redirect_ends_logged_in(app: t.Any, wechat_api: WeChatAPI) -> None:
+    """The same code delivered twice within a second: the second exchange gets 40163, waits
+    for the first request and ends the same way; one user, both redirects to next."""
+    browser = app.test_client()
+    state = start_login(browser, next="/welcome")
+    twin = browser_copy(app, browser)
+    second_arrived = threading.Event()
+    first_at_wechat = threading.Event()
+    calls: list[str] = []
+
+    def token(request: t.Any) -> tuple[int, dict[str, str], bytes]:
+        calls.append(request.params["code"])
+        if len(calls) == 1:
+            first_at_wechat.set()
+            second_arrived.wait(timeout=10)  # WeChat answers the first after the second came
+            return wechat_body(TOKEN_ANSWER)
+        second_arrived.set()
+        return wechat_body(CODE_USED_ANSWER)
+
+    answer_with(wechat_api, TOKEN_PATH, token)
+    answer_with(wechat_api, USERINFO_PATH, lambda request: wechat_body(PROFILE_ANSWER))
+    query = {"code": "0816AbDOUBLE", "state": state}
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(browser.get, "/auth/wechat/callback", query_string=query)
+        assert first_at_wechat.wait(timeout=10)  # the first is exchanging the code
+        second = pool.submit(twin.get, "/auth/wechat/callback", query_string=query)
+        responses_ = [first.result(timeout=30), second.result(timeout=30)]
+    assert second_arrived.is_set()  # the second was answered 40163 while the first ran
+    assert [r.status_code for r in responses_] == [302, 302]
+    assert [r.headers["Location"] for r in responses_] == ["/welcome", "/welcome"]
+    assert calls == ["0816AbDOUBLE", "0816AbDOUBLE"]
+    assert api_paths(wechat_api).count(USERINFO_PATH) == 1
+    user_id = str(all_users(app)[0].id)
+    assert logged_in_user_id(browser) == user_id and logged_in_user_id(twin) == user_id
+    assert len(all_users(app)) == 1 and len(all_identities(app)) == 1
+    assert ending_of(app, state) is not None  # the login happened once
+
+
+def test_two_codes_of_one_login_at_the_same_moment(
+    app: t.Any, wechat_api: WeChatAPI, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Both redirects of a new person in flight together: both create the user, one wins,
+    the other rolls back (identity race, then the used state) and ends as the winner
+    did. One user, one ``user_created``, both browsers logged in as that user."""
+    browser = app.test_client()
+    state = start_login(browser, next="/welcome")
+    twin = browser_copy(app, browser)
+    codes = each_code_once(wechat_api)
+    # Both have exchanged their code and found no identity.
+    gate = meeting(wechat_api, USERINFO_PATH, 2, lambda request: wechat_body(PROFILE_ANSWER))
+    with caplog.at_level(logging.INFO, logger="flask_wechat_qr"), \
+            recording(app, "user_created", "login_succeeded") as events:
+        responses_ = callbacks_at_once(state, (browser, "C1"), (twin, "C2"))
+    assert "created concurrently" in caplog.text  # both created the user; one rolled back
+    assert [r.status_code for r in responses_] == [302, 302]
+    assert [r.headers["Location"] for r in responses_] == ["/welcome", "/welcome"]
+    assert sorted(codes) == ["C1", "C2"] and gate.n_waiting == 0 and not gate.broken
+    users = all_users(app)
+    assert len(users) == 1 and len(all_identities(app)) == 1
+    # The login happened once.
+    assert sorted(name for name, _kwargs in events) == ["login_succeeded", "user_created"]
+    assert logged_in_user_id(browser) == logged_in_user_id(twin) == str(users[0].id)
+    assert ending_of(app, state) is not None  # the login happened once
+
+
+def test_second_redirect_failing_after_the_first_succeeded_ends_logged_in(
+    app: t.Any, wechat_api: WeChatAPI
+) -> None:
+    """The browser shows the second redirect's page: if WeChat fails it (a second code)
+    after the first request logged the person in, it ends as the first one did."""
+    browser = app.test_client()
+    state = start_login(browser, next="/welcome")
+    twin = browser_copy(app, browser)
+    first_exchanged = threading.Event()
+    second_exchanging = threading.Event()
+    first_done: list[t.Any] = []
+
+    def token(request: t.Any) -> tuple[int, dict[str, str], bytes]:
+        if request.params["code"] == "C1":
+            first_exchanged.set()
+            return wechat_body(TOKEN_ANSWER)
+        second_exchanging.set()
+        first_done[0].result(timeout=20)  # the first request has committed and answered
+        return 500, {"Content-Type": "text/html"}, b"<html>502 Bad Gateway</html>"
+
+    def profile(request: t.Any) -> tuple[int, dict[str, str], bytes]:
+        assert second_exchanging.wait(timeout=20)  # the second is past its look for an outcome
+        return wechat_body(PROFILE_ANSWER)
+
+    answer_with(wechat_api, TOKEN_PATH, token)
+    answer_with(wechat_api, USERINFO_PATH, profile)
+    with ThreadPoolExecutor(2) as pool:
+        first_done.append(pool.submit(browser.get, "/auth/wechat/callback",
+                                      query_string={"code": "C1", "state": state}))
+        assert first_exchanged.wait(timeout=20)
+        second = pool.submit(twin.get, "/auth/wechat/callback",
+                             query_string={"code": "C2", "state": state}).result(timeout=30)
+    assert first_done[0].result().status_code == 302
+    assert second.status_code == 302 and second.headers["Location"] == "/welcome"
+    assert logged_in_user_id(twin) == str(all_users(app)[0].id)
+    assert api_paths(wechat_api).count(TOKEN_PATH) == 2  # C2 did fail
+    assert ending_of(app, state).user_id == str(all_users(app)[0].id)
+
+
+def test_login_refused_is_told_once_per_login(make_app: t.Any, wechat_api: WeChatAPI) -> None:
+    """Login only: both redirects of one login refused at the same moment, and a replay of
+    the old cookie afterwards (answered without WeChat); ``login_refused`` is sent once."""
+    app = make_app(WECHAT_QR_LOGIN_ONLY=True)
+    browser = app.test_client()
+    state = start_login(browser)
+    twin = browser_copy(app, browser)
+    replay = browser_copy(app, browser)
+    gate = meeting(wechat_api, TOKEN_PATH, 2, lambda request: wechat_body(TOKEN_ANSWER))
+    with recording(app, "login_refused") as events:
+        answers = callbacks_at_once(state, (browser, "C1"), (twin, "C2"))
+        assert [answer.status_code for answer in answers] == [403, 403] and not gate.broken
+        calls = len(wechat_api.mock.calls)
+        again = replay.get("/auth/wechat/callback",
+                           query_string={"code": "C3", "state": state})
+    assert again.status_code == 403 and error_name(again) == "LoginRefused"  # as before
+    assert len(wechat_api.mock.calls) == calls
+    assert [kwargs["openid"] for _name, kwargs in events] == [OPENID]
+    assert all_users(app) == []
+
+
+def test_few_requests_of_a_process_wait_for_another_ones_outcome(
+    make_app: t.Any, wechat_api: WeChatAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Several used codes at once: only a few requests of an app in a process wait at a
+    time; the others are answered at once, and record nothing (the request they would wait
+    for may still finish)."""
+    waiting_places = max_waiting_requests()
+
+    # Waits of 4 s: time for the turned-away to reach the queue on a busy machine.
+    app = make_app(WECHAT_QR_CODE_USED_WAIT=4)
+    count = waiting_places + 3
+    browsers = [app.test_client() for _ in range(count)]
+    states = [start_login(browser) for browser in browsers]
+    # Everyone gets 40163 at the same moment.
+    gate = meeting(wechat_api, TOKEN_PATH, count, lambda request: wechat_body(CODE_USED_ANSWER), 20)
+    waiters = watch_waiting(monkeypatch)
+
+    def finish(index: int) -> str | None:
+        return error_name(browsers[index].get("/auth/wechat/callback", query_string={
+            "code": f"USED{index}", "state": states[index]}))
+
+    with ThreadPoolExecutor(count) as pool:
+        names = list(pool.map(finish, range(count), timeout=60))
+    assert names == ["CodeUsed"] * count and not gate.broken
+    assert len(waiters) == waiting_places
+    # The turned-away recorded nothing.
+    assert sum(ending_of(app, state) is not None for state in states) == waiting_places
+
+
+def test_fifty_simultaneous_first_logins_make_one_user(
+    make_app: t.Any, wechat_api: WeChatAPI, caplog: pytest.LogCaptureFixture
+) -> None:
+    """50 browsers finishing the first login of one new WeChat account at the same moment:
+    one user, one identity, no 5xx (the unique constraint and a retry, not luck)."""
+    # A connection for each of the 50 requests held at the gate below.
+    app = make_app(SQLALCHEMY_ENGINE_OPTIONS={"pool_size": 60, "max_overflow": 0})
+    answer_with(wechat_api, TOKEN_PATH, lambda request: wechat_body(TOKEN_ANSWER))
+    # Everyone has looked the identity up and found nothing.
+    gate = meeting(wechat_api, USERINFO_PATH, 50, lambda request: wechat_body(PROFILE_ANSWER), 20)
+    browsers = [app.test_client() for _ in range(50)]
+    states = [start_login(browser) for browser in browsers]
+
+    def finish(index: int) -> int:
+        return browsers[index].get("/auth/wechat/callback", query_string={
+            "code": f"code{index}", "state": states[index]}).status_code
+
+    with caplog.at_level(logging.INFO, logger="flask_wechat_qr"), ThreadPoolExecutor(50) as pool:
+        statuses = list(pool.map(finish, range(50), timeout=120))
+    assert statuses == [302] * 50 and not gate.broken
+    # The race really happened: others lost on the unique constraint and retried.
+    assert "created concurrently" in caplog.text
+    users, identities = all_users(app), all_identities(app)
+    assert len(users) == 1 and len(identities) == 1
+    assert {logged_in_user_id(browser) for browser in browsers} == {str(users[0].id)}
+
+
+def two_codes_at_once(app: t.Any, wechat_api: WeChatAPI, browser: t.Any, state: str
+                       ) -> list[t.Any]:
+    """WeChat's double redirect with two codes, both in flight: the callbacks of ``browser``
+    and of a copy of it meet at the token endpoint (both past their look for an outcome)
+    and go on together."""
+    twin = browser_copy(app, browser)
+    codes: list[str] = []
+
+    def token(request: t.Any) -> tuple[int, dict[str, str], bytes]:
+        codes.append(request.params["code"])
+        return wechat_body(TOKEN_ANSWER)
+
+    gate = meeting(wechat_api, TOKEN_PATH, 2, token)
+    answer_with(wechat_api, USERINFO_PATH, lambda request: wechat_body(PROFILE_ANSWER))
+    results = callbacks_at_once(state, (browser, "C1"), (twin, "C2"))
+    assert sorted(codes) == ["C1", "C2"] and not gate.broken  # both went to WeChat
+    return [*results, twin]
+
+
+def test_two_codes_of_one_link_at_the_same_moment(make_app: t.Any,
+                                                   wechat_api: WeChatAPI) -> None:
+    """Linking from the account page, WeChat redirecting twice: one identity, told once."""
+    app = make_app()
+    alice = add_user(app, username="alice", password="pw")
+    browser = app.test_client()
+    log_in(browser, alice)
+    resp = browser.get("/auth/wechat/link", query_string={"next": "/account"})
+    state = parse_qs(urlsplit(resp.headers["Location"]).query)["state"][0]
+    with recording(app, "identity_linked") as events:
+        first, second, _twin = two_codes_at_once(app, wechat_api, browser, state)
+    assert [first.status_code, second.status_code] == [302, 302]
+    assert first.headers["Location"] == second.headers["Location"] == "/account"
+    assert [(i.openid, i.user_id) for i in all_identities(app)] == [(OPENID, str(alice))]
+    assert [kwargs["via"] for _name, kwargs in events] == ["link"]
+    assert ending_of(app, state) is not None  # the login happened once
+
+
+def test_two_codes_of_one_ask_binding_login_at_the_same_moment(
+    make_app: t.Any, wechat_api: WeChatAPI
+) -> None:
+    """Ask binding, WeChat redirecting twice: one pending binding, which both reach."""
+    app = make_app(WECHAT_QR_ASSOCIATION="ask_binding")
+    browser = app.test_client()
+    state = start_login(browser)
+    first, second, twin = two_codes_at_once(app, wechat_api, browser, state)
+    assert first.headers["Location"] == second.headers["Location"] == "/auth/bind"
+    assert browser.get("/auth/bind").status_code == 200
+    assert twin.get("/auth/bind").status_code == 200
+    assert len(pending_rows(app)) == 1
+    assert all_users(app) == [] and ending_of(app, state) is not None
+
+

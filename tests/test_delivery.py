@@ -1,0 +1,190 @@
+"""Turning a login's outcome into a response (delivery.py): the error pages in words with a
+way to try again, the form post of an ID token or an error to the business callback URL,
+and the page that posts it."""
+
+from __future__ import annotations
+
+import json
+import re
+import typing as t
+
+import pytest
+from support import (
+    BUSINESS_URL,
+    TOKEN_PATH,
+    add_user,
+    all_identities,
+    all_users,
+    api_paths,
+    bind_page,
+    callback_app,
+    find_tags,
+    finish_login,
+    form_post,
+    log_in,
+    logged_in_user_id,
+    login_with_wechat,
+    query_pairs,
+    receiver_keys,
+    retry_links,
+    start_login,
+    verify,
+)
+
+# --- error pages: in words, with a way to try again ---------------------------------------
+
+
+ERRCODES = [
+    # errcode, errmsg, status, words on the page
+    (40029, "invalid code", 400, "expired"),
+    (40163, "code been used", 400, "already used"),
+    (41008, "missing code", 400, "Scan the QR code again"),
+    (40125, "invalid appsecret", 502, "tell the site owner"),
+    (40013, "invalid appid", 502, "tell the site owner"),
+    (-1, "system error", 502, "busy"),
+    (45011, "api minute-quota reach limit mustslow down!!", 502, "Wait a minute"),
+    (99999, "something new", 502, "Try again"),
+]
+
+
+@pytest.mark.parametrize(("errcode", "errmsg", "status", "words"), ERRCODES)
+def test_wechat_errcode_is_a_page_in_words(app: t.Any, client: t.Any, wechat_api: t.Any,
+                                           errcode: int, errmsg: str, status: int,
+                                           words: str) -> None:
+    state = start_login(client, next="/account")
+    wechat_api.error(TOKEN_PATH, errcode, errmsg)
+    wechat_api.userinfo()
+    resp = finish_login(client, state)
+    assert resp.status_code == status
+    page = resp.text
+    assert words in page
+    assert "rid:" not in page
+    assert "Traceback" not in page
+    retry = retry_links(page)
+    assert len(retry) == 1
+    assert dict(query_pairs(retry[0])) == {"next": "/account"}
+    # Busy (-1) is retried once; nothing else is.
+    assert api_paths(wechat_api) == [TOKEN_PATH] * (2 if errcode == -1 else 1)
+    assert all_users(app) == []
+    assert all_identities(app) == []
+    assert logged_in_user_id(client) is None
+
+
+def test_retry_after_an_error_keeps_the_business_state(make_app: t.Any, wechat_api: t.Any,
+                                                       pem: str) -> None:
+    app = callback_app(make_app, pem)
+    client = app.test_client()
+    state = start_login(client, state="biz-1", nonce="n-1")
+    wechat_api.error("/sns/oauth2/access_token", 40029, "invalid code")
+    page = finish_login(client, state)
+    assert page.status_code == 400  # this site's page: the person can try again
+    retry = [a["href"] for a in find_tags(page.get_data(as_text=True), "a")
+             if "/auth/wechat/login" in (a.get("href") or "")]
+    assert retry and all("state=biz-1" in h and "nonce=n-1" in h for h in retry)
+
+
+# --- to the business callback URL: an ID token or the error, posted -----------------------
+
+
+def test_a_cancelled_login_is_posted_to_the_callback_url(make_app: t.Any, pem: str) -> None:
+    """Like an OAuth error response: the business front end learns the user said no."""
+    app = callback_app(make_app, pem)
+    client = app.test_client()
+    state = start_login(client, state="biz-2")
+    resp = client.get("/auth/wechat/callback", query_string={"state": state})
+    assert resp.headers["Referrer-Policy"] == "no-referrer"
+    post = form_post(resp)
+    assert post["action"] == BUSINESS_URL
+    assert post["fields"] == {"error": "access_denied",
+                              "error_description": "The user cancelled the WeChat login.",
+                              "state": "biz-2"}
+
+
+def test_a_login_only_refusal_is_posted_to_the_callback_url(
+    make_app: t.Any, wechat_api: t.Any, pem: str
+) -> None:
+    app = callback_app(make_app, pem, WECHAT_QR_LOGIN_ONLY=True)
+    post = form_post(login_with_wechat(app.test_client(), wechat_api, state="biz-3"))
+    assert post["fields"]["error"] == "account_not_linked"
+    assert post["fields"]["state"] == "biz-3"
+    assert "id_token" not in post["fields"]
+    assert all_users(app) == []
+
+
+def test_refused_create_on_the_bind_page_is_posted_too(make_app: t.Any, wechat_api: t.Any,
+                                                        pem: str) -> None:
+    app = callback_app(make_app, pem, WECHAT_QR_ASSOCIATION="ask_binding",
+                       WECHAT_QR_LOGIN_ONLY=True)
+    client = app.test_client()
+    assert login_with_wechat(client, wechat_api, state="biz-4").headers["Location"] == \
+        "/auth/bind"
+    _page, csrf = bind_page(client)
+    post = form_post(client.post("/auth/bind", data={"action": "create",
+                                                      "csrf_token": csrf}))
+    assert post["fields"] == {"error": "account_not_linked",
+                              "error_description": "No account of this site is linked to "
+                                                   "this WeChat account (login only).",
+                              "state": "biz-4"}
+
+
+def test_ask_binding_delivers_after_the_choice(make_app: t.Any, wechat_api: t.Any,
+                                               pem: str) -> None:
+    app = callback_app(make_app, pem, WECHAT_QR_ASSOCIATION="ask_binding")
+    user_id = add_user(app, username="li", password="correct horse")
+    client = app.test_client()
+    resp = login_with_wechat(client, wechat_api, state="after-bind", nonce="nonce-after-bind")
+    assert resp.headers["Location"] == "/auth/bind"
+    with client.session_transaction() as sess:  # kept for the delivery after the choice
+        assert "after-bind" in json.dumps(dict(sess))
+    _page, csrf = bind_page(client)
+    wrong = client.post("/auth/bind", data={"action": "bind", "username": "li",
+                                            "password": "nope", "csrf_token": csrf})
+    assert wrong.status_code == 400
+    resp = client.post("/auth/bind", data={"action": "bind", "username": "li",
+                                           "password": "correct horse", "csrf_token": csrf})
+    post = form_post(resp)
+    assert post["fields"]["state"] == "after-bind"
+    claims = verify(post["fields"]["id_token"], receiver_keys(client), nonce="nonce-after-bind")
+    assert claims["sub"] == str(user_id)
+    with client.session_transaction() as sess:  # the business state and nonce are gone
+        assert "after-bind" not in json.dumps(dict(sess))
+
+
+def test_the_token_page_stands_alone(make_app: t.Any, wechat_api: t.Any, pem: str,
+                                     tmp_path: t.Any) -> None:
+    """Not inside the site's layout (whose scripts could read the token)."""
+    app = callback_app(make_app, pem)
+    folder = t.cast(str, app.root_path)
+    import pathlib
+
+    override = pathlib.Path(folder, "templates", "wechat_qr")
+    override.mkdir(parents=True)
+    (override / "base.html").write_text(
+        '<html><script src="https://analytics.example/x.js"></script>'
+        "{% block wechat_qr_content %}{% endblock %}</html>")
+    html = form_post(login_with_wechat(app.test_client(), wechat_api))["html"]
+    assert "analytics.example" not in html
+    assert '<meta name="referrer" content="no-referrer">' in html
+
+
+def test_errors_of_connections_without_a_callback_url_stay_pages(make_app: t.Any) -> None:
+    app = make_app()
+    client = app.test_client()
+    state = start_login(client, state="ignored")
+    page = client.get("/auth/wechat/callback", query_string={"state": state})
+    assert page.status_code == 200 and "<form" not in page.get_data(as_text=True)
+
+
+def test_a_cancelled_link_is_not_posted_to_the_callback_url(make_app: t.Any,
+                                                           pem: str) -> None:
+    """Linking WeChat from the account page is this site's own business."""
+    app = callback_app(make_app, pem)
+    user_id = add_user(app, username="wang", password="correct horse")
+    client = app.test_client()
+    log_in(client, user_id)
+    location = client.get("/auth/wechat/link").headers["Location"]
+    state = re.search(r"[?&]state=([A-Za-z0-9]+)", location).group(1)
+    page = client.get("/auth/wechat/callback", query_string={"state": state})
+    assert page.status_code == 200
+    assert "<form" not in page.get_data(as_text=True)
+    assert "cancelled" in page.get_data(as_text=True)

@@ -1,0 +1,445 @@
+"""Finishing a login (flow.py): the callback's endings, read through the routes. A login
+lands where it was asked to; a cancelled or failed one writes nothing; a repeated callback
+(WeChat's double redirect, a refresh) ends as its login did, by the table in flow.py. The
+same at the same moment, with real threads: promises/test_concurrency."""
+
+from __future__ import annotations
+
+import logging
+import time
+import typing as t
+
+import pytest
+import requests
+import responses
+from support import (
+    API,
+    NICKNAME,
+    OPENID,
+    PAST_THE_REPEAT_WINDOW,
+    PROFILE_ANSWER,
+    SECRETS,
+    TOKEN_PATH,
+    USERINFO_PATH,
+    Clock,
+    WeChatAPI,
+    all_identities,
+    all_users,
+    answer_with,
+    api_paths,
+    browser_copy,
+    callback_app,
+    each_code_once,
+    ending_of,
+    error_name,
+    finish_login,
+    forbid_waiting,
+    form_post,
+    logged_in_user_id,
+    pending_rows,
+    query_pairs,
+    receiver_keys,
+    recording,
+    retry_links,
+    start_login,
+    verify,
+    wechat_body,
+)
+
+# --- a login lands where it was asked to --------------------------------------------------
+
+
+def test_local_next_is_where_the_login_lands(client: t.Any, wechat_api: t.Any) -> None:
+    state = start_login(client, next="/account?tab=wechat")
+    wechat_api.token()
+    wechat_api.userinfo()
+    resp = finish_login(client, state)
+    assert resp.status_code == 302
+    assert resp.headers["Location"] == "/account?tab=wechat"
+    assert logged_in_user_id(client) is not None
+
+
+def test_without_next_the_login_lands_on_the_post_login_url(make_app: t.Any,
+                                                           wechat_api: t.Any) -> None:
+    client = make_app(WECHAT_QR_POST_LOGIN_URL="/welcome").test_client()
+    state = start_login(client)
+    wechat_api.token()
+    wechat_api.userinfo()
+    assert finish_login(client, state).headers["Location"] == "/welcome"
+
+
+def test_session_is_renewed_at_login(app: t.Any, client: t.Any, wechat_api: t.Any) -> None:
+    other_state = start_login(client)
+    state = start_login(client)
+    with client.session_transaction() as sess:
+        sess["marker"] = "from before the login"
+        before = dict(sess)
+    assert any(state in key for key in before)  # this browser's pending logins
+    wechat_api.token()
+    wechat_api.userinfo()
+    assert finish_login(client, state).status_code == 302
+    with client.session_transaction() as sess:
+        after = dict(sess)
+    assert "marker" not in after
+    assert not [key for key in after if state in key or other_state in key]
+    user = all_users(app)[0]
+    assert after["_user_id"] == str(user.id)
+    assert client.get("/").get_data(as_text=True) == f"logged in as {user.id} {NICKNAME}"
+    # A state started before the login does not survive it either.
+    assert finish_login(client, other_state).status_code == 400
+
+
+# --- a cancelled or failed login writes nothing -------------------------------------------
+
+
+@pytest.mark.parametrize("extra", [{}, {"code": ""}])
+def test_denied_login_is_a_cancelled_page(app: t.Any, client: t.Any, wechat_api: t.Any,
+                                          extra: dict[str, str]) -> None:
+    state = start_login(client, next="/account")
+    wechat_api.token()
+    wechat_api.userinfo()
+    resp = client.get("/auth/wechat/callback", query_string={"state": state, **extra})
+    assert resp.status_code == 200
+    page = resp.text
+    assert "cancelled" in page
+    retry = retry_links(page)
+    assert len(retry) == 1
+    assert dict(query_pairs(retry[0])) == {"next": "/account"}
+    assert api_paths(wechat_api) == []
+    assert all_users(app) == []
+    assert all_identities(app) == []
+    assert logged_in_user_id(client) is None
+    assert resp.headers["Cache-Control"] == "no-store"
+    # The state was used up by the cancel.
+    assert finish_login(client, state).status_code == 400
+    assert api_paths(wechat_api) == []
+
+
+ERROR_PATHS: dict[str, tuple[t.Callable[[t.Any], None], int]] = {
+    "token-40029": (lambda api: api.error(TOKEN_PATH, 40029, "invalid code"), 400),
+    "token-40163": (lambda api: api.error(TOKEN_PATH, 40163, "code been used"), 400),
+    "token-40125": (lambda api: api.error(TOKEN_PATH, 40125, "invalid appsecret"), 502),
+    "token-busy": (lambda api: api.error(TOKEN_PATH, -1, "system error"), 502),
+    "token-45011": (lambda api: api.error(TOKEN_PATH, 45011, "api minute-quota reach limit"),
+                    502),
+    "token-timeout": (lambda api: _raise(requests.Timeout("read timed out"))(api, TOKEN_PATH),
+                      504),
+    "token-connect-timeout": (
+        lambda api: _raise(requests.ConnectTimeout("connect"))(api, TOKEN_PATH), 504),
+    "token-connection-error": (
+        lambda api: _raise(requests.ConnectionError("refused"))(api, TOKEN_PATH), 502),
+    "token-http-500": (lambda api: api.raw(TOKEN_PATH, b"Internal Server Error", status=500),
+                       502),
+    "token-http-502-html": (
+        lambda api: api.raw(TOKEN_PATH, b"<html><h1>502 Bad Gateway</h1></html>", status=502,
+                            content_type="text/html"), 502),
+    "token-non-json": (lambda api: api.raw(TOKEN_PATH, b"<html>hello</html>"), 502),
+    "token-json-list": (lambda api: api.raw(TOKEN_PATH, b"[]"), 502),
+    "token-empty": (lambda api: api.raw(TOKEN_PATH, b""), 502),
+    "token-no-openid": (lambda api: api.raw(TOKEN_PATH, b'{"access_token": "x"}'), 502),
+    "userinfo-40003": (lambda api: _token_then(
+        api, lambda a: a.error(USERINFO_PATH, 40003, "invalid openid")), 502),
+    "userinfo-48001": (lambda api: _token_then(
+        api, lambda a: a.error(USERINFO_PATH, 48001, "api unauthorized")), 502),
+    "userinfo-busy-twice": (lambda api: _token_then(
+        api, lambda a: a.error(USERINFO_PATH, -1, "system error")), 502),
+    "userinfo-timeout": (lambda api: _token_then(
+        api, lambda a: _raise(requests.Timeout("read timed out"))(a, USERINFO_PATH)), 504),
+    "userinfo-connection-error": (lambda api: _token_then(
+        api, lambda a: _raise(requests.ConnectionError("reset"))(a, USERINFO_PATH)), 502),
+    "userinfo-http-503": (lambda api: _token_then(
+        api, lambda a: a.raw(USERINFO_PATH, b"Service Unavailable", status=503)), 502),
+    "userinfo-non-json": (lambda api: _token_then(
+        api, lambda a: a.raw(USERINFO_PATH, b"\xff\xfe not json")), 502),
+    "snapshot-user": (lambda api: api.token(is_snapshotuser=1), 403),
+}
+
+
+def _token_then(api: t.Any, add_userinfo: t.Callable[[t.Any], None]) -> None:
+    api.token()
+    add_userinfo(api)
+
+
+def _raise(exc: Exception) -> t.Callable[[t.Any, str], None]:
+    def add(api: t.Any, path: str) -> None:
+        api.mock.add(responses.GET, API + path, body=exc)
+    return add
+
+
+@pytest.mark.parametrize("name", sorted(ERROR_PATHS))
+def test_every_error_path_keeps_the_promises(app: t.Any, client: t.Any, wechat_api: t.Any,
+                                             caplog: pytest.LogCaptureFixture,
+                                             name: str) -> None:
+    caplog.set_level(logging.DEBUG)
+    setup, status = ERROR_PATHS[name]
+    state = start_login(client, next="/account")
+    with client.session_transaction() as sess:
+        sess["host_marker"] = "kept"
+    setup(wechat_api)
+    resp = finish_login(client, state)
+
+    assert resp.status_code == status
+    assert resp.status_code != 500
+    page = resp.text
+    assert "text/html" in resp.headers["Content-Type"]
+    assert "Traceback" not in page
+    assert retry_links(page), page
+    assert resp.headers["Cache-Control"] == "no-store"
+    everything = page + "\n".join(f"{k}: {v}" for k, v in resp.headers.items())
+    for secret in SECRETS:
+        assert secret not in everything
+    for record in caplog.records:
+        for secret in SECRETS:
+            assert secret not in record.getMessage()
+    assert all_users(app) == []
+    assert all_identities(app) == []
+    assert logged_in_user_id(client) is None
+    with client.session_transaction() as sess:
+        # A failed login leaves the visitor's session alone (only the state is gone).
+        assert sess.get("host_marker") == "kept"
+
+
+# --- repeated callbacks (the table in flow.py) --------------------------------------------
+
+
+def test_reused_state_is_refused_without_calling_wechat(app: t.Any, client: t.Any,
+                                                        wechat_api: t.Any) -> None:
+    state = start_login(client)
+    wechat_api.token()
+    wechat_api.userinfo()
+    assert finish_login(client, state).status_code == 302
+    calls = len(wechat_api.mock.calls)
+    # A refresh of the callback page once logged in: sent on, not an error; no WeChat call.
+    resp = finish_login(client, state)
+    assert resp.status_code == 302 and resp.headers["Location"] == "/"
+    assert len(wechat_api.mock.calls) == calls
+    assert len(all_users(app)) == 1
+    # Anyone else using the state gets the error page, without a WeChat call either.
+    resp = finish_login(app.test_client(), state)
+    assert resp.status_code == 400
+    assert "no longer valid" in resp.text
+    assert len(wechat_api.mock.calls) == calls
+
+
+def test_replayed_session_cookie_cannot_reuse_a_state(
+    app: t.Any, wechat_api: t.Any, clock: Clock
+) -> None:
+    """Single use is enforced server-side: an old cookie still naming the state is no help."""
+    browser = app.test_client()
+    state = start_login(browser)
+    old_cookie = browser.get_cookie("session").value
+    wechat_api.token()
+    wechat_api.userinfo()
+    assert finish_login(browser, state).status_code == 302
+    calls = len(wechat_api.mock.calls)
+
+    attacker = app.test_client()
+    attacker.set_cookie("session", old_cookie)
+    clock.advance(PAST_THE_REPEAT_WINDOW)  # past WeChat's double-redirect window
+    resp = finish_login(attacker, state)
+    assert resp.status_code == 400
+    assert len(wechat_api.mock.calls) == calls
+    assert logged_in_user_id(attacker) is None
+    assert len(all_users(app)) == 1
+
+
+def test_wechats_double_redirect_posts_again(make_app: t.Any, wechat_api: t.Any,
+                                             pem: str) -> None:
+    """WeChat may call the callback twice: the second answer is a token for the same login."""
+    app = callback_app(make_app, pem)
+    client = app.test_client()
+    wechat_api.token()
+    wechat_api.userinfo()
+    state = start_login(client, state="biz", nonce="nn")
+    first = form_post(finish_login(client, state))
+    again = form_post(finish_login(client, state))
+    keys = receiver_keys(client)
+    one = verify(first["fields"]["id_token"], keys, nonce="nn")
+    two = verify(again["fields"]["id_token"], keys, nonce="nn")
+    assert again["fields"]["state"] == "biz"
+    assert one["sub"] == two["sub"]
+    assert one["auth_time"] == two["auth_time"]
+    assert one["jti"] != two["jti"]
+
+
+# --- WeChat's double redirect, one after the other ----------------------------------------
+
+
+def test_second_redirect_with_another_code_ends_logged_in(
+    app: t.Any, wechat_api: WeChatAPI
+) -> None:
+    """WeChat's other double redirect: a second code with the same state, just after the
+    first request ended. It is answered from the first one's outcome, without WeChat."""
+    browser = app.test_client()
+    state = start_login(browser)
+    twin = browser_copy(app, browser)
+    codes = each_code_once(wechat_api)
+    wechat_api.userinfo()
+    first = browser.get("/auth/wechat/callback", query_string={"code": "C1", "state": state})
+    second = twin.get("/auth/wechat/callback", query_string={"code": "C2", "state": state})
+    assert (first.status_code, second.status_code) == (302, 302)
+    assert codes == ["C1"]
+    assert api_paths(wechat_api).count(USERINFO_PATH) == 1
+    assert logged_in_user_id(twin) == str(all_users(app)[0].id)
+    assert ending_of(app, state).user_id == str(all_users(app)[0].id)  # one login
+
+
+def test_a_failed_first_callback_is_not_repeated_as_success(
+    app: t.Any, wechat_api: WeChatAPI
+) -> None:
+    """A failure uses the state too: a second redirect with a good code is refused at once,
+    without WeChat, and logs nobody in."""
+    browser = app.test_client()
+    state = start_login(browser)
+    twin = browser_copy(app, browser)
+    wechat_api.error(TOKEN_PATH, 40029, "invalid code")
+    assert browser.get("/auth/wechat/callback",
+                       query_string={"code": "bad", "state": state}).status_code == 400
+    assert ending_of(app, state).error == "InvalidCode"
+    calls = len(wechat_api.mock.calls)
+    wechat_api.token()
+    wechat_api.userinfo()
+    again = twin.get("/auth/wechat/callback", query_string={"code": "good", "state": state})
+    assert again.status_code == 400 and error_name(again) == "StateError"
+    assert len(wechat_api.mock.calls) == calls
+    assert all_users(app) == [] and logged_in_user_id(twin) is None
+
+
+def test_a_failed_first_callback_is_not_turned_into_success_by_a_second_code(
+    app: t.Any, wechat_api: WeChatAPI
+) -> None:
+    """The state is used once whatever happened: after a cancelled first redirect, a
+    second code for the same state does not log anyone in (nor reach WeChat); it ends as
+    the first one did."""
+    browser = app.test_client()
+    state = start_login(browser)
+    twin = browser_copy(app, browser)
+    codes = each_code_once(wechat_api)
+    wechat_api.userinfo()
+    cancelled = browser.get("/auth/wechat/callback", query_string={"state": state})
+    assert cancelled.status_code == 200 and error_name(cancelled) == "LoginCancelled"
+    second = twin.get("/auth/wechat/callback", query_string={"code": "C2", "state": state})
+    assert second.status_code == 200 and error_name(second) == "LoginCancelled"
+    assert codes == [] and api_paths(wechat_api) == []
+    assert all_users(app) == [] and logged_in_user_id(twin) is None
+
+
+def test_a_replayed_cookie_without_a_code_is_not_posted_as_a_cancel(
+    make_app: t.Any, wechat_api: WeChatAPI
+) -> None:
+    """A connection with a callback URL: after a login succeeded, its old cookie replayed
+    with a "cancelled" callback never tells the business front end the user cancelled."""
+    app = make_app(WECHAT_QR_CALLBACK_URL="https://biz.example.com/wechat-done",
+                   WECHAT_QR_ID_TOKEN_SECRET="a-shared-secret-of-32-bytes-or-more!")
+    browser = app.test_client()
+    state = start_login(browser, state="biz-1")
+    replay = browser_copy(app, browser)
+    wechat_api.token()
+    wechat_api.userinfo()
+    assert "id_token" in browser.get("/auth/wechat/callback",
+                                     query_string={"code": "C1", "state": state}).text
+    calls = len(wechat_api.mock.calls)
+    resp = replay.get("/auth/wechat/callback", query_string={"state": state})
+    # Within seconds, from this browser: WeChat's double redirect, ended as the login did.
+    assert "access_denied" not in resp.text and "id_token" in resp.text
+    assert len(wechat_api.mock.calls) == calls
+
+
+def test_repeat_window_starts_when_the_login_is_done(
+    make_app: t.Any, wechat_api: WeChatAPI, clock: Clock
+) -> None:
+    """A slow profile request must not push WeChat's second redirect out of the window."""
+    app = make_app()
+    browser = app.test_client()
+    state = start_login(browser)
+    twin = browser_copy(app, browser)
+    wechat_api.token()
+
+    def slow_profile(request: t.Any) -> tuple[int, dict[str, str], bytes]:
+        clock.advance(PAST_THE_REPEAT_WINDOW)  # longer than the window
+        return wechat_body(PROFILE_ANSWER)
+
+    answer_with(wechat_api, USERINFO_PATH, slow_profile)
+    assert browser.get("/auth/wechat/callback",
+                       query_string={"code": "C1", "state": state}).status_code == 302
+    second = twin.get("/auth/wechat/callback", query_string={"code": "C2", "state": state})
+    assert second.status_code == 302
+    assert logged_in_user_id(twin) == str(all_users(app)[0].id)
+
+
+def test_double_redirect_to_the_bind_page_keeps_the_pending_binding(
+    make_app: t.Any, wechat_api: WeChatAPI
+) -> None:
+    """Ask binding: the second redirect (with the cookie from before the first) still finds
+    the pending binding the first one started."""
+    app = make_app(WECHAT_QR_ASSOCIATION="ask_binding")
+    browser = app.test_client()
+    state = start_login(browser)
+    twin = browser_copy(app, browser)
+    wechat_api.token()
+    wechat_api.userinfo()
+    first = browser.get("/auth/wechat/callback", query_string={"code": "C1", "state": state})
+    second = twin.get("/auth/wechat/callback", query_string={"code": "C2", "state": state})
+    assert first.headers["Location"] == second.headers["Location"] == "/auth/bind"
+    assert twin.get("/auth/bind").status_code == 200
+    assert len(pending_rows(app)) == 1  # the second's rolled back
+
+
+@pytest.mark.parametrize("ending, error", [("refused", "account_not_linked"),
+                                           ("cancelled", "access_denied")])
+def test_a_repeated_callback_tells_the_callback_url_the_same_ending(
+    make_app: t.Any, wechat_api: WeChatAPI, ending: str, error: str
+) -> None:
+    """The browser shows WeChat's second redirect: a login that ended refused or cancelled
+    is posted to the business front end again, with its state (and told to the signal
+    once), not turned into this site's "link no longer valid" page."""
+    app = make_app(WECHAT_QR_CALLBACK_URL="https://biz.example.com/wechat-done",
+                   WECHAT_QR_ID_TOKEN_SECRET="a-shared-secret-of-32-bytes-or-more!",
+                   WECHAT_QR_LOGIN_ONLY=True)
+    browser = app.test_client()
+    state = start_login(browser, state="biz-7")
+    twin = browser_copy(app, browser)
+    wechat_api.token()
+    query = {"state": state} if ending == "cancelled" else {"state": state, "code": "C1"}
+    with recording(app, "login_refused") as events:
+        first = browser.get("/auth/wechat/callback", query_string=query)
+        second = twin.get("/auth/wechat/callback", query_string=query)
+    for resp in (first, second):
+        assert resp.status_code == 200
+        assert f'name="error" value="{error}"' in resp.text
+        assert 'name="state" value="biz-7"' in resp.text
+    assert [kwargs["openid"] for _name, kwargs in events] == (
+        [OPENID] if ending == "refused" else [])
+    assert api_paths(wechat_api).count(TOKEN_PATH) == (ending == "refused")
+
+
+# --- a code WeChat says was used (40163) --------------------------------------------------
+
+
+def test_code_used_without_another_request_waits_then_says_so(
+    make_app: t.Any, wechat_api: WeChatAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """40163 and no other request of this login finishing: after waiting
+    ``WECHAT_QR_CODE_USED_WAIT`` for that request, the "already used" page. The
+    state is then used and the code spent: a replay of the cookie, or the same code with a
+    fresh login, is answered without waiting."""
+    app = make_app(WECHAT_QR_CODE_USED_WAIT=0.3)
+    browser = app.test_client()
+    state = start_login(browser)
+    replay = browser_copy(app, browser)
+    wechat_api.error(TOKEN_PATH, 40163, "code been used")
+    started = time.monotonic()
+    resp = browser.get("/auth/wechat/callback", query_string={"code": "C1", "state": state})
+    assert time.monotonic() - started >= 0.3
+    assert resp.status_code == 400 and error_name(resp) == "CodeUsed"
+    assert ending_of(app, state).error == "CodeUsed"
+    forbid_waiting(monkeypatch)
+    calls = len(wechat_api.mock.calls)
+    again = replay.get("/auth/wechat/callback", query_string={"code": "C1", "state": state})
+    assert again.status_code == 400 and error_name(again) == "StateError"
+    assert len(wechat_api.mock.calls) == calls
+    other = app.test_client()
+    fresh_state = start_login(other)
+    fresh = other.get("/auth/wechat/callback", query_string={"code": "C1", "state": fresh_state})
+    assert fresh.status_code == 400 and error_name(fresh) == "CodeUsed"
+    assert ending_of(app, fresh_state).error == "CodeUsed"  # that login is used up too
