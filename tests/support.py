@@ -947,3 +947,12 @@ def max_waiting_requests() -> int:
     from flask_wechat_qr.login_state import MAX_WAITING_REQUESTS
 
     return MAX_WAITING_REQUESTS
+
+
+def raising(error: BaseException) -> t.Callable[..., None]:
+    """A signal receiver that raises ``error`` (a host's receiver refusing what happened)."""
+
+    def receiver(sender: t.Any, **kwargs: t.Any) -> None:
+        raise error
+
+    return receiver

@@ -25,11 +25,14 @@ from support import (
     logged_in_user_id,
     login_with_wechat,
     query_pairs,
+    raising,
     receiver_keys,
     retry_links,
     start_login,
     verify,
 )
+
+from flask_wechat_qr import LoginCancelled, signals
 
 # --- error pages: in words, with a way to try again ---------------------------------------
 
@@ -188,3 +191,25 @@ def test_a_cancelled_link_is_not_posted_to_the_callback_url(make_app: t.Any,
     assert page.status_code == 200
     assert "<form" not in page.get_data(as_text=True)
     assert "cancelled" in page.get_data(as_text=True)
+
+
+# --- errors while delivering -------------------------------------------------------------
+
+
+def test_an_error_while_delivering_keeps_the_logins_next_and_business_state(
+    make_app: t.Any, wechat_api: t.Any
+) -> None:
+    """A login_succeeded receiver's error (or the ID token's) is a page that still knows
+    the login: its "try again" keeps next, and a callback URL is told with its state."""
+    app = make_app(WECHAT_QR_CALLBACK_URL="https://biz.example.com/done",
+                   WECHAT_QR_ID_TOKEN_SECRET="s" * 40)
+    client = app.test_client()
+    wechat_api.token()
+    wechat_api.userinfo()
+    receiver = raising(LoginCancelled())
+    with signals.login_succeeded.connected_to(receiver, sender=app):
+        resp = finish_login(client, start_login(client, state="biz-1", nonce="n-1"))
+    body = resp.get_data(as_text=True)
+    assert 'name="error" value="access_denied"' in body
+    assert 'name="state" value="biz-1"' in body
+    assert logged_in_user_id(client) is not None  # the login itself stands

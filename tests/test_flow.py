@@ -23,6 +23,7 @@ from support import (
     USERINFO_PATH,
     Clock,
     WeChatAPI,
+    add_user,
     all_identities,
     all_users,
     answer_with,
@@ -35,9 +36,11 @@ from support import (
     finish_login,
     forbid_waiting,
     form_post,
+    log_in,
     logged_in_user_id,
     pending_rows,
     query_pairs,
+    raising,
     receiver_keys,
     recording,
     retry_links,
@@ -45,6 +48,8 @@ from support import (
     verify,
     wechat_body,
 )
+
+from flask_wechat_qr import LoginCancelled, LoginRefused, signals
 
 # --- a login lands where it was asked to --------------------------------------------------
 
@@ -443,3 +448,42 @@ def test_code_used_without_another_request_waits_then_says_so(
     fresh = other.get("/auth/wechat/callback", query_string={"code": "C1", "state": fresh_state})
     assert fresh.status_code == 400 and error_name(fresh) == "CodeUsed"
     assert ending_of(app, fresh_state).error == "CodeUsed"  # that login is used up too
+
+
+# --- errors after the commit -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("signal_name", ["user_created", "identity_linked"])
+def test_a_login_error_from_a_receiver_after_the_commit_is_its_page(
+    make_app: t.Any, wechat_api: t.Any, signal_name: str
+) -> None:
+    """The login is committed, but a receiver refuses it: the page says so (never a quiet
+    "logged in" that skipped login_succeeded), and login_failed is sent."""
+    app = make_app()
+    client = app.test_client()
+    wechat_api.token()
+    wechat_api.userinfo()
+    receiver = raising(LoginRefused())
+    with getattr(signals, signal_name).connected_to(receiver, sender=app), \
+            recording(app, "login_succeeded", "login_failed") as events:
+        resp = finish_login(client, start_login(client, next="/account"))
+    assert resp.status_code == 403 and error_name(resp) == "LoginRefused"
+    assert [name for name, _ in events] == ["login_failed"]
+    # The error page's "try again" link keeps the login's next.
+    assert "/auth/wechat/login?next=/account" in resp.get_data(as_text=True)
+
+
+def test_a_login_error_from_a_receiver_of_a_link_is_its_page(
+    make_app: t.Any, wechat_api: t.Any
+) -> None:
+    app = make_app()
+    client = app.test_client()
+    log_in(client, add_user(app, username="alice", password="pw-of-alice"))
+    wechat_api.token()
+    wechat_api.userinfo()
+    receiver = raising(LoginCancelled())
+    with signals.identity_linked.connected_to(receiver, sender=app):
+        resp = client.get("/auth/wechat/link")
+        state = resp.headers["Location"].split("state=")[1].split("&")[0].split("#")[0]
+        resp = finish_login(client, state)
+    assert resp.status_code == 200 and error_name(resp) == "LoginCancelled"

@@ -4,6 +4,7 @@ through the routes, a state that belongs to one browser, once, for a while."""
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
@@ -469,3 +470,41 @@ def test_long_or_chinese_next_and_several_connections_keep_the_cookie_small(
                     "next": "/搜索?q=" + "微信🐼" * length})
                 assert resp.status_code == 302
     assert len(client.get_cookie("session").value) < 3000
+
+
+# --- endings of the previous version -----------------------------------------------------
+
+
+#: Rows written by the previous version (before the flow moved out of the views), verbatim.
+OLD_ROWS = {
+    '{"user_id": "7", "next": "/account", "at": 1700000000.5, "auth_time": 1700000000.1, '
+    '"delivery": {"state": "b", "nonce": "n"}}':
+        Ending(user_id="7", next_url="/account", at=1700000000.5, auth_time=1700000000.1,
+               business={"state": "b", "nonce": "n"}),
+    '{"user_id": "7", "next": "/", "at": 1700000000.5, "auth_time": 1700000000.1, '
+    '"delivery": {}}':
+        Ending(user_id="7", next_url="/", at=1700000000.5, auth_time=1700000000.1,
+               business={}),
+    '{"user_id": "7", "next": "/account"}': Ending(user_id="7", next_url="/account"),
+    '{"bind": "Xy-_1", "at": 1700000000.5, "delivery": {}}':
+        Ending(binding_id="Xy-_1", at=1700000000.5, business={}),
+    '{"error": "LoginCancelled", "at": 1700000000.5}':
+        Ending(error="LoginCancelled", at=1700000000.5),
+    '{"error": true, "at": 1700000000.5}': Ending(error="True", at=1700000000.5),
+}
+
+
+@pytest.mark.parametrize("row", sorted(OLD_ROWS))
+def test_rows_of_the_previous_version_are_read_as_they_were_meant(row: str) -> None:
+    assert Ending.from_json(row) == OLD_ROWS[row]
+
+
+@pytest.mark.parametrize("row", sorted(OLD_ROWS))
+def test_rows_written_now_have_the_previous_versions_keys_and_values(row: str) -> None:
+    """Written again, an ending has the same keys and values as before (the previous version
+    reads them during a rolling deploy); only ``true`` for a bug is now its text."""
+    old = json.loads(row)
+    new = json.loads(OLD_ROWS[row].to_json())
+    if old.get("error") is True:
+        old["error"] = "True"
+    assert new == old

@@ -8,11 +8,11 @@ import ast
 from pathlib import Path
 
 import pytest
+from support import ROOT
 
 import flask_wechat_qr
 import flask_wechat_qr.sandbox
 
-ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "flask_wechat_qr"
 
 
