@@ -38,6 +38,7 @@ from example_app.config import (
     dev_secret_key,
     wechat_config_state,
 )
+from example_app.models import User, db
 from flask_wechat_qr import ConfigurationError
 
 #: No variable of the developer's shell leaks into these apps, and no test writes into the
@@ -89,7 +90,6 @@ def test_register_logs_in_and_hashes_the_password(site: Flask) -> None:
     assert resp.headers["Location"] == "/"
     assert "alice" in client.get("/").get_data(as_text=True)
     with site.app_context():
-        from example_app.models import User, db
 
         user = db.session.execute(db.select(User)).scalar_one()
         assert user.password_hash != "correct horse"
@@ -147,6 +147,45 @@ def test_login_follows_only_a_local_next(site: Flask) -> None:
     assert login(client, next="https://evil.example/").headers["Location"] == "/"
     logout(client)
     assert login(client, next="/\\evil.example/").headers["Location"] == "/"
+
+
+@pytest.mark.parametrize("username", ["ali\x00ce", "\x00"])
+def test_login_with_a_nul_in_the_username_is_wrong_credentials(site: Flask,
+                                                                username: str) -> None:
+    """PostgreSQL refuses NUL in a query: still "wrong username or password", not a 500."""
+    register(site.test_client())
+    resp = login(site.test_client(), username)
+    assert resp.status_code == 400
+    assert "Wrong username or password." in resp.get_data(as_text=True)
+
+
+def test_a_user_without_a_password_cannot_log_in_with_one(site: Flask) -> None:
+    """A user made by a WeChat login has no password: no password logs in as them."""
+    with site.app_context():
+        db.session.add(User(username="wechat-only", password_hash=None))
+        db.session.commit()
+    for password in ("", "anything"):
+        resp = login(site.test_client(), "wechat-only", password)
+        assert resp.status_code == 400
+        assert "Wrong username or password." in resp.get_data(as_text=True)
+
+
+def test_an_oversized_next_is_ignored_not_an_error(site: Flask) -> None:
+    register(site.test_client())
+    client = site.test_client()
+    assert client.get("/login", query_string={"next": "/" + "a" * 5000}).status_code == 200
+    assert login(client, next="/" + "a" * 5000).headers["Location"] == "/"
+
+
+def test_a_disabled_account_is_told_so_not_a_500(site: Flask,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    register(site.test_client())
+    monkeypatch.setattr(User, "is_active", property(lambda self: False))
+    client = site.test_client()
+    resp = login(client)
+    assert resp.status_code == 400
+    assert "disabled" in resp.get_data(as_text=True)
+    assert client.get("/api/me").status_code == 401
 
 
 def test_account_page_needs_a_login(site: Flask) -> None:
