@@ -48,6 +48,19 @@ class User(UserMixin, db.Model):  # type: ignore[name-defined,misc]
         return f"<User {self.id} {self.username!r}>"
 
 
+class LoginFailure(db.Model):  # type: ignore[name-defined,misc]
+    """A wrong password at the site's own login form, counted per account and per address
+    so passwords cannot be guessed without end (the extension limits its bind page the same
+    way). The account is kept as a hash: people type passwords into the username field."""
+
+    __tablename__ = "login_failure"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account: Mapped[str] = mapped_column(sa.String(64), index=True)
+    address: Mapped[str] = mapped_column(sa.String(64), index=True)
+    at: Mapped[float] = mapped_column(sa.Float, index=True)
+
+
 @login_manager.user_loader
 def load_user(user_id: str) -> t.Any:
     """Flask-Login's loader; a malformed id in an old cookie means "nobody"."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
+import time
 import typing as t
 from urllib.parse import urlsplit
 
@@ -25,7 +27,7 @@ from werkzeug.security import generate_password_hash
 from flask_wechat_qr import LoginError, safe_next
 
 from . import csrf
-from .models import User, accounts, db, wechat
+from .models import LoginFailure, User, accounts, db, wechat
 
 if t.TYPE_CHECKING:
     from flask.typing import ResponseReturnValue
@@ -44,6 +46,36 @@ def _next_url() -> str | None:
         return safe_next(request.values.get("next"))
     except LoginError:  # longer than any honest link
         return None
+
+
+#: Wrong passwords allowed per account and per client address within the window.
+FAILURES_PER_ACCOUNT = 10
+FAILURES_PER_ADDRESS = 50
+FAILURE_WINDOW = 15 * 60
+
+
+def _count_failure(username: str) -> tuple[int, bool]:
+    """Count a login attempt as a failure *before* its password is checked (so a burst of
+    guesses sees itself); its id, and whether a limit is already passed."""
+    account = hashlib.sha256(username.strip().casefold().encode()).hexdigest()[:32]
+    address = (request.remote_addr or "unknown")[:64]
+    now = time.time()
+    db.session.execute(sa.delete(LoginFailure).where(LoginFailure.at < now - FAILURE_WINDOW))
+    failure = LoginFailure(account=account, address=address, at=now)
+    db.session.add(failure)
+    db.session.commit()
+    per_account, per_address = db.session.execute(sa.select(
+        sa.func.count().filter(LoginFailure.account == account),
+        sa.func.count().filter(LoginFailure.address == address),
+    ).where(LoginFailure.at >= now - FAILURE_WINDOW)).one()
+    blocked = per_account > FAILURES_PER_ACCOUNT or per_address > FAILURES_PER_ADDRESS
+    return failure.id, blocked
+
+
+def _forget_failure(failure_id: int) -> None:
+    """The attempt was right (or blocked before any check): it is no failure."""
+    db.session.execute(sa.delete(LoginFailure).where(LoginFailure.id == failure_id))
+    db.session.commit()
 
 
 def _log_in(user: User) -> None:
@@ -109,10 +141,17 @@ def login() -> ResponseReturnValue:
     if request.method == "POST":
         username = request.form.get("username", "").strip()
         password = request.form.get("password", "")[:MAX_PASSWORD]
+        failure_id, blocked = _count_failure(username)
+        if blocked:
+            _forget_failure(failure_id)
+            return render_template("login.html", username=username, next_url=next_url,
+                                   error="Too many wrong passwords. Wait 15 minutes and try "
+                                         "again."), 429
         # Constant work whether or not the user exists: timing does not reveal usernames.
         user = accounts.authenticate(username, password)
         error = "Wrong username or password."
         if user is not None:
+            _forget_failure(failure_id)
             try:
                 _log_in(user)
             except LoginError as refused:  # e.g. a disabled account (is_active false)

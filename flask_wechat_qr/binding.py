@@ -10,6 +10,7 @@ transaction, which commits it. Knows nothing of HTTP.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import secrets
 import time
@@ -130,8 +131,8 @@ class PendingBindings:
         :class:`BindingBlocked` once the attempt limits are reached. The attempt counts as
         a failure until the password proves right, so concurrent guesses see each other.
         """
-        attempt = self.begin_attempt(binding_id, address)
         username, password = username[:200], password[:1000]
+        attempt = self.begin_attempt(binding_id, address, username)
         # No form field typed in a browser holds NUL, and PostgreSQL refuses it in a query
         # (a 500 from the adapter's lookup): wrong credentials, without asking the adapter.
         if "\x00" in username + password:
@@ -141,10 +142,11 @@ class PendingBindings:
             self.forget_attempt(attempt)
         return user
 
-    def begin_attempt(self, binding_id: str, address: str) -> int:
+    def begin_attempt(self, binding_id: str, address: str, username: str = "") -> int:
         """Count a "bind to my account" attempt *before* its password is checked; its id.
 
-        :class:`BindingBlocked` once either limit is reached within the window. The
+        :class:`BindingBlocked` once a limit (per pending binding, client address or
+        account tried) is reached within the window. The
         attempt is committed before the count, so simultaneous guesses see each other: a
         burst cannot all pass a count taken before any of them failed. A blocked attempt
         is not counted. Call :meth:`forget_attempt` when the credentials were right: only
@@ -152,23 +154,27 @@ class PendingBindings:
         """
         Attempt = self.models.BindAttempt
         address = address[:_ADDRESS_LENGTH]
+        account = account_key(username)
         now = time.time()
         since = now - self.settings.bind_block_seconds
         self.db.session.execute(sa.delete(Attempt).where(Attempt.at < since))
-        attempt = Attempt(binding_id=binding_id, address=address, at=now)
+        attempt = Attempt(binding_id=binding_id, address=address, account=account, at=now)
         self.db.session.add(attempt)
         self.db.session.commit()
         attempt_id = int(attempt.id)
-        per_binding, per_address = self.db.session.execute(
+        per_binding, per_address, per_account = self.db.session.execute(
             sa.select(
                 sa.func.count().filter(Attempt.binding_id == binding_id),
                 sa.func.count().filter(Attempt.address == address),
+                sa.func.count().filter(Attempt.account == account),
             ).where(Attempt.at >= since,
-                    sa.or_(Attempt.binding_id == binding_id, Attempt.address == address))
+                    sa.or_(Attempt.binding_id == binding_id, Attempt.address == address,
+                           Attempt.account == account))
         ).one()
-        # Both counts include this attempt.
+        # Every count includes this attempt.
         if (per_binding > self.settings.bind_attempts_per_binding
-                or per_address > self.settings.bind_attempts_per_address):
+                or per_address > self.settings.bind_attempts_per_address
+                or per_account > self.settings.bind_attempts_per_account):
             self.forget_attempt(attempt_id)
             raise self._blocked()
         return attempt_id
@@ -191,6 +197,13 @@ class PendingBindings:
 
 #: Length of the ``address`` column: addresses are stored (and compared) cut to it.
 _ADDRESS_LENGTH = 64
+
+
+def account_key(username: str) -> str:
+    """What a bind attempt keeps of the username it tried: a hash, so a password typed into
+    the username field is never stored; one key for the spellings a login form usually
+    treats as one account (case, surrounding spaces)."""
+    return hashlib.sha256(username.strip().casefold().encode("utf-8")).hexdigest()[:32]
 
 
 def _profile_of(pending: PendingBinding) -> WeChatProfile:

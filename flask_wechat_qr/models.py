@@ -128,14 +128,17 @@ def _pending_binding(db: SQLAlchemy) -> t.Any:
 def _bind_attempt(db: SQLAlchemy) -> t.Any:
     # db.Model: the host's base class, made at run time (mypy sees a variable)
     class WeChatBindAttempt(db.Model):  # type: ignore[name-defined,misc]
-        """A failed "bind to my account" attempt, counted per pending binding and per
-        client address for the rate limit."""
+        """A failed "bind to my account" attempt, counted per pending binding, per client
+        address and per account for the rate limit."""
 
         __tablename__ = "wechat_qr_bind_attempt"
 
         id = sa.Column(sa.Integer, primary_key=True)
         binding_id = sa.Column(sa.String(64), nullable=False, index=True)
         address = sa.Column(sa.String(64), nullable=False, index=True)
+        #: the account the attempt tried (a hash of its lower-cased username), so guesses
+        #: at one account from many bindings and addresses are counted together
+        account = sa.Column(sa.String(64), nullable=False, server_default="", index=True)
         at = sa.Column(sa.Float, nullable=False, index=True)
 
     return WeChatBindAttempt

@@ -476,6 +476,11 @@ class Settings:
     bind_attempts_per_address: int = setting(
         20, whole_number, topic="binding",
         doc="The same limit per client address, across all pending bindings.")
+    bind_attempts_per_account: int = setting(
+        10, whole_number, topic="binding",
+        doc="The same limit per account tried (by its username), across all pending "
+            "bindings and client addresses: guessing one account's password from many "
+            "addresses stops here.")
     bind_block_seconds: int = setting(
         900, whole_number, topic="binding",
         doc="The window in which failed attempts count, and so how long a block lasts.")

@@ -44,7 +44,8 @@ login_refused = _signals.signal("wechat-qr-login-refused")
 #: kwargs: ``connection``, ``reason`` (``"wrong_credentials"``, ``"already_linked"``: the
 #: account has a WeChat for this connection, or ``"linked_elsewhere"``: this WeChat was
 #: linked to another account meanwhile),
-#: ``address`` (the client address).
+#: ``address`` (the client address), ``username`` (the username typed, at most 200
+#: characters: a site can warn that account's owner of guesses at its password).
 binding_failed = _signals.signal("wechat-qr-binding-failed")
 
 #: An ID token was issued for a connection's business callback URL (about to be posted).

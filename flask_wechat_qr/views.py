@@ -204,8 +204,10 @@ def _bind_page(pending: PendingLogin, problem: str | LazyText | None = None,
 
 
 def _binding_failed(pending: PendingLogin, reason: str, address: str) -> None:
+    """Tell the signal, with the username tried: a site can warn that account's owner."""
     signals.binding_failed.send(_app(), connection=pending.connection, reason=reason,
-                                address=address)
+                                address=address,
+                                username=request.form.get("username", "")[:200])
 
 
 def _respond(outcome: Outcome) -> BaseResponse:

@@ -314,7 +314,8 @@ def test_wrong_credentials_bind_nothing_and_say_only_that(
         ("127.0.0.1", pending_rows(app)[0].id)]
     assert events == [("binding_failed", {"connection": events[0][1]["connection"],
                                           "reason": "wrong_credentials",
-                                          "address": "127.0.0.1"})]
+                                          "address": "127.0.0.1",
+                                          "username": username})]
     assert events[0][1]["connection"].identifier == "wechat"
 
 
@@ -598,6 +599,59 @@ def test_attempts_are_limited_per_address(make_app: t.Any, wechat_api: t.Any,
     assert bind_as(second, second_token, "bob", "bob-pw").status_code == 302
     assert sorted((i.openid, i.user_id) for i in all_identities(app)) == sorted([
         (OPENID, str(alice)), (OPENID_2, str(bob)), (OPENID_3, str(carol))])
+
+
+def test_guesses_at_one_account_are_limited_across_addresses_and_bindings(
+    make_app: t.Any, wechat_api: t.Any, clock: Clock
+) -> None:
+    """The audit's takeover: wrong passwords for one account from many addresses (each a
+    fresh pending binding) stop at the per-account limit; then even the right password is
+    refused, from anywhere, until the window passes. Other accounts are not blocked, and the
+    signal names the account tried so its owner can be told."""
+    app = ask_app(make_app, WECHAT_QR_BIND_ATTEMPTS_PER_ACCOUNT=4,
+                  WECHAT_QR_BIND_ATTEMPTS_PER_ADDRESS=20, WECHAT_QR_BIND_ATTEMPTS_PER_BINDING=5,
+                  WECHAT_QR_BIND_BLOCK_SECONDS=60)
+    alice = add_user(app, username="alice", password="alice-pw")
+    bob = add_user(app, username="bob", password="bob-pw")
+    # Four attackers, one guess each, spelling the name as a login form would accept it.
+    spellings = ["alice", "Alice", " alice ", "ALICE"]
+    with recording(app, "binding_failed") as events:
+        for number, spelling in enumerate(spellings):
+            attacker = browser(app, f"198.51.100.{number + 1}")
+            arrive(attacker, wechat_api, openid=f"attacker-openid-{number}")
+            _h, token = bind_page(attacker)
+            assert bind_as(attacker, token, spelling, f"guess-{number}").status_code == 400
+    assert [e[1]["username"] for e in events] == spellings
+    assert len({e[1]["address"] for e in events}) == 4
+
+    fifth = browser(app, "198.51.100.99")
+    arrive(fifth, wechat_api, openid="attacker-openid-5")
+    _h, token = bind_page(fifth)
+    resp = bind_as(fifth, token, "alice", "alice-pw")  # the right password: still refused
+    assert resp.status_code == 429 and error_name(resp) == "BindingBlocked"
+    assert all_identities(app) == []
+    # Another account, from the same attacker: not blocked.
+    assert bind_as(fifth, token, "bob", "bob-pw").status_code == 302
+    assert [i.user_id for i in all_identities(app)] == [str(bob)]
+
+    clock.advance(61)
+    owner = browser(app, "203.0.113.5")
+    arrive(owner, wechat_api, openid=OPENID_3, unionid=UNIONID_3)
+    _h, token = bind_page(owner)
+    assert bind_as(owner, token, "alice", "alice-pw").status_code == 302
+    assert str(alice) in {i.user_id for i in all_identities(app)}
+
+
+def test_attempts_keep_no_typed_username(make_app: t.Any, wechat_api: t.Any) -> None:
+    """People type passwords into the username field: the attempt keeps only a hash."""
+    app = ask_app(make_app)
+    client = browser(app)
+    arrive(client, wechat_api)
+    _h, token = bind_page(client)
+    bind_as(client, token, "my-secret-password", "x")
+    (row,) = attempt_rows(app)
+    assert "my-secret-password" not in repr(tuple(row))
+    assert len(row.account) == 32
 
 
 def test_a_new_pending_binding_does_not_reset_the_address_limit(make_app: t.Any,

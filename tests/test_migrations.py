@@ -31,8 +31,12 @@ from support import (
 from flask_wechat_qr import WeChatQR, migrations
 from flask_wechat_qr.migrations import VERSION_TABLE, MigrationError
 
+#: The newest revision: a new migration changes it here, on purpose.
+HEAD = "0002"
 EXTENSION_TABLES = {"wechat_qr_identity", "wechat_qr_login_state",
                     "wechat_qr_pending_binding", "wechat_qr_bind_attempt"}
+#: The example site's own tables.
+SITE_TABLES = {"user", "login_failure"}
 SANDBOX_TABLES = {"wechat_qr_sandbox_qr", "wechat_qr_sandbox_person",
                   "wechat_qr_sandbox_code", "wechat_qr_sandbox_token"}
 
@@ -125,7 +129,7 @@ def test_upgrade_on_an_empty_database_creates_exactly_the_extension_tables(host:
     assert table_names(host) == set()
     assert migrations.current_revision(host) is None
     result = migrations.upgrade(host)
-    assert (result.before, result.after, result.adopted) == (None, "0001", False)
+    assert (result.before, result.after, result.adopted) == (None, HEAD, False)
     assert table_names(host) == EXTENSION_TABLES | {VERSION_TABLE}
     assert version_rows(host) == [migrations.head_revision()]
 
@@ -145,7 +149,7 @@ def test_migrated_schema_matches_the_models(host: Flask) -> None:
     assert {"ix_wechat_qr_identity_unionid", "ix_wechat_qr_identity_user_id",
             "ix_wechat_qr_login_state_expires_at", "ix_wechat_qr_pending_binding_expires_at",
             "ix_wechat_qr_bind_attempt_binding_id", "ix_wechat_qr_bind_attempt_address",
-            "ix_wechat_qr_bind_attempt_at"} <= indexes
+            "ix_wechat_qr_bind_attempt_at", "ix_wechat_qr_bind_attempt_account"} <= indexes
 
 
 def test_the_comparison_notices_a_model_change(host: Flask) -> None:
@@ -169,8 +173,8 @@ def test_upgrade_twice_is_a_no_op(host: Flask) -> None:
             connection="wechat", openid="o1", user_id="1"))
         host_db.session.commit()
     result = migrations.upgrade(host)
-    assert (result.before, result.after, result.changed) == ("0001", "0001", False)
-    assert version_rows(host) == ["0001"]
+    assert (result.before, result.after, result.changed) == (HEAD, HEAD, False)
+    assert version_rows(host) == [HEAD]
     assert table_names(host) == EXTENSION_TABLES | {VERSION_TABLE}
     with host.app_context():
         assert host_db.session.execute(sa.text("SELECT openid FROM wechat_qr_identity")
@@ -178,11 +182,11 @@ def test_upgrade_twice_is_a_no_op(host: Flask) -> None:
 
 
 def test_current_revision_is_head(host: Flask) -> None:
-    assert migrations.head_revision() == "0001"
-    assert WeChatQR().upgrade_database(host) == "0001"
+    assert migrations.head_revision() == HEAD
+    assert WeChatQR().upgrade_database(host) == HEAD
     assert migrations.current_revision(host) == migrations.head_revision()
     with host.app_context():  # the current app, without passing it
-        assert migrations.current_revision() == "0001"
+        assert migrations.current_revision() == HEAD
 
 
 def test_host_tables_are_untouched_and_its_history_is_separate(host: Flask) -> None:
@@ -235,8 +239,8 @@ def test_tables_made_by_create_all_are_adopted(host: Flask) -> None:
             connection="wechat", openid="o1", user_id="1"))
         db.session.commit()
     result = migrations.upgrade(host)
-    assert (result.before, result.after, result.adopted) == (None, "0001", True)
-    assert version_rows(host) == ["0001"]
+    assert (result.before, result.after, result.adopted) == (None, HEAD, True)
+    assert version_rows(host) == [HEAD]
     with host.app_context():
         assert db.session.execute(sa.text("SELECT openid FROM wechat_qr_identity")
                                   ).scalars().all() == ["o1"]
@@ -277,7 +281,7 @@ def test_several_workers_upgrading_at_once(database: Database,
         thread.join(60)
     assert all(isinstance(r, migrations.UpgradeResult) for r in results), results
     assert sorted(r.changed for r in results) == [False, False, False, True]
-    assert version_rows(apps[0]) == ["0001"]
+    assert version_rows(apps[0]) == [HEAD]
     assert schema_differences(apps[0]) == []
 
 
@@ -345,7 +349,7 @@ def test_a_host_with_flask_migrate_keeps_its_own_history(database: Database,
             names = set(sa.inspect(conn).get_table_names())
             assert names == EXTENSION_TABLES | {"user", "alembic_version", VERSION_TABLE}
             ours = conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars()
-            assert list(ours) == ["0001"]
+            assert list(ours) == [HEAD]
     finally:
         engine.dispose()
 
@@ -361,16 +365,16 @@ def test_cli_db_upgrade_and_current(host: Flask) -> None:
 
     result = runner.invoke(args=["wechat-qr", "db", "upgrade"])
     assert result.exit_code == 0, result.output
-    assert "upgraded from (none) to 0001 (head)" in result.output
+    assert f"upgraded from (none) to {HEAD} (head)" in result.output
     assert table_names(host) == EXTENSION_TABLES | {VERSION_TABLE}
 
     result = runner.invoke(args=["wechat-qr", "db", "upgrade"])
     assert result.exit_code == 0, result.output
-    assert "already at 0001 (head); nothing to do" in result.output
+    assert f"already at {HEAD} (head); nothing to do" in result.output
 
     result = runner.invoke(args=["wechat-qr", "db", "current"])
     assert result.exit_code == 0, result.output
-    assert "0001 (head)" in result.output
+    assert f"{HEAD} (head)" in result.output
 
 
 def test_cli_upgrade_sql_prints_and_changes_nothing(host: Flask) -> None:
@@ -406,15 +410,15 @@ def test_example_app_migrates_and_starts_twice_on_one_database(
 ) -> None:
     url = database.url("site")
     first = make_site(url)  # on the sandbox: its dev-only tables come from create_all
-    assert table_names(first) == EXTENSION_TABLES | SANDBOX_TABLES | {"user", VERSION_TABLE}
-    assert migrations.current_revision(first) == "0001"
+    assert table_names(first) == EXTENSION_TABLES | SANDBOX_TABLES | SITE_TABLES | {VERSION_TABLE}
+    assert migrations.current_revision(first) == HEAD
     assert schema_differences(first) == []
     client = first.test_client()
     assert client.get("/").status_code == 200
     assert client.get("/auth/wechat/login").status_code == 302
 
     second = make_site(url)  # a restart, or a second worker
-    assert version_rows(second) == ["0001"]
+    assert version_rows(second) == [HEAD]
     assert second.test_client().get("/").status_code == 200
     assert second.test_client().get("/auth/wechat/login").status_code == 302
 
@@ -423,11 +427,30 @@ def test_example_app_with_real_credentials_has_no_sandbox_tables(
     database: Database, make_site: t.Callable[..., Flask]
 ) -> None:
     site = make_site(database.url("real"), WECHAT_QR_APP_ID=APP_ID, WECHAT_QR_APP_SECRET=APP_SECRET)
-    assert table_names(site) == EXTENSION_TABLES | {"user", VERSION_TABLE}
+    assert table_names(site) == EXTENSION_TABLES | SITE_TABLES | {VERSION_TABLE}
 
 
 def test_example_app_without_wechat_has_only_its_users(
     database: Database, make_site: t.Callable[..., Flask]
 ) -> None:
     site = make_site(database.url("off"), WECHAT_QR_SANDBOX=False)
-    assert table_names(site) == {"user"}
+    assert table_names(site) == SITE_TABLES
+
+
+def test_a_database_at_0001_upgrades_to_head_keeping_its_rows(host: Flask) -> None:
+    """A site deployed with the first release upgrades in place: bind attempts made before
+    keep counting per binding and address, with no account."""
+    migrations.upgrade(host, revision="0001")
+    host_db = host.db  # type: ignore[attr-defined]
+    with host.app_context():
+        host_db.session.execute(sa.text(
+            "INSERT INTO wechat_qr_bind_attempt (binding_id, address, at) "
+            "VALUES ('b1', '203.0.113.9', 1700000000.0)"))
+        host_db.session.commit()
+    result = migrations.upgrade(host)
+    assert (result.before, result.after) == ("0001", HEAD)
+    assert schema_differences(host) == []
+    with host.app_context():
+        rows = host_db.session.execute(sa.text(
+            "SELECT binding_id, address, account FROM wechat_qr_bind_attempt")).all()
+    assert [tuple(row) for row in rows] == [("b1", "203.0.113.9", "")]

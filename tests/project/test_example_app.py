@@ -32,6 +32,7 @@ from support import (
 from werkzeug.security import check_password_hash
 
 from example_app import create_app, wechat
+from example_app import views as example_views
 from example_app.config import (
     config_from_env,
     database_uri,
@@ -186,6 +187,49 @@ def test_a_disabled_account_is_told_so_not_a_500(site: Flask,
     assert resp.status_code == 400
     assert "disabled" in resp.get_data(as_text=True)
     assert client.get("/api/me").status_code == 401
+
+
+def _from(site: Flask, address: str) -> t.Any:
+    client = site.test_client()
+    client.environ_base["REMOTE_ADDR"] = address
+    return client
+
+
+def test_the_login_form_limits_guesses_at_one_account_from_any_address(
+    site: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As the extension's bind page does: wrong passwords for one account, from many
+    addresses, stop at the limit; then even the right one waits; others are not blocked."""
+    monkeypatch.setattr(example_views, "FAILURES_PER_ACCOUNT", 3)
+    register(site.test_client())
+    register(site.test_client(), "bob", "bob's password")
+    for number in range(3):
+        assert login(_from(site, f"198.51.100.{number}"), "alice", "guess").status_code == 400
+    blocked = login(_from(site, "203.0.113.7"), "Alice", "correct horse")
+    assert blocked.status_code == 429
+    assert "Too many wrong passwords" in blocked.get_data(as_text=True)
+    assert login(_from(site, "203.0.113.7"), "bob", "bob's password").status_code == 302
+
+
+def test_the_login_form_limits_guesses_from_one_address(
+    site: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(example_views, "FAILURES_PER_ADDRESS", 3)
+    register(site.test_client())
+    for name in ("x1", "x2", "x3"):
+        assert login(_from(site, "198.51.100.9"), name, "guess").status_code == 400
+    assert login(_from(site, "198.51.100.9"), "alice", "correct horse").status_code == 429
+    assert login(_from(site, "203.0.113.1"), "alice", "correct horse").status_code == 302
+
+
+def test_right_passwords_are_not_failures(site: Flask,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(example_views, "FAILURES_PER_ACCOUNT", 2)
+    register(site.test_client())
+    for _ in range(5):
+        client = site.test_client()
+        assert login(client).status_code == 302
+        logout(client)
 
 
 def test_account_page_needs_a_login(site: Flask) -> None:
