@@ -406,7 +406,7 @@ from flask import Flask
 from flask_login import LoginManager, UserMixin
 from flask_sqlalchemy import SQLAlchemy
 app = Flask("startup")
-app.config.update(SECRET_KEY="x", SQLALCHEMY_DATABASE_URI="sqlite://",
+app.config.update(SECRET_KEY="startup-secret-key-of-32-bytes-at-least", SQLALCHEMY_DATABASE_URI="sqlite://",
                   WECHAT_QR_APP_ID="wxstartup000000001", WECHAT_QR_APP_SECRET="secret")
 db = SQLAlchemy(app)
 LoginManager(app)

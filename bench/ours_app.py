@@ -17,7 +17,7 @@ def create_app(*, open_base: str, api_base: str, app_id: str, app_secret: str,
                database_uri: str, **config: t.Any) -> Flask:
     app = Flask("ours_app")
     app.config.update(
-        SECRET_KEY="ours-secret-key",
+        SECRET_KEY="ours-secret-key-of-32-bytes-or-more",
         SQLALCHEMY_DATABASE_URI=database_uri,
         WECHAT_QR_APP_ID=app_id,
         WECHAT_QR_APP_SECRET=app_secret,

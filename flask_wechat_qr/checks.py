@@ -31,7 +31,7 @@ if t.TYPE_CHECKING:
     from .id_token import IdTokenSigner
 
 #: Shorter SECRET_KEYs are flagged: the session cookie carries the login's state.
-MIN_SECRET_KEY_LENGTH = 16
+MIN_SECRET_KEY_BYTES = 32
 #: SECRET_KEYs copied from tutorials and templates, compared in lower case without
 #: ``-``, ``_``, ``.`` and spaces; a key containing one of the markers is a placeholder too.
 _PLACEHOLDER_KEYS = frozenset({
@@ -43,7 +43,7 @@ _PLACEHOLDER_MARKERS = ("changeme", "changethis", "replaceme", "insecure", "plac
                         "yoursecret")
 #: A WeChat Open Platform AppID: ``wx`` and 16 hexadecimal digits.
 _WECHAT_APP_ID = re.compile(r"wx[0-9a-f]{16}")
-_SECRET_KEY_FIX = ("set SECRET_KEY from the environment to a long random value, the same on "
+SECRET_KEY_FIX = ("set SECRET_KEY from the environment to a long random value, the same on "
                    "every worker, e.g. the output of: python -c \"import secrets; "
                    "print(secrets.token_hex(32))\"")
 _PORT_FIX = ("serve the public site on port 443 (or 80), behind a reverse proxy if the app "
@@ -288,21 +288,28 @@ def _setting_key(deployment: Deployment, index: int, name: str) -> str:
     return f"WECHAT_QR_{name.upper()}"
 
 
+def secret_key_problem(secret_key: t.Any) -> str | None:
+    """What is wrong with a SECRET_KEY for WeChat logins, or ``None``: the login's state
+    lives in the session cookie, which it signs. ``init_app`` asks this too, and outside
+    debug and testing keeps logins off while the answer is not ``None``."""
+    if not secret_key:
+        return ("SECRET_KEY is not set: the login's state lives in the signed session "
+                "cookie, so WeChat logins cannot work")
+    raw = secret_key if isinstance(secret_key, bytes) else str(secret_key).encode("utf-8")
+    normal = re.sub(r"[-_.\s]", "", raw.decode("latin-1").lower())
+    if normal in _PLACEHOLDER_KEYS or any(marker in normal for marker in _PLACEHOLDER_MARKERS):
+        return ("SECRET_KEY is a well-known placeholder: anyone can forge session cookies, "
+                "and with them logins")
+    if len(raw) < MIN_SECRET_KEY_BYTES:
+        return f"SECRET_KEY is weak: {len(raw)} bytes, fewer than {MIN_SECRET_KEY_BYTES}"
+    return None
+
+
 def check_secret_key(deployment: Deployment) -> t.Iterator[Finding]:
     """The login's state lives in the session cookie, which SECRET_KEY signs."""
-    secret_key = deployment.config.get("SECRET_KEY")
-    if not secret_key:
-        yield problem("SECRET_KEY is not set: the login's state lives in the signed "
-                      "session cookie, so WeChat logins cannot work", _SECRET_KEY_FIX)
-        return
-    text = secret_key.decode("latin-1") if isinstance(secret_key, bytes) else str(secret_key)
-    normal = re.sub(r"[-_.\s]", "", text.lower())
-    if normal in _PLACEHOLDER_KEYS or any(marker in normal for marker in _PLACEHOLDER_MARKERS):
-        yield problem("SECRET_KEY is a well-known placeholder: anyone can forge session "
-                      "cookies, and with them logins", _SECRET_KEY_FIX)
-    elif len(text) < MIN_SECRET_KEY_LENGTH:
-        yield problem(f"SECRET_KEY is weak: {len(text)} characters, fewer than "
-                      f"{MIN_SECRET_KEY_LENGTH}", _SECRET_KEY_FIX)
+    found = secret_key_problem(deployment.config.get("SECRET_KEY"))
+    if found is not None:
+        yield problem(found, SECRET_KEY_FIX)
 
 
 def check_callback_url_scheme(deployment: Deployment) -> t.Iterator[Finding]:

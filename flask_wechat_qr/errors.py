@@ -195,6 +195,19 @@ class SnapshotUser(LoginError):
 # --- Errors from talking to WeChat -------------------------------------------------
 
 
+class LoginUnavailable(LoginError):
+    """The site's WeChat login is off until its operator fixes its set-up (the reason is in
+    the server's log, said once at start-up)."""
+
+    status = 503
+    operator_error = True
+    title = _l("WeChat login is not available")
+    message = _l(
+        "This site's WeChat login is not set up safely yet, so it is off. Log in another "
+        "way, or try again later; the site's operator has been told why."
+    )
+
+
 class IdTokenError(LoginError):
     """The ID token for the connection's callback URL could not be made (the site's own
     adapter gave claims that are not JSON)."""

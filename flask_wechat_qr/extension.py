@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import typing as t
+from dataclasses import replace
 
 from authlib.integrations.flask_client import OAuth
 from flask import Flask, current_app, has_request_context, request
@@ -11,6 +13,7 @@ from flask.sessions import SecureCookieSessionInterface
 from .adapter import AccountAdapter
 from .association import AssociationPolicy
 from .binding import PendingBindings
+from .checks import SECRET_KEY_FIX, secret_key_problem
 from .client import WeChatClient
 from .errors import ConfigurationError
 from .flow import LoginFlow
@@ -26,6 +29,8 @@ if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
 
     from .protocols import Identity, User
+
+log = logging.getLogger("flask_wechat_qr")
 
 
 class WeChatQR:
@@ -74,8 +79,10 @@ class WeChatQR:
         db = self._db_for(app)
         adapter = self._adapter_for(app, db)
         _check_association_support(settings, adapter)
+        _check_id_token_secret(app, settings)
         _secure_session_cookie(app)
-        app.extensions[EXTENSION_KEY] = _build_runtime(app, settings, db, adapter, id_tokens)
+        runtime = _build_runtime(app, settings, db, adapter, id_tokens)
+        app.extensions[EXTENSION_KEY] = replace(runtime, unavailable=_unsafe_to_serve(app))
 
         from .cli import cli
         from .views import blueprint
@@ -196,6 +203,35 @@ def _secure_session_cookie(app: Flask) -> None:
         app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
     if type(app.session_interface) is SecureCookieSessionInterface:
         app.session_interface = HttpsAwareSessionInterface()
+
+
+def _unsafe_to_serve(app: Flask) -> str | None:
+    """Why logins must stay off in this app, said once in the log; ``None`` to serve them.
+
+    A missing, short or well-known SECRET_KEY lets anyone forge the session cookie that
+    carries a login's state, and with it logins. Outside debug and testing the app still
+    starts (``flask`` commands, the host's own pages) but WeChat login answers 503.
+    """
+    if app.debug or app.testing:
+        return None
+    problem = secret_key_problem(app.config.get("SECRET_KEY"))
+    if problem is not None:
+        log.error("WeChat login is OFF: %s. Fix: %s. (`flask wechat-qr check` lists what "
+                  "else to fix.)", problem, SECRET_KEY_FIX)
+    return problem
+
+
+def _check_id_token_secret(app: Flask, settings: Settings) -> None:
+    """An ID-token secret is held by every receiver: it must not be the SECRET_KEY."""
+    secret = settings.id_token_secret
+    key = app.config.get("SECRET_KEY")
+    if secret and key and secret.encode() == (key if isinstance(key, bytes)
+                                              else str(key).encode()):
+        raise ConfigurationError(
+            "WECHAT_QR_ID_TOKEN_SECRET", "it is the app's SECRET_KEY",
+            "Use a secret of its own (python -c \"import secrets; "
+            "print(secrets.token_urlsafe(48))\"): every receiver holds it, and with the "
+            "SECRET_KEY anyone could forge this site's session cookies.")
 
 
 def _check_association_support(settings: Settings, adapter: AccountAdapter[User]) -> None:

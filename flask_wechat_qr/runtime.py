@@ -50,6 +50,8 @@ class Runtime:
     login_states: dict[str, LoginStates]
     #: signs the ID tokens for business callback URLs (``None``: no key configured)
     id_tokens: IdTokenSigner | None = None
+    #: why logins are off (said in the log at start-up), or ``None`` when they are on
+    unavailable: str | None = None
 
     def connection(self, identifier: str) -> ConnectionSettings:
         """A connection's settings; :class:`UnknownConnection` (a 404 page) if none."""

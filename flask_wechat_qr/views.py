@@ -30,6 +30,7 @@ from .errors import (
     ConnectionAlreadyLinked,
     InvalidRequest,
     LoginError,
+    LoginUnavailable,
     NotLoggedIn,
 )
 from .flow import Callback, Failed, Outcome, PendingLogin
@@ -56,6 +57,14 @@ MAX_BUSINESS_STATE_LENGTH = 1024
 MAX_NONCE_LENGTH = 255
 #: ``X-Frame-Options`` for the ``frame-ancestors`` sources it can say (older browsers).
 X_FRAME_OPTIONS = {"'self'": "SAMEORIGIN", "'none'": "DENY"}
+
+
+@blueprint.before_request
+def refuse_while_unavailable() -> None:
+    """Logins stay off while the site's set-up is unsafe (see the start-up log); the public
+    keys stay published."""
+    if current_runtime().unavailable and request.endpoint != "wechat_qr.jwks":
+        raise LoginUnavailable()
 
 
 @blueprint.before_request

@@ -144,8 +144,10 @@ def test_missing_secret_key_is_a_problem(site: Flask) -> None:
     ("change-me", "well-known placeholder"),
     ("Please change me before going live!", "well-known placeholder"),
     ("your-secret-key", "well-known placeholder"),
-    ("test-secret-key", "15 characters, fewer than 16"),
-    (b"0123456789", "10 characters, fewer than 16"),
+    ("test-secret-key", "15 bytes, fewer than 32"),
+    (b"0123456789", "10 bytes, fewer than 32"),
+    ("a" * 31, "31 bytes, fewer than 32"),
+    ("键" * 10, "30 bytes, fewer than 32"),  # bytes, not characters, are what signs
 ])
 def test_weak_secret_key_is_a_problem(site: Flask, key: t.Any, why: str) -> None:
     problem = only("problem", checks.check_secret_key, with_config(deploy(site), SECRET_KEY=key))
@@ -153,7 +155,8 @@ def test_weak_secret_key_is_a_problem(site: Flask, key: t.Any, why: str) -> None
 
 
 def test_a_long_random_secret_key_is_fine(site: Flask) -> None:
-    healthy(with_config(deploy(site), SECRET_KEY=b"\x8f" * 16))
+    healthy(with_config(deploy(site), SECRET_KEY=b"\x8f" * 32))
+    healthy(with_config(deploy(site), SECRET_KEY="9f8e7d6c5b4a39281706f5e4d3c2b1a0"))
 
 
 # --- the sandbox and the credentials ------------------------------------------------------

@@ -466,3 +466,60 @@ def test_db_must_be_registered_on_the_app_first(tmp_path: t.Any) -> None:
     with pytest.raises(ConfigurationError) as info:
         WeChatQR(app, db=db, user_model=Member)
     assert info.value.key == "db" and "db.init_app(app)" in str(info.value)
+
+
+# --- a SECRET_KEY that cannot protect a login ------------------------------------------------
+
+
+@pytest.mark.parametrize("secret_key", [None, "", "dev", "change-me-please", "k" * 31])
+def test_an_unsafe_secret_key_keeps_logins_off_in_production(
+    make_production_app: t.Callable[..., Flask], secret_key: t.Any, caplog: t.Any
+) -> None:
+    """The app still starts (its own pages, every flask command); WeChat login answers a
+    503 page that says so, and the log says why and what to do, once, at start-up."""
+    with caplog.at_level("ERROR", logger="flask_wechat_qr"):
+        app = make_production_app(SECRET_KEY=secret_key)
+    (record,) = [r for r in caplog.records if "WeChat login is OFF" in r.getMessage()]
+    assert "SECRET_KEY" in record.getMessage() and "secrets.token_hex" in record.getMessage()
+    client = app.test_client()
+    for path in ("/auth/wechat/login", "/auth/wechat/qr", "/auth/wechat/callback", "/auth/bind"):
+        resp = client.get(path)
+        assert resp.status_code == 503, path
+        assert 'data-error="LoginUnavailable"' in resp.get_data(as_text=True)
+    zh = client.get("/auth/wechat/login", headers={"Accept-Language": "zh-CN"})
+    assert "微信登录暂不可用" in zh.get_data(as_text=True)
+    assert client.get("/").status_code == 200  # the host's own pages
+    assert client.get("/auth/.well-known/jwks.json").status_code == 404  # not refused
+    check = app.test_cli_runner().invoke(args=["wechat-qr", "check", "--base-url",
+                                               "https://www.example.com"])
+    assert check.exit_code == 1 and "SECRET_KEY" in check.output
+
+
+def test_a_strong_secret_key_serves_logins_in_production(
+    make_production_app: t.Callable[..., Flask], caplog: t.Any
+) -> None:
+    with caplog.at_level("ERROR", logger="flask_wechat_qr"):
+        app = make_production_app()  # a strong key
+    assert not caplog.records
+    assert app.test_client().get("/auth/wechat/login").status_code == 302
+
+
+@pytest.mark.parametrize("mode", [{"TESTING": True}, {"DEBUG": True}])
+def test_development_may_use_a_short_secret_key(
+    make_production_app: t.Callable[..., Flask], mode: dict[str, bool]
+) -> None:
+    app = make_production_app(SECRET_KEY="dev", **mode)
+    assert app.test_client().get("/auth/wechat/login").status_code == 302
+
+
+def test_an_id_token_secret_equal_to_the_secret_key_is_refused(
+    make_production_app: t.Callable[..., Flask]
+) -> None:
+    """Every receiver holds the ID-token secret: as the SECRET_KEY it would let them forge
+    this site's session cookies."""
+    key = "a-long-random-key-used-for-both-purposes-0123456789"
+    with pytest.raises(ConfigurationError) as info:
+        make_production_app(SECRET_KEY=key, WECHAT_QR_ID_TOKEN_SECRET=key,
+                            WECHAT_QR_CALLBACK_URL="https://biz.example.com/done")
+    assert info.value.key == "WECHAT_QR_ID_TOKEN_SECRET"
+    assert key not in str(info.value)

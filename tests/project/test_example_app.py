@@ -591,7 +591,7 @@ def test_flask_cli_finds_the_factory(monkeypatch: pytest.MonkeyPatch, tmp_path: 
 
 
 def test_runs_under_gunicorn(tmp_path: Path, database: Database) -> None:
-    env = {"DATABASE_URL": database.url("gunicorn"), "SECRET_KEY": "gunicorn-test-key"}
+    env = {"DATABASE_URL": database.url("gunicorn"), "SECRET_KEY": "gunicorn-test-key-" + "5" * 20}
     with gunicorn(env, tmp_path / "gunicorn.log") as base:
         with requests.Session() as http:
             home = http.get(base + "/", timeout=5)
