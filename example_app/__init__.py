@@ -66,7 +66,9 @@ def create_app(test_config: dict[str, t.Any] | None = None) -> Flask:
         wechat.init_app(app)
     else:
         app.logger.warning(
-            "WeChat login is off: set %s to turn it on.", " and ".join(setup.missing)
+            "WeChat login is off: set %s to turn it on (or WECHAT_QR_SANDBOX=true to try "
+            "the simulated WeChat; it is on by itself only with flask run --debug).",
+            " and ".join(setup.missing)
         )
 
     app.register_blueprint(views.bp)

@@ -76,8 +76,11 @@ def wechat_config_state(config: t.Mapping[str, t.Any]) -> WeChatSetup:
 
     Credentials (a flat AppID or a ``WECHAT_QR_CONNECTIONS`` list) mean real WeChat; the
     extension then validates everything else and refuses to start on a mistake. Without
-    them the site runs on the built-in sandbox, so it can be tried in the first minute;
-    ``WECHAT_QR_SANDBOX=false`` turns WeChat off instead (the home page says what to set).
+    them, in development (``flask run --debug``) or tests, the site runs on the built-in
+    sandbox, so it can be tried in the first minute; anywhere else WeChat login is off
+    until credentials, or ``WECHAT_QR_SANDBOX=true``, are given (the home page says what to
+    set): a deploy that forgot its AppID never serves the simulated WeChat by omission.
+    ``WECHAT_QR_SANDBOX=false`` turns WeChat off in development too.
     """
     sandbox = config.get("WECHAT_QR_SANDBOX")
     if sandbox not in (True, False, None):  # environment variables arrive parsed
@@ -87,7 +90,7 @@ def wechat_config_state(config: t.Mapping[str, t.Any]) -> WeChatSetup:
         return WeChatSetup(mode="sandbox")
     if config.get("WECHAT_QR_CONNECTIONS") or config.get("WECHAT_QR_APP_ID"):
         return WeChatSetup(mode="wechat")
-    if sandbox is None:
+    if sandbox is None and (config.get("DEBUG") or config.get("TESTING")):
         return WeChatSetup(mode="sandbox")
     missing = tuple(name for name in REQUIRED_WECHAT_VARIABLES if not config.get(name))
     return WeChatSetup(mode="off", missing=missing)

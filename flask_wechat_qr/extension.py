@@ -80,6 +80,7 @@ class WeChatQR:
         adapter = self._adapter_for(app, db)
         _check_association_support(settings, adapter)
         _check_id_token_secret(app, settings)
+        _warn_of_a_sandbox_in_production(app, settings)
         _secure_session_cookie(app)
         runtime = _build_runtime(app, settings, db, adapter, id_tokens)
         app.extensions[EXTENSION_KEY] = replace(runtime, unavailable=_unsafe_to_serve(app))
@@ -219,6 +220,16 @@ def _unsafe_to_serve(app: Flask) -> str | None:
         log.error("WeChat login is OFF: %s. Fix: %s. (`flask wechat-qr check` lists what "
                   "else to fix.)", problem, SECRET_KEY_FIX)
     return problem
+
+
+def _warn_of_a_sandbox_in_production(app: Flask, settings: Settings) -> None:
+    """The sandbox is on only when asked for; asked for outside debug and testing, it is
+    said loudly at start-up (its pages carry a banner too)."""
+    if settings.sandbox and not (app.debug or app.testing):
+        log.warning("WECHAT_QR_SANDBOX is on while DEBUG and TESTING are off: logins go to "
+                    "the simulated WeChat, where anyone can log in as any simulated person. "
+                    "For real WeChat set WECHAT_QR_SANDBOX=false and give your website "
+                    "application's AppID and AppSecret.")
 
 
 def _check_id_token_secret(app: Flask, settings: Settings) -> None:

@@ -527,14 +527,45 @@ def test_database_uri() -> None:
 
 
 def test_wechat_config_state() -> None:
-    assert wechat_config_state({}).mode == "sandbox"  # the default: try it in a minute
-    off = wechat_config_state({"WECHAT_QR_SANDBOX": False})
+    # In development and tests the default is the sandbox: try it in a minute.
+    assert wechat_config_state({"DEBUG": True}).mode == "sandbox"
+    assert wechat_config_state({"TESTING": True}).mode == "sandbox"
+    # Anywhere else it is off, never the sandbox by omission (a deploy that forgot its
+    # AppID), unless asked for.
+    forgot = wechat_config_state({})
+    assert forgot.mode == "off" and forgot.missing == ("WECHAT_QR_APP_ID",
+                                                        "WECHAT_QR_APP_SECRET")
+    assert wechat_config_state({"WECHAT_QR_SANDBOX": True}).mode == "sandbox"
+    off = wechat_config_state({"WECHAT_QR_SANDBOX": False, "DEBUG": True})
     assert not off.enabled
     assert off.missing == ("WECHAT_QR_APP_ID", "WECHAT_QR_APP_SECRET")
     assert wechat_config_state({"WECHAT_QR_APP_ID": "wx1"}).mode == "wechat"
     assert wechat_config_state({"WECHAT_QR_CONNECTIONS": [{"app_id": "wx1"}]}).mode == "wechat"
     assert wechat_config_state({"WECHAT_QR_APP_ID": "wx1", "WECHAT_QR_SANDBOX": True}).mode == (
         "sandbox")
+
+
+def test_a_production_site_without_credentials_has_wechat_login_off(
+    make_site: t.Callable[..., Flask], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The audit's sandbox by omission: deployed without an AppID (DEBUG and TESTING off),
+    the example serves no simulated WeChat; it says what to set."""
+    with caplog.at_level("WARNING"):
+        app = make_site(TESTING=False)
+    assert app.extensions["example_app"]["wechat_setup"].mode == "off"
+    assert "wechat_qr" not in app.blueprints
+    assert "WECHAT_QR_SANDBOX=true" in caplog.text
+    assert app.test_client().get("/auth/wechat/login").status_code == 404
+
+
+def test_a_sandbox_asked_for_in_production_is_said_loudly(
+    make_site: t.Callable[..., Flask], caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("WARNING", logger="flask_wechat_qr"):
+        app = make_site(TESTING=False, WECHAT_QR_SANDBOX=True)
+    assert app_settings(app).sandbox is True
+    assert any("WECHAT_QR_SANDBOX is on while DEBUG and TESTING are off" in r.getMessage()
+               for r in caplog.records if r.name == "flask_wechat_qr")
 
 
 def test_without_credentials_the_site_runs_on_the_sandbox(
@@ -591,7 +622,8 @@ def test_flask_cli_finds_the_factory(monkeypatch: pytest.MonkeyPatch, tmp_path: 
 
 
 def test_runs_under_gunicorn(tmp_path: Path, database: Database) -> None:
-    env = {"DATABASE_URL": database.url("gunicorn"), "SECRET_KEY": "gunicorn-test-key-" + "5" * 20}
+    env = {"DATABASE_URL": database.url("gunicorn"), "SECRET_KEY": "gunicorn-test-key-" + "5" * 20,
+           "WECHAT_QR_SANDBOX": "true"}  # production asks for the sandbox explicitly
     with gunicorn(env, tmp_path / "gunicorn.log") as base:
         with requests.Session() as http:
             home = http.get(base + "/", timeout=5)

@@ -141,7 +141,8 @@ def test_wheel_contains_the_migrations(wheel_names: list[str]) -> None:
     files = [p.relative_to(ROOT).as_posix() for p in directory.rglob("*")
              if p.is_file() and "__pycache__" not in p.parts]
     assert {"flask_wechat_qr/migrations/env.py", "flask_wechat_qr/migrations/script.py.mako",
-            "flask_wechat_qr/migrations/versions/0001_initial.py"} <= set(files)
+            "flask_wechat_qr/migrations/versions/0001_initial.py",
+            "flask_wechat_qr/migrations/versions/0002_bind_attempt_account.py"} <= set(files)
     missing = [f for f in files if f not in wheel_names]
     assert missing == []
 
@@ -160,7 +161,7 @@ def test_migrations_load_from_the_wheel(wheel: Path, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     directory, head = result.stdout.split()
     assert Path(directory).is_relative_to(unpacked)
-    assert head == "0001"
+    assert head == "0002"
 
 
 def test_wheel_requires_alembic_not_flask_migrate(wheel: Path,

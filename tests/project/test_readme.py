@@ -17,7 +17,7 @@ from support import ROOT, dispose_engines
 README = (ROOT / "README.rst").read_text(encoding="utf-8")
 
 QUICK_START = [
-    "python -m pip install -e . && flask --app example_app run",
+    "python -m pip install -e . && flask --app example_app run --debug",
     "python -m pip install -e '.[test]' && python -m pytest",
 ]
 

@@ -16,7 +16,7 @@ from support import CSRF, Database, gunicorn, scan_and_allow
 @contextlib.contextmanager
 def two_workers(database: Database, tmp_path: Path, **settings: str) -> t.Iterator[list[str]]:
     env = {"DATABASE_URL": database.url("site"), "SECRET_KEY": "shared-by-all-workers-" + "7" * 16,
-           "WECHAT_QR_SANDBOX_PUBLIC_URL": "", **settings}
+           "WECHAT_QR_SANDBOX_PUBLIC_URL": "", "WECHAT_QR_SANDBOX": "true", **settings}
     with gunicorn(env, tmp_path / "a.log") as a, gunicorn(env, tmp_path / "b.log") as b:
         yield [a, b]
 
