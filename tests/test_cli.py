@@ -28,6 +28,7 @@ from support import (
     APP_SECRET,
     ROOT,
     SANDBOX_APP_ID,
+    SANDBOX_APP_SECRET,
     free_port,
 )
 
@@ -342,7 +343,37 @@ def test_sandbox_command_serves_the_sandbox(site: Path, entry: list[str]) -> Non
     assert process.returncode in (0, -signal.SIGTERM), stdout + stderr
     assert (f" * WeChat sandbox: WECHAT_QR_OPEN_BASE_URL=WECHAT_QR_API_BASE_URL={base}  "
             "AppID wxclitest00000001") in stdout, stdout + stderr
-    assert "cli-test-secret" not in stdout + stderr
+    assert "cli-test-secret" not in stdout + stderr  # chosen by the person: never printed
+    assert "For development only" in stdout
+
+
+def test_the_standalone_sandbox_makes_and_prints_a_secret_of_its_own(site: Path) -> None:
+    """No well-known default AppSecret: without --app-secret a random one is made, printed
+    once (the site needs it), and it is the one the API accepts."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "flask_wechat_qr.sandbox", "--port", str(port),
+         "--database", f"sqlite:///{site / 'sandbox-random.db'}"],
+        cwd=site, env=_environ(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _get_when_up(process, base + "/", deadline=time.monotonic() + 30)
+        assert process.stdout is not None
+        printed = [process.stdout.readline() for _ in range(3)]  # said before serving
+        match = re.search(r" \* AppSecret (\S+) \(new at every start", "".join(printed))
+        assert match, printed
+        secret = match.group(1)
+        assert secret != SANDBOX_APP_SECRET and len(secret) >= 20
+        assert "For development only" in printed[2]
+        for given, errcode in ((secret, 40029), ("sandbox-app-secret", 40125)):
+            with urllib.request.urlopen(
+                f"{base}/sns/oauth2/access_token?appid=wxsandbox0000000001&secret={given}"
+                "&code=nonsense&grant_type=authorization_code", timeout=5,
+            ) as response:  # the right secret reaches the code check; the old default not
+                assert json.loads(response.read().decode("utf-8"))["errcode"] == errcode
+    finally:
+        process.terminate()
+        process.communicate(timeout=15)
 
 
 def _get_when_up(process: subprocess.Popen[str], url: str, deadline: float) -> str:

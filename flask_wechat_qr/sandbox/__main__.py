@@ -8,6 +8,7 @@ drift apart.
 from __future__ import annotations
 
 import argparse
+import secrets
 import typing as t
 
 from werkzeug.serving import make_server
@@ -18,17 +19,26 @@ from .server import KeepAliveHandler
 from .views import SandboxApp
 
 
-def serve(*, host: str, port: int, app_id: str, app_secret: str, name: str,
+def serve(*, host: str, port: int, app_id: str, app_secret: str | None, name: str,
           callback_domain: str, database: str, public_url: str | None,
           echo: t.Callable[[str], None] | None = None) -> None:
-    """Serve the sandbox until interrupted (a port in use: Werkzeug says so and exits 1)."""
+    """Serve the sandbox until interrupted (a port in use: Werkzeug says so and exits 1).
+
+    Without ``app_secret`` a new random one is made and printed once: a well-known default
+    secret would let anyone who can reach the sandbox play the site."""
+    say = echo or _print
+    chosen = app_secret is not None
+    app_secret = app_secret if app_secret is not None else secrets.token_urlsafe(18)
     app = create_sandbox_app(
         [SandboxApp(app_id, app_secret, name, callback_domain)],
         database_uri=database, public_url=public_url)
     # Keep-alive, as WeChat's servers: the extension's pooled session is exercised.
     server = make_server(host, port, app, threaded=True, request_handler=KeepAliveHandler)
-    (echo or _print)(f" * WeChat sandbox: WECHAT_QR_OPEN_BASE_URL=WECHAT_QR_API_BASE_URL="
-                     f"http://{host}:{port}  AppID {app_id}")
+    say(f" * WeChat sandbox: WECHAT_QR_OPEN_BASE_URL=WECHAT_QR_API_BASE_URL="
+        f"http://{host}:{port}  AppID {app_id}")
+    if not chosen:
+        say(f" * AppSecret {app_secret} (new at every start; --app-secret chooses one)")
+    say(" * For development only: anyone who reaches it can log in as a simulated person.")
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import typing as t
 from dataclasses import dataclass
 
-#: Credentials of the simulated website application when none are given (also what a
-#: sandbox connection of the extension gets when it configures none).
+#: Credentials a sandbox connection of the extension gets when it configures none (the
+#: AppID is also the standalone sandbox's default; its AppSecret is random unless given).
 SANDBOX_APP_ID = "wxsandbox0000000001"
 SANDBOX_APP_SECRET = "sandbox-app-secret"
 
@@ -30,7 +30,8 @@ SANDBOX_OPTIONS: tuple[SandboxOption, ...] = (
     SandboxOption("--host", "127.0.0.1", "interface to listen on"),
     SandboxOption("--port", 5001, "port to listen on", int),
     SandboxOption("--app-id", SANDBOX_APP_ID, "AppID of the simulated website application"),
-    SandboxOption("--app-secret", SANDBOX_APP_SECRET, "its AppSecret"),
+    SandboxOption("--app-secret", None,
+                  "its AppSecret (default: a new random one, printed at start)"),
     SandboxOption("--name", "Sandbox website app",
                   "the application's name on the phone page"),
     SandboxOption("--callback-domain", "localhost",

@@ -45,6 +45,10 @@ OPEN_STATUSES = ("waiting", "scanned")
 CODE_TTL = 300
 ACCESS_TOKEN_TTL = 7200
 REFRESH_TOKEN_TTL = 30 * 24 * 3600
+#: Seconds between two purges of expired rows by one process, and how long rows stay after
+#: they expired (a page still open can say "expired" rather than "unknown").
+PURGE_INTERVAL = 60
+KEPT_AFTER_EXPIRY = 3600
 REDIRECT_ORDER = ["appid", "redirect_uri", "response_type", "scope", "state"]
 JSSDK_ORDER = ["appid", "scope", "redirect_uri", "state", "login_type"]
 
@@ -88,6 +92,8 @@ class SandboxRuntime:
     models: SandboxModels
     apps: dict[str, SandboxApp]
     public_url: str | None = None
+    #: when this process next deletes what has expired
+    next_purge: float = 0.0
 
 
 def _runtime() -> SandboxRuntime:
@@ -184,6 +190,7 @@ def qrconnect() -> t.Any:
                            _("WeChat takes a state of at most 128 bytes, e.g. [a-zA-Z0-9]{32}."))
 
     now = time.time()
+    _purge_now_and_then(sandbox, now)
     qr_session = sandbox.models.QRSession(
         uuid=secrets.token_urlsafe(12), app_id=app.app_id, redirect_uri=redirect_uri,
         state=state, status="waiting", created_at=now, expires_at=now + QR_TTL)
@@ -429,6 +436,19 @@ def _issue_token(sandbox: SandboxRuntime, app_id: str, person_key: str) -> dict[
     if _person(sandbox, person_key).has_unionid:
         payload["unionid"] = unionid_for(person_key)
     return payload
+
+
+def _purge_now_and_then(sandbox: SandboxRuntime, now: float) -> None:
+    """Delete QR codes, codes and tokens long past use, at most once a minute per process:
+    every QR page makes a row, and a sandbox left running must not grow without end."""
+    if now < sandbox.next_purge:
+        return
+    sandbox.next_purge = now + PURGE_INTERVAL
+    models = sandbox.models
+    for model, column, end in ((models.QRSession, models.QRSession.expires_at, now),
+                               (models.Code, models.Code.created_at, now - CODE_TTL),
+                               (models.Token, models.Token.refresh_expires_at, now)):
+        sandbox.db.session.execute(sa.delete(model).where(column < end - KEPT_AFTER_EXPIRY))
 
 
 def _person(sandbox: SandboxRuntime, key: str) -> SandboxPerson:

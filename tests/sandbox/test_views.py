@@ -18,6 +18,7 @@ from support import (
     answer,
     open_qr_page,
     poll,
+    rows,
 )
 from support import (
     SANDBOX_PREFIX as SBX,
@@ -269,3 +270,19 @@ def test_a_redirect_uri_that_a_browser_reads_as_another_host_is_refused(
 def test_the_registered_host_is_still_accepted(make_app: t.Any) -> None:
     resp = _qrconnect(make_app, "http://localhost/auth/wechat/callback")
     assert resp.status_code == 200
+
+
+# --- a sandbox left running does not grow without end ------------------------------------
+
+
+def test_expired_qr_codes_codes_and_tokens_are_purged(sandbox_app: Flask, clock: Clock) -> None:
+    """Every QR page makes a row: the ones long past use go, now and then, and a QR page
+    still open just after it expired still says "expired"."""
+    first, _state = open_qr_page(sandbox_app.test_client())
+    assert rows(sandbox_app, "wechat_qr_sandbox_qr", order_by="created_at")
+    clock.advance(300 + 30)  # expired a moment ago: kept, so its page says so
+    open_qr_page(sandbox_app.test_client())
+    assert first in {row.uuid for row in rows(sandbox_app, "wechat_qr_sandbox_qr", order_by="created_at")}
+    clock.advance(2 * 3600)  # long past use
+    latest, _state = open_qr_page(sandbox_app.test_client())
+    assert [row.uuid for row in rows(sandbox_app, "wechat_qr_sandbox_qr", order_by="created_at")] == [latest]
