@@ -87,6 +87,18 @@ class InvalidRequest(LoginError):
     message = _l("The request was not understood. Start the WeChat login again.")
 
 
+class TooManyLoginsStarted(LoginError):
+    """Too many logins with long data (``next``, a business ``state``) are waiting from this
+    address, or from everyone: no more are kept until some finish or expire."""
+
+    status = 429
+    title = _l("Too many logins started")
+    message = _l(
+        "Too many WeChat logins were started from your network and not finished. Wait a few "
+        "minutes, then start the login again."
+    )
+
+
 class AccountDisabled(LoginError):
     """The user exists but may not log in (Flask-Login: ``is_active`` is false)."""
 

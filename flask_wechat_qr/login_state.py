@@ -25,7 +25,7 @@ from authlib.common.security import generate_token
 from flask import session
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from .errors import StateError, StateUsed
+from .errors import StateError, StateUsed, TooManyLoginsStarted
 
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
@@ -62,6 +62,14 @@ MAX_PENDING_STATES = 5
 #: is parked in the state table. Five pending logins then stay far below the 4 KB
 #: browsers keep per cookie.
 MAX_INLINE_STATE_DATA = 300
+#: Key prefix of a parked state's row, followed by a hash of the client address that started
+#: it, so the rows one client may park can be counted (and capped).
+PARKED = "parked:"
+#: Logins with parked data one client address may have waiting at a time, and all clients
+#: together: anonymous requests cannot grow the table without bound (honest ``next`` values
+#: fit in the cookie and park nothing).
+MAX_PARKED_PER_CLIENT = 10
+MAX_PARKED_TOTAL = 10_000
 #: Prefix of every connection's state keys in the session.
 STATE_KEY_PREFIX = "_state_wechat_qr_"
 
@@ -190,11 +198,26 @@ class LoginStateStore:
                           .where(table.c.key == sa.bindparam("key"),
                                  table.c.expires_at >= sa.bindparam("now")))
 
-    def park(self, key: str, value: str, expires_at: float) -> None:
-        """Keep a state's data that is too big for the session cookie."""
+    def park(self, key: str, value: str, expires_at: float, client: str = "") -> None:
+        """Keep a state's data that is too big for the session cookie, under ``key``
+        (which starts with ``PARKED + client + ":"``). :class:`TooManyLoginsStarted` when
+        that client, or everyone, already has the most waiting."""
         with self.db.engine.begin() as conn:
             self._purge_now_and_then(conn)
+            if (self._count(conn, f"{PARKED}{client}:") >= MAX_PARKED_PER_CLIENT
+                    or self._count(conn, PARKED) >= MAX_PARKED_TOTAL):
+                raise TooManyLoginsStarted()
             conn.execute(self._insert, {"key": key, "value": value, "expires_at": expires_at})
+
+    def _count(self, conn: Executor, prefix: str) -> int:
+        """Unexpired rows whose key starts with ``prefix`` (a LIKE, not a key range: a
+        database's collation may order punctuation its own way). Only long logins park, so
+        this runs rarely."""
+        table = self.table
+        return int(conn.execute(
+            sa.select(sa.func.count()).select_from(table)
+            .where(table.c.key.startswith(prefix, autoescape=True),
+                   table.c.expires_at >= time.time())).scalar_one())
 
     def parked(self, key: str) -> str | None:
         """A parked state's data, ``None`` once it expired. Reading it does not use the
@@ -307,8 +330,10 @@ class LoginStates:
         self.app_id = app_id
         self.ttl = ttl
 
-    def begin(self, login: LoginData) -> str:
+    def begin(self, login: LoginData, client: str = "") -> str:
         """A new ``state`` for one login, its ``login`` data kept until the callback.
+        ``client``: the address of the browser (a long ``next`` parks its data in the table,
+        a few at a time per address).
 
         ``[A-Za-z0-9]{32}``: within the 128-byte alphanumeric limit WeChat documents.
         """
@@ -321,8 +346,10 @@ class LoginStates:
         if len(value) <= MAX_INLINE_STATE_DATA:
             session[key] = {"exp": expires_at, "app": self.app_id, "data": data}
         else:
-            self.store.park(key, value, expires_at)
-            session[key] = {"exp": expires_at, "app": self.app_id}
+            client_key = hashlib.sha256(client.encode()).hexdigest()[:16]
+            parked = f"{PARKED}{client_key}:{key}"
+            self.store.park(parked, value, expires_at, client_key)
+            session[key] = {"exp": expires_at, "app": self.app_id, "parked": parked}
         return state
 
     def take(self, state: str | None) -> LoginData:
@@ -349,7 +376,7 @@ class LoginStates:
         self.store.purge_now_and_then()
         if "data" in marker:
             return LoginData.from_json(marker["data"])
-        value = self.store.parked(key)
+        value = self.store.parked(_parked_key(marker, key))
         if value is None:
             raise StateError()
         return LoginData.from_json(json.loads(value))
@@ -406,7 +433,13 @@ def _forget_oldest_states(store: LoginStateStore) -> None:
     for key in markers[: max(0, len(markers) - (MAX_PENDING_STATES - 1))]:
         marker = session.pop(key)
         if isinstance(marker, dict) and "data" not in marker:
-            store.delete(key)  # parked: its row goes too
+            store.delete(_parked_key(marker, key))  # parked: its row goes too
+
+
+def _parked_key(marker: dict[str, t.Any], key: str) -> str:
+    """Where a state's parked data is (markers of earlier versions park under the key)."""
+    parked = marker.get("parked")
+    return parked if isinstance(parked, str) and parked.startswith(PARKED) else key
 
 
 def _marker_expiry(marker: t.Any) -> float:

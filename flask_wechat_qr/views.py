@@ -95,7 +95,7 @@ def _begin(connection: str, link_user: str | None = None) -> _Started:
     business = _business_params() if client.connection.callback_url and not link_user else {}
     login = LoginData(next_url=safe_next(request.args.get("next")), business=business,
                       link_user=link_user)
-    state = runtime.login_states[connection].begin(login)
+    state = runtime.login_states[connection].begin(login, request.remote_addr or "")
     redirect_uri = url_for("wechat_qr.callback", connection=connection, _external=True)
     return _Started(client, redirect_uri, state, login)
 

@@ -47,6 +47,7 @@ from support import (
     login_with_wechat,
     pending_rows,
     poll,
+    rows,
     start_login,
     with_csrf_token_route,
 )
@@ -691,3 +692,36 @@ def test_sandbox_phone_page_survives_hostile_answers(
     assert b"<b>" not in resp.get_data()
     status = client.get(f"{SBX}/connect/l/qrconnect", query_string={"uuid": uuid})
     assert status.status_code == 200
+
+
+# --- anonymous login starts cannot grow the database --------------------------------------
+
+
+def _parked_rows(app: Flask) -> list[t.Any]:
+    return [row for row in rows(app, "wechat_qr_login_state", order_by="key")
+            if row.key.startswith("parked:")]
+
+
+def test_hostile_login_starts_grow_the_database_by_little(make_app: t.Any) -> None:
+    """The audit's 1,500 login starts with a long next (each parked ~4 KiB): from one
+    address only a few are kept, the rest answered 429 at once; the table grows by well
+    under 100 KiB, and honest logins (short next, other addresses) go on."""
+    app = make_app()
+    # A script keeps no cookie: nothing of an earlier start is forgotten to make room.
+    attacker = app.test_client(use_cookies=False)
+    attacker.environ_base["REMOTE_ADDR"] = "198.51.100.66"
+    long_next = "/search?q=" + "a" * 2000
+    statuses = [attacker.get("/auth/wechat/login", query_string={"next": long_next}).status_code
+                for _ in range(1500)]
+    assert statuses.count(302) == 10 and statuses.count(429) == 1490
+    parked = _parked_rows(app)
+    assert len(parked) == 10
+    assert sum(len(row.key) + len(row.value) for row in parked) < 100 * 1024
+    refused = attacker.get("/auth/wechat/login", query_string={"next": long_next})
+    assert 'data-error="TooManyLoginsStarted"' in refused.get_data(as_text=True)
+    # Short next values park nothing, and other addresses are not held up.
+    assert attacker.get("/auth/wechat/login", query_string={"next": "/a"}).status_code == 302
+    other = app.test_client()
+    other.environ_base["REMOTE_ADDR"] = "203.0.113.20"
+    assert other.get("/auth/wechat/login", query_string={"next": long_next}).status_code == 302
+    assert len(_parked_rows(app)) == 11

@@ -278,11 +278,15 @@ def test_the_registered_host_is_still_accepted(make_app: t.Any) -> None:
 def test_expired_qr_codes_codes_and_tokens_are_purged(sandbox_app: Flask, clock: Clock) -> None:
     """Every QR page makes a row: the ones long past use go, now and then, and a QR page
     still open just after it expired still says "expired"."""
+    def qr_codes() -> list[str]:
+        return [row.uuid for row in rows(sandbox_app, "wechat_qr_sandbox_qr",
+                                         order_by="created_at")]
+
     first, _state = open_qr_page(sandbox_app.test_client())
-    assert rows(sandbox_app, "wechat_qr_sandbox_qr", order_by="created_at")
+    assert qr_codes() == [first]
     clock.advance(300 + 30)  # expired a moment ago: kept, so its page says so
     open_qr_page(sandbox_app.test_client())
-    assert first in {row.uuid for row in rows(sandbox_app, "wechat_qr_sandbox_qr", order_by="created_at")}
+    assert first in qr_codes()
     clock.advance(2 * 3600)  # long past use
     latest, _state = open_qr_page(sandbox_app.test_client())
-    assert [row.uuid for row in rows(sandbox_app, "wechat_qr_sandbox_qr", order_by="created_at")] == [latest]
+    assert qr_codes() == [latest]
