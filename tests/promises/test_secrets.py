@@ -418,6 +418,21 @@ def test_a_sandbox_login_in_process_leaks_nothing(make_app: t.Callable[..., Flas
     witness.assert_login_pages_are_not_stored()
 
 
+def _log_in_through(witness: t.Any, make_app: t.Any, base: str, app_id: str,
+                    secret: str) -> None:
+    """A whole login of a watched app against the sandbox at ``base``, over real HTTP; the
+    code WeChat sends joins the secrets the witness looks for."""
+    app = witness.watch(make_app(WECHAT_QR_APP_ID=app_id, WECHAT_QR_APP_SECRET=secret,
+                                 WECHAT_QR_OPEN_BASE_URL=base, WECHAT_QR_API_BASE_URL=base))
+    client = app.test_client()
+    with requests.Session() as http:
+        redirect = _answer_over_http(http, witness, base,
+                                     client.get("/auth/wechat/login").headers["Location"])
+    witness.secret("authorization code", parse_qs(urlsplit(redirect).query)["code"][0])
+    assert client.get(redirect.split("localhost", 1)[1]).status_code == 302
+    assert logged_in_user_id(client) is not None
+
+
 def _answer_over_http(http: requests.Session, witness: Witness, base: str,
                       location: str) -> str:
     """The QR page, the phone's Allow and the poll, over real HTTP; the callback URL."""
@@ -443,16 +458,7 @@ def test_the_standalone_sandbox_over_real_http_leaks_nothing(
         database_uri=database.url("sandbox"))
     with LiveServer(sandbox) as server:
         base = server.url
-        app = witness.watch(make_app(
-            WECHAT_QR_APP_ID="wxstandalone000001", WECHAT_QR_APP_SECRET=secret,
-            WECHAT_QR_OPEN_BASE_URL=base, WECHAT_QR_API_BASE_URL=base))
-        client = app.test_client()
-        with requests.Session() as http:
-            redirect = _answer_over_http(http, witness, base,
-                                         client.get("/auth/wechat/login").headers["Location"])
-        witness.secret("authorization code", parse_qs(urlsplit(redirect).query)["code"][0])
-        assert client.get(redirect.split("localhost", 1)[1]).status_code == 302
-        assert logged_in_user_id(client) is not None
+        _log_in_through(witness, make_app, base, "wxstandalone000001", secret)
         with sandbox.app_context():
             tokens = _sandbox_tokens(sandbox.extensions["sqlalchemy"].engine)
     assert tokens, "the sandbox issued no token"
@@ -491,16 +497,7 @@ def test_the_sandbox_run_as_its_own_process_logs_no_secret(
                 assert process.poll() is None, output.read_text()
                 assert time.monotonic() < deadline, "the sandbox did not start"
                 time.sleep(0.1)
-        app = witness.watch(make_app(
-            WECHAT_QR_APP_ID="wxsubprocess000001", WECHAT_QR_APP_SECRET=secret,
-            WECHAT_QR_OPEN_BASE_URL=base, WECHAT_QR_API_BASE_URL=base))
-        client = app.test_client()
-        with requests.Session() as http:
-            redirect = _answer_over_http(http, witness, base,
-                                         client.get("/auth/wechat/login").headers["Location"])
-        witness.secret("authorization code", parse_qs(urlsplit(redirect).query)["code"][0])
-        assert client.get(redirect.split("localhost", 1)[1]).status_code == 302
-        assert logged_in_user_id(client) is not None
+        _log_in_through(witness, make_app, base, "wxsubprocess000001", secret)
     finally:
         process.terminate()
         process.wait(timeout=10)
