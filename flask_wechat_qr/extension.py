@@ -22,7 +22,13 @@ from .login_state import LoginStates, LoginStateStore
 from .models import models_for
 from .redact import redact_http_debug_logs
 from .runtime import EXTENSION_KEY, Runtime, find_runtime
-from .settings import ConnectionSettings, Settings, apply_defaults, load_settings
+from .settings import (
+    ConnectionSettings,
+    Settings,
+    apply_defaults,
+    configured_issuer,
+    load_settings,
+)
 from .urls import IN_PROCESS_ORIGIN
 
 if t.TYPE_CHECKING:
@@ -83,7 +89,8 @@ class WeChatQR:
         _warn_of_a_sandbox_in_production(app, settings)
         _secure_session_cookie(app)
         runtime = _build_runtime(app, settings, db, adapter, id_tokens)
-        app.extensions[EXTENSION_KEY] = replace(runtime, unavailable=_unsafe_to_serve(app))
+        unavailable = _unsafe_to_serve(app, settings)
+        app.extensions[EXTENSION_KEY] = replace(runtime, unavailable=unavailable)
 
         from .cli import cli
         from .views import blueprint
@@ -206,19 +213,29 @@ def _secure_session_cookie(app: Flask) -> None:
         app.session_interface = HttpsAwareSessionInterface()
 
 
-def _unsafe_to_serve(app: Flask) -> str | None:
+def _unsafe_to_serve(app: Flask, settings: Settings) -> str | None:
     """Why logins must stay off in this app, said once in the log; ``None`` to serve them.
 
-    A missing, short or well-known SECRET_KEY lets anyone forge the session cookie that
-    carries a login's state, and with it logins. Outside debug and testing the app still
-    starts (``flask`` commands, the host's own pages) but WeChat login answers 503.
+    Outside debug and testing the app still starts (``flask`` commands, the host's own
+    pages) but WeChat login answers 503 while:
+
+    * the SECRET_KEY is missing, short or well known: anyone could forge the session cookie
+      that carries a login's state, and with it logins;
+    * a connection posts ID tokens to a callback URL and nothing fixes their issuer: ``iss``
+      would follow each request's Host header, which the client chooses.
     """
     if app.debug or app.testing:
         return None
-    problem = secret_key_problem(app.config.get("SECRET_KEY"))
+    problem, fix = secret_key_problem(app.config.get("SECRET_KEY")), SECRET_KEY_FIX
+    if problem is None and any(c.callback_url for c in settings.connections.values()) \
+            and configured_issuer(settings, app.config) is None:
+        problem = ("a connection posts ID tokens to a callback URL, but neither "
+                   "WECHAT_QR_ID_TOKEN_ISSUER nor SERVER_NAME says who issues them: their "
+                   "iss would follow each request's Host header")
+        fix = "set WECHAT_QR_ID_TOKEN_ISSUER to the site's public root URL"
     if problem is not None:
         log.error("WeChat login is OFF: %s. Fix: %s. (`flask wechat-qr check` lists what "
-                  "else to fix.)", problem, SECRET_KEY_FIX)
+                  "else to fix.)", problem, fix)
     return problem
 
 

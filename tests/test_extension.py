@@ -523,3 +523,21 @@ def test_an_id_token_secret_equal_to_the_secret_key_is_refused(
                             WECHAT_QR_CALLBACK_URL="https://biz.example.com/done")
     assert info.value.key == "WECHAT_QR_ID_TOKEN_SECRET"
     assert key not in str(info.value)
+
+
+def test_a_callback_url_without_a_fixed_issuer_keeps_logins_off_in_production(
+    make_production_app: t.Callable[..., Flask], caplog: t.Any
+) -> None:
+    """The ID token's iss must not follow the Host header a client chooses."""
+    business = {"WECHAT_QR_CALLBACK_URL": "https://biz.example.com/done",
+                "WECHAT_QR_ID_TOKEN_SECRET": "an-id-token-secret-of-its-own-" + "x" * 16}
+    with caplog.at_level("ERROR", logger="flask_wechat_qr"):
+        unfixed = make_production_app(**business)
+    assert any("WECHAT_QR_ID_TOKEN_ISSUER" in r.getMessage() for r in caplog.records)
+    assert unfixed.test_client().get("/auth/wechat/login").status_code == 503
+    fixed = make_production_app(WECHAT_QR_ID_TOKEN_ISSUER="https://www.example.com", **business)
+    assert fixed.test_client().get("/auth/wechat/login").status_code == 302
+    by_server_name = make_production_app(SERVER_NAME="www.example.com", **business)
+    resp = by_server_name.test_client().get("/auth/wechat/login",
+                                            base_url="http://www.example.com")
+    assert resp.status_code == 302
