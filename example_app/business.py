@@ -89,6 +89,7 @@ def wechat_done() -> ResponseReturnValue:
             aud={"essential": True,
                  "value": connection.id_token_audience or connection.identifier},
             nonce={"essential": True, "value": pending.get("nonce")},
+            exp={"essential": True},  # a token without an expiry is never accepted
         ).validate(token.claims)
     except (JoseError, ValueError) as exc:
         abort(400, description=f"The ID token did not verify ({type(exc).__name__}).")

@@ -15,7 +15,7 @@ from flask import Response, current_app, redirect, render_template, request, url
 from werkzeug.wrappers import Response as BaseResponse
 
 from . import signals
-from .errors import IdTokenError, LoginCancelled, LoginError, LoginRefused
+from .errors import IdTokenError, LoginCancelled, LoginError, LoginRefused, StateError
 from .flow import Linked, LoggedIn, NeedsBinding, Outcome
 from .runtime import current_runtime
 from .settings import configured_issuer
@@ -64,7 +64,8 @@ def _logged_in(outcome: LoggedIn) -> BaseResponse:
     if outcome.business is not None:
         assert outcome.identity is not None  # the flow gives one with every business login
         return deliver_id_token(outcome.connection, outcome.user, outcome.identity,
-                                outcome.business, outcome.auth_time)
+                                outcome.business, outcome.auth_time,
+                                token_id=outcome.token_id, issued_at=outcome.issued_at)
     return redirect_on(outcome.next_url)
 
 
@@ -77,14 +78,18 @@ def redirect_on(next_url: str) -> BaseResponse:
 
 
 def deliver_id_token(connection: ConnectionSettings, user: User, identity: Identity,
-                     business: BusinessParams, auth_time: float) -> Response:
+                     business: BusinessParams, auth_time: float, *,
+                     token_id: str | None = None, issued_at: float | None = None) -> Response:
     """A page that POSTs a signed ID token (and the business ``state``) to the callback
     URL at once: a form body, never a query string, so the token stays out of logs,
-    referrers and the browser's history."""
+    referrers and the browser's history. With ``token_id`` and ``issued_at`` (a login
+    posted before) it is that same token again, while it is valid: one login, one token."""
     runtime = current_runtime()
     signer = runtime.id_tokens
     if signer is None:  # init_app refuses a callback URL without a key
         raise IdTokenError()
+    if issued_at is not None and signer.expired(issued_at):
+        raise StateError()  # its token was handed on and has expired: log in again
     token, claims = signer.issue(
         issuer=id_token_issuer(),
         connection=connection,
@@ -93,6 +98,8 @@ def deliver_id_token(connection: ConnectionSettings, user: User, identity: Ident
         auth_time=auth_time,
         nonce=business.get("nonce"),
         extra_claims=runtime.adapter.id_token_claims(user, connection),
+        token_id=token_id,
+        issued_at=issued_at,
     )
     signals.id_token_issued.send(_app(), user=user, connection=connection, claims=claims)
     fields = {"id_token": token}

@@ -67,6 +67,7 @@ from .errors import (
 )
 from .i18n import lazy_gettext as _l
 from .i18n import userinfo_lang
+from .id_token import new_token_id
 from .login_state import (
     UNEXPECTED_ERROR,
     BusinessParams,
@@ -142,6 +143,10 @@ class LoggedIn:
     repeated: bool = False
     #: what the login kept from its start (for a page about a failure while delivering)
     login: LoginData | None = None
+    #: the ID token's ``jti`` and ``iat`` this login keeps (a repeat posts the same token);
+    #: ``None``: a fresh one
+    token_id: str | None = None
+    issued_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -186,6 +191,8 @@ class _Committed:
     login: LoginData
     resolution: Resolution
     auth_time: float
+    token_id: str | None = None
+    issued_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -310,15 +317,21 @@ class LoginFlow:
                     fetch_profile: t.Callable[[], WeChatProfile]) -> _Committed | NeedsBinding:
         """Resolve who logs in (or park the choice), use the state, commit, log in."""
         auth_time = time.time()
+        # The ID token a callback URL gets is decided with the login, so that a repeat of
+        # the callback posts the same token again.
+        token_id = new_token_id() if connection.callback_url else None
+        ended_at = time.time()
 
         def resolve() -> Resolution:
+            nonlocal ended_at
             resolution = self.policy.resolve(connection, token, fetch_profile)
             self.db.session.flush()  # a race on the identity shows here, and is retried
+            # The repeat window starts when the login is done, not when the code came.
+            ended_at = time.time()
             states.use(state, Ending(
                 user_id=self.adapter.get_user_id(resolution.user),
                 next_url=login.next_url or self.settings.post_login_url,
-                # The repeat window starts when the login is done, not when the code came.
-                at=time.time(), auth_time=auth_time, business=login.business,
+                at=ended_at, auth_time=auth_time, business=login.business, token_id=token_id,
             ), within=self.db.session)
             return resolution
 
@@ -326,14 +339,16 @@ class LoginFlow:
             resolution = self._in_transaction(resolve)
         except BindingRequired as required:
             return self._park_binding(connection, states, state, login, required)
-        return _Committed(connection, login, resolution, auth_time)
+        return _Committed(connection, login, resolution, auth_time, token_id,
+                          ended_at if token_id else None)
 
     def _after_commit(self, committed: _Committed) -> Outcome:
         """Log in (or tell of the link) once the login is committed."""
         connection, login, resolution = committed.connection, committed.login, \
             committed.resolution
         if login.link_user is None:
-            return self._log_in(connection, resolution, login, committed.auth_time)
+            return self._log_in(connection, resolution, login, committed.auth_time,
+                                token_id=committed.token_id, issued_at=committed.issued_at)
         if resolution.new_identity:
             signals.identity_linked.send(_app(), user=resolution.user,
                                          identity=resolution.identity, connection=connection,
@@ -411,7 +426,9 @@ class LoginFlow:
                 return no_longer_valid()
         return LoggedIn(connection, user, identity,
                         ending.next_url or self.settings.post_login_url,
-                        ending.auth_time or time.time(), business, repeated=True, login=login)
+                        ending.auth_time or time.time(), business, repeated=True, login=login,
+                        token_id=ending.token_id,
+                        issued_at=ending.at if ending.token_id else None)
 
     # --- the bind page --------------------------------------------------------------------
 
@@ -460,7 +477,8 @@ class LoginFlow:
     # --- the end of every login -------------------------------------------------------------
 
     def _log_in(self, connection: ConnectionSettings, resolution: Resolution,
-                login: LoginData, auth_time: float) -> Outcome:
+                login: LoginData, auth_time: float, *, token_id: str | None = None,
+                issued_at: float | None = None) -> Outcome:
         """Renew the session, log the user in and tell the signals (after the commit)."""
         try:
             self.adapter.renew_session()
@@ -479,7 +497,8 @@ class LoginFlow:
                         login.next_url or self.settings.post_login_url, auth_time,
                         dict(login.business) if connection.callback_url else None,
                         created_user=resolution.created_user,
-                        new_identity=resolution.new_identity, login=login)
+                        new_identity=resolution.new_identity, login=login,
+                        token_id=token_id, issued_at=issued_at)
 
     def unlink(self, connection: ConnectionSettings, user: User) -> Identity:
         """Unlink ``user``'s WeChat of ``connection`` (never their last way in)."""

@@ -98,14 +98,18 @@ class IdTokenSigner:
         auth_time: float,
         nonce: str | None = None,
         extra_claims: t.Mapping[str, t.Any] | None = None,
+        token_id: str | None = None,
+        issued_at: float | None = None,
     ) -> tuple[str, dict[str, t.Any]]:
         """A signed token for ``subject``, who logged in with the WeChat ``identity`` (its
-        row), and its claims.
+        row), and its claims. ``token_id`` and ``issued_at`` make it again, the same, for a
+        login posted once already (WeChat's double redirect, a reload): one login, one token
+        (RS256 and HS256 signatures are deterministic).
 
         ``extra_claims`` (the adapter's) are added but never replace the claims that make
         the token safe to trust (``iss``, ``sub``, ``aud``, times, ``jti``, ``nonce``).
         """
-        now = int(time.time())
+        now = int(issued_at if issued_at is not None else time.time())
         claims: dict[str, t.Any] = {}
         if identity.nickname:
             claims["name"] = identity.nickname
@@ -123,7 +127,7 @@ class IdTokenSigner:
             iat=now,
             exp=now + self.ttl,
             auth_time=int(auth_time),
-            jti=secrets.token_urlsafe(16),
+            jti=token_id or new_token_id(),
         )
         if nonce:
             claims["nonce"] = nonce
@@ -138,9 +142,18 @@ class IdTokenSigner:
             header["kid"] = self.kid
         return jwt.encode(header, claims, self.key, algorithms=[self.algorithm]), claims
 
+    def expired(self, issued_at: float) -> bool:
+        """Whether a token issued at ``issued_at`` is past its lifetime now."""
+        return time.time() >= int(issued_at) + self.ttl
+
     def jwks(self) -> dict[str, t.Any]:
         """The JSON Web Key Set receivers verify RS256 tokens with (no private parts)."""
         return {"keys": [dict(jwk) for jwk in self.public_jwks]}
+
+
+def new_token_id() -> str:
+    """A fresh ``jti``: receivers refuse a token id they have seen (a replay)."""
+    return secrets.token_urlsafe(16)
 
 
 def _rsa_key(value: str, key_name: str, *, private: bool) -> RSAKey:

@@ -136,13 +136,16 @@ class Ending:
     binding_id: str | None = None
     #: the class name of the error the login ended with, or :data:`UNEXPECTED_ERROR`
     error: str | None = None
+    #: the ``jti`` of the ID token posted for this login (issued at ``at``), so a repeated
+    #: callback posts the same token, not a second one
+    token_id: str | None = None
 
     def to_json(self) -> str:
         data: dict[str, t.Any] = {}
         for key, value in (("user_id", self.user_id), ("next", self.next_url),
                            ("bind", self.binding_id), ("error", self.error),
                            ("at", self.at), ("auth_time", self.auth_time),
-                           ("delivery", self.business)):
+                           ("delivery", self.business), ("jti", self.token_id)):
             if value is not None:
                 data[key] = value
         return json.dumps(data, separators=(",", ":"))
@@ -158,7 +161,8 @@ class Ending:
                    auth_time=_number(data.get("auth_time")),
                    business=dict(business) if isinstance(business, dict) else None,
                    binding_id=str(binding_id) if binding_id else None,
-                   error=str(error) if error is not None else None)
+                   error=str(error) if error is not None else None,
+                   token_id=str(data["jti"]) if data.get("jti") else None)
 
     def is_recent(self, seconds: float) -> bool:
         """Whether the login ended at most ``seconds`` ago (a link never counts)."""

@@ -25,10 +25,12 @@ from support import (
     NICKNAME,
     OPENID,
     UNIONID,
+    Clock,
     add_user,
     all_users,
     callback_app,
     ending_of,
+    error_name,
     finish_login,
     form_post,
     link_identity,
@@ -36,6 +38,7 @@ from support import (
     login_with_wechat,
     make_test_app,
     receiver_keys,
+    recording,
     start_login,
     verify,
 )
@@ -282,6 +285,34 @@ def test_each_login_gets_a_new_token_id(make_app: t.Any, wechat_api: t.Any, pem:
                     receiver_keys(client))
     assert first["sub"] == second["sub"]
     assert first["jti"] != second["jti"]
+
+
+@pytest.mark.parametrize("algorithm", ["RS256", "HS256"])
+def test_a_reload_of_the_callback_posts_the_same_token_until_it_expires(
+    make_app: t.Any, wechat_api: t.Any, pem: str, clock: Clock, algorithm: str
+) -> None:
+    """One login, one token: reloading the callback URL (logged in, as the same browser)
+    posts the identical token while it is valid, then says the login was handed on; it
+    never mints a second token a thief could use after the first was spent."""
+    config = ({} if algorithm == "RS256" else
+              {"WECHAT_QR_ID_TOKEN_PRIVATE_KEY": None, "WECHAT_QR_ID_TOKEN_SECRET":
+               ID_TOKEN_SECRET})
+    app = callback_app(make_app, pem, **config)
+    client = app.test_client()
+    wechat_api.token()
+    wechat_api.userinfo()
+    state = start_login(client, state="biz")
+    first = form_post(finish_login(client, state))["fields"]["id_token"]
+    with recording(app, "id_token_issued") as events:
+        clock.advance(120)
+        again = form_post(finish_login(client, state))["fields"]["id_token"]
+    assert again == first
+    assert [e[1]["claims"]["jti"] for e in events] == [jwt.decode(
+        first, receiver_keys(client) if algorithm == "RS256" else
+        OctKey.import_key(ID_TOKEN_SECRET)).claims["jti"]]
+    clock.advance(300)  # past the token's lifetime
+    late = finish_login(client, state)
+    assert late.status_code == 400 and error_name(late) == "StateError"
 
 
 def test_adapter_adds_claims_but_cannot_replace_the_safe_ones(
