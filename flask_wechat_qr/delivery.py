@@ -9,6 +9,7 @@ receivers answer with a response (``login_succeeded``) or audit what leaves the 
 
 from __future__ import annotations
 
+import hashlib
 import typing as t
 
 from flask import Response, current_app, redirect, render_template, request, url_for
@@ -46,8 +47,24 @@ def respond(outcome: Outcome) -> BaseResponse:
     if isinstance(outcome, Linked):
         return redirect_on(outcome.next_url)
     if isinstance(outcome, NeedsBinding):
-        return redirect(url_for("wechat_qr.bind"))
+        response = redirect(url_for("wechat_qr.bind"))
+        if request.is_secure:
+            # Over https the pending binding is also tied to a __Host- cookie, which no
+            # sibling sub-domain can plant: a session cookie tossed into the victim's
+            # browser from one would carry the attacker's pending binding there.
+            response.set_cookie(BINDING_COOKIE, binding_cookie_value(outcome.binding_id),
+                                secure=True, httponly=True, samesite="Lax", path="/")
+        return response
     raise TypeError(f"no response for {type(outcome).__name__}")  # Failed: see views
+
+
+#: The cookie that ties a pending binding to the browser that scanned (https only).
+BINDING_COOKIE = "__Host-wechat-qr-binding"
+
+
+def binding_cookie_value(binding_id: str) -> str:
+    """What the binding cookie holds for ``binding_id`` (a hash: never the id itself)."""
+    return hashlib.sha256(f"wechat-qr-binding:{binding_id}".encode()).hexdigest()[:32]
 
 
 def _logged_in(outcome: LoggedIn) -> BaseResponse:

@@ -166,6 +166,8 @@ class NeedsBinding:
 
     connection: ConnectionSettings
     login: LoginData | None = None
+    #: the pending binding waiting on the bind page
+    binding_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -368,8 +370,9 @@ class LoginFlow:
                                      business=login.business), within=self.db.session)
             return binding_id
 
-        self._remember_binding(self._in_transaction(park), login.business)
-        return NeedsBinding(connection, login)
+        binding_id = self._in_transaction(park)
+        self._remember_binding(binding_id, login.business)
+        return NeedsBinding(connection, login, binding_id)
 
     def _failed(self, connection: ConnectionSettings, states: LoginStates, state: str,
                 login: LoginData, error: LoginError) -> Outcome:
@@ -400,7 +403,7 @@ class LoginFlow:
                 if recent and session.get(PENDING_BINDING_KEY) is None:
                     # This request carries the cookie from before the first callback.
                     self._remember_binding(ending.binding_id, ending.business or {})
-                return NeedsBinding(connection, login)
+                return NeedsBinding(connection, login, ending.binding_id)
             repeated = REPEATED_ERRORS.get(str(ending.error))
             if repeated is not None and same_browser and recent:
                 # The same page (or callback URL post) as the first request.

@@ -27,6 +27,7 @@ from .csrf import FIELD as CSRF_FIELD
 from .csrf import check_csrf, csrf_token
 from .errors import (
     AlreadyLinked,
+    BindingExpired,
     ConnectionAlreadyLinked,
     InvalidRequest,
     LoginError,
@@ -175,6 +176,9 @@ def bind() -> BaseResponse | tuple[str, int]:
     """
     runtime = current_runtime()
     pending = runtime.flow.pending_login()
+    if request.is_secure and request.cookies.get(delivery.BINDING_COOKIE) != (
+            delivery.binding_cookie_value(pending.binding_id)):
+        raise BindingExpired()  # not the browser that scanned: a planted session cookie
     g.wechat_qr_login = (pending.connection, pending.login)
     if request.method == "GET":
         return _bind_page(pending)

@@ -29,6 +29,7 @@ from support import (
     attempt_rows,
     bind_as,
     bind_page,
+    csrf_token_of,
     error_name,
     find_tags,
     link_identity,
@@ -875,3 +876,45 @@ def test_create_refused_in_login_only_mode_sends_login_refused(
         resp = client.post("/auth/bind", data={"action": "create", "csrf_token": token})
     assert resp.status_code == 403
     assert [h["openid"] for h in heard] == [OPENID]
+
+
+# --- a planted session cookie ---------------------------------------------------------------
+
+
+def _over_https(app: t.Any) -> t.Any:
+    """Every request of ``app`` arrives over https (as behind a TLS proxy with ProxyFix)."""
+    inner = app.wsgi_app
+
+    def https(environ: dict[str, t.Any], start_response: t.Any) -> t.Any:
+        environ["wsgi.url_scheme"] = "https"
+        return inner(environ, start_response)
+
+    app.wsgi_app = https
+    return app
+
+
+def test_a_pending_binding_tossed_into_another_browser_is_refused(
+    make_app: t.Any, wechat_api: t.Any
+) -> None:
+    """The audit's cookie tossing: the attacker scans with their own WeChat, then plants
+    their session cookie (from a sibling sub-domain) in the victim's browser, hoping the
+    victim's password binds the attacker's WeChat. Over https the pending binding is tied to
+    a __Host- cookie no sub-domain can set, so the planted session alone is refused."""
+    app = _over_https(ask_app(make_app))
+    add_user(app, username="victim", password="victim-pw")
+    attacker = app.test_client()
+    arrive(attacker, wechat_api, openid=OPENID_3, unionid=UNIONID_3)
+    session_cookie = attacker.get_cookie("session")
+    assert attacker.get_cookie("__Host-wechat-qr-binding") is not None
+    victim = app.test_client()
+    victim.set_cookie("session", session_cookie.value)  # only what a sub-domain can plant
+    page = victim.get("/auth/bind")
+    assert page.status_code == 400 and error_name(page) == "BindingExpired"
+    token = csrf_token_of(victim)  # a CSRF token of the planted session
+    refused = bind_as(victim, token, "victim", "victim-pw")
+    assert refused.status_code == 400 and error_name(refused) == "BindingExpired"
+    assert all_identities(app) == []
+    # The browser that scanned still binds (its own account, here a new one).
+    _html, own_token = bind_page(attacker)
+    assert submit(attacker, own_token, action="create").status_code == 302
+    assert [i.openid for i in all_identities(app)] == [OPENID_3]
