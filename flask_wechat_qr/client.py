@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import typing as t
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
@@ -86,7 +87,10 @@ class WeChatProfile:
     raw: dict[str, t.Any] = field(default_factory=dict, compare=False)
 
     @classmethod
-    def from_response(cls, data: t.Mapping[str, t.Any]) -> WeChatProfile:
+    def from_response(cls, data: t.Mapping[str, t.Any], *,
+                      sandbox_images: bool = False) -> WeChatProfile:
+        """The profile in an answer of ``/sns/userinfo``; ``sandbox_images``: the answer is
+        the built-in sandbox's, whose avatars are ``data:image/`` URIs."""
         openid = data.get("openid")
         if not isinstance(openid, str) or not openid:
             raise WeChatUnavailable(_l("WeChat's profile answer had no openid."))
@@ -95,9 +99,32 @@ class WeChatProfile:
             openid=openid,
             unionid=data.get("unionid") or None,
             nickname=nickname if isinstance(nickname, str) else "",
-            avatar_url=data.get("headimgurl") or None,
+            avatar_url=avatar_url(data.get("headimgurl"), sandbox_images=sandbox_images),
             raw=dict(data),
         )
+
+
+#: WeChat's image hosts, whose ``http://`` avatar URLs are upgraded to ``https://``.
+AVATAR_HOST_SUFFIX = ".qlogo.cn"
+_SANDBOX_IMAGE = re.compile(r"data:image/(png|jpeg|gif|webp|svg\+xml);base64,[A-Za-z0-9+/=]+")
+
+
+def avatar_url(value: t.Any, *, sandbox_images: bool = False) -> str | None:
+    """An avatar URL any page may show: ``https://`` only (WeChat's own ``http://`` images
+    upgraded, as they would be blocked as mixed content); anything else (``javascript:``,
+    a ``data:`` URI, a user name in the URL) is dropped. The sandbox's ``data:image/``
+    avatars are kept when ``sandbox_images``."""
+    if not isinstance(value, str) or not value.isprintable() or "\\" in value:
+        return None
+    if sandbox_images and _SANDBOX_IMAGE.fullmatch(value):
+        return value
+    parts = urlsplit(value.strip())
+    host = (parts.hostname or "").lower()
+    if parts.scheme == "http" and host.endswith(AVATAR_HOST_SUFFIX):
+        parts = parts._replace(scheme="https")
+    if parts.scheme != "https" or not host or parts.username is not None:
+        return None
+    return urlunsplit(parts)
 
 
 def decode_body(resp: requests.Response) -> dict[str, t.Any]:
@@ -215,11 +242,14 @@ class WeChatClient:
         open_base_url: str | t.Callable[[], str],
         api_base_url: str,
         timeout: float,
+        sandbox_images: bool = False,
     ) -> None:
         self.connection = connection
         self.open_base_url = open_base_url
         self.api_base_url = api_base_url
         self.timeout = timeout
+        #: whether the built-in sandbox answers (its avatars are ``data:image/`` URIs)
+        self.sandbox_images = sandbox_images
         #: The pooled HTTP session every call of this connection goes through (mount
         #: transports on it, e.g. the sandbox's in-process one).
         self.session = WeChatSession(connection, api_base_url=api_base_url, timeout=timeout)
@@ -323,7 +353,7 @@ class WeChatClient:
             # WeChat's own default is zh_CN.
             ("lang", self.connection.userinfo_lang or lang or "zh_CN"),
         ], retry_busy=True)
-        profile = WeChatProfile.from_response(data)
+        profile = WeChatProfile.from_response(data, sandbox_images=self.sandbox_images)
         if profile.openid != token.openid:
             log.warning("WeChat returned the profile of another openid; refusing it")
             raise WeChatUnavailable()

@@ -181,6 +181,7 @@ def _build_runtime(app: Flask, settings: Settings, db: SQLAlchemy, adapter: Acco
             open_base_url=settings.open_base_url or _sandbox_open_base(settings),
             api_base_url=settings.api_base_url,
             timeout=settings.http_timeout,
+            sandbox_images=settings.sandbox,
         )
         for identifier, conn in settings.connections.items()
     }

@@ -113,8 +113,8 @@ class IdTokenSigner:
         claims: dict[str, t.Any] = {}
         if identity.nickname:
             claims["name"] = identity.nickname
-        if identity.avatar_url:
-            claims["picture"] = identity.avatar_url
+        if identity.avatar_url and identity.avatar_url.startswith("https://"):
+            claims["picture"] = identity.avatar_url  # a URL a receiver can fetch, nothing else
         claims.update({k: v for k, v in (extra_claims or {}).items()
                        if k not in PROTECTED_CLAIMS})
         wechat = {"connection": connection.identifier, "openid": identity.openid,

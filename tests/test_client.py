@@ -39,13 +39,17 @@ from support import (
     WeChatAPI,
     all_identities,
     api_paths,
+    callback_app,
     finish_login,
+    form_post,
     make_test_app,
+    receiver_keys,
     start_login,
+    verify,
     wechat_client,
 )
 
-from flask_wechat_qr import WeChatClient, WeChatToken
+from flask_wechat_qr import WeChatClient, WeChatProfile, WeChatToken
 from flask_wechat_qr.errors import (
     CodeUsed,
     InvalidAccessToken,
@@ -920,3 +924,42 @@ def test_busy_userinfo_is_retried_once_during_a_login(client: t.Any, wechat_api:
     assert resp.status_code == 302
     assert api_paths(wechat_api) == [TOKEN_PATH, USERINFO_PATH, USERINFO_PATH]
     assert client.get("/").get_data(as_text=True).endswith(NICKNAME)
+
+
+# --- avatars a page may show --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("given, kept", [
+    ("https://thirdwx.qlogo.cn/mmopen/vi_32/abc/132", "https://thirdwx.qlogo.cn/mmopen/vi_32/abc/132"),
+    ("http://thirdwx.qlogo.cn/mmopen/abc/0", "https://thirdwx.qlogo.cn/mmopen/abc/0"),
+    ("HTTP://wx.qlogo.cn/mmopen/abc/0", "https://wx.qlogo.cn/mmopen/abc/0"),
+    ("http://evil.example/a.png", None),  # mixed content, and not WeChat's
+    ("javascript:alert(document.cookie)", None),
+    ("data:image/svg+xml;base64,PHN2Zy8+", None),  # only the sandbox's, in sandbox mode
+    ("https://user@thirdwx.qlogo.cn/a", None),
+    ("https://thirdwx.qlogo.cn\\@evil.example/", None),
+    ("", None), (None, None), (132, None),
+])
+def test_only_https_avatars_are_kept(given: t.Any, kept: str | None) -> None:
+    profile = WeChatProfile.from_response({"openid": OPENID, "headimgurl": given})
+    assert profile.avatar_url == kept
+
+
+def test_the_sandboxs_image_avatars_are_kept_only_for_the_sandbox() -> None:
+    data = {"openid": OPENID, "headimgurl": "data:image/svg+xml;base64,PHN2Zy8+"}
+    assert WeChatProfile.from_response(data, sandbox_images=True).avatar_url == (
+        "data:image/svg+xml;base64,PHN2Zy8+")
+    hostile = {"openid": OPENID, "headimgurl": "data:text/html;base64,PHNjcmlwdD4="}
+    assert WeChatProfile.from_response(hostile, sandbox_images=True).avatar_url is None
+
+
+def test_a_hostile_avatar_reaches_no_row_and_no_token(make_app: t.Any, wechat_api: t.Any,
+                                                       pem: str) -> None:
+    app = callback_app(make_app, pem)
+    client = app.test_client()
+    wechat_api.token()
+    wechat_api.userinfo(headimgurl="javascript:alert(1)")
+    resp = finish_login(client, start_login(client))
+    claims = verify(form_post(resp)["fields"]["id_token"], receiver_keys(client))
+    assert "picture" not in claims
+    assert [i.avatar_url for i in all_identities(app)] == [None]
