@@ -58,6 +58,25 @@ def respond(outcome: Outcome) -> BaseResponse:
     raise TypeError(f"no response for {type(outcome).__name__}")  # Failed: see views
 
 
+#: ``X-Frame-Options`` for the ``frame-ancestors`` sources it can say (older browsers).
+X_FRAME_OPTIONS = {"'self'": "SAMEORIGIN", "'none'": "DENY"}
+
+
+def page_headers(response: BaseResponse, frame_ancestors: str | None, *,
+                 cacheable: bool = False) -> BaseResponse:
+    """Login pages carry one-time state: no cache may keep them. No other site may frame
+    them (clickjacking the bind or unlink forms); the embedded QR, framed by this site's
+    own page, still works. A policy the host already set on the response stays."""
+    if not cacheable:
+        response.headers["Cache-Control"] = "no-store"
+    if frame_ancestors and "Content-Security-Policy" not in response.headers:
+        response.headers["Content-Security-Policy"] = f"frame-ancestors {frame_ancestors}"
+        frame_option = X_FRAME_OPTIONS.get(frame_ancestors)
+        if frame_option is not None:
+            response.headers.setdefault("X-Frame-Options", frame_option)
+    return response
+
+
 #: The cookie that ties a pending binding to the browser that scanned (https only).
 BINDING_COOKIE = "__Host-wechat-qr-binding"
 

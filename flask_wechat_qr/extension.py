@@ -15,6 +15,7 @@ from .association import AssociationPolicy
 from .binding import PendingBindings
 from .checks import SECRET_KEY_FIX, secret_key_problem
 from .client import WeChatClient
+from .csrf import csrf_token
 from .errors import ConfigurationError
 from .flow import LoginFlow
 from .id_token import IdTokenSigner
@@ -97,6 +98,8 @@ class WeChatQR:
 
         app.register_blueprint(blueprint, url_prefix=settings.url_prefix)
         app.context_processor(_template_context)
+        app.add_template_global(csrf_token, "wechat_qr_csrf_token")
+        app.add_template_global(_connection_named, "wechat_qr_connection")
         app.cli.add_command(cli)
 
     def _db_for(self, app: Flask) -> SQLAlchemy:
@@ -317,6 +320,15 @@ def _sandbox_app_name(app: Flask, settings: Settings, conn: ConnectionSettings) 
     if len(settings.connections) > 1:
         name = f"{name} ({conn.display_name})"
     return name
+
+
+def _connection_named(identifier: str) -> ConnectionSettings | None:
+    """A connection's settings, or ``None``: a template global, so the login button macro
+    works when imported without context (``{% from "wechat_qr/macros.html" import ... %}``),
+    where context processors' variables are not visible. (``wechat_qr_csrf_token`` is the
+    other global: for the host's own unlink forms.)"""
+    runtime = find_runtime(current_app)
+    return runtime.settings.connections.get(identifier) if runtime is not None else None
 
 
 def _template_context() -> dict[str, t.Any]:

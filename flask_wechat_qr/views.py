@@ -38,7 +38,7 @@ from .flow import Callback, Failed, Outcome, PendingLogin
 from .i18n import LazyText, qr_page_lang, register_template_globals
 from .i18n import lazy_gettext as _l
 from .login_state import BusinessParams, LoginData
-from .runtime import current_runtime, find_runtime
+from .runtime import current_runtime
 from .urls import has_control_characters, safe_next
 
 if t.TYPE_CHECKING:
@@ -46,7 +46,6 @@ if t.TYPE_CHECKING:
     from werkzeug.local import LocalProxy
 
     from .client import WeChatClient
-    from .settings import ConnectionSettings
 
 log = logging.getLogger("flask_wechat_qr")
 
@@ -56,8 +55,6 @@ blueprint = Blueprint("wechat_qr", __name__, template_folder="templates")
 #: into the ID token for the connection's callback URL).
 MAX_BUSINESS_STATE_LENGTH = 1024
 MAX_NONCE_LENGTH = 255
-#: ``X-Frame-Options`` for the ``frame-ancestors`` sources it can say (older browsers).
-X_FRAME_OPTIONS = {"'self'": "SAMEORIGIN", "'none'": "DENY"}
 
 
 @blueprint.before_request
@@ -286,36 +283,12 @@ def login_error(error: LoginError) -> tuple[str | Response, int]:
 
 @blueprint.after_request
 def page_headers(response: BaseResponse) -> BaseResponse:
-    """Login pages carry one-time state: no cache may keep them. No other site may frame
-    them (clickjacking the bind or unlink forms); the embedded QR, framed by this site's
-    own page, still works."""
-    if request.endpoint != "wechat_qr.jwks":
-        response.headers["Cache-Control"] = "no-store"
-    sources = current_runtime().settings.frame_ancestors
-    if sources and "Content-Security-Policy" not in response.headers:
-        response.headers["Content-Security-Policy"] = f"frame-ancestors {sources}"
-        frame_option = X_FRAME_OPTIONS.get(sources)
-        if frame_option is not None:
-            response.headers.setdefault("X-Frame-Options", frame_option)
-    return response
+    """No cache keeps a login page, no other site frames one (see delivery)."""
+    return delivery.page_headers(response, current_runtime().settings.frame_ancestors,
+                                 cacheable=request.endpoint == "wechat_qr.jwks")
 
 
 register_template_globals(blueprint)
-
-
-@blueprint.app_template_global("wechat_qr_csrf_token")
-def template_csrf_token() -> str:
-    """For the host's own unlink forms: ``<input name="csrf_token" value="...">``."""
-    return csrf_token()
-
-
-@blueprint.app_template_global("wechat_qr_connection")
-def template_connection(identifier: str) -> ConnectionSettings | None:
-    """A connection's settings, or ``None``: a template global, so the login button macro
-    works when imported without context (``{% from "wechat_qr/macros.html" import ... %}``),
-    where context processors' variables are not visible."""
-    runtime = find_runtime(current_app)
-    return runtime.settings.connections.get(identifier) if runtime is not None else None
 
 
 def _app() -> Flask:
