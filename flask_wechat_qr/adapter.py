@@ -8,6 +8,7 @@ other needs subclasses it and overrides only the methods it cares about.
 from __future__ import annotations
 
 import functools
+import logging
 import secrets
 import typing as t
 import weakref
@@ -18,6 +19,8 @@ from flask import current_app, session
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from .errors import AccountDisabled
+
+log = logging.getLogger("flask_wechat_qr")
 
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
@@ -115,8 +118,11 @@ class AccountAdapter(t.Generic[UserT]):
         """The user these credentials prove, or ``None``; used to bind a WeChat account.
 
         Default: the user model's ``username`` column and its ``check_password(password)``
-        method, or a Werkzeug hash in ``password_hash``. Takes the same time whether or
-        not the username exists, so it does not reveal which accounts exist.
+        method, or a Werkzeug hash in ``password_hash``. A user without a password
+        (:meth:`has_password`; e.g. one a WeChat login created) proves nothing, and a
+        ``check_password`` that raises counts as a wrong password (logged), never a 500.
+        Takes the same time whether or not the username exists or has a password, so it
+        does not reveal which accounts exist.
         """
         model = self._require_user_model()
         user = None
@@ -127,21 +133,20 @@ class AccountAdapter(t.Generic[UserT]):
             user = self._require_db().session.execute(
                 sa.select(model).where(model.__table__.c.username == username)
             ).scalar_one_or_none()
-        if user is None:
+        if user is None or not self.has_password(user):
             check_password_hash(_dummy_hash(), password or "")
             return None
-        check = getattr(user, "check_password", None)
-        if callable(check):
-            return user if check(password) else None
-        stored = getattr(user, "password_hash", None)
-        if not stored:
-            check_password_hash(_dummy_hash(), password or "")
-            return None
-        return user if check_password_hash(stored, password or "") else None
+        return user if _password_matches(user, password or "") else None
 
     def has_password(self, user: UserT) -> bool:
-        """Whether the user can log in without WeChat (guards unlinking the last way in)."""
-        return bool(getattr(user, "password_hash", None))
+        """Whether the user can log in without WeChat: guards unlinking the last way in,
+        and only such a user can be proved by :meth:`authenticate`. Default: a non-empty
+        ``password_hash`` (or ``password``) attribute; a model with neither but a
+        ``check_password`` method is asked that (its answer to an empty password aside)."""
+        for name in ("password_hash", "password"):
+            if hasattr(type(user), name):
+                return bool(getattr(user, name, None))  # a write-only property reads as None
+        return callable(getattr(user, "check_password", None))
 
     def current_user(self) -> UserT | None:
         """The logged-in user (Flask-Login), or ``None``."""
@@ -223,6 +228,20 @@ class AccountAdapter(t.Generic[UserT]):
     def _primary_key_value(self, user: UserT) -> object:
         model = self._require_user_model()
         return getattr(user, model.__mapper__.primary_key[0].key)
+
+
+def _password_matches(user: object, password: str) -> bool:
+    """The user's own ``check_password``, else a Werkzeug ``password_hash``. A host method
+    that raises (e.g. on a hash it cannot read) is a wrong password, said in the log."""
+    try:
+        check = getattr(user, "check_password", None)
+        if callable(check):
+            return bool(check(password))
+        return check_password_hash(str(getattr(user, "password_hash", "")), password)
+    except Exception as exc:  # the host's code: any failure means "not proved"
+        log.warning("check_password of %s raised %s; counted as a wrong password",
+                    type(user).__name__, type(exc).__name__)
+        return False
 
 
 _watched_models: weakref.WeakKeyDictionary[type[object], set[int]] = weakref.WeakKeyDictionary()

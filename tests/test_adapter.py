@@ -1,0 +1,137 @@
+"""The default :class:`AccountAdapter` against host user models of real shapes: a user a
+WeChat login created has no password, and a host's ``check_password`` may raise on one."""
+
+from __future__ import annotations
+
+import logging
+import typing as t
+
+import pytest
+from flask import Flask
+from flask_login import LoginManager, UserMixin
+from flask_sqlalchemy import SQLAlchemy
+from support import (
+    APP_ID,
+    APP_SECRET,
+    OPENID_2,
+    UNIONID_2,
+    all_identities,
+    arrive,
+    bind_as,
+    bind_page,
+    logged_in_user_id,
+    login_with_wechat,
+    with_csrf_token_route,
+)
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from flask_wechat_qr import AccountAdapter, WeChatQR
+
+WRONG = "Wrong username or password."
+
+
+def flasky_host(tmp_path: t.Any, **config: t.Any) -> Flask:
+    """A host written the way Flask tutorials write one: ``check_password`` hands the stored
+    hash to Werkzeug, which raises on ``None`` (a user with no password)."""
+    db = SQLAlchemy()
+
+    class User(UserMixin, db.Model):  # type: ignore[name-defined,misc]
+        id = db.Column(db.Integer, primary_key=True)
+        username = db.Column(db.String(80), unique=True, nullable=False)
+        password_hash = db.Column(db.String(255))
+
+        def check_password(self, password: str) -> bool:
+            return check_password_hash(self.password_hash, password)  # type: ignore[arg-type]
+
+    app = Flask("flasky_host", root_path=str(tmp_path))
+    app.config.update(TESTING=True, SECRET_KEY="x" * 32,
+                      SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'flasky.db'}",
+                      WECHAT_QR_APP_ID=APP_ID, WECHAT_QR_APP_SECRET=APP_SECRET,
+                      **{"WECHAT_QR_ASSOCIATION": "ask_binding", **config})
+    db.init_app(app)
+    LoginManager(app).user_loader(lambda user_id: db.session.get(User, int(user_id)))
+    WeChatQR(app, db=db, user_model=User)
+    with app.app_context():
+        db.create_all()
+        db.session.add(User(username="alice", password_hash=generate_password_hash("alice-pw")))
+        db.session.add(User(username="wechat-0a1b2c3d4e"))  # made by a WeChat login
+        db.session.commit()
+    app.db, app.User = db, User  # type: ignore[attr-defined]
+    return with_csrf_token_route(app)
+
+
+def wrong_page(resp: t.Any) -> bool:
+    return resp.status_code == 400 and WRONG in resp.get_data(as_text=True)
+
+
+def test_binding_to_a_user_without_password_is_a_wrong_password_not_a_500(
+        tmp_path: t.Any, wechat_api: t.Any) -> None:
+    app = flasky_host(tmp_path)
+    client = app.test_client()
+    arrive(client, wechat_api)
+    _html, token = bind_page(client)
+    for password in ("", "guess", "alice-pw"):
+        assert wrong_page(bind_as(client, token, "wechat-0a1b2c3d4e", password))
+    assert all_identities(app) == []
+    assert logged_in_user_id(client) is None
+    # The host's own check still works for a user who has a password.
+    resp = bind_as(client, token, "alice", "alice-pw")
+    assert resp.status_code == 302, resp.get_data(as_text=True)
+    assert [i.user_id for i in all_identities(app)] == ["1"]
+
+
+def test_a_raising_check_password_counts_as_wrong_and_is_logged(
+        tmp_path: t.Any, wechat_api: t.Any, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    app = flasky_host(tmp_path)
+
+    def broken(self: t.Any, password: str) -> bool:
+        raise ValueError("unsupported hash type")
+
+    monkeypatch.setattr(app.User, "check_password", broken)  # type: ignore[attr-defined]
+    client = app.test_client()
+    arrive(client, wechat_api, openid=OPENID_2, unionid=UNIONID_2)
+    _html, token = bind_page(client)
+    with caplog.at_level(logging.WARNING, "flask_wechat_qr"):
+        assert wrong_page(bind_as(client, token, "alice", "alice-pw"))
+    assert [r.getMessage() for r in caplog.records] == [
+        "check_password of User raised ValueError; counted as a wrong password"]
+    assert "alice-pw" not in caplog.text
+
+
+def test_a_wechat_created_user_cannot_be_proven_by_any_password(
+        tmp_path: t.Any, wechat_api: t.Any) -> None:
+    """End to end: a first WeChat login makes a user (no password); nobody can then bind
+    another WeChat to it by typing its username."""
+    app = flasky_host(tmp_path, WECHAT_QR_ASSOCIATION="field_matching")
+    first = app.test_client()
+    assert login_with_wechat(first, wechat_api).status_code == 302
+    with app.app_context():
+        user_id = int(all_identities(app)[0].user_id)
+        created = app.db.session.get(app.User, user_id)  # type: ignore[attr-defined]
+        assert created.password_hash is None
+        adapter = AccountAdapter(app.db, app.User)  # type: ignore[attr-defined]
+        for password in ("", "None", "x"):
+            assert adapter.authenticate(created.username, password) is None
+
+
+def _user_with(**attributes: t.Any) -> object:
+    cls = type("HostUser", (), attributes)
+    return cls()
+
+
+@pytest.mark.parametrize(("attributes", "expected"), [
+    ({"password_hash": "pbkdf2:sha256:..."}, True),
+    ({"password_hash": None}, False),
+    ({"password_hash": ""}, False),
+    ({"password": "bcrypt$..."}, True),
+    ({"password": None}, False),
+    # Flask tutorials: a write-only ``password`` property next to the hash column.
+    ({"password": property(lambda self: (_ for _ in ()).throw(AttributeError("write only"))),
+      "password_hash": "pbkdf2:..."}, True),
+    ({"check_password": lambda self, password: False}, True),  # the host's method decides
+    ({}, False),  # no password column at all: WeChat is the only way in
+])
+def test_has_password_reads_the_common_shapes(attributes: dict[str, t.Any],
+                                              expected: bool) -> None:
+    assert AccountAdapter().has_password(_user_with(**attributes)) is expected
