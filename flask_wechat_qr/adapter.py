@@ -21,6 +21,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from .errors import AccountDisabled
 
 log = logging.getLogger("flask_wechat_qr")
+_ABSENT = object()
 
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
@@ -144,8 +145,9 @@ class AccountAdapter(t.Generic[UserT]):
         ``password_hash`` (or ``password``) attribute; a model with neither but a
         ``check_password`` method is asked that (its answer to an empty password aside)."""
         for name in ("password_hash", "password"):
-            if hasattr(type(user), name):
-                return bool(getattr(user, name, None))  # a write-only property reads as None
+            value = getattr(user, name, _ABSENT)  # a write-only property reads as absent
+            if value is not _ABSENT:
+                return bool(value)
         return callable(getattr(user, "check_password", None))
 
     def current_user(self) -> UserT | None:

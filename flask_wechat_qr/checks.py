@@ -19,7 +19,7 @@ from urllib.parse import SplitResult, urlsplit
 from flask import Flask, url_for
 
 from .sandbox.options import SANDBOX_APP_ID, SANDBOX_APP_SECRET
-from .settings import ConnectionSettings, Settings, configured_issuer
+from .settings import WECHAT_APP_ID, ConnectionSettings, Settings, configured_issuer
 from .urls import (
     WECHAT_API_BASE_URL,
     WECHAT_OPEN_BASE_URL,
@@ -41,8 +41,6 @@ _PLACEHOLDER_KEYS = frozenset({
 })
 _PLACEHOLDER_MARKERS = ("changeme", "changethis", "replaceme", "insecure", "placeholder",
                         "yoursecret")
-#: A WeChat Open Platform AppID: ``wx`` and 16 hexadecimal digits.
-_WECHAT_APP_ID = re.compile(r"wx[0-9a-f]{16}")
 SECRET_KEY_FIX = ("set SECRET_KEY from the environment to a long random value, the same on "
                    "every worker, e.g. the output of: python -c \"import secrets; "
                    "print(secrets.token_hex(32))\"")
@@ -264,16 +262,24 @@ def check_sandbox_credentials(deployment: Deployment) -> t.Iterator[Finding]:
 
 
 def check_app_id_shape(deployment: Deployment) -> t.Iterator[Finding]:
-    """An AppID that is not ``wx`` and 16 hexadecimal digits was likely mistyped."""
+    """No credentials: the connection's login is off. An AppID that is not ``wx`` and 16
+    hexadecimal digits (allowed only by ``WECHAT_QR_APP_ID_CHECK=False``) was likely
+    mistyped."""
     if deployment.settings.sandbox:
         return
     for index, conn in enumerate(deployment.settings.connections.values()):
-        if not _uses_sandbox_credentials(conn) and not _WECHAT_APP_ID.fullmatch(conn.app_id):
+        app_id, app_secret = (_setting_key(deployment, index, name)
+                              for name in ("app_id", "app_secret"))
+        if not conn.has_credentials:
+            yield problem(
+                "no AppID and AppSecret: this connection's WeChat login is off (503 page)",
+                f"set {app_id} and {app_secret} from open.weixin.qq.com (管理中心 > 网站应用)",
+                conn.identifier)
+        elif not _uses_sandbox_credentials(conn) and not WECHAT_APP_ID.fullmatch(conn.app_id):
             yield warning(
-                f"the AppID {conn.app_id!r} does not look like a WeChat AppID ('wx' and 16 "
-                "hexadecimal digits)",
-                f"copy {_setting_key(deployment, index, 'app_id')} from open.weixin.qq.com "
-                "(管理中心 > 网站应用)",
+                f"the AppID {conn.app_id[:4]!r}... does not look like a WeChat AppID ('wx' and "
+                "16 hexadecimal digits)",
+                f"copy {app_id} from open.weixin.qq.com (管理中心 > 网站应用)",
                 conn.identifier)
 
 

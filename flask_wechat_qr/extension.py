@@ -88,6 +88,7 @@ class WeChatQR:
         _check_association_support(settings, adapter)
         _check_id_token_secret(app, settings)
         _warn_of_a_sandbox_in_production(app, settings)
+        _warn_of_missing_credentials(app, settings)
         _secure_session_cookie(app)
         runtime = _build_runtime(app, settings, db, adapter, id_tokens)
         unavailable = _unsafe_to_serve(app, settings)
@@ -251,6 +252,21 @@ def _warn_of_a_sandbox_in_production(app: Flask, settings: Settings) -> None:
                     "the simulated WeChat, where anyone can log in as any simulated person. "
                     "For real WeChat set WECHAT_QR_SANDBOX=false and give your website "
                     "application's AppID and AppSecret.")
+
+
+def _warn_of_missing_credentials(app: Flask, settings: Settings) -> None:
+    """A site deploys its code before it has WeChat credentials: it starts (every ``flask``
+    command works), and the connections without them answer a 503 page until they come."""
+    missing = [conn for conn in settings.connections.values() if not conn.has_credentials]
+    if not missing:
+        return
+    flat = app.config.get("WECHAT_QR_CONNECTIONS") is None
+    log.warning(
+        "WeChat login is OFF for %s: no AppID and AppSecret. Fix: %s (from open.weixin.qq.com, "
+        "管理中心 > 网站应用), or set WECHAT_QR_SANDBOX=true to try the simulated WeChat.",
+        ", ".join(repr(conn.identifier) for conn in missing),
+        "set WECHAT_QR_APP_ID and WECHAT_QR_APP_SECRET" if flat else
+        "give each of them app_id and app_secret in WECHAT_QR_CONNECTIONS")
 
 
 def _check_id_token_secret(app: Flask, settings: Settings) -> None:

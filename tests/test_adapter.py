@@ -23,6 +23,7 @@ from support import (
     login_with_wechat,
     with_csrf_token_route,
 )
+from werkzeug.local import LocalProxy
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from flask_wechat_qr import AccountAdapter, WeChatQR
@@ -134,4 +135,7 @@ def _user_with(**attributes: t.Any) -> object:
 ])
 def test_has_password_reads_the_common_shapes(attributes: dict[str, t.Any],
                                               expected: bool) -> None:
-    assert AccountAdapter().has_password(_user_with(**attributes)) is expected
+    user = _user_with(**attributes)
+    assert AccountAdapter().has_password(user) is expected
+    # Flask-Login's current_user is a proxy of the user: the same answer through it.
+    assert AccountAdapter().has_password(LocalProxy(lambda: user)) is expected

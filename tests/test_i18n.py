@@ -241,7 +241,7 @@ def test_default_locale_without_a_header_and_outside_requests(make_app: t.Any) -
     assert i18n.get_locale() == "en"  # no app at all
 
 
-CREDENTIALS = {"WECHAT_QR_APP_ID": "wx1", "WECHAT_QR_APP_SECRET": "s"}
+CREDENTIALS = {"WECHAT_QR_APP_ID": "wx1111111111111111", "WECHAT_QR_APP_SECRET": "s"}
 
 
 @pytest.mark.parametrize("value, expected", [(None, "en"), ("", "en"), ("en", "en"),
