@@ -143,8 +143,8 @@ def _app_id_is_wechat_shaped(values: dict[str, t.Any], where: str | None) -> Non
             "hexadecimal digits)",
             "Copy the AppID of your website application (网站应用) from open.weixin.qq.com, "
             "管理中心 > 网站应用 (not the AppSecret, nor an Official Account's or a mini "
-            "program's). For a WeChat-compatible service with other AppIDs set "
-            "WECHAT_QR_APP_ID_CHECK=False.",
+            "program's). For a WeChat-compatible service with other AppIDs set its base URLs "
+            "or WECHAT_QR_APP_ID_CHECK=False.",
         )
 
 
@@ -469,8 +469,8 @@ class Settings:
     app_id_check: bool = setting(
         True, boolean,
         doc="Refuse at start-up an AppID that is not ``wx`` and 16 hexadecimal digits (a typo "
-            "would fail only at WeChat). Off in sandbox mode; turn it off only for a "
-            "WeChat-compatible service whose AppIDs look otherwise.")
+            "would fail only at WeChat). Only applies while logins go to WeChat itself (not "
+            "the sandbox, nor other base URLs).")
     sandbox: bool = setting(
         False, boolean, topic="sandbox",
         doc="Mount the simulated WeChat in this app and send logins there (development and "
@@ -618,10 +618,15 @@ def load_settings(config: t.Mapping[str, t.Any]) -> Settings:
     """
     rows = {row.attribute: row for row in APP_SETTINGS}
     sandbox = rows["sandbox"].read(config.get(rows["sandbox"].key))
+    # AppIDs are WeChat's only where logins go to WeChat: not the sandbox, in this app or
+    # on its own port, nor another WeChat-compatible service.
+    real_wechat = not sandbox and all(
+        rows[name].read(config.get(rows[name].key)) == rows[name].default
+        for name in ("open_base_url", "api_base_url"))
     app_id_check = rows["app_id_check"].read(config.get(rows["app_id_check"].key))
     entries = rows["connections"].read(config.get(rows["connections"].key))
     values: dict[str, t.Any] = {"connections": _load_connections(
-        entries, config, sandbox, check_app_id=app_id_check and not sandbox)}
+        entries, config, sandbox, check_app_id=app_id_check and real_wechat)}
     values.update((name, row.read(config.get(row.key))) for name, row in rows.items()
                   if name not in values)
     for rule in APP_RULES:

@@ -310,6 +310,13 @@ def test_the_app_id_check_can_be_turned_off_and_is_off_in_the_sandbox() -> None:
                 ).connections["wechat"].app_id == "my-app"
     sandbox = load(WECHAT_QR_APP_ID="my-sandbox-app", WECHAT_QR_SANDBOX=True)
     assert sandbox.connections["wechat"].app_id == "my-sandbox-app"
+    # The standalone sandbox (or another WeChat-compatible service) at other base URLs.
+    standalone = load(WECHAT_QR_APP_ID=SANDBOX_APP_ID,
+                      WECHAT_QR_OPEN_BASE_URL="http://127.0.0.1:5001",
+                      WECHAT_QR_API_BASE_URL="http://127.0.0.1:5001")
+    assert standalone.connections["wechat"].app_id == SANDBOX_APP_ID
+    refused({**BASE, "WECHAT_QR_APP_ID": "my-app", "WECHAT_QR_OPEN_BASE_URL":
+             "https://open.weixin.qq.com"}, "WECHAT_QR_APP_ID")  # the default, spelled out
 
 
 def test_invalid_config_stops_init_app(make_app: t.Callable[..., Flask]) -> None:
