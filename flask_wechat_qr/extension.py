@@ -19,6 +19,7 @@ from .csrf import csrf_token
 from .errors import ConfigurationError
 from .flow import LoginFlow
 from .id_token import IdTokenSigner
+from .layout import page_layout
 from .login_state import LoginStates, LoginStateStore
 from .models import models_for
 from .redact import redact_http_debug_logs
@@ -102,6 +103,7 @@ class WeChatQR:
         app.context_processor(_template_context)
         app.add_template_global(csrf_token, "wechat_qr_csrf_token")
         app.add_template_global(_connection_named, "wechat_qr_connection")
+        app.add_template_global(page_layout, "wechat_qr_layout")
         app.cli.add_command(cli)
 
     def _db_for(self, app: Flask) -> SQLAlchemy:

@@ -126,21 +126,24 @@ def login(connection: str) -> BaseResponse:
 
 
 @blueprint.route("/<connection>/qr")
-def qr(connection: str) -> str:
+def qr(connection: str) -> Response:
     """A page of this site with WeChat's QR code embedded (as ``wxLogin.js`` does it)."""
     started = _begin(connection)
     client = started.client
     # url_for's values are typed Any: a str dict would be checked against _external.
     login_params: dict[str, t.Any] = {"next": started.login.next_url, **started.login.business}
-    return render_template(
+    # Reload for a fresh state a little before this one expires: a header, which no
+    # layout of the host's can drop as it could drop a <meta> in a block.
+    refresh_after = max(30, current_runtime().settings.state_ttl - 30)
+    page = render_template(
         "wechat_qr/qr.html",
         connection=client.connection,
         iframe_url=client.qr_iframe_url(started.redirect_uri, started.state,
                                         lang=qr_page_lang()),
         login_url=url_for("wechat_qr.login", connection=connection, **login_params),
-        # Reload for a fresh state a little before this one expires.
-        refresh_after=max(30, current_runtime().settings.state_ttl - 30),
+        refresh_after=refresh_after,
     )
+    return Response(page, headers={"Refresh": str(refresh_after)})
 
 
 @blueprint.route("/<connection>/link")
