@@ -20,8 +20,13 @@ from flask import Flask
 
 from flask_wechat_qr.sandbox import sandbox_tables
 
-from . import business, csrf, i18n, views
-from . import wechat_feedback  # noqa: F401  (connects a message to each WeChat action)
+from . import (
+    business,
+    csrf,
+    i18n,
+    views,
+    wechat_feedback,  # noqa: F401  (connects a message to each WeChat action)
+)
 from .config import (
     DEFAULTS,
     OPTIONAL_WECHAT_VARIABLES,

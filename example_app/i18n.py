@@ -100,9 +100,9 @@ def _template_ngettext(singular: str, plural: str, num: int) -> str:
 
 
 def init_app(app: Flask) -> None:
-    """``_``, ``gettext``, ``ngettext`` and ``{% trans %}`` in the site's templates, and
-    ``site_lang()`` for the layout's ``<html lang>``, ``connection_name(conn)``. The extension's templates use their
-    own ``wechat_qr_gettext``, so this does not touch them."""
+    """``_``, ``gettext``, ``ngettext`` and ``{% trans %}`` in the site's templates, with
+    ``site_lang()`` (the layout's ``<html lang>``) and ``connection_name(conn)``. The
+    extension's templates use their own ``wechat_qr_gettext``: this does not touch them."""
     app.jinja_env.add_extension("jinja2.ext.i18n")
     app.jinja_env.install_gettext_callables(  # type: ignore[attr-defined]
         _template_gettext, _template_ngettext, newstyle=True)

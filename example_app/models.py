@@ -13,7 +13,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from flask_wechat_qr import AccountAdapter, WeChatQR
 
-from .i18n import gettext, gettext_noop, get_locale
+from .i18n import get_locale, gettext, gettext_noop
 
 db = SQLAlchemy()
 login_manager = LoginManager()
