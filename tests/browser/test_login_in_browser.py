@@ -39,7 +39,7 @@ def register(page: t.Any, site: LiveServer, username: str, password: str) -> Non
     page.goto(site.url + "/register")
     page.fill("#username", username)
     page.fill("#password", password)
-    page.locator("button[type=submit]", has_text="Register").click()
+    page.locator("main form button.primary").click()  # "注册": the browser asks for Chinese
     page.wait_for_url(site.url + "/")
 
 
