@@ -2,7 +2,8 @@
 
 Run it with ``flask --app example_app run`` or ``gunicorn 'example_app:create_app()'``.
 Configuration comes from environment variables named like the config keys (see
-:mod:`example_app.config`).
+:mod:`example_app.config`). Every page is in English and Simplified Chinese, by the browser's
+language (see :mod:`example_app.i18n`).
 
 At startup it brings the extension's tables up to date with the extension's own migrations
 (what ``flask --app example_app wechat-qr db upgrade`` does) and creates its own ``user`` table
@@ -19,7 +20,13 @@ from flask import Flask
 
 from flask_wechat_qr.sandbox import sandbox_tables
 
-from . import business, csrf, views
+from . import (
+    business,
+    csrf,
+    i18n,
+    views,
+    wechat_feedback,  # noqa: F401  (connects a message to each WeChat action)
+)
 from .config import (
     DEFAULTS,
     OPTIONAL_WECHAT_VARIABLES,
@@ -53,6 +60,7 @@ def create_app(test_config: dict[str, t.Any] | None = None) -> Flask:
 
     db.init_app(app)
     login_manager.init_app(app)
+    i18n.init_app(app)
 
     setup = wechat_config_state(app.config)
     app.extensions["example_app"] = {"wechat_setup": setup}

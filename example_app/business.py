@@ -21,6 +21,7 @@ from joserfc.jwt import JWTClaimsRegistry
 
 from flask_wechat_qr import id_token_issuer
 
+from .i18n import gettext as _
 from .models import wechat
 
 if t.TYPE_CHECKING:
@@ -67,7 +68,8 @@ def wechat_done() -> ResponseReturnValue:
         pending = {}
     state = request.form.get("state", "")
     if not pending or not hmac.compare_digest(pending.get("state", ""), state):
-        abort(400, description="This login was not started here (state does not match).")
+        abort(400, description=_("This login was not started here (its state does not "
+                                 "match)."))
     connection = _connection()
     if connection is None:
         abort(404)
@@ -92,7 +94,8 @@ def wechat_done() -> ResponseReturnValue:
             exp={"essential": True},  # a token without an expiry is never accepted
         ).validate(token.claims)
     except (JoseError, ValueError) as exc:
-        abort(400, description=f"The ID token did not verify ({type(exc).__name__}).")
+        abort(400, description=_("The ID token did not verify (%(reason)s).",
+                                 reason=type(exc).__name__))
     response = make_response(render_template("business.html", connection=connection,
                                              login_url=None, claims=token.claims))
     response.delete_cookie(PENDING_COOKIE, path=bp.url_prefix)  # one login, used once

@@ -12,6 +12,8 @@ from flask import abort, request
 
 from flask_wechat_qr import LoginError, check_csrf, csrf_token
 
+from .i18n import gettext as _
+
 __all__ = ["csrf_token", "protect"]
 
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -26,5 +28,5 @@ def protect() -> None:
     try:
         check_csrf(request.form.get(FIELD))
     except LoginError:
-        abort(400, description="The form expired or did not come from this site. "
-                               "Reload the page and try again.")
+        abort(400, description=_("The form expired or did not come from this site. "
+                                 "Reload the page and try again."))

@@ -13,10 +13,14 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from flask_wechat_qr import AccountAdapter, WeChatQR
 
+from .i18n import get_locale, gettext, gettext_noop
+
 db = SQLAlchemy()
 login_manager = LoginManager()
 login_manager.login_view = "site.login"
-login_manager.login_message = "Log in to see this page."
+#: Flashed in the visitor's language: Flask-Login passes it through ``localize_callback``.
+login_manager.login_message = gettext_noop("Log in to see this page.")
+login_manager.localize_callback = gettext
 
 
 def utcnow() -> datetime:
@@ -42,7 +46,7 @@ class User(UserMixin, db.Model):  # type: ignore[name-defined,misc]
     @property
     def display_name(self) -> str:
         """What the site calls the user: the WeChat nickname if any, else the username."""
-        return self.nickname or self.username or f"User {self.id}"
+        return self.nickname or self.username or gettext("User %(id)s", id=self.id)
 
     def __repr__(self) -> str:
         return f"<User {self.id} {self.username!r}>"
@@ -70,8 +74,16 @@ def load_user(user_id: str) -> t.Any:
         return None
 
 
+class SiteAccounts(AccountAdapter):
+    """The default adapter, told the site's language: the extension's pages then speak
+    the language of the site's own pages around them, whatever the browser sent."""
+
+    def select_locale(self) -> str | None:
+        return get_locale()
+
+
 #: How the site finds, checks and logs in its users: used by its own login form and by the
 #: WeChat login alike (timing-safe password check, a fresh session at every login).
-accounts = AccountAdapter(db, User)
+accounts = SiteAccounts(db, User)
 #: Holds only options; each app's runtime lives in ``app.extensions["wechat_qr"]``.
 wechat = WeChatQR(db=db, adapter=accounts)

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 import sqlalchemy as sa
 from flask import (
     Blueprint,
+    abort,
     current_app,
     flash,
     jsonify,
@@ -22,11 +23,14 @@ from flask import (
 )
 from flask_login import current_user, login_required, logout_user
 from sqlalchemy.exc import IntegrityError
+from werkzeug.exceptions import HTTPException
 from werkzeug.security import generate_password_hash
 
 from flask_wechat_qr import LoginError, safe_next
 
 from . import csrf
+from .i18n import gettext as _
+from .i18n import gettext_noop
 from .models import LoginFailure, User, accounts, db, wechat
 
 if t.TYPE_CHECKING:
@@ -108,15 +112,15 @@ def register() -> ResponseReturnValue:
         username = request.form.get("username", "").strip()
         password = request.form.get("password", "")
         if not USERNAME.fullmatch(username):
-            errors.append("A username has 3 to 40 letters, digits, '.', '_' or '-'.")
+            errors.append(_("A username has 3 to 40 letters, digits, '.', '_' or '-'."))
         if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
-            errors.append(f"A password has at least {MIN_PASSWORD} characters.")
+            errors.append(_("A password has at least %(num)d characters.", num=MIN_PASSWORD))
         if not errors:
             taken = db.session.execute(
                 sa.select(User.id).where(sa.func.lower(User.username) == username.lower())
             ).first()
             if taken:
-                errors.append("That username is taken. Choose another one.")
+                errors.append(_("That username is taken. Choose another one."))
         if not errors:
             user = User(username=username, password_hash=generate_password_hash(password))
             db.session.add(user)
@@ -124,10 +128,10 @@ def register() -> ResponseReturnValue:
                 db.session.commit()
             except IntegrityError:
                 db.session.rollback()
-                errors.append("That username is taken. Choose another one.")
+                errors.append(_("That username is taken. Choose another one."))
             else:
                 _log_in(user)
-                flash(f"Welcome, {user.display_name}! Your account is ready.")
+                flash(_("Welcome, %(name)s! Your account is ready.", name=user.display_name))
                 return redirect(next_url or url_for(".index"))
     return render_template("register.html", errors=errors, username=username,
                            next_url=next_url), 400 if errors else 200
@@ -145,11 +149,11 @@ def login() -> ResponseReturnValue:
         if blocked:
             _forget_failure(failure_id)
             return render_template("login.html", username=username, next_url=next_url,
-                                   error="Too many wrong passwords. Wait 15 minutes and try "
-                                         "again."), 429
+                                   error=_("Too many wrong passwords. Wait 15 minutes and "
+                                           "try again.")), 429
         # Constant work whether or not the user exists: timing does not reveal usernames.
         user = accounts.authenticate(username, password)
-        error = "Wrong username or password."
+        error = _("Wrong username or password.")
         if user is not None:
             _forget_failure(failure_id)
             try:
@@ -157,7 +161,7 @@ def login() -> ResponseReturnValue:
             except LoginError as refused:  # e.g. a disabled account (is_active false)
                 error = str(refused.message)
             else:
-                flash(f"Logged in as {user.display_name}.")
+                flash(_("Logged in as %(name)s.", name=user.display_name))
                 return redirect(next_url or url_for(".index"))
     return render_template("login.html", error=error, username=username,
                            next_url=next_url), 400 if error else 200
@@ -173,7 +177,7 @@ def logout() -> ResponseReturnValue:
         return render_template("logout.html")
     logout_user()
     session.clear()
-    flash("You are logged out.")
+    flash(_("You are logged out."))
     return redirect(url_for(".index"))
 
 
@@ -183,11 +187,24 @@ def account() -> ResponseReturnValue:
     return render_template("account.html", identities=wechat.identities_of(current_user))
 
 
+@bp.get("/account/unlink/<connection>")
+@login_required
+def confirm_unlink(connection: str) -> ResponseReturnValue:
+    """Ask before unlinking: this page's form posts to the extension's unlink route (with
+    the CSRF token), so a click on the account page never unlinks by itself."""
+    identity = next((i for i in wechat.identities_of(current_user)
+                     if i.connection == connection), None)
+    if identity is None:
+        abort(404, description=_("No WeChat account of this kind is linked to your account."))
+    return render_template("unlink.html", identity=identity,
+                           connection=wechat.connections[connection])
+
+
 @bp.get("/api/me")
 def api_me() -> ResponseReturnValue:
     """The logged-in user as JSON; 401 JSON for anyone else (never a redirect)."""
     if not current_user.is_authenticated:
-        response = jsonify(error="unauthorized", message="Log in first.")
+        response = jsonify(error="unauthorized", message=_("Log in first."))
         response.status_code = 401
     else:
         user = current_user
@@ -202,3 +219,34 @@ def api_me() -> ResponseReturnValue:
         })
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+#: The error page's title and text by status; the text unless the error carries its own.
+ERROR_TEXTS: dict[int, tuple[str, str]] = {
+    400: (gettext_noop("Bad request"),
+          gettext_noop("The site could not use this request. Go back and try again.")),
+    401: (gettext_noop("Log in first"), gettext_noop("Log in to see this page.")),
+    403: (gettext_noop("Not allowed"), gettext_noop("You are not allowed to see this page.")),
+    404: (gettext_noop("Page not found"),
+          gettext_noop("There is no page at this address. Check it, or start again from "
+                       "the home page.")),
+    405: (gettext_noop("Not allowed"),
+          gettext_noop("This address does not take this kind of request.")),
+    429: (gettext_noop("Too many requests"), gettext_noop("Wait a moment and try again.")),
+}
+OTHER_ERROR = (gettext_noop("Something went wrong"),
+               gettext_noop("The site could not answer this request. Try again in a moment."))
+
+
+@bp.app_errorhandler(HTTPException)
+def error_page(error: HTTPException) -> ResponseReturnValue:
+    """The site's pages in words and in the visitor's language, never Werkzeug's English
+    default. The extension's and the sandbox's routes answer with their own pages."""
+    if (request.blueprint or "").startswith("wechat_qr"):
+        return error
+    code = error.code or 500
+    title, text = ERROR_TEXTS.get(code, OTHER_ERROR)
+    # Our own aborts carry a message already in the visitor's language.
+    own = error.description if error.description != type(error).description else None
+    return render_template("error.html", code=code, title=_(title),
+                           message=own or _(text)), code

@@ -78,18 +78,18 @@ def assert_english(page: str, *texts: str) -> None:
 
 def test_qr_page_in_both_languages(app: Flask) -> None:
     zh = page_of(browser(app, ZH).get("/auth/wechat/qr"))
-    assert_chinese(zh, "<h1>微信</h1>", "请使用手机微信扫描二维码", "二维码无法显示？",
+    assert_chinese(zh, "<h1>使用微信登录</h1>", "请使用手机微信扫描二维码", "二维码无法显示？",
                    "打开微信登录页面", 'title="微信二维码"')
     assert "Scan the QR code" not in zh
     en = page_of(browser(app, EN).get("/auth/wechat/qr"))
-    assert_english(en, "<h1>WeChat</h1>", "Scan the QR code with WeChat on your phone",
+    assert_english(en, "<h1>Log in with WeChat</h1>", "Scan the QR code with WeChat on your phone",
                    "QR code not showing?")
 
 
 def test_a_configured_display_name_is_shown_as_configured(make_app: t.Any) -> None:
     app = make_app(WECHAT_QR_DISPLAY_NAME="Corporate WeChat")
     zh = page_of(browser(app, ZH).get("/auth/wechat/qr"))
-    assert "<h1>Corporate WeChat</h1>" in zh and "请使用手机微信扫描二维码" in zh
+    assert "<h1>使用Corporate WeChat登录</h1>" in zh and "请使用手机微信扫描二维码" in zh
 
 
 @pytest.mark.parametrize("path, status, zh_text, en_text", [

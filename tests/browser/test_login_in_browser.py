@@ -39,7 +39,7 @@ def register(page: t.Any, site: LiveServer, username: str, password: str) -> Non
     page.goto(site.url + "/register")
     page.fill("#username", username)
     page.fill("#password", password)
-    page.locator("button[type=submit]", has_text="Register").click()
+    page.locator("main form button.primary").click()  # "注册": the browser asks for Chinese
     page.wait_for_url(site.url + "/")
 
 
@@ -140,7 +140,17 @@ def test_link_and_unlink_from_the_account_page(page: t.Any, site: LiveServer) ->
     assert "José Martín" in page.locator("tr.identity").inner_text()
     assert page.request.get(site.url + "/api/me").json()["username"] == "bob"
 
+    assert "微信账号“José Martín”已绑定到你的账号" in page.locator(".flash").inner_text()
+
+    # Unlinking asks first: "keep it linked" changes nothing.
+    page.locator("a.unlink-wechat").click()
+    page.wait_for_url(site.url + "/account/unlink/wechat")
+    page.locator("a.button", has_text="保持绑定").click()
+    page.wait_for_url(site.url + "/account")
+    assert page.locator("tr.identity").count() == 1
+    page.locator("a.unlink-wechat").click()
     page.locator("form.unlink-form button").click()
     page.wait_for_url(site.url + "/account")
+    assert "已与你的账号解绑" in page.locator(".flash").inner_text()
     assert page.locator("tr.identity").count() == 0
     assert page.request.get(site.url + "/api/me").json()["identities"] == []

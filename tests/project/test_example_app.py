@@ -18,15 +18,23 @@ from support import (
     CSRF,
     NICKNAME,
     OPENID,
+    OPENID_2,
     UNIONID,
+    UNIONID_2,
     Database,
     answer,
     app_settings,
+    bind_as,
+    bind_page,
+    find_tags,
     finish_login,
     gunicorn,
+    login_with_wechat,
     open_qr_page,
     poll,
+    scan,
     scan_and_allow,
+    start_link,
     start_login,
 )
 from werkzeug.security import check_password_hash
@@ -740,3 +748,279 @@ def test_business_demo_is_told_of_a_cancelled_login(make_site: t.Callable[..., F
     done = browser.post("/business/wechat-done", data=fields)
     assert done.status_code == 200
     assert "did not complete" in done.get_data(as_text=True)
+
+
+# --- two languages ------------------------------------------------------------------------
+
+ZH = "zh-CN,zh;q=0.9,en;q=0.8"
+CJK = re.compile(r"[\u4e00-\u9fff]")
+#: English a Chinese page may show: names, protocol words, and code (env variables, paths).
+ALLOWED_ON_ZH = re.compile(
+    r"\b(?:UTC|ID|JSON|openid|unionid|state|nonce|http|localhost)\b"
+    r"|\b[A-Z][A-Z0-9_]{2,}\b|/[\w./-]*|\bflask\b|\bpython3?\b"
+)
+
+
+def browser_in(app: Flask, accept_language: str | None = ZH) -> t.Any:
+    """A test client whose every request sends this ``Accept-Language``."""
+    client = app.test_client()
+    if accept_language is not None:
+        client.environ_base["HTTP_ACCEPT_LANGUAGE"] = accept_language
+    return client
+
+
+def shown_text(html: str) -> str:
+    """What a page shows, roughly: no markup, style, script or code (commands, names)."""
+    html = re.sub(r"<(style|script|pre|code)\b.*?</\1>", " ", html, flags=re.S)
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
+
+
+def untranslated(html: str, *user_data: str) -> list[str]:
+    """English words left on a Chinese page, besides user data and the allowed names."""
+    text = shown_text(html)
+    for value in user_data:
+        text = text.replace(value, " ")
+    return re.findall(r"[A-Za-z]{3,}(?:\s+[A-Za-z]{2,})*", ALLOWED_ON_ZH.sub(" ", text))
+
+
+def flashes(resp: t.Any) -> list[str]:
+    return re.findall(r'<div class="flash" role="status">(.*?)</div>',
+                      resp.get_data(as_text=True), flags=re.S)
+
+
+def html_lang(resp: t.Any) -> str:
+    match = re.search(r'<html lang="([^"]+)">', resp.get_data(as_text=True))
+    assert match
+    return match.group(1)
+
+
+def test_the_site_catalog_is_complete_and_compiled() -> None:
+    """Every message of the site (Python and templates) has a Chinese translation that
+    keeps its placeholders, none is stale, and the shipped ``.mo`` is the ``.po`` compiled."""
+    import configparser
+    import io
+
+    from babel.messages.extract import DEFAULT_KEYWORDS, extract_from_dir
+    from babel.messages.frontend import parse_keywords, parse_mapping_cfg
+    from babel.messages.mofile import read_mo, write_mo
+    from babel.messages.pofile import read_po
+    from support import ROOT
+
+    cfg = ROOT / "example_app" / "babel.cfg"
+    with open(cfg, encoding="utf-8") as config:
+        method_map, options_map = parse_mapping_cfg(config)
+    sections = configparser.RawConfigParser()
+    sections.read(cfg, encoding="utf-8")
+    keywords = dict(DEFAULT_KEYWORDS)
+    for section in sections.sections():
+        keywords.update(parse_keywords(sections.get(section, "keywords", fallback="").split()))
+    found = {message: f"{name}:{line}" for name, line, message, _c, _x in extract_from_dir(
+        ROOT, method_map, options_map, keywords=keywords)}
+    assert len(found) > 60
+
+    po = ROOT / "example_app/translations/zh_CN/LC_MESSAGES/example_app.po"
+    with open(po, "rb") as handle:
+        catalog = read_po(handle, locale="zh_CN", domain="example_app")
+    problems = [f"{message!r} ({where})" for message, where in found.items()
+                if not (catalog.get(message) and catalog.get(message).string
+                        and not catalog.get(message).fuzzy)]
+    assert problems == []
+    assert [m.id for m in catalog if m.id and m.id not in found] == [], "run pybabel update"
+    assert [(m.id, [str(e) for e in errors]) for m, errors in catalog.check()] == []
+    assert all(CJK.search(m.string) for m in catalog if m.id)
+
+    compiled = io.BytesIO()
+    write_mo(compiled, catalog)
+    compiled.seek(0)
+    with open(po.with_suffix(".mo"), "rb") as handle:
+        shipped = read_mo(handle)
+    assert {m.id: m.string for m in shipped if m.id} == {
+        m.id: m.string for m in read_mo(compiled) if m.id}, "run pybabel compile"
+
+
+def test_every_template_word_goes_through_the_catalog() -> None:
+    """What a template of the site shows outside ``_()`` and ``{% trans %}`` is code or a
+    name, never English prose (the catalog test above then sees every text)."""
+    from support import ROOT
+
+    templates = sorted((ROOT / "example_app/templates").rglob("*.html"))
+    assert len(templates) >= 10
+    for path in templates:
+        text = path.read_text(encoding="utf-8")
+        text = re.sub(r"\{#.*?#\}|\{% trans.*?endtrans %\}", "", text, flags=re.S)
+        text = re.sub(r"\{%.*?%\}|\{\{.*?\}\}", "", text, flags=re.S)
+        assert untranslated(text) == [], path.name
+
+
+def _user_with_wechat(site: Flask, wechat_api: t.Any) -> t.Any:
+    """A client logged in as alice (local account) with WeChat linked, in Chinese."""
+    client = browser_in(site)
+    register(client)
+    state = start_link(client)
+    scan(wechat_api, client, state)
+    return client
+
+
+@pytest.mark.parametrize("path", ["/", "/account", "/account/unlink/wechat", "/logout",
+                                  "/business/", "/auth/wechat/qr", "/no-such-page"])
+def test_pages_of_a_logged_in_user_in_chinese(wechat_site: Flask, wechat_api: t.Any,
+                                              path: str) -> None:
+    client = _user_with_wechat(wechat_site, wechat_api)
+    resp = client.get(path)
+    assert resp.status_code == (404 if path == "/no-such-page" else 200)
+    assert html_lang(resp) == "zh-CN"
+    assert untranslated(resp.get_data(as_text=True), "alice", NICKNAME) == []
+    english = browser_in(wechat_site, None)
+    register(english, "bob", "bob's password")
+    shown = shown_text(english.get(path).get_data(as_text=True))
+    assert not CJK.search(shown.replace(NICKNAME, "")), CJK.findall(shown)
+
+
+@pytest.mark.parametrize("path", ["/", "/login", "/register", "/business/", "/no-such-page"])
+@pytest.mark.parametrize("setup", ["wechat", "off"])
+def test_pages_of_a_visitor_in_chinese(make_site: t.Callable[..., Flask], path: str,
+                                       setup: str) -> None:
+    site = (make_site(WECHAT_QR_APP_ID=APP_ID, WECHAT_QR_APP_SECRET=APP_SECRET)
+            if setup == "wechat" else make_site(WECHAT_QR_SANDBOX=False))
+    resp = browser_in(site).get(path)
+    if setup == "off" and path == "/business/":
+        assert resp.status_code == 404  # the demo lives only with WeChat on
+    assert html_lang(resp) == "zh-CN"
+    assert CJK.search(shown_text(resp.get_data(as_text=True)))
+    assert untranslated(resp.get_data(as_text=True)) == []
+    english = browser_in(site, "en-US,en;q=0.9").get(path)
+    assert html_lang(english) == "en"
+    # The home page names WeChat's console in Chinese, as WeChat shows it; nothing else.
+    shown = shown_text(english.get_data(as_text=True))
+    assert CJK.findall(shown) == [] or path == "/" and setup == "off"
+
+
+def test_form_errors_and_messages_in_chinese(site: Flask) -> None:
+    register(site.test_client())
+    client = browser_in(site)
+    resp = login(client, "alice", "wrong password")
+    assert resp.status_code == 400
+    assert "用户名或密码错误。" in resp.get_data(as_text=True)
+    resp = register(client, "al", "short")
+    assert "用户名为 3 到 40 个字母" in resp.get_data(as_text=True)
+    assert "密码至少 8 个字符。" in resp.get_data(as_text=True)
+    assert untranslated(resp.get_data(as_text=True), "al") == []
+
+    assert flashes(client.get(login(client).headers["Location"])) == ["已登录：alice。"]
+    assert flashes(client.get(logout(client).headers["Location"])) == ["你已退出登录。"]
+    assert client.get("/account").headers["Location"] == "/login?next=%2Faccount"
+    assert flashes(client.get("/login?next=%2Faccount")) == ["请先登录再查看此页面。"]
+    refused = client.post("/login", data={"username": "alice", "password": "x"})
+    assert refused.status_code == 400
+    assert "表单已过期，或并非来自本站。" in refused.get_data(as_text=True)
+    assert untranslated(refused.get_data(as_text=True)) == []
+    assert client.get("/api/me").json["message"] == "请先登录。"
+
+
+def test_site_and_extension_agree_on_the_language(make_site: t.Callable[..., Flask]) -> None:
+    """The extension's page and the site's layout around it speak one language: the one
+    the site chose, told to the extension through the adapter's ``select_locale``."""
+    site = make_site(WECHAT_QR_APP_ID=APP_ID, WECHAT_QR_APP_SECRET=APP_SECRET)
+    for accept_language, lang, brand in [("fr-FR, zh-TW;q=0.8, en;q=0.5", "zh-CN", "示例网站"),
+                                         ("de, en-GB;q=0.9, zh;q=0.8", "en", "Example site"),
+                                         ("de", "en", "Example site")]:
+        resp = browser_in(site, accept_language).get("/auth/wechat/qr")
+        assert html_lang(resp) == lang
+        html = resp.get_data(as_text=True)
+        assert f'class="brand" href="/">{brand}</a>' in html
+        assert ("使用微信登录" in html) == (lang == "zh-CN")
+    chinese_default = make_site(WECHAT_QR_APP_ID=APP_ID, WECHAT_QR_APP_SECRET=APP_SECRET,
+                                WECHAT_QR_DEFAULT_LOCALE="zh_CN")
+    resp = browser_in(chinese_default, None).get("/auth/wechat/qr")
+    assert html_lang(resp) == "zh-CN" and "示例网站" in resp.get_data(as_text=True)
+
+
+# --- a message after each WeChat action; unlink asks first ----------------------------------
+
+
+def test_a_message_after_wechat_login_link_and_unlink(wechat_site: Flask,
+                                                      wechat_api: t.Any) -> None:
+    client = browser_in(wechat_site, None)
+    resp = login_with_wechat(client, wechat_api, next="/account")
+    assert flashes(client.get(resp.headers["Location"])) == [
+        f"Welcome, {NICKNAME}! Your account was created with WeChat."]
+    logout(client)
+    resp = login_with_wechat(client, wechat_api)
+    assert flashes(client.get(resp.headers["Location"])) == [
+        f"Logged in with WeChat as {NICKNAME}."]
+
+    chinese = browser_in(wechat_site)
+    register(chinese, "carol", "carol's password")
+    chinese.get("/")  # the welcome message
+    resp = scan(wechat_api, chinese, start_link(chinese, next="/account"),
+                openid=OPENID_2, unionid=UNIONID_2, nickname="Carol")
+    assert resp.headers["Location"] == "/account"
+    page = chinese.get("/account")
+    assert flashes(page) == ["微信账号“Carol”已绑定到你的账号，以后可以用它登录。"]
+    assert 'href="/account/unlink/wechat"' in page.get_data(as_text=True)
+
+    confirm = chinese.get("/account/unlink/wechat").get_data(as_text=True)
+    token = CSRF.search(confirm).group(1)
+    resp = chinese.post("/auth/wechat/unlink", data={"csrf_token": token, "next": "/account"})
+    assert resp.headers["Location"] == "/account"
+    page = chinese.get("/account")
+    assert flashes(page) == ["微信账号“Carol”已与你的账号解绑。"]
+    assert 'class="identity"' not in page.get_data(as_text=True)
+
+
+def test_a_message_after_binding_an_existing_account(make_site: t.Callable[..., Flask],
+                                                     wechat_api: t.Any) -> None:
+    site = make_site(WECHAT_QR_APP_ID=APP_ID, WECHAT_QR_APP_SECRET=APP_SECRET,
+                     WECHAT_QR_ASSOCIATION="ask_binding")
+    register(site.test_client())
+    client = browser_in(site)
+    resp = login_with_wechat(client, wechat_api)
+    assert resp.headers["Location"] == "/auth/bind"
+    _html, token = bind_page(client)
+    resp = bind_as(client, token, "alice", "correct horse")
+    assert resp.status_code == 302
+    assert flashes(client.get(resp.headers["Location"])) == [
+        f"微信账号“{NICKNAME}”已绑定到你的账号。已登录：alice。"]
+    # One message per action: nothing is left for the next page.
+    assert flashes(client.get("/")) == []
+
+
+def test_unlink_asks_first(wechat_site: Flask, wechat_api: t.Any) -> None:
+    """The account page only links to a confirmation page; that page's form is the one
+    that posts to the extension's unlink route, with the CSRF token, back to the account."""
+    client = _user_with_wechat(wechat_site, wechat_api)
+    account = client.get("/account").get_data(as_text=True)
+    assert "/auth/wechat/unlink" not in account
+    assert 'class="button unlink-wechat" data-connection="wechat"' in account
+
+    confirm = client.get("/account/unlink/wechat")
+    assert confirm.status_code == 200
+    forms = find_tags(confirm.get_data(as_text=True), "form")
+    assert [(f["method"], f["action"]) for f in forms if "unlink-form" in (f.get("class") or "")] \
+        == [("post", "/auth/wechat/unlink")]
+    inputs = {tag["name"]: tag["value"] for tag in find_tags(confirm.get_data(as_text=True),
+                                                              "input")}
+    assert inputs["next"] == "/account" and inputs["csrf_token"]
+    assert "解绑微信？" in confirm.get_data(as_text=True)
+    assert client.get("/api/me").json["identities"]  # nothing unlinked yet
+
+    missing = client.get("/account/unlink/shop")
+    assert missing.status_code == 404
+    assert "你的账号没有绑定这种微信账号。" in missing.get_data(as_text=True)
+    assert wechat_site.test_client().get("/account/unlink/wechat").headers["Location"] == (
+        "/login?next=%2Faccount%2Funlink%2Fwechat")
+
+
+def test_error_pages_in_the_visitors_language(wechat_site: Flask) -> None:
+    zh = browser_in(wechat_site).get("/no-such-page")
+    assert zh.status_code == 404
+    assert "页面不存在" in zh.get_data(as_text=True)
+    assert 'class="brand"' in zh.get_data(as_text=True)
+    en = browser_in(wechat_site, None).get("/no-such-page")
+    assert "Page not found" in en.get_data(as_text=True)
+    assert browser_in(wechat_site).post("/").status_code == 405
+    # The extension's routes keep their own pages (in the same language).
+    forged = browser_in(wechat_site).get("/auth/wechat/callback",
+                                         query_string={"state": "forged", "code": "x"})
+    assert forged.status_code == 400
+    assert "登录链接已失效" in forged.get_data(as_text=True)
