@@ -51,7 +51,7 @@ def test_the_documented_override_puts_the_pages_in_the_layout(
     with caplog.at_level(logging.WARNING, "flask_wechat_qr"):
         page, resp = qr_page(host(tmp_path, LAYOUT_WITH_HEAD))
     assert 'id="host-nav"' in page and find_tags(page, "iframe")
-    assert "<title>WeChat</title>" in page
+    assert "<title>Log in with WeChat</title>" in page
     assert resp.headers["Refresh"] == "570"  # a state lives 600 s; a fresh one 30 s before
     assert caplog.records == []
 
