@@ -355,9 +355,14 @@ def test_sandbox_command_serves_the_sandbox(site: Path, entry: list[str]) -> Non
             process.communicate()
             pytest.fail("the sandbox did not stop on SIGTERM")
     assert process.returncode in (0, -signal.SIGTERM), stdout + stderr
-    assert (f" * WeChat sandbox: WECHAT_QR_OPEN_BASE_URL=WECHAT_QR_API_BASE_URL={base}  "
-            "AppID wxclitest00000001") in stdout, stdout + stderr
+    lines = stdout.splitlines()
+    for setting in (f"WECHAT_QR_OPEN_BASE_URL={base}", f"WECHAT_QR_API_BASE_URL={base}",
+                    "WECHAT_QR_APP_ID=wxclitest00000001",
+                    "WECHAT_QR_APP_SECRET=<the --app-secret you gave>"):
+        assert f"       {setting}" in lines, stdout + stderr
     assert "cli-test-secret" not in stdout + stderr  # chosen by the person: never printed
+    assert ("Authorization callback domain (授权回调域): localhost. Open your site at "
+            "http://localhost:<its port>/") in stdout
     assert "For development only" in stdout
 
 
@@ -373,12 +378,15 @@ def test_the_standalone_sandbox_makes_and_prints_a_secret_of_its_own(site: Path)
     try:
         _get_when_up(process, base + "/", deadline=time.monotonic() + 30)
         assert process.stdout is not None
-        printed = [process.stdout.readline() for _ in range(3)]  # said before serving
-        match = re.search(r" \* AppSecret (\S+) \(new at every start", "".join(printed))
+        printed = []  # said before serving
+        while not printed or "For development only" not in printed[-1]:
+            printed.append(process.stdout.readline())
+            assert len(printed) < 20, printed
+        match = re.search(r"^       WECHAT_QR_APP_SECRET=(\S+)$", "".join(printed), re.M)
         assert match, printed
         secret = match.group(1)
         assert secret != SANDBOX_APP_SECRET and len(secret) >= 20
-        assert "For development only" in printed[2]
+        assert " * That AppSecret is new at every start; --app-secret keeps one.\n" in printed
         for given, errcode in ((secret, 40029), ("sandbox-app-secret", 40125)):
             with urllib.request.urlopen(
                 f"{base}/sns/oauth2/access_token?appid=wxsandbox0000000001&secret={given}"
