@@ -466,3 +466,33 @@ def test_healthy_id_token_settings(make_app: t.Callable[..., Flask], tmp_path: P
     assert (f"  ID token:              RS256 (public keys at {PUBLIC}/auth/.well-known/jwks.json), "
             "aud wechat, iss https://www.example.com, valid 300 s") in result.output.splitlines()
     assert "PRIVATE KEY" not in result.output
+
+# --- a wrong setting while a flask command loads the app ----------------------------------
+
+BAD_FACTORY = """\
+import sys
+sys.path.insert(0, {tests!r})
+from pathlib import Path
+from support import make_test_app
+
+
+def create_app():
+    return make_test_app(Path(__file__).parent, WECHAT_QR_ASSOCIATION="field_matchin")
+"""
+
+
+@pytest.mark.parametrize("command", [["wechat-qr", "check"], ["run", "--port", "1"]])
+def test_a_wrong_setting_is_one_paragraph_not_a_traceback(tmp_path: Path,
+                                                          command: list[str]) -> None:
+    """An app factory whose init_app refuses a setting: `flask` says which key, what is
+    wrong and the fix in one `Error:` paragraph, with exit status 1."""
+    (tmp_path / "bad_factory.py").write_text(BAD_FACTORY.format(tests=str(TESTS)),
+                                             encoding="utf-8")
+    result = subprocess.run([sys.executable, "-m", "flask", "--app", "bad_factory", *command],
+                            cwd=tmp_path, env=_environ(), capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "Error: Flask-WeChat-QR setting WECHAT_QR_ASSOCIATION: unknown association mode "
+        "'field_matchin'. Fix: Use one of: off, field_matching, ask_binding."]
