@@ -300,12 +300,12 @@ Check = t.Callable[[Deployment], t.Iterable[Finding]]
 
 
 def check_trusted_hosts(deployment: Deployment) -> t.Iterator[Finding]:
-    """Flask answers a host outside ``TRUSTED_HOSTS`` with 400, WeChat's callback too."""
+    """Flask answers a host outside ``TRUSTED_HOSTS`` with 400, the redirect URI too."""
     host = deployment.urls.untrusted_host
     if host:
         yield problem(
             f"the host {host} is not in TRUSTED_HOSTS: Flask answers every request for "
-            "it, WeChat's callback included, with 400 Bad Request",
+            "it, the redirect URI WeChat sends visitors to included, with 400 Bad Request",
             f"add {host} to TRUSTED_HOSTS, or give the right --base-url")
 
 
@@ -558,7 +558,8 @@ def check_callback_domain_shape(deployment: Deployment) -> t.Iterator[Finding]:
 
 
 def check_callback_domain_match(deployment: Deployment) -> t.Iterator[Finding]:
-    """WeChat matches the callback domain with the redirect URI's host exactly."""
+    """WeChat matches the authorization callback domain with the redirect URI's host
+    exactly."""
     if deployment.callback_domain is None:
         return
     text = deployment.callback_domain.strip()

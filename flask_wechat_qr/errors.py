@@ -233,8 +233,8 @@ class LoginUnavailable(LoginError):
 
 
 class IdTokenError(LoginError):
-    """The ID token for the connection's callback URL could not be made (the site's own
-    adapter gave claims that are not JSON)."""
+    """The ID token for the connection's business callback URL could not be made (the
+    site's own adapter gave claims that are not JSON)."""
 
     status = 500
     operator_error = True

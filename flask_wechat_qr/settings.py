@@ -354,17 +354,20 @@ class ConnectionSettings:
             "it is the title of the embedded QR page.")
     app_id: str = setting(
         None, credential("AppID"),
-        doc="The **AppID** (``wx...``) of the website application, from 管理中心 › 网站应用 "
-            "on open.weixin.qq.com. Required unless :setting:`WECHAT_QR_SANDBOX` is on.")
+        doc="The **AppID** (``wx`` and 16 hexadecimal digits) of the website application, "
+            "from 管理中心 › 网站应用 on open.weixin.qq.com. Required unless "
+            ":setting:`WECHAT_QR_SANDBOX` is on.")
     app_secret: str = setting(
         None, credential("AppSecret"), secret=True,
         doc="The **AppSecret** of that application. Required unless "
             ":setting:`WECHAT_QR_SANDBOX` is on; only ever sent to WeChat's API.")
     callback_url: str | None = setting(
         None, business_url,
-        doc="The **callback URL** of a business front end or service (full ``http(s)``): "
-            "a successful login then ends with a signed ID token POSTed there. Not WeChat's "
-            "``redirect_uri``.")
+        doc="The **business callback URL**: a page of your own front end or service (full "
+            "``http(s)`` URL, accepting POST) that a successful login ends on, with a signed "
+            "ID token in a form POST; unset, logins end on this site. Not the authorization "
+            "callback domain (授权回调域) registered on open.weixin.qq.com, and not the "
+            "extension's own ``/auth/<connection>/callback`` (WeChat's ``redirect_uri``).")
     id_token_audience: str | None = setting(
         None, audience,
         doc="The ``aud`` claim of this connection's ID tokens; unset, the connection's "
