@@ -436,8 +436,10 @@ def describe_transport_failure(exc: BaseException, base_url: str) -> str:
     root = chain[-1]
     if isinstance(exc, requests.ConnectTimeout):
         return f"connecting to {host} timed out"
-    if isinstance(exc, requests.Timeout):
+    if isinstance(exc, requests.ReadTimeout):
         return f"{host} did not answer in time (read timeout)"
+    if isinstance(exc, requests.Timeout):  # the whole call's deadline
+        return f"{host} gave no complete answer within WECHAT_QR_HTTP_TIMEOUT"
     if isinstance(root, socket.gaierror):
         return f"could not resolve {host} ({root.strerror or 'name lookup failed'})"
     if isinstance(root, ssl.SSLError):

@@ -496,3 +496,27 @@ def test_a_wrong_setting_is_one_paragraph_not_a_traceback(tmp_path: Path,
     assert result.stderr.strip().splitlines() == [
         "Error: Flask-WeChat-QR setting WECHAT_QR_ASSOCIATION: unknown association mode "
         "'field_matchin'. Fix: Use one of: off, field_matching, ask_binding."]
+
+
+# --- the set-ups the README and the quick start recommend pass the check ------------------
+
+
+@pytest.mark.parametrize("flags, environ", [
+    (["--debug"], {}),  # README: flask --app example_app run --debug
+    ([], {"WECHAT_QR_SANDBOX": "true"}),  # docs/quickstart.rst: the phone on the network
+], ids=["readme-debug", "quickstart-sandbox"])
+def test_the_quick_start_set_ups_pass_the_check(tmp_path: Path, flags: list[str],
+                                                environ: dict[str, str]) -> None:
+    """What the README tells a newcomer to run is what check accepts: exit 0, warnings
+    only, on the example site as it starts."""
+    env = {**{k: v for k, v in _environ().items() if not k.startswith("WECHAT_QR_")},
+           "SECRET_KEY": "q" * 64, "DATABASE_URL": f"sqlite:///{tmp_path / 'site.db'}",
+           **environ}
+    result = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "example_app", *flags, "wechat-qr", "check",
+         "--base-url", "http://127.0.0.1:5000"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert problems(result.stdout) == []
+    assert result.stdout.splitlines()[-1].startswith("Summary: no problems")
+    assert domain_row(result.stdout).startswith("127.0.0.1 (the sandbox takes the host")

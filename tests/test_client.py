@@ -1031,7 +1031,11 @@ def _certificate_refused() -> BaseException:
      "the connection to api.weixin.qq.com failed (Connection reset by peer)"),
     (lambda: urllib3.exceptions.ConnectTimeoutError("timed out"), requests.ConnectTimeout,
      "connecting to api.weixin.qq.com timed out"),
-], ids=["dns", "tls", "disconnected", "reset", "connect-timeout"])
+    (lambda: urllib3.exceptions.ReadTimeoutError(None, "/", "timed out"),  # type: ignore[arg-type]
+     requests.ReadTimeout, "api.weixin.qq.com did not answer in time (read timeout)"),
+    (lambda: TimeoutError("the call's deadline"), requests.Timeout,
+     "api.weixin.qq.com gave no complete answer within WECHAT_QR_HTTP_TIMEOUT"),
+], ids=["dns", "tls", "disconnected", "reset", "connect-timeout", "read-timeout", "deadline"])
 def test_outage_logs_say_why(
     wx: WeChatClient, wechat_api: WeChatAPI, caplog: pytest.LogCaptureFixture,
     cause: t.Callable[[], BaseException], wrapper: type[requests.RequestException],
