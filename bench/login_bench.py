@@ -44,7 +44,7 @@ from dataclasses import dataclass
 import requests
 
 HERE = pathlib.Path(__file__).resolve().parent
-APP_ID = "wxbench00000000001"
+APP_ID = "wxbe0c000000000001"
 APP_SECRET = "bench-app-secret"
 RETURNING_PERSON = "zhangsan"
 LOGIN_PATHS = {"ours": "/auth/wechat/login", "baseline": "/login"}

@@ -20,7 +20,7 @@ from flask import Flask, url_for
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from .sandbox.options import SANDBOX_APP_ID, SANDBOX_APP_SECRET
-from .settings import ConnectionSettings, Settings, configured_issuer
+from .settings import WECHAT_APP_ID, ConnectionSettings, Settings, configured_issuer
 from .urls import (
     WECHAT_API_BASE_URL,
     WECHAT_OPEN_BASE_URL,
@@ -44,8 +44,6 @@ _PLACEHOLDER_KEYS = frozenset({
 })
 _PLACEHOLDER_MARKERS = ("changeme", "changethis", "replaceme", "insecure", "placeholder",
                         "yoursecret")
-#: A WeChat Open Platform AppID: ``wx`` and 16 hexadecimal digits.
-_WECHAT_APP_ID = re.compile(r"wx[0-9a-f]{16}")
 SECRET_KEY_FIX = ("set SECRET_KEY from the environment to a long random value, the same on "
                    "every worker, e.g. the output of: python -c \"import secrets; "
                    "print(secrets.token_hex(32))\"")
@@ -328,24 +326,25 @@ def check_sandbox_credentials(deployment: Deployment) -> t.Iterator[Finding]:
 
 
 def check_app_id_shape(deployment: Deployment) -> t.Iterator[Finding]:
-    """An AppID that is not ``wx`` and 16 hexadecimal digits was mistyped: WeChat refuses
-    it at the QR page. Only a warning when logins go to another address (a proxy or a test
-    double may take other AppIDs)."""
-    settings = deployment.settings
-    if deployment.simulated:
+    """No credentials: the connection's login is off. An AppID that is not ``wx`` and 16
+    hexadecimal digits (allowed only by ``WECHAT_QR_APP_ID_CHECK=False``) was likely
+    mistyped."""
+    if deployment.settings.sandbox:
         return
-    to_wechat = (settings.open_base_url == WECHAT_OPEN_BASE_URL
-                 or settings.api_base_url == WECHAT_API_BASE_URL)
-    for index, conn in enumerate(settings.connections.values()):
-        if not _uses_sandbox_credentials(conn) and not _WECHAT_APP_ID.fullmatch(conn.app_id):
-            what = (f"the AppID {conn.app_id!r} is not a WeChat AppID ('wx' and 16 "
-                    "hexadecimal digits)")
-            fix = (f"copy {_setting_key(deployment, index, 'app_id')} from open.weixin.qq.com "
-                   "(管理中心 > 网站应用 > 开发信息)")
-            if to_wechat:
-                yield problem(what + ": WeChat's QR page refuses it", fix, conn.identifier)
-            else:
-                yield warning(what, fix, conn.identifier)
+    for index, conn in enumerate(deployment.settings.connections.values()):
+        app_id, app_secret = (_setting_key(deployment, index, name)
+                              for name in ("app_id", "app_secret"))
+        if not conn.has_credentials:
+            yield problem(
+                "no AppID and AppSecret: this connection's WeChat login is off (503 page)",
+                f"set {app_id} and {app_secret} from open.weixin.qq.com (管理中心 > 网站应用)",
+                conn.identifier)
+        elif not _uses_sandbox_credentials(conn) and not WECHAT_APP_ID.fullmatch(conn.app_id):
+            yield warning(
+                f"the AppID {conn.app_id[:4]!r}... does not look like a WeChat AppID ('wx' and "
+                "16 hexadecimal digits)",
+                f"copy {app_id} from open.weixin.qq.com (管理中心 > 网站应用)",
+                conn.identifier)
 
 
 def _uses_sandbox_credentials(conn: ConnectionSettings) -> bool:

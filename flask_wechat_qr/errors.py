@@ -232,6 +232,17 @@ class LoginUnavailable(LoginError):
     )
 
 
+class LoginNotSetUp(LoginUnavailable):
+    """The connection has no AppID and AppSecret yet: the site runs, its WeChat login is
+    off (said once at start-up)."""
+
+    title = _l("WeChat login is not set up yet")
+    message = _l(
+        "This site has not finished setting up its WeChat login, so it is off for now. Log "
+        "in another way, or try again later."
+    )
+
+
 class IdTokenError(LoginError):
     """The ID token for the connection's business callback URL could not be made (the
     site's own adapter gave claims that are not JSON)."""

@@ -10,7 +10,7 @@ from authlib.integrations.flask_client import OAuth
 from flask import Flask, current_app, has_request_context, request
 from flask.sessions import SecureCookieSessionInterface
 
-from .adapter import AccountAdapter
+from .adapter import AccountAdapter, columns_create_user_cannot_fill
 from .association import AssociationPolicy
 from .binding import PendingBindings
 from .checks import SECRET_KEY_FIX, secret_key_problem
@@ -86,8 +86,10 @@ class WeChatQR:
         db = self._db_for(app)
         adapter = self._adapter_for(app, db)
         _check_association_support(settings, adapter)
+        _check_users_can_be_created(settings, adapter)
         _check_id_token_secret(app, settings)
         _warn_of_a_sandbox_in_production(app, settings)
+        _warn_of_missing_credentials(app, settings)
         _secure_session_cookie(app)
         runtime = _build_runtime(app, settings, db, adapter, id_tokens)
         unavailable = _unsafe_to_serve(app, settings)
@@ -253,6 +255,21 @@ def _warn_of_a_sandbox_in_production(app: Flask, settings: Settings) -> None:
                     "application's AppID and AppSecret.")
 
 
+def _warn_of_missing_credentials(app: Flask, settings: Settings) -> None:
+    """A site deploys its code before it has WeChat credentials: it starts (every ``flask``
+    command works), and the connections without them answer a 503 page until they come."""
+    missing = [conn for conn in settings.connections.values() if not conn.has_credentials]
+    if not missing:
+        return
+    flat = app.config.get("WECHAT_QR_CONNECTIONS") is None
+    log.warning(
+        "WeChat login is OFF for %s: no AppID and AppSecret. Fix: %s (from open.weixin.qq.com, "
+        "管理中心 > 网站应用), or set WECHAT_QR_SANDBOX=true to try the simulated WeChat.",
+        ", ".join(repr(conn.identifier) for conn in missing),
+        "set WECHAT_QR_APP_ID and WECHAT_QR_APP_SECRET" if flat else
+        "give each of them app_id and app_secret in WECHAT_QR_CONNECTIONS")
+
+
 def _check_id_token_secret(app: Flask, settings: Settings) -> None:
     """An ID-token secret is held by every receiver: it must not be the SECRET_KEY."""
     secret = settings.id_token_secret
@@ -264,6 +281,26 @@ def _check_id_token_secret(app: Flask, settings: Settings) -> None:
             "Use a secret of its own (python -c \"import secrets; "
             "print(secrets.token_urlsafe(48))\"): every receiver holds it, and with the "
             "SECRET_KEY anyone could forge this site's session cookies.")
+
+
+def _check_users_can_be_created(settings: Settings, adapter: AccountAdapter[User]) -> None:
+    """A user model with a required column the default ``create_user`` cannot fill would
+    fail every first WeChat login in the database; say so now, with the fix."""
+    model = adapter.user_model
+    if model is None or type(adapter).create_user is not AccountAdapter.create_user or all(
+            conn.login_only for conn in settings.connections.values()):
+        return
+    missing = columns_create_user_cannot_fill(model)
+    if missing:
+        raise ConfigurationError(
+            "user_model",
+            f"{model.__name__} has required column(s) {', '.join(missing)} (NOT NULL, no "
+            "default) that the default AccountAdapter.create_user cannot fill, so every "
+            "first WeChat login would fail",
+            "Subclass AccountAdapter, override create_user to fill them (docs: hooks, "
+            "'Creating users'), and pass WeChatQR(..., adapter=YourAdapter(db, "
+            f"{model.__name__})); or give the columns a default; or set "
+            "WECHAT_QR_LOGIN_ONLY=True if WeChat must never create users.")
 
 
 def _check_association_support(settings: Settings, adapter: AccountAdapter[User]) -> None:

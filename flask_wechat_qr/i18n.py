@@ -6,8 +6,9 @@ works whether or not the host uses Flask-Babel, and never mixes with the host's 
 
 The language of a request is, in this order: what the host's
 :meth:`AccountAdapter.select_locale` says; else Flask-Babel's locale when the host set up
-Flask-Babel (the host decides its pages' language there); else the browser's
-``Accept-Language``; else ``WECHAT_QR_DEFAULT_LOCALE``. It is chosen once per request.
+Flask-Babel, unless the browser prefers a language of ours the host's Babel has no catalog
+for (then the browser's); else the browser's ``Accept-Language``; else
+``WECHAT_QR_DEFAULT_LOCALE``. It is chosen once per request.
 
 To re-extract the messages after changing them (Babel 2.18+, which reads the keywords
 from ``babel.cfg``), from the repository's root; translate what ``update`` added to the
@@ -85,11 +86,37 @@ def select_locale() -> str:
         if locale is not None:
             return locale
     if "babel" in current_app.extensions:
-        import flask_babel
-
-        # The host decides its pages' language; one we do not speak gets the default.
-        return normalize_locale(flask_babel.get_locale()) or default_locale()
+        return _flask_babel_locale()
     return browser_locale() or default_locale()
+
+
+def _flask_babel_locale() -> str:
+    """Flask-Babel's locale, where the host's Babel could have chosen otherwise.
+
+    The host's Babel chooses among the languages it has catalogs for. Where it offers the
+    browser's preferred language of ours and chose another, that was the host's decision
+    (say, the user's profile). Where it cannot offer that language at all (a site in
+    English and Spanish), its choice is only a fallback: the browser's language is shown,
+    since the extension ships that catalog. A language we do not speak gets the browser's
+    next preference, else the default.
+    """
+    import flask_babel
+
+    chosen = normalize_locale(flask_babel.get_locale())
+    wanted = browser_locale()
+    if wanted is None or wanted == chosen:
+        return chosen or default_locale()
+    if chosen is not None and wanted in _languages_of_flask_babel():
+        return chosen
+    return wanted
+
+
+def _languages_of_flask_babel() -> set[str | None]:
+    """The languages of ours the host's Flask-Babel has catalogs for (and its default)."""
+    import flask_babel
+
+    return {normalize_locale(locale)
+            for locale in flask_babel.get_babel().instance.list_translations()}
 
 
 def get_locale() -> str:

@@ -105,16 +105,47 @@ def connection_identifier(value: t.Any, key: str, default: t.Any) -> str:
 
 
 def credential(label: str) -> Parser:
-    """A parser for the AppID or AppSecret (``label``): required, stripped."""
+    """A parser for the AppID or AppSecret (``label``): text, stripped; ``""`` when unset.
+
+    A missing credential is not a start-up error: a site deploys its code before it has
+    WeChat credentials, so the connection stays off until they come (``init_app`` warns).
+    """
     def parse(value: t.Any, key: str, default: t.Any) -> str:
-        if not isinstance(value, str) or not value.strip():
+        if value is None:
+            return ""
+        if not isinstance(value, str):
             raise ConfigurationError(
-                key, f"the {label} is missing",
+                key, f"the {label} must be text, not {type(value).__name__}",
                 f"Copy the {label} of your website application from open.weixin.qq.com "
-                "(管理中心 > 网站应用), or set WECHAT_QR_SANDBOX=True to try the simulated WeChat.",
+                "(管理中心 > 网站应用) as a string.",
             )
         return value.strip()
     return parse
+
+
+#: A WeChat Open Platform AppID: ``wx`` and 16 hexadecimal digits.
+WECHAT_APP_ID = re.compile(r"wx[0-9a-f]{16}")
+
+
+def _app_id_is_wechat_shaped(values: dict[str, t.Any], where: str | None) -> None:
+    """A mistyped AppID would fail only at WeChat, with every visitor's login."""
+    app_id = values["app_id"]
+    if app_id == SANDBOX_APP_ID:
+        raise ConfigurationError(
+            _key("app_id", where), "it is the sandbox's AppID, but WECHAT_QR_SANDBOX is off",
+            "Set your website application's AppID and AppSecret (open.weixin.qq.com, "
+            "管理中心 > 网站应用), or turn WECHAT_QR_SANDBOX on to use the simulated WeChat.")
+    if app_id and not WECHAT_APP_ID.fullmatch(app_id):
+        raise ConfigurationError(
+            _key("app_id", where),
+            # Never the whole value: it may be the AppSecret, pasted in the wrong field.
+            f"{app_id[:4]!r}... ({len(app_id)} characters) is not a WeChat AppID ('wx' and 16 "
+            "hexadecimal digits)",
+            "Copy the AppID of your website application (网站应用) from open.weixin.qq.com, "
+            "管理中心 > 网站应用 (not the AppSecret, nor an Official Account's or a mini "
+            "program's). For a WeChat-compatible service with other AppIDs set its base URLs "
+            "or WECHAT_QR_APP_ID_CHECK=False.",
+        )
 
 
 def text_or_default(value: t.Any, key: str, default: t.Any) -> str:
@@ -355,12 +386,13 @@ class ConnectionSettings:
     app_id: str = setting(
         None, credential("AppID"),
         doc="The **AppID** (``wx`` and 16 hexadecimal digits) of the website application, "
-            "from 管理中心 › 网站应用 on open.weixin.qq.com. Required unless "
-            ":setting:`WECHAT_QR_SANDBOX` is on.")
+            "from 管理中心 › 网站应用 on open.weixin.qq.com. Until it and the AppSecret are set "
+            "(or :setting:`WECHAT_QR_SANDBOX` is on) the site starts, with this connection's "
+            "login off (a 503 page) and a warning.")
     app_secret: str = setting(
         None, credential("AppSecret"), secret=True,
-        doc="The **AppSecret** of that application. Required unless "
-            ":setting:`WECHAT_QR_SANDBOX` is on; only ever sent to WeChat's API.")
+        doc="The **AppSecret** of that application; only ever sent to WeChat's API. Needed "
+            "with the AppID (see there) unless :setting:`WECHAT_QR_SANDBOX` is on.")
     callback_url: str | None = setting(
         None, business_url,
         doc="The **business callback URL**: a page of your own front end or service (full "
@@ -414,6 +446,11 @@ class ConnectionSettings:
         doc="Embedded QR page only: a stylesheet WeChat applies inside its iframe, over "
             "``https://`` or as ``data:text/css;base64,...``.")
 
+    @property
+    def has_credentials(self) -> bool:
+        """Whether the AppID and AppSecret are set: without them the connection is off."""
+        return bool(self.app_id and self.app_secret)
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -431,6 +468,11 @@ class Settings:
     api_base_url: str = setting(
         WECHAT_API_BASE_URL, base_url, topic="addresses",
         doc="Where the server calls WeChat's API (``/sns/oauth2/access_token``, ...).")
+    app_id_check: bool = setting(
+        True, boolean,
+        doc="Refuse at start-up an AppID that is not ``wx`` and 16 hexadecimal digits (a typo "
+            "would fail only at WeChat). Only applies while logins go to WeChat itself (not "
+            "the sandbox, nor other base URLs).")
     sandbox: bool = setting(
         False, boolean, topic="sandbox",
         doc="Mount the simulated WeChat in this app and send logins there (development and "
@@ -578,8 +620,15 @@ def load_settings(config: t.Mapping[str, t.Any]) -> Settings:
     """
     rows = {row.attribute: row for row in APP_SETTINGS}
     sandbox = rows["sandbox"].read(config.get(rows["sandbox"].key))
+    # AppIDs are WeChat's only where logins go to WeChat: not the sandbox, in this app or
+    # on its own port, nor another WeChat-compatible service.
+    real_wechat = not sandbox and all(
+        rows[name].read(config.get(rows[name].key)) == rows[name].default
+        for name in ("open_base_url", "api_base_url"))
+    app_id_check = rows["app_id_check"].read(config.get(rows["app_id_check"].key))
     entries = rows["connections"].read(config.get(rows["connections"].key))
-    values: dict[str, t.Any] = {"connections": _load_connections(entries, config, sandbox)}
+    values: dict[str, t.Any] = {"connections": _load_connections(
+        entries, config, sandbox, check_app_id=app_id_check and real_wechat)}
     values.update((name, row.read(config.get(row.key))) for name, row in rows.items()
                   if name not in values)
     for rule in APP_RULES:
@@ -588,17 +637,19 @@ def load_settings(config: t.Mapping[str, t.Any]) -> Settings:
 
 
 def _load_connections(entries: list[t.Any] | None, config: t.Mapping[str, t.Any],
-                      sandbox: bool) -> dict[str, ConnectionSettings]:
+                      sandbox: bool, check_app_id: bool) -> dict[str, ConnectionSettings]:
     """The connections by identifier: the ``WECHAT_QR_CONNECTIONS`` dicts, else the one the
     flat keys describe."""
     if entries is None:
         flat = {row.name: config.get(row.key) for row in CONNECTION_SETTINGS}
-        return _by_identifier([_load_connection(flat, None, sandbox)])
-    return _by_identifier([_load_connection(entry, f"{PREFIX}CONNECTIONS[{index}]", sandbox)
-                           for index, entry in enumerate(entries)])
+        return _by_identifier([_load_connection(flat, None, sandbox, check_app_id)])
+    return _by_identifier([
+        _load_connection(entry, f"{PREFIX}CONNECTIONS[{index}]", sandbox, check_app_id)
+        for index, entry in enumerate(entries)])
 
 
-def _load_connection(raw: t.Any, where: str | None, sandbox: bool) -> ConnectionSettings:
+def _load_connection(raw: t.Any, where: str | None, sandbox: bool,
+                     check_app_id: bool = False) -> ConnectionSettings:
     """One connection from its dict (``where`` names it in errors) or the flat keys."""
     if not isinstance(raw, t.Mapping):
         raise ConfigurationError(where or PREFIX + "CONNECTIONS", "must be a dict",
@@ -615,6 +666,8 @@ def _load_connection(raw: t.Any, where: str | None, sandbox: bool) -> Connection
               for row in CONNECTION_SETTINGS}
     for rule in CONNECTION_RULES:
         rule(values, where)
+    if check_app_id:
+        _app_id_is_wechat_shaped(values, where)
     return ConnectionSettings(**values)
 
 

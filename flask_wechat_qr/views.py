@@ -31,6 +31,7 @@ from .errors import (
     ConnectionAlreadyLinked,
     InvalidRequest,
     LoginError,
+    LoginNotSetUp,
     LoginUnavailable,
     NotLoggedIn,
 )
@@ -59,10 +60,14 @@ MAX_NONCE_LENGTH = 255
 
 @blueprint.before_request
 def refuse_while_unavailable() -> None:
-    """Logins stay off while the site's set-up is unsafe (see the start-up log); the public
-    keys stay published."""
-    if current_runtime().unavailable and request.endpoint != "wechat_qr.jwks":
+    """Logins stay off while the site's set-up is unsafe, and a connection's while it has
+    no credentials (see the start-up log); the public keys stay published."""
+    runtime = current_runtime()
+    if runtime.unavailable and request.endpoint != "wechat_qr.jwks":
         raise LoginUnavailable()
+    conn = runtime.settings.connections.get((request.view_args or {}).get("connection", ""))
+    if conn is not None and not conn.has_credentials:
+        raise LoginNotSetUp()
 
 
 @blueprint.before_request

@@ -4,9 +4,12 @@ WeChat login created has no password, and a host's ``check_password`` may raise 
 from __future__ import annotations
 
 import logging
+import re
 import typing as t
+import uuid
 
 import pytest
+import sqlalchemy as sa
 from flask import Flask
 from flask_login import LoginManager, UserMixin
 from flask_sqlalchemy import SQLAlchemy
@@ -23,9 +26,10 @@ from support import (
     login_with_wechat,
     with_csrf_token_route,
 )
+from werkzeug.local import LocalProxy
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from flask_wechat_qr import AccountAdapter, WeChatQR
+from flask_wechat_qr import AccountAdapter, ConfigurationError, WeChatQR
 
 WRONG = "Wrong username or password."
 
@@ -134,4 +138,120 @@ def _user_with(**attributes: t.Any) -> object:
 ])
 def test_has_password_reads_the_common_shapes(attributes: dict[str, t.Any],
                                               expected: bool) -> None:
-    assert AccountAdapter().has_password(_user_with(**attributes)) is expected
+    user = _user_with(**attributes)
+    assert AccountAdapter().has_password(user) is expected
+    # Flask-Login's current_user is a proxy of the user: the same answer through it.
+    assert AccountAdapter().has_password(LocalProxy(lambda: user)) is expected
+
+
+# --- a user model the default create_user cannot fill ----------------------------------------
+
+
+def shaped_host(tmp_path: t.Any, columns: dict[str, t.Any], adapter: type | None = None,
+                **config: t.Any) -> Flask:
+    """A host whose user model has ``columns`` (besides an integer ``id``)."""
+    db = SQLAlchemy()
+    namespace = {"__tablename__": "account", "id": db.Column(db.Integer, primary_key=True),
+                 **columns}
+    User = type("User", (UserMixin, db.Model), namespace)
+    app = Flask("shaped_host", root_path=str(tmp_path))
+    app.config.update(TESTING=True, SECRET_KEY="x" * 32,
+                      SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'shaped.db'}",
+                      WECHAT_QR_APP_ID=APP_ID, WECHAT_QR_APP_SECRET=APP_SECRET, **config)
+    db.init_app(app)
+    LoginManager(app).user_loader(lambda user_id: db.session.get(User, int(user_id)))
+    if adapter is None:
+        WeChatQR(app, db=db, user_model=User)
+    else:
+        WeChatQR(app, db=db, adapter=adapter(db, User))
+    with app.app_context():
+        db.create_all()
+    app.db, app.User = db, User  # type: ignore[attr-defined]
+    return app
+
+
+def required_email() -> dict[str, t.Any]:
+    return {"username": sa.Column(sa.String(80), nullable=False, unique=True),
+            "email": sa.Column(sa.String(120), nullable=False, unique=True),
+            "password_hash": sa.Column(sa.String(255))}
+
+
+def test_a_required_column_the_default_adapter_cannot_fill_stops_startup(
+        tmp_path: t.Any) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        shaped_host(tmp_path, required_email())
+    error = info.value
+    assert error.key == "user_model"
+    assert "account.email" in error.problem and "username" not in error.problem
+    assert "override create_user" in error.fix and "WECHAT_QR_LOGIN_ONLY" in error.fix
+
+
+def test_the_documented_create_user_fixes_it(tmp_path: t.Any, wechat_api: t.Any) -> None:
+    class Adapter(AccountAdapter):  # as docs/hooks.rst shows it
+        def create_user(self, connection: t.Any, profile: t.Any) -> t.Any:
+            user = super().create_user(connection, profile)
+            user.email = f"{profile.openid}@wechat.invalid"
+            return user
+
+    app = shaped_host(tmp_path, required_email(), adapter=Adapter)
+    client = app.test_client()
+    assert login_with_wechat(client, wechat_api).status_code == 302
+    with app.app_context():
+        (user,) = app.db.session.execute(sa.select(app.User)).scalars()  # type: ignore[attr-defined]
+        assert user.email.endswith("@wechat.invalid") and user.username.startswith("wechat-")
+    assert logged_in_user_id(client) == str(user.id)
+
+
+def test_login_only_sites_never_create_users_and_start(tmp_path: t.Any) -> None:
+    assert shaped_host(tmp_path, required_email(), WECHAT_QR_LOGIN_ONLY=True)
+
+
+def columns_named(tmp_path: t.Any, model: type, db: SQLAlchemy) -> list[str]:
+    """The columns ``init_app`` says the default ``create_user`` cannot fill (none: it
+    starts)."""
+    app = Flask("model_host", root_path=str(tmp_path))
+    app.config.update(TESTING=True, SECRET_KEY="x" * 32, SQLALCHEMY_DATABASE_URI="sqlite://",
+                      WECHAT_QR_APP_ID=APP_ID, WECHAT_QR_APP_SECRET=APP_SECRET)
+    db.init_app(app)
+    LoginManager(app)
+    try:
+        WeChatQR(app, db=db, user_model=model)
+    except ConfigurationError as error:
+        return re.findall(r"\b\w+\.\w+\b", error.problem.split(" (NOT NULL")[0])
+    return []
+
+
+@pytest.mark.parametrize(("columns", "named"), [
+    ({"email": sa.Column(sa.String(120), nullable=False, default="")}, []),
+    ({"email": sa.Column(sa.String(120), nullable=False, server_default="")}, []),
+    ({"created": sa.Column(sa.DateTime, nullable=False, default=sa.func.now())}, []),
+    ({"email": sa.Column(sa.String(120))}, []),  # nullable
+    ({"email": sa.Column(sa.String(120), nullable=False),
+      "role": sa.Column(sa.String(20), nullable=False)}, ["account.email", "account.role"]),
+])
+def test_which_columns_need_a_create_user(tmp_path: t.Any, columns: dict[str, t.Any],
+                                          named: list[str]) -> None:
+    db = SQLAlchemy()
+    model = type("User", (db.Model,), {"__tablename__": "account",
+                                        "id": db.Column(db.Integer, primary_key=True),
+                                        **columns})
+    assert columns_named(tmp_path, model, db) == named
+
+
+def test_generated_and_inherited_keys_need_nothing(tmp_path: t.Any) -> None:
+    db = SQLAlchemy()
+
+    class Person(db.Model):  # type: ignore[name-defined,misc]
+        id = db.Column(db.Uuid, primary_key=True, default=uuid.uuid4)
+        kind = db.Column(db.String(20))
+        __mapper_args__ = {"polymorphic_on": kind, "polymorphic_identity": "person"}
+
+    class Member(Person):
+        id = db.Column(db.Uuid, db.ForeignKey(Person.id), primary_key=True)
+        __mapper_args__ = {"polymorphic_identity": "member"}
+
+    class Handle(db.Model):  # type: ignore[name-defined,misc]
+        handle = db.Column(db.String(40), primary_key=True)  # the site must choose one
+
+    assert columns_named(tmp_path / "a", Member, db) == []
+    assert columns_named(tmp_path / "b", Handle, db) == ["handle.handle"]

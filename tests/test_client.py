@@ -775,8 +775,8 @@ def test_one_session_per_connection(wx: WeChatClient, make_app: t.Any) -> None:
     assert isinstance(wx.session, requests.Session)
     assert wx.session is wx.session
     other_app = make_app(WECHAT_QR_CONNECTIONS=[
-        {"connection": "wechat", "app_id": "wx1", "app_secret": "s1"},
-        {"connection": "other", "app_id": "wx2", "app_secret": "s2"},
+        {"connection": "wechat", "app_id": "wx1111111111111111", "app_secret": "s1"},
+        {"connection": "other", "app_id": "wx2222222222222222", "app_secret": "s2"},
     ])
     other_sessions = [wechat_client(other_app, name).session for name in ("wechat", "other")]
     assert other_sessions[0] is not other_sessions[1]

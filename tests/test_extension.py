@@ -441,8 +441,8 @@ def test_init_app_makes_no_network_calls(host: Host, tmp_path: Path) -> None:
 def test_factory_init_app_with_several_connections_makes_no_network_calls(
     host: Host, tmp_path: Path
 ) -> None:
-    conns = [{"connection": "wechat", "app_id": "wx1", "app_secret": "s1"},
-             {"connection": "mp", "app_id": "wx2", "app_secret": "s2"}]
+    conns = [{"connection": "wechat", "app_id": "wx1111111111111111", "app_secret": "s1"},
+             {"connection": "mp", "app_id": "wx2222222222222222", "app_secret": "s2"}]
     wechat = WeChatQR(db=host.db, user_model=host.User)
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
         for name in ("a", "b"):
@@ -461,7 +461,7 @@ def test_db_must_be_registered_on_the_app_first(tmp_path: t.Any) -> None:
 
     app = Flask("unregistered_db")
     app.config.update(SECRET_KEY="k", SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'x.db'}",
-                      WECHAT_QR_APP_ID="wx1", WECHAT_QR_APP_SECRET="s")
+                      WECHAT_QR_APP_ID="wx1111111111111111", WECHAT_QR_APP_SECRET="s")
     LoginManager(app)
     with pytest.raises(ConfigurationError) as info:
         WeChatQR(app, db=db, user_model=Member)
@@ -541,3 +541,67 @@ def test_a_callback_url_without_a_fixed_issuer_keeps_logins_off_in_production(
     resp = by_server_name.test_client().get("/auth/wechat/login",
                                             base_url="http://www.example.com")
     assert resp.status_code == 302
+
+
+# --- no WeChat credentials yet ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("credentials", [
+    {"WECHAT_QR_APP_ID": None, "WECHAT_QR_APP_SECRET": None},
+    {"WECHAT_QR_APP_ID": "", "WECHAT_QR_APP_SECRET": ""},
+    {"WECHAT_QR_APP_SECRET": None},  # an AppID alone
+])
+def test_an_app_without_credentials_starts_with_its_wechat_login_off(
+    make_production_app: t.Callable[..., Flask], caplog: t.Any, credentials: dict[str, t.Any]
+) -> None:
+    """A site deploys its code before it has WeChat credentials: it starts, every ``flask``
+    command runs, the host's pages work, WeChat login answers a 503 page that says so, and
+    the log says what to set, once."""
+    with caplog.at_level("WARNING", logger="flask_wechat_qr"):
+        app = make_production_app(**credentials)
+    (record,) = [r for r in caplog.records if "WeChat login is OFF" in r.getMessage()]
+    assert record.levelname == "WARNING"
+    assert "WECHAT_QR_APP_ID and WECHAT_QR_APP_SECRET" in record.getMessage()
+    assert "WECHAT_QR_SANDBOX=true" in record.getMessage()
+    client = app.test_client()
+    for path in ("/auth/wechat/login", "/auth/wechat/qr", "/auth/wechat/callback?code=c&state=s",
+                 "/auth/wechat/link"):
+        resp = client.get(path)
+        assert resp.status_code == 503, path
+        page = resp.get_data(as_text=True)
+        assert 'data-error="LoginNotSetUp"' in page and "not set up yet" in page, path
+    zh = client.get("/auth/wechat/login", headers={"Accept-Language": "zh-CN"})
+    assert "微信登录尚未设置" in zh.get_data(as_text=True)
+    assert client.get("/auth/nope/login").status_code == 404
+    assert client.get("/").status_code == 200
+    runner = app.test_cli_runner()
+    assert runner.invoke(args=["--help"]).exit_code == 0
+    upgrade = runner.invoke(args=["wechat-qr", "db", "upgrade"])
+    assert upgrade.exit_code == 0, upgrade.output
+
+
+def test_one_connection_without_credentials_leaves_the_others_on(
+    make_production_app: t.Callable[..., Flask], caplog: t.Any
+) -> None:
+    connections = [{"connection": "web", "app_id": "wx1111111111111111", "app_secret": "s1"},
+                   {"connection": "shop"}]
+    with caplog.at_level("WARNING", logger="flask_wechat_qr"):
+        app = make_production_app(WECHAT_QR_CONNECTIONS=connections)
+    (record,) = [r for r in caplog.records if "WeChat login is OFF" in r.getMessage()]
+    assert "'shop'" in record.getMessage() and "'web'" not in record.getMessage()
+    assert "app_id and app_secret in WECHAT_QR_CONNECTIONS" in record.getMessage()
+    client = app.test_client()
+    assert client.get("/auth/web/login").status_code == 302
+    assert client.get("/auth/shop/login").status_code == 503
+
+
+def test_credentials_in_development_still_say_how_to_try_the_sandbox(
+    make_production_app: t.Callable[..., Flask], caplog: t.Any
+) -> None:
+    with caplog.at_level("WARNING", logger="flask_wechat_qr"):
+        app = make_production_app(DEBUG=True, WECHAT_QR_APP_ID=None)
+    assert "WECHAT_QR_SANDBOX=true" in caplog.text
+    assert app.test_client().get("/auth/wechat/qr").status_code == 503
+    sandbox = make_production_app(DEBUG=True, WECHAT_QR_APP_ID=None, WECHAT_QR_APP_SECRET=None,
+                                  WECHAT_QR_SANDBOX=True)
+    assert sandbox.test_client().get("/auth/wechat/login").status_code == 302

@@ -241,7 +241,7 @@ def test_default_locale_without_a_header_and_outside_requests(make_app: t.Any) -
     assert i18n.get_locale() == "en"  # no app at all
 
 
-CREDENTIALS = {"WECHAT_QR_APP_ID": "wx1", "WECHAT_QR_APP_SECRET": "s"}
+CREDENTIALS = {"WECHAT_QR_APP_ID": "wx1111111111111111", "WECHAT_QR_APP_SECRET": "s"}
 
 
 @pytest.mark.parametrize("value, expected", [(None, "en"), ("", "en"), ("en", "en"),
@@ -284,12 +284,14 @@ def test_flask_babel_locale_decides_when_the_host_uses_it(app: Flask,
     from flask_babel import Babel
 
     chosen = {"locale": "zh_Hant_TW"}
+    host_catalogs(app, "zh_Hant_TW", "de")  # the host's site exists in en, zh and de
     Babel(app, locale_selector=lambda: chosen["locale"])
     assert_chinese(page_of(browser(app, EN).get("/auth/wechat/qr")), "请使用手机微信扫描二维码")
-    chosen["locale"] = "en"
+    chosen["locale"] = "en"  # the host could have chosen Chinese and did not
     assert html_lang(page_of(browser(app, ZH).get("/auth/wechat/qr"))) == "en"
-    chosen["locale"] = "de"  # a language the extension does not speak: its default
-    assert html_lang(page_of(browser(app, ZH).get("/auth/wechat/qr"))) == "en"
+    chosen["locale"] = "de"  # a language the extension does not speak: the browser's next
+    assert html_lang(page_of(browser(app, ZH).get("/auth/wechat/qr"))) == "zh-CN"
+    assert html_lang(page_of(browser(app, "de, fr;q=0.5").get("/auth/wechat/qr"))) == "en"
     # The host's hook comes first.
     monkeypatch.setattr(AccountAdapter, "select_locale", lambda adapter: "zh_CN")
     assert html_lang(page_of(browser(app, EN).get("/auth/wechat/qr"))) == "zh-CN"
@@ -299,11 +301,54 @@ def test_flask_babel_locale_decides_when_the_host_uses_it(app: Flask,
         assert render_template_string("{{ _('Try again') }}") == "Try again"
 
 
-def test_flask_babel_default_locale_without_a_selector(app: Flask) -> None:
+def host_catalogs(app: Flask, *locales: str) -> None:
+    """Give the host's Flask-Babel a (compiled, empty) catalog for each of ``locales``."""
+    from babel.messages.catalog import Catalog
+    from babel.messages.mofile import write_mo
+
+    for locale in locales:
+        folder = Path(app.root_path) / "translations" / locale / "LC_MESSAGES"
+        folder.mkdir(parents=True)
+        with open(folder / "messages.mo", "wb") as mo:
+            write_mo(mo, Catalog(locale=locale))
+
+
+def test_chinese_browsers_get_chinese_pages_whatever_the_host_babel_offers(
+        app: Flask) -> None:
+    """A host whose own site exists in English and Spanish: its Babel can never pick
+    Chinese, so its "en" is only a fallback; the extension ships Chinese and shows it."""
+    from flask_babel import Babel
+
+    host_catalogs(app, "es")
+    Babel(app)  # Flask-Babel's own selector: the browser's best of en and es
+    for accept in (ZH, "zh-TW,zh;q=0.8", "zh"):
+        page = page_of(browser(app, accept).get("/auth/wechat/qr"))
+        assert_chinese(page, "请使用手机微信扫描二维码")
+    assert html_lang(page_of(browser(app, EN).get("/auth/wechat/qr"))) == "en"
+    assert html_lang(page_of(browser(app, "es").get("/auth/wechat/qr"))) == "en"
+    # Error pages and the button follow the same rule.
+    assert html_lang(page_of(browser(app, ZH).get("/auth/wechat/callback"))) == "zh-CN"
+    # The host's own pages stay in the host's languages.
+    with app.test_request_context("/", headers={"Accept-Language": ZH}):
+        import flask_babel
+
+        assert str(flask_babel.get_locale()) == "en"
+
+
+def test_flask_babel_default_locale_without_a_selector(
+        app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Chinese-only site: Babel's default decides where the browser states no language
+    of ours; an English browser is shown English (the site could not offer it), unless the
+    host's hook decides, the one line the docs give such sites."""
     from flask_babel import Babel
 
     app.config["BABEL_DEFAULT_LOCALE"] = "zh_CN"
     Babel(app)
+    assert html_lang(page_of(browser(app, ZH).get("/auth/wechat/qr"))) == "zh-CN"
+    assert html_lang(page_of(browser(app, "fr").get("/auth/wechat/qr"))) == "zh-CN"
+    assert html_lang(page_of(app.test_client().get("/auth/wechat/qr"))) == "zh-CN"
+    assert html_lang(page_of(browser(app, EN).get("/auth/wechat/qr"))) == "en"
+    monkeypatch.setattr(AccountAdapter, "select_locale", lambda adapter: "zh_CN")
     assert html_lang(page_of(browser(app, EN).get("/auth/wechat/qr"))) == "zh-CN"
 
 

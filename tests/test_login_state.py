@@ -347,8 +347,8 @@ def test_unknown_state_is_refused(app: Flask, state: str | None) -> None:
 
 def test_state_of_one_connection_is_not_valid_for_another(make_app: t.Any) -> None:
     app = make_app(WECHAT_QR_CONNECTIONS=[
-        {"connection": "wechat", "app_id": "wx1", "app_secret": "s1"},
-        {"connection": "other", "app_id": "wx2", "app_secret": "s2"},
+        {"connection": "wechat", "app_id": "wx1111111111111111", "app_secret": "s1"},
+        {"connection": "other", "app_id": "wx2222222222222222", "app_secret": "s2"},
     ])
     with app.test_request_context("/"):
         state = login_states(app, "wechat").begin(LoginData(next_url="/a"))

@@ -305,7 +305,8 @@ class User(db.Model, UserMixin):
 
 
 app = Flask("flask_migrate_host")
-app.config.update(SQLALCHEMY_DATABASE_URI=url, WECHAT_QR_APP_ID="wx1", WECHAT_QR_APP_SECRET="s")
+app.config.update(SQLALCHEMY_DATABASE_URI=url, WECHAT_QR_APP_ID="wx1111111111111111",
+                  WECHAT_QR_APP_SECRET="s")
 db.init_app(app)
 LoginManager(app)
 wechat = WeChatQR(app, db=db, user_model=User)

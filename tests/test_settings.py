@@ -126,6 +126,7 @@ GLOBAL_VALUES: dict[str, tuple[t.Any, t.Any]] = {
     "open_base_url": ("http://localhost:5000/sandbox/", "http://localhost:5000/sandbox"),
     "api_base_url": ("http://localhost:5000/sandbox-api", "http://localhost:5000/sandbox-api"),
     "sandbox": (True, True),
+    "app_id_check": ("false", False),
     "sandbox_prefix": ("/try-wechat/", "/try-wechat"),
     "sandbox_public_url": ("http://192.168.1.20:5000/", "http://192.168.1.20:5000"),
     "sandbox_app_name": ("示例网站", "示例网站"),
@@ -256,33 +257,72 @@ def test_invalid_identifier_is_refused(identifier: t.Any) -> None:
 
 
 @pytest.mark.parametrize("value", [None, "", "   ", "\t\n"])
-def test_missing_or_blank_app_id_is_refused(value: t.Any) -> None:
-    refused({**BASE, "WECHAT_QR_APP_ID": value}, "WECHAT_QR_APP_ID", "AppID",
-            "open.weixin.qq.com", "WECHAT_QR_SANDBOX")
-
-
-def test_absent_app_id_is_refused() -> None:
-    refused({"WECHAT_QR_APP_SECRET": APP_SECRET}, "WECHAT_QR_APP_ID", "open.weixin.qq.com")
+def test_missing_or_blank_app_id_leaves_the_connection_off(value: t.Any) -> None:
+    """A site deploys its code before it has credentials: loading works, the connection
+    says it has none (init_app warns; its routes answer 503)."""
+    conn = load_settings({**BASE, "WECHAT_QR_APP_ID": value}).connections["wechat"]
+    assert (conn.app_id, conn.has_credentials) == ("", False)
 
 
 @pytest.mark.parametrize("value", [None, "", "   "])
-def test_missing_app_secret_is_refused(value: t.Any) -> None:
-    refused({**BASE, "WECHAT_QR_APP_SECRET": value}, "WECHAT_QR_APP_SECRET", "AppSecret",
-            "open.weixin.qq.com")
+def test_missing_app_secret_leaves_the_connection_off(value: t.Any) -> None:
+    conn = load_settings({**BASE, "WECHAT_QR_APP_SECRET": value}).connections["wechat"]
+    assert (conn.app_id, conn.app_secret, conn.has_credentials) == (APP_ID, "", False)
 
 
-def test_absent_app_secret_is_refused() -> None:
-    refused({"WECHAT_QR_APP_ID": APP_ID}, "WECHAT_QR_APP_SECRET", "AppSecret")
+def test_an_empty_config_loads_with_no_credentials() -> None:
+    assert [c.has_credentials for c in load_settings({}).connections.values()] == [False]
+    assert load_settings(BASE).connections["wechat"].has_credentials
 
 
-def test_empty_config_names_the_app_id_first() -> None:
-    refused({}, "WECHAT_QR_APP_ID")
+@pytest.mark.parametrize("value", [12345, 0x1F, ["wx5f3d2e1c0b9a8776"]])
+def test_a_credential_that_is_not_text_is_refused(value: t.Any) -> None:
+    for key in ("WECHAT_QR_APP_ID", "WECHAT_QR_APP_SECRET"):
+        error = refused({**BASE, key: value}, key, "open.weixin.qq.com")
+        assert "must be text" in error.problem
+
+
+@pytest.mark.parametrize("app_id", [
+    "12345", "wx123", "wx5f3d2e1c0b9a877", "wx5f3d2e1c0b9a87766", "WX5F3D2E1C0B9A8776",
+    "wx5f3d2e1c0b9a877g", "gh_5f3d2e1c0b9a", APP_SECRET])
+def test_an_app_id_that_is_not_wechat_shaped_stops_startup(app_id: str) -> None:
+    error = refused({**BASE, "WECHAT_QR_APP_ID": app_id}, "WECHAT_QR_APP_ID",
+                    "管理中心 > 网站应用", "WECHAT_QR_APP_ID_CHECK=False")
+    assert "'wx' and 16 hexadecimal digits" in error.problem
+    assert f"{app_id[:4]!r}... ({len(app_id)} characters)" in error.problem
+    assert APP_SECRET not in str(error)  # a secret pasted into the AppID is not repeated
+    refused({"WECHAT_QR_CONNECTIONS": [
+        {"app_id": APP_ID, "app_secret": APP_SECRET},
+        {"connection": "shop", "app_id": app_id, "app_secret": APP_SECRET}]},
+        "WECHAT_QR_CONNECTIONS[1]['app_id']")
+
+
+def test_the_sandbox_app_id_with_the_sandbox_off_stops_startup() -> None:
+    error = refused({"WECHAT_QR_APP_ID": SANDBOX_APP_ID, "WECHAT_QR_APP_SECRET": "s"},
+                    "WECHAT_QR_APP_ID", "WECHAT_QR_SANDBOX on", "管理中心 > 网站应用")
+    assert "the sandbox's AppID" in error.problem
+
+
+def test_the_app_id_check_can_be_turned_off_and_is_off_in_the_sandbox() -> None:
+    assert load(WECHAT_QR_APP_ID="my-app", WECHAT_QR_APP_ID_CHECK=False
+                ).connections["wechat"].app_id == "my-app"
+    assert load(WECHAT_QR_APP_ID="my-app", WECHAT_QR_APP_ID_CHECK="false"
+                ).connections["wechat"].app_id == "my-app"
+    sandbox = load(WECHAT_QR_APP_ID="my-sandbox-app", WECHAT_QR_SANDBOX=True)
+    assert sandbox.connections["wechat"].app_id == "my-sandbox-app"
+    # The standalone sandbox (or another WeChat-compatible service) at other base URLs.
+    standalone = load(WECHAT_QR_APP_ID=SANDBOX_APP_ID,
+                      WECHAT_QR_OPEN_BASE_URL="http://127.0.0.1:5001",
+                      WECHAT_QR_API_BASE_URL="http://127.0.0.1:5001")
+    assert standalone.connections["wechat"].app_id == SANDBOX_APP_ID
+    refused({**BASE, "WECHAT_QR_APP_ID": "my-app", "WECHAT_QR_OPEN_BASE_URL":
+             "https://open.weixin.qq.com"}, "WECHAT_QR_APP_ID")  # the default, spelled out
 
 
 def test_invalid_config_stops_init_app(make_app: t.Callable[..., Flask]) -> None:
     with pytest.raises(ConfigurationError) as info:
-        make_app(WECHAT_QR_APP_SECRET="")
-    assert info.value.key == "WECHAT_QR_APP_SECRET"
+        make_app(WECHAT_QR_ASSOCIATION="ask-binding")
+    assert info.value.key == "WECHAT_QR_ASSOCIATION"
 
 
 # --- association mode ----------------------------------------------------------------
@@ -545,7 +585,8 @@ def test_duplicate_identifiers_are_refused() -> None:
 
 
 def test_two_dicts_without_identifier_collide_on_the_default() -> None:
-    conns = [{"app_id": "wx1", "app_secret": "a"}, {"app_id": "wx2", "app_secret": "b"}]
+    conns = [{"app_id": "wx1111111111111111", "app_secret": "a"},
+             {"app_id": "wx2222222222222222", "app_secret": "b"}]
     refused({**BASE, "WECHAT_QR_CONNECTIONS": conns}, "WECHAT_QR_CONNECTIONS", "unique")
 
 
@@ -558,7 +599,7 @@ def test_unknown_keys_in_a_connection_dict_are_refused(unknown: str) -> None:
     assert unknown in error.problem
 
 
-@pytest.mark.parametrize("value", ["wechat", {"connection": "wechat", "app_id": "wx1"}, 42,
+@pytest.mark.parametrize("value", ["wechat", {"connection": "wechat", "app_id": APP_ID}, 42,
                                    b"wechat"])
 def test_connections_that_are_not_a_list_are_refused(value: t.Any) -> None:
     refused({**BASE, "WECHAT_QR_CONNECTIONS": value}, "WECHAT_QR_CONNECTIONS", "[{")
@@ -571,8 +612,8 @@ def test_connection_entries_must_be_dicts(entry: t.Any) -> None:
 
 
 @pytest.mark.parametrize("name, value, words", [
-    ("app_secret", "", ("AppSecret",)),
-    ("app_id", None, ("AppID",)),
+    ("app_secret", 42, ("AppSecret",)),
+    ("app_id", "12345", ("WECHAT_QR_APP_ID_CHECK",)),
     ("connection", "WeChat_MP", ("lowercase",)),
     ("association", "magic", ("field_matching",)),
     ("callback_url", "ftp://x.example.com", ("https://",)),
@@ -629,11 +670,14 @@ def test_sandbox_keeps_configured_credentials_and_urls() -> None:
 
 
 def test_sandbox_does_not_complete_half_a_credential() -> None:
-    refused({"WECHAT_QR_SANDBOX": True, "WECHAT_QR_APP_ID": APP_ID}, "WECHAT_QR_APP_SECRET")
+    conn = load_settings({"WECHAT_QR_SANDBOX": True, "WECHAT_QR_APP_ID": APP_ID}
+                         ).connections["wechat"]
+    assert (conn.app_id, conn.app_secret, conn.has_credentials) == (APP_ID, "", False)
 
 
 def test_sandbox_credentials_are_not_used_outside_the_sandbox() -> None:
-    refused({"WECHAT_QR_SANDBOX": False}, "WECHAT_QR_APP_ID")
+    conn = load_settings({"WECHAT_QR_SANDBOX": False}).connections["wechat"]
+    assert (conn.app_id, conn.app_secret, conn.has_credentials) == ("", "", False)
 
 
 @pytest.mark.parametrize("prefix", ["/", ""])
@@ -688,6 +732,7 @@ def test_an_unset_boolean_is_false(key: str) -> None:
 
 #: Text for every key whose value is not text, and what the settings make of it.
 TEXT_VALUES: dict[str, tuple[str, t.Any]] = {
+    "app_id_check": ("no", False),
     "login_only": ("yes", True),
     "qr_self_redirect": ("off", False),
     "match_fields": ("unionid,email", ("unionid", "email")),
@@ -719,8 +764,9 @@ def test_every_key_type_reads_from_text() -> None:
 
 def test_connections_as_json_text() -> None:
     settings = load(WECHAT_QR_CONNECTIONS=(
-        '[{"connection": "web", "app_id": "wx1", "app_secret": "s1"},'
-        ' {"connection": "shop", "app_id": "wx2", "app_secret": "s2", "login_only": true,'
+        '[{"connection": "web", "app_id": "wx1111111111111111", "app_secret": "s1"},'
+        ' {"connection": "shop", "app_id": "wx2222222222222222", "app_secret": "s2",'
+        '  "login_only": true,'
         '  "lang": null}]'))
     assert list(settings.connections) == ["web", "shop"]
     assert settings.connections["shop"].login_only is True
@@ -808,8 +854,9 @@ def test_config_from_env_parses_every_known_variable() -> None:
 
 
 def test_config_from_env_reads_connections_json() -> None:
-    config = config_from_env({"WECHAT_QR_CONNECTIONS": '[{"app_id": "wx1", "app_secret": "s"}]'})
-    assert config == {"WECHAT_QR_CONNECTIONS": [{"app_id": "wx1", "app_secret": "s"}]}
+    config = config_from_env(
+        {"WECHAT_QR_CONNECTIONS": f'[{{"app_id": "{APP_ID}", "app_secret": "s"}}]'})
+    assert config == {"WECHAT_QR_CONNECTIONS": [{"app_id": APP_ID, "app_secret": "s"}]}
 
 
 def test_config_from_env_names_unknown_variables(caplog: pytest.LogCaptureFixture) -> None:

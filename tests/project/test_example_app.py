@@ -436,8 +436,9 @@ def test_false_booleans_and_test_config_wins(monkeypatch: pytest.MonkeyPatch,
 def test_several_connections_from_environment_json(monkeypatch: pytest.MonkeyPatch,
                                                    make_site: t.Callable[..., Flask]) -> None:
     monkeypatch.setenv("WECHAT_QR_CONNECTIONS", (
-        '[{"connection": "web", "app_id": "wx1", "app_secret": "s1"},'
-        ' {"connection": "shop", "display_name": "Shop", "app_id": "wx2", "app_secret": "s2",'
+        '[{"connection": "web", "app_id": "wx1111111111111111", "app_secret": "s1"},'
+        ' {"connection": "shop", "display_name": "Shop", "app_id": "wx2222222222222222",'
+        '  "app_secret": "s2",'
         '  "login_only": true}]'
     ))
     app = make_site()
@@ -473,12 +474,19 @@ def test_a_misspelled_sandbox_switch_stops_the_app(
         make_site()
 
 
-def test_an_app_id_without_a_secret_is_a_clear_error(
-    monkeypatch: pytest.MonkeyPatch, make_site: t.Callable[..., Flask]
+def test_an_app_id_without_a_secret_starts_with_wechat_login_off(
+    monkeypatch: pytest.MonkeyPatch, make_site: t.Callable[..., Flask],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     monkeypatch.setenv("WECHAT_QR_APP_ID", APP_ID)
-    with pytest.raises(ConfigurationError, match="WECHAT_QR_APP_SECRET"):
-        make_site()
+    with caplog.at_level(logging.WARNING, "flask_wechat_qr"):
+        site = make_site()
+    assert "WECHAT_QR_APP_SECRET" in caplog.text
+    client = site.test_client()
+    assert client.get("/").status_code == 200
+    resp = client.get("/auth/wechat/login")
+    assert resp.status_code == 503
+    assert "not set up yet" in resp.get_data(as_text=True)
 
 
 def test_unknown_wechat_variables_are_logged(monkeypatch: pytest.MonkeyPatch,
@@ -540,7 +548,8 @@ def test_wechat_config_state() -> None:
     assert not off.enabled
     assert off.missing == ("WECHAT_QR_APP_ID", "WECHAT_QR_APP_SECRET")
     assert wechat_config_state({"WECHAT_QR_APP_ID": "wx1"}).mode == "wechat"
-    assert wechat_config_state({"WECHAT_QR_CONNECTIONS": [{"app_id": "wx1"}]}).mode == "wechat"
+    assert wechat_config_state(
+        {"WECHAT_QR_CONNECTIONS": [{"app_id": "wx1111111111111111"}]}).mode == "wechat"
     assert wechat_config_state({"WECHAT_QR_APP_ID": "wx1", "WECHAT_QR_SANDBOX": True}).mode == (
         "sandbox")
 

@@ -414,7 +414,8 @@ class Binding(t.NamedTuple):
 def binding(make_app: t.Callable[..., Flask], wechat_api: t.Any) -> Binding:
     app = with_csrf_token_route(make_app(WECHAT_QR_ASSOCIATION="ask_binding",
                                          WECHAT_QR_BIND_ATTEMPTS_PER_BINDING=1_000_000,
-                                         WECHAT_QR_BIND_ATTEMPTS_PER_ADDRESS=1_000_000))
+                                         WECHAT_QR_BIND_ATTEMPTS_PER_ADDRESS=1_000_000,
+                                         WECHAT_QR_BIND_ATTEMPTS_PER_ACCOUNT=1_000_000))
     add_user(app, username="alice", password="correct horse")
     waiting = app.test_client()
     assert login_with_wechat(waiting, wechat_api).headers["Location"] == "/auth/bind"
