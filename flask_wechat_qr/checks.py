@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import re
 import typing as t
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import SplitResult, urlsplit
 
 from flask import Flask, url_for
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from .sandbox.options import SANDBOX_APP_ID, SANDBOX_APP_SECRET
 from .settings import WECHAT_APP_ID, ConnectionSettings, Settings, configured_issuer
@@ -38,6 +39,8 @@ _PLACEHOLDER_KEYS = frozenset({
     "dev", "devkey", "devsecret", "development", "secret", "secretkey", "test", "testing",
     "testkey", "password", "default", "key", "flask", "notsecret", "supersecret",
     "supersecretkey", "mysecretkey", "xxx", "todo",
+    # Flask's own docs, Flask Web Development and the Flask Mega-Tutorial:
+    '5#y2l"f4q8z\xec]/', "hardtoguessstring", "youwillneverguess",
 })
 _PLACEHOLDER_MARKERS = ("changeme", "changethis", "replaceme", "insecure", "placeholder",
                         "yoursecret")
@@ -111,6 +114,15 @@ class SiteUrls:
 
 
 @dataclass(frozen=True)
+class LocalRoute:
+    """A route of this app that a business callback URL's path leads to."""
+
+    endpoint: str
+    #: the HTTP methods it accepts (the ID token arrives by POST)
+    methods: frozenset[str]
+
+
+@dataclass(frozen=True)
 class Deployment:
     """What the checks look at, gathered once from the app and the command line."""
 
@@ -126,6 +138,8 @@ class Deployment:
     urls: SiteUrls
     #: the authorization callback domain (授权回调域) entered on the Open Platform, if given
     callback_domain: str | None = None
+    #: the route of this app each business callback URL's path leads to, by connection
+    business_routes: t.Mapping[str, LocalRoute] = field(default_factory=dict)
 
     @classmethod
     def of(cls, app: Flask, settings: Settings, base_url: str | None = None,
@@ -135,7 +149,27 @@ class Deployment:
         return cls(settings=settings, config=app.config,
                    production=not (app.debug or app.testing), base_url=base,
                    base_url_source=source, urls=site_urls(app, settings, base),
-                   callback_domain=callback_domain)
+                   callback_domain=callback_domain,
+                   business_routes=business_routes(app, settings))
+
+    @property
+    def simulated(self) -> t.Literal["in-app", "standalone"] | None:
+        """Whether logins go to a simulated WeChat: the sandbox mounted in this app, or a
+        standalone one (its AppID or AppSecret, at an address that is not WeChat's)."""
+        settings = self.settings
+        if settings.sandbox:
+            return "in-app"
+        if (settings.open_base_url != WECHAT_OPEN_BASE_URL
+                and settings.api_base_url != WECHAT_API_BASE_URL
+                and any(map(_uses_sandbox_credentials, settings.connections.values()))):
+            return "standalone"
+        return None
+
+    @property
+    def production_checks(self) -> bool:
+        """Whether the production-only checks apply: DEBUG and TESTING off, and no
+        simulated WeChat (a sandbox is a development set-up, whatever the flags say)."""
+        return self.production and self.simulated is None
 
     @property
     def redirect(self) -> SplitResult | None:
@@ -198,6 +232,34 @@ def _build_urls(app: Flask, settings: Settings, base: str | None) -> SiteUrls | 
             jwks_url=url_for("wechat_qr.jwks", _external=external))
 
 
+def business_routes(app: Flask, settings: Settings) -> dict[str, LocalRoute]:
+    """For each connection with a business callback URL, the route of ``app`` its path leads
+    to, matched in ``app.url_map`` as a request to that URL would be; none when no route
+    of this app has that path."""
+    found = {}
+    for conn in settings.connections.values():
+        if conn.callback_url:
+            route = _local_route(app, conn.callback_url)
+            if route is not None:
+                found[conn.identifier] = route
+    return found
+
+
+def _local_route(app: Flask, url: str) -> LocalRoute | None:
+    parts = urlsplit(url)
+    adapter = app.url_map.bind(parts.netloc, url_scheme=parts.scheme)
+    path = parts.path or "/"
+    try:
+        endpoint, _ = adapter.match(path, method="POST")
+    except MethodNotAllowed as refused:
+        methods = frozenset(refused.valid_methods or ())
+        endpoint, _ = adapter.match(path, method=min(methods))
+        return LocalRoute(str(endpoint), methods)
+    except HTTPException:  # no such route, or a redirect that keeps the POST (308)
+        return None
+    return LocalRoute(str(endpoint), frozenset({"POST"}))
+
+
 def describe_connection(deployment: Deployment, conn: ConnectionSettings,
                         id_tokens: IdTokenSigner | None) -> list[tuple[str, str]]:
     """What the check lists about one connection, as (label, value) rows; the AppSecret
@@ -211,7 +273,7 @@ def describe_connection(deployment: Deployment, conn: ConnectionSettings,
         ("Association", conn.association),
         ("Match fields", ", ".join(conn.match_fields) or "none"),
         ("Profile sync", conn.profile_sync),
-        ("Callback URL", conn.callback_url or "none"),
+        ("Business callback URL", conn.callback_url or "none (logins end on this site)"),
         *([("ID token", _describe_id_token(deployment, conn, id_tokens))]
           if conn.callback_url else []),
         ("Redirect URI", redirect_uri if deployment.base_url else
@@ -236,18 +298,18 @@ Check = t.Callable[[Deployment], t.Iterable[Finding]]
 
 
 def check_trusted_hosts(deployment: Deployment) -> t.Iterator[Finding]:
-    """Flask answers a host outside ``TRUSTED_HOSTS`` with 400, WeChat's callback too."""
+    """Flask answers a host outside ``TRUSTED_HOSTS`` with 400, the redirect URI too."""
     host = deployment.urls.untrusted_host
     if host:
         yield problem(
             f"the host {host} is not in TRUSTED_HOSTS: Flask answers every request for "
-            "it, WeChat's callback included, with 400 Bad Request",
+            "it, the redirect URI WeChat sends visitors to included, with 400 Bad Request",
             f"add {host} to TRUSTED_HOSTS, or give the right --base-url")
 
 
 def check_sandbox_credentials(deployment: Deployment) -> t.Iterator[Finding]:
-    """The sandbox's AppID or AppSecret, with the sandbox off: WeChat refuses them."""
-    if deployment.settings.sandbox:
+    """The sandbox's AppID or AppSecret sent to WeChat itself: WeChat refuses them."""
+    if deployment.simulated:
         return
     for index, conn in enumerate(deployment.settings.connections.values()):
         if _uses_sandbox_credentials(conn):
@@ -255,9 +317,11 @@ def check_sandbox_credentials(deployment: Deployment) -> t.Iterator[Finding]:
                                   for name in ("app_id", "app_secret"))
             yield problem(
                 "the sandbox's AppID or AppSecret is configured but WECHAT_QR_SANDBOX is "
-                "off: WeChat does not know them",
+                "off and logins go to WeChat: WeChat does not know them",
                 f"set {app_id} and {app_secret} to your website application's "
-                "(open.weixin.qq.com, 管理中心 > 网站应用), or turn WECHAT_QR_SANDBOX on",
+                "(open.weixin.qq.com, 管理中心 > 网站应用), or turn WECHAT_QR_SANDBOX on, or "
+                "point WECHAT_QR_OPEN_BASE_URL and WECHAT_QR_API_BASE_URL at a standalone "
+                "sandbox",
                 conn.identifier)
 
 
@@ -312,23 +376,57 @@ def secret_key_problem(secret_key: t.Any) -> str | None:
 
 
 def check_secret_key(deployment: Deployment) -> t.Iterator[Finding]:
-    """The login's state lives in the session cookie, which SECRET_KEY signs."""
-    found = secret_key_problem(deployment.config.get("SECRET_KEY"))
-    if found is not None:
+    """The login's state lives in the session cookie, which SECRET_KEY signs: none breaks
+    every login; a weak or well-known one lets anyone forge logins, and keeps them off
+    outside debug and testing."""
+    key = deployment.config.get("SECRET_KEY")
+    found = secret_key_problem(key)
+    if found is None:
+        return
+    if key and not deployment.production:  # as init_app: refused outside debug and testing
+        yield warning(found + " (fine while developing, refused in production)",
+                      SECRET_KEY_FIX)
+    else:
         yield problem(found, SECRET_KEY_FIX)
 
 
 def check_callback_url_scheme(deployment: Deployment) -> t.Iterator[Finding]:
     """In production an ID token goes to the business callback URL over https only."""
-    if not deployment.production:
+    if not deployment.production_checks:
         return
     for conn in deployment.settings.connections.values():
         parts = urlsplit(conn.callback_url or "")
         if parts.scheme == "http" and not is_loopback_host(parts.hostname or ""):
             yield problem(
-                f"the callback URL {conn.callback_url} is http: the ID token would cross the "
-                "network in clear text, and browsers warn about the form",
-                "use an https callback URL", conn.identifier)
+                f"the business callback URL {conn.callback_url} is http: the ID token would "
+                "cross the network in clear text, and browsers warn about the form",
+                "use an https business callback URL", conn.identifier)
+
+
+def check_callback_url_method(deployment: Deployment) -> t.Iterator[Finding]:
+    """The ID token arrives by form POST: a route of this app that takes no POST ends
+    every login on "405 Method Not Allowed"."""
+    for index, conn in enumerate(deployment.settings.connections.values()):
+        route = deployment.business_routes.get(conn.identifier)
+        if route is None or "POST" in route.methods:
+            continue
+        key = _setting_key(deployment, index, "callback_url")
+        what = (f"the business callback URL ({key}) {conn.callback_url} is this app's "
+                f"{route.endpoint}, which takes {_and(sorted(route.methods))} but not POST: "
+                "every login would end on 405 Method Not Allowed when the ID token is posted")
+        fix = (f"accept POST there (methods=[\"POST\"]) and verify the ID token, or set {key} "
+               "to the page that does")
+        if route.endpoint == "wechat_qr.callback":
+            what += (" (it is the extension's own redirect URI, which WeChat sends the browser "
+                     "back to)")
+            fix = (f"unset {key} for logins that end on this site; set it only to a page of "
+                   "your own (or another service) that accepts the ID token by POST")
+        host = urlsplit(conn.callback_url or "").hostname or ""
+        if (route.endpoint.startswith("wechat_qr.") or is_loopback_host(host)
+                or host == deployment.callback_domain_to_enter):
+            yield problem(what, fix, conn.identifier)
+        else:  # another host may serve that path; this app cannot tell
+            yield warning(f"if {host} is this app, {what}", fix, conn.identifier)
 
 
 def check_issuer_source(deployment: Deployment) -> t.Iterator[Finding]:
@@ -345,19 +443,31 @@ def check_issuer_source(deployment: Deployment) -> t.Iterator[Finding]:
 
 
 def check_sandbox_in_production(deployment: Deployment) -> t.Iterator[Finding]:
-    """In the sandbox anyone can log in as any simulated user."""
-    if deployment.settings.sandbox and deployment.production:
-        yield problem(
+    """In a sandbox anyone can log in as any simulated user: fine for trying a site (the
+    README's quick start does), never for a deployed one. A warning, as at start-up: the
+    sandbox is on only when asked for."""
+    if not deployment.production:
+        return
+    fix = ("for real WeChat give your website application's AppID and AppSecret and {off}; "
+           "while trying the site, run it with DEBUG on (flask run --debug)")
+    if deployment.simulated == "in-app":
+        yield warning(
             "WECHAT_QR_SANDBOX is on while DEBUG and TESTING are off: logins go to the "
-            "simulated WeChat, where anyone can log in as any simulated user",
-            "set WECHAT_QR_SANDBOX=False and give your website application's AppID and "
-            "AppSecret (keep the sandbox for development, with DEBUG on)")
+            "simulated WeChat, where anyone can log in as any simulated user (production "
+            "checks skipped; never deploy this)",
+            fix.format(off="set WECHAT_QR_SANDBOX=False"))
+    elif deployment.simulated == "standalone":
+        yield warning(
+            f"logins go to a standalone sandbox at {deployment.settings.api_base_url}, not "
+            "to WeChat, while DEBUG and TESTING are off: anyone can log in there as any "
+            "simulated user (production checks skipped; never deploy this)",
+            fix.format(off="unset WECHAT_QR_OPEN_BASE_URL and WECHAT_QR_API_BASE_URL"))
 
 
 def check_wechat_endpoints(deployment: Deployment) -> t.Iterator[Finding]:
     """In production logins go to WeChat's own addresses, not a standalone sandbox."""
     settings = deployment.settings
-    if not deployment.production or settings.sandbox:
+    if not deployment.production_checks:
         return
     for name, value, default in (("OPEN_BASE_URL", settings.open_base_url, WECHAT_OPEN_BASE_URL),
                                  ("API_BASE_URL", settings.api_base_url, WECHAT_API_BASE_URL)):
@@ -385,7 +495,7 @@ def check_redirect_port(deployment: Deployment) -> t.Iterator[Finding]:
         return
     what = (f"the redirect URI has port {redirect.port}, but the authorization callback "
             "domain (授权回调域) takes none: WeChat refuses such a redirect_uri (10003)")
-    if deployment.settings.sandbox:
+    if deployment.simulated:
         yield warning(what + "; the sandbox accepts it", _PORT_FIX)
     else:
         yield problem(what, _PORT_FIX)
@@ -406,7 +516,7 @@ def check_server_name_override(deployment: Deployment) -> t.Iterator[Finding]:
 def check_redirect_scheme(deployment: Deployment) -> t.Iterator[Finding]:
     """In production WeChat's code and the session cookie travel over https only."""
     redirect = deployment.redirect
-    if deployment.production and redirect is not None and redirect.scheme != "https":
+    if deployment.production_checks and redirect is not None and redirect.scheme != "https":
         yield problem(
             "the redirect URI uses http in production: WeChat's code and the session cookie "
             "would travel unencrypted",
@@ -418,7 +528,7 @@ def check_redirect_scheme(deployment: Deployment) -> t.Iterator[Finding]:
 def check_redirect_host(deployment: Deployment) -> t.Iterator[Finding]:
     """In production WeChat sends visitors to a public host, not their own computer."""
     host = deployment.callback_domain_to_enter
-    if deployment.production and host is not None and is_loopback_host(host):
+    if deployment.production_checks and host is not None and is_loopback_host(host):
         yield problem(
             f"the redirect URI's host {host} is this machine, not a public domain: WeChat "
             "would send each visitor's browser to their own computer",
@@ -447,7 +557,8 @@ def check_callback_domain_shape(deployment: Deployment) -> t.Iterator[Finding]:
 
 
 def check_callback_domain_match(deployment: Deployment) -> t.Iterator[Finding]:
-    """WeChat matches the callback domain with the redirect URI's host exactly."""
+    """WeChat matches the authorization callback domain with the redirect URI's host
+    exactly."""
     if deployment.callback_domain is None:
         return
     text = deployment.callback_domain.strip()
@@ -480,6 +591,7 @@ DEPLOYMENT_CHECKS: tuple[Check, ...] = (
     check_app_id_shape,
     check_secret_key,
     check_callback_url_scheme,
+    check_callback_url_method,
     check_issuer_source,
     check_sandbox_in_production,
     check_wechat_endpoints,

@@ -101,6 +101,8 @@ def _describe(revision: str | None, head: str) -> str:
 # --- flask wechat-qr check ------------------------------------------------------------
 
 _CALLBACK_DOMAIN_LABEL = "Authorization callback domain (授权回调域)"
+#: The width of the labels of a connection's rows ("Business callback URL:").
+_LABEL_WIDTH = 22
 
 
 def _validate_base_url(_ctx: click.Context, _param: click.Parameter,
@@ -134,18 +136,22 @@ def check_command(base_url: str | None, callback_domain: str | None) -> None:
     """Check the WeChat login settings before registering or deploying.
 
     Lists every connection (AppSecret masked), the exact redirect URI this site sends to
-    WeChat and the authorization callback domain (授权回调域) to enter for it on the WeChat
-    Open Platform. Then flags what would make WeChat logins fail or unsafe: a port in the
-    redirect URI; http, the sandbox or a localhost address in production; a missing or weak
-    SECRET_KEY; the sandbox's AppID or AppSecret with the sandbox off; a --callback-domain
-    with a scheme, port or path, or that is not the redirect URI's host.
+    WeChat and the authorization callback domain (授权回调域) to register for it on the WeChat
+    Open Platform: a bare host, no scheme, no port. Then flags what would make WeChat logins
+    fail or unsafe: a port in the redirect URI; http or a localhost address in production; a
+    missing, weak or well-known SECRET_KEY; an AppID that is not 'wx' and 16 hexadecimal
+    digits; the sandbox's AppID or AppSecret sent to WeChat; a business callback URL
+    (WECHAT_QR_CALLBACK_URL, where the ID token is POSTed) that this app would answer with
+    405; a --callback-domain with a scheme, port or path, or that is not the redirect URI's
+    host.
 
-    "Production" means DEBUG (flask --debug, FLASK_DEBUG) and TESTING both off. The
-    redirect URI is built with the app's own url_for at the public base URL: --base-url,
-    else SERVER_NAME (a SERVER_NAME always wins over --base-url's host, as it does for
-    every request). With neither, the redirect URI depends on the host each request
-    arrives with (behind a proxy, what ProxyFix passes on), so it cannot be known here:
-    that is a warning, not a problem.
+    "Production" means DEBUG (flask --debug, FLASK_DEBUG) and TESTING both off, and no
+    sandbox: a sandbox (WECHAT_QR_SANDBOX, or a standalone one) is a development set-up,
+    warned about rather than refused. The redirect URI is built with the app's own url_for
+    at the public base URL: --base-url, else SERVER_NAME (a SERVER_NAME always wins over
+    --base-url's host, as it does for every request). With neither, the redirect URI
+    depends on the host each request arrives with (behind a proxy, what ProxyFix passes
+    on), so it cannot be known here: that is a warning, not a problem.
 
     Exit status: 0 when no problem was found (warnings allowed), 1 when one was, 2 for a
     usage error.
@@ -167,7 +173,7 @@ def check_command(base_url: str | None, callback_domain: str | None) -> None:
 
 def _echo_site(app: Flask, deployment: Deployment) -> None:
     settings = deployment.settings
-    click.echo(f"Flask-WeChat-QR check of app {app.name!r}, {_mode(app)}")
+    click.echo(f"Flask-WeChat-QR check of app {app.name!r}, {_mode(app, deployment)}")
     if deployment.base_url:
         click.echo(f"Public base URL: {deployment.base_url} (from {deployment.base_url_source})")
     else:
@@ -180,11 +186,13 @@ def _echo_site(app: Flask, deployment: Deployment) -> None:
                    f"{settings.api_base_url}")
 
 
-def _mode(app: Flask) -> str:
+def _mode(app: Flask, deployment: Deployment) -> str:
     if app.testing:
         return "testing (TESTING on: production checks skipped)"
     if app.debug:
         return "development (DEBUG on: production checks skipped)"
+    if deployment.simulated:
+        return "development (DEBUG and TESTING off, but a sandbox: production checks skipped)"
     return "production (DEBUG and TESTING off)"
 
 
@@ -193,8 +201,19 @@ def _echo_connection(deployment: Deployment, conn: ConnectionSettings,
     click.echo("")
     click.echo(f"Connection {conn.identifier!r}")
     for label, value in describe_connection(deployment, conn, id_tokens):
-        click.echo(f"  {label + ':':<14} {value}")
-    click.echo(f"  {_CALLBACK_DOMAIN_LABEL}: {deployment.callback_domain_to_enter or 'unknown'}")
+        click.echo(f"  {label + ':':<{_LABEL_WIDTH}} {value}")
+    click.echo(f"  {_CALLBACK_DOMAIN_LABEL}: {_domain_to_enter(deployment)}")
+
+
+def _domain_to_enter(deployment: Deployment) -> str:
+    """The authorization callback domain to register, said so that it is copied bare."""
+    domain = deployment.callback_domain_to_enter
+    if domain is None:
+        return ("unknown: the bare host visitors use (e.g. www.example.com; no scheme, no "
+                "port), known with --base-url or SERVER_NAME")
+    if deployment.simulated:
+        return f"{domain} (the sandbox takes the host the browser uses; no registration)"
+    return f"{domain} (enter exactly this on open.weixin.qq.com: no scheme, no port, no path)"
 
 
 def _echo_findings(findings: Findings) -> None:

@@ -7,9 +7,12 @@ pooled HTTP session that every request of every thread in this process reuses.
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import re
+import socket
+import ssl
 import typing as t
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
@@ -17,6 +20,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 import requests
 from authlib.consts import default_user_agent
 from authlib.integrations.requests_client import OAuth2Session
+from urllib3.exceptions import NewConnectionError
 
 from .deadline import DeadlineAdapter
 from .errors import (
@@ -322,7 +326,7 @@ class WeChatClient:
         """
         for attempt in range(2):
             try:
-                with _translate_transport_errors("access_token"):
+                with _translate_transport_errors("access_token", self.api_base_url):
                     data = self.remote.fetch_access_token(code=code)
                 break
             except WeChatBusy:
@@ -379,7 +383,7 @@ class WeChatClient:
         url = f"{self.api_base_url}{path}?{urlencode(params)}"
         attempts = 2 if retry_busy else 1
         for attempt in range(attempts):
-            with _translate_transport_errors(path):
+            with _translate_transport_errors(path, self.api_base_url):
                 # request(), not get(): the stubs give get() requests' own keywords only.
                 resp = self.session.request("GET", url, withhold_token=True)
             try:
@@ -392,10 +396,12 @@ class WeChatClient:
 
 
 class _translate_transport_errors:
-    """Turn ``requests`` failures into typed errors that never carry the URL (it has secrets)."""
+    """Turn ``requests`` failures into typed errors that never carry the URL (it has secrets),
+    logging which host failed and why."""
 
-    def __init__(self, what: str) -> None:
+    def __init__(self, what: str, base_url: str) -> None:
         self.what = what
+        self.base_url = base_url
 
     def __enter__(self) -> None:
         return None
@@ -404,14 +410,65 @@ class _translate_transport_errors:
                  tb: t.Any) -> t.Literal[False]:
         if exc is None:
             return False
-        if isinstance(exc, requests.Timeout):
-            log.warning("WeChat %s timed out", self.what)
-            raise WeChatTimeout() from None
         if isinstance(exc, requests.RequestException):
-            log.warning("WeChat %s failed: %s", self.what, type(exc).__name__)
-            raise WeChatUnavailable() from None
+            log.warning("WeChat %s failed: %s", self.what,
+                        describe_transport_failure(exc, self.base_url))
+            raise (WeChatTimeout() if isinstance(exc, requests.Timeout)
+                   else WeChatUnavailable()) from None
         if isinstance(exc, ValueError) and not isinstance(exc, WeChatAPIError):
             # Authlib's token parsing refuses values it cannot read (``expires_in: "soon"``).
             log.warning("WeChat %s answered something that is not JSON", self.what)
             raise WeChatUnavailable() from None
         return False
+
+
+def describe_transport_failure(exc: BaseException, base_url: str) -> str:
+    """Which host failed and why, for the operator's log, e.g. ``could not connect to
+    api.weixin.qq.com (Connection refused)``.
+
+    Built from the exception types and the operating system's own reason only: the text of
+    a ``requests`` or ``urllib3`` error quotes the URL, whose query holds the AppSecret, the
+    code or a token.
+    """
+    parts = urlsplit(base_url)
+    host = parts.netloc.rsplit("@", 1)[-1] or base_url
+    chain = _causes(exc)
+    root = chain[-1]
+    if isinstance(exc, requests.ConnectTimeout):
+        return f"connecting to {host} timed out"
+    if isinstance(exc, requests.ReadTimeout):
+        return f"{host} did not answer in time (read timeout)"
+    if isinstance(exc, requests.Timeout):  # the whole call's deadline
+        return f"{host} gave no complete answer within WECHAT_QR_HTTP_TIMEOUT"
+    if isinstance(root, socket.gaierror):
+        return f"could not resolve {host} ({root.strerror or 'name lookup failed'})"
+    if isinstance(root, ssl.SSLError):
+        reason = getattr(root, "verify_message", None) or root.reason or type(root).__name__
+        return f"TLS with {host} failed ({reason})"
+    if isinstance(root, http.client.RemoteDisconnected):
+        return f"{host} closed the connection without answering"
+    if isinstance(root, OSError) and root.strerror:
+        if any(isinstance(cause, NewConnectionError) for cause in chain):
+            return f"could not connect to {host} ({root.strerror})"
+        return f"the connection to {host} failed ({root.strerror})"
+    if isinstance(exc, requests.exceptions.ChunkedEncodingError):
+        return f"the answer of {host} broke off ({type(root).__name__})"
+    if isinstance(exc, requests.exceptions.ProxyError):
+        return f"the proxy to {host} failed ({type(root).__name__})"
+    return f"could not reach {host} ({type(root).__name__})"
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what caused it, outermost first: ``requests`` wraps ``urllib3``'s errors
+    in its arguments, ``urllib3`` the socket's in ``reason`` or ``__cause__``."""
+    chain = [exc]
+    while len(chain) < 10:
+        current = chain[-1]
+        reason = getattr(current, "reason", None)
+        candidates = [reason, current.__cause__, current.__context__, *current.args]
+        found = next((c for c in candidates if isinstance(c, BaseException)
+                      and c not in chain), None)
+        if found is None:
+            break
+        chain.append(found)
+    return chain

@@ -7,6 +7,8 @@ person what happened and what to do next, and an HTTP status that says whose fau
 
 from __future__ import annotations
 
+import click
+
 from .i18n import LazyText, in_english
 from .i18n import lazy_gettext as _l
 
@@ -15,14 +17,24 @@ class WeChatQRError(Exception):
     """Base class of every error this extension raises."""
 
 
-class ConfigurationError(WeChatQRError, ValueError):
-    """A setting is missing or wrong; raised at ``init_app`` time."""
+class ConfigurationError(WeChatQRError, ValueError, click.ClickException):
+    """A setting is missing or wrong; raised at ``init_app`` time.
+
+    Also a :class:`click.ClickException`, click's own way to end a command with a message:
+    raised while a ``flask`` command loads the app (a factory calling ``init_app``), it is
+    shown as one ``Error:`` paragraph (key, problem, fix) with exit status 1, not as a
+    traceback that ends with the message.
+    """
 
     def __init__(self, key: str, problem: str, fix: str) -> None:
         self.key = key
         self.problem = problem
         self.fix = fix
-        super().__init__(f"{key}: {problem}. {fix}")
+        click.ClickException.__init__(self, f"{key}: {problem}. {fix}")
+
+    def format_message(self) -> str:
+        """The message as a ``flask`` command shows it, after ``Error:``."""
+        return f"Flask-WeChat-QR setting {self.key}: {self.problem}. Fix: {self.fix}"
 
 
 class LoginError(WeChatQRError):
@@ -232,8 +244,8 @@ class LoginNotSetUp(LoginUnavailable):
 
 
 class IdTokenError(LoginError):
-    """The ID token for the connection's callback URL could not be made (the site's own
-    adapter gave claims that are not JSON)."""
+    """The ID token for the connection's business callback URL could not be made (the
+    site's own adapter gave claims that are not JSON)."""
 
     status = 500
     operator_error = True

@@ -385,9 +385,9 @@ class ConnectionSettings:
             "it is the title of the embedded QR page.")
     app_id: str = setting(
         None, credential("AppID"),
-        doc="The **AppID** (``wx...``) of the website application, from 管理中心 › 网站应用 "
-            "on open.weixin.qq.com. Until it and the AppSecret are set (or "
-            ":setting:`WECHAT_QR_SANDBOX` is on) the site starts, with this connection's "
+        doc="The **AppID** (``wx`` and 16 hexadecimal digits) of the website application, "
+            "from 管理中心 › 网站应用 on open.weixin.qq.com. Until it and the AppSecret are set "
+            "(or :setting:`WECHAT_QR_SANDBOX` is on) the site starts, with this connection's "
             "login off (a 503 page) and a warning.")
     app_secret: str = setting(
         None, credential("AppSecret"), secret=True,
@@ -395,9 +395,11 @@ class ConnectionSettings:
             "with the AppID (see there) unless :setting:`WECHAT_QR_SANDBOX` is on.")
     callback_url: str | None = setting(
         None, business_url,
-        doc="The **callback URL** of a business front end or service (full ``http(s)``): "
-            "a successful login then ends with a signed ID token POSTed there. Not WeChat's "
-            "``redirect_uri``.")
+        doc="The **business callback URL**: a page of your own front end or service (full "
+            "``http(s)`` URL, accepting POST) that a successful login ends on, with a signed "
+            "ID token in a form POST; unset, logins end on this site. Not the authorization "
+            "callback domain (授权回调域) registered on open.weixin.qq.com, and not the "
+            "extension's own ``/auth/<connection>/callback`` (WeChat's ``redirect_uri``).")
     id_token_audience: str | None = setting(
         None, audience,
         doc="The ``aud`` claim of this connection's ID tokens; unset, the connection's "

@@ -148,10 +148,27 @@ def test_missing_secret_key_is_a_problem(site: Flask) -> None:
     (b"0123456789", "10 bytes, fewer than 32"),
     ("a" * 31, "31 bytes, fewer than 32"),
     ("键" * 10, "30 bytes, fewer than 32"),  # bytes, not characters, are what signs
+    (b'_5#y2L"F4Q8z\n\xec]/', "well-known placeholder"),  # Flask's quickstart
+    ("hard to guess string", "well-known placeholder"),
+    ("you-will-never-guess", "well-known placeholder"),
 ])
 def test_weak_secret_key_is_a_problem(site: Flask, key: t.Any, why: str) -> None:
     problem = only("problem", checks.check_secret_key, with_config(deploy(site), SECRET_KEY=key))
     assert problem.what.startswith("SECRET_KEY is") and why in problem.what
+
+
+def test_a_weak_secret_key_while_developing_is_a_warning(site: Flask) -> None:
+    """init_app refuses it only outside debug and testing; the check says the same."""
+    deployment = dataclasses.replace(with_config(deploy(site), SECRET_KEY="change-me"),
+                                     production=False)
+    warning = only("warning", checks.check_secret_key, deployment)
+    assert "well-known placeholder" in warning.what and "refused in production" in warning.what
+
+
+def test_no_secret_key_while_developing_is_still_a_problem(site: Flask) -> None:
+    """Without one, sessions (and so every login's state) do not work at all."""
+    deployment = dataclasses.replace(with_config(deploy(site), SECRET_KEY=""), production=False)
+    only("problem", checks.check_secret_key, deployment)
 
 
 def test_a_long_random_secret_key_is_fine(site: Flask) -> None:
@@ -162,12 +179,50 @@ def test_a_long_random_secret_key_is_fine(site: Flask) -> None:
 # --- the sandbox and the credentials ------------------------------------------------------
 
 
-def test_sandbox_on_in_production_is_a_problem(make_app: t.Callable[..., Flask]) -> None:
+def test_sandbox_on_with_debug_off_is_a_warning(make_app: t.Callable[..., Flask]) -> None:
+    """As at start-up: the sandbox is on only when asked for (the README asks for it to try
+    the site without --debug), so it is said loudly, not refused."""
     deployment = deploy(make_app(**SANDBOXED))
-    problem = only("problem", checks.check_sandbox_in_production, deployment)
-    assert problem.what.startswith("WECHAT_QR_SANDBOX is on while DEBUG and TESTING are off")
-    assert problem.fix.startswith("set WECHAT_QR_SANDBOX=False")
+    warning = only("warning", checks.check_sandbox_in_production, deployment)
+    assert warning.what.startswith("WECHAT_QR_SANDBOX is on while DEBUG and TESTING are off")
+    assert "never deploy this" in warning.what
+    assert "set WECHAT_QR_SANDBOX=False" in warning.fix
+    assert "flask run --debug" in warning.fix
     healthy(dataclasses.replace(deployment, production=False))
+
+
+def test_the_sandbox_is_a_development_set_up(make_app: t.Callable[..., Flask]) -> None:
+    """http, localhost and a port are what trying the sandbox looks like: not problems."""
+    deployment = deploy(make_app(**SANDBOXED), base_url="http://127.0.0.1:5000")
+    assert deployment.simulated == "in-app" and not deployment.production_checks
+    findings = run_checks(deployment)
+    assert findings.problems == ()
+    assert [f.what.split(":")[0] for f in findings.warnings] == [
+        "WECHAT_QR_SANDBOX is on while DEBUG and TESTING are off",
+        "the redirect URI has port 5000, but the authorization callback domain (授权回调域) "
+        "takes none"]
+
+
+STANDALONE = {"WECHAT_QR_OPEN_BASE_URL": "http://127.0.0.1:5001",
+              "WECHAT_QR_API_BASE_URL": "http://127.0.0.1:5001",
+              "WECHAT_QR_APP_ID": SANDBOX_APP_ID, "WECHAT_QR_APP_SECRET": "pr1nt3d-at-start"}
+
+
+@pytest.mark.parametrize("base_url", [None, "http://localhost:5000"])
+def test_the_standalone_sandbox_recipe_passes(make_app: t.Callable[..., Flask],
+                                              base_url: str | None) -> None:
+    """docs/sandbox.rst's settings, DEBUG off: the sandbox's AppID is right there."""
+    deployment = deploy(make_app(**STANDALONE), base_url=base_url)
+    assert deployment.simulated == "standalone"
+    findings = run_checks(deployment)
+    assert findings.problems == (), findings
+    warning = next(iter(checks.check_sandbox_in_production(deployment)))
+    assert warning.what.startswith("logins go to a standalone sandbox at "
+                                   "http://127.0.0.1:5001, not to WeChat")
+    assert "unset WECHAT_QR_OPEN_BASE_URL and WECHAT_QR_API_BASE_URL" in warning.fix
+    assert warning in findings.warnings
+    assert list(checks.check_sandbox_in_production(
+        dataclasses.replace(deployment, production=False))) == []
 
 
 def test_sandbox_app_id_with_sandbox_off_is_a_problem(make_app: t.Callable[..., Flask]) -> None:
@@ -373,3 +428,81 @@ def test_issuer_from_the_host_header_is_a_warning(make_app: t.Callable[..., Flas
     assert "iss is taken from each request's Host header" in warning.what
     assert warning.fix.startswith("set WECHAT_QR_ID_TOKEN_ISSUER")
     healthy(with_config(deployment, SERVER_NAME="www.example.com"))
+
+
+# --- a business callback URL that would end in 405 ------------------------------------------
+
+ID_TOKENS = {"WECHAT_QR_ID_TOKEN_SECRET": "k3y-" * 12,
+             "WECHAT_QR_ID_TOKEN_ISSUER": "https://www.example.com"}
+
+
+def test_the_redirect_uri_as_business_callback_url_is_a_problem(
+    make_app: t.Callable[..., Flask],
+) -> None:
+    """What the example's home page once invited: the extension's own GET-only callback
+    route as WECHAT_QR_CALLBACK_URL ends every login on 405."""
+    app = make_app(WECHAT_QR_CALLBACK_URL="http://127.0.0.1:5000/auth/wechat/callback",
+                   **ID_TOKENS)
+    deployment = deploy(app)
+    assert deployment.business_routes["wechat"].endpoint == "wechat_qr.callback"
+    problem = only("problem", checks.check_callback_url_method, deployment)
+    assert problem.connection == "wechat"
+    assert problem.what.startswith("the business callback URL (WECHAT_QR_CALLBACK_URL) "
+                                   "http://127.0.0.1:5000/auth/wechat/callback is this app's "
+                                   "wechat_qr.callback")
+    assert "but not POST" in problem.what and "405 Method Not Allowed" in problem.what
+    assert "the extension's own redirect URI" in problem.what
+    assert problem.fix.startswith("unset WECHAT_QR_CALLBACK_URL for logins that end on this site")
+
+
+@pytest.mark.parametrize("rule, url", [
+    ("/wechat/done", "https://www.example.com/wechat/done"),
+    ("/wechat/done", "http://localhost:8000/wechat/done"),
+    ("/<path:anything>", "https://www.example.com/wechat/done"),
+])
+def test_a_get_only_route_of_this_app_is_a_problem(make_app: t.Callable[..., Flask],
+                                                  rule: str, url: str) -> None:
+    app = make_app(WECHAT_QR_CALLBACK_URL=url, **ID_TOKENS)
+    app.add_url_rule(rule, "done", lambda: "thanks")  # GET only
+    problem = only("problem", checks.check_callback_url_method, deploy(app))
+    assert "is this app's done, which takes GET, HEAD and OPTIONS but not POST" in problem.what
+    assert problem.what.endswith("every login would end on 405 Method Not Allowed when the "
+                                 "ID token is posted")
+    assert problem.fix.startswith('accept POST there (methods=["POST"])')
+
+
+def test_a_route_that_takes_post_is_fine(make_app: t.Callable[..., Flask]) -> None:
+    app = make_app(WECHAT_QR_CALLBACK_URL="https://www.example.com/wechat/done", **ID_TOKENS)
+    app.add_url_rule("/wechat/done", "done", lambda: "thanks", methods=["POST"])
+    deployment = deploy(app)
+    assert "POST" in deployment.business_routes["wechat"].methods
+    healthy(deployment)
+
+
+def test_a_url_no_route_of_this_app_serves_is_not_checked(
+    make_app: t.Callable[..., Flask],
+) -> None:
+    app = make_app(WECHAT_QR_CALLBACK_URL="https://biz.example.com/wechat/receive", **ID_TOKENS)
+    deployment = deploy(app)
+    assert deployment.business_routes == {}
+    healthy(deployment)
+
+
+def test_the_same_path_on_another_host_is_a_warning(make_app: t.Callable[..., Flask]) -> None:
+    """Another service may serve that path; this app cannot tell."""
+    app = make_app(WECHAT_QR_CALLBACK_URL="https://biz.example.com/wechat/done", **ID_TOKENS)
+    app.add_url_rule("/wechat/done", "done", lambda: "thanks")
+    warning = only("warning", checks.check_callback_url_method, deploy(app))
+    assert warning.what.startswith("if biz.example.com is this app, the business callback URL")
+
+
+def test_each_connection_is_checked_by_its_own_key(make_app: t.Callable[..., Flask]) -> None:
+    app = make_app(WECHAT_QR_CONNECTIONS=[
+        {"connection": "web", "app_id": APP_ID, "app_secret": APP_SECRET},
+        {"connection": "shop", "app_id": APP_ID, "app_secret": APP_SECRET,
+         "callback_url": "https://www.example.com/auth/shop/login"},
+    ], **ID_TOKENS)
+    problem = only("problem", checks.check_callback_url_method, deploy(app))
+    assert problem.connection == "shop"
+    assert "(WECHAT_QR_CONNECTIONS[1]['callback_url'])" in problem.what
+    assert "this app's wechat_qr.login" in problem.what

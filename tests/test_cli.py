@@ -54,6 +54,12 @@ def check(app: Flask, *args: str, debug: bool = False) -> t.Any:
     return result
 
 
+def domain_row(output: str) -> str:
+    """What the listing says of the authorization callback domain to register."""
+    [row] = [line for line in output.splitlines() if line.startswith(f"  {DOMAIN_LABEL}: ")]
+    return row[len(f"  {DOMAIN_LABEL}: "):]
+
+
 def problems(output: str) -> list[str]:
     return [line for line in output.splitlines() if line.startswith("PROBLEM")]
 
@@ -71,17 +77,18 @@ def test_healthy_configuration_shows_redirect_uri_and_domain(
     result = check(make_app(), "--base-url", PUBLIC, "--callback-domain", "www.example.com")
     lines = result.output.splitlines()
     assert result.exit_code == 0, result.output
-    assert f"  Redirect URI:  {PUBLIC}/auth/wechat/callback" in lines
-    assert f"  {DOMAIN_LABEL}: www.example.com" in lines
+    assert f"  Redirect URI:          {PUBLIC}/auth/wechat/callback" in lines
+    assert (f"  {DOMAIN_LABEL}: www.example.com (enter exactly this on open.weixin.qq.com: "
+            "no scheme, no port, no path)") in lines
     assert f"Public base URL: {PUBLIC} (from --base-url)" in lines
     assert "Connection 'wechat'" in lines
-    assert f"  AppID:         {APP_ID}" in lines
-    assert "  Display name:  WeChat" in lines
-    assert "  Login only:    no" in lines
-    assert "  Association:   off" in lines
-    assert "  Match fields:  unionid" in lines
-    assert "  Profile sync:  first_login" in lines
-    assert "  Callback URL:  none" in lines
+    assert f"  AppID:                 {APP_ID}" in lines
+    assert "  Display name:          WeChat" in lines
+    assert "  Login only:            no" in lines
+    assert "  Association:           off" in lines
+    assert "  Match fields:          unionid" in lines
+    assert "  Profile sync:          first_login" in lines
+    assert "  Business callback URL: none (logins end on this site)" in lines
     assert lines[-1] == "Summary: no problems."
     assert not problems(result.output) and not warnings_of(result.output)
 
@@ -92,9 +99,9 @@ def test_redirect_uri_uses_the_real_url_prefix_and_site_path(
     app = make_app(WECHAT_QR_URL_PREFIX="/login/wx")
     result = check(app, "--base-url", "https://shop.example.com/site/")
     assert result.exit_code == 0, result.output
-    assert ("  Redirect URI:  https://shop.example.com/site/login/wx/wechat/callback"
+    assert ("  Redirect URI:          https://shop.example.com/site/login/wx/wechat/callback"
             in result.output.splitlines())
-    assert f"  {DOMAIN_LABEL}: shop.example.com" in result.output.splitlines()
+    assert domain_row(result.output).startswith("shop.example.com (enter exactly this")
 
 
 def test_base_url_from_server_name(make_app: t.Callable[..., Flask]) -> None:
@@ -104,7 +111,8 @@ def test_base_url_from_server_name(make_app: t.Callable[..., Flask]) -> None:
     assert result.exit_code == 0, result.output
     assert ("Public base URL: https://www.example.com/shop (from SERVER_NAME, "
             "PREFERRED_URL_SCHEME and APPLICATION_ROOT)") in result.output
-    assert "  Redirect URI:  https://www.example.com/shop/auth/wechat/callback" in result.output
+    assert ("  Redirect URI:          https://www.example.com/shop/auth/wechat/callback"
+            in result.output)
     assert f"  {DOMAIN_LABEL}: www.example.com" in result.output
 
 
@@ -113,7 +121,7 @@ def test_server_name_wins_over_base_url_host_with_a_warning(
 ) -> None:
     result = check(make_app(SERVER_NAME="www.example.com"), "--base-url", "https://example.org")
     assert result.exit_code == 0, result.output
-    assert "  Redirect URI:  https://www.example.com/auth/wechat/callback" in result.output
+    assert "  Redirect URI:          https://www.example.com/auth/wechat/callback" in result.output
     [warning] = warnings_of(result.output)
     assert "SERVER_NAME (www.example.com) overrides the host of --base-url (example.org)" \
         in warning
@@ -123,7 +131,8 @@ def test_unknown_base_url_is_a_warning_not_a_failure(make_app: t.Callable[..., F
     result = check(make_app())
     assert result.exit_code == 0, result.output
     assert "Public base URL: unknown (no --base-url, no SERVER_NAME)" in result.output
-    assert "  Redirect URI:  unknown; <public base URL>/auth/wechat/callback" in result.output
+    assert ("  Redirect URI:          unknown; <public base URL>/auth/wechat/callback"
+            in result.output)
     assert f"  {DOMAIN_LABEL}: unknown" in result.output
     [warning] = warnings_of(result.output)
     assert "--base-url https://www.example.com" in warning and "Fix:" in warning
@@ -144,18 +153,18 @@ def test_several_connections_are_listed(make_app: t.Callable[..., Flask]) -> Non
     out = result.output
     assert "Connection 'wechat'" in out and "Connection 'wechat-shop'" in out
     shop = out.split("Connection 'wechat-shop'", 1)[1]
-    for line in ["  Display name:  WeChat (shop)",
-                 "  AppID:         wx0123456789abcdef",
-                 "  AppSecret:     an…0p (masked)",
-                 "  Login only:    yes",
-                 "  Association:   field_matching",
-                 "  Match fields:  unionid",
-                 "  Profile sync:  each_login",
-                 "  Callback URL:  https://biz.example.com/wechat/done",
-                 f"  Redirect URI:  {PUBLIC}/auth/wechat-shop/callback",
-                 f"  {DOMAIN_LABEL}: www.example.com"]:
+    for line in ["  Display name:          WeChat (shop)",
+                 "  AppID:                 wx0123456789abcdef",
+                 "  AppSecret:             an…0p (masked)",
+                 "  Login only:            yes",
+                 "  Association:           field_matching",
+                 "  Match fields:          unionid",
+                 "  Profile sync:          each_login",
+                 "  Business callback URL: https://biz.example.com/wechat/done",
+                 f"  Redirect URI:          {PUBLIC}/auth/wechat-shop/callback"]:
         assert line in shop.splitlines(), line
-    assert f"  Redirect URI:  {PUBLIC}/auth/wechat/callback" in out.split(
+    assert domain_row(shop).startswith("www.example.com (enter exactly this")
+    assert f"  Redirect URI:          {PUBLIC}/auth/wechat/callback" in out.split(
         "Connection 'wechat-shop'", 1)[0]
     assert APP_SECRET not in out and "an0th3r-s3cr3t-f0r-th3-sh0p" not in out
 
@@ -165,7 +174,7 @@ def test_several_connections_are_listed(make_app: t.Callable[..., Flask]) -> Non
 
 def test_secret_is_masked(make_app: t.Callable[..., Flask]) -> None:
     result = check(make_app(), "--base-url", PUBLIC)
-    assert f"  AppSecret:     {APP_SECRET[:2]}…{APP_SECRET[-2:]} (masked)" in result.output
+    assert f"  AppSecret:             {APP_SECRET[:2]}…{APP_SECRET[-2:]} (masked)" in result.output
     assert APP_SECRET not in result.output
     assert APP_SECRET[:8] not in result.output and APP_SECRET[-8:] not in result.output
 
@@ -175,7 +184,7 @@ def test_short_secret_is_all_stars_even_with_problems(make_app: t.Callable[..., 
     app = make_app(WECHAT_QR_APP_SECRET=secret, SECRET_KEY="dev")
     result = check(app, "--base-url", "http://localhost:8080", "--callback-domain", "x.test")
     assert result.exit_code == 1
-    assert "  AppSecret:     ******** (masked)" in result.output
+    assert "  AppSecret:             ******** (masked)" in result.output
     assert secret not in result.output
 
 
@@ -185,7 +194,8 @@ def test_short_secret_is_all_stars_even_with_problems(make_app: t.Callable[..., 
 def test_base_url_with_port_is_a_problem(make_app: t.Callable[..., Flask]) -> None:
     result = check(make_app(), "--base-url", "https://www.example.com:8443")
     assert result.exit_code == 1
-    assert "  Redirect URI:  https://www.example.com:8443/auth/wechat/callback" in result.output
+    assert ("  Redirect URI:          https://www.example.com:8443/auth/wechat/callback"
+            in result.output)
     assert f"  {DOMAIN_LABEL}: www.example.com" in result.output
     [problem] = problems(result.output)
     assert problem.startswith("PROBLEM: the redirect URI has port 8443")
@@ -200,14 +210,21 @@ def test_http_while_developing_is_fine(make_app: t.Callable[..., Flask]) -> None
     assert "development (DEBUG on: production checks skipped)" in result.output
 
 
-def test_sandbox_on_in_production_is_a_problem(make_app: t.Callable[..., Flask]) -> None:
+def test_sandbox_on_with_debug_off_is_a_loud_warning(make_app: t.Callable[..., Flask]) -> None:
+    """The README's own way to try the sandbox without --debug (WECHAT_QR_SANDBOX=true)
+    passes, with the warning start-up gives too; http and localhost are fine there."""
     app = make_app(WECHAT_QR_SANDBOX=True, WECHAT_QR_APP_ID=None, WECHAT_QR_APP_SECRET=None)
-    result = check(app, "--base-url", PUBLIC)
-    assert result.exit_code == 1
+    result = check(app, "--base-url", "http://localhost:5000")
+    assert result.exit_code == 0, result.output
     assert "Sandbox: on, mounted at /wechat-sandbox" in result.output
-    [problem] = problems(result.output)
-    assert problem.startswith("PROBLEM: WECHAT_QR_SANDBOX is on while DEBUG and TESTING are off")
-    assert "Fix: set WECHAT_QR_SANDBOX=False" in problem
+    assert ("development (DEBUG and TESTING off, but a sandbox: production checks skipped)"
+            in result.output.splitlines()[0])
+    assert problems(result.output) == []
+    warning = next(w for w in warnings_of(result.output) if "WECHAT_QR_SANDBOX" in w)
+    assert warning.startswith("WARNING: WECHAT_QR_SANDBOX is on while DEBUG and TESTING are "
+                              "off")
+    assert "never deploy this" in warning and "set WECHAT_QR_SANDBOX=False" in warning
+    assert domain_row(result.output).startswith("localhost (the sandbox takes the host")
 
 
 def test_sandbox_while_testing_is_fine(make_app: t.Callable[..., Flask]) -> None:
@@ -228,16 +245,15 @@ def test_sandbox_app_id_with_sandbox_off_is_a_problem(make_app: t.Callable[..., 
 
 
 def test_every_problem_says_how_to_fix_it(make_app: t.Callable[..., Flask]) -> None:
-    app = make_app(SECRET_KEY="", WECHAT_QR_SANDBOX=True,
-                   WECHAT_QR_APP_ID=None, WECHAT_QR_APP_SECRET=None)
+    app = make_app(SECRET_KEY="")
     result = check(app, "--base-url", "http://localhost:8000",
                    "--callback-domain", "https://example.com/")
     assert result.exit_code == 1
     found = problems(result.output)
-    # key, sandbox, http, localhost, domain format, domain host; the port is a warning here
+    # key, port, http, localhost, domain format, domain host
     assert len(found) == 6, result.output
     assert all(". Fix: " in line and line.endswith(".") for line in found)
-    assert ("Summary: 6 problems, 1 warning; fix the problems before registering or "
+    assert ("Summary: 6 problems; fix the problems before registering or "
             "deploying.") == result.output.splitlines()[-1]
 
 
@@ -245,7 +261,6 @@ def test_findings_are_listed_problems_first_in_the_order_found(
     make_app: t.Callable[..., Flask],
 ) -> None:
     app = make_app(SECRET_KEY="dev", TRUSTED_HOSTS=["www.example.com"],
-                   WECHAT_QR_OPEN_BASE_URL="http://127.0.0.1:5001",
                    WECHAT_QR_API_BASE_URL="http://127.0.0.1:5001",
                    WECHAT_QR_ID_TOKEN_SECRET="k3y-" * 12, WECHAT_QR_APP_ID_CHECK=False,
                    WECHAT_QR_CONNECTIONS=[
@@ -259,13 +274,13 @@ def test_findings_are_listed_problems_first_in_the_order_found(
     assert lines[:3] == [
         "Flask-WeChat-QR check of app 'host_app', production (DEBUG and TESTING off)",
         "Public base URL: http://localhost:8000 (from --base-url)",
-        "Sandbox: off; QR page http://127.0.0.1:5001, API http://127.0.0.1:5001"]
+        "Sandbox: off; QR page https://open.weixin.qq.com, API http://127.0.0.1:5001"]
     found = lines[lines.index("", lines.index("Connection 'shop'")) + 1:-2]
     assert [line[:40] for line in found] == [
         "PROBLEM: the host localhost is not in TR",
         "PROBLEM [web]: the sandbox's AppID or Ap",
         "PROBLEM: SECRET_KEY is a well-known plac",
-        "PROBLEM [shop]: the callback URL http://",
+        "PROBLEM [shop]: the business callback UR",
         "PROBLEM: the redirect URI has port 8000,",
         "PROBLEM: the redirect URI uses http in p",
         "PROBLEM: the redirect URI's host localho",
@@ -273,10 +288,9 @@ def test_findings_are_listed_problems_first_in_the_order_found(
         "PROBLEM: the authorization callback doma",
         "WARNING [shop]: the AppID 'my-a'... does",
         "WARNING: the ID token's iss is taken fro",
-        "WARNING: WECHAT_QR_OPEN_BASE_URL is http",
         "WARNING: WECHAT_QR_API_BASE_URL is http:"]
     assert all(". Fix: " in line and line.endswith(".") for line in found)
-    assert lines[-2:] == ["", "Summary: 9 problems, 4 warnings; fix the problems before "
+    assert lines[-2:] == ["", "Summary: 9 problems, 3 warnings; fix the problems before "
                               "registering or deploying."]
 
 
@@ -342,9 +356,14 @@ def test_sandbox_command_serves_the_sandbox(site: Path, entry: list[str]) -> Non
             process.communicate()
             pytest.fail("the sandbox did not stop on SIGTERM")
     assert process.returncode in (0, -signal.SIGTERM), stdout + stderr
-    assert (f" * WeChat sandbox: WECHAT_QR_OPEN_BASE_URL=WECHAT_QR_API_BASE_URL={base}  "
-            "AppID wxclitest00000001") in stdout, stdout + stderr
+    lines = stdout.splitlines()
+    for setting in (f"WECHAT_QR_OPEN_BASE_URL={base}", f"WECHAT_QR_API_BASE_URL={base}",
+                    "WECHAT_QR_APP_ID=wxclitest00000001",
+                    "WECHAT_QR_APP_SECRET=<the --app-secret you gave>"):
+        assert f"       {setting}" in lines, stdout + stderr
     assert "cli-test-secret" not in stdout + stderr  # chosen by the person: never printed
+    assert ("Authorization callback domain (授权回调域): localhost. Open your site at "
+            "http://localhost:<its port>/") in stdout
     assert "For development only" in stdout
 
 
@@ -360,12 +379,15 @@ def test_the_standalone_sandbox_makes_and_prints_a_secret_of_its_own(site: Path)
     try:
         _get_when_up(process, base + "/", deadline=time.monotonic() + 30)
         assert process.stdout is not None
-        printed = [process.stdout.readline() for _ in range(3)]  # said before serving
-        match = re.search(r" \* AppSecret (\S+) \(new at every start", "".join(printed))
+        printed = []  # said before serving
+        while not printed or "For development only" not in printed[-1]:
+            printed.append(process.stdout.readline())
+            assert len(printed) < 20, printed
+        match = re.search(r"^       WECHAT_QR_APP_SECRET=(\S+)$", "".join(printed), re.M)
         assert match, printed
         secret = match.group(1)
         assert secret != SANDBOX_APP_SECRET and len(secret) >= 20
-        assert "For development only" in printed[2]
+        assert " * That AppSecret is new at every start; --app-secret keeps one.\n" in printed
         for given, errcode in ((secret, 40029), ("sandbox-app-secret", 40125)):
             with urllib.request.urlopen(
                 f"{base}/sns/oauth2/access_token?appid=wxsandbox0000000001&secret={given}"
@@ -424,7 +446,7 @@ def test_id_token_settings_are_shown_and_checked(make_app: t.Callable[..., Flask
                    WECHAT_QR_ID_TOKEN_SECRET="k3y-" * 12, WECHAT_QR_ID_TOKEN_AUDIENCE="biz")
     result = check(app, "--base-url", PUBLIC)
     assert result.exit_code == 1
-    assert ("  ID token:      HS256 (shared secret), aud biz, iss from each request, "
+    assert ("  ID token:              HS256 (shared secret), aud biz, iss from each request, "
             "valid 300 s") in result.output.splitlines()
     [problem] = problems(result.output)
     assert "is http: the ID token would cross the network in clear text" in problem
@@ -442,6 +464,60 @@ def test_healthy_id_token_settings(make_app: t.Callable[..., Flask], tmp_path: P
                    WECHAT_QR_ID_TOKEN_ISSUER="https://www.example.com")
     result = check(app, "--base-url", PUBLIC)
     assert result.exit_code == 0, result.output
-    assert (f"  ID token:      RS256 (public keys at {PUBLIC}/auth/.well-known/jwks.json), "
+    assert (f"  ID token:              RS256 (public keys at {PUBLIC}/auth/.well-known/jwks.json), "
             "aud wechat, iss https://www.example.com, valid 300 s") in result.output.splitlines()
     assert "PRIVATE KEY" not in result.output
+
+# --- a wrong setting while a flask command loads the app ----------------------------------
+
+BAD_FACTORY = """\
+import sys
+sys.path.insert(0, {tests!r})
+from pathlib import Path
+from support import make_test_app
+
+
+def create_app():
+    return make_test_app(Path(__file__).parent, WECHAT_QR_ASSOCIATION="field_matchin")
+"""
+
+
+@pytest.mark.parametrize("command", [["wechat-qr", "check"], ["run", "--port", "1"]])
+def test_a_wrong_setting_is_one_paragraph_not_a_traceback(tmp_path: Path,
+                                                          command: list[str]) -> None:
+    """An app factory whose init_app refuses a setting: `flask` says which key, what is
+    wrong and the fix in one `Error:` paragraph, with exit status 1."""
+    (tmp_path / "bad_factory.py").write_text(BAD_FACTORY.format(tests=str(TESTS)),
+                                             encoding="utf-8")
+    result = subprocess.run([sys.executable, "-m", "flask", "--app", "bad_factory", *command],
+                            cwd=tmp_path, env=_environ(), capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "Error: Flask-WeChat-QR setting WECHAT_QR_ASSOCIATION: unknown association mode "
+        "'field_matchin'. Fix: Use one of: off, field_matching, ask_binding."]
+
+
+# --- the set-ups the README and the quick start recommend pass the check ------------------
+
+
+@pytest.mark.parametrize("flags, environ", [
+    (["--debug"], {}),  # README: flask --app example_app run --debug
+    ([], {"WECHAT_QR_SANDBOX": "true"}),  # docs/quickstart.rst: the phone on the network
+], ids=["readme-debug", "quickstart-sandbox"])
+def test_the_quick_start_set_ups_pass_the_check(tmp_path: Path, flags: list[str],
+                                                environ: dict[str, str]) -> None:
+    """What the README tells a newcomer to run is what check accepts: exit 0, warnings
+    only, on the example site as it starts."""
+    env = {**{k: v for k, v in _environ().items() if not k.startswith("WECHAT_QR_")},
+           "SECRET_KEY": "q" * 64, "DATABASE_URL": f"sqlite:///{tmp_path / 'site.db'}",
+           **environ}
+    result = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "example_app", *flags, "wechat-qr", "check",
+         "--base-url", "http://127.0.0.1:5000"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert problems(result.stdout) == []
+    assert result.stdout.splitlines()[-1].startswith("Summary: no problems")
+    assert domain_row(result.stdout).startswith("127.0.0.1 (the sandbox takes the host")

@@ -9,9 +9,12 @@ errors as HTTP 200 ``errcode`` JSON.
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import re
+import socket
+import ssl
 import typing as t
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
@@ -19,6 +22,7 @@ import pytest
 import requests
 import responses
 import sqlalchemy as sa
+import urllib3
 from flask import Flask
 from markupsafe import escape
 from support import (
@@ -963,3 +967,98 @@ def test_a_hostile_avatar_reaches_no_row_and_no_token(make_app: t.Any, wechat_ap
     claims = verify(form_post(resp)["fields"]["id_token"], receiver_keys(client))
     assert "picture" not in claims
     assert [i.avatar_url for i in all_identities(app)] == [None]
+
+
+# --- outage logs: which host, and why ------------------------------------------------
+
+
+def _closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_an_outage_log_names_the_host_and_the_reason(
+    make_app: t.Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A real refused connection: the log says where and why, never the query's secrets."""
+    port = _closed_port()
+    app = make_app(WECHAT_QR_API_BASE_URL=f"http://127.0.0.1:{port}")
+    with app.app_context(), caplog.at_level(logging.DEBUG):
+        with pytest.raises(WeChatUnavailable):
+            wechat_client(app).exchange_code(CODE)
+    assert (f"WeChat access_token failed: could not connect to 127.0.0.1:{port} "
+            "(Connection refused)") in caplog.messages
+    assert_no_secrets(caplog.text)
+    assert "secret=" not in caplog.text and "code=" not in caplog.text
+
+
+def _raise_chain(request: requests.PreparedRequest, cause: BaseException,
+                 wrapper: type[requests.RequestException] = requests.ConnectionError) -> t.Any:
+    """What requests raises: its error around urllib3's, whose text quotes the URL."""
+    pool = urllib3.HTTPSConnectionPool("api.weixin.qq.com")
+    inner = urllib3.exceptions.MaxRetryError(pool, str(request.url), reason=cause)
+    raise wrapper(inner, request=request)
+
+
+def _name_not_resolved() -> BaseException:
+    lookup = socket.gaierror(-2, "Name or service not known")
+    cause = urllib3.exceptions.NameResolutionError(
+        "api.weixin.qq.com", None, lookup)  # type: ignore[arg-type]
+    cause.__cause__ = lookup
+    return cause
+
+
+def _certificate_refused() -> BaseException:
+    error = ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED]")
+    error.verify_message = "certificate has expired"
+    error.reason = "CERTIFICATE_VERIFY_FAILED"
+    return urllib3.exceptions.SSLError(error)
+
+
+@pytest.mark.parametrize("cause, wrapper, expected", [
+    (_name_not_resolved, requests.ConnectionError,
+     "could not resolve api.weixin.qq.com (Name or service not known)"),
+    (_certificate_refused, requests.exceptions.SSLError,
+     "TLS with api.weixin.qq.com failed (certificate has expired)"),
+    (lambda: urllib3.exceptions.ProtocolError(
+        "Connection aborted.", http.client.RemoteDisconnected("Remote end closed")),
+     requests.ConnectionError, "api.weixin.qq.com closed the connection without answering"),
+    (lambda: urllib3.exceptions.ProtocolError(
+        "Connection aborted.", ConnectionResetError(104, "Connection reset by peer")),
+     requests.ConnectionError,
+     "the connection to api.weixin.qq.com failed (Connection reset by peer)"),
+    (lambda: urllib3.exceptions.ConnectTimeoutError("timed out"), requests.ConnectTimeout,
+     "connecting to api.weixin.qq.com timed out"),
+    (lambda: urllib3.exceptions.ReadTimeoutError(None, "/", "timed out"),  # type: ignore[arg-type]
+     requests.ReadTimeout, "api.weixin.qq.com did not answer in time (read timeout)"),
+    (lambda: TimeoutError("the call's deadline"), requests.Timeout,
+     "api.weixin.qq.com gave no complete answer within WECHAT_QR_HTTP_TIMEOUT"),
+], ids=["dns", "tls", "disconnected", "reset", "connect-timeout", "read-timeout", "deadline"])
+def test_outage_logs_say_why(
+    wx: WeChatClient, wechat_api: WeChatAPI, caplog: pytest.LogCaptureFixture,
+    cause: t.Callable[[], BaseException], wrapper: type[requests.RequestException],
+    expected: str,
+) -> None:
+    wechat_api.mock.add_callback(
+        responses.GET, API + TOKEN_PATH,
+        callback=lambda request: _raise_chain(request, cause(), wrapper))
+    with caplog.at_level(logging.DEBUG), pytest.raises((WeChatUnavailable, WeChatTimeout)):
+        wx.exchange_code(CODE)
+    assert f"WeChat access_token failed: {expected}" in caplog.messages
+    assert_no_secrets(caplog.text)
+
+
+@pytest.mark.parametrize("operation", list(OPERATIONS))
+def test_an_unexplained_failure_still_names_the_host(
+    wx: WeChatClient, wechat_api: WeChatAPI, caplog: pytest.LogCaptureFixture, operation: str
+) -> None:
+    path, call = OPERATIONS[operation]
+    fail_with(wechat_api, path, requests.ConnectionError)
+    with caplog.at_level(logging.DEBUG), pytest.raises(WeChatUnavailable):
+        call(wx)
+    assert any(message.startswith("WeChat ") and message.endswith(
+        "failed: could not reach api.weixin.qq.com (ConnectionError)")
+        for message in caplog.messages), caplog.messages
+    assert_no_secrets(caplog.text)

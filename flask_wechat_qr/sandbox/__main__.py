@@ -34,17 +34,41 @@ def serve(*, host: str, port: int, app_id: str, app_secret: str | None, name: st
         database_uri=database, public_url=public_url)
     # Keep-alive, as WeChat's servers: the extension's pooled session is exercised.
     server = make_server(host, port, app, threaded=True, request_handler=KeepAliveHandler)
-    say(f" * WeChat sandbox: WECHAT_QR_OPEN_BASE_URL=WECHAT_QR_API_BASE_URL="
-        f"http://{host}:{port}  AppID {app_id}")
-    if not chosen:
-        say(f" * AppSecret {app_secret} (new at every start; --app-secret chooses one)")
-    say(" * For development only: anyone who reaches it can log in as a simulated person.")
+    for line in startup_lines(host=host, port=port, app_id=app_id,
+                              app_secret=None if chosen else app_secret,
+                              callback_domain=callback_domain):
+        say(line)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
         server.server_close()
+
+
+def startup_lines(*, host: str, port: int, app_id: str, app_secret: str | None,
+                  callback_domain: str) -> list[str]:
+    """What the sandbox says at start: the settings to copy into the site, and the address to
+    open the site at. ``app_secret``: the one it made (a chosen one is never printed)."""
+    shown = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "[::1]"}.get(host, host)
+    base = f"http://{'[' + shown + ']' if ':' in shown and '[' not in shown else shown}:{port}"
+    secret = app_secret or "<the --app-secret you gave>"
+    return [
+        f" * WeChat sandbox (a simulated WeChat Open Platform) at {base}",
+        " * Give your site these settings (app.config or environment variables), with "
+        "WECHAT_QR_SANDBOX off:",
+        f"       WECHAT_QR_OPEN_BASE_URL={base}",
+        f"       WECHAT_QR_API_BASE_URL={base}",
+        f"       WECHAT_QR_APP_ID={app_id}",
+        f"       WECHAT_QR_APP_SECRET={secret}",
+        *([" * That AppSecret is new at every start; --app-secret keeps one."]
+          if app_secret else []),
+        f" * Authorization callback domain (授权回调域): {callback_domain}. Open your site at "
+        f"http://{callback_domain}:<its port>/ (--callback-domain changes it): like WeChat, "
+        "the sandbox refuses a redirect URI on another host with error 10003, and localhost "
+        "and 127.0.0.1 are different hosts.",
+        " * For development only: anyone who reaches it can log in as a simulated person.",
+    ]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -16,6 +16,9 @@ from support import ROOT, dispose_engines
 
 README = (ROOT / "README.rst").read_text(encoding="utf-8")
 
+#: Made and entered first: Debian and Ubuntu refuse ``pip install`` outside a virtual
+#: environment (PEP 668), and have ``python3`` but no ``python`` until one is active.
+VENV_LINE = "python3 -m venv .venv && . .venv/bin/activate"
 QUICK_START = [
     "python -m pip install -e . && flask --app example_app run --debug",
     "python -m pip install -e '.[test]' && python -m pytest",
@@ -46,12 +49,26 @@ def _literal_blocks(node: t.Any, language: str | None = None) -> list[str]:
             if language is None or language in block.get("classes", [])]
 
 
-def test_quick_start_is_exactly_two_lines() -> None:
-    """Try the example site, run the tests: those two commands and nothing else to type."""
+def test_quick_start_is_a_virtualenv_then_two_lines() -> None:
+    """Make a virtualenv, try the example site, run the tests: nothing else to type."""
     commands = [line.strip() for block in _literal_blocks(_section("Quick start"), "sh")
                 for line in block.splitlines() if line.strip()]
-    assert commands == QUICK_START
+    assert commands == [VENV_LINE, *QUICK_START]
     assert len(_literal_blocks(_section("Quick start"))) == 2  # no other block there
+
+
+def test_quick_start_works_on_a_fresh_debian() -> None:
+    """The shape that works as pasted where only ``python3`` exists and the system Python
+    refuses ``pip install`` (PEP 668): ``python3`` until a virtualenv is active, and every
+    ``pip install`` after it; inside it, ``python`` is the virtualenv's."""
+    commands = [line.strip() for block in _literal_blocks(_section("Quick start"), "sh")
+                for line in block.splitlines() if line.strip()]
+    venv = re.fullmatch(r"python3 -m venv (\S+) && \. (\S+)/bin/activate", commands[0])
+    assert venv and venv.group(1) == venv.group(2), commands[0]
+    assert all("pip install" not in line for line in commands[:1])
+    assert all(re.match(r"python -m pip install ", line) for line in commands[1:])
+    assert "PEP 668" in _section("Quick start").astext()
+    assert "python3-venv" in _section("Quick start").astext()  # Debian's ensurepip
 
 
 def test_ci_runs_the_readme_test_line() -> None:
