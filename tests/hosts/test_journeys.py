@@ -12,7 +12,7 @@ from flask import Flask
 from support import POSTGRES_URL_VARIABLE, Database, find_tags, log_in, logged_in_user_id
 
 from .browse import Browser, assert_no_server_error, wechat_login
-from .shapes import BABEL_LAYOUT, HOSTS, MIGRATE, UUID_KEYS, Host, flask
+from .shapes import HOSTS, MIGRATE, UUID_KEYS, Host, flask
 
 #: Every host on SQLite; those whose keys or schema differ by database also on PostgreSQL.
 VARIANTS = [(host, "sqlite") for host in HOSTS] + [
@@ -134,15 +134,8 @@ def test_ask_binding_with_the_username_of_an_account_without_password(
     assert_no_server_error(browser)
 
 
-def test_link_and_unlink_from_the_account_page(host: tuple[Host, t.Any],
-                                              request: pytest.FixtureRequest) -> None:
+def test_link_and_unlink_from_the_account_page(host: tuple[Host, t.Any]) -> None:
     shape, build = host
-    if shape.passwords and not callable(getattr(shape.user_model(), "check_password", None)):
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "issue 13 (bug of 3690b71): the default has_password looks at "
-            "type(user), and unlink passes Flask-Login's current_user, a LocalProxy: a user "
-            "with a password_hash but no check_password is refused as 'only way to log "
-            "in' (409)")))
     app = build()
     if shape.passwords:
         user_id = shape.sign_up(app, username="carol", password=PASSWORD)
@@ -188,13 +181,9 @@ def test_database_upgrade(host: tuple[Host, t.Any]) -> None:
     assert page.status_code == 200 and who(page).startswith("Hello")
 
 
-def test_zh_browser_gets_the_extensions_chinese_pages(host: tuple[Host, t.Any],
-                                                      request: pytest.FixtureRequest) -> None:
+def test_zh_browser_gets_the_extensions_chinese_pages(host: tuple[Host, t.Any]) -> None:
+    """Whatever languages the host's Babel offers (host_babel_layout: en and es only)."""
     shape, build = host
-    if shape is BABEL_LAYOUT:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "issue 13: zh pages whatever the host's Babel languages (this host's selector "
-            "offers en and es only)")))
     app = build(WECHAT_QR_ASSOCIATION="ask_binding")
     browser = Browser(app, language="zh-CN,zh;q=0.9")
     qr = browser.get("/auth/wechat/qr")
