@@ -5,11 +5,19 @@ extension's database upgrade, and a crawl of every page seen: never a 5xx."""
 
 from __future__ import annotations
 
+import os
 import typing as t
 
 import pytest
 from flask import Flask
-from support import POSTGRES_URL_VARIABLE, Database, find_tags, log_in, logged_in_user_id
+from support import (
+    POSTGRES_URL_VARIABLE,
+    REQUIRE_POSTGRES_VARIABLE,
+    Database,
+    find_tags,
+    log_in,
+    logged_in_user_id,
+)
 
 from .browse import Browser, assert_no_server_error, wechat_login
 from .shapes import HOSTS, MIGRATE, UUID_KEYS, Host, flask
@@ -24,12 +32,13 @@ PASSWORD = "correct horse battery"
 @pytest.fixture(params=VARIANTS, ids=[f"{h.package}-{backend}" for h, backend in VARIANTS])
 def host(request: pytest.FixtureRequest, tmp_path: t.Any) -> t.Iterator[tuple[Host, t.Any]]:
     """A host and a ``build(**config)`` that makes it on a fresh database of the test's."""
-    import os
-
     host, backend = request.param
     server_url = os.environ.get(POSTGRES_URL_VARIABLE) if backend == "postgresql" else None
     if backend == "postgresql" and not server_url:
-        pytest.skip(f"set {POSTGRES_URL_VARIABLE} for the PostgreSQL variant")
+        reason = f"set {POSTGRES_URL_VARIABLE} for the PostgreSQL variant"
+        if os.environ.get(REQUIRE_POSTGRES_VARIABLE):
+            pytest.fail(f"{REQUIRE_POSTGRES_VARIABLE} is set: {reason}")
+        pytest.skip(reason)
     database = Database(backend, tmp_path, server_url)
     apps: list[Flask] = []
 

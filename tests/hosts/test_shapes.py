@@ -46,14 +46,14 @@ def dispose() -> t.Iterator[t.Callable[[Flask], Flask]]:
 def test_a_required_column_nothing_fills_is_named_at_init_app(tmp_path: Path) -> None:
     """The site as first wired from the README (no ``create_user``): ``users.email`` is NOT
     NULL without a default, so the first WeChat login could only fail. ``init_app`` says so
-    before any visitor comes, naming the column and the hook that fills it."""
+    before any visitor comes, naming the column and the hook that fills it. (Required
+    columns with a default, as host_uuid_keys and host_babel_layout have, start fine: the
+    journeys build them.)"""
     from host_required_columns import naive
 
     with pytest.raises(ConfigurationError) as caught:
         naive.create_app({**SANDBOX, "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path}/a.db"})
-    assert "email" in str(caught.value)
-    assert "username" not in caught.value.problem  # the default adapter fills that one
-    assert "create_user" in caught.value.fix
+    assert "email" in str(caught.value) and "create_user" in str(caught.value)
 
 
 # --- (d) a layout with no head or title block ---------------------------------------------

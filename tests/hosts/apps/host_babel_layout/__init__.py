@@ -27,6 +27,7 @@ class Customer(UserMixin, db.Model):  # type: ignore[name-defined,misc]
     nickname = db.Column(db.Unicode(255))
     avatar_url = db.Column(db.Text)
     password_hash = db.Column(db.String(255))
+    newsletter = db.Column(db.Boolean, nullable=False, default=False)  # required, defaulted
 
 
 @login_manager.user_loader

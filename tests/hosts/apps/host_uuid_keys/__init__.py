@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import typing as t
 import uuid
+from datetime import datetime
 
 from flask import Flask, render_template
 from flask_login import LoginManager, UserMixin, current_user, login_required
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import String, Text
+from sqlalchemy import String, Text, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from flask_wechat_qr import WeChatQR
@@ -32,6 +33,9 @@ class User(UserMixin, db.Model):  # type: ignore[name-defined,misc]
     nickname: Mapped[str | None] = mapped_column(String(255))
     avatar_url: Mapped[str | None] = mapped_column(Text)
     password_hash: Mapped[str | None] = mapped_column(String(255))
+    # Required, but filled without the adapter: by the database and by SQLAlchemy.
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    role: Mapped[str] = mapped_column(String(20), default="member")
 
 
 @login_manager.user_loader
