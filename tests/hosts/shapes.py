@@ -31,15 +31,19 @@ def flask(app: Flask, *args: str) -> t.Any:
 def kept_loggers() -> t.Iterator[None]:
     """Flask-Migrate's generated ``env.py`` calls ``logging.config.fileConfig``, which
     disables every logger made before it: in a test process, later tests would no longer
-    see the extension's log. Put them back as they were."""
+    see the extension's log (and the root logger gets a stderr handler). Put them back."""
     manager = logging.Logger.manager
     before = {name: logger.disabled for name, logger in manager.loggerDict.items()
               if isinstance(logger, logging.Logger)}
+    root = logging.getLogger()
+    root_level, root_handlers = root.level, root.handlers[:]
     try:
         yield
     finally:
         for name, disabled in before.items():
             logging.getLogger(name).disabled = disabled
+        root.setLevel(root_level)
+        root.handlers[:] = root_handlers
 
 
 def upgrade_schema(app: Flask) -> None:

@@ -30,7 +30,12 @@ COMMAND_TIMEOUT = 60
 def dispose() -> t.Iterator[t.Callable[[Flask], Flask]]:
     """``dispose(app)``: close the app's pooled connections when the test ends."""
     apps: list[Flask] = []
-    yield lambda app: apps.append(app) or app  # type: ignore[func-returns-value]
+
+    def keep(app: Flask) -> Flask:
+        apps.append(app)
+        return app
+
+    yield keep
     for app in apps:
         with app.app_context():
             db = app.extensions["sqlalchemy"]
