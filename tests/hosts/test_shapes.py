@@ -47,7 +47,6 @@ def dispose() -> t.Iterator[t.Callable[[Flask], Flask]]:
 # --- (a) a required column the default adapter cannot fill --------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13: required-column detection at init_app")
 def test_a_required_column_nothing_fills_is_named_at_init_app(tmp_path: Path) -> None:
     """The site as first wired from the README (no ``create_user``): ``users.email`` is NOT
     NULL without a default, so the first WeChat login could only fail. ``init_app`` says so
