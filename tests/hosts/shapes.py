@@ -1,0 +1,126 @@
+"""The host apps of ``apps/`` as the tests see them: how to build one on a test's database,
+where its account page is, and how its own sign-up stores a user (the tests add users as
+the site's own registration would)."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import typing as t
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from flask import Flask
+from werkzeug.security import generate_password_hash
+
+#: What every host runs with in these tests: the in-app sandbox, no WeChat credentials.
+SANDBOX = {"TESTING": True, "WECHAT_QR_SANDBOX": True, "WECHAT_QR_SANDBOX_APP_NAME": "Host"}
+
+
+def flask(app: Flask, *args: str) -> t.Any:
+    """``flask <args>`` for ``app``, in-process (Flask's CLI runner), with Flask-Migrate's
+    ``db`` group as the ``flask`` command has it; the click result."""
+    from flask.cli import FlaskGroup
+
+    with kept_loggers():
+        return app.test_cli_runner().invoke(FlaskGroup(create_app=lambda: app), list(args))
+
+
+@contextlib.contextmanager
+def kept_loggers() -> t.Iterator[None]:
+    """Flask-Migrate's generated ``env.py`` calls ``logging.config.fileConfig``, which
+    disables every logger made before it: in a test process, later tests would no longer
+    see the extension's log (and the root logger gets a stderr handler). Put them back."""
+    manager = logging.Logger.manager
+    before = {name: logger.disabled for name, logger in manager.loggerDict.items()
+              if isinstance(logger, logging.Logger)}
+    root = logging.getLogger()
+    root_level, root_handlers = root.level, root.handlers[:]
+    try:
+        yield
+    finally:
+        for name, disabled in before.items():
+            logging.getLogger(name).disabled = disabled
+        root.setLevel(root_level)
+        root.handlers[:] = root_handlers
+
+
+def upgrade_schema(app: Flask) -> None:
+    """What a Flask-Migrate site runs at deploy: its own ``flask db upgrade``, then the
+    extension's ``flask wechat-qr db upgrade`` (docs/deploying.rst)."""
+    for command in (["db", "upgrade"], ["wechat-qr", "db", "upgrade"]):
+        result = flask(app, *command)
+        assert result.exit_code == 0, (command, result.output, result.exception)
+
+
+@dataclass(frozen=True)
+class Host:
+    """One host app: its package under ``apps/`` and what the tests need to know of it."""
+
+    package: str
+    #: The name of its user model in the package.
+    model: str
+    #: The logged-in user's page that lists, links and unlinks WeChat.
+    account: str
+    #: Whether users can have passwords (and so bind with one).
+    passwords: bool = True
+    #: The model's column for a user's password (a Werkzeug hash).
+    password_column: str = "password_hash"
+    #: Whether its users need an e-mail address (a required column with no default).
+    email_required: bool = False
+    #: Whether its schema comes from migrations (else ``db.create_all()`` in the factory).
+    migrated: bool = False
+
+    def build(self, url: str, **config: t.Any) -> Flask:
+        app: Flask = self.module().create_app(
+            {**SANDBOX, "SQLALCHEMY_DATABASE_URI": url, **config})
+        if self.migrated:
+            upgrade_schema(app)
+        return app
+
+    def module(self) -> t.Any:
+        return importlib.import_module(self.package)
+
+    def user_model(self, app: Flask | None = None) -> t.Any:
+        return getattr(self.module(), self.model)
+
+    def db(self, app: Flask) -> t.Any:
+        return self.module().db
+
+    def sign_up(self, app: Flask, password: str | None = None, **fields: t.Any) -> str:
+        """A user made by the site's own registration; its id as Flask-Login has it."""
+        if self.email_required and "username" in fields:
+            fields.setdefault("email", f"{fields['username']}@example.com")
+        if password is not None:
+            # A cheap hash: the tests check many logins, not the hash's strength.
+            fields[self.password_column] = generate_password_hash(password, "pbkdf2:sha256:1000")
+        with app.app_context():
+            user = self.user_model(app)(**fields)
+            self.db(app).session.add(user)
+            self.db(app).session.commit()
+            return str(user.get_id())
+
+    def users(self, app: Flask) -> list[dict[str, t.Any]]:
+        """Every user row, as a dict of its columns."""
+        model = self.user_model(app)
+        with app.app_context():
+            rows = self.db(app).session.execute(sa.select(model.__table__)).mappings().all()
+            return [dict(row) for row in rows]
+
+    def identities(self, app: Flask) -> list[dict[str, t.Any]]:
+        table = self.db(app).metadata.tables["wechat_qr_identity"]
+        with app.app_context():
+            rows = self.db(app).session.execute(sa.select(table)).mappings().all()
+            return [dict(row) for row in rows]
+
+
+REQUIRED_COLUMNS = Host("host_required_columns", "User", account="/account",
+                        email_required=True)
+UUID_KEYS = Host("host_uuid_keys", "User", account="/me")
+NO_PASSWORD = Host("host_no_password", "Member", account="/settings", passwords=False)
+BABEL_LAYOUT = Host("host_babel_layout", "Customer", account="/account")
+FACTORY = Host("host_factory", "Author", account="/users/profile")
+MIGRATE = Host("host_migrate", "User", account="/account", migrated=True)
+
+HOSTS = [REQUIRED_COLUMNS, UUID_KEYS, NO_PASSWORD, BABEL_LAYOUT, FACTORY, MIGRATE]
