@@ -586,7 +586,7 @@ def gunicorn(env: dict[str, str], log: Path) -> t.Iterator[str]:
             try:
                 requests.get(base + "/api/me", timeout=2)
                 break
-            except requests.ConnectionError:
+            except requests.RequestException:  # not listening yet, or a worker still booting
                 assert time.monotonic() < deadline, "gunicorn did not start:\n" + log.read_text()
                 time.sleep(0.1)
         yield base

@@ -17,8 +17,9 @@ if t.TYPE_CHECKING:
 
 def sandbox_tables(app: Flask) -> list[sa.Table]:
     """The sandbox's own (development-only) tables in ``app``; none without the sandbox.
-    They are not among the extension's migrations: a host creates them with
-    ``db.metadata.create_all(db.engine, tables=sandbox_tables(app))``."""
+    They are not among the extension's migrations: the sandbox creates them on its first
+    request where missing (or a host with
+    ``db.metadata.create_all(db.engine, tables=sandbox_tables(app))``)."""
     runtime: SandboxRuntime | None = app.extensions.get(EXTENSION_KEY)
     if runtime is None:
         return []

@@ -11,7 +11,7 @@ import json
 import secrets
 import time
 import typing as t
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import sqlalchemy as sa
@@ -94,6 +94,8 @@ class SandboxRuntime:
     public_url: str | None = None
     #: when this process next deletes what has expired
     next_purge: float = 0.0
+    #: whether this process has made sure the sandbox's tables exist
+    tables_ready: bool = False
 
 
 def _runtime() -> SandboxRuntime:
@@ -128,6 +130,18 @@ def wechat_error(errcode: int, errmsg: str) -> Response:
 def _page_error(title: str, detail: str, errcode: int | None = None) -> tuple[str, int]:
     return render_template("wechat_qr/sandbox/error.html", title=title, detail=detail,
                            errcode=errcode), 400
+
+
+@blueprint.before_request
+def create_missing_tables() -> None:
+    """The sandbox's tables are development-only: not in the extension's migrations nor in
+    a host's. They are made here, on first use, where missing (a Flask-Migrate site never
+    runs ``db.create_all()``)."""
+    runtime = _runtime()
+    if not runtime.tables_ready:
+        tables = [getattr(runtime.models, f.name).__table__ for f in fields(runtime.models)]
+        runtime.db.metadata.create_all(runtime.db.engine, tables=tables, checkfirst=True)
+        runtime.tables_ready = True
 
 
 @blueprint.before_request

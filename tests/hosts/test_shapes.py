@@ -63,9 +63,6 @@ def test_a_required_column_nothing_fills_is_named_at_init_app(tmp_path: Path) ->
 # --- (d) a layout with no head or title block ---------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "issue 13: template override without head/title blocks still working (auto-refresh "
-    "via a Refresh header)"))
 def test_the_qr_page_still_refreshes_in_a_layout_without_a_head_block(
         tmp_path: Path, dispose: t.Any) -> None:
     """The docs' override maps ``wechat_qr_head`` onto the layout's ``head`` block, which
@@ -224,9 +221,6 @@ def test_settings_from_unset_environment_variables_mean_the_default(
 # --- the sandbox's own tables on a migrated site ------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "issue 13: a missing sandbox table is a bare 500 (no documented migration-friendly way "
-    "to create the sandbox's tables)"))
 def test_a_missing_sandbox_table_is_not_a_bare_500(tmp_path: Path, dispose: t.Any) -> None:
     """A Flask-Migrate site turns the sandbox on but never creates its tables (they are not
     in the extension's migrations, and it never calls ``create_all``): the sandbox either
