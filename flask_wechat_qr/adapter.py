@@ -205,7 +205,7 @@ class AccountAdapter(t.Generic[UserT]):
     # --- the business callback URL ---------------------------------------------------
 
     def id_token_claims(self, user: UserT, connection: ConnectionSettings) -> dict[str, t.Any]:
-        """More claims for the ID token posted to ``connection``'s callback URL, e.g.
+        """More claims for the ID token posted to ``connection``'s business callback URL, e.g.
         ``{"email": user.email, "name": user.display_name}``; they may replace ``name`` and
         ``picture`` (WeChat's nickname and avatar) but never ``iss``, ``sub``, ``aud``,
         the times, ``jti``, ``nonce`` or ``wechat``."""

@@ -29,7 +29,7 @@ if t.TYPE_CHECKING:
     from .protocols import Identity, User
     from .settings import ConnectionSettings
 
-#: Endings of a login that a connection's callback URL is told of (``error`` field), as an
+#: Endings of a login that a connection's business callback URL is told of (``error`` field), as an
 #: OAuth redirect URI is: the person's choice or the site's policy, which the business front
 #: end should handle itself. Anything else (an expired link, WeChat down) is this site's
 #: page, where the person can try again.
@@ -87,7 +87,7 @@ def binding_cookie_value(binding_id: str) -> str:
 
 
 def _logged_in(outcome: LoggedIn) -> BaseResponse:
-    """On to ``next``, or with an ID token to the connection's callback URL. A receiver of
+    """On to ``next``, or with an ID token to the connection's business callback URL. A receiver of
     ``login_succeeded`` may answer instead (not for a repeated callback: it was told)."""
     if not outcome.repeated:
         for _receiver, result in signals.login_succeeded.send(
@@ -122,7 +122,7 @@ def deliver_id_token(connection: ConnectionSettings, user: User, identity: Ident
     posted before) it is that same token again, while it is valid: one login, one token."""
     runtime = current_runtime()
     signer = runtime.id_tokens
-    if signer is None:  # init_app refuses a callback URL without a key
+    if signer is None:  # init_app refuses a business callback URL without a key
         raise IdTokenError()
     if issued_at is not None and signer.expired(issued_at):
         raise StateError()  # its token was handed on and has expired: log in again
@@ -145,7 +145,7 @@ def deliver_id_token(connection: ConnectionSettings, user: User, identity: Ident
 
 
 def form_post(connection: ConnectionSettings, fields: dict[str, str]) -> Response:
-    """The page that POSTs ``fields`` to the connection's callback URL at once."""
+    """The page that POSTs ``fields`` to the connection's business callback URL at once."""
     response = Response(render_template(
         "wechat_qr/form_post.html", connection=connection, action=connection.callback_url,
         fields=fields,
@@ -156,7 +156,7 @@ def form_post(connection: ConnectionSettings, fields: dict[str, str]) -> Respons
 
 def error_response(error: LoginError, connection: ConnectionSettings | None,
                    login: LoginData | None) -> tuple[str | Response, int]:
-    """The end of a failed login: its callback URL told of it (for the endings the
+    """The end of a failed login: its business callback URL told of it (for the endings the
     business handles), else this site's page in words with a "try again" link."""
     if connection is not None and connection.callback_url and login is not None \
             and login.link_user is None:

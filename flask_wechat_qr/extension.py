@@ -229,15 +229,15 @@ def _unsafe_to_serve(app: Flask, settings: Settings) -> str | None:
 
     * the SECRET_KEY is missing, short or well known: anyone could forge the session cookie
       that carries a login's state, and with it logins;
-    * a connection posts ID tokens to a callback URL and nothing fixes their issuer: ``iss``
-      would follow each request's Host header, which the client chooses.
+    * a connection posts ID tokens to a business callback URL and nothing fixes their
+      issuer: ``iss`` would follow each request's Host header, which the client chooses.
     """
     if app.debug or app.testing:
         return None
     problem, fix = secret_key_problem(app.config.get("SECRET_KEY")), SECRET_KEY_FIX
     if problem is None and any(c.callback_url for c in settings.connections.values()) \
             and configured_issuer(settings, app.config) is None:
-        problem = ("a connection posts ID tokens to a callback URL, but neither "
+        problem = ("a connection posts ID tokens to a business callback URL, but neither "
                    "WECHAT_QR_ID_TOKEN_ISSUER nor SERVER_NAME says who issues them: their "
                    "iss would follow each request's Host header")
         fix = "set WECHAT_QR_ID_TOKEN_ISSUER to the site's public root URL"

@@ -28,7 +28,7 @@ callback page. Such a repeated callback ends the way its login ended, by this ta
     waiting for binding         yes           -     the bind page (its pointer restored
                                                     into a pre-login cookie when recent)
     cancelled / refused         yes          yes    the same page again (or the same error
-                                                    posted to the callback URL)
+                                                    posted to the business callback URL)
     any other failure            -            -     StateError
     logged in or linked as U     -            -     U is the logged-in user: on to where
                                                     that login went (a new ID token for a
@@ -126,7 +126,7 @@ class Callback:
 @dataclass(frozen=True)
 class LoggedIn:
     """The person is logged in as ``user``: go on to ``next_url``, or post an ID token to
-    the connection's callback URL when ``business`` is set."""
+    the connection's business callback URL when ``business`` is set."""
 
     connection: ConnectionSettings
     user: User
@@ -173,7 +173,7 @@ class NeedsBinding:
 @dataclass(frozen=True)
 class Failed:
     """The login cannot go on: ``error`` says why, ``login`` what it was for (the error
-    page's "try again" link, and what to tell a callback URL)."""
+    page's "try again" link, and what to tell a business callback URL)."""
 
     error: LoginError
     connection: ConnectionSettings
@@ -319,7 +319,7 @@ class LoginFlow:
                     fetch_profile: t.Callable[[], WeChatProfile]) -> _Committed | NeedsBinding:
         """Resolve who logs in (or park the choice), use the state, commit, log in."""
         auth_time = time.time()
-        # The ID token a callback URL gets is decided with the login, so that a repeat of
+        # The ID token a business callback URL gets is decided with the login, so that a repeat of
         # the callback posts the same token again.
         token_id = new_token_id() if connection.callback_url else None
         ended_at = time.time()
@@ -406,7 +406,7 @@ class LoginFlow:
                 return NeedsBinding(connection, login, ending.binding_id)
             repeated = REPEATED_ERRORS.get(str(ending.error))
             if repeated is not None and same_browser and recent:
-                # The same page (or callback URL post) as the first request.
+                # The same page (or business callback URL post) as the first request.
                 return Failed(repeated(), connection, login)
             return no_longer_valid()
         user = self.adapter.current_user()

@@ -56,7 +56,7 @@ class IdTokenSigner:
         """The signer the settings describe; ``None`` if they give no key.
 
         Raises :class:`ConfigurationError` for a key that cannot sign, or when a
-        connection has a callback URL and there is nothing to sign its tokens with (the
+        connection has a business callback URL and there is nothing to sign its tokens with (the
         settings themselves, lifetime and which keys go together, were checked by
         :func:`~flask_wechat_qr.settings.load_settings`).
         """
@@ -79,7 +79,7 @@ class IdTokenSigner:
         if with_callback:
             raise ConfigurationError(
                 PREFIX + "CALLBACK_URL",
-                f"connection {with_callback[0]!r} has a callback URL but no ID token key",
+                f"connection {with_callback[0]!r} has a business callback URL but no ID token key",
                 "Set WECHAT_QR_ID_TOKEN_PRIVATE_KEY (an RSA private key in PEM, for RS256) or "
                 "WECHAT_QR_ID_TOKEN_SECRET (a shared secret of 32+ bytes, for HS256).")
         return None

@@ -89,7 +89,7 @@ class LoginData:
 
     #: where to go afterwards (a local path), if the login was given one
     next_url: str | None = None
-    #: the business front end's ``state``/``nonce`` (a connection with a callback URL)
+    #: the business front end's ``state``/``nonce`` (a connection with a business callback URL)
     business: BusinessParams = field(default_factory=dict)
     #: the id of the logged-in user who is linking WeChat from the account page
     link_user: str | None = None
@@ -131,7 +131,7 @@ class Ending:
     #: when WeChat authenticated the person (the ID token's ``auth_time``)
     auth_time: float | None = None
     #: the business ``state``/``nonce`` the login kept (``{}`` when it had none; ``None``
-    #: for a link, which never posts to a callback URL)
+    #: for a link, which never posts to a business callback URL)
     business: BusinessParams | None = None
     binding_id: str | None = None
     #: the class name of the error the login ended with, or :data:`UNEXPECTED_ERROR`

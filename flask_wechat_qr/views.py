@@ -53,7 +53,7 @@ log = logging.getLogger("flask_wechat_qr")
 blueprint = Blueprint("wechat_qr", __name__, template_folder="templates")
 
 #: Longest business ``state`` and ``nonce`` accepted by ``login``/``qr`` (echoed / signed
-#: into the ID token for the connection's callback URL).
+#: into the ID token for the connection's business callback URL).
 MAX_BUSINESS_STATE_LENGTH = 1024
 MAX_NONCE_LENGTH = 255
 
@@ -105,7 +105,7 @@ def _begin(connection: str, link_user: str | None = None) -> _Started:
 
 def _business_params() -> BusinessParams:
     """The business front end's ``state`` and ``nonce`` given to ``login``/``qr``: echoed
-    with (``state``) and signed into (``nonce``) the ID token for the callback URL."""
+    with (``state``) and signed into (``nonce``) the ID token for the business callback URL."""
     params = {}
     for name, limit in (("state", MAX_BUSINESS_STATE_LENGTH), ("nonce", MAX_NONCE_LENGTH)):
         value = request.args.get(name)
