@@ -90,7 +90,7 @@ def _identity(db: SQLAlchemy, user_column: sa.Column[t.Any] | None) -> t.Any:
             #: the user's primary key (its type from the foreign key): deleting the user row
             #: deletes the identity, in the database itself; ``NULL`` only for rows linked
             #: before it existed, until ``flask wechat-qr db upgrade`` fills them
-            user_key = sa.Column(USER_KEY, sa.ForeignKey(
+            user_key = sa.Column[t.Any](USER_KEY, sa.ForeignKey(
                 user_column, ondelete="CASCADE", name=FOREIGN_KEY_NAME), index=True)
 
         def __repr__(self) -> str:
