@@ -88,6 +88,14 @@ def host(hosts: t.Callable[..., Flask]) -> Flask:
     return hosts()
 
 
+def create_user_table(app: Flask) -> None:
+    """The host's own ``user`` table, as its own migrations make it (the identities' foreign
+    key refers to it)."""
+    db = app.db  # type: ignore[attr-defined]
+    with app.app_context():
+        db.metadata.create_all(db.engine, tables=[app.User.__table__])  # type: ignore[attr-defined]
+
+
 def table_names(app: Flask) -> set[str]:
     with app.app_context():
         return set(sa.inspect(app.extensions["sqlalchemy"].engine).get_table_names())
@@ -135,6 +143,7 @@ def test_upgrade_on_an_empty_database_creates_exactly_the_extension_tables(host:
 
 
 def test_migrated_schema_matches_the_models(host: Flask) -> None:
+    create_user_table(host)
     migrations.upgrade(host)
     assert schema_differences(host) == []
     assert migrations.differences(host) == []
@@ -154,6 +163,7 @@ def test_migrated_schema_matches_the_models(host: Flask) -> None:
 
 def test_the_comparison_notices_a_model_change(host: Flask) -> None:
     """The schema test above can fail: an index missing from the database is reported."""
+    create_user_table(host)
     migrations.upgrade(host)
     with host.app_context(), host.extensions["sqlalchemy"].engine.begin() as conn:
         conn.execute(sa.text("DROP INDEX ix_wechat_qr_identity_unionid"))
@@ -220,10 +230,11 @@ def test_host_tables_are_untouched_and_its_history_is_separate(host: Flask) -> N
 def test_downgrade_to_base_and_up_again(host: Flask) -> None:
     from alembic import command
 
+    create_user_table(host)
     migrations.upgrade(host)
     with host.app_context(), host.extensions["sqlalchemy"].engine.begin() as conn:
         command.downgrade(migrations.alembic_config(conn), "base")
-    assert table_names(host) == {VERSION_TABLE}
+    assert table_names(host) == {VERSION_TABLE, "user"}  # the host's own table stays
     assert migrations.current_revision(host) is None
     migrations.upgrade(host)
     assert schema_differences(host) == []
@@ -231,16 +242,19 @@ def test_downgrade_to_base_and_up_again(host: Flask) -> None:
 
 def test_tables_made_by_create_all_are_adopted(host: Flask) -> None:
     """A site that used ``db.create_all()`` can switch to the migrations: matching tables
-    are recorded as head, with their rows."""
+    (the foreign key to the users included) are recorded as head, with their rows."""
     db = host.db  # type: ignore[attr-defined]
     with host.app_context():
         db.create_all()
+        db.session.add(host.User(id=1, username="alice"))  # type: ignore[attr-defined]
         db.session.execute(sa.insert(table(host, "wechat_qr_identity")).values(
-            connection="wechat", openid="o1", user_id="1"))
+            connection="wechat", openid="o1", user_id="1", user_key=1))
         db.session.commit()
     result = migrations.upgrade(host)
     assert (result.before, result.after, result.adopted) == (None, HEAD, True)
+    assert result.foreign_key is not None and result.foreign_key.added == ()
     assert version_rows(host) == [HEAD]
+    assert schema_differences(host) == []
     with host.app_context():
         assert db.session.execute(sa.text("SELECT openid FROM wechat_qr_identity")
                                   ).scalars().all() == ["o1"]
@@ -248,6 +262,7 @@ def test_tables_made_by_create_all_are_adopted(host: Flask) -> None:
 
 def test_unknown_tables_are_refused_with_what_to_do(host: Flask) -> None:
     db = host.db  # type: ignore[attr-defined]
+    create_user_table(host)  # the identities refer to it
     with host.app_context():
         db.metadata.create_all(db.engine, tables=[table(host, "wechat_qr_identity")])
     with pytest.raises(MigrationError, match="wechat_qr_login_state"):
@@ -264,6 +279,7 @@ def test_several_workers_upgrading_at_once(database: Database,
     """Workers starting together: one creates the tables, the others wait and find them."""
     url = database.url("shared")
     apps = [hosts(url) for _ in range(4)]
+    create_user_table(apps[0])
     results: list[t.Any] = []
     barrier = threading.Barrier(len(apps))
 
@@ -440,6 +456,7 @@ def test_example_app_without_wechat_has_only_its_users(
 def test_a_database_at_0001_upgrades_to_head_keeping_its_rows(host: Flask) -> None:
     """A site deployed with the first release upgrades in place: bind attempts made before
     keep counting per binding and address, with no account."""
+    create_user_table(host)
     migrations.upgrade(host, revision="0001")
     host_db = host.db  # type: ignore[attr-defined]
     with host.app_context():

@@ -204,7 +204,8 @@ def upgrade(app: Flask | None = None, revision: str = "head", *,
         if before is None:
             adopted = _adopt(connection, runtime)
         config = alembic_config(connection)
-        command.upgrade(config, revision)
+        with _foreign_key.trigger_set_aside(connection, runtime):
+            command.upgrade(config, revision)
         after = _current(connection)
         status = _foreign_key.install(connection, runtime) if after is not None else None
         return UpgradeResult(before, after, adopted, status)

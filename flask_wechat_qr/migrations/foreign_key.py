@@ -13,6 +13,8 @@ rows whose user is gone (stale) are deleted, as their next login would have done
 from __future__ import annotations
 
 import typing as t
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -73,29 +75,52 @@ def install(connection: sa.Connection, runtime: Runtime) -> ForeignKeyStatus:
     # connection, which a write lock held here would shut out.
     keys = _user_keys(connection, runtime, table, whole_table="column" in missing)
     operations = _operations(connection)
-    if "column" in missing or "index" in missing:
-        with operations.batch_alter_table(table.name, schema=table.schema) as batch:
-            if "column" in missing:
-                batch.add_column(sa.Column(USER_KEY, table.c[USER_KEY].type, nullable=True))
-            if "index" in missing:
-                batch.create_index(_index_name(table), [USER_KEY])
-    stale = [row for row, key in keys.items() if key is None]
-    filled = [{"row": row, "key": key} for row, key in keys.items() if key is not None]
-    if filled:
-        connection.execute(sa.update(table).where(table.c.id == sa.bindparam("row"))
-                           .values({USER_KEY: sa.bindparam("key")}), filled)
-    if stale:
-        connection.execute(sa.delete(table).where(table.c.id.in_(stale)))
-    if "foreign key" in missing:
-        user_column = t.cast("sa.Column[t.Any]", referenced_column(table))
-        with operations.batch_alter_table(table.name, schema=table.schema) as batch:
-            batch.create_foreign_key(FOREIGN_KEY_NAME, user_column.table.name, [USER_KEY],
-                                     [user_column.name], ondelete="CASCADE",
-                                     referent_schema=user_column.table.schema)
+    with trigger_set_aside(connection, runtime):
+        if "column" in missing or "index" in missing:
+            with operations.batch_alter_table(table.name, schema=table.schema) as batch:
+                if "column" in missing:
+                    batch.add_column(sa.Column(USER_KEY, table.c[USER_KEY].type,
+                                               nullable=True))
+                if "index" in missing:
+                    batch.create_index(_index_name(table), [USER_KEY])
+        stale = [row for row, key in keys.items() if key is None]
+        filled = [{"row": row, "key": key} for row, key in keys.items() if key is not None]
+        if filled:
+            connection.execute(sa.update(table).where(table.c.id == sa.bindparam("row"))
+                               .values({USER_KEY: sa.bindparam("key")}), filled)
+        if stale:
+            connection.execute(sa.delete(table).where(table.c.id.in_(stale)))
+        if "foreign key" in missing:
+            user_column = t.cast("sa.Column[t.Any]", referenced_column(table))
+            with operations.batch_alter_table(table.name, schema=table.schema) as batch:
+                batch.create_foreign_key(FOREIGN_KEY_NAME, user_column.table.name,
+                                         [USER_KEY], [user_column.name], ondelete="CASCADE",
+                                         referent_schema=user_column.table.schema)
     if "trigger" in missing:
         connection.exec_driver_sql(sqlite_trigger(table, connection.dialect))
     return ForeignKeyStatus("on", found.detail, added=tuple(missing),
                             filled=len(filled), removed=len(stale))
+
+
+@contextmanager
+def trigger_set_aside(connection: sa.Connection, runtime: Runtime) -> Iterator[None]:
+    """SQLite: the trigger is dropped for the block and made again after it. SQLite
+    rebuilds a table to alter it (Alembic's batch mode: copy, drop, rename), and renaming
+    fails while a trigger names a table that is, for that moment, gone."""
+    table = runtime.models.Identity.__table__
+    dropped = connection.dialect.name == "sqlite" and _has_trigger(connection)
+    if dropped:
+        connection.exec_driver_sql(f"DROP TRIGGER {TRIGGER_NAME}")
+    yield
+    if dropped and sa.inspect(connection).has_table(table.name) and USER_KEY in {
+            c["name"] for c in sa.inspect(connection).get_columns(table.name)}:
+        connection.exec_driver_sql(sqlite_trigger(table, connection.dialect))
+
+
+def _has_trigger(connection: sa.Connection) -> bool:
+    return connection.execute(sa.text(
+        "SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND name = :name"),
+        {"name": TRIGGER_NAME}).first() is not None
 
 
 def _applicable(connection: sa.Connection, runtime: Runtime) -> ForeignKeyStatus:
@@ -107,10 +132,10 @@ def _applicable(connection: sa.Connection, runtime: Runtime) -> ForeignKeyStatus
     user_table = user_column.table
     detail = f"{user_table.name}.{user_column.name}"
     inspector = sa.inspect(connection)
-    if not inspector.has_table(user_table.name, schema=user_table.schema):
-        return ForeignKeyStatus("waiting", detail)
     if not inspector.has_table(table.name, schema=table.schema):
         return ForeignKeyStatus("waiting", detail, ("table",))
+    if not inspector.has_table(user_table.name, schema=user_table.schema):
+        return ForeignKeyStatus("waiting", detail)
     return ForeignKeyStatus("on", detail)
 
 
@@ -128,9 +153,7 @@ def _missing(connection: sa.Connection, table: sa.Table) -> list[str]:
                and (fk.get("options") or {}).get("ondelete", "").upper() == "CASCADE"
                for fk in inspector.get_foreign_keys(table.name, table.schema)):
         missing.append("foreign key")
-    if connection.dialect.name == "sqlite" and not connection.execute(sa.text(
-            "SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND name = :name"),
-            {"name": TRIGGER_NAME}).first():
+    if connection.dialect.name == "sqlite" and not _has_trigger(connection):
         missing.append("trigger")
     return missing
 
