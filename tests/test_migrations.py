@@ -46,7 +46,7 @@ SANDBOX_TABLES = {"wechat_qr_sandbox_qr", "wechat_qr_sandbox_person",
 pytestmark = pytest.mark.usefixtures("example_app_env")
 
 
-def make_host(url: str, root: t.Any) -> Flask:
+def make_host(url: str, root: t.Any, **config: t.Any) -> Flask:
     """A host site whose own ``user`` and ``note`` tables are on the same ``db`` as the
     extension's, and which creates nothing at startup."""
     db = SQLAlchemy()
@@ -61,7 +61,7 @@ def make_host(url: str, root: t.Any) -> Flask:
 
     app = Flask("host_app", root_path=str(root))
     app.config.update(TESTING=True, SECRET_KEY="k", SQLALCHEMY_DATABASE_URI=url,
-                      WECHAT_QR_APP_ID=APP_ID, WECHAT_QR_APP_SECRET=APP_SECRET)
+                      WECHAT_QR_APP_ID=APP_ID, WECHAT_QR_APP_SECRET=APP_SECRET, **config)
     db.init_app(app)
     LoginManager(app)
     WeChatQR(app, db=db, user_model=User)
@@ -471,3 +471,117 @@ def test_a_database_at_0001_upgrades_to_head_keeping_its_rows(host: Flask) -> No
         rows = host_db.session.execute(sa.text(
             "SELECT binding_id, address, account FROM wechat_qr_bind_attempt")).all()
     assert [tuple(row) for row in rows] == [("b1", "203.0.113.9", "")]
+
+
+# --- the identities' foreign key to the host's users --------------------------------------
+
+
+def identities(app: Flask) -> list[tuple[str, str, t.Any]]:
+    with app.app_context():
+        return [tuple(row) for row in app.db.session.execute(sa.text(  # type: ignore[attr-defined]
+            "SELECT openid, user_id, user_key FROM wechat_qr_identity ORDER BY id")).all()]
+
+
+def raw_sql(app: Flask, statement: str) -> None:
+    with app.app_context(), app.extensions["sqlalchemy"].engine.begin() as conn:
+        conn.execute(sa.text(statement))
+
+
+def test_a_database_at_0002_gets_the_foreign_key_keeping_its_users_rows(host: Flask) -> None:
+    """A site deployed before the foreign key: its identities are tied to their users, the
+    stale one (its user deleted behind the ORM) goes, and from then on a raw-SQL delete of
+    a user takes their identities with it."""
+    from alembic import command
+
+    create_user_table(host)
+    with host.app_context(), host.extensions["sqlalchemy"].engine.begin() as conn:
+        command.upgrade(migrations.alembic_config(conn), "0002")  # as the release before did
+    raw_sql(host, """INSERT INTO "user" (id, username) VALUES (1, 'alice'), (3, 'carol')""")
+    for openid, user_id in (("o1", "1"), ("o2", "2"), ("o3", "3")):
+        raw_sql(host, "INSERT INTO wechat_qr_identity (connection, openid, user_id, created_at,"
+                f" last_login_at) VALUES ('wechat', '{openid}', '{user_id}', "
+                "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)")
+    result = migrations.upgrade(host)
+    assert (result.before, result.after) == ("0002", HEAD)
+    status = result.foreign_key
+    assert status is not None and status.state == "on" and status.detail == "user.id"
+    assert {"column", "index", "foreign key"} <= set(status.added)
+    assert (status.filled, status.removed) == (2, 1)
+    assert identities(host) == [("o1", "1", 1), ("o3", "3", 3)]
+    assert schema_differences(host) == []
+    assert migrations.foreign_key_status(host).missing == ()
+
+    raw_sql(host, 'DELETE FROM "user" WHERE id = 1')
+    assert identities(host) == [("o3", "3", 3)]
+    again = migrations.upgrade(host)
+    assert again.foreign_key is not None and again.foreign_key.added == ()
+
+
+def test_upgrade_before_the_host_table_exists_then_again_after(host: Flask) -> None:
+    """The extension's upgrade often runs before the site's own migrations: it says the
+    foreign key waits for the user table and how to finish; the check calls it a problem
+    until a second upgrade, after the site's migrations, adds it."""
+    runner = host.test_cli_runner()
+    result = runner.invoke(args=["wechat-qr", "db", "upgrade"])
+    assert result.exit_code == 0, result.output
+    assert "not yet, that table does not exist" in result.output
+    assert "again after your own migrations" in result.output
+
+    create_user_table(host)  # the site's own migrations
+    check = runner.invoke(args=["wechat-qr", "check"])
+    assert "PROBLEM: the database lacks part of the identities' foreign key to user.id " \
+           "(column, index, foreign key" in check.output
+    assert check.exit_code == 1
+
+    result = runner.invoke(args=["wechat-qr", "db", "upgrade"])
+    assert result.exit_code == 0, result.output
+    assert "Foreign key of the identities to user.id (ON DELETE CASCADE): added column, " \
+           "index, foreign key" in result.output
+    assert schema_differences(host) == []
+    check = runner.invoke(args=["wechat-qr", "check"])
+    assert "Identities' foreign key to your users: user.id, ON DELETE CASCADE\n" in check.output
+    assert "foreign key to user.id" not in check.output.partition("PROBLEM")[2]
+
+
+def test_a_batch_migration_of_the_user_table_is_repaired_by_the_next_upgrade(
+        host: Flask) -> None:
+    """SQLite rebuilds a table to alter it; the rebuilt user table has lost the trigger
+    that cascades there. The check notices; the next upgrade (after the site's migrations)
+    puts it back. The identities survive the rebuild."""
+    from alembic.operations import Operations
+    from alembic.runtime.migration import MigrationContext
+
+    create_user_table(host)
+    migrations.upgrade(host)
+    raw_sql(host, """INSERT INTO "user" (id, username) VALUES (1, 'alice')""")
+    raw_sql(host, "INSERT INTO wechat_qr_identity (connection, openid, user_id, user_key, "
+            "created_at, last_login_at) VALUES ('wechat', 'o1', '1', 1, CURRENT_TIMESTAMP, "
+            "CURRENT_TIMESTAMP)")
+    with host.app_context(), host.extensions["sqlalchemy"].engine.begin() as conn:
+        sqlite = conn.dialect.name == "sqlite"
+        with Operations(MigrationContext.configure(conn)).batch_alter_table(
+                "user", recreate="always" if sqlite else "auto") as batch:
+            batch.add_column(sa.Column("email", sa.String(120)))
+    assert [row[0] for row in identities(host)] == ["o1"]
+    assert migrations.foreign_key_status(host).missing == (("trigger",) if sqlite else ())
+    result = migrations.upgrade(host)
+    assert result.foreign_key is not None
+    assert result.foreign_key.added == (("trigger",) if sqlite else ())
+    raw_sql(host, 'DELETE FROM "user" WHERE id = 1')
+    assert identities(host) == []
+
+
+def test_turned_off_the_upgrade_leaves_the_users_alone(database: Database,
+                                                       tmp_path: t.Any) -> None:
+    with app_factory(lambda: make_host(database.url("off"), tmp_path,
+                                       WECHAT_QR_USER_FOREIGN_KEY=False)) as factory:
+        host = factory()
+        create_user_table(host)
+        result = migrations.upgrade(host)
+        assert result.foreign_key is not None and result.foreign_key.state == "off"
+        assert "WECHAT_QR_USER_FOREIGN_KEY is off" in result.foreign_key.detail
+        with host.app_context():
+            inspector = sa.inspect(host.extensions["sqlalchemy"].engine)
+            assert "user_key" not in {c["name"] for c in inspector.get_columns(
+                "wechat_qr_identity")}
+        assert schema_differences(host) == []
