@@ -181,9 +181,10 @@ def check_command(base_url: str | None, callback_domain: str | None) -> None:
                                    "db=db, user_model=User) or wechat.init_app(app).")
     deployment = Deployment.of(app, runtime.settings, base_url, callback_domain)
     _echo_site(app, deployment)
+    database_findings = _foreign_key_findings(app)
     for conn in runtime.settings.connections.values():
         _echo_connection(deployment, conn, runtime.id_tokens)
-    findings = Findings(run_checks(deployment).found + _foreign_key_findings(app))
+    findings = Findings(run_checks(deployment).found + database_findings)
     _echo_findings(findings)
     if findings.problems:
         click.get_current_context().exit(1)

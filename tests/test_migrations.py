@@ -539,7 +539,7 @@ def test_upgrade_before_the_host_table_exists_then_again_after(host: Flask) -> N
            "index, foreign key" in result.output
     assert schema_differences(host) == []
     check = runner.invoke(args=["wechat-qr", "check"])
-    assert "Identities' foreign key to your users: user.id, ON DELETE CASCADE\n" in check.output
+    assert "\nIdentities' foreign key to your users: user.id, ON DELETE CASCADE\n" in check.output
     assert "foreign key to user.id" not in check.output.partition("PROBLEM")[2]
 
 

@@ -25,8 +25,8 @@ from support import (
     all_identities,
     all_users,
     app_factory,
-    login_with_wechat,
     logged_in_user_id,
+    login_with_wechat,
     table,
 )
 
