@@ -92,10 +92,12 @@ def create_app(test_config: dict[str, t.Any] | None = None) -> Flask:
         }
 
     with app.app_context():
+        # The site's own tables first (a site's own migrations, run before the extension's):
+        # the identities' foreign key to the users needs the user table.
+        _create_site_tables(app)
         if setup.enabled:
             # The extension's own migrations; safe with several workers starting at once.
             wechat.upgrade_database(app)
-        _create_site_tables(app)
     return app
 
 

@@ -23,10 +23,12 @@ from .errors import (
     NotLinked,
 )
 from .models import utcnow
+from .user_key import USER_KEY
 
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
     from sqlalchemy.engine import Connection
+    from sqlalchemy.orm import Session
 
     from .adapter import AccountAdapter
     from .client import WeChatProfile, WeChatToken
@@ -89,8 +91,8 @@ class AssociationPolicy:
 
     def linked_user(self, connection: str, openid: str) -> tuple[Identity, User] | None:
         """``(identity, user)`` of a WeChat account linked here, or ``None``. An identity
-        whose user the host deleted behind the ORM is stale: it goes now (in the caller's
-        transaction)."""
+        whose user is gone (deleted behind the ORM where no foreign key removed it) is
+        stale: it goes now (in the caller's transaction)."""
         identity = self.find_identity(connection, openid)
         if identity is None:
             return None
@@ -185,6 +187,7 @@ class AssociationPolicy:
             connection=connection.identifier,
             openid=openid,
             user_id=self.adapter.get_user_id(user),
+            **self._user_key_of(user),
         )
         _store_profile(identity, profile, unionid)
         self.db.session.add(identity)
@@ -278,6 +281,34 @@ class AssociationPolicy:
             connection.execute(statement)
         else:
             self.db.session.execute(statement)
+
+    def forget_users(self, criteria: sa.ColumnElement[bool] | None, session: Session) -> None:
+        """Delete the identities of the users a bulk ``DELETE`` with ``criteria`` is about to
+        remove, in its transaction: by ``user_key`` in one statement, else (no foreign key)
+        by loading those users for their ids."""
+        table = self.models.Identity.__table__
+        user_key = table.c.get(USER_KEY)
+        model = self.adapter.user_model
+        if user_key is not None:
+            users = sa.select(next(iter(user_key.foreign_keys)).column)
+            statement = sa.delete(table).where(user_key.in_(
+                users if criteria is None else users.where(criteria)))
+        elif model is not None:
+            doomed = sa.select(model) if criteria is None else sa.select(model).where(criteria)
+            ids = [self.adapter.get_user_id(user) for user in session.scalars(doomed)]
+            statement = sa.delete(table).where(table.c.user_id.in_(ids))
+        else:
+            return
+        session.execute(statement)
+
+    def _user_key_of(self, user: User) -> dict[str, t.Any]:
+        """``{"user_key": primary key}`` when identities refer to the user table."""
+        if USER_KEY not in self.models.Identity.__table__.c:
+            return {}
+        state = sa.inspect(user, raiseerr=False)
+        if state is not None and state.identity is None:
+            self.db.session.flush()  # a user made in this transaction gets its key
+        return {USER_KEY: state.identity[0]} if state is not None and state.identity else {}
 
     def _user_by_unionid(self, unionid: str | None) -> User | None:
         if not unionid:

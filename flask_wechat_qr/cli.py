@@ -16,7 +16,15 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
 
-from .checks import Deployment, Findings, describe_connection, run_checks
+from .checks import (
+    Deployment,
+    Finding,
+    Findings,
+    describe_connection,
+    problem,
+    run_checks,
+    warning,
+)
 from .runtime import find_runtime
 from .sandbox.options import SANDBOX_OPTIONS
 
@@ -24,6 +32,7 @@ if t.TYPE_CHECKING:
     from werkzeug.local import LocalProxy
 
     from .id_token import IdTokenSigner
+    from .migrations import ForeignKeyStatus
     from .settings import ConnectionSettings
 
 cli = AppGroup("wechat-qr", help="Flask-WeChat-QR: log in with WeChat by QR code.")
@@ -60,6 +69,21 @@ def upgrade_command(revision: str, sql: bool) -> None:
     else:
         click.echo(f"Flask-WeChat-QR tables: already at {_describe(result.after, head)}; "
                    "nothing to do.")
+    if result.foreign_key is not None:
+        _echo_foreign_key_change(result.foreign_key)
+
+
+def _echo_foreign_key_change(status: ForeignKeyStatus) -> None:
+    """What the upgrade did about the identities' foreign key to the users, if anything."""
+    if status.state == "waiting":
+        click.echo(f"Foreign key of the identities to {status.detail}: not yet, that table "
+                   "does not exist. Run `flask wechat-qr db upgrade` again after your own "
+                   "migrations have created it.")
+    elif status.added or status.filled or status.removed:
+        click.echo(f"Foreign key of the identities to {status.detail} (ON DELETE CASCADE): "
+                   f"added {', '.join(status.added) or 'nothing'}; {status.filled} "
+                   f"identities tied to their users, {status.removed} of deleted users "
+                   "removed.")
 
 
 @db_group.command("current")
@@ -163,9 +187,10 @@ def check_command(base_url: str | None, callback_domain: str | None) -> None:
                                    "db=db, user_model=User) or wechat.init_app(app).")
     deployment = Deployment.of(app, runtime.settings, base_url, callback_domain)
     _echo_site(app, deployment)
+    database_findings = _foreign_key_findings(app)
     for conn in runtime.settings.connections.values():
         _echo_connection(deployment, conn, runtime.id_tokens)
-    findings = run_checks(deployment)
+    findings = Findings(run_checks(deployment).found + database_findings)
     _echo_findings(findings)
     if findings.problems:
         click.get_current_context().exit(1)
@@ -184,6 +209,44 @@ def _echo_site(app: Flask, deployment: Deployment) -> None:
     else:
         click.echo(f"Sandbox: off; QR page {settings.open_base_url}, API "
                    f"{settings.api_base_url}")
+
+
+def _foreign_key_findings(app: Flask) -> tuple[Finding, ...]:
+    """Whether the identities' foreign key to the users is in the database (said in a
+    line); a problem when it should be and is not."""
+    import sqlalchemy as sa
+
+    from . import migrations
+
+    upgrade = "run `flask wechat-qr db upgrade` (after your own migrations)"
+    try:
+        status = migrations.foreign_key_status(app)
+    except sa.exc.SQLAlchemyError as exc:
+        return (warning(f"the database could not be read to check the identities' foreign "
+                        f"key to your users ({type(exc).__name__})",
+                        "check SQLALCHEMY_DATABASE_URI and run the check again"),)
+    if status.state == "off":
+        click.echo(f"Identities' foreign key to your users: off ({status.detail}); a user "
+                   "deleted behind the ORM leaves identities until their next login")
+        return ()
+    if status.state == "waiting":
+        if "table" in status.missing:  # no tables of the extension yet: nothing to lose
+            click.echo(f"Identities' foreign key to your users: {status.detail}, once "
+                       "`flask wechat-qr db upgrade` has made the extension's tables")
+            return ()
+        click.echo(f"Identities' foreign key to your users: {status.detail}, not in the "
+                   "database yet")
+        return (problem(f"the identities have no foreign key to {status.detail} yet (its "
+                        "table does not exist): a user deleted behind the ORM would hand "
+                        "their WeChat login to the next user given the same id", upgrade),)
+    click.echo(f"Identities' foreign key to your users: {status.detail}, ON DELETE CASCADE"
+               + (f"; missing: {', '.join(status.missing)}" if status.missing else ""))
+    if not status.missing:
+        return ()
+    return (problem(f"the database lacks part of the identities' foreign key to "
+                    f"{status.detail} ({', '.join(status.missing)}): a user deleted behind "
+                    "the ORM could hand their WeChat login to the next user given the same "
+                    "id", upgrade),)
 
 
 def _mode(app: Flask, deployment: Deployment) -> str:

@@ -32,6 +32,7 @@ from .settings import (
     load_settings,
 )
 from .urls import IN_PROCESS_ORIGIN
+from .user_key import forget_on_bulk_delete, referenced_user_column
 
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
@@ -176,7 +177,8 @@ class WeChatQR:
 def _build_runtime(app: Flask, settings: Settings, db: SQLAlchemy, adapter: AccountAdapter[User],
                    id_tokens: IdTokenSigner | None) -> Runtime:
     """The app's services, wired once: nothing below them reaches back up for another."""
-    models = models_for(db)
+    models = models_for(db, referenced_user_column(db, adapter.user_model,
+                                                   settings.user_foreign_key))
     # One registry per app, never shared: Authlib's registry keeps ``self.app``, and only
     # ``OAuth(app)``/``init_app`` would set it, which also take the host's own Authlib slot
     # in ``app.extensions``.
@@ -196,6 +198,8 @@ def _build_runtime(app: Flask, settings: Settings, db: SQLAlchemy, adapter: Acco
         _install_sandbox(app, db, settings, clients)
     policy = AssociationPolicy(db, models, adapter)
     adapter.on_user_deleted(policy.forget_user, id(models.Identity.__table__))
+    forget_on_bulk_delete(db, adapter.user_model, policy.forget_users,
+                          id(models.Identity.__table__))
     bindings = PendingBindings(db, models, policy, settings)
     store = LoginStateStore(db, models.LoginState)
     login_states = {

@@ -1,8 +1,10 @@
 """The extension's tables, declared on the host's own Flask-SQLAlchemy ``db``.
 
-The host's user table is not referenced by a foreign key: the extension stores the
-user's id as text (what Flask-Login's ``get_id()`` returns) and asks the adapter to load
-it, so any user model (integer, UUID or string keys) works.
+An identity names its user by the user's id as text (what Flask-Login's ``get_id()``
+returns), which the adapter loads, so any user model (integer, UUID or string keys) works.
+When the host's user table is known (see :mod:`flask_wechat_qr.user_key`), an identity also
+carries ``user_key``, the user's primary key, as a foreign key with ``ON DELETE CASCADE``:
+no identity outlives its user.
 """
 
 from __future__ import annotations
@@ -13,6 +15,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
+
+from .errors import ConfigurationError
+from .user_key import (
+    FOREIGN_KEY_NAME,
+    SETTING_KEY,
+    USER_KEY,
+    create_trigger_with_table,
+    referenced_column,
+)
 
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
@@ -32,33 +43,28 @@ class Models:
     BindAttempt: t.Any
 
 
-M = t.TypeVar("M")
+def models_for(db: SQLAlchemy, user_column: sa.Column[t.Any] | None = None) -> Models:
+    """The extension's mapped classes on ``db``, declared once per ``db``: identities refer
+    to ``user_column`` (the user table's primary key) when given. Every app sharing one
+    ``db`` must agree on it (:class:`ConfigurationError`)."""
+    models = _declared.get(db)
+    if models is None:
+        models = _declared[db] = _declare(db, user_column)
+    elif referenced_column(models.Identity.__table__) is not user_column:
+        raise ConfigurationError(
+            SETTING_KEY, "apps sharing one db disagree on the identities' foreign key to "
+            "the users",
+            "Give every app on this db the same user model and the same "
+            f"{SETTING_KEY}.")
+    return models
 
 
-def declared_once(declare: t.Callable[[SQLAlchemy], M]) -> t.Callable[[SQLAlchemy], M]:
-    """``declare(db)`` runs once per ``db``; later calls get the same mapped classes
-    (declaring a table twice on one metadata is an error)."""
-    by_db: weakref.WeakKeyDictionary[t.Any, M] = weakref.WeakKeyDictionary()
-
-    def for_db(db: SQLAlchemy) -> M:
-        if db not in by_db:
-            by_db[db] = declare(db)
-        return by_db[db]
-
-    return for_db
-
-
-def models_for(db: SQLAlchemy) -> Models:
-    """The extension's mapped classes on ``db`` (declared once per ``db``)."""
-    return _declared(db)
-
-
-def _declare(db: SQLAlchemy) -> Models:
-    return Models(Identity=_identity(db), LoginState=_login_state(db),
+def _declare(db: SQLAlchemy, user_column: sa.Column[t.Any] | None) -> Models:
+    return Models(Identity=_identity(db, user_column), LoginState=_login_state(db),
                   PendingBinding=_pending_binding(db), BindAttempt=_bind_attempt(db))
 
 
-def _identity(db: SQLAlchemy) -> t.Any:
+def _identity(db: SQLAlchemy, user_column: sa.Column[t.Any] | None) -> t.Any:
     # db.Model: the host's base class, made at run time (mypy sees a variable)
     class WeChatIdentity(db.Model):  # type: ignore[name-defined,misc]
         """A WeChat account (one openid of one connection) linked to a local user."""
@@ -80,10 +86,17 @@ def _identity(db: SQLAlchemy) -> t.Any:
         profile = sa.Column(sa.JSON)
         created_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
         last_login_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
+        if user_column is not None:
+            #: the user's primary key (its type from the foreign key): deleting the user row
+            #: deletes the identity, in the database itself; ``NULL`` only for rows linked
+            #: before it existed, until ``flask wechat-qr db upgrade`` fills them
+            user_key = sa.Column[t.Any](USER_KEY, sa.ForeignKey(
+                user_column, ondelete="CASCADE", name=FOREIGN_KEY_NAME), index=True)
 
         def __repr__(self) -> str:
             return f"<WeChatIdentity {self.connection}:{self.openid} user={self.user_id}>"
 
+    create_trigger_with_table(WeChatIdentity.__table__)
     return WeChatIdentity
 
 
@@ -144,4 +157,4 @@ def _bind_attempt(db: SQLAlchemy) -> t.Any:
     return WeChatBindAttempt
 
 
-_declared = declared_once(_declare)
+_declared: weakref.WeakKeyDictionary[SQLAlchemy, Models] = weakref.WeakKeyDictionary()

@@ -507,6 +507,11 @@ class Settings:
         doc="Who may frame the extension's pages: its ``Content-Security-Policy: "
             "frame-ancestors`` sources (``X-Frame-Options`` follows for ``'self'`` and "
             "``'none'``); ``''`` sends neither, for a site that sets its own.")
+    user_foreign_key: bool = setting(
+        True, boolean, topic="login",
+        doc="Tie each WeChat identity to its user row with a foreign key (``ON DELETE "
+            "CASCADE``), so deleting a user by any means deletes their identities; "
+            "``False`` for a user table the foreign key cannot or must not refer to.")
     sandbox_app_name: str | None = setting(
         None, optional_name, topic="sandbox",
         doc="The application name the sandbox's phone page shows; unset, the Flask app's "

@@ -290,13 +290,17 @@ def add_user(app: Flask, password: str | None = None, **fields: t.Any) -> int:
 
 def link_identity(app: Flask, user_id: int, openid: str = OPENID,
                   unionid: str | None = UNIONID, connection: str = "wechat") -> None:
-    """Store an identity row linking a WeChat openid to an existing host user."""
+    """Store an identity row linking a WeChat openid to an existing host user (with its
+    foreign key to the user row, where the table has one)."""
     import sqlalchemy as sa
 
+    identities = table(app, "wechat_qr_identity")
+    user_key = {"user_key": user_id} if "user_key" in identities.c else {}
     with app.app_context():
         db = app.db  # type: ignore[attr-defined]
-        db.session.execute(sa.insert(table(app, "wechat_qr_identity")).values(
-            connection=connection, openid=openid, unionid=unionid, user_id=str(user_id)))
+        db.session.execute(sa.insert(identities).values(
+            connection=connection, openid=openid, unionid=unionid, user_id=str(user_id),
+            **user_key))
         db.session.commit()
 
 

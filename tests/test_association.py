@@ -421,14 +421,16 @@ def test_two_first_logins_at_once_make_one_user(make_app: t.Any, wechat_api: t.A
     assert events[0][1]["user_id"] == user.id
 
 
-def test_deleted_host_user_gets_a_fresh_user(app: t.Any, client: t.Any,
-                                             wechat_api: t.Any) -> None:
-    """A user deleted behind the ORM's back (raw SQL) leaves a stale identity behind."""
+def test_deleted_host_user_gets_a_fresh_user(make_app: t.Any, wechat_api: t.Any) -> None:
+    """Without the foreign key (turned off), a user deleted behind the ORM's back (raw SQL)
+    leaves a stale identity behind, which the next login of that WeChat removes."""
+    app = make_app(WECHAT_QR_USER_FOREIGN_KEY=False)
+    client = app.test_client()
     login_with_wechat(client, wechat_api)
     old_id = all_users(app)[0].id
     add_user(app, username="alice")  # keeps the old id from being handed out again
     with app.app_context():
-        app.db.session.execute(app.db.delete(app.User).where(app.User.id == old_id))
+        app.db.session.execute(sa.text('DELETE FROM "user" WHERE id = :id'), {"id": old_id})
         app.db.session.commit()
     assert [i.user_id for i in all_identities(app)] == [str(old_id)]  # stale
 

@@ -46,7 +46,7 @@ SANDBOX_TABLES = {"wechat_qr_sandbox_qr", "wechat_qr_sandbox_person",
 pytestmark = pytest.mark.usefixtures("example_app_env")
 
 
-def make_host(url: str, root: t.Any) -> Flask:
+def make_host(url: str, root: t.Any, **config: t.Any) -> Flask:
     """A host site whose own ``user`` and ``note`` tables are on the same ``db`` as the
     extension's, and which creates nothing at startup."""
     db = SQLAlchemy()
@@ -61,7 +61,7 @@ def make_host(url: str, root: t.Any) -> Flask:
 
     app = Flask("host_app", root_path=str(root))
     app.config.update(TESTING=True, SECRET_KEY="k", SQLALCHEMY_DATABASE_URI=url,
-                      WECHAT_QR_APP_ID=APP_ID, WECHAT_QR_APP_SECRET=APP_SECRET)
+                      WECHAT_QR_APP_ID=APP_ID, WECHAT_QR_APP_SECRET=APP_SECRET, **config)
     db.init_app(app)
     LoginManager(app)
     WeChatQR(app, db=db, user_model=User)
@@ -86,6 +86,14 @@ def hosts(database: Database, tmp_path: t.Any) -> t.Iterator[t.Callable[..., Fla
 @pytest.fixture
 def host(hosts: t.Callable[..., Flask]) -> Flask:
     return hosts()
+
+
+def create_user_table(app: Flask) -> None:
+    """The host's own ``user`` table, as its own migrations make it (the identities' foreign
+    key refers to it)."""
+    db = app.db  # type: ignore[attr-defined]
+    with app.app_context():
+        db.metadata.create_all(db.engine, tables=[app.User.__table__])  # type: ignore[attr-defined]
 
 
 def table_names(app: Flask) -> set[str]:
@@ -135,6 +143,7 @@ def test_upgrade_on_an_empty_database_creates_exactly_the_extension_tables(host:
 
 
 def test_migrated_schema_matches_the_models(host: Flask) -> None:
+    create_user_table(host)
     migrations.upgrade(host)
     assert schema_differences(host) == []
     assert migrations.differences(host) == []
@@ -154,6 +163,7 @@ def test_migrated_schema_matches_the_models(host: Flask) -> None:
 
 def test_the_comparison_notices_a_model_change(host: Flask) -> None:
     """The schema test above can fail: an index missing from the database is reported."""
+    create_user_table(host)
     migrations.upgrade(host)
     with host.app_context(), host.extensions["sqlalchemy"].engine.begin() as conn:
         conn.execute(sa.text("DROP INDEX ix_wechat_qr_identity_unionid"))
@@ -220,10 +230,11 @@ def test_host_tables_are_untouched_and_its_history_is_separate(host: Flask) -> N
 def test_downgrade_to_base_and_up_again(host: Flask) -> None:
     from alembic import command
 
+    create_user_table(host)
     migrations.upgrade(host)
     with host.app_context(), host.extensions["sqlalchemy"].engine.begin() as conn:
         command.downgrade(migrations.alembic_config(conn), "base")
-    assert table_names(host) == {VERSION_TABLE}
+    assert table_names(host) == {VERSION_TABLE, "user"}  # the host's own table stays
     assert migrations.current_revision(host) is None
     migrations.upgrade(host)
     assert schema_differences(host) == []
@@ -231,16 +242,19 @@ def test_downgrade_to_base_and_up_again(host: Flask) -> None:
 
 def test_tables_made_by_create_all_are_adopted(host: Flask) -> None:
     """A site that used ``db.create_all()`` can switch to the migrations: matching tables
-    are recorded as head, with their rows."""
+    (the foreign key to the users included) are recorded as head, with their rows."""
     db = host.db  # type: ignore[attr-defined]
     with host.app_context():
         db.create_all()
+        db.session.add(host.User(id=1, username="alice"))  # type: ignore[attr-defined]
         db.session.execute(sa.insert(table(host, "wechat_qr_identity")).values(
-            connection="wechat", openid="o1", user_id="1"))
+            connection="wechat", openid="o1", user_id="1", user_key=1))
         db.session.commit()
     result = migrations.upgrade(host)
     assert (result.before, result.after, result.adopted) == (None, HEAD, True)
+    assert result.foreign_key is not None and result.foreign_key.added == ()
     assert version_rows(host) == [HEAD]
+    assert schema_differences(host) == []
     with host.app_context():
         assert db.session.execute(sa.text("SELECT openid FROM wechat_qr_identity")
                                   ).scalars().all() == ["o1"]
@@ -248,6 +262,7 @@ def test_tables_made_by_create_all_are_adopted(host: Flask) -> None:
 
 def test_unknown_tables_are_refused_with_what_to_do(host: Flask) -> None:
     db = host.db  # type: ignore[attr-defined]
+    create_user_table(host)  # the identities refer to it
     with host.app_context():
         db.metadata.create_all(db.engine, tables=[table(host, "wechat_qr_identity")])
     with pytest.raises(MigrationError, match="wechat_qr_login_state"):
@@ -264,6 +279,7 @@ def test_several_workers_upgrading_at_once(database: Database,
     """Workers starting together: one creates the tables, the others wait and find them."""
     url = database.url("shared")
     apps = [hosts(url) for _ in range(4)]
+    create_user_table(apps[0])
     results: list[t.Any] = []
     barrier = threading.Barrier(len(apps))
 
@@ -441,6 +457,7 @@ def test_example_app_without_wechat_has_only_its_users(
 def test_a_database_at_0001_upgrades_to_head_keeping_its_rows(host: Flask) -> None:
     """A site deployed with the first release upgrades in place: bind attempts made before
     keep counting per binding and address, with no account."""
+    create_user_table(host)
     migrations.upgrade(host, revision="0001")
     host_db = host.db  # type: ignore[attr-defined]
     with host.app_context():
@@ -455,3 +472,117 @@ def test_a_database_at_0001_upgrades_to_head_keeping_its_rows(host: Flask) -> No
         rows = host_db.session.execute(sa.text(
             "SELECT binding_id, address, account FROM wechat_qr_bind_attempt")).all()
     assert [tuple(row) for row in rows] == [("b1", "203.0.113.9", "")]
+
+
+# --- the identities' foreign key to the host's users --------------------------------------
+
+
+def identities(app: Flask) -> list[tuple[str, str, t.Any]]:
+    with app.app_context():
+        return [tuple(row) for row in app.db.session.execute(sa.text(  # type: ignore[attr-defined]
+            "SELECT openid, user_id, user_key FROM wechat_qr_identity ORDER BY id")).all()]
+
+
+def raw_sql(app: Flask, statement: str) -> None:
+    with app.app_context(), app.extensions["sqlalchemy"].engine.begin() as conn:
+        conn.execute(sa.text(statement))
+
+
+def test_a_database_at_0002_gets_the_foreign_key_keeping_its_users_rows(host: Flask) -> None:
+    """A site deployed before the foreign key: its identities are tied to their users, the
+    stale one (its user deleted behind the ORM) goes, and from then on a raw-SQL delete of
+    a user takes their identities with it."""
+    from alembic import command
+
+    create_user_table(host)
+    with host.app_context(), host.extensions["sqlalchemy"].engine.begin() as conn:
+        command.upgrade(migrations.alembic_config(conn), "0002")  # as the release before did
+    raw_sql(host, """INSERT INTO "user" (id, username) VALUES (1, 'alice'), (3, 'carol')""")
+    for openid, user_id in (("o1", "1"), ("o2", "2"), ("o3", "3")):
+        raw_sql(host, "INSERT INTO wechat_qr_identity (connection, openid, user_id, created_at,"
+                f" last_login_at) VALUES ('wechat', '{openid}', '{user_id}', "
+                "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)")
+    result = migrations.upgrade(host)
+    assert (result.before, result.after) == ("0002", HEAD)
+    status = result.foreign_key
+    assert status is not None and status.state == "on" and status.detail == "user.id"
+    assert {"column", "index", "foreign key"} <= set(status.added)
+    assert (status.filled, status.removed) == (2, 1)
+    assert identities(host) == [("o1", "1", 1), ("o3", "3", 3)]
+    assert schema_differences(host) == []
+    assert migrations.foreign_key_status(host).missing == ()
+
+    raw_sql(host, 'DELETE FROM "user" WHERE id = 1')
+    assert identities(host) == [("o3", "3", 3)]
+    again = migrations.upgrade(host)
+    assert again.foreign_key is not None and again.foreign_key.added == ()
+
+
+def test_upgrade_before_the_host_table_exists_then_again_after(host: Flask) -> None:
+    """The extension's upgrade often runs before the site's own migrations: it says the
+    foreign key waits for the user table and how to finish; the check calls it a problem
+    until a second upgrade, after the site's migrations, adds it."""
+    runner = host.test_cli_runner()
+    result = runner.invoke(args=["wechat-qr", "db", "upgrade"])
+    assert result.exit_code == 0, result.output
+    assert "not yet, that table does not exist" in result.output
+    assert "again after your own migrations" in result.output
+
+    create_user_table(host)  # the site's own migrations
+    check = runner.invoke(args=["wechat-qr", "check"])
+    assert "PROBLEM: the database lacks part of the identities' foreign key to user.id " \
+           "(column, index, foreign key" in check.output
+    assert check.exit_code == 1
+
+    result = runner.invoke(args=["wechat-qr", "db", "upgrade"])
+    assert result.exit_code == 0, result.output
+    assert "Foreign key of the identities to user.id (ON DELETE CASCADE): added column, " \
+           "index, foreign key" in result.output
+    assert schema_differences(host) == []
+    check = runner.invoke(args=["wechat-qr", "check"])
+    assert "\nIdentities' foreign key to your users: user.id, ON DELETE CASCADE\n" in check.output
+    assert "foreign key to user.id" not in check.output.partition("PROBLEM")[2]
+
+
+def test_a_batch_migration_of_the_user_table_is_repaired_by_the_next_upgrade(
+        host: Flask) -> None:
+    """SQLite rebuilds a table to alter it; the rebuilt user table has lost the trigger
+    that cascades there. The check notices; the next upgrade (after the site's migrations)
+    puts it back. The identities survive the rebuild."""
+    from alembic.operations import Operations
+    from alembic.runtime.migration import MigrationContext
+
+    create_user_table(host)
+    migrations.upgrade(host)
+    raw_sql(host, """INSERT INTO "user" (id, username) VALUES (1, 'alice')""")
+    raw_sql(host, "INSERT INTO wechat_qr_identity (connection, openid, user_id, user_key, "
+            "created_at, last_login_at) VALUES ('wechat', 'o1', '1', 1, CURRENT_TIMESTAMP, "
+            "CURRENT_TIMESTAMP)")
+    with host.app_context(), host.extensions["sqlalchemy"].engine.begin() as conn:
+        sqlite = conn.dialect.name == "sqlite"
+        with Operations(MigrationContext.configure(conn)).batch_alter_table(
+                "user", recreate="always" if sqlite else "auto") as batch:
+            batch.add_column(sa.Column("email", sa.String(120)))
+    assert [row[0] for row in identities(host)] == ["o1"]
+    assert migrations.foreign_key_status(host).missing == (("trigger",) if sqlite else ())
+    result = migrations.upgrade(host)
+    assert result.foreign_key is not None
+    assert result.foreign_key.added == (("trigger",) if sqlite else ())
+    raw_sql(host, 'DELETE FROM "user" WHERE id = 1')
+    assert identities(host) == []
+
+
+def test_turned_off_the_upgrade_leaves_the_users_alone(database: Database,
+                                                       tmp_path: t.Any) -> None:
+    with app_factory(lambda: make_host(database.url("off"), tmp_path,
+                                       WECHAT_QR_USER_FOREIGN_KEY=False)) as factory:
+        host = factory()
+        create_user_table(host)
+        result = migrations.upgrade(host)
+        assert result.foreign_key is not None and result.foreign_key.state == "off"
+        assert "WECHAT_QR_USER_FOREIGN_KEY is off" in result.foreign_key.detail
+        with host.app_context():
+            inspector = sa.inspect(host.extensions["sqlalchemy"].engine)
+            assert "user_key" not in {c["name"] for c in inspector.get_columns(
+                "wechat_qr_identity")}
+        assert schema_differences(host) == []

@@ -7,6 +7,10 @@ extension's: the host upgrades the extension with ``flask wechat-qr db upgrade``
 ``db.create_all()`` may still use it; :func:`upgrade` later adopts such tables when they
 match the models exactly.
 
+The identities' foreign key to the host's user table is not in the numbered revisions (it
+refers to a table the host owns, which may not exist yet): :func:`upgrade` adds it after
+them, see :mod:`flask_wechat_qr.migrations.foreign_key`.
+
 Maintainers: after changing :mod:`flask_wechat_qr.models`, write the next revision with
 :func:`revision` (autogenerate sees only the extension's tables) and review it;
 ``tests/test_migrations.py`` fails while the models and the migrations differ.
@@ -26,6 +30,9 @@ from flask import Flask, current_app
 
 from ..errors import WeChatQRError
 from ..runtime import find_runtime
+from ..user_key import USER_KEY
+from . import foreign_key as _foreign_key
+from .foreign_key import ForeignKeyStatus
 
 if t.TYPE_CHECKING:
     from alembic.config import Config
@@ -36,9 +43,11 @@ if t.TYPE_CHECKING:
 
 __all__ = [
     "VERSION_TABLE",
+    "ForeignKeyStatus",
     "MigrationError",
     "UpgradeResult",
     "current_revision",
+    "foreign_key_status",
     "differences",
     "engine_for",
     "extension_tables",
@@ -71,6 +80,9 @@ class UpgradeResult:
     before: str | None
     after: str | None
     adopted: bool = False
+    #: the identities' foreign key to the users afterwards (``None``: not looked at, as
+    #: with ``sql=True``)
+    foreign_key: ForeignKeyStatus | None = None
 
     @property
     def changed(self) -> bool:
@@ -83,16 +95,26 @@ def extension_tables(models: Models) -> frozenset[str]:
 
 
 def include_object_for(tables: t.Collection[str]) -> t.Callable[..., bool]:
-    """Alembic ``include_object``: only ``tables`` and their columns, indexes, constraints."""
+    """Alembic ``include_object``: only ``tables`` and their columns, indexes, constraints,
+    without the foreign key to the users (its column, index and constraint), which is not
+    in the revisions."""
 
     def include_object(obj: t.Any, name: str | None, type_: str, reflected: bool,
                        compare_to: t.Any) -> bool:
         if type_ == "table":
             return name in tables
         table = getattr(obj, "table", None)
-        return table is None or table.name in tables
+        return table is None or (table.name in tables and not _is_user_key(obj, type_))
 
     return include_object
+
+
+def _is_user_key(obj: t.Any, type_: str) -> bool:
+    """Whether ``obj`` is ``user_key`` or an index or constraint on it."""
+    if type_ == "column":
+        return bool(obj.name == USER_KEY)
+    columns = getattr(obj, "columns", None)
+    return columns is not None and USER_KEY in {getattr(c, "name", c) for c in columns}
 
 
 def include_name_for(tables: t.Collection[str]) -> t.Callable[..., bool]:
@@ -182,8 +204,18 @@ def upgrade(app: Flask | None = None, revision: str = "head", *,
         if before is None:
             adopted = _adopt(connection, runtime)
         config = alembic_config(connection)
-        command.upgrade(config, revision)
-        return UpgradeResult(before, _current(connection), adopted)
+        with _foreign_key.trigger_set_aside(connection, runtime):
+            command.upgrade(config, revision)
+        after = _current(connection)
+        status = _foreign_key.install(connection, runtime) if after is not None else None
+        return UpgradeResult(before, after, adopted, status)
+
+
+def foreign_key_status(app: Flask | None = None) -> ForeignKeyStatus:
+    """Where the identities' foreign key to the users stands in the app's database (what
+    ``flask wechat-qr check`` reports); reads only."""
+    with _app_context(app) as runtime, engine_for(runtime).connect() as connection:
+        return _foreign_key.status(connection, runtime)
 
 
 def stamp(app: Flask | None = None, revision: str = "head") -> UpgradeResult:

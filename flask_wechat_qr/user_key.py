@@ -1,0 +1,140 @@
+"""The identities' foreign key to the host's user table, so none can outlive its user.
+
+``wechat_qr_identity.user_id`` is Flask-Login's id as text, which no database can tie to a
+user row: a user deleted behind the ORM (raw SQL, another service) would leave identities
+behind, and the next user given the same id (SQLite reuses the highest free id; any
+database after a sequence reset) would inherit them. So when the extension knows the user
+model, its table is on the same ``db`` and its primary key is one column, each identity also
+carries ``user_key``, the user's primary key, with ``FOREIGN KEY ... ON DELETE CASCADE``:
+deleting a user by any means deletes their identities in the database itself.
+
+SQLite enforces foreign keys only on connections with ``PRAGMA foreign_keys=ON``, which the
+extension does not turn on behind the host's back (it would also start enforcing the host's
+own foreign keys, and then the copy-and-drop of an Alembic batch migration of the user table
+would delete every identity). There a trigger on the user table does the cascade instead.
+ORM bulk deletes (``db.session.execute(sa.delete(User)...)``, ``Query.delete()``) also
+remove the identities in their own transaction, on any database.
+"""
+
+from __future__ import annotations
+
+import logging
+import typing as t
+import weakref
+
+import sqlalchemy as sa
+
+if t.TYPE_CHECKING:
+    from flask_sqlalchemy import SQLAlchemy
+    from sqlalchemy.orm import ORMExecuteState, Session
+
+    #: ``forget(criteria, session)``: delete the identities of the users ``criteria`` selects
+    Forget = t.Callable[[sa.ColumnElement[bool] | None, Session], None]
+
+log = logging.getLogger("flask_wechat_qr")
+
+#: The guard column of ``wechat_qr_identity``.
+USER_KEY = "user_key"
+#: Its foreign key constraint.
+FOREIGN_KEY_NAME = "fk_wechat_qr_identity_user_key"
+#: SQLite only: the trigger on the user table that deletes a deleted user's identities.
+TRIGGER_NAME = "wechat_qr_identity_user_deleted"
+#: The setting that turns the foreign key off.
+SETTING_KEY = "WECHAT_QR_USER_FOREIGN_KEY"
+
+
+def referenced_user_column(db: SQLAlchemy, user_model: t.Any,
+                           enabled: bool) -> sa.Column[t.Any] | None:
+    """The user table's primary key column the identities refer to, or ``None`` (said once
+    in the log, at INFO, when the host did not turn it off itself)."""
+    column, reason = _user_primary_key(db, user_model)
+    if not enabled:
+        return None
+    if reason is not None:
+        log.info("Identities have no foreign key to your users (%s): a user deleted behind "
+                 "the ORM leaves identities that the next login of their WeChat removes; "
+                 "delete users through the ORM so they go at once.", reason)
+    return column
+
+
+def why_no_foreign_key(db: SQLAlchemy, user_model: t.Any, enabled: bool) -> str:
+    """Why the identities have no foreign key to the users (for ``flask wechat-qr check``)."""
+    if not enabled:
+        return f"{SETTING_KEY} is off"
+    return _user_primary_key(db, user_model)[1] or "their table was declared without"
+
+
+def _user_primary_key(db: SQLAlchemy, model: t.Any
+                      ) -> tuple[sa.Column[t.Any] | None, str | None]:
+    if model is None:
+        return None, "the adapter names no user_model"
+    table = getattr(model, "__table__", None)
+    if not isinstance(table, sa.Table):
+        return None, f"{getattr(model, '__name__', model)!r} is not a mapped table"
+    if table.metadata is not db.metadata:
+        return None, f"the {table.name!r} table is not on the default bind of the same db"
+    key = list(table.primary_key.columns)
+    if len(key) != 1:
+        return None, f"the {table.name!r} table's primary key is not one column"
+    return key[0], None
+
+
+def referenced_column(identity_table: sa.Table) -> sa.Column[t.Any] | None:
+    """The user primary key ``identity_table``'s guard column refers to, if it has one."""
+    column = identity_table.c.get(USER_KEY)
+    if column is None:
+        return None
+    return next(iter(column.foreign_keys)).column
+
+
+def sqlite_trigger(identity_table: sa.Table, dialect: sa.Dialect) -> str:
+    """``CREATE TRIGGER``: deleting a user row deletes its identities (SQLite only)."""
+    user_column = referenced_column(identity_table)
+    assert user_column is not None, "no guard column"
+    quote = dialect.identifier_preparer.quote
+    return (f"CREATE TRIGGER IF NOT EXISTS {quote(TRIGGER_NAME)} AFTER DELETE ON "
+            f"{quote(user_column.table.name)} FOR EACH ROW BEGIN DELETE FROM "
+            f"{quote(identity_table.name)} WHERE {quote(USER_KEY)} = "
+            f"OLD.{quote(user_column.name)}; END")
+
+
+def create_trigger_with_table(identity_table: sa.Table) -> None:
+    """``db.create_all()`` on SQLite makes the trigger with the identity table (the user
+    table comes first: the foreign key orders them)."""
+    user_column = referenced_column(identity_table)
+    if user_column is None:
+        return
+
+    def after_create(target: sa.Table, connection: sa.Connection, **_kw: t.Any) -> None:
+        if connection.dialect.name == "sqlite" and sa.inspect(connection).has_table(
+                user_column.table.name):
+            connection.exec_driver_sql(sqlite_trigger(target, connection.dialect))
+
+    sa.event.listen(identity_table, "after_create", after_create)
+
+
+def forget_on_bulk_delete(db: SQLAlchemy, user_model: t.Any, forget: Forget, key: int
+                          ) -> None:
+    """A bulk ``DELETE`` of users through ``db.session`` first calls ``forget`` with its
+    criteria, in the same transaction (the ORM's ``after_delete`` sees only
+    ``session.delete``). Once per ``db``, user model and ``key`` (the identity table),
+    however many apps share them."""
+    if user_model is None:
+        return
+    watched = _watched_sessions.setdefault(db, set())
+    if (id(user_model), key) in watched:
+        return
+    watched.add((id(user_model), key))
+
+    user_table = user_model.__table__
+
+    def before_bulk_delete(state: ORMExecuteState) -> None:
+        statement = state.statement
+        if state.is_delete and t.cast(sa.Delete, statement).table.is_derived_from(user_table):
+            forget(t.cast(sa.Delete, statement).whereclause, state.session)
+
+    sa.event.listen(db.session, "do_orm_execute", before_bulk_delete)
+
+
+_watched_sessions: weakref.WeakKeyDictionary[t.Any, set[tuple[int, int]]] = (
+    weakref.WeakKeyDictionary())

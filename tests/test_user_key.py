@@ -1,0 +1,271 @@
+"""No identity outlives its user: the identities' foreign key to the host's user table.
+
+The attack (issue 14, finding 2): a user is deleted behind the ORM (raw SQL, a bulk delete),
+the database hands the next new user the same id (SQLite reuses the highest free rowid;
+PostgreSQL after a sequence reset), and the deleted user's WeChat logs straight into the new
+person's account. Each test logs in through the public routes on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import logging
+import typing as t
+import uuid
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+from flask_login import LoginManager, UserMixin
+from flask_sqlalchemy import SQLAlchemy
+from support import (
+    APP_ID,
+    APP_SECRET,
+    Database,
+    add_user,
+    all_identities,
+    all_users,
+    app_factory,
+    logged_in_user_id,
+    login_with_wechat,
+    table,
+)
+
+from flask_wechat_qr import WeChatQR
+from flask_wechat_qr.errors import ConfigurationError
+
+
+def delete_user_with_raw_sql(app: Flask, user_id: t.Any) -> None:
+    """What a database tool, a cron job or another service does: no ORM, no event."""
+    key_type = app.User.__table__.c.id.type  # type: ignore[attr-defined]
+    with app.app_context():
+        db = app.db  # type: ignore[attr-defined]
+        db.session.execute(sa.text('DELETE FROM "user" WHERE id = :id').bindparams(
+            sa.bindparam("id", type_=key_type)), {"id": user_id})
+        db.session.commit()
+
+
+def hand_out_the_same_id_next(app: Flask, user_id: int) -> None:
+    """PostgreSQL: reset the sequence, as a restore or a ``TRUNCATE ... RESTART`` does
+    (SQLite reuses the highest free rowid by itself)."""
+    with app.app_context():
+        db = app.db  # type: ignore[attr-defined]
+        if db.engine.dialect.name == "postgresql":
+            db.session.execute(sa.text(
+                "SELECT setval(pg_get_serial_sequence('\"user\"', 'id'), :id, false)"),
+                {"id": user_id})
+            db.session.commit()
+
+
+def identity_owners(app: Flask) -> list[str]:
+    return [row.user_id for row in all_identities(app)]
+
+
+# --- the attack ----------------------------------------------------------------------
+
+
+def test_a_user_deleted_with_raw_sql_leaves_no_wechat_login_to_the_next_user(
+        make_app: t.Callable[..., Flask], wechat_api: t.Any) -> None:
+    app = make_app()
+    assert logged_in_user_id_after_login(app, wechat_api) is not None
+    (victim,) = all_users(app)
+    delete_user_with_raw_sql(app, victim.id)
+    hand_out_the_same_id_next(app, victim.id)
+    newcomer = add_user(app, username="newcomer")
+    assert newcomer == victim.id  # the id really is handed out again
+
+    browser = app.test_client()
+    assert login_with_wechat(browser, wechat_api).status_code == 302
+    assert logged_in_user_id(browser) != str(newcomer)
+    # The deleted user's identity went with them, in the database itself; the login made
+    # a new user for that WeChat.
+    assert identity_owners(app) == [logged_in_user_id(browser)]
+
+
+def logged_in_user_id_after_login(app: Flask, wechat_api: t.Any) -> str | None:
+    browser = app.test_client()
+    assert login_with_wechat(browser, wechat_api).status_code == 302
+    return logged_in_user_id(browser)
+
+
+@pytest.mark.parametrize("foreign_key", [True, False])
+@pytest.mark.parametrize("how", ["delete statement", "query delete"])
+def test_an_orm_bulk_delete_removes_the_identities_in_its_transaction(
+        make_app: t.Callable[..., Flask], wechat_api: t.Any, how: str,
+        foreign_key: bool) -> None:
+    """No ORM event fires for a bulk delete; the identities still go, before the commit and
+    with it, with or without the foreign key."""
+    app = make_app(WECHAT_QR_USER_FOREIGN_KEY=foreign_key)
+    logged_in_user_id_after_login(app, wechat_api)
+    login_with_wechat(app.test_client(), wechat_api, openid="o-other")  # a second person
+    (victim, other) = all_users(app)
+    assert len(identity_owners(app)) == 2
+    User = app.User  # type: ignore[attr-defined]
+    with app.app_context():
+        db = app.db  # type: ignore[attr-defined]
+        if how == "delete statement":
+            db.session.execute(sa.delete(User).where(User.id == victim.id))
+        else:
+            User.query.filter(User.id == victim.id).delete()
+        remaining = db.session.execute(sa.select(table(app, "wechat_qr_identity").c.user_id)
+                                       ).scalars().all()
+        assert str(victim.id) not in remaining
+        db.session.rollback()  # rolled back together with the users
+    assert str(victim.id) in identity_owners(app)
+    with app.app_context():
+        db.session.execute(sa.delete(User).where(User.id == victim.id))
+        db.session.commit()
+    assert str(victim.id) not in identity_owners(app)
+    assert identity_owners(app) == [str(other.id)]  # the other person's identity stays
+
+
+def test_the_identity_carries_the_users_primary_key(make_app: t.Callable[..., Flask],
+                                                     wechat_api: t.Any) -> None:
+    app = make_app()
+    logged_in_user_id_after_login(app, wechat_api)
+    (user,) = all_users(app)
+    (identity,) = all_identities(app)
+    assert (identity.user_id, identity.user_key) == (str(user.id), user.id)
+
+
+# --- the table made by create_all -------------------------------------------------------
+
+
+def test_create_all_makes_the_foreign_key_with_on_delete_cascade(
+        make_app: t.Callable[..., Flask]) -> None:
+    app = make_app()
+    with app.app_context():
+        connection = app.db.engine.connect()  # type: ignore[attr-defined]
+        dialect = connection.dialect.name
+        try:
+            inspector = sa.inspect(connection)
+            (fk,) = inspector.get_foreign_keys("wechat_qr_identity")
+            triggers = connection.execute(sa.text(
+                "SELECT name FROM sqlite_master WHERE type = 'trigger'")).scalars().all() \
+                if connection.dialect.name == "sqlite" else []
+        finally:
+            connection.close()
+    assert (fk["constrained_columns"], fk["referred_table"], fk["referred_columns"]) == (
+        ["user_key"], "user", ["id"])
+    assert fk["options"]["ondelete"].upper() == "CASCADE"
+    if dialect == "sqlite":
+        # SQLite enforces foreign keys only where PRAGMA foreign_keys is on: a trigger
+        # does the cascade, without turning on the host's own foreign keys.
+        assert triggers == ["wechat_qr_identity_user_deleted"]
+
+
+# --- other primary keys -------------------------------------------------------------------
+
+
+def make_keyed_host(url: str, root: t.Any, key_type: str, **config: t.Any) -> Flask:
+    """A host whose users are keyed by a UUID or by a string they choose."""
+    db = SQLAlchemy()
+
+    class User(db.Model, UserMixin):  # type: ignore[name-defined,misc]
+        if key_type == "uuid":
+            id = db.Column(db.Uuid, primary_key=True, default=uuid.uuid4)
+        else:
+            id = db.Column(db.String(40), primary_key=True,
+                           default=lambda: f"member-{uuid.uuid4().hex[:8]}")
+        username = db.Column(db.String(80), unique=True)
+
+    app = Flask("keyed_host", root_path=str(root))
+    app.config.update(TESTING=True, SECRET_KEY="test-secret-key", SQLALCHEMY_DATABASE_URI=url,
+                      WECHAT_QR_APP_ID=APP_ID, WECHAT_QR_APP_SECRET=APP_SECRET, **config)
+    db.init_app(app)
+    manager = LoginManager(app)
+    manager.user_loader(lambda user_id: db.session.get(
+        User, uuid.UUID(user_id) if key_type == "uuid" else user_id))
+    WeChatQR(app, db=db, user_model=User)
+    with app.app_context():
+        db.create_all()
+    app.db = db  # type: ignore[attr-defined]
+    app.User = User  # type: ignore[attr-defined]
+    return app
+
+
+@pytest.mark.parametrize("key_type", ["uuid", "string"])
+def test_uuid_and_string_keyed_users_get_the_foreign_key_too(
+        database: Database, tmp_path: t.Any, wechat_api: t.Any, key_type: str) -> None:
+    with app_factory(lambda: make_keyed_host(database.url("keyed"), tmp_path, key_type)
+                     ) as factory:
+        app = factory()
+        victim_id = logged_in_user_id_after_login(app, wechat_api)
+        (victim,) = all_users(app)
+        assert str(victim.id) == victim_id
+        (identity,) = all_identities(app)
+        assert identity.user_key == victim.id
+        delete_user_with_raw_sql(app, victim.id)
+        assert identity_owners(app) == []
+
+        with app.app_context():  # someone new is given the very same key
+            app.db.session.add(app.User(id=victim.id, username="newcomer"))  # type: ignore[attr-defined]
+            app.db.session.commit()  # type: ignore[attr-defined]
+        browser = app.test_client()
+        assert login_with_wechat(browser, wechat_api).status_code == 302
+        assert logged_in_user_id(browser) not in (None, victim_id)
+
+
+# --- opting out -------------------------------------------------------------------------------
+
+
+def test_turned_off_there_is_no_foreign_key_and_the_stale_check_remains(
+        make_app: t.Callable[..., Flask], wechat_api: t.Any) -> None:
+    app = make_app(WECHAT_QR_USER_FOREIGN_KEY="false")
+    assert "user_key" not in table(app, "wechat_qr_identity").c
+    with app.app_context():
+        assert sa.inspect(app.db.engine).get_foreign_keys(  # type: ignore[attr-defined]
+            "wechat_qr_identity") == []
+    logged_in_user_id_after_login(app, wechat_api)
+    (victim,) = all_users(app)
+    add_user(app, username="alice")  # keeps the id from being handed out again
+    delete_user_with_raw_sql(app, victim.id)
+    assert identity_owners(app) == [str(victim.id)]  # stale: nothing removed it
+    browser = app.test_client()
+    login_with_wechat(browser, wechat_api)
+    assert identity_owners(app) != [str(victim.id)]  # the login removed it
+    assert logged_in_user_id(browser) not in (None, str(victim.id))
+
+
+def test_a_composite_user_key_is_an_automatic_opt_out_said_once(
+        tmp_path: t.Any, caplog: pytest.LogCaptureFixture) -> None:
+    db = SQLAlchemy()
+
+    class Member(db.Model, UserMixin):  # type: ignore[name-defined,misc]
+        realm = db.Column(db.String(20), primary_key=True)
+        name = db.Column(db.String(40), primary_key=True)
+
+    app = Flask("composite_host", root_path=str(tmp_path))
+    app.config.update(TESTING=True, SECRET_KEY="test-secret-key",
+                      SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'app.db'}",
+                      WECHAT_QR_APP_ID=APP_ID, WECHAT_QR_APP_SECRET=APP_SECRET)
+    db.init_app(app)
+    LoginManager(app)
+    with caplog.at_level(logging.INFO, logger="flask_wechat_qr"):
+        WeChatQR(app, db=db, user_model=Member)
+    said = [r for r in caplog.records if "foreign key" in r.getMessage()]
+    assert [r.levelno for r in said] == [logging.INFO]
+    assert "primary key is not one column" in said[0].getMessage()
+    assert "user_key" not in db.metadata.tables["wechat_qr_identity"].c
+
+
+def test_apps_sharing_one_db_must_agree(tmp_path: t.Any) -> None:
+    db = SQLAlchemy()
+
+    class User(db.Model, UserMixin):  # type: ignore[name-defined,misc]
+        id = db.Column(db.Integer, primary_key=True)
+
+    def app(name: str, **config: t.Any) -> Flask:
+        made = Flask(name, root_path=str(tmp_path))
+        made.config.update(TESTING=True, SECRET_KEY="test-secret-key",
+                           SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'app.db'}",
+                           WECHAT_QR_APP_ID=APP_ID, WECHAT_QR_APP_SECRET=APP_SECRET, **config)
+        db.init_app(made)
+        LoginManager(made)
+        return made
+
+    wechat = WeChatQR(db=db, user_model=User)
+    wechat.init_app(app("first"))
+    wechat.init_app(app("second"))  # the same choice: fine
+    with pytest.raises(ConfigurationError) as info:
+        wechat.init_app(app("third", WECHAT_QR_USER_FOREIGN_KEY=False))
+    assert info.value.key == "WECHAT_QR_USER_FOREIGN_KEY"
