@@ -237,7 +237,9 @@ def test_a_composite_user_key_is_an_automatic_opt_out_said_once(
     app = Flask("composite_host", root_path=str(tmp_path))
     app.config.update(TESTING=True, SECRET_KEY="test-secret-key",
                       SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'app.db'}",
-                      WECHAT_QR_APP_ID=APP_ID, WECHAT_QR_APP_SECRET=APP_SECRET)
+                      WECHAT_QR_APP_ID=APP_ID, WECHAT_QR_APP_SECRET=APP_SECRET,
+                      # WeChat cannot choose a realm and name: such a site only logs in
+                      WECHAT_QR_LOGIN_ONLY=True)
     db.init_app(app)
     LoginManager(app)
     with caplog.at_level(logging.INFO, logger="flask_wechat_qr"):
