@@ -70,14 +70,9 @@ def create_app(test_config: dict[str, t.Any] | None = None) -> Flask:
             "WeChat login runs on the built-in SANDBOX (a simulated WeChat): set "
             "WECHAT_QR_APP_ID and WECHAT_QR_APP_SECRET for real WeChat."
         )
-    if setup.enabled:
-        wechat.init_app(app)
-    else:
-        app.logger.warning(
-            "WeChat login is off: set %s to turn it on (or WECHAT_QR_SANDBOX=true to try "
-            "the simulated WeChat; it is on by itself only with flask run --debug).",
-            " and ".join(setup.missing)
-        )
+    # Always: without credentials the extension starts with WeChat login off (a 503 page
+    # and a warning naming the keys), so `flask wechat-qr check` and `db upgrade` work.
+    wechat.init_app(app)
 
     app.register_blueprint(views.bp)
     if setup.enabled:
@@ -95,9 +90,8 @@ def create_app(test_config: dict[str, t.Any] | None = None) -> Flask:
         # The site's own tables first (a site's own migrations, run before the extension's):
         # the identities' foreign key to the users needs the user table.
         _create_site_tables(app)
-        if setup.enabled:
-            # The extension's own migrations; safe with several workers starting at once.
-            wechat.upgrade_database(app)
+        # The extension's own migrations; safe with several workers starting at once.
+        wechat.upgrade_database(app)
     return app
 
 

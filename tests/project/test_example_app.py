@@ -301,8 +301,10 @@ def test_home_without_credentials_says_what_to_set(site: Flask) -> None:
     assert "/auth/" in html  # only as the callback URL to register
     assert "http://localhost/auth/wechat/callback" in html
     assert 'href="/auth/' not in html
-    assert "wechat_qr" not in site.extensions
-    assert site.test_client().get("/auth/wechat/login").status_code == 404
+    # The extension is set up with WeChat login off: a clean page, and `check` works.
+    assert site.test_client().get("/auth/wechat/login").status_code == 503
+    check = site.test_cli_runner().invoke(args=["wechat-qr", "check"])
+    assert check.exit_code == 1 and "no AppID and AppSecret" in check.output
 
 
 def test_home_with_credentials_has_the_wechat_button_and_qr_link(wechat_site: Flask) -> None:
@@ -509,7 +511,8 @@ def test_unknown_wechat_variables_are_logged(monkeypatch: pytest.MonkeyPatch,
     caplog.clear()
     with caplog.at_level(logging.WARNING):
         make_site(WECHAT_QR_SANDBOX=False)
-    assert "WeChat login is off: set WECHAT_QR_APP_ID and WECHAT_QR_APP_SECRET" in caplog.text
+    assert "WeChat login is OFF for 'wechat': no AppID and AppSecret. Fix: set " \
+        "WECHAT_QR_APP_ID and WECHAT_QR_APP_SECRET" in caplog.text
 
 
 def test_defaults_sqlite_in_instance_folder_and_a_logged_dev_key(
@@ -571,9 +574,10 @@ def test_a_production_site_without_credentials_has_wechat_login_off(
     with caplog.at_level("WARNING"):
         app = make_site(TESTING=False)
     assert app.extensions["example_app"]["wechat_setup"].mode == "off"
-    assert "wechat_qr" not in app.blueprints
     assert "WECHAT_QR_SANDBOX=true" in caplog.text
-    assert app.test_client().get("/auth/wechat/login").status_code == 404
+    client = app.test_client()
+    assert client.get("/auth/wechat/login").status_code == 503  # no simulated WeChat
+    assert client.get("/wechat-sandbox/").status_code == 404
 
 
 def test_a_sandbox_asked_for_in_production_is_said_loudly(
