@@ -28,7 +28,7 @@ from .user_key import USER_KEY
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
     from sqlalchemy.engine import Connection
-    from sqlalchemy.orm import Session
+    from sqlalchemy.orm import ORMExecuteState
 
     from .adapter import AccountAdapter
     from .client import WeChatProfile, WeChatToken
@@ -282,24 +282,41 @@ class AssociationPolicy:
         else:
             self.db.session.execute(statement)
 
-    def forget_users(self, criteria: sa.ColumnElement[bool] | None, session: Session) -> None:
-        """Delete the identities of the users a bulk ``DELETE`` with ``criteria`` is about to
-        remove, in its transaction: by ``user_key`` in one statement, else (no foreign key)
-        by loading those users for their ids."""
+    def forget_users(self, state: ORMExecuteState) -> t.Callable[[], None] | None:
+        """For a bulk ``DELETE`` of users about to run: what deletes their identities once
+        it has run. With the foreign key, every identity whose user is gone (exact, whatever
+        criteria the ORM adds: inheritance, loader criteria, parameters); without, the
+        identities of the users the statement selects now (not for executemany, where the
+        next login's stale check removes them)."""
         table = self.models.Identity.__table__
         user_key = table.c.get(USER_KEY)
-        model = self.adapter.user_model
+        session = state.session
         if user_key is not None:
-            users = sa.select(next(iter(user_key.foreign_keys)).column)
-            statement = sa.delete(table).where(user_key.in_(
-                users if criteria is None else users.where(criteria)))
-        elif model is not None:
-            doomed = sa.select(model) if criteria is None else sa.select(model).where(criteria)
-            ids = [self.adapter.get_user_id(user) for user in session.scalars(doomed)]
-            statement = sa.delete(table).where(table.c.user_id.in_(ids))
-        else:
-            return
-        session.execute(statement)
+            user_column = next(iter(user_key.foreign_keys)).column
+            orphans = sa.delete(table).where(user_key.is_not(None), ~sa.exists(
+                sa.select(sa.literal(1)).where(user_column == user_key)))
+
+            def remove_orphans() -> None:
+                session.execute(orphans)
+
+            return remove_orphans
+        statement = t.cast(sa.Delete, state.statement)
+        entity = statement.entity_description.get("entity") or self.adapter.user_model
+        if entity is None or isinstance(state.parameters, list):
+            return None
+        doomed = sa.select(entity)
+        if statement.whereclause is not None:
+            doomed = doomed.where(statement.whereclause)
+        ids = [self.adapter.get_user_id(user)
+               for user in session.scalars(doomed, state.parameters or {})]
+        if not ids:
+            return None
+        gone = sa.delete(table).where(table.c.user_id.in_(ids))
+
+        def remove_theirs() -> None:
+            session.execute(gone)
+
+        return remove_theirs
 
     def _user_key_of(self, user: User) -> dict[str, t.Any]:
         """``{"user_key": primary key}`` when identities refer to the user table."""

@@ -26,10 +26,10 @@ import sqlalchemy as sa
 
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
-    from sqlalchemy.orm import ORMExecuteState, Session
+    from sqlalchemy.orm import ORMExecuteState
 
-    #: ``forget(criteria, session)``: delete the identities of the users ``criteria`` selects
-    Forget = t.Callable[[sa.ColumnElement[bool] | None, Session], None]
+    #: ``prepare(state)``, before a bulk ``DELETE`` of users runs: what to do once it has run
+    Prepare = t.Callable[[ORMExecuteState], t.Callable[[], None] | None]
 
 log = logging.getLogger("flask_wechat_qr")
 
@@ -113,12 +113,13 @@ def create_trigger_with_table(identity_table: sa.Table) -> None:
     sa.event.listen(identity_table, "after_create", after_create)
 
 
-def forget_on_bulk_delete(db: SQLAlchemy, user_model: t.Any, forget: Forget, key: int
+def forget_on_bulk_delete(db: SQLAlchemy, user_model: t.Any, prepare: Prepare, key: int
                           ) -> None:
-    """A bulk ``DELETE`` of users through ``db.session`` first calls ``forget`` with its
-    criteria, in the same transaction (the ORM's ``after_delete`` sees only
-    ``session.delete``). Once per ``db``, user model and ``key`` (the identity table),
-    however many apps share them."""
+    """A bulk ``DELETE`` of users through ``db.session`` also deletes their identities, in
+    its transaction (the ORM's ``after_delete`` sees only ``session.delete``): ``prepare``
+    looks at the statement before it runs and gives what to do once it has run, so a
+    statement the database (or SQLAlchemy) refuses loses no identity. Once per ``db``, user
+    model and ``key`` (the identity table), however many apps share them."""
     if user_model is None:
         return
     watched = _watched_sessions.setdefault(db, set())
@@ -128,12 +129,18 @@ def forget_on_bulk_delete(db: SQLAlchemy, user_model: t.Any, forget: Forget, key
 
     user_table = user_model.__table__
 
-    def before_bulk_delete(state: ORMExecuteState) -> None:
+    def around_bulk_delete(state: ORMExecuteState) -> sa.Result[t.Any] | None:
         statement = state.statement
-        if state.is_delete and t.cast(sa.Delete, statement).table.is_derived_from(user_table):
-            forget(t.cast(sa.Delete, statement).whereclause, state.session)
+        if not (state.is_delete
+                and t.cast(sa.Delete, statement).table.is_derived_from(user_table)):
+            return None
+        then = prepare(state)
+        result = state.invoke_statement()
+        if then is not None:
+            then()
+        return result
 
-    sa.event.listen(db.session, "do_orm_execute", before_bulk_delete)
+    sa.event.listen(db.session, "do_orm_execute", around_bulk_delete)
 
 
 _watched_sessions: weakref.WeakKeyDictionary[t.Any, set[tuple[int, int]]] = (

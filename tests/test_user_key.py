@@ -271,3 +271,89 @@ def test_apps_sharing_one_db_must_agree(tmp_path: t.Any) -> None:
     with pytest.raises(ConfigurationError) as info:
         wechat.init_app(app("third", WECHAT_QR_USER_FOREIGN_KEY=False))
     assert info.value.key == "WECHAT_QR_USER_FOREIGN_KEY"
+
+
+# --- bulk deletes delete exactly their users' identities ----------------------------------
+
+
+def guests_host(url: str, root: t.Any, **config: t.Any) -> Flask:
+    """A host with single-table inheritance: members and guests in one user table."""
+    db = SQLAlchemy()
+
+    class User(db.Model, UserMixin):  # type: ignore[name-defined,misc]
+        id = db.Column(db.Integer, primary_key=True)
+        username = db.Column(db.String(80), unique=True)
+        kind = db.Column(db.String(20), nullable=False, default="member")
+        __mapper_args__ = {"polymorphic_on": kind, "polymorphic_identity": "member"}
+
+    class Guest(User):
+        __mapper_args__ = {"polymorphic_identity": "guest"}
+
+    app = Flask("guests_host", root_path=str(root))
+    app.config.update(TESTING=True, SECRET_KEY="k" * 40, SQLALCHEMY_DATABASE_URI=url,
+                      WECHAT_QR_APP_ID=APP_ID, WECHAT_QR_APP_SECRET=APP_SECRET, **config)
+    db.init_app(app)
+    LoginManager(app).user_loader(lambda user_id: db.session.get(User, int(user_id)))
+    WeChatQR(app, db=db, user_model=User)
+    with app.app_context():
+        db.create_all()
+        for number, (name, kind) in enumerate(
+                [("alice", User), ("bob", User), ("guest", Guest)], 1):
+            db.session.add(kind(id=number, username=name))
+        db.session.flush()
+        identities = db.metadata.tables["wechat_qr_identity"]
+        for number in (1, 2, 3):
+            row = {"connection": "wechat", "openid": f"openid-{number}", "user_id": str(number)}
+            if "user_key" in identities.c:
+                row["user_key"] = number
+            db.session.execute(sa.insert(identities).values(**row))
+        db.session.commit()
+    app.db, app.User, app.Guest = db, User, Guest  # type: ignore[attr-defined]
+    return app
+
+
+BULK_DELETES: dict[str, t.Callable[[t.Any, t.Any, t.Any], t.Any]] = {
+    # "Purge the guests": the ORM adds the discriminator when it compiles the statement.
+    "delete(Guest)": lambda db, User, Guest: db.session.execute(sa.delete(Guest)),
+    "Guest.query...delete()": lambda db, User, Guest: Guest.query.filter(Guest.id > 0).delete(),
+    "a bound parameter": lambda db, User, Guest: db.session.execute(
+        sa.delete(User).where(User.id == sa.bindparam("uid")), {"uid": 3}),
+}
+
+
+@pytest.mark.parametrize("foreign_key", [True, False])
+@pytest.mark.parametrize("how", list(BULK_DELETES))
+def test_a_bulk_delete_removes_exactly_its_users_identities(
+        tmp_path: t.Any, database: Database, foreign_key: bool, how: str) -> None:
+    """Before: the identities of every user went with ``delete(Guest)`` (the hook read the
+    statement's WHERE without the criteria the ORM adds), and a bound parameter broke the
+    host's own statement."""
+    app = guests_host(database.url("guests"), tmp_path, WECHAT_QR_USER_FOREIGN_KEY=foreign_key)
+    try:
+        with app.app_context():
+            BULK_DELETES[how](app.db, app.User, app.Guest)  # type: ignore[attr-defined]
+            app.db.session.commit()  # type: ignore[attr-defined]
+        assert sorted(row.username for row in all_users(app)) == ["alice", "bob"]
+        assert sorted(identity_owners(app)) == ["1", "2"]
+    finally:
+        with app.app_context():
+            app.db.session.remove()  # type: ignore[attr-defined]
+            app.db.engine.dispose()  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("foreign_key", [True, False])
+def test_a_bulk_delete_the_orm_refuses_loses_no_identity(
+        tmp_path: t.Any, database: Database, foreign_key: bool) -> None:
+    """A host that catches the refusal and commits (before: every identity was gone)."""
+    app = guests_host(database.url("guests"), tmp_path, WECHAT_QR_USER_FOREIGN_KEY=foreign_key)
+    try:
+        with app.app_context():
+            db = app.db  # type: ignore[attr-defined]
+            with pytest.raises(sa.exc.InvalidRequestError):
+                db.session.execute(sa.delete(app.User), [{"id": 3}])  # type: ignore[attr-defined]
+            db.session.commit()
+        assert sorted(identity_owners(app)) == ["1", "2", "3"]
+    finally:
+        with app.app_context():
+            app.db.session.remove()  # type: ignore[attr-defined]
+            app.db.engine.dispose()  # type: ignore[attr-defined]
