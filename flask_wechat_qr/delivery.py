@@ -10,6 +10,7 @@ receivers answer with a response (``login_succeeded``) or audit what leaves the 
 from __future__ import annotations
 
 import hashlib
+import re
 import typing as t
 
 from flask import Response, current_app, redirect, render_template, request, url_for
@@ -79,6 +80,10 @@ def page_headers(response: BaseResponse, frame_ancestors: str | None, *,
 
 #: The cookie that ties a pending binding to the browser that scanned (https only).
 BINDING_COOKIE = "__Host-wechat-qr-binding"
+#: The cookie that ties a login's state to the browser that started it (https only).
+LOGIN_COOKIE = "__Host-wechat-qr-login"
+#: What a login cookie this extension made looks like (anything else is replaced).
+LOGIN_COOKIE_VALUE = re.compile(r"[A-Za-z0-9_-]{32}")
 
 
 def binding_cookie_value(binding_id: str) -> str:

@@ -121,6 +121,9 @@ class Callback:
 
     state: str | None
     code: str | None
+    #: the browser's key (:func:`~flask_wechat_qr.login_state.browser_key` of its login
+    #: cookie), where it has one
+    browser: str | None = None
 
 
 @dataclass(frozen=True)
@@ -231,9 +234,9 @@ class LoginFlow:
         """Finish the login WeChat sent this callback for (or repeat how it ended)."""
         states = self.login_states[connection.identifier]
         state = callback.state
-        same_browser = states.owns(state)
+        same_browser = states.owns(state, callback.browser)
         try:
-            login = states.take(state)
+            login = states.take(state, callback.browser)
         except StateError:
             return self._repeat(connection, states.ending(state), same_browser, None)
         state = t.cast(str, state)

@@ -13,6 +13,7 @@ commit of its own), and answers WeChat's repeated callback.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
 import threading
@@ -334,10 +335,12 @@ class LoginStates:
         self.app_id = app_id
         self.ttl = ttl
 
-    def begin(self, login: LoginData, client: str = "") -> str:
+    def begin(self, login: LoginData, client: str = "", browser: str | None = None) -> str:
         """A new ``state`` for one login, its ``login`` data kept until the callback.
         ``client``: the address of the browser (a long ``next`` parks its data in the table,
-        a few at a time per address).
+        a few at a time per address). ``browser``: a key of this browser that a session
+        cookie planted in another browser cannot carry (see :func:`browser_key`); the
+        callback must then bring the same.
 
         ``[A-Za-z0-9]{32}``: within the 128-byte alphanumeric limit WeChat documents.
         """
@@ -347,22 +350,26 @@ class LoginStates:
         expires_at = time.time() + self.ttl
         data = login.to_json()
         value = json.dumps(data, separators=(",", ":"))
+        marker: dict[str, t.Any] = {"exp": expires_at, "app": self.app_id}
+        if browser is not None:
+            marker["browser"] = browser
         if len(value) <= MAX_INLINE_STATE_DATA:
-            session[key] = {"exp": expires_at, "app": self.app_id, "data": data}
+            marker["data"] = data
         else:
             client_key = hashlib.sha256(client.encode()).hexdigest()[:16]
-            parked = f"{PARKED}{client_key}:{key}"
-            self.store.park(parked, value, expires_at, client_key)
-            session[key] = {"exp": expires_at, "app": self.app_id, "parked": parked}
+            marker["parked"] = f"{PARKED}{client_key}:{key}"
+            self.store.park(marker["parked"], value, expires_at, client_key)
+        session[key] = marker
         return state
 
-    def take(self, state: str | None) -> LoginData:
+    def take(self, state: str | None, browser: str | None = None) -> LoginData:
         """Take ``state`` out of this browser's session: the data saved with it.
 
-        :class:`StateError` when the state is missing, forged, from another browser or
-        expired. The state is used for good only by :meth:`use` (or
-        :meth:`record_failure`), in the transaction that finishes its login: a request
-        that finds it used there rolls back.
+        :class:`StateError` when the state is missing, forged, from another browser (its
+        session, or its ``browser`` key where the login was started with one) or expired.
+        The state is used for good only by :meth:`use` (or :meth:`record_failure`), in the
+        transaction that finishes its login: a request that finds it used there rolls
+        back.
         """
         if not state or len(state) > 128:
             raise StateError()
@@ -373,7 +380,7 @@ class LoginStates:
         for other in [k for k in session if k.startswith(self.prefix)]:
             if _marker_expiry(session[other]) < now:
                 session.pop(other, None)
-        if not isinstance(marker, dict) or marker.get("app") != self.app_id:
+        if not _is_ours(marker, self.app_id, browser):
             raise StateError()
         if _marker_expiry(marker) < now:
             raise StateError()
@@ -385,11 +392,12 @@ class LoginStates:
             raise StateError()
         return LoginData.from_json(json.loads(value))
 
-    def owns(self, state: str | None) -> bool:
-        """Whether this browser's session started the login of ``state`` (in this app: another
-        one sharing the ``SECRET_KEY`` reads the same cookie)."""
+    def owns(self, state: str | None, browser: str | None = None) -> bool:
+        """Whether this browser started the login of ``state``: its session (in this app:
+        another one sharing the ``SECRET_KEY`` reads the same cookie), and its ``browser``
+        key where the login was started with one."""
         marker = session.get(self.prefix + state) if state else None
-        return isinstance(marker, dict) and marker.get("app") == self.app_id
+        return _is_ours(marker, self.app_id, browser)
 
     def use(self, state: str, ending: Ending, within: Executor) -> None:
         """Use ``state`` for good, recording how its login ended, in the caller's
@@ -426,6 +434,22 @@ class LoginStates:
         """When a taken row may go: after every cookie that could carry its state has
         expired (it was made at most ``ttl`` ago), and not before :data:`AFTERLIFE`."""
         return time.time() + max(self.ttl, AFTERLIFE)
+
+
+def browser_key(cookie_value: str) -> str:
+    """What a login's session marker keeps of the browser's login cookie (a hash: a session
+    cookie read by someone else never gives the cookie itself)."""
+    return hashlib.sha256(f"wechat-qr-login:{cookie_value}".encode()).hexdigest()[:32]
+
+
+def _is_ours(marker: t.Any, app_id: str, browser: str | None) -> bool:
+    """A session marker of this app's, and of this browser where it was tied to one: a
+    session cookie planted from a sibling sub-domain (cookie tossing) carries the marker
+    but not the ``__Host-`` cookie it was tied to."""
+    if not isinstance(marker, dict) or marker.get("app") != app_id:
+        return False
+    tied_to = marker.get("browser")
+    return tied_to is None or (browser is not None and hmac.compare_digest(tied_to, browser))
 
 
 def _forget_oldest_states(store: LoginStateStore) -> None:

@@ -7,6 +7,7 @@ the outcome to :mod:`.delivery`. No protocol, policy or transaction here.
 from __future__ import annotations
 
 import logging
+import secrets
 import typing as t
 
 from flask import (
@@ -38,7 +39,7 @@ from .errors import (
 from .flow import Callback, Failed, Outcome, PendingLogin
 from .i18n import LazyText, qr_page_lang, register_template_globals
 from .i18n import lazy_gettext as _l
-from .login_state import BusinessParams, LoginData
+from .login_state import BusinessParams, LoginData, browser_key
 from .runtime import current_runtime
 from .urls import has_control_characters, safe_next
 
@@ -98,9 +99,23 @@ def _begin(connection: str, link_user: str | None = None) -> _Started:
     business = _business_params() if client.connection.callback_url and not link_user else {}
     login = LoginData(next_url=safe_next(request.args.get("next")), business=business,
                       link_user=link_user)
-    state = runtime.login_states[connection].begin(login, request.remote_addr or "")
+    state = runtime.login_states[connection].begin(login, request.remote_addr or "",
+                                                   _browser(start=True))
     redirect_uri = url_for("wechat_qr.callback", connection=connection, _external=True)
     return _Started(client, redirect_uri, state, login)
+
+
+def _browser(*, start: bool = False) -> str | None:
+    """Over https, this browser's key: its ``__Host-`` login cookie, which no sibling
+    sub-domain can plant, so a session cookie tossed into a victim's browser cannot carry a
+    login started elsewhere (the attacker's scan, link or pending binding) to the victim's
+    callback. ``start``: make the cookie where there is none (set on the response)."""
+    if not request.is_secure:
+        return None  # a __Host- cookie needs https; in development the session decides
+    value = request.cookies.get(delivery.LOGIN_COOKIE)
+    if start and not (value and delivery.LOGIN_COOKIE_VALUE.fullmatch(value)):
+        value = g.wechat_qr_login_cookie = secrets.token_urlsafe(24)
+    return browser_key(value) if value else None
 
 
 def _business_params() -> BusinessParams:
@@ -167,8 +182,8 @@ def callback(connection: str) -> BaseResponse:
     """WeChat sends the browser back here: the flow finishes the login (or link)."""
     runtime = current_runtime()
     conn = runtime.connection(connection)
-    outcome = runtime.flow.finish(
-        conn, Callback(state=request.args.get("state"), code=request.args.get("code")))
+    outcome = runtime.flow.finish(conn, Callback(
+        state=request.args.get("state"), code=request.args.get("code"), browser=_browser()))
     return _respond(outcome)
 
 
@@ -291,7 +306,13 @@ def login_error(error: LoginError) -> tuple[str | Response, int]:
 
 @blueprint.after_request
 def page_headers(response: BaseResponse) -> BaseResponse:
-    """No cache keeps a login page, no other site frames one (see delivery)."""
+    """No cache keeps a login page, no other site frames one (see delivery); a new login
+    cookie goes with the response that started the login."""
+    new_cookie = g.pop("wechat_qr_login_cookie", None)
+    if new_cookie is not None:
+        response.set_cookie(delivery.LOGIN_COOKIE, new_cookie, secure=True, httponly=True,
+                            samesite=current_app.config.get("SESSION_COOKIE_SAMESITE") or "Lax",
+                            path="/")
     return delivery.page_headers(response, current_runtime().settings.frame_ancestors,
                                  cacheable=request.endpoint == "wechat_qr.jwks")
 

@@ -460,8 +460,8 @@ def test_long_or_chinese_next_and_several_connections_keep_the_cookie_small(
     across connections, and data the session would escape into ``\\uXXXX`` is measured as
     written."""
     app = make_app(WECHAT_QR_CONNECTIONS=[
-        {"connection": name, "app_id": f"wx{name}000000000000"[:18], "app_secret": "s"}
-        for name in ("one", "two", "three")])
+        {"connection": name, "app_id": f"wx{digit * 16}", "app_secret": "s"}
+        for name, digit in (("one", "1"), ("two", "2"), ("three", "3"))])
     client = app.test_client()
     for name in ("one", "two", "three"):
         for length in (40, 150, 600):
