@@ -16,7 +16,7 @@ import os
 import typing as t
 
 import sqlalchemy as sa
-from flask import Flask
+from flask import Flask, Response
 
 from flask_wechat_qr.sandbox import sandbox_tables
 
@@ -75,6 +75,14 @@ def create_app(test_config: dict[str, t.Any] | None = None) -> Flask:
     wechat.init_app(app)
 
     app.register_blueprint(views.bp)
+
+    @app.after_request
+    def no_framing_by_other_sites(response: Response) -> Response:
+        """The site's forms (unlink, account) are not clickjacked from another site; the
+        extension's own pages already say so, and their headers are kept."""
+        response.headers.setdefault("X-Frame-Options", "SAMEORIGIN")
+        response.headers.setdefault("Content-Security-Policy", "frame-ancestors 'self'")
+        return response
     if setup.enabled:
         app.register_blueprint(business.bp)
 

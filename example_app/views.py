@@ -194,10 +194,11 @@ def confirm_unlink(connection: str) -> ResponseReturnValue:
     the CSRF token), so a click on the account page never unlinks by itself."""
     identity = next((i for i in wechat.identities_of(current_user)
                      if i.connection == connection), None)
-    if identity is None:
+    # A connection since removed from the settings has no unlink route to post to.
+    settings = wechat.connections.get(connection)
+    if identity is None or settings is None:
         abort(404, description=_("No WeChat account of this kind is linked to your account."))
-    return render_template("unlink.html", identity=identity,
-                           connection=wechat.connections[connection])
+    return render_template("unlink.html", identity=identity, connection=settings)
 
 
 @bp.get("/api/me")

@@ -267,7 +267,9 @@ def describe_connection(deployment: Deployment, conn: ConnectionSettings,
     redirect_uri = deployment.urls.redirect_uris[conn.identifier]
     return [
         ("Display name", conn.display_name),
-        ("AppID", conn.app_id),
+        # An AppID is public; anything else in that field may be a secret pasted there.
+        ("AppID", conn.app_id if WECHAT_APP_ID.fullmatch(conn.app_id) or
+         _uses_sandbox_credentials(conn) else f"{mask_secret(conn.app_id)} (not an AppID: masked)"),
         ("AppSecret", f"{mask_secret(conn.app_secret)} (masked)"),
         ("Login only", "yes" if conn.login_only else "no"),
         ("Association", conn.association),

@@ -98,6 +98,33 @@ def sqlite_trigger(identity_table: sa.Table, dialect: sa.Dialect) -> str:
             f"OLD.{quote(user_column.name)}; END")
 
 
+def restore_sqlite_trigger(engine: sa.Engine, identity_table: sa.Table) -> None:
+    """SQLite: make the trigger again where it went missing, once per engine and process.
+
+    An Alembic batch migration of the host's user table (copy, drop, rename) drops the
+    trigger with the old table; until the next ``flask wechat-qr db upgrade`` a raw-SQL
+    delete would then leave identities for the next user given the same id. Said once.
+    """
+    user_column = referenced_column(identity_table)
+    if engine.dialect.name != "sqlite" or user_column is None or engine in _trigger_checked:
+        return
+    _trigger_checked.add(engine)
+    with engine.begin() as connection:
+        inspector = sa.inspect(connection)
+        if not (inspector.has_table(user_column.table.name)
+                and inspector.has_table(identity_table.name)
+                and USER_KEY in {c["name"] for c in inspector.get_columns(identity_table.name)}):
+            return  # not upgraded yet: `db upgrade` makes everything
+        if connection.execute(sa.text(
+                "SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND name = :name"),
+                {"name": TRIGGER_NAME}).first() is None:
+            connection.exec_driver_sql(sqlite_trigger(identity_table, connection.dialect))
+            log.warning("The SQLite trigger %s that deletes a deleted user's WeChat identities "
+                        "was missing (a batch migration of your user table drops it) and has "
+                        "been made again. Run `flask wechat-qr db upgrade` after your own "
+                        "migrations.", TRIGGER_NAME)
+
+
 def create_trigger_with_table(identity_table: sa.Table) -> None:
     """``db.create_all()`` on SQLite makes the trigger with the identity table (the user
     table comes first: the foreign key orders them)."""
@@ -145,3 +172,4 @@ def forget_on_bulk_delete(db: SQLAlchemy, user_model: t.Any, prepare: Prepare, k
 
 _watched_sessions: weakref.WeakKeyDictionary[t.Any, set[tuple[int, int]]] = (
     weakref.WeakKeyDictionary())
+_trigger_checked: weakref.WeakSet[sa.Engine] = weakref.WeakSet()

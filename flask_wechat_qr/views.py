@@ -42,6 +42,7 @@ from .i18n import lazy_gettext as _l
 from .login_state import BusinessParams, LoginData, browser_key
 from .runtime import current_runtime
 from .urls import has_control_characters, safe_next
+from .user_key import restore_sqlite_trigger
 
 if t.TYPE_CHECKING:
     from flask import Flask
@@ -69,6 +70,13 @@ def refuse_while_unavailable() -> None:
     conn = runtime.settings.connections.get((request.view_args or {}).get("connection", ""))
     if conn is not None and not conn.has_credentials:
         raise LoginNotSetUp()
+
+
+@blueprint.before_request
+def restore_the_user_trigger() -> None:
+    """SQLite only, once per process (see ``user_key.restore_sqlite_trigger``)."""
+    runtime = current_runtime()
+    restore_sqlite_trigger(runtime.db.engine, runtime.models.Identity.__table__)
 
 
 @blueprint.before_request
@@ -295,7 +303,9 @@ def login_error(error: LoginError) -> tuple[str | Response, int]:
     if connection is None:
         connection_id = (request.view_args or {}).get("connection")
         connection = runtime.settings.connections.get(connection_id) if connection_id else None
-    if error.operator_error:
+    if isinstance(error, LoginUnavailable):  # said once at start-up: no line per visitor
+        log.info("WeChat login is off: %s (%s)", error, type(error).__name__)
+    elif error.operator_error:
         log.error("WeChat login failed and needs the site operator: %s (%s)",
                   error, type(error).__name__)
     else:

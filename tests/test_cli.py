@@ -521,3 +521,12 @@ def test_the_quick_start_set_ups_pass_the_check(tmp_path: Path, flags: list[str]
     assert problems(result.stdout) == []
     assert result.stdout.splitlines()[-1].startswith("Summary: no problems")
     assert domain_row(result.stdout).startswith("127.0.0.1 (the sandbox takes the host")
+
+
+def test_a_secret_pasted_as_the_app_id_is_masked_in_the_listing(
+        make_app: t.Callable[..., Flask]) -> None:
+    secret = "f3a9c1d2e4b5a6978877665544332211"
+    result = check(make_app(WECHAT_QR_APP_ID=secret, WECHAT_QR_APP_ID_CHECK=False),
+                   "--base-url", PUBLIC)
+    assert secret not in result.output
+    assert "f3…11 (not an AppID: masked)" in result.output

@@ -564,12 +564,16 @@ def test_an_app_without_credentials_starts_with_its_wechat_login_off(
     assert "WECHAT_QR_APP_ID and WECHAT_QR_APP_SECRET" in record.getMessage()
     assert "WECHAT_QR_SANDBOX=true" in record.getMessage()
     client = app.test_client()
-    for path in ("/auth/wechat/login", "/auth/wechat/qr", "/auth/wechat/callback?code=c&state=s",
-                 "/auth/wechat/link"):
-        resp = client.get(path)
-        assert resp.status_code == 503, path
-        page = resp.get_data(as_text=True)
-        assert 'data-error="LoginNotSetUp"' in page and "not set up yet" in page, path
+    caplog.clear()
+    with caplog.at_level("INFO", logger="flask_wechat_qr"):
+        for path in ("/auth/wechat/login", "/auth/wechat/qr",
+                     "/auth/wechat/callback?code=c&state=s", "/auth/wechat/link"):
+            resp = client.get(path)
+            assert resp.status_code == 503, path
+            page = resp.get_data(as_text=True)
+            assert 'data-error="LoginNotSetUp"' in page and "not set up yet" in page, path
+    # Said once at start-up: no WARNING or ERROR line per visitor (a flood of them).
+    assert [r.levelname for r in caplog.records] == ["INFO"] * 4
     zh = client.get("/auth/wechat/login", headers={"Accept-Language": "zh-CN"})
     assert "微信登录尚未设置" in zh.get_data(as_text=True)
     assert client.get("/auth/nope/login").status_code == 404

@@ -357,3 +357,28 @@ def test_a_bulk_delete_the_orm_refuses_loses_no_identity(
         with app.app_context():
             app.db.session.remove()  # type: ignore[attr-defined]
             app.db.engine.dispose()  # type: ignore[attr-defined]
+
+
+def test_a_sqlite_trigger_dropped_by_a_batch_migration_comes_back_at_the_first_request(
+        make_app: t.Callable[..., Flask], wechat_api: t.Any, database: Database,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A host's Alembic batch migration of its user table drops the trigger with the old
+    table; before, nothing noticed until the next ``db upgrade``, and a raw-SQL delete then
+    handed the old WeChat login to the next user given the same id."""
+    if database.is_postgres:
+        pytest.skip("the trigger is SQLite's; PostgreSQL enforces the foreign key itself")
+    app = make_app()
+    assert logged_in_user_id_after_login(app, wechat_api) is not None
+    (victim,) = all_users(app)
+    with app.app_context():
+        db = app.db  # type: ignore[attr-defined]
+        db.session.execute(sa.text("DROP TRIGGER wechat_qr_identity_user_deleted"))
+        db.session.commit()
+    # As after a restart: the batch migration ran between two runs of the app.
+    app = make_app(SQLALCHEMY_DATABASE_URI=app.config["SQLALCHEMY_DATABASE_URI"])
+    with caplog.at_level(logging.WARNING, "flask_wechat_qr"):
+        app.test_client().get("/auth/wechat/qr")  # any request of the extension's
+    assert "wechat_qr_identity_user_deleted that deletes" in caplog.text
+    assert "was missing" in caplog.text
+    delete_user_with_raw_sql(app, victim.id)
+    assert identity_owners(app) == []

@@ -1011,6 +1011,14 @@ def test_unlink_asks_first(wechat_site: Flask, wechat_api: t.Any) -> None:
     missing = client.get("/account/unlink/shop")
     assert missing.status_code == 404
     assert "你的账号没有绑定这种微信账号。" in missing.get_data(as_text=True)
+    # An identity of a connection since removed from the settings: a 404 page, not a 500.
+    import sqlalchemy as sa
+
+    with wechat_site.app_context():
+        identities = db.metadata.tables["wechat_qr_identity"]
+        db.session.execute(sa.update(identities).values(connection="old-shop"))
+        db.session.commit()
+    assert client.get("/account/unlink/old-shop").status_code == 404
     assert wechat_site.test_client().get("/account/unlink/wechat").headers["Location"] == (
         "/login?next=%2Faccount%2Funlink%2Fwechat")
 
@@ -1028,3 +1036,11 @@ def test_error_pages_in_the_visitors_language(wechat_site: Flask) -> None:
                                          query_string={"state": "forged", "code": "x"})
     assert forged.status_code == 400
     assert "登录链接已失效" in forged.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("path", ["/", "/login", "/register", "/account"])
+def test_the_sites_own_pages_cannot_be_framed_by_other_sites(site: Flask, path: str) -> None:
+    """Same-site clickjacking of the unlink confirmation and the account forms."""
+    resp = site.test_client().get(path)
+    assert resp.headers["X-Frame-Options"] == "SAMEORIGIN"
+    assert "frame-ancestors 'self'" in resp.headers["Content-Security-Policy"]
