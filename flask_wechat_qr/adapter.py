@@ -40,13 +40,29 @@ else:
 
 #: Checked when a username does not exist, so that case takes as long as a wrong password.
 @functools.cache
-def _dummy_hash() -> str:
-    """Made on first use: hashing costs ~100 ms, which startup should not pay."""
-    return generate_password_hash("flask-wechat-qr: no such user")
+def _dummy_hash(method: str | None = None) -> str:
+    """Made on first use (hashing costs ~100 ms, which startup should not pay), with the
+    method of the site's own hashes where one was seen: a site whose hashes are pbkdf2
+    (made by an older Werkzeug) checks them slower than Werkzeug's default scrypt, and a
+    dummy of another method would tell which usernames have a password."""
+    if method is None:
+        return generate_password_hash("flask-wechat-qr: no such user")
+    return generate_password_hash("flask-wechat-qr: no such user", method=method)
+
+
+def _hash_method(stored: object) -> str | None:
+    """The method of a Werkzeug hash (``pbkdf2:sha256:600000``), or ``None``."""
+    if not isinstance(stored, str) or "$" not in stored:
+        return None
+    method = stored.split("$", 1)[0]
+    return method if method.split(":", 1)[0] in ("scrypt", "pbkdf2") else None
 
 
 class AccountAdapter(t.Generic[UserT]):
     """Hooks into the host's users. Override any method; call ``super()`` where useful."""
+
+    #: the method of the last password hash checked (the dummy hash follows it)
+    _seen_hash_method: str | None = None
 
     def __init__(self, db: SQLAlchemy | None = None, user_model: type[UserT] | None = None
                  ) -> None:
@@ -135,8 +151,10 @@ class AccountAdapter(t.Generic[UserT]):
                 sa.select(model).where(model.__table__.c.username == username)
             ).scalar_one_or_none()
         if user is None or not self.has_password(user):
-            check_password_hash(_dummy_hash(), password or "")
+            check_password_hash(_dummy_hash(self._seen_hash_method), password or "")
             return None
+        self._seen_hash_method = _hash_method(getattr(user, "password_hash", None)) or (
+            self._seen_hash_method)
         return user if _password_matches(user, password or "") else None
 
     def has_password(self, user: UserT) -> bool:
