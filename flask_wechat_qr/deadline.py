@@ -29,11 +29,13 @@ _calls = threading.local()
 class _Call:
     """One call's connections and whether its deadline cut it short."""
 
-    __slots__ = ("connections", "expired")
+    __slots__ = ("connections", "cut", "expired")
 
     def __init__(self) -> None:
         self.connections: list[HTTPConnection] = []
         self.expired = False
+        #: whether a socket was shut down: only then may an answer be cut short
+        self.cut = False
 
     def expire(self) -> None:
         self.expired = True
@@ -42,6 +44,7 @@ class _Call:
             if sock is not None:
                 try:
                     sock.shutdown(socket.SHUT_RDWR)  # wakes a read blocked in another thread
+                    self.cut = True
                 except OSError:
                     pass  # already closed
 
@@ -150,7 +153,7 @@ class DeadlineAdapter(HTTPAdapter):
         finally:
             _WATCHDOG.disarm(token)
             _calls.current = None
-        if call.expired:  # an answer read until the socket closed: cut short, not whole
+        if call.cut:  # an answer read until the socket was shut: cut short, not whole
             response.close()
             raise requests.Timeout(f"no complete answer within {self.deadline:g} seconds")
         return response

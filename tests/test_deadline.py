@@ -139,6 +139,21 @@ def test_many_threads_each_keep_their_own_deadline(server: DripServer) -> None:
     assert not failures
 
 
+def test_a_whole_answer_with_no_socket_to_cut_is_not_a_timeout() -> None:
+    """An answer that comes whole from a transport with no socket (the sandbox's in-process
+    one; ``responses`` in tests) while the process was too busy to get it in time: nothing
+    was cut, so it is the answer (before: a 504 under load, with the answer in hand)."""
+    import responses
+
+    def slow(request: t.Any) -> tuple[int, dict[str, str], str]:
+        time.sleep(0.3)  # the watchdog fires meanwhile
+        return 200, {}, "whole"
+
+    with _session(0.05) as session, responses.RequestsMock() as mock:
+        mock.add_callback(responses.GET, "http://wechat.invalid/sns/x", callback=slow)
+        assert session.get("http://wechat.invalid/sns/x", timeout=1).text == "whole"
+
+
 def test_a_streamed_call_is_refused() -> None:
     """Streaming would read the answer after the deadline's watch ended."""
     with _session(1) as session, pytest.raises(ValueError, match="deadline"):
