@@ -55,6 +55,10 @@ class _ProcessSlot:
         self.view: mmap.mmap | None = None
         self.lock = threading.Lock()
 
+    def claim(self) -> None:
+        with self.lock:
+            self.view = self._claim()
+
     def _claim(self) -> mmap.mmap:
         with open(self.path, "r+b") as file:
             fcntl.flock(file, fcntl.LOCK_EX)
@@ -84,6 +88,7 @@ class _ProcessSlot:
 def install(path: pathlib.Path) -> None:
     """Count every statement and commit of every engine in this process into ``path``."""
     slot = _ProcessSlot(path)
+    slot.claim()  # now, not inside a statement
 
     def after_cursor_execute(conn: t.Any, cursor: t.Any, statement: str, parameters: t.Any,
                              context: t.Any, executemany: bool) -> None:

@@ -48,6 +48,8 @@ from login_bench import (
 
 RETURNING_PEOPLE = ("zhangsan", "lisi", "xiaohua", "jose")
 SQL_KINDS = ("select", "insert", "update", "delete", "commit")
+#: Failed logins in one run after which the run stops and the benchmark fails.
+MAX_FAILURES = 20
 
 
 @dataclass
@@ -61,6 +63,8 @@ class Run:
     cpu_seconds: float
     api_calls: int
     sql: dict[str, int]
+    #: logins that ended in an error (a 500, a timeout): counted, not timed
+    failures: list[str] = field(default_factory=list)
 
     @property
     def logins_per_second(self) -> float:
@@ -102,7 +106,7 @@ def timed_run(site: Site, wechat: Server, users: str, clients: int, seconds: flo
     api_before, cpu_before = _api_calls(wechat, site), server.cpu_seconds()
     sql_before = server.sql()
     callbacks: list[float] = []
-    errors: list[BaseException] = []
+    errors: list[str] = []
     lock = threading.Lock()
     started = [0]
     serial = itertools.count()
@@ -111,7 +115,7 @@ def timed_run(site: Site, wechat: Server, users: str, clients: int, seconds: flo
     def client(index: int) -> None:
         person = {"person": RETURNING_PEOPLE[index % len(RETURNING_PEOPLE)]}
         with requests.Session() as browser, requests.Session() as phone:
-            while time.perf_counter() < deadline and not errors:
+            while time.perf_counter() < deadline and len(errors) < MAX_FAILURES:
                 with lock:
                     if started[0] >= max_logins:
                         return
@@ -120,9 +124,10 @@ def timed_run(site: Site, wechat: Server, users: str, clients: int, seconds: flo
                     person = {"person": "new", "nickname": f"{site.label} 新用户 {next(serial)} 🐼"}
                 try:
                     callback, _, _ = one_login(browser, phone, site, wechat, person)
-                except BaseException as exc:
-                    errors.append(exc)
-                    return
+                except Exception as exc:  # counted, reported, not timed
+                    with lock:
+                        errors.append(f"{type(exc).__name__}: {str(exc)[:300]}")
+                    continue
                 with lock:
                     callbacks.append(callback * 1000)
 
@@ -133,14 +138,14 @@ def timed_run(site: Site, wechat: Server, users: str, clients: int, seconds: flo
     for thread in threads:
         thread.join(timeout=seconds + TIMEOUT)
     wall = time.perf_counter() - began
-    if errors:
-        raise errors[0]
+    if len(errors) >= MAX_FAILURES:
+        raise RuntimeError(f"{site.label}: {len(errors)} failed logins, the first: {errors[0]}")
     if any(thread.is_alive() for thread in threads):
         raise RuntimeError(f"{site.label}: logins did not finish")
     sql_after = server.sql()
     return Run(site.label, len(callbacks), wall, callbacks,
                server.cpu_seconds() - cpu_before, _api_calls(wechat, site) - api_before,
-               {kind: sql_after[kind] - sql_before[kind] for kind in sql_after})
+               {kind: sql_after[kind] - sql_before[kind] for kind in sql_after}, errors)
 
 
 def _api_calls(wechat: Server, site: Site) -> int:
@@ -153,7 +158,10 @@ def run_cell(cell: Cell, sites: list[Site], wechat: Server, pairs: int, seconds:
     sites take turns, one timed run each, ``pairs`` times."""
     for site in sites:
         warmup = max(cell.clients, len(RETURNING_PEOPLE))
-        timed_run(site, wechat, cell.users, cell.clients, TIMEOUT, warmup)
+        failures = timed_run(site, wechat, cell.users, cell.clients, TIMEOUT, warmup).failures
+        if failures:
+            print(f"{cell.key()} {site.label}: {len(failures)} failed warm-up logins, the "
+                  f"first: {failures[0]}", flush=True)
     for _ in range(pairs):
         for site in sites:
             run = timed_run(site, wechat, cell.users, cell.clients, seconds, max_logins)
@@ -244,7 +252,11 @@ RATIO_MEASURES: dict[str, t.Callable[[Run], float]] = {
 def progress_line(cell: Cell, labels: list[str]) -> str:
     ratios = ", ".join(f"{name} {spread(pair_ratios(cell, measure))}"
                        for name, measure in RATIO_MEASURES.items())
-    return f"{cell.key()}: ours/{labels[1]} {ratios}"
+    failed = {label: sum(len(run.failures) for run in runs) for label, runs in cell.runs.items()}
+    failures = "".join(f"; {label}: {n} FAILED logins, the first: "
+                       f"{next(f for run in cell.runs[label] for f in run.failures)}"
+                       for label, n in failed.items() if n)
+    return f"{cell.key()}: ours/{labels[1]} {ratios}{failures}"
 
 
 def per_login(runs: list[Run]) -> dict[str, float]:
@@ -275,7 +287,7 @@ def ratio_table(cells: list[Cell]) -> str:
 
 def site_table(cells: list[Cell]) -> str:
     header = ("database", "workers x threads", "RTT ms", "clients", "users", "site",
-              "logins", "logins/s", "cb p50 ms", "cb p99 ms", "CPU ms/login",
+              "logins", "failed", "logins/s", "cb p50 ms", "cb p99 ms", "CPU ms/login",
               "API calls/login", "SQL/login (S/I/U/D, commits)", "rows written/login")
     rows = []
     for c in cells:
@@ -285,6 +297,7 @@ def site_table(cells: list[Cell]) -> str:
             kinds = "/".join(f"{counts[kind]:.2f}" for kind in SQL_KINDS[:4])
             rows.append((c.database, c.workers, f"{c.rtt_ms:g}", str(c.clients), c.users,
                          label, str(sum(run.logins for run in runs)),
+                         str(sum(len(run.failures) for run in runs)),
                          f"{statistics.median(run.logins_per_second for run in runs):.1f}",
                          f"{percentile(callbacks, 0.5):.1f}",
                          f"{percentile(callbacks, 0.99):.1f}",
