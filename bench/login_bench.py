@@ -47,7 +47,9 @@ HERE = pathlib.Path(__file__).resolve().parent
 APP_ID = "wxbe0c000000000001"
 APP_SECRET = "bench-app-secret"
 RETURNING_PERSON = "zhangsan"
-LOGIN_PATHS = {"ours": "/auth/wechat/login", "baseline": "/login"}
+LOGIN_PATHS = {"ours": "/auth/wechat/login", "baseline": "/login", "handwritten": "/login"}
+#: On the simulated WeChat's page port: ``POST`` with ``?ms=N`` sets its API's latency.
+LATENCY_PATH = "/__bench/latency"
 #: Seconds any one HTTP request, server start or thread may take before the run fails.
 TIMEOUT = 60
 
@@ -86,7 +88,7 @@ def _serve_sandbox(args: argparse.Namespace, database_uri: str, serve: t.Any,
 
     sandbox = create_sandbox_app([SandboxApp(APP_ID, APP_SECRET, "Benchmark", "127.0.0.1")],
                                  database_uri=database_uri)
-    latency = args.latency_ms / 1000
+    latency = [args.latency_ms / 1000]  # POST /__bench/latency?ms=N changes it
     api_servers = {}
     api_calls: dict[str, t.Iterator[int]] = {}
     counted: dict[str, int] = {}
@@ -97,15 +99,22 @@ def _serve_sandbox(args: argparse.Namespace, database_uri: str, serve: t.Any,
         def api(environ: dict[str, t.Any], start_response: t.Any) -> t.Any:
             if environ.get("PATH_INFO", "").startswith("/sns/"):
                 counted[label] = next(api_calls[label])
-                if latency:
-                    time.sleep(latency)  # the round trip to WeChat
+                if latency[0]:
+                    time.sleep(latency[0])  # the round trip to WeChat
             return sandbox(environ, start_response)
 
         return api
 
     for label in args.api_for.split(","):
         api_servers[label] = serve(api_for(label))
-    open_server = serve(with_stats(sandbox, lambda: {"api": {
+    def set_latency(environ: dict[str, t.Any], start_response: t.Any) -> t.Any:
+        if environ.get("PATH_INFO") != LATENCY_PATH:
+            return sandbox(environ, start_response)
+        latency[0] = float(environ.get("QUERY_STRING", "").removeprefix("ms=")) / 1000
+        start_response("204 No Content", [])
+        return [b""]
+
+    open_server = serve(with_stats(set_latency, lambda: {"api": {
         label: {"connections": server.accepted, "calls": counted[label]}
         for label, server in api_servers.items()}}))
     return {"open": open_server.server_port,

@@ -1,11 +1,15 @@
-"""bench/login_bench.py keeps working: two logins of each kind through both sites, over real
-sockets, with the counts the README's table reports (not timings: those are for bench/)."""
+"""bench/ keeps working: whole logins through the sites over real sockets, with the counts the
+README's tables report (API calls, SQL statements and rows written per login), never timings:
+those are for bench/README.md."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
+import typing as t
+from pathlib import Path
 
 from support import ROOT
 
@@ -27,3 +31,45 @@ def test_the_login_benchmark_runs_and_counts_api_calls() -> None:
     assert rows["baseline", "returning"][api_calls] == "2.00"
     assert rows["ours", "returning"][new_connections] == "0.00"  # kept alive after warm-up
     assert rows["baseline", "new"][new_connections] == "2.00"
+
+
+def test_the_versus_benchmark_counts_statements_and_api_calls(tmp_path: Path) -> None:
+    """bench/versus_bench.py under gunicorn: per login, the hand-written handler's known
+    counts, and ours no worse than today's (so a regression in our login path shows)."""
+    report = tmp_path / "versus.json"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "versus_bench.py"), "--databases", "sqlite",
+         "--rtt", "0", "--clients", "1", "--workers", "1x2", "--pairs", "1",
+         "--max-logins", "3", "--seconds", "60", "--db-dir", str(tmp_path),
+         "--json", str(report)],
+        capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    per_login = {(cell["users"], site): _per_login(runs)
+                 for cell in json.loads(report.read_text())
+                 for site, runs in cell["runs"].items()}
+    assert set(per_login) == {(users, site) for users in ("new", "returning")
+                              for site in ("ours", "handwritten")}
+    # the hand-written handler: token (+ profile for a new user), one SELECT by openid,
+    # the new user's INSERT and the reload after its commit, Flask-Login's SELECT on "/"
+    assert per_login["returning", "handwritten"] == {
+        "api": 1, "statements": 2, "select": 2, "insert": 0, "update": 0, "delete": 0, "other": 0,
+        "commit": 0, "rows_written": 0}
+    assert per_login["new", "handwritten"] == {
+        "api": 2, "statements": 4, "select": 3, "insert": 1, "update": 0, "delete": 0, "other": 0,
+        "commit": 1, "rows_written": 1}
+    assert per_login["returning", "ours"]["api"] == 1  # the token carries openid/unionid
+    assert per_login["new", "ours"]["api"] == 2
+    for users, (statements, rows) in {"returning": (7, 2), "new": (7, 3)}.items():
+        assert 2 <= per_login[users, "ours"]["statements"] <= statements
+        assert per_login[users, "ours"]["rows_written"] <= rows
+        assert per_login[users, "ours"]["commit"] <= 1
+
+
+def _per_login(runs: list[dict[str, t.Any]]) -> dict[str, float]:
+    logins = sum(run["logins"] for run in runs)
+    assert logins == 3 * len(runs)
+    totals = {"api": sum(run["api_calls"] for run in runs)}
+    for run in runs:
+        for kind, value in run["sql"].items():
+            totals[kind] = totals.get(kind, 0) + value
+    return {kind: value / logins for kind, value in totals.items()}

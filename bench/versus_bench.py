@@ -1,0 +1,391 @@
+"""Flask-WeChat-QR against the best hand-written handler, both under gunicorn, runs
+interleaved (A B A B ...), ratios with their spread.
+
+    python bench/versus_bench.py --database-url postgresql://user@host/db   # ~20 minutes
+    python bench/versus_bench.py --quick                                    # SQLite, ~3 min
+
+The matrix: new and returning users; 1, 8 and 32 browsers at a time; SQLite files and
+PostgreSQL (one schema per site, dropped afterwards); 0 and 30 ms per WeChat API call
+(slept by the simulated WeChat before each answer); gunicorn 1 worker x 8 threads and 2
+workers x 4 threads (one browser at a time runs on the first only). In each cell both
+sites first log in a few warm-up users, then take turns for ``--pairs`` runs of
+``--seconds`` each. Per run: logins/s, the callback's p50 and p99, the site's CPU time per
+login (master and workers, from ``/proc``), WeChat API calls, and the SQL statements and
+rows written per login (SQLAlchemy's cursor listener in every worker of the site).
+Returning users are the sandbox's four ready-made people, browser ``i`` logging in as
+person ``i mod 4``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import json
+import math
+import os
+import pathlib
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import typing as t
+from dataclasses import asdict, dataclass, field
+
+import requests
+from gunicorn_sites import GunicornSite, start
+from login_bench import (
+    LATENCY_PATH,
+    LOGIN_PATHS,
+    TIMEOUT,
+    Databases,
+    Server,
+    Site,
+    one_login,
+    start_server,
+)
+
+RETURNING_PEOPLE = ("zhangsan", "lisi", "xiaohua", "jose")
+SQL_KINDS = ("select", "insert", "update", "delete", "commit")
+#: Failed logins in one run after which the run stops and the benchmark fails.
+MAX_FAILURES = 20
+
+
+@dataclass
+class Run:
+    """One timed run of one site."""
+
+    site: str
+    logins: int
+    seconds: float
+    callback_ms: list[float]
+    cpu_seconds: float
+    api_calls: int
+    sql: dict[str, int]
+    #: logins that ended in an error (a 500, a timeout): counted, not timed
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def logins_per_second(self) -> float:
+        return self.logins / self.seconds
+
+    def percentile(self, fraction: float) -> float:
+        return percentile(self.callback_ms, fraction)
+
+    def cpu_ms_per_login(self) -> float:
+        return self.cpu_seconds * 1000 / self.logins
+
+
+@dataclass
+class Cell:
+    database: str
+    workers: str
+    rtt_ms: float
+    clients: int
+    users: str
+    runs: dict[str, list[Run]] = field(default_factory=dict)
+
+    def key(self) -> str:
+        return f"{self.database} {self.workers} {self.rtt_ms:g}ms {self.clients}c {self.users}"
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
+
+
+# --- one run -------------------------------------------------------------------------
+
+
+def timed_run(site: Site, wechat: Server, users: str, clients: int, seconds: float,
+              max_logins: int) -> Run:
+    """``clients`` browsers logging in until ``seconds`` have passed (or ``max_logins``
+    have started); each finishes the login it is in."""
+    server = t.cast(GunicornSite, site.server)
+    api_before, cpu_before = _api_calls(wechat, site), server.cpu_seconds()
+    sql_before = server.sql()
+    callbacks: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    started = [0]
+    serial = itertools.count()
+    deadline = time.perf_counter() + seconds
+
+    def client(index: int) -> None:
+        person = {"person": RETURNING_PEOPLE[index % len(RETURNING_PEOPLE)]}
+        with requests.Session() as browser, requests.Session() as phone:
+            while time.perf_counter() < deadline and len(errors) < MAX_FAILURES:
+                with lock:
+                    if started[0] >= max_logins:
+                        return
+                    started[0] += 1
+                if users == "new":
+                    person = {"person": "new", "nickname": f"{site.label} 新用户 {next(serial)} 🐼"}
+                try:
+                    callback, _, _ = one_login(browser, phone, site, wechat, person)
+                except Exception as exc:  # counted, reported, not timed
+                    with lock:
+                        errors.append(f"{type(exc).__name__}: {str(exc)[:300]}")
+                    continue
+                with lock:
+                    callbacks.append(callback * 1000)
+
+    began = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(n,), daemon=True) for n in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=seconds + TIMEOUT)
+    wall = time.perf_counter() - began
+    if len(errors) >= MAX_FAILURES:
+        raise RuntimeError(f"{site.label}: {len(errors)} failed logins, the first: {errors[0]}")
+    if any(thread.is_alive() for thread in threads):
+        raise RuntimeError(f"{site.label}: logins did not finish")
+    sql_after = server.sql()
+    return Run(site.label, len(callbacks), wall, callbacks,
+               server.cpu_seconds() - cpu_before, _api_calls(wechat, site) - api_before,
+               {kind: sql_after[kind] - sql_before[kind] for kind in sql_after}, errors)
+
+
+def _api_calls(wechat: Server, site: Site) -> int:
+    return int(wechat.stats("open")["api"][site.label]["calls"])
+
+
+def run_cell(cell: Cell, sites: list[Site], wechat: Server, pairs: int, seconds: float,
+             max_logins: int) -> Cell:
+    """Warm-up logins on each site (every returning person logged in once), then the
+    sites take turns, one timed run each, ``pairs`` times."""
+    for site in sites:
+        warmup = max(cell.clients, len(RETURNING_PEOPLE))
+        failures = timed_run(site, wechat, cell.users, cell.clients, TIMEOUT, warmup).failures
+        if failures:
+            print(f"{cell.key()} {site.label}: {len(failures)} failed warm-up logins, the "
+                  f"first: {failures[0]}", flush=True)
+    for _ in range(pairs):
+        for site in sites:
+            run = timed_run(site, wechat, cell.users, cell.clients, seconds, max_logins)
+            cell.runs.setdefault(site.label, []).append(run)
+    return cell
+
+
+# --- the matrix ----------------------------------------------------------------------
+
+
+def set_latency(wechat: Server, milliseconds: float) -> None:
+    requests.post(f"{wechat.url('open')}{LATENCY_PATH}?ms={milliseconds:g}",
+                  timeout=TIMEOUT).raise_for_status()
+
+
+def run_group(args: argparse.Namespace, database: Databases, kind: str, workers: str,
+              wechat: Server, folder: pathlib.Path) -> list[Cell]:
+    """Both sites under one gunicorn shape on fresh tables; every cell of that shape."""
+    processes, threads = (int(n) for n in workers.split("x"))
+    labels = ["ours", args.versus]
+    sites: list[Site] = []
+    cells = []
+    try:
+        for label in labels:
+            server = start(label, database_uri=database.uri(label),
+                           open_base=wechat.url("open"), api_base=wechat.api_url(label),
+                           workers=processes, threads=threads, folder=folder)
+            sites.append(Site(label, t.cast(Server, server), LOGIN_PATHS[label]))
+        for rtt in args.rtt:
+            set_latency(wechat, rtt)
+            for clients in args.clients:
+                if clients == 1 and workers != args.workers[0]:
+                    continue  # one browser at a time: the shape does not matter
+                for users in args.users:
+                    cell = run_cell(Cell(kind, workers, rtt, clients, users), sites, wechat,
+                                    args.pairs, args.seconds, args.max_logins)
+                    print(progress_line(cell, labels), flush=True)
+                    cells.append(cell)
+    finally:
+        for site in sites:
+            t.cast(GunicornSite, site.server).stop()
+    return cells
+
+
+def run_matrix(args: argparse.Namespace, folder: pathlib.Path) -> list[Cell]:
+    run_id = f"{os.getpid()}_{int(time.time())}"
+    with contextlib.ExitStack() as stack:
+        sandbox_db = Databases(args.database_url, folder, f"{run_id}_wechat")
+        stack.callback(sandbox_db.drop)
+        wechat = start_server("sandbox", sandbox_db.uri("sandbox"), latency_ms=0,
+                              api_for=f"ours,{args.versus}")
+        stack.callback(wechat.stop)
+        cells = []
+        for kind in args.databases:
+            for workers in args.workers:
+                database = Databases(args.database_url if kind == "postgresql" else None,
+                                     folder, f"{run_id}_{kind}_{workers}")
+                try:
+                    cells += run_group(args, database, kind, workers, wechat, folder)
+                finally:
+                    database.drop()
+        return cells
+
+
+# --- the report ----------------------------------------------------------------------
+
+
+def spread(values: list[float]) -> str:
+    """Median (min-max)."""
+    return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
+
+
+def pair_ratios(cell: Cell, measure: t.Callable[[Run], float], ours: str = "ours"
+                ) -> list[float]:
+    versus = next(label for label in cell.runs if label != ours)
+    return [measure(a) / measure(b) for a, b in zip(cell.runs[ours], cell.runs[versus],
+                                                   strict=True)]
+
+
+RATIO_MEASURES: dict[str, t.Callable[[Run], float]] = {
+    "logins/s": lambda run: run.logins_per_second,
+    "cb p50": lambda run: run.percentile(0.5),
+    "cb p99": lambda run: run.percentile(0.99),
+    "CPU/login": Run.cpu_ms_per_login,
+}
+
+
+def progress_line(cell: Cell, labels: list[str]) -> str:
+    ratios = ", ".join(f"{name} {spread(pair_ratios(cell, measure))}"
+                       for name, measure in RATIO_MEASURES.items())
+    failed = {label: sum(len(run.failures) for run in runs) for label, runs in cell.runs.items()}
+    failures = "".join(f"; {label}: {n} FAILED logins, the first: "
+                       f"{next(f for run in cell.runs[label] for f in run.failures)}"
+                       for label, n in failed.items() if n)
+    return f"{cell.key()}: ours/{labels[1]} {ratios}{failures}"
+
+
+def per_login(runs: list[Run]) -> dict[str, float]:
+    logins = sum(run.logins for run in runs)
+    totals: dict[str, float] = {}
+    for run in runs:
+        for kind, value in run.sql.items():
+            totals[kind] = totals.get(kind, 0) + value
+    totals["api"] = sum(run.api_calls for run in runs)
+    return {kind: value / logins for kind, value in totals.items()}
+
+
+def markdown(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def ratio_table(cells: list[Cell]) -> str:
+    header = ("database", "workers x threads", "RTT ms", "clients", "users", "runs",
+              *(f"{name} ours/them" for name in RATIO_MEASURES))
+    rows = [(c.database, c.workers, f"{c.rtt_ms:g}", str(c.clients), c.users,
+             str(len(c.runs["ours"])),
+             *(spread(pair_ratios(c, measure)) for measure in RATIO_MEASURES.values()))
+            for c in cells]
+    return markdown(header, rows)
+
+
+def site_table(cells: list[Cell]) -> str:
+    header = ("database", "workers x threads", "RTT ms", "clients", "users", "site",
+              "logins", "failed", "logins/s", "cb p50 ms", "cb p99 ms", "CPU ms/login",
+              "API calls/login", "SQL/login (S/I/U/D, commits)", "rows written/login")
+    rows = []
+    for c in cells:
+        for label, runs in c.runs.items():
+            callbacks = [ms for run in runs for ms in run.callback_ms]
+            counts = per_login(runs)
+            kinds = "/".join(f"{counts[kind]:.2f}" for kind in SQL_KINDS[:4])
+            rows.append((c.database, c.workers, f"{c.rtt_ms:g}", str(c.clients), c.users,
+                         label, str(sum(run.logins for run in runs)),
+                         str(sum(len(run.failures) for run in runs)),
+                         f"{statistics.median(run.logins_per_second for run in runs):.1f}",
+                         f"{percentile(callbacks, 0.5):.1f}",
+                         f"{percentile(callbacks, 0.99):.1f}",
+                         f"{statistics.median(run.cpu_ms_per_login() for run in runs):.2f}",
+                         f"{counts['api']:.2f}",
+                         f"{counts['statements']:.2f} ({kinds}, {counts['commit']:.2f})",
+                         f"{counts['rows_written']:.2f}"))
+    return markdown(header, rows)
+
+
+def print_report(cells: list[Cell], args: argparse.Namespace, load: tuple[float, ...]) -> None:
+    print(f"\nPython {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average "
+          f"{load[0]:.2f} at the start, {os.getloadavg()[0]:.2f} at the end; "
+          f"{args.pairs} pairs of {args.seconds:g} s runs per cell, ours then {args.versus}")
+    print(f"\nours/{args.versus}, median (min-max) of the pairs' ratios:\n")
+    print(ratio_table(cells))
+    print("\nPer site (logins/s and CPU: median of the runs; p50/p99: all the runs' callbacks;"
+          " counts: per login over all the runs):\n")
+    print(site_table(cells))
+
+
+# --- main ----------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="2 pairs of 1.5 s runs per cell, SQLite only unless "
+                             "--databases says otherwise")
+    parser.add_argument("--pairs", type=int, help="timed runs of each site per cell (3)")
+    parser.add_argument("--seconds", type=float, help="length of each timed run (4)")
+    parser.add_argument("--max-logins", type=int, default=100_000,
+                        help="at most this many logins per run (the smoke test uses 3)")
+    parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL"),
+                        help="a PostgreSQL server (default $BENCH_DATABASE_URL)")
+    parser.add_argument("--databases", type=_words({"sqlite", "postgresql"}))
+    parser.add_argument("--rtt", type=_numbers, default=[0.0, 30.0],
+                        help="ms per WeChat API call, comma-separated (0,30)")
+    parser.add_argument("--clients", type=_numbers, default=[1, 8, 32],
+                        help="browsers at a time, comma-separated (1,8,32)")
+    parser.add_argument("--users", type=_words({"new", "returning"}),
+                        default=["new", "returning"])
+    parser.add_argument("--workers", type=_words(None), default=["1x8", "2x4"],
+                        help="gunicorn workers x threads, comma-separated (1x8,2x4)")
+    parser.add_argument("--versus", choices=("handwritten", "baseline"), default="handwritten")
+    parser.add_argument("--db-dir", help="where SQLite files and logs go (default: temp dir)")
+    parser.add_argument("--json", help="also write every run's figures to this file")
+    args = parser.parse_args(argv)
+    args.pairs = args.pairs or (2 if args.quick else 3)
+    args.seconds = args.seconds or (1.5 if args.quick else 4.0)
+    args.clients = [int(n) for n in args.clients]
+    if args.databases is None:
+        args.databases = ["sqlite"] + ([] if args.quick or not args.database_url
+                                       else ["postgresql"])
+    if "postgresql" in args.databases and not args.database_url:
+        parser.error("postgresql needs --database-url (or $BENCH_DATABASE_URL)")
+    if not all(1 <= n <= 64 for n in args.clients) or not 1 <= args.pairs <= 50:
+        parser.error("--clients 1..64, --pairs 1..50")
+    return args
+
+
+def _words(allowed: set[str] | None) -> t.Callable[[str], list[str]]:
+    def parse(text: str) -> list[str]:
+        words = [word.strip() for word in text.split(",") if word.strip()]
+        if allowed is not None and not set(words) <= allowed:
+            raise argparse.ArgumentTypeError(f"choose from {', '.join(sorted(allowed))}")
+        return words
+
+    return parse
+
+
+def _numbers(text: str) -> list[float]:
+    return [float(word) for word in text.split(",") if word.strip()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    load = os.getloadavg()
+    with contextlib.ExitStack() as stack:
+        folder = pathlib.Path(args.db_dir or stack.enter_context(
+            tempfile.TemporaryDirectory(prefix="wechat-qr-versus-")))
+        folder.mkdir(parents=True, exist_ok=True)
+        cells = run_matrix(args, folder)
+    print_report(cells, args, load)
+    if args.json:
+        pathlib.Path(args.json).write_text(json.dumps([asdict(cell) for cell in cells]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
