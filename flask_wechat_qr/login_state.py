@@ -26,7 +26,7 @@ from flask import session
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from .errors import StateError, StateUsed, TooManyLoginsStarted
-from .purge import PurgeSchedule, delete_expired
+from .purge import Executor, PurgeSchedule, delete_expired
 
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
@@ -179,10 +179,6 @@ def _number(value: t.Any) -> float | None:
 class TooManyWaiting(Exception):
     """:data:`MAX_WAITING_REQUESTS` already wait: answer now, and record nothing (the
     request waited for may still finish)."""
-
-
-class Executor(t.Protocol):
-    def execute(self, statement: t.Any, parameters: t.Any = ..., /) -> t.Any: ...
 
 
 class LoginStateStore:

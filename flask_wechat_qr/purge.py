@@ -21,6 +21,8 @@ BATCH_SIZE = 1000
 
 
 class Executor(t.Protocol):
+    """A Connection or an ORM Session: what runs a statement."""
+
     def execute(self, statement: t.Any, parameters: t.Any = ..., /) -> t.Any: ...
 
 
