@@ -94,6 +94,16 @@ def test_a_returning_login_costs_two_reads_one_insert_and_one_commit(
     assert returning.sent[-1][0].startswith("INSERT INTO wechat_qr_login_state")
 
 
+def test_without_the_foreign_key_the_user_is_a_third_read(
+        make_app: t.Any, wechat_api: WeChatAPI) -> None:
+    """The user is joined in through ``user_key``; without that column the default
+    ``load_user`` reads it on its own (docs: Scale and performance)."""
+    app = make_app(WECHAT_QR_USER_FOREIGN_KEY=False)
+    _new, returning = _logins(app, wechat_api)
+    assert returning.kinds() == {"SELECT": 3, "INSERT": 1}, returning.sent
+    assert returning.commits == 1
+
+
 def test_a_first_login_costs_two_reads_three_inserts_and_one_commit(
         app: t.Any, wechat_api: WeChatAPI) -> None:
     """New: is the state used?; the identity (none); the user, the identity and the used
