@@ -12,9 +12,11 @@ from __future__ import annotations
 import logging
 import typing as t
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
+from .adapter import AccountAdapter
 from .errors import (
     AlreadyLinked,
     ConnectionAlreadyLinked,
@@ -23,14 +25,13 @@ from .errors import (
     NotLinked,
 )
 from .models import utcnow
-from .user_key import USER_KEY
+from .user_key import USER_KEY, referenced_column
 
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
     from sqlalchemy.engine import Connection
     from sqlalchemy.orm import ORMExecuteState
 
-    from .adapter import AccountAdapter
     from .client import WeChatProfile, WeChatToken
     from .models import Models
     from .protocols import Identity, User
@@ -38,6 +39,10 @@ if t.TYPE_CHECKING:
 
 log = logging.getLogger("flask_wechat_qr")
 
+#: A returning login writes ``last_login_at`` only when the stored one is older than this
+#: (seconds): most logins then write nothing but their used state, and the column still
+#: says when the person last came, to the hour.
+LAST_LOGIN_PRECISION = 3600
 
 __all__ = ["AssociationPolicy", "BindingRequired", "LoginRefused", "Resolution"]
 
@@ -78,10 +83,11 @@ class AssociationPolicy:
         self.models = models
         self.adapter = adapter
         IdentityModel = models.Identity
-        # Built once: every login runs it, and building costs more than running.
+        # Built once: every login runs them, and building costs more than running.
         self._identity_by_openid = sa.select(IdentityModel).where(
             IdentityModel.connection == sa.bindparam("connection"),
             IdentityModel.openid == sa.bindparam("openid"))
+        self._identity_and_user = self._with_user(self._identity_by_openid)
 
     def find_identity(self, connection: str, openid: str) -> Identity | None:
         identity: Identity | None = self.db.session.execute(
@@ -93,7 +99,14 @@ class AssociationPolicy:
         """``(identity, user)`` of a WeChat account linked here, or ``None``. An identity
         whose user is gone (deleted behind the ORM where no foreign key removed it) is
         stale: it goes now (in the caller's transaction)."""
-        identity = self.find_identity(connection, openid)
+        if self._identity_and_user is None:
+            identity = self.find_identity(connection, openid)
+        else:
+            # One statement for both: the user row joined in lands in the session, where
+            # the default load_user below finds it without a query of its own.
+            row = self.db.session.execute(
+                self._identity_and_user, {"connection": connection, "openid": openid}).first()
+            identity = row[0] if row is not None else None
         if identity is None:
             return None
         user = self.adapter.load_user(identity.user_id)
@@ -247,7 +260,9 @@ class AssociationPolicy:
             self.adapter.populate_user(user, connection, profile)
         elif token.unionid and not identity.unionid:
             identity.unionid = token.unionid
-        identity.last_login_at = utcnow()
+        now = utcnow()
+        if now - _as_utc(identity.last_login_at) >= timedelta(seconds=LAST_LOGIN_PRECISION):
+            identity.last_login_at = now
         return Resolution(user=user, identity=identity, profile=profile)
 
     def _match(
@@ -318,6 +333,19 @@ class AssociationPolicy:
 
         return remove_theirs
 
+    def _with_user(self, select: sa.Select[t.Any]) -> sa.Select[t.Any] | None:
+        """``select`` of identities with their user rows joined in (by ``user_key``), when
+        the default :meth:`~.AccountAdapter.load_user` (which looks in the session first)
+        loads the users of the table the key refers to; ``None`` otherwise."""
+        user_model = self.adapter.user_model
+        user_column = referenced_column(self.models.Identity.__table__)
+        if (user_model is None or user_column is None
+                or type(self.adapter).load_user is not AccountAdapter.load_user
+                or getattr(user_model, "__table__", None) is not user_column.table):
+            return None
+        user_key = self.models.Identity.__table__.c[USER_KEY]
+        return select.add_columns(user_model).outerjoin(user_model, user_key == user_column)
+
     def _user_key_of(self, user: User) -> dict[str, t.Any]:
         """``{"user_key": primary key}`` when identities refer to the user table."""
         if USER_KEY not in self.models.Identity.__table__.c:
@@ -339,6 +367,13 @@ class AssociationPolicy:
                 log.warning("unionid is linked to %d users; not matching on it", len(rows))
             return None
         return self.adapter.load_user(rows[0])
+
+
+def _as_utc(moment: datetime | None) -> datetime:
+    """A stored time as an aware UTC one (SQLite gives it back naive)."""
+    if moment is None:
+        return datetime.min.replace(tzinfo=UTC)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _store_profile(identity: Identity, profile: WeChatProfile, unionid: str | None) -> None:

@@ -11,17 +11,20 @@ transaction, which commits it. Knows nothing of HTTP.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import secrets
 import time
 import typing as t
 
 import sqlalchemy as sa
+from sqlalchemy.exc import SQLAlchemyError
 
 from .association import Resolution
 from .client import WeChatProfile
 from .errors import AlreadyLinked, BindingBlocked, BindingExpired, LoginRefused
 from .i18n import lazy_ngettext
+from .purge import PurgeSchedule, delete_expired
 
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
@@ -34,6 +37,12 @@ if t.TYPE_CHECKING:
     from .settings import ConnectionSettings, Settings
 
 
+log = logging.getLogger("flask_wechat_qr")
+
+#: Seconds between two purges of expired pending bindings by one process.
+PURGE_INTERVAL = 60
+
+
 class PendingBindings:
     """Create, find and complete pending bindings; enforce the attempt limits."""
 
@@ -43,6 +52,7 @@ class PendingBindings:
         self.models = models
         self.policy = policy
         self.settings = settings
+        self.purges = PurgeSchedule(PURGE_INTERVAL)
 
     def start(self, connection: ConnectionSettings, token: WeChatToken,
               profile: WeChatProfile, next_url: str | None) -> str:
@@ -50,7 +60,6 @@ class PendingBindings:
         id, for the browser's session only."""
         Pending = self.models.PendingBinding
         now = time.time()
-        self.db.session.execute(sa.delete(Pending).where(Pending.expires_at < now))
         binding_id = secrets.token_urlsafe(32)
         self.db.session.add(Pending(
             id=binding_id, connection=connection.identifier, openid=token.openid,
@@ -60,6 +69,25 @@ class PendingBindings:
         ))
         self.db.session.flush()
         return binding_id
+
+    def purge_now_and_then(self) -> None:
+        """Delete a batch of expired pending bindings, at most once per
+        :data:`PURGE_INTERVAL` per process (at the next start while batches come back full),
+        in a transaction of its own."""
+        now = time.time()
+        if not self.purges.is_due(now):
+            return
+        self.purges.start(now)
+        table = self.models.PendingBinding.__table__
+        try:
+            with self.db.engine.begin() as conn:
+                deleted = delete_expired(conn, table, table.c.expires_at, now,
+                                         self.purges.batch)
+        except SQLAlchemyError:  # housekeeping: never fail a login over it
+            log.warning("could not purge expired pending bindings; trying again later",
+                        exc_info=True)
+            return
+        self.purges.finished(deleted, now)
 
     def get(self, binding_id: str | None) -> PendingBinding:
         """The pending binding, or :class:`BindingExpired` if it is unknown, used or expired."""
@@ -157,7 +185,9 @@ class PendingBindings:
         account = account_key(username)
         now = time.time()
         since = now - self.settings.bind_block_seconds
-        self.db.session.execute(sa.delete(Attempt).where(Attempt.at < since))
+        # Attempts older than the window count no more: a batch of them goes (bounded, so a
+        # flood of old attempts never lands on one person's request).
+        delete_expired(self.db.session, Attempt.__table__, Attempt.__table__.c.at, since)
         attempt = Attempt(binding_id=binding_id, address=address, account=account, at=now)
         self.db.session.add(attempt)
         self.db.session.commit()

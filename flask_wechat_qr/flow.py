@@ -330,14 +330,16 @@ class LoginFlow:
         def resolve() -> Resolution:
             nonlocal ended_at
             resolution = self.policy.resolve(connection, token, fetch_profile)
-            self.db.session.flush()  # a race on the identity shows here, and is retried
             # The repeat window starts when the login is done, not when the code came.
             ended_at = time.time()
-            states.use(state, Ending(
+            ending = Ending(
                 user_id=self.adapter.get_user_id(resolution.user),
                 next_url=login.next_url or self.settings.post_login_url,
-                at=ended_at, auth_time=auth_time, business=login.business, token_id=token_id,
-            ), within=self.db.session)
+                at=ended_at, auth_time=auth_time, business=login.business, token_id=token_id)
+            # A returning login's writes come last, right before the commit: the database's
+            # write lock (all of SQLite's) is not held across the work above.
+            self.db.session.flush()  # a race on the identity shows here, and is retried
+            states.use(state, ending, within=self.db.session)
             return resolution
 
         try:
@@ -364,6 +366,8 @@ class LoginFlow:
     def _park_binding(self, connection: ConnectionSettings, states: LoginStates, state: str,
                       login: LoginData, required: BindingRequired) -> NeedsBinding:
         """Ask binding: keep the WeChat account waiting for the person's choice."""
+
+        self.bindings.purge_now_and_then()  # in a transaction of its own, not the login's
 
         def park() -> str:
             binding_id = self.bindings.start(connection, required.token, required.profile,
@@ -521,7 +525,7 @@ class LoginFlow:
         for attempt in range(3):
             try:
                 result = work()
-                self.db.session.commit()
+                self._commit()
                 return result
             except IntegrityError:
                 self.db.session.rollback()
@@ -532,6 +536,19 @@ class LoginFlow:
                 self.db.session.rollback()
                 raise
         raise AssertionError("unreachable")
+
+    def _commit(self) -> None:
+        """Commit, keeping what the login loaded: the user and identity rows are what the
+        database now holds, and expiring them would make the next read of the user (Flask-Login
+        asks its id at once) cost a query per login. The session is this request's, and is
+        removed with it, so nothing stays stale longer."""
+        session = self.db.session()
+        expire = session.expire_on_commit
+        session.expire_on_commit = False
+        try:
+            session.commit()
+        finally:
+            session.expire_on_commit = expire
 
 
 def _record_failure(states: LoginStates, state: str, error: str) -> bool:

@@ -27,6 +27,7 @@ from flask import session
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from .errors import StateError, StateUsed, TooManyLoginsStarted
+from .purge import Executor, PurgeSchedule, delete_expired
 
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
@@ -40,7 +41,8 @@ log = logging.getLogger("flask_wechat_qr")
 TAKEN = "taken:"
 #: Seconds a used state at least remembers that it was used and how its login ended.
 AFTERLIFE = 120
-#: Seconds between two purges of expired rows by one process (not at every login).
+#: Seconds between two purges of expired rows by one process (not at every login; at the
+#: next login while a backlog is worked off in batches, see :mod:`.purge`).
 PURGE_INTERVAL = 60
 #: Seconds before the first look again for the ending of a login still running; doubled
 #: at each look, up to :data:`MAX_POLL_INTERVAL`.
@@ -180,10 +182,6 @@ class TooManyWaiting(Exception):
     request waited for may still finish)."""
 
 
-class Executor(t.Protocol):
-    def execute(self, statement: t.Any, parameters: t.Any = ..., /) -> t.Any: ...
-
-
 class LoginStateStore:
     """The server-side half of login states: parked data, used states and their endings.
 
@@ -194,7 +192,7 @@ class LoginStateStore:
     def __init__(self, db: SQLAlchemy, model: t.Any) -> None:
         self.db = db
         self.table = model.__table__
-        self._next_purge = 0.0
+        self.purges = PurgeSchedule(PURGE_INTERVAL)
         self._waiting = threading.BoundedSemaphore(MAX_WAITING_REQUESTS)
         table = self.table
         # Built once: a login runs them every time, and building costs more than running.
@@ -302,9 +300,10 @@ class LoginStateStore:
             conn.execute(sa.delete(self.table).where(self.table.c.key == key))
 
     def purge_now_and_then(self) -> None:
-        """Delete expired rows, at most once per :data:`PURGE_INTERVAL` per process; in a
-        transaction of its own, never in a login's (which may roll back, or hold locks)."""
-        if time.time() >= self._next_purge:
+        """Delete a batch of expired rows, at most once per :data:`PURGE_INTERVAL` per process
+        (at the next callback while batches come back full); in a transaction of its own,
+        never in a login's (which may roll back, or hold locks)."""
+        if self.purges.is_due():
             try:
                 with self.db.engine.begin() as conn:
                     self._purge_now_and_then(conn)
@@ -314,9 +313,11 @@ class LoginStateStore:
 
     def _purge_now_and_then(self, conn: Executor) -> None:
         now = time.time()
-        if now >= self._next_purge:
-            self._next_purge = now + PURGE_INTERVAL
-            conn.execute(sa.delete(self.table).where(self.table.c.expires_at < now))
+        if self.purges.is_due(now):
+            self.purges.start(now)
+            deleted = delete_expired(conn, self.table, self.table.c.expires_at, now,
+                                     self.purges.batch)
+            self.purges.finished(deleted, now)
 
 
 class LoginStates:

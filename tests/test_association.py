@@ -112,7 +112,28 @@ def test_second_login_is_the_same_user_with_one_api_call(app: t.Any, client: t.A
     assert users[0].nickname == NICKNAME
     assert identities[0].nickname == NICKNAME
     assert identities[0].created_at == first.created_at
-    assert _aware(identities[0].last_login_at) > _aware(first.last_login_at)
+    # Within the hour ``last_login_at`` is kept as it is: the login writes no identity row.
+    assert identities[0].last_login_at == first.last_login_at
+
+
+def test_last_login_at_is_written_once_it_is_an_hour_old(app: t.Any, wechat_api: t.Any
+                                                          ) -> None:
+    """``last_login_at`` says when the person last logged in, to the hour (docs: Scale and
+    performance): a returning login rewrites it only when it is an hour old or older."""
+    login_with_wechat(app.test_client(), wechat_api)
+    identities = table(app, "wechat_qr_identity")
+    for age, rewritten in ((timedelta(minutes=59), False), (timedelta(minutes=61), True)):
+        earlier = datetime.now(UTC) - age
+        with app.app_context():
+            app.db.session.execute(sa.update(identities).values(last_login_at=earlier))
+            app.db.session.commit()
+        before = datetime.now(UTC)
+        assert login_with_wechat(app.test_client(), wechat_api).status_code == 302
+        stored = _aware(all_identities(app)[0].last_login_at)
+        if rewritten:
+            assert stored >= before - timedelta(seconds=1)
+        else:
+            assert abs(stored - earlier) < timedelta(seconds=1)
 
 
 def test_each_login_sync_refreshes_the_profile(make_app: t.Any, wechat_api: t.Any) -> None:

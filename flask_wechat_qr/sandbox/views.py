@@ -28,6 +28,7 @@ from flask import (
 
 from .. import i18n
 from ..i18n import gettext as _
+from ..purge import BATCH_SIZE, delete_expired
 from ..redact import redact_http_debug_logs
 from ..urls import is_loopback_host
 from .models import SandboxModels
@@ -454,15 +455,22 @@ def _issue_token(sandbox: SandboxRuntime, app_id: str, person_key: str) -> dict[
 
 def _purge_now_and_then(sandbox: SandboxRuntime, now: float) -> None:
     """Delete QR codes, codes and tokens long past use, at most once a minute per process:
-    every QR page makes a row, and a sandbox left running must not grow without end."""
+    every QR page makes a row, and a sandbox left running must not grow without end. A
+    batch per table at a time (the next QR page goes on while batches come back full)."""
     if now < sandbox.next_purge:
         return
     sandbox.next_purge = now + PURGE_INTERVAL
     models = sandbox.models
-    for model, column, end in ((models.QRSession, models.QRSession.expires_at, now),
-                               (models.Code, models.Code.created_at, now - CODE_TTL),
-                               (models.Token, models.Token.refresh_expires_at, now)):
-        sandbox.db.session.execute(sa.delete(model).where(column < end - KEPT_AFTER_EXPIRY))
+    backlog = False
+    for model, column, end in (("QRSession", "expires_at", now),
+                               ("Code", "created_at", now - CODE_TTL),
+                               ("Token", "refresh_expires_at", now)):
+        table = getattr(models, model).__table__
+        deleted = delete_expired(sandbox.db.session, table, table.c[column],
+                                 end - KEPT_AFTER_EXPIRY)
+        backlog = backlog or deleted >= BATCH_SIZE
+    if backlog:
+        sandbox.next_purge = now
 
 
 def _person(sandbox: SandboxRuntime, key: str) -> SandboxPerson:

@@ -1,0 +1,215 @@
+"""What a login asks of the database: how many statements and commits (counted through the
+public routes, never timed), and that each query it runs finds its rows through an index
+(EXPLAIN on SQLite and PostgreSQL). docs/deploying.rst, "Scale and performance", gives the
+same numbers."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import typing as t
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+from support import (
+    OPENID_2,
+    UNIONID_2,
+    Database,
+    WeChatAPI,
+    add_user,
+    arrive,
+    ask_app,
+    bind_as,
+    bind_page,
+    login_with_wechat,
+    table,
+)
+
+
+@dataclass
+class Statements:
+    """The SQL a piece of work sent, as the database driver got it."""
+
+    sent: list[tuple[str, t.Any]] = field(default_factory=list)
+    commits: int = 0
+
+    def kinds(self) -> dict[str, int]:
+        """How many statements of each kind (``SELECT``, ``INSERT``, ...)."""
+        counts: dict[str, int] = {}
+        for statement, _parameters in self.sent:
+            kind = statement.split(None, 1)[0].upper()
+            counts[kind] = counts.get(kind, 0) + 1
+        return counts
+
+    def selects(self) -> list[tuple[str, t.Any]]:
+        return [(s, p) for s, p in self.sent if s.lstrip().upper().startswith("SELECT")]
+
+
+@contextlib.contextmanager
+def counting(app: t.Any) -> t.Iterator[Statements]:
+    """Every statement and commit on ``app``'s engine while the ``with`` runs."""
+    with app.app_context():
+        engine = app.db.engine
+    seen = Statements()
+
+    def on_statement(_conn: t.Any, _cursor: t.Any, statement: str, parameters: t.Any,
+                     _context: t.Any, _many: bool) -> None:
+        seen.sent.append((statement, parameters))
+
+    def on_commit(_conn: t.Any) -> None:
+        seen.commits += 1
+
+    sa.event.listen(engine, "before_cursor_execute", on_statement)
+    sa.event.listen(engine, "commit", on_commit)
+    try:
+        yield seen
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", on_statement)
+        sa.event.remove(engine, "commit", on_commit)
+
+
+def _logins(app: t.Any, api: WeChatAPI) -> tuple[Statements, Statements]:
+    """The statements of a new person's first login and of a returning person's login
+    (after a first login has run the once-a-minute purge of expired rows)."""
+    login_with_wechat(app.test_client(), api)
+    with counting(app) as new:
+        assert login_with_wechat(app.test_client(), api, openid=OPENID_2,
+                                 unionid=UNIONID_2).status_code == 302
+    with counting(app) as returning:
+        assert login_with_wechat(app.test_client(), api).status_code == 302
+    return new, returning
+
+
+def test_a_returning_login_costs_two_reads_one_insert_and_one_commit(
+        app: t.Any, wechat_api: WeChatAPI) -> None:
+    """Returning: is the state used? (before asking WeChat); the identity with its user
+    (one query); the used state's row; one commit. No ``last_login_at`` write within the
+    hour, no reload of the user after the commit."""
+    _new, returning = _logins(app, wechat_api)
+    assert returning.kinds() == {"SELECT": 2, "INSERT": 1}, returning.sent
+    assert returning.commits == 1
+    # The one write comes last, right before the commit.
+    assert returning.sent[-1][0].startswith("INSERT INTO wechat_qr_login_state")
+
+
+def test_without_the_foreign_key_the_user_is_a_third_read(
+        make_app: t.Any, wechat_api: WeChatAPI) -> None:
+    """The user is joined in through ``user_key``; without that column the default
+    ``load_user`` reads it on its own (docs: Scale and performance)."""
+    app = make_app(WECHAT_QR_USER_FOREIGN_KEY=False)
+    _new, returning = _logins(app, wechat_api)
+    assert returning.kinds() == {"SELECT": 3, "INSERT": 1}, returning.sent
+    assert returning.commits == 1
+
+
+def test_a_first_login_costs_two_reads_three_inserts_and_one_commit(
+        app: t.Any, wechat_api: WeChatAPI) -> None:
+    """New: is the state used?; the identity (none); the user, the identity and the used
+    state's rows; one commit."""
+    new, _returning = _logins(app, wechat_api)
+    assert new.kinds() == {"SELECT": 2, "INSERT": 3}, new.sent
+    assert new.commits == 1
+
+
+def test_a_returning_login_with_an_hour_old_last_login_writes_it(
+        app: t.Any, wechat_api: WeChatAPI) -> None:
+    login_with_wechat(app.test_client(), wechat_api)
+    identities = table(app, "wechat_qr_identity")
+    with app.app_context():
+        app.db.session.execute(sa.update(identities).values(
+            last_login_at=datetime.now(UTC) - timedelta(hours=2)))
+        app.db.session.commit()
+    with counting(app) as returning:
+        assert login_with_wechat(app.test_client(), wechat_api).status_code == 302
+    assert returning.kinds() == {"SELECT": 2, "INSERT": 1, "UPDATE": 1}, returning.sent
+    assert returning.commits == 1
+
+
+# --- the hot queries use indexes ---------------------------------------------------------
+
+
+def _plan(app: t.Any, statement: str, parameters: t.Any) -> str:
+    """The query plan of a statement the extension sent, with its own parameters; on
+    PostgreSQL with fresh statistics and sequential scans priced out, so a table without a
+    usable index shows as a ``Seq Scan`` however few rows the test has."""
+    with app.app_context(), app.db.engine.connect() as conn:
+        if conn.dialect.name == "sqlite":
+            rows = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)
+            return "\n".join(str(row[-1]) for row in rows)
+        conn.exec_driver_sql("ANALYZE")
+        conn.exec_driver_sql("SET enable_seqscan = off")
+        rows = conn.exec_driver_sql("EXPLAIN " + statement, parameters)
+        return "\n".join(str(row[0]) for row in rows)
+
+
+def _assert_indexed(app: t.Any, database: Database, statement: str, parameters: t.Any,
+                    columns: t.Iterable[str]) -> str:
+    """The statement finds its rows of the extension's tables through an index on one of
+    ``columns`` (a condition on it, not a filter over an index on something else)."""
+    plan = _plan(app, statement, parameters)
+    if database.is_postgres:
+        conditions = " ".join(line for line in plan.splitlines() if "Index Cond" in line)
+        assert "Seq Scan" not in plan, f"{statement}\n{plan}"
+    else:
+        assert not [line for line in plan.splitlines() if line.startswith("SCAN")], \
+            f"{statement}\n{plan}"
+        conditions = " ".join(line for line in plan.splitlines() if "USING" in line)
+    assert any(re.search(rf"[( ]\(?{column}\)?(::\w+)?\s*[=<>]", conditions)
+               for column in columns), f"{statement}\n{plan}"
+    return plan
+
+
+def test_the_queries_of_a_login_use_indexes(app: t.Any, database: Database,
+                                            wechat_api: WeChatAPI) -> None:
+    """The identity by openid (with its user by primary key) and the used state by key."""
+    new, returning = _logins(app, wechat_api)
+    queries = new.selects() + returning.selects()
+    assert len(queries) == 4
+    for statement, parameters in queries:
+        assert "wechat_qr_identity" in statement or "wechat_qr_login_state" in statement
+        key = "openid" if "wechat_qr_identity" in statement else "key"
+        _assert_indexed(app, database, statement, parameters, [key])
+
+
+def test_the_queries_of_binding_and_of_the_purges_use_indexes(
+        make_app: t.Any, database: Database, wechat_api: WeChatAPI) -> None:
+    """The pending binding by id, the bind attempts' counts and the purges' batches (by
+    their expiry columns)."""
+    app = ask_app(make_app)
+    add_user(app, username="alice", password="alice-pw")
+    client = app.test_client()
+    with counting(app) as arriving:
+        arrive(client, wechat_api)
+    _html, token = bind_page(client)
+    with counting(app) as binding:
+        assert bind_as(client, token, "alice", "wrong").status_code == 400
+    sent = arriving.sent + binding.sent
+    wanted = {  # what a statement looks like: the columns an index of it may be on
+        ("SELECT", "FROM wechat_qr_pending_binding"): ["id"],
+        ("SELECT count(", "FROM wechat_qr_bind_attempt"): ["binding_id", "address", "account",
+                                                           "at"],
+        ("DELETE", "FROM wechat_qr_login_state"): ["expires_at"],
+        ("DELETE", "FROM wechat_qr_pending_binding"): ["expires_at"],
+        ("DELETE", "FROM wechat_qr_bind_attempt"): ["at"],
+    }
+    for (start, source), columns in wanted.items():
+        found = [(s, p) for s, p in sent if s.startswith(start) and source in " ".join(s.split())]
+        assert found, f"no {start} {source} in {[s for s, _p in sent]}"
+        for statement, parameters in found:
+            if statement.startswith("DELETE"):
+                # A batch's rows are picked by the subquery: explain it on its own.
+                statement = "SELECT" + statement.split("(SELECT", 1)[1].rsplit(")", 1)[0]
+            _assert_indexed(app, database, statement, parameters, columns)
+
+
+def test_the_index_check_sees_a_table_scan(app: t.Any, database: Database) -> None:
+    """The check above fails a query without an index (else it would pass them all)."""
+    states = table(app, "wechat_qr_login_state")
+    statement = sa.select(states.c.key).where(states.c.value == "x")
+    with app.app_context():
+        compiled = statement.compile(app.db.engine)
+    parameters: t.Any = ({"value_1": "x"} if database.is_postgres else ("x",))
+    with pytest.raises(AssertionError):
+        _assert_indexed(app, database, str(compiled), parameters, ["value", "key"])
