@@ -168,6 +168,12 @@ class AccountAdapter(t.Generic[UserT]):
                 return bool(value)
         return callable(getattr(user, "check_password", None))
 
+    def _finds_loaded_users(self) -> bool:
+        """Whether :meth:`load_user` is this default one, which finds a user a query already
+        loaded into the session (the login's identity query joins it in) without a query of
+        its own; an overridden one may load users from anywhere."""
+        return type(self).load_user is AccountAdapter.load_user
+
     def current_user(self) -> UserT | None:
         """The logged-in user (Flask-Login), or ``None``."""
         user = flask_login.current_user

@@ -16,7 +16,6 @@ from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
-from .adapter import AccountAdapter
 from .errors import (
     AlreadyLinked,
     ConnectionAlreadyLinked,
@@ -32,6 +31,7 @@ if t.TYPE_CHECKING:
     from sqlalchemy.engine import Connection
     from sqlalchemy.orm import ORMExecuteState
 
+    from .adapter import AccountAdapter
     from .client import WeChatProfile, WeChatToken
     from .models import Models
     from .protocols import Identity, User
@@ -340,7 +340,7 @@ class AssociationPolicy:
         user_model = self.adapter.user_model
         user_column = referenced_column(self.models.Identity.__table__)
         if (user_model is None or user_column is None
-                or type(self.adapter).load_user is not AccountAdapter.load_user
+                or not self.adapter._finds_loaded_users()
                 or getattr(user_model, "__table__", None) is not user_column.table):
             return None
         user_key = self.models.Identity.__table__.c[USER_KEY]

@@ -327,7 +327,7 @@ def check_sandbox_credentials(deployment: Deployment) -> t.Iterator[Finding]:
                 conn.identifier)
 
 
-def check_app_id_shape(deployment: Deployment) -> t.Iterator[Finding]:
+def check_credentials(deployment: Deployment) -> t.Iterator[Finding]:
     """No credentials: the connection's login is off. An AppID that is not ``wx`` and 16
     hexadecimal digits (allowed only by ``WECHAT_QR_APP_ID_CHECK=False``) was likely
     mistyped."""
@@ -590,7 +590,7 @@ def _and(items: list[str]) -> str:
 DEPLOYMENT_CHECKS: tuple[Check, ...] = (
     check_trusted_hosts,
     check_sandbox_credentials,
-    check_app_id_shape,
+    check_credentials,
     check_secret_key,
     check_callback_url_scheme,
     check_callback_url_method,

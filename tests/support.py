@@ -542,6 +542,19 @@ class LiveServer:
             dispose_engines(self.server.app)
 
 
+def serve_example_site(database: Database, **config: t.Any) -> LiveServer:
+    """The example site on the in-app sandbox, served on a free port (browser tests)."""
+    from example_app import create_app
+
+    return LiveServer(create_app({
+        "TESTING": True,
+        "SECRET_KEY": "browser-test-secret",
+        "SQLALCHEMY_DATABASE_URI": database.url("site"),
+        "WECHAT_QR_SANDBOX": True,
+        **config,
+    }))
+
+
 class FakeWeChat(LiveServer):
     """A loopback HTTP server standing for api.weixin.qq.com, with one chosen fault."""
 

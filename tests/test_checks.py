@@ -255,7 +255,7 @@ def test_sandbox_app_id_in_one_of_several_connections(make_app: t.Callable[..., 
 
 
 def test_missing_credentials_are_a_problem(make_app: t.Callable[..., Flask]) -> None:
-    problem = only("problem", checks.check_app_id_shape,
+    problem = only("problem", checks.check_credentials,
                    deploy(make_app(WECHAT_QR_APP_ID=None, WECHAT_QR_APP_SECRET=None)))
     assert problem.connection == "wechat" and "WeChat login is off" in problem.what
     assert "set WECHAT_QR_APP_ID and WECHAT_QR_APP_SECRET" in problem.fix
@@ -265,7 +265,7 @@ def test_odd_app_id_is_a_warning(make_app: t.Callable[..., Flask]) -> None:
     """Only where the host turned the start-up check off (a WeChat-compatible service)."""
     deployment = deploy(make_app(WECHAT_QR_APP_ID="my-app", WECHAT_QR_APP_ID_CHECK=False))
     assert run_checks(deployment).problems == ()
-    warning = only("warning", checks.check_app_id_shape, deployment)
+    warning = only("warning", checks.check_credentials, deployment)
     assert "does not look like a WeChat AppID" in warning.what
     assert warning.connection == "wechat" and "WECHAT_QR_APP_ID" in warning.fix
 

@@ -5,22 +5,13 @@ from __future__ import annotations
 import typing as t
 
 import pytest
-from support import Database, LiveServer
-
-from example_app import create_app
+from support import Database, LiveServer, serve_example_site
 
 pytestmark = pytest.mark.browser
 
 
 def serve_site(database: Database, **config: t.Any) -> LiveServer:
-    return LiveServer(create_app({
-        "TESTING": True,
-        "SECRET_KEY": "browser-test-secret",
-        "SQLALCHEMY_DATABASE_URI": database.url("site"),
-        "WECHAT_QR_SANDBOX": True,
-        "WECHAT_QR_DISPLAY_NAME": "WeChat",
-        **config,
-    }))
+    return serve_example_site(database, WECHAT_QR_DISPLAY_NAME="WeChat", **config)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import re
 import typing as t
 
 import pytest
-from support import Database, LiveServer
+from support import Database, LiveServer, serve_example_site
 
 from example_app import create_app
 
@@ -160,14 +160,6 @@ class Tour:
         return t.cast(str, self.page.locator(".flash").inner_text())
 
 
-def serve(database: Database, **config: t.Any) -> LiveServer:
-    return LiveServer(create_app({
-        "TESTING": True,
-        "SECRET_KEY": "browser-test-secret",
-        "SQLALCHEMY_DATABASE_URI": database.url("site"),
-        "WECHAT_QR_SANDBOX": True,
-        **config,
-    }))
 
 
 def simulate_scan(page: t.Any, frame: t.Any, person: str) -> None:
@@ -187,7 +179,7 @@ def test_every_page_in_both_languages(browser: t.Any, database: Database, lang: 
     page = context.new_page()
     user = f"browser-{lang}"
     try:
-        with serve(database) as site:
+        with serve_example_site(database) as site:
             tour = Tour(page, site, lang)
             tour.goto("/", "home")
             tour.goto("/login", "login")
@@ -287,7 +279,7 @@ def test_the_embedded_qr_page_is_readable(browser: t.Any, database: Database, la
     context.set_default_timeout(15_000)
     page = context.new_page()
     try:
-        with serve(database) as site:
+        with serve_example_site(database) as site:
             page.goto(site.url + "/auth/wechat/qr")
             frame = page.frame_locator("#wechat-qr-frame")
             frame.locator("#sbx-qr-image").wait_for()

@@ -96,10 +96,14 @@ def arrive_at_bind_page(browser: Browser, person: str) -> str:
     return csrf_token(page.get_data(as_text=True))
 
 
+WITH_PASSWORDS = [variant for variant in VARIANTS if variant[0].passwords]
+
+
+@pytest.mark.parametrize("host", WITH_PASSWORDS, indirect=True,
+                         ids=[f"{h.package}-{backend}" for h, backend in WITH_PASSWORDS])
 def test_ask_binding_to_a_password_account(host: tuple[Host, t.Any]) -> None:
+    """On every host with passwords (one without: the next test types a name anyway)."""
     shape, build = host
-    if not shape.passwords:
-        pytest.skip("no passwords on this site: see the test of typing one anyway")
     app = build(WECHAT_QR_ASSOCIATION="ask_binding")
     alice = shape.sign_up(app, username="alice", password=PASSWORD)
     browser = Browser(app)
