@@ -14,6 +14,10 @@ from dataclasses import dataclass
 #: AppID is also the standalone sandbox's default; its AppSecret is random unless given).
 SANDBOX_APP_ID = "wxsandbox0000000001"
 SANDBOX_APP_SECRET = "sandbox-app-secret"
+#: The same for the simulated Official Account (服务号) a sandbox connection logs in with
+#: from inside WeChat, when it configures none.
+SANDBOX_OA_APP_ID = "wxsandboxoa00000001"
+SANDBOX_OA_APP_SECRET = "sandbox-oa-app-secret"
 
 
 @dataclass(frozen=True)
