@@ -23,7 +23,9 @@ from .errors import (
     LoginRefused,
     NotLinked,
 )
+from .client import ProfileNotGranted
 from .models import utcnow
+from .settings import WEBSITE_APP
 from .user_key import USER_KEY, referenced_column
 
 if t.TYPE_CHECKING:
@@ -71,7 +73,8 @@ class Resolution:
     created_user: bool = False
     new_identity: bool = False
     profile: WeChatProfile | None = None
-    #: how a new identity was linked: "signup", "match", "binding" or "link"
+    #: how a new identity was linked: "signup", "match", "binding", "link" or "unionid"
+    #: (the same person's identity of the connection's other app)
     via: str | None = None
 
 
@@ -134,14 +137,31 @@ class AssociationPolicy:
         """The user this identity logs in as; creates or links as the settings say.
 
         :class:`LoginRefused` in login-only mode for an identity nobody owns;
-        :class:`BindingRequired` when the person must choose (ask binding). Writes are
-        flushed in the caller's transaction, not committed.
+        :class:`BindingRequired` when the person must choose (ask binding);
+        :class:`~.client.ProfileNotGranted` for a silent login of someone this site does not
+        know yet. Writes are flushed in the caller's transaction, not committed.
+
+        The same person's identity of the connection's other app (same ``unionid``) logs
+        in as its user whatever the association settings: one person, one account.
         """
         linked = self.linked_user(connection.identifier, token.openid)
         if linked is not None:
             return self._returning(connection, token, *linked, fetch_profile)
+        if not token.grants_profile:
+            # No profile and no unionid: nothing to know the person by but this openid.
+            raise ProfileNotGranted()
 
-        user = self._match(connection, token.unionid, fetch_profile)
+        same_person = self._same_person(connection, token, fetch_profile)
+        if same_person is not None:
+            profile = fetch_profile()
+            if connection.profile_sync == "each_login":
+                self.adapter.populate_user(same_person, connection, profile)
+            identity = self.attach(connection, same_person, token.openid, profile,
+                                   token.unionid, app=token.app)
+            return Resolution(user=same_person, identity=identity, new_identity=True,
+                              profile=profile, via="unionid")
+
+        user = self._match(connection, token.app, token.unionid, fetch_profile)
         if user is None and connection.association == "ask_binding":
             raise BindingRequired(connection, token, fetch_profile())
         if user is None and not self.adapter.can_signup(connection):
@@ -154,7 +174,7 @@ class AssociationPolicy:
         elif connection.profile_sync == "each_login":
             self.adapter.populate_user(user, connection, profile)
         identity = self.attach(connection, user, token.openid, profile, token.unionid,
-                               fresh_user=created)
+                               app=token.app, fresh_user=created)
         return Resolution(user=user, identity=identity, created_user=created,
                           new_identity=True, profile=profile,
                           via="signup" if created else "match")
@@ -177,7 +197,7 @@ class AssociationPolicy:
         profile = fetch_profile()
         return Resolution(user=user, new_identity=True, profile=profile, via="link",
                           identity=self.attach(connection, user, token.openid, profile,
-                                               token.unionid))
+                                               token.unionid, app=token.app))
 
     def attach(
         self,
@@ -187,17 +207,21 @@ class AssociationPolicy:
         profile: WeChatProfile,
         unionid: str | None = None,
         *,
+        app: str = WEBSITE_APP,
         fresh_user: bool = False,
     ) -> Identity:
-        """A new identity row linking ``openid`` of ``connection`` to ``user`` (flushed).
+        """A new identity row linking ``openid`` of ``connection``'s ``app`` to ``user``
+        (flushed).
 
-        :class:`ConnectionAlreadyLinked` if the user already has one for this connection:
-        one WeChat account per connection per user, as identity platforms do it.
+        :class:`ConnectionAlreadyLinked` if the user already has one of this app for this
+        connection: one WeChat account per connection per user, as identity platforms do
+        it (its website application and its Official Account each know it by an openid).
         """
-        if not fresh_user and self.identity_of(user, connection.identifier) is not None:
+        if not fresh_user and self.identity_of(user, connection.identifier, app) is not None:
             raise ConnectionAlreadyLinked()
         identity: Identity = self.models.Identity(
             connection=connection.identifier,
+            app=app,
             openid=openid,
             user_id=self.adapter.get_user_id(user),
             **self._user_key_of(user),
@@ -215,18 +239,23 @@ class AssociationPolicy:
         self.db.session.flush()
         return user
 
-    def identity_of(self, user: User, connection: str) -> Identity | None:
+    def identity_of(self, user: User, connection: str, app: str | None = None
+                    ) -> Identity | None:
+        """The user's identity of ``connection`` (of its ``app``; else the oldest)."""
         IdentityModel = self.models.Identity
+        select = sa.select(IdentityModel).where(
+            IdentityModel.connection == connection,
+            IdentityModel.user_id == self.adapter.get_user_id(user))
+        if app is not None:
+            select = select.where(IdentityModel.app == app)
         identity: Identity | None = self.db.session.execute(
-            sa.select(IdentityModel).where(
-                IdentityModel.connection == connection,
-                IdentityModel.user_id == self.adapter.get_user_id(user))
-        ).scalar_one_or_none()
+            select.order_by(IdentityModel.id).limit(1)).scalar_one_or_none()
         return identity
 
-    def unlink(self, connection: ConnectionSettings, user: User) -> Identity:
-        """Remove the user's identity of ``connection`` (in the caller's transaction),
-        unless it is their last way in."""
+    def unlink(self, connection: ConnectionSettings, user: User) -> list[Identity]:
+        """Remove the user's identities of ``connection`` (the one WeChat account, by
+        each app's openid) in the caller's transaction, unless WeChat is their last way
+        in."""
         # Two unlinks of one user at once must not each see the other's identity and leave
         # none: touching the user's identity rows first takes their write locks (the rows' on
         # PostgreSQL, the database's on SQLite), so the second waits for the first to commit
@@ -235,15 +264,16 @@ class AssociationPolicy:
         user_id = self.adapter.get_user_id(user)
         self.db.session.execute(sa.update(table).where(table.c.user_id == user_id)
                                 .values(user_id=table.c.user_id))
-        identity = self.identity_of(user, connection.identifier)
-        if identity is None:
+        identities = self.identities_of(user)
+        removed = [i for i in identities if i.connection == connection.identifier]
+        if not removed:
             raise NotLinked()
-        others = [i for i in self.identities_of(user) if i.id != identity.id]
-        if not others and not self.adapter.has_password(user):
+        if len(removed) == len(identities) and not self.adapter.has_password(user):
             raise LastLoginMethod()
-        self.db.session.delete(identity)
+        for identity in removed:
+            self.db.session.delete(identity)
         self.db.session.flush()
-        return identity
+        return removed
 
     def _returning(
         self,
@@ -254,7 +284,7 @@ class AssociationPolicy:
         fetch_profile: t.Callable[[], WeChatProfile],
     ) -> Resolution:
         profile = None
-        if connection.profile_sync == "each_login":
+        if connection.profile_sync == "each_login" and token.grants_profile:
             profile = fetch_profile()
             _store_profile(identity, profile, token.unionid)
             self.adapter.populate_user(user, connection, profile)
@@ -265,16 +295,43 @@ class AssociationPolicy:
             identity.last_login_at = now
         return Resolution(user=user, identity=identity, profile=profile)
 
+    def _same_person(self, connection: ConnectionSettings, token: WeChatToken,
+                     fetch_profile: t.Callable[[], WeChatProfile]) -> User | None:
+        """The user whose identity of the connection's other app has this ``unionid``
+        (WeChat's one id of a person across the apps of one Open Platform account), where
+        the connection has two apps and the user has none of this one yet."""
+        if not connection.has_official_account:
+            return None
+        unionid = token.unionid or fetch_profile().unionid
+        if not unionid:
+            return None
+        IdentityModel = self.models.Identity
+        user_ids = self.db.session.execute(
+            sa.select(IdentityModel.user_id).where(
+                IdentityModel.connection == connection.identifier,
+                IdentityModel.unionid == unionid,
+                IdentityModel.app != token.app).distinct().limit(2)).scalars().all()
+        if len(user_ids) != 1:
+            if user_ids:
+                log.warning("unionid is linked to several users of connection %r; not "
+                            "joining them", connection.identifier)
+            return None
+        user = self.adapter.load_user(user_ids[0])
+        if user is None or self.identity_of(user, connection.identifier, token.app):
+            return None
+        return user
+
     def _match(
         self,
         connection: ConnectionSettings,
+        app: str,
         unionid: str | None,
         fetch_profile: t.Callable[[], WeChatProfile],
     ) -> User | None:
         """An existing user to attach a new identity to (field matching only).
 
         ``unionid`` comes with the token, so matching on it needs no profile request. A
-        user who already has an identity on this connection is never matched.
+        user who already has an identity of this app on this connection is never matched.
         """
         if connection.association != "field_matching":
             return None
@@ -283,7 +340,8 @@ class AssociationPolicy:
                 user = self._user_by_unionid(unionid or fetch_profile().unionid)
             else:
                 user = self.adapter.match_user(connection, field, fetch_profile())
-            if user is not None and self.identity_of(user, connection.identifier) is None:
+            if user is not None and self.identity_of(
+                    user, connection.identifier, app) is None:
                 return user
         return None
 

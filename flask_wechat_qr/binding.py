@@ -62,7 +62,8 @@ class PendingBindings:
         now = time.time()
         binding_id = secrets.token_urlsafe(32)
         self.db.session.add(Pending(
-            id=binding_id, connection=connection.identifier, openid=token.openid,
+            id=binding_id, connection=connection.identifier, app=token.app,
+            openid=token.openid,
             unionid=profile.unionid or token.unionid, nickname=profile.nickname[:255] or None,
             avatar_url=profile.avatar_url, profile=profile.raw, next_url=next_url,
             created_at=now, expires_at=now + self.settings.bind_ttl,
@@ -110,7 +111,7 @@ class PendingBindings:
         self._ensure_unlinked(connection, pending.openid)
         user = self.policy.create_user_for(connection, profile)
         identity = self.policy.attach(connection, user, pending.openid, profile,
-                                      pending.unionid)
+                                      pending.unionid, app=pending.app)
         return Resolution(user=user, identity=identity, created_user=True,
                           new_identity=True, profile=profile, via="signup")
 
@@ -125,7 +126,7 @@ class PendingBindings:
         if connection.profile_sync == "each_login":
             self.policy.adapter.populate_user(user, connection, profile)
         identity = self.policy.attach(connection, user, pending.openid, profile,
-                                      pending.unionid)
+                                      pending.unionid, app=pending.app)
         return Resolution(user=user, identity=identity, new_identity=True, profile=profile,
                           via="binding")
 

@@ -1,8 +1,11 @@
-"""The WeChat website-login protocol (``snsapi_login``), on Authlib's OAuth client.
+"""WeChat's login protocols, on Authlib's OAuth client: the website application's QR
+login (``snsapi_login``) and an Official Account's web authorization inside WeChat
+(``snsapi_userinfo``/``snsapi_base``), which share the ``/sns/*`` API.
 
 Knows WeChat's URLs, parameter order, error codes and encoding quirks; knows nothing of
-users, sessions or pages. One :class:`WeChatClient` per connection per app, holding one
-pooled HTTP session that every request of every thread in this process reuses.
+users, sessions or pages. One :class:`WeChatClient` per connection per app (and one
+:class:`OfficialAccountClient` where the connection has an Official Account), each holding
+one pooled HTTP session that every request of every thread in this process reuses.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import re
 import socket
 import ssl
 import typing as t
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import requests
@@ -32,6 +35,7 @@ from .errors import (
     error_for,
 )
 from .i18n import lazy_gettext as _l
+from .settings import OFFICIAL_ACCOUNT, WEBSITE_APP
 
 if t.TYPE_CHECKING:
     from authlib.integrations.flask_client import OAuth
@@ -42,6 +46,10 @@ log = logging.getLogger("flask_wechat_qr")
 
 SCOPE = "snsapi_login"
 QRCONNECT_PATH = "/connect/qrconnect"
+#: An Official Account's web authorization (网页授权), only inside WeChat's browser.
+OA_AUTHORIZE_PATH = "/connect/oauth2/authorize"
+#: The scope of an Official Account token that carries no profile and no ``unionid``.
+SILENT_SCOPE = "snsapi_base"
 ACCESS_TOKEN_PATH = "/sns/oauth2/access_token"
 REFRESH_TOKEN_PATH = "/sns/oauth2/refresh_token"
 USERINFO_PATH = "/sns/userinfo"
@@ -61,6 +69,14 @@ class WeChatToken:
     scope: str | None = None
     unionid: str | None = None
     is_snapshotuser: bool = False
+    #: the app of the connection that issued it: its openid is that app's
+    app: str = WEBSITE_APP
+
+    @property
+    def grants_profile(self) -> bool:
+        """Whether ``/sns/userinfo`` answers for this token: not for an Official Account's
+        silent ``snsapi_base`` login."""
+        return self.scope is None or set(self.scope.split(",")) != {SILENT_SCOPE}
 
     @classmethod
     def from_response(cls, data: t.Mapping[str, t.Any]) -> WeChatToken:
@@ -205,6 +221,12 @@ def _environment_settings(url: str) -> dict[str, t.Any]:
     return {"trust_env": False, "proxies": found["proxies"], "verify": found["verify"]}
 
 
+class ProfileNotGranted(Exception):
+    """The token is of a silent ``snsapi_base`` login, which WeChat shares no profile (and
+    no ``unionid``) for: the person must be asked with ``snsapi_userinfo``. Not an error
+    page: the login flow starts that authorization."""
+
+
 class WeChatSession(OAuth2Session):
     """Authlib's requests session for one connection, open for the life of the process:
     its connection pool (HTTP keep-alive) serves every call of every thread.
@@ -213,11 +235,11 @@ class WeChatSession(OAuth2Session):
     (``appid``/``secret`` in WeChat's order) and the token-response compliance hook.
     """
 
-    def __init__(self, connection: ConnectionSettings, *, api_base_url: str,
+    def __init__(self, app_id: str, app_secret: str, *, api_base_url: str,
                  timeout: float) -> None:
         super().__init__(
-            client_id=connection.app_id,
-            client_secret=connection.app_secret,
+            client_id=app_id,
+            client_secret=app_secret,
             token_endpoint_auth_method=AUTH_METHOD,
             default_timeout=timeout,
             **_environment_settings(api_base_url),
@@ -238,6 +260,9 @@ class WeChatSession(OAuth2Session):
 class WeChatClient:
     """WeChat's website-login API for one connection."""
 
+    #: which of the connection's apps this client speaks for (its identities' ``app``)
+    app = WEBSITE_APP
+
     def __init__(
         self,
         oauth: OAuth,
@@ -254,19 +279,27 @@ class WeChatClient:
         self.timeout = timeout
         #: whether the built-in sandbox answers (its avatars are ``data:image/`` URIs)
         self.sandbox_images = sandbox_images
+        self.app_id, app_secret = self.credentials(connection)
         #: The pooled HTTP session every call of this connection goes through (mount
         #: transports on it, e.g. the sandbox's in-process one).
-        self.session = WeChatSession(connection, api_base_url=api_base_url, timeout=timeout)
+        self.session = WeChatSession(self.app_id, app_secret, api_base_url=api_base_url,
+                                     timeout=timeout)
         session = self.session
         #: Authlib's remote app for this connection, in this app's own registry: it
         #: exchanges the code (WeChat's other calls have no Authlib counterpart).
+        suffix = "" if self.app == WEBSITE_APP else f"_{self.app}"
         self.remote = oauth.register(
-            f"wechat_qr_{connection.identifier}",
+            f"wechat_qr_{connection.identifier}{suffix}",
             access_token_url=api_base_url + ACCESS_TOKEN_PATH,
             access_token_params={"method": "GET"},
         )
         # No public way hands Authlib a session (authlib/authlib#822): its factory gives ours.
         self.remote.client_cls = lambda **_authlib_kwargs: session
+
+    @staticmethod
+    def credentials(connection: ConnectionSettings) -> tuple[str, str]:
+        """The AppID and AppSecret this client logs in with."""
+        return connection.app_id, connection.app_secret
 
     @property
     def open_base(self) -> str:
@@ -333,7 +366,7 @@ class WeChatClient:
                 if attempt == 1:
                     raise
                 log.warning("WeChat access_token answered -1 (busy); retrying once")
-        token = WeChatToken.from_response(data)
+        token = replace(WeChatToken.from_response(data), app=self.app)
         if token.is_snapshotuser:
             raise SnapshotUser()
         return token
@@ -341,16 +374,19 @@ class WeChatClient:
     def refresh(self, refresh_token: str) -> WeChatToken:
         """``GET /sns/oauth2/refresh_token`` (Authlib would POST to the token URL)."""
         data = self._get(REFRESH_TOKEN_PATH, [
-            ("appid", self.connection.app_id),
+            ("appid", self.app_id),
             ("grant_type", "refresh_token"),
             ("refresh_token", refresh_token),
         ])
-        return WeChatToken.from_response(data)
+        return replace(WeChatToken.from_response(data), app=self.app)
 
     def userinfo(self, token: WeChatToken, lang: str | None = None) -> WeChatProfile:
         """``GET /sns/userinfo`` with the token and openid in the query; ``lang`` (of region
         names: ``zh_CN``, ``zh_TW``, ``en``): the connection's setting, else ``lang``, else
-        WeChat's own default ``zh_CN``."""
+        WeChat's own default ``zh_CN``. :class:`ProfileNotGranted` without a call for the
+        token of a silent login."""
+        if not token.grants_profile:
+            raise ProfileNotGranted()
         data = self._get(USERINFO_PATH, [
             ("access_token", token.access_token),
             ("openid", token.openid),
@@ -393,6 +429,50 @@ class WeChatClient:
                     raise
                 log.warning("WeChat %s answered -1 (busy); retrying once", path)
         raise AssertionError("unreachable")
+
+
+class OfficialAccountClient(WeChatClient):
+    """An Official Account's web authorization (网页授权) for one connection: the login of
+    visitors inside WeChat's own browser, where a QR code cannot be scanned. The same
+    ``/sns/*`` API as the website application, with the Official Account's credentials.
+    """
+
+    app = OFFICIAL_ACCOUNT
+
+    @staticmethod
+    def credentials(connection: ConnectionSettings) -> tuple[str, str]:
+        return connection.oa_app_id, connection.oa_app_secret
+
+    def authorize_url(self, redirect_uri: str, state: str, lang: str | None = None, *,
+                      scope: str | None = None) -> str:
+        """WeChat's in-app authorization: parameters in exactly WeChat's order (its desktop
+        client shows a blank page otherwise), then ``#wechat_redirect``, which WeChat
+        requires. ``scope``: the connection's, unless the person must be asked for their
+        profile. WeChat has no ``lang`` here: its browser speaks the phone's language."""
+        query = urlencode([
+            ("appid", self.app_id),
+            ("redirect_uri", redirect_uri),
+            ("response_type", "code"),
+            ("scope", scope or self.connection.oa_scope),
+            ("state", state),
+        ], quote_via=quote, safe="")
+        return f"{self.open_base}{OA_AUTHORIZE_PATH}?{query}#wechat_redirect"
+
+    def qr_iframe_url(self, redirect_uri: str, state: str, lang: str | None = None) -> str:
+        raise TypeError("an Official Account has no QR code login")
+
+    def userinfo(self, token: WeChatToken, lang: str | None = None) -> WeChatProfile:
+        """As the website's, but WeChat's refusal (48001) of a token that was granted the
+        profile means a visitor in snapshot mode (快照页), whose ids are virtual."""
+        try:
+            profile = super().userinfo(token, lang)
+        except WeChatAPIError as exc:
+            if exc.errcode == 48001:
+                raise SnapshotUser() from None
+            raise
+        if str(profile.raw.get("is_snapshotuser", "0")) == "1":
+            raise SnapshotUser()
+        return profile
 
 
 class _translate_transport_errors:

@@ -216,6 +216,18 @@ class SnapshotUser(LoginError):
     )
 
 
+class WeComBrowser(LoginError):
+    """WeCom's (企业微信) browser: it holds a work account, not the person's WeChat, so
+    neither the QR code nor an Official Account can log them in there."""
+
+    status = 400
+    title = _l("Open this page in WeChat or a browser")
+    message = _l(
+        "WeCom (企业微信) cannot log in with a personal WeChat account. Copy this page's "
+        "link and open it in WeChat, or in a browser on a computer and scan the QR code."
+    )
+
+
 # --- Errors from talking to WeChat -------------------------------------------------
 
 

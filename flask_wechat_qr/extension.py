@@ -7,14 +7,14 @@ import typing as t
 from dataclasses import replace
 
 from authlib.integrations.flask_client import OAuth
-from flask import Flask, current_app, has_request_context, request
+from flask import Flask, Response, current_app, has_request_context, request
 from flask.sessions import SecureCookieSessionInterface
 
 from .adapter import AccountAdapter, columns_create_user_cannot_fill
 from .association import AssociationPolicy
 from .binding import PendingBindings
 from .checks import SECRET_KEY_FIX, secret_key_problem
-from .client import WeChatClient
+from .client import OfficialAccountClient, WeChatClient
 from .csrf import csrf_token
 from .errors import ConfigurationError
 from .flow import LoginFlow
@@ -25,6 +25,7 @@ from .models import models_for
 from .redact import redact_http_debug_logs
 from .runtime import EXTENSION_KEY, Runtime, find_runtime
 from .settings import (
+    OFFICIAL_ACCOUNT,
     ConnectionSettings,
     Settings,
     apply_defaults,
@@ -92,6 +93,7 @@ class WeChatQR:
         _check_id_token_secret(app, settings)
         _warn_of_a_sandbox_in_production(app, settings)
         _warn_of_missing_credentials(app, settings)
+        _warn_of_half_an_official_account(settings)
         _secure_session_cookie(app)
         runtime = _build_runtime(app, settings, db, adapter, id_tokens)
         unavailable = _unsafe_to_serve(app, settings)
@@ -101,6 +103,7 @@ class WeChatQR:
         from .views import blueprint
 
         app.register_blueprint(blueprint, url_prefix=settings.url_prefix)
+        _serve_verify_files(app, settings)
         app.context_processor(_template_context)
         app.add_template_global(csrf_token, "wechat_qr_csrf_token")
         app.add_template_global(_connection_named, "wechat_qr_connection")
@@ -184,18 +187,19 @@ def _build_runtime(app: Flask, settings: Settings, db: SQLAlchemy, adapter: Acco
     # in ``app.extensions``.
     oauth = OAuth()
     oauth.app = app
-    clients = {
-        identifier: WeChatClient(
-            oauth, conn,
-            open_base_url=settings.open_base_url or _sandbox_open_base(settings),
-            api_base_url=settings.api_base_url,
-            timeout=settings.http_timeout,
-            sandbox_images=settings.sandbox,
-        )
-        for identifier, conn in settings.connections.items()
-    }
+    client_options: dict[str, t.Any] = dict(
+        open_base_url=settings.open_base_url or _sandbox_open_base(settings),
+        api_base_url=settings.api_base_url,
+        timeout=settings.http_timeout,
+        sandbox_images=settings.sandbox,
+    )
+    clients = {identifier: WeChatClient(oauth, conn, **client_options)
+               for identifier, conn in settings.connections.items()}
+    official_accounts = {identifier: OfficialAccountClient(oauth, conn, **client_options)
+                         for identifier, conn in settings.connections.items()
+                         if conn.has_official_account}
     if settings.sandbox:
-        _install_sandbox(app, db, settings, clients)
+        _install_sandbox(app, db, settings, [*clients.values(), *official_accounts.values()])
     policy = AssociationPolicy(db, models, adapter)
     adapter.on_user_deleted(policy.forget_user, id(models.Identity.__table__))
     forget_on_bulk_delete(db, adapter.user_model, policy.forget_users,
@@ -207,9 +211,11 @@ def _build_runtime(app: Flask, settings: Settings, db: SQLAlchemy, adapter: Acco
         for identifier, conn in settings.connections.items()}
     return Runtime(
         settings=settings, db=db, models=models, adapter=adapter, policy=policy,
-        bindings=bindings, clients=clients, login_states=login_states, id_tokens=id_tokens,
+        bindings=bindings, clients=clients, official_accounts=official_accounts,
+        login_states=login_states, id_tokens=id_tokens,
         flow=LoginFlow(db=db, settings=settings, adapter=adapter, policy=policy,
-                       bindings=bindings, clients=clients, login_states=login_states),
+                       bindings=bindings, clients=clients,
+                       official_accounts=official_accounts, login_states=login_states),
     )
 
 
@@ -259,6 +265,33 @@ def _warn_of_a_sandbox_in_production(app: Flask, settings: Settings) -> None:
                     "the simulated WeChat, where anyone can log in as any simulated person. "
                     "For real WeChat set WECHAT_QR_SANDBOX=false and give your website "
                     "application's AppID and AppSecret.")
+
+
+def _warn_of_half_an_official_account(settings: Settings) -> None:
+    """An Official Account with its AppID but not its AppSecret (or the reverse) is not
+    used: in-WeChat visitors get the QR code login as before."""
+    for conn in settings.connections.values():
+        if bool(conn.oa_app_id) != bool(conn.oa_app_secret):
+            given, missing = (("OA_APP_ID", "OA_APP_SECRET") if conn.oa_app_id
+                              else ("OA_APP_SECRET", "OA_APP_ID"))
+            log.warning(
+                "Connection %r has WECHAT_QR_%s but no WECHAT_QR_%s: logins inside WeChat "
+                "stay off until both are set (mp.weixin.qq.com, 设置与开发 > 基本配置).",
+                conn.identifier, given, missing)
+
+
+def _serve_verify_files(app: Flask, settings: Settings) -> None:
+    """Each Official Account's ``MP_verify_*.txt`` at the site's root, where WeChat looks
+    for it before accepting the web authorization domain (网页授权域名)."""
+    files = {conn.oa_verify_file.name: conn.oa_verify_file.content
+             for conn in settings.connections.values() if conn.oa_verify_file is not None}
+    for name, content in files.items():
+        def serve(content: str = content) -> Response:
+            return Response(content, mimetype="text/plain",
+                            headers={"Cache-Control": "public, max-age=300"})
+
+        app.add_url_rule(f"/{name}", endpoint=f"wechat_qr_verify_file_{name[10:-4]}",
+                         view_func=serve)
 
 
 def _warn_of_missing_credentials(app: Flask, settings: Settings) -> None:
@@ -339,20 +372,21 @@ def _sandbox_open_base(settings: Settings) -> t.Callable[[], str]:
 
 
 def _install_sandbox(
-    app: Flask, db: SQLAlchemy, settings: Settings, clients: dict[str, WeChatClient]
+    app: Flask, db: SQLAlchemy, settings: Settings, clients: list[WeChatClient]
 ) -> None:
-    """Mount the simulated WeChat in this app; route the API calls to it in-process."""
+    """Mount the simulated WeChat in this app (each connection's website application and
+    Official Account); route the API calls to it in-process."""
     from .sandbox import SandboxApp, WSGITransport, install_sandbox
 
-    install_sandbox(
-        app, db,
-        [SandboxApp(c.app_id, c.app_secret, _sandbox_app_name(app, settings, c))
-         for c in settings.connections.values()],
-        url_prefix=settings.sandbox_prefix,
-        public_url=settings.sandbox_public_url,
-    )
+    apps = [SandboxApp(c.app_id, c.app_secret, _sandbox_app_name(app, settings, c))
+            for c in settings.connections.values()]
+    apps += [SandboxApp(c.oa_app_id, c.oa_app_secret, _sandbox_app_name(app, settings, c),
+                        kind=OFFICIAL_ACCOUNT)
+             for c in settings.connections.values() if c.has_official_account]
+    install_sandbox(app, db, apps, url_prefix=settings.sandbox_prefix,
+                    public_url=settings.sandbox_public_url)
     transport = WSGITransport(app)
-    for client in clients.values():
+    for client in clients:
         if client.api_base_url.startswith(IN_PROCESS_ORIGIN):
             client.session.mount(IN_PROCESS_ORIGIN, transport)
 

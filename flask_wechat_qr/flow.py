@@ -54,6 +54,7 @@ from sqlalchemy.exc import IntegrityError
 
 from . import signals
 from .association import BindingRequired, Resolution
+from .client import ProfileNotGranted
 from .errors import (
     BindingExpired,
     CodeUsed,
@@ -65,6 +66,7 @@ from .errors import (
     StateError,
     StateUsed,
 )
+from .settings import OFFICIAL_ACCOUNT
 from .i18n import lazy_gettext as _l
 from .i18n import userinfo_lang
 from .id_token import new_token_id
@@ -85,7 +87,7 @@ if t.TYPE_CHECKING:
     from .adapter import AccountAdapter
     from .association import AssociationPolicy
     from .binding import PendingBindings
-    from .client import WeChatClient, WeChatProfile, WeChatToken
+    from .client import OfficialAccountClient, WeChatClient, WeChatProfile, WeChatToken
     from .protocols import Identity, PendingBinding, User
     from .settings import ConnectionSettings, Settings
 
@@ -187,6 +189,16 @@ Outcome = LoggedIn | Linked | NeedsBinding | Failed
 
 
 @dataclass(frozen=True)
+class NeedsProfile:
+    """A silent in-WeChat login (``snsapi_base``) of someone this site does not know yet:
+    WeChat must ask them to share their profile (``snsapi_userinfo``), which a new login
+    with the same ``login`` does. Not an outcome to deliver: the views start that login."""
+
+    connection: ConnectionSettings
+    login: LoginData
+
+
+@dataclass(frozen=True)
 class _Committed:
     """A login whose rows and used state are committed. What is left (logging in, the
     signals) runs outside :meth:`LoginFlow.finish`'s recording of failures: the login
@@ -219,6 +231,7 @@ class LoginFlow:
     def __init__(self, *, db: SQLAlchemy, settings: Settings, adapter: AccountAdapter[User],
                  policy: AssociationPolicy, bindings: PendingBindings,
                  clients: dict[str, WeChatClient],
+                 official_accounts: dict[str, OfficialAccountClient],
                  login_states: dict[str, LoginStates]) -> None:
         self.db = db
         self.settings = settings
@@ -226,11 +239,13 @@ class LoginFlow:
         self.policy = policy
         self.bindings = bindings
         self.clients = clients
+        self.official_accounts = official_accounts
         self.login_states = login_states
 
     # --- the callback ---------------------------------------------------------------------
 
-    def finish(self, connection: ConnectionSettings, callback: Callback) -> Outcome:
+    def finish(self, connection: ConnectionSettings, callback: Callback
+               ) -> Outcome | NeedsProfile:
         """Finish the login WeChat sent this callback for (or repeat how it ended)."""
         states = self.login_states[connection.identifier]
         state = callback.state
@@ -250,6 +265,9 @@ class LoginFlow:
         except StateUsed:
             # WeChat's double redirect with a second code: the other request ended first.
             return self._repeat(connection, states.ending(state), True, login)
+        except ProfileNotGranted:
+            _record_failure(states, state, "ProfileNotGranted")
+            return NeedsProfile(connection, login)
         except LoginError as error:
             return self._failed(connection, states, state, login, error)
         except BaseException:
@@ -272,7 +290,7 @@ class LoginFlow:
         if len(code) > MAX_CODE_LENGTH:
             raise InvalidRequest(
                 _l("The WeChat authorization is not valid. Scan the QR code again."))
-        client = self.clients[connection.identifier]
+        client = self.client_for(connection, login.app)
         try:
             token = client.exchange_code(code)
         except CodeUsed as used:
@@ -281,6 +299,15 @@ class LoginFlow:
         if login.link_user is not None:
             return self._link(connection, states, state, login, token, fetch_profile)
         return self._log_in_new(connection, states, state, login, token, fetch_profile)
+
+    def client_for(self, connection: ConnectionSettings, app: str) -> WeChatClient:
+        """The client of the connection's ``app`` that the login was started with."""
+        if app == OFFICIAL_ACCOUNT:
+            client = self.official_accounts.get(connection.identifier)
+            if client is None:  # the Official Account was removed since the login began
+                raise StateError()
+            return client
+        return self.clients[connection.identifier]
 
     def _code_used(self, connection: ConnectionSettings, states: LoginStates, state: str,
                    code: str, login: LoginData, used: CodeUsed) -> Outcome:
@@ -510,12 +537,14 @@ class LoginFlow:
                         new_identity=resolution.new_identity, login=login,
                         token_id=token_id, issued_at=issued_at)
 
-    def unlink(self, connection: ConnectionSettings, user: User) -> Identity:
-        """Unlink ``user``'s WeChat of ``connection`` (never their last way in)."""
-        identity = self._in_transaction(lambda: self.policy.unlink(connection, user))
-        signals.identity_unlinked.send(_app(), user=user, identity=identity,
-                                       connection=connection)
-        return identity
+    def unlink(self, connection: ConnectionSettings, user: User) -> list[Identity]:
+        """Unlink ``user``'s WeChat of ``connection`` (never their last way in): its
+        identity of each app, each told to ``identity_unlinked``."""
+        identities = self._in_transaction(lambda: self.policy.unlink(connection, user))
+        for identity in identities:
+            signals.identity_unlinked.send(_app(), user=user, identity=identity,
+                                           connection=connection)
+        return identities
 
     def _in_transaction(self, work: t.Callable[[], T]) -> T:
         """Run ``work`` and commit once, at the end: a user is never created without its

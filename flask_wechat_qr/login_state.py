@@ -28,6 +28,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from .errors import StateError, StateUsed, TooManyLoginsStarted
 from .purge import Executor, PurgeSchedule, delete_expired
+from .settings import OFFICIAL_ACCOUNT, WEBSITE_APP
 
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
@@ -96,6 +97,9 @@ class LoginData:
     business: BusinessParams = field(default_factory=dict)
     #: the id of the logged-in user who is linking WeChat from the account page
     link_user: str | None = None
+    #: which of the connection's apps the browser was sent to: its website application's
+    #: QR code, or its Official Account's authorization inside WeChat
+    app: str = WEBSITE_APP
 
     def to_json(self) -> dict[str, t.Any]:
         data: dict[str, t.Any] = {"next": self.next_url}
@@ -103,6 +107,8 @@ class LoginData:
             data["delivery"] = self.business
         if self.link_user is not None:
             data["link_user"] = self.link_user
+        if self.app != WEBSITE_APP:  # rows of earlier versions have none: the website's
+            data["app"] = self.app
         return data
 
     @classmethod
@@ -111,9 +117,11 @@ class LoginData:
             raise StateError()
         business = data.get("delivery")
         link_user = data.get("link_user")
+        app = data.get("app")
         return cls(next_url=data.get("next") or None,
                    business=dict(business) if isinstance(business, dict) else {},
-                   link_user=str(link_user) if link_user else None)
+                   link_user=str(link_user) if link_user else None,
+                   app=OFFICIAL_ACCOUNT if app == OFFICIAL_ACCOUNT else WEBSITE_APP)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 
 from .errors import ConfigurationError
+from .settings import WEBSITE_APP
 from .user_key import (
     FOREIGN_KEY_NAME,
     SETTING_KEY,
@@ -67,17 +68,23 @@ def _declare(db: SQLAlchemy, user_column: sa.Column[t.Any] | None) -> Models:
 def _identity(db: SQLAlchemy, user_column: sa.Column[t.Any] | None) -> t.Any:
     # db.Model: the host's base class, made at run time (mypy sees a variable)
     class WeChatIdentity(db.Model):  # type: ignore[name-defined,misc]
-        """A WeChat account (one openid of one connection) linked to a local user."""
+        """A WeChat account (one openid of one app of one connection) linked to a local
+        user."""
 
         __tablename__ = "wechat_qr_identity"
         __table_args__ = (
             sa.UniqueConstraint("connection", "openid", name="uq_wechat_qr_identity_openid"),
-            # One WeChat account per connection per user.
-            sa.UniqueConstraint("connection", "user_id", name="uq_wechat_qr_identity_user"),
+            # One WeChat account per connection per user (an openid of each of its apps).
+            sa.UniqueConstraint("connection", "app", "user_id",
+                                name="uq_wechat_qr_identity_user"),
         )
 
         id = sa.Column(sa.Integer, primary_key=True)
         connection = sa.Column(sa.String(32), nullable=False)
+        #: which of the connection's apps the openid belongs to (openids are per app):
+        #: ``website`` (the QR login) or ``official_account`` (logins inside WeChat)
+        app = sa.Column(sa.String(16), nullable=False, default=WEBSITE_APP,
+                        server_default=WEBSITE_APP)
         openid = sa.Column(sa.String(128), nullable=False)
         unionid = sa.Column(sa.String(128), index=True)
         user_id = sa.Column(sa.String(64), nullable=False, index=True)
@@ -125,6 +132,8 @@ def _pending_binding(db: SQLAlchemy) -> t.Any:
 
         id = sa.Column(sa.String(64), primary_key=True)
         connection = sa.Column(sa.String(32), nullable=False)
+        app = sa.Column(sa.String(16), nullable=False, default=WEBSITE_APP,
+                        server_default=WEBSITE_APP)
         openid = sa.Column(sa.String(128), nullable=False)
         unionid = sa.Column(sa.String(128))
         nickname = sa.Column(sa.Unicode(255))

@@ -22,12 +22,15 @@ class User(t.Protocol):
 
 
 class Identity(t.Protocol):
-    """A WeChat account (one ``openid`` of one connection) linked to a user of the site: a
-    row of ``wechat_qr_identity``."""
+    """A WeChat account (one ``openid`` of one app of one connection) linked to a user of
+    the site: a row of ``wechat_qr_identity``."""
 
     id: int
     #: the connection's identifier
     connection: str
+    #: the app the openid belongs to: ``"website"`` (QR login) or ``"official_account"``
+    #: (logins inside WeChat)
+    app: str
     openid: str
     unionid: str | None
     #: the user's id, as :meth:`~flask_wechat_qr.AccountAdapter.get_user_id` gives it
@@ -47,6 +50,8 @@ class PendingBinding(t.Protocol):
     id: str
     #: the connection's identifier
     connection: str
+    #: the app the openid belongs to (as :attr:`Identity.app`)
+    app: str
     openid: str
     unionid: str | None
     nickname: str | None

@@ -20,7 +20,7 @@ if t.TYPE_CHECKING:
     from .adapter import AccountAdapter
     from .association import AssociationPolicy
     from .binding import PendingBindings
-    from .client import WeChatClient
+    from .client import OfficialAccountClient, WeChatClient
     from .flow import LoginFlow
     from .id_token import IdTokenSigner
     from .login_state import LoginStates
@@ -46,6 +46,8 @@ class Runtime:
     flow: LoginFlow
     #: each connection's protocol client, by identifier
     clients: dict[str, WeChatClient]
+    #: the Official Account's client of each connection that has one, by identifier
+    official_accounts: dict[str, OfficialAccountClient]
     #: each connection's login states (session + table), by identifier
     login_states: dict[str, LoginStates]
     #: signs the ID tokens for business callback URLs (``None``: no key configured)

@@ -25,7 +25,12 @@ from urllib.parse import urlsplit
 
 from .errors import ConfigurationError
 from .i18n import SUPPORTED_LOCALES
-from .sandbox.options import SANDBOX_APP_ID, SANDBOX_APP_SECRET
+from .sandbox.options import (
+    SANDBOX_APP_ID,
+    SANDBOX_APP_SECRET,
+    SANDBOX_OA_APP_ID,
+    SANDBOX_OA_APP_SECRET,
+)
 from .urls import (
     IN_PROCESS_ORIGIN,
     WECHAT_API_BASE_URL,
@@ -42,6 +47,11 @@ TEST_PREFIX = PREFIX + "TEST_"
 
 ASSOCIATION_MODES = ("off", "field_matching", "ask_binding")
 PROFILE_SYNC_MODES = ("first_login", "each_login", "never")
+#: The scopes of an Official Account's web authorization (网页授权).
+OA_SCOPES = ("snsapi_userinfo", "snsapi_base")
+#: Which app of a connection an identity (an openid) belongs to.
+WEBSITE_APP = "website"
+OFFICIAL_ACCOUNT = "official_account"
 #: Profile fields WeChat neither verifies nor keeps unique; matching on them hands
 #: accounts to strangers.
 UNSAFE_MATCH_FIELDS = frozenset(
@@ -104,8 +114,14 @@ def connection_identifier(value: t.Any, key: str, default: t.Any) -> str:
     return value
 
 
-def credential(label: str) -> Parser:
-    """A parser for the AppID or AppSecret (``label``): text, stripped; ``""`` when unset.
+#: Where a website application's credentials are found, for the fix of an error.
+WEBSITE_CONSOLE = "your website application from open.weixin.qq.com (管理中心 > 网站应用)"
+#: The same for an Official Account's.
+OA_CONSOLE = ("your Official Account (服务号) from mp.weixin.qq.com (设置与开发 > 基本配置)")
+
+
+def credential(label: str, console: str = WEBSITE_CONSOLE) -> Parser:
+    """A parser for an AppID or AppSecret (``label``): text, stripped; ``""`` when unset.
 
     A missing credential is not a start-up error: a site deploys its code before it has
     WeChat credentials, so the connection stays off until they come (``init_app`` warns).
@@ -116,8 +132,7 @@ def credential(label: str) -> Parser:
         if not isinstance(value, str):
             raise ConfigurationError(
                 key, f"the {label} must be text, not {type(value).__name__}",
-                f"Copy the {label} of your website application from open.weixin.qq.com "
-                "(管理中心 > 网站应用) as a string.",
+                f"Copy the {label} of {console} as a string.",
             )
         return value.strip()
     return parse
@@ -146,6 +161,54 @@ def _app_id_is_wechat_shaped(values: dict[str, t.Any], where: str | None) -> Non
             "program's). For a WeChat-compatible service with other AppIDs set its base URLs "
             "or WECHAT_QR_APP_ID_CHECK=False.",
         )
+
+
+def _oa_app_id_is_wechat_shaped(values: dict[str, t.Any], where: str | None) -> None:
+    """The same for the Official Account's AppID."""
+    app_id = values["oa_app_id"]
+    if app_id == SANDBOX_OA_APP_ID:
+        raise ConfigurationError(
+            _key("oa_app_id", where),
+            "it is the sandbox's Official Account, but WECHAT_QR_SANDBOX is off",
+            "Set your Official Account's AppID and AppSecret (mp.weixin.qq.com, 设置与开发 > "
+            "基本配置), or turn WECHAT_QR_SANDBOX on to use the simulated WeChat.")
+    if app_id and not WECHAT_APP_ID.fullmatch(app_id):
+        raise ConfigurationError(
+            _key("oa_app_id", where),
+            f"{app_id[:4]!r}... ({len(app_id)} characters) is not a WeChat AppID ('wx' and 16 "
+            "hexadecimal digits)",
+            "Copy the AppID of your Official Account (服务号) from mp.weixin.qq.com, 设置与开发 "
+            "> 基本配置 (not the AppSecret).")
+
+
+@dataclass(frozen=True)
+class VerifyFile:
+    """The ``MP_verify_*.txt`` file WeChat fetches from the site's root before it accepts
+    a web authorization domain (网页授权域名) for an Official Account."""
+
+    name: str
+    content: str
+
+
+_VERIFY_NAME = re.compile(r"MP_verify_[A-Za-z0-9_-]{1,64}\.txt")
+_VERIFY_CONTENT = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
+def verify_file(value: t.Any, key: str, default: t.Any) -> VerifyFile | None:
+    """``name=content`` (e.g. ``MP_verify_AbC123.txt=AbC123``); unset: no file."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, VerifyFile):
+        return value
+    name, _, content = str(value).strip().partition("=")
+    name, content = name.strip().lstrip("/"), content.strip()
+    if not _VERIFY_NAME.fullmatch(name) or not _VERIFY_CONTENT.fullmatch(content):
+        raise ConfigurationError(
+            key, f"{str(value)[:40]!r} is not name=content of an MP_verify_*.txt file",
+            "Download the verification file where you add the web authorization domain "
+            "(mp.weixin.qq.com, 设置与开发 > 公众号设置 > 功能设置 > 网页授权域名) and write its "
+            "name and its text, e.g. MP_verify_AbC123.txt=AbC123.")
+    return VerifyFile(name, content)
 
 
 def text_or_default(value: t.Any, key: str, default: t.Any) -> str:
@@ -259,6 +322,18 @@ def base_url(value: t.Any, key: str, default: t.Any) -> str | None:
 def path_prefix(value: t.Any, key: str, default: t.Any) -> str:
     prefix = "/" + str(value or "").strip("/")
     return "" if prefix == "/" else prefix
+
+
+def optional_page(value: t.Any, key: str, default: t.Any) -> str | None:
+    """A path on this site or an ``http(s)`` URL; unset: ``None``."""
+    if not value:
+        return None
+    text = str(value).strip()
+    parts = urlsplit(text)
+    if not (is_local_path(text) or (parts.scheme in ("http", "https") and parts.netloc)):
+        raise ConfigurationError(key, f"{text!r} is neither a path on this site nor a URL",
+                                 "Use e.g. '/login' or 'https://www.example.com/login'.")
+    return text
 
 
 def local_path(value: t.Any, key: str, default: t.Any) -> str:
@@ -433,6 +508,28 @@ class ConnectionSettings:
                      blank_means_default=True),
         doc="Language of the region names in the WeChat profile: ``zh_CN``, ``zh_TW`` or "
             "``en``; unset, the visitor's language.")
+    oa_app_id: str = setting(
+        None, credential("Official Account AppID", OA_CONSOLE),
+        doc="The AppID of a WeChat **Official Account** (服务号, verified) that logs visitors "
+            "in from inside WeChat (web authorization, 网页授权): with it and its AppSecret, a "
+            "login started in WeChat's browser goes there instead of to a QR code nobody can "
+            "scan with the phone holding it. See :doc:`in-wechat`.")
+    oa_app_secret: str = setting(
+        None, credential("Official Account AppSecret", OA_CONSOLE), secret=True,
+        doc="The Official Account's AppSecret; only ever sent to WeChat's API.")
+    oa_scope: str = setting(
+        "snsapi_userinfo", one_of(OA_SCOPES, "unknown Official Account scope",
+                                  "Use 'snsapi_userinfo' (asks for the profile) or "
+                                  "'snsapi_base' (silent for people who logged in before).",
+                                  blank_means_default=True),
+        doc="The scope of in-WeChat logins: ``snsapi_userinfo`` (WeChat asks the person once "
+            "and shares their profile and ``unionid``) or ``snsapi_base`` (silent; a person "
+            "this site does not know yet is then asked with ``snsapi_userinfo``).")
+    oa_verify_file: VerifyFile | None = setting(
+        None, verify_file,
+        doc="The Official Account's domain verification file as ``name=content`` (e.g. "
+            "``MP_verify_AbC123.txt=AbC123``), served at the site's root so adding the web "
+            "authorization domain (网页授权域名) needs no file on disk.")
     qr_self_redirect: bool = setting(
         False, boolean,
         doc="Embedded QR page only: ``True`` loads the callback inside the QR iframe, which "
@@ -450,6 +547,12 @@ class ConnectionSettings:
     def has_credentials(self) -> bool:
         """Whether the AppID and AppSecret are set: without them the connection is off."""
         return bool(self.app_id and self.app_secret)
+
+    @property
+    def has_official_account(self) -> bool:
+        """Whether logins from inside WeChat go to the Official Account (both its AppID and
+        AppSecret set)."""
+        return bool(self.oa_app_id and self.oa_app_secret)
 
 
 @dataclass(frozen=True)
@@ -499,6 +602,17 @@ class Settings:
     state_ttl: int = setting(
         600, whole_number, topic="login",
         doc="Seconds a started login (its ``state``) stays valid.")
+    mobile_page: bool = setting(
+        True, boolean, topic="login",
+        doc="A phone's browser other than WeChat's (which cannot scan a QR code it shows) gets "
+            "a page offering what works there: open the page in WeChat, show the QR code "
+            "anyway (to scan with another phone), or the site's other ways to log in; "
+            "``False`` sends it to WeChat's QR page as on a computer.")
+    other_login_url: str | None = setting(
+        None, optional_page, topic="login",
+        doc="Where the phone page (see :setting:`WECHAT_QR_MOBILE_PAGE`) offers the site's "
+            "other ways to log in: a path or URL; unset, Flask-Login's ``login_view`` where "
+            "the site has one.")
     post_login_url: str = setting(
         "/", local_path, topic="login",
         doc="A path on this site to go to after a login started without ``next``.")
@@ -673,6 +787,7 @@ def _load_connection(raw: t.Any, where: str | None, sandbox: bool,
         rule(values, where)
     if check_app_id:
         _app_id_is_wechat_shaped(values, where)
+        _oa_app_id_is_wechat_shaped(values, where)
     return ConnectionSettings(**values)
 
 
@@ -718,10 +833,24 @@ def configured_issuer(settings: Settings, config: t.Mapping[str, t.Any]) -> str 
 
 
 def _sandbox_credentials(raw: t.Mapping[str, t.Any]) -> t.Mapping[str, t.Any]:
-    """A sandbox connection without AppID and AppSecret gets the simulated app's."""
-    if raw.get("app_id") or raw.get("app_secret"):
-        return raw
-    return {**raw, "app_id": SANDBOX_APP_ID, "app_secret": SANDBOX_APP_SECRET}
+    """A sandbox connection without AppID and AppSecret gets the simulated website app's,
+    and without Official Account credentials the simulated Official Account's."""
+    filled = dict(raw)
+    if not (raw.get("app_id") or raw.get("app_secret")):
+        filled.update(app_id=SANDBOX_APP_ID, app_secret=SANDBOX_APP_SECRET)
+    if not (raw.get("oa_app_id") or raw.get("oa_app_secret")):
+        filled.update(oa_app_id=SANDBOX_OA_APP_ID, oa_app_secret=SANDBOX_OA_APP_SECRET)
+    return filled
+
+
+def _two_apps_not_one(values: dict[str, t.Any], where: str | None) -> None:
+    """A website application cannot log anyone in inside WeChat (WeChat answers 10005,
+    "此公众号并没有这些scope的权限"), nor an Official Account show a QR code."""
+    if values["oa_app_id"] and values["oa_app_id"] == values["app_id"]:
+        raise ConfigurationError(
+            _key("oa_app_id", where), "it is the website application's AppID",
+            "In-WeChat login needs an Official Account (服务号) of its own: give its AppID "
+            "and AppSecret from mp.weixin.qq.com, or leave both unset.")
 
 
 def _field_matching_needs_a_field(values: dict[str, t.Any], where: str | None) -> None:
@@ -777,6 +906,7 @@ def _one_id_token_key(values: dict[str, t.Any]) -> None:
 #: Checked on each connection's parsed values, in order.
 CONNECTION_RULES: tuple[t.Callable[[dict[str, t.Any], str | None], None], ...] = (
     _field_matching_needs_a_field,
+    _two_apps_not_one,
 )
 #: Checked on the app-wide parsed values (connections already read), in order.
 APP_RULES: tuple[t.Callable[[dict[str, t.Any]], None], ...] = (

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import secrets
 import typing as t
+from urllib.parse import urljoin
 
 from flask import (
     Blueprint,
@@ -24,6 +25,7 @@ from flask import (
 from werkzeug.wrappers import Response as BaseResponse
 
 from . import delivery, signals
+from .browsers import Browser, classify
 from .csrf import FIELD as CSRF_FIELD
 from .csrf import check_csrf, csrf_token
 from .errors import (
@@ -35,12 +37,14 @@ from .errors import (
     LoginNotSetUp,
     LoginUnavailable,
     NotLoggedIn,
+    WeComBrowser,
 )
-from .flow import Callback, Failed, Outcome, PendingLogin
+from .flow import Callback, Failed, NeedsProfile, Outcome, PendingLogin
 from .i18n import LazyText, qr_page_lang, register_template_globals
 from .i18n import lazy_gettext as _l
 from .login_state import BusinessParams, LoginData, browser_key
 from .runtime import current_runtime
+from .settings import OFFICIAL_ACCOUNT, WEBSITE_APP
 from .urls import has_control_characters, safe_next
 from .user_key import restore_sqlite_trigger
 
@@ -48,12 +52,16 @@ if t.TYPE_CHECKING:
     from flask import Flask
     from werkzeug.local import LocalProxy
 
-    from .client import WeChatClient
+    from .client import OfficialAccountClient, WeChatClient
 
 log = logging.getLogger("flask_wechat_qr")
 
 blueprint = Blueprint("wechat_qr", __name__, template_folder="templates")
 
+#: The query parameters a login keeps: where to go, and the business's ``state``/``nonce``.
+LOGIN_PARAMS = ("next", "state", "nonce")
+#: The Official Account scope that shares the person's profile and ``unionid``.
+PROFILE_SCOPE = "snsapi_userinfo"
 #: Longest business ``state`` and ``nonce`` accepted by ``login``/``qr`` (echoed / signed
 #: into the ID token for the connection's business callback URL).
 MAX_BUSINESS_STATE_LENGTH = 1024
@@ -99,14 +107,20 @@ class _Started(t.NamedTuple):
     login: LoginData
 
 
-def _begin(connection: str, link_user: str | None = None) -> _Started:
-    """Start a login of ``connection``: a new state keeping ``next`` (and, for a callback
-    URL, the business's ``state`` and ``nonce``) until the callback."""
+def _begin(connection: str, link_user: str | None = None, *, app: str = WEBSITE_APP,
+           login: LoginData | None = None) -> _Started:
+    """Start a login of ``connection``'s ``app``: a new state keeping ``next`` (and, for a
+    callback URL, the business's ``state`` and ``nonce``) until the callback; ``login``:
+    what an earlier login of the same visit kept."""
     runtime = current_runtime()
     client = runtime.client(connection)
-    business = _business_params() if client.connection.callback_url and not link_user else {}
-    login = LoginData(next_url=safe_next(request.args.get("next")), business=business,
-                      link_user=link_user)
+    if app == OFFICIAL_ACCOUNT:
+        client = runtime.official_accounts[connection]
+    if login is None:
+        business = (_business_params() if client.connection.callback_url and not link_user
+                    else {})
+        login = LoginData(next_url=safe_next(request.args.get("next")), business=business,
+                          link_user=link_user, app=app)
     state = runtime.login_states[connection].begin(login, request.remote_addr or "",
                                                    _browser(start=True))
     redirect_uri = url_for("wechat_qr.callback", connection=connection, _external=True)
@@ -140,17 +154,86 @@ def _business_params() -> BusinessParams:
     return params
 
 
+def _way_in(connection: str) -> str | None:
+    """Where this browser logs in: ``"official_account"`` inside WeChat where the
+    connection has one, ``"phone"`` (the page of what works on a phone) on another phone,
+    ``None`` for the QR code. :class:`WeComBrowser` in WeCom's browser."""
+    runtime = current_runtime()
+    conn = runtime.connection(connection)
+    browser = classify(request.headers.get("User-Agent"))
+    if browser is Browser.WECOM:
+        raise WeComBrowser()
+    if browser.in_wechat and conn.has_official_account:
+        return OFFICIAL_ACCOUNT
+    if request.args.get("show_qr") or not runtime.settings.mobile_page:
+        return None
+    return "phone" if browser in (Browser.PHONE, Browser.WECHAT_PHONE) else None
+
+
+def _start_in_wechat(connection: str, link_user: str | None = None,
+                     login: LoginData | None = None, scope: str | None = None
+                     ) -> BaseResponse:
+    """Send WeChat's browser to the Official Account's authorization (网页授权)."""
+    started = _begin(connection, link_user, app=OFFICIAL_ACCOUNT, login=login)
+    client = t.cast("OfficialAccountClient", started.client)
+    return redirect(client.authorize_url(started.redirect_uri, started.state, scope=scope))
+
+
+def _phone_page(connection: str) -> tuple[str, int]:
+    """What works on a phone whose browser cannot scan its own QR code."""
+    conn = current_runtime().connection(connection)
+    in_wechat = classify(request.headers.get("User-Agent")) is Browser.WECHAT_PHONE
+    # Only what a login keeps (url_for treats other names, "_external" say, as its own).
+    args = {name: value for name, value in request.args.items() if name in LOGIN_PARAMS}
+    next_url = safe_next(args.get("next"))
+    page_url = url_for("wechat_qr.login", connection=connection, _external=True,
+                       **args) if conn.has_official_account else (
+        urljoin(request.host_url, next_url) if next_url else request.host_url)
+    return render_template(
+        "wechat_qr/phone.html", connection=conn, in_wechat=in_wechat,
+        page_url=page_url,
+        qr_url=url_for(request.endpoint or "wechat_qr.login", connection=connection,
+                       show_qr="1", **args),
+        other_login_url=_other_login_url(),
+    ), 200
+
+
+def _other_login_url() -> str | None:
+    """The site's other ways to log in: the setting, else Flask-Login's login view."""
+    configured = current_runtime().settings.other_login_url
+    if configured:
+        return configured
+    view = getattr(getattr(current_app, "login_manager", None), "login_view", None)
+    if not view:
+        return None
+    try:
+        return url_for(view)
+    except Exception:  # a login view named but not routable (another blueprint's prefix)
+        return None
+
+
 @blueprint.route("/<connection>/login")
-def login(connection: str) -> BaseResponse:
-    """Send the browser to WeChat's QR page."""
+def login(connection: str) -> BaseResponse | tuple[str, int]:
+    """Send the browser to WeChat's QR page (inside WeChat: the Official Account's
+    authorization; on another phone: the page of what works there)."""
+    way_in = _way_in(connection)
+    if way_in == OFFICIAL_ACCOUNT:
+        return _start_in_wechat(connection)
+    if way_in == "phone":
+        return _phone_page(connection)
     started = _begin(connection)
     return redirect(started.client.authorize_url(
         started.redirect_uri, started.state, lang=qr_page_lang()))
 
 
 @blueprint.route("/<connection>/qr")
-def qr(connection: str) -> Response:
+def qr(connection: str) -> Response | BaseResponse | tuple[str, int]:
     """A page of this site with WeChat's QR code embedded (as ``wxLogin.js`` does it)."""
+    way_in = _way_in(connection)
+    if way_in == OFFICIAL_ACCOUNT:
+        return _start_in_wechat(connection)
+    if way_in == "phone":
+        return _phone_page(connection)
     started = _begin(connection)
     client = started.client
     # url_for's values are typed Any: a str dict would be checked against _external.
@@ -170,14 +253,20 @@ def qr(connection: str) -> Response:
 
 
 @blueprint.route("/<connection>/link")
-def link(connection: str) -> BaseResponse:
+def link(connection: str) -> BaseResponse | tuple[str, int]:
     """Link WeChat to the logged-in account: the same QR login, attached on return."""
     runtime = current_runtime()
     user = runtime.adapter.current_user()
     if user is None:
         runtime.client(connection)  # an unknown connection is a 404 first
         raise NotLoggedIn()
-    started = _begin(connection, link_user=runtime.adapter.get_user_id(user))
+    link_user = runtime.adapter.get_user_id(user)
+    way_in = _way_in(connection)
+    if way_in == OFFICIAL_ACCOUNT:
+        return _start_in_wechat(connection, link_user)
+    if way_in == "phone":
+        return _phone_page(connection)
+    started = _begin(connection, link_user=link_user)
     return redirect(started.client.authorize_url(
         started.redirect_uri, started.state, lang=qr_page_lang()))
 
@@ -192,6 +281,10 @@ def callback(connection: str) -> BaseResponse:
     conn = runtime.connection(connection)
     outcome = runtime.flow.finish(conn, Callback(
         state=request.args.get("state"), code=request.args.get("code"), browser=_browser()))
+    if isinstance(outcome, NeedsProfile):
+        # A silent login of someone new: WeChat asks them to share their profile.
+        return _start_in_wechat(connection, outcome.login.link_user, outcome.login,
+                                scope=PROFILE_SCOPE)
     return _respond(outcome)
 
 

@@ -32,7 +32,7 @@ from flask_wechat_qr import WeChatQR, migrations
 from flask_wechat_qr.migrations import VERSION_TABLE, MigrationError
 
 #: The newest revision: a new migration changes it here, on purpose.
-HEAD = "0002"
+HEAD = "0003"
 EXTENSION_TABLES = {"wechat_qr_identity", "wechat_qr_login_state",
                     "wechat_qr_pending_binding", "wechat_qr_bind_attempt"}
 #: The example site's own tables.
@@ -154,7 +154,7 @@ def test_migrated_schema_matches_the_models(host: Flask) -> None:
                    for c in inspector.get_unique_constraints("wechat_qr_identity")}
         indexes = {i["name"] for table in EXTENSION_TABLES for i in inspector.get_indexes(table)}
     assert uniques == {"uq_wechat_qr_identity_openid": ["connection", "openid"],
-                       "uq_wechat_qr_identity_user": ["connection", "user_id"]}
+                       "uq_wechat_qr_identity_user": ["connection", "app", "user_id"]}
     assert {"ix_wechat_qr_identity_unionid", "ix_wechat_qr_identity_user_id",
             "ix_wechat_qr_login_state_expires_at", "ix_wechat_qr_pending_binding_expires_at",
             "ix_wechat_qr_bind_attempt_binding_id", "ix_wechat_qr_bind_attempt_address",
@@ -518,6 +518,33 @@ def test_a_database_at_0002_gets_the_foreign_key_keeping_its_users_rows(host: Fl
     assert identities(host) == [("o3", "3", 3)]
     again = migrations.upgrade(host)
     assert again.foreign_key is not None and again.foreign_key.added == ()
+
+
+def test_identities_from_before_0003_are_the_website_apps(host: Flask) -> None:
+    """Rows linked before identities said which app they belong to are the website
+    application's; afterwards a user may have one identity of each app on a connection,
+    never two of one app."""
+    from alembic import command
+
+    create_user_table(host)
+    with host.app_context(), host.extensions["sqlalchemy"].engine.begin() as conn:
+        command.upgrade(migrations.alembic_config(conn), "0002")
+    raw_sql(host, """INSERT INTO "user" (id, username) VALUES (1, 'alice')""")
+    insert = ("INSERT INTO wechat_qr_identity (connection, {app}openid, user_id, created_at, "
+              "last_login_at) VALUES ('wechat', {value}'{openid}', '1', CURRENT_TIMESTAMP, "
+              "CURRENT_TIMESTAMP)")
+    raw_sql(host, insert.format(app="", value="", openid="o-web"))
+    assert migrations.upgrade(host).after == HEAD
+    raw_sql(host, insert.format(app="app, ", value="'official_account', ", openid="o-oa"))
+    with host.app_context():
+        rows = host.db.session.execute(sa.text(  # type: ignore[attr-defined]
+            "SELECT openid, app FROM wechat_qr_identity ORDER BY id")).all()
+    assert [tuple(row) for row in rows] == [("o-web", "website"),
+                                            ("o-oa", "official_account")]
+    with pytest.raises(sa.exc.IntegrityError):
+        raw_sql(host, insert.format(app="app, ", value="'official_account', ",
+                                    openid="o-oa-2"))
+    assert schema_differences(host) == []
 
 
 def test_upgrade_before_the_host_table_exists_then_again_after(host: Flask) -> None:

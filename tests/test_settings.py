@@ -31,6 +31,7 @@ from flask_wechat_qr.settings import (
     TOPICS,
     UNSAFE_MATCH_FIELDS,
     Settings,
+    VerifyFile,
     apply_defaults,
     config_from_env,
     load_settings,
@@ -119,6 +120,11 @@ CONNECTION_VALUES: dict[str, tuple[t.Any, t.Any]] = {
     "qr_self_redirect": ("true", True),
     "qr_style": ("white", "white"),
     "qr_href": ("https://static.example.com/qr.css", "https://static.example.com/qr.css"),
+    "oa_app_id": (" wxfedcba9876543210 ", "wxfedcba9876543210"),
+    "oa_app_secret": ("0a-s3cr3t", "0a-s3cr3t"),
+    "oa_scope": ("snsapi_base", "snsapi_base"),
+    "oa_verify_file": ("MP_verify_AbC123.txt=AbC123",
+                       VerifyFile("MP_verify_AbC123.txt", "AbC123")),
 }
 
 #: The same for every app-wide key (``connections`` has tests of its own).
@@ -137,6 +143,8 @@ GLOBAL_VALUES: dict[str, tuple[t.Any, t.Any]] = {
     "user_foreign_key": (False, False),
     "state_ttl": (300, 300),
     "post_login_url": ("/account", "/account"),
+    "mobile_page": ("false", False),
+    "other_login_url": ("/login", "/login"),
     "bind_ttl": (120, 120),
     "bind_attempts_per_binding": (3, 3),
     "bind_attempts_per_address": (10, 10),
@@ -736,6 +744,7 @@ TEXT_VALUES: dict[str, tuple[str, t.Any]] = {
     "app_id_check": ("no", False),
     "login_only": ("yes", True),
     "qr_self_redirect": ("off", False),
+    "mobile_page": ("no", False),
     "match_fields": ("unionid,email", ("unionid", "email")),
     "sandbox": ("true", True),
     "user_foreign_key": ("no", False),

@@ -85,6 +85,8 @@ class SandboxApp:
     name: str
     #: the reviewed "authorization callback domain"; ``None``: this site's own host
     callback_domain: str | None = None
+    #: "website" (a website application: QR login) or "official_account"
+    kind: str = "website"
 
 
 @dataclass

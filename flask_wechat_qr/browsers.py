@@ -1,0 +1,51 @@
+"""Which kind of browser asks to log in, from its User-Agent: the QR code only works on a
+computer's browser; inside WeChat the Official Account logs people in; elsewhere on a
+phone nothing WeChat offers works by itself.
+
+WeChat's browsers all say ``MicroMessenger/x.y``; its Windows and Mac clients add
+``WindowsWechat``/``MacWechat``; WeCom's (企业微信) adds ``wxwork`` and cannot log in with
+a personal WeChat account.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+
+
+class Browser(enum.Enum):
+    #: WeChat's own browser on a phone (a link opened from a chat, Moments, a menu)
+    WECHAT_PHONE = "wechat_phone"
+    #: WeChat's browser in its Windows or Mac client
+    WECHAT_DESKTOP = "wechat_desktop"
+    #: WeCom's (企业微信) browser
+    WECOM = "wecom"
+    #: any other browser on a phone or tablet
+    PHONE = "phone"
+    #: a computer's browser: the QR code is for it
+    COMPUTER = "computer"
+
+    @property
+    def in_wechat(self) -> bool:
+        return self in (Browser.WECHAT_PHONE, Browser.WECHAT_DESKTOP)
+
+
+_WECOM = re.compile(r"\bwxwork/", re.IGNORECASE)
+_WECHAT = re.compile(r"\bMicroMessenger/", re.IGNORECASE)
+_WECHAT_DESKTOP = re.compile(r"\b(WindowsWechat|MacWechat)\b", re.IGNORECASE)
+#: Phones and tablets that announce themselves (an iPad asking for the desktop site does
+#: not, and is then a computer: it shows the QR code for another phone to scan).
+_PHONE = re.compile(r"Mobi|Android|iPhone|iPad|iPod|HarmonyOS|OpenHarmony|Windows Phone",
+                    re.IGNORECASE)
+
+
+def classify(user_agent: str | None) -> Browser:
+    """The kind of browser a User-Agent header names (a computer when it says nothing)."""
+    text = (user_agent or "")[:1000]
+    if _WECOM.search(text):
+        return Browser.WECOM
+    if _WECHAT.search(text):
+        return Browser.WECHAT_DESKTOP if _WECHAT_DESKTOP.search(text) else Browser.WECHAT_PHONE
+    if _PHONE.search(text):
+        return Browser.PHONE
+    return Browser.COMPUTER
