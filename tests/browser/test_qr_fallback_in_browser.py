@@ -22,8 +22,8 @@ PAST_THE_TIMER_MS = 11_000
 
 
 @contextlib.contextmanager
-def browser_page(browser: t.Any, lang: str) -> t.Iterator[t.Any]:
-    context = browser.new_context(locale=LOCALES[lang], viewport={"width": 1100, "height": 900})
+def browser_page(browser: t.Any, lang: str, width: int = 1100) -> t.Iterator[t.Any]:
+    context = browser.new_context(locale=LOCALES[lang], viewport={"width": width, "height": 900})
     context.set_default_timeout(15_000)
     try:
         yield context.new_page()
@@ -48,19 +48,20 @@ def assert_fallback_shown(page: t.Any, lang: str, *, frame_hidden: bool) -> None
     assert page.locator("#wechat-qr-frame").is_visible() is not frame_hidden
 
 
-@pytest.mark.parametrize("lang", ["zh", "en"])
+@pytest.mark.parametrize("lang, width", [("zh", 360), ("en", 1100)])
 def test_the_fallback_shows_when_wechats_host_refuses_connections(
-        browser: t.Any, database: Database, lang: str) -> None:
+        browser: t.Any, database: Database, lang: str, width: int) -> None:
     """A closed port: Chromium still fires "load" (for its own error page), so the page
     must find out otherwise, and at once, not only after its timer."""
     closed = f"http://127.0.0.1:{free_port()}"
     with serve_example_site(database, WECHAT_QR_OPEN_BASE_URL=closed) as site, \
-            browser_page(browser, lang) as page:
+            browser_page(browser, lang, width) as page:
         page.clock.install()  # the page's 10 s timer never fires: the probe must tell
         page.goto(site.url + "/auth/wechat/qr?next=/account")
         assert page.locator("#wechat-qr-frame").get_attribute("src").startswith(closed)
         assert_fallback_shown(page, lang, frame_hidden=True)
-        shoot(page, f"refused-{lang}")
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+        shoot(page, f"refused-{lang}-{width}")
         # The link starts a login on WeChat's full page (here: the same closed host).
         with page.expect_request(lambda r: r.url.startswith(closed + "/connect/qrconnect?")):
             page.locator("#wechat-qr-fallback a").click()
@@ -123,3 +124,28 @@ def test_the_fallback_shows_when_the_sites_csp_blocks_the_frame(
         page.goto(site.url + "/auth/wechat/qr")
         assert_fallback_shown(page, "en", frame_hidden=True)
         shoot(page, "csp-blocked-en")
+
+
+def test_no_fallback_when_only_the_probe_is_blocked_by_the_sites_csp(
+        browser: t.Any, database: Database) -> None:
+    """A policy with ``connect-src 'none'`` refuses the page's probe, which then tells
+    nothing: the frame loaded, so no message."""
+    site = serve_example_site(database)
+
+    @site.server.app.after_request
+    def no_connections(response: t.Any) -> t.Any:
+        response.headers["Content-Security-Policy"] = "connect-src 'none'"
+        return response
+
+    with site, browser_page(browser, "en") as page:
+        violations: list[str] = []
+        page.on("console", lambda message: violations.append(message.text))
+        page.clock.install()
+        page.goto(site.url + "/auth/wechat/qr")
+        page.frame_locator("#wechat-qr-frame").locator("#sbx-qr-image").wait_for()
+        page.wait_for_timeout(1_000)
+        page.clock.fast_forward(PAST_THE_TIMER_MS)
+        page.wait_for_timeout(300)
+        assert any("connect-src" in text for text in violations), violations  # it was refused
+        assert not page.locator("#wechat-qr-fallback").is_visible()
+        assert page.locator("#wechat-qr-frame").is_visible()
