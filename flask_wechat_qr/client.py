@@ -27,6 +27,7 @@ from urllib3.exceptions import NewConnectionError
 
 from .deadline import DeadlineAdapter
 from .errors import (
+    ConfigurationError,
     SnapshotUser,
     WeChatAPIError,
     WeChatBusy,
@@ -317,6 +318,7 @@ class WeChatClient:
         order differs), so it is built here rather than by Authlib, which puts
         ``response_type`` and ``client_id`` first and drops the fragment.
         """
+        refuse_fragment(redirect_uri)
         params = [
             ("appid", self.connection.app_id),
             ("redirect_uri", redirect_uri),
@@ -331,8 +333,10 @@ class WeChatClient:
         return f"{self.open_base}{QRCONNECT_PATH}?{query}#wechat_redirect"
 
     def qr_iframe_url(self, redirect_uri: str, state: str, lang: str | None = None) -> str:
-        """The ``src`` that WeChat's ``wxLogin.js`` gives its iframe, built server-side
-        (like it, with ``lang`` only for ``en``: WeChat's default is ``cn``)."""
+        """The ``src`` that WeChat's ``wxLogin.js`` (v3) gives its iframe, built server-side,
+        in its order; like it, the optional parameters only when they differ from WeChat's
+        defaults: ``lang=en`` (default ``cn``), ``stylelite=1``, ``fast_login=0``."""
+        refuse_fragment(redirect_uri)
         conn = self.connection
         params = [
             ("appid", conn.app_id),
@@ -347,6 +351,10 @@ class WeChatClient:
             params.append(("href", conn.qr_href))
         if (conn.lang or lang) == "en":
             params.append(("lang", "en"))
+        if conn.qr_stylelite:
+            params.append(("stylelite", "1"))
+        if not conn.qr_fast_login:
+            params.append(("fast_login", "0"))
         query = urlencode(params, quote_via=quote, safe="")
         return f"{self.open_base}{QRCONNECT_PATH}?{query}"
 
@@ -431,6 +439,18 @@ class WeChatClient:
         raise AssertionError("unreachable")
 
 
+def refuse_fragment(redirect_uri: str) -> None:
+    """WeChat's fast login (desktop WeChat, 2024) puts ``code`` and ``state`` in the wrong
+    place of a ``redirect_uri`` with a ``#`` route, and a fragment never reaches a server
+    anyway: refused before any visitor is sent to WeChat with one."""
+    if "#" in redirect_uri:
+        raise ConfigurationError(
+            "redirect_uri", f"{redirect_uri!r} has a '#' fragment",
+            "Give WeChat a URL your server handles, without '#': the extension's own "
+            "/auth/<connection>/callback route (WeChat's fast login misplaces code and state "
+            "on a #/route).")
+
+
 class OfficialAccountClient(WeChatClient):
     """An Official Account's web authorization (网页授权) for one connection: the login of
     visitors inside WeChat's own browser, where a QR code cannot be scanned. The same
@@ -449,6 +469,7 @@ class OfficialAccountClient(WeChatClient):
         client shows a blank page otherwise), then ``#wechat_redirect``, which WeChat
         requires. ``scope``: the connection's, unless the person must be asked for their
         profile. WeChat has no ``lang`` here: its browser speaks the phone's language."""
+        refuse_fragment(redirect_uri)
         query = urlencode([
             ("appid", self.app_id),
             ("redirect_uri", redirect_uri),

@@ -242,6 +242,13 @@ def business_url(value: t.Any, key: str, default: t.Any) -> str | None:
             "Give the full business URL that receives the ID token, e.g. "
             "https://app.example.com/wechat/done, or leave it unset.",
         )
+    if "#" in str(value):
+        raise ConfigurationError(
+            key, f"{value!r} has a '#' fragment (a front-end route such as #/login)",
+            "The ID token is POSTed to this URL and browsers never send the part after '#' "
+            "to a server, so a #/route never reaches your server. Give the path your server "
+            "handles, e.g. https://app.example.com/wechat/done.",
+        )
     return t.cast(str, value)
 
 
@@ -541,7 +548,19 @@ class ConnectionSettings:
     qr_href: str | None = setting(
         None, qr_stylesheet,
         doc="Embedded QR page only: a stylesheet WeChat applies inside its iframe, over "
-            "``https://`` or as ``data:text/css;base64,...``.")
+            "``https://`` or as ``data:text/css;base64,...``. WeChat ignores it under "
+            ":setting:`WECHAT_QR_QR_STYLELITE`.")
+    qr_stylelite: bool = setting(
+        False, boolean,
+        doc="Embedded QR page only: ``True`` asks for WeChat's compact QR box of 2024 "
+            "(``stylelite=1``; give it at least 220 x 220 px). WeChat then ignores "
+            ":setting:`WECHAT_QR_QR_HREF`, and ``init_app`` warns if both are set.")
+    qr_fast_login: bool = setting(
+        True, boolean,
+        doc="Embedded QR page only: ``False`` turns off WeChat's fast login "
+            "(``fast_login=0``), the button that lets a visitor whose desktop WeChat is "
+            "logged in confirm on the PC, without scanning. WeChat honoured ``False`` "
+            "only with :setting:`WECHAT_QR_QR_STYLELITE` until its fix of 2024-10-24.")
 
     @property
     def has_credentials(self) -> bool:
@@ -862,6 +881,16 @@ def _field_matching_needs_a_field(values: dict[str, t.Any], where: str | None) -
         )
 
 
+def _qr_href_is_ignored_under_stylelite(values: dict[str, t.Any], where: str | None) -> None:
+    """A warning, not a refusal: the QR still works (in WeChat's compact style), the
+    stylesheet is only unused, and a site trying the new style keeps its old one ready."""
+    if values["qr_stylelite"] and values["qr_href"]:
+        log.warning(
+            "%s is ignored: WeChat applies no custom stylesheet to the compact QR box that "
+            "%s asks for. Unset one of them.",
+            _key("qr_href", where), _key("qr_stylelite", where))
+
+
 def _by_identifier(connections: list[ConnectionSettings]) -> dict[str, ConnectionSettings]:
     """The connections by identifier; an identifier used twice is refused."""
     by_identifier: dict[str, ConnectionSettings] = {}
@@ -907,6 +936,7 @@ def _one_id_token_key(values: dict[str, t.Any]) -> None:
 CONNECTION_RULES: tuple[t.Callable[[dict[str, t.Any], str | None], None], ...] = (
     _field_matching_needs_a_field,
     _two_apps_not_one,
+    _qr_href_is_ignored_under_stylelite,
 )
 #: Checked on the app-wide parsed values (connections already read), in order.
 APP_RULES: tuple[t.Callable[[dict[str, t.Any]], None], ...] = (

@@ -53,7 +53,7 @@ from support import (
     wechat_client,
 )
 
-from flask_wechat_qr import WeChatClient, WeChatProfile, WeChatToken
+from flask_wechat_qr import ConfigurationError, WeChatClient, WeChatProfile, WeChatToken
 from flask_wechat_qr.errors import (
     CodeUsed,
     InvalidAccessToken,
@@ -257,6 +257,68 @@ def test_qr_iframe_url_is_built_like_wxlogin_js(make_app: t.Any) -> None:
         ("style", "white"), ("href", "https://static.example.com/qr.css"), ("lang", "en"),
     ]
     assert raw_query(url)["redirect_uri"] == quote(CALLBACK, safe="")
+
+
+#: wxLogin.js v3's parameters after ``state``, in its order, with the value each sends.
+WXLOGIN_TAIL = ("login_type", "self_redirect", "style", "href", "lang", "stylelite",
+                "fast_login")
+HREF = "data:text/css;base64,LmltcG93ZXJCb3ggLnFyY29kZSB7d2lkdGg6IDIwMHB4O30="
+
+
+@pytest.mark.parametrize("stylelite", [False, True])
+@pytest.mark.parametrize("fast_login", [True, False])
+@pytest.mark.parametrize("href", [None, HREF])
+@pytest.mark.parametrize("lang", [None, "en", "cn"])
+def test_qr_iframe_url_sends_todays_wxlogin_options_in_its_order(
+    make_app: t.Any, stylelite: bool, fast_login: bool, href: str | None, lang: str | None,
+) -> None:
+    """stylelite=1 and fast_login=0 only when they differ from WeChat's defaults, after
+    lang, as wxLogin.js v3 appends them; the rest unchanged by them."""
+    app = make_app(WECHAT_QR_QR_STYLELITE=stylelite, WECHAT_QR_QR_FAST_LOGIN=fast_login,
+                   WECHAT_QR_QR_HREF=href, WECHAT_QR_LANG=lang)
+    with app.app_context():
+        url = wechat_client(app).qr_iframe_url(CALLBACK, "st4te")
+    expected = [("appid", APP_ID), ("scope", "snsapi_login"), ("redirect_uri", CALLBACK),
+                ("state", "st4te"), ("login_type", "jssdk"), ("self_redirect", "false"),
+                ("style", "black")]
+    expected += [("href", href)] if href else []
+    expected += [("lang", "en")] if lang == "en" else []
+    expected += [("stylelite", "1")] if stylelite else []
+    expected += [("fast_login", "0")] if not fast_login else []
+    assert pairs(url) == expected
+    names = [name for name, _ in pairs(url)][4:]
+    assert names == [name for name in WXLOGIN_TAIL if name in names]
+    assert "#" not in url
+
+
+@pytest.mark.parametrize("lang", [None, "en"])
+def test_the_full_page_qr_url_ignores_the_embedded_only_options(make_app: t.Any,
+                                                                 lang: str | None) -> None:
+    app = make_app(WECHAT_QR_QR_STYLELITE=True, WECHAT_QR_QR_FAST_LOGIN=False, WECHAT_QR_LANG=lang)
+    with app.app_context():
+        url = wechat_client(app).authorize_url(CALLBACK, "st4te")
+    names = [name for name, _ in pairs(url)]
+    assert names == ["appid", "redirect_uri", "response_type", "scope", "state"] + (
+        ["lang"] if lang else [])
+    assert url.endswith("#wechat_redirect")
+
+
+@pytest.mark.parametrize("build", ["authorize_url", "qr_iframe_url"])
+@pytest.mark.parametrize("redirect_uri", [
+    "http://localhost/app#/auth/wechat/callback", "http://localhost/auth/wechat/callback#",
+    "https://www.example.com/#/login?x=1",
+])
+def test_a_redirect_uri_with_a_fragment_is_refused(make_app: t.Any, build: str,
+                                                   redirect_uri: str) -> None:
+    """WeChat's fast login misplaces code and state on a #/route (2024-10): no visitor is
+    sent to WeChat with one."""
+    app = make_app()
+    with app.app_context(), pytest.raises(ConfigurationError) as info:
+        getattr(wechat_client(app), build)(redirect_uri, "st4te")
+    error = info.value
+    assert error.key == "redirect_uri"
+    assert "'#'" in error.problem and repr(redirect_uri) in error.problem
+    assert "/auth/<connection>/callback" in error.fix and "fast login" in error.fix
 
 
 # --- the token request ---------------------------------------------------------------

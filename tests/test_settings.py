@@ -90,6 +90,8 @@ def test_minimal_configuration_gives_documented_defaults() -> None:
     assert conn.qr_self_redirect is False
     assert conn.qr_style == "black"
     assert conn.qr_href is None
+    assert conn.qr_stylelite is False
+    assert conn.qr_fast_login is True
     assert settings.open_base_url == "https://open.weixin.qq.com"
     assert settings.api_base_url == "https://api.weixin.qq.com"
     assert settings.sandbox is False
@@ -125,6 +127,8 @@ CONNECTION_VALUES: dict[str, tuple[t.Any, t.Any]] = {
     "oa_scope": ("snsapi_base", "snsapi_base"),
     "oa_verify_file": ("MP_verify_AbC123.txt=AbC123",
                        VerifyFile("MP_verify_AbC123.txt", "AbC123")),
+    "qr_stylelite": ("yes", True),
+    "qr_fast_login": ("false", False),
 }
 
 #: The same for every app-wide key (``connections`` has tests of its own).
@@ -372,6 +376,21 @@ def test_non_http_callback_url_is_refused(url: str) -> None:
     assert repr(url) in error.problem
 
 
+@pytest.mark.parametrize("url", ["https://app.example.com/#/wechat/done",
+                                 "https://app.example.com/spa#done", "http://localhost:8000/#"])
+def test_callback_url_with_a_fragment_route_is_refused(url: str) -> None:
+    """The ID token is POSTed: the path after '#' never reaches the business server."""
+    error = refused({**BASE, "WECHAT_QR_CALLBACK_URL": url}, "WECHAT_QR_CALLBACK_URL",
+                    "POSTed", "never reaches your server", "path your server handles")
+    assert "'#'" in error.problem and repr(url) in error.problem
+
+
+def test_callback_url_fragment_is_refused_inside_a_connection_dict() -> None:
+    conns = two_connections(callback_url="https://biz.example.com/app#/done")
+    refused({**BASE, "WECHAT_QR_CONNECTIONS": conns},
+            "WECHAT_QR_CONNECTIONS[1]['callback_url']", "path your server handles")
+
+
 # --- match fields --------------------------------------------------------------------
 
 
@@ -476,10 +495,46 @@ def test_qr_href_over_http_is_refused(href: str) -> None:
             "data:text/css;base64,")
 
 
+def test_qr_href_with_stylelite_is_a_warning_naming_both_keys(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Not a refusal: the QR still works, in WeChat's compact style without the sheet."""
+    with caplog.at_level("WARNING", logger="flask_wechat_qr"):
+        conn = load(WECHAT_QR_QR_HREF="https://static.example.com/qr.css",
+                    WECHAT_QR_QR_STYLELITE=True).connections["wechat"]
+    assert conn.qr_stylelite is True and conn.qr_href == "https://static.example.com/qr.css"
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1, warnings
+    assert "WECHAT_QR_QR_HREF is ignored" in warnings[0]
+    assert "WECHAT_QR_QR_STYLELITE" in warnings[0]
+
+
+def test_qr_href_with_stylelite_in_a_connection_dict_names_the_entry(
+        caplog: pytest.LogCaptureFixture) -> None:
+    conns = two_connections(qr_href="https://static.example.com/qr.css", qr_stylelite="on")
+    with caplog.at_level("WARNING", logger="flask_wechat_qr"):
+        load(WECHAT_QR_CONNECTIONS=conns)
+    [warning] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert "WECHAT_QR_CONNECTIONS[1]['qr_href']" in warning
+    assert "WECHAT_QR_CONNECTIONS[1]['qr_stylelite']" in warning
+
+
+@pytest.mark.parametrize("config", [
+    {"WECHAT_QR_QR_STYLELITE": True},
+    {"WECHAT_QR_QR_HREF": "https://static.example.com/qr.css"},
+    {"WECHAT_QR_QR_HREF": "https://static.example.com/qr.css", "WECHAT_QR_QR_STYLELITE": False},
+])
+def test_stylelite_or_href_alone_is_no_warning(config: dict[str, t.Any],
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="flask_wechat_qr"):
+        load(**config)
+    assert [r for r in caplog.records if r.levelname == "WARNING"] == []
+
+
 # --- booleans ------------------------------------------------------------------------
 
 
-BOOLEAN_KEYS = ["WECHAT_QR_LOGIN_ONLY", "WECHAT_QR_QR_SELF_REDIRECT", "WECHAT_QR_SANDBOX"]
+BOOLEAN_KEYS = ["WECHAT_QR_LOGIN_ONLY", "WECHAT_QR_QR_SELF_REDIRECT", "WECHAT_QR_SANDBOX",
+                "WECHAT_QR_QR_STYLELITE", "WECHAT_QR_QR_FAST_LOGIN"]
 
 
 def _bool_value(settings: Settings, key: str) -> bool:
@@ -732,8 +787,11 @@ def test_none_in_a_connection_dict_means_the_default(name: str) -> None:
 
 
 @pytest.mark.parametrize("key", BOOLEAN_KEYS)
-def test_an_unset_boolean_is_false(key: str) -> None:
-    assert _bool_value(load(**{key: None}), key) is False
+def test_an_unset_boolean_is_its_default(key: str) -> None:
+    """False for all but WECHAT_QR_QR_FAST_LOGIN, on as it is at WeChat."""
+    default = {**CONNECTION_DEFAULTS, **GLOBAL_DEFAULTS}[key.removeprefix(PREFIX).lower()]
+    assert default is (key == "WECHAT_QR_QR_FAST_LOGIN")
+    assert _bool_value(load(**{key: None}), key) is default
 
 
 # --- every key from text (environment variables) -------------------------------------
@@ -745,6 +803,8 @@ TEXT_VALUES: dict[str, tuple[str, t.Any]] = {
     "login_only": ("yes", True),
     "qr_self_redirect": ("off", False),
     "mobile_page": ("no", False),
+    "qr_stylelite": ("on", True),
+    "qr_fast_login": ("0", False),
     "match_fields": ("unionid,email", ("unionid", "email")),
     "sandbox": ("true", True),
     "user_foreign_key": ("no", False),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import re
 import typing as t
+from html import unescape
 
 import pytest
 from flask import Flask
@@ -105,7 +106,9 @@ def test_qr_page_embeds_the_qr_from_the_configured_open_base_url(make_app: t.Any
     assert values["login_type"] == "jssdk"
     assert values["self_redirect"] == "false"
     assert values["style"] == "black"
-    assert frame["allow"] == "local-network-access"
+    # Chrome 142+ asks before WeChat's fast-login probe of localhost.weixin.qq.com.
+    allowed = [f.strip() for f in (frame["allow"] or "").split(";")]
+    assert "local-network-access" in allowed and "loopback-network" in allowed
     assert "open.weixin.qq.com" not in resp.text
     assert APP_SECRET not in resp.text
 
@@ -124,6 +127,79 @@ def test_qr_page_options(make_app: t.Any) -> None:
     assert values["self_redirect"] == "true"
     assert values["style"] == "white"
     assert values["href"] == href
+
+
+@pytest.mark.parametrize("config, tail", [
+    ({}, []),
+    ({"WECHAT_QR_QR_STYLELITE": True}, [("stylelite", "1")]),
+    ({"WECHAT_QR_QR_FAST_LOGIN": False}, [("fast_login", "0")]),
+    ({"WECHAT_QR_QR_STYLELITE": "yes", "WECHAT_QR_QR_FAST_LOGIN": "no"},
+     [("stylelite", "1"), ("fast_login", "0")]),
+])
+def test_qr_page_sends_stylelite_and_fast_login_last(make_app: t.Any, config: dict[str, t.Any],
+                                                     tail: list[tuple[str, str]]) -> None:
+    client = make_app(**config).test_client()
+    params = query_pairs(_iframe(client.get("/auth/wechat/qr"))["src"] or "")
+    assert params[-len(tail) - 1:] == [("lang", "en"), *tail]
+
+
+def _fallback(html: str) -> dict[str, str | None]:
+    [box] = [d for d in find_tags(html, "div") if d.get("id") == "wechat-qr-fallback"]
+    return box
+
+
+@pytest.mark.parametrize("language, texts", [
+    ("en-US,en;q=0.9", ("The QR code did not load.", "Log in on WeChat's own QR page",
+                        "No QR code above?")),
+    ("zh-CN,zh;q=0.9", ("二维码未能加载。", "前往微信官方二维码页面登录", "上方没有显示二维码？")),
+])
+def test_qr_page_has_a_hidden_fallback_and_a_noscript_link(
+        make_app: t.Any, language: str, texts: tuple[str, ...]) -> None:
+    """The fallback (shown by the page's script when the QR frame cannot load) and the
+    <noscript> line link to WeChat's full-page QR login for the same ``next``."""
+    client = make_app().test_client()
+    html = client.get("/auth/wechat/qr", query_string={"next": "/orders"},
+                      headers={"Accept-Language": language}).text
+    box = _fallback(html)
+    assert "hidden" in box and box["role"] == "alert"
+    for text in texts:
+        assert text in unescape(html), text
+    fallback_html = html[html.index('id="wechat-qr-fallback"'):]
+    noscript = html[html.index("<noscript>"):html.index("</noscript>")]
+    for part in (fallback_html[:fallback_html.index("</div>")], noscript):
+        [link] = [a["href"] or "" for a in find_tags(part, "a")]
+        assert link.startswith("/auth/wechat/login?")
+        assert query_pairs(link) == [("next", "/orders")]
+    frame = _iframe_of(html)
+    assert float(frame["data-fallback-after"] or 0) > 0
+
+
+def _iframe_of(html: str) -> dict[str, str | None]:
+    [frame] = find_tags(html, "iframe")
+    return frame
+
+
+def test_qr_page_script_watches_the_frame_without_wechats_host_in_it(client: t.Any) -> None:
+    """One inline script, as the extension's other pages have, which the page's own headers
+    allow (a frame-ancestors policy only); it names no host: it probes the frame's own."""
+    resp = client.get("/auth/wechat/qr")
+    csp = resp.headers.get("Content-Security-Policy", "")
+    assert "script-src" not in csp and "default-src" not in csp
+    scripts = re.findall(r"<script(?: nonce=\"[^\"]*\")?>(.*?)</script>", resp.text, re.S)
+    assert len(scripts) == 1
+    script = scripts[0]
+    for needed in ('"wechat-qr-frame"', '"wechat-qr-fallback"', "securitypolicyviolation",
+                   'mode: "no-cors"', '"load"', '"error"', "data-fallback-after"):
+        assert needed in script, needed
+    assert "weixin" not in script
+
+
+def test_qr_page_script_carries_a_hosts_csp_nonce(make_app: t.Any) -> None:
+    """A host with a nonce-based policy (Flask-Talisman's csp_nonce() template global)."""
+    app = make_app()
+    app.jinja_env.globals["csp_nonce"] = lambda: "n0nce-123"
+    html = app.test_client().get("/auth/wechat/qr").text
+    assert '<script nonce="n0nce-123">' in html
 
 
 def test_qr_page_refreshes_before_its_state_is_useless(make_app: t.Any) -> None:
