@@ -154,9 +154,10 @@ def wechat_error(errcode: int, errmsg: str) -> Response:
 # --- the pages a desktop browser sees -------------------------------------------------
 
 
-def page_error(title: str, detail: str, errcode: int | None = None) -> tuple[str, int]:
+def page_error(title: str, detail: str, errcode: int | None = None,
+               status: int = 400) -> tuple[str, int]:
     return render_template("wechat_qr/sandbox/error.html", title=title, detail=detail,
-                           errcode=errcode), 400
+                           errcode=errcode), status
 
 
 @blueprint.before_request
@@ -372,7 +373,7 @@ def fast_login(uuid: str) -> t.Any:
     status = _status(qr_session, now)
     if qr_session is None or status == "expired":
         return page_error(_("QR code expired"),
-                           _("Refresh the QR code on your computer and scan again.")), 410
+                          _("Refresh the QR code on your computer and scan again."), status=410)
     person_key = request.form.get("person", "")
     if status not in OPEN_STATUSES or person_key not in PEOPLE_BY_KEY:
         return page_error(_("Already answered"), _(

@@ -24,7 +24,8 @@ import typing as t
 from urllib.parse import parse_qsl
 
 import sqlalchemy as sa
-from flask import Response, redirect, render_template, request, url_for
+from flask import redirect, render_template, request, url_for
+from werkzeug.wrappers import Response
 
 from ..i18n import gettext as _
 from .users import PEOPLE, PEOPLE_BY_KEY, SNAPSHOT_CHOICE, is_snapshot, new_snapshot_key
