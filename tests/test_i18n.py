@@ -437,9 +437,14 @@ def test_sandbox_qr_page_follows_wechats_lang(sandbox_app: Flask) -> None:
     assert "Simulate a scan" not in page
     # The script's texts (scanned, expired, refresh) are Chinese too.
     assert '"refresh": "\\u5237\\u65b0"' in page
+    assert "微信快捷登录（模拟）" in page
     page, _ = sandbox_qr_page(browser(sandbox_app, ZH), "en")
-    assert_english(page, "<h2>WeChat login</h2>", "Scan with WeChat to log in to",
-                   "Simulate a scan (no phone)", '"refresh": "Refresh"')
+    # The fast login's choice of simulated people holds their (Chinese) nicknames: data.
+    people = re.compile(r'<select name="person".*?</select>', re.S)
+    assert "张三🐼" in people.search(page).group(0)  # type: ignore[union-attr]
+    assert_english(people.sub("", page), "<h2>WeChat login</h2>",
+                   "Scan with WeChat to log in to", "Simulate a scan (no phone)",
+                   '"refresh": "Refresh"', "Log in with desktop WeChat (simulated)")
 
 
 @pytest.mark.parametrize("header", [ZH, EN])

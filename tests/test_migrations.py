@@ -38,7 +38,8 @@ EXTENSION_TABLES = {"wechat_qr_identity", "wechat_qr_login_state",
 #: The example site's own tables.
 SITE_TABLES = {"user", "login_failure"}
 SANDBOX_TABLES = {"wechat_qr_sandbox_qr", "wechat_qr_sandbox_person",
-                  "wechat_qr_sandbox_code", "wechat_qr_sandbox_token"}
+                  "wechat_qr_sandbox_code", "wechat_qr_sandbox_token",
+                  "wechat_qr_sandbox_consent"}
 
 
 #: No variable of the developer's shell reaches the example app; no instance folder in the

@@ -18,6 +18,7 @@ class SandboxModels:
     Person: t.Any
     Code: t.Any
     Token: t.Any
+    Consent: t.Any
 
 
 def sandbox_models_for(db: SQLAlchemy) -> SandboxModels:
@@ -63,6 +64,8 @@ def _declare(db: SQLAlchemy) -> SandboxModels:
         person_key = sa.Column(sa.String(64), nullable=False)
         created_at = sa.Column(sa.Float, nullable=False)
         used = sa.Column(sa.Boolean, nullable=False, default=False)
+        #: what the person granted; ``None`` (rows of before 2026-12): ``snsapi_login``
+        scope = sa.Column(sa.String(32))
 
     # db.Model: the host's base class, made at run time (mypy sees a variable)
     class SandboxToken(db.Model):  # type: ignore[name-defined,misc]
@@ -74,9 +77,44 @@ def _declare(db: SQLAlchemy) -> SandboxModels:
         person_key = sa.Column(sa.String(64), nullable=False)
         expires_at = sa.Column(sa.Float, nullable=False)
         refresh_expires_at = sa.Column(sa.Float, nullable=False)
+        #: as on its code
+        scope = sa.Column(sa.String(32))
+
+    # db.Model: the host's base class, made at run time (mypy sees a variable)
+    class SandboxConsent(db.Model):  # type: ignore[name-defined,misc]
+        """A person who authorized an Official Account: later ``snsapi_base`` visits of
+        theirs to it are silent."""
+
+        __tablename__ = "wechat_qr_sandbox_consent"
+        __table_args__ = (sa.UniqueConstraint("app_id", "person_key"),)
+
+        #: one column: the purge deletes in batches by primary key
+        id = sa.Column(sa.Integer, primary_key=True)
+        app_id = sa.Column(sa.String(64), nullable=False)
+        person_key = sa.Column(sa.String(64), nullable=False)
+        scope = sa.Column(sa.String(32), nullable=False)
+        #: when the consent is forgotten (renewed by each authorization)
+        expires_at = sa.Column(sa.Float, nullable=False, index=True)
 
     return SandboxModels(QRSession=SandboxQRSession, Person=SandboxPersonRow,
-                         Code=SandboxCode, Token=SandboxToken)
+                         Code=SandboxCode, Token=SandboxToken, Consent=SandboxConsent)
+
+
+def add_missing_columns(engine: sa.Engine, tables: t.Iterable[sa.Table]) -> None:
+    """Add the nullable columns a newer sandbox declares to tables an older one made (a
+    standalone sandbox keeps its SQLite file between versions; ``create_all`` only makes
+    missing tables)."""
+    inspector = sa.inspect(engine)
+    quote = engine.dialect.identifier_preparer.quote
+    with engine.begin() as conn:
+        for table in tables:
+            present = {column["name"] for column in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name in present or not column.nullable:
+                    continue
+                kind = column.type.compile(dialect=engine.dialect)
+                conn.execute(sa.text(f"ALTER TABLE {quote(table.name)} "
+                                     f"ADD COLUMN {quote(column.name)} {kind}"))
 
 
 _declared: weakref.WeakKeyDictionary[t.Any, SandboxModels] = weakref.WeakKeyDictionary()

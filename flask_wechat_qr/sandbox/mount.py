@@ -8,6 +8,7 @@ from dataclasses import fields
 import sqlalchemy as sa
 from flask import Flask
 
+from . import webauth  # noqa: F401  (its Official Account routes join the blueprint)
 from .models import sandbox_models_for
 from .views import EXTENSION_KEY, SandboxApp, SandboxRuntime, blueprint
 

@@ -37,6 +37,20 @@ PEOPLE_BY_KEY = {person.key: person for person in PEOPLE}
 
 OPEN_PLATFORM_ACCOUNT = "flask-wechat-qr-sandbox"
 
+#: The consent page's choice for a visitor on a 朋友圈 snapshot page (快照页, WeChat since
+#: 2022-07-12): WeChat gives the site virtual ids and ``is_snapshotuser: 1``.
+SNAPSHOT_CHOICE = "snapshot"
+_SNAPSHOT_PREFIX = "snapshot-"
+
+
+def new_snapshot_key(token: str) -> str:
+    """A snapshot visit's person key: a new virtual openid each visit."""
+    return _SNAPSHOT_PREFIX + token
+
+
+def is_snapshot(person_key: str) -> bool:
+    return person_key.startswith(_SNAPSHOT_PREFIX)
+
 
 def _wechat_id(*parts: str) -> str:
     digest = hashlib.sha256(":".join(parts).encode("utf-8")).digest()
@@ -49,6 +63,10 @@ def openid_for(app_id: str, person_key: str) -> str:
 
 
 def unionid_for(person_key: str) -> str:
+    """Snapshot visitors share one virtual unionid, unlike any real person's (sites that
+    trusted it found many openids on one unionid)."""
+    if is_snapshot(person_key):
+        return _wechat_id("unionid", OPEN_PLATFORM_ACCOUNT, "snapshot", "virtual")
     return _wechat_id("unionid", OPEN_PLATFORM_ACCOUNT, person_key)
 
 

@@ -1,6 +1,7 @@
 """The simulated WeChat Open Platform: the QR pages a browser sees, the confirmation page
 a phone sees, and the ``/sns/*`` API the extension calls, with WeChat's semantics (codes
-single-use and valid 5 minutes, errors as HTTP 200 ``text/plain`` JSON).
+single-use and valid 5 minutes, errors as HTTP 200 ``text/plain`` JSON). The Official
+Account's web authorization page (inside WeChat) is in :mod:`.webauth`.
 
 All state is in the database, so any worker process can answer any step.
 """
@@ -21,6 +22,7 @@ from flask import (
     abort,
     current_app,
     jsonify,
+    redirect,
     render_template,
     request,
     url_for,
@@ -31,9 +33,17 @@ from ..i18n import gettext as _
 from ..purge import BATCH_SIZE, delete_expired
 from ..redact import redact_http_debug_logs
 from ..urls import is_loopback_host
-from .models import SandboxModels
+from .models import SandboxModels, add_missing_columns
 from .qr import qr_svg
-from .users import PEOPLE, PEOPLE_BY_KEY, SandboxPerson, avatar_for, openid_for, unionid_for
+from .users import (
+    PEOPLE,
+    PEOPLE_BY_KEY,
+    SandboxPerson,
+    avatar_for,
+    is_snapshot,
+    openid_for,
+    unionid_for,
+)
 
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
@@ -46,12 +56,19 @@ OPEN_STATUSES = ("waiting", "scanned")
 CODE_TTL = 300
 ACCESS_TOKEN_TTL = 7200
 REFRESH_TOKEN_TTL = 30 * 24 * 3600
+#: How long the sandbox remembers that a person authorized an Official Account (WeChat keeps
+#: it until the person revokes it; a month of development is plenty).
+CONSENT_TTL = 30 * 24 * 3600
 #: Seconds between two purges of expired rows by one process, and how long rows stay after
 #: they expired (a page still open can say "expired" rather than "unknown").
 PURGE_INTERVAL = 60
 KEPT_AFTER_EXPIRY = 3600
 REDIRECT_ORDER = ["appid", "redirect_uri", "response_type", "scope", "state"]
 JSSDK_ORDER = ["appid", "scope", "redirect_uri", "state", "login_type"]
+#: The kinds of application on the simulated Open Platform, and the scopes each may ask.
+WEBSITE = "website"
+OFFICIAL_ACCOUNT = "official_account"
+SCOPES = {WEBSITE: ("snsapi_login",), OFFICIAL_ACCOUNT: ("snsapi_base", "snsapi_userinfo")}
 
 blueprint = Blueprint("wechat_qr_sandbox", __name__, template_folder="../templates")
 # The API takes the AppSecret, codes and tokens in query strings, which a server's access
@@ -78,15 +95,22 @@ def no_store(response: Response) -> Response:
 
 @dataclass(frozen=True)
 class SandboxApp:
-    """A website application registered on the simulated Open Platform."""
+    """An application on the simulated Open Platform: a website application (QR login) or,
+    with ``kind="official_account"``, an Official Account (服务号, web authorization inside
+    WeChat). All belong to one Open Platform account: one person, one unionid."""
 
     app_id: str
     app_secret: str = field(repr=False)
     name: str
-    #: the reviewed "authorization callback domain"; ``None``: this site's own host
+    #: the reviewed "authorization callback domain" (an Official Account's "web
+    #: authorization domain"); ``None``: this site's own host
     callback_domain: str | None = None
-    #: "website" (a website application: QR login) or "official_account"
-    kind: str = "website"
+    #: ``"website"`` or ``"official_account"``
+    kind: str = WEBSITE
+
+    def __post_init__(self) -> None:
+        if self.kind not in SCOPES:
+            raise ValueError(f"SandboxApp kind: {self.kind!r} is not one of {sorted(SCOPES)}")
 
 
 @dataclass
@@ -101,11 +125,11 @@ class SandboxRuntime:
     tables_ready: bool = False
 
 
-def _runtime() -> SandboxRuntime:
+def sandbox_runtime() -> SandboxRuntime:
     return t.cast(SandboxRuntime, current_app.extensions[EXTENSION_KEY])
 
 
-def _key(value: str | None) -> str:
+def lookup_key(value: str | None) -> str:
     """A lookup key from the request; ``""`` (no row's) for one holding NUL, which
     PostgreSQL refuses in a query (a 500 instead of WeChat's "invalid" answer)."""
     return value if value and "\x00" not in value else ""
@@ -130,9 +154,10 @@ def wechat_error(errcode: int, errmsg: str) -> Response:
 # --- the pages a desktop browser sees -------------------------------------------------
 
 
-def _page_error(title: str, detail: str, errcode: int | None = None) -> tuple[str, int]:
+def page_error(title: str, detail: str, errcode: int | None = None,
+               status: int = 400) -> tuple[str, int]:
     return render_template("wechat_qr/sandbox/error.html", title=title, detail=detail,
-                           errcode=errcode), 400
+                           errcode=errcode), status
 
 
 @blueprint.before_request
@@ -140,10 +165,11 @@ def create_missing_tables() -> None:
     """The sandbox's tables are development-only: not in the extension's migrations nor in
     a host's. They are made here, on first use, where missing (a Flask-Migrate site never
     runs ``db.create_all()``)."""
-    runtime = _runtime()
+    runtime = sandbox_runtime()
     if not runtime.tables_ready:
         tables = [getattr(runtime.models, f.name).__table__ for f in fields(runtime.models)]
         runtime.db.metadata.create_all(runtime.db.engine, tables=tables, checkfirst=True)
+        add_missing_columns(runtime.db.engine, tables)
         runtime.tables_ready = True
 
 
@@ -153,20 +179,20 @@ def refuse_undecodable_query() -> tuple[str, int] | None:
     try:
         request.query_string.decode()
     except UnicodeDecodeError:
-        return _page_error(_("Invalid request"), _("The query string is not UTF-8."))
+        return page_error(_("Invalid request"), _("The query string is not UTF-8."))
     return None
 
 
 @blueprint.route("/")
 def index() -> str:
-    return render_template("wechat_qr/sandbox/index.html", apps=_runtime().apps.values(),
+    return render_template("wechat_qr/sandbox/index.html", apps=sandbox_runtime().apps.values(),
                            people=PEOPLE)
 
 
 @blueprint.route("/connect/qrconnect")
 def qrconnect() -> t.Any:
     """WeChat's QR page (full-page redirect mode, or the ``wxLogin.js`` iframe)."""
-    sandbox = _runtime()
+    sandbox = sandbox_runtime()
     keys = [key for key, _value in parse_qsl(request.query_string.decode("latin-1"),
                                              keep_blank_values=True)]
     args = request.args
@@ -175,39 +201,20 @@ def qrconnect() -> t.Any:
     jssdk = args.get("login_type") == "jssdk"
     app = sandbox.apps.get(args.get("appid", ""))
     if app is None:
-        return _page_error(_("Invalid appid"),
+        return page_error(_("Invalid appid"),
                            _("The appid is not a website application of this Open Platform."))
     expected = JSSDK_ORDER if jssdk else REDIRECT_ORDER
-    if keys[: len(expected)] != expected:
-        return _page_error(
-            _("Wrong Scope parameter or no Scope permission (parameter order)"),
-            _("WeChat matches this URL strictly: expected the parameters %(expected)s in that "
-              "order, got %(got)s.", expected=", ".join(expected),
-              got=", ".join(keys) or _("none")),
-        )
-    if args.get("scope") != "snsapi_login" or (not jssdk and args.get("response_type") != "code"):
-        return _page_error(
-            _("Wrong Scope parameter or no Scope permission"),
-            _("Website applications use response_type=code and scope=snsapi_login."))
-    redirect_uri = args.get("redirect_uri", "")
-    # Parsed as a browser will follow it: a backslash is "/" in http(s) URLs, so the host
-    # of http://evil<backslash>@site/ is evil; and no user name (WeChat takes none either).
-    parts = urlsplit(redirect_uri.replace("\\", "/"))
-    domain = app.callback_domain or request.host.rsplit(":", 1)[0]
-    if (parts.scheme not in ("http", "https") or parts.hostname != domain or "#" in redirect_uri
-            or "@" in parts.netloc or not redirect_uri.isprintable()):
-        return _page_error(
-            _("Wrong redirect_uri parameter"),
-            _("The redirect_uri host must be the registered authorization callback domain "
-              "%(domain)s (10003).", domain=repr(domain)), errcode=10003)
-
-    state = args.get("state")
-    if state is not None and (len(state.encode()) > 128 or not state.isprintable()):
-        return _page_error(_("Wrong state parameter"),
-                           _("WeChat takes a state of at most 128 bytes, e.g. [a-zA-Z0-9]{32}."))
+    problem = (order_problem(keys, expected)
+               or scope_problem(app, args.get("scope"), WEBSITE)
+               or (None if jssdk else response_type_problem(args.get("response_type")))
+               or redirect_uri_problem(app, args.get("redirect_uri", ""))
+               or state_problem(args.get("state")))
+    if problem is not None:
+        return problem
+    redirect_uri, state = args.get("redirect_uri", ""), args.get("state")
 
     now = time.time()
-    _purge_now_and_then(sandbox, now)
+    purge_now_and_then(sandbox, now)
     qr_session = sandbox.models.QRSession(
         uuid=secrets.token_urlsafe(12), app_id=app.app_id, redirect_uri=redirect_uri,
         state=state, status="waiting", created_at=now, expires_at=now + QR_TTL)
@@ -219,6 +226,10 @@ def qrconnect() -> t.Any:
         app=app, qr=qr_session, jssdk=jssdk,
         self_redirect=args.get("self_redirect") == "true",
         style=args.get("style", "black"),
+        stylelite=args.get("stylelite") == "1",
+        # wxLogin.js v3's fast_login=0: no desktop-WeChat fast login on this page.
+        fast_login=args.get("fast_login") != "0",
+        people=PEOPLE,
         confirm_url=_confirm_url(qr_session.uuid),
         confirm_path=confirm_path,
         loopback=is_loopback_host(urlsplit(_public_base()).hostname or ""),
@@ -226,10 +237,68 @@ def qrconnect() -> t.Any:
     )
 
 
+def order_problem(keys: list[str], expected: list[str]) -> tuple[str, int] | None:
+    """WeChat matches its authorization URLs with a strict pattern: the parameters in its
+    order (more may follow)."""
+    if keys[: len(expected)] == expected:
+        return None
+    return page_error(
+        _("Wrong Scope parameter or no Scope permission (parameter order)"),
+        _("WeChat matches this URL strictly: expected the parameters %(expected)s in that "
+          "order, got %(got)s.", expected=", ".join(expected), got=", ".join(keys) or _("none")),
+    )
+
+
+def scope_problem(app: SandboxApp, scope: str | None, page_kind: str) -> tuple[str, int] | None:
+    """An application on the other kind's page, or a scope its kind does not have: WeChat's
+    10005 page (an Official Account's AppID on qrconnect, a website's on oauth2/authorize)."""
+    if app.kind == page_kind and scope in SCOPES[app.kind]:
+        return None
+    if page_kind == WEBSITE:
+        return page_error(
+            _("Wrong Scope parameter or no Scope permission"),
+            _("Website applications use response_type=code and scope=snsapi_login; an "
+              "Official Account's AppID logs in on /connect/oauth2/authorize."), errcode=10005)
+    return page_error(
+        _("This Official Account does not have these scopes"),
+        _("Web authorization is for an Official Account's AppID with scope snsapi_base or "
+          "snsapi_userinfo; a website application's AppID logs in on /connect/qrconnect."),
+        errcode=10005)
+
+
+def response_type_problem(response_type: str | None) -> tuple[str, int] | None:
+    if response_type == "code":
+        return None
+    return page_error(_("Wrong Scope parameter or no Scope permission"),
+                       _("WeChat's authorization URLs take response_type=code."))
+
+
+def redirect_uri_problem(app: SandboxApp, redirect_uri: str) -> tuple[str, int] | None:
+    """WeChat's 10003: the redirect URI is not on the registered callback domain."""
+    # Parsed as a browser will follow it: a backslash is "/" in http(s) URLs, so the host
+    # of http://evil<backslash>@site/ is evil; and no user name (WeChat takes none either).
+    parts = urlsplit(redirect_uri.replace("\\", "/"))
+    domain = app.callback_domain or request.host.rsplit(":", 1)[0]
+    if (parts.scheme not in ("http", "https") or parts.hostname != domain or "#" in redirect_uri
+            or "@" in parts.netloc or not redirect_uri.isprintable()):
+        return page_error(
+            _("Wrong redirect_uri parameter"),
+            _("The redirect_uri host must be the registered authorization callback domain "
+              "%(domain)s (10003).", domain=repr(domain)), errcode=10003)
+    return None
+
+
+def state_problem(state: str | None) -> tuple[str, int] | None:
+    if state is not None and (len(state.encode()) > 128 or not state.isprintable()):
+        return page_error(_("Wrong state parameter"),
+                           _("WeChat takes a state of at most 128 bytes, e.g. [a-zA-Z0-9]{32}."))
+    return None
+
+
 @blueprint.route("/connect/qrcode/<uuid>.svg")
 def qrcode_image(uuid: str) -> Response:
-    sandbox = _runtime()
-    if sandbox.db.session.get(sandbox.models.QRSession, _key(uuid)) is None:
+    sandbox = sandbox_runtime()
+    if sandbox.db.session.get(sandbox.models.QRSession, lookup_key(uuid)) is None:
         abort(404)
     svg = qr_svg(_confirm_url(uuid))
     return Response(svg, content_type="image/svg+xml",
@@ -239,18 +308,18 @@ def qrcode_image(uuid: str) -> Response:
 @blueprint.route("/connect/l/qrconnect")
 def poll() -> Response:
     """The desktop page asks whether the phone has answered (WeChat long-polls here)."""
-    sandbox = _runtime()
+    sandbox = sandbox_runtime()
     qr_session = sandbox.db.session.get(sandbox.models.QRSession,
-                                        _key(request.args.get("uuid")))
+                                        lookup_key(request.args.get("uuid")))
     status = _status(qr_session, time.time())
     payload: dict[str, t.Any] = {"status": status}
     if qr_session is None:  # unknown: "expired"
         return jsonify(payload)
     if status == "confirmed":
-        payload["redirect"] = _with_query(qr_session.redirect_uri,
+        payload["redirect"] = with_query(qr_session.redirect_uri,
                                           [("code", qr_session.code), ("state", qr_session.state)])
     elif status == "denied":
-        payload["redirect"] = _with_query(qr_session.redirect_uri, [("state", qr_session.state)])
+        payload["redirect"] = with_query(qr_session.redirect_uri, [("state", qr_session.state)])
     return jsonify(payload)
 
 
@@ -260,9 +329,8 @@ def poll() -> Response:
 @blueprint.route("/connect/confirm/<uuid>", methods=["GET", "POST"])
 def confirm(uuid: str) -> t.Any:
     """"<app> wants to log in with your WeChat": pick a simulated person, Allow or Deny."""
-    sandbox = _runtime()
-    models = sandbox.models
-    qr_session = sandbox.db.session.get(models.QRSession, _key(uuid))
+    sandbox = sandbox_runtime()
+    qr_session = sandbox.db.session.get(sandbox.models.QRSession, lookup_key(uuid))
     now = time.time()
     status = _status(qr_session, now)
     if qr_session is None or status == "expired":
@@ -282,16 +350,55 @@ def confirm(uuid: str) -> t.Any:
     if request.form.get("action") != "allow":
         outcome, values = "denied", {"status": "denied"}
     else:
-        person_key = _chosen_person(sandbox, request.form)
+        person_key = chosen_person(sandbox, request.form)
         if person_key is None:
             return render_template("wechat_qr/sandbox/confirm.html", outcome=None, app=app,
                                    qr=qr_session, people=PEOPLE,
                                    problem=_("Choose a person or type a nickname.")), 400
-        code = secrets.token_urlsafe(24)
-        sandbox.db.session.add(models.Code(code=code, app_id=qr_session.app_id,
-                                           person_key=person_key, created_at=now))
+        code = new_code(sandbox, qr_session.app_id, person_key, "snsapi_login", now)
         outcome, values = "allowed", {"status": "confirmed", "code": code}
-    # Only one answer per QR code, whichever worker gets it first.
+    if not _answer_qr_session(sandbox, uuid, values):
+        return render_template("wechat_qr/sandbox/confirm.html", outcome="used", app=app), 409
+    return render_template("wechat_qr/sandbox/confirm.html", outcome=outcome, app=app)
+
+
+@blueprint.route("/connect/qrconnect/fast_login/<uuid>", methods=["POST"])
+def fast_login(uuid: str) -> t.Any:
+    """Desktop WeChat's "fast login" (快速登录, WeChat for Windows 3.9.11+ / Mac 4.0+): the
+    person logged in to WeChat on this computer confirms there, with no phone; the page then
+    goes to the redirect URI (the form targets the top window unless ``self_redirect``)."""
+    sandbox = sandbox_runtime()
+    qr_session = sandbox.db.session.get(sandbox.models.QRSession, lookup_key(uuid))
+    now = time.time()
+    status = _status(qr_session, now)
+    if qr_session is None or status == "expired":
+        return page_error(_("QR code expired"),
+                          _("Refresh the QR code on your computer and scan again."), status=410)
+    person_key = request.form.get("person", "")
+    if status not in OPEN_STATUSES or person_key not in PEOPLE_BY_KEY:
+        return page_error(_("Already answered"), _(
+            "This QR code was already answered. Refresh it on your computer to log in again."))
+    code = new_code(sandbox, qr_session.app_id, person_key, "snsapi_login", now)
+    if not _answer_qr_session(sandbox, uuid, {"status": "confirmed", "code": code}):
+        return page_error(_("Already answered"), _(
+            "This QR code was already answered. Refresh it on your computer to log in again."))
+    return redirect(with_query(qr_session.redirect_uri, [("code", code),
+                                                        ("state", qr_session.state)]))
+
+
+def new_code(sandbox: SandboxRuntime, app_id: str, person_key: str, scope: str,
+             now: float) -> str:
+    """A new authorization code (single use, 5 minutes), added to the session."""
+    code = secrets.token_urlsafe(24)
+    sandbox.db.session.add(sandbox.models.Code(code=code, app_id=app_id, person_key=person_key,
+                                               scope=scope, created_at=now))
+    return code
+
+
+def _answer_qr_session(sandbox: SandboxRuntime, uuid: str, values: dict[str, str]) -> bool:
+    """Record the one answer a QR code gets, whichever worker gets it first (commits); False
+    when it was already answered."""
+    models = sandbox.models
     # An UPDATE's result is a CursorResult (SQLAlchemy's own advice for its typing).
     updated = t.cast("CursorResult[t.Any]", sandbox.db.session.execute(
         sa.update(models.QRSession)
@@ -301,12 +408,12 @@ def confirm(uuid: str) -> t.Any:
     )).rowcount
     if updated != 1:
         sandbox.db.session.rollback()
-        return render_template("wechat_qr/sandbox/confirm.html", outcome="used", app=app), 409
+        return False
     sandbox.db.session.commit()
-    return render_template("wechat_qr/sandbox/confirm.html", outcome=outcome, app=app)
+    return True
 
 
-def _chosen_person(sandbox: SandboxRuntime, form: t.Mapping[str, str]) -> str | None:
+def chosen_person(sandbox: SandboxRuntime, form: t.Mapping[str, str]) -> str | None:
     choice = form.get("person", "")
     if choice in PEOPLE_BY_KEY:
         return choice
@@ -327,7 +434,7 @@ def _chosen_person(sandbox: SandboxRuntime, form: t.Mapping[str, str]) -> str | 
 
 @blueprint.route("/sns/oauth2/access_token")
 def access_token() -> Response:
-    sandbox = _runtime()
+    sandbox = sandbox_runtime()
     models = sandbox.models
     args = request.args
     app_id, secret, code = args.get("appid"), args.get("secret"), args.get("code")
@@ -344,7 +451,9 @@ def access_token() -> Response:
         return wechat_error(41008, "missing code")
     if args.get("grant_type") != "authorization_code":
         return wechat_error(40002, "invalid grant_type")
-    row = sandbox.db.session.get(models.Code, _key(code))
+    row = sandbox.db.session.get(models.Code, lookup_key(code))
+    # Another application's code (the website app's with the Official Account's
+    # credentials, or the reverse) is 40029 on WeChat too ("code和appid不匹配").
     if row is None or row.app_id != app_id:
         return wechat_error(40029, "invalid code")
     if row.created_at + CODE_TTL < time.time():
@@ -356,14 +465,14 @@ def access_token() -> Response:
     if used != 1:
         sandbox.db.session.rollback()
         return wechat_error(40163, "code been used")
-    payload = _issue_token(sandbox, app_id, row.person_key)
+    payload = _issue_token(sandbox, app_id, row.person_key, row.scope or "snsapi_login")
     sandbox.db.session.commit()
     return wechat_json(payload)
 
 
 @blueprint.route("/sns/oauth2/refresh_token")
 def refresh_token() -> Response:
-    sandbox = _runtime()
+    sandbox = sandbox_runtime()
     models = sandbox.models
     args = request.args
     app_id = args.get("appid")
@@ -377,7 +486,7 @@ def refresh_token() -> Response:
     if not given:
         return wechat_error(41003, "refresh_token missing")
     row = sandbox.db.session.execute(
-        sa.select(models.Token).where(models.Token.refresh_token == _key(given),
+        sa.select(models.Token).where(models.Token.refresh_token == lookup_key(given),
                                       models.Token.app_id == app_id)
     ).scalar_one_or_none()
     if row is None:
@@ -389,20 +498,26 @@ def refresh_token() -> Response:
         row.access_token = secrets.token_urlsafe(60)
     row.expires_at = now + ACCESS_TOKEN_TTL
     sandbox.db.session.commit()
-    return wechat_json({
+    payload: dict[str, t.Any] = {
         "access_token": row.access_token, "expires_in": ACCESS_TOKEN_TTL,
         "refresh_token": row.refresh_token, "openid": openid_for(app_id, row.person_key),
-        "scope": "snsapi_login",
-    })
+        "scope": row.scope or "snsapi_login",
+    }
+    if is_snapshot(row.person_key):
+        payload["is_snapshotuser"] = 1
+    return wechat_json(payload)
 
 
 @blueprint.route("/sns/userinfo")
 def userinfo() -> Response:
-    sandbox = _runtime()
+    sandbox = sandbox_runtime()
     row, error = _check_access_token(sandbox)
     if error is not None:
         return error
-    person = _person(sandbox, row.person_key)
+    # An Official Account's snsapi_base token reads no profile, nor does a snapshot page's.
+    if row.scope == "snsapi_base" or is_snapshot(row.person_key):
+        return wechat_error(48001, "api unauthorized")
+    person = person_of(sandbox, row.person_key)
     payload: dict[str, t.Any] = {
         "openid": openid_for(row.app_id, person.key),
         "nickname": person.nickname,
@@ -418,7 +533,7 @@ def userinfo() -> Response:
 
 @blueprint.route("/sns/auth")
 def auth_check() -> Response:
-    _row, error = _check_access_token(_runtime())
+    _row, error = _check_access_token(sandbox_runtime())
     return error if error is not None else wechat_json({"errcode": 0, "errmsg": "ok"})
 
 
@@ -428,7 +543,7 @@ def _check_access_token(sandbox: SandboxRuntime) -> tuple[t.Any, Response | None
         return None, wechat_error(41001, "access_token missing")
     if not openid:
         return None, wechat_error(41009, "missing openid")
-    row = sandbox.db.session.get(sandbox.models.Token, _key(token))
+    row = sandbox.db.session.get(sandbox.models.Token, lookup_key(token))
     if row is None:
         return None, wechat_error(40014, "invalid access_token")
     if row.expires_at < time.time():
@@ -438,25 +553,30 @@ def _check_access_token(sandbox: SandboxRuntime) -> tuple[t.Any, Response | None
     return row, None
 
 
-def _issue_token(sandbox: SandboxRuntime, app_id: str, person_key: str) -> dict[str, t.Any]:
+def _issue_token(sandbox: SandboxRuntime, app_id: str, person_key: str,
+                 scope: str) -> dict[str, t.Any]:
+    """The token answer in WeChat's order. An Official Account's gives ``unionid`` only for
+    ``snsapi_userinfo`` ("只有当scope为snsapi_userinfo时返回"), and flags a snapshot visitor."""
     now = time.time()
     row = sandbox.models.Token(
         access_token=secrets.token_urlsafe(60), refresh_token=secrets.token_urlsafe(60),
-        app_id=app_id, person_key=person_key, expires_at=now + ACCESS_TOKEN_TTL,
+        app_id=app_id, person_key=person_key, scope=scope, expires_at=now + ACCESS_TOKEN_TTL,
         refresh_expires_at=now + REFRESH_TOKEN_TTL)
     sandbox.db.session.add(row)
     payload: dict[str, t.Any] = {
         "access_token": row.access_token, "expires_in": ACCESS_TOKEN_TTL,
         "refresh_token": row.refresh_token, "openid": openid_for(app_id, person_key),
-        "scope": "snsapi_login",
+        "scope": scope,
     }
-    if _person(sandbox, person_key).has_unionid:
+    if is_snapshot(person_key):
+        payload["is_snapshotuser"] = 1
+    if scope != "snsapi_base" and person_of(sandbox, person_key).has_unionid:
         payload["unionid"] = unionid_for(person_key)
     return payload
 
 
-def _purge_now_and_then(sandbox: SandboxRuntime, now: float) -> None:
-    """Delete QR codes, codes and tokens long past use, at most once a minute per process:
+def purge_now_and_then(sandbox: SandboxRuntime, now: float) -> None:
+    """Delete QR codes, codes, tokens and consents long past use, at most once a minute per process:
     every QR page makes a row, and a sandbox left running must not grow without end. A
     batch per table at a time (the next QR page goes on while batches come back full)."""
     if now < sandbox.next_purge:
@@ -466,7 +586,8 @@ def _purge_now_and_then(sandbox: SandboxRuntime, now: float) -> None:
     backlog = False
     for model, column, end in (("QRSession", "expires_at", now),
                                ("Code", "created_at", now - CODE_TTL),
-                               ("Token", "refresh_expires_at", now)):
+                               ("Token", "refresh_expires_at", now),
+                               ("Consent", "expires_at", now)):
         table = getattr(models, model).__table__
         deleted = delete_expired(sandbox.db.session, table, table.c[column],
                                  end - KEPT_AFTER_EXPIRY)
@@ -475,7 +596,7 @@ def _purge_now_and_then(sandbox: SandboxRuntime, now: float) -> None:
         sandbox.next_purge = now
 
 
-def _person(sandbox: SandboxRuntime, key: str) -> SandboxPerson:
+def person_of(sandbox: SandboxRuntime, key: str) -> SandboxPerson:
     if key in PEOPLE_BY_KEY:
         return PEOPLE_BY_KEY[key]
     row = sandbox.db.session.get(sandbox.models.Person, key)
@@ -494,14 +615,14 @@ def _status(qr_session: t.Any, now: float) -> str:
     return t.cast(str, qr_session.status)
 
 
-def _with_query(url: str, params: list[tuple[str, str | None]]) -> str:
+def with_query(url: str, params: list[tuple[str, str | None]]) -> str:
     query = urlencode([(k, v) for k, v in params if v is not None])
     return f"{url}{'&' if '?' in url else '?'}{query}"
 
 
 def _public_base() -> str:
     """Where a phone reaches this sandbox: the configured public URL, else this host."""
-    return (_runtime().public_url or request.host_url).rstrip("/")
+    return (sandbox_runtime().public_url or request.host_url).rstrip("/")
 
 
 def _confirm_url(uuid: str) -> str:

@@ -290,3 +290,86 @@ def test_expired_qr_codes_codes_and_tokens_are_purged(sandbox_app: Flask, clock:
     clock.advance(2 * 3600)  # long past use
     latest, _state = open_qr_page(sandbox_app.test_client())
     assert qr_codes() == [latest]
+
+
+# --- desktop WeChat's fast login ---------------------------------------------------------
+
+
+def _jssdk_path(*extras: str) -> str:
+    """The iframe URL as wxLogin.js v3 builds it: its five parameters, then its extras."""
+    return (f"{SBX}/connect/qrconnect?appid={SANDBOX_APP_ID}&scope=snsapi_login"
+            f"&redirect_uri={quote('http://localhost/auth/wechat/callback', safe='')}"
+            f"&state=s7ate&login_type=jssdk{''.join(extras)}")
+
+
+def _fast_login_form(page: str) -> str | None:
+    found = re.search(r'<form method="post" id="sbx-fast-login".*?</form>', page, re.S)
+    return found.group(0) if found else None
+
+
+def test_fast_login_on_the_full_qr_page_logs_in_without_a_phone(sandbox_app: Flask) -> None:
+    client = sandbox_app.test_client()
+    uuid, state = open_qr_page(client, next_url="/welcome")
+    location = client.get("/auth/wechat/login").headers["Location"].split("localhost", 1)[1]
+    form = _fast_login_form(client.get(location.split("#")[0]).get_data(as_text=True))
+    assert form is not None and 'target="_self"' in form and "李四" in form
+    resp = client.post(f"{SBX}/connect/qrconnect/fast_login/{uuid}", data={"person": "lisi"})
+    assert resp.status_code == 302
+    callback = resp.headers["Location"]
+    query = parse_qs(urlsplit(callback).query)
+    assert callback.startswith("http://localhost/auth/wechat/callback?")
+    assert query["state"] == [state] and len(query["code"][0]) >= 16
+    assert poll(client, uuid)["status"] == "confirmed"
+    assert client.get(callback.split("localhost", 1)[1]).headers["Location"] == "/welcome"
+    assert client.get("/").get_data(as_text=True).endswith("李四")
+
+
+@pytest.mark.parametrize(("extras", "target"), [
+    ((), "_top"),
+    (("&self_redirect=false",), "_top"),
+    (("&self_redirect=true", "&style=white"), "_self"),
+    (("&self_redirect=default", "&style=black", "&href=", "&lang=en", "&stylelite=1"), "_top"),
+])
+def test_fast_login_in_the_iframe_navigates_where_wxlogin_says(
+    sandbox_app: Flask, extras: tuple[str, ...], target: str
+) -> None:
+    page = sandbox_app.test_client().get(_jssdk_path(*extras))
+    assert page.status_code == 200
+    form = _fast_login_form(page.get_data(as_text=True))
+    assert form is not None and f'target="{target}"' in form
+
+
+def test_fast_login_0_hides_it_and_the_v3_extras_are_accepted(sandbox_app: Flask) -> None:
+    page = sandbox_app.test_client().get(_jssdk_path(
+        "&self_redirect=false", "&style=black", "&href=", "&lang=en", "&stylelite=1",
+        "&fast_login=0"), headers={"Accept-Language": "zh-CN"})
+    assert page.status_code == 200
+    body = page.get_data(as_text=True)
+    assert _fast_login_form(body) is None and 'lang="en"' in body  # lang=en wins
+    full = sandbox_app.test_client().get(
+        f"{SBX}/connect/qrconnect?appid={SANDBOX_APP_ID}"
+        f"&redirect_uri={quote('http://localhost/auth/wechat/callback', safe='')}"
+        "&response_type=code&scope=snsapi_login&state=s&fast_login=0")
+    assert full.status_code == 200 and _fast_login_form(full.get_data(as_text=True)) is None
+
+
+def test_fast_login_answers_a_qr_code_once(sandbox_app: Flask) -> None:
+    client, phone = sandbox_app.test_client(), sandbox_app.test_client()
+    uuid, _ = open_qr_page(client)
+    answer(phone, uuid, action="deny")
+    late = client.post(f"{SBX}/connect/qrconnect/fast_login/{uuid}", data={"person": "lisi"})
+    assert late.status_code == 400 and "Already answered" in late.get_data(as_text=True)
+    assert poll(client, uuid)["status"] == "denied"
+    uuid, _ = open_qr_page(client)
+    nobody = client.post(f"{SBX}/connect/qrconnect/fast_login/{uuid}", data={"person": "x"})
+    assert nobody.status_code == 400 and poll(client, uuid)["status"] == "waiting"
+
+
+def test_fast_login_on_an_expired_qr_code(sandbox_app: Flask, clock: Clock) -> None:
+    client = sandbox_app.test_client()
+    uuid, _ = open_qr_page(client)
+    clock.advance(5 * 60 + 1)
+    resp = client.post(f"{SBX}/connect/qrconnect/fast_login/{uuid}", data={"person": "lisi"})
+    assert resp.status_code == 410
+    assert client.post(f"{SBX}/connect/qrconnect/fast_login/nope",
+                       data={"person": "lisi"}).status_code == 410
