@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
+from .client import ProfileNotGranted
 from .errors import (
     AlreadyLinked,
     ConnectionAlreadyLinked,
@@ -23,7 +24,6 @@ from .errors import (
     LoginRefused,
     NotLinked,
 )
-from .client import ProfileNotGranted
 from .models import utcnow
 from .settings import WEBSITE_APP
 from .user_key import USER_KEY, referenced_column

@@ -66,7 +66,6 @@ from .errors import (
     StateError,
     StateUsed,
 )
-from .settings import OFFICIAL_ACCOUNT
 from .i18n import lazy_gettext as _l
 from .i18n import userinfo_lang
 from .id_token import new_token_id
@@ -78,6 +77,7 @@ from .login_state import (
     LoginStates,
     TooManyWaiting,
 )
+from .settings import OFFICIAL_ACCOUNT
 
 if t.TYPE_CHECKING:
     from flask import Flask

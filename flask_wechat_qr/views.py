@@ -184,7 +184,9 @@ def _phone_page(connection: str) -> tuple[str, int]:
     conn = current_runtime().connection(connection)
     in_wechat = classify(request.headers.get("User-Agent")) is Browser.WECHAT_PHONE
     # Only what a login keeps (url_for treats other names, "_external" say, as its own).
-    args = {name: value for name, value in request.args.items() if name in LOGIN_PARAMS}
+    # (url_for's values are typed Any: a str dict would be checked against _external.)
+    args: dict[str, t.Any] = {name: value for name, value in request.args.items()
+                              if name in LOGIN_PARAMS}
     next_url = safe_next(args.get("next"))
     page_url = url_for("wechat_qr.login", connection=connection, _external=True,
                        **args) if conn.has_official_account else (
