@@ -1,0 +1,309 @@
+"""Logging in from inside WeChat and on phones (issue 16), end to end on the in-app
+sandbox: the browser decides the way in, the Official Account's authorization finishes on
+the same callback, one person is one account across both apps, snapshot visitors never get
+an account, silent logins ask someone new for their profile, the verify file is served."""
+
+from __future__ import annotations
+
+import re
+import typing as t
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+from support import (
+    SANDBOX_PREFIX,
+    all_identities,
+    all_users,
+    answer,
+    logged_in_user_id,
+    open_qr_page,
+    poll,
+    recording,
+)
+
+from flask_wechat_qr.browsers import Browser, classify
+from flask_wechat_qr.sandbox.options import SANDBOX_OA_APP_ID
+
+WECHAT_PHONE = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 "
+                "(KHTML, like Gecko) Mobile/15E148 MicroMessenger/8.0.49(0x18003129) "
+                "NetType/WIFI Language/zh_CN")
+WECHAT_WINDOWS = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like "
+                  "Gecko) Chrome/81.0.4044.138 Safari/537.36 NetType/WIFI "
+                  "MicroMessenger/7.0.20.1781(0x6700143B) WindowsWechat(0x63090a13) XWEB/9129")
+WECOM = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, "
+         "like Gecko) Mobile/15E148 wxwork/4.1.26 MicroMessenger/7.0.1 Language/zh")
+SAFARI_PHONE = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 "
+                "(KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1")
+ANDROID_CHROME = ("Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like "
+                  "Gecko) Chrome/126.0.0.0 Mobile Safari/537.36")
+DESKTOP_CHROME = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+                  "Chrome/126.0.0.0 Safari/537.36")
+
+
+@pytest.mark.parametrize(("agent", "kind"), [
+    (WECHAT_PHONE, Browser.WECHAT_PHONE), (WECHAT_WINDOWS, Browser.WECHAT_DESKTOP),
+    (WECOM, Browser.WECOM), (SAFARI_PHONE, Browser.PHONE), (ANDROID_CHROME, Browser.PHONE),
+    (DESKTOP_CHROME, Browser.COMPUTER), ("", Browser.COMPUTER), (None, Browser.COMPUTER),
+])
+def test_browsers_are_told_apart(agent: str | None, kind: Browser) -> None:
+    assert classify(agent) is kind
+
+
+@pytest.fixture
+def app(make_app: t.Callable[..., Flask]) -> Flask:
+    return make_app(WECHAT_QR_SANDBOX=True, WECHAT_QR_APP_ID=None, WECHAT_QR_APP_SECRET=None,
+                    WECHAT_QR_OA_VERIFY_FILE="MP_verify_Sandbox42.txt=Sandbox42")
+
+
+def in_wechat(app: Flask, agent: str = WECHAT_PHONE) -> t.Any:
+    client = app.test_client()
+    client.environ_base["HTTP_USER_AGENT"] = agent
+    return client
+
+
+def authorize_location(client: t.Any, path: str = "/auth/wechat/login", **query: str) -> str:
+    resp = client.get(path, query_string=query)
+    assert resp.status_code == 302, resp.get_data(as_text=True)
+    return t.cast(str, resp.headers["Location"])
+
+
+def log_in_inside_wechat(client: t.Any, person: str = "zhangsan", *,
+                         path: str = "/auth/wechat/login", **query: str) -> t.Any:
+    """Start the login in WeChat's browser, allow on the sandbox's consent sheet as
+    ``person``, and follow the redirect back to the callback."""
+    location = authorize_location(client, path, **query)
+    local = location.removeprefix("http://localhost").split("#")[0]
+    consent = client.post(local, data={"action": "allow", "person": person})
+    assert consent.status_code == 302, consent.get_data(as_text=True)
+    return client.get(consent.headers["Location"].removeprefix("http://localhost"))
+
+
+def log_in_by_qr(app: Flask, person: str = "zhangsan") -> t.Any:
+    client = app.test_client()
+    uuid, _state = open_qr_page(client)
+    answer(app.test_client(), uuid, action="allow", person=person)
+    return client, client.get(poll(client, uuid)["redirect"].removeprefix("http://localhost"))
+
+
+def test_wechat_goes_to_the_official_account_in_wechats_order(app: Flask) -> None:
+    for agent in (WECHAT_PHONE, WECHAT_WINDOWS):
+        location = authorize_location(in_wechat(app, agent), next="/account")
+        assert location.startswith(f"http://localhost{SANDBOX_PREFIX}/connect/oauth2/authorize?")
+        assert location.endswith("#wechat_redirect")
+        query = urlsplit(location).query
+        assert [pair.split("=")[0] for pair in query.split("&")] == [
+            "appid", "redirect_uri", "response_type", "scope", "state"]
+        params = parse_qs(query)
+        assert params["appid"] == [SANDBOX_OA_APP_ID]
+        assert params["scope"] == ["snsapi_userinfo"]
+        assert params["redirect_uri"] == ["http://localhost/auth/wechat/callback"]
+    # The embedded QR page and linking switch the same way.
+    assert "/connect/oauth2/authorize?" in authorize_location(in_wechat(app), "/auth/wechat/qr")
+
+
+def test_a_login_inside_wechat_creates_and_then_finds_the_user(app: Flask) -> None:
+    client = in_wechat(app)
+    with recording(app, "user_created") as seen:
+        done = log_in_inside_wechat(client, next="/account")
+    assert done.status_code == 302 and done.headers["Location"].endswith("/account")
+    [user] = all_users(app)
+    assert logged_in_user_id(client) == str(user.id)
+    assert [name for name, _ in seen] == ["user_created"]
+    [identity] = all_identities(app)
+    assert (identity.app, identity.connection) == ("official_account", "wechat")
+    assert identity.unionid and identity.nickname == "张三🐼"
+
+    again = in_wechat(app)
+    assert log_in_inside_wechat(again).status_code == 302
+    assert logged_in_user_id(again) == str(user.id) and len(all_users(app)) == 1
+
+
+@pytest.mark.parametrize("first", ["qr", "wechat"])
+def test_one_person_is_one_account_across_qr_and_wechat(app: Flask, first: str) -> None:
+    """Same unionid (both apps on one Open Platform account): the second login of the
+    person joins the first one's user, with no association setting."""
+    with recording(app, "identity_linked", "user_created") as seen:
+        if first == "qr":
+            qr_client, _ = log_in_by_qr(app)
+            wechat_client = in_wechat(app)
+            log_in_inside_wechat(wechat_client)
+        else:
+            wechat_client = in_wechat(app)
+            log_in_inside_wechat(wechat_client)
+            qr_client, _ = log_in_by_qr(app)
+    [user] = all_users(app)
+    assert logged_in_user_id(qr_client) == logged_in_user_id(wechat_client) == str(user.id)
+    identities = all_identities(app)
+    assert sorted(i.app for i in identities) == ["official_account", "website"]
+    assert len({i.openid for i in identities}) == 2  # an openid per app
+    assert len({i.unionid for i in identities}) == 1
+    assert [(name, kw.get("via")) for name, kw in seen] == [
+        ("user_created", None), ("identity_linked", "signup"),
+        ("identity_linked", "unionid")]
+
+
+def test_one_person_one_account_even_in_login_only_mode(make_app: t.Callable[..., Flask]
+                                                        ) -> None:
+    app = make_app(WECHAT_QR_SANDBOX=True, WECHAT_QR_APP_ID=None, WECHAT_QR_APP_SECRET=None)
+    log_in_by_qr(app, "lisi")
+    app.extensions["wechat_qr"] = _with_login_only(app)
+    client = in_wechat(app)
+    log_in_inside_wechat(client, "lisi")
+    [user] = all_users(app)
+    assert logged_in_user_id(client) == str(user.id)
+    # Someone else, unknown to the site, is refused.
+    stranger = in_wechat(app)
+    refused = log_in_inside_wechat(stranger, "xiaohua")
+    assert refused.status_code == 403 and logged_in_user_id(stranger) is None
+    assert len(all_users(app)) == 1
+
+
+def _with_login_only(app: Flask) -> t.Any:
+    from dataclasses import replace
+
+    runtime = app.extensions["wechat_qr"]
+    connections = {key: replace(conn, login_only=True)
+                   for key, conn in runtime.settings.connections.items()}
+    settings = replace(runtime.settings, connections=connections)
+    for client in [*runtime.clients.values(), *runtime.official_accounts.values()]:
+        client.connection = connections[client.connection.identifier]
+    runtime.flow.settings = settings
+    return replace(runtime, settings=settings)
+
+
+def test_without_a_unionid_the_two_apps_are_two_accounts(app: Flask) -> None:
+    """wangwu's apps are on no common Open Platform account (no unionid): association
+    "off" makes a second user, as the docs say."""
+    log_in_by_qr(app, "wangwu")
+    log_in_inside_wechat(in_wechat(app), "wangwu")
+    assert len(all_users(app)) == 2
+
+
+def test_a_snapshot_visitor_never_gets_an_account(app: Flask) -> None:
+    client = in_wechat(app)
+    with recording(app, "user_created", "identity_linked", "login_failed") as seen:
+        page = log_in_inside_wechat(client, "snapshot")
+    text = page.get_data(as_text=True)
+    assert page.status_code == 403 and 'data-error="SnapshotUser"' in text
+    assert "使用完整服务" in text
+    assert all_users(app) == [] and all_identities(app) == []
+    assert logged_in_user_id(client) is None
+    assert [name for name, _ in seen] == ["login_failed"]
+
+
+def test_a_silent_login_of_someone_new_asks_for_the_profile(make_app: t.Callable[..., Flask]
+                                                            ) -> None:
+    app = make_app(WECHAT_QR_SANDBOX=True, WECHAT_QR_APP_ID=None, WECHAT_QR_APP_SECRET=None,
+                   WECHAT_QR_OA_SCOPE="snsapi_base")
+    client = in_wechat(app)
+    location = authorize_location(client, next="/account")
+    assert parse_qs(urlsplit(location).query)["scope"] == ["snsapi_base"]
+    local = location.removeprefix("http://localhost").split("#")[0]
+    consent = client.post(local, data={"action": "allow", "person": "lisi"})
+    back = client.get(consent.headers["Location"].removeprefix("http://localhost"))
+    # Nobody knows this openid: WeChat is asked again, for the profile.
+    assert back.status_code == 302
+    again = back.headers["Location"]
+    assert parse_qs(urlsplit(again).query)["scope"] == ["snsapi_userinfo"]
+    assert all_users(app) == []
+    consent = client.post(again.removeprefix("http://localhost").split("#")[0],
+                          data={"action": "allow", "person": "lisi"})
+    done = client.get(consent.headers["Location"].removeprefix("http://localhost"))
+    assert done.status_code == 302 and done.headers["Location"].endswith("/account")
+    [user] = all_users(app)
+    assert logged_in_user_id(client) == str(user.id)
+
+    # Next time: silent, no consent page, no profile request.
+    later = in_wechat(app)
+    later.set_cookie("wechat_qr_sandbox_person", "lisi", path=SANDBOX_PREFIX)
+    location = authorize_location(later)
+    silent = later.get(location.removeprefix("http://localhost").split("#")[0])
+    assert silent.status_code == 302 and "code=" in silent.headers["Location"]
+    done = later.get(silent.headers["Location"].removeprefix("http://localhost"))
+    assert done.status_code == 302 and logged_in_user_id(later) == str(user.id)
+
+
+def test_linking_inside_wechat_uses_the_official_account(app: Flask) -> None:
+    qr_client, _ = log_in_by_qr(app, "xiaohua")
+    [user] = all_users(app)
+    client = in_wechat(app)
+    with client.session_transaction() as session:
+        session["_user_id"] = str(user.id)
+        session["_fresh"] = True
+    location = authorize_location(client, "/auth/wechat/link")
+    assert "/connect/oauth2/authorize?" in location
+
+
+def test_unlink_removes_the_identity_of_each_app(app: Flask) -> None:
+    from support import csrf_token_of, with_csrf_token_route
+
+    with_csrf_token_route(app)
+    qr_client, _ = log_in_by_qr(app)
+    log_in_inside_wechat(in_wechat(app))
+    [user] = all_users(app)
+    with app.app_context():
+        app.db.session.execute(  # type: ignore[attr-defined]
+            sa.update(app.User).values(password_hash="x"))  # type: ignore[attr-defined]
+        app.db.session.commit()  # type: ignore[attr-defined]
+    with recording(app, "identity_unlinked") as seen:
+        resp = qr_client.post("/auth/wechat/unlink",
+                              data={"csrf_token": csrf_token_of(qr_client)})
+    assert resp.status_code == 302, resp.get_data(as_text=True)
+    assert all_identities(app) == []
+    assert len(seen) == 2
+
+
+def test_wecom_gets_a_clear_page(app: Flask) -> None:
+    resp = in_wechat(app, WECOM).get("/auth/wechat/login")
+    text = resp.get_data(as_text=True)
+    assert resp.status_code == 400 and 'data-error="WeComBrowser"' in text
+
+
+@pytest.mark.parametrize("agent", [SAFARI_PHONE, ANDROID_CHROME])
+def test_a_phone_browser_gets_the_phone_page(app: Flask, agent: str) -> None:
+    client = in_wechat(app, agent)
+    resp = client.get("/auth/wechat/login", query_string={"next": "/account"},
+                      headers={"Accept-Language": "zh-CN"})
+    text = resp.get_data(as_text=True)
+    assert resp.status_code == 200 and 'data-wechat-qr-page="phone"' in text
+    assert "文件传输助手" in text  # the connection has an Official Account: open in WeChat
+    page_url = re.search(r'id="wechat-qr-page-url"[^>]*value="([^"]+)"', text).group(1)  # type: ignore[union-attr]
+    assert page_url == "http://localhost/auth/wechat/login?next=/account"
+    qr_url = re.search(r'href="([^"]+)" data-wechat-qr-choice="qr"', text).group(1)  # type: ignore[union-attr]
+    shown = client.get(qr_url.replace("&amp;", "&"))
+    assert shown.status_code == 302 and "/connect/qrconnect?" in shown.headers["Location"]
+
+
+def test_the_phone_page_can_be_turned_off(make_app: t.Callable[..., Flask]) -> None:
+    app = make_app(WECHAT_QR_SANDBOX=True, WECHAT_QR_APP_ID=None, WECHAT_QR_APP_SECRET=None,
+                   WECHAT_QR_MOBILE_PAGE=False)
+    resp = in_wechat(app, SAFARI_PHONE).get("/auth/wechat/login")
+    assert resp.status_code == 302 and "/connect/qrconnect?" in resp.headers["Location"]
+
+
+def test_the_phone_page_offers_the_sites_other_logins(make_app: t.Callable[..., Flask]
+                                                      ) -> None:
+    app = make_app(WECHAT_QR_SANDBOX=True, WECHAT_QR_APP_ID=None, WECHAT_QR_APP_SECRET=None,
+                   WECHAT_QR_OTHER_LOGIN_URL="/login/password")
+    text = in_wechat(app, SAFARI_PHONE).get("/auth/wechat/login").get_data(as_text=True)
+    assert 'href="/login/password" data-wechat-qr-choice="other"' in text
+
+
+def test_without_an_official_account_wechat_on_a_phone_is_told_to_use_a_computer(
+        make_app: t.Callable[..., Flask]) -> None:
+    app = make_app()  # real-looking credentials, no Official Account
+    resp = in_wechat(app).get("/auth/wechat/login", headers={"Accept-Language": "en"})
+    text = resp.get_data(as_text=True)
+    assert resp.status_code == 200 and "cannot log you in inside WeChat yet" in text
+    # WeChat on a computer scans with the phone: the QR code, as before.
+    desktop = in_wechat(app, WECHAT_WINDOWS).get("/auth/wechat/login")
+    assert desktop.status_code == 302 and "/connect/qrconnect?" in desktop.headers["Location"]
+
+
+def test_the_verify_file_is_served_at_the_root(app: Flask) -> None:
+    resp = app.test_client().get("/MP_verify_Sandbox42.txt")
+    assert resp.status_code == 200 and resp.get_data(as_text=True) == "Sandbox42"
+    assert resp.mimetype == "text/plain"
+    assert app.test_client().get("/MP_verify_Other.txt").status_code == 404
