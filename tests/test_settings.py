@@ -22,6 +22,7 @@ from support import (
 )
 
 import flask_wechat_qr
+from flask_wechat_qr.sandbox.options import SANDBOX_OA_APP_ID, SANDBOX_OA_APP_SECRET
 from flask_wechat_qr import ConfigurationError
 from flask_wechat_qr.settings import (
     CONNECTION_DEFAULTS,
@@ -954,3 +955,66 @@ def test_config_from_env_refuses_a_value_that_does_not_parse(name: str, text: st
 def test_config_from_env_is_public() -> None:
     assert flask_wechat_qr.config_from_env is config_from_env
     assert "config_from_env" in flask_wechat_qr.__all__
+
+
+# --- the Official Account (logins inside WeChat) ---------------------------------------
+
+OA_APP_ID = "wxfedcba9876543210"
+
+
+def test_an_official_account_is_optional_and_needs_both_keys() -> None:
+    conn = load().connections["wechat"]
+    assert (conn.oa_app_id, conn.oa_scope, conn.oa_verify_file) == ("", "snsapi_userinfo", None)
+    assert not conn.has_official_account
+    half = load(WECHAT_QR_OA_APP_ID=OA_APP_ID).connections["wechat"]
+    assert not half.has_official_account
+    both = load(WECHAT_QR_OA_APP_ID=OA_APP_ID, WECHAT_QR_OA_APP_SECRET="s").connections["wechat"]
+    assert both.has_official_account
+    assert "'s'" not in repr(both)  # the secret stays out of repr
+    listed = load_settings({"WECHAT_QR_CONNECTIONS": [
+        {"app_id": APP_ID, "app_secret": APP_SECRET, "oa_app_id": OA_APP_ID,
+         "oa_app_secret": "s", "oa_scope": "snsapi_base"}]}).connections["wechat"]
+    assert listed.has_official_account and listed.oa_scope == "snsapi_base"
+
+
+def test_the_official_accounts_app_id_is_checked_like_the_websites() -> None:
+    error = refused({**BASE, "WECHAT_QR_OA_APP_ID": "gh_5f3d2e1c0b9a",
+                     "WECHAT_QR_OA_APP_SECRET": "s"}, "WECHAT_QR_OA_APP_ID", "服务号")
+    assert "'wx' and 16 hexadecimal digits" in error.problem
+    refused({**BASE, "WECHAT_QR_OA_APP_ID": SANDBOX_OA_APP_ID, "WECHAT_QR_OA_APP_SECRET": "s"},
+            "WECHAT_QR_OA_APP_ID", "WECHAT_QR_SANDBOX")
+
+
+def test_the_website_apps_app_id_is_not_an_official_account() -> None:
+    error = refused({**BASE, "WECHAT_QR_OA_APP_ID": APP_ID, "WECHAT_QR_OA_APP_SECRET": "s"},
+                    "WECHAT_QR_OA_APP_ID", "服务号")
+    assert "website application's AppID" in error.problem
+
+
+@pytest.mark.parametrize("scope", ["snsapi_login", "snsapi_userinfo,snsapi_base", "base"])
+def test_an_unknown_official_account_scope_is_refused(scope: str) -> None:
+    refused({**BASE, "WECHAT_QR_OA_SCOPE": scope}, "WECHAT_QR_OA_SCOPE", "snsapi_base")
+
+
+@pytest.mark.parametrize("value", [
+    "MP_verify_AbC.txt", "verify.txt=abc", "MP_verify_AbC.txt=", "MP_verify_../x.txt=abc",
+    "MP_verify_AbC.txt=a b", "MP_verify_AbC.html=abc", "MP_verify_AbC.txt=<script>"])
+def test_a_verify_file_that_is_not_name_equals_content_is_refused(value: str) -> None:
+    refused({**BASE, "WECHAT_QR_OA_VERIFY_FILE": value}, "WECHAT_QR_OA_VERIFY_FILE",
+            "MP_verify_AbC123.txt=AbC123")
+
+
+def test_the_sandbox_gives_an_official_account_too() -> None:
+    conn = load_settings({"WECHAT_QR_SANDBOX": "true"}).connections["wechat"]
+    assert (conn.oa_app_id, conn.oa_app_secret) == (SANDBOX_OA_APP_ID, SANDBOX_OA_APP_SECRET)
+    own = load_settings({"WECHAT_QR_SANDBOX": "true", "WECHAT_QR_OA_APP_ID": OA_APP_ID}
+                        ).connections["wechat"]
+    assert (own.oa_app_id, own.has_official_account) == (OA_APP_ID, False)
+    assert not load_settings({}).connections["wechat"].oa_app_id
+
+
+def test_other_login_url_is_a_path_or_a_url() -> None:
+    assert load(WECHAT_QR_OTHER_LOGIN_URL="https://id.example.com/login"
+                ).other_login_url == "https://id.example.com/login"
+    refused({**BASE, "WECHAT_QR_OTHER_LOGIN_URL": "javascript:alert(1)"},
+            "WECHAT_QR_OTHER_LOGIN_URL", "/login")
