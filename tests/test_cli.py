@@ -32,9 +32,12 @@ from support import (
     free_port,
 )
 
+from flask_wechat_qr.sandbox.options import SANDBOX_OA_APP_ID, SANDBOX_OA_APP_SECRET
+
 TESTS = ROOT / "tests"
 #: The standalone sandbox's options (docs/cli.rst, docs/sandbox.rst).
-SANDBOX_FLAGS = {"--host", "--port", "--app-id", "--app-secret", "--name", "--callback-domain",
+SANDBOX_FLAGS = {"--host", "--port", "--app-id", "--app-secret", "--oa-app-id",
+                 "--oa-app-secret", "--name", "--callback-domain",
                  "--database", "--public-url"}
 DOMAIN_LABEL = "Authorization callback domain (授权回调域)"
 PUBLIC = "https://www.example.com"
@@ -387,10 +390,19 @@ def test_the_standalone_sandbox_makes_and_prints_a_secret_of_its_own(site: Path)
         assert match, printed
         secret = match.group(1)
         assert secret != SANDBOX_APP_SECRET and len(secret) >= 20
-        assert " * That AppSecret is new at every start; --app-secret keeps one.\n" in printed
-        for given, errcode in ((secret, 40029), ("sandbox-app-secret", 40125)):
+        assert (" * A made-up AppSecret is new at every start; --app-secret and "
+                "--oa-app-secret keep one.\n") in printed
+        # The Official Account (logins inside WeChat) is served beside it, its secret too.
+        match = re.search(r"^       WECHAT_QR_OA_APP_SECRET=(\S+)$", "".join(printed), re.M)
+        assert match, printed
+        oa_secret = match.group(1)
+        assert oa_secret not in (secret, SANDBOX_OA_APP_SECRET) and len(oa_secret) >= 20
+        assert "       WECHAT_QR_OA_APP_ID=wxsandboxoa00000001\n" in printed
+        for app_id, given, errcode in (
+                (SANDBOX_APP_ID, secret, 40029), (SANDBOX_APP_ID, "sandbox-app-secret", 40125),
+                (SANDBOX_OA_APP_ID, oa_secret, 40029), (SANDBOX_OA_APP_ID, secret, 40125)):
             with urllib.request.urlopen(
-                f"{base}/sns/oauth2/access_token?appid=wxsandbox0000000001&secret={given}"
+                f"{base}/sns/oauth2/access_token?appid={app_id}&secret={given}"
                 "&code=nonsense&grant_type=authorization_code", timeout=5,
             ) as response:  # the right secret reaches the code check; the old default not
                 assert json.loads(response.read().decode("utf-8"))["errcode"] == errcode

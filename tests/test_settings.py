@@ -22,8 +22,8 @@ from support import (
 )
 
 import flask_wechat_qr
-from flask_wechat_qr.sandbox.options import SANDBOX_OA_APP_ID, SANDBOX_OA_APP_SECRET
 from flask_wechat_qr import ConfigurationError
+from flask_wechat_qr.sandbox.options import SANDBOX_OA_APP_ID, SANDBOX_OA_APP_SECRET
 from flask_wechat_qr.settings import (
     CONNECTION_DEFAULTS,
     GLOBAL_DEFAULTS,

@@ -14,29 +14,35 @@ import typing as t
 from werkzeug.serving import make_server
 
 from .mount import create_sandbox_app
-from .options import SANDBOX_OPTIONS
+from .options import SANDBOX_OA_APP_ID, SANDBOX_OPTIONS
 from .server import KeepAliveHandler
-from .views import SandboxApp
+from .views import OFFICIAL_ACCOUNT, SandboxApp
 
 
 def serve(*, host: str, port: int, app_id: str, app_secret: str | None, name: str,
           callback_domain: str, database: str, public_url: str | None,
+          oa_app_id: str = SANDBOX_OA_APP_ID, oa_app_secret: str | None = None,
           echo: t.Callable[[str], None] | None = None) -> None:
-    """Serve the sandbox until interrupted (a port in use: Werkzeug says so and exits 1).
+    """Serve the sandbox until interrupted (a port in use: Werkzeug says so and exits 1):
+    a website application and an Official Account on one simulated Open Platform account.
 
-    Without ``app_secret`` a new random one is made and printed once: a well-known default
-    secret would let anyone who can reach the sandbox play the site."""
+    Without ``app_secret`` (``oa_app_secret``) a new random one is made and printed once: a
+    well-known default secret would let anyone who can reach the sandbox play the site."""
     say = echo or _print
-    chosen = app_secret is not None
+    made = app_secret is None
     app_secret = app_secret if app_secret is not None else secrets.token_urlsafe(18)
+    oa_made = oa_app_secret is None
+    oa_app_secret = oa_app_secret if oa_app_secret is not None else secrets.token_urlsafe(18)
     app = create_sandbox_app(
-        [SandboxApp(app_id, app_secret, name, callback_domain)],
+        [SandboxApp(app_id, app_secret, name, callback_domain),
+         SandboxApp(oa_app_id, oa_app_secret, name, callback_domain, kind=OFFICIAL_ACCOUNT)],
         database_uri=database, public_url=public_url)
     # Keep-alive, as WeChat's servers: the extension's pooled session is exercised.
     server = make_server(host, port, app, threaded=True, request_handler=KeepAliveHandler)
     for line in startup_lines(host=host, port=port, app_id=app_id,
-                              app_secret=None if chosen else app_secret,
-                              callback_domain=callback_domain):
+                              app_secret=app_secret if made else None,
+                              callback_domain=callback_domain, oa_app_id=oa_app_id,
+                              oa_app_secret=oa_app_secret if oa_made else None):
         say(line)
     try:
         server.serve_forever()
@@ -47,12 +53,15 @@ def serve(*, host: str, port: int, app_id: str, app_secret: str | None, name: st
 
 
 def startup_lines(*, host: str, port: int, app_id: str, app_secret: str | None,
-                  callback_domain: str) -> list[str]:
+                  callback_domain: str, oa_app_id: str = SANDBOX_OA_APP_ID,
+                  oa_app_secret: str | None = None) -> list[str]:
     """What the sandbox says at start: the settings to copy into the site, and the address to
-    open the site at. ``app_secret``: the one it made (a chosen one is never printed)."""
+    open the site at. ``app_secret``/``oa_app_secret``: the ones it made (a chosen one is
+    never printed)."""
     shown = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "[::1]"}.get(host, host)
     base = f"http://{'[' + shown + ']' if ':' in shown and '[' not in shown else shown}:{port}"
     secret = app_secret or "<the --app-secret you gave>"
+    oa_secret = oa_app_secret or "<the --oa-app-secret you gave>"
     return [
         f" * WeChat sandbox (a simulated WeChat Open Platform) at {base}",
         " * Give your site these settings (app.config or environment variables), with "
@@ -61,8 +70,10 @@ def startup_lines(*, host: str, port: int, app_id: str, app_secret: str | None,
         f"       WECHAT_QR_API_BASE_URL={base}",
         f"       WECHAT_QR_APP_ID={app_id}",
         f"       WECHAT_QR_APP_SECRET={secret}",
-        *([" * That AppSecret is new at every start; --app-secret keeps one."]
-          if app_secret else []),
+        f"       WECHAT_QR_OA_APP_ID={oa_app_id}",
+        f"       WECHAT_QR_OA_APP_SECRET={oa_secret}",
+        *([" * A made-up AppSecret is new at every start; --app-secret and --oa-app-secret "
+           "keep one."] if app_secret or oa_app_secret else []),
         f" * Authorization callback domain (授权回调域): {callback_domain}. Open your site at "
         f"http://{callback_domain}:<its port>/ (--callback-domain changes it): like WeChat, "
         "the sandbox refuses a redirect URI on another host with error 10003, and localhost "

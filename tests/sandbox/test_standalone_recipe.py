@@ -92,7 +92,8 @@ def test_the_recipe_works_as_written(
 ) -> None:
     settings, printed = standalone
     assert set(settings) == {"WECHAT_QR_OPEN_BASE_URL", "WECHAT_QR_API_BASE_URL",
-                             "WECHAT_QR_APP_ID", "WECHAT_QR_APP_SECRET"}, printed
+                             "WECHAT_QR_APP_ID", "WECHAT_QR_APP_SECRET",
+                             "WECHAT_QR_OA_APP_ID", "WECHAT_QR_OA_APP_SECRET"}, printed
     assert settings["WECHAT_QR_APP_ID"] == "wxsandbox0000000001"
     assert len(settings["WECHAT_QR_APP_SECRET"]) >= 20  # the one it made, printed once
     assert any("Open your site at http://localhost:<its port>/" in line for line in printed)
