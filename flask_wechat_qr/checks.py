@@ -280,7 +280,20 @@ def describe_connection(deployment: Deployment, conn: ConnectionSettings,
           if conn.callback_url else []),
         ("Redirect URI", redirect_uri if deployment.base_url else
          f"unknown; <public base URL>{redirect_uri}"),
+        ("Inside WeChat", _describe_official_account(conn)),
     ]
+
+
+def _describe_official_account(conn: ConnectionSettings) -> str:
+    """How visitors inside WeChat log in: the Official Account (AppSecret masked), or
+    what they get without one."""
+    if not conn.has_official_account:
+        return ("no Official Account: WeChat on a phone gets the phone page, WeChat for "
+                "Windows/Mac the QR code")
+    verify = conn.oa_verify_file
+    return (f"Official Account {conn.oa_app_id} (AppSecret {mask_secret(conn.oa_app_secret)}, "
+            f"masked), scope {conn.oa_scope}"
+            + (f"; verify file served at /{verify.name}" if verify else ""))
 
 
 def _describe_id_token(deployment: Deployment, conn: ConnectionSettings,
@@ -346,6 +359,21 @@ def check_credentials(deployment: Deployment) -> t.Iterator[Finding]:
                 f"the AppID {conn.app_id[:4]!r}... does not look like a WeChat AppID ('wx' and "
                 "16 hexadecimal digits)",
                 f"copy {app_id} from open.weixin.qq.com (管理中心 > 网站应用)",
+                conn.identifier)
+
+
+def check_official_account(deployment: Deployment) -> t.Iterator[Finding]:
+    """Half an Official Account (its AppID without its AppSecret, or the reverse) is not
+    used: visitors inside WeChat get no in-WeChat login."""
+    for index, conn in enumerate(deployment.settings.connections.values()):
+        if bool(conn.oa_app_id) != bool(conn.oa_app_secret):
+            oa_app_id, oa_app_secret = (_setting_key(deployment, index, name)
+                                        for name in ("oa_app_id", "oa_app_secret"))
+            yield warning(
+                "only half of the Official Account is configured: logins inside WeChat are "
+                "off",
+                f"set both {oa_app_id} and {oa_app_secret} (mp.weixin.qq.com, 设置与开发 > "
+                "基本配置), or neither",
                 conn.identifier)
 
 
@@ -591,6 +619,7 @@ DEPLOYMENT_CHECKS: tuple[Check, ...] = (
     check_trusted_hosts,
     check_sandbox_credentials,
     check_credentials,
+    check_official_account,
     check_secret_key,
     check_callback_url_scheme,
     check_callback_url_method,

@@ -130,6 +130,28 @@ def test_a_connection_is_described_with_its_secret_masked(site: Flask) -> None:
     assert unknown["Redirect URI"] == "unknown; <public base URL>/auth/wechat/callback"
 
 
+def test_the_official_account_is_described_with_its_secret_masked(
+        make_app: t.Callable[..., Flask]) -> None:
+    site = make_app(WECHAT_QR_OA_APP_ID="wxfedcba9876543210",
+                    WECHAT_QR_OA_APP_SECRET="0a-s3cr3t-n0t-t0-b3-sh0wn",
+                    WECHAT_QR_OA_VERIFY_FILE="MP_verify_Ab12.txt=Ab12")
+    conn = app_settings(site).connections["wechat"]
+    row = dict(checks.describe_connection(deploy(site), conn, None))["Inside WeChat"]
+    assert row == ("Official Account wxfedcba9876543210 (AppSecret 0a…wn, masked), scope "
+                   "snsapi_userinfo; verify file served at /MP_verify_Ab12.txt")
+    healthy(deploy(site))
+    plain = app_settings(make_app()).connections["wechat"]
+    assert "no Official Account" in dict(checks.describe_connection(
+        deploy(site), plain, None))["Inside WeChat"]
+
+
+def test_half_an_official_account_is_a_warning(make_app: t.Callable[..., Flask]) -> None:
+    site = make_app(WECHAT_QR_OA_APP_ID="wxfedcba9876543210")
+    warning = only("warning", checks.check_official_account, deploy(site))
+    assert "only half of the Official Account" in warning.what
+    assert "WECHAT_QR_OA_APP_SECRET" in warning.fix
+
+
 # --- SECRET_KEY ---------------------------------------------------------------------------
 
 
