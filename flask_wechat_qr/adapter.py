@@ -118,12 +118,14 @@ class AccountAdapter(t.Generic[UserT]):
         self, user: UserT, connection: ConnectionSettings, profile: WeChatProfile
     ) -> None:
         """Copy the WeChat profile onto the user (attributes the model has: ``nickname``,
-        ``avatar_url``). Never copies anything that identifies or authenticates a user."""
+        ``avatar_url``). Never copies anything that identifies or authenticates a user, nor
+        WeChat's placeholders (empty values, "微信用户", the grey default avatar: see
+        :mod:`flask_wechat_qr.placeholders`) over what the user has."""
         row: t.Any = user  # the user model's columns are known only at run time
-        if hasattr(type(user), "nickname") and profile.nickname:
-            row.nickname = profile.nickname
-        if hasattr(type(user), "avatar_url") and profile.avatar_url:
-            row.avatar_url = profile.avatar_url
+        if hasattr(type(user), "nickname") and profile.real_nickname:
+            row.nickname = profile.real_nickname
+        if hasattr(type(user), "avatar_url") and profile.real_avatar_url:
+            row.avatar_url = profile.real_avatar_url
 
     def can_signup(self, connection: ConnectionSettings) -> bool:
         """Whether a WeChat account nobody owns may get a new user (not in login-only mode)."""

@@ -435,7 +435,12 @@ def _as_utc(moment: datetime | None) -> datetime:
 
 
 def _store_profile(identity: Identity, profile: WeChatProfile, unionid: str | None) -> None:
+    """The profile onto the identity; WeChat's placeholders (see :mod:`.placeholders`) never
+    replace a nickname or avatar it has (its raw ``profile`` is what WeChat sent)."""
     identity.unionid = profile.unionid or unionid or identity.unionid
-    identity.nickname = profile.nickname[:255] if profile.nickname else identity.nickname
-    identity.avatar_url = profile.avatar_url
+    nickname, avatar_url = profile.real_nickname, profile.real_avatar_url
+    if nickname or not identity.nickname:
+        identity.nickname = (nickname or profile.nickname)[:255] or None
+    if avatar_url or not identity.avatar_url:
+        identity.avatar_url = avatar_url or profile.avatar_url
     identity.profile = profile.raw

@@ -36,6 +36,7 @@ from .errors import (
     error_for,
 )
 from .i18n import lazy_gettext as _l
+from .placeholders import is_placeholder_avatar, is_placeholder_nickname
 from .settings import OFFICIAL_ACCOUNT, WEBSITE_APP
 
 if t.TYPE_CHECKING:
@@ -106,6 +107,16 @@ class WeChatProfile:
     nickname: str = ""
     avatar_url: str | None = None
     raw: dict[str, t.Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def real_nickname(self) -> str | None:
+        """The nickname, unless it is empty or a placeholder (see :mod:`.placeholders`)."""
+        return None if is_placeholder_nickname(self.nickname) else self.nickname
+
+    @property
+    def real_avatar_url(self) -> str | None:
+        """The avatar URL, unless it is missing or WeChat's grey default avatar."""
+        return None if is_placeholder_avatar(self.avatar_url) else self.avatar_url
 
     @classmethod
     def from_response(cls, data: t.Mapping[str, t.Any], *,
