@@ -428,3 +428,10 @@ def test_two_connections_cannot_serve_two_verify_files_of_one_name(
     config["WECHAT_QR_CONNECTIONS"][1]["oa_verify_file"] = "MP_verify_Same1.txt=second"
     with pytest.raises(ConfigurationError, match="oa_verify_file"):
         make_app(**config)
+
+
+def test_the_phone_pages_script_carries_a_hosts_csp_nonce(app: Flask) -> None:
+    """As the QR page's: under a host's nonce-based policy the copy button works."""
+    app.jinja_env.globals["csp_nonce"] = lambda: "n0nce-123"
+    html = in_wechat(app, SAFARI_PHONE).get("/auth/wechat/login").get_data(as_text=True)
+    assert '<script nonce="n0nce-123">' in html
