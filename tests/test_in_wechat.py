@@ -435,3 +435,30 @@ def test_the_phone_pages_script_carries_a_hosts_csp_nonce(app: Flask) -> None:
     app.jinja_env.globals["csp_nonce"] = lambda: "n0nce-123"
     html = in_wechat(app, SAFARI_PHONE).get("/auth/wechat/login").get_data(as_text=True)
     assert '<script nonce="n0nce-123">' in html
+
+
+def test_the_id_token_of_a_login_in_wechat_says_its_openid_is_the_official_accounts(
+        make_app: t.Callable[..., Flask]) -> None:
+    """A receiver keeping the openid (to message the person, say) must know which app it
+    belongs to: openids are per app."""
+    import base64
+    import json
+
+    from support import BUSINESS_URL, form_post
+
+    app = make_app(WECHAT_QR_SANDBOX=True, WECHAT_QR_APP_ID=None, WECHAT_QR_APP_SECRET=None,
+                   WECHAT_QR_CALLBACK_URL=BUSINESS_URL,
+                   WECHAT_QR_ID_TOKEN_SECRET="a-shared-secret-of-32-bytes-or-more!")
+
+    def wechat_claim(resp: t.Any) -> dict[str, t.Any]:
+        payload = form_post(resp)["fields"]["id_token"].split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        return t.cast("dict[str, t.Any]", claims["wechat"])
+
+    in_app = wechat_claim(log_in_inside_wechat(in_wechat(app)))
+    _client, by_qr = log_in_by_qr(app)
+    website = wechat_claim(by_qr)
+    openids = {i.app: i.openid for i in all_identities(app)}
+    assert in_app["app"] == "official_account"
+    assert in_app["openid"] == openids["official_account"]
+    assert "app" not in website and website["openid"] == openids["website"]
