@@ -166,6 +166,9 @@ class Ending:
     #: the ``jti`` of the ID token posted for this login (issued at ``at``), so a repeated
     #: callback posts the same token, not a second one
     token_id: str | None = None
+    #: the app of the connection the person logged in with: the repeated callback's ID
+    #: token names that app's openid, as the first one did
+    app: str = WEBSITE_APP
 
     def to_json(self) -> str:
         data: dict[str, t.Any] = {}
@@ -175,6 +178,8 @@ class Ending:
                            ("delivery", self.business), ("jti", self.token_id)):
             if value is not None:
                 data[key] = value
+        if self.app != WEBSITE_APP:  # rows of earlier versions have none: the website's
+            data["app"] = self.app
         return json.dumps(data, separators=(",", ":"))
 
     @classmethod
@@ -189,7 +194,8 @@ class Ending:
                    business=dict(business) if isinstance(business, dict) else None,
                    binding_id=str(binding_id) if binding_id else None,
                    error=str(error) if error is not None else None,
-                   token_id=str(data["jti"]) if data.get("jti") else None)
+                   token_id=str(data["jti"]) if data.get("jti") else None,
+                   app=OFFICIAL_ACCOUNT if data.get("app") == OFFICIAL_ACCOUNT else WEBSITE_APP)
 
     def is_recent(self, seconds: float) -> bool:
         """Whether the login ended at most ``seconds`` ago (a link never counts)."""
