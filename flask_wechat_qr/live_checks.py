@@ -200,7 +200,8 @@ class LiveCheck:
             return ("Clock", "not checked: no answer of the API said its time"), []
         seconds = round(abs(self.skew))
         side = "ahead of" if self.skew > 0 else "behind"
-        said = f"{seconds} s {side} the API's (the Date of its answer)"
+        said = (f"{seconds} s {side} the API's" if seconds > 1 else "within 1 s of the API's"
+                ) + " (the Date of its answer)"
         if seconds <= CLOCK_TOLERANCE:
             return ("Clock", f"OK, {said}"), []
         signer = self.runtime.id_tokens
@@ -351,47 +352,48 @@ def _page_outcome(subject: _Subject, verdict: PageVerdict, redirect_uri: str, ur
                   seen: str) -> tuple[str, Finding | None]:
     """The row and finding of a page's verdict."""
     app_id = subject.client.app_id
+    if verdict == subject.accepted:
+        shown = "the QR code" if verdict == "qr_page" else "the authorization page"
+        return f"OK, {shown} for AppID {app_id} and redirect URI {redirect_uri}", None
     where = subject.client.connection.identifier
     host = urlsplit(redirect_uri).hostname or redirect_uri
-    if verdict == subject.accepted:
-        shown = ("WeChat shows the QR code" if verdict == "qr_page"
-                 else "WeChat shows its authorization page")
-        return f"OK, {shown} for AppID {app_id} and redirect URI {redirect_uri}", None
-    findings: dict[str, Finding] = {
-        "callback_domain": problem(
+    if verdict == "callback_domain":
+        return f"PROBLEM, “redirect_uri 参数错误” (10003): {host} is not registered", problem(
             f"WeChat refuses the redirect URI {redirect_uri} for the {subject.name} {app_id} "
             f"(“redirect_uri 参数错误”, 10003): its host {host} is not the domain registered "
             "for it", f"enter {host} as {subject.domain_field}: exactly that host, no scheme, "
-            "no port; or fix --base-url / SERVER_NAME", where),
-        "callback_scheme": problem(
+            "no port; or fix --base-url / SERVER_NAME", where)
+    if verdict == "callback_scheme":
+        return "PROBLEM, 10039: the other of http and https is registered", problem(
             f"WeChat refuses the scheme of the redirect URI {redirect_uri} for the "
             f"{subject.name} {app_id} (10039): it was registered for the other of http and "
             "https", "serve the site (and give --base-url) with the scheme WeChat has, or "
-            "change it there", where),
-        "scope": problem(
-            f"WeChat refuses the scope asked for the {subject.name} {app_id} (“Scope参数错误"
-            "或没有Scope权限”, 10005): the AppID is another kind of app's, or the app has no "
+            "change it there", where)
+    if verdict == "scope":
+        kind = "approved" if subject.accepted == "qr_page" else "a verified service account"
+        return "PROBLEM, “Scope参数错误或没有Scope权限” (10005)", problem(
+            f"WeChat refuses the scope asked for the {subject.name} {app_id} (“Scope参数错误或"
+            "没有Scope权限”, 10005): the AppID is another kind of app's, or the app has no "
             "right to that scope yet",
-            f"set {subject.id_key} to the AppID of {subject.console}" + (
-                ", approved" if subject.accepted == "qr_page" else
-                ", a verified service account (服务号)"), where),
-        "app_id": problem(
+            f"set {subject.id_key} to the AppID of {subject.console} ({kind})", where)
+    if verdict == "app_id":
+        return "PROBLEM, “appid 参数错误”: WeChat does not know the AppID", problem(
             f"WeChat does not know the AppID {app_id} of the {subject.name} (“appid 参数错误”)",
-            f"copy {subject.id_key} from {subject.console}", where),
-        "refused": problem(
+            f"copy {subject.id_key} from {subject.console}", where)
+    if verdict == "refused":
+        return "PROBLEM, “该链接无法访问”, no cause given", problem(
             f"WeChat refuses the {subject.page_label} (“该链接无法访问”) without saying why: "
             f"most often {host} is not the registered domain, or the app is not approved",
-            f"check {subject.domain_field} and the app's status; WeChat's page: {url}", where),
-        "not_in_wechat": warning(
+            f"check {subject.domain_field} and the app's status; WeChat's page: {url}", where)
+    if verdict == "not_in_wechat":
+        return "WARNING, “请在微信客户端打开链接”: not checked outside WeChat", warning(
             f"WeChat showed “请在微信客户端打开链接” for the {subject.page_label}: it checks the "
             "Official Account's AppID and domain only inside WeChat, so they were not checked",
-            "open the site's login once in WeChat on a phone", where),
-    }
-    found = findings.get(verdict) or warning(
+            "open the site's login once in WeChat on a phone", where)
+    return f"WARNING, a page this check does not know: {seen}", warning(
         f"the {subject.page_label} is not one this check knows ({seen}): WeChat may have "
         "changed it, or something else answers there",
         f"open it in a browser and look: {url}", where)
-    return f"{found.kind.upper()}, {seen}", found
 
 
 def _credentials_outcome(subject: _Subject, app_id: str,
@@ -508,13 +510,13 @@ def connect(addresses: list[str], port: int, timeout: float) -> str:
 def _unreachable_finding(netloc: str, roles: list[str], reason: str) -> Finding:
     if "API" in roles:
         return problem(
-            f"this server cannot reach WeChat's API at {netloc} ({reason}): every login "
+            f"this server cannot reach WeChat's API at {netloc}: {reason}; every login "
             "fails when the code is exchanged",
             f"let this server resolve and connect to {netloc} (DNS, firewall, security "
             "group), or give it a proxy (HTTPS_PROXY), or fix WECHAT_QR_API_BASE_URL")
     return warning(
-        f"this server cannot reach WeChat's QR pages at {netloc} ({reason}), so they were "
-        "not checked; visitors' browsers load them, not this server",
+        f"this server cannot reach WeChat's QR pages at {netloc}: {reason}; they were not "
+        "checked (visitors' browsers load them, not this server)",
         f"run the check where {netloc} can be reached, or fix WECHAT_QR_OPEN_BASE_URL")
 
 

@@ -104,13 +104,19 @@ def visible_text(page: str) -> str:
     return " ".join(html.unescape(text).split())
 
 
-def classify_page(page: str) -> PageVerdict:
-    """The verdict of the first row of :data:`PAGE_PATTERNS` that ``page`` matches."""
+def matching_row(page: str) -> PagePattern | None:
+    """The first row of :data:`PAGE_PATTERNS` that ``page`` matches, if any."""
     text = visible_text(page)
     for row in PAGE_PATTERNS:
         if row.pattern.search(page if row.in_markup else text):
-            return row.verdict
-    return "unknown"
+            return row
+    return None
+
+
+def classify_page(page: str) -> PageVerdict:
+    """What ``page`` says of the set-up: the verdict of its :func:`matching_row`."""
+    row = matching_row(page)
+    return row.verdict if row is not None else "unknown"
 
 
 def page_summary(page: str, limit: int = 120) -> str:
