@@ -335,8 +335,9 @@ class LiveCheck:
             results.findings.append(problem(
                 f"WeChat's API could not be asked about the {subject.name}'s AppID and "
                 f"AppSecret: {reason}; logins fail the same way",
-                f"let this server reach {netloc} (DNS, firewall, proxy), then run the check "
-                "again", client.connection.identifier))
+                f"make sure {netloc} is WeChat's API (or a proxy to it) and that this server "
+                "reaches it (DNS, firewall, proxy), then run the check again",
+                client.connection.identifier))
             return
         self.note_clock(resp.headers.get("Date"), (before + time.time()) / 2)
         row, found = _credentials_outcome(subject, app_id, resp)
