@@ -143,7 +143,8 @@ def test_wrong_callback_domain(make_production_app: t.Callable[..., Flask],
     code, output = check_live(site(make_production_app, base, base))
     assert code == 1, output
     seen = rows(output)
-    assert seen["QR page"] == "PROBLEM, “redirect_uri 参数错误” (10003): localhost is not registered"
+    assert seen["QR page"] == (
+        "PROBLEM, “redirect_uri 参数错误” (10003): localhost is not registered")
     assert seen["Official Account page"] == seen["QR page"]
     assert seen["AppID and AppSecret"].startswith("OK, they match")
     assert problems(output) == [
