@@ -99,12 +99,17 @@ class _Subject:
     Official Account."""
 
     client: WeChatClient
+    #: what the texts call it ("website application", "Official Account")
     name: str
+    #: the labels of its two rows
     page_label: str
     keys_label: str
+    #: how the site configured its AppID and AppSecret (``WECHAT_QR_APP_ID``, a list entry)
     id_key: str
     secret_key: str
+    #: where its AppID and AppSecret are found
     console: str
+    #: the browser its page is asked as
     user_agent: str
     #: the verdict of a page that accepts this app's set-up
     accepted: PageVerdict
@@ -114,6 +119,8 @@ class _Subject:
 
 @dataclass
 class _Results:
+    """Rows and findings, gathered as a probe goes."""
+
     rows: list[Row] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
 
@@ -143,6 +150,7 @@ class LiveCheck:
         self.skew: float | None = None
 
     def run(self) -> LiveReport:
+        """Every probe, then the report, scrubbed of every configured AppSecret."""
         hosts = self.check_hosts()
         sections = []
         findings = list(hosts.findings)
@@ -196,6 +204,8 @@ class LiveCheck:
             return
 
     def clock(self) -> tuple[Row, list[Finding]]:
+        """The clock's row, and a finding when it is more than :data:`CLOCK_TOLERANCE` off:
+        a problem when this site signs ID tokens, whose ``iat``/``exp`` it sets."""
         if self.skew is None:
             return ("Clock", "not checked: no answer of the API said its time"), []
         seconds = round(abs(self.skew))
@@ -227,6 +237,8 @@ class LiveCheck:
     # --- a connection ---------------------------------------------------------------
 
     def check_connection(self, conn: ConnectionSettings) -> _Results:
+        """The page and the keys of the connection's website application, then of its
+        Official Account."""
         results = _Results()
         if not conn.has_credentials:
             results.rows.append(("Not checked", "no AppID and AppSecret"))

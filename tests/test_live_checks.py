@@ -549,3 +549,13 @@ def test_a_server_that_never_answers_does_not_hold_the_check(
         "within WECHAT_QR_HTTP_TIMEOUT" in row(result.output, "AppID and AppSecret")
     [found] = [f for f in findings(result.output, "PROBLEM") if "could not be asked" in f]
     assert f"make sure {netloc} is WeChat's API (or a proxy to it)" in found
+
+
+def test_without_live_nothing_is_called(
+    make_app: t.Callable[..., Flask], wechat_api: WeChatAPI, hosts_up: list[str],
+) -> None:
+    result = make_app().test_cli_runner().invoke(
+        args=["wechat-qr", "check", "--base-url", PUBLIC], env={"FLASK_DEBUG": "0"})
+    assert result.exit_code == 0, result.output
+    assert "Live checks" not in result.output
+    assert not wechat_api.mock.calls and not hosts_up
