@@ -66,10 +66,17 @@ def page(api: WeChatAPI, name: str, path: str = QR_PATH, status: int = 200) -> N
 
 
 def token_answer(api: WeChatAPI, errcode: int | None, errmsg: str = "", *,
-                 date: float | None = None) -> None:
+                 clock_offset: float = 0) -> None:
+    """WeChat's answer to the token request; its Date is the time of the request, minus
+    ``clock_offset`` seconds (this server's clock is that much ahead)."""
     payload = {"errcode": errcode, "errmsg": f"{errmsg}, rid: 6731d8f2-1b2c3d4e-5f6a7b8c"}
-    api.raw(TOKEN_PATH, json.dumps(payload, ensure_ascii=False).encode(),
-            headers={"Date": formatdate(time.time() if date is None else date, usegmt=True)})
+    body = json.dumps(payload, ensure_ascii=False)
+
+    def answer(request: t.Any) -> tuple[int, dict[str, str], str]:
+        date = formatdate(time.time() - clock_offset, usegmt=True)
+        return 200, {"Date": date, "Content-Type": "text/plain"}, body
+
+    api.mock.add_callback(responses.GET, API + TOKEN_PATH, callback=answer)
 
 
 def live(app: Flask, *args: str) -> t.Any:
@@ -369,7 +376,7 @@ def test_a_clock_off_by_more_than_a_minute(
 ) -> None:
     """WeChat's Date says the time: this server's clock is ``offset`` seconds ahead."""
     page(wechat_api, "qrconnect_ok.html")
-    token_answer(wechat_api, 40029, "invalid code", date=time.time() - offset)
+    token_answer(wechat_api, 40029, "invalid code", clock_offset=offset)
     config = ({"WECHAT_QR_CALLBACK_URL": "https://biz.example.com/wechat/done",
                "WECHAT_QR_ID_TOKEN_SECRET": "k3y-" * 12,
                "WECHAT_QR_ID_TOKEN_ISSUER": PUBLIC} if callback else {})
