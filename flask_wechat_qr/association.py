@@ -166,7 +166,8 @@ class AssociationPolicy:
         if user is None and connection.association == "ask_binding":
             raise BindingRequired(connection, token, fetch_profile())
         if user is None and not self.adapter.can_signup(connection):
-            # Refused before any profile request: nothing is learnt, nothing written.
+            # Refused with nothing written, and before any profile request unless finding
+            # the same person's other app needed the unionid the token did not carry.
             raise LoginRefused(openid=token.openid)
         profile = fetch_profile()
         created = user is None

@@ -63,6 +63,7 @@ from .errors import (
     LoginError,
     LoginRefused,
     NotLoggedIn,
+    ProfileNotShared,
     StateError,
     StateUsed,
 )
@@ -269,6 +270,8 @@ class LoginFlow:
             # WeChat's double redirect with a second code: the other request ended first.
             return self._repeat(connection, states.ending(state), True, login)
         except ProfileNotGranted:
+            if login.profile_asked:  # WeChat was asked for it and still shared none
+                return self._failed(connection, states, state, login, ProfileNotShared())
             _record_failure(states, state, PROFILE_NOT_GRANTED)
             return NeedsProfile(connection, login)
         except LoginError as error:

@@ -101,6 +101,8 @@ class LoginData:
     #: which of the connection's apps the browser was sent to: its website application's
     #: QR code, or its Official Account's authorization inside WeChat
     app: str = WEBSITE_APP
+    #: WeChat was already asked for the person's profile (``snsapi_userinfo``) in this login
+    profile_asked: bool = False
 
     def to_json(self) -> dict[str, t.Any]:
         data: dict[str, t.Any] = {"next": self.next_url}
@@ -110,6 +112,8 @@ class LoginData:
             data["link_user"] = self.link_user
         if self.app != WEBSITE_APP:  # rows of earlier versions have none: the website's
             data["app"] = self.app
+        if self.profile_asked:
+            data["asked"] = 1
         return data
 
     @classmethod
@@ -122,7 +126,8 @@ class LoginData:
         return cls(next_url=data.get("next") or None,
                    business=dict(business) if isinstance(business, dict) else {},
                    link_user=str(link_user) if link_user else None,
-                   app=OFFICIAL_ACCOUNT if app == OFFICIAL_ACCOUNT else WEBSITE_APP)
+                   app=OFFICIAL_ACCOUNT if app == OFFICIAL_ACCOUNT else WEBSITE_APP,
+                   profile_asked=data.get("asked") == 1)
 
 
 _ALPHANUMERIC = string.ascii_letters + string.digits

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import secrets
 import typing as t
+from dataclasses import replace
 from urllib.parse import urljoin
 
 from flask import (
@@ -287,7 +288,8 @@ def callback(connection: str) -> BaseResponse:
         state=request.args.get("state"), code=request.args.get("code"), browser=_browser()))
     if isinstance(outcome, NeedsProfile):
         # A silent login of someone new: WeChat asks them to share their profile.
-        return _start_in_wechat(connection, outcome.login.link_user, outcome.login,
+        return _start_in_wechat(connection, outcome.login.link_user,
+                                replace(outcome.login, profile_asked=True),
                                 scope=PROFILE_SCOPE)
     return _respond(outcome)
 

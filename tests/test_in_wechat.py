@@ -462,3 +462,23 @@ def test_the_id_token_of_a_login_in_wechat_says_its_openid_is_the_official_accou
     assert in_app["app"] == "official_account"
     assert in_app["openid"] == openids["official_account"]
     assert "app" not in website and website["openid"] == openids["website"]
+
+
+def test_wechat_asked_for_the_profile_and_sharing_none_ends_the_login(
+        make_app: t.Callable[..., Flask], wechat_api: t.Any) -> None:
+    """A silent token again after asking with snsapi_userinfo: a page, not a redirect loop."""
+    app = make_app(WECHAT_QR_OA_APP_ID="wxfedcba9876543210", WECHAT_QR_OA_APP_SECRET="s",
+                   WECHAT_QR_OA_SCOPE="snsapi_base")
+    client = in_wechat(app)
+    state = parse_qs(urlsplit(authorize_location(client)).query)["state"][0]
+    wechat_api.token(scope="snsapi_base", unionid=None)
+    asked = client.get("/auth/wechat/callback", query_string={"code": "c1", "state": state})
+    assert asked.status_code == 302
+    again = parse_qs(urlsplit(asked.headers["Location"]).query)
+    assert again["scope"] == ["snsapi_userinfo"]
+    wechat_api.token(scope="snsapi_base", unionid=None)
+    page = client.get("/auth/wechat/callback",
+                      query_string={"code": "c2", "state": again["state"][0]})
+    assert page.status_code == 403
+    assert 'data-error="ProfileNotShared"' in page.get_data(as_text=True)
+    assert all_users(app) == [] and all_identities(app) == []
