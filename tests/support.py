@@ -393,6 +393,10 @@ def app_factory(build: t.Callable[..., Flask]) -> t.Iterator[t.Callable[..., Fla
             dispose_engines(app)
 
 
+#: Werkzeug's default password hash method in this test process (conftest's
+#: cheap_password_hashes): a real salted hash, without scrypt's deliberate cost.
+TEST_PASSWORD_HASH_METHOD = "pbkdf2:sha256:1"
+
 #: A SECRET_KEY strong enough for ``flask wechat-qr check`` in production.
 STRONG_KEY = "9f8e7d6c5b4a39281706f5e4d3c2b1a0"
 
