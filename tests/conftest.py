@@ -27,6 +27,7 @@ from support import (
     Database,
     WeChatAPI,
     app_factory,
+    dispose_admin_engines,
     make_test_app,
 )
 
@@ -65,6 +66,16 @@ def sqlite_without_fsync() -> t.Iterator[None]:
         yield
     finally:
         sa.event.remove(sa.engine.Engine, "connect", _without_fsync)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def admin_engines() -> t.Iterator[None]:
+    """The connections that create and drop the tests' PostgreSQL schemas (support's
+    admin_engine) are closed when the session ends."""
+    try:
+        yield
+    finally:
+        dispose_admin_engines()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
