@@ -15,17 +15,67 @@ import typing as t
 
 import pytest
 import responses
+import sqlalchemy as sa
+import werkzeug.security
 from flask import Flask
 from support import (
     POSTGRES_URL_VARIABLE,
     REQUIRE_POSTGRES_VARIABLE,
     STRONG_KEY,
+    TEST_PASSWORD_HASH_METHOD,
     Clock,
     Database,
     WeChatAPI,
     app_factory,
+    dispose_admin_engines,
     make_test_app,
 )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cheap_password_hashes() -> t.Iterator[None]:
+    """Werkzeug's default password hash (scrypt) costs ~100-250 ms a hash *and* a check, by
+    design; hundreds of tests hash or check one (add_user, the bind form, the example site's
+    register and log-in pages, the adapter's check of an unknown username). In this process
+    the default method is a one-round pbkdf2 instead: still a real salted Werkzeug hash that
+    only the right password matches. A test about hash methods names its own (as
+    test_adapter does); servers started in a subprocess keep the real default."""
+    function = werkzeug.security.generate_password_hash
+    if function.__defaults__ != ("scrypt", 16):  # another Werkzeug: leave it as it is
+        yield
+        return
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(function, "__defaults__", (TEST_PASSWORD_HASH_METHOD, 16))
+        yield
+
+
+def _without_fsync(dbapi_connection: t.Any, _record: t.Any) -> None:
+    import sqlite3
+
+    if isinstance(dbapi_connection, sqlite3.Connection):
+        dbapi_connection.execute("PRAGMA synchronous=OFF")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def sqlite_without_fsync() -> t.Iterator[None]:
+    """Every commit of a test's SQLite file otherwise waits for the disk (fsync; a few ms
+    each, a third of a database test's time). What survives a power cut is not what the
+    tests are about: locking, transactions and what other connections see are unchanged."""
+    sa.event.listen(sa.engine.Engine, "connect", _without_fsync)
+    try:
+        yield
+    finally:
+        sa.event.remove(sa.engine.Engine, "connect", _without_fsync)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def admin_engines() -> t.Iterator[None]:
+    """The connections that create and drop the tests' PostgreSQL schemas (support's
+    admin_engine) are closed when the session ends."""
+    try:
+        yield
+    finally:
+        dispose_admin_engines()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -319,6 +319,27 @@ POSTGRES_URL_VARIABLE = "WECHAT_QR_TEST_DATABASE_URL"
 REQUIRE_POSTGRES_VARIABLE = "WECHAT_QR_TEST_REQUIRE_POSTGRES"
 
 
+#: :func:`admin_engine`'s engines, by server URL.
+_ADMIN_ENGINES: dict[str, t.Any] = {}
+
+
+def admin_engine(server_url: str) -> t.Any:
+    """One engine per server for creating and dropping the tests' schemas, its connection
+    kept between tests (a new one costs PostgreSQL a process); closed by
+    :func:`dispose_admin_engines` when the session ends."""
+    if server_url not in _ADMIN_ENGINES:
+        import sqlalchemy as sa
+
+        _ADMIN_ENGINES[server_url] = sa.create_engine(server_url, pool_size=1)
+    return _ADMIN_ENGINES[server_url]
+
+
+def dispose_admin_engines() -> None:
+    """Close :func:`admin_engine`'s connections (the session is over)."""
+    while _ADMIN_ENGINES:
+        _ADMIN_ENGINES.popitem()[1].dispose()
+
+
 class Database:
     """Where one test's databases live: SQLite files in its folder, or one PostgreSQL
     schema per database name (dropped afterwards), so tests never see each other's rows."""
@@ -341,12 +362,8 @@ class Database:
         import sqlalchemy as sa
 
         schema = f"t_{secrets.token_hex(6)}_{name}"[:60].lower()
-        engine = sa.create_engine(self.server_url or "")
-        try:
-            with engine.begin() as conn:
-                conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-        finally:
-            engine.dispose()
+        with admin_engine(self.server_url or "").begin() as conn:
+            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
         self.schemas.append(schema)
         separator = "&" if "?" in (self.server_url or "") else "?"
         return f"{self.server_url}{separator}options=-csearch_path%3D{schema}"
@@ -356,13 +373,9 @@ class Database:
             return
         import sqlalchemy as sa
 
-        engine = sa.create_engine(self.server_url or "")
-        try:
-            with engine.begin() as conn:
-                for schema in self.schemas:
-                    conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        finally:
-            engine.dispose()
+        with admin_engine(self.server_url or "").begin() as conn:
+            for schema in self.schemas:
+                conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
 
 
 def dispose_engines(app: Flask) -> None:
@@ -392,6 +405,10 @@ def app_factory(build: t.Callable[..., Flask]) -> t.Iterator[t.Callable[..., Fla
         for app in apps:
             dispose_engines(app)
 
+
+#: Werkzeug's default password hash method in this test process (conftest's
+#: cheap_password_hashes): a real salted hash, without scrypt's deliberate cost.
+TEST_PASSWORD_HASH_METHOD = "pbkdf2:sha256:1"
 
 #: A SECRET_KEY strong enough for ``flask wechat-qr check`` in production.
 STRONG_KEY = "9f8e7d6c5b4a39281706f5e4d3c2b1a0"
