@@ -142,43 +142,52 @@ def credential(label: str, console: str = WEBSITE_CONSOLE) -> Parser:
 WECHAT_APP_ID = re.compile(r"wx[0-9a-f]{16}")
 
 
-def _app_id_is_wechat_shaped(values: dict[str, t.Any], where: str | None) -> None:
-    """A mistyped AppID would fail only at WeChat, with every visitor's login."""
-    app_id = values["app_id"]
-    if app_id == SANDBOX_APP_ID:
-        raise ConfigurationError(
-            _key("app_id", where), "it is the sandbox's AppID, but WECHAT_QR_SANDBOX is off",
-            "Set your website application's AppID and AppSecret (open.weixin.qq.com, "
-            "管理中心 > 网站应用), or turn WECHAT_QR_SANDBOX on to use the simulated WeChat.")
-    if app_id and not WECHAT_APP_ID.fullmatch(app_id):
-        raise ConfigurationError(
-            _key("app_id", where),
-            # Never the whole value: it may be the AppSecret, pasted in the wrong field.
-            f"{app_id[:4]!r}... ({len(app_id)} characters) is not a WeChat AppID ('wx' and 16 "
-            "hexadecimal digits)",
-            "Copy the AppID of your website application (网站应用) from open.weixin.qq.com, "
-            "管理中心 > 网站应用 (not the AppSecret, nor an Official Account's or a mini "
-            "program's). For a WeChat-compatible service with other AppIDs set its base URLs "
-            "or WECHAT_QR_APP_ID_CHECK=False.",
-        )
+@dataclass(frozen=True)
+class _AppIdRule:
+    """How start-up errors speak of one app's AppID key."""
+
+    key: str
+    sandbox_app_id: str
+    #: what the sandbox's AppID stands for, and where the real credentials are
+    sandbox_problem: str
+    sandbox_fix: str
+    shape_fix: str
 
 
-def _oa_app_id_is_wechat_shaped(values: dict[str, t.Any], where: str | None) -> None:
-    """The same for the Official Account's AppID."""
-    app_id = values["oa_app_id"]
-    if app_id == SANDBOX_OA_APP_ID:
-        raise ConfigurationError(
-            _key("oa_app_id", where),
-            "it is the sandbox's Official Account, but WECHAT_QR_SANDBOX is off",
-            "Set your Official Account's AppID and AppSecret (mp.weixin.qq.com, 设置与开发 > "
-            "基本配置), or turn WECHAT_QR_SANDBOX on to use the simulated WeChat.")
-    if app_id and not WECHAT_APP_ID.fullmatch(app_id):
-        raise ConfigurationError(
-            _key("oa_app_id", where),
-            f"{app_id[:4]!r}... ({len(app_id)} characters) is not a WeChat AppID ('wx' and 16 "
-            "hexadecimal digits)",
-            "Copy the AppID of your Official Account (服务号) from mp.weixin.qq.com, 设置与开发 "
-            "> 基本配置 (not the AppSecret).")
+_APP_ID_RULES = (
+    _AppIdRule(
+        "app_id", SANDBOX_APP_ID, "it is the sandbox's AppID, but WECHAT_QR_SANDBOX is off",
+        "Set your website application's AppID and AppSecret (open.weixin.qq.com, 管理中心 > "
+        "网站应用), or turn WECHAT_QR_SANDBOX on to use the simulated WeChat.",
+        "Copy the AppID of your website application (网站应用) from open.weixin.qq.com, "
+        "管理中心 > 网站应用 (not the AppSecret, nor an Official Account's or a mini program's). "
+        "For a WeChat-compatible service with other AppIDs set its base URLs or "
+        "WECHAT_QR_APP_ID_CHECK=False."),
+    _AppIdRule(
+        "oa_app_id", SANDBOX_OA_APP_ID,
+        "it is the sandbox's Official Account, but WECHAT_QR_SANDBOX is off",
+        "Set your Official Account's AppID and AppSecret (mp.weixin.qq.com, 设置与开发 > "
+        "基本配置), or turn WECHAT_QR_SANDBOX on to use the simulated WeChat.",
+        "Copy the AppID of your Official Account (服务号) from mp.weixin.qq.com, 设置与开发 > "
+        "基本配置 (not the AppSecret)."),
+)
+
+
+def _app_ids_are_wechat_shaped(values: dict[str, t.Any], where: str | None) -> None:
+    """A mistyped AppID (the website application's or the Official Account's) would fail
+    only at WeChat, with every visitor's login."""
+    for rule in _APP_ID_RULES:
+        app_id = values[rule.key]
+        if app_id == rule.sandbox_app_id:
+            raise ConfigurationError(_key(rule.key, where), rule.sandbox_problem,
+                                     rule.sandbox_fix)
+        if app_id and not WECHAT_APP_ID.fullmatch(app_id):
+            raise ConfigurationError(
+                _key(rule.key, where),
+                # Never the whole value: it may be the AppSecret, pasted in the wrong field.
+                f"{app_id[:4]!r}... ({len(app_id)} characters) is not a WeChat AppID ('wx' and "
+                "16 hexadecimal digits)",
+                rule.shape_fix)
 
 
 @dataclass(frozen=True)
@@ -805,8 +814,7 @@ def _load_connection(raw: t.Any, where: str | None, sandbox: bool,
     for rule in CONNECTION_RULES:
         rule(values, where)
     if check_app_id:
-        _app_id_is_wechat_shaped(values, where)
-        _oa_app_id_is_wechat_shaped(values, where)
+        _app_ids_are_wechat_shaped(values, where)
     return ConnectionSettings(**values)
 
 

@@ -990,3 +990,15 @@ def raising(error: BaseException) -> t.Callable[..., None]:
         raise error
 
     return receiver
+
+
+# --- browsers, by their User-Agent (logins inside WeChat and on phones) -------------------
+
+WECHAT_PHONE = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 "
+                "(KHTML, like Gecko) Mobile/15E148 MicroMessenger/8.0.49(0x18003129) "
+                "NetType/WIFI Language/zh_CN")
+WECHAT_WINDOWS = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like "
+                  "Gecko) Chrome/81.0.4044.138 Safari/537.36 NetType/WIFI "
+                  "MicroMessenger/7.0.20.1781(0x6700143B) WindowsWechat(0x63090a13) XWEB/9129")
+SAFARI_PHONE = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 "
+                "(KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1")

@@ -13,7 +13,10 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 from support import (
+    SAFARI_PHONE,
     SANDBOX_PREFIX,
+    WECHAT_PHONE,
+    WECHAT_WINDOWS,
     all_identities,
     all_users,
     answer,
@@ -26,16 +29,8 @@ from support import (
 from flask_wechat_qr.browsers import Browser, classify
 from flask_wechat_qr.sandbox.options import SANDBOX_OA_APP_ID
 
-WECHAT_PHONE = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 "
-                "(KHTML, like Gecko) Mobile/15E148 MicroMessenger/8.0.49(0x18003129) "
-                "NetType/WIFI Language/zh_CN")
-WECHAT_WINDOWS = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like "
-                  "Gecko) Chrome/81.0.4044.138 Safari/537.36 NetType/WIFI "
-                  "MicroMessenger/7.0.20.1781(0x6700143B) WindowsWechat(0x63090a13) XWEB/9129")
 WECOM = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, "
          "like Gecko) Mobile/15E148 wxwork/4.1.26 MicroMessenger/7.0.1 Language/zh")
-SAFARI_PHONE = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 "
-                "(KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1")
 ANDROID_CHROME = ("Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like "
                   "Gecko) Chrome/126.0.0.0 Mobile Safari/537.36")
 DESKTOP_CHROME = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "

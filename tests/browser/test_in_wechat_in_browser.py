@@ -16,20 +16,20 @@ import typing as t
 import pytest
 import requests
 import sqlalchemy as sa
-from support import SANDBOX_PREFIX, Database, LiveServer, serve_example_site
+from support import (
+    SAFARI_PHONE,
+    SANDBOX_PREFIX,
+    WECHAT_PHONE,
+    WECHAT_WINDOWS,
+    Database,
+    LiveServer,
+    serve_example_site,
+)
 
 pytestmark = pytest.mark.browser
 
 ARTIFACTS = pathlib.Path(__file__).resolve().parents[2] / "test-artifacts"
 
-WECHAT_PHONE = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 "
-                "(KHTML, like Gecko) Mobile/15E148 MicroMessenger/8.0.49(0x18003129) "
-                "NetType/WIFI Language/zh_CN")
-WECHAT_WINDOWS = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like "
-                  "Gecko) Chrome/81.0.4044.138 Safari/537.36 NetType/WIFI "
-                  "MicroMessenger/7.0.20.1781(0x6700143B) WindowsWechat(0x63090a13) XWEB/9129")
-SAFARI_PHONE = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 "
-                "(KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1")
 
 IPHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True,
           "device_scale_factor": 2}
