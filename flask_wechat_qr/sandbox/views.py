@@ -38,6 +38,7 @@ from .qr import qr_svg
 from .users import (
     PEOPLE,
     PEOPLE_BY_KEY,
+    PLACEHOLDER_AVATAR,
     SandboxPerson,
     avatar_for,
     is_snapshot,
@@ -119,6 +120,9 @@ class SandboxRuntime:
     models: SandboxModels
     apps: dict[str, SandboxApp]
     public_url: str | None = None
+    #: the origin of the simulated image host in avatar URLs (reached in-process by the
+    #: extension's downloader); ``None``: avatars are ``data:`` URIs
+    image_origin: str | None = None
     #: when this process next deletes what has expired
     next_purge: float = 0.0
     #: whether this process has made sure the sandbox's tables exist
@@ -185,8 +189,24 @@ def refuse_undecodable_query() -> tuple[str, int] | None:
 
 @blueprint.route("/")
 def index() -> str:
-    return render_template("wechat_qr/sandbox/index.html", apps=sandbox_runtime().apps.values(),
-                           people=PEOPLE)
+    from .images import avatar_path
+
+    sandbox = sandbox_runtime()
+    avatars = {person.key: avatar_path(sandbox, person) for person in PEOPLE}
+    return render_template("wechat_qr/sandbox/index.html", apps=sandbox.apps.values(),
+                           people=PEOPLE, avatars=avatars)
+
+
+def headimgurl(sandbox: SandboxRuntime, person: SandboxPerson) -> str:
+    """The person's avatar URL, as ``/sns/userinfo`` gives it: the image host's where it
+    is on, else a ``data:`` URI (WeChat's grey one for the placeholder profile)."""
+    from .images import image_url
+
+    if person.avatar == "placeholder":
+        return PLACEHOLDER_AVATAR
+    if sandbox.image_origin is None:
+        return avatar_for(person.nickname)
+    return image_url(sandbox, person)
 
 
 @blueprint.route("/connect/qrconnect")
@@ -523,7 +543,7 @@ def userinfo() -> Response:
         "nickname": person.nickname,
         # WeChat stopped returning sex and region in 2021.
         "sex": 0, "language": "", "city": "", "province": "", "country": "",
-        "headimgurl": avatar_for(person.nickname),
+        "headimgurl": headimgurl(sandbox, person),
         "privilege": [],
     }
     if person.has_unionid:
