@@ -58,7 +58,7 @@ class AvatarRefused(Exception):
 
 
 @dataclass(frozen=True)
-class Image:
+class AvatarImage:
     """A downloaded avatar: its bytes and their (checked) type."""
 
     content_type: str
@@ -207,9 +207,9 @@ class AvatarDownloader:
         """Where ``headimgurl`` would be downloaded from (``None``: nowhere)."""
         return avatar_source(headimgurl, self.extra_hosts)
 
-    def download(self, url: str) -> Image:
+    def download(self, url: str) -> AvatarImage:
         """The image at ``url``, which must be what :meth:`source` gave."""
-        if avatar_source(url, self.extra_hosts) != url:
+        if not url or avatar_source(url, self.extra_hosts) != url:
             raise AvatarRefused("not an image host URL")  # checked again: never trusted
         with total_deadline(self.timeout) as deadline:
             try:
@@ -225,7 +225,7 @@ class AvatarDownloader:
             raise requests.Timeout(f"no whole avatar within {self.timeout:g} s")
         return image
 
-    def _read(self, response: requests.Response) -> Image:
+    def _read(self, response: requests.Response) -> AvatarImage:
         if response.is_redirect or response.status_code != 200:
             raise AvatarRefused(f"the image host answered {response.status_code}")
         content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
@@ -242,4 +242,4 @@ class AvatarDownloader:
         if not bytes(data).startswith(IMAGE_SIGNATURES[content_type]) or (
                 content_type == "image/webp" and data[8:12] != b"WEBP"):
             raise AvatarRefused(f"the bytes are not {content_type}")
-        return Image(content_type, bytes(data))
+        return AvatarImage(content_type, bytes(data))

@@ -25,7 +25,7 @@ import requests
 import sqlalchemy as sa
 from flask import Response, g, has_app_context, has_request_context, request
 
-from .avatar_download import IMAGE_SIGNATURES, AvatarDownloader, AvatarRefused, Image
+from .avatar_download import IMAGE_SIGNATURES, AvatarDownloader, AvatarImage, AvatarRefused
 from .placeholders import is_placeholder_avatar
 
 if t.TYPE_CHECKING:
@@ -35,7 +35,7 @@ if t.TYPE_CHECKING:
 
 log = logging.getLogger("flask_wechat_qr")
 
-__all__ = ["AvatarKeeper", "AvatarStore", "DatabaseAvatarStore", "Image"]
+__all__ = ["AvatarImage", "AvatarKeeper", "AvatarStore", "DatabaseAvatarStore"]
 
 #: What a key looks like (the route answers 404 for anything else, without a lookup).
 AVATAR_KEY = re.compile(r"[0-9a-f]{40}")
@@ -51,9 +51,9 @@ class AvatarStore(t.Protocol):
     and content type. ``put`` of a key already stored may be ignored (the image is the
     same); ``get`` of an unknown key is ``None``."""
 
-    def get(self, key: str) -> Image | None: ...
+    def get(self, key: str) -> AvatarImage | None: ...
 
-    def put(self, key: str, image: Image) -> None: ...
+    def put(self, key: str, image: AvatarImage) -> None: ...
 
     def delete(self, key: str) -> None: ...
 
@@ -66,11 +66,11 @@ class DatabaseAvatarStore:
         self.db = db
         self.model = model
 
-    def get(self, key: str) -> Image | None:
+    def get(self, key: str) -> AvatarImage | None:
         row = self.db.session.get(self.model, key)
-        return None if row is None else Image(row.content_type, row.data)
+        return None if row is None else AvatarImage(row.content_type, row.data)
 
-    def put(self, key: str, image: Image) -> None:
+    def put(self, key: str, image: AvatarImage) -> None:
         if self.db.session.get(self.model, key) is None:
             self.db.session.add(self.model(key=key, content_type=image.content_type,
                                            data=image.data))
@@ -134,9 +134,9 @@ class AvatarKeeper:
                 return None
         return self.path_for(key)
 
-    def _download(self, source: str) -> Image | None:
+    def _download(self, source: str) -> AvatarImage | None:
         """The image at ``source``, downloaded once per request (``None``: it failed)."""
-        downloads: dict[str, Image | None] = (
+        downloads: dict[str, AvatarImage | None] = (
             g.setdefault(_DOWNLOADS, {}) if has_app_context() else {})
         if source in downloads:
             return downloads[source]
