@@ -62,7 +62,7 @@ class AvatarImage:
     """A downloaded avatar: its bytes and their (checked) type."""
 
     content_type: str
-    data: bytes = b""
+    data: bytes
 
 
 def avatar_source(value: t.Any, extra_hosts: t.Mapping[str, str] | None = None) -> str | None:

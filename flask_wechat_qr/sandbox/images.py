@@ -17,39 +17,18 @@ from flask import Response, abort, redirect, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
 from ..urls import SANDBOX_IMAGE_PATH
-from .users import PEOPLE_BY_KEY, SandboxPerson
-from .views import SandboxRuntime, blueprint, lookup_key, person_of, sandbox_runtime
+from .users import PEOPLE_BY_KEY
+from .views import avatar_version, blueprint, person_of, sandbox_runtime
 
 #: WeChat's size segments and the pixels each stands for (0: the 640 px original).
 SIZES = {"0": 640, "46": 46, "64": 64, "96": 96, "132": 132}
-
-
-def current_version(sandbox: SandboxRuntime, person_key: str) -> int:
-    """How many times the person changed their avatar, plus one."""
-    row = sandbox.db.session.get(sandbox.models.Avatar, lookup_key(person_key))
-    return int(row.version) if row is not None else 1
-
-
-def avatar_path(sandbox: SandboxRuntime, person: SandboxPerson, size: str = "132") -> str:
-    """The path of the person's current avatar on this host."""
-    return url_for("wechat_qr_sandbox.avatar_image", person_key=person.key,
-                   version=current_version(sandbox, person.key), size=size)
-
-
-def image_url(sandbox: SandboxRuntime, person: SandboxPerson) -> str:
-    """The avatar URL ``/sns/userinfo`` gives: on the image origin, ``http://`` and the 46 px
-    thumbnail for the person whose profile has an old-style URL."""
-    origin = sandbox.image_origin or ""
-    if person.avatar == "http":
-        return origin.replace("https://", "http://", 1) + avatar_path(sandbox, person, "46")
-    return origin + avatar_path(sandbox, person)
 
 
 @blueprint.route(f"{SANDBOX_IMAGE_PATH}/<person_key>/<int:version>/<size>")
 def avatar_image(person_key: str, version: int, size: str) -> Response:
     """A person's avatar; 404 once they changed it (or for a size WeChat has not)."""
     sandbox = sandbox_runtime()
-    if size not in SIZES or version != current_version(sandbox, person_key):
+    if size not in SIZES or version != avatar_version(sandbox, person_key):
         abort(404)
     person = person_of(sandbox, person_key)
     if person_key not in PEOPLE_BY_KEY and person.nickname == "WeChat user":

@@ -189,8 +189,6 @@ def refuse_undecodable_query() -> tuple[str, int] | None:
 
 @blueprint.route("/")
 def index() -> str:
-    from .images import avatar_path
-
     sandbox = sandbox_runtime()
     avatars = {person.key: avatar_path(sandbox, person) for person in PEOPLE}
     return render_template("wechat_qr/sandbox/index.html", apps=sandbox.apps.values(),
@@ -198,15 +196,29 @@ def index() -> str:
 
 
 def headimgurl(sandbox: SandboxRuntime, person: SandboxPerson) -> str:
-    """The person's avatar URL, as ``/sns/userinfo`` gives it: the image host's where it
-    is on, else a ``data:`` URI (WeChat's grey one for the placeholder profile)."""
-    from .images import image_url
-
+    """The person's avatar URL, as ``/sns/userinfo`` gives it: on the image host where it
+    is on (``http://`` and the 46 px thumbnail for the person whose profile has an
+    old-style URL), else a ``data:`` URI; WeChat's grey one for the placeholder profile."""
     if person.avatar == "placeholder":
         return PLACEHOLDER_AVATAR
-    if sandbox.image_origin is None:
+    origin = sandbox.image_origin
+    if origin is None:
         return avatar_for(person.nickname)
-    return image_url(sandbox, person)
+    if person.avatar == "http":
+        return origin.replace("https://", "http://", 1) + avatar_path(sandbox, person, "46")
+    return origin + avatar_path(sandbox, person)
+
+
+def avatar_version(sandbox: SandboxRuntime, person_key: str) -> int:
+    """How many times the person changed their avatar (see :mod:`.images`), plus one."""
+    row = sandbox.db.session.get(sandbox.models.Avatar, lookup_key(person_key))
+    return int(row.version) if row is not None else 1
+
+
+def avatar_path(sandbox: SandboxRuntime, person: SandboxPerson, size: str = "132") -> str:
+    """The path of the person's current avatar on the sandbox's image host."""
+    return url_for("wechat_qr_sandbox.avatar_image", person_key=person.key,
+                   version=avatar_version(sandbox, person.key), size=size)
 
 
 @blueprint.route("/connect/qrconnect")
