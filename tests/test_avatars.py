@@ -35,6 +35,7 @@ from flask_wechat_qr.avatar_download import (
     MAX_AVATAR_BYTES,
     AvatarDownloader,
     AvatarRefused,
+    PublicOnlyAdapter,
     avatar_source,
 )
 from flask_wechat_qr.avatars import AvatarKeeper
@@ -506,3 +507,95 @@ def test_the_sandbox_index_changes_an_avatar(sandbox_app: Flask) -> None:
     assert client.get("/wechat-sandbox/mmopen/lisi/1/132").status_code == 404
     assert client.get("/wechat-sandbox/mmopen/lisi/2/0").headers["Content-Type"] == "image/png"
     assert client.post("/wechat-sandbox/people/nobody/avatar").status_code == 404
+
+
+# --- one deadline for the whole download --------------------------------------------------
+
+
+@pytest.fixture
+def dripping_image_host(tmp_path: t.Any) -> t.Iterator[tuple[int, str]]:
+    """An https server on loopback that sends a PNG's headers at once and then its body a
+    byte every 0.1 s: each read is quick, the whole download is not."""
+    import datetime
+    import ssl
+    import threading
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "thirdwx.qlogo.cn")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(1)
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("thirdwx.qlogo.cn")]),
+                           critical=False).sign(key, hashes.SHA256()))
+    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "key.pem").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(10)
+    stop = threading.Event()
+
+    def serve() -> None:
+        try:
+            raw, _ = listener.accept()
+        except OSError:
+            return
+        with context.wrap_socket(raw, server_side=True) as conn:
+            conn.recv(4096)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\n"
+                         b"Content-Length: %d\r\n\r\n" % len(PNG))
+            try:
+                for byte in PNG:
+                    if stop.wait(0.1):
+                        return
+                    conn.sendall(bytes([byte]))
+            except OSError:
+                return
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1], str(tmp_path / "cert.pem")
+    stop.set()
+    listener.close()
+    thread.join(5)
+
+
+def test_a_slow_download_ends_at_the_deadline(monkeypatch: pytest.MonkeyPatch,
+                                              dripping_image_host: tuple[int, str]) -> None:
+    import time
+
+    from flask_wechat_qr import avatar_download
+
+    port, cert = dripping_image_host
+    # Only here: the loopback test server stands in for WeChat's image host.
+    monkeypatch.setattr(avatar_download, "public_address", lambda host, _port: "127.0.0.1")
+    session = avatar_download.download_session()
+    session.verify = cert
+    session.mount("https://", _PortAdapter(port))
+    downloader = AvatarDownloader(timeout=0.8, session=session)
+    started = time.monotonic()
+    with pytest.raises(requests.Timeout):
+        downloader.download(SOURCE)
+    assert 0.7 < time.monotonic() - started < 3  # far less than the body's ~10 s
+
+
+class _PortAdapter(PublicOnlyAdapter):
+    """The public-only adapter, connecting to the test server's port instead of 443."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        super().__init__(max_retries=0)
+
+    def get_connection_with_tls_context(self, request: t.Any, verify: t.Any,
+                                        proxies: t.Any = None, cert: t.Any = None) -> t.Any:
+        request.url = request.url.replace("thirdwx.qlogo.cn/", f"thirdwx.qlogo.cn:{self.port}/")
+        return super().get_connection_with_tls_context(request, verify, proxies, cert)
