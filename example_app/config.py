@@ -29,6 +29,9 @@ OPTIONAL_WECHAT_VARIABLES = (
     "WECHAT_QR_LOGIN_ONLY",
     "WECHAT_QR_ASSOCIATION",
     "WECHAT_QR_CALLBACK_URL",
+    # An Official Account (服务号) logs in visitors who open the site inside WeChat.
+    "WECHAT_QR_OA_APP_ID",
+    "WECHAT_QR_OA_APP_SECRET",
 )
 
 DEFAULTS: dict[str, t.Any] = {

@@ -6,6 +6,7 @@ import hashlib
 import re
 import time
 import typing as t
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
@@ -181,10 +182,50 @@ def logout() -> ResponseReturnValue:
     return redirect(url_for(".index"))
 
 
+#: What each app of a connection is to a person: the QR code on a computer (the website
+#: application) or the login inside WeChat (the Official Account).
+APP_NAMES = {"website": gettext_noop("QR code login"),
+             "official_account": gettext_noop("Login inside WeChat")}
+
+
+@dataclass(frozen=True)
+class LinkedWeChat:
+    """One WeChat account linked on one connection. A person who logged in both by QR code
+    and inside WeChat has an identity of each app there (one openid per app, one unionid);
+    to them it is one WeChat, linked once, and unlinking removes both."""
+
+    connection: str
+    #: oldest first
+    identities: list[t.Any]
+
+    @property
+    def profile(self) -> t.Any:
+        """The identity to show the nickname and avatar of: the last one to log in with a
+        profile (a silent in-WeChat login may carry none)."""
+        with_profile = [i for i in self.identities if i.nickname] or self.identities
+        return max(with_profile, key=lambda identity: identity.last_login_at)
+
+    @property
+    def unionids(self) -> list[str]:
+        return list(dict.fromkeys(i.unionid for i in self.identities if i.unionid))
+
+    def app_name(self, identity: t.Any) -> str:
+        return _(APP_NAMES[identity.app]) if identity.app in APP_NAMES else identity.app
+
+
+def linked_wechat(user: User) -> list[LinkedWeChat]:
+    """The user's linked WeChat accounts, one per connection, oldest first."""
+    by_connection: dict[str, list[t.Any]] = {}
+    for identity in wechat.identities_of(user):
+        by_connection.setdefault(identity.connection, []).append(identity)
+    return [LinkedWeChat(connection, identities)
+            for connection, identities in by_connection.items()]
+
+
 @bp.get("/account")
 @login_required
 def account() -> ResponseReturnValue:
-    return render_template("account.html", identities=wechat.identities_of(current_user))
+    return render_template("account.html", linked=linked_wechat(current_user))
 
 
 @bp.get("/account/unlink/<connection>")
@@ -192,13 +233,13 @@ def account() -> ResponseReturnValue:
 def confirm_unlink(connection: str) -> ResponseReturnValue:
     """Ask before unlinking: this page's form posts to the extension's unlink route (with
     the CSRF token), so a click on the account page never unlinks by itself."""
-    identity = next((i for i in wechat.identities_of(current_user)
-                     if i.connection == connection), None)
+    linked = next((entry for entry in linked_wechat(current_user)
+                   if entry.connection == connection), None)
     # A connection since removed from the settings has no unlink route to post to.
     settings = wechat.connections.get(connection)
-    if identity is None or settings is None:
+    if linked is None or settings is None:
         abort(404, description=_("No WeChat account of this kind is linked to your account."))
-    return render_template("unlink.html", identity=identity, connection=settings)
+    return render_template("unlink.html", linked=linked, connection=settings)
 
 
 @bp.get("/api/me")
@@ -214,7 +255,8 @@ def api_me() -> ResponseReturnValue:
             "username": user.username,
             "nickname": user.nickname,
             "identities": [
-                {"connection": i.connection, "openid": i.openid, "unionid": i.unionid}
+                {"connection": i.connection, "app": i.app, "openid": i.openid,
+                 "unionid": i.unionid}
                 for i in wechat.identities_of(user)
             ],
         })

@@ -18,6 +18,8 @@ from .i18n import gettext as _
 
 #: How the WeChat account of this login was linked, kept for the login's message.
 _LINKED_VIA = "example_wechat_linked_via"
+#: The connections whose WeChat this request unlinked, told once each.
+_UNLINKED = "example_wechat_unlinked"
 
 
 def _is_site(app: Flask) -> bool:
@@ -67,6 +69,12 @@ def on_login_succeeded(app: Flask, *, user: t.Any, identity: t.Any, connection: 
 @signals.identity_unlinked.connect
 def on_identity_unlinked(app: Flask, *, identity: t.Any, connection: t.Any,
                          **_extra: t.Any) -> None:
-    if _is_site(app):
+    """One message per unlinked WeChat: unlinking removes its identity of each app (the QR
+    code's and the Official Account's), each signalled."""
+    if not _is_site(app):
+        return
+    told = g.setdefault(_UNLINKED, set())
+    if connection.identifier not in told:
+        told.add(connection.identifier)
         flash(_("%(account)s is unlinked from your account.",
                 account=_account(identity, connection)))

@@ -21,6 +21,7 @@ from .errors import (
     AlreadyLinked,
     ConnectionAlreadyLinked,
     LastLoginMethod,
+    LoginError,
     LoginRefused,
     NotLinked,
 )
@@ -170,7 +171,8 @@ class AssociationPolicy:
         if user is None and connection.association == "ask_binding":
             raise BindingRequired(connection, token, fetch_profile())
         if user is None and not self.adapter.can_signup(connection):
-            # Refused before any profile request: nothing is learnt, nothing written.
+            # Refused with nothing written, and before any profile request unless finding
+            # the same person's other app needed the unionid the token did not carry.
             raise LoginRefused(openid=token.openid)
         profile = fetch_profile()
         created = user is None
@@ -223,8 +225,10 @@ class AssociationPolicy:
         connection: one WeChat account per connection per user, as identity platforms do
         it (its website application and its Official Account each know it by an openid).
         """
-        if not fresh_user and self.identity_of(user, connection.identifier, app) is not None:
-            raise ConnectionAlreadyLinked()
+        conflict = None if fresh_user else self._conflict(
+            connection, user, app, profile.unionid or unionid)
+        if conflict is not None:
+            raise conflict()
         identity: Identity = self.models.Identity(
             connection=connection.identifier,
             app=app,
@@ -236,6 +240,29 @@ class AssociationPolicy:
         self.db.session.add(identity)
         self.db.session.flush()
         return identity
+
+    def _conflict(self, connection: ConnectionSettings, user: User, app: str,
+                  unionid: str | None) -> type[LoginError] | None:
+        """Why ``user`` cannot take this identity of ``app``: one WeChat account per
+        connection per user, and one user per WeChat account, where ``unionid`` tells the
+        two apps' openids of one person apart from another's. :class:`ConnectionAlreadyLinked`
+        if the user has an identity of ``app``, or the other app's of another person;
+        :class:`AlreadyLinked` if this person's other openid is another user's (the two apps
+        would log in to two accounts)."""
+        IdentityModel = self.models.Identity
+        user_id = self.adapter.get_user_id(user)
+        for identity in self.db.session.execute(sa.select(IdentityModel).where(
+                IdentityModel.connection == connection.identifier,
+                IdentityModel.user_id == user_id)).scalars():
+            if identity.app == app or (unionid and identity.unionid
+                                       and identity.unionid != unionid):
+                return ConnectionAlreadyLinked
+        if unionid and self.db.session.execute(sa.select(IdentityModel.id).where(
+                IdentityModel.connection == connection.identifier,
+                IdentityModel.unionid == unionid,
+                IdentityModel.user_id != user_id).limit(1)).first() is not None:
+            return AlreadyLinked
+        return None
 
     def create_user_for(self, connection: ConnectionSettings, profile: WeChatProfile) -> User:
         """A new user from a WeChat profile, populated as the sync policy says (flushed)."""
@@ -346,7 +373,8 @@ class AssociationPolicy:
         """An existing user to attach a new identity to (field matching only).
 
         ``unionid`` comes with the token, so matching on it needs no profile request. A
-        user who already has an identity of this app on this connection is never matched.
+        user who already has an identity of this app on this connection, or another
+        person's, is never matched.
         """
         if connection.association != "field_matching":
             return None
@@ -355,8 +383,8 @@ class AssociationPolicy:
                 user = self._user_by_unionid(unionid or fetch_profile().unionid)
             else:
                 user = self.adapter.match_user(connection, field, fetch_profile())
-            if user is not None and self.identity_of(
-                    user, connection.identifier, app) is None:
+            if user is not None and self._conflict(
+                    connection, user, app, unionid or fetch_profile().unionid) is None:
                 return user
         return None
 

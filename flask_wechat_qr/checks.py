@@ -5,8 +5,8 @@ The command gathers a :class:`Deployment` once (settings, config, the public bas
 the URLs the app's own ``url_for`` builds), lists it (:func:`describe_connection`), then
 :func:`run_checks` passes it to every function of :data:`DEPLOYMENT_CHECKS`. Each check is
 a small pure function of that value yielding :class:`Finding` s: none prints, reads options
-or calls WeChat, so each is tested alone. Checks that do call WeChat (a later ``--live``)
-are functions of the same shape, run by the same :func:`run_checks`.
+or calls WeChat, so each is tested alone. The checks that do call WeChat (``--live``) are in
+:mod:`.live_checks`, and give :class:`Finding` s too.
 """
 
 from __future__ import annotations
@@ -328,7 +328,7 @@ def check_sandbox_credentials(deployment: Deployment) -> t.Iterator[Finding]:
         return
     for index, conn in enumerate(deployment.settings.connections.values()):
         if _uses_sandbox_credentials(conn):
-            app_id, app_secret = (_setting_key(deployment, index, name)
+            app_id, app_secret = (setting_key(deployment, index, name)
                                   for name in ("app_id", "app_secret"))
             yield problem(
                 "the sandbox's AppID or AppSecret is configured but WECHAT_QR_SANDBOX is "
@@ -347,7 +347,7 @@ def check_credentials(deployment: Deployment) -> t.Iterator[Finding]:
     if deployment.settings.sandbox:
         return
     for index, conn in enumerate(deployment.settings.connections.values()):
-        app_id, app_secret = (_setting_key(deployment, index, name)
+        app_id, app_secret = (setting_key(deployment, index, name)
                               for name in ("app_id", "app_secret"))
         if not conn.has_credentials:
             yield problem(
@@ -367,7 +367,7 @@ def check_official_account(deployment: Deployment) -> t.Iterator[Finding]:
     used: visitors inside WeChat get no in-WeChat login."""
     for index, conn in enumerate(deployment.settings.connections.values()):
         if bool(conn.oa_app_id) != bool(conn.oa_app_secret):
-            oa_app_id, oa_app_secret = (_setting_key(deployment, index, name)
+            oa_app_id, oa_app_secret = (setting_key(deployment, index, name)
                                         for name in ("oa_app_id", "oa_app_secret"))
             yield warning(
                 "only half of the Official Account is configured: logins inside WeChat are "
@@ -381,7 +381,7 @@ def _uses_sandbox_credentials(conn: ConnectionSettings) -> bool:
     return conn.app_id == SANDBOX_APP_ID or conn.app_secret == SANDBOX_APP_SECRET
 
 
-def _setting_key(deployment: Deployment, index: int, name: str) -> str:
+def setting_key(deployment: Deployment, index: int, name: str) -> str:
     """How the site configured a connection's setting: its own key, or its list entry."""
     if deployment.config.get("WECHAT_QR_CONNECTIONS"):
         return f"WECHAT_QR_CONNECTIONS[{index}]['{name}']"
@@ -440,7 +440,7 @@ def check_callback_url_method(deployment: Deployment) -> t.Iterator[Finding]:
         route = deployment.business_routes.get(conn.identifier)
         if route is None or "POST" in route.methods:
             continue
-        key = _setting_key(deployment, index, "callback_url")
+        key = setting_key(deployment, index, "callback_url")
         what = (f"the business callback URL ({key}) {conn.callback_url} is this app's "
                 f"{route.endpoint}, which takes {_and(sorted(route.methods))} but not POST: "
                 "every login would end on 405 Method Not Allowed when the ID token is posted")

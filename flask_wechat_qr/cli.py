@@ -33,6 +33,7 @@ if t.TYPE_CHECKING:
 
     from .id_token import IdTokenSigner
     from .migrations import ForeignKeyStatus
+    from .runtime import Runtime
     from .settings import ConnectionSettings
 
 cli = AppGroup("wechat-qr", help="Flask-WeChat-QR: log in with WeChat by QR code.")
@@ -156,7 +157,12 @@ def _validate_base_url(_ctx: click.Context, _param: click.Parameter,
 @click.option("--callback-domain", metavar="DOMAIN",
               help="The authorization callback domain (授权回调域) entered on the WeChat Open "
                    "Platform, to compare with the redirect URI's host.")
-def check_command(base_url: str | None, callback_domain: str | None) -> None:
+@click.option("--live", is_flag=True,
+              help="Also ask WeChat (needs the network): load each connection's QR page, "
+                   "exchange a made-up code with its AppID and AppSecret, check that this "
+                   "server reaches WeChat's hosts and that its clock is right; each step "
+                   "bounded by WECHAT_QR_HTTP_TIMEOUT.")
+def check_command(base_url: str | None, callback_domain: str | None, live: bool) -> None:
     """Check the WeChat login settings before registering or deploying.
 
     Lists every connection (AppSecret masked), the exact redirect URI this site sends to
@@ -177,6 +183,14 @@ def check_command(base_url: str | None, callback_domain: str | None) -> None:
     depends on the host each request arrives with (behind a proxy, what ProxyFix passes
     on), so it cannot be known here: that is a warning, not a problem.
 
+    With --live it also asks WeChat, where the settings cannot tell: whether WeChat shows
+    the QR page for the AppID and redirect URI (or says "redirect_uri 参数错误", 10003;
+    "Scope参数错误或没有Scope权限", 10005; an unknown AppID), whether the AppID and AppSecret
+    match (a made-up code gets 40029 when they do, 40125 for a wrong AppSecret, 40013 for
+    an unknown AppID), whether this server reaches WeChat's hosts, and whether its clock
+    agrees with WeChat's; the same for each Official Account. It calls the addresses of
+    WECHAT_QR_OPEN_BASE_URL and WECHAT_QR_API_BASE_URL: WeChat, or a standalone sandbox.
+
     Exit status: 0 when no problem was found (warnings allowed), 1 when one was, 2 for a
     usage error.
     """
@@ -190,7 +204,8 @@ def check_command(base_url: str | None, callback_domain: str | None) -> None:
     database_findings = _foreign_key_findings(app)
     for conn in runtime.settings.connections.values():
         _echo_connection(deployment, conn, runtime.id_tokens)
-    findings = Findings(run_checks(deployment).found + database_findings)
+    live_findings = _echo_live_checks(deployment, runtime) if live else ()
+    findings = Findings(run_checks(deployment).found + database_findings + live_findings)
     _echo_findings(findings)
     if findings.problems:
         click.get_current_context().exit(1)
@@ -266,6 +281,23 @@ def _echo_connection(deployment: Deployment, conn: ConnectionSettings,
     for label, value in describe_connection(deployment, conn, id_tokens):
         click.echo(f"  {label + ':':<{_LABEL_WIDTH}} {value}")
     click.echo(f"  {_CALLBACK_DOMAIN_LABEL}: {_domain_to_enter(deployment)}")
+
+
+def _echo_live_checks(deployment: Deployment, runtime: Runtime) -> tuple[Finding, ...]:
+    """What ``--live`` saw, listed as the connections are; what it found, to list with the
+    other findings."""
+    from .live_checks import run_live_checks  # requests and sockets only when asked for
+
+    report = run_live_checks(deployment, runtime)
+    if report.skipped:
+        click.echo("")
+        click.echo(f"Live checks: skipped; {report.skipped}")
+    for section in report.sections:
+        click.echo("")
+        click.echo(section.title)
+        for label, value in section.rows:
+            click.echo(f"  {label + ':':<{_LABEL_WIDTH}} {value}")
+    return report.findings
 
 
 def _domain_to_enter(deployment: Deployment) -> str:

@@ -216,6 +216,18 @@ class SnapshotUser(LoginError):
     )
 
 
+class ProfileNotShared(LoginError):
+    """Asked for the person's profile (``snsapi_userinfo``), WeChat still answered with a
+    silent login's token: asking again would only loop."""
+
+    status = 403
+    title = _l("WeChat did not share your profile")
+    message = _l(
+        "The first time you log in, this site needs WeChat to share your nickname and avatar "
+        "with it. Log in again and tap Allow (允许)."
+    )
+
+
 class WeComBrowser(LoginError):
     """WeCom's (企业微信) browser: it holds a work account, not the person's WeChat, so
     neither the QR code nor an Official Account can log them in there."""

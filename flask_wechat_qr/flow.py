@@ -63,6 +63,7 @@ from .errors import (
     LoginError,
     LoginRefused,
     NotLoggedIn,
+    ProfileNotShared,
     StateError,
     StateUsed,
 )
@@ -104,6 +105,9 @@ MAX_CODE_LENGTH = 512
 PENDING_BINDING_KEY = "_wechat_qr_pending_binding"
 #: Session key holding the business ``state``/``nonce`` while a binding is pending.
 BUSINESS_KEY = "_wechat_qr_delivery"
+#: The ending recorded for a silent login of someone new (see :class:`NeedsProfile`): a
+#: repeated callback of the same browser asks for the profile again, as the first did.
+PROFILE_NOT_GRANTED = "ProfileNotGranted"
 #: Failed endings a repeated callback of the same browser repeats (by the name recorded
 #: with the used state); any other failure is repeated as a :class:`StateError`.
 REPEATED_ERRORS: dict[str, type[LoginError]] = {
@@ -266,7 +270,9 @@ class LoginFlow:
             # WeChat's double redirect with a second code: the other request ended first.
             return self._repeat(connection, states.ending(state), True, login)
         except ProfileNotGranted:
-            _record_failure(states, state, "ProfileNotGranted")
+            if login.profile_asked:  # WeChat was asked for it and still shared none
+                return self._failed(connection, states, state, login, ProfileNotShared())
+            _record_failure(states, state, PROFILE_NOT_GRANTED)
             return NeedsProfile(connection, login)
         except LoginError as error:
             return self._failed(connection, states, state, login, error)
@@ -281,7 +287,8 @@ class LoginFlow:
             return Failed(error, connection, login)
 
     def _complete(self, connection: ConnectionSettings, states: LoginStates, state: str,
-                  code: str | None, login: LoginData) -> Outcome | _Committed:
+                  code: str | None, login: LoginData
+                  ) -> Outcome | NeedsProfile | _Committed:
         """The callback of a state this browser owns and nobody used yet, up to the commit
         that uses it. A login error raised here is recorded as the login's ending by
         :meth:`finish`; an outcome returned here is final (another request's ending)."""
@@ -310,7 +317,7 @@ class LoginFlow:
         return self.clients[connection.identifier]
 
     def _code_used(self, connection: ConnectionSettings, states: LoginStates, state: str,
-                   code: str, login: LoginData, used: CodeUsed) -> Outcome:
+                   code: str, login: LoginData, used: CodeUsed) -> Outcome | NeedsProfile:
         """WeChat's double redirect with the same code: the other request has it. Wait for
         its ending as long as configured. In vain, the code is spent: nobody waits for it
         again (so making a worker wait takes a fresh scan), and this state is used."""
@@ -362,7 +369,8 @@ class LoginFlow:
             ending = Ending(
                 user_id=self.adapter.get_user_id(resolution.user),
                 next_url=login.next_url or self.settings.post_login_url,
-                at=ended_at, auth_time=auth_time, business=login.business, token_id=token_id)
+                at=ended_at, auth_time=auth_time, business=login.business, token_id=token_id,
+                app=token.app)
             # A returning login's writes come last, right before the commit: the database's
             # write lock (all of SQLite's) is not held across the work above.
             self.db.session.flush()  # a race on the identity shows here, and is retried
@@ -409,7 +417,7 @@ class LoginFlow:
         return NeedsBinding(connection, login, binding_id)
 
     def _failed(self, connection: ConnectionSettings, states: LoginStates, state: str,
-                login: LoginData, error: LoginError) -> Outcome:
+                login: LoginData, error: LoginError) -> Outcome | NeedsProfile:
         """Record that the login failed, so a repeated callback ends the same way; if
         another request of it ended first, this one ends as that one did."""
         if _record_failure(states, state, type(error).__name__):
@@ -424,7 +432,7 @@ class LoginFlow:
     # --- repeated callbacks (the table in the module's docstring) --------------------------
 
     def _repeat(self, connection: ConnectionSettings, ending: Ending | None,
-                same_browser: bool, login: LoginData | None) -> Outcome:
+                same_browser: bool, login: LoginData | None) -> Outcome | NeedsProfile:
         """End a callback whose state another request used as that login ended."""
         def no_longer_valid() -> Failed:
             return Failed(StateError(), connection, login)
@@ -438,6 +446,11 @@ class LoginFlow:
                     # This request carries the cookie from before the first callback.
                     self._remember_binding(ending.binding_id, ending.business or {})
                 return NeedsBinding(connection, login, ending.binding_id)
+            if (ending.error == PROFILE_NOT_GRANTED and same_browser and recent
+                    and login is not None):
+                # WeChat's second redirect of a silent login: on to the profile, as the
+                # first (a new state; no login here).
+                return NeedsProfile(connection, login)
             repeated = REPEATED_ERRORS.get(str(ending.error))
             if repeated is not None and same_browser and recent:
                 # The same page (or business callback URL post) as the first request.
@@ -458,7 +471,7 @@ class LoginFlow:
         business = ending.business if connection.callback_url else None
         identity = None
         if business is not None:
-            identity = self.policy.identity_of(user, connection.identifier)
+            identity = self.policy.identity_of(user, connection.identifier, ending.app)
             if identity is None:  # unlinked meanwhile
                 return no_longer_valid()
         return LoggedIn(connection, user, identity,

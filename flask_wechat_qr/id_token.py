@@ -23,7 +23,7 @@ from joserfc.errors import JoseError, SecurityWarning
 from joserfc.jwk import OctKey, RSAKey
 
 from .errors import ConfigurationError, IdTokenError
-from .settings import PREFIX
+from .settings import PREFIX, WEBSITE_APP
 from .urls import is_local_path
 
 if t.TYPE_CHECKING:
@@ -120,8 +120,11 @@ class IdTokenSigner:
             claims["picture"] = picture
         claims.update({k: v for k, v in (extra_claims or {}).items()
                        if k not in PROTECTED_CLAIMS})
-        wechat = {"connection": connection.identifier, "openid": identity.openid,
-                  "unionid": identity.unionid}
+        # ``app`` only where the openid is not the website application's (QR login), so a
+        # receiver of tokens from before Official Accounts sees the same claim.
+        wechat = {"connection": connection.identifier,
+                  "app": identity.app if identity.app != WEBSITE_APP else None,
+                  "openid": identity.openid, "unionid": identity.unionid}
         claims[WECHAT_CLAIM] = {k: v for k, v in wechat.items() if v}
         claims.update(
             iss=issuer,

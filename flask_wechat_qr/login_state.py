@@ -101,6 +101,8 @@ class LoginData:
     #: which of the connection's apps the browser was sent to: its website application's
     #: QR code, or its Official Account's authorization inside WeChat
     app: str = WEBSITE_APP
+    #: WeChat was already asked for the person's profile (``snsapi_userinfo``) in this login
+    profile_asked: bool = False
 
     def to_json(self) -> dict[str, t.Any]:
         data: dict[str, t.Any] = {"next": self.next_url}
@@ -110,6 +112,8 @@ class LoginData:
             data["link_user"] = self.link_user
         if self.app != WEBSITE_APP:  # rows of earlier versions have none: the website's
             data["app"] = self.app
+        if self.profile_asked:
+            data["asked"] = 1
         return data
 
     @classmethod
@@ -122,7 +126,8 @@ class LoginData:
         return cls(next_url=data.get("next") or None,
                    business=dict(business) if isinstance(business, dict) else {},
                    link_user=str(link_user) if link_user else None,
-                   app=OFFICIAL_ACCOUNT if app == OFFICIAL_ACCOUNT else WEBSITE_APP)
+                   app=OFFICIAL_ACCOUNT if app == OFFICIAL_ACCOUNT else WEBSITE_APP,
+                   profile_asked=data.get("asked") == 1)
 
 
 _ALPHANUMERIC = string.ascii_letters + string.digits
@@ -166,6 +171,9 @@ class Ending:
     #: the ``jti`` of the ID token posted for this login (issued at ``at``), so a repeated
     #: callback posts the same token, not a second one
     token_id: str | None = None
+    #: the app of the connection the person logged in with: the repeated callback's ID
+    #: token names that app's openid, as the first one did
+    app: str = WEBSITE_APP
 
     def to_json(self) -> str:
         data: dict[str, t.Any] = {}
@@ -175,6 +183,8 @@ class Ending:
                            ("delivery", self.business), ("jti", self.token_id)):
             if value is not None:
                 data[key] = value
+        if self.app != WEBSITE_APP:  # rows of earlier versions have none: the website's
+            data["app"] = self.app
         return json.dumps(data, separators=(",", ":"))
 
     @classmethod
@@ -189,7 +199,8 @@ class Ending:
                    business=dict(business) if isinstance(business, dict) else None,
                    binding_id=str(binding_id) if binding_id else None,
                    error=str(error) if error is not None else None,
-                   token_id=str(data["jti"]) if data.get("jti") else None)
+                   token_id=str(data["jti"]) if data.get("jti") else None,
+                   app=OFFICIAL_ACCOUNT if data.get("app") == OFFICIAL_ACCOUNT else WEBSITE_APP)
 
     def is_recent(self, seconds: float) -> bool:
         """Whether the login ended at most ``seconds`` ago (a link never counts)."""

@@ -939,6 +939,22 @@ def _one_id_token_key(values: dict[str, t.Any]) -> None:
             "ID_TOKEN_SECRET (HS256, receivers hold the same secret).")
 
 
+def _one_verify_file_per_name(values: dict[str, t.Any]) -> None:
+    """Connections may share an Official Account (and its file), but one path at the site's
+    root serves one content: two files of one name would leave one domain unverified."""
+    served: dict[str, str] = {}
+    for conn in values["connections"].values():
+        file = conn.oa_verify_file
+        if file is None:
+            continue
+        if served.setdefault(file.name, file.content) != file.content:
+            raise ConfigurationError(
+                f"{PREFIX}CONNECTIONS[...]['oa_verify_file']",
+                f"two connections serve {file.name} with different contents",
+                "A verification file's name is unique to its Official Account: copy each "
+                "connection's name=content again from mp.weixin.qq.com.")
+
+
 #: Checked on each connection's parsed values, in order.
 CONNECTION_RULES: tuple[t.Callable[[dict[str, t.Any], str | None], None], ...] = (
     _field_matching_needs_a_field,
@@ -950,4 +966,5 @@ APP_RULES: tuple[t.Callable[[dict[str, t.Any]], None], ...] = (
     _sandbox_in_process,
     _published_keys_need_a_private_key,
     _one_id_token_key,
+    _one_verify_file_per_name,
 )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import secrets
 import typing as t
+from dataclasses import replace
 from urllib.parse import urljoin
 
 from flask import (
@@ -190,9 +191,11 @@ def _phone_page(connection: str) -> tuple[str, int]:
     args: dict[str, t.Any] = {name: value for name, value in request.args.items()
                               if name in LOGIN_PARAMS}
     next_url = safe_next(args.get("next"))
-    page_url = url_for("wechat_qr.login", connection=connection, _external=True,
-                       **args) if conn.has_official_account else (
-        urljoin(request.host_url, next_url) if next_url else request.host_url)
+    # A link goes on in WeChat's browser from the site's page (logged in there first): its
+    # login URL would log in to, or make, another account.
+    page_url = url_for("wechat_qr.login", connection=connection, _external=True, **args) \
+        if conn.has_official_account and request.endpoint != "wechat_qr.link" else (
+            urljoin(request.host_url, next_url) if next_url else request.host_url)
     return render_template(
         "wechat_qr/phone.html", connection=conn, in_wechat=in_wechat,
         page_url=page_url,
@@ -287,7 +290,8 @@ def callback(connection: str) -> BaseResponse:
         state=request.args.get("state"), code=request.args.get("code"), browser=_browser()))
     if isinstance(outcome, NeedsProfile):
         # A silent login of someone new: WeChat asks them to share their profile.
-        return _start_in_wechat(connection, outcome.login.link_user, outcome.login,
+        return _start_in_wechat(connection, outcome.login.link_user,
+                                replace(outcome.login, profile_asked=True),
                                 scope=PROFILE_SCOPE)
     return _respond(outcome)
 

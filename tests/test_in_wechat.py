@@ -307,3 +307,178 @@ def test_the_verify_file_is_served_at_the_root(app: Flask) -> None:
     assert resp.status_code == 200 and resp.get_data(as_text=True) == "Sandbox42"
     assert resp.mimetype == "text/plain"
     assert app.test_client().get("/MP_verify_Other.txt").status_code == 404
+
+
+# --- review of issue 16: repeats, ID tokens, linking, the phone page, the verify file --------
+
+
+def _silent_app(make_app: t.Callable[..., Flask], **config: t.Any) -> Flask:
+    return make_app(WECHAT_QR_SANDBOX=True, WECHAT_QR_APP_ID=None, WECHAT_QR_APP_SECRET=None,
+                    WECHAT_QR_OA_SCOPE="snsapi_base", **config)
+
+
+def _local(url: str) -> str:
+    return url.removeprefix("http://localhost").split("#")[0]
+
+
+def test_wechats_double_redirect_of_a_silent_login_still_asks_for_the_profile(
+        make_app: t.Callable[..., Flask]) -> None:
+    """WeChat's second redirect (the cookie from before the first answer) of a silent login
+    of someone new goes on to ask for the profile too, keeping ``next``: the browser shows
+    that one, not a "no longer valid" page."""
+    from support import browser_copy
+
+    app = _silent_app(make_app)
+    client = in_wechat(app)
+    location = authorize_location(client, next="/account")
+    consent = client.post(_local(location), data={"action": "allow", "person": "lisi"})
+    callback = _local(consent.headers["Location"])
+    twin = browser_copy(app, client)
+    twin.environ_base["HTTP_USER_AGENT"] = WECHAT_PHONE
+    first = client.get(callback)
+    second = twin.get(callback)
+    for resp in (first, second):
+        assert resp.status_code == 302, resp.get_data(as_text=True)
+        assert parse_qs(urlsplit(resp.headers["Location"]).query)["scope"] == [
+            "snsapi_userinfo"]
+    consent = twin.post(_local(second.headers["Location"]),
+                        data={"action": "allow", "person": "lisi"})
+    done = twin.get(_local(consent.headers["Location"]))
+    assert done.status_code == 302 and done.headers["Location"].endswith("/account")
+    [user] = all_users(app)
+    assert logged_in_user_id(twin) == str(user.id)
+
+
+def test_a_reloaded_callback_posts_the_same_id_token_after_a_login_in_wechat(
+        make_app: t.Callable[..., Flask]) -> None:
+    """One login, one token: the reload of the callback page of an in-WeChat login posts
+    the token of that login (its Official Account openid), not one naming the website
+    application's openid of the same user."""
+    from support import BUSINESS_URL, form_post
+
+    app = make_app(WECHAT_QR_SANDBOX=True, WECHAT_QR_APP_ID=None, WECHAT_QR_APP_SECRET=None,
+                   WECHAT_QR_CALLBACK_URL=BUSINESS_URL,
+                   WECHAT_QR_ID_TOKEN_SECRET="a-shared-secret-of-32-bytes-or-more!")
+    log_in_by_qr(app)  # zhangsan's website identity comes first
+    client = in_wechat(app)
+    location = authorize_location(client, state="biz")
+    consent = client.post(_local(location), data={"action": "allow", "person": "zhangsan"})
+    callback = _local(consent.headers["Location"])
+    first = form_post(client.get(callback))["fields"]
+    again = form_post(client.get(callback))["fields"]
+    assert again == first
+
+
+def test_linking_inside_wechat_a_wechat_that_is_someone_elses_is_refused(app: Flask) -> None:
+    """zhangsan's WeChat logs in (QR) to one account: linking the same WeChat, by its
+    Official Account openid, to another account is refused, as linking its website openid
+    would be. Otherwise the person's two apps would log in to two accounts."""
+    from support import add_user, error_name, log_in
+
+    log_in_by_qr(app, "zhangsan")
+    other = add_user(app, password="secret-pass", username="other")
+    client = in_wechat(app)
+    log_in(client, other)
+    page = log_in_inside_wechat(client, "zhangsan", path="/auth/wechat/link")
+    assert page.status_code == 409 and error_name(page) == "AlreadyLinked"
+    assert [i.app for i in all_identities(app)] == ["website"]
+
+
+def test_linking_inside_wechat_another_persons_wechat_is_refused(app: Flask) -> None:
+    """One WeChat account per connection per user: an account whose WeChat is xiaohua's
+    (by QR) cannot link lisi's WeChat by the Official Account."""
+    from support import error_name, log_in
+
+    log_in_by_qr(app, "xiaohua")
+    [user] = all_users(app)
+    client = in_wechat(app)
+    log_in(client, user.id)
+    page = log_in_inside_wechat(client, "lisi", path="/auth/wechat/link")
+    assert page.status_code == 409 and error_name(page) == "ConnectionAlreadyLinked"
+    assert len(all_identities(app)) == 1
+    # The same person's WeChat links fine.
+    done = log_in_inside_wechat(client, "xiaohua", path="/auth/wechat/link")
+    assert done.status_code == 302 and len(all_identities(app)) == 2
+
+
+def test_the_phone_page_of_a_link_never_offers_a_login_link(app: Flask) -> None:
+    """Linking on a phone: "open this page in WeChat" must not hand over a login URL (in
+    WeChat's browser, without this account's session, it would log in to, or make, another
+    account); it offers the page the link was for."""
+    from support import add_user, log_in
+
+    user = add_user(app, password="secret-pass", username="someone")
+    client = in_wechat(app, SAFARI_PHONE)
+    log_in(client, user)
+    text = client.get("/auth/wechat/link", query_string={"next": "/account"}).get_data(
+        as_text=True)
+    assert 'data-wechat-qr-page="phone"' in text
+    page_url = re.search(r'id="wechat-qr-page-url"[^>]*value="([^"]+)"', text).group(1)  # type: ignore[union-attr]
+    assert page_url == "http://localhost/account"
+
+
+def test_two_connections_cannot_serve_two_verify_files_of_one_name(
+        make_app: t.Callable[..., Flask]) -> None:
+    from support import two_connections
+
+    from flask_wechat_qr import ConfigurationError
+
+    config = two_connections()
+    config["WECHAT_QR_CONNECTIONS"][0]["oa_verify_file"] = "MP_verify_Same1.txt=first"
+    config["WECHAT_QR_CONNECTIONS"][1]["oa_verify_file"] = "MP_verify_Same1.txt=second"
+    with pytest.raises(ConfigurationError, match="oa_verify_file"):
+        make_app(**config)
+
+
+def test_the_phone_pages_script_carries_a_hosts_csp_nonce(app: Flask) -> None:
+    """As the QR page's: under a host's nonce-based policy the copy button works."""
+    app.jinja_env.globals["csp_nonce"] = lambda: "n0nce-123"
+    html = in_wechat(app, SAFARI_PHONE).get("/auth/wechat/login").get_data(as_text=True)
+    assert '<script nonce="n0nce-123">' in html
+
+
+def test_the_id_token_of_a_login_in_wechat_says_its_openid_is_the_official_accounts(
+        make_app: t.Callable[..., Flask]) -> None:
+    """A receiver keeping the openid (to message the person, say) must know which app it
+    belongs to: openids are per app."""
+    import base64
+    import json
+
+    from support import BUSINESS_URL, form_post
+
+    app = make_app(WECHAT_QR_SANDBOX=True, WECHAT_QR_APP_ID=None, WECHAT_QR_APP_SECRET=None,
+                   WECHAT_QR_CALLBACK_URL=BUSINESS_URL,
+                   WECHAT_QR_ID_TOKEN_SECRET="a-shared-secret-of-32-bytes-or-more!")
+
+    def wechat_claim(resp: t.Any) -> dict[str, t.Any]:
+        payload = form_post(resp)["fields"]["id_token"].split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        return t.cast("dict[str, t.Any]", claims["wechat"])
+
+    in_app = wechat_claim(log_in_inside_wechat(in_wechat(app)))
+    _client, by_qr = log_in_by_qr(app)
+    website = wechat_claim(by_qr)
+    openids = {i.app: i.openid for i in all_identities(app)}
+    assert in_app["app"] == "official_account"
+    assert in_app["openid"] == openids["official_account"]
+    assert "app" not in website and website["openid"] == openids["website"]
+
+
+def test_wechat_asked_for_the_profile_and_sharing_none_ends_the_login(
+        make_app: t.Callable[..., Flask], wechat_api: t.Any) -> None:
+    """A silent token again after asking with snsapi_userinfo: a page, not a redirect loop."""
+    app = make_app(WECHAT_QR_OA_APP_ID="wxfedcba9876543210", WECHAT_QR_OA_APP_SECRET="s",
+                   WECHAT_QR_OA_SCOPE="snsapi_base")
+    client = in_wechat(app)
+    state = parse_qs(urlsplit(authorize_location(client)).query)["state"][0]
+    wechat_api.token(scope="snsapi_base", unionid=None)
+    asked = client.get("/auth/wechat/callback", query_string={"code": "c1", "state": state})
+    assert asked.status_code == 302
+    again = parse_qs(urlsplit(asked.headers["Location"]).query)
+    assert again["scope"] == ["snsapi_userinfo"]
+    wechat_api.token(scope="snsapi_base", unionid=None)
+    page = client.get("/auth/wechat/callback",
+                      query_string={"code": "c2", "state": again["state"][0]})
+    assert page.status_code == 403
+    assert 'data-error="ProfileNotShared"' in page.get_data(as_text=True)
+    assert all_users(app) == [] and all_identities(app) == []

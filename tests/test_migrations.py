@@ -548,6 +548,35 @@ def test_identities_from_before_0003_are_the_website_apps(host: Flask) -> None:
     assert schema_differences(host) == []
 
 
+def test_the_sql_of_0003_runs_on_a_database_at_0002(host: Flask) -> None:
+    """``db upgrade --sql`` from 0002, run by hand: on SQLite the table rebuild must neither
+    stop at the cascade trigger (the identities' table dropped, its rows left in a
+    temporary one) nor lose the foreign key and the indexes; the rows are the website
+    application's and deleting a user still takes their identities."""
+    import io
+
+    create_user_table(host)
+    migrations.upgrade(host, revision="0002")
+    raw_sql(host, """INSERT INTO "user" (id, username) VALUES (1, 'alice')""")
+    raw_sql(host, "INSERT INTO wechat_qr_identity (connection, openid, user_id, user_key, "
+            "created_at, last_login_at) VALUES ('wechat', 'o1', '1', 1, CURRENT_TIMESTAMP, "
+            "CURRENT_TIMESTAMP)")
+    script = io.StringIO()
+    migrations.upgrade(host, sql=True, output=script)
+    with host.app_context(), host.extensions["sqlalchemy"].engine.begin() as conn:
+        for statement in script.getvalue().split(";\n"):
+            statement = "\n".join(line for line in statement.splitlines()
+                                  if not line.startswith("--"))
+            if statement.strip():
+                conn.exec_driver_sql(statement)
+    assert version_rows(host) == ["0003"]
+    assert [row[0] for row in identities(host)] == ["o1"]
+    assert schema_differences(host) == []
+    assert migrations.foreign_key_status(host).missing == ()
+    raw_sql(host, 'DELETE FROM "user" WHERE id = 1')
+    assert identities(host) == []
+
+
 def test_upgrade_before_the_host_table_exists_then_again_after(host: Flask) -> None:
     """The extension's upgrade often runs before the site's own migrations: it says the
     foreign key waits for the user table and how to finish; the check calls it a problem

@@ -346,7 +346,8 @@ def test_full_wechat_login(wechat_site: Flask, wechat_api: t.Any) -> None:
         "id": me["id"],
         "username": None,
         "nickname": NICKNAME,
-        "identities": [{"connection": "wechat", "openid": OPENID, "unionid": UNIONID}],
+        "identities": [{"connection": "wechat", "app": "website", "openid": OPENID,
+                        "unionid": UNIONID}],
     }
 
     assert NICKNAME in client.get("/").get_data(as_text=True)
