@@ -36,6 +36,8 @@ OPTIONAL_WECHAT_VARIABLES = (
 
 DEFAULTS: dict[str, t.Any] = {
     "WECHAT_QR_SANDBOX_APP_NAME": "Example site",
+    # WeChat's avatar URLs die when the person changes their avatar: keep a copy.
+    "WECHAT_QR_STORE_AVATARS": True,
     "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
     "SESSION_COOKIE_HTTPONLY": True,
     "SESSION_COOKIE_SAMESITE": "Lax",

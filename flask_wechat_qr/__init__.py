@@ -5,6 +5,7 @@ from __future__ import annotations
 from . import signals
 from .adapter import AccountAdapter
 from .association import LoginRefused, Resolution
+from .avatars import AvatarImage, AvatarStore
 from .client import WeChatClient, WeChatProfile, WeChatToken
 from .csrf import check_csrf, csrf_token
 from .delivery import id_token_issuer
@@ -32,6 +33,8 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "AccountAdapter",
     "AccountDisabled",
+    "AvatarImage",
+    "AvatarStore",
     "CodeUsed",
     "ConfigurationError",
     "ConnectionSettings",

@@ -35,6 +35,7 @@ if t.TYPE_CHECKING:
     from sqlalchemy.orm import ORMExecuteState
 
     from .adapter import AccountAdapter
+    from .avatars import AvatarKeeper
     from .client import WeChatProfile, WeChatToken
     from .models import Models
     from .protocols import Identity, User
@@ -82,10 +83,13 @@ class Resolution:
 class AssociationPolicy:
     """Resolves a WeChat identity to a local user, writing identity rows as it goes."""
 
-    def __init__(self, db: SQLAlchemy, models: Models, adapter: AccountAdapter[User]) -> None:
+    def __init__(self, db: SQLAlchemy, models: Models, adapter: AccountAdapter[User],
+                 avatars: AvatarKeeper | None = None) -> None:
         self.db = db
         self.models = models
         self.adapter = adapter
+        #: stores avatars (``WECHAT_QR_STORE_AVATARS``); ``None``: WeChat's URLs are kept
+        self.avatars = avatars
         IdentityModel = models.Identity
         # Built once: every login runs them, and building costs more than running.
         self._identity_by_openid = sa.select(IdentityModel).where(
@@ -145,6 +149,7 @@ class AssociationPolicy:
         The same person's identity of the connection's other app (same ``unionid``) logs
         in as its user whatever the association settings: one person, one account.
         """
+        fetch_profile = self._prefetching_avatar(fetch_profile)
         linked = self.linked_user(connection.identifier, token.openid)
         if linked is not None:
             return self._returning(connection, token, *linked, fetch_profile)
@@ -190,6 +195,7 @@ class AssociationPolicy:
     ) -> Resolution:
         """Link a WeChat account to the logged-in ``user`` (from the account page), in the
         caller's transaction. :class:`AlreadyLinked` if it belongs to someone else."""
+        fetch_profile = self._prefetching_avatar(fetch_profile)
         linked = self.linked_user(connection.identifier, token.openid)
         if linked is not None:
             identity = linked[0]
@@ -230,7 +236,7 @@ class AssociationPolicy:
             user_id=self.adapter.get_user_id(user),
             **self._user_key_of(user),
         )
-        _store_profile(identity, profile, unionid)
+        _store_profile(identity, profile, unionid, self.avatars)
         self.db.session.add(identity)
         self.db.session.flush()
         return identity
@@ -313,7 +319,7 @@ class AssociationPolicy:
         profile = None
         if connection.profile_sync == "each_login" and token.grants_profile:
             profile = fetch_profile()
-            _store_profile(identity, profile, token.unionid)
+            _store_profile(identity, profile, token.unionid, self.avatars)
             self.adapter.populate_user(user, connection, profile)
         elif token.unionid and not identity.unionid:
             identity.unionid = token.unionid
@@ -321,6 +327,15 @@ class AssociationPolicy:
         if now - _as_utc(identity.last_login_at) >= timedelta(seconds=LAST_LOGIN_PRECISION):
             identity.last_login_at = now
         return Resolution(user=user, identity=identity, profile=profile)
+
+    def _prefetching_avatar(self, fetch_profile: t.Callable[[], WeChatProfile]
+                            ) -> t.Callable[[], WeChatProfile]:
+        """``fetch_profile``, downloading a new avatar with the profile, before the login
+        writes (and so locks) anything; it is stored with the identity."""
+        avatars = self.avatars
+        if avatars is None or not avatars.enabled:
+            return fetch_profile
+        return lambda: avatars.prefetch(fetch_profile())
 
     def _same_person(self, connection: ConnectionSettings, token: WeChatToken,
                      fetch_profile: t.Callable[[], WeChatProfile]) -> User | None:
@@ -462,11 +477,14 @@ def _as_utc(moment: datetime | None) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
-def _store_profile(identity: Identity, profile: WeChatProfile, unionid: str | None) -> None:
+def _store_profile(identity: Identity, profile: WeChatProfile, unionid: str | None,
+                   avatars: AvatarKeeper | None = None) -> None:
     """The profile onto the identity; WeChat's placeholders (see :mod:`.placeholders`) never
-    replace a nickname or avatar it has (its raw ``profile`` is what WeChat sent)."""
+    replace a nickname or avatar it has (its raw ``profile`` is what WeChat sent). With
+    ``avatars``, the avatar is this site's stored copy where it could be stored."""
     identity.unionid = profile.unionid or unionid or identity.unionid
-    nickname, avatar_url = profile.real_nickname, profile.real_avatar_url
+    nickname = profile.real_nickname
+    avatar_url = (avatars.stored_url(profile) if avatars else None) or profile.real_avatar_url
     if nickname or not identity.nickname:
         identity.nickname = (nickname or profile.nickname)[:255] or None
     if avatar_url or not identity.avatar_url:

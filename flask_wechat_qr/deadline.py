@@ -16,6 +16,8 @@ import socket
 import threading
 import time
 import typing as t
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -113,6 +115,25 @@ def _track(connection: HTTPConnection) -> None:
     call: _Call | None = getattr(_calls, "current", None)
     if call is not None:
         call.connections.append(connection)
+
+
+#: For other modules' pools: connections a :func:`total_deadline` can cut short.
+TrackedHTTPSConnection = _TrackedHTTPSConnection
+
+
+@contextmanager
+def total_deadline(seconds: float) -> Iterator[_Call]:
+    """Shut down, once ``seconds`` have passed, every tracked connection this thread uses
+    inside the block (a streamed download included); ``.expired`` on what it yields tells
+    whether the deadline cut it."""
+    call = _Call()
+    _calls.current = call
+    token = _WATCHDOG.arm(time.monotonic() + seconds, call)
+    try:
+        yield call
+    finally:
+        _WATCHDOG.disarm(token)
+        _calls.current = None
 
 
 class _HTTPPool(HTTPConnectionPool):

@@ -12,6 +12,8 @@ from flask.sessions import SecureCookieSessionInterface
 
 from .adapter import AccountAdapter, columns_create_user_cannot_fill
 from .association import AssociationPolicy
+from .avatar_download import AvatarDownloader
+from .avatars import AvatarKeeper, AvatarStore, DatabaseAvatarStore
 from .binding import PendingBindings
 from .checks import SECRET_KEY_FIX, secret_key_problem
 from .client import OfficialAccountClient, WeChatClient
@@ -32,7 +34,7 @@ from .settings import (
     configured_issuer,
     load_settings,
 )
-from .urls import IN_PROCESS_ORIGIN
+from .urls import IN_PROCESS_ORIGIN, SANDBOX_IMAGE_ORIGIN, SANDBOX_IMAGE_PATH
 from .user_key import forget_on_bulk_delete, referenced_user_column
 
 if t.TYPE_CHECKING:
@@ -58,6 +60,9 @@ class WeChatQR:
     :param user_model: the host's user model, used by the default adapter.
     :param adapter: an :class:`~flask_wechat_qr.AccountAdapter` (subclass) instance for
         hosts whose users need more than the default.
+    :param avatar_store: where stored avatars live (``WECHAT_QR_STORE_AVATARS``), e.g.
+        object storage: an :class:`~flask_wechat_qr.AvatarStore`. Defaults to a table on
+        ``db``.
     """
 
     def __init__(
@@ -67,10 +72,12 @@ class WeChatQR:
         db: SQLAlchemy | None = None,
         user_model: type[object] | None = None,
         adapter: AccountAdapter | None = None,
+        avatar_store: AvatarStore | None = None,
     ) -> None:
         self.db = db
         self.user_model = user_model
         self.adapter = adapter
+        self.avatar_store = avatar_store
         if app is not None:
             self.init_app(app)
 
@@ -95,7 +102,7 @@ class WeChatQR:
         _warn_of_missing_credentials(app, settings)
         _warn_of_half_an_official_account(settings)
         _secure_session_cookie(app)
-        runtime = _build_runtime(app, settings, db, adapter, id_tokens)
+        runtime = _build_runtime(app, settings, db, adapter, id_tokens, self.avatar_store)
         unavailable = _unsafe_to_serve(app, settings)
         app.extensions[EXTENSION_KEY] = replace(runtime, unavailable=unavailable)
 
@@ -178,7 +185,8 @@ class WeChatQR:
 
 
 def _build_runtime(app: Flask, settings: Settings, db: SQLAlchemy, adapter: AccountAdapter[User],
-                   id_tokens: IdTokenSigner | None) -> Runtime:
+                   id_tokens: IdTokenSigner | None,
+                   avatar_store: AvatarStore | None = None) -> Runtime:
     """The app's services, wired once: nothing below them reaches back up for another."""
     models = models_for(db, referenced_user_column(db, adapter.user_model,
                                                    settings.user_foreign_key))
@@ -198,9 +206,13 @@ def _build_runtime(app: Flask, settings: Settings, db: SQLAlchemy, adapter: Acco
     official_accounts = {identifier: OfficialAccountClient(oauth, conn, **client_options)
                          for identifier, conn in settings.connections.items()
                          if conn.has_official_account}
+    avatars = AvatarKeeper(avatar_store or DatabaseAvatarStore(db, models.Avatar),
+                           AvatarDownloader(timeout=settings.http_timeout),
+                           enabled=settings.store_avatars, url_prefix=settings.url_prefix)
     if settings.sandbox:
-        _install_sandbox(app, db, settings, [*clients.values(), *official_accounts.values()])
-    policy = AssociationPolicy(db, models, adapter)
+        _install_sandbox(app, db, settings, [*clients.values(), *official_accounts.values()],
+                         avatars.downloader)
+    policy = AssociationPolicy(db, models, adapter, avatars)
     adapter.on_user_deleted(policy.forget_user, id(models.Identity.__table__))
     forget_on_bulk_delete(db, adapter.user_model, policy.forget_users,
                           id(models.Identity.__table__))
@@ -212,7 +224,7 @@ def _build_runtime(app: Flask, settings: Settings, db: SQLAlchemy, adapter: Acco
     return Runtime(
         settings=settings, db=db, models=models, adapter=adapter, policy=policy,
         bindings=bindings, clients=clients, official_accounts=official_accounts,
-        login_states=login_states, id_tokens=id_tokens,
+        login_states=login_states, id_tokens=id_tokens, avatars=avatars,
         flow=LoginFlow(db=db, settings=settings, adapter=adapter, policy=policy,
                        bindings=bindings, clients=clients,
                        official_accounts=official_accounts, login_states=login_states),
@@ -372,10 +384,13 @@ def _sandbox_open_base(settings: Settings) -> t.Callable[[], str]:
 
 
 def _install_sandbox(
-    app: Flask, db: SQLAlchemy, settings: Settings, clients: list[WeChatClient]
+    app: Flask, db: SQLAlchemy, settings: Settings, clients: list[WeChatClient],
+    avatar_downloader: AvatarDownloader,
 ) -> None:
     """Mount the simulated WeChat in this app (each connection's website application and
-    Official Account); route the API calls to it in-process."""
+    Official Account); route the API calls to it in-process. Where avatars are stored, the
+    sandbox serves them from its image host, which only this app's downloader may reach
+    (in-process too)."""
     from .sandbox import SandboxApp, WSGITransport, install_sandbox
 
     apps = [SandboxApp(c.app_id, c.app_secret, _sandbox_app_name(app, settings, c))
@@ -383,12 +398,16 @@ def _install_sandbox(
     apps += [SandboxApp(c.oa_app_id, c.oa_app_secret, _sandbox_app_name(app, settings, c),
                         kind=OFFICIAL_ACCOUNT)
              for c in settings.connections.values() if c.has_official_account]
+    image_origin = SANDBOX_IMAGE_ORIGIN if settings.store_avatars else None
     install_sandbox(app, db, apps, url_prefix=settings.sandbox_prefix,
-                    public_url=settings.sandbox_public_url)
+                    public_url=settings.sandbox_public_url, image_origin=image_origin)
     transport = WSGITransport(app)
     for client in clients:
         if client.api_base_url.startswith(IN_PROCESS_ORIGIN):
             client.session.mount(IN_PROCESS_ORIGIN, transport)
+    if image_origin is not None:
+        avatar_downloader.allow_sandbox_host(
+            image_origin, f"{settings.sandbox_prefix}{SANDBOX_IMAGE_PATH}/", transport)
 
 
 def _sandbox_app_name(app: Flask, settings: Settings, conn: ConnectionSettings) -> str:

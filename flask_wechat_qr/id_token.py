@@ -16,6 +16,7 @@ import time
 import typing as t
 import warnings
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from joserfc import jwt
 from joserfc.errors import JoseError, SecurityWarning
@@ -23,6 +24,7 @@ from joserfc.jwk import OctKey, RSAKey
 
 from .errors import ConfigurationError, IdTokenError
 from .settings import PREFIX, WEBSITE_APP
+from .urls import is_local_path
 
 if t.TYPE_CHECKING:
     from .protocols import Identity
@@ -113,8 +115,9 @@ class IdTokenSigner:
         claims: dict[str, t.Any] = {}
         if identity.nickname:
             claims["name"] = identity.nickname
-        if identity.avatar_url and identity.avatar_url.startswith("https://"):
-            claims["picture"] = identity.avatar_url  # a URL a receiver can fetch, nothing else
+        picture = _picture(identity.avatar_url, issuer)
+        if picture:
+            claims["picture"] = picture
         claims.update({k: v for k, v in (extra_claims or {}).items()
                        if k not in PROTECTED_CLAIMS})
         # ``app`` only where the openid is not the website application's (QR login), so a
@@ -152,6 +155,19 @@ class IdTokenSigner:
     def jwks(self) -> dict[str, t.Any]:
         """The JSON Web Key Set receivers verify RS256 tokens with (no private parts)."""
         return {"keys": [dict(jwk) for jwk in self.public_jwks]}
+
+
+def _picture(avatar_url: str | None, issuer: str) -> str | None:
+    """The ``picture`` claim: an ``https`` URL a receiver can fetch, or this site's own
+    stored avatar (a path, see :mod:`.avatars`) on the issuer's origin; nothing else."""
+    if not avatar_url:
+        return None
+    if avatar_url.startswith("https://"):
+        return avatar_url
+    if is_local_path(avatar_url):
+        origin = urlsplit(issuer)
+        return f"{origin.scheme}://{origin.netloc}{avatar_url}"
+    return None
 
 
 def new_token_id() -> str:

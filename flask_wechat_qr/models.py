@@ -42,6 +42,7 @@ class Models:
     LoginState: t.Any
     PendingBinding: t.Any
     BindAttempt: t.Any
+    Avatar: t.Any
 
 
 def models_for(db: SQLAlchemy, user_column: sa.Column[t.Any] | None = None) -> Models:
@@ -62,7 +63,8 @@ def models_for(db: SQLAlchemy, user_column: sa.Column[t.Any] | None = None) -> M
 
 def _declare(db: SQLAlchemy, user_column: sa.Column[t.Any] | None) -> Models:
     return Models(Identity=_identity(db, user_column), LoginState=_login_state(db),
-                  PendingBinding=_pending_binding(db), BindAttempt=_bind_attempt(db))
+                  PendingBinding=_pending_binding(db), BindAttempt=_bind_attempt(db),
+                  Avatar=_avatar(db))
 
 
 def _identity(db: SQLAlchemy, user_column: sa.Column[t.Any] | None) -> t.Any:
@@ -164,6 +166,22 @@ def _bind_attempt(db: SQLAlchemy) -> t.Any:
         at = sa.Column(sa.Float, nullable=False, index=True)
 
     return WeChatBindAttempt
+
+
+def _avatar(db: SQLAlchemy) -> t.Any:
+    # db.Model: the host's base class, made at run time (mypy sees a variable)
+    class WeChatAvatar(db.Model):  # type: ignore[name-defined,misc]
+        """A stored copy of a WeChat avatar (``WECHAT_QR_STORE_AVATARS``), by its key: what
+        is stored under a key never changes (see :mod:`flask_wechat_qr.avatars`)."""
+
+        __tablename__ = "wechat_qr_avatar"
+
+        key = sa.Column(sa.String(64), primary_key=True)
+        content_type = sa.Column(sa.String(32), nullable=False)
+        data = sa.Column(sa.LargeBinary, nullable=False)
+        created_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
+
+    return WeChatAvatar
 
 
 _declared: weakref.WeakKeyDictionary[SQLAlchemy, Models] = weakref.WeakKeyDictionary()

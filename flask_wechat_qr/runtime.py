@@ -19,6 +19,7 @@ if t.TYPE_CHECKING:
 
     from .adapter import AccountAdapter
     from .association import AssociationPolicy
+    from .avatars import AvatarKeeper
     from .binding import PendingBindings
     from .client import OfficialAccountClient, WeChatClient
     from .flow import LoginFlow
@@ -52,6 +53,8 @@ class Runtime:
     login_states: dict[str, LoginStates]
     #: signs the ID tokens for business callback URLs (``None``: no key configured)
     id_tokens: IdTokenSigner | None = None
+    #: stores and serves avatars (``WECHAT_QR_STORE_AVATARS``)
+    avatars: AvatarKeeper | None = None
     #: why logins are off (said in the log at start-up), or ``None`` when they are on
     unavailable: str | None = None
 

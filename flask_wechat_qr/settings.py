@@ -654,6 +654,13 @@ class Settings:
         doc="Tie each WeChat identity to its user row with a foreign key (``ON DELETE "
             "CASCADE``), so deleting a user by any means deletes their identities; "
             "``False`` for a user table the foreign key cannot or must not refer to.")
+    store_avatars: bool = setting(
+        False, boolean, topic="login",
+        doc="Keep a copy of each WeChat avatar (on an identity's first login, and whenever "
+            "a login brings a new avatar URL), downloaded only from WeChat's image hosts, and "
+            "serve it at ``/auth/avatars/<key>``: identities and ID tokens then point there, "
+            "since WeChat's own avatar URLs stop working when the person changes their "
+            "avatar. See :doc:`avatars`.")
     sandbox_app_name: str | None = setting(
         None, optional_name, topic="sandbox",
         doc="The application name the sandbox's phone page shows; unset, the Flask app's "

@@ -23,6 +23,11 @@ WECHAT_OPEN_BASE_URL = "https://open.weixin.qq.com"
 WECHAT_API_BASE_URL = "https://api.weixin.qq.com"
 #: Origin standing for the sandbox mounted in this very app, reached in-process.
 IN_PROCESS_ORIGIN = "http://wechat-sandbox.invalid"
+#: The sandbox's simulated image host (its avatars), reached in-process too; the avatar
+#: downloader accepts it only where the sandbox is on. ``.invalid`` never resolves.
+SANDBOX_IMAGE_ORIGIN = "https://wechat-sandbox-images.invalid"
+#: Where under the sandbox's prefix its image host serves avatars (as WeChat's ``/mmopen``).
+SANDBOX_IMAGE_PATH = "/mmopen"
 
 
 def is_local_path(value: str) -> bool:

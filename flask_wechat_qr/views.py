@@ -67,6 +67,8 @@ PROFILE_SCOPE = "snsapi_userinfo"
 #: into the ID token for the connection's business callback URL).
 MAX_BUSINESS_STATE_LENGTH = 1024
 MAX_NONCE_LENGTH = 255
+#: Endpoints serving public, cacheable files (kept up while logins are off).
+PUBLIC_FILES = ("wechat_qr.jwks", "wechat_qr.avatar")
 
 
 @blueprint.before_request
@@ -74,7 +76,7 @@ def refuse_while_unavailable() -> None:
     """Logins stay off while the site's set-up is unsafe, and a connection's while it has
     no credentials (see the start-up log); the public keys stay published."""
     runtime = current_runtime()
-    if runtime.unavailable and request.endpoint != "wechat_qr.jwks":
+    if runtime.unavailable and request.endpoint not in PUBLIC_FILES:
         raise LoginUnavailable()
     conn = runtime.settings.connections.get((request.view_args or {}).get("connection", ""))
     if conn is not None and not conn.has_credentials:
@@ -391,6 +393,17 @@ def jwks() -> tuple[Response, int] | Response:
     return response
 
 
+@blueprint.route("/avatars/<key>")
+def avatar(key: str) -> Response:
+    """A stored WeChat avatar (``WECHAT_QR_STORE_AVATARS``); 404 for an unknown key."""
+    avatars = current_runtime().avatars
+    response = avatars.response(key) if avatars is not None else None
+    if response is None:
+        return Response("Not Found", status=404, content_type="text/plain",
+                        headers={"Cache-Control": "no-store"})
+    return response
+
+
 # --- errors, caching, template globals ------------------------------------------------------
 
 
@@ -423,7 +436,7 @@ def page_headers(response: BaseResponse) -> BaseResponse:
                             samesite=current_app.config.get("SESSION_COOKIE_SAMESITE") or "Lax",
                             path="/")
     return delivery.page_headers(response, current_runtime().settings.frame_ancestors,
-                                 cacheable=request.endpoint == "wechat_qr.jwks")
+                                 cacheable=request.endpoint in PUBLIC_FILES)
 
 
 register_template_globals(blueprint)

@@ -32,14 +32,14 @@ from flask_wechat_qr import WeChatQR, migrations
 from flask_wechat_qr.migrations import VERSION_TABLE, MigrationError
 
 #: The newest revision: a new migration changes it here, on purpose.
-HEAD = "0003"
+HEAD = "0004"
 EXTENSION_TABLES = {"wechat_qr_identity", "wechat_qr_login_state",
-                    "wechat_qr_pending_binding", "wechat_qr_bind_attempt"}
+                    "wechat_qr_pending_binding", "wechat_qr_bind_attempt", "wechat_qr_avatar"}
 #: The example site's own tables.
 SITE_TABLES = {"user", "login_failure"}
 SANDBOX_TABLES = {"wechat_qr_sandbox_qr", "wechat_qr_sandbox_person",
                   "wechat_qr_sandbox_code", "wechat_qr_sandbox_token",
-                  "wechat_qr_sandbox_consent"}
+                  "wechat_qr_sandbox_consent", "wechat_qr_sandbox_avatar"}
 
 
 #: No variable of the developer's shell reaches the example app; no instance folder in the
@@ -569,7 +569,7 @@ def test_the_sql_of_0003_runs_on_a_database_at_0002(host: Flask) -> None:
                                   if not line.startswith("--"))
             if statement.strip():
                 conn.exec_driver_sql(statement)
-    assert version_rows(host) == ["0003"]
+    assert version_rows(host) == [HEAD]  # through 0003 and on
     assert [row[0] for row in identities(host)] == ["o1"]
     assert schema_differences(host) == []
     assert migrations.foreign_key_status(host).missing == ()

@@ -19,6 +19,7 @@ class SandboxModels:
     Code: t.Any
     Token: t.Any
     Consent: t.Any
+    Avatar: t.Any
 
 
 def sandbox_models_for(db: SQLAlchemy) -> SandboxModels:
@@ -96,8 +97,19 @@ def _declare(db: SQLAlchemy) -> SandboxModels:
         #: when the consent is forgotten (renewed by each authorization)
         expires_at = sa.Column(sa.Float, nullable=False, index=True)
 
+    # db.Model: the host's base class, made at run time (mypy sees a variable)
+    class SandboxAvatar(db.Model):  # type: ignore[name-defined,misc]
+        """How many times a person changed their avatar: each change gives a new image URL
+        and makes the old one 404, as on WeChat."""
+
+        __tablename__ = "wechat_qr_sandbox_avatar"
+
+        person_key = sa.Column(sa.String(64), primary_key=True)
+        version = sa.Column(sa.Integer, nullable=False, default=1)
+
     return SandboxModels(QRSession=SandboxQRSession, Person=SandboxPersonRow,
-                         Code=SandboxCode, Token=SandboxToken, Consent=SandboxConsent)
+                         Code=SandboxCode, Token=SandboxToken, Consent=SandboxConsent,
+                         Avatar=SandboxAvatar)
 
 
 def add_missing_columns(engine: sa.Engine, tables: t.Iterable[sa.Table]) -> None:

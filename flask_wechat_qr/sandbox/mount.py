@@ -8,7 +8,7 @@ from dataclasses import fields
 import sqlalchemy as sa
 from flask import Flask
 
-from . import webauth  # noqa: F401  (its Official Account routes join the blueprint)
+from . import images, webauth  # noqa: F401  (their routes join the blueprint)
 from .models import sandbox_models_for
 from .views import EXTENSION_KEY, SandboxApp, SandboxRuntime, blueprint
 
@@ -34,11 +34,13 @@ def install_sandbox(
     *,
     url_prefix: str = "",
     public_url: str | None = None,
+    image_origin: str | None = None,
 ) -> SandboxRuntime:
-    """Register the sandbox blueprint on ``app``, its tables on ``db``."""
+    """Register the sandbox blueprint on ``app``, its tables on ``db``; ``image_origin``:
+    where avatar URLs point (the simulated image host; ``None``: ``data:`` URIs)."""
     runtime = SandboxRuntime(db=db, models=sandbox_models_for(db),
                              apps={sandbox_app.app_id: sandbox_app for sandbox_app in apps},
-                             public_url=public_url)
+                             public_url=public_url, image_origin=image_origin)
     app.extensions[EXTENSION_KEY] = runtime
     app.register_blueprint(blueprint, url_prefix=url_prefix or None)
     return runtime

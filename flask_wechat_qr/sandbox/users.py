@@ -22,9 +22,14 @@ class SandboxPerson:
     has_unionid: bool = True
     #: shown on the sandbox's pages (in their language)
     note: str | LazyText = ""
+    #: the avatar WeChat gives: ``"https"`` (an image), ``"http"`` (an ``http://`` URL of
+    #: the 46 px thumbnail, as older profiles have) or ``"placeholder"`` (WeChat's grey
+    #: default avatar)
+    avatar: str = "https"
 
 
-#: Ready-made people: CJK and emoji nicknames, a Latin-1 name, one without unionid.
+#: Ready-made people: CJK and emoji nicknames, a Latin-1 name, one without unionid, one
+#: with an ``http://`` avatar, and WeChat's placeholder profile.
 PEOPLE: tuple[SandboxPerson, ...] = (
     SandboxPerson("zhangsan", "张三🐼", note=_l("CJK + emoji nickname")),
     SandboxPerson("lisi", "李四", note=_l("a second user")),
@@ -32,6 +37,10 @@ PEOPLE: tuple[SandboxPerson, ...] = (
     SandboxPerson("jose", "José Martín", note=_l("Latin-1 range letters")),
     SandboxPerson("wangwu", "王五", has_unionid=False,
                   note=_l("no unionid (app not bound to an Open Platform account)")),
+    SandboxPerson("zhaoliu", "赵六", avatar="http",
+                  note=_l("avatar URL over http:// (a 46 px thumbnail)")),
+    SandboxPerson("placeholder", "微信用户", avatar="placeholder",
+                  note=_l("WeChat's placeholder profile: 微信用户 and the grey default avatar")),
 )
 PEOPLE_BY_KEY = {person.key: person for person in PEOPLE}
 
@@ -85,3 +94,8 @@ def avatar_for(nickname: str) -> str:
 
 def _xml_escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+#: WeChat's grey default avatar, as WeChat sends it (see ``flask_wechat_qr.placeholders``).
+PLACEHOLDER_AVATAR = ("https://thirdwx.qlogo.cn/mmopen/vi_32/POgEwh4mIHO4nibH0KlMECNjjGxQUq24"
+                      "ZEaGT4poC6icRiccVGKSyXwibcPq4BWmiaIGuG1icwxaQX6grC9VemZoJ8rg/132")

@@ -38,6 +38,7 @@ from .qr import qr_svg
 from .users import (
     PEOPLE,
     PEOPLE_BY_KEY,
+    PLACEHOLDER_AVATAR,
     SandboxPerson,
     avatar_for,
     is_snapshot,
@@ -119,6 +120,9 @@ class SandboxRuntime:
     models: SandboxModels
     apps: dict[str, SandboxApp]
     public_url: str | None = None
+    #: the origin of the simulated image host in avatar URLs (reached in-process by the
+    #: extension's downloader); ``None``: avatars are ``data:`` URIs
+    image_origin: str | None = None
     #: when this process next deletes what has expired
     next_purge: float = 0.0
     #: whether this process has made sure the sandbox's tables exist
@@ -185,8 +189,36 @@ def refuse_undecodable_query() -> tuple[str, int] | None:
 
 @blueprint.route("/")
 def index() -> str:
-    return render_template("wechat_qr/sandbox/index.html", apps=sandbox_runtime().apps.values(),
-                           people=PEOPLE)
+    sandbox = sandbox_runtime()
+    avatars = {person.key: avatar_path(sandbox, person) for person in PEOPLE}
+    return render_template("wechat_qr/sandbox/index.html", apps=sandbox.apps.values(),
+                           people=PEOPLE, avatars=avatars)
+
+
+def headimgurl(sandbox: SandboxRuntime, person: SandboxPerson) -> str:
+    """The person's avatar URL, as ``/sns/userinfo`` gives it: on the image host where it
+    is on (``http://`` and the 46 px thumbnail for the person whose profile has an
+    old-style URL), else a ``data:`` URI; WeChat's grey one for the placeholder profile."""
+    if person.avatar == "placeholder":
+        return PLACEHOLDER_AVATAR
+    origin = sandbox.image_origin
+    if origin is None:
+        return avatar_for(person.nickname)
+    if person.avatar == "http":
+        return origin.replace("https://", "http://", 1) + avatar_path(sandbox, person, "46")
+    return origin + avatar_path(sandbox, person)
+
+
+def avatar_version(sandbox: SandboxRuntime, person_key: str) -> int:
+    """How many times the person changed their avatar (see :mod:`.images`), plus one."""
+    row = sandbox.db.session.get(sandbox.models.Avatar, lookup_key(person_key))
+    return int(row.version) if row is not None else 1
+
+
+def avatar_path(sandbox: SandboxRuntime, person: SandboxPerson, size: str = "132") -> str:
+    """The path of the person's current avatar on the sandbox's image host."""
+    return url_for("wechat_qr_sandbox.avatar_image", person_key=person.key,
+                   version=avatar_version(sandbox, person.key), size=size)
 
 
 @blueprint.route("/connect/qrconnect")
@@ -523,7 +555,7 @@ def userinfo() -> Response:
         "nickname": person.nickname,
         # WeChat stopped returning sex and region in 2021.
         "sex": 0, "language": "", "city": "", "province": "", "country": "",
-        "headimgurl": avatar_for(person.nickname),
+        "headimgurl": headimgurl(sandbox, person),
         "privilege": [],
     }
     if person.has_unionid:

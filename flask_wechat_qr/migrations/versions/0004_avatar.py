@@ -1,0 +1,33 @@
+"""Stored copies of WeChat avatars (``WECHAT_QR_STORE_AVATARS``): WeChat's own avatar URLs
+stop working when the person changes their avatar.
+
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-12-04 00:00:00
+
+A new table; nothing else changes. Sites that keep the setting off leave it empty.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0004"
+down_revision = "0003"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "wechat_qr_avatar",
+        sa.Column("key", sa.String(64), primary_key=True),
+        sa.Column("content_type", sa.String(32), nullable=False),
+        sa.Column("data", sa.LargeBinary, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("wechat_qr_avatar")
