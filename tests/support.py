@@ -16,6 +16,7 @@ import typing as t
 from pathlib import Path
 from urllib.parse import parse_qs, parse_qsl, urlsplit
 
+import pytest
 import requests
 import responses
 from flask import Flask, render_template_string
@@ -1002,3 +1003,9 @@ WECHAT_WINDOWS = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 
                   "MicroMessenger/7.0.20.1781(0x6700143B) WindowsWechat(0x63090a13) XWEB/9129")
 SAFARI_PHONE = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 "
                 "(KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1")
+
+#: For browser tests about the browser's side of a flow (which page, which way in, what
+#: shows): one database is enough there, as the database's side of the same flows runs on
+#: SQLite and PostgreSQL in the test-client suites (test_in_wechat, test_views,
+#: test_avatars, project/test_example_app). Keeps the whole suite inside its ten minutes.
+ONE_DATABASE = pytest.mark.parametrize("database", ["sqlite"], indirect=True)

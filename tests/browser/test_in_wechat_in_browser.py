@@ -17,6 +17,7 @@ import pytest
 import requests
 import sqlalchemy as sa
 from support import (
+    ONE_DATABASE,
     SAFARI_PHONE,
     SANDBOX_PREFIX,
     WECHAT_PHONE,
@@ -27,6 +28,7 @@ from support import (
 )
 
 pytestmark = pytest.mark.browser
+
 
 ARTIFACTS = pathlib.Path(__file__).resolve().parents[2] / "test-artifacts"
 
@@ -159,6 +161,7 @@ def database_rows(site: LiveServer) -> tuple[list[t.Any], list[t.Any]]:
         return users, identities
 
 
+@ONE_DATABASE
 def test_wechat_on_a_phone_logs_in_through_the_official_account(
         open_browser: t.Callable[..., t.Any], site: LiveServer) -> None:
     page = open_browser("wechat-phone")
@@ -176,6 +179,7 @@ def test_wechat_on_a_phone_logs_in_through_the_official_account(
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
 
 
+@ONE_DATABASE
 def test_wechat_for_windows_logs_in_through_the_official_account(
         open_browser: t.Callable[..., t.Any], site: LiveServer) -> None:
     page = open_browser("wechat-windows")
@@ -187,6 +191,7 @@ def test_wechat_for_windows_logs_in_through_the_official_account(
         "official_account"]
 
 
+@ONE_DATABASE
 def test_mobile_safari_gets_the_phone_page(open_browser: t.Callable[..., t.Any],
                                            site: LiveServer) -> None:
     page = open_browser("safari-phone")
@@ -225,6 +230,7 @@ def test_mobile_safari_gets_the_phone_page(open_browser: t.Callable[..., t.Any],
     shoot(english, "safari-phone-page-en")
 
 
+@ONE_DATABASE
 def test_a_computer_gets_the_qr_code(open_browser: t.Callable[..., t.Any],
                                      site: LiveServer) -> None:
     page = open_browser("desktop")
@@ -262,6 +268,7 @@ def test_one_person_is_one_account_by_qr_and_inside_wechat(
     assert len({i.openid for i in identities}) == 2 and len({i.unionid for i in identities}) == 1
 
 
+@ONE_DATABASE
 def test_a_snapshot_visitor_never_gets_an_account(open_browser: t.Callable[..., t.Any],
                                                   site: LiveServer) -> None:
     page = open_browser("wechat-phone")
@@ -275,6 +282,7 @@ def test_a_snapshot_visitor_never_gets_an_account(open_browser: t.Callable[..., 
     assert database_rows(site) == ([], [])
 
 
+@ONE_DATABASE
 def test_the_verify_file_is_served_at_the_root(open_browser: t.Callable[..., t.Any],
                                                database: Database) -> None:
     name, content = "MP_verify_Xy7Q2pLm9Kd3.txt", "Xy7Q2pLm9Kd3"
@@ -287,6 +295,7 @@ def test_the_verify_file_is_served_at_the_root(open_browser: t.Callable[..., t.A
         assert page.goto(f"{site.url}/MP_verify_other.txt").status == 404
 
 
+@ONE_DATABASE
 def test_a_linked_wechat_is_unlinked_from_both_apps_at_once(
         open_browser: t.Callable[..., t.Any], site: LiveServer) -> None:
     """The example's own account links WeChat by QR code on a computer, then logs in inside

@@ -11,7 +11,7 @@ import re
 import typing as t
 
 import pytest
-from support import Database, LiveServer, serve_example_site
+from support import ONE_DATABASE, Database, LiveServer, serve_example_site
 
 from example_app import create_app
 
@@ -172,6 +172,7 @@ def simulate_scan(page: t.Any, frame: t.Any, person: str) -> None:
     phone.locator("#sbx-allow").click()
 
 
+@ONE_DATABASE
 @pytest.mark.parametrize("lang", ["zh", "en"])
 def test_every_page_in_both_languages(browser: t.Any, database: Database, lang: str) -> None:
     context = browser.new_context(locale=LOCALES[lang], viewport={"width": 1280, "height": 900})
@@ -238,6 +239,7 @@ def test_every_page_in_both_languages(browser: t.Any, database: Database, lang: 
         context.close()
 
 
+@ONE_DATABASE
 @pytest.mark.parametrize("lang", ["zh", "en"])
 def test_the_business_demo_in_both_languages(browser: t.Any, database: Database,
                                              lang: str) -> None:
@@ -268,6 +270,7 @@ def test_the_business_demo_in_both_languages(browser: t.Any, database: Database,
         context.close()
 
 
+@ONE_DATABASE
 @pytest.mark.parametrize("lang", ["zh", "en"])
 @pytest.mark.parametrize("width", [360, 1280])
 def test_the_embedded_qr_page_is_readable(browser: t.Any, database: Database, lang: str,

@@ -10,9 +10,9 @@ import socket
 import typing as t
 
 import pytest
-from support import Database, free_port, serve_example_site
+from support import ONE_DATABASE, Database, free_port, serve_example_site
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, ONE_DATABASE]
 
 ARTIFACTS = pathlib.Path(__file__).resolve().parents[2] / "test-artifacts"
 LOCALES = {"zh": "zh-CN", "en": "en-US"}
