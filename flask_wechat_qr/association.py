@@ -149,7 +149,6 @@ class AssociationPolicy:
         The same person's identity of the connection's other app (same ``unionid``) logs
         in as its user whatever the association settings: one person, one account.
         """
-        fetch_profile = self._prefetching_avatar(fetch_profile)
         linked = self.linked_user(connection.identifier, token.openid)
         if linked is not None:
             return self._returning(connection, token, *linked, fetch_profile)
@@ -195,7 +194,6 @@ class AssociationPolicy:
     ) -> Resolution:
         """Link a WeChat account to the logged-in ``user`` (from the account page), in the
         caller's transaction. :class:`AlreadyLinked` if it belongs to someone else."""
-        fetch_profile = self._prefetching_avatar(fetch_profile)
         linked = self.linked_user(connection.identifier, token.openid)
         if linked is not None:
             identity = linked[0]
@@ -327,15 +325,6 @@ class AssociationPolicy:
         if now - _as_utc(identity.last_login_at) >= timedelta(seconds=LAST_LOGIN_PRECISION):
             identity.last_login_at = now
         return Resolution(user=user, identity=identity, profile=profile)
-
-    def _prefetching_avatar(self, fetch_profile: t.Callable[[], WeChatProfile]
-                            ) -> t.Callable[[], WeChatProfile]:
-        """``fetch_profile``, downloading a new avatar with the profile, before the login
-        writes (and so locks) anything; it is stored with the identity."""
-        avatars = self.avatars
-        if avatars is None or not avatars.enabled:
-            return fetch_profile
-        return lambda: avatars.prefetch(fetch_profile())
 
     def _same_person(self, connection: ConnectionSettings, token: WeChatToken,
                      fetch_profile: t.Callable[[], WeChatProfile]) -> User | None:

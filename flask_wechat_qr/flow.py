@@ -302,7 +302,15 @@ class LoginFlow:
             token = client.exchange_code(code)
         except CodeUsed as used:
             return self._code_used(connection, states, state, code, login, used)
-        fetch_profile = _once(lambda: client.userinfo(token, lang=userinfo_lang()))
+        avatars = self.policy.avatars
+
+        def fetch() -> WeChatProfile:
+            profile = client.userinfo(token, lang=userinfo_lang())
+            # A new avatar is downloaded with the profile, before the login writes (and so
+            # locks) anything; the policy stores it with the identity.
+            return avatars.prefetch(profile) if avatars and avatars.enabled else profile
+
+        fetch_profile = _once(fetch)
         if login.link_user is not None:
             return self._link(connection, states, state, login, token, fetch_profile)
         return self._log_in_new(connection, states, state, login, token, fetch_profile)

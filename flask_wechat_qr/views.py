@@ -23,6 +23,7 @@ from flask import (
     request,
     url_for,
 )
+from werkzeug.routing import BuildError
 from werkzeug.wrappers import Response as BaseResponse
 
 from . import delivery, signals
@@ -215,7 +216,7 @@ def _other_login_url() -> str | None:
         return None
     try:
         return url_for(view)
-    except Exception:  # a login view named but not routable (another blueprint's prefix)
+    except BuildError:  # a login view named but not routable here (e.g. needs arguments)
         return None
 
 
