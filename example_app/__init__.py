@@ -26,6 +26,7 @@ from . import (
     i18n,
     views,
     wechat_feedback,  # noqa: F401  (connects a message to each WeChat action)
+    wechat_profiles,  # noqa: F401  (users follow their refreshed WeChat profile)
 )
 from .config import (
     DEFAULTS,

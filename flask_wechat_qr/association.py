@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import typing as t
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import sqlalchemy as sa
 
@@ -25,7 +25,7 @@ from .errors import (
     LoginRefused,
     NotLinked,
 )
-from .models import utcnow
+from .models import as_utc, utcnow
 from .settings import WEBSITE_APP
 from .user_key import USER_KEY, referenced_column
 
@@ -322,9 +322,19 @@ class AssociationPolicy:
         elif token.unionid and not identity.unionid:
             identity.unionid = token.unionid
         now = utcnow()
-        if now - _as_utc(identity.last_login_at) >= timedelta(seconds=LAST_LOGIN_PRECISION):
+        if now - as_utc(identity.last_login_at) >= timedelta(seconds=LAST_LOGIN_PRECISION):
             identity.last_login_at = now
         return Resolution(user=user, identity=identity, profile=profile)
+
+    def refresh_profile(self, identity_id: int, profile: WeChatProfile,
+                        unionid: str | None) -> Identity | None:
+        """Store a profile read off the login's path (:mod:`.refresh`) on its identity, in
+        the caller's transaction; ``None`` if the identity is gone."""
+        identity: Identity | None = self.db.session.get(self.models.Identity, identity_id)
+        if identity is not None:
+            _store_profile(identity, profile, unionid, self.avatars)
+            self.db.session.flush()
+        return identity
 
     def _same_person(self, connection: ConnectionSettings, token: WeChatToken,
                      fetch_profile: t.Callable[[], WeChatProfile]) -> User | None:
@@ -459,13 +469,6 @@ class AssociationPolicy:
         return self.adapter.load_user(rows[0])
 
 
-def _as_utc(moment: datetime | None) -> datetime:
-    """A stored time as an aware UTC one (SQLite gives it back naive)."""
-    if moment is None:
-        return datetime.min.replace(tzinfo=UTC)
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
 def _store_profile(identity: Identity, profile: WeChatProfile, unionid: str | None,
                    avatars: AvatarKeeper | None = None) -> None:
     """The profile onto the identity; WeChat's placeholders (see :mod:`.placeholders`) never
@@ -479,3 +482,4 @@ def _store_profile(identity: Identity, profile: WeChatProfile, unionid: str | No
     if avatar_url or not identity.avatar_url:
         identity.avatar_url = avatar_url or profile.avatar_url
     identity.profile = profile.raw
+    identity.profile_refreshed_at = utcnow()

@@ -23,8 +23,6 @@ from .runtime import current_runtime
 from .settings import configured_issuer
 
 if t.TYPE_CHECKING:
-    from flask import Flask
-    from werkzeug.local import LocalProxy
 
     from .login_state import BusinessParams, LoginData
     from .protocols import Identity, User
@@ -96,7 +94,7 @@ def _logged_in(outcome: LoggedIn) -> BaseResponse:
     ``login_succeeded`` may answer instead (not for a repeated callback: it was told)."""
     if not outcome.repeated:
         for _receiver, result in signals.login_succeeded.send(
-            _app(), user=outcome.user, identity=outcome.identity,
+            signals.sender(), user=outcome.user, identity=outcome.identity,
             connection=outcome.connection, created_user=outcome.created_user,
             new_identity=outcome.new_identity, next_url=outcome.next_url,
         ):
@@ -142,7 +140,7 @@ def deliver_id_token(connection: ConnectionSettings, user: User, identity: Ident
         token_id=token_id,
         issued_at=issued_at,
     )
-    signals.id_token_issued.send(_app(), user=user, connection=connection, claims=claims)
+    signals.id_token_issued.send(signals.sender(), user=user, connection=connection, claims=claims)
     fields = {"id_token": token}
     if business.get("state"):
         fields["state"] = business["state"]
@@ -187,8 +185,3 @@ def id_token_issuer() -> str:
     the request's root URL. For a receiver living in the same app (as the example's)."""
     return (configured_issuer(current_runtime().settings, current_app.config)
             or request.url_root.rstrip("/"))
-
-
-def _app() -> Flask:
-    # Flask types current_app as the app; it is the proxy in front of it.
-    return t.cast("LocalProxy[Flask]", current_app)._get_current_object()

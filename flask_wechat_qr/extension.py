@@ -25,6 +25,7 @@ from .layout import page_layout
 from .login_state import LoginStates, LoginStateStore
 from .models import models_for
 from .redact import redact_http_debug_logs
+from .refresh import ProfileRefresher
 from .runtime import EXTENSION_KEY, Runtime, find_runtime
 from .settings import (
     OFFICIAL_ACCOUNT,
@@ -217,6 +218,7 @@ def _build_runtime(app: Flask, settings: Settings, db: SQLAlchemy, adapter: Acco
     forget_on_bulk_delete(db, adapter.user_model, policy.forget_users,
                           id(models.Identity.__table__))
     bindings = PendingBindings(db, models, policy, settings)
+    refresher = ProfileRefresher(db, models, policy, adapter)
     store = LoginStateStore(db, models.LoginState)
     login_states = {
         identifier: LoginStates(store, identifier, conn.app_id, settings.state_ttl)
@@ -224,10 +226,11 @@ def _build_runtime(app: Flask, settings: Settings, db: SQLAlchemy, adapter: Acco
     return Runtime(
         settings=settings, db=db, models=models, adapter=adapter, policy=policy,
         bindings=bindings, clients=clients, official_accounts=official_accounts,
-        login_states=login_states, id_tokens=id_tokens, avatars=avatars,
+        login_states=login_states, id_tokens=id_tokens, avatars=avatars, refresher=refresher,
         flow=LoginFlow(db=db, settings=settings, adapter=adapter, policy=policy,
                        bindings=bindings, clients=clients,
-                       official_accounts=official_accounts, login_states=login_states),
+                       official_accounts=official_accounts, login_states=login_states,
+                       refresher=refresher),
     )
 
 

@@ -9,6 +9,7 @@ The data path of a login reads down this module::
       use the state, with how the login ended     login_state (same transaction)
       commit                                      here: one commit per login
       log in; user_created, identity_linked       adapter, signals
+      a stale profile: refreshed in the background  refresh (after the commit)
       -> LoggedIn | Linked | NeedsBinding | Failed    (delivery.py sends login_succeeded)
 
 The flow owns the transaction: the policy and the pending bindings decide and write rows,
@@ -49,7 +50,7 @@ import time
 import typing as t
 from dataclasses import dataclass, field
 
-from flask import current_app, session
+from flask import session
 from sqlalchemy.exc import IntegrityError
 
 from . import signals
@@ -81,15 +82,14 @@ from .login_state import (
 from .settings import OFFICIAL_ACCOUNT
 
 if t.TYPE_CHECKING:
-    from flask import Flask
     from flask_sqlalchemy import SQLAlchemy
-    from werkzeug.local import LocalProxy
 
     from .adapter import AccountAdapter
     from .association import AssociationPolicy
     from .binding import PendingBindings
     from .client import OfficialAccountClient, WeChatClient, WeChatProfile, WeChatToken
     from .protocols import Identity, PendingBinding, User
+    from .refresh import ProfileRefresher
     from .settings import ConnectionSettings, Settings
 
 log = logging.getLogger("flask_wechat_qr")
@@ -214,6 +214,8 @@ class _Committed:
     auth_time: float
     token_id: str | None = None
     issued_at: float | None = None
+    #: the login's WeChat token (a stale profile is refreshed with it)
+    token: WeChatToken | None = None
 
 
 @dataclass(frozen=True)
@@ -236,7 +238,8 @@ class LoginFlow:
                  policy: AssociationPolicy, bindings: PendingBindings,
                  clients: dict[str, WeChatClient],
                  official_accounts: dict[str, OfficialAccountClient],
-                 login_states: dict[str, LoginStates]) -> None:
+                 login_states: dict[str, LoginStates],
+                 refresher: ProfileRefresher | None = None) -> None:
         self.db = db
         self.settings = settings
         self.adapter = adapter
@@ -245,6 +248,8 @@ class LoginFlow:
         self.clients = clients
         self.official_accounts = official_accounts
         self.login_states = login_states
+        #: refreshes returning people's stale profiles off the login's path
+        self.refresher = refresher
 
     # --- the callback ---------------------------------------------------------------------
 
@@ -390,21 +395,34 @@ class LoginFlow:
         except BindingRequired as required:
             return self._park_binding(connection, states, state, login, required)
         return _Committed(connection, login, resolution, auth_time, token_id,
-                          ended_at if token_id else None)
+                          ended_at if token_id else None, token)
 
     def _after_commit(self, committed: _Committed) -> Outcome:
         """Log in (or tell of the link) once the login is committed."""
         connection, login, resolution = committed.connection, committed.login, \
             committed.resolution
         if login.link_user is None:
-            return self._log_in(connection, resolution, login, committed.auth_time,
-                                token_id=committed.token_id, issued_at=committed.issued_at)
+            outcome = self._log_in(connection, resolution, login, committed.auth_time,
+                                   token_id=committed.token_id, issued_at=committed.issued_at)
+            if isinstance(outcome, LoggedIn) and committed.token is not None:
+                self._refresh_if_stale(connection, resolution, committed.token)
+            return outcome
         if resolution.new_identity:
-            signals.identity_linked.send(_app(), user=resolution.user,
+            signals.identity_linked.send(signals.sender(), user=resolution.user,
                                          identity=resolution.identity, connection=connection,
                                          via="link")
         return Linked(connection, resolution.user, resolution.identity,
                       login.next_url or self.settings.post_login_url, login)
+
+    def _refresh_if_stale(self, connection: ConnectionSettings, resolution: Resolution,
+                          token: WeChatToken) -> None:
+        """A returning login that read no profile hands a stale one to the refresher."""
+        refresher = self.refresher
+        if (refresher is not None and resolution.profile is None
+                and not resolution.new_identity
+                and refresher.is_due(connection, resolution.identity, token)):
+            refresher.schedule(connection, self.client_for(connection, token.app),
+                               resolution.identity, token)
 
     def _park_binding(self, connection: ConnectionSettings, states: LoginStates, state: str,
                       login: LoginData, required: BindingRequired) -> NeedsBinding:
@@ -430,7 +448,8 @@ class LoginFlow:
         another request of it ended first, this one ends as that one did."""
         if _record_failure(states, state, type(error).__name__):
             if isinstance(error, LoginRefused) and error.openid:
-                signals.login_refused.send(_app(), connection=connection, openid=error.openid)
+                signals.login_refused.send(signals.sender(), connection=connection,
+                                           openid=error.openid)
             return Failed(error, connection, login)
         outcome = self._repeat(connection, states.ending(state), True, login)
         if isinstance(outcome, Failed) and type(outcome.error) is StateError:
@@ -509,7 +528,7 @@ class LoginFlow:
             resolution = self._in_transaction(
                 lambda: self.bindings.create_account(pending.connection, pending.binding_id))
         except LoginRefused as refused:
-            signals.login_refused.send(_app(), connection=pending.connection,
+            signals.login_refused.send(signals.sender(), connection=pending.connection,
                                        openid=refused.openid or pending.row.openid)
             raise
         return self._finish_binding(pending, resolution)
@@ -543,7 +562,7 @@ class LoginFlow:
             self.adapter.login_user(resolution.user)
         except LoginError as error:
             return Failed(error, connection, login)
-        app = _app()
+        app = signals.sender()
         if resolution.created_user:
             signals.user_created.send(app, user=resolution.user, identity=resolution.identity,
                                       connection=connection)
@@ -563,7 +582,7 @@ class LoginFlow:
         identity of each app, each told to ``identity_unlinked``."""
         identities = self._in_transaction(lambda: self.policy.unlink(connection, user))
         for identity in identities:
-            signals.identity_unlinked.send(_app(), user=user, identity=identity,
+            signals.identity_unlinked.send(signals.sender(), user=user, identity=identity,
                                            connection=connection)
         return identities
 
@@ -622,8 +641,3 @@ def _once(fetch: t.Callable[[], WeChatProfile]) -> t.Callable[[], WeChatProfile]
 
     return fetch_once
 
-
-def _app() -> Flask:
-    """The app as the signals' sender."""
-    # Flask types current_app as the app; it is the proxy in front of it.
-    return t.cast("LocalProxy[Flask]", current_app)._get_current_object()

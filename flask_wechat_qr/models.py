@@ -34,6 +34,14 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def as_utc(moment: datetime | None) -> datetime:
+    """A stored time as an aware UTC one (SQLite gives it back naive); ``None`` as the
+    earliest time there is."""
+    if moment is None:
+        return datetime.min.replace(tzinfo=UTC)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
 @dataclass(frozen=True)
 class Models:
     """The mapped classes for one ``db``."""
@@ -95,6 +103,10 @@ def _identity(db: SQLAlchemy, user_column: sa.Column[t.Any] | None) -> t.Any:
         profile = sa.Column(sa.JSON)
         created_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
         last_login_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
+        #: when WeChat's profile was last read (or a refresh of it claimed): see
+        #: :mod:`flask_wechat_qr.refresh`; ``NULL`` for rows from before it, read as
+        #: ``created_at``
+        profile_refreshed_at = sa.Column(sa.DateTime(timezone=True))
         if user_column is not None:
             #: the user's primary key (its type from the foreign key): deleting the user row
             #: deletes the identity, in the database itself; ``NULL`` only for rows linked

@@ -41,6 +41,8 @@ class Identity(t.Protocol):
     profile: dict[str, t.Any] | None
     created_at: datetime
     last_login_at: datetime
+    #: when the profile was last read from WeChat (``None``: not since the row's creation)
+    profile_refreshed_at: datetime | None
 
 
 class PendingBinding(t.Protocol):

@@ -27,6 +27,7 @@ if t.TYPE_CHECKING:
     from .login_state import LoginStates
     from .models import Models
     from .protocols import User
+    from .refresh import ProfileRefresher
     from .settings import ConnectionSettings, Settings
 
 #: Where the runtime lives in ``app.extensions``.
@@ -55,6 +56,9 @@ class Runtime:
     id_tokens: IdTokenSigner | None = None
     #: stores and serves avatars (``WECHAT_QR_STORE_AVATARS``)
     avatars: AvatarKeeper | None = None
+    #: refreshes returning people's stale profiles in the background
+    #: (``WECHAT_QR_PROFILE_REFRESH_AFTER``)
+    refresher: ProfileRefresher | None = None
     #: why logins are off (said in the log at start-up), or ``None`` when they are on
     unavailable: str | None = None
 

@@ -376,6 +376,20 @@ def whole_number(value: t.Any, key: str, default: t.Any) -> int:
     return math.ceil(positive_seconds(value, key, default))
 
 
+def seconds_or_off(value: t.Any, key: str, default: t.Any) -> int:
+    """A whole number of seconds (fractions round up), or 0 (also blank or ``None``): off."""
+    if value is None or str(value).strip() == "":
+        return 0
+    try:
+        number = -1.0 if isinstance(value, bool) else float(value)
+    except (TypeError, ValueError):
+        number = -1.0
+    if not (number >= 0 and math.isfinite(number)):
+        raise ConfigurationError(key, f"{value!r} is not a number of seconds",
+                                 f"Use a number of seconds, e.g. {default}, or 0 for never.")
+    return math.ceil(number)
+
+
 def seconds_to_wait(value: t.Any, key: str, default: t.Any) -> float:
     """Zero or a positive number of seconds, at most a minute (a request waiting longer
     holds a worker for nothing)."""
@@ -513,6 +527,14 @@ class ConnectionSettings:
                               f"Use one of: {', '.join(PROFILE_SYNC_MODES)}."),
         doc="What the user record gets from the WeChat profile: ``first_login``, "
             "``each_login`` or ``never``.")
+    profile_refresh_after: int = setting(
+        7 * 24 * 3600, seconds_or_off,
+        doc="Seconds after which a returning login refreshes the identity's WeChat profile "
+            "(nickname, avatar) in the background, after the login and without slowing it "
+            "(one more WeChat call, off the login's path; :data:`~flask_wechat_qr.signals."
+            "profile_refreshed` tells the host); ``0``: never. Not needed with "
+            "``profile_sync = \"each_login\"``, which reads the profile during every login. "
+            "See :doc:`avatars`.")
     lang: str | None = setting(
         None, one_of((None, "cn", "en"), "unknown QR page language",
                      "Use 'cn', 'en' or leave it unset (WeChat's default).",

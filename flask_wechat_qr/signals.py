@@ -7,9 +7,24 @@ redirecting (as Flask-Dance's ``oauth_authorized`` does).
 
 from __future__ import annotations
 
+import typing as t
+
 from blinker import Namespace
+from flask import current_app
+
+if t.TYPE_CHECKING:
+    from flask import Flask
+    from werkzeug.local import LocalProxy
 
 _signals = Namespace()
+
+
+def sender() -> Flask:
+    """The current app itself, not the ``current_app`` proxy: what every signal is sent
+    with (and what a receiver's ``connect_via(app)`` compares)."""
+    # Flask types current_app as the app; it is the proxy in front of it.
+    return t.cast("LocalProxy[Flask]", current_app)._get_current_object()
+
 
 #: A WeChat login finished and the user is logged in.
 #: kwargs: ``user``, ``identity``, ``connection`` (settings), ``created_user`` (bool),
@@ -47,6 +62,16 @@ login_refused = _signals.signal("wechat-qr-login-refused")
 #: ``address`` (the client address), ``username`` (the username typed, at most 200
 #: characters: a site can warn that account's owner of guesses at its password).
 binding_failed = _signals.signal("wechat-qr-binding-failed")
+
+#: A returning person's WeChat profile was read again off the login's path and stored on
+#: their identity (committed; see :mod:`flask_wechat_qr.refresh`). Sent from a background
+#: thread, in an app context without a request. A host that keeps its own copy of the
+#: nickname or avatar on its users updates it here (``profile.real_nickname`` and
+#: ``profile.real_avatar_url`` are ``None`` for WeChat's placeholders;
+#: ``identity.avatar_url`` is this site's stored copy where avatars are stored).
+#: kwargs: ``user`` (``None`` if it is gone), ``identity``, ``profile``
+#: (:class:`~flask_wechat_qr.client.WeChatProfile`), ``connection``.
+profile_refreshed = _signals.signal("wechat-qr-profile-refreshed")
 
 #: An ID token was issued for a connection's business callback URL (about to be posted).
 #: kwargs: ``user``, ``connection``, ``claims`` (the token's claims, for audit logs).

@@ -51,8 +51,6 @@ from .urls import has_control_characters, safe_next
 from .user_key import restore_sqlite_trigger
 
 if t.TYPE_CHECKING:
-    from flask import Flask
-    from werkzeug.local import LocalProxy
 
     from .client import OfficialAccountClient, WeChatClient
 
@@ -348,7 +346,7 @@ def _bind_page(pending: PendingLogin, problem: str | LazyText | None = None,
 
 def _binding_failed(pending: PendingLogin, reason: str, address: str) -> None:
     """Tell the signal, with the username tried: a site can warn that account's owner."""
-    signals.binding_failed.send(_app(), connection=pending.connection, reason=reason,
+    signals.binding_failed.send(signals.sender(), connection=pending.connection, reason=reason,
                                 address=address,
                                 username=request.form.get("username", "")[:200])
 
@@ -423,7 +421,7 @@ def login_error(error: LoginError) -> tuple[str | Response, int]:
                   error, type(error).__name__)
     else:
         log.info("WeChat login ended: %s (%s)", error, type(error).__name__)
-    signals.login_failed.send(_app(), error=error, connection=connection)
+    signals.login_failed.send(signals.sender(), error=error, connection=connection)
     return delivery.error_response(error, connection, login)
 
 
@@ -441,8 +439,3 @@ def page_headers(response: BaseResponse) -> BaseResponse:
 
 
 register_template_globals(blueprint)
-
-
-def _app() -> Flask:
-    # Flask types current_app as the app; it is the proxy in front of it.
-    return t.cast("LocalProxy[Flask]", current_app)._get_current_object()

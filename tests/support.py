@@ -581,6 +581,9 @@ class FakeWeChat(LiveServer):
         self.requests = 0
         self.release = threading.Event()
         super().__init__(self.app)
+        # Stopping joins the request threads, so a slow request's access-log line (which
+        # tests read) is written by the time the ``with`` ends.
+        self.server.daemon_threads = False
 
     @Request.application  # type: ignore[misc]
     def app(self, request: Request) -> Response:

@@ -32,7 +32,7 @@ from flask_wechat_qr import WeChatQR, migrations
 from flask_wechat_qr.migrations import VERSION_TABLE, MigrationError
 
 #: The newest revision: a new migration changes it here, on purpose.
-HEAD = "0004"
+HEAD = "0005"
 EXTENSION_TABLES = {"wechat_qr_identity", "wechat_qr_login_state",
                     "wechat_qr_pending_binding", "wechat_qr_bind_attempt", "wechat_qr_avatar"}
 #: The example site's own tables.
@@ -645,3 +645,31 @@ def test_turned_off_the_upgrade_leaves_the_users_alone(database: Database,
             assert "user_key" not in {c["name"] for c in inspector.get_columns(
                 "wechat_qr_identity")}
         assert schema_differences(host) == []
+
+
+def test_0005_adds_when_profiles_were_read_and_goes_back_keeping_rows(host: Flask) -> None:
+    """Identities from before 0005 keep their rows with no refresh time (read as their
+    creation); going back to 0004 keeps them too, and deleting a user still takes their
+    identities (SQLite's cascade trigger survives the column's removal)."""
+    create_user_table(host)
+    migrations.upgrade(host, revision="0004")
+    raw_sql(host, """INSERT INTO "user" (id, username) VALUES (1, 'alice'), (2, 'bob')""")
+    for user_id in (1, 2):
+        raw_sql(host, "INSERT INTO wechat_qr_identity (connection, openid, user_id, user_key, "
+                f"created_at, last_login_at) VALUES ('wechat', 'o{user_id}', '{user_id}', "
+                f"{user_id}, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)")
+    assert migrations.upgrade(host).after == HEAD
+    with host.app_context():
+        rows = host.db.session.execute(sa.text(  # type: ignore[attr-defined]
+            "SELECT openid, profile_refreshed_at FROM wechat_qr_identity ORDER BY id")).all()
+    assert [tuple(row) for row in rows] == [("o1", None), ("o2", None)]
+    assert schema_differences(host) == []
+
+    from alembic import command
+
+    with host.app_context(), host.extensions["sqlalchemy"].engine.begin() as conn:
+        command.downgrade(migrations.alembic_config(conn), "0004")
+    assert version_rows(host) == ["0004"]
+    assert [row[0] for row in identities(host)] == ["o1", "o2"]
+    raw_sql(host, 'DELETE FROM "user" WHERE id = 1')
+    assert [row[0] for row in identities(host)] == ["o2"]

@@ -86,6 +86,7 @@ def test_minimal_configuration_gives_documented_defaults() -> None:
     assert conn.association == "off"
     assert conn.match_fields == ("unionid",)
     assert conn.profile_sync == "first_login"
+    assert conn.profile_refresh_after == 7 * 24 * 3600
     assert conn.lang is None
     assert conn.userinfo_lang is None
     assert conn.qr_self_redirect is False
@@ -118,6 +119,7 @@ CONNECTION_VALUES: dict[str, tuple[t.Any, t.Any]] = {
     "association": ("field_matching", "field_matching"),
     "match_fields": ("unionid,email", ("unionid", "email")),
     "profile_sync": ("each_login", "each_login"),
+    "profile_refresh_after": ("86400", 86400),
     "lang": ("en", "en"),
     "userinfo_lang": ("zh_TW", "zh_TW"),
     "qr_self_redirect": ("true", True),
@@ -449,6 +451,20 @@ def test_profile_sync_modes(mode: str) -> None:
 def test_bad_profile_sync_is_refused(mode: t.Any) -> None:
     refused({**BASE, "WECHAT_QR_PROFILE_SYNC": mode}, "WECHAT_QR_PROFILE_SYNC",
             "first_login", "each_login", "never")
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    (3600, 3600), ("86400", 86400), (" 60 ", 60), (1.5, 2), (0, 0), ("0", 0), ("", 0),
+    (None, 7 * 24 * 3600)])  # None: unset, the default
+def test_profile_refresh_after_is_seconds_or_off(value: t.Any, expected: int) -> None:
+    settings = load(WECHAT_QR_PROFILE_REFRESH_AFTER=value)
+    assert settings.connections["wechat"].profile_refresh_after == expected
+
+
+@pytest.mark.parametrize("value", [-1, "7d", "1 week", True, float("inf"), float("nan")])
+def test_bad_profile_refresh_after_is_refused(value: t.Any) -> None:
+    refused({**BASE, "WECHAT_QR_PROFILE_REFRESH_AFTER": value},
+            "WECHAT_QR_PROFILE_REFRESH_AFTER", "number of seconds", "0 for never")
 
 
 @pytest.mark.parametrize("lang, expected", [(None, None), ("", None), ("cn", "cn"),
@@ -814,6 +830,7 @@ TEXT_VALUES: dict[str, tuple[str, t.Any]] = {
     "http_timeout": ("2.5", 2.5),
     "code_used_wait": ("0", 0.0),
     "state_ttl": ("300", 300),
+    "profile_refresh_after": ("3600", 3600),
     "bind_ttl": ("120", 120),
     "bind_attempts_per_binding": ("3", 3),
     "bind_attempts_per_address": ("10", 10),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import re
 import typing as t
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -366,6 +367,32 @@ def test_full_wechat_login(wechat_site: Flask, wechat_api: t.Any) -> None:
     again = client.get("/api/me").json
     assert again["id"] == me["id"]
     assert len(again["identities"]) == 1
+
+
+def test_a_refreshed_wechat_profile_reaches_the_user(wechat_site: Flask,
+                                                    wechat_api: t.Any) -> None:
+    """A week later, a returning login refreshes the profile in the background; the site's
+    user row follows it (example_app/wechat_profiles.py)."""
+    import sqlalchemy as sa
+
+    from flask_wechat_qr.models import utcnow
+
+    client = wechat_site.test_client()
+    wechat_api.token()
+    wechat_api.userinfo()
+    assert finish_login(client, start_login(client)).status_code == 302
+    week_ago = utcnow() - timedelta(days=8)
+    with wechat_site.app_context():
+        db.session.execute(sa.text("UPDATE wechat_qr_identity SET profile_refreshed_at = :t, "
+                                   "created_at = :t"), {"t": week_ago})
+        db.session.commit()
+    wechat_api.mock.reset()
+    wechat_api.token()
+    wechat_api.userinfo(nickname="张三丰🐉")
+    logout(client)
+    assert finish_login(client, start_login(client)).status_code == 302
+    assert wechat_site.extensions["wechat_qr"].refresher.wait(10)
+    assert client.get("/api/me").json["nickname"] == "张三丰🐉"
 
 
 def test_wechat_login_refused_in_login_only_mode(make_site: t.Callable[..., Flask],

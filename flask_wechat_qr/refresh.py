@@ -1,0 +1,213 @@
+"""Refreshing a returning person's WeChat profile off the login's path.
+
+A returning login makes one WeChat call (the token) and reads no profile, so the nickname
+and avatar an identity keeps would stay those of its first login. When the profile was last
+read more than ``WECHAT_QR_PROFILE_REFRESH_AFTER`` seconds ago, a returning login hands its
+refresh to a background worker of its process, after the login has committed and without
+waiting for it. The worker reads ``/sns/userinfo`` with the login's own access token (WeChat
+keeps it valid for two hours and the refresh runs within seconds, so no refresh token is
+stored: a refresh token is a credential, and it would only help to refresh people who do
+not come back), stores the profile on the identity (WeChat's placeholders never replace real
+data; the avatar is stored where avatars are) and sends
+:data:`~flask_wechat_qr.signals.profile_refreshed`, for a host that copies the profile onto
+its users.
+
+One refresh per identity at a time, across all worker processes: a refresh first claims
+the identity with one conditional ``UPDATE`` (its ``profile_refreshed_at`` still stale ->
+now), committed before the WeChat call; only the worker whose ``UPDATE`` changed the row goes
+on. A refresh that fails is tried again by a login :data:`RETRY_AFTER` seconds later.
+
+Bounded: one thread per process and app, started when there is work and ended when idle; at
+most :data:`MAX_QUEUED` refreshes wait, and past that a refresh is skipped (a later login asks
+again).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import typing as t
+from dataclasses import dataclass
+from datetime import timedelta
+
+import requests
+import sqlalchemy as sa
+
+from . import signals
+from .errors import LoginError
+from .i18n import userinfo_lang
+from .models import as_utc, utcnow
+
+if t.TYPE_CHECKING:
+    from flask import Flask
+    from flask_sqlalchemy import SQLAlchemy
+    from sqlalchemy.engine import CursorResult
+
+    from .adapter import AccountAdapter
+    from .association import AssociationPolicy
+    from .client import WeChatClient, WeChatToken
+    from .models import Models
+    from .protocols import Identity, User
+    from .settings import ConnectionSettings
+
+log = logging.getLogger("flask_wechat_qr")
+
+__all__ = ["ProfileRefresher"]
+
+#: Refreshes waiting in one process at most; more are skipped, not queued.
+MAX_QUEUED = 100
+#: Seconds after a failed refresh before a login tries that identity's again.
+RETRY_AFTER = 3600
+#: Seconds the worker thread waits for more work before it ends.
+IDLE_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class _Refresh:
+    """One identity's refresh, as a login handed it over."""
+
+    app: Flask
+    connection: ConnectionSettings
+    client: WeChatClient
+    identity_id: int
+    token: WeChatToken
+    lang: str | None
+
+
+class ProfileRefresher:
+    """Refreshes stale profiles of returning people in the background; one per app."""
+
+    def __init__(self, db: SQLAlchemy, models: Models, policy: AssociationPolicy,
+                 adapter: AccountAdapter[User]) -> None:
+        self.db = db
+        self.models = models
+        self.policy = policy
+        self.adapter = adapter
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._queue: queue.Queue[_Refresh] = queue.Queue(MAX_QUEUED)
+        #: refreshes queued or running here, by (connection, identity id)
+        self._pending: set[tuple[str, int]] = set()
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+        table = models.Identity.__table__
+        refreshed = sa.func.coalesce(table.c.profile_refreshed_at, table.c.created_at)
+        # Built once: the claim (see the module's docstring) and its release after a failure.
+        self._claim = sa.update(table).where(
+            table.c.id == sa.bindparam("identity_id"),
+            refreshed < sa.bindparam("stale_before"),
+        ).values(profile_refreshed_at=sa.bindparam("now"))
+        self._release = sa.update(table).where(
+            table.c.id == sa.bindparam("identity_id"),
+            table.c.profile_refreshed_at == sa.bindparam("claimed_at"),
+        ).values(profile_refreshed_at=sa.bindparam("retry_from"))
+
+    @staticmethod
+    def is_due(connection: ConnectionSettings, identity: Identity, token: WeChatToken) -> bool:
+        """Whether a returning login with ``token`` should refresh ``identity``'s profile."""
+        after = connection.profile_refresh_after
+        if not after or connection.profile_sync == "each_login" or not token.grants_profile:
+            return False  # off; read at every login anyway; or a token that cannot read it
+        last = identity.profile_refreshed_at or identity.created_at
+        return last is None or as_utc(last) < utcnow() - timedelta(seconds=after)
+
+    def schedule(self, connection: ConnectionSettings, client: WeChatClient,
+                 identity: Identity, token: WeChatToken) -> bool:
+        """Queue ``identity``'s refresh (in a request, after its login committed); ``False``
+        if it is queued already or the queue is full."""
+        key = (connection.identifier, identity.id)
+        job = _Refresh(signals.sender(), connection, client, identity.id, token, userinfo_lang())
+        with self._lock:
+            self._forget_after_fork()
+            if key in self._pending:
+                return False
+            try:
+                self._queue.put_nowait(job)
+            except queue.Full:
+                log.info("profile refresh skipped: %d already waiting", MAX_QUEUED)
+                return False
+            self._pending.add(key)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._work,
+                                                name="wechat-qr-profile-refresh", daemon=True)
+                self._thread.start()
+        return True
+
+    def wait(self, timeout: float) -> bool:
+        """Wait until no refresh is queued or running (tests, and a clean shutdown);
+        ``False`` if some still are after ``timeout`` seconds."""
+        with self._idle:
+            return self._idle.wait_for(lambda: not self._pending, timeout)
+
+    def refresh(self, connection: ConnectionSettings, client: WeChatClient, identity_id: int,
+                token: WeChatToken, lang: str | None = None) -> bool:
+        """Refresh one identity's profile now (in an app context): ``True`` if this call did
+        it; ``False`` if another refresh has it, it was not stale, or it failed (logged)."""
+        after = connection.profile_refresh_after
+        now = utcnow()
+        claimed = self._in_transaction(lambda: t.cast("CursorResult[t.Any]",
+            self.db.session.execute(self._claim, {
+                "identity_id": identity_id, "now": now,
+                "stale_before": now - timedelta(seconds=after)})).rowcount == 1)
+        if not claimed:
+            return False
+        try:
+            profile = client.userinfo(token, lang)
+        except (LoginError, requests.RequestException) as exc:
+            log.warning("profile refresh of identity %s failed: %s; trying again in %d s",
+                        identity_id, type(exc).__name__, RETRY_AFTER)
+            retry_from = now - timedelta(seconds=after) + timedelta(seconds=RETRY_AFTER)
+            self._in_transaction(lambda: self.db.session.execute(self._release, {
+                "identity_id": identity_id, "claimed_at": now, "retry_from": retry_from}))
+            return False
+        identity = self._in_transaction(
+            lambda: self.policy.refresh_profile(identity_id, profile, token.unionid))
+        if identity is None:
+            return False  # unlinked meanwhile
+        user = self.adapter.load_user(identity.user_id)
+        signals.profile_refreshed.send(signals.sender(), user=user,
+                                       identity=identity, profile=profile,
+                                       connection=connection)
+        return True
+
+    def _work(self) -> None:
+        """The worker thread: refreshes until the queue stays empty for a while."""
+        while True:
+            try:
+                job = self._queue.get(timeout=IDLE_SECONDS)
+            except queue.Empty:
+                with self._lock:
+                    if self._queue.empty():
+                        self._thread = None
+                        return
+                continue
+            try:
+                with job.app.app_context():
+                    self.refresh(job.connection, job.client, job.identity_id, job.token,
+                                 job.lang)
+            except Exception:
+                log.exception("profile refresh of identity %s failed", job.identity_id)
+            finally:
+                with self._idle:
+                    self._pending.discard((job.connection.identifier, job.identity_id))
+                    self._idle.notify_all()
+
+    def _forget_after_fork(self) -> None:
+        """A forked worker process has no thread of its parent's: start afresh."""
+        if self._pid != os.getpid():
+            self._pid = os.getpid()
+            self._thread = None
+            self._pending.clear()
+            self._queue = queue.Queue(MAX_QUEUED)
+
+    def _in_transaction(self, work: t.Callable[[], t.Any]) -> t.Any:
+        try:
+            result = work()
+            self.db.session.commit()
+            return result
+        except BaseException:
+            self.db.session.rollback()
+            raise
+

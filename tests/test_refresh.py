@@ -1,0 +1,379 @@
+"""Profiles refreshed off the login's path (refresh.py, ``WECHAT_QR_PROFILE_REFRESH_AFTER``):
+a returning login with a stale profile still makes exactly one WeChat call and answers
+before the refresh reads the profile; the refresh happens once per identity, also across
+workers on one database; placeholders never overwrite; a new avatar is stored; a failure
+waits before it is tried again; the host hears of it through ``profile_refreshed``."""
+
+from __future__ import annotations
+
+import threading
+import typing as t
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import responses
+import sqlalchemy as sa
+from flask import Flask, has_request_context
+from support import (
+    API,
+    AVATAR,
+    OPENID,
+    OPENID_2,
+    TOKEN_PATH,
+    UNIONID,
+    UNIONID_2,
+    USERINFO_PATH,
+    WeChatAPI,
+    all_identities,
+    all_users,
+    api_paths,
+    app_factory,
+    finish_login,
+    login_with_wechat,
+    make_test_app,
+    recording,
+    start_login,
+    table,
+)
+
+from flask_wechat_qr import refresh, signals
+from flask_wechat_qr.client import WeChatToken
+from flask_wechat_qr.placeholders import PLACEHOLDER_AVATAR_IDS
+
+WEEK = 7 * 24 * 3600
+NEW_NICKNAME = "张三丰🐉"
+NEW_AVATAR = "https://thirdwx.qlogo.cn/mmopen/vi_32/NEWAVATAR/132"
+PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 64
+
+
+def _refresher(app: Flask) -> t.Any:
+    """The app's refresher, to wait for its background work (the one seam of this file)."""
+    return app.extensions["wechat_qr"].refresher
+
+
+def settle(app: Flask) -> None:
+    assert _refresher(app).wait(10), "the profile refresh did not end"
+
+
+def age_profiles(app: Flask, seconds: float = WEEK + 60) -> None:
+    """Make every identity's profile as old as ``seconds`` (as if read that long ago)."""
+    identities = table(app, "wechat_qr_identity")
+    with app.app_context():
+        db = app.db  # type: ignore[attr-defined]
+        db.session.execute(sa.update(identities).values(
+            profile_refreshed_at=datetime.now(UTC) - timedelta(seconds=seconds),
+            created_at=datetime.now(UTC) - timedelta(seconds=seconds)))
+        db.session.commit()
+
+
+def refreshed_at(app: Flask) -> list[datetime]:
+    with app.app_context():
+        return [_utc(i.profile_refreshed_at) for i in all_identities(app)]
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+class HeldUserinfo:
+    """``/sns/userinfo`` answering only once the test lets it: proves a login answered
+    before its refresh read the profile, and keeps refreshes running while others start."""
+
+    def __init__(self, api: WeChatAPI, **profile: t.Any) -> None:
+        self.release = threading.Event()
+        self.calls = 0
+        self.profile = {"openid": OPENID, "unionid": UNIONID, "nickname": NEW_NICKNAME,
+                        "sex": 0, "language": "", "city": "", "province": "", "country": "",
+                        "headimgurl": AVATAR, "privilege": [], **profile}
+        api.mock.add_callback(responses.GET, API + USERINFO_PATH, callback=self.answer,
+                              content_type="text/plain")
+
+    def answer(self, request: t.Any) -> tuple[int, dict[str, str], bytes]:
+        import json
+        from urllib.parse import parse_qs, urlsplit
+
+        self.calls += 1
+        assert self.release.wait(10)
+        openid = parse_qs(urlsplit(request.url).query)["openid"][0]
+        body = {**self.profile, "openid": openid}
+        return 200, {}, json.dumps(body, ensure_ascii=False).encode()
+
+
+def returning_login(app: Flask, api: WeChatAPI, openid: str = OPENID,
+                    unionid: str = UNIONID) -> t.Any:
+    """A returning person's login, its WeChat answers set up anew (the token only)."""
+    api.token(openid=openid, unionid=unionid)
+    client = app.test_client()
+    return finish_login(client, start_login(client))
+
+
+@pytest.fixture
+def known(make_app: t.Callable[..., Flask], wechat_api: WeChatAPI) -> Flask:
+    """A site where one person logged in a week and a minute ago."""
+    app = make_app()
+    assert login_with_wechat(app.test_client(), wechat_api).status_code == 302
+    age_profiles(app)
+    wechat_api.mock.reset()
+    return app
+
+
+# --- off the login's path, once --------------------------------------------------------------
+
+
+def test_a_stale_profile_is_refreshed_after_a_one_call_login(known: Flask,
+                                                              wechat_api: WeChatAPI) -> None:
+    held = HeldUserinfo(wechat_api)
+    resp = returning_login(known, wechat_api)
+    # The login has answered while the refresh still waits for WeChat's profile.
+    assert resp.status_code == 302
+    assert [i.nickname for i in all_identities(known)] == ["张三🐼"]
+    held.release.set()
+    settle(known)
+    assert api_paths(wechat_api) == [TOKEN_PATH, USERINFO_PATH]
+    assert held.calls == 1
+    identity, = all_identities(known)
+    assert identity.nickname == NEW_NICKNAME
+    assert identity.profile["nickname"] == NEW_NICKNAME
+    assert refreshed_at(known)[0] > datetime.now(UTC) - timedelta(seconds=60)
+    # The user record follows the sync setting (first_login): unchanged.
+    assert [u.nickname for u in all_users(known)] == ["张三🐼"]
+
+
+def test_a_fresh_profile_is_not_refreshed(known: Flask, wechat_api: WeChatAPI) -> None:
+    age_profiles(known, WEEK - 3600)
+    wechat_api.userinfo(nickname=NEW_NICKNAME)
+    assert returning_login(known, wechat_api).status_code == 302
+    settle(known)
+    assert api_paths(wechat_api) == [TOKEN_PATH]
+    assert [i.nickname for i in all_identities(known)] == ["张三🐼"]
+
+
+def test_logins_during_a_refresh_start_no_second_one(known: Flask,
+                                                     wechat_api: WeChatAPI) -> None:
+    held = HeldUserinfo(wechat_api)
+    for _ in range(3):
+        assert returning_login(known, wechat_api).status_code == 302
+    held.release.set()
+    settle(known)
+    assert held.calls == 1
+    # Refreshed now: the next login reads nothing.
+    wechat_api.mock.reset()
+    assert returning_login(known, wechat_api).status_code == 302
+    settle(known)
+    assert api_paths(wechat_api) == [TOKEN_PATH]
+
+
+def test_logins_of_one_person_on_two_workers_refresh_once(database: t.Any, tmp_path: t.Any,
+                                                 wechat_api: WeChatAPI) -> None:
+    """Two workers (two apps on one database, each with its own refresher) log the same
+    person in at once: one of them refreshes, by the claim in the database."""
+    url = database.url("shared")
+    with app_factory(lambda name: make_test_app(_folder(tmp_path, name), url)) as build:
+        first, second = build("w1"), build("w2")
+        assert login_with_wechat(first.test_client(), wechat_api).status_code == 302
+        age_profiles(first)
+        wechat_api.mock.reset()
+        held = HeldUserinfo(wechat_api)
+        assert returning_login(first, wechat_api).status_code == 302
+        assert returning_login(second, wechat_api).status_code == 302
+        held.release.set()
+        settle(first)
+        settle(second)
+        assert held.calls == 1
+        assert [i.nickname for i in all_identities(second)] == [NEW_NICKNAME]
+
+
+def test_two_workers_refreshing_one_identity_at_once_read_wechat_once(
+        database: t.Any, tmp_path: t.Any, wechat_api: WeChatAPI) -> None:
+    """Both workers found the profile stale (their logins read it before either refresh
+    began); the claim in the database lets one of them call WeChat."""
+    url = database.url("shared")
+    with app_factory(lambda name: make_test_app(_folder(tmp_path, name), url)) as build:
+        workers = [build("w1"), build("w2")]
+        login_with_wechat(workers[0].test_client(), wechat_api)
+        age_profiles(workers[0])
+        identity_id = all_identities(workers[0])[0].id
+        held = HeldUserinfo(wechat_api)
+        results: dict[int, bool] = {}
+
+        def refresh_in(index: int) -> None:
+            app = workers[index]
+            runtime = app.extensions["wechat_qr"]
+            with app.app_context():
+                results[index] = runtime.refresher.refresh(
+                    runtime.settings.connections["wechat"], runtime.clients["wechat"],
+                    identity_id, WeChatToken(OPENID, "access-token", scope="snsapi_login"))
+
+        threads = [threading.Thread(target=refresh_in, args=(i,)) for i in (0, 1)]
+        threads[0].start()
+        assert _wait_for(lambda: held.calls == 1)  # the first has claimed it, and waits
+        threads[1].start()
+        threads[1].join(10)
+        assert results == {1: False}
+        held.release.set()
+        threads[0].join(10)
+        assert results == {0: True, 1: False} and held.calls == 1
+        assert [i.nickname for i in all_identities(workers[1])] == [NEW_NICKNAME]
+
+
+def test_one_process_queues_an_identity_once(known: Flask, wechat_api: WeChatAPI) -> None:
+    held = HeldUserinfo(wechat_api)
+    runtime = known.extensions["wechat_qr"]
+    connection, client = runtime.settings.connections["wechat"], runtime.clients["wechat"]
+    token = WeChatToken(OPENID, "access-token", scope="snsapi_login")
+    with known.test_request_context():
+        identity = all_identities(known)[0]
+        assert runtime.refresher.schedule(connection, client, identity, token) is True
+        assert runtime.refresher.schedule(connection, client, identity, token) is False
+    held.release.set()
+    settle(known)
+    assert held.calls == 1
+
+
+def _folder(tmp_path: t.Any, name: str) -> t.Any:
+    folder = tmp_path / name
+    folder.mkdir()
+    return folder
+
+
+def test_a_full_queue_skips_and_a_later_login_asks_again(
+        make_app: t.Callable[..., Flask], wechat_api: WeChatAPI,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(refresh, "MAX_QUEUED", 1)
+    app = make_app()
+    people = [(OPENID, UNIONID), (OPENID_2, UNIONID_2), ("o-third", "u-third")]
+    for openid, unionid in people:
+        login_with_wechat(app.test_client(), wechat_api, openid=openid, unionid=unionid)
+    age_profiles(app)
+    wechat_api.mock.reset()
+    held = HeldUserinfo(wechat_api)
+    returning_login(app, wechat_api, *people[0])
+    assert _wait_for(lambda: held.calls == 1)  # the first is running, off the queue
+    returning_login(app, wechat_api, *people[1])  # queued
+    returning_login(app, wechat_api, *people[2])  # the queue is full: skipped
+    held.release.set()
+    settle(app)
+    assert held.calls == 2
+    nicknames = {i.openid: i.nickname for i in all_identities(app)}
+    assert nicknames == {OPENID: NEW_NICKNAME, OPENID_2: NEW_NICKNAME, "o-third": "张三🐼"}
+    # Skipped, not claimed: the next login of that person refreshes.
+    returning_login(app, wechat_api, *people[2])
+    settle(app)
+    assert {i.openid: i.nickname for i in all_identities(app)}["o-third"] == NEW_NICKNAME
+
+
+def _wait_for(condition: t.Callable[[], bool], seconds: float = 10) -> bool:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+# --- what a refresh stores ---------------------------------------------------------------------
+
+
+def test_placeholders_never_overwrite_on_refresh(known: Flask, wechat_api: WeChatAPI) -> None:
+    grey, = PLACEHOLDER_AVATAR_IDS
+    placeholder_avatar = f"https://thirdwx.qlogo.cn/mmopen/vi_32/{grey}/132"
+    wechat_api.userinfo(nickname="微信用户", headimgurl=placeholder_avatar)
+    assert returning_login(known, wechat_api).status_code == 302
+    settle(known)
+    assert api_paths(wechat_api) == [TOKEN_PATH, USERINFO_PATH]
+    identity, = all_identities(known)
+    assert (identity.nickname, identity.avatar_url) == ("张三🐼", AVATAR)
+    assert identity.profile["nickname"] == "微信用户"  # the raw profile is what WeChat sent
+
+
+def test_a_changed_avatar_is_stored_by_the_refresh(make_app: t.Callable[..., Flask],
+                                                   wechat_api: WeChatAPI) -> None:
+    app = make_app(WECHAT_QR_STORE_AVATARS=True)
+    wechat_api.mock.add(responses.GET, AVATAR, body=PNG, content_type="image/png")
+    login_with_wechat(app.test_client(), wechat_api)
+    age_profiles(app)
+    wechat_api.mock.reset()
+    wechat_api.userinfo(headimgurl=NEW_AVATAR.replace("https", "http"))
+    wechat_api.mock.add(responses.GET, NEW_AVATAR, body=PNG[:-1] + b"\1",
+                        content_type="image/png")
+    assert returning_login(app, wechat_api).status_code == 302
+    settle(app)
+    identity, = all_identities(app)
+    assert identity.avatar_url.startswith("/auth/avatars/")
+    client = app.test_client()
+    assert client.get(identity.avatar_url).data == PNG[:-1] + b"\1"
+
+
+def test_the_host_hears_of_a_refresh(known: Flask, wechat_api: WeChatAPI) -> None:
+    wechat_api.userinfo(nickname=NEW_NICKNAME)
+    seen: list[dict[str, t.Any]] = []
+
+    def receiver(sender: Flask, **kwargs: t.Any) -> None:
+        seen.append({**kwargs, "sender": sender, "in_request": has_request_context()})
+
+    with signals.profile_refreshed.connected_to(receiver):
+        assert returning_login(known, wechat_api).status_code == 302
+        settle(known)
+    event, = seen
+    assert event["sender"] is known and event["in_request"] is False
+    assert event["user"].id == all_users(known)[0].id
+    assert event["identity"].nickname == NEW_NICKNAME
+    assert event["profile"].real_nickname == NEW_NICKNAME
+    assert event["connection"].identifier == "wechat"
+
+
+# --- when no refresh runs ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("config", [
+    {"WECHAT_QR_PROFILE_REFRESH_AFTER": 0},
+    {"WECHAT_QR_PROFILE_SYNC": "each_login"},  # the login reads the profile itself
+])
+def test_no_background_refresh(make_app: t.Callable[..., Flask], wechat_api: WeChatAPI,
+                               config: dict[str, t.Any]) -> None:
+    app = make_app(**config)
+    login_with_wechat(app.test_client(), wechat_api)
+    age_profiles(app)
+    wechat_api.mock.reset()
+    wechat_api.userinfo(nickname=NEW_NICKNAME)
+    with recording(app, "profile_refreshed") as events:
+        assert returning_login(app, wechat_api).status_code == 302
+        settle(app)
+    assert events == []
+    read_at_login = "WECHAT_QR_PROFILE_SYNC" in config
+    assert api_paths(wechat_api) == ([TOKEN_PATH, USERINFO_PATH] if read_at_login
+                                     else [TOKEN_PATH])
+
+
+def test_a_failed_refresh_waits_before_it_is_tried_again(known: Flask, wechat_api: WeChatAPI,
+                                                         caplog: t.Any) -> None:
+    wechat_api.error(USERINFO_PATH, 40001, "invalid credential, access_token is invalid")
+    assert returning_login(known, wechat_api).status_code == 302
+    settle(known)
+    assert "profile refresh of identity" in caplog.text
+    assert [i.nickname for i in all_identities(known)] == ["张三🐼"]
+    # Tried again an hour from now: stale by then, not before.
+    retry_at = refreshed_at(known)[0] + timedelta(seconds=WEEK)
+    expected = datetime.now(UTC) + timedelta(seconds=refresh.RETRY_AFTER)
+    assert abs((retry_at - expected).total_seconds()) < 60
+    wechat_api.mock.reset()
+    assert returning_login(known, wechat_api).status_code == 302
+    settle(known)
+    assert api_paths(wechat_api) == [TOKEN_PATH]
+
+
+def test_an_identity_unlinked_before_its_refresh_is_left_alone(
+        known: Flask, wechat_api: WeChatAPI) -> None:
+    held = HeldUserinfo(wechat_api)
+    assert returning_login(known, wechat_api).status_code == 302
+    assert _wait_for(lambda: held.calls == 1)
+    identities = table(known, "wechat_qr_identity")
+    with known.app_context():
+        known.db.session.execute(sa.delete(identities))  # type: ignore[attr-defined]
+        known.db.session.commit()  # type: ignore[attr-defined]
+    with recording(known, "profile_refreshed") as events:
+        held.release.set()
+        settle(known)
+    assert events == [] and all_identities(known) == []
