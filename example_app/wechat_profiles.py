@@ -27,7 +27,7 @@ def on_profile_refreshed(app: Flask, *, user: t.Any, identity: t.Any, profile: t
     if profile.real_nickname:
         user.nickname = profile.real_nickname
     if profile.real_avatar_url:
-        # The identity's avatar is the site's stored copy (WeChat's own URL dies when the
-        # person changes their avatar).
-        user.avatar_url = identity.avatar_url
+        # The site's stored copy (WECHAT_QR_STORE_AVATARS): WeChat's own URL dies when the
+        # person changes their avatar.
+        user.avatar_url = profile.real_avatar_url
     db.session.commit()

@@ -120,7 +120,8 @@ class AccountAdapter(t.Generic[UserT]):
         """Copy the WeChat profile onto the user (attributes the model has: ``nickname``,
         ``avatar_url``). Never copies anything that identifies or authenticates a user, nor
         WeChat's placeholders (empty values, "微信用户", the grey default avatar: see
-        :mod:`flask_wechat_qr.placeholders`) over what the user has."""
+        :mod:`flask_wechat_qr.placeholders`) over what the user has. Where avatars are
+        stored (``WECHAT_QR_STORE_AVATARS``), ``profile.avatar_url`` is the stored copy."""
         row: t.Any = user  # the user model's columns are known only at run time
         if hasattr(type(user), "nickname") and profile.real_nickname:
             row.nickname = profile.real_nickname

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import typing as t
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 import sqlalchemy as sa
@@ -160,7 +160,7 @@ class AssociationPolicy:
         if same_person is not None:
             profile = fetch_profile()
             if connection.profile_sync == "each_login":
-                self.adapter.populate_user(same_person, connection, profile)
+                self.populate_user(same_person, connection, profile)
             identity = self.attach(connection, same_person, token.openid, profile,
                                    token.unionid, app=token.app)
             return Resolution(user=same_person, identity=identity, new_identity=True,
@@ -178,7 +178,7 @@ class AssociationPolicy:
         if user is None:
             user = self.create_user_for(connection, profile)
         elif connection.profile_sync == "each_login":
-            self.adapter.populate_user(user, connection, profile)
+            self.populate_user(user, connection, profile)
         identity = self.attach(connection, user, token.openid, profile, token.unionid,
                                app=token.app, fresh_user=created)
         return Resolution(user=user, identity=identity, created_user=created,
@@ -262,11 +262,23 @@ class AssociationPolicy:
             return AlreadyLinked
         return None
 
+    def populate_user(self, user: User, connection: ConnectionSettings,
+                      profile: WeChatProfile) -> None:
+        """The adapter's ``populate_user``, given the profile as the site keeps it: with
+        the stored copy of the avatar where avatars are stored (WeChat's URL dies)."""
+        self.adapter.populate_user(user, connection, self.as_kept(profile))
+
+    def as_kept(self, profile: WeChatProfile) -> WeChatProfile:
+        """``profile`` with this site's stored avatar in ``avatar_url`` where there is one
+        (storing it if needed); its ``raw`` keeps WeChat's ``headimgurl``."""
+        stored = self.avatars.stored_url(profile) if self.avatars else None
+        return replace(profile, avatar_url=stored) if stored else profile
+
     def create_user_for(self, connection: ConnectionSettings, profile: WeChatProfile) -> User:
         """A new user from a WeChat profile, populated as the sync policy says (flushed)."""
         user = self.adapter.create_user(connection, profile)
         if connection.profile_sync != "never":
-            self.adapter.populate_user(user, connection, profile)
+            self.populate_user(user, connection, profile)
         self.db.session.flush()
         return user
 
@@ -318,7 +330,7 @@ class AssociationPolicy:
         if connection.profile_sync == "each_login" and token.grants_profile:
             profile = fetch_profile()
             _store_profile(identity, profile, token.unionid, self.avatars)
-            self.adapter.populate_user(user, connection, profile)
+            self.populate_user(user, connection, profile)
         elif token.unionid and not identity.unionid:
             identity.unionid = token.unionid
         now = utcnow()

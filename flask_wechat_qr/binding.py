@@ -124,7 +124,7 @@ class PendingBindings:
         self._consume(pending.id)
         self._ensure_unlinked(connection, pending.openid)
         if connection.profile_sync == "each_login":
-            self.policy.adapter.populate_user(user, connection, profile)
+            self.policy.populate_user(user, connection, profile)
         identity = self.policy.attach(connection, user, pending.openid, profile,
                                       pending.unionid, app=pending.app)
         return Resolution(user=user, identity=identity, new_identity=True, profile=profile,

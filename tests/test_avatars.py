@@ -12,12 +12,14 @@ import typing as t
 import pytest
 import requests
 import responses
+import sqlalchemy as sa
 from flask import Flask
 from support import (
     AVATAR,
     TOKEN_PATH,
     USERINFO_PATH,
     all_identities,
+    all_users,
     answer,
     api_paths,
     callback_app,
@@ -258,6 +260,8 @@ def test_the_first_login_stores_the_avatar_and_points_at_it(storing_app: Flask,
     assert identity.avatar_url == stored_path()
     assert identity.profile["headimgurl"] == AVATAR  # what WeChat said, for a refresh
     assert avatar_calls(wechat_api) == [SOURCE]
+    # The host's user gets the stored copy too (populate_user), not WeChat's URL.
+    assert [user.avatar_url for user in all_users(storing_app)] == [stored_path()]
 
     resp = client.get(stored_path())
     assert resp.status_code == 200 and resp.data == PNG
@@ -275,6 +279,27 @@ def test_unknown_avatars_are_404(storing_app: Flask, key: str) -> None:
     resp = storing_app.test_client().get(f"/auth/avatars/{key}")
     assert resp.status_code == 404
     assert resp.headers["Cache-Control"] == "no-store"
+
+
+def test_a_user_whose_avatar_could_not_be_stored_gets_wechats_url(
+        storing_app: Flask, wechat_api: t.Any) -> None:
+    wechat_api.mock.reset()
+    wechat_api.token()
+    wechat_api.userinfo()  # the image host answers nothing
+    client = storing_app.test_client()
+    assert finish_login(client, start_login(client)).status_code == 302
+    assert [user.avatar_url for user in all_users(storing_app)] == [AVATAR]
+
+
+def test_each_login_sync_gives_a_matched_user_the_stored_copy(
+        make_app: t.Callable[..., Flask], wechat_api: t.Any) -> None:
+    app = make_app(WECHAT_QR_STORE_AVATARS=True, WECHAT_QR_PROFILE_SYNC="each_login")
+    login(app.test_client(), wechat_api)
+    with app.app_context():
+        app.db.session.execute(sa.update(app.User).values(avatar_url=None))  # type: ignore
+        app.db.session.commit()  # type: ignore[attr-defined]
+    assert login(app.test_client(), wechat_api).status_code == 302
+    assert [user.avatar_url for user in all_users(app)] == [stored_path()]
 
 
 def test_a_returning_login_makes_one_wechat_call_and_no_download(storing_app: Flask,

@@ -298,10 +298,16 @@ def test_a_changed_avatar_is_stored_by_the_refresh(make_app: t.Callable[..., Fla
     wechat_api.userinfo(headimgurl=NEW_AVATAR.replace("https", "http"))
     wechat_api.mock.add(responses.GET, NEW_AVATAR, body=PNG[:-1] + b"\1",
                         content_type="image/png")
-    assert returning_login(app, wechat_api).status_code == 302
-    settle(app)
+    with recording(app, "profile_refreshed") as events:
+        assert returning_login(app, wechat_api).status_code == 302
+        settle(app)
     identity, = all_identities(app)
     assert identity.avatar_url.startswith("/auth/avatars/")
+    assert identity.avatar_url != all_users(app)[0].avatar_url  # first_login: kept as was
+    # The host is handed the stored copy, as populate_user is.
+    (_, event), = events
+    assert event["profile"].real_avatar_url == identity.avatar_url
+    assert event["profile"].raw["headimgurl"] == NEW_AVATAR.replace("https", "http")
     client = app.test_client()
     assert client.get(identity.avatar_url).data == PNG[:-1] + b"\1"
 
