@@ -341,11 +341,12 @@ class AssociationPolicy:
     def refresh_profile(self, identity_id: int, profile: WeChatProfile,
                         unionid: str | None) -> Identity | None:
         """Store a profile read off the login's path (:mod:`.refresh`) on its identity, in
-        the caller's transaction; ``None`` if the identity is gone."""
+        the caller's transaction; ``None`` if that identity is gone."""
         identity: Identity | None = self.db.session.get(self.models.Identity, identity_id)
-        if identity is not None:
-            _store_profile(identity, profile, unionid, self.avatars)
-            self.db.session.flush()
+        if identity is None or identity.openid != profile.openid:
+            return None  # unlinked; on SQLite its id may even be someone else's by now
+        _store_profile(identity, profile, unionid, self.avatars)
+        self.db.session.flush()
         return identity
 
     def _same_person(self, connection: ConnectionSettings, token: WeChatToken,

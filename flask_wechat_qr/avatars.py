@@ -43,6 +43,9 @@ AVATAR_KEY = re.compile(r"[0-9a-f]{40}")
 MAX_AGE = 365 * 24 * 3600
 #: Where one request remembers the avatars it downloaded (a retried login, the prefetch).
 _DOWNLOADS = "_wechat_qr_avatar_downloads"
+#: Where work outside a request (the profile refresh) keeps, in ``g``, the path the site is
+#: served under, which a stored avatar's path starts with.
+SCRIPT_ROOT = "_wechat_qr_script_root"
 
 
 @t.runtime_checkable
@@ -97,7 +100,8 @@ class AvatarKeeper:
 
     def path_for(self, key: str) -> str:
         """The path this site serves the avatar ``key`` at."""
-        root = request.script_root if has_request_context() else ""
+        root = (request.script_root if has_request_context()
+                else g.get(SCRIPT_ROOT, "") if has_app_context() else "")
         return f"{root}{self.url_prefix}/avatars/{key}"
 
     def source_of(self, profile: WeChatProfile) -> str | None:

@@ -91,8 +91,8 @@ class WeChatQR:
                 "Import and use that instance instead."
             )
         redact_http_debug_logs()
-        apply_defaults(app.config)
-        settings = load_settings(app.config)
+        apply_defaults(app.config, testing=app.testing)
+        settings = load_settings(app.config, testing=app.testing)
         id_tokens = IdTokenSigner.from_settings(settings)
         db = self._db_for(app)
         adapter = self._adapter_for(app, db)

@@ -418,11 +418,14 @@ class LoginFlow:
                           token: WeChatToken) -> None:
         """A returning login that read no profile hands a stale one to the refresher."""
         refresher = self.refresher
-        if (refresher is not None and resolution.profile is None
-                and not resolution.new_identity
-                and refresher.is_due(connection, resolution.identity, token)):
-            refresher.schedule(connection, self.client_for(connection, token.app),
-                               resolution.identity, token)
+        if refresher is None or resolution.profile is not None or resolution.new_identity:
+            return
+        try:
+            if refresher.is_due(connection, resolution.identity, token):
+                refresher.schedule(connection, self.client_for(connection, token.app),
+                                   resolution.identity, token)
+        except Exception:  # the person is logged in: a refresh never undoes that
+            log.exception("could not start a profile refresh")
 
     def _park_binding(self, connection: ConnectionSettings, states: LoginStates, state: str,
                       login: LoginData, required: BindingRequired) -> NeedsBinding:

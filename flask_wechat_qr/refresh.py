@@ -14,8 +14,10 @@ its users.
 
 One refresh per identity at a time, across all worker processes: a refresh first claims
 the identity with one conditional ``UPDATE`` (its ``profile_refreshed_at`` still stale ->
-now), committed before the WeChat call; only the worker whose ``UPDATE`` changed the row goes
-on. A refresh that fails is tried again by a login :data:`RETRY_AFTER` seconds later.
+stale again :data:`RETRY_AFTER` seconds from now), committed before the WeChat call; only
+the worker whose ``UPDATE`` changed the row goes on. A refresh that succeeds stamps the
+identity with now; one that fails in any way (WeChat, the database, a worker stopped
+mid-way) leaves the claim, so a login tries again :data:`RETRY_AFTER` seconds later.
 
 Bounded: one thread per process and app, started when there is work and ended when idle; at
 most :data:`MAX_QUEUED` refreshes wait, and past that a refresh is skipped (a later login asks
@@ -29,13 +31,16 @@ import os
 import queue
 import threading
 import typing as t
+import weakref
 from dataclasses import dataclass
 from datetime import timedelta
 
 import requests
 import sqlalchemy as sa
+from flask import g, has_request_context, request
 
 from . import signals
+from .avatars import SCRIPT_ROOT
 from .errors import LoginError
 from .i18n import userinfo_lang
 from .models import as_utc, utcnow
@@ -74,6 +79,8 @@ class _Refresh:
     identity_id: int
     token: WeChatToken
     lang: str | None
+    #: the path the site is served under (the stored avatar's URL starts with it)
+    script_root: str = ""
 
 
 class ProfileRefresher:
@@ -85,24 +92,28 @@ class ProfileRefresher:
         self.models = models
         self.policy = policy
         self.adapter = adapter
+        self._start_afresh()
+        _REFRESHERS.add(self)
+        table = models.Identity.__table__
+        refreshed = sa.func.coalesce(table.c.profile_refreshed_at, table.c.created_at)
+        # Built once: the claim (see the module's docstring). The openid and connection are
+        # checked too: on SQLite a deleted identity's id may be given to someone else's.
+        self._claim = sa.update(table).where(
+            table.c.id == sa.bindparam("identity_id"),
+            table.c.connection == sa.bindparam("of_connection"),
+            table.c.openid == sa.bindparam("of_openid"),
+            refreshed < sa.bindparam("stale_before"),
+        ).values(profile_refreshed_at=sa.bindparam("lease"))
+
+    def _start_afresh(self) -> None:
+        """No thread, nothing queued: at creation, and in a process forked from this one
+        (which has none of its parent's threads, and maybe a lock one of them held)."""
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._queue: queue.Queue[_Refresh] = queue.Queue(MAX_QUEUED)
         #: refreshes queued or running here, by (connection, identity id)
         self._pending: set[tuple[str, int]] = set()
         self._thread: threading.Thread | None = None
-        self._pid = os.getpid()
-        table = models.Identity.__table__
-        refreshed = sa.func.coalesce(table.c.profile_refreshed_at, table.c.created_at)
-        # Built once: the claim (see the module's docstring) and its release after a failure.
-        self._claim = sa.update(table).where(
-            table.c.id == sa.bindparam("identity_id"),
-            refreshed < sa.bindparam("stale_before"),
-        ).values(profile_refreshed_at=sa.bindparam("now"))
-        self._release = sa.update(table).where(
-            table.c.id == sa.bindparam("identity_id"),
-            table.c.profile_refreshed_at == sa.bindparam("claimed_at"),
-        ).values(profile_refreshed_at=sa.bindparam("retry_from"))
 
     @staticmethod
     def is_due(connection: ConnectionSettings, identity: Identity, token: WeChatToken) -> bool:
@@ -118,9 +129,9 @@ class ProfileRefresher:
         """Queue ``identity``'s refresh (in a request, after its login committed); ``False``
         if it is queued already or the queue is full."""
         key = (connection.identifier, identity.id)
-        job = _Refresh(signals.sender(), connection, client, identity.id, token, userinfo_lang())
+        job = _Refresh(signals.sender(), connection, client, identity.id, token,
+                       userinfo_lang(), request.script_root if has_request_context() else "")
         with self._lock:
-            self._forget_after_fork()
             if key in self._pending:
                 return False
             try:
@@ -145,12 +156,13 @@ class ProfileRefresher:
                 token: WeChatToken, lang: str | None = None) -> bool:
         """Refresh one identity's profile now (in an app context): ``True`` if this call did
         it; ``False`` if another refresh has it, it was not stale, or it failed (logged)."""
-        after = connection.profile_refresh_after
         now = utcnow()
+        after = timedelta(seconds=connection.profile_refresh_after)
         claimed = self._in_transaction(lambda: t.cast("CursorResult[t.Any]",
             self.db.session.execute(self._claim, {
-                "identity_id": identity_id, "now": now,
-                "stale_before": now - timedelta(seconds=after)})).rowcount == 1)
+                "identity_id": identity_id, "of_connection": connection.identifier,
+                "of_openid": token.openid, "stale_before": now - after,
+                "lease": now - after + timedelta(seconds=RETRY_AFTER)})).rowcount == 1)
         if not claimed:
             return False
         try:
@@ -158,10 +170,10 @@ class ProfileRefresher:
         except (LoginError, requests.RequestException) as exc:
             log.warning("profile refresh of identity %s failed: %s; trying again in %d s",
                         identity_id, type(exc).__name__, RETRY_AFTER)
-            retry_from = now - timedelta(seconds=after) + timedelta(seconds=RETRY_AFTER)
-            self._in_transaction(lambda: self.db.session.execute(self._release, {
-                "identity_id": identity_id, "claimed_at": now, "retry_from": retry_from}))
             return False
+        avatars = self.policy.avatars
+        if avatars is not None:
+            avatars.prefetch(profile)  # downloaded before the transaction that stores it
         identity = self._in_transaction(
             lambda: self.policy.refresh_profile(identity_id, profile, token.unionid))
         if identity is None:
@@ -184,23 +196,25 @@ class ProfileRefresher:
                         return
                 continue
             try:
-                with job.app.app_context():
-                    self.refresh(job.connection, job.client, job.identity_id, job.token,
-                                 job.lang)
-            except Exception:
-                log.exception("profile refresh of identity %s failed", job.identity_id)
+                self._run(job)
             finally:
                 with self._idle:
                     self._pending.discard((job.connection.identifier, job.identity_id))
                     self._idle.notify_all()
 
-    def _forget_after_fork(self) -> None:
-        """A forked worker process has no thread of its parent's: start afresh."""
-        if self._pid != os.getpid():
-            self._pid = os.getpid()
-            self._thread = None
-            self._pending.clear()
-            self._queue = queue.Queue(MAX_QUEUED)
+    def _run(self, job: _Refresh) -> None:
+        """One refresh in an app context of its own; nothing it raises ends the thread."""
+        try:
+            with job.app.app_context():
+                g.setdefault(SCRIPT_ROOT, job.script_root)
+                try:
+                    self.refresh(job.connection, job.client, job.identity_id, job.token,
+                                 job.lang)
+                except Exception:
+                    log.exception("profile refresh of identity %s failed; trying again in "
+                                  "%d s", job.identity_id, RETRY_AFTER)
+        except Exception:  # the host's teardown_appcontext, after the refresh
+            log.exception("closing the app context of a profile refresh failed")
 
     def _in_transaction(self, work: t.Callable[[], t.Any]) -> t.Any:
         try:
@@ -211,3 +225,15 @@ class ProfileRefresher:
             self.db.session.rollback()
             raise
 
+
+#: Every refresher of this process, to start afresh in a forked child.
+_REFRESHERS: weakref.WeakSet[ProfileRefresher] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for refresher in list(_REFRESHERS):
+        refresher._start_afresh()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
+    os.register_at_fork(after_in_child=_after_fork_in_child)

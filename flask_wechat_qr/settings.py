@@ -376,17 +376,22 @@ def whole_number(value: t.Any, key: str, default: t.Any) -> int:
     return math.ceil(positive_seconds(value, key, default))
 
 
+#: The longest period a "seconds or off" setting takes (ten years).
+MAX_PERIOD = 10 * 365 * 24 * 3600
+
+
 def seconds_or_off(value: t.Any, key: str, default: t.Any) -> int:
-    """A whole number of seconds (fractions round up), or 0 (also blank or ``None``): off."""
+    """A whole number of seconds up to ten years (fractions round up); ``0`` or blank: off."""
     if value is None or str(value).strip() == "":
         return 0
     try:
         number = -1.0 if isinstance(value, bool) else float(value)
     except (TypeError, ValueError):
         number = -1.0
-    if not (number >= 0 and math.isfinite(number)):
-        raise ConfigurationError(key, f"{value!r} is not a number of seconds",
-                                 f"Use a number of seconds, e.g. {default}, or 0 for never.")
+    if not (0 <= number <= MAX_PERIOD):
+        raise ConfigurationError(key, f"{value!r} is not a number of seconds (at most ten "
+                                 "years)", f"Use a number of seconds, e.g. {default}, or 0 "
+                                 "for never.")
     return math.ceil(number)
 
 
@@ -460,18 +465,21 @@ class _Declared:
     doc: str
     topic: str
     name: str | None
+    testing_default: t.Any = None
 
 
 def setting(default: t.Any, parse: Parser, doc: str, *, topic: str = "connection",
-            name: str | None = None, secret: bool = False) -> t.Any:
+            name: str | None = None, secret: bool = False,
+            testing_default: t.Any = None) -> t.Any:
     """Declare a dataclass attribute as the ``WECHAT_QR_*`` key of the same ``name``.
 
     ``default`` is the config key's (``apply_defaults`` puts it in ``app.config``); the
     dataclass itself has none, so :func:`load_settings` gives every attribute. ``doc`` is
     the key's one-line reference (reStructuredText); ``topic`` the docs section it is
-    listed in; ``secret`` keeps the value out of ``repr``.
+    listed in; ``secret`` keeps the value out of ``repr``; ``testing_default``, when not
+    ``None``, is the default of an app with ``TESTING`` on.
     """
-    declared = _Declared(default, parse, doc, topic, name)
+    declared = _Declared(default, parse, doc, topic, name, testing_default)
     return field(repr=not secret, metadata={"wechat_qr_setting": declared})
 
 
@@ -528,13 +536,15 @@ class ConnectionSettings:
         doc="What the user record gets from the WeChat profile: ``first_login``, "
             "``each_login`` or ``never``.")
     profile_refresh_after: int = setting(
-        7 * 24 * 3600, seconds_or_off,
+        7 * 24 * 3600, seconds_or_off, testing_default=0,
         doc="Seconds after which a returning login refreshes the identity's WeChat profile "
             "(nickname, avatar) in the background, after the login and without slowing it "
             "(one more WeChat call, off the login's path; :data:`~flask_wechat_qr.signals."
             "profile_refreshed` tells the host); ``0``: never. Not needed with "
             "``profile_sync = \"each_login\"``, which reads the profile during every login. "
-            "See :doc:`avatars`.")
+            "Under ``TESTING`` it is ``0`` unless set (as Flask-Mail suppresses sending: no "
+            "background thread calling WeChat after a test has ended). See "
+            ":ref:`profile-refresh`.")
     lang: str | None = setting(
         None, one_of((None, "cn", "en"), "unknown QR page language",
                      "Use 'cn', 'en' or leave it unset (WeChat's default).",
@@ -746,15 +756,22 @@ class Setting:
     #: the docs section the key is listed in
     topic: str
     per_connection: bool
+    #: the default under ``TESTING`` (``None``: the same)
+    testing_default: t.Any = None
 
     @property
     def key(self) -> str:
         return PREFIX + self.name.upper()
 
-    def read(self, value: t.Any, key: str | None = None) -> t.Any:
+    def default_for(self, testing: bool) -> t.Any:
+        """The default of an app with ``TESTING`` on or off."""
+        return self.testing_default if testing and self.testing_default is not None \
+            else self.default
+
+    def read(self, value: t.Any, key: str | None = None, *, testing: bool = False) -> t.Any:
         """``value`` parsed; ``None`` (unset) means the default."""
-        return self.parse(self.default if value is None else value, key or self.key,
-                          self.default)
+        return self.parse(self.default_for(testing) if value is None else value,
+                          key or self.key, self.default)
 
 
 def _rows(cls: type, per_connection: bool) -> tuple[Setting, ...]:
@@ -762,7 +779,8 @@ def _rows(cls: type, per_connection: bool) -> tuple[Setting, ...]:
     for attribute in fields(cls):
         declared: _Declared = attribute.metadata["wechat_qr_setting"]
         rows.append(Setting(attribute.name, declared.name or attribute.name, declared.default,
-                            declared.parse, declared.doc, declared.topic, per_connection))
+                            declared.parse, declared.doc, declared.topic, per_connection,
+                            declared.testing_default))
     return tuple(rows)
 
 
@@ -782,13 +800,14 @@ GLOBAL_DEFAULTS: dict[str, t.Any] = {row.name: row.default for row in APP_SETTIN
 # --- the loader ----------------------------------------------------------------------
 
 
-def apply_defaults(config: t.MutableMapping[str, t.Any]) -> None:
-    """``setdefault`` every key, so ``app.config`` shows what is in force."""
+def apply_defaults(config: t.MutableMapping[str, t.Any], *, testing: bool = False) -> None:
+    """``setdefault`` every key, so ``app.config`` shows what is in force (``testing``: an
+    app with ``TESTING`` on, whose defaults may differ)."""
     for row in SETTINGS:
-        config.setdefault(row.key, row.default)
+        config.setdefault(row.key, row.default_for(testing))
 
 
-def load_settings(config: t.Mapping[str, t.Any]) -> Settings:
+def load_settings(config: t.Mapping[str, t.Any], *, testing: bool = False) -> Settings:
     """Read and validate every setting; raise :class:`ConfigurationError` on the first problem.
 
     The sandbox switch is read first (a sandbox connection may go without credentials),
@@ -804,7 +823,7 @@ def load_settings(config: t.Mapping[str, t.Any]) -> Settings:
     app_id_check = rows["app_id_check"].read(config.get(rows["app_id_check"].key))
     entries = rows["connections"].read(config.get(rows["connections"].key))
     values: dict[str, t.Any] = {"connections": _load_connections(
-        entries, config, sandbox, check_app_id=app_id_check and real_wechat)}
+        entries, config, sandbox, check_app_id=app_id_check and real_wechat, testing=testing)}
     values.update((name, row.read(config.get(row.key))) for name, row in rows.items()
                   if name not in values)
     for rule in APP_RULES:
@@ -813,19 +832,21 @@ def load_settings(config: t.Mapping[str, t.Any]) -> Settings:
 
 
 def _load_connections(entries: list[t.Any] | None, config: t.Mapping[str, t.Any],
-                      sandbox: bool, check_app_id: bool) -> dict[str, ConnectionSettings]:
+                      sandbox: bool, check_app_id: bool, testing: bool = False
+                      ) -> dict[str, ConnectionSettings]:
     """The connections by identifier: the ``WECHAT_QR_CONNECTIONS`` dicts, else the one the
     flat keys describe."""
     if entries is None:
         flat = {row.name: config.get(row.key) for row in CONNECTION_SETTINGS}
-        return _by_identifier([_load_connection(flat, None, sandbox, check_app_id)])
+        return _by_identifier([_load_connection(flat, None, sandbox, check_app_id, testing)])
     return _by_identifier([
-        _load_connection(entry, f"{PREFIX}CONNECTIONS[{index}]", sandbox, check_app_id)
+        _load_connection(entry, f"{PREFIX}CONNECTIONS[{index}]", sandbox, check_app_id,
+                         testing)
         for index, entry in enumerate(entries)])
 
 
 def _load_connection(raw: t.Any, where: str | None, sandbox: bool,
-                     check_app_id: bool = False) -> ConnectionSettings:
+                     check_app_id: bool = False, testing: bool = False) -> ConnectionSettings:
     """One connection from its dict (``where`` names it in errors) or the flat keys."""
     if not isinstance(raw, t.Mapping):
         raise ConfigurationError(where or PREFIX + "CONNECTIONS", "must be a dict",
@@ -838,7 +859,8 @@ def _load_connection(raw: t.Any, where: str | None, sandbox: bool,
         )
     if sandbox:
         raw = _sandbox_credentials(raw)
-    values = {row.attribute: row.read(raw.get(row.name), _key(row.name, where))
+    values = {row.attribute: row.read(raw.get(row.name), _key(row.name, where),
+                                      testing=testing)
               for row in CONNECTION_SETTINGS}
     for rule in CONNECTION_RULES:
         rule(values, where)

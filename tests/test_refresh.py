@@ -46,6 +46,10 @@ NEW_AVATAR = "https://thirdwx.qlogo.cn/mmopen/vi_32/NEWAVATAR/132"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 64
 
 
+#: Under TESTING the refresh is off unless set: these tests set it.
+REFRESHING = {"WECHAT_QR_PROFILE_REFRESH_AFTER": WEEK}
+
+
 def _refresher(app: Flask) -> t.Any:
     """The app's refresher, to wait for its background work (the one seam of this file)."""
     return app.extensions["wechat_qr"].refresher
@@ -79,9 +83,12 @@ class HeldUserinfo:
     """``/sns/userinfo`` answering only once the test lets it: proves a login answered
     before its refresh read the profile, and keeps refreshes running while others start."""
 
-    def __init__(self, api: WeChatAPI, **profile: t.Any) -> None:
+    def __init__(self, api: WeChatAPI, others: dict[str, dict[str, t.Any]] | None = None,
+                 **profile: t.Any) -> None:
         self.release = threading.Event()
         self.calls = 0
+        #: profiles of other openids, answered at once (not counted)
+        self.others = others or {}
         self.profile = {"openid": OPENID, "unionid": UNIONID, "nickname": NEW_NICKNAME,
                         "sex": 0, "language": "", "city": "", "province": "", "country": "",
                         "headimgurl": AVATAR, "privilege": [], **profile}
@@ -92,9 +99,11 @@ class HeldUserinfo:
         import json
         from urllib.parse import parse_qs, urlsplit
 
+        openid = parse_qs(urlsplit(request.url).query)["openid"][0]
+        if openid in self.others:
+            return 200, {}, json.dumps(self.others[openid], ensure_ascii=False).encode()
         self.calls += 1
         assert self.release.wait(10)
-        openid = parse_qs(urlsplit(request.url).query)["openid"][0]
         body = {**self.profile, "openid": openid}
         return 200, {}, json.dumps(body, ensure_ascii=False).encode()
 
@@ -110,7 +119,7 @@ def returning_login(app: Flask, api: WeChatAPI, openid: str = OPENID,
 @pytest.fixture
 def known(make_app: t.Callable[..., Flask], wechat_api: WeChatAPI) -> Flask:
     """A site where one person logged in a week and a minute ago."""
-    app = make_app()
+    app = make_app(**REFRESHING)
     assert login_with_wechat(app.test_client(), wechat_api).status_code == 302
     age_profiles(app)
     wechat_api.mock.reset()
@@ -168,7 +177,8 @@ def test_logins_of_one_person_on_two_workers_refresh_once(database: t.Any, tmp_p
     """Two workers (two apps on one database, each with its own refresher) log the same
     person in at once: one of them refreshes, by the claim in the database."""
     url = database.url("shared")
-    with app_factory(lambda name: make_test_app(_folder(tmp_path, name), url)) as build:
+    with app_factory(lambda name: make_test_app(_folder(tmp_path, name), url,
+                                                     **REFRESHING)) as build:
         first, second = build("w1"), build("w2")
         assert login_with_wechat(first.test_client(), wechat_api).status_code == 302
         age_profiles(first)
@@ -188,7 +198,8 @@ def test_two_workers_refreshing_one_identity_at_once_read_wechat_once(
     """Both workers found the profile stale (their logins read it before either refresh
     began); the claim in the database lets one of them call WeChat."""
     url = database.url("shared")
-    with app_factory(lambda name: make_test_app(_folder(tmp_path, name), url)) as build:
+    with app_factory(lambda name: make_test_app(_folder(tmp_path, name), url,
+                                                     **REFRESHING)) as build:
         workers = [build("w1"), build("w2")]
         login_with_wechat(workers[0].test_client(), wechat_api)
         age_profiles(workers[0])
@@ -240,7 +251,7 @@ def test_a_full_queue_skips_and_a_later_login_asks_again(
         make_app: t.Callable[..., Flask], wechat_api: WeChatAPI,
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(refresh, "MAX_QUEUED", 1)
-    app = make_app()
+    app = make_app(**REFRESHING)
     people = [(OPENID, UNIONID), (OPENID_2, UNIONID_2), ("o-third", "u-third")]
     for openid, unionid in people:
         login_with_wechat(app.test_client(), wechat_api, openid=openid, unionid=unionid)
@@ -290,7 +301,7 @@ def test_placeholders_never_overwrite_on_refresh(known: Flask, wechat_api: WeCha
 
 def test_a_changed_avatar_is_stored_by_the_refresh(make_app: t.Callable[..., Flask],
                                                    wechat_api: WeChatAPI) -> None:
-    app = make_app(WECHAT_QR_STORE_AVATARS=True)
+    app = make_app(WECHAT_QR_STORE_AVATARS=True, **REFRESHING)
     wechat_api.mock.add(responses.GET, AVATAR, body=PNG, content_type="image/png")
     login_with_wechat(app.test_client(), wechat_api)
     age_profiles(app)
@@ -335,7 +346,8 @@ def test_the_host_hears_of_a_refresh(known: Flask, wechat_api: WeChatAPI) -> Non
 
 @pytest.mark.parametrize("config", [
     {"WECHAT_QR_PROFILE_REFRESH_AFTER": 0},
-    {"WECHAT_QR_PROFILE_SYNC": "each_login"},  # the login reads the profile itself
+    {"WECHAT_QR_PROFILE_SYNC": "each_login", **REFRESHING},  # read during the login
+    {},  # TESTING, and the setting not given
 ])
 def test_no_background_refresh(make_app: t.Callable[..., Flask], wechat_api: WeChatAPI,
                                config: dict[str, t.Any]) -> None:
@@ -383,3 +395,118 @@ def test_an_identity_unlinked_before_its_refresh_is_left_alone(
         held.release.set()
         settle(known)
     assert events == [] and all_identities(known) == []
+
+
+def after(app: Flask) -> int:
+    return int(app.extensions["wechat_qr"].settings.connections["wechat"]
+               .profile_refresh_after)
+
+
+def test_a_site_refreshes_weekly_by_default(make_production_app: t.Any) -> None:
+    app = make_production_app()
+    assert after(app) == WEEK
+    assert app.config["WECHAT_QR_PROFILE_REFRESH_AFTER"] == WEEK
+
+
+def test_under_testing_the_refresh_is_off_unless_set(make_app: t.Callable[..., Flask]) -> None:
+    assert after(make_app()) == 0
+    assert after(make_app(WECHAT_QR_PROFILE_REFRESH_AFTER=60)) == 60
+    listed = make_app(WECHAT_QR_CONNECTIONS=[
+        {"connection": "wechat", "app_id": "wx5f3d2e1c0b9a8776", "app_secret": "s"}])
+    assert after(listed) == 0
+
+
+# --- what a refresh never does -----------------------------------------------------------------
+
+
+def test_a_refresh_never_writes_onto_an_identity_that_took_a_deleted_ones_id(
+        make_app: t.Callable[..., Flask], wechat_api: WeChatAPI) -> None:
+    """SQLite gives a deleted highest id to the next row: Alice's refresh, running while
+    her identity is deleted and Bob's is created with its id, must not land on Bob's."""
+    app = make_app(**REFRESHING)
+    login_with_wechat(app.test_client(), wechat_api)  # Alice
+    age_profiles(app)
+    wechat_api.mock.reset()
+    bob = {"openid": OPENID_2, "unionid": UNIONID_2, "nickname": "Bob", "headimgurl": ""}
+    held = HeldUserinfo(wechat_api, others={OPENID_2: bob})
+    assert returning_login(app, wechat_api).status_code == 302
+    assert _wait_for(lambda: held.calls == 1)
+    identities = table(app, "wechat_qr_identity")
+    with app.app_context():
+        app.db.session.execute(sa.delete(identities))  # type: ignore[attr-defined]
+        app.db.session.commit()  # type: ignore[attr-defined]
+    wechat_api.token(openid=OPENID_2, unionid=UNIONID_2)
+    client = app.test_client()
+    assert finish_login(client, start_login(client)).status_code == 302
+    held.release.set()
+    settle(app)
+    bobs, = all_identities(app)
+    with app.app_context():
+        dialect = app.db.engine.dialect.name  # type: ignore[attr-defined]
+    assert bobs.id == 1 or dialect != "sqlite"  # the id was given again
+    assert (bobs.openid, bobs.unionid, bobs.nickname) == (OPENID_2, UNIONID_2, "Bob")
+
+
+def test_a_refresh_that_fails_after_its_claim_is_tried_again_in_an_hour(
+        known: Flask, wechat_api: WeChatAPI, monkeypatch: pytest.MonkeyPatch,
+        caplog: t.Any) -> None:
+    def broken(*args: t.Any) -> None:
+        raise sa.exc.OperationalError("UPDATE", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(known.extensions["wechat_qr"].policy, "refresh_profile", broken)
+    wechat_api.userinfo(nickname=NEW_NICKNAME)
+    assert returning_login(known, wechat_api).status_code == 302
+    settle(known)
+    assert "profile refresh of identity" in caplog.text
+    retry_at = refreshed_at(known)[0] + timedelta(seconds=WEEK)
+    expected = datetime.now(UTC) + timedelta(seconds=refresh.RETRY_AFTER)
+    assert abs((retry_at - expected).total_seconds()) < 60
+
+
+def test_a_refresh_that_cannot_start_leaves_the_login_alone(
+        known: Flask, wechat_api: WeChatAPI, monkeypatch: pytest.MonkeyPatch,
+        caplog: t.Any) -> None:
+    def no_threads(*args: t.Any, **kwargs: t.Any) -> bool:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(_refresher(known), "schedule", no_threads)
+    client = known.test_client()
+    wechat_api.token()
+    resp = finish_login(client, start_login(client))
+    assert resp.status_code == 302
+    assert client.get("/").get_data(as_text=True).startswith("logged in as")
+    assert "could not start a profile refresh" in caplog.text
+
+
+def test_a_stored_avatar_keeps_the_sites_path_prefix(make_app: t.Callable[..., Flask],
+                                                     wechat_api: WeChatAPI) -> None:
+    """A site served under /site: the refresh, which has no request, stores the avatar's
+    path with the prefix its login had."""
+    app = make_app(WECHAT_QR_STORE_AVATARS=True, **REFRESHING)
+    client = app.test_client()
+    base = "http://localhost/site"
+    wechat_api.token()
+    wechat_api.userinfo(headimgurl="")
+    state = _state(client.get("/auth/wechat/login", base_url=base))
+    assert client.get("/auth/wechat/callback", base_url=base,
+                      query_string={"code": "c" * 32, "state": state}).status_code == 302
+    age_profiles(app)
+    wechat_api.mock.reset()
+    wechat_api.token()
+    wechat_api.userinfo(headimgurl=NEW_AVATAR)
+    wechat_api.mock.add(responses.GET, NEW_AVATAR, body=PNG, content_type="image/png")
+    state = _state(client.get("/auth/wechat/login", base_url=base))
+    assert client.get("/auth/wechat/callback", base_url=base,
+                      query_string={"code": "c" * 32, "state": state}).status_code == 302
+    settle(app)
+    identity, = all_identities(app)
+    assert identity.avatar_url.startswith("/site/auth/avatars/")
+    assert client.get(identity.avatar_url[len("/site"):], base_url=base).data == PNG
+
+
+def _state(resp: t.Any) -> str:
+    import re
+
+    match = re.search(r"[?&]state=([A-Za-z0-9]+)", resp.headers["Location"])
+    assert match, resp.headers["Location"]
+    return match.group(1)

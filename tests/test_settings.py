@@ -218,6 +218,7 @@ def test_init_app_setdefaults_every_key_into_app_config(make_app: t.Callable[...
         "WECHAT_QR_DISPLAY_NAME": "微信",
         "WECHAT_QR_HTTP_TIMEOUT": 3,
         "WECHAT_QR_CODE_USED_WAIT": 0.2,  # the test apps' own
+        "WECHAT_QR_PROFILE_REFRESH_AFTER": 0,  # TESTING's own default
     }
     for key, value in expected.items():
         assert key in app.config, key

@@ -369,13 +369,16 @@ def test_full_wechat_login(wechat_site: Flask, wechat_api: t.Any) -> None:
     assert len(again["identities"]) == 1
 
 
-def test_a_refreshed_wechat_profile_reaches_the_user(wechat_site: Flask,
+def test_a_refreshed_wechat_profile_reaches_the_user(make_site: t.Callable[..., Flask],
                                                     wechat_api: t.Any) -> None:
     """A week later, a returning login refreshes the profile in the background; the site's
     user row follows it (example_app/wechat_profiles.py)."""
     import sqlalchemy as sa
 
     from flask_wechat_qr.models import utcnow
+
+    wechat_site = make_site(WECHAT_QR_APP_ID=APP_ID, WECHAT_QR_APP_SECRET=APP_SECRET,
+                            WECHAT_QR_PROFILE_REFRESH_AFTER=7 * 24 * 3600)
 
     client = wechat_site.test_client()
     wechat_api.token()
