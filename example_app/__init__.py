@@ -101,6 +101,10 @@ def create_app(test_config: dict[str, t.Any] | None = None) -> Flask:
         _create_site_tables(app)
         # The extension's own migrations; safe with several workers starting at once.
         wechat.upgrade_database(app)
+        # No pooled connection outlives start-up: a server that forks after building the app
+        # (gunicorn --preload) would hand the same one to every worker, and one worker's
+        # queries would read another's answers.
+        db.engine.dispose()
     return app
 
 
