@@ -14,7 +14,9 @@ fails a login ("database is locked").
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import signal
 import statistics
 import threading
 import time
@@ -43,9 +45,10 @@ IDLE_SECONDS = 5
 LOG_PROBLEMS = ("Traceback", "database is locked", "ERROR", "WORKER TIMEOUT", "Exception")
 
 #: The host gunicorn serves: the example site, every logger at DEBUG (urllib3 logs the URLs
-#: it fetches), and a page telling how many refresh threads its worker runs.
+#: it fetches), and a page telling how many refresh threads its worker runs, and its pid.
 SITE_MODULE = '''
 import logging
+import os
 import threading
 
 logging.basicConfig(level=logging.DEBUG)
@@ -58,7 +61,7 @@ app = create_app()
 @app.get("/test/refresh-threads")
 def refresh_threads():
     return {"threads": sum(t.name == "wechat-qr-profile-refresh"
-                           for t in threading.enumerate())}
+                           for t in threading.enumerate()), "pid": os.getpid()}
 '''
 
 
@@ -358,3 +361,39 @@ def add_people(engine: sa.Engine, openids: list[str]) -> None:
                 connection="wechat", openid=openid, unionid="u-" + openid,
                 user_id=str(user_id), user_key=user_id, nickname="张三🐼", created_at=now,
                 last_login_at=now, profile_refreshed_at=now))
+
+
+# --- a worker stopped mid-refresh ------------------------------------------------------------
+
+
+@ONE_DATABASE
+def test_a_worker_stopped_while_its_refresh_waits_for_wechat_leaves_it_for_an_hour(
+        site_env: t.Any, site_db: sa.Engine, tmp_path: Path) -> None:
+    """A deploy or ``--max-requests`` stops a worker (SIGTERM: gunicorn's graceful stop) while
+    its refresh waits for WeChat: the profile counts as unread, tried again in an hour (not
+    in a week, as if it had been read)."""
+    person = "oStopped-5"
+    log = tmp_path / "gunicorn.log"
+    with CountingWeChat() as wechat, gunicorn(
+            site_env(wechat), log, app="refresh_site:app", path=[site_module(tmp_path)],
+            workers=1) as base:
+        assert log_in(base, person, wechat)[0] == 302
+        age(site_db)
+        wechat.holding.set()
+        worker = requests.get(base + "/test/refresh-threads", timeout=5).json()["pid"]
+        assert log_in(base, person, wechat)[0] == 302
+        wait_for(lambda: wechat.asked[person] == 2)  # the refresh has claimed and asks
+        os.kill(worker, signal.SIGTERM)
+        wait_for(lambda: f"Worker exiting (pid: {worker})" in log.read_text())
+        wechat.release()
+        assert log_in(base, person, wechat)[0] == 302  # on the new worker: not read again
+        row = identities(site_db)[person]
+        assert row.nickname == "张三🐼"
+        retry_at = datetime.now(UTC) - timedelta(seconds=WEEK - RETRY_AFTER)
+        assert abs((_utc(row.profile_refreshed_at) - retry_at).total_seconds()) < 120
+        age(site_db, seconds=WEEK + 60)  # an hour and more later
+        wechat.nickname = "张三丰🐉"
+        assert log_in(base, person, wechat)[0] == 302
+        wait_for(lambda: identities(site_db)[person].nickname == "张三丰🐉")
+        assert wechat.asked[person] == 3
+    assert_clean(log)
