@@ -103,8 +103,10 @@ def create_app(test_config: dict[str, t.Any] | None = None) -> Flask:
         wechat.upgrade_database(app)
         # No pooled connection outlives start-up: a server that forks after building the app
         # (gunicorn --preload) would hand the same one to every worker, and one worker's
-        # queries would read another's answers.
-        db.engine.dispose()
+        # queries would read another's answers. (An in-memory SQLite database lives only in
+        # its one connection.)
+        if db.engine.url.database not in (None, "", ":memory:"):
+            db.engine.dispose()
     return app
 
 
