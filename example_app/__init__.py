@@ -101,6 +101,12 @@ def create_app(test_config: dict[str, t.Any] | None = None) -> Flask:
         _create_site_tables(app)
         # The extension's own migrations; safe with several workers starting at once.
         wechat.upgrade_database(app)
+        # No pooled connection outlives start-up: a server that forks after building the app
+        # (gunicorn --preload) would hand the same one to every worker, and one worker's
+        # queries would read another's answers. (An in-memory SQLite database lives only in
+        # its one connection.)
+        if db.engine.url.database not in (None, "", ":memory:"):
+            db.engine.dispose()
     return app
 
 

@@ -607,14 +607,22 @@ class FakeWeChat(LiveServer):
 
 
 @contextlib.contextmanager
-def gunicorn(env: dict[str, str], log: Path) -> t.Iterator[str]:
-    """The example app under gunicorn (one sync worker) on a free loopback port; its URL."""
+def gunicorn(env: dict[str, str], log: Path, *, app: str = "example_app:create_app()",
+             workers: int = 1, threads: int = 0, preload: bool = False,
+             path: t.Sequence[Path] = ()) -> t.Iterator[str]:
+    """The example app (or ``app``, importable from ``path``) under gunicorn on a free
+    loopback port; its URL. ``workers`` sync workers, or gthread ones with ``threads``;
+    ``preload``: the app built once, before the workers are forked."""
     port = free_port()
+    options = ["--workers", str(workers), "--worker-class", "gthread" if threads else "sync",
+               *(["--threads", str(threads)] if threads else []),
+               *(["--preload"] if preload else [])]
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "1",
-             "--worker-class", "sync", "--graceful-timeout", "2", "example_app:create_app()"],
-            cwd=ROOT, env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
+            [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", *options,
+             "--graceful-timeout", "2", app],
+            cwd=ROOT, env={**os.environ, **env,
+                           "PYTHONPATH": os.pathsep.join(map(str, [ROOT, *path]))},
             stdout=out, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:

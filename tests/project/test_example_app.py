@@ -18,6 +18,7 @@ from support import (
     APP_SECRET,
     CSRF,
     NICKNAME,
+    ONE_DATABASE,
     OPENID,
     OPENID_2,
     UNIONID,
@@ -672,6 +673,21 @@ def test_flask_cli_finds_the_factory(monkeypatch: pytest.MonkeyPatch, tmp_path: 
 # --- a real server ------------------------------------------------------------------
 
 
+
+
+@ONE_DATABASE
+def test_an_in_memory_database_keeps_the_tables_made_at_start_up(
+        make_site: t.Callable[..., Flask]) -> None:
+    """The site closes its start-up connections (a server forking after building it would
+    share them: tests/promises/test_refresh_workers.py), but not the one connection an
+    in-memory SQLite database lives in."""
+    import sqlalchemy as sa
+
+    from example_app import db
+
+    site = make_site(url="sqlite://")
+    with site.app_context():
+        assert db.session.execute(sa.text('SELECT count(*) FROM "user"')).scalar() == 0
 
 
 def test_runs_under_gunicorn(tmp_path: Path, database: Database) -> None:

@@ -20,6 +20,7 @@ import sys
 import time
 import traceback
 import typing as t
+from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
 
 import flask
@@ -281,6 +282,45 @@ def test_a_timeout_leaks_nothing_even_when_the_error_names_the_url(
     assert resp.status_code == 504
     assert any(APP_SECRET in str(error.__context__) for error in witness.errors), \
         "the test should have put the secret into the transport error"
+    witness.assert_no_secret_anywhere()
+
+
+@pytest.mark.parametrize("answer", ["timeout naming the URL", "errcode", "garbage"])
+def test_a_background_profile_refresh_leaks_nothing(
+        make_app: t.Callable[..., Flask], wechat_api: t.Any, witness: Witness,
+        answer: str) -> None:
+    """A returning person's stale profile is read in a background thread with the login's
+    access token (docs/association.rst); however WeChat answers, the token goes nowhere."""
+    known_secrets(witness)
+    app = witness.watch(make_app(WECHAT_QR_PROFILE_REFRESH_AFTER=7 * 24 * 3600))
+    wechat_api.token()
+    wechat_api.userinfo()
+    first = app.test_client()
+    assert finish_login(first, state_of(first.get("/auth/wechat/login"))).status_code == 302
+    with app.app_context():
+        app.db.session.execute(sa.text(  # type: ignore[attr-defined]
+            "UPDATE wechat_qr_identity SET profile_refreshed_at = :t, created_at = :t"),
+            {"t": datetime.now(UTC) - timedelta(days=8)})
+        app.db.session.commit()  # type: ignore[attr-defined]
+    wechat_api.mock.reset()
+    wechat_api.token()
+    if answer == "errcode":
+        wechat_api.error(USERINFO_PATH, 40001, "invalid credential, access_token is invalid")
+    elif answer == "garbage":
+        wechat_api.raw(USERINFO_PATH, b"<html>" + ACCESS_TOKEN.encode() + b"</html>",
+                       content_type="text/html")
+    else:
+        def time_out(request: t.Any) -> t.Any:
+            raise requests.ReadTimeout(f"Read timed out: {request.url}")
+
+        wechat_api.mock.add_callback(responses.GET, API + USERINFO_PATH, callback=time_out)
+    client = app.test_client()
+    resp = finish_login(client, state_of(client.get("/auth/wechat/login")))
+    assert resp.status_code == 302
+    assert app.extensions["wechat_qr"].refresher.wait(10)
+    assert [urlsplit(c.request.url).path for c in wechat_api.mock.calls] == \
+        [TOKEN_PATH, USERINFO_PATH]
+    assert any("profile refresh of identity" in r.getMessage() for r in witness.records)
     witness.assert_no_secret_anywhere()
 
 
