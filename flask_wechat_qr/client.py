@@ -25,7 +25,7 @@ from authlib.consts import default_user_agent
 from authlib.integrations.requests_client import OAuth2Session
 from urllib3.exceptions import NewConnectionError
 
-from .deadline import DeadlineAdapter
+from .deadline import MAX_ANSWER_BYTES, AnswerTooLarge, DeadlineAdapter
 from .errors import (
     ConfigurationError,
     SnapshotUser,
@@ -552,6 +552,8 @@ def describe_transport_failure(exc: BaseException, base_url: str) -> str:
         return f"{host} did not answer in time (read timeout)"
     if isinstance(exc, requests.Timeout):  # the whole call's deadline
         return f"{host} gave no complete answer within WECHAT_QR_HTTP_TIMEOUT"
+    if isinstance(exc, AnswerTooLarge):
+        return f"{host} answered more than {MAX_ANSWER_BYTES // 1024} KiB (not read further)"
     if isinstance(root, socket.gaierror):
         return f"could not resolve {host} ({root.strerror or 'name lookup failed'})"
     if isinstance(root, ssl.SSLError):

@@ -144,12 +144,24 @@ class _HTTPSPool(HTTPSConnectionPool):
     ConnectionCls = _TrackedHTTPSConnection
 
 
+#: The largest answer a call reads (bytes, after any content decoding). WeChat's API answers
+#: are under 2 KB and its pages a few; a bigger one is refused, not held in a worker's memory.
+MAX_ANSWER_BYTES = 256 * 1024
+
+
+class AnswerTooLarge(requests.RequestException):
+    """An answer longer than :data:`MAX_ANSWER_BYTES`: not read further."""
+
+
 class DeadlineAdapter(HTTPAdapter):
     """``requests``' adapter, each call of which ends within ``deadline`` seconds in all
-    (connecting, waiting for the answer, reading it), else raises ``requests.Timeout``."""
+    (connecting, waiting for the answer, reading it), else raises ``requests.Timeout``; an
+    answer longer than ``max_bytes`` raises :class:`AnswerTooLarge`."""
 
-    def __init__(self, deadline: float, **kwargs: t.Any) -> None:
+    def __init__(self, deadline: float, max_bytes: int = MAX_ANSWER_BYTES,
+                 **kwargs: t.Any) -> None:
         self.deadline = deadline
+        self.max_bytes = max_bytes
         super().__init__(**kwargs)
 
     def init_poolmanager(self, *args: t.Any, **kwargs: t.Any) -> None:
@@ -164,8 +176,8 @@ class DeadlineAdapter(HTTPAdapter):
         _calls.current = call
         token = _WATCHDOG.arm(time.monotonic() + self.deadline, call)
         try:
-            response = super().send(request, *args, **kwargs)
-            response.content  # noqa: B018 - read here, within the deadline, not by the session
+            response = super().send(request, *args, **{**kwargs, "stream": True})
+            self._read_at_most(response)  # within the deadline, not later by the session
         except requests.RequestException as error:
             if call.expired:
                 raise requests.Timeout(
@@ -178,3 +190,18 @@ class DeadlineAdapter(HTTPAdapter):
             response.close()
             raise requests.Timeout(f"no complete answer within {self.deadline:g} seconds")
         return response
+
+    def _read_at_most(self, response: requests.Response) -> None:
+        """Read the whole answer into ``response.content``, or refuse one that is longer
+        than ``max_bytes`` (its connection dropped, not reused)."""
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in response.iter_content(16 * 1024):
+            size += len(chunk)
+            if size > self.max_bytes:
+                response.close()
+                raise AnswerTooLarge(f"an answer longer than {self.max_bytes} bytes",
+                                     response=response)
+            chunks.append(chunk)
+        # What ``response.content`` would have read, kept as requests keeps it.
+        response._content = b"".join(chunks)

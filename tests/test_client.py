@@ -54,6 +54,7 @@ from support import (
 )
 
 from flask_wechat_qr import ConfigurationError, WeChatClient, WeChatProfile, WeChatToken
+from flask_wechat_qr.deadline import MAX_ANSWER_BYTES
 from flask_wechat_qr.errors import (
     CodeUsed,
     InvalidAccessToken,
@@ -765,6 +766,45 @@ def test_answers_that_are_not_wechats_api_are_wechat_unavailable(
     assert type(info.value) is WeChatUnavailable
     assert info.value.status == 502
     assert_error_is_clean(info.value)
+
+
+def _padded_token_answer(size: int) -> bytes:
+    """A valid token answer, padded with spaces to ``size`` bytes."""
+    body = json.dumps({"access_token": "AT", "expires_in": 7200, "openid": "o1",
+                       "scope": "snsapi_login"}).encode()
+    return body + b" " * (size - len(body))
+
+
+@pytest.mark.parametrize("operation", list(OPERATIONS))
+def test_an_oversized_answer_is_refused_unread(wx: WeChatClient, wechat_api: WeChatAPI,
+                                               operation: str, caplog: t.Any) -> None:
+    """WeChat's answers are under 2 KB: one of megabytes (a hostile or broken upstream) is
+    refused, not held whole in the worker's memory."""
+    path, call = OPERATIONS[operation]
+    wechat_api.raw(path, _padded_token_answer(MAX_ANSWER_BYTES + 1))
+    with pytest.raises(WeChatUnavailable) as info:
+        call(wx)
+    assert type(info.value) is WeChatUnavailable
+    assert f"answered more than {MAX_ANSWER_BYTES // 1024} KiB" in caplog.text
+    assert_error_is_clean(info.value)
+
+
+def test_an_answer_under_the_limit_is_read_whole(wx: WeChatClient,
+                                                 wechat_api: WeChatAPI) -> None:
+    wechat_api.raw(TOKEN_PATH, _padded_token_answer(MAX_ANSWER_BYTES))
+    assert wx.exchange_code(CODE).openid == "o1"
+
+
+def test_a_compressed_answer_counts_as_it_unpacks(wx: WeChatClient,
+                                                  wechat_api: WeChatAPI) -> None:
+    """A small gzip body that unpacks to megabytes is refused like a big one."""
+    import gzip
+
+    packed = gzip.compress(_padded_token_answer(4 * MAX_ANSWER_BYTES))
+    assert len(packed) < MAX_ANSWER_BYTES // 10
+    wechat_api.raw(TOKEN_PATH, packed, headers={"Content-Encoding": "gzip"})
+    with pytest.raises(WeChatUnavailable):
+        wx.exchange_code(CODE)
 
 
 @pytest.mark.parametrize("operation", ["exchange_code", "refresh"])
