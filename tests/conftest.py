@@ -28,6 +28,8 @@ from support import (
     WeChatAPI,
     app_factory,
     dispose_admin_engines,
+    example_site,
+    forget_site_templates,
     make_test_app,
 )
 
@@ -76,6 +78,15 @@ def admin_engines() -> t.Iterator[None]:
         yield
     finally:
         dispose_admin_engines()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def site_templates() -> t.Iterator[None]:
+    """The example site's template databases (support.example_site) go with the session."""
+    try:
+        yield
+    finally:
+        forget_site_templates()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -138,9 +149,11 @@ def make_site(database: Database, example_app_env: None
     counter = iter(range(1000))
 
     def build(url: str | None = None, **config: t.Any) -> Flask:
-        base = {"TESTING": True, "SECRET_KEY": "example-app-test-key",
-                "DATABASE_URL": url or database.url(f"site{next(counter)}")}
-        return create_app(test_config={**base, **config})
+        base = {"TESTING": True, "SECRET_KEY": "example-app-test-key"}
+        if url is None:  # a new database: set up as the last start with these settings did
+            return example_site(database, f"site{next(counter)}", "DATABASE_URL",
+                                {**base, **config})
+        return create_app(test_config={**base, "DATABASE_URL": url, **config})
 
     with app_factory(build) as factory:
         yield factory

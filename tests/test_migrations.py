@@ -441,6 +441,49 @@ def test_example_app_migrates_and_starts_twice_on_one_database(
     assert second.test_client().get("/auth/wechat/login").status_code == 302
 
 
+def schema_and_rows(app: Flask) -> dict[str, t.Any]:
+    """Everything about the app's database a start of the site could have made: each
+    table's columns, keys, indexes and constraints (SQLite: its triggers too), and rows."""
+    db = app.extensions["sqlalchemy"]
+    found: dict[str, t.Any] = {}
+    with app.app_context(), db.engine.connect() as conn:
+        inspector = sa.inspect(conn)
+        for name in sorted(inspector.get_table_names()):
+            found[name] = {
+                "columns": [(c["name"], str(c["type"]), c["nullable"], str(c["default"]))
+                            for c in inspector.get_columns(name)],
+                "primary key": inspector.get_pk_constraint(name),
+                "foreign keys": sorted(map(repr, inspector.get_foreign_keys(name))),
+                "indexes": sorted(map(repr, inspector.get_indexes(name))),
+                "unique": sorted(map(repr, inspector.get_unique_constraints(name))),
+                "checks": sorted(map(repr, inspector.get_check_constraints(name))),
+                "rows": sorted(map(repr, conn.execute(sa.text(f'SELECT * FROM "{name}"')))),
+            }
+        if conn.dialect.name == "sqlite":
+            found["triggers"] = conn.execute(sa.text(
+                "SELECT name, tbl_name, sql FROM sqlite_master WHERE type = 'trigger' "
+                "ORDER BY name")).all()
+    return found
+
+
+@pytest.mark.parametrize("settings", [
+    {"WECHAT_QR_APP_ID": APP_ID, "WECHAT_QR_APP_SECRET": APP_SECRET},
+    {},  # on the sandbox: its tables too
+])
+def test_the_suites_example_sites_start_on_what_a_first_start_makes(
+    database: Database, make_site: t.Callable[..., Flask], settings: dict[str, t.Any]
+) -> None:
+    """The test suite starts most example sites on a copy of what the run's first start with
+    the same settings made (support.example_site): that copy must be exactly what a real
+    first start on an empty database makes, on both databases."""
+    first_start = make_site(database.url("empty"), **settings)
+    make_site(**settings)  # makes the template, unless an earlier test did
+    copied = make_site(**settings)
+    assert copied.site_template is not None  # type: ignore[attr-defined]
+    assert schema_and_rows(copied) == schema_and_rows(first_start)
+    assert migrations.current_revision(copied) == HEAD
+
+
 def test_example_app_with_real_credentials_has_no_sandbox_tables(
     database: Database, make_site: t.Callable[..., Flask]
 ) -> None:
