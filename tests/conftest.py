@@ -111,14 +111,16 @@ def database(request: pytest.FixtureRequest, tmp_path: t.Any) -> t.Iterator[Data
 @pytest.fixture
 def make_app(tmp_path: t.Any, database: Database) -> t.Iterator[t.Callable[..., Flask]]:
     """``make_app(**config)``: a new test host (support.make_test_app) on the test's
-    database, in a folder of its own."""
+    database, in a folder of its own; on PostgreSQL its tables made as the run's first
+    ``create_all`` with the same settings made them, unless ``replay_create_all=False``."""
     counter = iter(range(1000))
 
-    def build(**config: t.Any) -> Flask:
+    def build(*, replay_create_all: bool = True, **config: t.Any) -> Flask:
         name = f"app{next(counter)}"
         folder = tmp_path / name
         folder.mkdir()
-        return make_test_app(folder, database.url(name), **config)
+        return make_test_app(folder, database.url(name), replay_create_all=replay_create_all,
+                             **config)
 
     with app_factory(build) as factory:
         yield factory

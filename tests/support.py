@@ -91,8 +91,11 @@ PAST_THE_REPEAT_WINDOW = 60
 # --- the test host and WeChat's API ----------------------------------------------------
 
 
-def make_test_app(tmp_path: t.Any, database_url: str | None = None, **config: t.Any) -> Flask:
-    """A small host site: Flask-SQLAlchemy users, Flask-Login, WeChatQR."""
+def make_test_app(tmp_path: t.Any, database_url: str | None = None, *,
+                  replay_create_all: bool = False, **config: t.Any) -> Flask:
+    """A small host site: Flask-SQLAlchemy users, Flask-Login, WeChatQR; its tables made by
+    ``db.create_all()``, or with ``replay_create_all`` as the run's first one with the same
+    settings made them (:func:`create_all_as_before`)."""
     db = SQLAlchemy()
 
     class User(db.Model, UserMixin):  # type: ignore[name-defined,misc]
@@ -131,11 +134,71 @@ def make_test_app(tmp_path: t.Any, database_url: str | None = None, **config: t.
         return "anonymous"
 
     with app.app_context():
-        db.create_all()
+        replayed = create_all_as_before(db, repr(sorted(config.items()))) if replay_create_all \
+            else db.create_all()
     app.db = db  # type: ignore[attr-defined]
     app.User = User  # type: ignore[attr-defined]
     app.wechat = wechat  # type: ignore[attr-defined]
+    app.create_all_replayed = bool(replayed)  # type: ignore[attr-defined]
     return app
+
+
+def schema_and_rows(app: Flask) -> dict[str, t.Any]:
+    """Everything about the app's database a start of the site could have made: each
+    table's columns, keys, indexes and constraints (SQLite: its triggers too), and rows."""
+    import sqlalchemy as sa
+
+    db = app.extensions["sqlalchemy"]
+    found: dict[str, t.Any] = {}
+    with app.app_context(), db.engine.connect() as conn:
+        inspector = sa.inspect(conn)
+        for name in sorted(inspector.get_table_names()):
+            found[name] = {
+                "columns": [(c["name"], str(c["type"]), c["nullable"], str(c["default"]))
+                            for c in inspector.get_columns(name)],
+                "primary key": inspector.get_pk_constraint(name),
+                "foreign keys": sorted(map(repr, inspector.get_foreign_keys(name))),
+                "indexes": sorted(map(repr, inspector.get_indexes(name))),
+                "unique": sorted(map(repr, inspector.get_unique_constraints(name))),
+                "checks": sorted(map(repr, inspector.get_check_constraints(name))),
+                "rows": sorted(map(repr, conn.execute(sa.text(f'SELECT * FROM "{name}"')))),
+            }
+        if conn.dialect.name == "sqlite":
+            found["triggers"] = conn.execute(sa.text(
+                "SELECT name, tbl_name, sql FROM sqlite_master WHERE type = 'trigger' "
+                "ORDER BY name")).all()
+    return found
+
+
+#: create_all's statements on PostgreSQL by server and settings (:func:`create_all_as_before`);
+#: ``None`` where they cannot be replayed in another schema.
+_CREATE_ALL_STATEMENTS: dict[tuple[str, str], str | None] = {}
+
+
+def create_all_as_before(db: SQLAlchemy, settings: str) -> bool:
+    """``db.create_all()``; on PostgreSQL, after the run's first one with the same
+    ``settings``, its statements again, in one round trip (create_all asks the server about
+    each table first: a tenth of a second a test). True when replayed."""
+    engine = db.engine
+    if engine.dialect.name != "postgresql":
+        db.create_all()
+        return False
+    key = (engine.url.set(query={}).render_as_string(hide_password=False), settings)
+    if key in _CREATE_ALL_STATEMENTS:
+        statements = _CREATE_ALL_STATEMENTS[key]
+        if statements is not None:
+            with engine.begin() as conn:
+                conn.connection.cursor().execute(statements)
+            return True
+        db.create_all()
+        return False
+    with _recording_changes(engine.url) as recorded:
+        db.create_all()
+    schema = engine.url.query["options"].split("=", 1)[1]
+    replayable = recorded and not any(
+        schema in statement or parameters for statement, parameters in recorded)
+    _CREATE_ALL_STATEMENTS[key] = ";\n".join(s for s, _ in recorded) if replayable else None
+    return False
 
 
 class WeChatAPI:
@@ -641,7 +704,7 @@ def example_site(database: Database, name: str, url_key: str, config: dict[str, 
 
 
 @contextlib.contextmanager
-def _recording_changes(url: str) -> t.Iterator[list[tuple[str, t.Any]]]:
+def _recording_changes(url: t.Any) -> t.Iterator[list[tuple[str, t.Any]]]:
     """The statements run on ``url`` (other than reads) while the ``with`` lasts."""
     import sqlalchemy as sa
 
@@ -686,10 +749,12 @@ def _template_of(database: Database, url: str, statements: list[tuple[str, t.Any
 
 
 def forget_site_templates() -> None:
-    """Delete the templates' SQLite files (the session is over)."""
+    """Forget the templates and create_all's statements, deleting the templates' SQLite files
+    (the session is over)."""
     import shutil
 
     _SITE_TEMPLATES.clear()
+    _CREATE_ALL_STATEMENTS.clear()
     while _TEMPLATE_FOLDER:
         shutil.rmtree(_TEMPLATE_FOLDER.pop(), ignore_errors=True)
 

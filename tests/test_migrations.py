@@ -25,6 +25,7 @@ from support import (
     Database,
     app_factory,
     models_of,
+    schema_and_rows,
     table,
 )
 
@@ -439,31 +440,6 @@ def test_example_app_migrates_and_starts_twice_on_one_database(
     assert version_rows(second) == [HEAD]
     assert second.test_client().get("/").status_code == 200
     assert second.test_client().get("/auth/wechat/login").status_code == 302
-
-
-def schema_and_rows(app: Flask) -> dict[str, t.Any]:
-    """Everything about the app's database a start of the site could have made: each
-    table's columns, keys, indexes and constraints (SQLite: its triggers too), and rows."""
-    db = app.extensions["sqlalchemy"]
-    found: dict[str, t.Any] = {}
-    with app.app_context(), db.engine.connect() as conn:
-        inspector = sa.inspect(conn)
-        for name in sorted(inspector.get_table_names()):
-            found[name] = {
-                "columns": [(c["name"], str(c["type"]), c["nullable"], str(c["default"]))
-                            for c in inspector.get_columns(name)],
-                "primary key": inspector.get_pk_constraint(name),
-                "foreign keys": sorted(map(repr, inspector.get_foreign_keys(name))),
-                "indexes": sorted(map(repr, inspector.get_indexes(name))),
-                "unique": sorted(map(repr, inspector.get_unique_constraints(name))),
-                "checks": sorted(map(repr, inspector.get_check_constraints(name))),
-                "rows": sorted(map(repr, conn.execute(sa.text(f'SELECT * FROM "{name}"')))),
-            }
-        if conn.dialect.name == "sqlite":
-            found["triggers"] = conn.execute(sa.text(
-                "SELECT name, tbl_name, sql FROM sqlite_master WHERE type = 'trigger' "
-                "ORDER BY name")).all()
-    return found
 
 
 @pytest.mark.parametrize("settings", [
