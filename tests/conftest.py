@@ -111,7 +111,7 @@ def database(request: pytest.FixtureRequest, tmp_path: t.Any) -> t.Iterator[Data
 @pytest.fixture
 def make_app(tmp_path: t.Any, database: Database) -> t.Iterator[t.Callable[..., Flask]]:
     """``make_app(**config)``: a new test host (support.make_test_app) on the test's
-    database, in a folder of its own; on PostgreSQL its tables made as the run's first
+    database, in a folder of its own; its tables made as the run's first
     ``create_all`` with the same settings made them, unless ``replay_create_all=False``."""
     counter = iter(range(1000))
 

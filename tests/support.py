@@ -170,34 +170,39 @@ def schema_and_rows(app: Flask) -> dict[str, t.Any]:
     return found
 
 
-#: create_all's statements on PostgreSQL by server and settings (:func:`create_all_as_before`);
-#: ``None`` where they cannot be replayed in another schema.
+#: create_all's statements by database server and settings (:func:`create_all_as_before`);
+#: ``None`` where they cannot be replayed on another database.
 _CREATE_ALL_STATEMENTS: dict[tuple[str, str], str | None] = {}
 
 
 def create_all_as_before(db: SQLAlchemy, settings: str) -> bool:
-    """``db.create_all()``; on PostgreSQL, after the run's first one with the same
-    ``settings``, its statements again, in one round trip (create_all asks the server about
-    each table first: a tenth of a second a test). True when replayed."""
+    """``db.create_all()``, or after the run's first one with the same ``settings`` on the
+    same server, its statements again in one go (create_all asks the database about each
+    table first: a tenth of a second a test on PostgreSQL). True when replayed."""
     engine = db.engine
-    if engine.dialect.name != "postgresql":
-        db.create_all()
-        return False
-    key = (engine.url.set(query={}).render_as_string(hide_password=False), settings)
-    if key in _CREATE_ALL_STATEMENTS:
-        statements = _CREATE_ALL_STATEMENTS[key]
-        if statements is not None:
-            with engine.begin() as conn:
+    postgres = engine.dialect.name == "postgresql"
+    server = engine.url.set(query={}).render_as_string(hide_password=False) if postgres \
+        else engine.dialect.name
+    key = (server, settings)
+    statements = _CREATE_ALL_STATEMENTS.get(key)
+    if statements is not None:
+        with engine.begin() as conn:
+            if postgres:
                 conn.connection.cursor().execute(statements)
-            return True
+            else:
+                conn.connection.driver_connection.executescript(statements)
+        return True
+    if key in _CREATE_ALL_STATEMENTS:
         db.create_all()
         return False
     with _recording_changes(engine.url) as recorded:
         db.create_all()
-    schema = engine.url.query["options"].split("=", 1)[1]
+    own_name = engine.url.query["options"].split("=", 1)[1] if postgres \
+        else engine.url.database or ""
     replayable = recorded and not any(
-        schema in statement or parameters for statement, parameters in recorded)
-    _CREATE_ALL_STATEMENTS[key] = ";\n".join(s for s, _ in recorded) if replayable else None
+        own_name in statement or parameters for statement, parameters in recorded)
+    _CREATE_ALL_STATEMENTS[key] = ";\n".join(s for s, _ in recorded) + ";" if replayable \
+        else None
     return False
 
 
