@@ -10,7 +10,6 @@ no identity outlives its user.
 from __future__ import annotations
 
 import typing as t
-import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -57,9 +56,9 @@ def models_for(db: SQLAlchemy, user_column: sa.Column[t.Any] | None = None) -> M
     """The extension's mapped classes on ``db``, declared once per ``db``: identities refer
     to ``user_column`` (the user table's primary key) when given. Every app sharing one
     ``db`` must agree on it (:class:`ConfigurationError`)."""
-    models = _declared.get(db)
+    models: Models | None = db.metadata.info.get(_MODELS_KEY)
     if models is None:
-        models = _declared[db] = _declare(db, user_column)
+        models = db.metadata.info[_MODELS_KEY] = _declare(db, user_column)
     elif referenced_column(models.Identity.__table__) is not user_column:
         raise ConfigurationError(
             SETTING_KEY, "apps sharing one db disagree on the identities' foreign key to "
@@ -196,4 +195,7 @@ def _avatar(db: SQLAlchemy) -> t.Any:
     return WeChatAvatar
 
 
-_declared: weakref.WeakKeyDictionary[SQLAlchemy, Models] = weakref.WeakKeyDictionary()
+#: Where a ``db`` keeps its :class:`Models`: in its own metadata's ``info``, so they go when
+#: the ``db`` goes (a weak dictionary keyed by the ``db`` would keep it for ever: the mapped
+#: classes refer to their ``db``).
+_MODELS_KEY = "flask_wechat_qr.models"

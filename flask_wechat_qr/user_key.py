@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import typing as t
 import weakref
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 
@@ -154,14 +155,21 @@ def forget_on_bulk_delete(db: SQLAlchemy, user_model: t.Any, prepare: Prepare, k
         return
     watched.add((id(user_model), key))
 
-    user_table = user_model.__table__
+    # SQLAlchemy keeps a Session class's listeners in a weak dictionary keyed by the class:
+    # a listener referring to the db (``prepare`` does) would keep the db, its Session class
+    # and every model on it for ever. The db keeps what the listener needs (in its metadata's
+    # ``info``) and the listener holds it weakly.
+    watch = _BulkDeleteWatch(user_model.__table__, prepare)
+    db.metadata.info.setdefault(_WATCHES_KEY, []).append(watch)
+    watch_ref = weakref.ref(watch)
 
     def around_bulk_delete(state: ORMExecuteState) -> sa.Result[t.Any] | None:
+        watch = watch_ref()
         statement = state.statement
-        if not (state.is_delete
-                and t.cast(sa.Delete, statement).table.is_derived_from(user_table)):
+        if not (watch is not None and state.is_delete
+                and t.cast(sa.Delete, statement).table.is_derived_from(watch.user_table)):
             return None
-        then = prepare(state)
+        then = watch.prepare(state)
         result = state.invoke_statement()
         if then is not None:
             then()
@@ -170,6 +178,16 @@ def forget_on_bulk_delete(db: SQLAlchemy, user_model: t.Any, prepare: Prepare, k
     sa.event.listen(db.session, "do_orm_execute", around_bulk_delete)
 
 
+@dataclass(frozen=True)
+class _BulkDeleteWatch:
+    """What :func:`forget_on_bulk_delete`'s listener needs: the user table and ``prepare``."""
+
+    user_table: sa.Table
+    prepare: Prepare
+
+
+#: Where a db keeps its :class:`_BulkDeleteWatch` objects (its metadata's ``info``).
+_WATCHES_KEY = "flask_wechat_qr.bulk_delete_watches"
 _watched_sessions: weakref.WeakKeyDictionary[t.Any, set[tuple[int, int]]] = (
     weakref.WeakKeyDictionary())
 _trigger_checked: weakref.WeakSet[sa.Engine] = weakref.WeakSet()

@@ -28,6 +28,8 @@ from support import (
     WeChatAPI,
     app_factory,
     dispose_admin_engines,
+    example_site,
+    forget_site_templates,
     make_test_app,
 )
 
@@ -78,6 +80,15 @@ def admin_engines() -> t.Iterator[None]:
         dispose_admin_engines()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def site_templates() -> t.Iterator[None]:
+    """The example site's template databases (support.example_site) go with the session."""
+    try:
+        yield
+    finally:
+        forget_site_templates()
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database(request: pytest.FixtureRequest, tmp_path: t.Any) -> t.Iterator[Database]:
     """Every test that stores anything runs on SQLite and on PostgreSQL."""
@@ -100,14 +111,16 @@ def database(request: pytest.FixtureRequest, tmp_path: t.Any) -> t.Iterator[Data
 @pytest.fixture
 def make_app(tmp_path: t.Any, database: Database) -> t.Iterator[t.Callable[..., Flask]]:
     """``make_app(**config)``: a new test host (support.make_test_app) on the test's
-    database, in a folder of its own."""
+    database, in a folder of its own; its tables made as the run's first
+    ``create_all`` with the same settings made them, unless ``replay_create_all=False``."""
     counter = iter(range(1000))
 
-    def build(**config: t.Any) -> Flask:
+    def build(*, replay_create_all: bool = True, **config: t.Any) -> Flask:
         name = f"app{next(counter)}"
         folder = tmp_path / name
         folder.mkdir()
-        return make_test_app(folder, database.url(name), **config)
+        return make_test_app(folder, database.url(name), replay_create_all=replay_create_all,
+                             **config)
 
     with app_factory(build) as factory:
         yield factory
@@ -138,9 +151,11 @@ def make_site(database: Database, example_app_env: None
     counter = iter(range(1000))
 
     def build(url: str | None = None, **config: t.Any) -> Flask:
-        base = {"TESTING": True, "SECRET_KEY": "example-app-test-key",
-                "DATABASE_URL": url or database.url(f"site{next(counter)}")}
-        return create_app(test_config={**base, **config})
+        base = {"TESTING": True, "SECRET_KEY": "example-app-test-key"}
+        if url is None:  # a new database: set up as the last start with these settings did
+            return example_site(database, f"site{next(counter)}", "DATABASE_URL",
+                                {**base, **config})
+        return create_app(test_config={**base, "DATABASE_URL": url, **config})
 
     with app_factory(build) as factory:
         yield factory

@@ -91,8 +91,11 @@ PAST_THE_REPEAT_WINDOW = 60
 # --- the test host and WeChat's API ----------------------------------------------------
 
 
-def make_test_app(tmp_path: t.Any, database_url: str | None = None, **config: t.Any) -> Flask:
-    """A small host site: Flask-SQLAlchemy users, Flask-Login, WeChatQR."""
+def make_test_app(tmp_path: t.Any, database_url: str | None = None, *,
+                  replay_create_all: bool = False, **config: t.Any) -> Flask:
+    """A small host site: Flask-SQLAlchemy users, Flask-Login, WeChatQR; its tables made by
+    ``db.create_all()``, or with ``replay_create_all`` as the run's first one with the same
+    settings made them (:func:`create_all_as_before`)."""
     db = SQLAlchemy()
 
     class User(db.Model, UserMixin):  # type: ignore[name-defined,misc]
@@ -131,11 +134,76 @@ def make_test_app(tmp_path: t.Any, database_url: str | None = None, **config: t.
         return "anonymous"
 
     with app.app_context():
-        db.create_all()
+        replayed = create_all_as_before(db, repr(sorted(config.items()))) if replay_create_all \
+            else db.create_all()
     app.db = db  # type: ignore[attr-defined]
     app.User = User  # type: ignore[attr-defined]
     app.wechat = wechat  # type: ignore[attr-defined]
+    app.create_all_replayed = bool(replayed)  # type: ignore[attr-defined]
     return app
+
+
+def schema_and_rows(app: Flask) -> dict[str, t.Any]:
+    """Everything about the app's database a start of the site could have made: each
+    table's columns, keys, indexes and constraints (SQLite: its triggers too), and rows."""
+    import sqlalchemy as sa
+
+    db = app.extensions["sqlalchemy"]
+    found: dict[str, t.Any] = {}
+    with app.app_context(), db.engine.connect() as conn:
+        inspector = sa.inspect(conn)
+        for name in sorted(inspector.get_table_names()):
+            found[name] = {
+                "columns": [(c["name"], str(c["type"]), c["nullable"], str(c["default"]))
+                            for c in inspector.get_columns(name)],
+                "primary key": inspector.get_pk_constraint(name),
+                "foreign keys": sorted(map(repr, inspector.get_foreign_keys(name))),
+                "indexes": sorted(map(repr, inspector.get_indexes(name))),
+                "unique": sorted(map(repr, inspector.get_unique_constraints(name))),
+                "checks": sorted(map(repr, inspector.get_check_constraints(name))),
+                "rows": sorted(map(repr, conn.execute(sa.text(f'SELECT * FROM "{name}"')))),
+            }
+        if conn.dialect.name == "sqlite":
+            found["triggers"] = conn.execute(sa.text(
+                "SELECT name, tbl_name, sql FROM sqlite_master WHERE type = 'trigger' "
+                "ORDER BY name")).all()
+    return found
+
+
+#: create_all's statements by database server and settings (:func:`create_all_as_before`);
+#: ``None`` where they cannot be replayed on another database.
+_CREATE_ALL_STATEMENTS: dict[tuple[str, str], str | None] = {}
+
+
+def create_all_as_before(db: SQLAlchemy, settings: str) -> bool:
+    """``db.create_all()``, or after the run's first one with the same ``settings`` on the
+    same server, its statements again in one go (create_all asks the database about each
+    table first: a tenth of a second a test on PostgreSQL). True when replayed."""
+    engine = db.engine
+    postgres = engine.dialect.name == "postgresql"
+    server = engine.url.set(query={}).render_as_string(hide_password=False) if postgres \
+        else engine.dialect.name
+    key = (server, settings)
+    statements = _CREATE_ALL_STATEMENTS.get(key)
+    if statements is not None:
+        with engine.begin() as conn:
+            if postgres:
+                conn.connection.cursor().execute(statements)
+            else:
+                conn.connection.driver_connection.executescript(statements)
+        return True
+    if key in _CREATE_ALL_STATEMENTS:
+        db.create_all()
+        return False
+    with _recording_changes(engine.url) as recorded:
+        db.create_all()
+    own_name = engine.url.query["options"].split("=", 1)[1] if postgres \
+        else engine.url.database or ""
+    replayable = recorded and not any(
+        own_name in statement or parameters for statement, parameters in recorded)
+    _CREATE_ALL_STATEMENTS[key] = ";\n".join(s for s, _ in recorded) + ";" if replayable \
+        else None
+    return False
 
 
 class WeChatAPI:
@@ -562,15 +630,138 @@ class LiveServer:
 
 def serve_example_site(database: Database, **config: t.Any) -> LiveServer:
     """The example site on the in-app sandbox, served on a free port (browser tests)."""
-    from example_app import create_app
-
-    return LiveServer(create_app({
+    return LiveServer(example_site(database, "site", "SQLALCHEMY_DATABASE_URI", {
         "TESTING": True,
         "SECRET_KEY": "browser-test-secret",
-        "SQLALCHEMY_DATABASE_URI": database.url("site"),
         "WECHAT_QR_SANDBOX": True,
         **config,
     }))
+
+
+# --- the example site, started on a database an earlier start has set up --------------------
+# The example site's create_app runs the extension's migrations and creates its own tables: a
+# quarter of a second on PostgreSQL, for hundreds of tests about its pages. The first site of
+# a run with given settings (and environment) is made on an empty database, the real first
+# start; what it made is kept as a template, and later sites with the same settings start on a
+# copy of it, as a restarted site does (create_app still checks and upgrades: nothing to do).
+# Tests about the first start and the migrations pass their own database URL (make_site(url)).
+
+
+class SiteTemplate:
+    """What create_app made of an empty database: the SQLite file (copied with SQLite's
+    backup), or on PostgreSQL the statements that changed the schema, replayed in a new one."""
+
+    def __init__(self, path: Path | None = None, statements: list[tuple[str, t.Any]] | None = None
+                 ) -> None:
+        self.path = path
+        self.statements = statements
+
+    def restore(self, database: Database, url: str) -> None:
+        import shutil
+
+        import sqlalchemy as sa
+
+        if self.path is not None:
+            shutil.copyfile(self.path, sa.make_url(url).database or "")
+            return
+        schema = sa.make_url(url).query["options"].split("=", 1)[1]
+        with admin_engine(database.server_url or "").begin() as conn:
+            conn.exec_driver_sql(f'SET LOCAL search_path TO "{schema}"')
+            cursor = conn.connection.cursor()
+            for statement, parameters in self.statements or []:
+                cursor.execute(statement, parameters or None)
+
+
+#: :class:`SiteTemplate` by backend, server and the settings and environment that made it;
+#: ``None`` where a site's start cannot be replayed (it named its own schema).
+_SITE_TEMPLATES: dict[tuple[str, ...], SiteTemplate | None] = {}
+_TEMPLATE_FOLDER: list[Path] = []
+
+
+def _template_key(database: Database, config: dict[str, t.Any]) -> tuple[str, ...]:
+    environment = sorted((name, value) for name, value in os.environ.items()
+                         if name.startswith("WECHAT_QR_") or name in ("SECRET_KEY", "DATABASE_URL"))
+    return (database.backend, database.server_url or "", repr(sorted(config.items())),
+            repr(environment))
+
+
+def example_site(database: Database, name: str, url_key: str, config: dict[str, t.Any]
+                 ) -> Flask:
+    """``create_app`` with ``config`` on a new database ``name`` of ``database`` (its URL under
+    ``url_key``), that an earlier start with the same settings set up, when there was one
+    (then the app's ``site_template`` is that :class:`SiteTemplate`, else ``None``)."""
+    from example_app import create_app
+
+    key = _template_key(database, config)
+    url = database.url(name)
+    template = _SITE_TEMPLATES.get(key)
+    if template is not None:
+        template.restore(database, url)
+        app = create_app({**config, url_key: url})
+    elif key in _SITE_TEMPLATES:
+        app = create_app({**config, url_key: url})
+    else:
+        with _recording_changes(url) as statements:
+            app = create_app({**config, url_key: url})
+        _SITE_TEMPLATES[key] = _template_of(database, url, statements)
+    app.site_template = template  # type: ignore[attr-defined]
+    return app
+
+
+@contextlib.contextmanager
+def _recording_changes(url: t.Any) -> t.Iterator[list[tuple[str, t.Any]]]:
+    """The statements run on ``url`` (other than reads) while the ``with`` lasts."""
+    import sqlalchemy as sa
+
+    target = sa.make_url(url)
+    statements: list[tuple[str, t.Any]] = []
+
+    def record(conn: t.Any, _cursor: t.Any, statement: str, parameters: t.Any, _context: t.Any,
+               executemany: bool) -> None:
+        if conn.engine.url != target:
+            return
+        if statement.lstrip().split(None, 1)[0].upper() in ("SELECT", "WITH", "PRAGMA", "SHOW"):
+            return
+        statements.append((statement, [parameters] if executemany else parameters))
+
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        sa.event.remove(sa.engine.Engine, "before_cursor_execute", record)
+
+
+def _template_of(database: Database, url: str, statements: list[tuple[str, t.Any]]
+                 ) -> SiteTemplate | None:
+    import sqlite3
+    import tempfile
+
+    import sqlalchemy as sa
+
+    if not database.is_postgres:
+        if not _TEMPLATE_FOLDER:
+            _TEMPLATE_FOLDER.append(Path(tempfile.mkdtemp(prefix="wechat-qr-site-templates-")))
+        path = _TEMPLATE_FOLDER[0] / f"site{len(_SITE_TEMPLATES)}.db"
+        with contextlib.closing(sqlite3.connect(sa.make_url(url).database or "")) as source, \
+                contextlib.closing(sqlite3.connect(path)) as copy:
+            source.backup(copy)
+        return SiteTemplate(path=path)
+    schema = database.schemas[-1]
+    if any(schema in statement or schema in repr(parameters) or isinstance(parameters, list)
+           for statement, parameters in statements):
+        return None  # it names its own schema, or ran executemany: not replayed
+    return SiteTemplate(statements=statements)
+
+
+def forget_site_templates() -> None:
+    """Forget the templates and create_all's statements, deleting the templates' SQLite files
+    (the session is over)."""
+    import shutil
+
+    _SITE_TEMPLATES.clear()
+    _CREATE_ALL_STATEMENTS.clear()
+    while _TEMPLATE_FOLDER:
+        shutil.rmtree(_TEMPLATE_FOLDER.pop(), ignore_errors=True)
 
 
 class FakeWeChat(LiveServer):

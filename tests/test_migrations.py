@@ -25,6 +25,7 @@ from support import (
     Database,
     app_factory,
     models_of,
+    schema_and_rows,
     table,
 )
 
@@ -439,6 +440,24 @@ def test_example_app_migrates_and_starts_twice_on_one_database(
     assert version_rows(second) == [HEAD]
     assert second.test_client().get("/").status_code == 200
     assert second.test_client().get("/auth/wechat/login").status_code == 302
+
+
+@pytest.mark.parametrize("settings", [
+    {"WECHAT_QR_APP_ID": APP_ID, "WECHAT_QR_APP_SECRET": APP_SECRET},
+    {},  # on the sandbox: its tables too
+])
+def test_the_suites_example_sites_start_on_what_a_first_start_makes(
+    database: Database, make_site: t.Callable[..., Flask], settings: dict[str, t.Any]
+) -> None:
+    """The test suite starts most example sites on a copy of what the run's first start with
+    the same settings made (support.example_site): that copy must be exactly what a real
+    first start on an empty database makes, on both databases."""
+    first_start = make_site(database.url("empty"), **settings)
+    make_site(**settings)  # makes the template, unless an earlier test did
+    copied = make_site(**settings)
+    assert copied.site_template is not None  # type: ignore[attr-defined]
+    assert schema_and_rows(copied) == schema_and_rows(first_start)
+    assert migrations.current_revision(copied) == HEAD
 
 
 def test_example_app_with_real_credentials_has_no_sandbox_tables(

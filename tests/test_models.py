@@ -3,13 +3,19 @@ of a connection. Their migrations: test_migrations."""
 
 from __future__ import annotations
 
+import gc
 import typing as t
+import weakref
 
 import pytest
 import sqlalchemy as sa
+from flask import Flask
 from support import (
     add_user,
+    dispose_engines,
     link_identity,
+    make_test_app,
+    schema_and_rows,
 )
 
 
@@ -17,3 +23,35 @@ def test_openid_is_unique_per_connection(app: t.Any) -> None:
     link_identity(app, add_user(app, username="a"))
     with pytest.raises(sa.exc.IntegrityError):
         link_identity(app, add_user(app, username="b"))
+
+
+def test_a_db_no_app_uses_any_more_is_freed(tmp_path: t.Any) -> None:
+    """The extension's models, the sandbox's and the bulk-delete hook stay with their db and
+    go with it: a process that makes many apps (a test suite, an app factory per tenant)
+    does not keep every db it ever made. Before, the db and all its classes stayed for ever."""
+    app = make_test_app(tmp_path, WECHAT_QR_SANDBOX=True, WECHAT_QR_APP_ID=None,
+                        WECHAT_QR_APP_SECRET=None)
+    user_id = add_user(app, username="a")
+    link_identity(app, user_id)
+    with app.app_context():
+        app.db.session.execute(sa.delete(app.User))  # type: ignore[attr-defined]
+        app.db.session.commit()  # type: ignore[attr-defined]
+    assert "wechat_qr_sandbox_qr" in app.db.metadata.tables  # type: ignore[attr-defined]
+    dispose_engines(app)
+    db = weakref.ref(app.db)  # type: ignore[attr-defined]
+    del app
+    gc.collect()
+    assert db() is None
+
+
+@pytest.mark.parametrize("settings", [{}, {"WECHAT_QR_USER_FOREIGN_KEY": False}])
+def test_the_suites_test_hosts_have_the_tables_create_all_makes(
+        make_app: t.Callable[..., Flask], settings: dict[str, t.Any]) -> None:
+    """The test suite's hosts get their tables from the statements of the run's first
+    create_all with the same settings (support.create_all_as_before): they must be exactly
+    what create_all makes, SQLite's trigger included."""
+    made = make_app(replay_create_all=False, **settings)
+    make_app(**settings)  # records create_all's statements, unless an earlier test did
+    replayed = make_app(**settings)
+    assert replayed.create_all_replayed  # type: ignore[attr-defined]
+    assert schema_and_rows(replayed) == schema_and_rows(made)

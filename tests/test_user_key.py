@@ -8,9 +8,11 @@ person's account. Each test logs in through the public routes on SQLite and Post
 
 from __future__ import annotations
 
+import gc
 import logging
 import typing as t
 import uuid
+import weakref
 
 import pytest
 import sqlalchemy as sa
@@ -132,7 +134,7 @@ def test_the_identity_carries_the_users_primary_key(make_app: t.Callable[..., Fl
 
 def test_create_all_makes_the_foreign_key_with_on_delete_cascade(
         make_app: t.Callable[..., Flask]) -> None:
-    app = make_app()
+    app = make_app(replay_create_all=False)
     with app.app_context():
         connection = app.db.engine.connect()  # type: ignore[attr-defined]
         dialect = connection.dialect.name
@@ -271,6 +273,46 @@ def test_apps_sharing_one_db_must_agree(tmp_path: t.Any) -> None:
     with pytest.raises(ConfigurationError) as info:
         wechat.init_app(app("third", WECHAT_QR_USER_FOREIGN_KEY=False))
     assert info.value.key == "WECHAT_QR_USER_FOREIGN_KEY"
+
+
+def test_a_bulk_delete_forgets_identities_after_the_first_app_on_its_db_is_gone(
+        tmp_path: t.Any) -> None:
+    """The bulk-delete hook is installed once per db, by its first app: it must keep working
+    for the next apps when that first app is gone (the db, not the app, keeps what it needs).
+    Without the foreign key only the hook deletes the identities."""
+    db = SQLAlchemy()
+
+    class User(db.Model, UserMixin):  # type: ignore[name-defined,misc]
+        id = db.Column(db.Integer, primary_key=True)
+
+    def app(name: str) -> Flask:
+        made = Flask(name, root_path=str(tmp_path))
+        made.config.update(TESTING=True, SECRET_KEY="test-secret-key",
+                           SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'app.db'}",
+                           WECHAT_QR_APP_ID=APP_ID, WECHAT_QR_APP_SECRET=APP_SECRET,
+                           WECHAT_QR_USER_FOREIGN_KEY=False)
+        db.init_app(made)
+        LoginManager(made)
+        WeChatQR(made, db=db, user_model=User)
+        return made
+
+    first = weakref.ref(app("first"))
+    gc.collect()
+    assert first() is None
+    second = app("second")
+    with second.app_context():
+        db.create_all()
+        db.session.add_all([User(id=1), User(id=2)])
+        identities = db.metadata.tables["wechat_qr_identity"]
+        for number in (1, 2):
+            db.session.execute(sa.insert(identities).values(
+                connection="wechat", openid=f"openid-{number}", user_id=str(number)))
+        db.session.commit()
+        db.session.execute(sa.delete(User).where(User.id == 1))
+        db.session.commit()
+        assert db.session.execute(sa.select(identities.c.user_id)).scalars().all() == ["2"]
+        db.session.remove()
+        db.engine.dispose()
 
 
 # --- bulk deletes delete exactly their users' identities ----------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import typing as t
-import weakref
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -25,9 +24,10 @@ class SandboxModels:
 def sandbox_models_for(db: SQLAlchemy) -> SandboxModels:
     """The sandbox's mapped classes on ``db``, declared once per ``db`` (declaring a table
     twice on one metadata is an error)."""
-    if db not in _declared:
-        _declared[db] = _declare(db)
-    return _declared[db]
+    models: SandboxModels | None = db.metadata.info.get(_MODELS_KEY)
+    if models is None:
+        models = db.metadata.info[_MODELS_KEY] = _declare(db)
+    return models
 
 
 def _declare(db: SQLAlchemy) -> SandboxModels:
@@ -129,4 +129,7 @@ def add_missing_columns(engine: sa.Engine, tables: t.Iterable[sa.Table]) -> None
                                      f"ADD COLUMN {quote(column.name)} {kind}"))
 
 
-_declared: weakref.WeakKeyDictionary[t.Any, SandboxModels] = weakref.WeakKeyDictionary()
+#: Where a ``db`` keeps its :class:`SandboxModels`: in its own metadata's ``info``, so they go
+#: when the ``db`` goes (the mapped classes refer to their ``db``: a weak dictionary keyed by
+#: it would keep it for ever).
+_MODELS_KEY = "flask_wechat_qr.sandbox_models"
