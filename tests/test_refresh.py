@@ -70,6 +70,14 @@ def age_profiles(app: Flask, seconds: float = WEEK + 60) -> None:
         db.session.commit()
 
 
+def delete_identities(app: Flask) -> None:
+    """Every identity gone (unlinked) behind the extension's back."""
+    identities = table(app, "wechat_qr_identity")
+    with app.app_context():
+        app.db.session.execute(sa.delete(identities))  # type: ignore[attr-defined]
+        app.db.session.commit()  # type: ignore[attr-defined]
+
+
 def refreshed_at(app: Flask) -> list[datetime]:
     with app.app_context():
         return [_utc(i.profile_refreshed_at) for i in all_identities(app)]
@@ -387,10 +395,7 @@ def test_an_identity_unlinked_before_its_refresh_is_left_alone(
     held = HeldUserinfo(wechat_api)
     assert returning_login(known, wechat_api).status_code == 302
     assert _wait_for(lambda: held.calls == 1)
-    identities = table(known, "wechat_qr_identity")
-    with known.app_context():
-        known.db.session.execute(sa.delete(identities))  # type: ignore[attr-defined]
-        known.db.session.commit()  # type: ignore[attr-defined]
+    delete_identities(known)
     with recording(known, "profile_refreshed") as events:
         held.release.set()
         settle(known)
@@ -431,10 +436,7 @@ def test_a_refresh_never_writes_onto_an_identity_that_took_a_deleted_ones_id(
     held = HeldUserinfo(wechat_api, others={OPENID_2: bob})
     assert returning_login(app, wechat_api).status_code == 302
     assert _wait_for(lambda: held.calls == 1)
-    identities = table(app, "wechat_qr_identity")
-    with app.app_context():
-        app.db.session.execute(sa.delete(identities))  # type: ignore[attr-defined]
-        app.db.session.commit()  # type: ignore[attr-defined]
+    delete_identities(app)
     wechat_api.token(openid=OPENID_2, unionid=UNIONID_2)
     client = app.test_client()
     assert finish_login(client, start_login(client)).status_code == 302
