@@ -234,7 +234,7 @@ class AssociationPolicy:
             user_id=self.adapter.get_user_id(user),
             **self._user_key_of(user),
         )
-        _store_profile(identity, profile, unionid, self.avatars)
+        _store_profile(identity, self.as_kept(profile), unionid)
         self.db.session.add(identity)
         self.db.session.flush()
         return identity
@@ -329,7 +329,7 @@ class AssociationPolicy:
         profile = None
         if connection.profile_sync == "each_login" and token.grants_profile:
             profile = fetch_profile()
-            _store_profile(identity, profile, token.unionid, self.avatars)
+            _store_profile(identity, self.as_kept(profile), token.unionid)
             self.populate_user(user, connection, profile)
         elif token.unionid and not identity.unionid:
             identity.unionid = token.unionid
@@ -345,7 +345,7 @@ class AssociationPolicy:
         identity: Identity | None = self.db.session.get(self.models.Identity, identity_id)
         if identity is None or identity.openid != profile.openid:
             return None  # unlinked; on SQLite its id may even be someone else's by now
-        _store_profile(identity, profile, unionid, self.avatars)
+        _store_profile(identity, self.as_kept(profile), unionid)
         self.db.session.flush()
         return identity
 
@@ -482,14 +482,12 @@ class AssociationPolicy:
         return self.adapter.load_user(rows[0])
 
 
-def _store_profile(identity: Identity, profile: WeChatProfile, unionid: str | None,
-                   avatars: AvatarKeeper | None = None) -> None:
-    """The profile onto the identity; WeChat's placeholders (see :mod:`.placeholders`) never
-    replace a nickname or avatar it has (its raw ``profile`` is what WeChat sent). With
-    ``avatars``, the avatar is this site's stored copy where it could be stored."""
+def _store_profile(identity: Identity, profile: WeChatProfile, unionid: str | None) -> None:
+    """The profile, as the site keeps it (:meth:`AssociationPolicy.as_kept`), onto the
+    identity; WeChat's placeholders (see :mod:`.placeholders`) never replace a nickname or
+    avatar it has (its raw ``profile`` is what WeChat sent)."""
     identity.unionid = profile.unionid or unionid or identity.unionid
-    nickname = profile.real_nickname
-    avatar_url = (avatars.stored_url(profile) if avatars else None) or profile.real_avatar_url
+    nickname, avatar_url = profile.real_nickname, profile.real_avatar_url
     if nickname or not identity.nickname:
         identity.nickname = (nickname or profile.nickname)[:255] or None
     if avatar_url or not identity.avatar_url:

@@ -313,7 +313,7 @@ class LoginFlow:
             profile = client.userinfo(token, lang=userinfo_lang())
             # A new avatar is downloaded with the profile, before the login writes (and so
             # locks) anything; the policy stores it with the identity.
-            return avatars.prefetch(profile) if avatars and avatars.enabled else profile
+            return avatars.prefetch(profile) if avatars else profile
 
         fetch_profile = _once(fetch)
         if login.link_user is not None:

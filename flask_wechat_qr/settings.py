@@ -360,11 +360,17 @@ def local_path(value: t.Any, key: str, default: t.Any) -> str:
     return text
 
 
-def positive_seconds(value: t.Any, key: str, default: t.Any) -> float:
+def _number(value: t.Any) -> float:
+    """``value`` as a number; NaN for what is none (``True`` is not 1 second), which every
+    range check refuses."""
     try:
-        number = 0.0 if isinstance(value, bool) else float(value)
+        return math.nan if isinstance(value, bool) else float(value)
     except (TypeError, ValueError):
-        number = 0.0
+        return math.nan
+
+
+def positive_seconds(value: t.Any, key: str, default: t.Any) -> float:
+    number = _number(value)
     if not (number > 0 and math.isfinite(number)):
         raise ConfigurationError(key, f"{value!r} is not a positive number",
                                  f"Use a number of seconds, e.g. {default}.")
@@ -384,10 +390,7 @@ def seconds_or_off(value: t.Any, key: str, default: t.Any) -> int:
     """A whole number of seconds up to ten years (fractions round up); ``0`` or blank: off."""
     if value is None or str(value).strip() == "":
         return 0
-    try:
-        number = -1.0 if isinstance(value, bool) else float(value)
-    except (TypeError, ValueError):
-        number = -1.0
+    number = _number(value)
     if not (0 <= number <= MAX_PERIOD):
         raise ConfigurationError(key, f"{value!r} is not a number of seconds (at most ten "
                                  "years)", f"Use a number of seconds, e.g. {default}, or 0 "
@@ -398,10 +401,7 @@ def seconds_or_off(value: t.Any, key: str, default: t.Any) -> int:
 def seconds_to_wait(value: t.Any, key: str, default: t.Any) -> float:
     """Zero or a positive number of seconds, at most a minute (a request waiting longer
     holds a worker for nothing)."""
-    try:
-        number = -1.0 if isinstance(value, bool) else float(value)
-    except (TypeError, ValueError):
-        number = -1.0
+    number = _number(value)
     if not (0 <= number <= 60):
         raise ConfigurationError(
             key, f"{value!r} is not a number of seconds from 0 to 60",

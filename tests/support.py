@@ -856,6 +856,17 @@ def scan_and_allow(browser: requests.Session, phone_base: str, qr_page_url: str,
 # --- pages and URLs ---------------------------------------------------------------------
 
 
+def simulate_scan(page: t.Any, frame: t.Any, person: str) -> None:
+    """In a browser (Playwright): press the sandbox QR page's "simulate a scan" in ``frame``
+    and allow as ``person`` on the phone page that opens."""
+    with page.context.expect_page() as popup_info:
+        frame.locator("#sbx-simulate").click()
+    phone = popup_info.value
+    phone.wait_for_load_state()
+    phone.locator(f"input[name=person][value={person}]").check()
+    phone.locator("#sbx-allow").click()
+
+
 def find_tags(html: str, tag: str) -> list[dict[str, str | None]]:
     """The attributes (entities decoded) of every ``<tag>`` in ``html``."""
     from html.parser import HTMLParser

@@ -183,7 +183,9 @@ def test_logins_during_a_refresh_start_no_second_one(known: Flask,
 def test_logins_of_one_person_on_two_workers_refresh_once(database: t.Any, tmp_path: t.Any,
                                                  wechat_api: WeChatAPI) -> None:
     """Two workers (two apps on one database, each with its own refresher) log the same
-    person in at once: one of them refreshes, by the claim in the database."""
+    person in, one after the other, while the first one's refresh still waits for WeChat:
+    the second worker reads the claim the first committed and starts none. (Two refreshes
+    that both begin are settled by the claim itself: the test below.)"""
     url = database.url("shared")
     with app_factory(lambda name: make_test_app(_folder(tmp_path, name), url,
                                                      **REFRESHING)) as build:

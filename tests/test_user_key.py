@@ -252,26 +252,29 @@ def test_a_composite_user_key_is_an_automatic_opt_out_said_once(
     assert "user_key" not in db.metadata.tables["wechat_qr_identity"].c
 
 
+def app_on(db: SQLAlchemy, tmp_path: t.Any, name: str, **config: t.Any) -> Flask:
+    """A Flask app named ``name`` on ``db`` (one SQLite file per test), with Flask-Login,
+    before ``WeChatQR``: several such apps share one ``db``."""
+    made = Flask(name, root_path=str(tmp_path))
+    made.config.update(TESTING=True, SECRET_KEY="test-secret-key",
+                       SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'app.db'}",
+                       WECHAT_QR_APP_ID=APP_ID, WECHAT_QR_APP_SECRET=APP_SECRET, **config)
+    db.init_app(made)
+    LoginManager(made)
+    return made
+
+
 def test_apps_sharing_one_db_must_agree(tmp_path: t.Any) -> None:
     db = SQLAlchemy()
 
     class User(db.Model, UserMixin):  # type: ignore[name-defined,misc]
         id = db.Column(db.Integer, primary_key=True)
 
-    def app(name: str, **config: t.Any) -> Flask:
-        made = Flask(name, root_path=str(tmp_path))
-        made.config.update(TESTING=True, SECRET_KEY="test-secret-key",
-                           SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'app.db'}",
-                           WECHAT_QR_APP_ID=APP_ID, WECHAT_QR_APP_SECRET=APP_SECRET, **config)
-        db.init_app(made)
-        LoginManager(made)
-        return made
-
     wechat = WeChatQR(db=db, user_model=User)
-    wechat.init_app(app("first"))
-    wechat.init_app(app("second"))  # the same choice: fine
+    wechat.init_app(app_on(db, tmp_path, "first"))
+    wechat.init_app(app_on(db, tmp_path, "second"))  # the same choice: fine
     with pytest.raises(ConfigurationError) as info:
-        wechat.init_app(app("third", WECHAT_QR_USER_FOREIGN_KEY=False))
+        wechat.init_app(app_on(db, tmp_path, "third", WECHAT_QR_USER_FOREIGN_KEY=False))
     assert info.value.key == "WECHAT_QR_USER_FOREIGN_KEY"
 
 
@@ -286,13 +289,7 @@ def test_a_bulk_delete_forgets_identities_after_the_first_app_on_its_db_is_gone(
         id = db.Column(db.Integer, primary_key=True)
 
     def app(name: str) -> Flask:
-        made = Flask(name, root_path=str(tmp_path))
-        made.config.update(TESTING=True, SECRET_KEY="test-secret-key",
-                           SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'app.db'}",
-                           WECHAT_QR_APP_ID=APP_ID, WECHAT_QR_APP_SECRET=APP_SECRET,
-                           WECHAT_QR_USER_FOREIGN_KEY=False)
-        db.init_app(made)
-        LoginManager(made)
+        made = app_on(db, tmp_path, name, WECHAT_QR_USER_FOREIGN_KEY=False)
         WeChatQR(made, db=db, user_model=User)
         return made
 

@@ -10,7 +10,7 @@ import typing as t
 from datetime import timedelta
 
 import pytest
-from support import ONE_DATABASE, Database, LiveServer, serve_example_site
+from support import ONE_DATABASE, Database, LiveServer, serve_example_site, simulate_scan
 
 pytestmark = [pytest.mark.browser, ONE_DATABASE]
 
@@ -24,16 +24,6 @@ def site(database: Database) -> t.Iterator[LiveServer]:
         yield server
 
 
-def scan_and_allow(page: t.Any, frame: t.Any, person: str) -> None:
-    """Press "simulate a scan" and allow as ``person`` on the phone page that opens."""
-    with page.context.expect_page() as popup_info:
-        frame.locator("#sbx-simulate").click()
-    phone = popup_info.value
-    phone.wait_for_load_state()
-    phone.locator(f"input[name=person][value={person}]").check()
-    phone.locator("#sbx-allow").click()
-
-
 def test_the_account_page_shows_the_stored_avatar(page: t.Any, site: LiveServer) -> None:
     console: list[str] = []
     images: list[str] = []
@@ -44,7 +34,7 @@ def test_the_account_page_shows_the_stored_avatar(page: t.Any, site: LiveServer)
     page.goto(site.url + "/auth/wechat/qr?next=/account")
     frame = page.frame_locator("#wechat-qr-frame")
     frame.locator("#sbx-qr-image").wait_for()
-    scan_and_allow(page, frame, "zhaoliu")  # an http:// avatar at WeChat
+    simulate_scan(page, frame, "zhaoliu")  # an http:// avatar at WeChat
     page.wait_for_url(site.url + "/account", timeout=15_000)
 
     avatar = page.locator("img[src^='/auth/avatars/']")
@@ -65,7 +55,7 @@ def log_in_as(page: t.Any, site: LiveServer, person: str) -> str:
     page.goto(site.url + "/auth/wechat/qr?next=/account")
     frame = page.frame_locator("#wechat-qr-frame")
     frame.locator("#sbx-qr-image").wait_for()
-    scan_and_allow(page, frame, person)
+    simulate_scan(page, frame, person)
     page.wait_for_url(site.url + "/account", timeout=15_000)
     avatar = page.locator("img[src^='/auth/avatars/']")
     avatar.wait_for()

@@ -11,7 +11,7 @@ import re
 import typing as t
 
 import pytest
-from support import ONE_DATABASE, Database, LiveServer, serve_example_site
+from support import ONE_DATABASE, Database, LiveServer, serve_example_site, simulate_scan
 
 from example_app import create_app
 
@@ -160,16 +160,6 @@ class Tour:
         return t.cast(str, self.page.locator(".flash").inner_text())
 
 
-
-
-def simulate_scan(page: t.Any, frame: t.Any, person: str) -> None:
-    """Press "simulate a scan" and allow on the phone page that opens."""
-    with page.context.expect_page() as popup_info:
-        frame.locator("#sbx-simulate").click()
-    phone = popup_info.value
-    phone.wait_for_load_state()
-    phone.locator(f"input[name=person][value={person}]").check()
-    phone.locator("#sbx-allow").click()
 
 
 @ONE_DATABASE
