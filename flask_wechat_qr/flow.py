@@ -359,7 +359,7 @@ class LoginFlow:
             resolution = self.policy.link(connection, token, fetch_profile, user)
             self.db.session.flush()  # a race on the identity shows here, and is retried
             states.use(state, Ending(user_id=login.link_user, next_url=next_url),
-                       within=self.db.session)
+                       within=self.db.session.connection())
             return resolution
 
         return _Committed(connection, login, self._in_transaction(link), time.time())
@@ -387,7 +387,7 @@ class LoginFlow:
             # A returning login's writes come last, right before the commit: the database's
             # write lock (all of SQLite's) is not held across the work above.
             self.db.session.flush()  # a race on the identity shows here, and is retried
-            states.use(state, ending, within=self.db.session)
+            states.use(state, ending, within=self.db.session.connection())
             return resolution
 
         try:
@@ -438,7 +438,8 @@ class LoginFlow:
                                              login.next_url)
             # The repeated callback of this browser gets the same pending binding.
             states.use(state, Ending(binding_id=binding_id, at=time.time(),
-                                     business=login.business), within=self.db.session)
+                                     business=login.business),
+                       within=self.db.session.connection())
             return binding_id
 
         binding_id = self._in_transaction(park)

@@ -106,10 +106,12 @@ def restore_sqlite_trigger(engine: sa.Engine, identity_table: sa.Table) -> None:
     trigger with the old table; until the next ``flask wechat-qr db upgrade`` a raw-SQL
     delete would then leave identities for the next user given the same id. Said once.
     """
-    user_column = referenced_column(identity_table)
-    if engine.dialect.name != "sqlite" or user_column is None or engine in _trigger_checked:
+    if engine in _trigger_checked:  # every request of the blueprint asks: answer at once
         return
     _trigger_checked.add(engine)
+    user_column = referenced_column(identity_table)
+    if engine.dialect.name != "sqlite" or user_column is None:
+        return
     with engine.begin() as connection:
         inspector = sa.inspect(connection)
         if not (inspector.has_table(user_column.table.name)

@@ -71,32 +71,27 @@ PUBLIC_FILES = ("wechat_qr.jwks", "wechat_qr.avatar")
 
 
 @blueprint.before_request
-def refuse_while_unavailable() -> None:
-    """Logins stay off while the site's set-up is unsafe, and a connection's while it has
-    no credentials (see the start-up log); the public keys stay published."""
+def before_login_request() -> None:
+    """What every request of the blueprint checks first (one hook: they run on every login).
+
+    Logins stay off while the site's set-up is unsafe, and a connection's while it has no
+    credentials (see the start-up log); the public keys stay published. A query string
+    that is not UTF-8 (raw bytes: no browser sends them, a script can) would make
+    Werkzeug's ``request.args`` raise: a 400 page, not a 500. On SQLite, once per process,
+    the user trigger comes back where a migration dropped it
+    (``user_key.restore_sqlite_trigger``).
+    """
     runtime = current_runtime()
     if runtime.unavailable and request.endpoint not in PUBLIC_FILES:
         raise LoginUnavailable()
     conn = runtime.settings.connections.get((request.view_args or {}).get("connection", ""))
     if conn is not None and not conn.has_credentials:
         raise LoginNotSetUp()
-
-
-@blueprint.before_request
-def restore_the_user_trigger() -> None:
-    """SQLite only, once per process (see ``user_key.restore_sqlite_trigger``)."""
-    runtime = current_runtime()
-    restore_sqlite_trigger(runtime.db.engine, runtime.models.Identity.__table__)
-
-
-@blueprint.before_request
-def refuse_undecodable_query() -> None:
-    """A query string that is not UTF-8 (raw bytes: no browser sends them, a script can)
-    makes Werkzeug's ``request.args`` raise; answer with a 400 page, not a 500."""
     try:
         request.query_string.decode()
     except UnicodeDecodeError:
         raise InvalidRequest() from None
+    restore_sqlite_trigger(runtime.db.engine, runtime.models.Identity.__table__)
 
 
 # --- starting a login ----------------------------------------------------------------------
