@@ -312,6 +312,9 @@ def print_report(cells: list[Cell], args: argparse.Namespace, load: tuple[float,
     print(f"\nPython {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average "
           f"{load[0]:.2f} at the start, {os.getloadavg()[0]:.2f} at the end; "
           f"{args.pairs} pairs of {args.seconds:g} s runs per cell, ours then {args.versus}")
+    print("SQLite (both sites): " + (
+        "write-ahead log, synchronous=NORMAL, busy timeout 5 s (docs/deploying.rst's advice)"
+        if args.sqlite_wal else "as created (rollback journal, synchronous=FULL)"))
     print(f"\nours/{args.versus}, median (min-max) of the pairs' ratios:\n")
     print(ratio_table(cells))
     print("\nPer site (logins/s and CPU: median of the runs; p50/p99: all the runs' callbacks;"
@@ -343,6 +346,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=_words(None), default=["1x8", "2x4"],
                         help="gunicorn workers x threads, comma-separated (1x8,2x4)")
     parser.add_argument("--versus", choices=("handwritten", "baseline"), default="handwritten")
+    parser.add_argument("--sqlite-wal", action="store_true",
+                        help="both sites run SQLite as docs/deploying.rst advises (WAL, "
+                             "synchronous=NORMAL, busy timeout)")
     parser.add_argument("--db-dir", help="where SQLite files and logs go (default: temp dir)")
     parser.add_argument("--json", help="also write every run's figures to this file")
     args = parser.parse_args(argv)
@@ -375,6 +381,8 @@ def _numbers(text: str) -> list[float]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.sqlite_wal:
+        os.environ["BENCH_SQLITE_WAL"] = "1"  # read by site_wsgi in every site process
     load = os.getloadavg()
     with contextlib.ExitStack() as stack:
         folder = pathlib.Path(args.db_dir or stack.enter_context(

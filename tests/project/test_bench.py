@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 import subprocess
 import sys
 import typing as t
@@ -44,6 +45,8 @@ def test_the_versus_benchmark_counts_statements_and_api_calls(tmp_path: Path) ->
          "--json", str(report)],
         capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "SQLite (both sites): as created (rollback journal" in result.stdout
+    assert _journal_modes(tmp_path) == {"ours": "delete", "handwritten": "delete"}
     per_login = {(cell["users"], site): _per_login(runs)
                  for cell in json.loads(report.read_text())
                  for site, runs in cell["runs"].items()}
@@ -73,3 +76,36 @@ def _per_login(runs: list[dict[str, t.Any]]) -> dict[str, float]:
         for kind, value in run["sql"].items():
             totals[kind] = totals.get(kind, 0) + value
     return {kind: value / logins for kind, value in totals.items()}
+
+
+def test_the_versus_benchmark_can_run_sqlite_as_the_docs_advise(tmp_path: Path) -> None:
+    """``--sqlite-wal``: both sites' SQLite files run in write-ahead-log mode (what
+    docs/deploying.rst advises hosts), the report says so, and the counts do not change
+    (the pragmas are the connection's set-up, not a login's statements)."""
+    report = tmp_path / "versus.json"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "versus_bench.py"), "--databases", "sqlite",
+         "--rtt", "0", "--clients", "1", "--workers", "1x2", "--pairs", "1",
+         "--users", "returning", "--max-logins", "3", "--seconds", "60",
+         "--db-dir", str(tmp_path), "--json", str(report), "--sqlite-wal"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SQLite (both sites): write-ahead log, synchronous=NORMAL" in result.stdout
+    assert _journal_modes(tmp_path) == {"ours": "wal", "handwritten": "wal"}
+    per_login = {site: _per_login(runs) for cell in json.loads(report.read_text())
+                 for site, runs in cell["runs"].items()}
+    assert per_login["handwritten"]["statements"] == 2
+    assert per_login["handwritten"]["commit"] == 0
+    assert per_login["ours"]["statements"] <= 7 and per_login["ours"]["commit"] <= 1
+
+
+def _journal_modes(folder: Path) -> dict[str, str]:
+    """The journal mode of each site's SQLite files in ``folder`` (one mode per site)."""
+    modes: dict[str, set[str]] = {}
+    for path in folder.glob("*.db"):
+        site = path.name.split("-")[0]
+        if site in ("ours", "handwritten"):
+            with sqlite3.connect(path) as connection:
+                modes.setdefault(site, set()).add(
+                    connection.execute("PRAGMA journal_mode").fetchone()[0])
+    return {site: "/".join(sorted(found)) for site, found in modes.items()}
