@@ -23,7 +23,6 @@ from .runtime import current_runtime
 from .settings import configured_issuer
 
 if t.TYPE_CHECKING:
-
     from .login_state import BusinessParams, LoginData
     from .protocols import Identity, User
     from .settings import ConnectionSettings

@@ -51,7 +51,6 @@ from .urls import has_control_characters, safe_next
 from .user_key import restore_sqlite_trigger
 
 if t.TYPE_CHECKING:
-
     from .client import OfficialAccountClient, WeChatClient
 
 log = logging.getLogger("flask_wechat_qr")
