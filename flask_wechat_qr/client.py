@@ -17,7 +17,7 @@ import re
 import socket
 import ssl
 import typing as t
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import requests
@@ -81,7 +81,9 @@ class WeChatToken:
         return self.scope is None or set(self.scope.split(",")) != {SILENT_SCOPE}
 
     @classmethod
-    def from_response(cls, data: t.Mapping[str, t.Any]) -> WeChatToken:
+    def from_response(cls, data: t.Mapping[str, t.Any], app: str = WEBSITE_APP
+                      ) -> WeChatToken:
+        """The token in an answer of ``app``'s token or refresh endpoint."""
         openid = data.get("openid")
         access_token = data.get("access_token")
         if not isinstance(openid, str) or not openid or not isinstance(access_token, str):
@@ -95,6 +97,7 @@ class WeChatToken:
             scope=data.get("scope") or None,
             unionid=data.get("unionid") or None,
             is_snapshotuser=str(data.get("is_snapshotuser", "0")) == "1",
+            app=app,
         )
 
 
@@ -385,7 +388,7 @@ class WeChatClient:
                 if attempt == 1:
                     raise
                 log.warning("WeChat access_token answered -1 (busy); retrying once")
-        token = replace(WeChatToken.from_response(data), app=self.app)
+        token = WeChatToken.from_response(data, self.app)
         if token.is_snapshotuser:
             raise SnapshotUser()
         return token
@@ -397,7 +400,7 @@ class WeChatClient:
             ("grant_type", "refresh_token"),
             ("refresh_token", refresh_token),
         ])
-        return replace(WeChatToken.from_response(data), app=self.app)
+        return WeChatToken.from_response(data, self.app)
 
     def userinfo(self, token: WeChatToken, lang: str | None = None) -> WeChatProfile:
         """``GET /sns/userinfo`` with the token and openid in the query; ``lang`` (of region

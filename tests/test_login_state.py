@@ -33,7 +33,13 @@ from support import (
 )
 
 from flask_wechat_qr.errors import StateError, StateUsed
-from flask_wechat_qr.login_state import Ending, LoginData, LoginStateStore, TooManyWaiting
+from flask_wechat_qr.login_state import (
+    Ending,
+    LoginData,
+    LoginStateStore,
+    TooManyWaiting,
+    new_state,
+)
 
 
 @pytest.fixture
@@ -294,6 +300,16 @@ def test_states_are_shared_by_every_store_on_the_same_database(app: t.Any) -> No
 
 
 # --- a connection's login states: the session half -------------------------------------
+
+
+def test_new_states_are_32_alphanumerics_and_never_repeat() -> None:
+    """Within the 128-byte alphanumeric limit WeChat documents, and each one fresh: 2,000
+    states, all different, together using the whole alphabet they are drawn from (a
+    constant or low-entropy generator would repeat or stay in a corner of it)."""
+    states = [new_state() for _ in range(2000)]
+    assert all(re.fullmatch(r"[A-Za-z0-9]{32}", state) for state in states)
+    assert len(set(states)) == len(states)
+    assert len(set("".join(states))) == 32  # base32: A-Z and 2-7
 
 
 def test_state_is_single_use_and_carries_its_data(app: Flask) -> None:

@@ -99,6 +99,35 @@ def test_the_versus_benchmark_can_run_sqlite_as_the_docs_advise(tmp_path: Path) 
     assert per_login["ours"]["statements"] <= 7 and per_login["ours"]["commit"] <= 1
 
 
+def test_the_instruction_count_logs_in_new_and_returning_people_on_both_sites() -> None:
+    """bench/instructions.py without valgrind: the same whole logins (each checked: the next
+    page says who is logged in), on both sites, new and returning people."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "instructions.py"), "--no-valgrind",
+         "--logins", "2", "--warmup", "8"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # 2 sites x 2 kinds of people x (a warm-up run + a warm-up-and-counted run)
+    assert result.stdout.startswith("72 logins, all logged in (SQLite,"), result.stdout
+
+
+def test_the_instruction_count_counts_one_login_under_callgrind(tmp_path: Path) -> None:
+    """bench/instructions.py's counts: two callgrind runs per site, their difference one
+    login's instructions; a login (Flask, SQLAlchemy, an HTTP server, three requests) runs
+    millions, and the two sites' logins are within a factor of two of each other."""
+    report = tmp_path / "counts.json"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "instructions.py"), "--users", "returning",
+         "--logins", "1", "--warmup", "8", "--json", str(report)],
+        capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    counts = json.loads(report.read_text())
+    ours, theirs = counts["ours returning"]["Ir"], counts["handwritten returning"]["Ir"]
+    assert 2_000_000 < ours < 100_000_000 and 2_000_000 < theirs < 100_000_000
+    assert 0.5 < ours / theirs < 2
+    assert f"| returning | ours / handwritten | {ours / theirs:.3f}x |" in result.stdout
+
+
 def _journal_modes(folder: Path) -> dict[str, str]:
     """The journal mode of each site's SQLite files in ``folder`` (one mode per site)."""
     modes: dict[str, set[str]] = {}

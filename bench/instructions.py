@@ -1,0 +1,266 @@
+"""Instructions per login: Flask-WeChat-QR against the best hand-written handler, counted by
+valgrind's callgrind, which gives the same count run after run where CPU time on a shared
+machine moves by 10-20 %.
+
+    python bench/instructions.py                                  # SQLite, as created and WAL
+    python bench/instructions.py --database-url postgresql://user@host/db   # and PostgreSQL
+    python bench/instructions.py --cache       # also simulate the CPU's caches (slower)
+    python bench/instructions.py --no-valgrind --logins 3         # the harness, uncounted
+
+Each site (``ours``, ``handwritten``) is served by the package's keep-alive werkzeug server
+in a process of its own, under callgrind; this process plays the browser and WeChat (not
+counted). Every site runs twice, with ``--warmup`` logins and with ``--warmup`` +
+``--logins``: the difference over ``--logins`` is one login's instructions in the site's
+process, its start, callback and next page together, with the HTTP server's own work. The
+count is user-space instructions only: time in the kernel (SQLite's file writes, sockets)
+and stalls on cache misses (``--cache`` counts the simulated misses) are not in it. Needs
+``valgrind`` (Debian: ``apt-get install valgrind``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import typing as t
+import uuid
+from urllib.parse import parse_qs, urlsplit
+
+import requests
+from keepalive_server import serve
+from login_bench import LOGIN_PATHS, TIMEOUT, Databases
+
+SITES = ("ours", "handwritten")
+#: The people of the "returning" runs: login ``i`` is person ``i mod 4``. The warm-up logs
+#: each in at least twice (first as a new person, then as a returning one), so every counted
+#: login finds its user and no code path runs for its first time there.
+RETURNING_OPENIDS = tuple(f"oReturningPerson{i:013d}" for i in range(4))
+#: The line of a callgrind output file with the whole run's counts (start-up included:
+#: the difference of two runs removes it).
+EVENTS_LINE = re.compile(r"^(?:summary|totals):\s+([\d ]+)$", re.MULTILINE)
+
+
+def fake_wechat(environ: dict[str, t.Any], start_response: t.Any) -> list[bytes]:
+    """WeChat's token and profile endpoints, answered as WeChat does (``text/plain``): the
+    code says who scanned (``r<i>``: returning person ``i``; anything else: a new person)."""
+    query = {key: values[0] for key, values in parse_qs(environ.get("QUERY_STRING", "")).items()}
+    path = environ.get("PATH_INFO", "")
+    if path.endswith("/oauth2/access_token"):
+        code = query.get("code", "")
+        openid = (RETURNING_OPENIDS[int(code[1:]) % len(RETURNING_OPENIDS)]
+                  if re.fullmatch(r"r\d+", code) else f"oNew{code[:28]}")
+        body: dict[str, t.Any] = {"access_token": f"AT-{openid}", "expires_in": 7200,
+                                  "refresh_token": f"RT-{openid}", "openid": openid,
+                                  "scope": "snsapi_login", "unionid": f"u{openid}"}
+    elif path.endswith("/userinfo"):
+        openid = query.get("openid", "")
+        body = {"openid": openid, "nickname": "张三🐼", "sex": 0, "province": "", "city": "",
+                "country": "CN", "headimgurl": "", "privilege": [], "unionid": f"u{openid}"}
+    else:
+        body = {"errcode": 40001, "errmsg": "invalid credential"}
+    data = json.dumps(body, ensure_ascii=False).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"),
+                              ("Content-Length", str(len(data)))])
+    return [data]
+
+
+# --- the site's process ----------------------------------------------------------------
+
+
+def serve_site() -> None:
+    """Child mode: build the site from the ``BENCH_*`` variables (as gunicorn's workers do
+    in the other benchmarks), serve it, print its port, stop when standard input closes."""
+    import site_wsgi
+
+    server = serve(site_wsgi.create_site())
+    print(server.server_port, flush=True)
+    sys.stdin.read()
+    server.shutdown()
+
+
+# --- this process: browser and WeChat ------------------------------------------------
+
+
+def log_in(browser: requests.Session, site_url: str, site: str, code: str) -> None:
+    """One whole login: the start (to WeChat), the callback with ``code``, the next page."""
+    browser.cookies.clear()  # a new visitor each time, on the kept-alive connection
+    start = browser.get(site_url + LOGIN_PATHS[site], allow_redirects=False, timeout=TIMEOUT)
+    query = parse_qs(urlsplit(start.headers["Location"]).query)
+    callback = browser.get(query["redirect_uri"][0], allow_redirects=False, timeout=TIMEOUT,
+                           params={"code": code, "state": query["state"][0]})
+    if callback.status_code != 302:
+        raise RuntimeError(f"{site}: the callback answered {callback.status_code}")
+    page = browser.get(site_url + "/", timeout=TIMEOUT)
+    if not page.text.startswith("logged in as"):
+        raise RuntimeError(f"{site}: not logged in after the callback: {page.text[:80]!r}")
+
+
+def run_site(site: str, database_uri: str, wechat_url: str, logins: int, users: str,
+             sqlite_wal: bool, valgrind: list[str] | None, out: pathlib.Path) -> dict[str, int]:
+    """Serve ``site`` (under callgrind unless ``valgrind`` is ``None``) and log in ``logins``
+    people: the counted events (``{}`` without valgrind)."""
+    env = {**os.environ, "PYTHONHASHSEED": "0", "BENCH_SITE": site,
+           "BENCH_OPEN_BASE": wechat_url, "BENCH_API_BASE": wechat_url,
+           "BENCH_DATABASE_URI": database_uri}
+    env.pop("BENCH_SQL_COUNTS", None)
+    if sqlite_wal:
+        env["BENCH_SQLITE_WAL"] = "1"
+    else:
+        env.pop("BENCH_SQLITE_WAL", None)
+    command = [sys.executable, __file__, "--serve"]
+    if valgrind is not None:
+        command = [*valgrind, f"--callgrind-out-file={out}", *command]
+    process = subprocess.Popen(command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True,
+                               cwd=pathlib.Path(__file__).parent)
+    try:
+        assert process.stdout is not None and process.stdin is not None
+        port = process.stdout.readline().strip()
+        if not port.isdigit():
+            error = process.stderr.read() if process.stderr else ""
+            raise RuntimeError(f"{site} did not start: {error[-2000:]}")
+        with requests.Session() as browser:
+            for index in range(logins):
+                code = f"r{index}" if users == "returning" else uuid.uuid4().hex
+                log_in(browser, f"http://127.0.0.1:{port}", site, code)
+        process.stdin.close()
+        process.wait(timeout=TIMEOUT * 5)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    if process.returncode != 0:
+        raise RuntimeError(f"{site} exited with {process.returncode}: "
+                           f"{process.stderr.read()[-2000:] if process.stderr else ''}")
+    return read_events(out) if valgrind is not None else {}
+
+
+def read_events(path: pathlib.Path) -> dict[str, int]:
+    """The totals of a callgrind output file, by event name (``Ir``, ``I1mr``, ...)."""
+    text = path.read_text()
+    names = re.search(r"^events:\s+(.+)$", text, re.MULTILINE)
+    totals = EVENTS_LINE.search(text)
+    if names is None or totals is None:
+        raise RuntimeError(f"{path}: no event totals")
+    return dict(zip(names.group(1).split(), map(int, totals.group(1).split()), strict=True))
+
+
+def per_login(site: str, databases: Databases, wechat_url: str, users: str,
+              args: argparse.Namespace, valgrind: list[str] | None,
+              folder: pathlib.Path) -> dict[str, float]:
+    """One login's events in ``site``: two runs at once, each on a database of its own
+    (warm-up only; warm-up + logins), their difference over ``--logins``. The returning
+    people log in during the warm-up."""
+    counts = (args.warmup, args.warmup + args.logins)
+    uris = {count: databases.uri(f"{site}_{users}_{count}") for count in counts}
+    results: dict[int, dict[str, int]] = {}
+    errors: list[BaseException] = []
+
+    def run(count: int) -> None:
+        try:
+            results[count] = run_site(site, uris[count], wechat_url, count, users,
+                                      args.sqlite_wal, valgrind,
+                                      folder / f"callgrind.{site}.{users}.{count}.out")
+        except BaseException as error:  # reported below, after both runs ended
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(count,)) for count in counts]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    low, high = (results[count] for count in counts)
+    return {event: (high[event] - low[event]) / args.logins for event in high}
+
+
+#: What the report shows of callgrind's events, and under which heading.
+COLUMNS = {"Ir": "instructions", "I1mr": "I1 misses", "D1mr": "D1 read misses",
+           "D1mw": "D1 write misses"}
+
+
+def report(results: dict[tuple[str, str], dict[str, float]], setup: str) -> list[str]:
+    """A Markdown table: per login, each site's counts; ours over the handler's."""
+    events = [event for event in COLUMNS if all(event in r for r in results.values())]
+    lines = [f"Per login ({setup}):", "",
+             "| users | site | " + " | ".join(COLUMNS[e] for e in events) + " |",
+             "|---|---|" + "---|" * len(events)]
+    for users in ("returning", "new"):
+        rows = {site: results[site, users] for site in SITES if (site, users) in results}
+        if len(rows) < len(SITES):
+            continue
+        for site, counts in rows.items():
+            lines.append(f"| {users} | {site} | "
+                         + " | ".join(f"{counts[e]:,.0f}" for e in events) + " |")
+        ours, theirs = rows["ours"], rows["handwritten"]
+        lines.append(f"| {users} | ours / handwritten | "
+                     + " | ".join(f"{ours[e] / theirs[e]:.3f}x" if theirs[e] else "-"
+                                  for e in events) + " |")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--database-url", help="a PostgreSQL server (one schema per run); "
+                        "default: SQLite files")
+    parser.add_argument("--sqlite-wal", action="store_true",
+                        help="SQLite as docs/deploying.rst advises (WAL, synchronous=NORMAL)")
+    parser.add_argument("--users", choices=("returning", "new", "both"), default="both")
+    parser.add_argument("--logins", type=int, default=30, help="counted logins per site")
+    parser.add_argument("--warmup", type=int, default=10,
+                        help="logins before the counted ones (at least 8: every returning "
+                        "person twice)")
+    parser.add_argument("--cache", action="store_true",
+                        help="also count simulated cache misses (about twice as slow)")
+    parser.add_argument("--no-valgrind", action="store_true",
+                        help="run the same logins uncounted (checks the harness)")
+    parser.add_argument("--json", type=pathlib.Path, help="also write the counts here")
+    args = parser.parse_args(argv)
+    if args.serve:
+        serve_site()
+        return 0
+    if args.warmup < 2 * len(RETURNING_OPENIDS) or args.logins < 1:
+        parser.error(f"--warmup must be at least {2 * len(RETURNING_OPENIDS)}, --logins at "
+                     "least 1")
+    valgrind = None if args.no_valgrind else [
+        "valgrind", "--tool=callgrind", f"--cache-sim={'yes' if args.cache else 'no'}"]
+    wechat = serve(fake_wechat)
+    wechat_url = f"http://127.0.0.1:{wechat.server_port}"
+    users = ("returning", "new") if args.users == "both" else (args.users,)
+    results: dict[tuple[str, str], dict[str, float]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-instructions-") as folder:
+        databases = Databases(args.database_url, pathlib.Path(folder), uuid.uuid4().hex[:8])
+        try:
+            for kind in users:
+                for site in SITES:
+                    results[site, kind] = per_login(site, databases, wechat_url, kind, args,
+                                                    valgrind, pathlib.Path(folder))
+        finally:
+            databases.drop()
+            wechat.shutdown()
+    setup = (f"{'PostgreSQL' if args.database_url else 'SQLite'}"
+             f"{' in WAL as advised' if args.sqlite_wal and not args.database_url else ''}, "
+             f"{args.logins} counted logins after {args.warmup}, Python "
+             f"{sys.version.split()[0]}")
+    if valgrind is None:
+        print(f"{len(results) * (2 * args.warmup + args.logins)} logins, all logged in "
+              f"({setup}); not counted (--no-valgrind)")
+    else:
+        print("\n".join(report(results, setup)))
+    if args.json:
+        args.json.write_text(json.dumps({f"{site} {kind}": counts
+                                         for (site, kind), counts in results.items()},
+                                        indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
