@@ -194,11 +194,11 @@ def report(results: dict[tuple[str, str], dict[str, float]], setup: str) -> list
              "|---|---|" + "---|" * len(events)]
     for users in ("returning", "new"):
         rows = {site: results[site, users] for site in SITES if (site, users) in results}
-        if len(rows) < len(SITES):
-            continue
         for site, counts in rows.items():
             lines.append(f"| {users} | {site} | "
                          + " | ".join(f"{counts[e]:,.0f}" for e in events) + " |")
+        if len(rows) < len(SITES):
+            continue
         ours, theirs = rows["ours"], rows["handwritten"]
         lines.append(f"| {users} | ours / handwritten | "
                      + " | ".join(f"{ours[e] / theirs[e]:.3f}x" if theirs[e] else "-"
@@ -214,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sqlite-wal", action="store_true",
                         help="SQLite as docs/deploying.rst advises (WAL, synchronous=NORMAL)")
     parser.add_argument("--users", choices=("returning", "new", "both"), default="both")
+    parser.add_argument("--sites", choices=(*SITES, "both"), default="both")
     parser.add_argument("--logins", type=int, default=30, help="counted logins per site")
     parser.add_argument("--warmup", type=int, default=10,
                         help="logins before the counted ones (at least 8: every returning "
@@ -240,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         databases = Databases(args.database_url, pathlib.Path(folder), uuid.uuid4().hex[:8])
         try:
             for kind in users:
-                for site in SITES:
+                for site in SITES if args.sites == "both" else (args.sites,):
                     results[site, kind] = per_login(site, databases, wechat_url, kind, args,
                                                     valgrind, pathlib.Path(folder))
         finally:
