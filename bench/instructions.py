@@ -1,6 +1,6 @@
 """Instructions per login: Flask-WeChat-QR against the best hand-written handler, counted by
-valgrind's callgrind, which gives the same count run after run where CPU time on a shared
-machine moves by 10-20 %.
+valgrind's callgrind, which gives the same count run after run (within half a percent) where
+CPU time on a shared machine moves by 10-20 %.
 
     python bench/instructions.py                                  # SQLite, as created and WAL
     python bench/instructions.py --database-url postgresql://user@host/db   # and PostgreSQL
