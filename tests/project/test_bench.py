@@ -118,9 +118,10 @@ def test_the_instruction_count_logs_in_new_and_returning_people_on_both_sites() 
 
 
 def test_the_instruction_count_counts_one_login_under_callgrind(tmp_path: Path) -> None:
-    """bench/instructions.py's counts: two callgrind runs per site, their difference one
-    login's instructions; a login (Flask, SQLAlchemy, an HTTP server, three requests) runs
-    millions, and the two sites' logins are within a factor of two of each other."""
+    """bench/instructions.py's counts: two callgrind runs per site, their difference over the
+    counted logins one login's instructions: millions for each site (Flask, SQLAlchemy, an
+    HTTP server, three requests), neither zero nor the whole process's count, and in the
+    report with their ratio."""
     if shutil.which("valgrind") is None:
         reason = "valgrind is not installed (Debian: apt-get install valgrind)"
         if os.environ.get(REQUIRE_VALGRIND_VARIABLE):
@@ -129,13 +130,12 @@ def test_the_instruction_count_counts_one_login_under_callgrind(tmp_path: Path) 
     report = tmp_path / "counts.json"
     result = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "instructions.py"), "--users", "returning",
-         "--logins", "1", "--warmup", "8", "--json", str(report)],
+         "--logins", "2", "--warmup", "8", "--json", str(report)],
         capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
     counts = json.loads(report.read_text())
     ours, theirs = counts["ours returning"]["Ir"], counts["handwritten returning"]["Ir"]
     assert 2_000_000 < ours < 100_000_000 and 2_000_000 < theirs < 100_000_000
-    assert 0.5 < ours / theirs < 2
     assert f"| returning | ours / handwritten | {ours / theirs:.3f}x |" in result.stdout
 
 
