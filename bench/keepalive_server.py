@@ -20,9 +20,9 @@ class _QuietHandler(KeepAliveHandler):
         return None
 
 
-def serve(app: t.Any, host: str = "127.0.0.1") -> BaseWSGIServer:
+def serve(app: t.Any, host: str = "127.0.0.1", poll_interval: float = 0.5) -> BaseWSGIServer:
     """Serve ``app`` on a free port in a daemon thread; ``server.accepted`` counts TCP
-    connections."""
+    connections. ``poll_interval``: seconds between the loop's looks at ``shutdown()``."""
     server = make_server(host, 0, app, threaded=True, request_handler=_QuietHandler)
     server.accepted = 0  # type: ignore[attr-defined]
     server.count_lock = threading.Lock()  # type: ignore[attr-defined]
@@ -32,7 +32,7 @@ def serve(app: t.Any, host: str = "127.0.0.1") -> BaseWSGIServer:
             server.accepted += 1  # type: ignore[attr-defined]
 
     server.on_connection = count  # type: ignore[attr-defined]
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(poll_interval,), daemon=True).start()
     return server
 
 
