@@ -8,8 +8,9 @@ CPU time on a shared machine moves by 10-20 %.
     python bench/instructions.py --no-valgrind --logins 3         # the harness, uncounted
 
 Each site (``ours``, ``handwritten``) is served by the package's keep-alive werkzeug server
-in a process of its own, under callgrind; this process plays the browser and WeChat (not
-counted). Every site runs twice, each with ``--warmup`` logins and a full garbage collection
+in a process of its own, under callgrind; this process plays the browser and the phone,
+against the sandbox as WeChat (as the other two scripts, with ``one_login``), none of it
+counted. Every site runs twice, each with ``--warmup`` logins and a full garbage collection
 (the collector then off, see :data:`COLLECT_PATH`), then no more logins or ``--logins`` more:
 the difference over ``--logins`` is one login's instructions in the site's process, its
 start, callback and next page together, with the HTTP server's own work (its loop does not
@@ -34,44 +35,16 @@ import tempfile
 import threading
 import typing as t
 import uuid
-from urllib.parse import parse_qs, urlsplit
 
 import requests
 from keepalive_server import serve
-from login_bench import LOGIN_PATHS, TIMEOUT, Databases
+from login_bench import LOGIN_PATHS, TIMEOUT, Databases, Server, Site, one_login, start_server
+from versus_bench import RETURNING_PEOPLE
 
 SITES = ("ours", "handwritten")
-#: The people of the "returning" runs: login ``i`` is person ``i mod 4``. The warm-up logs
-#: each in at least twice (first as a new person, then as a returning one), so every counted
-#: login finds its user and no code path runs for its first time there.
-RETURNING_OPENIDS = tuple(f"oReturningPerson{i:013d}" for i in range(4))
 #: The line of a callgrind output file with the whole run's counts (start-up included:
 #: the difference of two runs removes it).
 EVENTS_LINE = re.compile(r"^(?:summary|totals):\s+([\d ]+)$", re.MULTILINE)
-
-
-def fake_wechat(environ: dict[str, t.Any], start_response: t.Any) -> list[bytes]:
-    """WeChat's token and profile endpoints, answered as WeChat does (``text/plain``): the
-    code says who scanned (``r<i>``: returning person ``i``; anything else: a new person)."""
-    query = {key: values[0] for key, values in parse_qs(environ.get("QUERY_STRING", "")).items()}
-    path = environ.get("PATH_INFO", "")
-    if path.endswith("/oauth2/access_token"):
-        code = query.get("code", "")
-        openid = (RETURNING_OPENIDS[int(code[1:]) % len(RETURNING_OPENIDS)]
-                  if re.fullmatch(r"r\d+", code) else f"oNew{code[:28]}")
-        body: dict[str, t.Any] = {"access_token": f"AT-{openid}", "expires_in": 7200,
-                                  "refresh_token": f"RT-{openid}", "openid": openid,
-                                  "scope": "snsapi_login", "unionid": f"u{openid}"}
-    elif path.endswith("/userinfo"):
-        openid = query.get("openid", "")
-        body = {"openid": openid, "nickname": "张三🐼", "sex": 0, "province": "", "city": "",
-                "country": "CN", "headimgurl": "", "privilege": [], "unionid": f"u{openid}"}
-    else:
-        body = {"errcode": 40001, "errmsg": "invalid credential"}
-    data = json.dumps(body, ensure_ascii=False).encode()
-    start_response("200 OK", [("Content-Type", "text/plain"),
-                              ("Content-Length", str(len(data)))])
-    return [data]
 
 
 # --- the site's process ----------------------------------------------------------------
@@ -109,31 +82,19 @@ def serve_site() -> None:
     os._exit(0)
 
 
-# --- this process: browser and WeChat ------------------------------------------------
+# --- this process: browser, phone and the sandbox as WeChat ------------------------------
 
 
-def log_in(browser: requests.Session, site_url: str, site: str, code: str) -> None:
-    """One whole login: the start (to WeChat), the callback with ``code``, the next page."""
-    browser.cookies.clear()  # a new visitor each time, on the kept-alive connection
-    start = browser.get(site_url + LOGIN_PATHS[site], allow_redirects=False, timeout=TIMEOUT)
-    query = parse_qs(urlsplit(start.headers["Location"]).query)
-    callback = browser.get(query["redirect_uri"][0], allow_redirects=False, timeout=TIMEOUT,
-                           params={"code": code, "state": query["state"][0]})
-    if callback.status_code != 302:
-        raise RuntimeError(f"{site}: the callback answered {callback.status_code}")
-    page = browser.get(site_url + "/", timeout=TIMEOUT)
-    if not page.text.startswith("logged in as"):
-        raise RuntimeError(f"{site}: not logged in after the callback: {page.text[:80]!r}")
-
-
-def run_site(site: str, database_uri: str, wechat_url: str, warmup: int, logins: int,
+def run_site(site: str, database_uri: str, wechat: Server, warmup: int, logins: int,
              users: str, sqlite_wal: bool, valgrind: list[str] | None,
              out: pathlib.Path) -> dict[str, int]:
     """Serve ``site`` (under callgrind unless ``valgrind`` is ``None``), log in ``warmup``
     people, collect the garbage, log in ``logins`` more: the counted events (``{}`` without
-    valgrind)."""
+    valgrind). Returning people are the sandbox's four, login ``i`` person ``i mod 4``: the
+    warm-up logs each in at least twice (first as new, then as returning), so every counted
+    login finds its user and no code path runs for its first time there."""
     env = {**os.environ, "PYTHONHASHSEED": "0", "BENCH_SITE": site,
-           "BENCH_OPEN_BASE": wechat_url, "BENCH_API_BASE": wechat_url,
+           "BENCH_OPEN_BASE": wechat.url("open"), "BENCH_API_BASE": wechat.api_url(site),
            "BENCH_DATABASE_URI": database_uri}
     env.pop("BENCH_SQL_COUNTS", None)
     if sqlite_wal:
@@ -152,13 +113,16 @@ def run_site(site: str, database_uri: str, wechat_url: str, warmup: int, logins:
         if not port.isdigit():
             error = process.stderr.read() if process.stderr else ""
             raise RuntimeError(f"{site} did not start: {error[-2000:]}")
-        site_url = f"http://127.0.0.1:{port}"
-        with requests.Session() as browser:
+        served = Site(site, Server(site, process, {"port": int(port)}), LOGIN_PATHS[site])
+        with requests.Session() as browser, requests.Session() as phone:
             for index in range(warmup + logins):
-                code = f"r{index}" if users == "returning" else uuid.uuid4().hex
-                log_in(browser, site_url, site, code)
+                person = ({"person": RETURNING_PEOPLE[index % len(RETURNING_PEOPLE)]}
+                          if users == "returning" else
+                          {"person": "new", "nickname": f"{site} 新用户 {uuid.uuid4().hex[:8]} 🐼"})
+                one_login(browser, phone, served, wechat, person)
                 if index == warmup - 1:
-                    browser.get(site_url + COLLECT_PATH, timeout=TIMEOUT).raise_for_status()
+                    browser.get(served.server.url() + COLLECT_PATH,
+                                timeout=TIMEOUT).raise_for_status()
         process.stdin.close()
         process.wait(timeout=TIMEOUT * 5)
     finally:
@@ -181,7 +145,7 @@ def read_events(path: pathlib.Path) -> dict[str, int]:
     return dict(zip(names.group(1).split(), map(int, totals.group(1).split()), strict=True))
 
 
-def per_login(site: str, databases: Databases, wechat_url: str, users: str,
+def per_login(site: str, databases: Databases, wechat: Server, users: str,
               args: argparse.Namespace, valgrind: list[str] | None,
               folder: pathlib.Path) -> dict[str, float]:
     """One login's events in ``site``: two runs at once, each on a database of its own
@@ -194,7 +158,7 @@ def per_login(site: str, databases: Databases, wechat_url: str, users: str,
 
     def run(count: int) -> None:
         try:
-            results[count] = run_site(site, uris[count], wechat_url, args.warmup, count, users,
+            results[count] = run_site(site, uris[count], wechat, args.warmup, count, users,
                                       args.sqlite_wal, valgrind,
                                       folder / f"callgrind.{site}.{users}.{count}.out")
         except BaseException as error:  # reported below, after both runs ended
@@ -258,25 +222,28 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve:
         serve_site()
         return 0
-    if args.warmup < 2 * len(RETURNING_OPENIDS) or args.logins < 1:
-        parser.error(f"--warmup must be at least {2 * len(RETURNING_OPENIDS)}, --logins at "
+    if args.warmup < 2 * len(RETURNING_PEOPLE) or args.logins < 1:
+        parser.error(f"--warmup must be at least {2 * len(RETURNING_PEOPLE)}, --logins at "
                      "least 1")
     valgrind = None if args.no_valgrind else [
         "valgrind", "--tool=callgrind", f"--cache-sim={'yes' if args.cache else 'no'}"]
-    wechat = serve(fake_wechat)
-    wechat_url = f"http://127.0.0.1:{wechat.server_port}"
     users = ("returning", "new") if args.users == "both" else (args.users,)
     results: dict[tuple[str, str], dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-instructions-") as folder:
-        databases = Databases(args.database_url, pathlib.Path(folder), uuid.uuid4().hex[:8])
+        run_id = uuid.uuid4().hex[:8]
+        databases = Databases(args.database_url, pathlib.Path(folder), run_id)
+        sandbox_db = Databases(args.database_url, pathlib.Path(folder), f"{run_id}_wechat")
+        wechat = start_server("sandbox", sandbox_db.uri("sandbox"), latency_ms=0,
+                              api_for=",".join(SITES))
         try:
             for kind in users:
                 for site in SITES if args.sites == "both" else (args.sites,):
-                    results[site, kind] = per_login(site, databases, wechat_url, kind, args,
+                    results[site, kind] = per_login(site, databases, wechat, kind, args,
                                                     valgrind, pathlib.Path(folder))
         finally:
+            wechat.stop()
             databases.drop()
-            wechat.shutdown()
+            sandbox_db.drop()
     setup = (f"{'PostgreSQL' if args.database_url else 'SQLite'}"
              f"{' in WAL as advised' if args.sqlite_wal and not args.database_url else ''}, "
              f"{args.logins} counted logins after {args.warmup}, Python "

@@ -117,7 +117,7 @@ def test_the_instruction_count_logs_in_new_and_returning_people_on_both_sites() 
     assert result.stdout.startswith("72 logins, all logged in (SQLite,"), result.stdout
 
 
-def test_the_instruction_count_counts_one_login_under_callgrind(tmp_path: Path) -> None:
+def test_the_instruction_count_counts_logins_under_callgrind(tmp_path: Path) -> None:
     """bench/instructions.py's counts: two callgrind runs per site, their difference over the
     counted logins one login's instructions: millions for each site (Flask, SQLAlchemy, an
     HTTP server, three requests), neither zero nor the whole process's count, and in the
