@@ -3,7 +3,7 @@
 The data path of a login reads down this module::
 
     finish(connection, callback)          the browser came back from WeChat
-      take the state (this browser's, unused)     login_state
+      take the state (this browser's)             login_state
       exchange the code                           client
       resolve the user, write rows                association / binding (flushed)
       use the state, with how the login ended     login_state (same transaction)
@@ -37,10 +37,13 @@ callback page. Such a repeated callback ends the way its login ended, by this ta
     logged in as U              yes          yes    log U in again, then as above
     logged in or linked as U    otherwise           StateError
 
-A second request that is still running when the first one asks WeChat gets 40163 ("code
-used") from WeChat; it waits up to ``WECHAT_QR_CODE_USED_WAIT`` seconds for the first one
-to end, then ends as above. Two codes of one login in flight at once are both exchanged;
-the second to commit finds the state used, rolls back and ends as above.
+A repeated callback that still carries the state in its cookie (sent before the first
+answer arrived, or a replayed cookie) exchanges its code like the first: the same code gets
+40163 ("code used") from WeChat, and the request waits up to ``WECHAT_QR_CODE_USED_WAIT``
+seconds for the first one to end (no wait once it has), then ends as above. A second code
+is exchanged; the request finds the state used before it asks for a profile (someone new)
+or when it inserts the used state's row (someone returning: the row's primary key is the
+check, so a returning login reads nothing for it), rolls back and ends as above.
 """
 
 from __future__ import annotations
@@ -264,11 +267,6 @@ class LoginFlow:
         except StateError:
             return self._repeat(connection, states.ending(state), same_browser, None)
         state = t.cast(str, state)
-        ending = states.ending(state)
-        if ending is not None:
-            # A replayed cookie, or WeChat's second redirect after the first one ended: no
-            # WeChat call, no second login.
-            return self._repeat(connection, ending, True, login)
         try:
             result = self._complete(connection, states, state, callback.code, login)
         except StateUsed:
@@ -310,6 +308,12 @@ class LoginFlow:
         avatars = self.policy.avatars
 
         def fetch() -> WeChatProfile:
+            # A callback repeated after its login ended (WeChat's second redirect sent with
+            # the cookie from before the first answer, a replayed cookie) stops here, before
+            # the profile is asked or an account made. A returning login reads nothing for
+            # this: its used state's row refuses the repeat at the commit.
+            if states.is_used(state, within=self.db.session.connection()):
+                raise StateUsed()
             profile = client.userinfo(token, lang=userinfo_lang())
             # A new avatar is downloaded with the profile, before the login writes (and so
             # locks) anything; the policy stores it with the identity.

@@ -275,6 +275,11 @@ class LoginStateStore:
         except IntegrityError as error:
             raise StateUsed() from error
 
+    def is_used(self, key: str, within: Executor) -> bool:
+        """Whether a state is used, read in the caller's transaction."""
+        return within.execute(self._value_of, {"key": TAKEN + key,
+                                               "now": time.time()}).first() is not None
+
     def record_failure(self, key: str, ending: str, expires_at: float) -> bool:
         """Use a state whose login failed (its own small transaction): ``True``; ``False``
         if another request of the state got there first (its ending stays)."""
@@ -438,6 +443,10 @@ class LoginStates:
         transaction (``within``: no commit of its own). :class:`StateUsed` if another
         request of it did first: roll back and answer with :meth:`ending`."""
         self.store.use(self.prefix + state, ending.to_json(), self._taken_until(), within)
+
+    def is_used(self, state: str, within: Executor) -> bool:
+        """Whether another request used ``state`` (read in the caller's transaction)."""
+        return self.store.is_used(self.prefix + state, within)
 
     def record_failure(self, state: str, ending: Ending) -> bool:
         """Use ``state`` for good after its login failed: ``True``; ``False`` if another

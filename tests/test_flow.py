@@ -229,7 +229,9 @@ def test_reused_state_is_refused_without_calling_wechat(app: t.Any, client: t.An
 def test_replayed_session_cookie_cannot_reuse_a_state(
     app: t.Any, wechat_api: t.Any, clock: Clock
 ) -> None:
-    """Single use is enforced server-side: an old cookie still naming the state is no help."""
+    """Single use is enforced server-side: an old cookie still naming the state is no help.
+    Its code goes to WeChat (refused there, or here by the used state's row); nothing else
+    does."""
     browser = app.test_client()
     state = start_login(browser)
     old_cookie = browser.get_cookie("session").value
@@ -243,7 +245,7 @@ def test_replayed_session_cookie_cannot_reuse_a_state(
     clock.advance(PAST_THE_REPEAT_WINDOW)  # past WeChat's double-redirect window
     resp = finish_login(attacker, state)
     assert resp.status_code == 400
-    assert len(wechat_api.mock.calls) == calls
+    assert api_paths(wechat_api)[calls:] == [TOKEN_PATH]
     assert logged_in_user_id(attacker) is None
     assert len(all_users(app)) == 1
 
@@ -276,7 +278,9 @@ def test_second_redirect_with_another_code_ends_logged_in(
     app: t.Any, wechat_api: WeChatAPI
 ) -> None:
     """WeChat's other double redirect: a second code with the same state, just after the
-    first request ended. It is answered from the first one's outcome, without WeChat."""
+    first request ended, from the cookie the first answer has not replaced yet. Its code is
+    exchanged, but no profile is asked and no account made: it ends with the first one's
+    outcome."""
     browser = app.test_client()
     state = start_login(browser)
     twin = browser_copy(app, browser)
@@ -285,7 +289,7 @@ def test_second_redirect_with_another_code_ends_logged_in(
     first = browser.get("/auth/wechat/callback", query_string={"code": "C1", "state": state})
     second = twin.get("/auth/wechat/callback", query_string={"code": "C2", "state": state})
     assert (first.status_code, second.status_code) == (302, 302)
-    assert codes == ["C1"]
+    assert codes == ["C1", "C2"]
     assert api_paths(wechat_api).count(USERINFO_PATH) == 1
     assert logged_in_user_id(twin) == str(all_users(app)[0].id)
     assert ending_of(app, state).user_id == str(all_users(app)[0].id)  # one login
@@ -294,8 +298,8 @@ def test_second_redirect_with_another_code_ends_logged_in(
 def test_a_failed_first_callback_is_not_repeated_as_success(
     app: t.Any, wechat_api: WeChatAPI
 ) -> None:
-    """A failure uses the state too: a second redirect with a good code is refused at once,
-    without WeChat, and logs nobody in."""
+    """A failure uses the state too: a second redirect with a good code is refused (its
+    code exchanged, no profile asked) and logs nobody in."""
     browser = app.test_client()
     state = start_login(browser)
     twin = browser_copy(app, browser)
@@ -308,7 +312,7 @@ def test_a_failed_first_callback_is_not_repeated_as_success(
     wechat_api.userinfo()
     again = twin.get("/auth/wechat/callback", query_string={"code": "good", "state": state})
     assert again.status_code == 400 and error_name(again) == "StateError"
-    assert len(wechat_api.mock.calls) == calls
+    assert api_paths(wechat_api)[calls:] == [TOKEN_PATH]
     assert all_users(app) == [] and logged_in_user_id(twin) is None
 
 
@@ -316,8 +320,8 @@ def test_a_failed_first_callback_is_not_turned_into_success_by_a_second_code(
     app: t.Any, wechat_api: WeChatAPI
 ) -> None:
     """The state is used once whatever happened: after a cancelled first redirect, a
-    second code for the same state does not log anyone in (nor reach WeChat); it ends as
-    the first one did."""
+    second code for the same state does not log anyone in (its code is exchanged, no
+    profile asked); it ends as the first one did."""
     browser = app.test_client()
     state = start_login(browser)
     twin = browser_copy(app, browser)
@@ -327,7 +331,7 @@ def test_a_failed_first_callback_is_not_turned_into_success_by_a_second_code(
     assert cancelled.status_code == 200 and error_name(cancelled) == "LoginCancelled"
     second = twin.get("/auth/wechat/callback", query_string={"code": "C2", "state": state})
     assert second.status_code == 200 and error_name(second) == "LoginCancelled"
-    assert codes == [] and api_paths(wechat_api) == []
+    assert codes == ["C2"] and api_paths(wechat_api) == [TOKEN_PATH]
     assert all_users(app) == [] and logged_in_user_id(twin) is None
 
 
@@ -417,7 +421,8 @@ def test_a_repeated_callback_tells_the_callback_url_the_same_ending(
         assert 'name="state" value="biz-7"' in resp.text
     assert [kwargs["openid"] for _name, kwargs in events] == (
         [OPENID] if ending == "refused" else [])
-    assert api_paths(wechat_api).count(TOKEN_PATH) == (ending == "refused")
+    # a refused login's second redirect exchanges its code again; a cancelled one has none
+    assert api_paths(wechat_api) == ([TOKEN_PATH] * 2 if ending == "refused" else [])
 
 
 # --- a code WeChat says was used (40163) --------------------------------------------------
@@ -429,7 +434,7 @@ def test_code_used_without_another_request_waits_then_says_so(
     """40163 and no other request of this login finishing: after waiting
     ``WECHAT_QR_CODE_USED_WAIT`` for that request, the "already used" page. The
     state is then used and the code spent: a replay of the cookie, or the same code with a
-    fresh login, is answered without waiting."""
+    fresh login, is answered without waiting (WeChat says "used" once more; the page too)."""
     app = make_app(WECHAT_QR_CODE_USED_WAIT=0.3)
     browser = app.test_client()
     state = start_login(browser)
@@ -443,8 +448,9 @@ def test_code_used_without_another_request_waits_then_says_so(
     forbid_waiting(monkeypatch)
     calls = len(wechat_api.mock.calls)
     again = replay.get("/auth/wechat/callback", query_string={"code": "C1", "state": state})
-    assert again.status_code == 400 and error_name(again) == "StateError"
-    assert len(wechat_api.mock.calls) == calls
+    assert again.status_code == 400 and error_name(again) == "CodeUsed"
+    assert api_paths(wechat_api)[calls:] == [TOKEN_PATH]
+    assert ending_of(app, state).error == "CodeUsed"  # the first ending stays
     other = app.test_client()
     fresh_state = start_login(other)
     fresh = other.get("/auth/wechat/callback", query_string={"code": "C1", "state": fresh_state})

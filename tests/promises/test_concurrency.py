@@ -179,7 +179,8 @@ def test_second_redirect_failing_after_the_first_succeeded_ends_logged_in(
 
 def test_login_refused_is_told_once_per_login(make_app: t.Any, wechat_api: WeChatAPI) -> None:
     """Login only: both redirects of one login refused at the same moment, and a replay of
-    the old cookie afterwards (answered without WeChat); ``login_refused`` is sent once."""
+    the old cookie afterwards (its code exchanged, nothing else); ``login_refused`` is sent
+    once."""
     app = make_app(WECHAT_QR_LOGIN_ONLY=True)
     browser = app.test_client()
     state = start_login(browser)
@@ -193,7 +194,7 @@ def test_login_refused_is_told_once_per_login(make_app: t.Any, wechat_api: WeCha
         again = replay.get("/auth/wechat/callback",
                            query_string={"code": "C3", "state": state})
     assert again.status_code == 403 and error_name(again) == "LoginRefused"  # as before
-    assert len(wechat_api.mock.calls) == calls
+    assert api_paths(wechat_api)[calls:] == [TOKEN_PATH]
     assert [kwargs["openid"] for _name, kwargs in events] == [OPENID]
     assert all_users(app) == []
 

@@ -82,13 +82,13 @@ def _logins(app: t.Any, api: WeChatAPI) -> tuple[Statements, Statements]:
     return new, returning
 
 
-def test_a_returning_login_costs_two_reads_one_insert_and_one_commit(
+def test_a_returning_login_costs_one_read_one_insert_and_one_commit(
         app: t.Any, wechat_api: WeChatAPI) -> None:
-    """Returning: is the state used? (before asking WeChat); the identity with its user
-    (one query); the used state's row; one commit. No ``last_login_at`` write within the
-    hour, no reload of the user after the commit."""
+    """Returning: the identity with its user (one query); the used state's row, whose
+    primary key is the check that the state was not used; one commit. No ``last_login_at``
+    write within the hour, no reload of the user after the commit."""
     _new, returning = _logins(app, wechat_api)
-    assert returning.kinds() == {"SELECT": 2, "INSERT": 1}, returning.sent
+    assert returning.kinds() == {"SELECT": 1, "INSERT": 1}, returning.sent
     assert returning.commits == 1
     # The one write comes last, right before the commit.
     assert returning.sent[-1][0].startswith("INSERT INTO wechat_qr_login_state")
@@ -100,14 +100,14 @@ def test_without_the_foreign_key_the_user_is_a_third_read(
     ``load_user`` reads it on its own (docs: Scale and performance)."""
     app = make_app(WECHAT_QR_USER_FOREIGN_KEY=False)
     _new, returning = _logins(app, wechat_api)
-    assert returning.kinds() == {"SELECT": 3, "INSERT": 1}, returning.sent
+    assert returning.kinds() == {"SELECT": 2, "INSERT": 1}, returning.sent
     assert returning.commits == 1
 
 
 def test_a_first_login_costs_two_reads_three_inserts_and_one_commit(
         app: t.Any, wechat_api: WeChatAPI) -> None:
-    """New: is the state used?; the identity (none); the user, the identity and the used
-    state's rows; one commit."""
+    """New: the identity (none); is the state used? (before the profile is asked); the
+    user, the identity and the used state's rows; one commit."""
     new, _returning = _logins(app, wechat_api)
     assert new.kinds() == {"SELECT": 2, "INSERT": 3}, new.sent
     assert new.commits == 1
@@ -123,7 +123,7 @@ def test_a_returning_login_with_an_hour_old_last_login_writes_it(
         app.db.session.commit()
     with counting(app) as returning:
         assert login_with_wechat(app.test_client(), wechat_api).status_code == 302
-    assert returning.kinds() == {"SELECT": 2, "INSERT": 1, "UPDATE": 1}, returning.sent
+    assert returning.kinds() == {"SELECT": 1, "INSERT": 1, "UPDATE": 1}, returning.sent
     assert returning.commits == 1
 
 
@@ -166,7 +166,7 @@ def test_the_queries_of_a_login_use_indexes(app: t.Any, database: Database,
     """The identity by openid (with its user by primary key) and the used state by key."""
     new, returning = _logins(app, wechat_api)
     queries = new.selects() + returning.selects()
-    assert len(queries) == 4
+    assert len(queries) == 3
     for statement, parameters in queries:
         assert "wechat_qr_identity" in statement or "wechat_qr_login_state" in statement
         key = "openid" if "wechat_qr_identity" in statement else "key"
