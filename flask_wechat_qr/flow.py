@@ -43,7 +43,10 @@ answer arrived, or a replayed cookie) exchanges its code like the first: the sam
 seconds for the first one to end (no wait once it has), then ends as above. A second code
 is exchanged; the request finds the state used before it asks for a profile (someone new)
 or when it inserts the used state's row (someone returning: the row's primary key is the
-check, so a returning login reads nothing for it), rolls back and ends as above.
+check, so a returning login reads nothing for it), rolls back and ends as above. Whatever
+else befalls a request whose login ended before it came (no code, WeChat refusing its code,
+a refusal here), it ends as above; only a request that ran beside the first shows its own
+error where the first one's ending is not one to repeat.
 """
 
 from __future__ import annotations
@@ -259,6 +262,7 @@ class LoginFlow:
     def finish(self, connection: ConnectionSettings, callback: Callback
                ) -> Outcome | NeedsProfile:
         """Finish the login WeChat sent this callback for (or repeat how it ended)."""
+        started = time.time()
         states = self.login_states[connection.identifier]
         state = callback.state
         same_browser = states.owns(state, callback.browser)
@@ -268,17 +272,21 @@ class LoginFlow:
             return self._repeat(connection, states.ending(state), same_browser, None)
         state = t.cast(str, state)
         try:
-            result = self._complete(connection, states, state, callback.code, login)
+            result = self._complete(connection, states, state, callback.code, login, started)
         except StateUsed:
             # WeChat's double redirect with a second code: the other request ended first.
             return self._repeat(connection, states.ending(state), True, login)
         except ProfileNotGranted:
             if login.profile_asked:  # WeChat was asked for it and still shared none
-                return self._failed(connection, states, state, login, ProfileNotShared())
-            _record_failure(states, state, PROFILE_NOT_GRANTED)
+                return self._failed(connection, states, state, login, ProfileNotShared(),
+                                    started)
+            if not _record_failure(states, state, PROFILE_NOT_GRANTED):
+                ending = states.ending(state)
+                if _ended_before(ending, started):
+                    return self._repeat(connection, ending, True, login)
             return NeedsProfile(connection, login)
         except LoginError as error:
-            return self._failed(connection, states, state, login, error)
+            return self._failed(connection, states, state, login, error, started)
         except BaseException:
             _record_failure(states, state, UNEXPECTED_ERROR)  # a bug: recorded, then a 500
             raise
@@ -290,7 +298,7 @@ class LoginFlow:
             return Failed(error, connection, login)
 
     def _complete(self, connection: ConnectionSettings, states: LoginStates, state: str,
-                  code: str | None, login: LoginData
+                  code: str | None, login: LoginData, started: float
                   ) -> Outcome | NeedsProfile | _Committed:
         """The callback of a state this browser owns and nobody used yet, up to the commit
         that uses it. A login error raised here is recorded as the login's ending by
@@ -304,14 +312,15 @@ class LoginFlow:
         try:
             token = client.exchange_code(code)
         except CodeUsed as used:
-            return self._code_used(connection, states, state, code, login, used)
+            return self._code_used(connection, states, state, code, login, used, started)
         avatars = self.policy.avatars
 
         def fetch() -> WeChatProfile:
             # A callback repeated after its login ended (WeChat's second redirect sent with
             # the cookie from before the first answer, a replayed cookie) stops here, before
             # the profile is asked or an account made. A returning login reads nothing for
-            # this: its used state's row refuses the repeat at the commit.
+            # this (unless it reads the profile at every login): its used state's row
+            # refuses the repeat at the commit.
             if states.is_used(state, within=self.db.session.connection()):
                 raise StateUsed()
             profile = client.userinfo(token, lang=userinfo_lang())
@@ -334,10 +343,12 @@ class LoginFlow:
         return self.clients[connection.identifier]
 
     def _code_used(self, connection: ConnectionSettings, states: LoginStates, state: str,
-                   code: str, login: LoginData, used: CodeUsed) -> Outcome | NeedsProfile:
+                   code: str, login: LoginData, used: CodeUsed, started: float
+                   ) -> Outcome | NeedsProfile:
         """WeChat's double redirect with the same code: the other request has it. Wait for
         its ending as long as configured. In vain, the code is spent: nobody waits for it
-        again (so making a worker wait takes a fresh scan), and this state is used."""
+        again (so making a worker wait takes a fresh scan), and this state is used. A late
+        repeat (its login ended before it came) ends as :meth:`_repeat` says."""
         if states.is_spent_code(code):
             raise used
         try:
@@ -345,7 +356,8 @@ class LoginFlow:
         except TooManyWaiting:
             return Failed(used, connection, login)  # the other may still end: record nothing
         outcome = self._repeat(connection, ending, True, login)
-        if isinstance(outcome, Failed) and type(outcome.error) is StateError:
+        if (isinstance(outcome, Failed) and type(outcome.error) is StateError
+                and not _ended_before(ending, started)):
             states.remember_spent_code(code)
             raise used
         return outcome
@@ -451,16 +463,22 @@ class LoginFlow:
         return NeedsBinding(connection, login, binding_id)
 
     def _failed(self, connection: ConnectionSettings, states: LoginStates, state: str,
-                login: LoginData, error: LoginError) -> Outcome | NeedsProfile:
+                login: LoginData, error: LoginError, started: float
+                ) -> Outcome | NeedsProfile:
         """Record that the login failed, so a repeated callback ends the same way; if
-        another request of it ended first, this one ends as that one did."""
+        another request of it ended first, this one ends as that one did. Where that
+        ending is not one to repeat, a request that ran beside it shows its own error; a
+        late repeat (the login ended before it came) is "no longer valid", whatever its
+        own error (a missing code is not a cancel then)."""
         if _record_failure(states, state, type(error).__name__):
             if isinstance(error, LoginRefused) and error.openid:
                 signals.login_refused.send(signals.sender(), connection=connection,
                                            openid=error.openid)
             return Failed(error, connection, login)
-        outcome = self._repeat(connection, states.ending(state), True, login)
-        if isinstance(outcome, Failed) and type(outcome.error) is StateError:
+        ending = states.ending(state)
+        outcome = self._repeat(connection, ending, True, login)
+        if (isinstance(outcome, Failed) and type(outcome.error) is StateError
+                and not _ended_before(ending, started)):
             return Failed(error, connection, login)
         return outcome
 
@@ -626,6 +644,13 @@ class LoginFlow:
             session.commit()
         finally:
             session.expire_on_commit = expire
+
+
+def _ended_before(ending: Ending | None, started: float) -> bool:
+    """Whether the login of ``ending`` ended before a request that started at ``started``
+    came: that request is a late repeat, not one running beside it (a link's ending has no
+    time, and counts as ended before)."""
+    return ending is not None and (ending.at is None or ending.at <= started)
 
 
 def _record_failure(states: LoginStates, state: str, error: str) -> bool:

@@ -44,6 +44,7 @@ from support import (
     receiver_keys,
     recording,
     retry_links,
+    rows,
     start_login,
     verify,
     wechat_body,
@@ -356,6 +357,78 @@ def test_a_replayed_cookie_without_a_code_is_not_posted_as_a_cancel(
     assert len(wechat_api.mock.calls) == calls
 
 
+# --- a repeat that comes after its login ended, with the cookie from before -----------
+
+
+LATE_REPEATS = {  # what the replayed callback carries, and WeChat's answer to its code
+    "no code": ({}, None),
+    "an empty code": ({"code": ""}, None),
+    "an oversized code": ({"code": "x" * 600}, None),
+    "the same code": ({"code": "C1"}, (40163, "code been used")),
+    "a garbage code": ({"code": "garbage"}, (40029, "invalid code")),
+    "a second code": ({"code": "C2"}, ()),
+}
+
+
+@pytest.mark.parametrize("carried", list(LATE_REPEATS))
+def test_a_late_repeat_after_a_login_is_no_longer_valid_whatever_it_carries(
+    make_app: t.Any, wechat_api: WeChatAPI, clock: Clock, carried: str
+) -> None:
+    """The table in flow.py: a login that ended as U, repeated from a cookie from before it
+    past the repeat window, is "no longer valid", whatever the repeat carries and however
+    its own code fares at WeChat: never a cancel (posted to a business callback URL), never
+    the repeat's own error, never a second login."""
+    app = make_app(WECHAT_QR_CALLBACK_URL="https://biz.example.com/wechat-done",
+                   WECHAT_QR_ID_TOKEN_SECRET="a-shared-secret-of-32-bytes-or-more!")
+    browser = app.test_client()
+    state = start_login(browser, state="biz-1")
+    replay = browser_copy(app, browser)
+    wechat_api.token()
+    wechat_api.userinfo()
+    assert "id_token" in browser.get("/auth/wechat/callback",
+                                     query_string={"code": "C1", "state": state}).text
+    first = ending_of(app, state)
+    query, answer = LATE_REPEATS[carried]
+    wechat_api.mock.reset()
+    if answer:
+        wechat_api.error(TOKEN_PATH, *answer)
+    elif answer is not None:
+        wechat_api.token()
+    clock.advance(PAST_THE_REPEAT_WINDOW)
+    resp = replay.get("/auth/wechat/callback", query_string={"state": state, **query})
+    assert (resp.status_code, error_name(resp)) == (400, "StateError")
+    assert "access_denied" not in resp.text and "id_token" not in resp.text
+    assert api_paths(wechat_api) == ([TOKEN_PATH] if answer is not None else [])
+    assert logged_in_user_id(replay) is None and len(all_users(app)) == 1
+    assert ending_of(app, state) == first
+    spent = [row for row in rows(app, "wechat_qr_login_state", order_by="key")
+             if row.key.startswith("spent-code:")]
+    assert spent == []  # the code logged someone in: it is not remembered as spent
+
+
+def test_a_late_repeat_of_a_refused_login_is_not_told_again(
+    make_app: t.Any, wechat_api: WeChatAPI, clock: Clock
+) -> None:
+    """Login only, with a business callback URL: a refused login repeated past the window
+    with a second code is "no longer valid": the refusal is not posted, nor signalled,
+    again."""
+    app = make_app(WECHAT_QR_CALLBACK_URL="https://biz.example.com/wechat-done",
+                   WECHAT_QR_ID_TOKEN_SECRET="a-shared-secret-of-32-bytes-or-more!",
+                   WECHAT_QR_LOGIN_ONLY=True)
+    browser = app.test_client()
+    state = start_login(browser, state="biz-7")
+    replay = browser_copy(app, browser)
+    wechat_api.token()
+    with recording(app, "login_refused") as events:
+        first = browser.get("/auth/wechat/callback", query_string={"code": "C1", "state": state})
+        clock.advance(PAST_THE_REPEAT_WINDOW)
+        late = replay.get("/auth/wechat/callback", query_string={"code": "C2", "state": state})
+    assert 'name="error" value="account_not_linked"' in first.text
+    assert (late.status_code, error_name(late)) == (400, "StateError")
+    assert "account_not_linked" not in late.text
+    assert len(events) == 1 and all_users(app) == []
+
+
 def test_repeat_window_starts_when_the_login_is_done(
     make_app: t.Any, wechat_api: WeChatAPI, clock: Clock
 ) -> None:
@@ -382,7 +455,7 @@ def test_double_redirect_to_the_bind_page_keeps_the_pending_binding(
     make_app: t.Any, wechat_api: WeChatAPI
 ) -> None:
     """Ask binding: the second redirect (with the cookie from before the first) still finds
-    the pending binding the first one started."""
+    the pending binding the first one started; its code is exchanged, no profile asked."""
     app = make_app(WECHAT_QR_ASSOCIATION="ask_binding")
     browser = app.test_client()
     state = start_login(browser)
@@ -394,6 +467,7 @@ def test_double_redirect_to_the_bind_page_keeps_the_pending_binding(
     assert first.headers["Location"] == second.headers["Location"] == "/auth/bind"
     assert twin.get("/auth/bind").status_code == 200
     assert len(pending_rows(app)) == 1  # the second's rolled back
+    assert api_paths(wechat_api) == [TOKEN_PATH, USERINFO_PATH, TOKEN_PATH]
 
 
 @pytest.mark.parametrize("ending, error", [("refused", "account_not_linked"),
@@ -434,7 +508,7 @@ def test_code_used_without_another_request_waits_then_says_so(
     """40163 and no other request of this login finishing: after waiting
     ``WECHAT_QR_CODE_USED_WAIT`` for that request, the "already used" page. The
     state is then used and the code spent: a replay of the cookie, or the same code with a
-    fresh login, is answered without waiting (WeChat says "used" once more; the page too)."""
+    fresh login, is answered without waiting (the replay's code goes to WeChat again)."""
     app = make_app(WECHAT_QR_CODE_USED_WAIT=0.3)
     browser = app.test_client()
     state = start_login(browser)
@@ -448,7 +522,7 @@ def test_code_used_without_another_request_waits_then_says_so(
     forbid_waiting(monkeypatch)
     calls = len(wechat_api.mock.calls)
     again = replay.get("/auth/wechat/callback", query_string={"code": "C1", "state": state})
-    assert again.status_code == 400 and error_name(again) == "CodeUsed"
+    assert again.status_code == 400 and error_name(again) == "StateError"
     assert api_paths(wechat_api)[calls:] == [TOKEN_PATH]
     assert ending_of(app, state).error == "CodeUsed"  # the first ending stays
     other = app.test_client()

@@ -13,13 +13,17 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 from support import (
+    PAST_THE_REPEAT_WINDOW,
     SAFARI_PHONE,
     SANDBOX_PREFIX,
+    TOKEN_PATH,
     WECHAT_PHONE,
     WECHAT_WINDOWS,
+    Clock,
     all_identities,
     all_users,
     answer,
+    browser_copy,
     logged_in_user_id,
     open_qr_page,
     poll,
@@ -477,3 +481,46 @@ def test_wechat_asked_for_the_profile_and_sharing_none_ends_the_login(
     assert page.status_code == 403
     assert 'data-error="ProfileNotShared"' in page.get_data(as_text=True)
     assert all_users(app) == [] and all_identities(app) == []
+
+
+def _silent_login_and_a_copy(make_app: t.Callable[..., Flask]) -> tuple[Flask, t.Any, t.Any, str]:
+    """A site asking WeChat silently first, a browser inside WeChat that started a login,
+    a copy of its cookie from before the callback, and the login's state."""
+    app = make_app(WECHAT_QR_OA_APP_ID="wxfedcba9876543210", WECHAT_QR_OA_APP_SECRET="s",
+                   WECHAT_QR_OA_SCOPE="snsapi_base")
+    client = in_wechat(app)
+    state = parse_qs(urlsplit(authorize_location(client)).query)["state"][0]
+    replay = browser_copy(app, client)
+    replay.environ_base["HTTP_USER_AGENT"] = WECHAT_PHONE
+    return app, client, replay, state
+
+
+def test_a_silent_login_repeated_late_is_no_longer_valid(
+        make_app: t.Callable[..., Flask], wechat_api: t.Any, clock: Clock) -> None:
+    """Someone new, asked silently: the first callback goes on to ask for the profile; its
+    cookie replayed past the repeat window with a second code is "no longer valid", not a
+    second trip to ask for the profile."""
+    app, client, replay, state = _silent_login_and_a_copy(make_app)
+    wechat_api.token(scope="snsapi_base", unionid=None)
+    first = client.get("/auth/wechat/callback", query_string={"code": "c1", "state": state})
+    assert parse_qs(urlsplit(first.headers["Location"]).query)["scope"] == ["snsapi_userinfo"]
+    clock.advance(PAST_THE_REPEAT_WINDOW)
+    late = replay.get("/auth/wechat/callback", query_string={"code": "c2", "state": state})
+    assert late.status_code == 400 and 'data-error="StateError"' in late.get_data(as_text=True)
+    assert all_users(app) == []
+
+
+def test_a_failed_silent_login_is_not_taken_on_by_a_second_code(
+        make_app: t.Callable[..., Flask], wechat_api: t.Any) -> None:
+    """A failure uses the state too: after the first callback failed at WeChat, WeChat's
+    second redirect with a good silent code does not go on to ask for the profile."""
+    app, client, replay, state = _silent_login_and_a_copy(make_app)
+    wechat_api.error(TOKEN_PATH, 40029, "invalid code")
+    assert client.get("/auth/wechat/callback",
+                      query_string={"code": "bad", "state": state}).status_code == 400
+    wechat_api.mock.reset()
+    wechat_api.token(scope="snsapi_base", unionid=None)
+    second = replay.get("/auth/wechat/callback", query_string={"code": "c2", "state": state})
+    assert second.status_code == 400
+    assert 'data-error="StateError"' in second.get_data(as_text=True)
+    assert all_users(app) == []

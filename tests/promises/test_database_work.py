@@ -104,6 +104,17 @@ def test_without_the_foreign_key_the_user_is_a_third_read(
     assert returning.commits == 1
 
 
+def test_a_login_that_reads_the_profile_reads_the_used_state_first(
+        make_app: t.Any, wechat_api: WeChatAPI) -> None:
+    """With the profile read at every login, a returning login reads its state's row once,
+    before the profile is asked (docs: Scale and performance), and still commits once."""
+    app = make_app(WECHAT_QR_PROFILE_SYNC="each_login")
+    _new, returning = _logins(app, wechat_api)
+    state_reads = [s for s, _p in returning.selects() if "wechat_qr_login_state" in s]
+    assert len(state_reads) == 1 and len(returning.selects()) == 2, returning.sent
+    assert returning.commits == 1
+
+
 def test_a_first_login_costs_two_reads_three_inserts_and_one_commit(
         app: t.Any, wechat_api: WeChatAPI) -> None:
     """New: the identity (none); is the state used? (before the profile is asked); the
