@@ -336,11 +336,10 @@ def test_a_failed_first_callback_is_not_turned_into_success_by_a_second_code(
     assert all_users(app) == [] and logged_in_user_id(twin) is None
 
 
-def test_a_replayed_cookie_without_a_code_is_not_posted_as_a_cancel(
-    make_app: t.Any, wechat_api: WeChatAPI
-) -> None:
-    """A connection with a callback URL: after a login succeeded, its old cookie replayed
-    with a "cancelled" callback never tells the business front end the user cancelled."""
+def _business_login_and_a_copy(make_app: t.Any, wechat_api: WeChatAPI
+                               ) -> tuple[t.Any, t.Any, str]:
+    """A login with a business callback URL, finished (its ID token posted), and a browser
+    holding a copy of the cookie from before its callback; the site and the login's state."""
     app = make_app(WECHAT_QR_CALLBACK_URL="https://biz.example.com/wechat-done",
                    WECHAT_QR_ID_TOKEN_SECRET="a-shared-secret-of-32-bytes-or-more!")
     browser = app.test_client()
@@ -350,6 +349,15 @@ def test_a_replayed_cookie_without_a_code_is_not_posted_as_a_cancel(
     wechat_api.userinfo()
     assert "id_token" in browser.get("/auth/wechat/callback",
                                      query_string={"code": "C1", "state": state}).text
+    return app, replay, state
+
+
+def test_a_replayed_cookie_without_a_code_is_not_posted_as_a_cancel(
+    make_app: t.Any, wechat_api: WeChatAPI
+) -> None:
+    """A connection with a callback URL: after a login succeeded, its old cookie replayed
+    with a "cancelled" callback never tells the business front end the user cancelled."""
+    app, replay, state = _business_login_and_a_copy(make_app, wechat_api)
     calls = len(wechat_api.mock.calls)
     resp = replay.get("/auth/wechat/callback", query_string={"state": state})
     # Within seconds, from this browser: WeChat's double redirect, ended as the login did.
@@ -378,15 +386,7 @@ def test_a_late_repeat_after_a_login_is_no_longer_valid_whatever_it_carries(
     past the repeat window, is "no longer valid", whatever the repeat carries and however
     its own code fares at WeChat: never a cancel (posted to a business callback URL), never
     the repeat's own error, never a second login."""
-    app = make_app(WECHAT_QR_CALLBACK_URL="https://biz.example.com/wechat-done",
-                   WECHAT_QR_ID_TOKEN_SECRET="a-shared-secret-of-32-bytes-or-more!")
-    browser = app.test_client()
-    state = start_login(browser, state="biz-1")
-    replay = browser_copy(app, browser)
-    wechat_api.token()
-    wechat_api.userinfo()
-    assert "id_token" in browser.get("/auth/wechat/callback",
-                                     query_string={"code": "C1", "state": state}).text
+    app, replay, state = _business_login_and_a_copy(make_app, wechat_api)
     first = ending_of(app, state)
     query, answer = LATE_REPEATS[carried]
     wechat_api.mock.reset()
@@ -406,19 +406,27 @@ def test_a_late_repeat_after_a_login_is_no_longer_valid_whatever_it_carries(
     assert spent == []  # the code logged someone in: it is not remembered as spent
 
 
+def _login_only_business_login(make_app: t.Any, wechat_api: WeChatAPI
+                               ) -> tuple[t.Any, t.Any, t.Any, str]:
+    """A login-only site with a business callback URL, a browser that started a login (the
+    business state ``biz-7``), a copy of its cookie and the login's state; WeChat answers
+    any code with a token."""
+    app = make_app(WECHAT_QR_CALLBACK_URL="https://biz.example.com/wechat-done",
+                   WECHAT_QR_ID_TOKEN_SECRET="a-shared-secret-of-32-bytes-or-more!",
+                   WECHAT_QR_LOGIN_ONLY=True)
+    browser = app.test_client()
+    state = start_login(browser, state="biz-7")
+    wechat_api.token()
+    return app, browser, browser_copy(app, browser), state
+
+
 def test_a_late_repeat_of_a_refused_login_is_not_told_again(
     make_app: t.Any, wechat_api: WeChatAPI, clock: Clock
 ) -> None:
     """Login only, with a business callback URL: a refused login repeated past the window
     with a second code is "no longer valid": the refusal is not posted, nor signalled,
     again."""
-    app = make_app(WECHAT_QR_CALLBACK_URL="https://biz.example.com/wechat-done",
-                   WECHAT_QR_ID_TOKEN_SECRET="a-shared-secret-of-32-bytes-or-more!",
-                   WECHAT_QR_LOGIN_ONLY=True)
-    browser = app.test_client()
-    state = start_login(browser, state="biz-7")
-    replay = browser_copy(app, browser)
-    wechat_api.token()
+    app, browser, replay, state = _login_only_business_login(make_app, wechat_api)
     with recording(app, "login_refused") as events:
         first = browser.get("/auth/wechat/callback", query_string={"code": "C1", "state": state})
         clock.advance(PAST_THE_REPEAT_WINDOW)
@@ -478,13 +486,7 @@ def test_a_repeated_callback_tells_the_callback_url_the_same_ending(
     """The browser shows WeChat's second redirect: a login that ended refused or cancelled
     is posted to the business front end again, with its state (and told to the signal
     once), not turned into this site's "link no longer valid" page."""
-    app = make_app(WECHAT_QR_CALLBACK_URL="https://biz.example.com/wechat-done",
-                   WECHAT_QR_ID_TOKEN_SECRET="a-shared-secret-of-32-bytes-or-more!",
-                   WECHAT_QR_LOGIN_ONLY=True)
-    browser = app.test_client()
-    state = start_login(browser, state="biz-7")
-    twin = browser_copy(app, browser)
-    wechat_api.token()
+    app, browser, twin, state = _login_only_business_login(make_app, wechat_api)
     query = {"state": state} if ending == "cancelled" else {"state": state, "code": "C1"}
     with recording(app, "login_refused") as events:
         first = browser.get("/auth/wechat/callback", query_string=query)
