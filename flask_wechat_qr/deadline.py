@@ -51,12 +51,17 @@ class _Call:
                     pass  # already closed
 
 
+#: A watchdog's entry: ``[deadline, order, call]``, the call set to ``None`` once disarmed
+#: (the order is unique, so the heap never compares calls).
+_Entry = list[t.Any]
+
+
 class _Watchdog:
     """One daemon thread for the whole process, expiring calls whose deadline passed."""
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, _Call]] = []
-        self._pending: set[int] = set()
+        self._heap: list[_Entry] = []
+        self._armed: dict[int, _Entry] = {}
         self._order = itertools.count()
         self._wakeup = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -68,21 +73,30 @@ class _Watchdog:
                                                 daemon=True)
                 self._thread.start()
             token = next(self._order)
-            heapq.heappush(self._heap, (deadline, token, call))
-            self._pending.add(token)
-            if self._heap[0][1] == token:
+            entry: _Entry = [deadline, token, call]
+            heapq.heappush(self._heap, entry)
+            self._armed[token] = entry
+            if self._heap[0] is entry:
                 self._wakeup.notify()
             return token
 
     def disarm(self, token: int) -> None:
+        """A call that ended: its connections are let go now, not at its deadline (a call
+        before it may still run), and ended calls at the top of the heap leave it."""
         with self._wakeup:
-            self._pending.discard(token)  # its heap entry is dropped when it comes up
+            entry = self._armed.pop(token, None)
+            if entry is not None:
+                entry[2] = None
+            self._drop_ended()
+
+    def _drop_ended(self) -> None:
+        while self._heap and self._heap[0][2] is None:
+            heapq.heappop(self._heap)
 
     def _run(self) -> None:
         with self._wakeup:
             while True:
-                while self._heap and self._heap[0][1] not in self._pending:
-                    heapq.heappop(self._heap)
+                self._drop_ended()
                 if not self._heap:
                     self._wakeup.wait()
                     continue
@@ -92,7 +106,7 @@ class _Watchdog:
                     self._wakeup.wait(wait)
                     continue
                 heapq.heappop(self._heap)
-                self._pending.discard(token)
+                del self._armed[token]
                 call.expire()
 
 

@@ -174,3 +174,37 @@ def test_the_client_reports_a_dripping_wechat_as_a_timeout(
     resp = finish_login(client, start_login(client))
     assert resp.status_code == 504 and error_name(resp) == "WeChatTimeout"
     assert 0 < server.sent < DRIP_BYTES // 2
+
+
+def test_an_ended_call_is_let_go_at_once_not_at_its_deadline() -> None:
+    """The watchdog keeps no call that ended, even behind one still running: a call holds its
+    connections (the pool may have closed them), and at a login's rate a minute's deadline
+    would keep a minute of calls alive."""
+    import gc
+
+    from flask_wechat_qr.deadline import total_deadline
+
+    def calls_alive() -> int:
+        gc.collect()
+        return sum(type(o).__name__ == "_Call" and type(o).__module__ == total_deadline.__module__
+                   for o in gc.get_objects())
+
+    running, release = threading.Event(), threading.Event()
+
+    def long_call() -> None:
+        with total_deadline(60):
+            running.set()
+            release.wait(10)
+
+    before = threading.Thread(target=long_call)
+    before.start()
+    try:
+        assert running.wait(10)
+        alive = calls_alive()  # the running call's, and any a test before left running
+        for _ in range(3):
+            with total_deadline(60):
+                assert calls_alive() == alive + 1
+        assert calls_alive() == alive
+    finally:
+        release.set()
+        before.join(10)
