@@ -51,8 +51,9 @@ class _Call:
                     pass  # already closed
 
 
-#: A watchdog's entry: ``[deadline, order, call]``, the call set to ``None`` once disarmed
-#: (the order is unique, so the heap never compares calls).
+#: A watchdog's entry, and the handle :meth:`_Watchdog.arm` gives: ``[deadline, order,
+#: call]``, the call set to ``None`` once disarmed (the order is unique, so the heap never
+#: compares calls).
 _Entry = list[t.Any]
 
 
@@ -61,32 +62,27 @@ class _Watchdog:
 
     def __init__(self) -> None:
         self._heap: list[_Entry] = []
-        self._armed: dict[int, _Entry] = {}
         self._order = itertools.count()
         self._wakeup = threading.Condition()
         self._thread: threading.Thread | None = None
 
-    def arm(self, deadline: float, call: _Call) -> int:
+    def arm(self, deadline: float, call: _Call) -> _Entry:
         with self._wakeup:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="wechat-qr-deadline",
                                                 daemon=True)
                 self._thread.start()
-            token = next(self._order)
-            entry: _Entry = [deadline, token, call]
+            entry: _Entry = [deadline, next(self._order), call]
             heapq.heappush(self._heap, entry)
-            self._armed[token] = entry
             if self._heap[0] is entry:
                 self._wakeup.notify()
-            return token
+            return entry
 
-    def disarm(self, token: int) -> None:
+    def disarm(self, entry: _Entry) -> None:
         """A call that ended: its connections are let go now, not at its deadline (a call
         before it may still run), and ended calls at the top of the heap leave it."""
         with self._wakeup:
-            entry = self._armed.pop(token, None)
-            if entry is not None:
-                entry[2] = None
+            entry[2] = None
             self._drop_ended()
 
     def _drop_ended(self) -> None:
@@ -100,13 +96,12 @@ class _Watchdog:
                 if not self._heap:
                     self._wakeup.wait()
                     continue
-                deadline, token, call = self._heap[0]
+                deadline, _order, call = self._heap[0]
                 wait = deadline - time.monotonic()
                 if wait > 0:
                     self._wakeup.wait(wait)
                     continue
                 heapq.heappop(self._heap)
-                del self._armed[token]
                 call.expire()
 
 
@@ -142,11 +137,11 @@ def total_deadline(seconds: float) -> Iterator[_Call]:
     whether the deadline cut it."""
     call = _Call()
     _calls.current = call
-    token = _WATCHDOG.arm(time.monotonic() + seconds, call)
+    armed = _WATCHDOG.arm(time.monotonic() + seconds, call)
     try:
         yield call
     finally:
-        _WATCHDOG.disarm(token)
+        _WATCHDOG.disarm(armed)
         _calls.current = None
 
 
@@ -188,7 +183,7 @@ class DeadlineAdapter(HTTPAdapter):
             raise ValueError("a deadline needs the whole answer read within the call")
         call = _Call()
         _calls.current = call
-        token = _WATCHDOG.arm(time.monotonic() + self.deadline, call)
+        armed = _WATCHDOG.arm(time.monotonic() + self.deadline, call)
         try:
             response = super().send(request, *args, **{**kwargs, "stream": True})
             self._read_at_most(response)  # within the deadline, not later by the session
@@ -198,7 +193,7 @@ class DeadlineAdapter(HTTPAdapter):
                     f"no complete answer within {self.deadline:g} seconds") from error
             raise
         finally:
-            _WATCHDOG.disarm(token)
+            _WATCHDOG.disarm(armed)
             _calls.current = None
         if call.cut:  # an answer read until the socket was shut: cut short, not whole
             response.close()

@@ -281,9 +281,9 @@ class LoginFlow:
                 return self._failed(connection, states, state, login, ProfileNotShared(),
                                     started)
             if not _record_failure(states, state, PROFILE_NOT_GRANTED):
-                ending = states.ending(state)
-                if _ended_before(ending, started):
-                    return self._repeat(connection, ending, True, login)
+                other = self._as_ended(connection, states.ending(state), login, started)
+                if other is not None:
+                    return other
             return NeedsProfile(connection, login)
         except LoginError as error:
             return self._failed(connection, states, state, login, error, started)
@@ -347,17 +347,16 @@ class LoginFlow:
                    ) -> Outcome | NeedsProfile:
         """WeChat's double redirect with the same code: the other request has it. Wait for
         its ending as long as configured. In vain, the code is spent: nobody waits for it
-        again (so making a worker wait takes a fresh scan), and this state is used. A late
-        repeat (its login ended before it came) ends as :meth:`_repeat` says."""
+        again (so making a worker wait takes a fresh scan), and this state is used. Found, it
+        ends as :meth:`_as_ended` says."""
         if states.is_spent_code(code):
             raise used
         try:
             ending = states.ending(state, wait=self.settings.code_used_wait)
         except TooManyWaiting:
             return Failed(used, connection, login)  # the other may still end: record nothing
-        outcome = self._repeat(connection, ending, True, login)
-        if (isinstance(outcome, Failed) and type(outcome.error) is StateError
-                and not _ended_before(ending, started)):
+        outcome = self._as_ended(connection, ending, login, started)
+        if outcome is None:
             states.remember_spent_code(code)
             raise used
         return outcome
@@ -466,21 +465,27 @@ class LoginFlow:
                 login: LoginData, error: LoginError, started: float
                 ) -> Outcome | NeedsProfile:
         """Record that the login failed, so a repeated callback ends the same way; if
-        another request of it ended first, this one ends as that one did. Where that
-        ending is not one to repeat, a request that ran beside it shows its own error; a
-        late repeat (the login ended before it came) is "no longer valid", whatever its
-        own error (a missing code is not a cancel then)."""
+        another request of it ended first, this one ends as :meth:`_as_ended` says."""
         if _record_failure(states, state, type(error).__name__):
             if isinstance(error, LoginRefused) and error.openid:
                 signals.login_refused.send(signals.sender(), connection=connection,
                                            openid=error.openid)
             return Failed(error, connection, login)
-        ending = states.ending(state)
+        other = self._as_ended(connection, states.ending(state), login, started)
+        return Failed(error, connection, login) if other is None else other
+
+    def _as_ended(self, connection: ConnectionSettings, ending: Ending | None,
+                  login: LoginData, started: float) -> Outcome | NeedsProfile | None:
+        """How a request ends that found its state used by another request of its login:
+        as that login ended (:meth:`_repeat`), always for a late repeat (the login ended
+        before this request came: a missing code is then no cancel, a refused code no
+        error of its own); ``None`` where the other request ran beside this one and its
+        ending is not one to repeat, so that this request's own outcome says more."""
         outcome = self._repeat(connection, ending, True, login)
-        if (isinstance(outcome, Failed) and type(outcome.error) is StateError
-                and not _ended_before(ending, started)):
-            return Failed(error, connection, login)
-        return outcome
+        late = ending is not None and (ending.at is None or ending.at <= started)
+        if late or not (isinstance(outcome, Failed) and type(outcome.error) is StateError):
+            return outcome
+        return None
 
     # --- repeated callbacks (the table in the module's docstring) --------------------------
 
@@ -644,13 +649,6 @@ class LoginFlow:
             session.commit()
         finally:
             session.expire_on_commit = expire
-
-
-def _ended_before(ending: Ending | None, started: float) -> bool:
-    """Whether the login of ``ending`` ended before a request that started at ``started``
-    came: that request is a late repeat, not one running beside it (a link's ending has no
-    time, and counts as ended before)."""
-    return ending is not None and (ending.at is None or ending.at <= started)
 
 
 def _record_failure(states: LoginStates, state: str, error: str) -> bool:

@@ -277,8 +277,7 @@ class LoginStateStore:
 
     def is_used(self, key: str, within: Executor) -> bool:
         """Whether a state is used, read in the caller's transaction."""
-        return within.execute(self._value_of, {"key": TAKEN + key,
-                                               "now": time.time()}).first() is not None
+        return self._value(TAKEN + key, within) is not None
 
     def record_failure(self, key: str, ending: str, expires_at: float) -> bool:
         """Use a state whose login failed (its own small transaction): ``True``; ``False``
@@ -313,11 +312,14 @@ class LoginStateStore:
     def _ending(self, key: str) -> str | None:
         return self._value(TAKEN + key)
 
-    def _value(self, key: str) -> str | None:
-        """The value of an unexpired row (``""`` for a row without one), else ``None``."""
+    def _value(self, key: str, within: Executor | None = None) -> str | None:
+        """The value of an unexpired row (``""`` for a row without one), else ``None``; read
+        on its own connection, or in the caller's transaction (``within``)."""
+        parameters = {"key": key, "now": time.time()}
+        if within is not None:
+            return t.cast("str | None", within.execute(self._value_of, parameters).scalar())
         with self.db.engine.connect() as conn:
-            return t.cast("str | None", conn.execute(
-                self._value_of, {"key": key, "now": time.time()}).scalar())
+            return t.cast("str | None", conn.execute(self._value_of, parameters).scalar())
 
     def remember_spent_code(self, key: str) -> None:
         """A code WeChat called used, and no login here finished with it: not waited for

@@ -368,13 +368,16 @@ def test_a_replayed_cookie_without_a_code_is_not_posted_as_a_cancel(
 # --- a repeat that comes after its login ended, with the cookie from before -----------
 
 
-LATE_REPEATS = {  # what the replayed callback carries, and WeChat's answer to its code
+#: What the replayed callback carries, and how WeChat answers its code (``None``: the code
+#: never reaches WeChat).
+LATE_REPEATS: dict[str, tuple[dict[str, str], t.Callable[[WeChatAPI], t.Any] | None]] = {
     "no code": ({}, None),
     "an empty code": ({"code": ""}, None),
     "an oversized code": ({"code": "x" * 600}, None),
-    "the same code": ({"code": "C1"}, (40163, "code been used")),
-    "a garbage code": ({"code": "garbage"}, (40029, "invalid code")),
-    "a second code": ({"code": "C2"}, ()),
+    "the same code": ({"code": "C1"}, lambda api: api.error(TOKEN_PATH, 40163, "code been used")),
+    "a garbage code": ({"code": "garbage"},
+                       lambda api: api.error(TOKEN_PATH, 40029, "invalid code")),
+    "a second code": ({"code": "C2"}, lambda api: api.token()),
 }
 
 
@@ -390,10 +393,8 @@ def test_a_late_repeat_after_a_login_is_no_longer_valid_whatever_it_carries(
     first = ending_of(app, state)
     query, answer = LATE_REPEATS[carried]
     wechat_api.mock.reset()
-    if answer:
-        wechat_api.error(TOKEN_PATH, *answer)
-    elif answer is not None:
-        wechat_api.token()
+    if answer is not None:
+        answer(wechat_api)
     clock.advance(PAST_THE_REPEAT_WINDOW)
     resp = replay.get("/auth/wechat/callback", query_string={"state": state, **query})
     assert (resp.status_code, error_name(resp)) == (400, "StateError")
