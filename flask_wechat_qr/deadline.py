@@ -5,13 +5,15 @@ answer a byte at a time, each just inside the timeout, holds the request (and a 
 for as long as it likes. :class:`DeadlineAdapter` arms one shared watchdog thread with the
 call's deadline; when it passes, the watchdog shuts the call's socket down, which wakes
 the waiting read at once, and the call fails as a timeout. A call that ends in time costs
-a heap push and pop, no thread of its own; its kept-alive connection is reused as usual.
+a heap push and pop, no thread of its own and (mostly) no wake-up of the watchdog's; its
+kept-alive connection is reused as usual.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import socket
 import threading
 import time
@@ -65,16 +67,26 @@ class _Watchdog:
         self._order = itertools.count()
         self._wakeup = threading.Condition()
         self._thread: threading.Thread | None = None
+        #: when the thread wakes by itself next: ``inf`` only when notified, ``-inf`` while
+        #: it has yet to look at the heap
+        self._sleeping_until = -math.inf
+        #: the latest deadline ever armed
+        self._latest = -math.inf
 
     def arm(self, deadline: float, call: _Call) -> _Entry:
         with self._wakeup:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="wechat-qr-deadline",
                                                 daemon=True)
+                self._sleeping_until = -math.inf
                 self._thread.start()
             entry: _Entry = [deadline, next(self._order), call]
             heapq.heappush(self._heap, entry)
-            if self._heap[0] is entry:
+            self._latest = max(self._latest, deadline)
+            # Woken only for a deadline before the one it sleeps to. Calls of one length
+            # arm in deadline order, so steady traffic wakes it once a deadline, not once
+            # a call (each wake-up is a thread switch and a turn of the GIL in a worker).
+            if deadline < self._sleeping_until:
                 self._wakeup.notify()
             return entry
 
@@ -93,16 +105,18 @@ class _Watchdog:
         with self._wakeup:
             while True:
                 self._drop_ended()
-                if not self._heap:
+                now = time.monotonic()
+                if self._heap and self._heap[0][0] <= now:
+                    heapq.heappop(self._heap)[2].expire()
+                    continue
+                # To the next deadline; with none armed, to the latest one armed, which
+                # calls armed meanwhile (of the same length: later) need not wake.
+                self._sleeping_until = self._heap[0][0] if self._heap else self._latest
+                if self._sleeping_until > now:
+                    self._wakeup.wait(self._sleeping_until - now)
+                else:
+                    self._sleeping_until = math.inf
                     self._wakeup.wait()
-                    continue
-                deadline, _order, call = self._heap[0]
-                wait = deadline - time.monotonic()
-                if wait > 0:
-                    self._wakeup.wait(wait)
-                    continue
-                heapq.heappop(self._heap)
-                call.expire()
 
 
 _WATCHDOG = _Watchdog()

@@ -208,3 +208,60 @@ def test_an_ended_call_is_let_go_at_once_not_at_its_deadline() -> None:
     finally:
         release.set()
         before.join(10)
+
+
+class _CountingCondition(threading.Condition):
+    def __init__(self) -> None:
+        super().__init__()
+        self.notified = 0
+
+    def notify(self, n: int = 1) -> None:
+        self.notified += 1
+        super().notify(n)
+
+
+def test_calls_in_time_do_not_wake_the_watchdog_each() -> None:
+    """Each wake-up is a thread switch (and a turn of the GIL) in the worker: a hundred calls
+    of one length that end in time wake the watchdog none of those times."""
+    from flask_wechat_qr.deadline import _Call, _Watchdog
+
+    watchdog = _Watchdog()
+    watchdog._wakeup = wakeup = _CountingCondition()
+    for _ in range(100):
+        watchdog.disarm(watchdog.arm(time.monotonic() + 60, _Call()))
+    assert wakeup.notified == 0
+
+
+def test_a_shorter_deadline_after_a_longer_one_still_expires_on_time() -> None:
+    """The watchdog sleeping to a far deadline is woken for a nearer one armed later."""
+    from flask_wechat_qr.deadline import _Call, _Watchdog
+
+    watchdog = _Watchdog()
+    far, near = _Call(), _Call()
+    far_entry = watchdog.arm(time.monotonic() + 60, far)
+    time.sleep(0.05)  # the watchdog now sleeps to the far deadline
+    armed = time.monotonic()
+    near_entry = watchdog.arm(armed + 0.2, near)
+    while not near.expired and time.monotonic() < armed + 5:
+        time.sleep(0.01)
+    assert near.expired and not far.expired
+    assert time.monotonic() - armed < 5
+    watchdog.disarm(near_entry)
+    watchdog.disarm(far_entry)
+
+
+def test_after_a_quiet_spell_a_new_call_is_still_watched() -> None:
+    """Once the last deadline armed has passed the watchdog sleeps until woken: the next
+    call wakes it, and its deadline is kept."""
+    from flask_wechat_qr.deadline import _Call, _Watchdog
+
+    watchdog = _Watchdog()
+    watchdog.disarm(watchdog.arm(time.monotonic() + 0.05, _Call()))
+    time.sleep(0.3)  # past that deadline: nothing armed, nothing to wake for
+    call = _Call()
+    armed = time.monotonic()
+    entry = watchdog.arm(armed + 0.1, call)
+    while not call.expired and time.monotonic() < armed + 5:
+        time.sleep(0.01)
+    assert call.expired
+    watchdog.disarm(entry)
