@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import requests
 import sql_counter
+from keepalive_server import thread_switches
 
 HERE = pathlib.Path(__file__).resolve().parent
 #: Seconds a site may take to create its tables, or to start answering.
@@ -41,6 +42,13 @@ class GunicornSite:
         """User + system CPU time of the master and its live workers so far."""
         pids = [self.process.pid, *_children(self.process.pid)]
         return sum(_cpu_seconds(pid) for pid in pids)
+
+    def context_switches(self) -> int:
+        """Thread switches of the master and its live workers so far (see
+        :func:`keepalive_server.thread_switches`; gunicorn's own once-a-second
+        housekeeping is in it too, so per login it moves with the rate)."""
+        pids = [self.process.pid, *_children(self.process.pid)]
+        return sum(thread_switches(pid) for pid in pids)
 
     def sql(self) -> dict[str, int]:
         return sql_counter.read(self.counts)

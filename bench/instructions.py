@@ -5,7 +5,7 @@ CPU time on a shared machine moves by 10-20 %.
     python bench/instructions.py                                  # SQLite, as created and WAL
     python bench/instructions.py --database-url postgresql://user@host/db   # and PostgreSQL
     python bench/instructions.py --cache       # also simulate the CPU's caches (slower)
-    python bench/instructions.py --no-valgrind --logins 3         # the harness, uncounted
+    python bench/instructions.py --no-valgrind           # thread switches, not instructions
 
 Each site (``ours``, ``handwritten``) is served by the package's keep-alive werkzeug server
 in a process of its own, under callgrind; this process plays the browser and the phone,
@@ -18,7 +18,9 @@ wake to poll, and the process ends without the interpreter's shutdown: nothing t
 with how long a run takes is counted). The count is user-space instructions only: time in
 the kernel (SQLite's file writes, sockets) and stalls on cache misses (``--cache`` counts
 the simulated misses) are not in it. Needs ``valgrind`` (Debian: ``apt-get install
-valgrind``).
+valgrind``). With ``--no-valgrind`` it counts, over the same logins, how often the site's
+threads gave up the CPU instead: a thread woken for nothing shows there, not in
+instructions.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import json
 import os
 import pathlib
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -56,6 +59,10 @@ EVENTS_LINE = re.compile(r"^(?:summary|totals):\s+([\d ]+)$", re.MULTILINE)
 #: instructions) fell among 30 counted logins depended on where the warm-up had left its
 #: counters, moving a site's count by up to 7%.
 COLLECT_PATH = "/__bench/collect"
+#: On a site: ``GET`` answers how often the process's threads gave up the CPU so far (its
+#: server runs a thread per connection, so a count of the threads alive now would miss the
+#: ended ones).
+SWITCHES_PATH = "/__bench/switches"
 
 
 def serve_site() -> None:
@@ -66,6 +73,11 @@ def serve_site() -> None:
     site = site_wsgi.create_site()
 
     def app(environ: dict[str, t.Any], start_response: t.Any) -> t.Any:
+        if environ.get("PATH_INFO") == SWITCHES_PATH:
+            usage = resource.getrusage(resource.RUSAGE_SELF)  # ended threads' too
+            body = str(usage.ru_nvcsw + usage.ru_nivcsw).encode()
+            start_response("200 OK", [("Content-Length", str(len(body)))])
+            return [body]
         if environ.get("PATH_INFO") != COLLECT_PATH:
             return site(environ, start_response)
         gc.collect()
@@ -89,10 +101,12 @@ def run_site(site: str, database_uri: str, wechat: Server, warmup: int, logins: 
              users: str, sqlite_wal: bool, valgrind: list[str] | None,
              out: pathlib.Path) -> dict[str, int]:
     """Serve ``site`` (under callgrind unless ``valgrind`` is ``None``), log in ``warmup``
-    people, collect the garbage, log in ``logins`` more: the counted events (``{}`` without
-    valgrind). Returning people are the sandbox's four, login ``i`` person ``i mod 4``: the
-    warm-up logs each in at least twice (first as new, then as returning), so every counted
-    login finds its user and no code path runs for its first time there."""
+    people, collect the garbage, log in ``logins`` more: the counted events (without
+    valgrind: the site's thread switches over those logins; its server does not wake to
+    poll, so they are the logins' own). Returning people are the sandbox's four, login
+    ``i`` person ``i mod 4``: the warm-up logs each in at least twice (first as new, then as
+    returning), so every counted login finds its user and no code path runs for its first
+    time there."""
     env = {**os.environ, "PYTHONHASHSEED": "0", "BENCH_SITE": site,
            "BENCH_OPEN_BASE": wechat.url("open"), "BENCH_API_BASE": wechat.api_url(site),
            "BENCH_DATABASE_URI": database_uri}
@@ -114,6 +128,7 @@ def run_site(site: str, database_uri: str, wechat: Server, warmup: int, logins: 
             error = process.stderr.read() if process.stderr else ""
             raise RuntimeError(f"{site} did not start: {error[-2000:]}")
         served = Site(site, Server(site, process, {"port": int(port)}), LOGIN_PATHS[site])
+        switches = 0
         with requests.Session() as browser, requests.Session() as phone:
             for index in range(warmup + logins):
                 person = ({"person": RETURNING_PEOPLE[index % len(RETURNING_PEOPLE)]}
@@ -123,6 +138,8 @@ def run_site(site: str, database_uri: str, wechat: Server, warmup: int, logins: 
                 if index == warmup - 1:
                     browser.get(served.server.url() + COLLECT_PATH,
                                 timeout=TIMEOUT).raise_for_status()
+                    switches = -_switches(browser, served)
+        switches += _switches(browser, served)
         process.stdin.close()
         process.wait(timeout=TIMEOUT * 5)
     finally:
@@ -132,7 +149,14 @@ def run_site(site: str, database_uri: str, wechat: Server, warmup: int, logins: 
     if process.returncode != 0:
         raise RuntimeError(f"{site} exited with {process.returncode}: "
                            f"{process.stderr.read()[-2000:] if process.stderr else ''}")
-    return read_events(out) if valgrind is not None else {}
+    # Thread switches only uncounted: valgrind runs one thread at a time, its own way.
+    return read_events(out) if valgrind is not None else {"switches": switches}
+
+
+def _switches(browser: requests.Session, served: Site) -> int:
+    answer = browser.get(served.server.url() + SWITCHES_PATH, timeout=TIMEOUT)
+    answer.raise_for_status()
+    return int(answer.text)
 
 
 def read_events(path: pathlib.Path) -> dict[str, int]:
@@ -177,7 +201,7 @@ def per_login(site: str, databases: Databases, wechat: Server, users: str,
 
 #: What the report shows of callgrind's events, and under which heading.
 COLUMNS = {"Ir": "instructions", "I1mr": "I1 misses", "D1mr": "D1 read misses",
-           "D1mw": "D1 write misses"}
+           "D1mw": "D1 write misses", "switches": "thread switches"}
 
 
 def report(results: dict[tuple[str, str], dict[str, float]], setup: str) -> list[str]:
@@ -190,7 +214,8 @@ def report(results: dict[tuple[str, str], dict[str, float]], setup: str) -> list
         rows = {site: results[site, users] for site in SITES if (site, users) in results}
         for site, counts in rows.items():
             lines.append(f"| {users} | {site} | "
-                         + " | ".join(f"{counts[e]:,.0f}" for e in events) + " |")
+                         + " | ".join(f"{counts[e]:,.2f}" if e == "switches" else
+                                      f"{counts[e]:,.0f}" for e in events) + " |")
         if len(rows) < len(SITES):
             continue
         ours, theirs = rows["ours"], rows["handwritten"]
@@ -216,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", action="store_true",
                         help="also count simulated cache misses (about twice as slow)")
     parser.add_argument("--no-valgrind", action="store_true",
-                        help="run the same logins uncounted (checks the harness)")
+                        help="run the same logins without valgrind and count the site's "
+                        "thread switches instead of instructions")
     parser.add_argument("--json", type=pathlib.Path, help="also write the counts here")
     args = parser.parse_args(argv)
     if args.serve:
@@ -249,10 +275,9 @@ def main(argv: list[str] | None = None) -> int:
              f"{args.logins} counted logins after {args.warmup}, Python "
              f"{sys.version.split()[0]}")
     if valgrind is None:
-        print(f"{len(results) * (2 * args.warmup + args.logins)} logins, all logged in "
-              f"({setup}); not counted (--no-valgrind)")
-    else:
-        print("\n".join(report(results, setup)))
+        print(f"{len(results) * (2 * args.warmup + args.logins)} logins, all logged in; "
+              "instructions not counted (--no-valgrind)\n")
+    print("\n".join(report(results, setup)))
     if args.json:
         args.json.write_text(json.dumps({f"{site} {kind}": counts
                                          for (site, kind), counts in results.items()},

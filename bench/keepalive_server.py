@@ -4,6 +4,7 @@ connections it accepts and reporting them at ``/__bench/stats``."""
 from __future__ import annotations
 
 import json
+import pathlib
 import resource
 import threading
 import typing as t
@@ -51,6 +52,21 @@ def current_rss_kb() -> int | None:
     except OSError:
         return None
     return None
+
+
+def thread_switches(pid: int) -> int:
+    """How often the threads of process ``pid`` alive now gave up the CPU (voluntary and
+    not, Linux ``/proc``): a count, steadier than CPU time on a shared machine, in which a
+    thread woken for nothing, a lock waited on or a turn of the GIL shows."""
+    total = 0
+    for status in pathlib.Path(f"/proc/{pid}/task").glob("*/status"):
+        try:
+            lines = status.read_text().splitlines()
+        except OSError:
+            continue  # the thread ended
+        total += sum(int(line.split()[1]) for line in lines
+                     if line.split(":")[0].endswith("ctxt_switches"))
+    return total
 
 
 def with_stats(app: t.Any, extra: t.Callable[[], dict[str, t.Any]] | None = None) -> t.Any:

@@ -61,6 +61,7 @@ class Run:
     seconds: float
     callback_ms: list[float]
     cpu_seconds: float
+    context_switches: int
     api_calls: int
     sql: dict[str, int]
     #: logins that ended in an error (a 500, a timeout): counted, not timed
@@ -75,6 +76,9 @@ class Run:
 
     def cpu_ms_per_login(self) -> float:
         return self.cpu_seconds * 1000 / self.logins
+
+    def switches_per_login(self) -> float:
+        return self.context_switches / self.logins
 
 
 @dataclass
@@ -104,6 +108,7 @@ def timed_run(site: Site, wechat: Server, users: str, clients: int, seconds: flo
     have started); each finishes the login it is in."""
     server = t.cast(GunicornSite, site.server)
     api_before, cpu_before = _api_calls(wechat, site), server.cpu_seconds()
+    switches_before = server.context_switches()
     sql_before = server.sql()
     callbacks: list[float] = []
     errors: list[str] = []
@@ -144,7 +149,8 @@ def timed_run(site: Site, wechat: Server, users: str, clients: int, seconds: flo
         raise RuntimeError(f"{site.label}: logins did not finish")
     sql_after = server.sql()
     return Run(site.label, len(callbacks), wall, callbacks,
-               server.cpu_seconds() - cpu_before, _api_calls(wechat, site) - api_before,
+               server.cpu_seconds() - cpu_before, server.context_switches() - switches_before,
+               _api_calls(wechat, site) - api_before,
                {kind: sql_after[kind] - sql_before[kind] for kind in sql_after}, errors)
 
 
@@ -288,6 +294,7 @@ def ratio_table(cells: list[Cell]) -> str:
 def site_table(cells: list[Cell]) -> str:
     header = ("database", "workers x threads", "RTT ms", "clients", "users", "site",
               "logins", "failed", "logins/s", "cb p50 ms", "cb p99 ms", "CPU ms/login",
+              "thread switches/login",
               "API calls/login", "SQL/login (S/I/U/D, commits)", "rows written/login")
     rows = []
     for c in cells:
@@ -302,6 +309,7 @@ def site_table(cells: list[Cell]) -> str:
                          f"{percentile(callbacks, 0.5):.1f}",
                          f"{percentile(callbacks, 0.99):.1f}",
                          f"{statistics.median(run.cpu_ms_per_login() for run in runs):.2f}",
+                         f"{statistics.median(run.switches_per_login() for run in runs):.1f}",
                          f"{counts['api']:.2f}",
                          f"{counts['statements']:.2f} ({kinds}, {counts['commit']:.2f})",
                          f"{counts['rows_written']:.2f}"))

@@ -66,6 +66,11 @@ def test_the_versus_benchmark_counts_statements_and_api_calls(tmp_path: Path) ->
     assert per_login["new", "handwritten"] == {
         "api": 2, "statements": 4, "select": 3, "insert": 1, "update": 0, "delete": 0, "other": 0,
         "commit": 1, "rows_written": 1}
+    # thread switches are counted for every run: each login's requests wait on sockets
+    runs = [run for cell in json.loads(report.read_text()) for site_runs in cell["runs"].values()
+            for run in site_runs]
+    assert all(run["context_switches"] >= run["logins"] > 0 for run in runs)
+    assert "thread switches/login" in result.stdout
     assert per_login["returning", "ours"]["api"] == 1  # the token carries openid/unionid
     assert per_login["new", "ours"]["api"] == 2
     for users, (statements, rows) in {"returning": (7, 2), "new": (7, 3)}.items():
@@ -114,7 +119,14 @@ def test_the_instruction_count_logs_in_new_and_returning_people_on_both_sites() 
         capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
     # 2 sites x 2 kinds of people x (a warm-up run + a warm-up-and-counted run)
-    assert result.stdout.startswith("72 logins, all logged in (SQLite,"), result.stdout
+    assert result.stdout.startswith("72 logins, all logged in;"), result.stdout
+    # each site's thread switches per counted login: every request waits on its socket
+    rows = {tuple(cell.strip() for cell in line.strip("|").split("|")[:2]): line
+            for line in result.stdout.splitlines() if line.startswith("| ")}
+    for users in ("returning", "new"):
+        for site in ("ours", "handwritten"):
+            switches = float(rows[users, site].strip("| ").split("|")[-1].replace(",", ""))
+            assert switches >= 3  # the start, the callback, the next page
 
 
 def test_the_instruction_count_counts_logins_under_callgrind(tmp_path: Path) -> None:
