@@ -484,12 +484,26 @@ STRONG_KEY = "9f8e7d6c5b4a39281706f5e4d3c2b1a0"
 
 
 def free_port() -> int:
-    """A loopback port nothing listens on (once this socket is closed)."""
+    """A loopback port nothing listens on (once this socket is closed), to start a server
+    on. For a port that must refuse connections, :func:`closed_port`."""
     import socket
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def closed_port() -> t.Iterator[int]:
+    """A loopback port that refuses connections while the block runs: held bound, never
+    listening. A port from :func:`free_port` is free for anyone once its socket closes, and
+    a server of a test running beside (another xdist worker) once took one: the "refused"
+    call then waited for an answer and timed out."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield int(sock.getsockname()[1])
 
 
 # --- the host site's own login and forms ----------------------------------------------

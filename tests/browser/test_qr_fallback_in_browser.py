@@ -10,7 +10,7 @@ import socket
 import typing as t
 
 import pytest
-from support import ONE_DATABASE, Database, free_port, serve_example_site
+from support import ONE_DATABASE, Database, closed_port, serve_example_site
 
 pytestmark = [pytest.mark.browser, ONE_DATABASE]
 
@@ -53,9 +53,10 @@ def test_the_fallback_shows_when_wechats_host_refuses_connections(
         browser: t.Any, database: Database, lang: str, width: int) -> None:
     """A closed port: Chromium still fires "load" (for its own error page), so the page
     must find out otherwise, and at once, not only after its timer."""
-    closed = f"http://127.0.0.1:{free_port()}"
-    with serve_example_site(database, WECHAT_QR_OPEN_BASE_URL=closed) as site, \
-            browser_page(browser, lang, width) as page:
+    with closed_port() as port, \
+            serve_example_site(database, WECHAT_QR_OPEN_BASE_URL=f"http://127.0.0.1:{port}") \
+            as site, browser_page(browser, lang, width) as page:
+        closed = f"http://127.0.0.1:{port}"
         page.clock.install()  # the page's 10 s timer never fires: the probe must tell
         page.goto(site.url + "/auth/wechat/qr?next=/account")
         assert page.locator("#wechat-qr-frame").get_attribute("src").startswith(closed)

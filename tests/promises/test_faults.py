@@ -12,8 +12,8 @@ from support import (
     FakeWeChat,
     all_identities,
     all_users,
+    closed_port,
     finish_login,
-    free_port,
     start_login,
 )
 
@@ -49,7 +49,8 @@ def test_wechat_faults_give_a_clear_page_in_time(
 
 
 def test_connection_refused_gives_a_clear_page(make_app: t.Callable[..., t.Any]) -> None:
-    app, resp, elapsed = _login_against(make_app, f"http://127.0.0.1:{free_port()}")
+    with closed_port() as port:
+        app, resp, elapsed = _login_against(make_app, f"http://127.0.0.1:{port}")
     assert resp.status_code == 502
     assert "WeChat is not answering" in resp.get_data(as_text=True)
     assert elapsed < 6 * TIMEOUT

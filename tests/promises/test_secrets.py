@@ -47,6 +47,7 @@ from support import (
     LiveServer,
     add_user,
     answer,
+    closed_port,
     csrf_token_of,
     finish_login,
     free_port,
@@ -411,7 +412,8 @@ def test_real_timeouts_and_refusals_leak_nothing(
         access_log = [r.getMessage() for r in witness.records if r.name == "werkzeug"]
         assert any("secret=[redacted]" in line for line in access_log), access_log
     else:
-        resp = run(f"http://127.0.0.1:{free_port()}")
+        with closed_port() as port:
+            resp = run(f"http://127.0.0.1:{port}")
         assert resp.status_code == 502
     urllib3_log = [r.getMessage() for r in witness.records if r.name.startswith("urllib3")]
     assert urllib3_log, "urllib3 logged nothing at DEBUG"

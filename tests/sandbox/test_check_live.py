@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 from flask import Flask
-from support import ROOT, free_port
+from support import ROOT, closed_port, free_port
 
 from flask_wechat_qr.sandbox.options import SANDBOX_APP_ID, SANDBOX_OA_APP_ID
 
@@ -184,9 +184,10 @@ def test_wrong_secret(make_production_app: t.Callable[..., Flask], sandbox: Sand
 
 def test_unreachable_api_host(make_production_app: t.Callable[..., Flask],
                               sandbox: Sandbox) -> None:
-    closed = f"127.0.0.1:{free_port()}"
-    started = time.monotonic()
-    code, output = check_live(site(make_production_app, sandbox.base, f"http://{closed}"))
+    with closed_port() as port:
+        closed = f"127.0.0.1:{port}"
+        started = time.monotonic()
+        code, output = check_live(site(make_production_app, sandbox.base, f"http://{closed}"))
     assert time.monotonic() - started < 20
     assert code == 1, output
     seen = rows(output)
