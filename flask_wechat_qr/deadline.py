@@ -59,6 +59,10 @@ class _Call:
 _Entry = list[t.Any]
 
 
+#: The longest the watchdog sleeps at a time, whatever the deadline (seconds).
+MAX_SLEEP = 3600.0
+
+
 class _Watchdog:
     """One daemon thread for the whole process, expiring calls whose deadline passed."""
 
@@ -113,7 +117,9 @@ class _Watchdog:
                 # calls armed meanwhile (of the same length: later) need not wake.
                 self._sleeping_until = self._heap[0][0] if self._heap else self._latest
                 if self._sleeping_until > now:
-                    self._wakeup.wait(self._sleeping_until - now)
+                    # Waking earlier than said is harmless; a wait past TIMEOUT_MAX (an
+                    # infinite deadline given to total_deadline) would kill the thread.
+                    self._wakeup.wait(min(self._sleeping_until - now, MAX_SLEEP))
                 else:
                     self._sleeping_until = math.inf
                     self._wakeup.wait()

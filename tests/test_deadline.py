@@ -265,3 +265,43 @@ def test_after_a_quiet_spell_a_new_call_is_still_watched() -> None:
         time.sleep(0.01)
     assert call.expired
     watchdog.disarm(entry)
+
+
+def test_steady_calls_keep_the_watchdog_on_time_without_waking_it() -> None:
+    """Between calls its heap is empty: it sleeps to the latest deadline armed (not until
+    woken), so the next call of the same length needs no wake-up and is still watched."""
+    from flask_wechat_qr.deadline import _Call, _Watchdog
+
+    watchdog = _Watchdog()
+    watchdog._wakeup = wakeup = _CountingCondition()
+    for _ in range(20):
+        watchdog.disarm(watchdog.arm(time.monotonic() + 0.2, _Call()))
+        time.sleep(0.005)  # the watchdog looks at an empty heap between calls
+    held = _Call()
+    armed = time.monotonic()
+    entry = watchdog.arm(armed + 0.2, held)  # not disarmed: its deadline passes
+    while not held.expired and time.monotonic() < armed + 5:
+        time.sleep(0.01)
+    assert held.expired
+    assert wakeup.notified == 0
+    watchdog.disarm(entry)
+
+
+def test_an_endless_deadline_does_not_stop_the_watchdog() -> None:
+    """``total_deadline(math.inf)``: the watchdog sleeps at most MAX_SLEEP at a time (a
+    longer wait raises in its thread) and still expires the calls after it."""
+    import math
+
+    from flask_wechat_qr.deadline import _Call, _Watchdog
+
+    watchdog = _Watchdog()
+    watchdog.disarm(watchdog.arm(math.inf, _Call()))
+    time.sleep(0.05)  # it sleeps to that deadline now
+    call = _Call()
+    armed = time.monotonic()
+    entry = watchdog.arm(armed + 0.1, call)
+    while not call.expired and time.monotonic() < armed + 5:
+        time.sleep(0.01)
+    assert call.expired
+    assert watchdog._thread is not None and watchdog._thread.is_alive()
+    watchdog.disarm(entry)
