@@ -14,6 +14,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+import os
 import socket
 import threading
 import time
@@ -67,8 +68,15 @@ class _Watchdog:
     """One daemon thread for the whole process, expiring calls whose deadline passed."""
 
     def __init__(self) -> None:
-        self._heap: list[_Entry] = []
         self._order = itertools.count()
+        self._start_afresh()
+
+    def _start_afresh(self) -> None:
+        """Also in a forked child (a gunicorn worker of a ``--preload`` master): only the
+        forking thread lives on there, so none of the heap's calls runs in it, and their
+        sockets are the parent's, which the child must never shut down; the lock may have
+        been held by a thread that is gone."""
+        self._heap: list[_Entry] = []
         self._wakeup = threading.Condition()
         self._thread: threading.Thread | None = None
         #: when the thread wakes by itself next: ``inf`` only when notified, ``-inf`` while
@@ -126,6 +134,8 @@ class _Watchdog:
 
 
 _WATCHDOG = _Watchdog()
+if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
+    os.register_at_fork(after_in_child=_WATCHDOG._start_afresh)
 
 
 class _TrackedHTTPConnection(HTTPConnection):

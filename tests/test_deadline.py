@@ -4,6 +4,7 @@ answers in time keep their kept-alive connection."""
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -305,3 +306,43 @@ def test_an_endless_deadline_does_not_stop_the_watchdog() -> None:
     assert call.expired
     assert watchdog._thread is not None and watchdog._thread.is_alive()
     watchdog.disarm(entry)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_worker_never_cuts_its_parents_calls() -> None:
+    """A gunicorn worker forked from a ``--preload`` master inherits the watchdog's heap,
+    but none of those calls runs in it and their sockets are the master's: the worker's
+    own watchdog starts empty, so it never shuts them down (its own calls are watched)."""
+    from flask_wechat_qr.deadline import _WATCHDOG, _Call, total_deadline
+
+    in_flight: list[_Call] = []
+    running, release = threading.Event(), threading.Event()
+
+    def parents_call() -> None:
+        with total_deadline(0.2) as call:
+            in_flight.append(call)
+            running.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=parents_call)
+    thread.start()
+    try:
+        assert running.wait(10)
+        pid = os.fork()
+        if pid == 0:  # the worker: report by exit code, never return into pytest
+            code = 1
+            try:
+                own = _Call()
+                armed = time.monotonic()
+                entry = _WATCHDOG.arm(armed + 0.1, own)
+                while time.monotonic() < armed + 0.6:  # past both deadlines
+                    time.sleep(0.01)
+                _WATCHDOG.disarm(entry)
+                code = 0 if own.expired and not in_flight[0].expired else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        release.set()
+        thread.join(10)
