@@ -4,6 +4,7 @@ answers in time keep their kept-alive connection."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -190,25 +191,37 @@ def test_an_ended_call_is_let_go_at_once_not_at_its_deadline() -> None:
         return sum(type(o).__name__ == "_Call" and type(o).__module__ == total_deadline.__module__
                    for o in gc.get_objects())
 
-    running, release = threading.Event(), threading.Event()
-
-    def long_call() -> None:
-        with total_deadline(60):
-            running.set()
-            release.wait(10)
-
-    before = threading.Thread(target=long_call)
-    before.start()
-    try:
-        assert running.wait(10)
+    with _call_in_flight(60):
         alive = calls_alive()  # the running call's, and any a test before left running
         for _ in range(3):
             with total_deadline(60):
                 assert calls_alive() == alive + 1
         assert calls_alive() == alive
+
+
+@contextlib.contextmanager
+def _call_in_flight(seconds: float) -> t.Iterator[t.Any]:
+    """A call under ``total_deadline(seconds)``, running in another thread while the block
+    runs (the ``_Call`` is what it yields)."""
+    from flask_wechat_qr.deadline import total_deadline
+
+    calls: list[t.Any] = []
+    running, release = threading.Event(), threading.Event()
+
+    def call() -> None:
+        with total_deadline(seconds) as this:
+            calls.append(this)
+            running.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    try:
+        assert running.wait(10)
+        yield calls[0]
     finally:
         release.set()
-        before.join(10)
+        thread.join(10)
 
 
 class _CountingCondition(threading.Condition):
@@ -219,6 +232,22 @@ class _CountingCondition(threading.Condition):
     def notify(self, n: int = 1) -> None:
         self.notified += 1
         super().notify(n)
+
+
+def _expires(watchdog: t.Any, seconds: float) -> bool:
+    """Arm a call ``seconds`` from now on ``watchdog`` and never end it: whether the
+    watchdog expires it (looked at for 5 seconds at most)."""
+    from flask_wechat_qr.deadline import _Call
+
+    call = _Call()
+    armed = time.monotonic()
+    entry = watchdog.arm(armed + seconds, call)
+    try:
+        while not call.expired and time.monotonic() < armed + 5:
+            time.sleep(0.01)
+        return call.expired
+    finally:
+        watchdog.disarm(entry)
 
 
 def test_calls_in_time_do_not_wake_the_watchdog_each() -> None:
@@ -238,16 +267,11 @@ def test_a_shorter_deadline_after_a_longer_one_still_expires_on_time() -> None:
     from flask_wechat_qr.deadline import _Call, _Watchdog
 
     watchdog = _Watchdog()
-    far, near = _Call(), _Call()
+    far = _Call()
     far_entry = watchdog.arm(time.monotonic() + 60, far)
     time.sleep(0.05)  # the watchdog now sleeps to the far deadline
-    armed = time.monotonic()
-    near_entry = watchdog.arm(armed + 0.2, near)
-    while not near.expired and time.monotonic() < armed + 5:
-        time.sleep(0.01)
-    assert near.expired and not far.expired
-    assert time.monotonic() - armed < 5
-    watchdog.disarm(near_entry)
+    assert _expires(watchdog, 0.2)
+    assert not far.expired
     watchdog.disarm(far_entry)
 
 
@@ -259,13 +283,7 @@ def test_after_a_quiet_spell_a_new_call_is_still_watched() -> None:
     watchdog = _Watchdog()
     watchdog.disarm(watchdog.arm(time.monotonic() + 0.05, _Call()))
     time.sleep(0.3)  # past that deadline: nothing armed, nothing to wake for
-    call = _Call()
-    armed = time.monotonic()
-    entry = watchdog.arm(armed + 0.1, call)
-    while not call.expired and time.monotonic() < armed + 5:
-        time.sleep(0.01)
-    assert call.expired
-    watchdog.disarm(entry)
+    assert _expires(watchdog, 0.1)
 
 
 def test_steady_calls_keep_the_watchdog_on_time_without_waking_it() -> None:
@@ -278,14 +296,8 @@ def test_steady_calls_keep_the_watchdog_on_time_without_waking_it() -> None:
     for _ in range(20):
         watchdog.disarm(watchdog.arm(time.monotonic() + 0.2, _Call()))
         time.sleep(0.005)  # the watchdog looks at an empty heap between calls
-    held = _Call()
-    armed = time.monotonic()
-    entry = watchdog.arm(armed + 0.2, held)  # not disarmed: its deadline passes
-    while not held.expired and time.monotonic() < armed + 5:
-        time.sleep(0.01)
-    assert held.expired
+    assert _expires(watchdog, 0.2)  # one held past its deadline
     assert wakeup.notified == 0
-    watchdog.disarm(entry)
 
 
 def test_an_endless_deadline_does_not_stop_the_watchdog() -> None:
@@ -298,14 +310,8 @@ def test_an_endless_deadline_does_not_stop_the_watchdog() -> None:
     watchdog = _Watchdog()
     watchdog.disarm(watchdog.arm(math.inf, _Call()))
     time.sleep(0.05)  # it sleeps to that deadline now
-    call = _Call()
-    armed = time.monotonic()
-    entry = watchdog.arm(armed + 0.1, call)
-    while not call.expired and time.monotonic() < armed + 5:
-        time.sleep(0.01)
-    assert call.expired
+    assert _expires(watchdog, 0.1)
     assert watchdog._thread is not None and watchdog._thread.is_alive()
-    watchdog.disarm(entry)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
@@ -313,21 +319,9 @@ def test_a_forked_worker_never_cuts_its_parents_calls() -> None:
     """A gunicorn worker forked from a ``--preload`` master inherits the watchdog's heap,
     but none of those calls runs in it and their sockets are the master's: the worker's
     own watchdog starts empty, so it never shuts them down (its own calls are watched)."""
-    from flask_wechat_qr.deadline import _WATCHDOG, _Call, total_deadline
+    from flask_wechat_qr.deadline import _WATCHDOG, _Call
 
-    in_flight: list[_Call] = []
-    running, release = threading.Event(), threading.Event()
-
-    def parents_call() -> None:
-        with total_deadline(0.2) as call:
-            in_flight.append(call)
-            running.set()
-            release.wait(10)
-
-    thread = threading.Thread(target=parents_call)
-    thread.start()
-    try:
-        assert running.wait(10)
+    with _call_in_flight(0.2) as parents:
         pid = os.fork()
         if pid == 0:  # the worker: report by exit code, never return into pytest
             code = 1
@@ -338,11 +332,8 @@ def test_a_forked_worker_never_cuts_its_parents_calls() -> None:
                 while time.monotonic() < armed + 0.6:  # past both deadlines
                     time.sleep(0.01)
                 _WATCHDOG.disarm(entry)
-                code = 0 if own.expired and not in_flight[0].expired else 2
+                code = 0 if own.expired and not parents.expired else 2
             finally:
                 os._exit(code)
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
-    finally:
-        release.set()
-        thread.join(10)
