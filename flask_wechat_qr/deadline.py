@@ -72,10 +72,10 @@ class _Watchdog:
         self._start_afresh()
 
     def _start_afresh(self) -> None:
-        """Also in a forked child (a gunicorn worker of a ``--preload`` master): only the
-        forking thread lives on there, so none of the heap's calls runs in it, and their
-        sockets are the parent's, which the child must never shut down; the lock may have
-        been held by a thread that is gone."""
+        """An empty heap, a new lock, no thread yet: at start, and in a forked child (a
+        gunicorn worker of a ``--preload`` master), where only the forking thread lives on:
+        none of the heap's calls runs there, their sockets are the parent's (never to be
+        shut down by the child), and the lock may be held by a thread that is gone."""
         self._heap: list[_Entry] = []
         self._wakeup = threading.Condition()
         self._thread: threading.Thread | None = None
