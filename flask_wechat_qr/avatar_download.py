@@ -27,12 +27,11 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
-from requests.adapters import HTTPAdapter
 from urllib3.connectionpool import HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 from urllib3.util import connection
 
-from .deadline import TrackedHTTPSConnection, total_deadline
+from .deadline import ProcessOwnAdapter, TrackedHTTPSConnection, total_deadline
 
 log = logging.getLogger("flask_wechat_qr")
 
@@ -149,7 +148,7 @@ class _PublicOnlyPool(HTTPSConnectionPool):
     ConnectionCls = PublicOnlyConnection
 
 
-class PublicOnlyAdapter(HTTPAdapter):
+class PublicOnlyAdapter(ProcessOwnAdapter):
     """``requests``' adapter over :class:`PublicOnlyConnection`; mounted for ``https://``
     only (nothing is fetched over plain http)."""
 

@@ -19,6 +19,7 @@ import socket
 import threading
 import time
 import typing as t
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -134,8 +135,6 @@ class _Watchdog:
 
 
 _WATCHDOG = _Watchdog()
-if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
-    os.register_at_fork(after_in_child=_WATCHDOG._start_afresh)
 
 
 class _TrackedHTTPConnection(HTTPConnection):
@@ -192,7 +191,28 @@ class AnswerTooLarge(requests.RequestException):
     """An answer longer than :data:`MAX_ANSWER_BYTES`: not read further."""
 
 
-class DeadlineAdapter(HTTPAdapter):
+class ProcessOwnAdapter(HTTPAdapter):
+    """``requests``' adapter whose kept-alive connections stay with the process that opened
+    them: a forked child (a gunicorn worker of a ``--preload`` master that called WeChat
+    before forking) starts with none. Two processes on one socket would read each other's
+    answers: one person's token could log in another."""
+
+    def init_poolmanager(self, *args: t.Any, **kwargs: t.Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        _ADAPTERS.add(self)
+
+
+#: Every :class:`ProcessOwnAdapter` of this process (a forked child empties their pools).
+_ADAPTERS: weakref.WeakSet[ProcessOwnAdapter] = weakref.WeakSet()
+
+
+def _forget_parents_connections() -> None:
+    for adapter in list(_ADAPTERS):
+        # Closes the child's copies of the sockets only: the parent's stay open.
+        adapter.poolmanager.clear()
+
+
+class DeadlineAdapter(ProcessOwnAdapter):
     """``requests``' adapter, each call of which ends within ``deadline`` seconds in all
     (connecting, waiting for the answer, reading it), else raises ``requests.Timeout``; an
     answer longer than ``max_bytes`` raises :class:`AnswerTooLarge`."""
@@ -244,3 +264,12 @@ class DeadlineAdapter(HTTPAdapter):
             chunks.append(chunk)
         # What ``response.content`` would have read, kept as requests keeps it.
         response._content = b"".join(chunks)
+
+
+def _after_fork_in_child() -> None:
+    _WATCHDOG._start_afresh()
+    _forget_parents_connections()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
+    os.register_at_fork(after_in_child=_after_fork_in_child)

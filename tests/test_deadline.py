@@ -337,3 +337,37 @@ def test_a_forked_worker_never_cuts_its_parents_calls() -> None:
                 os._exit(code)
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_opens_connections_of_its_own() -> None:
+    """A ``--preload`` master that called WeChat keeps that connection alive; a worker forked
+    from it must not use the same socket (two processes would read each other's answers):
+    the worker opens its own, and the master's stays open for the master."""
+    from support import LiveServer
+    from werkzeug.wrappers import Request, Response
+
+    from flask_wechat_qr.deadline import DeadlineAdapter
+    from flask_wechat_qr.sandbox.server import KeepAliveHandler
+
+    @Request.application  # type: ignore[misc]
+    def app(request: Request) -> Response:
+        return Response("ok")
+
+    connections: list[int] = []
+    with LiveServer(app, request_handler=KeepAliveHandler) as server, \
+            requests.Session() as session:
+        server.server.on_connection = lambda: connections.append(1)  # type: ignore[attr-defined]
+        session.mount("http://", DeadlineAdapter(5))
+        assert session.get(server.url, timeout=5).text == "ok"
+        pid = os.fork()
+        if pid == 0:  # the worker: report by exit code, never return into pytest
+            code = 1
+            try:
+                code = 0 if session.get(server.url, timeout=5).text == "ok" else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert session.get(server.url, timeout=5).text == "ok"  # the master's, kept alive
+        assert len(connections) == 2
