@@ -199,17 +199,19 @@ class ProcessOwnAdapter(HTTPAdapter):
 
     def init_poolmanager(self, *args: t.Any, **kwargs: t.Any) -> None:
         super().init_poolmanager(*args, **kwargs)
+        self._pool_arguments = (args, kwargs)
         _ADAPTERS.add(self)
 
+    def _start_afresh(self) -> None:
+        # A new pool manager, the old one dropped unclosed: closing takes its lock, which a
+        # thread gone with the fork may hold. Its sockets close with it, the child's copies
+        # only: the parent's stay open.
+        args, kwargs = self._pool_arguments
+        self.init_poolmanager(*args, **kwargs)
 
-#: Every :class:`ProcessOwnAdapter` of this process (a forked child empties their pools).
+
+#: Every :class:`ProcessOwnAdapter` of this process (a forked child starts them afresh).
 _ADAPTERS: weakref.WeakSet[ProcessOwnAdapter] = weakref.WeakSet()
-
-
-def _forget_parents_connections() -> None:
-    for adapter in list(_ADAPTERS):
-        # Closes the child's copies of the sockets only: the parent's stay open.
-        adapter.poolmanager.clear()
 
 
 class DeadlineAdapter(ProcessOwnAdapter):
@@ -268,7 +270,8 @@ class DeadlineAdapter(ProcessOwnAdapter):
 
 def _after_fork_in_child() -> None:
     _WATCHDOG._start_afresh()
-    _forget_parents_connections()
+    for adapter in list(_ADAPTERS):
+        adapter._start_afresh()
 
 
 if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork

@@ -340,10 +340,13 @@ def test_a_forked_worker_never_cuts_its_parents_calls() -> None:
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
-def test_a_forked_child_opens_connections_of_its_own() -> None:
+@pytest.mark.parametrize("pool_lock_held", [False, True])
+def test_a_forked_child_opens_connections_of_its_own(pool_lock_held: bool) -> None:
     """A ``--preload`` master that called WeChat keeps that connection alive; a worker forked
     from it must not use the same socket (two processes would read each other's answers):
-    the worker opens its own, and the master's stays open for the master."""
+    the worker opens its own, and the master's stays open for the master. Also when another
+    thread of the master held the pool's lock at the fork (the worker must not wait for a
+    thread it does not have)."""
     from support import LiveServer
     from werkzeug.wrappers import Request, Response
 
@@ -358,16 +361,54 @@ def test_a_forked_child_opens_connections_of_its_own() -> None:
     with LiveServer(app, request_handler=KeepAliveHandler) as server, \
             requests.Session() as session:
         server.server.on_connection = lambda: connections.append(1)  # type: ignore[attr-defined]
-        session.mount("http://", DeadlineAdapter(5))
+        adapter = DeadlineAdapter(5)
+        session.mount("http://", adapter)
         assert session.get(server.url, timeout=5).text == "ok"
-        pid = os.fork()
-        if pid == 0:  # the worker: report by exit code, never return into pytest
-            code = 1
-            try:
-                code = 0 if session.get(server.url, timeout=5).text == "ok" else 2
-            finally:
-                os._exit(code)
-        _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0
+        with _held(adapter.poolmanager.pools.lock, pool_lock_held):
+            pid = os.fork()
+            if pid == 0:  # the worker: report by exit code, never return into pytest
+                code = 1
+                try:
+                    code = 0 if session.get(server.url, timeout=5).text == "ok" else 2
+                finally:
+                    os._exit(code)
+        assert _exit_code(pid, within=10) == 0
         assert session.get(server.url, timeout=5).text == "ok"  # the master's, kept alive
         assert len(connections) == 2
+
+
+@contextlib.contextmanager
+def _held(lock: t.Any, held: bool) -> t.Iterator[None]:
+    """``lock`` held by another thread while the block runs (if ``held``)."""
+    if not held:
+        yield
+        return
+    taken, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with lock:
+            taken.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    try:
+        assert taken.wait(10)
+        yield
+    finally:
+        release.set()
+        thread.join(10)
+
+
+def _exit_code(pid: int, within: float) -> int | None:
+    """A child's exit code; ``None`` (the child killed) if it has not ended ``within``
+    seconds."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.02)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    return None
