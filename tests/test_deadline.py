@@ -200,28 +200,34 @@ def test_an_ended_call_is_let_go_at_once_not_at_its_deadline() -> None:
 
 
 @contextlib.contextmanager
-def _call_in_flight(seconds: float) -> t.Iterator[t.Any]:
-    """A call under ``total_deadline(seconds)``, running in another thread while the block
-    runs (the ``_Call`` is what it yields)."""
-    from flask_wechat_qr.deadline import total_deadline
+def _entered_in_another_thread(enter: t.Callable[[], t.Any]) -> t.Iterator[t.Any]:
+    """The context manager ``enter()`` gives, entered by another thread for as long as the
+    block runs (what it gave that thread is what this yields)."""
+    values: list[t.Any] = []
+    entered, release = threading.Event(), threading.Event()
 
-    calls: list[t.Any] = []
-    running, release = threading.Event(), threading.Event()
-
-    def call() -> None:
-        with total_deadline(seconds) as this:
-            calls.append(this)
-            running.set()
+    def run() -> None:
+        with enter() as value:
+            values.append(value)
+            entered.set()
             release.wait(10)
 
-    thread = threading.Thread(target=call)
+    thread = threading.Thread(target=run)
     thread.start()
     try:
-        assert running.wait(10)
-        yield calls[0]
+        assert entered.wait(10)
+        yield values[0]
     finally:
         release.set()
         thread.join(10)
+
+
+def _call_in_flight(seconds: float) -> t.Any:
+    """A call under ``total_deadline(seconds)`` running in another thread while the block
+    runs (the ``_Call`` is what it yields)."""
+    from flask_wechat_qr.deadline import total_deadline
+
+    return _entered_in_another_thread(lambda: total_deadline(seconds))
 
 
 class _CountingCondition(threading.Condition):
@@ -364,7 +370,9 @@ def test_a_forked_child_opens_connections_of_its_own(pool_lock_held: bool) -> No
         adapter = DeadlineAdapter(5)
         session.mount("http://", adapter)
         assert session.get(server.url, timeout=5).text == "ok"
-        with _held(adapter.poolmanager.pools.lock, pool_lock_held):
+        lock = adapter.poolmanager.pools.lock
+        with (_entered_in_another_thread(lambda: lock) if pool_lock_held
+              else contextlib.nullcontext()):
             pid = os.fork()
             if pid == 0:  # the worker: report by exit code, never return into pytest
                 code = 1
@@ -375,29 +383,6 @@ def test_a_forked_child_opens_connections_of_its_own(pool_lock_held: bool) -> No
         assert _exit_code(pid, within=10) == 0
         assert session.get(server.url, timeout=5).text == "ok"  # the master's, kept alive
         assert len(connections) == 2
-
-
-@contextlib.contextmanager
-def _held(lock: t.Any, held: bool) -> t.Iterator[None]:
-    """``lock`` held by another thread while the block runs (if ``held``)."""
-    if not held:
-        yield
-        return
-    taken, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with lock:
-            taken.set()
-            release.wait(10)
-
-    thread = threading.Thread(target=hold)
-    thread.start()
-    try:
-        assert taken.wait(10)
-        yield
-    finally:
-        release.set()
-        thread.join(10)
 
 
 def _exit_code(pid: int, within: float) -> int | None:
