@@ -31,7 +31,8 @@ from urllib3.connectionpool import HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 from urllib3.util import connection
 
-from .deadline import ProcessOwnAdapter, TrackedHTTPSConnection, total_deadline
+from .connection_pools import ProcessOwnAdapter
+from .deadline import TrackedHTTPSConnection, total_deadline
 
 log = logging.getLogger("flask_wechat_qr")
 

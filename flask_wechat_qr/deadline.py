@@ -14,19 +14,19 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-import os
 import socket
 import threading
 import time
 import typing as t
-import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import requests
-from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+from .connection_pools import ProcessOwnAdapter
+from .forked_child import start_afresh_in_forked_child
 
 #: The connections a call of this thread used (set while :meth:`DeadlineAdapter.send` runs).
 _calls = threading.local()
@@ -70,9 +70,9 @@ class _Watchdog:
 
     def __init__(self) -> None:
         self._order = itertools.count()
-        self._start_afresh()
+        self.start_afresh()
 
-    def _start_afresh(self) -> None:
+    def start_afresh(self) -> None:
         """An empty heap, a new lock, no thread yet: at start, and in a forked child (a
         gunicorn worker of a ``--preload`` master), where only the forking thread lives on:
         none of the heap's calls runs there, their sockets are the parent's (never to be
@@ -191,29 +191,6 @@ class AnswerTooLarge(requests.RequestException):
     """An answer longer than :data:`MAX_ANSWER_BYTES`: not read further."""
 
 
-class ProcessOwnAdapter(HTTPAdapter):
-    """``requests``' adapter whose kept-alive connections stay with the process that opened
-    them: a forked child (a gunicorn worker of a ``--preload`` master that called WeChat
-    before forking) starts with none. Two processes on one socket would read each other's
-    answers: one person's token could log in another."""
-
-    def init_poolmanager(self, *args: t.Any, **kwargs: t.Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self._pool_arguments = (args, kwargs)
-        _ADAPTERS.add(self)
-
-    def _start_afresh(self) -> None:
-        # A new pool manager, the old one dropped unclosed: closing takes its lock, which a
-        # thread gone with the fork may hold. Its sockets close with it, the child's copies
-        # only: the parent's stay open.
-        args, kwargs = self._pool_arguments
-        self.init_poolmanager(*args, **kwargs)
-
-
-#: Every :class:`ProcessOwnAdapter` of this process (a forked child starts them afresh).
-_ADAPTERS: weakref.WeakSet[ProcessOwnAdapter] = weakref.WeakSet()
-
-
 class DeadlineAdapter(ProcessOwnAdapter):
     """``requests``' adapter, each call of which ends within ``deadline`` seconds in all
     (connecting, waiting for the answer, reading it), else raises ``requests.Timeout``; an
@@ -268,11 +245,4 @@ class DeadlineAdapter(ProcessOwnAdapter):
         response._content = b"".join(chunks)
 
 
-def _after_fork_in_child() -> None:
-    _WATCHDOG._start_afresh()
-    for adapter in list(_ADAPTERS):
-        adapter._start_afresh()
-
-
-if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+start_afresh_in_forked_child(_WATCHDOG)

@@ -27,11 +27,9 @@ again).
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 import typing as t
-import weakref
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -42,6 +40,7 @@ from flask import g, has_request_context, request
 from . import signals
 from .avatars import SCRIPT_ROOT
 from .errors import LoginError
+from .forked_child import start_afresh_in_forked_child
 from .i18n import userinfo_lang
 from .models import as_utc, utcnow
 
@@ -92,8 +91,8 @@ class ProfileRefresher:
         self.models = models
         self.policy = policy
         self.adapter = adapter
-        self._start_afresh()
-        _REFRESHERS.add(self)
+        self.start_afresh()
+        start_afresh_in_forked_child(self)
         table = models.Identity.__table__
         refreshed = sa.func.coalesce(table.c.profile_refreshed_at, table.c.created_at)
         # Built once: the claim (see the module's docstring). The openid and connection are
@@ -105,7 +104,7 @@ class ProfileRefresher:
             refreshed < sa.bindparam("stale_before"),
         ).values(profile_refreshed_at=sa.bindparam("lease"))
 
-    def _start_afresh(self) -> None:
+    def start_afresh(self) -> None:
         """No thread, nothing queued: at creation, and in a process forked from this one
         (which has none of its parent's threads, and maybe a lock one of them held)."""
         self._lock = threading.Lock()
@@ -224,16 +223,3 @@ class ProfileRefresher:
         except BaseException:
             self.db.session.rollback()
             raise
-
-
-#: Every refresher of this process, to start afresh in a forked child.
-_REFRESHERS: weakref.WeakSet[ProfileRefresher] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for refresher in list(_REFRESHERS):
-        refresher._start_afresh()
-
-
-if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
-    os.register_at_fork(after_in_child=_after_fork_in_child)

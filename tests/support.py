@@ -483,6 +483,29 @@ TEST_PASSWORD_HASH_METHOD = "pbkdf2:sha256:1"
 STRONG_KEY = "9f8e7d6c5b4a39281706f5e4d3c2b1a0"
 
 
+@contextlib.contextmanager
+def entered_in_another_thread(enter: t.Callable[[], t.Any]) -> t.Iterator[t.Any]:
+    """The context manager ``enter()`` gives, entered by another thread for as long as the
+    block runs (what it gave that thread is what this yields)."""
+    values: list[t.Any] = []
+    entered, release = threading.Event(), threading.Event()
+
+    def run() -> None:
+        with enter() as value:
+            values.append(value)
+            entered.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        assert entered.wait(10)
+        yield values[0]
+    finally:
+        release.set()
+        thread.join(10)
+
+
 def free_port() -> int:
     """A loopback port nothing listens on (once this socket is closed), to start a server
     on. For a port that must refuse connections, :func:`closed_port`."""

@@ -4,7 +4,6 @@ answers in time keep their kept-alive connection."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 import threading
@@ -13,6 +12,7 @@ import typing as t
 
 import pytest
 import requests
+from support import entered_in_another_thread
 
 from flask_wechat_qr.deadline import DeadlineAdapter
 
@@ -199,35 +199,12 @@ def test_an_ended_call_is_let_go_at_once_not_at_its_deadline() -> None:
         assert calls_alive() == alive
 
 
-@contextlib.contextmanager
-def _entered_in_another_thread(enter: t.Callable[[], t.Any]) -> t.Iterator[t.Any]:
-    """The context manager ``enter()`` gives, entered by another thread for as long as the
-    block runs (what it gave that thread is what this yields)."""
-    values: list[t.Any] = []
-    entered, release = threading.Event(), threading.Event()
-
-    def run() -> None:
-        with enter() as value:
-            values.append(value)
-            entered.set()
-            release.wait(10)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    try:
-        assert entered.wait(10)
-        yield values[0]
-    finally:
-        release.set()
-        thread.join(10)
-
-
 def _call_in_flight(seconds: float) -> t.Any:
     """A call under ``total_deadline(seconds)`` running in another thread while the block
     runs (the ``_Call`` is what it yields)."""
     from flask_wechat_qr.deadline import total_deadline
 
-    return _entered_in_another_thread(lambda: total_deadline(seconds))
+    return entered_in_another_thread(lambda: total_deadline(seconds))
 
 
 class _CountingCondition(threading.Condition):
@@ -343,57 +320,3 @@ def test_a_forked_worker_never_cuts_its_parents_calls() -> None:
                 os._exit(code)
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
-
-
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
-@pytest.mark.parametrize("pool_lock_held", [False, True])
-def test_a_forked_child_opens_connections_of_its_own(pool_lock_held: bool) -> None:
-    """A ``--preload`` master that called WeChat keeps that connection alive; a worker forked
-    from it must not use the same socket (two processes would read each other's answers):
-    the worker opens its own, and the master's stays open for the master. Also when another
-    thread of the master held the pool's lock at the fork (the worker must not wait for a
-    thread it does not have)."""
-    from support import LiveServer
-    from werkzeug.wrappers import Request, Response
-
-    from flask_wechat_qr.deadline import DeadlineAdapter
-    from flask_wechat_qr.sandbox.server import KeepAliveHandler
-
-    @Request.application  # type: ignore[misc]
-    def app(request: Request) -> Response:
-        return Response("ok")
-
-    connections: list[int] = []
-    with LiveServer(app, request_handler=KeepAliveHandler) as server, \
-            requests.Session() as session:
-        server.server.on_connection = lambda: connections.append(1)  # type: ignore[attr-defined]
-        adapter = DeadlineAdapter(5)
-        session.mount("http://", adapter)
-        assert session.get(server.url, timeout=5).text == "ok"
-        lock = adapter.poolmanager.pools.lock
-        with (_entered_in_another_thread(lambda: lock) if pool_lock_held
-              else contextlib.nullcontext()):
-            pid = os.fork()
-            if pid == 0:  # the worker: report by exit code, never return into pytest
-                code = 1
-                try:
-                    code = 0 if session.get(server.url, timeout=5).text == "ok" else 2
-                finally:
-                    os._exit(code)
-        assert _exit_code(pid, within=10) == 0
-        assert session.get(server.url, timeout=5).text == "ok"  # the master's, kept alive
-        assert len(connections) == 2
-
-
-def _exit_code(pid: int, within: float) -> int | None:
-    """A child's exit code; ``None`` (the child killed) if it has not ended ``within``
-    seconds."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        time.sleep(0.02)
-    os.kill(pid, 9)
-    os.waitpid(pid, 0)
-    return None

@@ -1,0 +1,80 @@
+"""Kept-alive connections stay with the process that opened them: a forked child (a
+gunicorn worker of a ``--preload`` master that called WeChat) opens its own."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+import typing as t
+
+import pytest
+import requests
+from support import LiveServer, entered_in_another_thread
+from werkzeug.wrappers import Request, Response
+
+from flask_wechat_qr.avatar_download import download_session
+from flask_wechat_qr.connection_pools import ProcessOwnAdapter
+from flask_wechat_qr.sandbox.server import KeepAliveHandler
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@pytest.mark.parametrize("pool_lock_held", [False, True])
+def test_a_forked_child_opens_connections_of_its_own(pool_lock_held: bool) -> None:
+    """A ``--preload`` master that called WeChat keeps that connection alive; a worker forked
+    from it must not use the same socket (two processes would read each other's answers):
+    the worker opens its own, and the master's stays open for the master. Also when another
+    thread of the master held the pool's lock at the fork (the worker must not wait for a
+    thread it does not have)."""
+    @Request.application  # type: ignore[misc]
+    def app(request: Request) -> Response:
+        return Response("ok")
+
+    connections: list[int] = []
+    with LiveServer(app, request_handler=KeepAliveHandler) as server, \
+            requests.Session() as session:
+        server.server.on_connection = lambda: connections.append(1)  # type: ignore[attr-defined]
+        adapter = ProcessOwnAdapter()
+        session.mount("http://", adapter)
+        assert session.get(server.url, timeout=5).text == "ok"
+        lock = adapter.poolmanager.pools.lock
+        with (entered_in_another_thread(lambda: lock) if pool_lock_held
+              else contextlib.nullcontext()):
+            pid = os.fork()
+            if pid == 0:  # the worker: report by exit code, never return into pytest
+                code = 1
+                try:
+                    code = 0 if session.get(server.url, timeout=5).text == "ok" else 2
+                finally:
+                    os._exit(code)
+        assert _exit_code(pid, within=10) == 0
+        assert session.get(server.url, timeout=5).text == "ok"  # the master's, kept alive
+        assert len(connections) == 2
+
+
+def _exit_code(pid: int, within: float) -> int | None:
+    """A child's exit code; ``None`` (the child killed) if it has not ended ``within``
+    seconds."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.02)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    return None
+
+
+
+def test_the_extensions_connections_to_wechat_and_avatars_are_the_processs_own(
+        make_app: t.Callable[..., t.Any]) -> None:
+    """Every pool of sockets the extension keeps: each connection's API session and the
+    avatar downloader's."""
+    from flask_wechat_qr.runtime import runtime_of
+
+    client = runtime_of(make_app()).clients["wechat"]
+    for url in ("https://api.weixin.qq.com/", "http://127.0.0.1/"):
+        assert isinstance(client.session.get_adapter(url), ProcessOwnAdapter)
+    assert isinstance(download_session().get_adapter("https://thirdwx.qlogo.cn/"),
+                      ProcessOwnAdapter)
