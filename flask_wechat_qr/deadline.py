@@ -91,7 +91,6 @@ class _Watchdog:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="wechat-qr-deadline",
                                                 daemon=True)
-                self._sleeping_until = -math.inf
                 self._thread.start()
             entry: _Entry = [deadline, next(self._order), call]
             heapq.heappush(self._heap, entry)
@@ -210,23 +209,18 @@ class DeadlineAdapter(ProcessOwnAdapter):
              **kwargs: t.Any) -> requests.Response:
         if kwargs.get("stream"):
             raise ValueError("a deadline needs the whole answer read within the call")
-        call = _Call()
-        _calls.current = call
-        armed = _WATCHDOG.arm(time.monotonic() + self.deadline, call)
-        try:
-            response = super().send(request, *args, **{**kwargs, "stream": True})
-            self._read_at_most(response)  # within the deadline, not later by the session
-        except requests.RequestException as error:
-            if call.expired:
-                raise requests.Timeout(
-                    f"no complete answer within {self.deadline:g} seconds") from error
-            raise
-        finally:
-            _WATCHDOG.disarm(armed)
-            _calls.current = None
+        too_late = f"no complete answer within {self.deadline:g} seconds"
+        with total_deadline(self.deadline) as call:
+            try:
+                response = super().send(request, *args, **{**kwargs, "stream": True})
+                self._read_at_most(response)  # within the deadline, not later by the session
+            except requests.RequestException as error:
+                if call.expired:
+                    raise requests.Timeout(too_late) from error
+                raise
         if call.cut:  # an answer read until the socket was shut: cut short, not whole
             response.close()
-            raise requests.Timeout(f"no complete answer within {self.deadline:g} seconds")
+            raise requests.Timeout(too_late)
         return response
 
     def _read_at_most(self, response: requests.Response) -> None:

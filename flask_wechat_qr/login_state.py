@@ -315,11 +315,11 @@ class LoginStateStore:
     def _value(self, key: str, within: Executor | None = None) -> str | None:
         """The value of an unexpired row (``""`` for a row without one), else ``None``; read
         on its own connection, or in the caller's transaction (``within``)."""
-        parameters = {"key": key, "now": time.time()}
-        if within is not None:
-            return t.cast("str | None", within.execute(self._value_of, parameters).scalar())
-        with self.db.engine.connect() as conn:
-            return t.cast("str | None", conn.execute(self._value_of, parameters).scalar())
+        if within is None:
+            with self.db.engine.connect() as conn:
+                return self._value(key, conn)
+        return t.cast("str | None", within.execute(
+            self._value_of, {"key": key, "now": time.time()}).scalar())
 
     def remember_spent_code(self, key: str) -> None:
         """A code WeChat called used, and no login here finished with it: not waited for
