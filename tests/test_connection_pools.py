@@ -26,6 +26,7 @@ def test_a_forked_child_opens_connections_of_its_own(pool_lock_held: bool) -> No
     the worker opens its own, and the master's stays open for the master. Also when another
     thread of the master held the pool's lock at the fork (the worker must not wait for a
     thread it does not have)."""
+
     @Request.application  # type: ignore[misc]
     def app(request: Request) -> Response:
         return Response("ok")
@@ -64,7 +65,6 @@ def _exit_code(pid: int, within: float) -> int | None:
     os.kill(pid, 9)
     os.waitpid(pid, 0)
     return None
-
 
 
 def test_the_extensions_connections_to_wechat_and_avatars_are_the_processs_own(
