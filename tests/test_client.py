@@ -1018,6 +1018,54 @@ def test_netrc_credentials_never_reach_wechat(
         assert "Authorization" not in call.request.headers
 
 
+
+@pytest.mark.parametrize("path", [TOKEN_PATH, USERINFO_PATH])
+def test_a_redirect_from_wechats_api_is_not_followed(
+    make_app: t.Any, wechat_api: WeChatAPI, path: str
+) -> None:
+    """The query of a WeChat API call holds the AppSecret (or a user's access token): a
+    redirect would carry it to whatever host it names. It is WeChat's answer, not taken."""
+    app = make_app()
+    elsewhere = "https://elsewhere.example.com/collect"
+    wechat_api.raw(path, b"", status=302, headers={"Location": elsewhere})
+    with app.app_context(), pytest.raises(WeChatUnavailable):
+        wx = wechat_client(app)
+        if path == TOKEN_PATH:
+            wx.exchange_code(CODE)
+        else:
+            wx.userinfo(TOKEN)
+    assert [urlsplit(call.request.url).path for call in wechat_api.mock.calls] == [path]
+
+
+def test_a_logins_wechat_calls_skip_requests_per_call_merging(
+    client: t.Any, wechat_api: WeChatAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first login's two WeChat calls are prepared by the client's session, not merged
+    with its cookies and settings again by ``Session.request`` (0.2 ms of CPU a call); the
+    session's hooks still see both, as ``Session.send`` sends them."""
+    merged: list[str] = []
+    real = requests.Session.prepare_request
+
+    def counting(self: requests.Session, request: requests.Request) -> t.Any:
+        merged.append(urlsplit(request.url).path)
+        return real(self, request)
+
+    monkeypatch.setattr(requests.Session, "prepare_request", counting)
+    hooked: list[str] = []
+    session = wechat_client(client.application).session
+    session.hooks["response"].append(
+        lambda resp, **_kwargs: hooked.append(urlsplit(resp.url).path))
+    try:
+        state = start_login(client)
+        wechat_api.token()
+        wechat_api.userinfo()
+        assert finish_login(client, state).status_code == 302
+    finally:
+        session.hooks["response"].clear()
+    assert hooked == [TOKEN_PATH, USERINFO_PATH]
+    assert merged == []
+
+
 # --- retries ------------------------------------------------------------------------------
 
 
