@@ -23,6 +23,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 import requests
 from authlib.consts import default_user_agent
 from authlib.integrations.requests_client import OAuth2Session
+from requests.structures import CaseInsensitiveDict
 from urllib3.exceptions import NewConnectionError
 
 from .deadline import MAX_ANSWER_BYTES, AnswerTooLarge, DeadlineAdapter
@@ -295,7 +296,7 @@ class WeChatSession(OAuth2Session):
                 or kwargs.get("allow_redirects") or (auth is None and not withhold_token)):
             return super().request(
                 method, url, withhold_token=withhold_token, auth=auth, **kwargs)
-        headers = requests.structures.CaseInsensitiveDict(self.headers)
+        headers = CaseInsensitiveDict(self.headers)
         headers.update(kwargs.get("headers") or {})
         prepared = requests.PreparedRequest()
         prepared.prepare_method(method)
