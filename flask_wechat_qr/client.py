@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import http.client
+import http.cookiejar
 import json
 import logging
 import re
@@ -174,6 +175,12 @@ def decode_body(resp: requests.Response) -> dict[str, t.Any]:
     """
     if resp.status_code >= 500:
         raise WeChatUnavailable()
+    if resp.is_redirect:  # not followed (WeChatSession.request): say where it pointed
+        log.warning("WeChat's API answered HTTP %s, a redirect to %s, which is not followed "
+                    "(its query would carry the AppSecret or a token); check "
+                    "WECHAT_QR_API_BASE_URL and any proxy in front of it",
+                    resp.status_code, urlsplit(resp.headers.get("Location", "")).netloc or "?")
+        raise WeChatUnavailable()
     try:
         data = json.loads(resp.content.decode("utf-8", "replace"), strict=False)
     except ValueError:
@@ -265,6 +272,8 @@ class WeChatSession(OAuth2Session):
         )
         for scheme in ("https://", "http://"):
             self.mount(scheme, DeadlineAdapter(timeout))
+        # WeChat's API sets no cookies, and a jar shared by every person's calls keeps none.
+        self.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
         self.register_client_auth_method((AUTH_METHOD, _appid_secret_auth))
         self.register_compliance_hook("access_token_response", _check_token_response)
         # Authlib's remote app sets this on every call; set first here, those writes only
@@ -287,13 +296,15 @@ class WeChatSession(OAuth2Session):
         The usual way (``Session.request``) merges the session's cookies and settings into
         every call again: about 0.2 ms of CPU a call, more than the rest of a returning
         login's own work beyond a hand-written handler's. Here the session's headers and
-        hooks are merged; it sends WeChat no cookies (its API sets none); the environment's
-        settings were read once (:func:`_environment_settings`). A redirect is answered as
+        hooks are merged; it sends WeChat no cookies (its API sets none, and the session
+        keeps none); the environment's settings were read once
+        (:func:`_environment_settings`); a session given ``auth`` or ``params`` goes the
+        usual way. A redirect is answered as
         WeChat's, never followed: it would carry the AppSecret in its query to another
         host. ``Session.send`` still sends every call, so mocks (``responses``,
         ``requests-mock``) and a host's hooks see them all.
         """
-        if (method != "GET" or not _SHORT_WAY.issuperset(kwargs)
+        if (method != "GET" or not _SHORT_WAY.issuperset(kwargs) or self.auth or self.params
                 or kwargs.get("allow_redirects") or (auth is None and not withhold_token)):
             return super().request(
                 method, url, withhold_token=withhold_token, auth=auth, **kwargs)

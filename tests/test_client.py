@@ -1021,7 +1021,7 @@ def test_netrc_credentials_never_reach_wechat(
 
 @pytest.mark.parametrize("path", [TOKEN_PATH, USERINFO_PATH])
 def test_a_redirect_from_wechats_api_is_not_followed(
-    make_app: t.Any, wechat_api: WeChatAPI, path: str
+    make_app: t.Any, wechat_api: WeChatAPI, path: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The query of a WeChat API call holds the AppSecret (or a user's access token): a
     redirect would carry it to whatever host it names. It is WeChat's answer, not taken."""
@@ -1035,6 +1035,46 @@ def test_a_redirect_from_wechats_api_is_not_followed(
         else:
             wx.userinfo(TOKEN)
     assert [urlsplit(call.request.url).path for call in wechat_api.mock.calls] == [path]
+    # Said where it pointed (the host only: a query might carry a secret).
+    assert "elsewhere.example.com" in caplog.text and "collect" not in caplog.text
+
+
+def test_a_session_given_params_by_the_host_still_sends_them(
+    make_app: t.Any, wechat_api: WeChatAPI
+) -> None:
+    """The short way merges only the session's headers and hooks: a session a host gave
+    ``params`` (or ``auth``) goes the usual way, which merges those too."""
+    app = make_app()
+    wechat_api.raw(AUTH_PATH, b'{"errcode":0,"errmsg":"ok"}')
+    with app.app_context():
+        wx = wechat_client(app)
+        wx.session.params = {"tag": "host"}
+        try:
+            assert wx.check_token(ACCESS_TOKEN, OPENID)
+        finally:
+            wx.session.params = {}
+    assert "tag=host" in wechat_api.mock.calls[0].request.url
+
+
+def test_wechat_is_sent_no_cookies_and_the_session_keeps_none(
+    make_app: t.Any, wechat_api: WeChatAPI
+) -> None:
+    """Every person's calls share the client's session: a cookie set on one answer (by a
+    proxy, say) would go back with everyone's later calls, on any path."""
+    app = make_app()
+    wechat_api.raw(AUTH_PATH, b'{"errcode":0,"errmsg":"ok"}',
+                   headers={"Set-Cookie": "sid=someone; Path=/"})
+    wechat_api.raw(AUTH_PATH, b'{"errcode":0,"errmsg":"ok"}')
+    with app.app_context():
+        wx = wechat_client(app)
+        assert wx.check_token(ACCESS_TOKEN, OPENID)
+        assert wx.check_token(ACCESS_TOKEN, OPENID)
+        assert len(wx.session.cookies) == 0
+        # The usual way (a call the short way does not take) sends none either.
+        wx.session.request("GET", API + AUTH_PATH, withhold_token=True,
+                           params={"access_token": ACCESS_TOKEN, "openid": OPENID})
+    assert [call.request.headers.get("Cookie") for call in wechat_api.mock.calls] == [
+        None, None, None]
 
 
 def test_a_logins_wechat_calls_skip_requests_per_call_merging(
@@ -1052,16 +1092,19 @@ def test_a_logins_wechat_calls_skip_requests_per_call_merging(
 
     monkeypatch.setattr(requests.Session, "prepare_request", counting)
     hooked: list[str] = []
+
+    def hook(resp: requests.Response, **_kwargs: t.Any) -> None:
+        hooked.append(urlsplit(resp.url).path)
+
     session = wechat_client(client.application).session
-    session.hooks["response"].append(
-        lambda resp, **_kwargs: hooked.append(urlsplit(resp.url).path))
+    session.hooks["response"].append(hook)
     try:
         state = start_login(client)
         wechat_api.token()
         wechat_api.userinfo()
         assert finish_login(client, state).status_code == 302
     finally:
-        session.hooks["response"].clear()
+        session.hooks["response"].remove(hook)
     assert hooked == [TOKEN_PATH, USERINFO_PATH]
     assert merged == []
 
