@@ -295,14 +295,13 @@ class WeChatSession(OAuth2Session):
 
         The usual way (``Session.request``) merges the session's cookies and settings into
         every call again: about 0.2 ms of CPU a call, more than the rest of a returning
-        login's own work beyond a hand-written handler's. Here the session's headers and
-        hooks are merged; it sends WeChat no cookies (its API sets none, and the session
-        keeps none); the environment's settings were read once
-        (:func:`_environment_settings`); a session given ``auth`` or ``params`` goes the
-        usual way. A redirect is answered as
-        WeChat's, never followed: it would carry the AppSecret in its query to another
-        host. ``Session.send`` still sends every call, so mocks (``responses``,
-        ``requests-mock``) and a host's hooks see them all.
+        login's own work beyond a hand-written handler's. Here only the session's headers
+        and hooks are merged: WeChat is sent no cookies (its API sets none, and the session
+        keeps none), the environment's settings were read once
+        (:func:`_environment_settings`), and a session given ``auth`` or ``params`` goes the
+        usual way. A redirect is answered as WeChat's, never followed: it would carry the
+        AppSecret in its query to another host. ``Session.send`` still sends every call, so
+        mocks (``responses``, ``requests-mock``) and a host's hooks see them all.
         """
         if (method != "GET" or not _SHORT_WAY.issuperset(kwargs) or self.auth or self.params
                 or kwargs.get("allow_redirects") or (auth is None and not withhold_token)):
