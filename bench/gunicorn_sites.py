@@ -40,15 +40,17 @@ class GunicornSite:
 
     def cpu_seconds(self) -> float:
         """User + system CPU time of the master and its live workers so far."""
-        pids = [self.process.pid, *_children(self.process.pid)]
-        return sum(_cpu_seconds(pid) for pid in pids)
+        return sum(_cpu_seconds(pid) for pid in self._pids())
 
     def context_switches(self) -> int:
         """Thread switches of the master and its live workers so far (see
         :func:`keepalive_server.thread_switches`; gunicorn's own once-a-second
         housekeeping is in it too, so per login it moves with the rate)."""
-        pids = [self.process.pid, *_children(self.process.pid)]
-        return sum(thread_switches(pid) for pid in pids)
+        return sum(thread_switches(pid) for pid in self._pids())
+
+    def _pids(self) -> list[int]:
+        """The master's and its live workers'."""
+        return [self.process.pid, *_children(self.process.pid)]
 
     def sql(self) -> dict[str, int]:
         return sql_counter.read(self.counts)

@@ -506,6 +506,28 @@ def entered_in_another_thread(enter: t.Callable[[], t.Any]) -> t.Iterator[t.Any]
         thread.join(10)
 
 
+def in_forked_child(check: t.Callable[[], bool], within: float = 10) -> int | None:
+    """Fork (a gunicorn worker of a ``--preload`` master, say); the child runs ``check`` and
+    exits 0 if it held, 2 if not, 1 if it raised, never returning into pytest. The child's
+    exit code, or ``None`` (the child killed) if it has not ended ``within`` seconds."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            code = 0 if check() else 2
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.02)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    return None
+
+
 def free_port() -> int:
     """A loopback port nothing listens on (once this socket is closed), to start a server
     on. For a port that must refuse connections, :func:`closed_port`."""

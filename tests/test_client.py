@@ -1018,7 +1018,6 @@ def test_netrc_credentials_never_reach_wechat(
         assert "Authorization" not in call.request.headers
 
 
-
 @pytest.mark.parametrize("path", [TOKEN_PATH, USERINFO_PATH])
 def test_a_redirect_from_wechats_api_is_not_followed(
     make_app: t.Any, wechat_api: WeChatAPI, path: str, caplog: pytest.LogCaptureFixture

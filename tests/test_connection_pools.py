@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
 import typing as t
 
 import pytest
 import requests
-from support import LiveServer, entered_in_another_thread
+from support import LiveServer, entered_in_another_thread, in_forked_child
 from werkzeug.wrappers import Request, Response
 
 from flask_wechat_qr.avatar_download import download_session
@@ -41,30 +40,9 @@ def test_a_forked_child_opens_connections_of_its_own(pool_lock_held: bool) -> No
         lock = adapter.poolmanager.pools.lock
         with (entered_in_another_thread(lambda: lock) if pool_lock_held
               else contextlib.nullcontext()):
-            pid = os.fork()
-            if pid == 0:  # the worker: report by exit code, never return into pytest
-                code = 1
-                try:
-                    code = 0 if session.get(server.url, timeout=5).text == "ok" else 2
-                finally:
-                    os._exit(code)
-        assert _exit_code(pid, within=10) == 0
+            assert in_forked_child(lambda: session.get(server.url, timeout=5).text == "ok") == 0
         assert session.get(server.url, timeout=5).text == "ok"  # the master's, kept alive
         assert len(connections) == 2
-
-
-def _exit_code(pid: int, within: float) -> int | None:
-    """A child's exit code; ``None`` (the child killed) if it has not ended ``within``
-    seconds."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        time.sleep(0.02)
-    os.kill(pid, 9)
-    os.waitpid(pid, 0)
-    return None
 
 
 def test_the_extensions_connections_to_wechat_and_avatars_are_the_processs_own(

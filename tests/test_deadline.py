@@ -12,7 +12,7 @@ import typing as t
 
 import pytest
 import requests
-from support import entered_in_another_thread
+from support import entered_in_another_thread, in_forked_child
 
 from flask_wechat_qr.deadline import DeadlineAdapter
 
@@ -304,19 +304,14 @@ def test_a_forked_worker_never_cuts_its_parents_calls() -> None:
     own watchdog starts empty, so it never shuts them down (its own calls are watched)."""
     from flask_wechat_qr.deadline import _WATCHDOG, _Call
 
+    def own_call_cut_and_parents_left() -> bool:
+        own = _Call()
+        armed = time.monotonic()
+        entry = _WATCHDOG.arm(armed + 0.1, own)
+        while time.monotonic() < armed + 0.6:  # past both deadlines
+            time.sleep(0.01)
+        _WATCHDOG.disarm(entry)
+        return own.expired and not parents.expired
+
     with _call_in_flight(0.2) as parents:
-        pid = os.fork()
-        if pid == 0:  # the worker: report by exit code, never return into pytest
-            code = 1
-            try:
-                own = _Call()
-                armed = time.monotonic()
-                entry = _WATCHDOG.arm(armed + 0.1, own)
-                while time.monotonic() < armed + 0.6:  # past both deadlines
-                    time.sleep(0.01)
-                _WATCHDOG.disarm(entry)
-                code = 0 if own.expired and not parents.expired else 2
-            finally:
-                os._exit(code)
-        _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0
+        assert in_forked_child(own_call_cut_and_parents_left) == 0

@@ -6,6 +6,7 @@ import gc
 import os
 
 import pytest
+from support import in_forked_child
 
 from flask_wechat_qr.forked_child import start_afresh_in_forked_child
 
@@ -28,9 +29,5 @@ def test_a_forked_child_starts_afresh_what_is_registered_and_alive() -> None:
     start_afresh_in_forked_child(gone)
     del gone
     gc.collect()  # held weakly: it went with its owner
-    pid = os.fork()
-    if pid == 0:  # the child: report by exit code, never return into pytest
-        os._exit(0 if started == ["kept"] else 1)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
+    assert in_forked_child(lambda: started == ["kept"]) == 0
     assert started == [] and kept.name == "kept"  # the parent keeps its own
