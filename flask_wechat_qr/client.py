@@ -167,6 +167,20 @@ def avatar_url(value: t.Any, *, sandbox_images: bool = False) -> str | None:
     return urlunsplit(parts)
 
 
+#: WeChat's JSON may hold raw control characters in strings (nicknames): not strict. One
+#: decoder for every answer (``json.loads`` with an option builds a new one per call).
+_LENIENT_JSON = json.JSONDecoder(strict=False)
+
+
+def json_object(resp: requests.Response) -> dict[str, t.Any] | None:
+    """WeChat's JSON answer (UTF-8 whatever the Content-Type says), or ``None``."""
+    try:
+        data = _LENIENT_JSON.decode(resp.content.decode("utf-8", "replace"))
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def decode_body(resp: requests.Response) -> dict[str, t.Any]:
     """The JSON object of a WeChat API answer, or the typed error it carries.
 
@@ -181,11 +195,8 @@ def decode_body(resp: requests.Response) -> dict[str, t.Any]:
                     "WECHAT_QR_API_BASE_URL and any proxy in front of it",
                     resp.status_code, urlsplit(resp.headers.get("Location", "")).netloc or "?")
         raise WeChatUnavailable()
-    try:
-        data = json.loads(resp.content.decode("utf-8", "replace"), strict=False)
-    except ValueError:
-        data = None
-    if not isinstance(data, dict):
+    data = json_object(resp)
+    if data is None:
         raise WeChatUnavailable(
             _l("WeChat answered with something that is not its API. Try again."))
     errcode = data.get("errcode")

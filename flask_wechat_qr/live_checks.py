@@ -24,7 +24,6 @@ even when an answer echoes one.
 
 from __future__ import annotations
 
-import json
 import secrets
 import socket
 import threading
@@ -38,7 +37,7 @@ import requests
 from requests.utils import select_proxy
 
 from .checks import Deployment, Finding, problem, setting_key, warning
-from .client import ACCESS_TOKEN_PATH, describe_transport_failure
+from .client import ACCESS_TOKEN_PATH, describe_transport_failure, json_object
 from .redact import redact
 from .settings import OA_CONSOLE
 from .urls import IN_PROCESS_ORIGIN
@@ -413,7 +412,7 @@ def _credentials_outcome(subject: _Subject, app_id: str,
                          resp: requests.Response) -> tuple[str, Finding | None]:
     """The row and finding of WeChat's answer to the made-up code."""
     where = subject.client.connection.identifier
-    answer = _json_object(resp)
+    answer = json_object(resp)
     if answer is None:
         summary = page_summary(resp.content.decode("utf-8", "replace"), 80)
         found = problem(
@@ -531,15 +530,6 @@ def _unreachable_finding(netloc: str, roles: list[str], reason: str) -> Finding:
         f"this server cannot reach WeChat's QR pages at {netloc}: {reason}; they were not "
         "checked (visitors' browsers load them, not this server)",
         f"run the check where {netloc} can be reached, or fix WECHAT_QR_OPEN_BASE_URL")
-
-
-def _json_object(resp: requests.Response) -> dict[str, t.Any] | None:
-    """WeChat's JSON answer (UTF-8 whatever the Content-Type says), or ``None``."""
-    try:
-        data = json.loads(resp.content.decode("utf-8", "replace"), strict=False)
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def _printable(value: t.Any, limit: int = 200) -> str:

@@ -48,7 +48,7 @@ from support import (
     two_connections,
 )
 
-from flask_wechat_qr import AccountAdapter, WeChatClient
+from flask_wechat_qr import AccountAdapter, WeChatClient, signals
 
 
 def _aware(value: datetime) -> datetime:
@@ -114,6 +114,22 @@ def test_second_login_is_the_same_user_with_one_api_call(app: t.Any, client: t.A
     assert identities[0].created_at == first.created_at
     # Within the hour ``last_login_at`` is kept as it is: the login writes no identity row.
     assert identities[0].last_login_at == first.last_login_at
+
+
+def test_a_returning_login_leaves_the_raw_profile_unread_until_asked(
+        app: t.Any, wechat_api: t.Any) -> None:
+    """WeChat's raw profile (JSON) is not decoded on a returning login, which never uses
+    it; a ``login_succeeded`` receiver that reads it still gets it."""
+    login_with_wechat(app.test_client(), wechat_api)
+    seen = []
+
+    def receiver(sender: t.Any, identity: t.Any, **kwargs: t.Any) -> None:
+        loaded = "profile" in sa.inspect(identity).dict
+        seen.append((loaded, identity.profile["nickname"]))
+
+    with signals.login_succeeded.connected_to(receiver, sender=app):
+        assert login_with_wechat(app.test_client(), wechat_api).status_code == 302
+    assert seen == [(False, NICKNAME)]
 
 
 def test_last_login_at_is_written_once_it_is_an_hour_old(app: t.Any, wechat_api: t.Any
@@ -485,8 +501,6 @@ def test_inactive_user_is_not_logged_in(app: t.Any, wechat_api: t.Any,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """A host user Flask-Login refuses (``is_active`` False, e.g. banned) gets a page that
     says so; the login does not pretend to succeed."""
-    from flask_wechat_qr import signals
-
     user_id = add_user(app, username="banned")
     link_identity(app, user_id)
     monkeypatch.setattr(app.User, "is_active", property(lambda self: self.username != "banned"))

@@ -9,6 +9,7 @@ import re
 import typing as t
 
 import pytest
+from flask import Response
 from support import (
     BUSINESS_URL,
     TOKEN_PATH,
@@ -32,7 +33,7 @@ from support import (
     verify,
 )
 
-from flask_wechat_qr import LoginCancelled, signals
+from flask_wechat_qr import LoginCancelled, delivery, signals
 
 # --- error pages: in words, with a way to try again ---------------------------------------
 
@@ -213,3 +214,35 @@ def test_an_error_while_delivering_keeps_the_logins_next_and_business_state(
     assert 'name="error" value="access_denied"' in body
     assert 'name="state" value="biz-1"' in body
     assert logged_in_user_id(client) is not None  # the login itself stands
+
+
+# --- page headers --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("already", "frame_option"), [
+    ({}, "SAMEORIGIN"),
+    ({"x-frame-options": "DENY"}, "DENY"),
+])
+def test_page_headers_add_the_policy_and_keep_a_frame_option_already_set(
+        already: dict[str, str], frame_option: str) -> None:
+    response = Response("page", headers=already)
+    delivery.page_headers(response, "'self'")
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers.getlist("Content-Security-Policy") == ["frame-ancestors 'self'"]
+    assert response.headers.getlist("X-Frame-Options") == [frame_option]
+
+
+def test_page_headers_leave_a_policy_already_set_whatever_its_case() -> None:
+    response = Response("page", headers={"content-security-policy": "frame-ancestors 'none'",
+                                         "Cache-Control": "max-age=60"})
+    delivery.page_headers(response, "'self'")
+    assert response.headers.getlist("Content-Security-Policy") == ["frame-ancestors 'none'"]
+    assert "X-Frame-Options" not in response.headers
+    assert response.headers.getlist("Cache-Control") == ["no-store"]
+
+
+def test_public_files_keep_their_caching() -> None:
+    response = Response("{}", headers={"Cache-Control": "max-age=3600"})
+    delivery.page_headers(response, None, cacheable=True)
+    assert response.headers.getlist("Cache-Control") == ["max-age=3600"]
+    assert "Content-Security-Policy" not in response.headers

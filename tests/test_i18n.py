@@ -231,6 +231,20 @@ def test_accept_language_by_quality(app: Flask, header: str, expected: str) -> N
         assert i18n.get_locale() == expected
 
 
+def test_only_short_accept_language_headers_are_remembered(app: Flask) -> None:
+    """What each header chose is remembered (parsing one costs more than the rest of the
+    choice); a long header, which no browser sends, is parsed and not kept."""
+    remembered = i18n._locale_of_accept_language
+    remembered.cache_clear()
+    for header, expected in (("en;q=0.4, zh-CN;q=0.8", "zh_CN"), ("en-GB", "en"),
+                             ("en;q=0.4, zh-CN;q=0.8", "zh_CN"),
+                             ("fr;q=0.9, " * 30 + "zh;q=0.5", "zh_CN")):
+        with app.test_request_context("/", headers={"Accept-Language": header}):
+            assert i18n.get_locale() == expected
+    assert remembered.cache_info().currsize == 2
+    assert remembered.cache_info().hits == 1
+
+
 def test_default_locale_without_a_header_and_outside_requests(make_app: t.Any) -> None:
     app = make_app(WECHAT_QR_DEFAULT_LOCALE="zh_CN")
     assert_chinese(page_of(browser(app, None).get("/auth/wechat/qr")), "请使用手机微信扫描二维码")
