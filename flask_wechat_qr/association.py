@@ -15,7 +15,6 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 
 import sqlalchemy as sa
-from sqlalchemy.orm import defer
 
 from .client import ProfileNotGranted
 from .errors import (
@@ -92,13 +91,12 @@ class AssociationPolicy:
         #: stores avatars (``WECHAT_QR_STORE_AVATARS``); ``None``: WeChat's URLs are kept
         self.avatars = avatars
         IdentityModel = models.Identity
-        # Built once: every login runs them, and building costs more than running. WeChat's
-        # raw profile (JSON) is read only where something asks for it: a returning login
-        # never does, and decoding it cost 5% of the lookup.
+        # Built once: every login runs them, and building costs more than running. The whole
+        # row, raw profile included: signal receivers are documented to get the identity's
+        # attributes, and may keep it past the request (a deferred column would then raise).
         self._identity_by_openid = sa.select(IdentityModel).where(
             IdentityModel.connection == sa.bindparam("connection"),
-            IdentityModel.openid == sa.bindparam("openid"),
-        ).options(defer(IdentityModel.profile))
+            IdentityModel.openid == sa.bindparam("openid"))
         self._identity_and_user = self._with_user(self._identity_by_openid)
 
     def find_identity(self, connection: str, openid: str) -> Identity | None:
