@@ -69,28 +69,32 @@ def default_locale() -> str:
         FALLBACK_LOCALE)
 
 
-def browser_locale() -> str | None:
-    """The browser's most preferred supported language (``Accept-Language``, by quality)."""
-    header = request.headers.get("Accept-Language")
-    if header is not None and len(header) > MAX_REMEMBERED_ACCEPT_LANGUAGE:
-        return _locale_of_accept_language.__wrapped__(header)
-    return _locale_of_accept_language(header)
-
-
 #: Longest ``Accept-Language`` whose language is remembered (browsers send 10-60 bytes).
 MAX_REMEMBERED_ACCEPT_LANGUAGE = 200
 
 
-@functools.lru_cache(maxsize=256)
+def browser_locale() -> str | None:
+    """The browser's most preferred supported language (``Accept-Language``, by quality)."""
+    header = request.headers.get("Accept-Language")
+    if header is not None and len(header) > MAX_REMEMBERED_ACCEPT_LANGUAGE:
+        return _locale_of_accept_language(header)
+    return _remembered_locale_of_accept_language(header)
+
+
 def _locale_of_accept_language(header: str | None) -> str | None:
-    """The language of ours an ``Accept-Language`` prefers. Remembered: a browser's header
-    is one of a few hundred, and parsing one costs 15-20 us on every page and login."""
+    """The language of ours an ``Accept-Language`` prefers."""
     for value, quality in parse_accept_header(header, LanguageAccept):  # by quality, order
         if quality > 0:
             locale = normalize_locale(value)
             if locale is not None:
                 return locale
     return None
+
+
+#: :func:`_locale_of_accept_language`, remembered: a browser's header is one of a few
+#: hundred, and parsing one costs 15-20 us on every page and login.
+_remembered_locale_of_accept_language = functools.lru_cache(maxsize=256)(
+    _locale_of_accept_language)
 
 
 def select_locale() -> str:

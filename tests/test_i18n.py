@@ -234,7 +234,7 @@ def test_accept_language_by_quality(app: Flask, header: str, expected: str) -> N
 def test_only_short_accept_language_headers_are_remembered(app: Flask) -> None:
     """What each header chose is remembered (parsing one costs more than the rest of the
     choice); a long header, which no browser sends, is parsed and not kept."""
-    remembered = i18n._locale_of_accept_language
+    remembered = i18n._remembered_locale_of_accept_language
     remembered.cache_clear()
     for header, expected in (("en;q=0.4, zh-CN;q=0.8", "zh_CN"), ("en-GB", "en"),
                              ("en;q=0.4, zh-CN;q=0.8", "zh_CN"),
