@@ -291,6 +291,36 @@ def ratio_table(cells: list[Cell]) -> str:
     return markdown(header, rows)
 
 
+#: Which way is better for us, per ratio: above 1 for logins/s, below 1 for times and CPU.
+HIGHER_IS_BETTER = {"logins/s": True, "cb p50": False, "cb p99": False, "CPU/login": False}
+#: The summary's measures (the callback's p50 is in the full table).
+SUMMARY_MEASURES = ("logins/s", "CPU/login", "cb p99")
+
+
+def summary_table(cells: list[Cell]) -> str:
+    """Every pair of a group of cells pooled: one cell's 3 pairs say little on a noisy
+    machine, the 12-24 pairs of a database, kind of user and load say more. Per measure:
+    the geometric mean of the pairs' ratios and how many pairs were at or better than
+    parity."""
+    groups: dict[tuple[str, str, str], list[Cell]] = {}
+    for c in cells:
+        load = "one at a time" if c.clients == 1 else "8 or 32 at a time"
+        groups.setdefault((c.database, c.users, load), []).append(c)
+    header = ("database", "users", "browsers", "pairs",
+              *(f"{name} ours/them" for name in SUMMARY_MEASURES))
+    rows = []
+    for (database, users, load), group in groups.items():
+        columns = []
+        for name in SUMMARY_MEASURES:
+            ratios = [r for c in group for r in pair_ratios(c, RATIO_MEASURES[name])]
+            better = sum((r >= 1) if HIGHER_IS_BETTER[name] else (r <= 1) for r in ratios)
+            columns.append(f"{statistics.geometric_mean(ratios):.3f} "
+                           f"({better} of {len(ratios)} at or better than 1)")
+        rows.append((database, users, load,
+                     str(sum(len(c.runs["ours"]) for c in group)), *columns))
+    return markdown(header, rows)
+
+
 def site_table(cells: list[Cell]) -> str:
     header = ("database", "workers x threads", "RTT ms", "clients", "users", "site",
               "logins", "failed", "logins/s", "cb p50 ms", "cb p99 ms", "CPU ms/login",
@@ -316,14 +346,22 @@ def site_table(cells: list[Cell]) -> str:
     return markdown(header, rows)
 
 
-def print_report(cells: list[Cell], args: argparse.Namespace, load: tuple[float, ...]) -> None:
-    print(f"\nPython {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average "
-          f"{load[0]:.2f} at the start, {os.getloadavg()[0]:.2f} at the end; "
-          f"{args.pairs} pairs of {args.seconds:g} s runs per cell, ours then {args.versus}")
-    print("SQLite (both sites): " + (
-        "write-ahead log, synchronous=NORMAL, busy timeout 5 s (docs/deploying.rst's advice)"
-        if args.sqlite_wal else "as created (rollback journal, synchronous=FULL)"))
-    print(f"\nours/{args.versus}, median (min-max) of the pairs' ratios:\n")
+def print_report(cells: list[Cell], args: argparse.Namespace,
+                 load: tuple[float, ...] | None) -> None:
+    """The report; ``load``: the load average at the start (``None``: a kept run again)."""
+    versus = next(label for label in cells[0].runs if label != "ours")
+    if load is None:
+        print(f"\nThe runs kept in {args.report}, ours then {versus}")
+    else:
+        print(f"\nPython {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average "
+              f"{load[0]:.2f} at the start, {os.getloadavg()[0]:.2f} at the end; "
+              f"{args.pairs} pairs of {args.seconds:g} s runs per cell, ours then {versus}")
+        print("SQLite (both sites): " + (
+            "write-ahead log, synchronous=NORMAL, busy timeout 5 s (docs/deploying.rst's "
+            "advice)" if args.sqlite_wal else "as created (rollback journal, synchronous=FULL)"))
+    print(f"\nours/{versus}, every pair of each group (geometric mean):\n")
+    print(summary_table(cells))
+    print(f"\nours/{versus}, median (min-max) of the pairs' ratios:\n")
     print(ratio_table(cells))
     print("\nPer site (logins/s and CPU: median of the runs; p50/p99: all the runs' callbacks;"
           " counts: per login over all the runs):\n")
@@ -359,6 +397,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "synchronous=NORMAL, busy timeout)")
     parser.add_argument("--db-dir", help="where SQLite files and logs go (default: temp dir)")
     parser.add_argument("--json", help="also write every run's figures to this file")
+    parser.add_argument("--report", metavar="JSON",
+                        help="run nothing: print the report of a --json file again")
     args = parser.parse_args(argv)
     args.pairs = args.pairs or (2 if args.quick else 3)
     args.seconds = args.seconds or (1.5 if args.quick else 4.0)
@@ -387,8 +427,21 @@ def _numbers(text: str) -> list[float]:
     return [float(word) for word in text.split(",") if word.strip()]
 
 
+def read_cells(path: str) -> list[Cell]:
+    """The cells a ``--json`` file kept."""
+    cells = []
+    for data in json.loads(pathlib.Path(path).read_text()):
+        runs = {label: [Run(**run) for run in site_runs]
+                for label, site_runs in data.pop("runs").items()}
+        cells.append(Cell(**data, runs=runs))
+    return cells
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.report:
+        print_report(read_cells(args.report), args, None)
+        return 0
     if args.sqlite_wal:
         os.environ["BENCH_SQLITE_WAL"] = "1"  # read by site_wsgi in every site process
     load = os.getloadavg()

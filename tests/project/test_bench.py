@@ -161,3 +161,43 @@ def _journal_modes(folder: Path) -> dict[str, str]:
                 modes.setdefault(site, set()).add(
                     connection.execute("PRAGMA journal_mode").fetchone()[0])
     return {site: "/".join(sorted(found)) for site, found in modes.items()}
+
+
+def test_the_versus_report_pools_every_pair_of_a_group(tmp_path: Path) -> None:
+    """``--report`` prints a kept run again, with no site started; its summary pools the
+    pairs of all the cells of a database, kind of user and load: the geometric mean of
+    their ratios and how many were at or better than parity (logins/s above 1, CPU below)."""
+
+    def run(site: str, logins: int, cpu_seconds: float) -> dict[str, t.Any]:
+        return {"site": site, "logins": logins, "seconds": 1.0, "callback_ms": [10.0],
+                "cpu_seconds": cpu_seconds, "context_switches": 0, "api_calls": logins,
+                "sql": dict.fromkeys(("statements", "select", "insert", "update", "delete",
+                                      "other", "commit", "rows_written"), 0),
+                "failures": []}
+
+    def cell(clients: int, pairs: list[tuple[int, int]]) -> dict[str, t.Any]:
+        return {"database": "sqlite", "workers": "1x8", "rtt_ms": 0.0, "clients": clients,
+                "users": "returning",
+                "runs": {"ours": [run("ours", ours, 1.0) for ours, _ in pairs],
+                         "handwritten": [run("handwritten", theirs, 1.0)
+                                         for _, theirs in pairs]}}
+
+    kept = tmp_path / "kept.json"
+    # logins/s ratios 2 and 1 one at a time; 4, 0.5 and 1 with 8 or 32 browsers (in two
+    # cells); CPU per login is their inverse (the same CPU time for each run)
+    kept.write_text(json.dumps([cell(1, [(20, 10), (10, 10)]),
+                                cell(8, [(40, 10), (10, 20)]), cell(32, [(10, 10)])]))
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "versus_bench.py"), "--report", str(kept)],
+        capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = {cells[2]: cells for cells in (
+        [c.strip() for c in line.strip("|").split("|")]
+        for line in result.stdout.splitlines() if line.startswith("| sqlite | returning | "))}
+    assert rows["one at a time"][3:] == [  # sqrt(2), 1/sqrt(2)
+        "2", "1.414 (2 of 2 at or better than 1)", "0.707 (2 of 2 at or better than 1)",
+        "1.000 (2 of 2 at or better than 1)"]
+    assert rows["8 or 32 at a time"][3:] == [  # cube root of 2, and its inverse
+        "3", "1.260 (2 of 3 at or better than 1)", "0.794 (2 of 3 at or better than 1)",
+        "1.000 (3 of 3 at or better than 1)"]
+    assert f"The runs kept in {kept}, ours then handwritten" in result.stdout
