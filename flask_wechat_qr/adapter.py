@@ -61,6 +61,12 @@ def _hash_method(stored: object) -> str | None:
 class AccountAdapter(t.Generic[UserT]):
     """Hooks into the host's users. Override any method; call ``super()`` where useful."""
 
+    #: The user model's column a person types on the bind page, with their password, to
+    #: prove an existing account (ask binding): the default :meth:`authenticate` looks users
+    #: up by it, and the page labels the field after it (``"username"``, ``"email"`` and
+    #: ``"phone"`` have their own label and phone keyboard; any other reads "Account").
+    login_field: str = "username"
+
     #: the method of the last password hash checked (the dummy hash follows it)
     _seen_hash_method: str | None = None
 
@@ -136,8 +142,10 @@ class AccountAdapter(t.Generic[UserT]):
 
     def authenticate(self, username: str, password: str) -> UserT | None:
         """The user these credentials prove, or ``None``; used to bind a WeChat account.
+        ``username`` is what the person typed in the bind page's first field.
 
-        Default: the user model's ``username`` column and its ``check_password(password)``
+        Default: the user model's :attr:`login_field` column (an e-mail address as typed or
+        in lower case, without spaces around it) and its ``check_password(password)``
         method, or a Werkzeug hash in ``password_hash``. A user without a password
         (:meth:`has_password`; e.g. one a WeChat login created) proves nothing, and a
         ``check_password`` that raises counts as a wrong password (logged), never a 500.
@@ -149,10 +157,21 @@ class AccountAdapter(t.Generic[UserT]):
         # No form field typed in a browser holds NUL, and PostgreSQL refuses it in a query.
         if "\x00" in username:
             username = ""
-        if username and "username" in model.__table__.c:
-            user = self._require_db().session.execute(
-                sa.select(model).where(model.__table__.c.username == username)
-            ).scalar_one_or_none()
+        column = model.__table__.c.get(self.login_field)
+        if self.login_field in ("email", "phone"):
+            username = username.strip()  # what phones' keyboards add
+        if username and column is not None:
+            # An address is looked up as typed and in lower case, both by the column's index.
+            typed = {username, username.lower()} if self.login_field == "email" else {username}
+            found = self._require_db().session.execute(
+                sa.select(model).where(column.in_(sorted(typed))).limit(3)
+            ).scalars().all()
+            # As typed wins; two accounts for one name (a column that is not unique) prove
+            # neither, rather than binding the WeChat account to whichever came first.
+            attribute = sa.inspect(model).get_property_by_column(column).key
+            exact = [row for row in found if getattr(row, attribute, None) == username]
+            candidates = exact or found
+            user = candidates[0] if len(candidates) == 1 else None
         if user is None or not self.has_password(user):
             check_password_hash(_dummy_hash(self._seen_hash_method), password or "")
             return None

@@ -280,6 +280,28 @@ class IdTokenError(LoginError):
     )
 
 
+class AccountNotSaved(LoginError):
+    """The database refused a login's changes on every try: not two requests making the same
+    identity (that ends on the second try) but the site's own data, most often a user
+    ``AccountAdapter.create_user`` made without a column the database requires.
+    ``str(error)`` (logged at ``ERROR``) gives the database's reason and the fix."""
+
+    status = 500
+    operator_error = True
+    title = _l("Login could not be completed")
+    message = _l(
+        "This site could not save your account. Its operator has been told; try again "
+        "later, or log in another way."
+    )
+
+    def __init__(self, reason: str) -> None:
+        super().__init__()
+        self.reason = reason
+        self.args = (f"{self.args[0]} The database said: {reason}. If that is a column of "
+                     "the user model, AccountAdapter.create_user must fill it (docs: hooks, "
+                     "'Creating users').",)
+
+
 class WeChatUnavailable(LoginError):
     """WeChat could not be reached or answered something that is not its API."""
 

@@ -337,6 +337,26 @@ def _check_id_token_secret(app: Flask, settings: Settings) -> None:
             "SECRET_KEY anyone could forge this site's session cookies.")
 
 
+def _why_accounts_cannot_be_proved(adapter: AccountAdapter[User]) -> str | None:
+    """Why the default :meth:`~.AccountAdapter.authenticate` could prove no account of the
+    user model, or ``None`` (an overridden one is the host's to judge)."""
+    if type(adapter).authenticate is not AccountAdapter.authenticate:
+        return None
+    model = adapter.user_model
+    if model is None:
+        return "the default AccountAdapter.authenticate needs the user model (user_model=)"
+    table = getattr(model, "__table__", None)
+    if table is None or adapter.login_field not in table.c:
+        return (f"the default AccountAdapter.authenticate looks users up by their "
+                f"{adapter.login_field!r} column (AccountAdapter.login_field), which "
+                f"{model.__name__} has not")
+    if not (hasattr(model, "password_hash") or hasattr(model, "password")
+            or callable(getattr(model, "check_password", None))):
+        return (f"{model.__name__} has no password_hash or password column and no "
+                "check_password method for the default AccountAdapter.authenticate")
+    return None
+
+
 def _check_users_can_be_created(settings: Settings, adapter: AccountAdapter[User]) -> None:
     """A user model with a required column the default ``create_user`` cannot fill would
     fail every first WeChat login in the database; say so now, with the fix."""
@@ -358,7 +378,19 @@ def _check_users_can_be_created(settings: Settings, adapter: AccountAdapter[User
 
 
 def _check_association_support(settings: Settings, adapter: AccountAdapter[User]) -> None:
+    """A way of association the adapter cannot carry out would fail every person it is
+    offered to (a bind page that always says "wrong password"): say so now, with the fix."""
     for conn in settings.connections.values():
+        if conn.association == "ask_binding":
+            problem = _why_accounts_cannot_be_proved(adapter)
+            if problem is not None:
+                raise ConfigurationError(
+                    f"WECHAT_QR_ASSOCIATION ({conn.identifier})",
+                    f"ask_binding has people prove an existing account, but {problem}",
+                    "Set login_field on your AccountAdapter subclass to the column your "
+                    "users log in with (e.g. login_field = \"email\"), or override "
+                    "AccountAdapter.authenticate to check your site's own credentials "
+                    "(docs: hooks, 'Proving an existing account').")
         if conn.association == "field_matching":
             custom = [f for f in conn.match_fields if f != "unionid"]
             if custom and type(adapter).match_user is AccountAdapter.match_user:

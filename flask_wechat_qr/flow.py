@@ -63,6 +63,7 @@ from . import signals
 from .association import BindingRequired, Resolution
 from .client import ProfileNotGranted
 from .errors import (
+    AccountNotSaved,
     BindingExpired,
     CodeUsed,
     InvalidRequest,
@@ -627,11 +628,13 @@ class LoginFlow:
                 result = work()
                 self._commit()
                 return result
-            except IntegrityError:
+            except IntegrityError as error:
                 self.db.session.rollback()
                 if attempt == 2:
-                    raise
-                log.info("an identity was created concurrently; retrying")
+                    raise AccountNotSaved(_database_reason(error)) from error
+                log.info("the database refused the login's changes (%s); trying again: "
+                         "another request may have made the same identity",
+                         _database_reason(error))
             except BaseException:
                 self.db.session.rollback()
                 raise
@@ -649,6 +652,14 @@ class LoginFlow:
             session.commit()
         finally:
             session.expire_on_commit = expire
+
+
+def _database_reason(error: IntegrityError) -> str:
+    """The database's own words, first line only: the constraint or column, never the SQL
+    statement's parameters (a person's data) or a driver's detail lines (the same)."""
+    refusal = error.orig if error.orig is not None else error
+    words = str(refusal).strip().splitlines()
+    return f"{type(refusal).__name__}: {words[0] if words else '(no message)'}"
 
 
 def _record_failure(states: LoginStates, state: str, error: str) -> bool:

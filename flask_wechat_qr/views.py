@@ -316,7 +316,7 @@ def bind() -> BaseResponse | tuple[str, int]:
                                           request.form.get("password", ""))
     if user is None:
         _binding_failed(pending, "wrong_credentials", address)
-        return _bind_page(pending, _l("Wrong username or password."), 400)
+        return _bind_page(pending, _login_field().wrong, 400)
     try:
         outcome = runtime.flow.bind_account(pending, user)
     except ConnectionAlreadyLinked as exc:
@@ -328,12 +328,35 @@ def bind() -> BaseResponse | tuple[str, int]:
     return _respond(outcome)
 
 
+class LoginField(t.NamedTuple):
+    """How the bind page asks for the adapter's ``login_field``."""
+
+    label: LazyText
+    #: the page's message for a wrong pair
+    wrong: LazyText
+    #: the input's ``type``: the keyboard a phone shows
+    input_type: str
+
+
+#: The login fields the bind page knows by name; any other is asked for as "Account".
+LOGIN_FIELDS = {
+    "username": LoginField(_l("Username"), _l("Wrong username or password."), "text"),
+    "email": LoginField(_l("Email"), _l("Wrong email or password."), "email"),
+    "phone": LoginField(_l("Phone number"), _l("Wrong phone number or password."), "tel"),
+}
+OTHER_LOGIN_FIELD = LoginField(_l("Account"), _l("Wrong account or password."), "text")
+
+
+def _login_field() -> LoginField:
+    return LOGIN_FIELDS.get(current_runtime().adapter.login_field, OTHER_LOGIN_FIELD)
+
+
 def _bind_page(pending: PendingLogin, problem: str | LazyText | None = None,
                status: int = 200) -> tuple[str, int]:
     return render_template(
         "wechat_qr/bind.html", connection=pending.connection, pending=pending.row,
         problem=problem, can_signup=current_runtime().adapter.can_signup(pending.connection),
-        csrf_token=csrf_token(),
+        csrf_token=csrf_token(), login_field=_login_field(),
         username=request.form.get("username", "") if problem else "",
     ), status
 

@@ -22,6 +22,8 @@ from support import (
     arrive,
     bind_as,
     bind_page,
+    error_name,
+    find_tags,
     logged_in_user_id,
     login_with_wechat,
     with_csrf_token_route,
@@ -285,3 +287,175 @@ def test_an_unknown_username_is_checked_against_a_hash_of_the_sites_own_method(
         adapter.authenticate("nobody", "wrong")
         adapter.authenticate("wechat-0a1b2c3d4e", "wrong")
     assert checked == ["pbkdf2:sha256:1000", "pbkdf2:sha256:1000"]
+
+
+# --- sites whose people log in by e-mail (ask binding) --------------------------------------
+
+
+def email_site() -> dict[str, t.Any]:
+    """An e-mail and password site: no username column."""
+    return {"email": sa.Column(sa.String(120), unique=True),
+            "password_hash": sa.Column(sa.String(255))}
+
+
+def add_account(app: Flask, **fields: t.Any) -> None:
+    with app.app_context():
+        app.db.session.add(app.User(**fields))  # type: ignore[attr-defined]
+        app.db.session.commit()  # type: ignore[attr-defined]
+
+
+def test_ask_binding_without_the_login_field_column_stops_startup(tmp_path: t.Any) -> None:
+    """Before: the site started, and every person got "Wrong username or password." for
+    their right e-mail and password, five times, then a 429 that blocked the account."""
+    with pytest.raises(ConfigurationError) as info:
+        shaped_host(tmp_path, email_site(), WECHAT_QR_ASSOCIATION="ask_binding")
+    error = info.value
+    assert error.key == "WECHAT_QR_ASSOCIATION (wechat)"
+    assert "'username' column" in error.problem and "User has not" in error.problem
+    assert 'login_field = "email"' in error.fix and "authenticate" in error.fix
+
+
+def test_ask_binding_without_any_password_stops_startup(tmp_path: t.Any) -> None:
+    class Adapter(AccountAdapter):
+        login_field = "email"
+
+    with pytest.raises(ConfigurationError) as info:
+        shaped_host(tmp_path, {"email": sa.Column(sa.String(120))}, adapter=Adapter,
+                    WECHAT_QR_ASSOCIATION="ask_binding")
+    assert "no password_hash or password column and no check_password" in info.value.problem
+
+
+def test_an_overridden_authenticate_is_the_sites_to_judge(tmp_path: t.Any) -> None:
+    class Adapter(AccountAdapter):
+        def authenticate(self, username: str, password: str) -> t.Any:
+            return None
+
+    assert shaped_host(tmp_path, email_site(), adapter=Adapter,
+                       WECHAT_QR_ASSOCIATION="ask_binding")
+    # Other ways of association never ask for a password.
+    (tmp_path / "off").mkdir()
+    assert shaped_host(tmp_path / "off", email_site())
+
+
+def email_login_host(tmp_path: t.Any) -> Flask:
+    class Adapter(AccountAdapter):
+        login_field = "email"
+
+    app = shaped_host(tmp_path, email_site(), adapter=Adapter,
+                      WECHAT_QR_ASSOCIATION="ask_binding")
+    add_account(app, email="alice@example.com", password_hash=generate_password_hash("pw"))
+    return with_csrf_token_route(app)
+
+
+def test_the_bind_page_asks_for_the_email_and_says_so_when_wrong(
+        tmp_path: t.Any, wechat_api: t.Any) -> None:
+    app = email_login_host(tmp_path)
+    client = app.test_client()
+    arrive(client, wechat_api)
+    html, token = bind_page(client)
+    (field,) = [tag for tag in find_tags(html, "input") if tag.get("name") == "username"]
+    assert field["type"] == "email" and field["autocomplete"] == "username"
+    assert ">Email<br>" in html and "Username" not in html
+    resp = bind_as(client, token, "alice@example.com", "not-it")
+    assert resp.status_code == 400
+    assert "Wrong email or password." in resp.get_data(as_text=True)
+    # In Chinese, the same page and message.
+    client.environ_base["HTTP_ACCEPT_LANGUAGE"] = "zh-CN"
+    html, token = bind_page(client)
+    assert "邮箱<br>" in html and "用户名" not in html
+    assert "邮箱或密码错误。" in bind_as(client, token, "alice@example.com", "x").get_data(
+        as_text=True)
+
+
+def test_an_email_is_found_as_people_type_it(tmp_path: t.Any, wechat_api: t.Any) -> None:
+    """Spaces a phone's keyboard adds, and capitals, still find the stored address."""
+    app = email_login_host(tmp_path)
+    client = app.test_client()
+    arrive(client, wechat_api)
+    _html, token = bind_page(client)
+    resp = bind_as(client, token, "  Alice@Example.COM ", "pw")
+    assert resp.status_code == 302, resp.get_data(as_text=True)
+    assert logged_in_user_id(client) == "1"
+
+
+def test_two_accounts_with_one_value_prove_neither(tmp_path: t.Any) -> None:
+    """A login column that is not unique: binding to whichever row came first would hand the
+    WeChat account to the wrong person (before: a 500, MultipleResultsFound)."""
+    columns = {"email": sa.Column(sa.String(120)), "password_hash": sa.Column(sa.String(255))}
+
+    class Adapter(AccountAdapter):
+        login_field = "email"
+
+    app = shaped_host(tmp_path, columns, adapter=Adapter)
+    for _ in range(2):
+        add_account(app, email="shared@example.com", password_hash=generate_password_hash("pw"))
+    add_account(app, email="Mixed@Example.com", password_hash=generate_password_hash("pw"))
+    add_account(app, email="mixed@example.com", password_hash=generate_password_hash("pw"))
+    with app.app_context():
+        adapter = app.extensions["wechat_qr"].adapter
+        assert adapter.authenticate("shared@example.com", "pw") is None
+        # As typed wins over the lower-case copy; either alone is found.
+        assert adapter.authenticate("Mixed@Example.com", "pw").id == 3
+        assert adapter.authenticate("mixed@example.com", "pw").id == 4
+        assert adapter.authenticate("MIXED@EXAMPLE.COM", "pw").id == 4
+
+
+@pytest.mark.parametrize(("login_field", "label", "input_type", "wrong"), [
+    ("username", "用户名", "text", "用户名或密码错误。"),
+    ("phone", "手机号", "tel", "手机号或密码错误。"),
+    ("member_no", "账号", "text", "账号或密码错误。"),
+])
+def test_each_login_field_has_its_label_keyboard_and_message(
+        tmp_path: t.Any, wechat_api: t.Any, login_field: str, label: str, input_type: str,
+        wrong: str) -> None:
+    class Adapter(AccountAdapter):
+        pass
+
+    Adapter.login_field = login_field
+    app = with_csrf_token_route(shaped_host(
+        tmp_path, {login_field: sa.Column(sa.String(40), unique=True),
+                   "password_hash": sa.Column(sa.String(255))},
+        adapter=Adapter, WECHAT_QR_ASSOCIATION="ask_binding"))
+    add_account(app, **{login_field: "13800138000", "password_hash":
+                        generate_password_hash("pw")})
+    client = app.test_client()
+    client.environ_base["HTTP_ACCEPT_LANGUAGE"] = "zh-CN"
+    arrive(client, wechat_api)
+    html, token = bind_page(client)
+    (field,) = [tag for tag in find_tags(html, "input") if tag.get("name") == "username"]
+    assert field["type"] == input_type and f"{label}<br>" in html
+    assert wrong in bind_as(client, token, "13800138000", "x").get_data(as_text=True)
+    assert bind_as(client, token, "13800138000", "pw").status_code == 302
+    assert logged_in_user_id(client) == "1"
+
+
+def test_a_user_the_database_refuses_ends_on_a_page_and_a_log_line_that_name_the_column(
+        tmp_path: t.Any, wechat_api: t.Any, caplog: pytest.LogCaptureFixture) -> None:
+    """A ``create_user`` that leaves a required column empty (start-up cannot see into an
+    override). Before: the database's refusal, retried as if it were two logins racing,
+    then a bare 500 "Internal Server Error"."""
+    made = []
+
+    class Adapter(AccountAdapter):
+        def create_user(self, connection: t.Any, profile: t.Any) -> t.Any:
+            user = super().create_user(connection, profile)
+            user.email = f"{profile.openid}@wechat.invalid"  # and no password_hash
+            made.append(user)
+            return user
+
+    columns = {**required_email(),
+               "password_hash": sa.Column(sa.String(255), nullable=False)}
+    app = shaped_host(tmp_path, columns, adapter=Adapter)
+    client = app.test_client()
+    with caplog.at_level(logging.INFO, "flask_wechat_qr"):
+        resp = login_with_wechat(client, wechat_api)
+    assert resp.status_code == 500
+    assert error_name(resp) == "AccountNotSaved"
+    assert "This site could not save your account." in resp.get_data(as_text=True)
+    (logged,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    message = logged.getMessage()
+    assert "NOT NULL constraint failed: account.password_hash" in message
+    assert "AccountAdapter.create_user must fill it" in message
+    assert "@wechat.invalid" not in caplog.text  # the statement's values stay out of the log
+    assert all_identities(app) == [] and logged_in_user_id(client) is None
+    assert len(made) == 3  # tried as a race would be, then given up
