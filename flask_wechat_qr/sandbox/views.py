@@ -77,6 +77,19 @@ blueprint = Blueprint("wechat_qr_sandbox", __name__, template_folder="../templat
 blueprint.record_once(lambda _setup: redact_http_debug_logs())
 
 
+@blueprint.url_value_preprocessor
+def outside_the_hosts_csrf_protection(_endpoint: str | None, _values: t.Any) -> None:
+    """The simulated WeChat stands for another site: its forms (the phone's Allow, the fast
+    login, an avatar change) carry no token of the host's. Flask-WTF's ``CSRFProtect``
+    checks every POST of the app before any blueprint's own hook, and only its ``exempt``
+    lets a blueprint out; URL value preprocessors run before that check, whichever of the
+    two extensions the host set up first."""
+    protection = current_app.extensions.get("csrf")
+    exempt = getattr(protection, "exempt", None)
+    if callable(exempt):
+        exempt(blueprint)
+
+
 # WeChat's pages speak the language of WeChat's ``lang`` parameter (the QR page) or of the
 # browser, never the host's choice: the sandbox stands for another site.
 @blueprint.before_request
@@ -366,32 +379,36 @@ def confirm(uuid: str) -> t.Any:
     now = time.time()
     status = _status(qr_session, now)
     if qr_session is None or status == "expired":
-        return render_template("wechat_qr/sandbox/confirm.html", outcome="expired",
-                               app=None), 410
+        return _confirm_page("expired", None), 410
     app = sandbox.apps.get(qr_session.app_id)
     if status not in OPEN_STATUSES:
-        return render_template("wechat_qr/sandbox/confirm.html", outcome="used", app=app), 409
+        return _confirm_page("used", app), 409
 
     if request.method == "GET":
         if qr_session.status == "waiting":
             qr_session.status = "scanned"
             sandbox.db.session.commit()
-        return render_template("wechat_qr/sandbox/confirm.html", outcome=None, app=app,
-                               qr=qr_session, people=PEOPLE)
+        return _confirm_page(None, app)
 
     if request.form.get("action") != "allow":
         outcome, values = "denied", {"status": "denied"}
     else:
         person_key = chosen_person(sandbox, request.form)
         if person_key is None:
-            return render_template("wechat_qr/sandbox/confirm.html", outcome=None, app=app,
-                                   qr=qr_session, people=PEOPLE,
-                                   problem=_("Choose a person or type a nickname.")), 400
+            return _confirm_page(None, app, _("Choose a person or type a nickname.")), 400
         code = new_code(sandbox, qr_session.app_id, person_key, "snsapi_login", now)
         outcome, values = "allowed", {"status": "confirmed", "code": code}
     if not _answer_qr_session(sandbox, uuid, values):
-        return render_template("wechat_qr/sandbox/confirm.html", outcome="used", app=app), 409
-    return render_template("wechat_qr/sandbox/confirm.html", outcome=outcome, app=app)
+        return _confirm_page("used", app), 409
+    return _confirm_page(outcome, app)
+
+
+def _confirm_page(outcome: str | None, app: SandboxApp | None,
+                  problem: str | None = None) -> str:
+    """The phone's page, every variable given (a host's ``StrictUndefined`` refuses a
+    missing one)."""
+    return render_template("wechat_qr/sandbox/confirm.html", outcome=outcome, app=app,
+                           people=PEOPLE, problem=problem)
 
 
 @blueprint.route("/connect/qrconnect/fast_login/<uuid>", methods=["POST"])
