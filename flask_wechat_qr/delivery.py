@@ -21,6 +21,7 @@ from .errors import IdTokenError, LoginCancelled, LoginError, LoginRefused, Stat
 from .flow import Linked, LoggedIn, NeedsBinding, Outcome
 from .runtime import current_runtime
 from .settings import configured_issuer
+from .urls import under_mount_point
 
 if t.TYPE_CHECKING:
     from .login_state import BusinessParams, LoginData
@@ -113,8 +114,10 @@ def _logged_in(outcome: LoggedIn) -> BaseResponse:
 
 
 def redirect_on(next_url: str) -> BaseResponse:
-    """Go on to ``next_url``: a redirect, or, when WeChat sent the embedded QR's iframe
-    here (``self_redirect=true``), a page that moves the whole window there."""
+    """Go on to ``next_url`` (inside the app's mount point, where it has one): a redirect,
+    or, when WeChat sent the embedded QR's iframe here (``self_redirect=true``), a page that
+    moves the whole window there."""
+    next_url = under_mount_point(next_url, request.script_root)
     if request.headers.get("Sec-Fetch-Dest") == "iframe":
         return Response(render_template("wechat_qr/break_out.html", next_url=next_url))
     return redirect(next_url)

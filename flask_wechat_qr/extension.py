@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import typing as t
 from dataclasses import replace
@@ -413,7 +414,8 @@ class HttpsAwareSessionInterface(SecureCookieSessionInterface):
 
 def _sandbox_open_base(settings: Settings) -> t.Callable[[], str]:
     def open_base() -> str:
-        return request.host_url.rstrip("/") + settings.sandbox_prefix
+        # url_root: the app's own root, mount point (SCRIPT_NAME) included
+        return request.url_root.rstrip("/") + settings.sandbox_prefix
 
     return open_base
 
@@ -436,7 +438,10 @@ def _install_sandbox(
     image_origin = SANDBOX_IMAGE_ORIGIN if settings.store_avatars else None
     install_sandbox(app, db, apps, url_prefix=settings.sandbox_prefix,
                     public_url=settings.sandbox_public_url, image_origin=image_origin)
-    transport = WSGITransport(app)
+    # The app's own request handling, inside whatever the host wraps around app.wsgi_app
+    # (DispatcherMiddleware mounting it under a prefix, ProxyFix): an in-process call to
+    # the sandbox is no request from outside, and a prefix mount would answer it a 404.
+    transport = WSGITransport(functools.partial(type(app).wsgi_app, app))
     for client in clients:
         if client.api_base_url.startswith(IN_PROCESS_ORIGIN):
             client.session.mount(IN_PROCESS_ORIGIN, transport)

@@ -58,6 +58,19 @@ def safe_next(value: str | None) -> str | None:
     return value
 
 
+def under_mount_point(path: str, script_root: str) -> str:
+    """A local ``path`` (``next``, the post-login URL) for an app mounted under
+    ``script_root`` (its ``SCRIPT_NAME``, e.g. ``/site``, or ``""``): written without the
+    mount point, as ``request.path`` and the default ``/`` are, it gets it; one that
+    already starts with it (``url_for`` and ``request.url`` include it) is kept."""
+    if not script_root or not path.startswith("/"):
+        return path
+    rest = path[len(script_root):] if path.startswith(script_root) else None
+    if rest is not None and (not rest or rest[0] in "/?#"):
+        return path
+    return script_root + path
+
+
 def has_control_characters(value: str) -> bool:
     return any(ord(ch) < 32 or ord(ch) == 127 for ch in value)
 

@@ -47,7 +47,7 @@ from .i18n import lazy_gettext as _l
 from .login_state import BusinessParams, LoginData, browser_key
 from .runtime import current_runtime
 from .settings import OFFICIAL_ACCOUNT, WEBSITE_APP
-from .urls import has_control_characters, safe_next
+from .urls import has_control_characters, safe_next, under_mount_point
 from .user_key import restore_sqlite_trigger
 
 if t.TYPE_CHECKING:
@@ -188,7 +188,8 @@ def _phone_page(connection: str) -> tuple[str, int]:
     # login URL would log in to, or make, another account.
     page_url = url_for("wechat_qr.login", connection=connection, _external=True, **args) \
         if conn.has_official_account and request.endpoint != "wechat_qr.link" else (
-            urljoin(request.host_url, next_url) if next_url else request.host_url)
+            urljoin(request.host_url, under_mount_point(next_url, request.script_root))
+            if next_url else request.url_root)
     return render_template(
         "wechat_qr/phone.html", connection=conn, in_wechat=in_wechat,
         page_url=page_url,
@@ -390,7 +391,8 @@ def unlink(connection: str) -> BaseResponse:
     # Checked before anything is unlinked: an oversized next refuses the whole request.
     next_url = safe_next(request.form.get("next"))
     runtime.flow.unlink(conn, user)
-    return redirect(next_url or runtime.settings.post_login_url)
+    return redirect(under_mount_point(next_url or runtime.settings.post_login_url,
+                                      request.script_root))
 
 
 @blueprint.route("/.well-known/jwks.json")

@@ -3,6 +3,7 @@ local one survives the login as given."""
 
 from __future__ import annotations
 
+import re
 import typing as t
 
 import pytest
@@ -14,6 +15,8 @@ from support import (
     retry_links,
     start_login,
 )
+
+from flask_wechat_qr.urls import under_mount_point
 
 # --- a next parameter that leaves the site is never followed ------------------------------
 
@@ -93,3 +96,94 @@ def test_non_ascii_next_survives_the_login(client: t.Any, wechat_api: t.Any) -> 
     assert location.startswith("/")
     assert not location.startswith("//")
     assert "%E8%B4%A6%E6%88%B7" in location
+
+
+# --- an app mounted under a prefix (SCRIPT_NAME) ------------------------------------------
+
+
+@pytest.mark.parametrize(("path", "script_root", "expected"), [
+    ("/", "", "/"),
+    ("/welcome", "", "/welcome"),
+    ("/", "/site", "/site/"),  # the default post-login URL
+    ("/welcome?a=1", "/site", "/site/welcome?a=1"),  # request.path leaves the mount out
+    ("/site/welcome", "/site", "/site/welcome"),  # url_for puts it in
+    ("/site", "/site", "/site"),
+    ("/site?a=1", "/site", "/site?a=1"),
+    ("/sitemap", "/site", "/site/sitemap"),  # only whole path segments are the mount
+    ("/a/b", "/a/b", "/a/b"),
+    ("/a/bc", "/a/b", "/a/b/a/bc"),
+])
+def test_a_local_path_goes_inside_the_mount_point(path: str, script_root: str,
+                                                   expected: str) -> None:
+    assert under_mount_point(path, script_root) == expected
+
+
+def mounted(app: t.Any, in_place: bool) -> t.Any:
+    """``app`` under ``/site`` as hosts mount one: a dispatcher around the app, or the
+    in-place form ``app.wsgi_app = DispatcherMiddleware(..., {"/site": app.wsgi_app})``."""
+    from werkzeug.middleware.dispatcher import DispatcherMiddleware
+    from werkzeug.wrappers import Response
+
+    outside = Response("the server's root: not found", 404)
+    if in_place:
+        app.wsgi_app = DispatcherMiddleware(outside, {"/site": app.wsgi_app})
+        return app
+    return DispatcherMiddleware(outside, {"/site": app})
+
+
+def sandbox_login_under_site(make_app: t.Any, in_place: bool, **query: str) -> t.Any:
+    """A whole sandbox login of a host mounted under ``/site``: every page the browser is
+    sent to is under ``/site``; the callback's response."""
+    from urllib.parse import urlsplit
+
+    from werkzeug.test import Client
+
+    app = make_app(WECHAT_QR_SANDBOX=True, WECHAT_QR_APP_ID=None, WECHAT_QR_APP_SECRET=None)
+    browser = Client(mounted(app, in_place))
+    start = browser.get("/site/auth/wechat/login", query_string=query)
+    qr_url = urlsplit(start.headers["Location"])
+    assert qr_url.path == "/site/wechat-sandbox/connect/qrconnect", start.headers["Location"]
+    page = browser.get(qr_url.path, query_string=qr_url.query)
+    assert page.status_code == 200
+    uuid = re.search(r'data-uuid="([^"]+)"', page.get_data(as_text=True)).group(1)  # type: ignore[union-attr]
+    allowed = browser.post(f"/site/wechat-sandbox/connect/confirm/{uuid}",
+                           data={"action": "allow", "person": "zhangsan"})
+    assert allowed.status_code == 200
+    redirect = browser.get("/site/wechat-sandbox/connect/l/qrconnect",
+                           query_string={"uuid": uuid}).json["redirect"]
+    callback = urlsplit(redirect)
+    assert callback.path == "/site/auth/wechat/callback"
+    return browser.get(callback.path, query_string=callback.query)
+
+
+@pytest.mark.parametrize("in_place", [False, True])
+def test_a_host_mounted_under_a_prefix_logs_in_and_lands_inside_it(
+        make_app: t.Any, in_place: bool) -> None:
+    """Before: the login sent the browser to the sandbox outside ``/site`` (a 404), the
+    in-place mount answered the callback's in-process API call a 404 (the page: "WeChat is
+    not answering"), and the default post-login URL ``/`` left the app."""
+    done = sandbox_login_under_site(make_app, in_place)
+    assert done.status_code == 302, done.get_data(as_text=True)
+    assert done.headers["Location"] == "/site/"
+
+
+@pytest.mark.parametrize("given", ["/welcome", "/site/welcome"])
+def test_next_written_with_or_without_the_mount_point_lands_inside_it(
+        make_app: t.Any, given: str) -> None:
+    """``next=request.path`` (no mount point) and ``next=url_for(...)`` (with it) land on
+    the same page."""
+    done = sandbox_login_under_site(make_app, False, next=given)
+    assert done.headers["Location"] == "/site/welcome"
+
+
+def test_behind_a_proxy_that_mounts_the_app_the_sandbox_is_under_the_prefix(
+        make_app: t.Any) -> None:
+    from werkzeug.middleware.proxy_fix import ProxyFix
+
+    app = make_app(WECHAT_QR_SANDBOX=True, WECHAT_QR_APP_ID=None, WECHAT_QR_APP_SECRET=None)
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_proto=1, x_host=1, x_prefix=1)
+    start = app.test_client().get("/auth/wechat/login", headers={
+        "X-Forwarded-Proto": "https", "X-Forwarded-Host": "www.example.com",
+        "X-Forwarded-Prefix": "/site"})
+    assert start.headers["Location"].startswith(
+        "https://www.example.com/site/wechat-sandbox/connect/qrconnect?")
