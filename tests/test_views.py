@@ -404,3 +404,61 @@ def test_a_source_list_that_would_inject_more_is_refused(value: str) -> None:
 
 def test_unset_means_self() -> None:
     assert load_settings({**BASE, "WECHAT_QR_FRAME_ANCESTORS": None}).frame_ancestors == "'self'"
+
+
+# --- a host whose session cookie is SameSite=Strict ------------------------------------------
+
+
+def test_a_strict_session_cookie_withheld_from_wechats_redirect_is_asked_for_again(
+        make_app: t.Any, wechat_api: t.Any) -> None:
+    """WeChat's redirect back is a navigation from another site: the browser keeps a
+    ``SameSite=Strict`` session cookie (the login's state) from it. Before: every real
+    login ended on "This login link is no longer valid". The callback now answers a page
+    that asks for itself again from this site (where the cookie comes along), and uses
+    nothing before that."""
+    app = make_app(SESSION_COOKIE_SAMESITE="Strict")
+    client = app.test_client()
+    state = start_login(client)
+    query = {"code": CODE, "state": state}
+    # The browser withholds the cookie here; the test client would send it, so the page is
+    # asked for as that browser would (the state stays in the client's session).
+    hop = client.get("/auth/wechat/callback", query_string=query,
+                     headers={"Sec-Fetch-Site": "cross-site"})
+    assert hop.status_code == 200 and hop.headers["Cache-Control"] == "no-store"
+    html = hop.get_data(as_text=True)
+    again = f"/auth/wechat/callback?code={CODE}&amp;state={state}"
+    assert f'<meta http-equiv="refresh" content="0; url={again}">' in html
+    assert '<meta name="referrer" content="no-referrer">' in html
+    assert api_paths(wechat_api) == []  # the code is not used yet
+    wechat_api.token()
+    wechat_api.userinfo()
+    done = client.get("/auth/wechat/callback", query_string=query,
+                      headers={"Sec-Fetch-Site": "same-origin"})
+    assert done.status_code == 302 and len(all_identities(app)) == 1
+
+
+@pytest.mark.parametrize(("samesite", "fetch_site"), [
+    ("Lax", "cross-site"), (None, "cross-site"), ("Strict", "same-origin"), ("Strict", None)])
+def test_other_callbacks_are_finished_at_once(make_app: t.Any, wechat_api: t.Any,
+                                              samesite: str | None,
+                                              fetch_site: str | None) -> None:
+    """A Lax (or Flask's default) cookie comes with the cross-site redirect; a browser
+    that sends no ``Sec-Fetch-Site`` is not asked twice."""
+    app = make_app(SESSION_COOKIE_SAMESITE=samesite)
+    client = app.test_client()
+    state = start_login(client)
+    wechat_api.token()
+    wechat_api.userinfo()
+    headers = {"Sec-Fetch-Site": fetch_site} if fetch_site else {}
+    done = client.get("/auth/wechat/callback", query_string={"code": CODE, "state": state},
+                      headers=headers)
+    assert done.status_code == 302 and len(all_identities(app)) == 1
+
+
+def test_the_page_asking_again_keeps_the_mount_point(make_app: t.Any) -> None:
+    app = make_app(SESSION_COOKIE_SAMESITE="Strict")
+    hop = app.test_client().get("/auth/wechat/callback?code=c0de&state=abc",
+                                headers={"Sec-Fetch-Site": "cross-site"},
+                                environ_overrides={"SCRIPT_NAME": "/site"})
+    assert "url=/site/auth/wechat/callback?code=c0de&amp;state=abc" in hop.get_data(
+        as_text=True)

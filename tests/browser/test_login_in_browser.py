@@ -145,3 +145,28 @@ def test_link_and_unlink_from_the_account_page(page: t.Any, site: LiveServer) ->
     assert "已与你的账号解绑" in page.locator(".flash").inner_text()
     assert page.locator("tr.identity").count() == 0
     assert page.request.get(site.url + "/api/me").json()["identities"] == []
+
+
+def test_a_site_with_a_strict_session_cookie_logs_in_from_another_sites_wechat(
+        page: t.Any, make_app: t.Any, database: Database) -> None:
+    """WeChat is another site: here the standalone sandbox on ``127.0.0.1`` plays it, and
+    the site is opened at ``localhost``. Chromium keeps the site's ``SameSite=Strict``
+    session cookie from WeChat's redirect back; the callback asks for itself again from the
+    site, and the login finishes (before: "This login link is no longer valid")."""
+    from flask_wechat_qr.sandbox import SandboxApp, create_sandbox_app
+
+    app_id, secret = "wxstrict000000001", "strict-site-secret"
+    wechat = create_sandbox_app([SandboxApp(app_id, secret, "Strict site", "localhost")],
+                                database_uri=database.url("strict_sandbox"))
+    with LiveServer(wechat) as wechat_server:
+        site_app = make_app(SESSION_COOKIE_SAMESITE="Strict", WECHAT_QR_APP_ID=app_id,
+                            WECHAT_QR_APP_SECRET=secret,
+                            WECHAT_QR_OPEN_BASE_URL=wechat_server.url,
+                            WECHAT_QR_API_BASE_URL=wechat_server.url)
+        with LiveServer(site_app) as site_server:
+            site = site_server.url.replace("127.0.0.1", "localhost")
+            page.goto(site + "/auth/wechat/login")
+            assert page.url.startswith(wechat_server.url + "/connect/qrconnect?")
+            scan_and_answer(page, page, allow=True, person="lisi")
+            page.wait_for_url(site + "/")
+            assert page.inner_text("body").startswith("logged in as 1 ")
