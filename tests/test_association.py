@@ -606,6 +606,22 @@ def test_link_needs_a_logged_in_user(make_app: t.Any) -> None:
     assert "Location" not in resp.headers
 
 
+def test_link_sends_a_logged_out_person_to_the_sites_login_and_back(make_app: t.Any) -> None:
+    """Before: the "Log in first" page, whose only link started a WeChat login (which logs
+    in, or makes an account, instead of linking)."""
+    app = host_app(make_app)
+    app.add_url_rule("/sign-in", "sign_in", lambda: "the site's login form")
+    app.login_manager.login_view = "sign_in"  # type: ignore[attr-defined]
+    resp = app.test_client().get("/auth/wechat/link")
+    assert resp.status_code == 302
+    assert resp.headers["Location"] == "/sign-in?next=%2Fauth%2Fwechat%2Flink"
+    # A site's own unauthorized handler decides instead.
+    app.login_manager.unauthorized_handler(  # type: ignore[attr-defined]
+        lambda: ("ask the site", 403))
+    resp = app.test_client().get("/auth/wechat/link")
+    assert resp.status_code == 403 and resp.get_data(as_text=True) == "ask the site"
+
+
 def test_link_unknown_connection_is_404(make_app: t.Any) -> None:
     app = host_app(make_app)
     client = app.test_client()
