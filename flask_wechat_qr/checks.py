@@ -20,7 +20,13 @@ from flask import Flask, url_for
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from .sandbox.options import SANDBOX_APP_ID, SANDBOX_APP_SECRET
-from .settings import WECHAT_APP_ID, ConnectionSettings, Settings, configured_issuer
+from .settings import (
+    WECHAT_APP_ID,
+    WECHAT_APP_SECRET,
+    ConnectionSettings,
+    Settings,
+    configured_issuer,
+)
 from .urls import (
     WECHAT_API_BASE_URL,
     WECHAT_OPEN_BASE_URL,
@@ -354,12 +360,23 @@ def check_credentials(deployment: Deployment) -> t.Iterator[Finding]:
                 "no AppID and AppSecret: this connection's WeChat login is off (503 page)",
                 f"set {app_id} and {app_secret} from open.weixin.qq.com (管理中心 > 网站应用)",
                 conn.identifier)
-        elif not _uses_sandbox_credentials(conn) and not WECHAT_APP_ID.fullmatch(conn.app_id):
-            yield warning(
-                f"the AppID {conn.app_id[:4]!r}... does not look like a WeChat AppID ('wx' and "
-                "16 hexadecimal digits)",
-                f"copy {app_id} from open.weixin.qq.com (管理中心 > 网站应用)",
-                conn.identifier)
+        elif _uses_sandbox_credentials(conn):
+            continue
+        else:
+            if not WECHAT_APP_ID.fullmatch(conn.app_id):
+                yield warning(
+                    f"the AppID {conn.app_id[:4]!r}... does not look like a WeChat AppID ('wx' "
+                    "and 16 hexadecimal digits)",
+                    f"copy {app_id} from open.weixin.qq.com (管理中心 > 网站应用)",
+                    conn.identifier)
+            if not WECHAT_APP_SECRET.fullmatch(conn.app_secret):
+                yield warning(
+                    f"the AppSecret ({len(conn.app_secret)} characters) does not look like a "
+                    "WeChat AppSecret (32 hexadecimal digits): a placeholder? WeChat refuses "
+                    "every login with it (errcode 40125)",
+                    f"copy {app_secret} from open.weixin.qq.com (管理中心 > 网站应用 > 开发信息; "
+                    "reset it there if nobody kept it)",
+                    conn.identifier)
 
 
 def check_official_account(deployment: Deployment) -> t.Iterator[Finding]:
@@ -606,6 +623,42 @@ def check_callback_domain_match(deployment: Deployment) -> t.Iterator[Finding]:
             "--base-url / SERVER_NAME")
 
 
+def session_cookie_misses(config: t.Mapping[str, t.Any], callback: str) -> str | None:
+    """Why the browser would not send the session cookie (the login's state) to the
+    callback URL ``callback`` (or its path alone), or ``None``: a ``SESSION_COOKIE_PATH``
+    above which it is not, or a ``SESSION_COOKIE_DOMAIN`` it is not in. Every login would
+    end on "This login link is no longer valid"."""
+    parts = urlsplit(callback)
+    cookie_path = config.get("SESSION_COOKIE_PATH") or config.get("APPLICATION_ROOT") or "/"
+    path = parts.path or "/"
+    if not (cookie_path == "/" or path == cookie_path
+            or path.startswith(cookie_path.rstrip("/") + "/")):
+        return (f"the session cookie's path {cookie_path!r} (SESSION_COOKIE_PATH or "
+                f"APPLICATION_ROOT) does not include the callback {path!r}")
+    domain = config.get("SESSION_COOKIE_DOMAIN")
+    host = parts.hostname
+    if isinstance(domain, str) and domain and host:
+        domain = domain.lstrip(".").lower()
+        if not (host == domain or host.endswith("." + domain)):
+            return (f"the session cookie's domain {domain!r} (SESSION_COOKIE_DOMAIN) does not "
+                    f"include the callback's host {host!r}")
+    return None
+
+
+def check_session_cookie_reaches_callback(deployment: Deployment) -> t.Iterator[Finding]:
+    """The session cookie carries each login's state to the callback: the browser must
+    send it there."""
+    for connection, uri in deployment.urls.redirect_uris.items():
+        reason = session_cookie_misses(deployment.config, uri)
+        if reason is not None:
+            yield problem(
+                f"{reason}: the browser does not send it there, and every login ends on "
+                "'This login link is no longer valid'",
+                "unset SESSION_COOKIE_PATH and SESSION_COOKIE_DOMAIN (Flask's defaults cover "
+                "the whole site), or make them include the callback",
+                connection)
+
+
 def _split_domain(text: str) -> SplitResult:
     return urlsplit(text if "://" in text else "//" + text)
 
@@ -633,6 +686,7 @@ DEPLOYMENT_CHECKS: tuple[Check, ...] = (
     check_redirect_host,
     check_callback_domain_shape,
     check_callback_domain_match,
+    check_session_cookie_reaches_callback,
 )
 
 

@@ -140,6 +140,8 @@ def credential(label: str, console: str = WEBSITE_CONSOLE) -> Parser:
 
 #: A WeChat Open Platform AppID: ``wx`` and 16 hexadecimal digits.
 WECHAT_APP_ID = re.compile(r"wx[0-9a-f]{16}")
+#: What every WeChat AppSecret looks like (for the deployment check's warning only).
+WECHAT_APP_SECRET = re.compile(r"[0-9a-fA-F]{32}")
 
 
 @dataclass(frozen=True)

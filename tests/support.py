@@ -30,7 +30,7 @@ from flask_wechat_qr import WeChatQR
 API = "https://api.weixin.qq.com"
 OPEN = "https://open.weixin.qq.com"
 APP_ID = "wx5f3d2e1c0b9a8776"
-APP_SECRET = "s3cr3t-0f-th3-w3bs1t3-app-d0-n0t-l34k"
+APP_SECRET = "5ec3e7a1b0c4d9f8e3a6b7c1d2e4f5a9"  # 32 hexadecimal digits, as WeChat issues them
 
 #: A realistic openid/unionid pair (28 characters, as WeChat issues them).
 OPENID = "ohS-VwAJ9GEXlplngwybJ3Z-ZHrI"

@@ -528,3 +528,44 @@ def test_each_connection_is_checked_by_its_own_key(make_app: t.Callable[..., Fla
     assert problem.connection == "shop"
     assert "(WECHAT_QR_CONNECTIONS[1]['callback_url'])" in problem.what
     assert "this app's wechat_qr.login" in problem.what
+
+
+# --- the session cookie must reach the callback ------------------------------------------------
+
+
+@pytest.mark.parametrize(("config", "reason"), [
+    ({"SESSION_COOKIE_PATH": "/app"}, "path '/app'"),
+    ({"SESSION_COOKIE_PATH": "/auth/wechat/callbackx"}, "path '/auth/wechat/callbackx'"),
+    ({"APPLICATION_ROOT": "/shop"}, "path '/shop'"),
+    ({"SESSION_COOKIE_DOMAIN": "shop.example.com"}, "domain 'shop.example.com'"),
+    ({"SESSION_COOKIE_DOMAIN": ".other.example"}, "domain 'other.example'"),
+])
+def test_a_session_cookie_the_browser_keeps_from_the_callback_is_a_problem(
+        site: Flask, config: dict[str, t.Any], reason: str) -> None:
+    """Before: ``check`` said "no problems", and every login ended on "This login link is
+    no longer valid" (an INFO line in the log)."""
+    finding = only("problem", checks.check_session_cookie_reaches_callback,
+                   with_config(deploy(site), **config))
+    assert f"the session cookie's {reason}" in finding.what
+    assert "'This login link is no longer valid'" in finding.what
+    assert "SESSION_COOKIE_PATH and SESSION_COOKIE_DOMAIN" in finding.fix
+
+
+@pytest.mark.parametrize("config", [
+    {"SESSION_COOKIE_PATH": "/"}, {"SESSION_COOKIE_PATH": "/auth"},
+    {"SESSION_COOKIE_PATH": "/auth/"}, {"SESSION_COOKIE_DOMAIN": "example.com"},
+    {"SESSION_COOKIE_DOMAIN": "www.example.com"}, {"SESSION_COOKIE_DOMAIN": False},
+])
+def test_a_session_cookie_over_the_callback_is_fine(site: Flask,
+                                                    config: dict[str, t.Any]) -> None:
+    assert list(checks.check_session_cookie_reaches_callback(
+        with_config(deploy(site), **config))) == []
+
+
+@pytest.mark.parametrize("secret", ["...", "change-me", "5ec3e7a1b0c4d9f8e3a6b7c1d2e4f5a"])
+def test_an_app_secret_that_is_no_wechat_app_secret_is_a_warning(
+        make_app: t.Callable[..., Flask], secret: str) -> None:
+    finding = only("warning", checks.check_credentials,
+                   deploy(make_app(WECHAT_QR_APP_SECRET=secret)))
+    assert f"the AppSecret ({len(secret)} characters) does not look like" in finding.what
+    assert secret not in finding.what and "WECHAT_QR_APP_SECRET" in finding.fix

@@ -290,10 +290,11 @@ def test_findings_are_listed_problems_first_in_the_order_found(
         "PROBLEM: --callback-domain 'https://exam",
         "PROBLEM: the authorization callback doma",
         "WARNING [shop]: the AppID 'my-a'... does",
+        "WARNING [shop]: the AppSecret (5 charact",
         "WARNING: the ID token's iss is taken fro",
         "WARNING: WECHAT_QR_API_BASE_URL is http:"]
     assert all(". Fix: " in line and line.endswith(".") for line in found)
-    assert lines[-2:] == ["", "Summary: 9 problems, 3 warnings; fix the problems before "
+    assert lines[-2:] == ["", "Summary: 9 problems, 4 warnings; fix the problems before "
                               "registering or deploying."]
 
 
