@@ -496,7 +496,8 @@ def check_sandbox_in_production(deployment: Deployment) -> t.Iterator[Finding]:
     if not deployment.production:
         return
     fix = ("for real WeChat give your website application's AppID and AppSecret and {off}; "
-           "while trying the site, run it with DEBUG on (flask run --debug)")
+           "while you only try the site (the quick start runs it so, for a phone on your "
+           "network), this warning is expected: never deploy it so")
     if deployment.simulated == "in-app":
         yield warning(
             "WECHAT_QR_SANDBOX is on while DEBUG and TESTING are off: logins go to the "

@@ -94,7 +94,11 @@ def current_command() -> None:
 
     current = migrations.current_revision()
     head = migrations.head_revision()
-    if current is None:
+    if current is None and migrations.unversioned_tables():
+        click.echo("Flask-WeChat-QR tables: made by db.create_all(), no revision recorded "
+                   "yet (`flask wechat-qr db upgrade` adopts them when they match this "
+                   "version).")
+    elif current is None:
         click.echo("Flask-WeChat-QR tables: none yet (run `flask wechat-qr db upgrade`).")
     elif current != head:
         click.echo(f"Flask-WeChat-QR tables: {current}; this version needs {head} "

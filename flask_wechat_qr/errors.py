@@ -33,8 +33,10 @@ class ConfigurationError(WeChatQRError, ValueError, click.ClickException):
         click.ClickException.__init__(self, f"{key}: {problem}. {fix}")
 
     def format_message(self) -> str:
-        """The message as a ``flask`` command shows it, after ``Error:``."""
-        return f"Flask-WeChat-QR setting {self.key}: {self.problem}. Fix: {self.fix}"
+        """The message as a ``flask`` command shows it, after ``Error:``. A config key
+        (``WECHAT_QR_APP_ID``) is a setting; ``user_model`` and the like are arguments."""
+        what = "setting " if self.key[:1].isupper() else ""
+        return f"Flask-WeChat-QR {what}{self.key}: {self.problem}. Fix: {self.fix}"
 
 
 class LoginError(WeChatQRError):

@@ -115,7 +115,7 @@ def test_cancelled_and_wechat_error_pages_in_chinese(app: Flask, wechat_api: t.A
     state = start_login(client)
     cancelled = client.get("/auth/wechat/callback", query_string={"state": state})
     assert cancelled.status_code == 200
-    assert_chinese(page_of(cancelled), "已取消登录", "你取消了微信登录", ">重试</a>")
+    assert_chinese(page_of(cancelled), "已取消登录", "你已取消微信登录", ">重试</a>")
 
     state = start_login(client)
     wechat_api.error(TOKEN_PATH, 40029, "invalid code")
@@ -161,7 +161,7 @@ def test_bind_page_in_both_languages(make_app: t.Any, wechat_api: t.Any) -> None
     client = browser(app, ZH)
     assert login_with_wechat(client, wechat_api).headers["Location"] == "/auth/bind"
     zh, token = bind_page(client)
-    assert_chinese(zh, f"欢迎你，{NICKNAME}", "这个微信还没有绑定本站账号。", "绑定已有账号",
+    assert_chinese(zh, f"欢迎你，{NICKNAME}", "该微信尚未绑定本站账号。", "绑定已有账号",
                    "用户名", "密码", "绑定并登录", "用这个微信创建新账号", "微信：绑定账号")
     assert "Bind to my existing account" not in zh
     wrong = client.post("/auth/bind", data={"csrf_token": token, "action": "bind",

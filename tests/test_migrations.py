@@ -252,6 +252,10 @@ def test_tables_made_by_create_all_are_adopted(host: Flask) -> None:
         db.session.execute(sa.insert(table(host, "wechat_qr_identity")).values(
             connection="wechat", openid="o1", user_id="1", user_key=1))
         db.session.commit()
+    # Before: `db current` said "none yet" of these tables.
+    shown = host.test_cli_runner().invoke(args=["wechat-qr", "db", "current"])
+    assert "made by db.create_all(), no revision recorded yet" in shown.output
+    assert "adopts them" in shown.output
     result = migrations.upgrade(host)
     assert (result.before, result.after, result.adopted) == (None, HEAD, True)
     assert result.foreign_key is not None and result.foreign_key.added == ()

@@ -176,6 +176,16 @@ def current_revision(app: Flask | None = None) -> str | None:
         return _current(connection)
 
 
+def unversioned_tables(app: Flask | None = None) -> list[str]:
+    """The extension's tables in the app's database when no revision is recorded there:
+    made by ``db.create_all()``, which :func:`upgrade` adopts when they match."""
+    with _app_context(app) as runtime, engine_for(runtime).connect() as connection:
+        if _current(connection) is not None:
+            return []
+        existing = set(sa.inspect(connection).get_table_names())
+        return sorted(existing & extension_tables(runtime.models))
+
+
 def differences(app: Flask | None = None) -> list[t.Any]:
     """Alembic's autogenerate comparison of the database with the extension's models, on
     the extension's tables only: empty when the schema is what the code expects."""

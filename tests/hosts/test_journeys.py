@@ -19,6 +19,8 @@ from support import (
     logged_in_user_id,
 )
 
+from flask_wechat_qr import ConfigurationError
+
 from .browse import Browser, assert_no_server_error, wechat_login
 from .shapes import HOSTS, MIGRATE, UUID_KEYS, Host, flask
 
@@ -121,8 +123,16 @@ def test_ask_binding_to_a_password_account(host: tuple[Host, t.Any]) -> None:
 def test_ask_binding_with_the_username_of_an_account_without_password(
         host: tuple[Host, t.Any]) -> None:
     """A WeChat-created user has no password (the host's ``check_password`` may raise on
-    its ``None`` hash): typing its username is a wrong password, like any other."""
+    its ``None`` hash): typing its username is a wrong password, like any other. A site
+    where nobody has a password (nor a username) cannot ask anyone to prove an account:
+    it does not start in ask binding, and says why."""
     shape, build = host
+    if not shape.passwords:
+        with pytest.raises(ConfigurationError) as refused:
+            build(WECHAT_QR_ASSOCIATION="ask_binding")
+        assert refused.value.key == "WECHAT_QR_ASSOCIATION (wechat)"
+        assert "login_field" in refused.value.fix
+        return
     app = build(WECHAT_QR_ASSOCIATION="ask_binding")
     creator = Browser(app)
     token = arrive_at_bind_page(creator, "zhangsan")
@@ -197,11 +207,14 @@ def test_database_upgrade(host: tuple[Host, t.Any]) -> None:
 def test_zh_browser_gets_the_extensions_chinese_pages(host: tuple[Host, t.Any]) -> None:
     """Whatever languages the host's Babel offers (host_babel_layout: en and es only)."""
     shape, build = host
-    app = build(WECHAT_QR_ASSOCIATION="ask_binding")
+    # Where nobody could prove an account there is no ask binding (see above): the QR page.
+    app = build(WECHAT_QR_ASSOCIATION="ask_binding" if shape.passwords else "off")
     browser = Browser(app, language="zh-CN,zh;q=0.9")
     qr = browser.get("/auth/wechat/qr")
     assert qr.status_code == 200
     assert "请使用手机微信扫描二维码" in qr.get_data(as_text=True)
+    if not shape.passwords:
+        return
     arrive_at_bind_page(browser, "lisi")
     page = browser.get("/auth/bind")
     assert "绑定已有账号" in page.get_data(as_text=True)

@@ -285,6 +285,14 @@ def test_the_sandbox_test_helper_logs_in(tmp_path: Path) -> None:
         page_ = namespace["log_in_with_sandbox"](client, person="zhangsan")
         assert page_.status_code == 200
         assert "logged in as" in page_.text and "张三🐼" in page_.text
+    namespace["test_wechat_login"](app)  # the docs' own test passes
+    # ... and fails where nobody is logged in: under ask binding the login ends on the bind
+    # page, which greets 张三🐼 too (the docs' test checked only the name, and passed).
+    (tmp_path / "ask").mkdir()
+    asking = make_test_app(tmp_path / "ask", WECHAT_QR_SANDBOX=True, WECHAT_QR_APP_ID=None,
+                           WECHAT_QR_APP_SECRET=None, WECHAT_QR_ASSOCIATION="ask_binding")
+    with pytest.raises(AssertionError):
+        namespace["test_wechat_login"](asking)
 
 
 def test_the_id_token_receiver_verifies_a_real_login(tmp_path: Path) -> None:
@@ -357,7 +365,7 @@ def test_the_check_output_shown_is_what_check_prints(tmp_path: Path) -> None:
     command, *shown = blocks[0].splitlines()
     app = make_test_app(tmp_path, TESTING=False, SECRET_KEY="k" * 64 + "-docs-example",
                         WECHAT_QR_APP_ID="wx0123456789abcdef",
-                        WECHAT_QR_APP_SECRET="0f" + "0123456789abcdef" * 2 + "f0")
+                        WECHAT_QR_APP_SECRET="0f" + "0123456789abcdef" + "0123456789ab" + "f0")
     app.name = "yoursite"
     result = app.test_cli_runner().invoke(args=command.split()[4:])
     assert result.exit_code == 1, result.output  # the example finds one problem

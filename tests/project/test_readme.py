@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import re
+import secrets
 import typing as t
 from pathlib import Path
 
@@ -111,17 +112,24 @@ def test_readme_stays_a_front_door() -> None:
 def test_the_integration_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                                       ) -> None:
     """The README's Python example starts, creates its tables, and the button it shows
-    links to the login."""
+    links to the login, which is on as pasted (not the 503 of a placeholder SECRET_KEY,
+    which the example had: a newcomer's plain ``flask run`` found WeChat login off)."""
     example = _literal_blocks(_section("Add it to your site"), "python")
     template = _literal_blocks(_section("Add it to your site"), "html+jinja")
     assert len(example) == 1 and len(template) == 1
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SECRET_KEY", secrets.token_hex(32))  # as the README says to make it
+    monkeypatch.setenv("WECHAT_QR_APP_SECRET", secrets.token_hex(16))
     namespace: dict[str, t.Any] = {"__name__": "readme_example"}
     exec(compile(example[0], "README.rst", "exec"), namespace)
     app = namespace["app"]
     try:
         with app.test_request_context("/account"):
             button = render_template_string(template[0])
+        assert not (app.debug or app.testing)
+        start = app.test_client().get("/auth/wechat/login")
+        assert start.status_code == 302
+        assert start.headers["Location"].startswith("https://open.weixin.qq.com/")
     finally:
         dispose_engines(app)
     assert (tmp_path / "instance" / "site.db").is_file()  # db.create_all() ran
