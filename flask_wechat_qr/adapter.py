@@ -22,6 +22,9 @@ from .errors import AccountDisabled
 
 log = logging.getLogger("flask_wechat_qr")
 _ABSENT = object()
+#: Put into the session just before it is given a new id, which a store skips for an empty
+#: session; cleared with the rest right after.
+_RENEWING = "_wechat_qr_renewing"
 
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
@@ -209,10 +212,13 @@ class AccountAdapter(t.Generic[UserT]):
         With a server-side session store that can issue a new session id (Flask-Session's
         ``regenerate``), that is done too, so a planted session id is worthless.
         """
-        session.clear()
         regenerate = getattr(current_app.session_interface, "regenerate", None)
         if callable(regenerate):
+            # Before the clear: Flask-Session's regenerate leaves an empty session (and its
+            # planted id) as it is.
+            session[_RENEWING] = True
             regenerate(session)
+        session.clear()
 
     def login_user(self, user: UserT) -> None:
         """Log the user into the Flask session (Flask-Login).

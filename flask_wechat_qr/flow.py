@@ -270,7 +270,11 @@ class LoginFlow:
         try:
             login = states.take(state, callback.browser)
         except StateError:
-            return self._repeat(connection, states.ending(state), same_browser, None)
+            ending = states.ending(state)
+            # The session that held the state may be gone (a server-side one renewed at
+            # login): the browser's own login cookie still says whose login it was.
+            return self._repeat(connection, ending, same_browser or (
+                ending is not None and ending.of_browser(callback.browser)), None)
         state = t.cast(str, state)
         try:
             result = self._complete(connection, states, state, callback.code, login, started)
@@ -281,7 +285,7 @@ class LoginFlow:
             if login.profile_asked:  # WeChat was asked for it and still shared none
                 return self._failed(connection, states, state, login, ProfileNotShared(),
                                     started)
-            if not _record_failure(states, state, PROFILE_NOT_GRANTED):
+            if not _record_failure(states, state, PROFILE_NOT_GRANTED, login):
                 other = self._as_ended(connection, states.ending(state), login, started)
                 if other is not None:
                     return other
@@ -289,7 +293,7 @@ class LoginFlow:
         except LoginError as error:
             return self._failed(connection, states, state, login, error, started)
         except BaseException:
-            _record_failure(states, state, UNEXPECTED_ERROR)  # a bug: recorded, then a 500
+            _record_failure(states, state, UNEXPECTED_ERROR, login)  # a bug: then a 500
             raise
         if not isinstance(result, _Committed):
             return result
@@ -374,7 +378,8 @@ class LoginFlow:
         def link() -> Resolution:
             resolution = self.policy.link(connection, token, fetch_profile, user)
             self.db.session.flush()  # a race on the identity shows here, and is retried
-            states.use(state, Ending(user_id=login.link_user, next_url=next_url),
+            states.use(state, Ending(user_id=login.link_user, next_url=next_url,
+                                     browser=login.browser),
                        within=self.db.session.connection())
             return resolution
 
@@ -399,7 +404,7 @@ class LoginFlow:
                 user_id=self.adapter.get_user_id(resolution.user),
                 next_url=login.next_url or self.settings.post_login_url,
                 at=ended_at, auth_time=auth_time, business=login.business, token_id=token_id,
-                app=token.app)
+                app=token.app, browser=login.browser)
             # A returning login's writes come last, right before the commit: the database's
             # write lock (all of SQLite's) is not held across the work above.
             self.db.session.flush()  # a race on the identity shows here, and is retried
@@ -454,7 +459,7 @@ class LoginFlow:
                                              login.next_url)
             # The repeated callback of this browser gets the same pending binding.
             states.use(state, Ending(binding_id=binding_id, at=time.time(),
-                                     business=login.business),
+                                     business=login.business, browser=login.browser),
                        within=self.db.session.connection())
             return binding_id
 
@@ -467,7 +472,7 @@ class LoginFlow:
                 ) -> Outcome | NeedsProfile:
         """Record that the login failed, so a repeated callback ends the same way; if
         another request of it ended first, this one ends as :meth:`_as_ended` says."""
-        if _record_failure(states, state, type(error).__name__):
+        if _record_failure(states, state, type(error).__name__, login):
             if isinstance(error, LoginRefused) and error.openid:
                 signals.login_refused.send(signals.sender(), connection=connection,
                                            openid=error.openid)
@@ -662,11 +667,12 @@ def _database_reason(error: IntegrityError) -> str:
     return f"{type(refusal).__name__}: {words[0] if words else '(no message)'}"
 
 
-def _record_failure(states: LoginStates, state: str, error: str) -> bool:
+def _record_failure(states: LoginStates, state: str, error: str, login: LoginData) -> bool:
     """Use ``state`` with a failed ending: ``False`` if another request of it ended first.
     Never hides the login's own result behind this bookkeeping."""
     try:
-        return states.record_failure(state, Ending(error=error, at=time.time()))
+        return states.record_failure(state, Ending(error=error, at=time.time(),
+                                                   browser=login.browser))
     except Exception:
         log.exception("could not record the outcome of a WeChat callback")
         return True

@@ -21,7 +21,7 @@ import secrets
 import threading
 import time
 import typing as t
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import sqlalchemy as sa
 from flask import session
@@ -103,6 +103,9 @@ class LoginData:
     app: str = WEBSITE_APP
     #: WeChat was already asked for the person's profile (``snsapi_userinfo``) in this login
     profile_asked: bool = False
+    #: the key of the browser the login was started in (its ``__Host-`` login cookie, over
+    #: https; see :func:`browser_key`), from the session marker: not part of :meth:`to_json`
+    browser: str | None = None
 
     def to_json(self) -> dict[str, t.Any]:
         data: dict[str, t.Any] = {"next": self.next_url}
@@ -172,6 +175,10 @@ class Ending:
     #: the app of the connection the person logged in with: the repeated callback's ID
     #: token names that app's openid, as the first one did
     app: str = WEBSITE_APP
+    #: the key of the browser the login was started in (over https), so that its repeated
+    #: callback is known for this browser's even when the session that held the state is
+    #: gone: a server-side session renewed at login (Flask-Session's ``regenerate``)
+    browser: str | None = None
 
     def to_json(self) -> str:
         data: dict[str, t.Any] = {}
@@ -183,6 +190,8 @@ class Ending:
                 data[key] = value
         if self.app != WEBSITE_APP:  # rows of earlier versions have none: the website's
             data["app"] = self.app
+        if self.browser is not None:
+            data["browser"] = self.browser
         return json.dumps(data, separators=(",", ":"))
 
     @classmethod
@@ -198,7 +207,13 @@ class Ending:
                    binding_id=str(binding_id) if binding_id else None,
                    error=str(error) if error is not None else None,
                    token_id=str(data["jti"]) if data.get("jti") else None,
-                   app=OFFICIAL_ACCOUNT if data.get("app") == OFFICIAL_ACCOUNT else WEBSITE_APP)
+                   app=OFFICIAL_ACCOUNT if data.get("app") == OFFICIAL_ACCOUNT else WEBSITE_APP,
+                   browser=str(data["browser"]) if data.get("browser") else None)
+
+    def of_browser(self, browser: str | None) -> bool:
+        """Whether ``browser`` (the key of a callback's login cookie) started this login."""
+        return (self.browser is not None and browser is not None
+                and hmac.compare_digest(self.browser, browser))
 
     def is_recent(self, seconds: float) -> bool:
         """Whether the login ended at most ``seconds`` ago (a link never counts)."""
@@ -427,11 +442,15 @@ class LoginStates:
             raise StateError()
         self.store.purge_now_and_then()
         if "data" in marker:
-            return LoginData.from_json(marker["data"])
-        value = self.store.parked(_parked_key(marker, key))
-        if value is None:
-            raise StateError()
-        return LoginData.from_json(json.loads(value))
+            data = marker["data"]
+        else:
+            value = self.store.parked(_parked_key(marker, key))
+            if value is None:
+                raise StateError()
+            data = json.loads(value)
+        tied_to = marker.get("browser")
+        return replace(LoginData.from_json(data),
+                       browser=tied_to if isinstance(tied_to, str) else None)
 
     def owns(self, state: str | None, browser: str | None = None) -> bool:
         """Whether this browser started the login of ``state``: its session (in this app:
