@@ -843,13 +843,15 @@ def _load_connections(entries: list[t.Any] | None, config: t.Mapping[str, t.Any]
         return _by_identifier([_load_connection(flat, None, sandbox, check_app_id, testing)])
     return _by_identifier([
         _load_connection(entry, f"{PREFIX}CONNECTIONS[{index}]", sandbox, check_app_id,
-                         testing)
+                         testing, index)
         for index, entry in enumerate(entries)])
 
 
 def _load_connection(raw: t.Any, where: str | None, sandbox: bool,
-                     check_app_id: bool = False, testing: bool = False) -> ConnectionSettings:
-    """One connection from its dict (``where`` names it in errors) or the flat keys."""
+                     check_app_id: bool = False, testing: bool = False, index: int = 0
+                     ) -> ConnectionSettings:
+    """One connection from its dict (``where`` names it in errors) or the flat keys; the
+    ``index``-th of the list."""
     if not isinstance(raw, t.Mapping):
         raise ConfigurationError(where or PREFIX + "CONNECTIONS", "must be a dict",
                                  "Each connection is a dict of settings.")
@@ -860,7 +862,7 @@ def _load_connection(raw: t.Any, where: str | None, sandbox: bool,
             f"Use only: {', '.join(CONNECTION_DEFAULTS)}.",
         )
     if sandbox:
-        raw = _sandbox_credentials(raw)
+        raw = _sandbox_credentials(raw, index)
     values = {row.attribute: row.read(raw.get(row.name), _key(row.name, where),
                                       testing=testing)
               for row in CONNECTION_SETTINGS}
@@ -912,14 +914,18 @@ def configured_issuer(settings: Settings, config: t.Mapping[str, t.Any]) -> str 
 # --- rules between keys --------------------------------------------------------------
 
 
-def _sandbox_credentials(raw: t.Mapping[str, t.Any]) -> t.Mapping[str, t.Any]:
-    """A sandbox connection without AppID and AppSecret gets the simulated website app's,
-    and without Official Account credentials the simulated Official Account's."""
+def _sandbox_credentials(raw: t.Mapping[str, t.Any], index: int = 0) -> t.Mapping[str, t.Any]:
+    """A sandbox connection without AppID and AppSecret gets a simulated website app's, and
+    without Official Account credentials a simulated Official Account's: the ``index``-th
+    connection the ``index``-th of each (``wxsandbox0000000001``, ``...02``, ...), so two
+    connections are two applications, with an openid each, as on WeChat."""
     filled = dict(raw)
     if not (raw.get("app_id") or raw.get("app_secret")):
-        filled.update(app_id=SANDBOX_APP_ID, app_secret=SANDBOX_APP_SECRET)
+        app_id = SANDBOX_APP_ID if index == 0 else f"wxsandbox{index + 1:010d}"
+        filled.update(app_id=app_id, app_secret=SANDBOX_APP_SECRET)
     if not (raw.get("oa_app_id") or raw.get("oa_app_secret")):
-        filled.update(oa_app_id=SANDBOX_OA_APP_ID, oa_app_secret=SANDBOX_OA_APP_SECRET)
+        oa_app_id = SANDBOX_OA_APP_ID if index == 0 else f"wxsandboxoa{index + 1:08d}"
+        filled.update(oa_app_id=oa_app_id, oa_app_secret=SANDBOX_OA_APP_SECRET)
     return filled
 
 

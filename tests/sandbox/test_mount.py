@@ -45,13 +45,28 @@ def test_denied_login_through_the_sandbox(sandbox_app: Flask) -> None:
     assert client.get("/").get_data(as_text=True) == "anonymous"
 
 
-def test_two_connections_share_unionid_in_the_sandbox(make_app: t.Callable[..., Flask]) -> None:
-    app = make_app(WECHAT_QR_SANDBOX=True, WECHAT_QR_CONNECTIONS=[
-        {"connection": "web", "app_id": "wxweb0000000000001", "app_secret": "a",
-         "association": "field_matching"},
-        {"connection": "shop", "app_id": "wxshop000000000001", "app_secret": "b",
-         "association": "field_matching"},
-    ])
+@pytest.mark.parametrize("credentials", [True, False])
+def test_two_connections_share_unionid_in_the_sandbox(make_app: t.Callable[..., Flask],
+                                                      credentials: bool) -> None:
+    """Two connections are two sandbox applications, with or without credentials of their
+    own (before: two without any were one application, the second's, under one AppID)."""
+    given = [{"app_id": "wxweb0000000000001", "app_secret": "a"},
+             {"app_id": "wxshop000000000001", "app_secret": "b"}] if credentials else [{}, {}]
+    app = make_app(WECHAT_QR_SANDBOX=True, WECHAT_QR_APP_ID=None, WECHAT_QR_APP_SECRET=None,
+                   WECHAT_QR_CONNECTIONS=[
+                       {"connection": "web", "display_name": "Web",
+                        "association": "field_matching", **given[0]},
+                       {"connection": "shop", "display_name": "Shop",
+                        "association": "field_matching", **given[1]},
+                   ])
+    if not credentials:
+        connections = app.extensions["wechat_qr"].settings.connections
+        assert [c.app_id for c in connections.values()] == [
+            "wxsandbox0000000001", "wxsandbox0000000002"]
+        client = app.test_client()
+        location = client.get("/auth/web/login").headers["Location"]
+        page = client.get(location.split("localhost", 1)[1].split("#")[0])
+        assert "(Web)" in page.get_data(as_text=True)
     users = []
     for connection in ("web", "shop"):
         client, phone = app.test_client(), app.test_client()
