@@ -438,16 +438,31 @@ def _install_sandbox(
     image_origin = SANDBOX_IMAGE_ORIGIN if settings.store_avatars else None
     install_sandbox(app, db, apps, url_prefix=settings.sandbox_prefix,
                     public_url=settings.sandbox_public_url, image_origin=image_origin)
-    # The app's own request handling, inside whatever the host wraps around app.wsgi_app
-    # (DispatcherMiddleware mounting it under a prefix, ProxyFix): an in-process call to
-    # the sandbox is no request from outside, and a prefix mount would answer it a 404.
-    transport = WSGITransport(functools.partial(type(app).wsgi_app, app))
+    transport = WSGITransport(_in_process(app))
     for client in clients:
         if client.api_base_url.startswith(IN_PROCESS_ORIGIN):
             client.session.mount(IN_PROCESS_ORIGIN, transport)
     if image_origin is not None:
         avatar_downloader.allow_sandbox_host(
             image_origin, f"{settings.sandbox_prefix}{SANDBOX_IMAGE_PATH}/", transport)
+
+
+def _in_process(app: Flask) -> t.Callable[..., t.Any]:
+    """The app's own request handling for its calls to the sandbox mounted in it: inside
+    whatever the host wraps around ``app.wsgi_app`` (a ``DispatcherMiddleware`` mounting it
+    under a prefix would answer a 404, and these are no requests from outside), at a host
+    the app answers (with ``SERVER_NAME`` and subdomain matching, or ``TRUSTED_HOSTS``, the
+    sandbox's own ``.invalid`` origin would be a 404 or a 400)."""
+    handle = functools.partial(type(app).wsgi_app, app)
+
+    def call(environ: dict[str, t.Any], start_response: t.Any) -> t.Any:
+        host = app.config.get("SERVER_NAME") or next(
+            (str(h).lstrip(".") for h in app.config.get("TRUSTED_HOSTS") or ()), None)
+        if host:
+            environ["HTTP_HOST"] = host
+        return handle(environ, start_response)
+
+    return call
 
 
 def _sandbox_app_name(app: Flask, settings: Settings, conn: ConnectionSettings) -> str:

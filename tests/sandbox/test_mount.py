@@ -35,6 +35,25 @@ def test_login_through_the_sandbox_in_process(sandbox_app: Flask) -> None:
     assert client.get("/").get_data(as_text=True).endswith("Ada 🧪")
 
 
+@pytest.mark.parametrize("config", [{"SERVER_NAME": "localhost"},
+                                    {"TRUSTED_HOSTS": [".localhost"]}])
+def test_login_through_the_sandbox_of_a_host_strict_about_hosts(
+        make_app: t.Callable[..., Flask], config: dict[str, t.Any]) -> None:
+    """With ``SERVER_NAME`` and subdomain matching, or ``TRUSTED_HOSTS``, the app answers
+    only its own host: its calls to the sandbox in it come at that host. Before: the
+    sandbox's ``.invalid`` origin got a 404 (or a 400), and the page "WeChat is not
+    answering"."""
+    app = make_app(WECHAT_QR_SANDBOX=True, WECHAT_QR_APP_ID=None, WECHAT_QR_APP_SECRET=None,
+                   **config)
+    app.subdomain_matching = True
+    client, phone = app.test_client(), app.test_client()
+    uuid, _ = open_qr_page(client)
+    answer(phone, uuid, action="allow", person="lisi")
+    resp = client.get(poll(client, uuid)["redirect"].split("localhost", 1)[1])
+    assert resp.status_code == 302, resp.get_data(as_text=True)
+    assert client.get("/").get_data(as_text=True).startswith("logged in as")
+
+
 def test_denied_login_through_the_sandbox(sandbox_app: Flask) -> None:
     client, phone = sandbox_app.test_client(), sandbox_app.test_client()
     uuid, _ = open_qr_page(client)
