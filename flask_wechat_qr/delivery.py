@@ -46,7 +46,7 @@ def respond(outcome: Outcome) -> BaseResponse:
     if isinstance(outcome, Linked):
         return redirect_on(outcome.next_url)
     if isinstance(outcome, NeedsBinding):
-        response = redirect(url_for("wechat_qr.bind"))
+        response = redirect_on(url_for("wechat_qr.bind"), logged_in=False)
         if request.is_secure:
             # Over https the pending binding is also tied to a __Host- cookie, which no
             # sibling sub-domain can plant: a session cookie tossed into the victim's
@@ -113,13 +113,15 @@ def _logged_in(outcome: LoggedIn) -> BaseResponse:
     return redirect_on(outcome.next_url)
 
 
-def redirect_on(next_url: str) -> BaseResponse:
+def redirect_on(next_url: str, *, logged_in: bool = True) -> BaseResponse:
     """Go on to ``next_url`` (inside the app's mount point, where it has one): a redirect,
     or, when WeChat sent the embedded QR's iframe here (``self_redirect=true``), a page that
-    moves the whole window there."""
+    moves the whole window there (the bind page too: the frame is the size of a QR code).
+    ``logged_in``: whether the person is logged in by now (the page says so)."""
     next_url = under_mount_point(next_url, request.script_root)
     if request.headers.get("Sec-Fetch-Dest") == "iframe":
-        return Response(render_template("wechat_qr/break_out.html", next_url=next_url))
+        return Response(render_template("wechat_qr/break_out.html", next_url=next_url,
+                                        logged_in=logged_in))
     return redirect(next_url)
 
 

@@ -364,6 +364,25 @@ def test_the_embedded_qr_breaks_out_of_its_own_frame(app: Flask, wechat_api: t.A
     assert resp.headers["Content-Security-Policy"] == "frame-ancestors 'self'"
 
 
+def test_the_embedded_qr_breaks_out_to_the_bind_page(make_app: t.Any,
+                                                    wechat_api: t.Any) -> None:
+    """Ask binding: the bind page is a whole page, not one inside the QR code's frame (the
+    frame is 300 x 400 and does not scroll). Before: a redirect inside the frame."""
+    app = make_app(WECHAT_QR_ASSOCIATION="ask_binding")
+    client = app.test_client()
+    wechat_api.token()
+    wechat_api.userinfo()
+    state = start_login(client)
+    resp = client.get("/auth/wechat/callback", headers={"Sec-Fetch-Dest": "iframe"},
+                      query_string={"code": "C1", "state": state}, base_url="https://localhost")
+    html = resp.get_data(as_text=True)
+    assert resp.status_code == 200 and 'window.top.location.href = "/auth/bind"' in html
+    assert "You are logged in." not in html  # not yet: the person chooses first
+    assert any(cookie.startswith("__Host-wechat-qr-binding=")
+               for cookie in resp.headers.getlist("Set-Cookie"))
+    assert client.get("/auth/bind", base_url="https://localhost").status_code == 200
+
+
 @pytest.mark.parametrize("sources, header, frame_option", [
     ("'none'", "frame-ancestors 'none'", "DENY"),
     ("'self' https://partner.example.com", "frame-ancestors 'self' https://partner.example.com",
