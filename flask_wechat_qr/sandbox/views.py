@@ -266,7 +266,7 @@ def qrconnect() -> t.Any:
     sandbox.db.session.add(qr_session)
     sandbox.db.session.commit()
     confirm_path = url_for(".confirm", uuid=qr_session.uuid)
-    return render_template(
+    page = Response(render_template(
         "wechat_qr/sandbox/qrconnect.html",
         app=app, qr=qr_session, jssdk=jssdk,
         self_redirect=args.get("self_redirect") == "true",
@@ -279,7 +279,12 @@ def qrconnect() -> t.Any:
         confirm_path=confirm_path,
         loopback=is_loopback_host(urlsplit(_public_base()).hostname or ""),
         lifetime=QR_TTL,
-    )
+    ))
+    # WeChat's QR page may be framed by any site (wxLogin.js): a host's site-wide
+    # X-Frame-Options (set after this, on every response) must not blank the sandbox's copy.
+    # Browsers follow frame-ancestors where a page has both.
+    page.headers["Content-Security-Policy"] = "frame-ancestors *"
+    return page
 
 
 def order_problem(keys: list[str], expected: list[str]) -> tuple[str, int] | None:

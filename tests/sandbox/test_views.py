@@ -373,3 +373,18 @@ def test_fast_login_on_an_expired_qr_code(sandbox_app: Flask, clock: Clock) -> N
     assert resp.status_code == 410
     assert client.post(f"{SBX}/connect/qrconnect/fast_login/nope",
                        data={"person": "lisi"}).status_code == 410
+
+
+def test_the_qr_page_may_be_framed_by_any_site_as_wechats_is(sandbox_app: Flask) -> None:
+    """wxLogin.js frames WeChat's QR page on any site. A host that puts ``X-Frame-Options:
+    DENY`` on every response (an app-wide ``after_request``) left the embedded sandbox QR
+    blank: ``frame-ancestors``, which browsers follow first, keeps it frameable."""
+
+    @sandbox_app.after_request
+    def deny_framing(response: t.Any) -> t.Any:
+        response.headers["X-Frame-Options"] = "DENY"
+        return response
+
+    page = sandbox_app.test_client().get(_jssdk_path())
+    assert page.status_code == 200
+    assert page.headers["Content-Security-Policy"] == "frame-ancestors *"
