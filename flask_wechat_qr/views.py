@@ -289,10 +289,10 @@ def _log_in_first() -> BaseResponse:
 @blueprint.route("/<connection>/callback")
 def callback(connection: str) -> BaseResponse | tuple[str, int]:
     """WeChat sends the browser back here: the flow finishes the login (or link)."""
-    if _session_cookie_withheld():
-        return _return_from_this_site()
     runtime = current_runtime()
     conn = runtime.connection(connection)
+    if delivery.session_cookie_withheld():
+        return delivery.return_from_this_site(connection)
     outcome = runtime.flow.finish(conn, Callback(
         state=request.args.get("state"), code=request.args.get("code"), browser=_browser()))
     if isinstance(outcome, NeedsProfile):
@@ -301,22 +301,6 @@ def callback(connection: str) -> BaseResponse | tuple[str, int]:
                                 replace(outcome.login, profile_asked=True),
                                 scope=PROFILE_SCOPE)
     return _respond(outcome)
-
-
-def _session_cookie_withheld() -> bool:
-    """Whether the browser withheld the session cookie, and the login's state in it:
-    WeChat's redirect back is a navigation from another site (``Sec-Fetch-Site``), which
-    never carries a ``SameSite=Strict`` cookie."""
-    return (request.headers.get("Sec-Fetch-Site") == "cross-site"
-            and str(current_app.config.get("SESSION_COOKIE_SAMESITE") or "").lower() == "strict")
-
-
-def _return_from_this_site() -> tuple[str, int]:
-    """A page that asks for the same callback again, from this site: a navigation a page
-    of the site starts is same-site, so the Strict cookies come with it. Nothing is used
-    before that (the code and state are untouched)."""
-    return render_template("wechat_qr/same_site_return.html",
-                           return_url=request.script_root + request.full_path), 200
 
 
 @blueprint.route("/bind", methods=["GET", "POST"])

@@ -433,27 +433,45 @@ def test_a_strict_session_cookie_withheld_from_wechats_redirect_is_asked_for_aga
     """WeChat's redirect back is a navigation from another site: the browser keeps a
     ``SameSite=Strict`` session cookie (the login's state) from it. Before: every real
     login ended on "This login link is no longer valid". The callback now answers a page
-    that asks for itself again from this site (where the cookie comes along), and uses
-    nothing before that."""
+    that asks for itself again from this site (where the cookie comes along), uses nothing
+    before that, and sets no cookie: a host's hook that writes to the session (here
+    ``session.permanent``) would otherwise replace the withheld cookie, state and all."""
+    from flask import session
+
     app = make_app(SESSION_COOKIE_SAMESITE="Strict")
-    client = app.test_client()
-    state = start_login(client)
-    query = {"code": CODE, "state": state}
-    # The browser withholds the cookie here; the test client would send it, so the page is
-    # asked for as that browser would (the state stays in the client's session).
-    hop = client.get("/auth/wechat/callback", query_string=query,
-                     headers={"Sec-Fetch-Site": "cross-site"})
+    app.before_request(lambda: setattr(session, "permanent", True))
+    browser = app.test_client()
+    state = start_login(browser)
+    withheld = app.test_client()  # the same browser, as WeChat's redirect reaches the site
+    hop = withheld.get("/auth/wechat/callback", query_string={"code": CODE, "state": state},
+                       headers={"Sec-Fetch-Site": "cross-site"})
     assert hop.status_code == 200 and hop.headers["Cache-Control"] == "no-store"
+    assert "session=" not in " ".join(hop.headers.getlist("Set-Cookie"))
     html = hop.get_data(as_text=True)
-    again = f"/auth/wechat/callback?code={CODE}&amp;state={state}"
+    again = f"/auth/wechat/callback?code={CODE}&amp;state={state}&amp;wechat_qr_hop=1"
     assert f'<meta http-equiv="refresh" content="0; url={again}">' in html
     assert '<meta name="referrer" content="no-referrer">' in html
     assert api_paths(wechat_api) == []  # the code is not used yet
     wechat_api.token()
     wechat_api.userinfo()
-    done = client.get("/auth/wechat/callback", query_string=query,
-                      headers={"Sec-Fetch-Site": "same-origin"})
+    done = browser.get(unescape(again), headers={"Sec-Fetch-Site": "same-origin"})
     assert done.status_code == 302 and len(all_identities(app)) == 1
+
+
+def test_a_browser_that_says_nothing_of_the_site_is_asked_once(make_app: t.Any,
+                                                               wechat_api: t.Any) -> None:
+    """Safari before 16.4 (and WeChat's browser on older iPhones) sends no ``Sec-Fetch-Site``:
+    no session cookie at all is the sign there. The page is asked for once only."""
+    app = make_app(SESSION_COOKIE_SAMESITE="Strict")
+    state = start_login(app.test_client())
+    withheld = app.test_client()
+    query = {"code": CODE, "state": state}
+    hop = withheld.get("/auth/wechat/callback", query_string=query)
+    assert hop.status_code == 200 and "wechat_qr_hop=1" in hop.get_data(as_text=True)
+    # A browser that sends no cookie even then: the login ends (it cannot go on).
+    wechat_api.token()
+    again = withheld.get("/auth/wechat/callback", query_string={**query, "wechat_qr_hop": "1"})
+    assert again.status_code == 400 and api_paths(wechat_api) == []
 
 
 @pytest.mark.parametrize(("samesite", "fetch_site"), [
@@ -479,5 +497,12 @@ def test_the_page_asking_again_keeps_the_mount_point(make_app: t.Any) -> None:
     hop = app.test_client().get("/auth/wechat/callback?code=c0de&state=abc",
                                 headers={"Sec-Fetch-Site": "cross-site"},
                                 environ_overrides={"SCRIPT_NAME": "/site"})
-    assert "url=/site/auth/wechat/callback?code=c0de&amp;state=abc" in hop.get_data(
-        as_text=True)
+    assert "url=/site/auth/wechat/callback?code=c0de&amp;state=abc&amp;wechat_qr_hop=1" in (
+        hop.get_data(as_text=True))
+    # An unknown connection is a 404 first; a hostile mount point is no way off the site.
+    assert app.test_client().get("/auth/nope/callback?code=c&state=s", headers={
+        "Sec-Fetch-Site": "cross-site"}).status_code == 404
+    hostile = app.test_client().get("/auth/wechat/callback?code=c&state=s",
+                                    headers={"Sec-Fetch-Site": "cross-site"},
+                                    environ_overrides={"SCRIPT_NAME": "//evil.example"})
+    assert hostile.status_code == 400 and "refresh" not in hostile.get_data(as_text=True)

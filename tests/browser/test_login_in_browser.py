@@ -153,6 +153,8 @@ def test_a_site_with_a_strict_session_cookie_logs_in_from_another_sites_wechat(
     the site is opened at ``localhost``. Chromium keeps the site's ``SameSite=Strict``
     session cookie from WeChat's redirect back; the callback asks for itself again from the
     site, and the login finishes (before: "This login link is no longer valid")."""
+    from flask import session
+
     from flask_wechat_qr.sandbox import SandboxApp, create_sandbox_app
 
     app_id, secret = "wxstrict000000001", "strict-site-secret"
@@ -163,6 +165,9 @@ def test_a_site_with_a_strict_session_cookie_logs_in_from_another_sites_wechat(
                             WECHAT_QR_APP_SECRET=secret,
                             WECHAT_QR_OPEN_BASE_URL=wechat_server.url,
                             WECHAT_QR_API_BASE_URL=wechat_server.url)
+        # A host hook that writes to every session: the page that asks again must not
+        # answer with a new session cookie, which would replace the withheld one.
+        site_app.before_request(lambda: setattr(session, "permanent", True))
         with LiveServer(site_app) as site_server:
             site = site_server.url.replace("127.0.0.1", "localhost")
             page.goto(site + "/auth/wechat/login")
