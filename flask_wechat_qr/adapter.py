@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import secrets
 import typing as t
 import weakref
@@ -147,32 +148,26 @@ class AccountAdapter(t.Generic[UserT]):
         """The user these credentials prove, or ``None``; used to bind a WeChat account.
         ``username`` is what the person typed in the bind page's first field.
 
-        Default: the user model's :attr:`login_field` column (an e-mail address as typed or
-        in lower case, without spaces around it) and its ``check_password(password)``
-        method, or a Werkzeug hash in ``password_hash``. A user without a password
-        (:meth:`has_password`; e.g. one a WeChat login created) proves nothing, and a
-        ``check_password`` that raises counts as a wrong password (logged), never a 500.
-        Takes the same time whether or not the username exists or has a password, so it
-        does not reveal which accounts exist.
+        Default: the user whose :attr:`login_field` is that value (an e-mail address as
+        typed or in lower case; a phone number without spaces, dashes or ``+86``), then its
+        ``check_password(password)`` method, or a Werkzeug hash in ``password_hash``. A
+        user without a password (:meth:`has_password`; e.g. one a WeChat login created)
+        proves nothing, nor does a value two users share, and a ``check_password`` that
+        raises counts as a wrong password (logged), never a 500. Takes the same time
+        whether or not the username exists or has a password, so it does not reveal which
+        accounts exist.
         """
         model = self._require_user_model()
+        field = login_field_expression(model, self.login_field)
+        typed = [] if field is None else self._values_to_look_up(username, field)
         user = None
-        # No form field typed in a browser holds NUL, and PostgreSQL refuses it in a query.
-        if "\x00" in username:
-            username = ""
-        column = model.__table__.c.get(self.login_field)
-        if self.login_field in ("email", "phone"):
-            username = username.strip()  # what phones' keyboards add
-        if username and column is not None:
-            # An address is looked up as typed and in lower case, both by the column's index.
-            typed = {username, username.lower()} if self.login_field == "email" else {username}
+        if typed:
             found = self._require_db().session.execute(
-                sa.select(model).where(column.in_(sorted(typed))).limit(3)
+                sa.select(model).where(field.in_(typed)).limit(3)  # type: ignore[union-attr]
             ).scalars().all()
-            # As typed wins; two accounts for one name (a column that is not unique) prove
-            # neither, rather than binding the WeChat account to whichever came first.
-            attribute = sa.inspect(model).get_property_by_column(column).key
-            exact = [row for row in found if getattr(row, attribute, None) == username]
+            # As typed wins; two accounts for one value (not unique) prove neither, rather
+            # than binding the WeChat account to whichever row came first.
+            exact = [row for row in found if getattr(row, self.login_field, None) == typed[0]]
             candidates = exact or found
             user = candidates[0] if len(candidates) == 1 else None
         if user is None or not self.has_password(user):
@@ -181,6 +176,32 @@ class AccountAdapter(t.Generic[UserT]):
         self._seen_hash_method = _hash_method(getattr(user, "password_hash", None)) or (
             self._seen_hash_method)
         return user if _password_matches(user, password or "") else None
+
+    def _values_to_look_up(self, typed: str, field: t.Any) -> list[t.Any]:
+        """What ``typed`` may be stored as in ``field``, as typed first; none when it can be
+        no value of the field's type (the database would refuse the comparison)."""
+        # No form field typed in a browser holds NUL, and PostgreSQL refuses it in a query.
+        if not typed or "\x00" in typed:
+            return []
+        values = [typed]
+        if self.login_field == "email":
+            values = [typed.strip(), typed.strip().lower()]
+        elif self.login_field == "phone":
+            digits = re.sub(r"[\s()-]", "", typed)
+            values = [typed.strip(), digits, digits.removeprefix("+86").removeprefix("0086")]
+        try:
+            python_type = field.type.python_type
+        except (AttributeError, NotImplementedError):
+            python_type = str
+        if python_type is not str:
+            converted = []
+            for value in values:
+                try:
+                    converted.append(python_type(value))
+                except (TypeError, ValueError):
+                    continue
+            values = converted
+        return [value for value in dict.fromkeys(values) if value not in ("", None)]
 
     def has_password(self, user: UserT) -> bool:
         """Whether the user can log in without WeChat: guards unlinking the last way in,
@@ -282,6 +303,16 @@ class AccountAdapter(t.Generic[UserT]):
     def _primary_key_value(self, user: UserT) -> object:
         model = self._require_user_model()
         return getattr(user, model.__mapper__.primary_key[0].key)
+
+
+def login_field_expression(model: t.Any, name: str) -> t.Any | None:
+    """The SQL expression of the user model's ``name`` attribute (a column, a synonym or a
+    hybrid property, on the model or a table it inherits), or ``None`` when no query can
+    use it (missing, or a plain Python property)."""
+    if name not in sa.inspect(model).all_orm_descriptors:
+        return None
+    expression = getattr(model, name, None)
+    return expression if hasattr(expression, "__clause_element__") else None
 
 
 def columns_create_user_cannot_fill(model: type[object]) -> list[str]:

@@ -11,7 +11,7 @@ from authlib.integrations.flask_client import OAuth
 from flask import Flask, Response, current_app, has_request_context, request
 from flask.sessions import SecureCookieSessionInterface
 
-from .adapter import AccountAdapter, columns_create_user_cannot_fill
+from .adapter import AccountAdapter, columns_create_user_cannot_fill, login_field_expression
 from .association import AssociationPolicy
 from .avatar_download import AvatarDownloader
 from .avatars import AvatarKeeper, AvatarStore, DatabaseAvatarStore
@@ -346,11 +346,10 @@ def _why_accounts_cannot_be_proved(adapter: AccountAdapter[User]) -> str | None:
     model = adapter.user_model
     if model is None:
         return "the default AccountAdapter.authenticate needs the user model (user_model=)"
-    table = getattr(model, "__table__", None)
-    if table is None or adapter.login_field not in table.c:
+    if login_field_expression(model, adapter.login_field) is None:
         return (f"the default AccountAdapter.authenticate looks users up by their "
-                f"{adapter.login_field!r} column (AccountAdapter.login_field), which "
-                f"{model.__name__} has not")
+                f"{adapter.login_field!r} attribute (AccountAdapter.login_field), which "
+                f"{model.__name__} has not as a column, synonym or hybrid property")
     if not (hasattr(model, "password_hash") or hasattr(model, "password")
             or callable(getattr(model, "check_password", None))):
         return (f"{model.__name__} has no password_hash or password column and no "

@@ -15,6 +15,7 @@ from flask_login import LoginManager, UserMixin
 from flask_sqlalchemy import SQLAlchemy
 from support import (
     APP_ID,
+    Database,
     APP_SECRET,
     OPENID_2,
     UNIONID_2,
@@ -22,6 +23,7 @@ from support import (
     arrive,
     bind_as,
     bind_page,
+    dispose_engines,
     error_name,
     find_tags,
     logged_in_user_id,
@@ -150,15 +152,16 @@ def test_has_password_reads_the_common_shapes(attributes: dict[str, t.Any],
 
 
 def shaped_host(tmp_path: t.Any, columns: dict[str, t.Any], adapter: type | None = None,
-                **config: t.Any) -> Flask:
-    """A host whose user model has ``columns`` (besides an integer ``id``)."""
+                url: str | None = None, **config: t.Any) -> Flask:
+    """A host whose user model has ``columns`` (besides an integer ``id``), on SQLite
+    unless given a database ``url``."""
     db = SQLAlchemy()
     namespace = {"__tablename__": "account", "id": db.Column(db.Integer, primary_key=True),
                  **columns}
     User = type("User", (UserMixin, db.Model), namespace)
     app = Flask("shaped_host", root_path=str(tmp_path))
     app.config.update(TESTING=True, SECRET_KEY="x" * 32,
-                      SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'shaped.db'}",
+                      SQLALCHEMY_DATABASE_URI=url or f"sqlite:///{tmp_path / 'shaped.db'}",
                       WECHAT_QR_APP_ID=APP_ID, WECHAT_QR_APP_SECRET=APP_SECRET, **config)
     db.init_app(app)
     LoginManager(app).user_loader(lambda user_id: db.session.get(User, int(user_id)))
@@ -311,7 +314,7 @@ def test_ask_binding_without_the_login_field_column_stops_startup(tmp_path: t.An
         shaped_host(tmp_path, email_site(), WECHAT_QR_ASSOCIATION="ask_binding")
     error = info.value
     assert error.key == "WECHAT_QR_ASSOCIATION (wechat)"
-    assert "'username' column" in error.problem and "User has not" in error.problem
+    assert "'username' attribute" in error.problem and "User has not" in error.problem
     assert 'login_field = "email"' in error.fix and "authenticate" in error.fix
 
 
@@ -459,3 +462,56 @@ def test_a_user_the_database_refuses_ends_on_a_page_and_a_log_line_that_name_the
     assert "@wechat.invalid" not in caplog.text  # the statement's values stay out of the log
     assert all_identities(app) == [] and logged_in_user_id(client) is None
     assert len(made) == 3  # tried as a race would be, then given up
+
+
+def test_a_login_field_of_numbers_is_looked_up_as_a_number(
+        tmp_path: t.Any, database: Database) -> None:
+    """A phone number kept in an integer column: PostgreSQL refuses to compare it with
+    text (before: a 500 at every bind attempt, the right number too). What phones and
+    people add (spaces, dashes, +86) is taken off; what is no number finds nobody."""
+    class Adapter(AccountAdapter):
+        login_field = "phone"
+
+    app = shaped_host(tmp_path, {"phone": sa.Column(sa.BigInteger, unique=True),
+                                 "password_hash": sa.Column(sa.String(255))},
+                      adapter=Adapter, url=database.url("numbers"),
+                      WECHAT_QR_ASSOCIATION="ask_binding")
+    add_account(app, phone=13800138000, password_hash=generate_password_hash("pw"))
+    try:
+        with app.app_context():
+            adapter = app.extensions["wechat_qr"].adapter
+            for typed in ("13800138000", " 138-0013-8000 ", "+86 138 0013 8000"):
+                assert adapter.authenticate(typed, "pw").phone == 13800138000, typed
+            assert adapter.authenticate("13800138000", "no") is None
+            assert adapter.authenticate("not a number", "pw") is None
+    finally:
+        dispose_engines(app)
+
+
+def test_a_login_field_is_the_models_attribute_not_the_tables_column(
+        tmp_path: t.Any) -> None:
+    """The attribute, as the model names it: here a synonym of a column kept under another
+    name (before: refused at start-up, as the lookup went by the table's column names);
+    a plain Python property no query can use is refused."""
+    from sqlalchemy.orm import synonym
+
+    class Adapter(AccountAdapter):
+        login_field = "mail"
+
+    columns = {"address": sa.Column("email", sa.String(120), unique=True),
+               "mail": synonym("address"), "password_hash": sa.Column(sa.String(255))}
+    app = shaped_host(tmp_path, columns, adapter=Adapter, WECHAT_QR_ASSOCIATION="ask_binding")
+    add_account(app, address="alice@example.com", password_hash=generate_password_hash("pw"))
+    with app.app_context():
+        assert app.extensions["wechat_qr"].adapter.authenticate(
+            "alice@example.com", "pw").address == "alice@example.com"
+
+    class Plain(AccountAdapter):
+        login_field = "label"
+
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(ConfigurationError) as refused:  # a Python property: no query
+        shaped_host(tmp_path / "plain", {"label": property(lambda self: "x"),
+                                         "password_hash": sa.Column(sa.String(255))},
+                    adapter=Plain, WECHAT_QR_ASSOCIATION="ask_binding")
+    assert "'label' attribute" in refused.value.problem
