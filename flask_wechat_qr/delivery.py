@@ -103,12 +103,14 @@ def binding_cookie_value(binding_id: str) -> str:
 
 def _logged_in(outcome: LoggedIn) -> BaseResponse:
     """On to ``next``, or with an ID token to the connection's business callback URL. A receiver of
-    ``login_succeeded`` may answer instead (not for a repeated callback: it was told)."""
+    ``login_succeeded`` may answer instead (not for a repeated callback: it was told); it is
+    given ``next`` as the redirect would go there (inside the app's mount point)."""
     if not outcome.repeated:
         for _receiver, result in signals.login_succeeded.send(
             signals.sender(), user=outcome.user, identity=outcome.identity,
             connection=outcome.connection, created_user=outcome.created_user,
-            new_identity=outcome.new_identity, next_url=outcome.next_url,
+            new_identity=outcome.new_identity,
+            next_url=under_mount_point(outcome.next_url, request.script_root),
         ):
             if isinstance(result, Response):
                 return result

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import typing as t
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from .errors import InvalidRequest
 from .i18n import lazy_gettext as _l
@@ -65,10 +65,14 @@ def under_mount_point(path: str, script_root: str) -> str:
     already starts with it (``url_for`` and ``request.url`` include it) is kept."""
     if not script_root or not path.startswith("/"):
         return path
-    rest = path[len(script_root):] if path.startswith(script_root) else None
-    if rest is not None and (not rest or rest[0] in "/?#"):
-        return path
-    return script_root + path
+    for root in (script_root, quote(script_root, safe="/")):  # url_for's is percent-encoded
+        rest = path[len(root):] if path.startswith(root) else None
+        if rest is not None and (not rest or rest[0] in "/?#"):
+            return path
+    mounted = script_root + path
+    # A mount point from a hostile proxy header (X-Forwarded-Prefix: //evil.example through
+    # ProxyFix) leads nowhere else: the path as it was.
+    return mounted if is_local_path(mounted) else path
 
 
 def has_control_characters(value: str) -> bool:

@@ -112,6 +112,10 @@ def test_non_ascii_next_survives_the_login(client: t.Any, wechat_api: t.Any) -> 
     ("/sitemap", "/site", "/site/sitemap"),  # only whole path segments are the mount
     ("/a/b", "/a/b", "/a/b"),
     ("/a/bc", "/a/b", "/a/b/a/bc"),
+    ("/%E7%BD%91/welcome", "/网", "/%E7%BD%91/welcome"),  # url_for encodes the mount point
+    ("/welcome", "/网", "/网/welcome"),
+    ("/welcome", "//evil.example", "/welcome"),  # a hostile X-Forwarded-Prefix leads nowhere
+    ("/welcome", "/\\evil.example", "/welcome"),
 ])
 def test_a_local_path_goes_inside_the_mount_point(path: str, script_root: str,
                                                    expected: str) -> None:
@@ -171,9 +175,14 @@ def test_a_host_mounted_under_a_prefix_logs_in_and_lands_inside_it(
 def test_next_written_with_or_without_the_mount_point_lands_inside_it(
         make_app: t.Any, given: str) -> None:
     """``next=request.path`` (no mount point) and ``next=url_for(...)`` (with it) land on
-    the same page."""
-    done = sandbox_login_under_site(make_app, False, next=given)
+    the same page, which ``login_succeeded`` receivers are told (one may redirect there)."""
+    from flask_wechat_qr import signals
+
+    told: list[str] = []
+    with signals.login_succeeded.connected_to(lambda _app, **kw: told.append(kw["next_url"])):
+        done = sandbox_login_under_site(make_app, False, next=given)
     assert done.headers["Location"] == "/site/welcome"
+    assert told == ["/site/welcome"]
 
 
 def test_behind_a_proxy_that_mounts_the_app_the_sandbox_is_under_the_prefix(
