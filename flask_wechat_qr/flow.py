@@ -52,6 +52,7 @@ error where the first one's ending is not one to repeat.
 from __future__ import annotations
 
 import logging
+import re
 import time
 import typing as t
 from dataclasses import dataclass, field
@@ -659,12 +660,23 @@ class LoginFlow:
             session.expire_on_commit = expire
 
 
+#: Where a database's first line quotes the value it refused (a person's data): MySQL's
+#: "Duplicate entry 'alice@example.com' for key ...", SQL Server's "The duplicate key value
+#: is (alice@example.com)". PostgreSQL and SQLite name only the constraint or column there.
+_QUOTED_VALUES = (re.compile(r"(?i)(duplicate entry )'.*?'( for key)"),
+                  re.compile(r"(?i)(duplicate key value is )\(.*?\)()"))
+
+
 def _database_reason(error: IntegrityError) -> str:
     """The database's own words, first line only: the constraint or column, never the SQL
-    statement's parameters (a person's data) or a driver's detail lines (the same)."""
+    statement's parameters (a person's data), a driver's detail lines (the same) or a value
+    a database quotes in its message."""
     refusal = error.orig if error.orig is not None else error
     words = str(refusal).strip().splitlines()
-    return f"{type(refusal).__name__}: {words[0] if words else '(no message)'}"
+    line = words[0] if words else "(no message)"
+    for quoted in _QUOTED_VALUES:
+        line = quoted.sub(r"\1…\2", line)
+    return f"{type(refusal).__name__}: {line}"
 
 
 def _record_failure(states: LoginStates, state: str, error: str, login: LoginData) -> bool:

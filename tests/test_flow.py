@@ -572,3 +572,31 @@ def test_a_login_error_from_a_receiver_of_a_link_is_its_page(
         state = resp.headers["Location"].split("state=")[1].split("&")[0].split("#")[0]
         resp = finish_login(client, state)
     assert resp.status_code == 200 and error_name(resp) == "LoginCancelled"
+
+
+@pytest.mark.parametrize(("said", "logged"), [
+    ("NOT NULL constraint failed: account.password_hash",  # SQLite
+     "NOT NULL constraint failed: account.password_hash"),
+    ('duplicate key value violates unique constraint "account_email_key"\n'
+     "DETAIL:  Key (email)=(alice@example.com) already exists.",  # PostgreSQL
+     'duplicate key value violates unique constraint "account_email_key"'),
+    ("(1062, \"Duplicate entry 'alice@example.com' for key 'account.email'\")",  # MySQL
+     "(1062, \"Duplicate entry … for key 'account.email'\")"),
+    ("Violation of UNIQUE KEY constraint 'UQ_email'. The duplicate key value is "
+     "(alice@example.com).",  # SQL Server
+     "Violation of UNIQUE KEY constraint 'UQ_email'. The duplicate key value is …."),
+])
+def test_the_databases_reason_is_logged_without_a_persons_data(said: str, logged: str) -> None:
+    """What ``AccountNotSaved`` logs: the database's first line, the constraint or column
+    kept, the value it quotes (MySQL, SQL Server) and the statement's parameters left out."""
+    from sqlalchemy.exc import IntegrityError
+
+    from flask_wechat_qr.flow import _database_reason
+
+    class DriverError(Exception):
+        pass
+
+    reason = _database_reason(IntegrityError("INSERT INTO account ...",
+                                             {"email": "alice@example.com"}, DriverError(said)))
+    assert reason == f"DriverError: {logged}"
+    assert "alice@example.com" not in reason
