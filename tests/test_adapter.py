@@ -15,10 +15,10 @@ from flask_login import LoginManager, UserMixin
 from flask_sqlalchemy import SQLAlchemy
 from support import (
     APP_ID,
-    Database,
     APP_SECRET,
     OPENID_2,
     UNIONID_2,
+    Database,
     all_identities,
     arrive,
     bind_as,
