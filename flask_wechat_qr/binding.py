@@ -23,7 +23,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from .association import Resolution
 from .client import WeChatProfile
 from .errors import AlreadyLinked, BindingBlocked, BindingExpired, LoginRefused
-from .i18n import lazy_ngettext
+from .i18n import LazyText, lazy_ngettext
+from .i18n import lazy_gettext as _l
 from .purge import PurgeSchedule, delete_expired
 
 if t.TYPE_CHECKING:
@@ -242,3 +243,29 @@ def _profile_of(pending: PendingBinding) -> WeChatProfile:
     return WeChatProfile(openid=pending.openid, unionid=pending.unionid,
                          nickname=pending.nickname or "", avatar_url=pending.avatar_url,
                          raw=raw)
+
+
+class LoginField(t.NamedTuple):
+    """How the bind page asks for the adapter's ``login_field``: a person proves an account
+    with it and a password."""
+
+    label: LazyText
+    #: the page's message for a wrong pair
+    wrong: LazyText
+    #: the input's ``type``: the keyboard a phone shows
+    input_type: str
+
+
+#: The login fields the bind page knows by name; any other is asked for as "Account".
+LOGIN_FIELDS = {
+    "username": LoginField(_l("Username"), _l("Wrong username or password."), "text"),
+    "email": LoginField(_l("Email"), _l("Wrong email or password."), "email"),
+    "phone": LoginField(_l("Phone number"), _l("Wrong phone number or password."), "tel"),
+}
+OTHER_LOGIN_FIELD = LoginField(_l("Account"), _l("Wrong account or password."), "text")
+
+
+def login_field_named(name: str) -> LoginField:
+    """How the bind page asks for the login field ``name``."""
+    return LOGIN_FIELDS.get(name, OTHER_LOGIN_FIELD)
+

@@ -27,6 +27,7 @@ from werkzeug.routing import BuildError
 from werkzeug.wrappers import Response as BaseResponse
 
 from . import delivery, signals
+from .binding import LoginField, login_field_named
 from .browsers import Browser, classify
 from .csrf import FIELD as CSRF_FIELD
 from .csrf import check_csrf, csrf_token
@@ -260,7 +261,10 @@ def link(connection: str) -> BaseResponse | tuple[str, int]:
     user = runtime.adapter.current_user()
     if user is None:
         runtime.client(connection)  # an unknown connection is a 404 first
-        return _log_in_first()
+        asked = runtime.adapter.ask_to_log_in()
+        if asked is None:
+            raise NotLoggedIn()
+        return asked
     link_user = runtime.adapter.get_user_id(user)
     way_in = _way_in(connection)
     if way_in == OFFICIAL_ACCOUNT:
@@ -270,17 +274,6 @@ def link(connection: str) -> BaseResponse | tuple[str, int]:
     started = _begin(connection, link_user=link_user)
     return redirect(started.client.authorize_url(
         started.redirect_uri, started.state, lang=qr_page_lang()))
-
-
-def _log_in_first() -> BaseResponse:
-    """Linking needs a logged-in account: the site's own way of asking for one where it has
-    one (Flask-Login's unauthorized handler, or its login view, which brings the person back
-    here afterwards), else the "Log in first" page."""
-    manager = getattr(current_app, "login_manager", None)
-    if manager is not None and (manager.unauthorized_callback or manager.login_view
-                                or request.blueprint in manager.blueprint_login_views):
-        return t.cast(BaseResponse, manager.unauthorized())
-    raise NotLoggedIn()
 
 
 # --- finishing it --------------------------------------------------------------------------
@@ -342,27 +335,8 @@ def bind() -> BaseResponse | tuple[str, int]:
     return _respond(outcome)
 
 
-class LoginField(t.NamedTuple):
-    """How the bind page asks for the adapter's ``login_field``."""
-
-    label: LazyText
-    #: the page's message for a wrong pair
-    wrong: LazyText
-    #: the input's ``type``: the keyboard a phone shows
-    input_type: str
-
-
-#: The login fields the bind page knows by name; any other is asked for as "Account".
-LOGIN_FIELDS = {
-    "username": LoginField(_l("Username"), _l("Wrong username or password."), "text"),
-    "email": LoginField(_l("Email"), _l("Wrong email or password."), "email"),
-    "phone": LoginField(_l("Phone number"), _l("Wrong phone number or password."), "tel"),
-}
-OTHER_LOGIN_FIELD = LoginField(_l("Account"), _l("Wrong account or password."), "text")
-
-
 def _login_field() -> LoginField:
-    return LOGIN_FIELDS.get(current_runtime().adapter.login_field, OTHER_LOGIN_FIELD)
+    return login_field_named(current_runtime().adapter.login_field)
 
 
 def _bind_page(pending: PendingLogin, problem: str | LazyText | None = None,

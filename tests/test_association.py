@@ -622,6 +622,16 @@ def test_link_sends_a_logged_out_person_to_the_sites_login_and_back(make_app: t.
     assert resp.status_code == 403 and resp.get_data(as_text=True) == "ask the site"
 
 
+def test_link_with_a_login_view_that_cannot_be_built_shows_log_in_first(
+        make_app: t.Any) -> None:
+    """A login view that needs arguments cannot be a redirect here: the page, not a 500."""
+    app = host_app(make_app)
+    app.add_url_rule("/sign-in/<tenant>", "sign_in", lambda tenant: tenant)
+    app.login_manager.login_view = "sign_in"  # type: ignore[attr-defined]
+    resp = app.test_client().get("/auth/wechat/link")
+    assert resp.status_code == 401 and error_name(resp) == "NotLoggedIn"
+
+
 def test_link_unknown_connection_is_404(make_app: t.Any) -> None:
     app = host_app(make_app)
     client = app.test_client()
