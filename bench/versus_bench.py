@@ -314,8 +314,10 @@ def summary_table(cells: list[Cell]) -> str:
         for name in SUMMARY_MEASURES:
             ratios = [r for c in group for r in pair_ratios(c, RATIO_MEASURES[name])]
             better = sum((r >= 1) if HIGHER_IS_BETTER[name] else (r <= 1) for r in ratios)
-            columns.append(f"{statistics.geometric_mean(ratios):.3f} "
-                           f"({better} of {len(ratios)} at or better than 1)")
+            # a run with no login (all failed) has no ratio to average
+            mean = (f"{statistics.geometric_mean(ratios):.3f}"
+                    if ratios and min(ratios) > 0 else "n/a")
+            columns.append(f"{mean} ({better} of {len(ratios)} at or better than 1)")
         rows.append((database, users, load,
                      str(sum(len(c.runs["ours"]) for c in group)), *columns))
     return markdown(header, rows)
