@@ -16,10 +16,8 @@ import weakref
 
 import flask_login
 import sqlalchemy as sa
-from flask import current_app, request, session
-from werkzeug.routing import BuildError
+from flask import current_app, session
 from werkzeug.security import check_password_hash, generate_password_hash
-from werkzeug.wrappers import Response as BaseResponse
 
 from .errors import AccountDisabled
 
@@ -163,9 +161,9 @@ class AccountAdapter(t.Generic[UserT]):
         field = login_field_expression(model, self.login_field)
         typed = [] if field is None else self._values_to_look_up(username, field)
         user = None
-        if typed:
+        if field is not None and typed:
             found = self._require_db().session.execute(
-                sa.select(model).where(field.in_(typed)).limit(3)  # type: ignore[union-attr]
+                sa.select(model).where(field.in_(typed)).limit(3)
             ).scalars().all()
             # As typed wins; two accounts for one value (not unique) prove neither, rather
             # than binding the WeChat account to whichever row came first.
@@ -226,20 +224,6 @@ class AccountAdapter(t.Generic[UserT]):
         """The logged-in user (Flask-Login), or ``None``."""
         user = flask_login.current_user
         return user if user and user.is_authenticated else None
-
-    def ask_to_log_in(self) -> BaseResponse | None:
-        """The site's own way of asking someone logged out to log in (they followed a link
-        to link WeChat): Flask-Login's ``unauthorized_handler``, or its ``login_view``, which
-        brings them back afterwards. ``None`` (no such way, or a login view that cannot be
-        built here): the extension's "Log in first" page."""
-        manager = getattr(current_app, "login_manager", None)
-        if manager is None or not (manager.unauthorized_callback or manager.login_view
-                                   or request.blueprint in manager.blueprint_login_views):
-            return None
-        try:
-            return t.cast(BaseResponse, manager.unauthorized())
-        except BuildError:  # a login view named but not routable here (e.g. needs arguments)
-            return None
 
     # --- logging in ----------------------------------------------------------------
 

@@ -261,10 +261,7 @@ def link(connection: str) -> BaseResponse | tuple[str, int]:
     user = runtime.adapter.current_user()
     if user is None:
         runtime.client(connection)  # an unknown connection is a 404 first
-        asked = runtime.adapter.ask_to_log_in()
-        if asked is None:
-            raise NotLoggedIn()
-        return asked
+        return _log_in_first()
     link_user = runtime.adapter.get_user_id(user)
     way_in = _way_in(connection)
     if way_in == OFFICIAL_ACCOUNT:
@@ -274,6 +271,20 @@ def link(connection: str) -> BaseResponse | tuple[str, int]:
     started = _begin(connection, link_user=link_user)
     return redirect(started.client.authorize_url(
         started.redirect_uri, started.state, lang=qr_page_lang()))
+
+
+def _log_in_first() -> BaseResponse:
+    """Linking needs a logged-in account: the site's own way of asking for one (Flask-Login's
+    unauthorized handler, or its login view, which brings the person back here), else the
+    "Log in first" page (also for a login view that cannot be built here)."""
+    manager = getattr(current_app, "login_manager", None)
+    if manager is not None and (manager.unauthorized_callback or manager.login_view
+                                or request.blueprint in manager.blueprint_login_views):
+        try:
+            return t.cast(BaseResponse, manager.unauthorized())
+        except BuildError:  # a login view named but not routable here (e.g. needs arguments)
+            pass
+    raise NotLoggedIn()
 
 
 # --- finishing it --------------------------------------------------------------------------
