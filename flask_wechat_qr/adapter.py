@@ -23,6 +23,9 @@ from .errors import AccountDisabled
 
 log = logging.getLogger("flask_wechat_qr")
 _ABSENT = object()
+#: The largest value of the integer column types whose range is narrower than 64 bits
+#: outside SQLite (PostgreSQL's and MySQL's ``integer`` and ``smallint``).
+_LARGEST_INTEGER: dict[type, int] = {sa.Integer: 2**31 - 1, sa.SmallInteger: 2**15 - 1}
 #: Put into the session just before it is given a new id, which a store skips for an empty
 #: session; cleared with the rest right after.
 _RENEWING = "_wechat_qr_renewing"
@@ -183,7 +186,7 @@ class AccountAdapter(t.Generic[UserT]):
         # No form field typed in a browser holds NUL, and PostgreSQL refuses it in a query.
         if not typed or "\x00" in typed:
             return []
-        values = [typed]
+        values: list[t.Any] = [typed]
         if self.login_field == "email":
             values = [typed.strip(), typed.strip().lower()]
         elif self.login_field == "phone":
@@ -201,6 +204,12 @@ class AccountAdapter(t.Generic[UserT]):
                 except (TypeError, ValueError):
                     continue
             values = converted
+        if python_type is int:  # what the column cannot hold, the database refuses to compare
+            largest = 2**63 - 1
+            model = self._require_user_model()
+            if self._require_db().session.get_bind(mapper=model).dialect.name != "sqlite":
+                largest = _LARGEST_INTEGER.get(type(field.type), largest)
+            values = [value for value in values if -largest - 1 <= value <= largest]
         return [value for value in dict.fromkeys(values) if value not in ("", None)]
 
     def has_password(self, user: UserT) -> bool:
@@ -234,12 +243,14 @@ class AccountAdapter(t.Generic[UserT]):
         ``regenerate``), that is done too, so a planted session id is worthless.
         """
         regenerate = getattr(current_app.session_interface, "regenerate", None)
-        if callable(regenerate):
-            # Before the clear: Flask-Session's regenerate leaves an empty session (and its
-            # planted id) as it is.
-            session[_RENEWING] = True
-            regenerate(session)
-        session.clear()
+        try:
+            if callable(regenerate):
+                # Before the clear: Flask-Session's regenerate leaves an empty session (and
+                # its planted id) as it is.
+                session[_RENEWING] = True
+                regenerate(session)
+        finally:
+            session.clear()
 
     def login_user(self, user: UserT) -> None:
         """Log the user into the Flask session (Flask-Login).

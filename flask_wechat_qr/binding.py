@@ -5,7 +5,8 @@ A pending binding is single use, expires, and is reached only through the browse
 that started it. Failed binding attempts are counted per pending binding and per client
 address, in the database so every worker process sees them (each count commits at once,
 so simultaneous guesses see each other); everything else is written in the login flow's
-transaction, which commits it. Knows nothing of HTTP.
+transaction, which commits it. Also what the bind page calls the login field the person
+proves an account with (:class:`LoginField`). Knows nothing of HTTP.
 """
 
 from __future__ import annotations
@@ -268,4 +269,3 @@ OTHER_LOGIN_FIELD = LoginField(_l("Account"), _l("Wrong account or password."), 
 def login_field_named(name: str) -> LoginField:
     """How the bind page asks for the login field ``name``."""
     return LOGIN_FIELDS.get(name, OTHER_LOGIN_FIELD)
-

@@ -13,22 +13,15 @@ import hashlib
 import re
 import typing as t
 
-from flask import Response, current_app, redirect, render_template, request, session, url_for
+from flask import Response, current_app, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
 from . import signals
-from .errors import (
-    IdTokenError,
-    InvalidRequest,
-    LoginCancelled,
-    LoginError,
-    LoginRefused,
-    StateError,
-)
+from .errors import IdTokenError, LoginCancelled, LoginError, LoginRefused, StateError
 from .flow import Linked, LoggedIn, NeedsBinding, Outcome
 from .runtime import current_runtime
 from .settings import configured_issuer
-from .urls import is_local_path, under_mount_point
+from .urls import under_mount_point
 
 if t.TYPE_CHECKING:
     from .login_state import BusinessParams, LoginData
@@ -132,45 +125,6 @@ def redirect_on(next_url: str, *, logged_in: bool = True) -> BaseResponse:
         return Response(render_template("wechat_qr/break_out.html", next_url=next_url,
                                         logged_in=logged_in))
     return redirect(next_url)
-
-
-#: Added to the callback URL the page below asks for again: it is never asked for a third
-#: time (a browser that sends no cookie at all is then told the login failed).
-RETURN_HOP_PARAM = "wechat_qr_hop"
-
-
-def session_cookie_withheld() -> bool:
-    """Whether the browser withheld a ``SameSite=Strict`` session cookie (and the login's
-    state in it) from this callback: WeChat's redirect back is a navigation from another
-    site (``Sec-Fetch-Site: cross-site``; a browser that sends no such header, such as
-    Safari before 16.4 and WeChat's browser on older iPhones, sent no session cookie at
-    all, where the login's start set one)."""
-    if (str(current_app.config.get("SESSION_COOKIE_SAMESITE") or "").lower() != "strict"
-            or request.args.get(RETURN_HOP_PARAM)):
-        return False
-    fetch_site = request.headers.get("Sec-Fetch-Site")
-    if fetch_site is not None:
-        return fetch_site == "cross-site"
-    return current_app.session_interface.get_cookie_name(current_app) not in request.cookies
-
-
-def return_from_this_site(connection: str) -> tuple[str, int]:
-    """A page that asks for the same callback again, from this site: a navigation a page
-    of the site starts is same-site, so the Strict cookies come with it. Nothing is used
-    before that (the code and state are untouched), and nothing is saved: a session this
-    request started (the host's hooks may write to it) would replace the withheld cookie
-    in the browser, and the login's state with it."""
-    args: dict[str, t.Any] = {**request.args.to_dict(flat=False), RETURN_HOP_PARAM: "1"}
-    return_url = url_for("wechat_qr.callback", connection=connection, **args)
-    if not is_local_path(return_url):  # a proxy's hostile X-Forwarded-Prefix
-        raise InvalidRequest()
-    page = render_template("wechat_qr/same_site_return.html", return_url=return_url)
-    # Neither changed nor permanent, this request's session is saved by no session
-    # interface (Flask's, Flask-Session's): no Set-Cookie. Never emptied, which would
-    # delete the browser's cookie.
-    session.permanent = False
-    session.modified = False
-    return page, 200
 
 
 def deliver_id_token(connection: ConnectionSettings, user: User, identity: Identity,

@@ -349,7 +349,8 @@ def _why_accounts_cannot_be_proved(adapter: AccountAdapter[User]) -> str | None:
     if login_field_expression(model, adapter.login_field) is None:
         return (f"the default AccountAdapter.authenticate looks users up by their "
                 f"{adapter.login_field!r} attribute (AccountAdapter.login_field), which "
-                f"{model.__name__} has not as a column, synonym or hybrid property")
+                f"{model.__name__} has not as a column, a synonym or a hybrid property with "
+                "a SQL expression (a plain Python property cannot be queried)")
     if not (hasattr(model, "password_hash") or hasattr(model, "password")
             or callable(getattr(model, "check_password", None))):
         return (f"{model.__name__} has no password_hash or password column and no "

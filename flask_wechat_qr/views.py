@@ -26,7 +26,7 @@ from flask import (
 from werkzeug.routing import BuildError
 from werkzeug.wrappers import Response as BaseResponse
 
-from . import delivery, signals
+from . import delivery, same_site, signals
 from .binding import LoginField, login_field_named
 from .browsers import Browser, classify
 from .csrf import FIELD as CSRF_FIELD
@@ -42,7 +42,7 @@ from .errors import (
     NotLoggedIn,
     WeComBrowser,
 )
-from .flow import Callback, Failed, NeedsProfile, Outcome, PendingLogin
+from .flow import Callback, Failed, LoggedIn, NeedsProfile, Outcome, PendingLogin
 from .i18n import LazyText, qr_page_lang, register_template_globals
 from .i18n import lazy_gettext as _l
 from .login_state import BusinessParams, LoginData, browser_key
@@ -295,8 +295,8 @@ def callback(connection: str) -> BaseResponse | tuple[str, int]:
     """WeChat sends the browser back here: the flow finishes the login (or link)."""
     runtime = current_runtime()
     conn = runtime.connection(connection)
-    if delivery.session_cookie_withheld():
-        return delivery.return_from_this_site(connection)
+    if same_site.session_cookie_withheld():
+        return same_site.return_from_this_site(connection)
     outcome = runtime.flow.finish(conn, Callback(
         state=request.args.get("state"), code=request.args.get("code"), browser=_browser()))
     if isinstance(outcome, NeedsProfile):
@@ -374,6 +374,12 @@ def _respond(outcome: Outcome) -> BaseResponse:
     g.wechat_qr_login = (outcome.connection, outcome.login)
     if isinstance(outcome, Failed):
         raise outcome.error
+    if isinstance(outcome, LoggedIn) and request.is_secure:
+        # A new login cookie with the new login: WeChat's second redirect, sent before this
+        # answer, still brings the one the login was started with (and so ends as this one
+        # did, see flow.finish); a later request of this browser (the callback reloaded
+        # after logging out) no longer does.
+        g.wechat_qr_login_cookie = secrets.token_urlsafe(24)
     return delivery.respond(outcome)
 
 

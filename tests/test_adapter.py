@@ -484,6 +484,9 @@ def test_a_login_field_of_numbers_is_looked_up_as_a_number(
                 assert adapter.authenticate(typed, "pw").phone == 13800138000, typed
             assert adapter.authenticate("13800138000", "no") is None
             assert adapter.authenticate("not a number", "pw") is None
+            # A number no column of this type holds finds nobody (before: a 500, out of
+            # range on PostgreSQL, too large on SQLite).
+            assert adapter.authenticate("9" * 30, "pw") is None
     finally:
         dispose_engines(app)
 
@@ -515,3 +518,44 @@ def test_a_login_field_is_the_models_attribute_not_the_tables_column(
                                          "password_hash": sa.Column(sa.String(255))},
                     adapter=Plain, WECHAT_QR_ASSOCIATION="ask_binding")
     assert "'label' attribute" in refused.value.problem
+
+
+def test_an_integer_column_keeps_a_number_it_cannot_hold_out_of_the_query(
+        tmp_path: t.Any, database: Database) -> None:
+    """An ``Integer`` column (32 bits on PostgreSQL): an 11-digit number is no value of it,
+    and PostgreSQL refuses to compare it (before: a 500); on SQLite it is 64 bits."""
+    class Adapter(AccountAdapter):
+        login_field = "member_no"
+
+    app = shaped_host(tmp_path, {"member_no": sa.Column(sa.Integer, unique=True),
+                                 "password_hash": sa.Column(sa.String(255))},
+                      adapter=Adapter, url=database.url("int32"),
+                      WECHAT_QR_ASSOCIATION="ask_binding")
+    add_account(app, member_no=2_000_000_000, password_hash=generate_password_hash("pw"))
+    try:
+        with app.app_context():
+            adapter = app.extensions["wechat_qr"].adapter
+            assert adapter.authenticate("2000000000", "pw").member_no == 2_000_000_000
+            assert adapter.authenticate("13800138000", "pw") is None
+    finally:
+        dispose_engines(app)
+
+
+def test_a_session_store_whose_regenerate_fails_still_clears_the_session(
+        make_app: t.Any) -> None:
+    """The renewal fails (the host's store is down): what was in the session is gone
+    anyway, as before the id was renewed first."""
+    from flask import session
+
+    app = make_app()
+
+    class Failing(type(app.session_interface)):  # type: ignore[misc]  # a class of a value
+        def regenerate(self, session: t.Any) -> None:
+            raise RuntimeError("the store is down")
+
+    app.session_interface = Failing()
+    with app.test_request_context("/"):
+        session["planted"] = "x"
+        with pytest.raises(RuntimeError):
+            AccountAdapter().renew_session()
+        assert dict(session) == {}

@@ -458,6 +458,38 @@ def test_a_strict_session_cookie_withheld_from_wechats_redirect_is_asked_for_aga
     assert done.status_code == 302 and len(all_identities(app)) == 1
 
 
+def test_the_page_asking_again_sets_no_session_cookie_whatever_the_hooks_write(
+        make_app: t.Any) -> None:
+    """A host's ``after_request`` that writes to the session runs after the view: the page
+    still answers without a session cookie (nor a deletion of one)."""
+    from flask import session
+
+    app = make_app(SESSION_COOKIE_SAMESITE="Strict")
+
+    @app.after_request
+    def last_seen(response: t.Any) -> t.Any:
+        session["last_seen"] = "now"
+        return response
+
+    hop = app.test_client().get("/auth/wechat/callback?code=c&state=s",
+                                headers={"Sec-Fetch-Site": "cross-site"})
+    assert hop.status_code == 200 and "wechat_qr_hop=1" in hop.get_data(as_text=True)
+    assert not [c for c in hop.headers.getlist("Set-Cookie") if c.startswith("session=")]
+
+
+@pytest.mark.parametrize("query", ["connection=x", "_scheme=https", "_method=POST",
+                                   "_anchor=a", "_external=1", "code=c&code=d"])
+def test_the_page_asking_again_keeps_any_query_as_it_came(make_app: t.Any,
+                                                          query: str) -> None:
+    """Query keys that ``url_for`` reads as its own arguments were a 500 (a TypeError)."""
+    app = make_app(SESSION_COOKIE_SAMESITE="Strict")
+    hop = app.test_client().get(f"/auth/wechat/callback?{query}",
+                                headers={"Sec-Fetch-Site": "cross-site"})
+    assert hop.status_code == 200
+    again = unescape(re.search(r'url=([^"]+)"', hop.get_data(as_text=True)).group(1))  # type: ignore[union-attr]
+    assert again == f"/auth/wechat/callback?{query}&wechat_qr_hop=1"
+
+
 def test_a_browser_that_says_nothing_of_the_site_is_asked_once(make_app: t.Any,
                                                                wechat_api: t.Any) -> None:
     """Safari before 16.4 (and WeChat's browser on older iPhones) sends no ``Sec-Fetch-Site``:

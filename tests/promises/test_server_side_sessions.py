@@ -78,6 +78,8 @@ class RegeneratingSessions(SessionInterface):
             self.store[session.sid] = dict(session)
             response.set_cookie(self.get_cookie_name(app), session.sid, httponly=True,
                                 secure=True)
+        elif session.modified:  # emptied (logged out): gone from the store
+            self.store.pop(session.sid, None)
 
 
 def test_wechats_double_redirect_survives_the_renewed_session(
@@ -91,13 +93,16 @@ def test_wechats_double_redirect_survives_the_renewed_session(
     browser = app.test_client()
     state = start(browser, "/auth/wechat/login?next=/welcome")
     before = browser.get_cookie("session").value
+    login_cookie = browser.get_cookie(LOGIN_COOKIE).value
     wechat_api.token()
     wechat_api.userinfo()
     first = callback(browser, state)
     assert first.status_code == 302 and first.headers["Location"] == "/welcome"
     assert before not in sessions.store  # the renewal forgot the session with the state
     user = logged_in_user_id(browser)
+    # Both cookies as they were before the first answer came.
     browser.set_cookie("session", before, secure=True)
+    browser.set_cookie(LOGIN_COOKIE, login_cookie, secure=True)
     second = callback(browser, state)
     assert second.status_code == 302 and second.headers["Location"] == "/welcome"
     assert logged_in_user_id(browser) == user
@@ -117,3 +122,26 @@ def test_another_browser_cannot_replay_it(make_app: t.Callable[..., Flask],
     other.set_cookie(LOGIN_COOKIE, "x" * 32, secure=True)  # a login cookie of its own
     replay = callback(other, state)
     assert replay.status_code == 400 and logged_in_user_id(other) is None
+
+
+def test_a_reload_of_the_callback_after_logging_out_logs_nobody_in(
+        make_app: t.Callable[..., Flask], wechat_api: t.Any) -> None:
+    """The login cookie is renewed with the login: a request of this browser after the
+    answer (the callback reloaded, Back to it, after logging out) is no longer the browser
+    that started it, even within the seconds a repeat is answered."""
+    from flask_login import logout_user
+
+    app = over_https(make_app())
+    app.session_interface = RegeneratingSessions()
+    app.add_url_rule("/logout", "logout", lambda: (logout_user(), "bye")[1])
+    browser = app.test_client()
+    state = start(browser)
+    started_with = browser.get_cookie(LOGIN_COOKIE).value
+    wechat_api.token()
+    wechat_api.userinfo()
+    assert callback(browser, state).status_code == 302
+    assert browser.get_cookie(LOGIN_COOKIE).value != started_with
+    browser.get("/logout", base_url=HTTPS)
+    assert logged_in_user_id(browser) is None
+    again = callback(browser, state)
+    assert again.status_code == 400 and logged_in_user_id(browser) is None
