@@ -89,7 +89,7 @@ class LoginCancelled(LoginError):
     status = 200
     title = _l("Login cancelled")
     message = _l(
-        "You cancelled the WeChat login. Nothing was changed. You can scan the code again."
+        "You cancelled the WeChat login. Nothing was changed. You can try again."
     )
 
 

@@ -75,6 +75,15 @@ def under_mount_point(path: str, script_root: str) -> str:
     return mounted if is_local_path(mounted) else path
 
 
+def avatar_for_browser(url: str | None, script_root: str) -> str | None:
+    """An avatar URL a browser can load: the sandbox's image host (an ``.invalid`` origin
+    only the extension's downloader reaches in-process) serves the same images at this
+    site's own path."""
+    if url and url.startswith(SANDBOX_IMAGE_ORIGIN + "/"):
+        return script_root + url[len(SANDBOX_IMAGE_ORIGIN):]
+    return url
+
+
 def has_control_characters(value: str) -> bool:
     return any(ord(ch) < 32 or ord(ch) == 127 for ch in value)
 

@@ -48,7 +48,7 @@ from .i18n import lazy_gettext as _l
 from .login_state import BusinessParams, LoginData, browser_key
 from .runtime import current_runtime
 from .settings import OFFICIAL_ACCOUNT, WEBSITE_APP
-from .urls import has_control_characters, safe_next, under_mount_point
+from .urls import avatar_for_browser, has_control_characters, safe_next, under_mount_point
 from .user_key import restore_sqlite_trigger
 
 if t.TYPE_CHECKING:
@@ -356,6 +356,7 @@ def _bind_page(pending: PendingLogin, problem: str | LazyText | None = None,
         "wechat_qr/bind.html", connection=pending.connection, pending=pending.row,
         problem=problem, can_signup=current_runtime().adapter.can_signup(pending.connection),
         csrf_token=csrf_token(), login_field=_login_field(),
+        avatar_url=avatar_for_browser(pending.row.avatar_url, request.script_root),
         username=request.form.get("username", "") if problem else "",
     ), status
 

@@ -336,3 +336,24 @@ def test_a_linked_wechat_is_unlinked_from_both_apps_at_once(
     users, identities = database_rows(site)
     assert [user.id for user in users] == [me(phone, site)["id"]]  # type: ignore[index]
     assert identities == []
+
+
+def test_the_bind_page_fits_a_phone_and_shows_the_avatar(
+        open_browser: t.Callable[..., t.Any], database: Database) -> None:
+    """Ask binding inside WeChat on a phone, with avatars stored (the example's default): a
+    nickname without spaces wraps instead of making the page wider than the screen, and
+    the avatar loads (before: a broken image, the sandbox's image host, which only the
+    extension's downloader reaches)."""
+    with serve_example_site(database, WECHAT_QR_DISPLAY_NAME="WeChat",
+                            WECHAT_QR_ASSOCIATION="ask_binding") as site:
+        page = open_browser("wechat-phone")
+        tap_wechat_login(page, site)
+        page.wait_for_url(CONSENT_PATH)
+        page.locator("input[name=person][value=new]").check()
+        page.locator("input[name=nickname]").fill("Zhang_Xiaoming_Beijing_1990_CN")
+        press(page, page.locator("#sbx-allow"))
+        page.wait_for_url("**/auth/bind")
+        shoot(page, "bind-long-nickname")
+        assert page.evaluate("document.scrollingElement.scrollWidth") <= 390
+        avatar = page.locator("img.wechat-qr-avatar")
+        assert avatar.evaluate("img => img.complete && img.naturalWidth > 0")
