@@ -191,12 +191,14 @@ def _phone_page(connection: str) -> tuple[str, int]:
         if conn.has_official_account and request.endpoint != "wechat_qr.link" else (
             urljoin(request.host_url, under_mount_point(next_url, request.script_root))
             if next_url else request.url_root)
+    linking = request.endpoint == "wechat_qr.link"
     return render_template(
         "wechat_qr/phone.html", connection=conn, in_wechat=in_wechat,
-        page_url=page_url,
+        page_url=page_url, linking=linking,
         qr_url=url_for(request.endpoint or "wechat_qr.login", connection=connection,
                        show_qr="1", **args),
-        other_login_url=_other_login_url(),
+        # someone linking is logged in already: no other way to log in to offer
+        other_login_url=None if linking else _other_login_url(),
     ), 200
 
 

@@ -407,6 +407,9 @@ def test_the_phone_page_of_a_link_never_offers_a_login_link(app: Flask) -> None:
     from support import add_user, log_in
 
     user = add_user(app, password="secret-pass", username="someone")
+    app.login_manager.login_view = "index"  # type: ignore[attr-defined]  # the site's own login
+    login_page = in_wechat(app, SAFARI_PHONE).get("/auth/wechat/login").get_data(as_text=True)
+    assert 'data-wechat-qr-choice="other"' in login_page  # offered to someone logging in
     client = in_wechat(app, SAFARI_PHONE)
     log_in(client, user)
     text = client.get("/auth/wechat/link", query_string={"next": "/account"}).get_data(
@@ -414,6 +417,10 @@ def test_the_phone_page_of_a_link_never_offers_a_login_link(app: Flask) -> None:
     assert 'data-wechat-qr-page="phone"' in text
     page_url = re.search(r'id="wechat-qr-page-url"[^>]*value="([^"]+)"', text).group(1)  # type: ignore[union-attr]
     assert page_url == "http://localhost/account"
+    # A page for someone logged in who links (before: "Log in with WeChat", "This page's
+    # link" over the account page's link, and "Log in another way").
+    assert "<h1>Link WeChat to your account</h1>" in text
+    assert "The link to open in WeChat" in text and 'data-wechat-qr-choice="other"' not in text
 
 
 def test_two_connections_cannot_serve_two_verify_files_of_one_name(
