@@ -3,6 +3,7 @@ WeChat login created has no password, and a host's ``check_password`` may raise 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import typing as t
@@ -464,31 +465,39 @@ def test_a_user_the_database_refuses_ends_on_a_page_and_a_log_line_that_name_the
     assert len(made) == 3  # tried as a race would be, then given up
 
 
+@contextlib.contextmanager
+def bound_by(tmp_path: t.Any, database: Database, field: str, column: t.Any,
+             value: t.Any) -> t.Iterator[t.Any]:
+    """The adapter of an ask-binding site whose people log in by ``field`` (a ``column``),
+    with one account whose ``field`` is ``value`` and whose password is "pw"."""
+    class Adapter(AccountAdapter):
+        login_field = field
+
+    app = shaped_host(tmp_path, {field: column, "password_hash": sa.Column(sa.String(255))},
+                      adapter=Adapter, url=database.url(field),
+                      WECHAT_QR_ASSOCIATION="ask_binding")
+    add_account(app, **{field: value, "password_hash": generate_password_hash("pw")})
+    try:
+        with app.app_context():
+            yield app.extensions["wechat_qr"].adapter
+    finally:
+        dispose_engines(app)
+
+
 def test_a_login_field_of_numbers_is_looked_up_as_a_number(
         tmp_path: t.Any, database: Database) -> None:
     """A phone number kept in an integer column: PostgreSQL refuses to compare it with
     text (before: a 500 at every bind attempt, the right number too). What phones and
     people add (spaces, dashes, +86) is taken off; what is no number finds nobody."""
-    class Adapter(AccountAdapter):
-        login_field = "phone"
-
-    app = shaped_host(tmp_path, {"phone": sa.Column(sa.BigInteger, unique=True),
-                                 "password_hash": sa.Column(sa.String(255))},
-                      adapter=Adapter, url=database.url("numbers"),
-                      WECHAT_QR_ASSOCIATION="ask_binding")
-    add_account(app, phone=13800138000, password_hash=generate_password_hash("pw"))
-    try:
-        with app.app_context():
-            adapter = app.extensions["wechat_qr"].adapter
-            for typed in ("13800138000", " 138-0013-8000 ", "+86 138 0013 8000"):
-                assert adapter.authenticate(typed, "pw").phone == 13800138000, typed
-            assert adapter.authenticate("13800138000", "no") is None
-            assert adapter.authenticate("not a number", "pw") is None
-            # A number no column of this type holds finds nobody (before: a 500, out of
-            # range on PostgreSQL, too large on SQLite).
-            assert adapter.authenticate("9" * 30, "pw") is None
-    finally:
-        dispose_engines(app)
+    column = sa.Column(sa.BigInteger, unique=True)
+    with bound_by(tmp_path, database, "phone", column, 13800138000) as adapter:
+        for typed in ("13800138000", " 138-0013-8000 ", "+86 138 0013 8000"):
+            assert adapter.authenticate(typed, "pw").phone == 13800138000, typed
+        assert adapter.authenticate("13800138000", "no") is None
+        assert adapter.authenticate("not a number", "pw") is None
+        # A number no column of this type holds finds nobody (before: a 500, out of
+        # range on PostgreSQL, too large on SQLite).
+        assert adapter.authenticate("9" * 30, "pw") is None
 
 
 def test_a_login_field_is_the_models_attribute_not_the_tables_column(
@@ -524,21 +533,10 @@ def test_an_integer_column_keeps_a_number_it_cannot_hold_out_of_the_query(
         tmp_path: t.Any, database: Database) -> None:
     """An ``Integer`` column (32 bits on PostgreSQL): an 11-digit number is no value of it,
     and PostgreSQL refuses to compare it (before: a 500); on SQLite it is 64 bits."""
-    class Adapter(AccountAdapter):
-        login_field = "member_no"
-
-    app = shaped_host(tmp_path, {"member_no": sa.Column(sa.Integer, unique=True),
-                                 "password_hash": sa.Column(sa.String(255))},
-                      adapter=Adapter, url=database.url("int32"),
-                      WECHAT_QR_ASSOCIATION="ask_binding")
-    add_account(app, member_no=2_000_000_000, password_hash=generate_password_hash("pw"))
-    try:
-        with app.app_context():
-            adapter = app.extensions["wechat_qr"].adapter
-            assert adapter.authenticate("2000000000", "pw").member_no == 2_000_000_000
-            assert adapter.authenticate("13800138000", "pw") is None
-    finally:
-        dispose_engines(app)
+    column = sa.Column(sa.Integer, unique=True)
+    with bound_by(tmp_path, database, "member_no", column, 2_000_000_000) as adapter:
+        assert adapter.authenticate("2000000000", "pw").member_no == 2_000_000_000
+        assert adapter.authenticate("13800138000", "pw") is None
 
 
 def test_a_session_store_whose_regenerate_fails_still_clears_the_session(
