@@ -293,7 +293,7 @@ def _log_in_first() -> BaseResponse:
 
 
 @blueprint.route("/<connection>/callback")
-def callback(connection: str) -> BaseResponse | tuple[str, int]:
+def callback(connection: str) -> BaseResponse:
     """WeChat sends the browser back here: the flow finishes the login (or link)."""
     runtime = current_runtime()
     conn = runtime.connection(connection)
