@@ -98,12 +98,12 @@ def _logged_in(outcome: LoggedIn) -> BaseResponse:
     """On to ``next``, or with an ID token to the connection's business callback URL. A receiver of
     ``login_succeeded`` may answer instead (not for a repeated callback: it was told); it is
     given ``next`` as the redirect would go there (inside the app's mount point)."""
+    next_url = under_mount_point(outcome.next_url, request.script_root)
     if not outcome.repeated:
         for _receiver, result in signals.login_succeeded.send(
             signals.sender(), user=outcome.user, identity=outcome.identity,
             connection=outcome.connection, created_user=outcome.created_user,
-            new_identity=outcome.new_identity,
-            next_url=under_mount_point(outcome.next_url, request.script_root),
+            new_identity=outcome.new_identity, next_url=next_url,
         ):
             if isinstance(result, Response):
                 return result
@@ -112,7 +112,7 @@ def _logged_in(outcome: LoggedIn) -> BaseResponse:
         return deliver_id_token(outcome.connection, outcome.user, outcome.identity,
                                 outcome.business, outcome.auth_time,
                                 token_id=outcome.token_id, issued_at=outcome.issued_at)
-    return redirect_on(outcome.next_url)
+    return redirect_on(next_url)
 
 
 def redirect_on(next_url: str, *, logged_in: bool = True) -> BaseResponse:

@@ -21,7 +21,7 @@ import secrets
 import threading
 import time
 import typing as t
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 from flask import session
@@ -120,7 +120,8 @@ class LoginData:
         return data
 
     @classmethod
-    def from_json(cls, data: t.Any) -> LoginData:
+    def from_json(cls, data: t.Any, browser: str | None = None) -> LoginData:
+        """The data :meth:`to_json` kept; ``browser``: the key the marker was tied to."""
         if not isinstance(data, dict):
             raise StateError()
         business = data.get("delivery")
@@ -130,7 +131,7 @@ class LoginData:
                    business=dict(business) if isinstance(business, dict) else {},
                    link_user=str(link_user) if link_user else None,
                    app=OFFICIAL_ACCOUNT if app == OFFICIAL_ACCOUNT else WEBSITE_APP,
-                   profile_asked=data.get("asked") == 1)
+                   profile_asked=data.get("asked") == 1, browser=browser)
 
 
 #: base64's two symbols that are not letters or digits, folded onto letters.
@@ -449,8 +450,7 @@ class LoginStates:
                 raise StateError()
             data = json.loads(value)
         tied_to = marker.get("browser")
-        return replace(LoginData.from_json(data),
-                       browser=tied_to if isinstance(tied_to, str) else None)
+        return LoginData.from_json(data, tied_to if isinstance(tied_to, str) else None)
 
     def owns(self, state: str | None, browser: str | None = None) -> bool:
         """Whether this browser started the login of ``state``: its session (in this app:
