@@ -17,7 +17,14 @@ from flask import Response, current_app, redirect, render_template, request, url
 from werkzeug.wrappers import Response as BaseResponse
 
 from . import signals
-from .errors import IdTokenError, LoginCancelled, LoginError, LoginRefused, StateError
+from .errors import (
+    IdTokenError,
+    LoginCancelled,
+    LoginError,
+    LoginRefused,
+    StateError,
+    WeComBrowser,
+)
 from .flow import Linked, LoggedIn, NeedsBinding, Outcome
 from .runtime import current_runtime
 from .settings import configured_issuer
@@ -182,7 +189,7 @@ def error_response(error: LoginError, connection: ConnectionSettings | None,
                 fields["state"] = login.business["state"]
             return form_post(connection, fields), 200
     retry_url = None
-    if connection is not None:
+    if connection is not None and not isinstance(error, WeComBrowser):  # the same page again
         # url_for's values are typed Any: a str dict would be checked against _external.
         again: dict[str, t.Any] = {"next": login.next_url, **login.business} if login else {}
         retry_url = url_for("wechat_qr.login", connection=connection.identifier, **again)

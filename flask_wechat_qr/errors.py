@@ -241,6 +241,11 @@ class WeComBrowser(LoginError):
         "link and open it in WeChat, or in a browser on a computer and scan the QR code."
     )
 
+    def __init__(self, page_url: str | None = None) -> None:
+        super().__init__()
+        #: the link to copy (the page shows it: WeCom's browser hides its address bar)
+        self.page_url = page_url
+
 
 # --- Errors from talking to WeChat -------------------------------------------------
 

@@ -159,7 +159,7 @@ def _way_in(connection: str) -> str | None:
     conn = runtime.connection(connection)
     browser = classify(request.headers.get("User-Agent"))
     if browser is Browser.WECOM:
-        raise WeComBrowser()
+        raise WeComBrowser(page_url=request.url)
     if browser.in_wechat and conn.has_official_account:
         return OFFICIAL_ACCOUNT
     if request.args.get("show_qr") or not runtime.settings.mobile_page:

@@ -255,9 +255,13 @@ def test_unlink_removes_the_identity_of_each_app(app: Flask) -> None:
 
 
 def test_wecom_gets_a_clear_page(app: Flask) -> None:
-    resp = in_wechat(app, WECOM).get("/auth/wechat/login")
+    """It says to copy the page's link: the link is on it (WeCom's browser shows no address
+    bar), and no "try again", which was the same page again."""
+    resp = in_wechat(app, WECOM).get("/auth/wechat/login", query_string={"next": "/account"})
     text = resp.get_data(as_text=True)
     assert resp.status_code == 400 and 'data-error="WeComBrowser"' in text
+    assert 'readonly value="http://localhost/auth/wechat/login?next=/account"' in text
+    assert "Try again" not in text
 
 
 @pytest.mark.parametrize("agent", [SAFARI_PHONE, ANDROID_CHROME])
