@@ -26,6 +26,8 @@ _ABSENT = object()
 #: The largest value of the integer column types whose range is narrower than 64 bits
 #: outside SQLite (PostgreSQL's and MySQL's ``integer`` and ``smallint``).
 _LARGEST_INTEGER: dict[type, int] = {sa.Integer: 2**31 - 1, sa.SmallInteger: 2**15 - 1}
+#: Where the default :meth:`AccountAdapter.has_password` looks for a password, in order.
+PASSWORD_ATTRIBUTES = ("password_hash", "password")
 #: Put into the session just before it is given a new id, which a store skips for an empty
 #: session; cleared with the rest right after.
 _RENEWING = "_wechat_qr_renewing"
@@ -162,7 +164,7 @@ class AccountAdapter(t.Generic[UserT]):
         """
         model = self._require_user_model()
         field = login_field_expression(model, self.login_field)
-        typed = [] if field is None else self._values_to_look_up(username, field)
+        typed = [] if field is None else self._values_to_look_up(username, field, model)
         user = None
         if field is not None and typed:
             found = self._require_db().session.execute(
@@ -180,7 +182,7 @@ class AccountAdapter(t.Generic[UserT]):
             self._seen_hash_method)
         return user if _password_matches(user, password or "") else None
 
-    def _values_to_look_up(self, typed: str, field: t.Any) -> list[t.Any]:
+    def _values_to_look_up(self, typed: str, field: t.Any, model: t.Any) -> list[t.Any]:
         """What ``typed`` may be stored as in ``field``, as typed first; none when it can be
         no value of the field's type (the database would refuse the comparison)."""
         # No form field typed in a browser holds NUL, and PostgreSQL refuses it in a query.
@@ -206,7 +208,6 @@ class AccountAdapter(t.Generic[UserT]):
             values = converted
         if python_type is int:  # what the column cannot hold, the database refuses to compare
             largest = 2**63 - 1
-            model = self._require_user_model()
             if self._require_db().session.get_bind(mapper=model).dialect.name != "sqlite":
                 largest = _LARGEST_INTEGER.get(type(field.type), largest)
             values = [value for value in values if -largest - 1 <= value <= largest]
@@ -217,7 +218,7 @@ class AccountAdapter(t.Generic[UserT]):
         and only such a user can be proved by :meth:`authenticate`. Default: a non-empty
         ``password_hash`` (or ``password``) attribute; a model with neither but a
         ``check_password`` method is asked that (its answer to an empty password aside)."""
-        for name in ("password_hash", "password"):
+        for name in PASSWORD_ATTRIBUTES:
             value = getattr(user, name, _ABSENT)  # a write-only property reads as absent
             if value is not _ABSENT:
                 return bool(value)
@@ -324,6 +325,26 @@ def login_field_expression(model: t.Any, name: str) -> t.Any | None:
         return None
     expression = getattr(model, name, None)
     return expression if hasattr(expression, "__clause_element__") else None
+
+
+def why_accounts_cannot_be_proved(adapter: AccountAdapter[t.Any]) -> str | None:
+    """Why the default :meth:`AccountAdapter.authenticate` could prove no account of the
+    user model, or ``None`` (an overridden one is the host's to judge)."""
+    if type(adapter).authenticate is not AccountAdapter.authenticate:
+        return None
+    model = adapter.user_model
+    if model is None:
+        return "the default AccountAdapter.authenticate needs the user model (user_model=)"
+    if login_field_expression(model, adapter.login_field) is None:
+        return (f"the default AccountAdapter.authenticate looks users up by their "
+                f"{adapter.login_field!r} attribute (AccountAdapter.login_field), which "
+                f"{model.__name__} has not as a column, a synonym or a hybrid property with "
+                "a SQL expression (a plain Python property cannot be queried)")
+    if not (any(hasattr(model, name) for name in PASSWORD_ATTRIBUTES)
+            or callable(getattr(model, "check_password", None))):
+        return (f"{model.__name__} has no password_hash or password column and no "
+                "check_password method for the default AccountAdapter.authenticate")
+    return None
 
 
 def columns_create_user_cannot_fill(model: type[object]) -> list[str]:

@@ -360,23 +360,23 @@ def check_credentials(deployment: Deployment) -> t.Iterator[Finding]:
                 "no AppID and AppSecret: this connection's WeChat login is off (503 page)",
                 f"set {app_id} and {app_secret} from open.weixin.qq.com (管理中心 > 网站应用)",
                 conn.identifier)
-        elif _uses_sandbox_credentials(conn):
             continue
-        else:
-            if not WECHAT_APP_ID.fullmatch(conn.app_id):
-                yield warning(
-                    f"the AppID {conn.app_id[:4]!r}... does not look like a WeChat AppID ('wx' "
-                    "and 16 hexadecimal digits)",
-                    f"copy {app_id} from open.weixin.qq.com (管理中心 > 网站应用)",
-                    conn.identifier)
-            if not WECHAT_APP_SECRET.fullmatch(conn.app_secret):
-                yield warning(
-                    f"the AppSecret ({len(conn.app_secret)} characters) does not look like a "
-                    "WeChat AppSecret (32 hexadecimal digits): a placeholder? WeChat refuses "
-                    "every login with it (errcode 40125)",
-                    f"copy {app_secret} from open.weixin.qq.com (管理中心 > 网站应用 > 开发信息; "
-                    "reset it there if nobody kept it)",
-                    conn.identifier)
+        if _uses_sandbox_credentials(conn):
+            continue
+        if not WECHAT_APP_ID.fullmatch(conn.app_id):
+            yield warning(
+                f"the AppID {conn.app_id[:4]!r}... does not look like a WeChat AppID ('wx' and "
+                "16 hexadecimal digits)",
+                f"copy {app_id} from open.weixin.qq.com (管理中心 > 网站应用)",
+                conn.identifier)
+        if not WECHAT_APP_SECRET.fullmatch(conn.app_secret):
+            yield warning(
+                f"the AppSecret ({len(conn.app_secret)} characters) does not look like a "
+                "WeChat AppSecret (32 hexadecimal digits): a placeholder? WeChat refuses "
+                "every login with it (errcode 40125)",
+                f"copy {app_secret} from open.weixin.qq.com (管理中心 > 网站应用 > 开发信息; "
+                "reset it there if nobody kept it)",
+                conn.identifier)
 
 
 def check_official_account(deployment: Deployment) -> t.Iterator[Finding]:

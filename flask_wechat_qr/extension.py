@@ -11,7 +11,11 @@ from authlib.integrations.flask_client import OAuth
 from flask import Flask, Response, current_app, has_request_context, request
 from flask.sessions import SecureCookieSessionInterface
 
-from .adapter import AccountAdapter, columns_create_user_cannot_fill, login_field_expression
+from .adapter import (
+    AccountAdapter,
+    columns_create_user_cannot_fill,
+    why_accounts_cannot_be_proved,
+)
 from .association import AssociationPolicy
 from .avatar_download import AvatarDownloader
 from .avatars import AvatarKeeper, AvatarStore, DatabaseAvatarStore
@@ -338,26 +342,6 @@ def _check_id_token_secret(app: Flask, settings: Settings) -> None:
             "SECRET_KEY anyone could forge this site's session cookies.")
 
 
-def _why_accounts_cannot_be_proved(adapter: AccountAdapter[User]) -> str | None:
-    """Why the default :meth:`~.AccountAdapter.authenticate` could prove no account of the
-    user model, or ``None`` (an overridden one is the host's to judge)."""
-    if type(adapter).authenticate is not AccountAdapter.authenticate:
-        return None
-    model = adapter.user_model
-    if model is None:
-        return "the default AccountAdapter.authenticate needs the user model (user_model=)"
-    if login_field_expression(model, adapter.login_field) is None:
-        return (f"the default AccountAdapter.authenticate looks users up by their "
-                f"{adapter.login_field!r} attribute (AccountAdapter.login_field), which "
-                f"{model.__name__} has not as a column, a synonym or a hybrid property with "
-                "a SQL expression (a plain Python property cannot be queried)")
-    if not (hasattr(model, "password_hash") or hasattr(model, "password")
-            or callable(getattr(model, "check_password", None))):
-        return (f"{model.__name__} has no password_hash or password column and no "
-                "check_password method for the default AccountAdapter.authenticate")
-    return None
-
-
 def _check_users_can_be_created(settings: Settings, adapter: AccountAdapter[User]) -> None:
     """A user model with a required column the default ``create_user`` cannot fill would
     fail every first WeChat login in the database; say so now, with the fix."""
@@ -383,7 +367,7 @@ def _check_association_support(settings: Settings, adapter: AccountAdapter[User]
     offered to (a bind page that always says "wrong password"): say so now, with the fix."""
     for conn in settings.connections.values():
         if conn.association == "ask_binding":
-            problem = _why_accounts_cannot_be_proved(adapter)
+            problem = why_accounts_cannot_be_proved(adapter)
             if problem is not None:
                 raise ConfigurationError(
                     f"WECHAT_QR_ASSOCIATION ({conn.identifier})",

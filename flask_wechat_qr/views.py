@@ -133,8 +133,14 @@ def _browser(*, start: bool = False) -> str | None:
         return None  # a __Host- cookie needs https; in development the session decides
     value = request.cookies.get(delivery.LOGIN_COOKIE)
     if start and not (value and delivery.LOGIN_COOKIE_VALUE.fullmatch(value)):
-        value = g.wechat_qr_login_cookie = secrets.token_urlsafe(24)
+        value = _new_login_cookie()
     return browser_key(value) if value else None
+
+
+def _new_login_cookie() -> str:
+    """A new value of this browser's login cookie, set on the response (``page_headers``)."""
+    value = g.wechat_qr_login_cookie = secrets.token_urlsafe(24)
+    return value
 
 
 def _business_params() -> BusinessParams:
@@ -382,7 +388,7 @@ def _respond(outcome: Outcome) -> BaseResponse:
         # answer, still brings the one the login was started with (and so ends as this one
         # did, see flow.finish); a later request of this browser (the callback reloaded
         # after logging out) no longer does.
-        g.wechat_qr_login_cookie = secrets.token_urlsafe(24)
+        _new_login_cookie()
     return delivery.respond(outcome)
 
 
@@ -398,8 +404,7 @@ def unlink(connection: str) -> BaseResponse:
     # Checked before anything is unlinked: an oversized next refuses the whole request.
     next_url = safe_next(request.form.get("next"))
     runtime.flow.unlink(conn, user)
-    return redirect(under_mount_point(next_url or runtime.settings.post_login_url,
-                                      request.script_root))
+    return delivery.redirect_on(next_url or runtime.settings.post_login_url)
 
 
 @blueprint.route("/.well-known/jwks.json")

@@ -69,6 +69,24 @@ def flasky_host(tmp_path: t.Any, **config: t.Any) -> Flask:
     return with_csrf_token_route(app)
 
 
+def at_the_bind_page(app: Flask, wechat_api: t.Any, language: str | None = None,
+                     **arrival: t.Any) -> tuple[t.Any, str, str]:
+    """A browser that logged in with a WeChat account nobody owns (``arrival``: its ids):
+    its client, the bind page's HTML and its CSRF token."""
+    client = app.test_client()
+    if language is not None:
+        client.environ_base["HTTP_ACCEPT_LANGUAGE"] = language
+    arrive(client, wechat_api, **arrival)
+    html, token = bind_page(client)
+    return client, html, token
+
+
+def login_input(html: str) -> dict[str, str | None]:
+    """The bind page's first field (the form's ``username``)."""
+    (field,) = [tag for tag in find_tags(html, "input") if tag.get("name") == "username"]
+    return field
+
+
 def wrong_page(resp: t.Any) -> bool:
     return resp.status_code == 400 and WRONG in resp.get_data(as_text=True)
 
@@ -76,9 +94,7 @@ def wrong_page(resp: t.Any) -> bool:
 def test_binding_to_a_user_without_password_is_a_wrong_password_not_a_500(
         tmp_path: t.Any, wechat_api: t.Any) -> None:
     app = flasky_host(tmp_path)
-    client = app.test_client()
-    arrive(client, wechat_api)
-    _html, token = bind_page(client)
+    client, _html, token = at_the_bind_page(app, wechat_api)
     for password in ("", "guess", "alice-pw"):
         assert wrong_page(bind_as(client, token, "wechat-0a1b2c3d4e", password))
     assert all_identities(app) == []
@@ -98,9 +114,8 @@ def test_a_raising_check_password_counts_as_wrong_and_is_logged(
         raise ValueError("unsupported hash type")
 
     monkeypatch.setattr(app.User, "check_password", broken)  # type: ignore[attr-defined]
-    client = app.test_client()
-    arrive(client, wechat_api, openid=OPENID_2, unionid=UNIONID_2)
-    _html, token = bind_page(client)
+    client, _html, token = at_the_bind_page(app, wechat_api, openid=OPENID_2,
+                                            unionid=UNIONID_2)
     with caplog.at_level(logging.WARNING, "flask_wechat_qr"):
         assert wrong_page(bind_as(client, token, "alice", "alice-pw"))
     assert [r.getMessage() for r in caplog.records] == [
@@ -354,10 +369,8 @@ def email_login_host(tmp_path: t.Any) -> Flask:
 def test_the_bind_page_asks_for_the_email_and_says_so_when_wrong(
         tmp_path: t.Any, wechat_api: t.Any) -> None:
     app = email_login_host(tmp_path)
-    client = app.test_client()
-    arrive(client, wechat_api)
-    html, token = bind_page(client)
-    (field,) = [tag for tag in find_tags(html, "input") if tag.get("name") == "username"]
+    client, html, token = at_the_bind_page(app, wechat_api)
+    field = login_input(html)
     assert field["type"] == "email" and field["autocomplete"] == "username"
     assert ">Email<br>" in html and "Username" not in html
     resp = bind_as(client, token, "alice@example.com", "not-it")
@@ -373,10 +386,7 @@ def test_the_bind_page_asks_for_the_email_and_says_so_when_wrong(
 
 def test_an_email_is_found_as_people_type_it(tmp_path: t.Any, wechat_api: t.Any) -> None:
     """Spaces a phone's keyboard adds, and capitals, still find the stored address."""
-    app = email_login_host(tmp_path)
-    client = app.test_client()
-    arrive(client, wechat_api)
-    _html, token = bind_page(client)
+    client, _html, token = at_the_bind_page(email_login_host(tmp_path), wechat_api)
     resp = bind_as(client, token, "  Alice@Example.COM ", "pw")
     assert resp.status_code == 302, resp.get_data(as_text=True)
     assert logged_in_user_id(client) == "1"
@@ -422,11 +432,8 @@ def test_each_login_field_has_its_label_keyboard_and_message(
         adapter=Adapter, WECHAT_QR_ASSOCIATION="ask_binding"))
     add_account(app, **{login_field: "13800138000", "password_hash":
                         generate_password_hash("pw")})
-    client = app.test_client()
-    client.environ_base["HTTP_ACCEPT_LANGUAGE"] = "zh-CN"
-    arrive(client, wechat_api)
-    html, token = bind_page(client)
-    (field,) = [tag for tag in find_tags(html, "input") if tag.get("name") == "username"]
+    client, html, token = at_the_bind_page(app, wechat_api, language="zh-CN")
+    field = login_input(html)
     assert field["type"] == input_type and f"{label}<br>" in html
     assert wrong in bind_as(client, token, "13800138000", "x").get_data(as_text=True)
     assert bind_as(client, token, "13800138000", "pw").status_code == 302
