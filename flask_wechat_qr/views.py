@@ -323,7 +323,12 @@ def bind() -> BaseResponse | tuple[str, int]:
     ``password``; always ``csrf_token``.
     """
     runtime = current_runtime()
-    pending = runtime.flow.pending_login()
+    try:
+        pending = runtime.flow.pending_login()
+    except BindingExpired:
+        if request.method == "GET" and runtime.adapter.current_user() is not None:
+            return _binding_done()
+        raise
     if request.is_secure and request.cookies.get(delivery.BINDING_COOKIE) != (
             delivery.binding_cookie_value(pending.binding_id)):
         raise BindingExpired()  # not the browser that scanned: a planted session cookie
@@ -352,6 +357,14 @@ def bind() -> BaseResponse | tuple[str, int]:
         _binding_failed(pending, "linked_elsewhere", address)
         raise
     return _respond(outcome)
+
+
+def _binding_done() -> tuple[str, int]:
+    """The bind page of a browser that is logged in and has no choice waiting: Back after
+    binding (or creating) comes here, and is told it is done, not that the login expired."""
+    continue_url = under_mount_point(current_runtime().settings.post_login_url,
+                                     request.script_root)
+    return render_template("wechat_qr/bind_done.html", continue_url=continue_url), 200
 
 
 def _login_field() -> LoginField:

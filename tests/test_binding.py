@@ -181,7 +181,8 @@ def test_create_makes_one_user_and_identity_and_lands_on_next(make_app: t.Any,
     assert spent.used is True
     with client.session_transaction() as sess:
         assert spent.id not in dict(sess).values()
-    assert client.get("/auth/bind").status_code == 400
+    assert "You are logged in" in client.get("/auth/bind").get_data(as_text=True)
+    assert submit(client, token, action="create").status_code == 400
     other = app.test_client()
     assert login_with_wechat(other, wechat_api).headers["Location"] == "/"
     assert logged_in_user_id(other) == str(new.id)
@@ -397,6 +398,62 @@ def test_a_used_pending_binding_cannot_be_replayed(make_app: t.Any, wechat_api: 
         assert replayer.get("/auth/bind").status_code == 400
     assert [u.id for u in all_users(app)] == users_after
     assert [(i.openid, i.user_id) for i in all_identities(app)] == identities_after
+
+
+@pytest.mark.parametrize("action", ["bind", "create"])
+def test_the_bind_page_after_the_choice_says_the_login_is_done(make_app: t.Any,
+                                                               wechat_api: t.Any,
+                                                               action: str) -> None:
+    """Back after binding (or creating) asks for the bind page again: the logged-in person
+    is told the login is finished and where to go on, not that it expired."""
+    app = ask_app(make_app, WECHAT_QR_POST_LOGIN_URL="/dashboard")
+    alice = add_user(app, username="alice", password="alice-pw")
+    client = app.test_client()
+    arrive(client, wechat_api, next="/account")
+    _html, token = bind_page(client)
+    assert submit(client, token, action=action, username="alice",
+                  password="alice-pw").status_code == 302
+    user_id = logged_in_user_id(client)
+    assert user_id is not None and (user_id == str(alice)) is (action == "bind")
+
+    resp = client.get("/auth/bind")
+    assert resp.status_code == 200
+    html = resp.get_data(as_text=True)
+    assert "You are logged in" in html and "expired" not in html
+    assert [a["href"] for a in find_tags(html, "a") if "wechat-qr-button" in a.get("class", "")
+            ] == ["/dashboard"]
+    assert not [i for i in find_tags(html, "input") if i.get("name") == "action"]
+    assert resp.headers["Cache-Control"].startswith("no-store")
+    assert logged_in_user_id(client) == user_id
+
+    # A form sent again is not done again: it is refused as before.
+    with recording(app, "identity_linked", "user_created") as events:
+        resp = submit(client, token, action=action, username="alice", password="alice-pw")
+    assert resp.status_code == 400 and error_name(resp) == "BindingExpired"
+    assert events == []
+    assert len(all_identities(app)) == 1
+
+
+def test_the_bind_page_of_nobody_logged_in_still_says_expired(make_app: t.Any) -> None:
+    app = ask_app(make_app)
+    resp = app.test_client().get("/auth/bind")
+    assert resp.status_code == 400 and error_name(resp) == "BindingExpired"
+
+
+def test_a_wrong_password_answer_turns_itself_into_a_visit_of_the_bind_page(
+        make_app: t.Any, wechat_api: t.Any) -> None:
+    """The answer to a POST puts itself in the browser's history as a visit (GET) of the
+    bind page, so Back later asks for the page, not to send the password again."""
+    app = ask_app(make_app)
+    add_user(app, username="alice", password="alice-pw")
+    client = app.test_client()
+    arrive(client, wechat_api)
+    html, token = bind_page(client)
+    replace = "window.history.replaceState(null, \"\", window.location.href)"
+    assert replace not in html
+    resp = bind_as(client, token, "alice", "guess")
+    assert resp.status_code == 400
+    assert replace in resp.get_data(as_text=True)
 
 
 def test_a_used_binding_cannot_relink_after_unlink(make_app: t.Any, wechat_api: t.Any) -> None:

@@ -119,6 +119,17 @@ def test_ask_binding_binds_an_existing_account_with_its_password(
     assert me["id"] == alice_id and me["username"] == "alice"
     assert [i["connection"] for i in me["identities"]] == ["wechat"]
 
+    # Back: the page of the wrong password is asked for again (not a form to send once
+    # more: Chromium would stop at ERR_CACHE_MISS), and says the login is done.
+    answer = page.go_back()
+    assert answer is not None and answer.request.method == "GET"
+    assert page.url == site.url + "/auth/bind"
+    assert page.locator("h1").inner_text() == "你已登录"
+    assert "这次微信登录已经完成" in page.locator("body").inner_text()
+    page.locator("a.wechat-qr-button", has_text="继续").click()
+    page.wait_for_url(site.url + "/")
+    assert page.request.get(site.url + "/api/me").json()["id"] == alice_id
+
 
 def test_link_and_unlink_from_the_account_page(page: t.Any, site: LiveServer) -> None:
     register(page, site, "bob", "bob-password-1")
