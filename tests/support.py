@@ -143,6 +143,17 @@ def make_test_app(tmp_path: t.Any, database_url: str | None = None, *,
     return app
 
 
+def set_journal_mode(app: Flask, mode: str) -> None:
+    """Put the app's SQLite file in journal ``mode`` (``wal``, ``delete``; the file keeps
+    it), as a production site on SQLite should be (docs: deploying, sqlite-wal)."""
+    with app.app_context():
+        engine = app.extensions["sqlalchemy"].engine
+        if engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
+            with engine.connect() as connection:
+                connection.exec_driver_sql(f"PRAGMA journal_mode={mode}")
+            engine.dispose()
+
+
 def schema_and_rows(app: Flask) -> dict[str, t.Any]:
     """Everything about the app's database a start of the site could have made: each
     table's columns, keys, indexes and constraints (SQLite: its triggers too), and rows."""

@@ -30,6 +30,7 @@ from support import (
     SANDBOX_APP_ID,
     SANDBOX_APP_SECRET,
     free_port,
+    set_journal_mode,
 )
 
 from flask_wechat_qr.sandbox.options import SANDBOX_OA_APP_ID, SANDBOX_OA_APP_SECRET
@@ -47,6 +48,11 @@ PUBLIC = "https://www.example.com"
 def make_app(make_production_app: t.Callable[..., Flask]) -> t.Callable[..., Flask]:
     """This module's apps are configured for production (conftest.make_production_app)."""
     return make_production_app
+
+
+def journal_mode(app: Flask) -> str:
+    with app.app_context(), app.extensions["sqlalchemy"].engine.connect() as connection:
+        return str(connection.exec_driver_sql("PRAGMA journal_mode").scalar())
 
 
 def check(app: Flask, *args: str, debug: bool = False) -> t.Any:
@@ -304,6 +310,62 @@ def test_bad_base_url_is_a_usage_error(make_app: t.Callable[..., Flask], url: st
     result = check(make_app(), "--base-url", url)
     assert result.exit_code == 2
     assert "--base-url" in result.output
+
+
+# --- the database ---------------------------------------------------------------------------
+
+
+def test_sqlite_in_its_rollback_journal_is_a_warning(make_app: t.Callable[..., Flask]) -> None:
+    """Each login commits once; in the default rollback journal each commit waits for the
+    disk twice and blocks the other writers (docs: deploying, sqlite-wal). Said, never
+    changed: the file keeps its mode."""
+    app = make_app()
+    set_journal_mode(app, "delete")
+    result = check(app, "--base-url", PUBLIC)
+    assert result.exit_code == 0, result.output
+    [warning] = warnings_of(result.output)
+    with app.app_context():
+        database = app.extensions["sqlalchemy"].engine.url.database
+    assert warning.startswith(f"WARNING: the extension's database is the SQLite file {database} "
+                              "in journal mode delete, not WAL: ")
+    assert "Fix: turn on SQLite's write-ahead log" in warning
+    assert "'SQLite with several threads'" in warning
+    assert result.output.splitlines()[-1] == "Summary: no problems, 1 warning."
+    assert journal_mode(app) == "delete"
+
+
+def test_sqlite_in_wal_mode_is_fine(make_app: t.Callable[..., Flask]) -> None:
+    result = check(make_app(), "--base-url", PUBLIC)
+    assert result.output.splitlines()[-1] == "Summary: no problems.", result.output
+
+
+def test_the_journal_mode_is_no_matter_while_developing(
+        make_app: t.Callable[..., Flask]) -> None:
+    app = make_app()
+    set_journal_mode(app, "delete")
+    result = check(app, "--base-url", PUBLIC, debug=True)
+    assert not warnings_of(result.output), result.output
+
+
+def test_sqlite_in_memory_has_no_journal_to_warn_of(make_app: t.Callable[..., Flask]) -> None:
+    result = check(make_app(SQLALCHEMY_DATABASE_URI="sqlite://"), "--base-url", PUBLIC)
+    assert result.output.splitlines()[-1] == "Summary: no problems.", result.output
+
+
+def test_a_database_that_cannot_be_opened_is_no_journal_warning(
+        make_app: t.Callable[..., Flask]) -> None:
+    """The check still runs to its end; the foreign key's warning says the database could
+    not be read."""
+    app = make_app()
+    with app.app_context():
+        path = Path(app.extensions["sqlalchemy"].engine.url.database)
+    path.unlink()
+    path.mkdir()  # a folder where the file was: SQLite cannot open it
+    result = check(app, "--base-url", PUBLIC)
+    assert result.exit_code == 0, result.output
+    [warning] = warnings_of(result.output)
+    assert "the database could not be read" in warning
+    assert result.output.splitlines()[-1] == "Summary: no problems, 1 warning."
 
 
 # --- flask wechat-qr sandbox --------------------------------------------------------------
