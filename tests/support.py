@@ -92,10 +92,13 @@ PAST_THE_REPEAT_WINDOW = 60
 
 
 def make_test_app(tmp_path: t.Any, database_url: str | None = None, *,
-                  replay_create_all: bool = False, **config: t.Any) -> Flask:
+                  replay_create_all: bool = False,
+                  before_init: t.Callable[[Flask], None] | None = None,
+                  **config: t.Any) -> Flask:
     """A small host site: Flask-SQLAlchemy users, Flask-Login, WeChatQR; its tables made by
     ``db.create_all()``, or with ``replay_create_all`` as the run's first one with the same
-    settings made them (:func:`create_all_as_before`)."""
+    settings made them (:func:`create_all_as_before`). ``before_init(app)`` runs before
+    ``WeChatQR`` (e.g. to register the host's own routes first)."""
     db = SQLAlchemy()
 
     class User(db.Model, UserMixin):  # type: ignore[name-defined,misc]
@@ -125,6 +128,8 @@ def make_test_app(tmp_path: t.Any, database_url: str | None = None, *,
     def load_user(user_id: str) -> t.Any:
         return db.session.get(User, int(user_id))
 
+    if before_init is not None:
+        before_init(app)
     wechat = WeChatQR(app, db=db, user_model=User)
 
     @app.route("/")
