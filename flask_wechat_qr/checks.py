@@ -433,7 +433,9 @@ def _describe_id_token(deployment: Deployment, conn: ConnectionSettings,
         return "no signing key"
     where = (f"public keys at {deployment.urls.jwks_url}" if signer.algorithm == "RS256"
              else "shared secret")
-    issuer = configured_issuer(deployment.settings, deployment.config) or "from each request"
+    mount_point = urlsplit(deployment.base_url).path if deployment.base_url else ""
+    issuer = (configured_issuer(deployment.settings, deployment.config, mount_point)
+              or "from each request")
     return (f"{signer.algorithm} ({where}), aud {conn.id_token_audience or conn.identifier}, "
             f"iss {issuer}, valid {signer.ttl} s")
 

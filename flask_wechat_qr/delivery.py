@@ -200,6 +200,9 @@ def error_response(error: LoginError, connection: ConnectionSettings | None,
 def id_token_issuer() -> str:
     """The ``iss`` of this site's ID tokens: ``WECHAT_QR_ID_TOKEN_ISSUER``, else the root
     URL of ``SERVER_NAME`` (not the request's Host header, which a client chooses), else
-    the request's root URL. For a receiver living in the same app (as the example's)."""
-    return (configured_issuer(current_runtime().settings, current_app.config)
+    the request's root URL; both at the app's mount point, where the public keys are
+    (``iss`` + ``/auth/.well-known/jwks.json``). For a receiver living in the same app (as
+    the example's)."""
+    return (configured_issuer(current_runtime().settings, current_app.config,
+                              request.script_root)
             or request.url_root.rstrip("/"))

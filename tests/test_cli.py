@@ -530,6 +530,18 @@ def test_id_token_settings_are_shown_and_checked(make_app: t.Callable[..., Flask
     assert "k3y-k3y" not in result.output
 
 
+def test_the_issuer_shown_is_at_the_sites_mount_point(make_app: t.Callable[..., Flask]) -> None:
+    """SERVER_NAME and no APPLICATION_ROOT, a site served under /site: the iss its tokens
+    carry there (see test_id_token), next to its public keys."""
+    app = make_app(WECHAT_QR_CALLBACK_URL="https://biz.example.com/wechat/done",
+                   WECHAT_QR_ID_TOKEN_SECRET="k3y-" * 12, SERVER_NAME="www.example.com",
+                   PREFERRED_URL_SCHEME="https")
+    result = check(app, "--base-url", f"{PUBLIC}/site")
+    assert result.exit_code == 0, result.output
+    assert ("  ID token:              HS256 (shared secret), aud wechat, iss "
+            f"{PUBLIC}/site, valid 300 s") in result.output.splitlines()
+
+
 def test_healthy_id_token_settings(make_app: t.Callable[..., Flask], tmp_path: Path) -> None:
     from joserfc.jwk import RSAKey
 
