@@ -10,6 +10,7 @@ from dataclasses import replace
 from authlib.integrations.flask_client import OAuth
 from flask import Flask, Response, current_app, has_request_context, request
 from flask.sessions import SecureCookieSessionInterface
+from flask.signals import request_finished
 
 from .adapter import (
     AccountAdapter,
@@ -119,9 +120,10 @@ class WeChatQR:
         app.extensions[EXTENSION_KEY] = replace(runtime, unavailable=unavailable)
 
         from .cli import cli
-        from .views import blueprint
+        from .views import blueprint, frame_callbacks_last
 
         app.register_blueprint(blueprint, url_prefix=settings.url_prefix)
+        request_finished.connect(frame_callbacks_last, app)
         _serve_verify_files(app, settings)
         app.context_processor(_template_context)
         app.add_template_global(csrf_token, "wechat_qr_csrf_token")
