@@ -178,7 +178,8 @@ def check_command(base_url: str | None, callback_domain: str | None, live: bool)
     digits; the sandbox's AppID or AppSecret sent to WeChat; a business callback URL
     (WECHAT_QR_CALLBACK_URL, where the ID token is POSTed) that this app would answer with
     405; a --callback-domain with a scheme, port or path, or that is not the redirect URI's
-    host.
+    host; a route of the app that answers one of the extension's URLs instead of it; in
+    production, a SQLite file outside WAL mode.
 
     "Production" means DEBUG (flask --debug, FLASK_DEBUG) and TESTING both off, and no
     sandbox: a sandbox (WECHAT_QR_SANDBOX, or a standalone one) is a development set-up,
