@@ -18,6 +18,7 @@ from urllib.parse import SplitResult, urlsplit
 
 from flask import Flask, url_for
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
+from werkzeug.routing import Map, MapAdapter, Rule
 
 from .sandbox.options import SANDBOX_APP_ID, SANDBOX_APP_SECRET
 from .settings import (
@@ -129,6 +130,25 @@ class LocalRoute:
 
 
 @dataclass(frozen=True)
+class ShadowedRoute:
+    """A URL of the extension that a route of the host answers instead: Werkzeug matches
+    the host's rule first (a static part beats a ``<connection>``, and of two equal rules
+    the first registered wins)."""
+
+    #: the extension's endpoint, e.g. ``wechat_qr.callback``
+    endpoint: str
+    #: its URL (path, mount point included) that the host's rule takes
+    url: str
+    #: the methods of the extension's route that reach the host's rule instead
+    methods: tuple[str, ...]
+    #: the host's rule and endpoint that answer
+    host_rule: str
+    host_endpoint: str
+    #: the connection whose URL it is; ``None`` for the site-wide routes
+    connection: str | None = None
+
+
+@dataclass(frozen=True)
 class Deployment:
     """What the checks look at, gathered once from the app and the command line."""
 
@@ -146,6 +166,8 @@ class Deployment:
     callback_domain: str | None = None
     #: the route of this app each business callback URL's path leads to, by connection
     business_routes: t.Mapping[str, LocalRoute] = field(default_factory=dict)
+    #: the extension's URLs that routes of the host answer instead
+    shadowed_routes: tuple[ShadowedRoute, ...] = ()
 
     @classmethod
     def of(cls, app: Flask, settings: Settings, base_url: str | None = None,
@@ -156,7 +178,8 @@ class Deployment:
                    production=not (app.debug or app.testing), base_url=base,
                    base_url_source=source, urls=site_urls(app, settings, base),
                    callback_domain=callback_domain,
-                   business_routes=business_routes(app, settings))
+                   business_routes=business_routes(app, settings),
+                   shadowed_routes=shadowed_routes(app, settings, base))
 
     @property
     def simulated(self) -> t.Literal["in-app", "standalone"] | None:
@@ -266,6 +289,108 @@ def _local_route(app: Flask, url: str) -> LocalRoute | None:
     return LocalRoute(str(endpoint), frozenset({"POST"}))
 
 
+#: The extension's blueprint: its endpoints are ``wechat_qr.<view>``.
+BLUEPRINT = "wechat_qr"
+
+
+def shadowed_routes(app: Flask, settings: Settings,
+                    base: str | None) -> tuple[ShadowedRoute, ...]:
+    """The extension's URLs (each connection's, and the site-wide ones) that ``app``'s URL
+    map gives to another endpoint, matched at ``base`` as a request would be."""
+    adapter = _url_adapter(app, _server_name_base(app, base))
+    if adapter is None:
+        return ()
+    found = []
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint.split(".", 1)[0] != BLUEPRINT:
+            continue
+        for connection in (settings.connections if "connection" in rule.arguments
+                           else (None,)):
+            values = dict.fromkeys(rule.arguments, "x") | (
+                {"connection": connection} if connection else {})
+            shadowed = shadowing_rules(adapter, rule, values)
+            if shadowed:
+                url = adapter.build(rule.endpoint, values)
+                by = shadowed[0][1]
+                found.append(ShadowedRoute(
+                    rule.endpoint, url, tuple(method for method, _ in shadowed), by.rule,
+                    str(by.endpoint), connection))
+    return tuple(found)
+
+
+def shadowing_rules(adapter: MapAdapter, rule: Rule,
+                    values: t.Mapping[str, t.Any]) -> list[tuple[str, Rule]]:
+    """For each method of ``rule`` (HEAD and OPTIONS aside), the other rule of
+    ``adapter``'s map that a request of ``rule``'s URL with ``values`` reaches instead."""
+    path = rule.build(dict(values))
+    if path is None:
+        return []
+    url = path[1]
+    found = []
+    for method in sorted((rule.methods or {"GET"}) - {"HEAD", "OPTIONS"}):
+        try:
+            matched, _ = adapter.match(url, method=method, return_rule=True)
+        except HTTPException:  # not found where it was built (host matching): no telling
+            continue
+        if matched.endpoint != rule.endpoint:
+            found.append((method, matched))
+    return found
+
+
+def callback_rule(url_prefix: str) -> Rule:
+    """The rule of the extension's callback (its redirect URI) under ``url_prefix``, as
+    registering the blueprint makes it."""
+    return Rule(f"{url_prefix.rstrip('/')}/<connection>/callback",
+                endpoint=f"{BLUEPRINT}.callback", methods=["GET"])
+
+
+def callbacks_shadowed_at_start(app: Flask, settings: Settings) -> list[ShadowedRoute]:
+    """The connections' callbacks that routes ``app`` has already would answer, found in a
+    copy of its URL map with the callback added (the app itself is not changed)."""
+    url_map = app.url_map
+    if url_map.host_matching:  # each rule has its own host: left to ``check``
+        return []
+    ours = callback_rule(settings.url_prefix)
+    scratch = Map([*(rule.empty() for rule in url_map.iter_rules()), ours],
+                  strict_slashes=url_map.strict_slashes, merge_slashes=url_map.merge_slashes,
+                  converters=url_map.converters)
+    adapter = scratch.bind(app.config.get("SERVER_NAME") or "localhost",
+                           subdomain=None if app.subdomain_matching else "")
+    found = []
+    for connection in settings.connections:
+        values = {"connection": connection}
+        shadowed = shadowing_rules(adapter, ours, values)
+        if shadowed:
+            by = shadowed[0][1]
+            found.append(ShadowedRoute(ours.endpoint, adapter.build(ours.endpoint, values),
+                                       ("GET",), by.rule, str(by.endpoint), connection))
+    return found
+
+
+def _server_name_base(app: Flask, base: str | None) -> str | None:
+    """``base`` with ``SERVER_NAME`` as its host, as Flask builds every URL."""
+    server_name = app.config.get("SERVER_NAME")
+    if base and server_name and urlsplit(base).netloc != server_name:
+        parts = urlsplit(base)
+        return f"{parts.scheme}://{server_name}{parts.path}"
+    return base
+
+
+def _url_adapter(app: Flask, base: str | None) -> MapAdapter | None:
+    """The URL adapter a request at ``base`` gets (at a host ``TRUSTED_HOSTS`` refuses
+    too: what matters is which route would answer)."""
+    with app.test_request_context(base_url=base) as ctx:
+        if ctx.url_adapter is not None:
+            return ctx.url_adapter
+    trusted_hosts = app.config.get("TRUSTED_HOSTS")
+    app.config["TRUSTED_HOSTS"] = None
+    try:
+        with app.test_request_context(base_url=base) as ctx:
+            return ctx.url_adapter
+    finally:
+        app.config["TRUSTED_HOSTS"] = trusted_hosts
+
+
 def describe_connection(deployment: Deployment, conn: ConnectionSettings,
                         id_tokens: IdTokenSigner | None) -> list[tuple[str, str]]:
     """What the check lists about one connection, as (label, value) rows; the AppSecret
@@ -308,7 +433,9 @@ def _describe_id_token(deployment: Deployment, conn: ConnectionSettings,
         return "no signing key"
     where = (f"public keys at {deployment.urls.jwks_url}" if signer.algorithm == "RS256"
              else "shared secret")
-    issuer = configured_issuer(deployment.settings, deployment.config) or "from each request"
+    mount_point = urlsplit(deployment.base_url).path if deployment.base_url else ""
+    issuer = (configured_issuer(deployment.settings, deployment.config, mount_point)
+              or "from each request")
     return (f"{signer.algorithm} ({where}), aud {conn.id_token_audience or conn.identifier}, "
             f"iss {issuer}, valid {signer.ttl} s")
 
@@ -660,6 +787,52 @@ def check_session_cookie_reaches_callback(deployment: Deployment) -> t.Iterator[
                 connection)
 
 
+#: What each route of the extension is for, said when a route of the host answers its URL
+#: instead; and whether these settings use it at all.
+_ROUTE_ROLES: dict[str, tuple[str, t.Callable[[Settings], bool]]] = {
+    "callback": ("WeChat sends every login back to it (the redirect URI), so none would "
+                 "finish", lambda settings: True),
+    "login": ("the login button leads there, so no login would start", lambda settings: True),
+    "qr": ("it is the page with the embedded QR code", lambda settings: True),
+    "link": ("account pages link WeChat through it", lambda settings: True),
+    "unlink": ("account pages unlink WeChat through it", lambda settings: True),
+    "bind": ("it asks people to bind their WeChat to an account or create one (ask_binding)",
+             lambda settings: any(conn.association == "ask_binding"
+                                  for conn in settings.connections.values())),
+    "jwks": ("receivers fetch the ID tokens' public keys there",
+             lambda settings: bool(settings.id_token_private_key)),
+    "avatar": ("it serves the stored avatars (WECHAT_QR_STORE_AVATARS)",
+               lambda settings: settings.store_avatars),
+}
+
+
+def shadowed_route_problem(route: ShadowedRoute, url_prefix: str) -> tuple[str, str]:
+    """What is wrong, and the fix, when a route of the host answers the extension's
+    ``route``: in the check and, for a callback, at start-up."""
+    view = route.endpoint.split(".", 1)[-1]
+    role = _ROUTE_ROLES.get(view, ("", lambda settings: True))[0]
+    methods = "" if route.methods == ("GET",) else f" ({_and(list(route.methods))})"
+    what = (f"this app's route {route.host_rule} ({route.host_endpoint}) answers "
+            f"{route.url}{methods} before the extension's {route.endpoint}"
+            + (f": {role}" if role else ""))
+    return what, (f"give {route.host_endpoint} another path, or set WECHAT_QR_URL_PREFIX "
+                  f"(now {url_prefix or '/'}) to a prefix no route of the site uses, "
+                  "e.g. the default /auth (the redirect URI's path needs no registration "
+                  "with WeChat)")
+
+
+def check_shadowed_routes(deployment: Deployment) -> t.Iterator[Finding]:
+    """Werkzeug gives a request to the first rule that matches: a route of the host with
+    the path of one of the extension's (an empty WECHAT_QR_URL_PREFIX and the host's own
+    ``/<page>/login``, or a static ``/wechat/callback``) takes it over."""
+    settings = deployment.settings
+    for route in deployment.shadowed_routes:
+        role = _ROUTE_ROLES.get(route.endpoint.split(".", 1)[-1])
+        if role is not None and not role[1](settings):
+            continue
+        yield problem(*shadowed_route_problem(route, settings.url_prefix), route.connection)
+
+
 def _split_domain(text: str) -> SplitResult:
     return urlsplit(text if "://" in text else "//" + text)
 
@@ -688,6 +861,7 @@ DEPLOYMENT_CHECKS: tuple[Check, ...] = (
     check_callback_domain_shape,
     check_callback_domain_match,
     check_session_cookie_reaches_callback,
+    check_shadowed_routes,
 )
 
 

@@ -88,6 +88,50 @@ def page_headers(response: BaseResponse, frame_ancestors: str | None, *,
     return response
 
 
+def let_this_site_frame(response: BaseResponse, frame_ancestors: str | None) -> BaseResponse:
+    """Let this site's own pages frame ``response`` whatever framing policy it carries: the
+    callback of an embedded QR code with WeChat's ``self_redirect`` loads inside the QR's
+    iframe, on this site's QR page, and a policy that forbids it (a host's ``X-Frame-Options:
+    DENY``, a ``frame-ancestors 'none'``) ends every such login there.
+
+    Nothing else is let in: a ``frame-ancestors`` directive without them gets ``'self'`` and
+    the ``frame_ancestors`` sources (WECHAT_QR_FRAME_ANCESTORS: who may frame the QR page,
+    so also be an ancestor of its frame), ``'none'`` giving way; ``X-Frame-Options: DENY``
+    becomes ``SAMEORIGIN``; every other directive and header stays as it was."""
+    needed = ["'self'", *(source for source in (frame_ancestors or "").split()
+                          if source.lower() not in ("'self'", "'none'"))]
+    headers = response.headers
+    policies = headers.getlist("Content-Security-Policy")
+    if policies:
+        headers.setlist("Content-Security-Policy",
+                        [_with_frame_ancestors(policy, needed) for policy in policies])
+    options = headers.getlist("X-Frame-Options")
+    if any(option.strip().upper() == "DENY" for option in options):
+        headers.setlist("X-Frame-Options", [
+            "SAMEORIGIN" if option.strip().upper() == "DENY" else option for option in options])
+    return response
+
+
+def _with_frame_ancestors(header: str, needed: list[str]) -> str:
+    """A ``Content-Security-Policy`` header value (policies separated by ``,``, directives
+    by ``;``) whose ``frame-ancestors`` directives include the ``needed`` sources."""
+    policies = []
+    for policy in header.split(","):
+        directives: list[str] = []
+        for directive in policy.split(";"):
+            name, *sources = directive.split() or [""]
+            if name.lower() == "frame-ancestors":
+                present = {source.lower() for source in sources}
+                missing = [source for source in needed if source.lower() not in present]
+                if missing:
+                    kept = [source for source in sources if source.lower() != "'none'"]
+                    directive = " ".join([name, *kept, *missing])
+                    directive = f" {directive}" if directives else directive
+            directives.append(directive)
+        policies.append(";".join(directives))
+    return ",".join(policies)
+
+
 #: The cookie that ties a pending binding to the browser that scanned (https only).
 BINDING_COOKIE = "__Host-wechat-qr-binding"
 #: The cookie that ties a login's state to the browser that started it (https only).
@@ -200,6 +244,9 @@ def error_response(error: LoginError, connection: ConnectionSettings | None,
 def id_token_issuer() -> str:
     """The ``iss`` of this site's ID tokens: ``WECHAT_QR_ID_TOKEN_ISSUER``, else the root
     URL of ``SERVER_NAME`` (not the request's Host header, which a client chooses), else
-    the request's root URL. For a receiver living in the same app (as the example's)."""
-    return (configured_issuer(current_runtime().settings, current_app.config)
+    the request's root URL; both at the app's mount point, where the public keys are
+    (``iss`` + ``/auth/.well-known/jwks.json``). For a receiver living in the same app (as
+    the example's)."""
+    return (configured_issuer(current_runtime().settings, current_app.config,
+                              request.script_root)
             or request.url_root.rstrip("/"))

@@ -10,6 +10,7 @@ from dataclasses import replace
 from authlib.integrations.flask_client import OAuth
 from flask import Flask, Response, current_app, has_request_context, request
 from flask.sessions import SecureCookieSessionInterface
+from flask.signals import request_finished
 
 from .adapter import (
     AccountAdapter,
@@ -20,7 +21,12 @@ from .association import AssociationPolicy
 from .avatar_download import AvatarDownloader
 from .avatars import AvatarKeeper, AvatarStore, DatabaseAvatarStore
 from .binding import PendingBindings
-from .checks import SECRET_KEY_FIX, secret_key_problem
+from .checks import (
+    SECRET_KEY_FIX,
+    callbacks_shadowed_at_start,
+    secret_key_problem,
+    shadowed_route_problem,
+)
 from .client import OfficialAccountClient, WeChatClient
 from .csrf import csrf_token
 from .errors import ConfigurationError
@@ -104,6 +110,7 @@ class WeChatQR:
         _check_association_support(settings, adapter)
         _check_users_can_be_created(settings, adapter)
         _check_id_token_secret(app, settings)
+        _check_callbacks_reachable(app, settings)
         _warn_of_a_sandbox_in_production(app, settings)
         _warn_of_missing_credentials(app, settings)
         _warn_of_half_an_official_account(settings)
@@ -113,9 +120,10 @@ class WeChatQR:
         app.extensions[EXTENSION_KEY] = replace(runtime, unavailable=unavailable)
 
         from .cli import cli
-        from .views import blueprint
+        from .views import blueprint, frame_callbacks_last
 
         app.register_blueprint(blueprint, url_prefix=settings.url_prefix)
+        request_finished.connect(frame_callbacks_last, app)
         _serve_verify_files(app, settings)
         app.context_processor(_template_context)
         app.add_template_global(csrf_token, "wechat_qr_csrf_token")
@@ -340,6 +348,16 @@ def _check_id_token_secret(app: Flask, settings: Settings) -> None:
             "Use a secret of its own (python -c \"import secrets; "
             "print(secrets.token_urlsafe(48))\"): every receiver holds it, and with the "
             "SECRET_KEY anyone could forge this site's session cookies.")
+
+
+def _check_callbacks_reachable(app: Flask, settings: Settings) -> None:
+    """A route the host registered first with the path of a connection's callback (the
+    redirect URI) gets every login back from WeChat, and no login would finish: say so now,
+    with the fix. (Routes registered after ``init_app`` are ``flask wechat-qr check``'s.)"""
+    for route in callbacks_shadowed_at_start(app, settings):
+        what, fix = shadowed_route_problem(route, settings.url_prefix)
+        raise ConfigurationError(f"WECHAT_QR_URL_PREFIX ({route.connection})", what,
+                                 fix[0].upper() + fix[1:] + ".")
 
 
 def _check_users_can_be_created(settings: Settings, adapter: AccountAdapter[User]) -> None:

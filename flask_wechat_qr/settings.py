@@ -905,10 +905,23 @@ def config_from_env(
     return config
 
 
-def configured_issuer(settings: Settings, config: t.Mapping[str, t.Any]) -> str | None:
+def configured_issuer(settings: Settings, config: t.Mapping[str, t.Any],
+                      mount_point: str = "") -> str | None:
     """The ID tokens' ``iss`` as configured: ``WECHAT_QR_ID_TOKEN_ISSUER``, else the root
-    URL of ``SERVER_NAME``; ``None`` when only a request can tell."""
-    return settings.id_token_issuer or configured_base_url(config)
+    URL of ``SERVER_NAME`` at the app's mount point; ``None`` when only a request can tell.
+
+    ``mount_point`` is where the app is served (a request's ``SCRIPT_NAME``, set by a
+    ``DispatcherMiddleware`` or ProxyFix's ``X-Forwarded-Prefix``; ``""``: none): it wins
+    over ``APPLICATION_ROOT``, as it does in every URL Flask builds in a request, so ``iss``
+    is the root the public keys (``wechat_qr.jwks``) are published under. The host stays
+    ``SERVER_NAME``'s, never the request's Host header, which a client chooses."""
+    if settings.id_token_issuer:
+        return settings.id_token_issuer
+    base = configured_base_url(config)
+    if base is None or not mount_point:
+        return base
+    parts = urlsplit(base)
+    return f"{parts.scheme}://{parts.netloc}{mount_point.rstrip('/')}"
 
 
 # --- rules between keys --------------------------------------------------------------

@@ -46,12 +46,14 @@ from .flow import Callback, Failed, LoggedIn, NeedsProfile, Outcome, PendingLogi
 from .i18n import LazyText, qr_page_lang, register_template_globals
 from .i18n import lazy_gettext as _l
 from .login_state import BusinessParams, LoginData, browser_key
-from .runtime import current_runtime
+from .runtime import current_runtime, find_runtime
 from .settings import OFFICIAL_ACCOUNT, WEBSITE_APP
 from .urls import avatar_for_browser, has_control_characters, safe_next, under_mount_point
 from .user_key import restore_sqlite_trigger
 
 if t.TYPE_CHECKING:
+    from flask import Flask
+
     from .client import OfficialAccountClient, WeChatClient
 
 log = logging.getLogger("flask_wechat_qr")
@@ -480,6 +482,22 @@ def page_headers(response: BaseResponse) -> BaseResponse:
                             path="/")
     return delivery.page_headers(response, current_runtime().settings.frame_ancestors,
                                  cacheable=request.endpoint in PUBLIC_FILES)
+
+
+def frame_callbacks_last(sender: Flask, response: BaseResponse, **_extra: t.Any) -> None:
+    """After the host's own hooks (Flask's ``request_finished``, connected by ``init_app``
+    for its app): a connection's callback with WeChat's ``self_redirect`` stays framable by
+    this site's QR page. A host's ``after_request`` (Flask-Talisman's ``frame_options=DENY``,
+    a ``frame-ancestors 'none'`` on every response) runs after the blueprint's, so it would
+    overwrite :func:`page_headers` and block the frame: no such login would finish."""
+    if request.endpoint != "wechat_qr.callback":
+        return
+    runtime = find_runtime(sender)
+    if runtime is None:
+        return
+    conn = runtime.settings.connections.get((request.view_args or {}).get("connection", ""))
+    if conn is not None and conn.qr_self_redirect:
+        delivery.let_this_site_frame(response, runtime.settings.frame_ancestors)
 
 
 register_template_globals(blueprint)

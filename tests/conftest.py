@@ -31,6 +31,7 @@ from support import (
     example_site,
     forget_site_templates,
     make_test_app,
+    set_journal_mode,
 )
 
 
@@ -129,13 +130,16 @@ def make_app(tmp_path: t.Any, database: Database) -> t.Iterator[t.Callable[..., 
 @pytest.fixture
 def make_production_app(tmp_path: t.Any) -> t.Iterator[t.Callable[..., Flask]]:
     """Test hosts configured for production (TESTING off) with a strong SECRET_KEY, unless
-    told otherwise; on SQLite only (the deployment checks store nothing)."""
+    told otherwise; on SQLite only (the deployment checks store nothing), its file in WAL
+    mode as a production site's should be (``flask wechat-qr check`` warns otherwise)."""
     counter = iter(range(1000))
 
     def build(**config: t.Any) -> Flask:
         folder = tmp_path / f"app{next(counter)}"
         folder.mkdir()
-        return make_test_app(folder, **{"TESTING": False, "SECRET_KEY": STRONG_KEY, **config})
+        app = make_test_app(folder, **{"TESTING": False, "SECRET_KEY": STRONG_KEY, **config})
+        set_journal_mode(app, "wal")
+        return app
 
     with app_factory(build) as factory:
         yield factory

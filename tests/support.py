@@ -92,10 +92,13 @@ PAST_THE_REPEAT_WINDOW = 60
 
 
 def make_test_app(tmp_path: t.Any, database_url: str | None = None, *,
-                  replay_create_all: bool = False, **config: t.Any) -> Flask:
+                  replay_create_all: bool = False,
+                  before_init: t.Callable[[Flask], None] | None = None,
+                  **config: t.Any) -> Flask:
     """A small host site: Flask-SQLAlchemy users, Flask-Login, WeChatQR; its tables made by
     ``db.create_all()``, or with ``replay_create_all`` as the run's first one with the same
-    settings made them (:func:`create_all_as_before`)."""
+    settings made them (:func:`create_all_as_before`). ``before_init(app)`` runs before
+    ``WeChatQR`` (e.g. to register the host's own routes first)."""
     db = SQLAlchemy()
 
     class User(db.Model, UserMixin):  # type: ignore[name-defined,misc]
@@ -125,6 +128,8 @@ def make_test_app(tmp_path: t.Any, database_url: str | None = None, *,
     def load_user(user_id: str) -> t.Any:
         return db.session.get(User, int(user_id))
 
+    if before_init is not None:
+        before_init(app)
     wechat = WeChatQR(app, db=db, user_model=User)
 
     @app.route("/")
@@ -141,6 +146,17 @@ def make_test_app(tmp_path: t.Any, database_url: str | None = None, *,
     app.wechat = wechat  # type: ignore[attr-defined]
     app.create_all_replayed = bool(replayed)  # type: ignore[attr-defined]
     return app
+
+
+def set_journal_mode(app: Flask, mode: str) -> None:
+    """Put the app's SQLite file in journal ``mode`` (``wal``, ``delete``; the file keeps
+    it), as a production site on SQLite should be (docs: deploying, sqlite-wal)."""
+    with app.app_context():
+        engine = app.extensions["sqlalchemy"].engine
+        if engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
+            with engine.connect() as connection:
+                connection.exec_driver_sql(f"PRAGMA journal_mode={mode}")
+            engine.dispose()
 
 
 def schema_and_rows(app: Flask) -> dict[str, t.Any]:

@@ -562,6 +562,93 @@ def test_a_session_cookie_over_the_callback_is_fine(site: Flask,
         with_config(deploy(site), **config))) == []
 
 
+# --- routes of the host in the way ------------------------------------------------------
+
+
+@pytest.mark.parametrize(("prefix", "rule", "url", "endpoint", "role"), [
+    ("", "/wechat/callback", "/wechat/callback", "wechat_qr.callback",
+     "WeChat sends every login back to it"),
+    ("", "/wechat/login", "/wechat/login", "wechat_qr.login", "the login button leads there"),
+    ("", "/wechat/qr", "/wechat/qr", "wechat_qr.qr", "it is the page with the embedded QR"),
+    ("/auth", "/auth/wechat/link", "/auth/wechat/link", "wechat_qr.link",
+     "account pages link WeChat"),
+])
+def test_a_host_route_answering_an_extension_url_is_a_problem(
+        make_app: t.Callable[..., Flask], prefix: str, rule: str, url: str, endpoint: str,
+        role: str) -> None:
+    """Registered after ``init_app`` (a blueprint of the app factory's), out of the
+    start-up check's sight: the URL map says whose view answers."""
+    app = make_app(WECHAT_QR_URL_PREFIX=prefix)
+    app.add_url_rule(rule, "own_view", lambda **_: "the host's page")
+    with app.test_client() as client:  # what visitors get
+        assert client.get(url).get_data(as_text=True) == "the host's page"
+    found = only("problem", checks.check_shadowed_routes, deploy(app))
+    assert found.connection == "wechat"
+    assert found.what.startswith(f"this app's route {rule} (own_view) answers {url} before "
+                                 f"the extension's {endpoint}: {role}")
+    assert found.fix.startswith("give own_view another path, or set WECHAT_QR_URL_PREFIX "
+                                f"(now {prefix or '/'}) to a prefix no route of the site "
+                                "uses")
+
+
+def test_a_shadowed_url_is_said_under_the_mount_point_and_per_method(
+        make_app: t.Callable[..., Flask]) -> None:
+    app = make_app(WECHAT_QR_URL_PREFIX="")
+    app.add_url_rule("/wechat/unlink", "own_unlink", lambda: "", methods=["POST"])
+    found = only("problem", checks.check_shadowed_routes,
+                 deploy(app, base_url=f"{PUBLIC}/site"))
+    assert found.what.startswith("this app's route /wechat/unlink (own_unlink) answers "
+                                 "/site/wechat/unlink (POST) before the extension's "
+                                 "wechat_qr.unlink: ")
+
+
+def test_a_host_route_registered_first_is_a_problem(make_app: t.Callable[..., Flask]) -> None:
+    """Of two rules of the same shape Werkzeug takes the first registered: the host's
+    ``/<lang>/login`` before ``init_app`` takes every connection's login."""
+    def own_routes(app: Flask) -> None:
+        app.add_url_rule("/<lang>/login", "own_login", lambda lang: lang)
+
+    app = make_app(WECHAT_QR_URL_PREFIX="", before_init=own_routes)
+    found = only("problem", checks.check_shadowed_routes, deploy(app))
+    assert found.what.startswith("this app's route /<lang>/login (own_login) answers "
+                                 "/wechat/login before the extension's wechat_qr.login: ")
+
+
+def test_a_host_route_on_a_url_these_settings_do_not_use_is_fine(
+        make_app: t.Callable[..., Flask]) -> None:
+    """No RS256 key, no public keys to serve; association off, no bind page."""
+    def own_routes(app: Flask) -> None:
+        app.add_url_rule("/.well-known/jwks.json", "own_jwks", lambda: "{}")
+        app.add_url_rule("/bind", "own_bind", lambda: "")
+
+    app = make_app(WECHAT_QR_URL_PREFIX="", before_init=own_routes)
+    assert {route.endpoint for route in deploy(app).shadowed_routes} == {
+        "wechat_qr.jwks", "wechat_qr.bind"}
+    healthy(deploy(app))
+
+
+def test_a_host_route_on_the_public_keys_with_an_rs256_key_is_a_problem(
+        make_app: t.Callable[..., Flask], pem: str) -> None:
+    def own_routes(app: Flask) -> None:
+        app.add_url_rule("/.well-known/jwks.json", "own_jwks", lambda: "{}")
+
+    app = make_app(WECHAT_QR_URL_PREFIX="/", WECHAT_QR_ID_TOKEN_PRIVATE_KEY=pem,
+                   before_init=own_routes)
+    found = only("problem", checks.check_shadowed_routes, deploy(app))
+    assert found.connection is None
+    assert found.what.endswith("wechat_qr.jwks: receivers fetch the ID tokens' public keys "
+                               "there")
+
+
+def test_host_routes_the_extension_wins_over_are_fine(make_app: t.Callable[..., Flask]) -> None:
+    app = make_app(WECHAT_QR_URL_PREFIX="")
+    app.add_url_rule("/<page>/callback", "pages", lambda page: page)  # after: ours first
+    app.add_url_rule("/<path:anything>", "catch_all", lambda anything: anything)
+    deployment = deploy(app)
+    assert deployment.shadowed_routes == ()
+    healthy(deployment)
+
+
 @pytest.mark.parametrize("secret", ["...", "change-me", "5ec3e7a1b0c4d9f8e3a6b7c1d2e4f5a"])
 def test_an_app_secret_that_is_no_wechat_app_secret_is_a_warning(
         make_app: t.Callable[..., Flask], secret: str) -> None:

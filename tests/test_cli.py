@@ -30,6 +30,7 @@ from support import (
     SANDBOX_APP_ID,
     SANDBOX_APP_SECRET,
     free_port,
+    set_journal_mode,
 )
 
 from flask_wechat_qr.sandbox.options import SANDBOX_OA_APP_ID, SANDBOX_OA_APP_SECRET
@@ -47,6 +48,11 @@ PUBLIC = "https://www.example.com"
 def make_app(make_production_app: t.Callable[..., Flask]) -> t.Callable[..., Flask]:
     """This module's apps are configured for production (conftest.make_production_app)."""
     return make_production_app
+
+
+def journal_mode(app: Flask) -> str:
+    with app.app_context(), app.extensions["sqlalchemy"].engine.connect() as connection:
+        return str(connection.exec_driver_sql("PRAGMA journal_mode").scalar())
 
 
 def check(app: Flask, *args: str, debug: bool = False) -> t.Any:
@@ -306,6 +312,62 @@ def test_bad_base_url_is_a_usage_error(make_app: t.Callable[..., Flask], url: st
     assert "--base-url" in result.output
 
 
+# --- the database ---------------------------------------------------------------------------
+
+
+def test_sqlite_in_its_rollback_journal_is_a_warning(make_app: t.Callable[..., Flask]) -> None:
+    """Each login commits once; in the default rollback journal each commit waits for the
+    disk twice and blocks the other writers (docs: deploying, sqlite-wal). Said, never
+    changed: the file keeps its mode."""
+    app = make_app()
+    set_journal_mode(app, "delete")
+    result = check(app, "--base-url", PUBLIC)
+    assert result.exit_code == 0, result.output
+    [warning] = warnings_of(result.output)
+    with app.app_context():
+        database = app.extensions["sqlalchemy"].engine.url.database
+    assert warning.startswith(f"WARNING: the extension's database is the SQLite file {database} "
+                              "in journal mode delete, not WAL: ")
+    assert "Fix: turn on SQLite's write-ahead log" in warning
+    assert "'SQLite with several threads'" in warning
+    assert result.output.splitlines()[-1] == "Summary: no problems, 1 warning."
+    assert journal_mode(app) == "delete"
+
+
+def test_sqlite_in_wal_mode_is_fine(make_app: t.Callable[..., Flask]) -> None:
+    result = check(make_app(), "--base-url", PUBLIC)
+    assert result.output.splitlines()[-1] == "Summary: no problems.", result.output
+
+
+def test_the_journal_mode_is_no_matter_while_developing(
+        make_app: t.Callable[..., Flask]) -> None:
+    app = make_app()
+    set_journal_mode(app, "delete")
+    result = check(app, "--base-url", PUBLIC, debug=True)
+    assert not warnings_of(result.output), result.output
+
+
+def test_sqlite_in_memory_has_no_journal_to_warn_of(make_app: t.Callable[..., Flask]) -> None:
+    result = check(make_app(SQLALCHEMY_DATABASE_URI="sqlite://"), "--base-url", PUBLIC)
+    assert result.output.splitlines()[-1] == "Summary: no problems.", result.output
+
+
+def test_a_database_that_cannot_be_opened_is_no_journal_warning(
+        make_app: t.Callable[..., Flask]) -> None:
+    """The check still runs to its end; the foreign key's warning says the database could
+    not be read."""
+    app = make_app()
+    with app.app_context():
+        path = Path(app.extensions["sqlalchemy"].engine.url.database)
+    path.unlink()
+    path.mkdir()  # a folder where the file was: SQLite cannot open it
+    result = check(app, "--base-url", PUBLIC)
+    assert result.exit_code == 0, result.output
+    [warning] = warnings_of(result.output)
+    assert "the database could not be read" in warning
+    assert result.output.splitlines()[-1] == "Summary: no problems, 1 warning."
+
+
 # --- flask wechat-qr sandbox --------------------------------------------------------------
 
 SITE = """\
@@ -466,6 +528,18 @@ def test_id_token_settings_are_shown_and_checked(make_app: t.Callable[..., Flask
     assert any("iss is taken from each request's Host header" in w
                for w in warnings_of(result.output))
     assert "k3y-k3y" not in result.output
+
+
+def test_the_issuer_shown_is_at_the_sites_mount_point(make_app: t.Callable[..., Flask]) -> None:
+    """SERVER_NAME and no APPLICATION_ROOT, a site served under /site: the iss its tokens
+    carry there (see test_id_token), next to its public keys."""
+    app = make_app(WECHAT_QR_CALLBACK_URL="https://biz.example.com/wechat/done",
+                   WECHAT_QR_ID_TOKEN_SECRET="k3y-" * 12, SERVER_NAME="www.example.com",
+                   PREFERRED_URL_SCHEME="https")
+    result = check(app, "--base-url", f"{PUBLIC}/site")
+    assert result.exit_code == 0, result.output
+    assert ("  ID token:              HS256 (shared secret), aud wechat, iss "
+            f"{PUBLIC}/site, valid 300 s") in result.output.splitlines()
 
 
 def test_healthy_id_token_settings(make_app: t.Callable[..., Flask], tmp_path: Path) -> None:

@@ -333,6 +333,46 @@ def test_an_adapter_needs_neither_user_model_nor_flask_login(host: Host, tmp_pat
     assert adapter.db is host.db
 
 
+# --- a route of the host in the way ----------------------------------------------------
+
+
+@pytest.mark.parametrize(("prefix", "rule"), [
+    ("", "/<page>/callback"),       # the routes at the site's root, a host shape of the same
+    ("", "/wechat/callback"),       # its own older callback
+    ("/auth", "/auth/<provider>/callback"),  # any prefix: another login's routes there
+])
+def test_a_host_route_answering_the_callback_is_refused_at_start_up(
+        host: Host, tmp_path: Path, prefix: str, rule: str) -> None:
+    """Werkzeug gives WeChat's redirect to the host's route registered first: no login
+    would ever finish, so the app does not start with it (nothing left behind)."""
+    app = host.app(tmp_path / "a", WECHAT_QR_URL_PREFIX=prefix)
+    app.add_url_rule(rule, "own_callback", lambda **_: "the host's page")
+    wechat = WeChatQR(db=host.db, user_model=host.User)
+    with pytest.raises(ConfigurationError) as info:
+        wechat.init_app(app)
+    assert info.value.key == "WECHAT_QR_URL_PREFIX (wechat)"
+    assert info.value.problem == (
+        f"this app's route {rule} (own_callback) answers {prefix}/wechat/callback before the "
+        "extension's wechat_qr.callback: WeChat sends every login back to it (the redirect "
+        "URI), so none would finish")
+    assert info.value.fix.startswith("Give own_callback another path, or set "
+                                     "WECHAT_QR_URL_PREFIX")
+    assert "wechat_qr" not in app.extensions and "wechat_qr" not in app.blueprints
+
+
+def test_a_host_route_the_callback_wins_over_starts(host: Host, tmp_path: Path) -> None:
+    """Werkzeug prefers a static part to a variable one: ``/<a>/<b>`` never takes
+    ``/wechat/callback``, whatever the order."""
+    app = host.app(tmp_path / "a", WECHAT_QR_URL_PREFIX="")
+    app.add_url_rule("/<section>/<page>", "pages", lambda **_: "the host's page")
+    app.add_url_rule("/<path:anything>", "catch_all", lambda **_: "the host's page")
+    WeChatQR(app, db=host.db, user_model=host.User)
+    host.create_tables(app)
+    response = app.test_client().get("/wechat/callback?state=s&code=c")
+    assert b"the host's page" not in response.data
+    assert response.status_code == 400  # the extension's page: an unknown state
+
+
 # --- association modes ----------------------------------------------------------------
 
 

@@ -11,13 +11,14 @@ import json
 import time
 import typing as t
 import warnings
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from joserfc import jwt
 from joserfc.errors import BadSignatureError, ExpiredTokenError, InvalidClaimError, JoseError
-from joserfc.jwk import OctKey, RSAKey
+from joserfc.jwk import KeySet, OctKey, RSAKey
 from support import (
     AVATAR,
     BUSINESS_URL,
@@ -418,6 +419,48 @@ def test_issuer_comes_from_server_name_not_the_host_header(make_app: t.Any, wech
     token = form_post(resp)["fields"]["id_token"]
     claims = jwt.decode(token, receiver_keys(client)).claims
     assert claims["iss"] == "https://www.example.com"
+
+
+@pytest.mark.parametrize("mount", ["dispatcher", "proxy_fix"])
+def test_under_a_mount_point_the_issuer_is_where_the_public_keys_are(
+        make_app: t.Any, wechat_api: t.Any, pem: str, mount: str) -> None:
+    """Mounted under ``/site`` (a DispatcherMiddleware, or a proxy's X-Forwarded-Prefix
+    through ProxyFix) with SERVER_NAME and no APPLICATION_ROOT: the iss is the site's root
+    at its mount point, where a receiver (docs/id-token.rst) fetches the public keys:
+    iss + /auth/.well-known/jwks.json."""
+    from werkzeug.middleware.dispatcher import DispatcherMiddleware
+    from werkzeug.middleware.proxy_fix import ProxyFix
+    from werkzeug.wrappers import Response
+
+    app = callback_app(make_app, pem, SERVER_NAME="www.example.com",
+                       PREFERRED_URL_SCHEME="https")
+    if mount == "dispatcher":
+        app.wsgi_app = DispatcherMiddleware(Response("not the site", 404),  # type: ignore[method-assign]
+                                            {"/site": app.wsgi_app})
+    else:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_prefix=1)  # type: ignore[method-assign]
+    client = app.test_client()
+
+    def get(url: str, **params: str) -> t.Any:
+        """``url`` (public) as the browser and the front (the proxy) ask the app for it."""
+        path = url.removeprefix("https://www.example.com")
+        if mount == "dispatcher":
+            return client.get(path, query_string=params, base_url="https://www.example.com")
+        return client.get(path.removeprefix("/site"), query_string=params,
+                          base_url="https://www.example.com",
+                          headers={"X-Forwarded-Prefix": "/site"})
+
+    wechat_api.token()
+    wechat_api.userinfo()
+    start = get("https://www.example.com/site/auth/wechat/login", nonce="n-1")
+    state = parse_qs(urlsplit(start.headers["Location"]).query)["state"][0]
+    done = get("https://www.example.com/site/auth/wechat/callback", code="c", state=state)
+    token = form_post(done)["fields"]["id_token"]
+    issuer = "https://www.example.com/site"
+    keys = get(issuer + "/auth/.well-known/jwks.json")
+    assert keys.status_code == 200, keys.data
+    claims = verify(token, KeySet.import_key_set(keys.get_json()), issuer=issuer, nonce="n-1")
+    assert claims["iss"] == issuer
 
 
 @pytest.mark.parametrize(("config", "problem"), [

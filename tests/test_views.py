@@ -383,6 +383,97 @@ def test_the_embedded_qr_breaks_out_to_the_bind_page(make_app: t.Any,
     assert client.get("/auth/bind", base_url="https://localhost").status_code == 200
 
 
+def deny_framing_everywhere(app: Flask, hook: str) -> None:
+    """A host that forbids every response to be framed, as hosts do it: Flask-Talisman
+    (after_request, registered after the extension's blueprint hooks: they run after them)
+    or an after_request of its own."""
+    if hook == "talisman_deny":
+        from flask_talisman import Talisman
+
+        Talisman(app, force_https=False, frame_options="DENY")
+    elif hook == "talisman_csp":
+        from flask_talisman import Talisman
+
+        Talisman(app, force_https=False,
+                 content_security_policy={"default-src": "'self'", "frame-ancestors": "'none'"})
+    else:
+        @app.after_request
+        def no_framing(response: t.Any) -> t.Any:
+            response.headers["X-Frame-Options"] = "DENY"
+            response.headers["Content-Security-Policy"] = (
+                "default-src 'self'; frame-ancestors 'none', img-src https:")
+            return response
+
+
+HOOKS = ["talisman_deny", "talisman_csp", "own_after_request"]
+
+
+def frame_ancestors(resp: t.Any) -> list[str]:
+    """The frame-ancestors directives of every policy of ``resp``."""
+    return [directive.strip() for header in resp.headers.getlist("Content-Security-Policy")
+            for policy in header.split(",") for directive in policy.split(";")
+            if directive.strip().startswith("frame-ancestors")]
+
+
+@pytest.mark.parametrize("hook", HOOKS)
+def test_a_host_that_forbids_framing_still_gets_self_redirect_logins(
+        make_app: t.Any, wechat_api: t.Any, hook: str) -> None:
+    """With self_redirect WeChat loads the callback inside the QR's iframe, on this site's
+    QR page: the host's DENY or 'none' would block it there, and the login would never
+    finish. This site may frame it; nobody else, and the host's other directives stay."""
+    app = make_app(WECHAT_QR_QR_SELF_REDIRECT=True)
+    deny_framing_everywhere(app, hook)
+    client = app.test_client()
+    wechat_api.token()
+    wechat_api.userinfo()
+    resp = client.get("/auth/wechat/callback", headers={"Sec-Fetch-Dest": "iframe"},
+                      query_string={"code": "C1", "state": start_login(client)})
+    assert resp.status_code == 200 and "window.top.location" in resp.get_data(as_text=True)
+    assert resp.headers.getlist("X-Frame-Options") == ["SAMEORIGIN"]
+    assert all(directive == "frame-ancestors 'self'" for directive in frame_ancestors(resp))
+    if hook != "talisman_deny":
+        assert frame_ancestors(resp)  # the host's directive, amended
+        assert resp.headers["Content-Security-Policy"].startswith("default-src 'self'; ")
+    if hook == "own_after_request":
+        assert resp.headers["Content-Security-Policy"].endswith(", img-src https:")
+    # Its error page, shown in the frame too (a reload: the state is used).
+    again = client.get("/auth/wechat/callback", headers={"Sec-Fetch-Dest": "iframe"},
+                       query_string={"code": "C1", "state": "used-or-unknown"})
+    assert again.status_code == 400
+    assert again.headers.getlist("X-Frame-Options") == ["SAMEORIGIN"]
+    assert "frame-ancestors 'none'" not in frame_ancestors(again)
+
+
+@pytest.mark.parametrize("hook", HOOKS)
+def test_the_hosts_framing_policy_stays_everywhere_else(make_app: t.Any, hook: str) -> None:
+    """Only the callbacks of connections with self_redirect: the QR page, the login, and a
+    connection's callback without self_redirect keep what the host says."""
+    app = make_app(WECHAT_QR_CONNECTIONS=[
+        {"connection": "wechat", "app_id": APP_ID, "app_secret": APP_SECRET,
+         "qr_self_redirect": True},
+        {"connection": "other", "app_id": "wx" + "1" * 16, "app_secret": "2" * 32}])
+    deny_framing_everywhere(app, hook)
+    client = app.test_client()
+    for url in ("/auth/wechat/qr", "/auth/wechat/login", "/auth/other/callback?state=s&code=c",
+                "/"):
+        resp = client.get(url, headers={"Sec-Fetch-Dest": "iframe"})
+        if hook == "talisman_deny":
+            assert resp.headers.getlist("X-Frame-Options") == ["DENY"], url
+        else:
+            assert frame_ancestors(resp) == ["frame-ancestors 'none'"], url
+
+
+def test_the_qr_pages_framers_may_frame_its_callback(make_app: t.Any) -> None:
+    """Whoever WECHAT_QR_FRAME_ANCESTORS lets frame the QR page is an ancestor of the
+    callback in its frame too."""
+    app = make_app(WECHAT_QR_QR_SELF_REDIRECT=True,
+                   WECHAT_QR_FRAME_ANCESTORS="'self' https://partner.example.com")
+    deny_framing_everywhere(app, "talisman_csp")
+    resp = app.test_client().get("/auth/wechat/callback?state=s&code=c",
+                                 headers={"Sec-Fetch-Dest": "iframe"})
+    assert frame_ancestors(resp) == ["frame-ancestors 'self' https://partner.example.com"]
+
+
 @pytest.mark.parametrize("sources, header, frame_option", [
     ("'none'", "frame-ancestors 'none'", "DENY"),
     ("'self' https://partner.example.com", "frame-ancestors 'self' https://partner.example.com",

@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 import blinker
 import click
 import pytest
-from support import ROOT, find_tags, make_test_app
+from support import ROOT, find_tags, make_test_app, set_journal_mode
 
 import flask_wechat_qr
 from flask_wechat_qr import AccountAdapter, signals
@@ -367,6 +367,7 @@ def test_the_check_output_shown_is_what_check_prints(tmp_path: Path) -> None:
                         WECHAT_QR_APP_ID="wx0123456789abcdef",
                         WECHAT_QR_APP_SECRET="0f" + "0123456789abcdef" + "0123456789ab" + "f0")
     app.name = "yoursite"
+    set_journal_mode(app, "wal")  # its SQLite file as a production site's (sqlite-wal)
     result = app.test_cli_runner().invoke(args=command.split()[4:])
     assert result.exit_code == 1, result.output  # the example finds one problem
     assert result.output.rstrip("\n").splitlines() == shown
