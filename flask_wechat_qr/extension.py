@@ -123,7 +123,9 @@ class WeChatQR:
         from .views import blueprint, frame_callbacks_last
 
         app.register_blueprint(blueprint, url_prefix=settings.url_prefix)
-        request_finished.connect(frame_callbacks_last, app)
+        if any(conn.qr_self_redirect for conn in settings.connections.values()):
+            # Only then: the receiver would run after every request of the site.
+            request_finished.connect(frame_callbacks_last, app)
         _serve_verify_files(app, settings)
         app.context_processor(_template_context)
         app.add_template_global(csrf_token, "wechat_qr_csrf_token")

@@ -649,3 +649,14 @@ def test_credentials_in_development_still_say_how_to_try_the_sandbox(
     sandbox = make_production_app(DEBUG=True, WECHAT_QR_APP_ID=None, WECHAT_QR_APP_SECRET=None,
                                   WECHAT_QR_SANDBOX=True)
     assert sandbox.test_client().get("/auth/wechat/login").status_code == 302
+
+
+def test_the_late_frame_hook_listens_only_where_a_connection_needs_it(make_app: t.Any) -> None:
+    """The callback's late framing check runs after every request of the site once
+    connected: a site without WeChat's self-redirect pays nothing for it."""
+    from flask.signals import request_finished
+
+    plain = make_app()
+    assert not request_finished.has_receivers_for(plain)
+    framed = make_app(WECHAT_QR_QR_SELF_REDIRECT=True)
+    assert request_finished.has_receivers_for(framed)
