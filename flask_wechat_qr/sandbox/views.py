@@ -29,6 +29,7 @@ from flask import (
 )
 
 from .. import i18n
+from ..i18n import LazyText
 from ..i18n import gettext as _
 from ..purge import BATCH_SIZE, delete_expired
 from ..redact import redact_http_debug_logs
@@ -115,7 +116,8 @@ class SandboxApp:
 
     app_id: str
     app_secret: str = field(repr=False)
-    name: str
+    #: shown on its pages; a lazy text (a built-in default name) in each page's language
+    name: str | LazyText
     #: the reviewed "authorization callback domain" (an Official Account's "web
     #: authorization domain"); ``None``: this site's own host
     callback_domain: str | None = None

@@ -73,6 +73,25 @@ def test_loopback_host_gets_a_hint_about_phones(sandbox_app: Flask) -> None:
     assert "sbx-loopback-hint" in page and "0.0.0.0" in page
 
 
+def test_built_in_names_follow_the_page_language_configured_ones_stay(
+        make_app: t.Callable[..., Flask]) -> None:
+    """With two connections each sandbox application is "<site> (<display name>)": the
+    default display name is WeChat's in the page's language ("微信" on a Chinese phone);
+    the site's configured name and a configured display name stay exactly as given."""
+    app = make_app(WECHAT_QR_SANDBOX=True, WECHAT_QR_APP_ID=None, WECHAT_QR_APP_SECRET=None,
+                   WECHAT_QR_SANDBOX_APP_NAME="My Shop", WECHAT_QR_CONNECTIONS=[
+                       {"connection": "web"}, {"connection": "shop", "display_name": "Shop"}])
+    client, phone = app.test_client(), app.test_client()
+    uuid, _ = open_qr_page(client, login_path="/auth/web/login")
+    for lang, web, shop in (("zh-CN", "My Shop（微信）", "My Shop（Shop）"),
+                            ("en", "My Shop (WeChat)", "My Shop (Shop)")):
+        headers = {"Accept-Language": lang}
+        index = client.get(f"{SBX}/", headers=headers).get_data(as_text=True)
+        assert web in index and shop in index
+        confirm = phone.get(f"{SBX}/connect/confirm/{uuid}", headers=headers)
+        assert f"<h2>{web}</h2>" in confirm.get_data(as_text=True)
+
+
 @pytest.mark.parametrize(
     ("query", "fragment"),
     [
