@@ -29,6 +29,7 @@ from flask import (
 )
 
 from .. import i18n
+from ..browsers import Browser, classify
 from ..i18n import LazyText
 from ..i18n import gettext as _
 from ..purge import BATCH_SIZE, delete_expired
@@ -268,14 +269,17 @@ def qrconnect() -> t.Any:
     sandbox.db.session.add(qr_session)
     sandbox.db.session.commit()
     confirm_path = url_for(".confirm", uuid=qr_session.uuid)
+    on_phone = is_phone()
     page = Response(render_template(
         "wechat_qr/sandbox/qrconnect.html",
         app=app, qr=qr_session, jssdk=jssdk,
         self_redirect=args.get("self_redirect") == "true",
         style=args.get("style", "black"),
         stylelite=args.get("stylelite") == "1",
-        # wxLogin.js v3's fast_login=0: no desktop-WeChat fast login on this page.
-        fast_login=args.get("fast_login") != "0",
+        # wxLogin.js v3's fast_login=0: no desktop-WeChat fast login on this page; nor on
+        # a phone, where WeChat for PC is not (the page says what works there instead).
+        fast_login=args.get("fast_login") != "0" and not on_phone,
+        on_phone=on_phone,
         people=PEOPLE,
         confirm_url=_confirm_url(qr_session.uuid),
         confirm_path=confirm_path,
@@ -287,6 +291,13 @@ def qrconnect() -> t.Any:
     # Browsers follow frame-ancestors where a page has both.
     page.headers["Content-Security-Policy"] = "frame-ancestors *"
     return page
+
+
+def is_phone() -> bool:
+    """Whether the QR page is open on a phone (WeChat's browser there too): its own camera
+    cannot scan it, and desktop WeChat's fast login is not there."""
+    return classify(request.headers.get("User-Agent")) in (Browser.PHONE,
+                                                           Browser.WECHAT_PHONE)
 
 
 def order_problem(keys: list[str], expected: list[str]) -> tuple[str, int] | None:

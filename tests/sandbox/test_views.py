@@ -12,8 +12,11 @@ import pytest
 from flask import Flask
 from support import (
     CODE_LIFETIME,
+    SAFARI_PHONE,
     SANDBOX_APP_ID,
     SANDBOX_APP_SECRET,
+    WECHAT_PHONE,
+    WECHAT_WINDOWS,
     Clock,
     answer,
     open_qr_page,
@@ -370,6 +373,48 @@ def test_fast_login_0_hides_it_and_the_v3_extras_are_accepted(sandbox_app: Flask
         f"&redirect_uri={quote('http://localhost/auth/wechat/callback', safe='')}"
         "&response_type=code&scope=snsapi_login&state=s&fast_login=0")
     assert full.status_code == 200 and _fast_login_form(full.get_data(as_text=True)) is None
+
+
+def _qr_page_as(client: t.Any, user_agent: str, lang: str, *extras: str) -> str:
+    """The full QR page (or with ``extras`` the iframe's) as a browser of ``user_agent`` in
+    ``lang`` sees it (no ``lang`` parameter: the browser's language)."""
+    path = _jssdk_path(*extras) if extras else (
+        f"{SBX}/connect/qrconnect?appid={SANDBOX_APP_ID}"
+        f"&redirect_uri={quote('http://localhost/auth/wechat/callback', safe='')}"
+        "&response_type=code&scope=snsapi_login&state=s")
+    page = client.get(path, headers={"User-Agent": user_agent, "Accept-Language": lang})
+    assert page.status_code == 200
+    return str(page.get_data(as_text=True))
+
+
+@pytest.mark.parametrize("user_agent", [SAFARI_PHONE, WECHAT_PHONE], ids=["safari", "wechat"])
+@pytest.mark.parametrize("extras", [(), ("&self_redirect=true",)], ids=["full", "iframe"])
+def test_a_phone_is_offered_what_works_there_not_the_desktop_fast_login(
+    sandbox_app: Flask, user_agent: str, extras: tuple[str, ...]
+) -> None:
+    """WeChat for PC's fast login means nothing on a phone: there the page says how to
+    answer (this phone's page, or another device's camera) and links to the phone page."""
+    client = sandbox_app.test_client()
+    for lang, hint, link in (
+            ("zh-CN", "用另一台设备扫描这个二维码", "在本机模拟扫码"),
+            ("en", "scan this code from another device", "Answer on this phone")):
+        page = _qr_page_as(client, user_agent, lang, *extras)
+        assert _fast_login_form(page) is None
+        assert "Log in with desktop WeChat" not in page and "微信快捷登录" not in page
+        found = re.search(r'<p[^>]*id="sbx-phone-hint"[^>]*>(.*?)</p>', page, re.S)
+        assert found is not None and hint in found.group(1), page
+        simulate = re.search(r'<a href="([^"]+)" id="sbx-simulate"[^>]*>([^<]*)</a>', page)
+        assert simulate is not None and simulate.group(2) == link
+        assert re.fullmatch(rf"{SBX}/connect/confirm/[\w-]+", simulate.group(1))
+
+
+@pytest.mark.parametrize("user_agent", [WECHAT_WINDOWS, "Mozilla/5.0 (X11; Linux x86_64) "
+                                        "AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 "
+                                        "Safari/537.36", ""], ids=["wechat-pc", "chrome", "none"])
+def test_a_computer_keeps_the_fast_login(sandbox_app: Flask, user_agent: str) -> None:
+    page = _qr_page_as(sandbox_app.test_client(), user_agent, "zh-CN")
+    assert _fast_login_form(page) is not None and 'id="sbx-phone-hint"' not in page
+    assert "模拟扫码（无需手机）" in page
 
 
 def test_fast_login_answers_a_qr_code_once(sandbox_app: Flask) -> None:
