@@ -31,6 +31,7 @@ import math
 import os
 import pathlib
 import re
+import secrets
 import select
 import statistics
 import subprocess
@@ -306,11 +307,14 @@ def run_logins(sites: list[Site], wechat: Server, users: str, count: int, warmup
     at once there must be one site, and its logins/s is measured on the wall clock."""
     assert len(sites) == 1 or concurrency == 1
     serial = itertools.count()
+    # A nickname typed again is the person of before (the sandbox): each run's new users
+    # are new to every earlier run too.
+    batch = secrets.token_hex(3)
 
     def person(site: Site) -> dict[str, str]:
         if users == "returning":
             return {"person": RETURNING_PERSON}
-        return {"person": "new", "nickname": f"{site.label} 新用户 {next(serial)} 🐼"}
+        return {"person": "new", "nickname": f"{site.label} 新用户 {batch}-{next(serial)} 🐼"}
 
     with requests.Session() as browser, requests.Session() as phone:
         for _ in range(warmup):

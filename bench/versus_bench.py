@@ -25,6 +25,7 @@ import json
 import math
 import os
 import pathlib
+import secrets
 import statistics
 import sys
 import tempfile
@@ -115,6 +116,9 @@ def timed_run(site: Site, wechat: Server, users: str, clients: int, seconds: flo
     lock = threading.Lock()
     started = [0]
     serial = itertools.count()
+    # A nickname typed again is the person of before (the sandbox): each run's new users
+    # are new to every earlier run too.
+    batch = secrets.token_hex(3)
     deadline = time.perf_counter() + seconds
 
     def client(index: int) -> None:
@@ -126,7 +130,8 @@ def timed_run(site: Site, wechat: Server, users: str, clients: int, seconds: flo
                         return
                     started[0] += 1
                 if users == "new":
-                    person = {"person": "new", "nickname": f"{site.label} 新用户 {next(serial)} 🐼"}
+                    person = {"person": "new",
+                              "nickname": f"{site.label} 新用户 {batch}-{next(serial)} 🐼"}
                 try:
                     callback, _, _ = one_login(browser, phone, site, wechat, person)
                 except Exception as exc:  # counted, reported, not timed

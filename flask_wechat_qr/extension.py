@@ -31,6 +31,8 @@ from .client import OfficialAccountClient, WeChatClient
 from .csrf import csrf_token
 from .errors import ConfigurationError
 from .flow import LoginFlow
+from .i18n import LazyText, lazy_display_name
+from .i18n import lazy_gettext as _l
 from .id_token import IdTokenSigner
 from .layout import page_layout
 from .login_state import LoginStates, LoginStateStore
@@ -469,11 +471,14 @@ def _in_process(app: Flask) -> t.Callable[..., t.Any]:
     return call
 
 
-def _sandbox_app_name(app: Flask, settings: Settings, conn: ConnectionSettings) -> str:
-    """What the sandbox's phone page calls the site ("<name> wants to log in ...")."""
+def _sandbox_app_name(app: Flask, settings: Settings,
+                      conn: ConnectionSettings) -> str | LazyText:
+    """What the sandbox's pages call the site ("<name> wants to log in ..."). With several
+    connections the display name is added, translated when shown: the names are made at
+    start-up, and the default one ("WeChat") is "微信" on a Chinese phone."""
     name = settings.sandbox_app_name or app.name.replace("_", " ").strip().title()
     if len(settings.connections) > 1:
-        name = f"{name} ({conn.display_name})"
+        return _l("%(name)s (%(connection)s)", name=name, connection=lazy_display_name(conn))
     return name
 
 

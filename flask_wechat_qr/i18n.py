@@ -270,8 +270,14 @@ def userinfo_lang() -> str:
 
 def display_name(connection: t.Any) -> str:
     """A connection's display name; the default one, "WeChat", in the page's language."""
+    return str(lazy_display_name(connection))
+
+
+def lazy_display_name(connection: t.Any) -> str | LazyText:
+    """:func:`display_name` for text made before the language is known (the sandbox's
+    application names, made at start-up): a configured name stays as given."""
     name = str(connection.display_name)
-    return gettext("WeChat") if name == "WeChat" else name
+    return lazy_gettext("WeChat") if name == "WeChat" else name
 
 
 #: Template globals of the extension's and the sandbox's pages, also for hosts that

@@ -38,7 +38,7 @@ from flask_wechat_qr.sandbox.options import SANDBOX_OA_APP_ID, SANDBOX_OA_APP_SE
 TESTS = ROOT / "tests"
 #: The standalone sandbox's options (docs/cli.rst, docs/sandbox.rst).
 SANDBOX_FLAGS = {"--host", "--port", "--app-id", "--app-secret", "--oa-app-id",
-                 "--oa-app-secret", "--name", "--callback-domain",
+                 "--oa-app-secret", "--name", "--oa-name", "--callback-domain",
                  "--database", "--public-url"}
 DOMAIN_LABEL = "Authorization callback domain (授权回调域)"
 PUBLIC = "https://www.example.com"
@@ -402,12 +402,18 @@ def test_sandbox_command_serves_the_sandbox(site: Path, entry: list[str]) -> Non
     process = subprocess.Popen(
         [sys.executable, *entry, "--port", str(port), "--app-id", "wxclitest00000001",
          "--app-secret", "cli-test-secret", "--name", "CLI test site",
+         "--oa-name", "CLI test 服务号",
          "--database", f"sqlite:///{site / 'sandbox.db'}"],
         cwd=site, env=_environ(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
         page = _get_when_up(process, base + "/", deadline=time.monotonic() + 30)
         assert "CLI test site" in page and "wxclitest00000001" in page
+        # The names given are shown as given, in either language.
+        chinese = _get(base + "/", "zh-CN")
+        for text in (page, chinese):
+            assert "CLI test site — <code>wxclitest00000001</code>" in text
+            assert f"CLI test 服务号 — <code>{SANDBOX_OA_APP_ID}</code>" in text
         with urllib.request.urlopen(
             f"{base}/sns/oauth2/access_token?appid=wxclitest00000001&secret=wrong"
             "&code=x&grant_type=authorization_code", timeout=5,
@@ -461,6 +467,18 @@ def test_the_standalone_sandbox_makes_and_prints_a_secret_of_its_own(site: Path)
         oa_secret = match.group(1)
         assert oa_secret not in (secret, SANDBOX_OA_APP_SECRET) and len(oa_secret) >= 20
         assert "       WECHAT_QR_OA_APP_ID=wxsandboxoa00000001\n" in printed
+        # The simulated applications' default names are the page's language; the Official
+        # Account (logins inside WeChat) has a name of its own.
+        for lang, website, account in (
+                ("zh-CN", "沙盒网站应用", "沙盒公众号"),
+                ("en-US", "Sandbox website app", "Sandbox Official Account")):
+            index = _get(base + "/", lang)
+            assert f"{website} — <code>{SANDBOX_APP_ID}</code>" in index
+            assert f"{account} — <code>{SANDBOX_OA_APP_ID}</code>" in index
+            sheet = _get(f"{base}/connect/oauth2/authorize?appid={SANDBOX_OA_APP_ID}"
+                         "&redirect_uri=http%3A%2F%2Flocalhost%2Fcb&response_type=code"
+                         "&scope=snsapi_userinfo&state=s", lang)
+            assert f"<strong>{account}</strong>" in sheet and website not in sheet
         for app_id, given, errcode in (
                 (SANDBOX_APP_ID, secret, 40029), (SANDBOX_APP_ID, "sandbox-app-secret", 40125),
                 (SANDBOX_OA_APP_ID, oa_secret, 40029), (SANDBOX_OA_APP_ID, secret, 40125)):
@@ -486,6 +504,12 @@ def _get_when_up(process: subprocess.Popen[str], url: str, deadline: float) -> s
             if time.monotonic() > deadline:
                 pytest.fail(f"the sandbox did not answer at {url} in time")
             time.sleep(0.1)
+
+
+def _get(url: str, lang: str) -> str:
+    request = urllib.request.Request(url, headers={"Accept-Language": lang})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return str(response.read().decode("utf-8"))
 
 
 def test_sandbox_command_has_the_options_of_python_m(make_app: t.Callable[..., Flask]) -> None:

@@ -14,28 +14,31 @@ import typing as t
 from werkzeug.serving import make_server
 
 from .mount import create_sandbox_app
-from .options import SANDBOX_OA_APP_ID, SANDBOX_OPTIONS
+from .options import SANDBOX_APP_NAME, SANDBOX_OA_APP_ID, SANDBOX_OA_NAME, SANDBOX_OPTIONS
 from .server import KeepAliveHandler
 from .views import OFFICIAL_ACCOUNT, SandboxApp
 
 
-def serve(*, host: str, port: int, app_id: str, app_secret: str | None, name: str,
-          callback_domain: str, database: str, public_url: str | None,
+def serve(*, host: str, port: int, app_id: str, app_secret: str | None,
+          name: str | None, callback_domain: str, database: str, public_url: str | None,
           oa_app_id: str = SANDBOX_OA_APP_ID, oa_app_secret: str | None = None,
-          echo: t.Callable[[str], None] | None = None) -> None:
+          oa_name: str | None = None, echo: t.Callable[[str], None] | None = None) -> None:
     """Serve the sandbox until interrupted (a port in use: Werkzeug says so and exits 1):
     a website application and an Official Account on one simulated Open Platform account.
 
     Without ``app_secret`` (``oa_app_secret``) a new random one is made and printed once: a
-    well-known default secret would let anyone who can reach the sandbox play the site."""
+    well-known default secret would let anyone who can reach the sandbox play the site.
+    Without ``name`` (``oa_name``) the application has its built-in name, shown in each
+    page's language."""
     say = echo or _print
     made = app_secret is None
     app_secret = app_secret if app_secret is not None else secrets.token_urlsafe(18)
     oa_made = oa_app_secret is None
     oa_app_secret = oa_app_secret if oa_app_secret is not None else secrets.token_urlsafe(18)
     app = create_sandbox_app(
-        [SandboxApp(app_id, app_secret, name, callback_domain),
-         SandboxApp(oa_app_id, oa_app_secret, name, callback_domain, kind=OFFICIAL_ACCOUNT)],
+        [SandboxApp(app_id, app_secret, name or SANDBOX_APP_NAME, callback_domain),
+         SandboxApp(oa_app_id, oa_app_secret, oa_name or SANDBOX_OA_NAME, callback_domain,
+                    kind=OFFICIAL_ACCOUNT)],
         database_uri=database, public_url=public_url)
     # Keep-alive, as WeChat's servers: the extension's pooled session is exercised.
     server = make_server(host, port, app, threaded=True, request_handler=KeepAliveHandler)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import typing as t
 from dataclasses import dataclass
 
+from ..i18n import lazy_gettext as _l
+
 #: Credentials a sandbox connection of the extension gets when it configures none (the
 #: AppID is also the standalone sandbox's default; its AppSecret is random unless given).
 SANDBOX_APP_ID = "wxsandbox0000000001"
@@ -18,6 +20,10 @@ SANDBOX_APP_SECRET = "sandbox-app-secret"
 #: from inside WeChat, when it configures none.
 SANDBOX_OA_APP_ID = "wxsandboxoa00000001"
 SANDBOX_OA_APP_SECRET = "sandbox-oa-app-secret"
+#: The standalone sandbox's names for its applications when none is given: built-in, so
+#: shown in each page's language (a name given with ``--name``/``--oa-name`` stays as given).
+SANDBOX_APP_NAME = _l("Sandbox website app")
+SANDBOX_OA_NAME = _l("Sandbox Official Account")
 
 
 @dataclass(frozen=True)
@@ -40,8 +46,12 @@ SANDBOX_OPTIONS: tuple[SandboxOption, ...] = (
                   "AppID of the simulated Official Account (logins inside WeChat)"),
     SandboxOption("--oa-app-secret", None,
                   "its AppSecret (default: a new random one, printed at start)"),
-    SandboxOption("--name", "Sandbox website app",
-                  "the application's name on the phone page"),
+    SandboxOption("--name", None,
+                  "the website application's name on the sandbox's pages (default: "
+                  f"{SANDBOX_APP_NAME.english()!r}, in the page's language)"),
+    SandboxOption("--oa-name", None,
+                  "the Official Account's name on the sandbox's pages (default: "
+                  f"{SANDBOX_OA_NAME.english()!r}, in the page's language)"),
     SandboxOption("--callback-domain", "localhost",
                   "the authorization callback domain (bare host name)"),
     SandboxOption("--database", "sqlite:///wechat-qr-sandbox.db",

@@ -8,10 +8,12 @@ All state is in the database, so any worker process can answer any step.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 import time
 import typing as t
+import unicodedata
 from dataclasses import dataclass, field, fields
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -27,8 +29,11 @@ from flask import (
     request,
     url_for,
 )
+from sqlalchemy.exc import IntegrityError
 
 from .. import i18n
+from ..browsers import Browser, classify
+from ..i18n import LazyText
 from ..i18n import gettext as _
 from ..purge import BATCH_SIZE, delete_expired
 from ..redact import redact_http_debug_logs
@@ -115,7 +120,8 @@ class SandboxApp:
 
     app_id: str
     app_secret: str = field(repr=False)
-    name: str
+    #: shown on its pages; a lazy text (a built-in default name) in each page's language
+    name: str | LazyText
     #: the reviewed "authorization callback domain" (an Official Account's "web
     #: authorization domain"); ``None``: this site's own host
     callback_domain: str | None = None
@@ -266,14 +272,17 @@ def qrconnect() -> t.Any:
     sandbox.db.session.add(qr_session)
     sandbox.db.session.commit()
     confirm_path = url_for(".confirm", uuid=qr_session.uuid)
+    on_phone = is_phone()
     page = Response(render_template(
         "wechat_qr/sandbox/qrconnect.html",
         app=app, qr=qr_session, jssdk=jssdk,
         self_redirect=args.get("self_redirect") == "true",
         style=args.get("style", "black"),
         stylelite=args.get("stylelite") == "1",
-        # wxLogin.js v3's fast_login=0: no desktop-WeChat fast login on this page.
-        fast_login=args.get("fast_login") != "0",
+        # wxLogin.js v3's fast_login=0: no desktop-WeChat fast login on this page; nor on
+        # a phone, where WeChat for PC is not (the page says what works there instead).
+        fast_login=args.get("fast_login") != "0" and not on_phone,
+        on_phone=on_phone,
         people=PEOPLE,
         confirm_url=_confirm_url(qr_session.uuid),
         confirm_path=confirm_path,
@@ -285,6 +294,13 @@ def qrconnect() -> t.Any:
     # Browsers follow frame-ancestors where a page has both.
     page.headers["Content-Security-Policy"] = "frame-ancestors *"
     return page
+
+
+def is_phone() -> bool:
+    """Whether the QR page is open on a phone (WeChat's browser there too): its own camera
+    cannot scan it, and desktop WeChat's fast login is not there."""
+    return classify(request.headers.get("User-Agent")) in (Browser.PHONE,
+                                                           Browser.WECHAT_PHONE)
 
 
 def order_problem(keys: list[str], expected: list[str]) -> tuple[str, int] | None:
@@ -468,19 +484,47 @@ def _answer_qr_session(sandbox: SandboxRuntime, uuid: str, values: dict[str, str
 
 
 def chosen_person(sandbox: SandboxRuntime, form: t.Mapping[str, str]) -> str | None:
+    """The key of the person a phone's form names: a listed one, or the one of a typed
+    nickname (``None``: neither)."""
     choice = form.get("person", "")
     if choice in PEOPLE_BY_KEY:
         return choice
     if choice == "new":
         nickname = "".join(ch for ch in form.get("nickname", "") if ch.isprintable())
-        nickname = nickname.strip()[:60]
+        nickname = unicodedata.normalize("NFC", nickname).strip()[:60]
         if not nickname:
             return None
-        key = "new-" + secrets.token_hex(6)
-        sandbox.db.session.add(sandbox.models.Person(
-            key=key, nickname=nickname, has_unionid=form.get("unionid", "on") == "on"))
-        return key
+        return person_named(sandbox, nickname, has_unionid=form.get("unionid", "on") == "on")
     return None
+
+
+def person_named(sandbox: SandboxRuntime, nickname: str, *, has_unionid: bool) -> str:
+    """The person of a typed nickname: the one who has it (built-in or typed before), else
+    a new one, made now. Typing a name again is how a tester logs in as "Ada" again, and
+    the phone page lists only the built-in people; a second "Ada" would be a second WeChat
+    account, a second account on the site. (WeChat's nicknames are not unique, and
+    nothing here may match accounts on them: the built-in 微信用户 is WeChat's shared
+    placeholder name, and a site's tests of one nickname for two people fake the API.)
+
+    A new person's key is derived from the nickname, so two workers making the same person
+    at once make one row, and the second insert is refused (its own transaction)."""
+    for person in PEOPLE:
+        if person.nickname == nickname:
+            return person.key
+    person_model = sandbox.models.Person
+    found = sandbox.db.session.execute(
+        sa.select(person_model.key).where(person_model.nickname == nickname)
+        .order_by(person_model.key).limit(1)).scalar()
+    if found is not None:
+        return t.cast(str, found)
+    key = "new-" + hashlib.sha256(nickname.encode("utf-8")).hexdigest()[:12]
+    try:
+        with sandbox.db.engine.begin() as connection:
+            connection.execute(sa.insert(person_model.__table__).values(
+                key=key, nickname=nickname, has_unionid=has_unionid))
+    except IntegrityError:
+        pass  # another request made them a moment ago, under the same key
+    return key
 
 
 # --- the API the extension calls ------------------------------------------------------

@@ -357,3 +357,49 @@ def test_the_bind_page_fits_a_phone_and_shows_the_avatar(
         assert page.evaluate("document.scrollingElement.scrollWidth") <= 390
         avatar = page.locator("img.wechat-qr-avatar")
         assert avatar.evaluate("img => img.complete && img.naturalWidth > 0")
+
+
+@ONE_DATABASE
+def test_a_phone_answers_on_its_own_screen_and_a_nickname_typed_again_is_that_person(
+        open_browser: t.Callable[..., t.Any], site: LiveServer) -> None:
+    """The tester's walk: on an iPhone in Chinese, "show the QR code anyway" gives a page
+    that offers what works on a phone (no desktop fast login, in Chinese), its phone page
+    makes up "小明"; later, inside WeChat, typing "小明" again is the same person, so the
+    same account (before: a second person of that name, and a second account)."""
+    page = open_browser("safari-phone")
+    tap_wechat_login(page, site)
+    page.wait_for_url(site.url + "/auth/wechat/login**")
+    press(page, page.locator("a[data-wechat-qr-choice=qr]"))
+    page.wait_for_url(QR_PATH)
+    page.locator("#sbx-qr-image").wait_for()
+    assert page.locator("#sbx-fast-login").count() == 0
+    hint, simulate = page.locator("#sbx-phone-hint"), page.locator("#sbx-simulate")
+    assert hint.is_visible() and "另一台设备" in hint.inner_text()
+    for text in (hint.inner_text(), simulate.inner_text()):
+        assert not ENGLISH.search(text), text
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    shoot(page, "safari-qr-page-on-the-phone")
+
+    with page.context.expect_page() as opened:
+        press(page, simulate)
+    phone_page = opened.value
+    phone_page.locator("input[name=person][value=new]").check()
+    phone_page.locator("input[name=nickname]").fill("小明")
+    assert "输入已有的昵称" in phone_page.locator("#sbx-confirm").inner_text()
+    shoot(phone_page, "safari-phone-page-new-person")
+    press(phone_page, phone_page.locator("#sbx-allow"))
+    page.wait_for_url(site.url + "/")  # the QR page's poll goes on by itself
+    first = me(page, site)
+    assert first is not None and first["nickname"] == "小明"
+
+    wechat = open_browser("wechat-phone")
+    tap_wechat_login(wechat, site)
+    wechat.wait_for_url(CONSENT_PATH)
+    wechat.locator("input[name=person][value=new]").check()
+    wechat.locator("input[name=nickname]").fill("小明")
+    press(wechat, wechat.locator("#sbx-allow"))
+    wechat.wait_for_url(site.url + "/")
+    again = me(wechat, site)
+    assert again is not None and again["id"] == first["id"]
+    users, identities = database_rows(site)
+    assert len(users) == 1 and len({i.unionid for i in identities}) == 1

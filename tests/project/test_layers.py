@@ -151,8 +151,10 @@ def test_the_flow_does_not_reach_its_caller() -> None:
                           "flask_wechat_qr.runtime", "flask_wechat_qr.extension"}
 
 
+#: Ground-floor helpers (``browsers``: the User-Agent's kind of browser, stdlib only; the
+#: sandbox's QR page offers a phone what works on one).
 SANDBOX_MAY_USE = {"flask_wechat_qr.i18n", "flask_wechat_qr.urls", "flask_wechat_qr.redact",
-                   "flask_wechat_qr.purge"}
+                   "flask_wechat_qr.purge", "flask_wechat_qr.browsers"}
 
 
 def test_the_sandbox_uses_only_ground_floor_helpers() -> None:

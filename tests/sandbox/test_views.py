@@ -12,8 +12,11 @@ import pytest
 from flask import Flask
 from support import (
     CODE_LIFETIME,
+    SAFARI_PHONE,
     SANDBOX_APP_ID,
     SANDBOX_APP_SECRET,
+    WECHAT_PHONE,
+    WECHAT_WINDOWS,
     Clock,
     answer,
     open_qr_page,
@@ -71,6 +74,25 @@ def test_loopback_host_gets_a_hint_about_phones(sandbox_app: Flask) -> None:
     location = client.get("/auth/wechat/login").headers["Location"]
     page = client.get(location.split("localhost", 1)[1].split("#")[0]).get_data(as_text=True)
     assert "sbx-loopback-hint" in page and "0.0.0.0" in page
+
+
+def test_built_in_names_follow_the_page_language_configured_ones_stay(
+        make_app: t.Callable[..., Flask]) -> None:
+    """With two connections each sandbox application is "<site> (<display name>)": the
+    default display name is WeChat's in the page's language ("微信" on a Chinese phone);
+    the site's configured name and a configured display name stay exactly as given."""
+    app = make_app(WECHAT_QR_SANDBOX=True, WECHAT_QR_APP_ID=None, WECHAT_QR_APP_SECRET=None,
+                   WECHAT_QR_SANDBOX_APP_NAME="My Shop", WECHAT_QR_CONNECTIONS=[
+                       {"connection": "web"}, {"connection": "shop", "display_name": "Shop"}])
+    client, phone = app.test_client(), app.test_client()
+    uuid, _ = open_qr_page(client, login_path="/auth/web/login")
+    for lang, web, shop in (("zh-CN", "My Shop（微信）", "My Shop（Shop）"),
+                            ("en", "My Shop (WeChat)", "My Shop (Shop)")):
+        headers = {"Accept-Language": lang}
+        index = client.get(f"{SBX}/", headers=headers).get_data(as_text=True)
+        assert web in index and shop in index
+        confirm = phone.get(f"{SBX}/connect/confirm/{uuid}", headers=headers)
+        assert f"<h2>{web}</h2>" in confirm.get_data(as_text=True)
 
 
 @pytest.mark.parametrize(
@@ -158,6 +180,56 @@ def test_new_user_needs_a_nickname(sandbox_app: Flask) -> None:
     resp = answer(phone, uuid, action="allow", person="new", nickname="  ")
     assert resp.status_code == 400
     assert poll(client, uuid)["status"] == "scanned"
+
+
+def _log_in(app: Flask, **form: str) -> str:
+    """A whole login of the host through the sandbox, the phone answering with ``form``:
+    the host's home page after it ("logged in as <user id> <nickname>")."""
+    client, phone = app.test_client(), app.test_client()
+    uuid, _ = open_qr_page(client)
+    assert answer(phone, uuid, action="allow", **form).status_code == 200
+    client.get(poll(client, uuid)["redirect"].split("localhost", 1)[1])
+    return str(client.get("/").get_data(as_text=True))
+
+
+def test_typing_the_nickname_of_someone_who_exists_logs_them_in(sandbox_app: Flask) -> None:
+    """A nickname typed again is the person of before, not a second one of that name (the
+    tester got a new account at every login as "Ada"); a built-in person's too."""
+    first = _log_in(sandbox_app, person="new", nickname="Ada 🧪")
+    assert first.startswith("logged in as ") and first.endswith(" Ada 🧪")
+    assert _log_in(sandbox_app, person="new", nickname="  Ada 🧪 ") == first
+    assert _log_in(sandbox_app, person="new", nickname="Ada") != first  # another name
+    lisi = _log_in(sandbox_app, person="lisi")
+    assert _log_in(sandbox_app, person="new", nickname="李四") == lisi
+    placeholder = _log_in(sandbox_app, person="placeholder")
+    assert _log_in(sandbox_app, person="new", nickname="微信用户") == placeholder
+
+
+def test_a_nickname_typed_again_keeps_its_ids(sandbox_app: Flask) -> None:
+    """The person of a typed nickname has one openid per application and one unionid, as
+    the API gives them (and keeps "no unionid" if they were made without one)."""
+    ids = []
+    for nickname, unionid in (("Grace 🐚", "on"), ("Grace 🐚", "off"), ("Linus", "off"),
+                              ("Linus", "on")):
+        client, phone = sandbox_app.test_client(), sandbox_app.test_client()
+        uuid, _ = open_qr_page(client)
+        answer(phone, uuid, action="allow", person="new", nickname=nickname, unionid=unionid)
+        code = parse_qs(urlsplit(poll(client, uuid)["redirect"]).query)["code"][0]
+        _resp, token = api(client, "/sns/oauth2/access_token", appid=SANDBOX_APP_ID,
+                           secret=SANDBOX_APP_SECRET, code=code, grant_type="authorization_code")
+        ids.append((token["openid"], token.get("unionid")))
+    assert ids[0] == ids[1] and ids[0][1] is not None
+    assert ids[2] == ids[3] and ids[2][1] is None
+    assert ids[0][0] != ids[2][0]
+
+
+def test_the_phone_page_says_a_known_nickname_picks_that_person(sandbox_app: Flask) -> None:
+    client, phone = sandbox_app.test_client(), sandbox_app.test_client()
+    uuid, _ = open_qr_page(client)
+    for lang, words in (("en", "An existing nickname picks that person"),
+                        ("zh-CN", "输入已有的昵称，即选中此人")):
+        page = phone.get(f"{SBX}/connect/confirm/{uuid}", headers={"Accept-Language": lang})
+        assert words in page.get_data(as_text=True)
 
 
 # --- the API --------------------------------------------------------------------------
@@ -351,6 +423,48 @@ def test_fast_login_0_hides_it_and_the_v3_extras_are_accepted(sandbox_app: Flask
         f"&redirect_uri={quote('http://localhost/auth/wechat/callback', safe='')}"
         "&response_type=code&scope=snsapi_login&state=s&fast_login=0")
     assert full.status_code == 200 and _fast_login_form(full.get_data(as_text=True)) is None
+
+
+def _qr_page_as(client: t.Any, user_agent: str, lang: str, *extras: str) -> str:
+    """The full QR page (or with ``extras`` the iframe's) as a browser of ``user_agent`` in
+    ``lang`` sees it (no ``lang`` parameter: the browser's language)."""
+    path = _jssdk_path(*extras) if extras else (
+        f"{SBX}/connect/qrconnect?appid={SANDBOX_APP_ID}"
+        f"&redirect_uri={quote('http://localhost/auth/wechat/callback', safe='')}"
+        "&response_type=code&scope=snsapi_login&state=s")
+    page = client.get(path, headers={"User-Agent": user_agent, "Accept-Language": lang})
+    assert page.status_code == 200
+    return str(page.get_data(as_text=True))
+
+
+@pytest.mark.parametrize("user_agent", [SAFARI_PHONE, WECHAT_PHONE], ids=["safari", "wechat"])
+@pytest.mark.parametrize("extras", [(), ("&self_redirect=true",)], ids=["full", "iframe"])
+def test_a_phone_is_offered_what_works_there_not_the_desktop_fast_login(
+    sandbox_app: Flask, user_agent: str, extras: tuple[str, ...]
+) -> None:
+    """WeChat for PC's fast login means nothing on a phone: there the page says how to
+    answer (this phone's page, or another device's camera) and links to the phone page."""
+    client = sandbox_app.test_client()
+    for lang, hint, link in (
+            ("zh-CN", "用另一台设备扫描这个二维码", "在本机模拟扫码"),
+            ("en", "scan this code from another device", "Answer on this phone")):
+        page = _qr_page_as(client, user_agent, lang, *extras)
+        assert _fast_login_form(page) is None
+        assert "Log in with desktop WeChat" not in page and "微信快捷登录" not in page
+        found = re.search(r'<p[^>]*id="sbx-phone-hint"[^>]*>(.*?)</p>', page, re.S)
+        assert found is not None and hint in found.group(1), page
+        simulate = re.search(r'<a href="([^"]+)" id="sbx-simulate"[^>]*>([^<]*)</a>', page)
+        assert simulate is not None and simulate.group(2) == link
+        assert re.fullmatch(rf"{SBX}/connect/confirm/[\w-]+", simulate.group(1))
+
+
+@pytest.mark.parametrize("user_agent", [WECHAT_WINDOWS, "Mozilla/5.0 (X11; Linux x86_64) "
+                                        "AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 "
+                                        "Safari/537.36", ""], ids=["wechat-pc", "chrome", "none"])
+def test_a_computer_keeps_the_fast_login(sandbox_app: Flask, user_agent: str) -> None:
+    page = _qr_page_as(sandbox_app.test_client(), user_agent, "zh-CN")
+    assert _fast_login_form(page) is not None and 'id="sbx-phone-hint"' not in page
+    assert "模拟扫码（无需手机）" in page
 
 
 def test_fast_login_answers_a_qr_code_once(sandbox_app: Flask) -> None:
