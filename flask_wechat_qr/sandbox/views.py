@@ -8,12 +8,10 @@ All state is in the database, so any worker process can answer any step.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import secrets
 import time
 import typing as t
-import unicodedata
 from dataclasses import dataclass, field, fields
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -29,12 +27,12 @@ from flask import (
     request,
     url_for,
 )
-from sqlalchemy.exc import IntegrityError
 
 from .. import i18n
 from ..browsers import Browser, classify
 from ..i18n import LazyText
 from ..i18n import gettext as _
+from ..i18n import lazy_gettext as _l
 from ..purge import BATCH_SIZE, delete_expired
 from ..redact import redact_http_debug_logs
 from ..urls import is_loopback_host
@@ -428,8 +426,9 @@ def _confirm_page(outcome: str | None, app: SandboxApp | None,
                   problem: str | None = None) -> str:
     """The phone's page, every variable given (a host's ``StrictUndefined`` refuses a
     missing one)."""
+    people = [*PEOPLE, *made_up_people(sandbox_runtime())] if outcome is None else []
     return render_template("wechat_qr/sandbox/confirm.html", outcome=outcome, app=app,
-                           people=PEOPLE, problem=problem)
+                           people=people, problem=problem)
 
 
 @blueprint.route("/connect/qrconnect/fast_login/<uuid>", methods=["POST"])
@@ -484,47 +483,46 @@ def _answer_qr_session(sandbox: SandboxRuntime, uuid: str, values: dict[str, str
 
 
 def chosen_person(sandbox: SandboxRuntime, form: t.Mapping[str, str]) -> str | None:
-    """The key of the person a phone's form names: a listed one, or the one of a typed
-    nickname (``None``: neither)."""
+    """The key of the person a phone's form names: a listed one (built in, or made up here
+    before), or a new one for a typed nickname; ``None``: neither.
+
+    A typed nickname is always a new person, as on WeChat, where nicknames are not unique
+    (many people are "微信用户"): a site must never take two for one. Coming back as someone
+    made up before is picking them from the list (:func:`made_up_people`)."""
     choice = form.get("person", "")
     if choice in PEOPLE_BY_KEY:
         return choice
+    if choice.startswith(MADE_UP_PREFIX):
+        row = sandbox.db.session.get(sandbox.models.Person, choice[:64])
+        return t.cast(str, row.key) if row is not None else None
     if choice == "new":
         nickname = "".join(ch for ch in form.get("nickname", "") if ch.isprintable())
-        nickname = unicodedata.normalize("NFC", nickname).strip()[:60]
+        nickname = nickname.strip()[:60]
         if not nickname:
             return None
-        return person_named(sandbox, nickname, has_unionid=form.get("unionid", "on") == "on")
+        # Keys sort by when the person was made: the pages list the latest first.
+        key = f"{MADE_UP_PREFIX}{time.time_ns():016x}{secrets.token_hex(3)}"
+        sandbox.db.session.add(sandbox.models.Person(
+            key=key, nickname=nickname, has_unionid=form.get("unionid", "on") == "on"))
+        return key
     return None
 
 
-def person_named(sandbox: SandboxRuntime, nickname: str, *, has_unionid: bool) -> str:
-    """The person of a typed nickname: the one who has it (built-in or typed before), else
-    a new one, made now. Typing a name again is how a tester logs in as "Ada" again, and
-    the phone page lists only the built-in people; a second "Ada" would be a second WeChat
-    account, a second account on the site. (WeChat's nicknames are not unique, and
-    nothing here may match accounts on them: the built-in 微信用户 is WeChat's shared
-    placeholder name, and a site's tests of one nickname for two people fake the API.)
+#: The key of every person made up on a phone's page.
+MADE_UP_PREFIX = "new-"
+#: How many people made up before the phone's pages list.
+MADE_UP_LISTED = 10
 
-    A new person's key is derived from the nickname, so two workers making the same person
-    at once make one row, and the second insert is refused (its own transaction)."""
-    for person in PEOPLE:
-        if person.nickname == nickname:
-            return person.key
+
+def made_up_people(sandbox: SandboxRuntime) -> list[SandboxPerson]:
+    """The people typed on a phone's page before, latest first (the newest
+    :data:`MADE_UP_LISTED`): how a tester logs in as the same "Ada" again."""
     person_model = sandbox.models.Person
-    found = sandbox.db.session.execute(
-        sa.select(person_model.key).where(person_model.nickname == nickname)
-        .order_by(person_model.key).limit(1)).scalar()
-    if found is not None:
-        return t.cast(str, found)
-    key = "new-" + hashlib.sha256(nickname.encode("utf-8")).hexdigest()[:12]
-    try:
-        with sandbox.db.engine.begin() as connection:
-            connection.execute(sa.insert(person_model.__table__).values(
-                key=key, nickname=nickname, has_unionid=has_unionid))
-    except IntegrityError:
-        pass  # another request made them a moment ago, under the same key
-    return key
+    rows = sandbox.db.session.execute(
+        sa.select(person_model).where(person_model.key.startswith(MADE_UP_PREFIX))
+        .order_by(person_model.key.desc()).limit(MADE_UP_LISTED)).scalars()
+    return [SandboxPerson(row.key, row.nickname, has_unionid=row.has_unionid,
+                          note=_l("made up here before")) for row in rows]
 
 
 # --- the API the extension calls ------------------------------------------------------

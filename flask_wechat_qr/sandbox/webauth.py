@@ -38,6 +38,7 @@ from .views import (
     blueprint,
     chosen_person,
     lookup_key,
+    made_up_people,
     new_code,
     order_problem,
     page_error,
@@ -97,9 +98,10 @@ def authorize() -> t.Any:
 
 def _consent_page(app: SandboxApp, scope: str, remembered: str | None,
                   problem: str | None = None) -> str:
-    people = list(PEOPLE)
-    if remembered is not None and remembered not in PEOPLE_BY_KEY:
-        people.insert(0, person_of(sandbox_runtime(), remembered))  # a "new user" of before
+    sandbox = sandbox_runtime()
+    people = [*PEOPLE, *made_up_people(sandbox)]
+    if remembered is not None and remembered not in {person.key for person in people}:
+        people.insert(0, person_of(sandbox, remembered))  # made up longer ago
     return render_template(
         "wechat_qr/sandbox/authorize.html", app=app, scope=scope, people=people,
         chosen=remembered or people[0].key, snapshot_choice=SNAPSHOT_CHOICE,

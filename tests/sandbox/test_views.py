@@ -182,54 +182,60 @@ def test_new_user_needs_a_nickname(sandbox_app: Flask) -> None:
     assert poll(client, uuid)["status"] == "scanned"
 
 
-def _log_in(app: Flask, **form: str) -> str:
-    """A whole login of the host through the sandbox, the phone answering with ``form``:
-    the host's home page after it ("logged in as <user id> <nickname>")."""
-    client, phone = app.test_client(), app.test_client()
-    uuid, _ = open_qr_page(client)
-    assert answer(phone, uuid, action="allow", **form).status_code == 200
-    client.get(poll(client, uuid)["redirect"].split("localhost", 1)[1])
-    return str(client.get("/").get_data(as_text=True))
-
-
-def test_typing_the_nickname_of_someone_who_exists_logs_them_in(sandbox_app: Flask) -> None:
-    """A nickname typed again is the person of before, not a second one of that name (the
-    tester got a new account at every login as "Ada"); a built-in person's too."""
-    first = _log_in(sandbox_app, person="new", nickname="Ada 🧪")
-    assert first.startswith("logged in as ") and first.endswith(" Ada 🧪")
-    assert _log_in(sandbox_app, person="new", nickname="  Ada 🧪 ") == first
-    assert _log_in(sandbox_app, person="new", nickname="Ada") != first  # another name
-    lisi = _log_in(sandbox_app, person="lisi")
-    assert _log_in(sandbox_app, person="new", nickname="李四") == lisi
-    placeholder = _log_in(sandbox_app, person="placeholder")
-    assert _log_in(sandbox_app, person="new", nickname="微信用户") == placeholder
-
-
-def test_a_nickname_typed_again_keeps_its_ids(sandbox_app: Flask) -> None:
-    """The person of a typed nickname has one openid per application and one unionid, as
-    the API gives them (and keeps "no unionid" if they were made without one)."""
-    ids = []
-    for nickname, unionid in (("Grace 🐚", "on"), ("Grace 🐚", "off"), ("Linus", "off"),
-                              ("Linus", "on")):
-        client, phone = sandbox_app.test_client(), sandbox_app.test_client()
-        uuid, _ = open_qr_page(client)
-        answer(phone, uuid, action="allow", person="new", nickname=nickname, unionid=unionid)
-        code = parse_qs(urlsplit(poll(client, uuid)["redirect"]).query)["code"][0]
-        _resp, token = api(client, "/sns/oauth2/access_token", appid=SANDBOX_APP_ID,
-                           secret=SANDBOX_APP_SECRET, code=code, grant_type="authorization_code")
-        ids.append((token["openid"], token.get("unionid")))
-    assert ids[0] == ids[1] and ids[0][1] is not None
-    assert ids[2] == ids[3] and ids[2][1] is None
-    assert ids[0][0] != ids[2][0]
-
-
-def test_the_phone_page_says_a_known_nickname_picks_that_person(sandbox_app: Flask) -> None:
+def _openid_of_answer(sandbox_app: Flask, **form: str) -> str:
+    """Answer a new QR code on the phone with ``form``; the openid its code gives."""
     client, phone = sandbox_app.test_client(), sandbox_app.test_client()
     uuid, _ = open_qr_page(client)
-    for lang, words in (("en", "An existing nickname picks that person"),
-                        ("zh-CN", "输入已有的昵称，即选中此人")):
-        page = phone.get(f"{SBX}/connect/confirm/{uuid}", headers={"Accept-Language": lang})
-        assert words in page.get_data(as_text=True)
+    assert answer(phone, uuid, action="allow", **form).status_code == 200
+    code = parse_qs(urlsplit(poll(client, uuid)["redirect"]).query)["code"][0]
+    _, token = api(client, "/sns/oauth2/access_token", appid=SANDBOX_APP_ID,
+                   secret=SANDBOX_APP_SECRET, code=code, grant_type="authorization_code")
+    return t.cast(str, token["openid"])
+
+
+def _made_up_choices(page: str) -> list[tuple[str, str]]:
+    """The people made up before that a phone's page lists: (key, nickname), in order."""
+    return re.findall(r'name="person" value="(new-[0-9a-f]+)"[^>]*>\s*<span>([^<]*)<', page)
+
+
+def test_a_typed_nickname_is_a_new_person_even_when_taken_and_is_listed_after(
+        sandbox_app: Flask) -> None:
+    """As on WeChat, where nicknames are not unique (many people are 微信用户), typing a
+    nickname makes a new person, whoever has it already; the phone's page then lists the
+    people made up before, latest first, which is how a tester comes back as one."""
+    ada = _openid_of_answer(sandbox_app, person="new", nickname="Ada 🧪")
+    second_ada = _openid_of_answer(sandbox_app, person="new", nickname="Ada 🧪")
+    placeholder = _openid_of_answer(sandbox_app, person="new", nickname="微信用户")
+    assert len({ada, second_ada, placeholder}) == 3
+    assert placeholder != openid_for(SANDBOX_APP_ID, "placeholder")
+
+    client, phone = sandbox_app.test_client(), sandbox_app.test_client()
+    uuid, _ = open_qr_page(client)
+    page = phone.get(f"{SBX}/connect/confirm/{uuid}").get_data(as_text=True)
+    listed = _made_up_choices(page)
+    assert [nickname for _key, nickname in listed] == ["微信用户", "Ada 🧪", "Ada 🧪"]
+    assert "made up here before" in page
+    # Picking the first Ada (listed last) is that person again.
+    first_ada_key = listed[-1][0]
+    assert _openid_of_answer(sandbox_app, person=first_ada_key) == ada
+
+
+def test_the_phone_page_lists_only_the_latest_made_up_people(sandbox_app: Flask) -> None:
+    for index in range(12):
+        _openid_of_answer(sandbox_app, person="new", nickname=f"Tester {index}")
+    client, phone = sandbox_app.test_client(), sandbox_app.test_client()
+    uuid, _ = open_qr_page(client)
+    page = phone.get(f"{SBX}/connect/confirm/{uuid}").get_data(as_text=True)
+    assert [nickname for _key, nickname in _made_up_choices(page)] == [
+        f"Tester {index}" for index in range(11, 1, -1)]
+
+
+def test_an_unknown_made_up_key_is_nobody(sandbox_app: Flask) -> None:
+    client, phone = sandbox_app.test_client(), sandbox_app.test_client()
+    uuid, _ = open_qr_page(client)
+    resp = answer(phone, uuid, action="allow", person="new-0000000000000000000000")
+    assert resp.status_code == 400
+    assert poll(client, uuid)["status"] == "scanned"
 
 
 # --- the API --------------------------------------------------------------------------

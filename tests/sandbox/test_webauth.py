@@ -253,6 +253,31 @@ def test_a_remembered_new_user_is_offered_again(sandbox: Flask) -> None:
     assert client.get(authorize_path(scope="snsapi_base")).status_code == 302
 
 
+def test_a_remembered_new_user_picked_again_is_that_person(sandbox: Flask) -> None:
+    """The consent page lists the person this phone made up, checked; allowing with them
+    is them (before: "Choose a person", the list's own choice refused)."""
+    client = sandbox.test_client()
+    first = exchange(client, consent(client, person="new", nickname="Grace 🐚")["code"][0])
+    page = client.get(authorize_path()).get_data(as_text=True)
+    (key,) = re.findall(r'value="(new-[0-9a-f]+)"\s+checked', page)
+    again = exchange(client, consent(client, person=key)["code"][0])
+    assert again["openid"] == first["openid"] and again["unionid"] == first["unionid"]
+
+
+def test_another_phone_is_offered_the_people_made_up_before(sandbox: Flask) -> None:
+    """The people made up on any phone are listed (latest first) to everyone's consent
+    page: how a tester logs in as the same "Ada" from another browser."""
+    consent(sandbox.test_client(), person="new", nickname="Ada 🧪")
+    other = sandbox.test_client()
+    page = other.get(authorize_path()).get_data(as_text=True)
+    assert "Ada 🧪" in page and "made up here before" in page
+    (key,) = re.findall(r'value="(new-[0-9a-f]+)"', page)
+    token = exchange(other, consent(other, person=key)["code"][0])
+    _, info = api(other, "/sns/userinfo", access_token=token["access_token"],
+                  openid=token["openid"])
+    assert info["nickname"] == "Ada 🧪"
+
+
 def test_the_person_cookie_lives_under_the_sandbox_prefix(database: Database) -> None:
     app = Flask(__name__)
     app.config["SQLALCHEMY_DATABASE_URI"] = database.url("mounted")
