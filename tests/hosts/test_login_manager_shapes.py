@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from flask import Flask
 from flask_login import LoginManager, UserMixin, current_user
 from flask_sqlalchemy import SQLAlchemy
-from support import CSRF, find_tags, logged_in_user_id
+from support import CSRF, logged_in_user_id
 from werkzeug.security import generate_password_hash
 
 from flask_wechat_qr import WeChatQR, signals
@@ -162,3 +162,91 @@ def test_linking_and_unlinking_with_an_alternative_id(tmp_path: Path) -> None:
         token = db.session.get(User, carol).session_token
     assert logged_in_user_id(returning.client) == token  # carol, by WeChat
     assert users(app) == [(carol, True)]
+
+
+# --- deactivated users, and accounts that wait for approval -------------------------------
+
+
+@pytest.fixture
+def told(request: pytest.FixtureRequest) -> t.Iterator[list[tuple[str, str]]]:
+    """What the signals said, in order: (signal, detail)."""
+    heard: list[tuple[str, str]] = []
+
+    def receiver(name: str, detail: t.Callable[[dict[str, t.Any]], str]) -> t.Any:
+        def receive(_sender: object, **kwargs: t.Any) -> None:
+            heard.append((name, detail(kwargs)))
+        return receive
+
+    receivers = [
+        (signals.user_created, receiver("user_created", lambda kw: str(kw["user"].id))),
+        (signals.identity_linked, receiver("identity_linked", lambda kw: kw["via"])),
+        (signals.login_succeeded, receiver("login_succeeded", lambda kw: str(kw["user"].id))),
+        (signals.login_failed, receiver("login_failed", lambda kw: type(kw["error"]).__name__)),
+    ]
+    for signal, receive in receivers:
+        signal.connect(receive)
+    yield heard
+    for signal, receive in receivers:
+        signal.disconnect(receive)
+
+
+def test_a_site_whose_new_accounts_wait_for_approval_hears_of_them(
+        tmp_path: Path, told: list[tuple[str, str]]) -> None:
+    """New users start inactive (the site approves them). The first WeChat login makes the
+    user and links WeChat (committed), and Flask-Login refuses to log in an inactive user:
+    the "account disabled" page. Before, ``user_created`` and ``identity_linked`` were never
+    sent for it (the login was refused before them), so the site never heard of the account
+    it had to approve, and no later login (a returning one) would tell it either."""
+    app = build_host(tmp_path, active_by_default=False)
+    browser = Browser(app)
+    page = wechat_login(browser, "zhangsan")
+    assert page.status_code == 403 and heading(page) == "This account is disabled"
+    assert logged_in_user_id(browser.client) is None
+    assert users(app) == [(1, False)] and identities(app) == ["1"]
+    assert told == [("user_created", "1"), ("identity_linked", "signup"),
+                    ("login_failed", "AccountDisabled")]
+
+    told.clear()  # approved: the next login goes in, and creates nothing
+    db, User = app.extensions["test_host"]
+    with app.app_context():
+        db.session.execute(sa.update(User).values(active=True))
+        db.session.commit()
+    returning = Browser(app)
+    assert who(wechat_login(returning, "zhangsan")) == "Hello 张三🐼"
+    assert told == [("login_succeeded", "1")]
+    assert_no_server_error(browser)
+
+
+def test_binding_a_deactivated_account_links_it_and_says_so(
+        tmp_path: Path, told: list[tuple[str, str]]) -> None:
+    """Ask binding to an account the site has deactivated: the password proves it, the
+    WeChat account is linked to it (``identity_linked``), and nobody is logged in."""
+    app = build_host(tmp_path, WECHAT_QR_ASSOCIATION="ask_binding")
+    alice = add_user(app, username="alice", password=PASSWORD, active=False)
+    browser = Browser(app)
+    page = wechat_login(browser, "lisi")
+    [token] = set(CSRF.findall(page.get_data(as_text=True)))
+    page = browser.post("/auth/bind", data={"csrf_token": token, "action": "bind",
+                                           "username": "alice", "password": PASSWORD})
+    assert page.status_code == 403 and heading(page) == "This account is disabled"
+    assert logged_in_user_id(browser.client) is None
+    assert identities(app) == [str(alice)]
+    assert told == [("identity_linked", "binding"), ("login_failed", "AccountDisabled")]
+    again = Browser(app)  # linked: the next login is a returning one, refused the same way
+    assert wechat_login(again, "lisi").status_code == 403
+    assert logged_in_user_id(again.client) is None
+    assert_no_server_error(browser)
+
+
+def test_a_deactivated_user_of_a_returning_login_is_refused(tmp_path: Path) -> None:
+    app = build_host(tmp_path)
+    assert who(wechat_login(Browser(app), "zhangsan")) == "Hello 张三🐼"
+    db, User = app.extensions["test_host"]
+    with app.app_context():
+        db.session.execute(sa.update(User).values(active=False))
+        db.session.commit()
+    browser = Browser(app)
+    page = wechat_login(browser, "zhangsan")
+    assert page.status_code == 403 and heading(page) == "This account is disabled"
+    assert logged_in_user_id(browser.client) is None and users(app) == [(1, False)]
+    assert_no_server_error(browser)
