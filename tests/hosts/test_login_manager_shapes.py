@@ -18,7 +18,7 @@ from flask_sqlalchemy import SQLAlchemy
 from support import CSRF, logged_in_user_id
 from werkzeug.security import generate_password_hash
 
-from flask_wechat_qr import WeChatQR, signals
+from flask_wechat_qr import AccountAdapter, WeChatQR, signals
 
 from .browse import Browser, assert_no_server_error, wechat_login
 from .shapes import SANDBOX
@@ -27,7 +27,8 @@ PASSWORD = "correct horse battery"
 
 
 def build_host(tmp_path: Path, *, alternative_id: bool = False, active_by_default: bool = True,
-               session_protection: str | None = "basic", **config: t.Any) -> Flask:
+               session_protection: str | None = "basic", adapter: type | None = None,
+               **config: t.Any) -> Flask:
     """A site whose ``User`` may be deactivated (``active``), may log in by password with
     "remember me" (``/password-login``), and whose Flask-Login id is, with
     ``alternative_id``, a session token as Flask-Login's docs describe it."""
@@ -66,7 +67,7 @@ def build_host(tmp_path: Path, *, alternative_id: bool = False, active_by_defaul
                 sa.select(User).filter_by(session_token=user_id)).scalar_one_or_none()
         return db.session.get(User, int(user_id))
 
-    WeChatQR(app, db=db, user_model=User)
+    WeChatQR(app, db=db, adapter=(adapter or AccountAdapter)(db, User))
 
     @app.route("/")
     def home() -> str:
@@ -249,4 +250,50 @@ def test_a_deactivated_user_of_a_returning_login_is_refused(tmp_path: Path) -> N
     page = wechat_login(browser, "zhangsan")
     assert page.status_code == 403 and heading(page) == "This account is disabled"
     assert logged_in_user_id(browser.client) is None and users(app) == [(1, False)]
+    assert_no_server_error(browser)
+
+
+# --- remember-me cookies and session protection -------------------------------------------
+
+
+def test_a_wechat_login_forgets_the_remember_me_of_whoever_was_logged_in(
+        tmp_path: Path) -> None:
+    """Alice logged in with "remember me" on a shared computer; Li Si logs in with WeChat
+    there and closes the browser. Before: Alice's remember-me cookie outlived the login
+    (the session was renewed, not the cookie), and the next visit was Alice's again."""
+    app = build_host(tmp_path)
+    alice = add_user(app, username="alice", nickname="Alice", password=PASSWORD)
+    browser = Browser(app)
+    browser.get(f"/password-login/{alice}")
+    assert who(browser.get("/")) == "Hello Alice"
+    assert who(wechat_login(browser, "lisi")) == "Hello 李四"
+    browser.client.delete_cookie("session")  # the browser closed
+    assert who(browser.get("/")) == "anonymous"
+
+
+def test_a_wechat_login_keeps_its_own_remember_me(tmp_path: Path) -> None:
+    """An adapter that remembers WeChat users (docs/hooks.rst) still does."""
+    class Remembering(AccountAdapter):  # type: ignore[type-arg]
+        def login_user(self, user: t.Any) -> None:
+            flask_login.login_user(user, remember=True)
+
+    app = build_host(tmp_path, adapter=Remembering)
+    alice = add_user(app, username="alice", nickname="Alice", password=PASSWORD)
+    browser = Browser(app)
+    browser.get(f"/password-login/{alice}")
+    assert who(wechat_login(browser, "lisi")) == "Hello 李四"
+    browser.client.delete_cookie("session")
+    assert who(browser.get("/")) == "Hello 李四"
+
+
+@pytest.mark.parametrize("protection", ["strong", "basic"])
+@pytest.mark.parametrize("config", [
+    {}, {"SESSION_COOKIE_NAME": "site_session", "SESSION_REFRESH_EACH_REQUEST": False},
+    {"REMEMBER_COOKIE_NAME": "keep", "REMEMBER_COOKIE_DURATION": 60}])
+def test_session_protection_and_cookie_settings(tmp_path: Path, protection: str,
+                                                config: dict[str, t.Any]) -> None:
+    app = build_host(tmp_path, session_protection=protection, **config)
+    browser = Browser(app)
+    assert who(wechat_login(browser, "zhangsan")) == "Hello 张三🐼"
+    assert who(browser.get("/")) == "Hello 张三🐼"
     assert_no_server_error(browser)
