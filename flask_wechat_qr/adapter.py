@@ -87,7 +87,14 @@ class AccountAdapter(t.Generic[UserT]):
     # --- finding users -------------------------------------------------------------
 
     def get_user_id(self, user: UserT) -> str:
-        """The user's id as stored on identity rows (Flask-Login's ``get_id()``)."""
+        """The user's id as stored on identity rows, which :meth:`load_user` reads back:
+        the primary key of a ``user_model`` user while :meth:`load_user` is the default
+        (which looks users up by it), else Flask-Login's ``get_id()``. Flask-Login's id may
+        be an alternative id, a session token that changes with the password: stored, the
+        default :meth:`load_user` would never find the user again."""
+        model = self.user_model
+        if model is not None and self._finds_loaded_users() and isinstance(user, model):
+            return str(self._primary_key_value(user))
         get_id = getattr(user, "get_id", None)
         if callable(get_id):
             return str(get_id())
@@ -252,6 +259,7 @@ class AccountAdapter(t.Generic[UserT]):
                 regenerate(session)
         finally:
             session.clear()
+        _forget_remember_cookie()
 
     def login_user(self, user: UserT) -> None:
         """Log the user into the Flask session (Flask-Login).
@@ -313,8 +321,19 @@ class AccountAdapter(t.Generic[UserT]):
         return self.db
 
     def _primary_key_value(self, user: UserT) -> object:
-        model = self._require_user_model()
-        return getattr(user, model.__mapper__.primary_key[0].key)
+        """The user's primary key, by its attribute (which may be named unlike its column)."""
+        mapper = sa.inspect(self._require_user_model())
+        return getattr(user, mapper.get_property_by_column(mapper.primary_key[0]).key)
+
+
+def _forget_remember_cookie() -> None:
+    """Have Flask-Login delete the browser's remember-me cookie with this response, as its
+    ``logout_user`` does: one there is the previous login's (someone else's, on a shared
+    computer, or one planted), and would log that account in again once the new session
+    ends. A login that remembers its user (``login_user(remember=True)``) sets a new one.
+    (Asked whether there is one, the adapter would read the request: it knows none.)"""
+    if getattr(current_app, "login_manager", None) is not None:
+        session["_remember"] = "clear"
 
 
 def login_field_expression(model: t.Any, name: str) -> t.Any | None:

@@ -16,7 +16,7 @@ import typing as t
 from dataclasses import dataclass, field
 from urllib.parse import SplitResult, urlsplit
 
-from flask import Flask, url_for
+from flask import Flask, request, url_for
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.routing import Map, MapAdapter, Rule
 
@@ -149,6 +149,19 @@ class ShadowedRoute:
 
 
 @dataclass(frozen=True)
+class WithheldPage:
+    """A page of the login that the site's own ``before_request`` hooks answer in its place
+    for a visitor who is not logged in (a members-only site's redirect to its login page)."""
+
+    #: what the page is for, in the check's words
+    page: str
+    path: str
+    status: int
+    #: where the site sends the visitor instead, if it redirects
+    location: str | None = None
+
+
+@dataclass(frozen=True)
 class Deployment:
     """What the checks look at, gathered once from the app and the command line."""
 
@@ -169,6 +182,10 @@ class Deployment:
     #: the extension's URLs that routes of the host answer instead
     shadowed_routes: tuple[ShadowedRoute, ...] = ()
 
+
+    #: the login's pages that the site's own hooks keep from a visitor not logged in
+    withheld_pages: tuple[WithheldPage, ...] = ()
+
     @classmethod
     def of(cls, app: Flask, settings: Settings, base_url: str | None = None,
            callback_domain: str | None = None) -> Deployment:
@@ -179,7 +196,8 @@ class Deployment:
                    base_url_source=source, urls=site_urls(app, settings, base),
                    callback_domain=callback_domain,
                    business_routes=business_routes(app, settings),
-                   shadowed_routes=shadowed_routes(app, settings, base))
+                   shadowed_routes=shadowed_routes(app, settings, base),
+                   withheld_pages=withheld_pages(app, settings, base))
 
     @property
     def simulated(self) -> t.Literal["in-app", "standalone"] | None:
@@ -389,6 +407,70 @@ def _url_adapter(app: Flask, base: str | None) -> MapAdapter | None:
             return ctx.url_adapter
     finally:
         app.config["TRUSTED_HOSTS"] = trusted_hosts
+
+
+def withheld_pages(app: Flask, settings: Settings, base: str | None) -> tuple[WithheldPage, ...]:
+    """The login's pages that the site's own ``before_request`` hooks answer in their place
+    for a visitor with no session: the hooks run as for that request (the extension's own
+    skipped), the views do not."""
+    pages: list[tuple[str, str, dict[str, t.Any]]] = []
+    for identifier in settings.connections:
+        pages += [("the login button's page", "wechat_qr.login", {"connection": identifier}),
+                  ("the QR code page", "wechat_qr.qr", {"connection": identifier}),
+                  ("the callback WeChat sends the visitor to", "wechat_qr.callback",
+                   {"connection": identifier})]
+    if any(conn.association == "ask_binding" for conn in settings.connections.values()):
+        pages.append(("the bind page (ask binding)", "wechat_qr.bind", {}))
+    if "wechat_qr_sandbox" in app.blueprints:
+        pages += [("the sandbox's QR page", "wechat_qr_sandbox.qrconnect", {}),
+                  ("the sandbox's phone page", "wechat_qr_sandbox.confirm", {"uuid": "check"})]
+    withheld = []
+    with app.test_request_context(base_url=base) as ctx:
+        if ctx.url_adapter is None:  # a host TRUSTED_HOSTS refuses (its own problem)
+            return ()
+        paths = [(page, url_for(endpoint, **values)) for page, endpoint, values in pages]
+    for page, path in paths:
+        found = _site_answer(app, path, base)
+        if found is not None:
+            withheld.append(WithheldPage(page, path, *found))
+    return tuple(withheld)
+
+
+def _site_answer(app: Flask, path: str, base: str | None) -> tuple[int, str | None] | None:
+    """The status (and redirect) the site's own hooks give a visitor with no session
+    instead of ``path``'s view; ``None`` when they let the view answer (or a redirect to
+    the same path, such as to https) or cannot be run here."""
+    try:
+        with app.test_request_context(path, base_url=base):
+            names = (None, *reversed(request.blueprints))
+            for name in names:
+                for preprocess in app.url_value_preprocessors.get(name, ()):
+                    if not _ours(preprocess):
+                        preprocess(request.endpoint, request.view_args)
+            for name in names:
+                for hook in app.before_request_funcs.get(name, ()):
+                    if _ours(hook):
+                        continue
+                    answer = app.ensure_sync(hook)()
+                    if answer is not None:
+                        made = app.make_response(answer)
+                        return _withheld(path, made.status_code, made.headers.get("Location"))
+    except HTTPException as refused:  # abort(401), a login_required-like hook
+        response = refused.get_response()
+        return _withheld(path, response.status_code, response.headers.get("Location"))
+    except Exception:  # the site's code needs what only a real request has: cannot tell
+        return None
+    return None
+
+
+def _withheld(path: str, status: int, location: str | None) -> tuple[int, str | None] | None:
+    if location is not None and urlsplit(location).path == urlsplit(path).path:
+        return None  # e.g. Flask-Talisman's redirect to https: the same page
+    return status, location
+
+
+def _ours(function: t.Callable[..., t.Any]) -> bool:
+    return str(getattr(function, "__module__", "")).startswith("flask_wechat_qr")
 
 
 def describe_connection(deployment: Deployment, conn: ConnectionSettings,
@@ -833,6 +915,22 @@ def check_shadowed_routes(deployment: Deployment) -> t.Iterator[Finding]:
         yield problem(*shadowed_route_problem(route, settings.url_prefix), route.connection)
 
 
+def check_login_pages_reachable(deployment: Deployment) -> t.Iterator[Finding]:
+    """A members-only site (a ``before_request`` that sends every visitor who is not logged
+    in to its login page) must let them reach the login's pages, or logging in with WeChat
+    goes in a circle back to that login page."""
+    for withheld in deployment.withheld_pages:
+        answer = f"{withheld.status}" + (f" to {withheld.location}" if withheld.location
+                                          else "")
+        yield problem(
+            f"a visitor who is not logged in cannot reach {withheld.page} ({withheld.path}): "
+            f"a before_request hook of the site answers {answer} instead, and logging in "
+            "with WeChat cannot finish",
+            "let every page of the blueprint 'wechat_qr' (and, with the sandbox, "
+            "'wechat_qr_sandbox') through, as docs/deploying.rst 'Members-only sites' "
+            "shows: if request.blueprint in ('wechat_qr', 'wechat_qr_sandbox'): return None")
+
+
 def _split_domain(text: str) -> SplitResult:
     return urlsplit(text if "://" in text else "//" + text)
 
@@ -862,6 +960,7 @@ DEPLOYMENT_CHECKS: tuple[Check, ...] = (
     check_callback_domain_match,
     check_session_cookie_reaches_callback,
     check_shadowed_routes,
+    check_login_pages_reachable,
 )
 
 

@@ -594,12 +594,29 @@ class LoginFlow:
     def _log_in(self, connection: ConnectionSettings, resolution: Resolution,
                 login: LoginData, auth_time: float, *, token_id: str | None = None,
                 issued_at: float | None = None) -> Outcome:
-        """Renew the session, log the user in and tell the signals (after the commit)."""
+        """Renew the session, log the user in and tell the signals (after the commit).
+
+        A user the site refuses to log in (Flask-Login: ``is_active`` false; e.g. a new
+        account waiting for approval) was created or linked all the same: the signals say
+        so, and the site hears of an account it may have to approve."""
         try:
             self.adapter.renew_session()
             self.adapter.login_user(resolution.user)
         except LoginError as error:
+            self._tell_created_and_linked(connection, resolution)
             return Failed(error, connection, login)
+        self._tell_created_and_linked(connection, resolution)
+        return LoggedIn(connection, resolution.user, resolution.identity,
+                        login.next_url or self.settings.post_login_url, auth_time,
+                        dict(login.business) if connection.callback_url else None,
+                        created_user=resolution.created_user,
+                        new_identity=resolution.new_identity, login=login,
+                        token_id=token_id, issued_at=issued_at)
+
+    @staticmethod
+    def _tell_created_and_linked(connection: ConnectionSettings,
+                                 resolution: Resolution) -> None:
+        """``user_created`` and ``identity_linked``, for what the login committed."""
         app = signals.sender()
         if resolution.created_user:
             signals.user_created.send(app, user=resolution.user, identity=resolution.identity,
@@ -608,12 +625,6 @@ class LoginFlow:
             signals.identity_linked.send(app, user=resolution.user,
                                          identity=resolution.identity, connection=connection,
                                          via=resolution.via)
-        return LoggedIn(connection, resolution.user, resolution.identity,
-                        login.next_url or self.settings.post_login_url, auth_time,
-                        dict(login.business) if connection.callback_url else None,
-                        created_user=resolution.created_user,
-                        new_identity=resolution.new_identity, login=login,
-                        token_id=token_id, issued_at=issued_at)
 
     def unlink(self, connection: ConnectionSettings, user: User) -> list[Identity]:
         """Unlink ``user``'s WeChat of ``connection`` (never their last way in): its

@@ -6,6 +6,7 @@ the outcome to :mod:`.delivery`. No protocol, policy or transaction here.
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import typing as t
@@ -17,7 +18,6 @@ from flask import (
     Response,
     current_app,
     g,
-    jsonify,
     redirect,
     render_template,
     request,
@@ -427,15 +427,23 @@ def jwks() -> tuple[Response, int] | Response:
     """The public keys of the RS256 ID tokens, for receivers to verify them with."""
     signer = current_runtime().id_tokens
     if signer is None or not signer.public_jwks:
-        response = jsonify(error="not_found",
-                           error_description="No RS256 ID token key is configured.")
+        response = _json({"error": "not_found",
+                          "error_description": "No RS256 ID token key is configured."})
         response.headers["Cache-Control"] = "no-store"
         return response, 404
-    response = jsonify(signer.jwks())
+    response = _json(signer.jwks())
     # Public and cacheable; receivers refetch when they meet an unknown kid (rotation).
     response.headers["Cache-Control"] = "public, max-age=300"
     response.headers["Access-Control-Allow-Origin"] = "*"
     return response
+
+
+def _json(payload: t.Mapping[str, t.Any]) -> Response:
+    """A JSON answer of the extension's own shape (RFC 7517's for the keys), whatever JSON
+    provider the site set: one that wraps, renames or re-encodes what ``jsonify`` gives
+    would make receivers fail to read the keys."""
+    return Response(json.dumps(payload, separators=(",", ":")) + "\n",
+                    mimetype="application/json")
 
 
 @blueprint.route("/avatars/<key>")

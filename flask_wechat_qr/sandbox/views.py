@@ -21,7 +21,6 @@ from flask import (
     Response,
     abort,
     current_app,
-    jsonify,
     redirect,
     render_template,
     request,
@@ -369,6 +368,12 @@ def qrcode_image(uuid: str) -> Response:
                     headers={"Cache-Control": "private, max-age=300"})
 
 
+def _poll_answer(payload: dict[str, t.Any]) -> Response:
+    """The poll's JSON, read by the QR page's script: of this shape whatever JSON provider
+    the host app set (``jsonify`` would follow one that wraps or renames)."""
+    return Response(json.dumps(payload), mimetype="application/json")
+
+
 @blueprint.route("/connect/l/qrconnect")
 def poll() -> Response:
     """The desktop page asks whether the phone has answered (WeChat long-polls here)."""
@@ -378,13 +383,13 @@ def poll() -> Response:
     status = _status(qr_session, time.time())
     payload: dict[str, t.Any] = {"status": status}
     if qr_session is None:  # unknown: "expired"
-        return jsonify(payload)
+        return _poll_answer(payload)
     if status == "confirmed":
         payload["redirect"] = with_query(qr_session.redirect_uri,
                                           [("code", qr_session.code), ("state", qr_session.state)])
     elif status == "denied":
         payload["redirect"] = with_query(qr_session.redirect_uri, [("state", qr_session.state)])
-    return jsonify(payload)
+    return _poll_answer(payload)
 
 
 # --- the page a phone sees ------------------------------------------------------------
