@@ -88,27 +88,35 @@ class AccountAdapter(t.Generic[UserT]):
 
     def get_user_id(self, user: UserT) -> str:
         """The user's id as stored on identity rows, which :meth:`load_user` reads back:
-        the primary key of a ``user_model`` user while :meth:`load_user` is the default
-        (which looks users up by it), else Flask-Login's ``get_id()``. Flask-Login's id may
-        be an alternative id, a session token that changes with the password: stored, the
-        default :meth:`load_user` would never find the user again."""
+        Flask-Login's ``get_id()``, unless :meth:`load_user` is the default (which looks
+        users up by primary key) and that id is not the user's primary key: Flask-Login's
+        id may be an alternative id, a session token that changes with the password, and
+        stored, the default :meth:`load_user` would never find the user again. Then the
+        primary key. (An id that reads back as the key, ``uuid.hex`` say, stays as it is:
+        identity rows and ID tokens' ``sub`` hold it already.)"""
+        get_id = getattr(user, "get_id", None)
+        if not callable(get_id):
+            return str(self._primary_key_value(user))
+        user_id = str(get_id())
         model = self.user_model
         if model is not None and self._finds_loaded_users() and isinstance(user, model):
-            return str(self._primary_key_value(user))
-        get_id = getattr(user, "get_id", None)
-        if callable(get_id):
-            return str(get_id())
-        return str(self._primary_key_value(user))
+            key = self._primary_key_value(user)
+            if user_id != str(key) and self._as_primary_key(model, user_id) != key:
+                return str(key)
+        return user_id
 
     def load_user(self, user_id: str) -> UserT | None:
         """The user with that id, or ``None`` if it no longer exists."""
         model = self._require_user_model()
-        pk = model.__mapper__.primary_key[0]
+        return self._require_db().session.get(model, self._as_primary_key(model, user_id))
+
+    @staticmethod
+    def _as_primary_key(model: t.Any, user_id: str) -> object:
+        """``user_id`` as a value of ``model``'s primary key (its column's Python type)."""
         try:
-            value = pk.type.python_type(user_id)
+            return model.__mapper__.primary_key[0].type.python_type(user_id)
         except (TypeError, ValueError, NotImplementedError):
-            value = user_id
-        return self._require_db().session.get(model, value)
+            return user_id
 
     def match_user(
         self, connection: ConnectionSettings, field: str, profile: WeChatProfile

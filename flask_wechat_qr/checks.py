@@ -159,6 +159,8 @@ class WithheldPage:
     status: int
     #: where the site sends the visitor instead, if it redirects
     location: str | None = None
+    #: what a hook of the site raised when the check ran it (then nobody can tell)
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -181,7 +183,6 @@ class Deployment:
     business_routes: t.Mapping[str, LocalRoute] = field(default_factory=dict)
     #: the extension's URLs that routes of the host answer instead
     shadowed_routes: tuple[ShadowedRoute, ...] = ()
-
 
     #: the login's pages that the site's own hooks keep from a visitor not logged in
     withheld_pages: tuple[WithheldPage, ...] = ()
@@ -428,20 +429,23 @@ def withheld_pages(app: Flask, settings: Settings, base: str | None) -> tuple[Wi
     with app.test_request_context(base_url=base) as ctx:
         if ctx.url_adapter is None:  # a host TRUSTED_HOSTS refuses (its own problem)
             return ()
+        mount_point = ctx.request.script_root  # --base-url's path: in every url_for
         paths = [(page, url_for(endpoint, **values)) for page, endpoint, values in pages]
     for page, path in paths:
-        found = _site_answer(app, path, base)
+        found = _site_answer(app, path, path.removeprefix(mount_point), base)
         if found is not None:
             withheld.append(WithheldPage(page, path, *found))
     return tuple(withheld)
 
 
-def _site_answer(app: Flask, path: str, base: str | None) -> tuple[int, str | None] | None:
+def _site_answer(app: Flask, path: str, route: str, base: str | None
+                 ) -> tuple[int, str | None] | tuple[int, None, str] | None:
     """The status (and redirect) the site's own hooks give a visitor with no session
-    instead of ``path``'s view; ``None`` when they let the view answer (or a redirect to
-    the same path, such as to https) or cannot be run here."""
+    instead of ``path``'s view (``route``: the path under the app's mount point); ``None``
+    when they let the view answer (or a redirect to the same path, such as to https).
+    What a hook raised, if it cannot be run outside a real request."""
     try:
-        with app.test_request_context(path, base_url=base):
+        with app.test_request_context(route, base_url=base):
             names = (None, *reversed(request.blueprints))
             for name in names:
                 for preprocess in app.url_value_preprocessors.get(name, ()):
@@ -458,8 +462,8 @@ def _site_answer(app: Flask, path: str, base: str | None) -> tuple[int, str | No
     except HTTPException as refused:  # abort(401), a login_required-like hook
         response = refused.get_response()
         return _withheld(path, response.status_code, response.headers.get("Location"))
-    except Exception:  # the site's code needs what only a real request has: cannot tell
-        return None
+    except Exception as error:  # the site's code needs what only a real request has
+        return 0, None, f"{type(error).__name__}: {error}"[:200]
     return None
 
 
@@ -920,6 +924,14 @@ def check_login_pages_reachable(deployment: Deployment) -> t.Iterator[Finding]:
     in to its login page) must let them reach the login's pages, or logging in with WeChat
     goes in a circle back to that login page."""
     for withheld in deployment.withheld_pages:
+        if withheld.error is not None:
+            yield warning(
+                f"could not tell whether a visitor who is not logged in reaches "
+                f"{withheld.page} ({withheld.path}): a before_request hook of the site "
+                f"raised {withheld.error} when the check ran it",
+                "open that page in a private browser window (logged out) and make sure it "
+                "is the login's page, not the site's login page")
+            continue
         answer = f"{withheld.status}" + (f" to {withheld.location}" if withheld.location
                                           else "")
         yield problem(

@@ -13,7 +13,15 @@ import hashlib
 import re
 import typing as t
 
-from flask import Response, current_app, redirect, render_template, request, url_for
+from flask import (
+    Response,
+    current_app,
+    has_request_context,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from werkzeug.wrappers import Response as BaseResponse
 
 from . import signals
@@ -247,6 +255,6 @@ def id_token_issuer() -> str:
     the request's root URL; both at the app's mount point, where the public keys are
     (``iss`` + ``/auth/.well-known/jwks.json``). For a receiver living in the same app (as
     the example's)."""
-    return (configured_issuer(current_runtime().settings, current_app.config,
-                              request.script_root)
+    mount_point = request.script_root if has_request_context() else ""
+    return (configured_issuer(current_runtime().settings, current_app.config, mount_point)
             or request.url_root.rstrip("/"))

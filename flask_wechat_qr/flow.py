@@ -113,6 +113,9 @@ MAX_CODE_LENGTH = 512
 PENDING_BINDING_KEY = "_wechat_qr_pending_binding"
 #: Session key holding the business ``state``/``nonce`` while a binding is pending.
 BUSINESS_KEY = "_wechat_qr_delivery"
+#: Set in the session a binding's choice logged in (until another binding waits): the bind
+#: page asked for again (Back) then says the login is done, not that it expired.
+FINISHED_BINDING_KEY = "_wechat_qr_binding_done"
 #: The ending recorded for a silent login of someone new (see :class:`NeedsProfile`): a
 #: repeated callback of the same browser asks for the profile again, as the first did.
 PROFILE_NOT_GRANTED = "ProfileNotGranted"
@@ -579,11 +582,19 @@ class LoginFlow:
 
     def _finish_binding(self, pending: PendingLogin, resolution: Resolution) -> Outcome:
         session.pop(BUSINESS_KEY, None)
-        return self._log_in(pending.connection, resolution, pending.login, time.time())
+        outcome = self._log_in(pending.connection, resolution, pending.login, time.time())
+        if isinstance(outcome, LoggedIn):
+            session[FINISHED_BINDING_KEY] = True  # in the renewed session
+        return outcome
+
+    def finished_binding(self) -> bool:
+        """Whether this browser's last binding choice logged it in, and none waits now."""
+        return bool(session.get(FINISHED_BINDING_KEY)) and PENDING_BINDING_KEY not in session
 
     def _remember_binding(self, binding_id: str, business: BusinessParams) -> None:
         """Point this browser's session at its pending binding (never a URL)."""
         session[PENDING_BINDING_KEY] = binding_id
+        session.pop(FINISHED_BINDING_KEY, None)
         if business:
             session[BUSINESS_KEY] = business
         else:

@@ -21,7 +21,7 @@ import math
 import re
 import typing as t
 from dataclasses import dataclass, field, fields
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from .errors import ConfigurationError
 from .i18n import SUPPORTED_LOCALES
@@ -918,10 +918,13 @@ def configured_issuer(settings: Settings, config: t.Mapping[str, t.Any],
     if settings.id_token_issuer:
         return settings.id_token_issuer
     base = configured_base_url(config)
-    if base is None or not mount_point:
-        return base
+    if (base is None or not mount_point or not is_local_path(mount_point)
+            or "?" in mount_point or "#" in mount_point):
+        return base  # a mount point from a hostile X-Forwarded-Prefix (@evil, //evil) too
     parts = urlsplit(base)
-    return f"{parts.scheme}://{parts.netloc}{mount_point.rstrip('/')}"
+    # Percent-encoded as url_for writes it into the public keys' URL.
+    mounted = quote(mount_point.rstrip("/"), safe="/%:@!$&'()*+,;=~")
+    return f"{parts.scheme}://{parts.netloc}{mounted}"
 
 
 # --- rules between keys --------------------------------------------------------------

@@ -328,7 +328,8 @@ def bind() -> BaseResponse | tuple[str, int]:
     try:
         pending = runtime.flow.pending_login()
     except BindingExpired:
-        if request.method == "GET" and runtime.adapter.current_user() is not None:
+        if (request.method == "GET" and runtime.flow.finished_binding()
+                and runtime.adapter.current_user() is not None):
             return _binding_done()
         raise
     if request.is_secure and request.cookies.get(delivery.BINDING_COOKIE) != (
@@ -498,8 +499,9 @@ def frame_callbacks_last(sender: Flask, response: BaseResponse, **_extra: t.Any)
     this site's QR page. A host's ``after_request`` (Flask-Talisman's ``frame_options=DENY``,
     a ``frame-ancestors 'none'`` on every response) runs after the blueprint's, so it would
     overwrite :func:`page_headers` and block the frame: no such login would finish."""
-    if request.endpoint != "wechat_qr.callback":
-        return
+    if request.endpoint != "wechat_qr.callback" or request.headers.get(
+            "Sec-Fetch-Dest", "iframe") != "iframe":
+        return  # a callback loaded in the whole window needs no frame (older browsers: may)
     runtime = find_runtime(sender)
     if runtime is None:
         return

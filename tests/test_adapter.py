@@ -564,3 +564,39 @@ def test_a_session_store_whose_regenerate_fails_still_clears_the_session(
         with pytest.raises(RuntimeError):
             AccountAdapter().renew_session()
         assert dict(session) == {}
+
+
+@pytest.mark.parametrize(("key_type", "get_id", "expected"), [
+    # Flask-Login's id as identity rows already hold it: kept.
+    ("int", lambda user: str(user.id), lambda user: str(user.id)),
+    ("uuid", lambda user: user.id.hex, lambda user: user.id.hex),
+    ("uuid", lambda user: str(user.id), lambda user: str(user.id)),
+    # An alternative id (a session token): the default load_user could never read it
+    # back, so the primary key is stored instead.
+    ("int", lambda user: "token-" + str(user.id), lambda user: str(user.id)),
+    ("uuid", lambda user: "token-" + user.id.hex, lambda user: str(user.id)),
+])
+def test_the_stored_user_id_is_one_the_default_load_user_reads_back(
+        tmp_path: t.Any, key_type: str, get_id: t.Callable[[t.Any], str],
+        expected: t.Callable[[t.Any], str]) -> None:
+    db = SQLAlchemy()
+
+    class User(UserMixin, db.Model):  # type: ignore[name-defined,misc]
+        id = (db.Column(db.Integer, primary_key=True) if key_type == "int"
+              else db.Column(db.Uuid, primary_key=True, default=uuid.uuid4))
+
+        def get_id(self) -> str:
+            return get_id(self)
+
+    app = Flask(__name__, root_path=str(tmp_path))
+    app.config.update(SECRET_KEY="k" * 40, SQLALCHEMY_DATABASE_URI="sqlite://")
+    db.init_app(app)
+    adapter: AccountAdapter[t.Any] = AccountAdapter(db, User)
+    with app.app_context():
+        db.create_all()
+        user = User()
+        db.session.add(user)
+        db.session.commit()
+        stored = adapter.get_user_id(user)
+        assert stored == expected(user)
+        assert adapter.load_user(stored) is user

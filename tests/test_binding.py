@@ -33,6 +33,7 @@ from support import (
     error_name,
     find_tags,
     link_identity,
+    log_in,
     logged_in_user_id,
     login_with_wechat,
     pending_rows,
@@ -438,6 +439,37 @@ def test_the_bind_page_of_nobody_logged_in_still_says_expired(make_app: t.Any) -
     app = ask_app(make_app)
     resp = app.test_client().get("/auth/bind")
     assert resp.status_code == 400 and error_name(resp) == "BindingExpired"
+
+
+def test_a_logged_in_browser_whose_binding_expired_is_told_so(make_app: t.Any,
+                                                               wechat_api: t.Any,
+                                                               clock: Clock) -> None:
+    """Logged in as alice, a WeChat login that must be bound, left to expire: it was never
+    bound, and the page says it expired, not that the login is done. The same for a
+    logged-in browser that never scanned, and for one whose binding is done but that
+    has started another that expired."""
+    app = ask_app(make_app, WECHAT_QR_BIND_TTL=120)
+    alice = add_user(app, username="alice", password="alice-pw")
+    never_scanned = app.test_client()
+    log_in(never_scanned, alice)
+    assert error_name(never_scanned.get("/auth/bind")) == "BindingExpired"
+
+    client = app.test_client()
+    log_in(client, alice)
+    arrive(client, wechat_api)
+    clock.advance(121)
+    resp = client.get("/auth/bind")
+    assert resp.status_code == 400 and error_name(resp) == "BindingExpired"
+    assert logged_in_user_id(client) == str(alice)
+
+    done = app.test_client()
+    arrive(done, wechat_api, openid=OPENID_2, unionid=UNIONID_2)
+    _html, token = bind_page(done)
+    assert bind_as(done, token, "alice", "alice-pw").status_code == 302
+    assert "You are logged in" in done.get("/auth/bind").get_data(as_text=True)
+    arrive(done, wechat_api, openid=OPENID_3, unionid=UNIONID_3)
+    clock.advance(121)
+    assert error_name(done.get("/auth/bind")) == "BindingExpired"
 
 
 def test_a_wrong_password_answer_turns_itself_into_a_visit_of_the_bind_page(

@@ -463,6 +463,52 @@ def test_under_a_mount_point_the_issuer_is_where_the_public_keys_are(
     assert claims["iss"] == issuer
 
 
+@pytest.mark.parametrize(("prefix", "issuer"), [
+    ("@evil.example", "https://www.example.com"),
+    ("//evil.example/x", "https://www.example.com"),
+    ("/site?x=1", "https://www.example.com"),
+    ("/my site", "https://www.example.com/my%20site"),
+])
+def test_a_hostile_or_odd_forwarded_prefix_never_moves_the_issuer_off_server_name(
+        make_app: t.Any, wechat_api: t.Any, pem: str, prefix: str, issuer: str) -> None:
+    """The host of ``iss`` is SERVER_NAME's whatever a proxy header says: a prefix that is
+    not a path of this site is left out, and one with a space is written as url_for
+    writes it into the public keys' URL."""
+    from werkzeug.middleware.proxy_fix import ProxyFix
+
+    app = callback_app(make_app, pem, SERVER_NAME="www.example.com",
+                       PREFERRED_URL_SCHEME="https")
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_prefix=1)  # type: ignore[method-assign]
+    client = app.test_client()
+    headers = {"X-Forwarded-Prefix": prefix}
+    wechat_api.token()
+    wechat_api.userinfo()
+    start = client.get("/auth/wechat/login", base_url="https://www.example.com",
+                       headers=headers)
+    state = parse_qs(urlsplit(start.headers["Location"]).query)["state"][0]
+    done = client.get("/auth/wechat/callback", query_string={"code": "c", "state": state},
+                      base_url="https://www.example.com", headers=headers)
+    token = form_post(done)["fields"]["id_token"]
+    claims = jwt.decode(token, receiver_keys(client)).claims
+    assert claims["iss"] == issuer
+    assert urlsplit(claims["iss"]).hostname == "www.example.com"
+
+
+def test_the_issuer_is_known_outside_a_request_where_it_is_configured(
+        make_app: t.Any, pem: str) -> None:
+    """``id_token_issuer()`` (public, for a receiver in the same app: a CLI command, a
+    job) needs no request when the issuer is configured."""
+    from flask_wechat_qr import id_token_issuer
+
+    app = callback_app(make_app, pem, WECHAT_QR_ID_TOKEN_ISSUER="https://issuer.example.com")
+    with app.app_context():
+        assert id_token_issuer() == "https://issuer.example.com"
+    app = callback_app(make_app, pem, SERVER_NAME="www.example.com",
+                       PREFERRED_URL_SCHEME="https")
+    with app.app_context():
+        assert id_token_issuer() == "https://www.example.com"
+
+
 @pytest.mark.parametrize(("config", "problem"), [
     ({"WECHAT_QR_ID_TOKEN_TTL": 86400}, "too long"),
     ({"WECHAT_QR_ID_TOKEN_SECRET": ID_TOKEN_SECRET, "WECHAT_QR_ID_TOKEN_PUBLISHED_KEYS": ["x"]},

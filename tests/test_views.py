@@ -463,6 +463,21 @@ def test_the_hosts_framing_policy_stays_everywhere_else(make_app: t.Any, hook: s
             assert frame_ancestors(resp) == ["frame-ancestors 'none'"], url
 
 
+@pytest.mark.parametrize("hook", HOOKS)
+def test_a_callback_loaded_in_the_whole_window_keeps_the_hosts_policy(
+        make_app: t.Any, hook: str) -> None:
+    """The browser says where it loads the callback (Sec-Fetch-Dest): in the whole window
+    it needs no frame, and the host's policy stays as the host set it."""
+    app = make_app(WECHAT_QR_QR_SELF_REDIRECT=True)
+    deny_framing_everywhere(app, hook)
+    resp = app.test_client().get("/auth/wechat/callback?state=s&code=c",
+                                 headers={"Sec-Fetch-Dest": "document"})
+    if hook == "talisman_deny":
+        assert resp.headers.getlist("X-Frame-Options") == ["DENY"]
+    else:
+        assert frame_ancestors(resp) == ["frame-ancestors 'none'"]
+
+
 def test_the_qr_pages_framers_may_frame_its_callback(make_app: t.Any) -> None:
     """Whoever WECHAT_QR_FRAME_ANCESTORS lets frame the QR page is an ancestor of the
     callback in its frame too."""

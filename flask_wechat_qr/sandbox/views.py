@@ -525,7 +525,10 @@ def made_up_people(sandbox: SandboxRuntime) -> list[SandboxPerson]:
     person_model = sandbox.models.Person
     rows = sandbox.db.session.execute(
         sa.select(person_model).where(person_model.key.startswith(MADE_UP_PREFIX))
-        .order_by(person_model.key.desc()).limit(MADE_UP_LISTED)).scalars()
+        # Made-up keys sort by when the person was made; a key of the shorter, random kind
+        # earlier versions made (a database kept from then) sorts after every newer one.
+        .order_by(sa.func.length(person_model.key).desc(), person_model.key.desc())
+        .limit(MADE_UP_LISTED)).scalars()
     return [SandboxPerson(row.key, row.nickname, has_unionid=row.has_unionid,
                           note=_l("made up here before")) for row in rows]
 

@@ -122,3 +122,32 @@ def test_a_short_allow_list_breaks_ask_binding_and_is_told(tmp_path: Path) -> No
     page = wechat_login(browser, "lisi")
     assert "members only" in page.get_data(as_text=True), browser.seen[-3:]
     assert withheld(app) == ["/auth/wechat/qr", "/auth/bind"]
+
+
+def test_a_base_url_with_a_path_is_checked_at_that_path(tmp_path: Path) -> None:
+    """``--base-url https://www.example.com/site`` (a site behind a path prefix): each page
+    is asked for once at the mount point, not twice (before: /site/site/..., every page
+    reported withheld)."""
+    app = members_only_site(tmp_path, documented)
+    result = flask(app, "wechat-qr", "check", "--base-url", "https://www.example.com/site")
+    assert "cannot reach" not in result.output and "/site/site" not in result.output
+    (tmp_path / "other").mkdir()
+    app = members_only_site(tmp_path / "other", none)
+    result = flask(app, "wechat-qr", "check", "--base-url", "https://www.example.com/site")
+    assert "cannot reach the login button's page (/site/auth/wechat/login)" in result.output
+
+
+def test_a_hook_the_check_cannot_run_is_a_warning_not_a_pass(tmp_path: Path) -> None:
+    """A hook that needs what only a real request has (a proxy's header) raises when the
+    check runs it: the check says it could not tell, naming the page and the error."""
+    app = members_only_site(tmp_path, documented)
+
+    @app.before_request
+    def needs_the_proxy() -> None:
+        request.headers["X-Real-IP"]  # KeyError: the check sends no proxy headers
+
+    result = flask(app, "wechat-qr", "check")
+    assert withheld(app) == []
+    assert ("could not tell whether a visitor who is not logged in reaches the login "
+            "button's page (/auth/wechat/login): a before_request hook of the site raised "
+            "KeyError") in " ".join(result.output.split())

@@ -230,6 +230,24 @@ def test_the_phone_page_lists_only_the_latest_made_up_people(sandbox_app: Flask)
         f"Tester {index}" for index in range(11, 1, -1)]
 
 
+def test_people_made_up_by_an_earlier_version_come_after_new_ones(sandbox_app: Flask) -> None:
+    """A kept sandbox database holds made-up people under the random keys earlier versions
+    gave ("new-" and 12 hex digits, most sorting after any time-ordered key): ten of them
+    must not hide the people made since."""
+    ext = sandbox_app.extensions["sqlalchemy"]
+    with sandbox_app.app_context():
+        table = ext.metadata.tables["wechat_qr_sandbox_person"]
+        with ext.engine.begin() as connection:
+            connection.execute(table.insert(), [
+                {"key": f"new-{'f' * 11}{index:x}", "nickname": f"Old {index}",
+                 "has_unionid": True} for index in range(10)])
+    _openid_of_answer(sandbox_app, person="new", nickname="Newest")
+    client, phone = sandbox_app.test_client(), sandbox_app.test_client()
+    uuid, _ = open_qr_page(client)
+    page = phone.get(f"{SBX}/connect/confirm/{uuid}").get_data(as_text=True)
+    assert [nickname for _key, nickname in _made_up_choices(page)][0] == "Newest"
+
+
 def test_an_unknown_made_up_key_is_nobody(sandbox_app: Flask) -> None:
     client, phone = sandbox_app.test_client(), sandbox_app.test_client()
     uuid, _ = open_qr_page(client)
