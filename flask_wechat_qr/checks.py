@@ -20,6 +20,7 @@ from flask import Flask, request, url_for
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.routing import Map, MapAdapter, Rule
 
+from .frame_policy import allows_frame
 from .sandbox.options import SANDBOX_APP_ID, SANDBOX_APP_SECRET
 from .settings import (
     WECHAT_APP_ID,
@@ -164,6 +165,17 @@ class WithheldPage:
 
 
 @dataclass(frozen=True)
+class BlockedQRFrame:
+    """A connection's embedded QR page whose Content-Security-Policy (as the site's own
+    hooks leave it) does not let it frame WeChat's QR page: only the fallback link shows."""
+
+    connection: str
+    path: str
+    #: the origin the page frames (WeChat's, or this site's for the in-app sandbox)
+    frame_origin: str
+
+
+@dataclass(frozen=True)
 class Deployment:
     """What the checks look at, gathered once from the app and the command line."""
 
@@ -186,6 +198,8 @@ class Deployment:
 
     #: the login's pages that the site's own hooks keep from a visitor not logged in
     withheld_pages: tuple[WithheldPage, ...] = ()
+    #: the embedded QR pages whose policy blocks WeChat's frame
+    blocked_qr_frames: tuple[BlockedQRFrame, ...] = ()
 
     @classmethod
     def of(cls, app: Flask, settings: Settings, base_url: str | None = None,
@@ -198,7 +212,8 @@ class Deployment:
                    callback_domain=callback_domain,
                    business_routes=business_routes(app, settings),
                    shadowed_routes=shadowed_routes(app, settings, base),
-                   withheld_pages=withheld_pages(app, settings, base))
+                   withheld_pages=withheld_pages(app, settings, base),
+                   blocked_qr_frames=blocked_qr_frames(app, settings, base))
 
     @property
     def simulated(self) -> t.Literal["in-app", "standalone"] | None:
@@ -465,6 +480,59 @@ def _site_answer(app: Flask, path: str, route: str, base: str | None
     except Exception as error:  # the site's code needs what only a real request has
         return 0, None, f"{type(error).__name__}: {error}"[:200]
     return None
+
+
+def blocked_qr_frames(app: Flask, settings: Settings, base: str | None
+                      ) -> tuple[BlockedQRFrame, ...]:
+    """The embedded QR pages whose Content-Security-Policy, as the site's own hooks put it
+    on them, blocks the frame of WeChat's QR page. The hooks run as for a visitor with no
+    session (the extension's own skipped, no view: an empty answer gets the headers);
+    a page the hooks answer themselves, or cannot run for, is the other check's. Asked
+    over https, as in production (a hook sending http to https, Flask-Talisman's
+    ``force_https``, would answer instead)."""
+    parts = urlsplit(base or "http://localhost")
+    base = f"https://{parts.netloc}{parts.path}"
+    with app.test_request_context(base_url=base) as ctx:
+        if ctx.url_adapter is None:
+            return ()
+        mount_point, page_url = ctx.request.script_root, ctx.request.host_url
+        # The in-app sandbox plays WeChat at this site's own origin.
+        frame_url = page_url if settings.sandbox else (
+            settings.open_base_url or WECHAT_OPEN_BASE_URL)
+        paths = [(identifier, url_for("wechat_qr.qr", connection=identifier))
+                 for identifier in settings.connections]
+    blocked = []
+    for identifier, path in paths:
+        policies = _site_policies(app, path.removeprefix(mount_point), base)
+        if policies is not None and not allows_frame(policies, frame_url, page_url):
+            origin = urlsplit(frame_url)
+            blocked.append(BlockedQRFrame(identifier, path,
+                                          f"{origin.scheme}://{origin.netloc}"))
+    return tuple(blocked)
+
+
+def _site_policies(app: Flask, route: str, base: str | None) -> list[str] | None:
+    """The Content-Security-Policy headers the site's own hooks put on an answer at
+    ``route``; ``None`` when a hook answers instead or raises."""
+    try:
+        with app.test_request_context(route, base_url=base):
+            names = (None, *reversed(request.blueprints))
+            for name in names:
+                for preprocess in app.url_value_preprocessors.get(name, ()):
+                    if not _ours(preprocess):
+                        preprocess(request.endpoint, request.view_args)
+            for name in names:
+                for hook in app.before_request_funcs.get(name, ()):
+                    if not _ours(hook) and app.ensure_sync(hook)() is not None:
+                        return None
+            response = app.response_class("")
+            for name in (*request.blueprints, None):
+                for after in reversed(app.after_request_funcs.get(name, ())):
+                    if not _ours(after):
+                        response = app.ensure_sync(after)(response)
+            return response.headers.getlist("Content-Security-Policy")
+    except Exception:  # HTTPException too: the members-only check reports those pages
+        return None
 
 
 def _withheld(path: str, status: int, location: str | None) -> tuple[int, str | None] | None:
@@ -943,6 +1011,22 @@ def check_login_pages_reachable(deployment: Deployment) -> t.Iterator[Finding]:
             "shows: if request.blueprint in ('wechat_qr', 'wechat_qr_sandbox'): return None")
 
 
+def check_qr_frame_allowed(deployment: Deployment) -> t.Iterator[Finding]:
+    """A site-wide Content-Security-Policy without WeChat in its frame sources (Flask-
+    Talisman's default ``default-src 'self'``) blocks the embedded QR code: the QR page
+    then shows only its link to WeChat's own page."""
+    for blocked in deployment.blocked_qr_frames:
+        yield warning(
+            f"the embedded QR page ({blocked.path}) cannot show WeChat's QR code: this "
+            f"site's Content-Security-Policy does not let it frame {blocked.frame_origin}, "
+            "so the page shows only its link to WeChat's own QR page (the login button's "
+            "redirect is not affected)",
+            f"add {blocked.frame_origin} to the policy's frame-src (with Flask-Talisman: "
+            f"content_security_policy={{..., 'frame-src': ['\'self\'', "
+            f"'{blocked.frame_origin}']}}), or use only the login button",
+            blocked.connection)
+
+
 def _split_domain(text: str) -> SplitResult:
     return urlsplit(text if "://" in text else "//" + text)
 
@@ -973,6 +1057,7 @@ DEPLOYMENT_CHECKS: tuple[Check, ...] = (
     check_session_cookie_reaches_callback,
     check_shadowed_routes,
     check_login_pages_reachable,
+    check_qr_frame_allowed,
 )
 
 

@@ -656,3 +656,49 @@ def test_an_app_secret_that_is_no_wechat_app_secret_is_a_warning(
                    deploy(make_app(WECHAT_QR_APP_SECRET=secret)))
     assert f"the AppSecret ({len(secret)} characters) does not look like" in finding.what
     assert secret not in finding.what and "WECHAT_QR_APP_SECRET" in finding.fix
+
+
+# --- the embedded QR code's frame -----------------------------------------------------
+
+
+@pytest.mark.parametrize(("policy", "blocked"), [
+    (None, True),  # Talisman's own default: default-src 'self', no frame-src
+    ({"default-src": "'self'", "frame-src": ["'self'", "https://open.weixin.qq.com"]}, False),
+    ({"default-src": "'self'"}, True),
+])
+def test_a_policy_that_blocks_wechats_frame_is_a_warning(
+        make_app: t.Callable[..., Flask], policy: dict[str, t.Any] | None,
+        blocked: bool) -> None:
+    """Flask-Talisman's default policy (``default-src 'self'``) keeps WeChat's QR frame off
+    the embedded QR page, which then shows only its link: the check says so, and what to
+    add. Talisman's force_https does not hide it (the page is asked for over https)."""
+    from flask_talisman import Talisman
+
+    app = make_app()
+    if policy is None:
+        Talisman(app)
+    else:
+        Talisman(app, content_security_policy=policy)
+    deployment = deploy(app)
+    if not blocked:
+        assert list(checks.check_qr_frame_allowed(deployment)) == []
+        return
+    finding = only("warning", checks.check_qr_frame_allowed, deployment)
+    assert finding.connection == "wechat"
+    assert ("the embedded QR page (/auth/wechat/qr) cannot show WeChat's QR code: this "
+            "site's Content-Security-Policy does not let it frame "
+            "https://open.weixin.qq.com") in finding.what
+    assert "'frame-src'" in finding.fix
+
+
+def test_the_in_app_sandbox_is_framed_from_this_site(make_app: t.Callable[..., Flask]) -> None:
+    """With the in-app sandbox the frame is this site's own page: 'self' lets it in."""
+    from flask_talisman import Talisman
+
+    app = make_app(WECHAT_QR_SANDBOX=True)
+    Talisman(app)
+    assert list(checks.check_qr_frame_allowed(deploy(app))) == []
+
+
+def test_a_site_without_a_policy_frames_wechat(site: Flask) -> None:
+    assert deploy(site).blocked_qr_frames == ()
