@@ -461,19 +461,10 @@ def _site_answer(app: Flask, path: str, route: str, base: str | None
     What a hook raised, if it cannot be run outside a real request."""
     try:
         with app.test_request_context(route, base_url=base):
-            names = (None, *reversed(request.blueprints))
-            for name in names:
-                for preprocess in app.url_value_preprocessors.get(name, ()):
-                    if not _ours(preprocess):
-                        preprocess(request.endpoint, request.view_args)
-            for name in names:
-                for hook in app.before_request_funcs.get(name, ()):
-                    if _ours(hook):
-                        continue
-                    answer = app.ensure_sync(hook)()
-                    if answer is not None:
-                        made = app.make_response(answer)
-                        return _withheld(path, made.status_code, made.headers.get("Location"))
+            answer = _run_site_before_hooks(app)
+            if answer is not None:
+                made = app.make_response(answer)
+                return _withheld(path, made.status_code, made.headers.get("Location"))
     except HTTPException as refused:  # abort(401), a login_required-like hook
         response = refused.get_response()
         return _withheld(path, response.status_code, response.headers.get("Location"))
@@ -516,15 +507,8 @@ def _site_policies(app: Flask, route: str, base: str | None) -> list[str] | None
     ``route``; ``None`` when a hook answers instead or raises."""
     try:
         with app.test_request_context(route, base_url=base):
-            names = (None, *reversed(request.blueprints))
-            for name in names:
-                for preprocess in app.url_value_preprocessors.get(name, ()):
-                    if not _ours(preprocess):
-                        preprocess(request.endpoint, request.view_args)
-            for name in names:
-                for hook in app.before_request_funcs.get(name, ()):
-                    if not _ours(hook) and app.ensure_sync(hook)() is not None:
-                        return None
+            if _run_site_before_hooks(app) is not None:
+                return None
             response = app.response_class("")
             for name in (*request.blueprints, None):
                 for after in reversed(app.after_request_funcs.get(name, ())):
@@ -533,6 +517,24 @@ def _site_policies(app: Flask, route: str, base: str | None) -> list[str] | None
             return response.headers.getlist("Content-Security-Policy")
     except Exception:  # HTTPException too: the members-only check reports those pages
         return None
+
+
+def _run_site_before_hooks(app: Flask) -> t.Any:
+    """Run the site's own URL value preprocessors and ``before_request`` hooks for the
+    request in context, as Flask would (the extension's skipped): the first answer one
+    gives, or ``None``."""
+    names = (None, *reversed(request.blueprints))
+    for name in names:
+        for preprocess in app.url_value_preprocessors.get(name, ()):
+            if not _ours(preprocess):
+                preprocess(request.endpoint, request.view_args)
+    for name in names:
+        for hook in app.before_request_funcs.get(name, ()):
+            if not _ours(hook):
+                answer = app.ensure_sync(hook)()
+                if answer is not None:
+                    return answer
+    return None
 
 
 def _withheld(path: str, status: int, location: str | None) -> tuple[int, str | None] | None:
