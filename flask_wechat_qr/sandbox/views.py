@@ -487,6 +487,12 @@ def _answer_qr_session(sandbox: SandboxRuntime, uuid: str, values: dict[str, str
     return True
 
 
+#: The key of every person made up on a phone's page.
+MADE_UP_PREFIX = "new-"
+#: How many people made up before the phone's pages list.
+MADE_UP_LISTED = 10
+
+
 def chosen_person(sandbox: SandboxRuntime, form: t.Mapping[str, str]) -> str | None:
     """The key of the person a phone's form names: a listed one (built in, or made up here
     before), or a new one for a typed nickname; ``None``: neither.
@@ -511,12 +517,6 @@ def chosen_person(sandbox: SandboxRuntime, form: t.Mapping[str, str]) -> str | N
             key=key, nickname=nickname, has_unionid=form.get("unionid", "on") == "on"))
         return key
     return None
-
-
-#: The key of every person made up on a phone's page.
-MADE_UP_PREFIX = "new-"
-#: How many people made up before the phone's pages list.
-MADE_UP_LISTED = 10
 
 
 def made_up_people(sandbox: SandboxRuntime) -> list[SandboxPerson]:
