@@ -363,8 +363,9 @@ def bind() -> BaseResponse | tuple[str, int]:
 
 
 def _binding_done() -> tuple[str, int]:
-    """The bind page of a browser that is logged in and has no choice waiting: Back after
-    binding (or creating) comes here, and is told it is done, not that the login expired."""
+    """The bind page of a browser that its binding choice logged in, with no other choice
+    waiting: Back after binding (or creating) comes here, and is told it is done, not that
+    the login expired."""
     continue_url = under_mount_point(current_runtime().settings.post_login_url,
                                      request.script_root)
     return render_template("wechat_qr/bind_done.html", continue_url=continue_url), 200
