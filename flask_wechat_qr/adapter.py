@@ -99,7 +99,7 @@ class AccountAdapter(t.Generic[UserT]):
             return str(self._primary_key_value(user))
         user_id = str(get_id())
         model = self.user_model
-        if model is not None and self._finds_loaded_users() and isinstance(user, model):
+        if model is not None and self._loads_by_primary_key() and isinstance(user, model):
             key = self._primary_key_value(user)
             if user_id != str(key) and self._as_primary_key(model, user_id) != key:
                 return str(key)
@@ -239,10 +239,11 @@ class AccountAdapter(t.Generic[UserT]):
                 return bool(value)
         return callable(getattr(user, "check_password", None))
 
-    def _finds_loaded_users(self) -> bool:
-        """Whether :meth:`load_user` is this default one, which finds a user a query already
-        loaded into the session (the login's identity query joins it in) without a query of
-        its own; an overridden one may load users from anywhere."""
+    def _loads_by_primary_key(self) -> bool:
+        """Whether :meth:`load_user` is this default one, which looks users up by primary
+        key (so :meth:`get_user_id` must store one it reads back) and finds a user a query
+        already loaded into the session (the login's identity query joins it in) without a
+        query of its own; an overridden one may load users from anywhere, by any id."""
         return type(self).load_user is AccountAdapter.load_user
 
     def current_user(self) -> UserT | None:

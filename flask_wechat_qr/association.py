@@ -455,7 +455,7 @@ class AssociationPolicy:
         user_model = self.adapter.user_model
         user_column = referenced_column(self.models.Identity.__table__)
         if (user_model is None or user_column is None
-                or not self.adapter._finds_loaded_users()
+                or not self.adapter._loads_by_primary_key()
                 or getattr(user_model, "__table__", None) is not user_column.table):
             return None
         user_key = self.models.Identity.__table__.c[USER_KEY]

@@ -30,6 +30,12 @@ class Browser(enum.Enum):
     def in_wechat(self) -> bool:
         return self in (Browser.WECHAT_PHONE, Browser.WECHAT_DESKTOP)
 
+    @property
+    def on_phone(self) -> bool:
+        """A phone's browser (WeChat's there too): its own camera cannot scan a QR code it
+        shows, and desktop WeChat's fast login is not there."""
+        return self in (Browser.PHONE, Browser.WECHAT_PHONE)
+
 
 _WECOM = re.compile(r"\bwxwork/", re.IGNORECASE)
 _WECHAT = re.compile(r"\bMicroMessenger/", re.IGNORECASE)

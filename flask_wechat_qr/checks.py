@@ -36,6 +36,9 @@ from .urls import (
     is_loopback_host,
 )
 
+#: A key the caller gives each page it asks :func:`_login_pages` about.
+K = t.TypeVar("K")
+
 if t.TYPE_CHECKING:
     from .id_token import IdTokenSigner
 
@@ -195,7 +198,6 @@ class Deployment:
     business_routes: t.Mapping[str, LocalRoute] = field(default_factory=dict)
     #: the extension's URLs that routes of the host answer instead
     shadowed_routes: tuple[ShadowedRoute, ...] = ()
-
     #: the login's pages that the site's own hooks keep from a visitor not logged in
     withheld_pages: tuple[WithheldPage, ...] = ()
     #: the embedded QR pages whose policy blocks WeChat's frame
@@ -440,17 +442,30 @@ def withheld_pages(app: Flask, settings: Settings, base: str | None) -> tuple[Wi
     if "wechat_qr_sandbox" in app.blueprints:
         pages += [("the sandbox's QR page", "wechat_qr_sandbox.qrconnect", {}),
                   ("the sandbox's phone page", "wechat_qr_sandbox.confirm", {"uuid": "check"})]
+    found = _login_pages(app, base, pages)
+    if found is None:
+        return ()
     withheld = []
-    with app.test_request_context(base_url=base) as ctx:
-        if ctx.url_adapter is None:  # a host TRUSTED_HOSTS refuses (its own problem)
-            return ()
-        mount_point = ctx.request.script_root  # --base-url's path: in every url_for
-        paths = [(page, url_for(endpoint, **values)) for page, endpoint, values in pages]
-    for page, path in paths:
-        found = _site_answer(app, path, path.removeprefix(mount_point), base)
-        if found is not None:
-            withheld.append(WithheldPage(page, path, *found))
+    for page, path, route in found[1]:
+        answer = _site_answer(app, path, route, base)
+        if answer is not None:
+            withheld.append(WithheldPage(page, path, *answer))
     return tuple(withheld)
+
+
+def _login_pages(app: Flask, base: str | None, pages: list[tuple[K, str, dict[str, t.Any]]]
+                 ) -> tuple[str, list[tuple[K, str, str]]] | None:
+    """Where a request at ``base`` finds each ``(key, endpoint, values)`` of ``pages``: the
+    site's root URL, and per page its key, its path (``url_for``'s: ``base``'s path, the
+    mount point, included) and its route (the path under the mount point, as a request
+    context takes it). ``None`` at a host ``TRUSTED_HOSTS`` refuses (its own problem)."""
+    with app.test_request_context(base_url=base) as ctx:
+        if ctx.url_adapter is None:
+            return None
+        mount_point = ctx.request.script_root
+        paths = [(key, url_for(endpoint, **values)) for key, endpoint, values in pages]
+        return ctx.request.host_url, [(key, path, path.removeprefix(mount_point))
+                                      for key, path in paths]
 
 
 def _site_answer(app: Flask, path: str, route: str, base: str | None
@@ -483,22 +498,18 @@ def blocked_qr_frames(app: Flask, settings: Settings, base: str | None
     ``force_https``, would answer instead)."""
     parts = urlsplit(base or "http://localhost")
     base = f"https://{parts.netloc}{parts.path}"
-    with app.test_request_context(base_url=base) as ctx:
-        if ctx.url_adapter is None:
-            return ()
-        mount_point, page_url = ctx.request.script_root, ctx.request.host_url
-        # The in-app sandbox plays WeChat at this site's own origin.
-        frame_url = page_url if settings.sandbox else (
-            settings.open_base_url or WECHAT_OPEN_BASE_URL)
-        paths = [(identifier, url_for("wechat_qr.qr", connection=identifier))
-                 for identifier in settings.connections]
+    found = _login_pages(app, base, [(identifier, "wechat_qr.qr", {"connection": identifier})
+                                     for identifier in settings.connections])
+    if found is None:
+        return ()
+    page_url, pages = found
+    # None: the in-app sandbox, which plays WeChat at this site's own origin.
+    frame = urlsplit(settings.open_base_url or page_url)
     blocked = []
-    for identifier, path in paths:
-        policies = _site_policies(app, path.removeprefix(mount_point), base)
-        if policies is not None and not allows_frame(policies, frame_url, page_url):
-            origin = urlsplit(frame_url)
-            blocked.append(BlockedQRFrame(identifier, path,
-                                          f"{origin.scheme}://{origin.netloc}"))
+    for identifier, path, route in pages:
+        policies = _site_policies(app, route, base)
+        if policies is not None and not allows_frame(policies, frame.geturl(), page_url):
+            blocked.append(BlockedQRFrame(identifier, path, f"{frame.scheme}://{frame.netloc}"))
     return tuple(blocked)
 
 

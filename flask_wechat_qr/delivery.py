@@ -34,6 +34,7 @@ from .errors import (
     WeComBrowser,
 )
 from .flow import Linked, LoggedIn, NeedsBinding, Outcome
+from .frame_policy import with_frame_ancestors
 from .runtime import current_runtime
 from .settings import configured_issuer
 from .urls import under_mount_point
@@ -112,32 +113,12 @@ def let_this_site_frame(response: BaseResponse, frame_ancestors: str | None) -> 
     policies = headers.getlist("Content-Security-Policy")
     if policies:
         headers.setlist("Content-Security-Policy",
-                        [_with_frame_ancestors(policy, needed) for policy in policies])
+                        [with_frame_ancestors(policy, needed) for policy in policies])
     options = headers.getlist("X-Frame-Options")
     if any(option.strip().upper() == "DENY" for option in options):
         headers.setlist("X-Frame-Options", [
             "SAMEORIGIN" if option.strip().upper() == "DENY" else option for option in options])
     return response
-
-
-def _with_frame_ancestors(header: str, needed: list[str]) -> str:
-    """A ``Content-Security-Policy`` header value (policies separated by ``,``, directives
-    by ``;``) whose ``frame-ancestors`` directives include the ``needed`` sources."""
-    policies = []
-    for policy in header.split(","):
-        directives: list[str] = []
-        for directive in policy.split(";"):
-            name, *sources = directive.split() or [""]
-            if name.lower() == "frame-ancestors":
-                present = {source.lower() for source in sources}
-                missing = [source for source in needed if source.lower() not in present]
-                if missing:
-                    kept = [source for source in sources if source.lower() != "'none'"]
-                    directive = " ".join([name, *kept, *missing])
-                    directive = f" {directive}" if directives else directive
-            directives.append(directive)
-        policies.append(";".join(directives))
-    return ",".join(policies)
 
 
 #: The cookie that ties a pending binding to the browser that scanned (https only).

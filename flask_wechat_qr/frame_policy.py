@@ -1,11 +1,13 @@
-"""Whether a page's Content-Security-Policy lets it frame a given origin.
+"""Content-Security-Policy as it concerns frames: what a page may frame, and who may frame it.
 
 The embedded QR page frames WeChat's QR page (``wxLogin.js``'s iframe); a host's site-wide
 policy that limits frames (Flask-Talisman's default ``default-src 'self'`` has no
 ``frame-src``) blocks it, and the page shows only its fallback link. ``flask wechat-qr
 check`` asks this module about the policy the host's hooks put on that page. Only what
 decides a frame is read: ``frame-src``, else ``child-src``, else ``default-src`` (CSP
-level 3's fallback), in every policy sent (each must allow it).
+level 3's fallback), in every policy sent (each must allow it). The other way round,
+:func:`with_frame_ancestors` lets this site frame a page a host's policy forbids to be
+framed (the self-redirect callback, see :func:`.delivery.let_this_site_frame`).
 """
 
 from __future__ import annotations
@@ -17,19 +19,45 @@ from urllib.parse import urlsplit
 FRAME_DIRECTIVES = ("frame-src", "child-src", "default-src")
 
 
+def _policies(header: str) -> list[list[tuple[str, list[str], str]]]:
+    """One ``Content-Security-Policy`` header value (policies separated by ``,``,
+    directives by ``;``): per policy, each directive's lower-case name, its sources and
+    its text as written."""
+    return [[(name.lower(), sources, directive)
+             for directive in policy.split(";")
+             for name, *sources in [directive.split() or [""]]]
+            for policy in header.split(",")]
+
+
 def frame_sources(header: str) -> list[list[str] | None]:
-    """Per policy of one ``Content-Security-Policy`` header value (policies separated by
-    ``,``): the source list deciding frames, ``None`` where nothing limits them."""
+    """Per policy of one ``Content-Security-Policy`` header value: the source list deciding
+    frames, ``None`` where nothing limits them."""
     decided: list[list[str] | None] = []
-    for policy in header.split(","):
+    for policy in _policies(header):
         directives: dict[str, list[str]] = {}
-        for directive in policy.split(";"):
-            name, *sources = directive.split() or [""]
-            directives.setdefault(name.lower(), sources)  # the first of a name counts
-        chosen = next((directives[name] for name in FRAME_DIRECTIVES if name in directives),
-                      None)
-        decided.append(chosen)
+        for name, sources, _text in policy:
+            directives.setdefault(name, sources)  # the first of a name counts
+        decided.append(next((directives[name] for name in FRAME_DIRECTIVES
+                             if name in directives), None))
     return decided
+
+
+def with_frame_ancestors(header: str, needed: list[str]) -> str:
+    """A ``Content-Security-Policy`` header value whose ``frame-ancestors`` directives
+    include the ``needed`` sources (``'none'`` giving way); everything else as written."""
+    policies = []
+    for policy in _policies(header):
+        directives: list[str] = []
+        for name, sources, text in policy:
+            present = {source.lower() for source in sources}
+            missing = [source for source in needed if source.lower() not in present]
+            if name == "frame-ancestors" and missing:
+                kept = [source for source in sources if source.lower() != "'none'"]
+                text = " ".join([text.split()[0], *kept, *missing])
+                text = f" {text}" if directives else text
+            directives.append(text)
+        policies.append(";".join(directives))
+    return ",".join(policies)
 
 
 def allows_frame(headers: t.Iterable[str], frame_url: str, page_url: str) -> bool:

@@ -30,6 +30,7 @@ from .sandbox.options import (
     SANDBOX_APP_SECRET,
     SANDBOX_OA_APP_ID,
     SANDBOX_OA_APP_SECRET,
+    sandbox_app_ids,
 )
 from .urls import (
     IN_PROCESS_ORIGIN,
@@ -933,14 +934,13 @@ def configured_issuer(settings: Settings, config: t.Mapping[str, t.Any],
 def _sandbox_credentials(raw: t.Mapping[str, t.Any], index: int = 0) -> t.Mapping[str, t.Any]:
     """A sandbox connection without AppID and AppSecret gets a simulated website app's, and
     without Official Account credentials a simulated Official Account's: the ``index``-th
-    connection the ``index``-th of each (``wxsandbox0000000001``, ``...02``, ...), so two
+    connection the ``index``-th of each (:func:`~.sandbox.options.sandbox_app_ids`), so two
     connections are two applications, with an openid each, as on WeChat."""
     filled = dict(raw)
+    app_id, oa_app_id = sandbox_app_ids(index)
     if not (raw.get("app_id") or raw.get("app_secret")):
-        app_id = SANDBOX_APP_ID if index == 0 else f"wxsandbox{index + 1:010d}"
         filled.update(app_id=app_id, app_secret=SANDBOX_APP_SECRET)
     if not (raw.get("oa_app_id") or raw.get("oa_app_secret")):
-        oa_app_id = SANDBOX_OA_APP_ID if index == 0 else f"wxsandboxoa{index + 1:08d}"
         filled.update(oa_app_id=oa_app_id, oa_app_secret=SANDBOX_OA_APP_SECRET)
     return filled
 

@@ -172,7 +172,7 @@ def _way_in(connection: str) -> str | None:
         return OFFICIAL_ACCOUNT
     if request.args.get("show_qr") or not runtime.settings.mobile_page:
         return None
-    return "phone" if browser in (Browser.PHONE, Browser.WECHAT_PHONE) else None
+    return "phone" if browser.on_phone else None
 
 
 def _start_in_wechat(connection: str, link_user: str | None = None,
@@ -195,11 +195,11 @@ def _phone_page(connection: str) -> tuple[str, int]:
     next_url = safe_next(args.get("next"))
     # A link goes on in WeChat's browser from the site's page (logged in there first): its
     # login URL would log in to, or make, another account.
+    linking = request.endpoint == "wechat_qr.link"
     page_url = url_for("wechat_qr.login", connection=connection, _external=True, **args) \
-        if conn.has_official_account and request.endpoint != "wechat_qr.link" else (
+        if conn.has_official_account and not linking else (
             urljoin(request.host_url, under_mount_point(next_url, request.script_root))
             if next_url else request.url_root)
-    linking = request.endpoint == "wechat_qr.link"
     return render_template(
         "wechat_qr/phone.html", connection=conn, in_wechat=in_wechat,
         page_url=page_url, linking=linking,

@@ -12,13 +12,19 @@ from dataclasses import dataclass
 
 from ..i18n import lazy_gettext as _l
 
-#: Credentials a sandbox connection of the extension gets when it configures none (the
-#: AppID is also the standalone sandbox's default; its AppSecret is random unless given).
-SANDBOX_APP_ID = "wxsandbox0000000001"
+
+def sandbox_app_ids(index: int) -> tuple[str, str]:
+    """The AppIDs of the simulated website application and Official Account (服务号) the
+    ``index``-th sandbox connection gets when it configures none (``...01``, ``...02``):
+    two connections are two applications, as on WeChat."""
+    return f"wxsandbox{index + 1:010d}", f"wxsandboxoa{index + 1:08d}"
+
+
+#: Credentials the first sandbox connection of the extension gets when it configures none
+#: (the AppID is also the standalone sandbox's default; its AppSecret is random unless
+#: given), and for its Official Account, logging in from inside WeChat.
+SANDBOX_APP_ID, SANDBOX_OA_APP_ID = sandbox_app_ids(0)
 SANDBOX_APP_SECRET = "sandbox-app-secret"
-#: The same for the simulated Official Account (服务号) a sandbox connection logs in with
-#: from inside WeChat, when it configures none.
-SANDBOX_OA_APP_ID = "wxsandboxoa00000001"
 SANDBOX_OA_APP_SECRET = "sandbox-oa-app-secret"
 #: The standalone sandbox's names for its applications when none is given: built-in, so
 #: shown in each page's language (a name given with ``--name``/``--oa-name`` stays as given).

@@ -28,7 +28,7 @@ from flask import (
 )
 
 from .. import i18n
-from ..browsers import Browser, classify
+from ..browsers import classify
 from ..i18n import LazyText
 from ..i18n import gettext as _
 from ..i18n import lazy_gettext as _l
@@ -269,7 +269,7 @@ def qrconnect() -> t.Any:
     sandbox.db.session.add(qr_session)
     sandbox.db.session.commit()
     confirm_path = url_for(".confirm", uuid=qr_session.uuid)
-    on_phone = is_phone()
+    on_phone = classify(request.headers.get("User-Agent")).on_phone
     page = Response(render_template(
         "wechat_qr/sandbox/qrconnect.html",
         app=app, qr=qr_session, jssdk=jssdk,
@@ -293,11 +293,6 @@ def qrconnect() -> t.Any:
     return page
 
 
-def is_phone() -> bool:
-    """Whether the QR page is open on a phone (WeChat's browser there too): its own camera
-    cannot scan it, and desktop WeChat's fast login is not there."""
-    return classify(request.headers.get("User-Agent")) in (Browser.PHONE,
-                                                           Browser.WECHAT_PHONE)
 
 
 def order_problem(keys: list[str], expected: list[str]) -> tuple[str, int] | None:
@@ -529,8 +524,12 @@ def made_up_people(sandbox: SandboxRuntime) -> list[SandboxPerson]:
         # earlier versions made (a database kept from then) sorts after every newer one.
         .order_by(sa.func.length(person_model.key).desc(), person_model.key.desc())
         .limit(MADE_UP_LISTED)).scalars()
-    return [SandboxPerson(row.key, row.nickname, has_unionid=row.has_unionid,
-                          note=_l("made up here before")) for row in rows]
+    return [_made_up_person(row) for row in rows]
+
+
+def _made_up_person(row: t.Any) -> SandboxPerson:
+    return SandboxPerson(row.key, row.nickname, has_unionid=row.has_unionid,
+                         note=_l("made up here before"))
 
 
 # --- the API the extension calls ------------------------------------------------------
@@ -706,7 +705,7 @@ def person_of(sandbox: SandboxRuntime, key: str) -> SandboxPerson:
     row = sandbox.db.session.get(sandbox.models.Person, key)
     if row is None:
         return SandboxPerson(key, "WeChat user")
-    return SandboxPerson(row.key, row.nickname, has_unionid=row.has_unionid)
+    return _made_up_person(row)
 
 
 def _status(qr_session: t.Any, now: float) -> str:

@@ -124,3 +124,21 @@ FACTORY = Host("host_factory", "Author", account="/users/profile")
 MIGRATE = Host("host_migrate", "User", account="/account", migrated=True)
 
 HOSTS = [REQUIRED_COLUMNS, UUID_KEYS, NO_PASSWORD, BABEL_LAYOUT, FACTORY, MIGRATE]
+
+
+def small_site(tmp_path: t.Any, name: str, db: t.Any, login_manager: t.Any, model: t.Any,
+               **config: t.Any) -> Flask:
+    """A small site of one test's own shape on the in-app sandbox: a SQLite file of its
+    own, Flask-SQLAlchemy, Flask-Login loading ``model`` by its integer id, and the
+    extension with its defaults (``config`` on top)."""
+    from flask_wechat_qr import WeChatQR
+
+    app = Flask(name, root_path=str(tmp_path))
+    app.config.update({**SANDBOX, "SECRET_KEY": f"{name}-secret-key-of-32-bytes-or-more",
+                       "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / (name + '.db')}",
+                       **config})
+    db.init_app(app)
+    login_manager.init_app(app)
+    login_manager.user_loader(lambda user_id: db.session.get(model, int(user_id)))
+    WeChatQR(app, db=db, user_model=model)
+    return app

@@ -13,10 +13,8 @@ from flask.json.provider import DefaultJSONProvider
 from flask_login import LoginManager, UserMixin, current_user
 from flask_sqlalchemy import SQLAlchemy
 
-from flask_wechat_qr import WeChatQR
-
 from .browse import Browser, assert_no_server_error, wechat_login
-from .shapes import SANDBOX
+from .shapes import small_site
 
 
 class Enveloping(DefaultJSONProvider):
@@ -36,15 +34,8 @@ def api_site(tmp_path: Path) -> Flask:
         id = db.Column(db.Integer, primary_key=True)
         nickname = db.Column(db.Unicode(255))
 
-    app = Flask("api_site", root_path=str(tmp_path))
-    app.json_provider_class = Enveloping
+    app = small_site(tmp_path, "api_site", db, login_manager, User)
     app.json = Enveloping(app)
-    app.config.update({**SANDBOX, "SECRET_KEY": "j" * 40,
-                       "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'api.db'}"})
-    db.init_app(app)
-    login_manager.init_app(app)
-    login_manager.user_loader(lambda user_id: db.session.get(User, int(user_id)))
-    WeChatQR(app, db=db, user_model=User)
 
     @app.route("/")
     def home() -> str:

@@ -15,10 +15,8 @@ from flask_login import LoginManager, UserMixin, current_user
 from flask_sqlalchemy import SQLAlchemy
 from support import CSRF, logged_in_user_id
 
-from flask_wechat_qr import WeChatQR
-
 from .browse import Browser, assert_no_server_error, wechat_login
-from .shapes import SANDBOX, flask
+from .shapes import flask, small_site
 
 PUBLIC_ENDPOINTS = {"login", "static"}
 
@@ -51,14 +49,7 @@ def members_only_site(tmp_path: Path, allow: t.Callable[[Request], bool],
         password_hash = db.Column(db.String(255))
         nickname = db.Column(db.Unicode(255))
 
-    app = Flask("members_only", root_path=str(tmp_path))
-    app.config.update({**SANDBOX, "SECRET_KEY": "m" * 40,
-                       "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'club.db'}",
-                       **config})
-    db.init_app(app)
-    login_manager.init_app(app)
-    login_manager.user_loader(lambda user_id: db.session.get(Member, int(user_id)))
-    WeChatQR(app, db=db, user_model=Member)
+    app = small_site(tmp_path, "members_only", db, login_manager, Member, **config)
 
     @app.route("/login")
     def login() -> str:
