@@ -70,6 +70,23 @@ MAX_BUSINESS_STATE_LENGTH = 1024
 MAX_NONCE_LENGTH = 255
 #: Endpoints serving public, cacheable files (kept up while logins are off).
 PUBLIC_FILES = ("wechat_qr.jwks", "wechat_qr.avatar")
+#: The pages a site links to, or names as Flask-Login's ``login_view``, that need not say
+#: which connection: the first configured.
+FIRST_CONNECTION_BY_DEFAULT = ("wechat_qr.login", "wechat_qr.qr", "wechat_qr.link")
+
+
+@blueprint.url_defaults
+def first_connection_by_default(endpoint: str, values: dict[str, t.Any]) -> None:
+    """``url_for("wechat_qr.login")`` without ``connection``: the first connection's page.
+    A site whose only login is WeChat names it as Flask-Login's ``login_view``, which
+    Flask-Login builds with nothing but ``next``; without this, every ``@login_required``
+    page answered a visitor with a 500 (a ``BuildError``)."""
+    if "connection" in values or endpoint not in FIRST_CONNECTION_BY_DEFAULT:
+        return
+    runtime = find_runtime(current_app)
+    first = next(iter(runtime.settings.connections), None) if runtime else None
+    if first is not None:
+        values["connection"] = first
 
 
 @blueprint.before_request
@@ -216,8 +233,8 @@ def _other_login_url() -> str | None:
     if configured:
         return configured
     view = getattr(getattr(current_app, "login_manager", None), "login_view", None)
-    if not view:
-        return None
+    if not view or view.startswith(f"{blueprint.name}."):
+        return None  # WeChat's own login is no other way to log in
     try:
         return url_for(view)
     except BuildError:  # a login view named but not routable here (e.g. needs arguments)

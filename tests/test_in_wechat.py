@@ -294,6 +294,18 @@ def test_the_phone_page_offers_the_sites_other_logins(make_app: t.Callable[..., 
     assert 'href="/login/password" data-wechat-qr-choice="other"' in text
 
 
+def test_the_phone_page_never_offers_wechats_own_login_as_another_way(
+        make_app: t.Callable[..., Flask]) -> None:
+    """A site whose only login is WeChat names it as Flask-Login's ``login_view``: "log in
+    another way" would lead back to this very page."""
+    app = make_app(WECHAT_QR_SANDBOX=True, WECHAT_QR_APP_ID=None, WECHAT_QR_APP_SECRET=None)
+    app.login_manager.login_view = "wechat_qr.login"  # type: ignore[attr-defined]
+    resp = in_wechat(app, SAFARI_PHONE).get("/auth/wechat/login")
+    text = resp.get_data(as_text=True)
+    assert resp.status_code == 200 and 'data-wechat-qr-page="phone"' in text
+    assert 'data-wechat-qr-choice="other"' not in text
+
+
 def test_without_an_official_account_wechat_on_a_phone_is_told_to_use_a_computer(
         make_app: t.Callable[..., Flask]) -> None:
     app = make_app()  # real-looking credentials, no Official Account

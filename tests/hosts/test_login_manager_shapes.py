@@ -297,3 +297,46 @@ def test_session_protection_and_cookie_settings(tmp_path: Path, protection: str,
     assert who(wechat_login(browser, "zhangsan")) == "Hello 张三🐼"
     assert who(browser.get("/")) == "Hello 张三🐼"
     assert_no_server_error(browser)
+
+
+# --- WeChat as the site's only login ----------------------------------------------------------
+
+
+def test_wechat_as_flask_logins_login_view_brings_the_visitor_back(tmp_path: Path) -> None:
+    """``login_manager.login_view = "wechat_qr.login"``, as a site whose only login is WeChat
+    writes it: Flask-Login builds that URL with nothing but ``next``. Before: a
+    ``BuildError`` (the route needs ``connection``), so every ``@login_required`` page
+    answered visitors with a 500."""
+    app = build_host(tmp_path)
+    app.login_manager.login_view = "wechat_qr.login"  # type: ignore[attr-defined]
+
+    @app.route("/orders")
+    @flask_login.login_required
+    def orders() -> str:
+        return f'<p id="who">Orders of {current_user.nickname}</p>'
+
+    browser = Browser(app)
+    asked = browser.get("/orders", follow=False)
+    assert asked.status_code == 302
+    assert asked.headers["Location"] == "/auth/wechat/login?next=%2Forders"
+    assert who(wechat_login(browser, "zhangsan", path=asked.headers["Location"])) \
+        == "Orders of 张三🐼"
+    assert_no_server_error(browser)
+
+
+def test_url_for_a_login_page_without_a_connection_is_the_first_connections(
+        tmp_path: Path) -> None:
+    """A site's own button may name the page alone; with several connections, the first of
+    ``WECHAT_QR_CONNECTIONS``. Building the callback without one stays an error."""
+    from flask import url_for
+    from werkzeug.routing import BuildError
+
+    app = build_host(tmp_path, WECHAT_QR_CONNECTIONS=[
+        {"connection": "work"}, {"connection": "wechat"}])
+    with app.test_request_context():
+        assert url_for("wechat_qr.login") == "/auth/work/login"
+        assert url_for("wechat_qr.qr", next="/a") == "/auth/work/qr?next=/a"
+        assert url_for("wechat_qr.link") == "/auth/work/link"
+        assert url_for("wechat_qr.login", connection="wechat") == "/auth/wechat/login"
+        with pytest.raises(BuildError):
+            url_for("wechat_qr.callback")
