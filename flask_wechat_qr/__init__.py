@@ -11,6 +11,7 @@ from .csrf import check_csrf, csrf_token
 from .delivery import id_token_issuer
 from .errors import (
     AccountDisabled,
+    AccountNotActiveYet,
     CodeUsed,
     ConfigurationError,
     InvalidCode,
@@ -33,6 +34,7 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "AccountAdapter",
     "AccountDisabled",
+    "AccountNotActiveYet",
     "AvatarImage",
     "AvatarStore",
     "CodeUsed",

@@ -114,12 +114,27 @@ class TooManyLoginsStarted(LoginError):
 
 
 class AccountDisabled(LoginError):
-    """The user exists but may not log in (Flask-Login: ``is_active`` is false)."""
+    """The user exists but may not log in (Flask-Login: ``is_active`` is false): disabled
+    by the site, or not approved yet; the page does not guess which."""
 
     status = 403
-    title = _l("This account is disabled")
+    title = _l("This account cannot log in")
     message = _l(
-        "The account linked to this WeChat is disabled on this site. Contact the site owner."
+        "The account on this site that this WeChat is linked to may not log in: the site has "
+        "disabled it, or not approved it yet. Contact the site owner."
+    )
+
+
+class AccountNotActiveYet(AccountDisabled):
+    """The user this very login made may not log in yet (Flask-Login: ``is_active`` is
+    false): a site whose new accounts wait for its approval or a confirmation. Told so,
+    not that the account is disabled."""
+
+    title = _l("Your account was created")
+    message = _l(
+        "Your account on this site was made with your WeChat, but the site does not let it "
+        "log in yet (for example, until the site approves it). Try again later, or contact "
+        "the site owner."
     )
 
 

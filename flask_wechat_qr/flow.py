@@ -64,6 +64,8 @@ from . import signals
 from .association import BindingRequired, Resolution
 from .client import ProfileNotGranted
 from .errors import (
+    AccountDisabled,
+    AccountNotActiveYet,
     AccountNotSaved,
     BindingExpired,
     CodeUsed,
@@ -615,6 +617,8 @@ class LoginFlow:
             self.adapter.login_user(resolution.user)
         except LoginError as error:
             self._tell_created_and_linked(connection, resolution)
+            if isinstance(error, AccountDisabled) and resolution.created_user:
+                return Failed(AccountNotActiveYet(), connection, login)  # made just now
             return Failed(error, connection, login)
         self._tell_created_and_linked(connection, resolution)
         return LoggedIn(connection, resolution.user, resolution.identity,

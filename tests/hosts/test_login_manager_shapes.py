@@ -195,17 +195,25 @@ def test_a_site_whose_new_accounts_wait_for_approval_hears_of_them(
         tmp_path: Path, told: list[tuple[str, str]]) -> None:
     """New users start inactive (the site approves them). The first WeChat login makes the
     user and links WeChat (committed), and Flask-Login refuses to log in an inactive user:
-    the "account disabled" page. Before, ``user_created`` and ``identity_linked`` were never
-    sent for it (the login was refused before them), so the site never heard of the account
-    it had to approve, and no later login (a returning one) would tell it either."""
+    a page that says the account was made and may not log in yet (it said "This account is
+    disabled", to someone who had just signed up). Before, ``user_created`` and
+    ``identity_linked`` were never sent for it (the login was refused before them), so the
+    site never heard of the account it had to approve, and no later login (a returning one)
+    would tell it either."""
     app = build_host(tmp_path, active_by_default=False)
     browser = Browser(app)
     page = wechat_login(browser, "zhangsan")
-    assert page.status_code == 403 and heading(page) == "This account is disabled"
+    assert page.status_code == 403 and heading(page) == "Your account was created"
+    assert "does not let it log in yet" in page.get_data(as_text=True)
     assert logged_in_user_id(browser.client) is None
     assert users(app) == [(1, False)] and identities(app) == ["1"]
     assert told == [("user_created", "1"), ("identity_linked", "signup"),
-                    ("login_failed", "AccountDisabled")]
+                    ("login_failed", "AccountNotActiveYet")]
+    # Still waiting: the next login finds the account, which may be disabled as well.
+    page = wechat_login(Browser(app), "zhangsan")
+    assert page.status_code == 403 and heading(page) == "This account cannot log in"
+    assert "not approved it yet" in page.get_data(as_text=True)
+    told.clear()
 
     told.clear()  # approved: the next login goes in, and creates nothing
     db, User = app.extensions["test_host"]
@@ -229,7 +237,7 @@ def test_binding_a_deactivated_account_links_it_and_says_so(
     [token] = set(CSRF.findall(page.get_data(as_text=True)))
     page = browser.post("/auth/bind", data={"csrf_token": token, "action": "bind",
                                            "username": "alice", "password": PASSWORD})
-    assert page.status_code == 403 and heading(page) == "This account is disabled"
+    assert page.status_code == 403 and heading(page) == "This account cannot log in"
     assert logged_in_user_id(browser.client) is None
     assert identities(app) == [str(alice)]
     assert told == [("identity_linked", "binding"), ("login_failed", "AccountDisabled")]
@@ -248,7 +256,7 @@ def test_a_deactivated_user_of_a_returning_login_is_refused(tmp_path: Path) -> N
         db.session.commit()
     browser = Browser(app)
     page = wechat_login(browser, "zhangsan")
-    assert page.status_code == 403 and heading(page) == "This account is disabled"
+    assert page.status_code == 403 and heading(page) == "This account cannot log in"
     assert logged_in_user_id(browser.client) is None and users(app) == [(1, False)]
     assert_no_server_error(browser)
 
