@@ -202,6 +202,24 @@ def test_qr_page_script_carries_a_hosts_csp_nonce(make_app: t.Any) -> None:
     assert '<script nonce="n0nce-123">' in html
 
 
+@pytest.mark.parametrize("user_agent", ["desktop", "phone"])
+def test_a_csp_nonce_given_as_a_string_is_carried_too(make_app: t.Any, user_agent: str
+                                                      ) -> None:
+    """A host's own nonce-based policy that hands its templates the nonce itself
+    (``{"csp_nonce": g.nonce}`` from a context processor) instead of Flask-Talisman's
+    function: the QR page and the phone page were a 500 ("'str' object is not callable")."""
+    from flask import g
+    from support import SAFARI_PHONE
+
+    app = make_app(WECHAT_QR_SANDBOX=True, WECHAT_QR_APP_ID=None, WECHAT_QR_APP_SECRET=None)
+    app.before_request(lambda: setattr(g, "nonce", "str-n0nce"))
+    app.context_processor(lambda: {"csp_nonce": g.nonce})
+    headers = {"User-Agent": SAFARI_PHONE} if user_agent == "phone" else {}
+    resp = app.test_client().get("/auth/wechat/qr", headers=headers)
+    assert resp.status_code == 200
+    assert '<script nonce="str-n0nce">' in resp.text
+
+
 def test_qr_page_refreshes_before_its_state_is_useless(make_app: t.Any) -> None:
     """A Refresh header, not a <meta> in the layout's head (a host layout may drop it)."""
     client = make_app(WECHAT_QR_STATE_TTL=300).test_client()
