@@ -783,6 +783,38 @@ def check_issuer_source(deployment: Deployment) -> t.Iterator[Finding]:
             "https://www.example.com")
 
 
+def check_issuer_leads_to_the_keys(deployment: Deployment) -> t.Iterator[Finding]:
+    """Receivers find the public keys from ``iss`` (``iss`` + the keys' path, as the ID
+    token guide's receiver does): an ``iss`` at another host, scheme or path than the keys
+    this site publishes leads them nowhere. Only with a known public base URL and signed
+    with a private key (a shared secret publishes no keys)."""
+    settings = deployment.settings
+    keys = deployment.urls.jwks_url
+    if (deployment.base_url is None or settings.id_token_secret
+            or not any(conn.callback_url for conn in settings.connections.values())):
+        return
+    mount_point = urlsplit(deployment.base_url).path.rstrip("/")
+    issuer = configured_issuer(settings, deployment.config, mount_point)
+    where = urlsplit(keys)
+    keys_path = where.path.removeprefix(mount_point)  # as a receiver appends it to iss
+    if issuer is None or issuer.rstrip("/") + keys_path == keys:
+        return
+    site_root = f"{where.scheme}://{where.netloc}{mount_point}"
+    if settings.id_token_issuer:
+        fix = (f"set WECHAT_QR_ID_TOKEN_ISSUER to {site_root}, or give every receiver the "
+               f"keys' URL itself")
+    elif urlsplit(issuer).netloc == where.netloc and issuer.split("://", 1)[1] \
+            == site_root.split("://", 1)[1]:
+        fix = f"set PREFERRED_URL_SCHEME to {where.scheme!r} (the iss takes its scheme)"
+    else:
+        fix = f"set SERVER_NAME to this site's host, or WECHAT_QR_ID_TOKEN_ISSUER to {site_root}"
+    yield warning(
+        f"the ID token's iss is {issuer}, but this site publishes its public keys at {keys}: "
+        "a receiver that finds the keys from iss (iss + the keys' path) gets none, and no "
+        "token verifies",
+        fix)
+
+
 def check_sandbox_in_production(deployment: Deployment) -> t.Iterator[Finding]:
     """In a sandbox anyone can log in as any simulated user: fine for trying a site (the
     README's quick start does), never for a deployed one. A warning, as at start-up: the
@@ -1058,6 +1090,7 @@ DEPLOYMENT_CHECKS: tuple[Check, ...] = (
     check_callback_url_scheme,
     check_callback_url_method,
     check_issuer_source,
+    check_issuer_leads_to_the_keys,
     check_sandbox_in_production,
     check_wechat_endpoints,
     check_redirect_known,

@@ -452,6 +452,46 @@ def test_issuer_from_the_host_header_is_a_warning(make_app: t.Callable[..., Flas
     healthy(with_config(deployment, SERVER_NAME="www.example.com"))
 
 
+@pytest.mark.parametrize(("config", "base_url", "fix"), [
+    ({"WECHAT_QR_ID_TOKEN_ISSUER": "https://login.example.com"}, PUBLIC,
+     "set WECHAT_QR_ID_TOKEN_ISSUER to https://www.example.com, or give every receiver the "
+     "keys' URL itself"),
+    ({"WECHAT_QR_ID_TOKEN_ISSUER": "https://www.example.com"}, PUBLIC + "/shop",
+     "set WECHAT_QR_ID_TOKEN_ISSUER to https://www.example.com/shop, or give every receiver "
+     "the keys' URL itself"),
+    # SERVER_NAME without PREFERRED_URL_SCHEME: an iss of http on a site served over https
+    ({"SERVER_NAME": "www.example.com"}, PUBLIC,
+     "set PREFERRED_URL_SCHEME to 'https' (the iss takes its scheme)"),
+])
+def test_an_issuer_that_does_not_lead_to_the_public_keys_is_a_warning(
+        make_app: t.Callable[..., Flask], pem: str, config: dict[str, str], base_url: str,
+        fix: str) -> None:
+    """Receivers find the keys at iss + their path (the ID token guide's receiver does): an
+    iss elsewhere made every token fail there, and nothing said why."""
+    app = make_app(WECHAT_QR_CALLBACK_URL="https://biz.example.com/wechat/done",
+                   WECHAT_QR_ID_TOKEN_PRIVATE_KEY=pem, **config)
+    deployment = deploy(app, base_url)
+    warning = only("warning", checks.check_issuer_leads_to_the_keys, deployment)
+    assert "but this site publishes its public keys at " in warning.what
+    assert warning.what.endswith("a receiver that finds the keys from iss (iss + the keys' "
+                                 "path) gets none, and no token verifies")
+    assert warning.fix == fix
+    if "SERVER_NAME" in config:
+        healthy(deploy(make_app(WECHAT_QR_CALLBACK_URL="https://biz.example.com/wechat/done",
+                                WECHAT_QR_ID_TOKEN_PRIVATE_KEY=pem,
+                                PREFERRED_URL_SCHEME="https", **config), base_url))
+
+
+def test_an_issuer_at_the_keys_or_a_shared_secret_is_fine(
+        make_app: t.Callable[..., Flask], pem: str) -> None:
+    for config in ({"WECHAT_QR_ID_TOKEN_ISSUER": "https://www.example.com/shop",
+                    "WECHAT_QR_ID_TOKEN_PRIVATE_KEY": pem},
+                   {"WECHAT_QR_ID_TOKEN_ISSUER": "https://login.example.com",
+                    "WECHAT_QR_ID_TOKEN_SECRET": "k3y-" * 12}):
+        app = make_app(WECHAT_QR_CALLBACK_URL="https://biz.example.com/wechat/done", **config)
+        healthy(deploy(app, PUBLIC + "/shop"))
+
+
 # --- a business callback URL that would end in 405 ------------------------------------------
 
 ID_TOKENS = {"WECHAT_QR_ID_TOKEN_SECRET": "k3y-" * 12,
