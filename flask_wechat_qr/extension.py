@@ -482,13 +482,19 @@ def _sandbox_app_name(app: Flask, settings: Settings,
     return name
 
 
-def _connection_named(identifier: str) -> ConnectionSettings | None:
-    """A connection's settings, or ``None``: a template global, so the login button macro
+def _connection_named(identifier: str | None = None) -> ConnectionSettings | None:
+    """A connection's settings (``None``: the first connection's, as ``url_for`` of its
+    pages without one), or ``None``: a template global, so the login button macro
     works when imported without context (``{% from "wechat_qr/macros.html" import ... %}``),
     where context processors' variables are not visible. (``wechat_qr_csrf_token`` is the
     other global: for the host's own unlink forms.)"""
     runtime = find_runtime(current_app)
-    return runtime.settings.connections.get(identifier) if runtime is not None else None
+    if runtime is None:
+        return None
+    connections = runtime.settings.connections
+    if identifier is None:
+        return next(iter(connections.values()), None)
+    return connections.get(identifier)
 
 
 def _template_context() -> dict[str, t.Any]:
