@@ -140,7 +140,11 @@ class AccountAdapter(t.Generic[UserT]):
         user = model()
         username_column = model.__table__.c.get("username")
         if username_column is not None and not username_column.nullable:
-            user.username = f"wechat-{secrets.token_hex(5)}"
+            username = f"wechat-{secrets.token_hex(5)}"
+            longest = _column_length(model, "username")
+            if longest is not None and len(username) > longest:
+                username = f"wx{secrets.token_hex(longest)}"[:longest]  # still random
+            user.username = username
         self._require_db().session.add(user)
         return t.cast(UserT, user)
 

@@ -253,6 +253,23 @@ def test_a_profile_longer_than_the_sites_columns_still_logs_in(
         dispose_engines(app)
 
 
+def test_a_made_up_username_fits_a_short_username_column(
+        tmp_path: t.Any, database: Database, wechat_api: t.Any) -> None:
+    """A required ``username = db.String(12)``. Before: the default ``create_user`` made
+    "wechat-" and ten hexadecimal digits, which PostgreSQL refuses: a bare 500 at every
+    first login."""
+    columns = {"username": sa.Column(sa.String(12), unique=True, nullable=False)}
+    app = shaped_host(tmp_path, columns, url=database.url("short"))
+    try:
+        client = app.test_client()
+        assert login_with_wechat(client, wechat_api).status_code == 302
+        (user,) = all_users(app)
+        assert len(user.username) == 12 and user.username.startswith("wx")
+        assert logged_in_user_id(client) == str(user.id)
+    finally:
+        dispose_engines(app)
+
+
 def columns_named(tmp_path: t.Any, model: type, db: SQLAlchemy) -> list[str]:
     """The columns ``init_app`` says the default ``create_user`` cannot fill (none: it
     starts)."""
