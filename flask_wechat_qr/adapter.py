@@ -140,7 +140,11 @@ class AccountAdapter(t.Generic[UserT]):
         user = model()
         username_column = model.__table__.c.get("username")
         if username_column is not None and not username_column.nullable:
-            user.username = f"wechat-{secrets.token_hex(5)}"
+            username = f"wechat-{secrets.token_hex(5)}"
+            longest = _column_length(model, "username")
+            if longest is not None and len(username) > longest:
+                username = f"wx{secrets.token_hex(longest)}"[:longest]  # still random
+            user.username = username
         self._require_db().session.add(user)
         return t.cast(UserT, user)
 
@@ -150,13 +154,23 @@ class AccountAdapter(t.Generic[UserT]):
         """Copy the WeChat profile onto the user (attributes the model has: ``nickname``,
         ``avatar_url``). Never copies anything that identifies or authenticates a user, nor
         WeChat's placeholders (empty values, "微信用户", the grey default avatar: see
-        :mod:`flask_wechat_qr.placeholders`) over what the user has. Where avatars are
-        stored (``WECHAT_QR_STORE_AVATARS``), ``profile.avatar_url`` is the stored copy."""
+        :mod:`flask_wechat_qr.placeholders`) over what the user has. A nickname longer than
+        its column (``db.String(n)``) is cut to fit; an avatar URL longer than its column is
+        not copied (a cut URL shows no picture). Where avatars are stored
+        (``WECHAT_QR_STORE_AVATARS``), ``profile.avatar_url`` is the stored copy."""
         row: t.Any = user  # the user model's columns are known only at run time
-        if hasattr(type(user), "nickname") and profile.real_nickname:
-            row.nickname = profile.real_nickname
-        if hasattr(type(user), "avatar_url") and profile.real_avatar_url:
-            row.avatar_url = profile.real_avatar_url
+        model = type(user)
+        if hasattr(model, "nickname") and profile.real_nickname:
+            row.nickname = profile.real_nickname[:_column_length(model, "nickname")]
+        avatar_url = profile.real_avatar_url
+        if hasattr(model, "avatar_url") and avatar_url:
+            longest = _column_length(model, "avatar_url")
+            if longest is None or len(avatar_url) <= longest:
+                row.avatar_url = avatar_url
+            else:  # a cut URL shows no picture; the database would refuse the whole URL
+                log.warning("%s.avatar_url holds at most %d characters, this WeChat avatar "
+                            "URL has %d: not copied. Make the column longer (db.Text).",
+                            model.__name__, longest, len(avatar_url))
 
     def can_signup(self, connection: ConnectionSettings) -> bool:
         """Whether a WeChat account nobody owns may get a new user (not in login-only mode)."""
@@ -353,6 +367,16 @@ def login_field_expression(model: t.Any, name: str) -> t.Any | None:
         return None
     expression = getattr(model, name, None)
     return expression if hasattr(expression, "__clause_element__") else None
+
+
+def _column_length(model: type[object], name: str) -> int | None:
+    """The most characters the model's ``name`` attribute holds, when it is a column of a
+    sized string type (``db.String(80)``); ``None`` when unsized or not a plain column."""
+    mapper = sa.inspect(model, raiseerr=False)
+    attribute = mapper.attrs.get(name) if mapper is not None else None
+    columns = getattr(attribute, "columns", None)
+    length = getattr(columns[0].type, "length", None) if columns else None
+    return length if isinstance(length, int) and length > 0 else None
 
 
 def why_accounts_cannot_be_proved(adapter: AccountAdapter[t.Any]) -> str | None:

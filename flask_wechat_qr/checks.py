@@ -972,10 +972,28 @@ def session_cookie_misses(config: t.Mapping[str, t.Any], callback: str) -> str |
     return None
 
 
+def secure_cookie_dropped(config: t.Mapping[str, t.Any], callback: str) -> bool:
+    """Whether browsers would keep no session cookie at all on the way to ``callback``:
+    ``SESSION_COOKIE_SECURE`` on a site served over http, away from this machine (where an
+    http page is a secure context, which may keep ``Secure`` cookies)."""
+    parts = urlsplit(callback)
+    return bool(config.get("SESSION_COOKIE_SECURE") and parts.scheme == "http"
+                and parts.hostname and not is_loopback_host(parts.hostname))
+
+
 def check_session_cookie_reaches_callback(deployment: Deployment) -> t.Iterator[Finding]:
     """The session cookie carries each login's state to the callback: the browser must
-    send it there."""
+    keep it, and send it there."""
     for connection, uri in deployment.urls.redirect_uris.items():
+        if secure_cookie_dropped(deployment.config, uri):
+            yield problem(
+                f"SESSION_COOKIE_SECURE is on but the callback {uri} is http: browsers keep "
+                "no Secure cookie from an http page, so every login (and every session of "
+                "the site) is forgotten and ends on 'This login link is no longer valid'",
+                "serve the site over https (behind a proxy: ProxyFix, see docs/deploying), "
+                "or set SESSION_COOKIE_SECURE only where it is",
+                connection)
+            continue
         reason = session_cookie_misses(deployment.config, uri)
         if reason is not None:
             yield problem(

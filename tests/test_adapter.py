@@ -21,6 +21,7 @@ from support import (
     UNIONID_2,
     Database,
     all_identities,
+    all_users,
     arrive,
     bind_as,
     bind_page,
@@ -225,6 +226,48 @@ def test_the_documented_create_user_fixes_it(tmp_path: t.Any, wechat_api: t.Any)
 
 def test_login_only_sites_never_create_users_and_start(tmp_path: t.Any) -> None:
     assert shaped_host(tmp_path, required_email(), WECHAT_QR_LOGIN_ONLY=True)
+
+
+def test_a_profile_longer_than_the_sites_columns_still_logs_in(
+        tmp_path: t.Any, database: Database, wechat_api: t.Any,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A site's ``nickname`` and ``avatar_url`` columns sized as it saw fit
+    (``db.String(8)``). Before: the whole profile copied, which PostgreSQL refuses
+    ("value too long"): a bare 500 for that person at every first login. Now the nickname
+    is cut to the column and an avatar URL that does not fit is left out (a cut URL shows
+    no picture), said in the log."""
+    columns = {"nickname": sa.Column(sa.Unicode(8)), "avatar_url": sa.Column(sa.String(40))}
+    app = shaped_host(tmp_path, columns, url=database.url("sized"))
+    try:
+        client = app.test_client()
+        with caplog.at_level(logging.WARNING, "flask_wechat_qr"):
+            resp = login_with_wechat(client, wechat_api, nickname="一二三四五六七八九十🐼")
+        assert resp.status_code == 302, resp.get_data(as_text=True)
+        (user,) = all_users(app)
+        assert (user.nickname, user.avatar_url) == ("一二三四五六七八", None)
+        assert logged_in_user_id(client) == str(user.id)
+        assert "User.avatar_url holds at most 40 characters" in caplog.text
+        (identity,) = all_identities(app)
+        assert identity.nickname == "一二三四五六七八九十🐼"  # the extension's own row keeps it
+    finally:
+        dispose_engines(app)
+
+
+def test_a_made_up_username_fits_a_short_username_column(
+        tmp_path: t.Any, database: Database, wechat_api: t.Any) -> None:
+    """A required ``username = db.String(12)``. Before: the default ``create_user`` made
+    "wechat-" and ten hexadecimal digits, which PostgreSQL refuses: a bare 500 at every
+    first login."""
+    columns = {"username": sa.Column(sa.String(12), unique=True, nullable=False)}
+    app = shaped_host(tmp_path, columns, url=database.url("short"))
+    try:
+        client = app.test_client()
+        assert login_with_wechat(client, wechat_api).status_code == 302
+        (user,) = all_users(app)
+        assert len(user.username) == 12 and user.username.startswith("wx")
+        assert logged_in_user_id(client) == str(user.id)
+    finally:
+        dispose_engines(app)
 
 
 def columns_named(tmp_path: t.Any, model: type, db: SQLAlchemy) -> list[str]:

@@ -602,6 +602,32 @@ def test_a_session_cookie_over_the_callback_is_fine(site: Flask,
         with_config(deploy(site), **config))) == []
 
 
+@pytest.mark.parametrize("base_url", ["http://192.168.1.5", "http://dev.example.com"])
+def test_a_secure_only_session_cookie_over_http_is_a_problem(
+        make_app: t.Callable[..., Flask], base_url: str) -> None:
+    """``SESSION_COOKIE_SECURE = True`` copied from a production config onto a site served
+    over http (the sandbox tried from a phone on the network, a staging host): browsers
+    keep no ``Secure`` cookie from an http page. Before: ``check`` said nothing, and every
+    login ended on "This login link is no longer valid" (an INFO line in the log)."""
+    app = make_app(DEBUG=True, SESSION_COOKIE_SECURE=True)
+    finding = only("problem", checks.check_session_cookie_reaches_callback,
+                   deploy(app, base_url=base_url))
+    assert "SESSION_COOKIE_SECURE is on but the callback" in finding.what
+    assert "'This login link is no longer valid'" in finding.what
+    assert "https" in finding.fix and "SESSION_COOKIE_SECURE" in finding.fix
+
+
+@pytest.mark.parametrize("base_url", ["http://127.0.0.1:5000", "http://localhost:5000",
+                                      "https://www.example.com"])
+def test_a_secure_only_session_cookie_where_browsers_keep_it_is_fine(
+        make_app: t.Callable[..., Flask], base_url: str) -> None:
+    """Browsers keep ``Secure`` cookies from https pages, and from http ones on this
+    machine (a secure context)."""
+    app = make_app(DEBUG=True, SESSION_COOKIE_SECURE=True)
+    assert list(checks.check_session_cookie_reaches_callback(
+        deploy(app, base_url=base_url))) == []
+
+
 # --- routes of the host in the way ------------------------------------------------------
 
 
