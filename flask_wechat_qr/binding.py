@@ -27,6 +27,7 @@ from .errors import AlreadyLinked, BindingBlocked, BindingExpired, LoginRefused
 from .i18n import LazyText, lazy_ngettext
 from .i18n import lazy_gettext as _l
 from .purge import PurgeSchedule, delete_expired
+from .urls import client_network
 
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
@@ -184,7 +185,8 @@ class PendingBindings:
         failures count.
         """
         Attempt = self.models.BindAttempt
-        address = address[:_ADDRESS_LENGTH]
+        # One client's many IPv6 addresses (a /64) count as one.
+        address = client_network(address)[:_ADDRESS_LENGTH]
         account = account_key(username)
         now = time.time()
         since = now - self.settings.bind_block_seconds

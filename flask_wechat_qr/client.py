@@ -91,16 +91,16 @@ class WeChatToken:
         """The token in an answer of ``app``'s token or refresh endpoint."""
         openid = data.get("openid")
         access_token = data.get("access_token")
-        if not isinstance(openid, str) or not openid or not isinstance(access_token, str):
+        if not _is_wechat_id(openid) or not isinstance(access_token, str):
             raise WeChatUnavailable(_l("WeChat's token answer had no openid or access token."))
         expires_in = data.get("expires_in")
         return cls(
-            openid=openid,
+            openid=t.cast(str, openid),
             access_token=access_token,
-            refresh_token=data.get("refresh_token") or None,
+            refresh_token=_text(data.get("refresh_token")),
             expires_in=int(str(expires_in)) if str(expires_in or "").isdigit() else None,
-            scope=data.get("scope") or None,
-            unionid=data.get("unionid") or None,
+            scope=_text(data.get("scope")),
+            unionid=_unionid(data),
             is_snapshotuser=str(data.get("is_snapshotuser", "0")) == "1",
             app=app,
         )
@@ -132,12 +132,12 @@ class WeChatProfile:
         """The profile in an answer of ``/sns/userinfo``; ``sandbox_images``: the answer is
         the built-in sandbox's, whose avatars are ``data:image/`` URIs."""
         openid = data.get("openid")
-        if not isinstance(openid, str) or not openid:
+        if not _is_wechat_id(openid):
             raise WeChatUnavailable(_l("WeChat's profile answer had no openid."))
         nickname = data.get("nickname")
         return cls(
-            openid=openid,
-            unionid=data.get("unionid") or None,
+            openid=t.cast(str, openid),
+            unionid=_unionid(data),
             nickname=nickname if isinstance(nickname, str) else "",
             avatar_url=avatar_url(data.get("headimgurl"), sandbox_images=sandbox_images),
             raw=dict(data),
@@ -167,16 +167,46 @@ def avatar_url(value: t.Any, *, sandbox_images: bool = False) -> str | None:
     return urlunsplit(parts)
 
 
+#: Longest ``openid`` or ``unionid`` accepted (the identity table's columns hold 128;
+#: WeChat's are 28 or 29 characters): a longer one is no answer of WeChat's.
+MAX_WECHAT_ID_LENGTH = 128
+
+
+def _is_wechat_id(value: t.Any) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= MAX_WECHAT_ID_LENGTH
+
+
+def _unionid(data: t.Mapping[str, t.Any]) -> str | None:
+    """An answer's ``unionid``: ``None`` where it has none; refused when it is not one (a
+    list or an object cannot be stored, and a unionid is what accounts are matched by)."""
+    unionid = data.get("unionid")
+    if unionid is None or unionid == "":
+        return None
+    if not _is_wechat_id(unionid):
+        raise WeChatUnavailable(_l("WeChat's answer had a unionid that is not valid."))
+    return t.cast(str, unionid)
+
+
+def _text(value: t.Any) -> str | None:
+    """A text field of an answer (``scope``, ``refresh_token``), ``None`` if not text."""
+    return value if isinstance(value, str) and value else None
+
+
+def _no_constant(name: str) -> t.NoReturn:
+    raise ValueError(f"{name} is not JSON")
+
+
 #: WeChat's JSON may hold raw control characters in strings (nicknames): not strict. One
 #: decoder for every answer (``json.loads`` with an option builds a new one per call).
-_LENIENT_JSON = json.JSONDecoder(strict=False)
+#: ``NaN`` and ``Infinity`` are no JSON (a database's JSON column refuses them).
+_LENIENT_JSON = json.JSONDecoder(strict=False, parse_constant=_no_constant)
 
 
 def json_object(resp: requests.Response) -> dict[str, t.Any] | None:
     """WeChat's JSON answer (UTF-8 whatever the Content-Type says), or ``None``."""
     try:
         data = _LENIENT_JSON.decode(resp.content.decode("utf-8", "replace"))
-    except ValueError:
+    except (ValueError, RecursionError):  # nested deeper than the decoder goes: no answer
         return None
     return data if isinstance(data, dict) else None
 
@@ -203,7 +233,7 @@ def decode_body(resp: requests.Response) -> dict[str, t.Any]:
     if errcode not in (None, 0, "0"):
         try:
             code = int(errcode)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # 1e400 is a float's infinity
             code = -2
         raise error_for(code, str(data.get("errmsg", "")))
     if resp.status_code != 200:

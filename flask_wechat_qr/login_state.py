@@ -30,6 +30,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from .errors import StateError, StateUsed, TooManyLoginsStarted
 from .purge import Executor, PurgeSchedule, delete_expired
 from .settings import OFFICIAL_ACCOUNT, WEBSITE_APP
+from .urls import client_network
 
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
@@ -395,9 +396,10 @@ class LoginStates:
     def begin(self, login: LoginData, client: str = "", browser: str | None = None) -> str:
         """A new ``state`` for one login, its ``login`` data kept until the callback.
         ``client``: the address of the browser (a long ``next`` parks its data in the table,
-        a few at a time per address). ``browser``: a key of this browser that a session
-        cookie planted in another browser cannot carry (see :func:`browser_key`); the
-        callback must then bring the same.
+        a few at a time per address, an IPv6 /64 counting as one: see
+        :func:`~flask_wechat_qr.urls.client_network`). ``browser``: a key of this browser
+        that a session cookie planted in another browser cannot carry (see
+        :func:`browser_key`); the callback must then bring the same.
 
         ``[A-Za-z0-9]{32}``: within the 128-byte alphanumeric limit WeChat documents.
         """
@@ -413,7 +415,7 @@ class LoginStates:
         if len(value) <= MAX_INLINE_STATE_DATA:
             marker["data"] = data
         else:
-            client_key = hashlib.sha256(client.encode()).hexdigest()[:16]
+            client_key = hashlib.sha256(client_network(client).encode()).hexdigest()[:16]
             marker["parked"] = f"{PARKED}{client_key}:{key}"
             self.store.park(marker["parked"], value, expires_at, client_key)
         session[key] = marker

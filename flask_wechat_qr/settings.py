@@ -709,7 +709,8 @@ class Settings:
             ":setting:`WECHAT_QR_BIND_BLOCK_SECONDS`.")
     bind_attempts_per_address: int = setting(
         20, whole_number, topic="binding",
-        doc="The same limit per client address, across all pending bindings.")
+        doc="The same limit per client address (an IPv6 address's /64 network counts as "
+            "one), across all pending bindings.")
     bind_attempts_per_account: int = setting(
         10, whole_number, topic="binding",
         doc="The same limit per account tried (by its username), across all pending "

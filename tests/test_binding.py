@@ -779,6 +779,30 @@ def test_a_long_client_address_is_still_limited(make_app: t.Any, wechat_api: t.A
     assert all_identities(app) == []
 
 
+def test_addresses_of_one_ipv6_network_share_the_address_limit(make_app: t.Any,
+                                                                wechat_api: t.Any) -> None:
+    """A client picks any address of its IPv6 /64 at will: a new one per guess must not
+    reset the per-address limit (then only the per-account limit stood between a script
+    and trying one password on every account)."""
+    app = ask_app(make_app, WECHAT_QR_BIND_ATTEMPTS_PER_ADDRESS=2,
+                  WECHAT_QR_BIND_ATTEMPTS_PER_BINDING=10)
+    add_user(app, username="alice", password="alice-pw")
+    add_user(app, username="bob", password="bob-pw")
+    add_user(app, username="carol", password="carol-pw")
+    clients = [browser(app, f"2001:db8:7:7::{n}") for n in (1, 2, 3)]
+    arrive(clients[0], wechat_api)
+    arrive(clients[1], wechat_api, openid=OPENID_2, unionid=UNIONID_2)
+    arrive(clients[2], wechat_api, openid=OPENID_3, unionid=UNIONID_3)
+    tokens = [bind_page(client)[1] for client in clients]
+    assert bind_as(clients[0], tokens[0], "alice", "guess").status_code == 400
+    assert bind_as(clients[1], tokens[1], "bob", "guess").status_code == 400
+    assert bind_as(clients[2], tokens[2], "carol", "guess").status_code == 429
+    other = browser(app, "2001:db8:7:8::1")
+    arrive(other, wechat_api, openid="o-other", unionid="u-other")
+    assert bind_as(other, bind_page(other)[1], "carol", "guess").status_code == 400
+    assert all_identities(app) == []
+
+
 def test_create_is_not_blocked_by_failed_binds(make_app: t.Any, wechat_api: t.Any) -> None:
     """The limit guards password guessing; creating an account proves nothing."""
     app = ask_app(make_app, WECHAT_QR_BIND_ATTEMPTS_PER_BINDING=1)

@@ -751,6 +751,14 @@ BAD_ANSWERS = [
     pytest.param(200, b'{"openid": "trunc', id="200-truncated"),
     pytest.param(404, b"<html>404 Not Found</html>", id="404-html"),
     pytest.param(403, b'{"message": "forbidden by proxy"}', id="403-json"),
+    # A hostile or broken upstream: nesting deeper than the JSON decoder's stack (a
+    # RecursionError), and JavaScript's constants, which are no JSON.
+    pytest.param(200, b"[" * 200_000, id="200-nested-deeper-than-the-stack"),
+    pytest.param(200, b'{"openid": "o1", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+                 id="200-object-nested-deeper-than-the-stack"),
+    pytest.param(200, b'{"errcode": Infinity, "errmsg": "x"}', id="200-errcode-infinity"),
+    pytest.param(200, b'{"openid": "o1", "access_token": "AT", "nickname": "n", "x": NaN}',
+                 id="200-nan"),
 ]
 
 
@@ -805,6 +813,70 @@ def test_a_compressed_answer_counts_as_it_unpacks(wx: WeChatClient,
     wechat_api.raw(TOKEN_PATH, packed, headers={"Content-Encoding": "gzip"})
     with pytest.raises(WeChatUnavailable):
         wx.exchange_code(CODE)
+
+
+def test_an_errcode_too_big_for_an_integer_is_still_an_error(wx: WeChatClient,
+                                                              wechat_api: WeChatAPI) -> None:
+    """``1e400`` reads as a float's infinity, which no int() takes (an OverflowError)."""
+    wechat_api.raw(TOKEN_PATH, b'{"errcode": 1e400, "errmsg": "x"}')
+    with pytest.raises(WeChatAPIError) as info:
+        wx.exchange_code(CODE)
+    assert info.value.status == 502
+
+
+TOKEN_ANSWER = {"access_token": ACCESS_TOKEN, "expires_in": 7200, "openid": OPENID,
+                "scope": "snsapi_login", "unionid": UNIONID}
+
+
+@pytest.mark.parametrize("operation", ["exchange_code", "refresh", "userinfo"])
+@pytest.mark.parametrize("field, value", [
+    pytest.param("unionid", {"a": 1}, id="unionid-object"),
+    pytest.param("unionid", [UNIONID], id="unionid-list"),
+    pytest.param("unionid", 5, id="unionid-number"),
+    pytest.param("unionid", "u" * 129, id="unionid-longer-than-its-column"),
+    pytest.param("openid", "o" * 129, id="openid-longer-than-its-column"),
+    pytest.param("openid", 5, id="openid-number"),
+])
+def test_ids_that_are_not_wechats_are_wechat_unavailable(
+    wx: WeChatClient, wechat_api: WeChatAPI, operation: str, field: str, value: t.Any
+) -> None:
+    """An openid or unionid no identity row can hold (on PostgreSQL, a 500 from the
+    insert; a list, on every database) is no answer of WeChat's."""
+    path, call = OPERATIONS[operation]
+    wechat_api.raw(path, json.dumps({**TOKEN_ANSWER, field: value}).encode())
+    with pytest.raises(WeChatUnavailable) as info:
+        call(wx)
+    assert info.value.status == 502
+    assert_error_is_clean(info.value)
+
+
+@pytest.mark.parametrize("field", ["scope", "refresh_token"])
+def test_token_text_fields_that_are_not_text_are_left_out(wx: WeChatClient,
+                                                          wechat_api: WeChatAPI,
+                                                          field: str) -> None:
+    """A ``scope`` that is a list made ``grants_profile`` raise (a 500 on the callback)."""
+    wechat_api.raw(TOKEN_PATH, json.dumps({**TOKEN_ANSWER, field: ["snsapi_login"]}).encode())
+    token = wx.exchange_code(CODE)
+    assert getattr(token, field) is None
+    assert token.grants_profile
+
+
+@pytest.mark.parametrize("body", [
+    pytest.param(b"[" * 200_000, id="nested-deeper-than-the-stack"),
+    pytest.param(b'{"errcode": 1e400}', id="errcode-infinity"),
+    pytest.param(json.dumps({**TOKEN_ANSWER, "scope": ["snsapi_login"]}).encode(),
+                 id="scope-list"),
+    pytest.param(json.dumps({**TOKEN_ANSWER, "unionid": [UNIONID]}).encode(),
+                 id="unionid-list"),
+])
+def test_a_hostile_token_answer_is_a_page_not_a_500(client: t.Any, wechat_api: WeChatAPI,
+                                                    body: bytes) -> None:
+    state = start_login(client)
+    wechat_api.raw(TOKEN_PATH, body)
+    wechat_api.userinfo()
+    resp = finish_login(client, state, code=CODE)
+    assert resp.status_code in (302, 502)
+    assert "Traceback" not in resp.get_data(as_text=True)
 
 
 @pytest.mark.parametrize("operation", ["exchange_code", "refresh"])

@@ -726,3 +726,24 @@ def test_hostile_login_starts_grow_the_database_by_little(make_app: t.Any) -> No
     other.environ_base["REMOTE_ADDR"] = "203.0.113.20"
     assert other.get("/auth/wechat/login", query_string={"next": long_next}).status_code == 302
     assert len(_parked_rows(app)) == 11
+
+
+def test_one_ipv6_client_is_one_client_whatever_its_address(make_app: t.Any) -> None:
+    """An IPv6 client picks any address of its /64 at will: were each counted as a client,
+    one script would fill the whole table (10,000 rows: 1,000 /64 addresses' worth) and
+    refuse every long login of the site. Its /64 is one client; another /64, and IPv4
+    written IPv4-mapped, are counted as before."""
+    app = make_app()
+    long_next = "/search?q=" + "a" * 2000
+
+    def start(address: str) -> int:
+        client = app.test_client(use_cookies=False)
+        client.environ_base["REMOTE_ADDR"] = address
+        return client.get("/auth/wechat/login", query_string={"next": long_next}).status_code
+
+    statuses = [start(f"2001:db8:1:2:{n:x}::{n + 1:x}") for n in range(12)]
+    assert statuses == [302] * 10 + [429] * 2
+    assert start("2001:db8:1:3::1") == 302
+    assert [start("::ffff:198.51.100.8") for _ in range(10)] == [302] * 10
+    assert start("198.51.100.8") == 429
+    assert len(_parked_rows(app)) == 21
