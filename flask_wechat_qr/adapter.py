@@ -140,11 +140,7 @@ class AccountAdapter(t.Generic[UserT]):
         user = model()
         username_column = model.__table__.c.get("username")
         if username_column is not None and not username_column.nullable:
-            username = f"wechat-{secrets.token_hex(5)}"
-            longest = _column_length(model, "username")
-            if longest is not None and len(username) > longest:
-                username = f"wx{secrets.token_hex(longest)}"[:longest]  # still random
-            user.username = username
+            user.username = _made_up_username(_sized(username_column))
         self._require_db().session.add(user)
         return t.cast(UserT, user)
 
@@ -160,17 +156,21 @@ class AccountAdapter(t.Generic[UserT]):
         (``WECHAT_QR_STORE_AVATARS``), ``profile.avatar_url`` is the stored copy."""
         row: t.Any = user  # the user model's columns are known only at run time
         model = type(user)
-        if hasattr(model, "nickname") and profile.real_nickname:
-            row.nickname = profile.real_nickname[:_column_length(model, "nickname")]
+        nickname = profile.real_nickname
+        if hasattr(model, "nickname") and nickname:
+            longest = _column_length(model, "nickname")
+            # characters, as PostgreSQL, MySQL (utf8mb4) and SQLite count a column's length
+            row.nickname = nickname if longest is None or len(nickname) <= longest \
+                else nickname[:longest].rstrip(_DANGLING)
         avatar_url = profile.real_avatar_url
         if hasattr(model, "avatar_url") and avatar_url:
             longest = _column_length(model, "avatar_url")
             if longest is None or len(avatar_url) <= longest:
                 row.avatar_url = avatar_url
             else:  # a cut URL shows no picture; the database would refuse the whole URL
-                log.warning("%s.avatar_url holds at most %d characters, this WeChat avatar "
-                            "URL has %d: not copied. Make the column longer (db.Text).",
-                            model.__name__, longest, len(avatar_url))
+                _warn_once(model, f"{model.__name__}.avatar_url holds at most {longest} "
+                           f"characters, a WeChat avatar URL had {len(avatar_url)}: not "
+                           "copied (said once per process). Make the column longer (db.Text).")
 
     def can_signup(self, connection: ConnectionSettings) -> bool:
         """Whether a WeChat account nobody owns may get a new user (not in login-only mode)."""
@@ -375,8 +375,44 @@ def _column_length(model: type[object], name: str) -> int | None:
     mapper = sa.inspect(model, raiseerr=False)
     attribute = mapper.attrs.get(name) if mapper is not None else None
     columns = getattr(attribute, "columns", None)
-    length = getattr(columns[0].type, "length", None) if columns else None
+    return _sized(columns[0]) if columns else None
+
+
+def _sized(column: t.Any) -> int | None:
+    """A column's length when it is a sized string type, else ``None``."""
+    length = getattr(column.type, "length", None)
     return length if isinstance(length, int) and length > 0 else None
+
+
+#: What a made-up username is written with where ``wechat-`` and ten hex digits do not fit.
+_USERNAME_LETTERS = "abcdefghijklmnopqrstuvwxyz0123456789"
+
+
+def _made_up_username(longest: int | None) -> str:
+    """A random username for someone who has none: ``wechat-`` and ten hex digits, or, for a
+    shorter column, letters and digits to its whole length (random in every character: a
+    cut ``wechat-…`` or ``wx…`` would be the same name for everyone)."""
+    username = f"wechat-{secrets.token_hex(5)}"
+    if longest is None or len(username) <= longest:
+        return username
+    return "".join(secrets.choice(_USERNAME_LETTERS) for _ in range(longest))
+
+
+#: What a cut nickname must not end with: half of a character sequence (a zero-width
+#: joiner of an emoji sequence, a variation selector).
+_DANGLING = "\u200d\ufe0e\ufe0f"
+
+
+#: The user models whose too-short ``avatar_url`` column this process has warned of.
+_WARNED: weakref.WeakSet[type[object]] = weakref.WeakSet()
+
+
+def _warn_once(model: type[object], message: str) -> None:
+    """A warning about a user model's column, once per model and process: with a profile
+    synced at every login it would otherwise come with every login."""
+    if model not in _WARNED:
+        _WARNED.add(model)
+        log.warning("%s", message)
 
 
 def why_accounts_cannot_be_proved(adapter: AccountAdapter[t.Any]) -> str | None:

@@ -23,11 +23,11 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from .association import Resolution
 from .client import WeChatProfile
+from .client_address import client_network
 from .errors import AlreadyLinked, BindingBlocked, BindingExpired, LoginRefused
 from .i18n import LazyText, lazy_ngettext
 from .i18n import lazy_gettext as _l
 from .purge import PurgeSchedule, delete_expired
-from .urls import client_network
 
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 import typing as t
 from dataclasses import dataclass, field
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import SplitResult, quote, unquote, urlsplit
 
 from flask import Flask, request, url_for
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
@@ -795,16 +795,19 @@ def check_issuer_leads_to_the_keys(deployment: Deployment) -> t.Iterator[Finding
         return
     mount_point = urlsplit(deployment.base_url).path.rstrip("/")
     issuer = configured_issuer(settings, deployment.config, mount_point)
-    where = urlsplit(keys)
-    keys_path = where.path.removeprefix(mount_point)  # as a receiver appends it to iss
-    if issuer is None or issuer.rstrip("/") + keys_path == keys:
+    if issuer is None:
         return
-    site_root = f"{where.scheme}://{where.netloc}{mount_point}"
+    where, named = urlsplit(keys), urlsplit(issuer)
+    mount = unquote(mount_point)
+    keys_path = unquote(where.path).removeprefix(mount)  # as a receiver appends it to iss
+    same_path = unquote(named.path).rstrip("/") + keys_path == unquote(where.path)
+    if same_path and _origin(named) == _origin(where):
+        return
+    site_root = f"{where.scheme}://{where.netloc}{quote(mount)}"
     if settings.id_token_issuer:
         fix = (f"set WECHAT_QR_ID_TOKEN_ISSUER to {site_root}, or give every receiver the "
                f"keys' URL itself")
-    elif urlsplit(issuer).netloc == where.netloc and issuer.split("://", 1)[1] \
-            == site_root.split("://", 1)[1]:
+    elif same_path and (named.netloc.lower() == where.netloc.lower()):  # the scheme alone
         fix = f"set PREFERRED_URL_SCHEME to {where.scheme!r} (the iss takes its scheme)"
     else:
         fix = f"set SERVER_NAME to this site's host, or WECHAT_QR_ID_TOKEN_ISSUER to {site_root}"
@@ -813,6 +816,16 @@ def check_issuer_leads_to_the_keys(deployment: Deployment) -> t.Iterator[Finding
         "a receiver that finds the keys from iss (iss + the keys' path) gets none, and no "
         "token verifies",
         fix)
+
+
+def _origin(url: SplitResult) -> tuple[str, str, int | None]:
+    """A URL's scheme, host and port as a browser compares them (case, default ports)."""
+    scheme = url.scheme.lower()
+    try:
+        port = url.port
+    except ValueError:
+        port = None
+    return scheme, (url.hostname or "").lower(), port or {"http": 80, "https": 443}.get(scheme)
 
 
 def check_sandbox_in_production(deployment: Deployment) -> t.Iterator[Finding]:

@@ -93,12 +93,11 @@ class WeChatToken:
         access_token = data.get("access_token")
         if not _is_wechat_id(openid) or not isinstance(access_token, str):
             raise WeChatUnavailable(_l("WeChat's token answer had no openid or access token."))
-        expires_in = data.get("expires_in")
         return cls(
             openid=t.cast(str, openid),
             access_token=access_token,
             refresh_token=_text(data.get("refresh_token")),
-            expires_in=int(str(expires_in)) if str(expires_in or "").isdigit() else None,
+            expires_in=_seconds(data.get("expires_in")),
             scope=_text(data.get("scope")),
             unionid=_unionid(data),
             is_snapshotuser=str(data.get("is_snapshotuser", "0")) == "1",
@@ -187,6 +186,19 @@ def _unionid(data: t.Mapping[str, t.Any]) -> str | None:
     return t.cast(str, unionid)
 
 
+def _seconds(value: t.Any) -> int | None:
+    """A number of seconds (``expires_in``): an integer or a string of ASCII digits, at most
+    nine of them; anything else is no lifetime (``"²"`` is a digit to ``str.isdigit`` and
+    not to ``int``, and ``int`` refuses a string of more than 4,300 digits)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if 0 <= value < 10**9 else None
+    if isinstance(value, str) and 0 < len(value) <= 9 and value.isascii() and value.isdigit():
+        return int(value)
+    return None
+
+
 def _text(value: t.Any) -> str | None:
     """A text field of an answer (``scope``, ``refresh_token``), ``None`` if not text."""
     return value if isinstance(value, str) and value else None
@@ -204,11 +216,27 @@ _LENIENT_JSON = json.JSONDecoder(strict=False, parse_constant=_no_constant)
 
 def json_object(resp: requests.Response) -> dict[str, t.Any] | None:
     """WeChat's JSON answer (UTF-8 whatever the Content-Type says), or ``None``."""
+    text = resp.content.decode("utf-8", "replace")
     try:
-        data = _LENIENT_JSON.decode(resp.content.decode("utf-8", "replace"))
+        data = _LENIENT_JSON.decode(text)
     except (ValueError, RecursionError):  # nested deeper than the decoder goes: no answer
         return None
+    if _ESCAPED_SURROGATE.search(text) and not _encodes(data):
+        return None  # a lone surrogate (``"\\ud800"``): no text a database can store
     return data if isinstance(data, dict) else None
+
+
+#: A ``\\uD800``-``\\uDFFF`` escape: half of a character, which only a pair makes whole.
+_ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _encodes(data: t.Any) -> bool:
+    """Whether every string of a decoded answer is whole text (no lone surrogate)."""
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def decode_body(resp: requests.Response) -> dict[str, t.Any]:

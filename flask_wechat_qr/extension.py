@@ -483,7 +483,7 @@ def _sandbox_app_name(app: Flask, settings: Settings,
 
 
 def _connection_named(identifier: str | None = None) -> ConnectionSettings | None:
-    """A connection's settings (``None``: the first connection's, as ``url_for`` of its
+    """A connection's settings (``None``: the default connection's, as ``url_for`` of its
     pages without one), or ``None``: a template global, so the login button macro
     works when imported without context (``{% from "wechat_qr/macros.html" import ... %}``),
     where context processors' variables are not visible. (``wechat_qr_csrf_token`` is the
@@ -491,10 +491,9 @@ def _connection_named(identifier: str | None = None) -> ConnectionSettings | Non
     runtime = find_runtime(current_app)
     if runtime is None:
         return None
-    connections = runtime.settings.connections
-    if identifier is None:
-        return next(iter(connections.values()), None)
-    return connections.get(identifier)
+    settings = runtime.settings
+    return (settings.default_connection if identifier is None
+            else settings.connections.get(identifier))
 
 
 def _template_context() -> dict[str, t.Any]:

@@ -617,8 +617,9 @@ class LoginFlow:
             self.adapter.login_user(resolution.user)
         except LoginError as error:
             self._tell_created_and_linked(connection, resolution)
-            if isinstance(error, AccountDisabled) and resolution.created_user:
-                return Failed(AccountNotActiveYet(), connection, login)  # made just now
+            if type(error) is AccountDisabled and resolution.created_user:
+                # made just now; a host's own refusal (a subclass, its message) stays
+                return Failed(AccountNotActiveYet(), connection, login)
             return Failed(error, connection, login)
         self._tell_created_and_linked(connection, resolution)
         return LoggedIn(connection, resolution.user, resolution.identity,

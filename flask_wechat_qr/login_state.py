@@ -27,10 +27,10 @@ import sqlalchemy as sa
 from flask import session
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from .client_address import client_network
 from .errors import StateError, StateUsed, TooManyLoginsStarted
 from .purge import Executor, PurgeSchedule, delete_expired
 from .settings import OFFICIAL_ACCOUNT, WEBSITE_APP
-from .urls import client_network
 
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
@@ -397,7 +397,7 @@ class LoginStates:
         """A new ``state`` for one login, its ``login`` data kept until the callback.
         ``client``: the address of the browser (a long ``next`` parks its data in the table,
         a few at a time per address, an IPv6 /64 counting as one: see
-        :func:`~flask_wechat_qr.urls.client_network`). ``browser``: a key of this browser
+        :func:`~flask_wechat_qr.client_address.client_network`). ``browser``: a key of this browser
         that a session cookie planted in another browser cannot carry (see
         :func:`browser_key`); the callback must then bring the same.
 

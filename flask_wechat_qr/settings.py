@@ -53,6 +53,8 @@ OA_SCOPES = ("snsapi_userinfo", "snsapi_base")
 #: Which app of a connection an identity (an openid) belongs to.
 WEBSITE_APP = "website"
 OFFICIAL_ACCOUNT = "official_account"
+#: The identifier of a connection configured with the flat keys, which gets none.
+DEFAULT_IDENTIFIER = "wechat"
 #: Profile fields WeChat neither verifies nor keeps unique; matching on them hands
 #: accounts to strangers.
 UNSAFE_MATCH_FIELDS = frozenset(
@@ -491,7 +493,7 @@ class ConnectionSettings:
     """One WeChat website application, as configured on this site."""
 
     identifier: str = setting(
-        "wechat", connection_identifier, name="connection",
+        DEFAULT_IDENTIFIER, connection_identifier, name="connection",
         doc="The connection's **unique identifier**: 1 to 31 lowercase letters, digits and "
             "``-``. It names the connection in URLs (``/auth/<connection>/login``) and in "
             "stored identities, so never change it once users have logged in.")
@@ -744,6 +746,13 @@ class Settings:
     id_token_ttl: int = setting(
         300, token_lifetime, topic="id_token",
         doc=f"Seconds an ID token is valid, at most {MAX_ID_TOKEN_TTL}.")
+
+    @property
+    def default_connection(self) -> ConnectionSettings | None:
+        """The connection a page link or login button means when it names none: the one
+        with the default identifier (``wechat``) where there is one, else the first."""
+        return (self.connections.get(DEFAULT_IDENTIFIER)
+                or next(iter(self.connections.values()), None))
 
 
 @dataclass(frozen=True)

@@ -71,22 +71,22 @@ MAX_NONCE_LENGTH = 255
 #: Endpoints serving public, cacheable files (kept up while logins are off).
 PUBLIC_FILES = ("wechat_qr.jwks", "wechat_qr.avatar")
 #: The pages a site links to, or names as Flask-Login's ``login_view``, that need not say
-#: which connection: the first configured.
-FIRST_CONNECTION_BY_DEFAULT = ("wechat_qr.login", "wechat_qr.qr", "wechat_qr.link")
+#: which connection (``Settings.default_connection``).
+DEFAULT_CONNECTION_PAGES = ("wechat_qr.login", "wechat_qr.qr", "wechat_qr.link")
 
 
 @blueprint.url_defaults
-def first_connection_by_default(endpoint: str, values: dict[str, t.Any]) -> None:
-    """``url_for("wechat_qr.login")`` without ``connection``: the first connection's page.
+def default_connection(endpoint: str, values: dict[str, t.Any]) -> None:
+    """``url_for("wechat_qr.login")`` without ``connection``: the default connection's page.
     A site whose only login is WeChat names it as Flask-Login's ``login_view``, which
     Flask-Login builds with nothing but ``next``; without this, every ``@login_required``
     page answered a visitor with a 500 (a ``BuildError``)."""
-    if "connection" in values or endpoint not in FIRST_CONNECTION_BY_DEFAULT:
+    if "connection" in values or endpoint not in DEFAULT_CONNECTION_PAGES:
         return
     runtime = find_runtime(current_app)
-    first = next(iter(runtime.settings.connections), None) if runtime else None
-    if first is not None:
-        values["connection"] = first
+    conn = runtime.settings.default_connection if runtime else None
+    if conn is not None:
+        values["connection"] = conn.identifier
 
 
 @blueprint.before_request

@@ -264,8 +264,35 @@ def test_a_made_up_username_fits_a_short_username_column(
         client = app.test_client()
         assert login_with_wechat(client, wechat_api).status_code == 302
         (user,) = all_users(app)
-        assert len(user.username) == 12 and user.username.startswith("wx")
+        assert len(user.username) == 12 and user.username.isalnum()
         assert logged_in_user_id(client) == str(user.id)
+    finally:
+        dispose_engines(app)
+
+
+def test_made_up_usernames_of_a_short_column_are_random_in_every_character() -> None:
+    """Cut to two characters, a prefixed name (``wx…``) was the same for everyone: every
+    first login after the first one broke the column's unique constraint."""
+    from flask_wechat_qr.adapter import _made_up_username
+
+    assert _made_up_username(None).startswith("wechat-")
+    assert len(_made_up_username(17)) == 17 and _made_up_username(17).startswith("wechat-")
+    names = {_made_up_username(2) for _ in range(200)}
+    assert len(names) > 100 and all(len(name) == 2 and name.isalnum() for name in names)
+
+
+def test_a_cut_nickname_does_not_end_in_half_an_emoji(
+        tmp_path: t.Any, database: Database, wechat_api: t.Any) -> None:
+    """Cut inside an emoji sequence (a zero-width joiner, a variation selector), the rest
+    is dropped with it."""
+    columns = {"nickname": sa.Column(sa.Unicode(4))}
+    app = shaped_host(tmp_path, columns, url=database.url("emoji"))
+    try:
+        client = app.test_client()
+        resp = login_with_wechat(client, wechat_api, nickname="阿毛\u2764\ufe0f\u200d\U0001f525")
+        assert resp.status_code == 302, resp.get_data(as_text=True)
+        (user,) = all_users(app)
+        assert user.nickname == "阿毛\u2764"
     finally:
         dispose_engines(app)
 

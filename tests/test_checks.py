@@ -482,14 +482,29 @@ def test_an_issuer_that_does_not_lead_to_the_public_keys_is_a_warning(
                                 PREFERRED_URL_SCHEME="https", **config), base_url))
 
 
-def test_an_issuer_at_the_keys_or_a_shared_secret_is_fine(
-        make_app: t.Callable[..., Flask], pem: str) -> None:
-    for config in ({"WECHAT_QR_ID_TOKEN_ISSUER": "https://www.example.com/shop",
-                    "WECHAT_QR_ID_TOKEN_PRIVATE_KEY": pem},
-                   {"WECHAT_QR_ID_TOKEN_ISSUER": "https://login.example.com",
-                    "WECHAT_QR_ID_TOKEN_SECRET": "k3y-" * 12}):
-        app = make_app(WECHAT_QR_CALLBACK_URL="https://biz.example.com/wechat/done", **config)
-        healthy(deploy(app, PUBLIC + "/shop"))
+@pytest.mark.parametrize(("issuer", "base_url"), [
+    ("https://www.example.com/shop", PUBLIC + "/shop"),
+    ("https://www.example.com/shop/", PUBLIC + "/shop"),
+    # written another way, the same place (a receiver's URL library reads them alike)
+    ("https://WWW.Example.com:443/shop", PUBLIC + "/shop"),
+    ("https://www.example.com/my%20shop", PUBLIC + "/my%20shop"),
+    ("https://www.example.com/my%20shop", PUBLIC + "/my shop"),
+    ("https://www.example.com/%E5%95%86%E5%BA%97", PUBLIC + "/商店"),
+])
+def test_an_issuer_at_the_keys_is_fine(make_app: t.Callable[..., Flask], pem: str,
+                                        issuer: str, base_url: str) -> None:
+    app = make_app(WECHAT_QR_CALLBACK_URL="https://biz.example.com/wechat/done",
+                   WECHAT_QR_ID_TOKEN_ISSUER=issuer, WECHAT_QR_ID_TOKEN_PRIVATE_KEY=pem)
+    healthy(deploy(app, base_url))
+
+
+def test_an_issuer_elsewhere_with_a_shared_secret_is_fine(
+        make_app: t.Callable[..., Flask]) -> None:
+    """A shared secret publishes no keys to find."""
+    app = make_app(WECHAT_QR_CALLBACK_URL="https://biz.example.com/wechat/done",
+                   WECHAT_QR_ID_TOKEN_ISSUER="https://login.example.com",
+                   WECHAT_QR_ID_TOKEN_SECRET="k3y-" * 12)
+    healthy(deploy(app, PUBLIC + "/shop"))
 
 
 # --- a business callback URL that would end in 405 ------------------------------------------

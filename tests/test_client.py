@@ -861,22 +861,53 @@ def test_token_text_fields_that_are_not_text_are_left_out(wx: WeChatClient,
     assert token.grants_profile
 
 
-@pytest.mark.parametrize("body", [
-    pytest.param(b"[" * 200_000, id="nested-deeper-than-the-stack"),
-    pytest.param(b'{"errcode": 1e400}', id="errcode-infinity"),
-    pytest.param(json.dumps({**TOKEN_ANSWER, "scope": ["snsapi_login"]}).encode(),
+@pytest.mark.parametrize(("body", "status"), [
+    pytest.param(b"[" * 200_000, 502, id="nested-deeper-than-the-stack"),
+    pytest.param(b'{"errcode": 1e400}', 502, id="errcode-infinity"),
+    pytest.param(json.dumps({**TOKEN_ANSWER, "scope": ["snsapi_login"]}).encode(), 302,
                  id="scope-list"),
-    pytest.param(json.dumps({**TOKEN_ANSWER, "unionid": [UNIONID]}).encode(),
+    pytest.param(json.dumps({**TOKEN_ANSWER, "unionid": [UNIONID]}).encode(), 502,
                  id="unionid-list"),
+    pytest.param(json.dumps({**TOKEN_ANSWER, "unionid": "\ud800"}).encode(), 502,
+                 id="unionid-lone-surrogate"),
+    # Authlib's own token parsing refuses these (the refresh, below, reads them itself)
+    pytest.param(json.dumps({**TOKEN_ANSWER, "expires_in": "\u00b2"}).encode(), 502,
+                 id="expires-in-superscript-two"),
+    pytest.param(json.dumps({**TOKEN_ANSWER, "expires_in": "9" * 5000}).encode(), 502,
+                 id="expires-in-5000-digits"),
 ])
 def test_a_hostile_token_answer_is_a_page_not_a_500(client: t.Any, wechat_api: WeChatAPI,
-                                                    body: bytes) -> None:
+                                                    body: bytes, status: int) -> None:
     state = start_login(client)
     wechat_api.raw(TOKEN_PATH, body)
     wechat_api.userinfo()
     resp = finish_login(client, state, code=CODE)
-    assert resp.status_code in (302, 502)
+    assert resp.status_code == status
     assert "Traceback" not in resp.get_data(as_text=True)
+
+
+def test_a_nickname_with_half_a_character_is_a_page_not_a_500(
+        client: t.Any, wechat_api: WeChatAPI) -> None:
+    """A lone surrogate escape (``"\\ud800"``) decodes to a string no database stores: the
+    identity's INSERT raised ``UnicodeEncodeError``."""
+    state = start_login(client)
+    wechat_api.token()
+    wechat_api.raw(USERINFO_PATH, b'{"openid": "%s", "nickname": "A\\ud800"}'
+                   % OPENID.encode())
+    resp = finish_login(client, state, code=CODE)
+    assert resp.status_code == 502
+    assert "Traceback" not in resp.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("expires_in", ["\u00b2", "9" * 5000, -5, True, 10**12, "12"])
+def test_a_refreshed_tokens_odd_lifetime_is_no_lifetime(
+        wx: WeChatClient, wechat_api: WeChatAPI, expires_in: t.Any) -> None:
+    """``str.isdigit`` takes "²" (``int`` does not) and ``int`` refuses 5,000 digits: the
+    refresh, outside Authlib's guard, raised ``ValueError``."""
+    path, call = OPERATIONS["refresh"]
+    wechat_api.raw(path, json.dumps({**TOKEN_ANSWER, "expires_in": expires_in}).encode())
+    token = call(wx)
+    assert token.expires_in == (12 if expires_in == "12" else None)
 
 
 @pytest.mark.parametrize("operation", ["exchange_code", "refresh"])

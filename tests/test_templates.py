@@ -119,17 +119,23 @@ def test_login_button_defaults_and_label(app: t.Any) -> None:
     assert "扫码登录" in links[0]["text"]
 
 
-def test_login_button_without_a_connection_is_the_first_connections(make_app: t.Any
-                                                                       ) -> None:
-    """Before, the default was a connection named "wechat": a site whose connections have
-    other names got no button at all from ``wechat_login_button()``, and no word why."""
+def test_login_button_without_a_connection_is_the_default_connections(make_app: t.Any
+                                                                         ) -> None:
+    """The one named ``wechat`` where there is one (as before), else the first. Before, a
+    site whose connections have other names got no button at all from
+    ``wechat_login_button()``, and no word why."""
     app = make_app(WECHAT_QR_CONNECTIONS=[
         {"connection": "shop", "display_name": "商城微信", "app_id": APP_ID,
          "app_secret": APP_SECRET},
-        {"connection": "wechat", "app_id": "wx0b0b0b0b0b0b0b0b", "app_secret": "another"}])
+        {"connection": "work", "app_id": "wx0b0b0b0b0b0b0b0b", "app_secret": "another"}])
     links = _button(app, "wechat_login_button()")
     assert [link["href"] for link in links] == ["/auth/shop/login"]
     assert "商城微信" in links[0]["text"]
+    app = make_app(WECHAT_QR_CONNECTIONS=[
+        {"connection": "shop", "app_id": APP_ID, "app_secret": APP_SECRET},
+        {"connection": "wechat", "app_id": "wx0b0b0b0b0b0b0b0b", "app_secret": "another"}])
+    assert [link["href"] for link in _button(app, "wechat_login_button()")] \
+        == ["/auth/wechat/login"]
 
 
 def test_login_button_escapes_the_display_name(make_app: t.Any) -> None:

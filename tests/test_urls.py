@@ -16,7 +16,7 @@ from support import (
     start_login,
 )
 
-from flask_wechat_qr.urls import client_network, under_mount_point
+from flask_wechat_qr.urls import under_mount_point
 
 # --- a next parameter that leaves the site is never followed ------------------------------
 
@@ -196,18 +196,3 @@ def test_behind_a_proxy_that_mounts_the_app_the_sandbox_is_under_the_prefix(
         "X-Forwarded-Prefix": "/site"})
     assert start.headers["Location"].startswith(
         "https://www.example.com/site/wechat-sandbox/connect/qrconnect?")
-
-
-@pytest.mark.parametrize(("address", "counted_as"), [
-    ("198.51.100.7", "198.51.100.7"),
-    ("::ffff:198.51.100.7", "198.51.100.7"),
-    ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"),
-    ("2001:db8:1:2::ffff", "2001:db8:1:2::/64"),
-    ("fe80::1%eth0", "fe80::/64"),
-    ("::1", "::/64"),
-    ("unknown", "unknown"),
-    ("", ""),
-    ("2001:db8::" + "f" * 80, "2001:db8::" + "f" * 80),
-])
-def test_client_network_counts_an_ipv6_64_as_one_client(address: str, counted_as: str) -> None:
-    assert client_network(address) == counted_as

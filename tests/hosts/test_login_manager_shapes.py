@@ -210,10 +210,11 @@ def test_a_site_whose_new_accounts_wait_for_approval_hears_of_them(
     assert told == [("user_created", "1"), ("identity_linked", "signup"),
                     ("login_failed", "AccountNotActiveYet")]
     # Still waiting: the next login finds the account, which may be disabled as well.
+    told.clear()
     page = wechat_login(Browser(app), "zhangsan")
     assert page.status_code == 403 and heading(page) == "This account cannot log in"
     assert "not approved it yet" in page.get_data(as_text=True)
-    told.clear()
+    assert told == [("login_failed", "AccountDisabled")]
 
     told.clear()  # approved: the next login goes in, and creates nothing
     db, User = app.extensions["test_host"]
@@ -224,6 +225,25 @@ def test_a_site_whose_new_accounts_wait_for_approval_hears_of_them(
     assert who(wechat_login(returning, "zhangsan")) == "Hello 张三🐼"
     assert told == [("login_succeeded", "1")]
     assert_no_server_error(browser)
+
+
+def test_a_hosts_own_refusal_of_a_new_account_keeps_its_page(
+        tmp_path: Path, told: list[tuple[str, str]]) -> None:
+    """A host's ``login_user`` that refuses with its own ``AccountDisabled`` (a subclass,
+    its own words) keeps them for a user made just now."""
+    from flask_wechat_qr.errors import AccountDisabled
+
+    class ConfirmEmailFirst(AccountDisabled):
+        title = "Confirm your e-mail first"
+
+    class Adapter(AccountAdapter):  # type: ignore[type-arg]
+        def login_user(self, user: t.Any) -> None:
+            raise ConfirmEmailFirst()
+
+    app = build_host(tmp_path, adapter=Adapter)
+    page = wechat_login(Browser(app), "zhangsan")
+    assert page.status_code == 403 and heading(page) == "Confirm your e-mail first"
+    assert told[-1] == ("login_failed", "ConfirmEmailFirst")
 
 
 def test_binding_a_deactivated_account_links_it_and_says_so(
@@ -332,19 +352,25 @@ def test_wechat_as_flask_logins_login_view_brings_the_visitor_back(tmp_path: Pat
     assert_no_server_error(browser)
 
 
-def test_url_for_a_login_page_without_a_connection_is_the_first_connections(
+def test_url_for_a_login_page_without_a_connection_is_the_default_connections(
         tmp_path: Path) -> None:
-    """A site's own button may name the page alone; with several connections, the first of
+    """A site's own button may name the page alone: the connection named ``wechat`` where
+    there is one (as the login button's default always was), else the first of
     ``WECHAT_QR_CONNECTIONS``. Building the callback without one stays an error."""
     from flask import url_for
     from werkzeug.routing import BuildError
 
     app = build_host(tmp_path, WECHAT_QR_CONNECTIONS=[
-        {"connection": "work"}, {"connection": "wechat"}])
+        {"connection": "work"}, {"connection": "shop"}])
     with app.test_request_context():
         assert url_for("wechat_qr.login") == "/auth/work/login"
         assert url_for("wechat_qr.qr", next="/a") == "/auth/work/qr?next=/a"
         assert url_for("wechat_qr.link") == "/auth/work/link"
-        assert url_for("wechat_qr.login", connection="wechat") == "/auth/wechat/login"
+        assert url_for("wechat_qr.login", connection="shop") == "/auth/shop/login"
         with pytest.raises(BuildError):
             url_for("wechat_qr.callback")
+    (tmp_path / "2").mkdir()
+    app = build_host(tmp_path / "2", WECHAT_QR_CONNECTIONS=[
+        {"connection": "work"}, {"connection": "wechat"}])
+    with app.test_request_context():
+        assert url_for("wechat_qr.login") == "/auth/wechat/login"
