@@ -215,9 +215,15 @@ def test_a_csp_nonce_given_as_a_string_is_carried_too(make_app: t.Any, user_agen
     app.before_request(lambda: setattr(g, "nonce", "str-n0nce"))
     app.context_processor(lambda: {"csp_nonce": g.nonce})
     headers = {"User-Agent": SAFARI_PHONE} if user_agent == "phone" else {}
-    resp = app.test_client().get("/auth/wechat/qr", headers=headers)
+    client = app.test_client()
+    resp = client.get("/auth/wechat/qr", headers=headers)
     assert resp.status_code == 200
     assert '<script nonce="str-n0nce">' in resp.text
+    if user_agent == "desktop":  # the sandbox's QR page, where the login goes
+        location = client.get("/auth/wechat/login").headers["Location"]
+        sandbox_page = client.get(location.split("#")[0])
+        assert sandbox_page.status_code == 200
+        assert '<script nonce="str-n0nce">' in sandbox_page.text
 
 
 def test_qr_page_refreshes_before_its_state_is_useless(make_app: t.Any) -> None:
