@@ -410,7 +410,7 @@ class LoginFlow:
                 user_id=self.adapter.get_user_id(resolution.user),
                 next_url=login.next_url or self.settings.post_login_url,
                 at=ended_at, auth_time=auth_time, business=login.business, token_id=token_id,
-                app=token.app, browser=login.browser)
+                app=token.app, browser=login.browser, created=resolution.created_user)
             # A returning login's writes come last, right before the commit: the database's
             # write lock (all of SQLite's) is not held across the work above.
             self.db.session.flush()  # a race on the identity shows here, and is retried
@@ -537,7 +537,7 @@ class LoginFlow:
                 self.adapter.renew_session()
                 self.adapter.login_user(user)
             except LoginError as error:
-                return Failed(error, connection, login)
+                return self._refused(error, ending.created, connection, login)
         business = ending.business if connection.callback_url else None
         identity = None
         if business is not None:
@@ -617,10 +617,7 @@ class LoginFlow:
             self.adapter.login_user(resolution.user)
         except LoginError as error:
             self._tell_created_and_linked(connection, resolution)
-            if type(error) is AccountDisabled and resolution.created_user:
-                # made just now; a host's own refusal (a subclass, its message) stays
-                return Failed(AccountNotActiveYet(), connection, login)
-            return Failed(error, connection, login)
+            return self._refused(error, resolution.created_user, connection, login)
         self._tell_created_and_linked(connection, resolution)
         return LoggedIn(connection, resolution.user, resolution.identity,
                         login.next_url or self.settings.post_login_url, auth_time,
@@ -628,6 +625,16 @@ class LoginFlow:
                         created_user=resolution.created_user,
                         new_identity=resolution.new_identity, login=login,
                         token_id=token_id, issued_at=issued_at)
+
+    @staticmethod
+    def _refused(error: LoginError, created: bool, connection: ConnectionSettings,
+                 login: LoginData | None) -> Failed:
+        """The login's user may not log in: said as "your account was created" for one
+        this login made (the plain refusal of an inactive user; a host's own subclass, its
+        message, stays), for WeChat's repeated callback of that login too."""
+        if type(error) is AccountDisabled and created:
+            return Failed(AccountNotActiveYet(), connection, login)
+        return Failed(error, connection, login)
 
     @staticmethod
     def _tell_created_and_linked(connection: ConnectionSettings,

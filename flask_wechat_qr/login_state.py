@@ -181,6 +181,9 @@ class Ending:
     #: callback is known for this browser's even when the session that held the state is
     #: gone: a server-side session renewed at login (Flask-Session's ``regenerate``)
     browser: str | None = None
+    #: the login made its user: a repeat refused as the first one was (not active yet)
+    #: says the same
+    created: bool = False
 
     def to_json(self) -> str:
         data: dict[str, t.Any] = {}
@@ -194,6 +197,8 @@ class Ending:
             data["app"] = self.app
         if self.browser is not None:
             data["browser"] = self.browser
+        if self.created:  # rows of earlier versions have none: not made by their login
+            data["new"] = 1
         return json.dumps(data, separators=(",", ":"))
 
     @classmethod
@@ -210,7 +215,8 @@ class Ending:
                    error=str(error) if error is not None else None,
                    token_id=str(data["jti"]) if data.get("jti") else None,
                    app=OFFICIAL_ACCOUNT if data.get("app") == OFFICIAL_ACCOUNT else WEBSITE_APP,
-                   browser=str(data["browser"]) if data.get("browser") else None)
+                   browser=str(data["browser"]) if data.get("browser") else None,
+                   created=data.get("new") == 1)
 
     def of_browser(self, browser: str | None) -> bool:
         """Whether ``browser`` (the key of a callback's login cookie) started this login."""

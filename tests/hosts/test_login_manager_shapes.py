@@ -227,6 +227,32 @@ def test_a_site_whose_new_accounts_wait_for_approval_hears_of_them(
     assert_no_server_error(browser)
 
 
+def test_wechats_double_redirect_of_a_new_account_waiting_for_approval_says_the_same(
+        tmp_path: Path, told: list[tuple[str, str]]) -> None:
+    """WeChat's second redirect (the cookie from before the first answer) is what the
+    browser shows: it said "This account cannot log in" where the first said "Your account
+    was created"."""
+    import re
+
+    from support import answer, poll
+
+    app = build_host(tmp_path, active_by_default=False)
+    browser = Browser(app)
+    start = browser.get("/auth/wechat/login", follow=False)
+    qr_page = browser.get(start.headers["Location"].split("#")[0])
+    uuid = re.search(r'data-uuid="([^"]+)"', qr_page.get_data(as_text=True)).group(1)  # type: ignore[union-attr]
+    assert answer(Browser(app).client, uuid, action="allow", person="zhangsan").status_code \
+        == 200
+    callback = poll(browser.client, uuid)["redirect"]
+    twin = Browser(app)
+    twin.client.set_cookie("session", browser.client.get_cookie("session").value)
+    first, second = browser.get(callback), twin.get(callback)
+    for page in (first, second):
+        assert page.status_code == 403 and heading(page) == "Your account was created"
+    assert users(app) == [(1, False)]
+    assert [name for name, _ in told].count("user_created") == 1
+
+
 def test_a_hosts_own_refusal_of_a_new_account_keeps_its_page(
         tmp_path: Path, told: list[tuple[str, str]]) -> None:
     """A host's ``login_user`` that refuses with its own ``AccountDisabled`` (a subclass,
