@@ -13,6 +13,7 @@ import runpy
 import subprocess
 import sys
 import textwrap
+import time
 import types
 import typing as t
 from pathlib import Path
@@ -295,9 +296,13 @@ def test_the_sandbox_test_helper_logs_in(tmp_path: Path) -> None:
         namespace["test_wechat_login"](asking)
 
 
-def test_the_id_token_receiver_verifies_a_real_login(tmp_path: Path) -> None:
+@pytest.mark.parametrize("site_ahead", [0, 30])
+def test_the_id_token_receiver_verifies_a_real_login(tmp_path: Path, site_ahead: int,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """The receiver of docs/id-token.rst, run against a sandbox login of a connection with a
-    callback URL: state and nonce out, form POST back, signature and claims checked."""
+    callback URL: state and nonce out, form POST back, signature and claims checked. Also
+    with the login site's clock ``site_ahead`` seconds ahead of the receiver's: its ``iat``
+    is then in the receiver's future, which joserfc refuses without a leeway."""
     from joserfc.jwk import RSAKey
 
     issuer = "https://www.example.com"  # the docs' LOGIN_SITE
@@ -330,12 +335,16 @@ def test_the_id_token_receiver_verifies_a_real_login(tmp_path: Path) -> None:
 
     start = urlsplit(receiver.get("/login").headers["Location"])
     assert f"{start.scheme}://{start.netloc}" == issuer
-    qr_page = browser.get(f"{start.path}?{start.query}", follow_redirects=True)
-    uuid = re.search(r"/connect/confirm/([\w-]+)", qr_page.text).group(1)
-    browser.post(f"/wechat-sandbox/connect/confirm/{uuid}",
-                 data={"action": "allow", "person": "zhangsan"})
-    answer = browser.get("/wechat-sandbox/connect/l/qrconnect", query_string={"uuid": uuid})
-    form_page = browser.get(answer.json["redirect"])
+    with monkeypatch.context() as site_clock:  # the login site's clock, not the receiver's
+        real_time = time.time
+        site_clock.setattr(time, "time", lambda: real_time() + site_ahead)
+        qr_page = browser.get(f"{start.path}?{start.query}", follow_redirects=True)
+        uuid = re.search(r"/connect/confirm/([\w-]+)", qr_page.text).group(1)
+        browser.post(f"/wechat-sandbox/connect/confirm/{uuid}",
+                     data={"action": "allow", "person": "zhangsan"})
+        answer = browser.get("/wechat-sandbox/connect/l/qrconnect",
+                             query_string={"uuid": uuid})
+        form_page = browser.get(answer.json["redirect"])
     html = form_page.get_data(as_text=True)
     form = find_tags(html, "form")[0]
     assert form["method"] == "post"
