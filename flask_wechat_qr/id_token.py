@@ -67,8 +67,13 @@ class IdTokenSigner:
             key = _rsa_key(private_key, PREFIX + "ID_TOKEN_PRIVATE_KEY", private=True)
             published = [key] + [_rsa_key(pem, PREFIX + "ID_TOKEN_PUBLISHED_KEYS", private=False)
                                  for pem in settings.id_token_published_keys]
-            return cls("RS256", key, settings.id_token_ttl,
-                       tuple(_public_jwk(k) for k in published))
+            # Each key once (by kid): a rotation that left the new key among the published
+            # ones would otherwise list it twice, and some receivers (Node's jose) refuse
+            # every token when two keys of the JWKS have its kid.
+            jwks: dict[str, dict[str, t.Any]] = {}
+            for public in published:
+                jwks.setdefault(public.thumbprint(), _public_jwk(public))
+            return cls("RS256", key, settings.id_token_ttl, tuple(jwks.values()))
         if secret:
             if len(secret.encode()) < MIN_SECRET_BYTES:
                 raise ConfigurationError(

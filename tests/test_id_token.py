@@ -116,6 +116,20 @@ def test_jwks_publishes_only_public_keys(tmp_path: t.Any, pem: str, rsa_key: RSA
     assert "PRIVATE" not in resp.get_data(as_text=True)
 
 
+def test_a_key_published_twice_is_in_the_jwks_once(tmp_path: t.Any, pem: str,
+                                                   rsa_key: RSAKey) -> None:
+    """Rotation's step 2 done without taking the new key out of the published ones (or the
+    old one listed twice): each key is in the JWKS once. Node's jose refuses every token
+    verified against a set with two keys of its kid (ERR_JWKS_MULTIPLE_MATCHING_KEYS)."""
+    previous = RSAKey.generate_key(2048).as_pem(private=False).decode()
+    current = rsa_key.as_pem(private=False).decode()
+    app = make_test_app(tmp_path, WECHAT_QR_ID_TOKEN_PRIVATE_KEY=pem,
+                        WECHAT_QR_ID_TOKEN_PUBLISHED_KEYS=[current, previous, previous])
+    keys = app.test_client().get("/auth/.well-known/jwks.json").get_json()["keys"]
+    assert [k["kid"] for k in keys] == [rsa_key.thumbprint(),
+                                        RSAKey.import_key(previous).thumbprint()]
+
+
 def test_no_jwks_without_an_rs256_key(tmp_path: t.Any) -> None:
     for index, config in enumerate(({}, {"WECHAT_QR_ID_TOKEN_SECRET": ID_TOKEN_SECRET})):
         (tmp_path / str(index)).mkdir()

@@ -13,15 +13,24 @@ import runpy
 import subprocess
 import sys
 import textwrap
+import time
 import types
 import typing as t
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urljoin, urlsplit
 
 import blinker
 import click
 import pytest
-from support import ROOT, find_tags, make_test_app, set_journal_mode
+import requests
+from support import (
+    ROOT,
+    LiveServer,
+    find_tags,
+    make_test_app,
+    scan_and_allow,
+    set_journal_mode,
+)
 
 import flask_wechat_qr
 from flask_wechat_qr import AccountAdapter, signals
@@ -295,9 +304,13 @@ def test_the_sandbox_test_helper_logs_in(tmp_path: Path) -> None:
         namespace["test_wechat_login"](asking)
 
 
-def test_the_id_token_receiver_verifies_a_real_login(tmp_path: Path) -> None:
+@pytest.mark.parametrize("site_ahead", [0, 30])
+def test_the_id_token_receiver_verifies_a_real_login(tmp_path: Path, site_ahead: int,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """The receiver of docs/id-token.rst, run against a sandbox login of a connection with a
-    callback URL: state and nonce out, form POST back, signature and claims checked."""
+    callback URL: state and nonce out, form POST back, signature and claims checked. Also
+    with the login site's clock ``site_ahead`` seconds ahead of the receiver's: its ``iat``
+    is then in the receiver's future, which joserfc refuses without a leeway."""
     from joserfc.jwk import RSAKey
 
     issuer = "https://www.example.com"  # the docs' LOGIN_SITE
@@ -330,12 +343,16 @@ def test_the_id_token_receiver_verifies_a_real_login(tmp_path: Path) -> None:
 
     start = urlsplit(receiver.get("/login").headers["Location"])
     assert f"{start.scheme}://{start.netloc}" == issuer
-    qr_page = browser.get(f"{start.path}?{start.query}", follow_redirects=True)
-    uuid = re.search(r"/connect/confirm/([\w-]+)", qr_page.text).group(1)
-    browser.post(f"/wechat-sandbox/connect/confirm/{uuid}",
-                 data={"action": "allow", "person": "zhangsan"})
-    answer = browser.get("/wechat-sandbox/connect/l/qrconnect", query_string={"uuid": uuid})
-    form_page = browser.get(answer.json["redirect"])
+    with monkeypatch.context() as site_clock:  # the login site's clock, not the receiver's
+        real_time = time.time
+        site_clock.setattr(time, "time", lambda: real_time() + site_ahead)
+        qr_page = browser.get(f"{start.path}?{start.query}", follow_redirects=True)
+        uuid = re.search(r"/connect/confirm/([\w-]+)", qr_page.text).group(1)
+        browser.post(f"/wechat-sandbox/connect/confirm/{uuid}",
+                     data={"action": "allow", "person": "zhangsan"})
+        answer = browser.get("/wechat-sandbox/connect/l/qrconnect",
+                             query_string={"uuid": uuid})
+        form_page = browser.get(answer.json["redirect"])
     html = form_page.get_data(as_text=True)
     form = find_tags(html, "form")[0]
     assert form["method"] == "post"
@@ -355,6 +372,39 @@ def test_the_id_token_receiver_verifies_a_real_login(tmp_path: Path) -> None:
         session["wechat_nonce"] = parse_qs(start.query)["nonce"][0]
     assert receiver.post("/wechat/done", data=fields).status_code == 400
     assert remembered == [True, False]  # refused as a replay, not for another reason
+
+
+def test_the_pyjwt_verify_of_the_docs_verifies_a_real_login(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/id-token.rst's ``verify`` with PyJWT (skipped without PyJWT), against a sandbox
+    login on a real socket (``PyJWKClient`` fetches the keys over HTTP) of a login site whose
+    clock is 30 s ahead: it accepts the token, and refuses it with another nonce."""
+    jwt = pytest.importorskip("jwt")
+    if not hasattr(jwt, "PyJWKClient"):
+        pytest.skip("the module named jwt is not PyJWT")
+    from joserfc.jwk import RSAKey
+
+    site = make_test_app(
+        tmp_path, WECHAT_QR_SANDBOX=True, WECHAT_QR_APP_ID=None, WECHAT_QR_APP_SECRET=None,
+        WECHAT_QR_CALLBACK_URL="https://app.example.com/wechat/done",
+        WECHAT_QR_ID_TOKEN_PRIVATE_KEY=RSAKey.generate_key(2048).as_pem(private=True).decode(),
+    )
+    with LiveServer(site) as live, requests.Session() as browser:
+        with monkeypatch.context() as site_clock:  # the login site's clock, not PyJWT's
+            real_time = time.time
+            site_clock.setattr(time, "time", lambda: real_time() + 30)
+            start = browser.get(live.url + "/auth/wechat/login", timeout=5,
+                                params={"state": "s-1", "nonce": "n-1"}, allow_redirects=False)
+            poll = scan_and_allow(browser, live.url, start.headers["Location"], "zhangsan")
+            form_page = browser.get(urljoin(live.url, poll["redirect"]), timeout=5)
+        fields = {tag["name"]: tag["value"] for tag in find_tags(form_page.text, "input")}
+        namespace: dict[str, t.Any] = {"LOGIN_SITE": live.url, "CONNECTION": "wechat"}
+        exec(_example("id-token", "jwt.PyJWKClient"), namespace)
+        claims = namespace["verify"](fields["id_token"], "n-1")
+        assert claims["iss"] == live.url
+        assert claims["name"] == "张三🐼"
+        with pytest.raises(jwt.InvalidTokenError, match="nonce"):
+            namespace["verify"](fields["id_token"], "n-2")
 
 
 def test_the_check_output_shown_is_what_check_prints(tmp_path: Path) -> None:
