@@ -566,9 +566,11 @@ def describe_connection(deployment: Deployment, conn: ConnectionSettings,
     return [
         ("Display name", conn.display_name),
         # An AppID is public; anything else in that field may be a secret pasted there.
-        ("AppID", conn.app_id if WECHAT_APP_ID.fullmatch(conn.app_id) or
-         _uses_sandbox_credentials(conn) else f"{mask_secret(conn.app_id)} (not an AppID: masked)"),
-        ("AppSecret", f"{mask_secret(conn.app_secret)} (masked)"),
+        ("AppID", "not set" if not conn.app_id else conn.app_id
+         if WECHAT_APP_ID.fullmatch(conn.app_id) or _uses_sandbox_credentials(conn)
+         else f"{mask_secret(conn.app_id)} (not an AppID: masked)"),
+        ("AppSecret", f"{mask_secret(conn.app_secret)} (masked)" if conn.app_secret
+         else "not set"),
         ("Login only", "yes" if conn.login_only else "no"),
         ("Association", conn.association),
         ("Match fields", ", ".join(conn.match_fields) or "none"),
@@ -640,15 +642,37 @@ def check_sandbox_credentials(deployment: Deployment) -> t.Iterator[Finding]:
                 conn.identifier)
 
 
+def half_credentials(conn: ConnectionSettings, app_id_key: str, app_secret_key: str,
+                     sandbox: bool) -> tuple[str, str]:
+    """What is wrong with a connection that has its AppID but not its AppSecret (or the
+    reverse), and the fix: ``init_app``'s warning and ``flask wechat-qr check`` say it
+    alike. The sandbox stands in only for a connection with neither."""
+    given, lacking = ((app_id_key, app_secret_key) if conn.app_id
+                      else (app_secret_key, app_id_key))
+    what = f"{given} is set but {lacking} is not"
+    if sandbox:
+        what += " (WECHAT_QR_SANDBOX stands in only for a connection with neither)"
+    fix = (f"set {lacking} (from open.weixin.qq.com, 管理中心 > 网站应用), or remove {given}"
+           + (" to log in on the sandbox" if sandbox else
+              " and set WECHAT_QR_SANDBOX=true to try the simulated WeChat"))
+    return what, fix
+
+
 def check_credentials(deployment: Deployment) -> t.Iterator[Finding]:
     """No credentials: the connection's login is off. An AppID that is not ``wx`` and 16
     hexadecimal digits (allowed only by ``WECHAT_QR_APP_ID_CHECK=False``) was likely
     mistyped."""
-    if deployment.settings.sandbox:
-        return
+    sandbox = deployment.settings.sandbox
     for index, conn in enumerate(deployment.settings.connections.values()):
         app_id, app_secret = (setting_key(deployment, index, name)
                               for name in ("app_id", "app_secret"))
+        if not conn.has_credentials and (conn.app_id or conn.app_secret):
+            what, fix = half_credentials(conn, app_id, app_secret, sandbox)
+            yield problem(f"{what}: this connection's WeChat login is off (503 page)", fix,
+                          conn.identifier)
+            continue
+        if sandbox:
+            continue
         if not conn.has_credentials:
             yield problem(
                 "no AppID and AppSecret: this connection's WeChat login is off (503 page)",

@@ -14,8 +14,8 @@ To re-extract the messages after changing them (Babel 2.18+, which reads the key
 from ``babel.cfg``), from the repository's root; translate what ``update`` added to the
 ``.po``, then compile (``tests/test_i18n.py`` checks both)::
 
-    mkdir -p build && pybabel extract -F babel.cfg -o build/flask_wechat_qr.pot .
-    pybabel update -D flask_wechat_qr -i build/flask_wechat_qr.pot \\
+    mkdir -p build && pybabel extract -w 100 -F babel.cfg -o build/flask_wechat_qr.pot .
+    pybabel update -w 100 -D flask_wechat_qr -i build/flask_wechat_qr.pot \\
         -d flask_wechat_qr/translations -l zh_CN
     pybabel compile -D flask_wechat_qr -d flask_wechat_qr/translations -l zh_CN
 """

@@ -505,12 +505,14 @@ class ConnectionSettings:
         None, credential("AppID"),
         doc="The **AppID** (``wx`` and 16 hexadecimal digits) of the website application, "
             "from 管理中心 › 网站应用 on open.weixin.qq.com. Until it and the AppSecret are set "
-            "(or :setting:`WECHAT_QR_SANDBOX` is on) the site starts, with this connection's "
-            "login off (a 503 page) and a warning.")
+            "(or :setting:`WECHAT_QR_SANDBOX` is on and neither is) the site starts, with this "
+            "connection's login off (a 503 page) and a warning that says which is missing.")
     app_secret: str = setting(
         None, credential("AppSecret"), secret=True,
         doc="The **AppSecret** of that application; only ever sent to WeChat's API. Needed "
-            "with the AppID (see there) unless :setting:`WECHAT_QR_SANDBOX` is on.")
+            "with the AppID (see there) unless :setting:`WECHAT_QR_SANDBOX` is on and neither "
+            "is set: the sandbox stands in only for a connection with no AppID and no "
+            "AppSecret.")
     callback_url: str | None = setting(
         None, business_url,
         doc="The **business callback URL**: a page of your own front end or service (full "

@@ -130,6 +130,15 @@ def test_a_connection_is_described_with_its_secret_masked(site: Flask) -> None:
     assert unknown["Redirect URI"] == "unknown; <public base URL>/auth/wechat/callback"
 
 
+def test_missing_credentials_are_described_as_not_set(make_app: t.Callable[..., Flask]
+                                                     ) -> None:
+    """Not as a masked value, as if something odd had been pasted there."""
+    site = make_app(WECHAT_QR_APP_ID=None, WECHAT_QR_APP_SECRET=None)
+    rows = dict(checks.describe_connection(deploy(site), app_settings(site).connections["wechat"],
+                                           None))
+    assert (rows["AppID"], rows["AppSecret"]) == ("not set", "not set")
+
+
 def test_the_official_account_is_described_with_its_secret_masked(
         make_app: t.Callable[..., Flask]) -> None:
     site = make_app(WECHAT_QR_OA_APP_ID="wxfedcba9876543210",
@@ -281,6 +290,18 @@ def test_missing_credentials_are_a_problem(make_app: t.Callable[..., Flask]) -> 
                    deploy(make_app(WECHAT_QR_APP_ID=None, WECHAT_QR_APP_SECRET=None)))
     assert problem.connection == "wechat" and "WeChat login is off" in problem.what
     assert "set WECHAT_QR_APP_ID and WECHAT_QR_APP_SECRET" in problem.fix
+
+
+@pytest.mark.parametrize("sandbox", [False, True])
+def test_an_appid_without_its_appsecret_is_a_problem(make_app: t.Callable[..., Flask],
+                                                     sandbox: bool) -> None:
+    """Named as the half that is missing, in the sandbox too: it stands in only for a
+    connection with neither, so this one's login is off (503) there as well."""
+    problem = only("problem", checks.check_credentials,
+                   deploy(make_app(WECHAT_QR_APP_SECRET=None, WECHAT_QR_SANDBOX=sandbox)))
+    assert problem.connection == "wechat" and "WeChat login is off" in problem.what
+    assert "WECHAT_QR_APP_ID is set but WECHAT_QR_APP_SECRET is not" in problem.what
+    assert "set WECHAT_QR_APP_SECRET" in problem.fix and "remove WECHAT_QR_APP_ID" in problem.fix
 
 
 def test_odd_app_id_is_a_warning(make_app: t.Callable[..., Flask]) -> None:

@@ -589,7 +589,6 @@ def test_a_callback_url_without_a_fixed_issuer_keeps_logins_off_in_production(
 @pytest.mark.parametrize("credentials", [
     {"WECHAT_QR_APP_ID": None, "WECHAT_QR_APP_SECRET": None},
     {"WECHAT_QR_APP_ID": "", "WECHAT_QR_APP_SECRET": ""},
-    {"WECHAT_QR_APP_SECRET": None},  # an AppID alone
 ])
 def test_an_app_without_credentials_starts_with_its_wechat_login_off(
     make_production_app: t.Callable[..., Flask], caplog: t.Any, credentials: dict[str, t.Any]
@@ -622,6 +621,25 @@ def test_an_app_without_credentials_starts_with_its_wechat_login_off(
     assert runner.invoke(args=["--help"]).exit_code == 0
     upgrade = runner.invoke(args=["wechat-qr", "db", "upgrade"])
     assert upgrade.exit_code == 0, upgrade.output
+
+
+@pytest.mark.parametrize("sandbox", [False, True])
+def test_an_appid_without_its_appsecret_is_named_as_such(
+    make_production_app: t.Callable[..., Flask], caplog: t.Any, sandbox: bool
+) -> None:
+    """An AppID pasted into the config before its AppSecret (the README's example keeps one)
+    leaves the login off: the log names the missing half, not "no AppID", and, with the
+    sandbox on (which stands in only for a connection with neither), says to remove the
+    AppID rather than to turn on the sandbox that is already on."""
+    with caplog.at_level("WARNING", logger="flask_wechat_qr"):
+        app = make_production_app(WECHAT_QR_APP_SECRET=None, WECHAT_QR_SANDBOX=sandbox)
+    (record,) = [r for r in caplog.records if "WeChat login is OFF" in r.getMessage()]
+    message = record.getMessage()
+    assert "WECHAT_QR_APP_ID is set but WECHAT_QR_APP_SECRET is not" in message
+    assert "no AppID" not in message
+    assert "set WECHAT_QR_APP_SECRET" in message and "remove WECHAT_QR_APP_ID" in message
+    assert ("set WECHAT_QR_SANDBOX=true" in message) is not sandbox
+    assert app.test_client().get("/auth/wechat/login").status_code == 503
 
 
 def test_one_connection_without_credentials_leaves_the_others_on(

@@ -58,7 +58,7 @@ def create_sandbox_app(
     app = Flask(__name__)
     app.config["SQLALCHEMY_DATABASE_URI"] = database_uri
     db = SQLAlchemy(app)
-    install_sandbox(app, db, apps, public_url=public_url)
+    install_sandbox(app, db, apps, public_url=public_url).standalone = True
     with app.app_context():
         db.create_all()
     return app

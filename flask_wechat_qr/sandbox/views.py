@@ -143,6 +143,9 @@ class SandboxRuntime:
     next_purge: float = 0.0
     #: whether this process has made sure the sandbox's tables exist
     tables_ready: bool = False
+    #: a site of its own (:func:`~.mount.create_sandbox_app`), not mounted in a host app:
+    #: its address for phones is its own ``--public-url``
+    standalone: bool = False
 
 
 def sandbox_runtime() -> SandboxRuntime:
@@ -284,6 +287,7 @@ def qrconnect() -> t.Any:
         confirm_url=_confirm_url(qr_session.uuid),
         confirm_path=confirm_path,
         loopback=is_loopback_host(urlsplit(_public_base()).hostname or ""),
+        standalone=sandbox_runtime().standalone,
         lifetime=QR_TTL,
     ))
     # WeChat's QR page may be framed by any site (wxLogin.js): a host's site-wide

@@ -423,6 +423,19 @@ def test_the_check_output_shown_is_what_check_prints(tmp_path: Path) -> None:
     assert result.output.rstrip("\n").splitlines() == shown
 
 
+def test_the_quick_starts_configuration_error_is_what_init_app_raises(tmp_path: Path) -> None:
+    """docs/quickstart.rst's example of a wrong setting stopping the app, for real: the
+    setting it names, and the message word for word."""
+    found = re.search(r'\(``(WECHAT_QR_\w+)=(".*?")``\)::\n\n((?:    .*\n?)+)',
+                      page("quickstart"))
+    assert found, "docs/quickstart.rst: no example of a ConfigurationError"
+    key, value, shown = found.group(1), ast.literal_eval(found.group(2)), found.group(3)
+    with pytest.raises(flask_wechat_qr.errors.ConfigurationError) as info:
+        make_test_app(tmp_path, **{key: value})
+    assert " ".join(shown.split()) == (
+        f"flask_wechat_qr.errors.ConfigurationError: {info.value}")
+
+
 def test_conf_py_uses_no_network_extension() -> None:
     """The build needs no network: Sphinx's own extensions only (no intersphinx)."""
     source = (DOCS / "conf.py").read_text(encoding="utf-8")

@@ -76,6 +76,37 @@ def test_loopback_host_gets_a_hint_about_phones(sandbox_app: Flask) -> None:
     assert "sbx-loopback-hint" in page and "0.0.0.0" in page
 
 
+@pytest.mark.parametrize("public_url", [None, "http://192.168.1.23:5001"])
+def test_standalone_sandbox_hints_at_its_own_options(tmp_path: t.Any,
+                                                     public_url: str | None) -> None:
+    """On its own port the QR code holds the sandbox's address, not the site's: opening the
+    site by its network address, or the site's WECHAT_QR_SANDBOX_PUBLIC_URL, changes
+    nothing there. The hint names the sandbox's own options, in both languages."""
+    from flask_wechat_qr.sandbox import SandboxApp, create_sandbox_app
+
+    sandbox = create_sandbox_app(
+        [SandboxApp("wxstandalone000001", "standalone-secret", "Standalone", "localhost")],
+        database_uri=f"sqlite:///{tmp_path}/sandbox.db", public_url=public_url)
+    query = [("appid", "wxstandalone000001"),
+             ("redirect_uri", "http://localhost:5000/auth/wechat/callback"),
+             ("response_type", "code"), ("scope", "snsapi_login"), ("state", "abc")]
+    client = sandbox.test_client()
+    page = client.get("/connect/qrconnect", query_string=query,
+                      base_url="http://127.0.0.1:5001").get_data(as_text=True)
+    if public_url:
+        assert "sbx-loopback-hint" not in page
+        return
+    hint = re.search(r'id="sbx-loopback-hint">(.*?)</p>', page, re.S)
+    assert hint and "127.0.0.1:5001" in hint.group(1)
+    assert "--public-url" in hint.group(1) and "--host 0.0.0.0" in hint.group(1)
+    assert "WECHAT_QR_SANDBOX_PUBLIC_URL" not in hint.group(1)
+    assert "open this site" not in hint.group(1)
+    zh = client.get("/connect/qrconnect", query_string=[*query, ("lang", "cn")],
+                    base_url="http://127.0.0.1:5001").get_data(as_text=True)
+    assert "--public-url" in zh and "沙盒" in re.search(
+        r'id="sbx-loopback-hint">(.*?)</p>', zh, re.S).group(1)
+
+
 def test_built_in_names_follow_the_page_language_configured_ones_stay(
         make_app: t.Callable[..., Flask]) -> None:
     """With two connections each sandbox application is "<site> (<display name>)": the
