@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import typing as t
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from urllib.parse import SplitResult, quote, unquote, urlsplit
 
@@ -34,6 +35,7 @@ from .urls import (
     WECHAT_OPEN_BASE_URL,
     configured_base_url,
     is_loopback_host,
+    port_of,
 )
 
 #: A key the caller gives each page it asks :func:`_login_pages` about.
@@ -265,19 +267,12 @@ def site_urls(app: Flask, settings: Settings, base: str | None) -> SiteUrls:
     A ``SERVER_NAME`` wins over ``base``'s host, as it does for every request. A host that
     ``TRUSTED_HOSTS`` refuses is noted, and the URLs are built all the same.
     """
-    server_name = app.config.get("SERVER_NAME")
-    if base and server_name and urlsplit(base).netloc != server_name:
-        parts = urlsplit(base)
-        base = f"{parts.scheme}://{server_name}{parts.path}"
+    base = _server_name_base(app, base)
     urls = _build_urls(app, settings, base)
     if urls is not None:
         return urls
-    trusted_hosts = app.config.get("TRUSTED_HOSTS")
-    app.config["TRUSTED_HOSTS"] = None
-    try:
+    with _trusting_every_host(app):
         urls = _build_urls(app, settings, base)
-    finally:
-        app.config["TRUSTED_HOSTS"] = trusted_hosts
     if urls is None:  # only TRUSTED_HOSTS makes Flask refuse a host
         raise RuntimeError(f"Flask cannot build URLs at {base!r}")
     return SiteUrls(urls.redirect_uris, urls.jwks_url,
@@ -418,11 +413,18 @@ def _url_adapter(app: Flask, base: str | None) -> MapAdapter | None:
     with app.test_request_context(base_url=base) as ctx:
         if ctx.url_adapter is not None:
             return ctx.url_adapter
+    with _trusting_every_host(app), app.test_request_context(base_url=base) as ctx:
+        return ctx.url_adapter
+
+
+@contextmanager
+def _trusting_every_host(app: Flask) -> t.Iterator[None]:
+    """``app`` with ``TRUSTED_HOSTS`` off for a moment: the check asks what a request at a
+    host Flask refuses would reach (the refusal is its own finding)."""
     trusted_hosts = app.config.get("TRUSTED_HOSTS")
     app.config["TRUSTED_HOSTS"] = None
     try:
-        with app.test_request_context(base_url=base) as ctx:
-            return ctx.url_adapter
+        yield
     finally:
         app.config["TRUSTED_HOSTS"] = trusted_hosts
 
@@ -718,7 +720,12 @@ def _uses_sandbox_credentials(conn: ConnectionSettings) -> bool:
 
 def setting_key(deployment: Deployment, index: int, name: str) -> str:
     """How the site configured a connection's setting: its own key, or its list entry."""
-    if deployment.config.get("WECHAT_QR_CONNECTIONS"):
+    return connection_setting_key(deployment.config, index, name)
+
+
+def connection_setting_key(config: t.Mapping[str, t.Any], index: int, name: str) -> str:
+    """:func:`setting_key` from the app's config (``init_app``'s warnings name keys too)."""
+    if config.get("WECHAT_QR_CONNECTIONS"):
         return f"WECHAT_QR_CONNECTIONS[{index}]['{name}']"
     return f"WECHAT_QR_{name.upper()}"
 
@@ -844,12 +851,7 @@ def check_issuer_leads_to_the_keys(deployment: Deployment) -> t.Iterator[Finding
 
 def _origin(url: SplitResult) -> tuple[str, str, int | None]:
     """A URL's scheme, host and port as a browser compares them (case, default ports)."""
-    scheme = url.scheme.lower()
-    try:
-        port = url.port
-    except ValueError:
-        port = None
-    return scheme, (url.hostname or "").lower(), port or {"http": 80, "https": 443}.get(scheme)
+    return url.scheme.lower(), (url.hostname or "").lower(), port_of(url)
 
 
 def check_sandbox_in_production(deployment: Deployment) -> t.Iterator[Finding]:

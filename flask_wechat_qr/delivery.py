@@ -31,7 +31,6 @@ from .errors import (
     LoginError,
     LoginRefused,
     StateError,
-    WeComBrowser,
 )
 from .flow import Linked, LoggedIn, NeedsBinding, Outcome
 from .frame_policy import with_frame_ancestors
@@ -222,7 +221,7 @@ def error_response(error: LoginError, connection: ConnectionSettings | None,
                 fields["state"] = login.business["state"]
             return form_post(connection, fields), 200
     retry_url = None
-    if connection is not None and not isinstance(error, WeComBrowser):  # the same page again
+    if connection is not None and error.offers_retry:
         # url_for's values are typed Any: a str dict would be checked against _external.
         again: dict[str, t.Any] = {"next": login.next_url, **login.business} if login else {}
         retry_url = url_for("wechat_qr.login", connection=connection.identifier, **again)

@@ -52,6 +52,8 @@ class LoginError(WeChatQRError):
     message: str | LazyText = _l("The WeChat login could not be completed. Please try again.")
     #: whether the site operator (not the visitor) has to act
     operator_error = False
+    #: whether the page offers to start the login again (in the same browser, it can help)
+    offers_retry = True
 
     def __init__(self, message: str | LazyText | None = None) -> None:
         if message is not None:
@@ -255,6 +257,7 @@ class WeComBrowser(LoginError):
         "WeCom (企业微信) cannot log in with a personal WeChat account. Copy this page's "
         "link and open it in WeChat, or in a browser on a computer and scan the QR code."
     )
+    offers_retry = False  # the same browser again: the same page
 
     def __init__(self, page_url: str | None = None) -> None:
         super().__init__()

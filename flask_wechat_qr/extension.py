@@ -24,6 +24,7 @@ from .binding import PendingBindings
 from .checks import (
     SECRET_KEY_FIX,
     callbacks_shadowed_at_start,
+    connection_setting_key,
     half_credentials,
     secret_key_problem,
     shadowed_route_problem,
@@ -330,7 +331,6 @@ def _serve_verify_files(app: Flask, settings: Settings) -> None:
 def _warn_of_missing_credentials(app: Flask, settings: Settings) -> None:
     """A site deploys its code before it has WeChat credentials: it starts (every ``flask``
     command works), and the connections without them answer a 503 page until they come."""
-    flat = app.config.get("WECHAT_QR_CONNECTIONS") is None
     missing = []
     for index, conn in enumerate(settings.connections.values()):
         if conn.has_credentials:
@@ -338,8 +338,7 @@ def _warn_of_missing_credentials(app: Flask, settings: Settings) -> None:
         if not (conn.app_id or conn.app_secret):
             missing.append(conn)
             continue
-        app_id, app_secret = (f"WECHAT_QR_{name.upper()}" if flat else
-                              f"WECHAT_QR_CONNECTIONS[{index}]['{name}']"
+        app_id, app_secret = (connection_setting_key(app.config, index, name)
                               for name in ("app_id", "app_secret"))
         what, fix = half_credentials(conn, app_id, app_secret, settings.sandbox)
         log.warning("WeChat login is OFF for %r: %s. Fix: %s.", conn.identifier, what, fix)
@@ -349,7 +348,8 @@ def _warn_of_missing_credentials(app: Flask, settings: Settings) -> None:
         "WeChat login is OFF for %s: no AppID and AppSecret. Fix: %s (from open.weixin.qq.com, "
         "管理中心 > 网站应用), or set WECHAT_QR_SANDBOX=true to try the simulated WeChat.",
         ", ".join(repr(conn.identifier) for conn in missing),
-        "set WECHAT_QR_APP_ID and WECHAT_QR_APP_SECRET" if flat else
+        "set WECHAT_QR_APP_ID and WECHAT_QR_APP_SECRET"
+        if not app.config.get("WECHAT_QR_CONNECTIONS") else
         "give each of them app_id and app_secret in WECHAT_QR_CONNECTIONS")
 
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 import typing as t
 from urllib.parse import urlsplit
 
+from .urls import port_of
+
 #: The directives that decide a frame's source, the first present wins.
 FRAME_DIRECTIVES = ("frame-src", "child-src", "default-src")
 
@@ -100,4 +102,4 @@ def _matches(source: str, frame: t.Any, page: t.Any) -> bool:
         port = parsed.port
     except ValueError:  # "host:*"
         return True
-    return port is None or port == (frame.port or {"http": 80, "https": 443}.get(frame.scheme))
+    return port is None or port == port_of(frame)

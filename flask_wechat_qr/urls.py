@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import typing as t
-from urllib.parse import quote, urlsplit
+from urllib.parse import SplitResult, quote, urlsplit
 
 from .errors import InvalidRequest
 from .i18n import lazy_gettext as _l
@@ -98,6 +98,16 @@ def is_loopback_host(host: str) -> bool:
     except ValueError:
         return False
     return address.is_loopback or address.is_unspecified
+
+
+def port_of(url: SplitResult) -> int | None:
+    """The port a URL reaches, its scheme's default where it names none (80, 443);
+    ``None`` for an invalid port or an unknown scheme."""
+    try:
+        port = url.port
+    except ValueError:
+        return None
+    return port or {"http": 80, "https": 443}.get(url.scheme.lower())
 
 
 def configured_base_url(config: t.Mapping[str, t.Any]) -> str | None:

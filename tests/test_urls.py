@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import typing as t
+from urllib.parse import urlsplit
 
 import pytest
 from support import (
@@ -16,7 +17,7 @@ from support import (
     start_login,
 )
 
-from flask_wechat_qr.urls import under_mount_point
+from flask_wechat_qr.urls import port_of, under_mount_point
 
 # --- a next parameter that leaves the site is never followed ------------------------------
 
@@ -196,3 +197,11 @@ def test_behind_a_proxy_that_mounts_the_app_the_sandbox_is_under_the_prefix(
         "X-Forwarded-Prefix": "/site"})
     assert start.headers["Location"].startswith(
         "https://www.example.com/site/wechat-sandbox/connect/qrconnect?")
+
+
+@pytest.mark.parametrize(("url", "port"), [
+    ("https://www.example.com/", 443), ("HTTP://www.example.com", 80),
+    ("https://www.example.com:8443", 8443), ("http://h:99999", None), ("ftp://h", None)])
+def test_port_of_a_url_is_its_schemes_default_where_it_names_none(url: str,
+                                                                 port: int | None) -> None:
+    assert port_of(urlsplit(url)) == port

@@ -297,8 +297,6 @@ def qrconnect() -> t.Any:
     return page
 
 
-
-
 def order_problem(keys: list[str], expected: list[str]) -> tuple[str, int] | None:
     """WeChat matches its authorization URLs with a strict pattern: the parameters in its
     order (more may follow)."""

@@ -376,13 +376,14 @@ def test_the_id_token_receiver_verifies_a_real_login(tmp_path: Path, site_ahead:
 
 def test_the_pyjwt_verify_of_the_docs_verifies_a_real_login(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """docs/id-token.rst's ``verify`` with PyJWT (skipped without PyJWT), against a sandbox
-    login on a real socket (``PyJWKClient`` fetches the keys over HTTP) of a login site whose
-    clock is 30 s ahead: it accepts the token, and refuses it with another nonce."""
-    jwt = pytest.importorskip("jwt")
-    if not hasattr(jwt, "PyJWKClient"):
-        pytest.skip("the module named jwt is not PyJWT")
+    """docs/id-token.rst's ``verify`` with PyJWT (in the ``test`` extra, so never skipped),
+    against a sandbox login on a real socket (``PyJWKClient`` fetches the keys over HTTP) of
+    a login site whose clock is 30 s ahead: it accepts the token, and refuses it with
+    another nonce."""
+    import jwt
     from joserfc.jwk import RSAKey
+
+    assert hasattr(jwt, "PyJWKClient"), "the module named jwt is not PyJWT"
 
     site = make_test_app(
         tmp_path, WECHAT_QR_SANDBOX=True, WECHAT_QR_APP_ID=None, WECHAT_QR_APP_SECRET=None,
