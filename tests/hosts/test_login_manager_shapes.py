@@ -12,7 +12,7 @@ from pathlib import Path
 import flask_login
 import pytest
 import sqlalchemy as sa
-from flask import Flask
+from flask import Flask, request, request_finished
 from flask_login import LoginManager, UserMixin, current_user
 from flask_sqlalchemy import SQLAlchemy
 from support import CSRF, logged_in_user_id
@@ -338,6 +338,53 @@ def test_a_wechat_login_keeps_its_own_remember_me(tmp_path: Path) -> None:
     assert who(wechat_login(browser, "lisi")) == "Hello 李四"
     browser.client.delete_cookie("session")
     assert who(browser.get("/")) == "Hello 李四"
+
+
+def callback_cookies(app: Flask) -> list[str]:
+    """Every ``Set-Cookie`` the site's WeChat callbacks answer with, from now on."""
+    cookies: list[str] = []
+
+    def record(sender: Flask, response: t.Any, **extra: t.Any) -> None:
+        if request.endpoint == "wechat_qr.callback":
+            cookies.extend(response.headers.getlist("Set-Cookie"))
+
+    request_finished.connect(record, app, weak=False)
+    return cookies
+
+
+def test_a_wechat_login_in_a_browser_without_a_remember_me_deletes_none(
+        tmp_path: Path) -> None:
+    """Nothing to forget: no remember-me deletion is written (before: one on every login,
+    a dated ``Set-Cookie`` the site formats and the browser parses)."""
+    app = build_host(tmp_path)
+    cookies = callback_cookies(app)
+    browser = Browser(app)
+    assert who(wechat_login(browser, "lisi")) == "Hello 李四"
+    assert any(cookie.startswith("session=") for cookie in cookies)
+    assert not any(cookie.startswith("remember_token=") for cookie in cookies)
+
+
+def test_a_remember_me_the_callback_cannot_see_is_still_forgotten(tmp_path: Path) -> None:
+    """A remember-me cookie whose path hides it from the callback (``REMEMBER_COOKIE_PATH``)
+    may be there all the same: it is deleted, at its own path."""
+    app = build_host(tmp_path, REMEMBER_COOKIE_PATH="/members")
+
+    @app.route("/members/")
+    def members() -> str:
+        who = f"Hello {current_user.nickname}" if current_user.is_authenticated else "anonymous"
+        return f'<p id="who">{who}</p>'
+
+    alice = add_user(app, username="alice", nickname="Alice", password=PASSWORD)
+    cookies = callback_cookies(app)
+    browser = Browser(app)
+    browser.get(f"/password-login/{alice}")
+    browser.client.delete_cookie("session")
+    assert who(browser.get("/members/")) == "Hello Alice"  # remembered there
+    assert who(wechat_login(browser, "lisi")) == "Hello 李四"
+    assert [cookie for cookie in cookies if cookie.startswith("remember_token=;")
+            and "Path=/members" in cookie]
+    browser.client.delete_cookie("session")  # the browser closed
+    assert who(browser.get("/members/")) == "anonymous"
 
 
 @pytest.mark.parametrize("protection", ["strong", "basic"])
