@@ -7,6 +7,7 @@ without editing code (12-factor style); ``SECRET_KEY`` and ``DATABASE_URL`` too.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import secrets
@@ -104,12 +105,20 @@ def wechat_config_state(config: t.Mapping[str, t.Any]) -> WeChatSetup:
 def database_uri(database_url: str | None, instance_path: str) -> str:
     """``DATABASE_URL`` as SQLAlchemy wants it; else a SQLite file in the instance folder."""
     if database_url:
-        # Heroku-style URLs use a scheme SQLAlchemy 1.4+ no longer accepts.
-        if database_url.startswith("postgres://"):
-            database_url = "postgresql://" + database_url[len("postgres://"):]
+        scheme, separator, rest = database_url.partition("://")
+        # Heroku's ``postgres://`` is a scheme SQLAlchemy 1.4+ refuses, and a bare
+        # ``postgresql://`` means psycopg2 to SQLAlchemy 2.0, where the docs install psycopg:
+        # either names the driver that is installed.
+        if separator and scheme in ("postgres", "postgresql"):
+            database_url = f"postgresql+{postgres_driver()}://{rest}"
         return database_url
     os.makedirs(instance_path, exist_ok=True)
     return "sqlite:///" + os.path.join(instance_path, "example_app.sqlite")
+
+
+def postgres_driver() -> str:
+    """The PostgreSQL driver SQLAlchemy should use: psycopg (3) where it is installed."""
+    return "psycopg" if importlib.util.find_spec("psycopg") is not None else "psycopg2"
 
 
 def dev_secret_key(instance_path: str, logger: logging.Logger) -> str:

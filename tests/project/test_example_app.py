@@ -3,6 +3,7 @@ and a real ``gunicorn`` serving it."""
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import re
 import typing as t
@@ -573,9 +574,29 @@ def test_dev_secret_key_is_shared_and_private(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["dev-secret-key"]
 
 
-def test_database_uri() -> None:
-    assert database_uri("postgres://u:p@db/site", "/x") == "postgresql://u:p@db/site"
+def test_database_uri(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Heroku's ``postgres://`` and a bare ``postgresql://`` (which SQLAlchemy 2.0 reads as
+    psycopg2's, where the quick start installs psycopg: before, the site did not start)
+    name the installed driver; a URL that names its driver keeps it."""
+    assert database_uri("postgres://u:p@db/site", "/x") == "postgresql+psycopg://u:p@db/site"
+    assert database_uri("postgresql://db/site", "/x") == "postgresql+psycopg://db/site"
     assert database_uri("postgresql+psycopg://db/site", "/x") == "postgresql+psycopg://db/site"
+    assert database_uri("postgresql+pg8000://db/site", "/x") == "postgresql+pg8000://db/site"
+    assert database_uri("sqlite:////tmp/site.db", "/x") == "sqlite:////tmp/site.db"
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if name == "psycopg" else object())
+    assert database_uri("postgres://u:p@db/site", "/x") == "postgresql+psycopg2://u:p@db/site"
+
+
+def test_the_quick_starts_postgresql_url_starts_the_site(tmp_path: Path) -> None:
+    """``DATABASE_URL=postgresql://...`` as the quick start writes it, with the driver it
+    installs: SQLAlchemy makes an engine on it (before, SQLAlchemy 2.0, which the package
+    allows, asked for psycopg2: ``No module named 'psycopg2'``; 2.1 picks psycopg itself)."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(database_uri("postgresql://u:p@127.0.0.1:1/site", str(tmp_path)))
+    assert engine.dialect.driver == "psycopg"
+    engine.dispose()
 
 
 def test_wechat_config_state() -> None:
