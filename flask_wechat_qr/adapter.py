@@ -16,7 +16,7 @@ import weakref
 
 import flask_login
 import sqlalchemy as sa
-from flask import current_app, request, session
+from flask import current_app, session
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from .errors import AccountDisabled
@@ -354,16 +354,8 @@ def _forget_remember_cookie() -> None:
     ``logout_user`` does: one there is the previous login's (someone else's, on a shared
     computer, or one planted), and would log that account in again once the new session
     ends. A login that remembers its user (``login_user(remember=True)``) sets a new one.
-
-    Only where the browser may hold one: it sent one, or the cookie's path may hide it
-    from this request (``REMEMBER_COOKIE_PATH`` other than ``/``). Deleting a cookie that is
-    not there cost every login a dated ``Set-Cookie`` header to write (and browsers one to
-    parse)."""
-    if getattr(current_app, "login_manager", None) is None:
-        return
-    config = current_app.config
-    if (config.get("REMEMBER_COOKIE_NAME", flask_login.COOKIE_NAME) in request.cookies
-            or config.get("REMEMBER_COOKIE_PATH", "/") not in ("/", None)):
+    (Asked whether there is one, the adapter would read the request: it knows none.)"""
+    if getattr(current_app, "login_manager", None) is not None:
         session["_remember"] = "clear"
 
 

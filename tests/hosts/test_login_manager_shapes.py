@@ -352,18 +352,6 @@ def callback_cookies(app: Flask) -> list[str]:
     return cookies
 
 
-def test_a_wechat_login_in_a_browser_without_a_remember_me_deletes_none(
-        tmp_path: Path) -> None:
-    """Nothing to forget: no remember-me deletion is written (before: one on every login,
-    a dated ``Set-Cookie`` the site formats and the browser parses)."""
-    app = build_host(tmp_path)
-    cookies = callback_cookies(app)
-    browser = Browser(app)
-    assert who(wechat_login(browser, "lisi")) == "Hello 李四"
-    assert any(cookie.startswith("session=") for cookie in cookies)
-    assert not any(cookie.startswith("remember_token=") for cookie in cookies)
-
-
 def test_a_remember_me_the_callback_cannot_see_is_still_forgotten(tmp_path: Path) -> None:
     """A remember-me cookie whose path hides it from the callback (``REMEMBER_COOKIE_PATH``)
     may be there all the same: it is deleted, at its own path."""
