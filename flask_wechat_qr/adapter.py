@@ -207,7 +207,7 @@ class AccountAdapter(t.Generic[UserT]):
         if user is None or not self.has_password(user):
             check_password_hash(_dummy_hash(self._seen_hash_method), password or "")
             return None
-        self._seen_hash_method = _hash_method(getattr(user, "password_hash", None)) or (
+        self._seen_hash_method = _hash_method(_stored_password(user)) or (
             self._seen_hash_method)
         return user if _password_matches(user, password or "") else None
 
@@ -453,18 +453,50 @@ def columns_create_user_cannot_fill(model: type[object]) -> list[str]:
     return missing
 
 
+def _stored_password(user: object) -> object:
+    """The stored password the default :meth:`AccountAdapter.has_password` reads: the
+    ``password_hash`` attribute, else ``password`` (a write-only property reads as absent),
+    else ``None``."""
+    for name in PASSWORD_ATTRIBUTES:
+        value = getattr(user, name, _ABSENT)
+        if value is not _ABSENT:
+            return value
+    return None
+
+
 def _password_matches(user: object, password: str) -> bool:
-    """The user's own ``check_password``, else a Werkzeug ``password_hash``. A host method
-    that raises (e.g. on a hash it cannot read) is a wrong password, said in the log."""
+    """The user's own ``check_password``, else the Werkzeug hash in ``password_hash`` (or
+    ``password``). A host method that raises (e.g. on a hash it cannot read) is a wrong
+    password, said in the log; so is a hash Werkzeug cannot check (another library's:
+    Flask-Security's argon2 or bcrypt, passlib's), with what to override to check it."""
     try:
         check = getattr(user, "check_password", None)
         if callable(check):
             return bool(check(password))
-        return check_password_hash(str(getattr(user, "password_hash", "")), password)
     except Exception as exc:  # the host's code: any failure means "not proved"
         log.warning("check_password of %s raised %s; counted as a wrong password",
                     type(user).__name__, type(exc).__name__)
         return False
+    stored = _stored_password(user)
+    if not stored:
+        return False
+    if _hash_method(stored) is None:
+        model = type(user)
+        if model not in _UNREADABLE_HASHES:
+            _UNREADABLE_HASHES.add(model)
+            log.error(
+                "%s's stored password is not a Werkzeug hash (scrypt or pbkdf2), so the "
+                "default AccountAdapter.authenticate cannot check it: nobody can prove an "
+                "account on the bind page (each attempt is a wrong password). Override "
+                "authenticate with your site's own password check (docs: hooks, 'Proving "
+                "an existing account'; Flask-Security: 'A site on Flask-Security-Too'). "
+                "Said once per process.", model.__name__)
+        return False
+    return check_password_hash(t.cast(str, stored), password)
+
+
+#: The user models whose password hashes the default check could not read, said once each.
+_UNREADABLE_HASHES: weakref.WeakSet[type[object]] = weakref.WeakSet()
 
 
 _watched_models: weakref.WeakKeyDictionary[type[object], set[int]] = weakref.WeakKeyDictionary()

@@ -534,8 +534,7 @@ class LoginFlow:
             if user is None:
                 return no_longer_valid()
             try:
-                self.adapter.renew_session()
-                self.adapter.login_user(user)
+                self._log_user_in(user)
             except LoginError as error:
                 return self._refused(error, ending.created, connection, login)
         business = ending.business if connection.callback_url else None
@@ -613,8 +612,7 @@ class LoginFlow:
         account waiting for approval) was created or linked all the same: the signals say
         so, and the site hears of an account it may have to approve."""
         try:
-            self.adapter.renew_session()
-            self.adapter.login_user(resolution.user)
+            self._log_user_in(resolution.user)
         except LoginError as error:
             self._tell_created_and_linked(connection, resolution)
             return self._refused(error, resolution.created_user, connection, login)
@@ -625,6 +623,20 @@ class LoginFlow:
                         created_user=resolution.created_user,
                         new_identity=resolution.new_identity, login=login,
                         token_id=token_id, issued_at=issued_at)
+
+    def _log_user_in(self, user: User) -> None:
+        """Renew the session and log the user in; then commit what the host's ``login_user``
+        wrote (Flask-Security's login tracking: ``login_count``, ``current_login_at``...),
+        which would otherwise be lost with the request's database session. Nothing to
+        commit (Flask-Login's ``login_user`` writes nothing) costs no database round trip."""
+        self.adapter.renew_session()
+        try:
+            self.adapter.login_user(user)
+            if self.db.session().in_transaction():
+                self._commit()
+        except BaseException:
+            self.db.session.rollback()
+            raise
 
     @staticmethod
     def _refused(error: LoginError, created: bool, connection: ConnectionSettings,

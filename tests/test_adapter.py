@@ -462,6 +462,44 @@ def test_an_email_is_found_as_people_type_it(tmp_path: t.Any, wechat_api: t.Any)
     assert logged_in_user_id(client) == "1"
 
 
+def test_werkzeug_hashes_in_a_password_column_prove_the_account(tmp_path: t.Any) -> None:
+    """``password`` is where the default looks for a password (``has_password``, and the
+    check at start-up), so it is where it checks one. Before: only ``password_hash`` was
+    ever checked, and every right password of such a site was wrong."""
+    class Adapter(AccountAdapter):
+        login_field = "email"
+
+    app = shaped_host(tmp_path, {"email": sa.Column(sa.String(120), unique=True),
+                                 "password": sa.Column(sa.String(255))},
+                      adapter=Adapter, WECHAT_QR_ASSOCIATION="ask_binding")
+    add_account(app, email="alice@example.com", password=generate_password_hash("pw"))
+    with app.app_context():
+        adapter = Adapter(app.db, app.User)  # type: ignore[attr-defined]
+        assert adapter.authenticate("alice@example.com", "pw").email == "alice@example.com"
+        assert adapter.authenticate("alice@example.com", "not-it") is None
+
+
+def test_a_hash_werkzeug_cannot_read_is_wrong_and_says_what_to_override(
+        tmp_path: t.Any, caplog: pytest.LogCaptureFixture) -> None:
+    """Another library's hash (here Flask-Security's argon2 format) proves nothing, and the
+    log says why, once: before, every attempt was a silent "wrong password"."""
+    class Adapter(AccountAdapter):
+        login_field = "email"
+
+    app = shaped_host(tmp_path, {"email": sa.Column(sa.String(120), unique=True),
+                                 "password": sa.Column(sa.String(255))},
+                      adapter=Adapter, WECHAT_QR_ASSOCIATION="ask_binding")
+    add_account(app, email="alice@example.com",
+                password="$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo")
+    with app.app_context(), caplog.at_level(logging.ERROR, "flask_wechat_qr"):
+        adapter = Adapter(app.db, app.User)  # type: ignore[attr-defined]
+        for _ in range(2):
+            assert adapter.authenticate("alice@example.com", "pw") is None
+    [record] = caplog.records
+    assert record.getMessage().startswith("User's stored password is not a Werkzeug hash")
+    assert "Override authenticate" in record.getMessage()
+
+
 def test_two_accounts_with_one_value_prove_neither(tmp_path: t.Any) -> None:
     """A login column that is not unique: binding to whichever row came first would hand the
     WeChat account to the wrong person (before: a 500, MultipleResultsFound)."""
