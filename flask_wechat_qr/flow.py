@@ -58,7 +58,7 @@ import typing as t
 from dataclasses import dataclass, field
 
 from flask import session
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from . import signals
 from .association import BindingRequired, Resolution
@@ -628,15 +628,25 @@ class LoginFlow:
         """Renew the session and log the user in; then commit what the host's ``login_user``
         wrote (Flask-Security's login tracking: ``login_count``, ``current_login_at``...),
         which would otherwise be lost with the request's database session. Nothing to
-        commit (Flask-Login's ``login_user`` writes nothing) costs no database round trip."""
+        commit (Flask-Login's ``login_user`` writes nothing) costs no database round trip.
+        The login itself is committed already: if the database refuses those writes, they
+        are rolled back and said in the log, and the person is logged in all the same."""
         self.adapter.renew_session()
         try:
             self.adapter.login_user(user)
-            if self.db.session().in_transaction():
-                self._commit()
         except BaseException:
             self.db.session.rollback()
             raise
+        if not self.db.session().in_transaction():
+            return
+        try:
+            self._commit()
+        except SQLAlchemyError as error:
+            self.db.session.rollback()
+            log.warning("what the site's login_user wrote for the WeChat login was not saved: "
+                        "the database refused it (%s); the person is logged in all the same",
+                        _database_reason(error) if isinstance(error, IntegrityError)
+                        else type(error).__name__)
 
     @staticmethod
     def _refused(error: LoginError, created: bool, connection: ConnectionSettings,

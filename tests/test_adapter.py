@@ -270,6 +270,33 @@ def test_a_made_up_username_fits_a_short_username_column(
         dispose_engines(app)
 
 
+def test_a_login_user_hook_whose_write_the_database_refuses_still_logs_in(
+        tmp_path: t.Any, database: Database, wechat_api: t.Any,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A host ``login_user`` that writes (login tracking) something the database refuses.
+    The login is committed before it: the person is logged in, the refused write rolled
+    back and said in the log (before: the error went up, a 500 after a login that had
+    happened)."""
+    class Tracking(AccountAdapter):  # type: ignore[type-arg]
+        def login_user(self, user: t.Any) -> None:
+            super().login_user(user)
+            user.username = None  # NOT NULL: refused at the commit
+
+    columns = {"username": sa.Column(sa.String(40), unique=True, nullable=False)}
+    app = shaped_host(tmp_path, columns, adapter=Tracking, url=database.url("tracking"))
+    try:
+        client = app.test_client()
+        with caplog.at_level(logging.WARNING, "flask_wechat_qr"):
+            resp = login_with_wechat(client, wechat_api)
+        assert resp.status_code == 302, resp.get_data(as_text=True)
+        (user,) = all_users(app)
+        assert user.username and logged_in_user_id(client) == str(user.id)
+        assert "was not saved: the database refused it" in caplog.text
+        assert len(all_identities(app)) == 1
+    finally:
+        dispose_engines(app)
+
+
 def test_made_up_usernames_of_a_short_column_are_random_in_every_character() -> None:
     """Cut to two characters, a prefixed name (``wx…``) was the same for everyone: every
     first login after the first one broke the column's unique constraint."""
