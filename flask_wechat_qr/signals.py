@@ -2,7 +2,8 @@
 
 Connect with ``signal.connect_via(app)`` or ``signal.connect``. A receiver of
 :data:`login_succeeded` may return a response; the callback then returns it instead of
-redirecting (as Flask-Dance's ``oauth_authorized`` does).
+redirecting (as Flask-Dance's ``oauth_authorized`` does). So may one of
+:data:`login_failed`, instead of the error page.
 """
 
 from __future__ import annotations
@@ -31,9 +32,10 @@ def sender() -> Flask:
 #: ``new_identity`` (bool), ``next_url``.
 login_succeeded = _signals.signal("wechat-qr-login-succeeded")
 
-#: A WeChat login ended with an error page.
+#: A WeChat login ended with an error page (or the response a receiver returned).
 #: kwargs: ``error`` (a :class:`~flask_wechat_qr.errors.LoginError`), ``connection``
-#: (settings, or ``None`` for an unknown connection).
+#: (settings, or ``None`` for an unknown connection), ``next_url`` (the login's ``next``,
+#: or ``None``).
 login_failed = _signals.signal("wechat-qr-login-failed")
 
 #: A local user was created from a first WeChat login (already committed).

@@ -480,8 +480,9 @@ def avatar(key: str) -> Response:
 
 
 @blueprint.errorhandler(LoginError)
-def login_error(error: LoginError) -> tuple[str | Response, int]:
-    """Every login that cannot go on ends here: a page in words, never a traceback."""
+def login_error(error: LoginError) -> tuple[str | BaseResponse, int]:
+    """Every login that cannot go on ends here: a page in words, never a traceback; or
+    the response a ``login_failed`` receiver returned (a single-page app's own route)."""
     runtime = current_runtime()
     connection, login = g.get("wechat_qr_login") or (None, None)
     if connection is None:
@@ -494,7 +495,12 @@ def login_error(error: LoginError) -> tuple[str | Response, int]:
                   error, type(error).__name__)
     else:
         log.info("WeChat login ended: %s (%s)", error, type(error).__name__)
-    signals.login_failed.send(signals.sender(), error=error, connection=connection)
+    next_url = under_mount_point(login.next_url, request.script_root) \
+        if login is not None and login.next_url else None
+    for _receiver, result in signals.login_failed.send(
+            signals.sender(), error=error, connection=connection, next_url=next_url):
+        if isinstance(result, BaseResponse):  # the site's own page for it (e.g. its SPA's)
+            return result, result.status_code
     return delivery.error_response(error, connection, login)
 
 

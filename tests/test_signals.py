@@ -154,7 +154,30 @@ def test_login_failed_carries_the_error_and_connection(app: t.Any, client: t.Any
     connections = [kwargs["connection"] for _, kwargs in failed.calls]
     assert [c.identifier for c in connections[:3]] == ["wechat"] * 3
     assert connections[3] is None
-    assert failed.keys == [{"error", "connection"}] * 4
+    assert failed.keys == [{"error", "connection", "next_url"}] * 4
+    assert [kwargs["next_url"] for _, kwargs in failed.calls] == [None] * 4
+
+
+def test_a_login_failed_receiver_response_replaces_the_error_page(
+        app: t.Any, client: t.Any, wechat_api: t.Any) -> None:
+    """A single-page app shows a failed login on its own route: the response a receiver
+    returns (the first) is sent instead of the error page, given the login's ``next``.
+    Before: the return value was ignored, and the login always ended on the extension's
+    page (a cancel on the phone never reached the SPA)."""
+    def to_the_spa(sender: t.Any, error: t.Any, next_url: str | None = None,
+                   **extra: t.Any) -> Response | None:
+        if isinstance(error, LoginCancelled):
+            return redirect(f"/app/login?wechat_error=cancelled&next={next_url}")
+        return None
+
+    with signals.login_failed.connected_to(to_the_spa, sender=app):
+        state = start_login(client, next="/app/profile")
+        cancelled = client.get("/auth/wechat/callback", query_string={"state": state})
+        forged = finish_login(client, "forged0000000000000000000000000")
+    assert cancelled.status_code == 302
+    assert cancelled.headers["Location"] == "/app/login?wechat_error=cancelled&next=/app/profile"
+    assert cancelled.headers["Cache-Control"] == "no-store"
+    assert forged.status_code == 400 and "<h1" in forged.get_data(as_text=True)
 
 
 def test_signals_are_scoped_to_their_app(make_app: t.Any, wechat_api: t.Any) -> None:
