@@ -64,10 +64,12 @@ def local(url: str) -> str:
 
 
 def wechat_login(browser: Browser, person: str = "zhangsan", *, path: str = "/auth/wechat/login",
-                 next_url: str | None = None, nickname: str | None = None) -> t.Any:
+                 next_url: str | None = None, nickname: str | None = None,
+                 follow: bool = True) -> t.Any:
     """The whole login: the site's button, WeChat's QR page, a phone that allows it as
     ``person`` (``"new"`` with ``nickname``: someone the sandbox does not know yet), the QR
-    page's poll and the callback; the page it ends on."""
+    page's poll and the callback; the page it ends on (the callback's answer itself, not
+    ``follow``)."""
     start = browser.get(path + (f"?next={next_url}" if next_url else ""), follow=False)
     assert start.status_code == 302, start.get_data(as_text=True)
     location = start.headers["Location"]
@@ -84,7 +86,7 @@ def wechat_login(browser: Browser, person: str = "zhangsan", *, path: str = "/au
     confirmed = answer(phone.client, uuid, **form)
     assert confirmed.status_code == 200, confirmed.get_data(as_text=True)
     browser.seen += phone.seen
-    return browser.get(poll(browser.client, uuid)["redirect"])
+    return browser.get(poll(browser.client, uuid)["redirect"], follow=follow)
 
 
 def links(html: str) -> list[str]:
