@@ -259,3 +259,67 @@ def test_wechat_qr_check_on_a_spa_site(tmp_path: Path, apps: t.Any, location: st
     result = flask(app, "wechat-qr", "check", "--base-url", "https://spa.example.com")
     assert result.exit_code == 0, (result.output, result.exception)
     assert "Summary: no problems." in result.output
+
+
+def docs_blocks(marker: str) -> str:
+    """The Python block of docs/hooks.rst's SPA section that contains ``marker``."""
+    import textwrap
+
+    from support import ROOT
+
+    text = (ROOT / "docs" / "hooks.rst").read_text(encoding="utf-8")
+    section = text.split(".. _spa-jwt:", 1)[1].split("\n.. _", 1)[0]
+    blocks = [textwrap.dedent(block) for block in re.findall(
+        r"^\.\. code-block:: python\n\n((?:    .*\n|\n)+)", section, re.M) if marker in block]
+    assert len(blocks) == 1, f"{len(blocks)} blocks with {marker!r}"
+    return blocks[0]
+
+
+def docs_app(tmp_path: Path, apps: t.Any, location: str, marker: str,
+             namespace: dict[str, t.Any]) -> Flask:
+    """The host with the docs' adapter (the block's code before ``wechat = WeChatQR(``) and
+    the docs' routes after it, and the docs' ``login_failed`` receiver; not the host's."""
+    before, after = docs_blocks(marker).split("\nwechat = WeChatQR(", 1)
+    exec(before, namespace)
+    app = apps(tmp_path, location, HOST_ADAPTER=namespace["Adapter"],
+               HOST_HEADER_ROUTES=False, HOST_SPA_ERRORS=False)
+    namespace.update(app=app, db=host.db, User=host.User)
+    exec(after.split("\n", 1)[1], namespace)
+    # Its own imports; kept in the test's namespace: Blinker holds its receiver weakly.
+    namespace["receiver"] = receiver = {"app": app}
+    exec(docs_blocks("def back_to_the_spa"), receiver)
+    return app
+
+
+@LOCATIONS
+def test_the_docs_spa_section_as_printed(tmp_path: Path, apps: t.Any, location: str) -> None:
+    """docs/hooks.rst's adapter (and, for the header variant, its two routes) and its
+    ``login_failed`` receiver, as printed, on the host's models and SPA: a first login
+    collected by the SPA, linking from the SPA's JWT login, a cancel shown by the SPA."""
+    namespace: dict[str, t.Any] = {}
+    marker = "set_access_cookies(response" if location == "cookies" else "HANDED_OVER ="
+    app = docs_app(tmp_path, apps, location, marker, namespace)
+    spa = SPA(app)
+    spa.log_in("zhangsan", next_url="/app/profile")
+    me = spa.me()
+    assert me is not None and me["nickname"] == "张三🐼"
+    assert (spa.token is not None) is (location == "headers")
+    no_jwt_in_a_url(spa.browser)
+
+    alice = sign_up(app, "alice@example.com")
+    linker = SPA(app)
+    jwt_login(linker, alice)
+    linker.link("xiaohua")
+    assert [w["nickname"] for w in (linker.me() or {}).get("wechat", [])] == ["🌸小花🌸"]
+
+    cancelled = SPA(app)
+    start = cancelled.browser.get("/auth/wechat/login?next=/app/profile", follow=False)
+    qr_page = cancelled.browser.get(start.headers["Location"].split("#")[0])
+    uuid = re.search(r'data-uuid="([^"]+)"', qr_page.get_data(as_text=True))
+    assert uuid is not None
+    answer(app.test_client(), uuid.group(1), action="deny", person="zhangsan")
+    ended = cancelled.browser.get(poll(cancelled.browser.client, uuid.group(1))["redirect"],
+                                  follow=False)
+    assert ended.headers["Location"] == "/app/login?wechat_error=cancelled&next=/app/profile"
+    for browser in (spa.browser, linker.browser):
+        assert_no_server_error(browser)

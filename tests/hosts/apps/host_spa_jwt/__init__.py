@@ -104,15 +104,17 @@ def create_app(test_config: dict[str, t.Any] | None = None) -> Flask:
     app.config.setdefault("JWT_COOKIE_SECURE", False)  # http://127.0.0.1 in development
     db.init_app(app)
     jwt.init_app(app)
-    adapter = JWTCookieAdapter if cookies else JWTHeaderAdapter
+    adapter = app.config.get("HOST_ADAPTER") or (JWTCookieAdapter if cookies else JWTHeaderAdapter)
     wechat = WeChatQR(app, db=db, adapter=adapter(db, User))
-    add_routes(app, wechat)
+    add_routes(app, wechat, header_routes=app.config.get("HOST_HEADER_ROUTES", True))
     with app.app_context():
         db.create_all()
     return app
 
 
-def add_routes(app: Flask, wechat: WeChatQR) -> None:
+def add_routes(app: Flask, wechat: WeChatQR, header_routes: bool = True) -> None:
+    """The SPA's page and its API; ``header_routes``: with the header variant's two routes
+    (the tests of the docs add the docs' own)."""
     index_html = (Path(__file__).parent / "static" / "index.html").read_text(encoding="utf-8")
 
     @app.get("/")
@@ -138,6 +140,9 @@ def add_routes(app: Flask, wechat: WeChatQR) -> None:
         unset_jwt_cookies(response)
         return response
 
+    if not header_routes:
+        return
+
     @app.post("/api/token/wechat")
     def token_from_wechat_login() -> tuple[dict[str, t.Any], int]:
         handed = session.pop(HANDED_OVER, None) if request.is_json else None
@@ -156,7 +161,7 @@ def add_routes(app: Flask, wechat: WeChatQR) -> None:
 def back_to_the_spa(app: Flask, error: LoginError, next_url: str | None = None,
                     **extra: t.Any) -> BaseResponse | None:
     """A login that did not end well goes back to the SPA's login route, which says why."""
-    if app.import_name != __name__:
+    if app.import_name != __name__ or not app.config.get("HOST_SPA_ERRORS", True):
         return None
     reason = "cancelled" if isinstance(error, LoginCancelled) else type(error).__name__
     return redirect(url_for("spa", path="login", wechat_error=reason, next=next_url))
