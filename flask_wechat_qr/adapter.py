@@ -209,7 +209,7 @@ class AccountAdapter(t.Generic[UserT]):
             return None
         self._seen_hash_method = _hash_method(_stored_password(user)) or (
             self._seen_hash_method)
-        return user if _password_matches(user, password or "") else None
+        return user if _password_matches(user, password or "", self._seen_hash_method) else None
 
     def _values_to_look_up(self, typed: str, field: t.Any, model: t.Any) -> list[t.Any]:
         """What ``typed`` may be stored as in ``field``, as typed first; none when it can be
@@ -464,11 +464,13 @@ def _stored_password(user: object) -> object:
     return None
 
 
-def _password_matches(user: object, password: str) -> bool:
+def _password_matches(user: object, password: str, dummy_method: str | None = None) -> bool:
     """The user's own ``check_password``, else the Werkzeug hash in ``password_hash`` (or
     ``password``). A host method that raises (e.g. on a hash it cannot read) is a wrong
     password, said in the log; so is a hash Werkzeug cannot check (another library's:
-    Flask-Security's argon2 or bcrypt, passlib's), with what to override to check it."""
+    Flask-Security's argon2 or bcrypt, passlib's), with what to override to check it,
+    after the work of a check (``dummy_method``'s, as for an unknown username): answered
+    at once, it would tell which accounts exist."""
     try:
         check = getattr(user, "check_password", None)
         if callable(check):
@@ -478,6 +480,8 @@ def _password_matches(user: object, password: str) -> bool:
                     type(user).__name__, type(exc).__name__)
         return False
     stored = _stored_password(user)
+    if not stored or _hash_method(stored) is None:
+        check_password_hash(_dummy_hash(dummy_method), password)
     if not stored:
         return False
     if _hash_method(stored) is None:

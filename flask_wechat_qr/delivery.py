@@ -144,7 +144,7 @@ def _logged_in(outcome: LoggedIn) -> BaseResponse:
             connection=outcome.connection, created_user=outcome.created_user,
             new_identity=outcome.new_identity, next_url=next_url,
         ):
-            if isinstance(result, Response):
+            if isinstance(result, BaseResponse):
                 return result
     if outcome.business is not None:
         assert outcome.identity is not None  # the flow gives one with every business login
@@ -208,9 +208,18 @@ def form_post(connection: ConnectionSettings, fields: dict[str, str]) -> Respons
 
 
 def error_response(error: LoginError, connection: ConnectionSettings | None,
-                   login: LoginData | None) -> tuple[str | Response, int]:
-    """The end of a failed login: its business callback URL told of it (for the endings the
-    business handles), else this site's page in words with a "try again" link."""
+                   login: LoginData | None) -> tuple[str | BaseResponse, int]:
+    """The end of a failed login: ``login_failed`` sent, and the first response a receiver
+    returned (a single-page app's own route); else its business callback URL told of it
+    (for the endings the business handles), else this site's page in words with a "try
+    again" link. Receivers are given ``next`` inside the app's mount point, as
+    ``login_succeeded``'s are."""
+    next_url = (under_mount_point(login.next_url, request.script_root)
+                if login is not None and login.next_url else None)
+    for _receiver, result in signals.login_failed.send(
+            signals.sender(), error=error, connection=connection, next_url=next_url):
+        if isinstance(result, BaseResponse):
+            return result, result.status_code
     if connection is not None and connection.callback_url and login is not None \
             and login.link_user is None:
         code = next((value for kind, value in CALLBACK_URL_ERRORS.items()

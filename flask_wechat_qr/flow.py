@@ -534,7 +534,10 @@ class LoginFlow:
             if user is None:
                 return no_longer_valid()
             try:
-                self._log_user_in(user)
+                # The same login again (WeChat's double redirect): what the host's
+                # login_user records of a login (a count, the time and address of the last
+                # one) was recorded by the first request.
+                self._log_user_in(user, keep_writes=False)
             except LoginError as error:
                 return self._refused(error, ending.created, connection, login)
         business = ending.business if connection.callback_url else None
@@ -624,20 +627,29 @@ class LoginFlow:
                         new_identity=resolution.new_identity, login=login,
                         token_id=token_id, issued_at=issued_at)
 
-    def _log_user_in(self, user: User) -> None:
+    def _log_user_in(self, user: User, *, keep_writes: bool = True) -> None:
         """Renew the session and log the user in; then commit what the host's ``login_user``
         wrote (Flask-Security's login tracking: ``login_count``, ``current_login_at``...),
         which would otherwise be lost with the request's database session. Nothing to
         commit (Flask-Login's ``login_user`` writes nothing) costs no database round trip.
-        The login itself is committed already: if the database refuses those writes, they
-        are rolled back and said in the log, and the person is logged in all the same."""
+
+        The hook runs without autoflush, so its writes reach the database only at that
+        commit: the login itself is committed already, and if the database refuses them
+        they are rolled back and said in the log, the person logged in all the same. A hook
+        that refuses the user (a :class:`LoginError`) leaves nothing written; so does one
+        of a repeated login (``keep_writes`` false: the first request recorded it). A hook
+        that commits by itself answers for its own commit."""
         self.adapter.renew_session()
         try:
-            self.adapter.login_user(user)
+            with self.db.session.no_autoflush:
+                self.adapter.login_user(user)
         except BaseException:
             self.db.session.rollback()
             raise
         if not self.db.session().in_transaction():
+            return
+        if not keep_writes:
+            self.db.session.rollback()
             return
         try:
             self._commit()

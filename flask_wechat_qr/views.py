@@ -495,12 +495,6 @@ def login_error(error: LoginError) -> tuple[str | BaseResponse, int]:
                   error, type(error).__name__)
     else:
         log.info("WeChat login ended: %s (%s)", error, type(error).__name__)
-    next_url = under_mount_point(login.next_url, request.script_root) \
-        if login is not None and login.next_url else None
-    for _receiver, result in signals.login_failed.send(
-            signals.sender(), error=error, connection=connection, next_url=next_url):
-        if isinstance(result, BaseResponse):  # the site's own page for it (e.g. its SPA's)
-            return result, result.status_code
     return delivery.error_response(error, connection, login)
 
 

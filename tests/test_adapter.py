@@ -25,17 +25,21 @@ from support import (
     arrive,
     bind_as,
     bind_page,
+    browser_copy,
     dispose_engines,
+    each_code_once,
     error_name,
     find_tags,
     logged_in_user_id,
     login_with_wechat,
+    start_login,
     with_csrf_token_route,
 )
 from werkzeug.local import LocalProxy
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from flask_wechat_qr import AccountAdapter, ConfigurationError, WeChatQR
+from flask_wechat_qr import AccountAdapter, ConfigurationError, WeChatQR, signals
+from flask_wechat_qr.errors import AccountDisabled
 
 WRONG = "Wrong username or password."
 
@@ -297,6 +301,91 @@ def test_a_login_user_hook_whose_write_the_database_refuses_still_logs_in(
         dispose_engines(app)
 
 
+class Tracking(AccountAdapter):  # type: ignore[type-arg]
+    """A ``login_user`` that records each login (as Flask-Security's ``SECURITY_TRACKABLE``
+    does) and then reads the database (its lazy ``roles``), which autoflushes."""
+
+    def login_user(self, user: t.Any) -> None:
+        super().login_user(user)
+        user.logins = (user.logins or 0) + 1
+        self._require_db().session.execute(sa.select(sa.literal(1)))
+
+
+def tracking_host(tmp_path: t.Any, database: Database, adapter: type = Tracking) -> Flask:
+    columns = {"username": sa.Column(sa.String(40), unique=True, nullable=False),
+               "logins": sa.Column(sa.Integer)}
+    return shaped_host(tmp_path, columns, adapter=adapter, url=database.url("tracking"))
+
+
+def test_what_login_user_records_is_kept_once_per_login(
+        tmp_path: t.Any, database: Database, wechat_api: t.Any) -> None:
+    """Committed after the hook (before: lost with the request's session); WeChat's double
+    redirect, which logs the same login in again, does not count it twice."""
+    app = tracking_host(tmp_path, database)
+    try:
+        assert login_with_wechat(app.test_client(), wechat_api).status_code == 302
+        assert all_users(app)[0].logins == 1
+        browser = app.test_client()  # another computer: logged out there
+        state = start_login(browser)
+        twin = browser_copy(app, browser)
+        each_code_once(wechat_api)
+        first = browser.get("/auth/wechat/callback", query_string={"code": "C1", "state": state})
+        second = twin.get("/auth/wechat/callback", query_string={"code": "C2", "state": state})
+        assert (first.status_code, second.status_code) == (302, 302)
+        (user,) = all_users(app)
+        assert logged_in_user_id(twin) == str(user.id) and user.logins == 2
+    finally:
+        dispose_engines(app)
+
+
+def test_a_refused_write_the_hook_flushed_itself_still_logs_in(
+        tmp_path: t.Any, database: Database, wechat_api: t.Any,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The hook's write meets the database inside the hook (its own query autoflushed it):
+    before, that refusal was a 500 after a committed login."""
+    class Refused(Tracking):
+        def login_user(self, user: t.Any) -> None:
+            user.username = None  # NOT NULL
+            super().login_user(user)
+
+    app = tracking_host(tmp_path, database, Refused)
+    try:
+        client = app.test_client()
+        with caplog.at_level(logging.WARNING, "flask_wechat_qr"):
+            resp = login_with_wechat(client, wechat_api)
+        assert resp.status_code == 302, resp.get_data(as_text=True)
+        (user,) = all_users(app)
+        assert user.username and user.logins is None
+        assert logged_in_user_id(client) == str(user.id)
+        assert "was not saved: the database refused it" in caplog.text
+    finally:
+        dispose_engines(app)
+
+
+def test_a_hook_that_refuses_the_user_leaves_nothing_written(
+        tmp_path: t.Any, database: Database, wechat_api: t.Any) -> None:
+    """A ``login_user`` that records the attempt and then refuses (``AccountDisabled``):
+    nothing it wrote stays, even where a ``login_failed`` receiver commits."""
+    class Refusing(Tracking):
+        def login_user(self, user: t.Any) -> None:
+            user.logins = 99
+            raise AccountDisabled()
+
+    app = tracking_host(tmp_path, database, Refusing)
+
+    def commits(sender: t.Any, **extra: t.Any) -> None:
+        app.db.session.commit()  # type: ignore[attr-defined]
+
+    try:
+        with signals.login_failed.connected_to(commits, sender=app):
+            resp = login_with_wechat(app.test_client(), wechat_api)
+        assert resp.status_code == 403
+        (user,) = all_users(app)
+        assert user.logins is None
+    finally:
+        dispose_engines(app)
+
+
 def test_made_up_usernames_of_a_short_column_are_random_in_every_character() -> None:
     """Cut to two characters, a prefixed name (``wx…``) was the same for everyone: every
     first login after the first one broke the column's unique constraint."""
@@ -525,6 +614,39 @@ def test_a_hash_werkzeug_cannot_read_is_wrong_and_says_what_to_override(
     [record] = caplog.records
     assert record.getMessage().startswith("User's stored password is not a Werkzeug hash")
     assert "Override authenticate" in record.getMessage()
+
+
+def test_a_hash_werkzeug_cannot_read_takes_as_long_as_an_unknown_username(
+        tmp_path: t.Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Refused at once, an account whose hash the default check cannot read answered in
+    1 ms where an unknown address took 108-132 ms (the review): it told which e-mail
+    addresses have accounts. Each now checks one dummy hash (recorded: a timing would be
+    noise here)."""
+    import flask_wechat_qr.adapter as adapter_module
+
+    class Adapter(AccountAdapter):
+        login_field = "email"
+
+    app = shaped_host(tmp_path, {"email": sa.Column(sa.String(120), unique=True),
+                                 "password": sa.Column(sa.String(255))},
+                      adapter=Adapter, WECHAT_QR_ASSOCIATION="ask_binding")
+    add_account(app, email="alice@example.com",
+                password="$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo")
+    checked: list[str] = []
+    real = adapter_module.check_password_hash
+
+    def recording(pwhash: str, password: str) -> bool:
+        checked.append(pwhash.split("$", 1)[0])
+        return real(pwhash, password)
+
+    monkeypatch.setattr(adapter_module, "check_password_hash", recording)
+    with app.app_context():
+        adapter = Adapter(app.db, app.User)  # type: ignore[attr-defined]
+        assert adapter.authenticate("alice@example.com", "pw") is None
+        known = list(checked)
+        checked.clear()
+        assert adapter.authenticate("nobody@example.com", "pw") is None
+    assert known == checked and len(checked) == 1
 
 
 def test_two_accounts_with_one_value_prove_neither(tmp_path: t.Any) -> None:

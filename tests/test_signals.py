@@ -212,6 +212,27 @@ def test_a_receiver_response_replaces_the_redirect(app: t.Any, client: t.Any,
     assert logged_in_user_id(client) == str(all_users(app)[0].id)
 
 
+def test_both_signals_take_any_werkzeug_response(app: t.Any, client: t.Any,
+                                                 wechat_api: t.Any) -> None:
+    """``werkzeug.utils.redirect`` gives a Werkzeug response, not Flask's: before, a
+    ``login_succeeded`` receiver's was silently dropped while ``login_failed``'s was sent."""
+    from werkzeug.utils import redirect as werkzeug_redirect
+
+    def welcome(sender: t.Any, **kwargs: t.Any) -> t.Any:
+        return werkzeug_redirect("/welcome")
+
+    def to_the_spa(sender: t.Any, **kwargs: t.Any) -> t.Any:
+        return werkzeug_redirect("/app/login?wechat_error=cancelled")
+
+    with signals.login_succeeded.connected_to(welcome, sender=app), \
+            signals.login_failed.connected_to(to_the_spa, sender=app):
+        succeeded = login_with_wechat(client, wechat_api, next="/account")
+        state = start_login(client)
+        cancelled = client.get("/auth/wechat/callback", query_string={"state": state})
+    assert (succeeded.status_code, succeeded.headers["Location"]) == (302, "/welcome")
+    assert cancelled.headers["Location"] == "/app/login?wechat_error=cancelled"
+
+
 def test_a_receiver_returning_something_else_is_ignored(app: t.Any, client: t.Any,
                                                         wechat_api: t.Any) -> None:
     with signals.login_succeeded.connected_to(Recorder(result="not a response"), sender=app):

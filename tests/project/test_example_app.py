@@ -588,17 +588,6 @@ def test_database_uri(monkeypatch: pytest.MonkeyPatch) -> None:
     assert database_uri("postgres://u:p@db/site", "/x") == "postgresql+psycopg2://u:p@db/site"
 
 
-def test_the_quick_starts_postgresql_url_starts_the_site(tmp_path: Path) -> None:
-    """``DATABASE_URL=postgresql://...`` as the quick start writes it, with the driver it
-    installs: SQLAlchemy makes an engine on it (before, SQLAlchemy 2.0, which the package
-    allows, asked for psycopg2: ``No module named 'psycopg2'``; 2.1 picks psycopg itself)."""
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(database_uri("postgresql://u:p@127.0.0.1:1/site", str(tmp_path)))
-    assert engine.dialect.driver == "psycopg"
-    engine.dispose()
-
-
 def test_wechat_config_state() -> None:
     # In development and tests the default is the sandbox: try it in a minute.
     assert wechat_config_state({"DEBUG": True}).mode == "sandbox"
