@@ -295,7 +295,9 @@ def test_wechat_as_the_only_login_of_a_flask_security_site(
         tmp_path: Path, apps: t.Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Flask-Security sends visitors of protected pages to its own login page, whatever
     Flask-Login's ``login_view`` says; its ``unauthn_handler``, as docs/hooks.rst shows it,
-    sends them to WeChat and back."""
+    sends a browser's page load to WeChat and back, and leaves the rest (an API's JSON
+    call, a form's POST) Flask-Security's answer. Before: those went to WeChat too (a JSON
+    client got a redirect, not its 401; a POST's ``next`` led to a 405 after the login)."""
     app = apps(tmp_path)
     app.login_manager.login_view = "wechat_qr.login"  # type: ignore[attr-defined]
     assert app.test_client().get("/account").headers["Location"].startswith("/login?")
@@ -305,11 +307,22 @@ def test_wechat_as_the_only_login_of_a_flask_security_site(
     namespace: dict[str, t.Any] = {"security": security}
     exec(docs_block("def log_in_with_wechat"), namespace)
     browser = Browser(app)
+    browser.headers["Accept"] = BROWSER_ACCEPT
     asked = browser.get("/account", follow=False)
     assert asked.status_code == 302
     assert asked.headers["Location"] == "/auth/wechat/login?next=/account"
     assert who(wechat_login(browser, "zhangsan", path=asked.headers["Location"])) == "张三🐼"
     assert_no_server_error(browser)
+
+    client = app.test_client()
+    api = client.get("/account", headers={"Accept": "application/json"})
+    assert api.status_code == 401 and api.is_json, (api.status_code, api.headers)
+    posted = client.post("/account", data={"nickname": "x"}, headers={"Accept": BROWSER_ACCEPT})
+    assert posted.status_code == 302 and posted.headers["Location"].startswith("/login?")
+
+
+#: What a browser's page load accepts.
+BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 
 
 def docs_block(marker: str) -> str:

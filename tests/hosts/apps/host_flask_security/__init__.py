@@ -11,7 +11,7 @@ from __future__ import annotations
 import typing as t
 
 import flask_security
-from flask import Flask, render_template, session
+from flask import Flask, redirect, render_template, session, url_for
 from flask_security import (
     Security,
     SQLAlchemyUserDatastore,
@@ -23,6 +23,7 @@ from flask_security.confirmable import requires_confirmation
 from flask_security.models import fsqla_v3 as fsqla
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf import CSRFProtect
+from werkzeug.wrappers import Response as BaseResponse
 
 from flask_wechat_qr import AccountAdapter, WeChatQR
 from flask_wechat_qr.errors import AccountDisabled
@@ -111,6 +112,12 @@ def add_routes(app: Flask, wechat: WeChatQR) -> None:
     @auth_required()
     def account() -> str:
         return render_template("account.html", identities=wechat.identities_of(current_user))
+
+    @app.post("/account")
+    @auth_required()
+    def save_account() -> BaseResponse:
+        """A form's POST behind Flask-Security's login."""
+        return redirect(url_for("account"))
 
     @app.route("/security-settings")
     @auth_required(within=15, grace=0)  # a page that asks for a login within 15 minutes
