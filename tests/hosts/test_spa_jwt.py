@@ -323,3 +323,36 @@ def test_the_docs_spa_section_as_printed(tmp_path: Path, apps: t.Any, location: 
     assert ended.headers["Location"] == "/app/login?wechat_error=cancelled&next=/app/profile"
     for browser in (spa.browser, linker.browser):
         assert_no_server_error(browser)
+
+
+# --- the header variant's hand-offs in the session ----------------------------------------
+
+
+@pytest.fixture(params=["host", "docs"])
+def header_app(request: pytest.FixtureRequest, tmp_path: Path, apps: t.Any
+               ) -> t.Iterator[Flask]:
+    """The header variant: the host's routes, or the docs' adapter, routes and receivers as
+    printed (kept alive with the test: Blinker holds receivers weakly)."""
+    if request.param == "host":
+        yield apps(tmp_path, "headers")
+        return
+    namespace: dict[str, t.Any] = {}
+    yield docs_app(tmp_path, apps, "headers", "HANDED_OVER =", namespace)
+
+
+@pytest.mark.parametrize("body", [
+    {"data": "null", "content_type": "application/json"},
+    {"data": "[]", "content_type": "application/json"},
+    {"data": "{", "content_type": "application/json"},
+    {"data": {"next": "/app/profile"}},
+    {},
+], ids=["json-null", "json-list", "not-json", "form", "empty"])
+def test_starting_a_link_without_a_json_object(header_app: Flask, body: dict[str, t.Any]
+                                               ) -> None:
+    """No ``next`` to read: the link starts without one. Before: a 500 (the docs, on JSON
+    ``null``) or a 415 (the host, on a body that is no JSON)."""
+    spa = SPA(header_app)
+    jwt_login(spa, sign_up(header_app, "alice@example.com"))
+    started = spa.browser.client.post("/api/wechat/link", headers=spa.headers(), **body)
+    assert started.status_code == 200, started.get_data(as_text=True)
+    assert started.json == {"url": "/auth/wechat/link"}

@@ -154,7 +154,9 @@ def add_routes(app: Flask, wechat: WeChatQR, header_routes: bool = True) -> None
     @jwt_required()
     def start_wechat_link() -> dict[str, t.Any]:
         session[LINKING] = {"user_id": get_jwt_identity(), "at": time.time()}
-        return {"url": url_for("wechat_qr.link", next=(request.json or {}).get("next"))}
+        body = request.get_json(silent=True)
+        next_url = body.get("next") if isinstance(body, dict) else None
+        return {"url": url_for("wechat_qr.link", next=next_url)}
 
 
 @signals.login_failed.connect
