@@ -407,6 +407,22 @@ def test_a_link_is_started_for_five_minutes(header_app: Flask,
     assert link_page(spa).headers["Location"].startswith(NOT_LOGGED_IN)
 
 
+def test_the_login_is_collected_by_a_json_post_within_a_minute(
+        header_app: Flask, clock: t.Callable[[float], None]) -> None:
+    """A form's POST (which another site's page can send without asking) collects
+    nothing, and leaves the login to the SPA; a minute later it is gone."""
+    spa = SPA(header_app)
+    spa.log_in("zhangsan")
+    client = spa.browser.client
+    assert client.post("/api/token/wechat", data={"x": "1"}).status_code == 401
+    assert client.post("/api/token/wechat", json={}).status_code == 200
+
+    late = SPA(header_app)
+    late.log_in("zhangsan")
+    clock(61)
+    assert late.browser.client.post("/api/token/wechat", json={}).status_code == 401
+
+
 @pytest.mark.parametrize("body", [
     {"data": "null", "content_type": "application/json"},
     {"data": "[]", "content_type": "application/json"},
