@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import typing as t
+from datetime import datetime
 from pathlib import Path
 
 import host_flask_security as host
@@ -153,6 +154,70 @@ def test_ask_binding_proves_the_account_with_flask_securitys_password_check(
     assert_no_server_error(browser)
 
 
+def bind(app: Flask, email: str) -> tuple[Browser, t.Any]:
+    """A WeChat login of someone new, then the bind page's "bind" with ``email``'s right
+    password: the browser and the answer."""
+    browser = Browser(app)
+    [token] = set(CSRF.findall(wechat_login(browser, "lisi").get_data(as_text=True)))
+    return browser, browser.post("/auth/bind", data={
+        "csrf_token": token, "action": "bind", "username": email, "password": PASSWORD})
+
+
+def assert_not_bound(app: Flask, email: str) -> None:
+    """The right password binds nothing, and says no more than a wrong one."""
+    browser, page = bind(app, email)
+    assert page.status_code == 400 and WRONG in page.get_data(as_text=True)
+    assert logged_in_user_id(browser.client) is None and identities(app) == []
+
+
+def docs_adapter() -> type[AccountAdapter]:  # type: ignore[type-arg]
+    namespace: dict[str, t.Any] = {"user_datastore": host.user_datastore}
+    exec(docs_block("flask_security.login_user").split("\nwechat = WeChatQR(", 1)[0],
+         namespace)
+    return t.cast("type[AccountAdapter]", namespace["Adapter"])  # type: ignore[type-arg]
+
+
+ADAPTERS = pytest.mark.parametrize("docs", [False, True], ids=["host", "docs"])
+
+
+@pytest.fixture
+def features(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Flask-Security's features turned on by a test's config: its ``init_app`` sets them
+    on the module's ``Security``, shared by every app, and never turns them off; put back."""
+    for name in ("confirmable", "two_factor"):
+        monkeypatch.setattr(host.security, name, getattr(host.security, name))
+
+
+@ADAPTERS
+def test_binding_refuses_an_account_with_a_second_factor(
+        tmp_path: Path, apps: t.Any, features: None, docs: bool) -> None:
+    """A password alone must not bind a WeChat (and so log in for good) to an account whose
+    Flask-Security login asks for a second factor too. Before: it did."""
+    app = apps(tmp_path, WECHAT_QR_ASSOCIATION="ask_binding", SECURITY_TWO_FACTOR=True,
+               SECURITY_TWO_FACTOR_ENABLED_METHODS=["authenticator"],
+               SECURITY_TOTP_SECRETS={"1": "a-totp-secret-of-the-test"},
+               SECURITY_TOTP_ISSUER="Club",
+               HOST_ADAPTER=docs_adapter() if docs else host.Adapter)
+    sign_up(app, "tf@example.com", tf_primary_method="authenticator",
+            tf_totp_secret="not-a-real-secret")
+    alice = sign_up(app, "alice@example.com")
+    assert_not_bound(app, "tf@example.com")
+    assert logged_in_user_id(bind(app, "alice@example.com")[0].client) == alice
+
+
+@ADAPTERS
+def test_binding_refuses_an_unconfirmed_account(tmp_path: Path, apps: t.Any, features: None,
+                                                docs: bool) -> None:
+    """Under ``SECURITY_CONFIRMABLE`` an address nobody confirmed may be someone else's
+    (a squatter's sign-up): no binding to it. Before: the password was enough."""
+    app = apps(tmp_path, WECHAT_QR_ASSOCIATION="ask_binding", SECURITY_CONFIRMABLE=True,
+               HOST_ADAPTER=docs_adapter() if docs else host.Adapter)
+    sign_up(app, "squatted@example.com")
+    alice = sign_up(app, "alice@example.com", confirmed_at=datetime(2024, 1, 1))
+    assert_not_bound(app, "squatted@example.com")
+    assert logged_in_user_id(bind(app, "alice@example.com")[0].client) == alice
+
+
 def test_the_default_authenticate_says_it_cannot_read_flask_securitys_hashes(
         tmp_path: Path, apps: t.Any, caplog: pytest.LogCaptureFixture) -> None:
     """An adapter with the default ``authenticate``: Flask-Security's argon2 hashes in
@@ -230,7 +295,9 @@ def test_wechat_as_the_only_login_of_a_flask_security_site(
         tmp_path: Path, apps: t.Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Flask-Security sends visitors of protected pages to its own login page, whatever
     Flask-Login's ``login_view`` says; its ``unauthn_handler``, as docs/hooks.rst shows it,
-    sends them to WeChat and back."""
+    sends a browser's page load to WeChat and back, and leaves the rest (an API's JSON
+    call, a form's POST) Flask-Security's answer. Before: those went to WeChat too (a JSON
+    client got a redirect, not its 401; a POST's ``next`` led to a 405 after the login)."""
     app = apps(tmp_path)
     app.login_manager.login_view = "wechat_qr.login"  # type: ignore[attr-defined]
     assert app.test_client().get("/account").headers["Location"].startswith("/login?")
@@ -240,11 +307,22 @@ def test_wechat_as_the_only_login_of_a_flask_security_site(
     namespace: dict[str, t.Any] = {"security": security}
     exec(docs_block("def log_in_with_wechat"), namespace)
     browser = Browser(app)
+    browser.headers["Accept"] = BROWSER_ACCEPT
     asked = browser.get("/account", follow=False)
     assert asked.status_code == 302
     assert asked.headers["Location"] == "/auth/wechat/login?next=/account"
     assert who(wechat_login(browser, "zhangsan", path=asked.headers["Location"])) == "张三🐼"
     assert_no_server_error(browser)
+
+    client = app.test_client()
+    api = client.get("/account", headers={"Accept": "application/json"})
+    assert api.status_code == 401 and api.is_json, (api.status_code, api.headers)
+    posted = client.post("/account", data={"nickname": "x"}, headers={"Accept": BROWSER_ACCEPT})
+    assert posted.status_code == 302 and posted.headers["Location"].startswith("/login?")
+
+
+#: What a browser's page load accepts.
+BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 
 
 def docs_block(marker: str) -> str:
@@ -261,11 +339,7 @@ def docs_block(marker: str) -> str:
 def test_the_docs_adapter_for_flask_security(tmp_path: Path, apps: t.Any) -> None:
     """docs/hooks.rst's adapter, as printed (its last line, ``WeChatQR(...)``, is the
     host's), on the host's models: a first login, then binding a password account."""
-    code = docs_block("flask_security.login_user")
-    namespace: dict[str, t.Any] = {"user_datastore": host.user_datastore}
-    exec(code.split("\nwechat = WeChatQR(", 1)[0], namespace)
-    app = apps(tmp_path, WECHAT_QR_ASSOCIATION="ask_binding",
-               HOST_ADAPTER=namespace["Adapter"])
+    app = apps(tmp_path, WECHAT_QR_ASSOCIATION="ask_binding", HOST_ADAPTER=docs_adapter())
     alice = sign_up(app, "alice@example.com")
     browser = Browser(app)
     page = wechat_login(browser, "zhangsan", next_url="/account")

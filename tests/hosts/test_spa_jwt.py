@@ -10,6 +10,7 @@ them."""
 from __future__ import annotations
 
 import re
+import time
 import typing as t
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -323,3 +324,118 @@ def test_the_docs_spa_section_as_printed(tmp_path: Path, apps: t.Any, location: 
     assert ended.headers["Location"] == "/app/login?wechat_error=cancelled&next=/app/profile"
     for browser in (spa.browser, linker.browser):
         assert_no_server_error(browser)
+
+
+# --- the header variant's hand-offs in the session ----------------------------------------
+
+
+@pytest.fixture(params=["host", "docs"])
+def header_app(request: pytest.FixtureRequest, tmp_path: Path, apps: t.Any
+               ) -> t.Iterator[Flask]:
+    """The header variant: the host's routes, or the docs' adapter, routes and receivers as
+    printed (kept alive with the test: Blinker holds receivers weakly)."""
+    if request.param == "host":
+        yield apps(tmp_path, "headers")
+        return
+    namespace: dict[str, t.Any] = {}
+    yield docs_app(tmp_path, apps, "headers", "HANDED_OVER =", namespace)
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> t.Callable[[float], None]:
+    """``clock(seconds)``: from now on ``time.time()`` is that much later."""
+    real = time.time
+
+    def later(seconds: float) -> None:
+        monkeypatch.setattr(time, "time", lambda: real() + seconds)
+
+    return later
+
+
+def link_page(spa: SPA) -> t.Any:
+    """A navigation to the link page (no ``Authorization`` header: none is sent)."""
+    return spa.browser.client.get("/auth/wechat/link?next=/app/profile")
+
+
+NOT_LOGGED_IN = "/app/login?wechat_error=NotLoggedIn"
+
+
+def start_link(spa: SPA) -> None:
+    started = spa.browser.client.post("/api/wechat/link", json={"next": "/app/profile"},
+                                      headers=spa.headers())
+    assert started.status_code == 200, started.json
+
+
+def test_a_finished_link_hands_the_browser_to_nobody(header_app: Flask) -> None:
+    """Once the link is done, the link page of that browser no longer acts for the user who
+    started it (the next person at a shared computer would link their WeChat to the
+    previous user's account). Before: it did for 10 minutes."""
+    spa = SPA(header_app)
+    jwt_login(spa, sign_up(header_app, "alice@example.com"))
+    spa.link("xiaohua")
+    assert [w["nickname"] for w in (spa.me() or {}).get("wechat", [])] == ["🌸小花🌸"]
+    spa.token = None  # the SPA's tab closed; someone else opens the site
+    answered = link_page(spa)
+    assert answered.status_code == 302
+    assert answered.headers["Location"].startswith(NOT_LOGGED_IN)
+
+
+def test_logging_out_ends_a_link_and_a_login_not_collected(header_app: Flask) -> None:
+    """The API's logout takes back a link the SPA started and a WeChat login it did not
+    collect. Before: both stayed in the session."""
+    spa = SPA(header_app)
+    jwt_login(spa, sign_up(header_app, "alice@example.com"))
+    start_link(spa)
+    assert "/wechat-sandbox/" in link_page(spa).headers["Location"]
+    assert spa.log_out().status_code == 200
+    assert link_page(spa).headers["Location"].startswith(NOT_LOGGED_IN)
+
+    spa.log_in("zhangsan")  # back on the SPA's route; its script has not run yet
+    assert spa.log_out().status_code == 200
+    assert spa.browser.client.post("/api/token/wechat", json={}).status_code == 401
+
+
+def test_a_link_is_started_for_five_minutes(header_app: Flask,
+                                            clock: t.Callable[[float], None]) -> None:
+    """Before: for 10 minutes."""
+    spa = SPA(header_app)
+    jwt_login(spa, sign_up(header_app, "alice@example.com"))
+    start_link(spa)
+    clock(290)
+    assert "/wechat-sandbox/" in link_page(spa).headers["Location"]
+    clock(301)
+    assert link_page(spa).headers["Location"].startswith(NOT_LOGGED_IN)
+
+
+def test_the_login_is_collected_by_a_json_post_within_a_minute(
+        header_app: Flask, clock: t.Callable[[float], None]) -> None:
+    """A form's POST (which another site's page can send without asking) collects
+    nothing, and leaves the login to the SPA; a minute later it is gone."""
+    spa = SPA(header_app)
+    spa.log_in("zhangsan")
+    client = spa.browser.client
+    assert client.post("/api/token/wechat", data={"x": "1"}).status_code == 401
+    assert client.post("/api/token/wechat", json={}).status_code == 200
+
+    late = SPA(header_app)
+    late.log_in("zhangsan")
+    clock(61)
+    assert late.browser.client.post("/api/token/wechat", json={}).status_code == 401
+
+
+@pytest.mark.parametrize("body", [
+    {"data": "null", "content_type": "application/json"},
+    {"data": "[]", "content_type": "application/json"},
+    {"data": "{", "content_type": "application/json"},
+    {"data": {"next": "/app/profile"}},
+    {},
+], ids=["json-null", "json-list", "not-json", "form", "empty"])
+def test_starting_a_link_without_a_json_object(header_app: Flask, body: dict[str, t.Any]
+                                               ) -> None:
+    """No ``next`` to read: the link starts without one. Before: a 500 (the docs, on JSON
+    ``null``) or a 415 (the host, on a body that is no JSON)."""
+    spa = SPA(header_app)
+    jwt_login(spa, sign_up(header_app, "alice@example.com"))
+    started = spa.browser.client.post("/api/wechat/link", headers=spa.headers(), **body)
+    assert started.status_code == 200, started.get_data(as_text=True)
+    assert started.json == {"url": "/auth/wechat/link"}

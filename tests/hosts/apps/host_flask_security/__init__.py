@@ -11,7 +11,7 @@ from __future__ import annotations
 import typing as t
 
 import flask_security
-from flask import Flask, render_template, session
+from flask import Flask, redirect, render_template, session, url_for
 from flask_security import (
     Security,
     SQLAlchemyUserDatastore,
@@ -19,9 +19,11 @@ from flask_security import (
     current_user,
     hash_password,
 )
+from flask_security.confirmable import requires_confirmation
 from flask_security.models import fsqla_v3 as fsqla
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf import CSRFProtect
+from werkzeug.wrappers import Response as BaseResponse
 
 from flask_wechat_qr import AccountAdapter, WeChatQR
 from flask_wechat_qr.errors import AccountDisabled
@@ -44,9 +46,19 @@ security = Security()
 csrf = CSRFProtect()
 
 
+def needs_more_than_a_password(user: User) -> bool:
+    """A second factor (two-factor, or a WebAuthn key as second factor), or an address
+    still to confirm: such an account links WeChat from its account page, after
+    Flask-Security's own login."""
+    second_factor = user.tf_primary_method or any(
+        key.usage == "secondary" for key in getattr(user, "webauthn", []))
+    return bool(second_factor or requires_confirmation(user))
+
+
 class Adapter(AccountAdapter):
-    """Flask-Security's users: made by its datastore, proved by its password check, logged
-    in by its ``login_user`` (session freshness, login tracking)."""
+    """Flask-Security's users: made by its datastore, proved by its password check (not for
+    an account that needs more than a password), logged in by its ``login_user`` (session
+    freshness, login tracking)."""
 
     login_field = "email"  # the bind page asks for the address Flask-Security logs in with
 
@@ -57,7 +69,7 @@ class Adapter(AccountAdapter):
 
     def authenticate(self, username: str, password: str) -> User | None:
         user = user_datastore.find_user(case_insensitive=True, email=username.strip())
-        if user is None or not user.password:
+        if user is None or not user.password or needs_more_than_a_password(user):
             hash_password(password)  # as long as a wrong password (Flask-Security's way)
             return None
         return t.cast(User, user) if user.verify_and_update_password(password) else None
@@ -100,6 +112,12 @@ def add_routes(app: Flask, wechat: WeChatQR) -> None:
     @auth_required()
     def account() -> str:
         return render_template("account.html", identities=wechat.identities_of(current_user))
+
+    @app.post("/account")
+    @auth_required()
+    def save_account() -> BaseResponse:
+        """A form's POST behind Flask-Security's login."""
+        return redirect(url_for("account"))
 
     @app.route("/security-settings")
     @auth_required(within=15, grace=0)  # a page that asks for a login within 15 minutes

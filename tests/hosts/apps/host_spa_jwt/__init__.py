@@ -38,7 +38,8 @@ db = SQLAlchemy()
 jwt = JWTManager()
 
 #: The session keys of the header variant: the user a WeChat login logged in, for the SPA
-#: to collect once; the user who started linking WeChat from the SPA.
+#: to collect (once per session, within a minute); the user who started linking WeChat from
+#: the SPA (until linked, logged out, or five minutes).
 HANDED_OVER = "spa_wechat_login"
 LINKING = "spa_wechat_link"
 
@@ -84,7 +85,7 @@ class JWTHeaderAdapter(AccountAdapter):  # type: ignore[type-arg]
             return None
         user_id = get_jwt_identity()
         linking = session.get(LINKING)
-        if (user_id is None and linking and time.time() - linking["at"] < 600
+        if (user_id is None and linking and time.time() - linking["at"] < 300
                 and request.endpoint in ("wechat_qr.link", "wechat_qr.callback")):
             user_id = linking["user_id"]
         return t.cast("User | None", self.load_user(user_id)) if user_id else None
@@ -134,11 +135,12 @@ def add_routes(app: Flask, wechat: WeChatQR, header_routes: bool = True) -> None
                            for identity in wechat.identities_of(user)],
                 "wechat_csrf_token": csrf_token()}
 
-    @app.post("/api/logout")
-    def logout() -> BaseResponse:
-        response = app.json.response({"msg": "Logged out"})
-        unset_jwt_cookies(response)
-        return response
+    if app.config["HOST_JWT_LOCATION"] == "cookies":
+        @app.post("/api/logout")
+        def logout() -> BaseResponse:
+            response = app.json.response({"msg": "Logged out"})
+            unset_jwt_cookies(response)
+            return response
 
     if not header_routes:
         return
@@ -154,7 +156,25 @@ def add_routes(app: Flask, wechat: WeChatQR, header_routes: bool = True) -> None
     @jwt_required()
     def start_wechat_link() -> dict[str, t.Any]:
         session[LINKING] = {"user_id": get_jwt_identity(), "at": time.time()}
-        return {"url": url_for("wechat_qr.link", next=(request.json or {}).get("next"))}
+        body = request.get_json(silent=True)
+        next_url = body.get("next") if isinstance(body, dict) else None
+        return {"url": url_for("wechat_qr.link", next=next_url)}
+
+    if app.config["HOST_JWT_LOCATION"] == "cookies":
+        return
+
+    @app.post("/api/logout")
+    def log_out() -> dict[str, t.Any]:
+        session.pop(HANDED_OVER, None)
+        session.pop(LINKING, None)
+        return {"msg": "Logged out"}  # and the SPA forgets its token
+
+
+@signals.identity_linked.connect
+def wechat_link_done(app: Flask, **extra: t.Any) -> None:
+    """The link is done: this browser links WeChat for nobody any more (header variant)."""
+    if app.import_name == __name__ and app.config.get("HOST_HEADER_ROUTES", True):
+        session.pop(LINKING, None)
 
 
 @signals.login_failed.connect
