@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 from flask_security import hash_password
-from support import CSRF, ROOT, find_tags, logged_in_user_id
+from support import CSRF, ROOT, app_factory, find_tags, logged_in_user_id
 
 from flask_wechat_qr import AccountAdapter
 
@@ -38,18 +38,8 @@ def build(tmp_path: Path, *, csrf_protect: bool = False, **config: t.Any) -> Fla
 @pytest.fixture
 def apps() -> t.Iterator[t.Callable[..., Flask]]:
     """``make(tmp_path, **config)``: a host whose pooled connections close with the test."""
-    made: list[Flask] = []
-
-    def make(tmp_path: Path, **config: t.Any) -> Flask:
-        app = build(tmp_path, **config)
-        made.append(app)
-        return app
-
-    yield make
-    for app in made:
-        with app.app_context():
-            host.db.session.remove()
-            host.db.engine.dispose()
+    with app_factory(build) as make:
+        yield make
 
 
 def sign_up(app: Flask, email: str, **fields: t.Any) -> str:

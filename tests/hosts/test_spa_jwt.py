@@ -20,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 from flask_jwt_extended import create_access_token, decode_token
-from support import answer, poll
+from support import answer, app_factory, poll
 
 from .browse import Browser, assert_no_server_error, wechat_login
 from .shapes import SANDBOX, flask
@@ -28,24 +28,18 @@ from .shapes import SANDBOX, flask
 JWT = re.compile(r"eyJ[\w-]+\.[\w-]+\.[\w-]+")
 
 
+def build(tmp_path: Path, location: str = "cookies", **config: t.Any) -> Flask:
+    return host.create_app({**SANDBOX, "SQLALCHEMY_DATABASE_URI":
+                            f"sqlite:///{tmp_path / (location + '.db')}",
+                            "HOST_JWT_LOCATION": location, **config})
+
+
 @pytest.fixture
 def apps() -> t.Iterator[t.Callable[..., Flask]]:
     """``make(tmp_path, location, **config)``: a host on ``location`` ("cookies" or
     "headers") whose pooled connections close with the test."""
-    made: list[Flask] = []
-
-    def make(tmp_path: Path, location: str = "cookies", **config: t.Any) -> Flask:
-        app = host.create_app({**SANDBOX, "SQLALCHEMY_DATABASE_URI":
-                               f"sqlite:///{tmp_path / (location + '.db')}",
-                               "HOST_JWT_LOCATION": location, **config})
-        made.append(app)
-        return app
-
-    yield make
-    for app in made:
-        with app.app_context():
-            host.db.session.remove()
-            host.db.engine.dispose()
+    with app_factory(build) as make:
+        yield make
 
 
 LOCATIONS = pytest.mark.parametrize("location", ["cookies", "headers"])
