@@ -12,6 +12,7 @@ import re
 import typing as t
 from datetime import datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 import host_flask_security as host
 import pytest
@@ -294,7 +295,7 @@ def test_wechat_as_the_only_login_of_a_flask_security_site(
 
     security = app.extensions["security"]  # the module's, shared by every app: put back
     monkeypatch.setattr(security, "_unauthn_handler", security._unauthn_handler)
-    namespace: dict[str, t.Any] = {"security": security}
+    namespace: dict[str, t.Any] = {"app": SimpleNamespace(security=security)}
     exec(docs_block("def log_in_with_wechat"), namespace)
     browser = Browser(app)
     browser.headers["Accept"] = BROWSER_ACCEPT
@@ -307,6 +308,9 @@ def test_wechat_as_the_only_login_of_a_flask_security_site(
     client = app.test_client()
     api = client.get("/account", headers={"Accept": "application/json"})
     assert api.status_code == 401 and api.is_json, (api.status_code, api.headers)
+    # A script's fetch() accepts anything: Flask-Security's answer, not a WeChat login.
+    fetched = client.get("/account", headers={"Accept": "*/*"})
+    assert not fetched.headers.get("Location", "").startswith("/auth/wechat/"), fetched.headers
     posted = client.post("/account", data={"nickname": "x"}, headers={"Accept": BROWSER_ACCEPT})
     assert posted.status_code == 302 and posted.headers["Location"].startswith("/login?")
 

@@ -315,7 +315,7 @@ def test_the_docs_spa_section_as_printed(tmp_path: Path, apps: t.Any, location: 
     answer(app.test_client(), uuid.group(1), action="deny", person="zhangsan")
     ended = cancelled.browser.get(poll(cancelled.browser.client, uuid.group(1))["redirect"],
                                   follow=False)
-    assert ended.headers["Location"] == "/app/login?wechat_error=cancelled&next=/app/profile"
+    assert ended.headers["Location"] == "/app/login?wechat_error=cancelled&next=%2Fapp%2Fprofile"
     for browser in (spa.browser, linker.browser):
         assert_no_server_error(browser)
 
