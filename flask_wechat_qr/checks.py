@@ -553,6 +553,8 @@ def _run_site_before_hooks(app: Flask) -> t.Any:
 def _withheld(path: str, status: int, location: str | None) -> tuple[int, str | None] | None:
     if location is not None and urlsplit(location).path == urlsplit(path).path:
         return None  # e.g. Flask-Talisman's redirect to https: the same page
+    if status == 429:
+        return None  # a rate limiter (Flask-Limiter) used up by earlier requests: no rule
     return status, location
 
 
