@@ -36,7 +36,7 @@ from .flow import Linked, LoggedIn, NeedsBinding, Outcome
 from .frame_policy import with_frame_ancestors
 from .runtime import current_runtime
 from .settings import configured_issuer
-from .urls import under_mount_point
+from .urls import safe_next, under_mount_point
 
 if t.TYPE_CHECKING:
     from .login_state import BusinessParams, LoginData
@@ -213,9 +213,11 @@ def error_response(error: LoginError, connection: ConnectionSettings | None,
     returned (a single-page app's own route); else its business callback URL told of it
     (for the endings the business handles), else this site's page in words with a "try
     again" link. Receivers are given ``next`` inside the app's mount point, as
-    ``login_succeeded``'s are."""
-    next_url = (under_mount_point(login.next_url, request.script_root)
-                if login is not None and login.next_url else None)
+    ``login_succeeded``'s are: the login's, else the one its URL asked for."""
+    # A login refused before it kept anything (a link while logged out) still has the
+    # ``next`` its URL asked for.
+    asked = login.next_url if login is not None else safe_next(request.args.get("next"))
+    next_url = under_mount_point(asked, request.script_root) if asked else None
     for _receiver, result in signals.login_failed.send(
             signals.sender(), error=error, connection=connection, next_url=next_url):
         if isinstance(result, BaseResponse):

@@ -158,6 +158,16 @@ def test_login_failed_carries_the_error_and_connection(app: t.Any, client: t.Any
     assert [kwargs["next_url"] for _, kwargs in failed.calls] == [None] * 4
 
 
+def test_a_link_refused_before_it_began_still_gives_its_next(app: t.Any, client: t.Any) -> None:
+    """Linking while logged out is refused before the login keeps anything: receivers were
+    given ``next_url=None``, and a single-page app's route lost where to go back to."""
+    failed = Recorder()
+    with signals.login_failed.connected_to(failed, sender=app):
+        client.get("/auth/wechat/link", query_string={"next": "/app/profile"})
+        client.get("/auth/wechat/link", query_string={"next": "https://evil.example/"})
+    assert [kwargs["next_url"] for _, kwargs in failed.calls] == ["/app/profile", None]
+
+
 def test_a_login_failed_receiver_response_replaces_the_error_page(
         app: t.Any, client: t.Any, wechat_api: t.Any) -> None:
     """A single-page app shows a failed login on its own route: the response a receiver
