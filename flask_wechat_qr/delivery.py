@@ -27,6 +27,7 @@ from werkzeug.wrappers import Response as BaseResponse
 from . import signals
 from .errors import (
     IdTokenError,
+    InvalidRequest,
     LoginCancelled,
     LoginError,
     LoginRefused,
@@ -216,7 +217,7 @@ def error_response(error: LoginError, connection: ConnectionSettings | None,
     ``login_succeeded``'s are: the login's, else the one its URL asked for."""
     # A login refused before it kept anything (a link while logged out) still has the
     # ``next`` its URL asked for.
-    asked = login.next_url if login is not None else safe_next(request.args.get("next"))
+    asked = login.next_url if login is not None else _next_asked()
     next_url = under_mount_point(asked, request.script_root) if asked else None
     for _receiver, result in signals.login_failed.send(
             signals.sender(), error=error, connection=connection, next_url=next_url):
@@ -238,6 +239,15 @@ def error_response(error: LoginError, connection: ConnectionSettings | None,
         retry_url = url_for("wechat_qr.login", connection=connection.identifier, **again)
     return render_template("wechat_qr/error.html", error=error, connection=connection,
                            retry_url=retry_url), error.status
+
+
+def _next_asked() -> str | None:
+    """The ``next`` this request's URL asked for; ``None`` where it cannot be read (a query
+    that is not UTF-8, a value too long: the very errors the page may be telling of)."""
+    try:
+        return safe_next(request.args.get("next"))
+    except (InvalidRequest, UnicodeDecodeError):
+        return None
 
 
 def id_token_issuer() -> str:

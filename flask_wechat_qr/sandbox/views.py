@@ -80,16 +80,23 @@ blueprint.record_once(lambda _setup: redact_http_debug_logs())
 
 
 @blueprint.url_value_preprocessor
-def outside_the_hosts_csrf_protection(_endpoint: str | None, _values: t.Any) -> None:
-    """The simulated WeChat stands for another site: its forms (the phone's Allow, the fast
-    login, an avatar change) carry no token of the host's. Flask-WTF's ``CSRFProtect``
+def outside_the_hosts_protections(_endpoint: str | None, _values: t.Any) -> None:
+    """The simulated WeChat stands for another site. Its forms (the phone's Allow, the fast
+    login, an avatar change) carry no token of the host's: Flask-WTF's ``CSRFProtect``
     checks every POST of the app before any blueprint's own hook, and only its ``exempt``
-    lets a blueprint out; URL value preprocessors run before that check, whichever of the
-    two extensions the host set up first."""
-    protection = current_app.extensions.get("csrf")
-    exempt = getattr(protection, "exempt", None)
-    if callable(exempt):
-        exempt(blueprint)
+    lets a blueprint out. Nor are its requests the site's traffic: Flask-Limiter's quick
+    start (50 an hour per route and address) refused the QR page's once-a-second check
+    after 50 seconds, and the login stopped there. URL value preprocessors run before both
+    checks, whichever extension the host set up first."""
+    extensions = current_app.extensions
+    limiters = extensions.get("limiter") or ()
+    # Flask-Limiter 3 and later keep a set of limiters there, earlier ones the limiter.
+    if not isinstance(limiters, (set, frozenset, list, tuple)):
+        limiters = (limiters,)
+    for protection in (extensions.get("csrf"), *limiters):
+        exempt = getattr(protection, "exempt", None)
+        if callable(exempt):
+            exempt(blueprint)
 
 
 # WeChat's pages speak the language of WeChat's ``lang`` parameter (the QR page) or of the
