@@ -241,9 +241,16 @@ def error_response(error: LoginError, connection: ConnectionSettings | None,
                            retry_url=retry_url), error.status
 
 
+#: The pages that start a login (or a link), whose ``next`` is the person's way back.
+LOGIN_STARTS = ("wechat_qr.login", "wechat_qr.qr", "wechat_qr.link")
+
+
 def _next_asked() -> str | None:
-    """The ``next`` this request's URL asked for; ``None`` where it cannot be read (a query
-    that is not UTF-8, a value too long: the very errors the page may be telling of)."""
+    """The ``next`` this request's URL asked for, on a page that starts a login (anyone may
+    add one to a callback's URL); ``None`` where it cannot be read (a query that is not
+    UTF-8, a value too long: the very errors the page may be telling of)."""
+    if request.endpoint not in LOGIN_STARTS:
+        return None
     try:
         return safe_next(request.args.get("next"))
     except (InvalidRequest, UnicodeDecodeError):

@@ -165,7 +165,9 @@ def test_a_link_refused_before_it_began_still_gives_its_next(app: t.Any, client:
     with signals.login_failed.connected_to(failed, sender=app):
         client.get("/auth/wechat/link", query_string={"next": "/app/profile"})
         client.get("/auth/wechat/link", query_string={"next": "https://evil.example/"})
-    assert [kwargs["next_url"] for _, kwargs in failed.calls] == ["/app/profile", None]
+        # Anyone can add a next to a callback's URL: not the person's way back.
+        client.get("/auth/wechat/callback", query_string={"state": "s", "next": "/x"})
+    assert [kwargs["next_url"] for _, kwargs in failed.calls] == ["/app/profile", None, None]
 
 
 def test_a_login_failed_receiver_response_replaces_the_error_page(

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import secrets
+import threading
 import time
 import typing as t
+import weakref
 from dataclasses import dataclass, field, fields
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -89,14 +91,41 @@ def outside_the_hosts_protections(_endpoint: str | None, _values: t.Any) -> None
     after 50 seconds, and the login stopped there. URL value preprocessors run before both
     checks, whichever extension the host set up first."""
     extensions = current_app.extensions
-    limiters = extensions.get("limiter") or ()
-    # Flask-Limiter 3 and later keep a set of limiters there, earlier ones the limiter.
-    if not isinstance(limiters, (set, frozenset, list, tuple)):
-        limiters = (limiters,)
-    for protection in (extensions.get("csrf"), *limiters):
-        exempt = getattr(protection, "exempt", None)
-        if callable(exempt):
-            exempt(blueprint)
+    exempt = getattr(extensions.get("csrf"), "exempt", None)
+    if callable(exempt):
+        exempt(blueprint)
+    for limiter in _flask_limiters(extensions.get("limiter")):
+        _out_of_limits(limiter)
+
+
+def _flask_limiters(found: t.Any) -> list[t.Any]:
+    """Flask-Limiter's limiters of the app (version 3 and later keep a set of them under
+    ``"limiter"``, earlier ones the limiter); another library's object under that name is
+    left alone."""
+    found = found if isinstance(found, (set, frozenset, list, tuple)) else [found]
+    return [item for item in found
+            if type(item).__module__.split(".", 1)[0] == "flask_limiter"]
+
+
+#: The limiters the sandbox has looked at: each once (a limiter's own tables are not
+#: written while other requests read them), under the lock.
+_limiters_seen: weakref.WeakSet[t.Any] = weakref.WeakSet()
+_limiters_lock = threading.Lock()
+
+
+def _out_of_limits(limiter: t.Any) -> None:
+    """Exempt the sandbox from ``limiter``, unless the host gave its blueprint limits or an
+    exemption of its own (those stay as the host set them)."""
+    with _limiters_lock:
+        if limiter in _limiters_seen:
+            return
+        _limiters_seen.add(limiter)
+        manager = getattr(limiter, "limit_manager", None)
+        configured = (blueprint.name in (getattr(manager, "_blueprint_limits", None) or {})
+                      or blueprint.name in (getattr(manager, "_blueprint_exemptions", None)
+                                            or {}))
+        if not configured:
+            limiter.exempt(blueprint)
 
 
 # WeChat's pages speak the language of WeChat's ``lang`` parameter (the QR page) or of the

@@ -54,6 +54,34 @@ def test_the_qr_pages_polling_is_not_the_sites_traffic(tmp_path: Path) -> None:
     assert {browser.client.get("/auth/wechat/login").status_code for _ in range(60)} >= {429}
 
 
+def test_the_hosts_own_limit_on_the_sandbox_stays(tmp_path: Path) -> None:
+    """A host that limits the sandbox's blueprint on purpose keeps its limit (the sandbox
+    exempts itself only where the host said nothing of it); a limiter kept in the old
+    shape (the object itself under ``"limiter"``) is found too."""
+    app = site(tmp_path)
+    limiter = Limiter(get_remote_address, app=app, storage_uri="memory://")
+    limiter.limit("2 per hour")(app.blueprints["wechat_qr_sandbox"])
+    app.extensions["limiter"] = limiter  # Flask-Limiter 1 and 2 kept it so
+    client = app.test_client()
+    statuses = [client.get("/wechat-sandbox/connect/l/qrconnect",
+                           query_string={"uuid": "x"}).status_code for _ in range(4)]
+    assert statuses == [200, 200, 429, 429]
+
+
+def test_another_librarys_limiter_is_left_alone(tmp_path: Path) -> None:
+    """An object of the site's own under ``app.extensions["limiter"]`` with an ``exempt``
+    of its own is not handed the sandbox's blueprint (it could raise: every sandbox page a
+    500)."""
+    class OwnLimiter:
+        def exempt(self, view: t.Any) -> t.Any:
+            raise AssertionError("called with the sandbox's blueprint")
+
+    app = site(tmp_path)
+    app.extensions["limiter"] = OwnLimiter()
+    assert app.test_client().get("/wechat-sandbox/connect/l/qrconnect",
+                                 query_string={"uuid": "x"}).status_code == 200
+
+
 def test_one_login_is_two_requests_of_the_extension(tmp_path: Path) -> None:
     """docs/deploying.rst's count: the sandbox out of the limits, a login is the button's URL and
     the callback, then the site's own page; a shared limit of three is spent by one."""
