@@ -247,10 +247,9 @@ class AccountAdapter(t.Generic[UserT]):
         and only such a user can be proved by :meth:`authenticate`. Default: a non-empty
         ``password_hash`` (or ``password``) attribute; a model with neither but a
         ``check_password`` method is asked that (its answer to an empty password aside)."""
-        for name in PASSWORD_ATTRIBUTES:
-            value = getattr(user, name, _ABSENT)  # a write-only property reads as absent
-            if value is not _ABSENT:
-                return bool(value)
+        stored = _stored_password(user)
+        if stored is not _ABSENT:
+            return bool(stored)
         return callable(getattr(user, "check_password", None))
 
     def _loads_by_primary_key(self) -> bool:
@@ -454,14 +453,13 @@ def columns_create_user_cannot_fill(model: type[object]) -> list[str]:
 
 
 def _stored_password(user: object) -> object:
-    """The stored password the default :meth:`AccountAdapter.has_password` reads: the
-    ``password_hash`` attribute, else ``password`` (a write-only property reads as absent),
-    else ``None``."""
+    """The stored password the defaults read: the ``password_hash`` attribute, else
+    ``password`` (a write-only property reads as absent), else ``_ABSENT``."""
     for name in PASSWORD_ATTRIBUTES:
         value = getattr(user, name, _ABSENT)
         if value is not _ABSENT:
             return value
-    return None
+    return _ABSENT
 
 
 def _password_matches(user: object, password: str, dummy_method: str | None = None) -> bool:
@@ -480,23 +478,20 @@ def _password_matches(user: object, password: str, dummy_method: str | None = No
                     type(user).__name__, type(exc).__name__)
         return False
     stored = _stored_password(user)
-    if not stored or _hash_method(stored) is None:
-        check_password_hash(_dummy_hash(dummy_method), password)
-    if not stored:
-        return False
-    if _hash_method(stored) is None:
-        model = type(user)
-        if model not in _UNREADABLE_HASHES:
-            _UNREADABLE_HASHES.add(model)
-            log.error(
-                "%s's stored password is not a Werkzeug hash (scrypt or pbkdf2), so the "
-                "default AccountAdapter.authenticate cannot check it: nobody can prove an "
-                "account on the bind page (each attempt is a wrong password). Override "
-                "authenticate with your site's own password check (docs: hooks, 'Proving "
-                "an existing account'; Flask-Security: 'A site on Flask-Security-Too'). "
-                "Said once per process.", model.__name__)
-        return False
-    return check_password_hash(t.cast(str, stored), password)
+    if _hash_method(stored) is not None:
+        return check_password_hash(t.cast(str, stored), password)
+    check_password_hash(_dummy_hash(dummy_method), password)
+    model = type(user)
+    if stored is not _ABSENT and stored and model not in _UNREADABLE_HASHES:
+        _UNREADABLE_HASHES.add(model)
+        log.error(
+            "%s's stored password is not a Werkzeug hash (scrypt or pbkdf2), so the "
+            "default AccountAdapter.authenticate cannot check it: nobody can prove an "
+            "account on the bind page (each attempt is a wrong password). Override "
+            "authenticate with your site's own password check (docs: hooks, 'Proving "
+            "an existing account'; Flask-Security: 'A site on Flask-Security-Too'). "
+            "Said once per process.", model.__name__)
+    return False
 
 
 #: The user models whose password hashes the default check could not read, said once each.

@@ -70,9 +70,6 @@ MAX_BUSINESS_STATE_LENGTH = 1024
 MAX_NONCE_LENGTH = 255
 #: Endpoints serving public, cacheable files (kept up while logins are off).
 PUBLIC_FILES = ("wechat_qr.jwks", "wechat_qr.avatar")
-#: The pages a site links to, or names as Flask-Login's ``login_view``, that need not say
-#: which connection (``Settings.default_connection``).
-DEFAULT_CONNECTION_PAGES = ("wechat_qr.login", "wechat_qr.qr", "wechat_qr.link")
 
 
 @blueprint.url_defaults
@@ -81,7 +78,9 @@ def default_connection(endpoint: str, values: dict[str, t.Any]) -> None:
     A site whose only login is WeChat names it as Flask-Login's ``login_view``, which
     Flask-Login builds with nothing but ``next``; without this, every ``@login_required``
     page answered a visitor with a 500 (a ``BuildError``)."""
-    if "connection" in values or endpoint not in DEFAULT_CONNECTION_PAGES:
+    # The pages that start a login, which a site links to or names as Flask-Login's
+    # login_view, need not say which connection (``Settings.default_connection``).
+    if "connection" in values or endpoint not in delivery.LOGIN_STARTS:
         return
     runtime = find_runtime(current_app)
     conn = runtime.settings.default_connection if runtime else None

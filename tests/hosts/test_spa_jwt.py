@@ -210,14 +210,19 @@ def test_linking_wechat_to_the_account_the_spa_is_logged_into(
     assert_no_server_error(spa.browser)
 
 
+def assert_linking_is_refused_to_the_spas_login(spa: SPA) -> None:
+    """The link page, for a browser the SPA is not logged in on: back to the SPA's login."""
+    answered = spa.browser.get("/auth/wechat/link?next=/app/profile", follow=False)
+    assert answered.status_code == 302
+    assert answered.headers["Location"].startswith("/app/login?wechat_error=NotLoggedIn")
+
+
 @LOCATIONS
 def test_linking_without_a_login_goes_back_to_the_spa(tmp_path: Path, apps: t.Any,
                                                       location: str) -> None:
     app = apps(tmp_path, location)
     spa = SPA(app)
-    answered = spa.browser.get("/auth/wechat/link?next=/app/profile", follow=False)
-    assert answered.status_code == 302
-    assert answered.headers["Location"].startswith("/app/login?wechat_error=NotLoggedIn")
+    assert_linking_is_refused_to_the_spas_login(spa)
 
 
 def test_an_expired_jwt_cookie_is_no_login(tmp_path: Path, apps: t.Any) -> None:
@@ -227,9 +232,18 @@ def test_an_expired_jwt_cookie_is_no_login(tmp_path: Path, apps: t.Any) -> None:
     alice = sign_up(app, "alice@example.com")
     spa = SPA(app)
     jwt_login(spa, alice)
-    answered = spa.browser.get("/auth/wechat/link?next=/app/profile", follow=False)
-    assert answered.status_code == 302
-    assert answered.headers["Location"].startswith("/app/login?wechat_error=NotLoggedIn")
+    assert_linking_is_refused_to_the_spas_login(spa)
+
+
+def callback_of_a_cancel(app: Flask, spa: SPA) -> str:
+    """The SPA's WeChat login towards ``/app/profile``, denied on the phone: the callback
+    URL WeChat sends the browser to."""
+    start = spa.browser.get("/auth/wechat/login?next=/app/profile", follow=False)
+    qr_page = spa.browser.get(start.headers["Location"].split("#")[0])
+    uuid = re.search(r'data-uuid="([^"]+)"', qr_page.get_data(as_text=True))
+    assert uuid is not None
+    answer(app.test_client(), uuid.group(1), action="deny", person="zhangsan")
+    return t.cast(str, poll(spa.browser.client, uuid.group(1))["redirect"])
 
 
 @LOCATIONS
@@ -237,12 +251,7 @@ def test_a_login_cancelled_on_the_phone_is_shown_by_the_spa(tmp_path: Path, apps
                                                             location: str) -> None:
     app = apps(tmp_path, location)
     spa = SPA(app)
-    start = spa.browser.get("/auth/wechat/login?next=/app/profile", follow=False)
-    qr_page = spa.browser.get(start.headers["Location"].split("#")[0])
-    uuid = re.search(r'data-uuid="([^"]+)"', qr_page.get_data(as_text=True))
-    assert uuid is not None
-    answer(app.test_client(), uuid.group(1), action="deny", person="zhangsan")
-    spa.browser.get(poll(spa.browser.client, uuid.group(1))["redirect"])
+    spa.browser.get(callback_of_a_cancel(app, spa))
     assert spa.browser.seen[-1][1:] == (
         "/app/login?wechat_error=cancelled&next=/app/profile", 200), spa.browser.seen[-3:]
     assert spa.me() is None and users(app) == []
@@ -308,13 +317,7 @@ def test_the_docs_spa_section_as_printed(tmp_path: Path, apps: t.Any, location: 
     assert [w["nickname"] for w in (linker.me() or {}).get("wechat", [])] == ["🌸小花🌸"]
 
     cancelled = SPA(app)
-    start = cancelled.browser.get("/auth/wechat/login?next=/app/profile", follow=False)
-    qr_page = cancelled.browser.get(start.headers["Location"].split("#")[0])
-    uuid = re.search(r'data-uuid="([^"]+)"', qr_page.get_data(as_text=True))
-    assert uuid is not None
-    answer(app.test_client(), uuid.group(1), action="deny", person="zhangsan")
-    ended = cancelled.browser.get(poll(cancelled.browser.client, uuid.group(1))["redirect"],
-                                  follow=False)
+    ended = cancelled.browser.get(callback_of_a_cancel(app, cancelled), follow=False)
     assert ended.headers["Location"] == "/app/login?wechat_error=cancelled&next=%2Fapp%2Fprofile"
     for browser in (spa.browser, linker.browser):
         assert_no_server_error(browser)
