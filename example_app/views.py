@@ -70,8 +70,9 @@ def _count_failure(username: str) -> tuple[int, bool]:
     db.session.add(failure)
     db.session.commit()
     per_account, per_address = db.session.execute(sa.select(
-        sa.func.count().filter(LoginFailure.account == account),
-        sa.func.count().filter(LoginFailure.address == address),
+        # count(CASE ...), not count(*) FILTER: MariaDB and MySQL have no FILTER
+        sa.func.count(sa.case((LoginFailure.account == account, 1))),
+        sa.func.count(sa.case((LoginFailure.address == address, 1))),
     ).where(LoginFailure.at >= now - FAILURE_WINDOW)).one()
     blocked = per_account > FAILURES_PER_ACCOUNT or per_address > FAILURES_PER_ADDRESS
     return failure.id, blocked

@@ -19,7 +19,9 @@ import sqlalchemy as sa
 import werkzeug.security
 from flask import Flask
 from support import (
+    MARIADB_URL_VARIABLE,
     POSTGRES_URL_VARIABLE,
+    REQUIRE_MARIADB_VARIABLE,
     REQUIRE_POSTGRES_VARIABLE,
     STRONG_KEY,
     TEST_PASSWORD_HASH_METHOD,
@@ -90,17 +92,22 @@ def site_templates() -> t.Iterator[None]:
         forget_site_templates()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
 def database(request: pytest.FixtureRequest, tmp_path: t.Any) -> t.Iterator[Database]:
-    """Every test that stores anything runs on SQLite and on PostgreSQL."""
+    """Every test that stores anything runs on SQLite, PostgreSQL and MariaDB."""
     server_url = None
-    if request.param == "postgresql":
-        server_url = os.environ.get(POSTGRES_URL_VARIABLE)
+    if request.param != "sqlite":
+        variable, require, start = {
+            "postgresql": (POSTGRES_URL_VARIABLE, REQUIRE_POSTGRES_VARIABLE,
+                           "postgresql+psycopg://... (bash .ci/start-postgres prints one)"),
+            "mariadb": (MARIADB_URL_VARIABLE, REQUIRE_MARIADB_VARIABLE,
+                        "mysql+pymysql://... (bash .ci/start-mariadb prints one)"),
+        }[request.param]
+        server_url = os.environ.get(variable)
         if not server_url:
-            reason = (f"PostgreSQL variant: set {POSTGRES_URL_VARIABLE}=postgresql+psycopg://... "
-                      "(bash .ci/start-postgres prints one)")
-            if os.environ.get(REQUIRE_POSTGRES_VARIABLE):
-                pytest.fail(f"{REQUIRE_POSTGRES_VARIABLE} is set but {reason}")
+            reason = f"{request.param} variant: set {variable}={start}"
+            if os.environ.get(require):
+                pytest.fail(f"{require} is set but {reason}")
             pytest.skip(reason)
     database = Database(request.param, tmp_path, server_url)
     try:

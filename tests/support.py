@@ -196,6 +196,9 @@ def create_all_as_before(db: SQLAlchemy, settings: str) -> bool:
     same server, its statements again in one go (create_all asks the database about each
     table first: a tenth of a second a test on PostgreSQL). True when replayed."""
     engine = db.engine
+    if engine.dialect.name not in ("sqlite", "postgresql"):
+        db.create_all()  # MariaDB: each test has a database of its own, asked afresh
+        return False
     postgres = engine.dialect.name == "postgresql"
     server = engine.url.set(query={}).render_as_string(hide_password=False) if postgres \
         else engine.dialect.name
@@ -402,6 +405,12 @@ def logged_in_user_id(client: t.Any) -> str | None:
 POSTGRES_URL_VARIABLE = "WECHAT_QR_TEST_DATABASE_URL"
 #: Set (by ``.ci/run``): a PostgreSQL variant that cannot run fails instead of skipping.
 REQUIRE_POSTGRES_VARIABLE = "WECHAT_QR_TEST_REQUIRE_POSTGRES"
+#: MariaDB (or MySQL) for the third run of the database tests:
+#: ``mysql+pymysql://user@127.0.0.1:port/db`` (``.ci/start-mariadb`` starts one). Unset:
+#: the MariaDB variants skip.
+MARIADB_URL_VARIABLE = "WECHAT_QR_TEST_MARIADB_URL"
+#: Set (by ``.ci/run``): a MariaDB variant that cannot run fails instead of skipping.
+REQUIRE_MARIADB_VARIABLE = "WECHAT_QR_TEST_REQUIRE_MARIADB"
 
 
 #: :func:`admin_engine`'s engines, by server URL.
@@ -426,8 +435,9 @@ def dispose_admin_engines() -> None:
 
 
 class Database:
-    """Where one test's databases live: SQLite files in its folder, or one PostgreSQL
-    schema per database name (dropped afterwards), so tests never see each other's rows."""
+    """Where one test's databases live: SQLite files in its folder, one PostgreSQL schema
+    per database name, or one MariaDB/MySQL database per name (dropped afterwards), so
+    tests never see each other's rows."""
 
     def __init__(self, backend: str, tmp_path: t.Any, server_url: str | None = None) -> None:
         self.backend = backend
@@ -439,8 +449,13 @@ class Database:
     def is_postgres(self) -> bool:
         return self.backend == "postgresql"
 
+    @property
+    def is_mysql(self) -> bool:
+        """MariaDB or MySQL (SQLAlchemy's ``mysql`` dialect: ``mysql+pymysql://``)."""
+        return self.backend == "mariadb"
+
     def url(self, name: str = "app") -> str:
-        if not self.is_postgres:
+        if self.backend == "sqlite":
             return f"sqlite:///{self.tmp_path / (name + '.db')}"
         import secrets
 
@@ -448,8 +463,16 @@ class Database:
 
         schema = f"t_{secrets.token_hex(6)}_{name}"[:60].lower()
         with admin_engine(self.server_url or "").begin() as conn:
-            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+            if self.is_mysql:
+                # The server's own default character set (latin1 on a MariaDB without a
+                # configuration file) is a site's too: the test says which it needs.
+                conn.execute(sa.text(f"CREATE DATABASE `{schema}` CHARACTER SET utf8mb4"))
+            else:
+                conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
         self.schemas.append(schema)
+        if self.is_mysql:
+            return sa.make_url(self.server_url or "").set(database=schema).render_as_string(
+                hide_password=False)
         separator = "&" if "?" in (self.server_url or "") else "?"
         return f"{self.server_url}{separator}options=-csearch_path%3D{schema}"
 
@@ -460,7 +483,8 @@ class Database:
 
         with admin_engine(self.server_url or "").begin() as conn:
             for schema in self.schemas:
-                conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+                conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{schema}`" if self.is_mysql
+                                     else f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
 
 
 def dispose_engines(app: Flask) -> None:
@@ -813,6 +837,8 @@ def _template_of(database: Database, url: str, statements: list[tuple[str, t.Any
 
     import sqlalchemy as sa
 
+    if database.is_mysql:
+        return None  # MariaDB: every site is set up afresh
     if not database.is_postgres:
         if not _TEMPLATE_FOLDER:
             _TEMPLATE_FOLDER.append(Path(tempfile.mkdtemp(prefix="wechat-qr-site-templates-")))
