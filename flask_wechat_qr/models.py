@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
 
 from .errors import ConfigurationError
 from .settings import WEBSITE_APP
@@ -27,6 +28,16 @@ from .user_key import (
 
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
+
+
+#: A moment as seconds since the epoch (``time.time()``): a double everywhere. MariaDB's and
+#: MySQL's ``FLOAT`` is single precision, which keeps today's times to 128 seconds (states
+#: and bindings expired minutes early or late, rate-limit windows blurred); elsewhere
+#: ``FLOAT`` is a double already, and stays as it was.
+EpochSeconds = sa.Float().with_variant(mysql.DOUBLE(asdecimal=False), "mysql", "mariadb")
+#: Bytes of up to :data:`~flask_wechat_qr.avatar_download.MAX_AVATAR_BYTES`: MariaDB's and
+#: MySQL's ``BLOB`` stops at 64 KiB (a large avatar was refused), ``MEDIUMBLOB`` at 16 MiB.
+AvatarBytes = sa.LargeBinary().with_variant(mysql.MEDIUMBLOB(), "mysql", "mariadb")
 
 
 def utcnow() -> datetime:
@@ -129,7 +140,7 @@ def _login_state(db: SQLAlchemy) -> t.Any:
 
         key = sa.Column(sa.String(200), primary_key=True)
         value = sa.Column(sa.Text, nullable=False)
-        expires_at = sa.Column(sa.Float, nullable=False, index=True)
+        expires_at = sa.Column(EpochSeconds, nullable=False, index=True)
 
     return WeChatLoginState
 
@@ -153,8 +164,8 @@ def _pending_binding(db: SQLAlchemy) -> t.Any:
         avatar_url = sa.Column(sa.Text)
         profile = sa.Column(sa.JSON)
         next_url = sa.Column(sa.Text)
-        created_at = sa.Column(sa.Float, nullable=False)
-        expires_at = sa.Column(sa.Float, nullable=False, index=True)
+        created_at = sa.Column(EpochSeconds, nullable=False)
+        expires_at = sa.Column(EpochSeconds, nullable=False, index=True)
         used = sa.Column(sa.Boolean, nullable=False, default=False)
 
     return WeChatPendingBinding
@@ -174,7 +185,7 @@ def _bind_attempt(db: SQLAlchemy) -> t.Any:
         #: the account the attempt tried (a hash of its lower-cased username), so guesses
         #: at one account from many bindings and addresses are counted together
         account = sa.Column(sa.String(64), nullable=False, server_default="", index=True)
-        at = sa.Column(sa.Float, nullable=False, index=True)
+        at = sa.Column(EpochSeconds, nullable=False, index=True)
 
     return WeChatBindAttempt
 
@@ -189,7 +200,7 @@ def _avatar(db: SQLAlchemy) -> t.Any:
 
         key = sa.Column(sa.String(64), primary_key=True)
         content_type = sa.Column(sa.String(32), nullable=False)
-        data = sa.Column(sa.LargeBinary, nullable=False)
+        data = sa.Column(AvatarBytes, nullable=False)
         created_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
 
     return WeChatAvatar

@@ -92,6 +92,22 @@ def site_templates() -> t.Iterator[None]:
         forget_site_templates()
 
 
+#: Where the MariaDB variants are left out: what a browser shows does not depend on the
+#: database (their SQLite and PostgreSQL variants stay), and they are the suite's slowest.
+NOT_ON_MARIADB = ("tests/browser/",)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect the MariaDB variants under :data:`NOT_ON_MARIADB`."""
+    left_out = [item for item in items
+                if item.nodeid.startswith(NOT_ON_MARIADB)
+                and getattr(getattr(item, "callspec", None), "params", {}).get("database")
+                == "mariadb"]
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = [item for item in items if item not in left_out]
+
+
 @pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
 def database(request: pytest.FixtureRequest, tmp_path: t.Any) -> t.Iterator[Database]:
     """Every test that stores anything runs on SQLite, PostgreSQL and MariaDB."""

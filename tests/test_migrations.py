@@ -33,7 +33,7 @@ from flask_wechat_qr import WeChatQR, migrations
 from flask_wechat_qr.migrations import VERSION_TABLE, MigrationError
 
 #: The newest revision: a new migration changes it here, on purpose.
-HEAD = "0005"
+HEAD = "0006"
 EXTENSION_TABLES = {"wechat_qr_identity", "wechat_qr_login_state",
                     "wechat_qr_pending_binding", "wechat_qr_bind_attempt", "wechat_qr_avatar"}
 #: The example site's own tables.
@@ -696,3 +696,37 @@ def test_0005_adds_when_profiles_were_read_and_goes_back_keeping_rows(host: Flas
     assert [row[0] for row in identities(host)] == ["o1", "o2"]
     raw_sql(host, 'DELETE FROM "user" WHERE id = 1')
     assert [row[0] for row in identities(host)] == ["o2"]
+
+
+def test_0006_keeps_times_and_avatars_whole_on_mariadb(host: Flask, database: Database
+                                                       ) -> None:
+    """A database made before 0006 gets double-precision times and room for avatars where
+    its FLOAT and BLOB are too small (MariaDB, MySQL), its rows kept; elsewhere nothing
+    changes. The migrated schema is the models'."""
+    create_user_table(host)
+    migrations.upgrade(host, revision="0005")
+    moment = 1796495745.6983576
+    insert = sa.text("INSERT INTO wechat_qr_login_state (`key`, value, expires_at) "
+                     "VALUES (:key, 'v', :at)" if database.is_mysql else
+                     "INSERT INTO wechat_qr_login_state (key, value, expires_at) "
+                     "VALUES (:key, 'v', :at)")
+    read = sa.text("SELECT expires_at FROM wechat_qr_login_state ORDER BY expires_at")
+    engine = host.extensions["sqlalchemy"]
+    with host.app_context(), engine.engine.begin() as conn:
+        conn.execute(insert, {"key": "before", "at": moment})
+        before = conn.execute(read).scalar_one()
+    # Before 0006 MariaDB rounded the time to its FLOAT's 24 bits; the others kept it.
+    assert (abs(before - moment) > 1) is database.is_mysql
+    assert migrations.upgrade(host).after == HEAD
+    picture = bytes(range(256)) * 4096
+    with host.app_context(), engine.engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM wechat_qr_login_state"))
+        conn.execute(insert, {"key": "after", "at": moment})
+        assert abs(conn.execute(read).scalar_one() - moment) < 1e-5
+        conn.execute(sa.text(
+            "INSERT INTO wechat_qr_avatar (" + ("`key`" if database.is_mysql else "key")
+            + ", content_type, data, created_at) VALUES ('a', 'image/jpeg', :data, "
+            "CURRENT_TIMESTAMP)"), {"data": picture})
+        assert conn.execute(sa.text("SELECT data FROM wechat_qr_avatar")).scalar_one() \
+            == picture
+    assert schema_differences(host) == []

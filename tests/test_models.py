@@ -55,3 +55,25 @@ def test_the_suites_test_hosts_have_the_tables_create_all_makes(
     replayed = make_app(**settings)
     assert replayed.create_all_replayed  # type: ignore[attr-defined]
     assert schema_and_rows(replayed) == schema_and_rows(made)
+
+
+def test_times_and_avatars_are_stored_whole(app: Flask) -> None:
+    """A moment in seconds comes back to the microsecond and an avatar of a megabyte whole,
+    on every database. MariaDB's and MySQL's FLOAT kept 1796495745.69 as 1796495744 (states
+    and bindings expired minutes early or late) and their BLOB refused more than 64 KiB."""
+    moment = 1796495745.6983576
+    picture = bytes(range(256)) * 4096  # 1 MiB, MAX_AVATAR_BYTES
+    models = app.extensions["wechat_qr"].models
+    with app.app_context():
+        db = app.db  # type: ignore[attr-defined]
+        db.session.add(models.LoginState(key="k", value="v", expires_at=moment))
+        db.session.add(models.BindAttempt(binding_id="b", address="a", account="c", at=moment))
+        db.session.add(models.Avatar(key="a", content_type="image/jpeg", data=picture))
+        db.session.commit()
+        db.session.expunge_all()
+        expires_at = db.session.execute(sa.select(models.LoginState.expires_at)).scalar_one()
+        at = db.session.execute(sa.select(models.BindAttempt.at)).scalar_one()
+        data = db.session.execute(sa.select(models.Avatar.data)).scalar_one()
+    assert abs(expires_at - moment) < 1e-5
+    assert abs(at - moment) < 1e-5
+    assert data == picture

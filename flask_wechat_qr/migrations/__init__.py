@@ -66,6 +66,9 @@ TABLE_PREFIX = "wechat_qr_"
 DIRECTORY = os.path.dirname(os.path.abspath(__file__))
 #: PostgreSQL advisory lock that serialises upgrades of several workers starting together.
 _LOCK_KEY = zlib.crc32(b"flask_wechat_qr.migrations")
+#: MariaDB's and MySQL's named lock for the same, and how long a worker waits for it.
+_LOCK_NAME = "flask_wechat_qr.migrations"
+_LOCK_WAIT_SECONDS = 300
 
 
 class MigrationError(WeChatQRError):
@@ -197,8 +200,9 @@ def upgrade(app: Flask | None = None, revision: str = "head", *,
             sql: bool = False, output: t.TextIO | None = None) -> UpgradeResult:
     """Bring the extension's tables to ``revision`` (``alembic upgrade head``).
 
-    Safe when several workers start at once: on PostgreSQL an advisory lock and on SQLite an
-    immediate transaction make the others wait, then find the work done. Tables made by
+    Safe when several workers start at once: on PostgreSQL an advisory lock, on SQLite an
+    immediate transaction and on MariaDB and MySQL a named lock make the others wait, then
+    find the work done. Tables made by
     ``db.create_all()`` (no version yet) are adopted when they match the models exactly.
     ``sql=True`` writes the SQL to ``output`` instead of running it (offline mode).
     """
@@ -270,7 +274,10 @@ def _app_context(app: Flask | None) -> Iterator[Runtime]:
 @contextmanager
 def _locked_connection(engine: sa.Engine) -> Iterator[sa.Connection]:
     """A connection in a transaction that no other upgrade can run beside; committed at
-    the end, rolled back (DDL included, on PostgreSQL and SQLite) on an error."""
+    the end, rolled back (DDL included, on PostgreSQL and SQLite) on an error. MariaDB and
+    MySQL commit each DDL statement by itself, so a named lock held by the connection keeps
+    the other workers out (without it, one worker's CREATE TABLE failed on the table the
+    other had just made, and that worker did not start)."""
     with engine.connect() as connection:
         dialect = connection.dialect.name
         if dialect == "postgresql":
@@ -282,7 +289,30 @@ def _locked_connection(engine: sa.Engine) -> Iterator[sa.Connection]:
             raw = connection.connection.dbapi_connection
             if not getattr(raw, "in_transaction", True):
                 connection.exec_driver_sql("BEGIN IMMEDIATE")
+        elif dialect in ("mysql", "mariadb"):
+            with _named_lock(connection):
+                yield connection
+                connection.commit()
+            return
         yield connection
+        connection.commit()
+
+
+@contextmanager
+def _named_lock(connection: sa.Connection) -> Iterator[None]:
+    """MariaDB's and MySQL's ``GET_LOCK`` for the upgrade, released at the end whatever
+    happened (it belongs to the connection, not to a transaction)."""
+    params = {"name": _LOCK_NAME, "seconds": _LOCK_WAIT_SECONDS}
+    if connection.execute(sa.text("SELECT GET_LOCK(:name, :seconds)"), params).scalar() != 1:
+        raise MigrationError(
+            f"another upgrade of the extension's tables held the database's lock "
+            f"{_LOCK_NAME!r} for {_LOCK_WAIT_SECONDS} seconds; see what runs "
+            "`flask wechat-qr db upgrade` (or a worker starting), then start again")
+    try:
+        yield
+    finally:
+        connection.rollback()  # what an error left undone; nothing after a commit
+        connection.execute(sa.text("SELECT RELEASE_LOCK(:name)"), {"name": _LOCK_NAME})
         connection.commit()
 
 

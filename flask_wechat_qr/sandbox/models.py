@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from ..models import EpochSeconds
+
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
 
@@ -43,8 +45,8 @@ def _declare(db: SQLAlchemy) -> SandboxModels:
         state = sa.Column(sa.String(200))
         status = sa.Column(sa.String(16), nullable=False, default="waiting")
         code = sa.Column(sa.String(64))
-        created_at = sa.Column(sa.Float, nullable=False)
-        expires_at = sa.Column(sa.Float, nullable=False)
+        created_at = sa.Column(EpochSeconds, nullable=False)
+        expires_at = sa.Column(EpochSeconds, nullable=False)
 
     # db.Model: the host's base class, made at run time (mypy sees a variable)
     class SandboxPersonRow(db.Model):  # type: ignore[name-defined,misc]
@@ -63,7 +65,7 @@ def _declare(db: SQLAlchemy) -> SandboxModels:
         code = sa.Column(sa.String(64), primary_key=True)
         app_id = sa.Column(sa.String(64), nullable=False)
         person_key = sa.Column(sa.String(64), nullable=False)
-        created_at = sa.Column(sa.Float, nullable=False)
+        created_at = sa.Column(EpochSeconds, nullable=False)
         used = sa.Column(sa.Boolean, nullable=False, default=False)
         #: what the person granted; ``None`` (rows of before 2026-12): ``snsapi_login``
         scope = sa.Column(sa.String(32))
@@ -76,8 +78,8 @@ def _declare(db: SQLAlchemy) -> SandboxModels:
         refresh_token = sa.Column(sa.String(128), nullable=False, unique=True)
         app_id = sa.Column(sa.String(64), nullable=False)
         person_key = sa.Column(sa.String(64), nullable=False)
-        expires_at = sa.Column(sa.Float, nullable=False)
-        refresh_expires_at = sa.Column(sa.Float, nullable=False)
+        expires_at = sa.Column(EpochSeconds, nullable=False)
+        refresh_expires_at = sa.Column(EpochSeconds, nullable=False)
         #: as on its code
         scope = sa.Column(sa.String(32))
 
@@ -95,7 +97,7 @@ def _declare(db: SQLAlchemy) -> SandboxModels:
         person_key = sa.Column(sa.String(64), nullable=False)
         scope = sa.Column(sa.String(32), nullable=False)
         #: when the consent is forgotten (renewed by each authorization)
-        expires_at = sa.Column(sa.Float, nullable=False, index=True)
+        expires_at = sa.Column(EpochSeconds, nullable=False, index=True)
 
     # db.Model: the host's base class, made at run time (mypy sees a variable)
     class SandboxAvatar(db.Model):  # type: ignore[name-defined,misc]
