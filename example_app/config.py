@@ -111,6 +111,15 @@ def database_uri(database_url: str | None, instance_path: str) -> str:
         # either names the driver that is installed.
         if separator and scheme in ("postgres", "postgresql"):
             database_url = f"postgresql+{postgres_driver()}://{rest}"
+        # A bare ``mysql://`` means mysqlclient to SQLAlchemy, which needs a C build; the docs
+        # install PyMySQL. Either way the connection speaks utf8mb4 (emoji nicknames) unless
+        # the URL says otherwise.
+        elif separator and scheme in ("mysql", "mariadb") or scheme.startswith(
+                ("mysql+", "mariadb+")):
+            if scheme in ("mysql", "mariadb"):
+                database_url = f"{scheme}+{mysql_driver()}://{rest}"
+            if "charset=" not in rest:
+                database_url += ("&" if "?" in rest else "?") + "charset=utf8mb4"
         return database_url
     os.makedirs(instance_path, exist_ok=True)
     return "sqlite:///" + os.path.join(instance_path, "example_app.sqlite")
@@ -119,6 +128,12 @@ def database_uri(database_url: str | None, instance_path: str) -> str:
 def postgres_driver() -> str:
     """The PostgreSQL driver SQLAlchemy should use: psycopg (3) where it is installed."""
     return "psycopg" if importlib.util.find_spec("psycopg") is not None else "psycopg2"
+
+
+def mysql_driver() -> str:
+    """The MariaDB/MySQL driver SQLAlchemy should use: mysqlclient where it is installed,
+    else PyMySQL (what the docs install)."""
+    return "mysqldb" if importlib.util.find_spec("MySQLdb") is not None else "pymysql"
 
 
 def dev_secret_key(instance_path: str, logger: logging.Logger) -> str:

@@ -588,6 +588,24 @@ def test_database_uri(monkeypatch: pytest.MonkeyPatch) -> None:
     assert database_uri("postgres://u:p@db/site", "/x") == "postgresql+psycopg2://u:p@db/site"
 
 
+def test_database_uri_of_mariadb_and_mysql(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bare ``mysql://`` (mysqlclient's to SQLAlchemy, not installed by the docs: the site
+    did not start) names PyMySQL unless mysqlclient is there, and every MariaDB/MySQL URL
+    speaks utf8mb4 unless it names a charset (emoji nicknames)."""
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if name == "MySQLdb" else object())
+    assert database_uri("mysql://u:p@db/site", "/x") == \
+        "mysql+pymysql://u:p@db/site?charset=utf8mb4"
+    assert database_uri("mariadb://db/site?ssl=1", "/x") == \
+        "mariadb+pymysql://db/site?ssl=1&charset=utf8mb4"
+    assert database_uri("mysql+pymysql://db/site?charset=latin1", "/x") == \
+        "mysql+pymysql://db/site?charset=latin1"
+    assert database_uri("mysql+mysqlconnector://db/site", "/x") == \
+        "mysql+mysqlconnector://db/site?charset=utf8mb4"
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: object())
+    assert database_uri("mysql://db/site", "/x") == "mysql+mysqldb://db/site?charset=utf8mb4"
+
+
 def test_wechat_config_state() -> None:
     # In development and tests the default is the sandbox: try it in a minute.
     assert wechat_config_state({"DEBUG": True}).mode == "sandbox"
