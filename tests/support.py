@@ -177,7 +177,8 @@ def schema_and_rows(app: Flask) -> dict[str, t.Any]:
                 "indexes": sorted(map(repr, inspector.get_indexes(name))),
                 "unique": sorted(map(repr, inspector.get_unique_constraints(name))),
                 "checks": sorted(map(repr, inspector.get_check_constraints(name))),
-                "rows": sorted(map(repr, conn.execute(sa.text(f'SELECT * FROM "{name}"')))),
+                "rows": sorted(map(repr, conn.execute(
+                    sa.text(f"SELECT * FROM {quoted(conn, name)}")))),
             }
         if conn.dialect.name == "sqlite":
             found["triggers"] = conn.execute(sa.text(
@@ -329,6 +330,18 @@ def table(app: Flask, name: str) -> t.Any:
     documented: docs/deploying.rst), for reading and writing rows as the host's own
     code or a database tool would."""
     return app.db.metadata.tables[name]  # type: ignore[attr-defined]
+
+
+def quoted(app_or_bind: t.Any, name: str) -> str:
+    """The table or column ``name`` quoted for raw SQL as the database of an app (or of an
+    engine or connection) quotes an identifier: in double quotes on SQLite and PostgreSQL,
+    in backquotes on MariaDB/MySQL (which reads a double-quoted name as a string)."""
+    if isinstance(app_or_bind, Flask):
+        with app_or_bind.app_context():
+            dialect = app_or_bind.extensions["sqlalchemy"].engine.dialect
+    else:
+        dialect = app_or_bind.dialect
+    return str(dialect.identifier_preparer.quote_identifier(name))
 
 
 def rows(app: Flask, name: str, order_by: str = "id") -> list[t.Any]:

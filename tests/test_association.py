@@ -40,6 +40,7 @@ from support import (
     log_in,
     logged_in_user_id,
     login_with_wechat,
+    quoted,
     recording,
     scan,
     start_link,
@@ -464,7 +465,8 @@ def test_deleted_host_user_gets_a_fresh_user(make_app: t.Any, wechat_api: t.Any)
     old_id = all_users(app)[0].id
     add_user(app, username="alice")  # keeps the old id from being handed out again
     with app.app_context():
-        app.db.session.execute(sa.text('DELETE FROM "user" WHERE id = :id'), {"id": old_id})
+        app.db.session.execute(sa.text(f"DELETE FROM {quoted(app, 'user')} WHERE id = :id"),
+                               {"id": old_id})
         app.db.session.commit()
     assert [i.user_id for i in all_identities(app)] == [str(old_id)]  # stale
 

@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 from support import (
+    Database,
     add_user,
     dispose_engines,
     link_identity,
@@ -46,14 +47,16 @@ def test_a_db_no_app_uses_any_more_is_freed(tmp_path: t.Any) -> None:
 
 @pytest.mark.parametrize("settings", [{}, {"WECHAT_QR_USER_FOREIGN_KEY": False}])
 def test_the_suites_test_hosts_have_the_tables_create_all_makes(
-        make_app: t.Callable[..., Flask], settings: dict[str, t.Any]) -> None:
+        make_app: t.Callable[..., Flask], database: Database, settings: dict[str, t.Any]
+) -> None:
     """The test suite's hosts get their tables from the statements of the run's first
     create_all with the same settings (support.create_all_as_before): they must be exactly
-    what create_all makes, SQLite's trigger included."""
+    what create_all makes, SQLite's trigger included. On MariaDB nothing is replayed (each
+    host's create_all runs afresh): its tables must still be what create_all makes."""
     made = make_app(replay_create_all=False, **settings)
     make_app(**settings)  # records create_all's statements, unless an earlier test did
     replayed = make_app(**settings)
-    assert replayed.create_all_replayed  # type: ignore[attr-defined]
+    assert replayed.create_all_replayed is not database.is_mysql  # type: ignore[attr-defined]
     assert schema_and_rows(replayed) == schema_and_rows(made)
 
 

@@ -2,8 +2,9 @@
 
 The attack (issue 14, finding 2): a user is deleted behind the ORM (raw SQL, a bulk delete),
 the database hands the next new user the same id (SQLite reuses the highest free rowid;
-PostgreSQL after a sequence reset), and the deleted user's WeChat logs straight into the new
-person's account. Each test logs in through the public routes on SQLite and PostgreSQL.
+PostgreSQL after a sequence reset, MariaDB after its AUTO_INCREMENT is lowered), and the
+deleted user's WeChat logs straight into the new person's account. Each test logs in through
+the public routes on SQLite, PostgreSQL and MariaDB.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from support import (
     app_factory,
     logged_in_user_id,
     login_with_wechat,
+    quoted,
     table,
 )
 
@@ -41,20 +43,28 @@ def delete_user_with_raw_sql(app: Flask, user_id: t.Any) -> None:
     key_type = app.User.__table__.c.id.type  # type: ignore[attr-defined]
     with app.app_context():
         db = app.db  # type: ignore[attr-defined]
-        db.session.execute(sa.text('DELETE FROM "user" WHERE id = :id').bindparams(
-            sa.bindparam("id", type_=key_type)), {"id": user_id})
+        db.session.execute(sa.text(f"DELETE FROM {quoted(app, 'user')} WHERE id = :id"
+                                   ).bindparams(sa.bindparam("id", type_=key_type)),
+                           {"id": user_id})
         db.session.commit()
 
 
 def hand_out_the_same_id_next(app: Flask, user_id: int) -> None:
-    """PostgreSQL: reset the sequence, as a restore or a ``TRUNCATE ... RESTART`` does
-    (SQLite reuses the highest free rowid by itself)."""
+    """PostgreSQL: reset the sequence, as a restore or a ``TRUNCATE ... RESTART`` does;
+    MariaDB/MySQL: lower the table's AUTO_INCREMENT, as a restore or a tool does (InnoDB
+    keeps it since MariaDB 10.2.4 and MySQL 8.0; older servers lowered it at a restart).
+    SQLite reuses the highest free rowid by itself."""
     with app.app_context():
         db = app.db  # type: ignore[attr-defined]
-        if db.engine.dialect.name == "postgresql":
+        dialect = db.engine.dialect.name
+        if dialect == "postgresql":
             db.session.execute(sa.text(
                 "SELECT setval(pg_get_serial_sequence('\"user\"', 'id'), :id, false)"),
                 {"id": user_id})
+            db.session.commit()
+        elif dialect == "mysql":
+            db.session.execute(sa.text(
+                f"ALTER TABLE {quoted(app, 'user')} AUTO_INCREMENT = {int(user_id)}"))
             db.session.commit()
 
 
