@@ -126,13 +126,16 @@ class AssociationPolicy:
             return None
         return identity, user
 
-    def identities_of(self, user: User) -> list[Identity]:
+    def identities_of(self, user: User, *, for_update: bool = False) -> list[Identity]:
+        """The user's identities; ``for_update``: read as they are now, rows locked (MariaDB's
+        and MySQL's plain reads see the transaction's first snapshot, which may be older)."""
         IdentityModel = self.models.Identity
         user_id = self.adapter.get_user_id(user)
-        identities: list[Identity] = list(self.db.session.execute(
-            sa.select(IdentityModel).where(IdentityModel.user_id == user_id)
+        query = sa.select(IdentityModel).where(IdentityModel.user_id == user_id) \
             .order_by(IdentityModel.id)
-        ).scalars())
+        if for_update:
+            query = query.with_for_update()
+        identities: list[Identity] = list(self.db.session.execute(query).scalars())
         return identities
 
     def resolve(
@@ -303,13 +306,15 @@ class AssociationPolicy:
         in."""
         # Two unlinks of one user at once must not each see the other's identity and leave
         # none: touching the user's identity rows first takes their write locks (the rows' on
-        # PostgreSQL, the database's on SQLite), so the second waits for the first to commit
-        # and then counts what is left.
+        # PostgreSQL and MariaDB, the database's on SQLite), so the second waits for the first
+        # to commit and then counts what is left, in a locking read: under MariaDB's and
+        # MySQL's REPEATABLE READ a plain one would count from the snapshot of before the
+        # wait, the other's deleted identity included (both unlinks went through).
         table = self.models.Identity.__table__
         user_id = self.adapter.get_user_id(user)
         self.db.session.execute(sa.update(table).where(table.c.user_id == user_id)
                                 .values(user_id=table.c.user_id))
-        identities = self.identities_of(user)
+        identities = self.identities_of(user, for_update=True)
         removed = [i for i in identities if i.connection == connection.identifier]
         if not removed:
             raise NotLinked()
