@@ -303,13 +303,20 @@ class AssociationPolicy:
         in."""
         # Two unlinks of one user at once must not each see the other's identity and leave
         # none: touching the user's identity rows first takes their write locks (the rows' on
-        # PostgreSQL, the database's on SQLite), so the second waits for the first to commit
-        # and then counts what is left.
-        table = self.models.Identity.__table__
+        # PostgreSQL and MySQL, the database's on SQLite), so the second waits for the first
+        # to commit and then counts what is left. Counted by a locking read: on MySQL and
+        # MariaDB (REPEATABLE READ) a plain read would see the snapshot the request's first
+        # read took (its user, loaded before it came here), with the identity the first
+        # unlink deleted.
+        IdentityModel = self.models.Identity
+        table = IdentityModel.__table__
         user_id = self.adapter.get_user_id(user)
         self.db.session.execute(sa.update(table).where(table.c.user_id == user_id)
                                 .values(user_id=table.c.user_id))
-        identities = self.identities_of(user)
+        identities: list[Identity] = list(self.db.session.execute(
+            sa.select(IdentityModel).where(IdentityModel.user_id == user_id)
+            .order_by(IdentityModel.id).with_for_update()
+            .execution_options(populate_existing=True)).scalars())
         removed = [i for i in identities if i.connection == connection.identifier]
         if not removed:
             raise NotLinked()
