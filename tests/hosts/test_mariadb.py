@@ -6,6 +6,8 @@ collations. Each test on a database of the MariaDB server of ``WECHAT_QR_TEST_MA
 
 from __future__ import annotations
 
+import logging
+import secrets
 import threading
 import typing as t
 from concurrent.futures import ThreadPoolExecutor
@@ -15,23 +17,145 @@ import sqlalchemy as sa
 from flask import Flask
 from support import (
     CODE_USED_ANSWER,
+    NICKNAME,
     PROFILE_ANSWER,
     TOKEN_ANSWER,
     TOKEN_PATH,
     USERINFO_PATH,
     WeChatAPI,
+    admin_engine,
     all_identities,
     all_users,
     answer_with,
     api_paths,
+    arrive,
+    ask_app,
     browser_copy,
     error_name,
     logged_in_user_id,
+    login_with_wechat,
+    make_test_app,
+    pending_rows,
     start_login,
     wechat_body,
 )
 
+from .browse import Browser, assert_no_server_error, wechat_login
+from .shapes import MIGRATE
+
 pytestmark = pytest.mark.parametrize("database", ["mariadb"], indirect=True)
+
+
+#: What a database of each legacy character set keeps of the test nickname (张三🐼): no
+#: emoji in utf8mb3, nothing readable in latin1 (where the name is then not stored).
+KEPT = {"latin1": None, "utf8mb3": "张三", "utf8mb4": NICKNAME}
+
+
+def legacy_database(database: t.Any, charset: str, query: str = "") -> str:
+    """The URL of a new database of the test's MariaDB server made as a legacy site's was:
+    ``CREATE DATABASE ... CHARACTER SET <charset>`` (tables made in it take that default)."""
+    name = f"t_{secrets.token_hex(6)}_{charset}"
+    with admin_engine(database.server_url).begin() as conn:
+        conn.execute(sa.text(f"CREATE DATABASE `{name}` CHARACTER SET {charset}"))
+    database.schemas.append(name)  # dropped with the test's others
+    url = sa.make_url(database.server_url).set(database=name)
+    if query:
+        url = url.update_query_string(query)
+    return url.render_as_string(hide_password=False)
+
+
+def table_charsets(app: Flask) -> dict[str, str]:
+    db = app.extensions["sqlalchemy"]
+    with app.app_context(), db.engine.connect() as conn:
+        return dict(conn.execute(sa.text(
+            "SELECT table_name, table_collation FROM information_schema.tables "
+            "WHERE table_schema = DATABASE()")).all())
+
+
+def warnings_about(caplog: pytest.LogCaptureFixture, column: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.levelno == logging.WARNING and r.getMessage().startswith(column + " ")]
+
+
+# --- a legacy database: latin1 or utf8mb3 ------------------------------------------------
+
+
+@pytest.mark.parametrize("charset", ["latin1", "utf8mb3"])
+def test_a_migrated_site_in_a_legacy_database_logs_a_cjk_emoji_nickname_in(
+    database: t.Any, charset: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Flask-Migrate site deployed into a database made ``CHARACTER SET latin1`` (MariaDB's
+    own default) or ``utf8mb3``: ``flask db upgrade`` and ``flask wechat-qr db upgrade``
+    make every table in that character set. A new WeChat user named 张三🐼 logs in (it was
+    a 500: "Incorrect string value", error 1366, on the user's and the identity's
+    nickname); the name is kept as far as the columns hold it, and the log says which
+    columns to convert, once."""
+    app = MIGRATE.build(legacy_database(database, charset))
+    try:
+        collations = table_charsets(app)
+        assert collations["wechat_qr_identity"].startswith(charset), collations
+        browser = Browser(app)
+        with caplog.at_level(logging.WARNING, logger="flask_wechat_qr"):
+            assert wechat_login(browser, "zhangsan").status_code == 200
+            assert logged_in_user_id(browser.client) == "1"
+            assert_no_server_error(browser)
+            again = Browser(app)  # the same person in another browser: said once
+            assert wechat_login(again, "zhangsan").status_code == 200
+        assert [u["nickname"] for u in MIGRATE.users(app)] == [KEPT[charset]]
+        assert [i["nickname"] for i in MIGRATE.identities(app)] == [KEPT[charset]]
+        for column in ("user.nickname", "wechat_qr_identity.nickname"):
+            said = warnings_about(caplog, column)
+            assert len(said) == 1 and "CONVERT TO CHARACTER SET utf8mb4" in said[0], said
+    finally:
+        with app.app_context():
+            MIGRATE.db(app).engine.dispose()
+
+
+@pytest.mark.parametrize(("charset", "query", "kept"), [
+    ("latin1", "", [None, "Zoë"]),
+    ("utf8mb3", "", ["张三", "Zoë"]),
+    ("utf8mb4", "charset=utf8", ["张三", "Zoë"]),
+    ("utf8mb4", "charset=latin1", [None, "Zoë"]),
+    ("utf8mb4", "", [NICKNAME, "Zoë 🌸"]),
+])
+def test_create_all_in_a_legacy_database_or_over_a_narrow_connection(
+    database: t.Any, tmp_path: t.Any, wechat_api: WeChatAPI, charset: str, query: str,
+    kept: list[str | None]
+) -> None:
+    """``db.create_all()`` in a legacy database, or a utf8mb4 one reached with an old
+    tutorial's ``?charset=utf8`` (or ``latin1``) in the URL: the first login of 张三🐼 and
+    of a Latin name with an emoji, with the default adapter, end logged in (they were a
+    500: a DataError, or PyMySQL's UnicodeEncodeError for latin1)."""
+    app = make_test_app(tmp_path, legacy_database(database, charset, query))
+    try:
+        first = login_with_wechat(app.test_client(), wechat_api)
+        second = login_with_wechat(app.test_client(), wechat_api, openid="oOther",
+                                   unionid=None, nickname="Zoë 🌸")
+        assert [first.status_code, second.status_code] == [302, 302]
+        with app.app_context():
+            assert [u.nickname for u in app.User.query.order_by("id")] == kept
+        assert [i.nickname for i in all_identities(app)] == kept
+    finally:
+        with app.app_context():
+            app.db.engine.dispose()
+
+
+def test_ask_binding_in_a_legacy_database_parks_the_nickname_it_can_hold(
+    database: t.Any, tmp_path: t.Any, wechat_api: WeChatAPI
+) -> None:
+    """Ask binding parks the WeChat account with its nickname (the pending binding's own
+    column, latin1 here): the bind page, not a 500."""
+    app = ask_app(lambda **config: make_test_app(
+        tmp_path, legacy_database(database, "utf8mb3"), **config))
+    try:
+        client = app.test_client()
+        arrive(client, wechat_api)
+        assert [row.nickname for row in pending_rows(app)] == ["张三"]
+        page = client.get("/auth/bind")
+        assert page.status_code == 200 and "张三" in page.get_data(as_text=True)
+    finally:
+        with app.app_context():
+            app.db.engine.dispose()
 
 
 def reads_the_database_first(app: Flask) -> None:
