@@ -501,7 +501,7 @@ def _store_profile(db: SQLAlchemy, identity: Identity, profile: WeChatProfile,
     identity.unionid = profile.unionid or unionid or identity.unionid
     nickname, avatar_url = profile.real_nickname, profile.real_avatar_url
     if nickname or not identity.nickname:
-        kept = storable(db, type(identity).__table__.c.nickname,
+        kept = storable(db, t.cast(t.Any, type(identity)).__table__.c.nickname,
                         (nickname or profile.nickname)[:255] or None)
         if kept or not identity.nickname:
             identity.nickname = kept

@@ -52,8 +52,6 @@ def storable(db: SQLAlchemy, column: sa.Column[t.Any], text: str | None) -> str 
     if not text:
         return text
     table = column.table
-    if not isinstance(table, sa.Table):
-        return text
     engine = db.session.get_bind(clause=table)
     if not isinstance(engine, sa.Engine) or engine.dialect.name not in ("mysql", "mariadb"):
         return text
