@@ -20,6 +20,7 @@ from flask import current_app, session
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from .errors import AccountDisabled
+from .storable import storable
 
 log = logging.getLogger("flask_wechat_qr")
 _ABSENT = object()
@@ -160,8 +161,14 @@ class AccountAdapter(t.Generic[UserT]):
         if hasattr(model, "nickname") and nickname:
             longest = _column_length(model, "nickname")
             # characters, as PostgreSQL, MySQL (utf8mb4) and SQLite count a column's length
-            row.nickname = nickname if longest is None or len(nickname) <= longest \
+            nickname = nickname if longest is None or len(nickname) <= longest \
                 else nickname[:longest].rstrip(_DANGLING)
+            column = _column(model, "nickname")
+            if column is not None and self.db is not None:
+                # what a MySQL or MariaDB column's character set holds of it
+                nickname = storable(self.db, column, nickname)
+            if nickname:
+                row.nickname = nickname
         avatar_url = profile.real_avatar_url
         if hasattr(model, "avatar_url") and avatar_url:
             longest = _column_length(model, "avatar_url")
@@ -371,10 +378,16 @@ def login_field_expression(model: t.Any, name: str) -> t.Any | None:
 def _column_length(model: type[object], name: str) -> int | None:
     """The most characters the model's ``name`` attribute holds, when it is a column of a
     sized string type (``db.String(80)``); ``None`` when unsized or not a plain column."""
+    column = _column(model, name)
+    return _sized(column) if column is not None else None
+
+
+def _column(model: type[object], name: str) -> sa.Column[t.Any] | None:
+    """The table column of the model's ``name`` attribute, ``None`` when it is none."""
     mapper = sa.inspect(model, raiseerr=False)
     attribute = mapper.attrs.get(name) if mapper is not None else None
     columns = getattr(attribute, "columns", None)
-    return _sized(columns[0]) if columns else None
+    return columns[0] if columns and isinstance(columns[0], sa.Column) else None
 
 
 def _sized(column: t.Any) -> int | None:

@@ -27,6 +27,7 @@ from .errors import (
 )
 from .models import as_utc, utcnow
 from .settings import WEBSITE_APP
+from .storable import storable
 from .user_key import USER_KEY, referenced_column
 
 if t.TYPE_CHECKING:
@@ -134,7 +135,7 @@ class AssociationPolicy:
         query = sa.select(IdentityModel).where(IdentityModel.user_id == user_id) \
             .order_by(IdentityModel.id)
         if for_update:
-            query = query.with_for_update()
+            query = query.with_for_update().execution_options(populate_existing=True)
         identities: list[Identity] = list(self.db.session.execute(query).scalars())
         return identities
 
@@ -239,7 +240,7 @@ class AssociationPolicy:
             user_id=self.adapter.get_user_id(user),
             **self._user_key_of(user),
         )
-        _store_profile(identity, self.as_kept(profile), unionid)
+        _store_profile(self.db, identity, self.as_kept(profile), unionid)
         self.db.session.add(identity)
         self.db.session.flush()
         return identity
@@ -336,7 +337,7 @@ class AssociationPolicy:
         profile = None
         if connection.profile_sync == "each_login" and token.grants_profile:
             profile = fetch_profile()
-            _store_profile(identity, self.as_kept(profile), token.unionid)
+            _store_profile(self.db, identity, self.as_kept(profile), token.unionid)
             self.populate_user(user, connection, profile)
         elif token.unionid and not identity.unionid:
             identity.unionid = token.unionid
@@ -352,7 +353,7 @@ class AssociationPolicy:
         identity: Identity | None = self.db.session.get(self.models.Identity, identity_id)
         if identity is None or identity.openid != profile.openid:
             return None  # unlinked; on SQLite its id may even be someone else's by now
-        _store_profile(identity, self.as_kept(profile), unionid)
+        _store_profile(self.db, identity, self.as_kept(profile), unionid)
         self.db.session.flush()
         return identity
 
@@ -489,14 +490,19 @@ class AssociationPolicy:
         return self.adapter.load_user(rows[0])
 
 
-def _store_profile(identity: Identity, profile: WeChatProfile, unionid: str | None) -> None:
+def _store_profile(db: SQLAlchemy, identity: Identity, profile: WeChatProfile,
+                   unionid: str | None) -> None:
     """The profile, as the site keeps it (:meth:`AssociationPolicy.as_kept`), onto the
     identity; WeChat's placeholders (see :mod:`.placeholders`) never replace a nickname or
-    avatar it has (its raw ``profile`` is what WeChat sent)."""
+    avatar it has (its raw ``profile`` is what WeChat sent). The nickname as the column
+    can hold it (:func:`.storable.storable`: a MySQL table in ``latin1`` or ``utf8mb3``)."""
     identity.unionid = profile.unionid or unionid or identity.unionid
     nickname, avatar_url = profile.real_nickname, profile.real_avatar_url
     if nickname or not identity.nickname:
-        identity.nickname = (nickname or profile.nickname)[:255] or None
+        kept = storable(db, t.cast(t.Any, type(identity)).__table__.c.nickname,
+                        (nickname or profile.nickname)[:255] or None)
+        if kept or not identity.nickname:
+            identity.nickname = kept
     if avatar_url or not identity.avatar_url:
         identity.avatar_url = avatar_url or profile.avatar_url
     identity.profile = profile.raw

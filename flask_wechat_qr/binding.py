@@ -28,6 +28,7 @@ from .errors import AlreadyLinked, BindingBlocked, BindingExpired, LoginRefused
 from .i18n import LazyText, lazy_ngettext
 from .i18n import lazy_gettext as _l
 from .purge import PurgeSchedule, delete_expired
+from .storable import storable
 
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
@@ -67,7 +68,9 @@ class PendingBindings:
         self.db.session.add(Pending(
             id=binding_id, connection=connection.identifier, app=token.app,
             openid=token.openid,
-            unionid=profile.unionid or token.unionid, nickname=profile.nickname[:255] or None,
+            unionid=profile.unionid or token.unionid,
+            nickname=storable(self.db, Pending.__table__.c.nickname,
+                              profile.nickname[:255] or None),
             avatar_url=profile.avatar_url, profile=profile.raw, next_url=next_url,
             created_at=now, expires_at=now + self.settings.bind_ttl,
         ))

@@ -526,6 +526,7 @@ class LoginFlow:
                 # The same page (or business callback URL post) as the first request.
                 return Failed(repeated(), connection, login)
             return no_longer_valid()
+        self._end_reads()
         user = self.adapter.current_user()
         if user is None or self.adapter.get_user_id(user) != ending.user_id:
             if not same_browser or not recent:
@@ -551,6 +552,16 @@ class LoginFlow:
                         ending.auth_time or time.time(), business, repeated=True, login=login,
                         token_id=ending.token_id,
                         issued_at=ending.at if ending.token_id else None)
+
+    def _end_reads(self) -> None:
+        """End the request's transaction before reading what another request of its login
+        committed (its user, its identity): on MySQL and MariaDB (REPEATABLE READ) the
+        transaction reads the snapshot of its first read, which a host's own read at the
+        start of the request (a setting, a count, the logged-in user) took before the other
+        request's commit, and the user the other login made would not be there. Nothing of
+        the login was written in it."""
+        if self.db.session().in_transaction():
+            self._commit()
 
     # --- the bind page --------------------------------------------------------------------
 

@@ -1,0 +1,120 @@
+"""WeChat's text as a MySQL or MariaDB column can hold it.
+
+WeChat nicknames are CJK and emoji. A MySQL or MariaDB table made in a database whose
+default character set is ``latin1`` (MariaDB's own default) or ``utf8``/``utf8mb3`` (at most
+three bytes a character: no emoji), or a connection opened with ``?charset=utf8``, cannot
+hold them, and in the strict mode those servers default to, the whole ``INSERT`` is refused
+("Incorrect string value", error 1366): the login was a 500. Here such text is stored
+without the characters the column (and the connection) cannot hold, and not at all when
+nothing readable is left; the column and the fix are said in the log once per process.
+Other databases keep every character, and cost nothing here.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import typing as t
+import weakref
+
+import sqlalchemy as sa
+
+if t.TYPE_CHECKING:
+    from flask_sqlalchemy import SQLAlchemy
+
+log = logging.getLogger("flask_wechat_qr")
+
+#: Character sets holding every character (Unicode, four bytes where needed).
+_ALL = frozenset({"utf8mb4", "utf16", "utf16le", "utf32", "gb18030", "binary"})
+#: Character sets holding the Basic Multilingual Plane only (no emoji).
+_BMP = frozenset({"utf8", "utf8mb3", "ucs2"})
+#: Other character sets, as Python's codecs (and PyMySQL) spell them.
+_CODECS = {"latin1": "cp1252", "ascii": "ascii", "gbk": "gbk", "gb2312": "gb2312",
+           "big5": "big5", "latin2": "iso8859-2", "cp1250": "cp1250", "cp1251": "cp1251",
+           "koi8r": "koi8-r", "sjis": "shift_jis", "ujis": "euc_jp", "euckr": "euc_kr",
+           "greek": "iso8859-7", "hebrew": "iso8859-8", "tis620": "tis-620"}
+
+#: Left of a sequence whose characters were taken out: zero-width joiners and variation
+#: selectors (of an emoji sequence).
+_JOINERS = "\u200d\ufe0e\ufe0f"
+
+#: Per engine: the character sets of (schema, table, column), and of its connections.
+_CHARSETS: weakref.WeakKeyDictionary[sa.Engine, dict[tuple[str | None, str, str],
+                                                     tuple[str | None, str | None]]] = \
+    weakref.WeakKeyDictionary()
+_LOCK = threading.Lock()
+
+
+def storable(db: SQLAlchemy, column: sa.Column[t.Any], text: str | None) -> str | None:
+    """``text`` as ``column`` can store it on ``db``'s database: unchanged but on MySQL and
+    MariaDB, where the characters its character set (or the connection's) cannot hold are
+    taken out; ``None`` if nothing readable (a letter or digit) is left."""
+    if not text:
+        return text
+    table = column.table
+    engine = db.session.get_bind(clause=table)
+    if not isinstance(engine, sa.Engine) or engine.dialect.name not in ("mysql", "mariadb"):
+        return text
+    column_charset, connection_charset = _charsets(engine, table, column)
+    kept = _kept(_kept(text, column_charset), connection_charset)
+    if kept == text:
+        return text
+    if kept is not None:
+        kept = " ".join(kept.replace("\u200d", "").split()).strip(_JOINERS) or None
+        if kept is not None and not any(ch.isalnum() for ch in kept):
+            kept = None
+    return kept
+
+
+def _kept(text: str | None, charset: str | None) -> str | None:
+    if text is None or charset is None or charset in _ALL:
+        return text
+    if charset in _BMP:
+        return "".join(ch for ch in text if ord(ch) <= 0xFFFF)
+    codec = _CODECS.get(charset)
+    if codec is None:
+        return text  # a character set not known here: the database judges
+    return "".join(ch for ch in text if _encodes(ch, codec))
+
+
+def _encodes(ch: str, codec: str) -> bool:
+    try:
+        ch.encode(codec)
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _charsets(engine: sa.Engine, table: sa.Table, column: sa.Column[t.Any]
+              ) -> tuple[str | None, str | None]:
+    """The character sets of ``column`` and of ``engine``'s connections, asked once per
+    process (on a connection of their own: never in a login's transaction)."""
+    key = (table.schema, table.name, column.name)
+    with _LOCK:
+        known = _CHARSETS.setdefault(engine, {}).get(key)
+    if known is not None:
+        return known
+    try:
+        with engine.connect() as conn:
+            row = conn.execute(sa.text(
+                "SELECT (SELECT LOWER(character_set_name) FROM information_schema.columns "
+                "WHERE table_schema = COALESCE(:schema, DATABASE()) AND table_name = :table "
+                "AND column_name = :column), LOWER(@@character_set_client)"),
+                {"schema": table.schema, "table": table.name, "column": column.name}).one()
+    except sa.exc.SQLAlchemyError:
+        log.warning("could not read the character set of %s.%s; storing WeChat's text as "
+                    "it is", table.name, column.name, exc_info=True)
+        return None, None
+    found = (row[0], row[1])
+    with _LOCK:
+        _CHARSETS[engine][key] = found
+    narrow = [charset for charset in found if charset is not None and charset not in _ALL]
+    if narrow:
+        log.warning(
+            "%s.%s (character set %s, connection %s) cannot hold every character of WeChat "
+            "nicknames (CJK, emoji): they are stored without the characters it cannot hold, "
+            "or not at all. Store them whole: ALTER TABLE `%s` CONVERT TO CHARACTER SET "
+            "utf8mb4 COLLATE utf8mb4_unicode_ci (and ?charset=utf8mb4 in the database URL), "
+            "then restart. Said once per process.",
+            table.name, column.name, found[0], found[1], table.name)
+    return found

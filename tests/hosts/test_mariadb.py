@@ -1,0 +1,301 @@
+"""MariaDB and MySQL as sites really run them: a legacy database whose default character set
+is ``latin1`` or ``utf8mb3``, InnoDB's REPEATABLE READ (a transaction reads the snapshot of
+its first read), its unique keys under two requests at once, and ``*_general_ci``
+collations. Each test on a database of the MariaDB server of ``WECHAT_QR_TEST_MARIADB_URL``
+(skipped without one, as every MariaDB variant)."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import typing as t
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+from support import (
+    CODE_USED_ANSWER,
+    NICKNAME,
+    PROFILE_ANSWER,
+    TOKEN_ANSWER,
+    TOKEN_PATH,
+    USERINFO_PATH,
+    WeChatAPI,
+    admin_engine,
+    all_identities,
+    all_users,
+    answer_with,
+    api_paths,
+    arrive,
+    ask_app,
+    browser_copy,
+    error_name,
+    logged_in_user_id,
+    login_with_wechat,
+    make_test_app,
+    pending_rows,
+    start_login,
+    wechat_body,
+)
+
+from .browse import Browser, assert_no_server_error, wechat_login
+from .shapes import MIGRATE
+
+pytestmark = pytest.mark.parametrize("database", ["mariadb"], indirect=True)
+
+
+#: What a database of each legacy character set keeps of the test nickname (张三🐼): no
+#: emoji in utf8mb3, nothing readable in latin1 (where the name is then not stored).
+KEPT = {"latin1": None, "utf8mb3": "张三", "utf8mb4": NICKNAME}
+
+
+def legacy_database(database: t.Any, charset: str, query: str = "") -> str:
+    """The URL of a new database of the test's MariaDB server made as a legacy site's was:
+    ``CREATE DATABASE ... CHARACTER SET <charset>`` (tables made in it take that default)."""
+    name = f"t_{secrets.token_hex(6)}_{charset}"
+    with admin_engine(database.server_url).begin() as conn:
+        conn.execute(sa.text(f"CREATE DATABASE `{name}` CHARACTER SET {charset}"))
+    database.schemas.append(name)  # dropped with the test's others
+    url = sa.make_url(database.server_url).set(database=name)
+    if query:
+        url = url.update_query_string(query)
+    return url.render_as_string(hide_password=False)
+
+
+def table_charsets(app: Flask) -> dict[str, str]:
+    db = app.extensions["sqlalchemy"]
+    with app.app_context(), db.engine.connect() as conn:
+        return dict(conn.execute(sa.text(
+            "SELECT table_name, table_collation FROM information_schema.tables "
+            "WHERE table_schema = DATABASE()")).all())
+
+
+def warnings_about(caplog: pytest.LogCaptureFixture, column: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.levelno == logging.WARNING and r.getMessage().startswith(column + " ")]
+
+
+# --- a legacy database: latin1 or utf8mb3 ------------------------------------------------
+
+
+@pytest.mark.parametrize("charset", ["latin1", "utf8mb3"])
+def test_a_migrated_site_in_a_legacy_database_logs_a_cjk_emoji_nickname_in(
+    database: t.Any, charset: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Flask-Migrate site deployed into a database made ``CHARACTER SET latin1`` (MariaDB's
+    own default) or ``utf8mb3``: ``flask db upgrade`` and ``flask wechat-qr db upgrade``
+    make every table in that character set. A new WeChat user named 张三🐼 logs in (it was
+    a 500: "Incorrect string value", error 1366, on the user's and the identity's
+    nickname); the name is kept as far as the columns hold it, and the log says which
+    columns to convert, once."""
+    app = MIGRATE.build(legacy_database(database, charset))
+    try:
+        collations = table_charsets(app)
+        assert collations["wechat_qr_identity"].startswith(charset), collations
+        browser = Browser(app)
+        with caplog.at_level(logging.WARNING, logger="flask_wechat_qr"):
+            assert wechat_login(browser, "zhangsan").status_code == 200
+            assert logged_in_user_id(browser.client) == "1"
+            assert_no_server_error(browser)
+            again = Browser(app)  # the same person in another browser: said once
+            assert wechat_login(again, "zhangsan").status_code == 200
+        assert [u["nickname"] for u in MIGRATE.users(app)] == [KEPT[charset]]
+        assert [i["nickname"] for i in MIGRATE.identities(app)] == [KEPT[charset]]
+        for column in ("user.nickname", "wechat_qr_identity.nickname"):
+            said = warnings_about(caplog, column)
+            assert len(said) == 1 and "CONVERT TO CHARACTER SET utf8mb4" in said[0], said
+    finally:
+        with app.app_context():
+            MIGRATE.db(app).engine.dispose()
+
+
+@pytest.mark.parametrize(("charset", "query", "kept"), [
+    ("latin1", "", [None, "Zoë"]),
+    ("utf8mb3", "", ["张三", "Zoë"]),
+    ("utf8mb4", "charset=utf8", ["张三", "Zoë"]),
+    ("utf8mb4", "charset=latin1", [None, "Zoë"]),
+    ("utf8mb4", "", [NICKNAME, "Zoë 🌸"]),
+])
+def test_create_all_in_a_legacy_database_or_over_a_narrow_connection(
+    database: t.Any, tmp_path: t.Any, wechat_api: WeChatAPI, charset: str, query: str,
+    kept: list[str | None]
+) -> None:
+    """``db.create_all()`` in a legacy database, or a utf8mb4 one reached with an old
+    tutorial's ``?charset=utf8`` (or ``latin1``) in the URL: the first login of 张三🐼 and
+    of a Latin name with an emoji, with the default adapter, end logged in (they were a
+    500: a DataError, or PyMySQL's UnicodeEncodeError for latin1)."""
+    app = make_test_app(tmp_path, legacy_database(database, charset, query))
+    try:
+        first = login_with_wechat(app.test_client(), wechat_api)
+        second = login_with_wechat(app.test_client(), wechat_api, openid="oOther",
+                                   unionid=None, nickname="Zoë 🌸")
+        assert [first.status_code, second.status_code] == [302, 302]
+        with app.app_context():
+            assert [u.nickname for u in app.User.query.order_by("id")] == kept
+        assert [i.nickname for i in all_identities(app)] == kept
+    finally:
+        with app.app_context():
+            app.db.engine.dispose()
+
+
+def test_ask_binding_in_a_legacy_database_parks_the_nickname_it_can_hold(
+    database: t.Any, tmp_path: t.Any, wechat_api: WeChatAPI
+) -> None:
+    """Ask binding parks the WeChat account with its nickname (the pending binding's own
+    column, latin1 here): the bind page, not a 500."""
+    app = ask_app(lambda **config: make_test_app(
+        tmp_path, legacy_database(database, "utf8mb3"), **config))
+    try:
+        client = app.test_client()
+        arrive(client, wechat_api)
+        assert [row.nickname for row in pending_rows(app)] == ["张三"]
+        page = client.get("/auth/bind")
+        assert page.status_code == 200 and "张三" in page.get_data(as_text=True)
+    finally:
+        with app.app_context():
+            app.db.engine.dispose()
+
+
+def reads_the_database_first(app: Flask) -> None:
+    """A host whose every request reads its own table first (a site setting, a count on
+    the layout, a members-only check): on InnoDB that read takes the request's snapshot."""
+    @app.before_request
+    def count_users() -> None:
+        db = app.extensions["sqlalchemy"]
+        db.session.execute(sa.text("SELECT COUNT(*) FROM user")).scalar()
+
+
+# --- REPEATABLE READ ------------------------------------------------------------------------
+
+
+def test_double_redirect_of_a_first_login_sees_the_first_requests_user(
+    make_app: t.Callable[..., Flask], wechat_api: WeChatAPI
+) -> None:
+    """WeChat's double redirect of someone new, on a host that reads its database at the
+    start of each request: the second callback (40163) waits for the first one's ending and
+    then loads the user the first one made. Its snapshot, taken before that commit, must
+    not hide the user (the second redirect's page, the one the browser shows, said "no
+    longer valid" after a login that succeeded)."""
+    app = make_app(before_init=reads_the_database_first, WECHAT_QR_CODE_USED_WAIT=5)
+    browser = app.test_client()
+    state = start_login(browser, next="/welcome")
+    twin = browser_copy(app, browser)
+    second_arrived = threading.Event()
+    first_at_wechat = threading.Event()
+    calls: list[str] = []
+
+    def token(request: t.Any) -> tuple[int, dict[str, str], bytes]:
+        calls.append(request.params["code"])
+        if len(calls) == 1:
+            first_at_wechat.set()
+            second_arrived.wait(timeout=10)  # WeChat answers the first after the second came
+            return wechat_body(TOKEN_ANSWER)
+        second_arrived.set()
+        return wechat_body(CODE_USED_ANSWER)
+
+    answer_with(wechat_api, TOKEN_PATH, token)
+    answer_with(wechat_api, USERINFO_PATH, lambda request: wechat_body(PROFILE_ANSWER))
+    query = {"code": "0816AbDOUBLE", "state": state}
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(browser.get, "/auth/wechat/callback", query_string=query)
+        assert first_at_wechat.wait(timeout=10)
+        second = pool.submit(twin.get, "/auth/wechat/callback", query_string=query)
+        answers = [first.result(timeout=30), second.result(timeout=30)]
+    assert second_arrived.is_set()
+    assert [(a.status_code, error_name(a)) for a in answers] == [(302, None), (302, None)]
+    assert [a.headers["Location"] for a in answers] == ["/welcome", "/welcome"]
+    assert api_paths(wechat_api).count(USERINFO_PATH) == 1
+    user_id = str(all_users(app)[0].id)
+    assert logged_in_user_id(browser) == user_id and logged_in_user_id(twin) == user_id
+    assert len(all_users(app)) == 1 and len(all_identities(app)) == 1
+
+
+def test_first_logins_of_one_person_at_once_make_one_user_without_a_deadlock(
+    make_app: t.Callable[..., Flask], wechat_api: WeChatAPI, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Eight browsers finishing the first login of one new person at the same moment, on a
+    host that reads its database first (each request's snapshot taken before any of them
+    commits): InnoDB makes the losers wait on the winner's unique key and then refuses them
+    (1062, not a deadlock, 1213); each retries and finds the winner's identity. One user,
+    no 5xx."""
+    count = 8
+    app = make_app(before_init=reads_the_database_first,
+                   SQLALCHEMY_ENGINE_OPTIONS={"pool_size": count + 4, "max_overflow": 0})
+    answer_with(wechat_api, TOKEN_PATH, lambda request: wechat_body(TOKEN_ANSWER))
+    gate = threading.Barrier(count, timeout=20)
+
+    def profile(request: t.Any) -> tuple[int, dict[str, str], bytes]:
+        try:
+            gate.wait()  # everyone has looked the identity up and found nothing
+        except threading.BrokenBarrierError:
+            pass
+        return wechat_body(PROFILE_ANSWER)
+
+    answer_with(wechat_api, USERINFO_PATH, profile)
+    browsers = [app.test_client() for _ in range(count)]
+    states = [start_login(browser) for browser in browsers]
+
+    def finish(index: int) -> int:
+        return browsers[index].get("/auth/wechat/callback", query_string={
+            "code": f"code{index}", "state": states[index]}).status_code
+
+    with caplog.at_level(logging.INFO, logger="flask_wechat_qr"), \
+            ThreadPoolExecutor(count) as pool:
+        statuses = list(pool.map(finish, range(count), timeout=120))
+    assert statuses == [302] * count and not gate.broken
+    assert "another request may have made the same identity" in caplog.text
+    assert "1213" not in caplog.text and "Deadlock" not in caplog.text
+    users = all_users(app)
+    assert len(users) == 1 and len(all_identities(app)) == 1
+    assert {logged_in_user_id(browser) for browser in browsers} == {str(users[0].id)}
+
+
+# --- case-insensitive collations -------------------------------------------------------------
+
+
+def test_openids_differing_only_in_case_are_two_people(
+    make_app: t.Callable[..., Flask], wechat_api: WeChatAPI
+) -> None:
+    """WeChat's openids are case-sensitive: ``oAbc…`` and ``oabc…`` are two people. In a
+    ``*_general_ci`` column they compare equal, and the second would log in as the first
+    (or be refused by the unique key). What a site gets today, whatever the collation: two
+    users, each logged in as themselves (xfail while the columns are case-insensitive:
+    docs/report, models are another change's)."""
+    app = make_app()
+    db = app.extensions["sqlalchemy"]
+    with app.app_context(), db.engine.connect() as conn:
+        collation = conn.execute(sa.text(
+            "SELECT collation_name FROM information_schema.columns WHERE table_schema = "
+            "DATABASE() AND table_name = 'wechat_qr_identity' AND column_name = 'openid'"
+        )).scalar()
+    upper, lower = "oHS-VwAJ9GEXlplngwybJ3Z-ZHrI", "ohs-vwaj9gexlplngwybj3z-zhri"
+    first, second = app.test_client(), app.test_client()
+    assert login_with_wechat(first, wechat_api, openid=upper, unionid=None).status_code == 302
+    answer = login_with_wechat(second, wechat_api, openid=lower, unionid=None,
+                               nickname="李四")
+    if collation.endswith("_ci"):
+        pytest.xfail(f"wechat_qr_identity.openid is {collation}: {answer.status_code}, "
+                     f"second browser logged in as {logged_in_user_id(second)}, "
+                     f"{len(all_users(app))} user(s)")
+    assert answer.status_code == 302
+    assert len(all_users(app)) == 2
+    assert logged_in_user_id(first) != logged_in_user_id(second)
+
+
+# --- the example site ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("charset", ["utf8mb4", "latin1"])
+def test_the_example_site_starts_and_logs_in_on_mariadb(
+    make_site: t.Callable[..., Flask], database: t.Any, charset: str
+) -> None:
+    """The quick start on MariaDB (``DATABASE_URL=mysql+pymysql://...``): the example site
+    makes its tables at start-up, and a sandbox login of 张三🐼 ends logged in, without a
+    5xx on any page it saw, in a utf8mb4 database and in a latin1 one."""
+    app = make_site(legacy_database(database, charset), WECHAT_QR_SANDBOX=True)
+    browser = Browser(app)
+    assert wechat_login(browser, "zhangsan").status_code == 200
+    assert logged_in_user_id(browser.client) is not None
+    assert_no_server_error(browser)
