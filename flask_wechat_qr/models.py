@@ -35,6 +35,27 @@ if t.TYPE_CHECKING:
 #: and bindings expired minutes early or late, rate-limit windows blurred); elsewhere
 #: ``FLOAT`` is a double already, and stays as it was.
 EpochSeconds = sa.Float().with_variant(mysql.DOUBLE(asdecimal=False), "mysql", "mariadb")
+
+
+def exact_text(length: int) -> sa.types.TypeEngine[str]:
+    """An identifier WeChat or this extension made (an openid, a key): compared byte for
+    byte. MariaDB's and MySQL's default collations compare text without case, where
+    ``oAbc...`` and ``oabc...``, two people's openids, are one (the second logged in to the
+    first's account); there the column is ``utf8mb4_bin``."""
+    return sa.String(length).with_variant(
+        mysql.VARCHAR(length, charset="utf8mb4", collation="utf8mb4_bin"), "mysql", "mariadb")
+
+
+def any_text(length: int | None = None) -> sa.types.TypeEngine[str]:
+    """Text of any language (a WeChat nickname: CJK and emoji): ``utf8mb4`` on MariaDB and
+    MySQL whatever the database's default (``latin1`` on a MariaDB without a configuration
+    file; ``utf8`` holds no emoji), where a first login of 张三🐼 was refused, a 500."""
+    if length is None:
+        return sa.Text().with_variant(mysql.TEXT(charset="utf8mb4"), "mysql", "mariadb")
+    return sa.Unicode(length).with_variant(
+        mysql.VARCHAR(length, charset="utf8mb4"), "mysql", "mariadb")
+
+
 #: Bytes of up to :data:`~flask_wechat_qr.avatar_download.MAX_AVATAR_BYTES`: MariaDB's and
 #: MySQL's ``BLOB`` stops at 64 KiB (a large avatar was refused), ``MEDIUMBLOB`` at 16 MiB.
 AvatarBytes = sa.LargeBinary().with_variant(mysql.MEDIUMBLOB(), "mysql", "mariadb")
@@ -100,15 +121,15 @@ def _identity(db: SQLAlchemy, user_column: sa.Column[t.Any] | None) -> t.Any:
         )
 
         id = sa.Column(sa.Integer, primary_key=True)
-        connection = sa.Column(sa.String(32), nullable=False)
+        connection = sa.Column(exact_text(32), nullable=False)
         #: which of the connection's apps the openid belongs to (openids are per app):
         #: ``website`` (the QR login) or ``official_account`` (logins inside WeChat)
-        app = sa.Column(sa.String(16), nullable=False, default=WEBSITE_APP,
+        app = sa.Column(exact_text(16), nullable=False, default=WEBSITE_APP,
                         server_default=WEBSITE_APP)
-        openid = sa.Column(sa.String(128), nullable=False)
-        unionid = sa.Column(sa.String(128), index=True)
-        user_id = sa.Column(sa.String(64), nullable=False, index=True)
-        nickname = sa.Column(sa.Unicode(255))
+        openid = sa.Column(exact_text(128), nullable=False)
+        unionid = sa.Column(exact_text(128), index=True)
+        user_id = sa.Column(exact_text(64), nullable=False, index=True)
+        nickname = sa.Column(any_text(255))
         avatar_url = sa.Column(sa.Text)
         profile = sa.Column(sa.JSON)
         created_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow)
@@ -138,8 +159,8 @@ def _login_state(db: SQLAlchemy) -> t.Any:
 
         __tablename__ = "wechat_qr_login_state"
 
-        key = sa.Column(sa.String(200), primary_key=True)
-        value = sa.Column(sa.Text, nullable=False)
+        key = sa.Column(exact_text(200), primary_key=True)
+        value = sa.Column(any_text(), nullable=False)
         expires_at = sa.Column(EpochSeconds, nullable=False, index=True)
 
     return WeChatLoginState
@@ -154,16 +175,16 @@ def _pending_binding(db: SQLAlchemy) -> t.Any:
 
         __tablename__ = "wechat_qr_pending_binding"
 
-        id = sa.Column(sa.String(64), primary_key=True)
-        connection = sa.Column(sa.String(32), nullable=False)
-        app = sa.Column(sa.String(16), nullable=False, default=WEBSITE_APP,
+        id = sa.Column(exact_text(64), primary_key=True)
+        connection = sa.Column(exact_text(32), nullable=False)
+        app = sa.Column(exact_text(16), nullable=False, default=WEBSITE_APP,
                         server_default=WEBSITE_APP)
-        openid = sa.Column(sa.String(128), nullable=False)
-        unionid = sa.Column(sa.String(128))
-        nickname = sa.Column(sa.Unicode(255))
+        openid = sa.Column(exact_text(128), nullable=False)
+        unionid = sa.Column(exact_text(128))
+        nickname = sa.Column(any_text(255))
         avatar_url = sa.Column(sa.Text)
         profile = sa.Column(sa.JSON)
-        next_url = sa.Column(sa.Text)
+        next_url = sa.Column(any_text())
         created_at = sa.Column(EpochSeconds, nullable=False)
         expires_at = sa.Column(EpochSeconds, nullable=False, index=True)
         used = sa.Column(sa.Boolean, nullable=False, default=False)
@@ -180,11 +201,11 @@ def _bind_attempt(db: SQLAlchemy) -> t.Any:
         __tablename__ = "wechat_qr_bind_attempt"
 
         id = sa.Column(sa.Integer, primary_key=True)
-        binding_id = sa.Column(sa.String(64), nullable=False, index=True)
-        address = sa.Column(sa.String(64), nullable=False, index=True)
+        binding_id = sa.Column(exact_text(64), nullable=False, index=True)
+        address = sa.Column(exact_text(64), nullable=False, index=True)
         #: the account the attempt tried (a hash of its lower-cased username), so guesses
         #: at one account from many bindings and addresses are counted together
-        account = sa.Column(sa.String(64), nullable=False, server_default="", index=True)
+        account = sa.Column(exact_text(64), nullable=False, server_default="", index=True)
         at = sa.Column(EpochSeconds, nullable=False, index=True)
 
     return WeChatBindAttempt
@@ -198,7 +219,7 @@ def _avatar(db: SQLAlchemy) -> t.Any:
 
         __tablename__ = "wechat_qr_avatar"
 
-        key = sa.Column(sa.String(64), primary_key=True)
+        key = sa.Column(exact_text(64), primary_key=True)
         content_type = sa.Column(sa.String(32), nullable=False)
         data = sa.Column(AvatarBytes, nullable=False)
         created_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=utcnow)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from ..models import EpochSeconds
+from ..models import EpochSeconds, any_text
 
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
@@ -55,7 +55,7 @@ def _declare(db: SQLAlchemy) -> SandboxModels:
         __tablename__ = "wechat_qr_sandbox_person"
 
         key = sa.Column(sa.String(64), primary_key=True)
-        nickname = sa.Column(sa.Unicode(100), nullable=False)
+        nickname = sa.Column(any_text(100), nullable=False)
         has_unionid = sa.Column(sa.Boolean, nullable=False, default=True)
 
     # db.Model: the host's base class, made at run time (mypy sees a variable)

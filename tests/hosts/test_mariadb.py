@@ -88,12 +88,13 @@ def test_a_migrated_site_in_a_legacy_database_logs_a_cjk_emoji_nickname_in(
     own default) or ``utf8mb3``: ``flask db upgrade`` and ``flask wechat-qr db upgrade``
     make every table in that character set. A new WeChat user named 张三🐼 logs in (it was
     a 500: "Incorrect string value", error 1366, on the user's and the identity's
-    nickname); the name is kept as far as the columns hold it, and the log says which
-    columns to convert, once."""
+    nickname); the extension's own columns are utf8mb4 whatever the database's default and
+    keep the whole name; the host's is kept as far as its column holds it, and the log says
+    which column to convert, once."""
     app = MIGRATE.build(legacy_database(database, charset))
     try:
         collations = table_charsets(app)
-        assert collations["wechat_qr_identity"].startswith(charset), collations
+        assert collations["user"].startswith(charset), collations
         browser = Browser(app)
         with caplog.at_level(logging.WARNING, logger="flask_wechat_qr"):
             assert wechat_login(browser, "zhangsan").status_code == 200
@@ -102,30 +103,33 @@ def test_a_migrated_site_in_a_legacy_database_logs_a_cjk_emoji_nickname_in(
             again = Browser(app)  # the same person in another browser: said once
             assert wechat_login(again, "zhangsan").status_code == 200
         assert [u["nickname"] for u in MIGRATE.users(app)] == [KEPT[charset]]
-        assert [i["nickname"] for i in MIGRATE.identities(app)] == [KEPT[charset]]
-        for column in ("user.nickname", "wechat_qr_identity.nickname"):
-            said = warnings_about(caplog, column)
-            assert len(said) == 1 and "CONVERT TO CHARACTER SET utf8mb4" in said[0], said
+        assert [i["nickname"] for i in MIGRATE.identities(app)] == [NICKNAME]
+        said = warnings_about(caplog, "user.nickname")
+        assert len(said) == 1 and "CONVERT TO CHARACTER SET utf8mb4" in said[0], said
+        assert warnings_about(caplog, "wechat_qr_identity.nickname") == []
     finally:
         with app.app_context():
             MIGRATE.db(app).engine.dispose()
 
 
-@pytest.mark.parametrize(("charset", "query", "kept"), [
-    ("latin1", "", [None, "Zoë"]),
-    ("utf8mb3", "", ["张三", "Zoë"]),
-    ("utf8mb4", "charset=utf8", ["张三", "Zoë"]),
-    ("utf8mb4", "charset=latin1", [None, "Zoë"]),
-    ("utf8mb4", "", [NICKNAME, "Zoë 🌸"]),
+#: (database charset, URL query, the host's user table keeps, the identities keep)
+@pytest.mark.parametrize(("charset", "query", "kept", "kept_by_identities"), [
+    ("latin1", "", [None, "Zoë"], [NICKNAME, "Zoë 🌸"]),
+    ("utf8mb3", "", ["张三", "Zoë"], [NICKNAME, "Zoë 🌸"]),
+    ("utf8mb4", "charset=utf8", ["张三", "Zoë"], ["张三", "Zoë"]),
+    ("utf8mb4", "charset=latin1", [None, "Zoë"], [None, "Zoë"]),
+    ("utf8mb4", "", [NICKNAME, "Zoë 🌸"], [NICKNAME, "Zoë 🌸"]),
 ])
 def test_create_all_in_a_legacy_database_or_over_a_narrow_connection(
     database: t.Any, tmp_path: t.Any, wechat_api: WeChatAPI, charset: str, query: str,
-    kept: list[str | None]
+    kept: list[str | None], kept_by_identities: list[str | None]
 ) -> None:
     """``db.create_all()`` in a legacy database, or a utf8mb4 one reached with an old
     tutorial's ``?charset=utf8`` (or ``latin1``) in the URL: the first login of 张三🐼 and
     of a Latin name with an emoji, with the default adapter, end logged in (they were a
-    500: a DataError, or PyMySQL's UnicodeEncodeError for latin1)."""
+    500: a DataError, or PyMySQL's UnicodeEncodeError for latin1). The extension's own
+    columns are utf8mb4 whatever the database's default: only a narrow connection narrows
+    what they keep."""
     app = make_test_app(tmp_path, legacy_database(database, charset, query))
     try:
         first = login_with_wechat(app.test_client(), wechat_api)
@@ -134,7 +138,7 @@ def test_create_all_in_a_legacy_database_or_over_a_narrow_connection(
         assert [first.status_code, second.status_code] == [302, 302]
         with app.app_context():
             assert [u.nickname for u in app.User.query.order_by("id")] == kept
-        assert [i.nickname for i in all_identities(app)] == kept
+        assert [i.nickname for i in all_identities(app)] == kept_by_identities
     finally:
         with app.app_context():
             app.db.engine.dispose()
@@ -144,18 +148,23 @@ def test_ask_binding_in_a_legacy_database_parks_the_nickname_it_can_hold(
     database: t.Any, tmp_path: t.Any, wechat_api: WeChatAPI
 ) -> None:
     """Ask binding parks the WeChat account with its nickname (the pending binding's own
-    column, latin1 here): the bind page, not a 500."""
+    column, utf8mb4 in a utf8mb3 database; through a utf8mb3 connection only what it
+    carries): the bind page, not a 500."""
     app = ask_app(lambda **config: make_test_app(
         tmp_path, legacy_database(database, "utf8mb3"), **config))
+    narrow = ask_app(lambda **config: make_test_app(
+        tmp_path, legacy_database(database, "utf8mb4", "charset=utf8"), **config))
     try:
-        client = app.test_client()
-        arrive(client, wechat_api)
-        assert [row.nickname for row in pending_rows(app)] == ["张三"]
-        page = client.get("/auth/bind")
-        assert page.status_code == 200 and "张三" in page.get_data(as_text=True)
+        for site, kept in ((app, NICKNAME), (narrow, "张三")):
+            client = site.test_client()
+            arrive(client, wechat_api)
+            assert [row.nickname for row in pending_rows(site)] == [kept]
+            page = client.get("/auth/bind")
+            assert page.status_code == 200 and kept in page.get_data(as_text=True)
     finally:
-        with app.app_context():
-            app.db.engine.dispose()
+        for site in (app, narrow):
+            with site.app_context():
+                site.db.engine.dispose()
 
 
 def reads_the_database_first(app: Flask) -> None:
@@ -261,8 +270,8 @@ def test_openids_differing_only_in_case_are_two_people(
     """WeChat's openids are case-sensitive: ``oAbc…`` and ``oabc…`` are two people. In a
     ``*_general_ci`` column they compare equal, and the second would log in as the first
     (or be refused by the unique key). What a site gets today, whatever the collation: two
-    users, each logged in as themselves (xfail while the columns are case-insensitive:
-    docs/report, models are another change's)."""
+    users, each logged in as themselves: the extension's identifier columns are
+    ``utf8mb4_bin`` (before, the second person logged in to the first's account)."""
     app = make_app()
     db = app.extensions["sqlalchemy"]
     with app.app_context(), db.engine.connect() as conn:
@@ -275,10 +284,7 @@ def test_openids_differing_only_in_case_are_two_people(
     assert login_with_wechat(first, wechat_api, openid=upper, unionid=None).status_code == 302
     answer = login_with_wechat(second, wechat_api, openid=lower, unionid=None,
                                nickname="李四")
-    if collation.endswith("_ci"):
-        pytest.xfail(f"wechat_qr_identity.openid is {collation}: {answer.status_code}, "
-                     f"second browser logged in as {logged_in_user_id(second)}, "
-                     f"{len(all_users(app))} user(s)")
+    assert collation == "utf8mb4_bin"  # in a utf8mb4_general_ci database
     assert answer.status_code == 302
     assert len(all_users(app)) == 2
     assert logged_in_user_id(first) != logged_in_user_id(second)
@@ -299,3 +305,62 @@ def test_the_example_site_starts_and_logs_in_on_mariadb(
     assert wechat_login(browser, "zhangsan").status_code == 200
     assert logged_in_user_id(browser.client) is not None
     assert_no_server_error(browser)
+
+
+# --- a string-keyed user table in another character set ---------------------------------------
+
+
+def test_string_keyed_users_in_a_latin1_table_of_a_utf8mb4_database_get_the_foreign_key(
+    database: t.Any, tmp_path: t.Any, wechat_api: WeChatAPI
+) -> None:
+    """An old user table kept in latin1 (string keys) in a database made utf8mb4 since:
+    ``flask wechat-qr db upgrade`` gives the identities' ``user_key`` the user key's own
+    character set and collation, so MariaDB takes the foreign key (it refused it, errno
+    150 "incorrectly formed": the upgrade failed, and every one after it), and deleting a
+    user with raw SQL takes their identities with it."""
+    from flask_login import LoginManager, UserMixin
+    from flask_sqlalchemy import SQLAlchemy
+    from support import APP_ID, APP_SECRET
+
+    from flask_wechat_qr import WeChatQR, migrations
+
+    db = SQLAlchemy()
+
+    class User(db.Model, UserMixin):  # type: ignore[name-defined,misc]
+        __table_args__ = {"mysql_charset": "latin1"}
+        id = db.Column(db.String(40), primary_key=True,
+                       default=lambda: f"member-{secrets.token_hex(4)}")
+        nickname = db.Column(db.Unicode(255))
+
+    app = Flask("latin1_users", root_path=str(tmp_path))
+    app.config.update(TESTING=True, SECRET_KEY="test-secret-key", WECHAT_QR_APP_ID=APP_ID,
+                      WECHAT_QR_APP_SECRET=APP_SECRET,
+                      SQLALCHEMY_DATABASE_URI=legacy_database(database, "utf8mb4"))
+    db.init_app(app)
+    LoginManager(app).user_loader(lambda user_id: db.session.get(User, user_id))
+    WeChatQR(app, db=db, user_model=User)
+
+    try:
+        with app.app_context():
+            db.metadata.create_all(db.engine, tables=[User.__table__])  # the site's own
+            db.session.add(User(id="member-Ab12", nickname="x"))
+            db.session.commit()
+        assert migrations.upgrade(app).foreign_key.state == "on"  # type: ignore[union-attr]
+        with app.app_context(), db.engine.connect() as conn:
+            assert [fk["name"] for fk in sa.inspect(conn).get_foreign_keys(
+                "wechat_qr_identity")] == ["fk_wechat_qr_identity_user_key"]
+            assert conn.execute(sa.text(
+                "SELECT character_set_name FROM information_schema.columns WHERE "
+                "table_schema = DATABASE() AND table_name = 'wechat_qr_identity' "
+                "AND column_name = 'user_key'")).scalar() == "latin1"
+            conn.execute(sa.text(
+                "INSERT INTO wechat_qr_identity (connection, app, openid, user_id, user_key, "
+                "created_at, last_login_at) VALUES ('wechat', 'website', 'oX', "
+                "'member-Ab12', 'member-Ab12', NOW(), NOW())"))
+            conn.execute(sa.text("DELETE FROM user WHERE id = 'member-Ab12'"))
+            assert conn.execute(sa.text("SELECT COUNT(*) FROM wechat_qr_identity")
+                                ).scalar() == 0
+            conn.commit()
+    finally:
+        with app.app_context():
+            db.engine.dispose()
