@@ -114,11 +114,12 @@ def database_uri(database_url: str | None, instance_path: str) -> str:
         # A bare ``mysql://`` means mysqlclient to SQLAlchemy, which needs a C build; the docs
         # install PyMySQL. Either way the connection speaks utf8mb4 (emoji nicknames) unless
         # the URL says otherwise.
-        elif separator and scheme in ("mysql", "mariadb") or scheme.startswith(
-                ("mysql+", "mariadb+")):
-            if scheme in ("mysql", "mariadb"):
-                database_url = f"{scheme}+{mysql_driver()}://{rest}"
-            if "charset=" not in rest:
+        elif separator and scheme.split("+")[0] in ("mysql", "mariadb"):
+            if "+" not in scheme:
+                scheme = f"{scheme}+{mysql_driver()}"
+                database_url = f"{scheme}://{rest}"
+            # the drivers that take a charset (MariaDB's own connector speaks utf8mb4)
+            if scheme.split("+")[1] in _CHARSET_DRIVERS and "charset=" not in rest:
                 database_url += ("&" if "?" in rest else "?") + "charset=utf8mb4"
         return database_url
     os.makedirs(instance_path, exist_ok=True)
@@ -128,6 +129,10 @@ def database_uri(database_url: str | None, instance_path: str) -> str:
 def postgres_driver() -> str:
     """The PostgreSQL driver SQLAlchemy should use: psycopg (3) where it is installed."""
     return "psycopg" if importlib.util.find_spec("psycopg") is not None else "psycopg2"
+
+
+#: MariaDB/MySQL drivers whose connections take ``?charset=``.
+_CHARSET_DRIVERS = ("pymysql", "mysqldb", "mysqlconnector")
 
 
 def mysql_driver() -> str:

@@ -20,6 +20,7 @@ import typing as t
 
 import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.urls import iri_to_uri
 
 from .association import Resolution
 from .client import WeChatProfile
@@ -71,7 +72,9 @@ class PendingBindings:
             unionid=profile.unionid or token.unionid,
             nickname=storable(self.db, Pending.__table__.c.nickname,
                               profile.nickname[:255] or None),
-            avatar_url=profile.avatar_url, profile=profile.raw, next_url=next_url,
+            # as a URI (the same page): ASCII, which any connection's character set carries
+            avatar_url=profile.avatar_url, profile=profile.raw,
+            next_url=iri_to_uri(next_url) if next_url else next_url,
             created_at=now, expires_at=now + self.settings.bind_ttl,
         ))
         self.db.session.flush()

@@ -52,7 +52,8 @@ def storable(db: SQLAlchemy, column: sa.Column[t.Any], text: str | None) -> str 
     if not text:
         return text
     table = column.table
-    engine = db.session.get_bind(clause=table)
+    bind = db.session.get_bind(clause=table)
+    engine = getattr(bind, "engine", bind)  # a Connection's engine
     if not isinstance(engine, sa.Engine) or engine.dialect.name not in ("mysql", "mariadb"):
         return text
     column_charset, connection_charset = _charsets(engine, table, column)
@@ -94,27 +95,37 @@ def _charsets(engine: sa.Engine, table: sa.Table, column: sa.Column[t.Any]
         known = _CHARSETS.setdefault(engine, {}).get(key)
     if known is not None:
         return known
+    row: t.Sequence[t.Any]
     try:
         with engine.connect() as conn:
             row = conn.execute(sa.text(
-                "SELECT (SELECT LOWER(character_set_name) FROM information_schema.columns "
-                "WHERE table_schema = COALESCE(:schema, DATABASE()) AND table_name = :table "
-                "AND column_name = :column), LOWER(@@character_set_client)"),
+                "SELECT LOWER(@@character_set_client), LOWER(c.character_set_name), "
+                "c.column_type, c.is_nullable FROM (SELECT 1) AS one LEFT JOIN "
+                "information_schema.columns AS c ON c.table_schema = "
+                "COALESCE(:schema, DATABASE()) AND c.table_name = :table "
+                "AND c.column_name = :column"),
                 {"schema": table.schema, "table": table.name, "column": column.name}).one()
     except sa.exc.SQLAlchemyError:
         log.warning("could not read the character set of %s.%s; storing WeChat's text as "
                     "it is", table.name, column.name, exc_info=True)
-        return None, None
-    found = (row[0], row[1])
+        row = (None, None, None, None)  # not asked again: said once
+    found = (row[1], row[0])
     with _LOCK:
         _CHARSETS[engine][key] = found
-    narrow = [charset for charset in found if charset is not None and charset not in _ALL]
-    if narrow:
+    if row[1] is not None and row[1] not in _ALL:
+        # Only the column: converting the whole table would also convert a text primary
+        # key, which the identities' foreign key to it keeps MariaDB from changing.
         log.warning(
-            "%s.%s (character set %s, connection %s) cannot hold every character of WeChat "
-            "nicknames (CJK, emoji): they are stored without the characters it cannot hold, "
-            "or not at all. Store them whole: ALTER TABLE `%s` CONVERT TO CHARACTER SET "
-            "utf8mb4 COLLATE utf8mb4_unicode_ci (and ?charset=utf8mb4 in the database URL), "
-            "then restart. Said once per process.",
-            table.name, column.name, found[0], found[1], table.name)
+            "%s.%s (character set %s) cannot hold every character of WeChat nicknames (CJK, "
+            "emoji): they are stored without the characters it cannot hold, or not at all. "
+            "Store them whole: ALTER TABLE `%s` MODIFY `%s` %s CHARACTER SET utf8mb4 COLLATE "
+            "utf8mb4_unicode_ci %s (keep its DEFAULT, if it has one), then restart. Said "
+            "once per process.", table.name, column.name, row[1], table.name, column.name,
+            row[2], "NULL" if row[3] == "YES" else "NOT NULL")
+    if row[0] is not None and row[0] not in _ALL:
+        log.warning(
+            "the database connection's character set is %s, which cannot carry every "
+            "character of WeChat nicknames (CJK, emoji) to %s.%s: they are stored without "
+            "them. Put ?charset=utf8mb4 in the database URL. Said once per process.",
+            row[0], table.name, column.name)
     return found

@@ -749,3 +749,27 @@ def test_0006_keeps_times_and_avatars_whole_on_mariadb(host: Flask, database: Da
             assert collations["wechat_qr_login_state.key"] == "utf8mb4_bin"
             assert collations["wechat_qr_identity.nickname"].startswith("utf8mb4_")
             assert collations["wechat_qr_pending_binding.next_url"].startswith("utf8mb4_")
+
+
+def test_tables_create_all_made_before_0006_are_adopted_or_stamped_0005(
+        host: Flask, database: Database) -> None:
+    """Tables an earlier version's ``db.create_all()`` made (revision 0005's, no version
+    recorded): adopted where 0006 changes nothing; on MariaDB refused, with the way on in
+    the message (stamp 0005, then upgrade), which then brings them to the head."""
+    create_user_table(host)
+    migrations.upgrade(host, revision="0005")
+    raw_sql(host, f"DROP TABLE {VERSION_TABLE}")
+    if not database.is_mysql:
+        assert migrations.upgrade(host).adopted
+        assert version_rows(host) == [HEAD]
+        return
+    with pytest.raises(MigrationError, match=r"db stamp 0005`, then `flask wechat-qr db "
+                                             r"upgrade`"):
+        migrations.upgrade(host)
+    migrations.stamp(host, "0005")
+    assert migrations.upgrade(host).after == HEAD
+    with host.app_context(), host.extensions["sqlalchemy"].engine.connect() as conn:
+        assert conn.execute(sa.text(
+            "SELECT collation_name FROM information_schema.columns WHERE table_schema = "
+            "DATABASE() AND table_name = 'wechat_qr_identity' AND column_name = 'openid'"
+        )).scalar() == "utf8mb4_bin"

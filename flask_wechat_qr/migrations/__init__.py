@@ -18,6 +18,7 @@ Maintainers: after changing :mod:`flask_wechat_qr.models`, write the next revisi
 
 from __future__ import annotations
 
+import logging
 import os
 import typing as t
 import zlib
@@ -40,6 +41,8 @@ if t.TYPE_CHECKING:
 
     from ..models import Models
     from ..runtime import Runtime
+
+log = logging.getLogger("flask_wechat_qr")
 
 __all__ = [
     "VERSION_TABLE",
@@ -66,9 +69,11 @@ TABLE_PREFIX = "wechat_qr_"
 DIRECTORY = os.path.dirname(os.path.abspath(__file__))
 #: PostgreSQL advisory lock that serialises upgrades of several workers starting together.
 _LOCK_KEY = zlib.crc32(b"flask_wechat_qr.migrations")
-#: MariaDB's and MySQL's named lock for the same, and how long a worker waits for it.
-_LOCK_NAME = "flask_wechat_qr.migrations"
-_LOCK_WAIT_SECONDS = 300
+#: MariaDB's and MySQL's named lock for the same (named per database: the lock is the
+#: server's), and how long a worker waits for it: a day, as long as any upgrade takes (on
+#: PostgreSQL it waits for ever; MariaDB takes no "for ever").
+_LOCK_NAME = "flask_wechat_qr.migrations."
+_LOCK_WAIT_SECONDS = 24 * 3600
 
 
 class MigrationError(WeChatQRError):
@@ -302,18 +307,25 @@ def _locked_connection(engine: sa.Engine) -> Iterator[sa.Connection]:
 def _named_lock(connection: sa.Connection) -> Iterator[None]:
     """MariaDB's and MySQL's ``GET_LOCK`` for the upgrade, released at the end whatever
     happened (it belongs to the connection, not to a transaction)."""
-    params = {"name": _LOCK_NAME, "seconds": _LOCK_WAIT_SECONDS}
-    if connection.execute(sa.text("SELECT GET_LOCK(:name, :seconds)"), params).scalar() != 1:
+    name = connection.execute(sa.text("SELECT LEFT(CONCAT(:prefix, DATABASE()), 64)"),
+                              {"prefix": _LOCK_NAME}).scalar()
+    if connection.execute(sa.text("SELECT GET_LOCK(:name, :seconds)"),
+                          {"name": name, "seconds": _LOCK_WAIT_SECONDS}).scalar() != 1:
         raise MigrationError(
-            f"another upgrade of the extension's tables held the database's lock "
-            f"{_LOCK_NAME!r} for {_LOCK_WAIT_SECONDS} seconds; see what runs "
-            "`flask wechat-qr db upgrade` (or a worker starting), then start again")
+            f"the database would not give the lock {name!r} that keeps two upgrades of the "
+            "extension's tables apart (another upgrade held it for a day?); see what holds "
+            "it (SELECT IS_USED_LOCK(...)), then run `flask wechat-qr db upgrade` again")
     try:
         yield
     finally:
-        connection.rollback()  # what an error left undone; nothing after a commit
-        connection.execute(sa.text("SELECT RELEASE_LOCK(:name)"), {"name": _LOCK_NAME})
-        connection.commit()
+        try:
+            connection.rollback()  # what an error left undone; nothing after a commit
+            connection.execute(sa.text("SELECT RELEASE_LOCK(:name)"), {"name": name})
+            connection.commit()
+        except sa.exc.SQLAlchemyError:
+            # The connection is gone (and the lock with it): the upgrade's own error, if
+            # any, is the one to see.
+            log.warning("could not release the upgrade's lock %r", name, exc_info=True)
 
 
 def _current(connection: sa.Connection) -> str | None:
@@ -348,11 +360,17 @@ def _adopt(connection: sa.Connection, runtime: Runtime) -> bool:
     diffs = _differences(connection, runtime) if present == tables else []
     if present != tables or diffs:
         missing = ", ".join(sorted(tables - present)) or "none"
+        mysql_hint = (
+            " On MariaDB and MySQL, tables that db.create_all() made with an earlier version "
+            "of the extension are revision 0005 (their FLOAT times and case-blind openids are "
+            "what 0006 changes): `flask wechat-qr db stamp 0005`, then `flask wechat-qr db "
+            "upgrade`." if connection.dialect.name in ("mysql", "mariadb") else "")
         raise MigrationError(
             "The extension's tables exist but are not under its migrations, and they are not "
             f"what this version expects (missing tables: {missing}; differences: "
             f"{len(diffs)}). Bring them to a known revision by hand and record it with "
             "`flask wechat-qr db stamp REVISION`, then run `flask wechat-qr db upgrade`."
+            + mysql_hint
         )
     command.stamp(alembic_config(connection), "head")
     return True

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from ..models import EpochSeconds, any_text
+from ..column_types import EpochSeconds, any_text
 
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy

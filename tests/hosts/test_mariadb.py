@@ -105,7 +105,8 @@ def test_a_migrated_site_in_a_legacy_database_logs_a_cjk_emoji_nickname_in(
         assert [u["nickname"] for u in MIGRATE.users(app)] == [KEPT[charset]]
         assert [i["nickname"] for i in MIGRATE.identities(app)] == [NICKNAME]
         said = warnings_about(caplog, "user.nickname")
-        assert len(said) == 1 and "CONVERT TO CHARACTER SET utf8mb4" in said[0], said
+        assert len(said) == 1 and "ALTER TABLE `user` MODIFY `nickname` varchar(255) " \
+            "CHARACTER SET utf8mb4" in said[0], said
         assert warnings_about(caplog, "wechat_qr_identity.nickname") == []
     finally:
         with app.app_context():
@@ -165,6 +166,28 @@ def test_ask_binding_in_a_legacy_database_parks_the_nickname_it_can_hold(
         for site in (app, narrow):
             with site.app_context():
                 site.db.engine.dispose()
+
+
+def test_ask_binding_over_a_latin1_connection_keeps_a_chinese_next_page(
+    database: t.Any, tmp_path: t.Any, wechat_api: WeChatAPI
+) -> None:
+    """A login that asked to come back to ``/文章`` parks that page with its binding (as a
+    URI: it was PyMySQL's UnicodeEncodeError over a latin1 connection, a 500) and ends
+    there after the choice."""
+    app = ask_app(lambda **config: make_test_app(
+        tmp_path, legacy_database(database, "utf8mb4", "charset=latin1"), **config))
+    try:
+        client = app.test_client()
+        arrive(client, wechat_api, next="/文章")
+        assert [row.next_url for row in pending_rows(app)] == ["/%E6%96%87%E7%AB%A0"]
+        page = client.get("/auth/bind")
+        token = page.get_data(as_text=True).split('name="csrf_token" value="')[1].split('"')[0]
+        done = client.post("/auth/bind", data={"action": "create", "csrf_token": token})
+        assert done.status_code == 302
+        assert done.headers["Location"].endswith("/%E6%96%87%E7%AB%A0")
+    finally:
+        with app.app_context():
+            app.db.engine.dispose()
 
 
 def reads_the_database_first(app: Flask) -> None:

@@ -602,6 +602,8 @@ def test_database_uri_of_mariadb_and_mysql(monkeypatch: pytest.MonkeyPatch) -> N
         "mysql+pymysql://db/site?charset=latin1"
     assert database_uri("mysql+mysqlconnector://db/site", "/x") == \
         "mysql+mysqlconnector://db/site?charset=utf8mb4"
+    assert database_uri("mariadb+mariadbconnector://db/site", "/x") == \
+        "mariadb+mariadbconnector://db/site"
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: object())
     assert database_uri("mysql://db/site", "/x") == "mysql+mysqldb://db/site?charset=utf8mb4"
 

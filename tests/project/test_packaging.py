@@ -161,7 +161,7 @@ def test_migrations_load_from_the_wheel(wheel: Path, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     directory, head = result.stdout.split()
     assert Path(directory).is_relative_to(unpacked)
-    assert head == "0005"
+    assert head == "0006"
 
 
 def test_wheel_requires_alembic_not_flask_migrate(wheel: Path,

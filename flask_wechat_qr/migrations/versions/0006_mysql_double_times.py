@@ -19,89 +19,84 @@ keep their rounding; they are minutes long.
 
 from __future__ import annotations
 
-import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects import mysql
 
 revision = "0006"
 down_revision = "0005"
 branch_labels = None
 depends_on = None
 
-#: The columns of seconds since the epoch, by table (all NOT NULL).
-#: What those times are stored as there (a float in Python, not MySQL's default Decimal).
-DOUBLE = mysql.DOUBLE(asdecimal=False)
-TIME_COLUMNS = {
-    "wechat_qr_login_state": ("expires_at",),
-    "wechat_qr_pending_binding": ("created_at", "expires_at"),
-    "wechat_qr_bind_attempt": ("at",),
+_EXACT = "CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+_ANY = "CHARACTER SET utf8mb4"
+#: Each table's columns as 0006 leaves them: (column, definition). Identifiers compare byte
+#: for byte (from a case-blind collation to an exact one no two values become one: the
+#: unique keys rebuild without a conflict), people's text holds any language, times are
+#: doubles, avatars up to 16 MiB.
+COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
+    "wechat_qr_identity": (
+        ("connection", f"VARCHAR(32) {_EXACT} NOT NULL"),
+        ("app", f"VARCHAR(16) {_EXACT} NOT NULL DEFAULT 'website'"),
+        ("openid", f"VARCHAR(128) {_EXACT} NOT NULL"),
+        ("unionid", f"VARCHAR(128) {_EXACT} NULL"),
+        ("user_id", f"VARCHAR(64) {_EXACT} NOT NULL"),
+        ("nickname", f"VARCHAR(255) {_ANY} NULL"),
+    ),
+    "wechat_qr_login_state": (
+        ("key", f"VARCHAR(200) {_EXACT} NOT NULL"),
+        ("value", f"TEXT {_ANY} NOT NULL"),
+        ("expires_at", "DOUBLE NOT NULL"),
+    ),
+    "wechat_qr_pending_binding": (
+        ("id", f"VARCHAR(64) {_EXACT} NOT NULL"),
+        ("connection", f"VARCHAR(32) {_EXACT} NOT NULL"),
+        ("app", f"VARCHAR(16) {_EXACT} NOT NULL DEFAULT 'website'"),
+        ("openid", f"VARCHAR(128) {_EXACT} NOT NULL"),
+        ("unionid", f"VARCHAR(128) {_EXACT} NULL"),
+        ("nickname", f"VARCHAR(255) {_ANY} NULL"),
+        ("next_url", f"TEXT {_ANY} NULL"),
+        ("created_at", "DOUBLE NOT NULL"),
+        ("expires_at", "DOUBLE NOT NULL"),
+    ),
+    "wechat_qr_bind_attempt": (
+        ("binding_id", f"VARCHAR(64) {_EXACT} NOT NULL"),
+        ("address", f"VARCHAR(64) {_EXACT} NOT NULL"),
+        ("account", f"VARCHAR(64) {_EXACT} NOT NULL DEFAULT ''"),
+        ("at", "DOUBLE NOT NULL"),
+    ),
+    "wechat_qr_avatar": (
+        ("key", f"VARCHAR(64) {_EXACT} NOT NULL"),
+        ("data", "MEDIUMBLOB NOT NULL"),
+    ),
+}
+#: What ``downgrade`` gives back: the single-precision times and the 64 KiB avatars. The
+#: columns keep their character sets and collations: going back to them would let two
+#: people's openids be one again.
+DOWNGRADED: dict[str, tuple[tuple[str, str], ...]] = {
+    "wechat_qr_login_state": (("expires_at", "FLOAT NOT NULL"),),
+    "wechat_qr_pending_binding": (("created_at", "FLOAT NOT NULL"),
+                                  ("expires_at", "FLOAT NOT NULL")),
+    "wechat_qr_bind_attempt": (("at", "FLOAT NOT NULL"),),
+    "wechat_qr_avatar": (("data", "BLOB NOT NULL"),),
 }
 
 
-#: Identifiers compared byte for byte: (table, column, length, nullable, server default).
-EXACT_COLUMNS: tuple[tuple[str, str, int, bool, str | None], ...] = (
-    ("wechat_qr_identity", "connection", 32, False, None),
-    ("wechat_qr_identity", "app", 16, False, "website"),
-    ("wechat_qr_identity", "openid", 128, False, None),
-    ("wechat_qr_identity", "unionid", 128, True, None),
-    ("wechat_qr_identity", "user_id", 64, False, None),
-    ("wechat_qr_login_state", "key", 200, False, None),
-    ("wechat_qr_pending_binding", "id", 64, False, None),
-    ("wechat_qr_pending_binding", "connection", 32, False, None),
-    ("wechat_qr_pending_binding", "app", 16, False, "website"),
-    ("wechat_qr_pending_binding", "openid", 128, False, None),
-    ("wechat_qr_pending_binding", "unionid", 128, True, None),
-    ("wechat_qr_bind_attempt", "binding_id", 64, False, None),
-    ("wechat_qr_bind_attempt", "address", 64, False, None),
-    ("wechat_qr_bind_attempt", "account", 64, False, ""),
-    ("wechat_qr_avatar", "key", 64, False, None),
-)
-#: Text of any language: (table, column, length or None for TEXT, nullable).
-TEXT_COLUMNS: tuple[tuple[str, str, int | None, bool], ...] = (
-    ("wechat_qr_identity", "nickname", 255, True),
-    ("wechat_qr_login_state", "value", None, False),
-    ("wechat_qr_pending_binding", "nickname", 255, True),
-    ("wechat_qr_pending_binding", "next_url", None, True),
-)
-
-
 def _is_mysql() -> bool:
-    return op.get_bind().dialect.name in ("mysql", "mariadb")
+    return op.get_context().dialect.name in ("mysql", "mariadb")  # offline (--sql) too
+
+
+def _modify(columns: dict[str, tuple[tuple[str, str], ...]]) -> None:
+    """One ``ALTER TABLE`` per table: MariaDB and MySQL copy a table to change a column's
+    character set, once for all its columns instead of once for each."""
+    for table, changes in columns.items():
+        op.execute(f"ALTER TABLE `{table}` " + ", ".join(
+            f"MODIFY `{column}` {definition}" for column, definition in changes))
 
 
 def upgrade() -> None:
-    if not _is_mysql():
-        return
-    for table, columns in TIME_COLUMNS.items():
-        for column in columns:
-            op.alter_column(table, column, type_=DOUBLE, existing_type=sa.Float(),
-                            existing_nullable=False)
-    op.alter_column("wechat_qr_avatar", "data", type_=mysql.MEDIUMBLOB(),
-                    existing_type=sa.LargeBinary(), existing_nullable=False)
-    # From a case-blind collation to an exact one no two values become one: the unique keys
-    # rebuild without a conflict.
-    for table, column, length, nullable, default in EXACT_COLUMNS:
-        op.alter_column(table, column,
-                        type_=mysql.VARCHAR(length, charset="utf8mb4", collation="utf8mb4_bin"),
-                        existing_type=sa.String(length), existing_nullable=nullable,
-                        existing_server_default=default)
-    for table, column, text_length, nullable in TEXT_COLUMNS:
-        op.alter_column(table, column,
-                        type_=mysql.TEXT(charset="utf8mb4") if text_length is None
-                        else mysql.VARCHAR(text_length, charset="utf8mb4"),
-                        existing_type=sa.Text() if text_length is None
-                        else sa.Unicode(text_length),
-                        existing_nullable=nullable)
+    if _is_mysql():
+        _modify(COLUMNS)
 
 
 def downgrade() -> None:
-    # The columns keep their character sets and collations: going back to them would let
-    # two people's openids be one again.
-    if not _is_mysql():
-        return
-    op.alter_column("wechat_qr_avatar", "data", type_=sa.LargeBinary(),
-                    existing_type=mysql.MEDIUMBLOB(), existing_nullable=False)
-    for table, columns in TIME_COLUMNS.items():
-        for column in columns:
-            op.alter_column(table, column, type_=sa.Float(), existing_type=DOUBLE,
-                            existing_nullable=False)
+    if _is_mysql():
+        _modify(DOWNGRADED)
