@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 import typing as t
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import parse_qs, parse_qsl, urlsplit
 
@@ -1135,6 +1136,49 @@ def browser_copy(app: Flask, client: t.Any) -> t.Any:
     twin = app.test_client()
     twin.set_cookie("session", client.get_cookie("session").value)
     return twin
+
+
+class DoubleRedirect(t.NamedTuple):
+    """What :func:`double_redirect` saw: both answers, both browsers' connections, the codes
+    WeChat was asked for, and the state."""
+
+    answers: list[t.Any]
+    browser: t.Any
+    twin: t.Any
+    calls: list[str]
+    state: str
+
+
+def double_redirect(app: Flask, api: WeChatAPI, next_url: str = "/welcome") -> DoubleRedirect:
+    """WeChat's double redirect of a new person's login: the same code delivered twice, the
+    second while the first is still at WeChat, which answers the second 40163 (code used)
+    and the first only after the second came."""
+    browser = app.test_client()
+    state = start_login(browser, next=next_url)
+    twin = browser_copy(app, browser)
+    second_arrived = threading.Event()
+    first_at_wechat = threading.Event()
+    calls: list[str] = []
+
+    def token(request: t.Any) -> tuple[int, dict[str, str], bytes]:
+        calls.append(request.params["code"])
+        if len(calls) == 1:
+            first_at_wechat.set()
+            second_arrived.wait(timeout=10)  # WeChat answers the first after the second came
+            return wechat_body(TOKEN_ANSWER)
+        second_arrived.set()
+        return wechat_body(CODE_USED_ANSWER)
+
+    answer_with(api, TOKEN_PATH, token)
+    answer_with(api, USERINFO_PATH, lambda request: wechat_body(PROFILE_ANSWER))
+    query = {"code": "0816AbDOUBLE", "state": state}
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(browser.get, "/auth/wechat/callback", query_string=query)
+        assert first_at_wechat.wait(timeout=10)  # the first is exchanging the code
+        second = pool.submit(twin.get, "/auth/wechat/callback", query_string=query)
+        answers = [first.result(timeout=30), second.result(timeout=30)]
+    assert second_arrived.is_set()  # the second was answered 40163 while the first ran
+    return DoubleRedirect(answers, browser, twin, calls, state)
 
 
 # --- the business callback URL and its ID token -------------------------------------------

@@ -16,7 +16,6 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 from support import (
-    CODE_USED_ANSWER,
     NICKNAME,
     PROFILE_ANSWER,
     TOKEN_ANSWER,
@@ -30,7 +29,7 @@ from support import (
     api_paths,
     arrive,
     ask_app,
-    browser_copy,
+    double_redirect,
     error_name,
     logged_in_user_id,
     login_with_wechat,
@@ -211,36 +210,13 @@ def test_double_redirect_of_a_first_login_sees_the_first_requests_user(
     not hide the user (the second redirect's page, the one the browser shows, said "no
     longer valid" after a login that succeeded)."""
     app = make_app(before_init=reads_the_database_first, WECHAT_QR_CODE_USED_WAIT=5)
-    browser = app.test_client()
-    state = start_login(browser, next="/welcome")
-    twin = browser_copy(app, browser)
-    second_arrived = threading.Event()
-    first_at_wechat = threading.Event()
-    calls: list[str] = []
-
-    def token(request: t.Any) -> tuple[int, dict[str, str], bytes]:
-        calls.append(request.params["code"])
-        if len(calls) == 1:
-            first_at_wechat.set()
-            second_arrived.wait(timeout=10)  # WeChat answers the first after the second came
-            return wechat_body(TOKEN_ANSWER)
-        second_arrived.set()
-        return wechat_body(CODE_USED_ANSWER)
-
-    answer_with(wechat_api, TOKEN_PATH, token)
-    answer_with(wechat_api, USERINFO_PATH, lambda request: wechat_body(PROFILE_ANSWER))
-    query = {"code": "0816AbDOUBLE", "state": state}
-    with ThreadPoolExecutor(2) as pool:
-        first = pool.submit(browser.get, "/auth/wechat/callback", query_string=query)
-        assert first_at_wechat.wait(timeout=10)
-        second = pool.submit(twin.get, "/auth/wechat/callback", query_string=query)
-        answers = [first.result(timeout=30), second.result(timeout=30)]
-    assert second_arrived.is_set()
-    assert [(a.status_code, error_name(a)) for a in answers] == [(302, None), (302, None)]
-    assert [a.headers["Location"] for a in answers] == ["/welcome", "/welcome"]
+    seen = double_redirect(app, wechat_api)
+    assert [(a.status_code, error_name(a)) for a in seen.answers] == [(302, None), (302, None)]
+    assert [a.headers["Location"] for a in seen.answers] == ["/welcome", "/welcome"]
     assert api_paths(wechat_api).count(USERINFO_PATH) == 1
     user_id = str(all_users(app)[0].id)
-    assert logged_in_user_id(browser) == user_id and logged_in_user_id(twin) == user_id
+    assert logged_in_user_id(seen.browser) == user_id
+    assert logged_in_user_id(seen.twin) == user_id
     assert len(all_users(app)) == 1 and len(all_identities(app)) == 1
 
 

@@ -28,6 +28,7 @@ from support import (
     api_paths,
     browser_copy,
     csrf_token_of,
+    double_redirect,
     each_code_once,
     ending_of,
     error_name,
@@ -76,39 +77,16 @@ def callbacks_at_once(state: str, *clients_and_codes: tuple[t.Any, str]) -> list
 def test_wechat_double_redirect_ends_logged_in(app: t.Any, wechat_api: WeChatAPI) -> None:
     """The same code delivered twice within a second: the second exchange gets 40163, waits
     for the first request and ends the same way; one user, both redirects to next."""
-    browser = app.test_client()
-    state = start_login(browser, next="/welcome")
-    twin = browser_copy(app, browser)
-    second_arrived = threading.Event()
-    first_at_wechat = threading.Event()
-    calls: list[str] = []
-
-    def token(request: t.Any) -> tuple[int, dict[str, str], bytes]:
-        calls.append(request.params["code"])
-        if len(calls) == 1:
-            first_at_wechat.set()
-            second_arrived.wait(timeout=10)  # WeChat answers the first after the second came
-            return wechat_body(TOKEN_ANSWER)
-        second_arrived.set()
-        return wechat_body(CODE_USED_ANSWER)
-
-    answer_with(wechat_api, TOKEN_PATH, token)
-    answer_with(wechat_api, USERINFO_PATH, lambda request: wechat_body(PROFILE_ANSWER))
-    query = {"code": "0816AbDOUBLE", "state": state}
-    with ThreadPoolExecutor(2) as pool:
-        first = pool.submit(browser.get, "/auth/wechat/callback", query_string=query)
-        assert first_at_wechat.wait(timeout=10)  # the first is exchanging the code
-        second = pool.submit(twin.get, "/auth/wechat/callback", query_string=query)
-        responses_ = [first.result(timeout=30), second.result(timeout=30)]
-    assert second_arrived.is_set()  # the second was answered 40163 while the first ran
-    assert [r.status_code for r in responses_] == [302, 302]
-    assert [r.headers["Location"] for r in responses_] == ["/welcome", "/welcome"]
-    assert calls == ["0816AbDOUBLE", "0816AbDOUBLE"]
+    seen = double_redirect(app, wechat_api)
+    assert [r.status_code for r in seen.answers] == [302, 302]
+    assert [r.headers["Location"] for r in seen.answers] == ["/welcome", "/welcome"]
+    assert seen.calls == ["0816AbDOUBLE", "0816AbDOUBLE"]
     assert api_paths(wechat_api).count(USERINFO_PATH) == 1
     user_id = str(all_users(app)[0].id)
-    assert logged_in_user_id(browser) == user_id and logged_in_user_id(twin) == user_id
+    assert logged_in_user_id(seen.browser) == user_id
+    assert logged_in_user_id(seen.twin) == user_id
     assert len(all_users(app)) == 1 and len(all_identities(app)) == 1
-    assert ending_of(app, state) is not None  # the login happened once
+    assert ending_of(app, seen.state) is not None  # the login happened once
 
 
 def test_two_codes_of_one_login_at_the_same_moment(
