@@ -128,12 +128,50 @@ def restore_sqlite_trigger(engine: sa.Engine, identity_table: sa.Table) -> None:
                         "migrations.", TRIGGER_NAME)
 
 
+def user_key_type(connection: sa.Connection, table: sa.Table) -> t.Any:
+    """The type of the guard column as this database must declare it (``db upgrade`` and
+    ``db.create_all()`` alike): the model's, but on MariaDB and MySQL a text key in the user
+    column's own character set and collation, which the database knows and the model may
+    not. Without them the foreign key is refused (errno 150, "incorrectly formed") wherever
+    the user table's character set differs from the database's default: an old latin1
+    table in a database made utf8mb4 since."""
+    model_type = table.c[USER_KEY].type
+    user_column = referenced_column(table)
+    if connection.dialect.name not in ("mysql", "mariadb") or user_column is None:
+        return model_type
+    row = connection.execute(sa.text(
+        "SELECT data_type, character_maximum_length, character_set_name, collation_name "
+        "FROM information_schema.columns WHERE table_schema = COALESCE(:schema, DATABASE()) "
+        "AND table_name = :table AND column_name = :column"),
+        {"schema": user_column.table.schema, "table": user_column.table.name,
+         "column": user_column.name}).first()
+    if row is None or row[2] is None or row[0] not in ("char", "varchar"):
+        return model_type  # not text (an integer key): nothing to match
+    from sqlalchemy.dialects import mysql
+
+    text_type = mysql.CHAR if row[0] == "char" else mysql.VARCHAR
+    return text_type(int(row[1]), charset=row[2], collation=row[3])
+
+
 def create_trigger_with_table(identity_table: sa.Table) -> None:
     """``db.create_all()`` on SQLite makes the trigger with the identity table (the user
-    table comes first: the foreign key orders them)."""
+    table comes first: the foreign key orders them); on MariaDB and MySQL it declares the
+    guard column as :func:`user_key_type` says, for that one ``CREATE TABLE`` (the mapped
+    column keeps the model's type, which converts the values)."""
     user_column = referenced_column(identity_table)
     if user_column is None:
         return
+    model_type = identity_table.c[USER_KEY].type
+
+    def before_create(target: sa.Table, connection: sa.Connection, **_kw: t.Any) -> None:
+        if connection.dialect.name in ("mysql", "mariadb"):
+            target.c[USER_KEY].type = user_key_type(connection, target)
+
+    def declared_as_the_model(target: sa.Table, connection: sa.Connection, **_kw: t.Any
+                              ) -> None:
+        target.c[USER_KEY].type = model_type
+
+    sa.event.listen(identity_table, "before_create", before_create)
 
     def after_create(target: sa.Table, connection: sa.Connection, **_kw: t.Any) -> None:
         if connection.dialect.name == "sqlite" and sa.inspect(connection).has_table(
@@ -141,6 +179,7 @@ def create_trigger_with_table(identity_table: sa.Table) -> None:
             connection.exec_driver_sql(sqlite_trigger(target, connection.dialect))
 
     sa.event.listen(identity_table, "after_create", after_create)
+    sa.event.listen(identity_table, "after_create", declared_as_the_model)
 
 
 def forget_on_bulk_delete(db: SQLAlchemy, user_model: t.Any, prepare: Prepare, key: int

@@ -25,6 +25,7 @@ from ..user_key import (
     USER_KEY,
     referenced_column,
     sqlite_trigger,
+    user_key_type,
     why_no_foreign_key,
 )
 
@@ -75,7 +76,7 @@ def install(connection: sa.Connection, runtime: Runtime) -> ForeignKeyStatus:
     # connection, which a write lock held here would shut out.
     keys = _user_keys(connection, runtime, table, whole_table="column" in missing)
     operations = _operations(connection)
-    key_type = _key_type(connection, table)
+    key_type = user_key_type(connection, table)
     with trigger_set_aside(connection, runtime):
         if "column" in missing or "index" in missing:
             with operations.batch_alter_table(table.name, schema=table.schema) as batch:
@@ -187,30 +188,6 @@ def _index_name(table: sa.Table) -> str:
         if [c.name for c in index.columns] == [USER_KEY]:
             return str(index.name)
     return f"ix_{table.name}_{USER_KEY}"
-
-
-def _key_type(connection: sa.Connection, table: sa.Table) -> t.Any:
-    """The type of the guard column as this database must declare it: the model's, but on
-    MariaDB and MySQL a text key in the user column's own character set and collation,
-    which the database knows and the model may not. Without them the foreign key is refused
-    (errno 150, "incorrectly formed") wherever the user table's character set differs from
-    the database's default: an old latin1 table in a database made utf8mb4 since."""
-    model_type = table.c[USER_KEY].type
-    user_column = referenced_column(table)
-    if connection.dialect.name not in ("mysql", "mariadb") or user_column is None:
-        return model_type
-    row = connection.execute(sa.text(
-        "SELECT data_type, character_maximum_length, character_set_name, collation_name "
-        "FROM information_schema.columns WHERE table_schema = COALESCE(:schema, DATABASE()) "
-        "AND table_name = :table AND column_name = :column"),
-        {"schema": user_column.table.schema, "table": user_column.table.name,
-         "column": user_column.name}).first()
-    if row is None or row[2] is None or row[0] not in ("char", "varchar"):
-        return model_type  # not text (an integer key): nothing to match
-    from sqlalchemy.dialects import mysql
-
-    text_type = mysql.CHAR if row[0] == "char" else mysql.VARCHAR
-    return text_type(int(row[1]), charset=row[2], collation=row[3])
 
 
 def _operations(connection: sa.Connection) -> t.Any:

@@ -309,14 +309,16 @@ def test_the_example_site_starts_and_logs_in_on_mariadb(
 # --- a string-keyed user table in another character set ---------------------------------------
 
 
+@pytest.mark.parametrize("made_by", ["db upgrade", "create_all"])
 def test_string_keyed_users_in_a_latin1_table_of_a_utf8mb4_database_get_the_foreign_key(
-    database: t.Any, tmp_path: t.Any, wechat_api: WeChatAPI
+    database: t.Any, tmp_path: t.Any, made_by: str
 ) -> None:
     """An old user table kept in latin1 (string keys) in a database made utf8mb4 since:
-    ``flask wechat-qr db upgrade`` gives the identities' ``user_key`` the user key's own
-    character set and collation, so MariaDB takes the foreign key (it refused it, errno
-    150 "incorrectly formed": the upgrade failed, and every one after it), and deleting a
-    user with raw SQL takes their identities with it."""
+    ``flask wechat-qr db upgrade`` and ``db.create_all()`` give the identities' ``user_key``
+    the user key's own character set and collation, so MariaDB takes the foreign key (it
+    refused it, errno 150 "incorrectly formed": the site did not start, or the upgrade
+    failed, and every one after it), and deleting a user with raw SQL takes their
+    identities with it."""
     from flask_login import LoginManager, UserMixin
     from flask_sqlalchemy import SQLAlchemy
     from support import APP_ID, APP_SECRET
@@ -344,7 +346,12 @@ def test_string_keyed_users_in_a_latin1_table_of_a_utf8mb4_database_get_the_fore
             db.metadata.create_all(db.engine, tables=[User.__table__])  # the site's own
             db.session.add(User(id="member-Ab12", nickname="x"))
             db.session.commit()
-        assert migrations.upgrade(app).foreign_key.state == "on"  # type: ignore[union-attr]
+        if made_by == "db upgrade":
+            status = migrations.upgrade(app).foreign_key
+            assert status is not None and status.state == "on"
+        else:
+            with app.app_context():
+                db.create_all()
         with app.app_context(), db.engine.connect() as conn:
             assert [fk["name"] for fk in sa.inspect(conn).get_foreign_keys(
                 "wechat_qr_identity")] == ["fk_wechat_qr_identity_user_key"]
