@@ -72,8 +72,8 @@ class PendingBindings:
             unionid=profile.unionid or token.unionid,
             nickname=storable(self.db, Pending.__table__.c.nickname,
                               profile.nickname[:255] or None),
-            # as a URI (the same page): ASCII, which any connection's character set carries
             avatar_url=profile.avatar_url, profile=profile.raw,
+            # as a URI (the same page): ASCII, which any connection's character set carries
             next_url=iri_to_uri(next_url) if next_url else next_url,
             created_at=now, expires_at=now + self.settings.bind_ttl,
         ))

@@ -22,8 +22,8 @@ from .user_key import (
     FOREIGN_KEY_NAME,
     SETTING_KEY,
     USER_KEY,
-    create_trigger_with_table,
     referenced_column,
+    with_the_identity_table,
 )
 
 if t.TYPE_CHECKING:
@@ -117,7 +117,7 @@ def _identity(db: SQLAlchemy, user_column: sa.Column[t.Any] | None) -> t.Any:
         def __repr__(self) -> str:
             return f"<WeChatIdentity {self.connection}:{self.openid} user={self.user_id}>"
 
-    create_trigger_with_table(WeChatIdentity.__table__)
+    with_the_identity_table(WeChatIdentity.__table__)
     return WeChatIdentity
 
 

@@ -15,6 +15,8 @@ import typing as t
 
 import sqlalchemy as sa
 
+from .column_types import MYSQL_DIALECTS
+
 #: The most expired rows one purge deletes (one statement). 1,000,000 expired rows are gone
 #: after 1,000 requests that purge, each paying for at most this many.
 BATCH_SIZE = 1000
@@ -33,7 +35,7 @@ def delete_expired(conn: Executor, table: sa.Table, column: sa.Column[t.Any],
     them by primary key, which PostgreSQL and SQLite both run without a table scan."""
     key = _primary_key(table)
     doomed = sa.select(key).where(column < before).order_by(column).limit(batch)
-    if _dialect_name(conn) in ("mysql", "mariadb"):
+    if _dialect_name(conn) in MYSQL_DIALECTS:
         # MySQL refuses LIMIT in a subquery of the table being deleted from; it has its own.
         statement: sa.Delete = sa.delete(table).where(column < before).with_dialect_options(
             mysql_limit=batch)

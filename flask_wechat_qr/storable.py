@@ -19,6 +19,8 @@ import weakref
 
 import sqlalchemy as sa
 
+from .column_types import MYSQL_DIALECTS
+
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
 
@@ -54,7 +56,7 @@ def storable(db: SQLAlchemy, column: sa.Column[t.Any], text: str | None) -> str 
     table = column.table
     bind = db.session.get_bind(clause=table)
     engine = getattr(bind, "engine", bind)  # a Connection's engine
-    if not isinstance(engine, sa.Engine) or engine.dialect.name not in ("mysql", "mariadb"):
+    if not isinstance(engine, sa.Engine) or engine.dialect.name not in MYSQL_DIALECTS:
         return text
     column_charset, connection_charset = _charsets(engine, table, column)
     kept = _kept(_kept(text, column_charset), connection_charset)
@@ -118,8 +120,8 @@ def _charsets(engine: sa.Engine, table: sa.Table, column: sa.Column[t.Any]
         log.warning(
             "%s.%s (character set %s) cannot hold every character of WeChat nicknames (CJK, "
             "emoji): they are stored without the characters it cannot hold, or not at all. "
-            "Store them whole: ALTER TABLE `%s` MODIFY `%s` %s CHARACTER SET utf8mb4 COLLATE "
-            "utf8mb4_unicode_ci %s (keep its DEFAULT, if it has one), then restart. Said "
+            "Store them whole: ALTER TABLE `%s` MODIFY `%s` %s CHARACTER SET utf8mb4 %s "
+            "(keep its DEFAULT, if it has one), then restart. Said "
             "once per process.", table.name, column.name, row[1], table.name, column.name,
             row[2], "NULL" if row[3] == "YES" else "NOT NULL")
     if row[0] is not None and row[0] not in _ALL:

@@ -11,6 +11,8 @@ import logging
 import typing as t
 from urllib.parse import SplitResult, quote, urlsplit
 
+from werkzeug.urls import iri_to_uri
+
 from .errors import InvalidRequest
 from .i18n import lazy_gettext as _l
 
@@ -65,7 +67,8 @@ def under_mount_point(path: str, script_root: str) -> str:
     already starts with it (``url_for`` and ``request.url`` include it) is kept."""
     if not script_root or not path.startswith("/"):
         return path
-    for root in (script_root, quote(script_root, safe="/")):  # url_for's is percent-encoded
+    # url_for's is percent-encoded; a pending binding keeps its next as a URI (iri_to_uri)
+    for root in (script_root, quote(script_root, safe="/"), iri_to_uri(script_root)):
         rest = path[len(root):] if path.startswith(root) else None
         if rest is not None and (not rest or rest[0] in "/?#"):
             return path

@@ -18,12 +18,17 @@ remove the identities in their own transaction, on any database.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import typing as t
 import weakref
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.schema import CreateColumn
+
+from .column_types import MYSQL_DIALECTS
 
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
@@ -137,14 +142,16 @@ def user_key_type(connection: sa.Connection, table: sa.Table) -> t.Any:
     table in a database made utf8mb4 since."""
     model_type = table.c[USER_KEY].type
     user_column = referenced_column(table)
-    if connection.dialect.name not in ("mysql", "mariadb") or user_column is None:
-        return model_type
-    row = connection.execute(sa.text(
+    if (connection.dialect.name not in MYSQL_DIALECTS or user_column is None
+            or not isinstance(model_type, (sa.String, sa.Uuid))):
+        return model_type  # an integer key has no character set
+    result = connection.execute(sa.text(
         "SELECT data_type, character_maximum_length, character_set_name, collation_name "
         "FROM information_schema.columns WHERE table_schema = COALESCE(:schema, DATABASE()) "
         "AND table_name = :table AND column_name = :column"),
         {"schema": user_column.table.schema, "table": user_column.table.name,
-         "column": user_column.name}).first()
+         "column": user_column.name})
+    row = result.first() if result is not None else None  # None: a mock engine's
     if row is None or row[2] is None or row[0] not in ("char", "varchar"):
         return model_type  # not text (an integer key): nothing to match
     from sqlalchemy.dialects import mysql
@@ -153,33 +160,57 @@ def user_key_type(connection: sa.Connection, table: sa.Table) -> t.Any:
     return text_type(int(row[1]), charset=row[2], collation=row[3])
 
 
-def create_trigger_with_table(identity_table: sa.Table) -> None:
-    """``db.create_all()`` on SQLite makes the trigger with the identity table (the user
-    table comes first: the foreign key orders them); on MariaDB and MySQL it declares the
-    guard column as :func:`user_key_type` says, for that one ``CREATE TABLE`` (the mapped
-    column keeps the model's type, which converts the values)."""
+def with_the_identity_table(identity_table: sa.Table) -> None:
+    """What ``db.create_all()`` does with the identity table beyond its model: on SQLite the
+    trigger, made after the table (the user table comes first: the foreign key orders
+    them); on MariaDB and MySQL the guard column declared as :func:`user_key_type` says, in
+    that one ``CREATE TABLE`` only (the mapped column keeps the model's type, which converts
+    the values, and other databases never see the other)."""
     user_column = referenced_column(identity_table)
     if user_column is None:
         return
-    model_type = identity_table.c[USER_KEY].type
 
     def before_create(target: sa.Table, connection: sa.Connection, **_kw: t.Any) -> None:
-        if connection.dialect.name in ("mysql", "mariadb"):
-            target.c[USER_KEY].type = user_key_type(connection, target)
-
-    def declared_as_the_model(target: sa.Table, connection: sa.Connection, **_kw: t.Any
-                              ) -> None:
-        target.c[USER_KEY].type = model_type
-
-    sa.event.listen(identity_table, "before_create", before_create)
+        if connection.dialect.name in MYSQL_DIALECTS:
+            key = target.c[USER_KEY]
+            declared = {**(_declared_types.get() or {}), key: user_key_type(connection, target)}
+            _declared_types.set(declared)
 
     def after_create(target: sa.Table, connection: sa.Connection, **_kw: t.Any) -> None:
+        declared = _declared_types.get() or {}
+        if target.c[USER_KEY] in declared:
+            _declared_types.set({column: type_ for column, type_ in declared.items()
+                                 if column is not target.c[USER_KEY]})
         if connection.dialect.name == "sqlite" and sa.inspect(connection).has_table(
                 user_column.table.name):
             connection.exec_driver_sql(sqlite_trigger(target, connection.dialect))
 
+    sa.event.listen(identity_table, "before_create", before_create)
     sa.event.listen(identity_table, "after_create", after_create)
-    sa.event.listen(identity_table, "after_create", declared_as_the_model)
+
+
+#: Guard columns being created on MariaDB or MySQL, and the type each is declared with
+#: (:func:`with_the_identity_table`), in this thread's (context's) ``CREATE TABLE`` only.
+_declared_types: contextvars.ContextVar[dict[sa.Column[t.Any], t.Any] | None] = \
+    contextvars.ContextVar("wechat_qr_declared_user_key_types", default=None)
+
+
+@compiles(CreateColumn, "mysql")
+@compiles(CreateColumn, "mariadb")
+def _create_column(create: CreateColumn, compiler: t.Any, **kw: t.Any) -> str:
+    """A column of ``CREATE TABLE``, the guard column with its declared type (nothing else
+    changes: the type is the column's for the time it takes to render it)."""
+    column = create.element
+    declared = (_declared_types.get() or {}).get(column) if isinstance(column, sa.Column) \
+        else None
+    if declared is None:
+        return t.cast(str, compiler.visit_create_column(create, **kw))
+    model_type = column.type
+    column.type = declared
+    try:
+        return t.cast(str, compiler.visit_create_column(create, **kw))
+    finally:
+        column.type = model_type
 
 
 def forget_on_bulk_delete(db: SQLAlchemy, user_model: t.Any, prepare: Prepare, key: int

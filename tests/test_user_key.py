@@ -28,8 +28,10 @@ from support import (
     all_identities,
     all_users,
     app_factory,
+    dispose_engines,
     logged_in_user_id,
     login_with_wechat,
+    make_test_app,
     quoted,
     table,
 )
@@ -430,3 +432,49 @@ def test_a_sqlite_trigger_dropped_by_a_batch_migration_comes_back_at_the_first_r
     assert "was missing" in caplog.text
     delete_user_with_raw_sql(app, victim.id)
     assert identity_owners(app) == []
+
+
+@pytest.mark.parametrize("key_type", ["integer", "uuid", "string"])
+def test_the_schema_prints_for_mariadb_with_a_mock_engine(tmp_path: t.Any, key_type: str
+                                                         ) -> None:
+    """SQLAlchemy's recipe for printing the CREATE statements (a mock engine, which answers
+    no query) works for MariaDB/MySQL: the guard column's type is asked of the database
+    only for text keys, and a mock's missing answer is the model's type (it was an
+    AttributeError, for integer keys too)."""
+    if key_type == "integer":
+        app = make_test_app(tmp_path)
+    else:
+        app = make_keyed_host(f"sqlite:///{tmp_path / 'keyed.db'}", tmp_path, key_type)
+    statements: list[str] = []
+    mock = sa.create_mock_engine(
+        "mysql+pymysql://", lambda sql, *_a, **_k: statements.append(
+            str(sql.compile(dialect=mock.dialect))))
+    with app.app_context():
+        app.extensions["sqlalchemy"].metadata.create_all(mock, checkfirst=False)
+    identity = next(s for s in statements if "CREATE TABLE wechat_qr_identity" in s)
+    assert "user_key" in identity and "utf8mb4_bin" in identity
+    dispose_engines(app)
+
+
+def test_a_failed_create_table_leaves_the_guard_columns_type_as_the_model_says(
+        database: Database, tmp_path: t.Any) -> None:
+    """On MariaDB the guard column is declared in the user key's own character set for its
+    CREATE TABLE only: when that CREATE TABLE fails, the mapped column still has the model's
+    type (had it kept MariaDB's, the next create_all of the same models on another database
+    failed: "no such collation sequence")."""
+    if not database.is_mysql:
+        pytest.skip("the declared type differs from the model's on MariaDB and MySQL only")
+    app = make_keyed_host(database.url("keyed"), tmp_path, "string")
+    identity = app.extensions["wechat_qr"].models.Identity.__table__
+    model_type = identity.c.user_key.type
+    with app.app_context():
+        engine = app.db.engine  # type: ignore[attr-defined]
+        with engine.begin() as conn:
+            identity.drop(conn)
+            conn.execute(sa.text("CREATE TABLE blocker (id INT PRIMARY KEY, k VARCHAR(40), "
+                                 "CONSTRAINT fk_wechat_qr_identity_user_key FOREIGN KEY (k) "
+                                 "REFERENCES user (id))"))
+        with pytest.raises(sa.exc.OperationalError):
+            identity.create(engine)
+    assert identity.c.user_key.type is model_type
+    dispose_engines(app)

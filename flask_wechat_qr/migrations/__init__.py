@@ -29,6 +29,7 @@ from dataclasses import dataclass, fields
 import sqlalchemy as sa
 from flask import Flask, current_app
 
+from ..column_types import MYSQL_DIALECTS
 from ..errors import WeChatQRError
 from ..runtime import find_runtime
 from ..user_key import USER_KEY
@@ -294,7 +295,7 @@ def _locked_connection(engine: sa.Engine) -> Iterator[sa.Connection]:
             raw = connection.connection.dbapi_connection
             if not getattr(raw, "in_transaction", True):
                 connection.exec_driver_sql("BEGIN IMMEDIATE")
-        elif dialect in ("mysql", "mariadb"):
+        elif dialect in MYSQL_DIALECTS:
             with _named_lock(connection):
                 yield connection
                 connection.commit()
@@ -361,10 +362,11 @@ def _adopt(connection: sa.Connection, runtime: Runtime) -> bool:
     if present != tables or diffs:
         missing = ", ".join(sorted(tables - present)) or "none"
         mysql_hint = (
-            " On MariaDB and MySQL, tables that db.create_all() made with an earlier version "
-            "of the extension are revision 0005 (their FLOAT times and case-blind openids are "
-            "what 0006 changes): `flask wechat-qr db stamp 0005`, then `flask wechat-qr db "
-            "upgrade`." if connection.dialect.name in ("mysql", "mariadb") else "")
+            " On MariaDB and MySQL, tables that db.create_all() made with the version before "
+            "0006 (whose newest revision is 0005) are revision 0005 (their FLOAT times and "
+            "case-blind openids are what 0006 changes): `flask wechat-qr db stamp 0005`, "
+            "then `flask wechat-qr db upgrade`."
+            if connection.dialect.name in MYSQL_DIALECTS else "")
         raise MigrationError(
             "The extension's tables exist but are not under its migrations, and they are not "
             f"what this version expects (missing tables: {missing}; differences: "
