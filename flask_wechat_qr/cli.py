@@ -207,7 +207,8 @@ def check_command(base_url: str | None, callback_domain: str | None, live: bool)
                                    "db=db, user_model=User) or wechat.init_app(app).")
     deployment = Deployment.of(app, runtime.settings, base_url, callback_domain)
     _echo_site(app, deployment)
-    database_findings = _foreign_key_findings(app) + _journal_mode_findings(app, deployment)
+    database_findings = (_foreign_key_findings(app) + _journal_mode_findings(app, deployment)
+                         + _mysql_findings(app))
     for conn in runtime.settings.connections.values():
         _echo_connection(deployment, conn, runtime.id_tokens)
     live_findings = _echo_live_checks(deployment, runtime) if live else ()
@@ -301,6 +302,45 @@ def _journal_mode_findings(app: Flask, deployment: Deployment) -> tuple[Finding,
         "journal_mode=WAL, synchronous=NORMAL and busy_timeout in a connect listener, as "
         "the docs' Deploying > 'SQLite with several threads' shows), or use PostgreSQL; the "
         "extension never changes your database's settings"),)
+
+
+def _mysql_findings(app: Flask) -> tuple[Finding, ...]:
+    """MariaDB and MySQL: a connection whose character set cannot carry every WeChat
+    nickname (a warning: they lose their emoji, in latin1 their Chinese), and identities
+    whose openids compare without case (a problem: two people whose openids differ only in
+    case would be one account; tables from before migration 0006). Only reads."""
+    import sqlalchemy as sa
+
+    from . import migrations
+    from .column_types import MYSQL_DIALECTS
+
+    runtime = find_runtime(app)
+    if runtime is None:
+        return ()
+    engine = migrations.engine_for(runtime)
+    if engine.dialect.name not in MYSQL_DIALECTS:
+        return ()
+    try:
+        with engine.connect() as connection:
+            charset, collation = connection.execute(sa.text(
+                "SELECT LOWER(@@character_set_client), (SELECT collation_name FROM "
+                "information_schema.columns WHERE table_schema = DATABASE() AND "
+                "table_name = 'wechat_qr_identity' AND column_name = 'openid')")).one()
+    except sa.exc.SQLAlchemyError:
+        return ()  # the foreign key's finding says the database cannot be read
+    findings: list[Finding] = []
+    if charset != "utf8mb4":
+        findings.append(warning(
+            f"the database connection's character set is {charset}: WeChat nicknames are "
+            "stored without the characters it cannot carry (emoji; in latin1 anything "
+            "Chinese)", "add ?charset=utf8mb4 to SQLALCHEMY_DATABASE_URI"))
+    if collation is not None and not str(collation).endswith("_bin"):
+        findings.append(problem(
+            f"the identities' openids compare without case (collation {collation}): two "
+            "people whose openids differ only in case would be one account",
+            "run `flask wechat-qr db upgrade` (migration 0006 makes them exact; tables "
+            "that db.create_all() made before it: `flask wechat-qr db stamp 0005` first)"))
+    return tuple(findings)
 
 
 def _in_memory(url: sa.URL) -> bool:

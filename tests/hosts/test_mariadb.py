@@ -370,3 +370,34 @@ def test_string_keyed_users_in_a_latin1_table_of_a_utf8mb4_database_get_the_fore
     finally:
         with app.app_context():
             db.engine.dispose()
+
+
+def test_check_says_what_a_mariadb_site_lacks(database: t.Any, tmp_path: t.Any) -> None:
+    """``flask wechat-qr check`` on MariaDB: a connection that cannot carry every nickname is
+    a warning, identities whose openids compare without case (tables from before 0006) a
+    problem; a site with neither hears nothing of either."""
+    def check(app: Flask) -> t.Any:
+        return app.test_cli_runner().invoke(args=["wechat-qr", "check"])
+
+    fine = make_test_app(tmp_path, legacy_database(database, "utf8mb4"))
+    narrow = make_test_app(tmp_path, legacy_database(database, "utf8mb4", "charset=utf8"))
+    try:
+        said = check(fine).output
+        assert "character set" not in said and "compare without case" not in said, said
+        result = check(narrow)
+        assert result.exit_code == 0, result.output
+        assert "WARNING: the database connection's character set is utf8mb3: WeChat " \
+            "nicknames are stored without the characters it cannot carry" in result.output
+        assert "Fix: add ?charset=utf8mb4 to SQLALCHEMY_DATABASE_URI" in result.output
+        with fine.app_context(), fine.db.engine.begin() as conn:  # type: ignore[attr-defined]
+            conn.execute(sa.text("ALTER TABLE wechat_qr_identity MODIFY openid VARCHAR(128) "
+                                 "CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci NOT NULL"))
+        result = check(fine)
+        assert result.exit_code == 1, result.output
+        assert "PROBLEM: the identities' openids compare without case (collation " \
+            "utf8mb4_general_ci)" in result.output
+        assert "`flask wechat-qr db upgrade`" in result.output
+    finally:
+        for app in (fine, narrow):
+            with app.app_context():
+                app.db.engine.dispose()  # type: ignore[attr-defined]
