@@ -306,9 +306,10 @@ def _journal_mode_findings(app: Flask, deployment: Deployment) -> tuple[Finding,
 
 def _mysql_findings(app: Flask) -> tuple[Finding, ...]:
     """MariaDB and MySQL: a connection whose character set cannot carry every WeChat
-    nickname (a warning: they lose their emoji, in latin1 their Chinese), and identities
-    whose openids compare without case (a problem: two people whose openids differ only in
-    case would be one account; tables from before migration 0006). Only reads."""
+    nickname, and a user table whose nickname column cannot hold one (warnings: they lose
+    their emoji, in latin1 their Chinese), and identities whose openids compare without case
+    (a problem: two people whose openids differ only in case would be one account; tables
+    from before migration 0006). Only reads."""
     import sqlalchemy as sa
 
     from . import migrations
@@ -326,6 +327,7 @@ def _mysql_findings(app: Flask) -> tuple[Finding, ...]:
                 "SELECT LOWER(@@character_set_client), (SELECT collation_name FROM "
                 "information_schema.columns WHERE table_schema = DATABASE() AND "
                 "table_name = 'wechat_qr_identity' AND column_name = 'openid')")).one()
+            narrow = _narrow_nickname_column(connection, runtime)
     except sa.exc.SQLAlchemyError:
         return ()  # the foreign key's finding says the database cannot be read
     findings: list[Finding] = []
@@ -334,6 +336,10 @@ def _mysql_findings(app: Flask) -> tuple[Finding, ...]:
             f"the database connection's character set is {charset}: WeChat nicknames are "
             "stored without the characters it cannot carry (emoji; in latin1 anything "
             "Chinese)", "add ?charset=utf8mb4 to SQLALCHEMY_DATABASE_URI"))
+    if narrow is not None:
+        what, fix = narrow
+        findings.append(warning(what, f"{fix}; users made before keep what was stored "
+                                "(docs: Deploying, 'MariaDB and MySQL')"))
     if collation is not None and not str(collation).endswith("_bin"):
         findings.append(problem(
             f"the identities' openids compare without case (collation {collation}): two "
@@ -341,6 +347,23 @@ def _mysql_findings(app: Flask) -> tuple[Finding, ...]:
             "run `flask wechat-qr db upgrade` (migration 0006 makes them exact; tables "
             "that db.create_all() made before it: `flask wechat-qr db stamp 0005` first)"))
     return tuple(findings)
+
+
+def _narrow_nickname_column(connection: sa.Connection, runtime: t.Any
+                            ) -> tuple[str, str] | None:
+    """What :func:`~flask_wechat_qr.storable.narrow_column` says of the user model's
+    ``nickname`` column (where WeChat's nickname is copied), if it has one."""
+    import sqlalchemy as sa
+
+    from .storable import narrow_column
+
+    model = getattr(runtime.adapter, "user_model", None)
+    mapper = sa.inspect(model, raiseerr=False) if model is not None else None
+    attribute = mapper.attrs.get("nickname") if mapper is not None else None
+    columns = getattr(attribute, "columns", None)
+    if not columns or not isinstance(columns[0], sa.Column):
+        return None
+    return narrow_column(connection, columns[0])
 
 
 def _in_memory(url: sa.URL) -> bool:

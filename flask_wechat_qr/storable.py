@@ -100,13 +100,7 @@ def _charsets(engine: sa.Engine, table: sa.Table, column: sa.Column[t.Any]
     row: t.Sequence[t.Any]
     try:
         with engine.connect() as conn:
-            row = conn.execute(sa.text(
-                "SELECT LOWER(@@character_set_client), LOWER(c.character_set_name), "
-                "c.column_type, c.is_nullable FROM (SELECT 1) AS one LEFT JOIN "
-                "information_schema.columns AS c ON c.table_schema = "
-                "COALESCE(:schema, DATABASE()) AND c.table_name = :table "
-                "AND c.column_name = :column"),
-                {"schema": table.schema, "table": table.name, "column": column.name}).one()
+            row = _column_facts(conn, table, column)
     except sa.exc.SQLAlchemyError:
         log.warning("could not read the character set of %s.%s; storing WeChat's text as "
                     "it is", table.name, column.name, exc_info=True)
@@ -115,15 +109,11 @@ def _charsets(engine: sa.Engine, table: sa.Table, column: sa.Column[t.Any]
     with _LOCK:
         _CHARSETS[engine][key] = found
     if row[1] is not None and row[1] not in _ALL:
-        # Only the column: converting the whole table would also convert a text primary
-        # key, which the identities' foreign key to it keeps MariaDB from changing.
         log.warning(
             "%s.%s (character set %s) cannot hold every character of WeChat nicknames (CJK, "
             "emoji): they are stored without the characters it cannot hold, or not at all. "
-            "Store them whole: ALTER TABLE `%s` MODIFY `%s` %s CHARACTER SET utf8mb4 %s "
-            "(keep its DEFAULT, if it has one), then restart. Said "
-            "once per process.", table.name, column.name, row[1], table.name, column.name,
-            row[2], "NULL" if row[3] == "YES" else "NOT NULL")
+            "Store them whole: %s, then restart. Said once per process.",
+            table.name, column.name, row[1], _widening(table, column, row))
     if row[0] is not None and row[0] not in _ALL:
         log.warning(
             "the database connection's character set is %s, which cannot carry every "
@@ -131,3 +121,41 @@ def _charsets(engine: sa.Engine, table: sa.Table, column: sa.Column[t.Any]
             "them. Put ?charset=utf8mb4 in the database URL. Said once per process.",
             row[0], table.name, column.name)
     return found
+
+
+def narrow_column(connection: sa.Connection, column: sa.Column[t.Any]
+                  ) -> tuple[str, str] | None:
+    """For ``flask wechat-qr check``: on MariaDB and MySQL, when ``column`` (the user
+    model's nickname) cannot hold every character of WeChat nicknames, what is wrong and
+    the ``ALTER TABLE`` that fixes it; else ``None``. Reads only, every time."""
+    if connection.dialect.name not in MYSQL_DIALECTS:
+        return None
+    row = _column_facts(connection, column.table, column)
+    if row[1] is None or row[1] in _ALL:
+        return None
+    return (f"{column.table.name}.{column.name} is in character set {row[1]}, which cannot "
+            "hold every character of WeChat nicknames (CJK, emoji): they are stored without "
+            "them, or not at all (an all-Chinese name in latin1: not at all)",
+            _widening(column.table, column, row))
+
+
+def _column_facts(connection: sa.Connection, table: sa.Table, column: sa.Column[t.Any]
+                  ) -> t.Sequence[t.Any]:
+    """The connection's character set and the column's: its character set, type and
+    whether it takes NULL (``None`` for a column the database does not have)."""
+    return connection.execute(sa.text(
+        "SELECT LOWER(@@character_set_client), LOWER(c.character_set_name), "
+        "c.column_type, c.is_nullable FROM (SELECT 1) AS one LEFT JOIN "
+        "information_schema.columns AS c ON c.table_schema = "
+        "COALESCE(:schema, DATABASE()) AND c.table_name = :table "
+        "AND c.column_name = :column"),
+        {"schema": table.schema, "table": table.name, "column": column.name}).one()
+
+
+def _widening(table: sa.Table, column: sa.Column[t.Any], row: t.Sequence[t.Any]) -> str:
+    """The ``ALTER TABLE`` that makes the column utf8mb4: the column only, since converting
+    the whole table would also convert a text primary key, which the identities' foreign key
+    to it keeps MariaDB from changing."""
+    return (f"ALTER TABLE `{table.name}` MODIFY `{column.name}` {row[2]} CHARACTER SET "
+            f"utf8mb4 {'NULL' if row[3] == 'YES' else 'NOT NULL'} (keep its DEFAULT, if it "
+            "has one)")

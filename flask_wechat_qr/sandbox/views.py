@@ -36,6 +36,7 @@ from ..i18n import gettext as _
 from ..i18n import lazy_gettext as _l
 from ..purge import BATCH_SIZE, delete_expired
 from ..redact import redact_http_debug_logs
+from ..storable import storable
 from ..urls import is_loopback_host
 from .models import SandboxModels, add_missing_columns
 from .qr import qr_svg
@@ -540,8 +541,10 @@ def chosen_person(sandbox: SandboxRuntime, form: t.Mapping[str, str]) -> str | N
         row = sandbox.db.session.get(sandbox.models.Person, choice[:64])
         return t.cast(str, row.key) if row is not None else None
     if choice == "new":
-        nickname = "".join(ch for ch in form.get("nickname", "") if ch.isprintable())
-        nickname = nickname.strip()[:60]
+        typed = "".join(ch for ch in form.get("nickname", "") if ch.isprintable())
+        # as the database can keep it (a MySQL connection in utf8 carries no emoji)
+        nickname = storable(sandbox.db, sandbox.models.Person.__table__.c.nickname,
+                            typed.strip()[:60])
         if not nickname:
             return None
         # Keys sort by when the person was made: the pages list the latest first.

@@ -306,6 +306,24 @@ def test_the_example_site_starts_and_logs_in_on_mariadb(
     assert_no_server_error(browser)
 
 
+def test_a_nickname_typed_in_the_sandbox_over_a_utf8_connection(
+    make_site: t.Callable[..., Flask], database: t.Any
+) -> None:
+    """A tester types 阿强🚀 on the sandbox's phone page of a site whose connection is
+    ``?charset=utf8`` (no emoji): the person is 阿强 and logs in (it was a 500, and the
+    QR page waited for ever)."""
+    app = make_site(legacy_database(database, "utf8mb4", "charset=utf8"),
+                    WECHAT_QR_SANDBOX=True)
+    browser = Browser(app)
+    assert wechat_login(browser, "new", nickname="阿强🚀").status_code == 200
+    assert logged_in_user_id(browser.client) is not None
+    assert_no_server_error(browser)
+    db = app.extensions["sqlalchemy"]
+    with app.app_context():
+        assert db.session.execute(sa.text(
+            "SELECT nickname FROM wechat_qr_sandbox_person")).scalars().all() == ["阿强"]
+
+
 # --- a string-keyed user table in another character set ---------------------------------------
 
 
@@ -381,9 +399,16 @@ def test_check_says_what_a_mariadb_site_lacks(database: t.Any, tmp_path: t.Any) 
 
     fine = make_test_app(tmp_path, legacy_database(database, "utf8mb4"))
     narrow = make_test_app(tmp_path, legacy_database(database, "utf8mb4", "charset=utf8"))
+    legacy = make_test_app(tmp_path, legacy_database(database, "latin1"))
     try:
         said = check(fine).output
         assert "character set" not in said and "compare without case" not in said, said
+        said = check(legacy).output  # the site's own user table, made latin1
+        assert "WARNING: user.nickname is in character set latin1, which cannot hold every " \
+            "character of WeChat nicknames" in said, said
+        assert "Fix: ALTER TABLE `user` MODIFY `nickname` varchar(255) CHARACTER SET " \
+            "utf8mb4 NULL (keep its DEFAULT, if it has one); users made before keep what " \
+            "was stored" in said, said
         result = check(narrow)
         assert result.exit_code == 0, result.output
         assert "WARNING: the database connection's character set is utf8mb3: WeChat " \
@@ -398,6 +423,6 @@ def test_check_says_what_a_mariadb_site_lacks(database: t.Any, tmp_path: t.Any) 
             "utf8mb4_general_ci)" in result.output
         assert "`flask wechat-qr db upgrade`" in result.output
     finally:
-        for app in (fine, narrow):
+        for app in (fine, narrow, legacy):
             with app.app_context():
                 app.db.engine.dispose()  # type: ignore[attr-defined]

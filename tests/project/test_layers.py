@@ -153,10 +153,11 @@ def test_the_flow_does_not_reach_its_caller() -> None:
 
 #: Ground-floor helpers (``browsers``: the User-Agent's kind of browser, stdlib only; the
 #: sandbox's QR page offers a phone what works on one; ``column_types``: SQLAlchemy's types
-#: as every database stores them alike, for the sandbox's tables too).
+#: as every database stores them alike, for the sandbox's tables too; ``storable``: text as
+#: a MySQL column or connection can keep it, for the nickname a tester types).
 SANDBOX_MAY_USE = {"flask_wechat_qr.i18n", "flask_wechat_qr.urls", "flask_wechat_qr.redact",
                    "flask_wechat_qr.purge", "flask_wechat_qr.browsers",
-                   "flask_wechat_qr.column_types"}
+                   "flask_wechat_qr.column_types", "flask_wechat_qr.storable"}
 
 
 def test_the_sandbox_uses_only_ground_floor_helpers() -> None:
