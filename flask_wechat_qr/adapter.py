@@ -159,11 +159,11 @@ class AccountAdapter(t.Generic[UserT]):
         model = type(user)
         nickname = profile.real_nickname
         if hasattr(model, "nickname") and nickname:
-            longest = _column_length(model, "nickname")
+            column = model_column(model, "nickname")
+            longest = _sized(column) if column is not None else None
             # characters, as PostgreSQL, MySQL (utf8mb4) and SQLite count a column's length
             nickname = nickname if longest is None or len(nickname) <= longest \
                 else nickname[:longest].rstrip(_DANGLING)
-            column = _column(model, "nickname")
             if column is not None and self.db is not None:
                 # what a MySQL or MariaDB column's character set holds of it
                 nickname = storable(self.db, column, nickname)
@@ -378,13 +378,14 @@ def login_field_expression(model: t.Any, name: str) -> t.Any | None:
 def _column_length(model: type[object], name: str) -> int | None:
     """The most characters the model's ``name`` attribute holds, when it is a column of a
     sized string type (``db.String(80)``); ``None`` when unsized or not a plain column."""
-    column = _column(model, name)
+    column = model_column(model, name)
     return _sized(column) if column is not None else None
 
 
-def _column(model: type[object], name: str) -> sa.Column[t.Any] | None:
-    """The table column of the model's ``name`` attribute, ``None`` when it is none."""
-    mapper = sa.inspect(model, raiseerr=False)
+def model_column(model: type[object] | None, name: str) -> sa.Column[t.Any] | None:
+    """The table column of the user model's ``name`` attribute (``nickname``: where
+    :meth:`AccountAdapter.populate_user` copies WeChat's), ``None`` when it is none."""
+    mapper = sa.inspect(model, raiseerr=False) if model is not None else None
     attribute = mapper.attrs.get(name) if mapper is not None else None
     columns = getattr(attribute, "columns", None)
     return columns[0] if columns and isinstance(columns[0], sa.Column) else None

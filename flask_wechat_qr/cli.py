@@ -313,7 +313,9 @@ def _mysql_findings(app: Flask) -> tuple[Finding, ...]:
     import sqlalchemy as sa
 
     from . import migrations
+    from .adapter import model_column
     from .column_types import MYSQL_DIALECTS
+    from .storable import narrow_column
 
     runtime = find_runtime(app)
     if runtime is None:
@@ -327,7 +329,8 @@ def _mysql_findings(app: Flask) -> tuple[Finding, ...]:
                 "SELECT LOWER(@@character_set_client), (SELECT collation_name FROM "
                 "information_schema.columns WHERE table_schema = DATABASE() AND "
                 "table_name = 'wechat_qr_identity' AND column_name = 'openid')")).one()
-            narrow = _narrow_nickname_column(connection, runtime)
+            nickname = model_column(getattr(runtime.adapter, "user_model", None), "nickname")
+            narrow = narrow_column(connection, nickname) if nickname is not None else None
     except sa.exc.SQLAlchemyError:
         return ()  # the foreign key's finding says the database cannot be read
     findings: list[Finding] = []
@@ -347,23 +350,6 @@ def _mysql_findings(app: Flask) -> tuple[Finding, ...]:
             "run `flask wechat-qr db upgrade` (migration 0006 makes them exact; tables "
             "that db.create_all() made before it: `flask wechat-qr db stamp 0005` first)"))
     return tuple(findings)
-
-
-def _narrow_nickname_column(connection: sa.Connection, runtime: t.Any
-                            ) -> tuple[str, str] | None:
-    """What :func:`~flask_wechat_qr.storable.narrow_column` says of the user model's
-    ``nickname`` column (where WeChat's nickname is copied), if it has one."""
-    import sqlalchemy as sa
-
-    from .storable import narrow_column
-
-    model = getattr(runtime.adapter, "user_model", None)
-    mapper = sa.inspect(model, raiseerr=False) if model is not None else None
-    attribute = mapper.attrs.get("nickname") if mapper is not None else None
-    columns = getattr(attribute, "columns", None)
-    if not columns or not isinstance(columns[0], sa.Column):
-        return None
-    return narrow_column(connection, columns[0])
 
 
 def _in_memory(url: sa.URL) -> bool:

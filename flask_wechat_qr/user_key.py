@@ -25,6 +25,7 @@ import weakref
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.schema import CreateColumn
 
@@ -153,9 +154,7 @@ def user_key_type(connection: sa.Connection, table: sa.Table) -> t.Any:
          "column": user_column.name})
     row = result.first() if result is not None else None  # None: a mock engine's
     if row is None or row[2] is None or row[0] not in ("char", "varchar"):
-        return model_type  # not text (an integer key): nothing to match
-    from sqlalchemy.dialects import mysql
-
+        return model_type  # no such column yet, or one of another type: nothing to match
     text_type = mysql.CHAR if row[0] == "char" else mysql.VARCHAR
     return text_type(int(row[1]), charset=row[2], collation=row[3])
 
