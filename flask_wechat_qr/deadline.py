@@ -26,10 +26,8 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from .connection_pools import ProcessOwnAdapter
-from .forked_child import start_afresh_in_forked_child
-
-#: The connections a call of this thread used (set while :meth:`DeadlineAdapter.send` runs).
-_calls = threading.local()
+from .forked_child import lock_maker, start_afresh_in_forked_child, threading_patched_since
+from .tls import context_for_this_process
 
 
 class _Call:
@@ -73,13 +71,18 @@ class _Watchdog:
         self.start_afresh()
 
     def start_afresh(self) -> None:
-        """An empty heap, a new lock, no thread yet: at start, and in a forked child (a
+        """An empty heap, a new lock, no thread yet: at start, in a forked child (a
         gunicorn worker of a ``--preload`` master), where only the forking thread lives on:
         none of the heap's calls runs there, their sockets are the parent's (never to be
-        shut down by the child), and the lock may be held by a thread that is gone."""
+        shut down by the child), and the lock may be held by a thread that is gone; and
+        where gevent patched ``threading`` since (a thread-local shared by every greenlet
+        would mix their calls, an operating-system lock stop the worker)."""
+        self._made_with = lock_maker()
         self._heap: list[_Entry] = []
         self._wakeup = threading.Condition()
         self._thread: threading.Thread | None = None
+        #: the connections a call of this thread used (set while a call runs)
+        self.calls = threading.local()
         #: when the thread wakes by itself next: ``inf`` only when notified, ``-inf`` while
         #: it has yet to look at the heap
         self._sleeping_until = -math.inf
@@ -87,6 +90,9 @@ class _Watchdog:
         self._latest = -math.inf
 
     def arm(self, deadline: float, call: _Call) -> _Entry:
+        if threading_patched_since(self._made_with):
+            self.start_afresh()
+        self.calls.current = call
         with self._wakeup:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="wechat-qr-deadline",
@@ -105,6 +111,7 @@ class _Watchdog:
     def disarm(self, entry: _Entry) -> None:
         """A call that ended: its connections are let go now, not at its deadline (a call
         before it may still run), and ended calls at the top of the heap leave it."""
+        self.calls.current = None
         with self._wakeup:
             entry[2] = None
             self._drop_ended()
@@ -147,9 +154,14 @@ class _TrackedHTTPSConnection(HTTPSConnection):
         _track(self)
         super().request(*args, **kwargs)
 
+    def connect(self) -> None:
+        if self.ssl_context is None:  # urllib3's own, unless gevent patched ssl too late
+            self.ssl_context = context_for_this_process()
+        super().connect()
+
 
 def _track(connection: HTTPConnection) -> None:
-    call: _Call | None = getattr(_calls, "current", None)
+    call: _Call | None = getattr(_WATCHDOG.calls, "current", None)
     if call is not None:
         call.connections.append(connection)
 
@@ -164,13 +176,11 @@ def total_deadline(seconds: float) -> Iterator[_Call]:
     inside the block (a streamed download included); ``.expired`` on what it yields tells
     whether the deadline cut it."""
     call = _Call()
-    _calls.current = call
     armed = _WATCHDOG.arm(time.monotonic() + seconds, call)
     try:
         yield call
     finally:
         _WATCHDOG.disarm(armed)
-        _calls.current = None
 
 
 class _HTTPPool(HTTPConnectionPool):

@@ -40,7 +40,7 @@ from flask import g, has_request_context, request
 from . import signals
 from .avatars import SCRIPT_ROOT
 from .errors import LoginError
-from .forked_child import start_afresh_in_forked_child
+from .forked_child import lock_maker, start_afresh_in_forked_child, threading_patched_since
 from .i18n import userinfo_lang
 from .models import as_utc, utcnow
 
@@ -105,14 +105,21 @@ class ProfileRefresher:
         ).values(profile_refreshed_at=sa.bindparam("lease"))
 
     def start_afresh(self) -> None:
-        """No thread, nothing queued: at creation, and in a process forked from this one
-        (which has none of its parent's threads, and maybe a lock one of them held)."""
+        """No thread, nothing queued: at creation, in a process forked from this one
+        (which has none of its parent's threads, and maybe a lock one of them held), and
+        where gevent patched ``threading`` since (a greenlet waiting on the queue made
+        before would stop the worker)."""
+        self._made_with = lock_maker()
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._queue: queue.Queue[_Refresh] = queue.Queue(MAX_QUEUED)
         #: refreshes queued or running here, by (connection, identity id)
         self._pending: set[tuple[str, int]] = set()
         self._thread: threading.Thread | None = None
+
+    def _of_this_threading(self) -> None:
+        if threading_patched_since(self._made_with):
+            self.start_afresh()
 
     @staticmethod
     def is_due(connection: ConnectionSettings, identity: Identity, token: WeChatToken) -> bool:
@@ -130,6 +137,7 @@ class ProfileRefresher:
         key = (connection.identifier, identity.id)
         job = _Refresh(signals.sender(), connection, client, identity.id, token,
                        userinfo_lang(), request.script_root if has_request_context() else "")
+        self._of_this_threading()
         with self._lock:
             if key in self._pending:
                 return False
@@ -148,6 +156,7 @@ class ProfileRefresher:
     def wait(self, timeout: float) -> bool:
         """Wait until no refresh is queued or running (tests, and a clean shutdown);
         ``False`` if some still are after ``timeout`` seconds."""
+        self._of_this_threading()
         with self._idle:
             return self._idle.wait_for(lambda: not self._pending, timeout)
 

@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import re
+import ssl
 import subprocess
 import sys
 import threading
@@ -723,10 +724,12 @@ class LiveServer:
     #: How long stopping waits for the serving thread, in seconds.
     join_timeout: float = 10
 
-    def __init__(self, app: t.Any, request_handler: t.Any = None) -> None:
+    def __init__(self, app: t.Any, request_handler: t.Any = None,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.server = make_server("127.0.0.1", 0, app, threaded=True,
-                                  request_handler=request_handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
+                                  request_handler=request_handler, ssl_context=ssl_context)
+        scheme = "https" if ssl_context else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.server.server_port}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def __enter__(self) -> t.Self:
@@ -914,14 +917,17 @@ class FakeWeChat(LiveServer):
 
 @contextlib.contextmanager
 def gunicorn(env: dict[str, str], log: Path, *, app: str = "example_app:create_app()",
-             workers: int = 1, threads: int = 0, preload: bool = False,
+             workers: int = 1, threads: int = 0, preload: bool = False, gevent: bool = False,
              path: t.Sequence[Path] = ()) -> t.Iterator[str]:
     """The example app (or ``app``, importable from ``path``) under gunicorn on a free
-    loopback port; its URL. ``workers`` sync workers, or gthread ones with ``threads``;
+    loopback port; its URL. ``workers`` sync workers, gthread ones with ``threads``, or
+    gevent ones (``gevent``: each patches ``threading`` and serves up to 100 connections);
     ``preload``: the app built once, before the workers are forked."""
     port = free_port()
-    options = ["--workers", str(workers), "--worker-class", "gthread" if threads else "sync",
+    worker_class = "gevent" if gevent else "gthread" if threads else "sync"
+    options = ["--workers", str(workers), "--worker-class", worker_class,
                *(["--threads", str(threads)] if threads else []),
+               *(["--worker-connections", "100"] if gevent else []),
                *(["--preload"] if preload else [])]
     with open(log, "wb") as out:
         proc = subprocess.Popen(

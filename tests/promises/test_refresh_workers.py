@@ -17,6 +17,7 @@ import json
 import os
 import secrets
 import signal
+import ssl
 import statistics
 import threading
 import time
@@ -30,6 +31,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 import sqlalchemy as sa
+import trustme
 from requests.adapters import HTTPAdapter
 from support import APP_ID, APP_SECRET, ONE_DATABASE, Database, LiveServer, gunicorn
 from werkzeug.wrappers import Request, Response
@@ -70,7 +72,7 @@ class CountingWeChat(LiveServer):
     with a new access token; ``/sns/userinfo`` calls are counted by openid, held unanswered
     while :attr:`holding` is set (10 s at most), or answered with the openid's fault."""
 
-    def __init__(self) -> None:
+    def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
         self.lock = threading.Lock()
         self.asked: Counter[str] = Counter()
         self.answered: Counter[str] = Counter()
@@ -80,7 +82,7 @@ class CountingWeChat(LiveServer):
         self.nickname = "张三🐼"
         self.holding = threading.Event()
         self.released = threading.Event()
-        super().__init__(self.app)
+        super().__init__(self.app, ssl_context=ssl_context)
         self.server.daemon_threads = False
 
     def release(self) -> None:
@@ -91,6 +93,8 @@ class CountingWeChat(LiveServer):
     def app(self, request: Request) -> Response:
         if request.path == "/sns/oauth2/access_token":
             openid = request.args["code"].split(".")[0]
+            if self.faults.get(openid) == "hang token":  # the login's own call, held
+                self.released.wait(10)
             token = "AT-" + secrets.token_hex(24)
             with self.lock:
                 self.tokens.append(token)
@@ -240,12 +244,16 @@ def site_module(tmp_path: Path) -> Path:
 SERVERS: dict[str, dict[str, t.Any]] = {
     "3 sync workers": {"workers": 3},
     "2 gthread workers x 4, preloaded": {"workers": 2, "threads": 4, "preload": True},
+    # gevent patches threading in each worker, after a preloaded app was built: the refresh
+    # thread is a greenlet, and what it waits on must be gevent's.
+    "2 gevent workers, preloaded": {"workers": 2, "gevent": True, "preload": True},
 }
 
 
 @pytest.mark.parametrize(("database", "server"), [
     ("sqlite", "3 sync workers"),
     ("sqlite", "2 gthread workers x 4, preloaded"),
+    ("sqlite", "2 gevent workers, preloaded"),
     # Forked after the app was built: no connection of the parent's may serve a worker.
     ("postgresql", "2 gthread workers x 4, preloaded"),
 ], indirect=["database"])
@@ -310,6 +318,49 @@ def test_a_hung_garbled_or_refusing_wechat_never_touches_a_login_nor_leaks_a_tok
     assert "/sns/userinfo?access_token=[redacted]" in text  # urllib3 logged at DEBUG
     for secret in [*wechat.tokens, *wechat.codes, APP_SECRET]:
         assert secret not in text
+    assert_clean(log)
+
+
+@pytest.mark.parametrize(("preload", "tls"), [(False, False), (True, False), (True, True)],
+                         ids=["app built in the worker", "preloaded", "preloaded, https"])
+@ONE_DATABASE
+def test_a_gevent_worker_cuts_a_hung_wechat_call_and_its_other_logins_go_on(
+        site_env: t.Any, tmp_path: Path, preload: bool, tls: bool) -> None:
+    """``gunicorn -k gevent``, the app built before gevent patched threading and ssl
+    (``--preload``) or after: a login whose WeChat token call hangs ends at the HTTP timeout
+    with the timeout page, while the worker's other logins, at once from several addresses,
+    all succeed; over https as WeChat's API is (urllib3's TLS context of the unpatched
+    class failed every call with a RecursionError)."""
+    stuck = "oHangToken-1"
+    log = tmp_path / "gunicorn.log"
+    server_tls, trusted = None, {}
+    if tls:
+        authority = trustme.CA()
+        server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        authority.issue_cert("127.0.0.1").configure_cert(server_tls)
+        authority.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+        trusted = {"REQUESTS_CA_BUNDLE": str(tmp_path / "ca.pem")}
+    with CountingWeChat(server_tls) as wechat, gunicorn(
+            site_env(wechat, WECHAT_QR_HTTP_TIMEOUT="1", **trusted), log, workers=1,
+            gevent=True, preload=preload) as base:
+        wechat.faults = {stuck: "hang token"}
+        with ThreadPoolExecutor(3) as pool:
+            hung = [pool.submit(log_in, base, stuck, wechat, f"127.0.0.{20 + n}")
+                    for n in range(3)]
+            time.sleep(0.2)  # the three are waiting for WeChat
+            others = log_in_at_once(base, wechat, [f"oGevent-{n}" for n in range(24)])
+            assert [status for status, _ in others] == [302] * 24
+            assert not any(future.done() for future in hung)  # they went on meanwhile
+            ended = [future.result(timeout=20) for future in hung]
+        assert [status for status, _ in ended] == [504] * 3
+        assert all(1 <= seconds < 4 for _, seconds in ended), ended
+        wechat.release()
+        assert [s for s, _ in log_in_at_once(base, wechat, ["oGevent-1", "oAfter-2"])] == \
+            [302, 302]
+    text = log.read_text(errors="replace")
+    assert text.count("gave no complete answer within WECHAT_QR_HTTP_TIMEOUT") == 3, text
+    # Said once, with what to do, where urllib3's own context would have failed.
+    assert text.count("ssl was patched (gevent) after urllib3") == (1 if tls else 0), text
     assert_clean(log)
 
 

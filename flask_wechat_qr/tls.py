@@ -1,0 +1,49 @@
+"""TLS for calls to WeChat in a process where gevent patched ``ssl`` after urllib3 imported it.
+
+A gunicorn gevent worker whose app was built before the worker patched (``--preload``) has
+urllib3 holding the ``ssl.SSLContext`` class from before the patch. A context of that class
+fails as urllib3 sets it up (a ``RecursionError``: gevent/gevent#1016), and with it every
+call to WeChat's API. The extension's connections get a context of the class ``ssl`` has
+now, set up as urllib3 sets up its own; where nothing was patched late, urllib3 makes its
+own as usual.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+
+from urllib3.util import ssl_ as urllib3_ssl
+
+log = logging.getLogger("flask_wechat_qr")
+
+_told = False
+
+
+def context_for_this_process() -> ssl.SSLContext | None:
+    """A new context for one https connection, of the class ``ssl`` has now; ``None`` where
+    urllib3's own works (``ssl`` not patched after urllib3 imported it)."""
+    urllib3_class: object = urllib3_ssl.SSLContext  # the class urllib3 imported
+    if urllib3_class is ssl.SSLContext:
+        return None
+    _tell_once()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies the certificate and host
+    # urllib3's own settings (urllib3.util.ssl_.create_urllib3_context).
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.options |= ssl.OP_NO_SSLv2 | ssl.OP_NO_SSLv3 | ssl.OP_NO_COMPRESSION \
+        | ssl.OP_NO_TICKET
+    context.post_handshake_auth = True
+    context.hostname_checks_common_name = False
+    return context
+
+
+def _tell_once() -> None:
+    global _told
+    if not _told:
+        _told = True
+        log.warning(
+            "ssl was patched (gevent) after urllib3 was imported, as in a gevent worker of "
+            "a --preload master: calls to WeChat use a TLS context of the patched class; "
+            "the site's other https calls through requests fail with a RecursionError. "
+            "Patch first: put 'from gevent import monkey; monkey.patch_all()' at the top "
+            "of gunicorn.conf.py, or serve without --preload.")
