@@ -15,15 +15,18 @@ import heapq
 import itertools
 import math
 import socket
+import ssl
 import threading
 import time
 import typing as t
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 
 import requests
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.util.ssl_ import resolve_cert_reqs
 
 from .connection_pools import ProcessOwnAdapter
 from .forked_child import lock_maker, start_afresh_in_forked_child, threading_patched_since
@@ -53,6 +56,10 @@ class _Call:
                     pass  # already closed
 
 
+#: The call this thread (or greenlet: each has its own context) is making, while
+#: :func:`total_deadline` runs.
+_current_call: ContextVar[_Call | None] = ContextVar("wechat_qr_current_call", default=None)
+
 #: A watchdog's entry, and the handle :meth:`_Watchdog.arm` gives: ``[deadline, order,
 #: call]``, the call set to ``None`` once disarmed (the order is unique, so the heap never
 #: compares calls).
@@ -75,14 +82,12 @@ class _Watchdog:
         gunicorn worker of a ``--preload`` master), where only the forking thread lives on:
         none of the heap's calls runs there, their sockets are the parent's (never to be
         shut down by the child), and the lock may be held by a thread that is gone; and
-        where gevent patched ``threading`` since (a thread-local shared by every greenlet
-        would mix their calls, an operating-system lock stop the worker)."""
+        where gevent patched ``threading`` since (a greenlet waiting on an operating-system
+        lock stops the worker). A thread of the heap before ends when it wakes."""
         self._made_with = lock_maker()
         self._heap: list[_Entry] = []
         self._wakeup = threading.Condition()
         self._thread: threading.Thread | None = None
-        #: the connections a call of this thread used (set while a call runs)
-        self.calls = threading.local()
         #: when the thread wakes by itself next: ``inf`` only when notified, ``-inf`` while
         #: it has yet to look at the heap
         self._sleeping_until = -math.inf
@@ -92,7 +97,6 @@ class _Watchdog:
     def arm(self, deadline: float, call: _Call) -> _Entry:
         if threading_patched_since(self._made_with):
             self.start_afresh()
-        self.calls.current = call
         with self._wakeup:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="wechat-qr-deadline",
@@ -111,33 +115,34 @@ class _Watchdog:
     def disarm(self, entry: _Entry) -> None:
         """A call that ended: its connections are let go now, not at its deadline (a call
         before it may still run), and ended calls at the top of the heap leave it."""
-        self.calls.current = None
         with self._wakeup:
             entry[2] = None
-            self._drop_ended()
-
-    def _drop_ended(self) -> None:
-        while self._heap and self._heap[0][2] is None:
-            heapq.heappop(self._heap)
+            _drop_ended(self._heap)
 
     def _run(self) -> None:
-        with self._wakeup:
-            while True:
-                self._drop_ended()
+        heap, wakeup = self._heap, self._wakeup  # this thread's; start_afresh makes others
+        with wakeup:
+            while self._heap is heap:
+                _drop_ended(heap)
                 now = time.monotonic()
-                if self._heap and self._heap[0][0] <= now:
-                    heapq.heappop(self._heap)[2].expire()
+                if heap and heap[0][0] <= now:
+                    heapq.heappop(heap)[2].expire()
                     continue
                 # To the next deadline; with none armed, to the latest one armed, which
                 # calls armed meanwhile (of the same length: later) need not wake.
-                self._sleeping_until = self._heap[0][0] if self._heap else self._latest
+                self._sleeping_until = heap[0][0] if heap else self._latest
                 if self._sleeping_until > now:
                     # Waking earlier than said is harmless; a wait past TIMEOUT_MAX (an
                     # infinite deadline given to total_deadline) would kill the thread.
-                    self._wakeup.wait(min(self._sleeping_until - now, MAX_SLEEP))
+                    wakeup.wait(min(self._sleeping_until - now, MAX_SLEEP))
                 else:
                     self._sleeping_until = math.inf
-                    self._wakeup.wait()
+                    wakeup.wait()
+
+
+def _drop_ended(heap: list[_Entry]) -> None:
+    while heap and heap[0][2] is None:
+        heapq.heappop(heap)
 
 
 _WATCHDOG = _Watchdog()
@@ -156,12 +161,13 @@ class _TrackedHTTPSConnection(HTTPSConnection):
 
     def connect(self) -> None:
         if self.ssl_context is None:  # urllib3's own, unless gevent patched ssl too late
-            self.ssl_context = context_for_this_process()
+            self.ssl_context = context_for_this_process(
+                verify=resolve_cert_reqs(self.cert_reqs) != ssl.CERT_NONE)
         super().connect()
 
 
 def _track(connection: HTTPConnection) -> None:
-    call: _Call | None = getattr(_WATCHDOG.calls, "current", None)
+    call = _current_call.get()
     if call is not None:
         call.connections.append(connection)
 
@@ -176,11 +182,13 @@ def total_deadline(seconds: float) -> Iterator[_Call]:
     inside the block (a streamed download included); ``.expired`` on what it yields tells
     whether the deadline cut it."""
     call = _Call()
+    current = _current_call.set(call)
     armed = _WATCHDOG.arm(time.monotonic() + seconds, call)
     try:
         yield call
     finally:
         _WATCHDOG.disarm(armed)
+        _current_call.reset(current)
 
 
 class _HTTPPool(HTTPConnectionPool):

@@ -193,13 +193,17 @@ class ProfileRefresher:
         return True
 
     def _work(self) -> None:
-        """The worker thread: refreshes until the queue stays empty for a while."""
+        """The worker thread: refreshes until the queue stays empty for a while (or
+        :meth:`start_afresh` gave the refresher another)."""
+        jobs = self._queue
         while True:
             try:
-                job = self._queue.get(timeout=IDLE_SECONDS)
+                job = jobs.get(timeout=IDLE_SECONDS)
             except queue.Empty:
                 with self._lock:
-                    if self._queue.empty():
+                    if self._queue is not jobs:
+                        return
+                    if jobs.empty():
                         self._thread = None
                         return
                 continue

@@ -11,7 +11,9 @@ own as usual.
 from __future__ import annotations
 
 import logging
+import os
 import ssl
+import sys
 
 from urllib3.util import ssl_ as urllib3_ssl
 
@@ -20,20 +22,32 @@ log = logging.getLogger("flask_wechat_qr")
 _told = False
 
 
-def context_for_this_process() -> ssl.SSLContext | None:
+def context_for_this_process(*, verify: bool = True) -> ssl.SSLContext | None:
     """A new context for one https connection, of the class ``ssl`` has now; ``None`` where
-    urllib3's own works (``ssl`` not patched after urllib3 imported it)."""
-    urllib3_class: object = urllib3_ssl.SSLContext  # the class urllib3 imported
-    if urllib3_class is ssl.SSLContext:
+    urllib3's own works: ``ssl.SSLContext`` is the class urllib3 imported, or not one made
+    from it by a later patch (gevent's and eventlet's are; pyOpenSSL's, which urllib3 may be
+    given, is not). ``verify``: whether the connection verifies the certificate."""
+    urllib3_class: object = urllib3_ssl.SSLContext
+    now = ssl.SSLContext
+    if now is urllib3_class or not (isinstance(urllib3_class, type)
+                                    and issubclass(now, urllib3_class)):
         return None
     _tell_once()
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies the certificate and host
-    # urllib3's own settings (urllib3.util.ssl_.create_urllib3_context).
+    # urllib3's own settings (urllib3.util.ssl_.create_urllib3_context), on the class of now.
+    context = now(ssl.PROTOCOL_TLS_CLIENT)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.options |= ssl.OP_NO_SSLv2 | ssl.OP_NO_SSLv3 | ssl.OP_NO_COMPRESSION \
         | ssl.OP_NO_TICKET
+    if sys.version_info >= (3, 13):
+        context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN | ssl.VERIFY_X509_STRICT
     context.post_handshake_auth = True
+    if not verify:  # the host name check goes first: it needs a verified certificate
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
     context.hostname_checks_common_name = False
+    keylog = os.environ.get("SSLKEYLOGFILE")
+    if keylog:
+        context.keylog_filename = os.path.expandvars(keylog)
     return context
 
 
