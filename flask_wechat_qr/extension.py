@@ -40,7 +40,7 @@ from .layout import page_layout
 from .login_state import LoginStates, LoginStateStore
 from .models import models_for
 from .redact import redact_http_debug_logs
-from .refresh import ProfileRefresher
+from .refresh import ProfileRefresher, threads_idle_between_requests
 from .runtime import EXTENSION_KEY, Runtime, find_runtime
 from .settings import (
     OFFICIAL_ACCOUNT,
@@ -118,6 +118,7 @@ class WeChatQR:
         _warn_of_a_sandbox_in_production(app, settings)
         _warn_of_missing_credentials(app, settings)
         _warn_of_half_an_official_account(settings)
+        _warn_of_uwsgi_without_threads(settings)
         _secure_session_cookie(app)
         runtime = _build_runtime(app, settings, db, adapter, id_tokens, self.avatar_store)
         unavailable = _unsafe_to_serve(app, settings)
@@ -299,6 +300,18 @@ def _warn_of_a_sandbox_in_production(app: Flask, settings: Settings) -> None:
                     "the simulated WeChat, where anyone can log in as any simulated person. "
                     "For real WeChat set WECHAT_QR_SANDBOX=false and give your website "
                     "application's AppID and AppSecret.")
+
+
+def _warn_of_uwsgi_without_threads(settings: Settings) -> None:
+    """uWSGI without Python threads runs an app's threads only while it serves a request:
+    said at start-up, with the fix, where a connection refreshes profiles."""
+    if threads_idle_between_requests() and any(
+            conn.profile_refresh_after for conn in settings.connections.values()):
+        log.warning("uWSGI runs without Python threads (--enable-threads is off): stale "
+                    "WeChat profiles (WECHAT_QR_PROFILE_REFRESH_AFTER) are refreshed in the "
+                    "worker after the login's answer, each holding the worker for up to "
+                    "WECHAT_QR_HTTP_TIMEOUT. Fix: start uWSGI with --enable-threads "
+                    "(enable-threads = true in uwsgi.ini) or --threads N.")
 
 
 def _warn_of_half_an_official_account(settings: Settings) -> None:

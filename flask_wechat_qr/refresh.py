@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import sys
 import threading
 import typing as t
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ from datetime import timedelta
 
 import requests
 import sqlalchemy as sa
-from flask import g, has_request_context, request
+from flask import after_this_request, g, has_request_context, request
 
 from . import signals
 from .avatars import SCRIPT_ROOT
@@ -80,6 +81,15 @@ class _Refresh:
     lang: str | None
     #: the path the site is served under (the stored avatar's URL starts with it)
     script_root: str = ""
+
+
+def threads_idle_between_requests() -> bool:
+    """Whether this process is a uWSGI worker without Python threads (``--enable-threads``
+    off, uWSGI's default before 2.0.30 unless ``--threads`` is given): its worker holds the
+    GIL while it waits for the next request, so a thread of the app's runs only while a
+    request is served, and a refresh handed to one would wait for the next request."""
+    uwsgi = sys.modules.get("uwsgi")  # only inside uWSGI
+    return uwsgi is not None and not getattr(uwsgi, "has_threads", True)
 
 
 class ProfileRefresher:
@@ -138,6 +148,20 @@ class ProfileRefresher:
         job = _Refresh(signals.sender(), connection, client, identity.id, token,
                        userinfo_lang(), request.script_root if has_request_context() else "")
         self._of_this_threading()
+        if threads_idle_between_requests() and has_request_context():
+            # No thread would run once the answer is sent: the refresh runs in the
+            # request's own thread after the answer (WSGI's close), not during it.
+            with self._lock:
+                if key in self._pending:
+                    return False
+                self._pending.add(key)
+
+            @after_this_request
+            def after_the_answer(response: t.Any) -> t.Any:
+                response.call_on_close(lambda: self._run_now(job))
+                return response
+
+            return True
         with self._lock:
             if key in self._pending:
                 return False
@@ -213,6 +237,15 @@ class ProfileRefresher:
                 with self._idle:
                     self._pending.discard((job.connection.identifier, job.identity_id))
                     self._idle.notify_all()
+
+    def _run_now(self, job: _Refresh) -> None:
+        """One refresh in this thread (after a uWSGI answer, see :meth:`schedule`)."""
+        try:
+            self._run(job)
+        finally:
+            with self._idle:
+                self._pending.discard((job.connection.identifier, job.identity_id))
+                self._idle.notify_all()
 
     def _run(self, job: _Refresh) -> None:
         """One refresh in an app context of its own; nothing it raises ends the thread."""

@@ -514,3 +514,46 @@ def _state(resp: t.Any) -> str:
     match = re.search(r"[?&]state=([A-Za-z0-9]+)", resp.headers["Location"])
     assert match, resp.headers["Location"]
     return match.group(1)
+
+
+# --- uWSGI without Python threads ------------------------------------------------------------
+
+
+class _UWSGIWithoutThreads:
+    """What ``import uwsgi`` gives inside a uWSGI worker started without ``--enable-threads``
+    (uWSGI's default before 2.0.30, unless ``--threads``): the GIL stays with the worker
+    between requests, so an app's thread runs only while a request is served."""
+
+    has_threads = 0
+    opt: t.ClassVar[dict[str, t.Any]] = {"master": True, "processes": b"2"}
+
+
+def test_under_uwsgi_without_threads_the_refresh_runs_after_the_answer_not_in_a_thread(
+        known: Flask, wechat_api: WeChatAPI, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refresh thread would sit until the worker's next request (seen under uWSGI 2.0.23:
+    nicknames unchanged 8 s after logins, refreshed only as other requests came): it runs
+    in the request's thread once the answer is complete, and no thread is started."""
+    monkeypatch.setitem(__import__("sys").modules, "uwsgi", _UWSGIWithoutThreads())
+    held = HeldUserinfo(wechat_api)
+    held.release.set()
+    resp = returning_login(known, wechat_api)
+    assert resp.status_code == 302
+    assert _refresher(known)._thread is None  # no refresh thread (earlier tests' may linger)
+    assert held.calls == 0  # not during the request: after its answer
+    resp.close()  # the WSGI server closes the answer it sent
+    assert held.calls == 1
+    identity, = all_identities(known)
+    assert identity.nickname == NEW_NICKNAME
+    settle(known)
+
+
+def test_under_uwsgi_without_threads_the_start_up_log_says_to_enable_them(
+        make_app: t.Callable[..., Flask], monkeypatch: pytest.MonkeyPatch,
+        caplog: t.Any) -> None:
+    monkeypatch.setitem(__import__("sys").modules, "uwsgi", _UWSGIWithoutThreads())
+    make_app(**REFRESHING)
+    assert "uWSGI runs without Python threads (--enable-threads is off)" in caplog.text
+    caplog.clear()
+    monkeypatch.setattr(_UWSGIWithoutThreads, "has_threads", 1)
+    make_app(**REFRESHING)
+    assert "--enable-threads" not in caplog.text
