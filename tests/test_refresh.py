@@ -6,6 +6,7 @@ waits before it is tried again; the host hears of it through ``profile_refreshed
 
 from __future__ import annotations
 
+import sys
 import threading
 import typing as t
 from datetime import UTC, datetime, timedelta
@@ -533,7 +534,7 @@ def test_under_uwsgi_without_threads_the_refresh_runs_after_the_answer_not_in_a_
     """A refresh thread would sit until the worker's next request (seen under uWSGI 2.0.23:
     nicknames unchanged 8 s after logins, refreshed only as other requests came): it runs
     in the request's thread once the answer is complete, and no thread is started."""
-    monkeypatch.setitem(__import__("sys").modules, "uwsgi", _UWSGIWithoutThreads())
+    monkeypatch.setitem(sys.modules, "uwsgi", _UWSGIWithoutThreads())
     held = HeldUserinfo(wechat_api)
     held.release.set()
     resp = returning_login(known, wechat_api)
@@ -550,7 +551,7 @@ def test_under_uwsgi_without_threads_the_refresh_runs_after_the_answer_not_in_a_
 def test_under_uwsgi_without_threads_the_start_up_log_says_to_enable_them(
         make_app: t.Callable[..., Flask], monkeypatch: pytest.MonkeyPatch,
         caplog: t.Any) -> None:
-    monkeypatch.setitem(__import__("sys").modules, "uwsgi", _UWSGIWithoutThreads())
+    monkeypatch.setitem(sys.modules, "uwsgi", _UWSGIWithoutThreads())
     make_app(**REFRESHING)
     assert "uWSGI runs without Python threads (--enable-threads is off)" in caplog.text
     caplog.clear()
