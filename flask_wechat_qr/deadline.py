@@ -29,7 +29,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util.ssl_ import resolve_cert_reqs
 
 from .connection_pools import ProcessOwnAdapter
-from .forked_child import lock_maker, start_afresh_in_forked_child, threading_patched_since
+from .forked_child import made_elsewhere, made_here, start_afresh_in_forked_child
 from .tls import context_for_this_process
 
 
@@ -84,7 +84,7 @@ class _Watchdog:
         shut down by the child), and the lock may be held by a thread that is gone; and
         where gevent patched ``threading`` since (a greenlet waiting on an operating-system
         lock stops the worker). A thread of the heap before ends when it wakes."""
-        self._made_with = lock_maker()
+        self._made = made_here()
         self._heap: list[_Entry] = []
         self._wakeup = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -95,7 +95,7 @@ class _Watchdog:
         self._latest = -math.inf
 
     def arm(self, deadline: float, call: _Call) -> _Entry:
-        if threading_patched_since(self._made_with):
+        if made_elsewhere(self._made):
             self.start_afresh()
         with self._wakeup:
             if self._thread is None or not self._thread.is_alive():

@@ -4,10 +4,12 @@ Only the forking thread lives on in the child. The parent's other threads, the c
 were making, the locks they held and the sockets the parent keeps must not carry over:
 objects holding such things register here, and the child calls their ``start_afresh``.
 
-A gevent (or eventlet) worker then patches ``threading``: locks, conditions and queues made
-before are the operating system's, and a greenlet waiting on one stops the whole worker.
-Objects that wait on theirs note :func:`lock_maker` when they make them and start afresh
-where it changed since (:func:`threading_patched_since`).
+A uWSGI worker is forked without Python's at-fork handlers (unless uWSGI's
+``--py-call-osafterfork``), and a gevent (or eventlet) worker patches ``threading`` after
+the fork: locks, conditions and queues made before are the operating system's, and a
+greenlet waiting on one stops the whole worker. So objects also note :func:`made_here` when
+they make such things, and start afresh at their next use where :func:`made_elsewhere` says
+they were made in another process or before the patch.
 """
 
 from __future__ import annotations
@@ -41,13 +43,14 @@ if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def lock_maker() -> object:
-    """What makes this process's locks now: ``threading.Lock``, which gevent and eventlet
-    replace when they patch ``threading``."""
-    return threading.Lock
+def made_here() -> tuple[int, object]:
+    """This process, and what makes its locks now: ``threading.Lock``, which gevent and
+    eventlet replace when they patch ``threading``."""
+    return os.getpid(), threading.Lock
 
 
-def threading_patched_since(made_with: object) -> bool:
-    """Whether ``threading`` was patched since :func:`lock_maker` gave ``made_with``: the
-    locks and threads made then are not this process's kind any more."""
-    return made_with is not threading.Lock
+def made_elsewhere(made: tuple[int, object]) -> bool:
+    """Whether what :func:`made_here` gave ``made`` for was made in another process (a
+    parent) or before ``threading`` was patched: not this process's kind any more."""
+    pid, lock_maker = made
+    return pid != os.getpid() or lock_maker is not threading.Lock

@@ -41,7 +41,7 @@ from flask import after_this_request, g, has_request_context, request
 from . import signals
 from .avatars import SCRIPT_ROOT
 from .errors import LoginError
-from .forked_child import lock_maker, start_afresh_in_forked_child, threading_patched_since
+from .forked_child import made_elsewhere, made_here, start_afresh_in_forked_child
 from .i18n import userinfo_lang
 from .models import as_utc, utcnow
 
@@ -119,7 +119,7 @@ class ProfileRefresher:
         (which has none of its parent's threads, and maybe a lock one of them held), and
         where gevent patched ``threading`` since (a greenlet waiting on the queue made
         before would stop the worker)."""
-        self._made_with = lock_maker()
+        self._made = made_here()
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._queue: queue.Queue[_Refresh] = queue.Queue(MAX_QUEUED)
@@ -127,8 +127,8 @@ class ProfileRefresher:
         self._pending: set[tuple[str, int]] = set()
         self._thread: threading.Thread | None = None
 
-    def _of_this_threading(self) -> None:
-        if threading_patched_since(self._made_with):
+    def _of_this_process(self) -> None:
+        if made_elsewhere(self._made):
             self.start_afresh()
 
     @staticmethod
@@ -147,7 +147,7 @@ class ProfileRefresher:
         key = (connection.identifier, identity.id)
         job = _Refresh(signals.sender(), connection, client, identity.id, token,
                        userinfo_lang(), request.script_root if has_request_context() else "")
-        self._of_this_threading()
+        self._of_this_process()
         if threads_idle_between_requests() and has_request_context():
             # No thread would run once the answer is sent: the refresh runs in the
             # request's own thread after the answer (WSGI's close), not during it.
@@ -180,7 +180,7 @@ class ProfileRefresher:
     def wait(self, timeout: float) -> bool:
         """Wait until no refresh is queued or running (tests, and a clean shutdown);
         ``False`` if some still are after ``timeout`` seconds."""
-        self._of_this_threading()
+        self._of_this_process()
         with self._idle:
             return self._idle.wait_for(lambda: not self._pending, timeout)
 
