@@ -150,15 +150,12 @@ class ProfileRefresher:
         self._of_this_process()
         if threads_idle_between_requests() and has_request_context():
             # No thread would run once the answer is sent: the refresh runs in the
-            # request's own thread after the answer (WSGI's close), not during it.
-            with self._lock:
-                if key in self._pending:
-                    return False
-                self._pending.add(key)
-
+            # request's own thread after the answer (WSGI's close), not during it. Not
+            # marked pending here: an answer the host replaced is never closed, and the
+            # claim in the database keeps two refreshes of one profile apart anyway.
             @after_this_request
             def after_the_answer(response: t.Any) -> t.Any:
-                response.call_on_close(lambda: self._run_now(job))
+                response.call_on_close(lambda: self._run(job))
                 return response
 
             return True
@@ -237,15 +234,6 @@ class ProfileRefresher:
                 with self._idle:
                     self._pending.discard((job.connection.identifier, job.identity_id))
                     self._idle.notify_all()
-
-    def _run_now(self, job: _Refresh) -> None:
-        """One refresh in this thread (after a uWSGI answer, see :meth:`schedule`)."""
-        try:
-            self._run(job)
-        finally:
-            with self._idle:
-                self._pending.discard((job.connection.identifier, job.identity_id))
-                self._idle.notify_all()
 
     def _run(self, job: _Refresh) -> None:
         """One refresh in an app context of its own; nothing it raises ends the thread."""

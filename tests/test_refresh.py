@@ -548,6 +548,37 @@ def test_under_uwsgi_without_threads_the_refresh_runs_after_the_answer_not_in_a_
     settle(known)
 
 
+def test_under_uwsgi_without_threads_an_answer_the_host_replaced_leaves_the_refresh_to_later(
+        make_app: t.Callable[..., Flask], wechat_api: WeChatAPI,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host's ``after_request`` that returns another response: the one the refresh waited
+    to be closed never is. Nothing is left waiting: the next login refreshes."""
+    app = make_app(**REFRESHING)
+    replacing = {"on": False}
+
+    @app.after_request
+    def replace(response: t.Any) -> t.Any:
+        if not replacing["on"]:
+            return response
+        return app.response_class(response.get_data(), status=response.status_code,
+                                  headers=list(response.headers))
+
+    assert login_with_wechat(app.test_client(), wechat_api).status_code == 302
+    age_profiles(app)
+    wechat_api.mock.reset()
+    monkeypatch.setitem(sys.modules, "uwsgi", _UWSGIWithoutThreads())
+    held = HeldUserinfo(wechat_api)
+    held.release.set()
+    replacing["on"] = True
+    returning_login(app, wechat_api).close()
+    assert held.calls == 0  # the replaced answer was never closed
+    replacing["on"] = False
+    returning_login(app, wechat_api).close()
+    assert held.calls == 1
+    identity, = all_identities(app)
+    assert identity.nickname == NEW_NICKNAME
+
+
 def test_under_uwsgi_without_threads_the_start_up_log_says_to_enable_them(
         make_app: t.Callable[..., Flask], monkeypatch: pytest.MonkeyPatch,
         caplog: t.Any) -> None:
