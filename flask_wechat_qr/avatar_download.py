@@ -153,9 +153,7 @@ class PublicOnlyAdapter(ProcessOwnAdapter):
     """``requests``' adapter over :class:`PublicOnlyConnection`; mounted for ``https://``
     only (nothing is fetched over plain http)."""
 
-    def init_poolmanager(self, *args: t.Any, **kwargs: t.Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {"https": _PublicOnlyPool}
+    pool_classes = {"https": _PublicOnlyPool}
 
 
 class _Refuse(requests.adapters.BaseAdapter):

@@ -10,32 +10,54 @@ next call.
 
 from __future__ import annotations
 
-import os
+import threading
 import typing as t
 
 from requests.adapters import HTTPAdapter
+from urllib3 import PoolManager
+from urllib3.connectionpool import HTTPConnectionPool
 
-from .forked_child import start_afresh_in_forked_child
+from .forked_child import made_here, start_afresh_if_made_elsewhere, start_afresh_in_forked_child
 
 
 class ProcessOwnAdapter(HTTPAdapter):
     """``requests``' adapter whose kept-alive connections stay with the process that opened
-    them: a forked child starts with none."""
+    them: a forked child starts with none. Its pools are of :attr:`pool_classes`, through
+    a proxy too."""
+
+    #: the connection pools of this adapter, by scheme (``None``: urllib3's own)
+    pool_classes: t.ClassVar[dict[str, type[HTTPConnectionPool]] | None] = None
 
     def init_poolmanager(self, *args: t.Any, **kwargs: t.Any) -> None:
         super().init_poolmanager(*args, **kwargs)
         self._pool_arguments = (args, kwargs)
-        self._pool_process = os.getpid()
+        self._use_own_pools(self.poolmanager)
+        #: the managers of proxies (requests' cache), dropped with the pools
+        self.proxy_manager = {}
+        self._proxy_managers_lock = threading.Lock()
+        self.made_in = made_here()  # last: a thread that sees it sees the rest ready
         start_afresh_in_forked_child(self)
 
+    def _use_own_pools(self, manager: PoolManager) -> None:
+        if self.pool_classes is not None:
+            manager.pool_classes_by_scheme = dict(self.pool_classes)
+
     def get_connection_with_tls_context(self, *args: t.Any, **kwargs: t.Any) -> t.Any:
-        if self._pool_process != os.getpid():  # forked without the fork hook (uWSGI)
-            self.start_afresh()
+        start_afresh_if_made_elsewhere(self)  # forked without the fork hook (uWSGI)
         return super().get_connection_with_tls_context(*args, **kwargs)
 
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: t.Any) -> PoolManager:
+        """requests' manager for ``proxy``, its pools of :attr:`pool_classes` (a call
+        through ``HTTPS_PROXY`` had no deadline); a SOCKS proxy's keep their own."""
+        with self._proxy_managers_lock:  # no thread gets it before its pools are set
+            manager: PoolManager = super().proxy_manager_for(proxy, **proxy_kwargs)
+            if not proxy.lower().startswith("socks"):
+                self._use_own_pools(manager)
+        return manager
+
     def start_afresh(self) -> None:
-        # A new pool manager, the old one dropped unclosed: closing takes its lock, which a
-        # thread gone with the fork may hold. Its sockets close with it, the child's copies
-        # only: the parent's stay open.
+        # A new pool manager (and no proxy's), the old ones dropped, not closed here: their
+        # lock may be held by a thread gone with the fork. urllib3 closes their sockets as
+        # it collects them, the child's copies only: the parent's stay open.
         args, kwargs = self._pool_arguments
         self.init_poolmanager(*args, **kwargs)

@@ -29,7 +29,11 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util.ssl_ import resolve_cert_reqs
 
 from .connection_pools import ProcessOwnAdapter
-from .forked_child import made_elsewhere, made_here, start_afresh_in_forked_child
+from .forked_child import (
+    made_here,
+    start_afresh_if_made_elsewhere,
+    start_afresh_in_forked_child,
+)
 from .tls import context_for_this_process
 
 
@@ -83,8 +87,7 @@ class _Watchdog:
         none of the heap's calls runs there, their sockets are the parent's (never to be
         shut down by the child), and the lock may be held by a thread that is gone; and
         where gevent patched ``threading`` since (a greenlet waiting on an operating-system
-        lock stops the worker). A thread of the heap before ends when it wakes."""
-        self._made = made_here()
+        lock stops the worker). A thread of the heap before ends once that heap is empty."""
         self._heap: list[_Entry] = []
         self._wakeup = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -93,10 +96,10 @@ class _Watchdog:
         self._sleeping_until = -math.inf
         #: the latest deadline ever armed
         self._latest = -math.inf
+        self.made_in = made_here()
 
     def arm(self, deadline: float, call: _Call) -> _Entry:
-        if made_elsewhere(self._made):
-            self.start_afresh()
+        start_afresh_if_made_elsewhere(self)
         with self._wakeup:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="wechat-qr-deadline",
@@ -122,7 +125,7 @@ class _Watchdog:
     def _run(self) -> None:
         heap, wakeup = self._heap, self._wakeup  # this thread's; start_afresh makes others
         with wakeup:
-            while self._heap is heap:
+            while self._heap is heap or heap:
                 _drop_ended(heap)
                 now = time.monotonic()
                 if heap and heap[0][0] <= now:
@@ -219,9 +222,7 @@ class DeadlineAdapter(ProcessOwnAdapter):
         self.max_bytes = max_bytes
         super().__init__(**kwargs)
 
-    def init_poolmanager(self, *args: t.Any, **kwargs: t.Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+    pool_classes = {"http": _HTTPPool, "https": _HTTPSPool}
 
     def send(self, request: requests.PreparedRequest, *args: t.Any,
              **kwargs: t.Any) -> requests.Response:

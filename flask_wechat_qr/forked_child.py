@@ -9,7 +9,8 @@ A uWSGI worker is forked without Python's at-fork handlers (unless uWSGI's
 the fork: locks, conditions and queues made before are the operating system's, and a
 greenlet waiting on one stops the whole worker. So objects also note :func:`made_here` when
 they make such things, and start afresh at their next use where :func:`made_elsewhere` says
-they were made in another process or before the patch.
+they were made in another process or before the patch
+(:func:`start_afresh_if_made_elsewhere`).
 """
 
 from __future__ import annotations
@@ -54,3 +55,23 @@ def made_elsewhere(made: tuple[int, object]) -> bool:
     parent) or before ``threading`` was patched: not this process's kind any more."""
     pid, lock_maker = made
     return pid != os.getpid() or lock_maker is not threading.Lock
+
+
+class MadeIn(StartsAfresh, t.Protocol):
+    #: :func:`made_here` when it last started afresh (set last: what it made is ready)
+    made_in: tuple[int, object]
+
+
+#: One lock per process (and kind of threading), for the threads that find at once that
+#: something was made elsewhere: one starts it afresh, the others then use what it made.
+_GUARDS: dict[tuple[int, object], t.Any] = {}
+
+
+def start_afresh_if_made_elsewhere(thing: MadeIn) -> None:
+    """Start ``thing`` afresh where it was made in another process (a uWSGI worker, forked
+    without the fork hook) or before ``threading`` was patched (a gevent worker); once,
+    however many threads ask at the same moment."""
+    if made_elsewhere(thing.made_in):
+        with _GUARDS.setdefault(made_here(), threading.Lock()):
+            if made_elsewhere(thing.made_in):
+                thing.start_afresh()

@@ -41,7 +41,11 @@ from flask import after_this_request, g, has_request_context, request
 from . import signals
 from .avatars import SCRIPT_ROOT
 from .errors import LoginError
-from .forked_child import made_elsewhere, made_here, start_afresh_in_forked_child
+from .forked_child import (
+    made_here,
+    start_afresh_if_made_elsewhere,
+    start_afresh_in_forked_child,
+)
 from .i18n import userinfo_lang
 from .models import as_utc, utcnow
 
@@ -85,11 +89,15 @@ class _Refresh:
 
 def threads_idle_between_requests() -> bool:
     """Whether this process is a uWSGI worker without Python threads (``--enable-threads``
-    off, uWSGI's default before 2.0.30 unless ``--threads`` is given): its worker holds the
+    off, uWSGI's default before 2.0.27 unless ``--threads`` is given): its worker holds the
     GIL while it waits for the next request, so a thread of the app's runs only while a
     request is served, and a refresh handed to one would wait for the next request."""
     uwsgi = sys.modules.get("uwsgi")  # only inside uWSGI
-    return uwsgi is not None and not getattr(uwsgi, "has_threads", True)
+    if uwsgi is None or getattr(uwsgi, "has_threads", True):
+        return False
+    # uWSGI's --gevent mode says no threads, but gevent's patched ones run as greenlets.
+    monkey = sys.modules.get("gevent.monkey")
+    return not (monkey is not None and monkey.is_module_patched("threading"))
 
 
 class ProfileRefresher:
@@ -119,17 +127,13 @@ class ProfileRefresher:
         (which has none of its parent's threads, and maybe a lock one of them held), and
         where gevent patched ``threading`` since (a greenlet waiting on the queue made
         before would stop the worker)."""
-        self._made = made_here()
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._queue: queue.Queue[_Refresh] = queue.Queue(MAX_QUEUED)
         #: refreshes queued or running here, by (connection, identity id)
         self._pending: set[tuple[str, int]] = set()
         self._thread: threading.Thread | None = None
-
-    def _of_this_process(self) -> None:
-        if made_elsewhere(self._made):
-            self.start_afresh()
+        self.made_in = made_here()
 
     @staticmethod
     def is_due(connection: ConnectionSettings, identity: Identity, token: WeChatToken) -> bool:
@@ -147,7 +151,7 @@ class ProfileRefresher:
         key = (connection.identifier, identity.id)
         job = _Refresh(signals.sender(), connection, client, identity.id, token,
                        userinfo_lang(), request.script_root if has_request_context() else "")
-        self._of_this_process()
+        start_afresh_if_made_elsewhere(self)
         if threads_idle_between_requests() and has_request_context():
             # No thread would run once the answer is sent: the refresh runs in the
             # request's own thread after the answer (WSGI's close), not during it. Not
@@ -177,7 +181,7 @@ class ProfileRefresher:
     def wait(self, timeout: float) -> bool:
         """Wait until no refresh is queued or running (tests, and a clean shutdown);
         ``False`` if some still are after ``timeout`` seconds."""
-        self._of_this_process()
+        start_afresh_if_made_elsewhere(self)
         with self._idle:
             return self._idle.wait_for(lambda: not self._pending, timeout)
 

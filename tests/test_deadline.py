@@ -12,7 +12,7 @@ import typing as t
 
 import pytest
 import requests
-from support import entered_in_another_thread, in_forked_child
+from support import LiveServer, entered_in_another_thread, in_forked_child
 
 from flask_wechat_qr.deadline import DeadlineAdapter
 
@@ -315,3 +315,25 @@ def test_a_forked_worker_never_cuts_its_parents_calls() -> None:
 
     with _call_in_flight(0.2) as parents:
         assert in_forked_child(own_call_cut_and_parents_left) == 0
+
+
+def test_a_call_through_a_proxy_is_cut_at_its_deadline_too() -> None:
+    """WeChat's API behind ``HTTP_PROXY``/``HTTPS_PROXY`` (a site whose way out is a proxy):
+    requests sends such calls through pools of its own making, which no deadline watched;
+    a proxy that answered a byte at a time, or not at all, held the worker."""
+
+    def proxy(environ: t.Any, start_response: t.Any) -> t.Any:
+        if "hang" in environ["QUERY_STRING"]:
+            time.sleep(6)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [environ["HTTP_HOST"].encode()]
+
+    with LiveServer(proxy) as server, requests.Session() as session:
+        session.mount("http://", DeadlineAdapter(1.0))
+        session.proxies = {"http": server.url}
+        wechat = "http://api.weixin.test/sns/oauth2/access_token"
+        assert session.get(wechat + "?code=1", timeout=30).text == "api.weixin.test"
+        started = time.monotonic()
+        with pytest.raises(requests.Timeout):
+            session.get(wechat + "?code=hang", timeout=30)  # each read may take 30 s
+        assert time.monotonic() - started < 4

@@ -522,7 +522,7 @@ def _state(resp: t.Any) -> str:
 
 class _UWSGIWithoutThreads:
     """What ``import uwsgi`` gives inside a uWSGI worker started without ``--enable-threads``
-    (uWSGI's default before 2.0.30, unless ``--threads``): the GIL stays with the worker
+    (uWSGI's default before 2.0.27, unless ``--threads``): the GIL stays with the worker
     between requests, so an app's thread runs only while a request is served."""
 
     has_threads = 0
