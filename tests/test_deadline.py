@@ -4,7 +4,9 @@ answers in time keep their kept-alive connection."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import select
 import socket
 import threading
 import time
@@ -336,4 +338,85 @@ def test_a_call_through_a_proxy_is_cut_at_its_deadline_too() -> None:
         started = time.monotonic()
         with pytest.raises(requests.Timeout):
             session.get(wechat + "?code=hang", timeout=30)  # each read may take 30 s
+        assert time.monotonic() - started < 4
+
+
+@contextlib.contextmanager
+def tunnelling_proxy() -> t.Iterator[str]:
+    """An https proxy's way on loopback: ``CONNECT host:port`` opens a tunnel to that port on
+    127.0.0.1 (whatever the host); its URL."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def tunnel(client: socket.socket) -> None:
+        try:
+            relay(client)
+        except OSError:
+            pass  # either end went away
+
+    def relay(client: socket.socket) -> None:
+        with client:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += client.recv(4096)
+            port = int(head.split(b" ")[1].rsplit(b":", 1)[1])
+            with socket.create_connection(("127.0.0.1", port)) as upstream:
+                client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                ends = [client, upstream]
+                while True:
+                    ready, _, _ = select.select(ends, [], [], 10)
+                    if not ready:
+                        return
+                    for end in ready:
+                        data = end.recv(65536)
+                        if not data:
+                            return
+                        (upstream if end is client else client).sendall(data)
+
+    def serve() -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=tunnel, args=(client,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        listener.close()
+
+
+def test_an_https_call_through_a_tunnelling_proxy_is_cut_at_its_deadline_too(
+        tmp_path: t.Any) -> None:
+    """WeChat's https API behind ``HTTPS_PROXY`` (``CONNECT``): answered through the
+    tunnel, with the certificate checked, and cut at the deadline."""
+    import ssl
+
+    import trustme
+
+    authority = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(context)
+    authority.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+
+    def wechat(environ: t.Any, start_response: t.Any) -> t.Any:
+        if "hang" in environ["QUERY_STRING"]:
+            time.sleep(6)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b'{"openid": "o1"}']
+
+    with LiveServer(wechat, ssl_context=context) as server, tunnelling_proxy() as proxy, \
+            requests.Session() as session:
+        session.mount("https://", DeadlineAdapter(1.0))
+        session.proxies = {"https": proxy}
+        trusted = str(tmp_path / "ca.pem")
+        token = server.url + "/sns/oauth2/access_token"
+        assert session.get(token + "?code=1", timeout=30,
+                           verify=trusted).json() == {"openid": "o1"}
+        with pytest.raises(requests.exceptions.SSLError):
+            session.get(token + "?code=2", timeout=30)  # the certificate is still checked
+        started = time.monotonic()
+        with pytest.raises(requests.Timeout):
+            session.get(token + "?code=hang", timeout=30, verify=trusted)
         assert time.monotonic() - started < 4
