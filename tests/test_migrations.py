@@ -751,6 +751,27 @@ def test_0006_keeps_times_and_avatars_whole_on_mariadb(host: Flask, database: Da
             assert collations["wechat_qr_pending_binding.next_url"].startswith("utf8mb4_")
 
 
+@pytest.mark.parametrize("database", ["mariadb"], indirect=True)
+def test_tables_whose_openids_compare_without_case_are_not_taken_for_the_head(
+        host: Flask, database: Database) -> None:
+    """MariaDB/MySQL: tables ``db.create_all()`` made, then the openid column changed back to
+    the database's case-blind collation (a 0005 table whose types alone were fixed by hand
+    looks so): the differences say so, and the upgrade refuses to adopt them; it adopted
+    them, and ``oAbc...`` and ``oabc...`` stayed one person."""
+    db = host.db  # type: ignore[attr-defined]
+    with host.app_context():
+        db.create_all()
+    assert migrations.differences(host) == []
+    raw_sql(host, "ALTER TABLE wechat_qr_identity MODIFY openid VARCHAR(128) CHARACTER SET "
+                  "utf8mb4 COLLATE utf8mb4_general_ci NOT NULL")
+    assert migrations.differences(host) == [
+        ("modify_collation", "wechat_qr_identity", "openid", "utf8mb4_general_ci",
+         "utf8mb4_bin")]
+    with pytest.raises(MigrationError, match="differences: 1"):
+        migrations.upgrade(host)
+    assert migrations.current_revision(host) is None
+
+
 def test_tables_create_all_made_before_0006_are_adopted_or_stamped_0005(
         host: Flask, database: Database) -> None:
     """Tables an earlier version's ``db.create_all()`` made (revision 0005's, no version
