@@ -40,7 +40,7 @@ from .layout import page_layout
 from .login_state import LoginStates, LoginStateStore
 from .models import models_for
 from .redact import redact_http_debug_logs
-from .refresh import ProfileRefresher, threads_idle_between_requests
+from .refresh import ProfileRefresher, refreshes_profiles, threads_idle_between_requests
 from .runtime import EXTENSION_KEY, Runtime, find_runtime
 from .settings import (
     OFFICIAL_ACCOUNT,
@@ -306,8 +306,7 @@ def _warn_of_uwsgi_without_threads(settings: Settings) -> None:
     """uWSGI without Python threads runs an app's threads only while it serves a request:
     said at start-up, with the fix, where a connection refreshes profiles."""
     if threads_idle_between_requests() and any(
-            conn.profile_refresh_after and conn.profile_sync != "each_login"
-            for conn in settings.connections.values()):
+            refreshes_profiles(conn) for conn in settings.connections.values()):
         log.warning("uWSGI runs without Python threads (--enable-threads is off): stale "
                     "WeChat profiles (WECHAT_QR_PROFILE_REFRESH_AFTER) are refreshed in the "
                     "worker after the login's answer, each holding the worker for up to "

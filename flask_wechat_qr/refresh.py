@@ -100,6 +100,12 @@ def threads_idle_between_requests() -> bool:
     return not (monkey is not None and monkey.is_module_patched("threading"))
 
 
+def refreshes_profiles(connection: ConnectionSettings) -> bool:
+    """Whether ``connection``'s returning logins may refresh a stale profile: a refresh
+    period is set, and the profile is not read at every login anyway."""
+    return bool(connection.profile_refresh_after) and connection.profile_sync != "each_login"
+
+
 class ProfileRefresher:
     """Refreshes stale profiles of returning people in the background; one per app."""
 
@@ -138,11 +144,11 @@ class ProfileRefresher:
     @staticmethod
     def is_due(connection: ConnectionSettings, identity: Identity, token: WeChatToken) -> bool:
         """Whether a returning login with ``token`` should refresh ``identity``'s profile."""
-        after = connection.profile_refresh_after
-        if not after or connection.profile_sync == "each_login" or not token.grants_profile:
+        if not refreshes_profiles(connection) or not token.grants_profile:
             return False  # off; read at every login anyway; or a token that cannot read it
         last = identity.profile_refreshed_at or identity.created_at
-        return last is None or as_utc(last) < utcnow() - timedelta(seconds=after)
+        after = timedelta(seconds=connection.profile_refresh_after)
+        return last is None or as_utc(last) < utcnow() - after
 
     def schedule(self, connection: ConnectionSettings, client: WeChatClient,
                  identity: Identity, token: WeChatToken) -> bool:

@@ -586,6 +586,8 @@ def test_under_uwsgi_without_threads_the_start_up_log_says_to_enable_them(
     make_app(**REFRESHING)
     assert "uWSGI runs without Python threads (--enable-threads is off)" in caplog.text
     caplog.clear()
+    make_app(**REFRESHING, WECHAT_QR_PROFILE_SYNC="each_login")  # no refresh to run
+    assert "--enable-threads" not in caplog.text
     monkeypatch.setattr(_UWSGIWithoutThreads, "has_threads", 1)
     make_app(**REFRESHING)
     assert "--enable-threads" not in caplog.text
