@@ -81,6 +81,12 @@ def _echo_foreign_key_change(status: ForeignKeyStatus) -> None:
         click.echo(f"Foreign key of the identities to {status.detail}: not yet, that table "
                    "does not exist. Run `flask wechat-qr db upgrade` again after your own "
                    "migrations have created it.")
+    elif status.blocked is not None:
+        click.echo(f"Foreign key of the identities to {status.detail}: not possible, "
+                   f"{status.blocked.reason} (the rest of it: added "
+                   f"{', '.join(status.added) or 'nothing'}; {status.filled} identities tied "
+                   f"to their users, {status.removed} of deleted users removed). Fix: "
+                   f"{status.blocked.fix}.")
     elif status.added or status.filled or status.removed:
         click.echo(f"Foreign key of the identities to {status.detail} (ON DELETE CASCADE): "
                    f"added {', '.join(status.added) or 'nothing'}; {status.filled} "
@@ -261,14 +267,23 @@ def _foreign_key_findings(app: Flask) -> tuple[Finding, ...]:
         return (problem(f"the identities have no foreign key to {status.detail} yet (its "
                         "table does not exist): a user deleted behind the ORM would hand "
                         "their WeChat login to the next user given the same id", upgrade),)
-    click.echo(f"Identities' foreign key to your users: {status.detail}, ON DELETE CASCADE"
+    click.echo(f"Identities' foreign key to your users: {status.detail}, "
+               + (f"not possible ({status.blocked.reason})" if status.blocked
+                  else "ON DELETE CASCADE")
                + (f"; missing: {', '.join(status.missing)}" if status.missing else ""))
+    findings = []
+    if status.blocked is not None:
+        findings.append(warning(
+            f"the identities have no foreign key to {status.detail}: {status.blocked.reason}; "
+            "deleting a user through the ORM still deletes their WeChat identities, one "
+            "deleted with raw SQL leaves them for the next user given the same id",
+            status.blocked.fix))
     if not status.missing:
-        return ()
-    return (problem(f"the database lacks part of the identities' foreign key to "
-                    f"{status.detail} ({', '.join(status.missing)}): a user deleted behind "
-                    "the ORM could hand their WeChat login to the next user given the same "
-                    "id", upgrade),)
+        return tuple(findings)
+    return (*findings, problem(
+        f"the database lacks part of the identities' foreign key to {status.detail} "
+        f"({', '.join(status.missing)}): a user deleted behind the ORM could hand their "
+        "WeChat login to the next user given the same id", upgrade))
 
 
 def _journal_mode_findings(app: Flask, deployment: Deployment) -> tuple[Finding, ...]:
@@ -304,18 +319,25 @@ def _journal_mode_findings(app: Flask, deployment: Deployment) -> tuple[Finding,
         "extension never changes your database's settings"),)
 
 
+#: MariaDB's and MySQL's storage engines that roll a transaction back.
+TRANSACTIONAL_ENGINES = frozenset({"innodb", "ndbcluster", "rocksdb", "tokudb"})
+
+
 def _mysql_findings(app: Flask) -> tuple[Finding, ...]:
     """MariaDB and MySQL: a connection whose character set cannot carry every WeChat
     nickname, and a user table whose nickname column cannot hold one (warnings: they lose
     their emoji, in latin1 their Chinese), and identities whose openids compare without case
     (a problem: two people whose openids differ only in case would be one account; tables
-    from before migration 0006). Only reads."""
+    from before migration 0006), and tables of the extension in a storage engine without
+    transactions (a problem: a server whose default engine is still MyISAM made them so).
+    Only reads."""
     import sqlalchemy as sa
 
     from . import migrations
     from .adapter import model_column
     from .column_types import MYSQL_DIALECTS
     from .storable import narrow_column
+    from .user_key import storage_engine
 
     runtime = find_runtime(app)
     if runtime is None:
@@ -331,9 +353,25 @@ def _mysql_findings(app: Flask) -> tuple[Finding, ...]:
                 "table_name = 'wechat_qr_identity' AND column_name = 'openid')")).one()
             nickname = model_column(getattr(runtime.adapter, "user_model", None), "nickname")
             narrow = narrow_column(connection, nickname) if nickname is not None else None
+            models = runtime.models
+            tables = [model.__table__ for model in (models.Avatar, models.BindAttempt,
+                      models.Identity, models.LoginState, models.PendingBinding)]
+            engines = {table: storage_engine(connection, table) for table in tables}
     except sa.exc.SQLAlchemyError:
         return ()  # the foreign key's finding says the database cannot be read
     findings: list[Finding] = []
+    without = [table for table, kind in engines.items()
+               if kind is not None and kind.lower() not in TRANSACTIONAL_ENGINES]
+    if without:
+        quote = engine.dialect.identifier_preparer.format_table
+        kinds = sorted({str(engines[table]) for table in without})
+        findings.append(problem(
+            f"the extension's tables {', '.join(table.name for table in without)} are "
+            f"{' and '.join(kinds)} tables, which have no transactions: a login that fails "
+            "halfway keeps what it wrote (a user without their identity, made again when it "
+            "is retried)",
+            "; ".join(f"ALTER TABLE {quote(table)} ENGINE=InnoDB" for table in without)
+            + " (and set default_storage_engine=InnoDB on the server)"))
     if charset != "utf8mb4":
         findings.append(warning(
             f"the database connection's character set is {charset}: WeChat nicknames are "

@@ -134,6 +134,69 @@ def restore_sqlite_trigger(engine: sa.Engine, identity_table: sa.Table) -> None:
                         "migrations.", TRIGGER_NAME)
 
 
+#: MariaDB's and MySQL's storage engines that keep foreign keys. The others (MyISAM, a legacy
+#: site's default before MySQL 5.5; Aria, MEMORY...) refuse a foreign key to their table
+#: (errno 150) and, for one of theirs, accept it and drop it.
+FOREIGN_KEY_ENGINES = frozenset({"innodb", "ndbcluster"})
+
+
+@dataclass(frozen=True)
+class EngineWithoutForeignKeys:
+    """A table of the identities' foreign key (the users' or the identities' own) whose
+    storage engine keeps no foreign keys, so the database cannot have it."""
+
+    table: str
+    engine: str
+    #: the statement that moves the table to InnoDB (quoted as the dialect quotes it)
+    alter: str
+
+    @property
+    def reason(self) -> str:
+        return (f"{self.table} is a {self.engine} table, and only InnoDB tables keep "
+                "foreign keys")
+
+    @property
+    def fix(self) -> str:
+        return (f"{self.alter} (InnoDB also gives it transactions), then run `flask "
+                "wechat-qr db upgrade`, which adds the foreign key")
+
+
+def engine_without_foreign_keys(connection: sa.Connection, identity_table: sa.Table
+                                ) -> EngineWithoutForeignKeys | None:
+    """MariaDB and MySQL: the table whose storage engine keeps the database from having the
+    identities' foreign key (the user table's first), or ``None``. The identity table
+    not made yet is read as it will be made: its ``mysql_engine``, or the server's
+    default engine."""
+    user_column = referenced_column(identity_table)
+    if connection.dialect.name not in MYSQL_DIALECTS or user_column is None:
+        return None
+    for table in (user_column.table, identity_table):
+        engine = storage_engine(connection, table)
+        if engine is None and table is identity_table:
+            engine = table.dialect_options["mysql"].get("engine") or _default_engine(connection)
+        if engine is not None and str(engine).lower() not in FOREIGN_KEY_ENGINES:
+            alter = f"ALTER TABLE {connection.dialect.identifier_preparer.format_table(table)} " \
+                    "ENGINE=InnoDB"
+            return EngineWithoutForeignKeys(table.name, str(engine), alter)
+    return None
+
+
+def _default_engine(connection: sa.Connection) -> str | None:
+    """The engine the server gives a table made without one."""
+    result = connection.execute(sa.text("SELECT @@default_storage_engine"))
+    return None if result is None else t.cast("str | None", result.scalar())
+
+
+def storage_engine(connection: sa.Connection, table: sa.Table) -> str | None:
+    """MariaDB and MySQL: the storage engine of ``table``, ``None`` if it does not exist."""
+    result = connection.execute(sa.text(
+        "SELECT engine FROM information_schema.tables WHERE table_schema = "
+        "COALESCE(:schema, DATABASE()) AND table_name = :table"),
+        {"schema": table.schema, "table": table.name})
+    row = result.first() if result is not None else None  # None: a mock engine's
+    return None if row is None or row[0] is None else str(row[0])
+
+
 def user_key_type(connection: sa.Connection, table: sa.Table) -> t.Any:
     """The type of the guard column as this database must declare it (``db upgrade`` and
     ``db.create_all()`` alike): the model's, but on MariaDB and MySQL a text key in the user
@@ -174,12 +237,26 @@ def with_the_identity_table(identity_table: sa.Table) -> None:
             key = target.c[USER_KEY]
             declared = {**(_declared_types.get() or {}), key: user_key_type(connection, target)}
             _declared_types.set(declared)
+            blocked = engine_without_foreign_keys(connection, target)
+            if blocked is not None:
+                constraint = t.cast(sa.ForeignKeyConstraint,
+                                    next(iter(key.foreign_keys)).constraint)
+                _omitted_foreign_keys.set({*(_omitted_foreign_keys.get() or ()), constraint})
+                log.warning("%s made without its foreign key to %s.%s: %s. Deleting a user "
+                            "through the ORM still deletes their WeChat identities; one "
+                            "deleted with raw SQL leaves them for the next user given the "
+                            "same id. Fix: %s.", target.name, user_column.table.name,
+                            user_column.name, blocked.reason, blocked.fix)
 
     def after_create(target: sa.Table, connection: sa.Connection, **_kw: t.Any) -> None:
         declared = _declared_types.get() or {}
         if target.c[USER_KEY] in declared:
             _declared_types.set({column: type_ for column, type_ in declared.items()
                                  if column is not target.c[USER_KEY]})
+        omitted = _omitted_foreign_keys.get() or set()
+        if any(constraint.table is target for constraint in omitted):
+            _omitted_foreign_keys.set({constraint for constraint in omitted
+                                       if constraint.table is not target})
         if connection.dialect.name == "sqlite" and sa.inspect(connection).has_table(
                 user_column.table.name):
             connection.exec_driver_sql(sqlite_trigger(target, connection.dialect))
@@ -192,6 +269,22 @@ def with_the_identity_table(identity_table: sa.Table) -> None:
 #: (:func:`with_the_identity_table`), in this thread's (context's) ``CREATE TABLE`` only.
 _declared_types: contextvars.ContextVar[dict[sa.Column[t.Any], t.Any] | None] = \
     contextvars.ContextVar("wechat_qr_declared_user_key_types", default=None)
+
+
+#: Foreign keys left out of the identity table's ``CREATE TABLE`` in this thread (context):
+#: the storage engine of a table they join keeps none (:func:`engine_without_foreign_keys`).
+_omitted_foreign_keys: contextvars.ContextVar[set[sa.ForeignKeyConstraint] | None] = \
+    contextvars.ContextVar("wechat_qr_omitted_foreign_keys", default=None)
+
+
+@compiles(sa.ForeignKeyConstraint, "mysql")
+@compiles(sa.ForeignKeyConstraint, "mariadb")
+def _foreign_key_constraint(constraint: sa.ForeignKeyConstraint, compiler: t.Any,
+                            **kw: t.Any) -> str | None:
+    """A foreign key of ``CREATE TABLE``; none where it is omitted (``None`` leaves it out)."""
+    if constraint in (_omitted_foreign_keys.get() or ()):
+        return None
+    return t.cast(str, compiler.visit_foreign_key_constraint(constraint, **kw))
 
 
 @compiles(CreateColumn, "mysql")

@@ -23,6 +23,8 @@ from ..user_key import (
     FOREIGN_KEY_NAME,
     TRIGGER_NAME,
     USER_KEY,
+    EngineWithoutForeignKeys,
+    engine_without_foreign_keys,
     referenced_column,
     sqlite_trigger,
     user_key_type,
@@ -49,6 +51,9 @@ class ForeignKeyStatus:
     #: identities given their ``user_key``, and stale ones deleted, by :func:`install`
     filled: int = 0
     removed: int = 0
+    #: MariaDB and MySQL: the table whose storage engine keeps the database from having the
+    #: foreign key itself (then never "missing": no upgrade can add it)
+    blocked: EngineWithoutForeignKeys | None = None
 
 
 def status(connection: sa.Connection, runtime: Runtime) -> ForeignKeyStatus:
@@ -57,12 +62,13 @@ def status(connection: sa.Connection, runtime: Runtime) -> ForeignKeyStatus:
     found = _applicable(connection, runtime)
     if found.state != "on":
         return found
-    missing = _missing(connection, table)
+    blocked = engine_without_foreign_keys(connection, table)
+    missing = _missing(connection, table, blocked)
     if "column" not in missing and connection.execute(
             sa.select(sa.func.count()).select_from(table).where(
                 table.c[USER_KEY].is_(None))).scalar():
         missing.append("user keys")
-    return ForeignKeyStatus("on", found.detail, tuple(missing))
+    return ForeignKeyStatus("on", found.detail, tuple(missing), blocked=blocked)
 
 
 def install(connection: sa.Connection, runtime: Runtime) -> ForeignKeyStatus:
@@ -71,7 +77,8 @@ def install(connection: sa.Connection, runtime: Runtime) -> ForeignKeyStatus:
     found = _applicable(connection, runtime)
     if found.state != "on":
         return found
-    missing = _missing(connection, table)
+    blocked = engine_without_foreign_keys(connection, table)
+    missing = _missing(connection, table, blocked)
     # Users are looked up before any write: on SQLite the adapter reads through another
     # connection, which a write lock held here would shut out.
     keys = _user_keys(connection, runtime, table, whole_table="column" in missing)
@@ -103,7 +110,7 @@ def install(connection: sa.Connection, runtime: Runtime) -> ForeignKeyStatus:
     if "trigger" in missing:
         connection.exec_driver_sql(sqlite_trigger(table, connection.dialect))
     return ForeignKeyStatus("on", found.detail, added=tuple(missing),
-                            filled=len(filled), removed=len(stale))
+                            filled=len(filled), removed=len(stale), blocked=blocked)
 
 
 @contextmanager
@@ -143,7 +150,8 @@ def _applicable(connection: sa.Connection, runtime: Runtime) -> ForeignKeyStatus
     return ForeignKeyStatus("on", detail)
 
 
-def _missing(connection: sa.Connection, table: sa.Table) -> list[str]:
+def _missing(connection: sa.Connection, table: sa.Table,
+             blocked: EngineWithoutForeignKeys | None) -> list[str]:
     inspector = sa.inspect(connection)
     user_column = t.cast("sa.Column[t.Any]", referenced_column(table))
     missing = []
@@ -152,7 +160,7 @@ def _missing(connection: sa.Connection, table: sa.Table) -> list[str]:
     if not any(index["column_names"] == [USER_KEY]
                for index in inspector.get_indexes(table.name, table.schema)):
         missing.append("index")
-    if not any(fk["constrained_columns"] == [USER_KEY]
+    if blocked is None and not any(fk["constrained_columns"] == [USER_KEY]
                and fk["referred_table"] == user_column.table.name
                and (fk.get("options") or {}).get("ondelete", "").upper() == "CASCADE"
                for fk in inspector.get_foreign_keys(table.name, table.schema)):

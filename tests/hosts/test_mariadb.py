@@ -426,3 +426,132 @@ def test_check_says_what_a_mariadb_site_lacks(database: t.Any, tmp_path: t.Any) 
         for app in (fine, narrow, legacy):
             with app.app_context():
                 app.db.engine.dispose()  # type: ignore[attr-defined]
+
+
+# --- a legacy site's MyISAM tables -------------------------------------------------------
+
+
+def myisam_host(database: t.Any, tmp_path: t.Any, query: str = "") -> Flask:
+    """A legacy site whose user table is MyISAM (MySQL's default engine before 5.5, kept by
+    every upgrade since), in a utf8mb4 database; its own table made, the extension's not."""
+    from flask_login import LoginManager, UserMixin
+    from flask_sqlalchemy import SQLAlchemy
+    from support import APP_ID, APP_SECRET
+
+    from flask_wechat_qr import WeChatQR
+
+    db = SQLAlchemy()
+
+    class User(db.Model, UserMixin):  # type: ignore[name-defined,misc]
+        __tablename__ = "members"
+        __table_args__ = {"mysql_engine": "MyISAM"}
+        id = db.Column(db.Integer, primary_key=True)
+        nickname = db.Column(db.Unicode(255))
+        avatar_url = db.Column(db.Text)
+
+    app = Flask("myisam_users", root_path=str(tmp_path))
+    app.config.update(TESTING=True, SECRET_KEY="test-secret-key", WECHAT_QR_APP_ID=APP_ID,
+                      WECHAT_QR_APP_SECRET=APP_SECRET,
+                      SQLALCHEMY_DATABASE_URI=legacy_database(database, "utf8mb4", query))
+    db.init_app(app)
+    LoginManager(app).user_loader(lambda user_id: db.session.get(User, int(user_id)))
+    WeChatQR(app, db=db, user_model=User)
+    with app.app_context():
+        db.metadata.create_all(db.engine, tables=[User.__table__])  # the site's own
+    app.db, app.User = db, User  # type: ignore[attr-defined]
+    return app
+
+
+def identity_foreign_keys(app: Flask) -> list[str]:
+    with app.app_context(), app.db.engine.connect() as conn:  # type: ignore[attr-defined]
+        return [str(fk["name"]) for fk in sa.inspect(conn).get_foreign_keys(
+            "wechat_qr_identity")]
+
+
+def check_output(app: Flask) -> t.Any:
+    return app.test_cli_runner().invoke(args=["wechat-qr", "check"])
+
+
+@pytest.mark.parametrize("made_by", ["create_all", "db upgrade"])
+def test_a_myisam_user_table_gets_the_extensions_tables_without_the_foreign_key(
+    database: t.Any, tmp_path: t.Any, wechat_api: WeChatAPI, made_by: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """MyISAM tables take no foreign keys. Before: ``db.create_all()`` failed (errno 150,
+    "Foreign key constraint is incorrectly formed": the site did not start) and so did
+    ``flask wechat-qr db upgrade``, at every run, while ``check`` said to run it again.
+    Now the tables come without the foreign key, it is said with its fix (the table to
+    InnoDB), logins work, an ORM delete still takes the identities; once the table is
+    InnoDB the next upgrade adds the key."""
+    app = myisam_host(database, tmp_path)
+    db, User = app.db, app.User  # type: ignore[attr-defined]
+    fix = "ALTER TABLE members ENGINE=InnoDB"
+    try:
+        if made_by == "create_all":
+            with caplog.at_level(logging.WARNING, logger="flask_wechat_qr"), \
+                    app.app_context():
+                db.create_all()
+            said = [r.getMessage() for r in caplog.records if "MyISAM" in r.getMessage()]
+            assert len(said) == 1, caplog.text
+            assert "members is a MyISAM table" in said[0] and fix in said[0], said
+        else:
+            result = app.test_cli_runner().invoke(args=["wechat-qr", "db", "upgrade"])
+            assert result.exit_code == 0, (result.output, result.exception)
+            assert "members is a MyISAM table" in result.output, result.output
+            assert fix in result.output, result.output
+        assert identity_foreign_keys(app) == []
+        result = check_output(app)
+        assert result.exit_code == 0, result.output
+        assert "WARNING: the identities have no foreign key to members.id: members is a " \
+            "MyISAM table" in result.output, result.output
+        assert f"Fix: {fix}" in result.output, result.output
+
+        browser = app.test_client()
+        assert login_with_wechat(browser, wechat_api).status_code == 302
+        user_id = logged_in_user_id(browser)
+        assert user_id is not None
+        with app.app_context():
+            assert [i.user_key for i in all_identities(app)] == [int(user_id)]
+            db.session.delete(db.session.get(User, int(user_id)))
+            db.session.commit()
+        assert all_identities(app) == []
+
+        with app.app_context(), db.engine.begin() as conn:
+            conn.execute(sa.text("ALTER TABLE members ENGINE=InnoDB"))
+        result = app.test_cli_runner().invoke(args=["wechat-qr", "db", "upgrade"])
+        assert result.exit_code == 0, (result.output, result.exception)
+        assert identity_foreign_keys(app) == ["fk_wechat_qr_identity_user_key"]
+        result = check_output(app)
+        assert result.exit_code == 0 and "foreign key" not in result.output.split(
+            "Connection")[-1], result.output
+    finally:
+        with app.app_context():
+            db.engine.dispose()
+
+
+def test_the_extensions_tables_made_myisam_by_the_servers_default_are_a_problem(
+    database: t.Any, tmp_path: t.Any,
+) -> None:
+    """A server whose default engine is still MyISAM makes the extension's tables MyISAM:
+    no transactions (a login that fails halfway keeps what it wrote: a user without their
+    identity, made again by the retry), and a foreign key MariaDB accepts and then drops
+    (before: ``check`` said "run db upgrade", which said it added it, for ever)."""
+    app = myisam_host(database, tmp_path, "init_command=SET default_storage_engine=MyISAM")
+    db = app.db  # type: ignore[attr-defined]
+    try:
+        with app.app_context():
+            db.create_all()
+        result = app.test_cli_runner().invoke(args=["wechat-qr", "db", "upgrade"])
+        assert result.exit_code == 0, (result.output, result.exception)
+        assert "added foreign key" not in result.output, result.output
+        result = check_output(app)
+        assert result.exit_code == 1, result.output
+        assert "PROBLEM: the extension's tables wechat_qr_avatar, wechat_qr_bind_attempt, " \
+            "wechat_qr_identity, wechat_qr_login_state, wechat_qr_pending_binding are " \
+            "MyISAM tables, which have no transactions" in result.output, result.output
+        assert "ALTER TABLE wechat_qr_identity ENGINE=InnoDB; " in result.output
+        assert "WARNING: the identities have no foreign key to members.id: members is a " \
+            "MyISAM table" in result.output, result.output
+    finally:
+        with app.app_context():
+            db.engine.dispose()
