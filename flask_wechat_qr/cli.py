@@ -368,8 +368,8 @@ def _mysql_findings(app: Flask) -> tuple[Finding, ...]:
         findings.append(problem(
             f"the extension's tables {', '.join(table.name for table in without)} are "
             f"{' and '.join(kinds)} tables, which have no transactions: a login that fails "
-            "halfway keeps what it wrote (a user without their identity, made again when it "
-            "is retried)",
+            "halfway keeps what it wrote (e.g. a user without their WeChat identity, when "
+            "two first logins of one person meet)",
             "; ".join(f"ALTER TABLE {quote(table)} ENGINE=InnoDB" for table in without)
             + " (and set default_storage_engine=InnoDB on the server)"))
     if charset != "utf8mb4":
