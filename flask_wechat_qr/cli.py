@@ -213,7 +213,8 @@ def check_command(base_url: str | None, callback_domain: str | None, live: bool)
                                    "db=db, user_model=User) or wechat.init_app(app).")
     deployment = Deployment.of(app, runtime.settings, base_url, callback_domain)
     _echo_site(app, deployment)
-    database_findings = (_foreign_key_findings(app) + _journal_mode_findings(app, deployment)
+    database_findings = (_schema_findings(app) + _foreign_key_findings(app)
+                         + _journal_mode_findings(app, deployment)
                          + _mysql_findings(app))
     for conn in runtime.settings.connections.values():
         _echo_connection(deployment, conn, runtime.id_tokens)
@@ -237,6 +238,38 @@ def _echo_site(app: Flask, deployment: Deployment) -> None:
     else:
         click.echo(f"Sandbox: off; QR page {settings.open_base_url}, API "
                    f"{settings.api_base_url}")
+
+
+def _schema_findings(app: Flask) -> tuple[Finding, ...]:
+    """The extension's tables: none, some, or behind this version's revision are problems
+    (every login, or the ones that need what is missing, would be a 500)."""
+    import sqlalchemy as sa
+
+    from . import migrations
+
+    try:
+        status = migrations.schema_status(app)
+    except sa.exc.SQLAlchemyError:
+        return ()  # the foreign key's finding says the database cannot be read
+    upgrade = "run `flask wechat-qr db upgrade` (after your own migrations)"
+    if not status.present:
+        return (problem("the extension's tables are not in the database: every WeChat login "
+                        "fails (a 500)", f"{upgrade}, or db.create_all() where your site "
+                        "makes its tables so"),)
+    if status.missing:
+        made = ", ".join([*status.present, migrations.VERSION_TABLE] if status.revision
+                         else status.present)
+        return (problem(
+            f"the extension's tables lack {', '.join(status.missing)} (a db.create_all() or "
+            "db upgrade that stopped partway, or a table dropped since): the logins that "
+            "need it fail (a 500)",
+            f"while they hold no logins yet, drop the extension's tables that were made "
+            f"({made}), mend what stopped the command (its error says) and {upgrade}"),)
+    head = migrations.head_revision()
+    if status.revision is not None and status.revision != head:
+        return (problem(f"the extension's tables are at revision {status.revision}, and this "
+                        f"version needs {head}", "run `flask wechat-qr db upgrade`"),)
+    return ()
 
 
 def _foreign_key_findings(app: Flask) -> tuple[Finding, ...]:

@@ -634,6 +634,39 @@ def test_upgrade_before_the_host_table_exists_then_again_after(host: Flask) -> N
     assert "foreign key to user.id" not in check.output.partition("PROBLEM")[2]
 
 
+def test_check_says_when_the_extensions_tables_are_missing_or_behind(host: Flask) -> None:
+    """Before: with none of the extension's tables (no upgrade run at deploy) or half of them
+    (a ``db.create_all()`` or MariaDB upgrade that stopped partway: its DDL is not rolled
+    back) ``check`` said "no problems", and every login was then a 500."""
+    runner = host.test_cli_runner()
+
+    def check() -> t.Any:
+        return runner.invoke(args=["wechat-qr", "check"])
+
+    create_user_table(host)
+    result = check()
+    assert result.exit_code == 1, result.output
+    assert "PROBLEM: the extension's tables are not in the database: every WeChat login " \
+        "fails (a 500). Fix: run `flask wechat-qr db upgrade`" in result.output, result.output
+
+    assert runner.invoke(args=["wechat-qr", "db", "upgrade"]).exit_code == 0
+    result = check()
+    assert result.exit_code == 0 and "extension's tables" not in result.output, result.output
+
+    raw_sql(host, f"UPDATE {VERSION_TABLE} SET version_num = '0005'")
+    result = check()
+    assert result.exit_code == 1, result.output
+    assert "PROBLEM: the extension's tables are at revision 0005, and this version needs " \
+        f"{HEAD}. Fix: run `flask wechat-qr db upgrade`" in result.output, result.output
+    raw_sql(host, f"UPDATE {VERSION_TABLE} SET version_num = '{HEAD}'")
+
+    raw_sql(host, "DROP TABLE wechat_qr_avatar")
+    result = check()
+    assert result.exit_code == 1, result.output
+    assert "PROBLEM: the extension's tables lack wechat_qr_avatar (a db.create_all() or " \
+        "db upgrade that stopped partway, or a table dropped since)" in result.output
+
+
 def test_a_batch_migration_of_the_user_table_is_repaired_by_the_next_upgrade(
         host: Flask) -> None:
     """SQLite rebuilds a table to alter it; the rebuilt user table has lost the trigger

@@ -49,6 +49,7 @@ __all__ = [
     "VERSION_TABLE",
     "ForeignKeyStatus",
     "MigrationError",
+    "SchemaStatus",
     "UpgradeResult",
     "current_revision",
     "foreign_key_status",
@@ -58,6 +59,7 @@ __all__ = [
     "head_revision",
     "host_include_object",
     "revision",
+    "schema_status",
     "stamp",
     "upgrade",
 ]
@@ -193,6 +195,26 @@ def unversioned_tables(app: Flask | None = None) -> list[str]:
             return []
         existing = set(sa.inspect(connection).get_table_names())
         return sorted(existing & extension_tables(runtime.models))
+
+
+@dataclass(frozen=True)
+class SchemaStatus:
+    """Which of the extension's tables the app's database has, and their revision."""
+
+    #: the recorded revision; ``None`` before the first upgrade (or tables of create_all)
+    revision: str | None
+    present: tuple[str, ...]
+    missing: tuple[str, ...]
+
+
+def schema_status(app: Flask | None = None) -> SchemaStatus:
+    """Where the extension's tables stand (what ``flask wechat-qr check`` reports); reads
+    only."""
+    with _app_context(app) as runtime, engine_for(runtime).connect() as connection:
+        tables = extension_tables(runtime.models)
+        existing = tables & set(sa.inspect(connection).get_table_names())
+        return SchemaStatus(_current(connection), tuple(sorted(existing)),
+                            tuple(sorted(tables - existing)))
 
 
 def differences(app: Flask | None = None) -> list[t.Any]:
