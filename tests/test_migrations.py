@@ -411,6 +411,28 @@ def test_cli_upgrade_sql_prints_and_changes_nothing(host: Flask) -> None:
     assert table_names(host) == set()
 
 
+@pytest.mark.parametrize("database", ["mariadb"], indirect=True)
+def test_the_login_state_table_is_made_dynamic_where_the_server_default_is_compact(
+        host: Flask) -> None:
+    """A login state's key is 200 characters of utf8mb4 (800 bytes), and InnoDB's old
+    COMPACT row format (a legacy server's ``innodb_default_row_format``) keys at most 767:
+    there ``db upgrade`` and ``db.create_all()`` stopped halfway (errno 1709, "Index column
+    size too large"). The table says ``ROW_FORMAT=DYNAMIC`` itself, in revision 0001, in
+    0006 (which widens the key of a table made in latin1 or utf8mb3) and in the model."""
+    script = host.test_cli_runner().invoke(args=["wechat-qr", "db", "upgrade", "--sql"]).output
+    made = script[script.index("CREATE TABLE wechat_qr_login_state"):]
+    assert "ROW_FORMAT=DYNAMIC" in made[:made.index(";")], made[:400]
+    widened = script[script.index("ALTER TABLE `wechat_qr_login_state`"):]
+    assert "ROW_FORMAT=DYNAMIC" in widened[:widened.index(";")], widened[:400]
+    statements: list[str] = []
+    mock = sa.create_mock_engine("mysql+pymysql://", lambda sql, *_a, **_k: statements.append(
+        str(sql.compile(dialect=mock.dialect))))
+    with host.app_context():
+        host.extensions["sqlalchemy"].metadata.create_all(mock, checkfirst=False)
+    made = next(s for s in statements if "CREATE TABLE wechat_qr_login_state" in s)
+    assert "ROW_FORMAT=DYNAMIC" in made, made
+
+
 def test_cli_stamp(host: Flask) -> None:
     runner = host.test_cli_runner()
     result = runner.invoke(args=["wechat-qr", "db", "stamp", "nonsense"])

@@ -41,6 +41,8 @@ def upgrade() -> None:
         sa.Column("key", sa.String(200), primary_key=True),
         sa.Column("value", sa.Text, nullable=False),
         sa.Column("expires_at", sa.Float, nullable=False, index=True),
+        # MariaDB and MySQL: a key of 800 bytes (utf8mb4), more than a COMPACT row indexes
+        mysql_row_format="DYNAMIC",
     )
     op.create_table(
         "wechat_qr_pending_binding",
