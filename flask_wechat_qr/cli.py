@@ -390,6 +390,7 @@ def _mysql_findings(app: Flask) -> tuple[Finding, ...]:
             tables = [model.__table__ for model in (models.Avatar, models.BindAttempt,
                       models.Identity, models.LoginState, models.PendingBinding)]
             engines = {table: storage_engine(connection, table) for table in tables}
+            wait_timeout = connection.exec_driver_sql("SELECT @@wait_timeout").scalar()
     except sa.exc.SQLAlchemyError:
         return ()  # the foreign key's finding says the database cannot be read
     findings: list[Finding] = []
@@ -405,6 +406,7 @@ def _mysql_findings(app: Flask) -> tuple[Finding, ...]:
             "two first logins of one person meet)",
             "; ".join(f"ALTER TABLE {quote(table)} ENGINE=InnoDB" for table in without)
             + " (and set default_storage_engine=InnoDB on the server)"))
+    findings += _idle_connection_findings(engine, int(wait_timeout or 0))
     if charset != "utf8mb4":
         findings.append(warning(
             f"the database connection's character set is {charset}: WeChat nicknames are "
@@ -421,6 +423,26 @@ def _mysql_findings(app: Flask) -> tuple[Finding, ...]:
             "run `flask wechat-qr db upgrade` (migration 0006 makes them exact; tables "
             "that db.create_all() made before it: `flask wechat-qr db stamp 0005` first)"))
     return tuple(findings)
+
+
+def _idle_connection_findings(engine: sa.Engine, wait_timeout: int) -> list[Finding]:
+    """MariaDB and MySQL close a connection idle for ``wait_timeout`` seconds: a pool that
+    keeps one longer, and does not test it before use (``pool_pre_ping``), hands the first
+    request after a quiet spell a dead connection. In a login's callback that is a 500 after
+    WeChat's code was spent (the person scans again)."""
+    pool = engine.pool
+    # SQLAlchemy keeps the pool's settings in these attributes (no public accessor).
+    recycle = int(getattr(pool, "_recycle", -1))
+    if getattr(pool, "_pre_ping", False) or wait_timeout <= 0 or 0 <= recycle < wait_timeout:
+        return []
+    kept = f"for {recycle} s (pool_recycle)" if recycle >= 0 else "for ever (no pool_recycle)"
+    return [warning(
+        f"the database server closes connections idle for {wait_timeout} s (wait_timeout) and "
+        f"the pool keeps them {kept}, unchecked: the first login after a quiet spell fails "
+        "(\"MySQL server has gone away\", a 500 after WeChat's code is spent: the person "
+        "scans again)",
+        "set SQLALCHEMY_ENGINE_OPTIONS = {\"pool_pre_ping\": True} (or a pool_recycle "
+        f"under {wait_timeout})")]
 
 
 def _in_memory(url: sa.URL) -> bool:

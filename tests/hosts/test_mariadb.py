@@ -555,3 +555,31 @@ def test_the_extensions_tables_made_myisam_by_the_servers_default_are_a_problem(
     finally:
         with app.app_context():
             db.engine.dispose()
+
+
+def test_check_warns_when_the_pool_keeps_connections_past_the_servers_wait_timeout(
+    database: t.Any, tmp_path: t.Any,
+) -> None:
+    """A server that closes idle connections sooner than the pool recycles them (Flask-
+    SQLAlchemy's default: two hours; a shared or cloud server's ``wait_timeout`` is often
+    minutes) makes the first login after a quiet spell a 500 ("MySQL server has gone
+    away") after WeChat's code was spent: the person scans again. Before: no word of it."""
+    short = legacy_database(database, "utf8mb4", "init_command=SET wait_timeout=60")
+    apps = {"short": make_test_app(tmp_path, short),
+            "pre_ping": make_test_app(tmp_path, short,
+                                      SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": True}),
+            "recycled": make_test_app(tmp_path, short,
+                                      SQLALCHEMY_ENGINE_OPTIONS={"pool_recycle": 30}),
+            "default": make_test_app(tmp_path, legacy_database(database, "utf8mb4"))}
+    try:
+        said = {name: check_output(app).output for name, app in apps.items()}
+        assert "WARNING: the database server closes connections idle for 60 s " \
+            "(wait_timeout) and the pool keeps them for 7200 s (pool_recycle), unchecked: " \
+            "the first login after a quiet spell fails" in said["short"], said["short"]
+        assert "Fix: set SQLALCHEMY_ENGINE_OPTIONS = {\"pool_pre_ping\": True}" in said["short"]
+        for name in ("pre_ping", "recycled", "default"):
+            assert "wait_timeout" not in said[name], (name, said[name])
+    finally:
+        for app in apps.values():
+            with app.app_context():
+                app.db.engine.dispose()  # type: ignore[attr-defined]
