@@ -26,6 +26,7 @@ import sqlalchemy as sa
 from flask import Response, g, has_app_context, has_request_context, request
 
 from .avatar_download import IMAGE_SIGNATURES, AvatarDownloader, AvatarImage, AvatarRefused
+from .column_types import MYSQL_DIALECTS
 from .placeholders import is_placeholder_avatar
 
 if t.TYPE_CHECKING:
@@ -61,6 +62,14 @@ class AvatarStore(t.Protocol):
     def delete(self, key: str) -> None: ...
 
 
+#: What a statement storing an avatar holds beyond its escaped bytes (SQL, key, type).
+STATEMENT_ROOM = 1024
+
+
+class AvatarTooLarge(Exception):
+    """An avatar the database cannot take in one statement (said in the log)."""
+
+
 class DatabaseAvatarStore:
     """The default store: the ``wechat_qr_avatar`` table on the host's ``db``, written in
     the login's own transaction (committed with the identity that points at it)."""
@@ -75,8 +84,24 @@ class DatabaseAvatarStore:
 
     def put(self, key: str, image: AvatarImage) -> None:
         if self.db.session.get(self.model, key) is None:
+            self._fits_a_statement(image)
             self.db.session.add(self.model(key=key, content_type=image.content_type,
                                            data=image.data))
+
+    def _fits_a_statement(self, image: AvatarImage) -> None:
+        """MariaDB and MySQL close the connection on a statement longer than their
+        ``max_allowed_packet`` (1 MiB on an old MySQL 5.5): the login would die with it
+        ("MySQL server has gone away"). :class:`AvatarTooLarge` instead, leaving room for
+        the driver's escaping (each byte at most two)."""
+        session = self.db.session
+        if session.get_bind(mapper=sa.inspect(self.model)).dialect.name not in MYSQL_DIALECTS:
+            return
+        limit = session.execute(sa.text("SELECT @@max_allowed_packet"),
+                                bind_arguments={"mapper": sa.inspect(self.model)}).scalar()
+        if limit is not None and 2 * len(image.data) + STATEMENT_ROOM > int(limit):
+            raise AvatarTooLarge(
+                f"{len(image.data):,} bytes, and the database server takes statements of at "
+                f"most {int(limit):,} bytes (max_allowed_packet), with room for escaping")
 
     def delete(self, key: str) -> None:
         self.db.session.execute(sa.delete(self.model).where(self.model.key == key))
@@ -133,10 +158,22 @@ class AvatarKeeper:
                 return None
             try:
                 self.store.put(key, image)
+            except AvatarTooLarge as error:
+                log.warning("WeChat avatar not stored: %s; keeping WeChat's URL. To store it: "
+                            "SET GLOBAL max_allowed_packet=16777216 (and in the server's "
+                            "configuration)", error)
+                self._forget_download(source)  # not tried (and said) again in this request
+                return None
             except Exception:
                 log.exception("could not store a WeChat avatar; keeping WeChat's URL")
                 return None
         return self.path_for(key)
+
+    @staticmethod
+    def _forget_download(source: str) -> None:
+        """This request's download of ``source`` counts as failed."""
+        if has_app_context():
+            g.setdefault(_DOWNLOADS, {})[source] = None
 
     def _download(self, source: str) -> AvatarImage | None:
         """The image at ``source``, downloaded once per request (``None``: it failed)."""

@@ -6,6 +6,7 @@ WeChat call; the sandbox's image host and its "change my avatar"."""
 
 from __future__ import annotations
 
+import logging
 import socket
 import typing as t
 
@@ -289,6 +290,36 @@ def test_a_user_whose_avatar_could_not_be_stored_gets_wechats_url(
     client = storing_app.test_client()
     assert finish_login(client, start_login(client)).status_code == 302
     assert [user.avatar_url for user in all_users(storing_app)] == [AVATAR]
+
+
+@pytest.mark.parametrize("database", ["mariadb"], indirect=True)
+def test_an_avatar_larger_than_the_servers_packet_limit_is_not_stored(
+        storing_app: Flask, wechat_api: t.Any, caplog: pytest.LogCaptureFixture) -> None:
+    """MariaDB and MySQL take no statement longer than ``max_allowed_packet`` (1 MiB on an
+    old MySQL 5.5, below the 1 MiB avatar cap): storing a larger avatar broke the connection
+    ("MySQL server has gone away") and the login with it, at every login of that person.
+    The avatar is not stored (said in the log), the login goes on with WeChat's URL. The
+    server's answer is stood in for: MariaDB's setting is global only."""
+    def small_packets(conn: t.Any, cursor: t.Any, statement: str, *rest: t.Any) -> t.Any:
+        return statement.replace("@@max_allowed_packet", "65536"), rest[0]
+
+    with storing_app.app_context():
+        engine = storing_app.extensions["sqlalchemy"].engine
+        sa.event.listen(engine, "before_cursor_execute", small_packets, retval=True)
+    big = PNG + b"\0" * 40_000  # a PNG with 40 KB after its end: still a PNG
+    client = storing_app.test_client()
+    wechat_api.mock.reset()
+    serve_avatar(wechat_api, body=big)
+    wechat_api.token()
+    wechat_api.userinfo()
+    with caplog.at_level(logging.WARNING, logger="flask_wechat_qr"):
+        assert finish_login(client, start_login(client)).status_code == 302
+    assert [user.avatar_url for user in all_users(storing_app)] == [AVATAR]
+    said = [r.getMessage() for r in caplog.records if "max_allowed_packet" in r.getMessage()]
+    assert said == [f"WeChat avatar not stored: {len(big):,} bytes, and the database server takes "
+                    "statements of at most 65,536 bytes (max_allowed_packet), with room for "
+                    "escaping; keeping WeChat's URL. To store it: SET GLOBAL "
+                    "max_allowed_packet=16777216 (and in the server's configuration)"], said
 
 
 def test_each_login_sync_gives_a_matched_user_the_stored_copy(
