@@ -656,6 +656,31 @@ def test_upgrade_before_the_host_table_exists_then_again_after(host: Flask) -> N
     assert "foreign key to user.id" not in check.output.partition("PROBLEM")[2]
 
 
+def test_an_upgrade_that_stops_partway_says_why_and_leaves_no_tables_behind(
+        host: Flask) -> None:
+    """A revision the database refuses (here 0004's CREATE TABLE, whose name a view of the
+    site already has). Before: a Python traceback, and on MariaDB (whose DDL is not rolled
+    back) the tables of 0001-0003 and an empty version table stayed, so the next upgrade
+    refused them ("exist but are not under its migrations") and ``check`` called them fine.
+    Now one readable error, the tables the run made are gone on every database, and once
+    the cause is mended the same command makes everything."""
+    create_user_table(host)
+    raw_sql(host, f"CREATE VIEW wechat_qr_avatar AS SELECT id FROM {quoted(host, 'user')}")
+    runner = host.test_cli_runner()
+    result = runner.invoke(args=["wechat-qr", "db", "upgrade"])
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), \
+        result.exception
+    assert result.output.startswith("Error: The upgrade of the extension's tables stopped "
+                                    "at revision 0004: the database refused it ("), result.output
+    assert "Mend the cause and run `flask wechat-qr db upgrade` again" in result.output
+    assert {name for name in table_names(host) if name.startswith("wechat_qr_")} == set()
+    raw_sql(host, "DROP VIEW wechat_qr_avatar")
+    result = runner.invoke(args=["wechat-qr", "db", "upgrade"])
+    assert result.exit_code == 0, result.output
+    assert version_rows(host) == [HEAD]
+
+
 def test_check_says_when_the_extensions_tables_are_missing_or_behind(host: Flask) -> None:
     """Before: with none of the extension's tables (no upgrade run at deploy) or half of them
     (a ``db.create_all()`` or MariaDB upgrade that stopped partway: its DDL is not rolled

@@ -246,11 +246,64 @@ def upgrade(app: Flask | None = None, revision: str = "head", *,
         if before is None:
             adopted = _adopt(connection, runtime)
         config = alembic_config(connection)
-        with _foreign_key.trigger_set_aside(connection, runtime):
-            command.upgrade(config, revision)
+        applied: list[str] = []
+        config.attributes["applied"] = applied
+        tables_before = set(sa.inspect(connection).get_table_names())
+        try:
+            with _foreign_key.trigger_set_aside(connection, runtime):
+                command.upgrade(config, revision)
+        except sa.exc.DBAPIError as error:
+            raise _stopped(connection, runtime, before, applied, tables_before,
+                           error) from error
         after = _current(connection)
-        status = _foreign_key.install(connection, runtime) if after is not None else None
+        try:
+            status = _foreign_key.install(connection, runtime) if after is not None else None
+        except sa.exc.DBAPIError as error:
+            raise MigrationError(
+                "The extension's tables are at revision "
+                f"{after}, but the identities' foreign key to your users could not be added: "
+                f"the database refused it ({_first_line(error)}). Mend the cause and run "
+                "`flask wechat-qr db upgrade` again.") from error
         return UpgradeResult(before, after, adopted, status)
+
+
+def _stopped(connection: sa.Connection, runtime: Runtime, before: str | None,
+             applied: list[str], tables_before: set[str], error: sa.exc.DBAPIError
+             ) -> MigrationError:
+    """What to say of an upgrade the database refused partway. PostgreSQL and SQLite roll
+    it all back; MariaDB and MySQL commit each DDL statement, so the extension's tables
+    (and version table) that this run made are dropped again: new, they hold nothing, and
+    left there they would make the next upgrade refuse them as not under its migrations."""
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(alembic_config())
+    done = applied[-1] if applied else before
+    following = [r.revision for r in script.iterate_revisions("heads", done or "base")
+                 if r.revision != done]
+    at = following[-1] if following else "head"
+    undone = "nothing of it was kept (the database rolled it back)"
+    if connection.dialect.name in MYSQL_DIALECTS:
+        connection.rollback()
+        made = (set(sa.inspect(connection).get_table_names()) - tables_before) \
+            & {*extension_tables(runtime.models), VERSION_TABLE}
+        quote = connection.dialect.identifier_preparer.quote
+        for name in sorted(made):
+            connection.exec_driver_sql(f"DROP TABLE {quote(name)}")
+        connection.commit()
+        undone = (f"the tables it had made are dropped again ({', '.join(sorted(made))})"
+                  if made else "it had made no table")
+        if applied and not made:
+            undone = f"revisions {', '.join(applied)} stay applied"
+    return MigrationError(
+        f"The upgrade of the extension's tables stopped at revision {at}: the database "
+        f"refused it ({_first_line(error)}); {undone}. Mend the cause and run `flask "
+        "wechat-qr db upgrade` again.")
+
+
+def _first_line(error: sa.exc.DBAPIError) -> str:
+    """The database's own words (the first line: never the SQL or its parameters)."""
+    text = str(error.orig if error.orig is not None else error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def foreign_key_status(app: Flask | None = None) -> ForeignKeyStatus:

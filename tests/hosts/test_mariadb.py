@@ -583,3 +583,29 @@ def test_check_warns_when_the_pool_keeps_connections_past_the_servers_wait_timeo
         for app in apps.values():
             with app.app_context():
                 app.db.engine.dispose()  # type: ignore[attr-defined]
+
+
+def test_a_foreign_key_the_database_refuses_is_one_readable_error(
+    database: t.Any, tmp_path: t.Any,
+) -> None:
+    """MariaDB names foreign keys per database: a table of the site's holding a key named as
+    the identities' makes the upgrade's ``ADD CONSTRAINT`` fail (errno 121). Before: a
+    Python traceback after the revisions had run; now one paragraph with the revision the
+    tables are at and the database's reason."""
+    app = myisam_host(database, tmp_path)  # its user table, then made InnoDB
+    db = app.db  # type: ignore[attr-defined]
+    try:
+        with app.app_context(), db.engine.begin() as conn:
+            conn.execute(sa.text("ALTER TABLE members ENGINE=InnoDB"))
+            conn.execute(sa.text(
+                "CREATE TABLE site_notes (id INT PRIMARY KEY, member INT, CONSTRAINT "
+                "fk_wechat_qr_identity_user_key FOREIGN KEY (member) REFERENCES members (id))"))
+        result = app.test_cli_runner().invoke(args=["wechat-qr", "db", "upgrade"])
+        assert result.exit_code == 1, (result.output, result.exception)
+        assert result.output.startswith(
+            "Error: The extension's tables are at revision 0006, but the identities' foreign "
+            "key to your users could not be added: the database refused it ("), result.output
+        assert "Mend the cause and run `flask wechat-qr db upgrade` again." in result.output
+    finally:
+        with app.app_context():
+            db.engine.dispose()
