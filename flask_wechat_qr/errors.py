@@ -319,12 +319,12 @@ class AccountNotSaved(LoginError):
         "later, or log in another way."
     )
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, advice: str | None = None) -> None:
         super().__init__()
         self.reason = reason
-        self.args = (f"{self.args[0]} The database said: {reason}. If that is a column of "
-                     "the user model, AccountAdapter.create_user must fill it (docs: hooks, "
-                     "'Creating users').",)
+        advice = advice or ("If that is a column of the user model, AccountAdapter.create_user "
+                            "must fill it (docs: hooks, 'Creating users')")
+        self.args = (f"{self.args[0]} The database said: {reason}. {advice}.",)
 
 
 class WeChatUnavailable(LoginError):

@@ -58,7 +58,7 @@ import typing as t
 from dataclasses import dataclass, field
 
 from flask import session
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError
 
 from . import signals
 from .association import BindingRequired, Resolution
@@ -720,6 +720,13 @@ class LoginFlow:
                 log.info("the database refused the login's changes (%s); trying again: "
                          "another request may have made the same identity",
                          _database_reason(error))
+            except DataError as error:  # a value its column cannot hold: no try helps
+                self.db.session.rollback()
+                raise AccountNotSaved(_database_reason(error), advice=(
+                    "The value does not fit its column (too long, or characters its "
+                    "character set cannot hold): if the column is the user model's, make "
+                    "AccountAdapter.create_user fit it, or widen the column (docs: hooks, "
+                    "'Creating users')")) from error
             except BaseException:
                 self.db.session.rollback()
                 raise
@@ -743,10 +750,11 @@ class LoginFlow:
 #: "Duplicate entry 'alice@example.com' for key ...", SQL Server's "The duplicate key value
 #: is (alice@example.com)". PostgreSQL and SQLite name only the constraint or column there.
 _QUOTED_VALUES = (re.compile(r"(?i)(duplicate entry )'.*?'( for key)"),
+                  re.compile(r"(?i)(incorrect string value: )'.*?'( for column)"),
                   re.compile(r"(?i)(duplicate key value is )\(.*?\)()"))
 
 
-def _database_reason(error: IntegrityError) -> str:
+def _database_reason(error: DBAPIError) -> str:
     """The database's own words, first line only: the constraint or column, never the SQL
     statement's parameters (a person's data), a driver's detail lines (the same) or a value
     a database quotes in its message."""

@@ -671,6 +671,41 @@ def test_each_login_field_has_its_label_keyboard_and_message(
     assert logged_in_user_id(client) == "1"
 
 
+@pytest.mark.parametrize("database", ["postgresql", "mariadb"], indirect=True)
+def test_a_value_too_long_for_its_column_ends_on_the_page_and_a_log_line(
+        tmp_path: t.Any, database: t.Any, wechat_api: t.Any,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A ``create_user`` that puts the nickname in a shorter column (``username``, 12
+    characters) than WeChat's nickname: PostgreSQL and MariaDB refuse it (SQLite keeps
+    it). Before: a bare 500 "Internal Server Error", and the repeated callback another."""
+    class Adapter(AccountAdapter):
+        def create_user(self, connection: t.Any, profile: t.Any) -> t.Any:
+            user = super().create_user(connection, profile)
+            user.username = f"{profile.nickname} of WeChat"  # the site's own idea
+            return user
+
+    app = shaped_host(tmp_path, {"username": sa.Column(sa.String(12)),
+                                 "nickname": sa.Column(sa.Unicode(255))},
+                      adapter=Adapter, url=database.url("too_long"))
+    try:
+        client = app.test_client()
+        with caplog.at_level(logging.INFO, "flask_wechat_qr"):
+            resp = login_with_wechat(client, wechat_api)
+        assert resp.status_code == 500
+        assert error_name(resp) == "AccountNotSaved"
+        assert "This site could not save your account." in resp.get_data(as_text=True)
+        (logged,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        message = logged.getMessage()
+        assert "too long" in message.lower(), message
+        assert "does not fit its column" in message, message
+        with app.app_context():
+            assert app.db.session.execute(  # type: ignore[attr-defined]
+                sa.select(sa.func.count()).select_from(app.User)).scalar() == 0  # type: ignore[attr-defined]
+    finally:
+        with app.app_context():
+            app.db.engine.dispose()  # type: ignore[attr-defined]
+
+
 def test_a_user_the_database_refuses_ends_on_a_page_and_a_log_line_that_name_the_column(
         tmp_path: t.Any, wechat_api: t.Any, caplog: pytest.LogCaptureFixture) -> None:
     """A ``create_user`` that leaves a required column empty (start-up cannot see into an

@@ -585,6 +585,9 @@ def test_a_login_error_from_a_receiver_of_a_link_is_its_page(
     ("Violation of UNIQUE KEY constraint 'UQ_email'. The duplicate key value is "
      "(alice@example.com).",  # SQL Server
      "Violation of UNIQUE KEY constraint 'UQ_email'. The duplicate key value is …."),
+    ("(1366, \"Incorrect string value: '\\xE5\\xBC\\xA0alice@example.com' for column "
+     "`site`.`account`.`nickname` at row 1\")",  # MariaDB, a latin1 column
+     "(1366, \"Incorrect string value: … for column `site`.`account`.`nickname` at row 1\")"),
 ])
 def test_the_databases_reason_is_logged_without_a_persons_data(said: str, logged: str) -> None:
     """What ``AccountNotSaved`` logs: the database's first line, the constraint or column
