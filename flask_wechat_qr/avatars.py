@@ -62,6 +62,8 @@ class AvatarStore(t.Protocol):
     def delete(self, key: str) -> None: ...
 
 
+#: How many avatars refused as too large a keeper remembers (then it starts again).
+MAX_REMEMBERED_REFUSALS = 10_000
 #: What a statement storing an avatar holds beyond its escaped bytes (SQL, key, type).
 STATEMENT_ROOM = 1024
 
@@ -117,6 +119,9 @@ class AvatarKeeper:
         #: ``WECHAT_QR_STORE_AVATARS``: off, nothing is downloaded (stored ones are served)
         self.enabled = enabled
         self.url_prefix = url_prefix
+        #: keys of avatars the store refused as too large: not downloaded again, nor said,
+        #: until the process restarts (at most :data:`MAX_REMEMBERED_REFUSALS`)
+        self._too_large: set[str] = set()
 
     @staticmethod
     def key_for(source: str) -> str:
@@ -141,7 +146,8 @@ class AvatarKeeper:
         """Download ``profile``'s avatar now if it is not stored yet (no write: the login
         has taken no database lock yet), for :meth:`stored_url` to store later."""
         source = self.source_of(profile)
-        if source is not None and self.store.get(self.key_for(source)) is None:
+        if source is not None and self.key_for(source) not in self._too_large \
+                and self.store.get(self.key_for(source)) is None:
             self._download(source)
         return profile
 
@@ -152,6 +158,8 @@ class AvatarKeeper:
         if source is None:
             return None
         key = self.key_for(source)
+        if key in self._too_large:
+            return None
         if self.store.get(key) is None:
             image = self._download(source)
             if image is None:
@@ -159,21 +167,18 @@ class AvatarKeeper:
             try:
                 self.store.put(key, image)
             except AvatarTooLarge as error:
-                log.warning("WeChat avatar not stored: %s; keeping WeChat's URL. To store it: "
-                            "SET GLOBAL max_allowed_packet=16777216 (and in the server's "
+                log.warning("WeChat avatar not stored: %s; keeping WeChat's URL (not tried "
+                            "again until the site restarts). To store it: SET GLOBAL "
+                            "max_allowed_packet=16777216 (and in the server's "
                             "configuration)", error)
-                self._forget_download(source)  # not tried (and said) again in this request
+                if len(self._too_large) >= MAX_REMEMBERED_REFUSALS:
+                    self._too_large.clear()
+                self._too_large.add(key)
                 return None
             except Exception:
                 log.exception("could not store a WeChat avatar; keeping WeChat's URL")
                 return None
         return self.path_for(key)
-
-    @staticmethod
-    def _forget_download(source: str) -> None:
-        """This request's download of ``source`` counts as failed."""
-        if has_app_context():
-            g.setdefault(_DOWNLOADS, {})[source] = None
 
     def _download(self, source: str) -> AvatarImage | None:
         """The image at ``source``, downloaded once per request (``None``: it failed)."""

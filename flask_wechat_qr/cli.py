@@ -257,16 +257,19 @@ def _schema_findings(app: Flask) -> tuple[Finding, ...]:
                         "fails (a 500)", f"{upgrade}, or db.create_all() where your site "
                         "makes its tables so"),)
     if status.missing:
-        made = ", ".join([*status.present, migrations.VERSION_TABLE] if status.revision
-                         else status.present)
         return (problem(
-            f"the extension's tables lack {', '.join(status.missing)} (a db.create_all() or "
-            "db upgrade that stopped partway, or a table dropped since): the logins that "
-            "need it fail (a 500)",
-            f"while they hold no logins yet, drop the extension's tables that were made "
-            f"({made}), mend what stopped the command (its error says) and {upgrade}"),)
+            f"the extension's tables lack {', '.join(status.missing)} (a db.create_all() that "
+            "stopped partway, or a table dropped since): the logins that need it fail (a "
+            "500)", "mend what stopped it (its error says), then make the missing ones: "
+            "db.create_all() (e.g. in `flask shell`) makes only the tables that do not exist, "
+            "and leaves the others as they are"),)
     head = migrations.head_revision()
     if status.revision is not None and status.revision != head:
+        if not migrations.is_known_revision(status.revision):
+            return (problem(
+                f"the extension's tables are at revision {status.revision}, which this "
+                f"version of Flask-WeChat-QR does not know (it ends at {head}): a newer "
+                "version made them", "install the version that made them, or a newer one"),)
         return (problem(f"the extension's tables are at revision {status.revision}, and this "
                         f"version needs {head}", "run `flask wechat-qr db upgrade`"),)
     return ()
@@ -430,7 +433,11 @@ def _idle_connection_findings(engine: sa.Engine, wait_timeout: int) -> list[Find
     keeps one longer, and does not test it before use (``pool_pre_ping``), hands the first
     request after a quiet spell a dead connection. In a login's callback that is a 500 after
     WeChat's code was spent (the person scans again)."""
+    from sqlalchemy.pool import NullPool, StaticPool
+
     pool = engine.pool
+    if isinstance(pool, (NullPool, StaticPool)):
+        return []  # keeps no idle connection / is the host's own single connection
     # SQLAlchemy keeps the pool's settings in these attributes (no public accessor).
     recycle = int(getattr(pool, "_recycle", -1))
     if getattr(pool, "_pre_ping", False) or wait_timeout <= 0 or 0 <= recycle < wait_timeout:

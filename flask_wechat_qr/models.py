@@ -129,7 +129,7 @@ def _login_state(db: SQLAlchemy) -> t.Any:
         __tablename__ = "wechat_qr_login_state"
         #: MariaDB and MySQL: its key is 800 bytes of utf8mb4, which InnoDB's old COMPACT
         #: row format (a legacy server's default) cannot index; DYNAMIC keys up to 3072
-        __table_args__ = {"mysql_row_format": "DYNAMIC"}
+        __table_args__ = {"mysql_row_format": "DYNAMIC", "mariadb_row_format": "DYNAMIC"}
 
         key = sa.Column(exact_text(200), primary_key=True)
         value = sa.Column(any_text(), nullable=False)

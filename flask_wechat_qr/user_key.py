@@ -141,43 +141,53 @@ FOREIGN_KEY_ENGINES = frozenset({"innodb", "ndbcluster"})
 
 
 @dataclass(frozen=True)
-class EngineWithoutForeignKeys:
-    """A table of the identities' foreign key (the users' or the identities' own) whose
-    storage engine keeps no foreign keys, so the database cannot have it."""
+class ForeignKeyBlocker:
+    """Why a MariaDB or MySQL database cannot keep the identities' foreign key (a table of
+    it whose storage engine keeps none, tables of two engines, a partitioned table), and
+    what makes it possible."""
 
-    table: str
-    engine: str
-    #: the statement that moves the table to InnoDB (quoted as the dialect quotes it)
-    alter: str
-
-    @property
-    def reason(self) -> str:
-        return (f"{self.table} is a {self.engine} table, and only InnoDB tables keep "
-                "foreign keys")
-
-    @property
-    def fix(self) -> str:
-        return (f"{self.alter} (InnoDB also gives it transactions), then run `flask "
-                "wechat-qr db upgrade`, which adds the foreign key")
+    reason: str
+    fix: str
 
 
-def engine_without_foreign_keys(connection: sa.Connection, identity_table: sa.Table
-                                ) -> EngineWithoutForeignKeys | None:
-    """MariaDB and MySQL: the table whose storage engine keeps the database from having the
-    identities' foreign key (the user table's first), or ``None``. The identity table
-    not made yet is read as it will be made: its ``mysql_engine``, or the server's
-    default engine."""
+def foreign_key_blocker(connection: sa.Connection, identity_table: sa.Table
+                        ) -> ForeignKeyBlocker | None:
+    """MariaDB and MySQL: what keeps the database from having the identities' foreign key
+    (the user table looked at first), or ``None``. The identity table not made yet is read
+    as it will be made: its engine option, or the server's default engine, unpartitioned."""
     user_column = referenced_column(identity_table)
     if connection.dialect.name not in MYSQL_DIALECTS or user_column is None:
         return None
+    format_table = connection.dialect.identifier_preparer.format_table
+    upgrade = "then run `flask wechat-qr db upgrade`, which adds the foreign key"
+    engines = {}
     for table in (user_column.table, identity_table):
-        engine = storage_engine(connection, table)
+        engine, partitioned = _storage(connection, table)
         if engine is None and table is identity_table:
-            engine = table.dialect_options["mysql"].get("engine") or _default_engine(connection)
-        if engine is not None and str(engine).lower() not in FOREIGN_KEY_ENGINES:
-            alter = f"ALTER TABLE {connection.dialect.identifier_preparer.format_table(table)} " \
-                    "ENGINE=InnoDB"
-            return EngineWithoutForeignKeys(table.name, str(engine), alter)
+            engine = (table.dialect_options[connection.dialect.name].get("engine")
+                      or table.dialect_options["mysql"].get("engine")
+                      or _default_engine(connection))
+        if engine is None:
+            continue
+        if str(engine).lower() not in FOREIGN_KEY_ENGINES:
+            return ForeignKeyBlocker(
+                f"{table.name} is a {engine} table, and only InnoDB tables keep foreign keys",
+                f"ALTER TABLE {format_table(table)} ENGINE=InnoDB (InnoDB also gives it "
+                f"transactions), {upgrade}")
+        if partitioned:
+            return ForeignKeyBlocker(
+                f"{table.name} is partitioned, and partitioned tables keep no foreign keys",
+                f"set {SETTING_KEY} = False (deleting a user through the ORM still deletes "
+                "their identities), or remove the partitioning and run `flask wechat-qr db "
+                "upgrade`")
+        engines[table.name] = str(engine)
+    if len({engine.lower() for engine in engines.values()}) > 1:
+        user_engine = engines[user_column.table.name]
+        return ForeignKeyBlocker(
+            f"{identity_table.name} is a {engines[identity_table.name]} table and "
+            f"{user_column.table.name} a {user_engine} one, and a foreign key joins tables "
+            "of one engine",
+            f"ALTER TABLE {format_table(identity_table)} ENGINE={user_engine}, {upgrade}")
     return None
 
 
@@ -189,12 +199,20 @@ def _default_engine(connection: sa.Connection) -> str | None:
 
 def storage_engine(connection: sa.Connection, table: sa.Table) -> str | None:
     """MariaDB and MySQL: the storage engine of ``table``, ``None`` if it does not exist."""
+    return _storage(connection, table)[0]
+
+
+def _storage(connection: sa.Connection, table: sa.Table) -> tuple[str | None, bool]:
+    """The storage engine of ``table`` (``None`` if it does not exist) and whether it is
+    partitioned."""
     result = connection.execute(sa.text(
-        "SELECT engine FROM information_schema.tables WHERE table_schema = "
+        "SELECT engine, create_options FROM information_schema.tables WHERE table_schema = "
         "COALESCE(:schema, DATABASE()) AND table_name = :table"),
         {"schema": table.schema, "table": table.name})
     row = result.first() if result is not None else None  # None: a mock engine's
-    return None if row is None or row[0] is None else str(row[0])
+    if row is None or row[0] is None:
+        return None, False
+    return str(row[0]), "partitioned" in str(row[1] or "").lower()
 
 
 def user_key_type(connection: sa.Connection, table: sa.Table) -> t.Any:
@@ -237,11 +255,14 @@ def with_the_identity_table(identity_table: sa.Table) -> None:
             key = target.c[USER_KEY]
             declared = {**(_declared_types.get() or {}), key: user_key_type(connection, target)}
             _declared_types.set(declared)
-            blocked = engine_without_foreign_keys(connection, target)
+            constraint = t.cast(sa.ForeignKeyConstraint, next(iter(key.foreign_keys)).constraint)
+            # afresh for this CREATE TABLE (one that failed never reached after_create)
+            omitted = (_omitted_foreign_keys.get() or set()) - {constraint}
+            blocked = foreign_key_blocker(connection, target)
             if blocked is not None:
-                constraint = t.cast(sa.ForeignKeyConstraint,
-                                    next(iter(key.foreign_keys)).constraint)
-                _omitted_foreign_keys.set({*(_omitted_foreign_keys.get() or ()), constraint})
+                omitted = {*omitted, constraint}
+            _omitted_foreign_keys.set(omitted)
+            if blocked is not None:
                 log.warning("%s made without its foreign key to %s.%s: %s. Deleting a user "
                             "through the ORM still deletes their WeChat identities; one "
                             "deleted with raw SQL leaves them for the next user given the "
@@ -272,7 +293,7 @@ _declared_types: contextvars.ContextVar[dict[sa.Column[t.Any], t.Any] | None] = 
 
 
 #: Foreign keys left out of the identity table's ``CREATE TABLE`` in this thread (context):
-#: the storage engine of a table they join keeps none (:func:`engine_without_foreign_keys`).
+#: the database cannot keep them (:func:`foreign_key_blocker`).
 _omitted_foreign_keys: contextvars.ContextVar[set[sa.ForeignKeyConstraint] | None] = \
     contextvars.ContextVar("wechat_qr_omitted_foreign_keys", default=None)
 

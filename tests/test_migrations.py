@@ -424,13 +424,20 @@ def test_the_login_state_table_is_made_dynamic_where_the_server_default_is_compa
     assert "ROW_FORMAT=DYNAMIC" in made[:made.index(";")], made[:400]
     widened = script[script.index("ALTER TABLE `wechat_qr_login_state`"):]
     assert "ROW_FORMAT=DYNAMIC" in widened[:widened.index(";")], widened[:400]
+    for url in ("mysql+pymysql://", "mariadb+pymysql://"):  # each its own table options
+        made = next(s for s in create_all_statements(host, url)
+                    if "CREATE TABLE wechat_qr_login_state" in s)
+        assert "ROW_FORMAT=DYNAMIC" in made, (url, made)
+
+
+def create_all_statements(app: Flask, url: str) -> list[str]:
+    """What ``db.create_all()`` would send a database of ``url``'s dialect."""
     statements: list[str] = []
-    mock = sa.create_mock_engine("mysql+pymysql://", lambda sql, *_a, **_k: statements.append(
+    mock = sa.create_mock_engine(url, lambda sql, *_a, **_k: statements.append(
         str(sql.compile(dialect=mock.dialect))))
-    with host.app_context():
-        host.extensions["sqlalchemy"].metadata.create_all(mock, checkfirst=False)
-    made = next(s for s in statements if "CREATE TABLE wechat_qr_login_state" in s)
-    assert "ROW_FORMAT=DYNAMIC" in made, made
+    with app.app_context():
+        app.extensions["sqlalchemy"].metadata.create_all(mock, checkfirst=False)
+    return statements
 
 
 def test_cli_stamp(host: Flask) -> None:
@@ -656,29 +663,58 @@ def test_upgrade_before_the_host_table_exists_then_again_after(host: Flask) -> N
     assert "foreign key to user.id" not in check.output.partition("PROBLEM")[2]
 
 
-def test_an_upgrade_that_stops_partway_says_why_and_leaves_no_tables_behind(
-        host: Flask) -> None:
-    """A revision the database refuses (here 0004's CREATE TABLE, whose name a view of the
-    site already has). Before: a Python traceback, and on MariaDB (whose DDL is not rolled
-    back) the tables of 0001-0003 and an empty version table stayed, so the next upgrade
-    refused them ("exist but are not under its migrations") and ``check`` called them fine.
-    Now one readable error, the tables the run made are gone on every database, and once
-    the cause is mended the same command makes everything."""
+#: A revision the database refuses, from where the upgrade starts: (start, refused revision,
+#: what makes it refuse, what mends it).
+REFUSALS = {
+    # 0004's CREATE TABLE, whose name a view of the site already has
+    "0004 from nothing": (None, "0004",
+                          "CREATE VIEW wechat_qr_avatar AS SELECT id FROM {user}",
+                          "DROP VIEW wechat_qr_avatar"),
+    # 0005's new column, added by hand before: 0004 (its avatar table) is applied first
+    "0005 from 0003": ("0003", "0005",
+                       "ALTER TABLE wechat_qr_identity ADD COLUMN profile_refreshed_at INTEGER",
+                       "ALTER TABLE wechat_qr_identity DROP COLUMN profile_refreshed_at"),
+}
+
+
+@pytest.mark.parametrize("refusal", list(REFUSALS))
+def test_an_upgrade_the_database_refuses_partway_says_why_and_runs_again_once_mended(
+        host: Flask, refusal: str) -> None:
+    """Before: a Python traceback, and on MariaDB (which commits each DDL statement) the
+    tables of the revisions before stayed with no revision recorded, so the next upgrade
+    refused them ("exist but are not under its migrations") for ever. Now one readable
+    error; PostgreSQL and SQLite roll the run back, MariaDB keeps the revisions applied
+    (recorded: an earlier slice dropped 0004's table here while 0005 stayed recorded) and
+    drops only what the refused revision made; once mended, the same command finishes."""
+    start, refused, block, mend = REFUSALS[refusal]
     create_user_table(host)
-    raw_sql(host, f"CREATE VIEW wechat_qr_avatar AS SELECT id FROM {quoted(host, 'user')}")
+    if start is not None:
+        migrations.upgrade(host, start)
+    raw_sql(host, block.format(user=quoted(host, "user")))
     runner = host.test_cli_runner()
     result = runner.invoke(args=["wechat-qr", "db", "upgrade"])
     assert result.exit_code == 1, result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), \
-        result.exception
+    assert isinstance(result.exception, SystemExit), result.exception
     assert result.output.startswith("Error: The upgrade of the extension's tables stopped "
-                                    "at revision 0004: the database refused it ("), result.output
-    assert "Mend the cause and run `flask wechat-qr db upgrade` again" in result.output
-    assert {name for name in table_names(host) if name.startswith("wechat_qr_")} == set()
-    raw_sql(host, "DROP VIEW wechat_qr_avatar")
+                                    f"at revision {refused}: the database refused it ("), \
+        result.output
+    assert "Mend the cause and run `flask wechat-qr db upgrade` again." in result.output
+    recorded = migrations.current_revision(host)
+    with host.app_context():
+        dialect = host.extensions["sqlalchemy"].engine.dialect.name
+    if dialect in ("mysql", "mariadb"):
+        applied = f"{int(refused) - 1:04d}"  # every revision before the refused one
+        assert recorded == applied, result.output
+        assert f"revisions up to {applied} stay applied" in result.output
+        assert ("wechat_qr_avatar" in table_names(host)) is (refused != "0004")
+    else:
+        assert recorded == start
+        assert "nothing of it was kept (the database rolled it back)" in result.output
+    raw_sql(host, mend)
     result = runner.invoke(args=["wechat-qr", "db", "upgrade"])
     assert result.exit_code == 0, result.output
     assert version_rows(host) == [HEAD]
+    assert schema_differences(host) == []
 
 
 def test_check_says_when_the_extensions_tables_are_missing_or_behind(host: Flask) -> None:
@@ -705,13 +741,22 @@ def test_check_says_when_the_extensions_tables_are_missing_or_behind(host: Flask
     assert result.exit_code == 1, result.output
     assert "PROBLEM: the extension's tables are at revision 0005, and this version needs " \
         f"{HEAD}. Fix: run `flask wechat-qr db upgrade`" in result.output, result.output
+    raw_sql(host, f"UPDATE {VERSION_TABLE} SET version_num = '0099'")  # a newer package's
+    result = check()
+    assert "PROBLEM: the extension's tables are at revision 0099, which this version of " \
+        f"Flask-WeChat-QR does not know (it ends at {HEAD}): a newer version made them. " \
+        "Fix: install the version that made them, or a newer one" in result.output
     raw_sql(host, f"UPDATE {VERSION_TABLE} SET version_num = '{HEAD}'")
 
     raw_sql(host, "DROP TABLE wechat_qr_avatar")
     result = check()
     assert result.exit_code == 1, result.output
-    assert "PROBLEM: the extension's tables lack wechat_qr_avatar (a db.create_all() or " \
-        "db upgrade that stopped partway, or a table dropped since)" in result.output
+    assert "PROBLEM: the extension's tables lack wechat_qr_avatar (a db.create_all() that " \
+        "stopped partway, or a table dropped since)" in result.output
+    with host.app_context():  # the fix it gives
+        host.extensions["sqlalchemy"].create_all()
+    result = check()
+    assert result.exit_code == 0 and "extension's tables" not in result.output, result.output
 
 
 def test_a_batch_migration_of_the_user_table_is_repaired_by_the_next_upgrade(

@@ -58,6 +58,7 @@ __all__ = [
     "extension_tables",
     "head_revision",
     "host_include_object",
+    "is_known_revision",
     "revision",
     "schema_status",
     "stamp",
@@ -181,6 +182,17 @@ def head_revision() -> str:
     return head
 
 
+def is_known_revision(revision: str) -> bool:
+    """Whether this version of the extension ships ``revision`` (a newer one may not)."""
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
+    try:
+        return ScriptDirectory.from_config(alembic_config()).get_revision(revision) is not None
+    except CommandError:
+        return False
+
+
 def current_revision(app: Flask | None = None) -> str | None:
     """The extension's revision in the app's database; ``None`` before the first upgrade."""
     with _app_context(app) as runtime, engine_for(runtime).connect() as connection:
@@ -246,15 +258,13 @@ def upgrade(app: Flask | None = None, revision: str = "head", *,
         if before is None:
             adopted = _adopt(connection, runtime)
         config = alembic_config(connection)
-        applied: list[str] = []
-        config.attributes["applied"] = applied
-        tables_before = set(sa.inspect(connection).get_table_names())
+        progress = _Progress(connection, before)
+        config.attributes["on_applied"] = progress.applied
         try:
             with _foreign_key.trigger_set_aside(connection, runtime):
                 command.upgrade(config, revision)
         except sa.exc.DBAPIError as error:
-            raise _stopped(connection, runtime, before, applied, tables_before,
-                           error) from error
+            raise progress.stopped(runtime, error) from error
         after = _current(connection)
         try:
             status = _foreign_key.install(connection, runtime) if after is not None else None
@@ -267,37 +277,72 @@ def upgrade(app: Flask | None = None, revision: str = "head", *,
         return UpgradeResult(before, after, adopted, status)
 
 
-def _stopped(connection: sa.Connection, runtime: Runtime, before: str | None,
-             applied: list[str], tables_before: set[str], error: sa.exc.DBAPIError
-             ) -> MigrationError:
-    """What to say of an upgrade the database refused partway. PostgreSQL and SQLite roll
-    it all back; MariaDB and MySQL commit each DDL statement, so the extension's tables
-    (and version table) that this run made are dropped again: new, they hold nothing, and
-    left there they would make the next upgrade refuse them as not under its migrations."""
-    from alembic.script import ScriptDirectory
+class _Progress:
+    """How far an upgrade got: the revision each applied step recorded and the tables there
+    were after it, to say where a refused upgrade stopped and undo what its failing
+    revision made."""
 
-    script = ScriptDirectory.from_config(alembic_config())
-    done = applied[-1] if applied else before
-    following = [r.revision for r in script.iterate_revisions("heads", done or "base")
-                 if r.revision != done]
-    at = following[-1] if following else "head"
-    undone = "nothing of it was kept (the database rolled it back)"
-    if connection.dialect.name in MYSQL_DIALECTS:
-        connection.rollback()
-        made = (set(sa.inspect(connection).get_table_names()) - tables_before) \
-            & {*extension_tables(runtime.models), VERSION_TABLE}
+    def __init__(self, connection: sa.Connection, before: str | None) -> None:
+        self.connection = connection
+        self.before = before
+        self.done: str | None = before
+        self.tables = self._tables()
+
+    def _tables(self) -> set[str]:
+        return set(sa.inspect(self.connection).get_table_names())
+
+    def applied(self, revision: str) -> None:
+        self.done = revision
+        if self.connection.dialect.name in MYSQL_DIALECTS:
+            self.tables = self._tables()
+
+    def stopped(self, runtime: Runtime, error: sa.exc.DBAPIError) -> MigrationError:
+        """What to say of the refusal. PostgreSQL and SQLite roll the run back. MariaDB and
+        MySQL commit each DDL statement: the revisions applied stay (their version row is
+        committed, which a refused statement left pending), and the empty tables the
+        failing revision had made are dropped again, so that the same command, once the
+        cause is mended, runs that revision from its start."""
+        from alembic.script import ScriptDirectory
+
+        script = ScriptDirectory.from_config(alembic_config())
+        following = [r.revision for r in script.iterate_revisions("heads", self.done or "base")
+                     if r.revision != self.done]
+        at = following[-1] if following else "head"
+        undone = "nothing of it was kept (the database rolled it back)"
+        if self.connection.dialect.name in MYSQL_DIALECTS:
+            undone = self._undo_failing_revision(runtime, error)
+        return MigrationError(
+            f"The upgrade of the extension's tables stopped at revision {at}: the database "
+            f"refused it ({_first_line(error)}); {undone}. Mend the cause and run `flask "
+            "wechat-qr db upgrade` again.")
+
+    def _undo_failing_revision(self, runtime: Runtime, error: sa.exc.DBAPIError) -> str:
+        kept = (f"revisions up to {self.done} stay applied" if self.done != self.before
+                else "no revision was applied")
+        if error.connection_invalidated:
+            # A new connection would not hold the upgrade's lock: another worker's upgrade
+            # may be making tables now. Nothing is touched.
+            return f"{kept}; the connection was lost, so nothing else was undone"
+        connection = self.connection
         quote = connection.dialect.identifier_preparer.quote
-        for name in sorted(made):
-            connection.exec_driver_sql(f"DROP TABLE {quote(name)}")
-        connection.commit()
-        undone = (f"the tables it had made are dropped again ({', '.join(sorted(made))})"
-                  if made else "it had made no table")
-        if applied and not made:
-            undone = f"revisions {', '.join(applied)} stay applied"
-    return MigrationError(
-        f"The upgrade of the extension's tables stopped at revision {at}: the database "
-        f"refused it ({_first_line(error)}); {undone}. Mend the cause and run `flask "
-        "wechat-qr db upgrade` again.")
+        dropped = []
+        try:
+            connection.commit()  # the applied revisions' version row
+            made = (self._tables() - self.tables) \
+                & {*extension_tables(runtime.models), VERSION_TABLE}
+            for name in sorted(made):
+                if connection.exec_driver_sql(
+                        f"SELECT 1 FROM {quote(name)} LIMIT 1").first() is None:
+                    connection.exec_driver_sql(f"DROP TABLE {quote(name)}")
+                    dropped.append(name)
+            connection.commit()
+        except sa.exc.SQLAlchemyError as cleanup:
+            return (f"{kept}; undoing what the failing revision made failed too "
+                    f"({type(cleanup).__name__}): see `flask wechat-qr check`")
+        if not dropped:
+            return kept
+        return f"{kept}; the tables the failing revision had made are dropped again " \
+               f"({', '.join(dropped)})"
 
 
 def _first_line(error: sa.exc.DBAPIError) -> str:

@@ -23,8 +23,8 @@ from ..user_key import (
     FOREIGN_KEY_NAME,
     TRIGGER_NAME,
     USER_KEY,
-    EngineWithoutForeignKeys,
-    engine_without_foreign_keys,
+    ForeignKeyBlocker,
+    foreign_key_blocker,
     referenced_column,
     sqlite_trigger,
     user_key_type,
@@ -51,9 +51,9 @@ class ForeignKeyStatus:
     #: identities given their ``user_key``, and stale ones deleted, by :func:`install`
     filled: int = 0
     removed: int = 0
-    #: MariaDB and MySQL: the table whose storage engine keeps the database from having the
-    #: foreign key itself (then never "missing": no upgrade can add it)
-    blocked: EngineWithoutForeignKeys | None = None
+    #: MariaDB and MySQL: what keeps the database from having the foreign key itself (a
+    #: MyISAM table, say; then never "missing": no upgrade can add it)
+    blocked: ForeignKeyBlocker | None = None
 
 
 def status(connection: sa.Connection, runtime: Runtime) -> ForeignKeyStatus:
@@ -62,7 +62,7 @@ def status(connection: sa.Connection, runtime: Runtime) -> ForeignKeyStatus:
     found = _applicable(connection, runtime)
     if found.state != "on":
         return found
-    blocked = engine_without_foreign_keys(connection, table)
+    blocked = foreign_key_blocker(connection, table)
     missing = _missing(connection, table, blocked)
     if "column" not in missing and connection.execute(
             sa.select(sa.func.count()).select_from(table).where(
@@ -77,7 +77,7 @@ def install(connection: sa.Connection, runtime: Runtime) -> ForeignKeyStatus:
     found = _applicable(connection, runtime)
     if found.state != "on":
         return found
-    blocked = engine_without_foreign_keys(connection, table)
+    blocked = foreign_key_blocker(connection, table)
     missing = _missing(connection, table, blocked)
     # Users are looked up before any write: on SQLite the adapter reads through another
     # connection, which a write lock held here would shut out.
@@ -151,7 +151,7 @@ def _applicable(connection: sa.Connection, runtime: Runtime) -> ForeignKeyStatus
 
 
 def _missing(connection: sa.Connection, table: sa.Table,
-             blocked: EngineWithoutForeignKeys | None) -> list[str]:
+             blocked: ForeignKeyBlocker | None) -> list[str]:
     inspector = sa.inspect(connection)
     user_column = t.cast("sa.Column[t.Any]", referenced_column(table))
     missing = []

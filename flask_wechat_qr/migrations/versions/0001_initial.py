@@ -43,6 +43,7 @@ def upgrade() -> None:
         sa.Column("expires_at", sa.Float, nullable=False, index=True),
         # MariaDB and MySQL: a key of 800 bytes (utf8mb4), more than a COMPACT row indexes
         mysql_row_format="DYNAMIC",
+        mariadb_row_format="DYNAMIC",
     )
     op.create_table(
         "wechat_qr_pending_binding",
