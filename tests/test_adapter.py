@@ -671,6 +671,19 @@ def test_each_login_field_has_its_label_keyboard_and_message(
     assert logged_in_user_id(client) == "1"
 
 
+def logged_account_not_saved(client: t.Any, wechat_api: t.Any,
+                             caplog: pytest.LogCaptureFixture) -> str:
+    """A first login the database refuses ends on the ``AccountNotSaved`` page: the one
+    line it logs at ``ERROR``."""
+    with caplog.at_level(logging.INFO, "flask_wechat_qr"):
+        resp = login_with_wechat(client, wechat_api)
+    assert resp.status_code == 500
+    assert error_name(resp) == "AccountNotSaved"
+    assert "This site could not save your account." in resp.get_data(as_text=True)
+    (logged,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    return logged.getMessage()
+
+
 @pytest.mark.parametrize("database", ["postgresql", "mariadb"], indirect=True)
 def test_a_value_too_long_for_its_column_ends_on_the_page_and_a_log_line(
         tmp_path: t.Any, database: t.Any, wechat_api: t.Any,
@@ -688,14 +701,7 @@ def test_a_value_too_long_for_its_column_ends_on_the_page_and_a_log_line(
                                  "nickname": sa.Column(sa.Unicode(255))},
                       adapter=Adapter, url=database.url("too_long"))
     try:
-        client = app.test_client()
-        with caplog.at_level(logging.INFO, "flask_wechat_qr"):
-            resp = login_with_wechat(client, wechat_api)
-        assert resp.status_code == 500
-        assert error_name(resp) == "AccountNotSaved"
-        assert "This site could not save your account." in resp.get_data(as_text=True)
-        (logged,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
-        message = logged.getMessage()
+        message = logged_account_not_saved(app.test_client(), wechat_api, caplog)
         assert "too long" in message.lower(), message
         assert "does not fit its column" in message, message
         with app.app_context():
@@ -724,13 +730,7 @@ def test_a_user_the_database_refuses_ends_on_a_page_and_a_log_line_that_name_the
                "password_hash": sa.Column(sa.String(255), nullable=False)}
     app = shaped_host(tmp_path, columns, adapter=Adapter)
     client = app.test_client()
-    with caplog.at_level(logging.INFO, "flask_wechat_qr"):
-        resp = login_with_wechat(client, wechat_api)
-    assert resp.status_code == 500
-    assert error_name(resp) == "AccountNotSaved"
-    assert "This site could not save your account." in resp.get_data(as_text=True)
-    (logged,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
-    message = logged.getMessage()
+    message = logged_account_not_saved(client, wechat_api, caplog)
     assert "NOT NULL constraint failed: account.password_hash" in message
     assert "AccountAdapter.create_user must fill it" in message
     assert "@wechat.invalid" not in caplog.text  # the statement's values stay out of the log
