@@ -6,7 +6,10 @@ three bytes a character: no emoji), or a connection opened with ``?charset=utf8`
 hold them, and in the strict mode those servers default to, the whole ``INSERT`` is refused
 ("Incorrect string value", error 1366): the login was a 500. Here such text is stored
 without the characters the column (and the connection) cannot hold, and not at all when
-nothing readable is left; the column and the fix are said in the log once per process.
+nothing readable is left; the column and the fix are said in the log once per process. A
+column the database has shorter than its model says (a legacy table, the model written
+later) is filled to its length, said the same way: strict servers refused the whole
+``INSERT`` ("Data too long").
 Other databases keep every character, and cost nothing here.
 """
 
@@ -40,9 +43,10 @@ _CODECS = {"latin1": "cp1252", "ascii": "ascii", "gbk": "gbk", "gb2312": "gb2312
 #: selectors (of an emoji sequence).
 _JOINERS = "\u200d\ufe0e\ufe0f"
 
-#: Per engine: the character sets of (schema, table, column), and of its connections.
-_CHARSETS: weakref.WeakKeyDictionary[sa.Engine, dict[tuple[str | None, str, str],
-                                                     tuple[str | None, str | None]]] = \
+#: Per engine: of (schema, table, column), its character set, the connections' and the
+#: characters it holds (where fewer than its model says).
+_KNOWN: weakref.WeakKeyDictionary[
+    sa.Engine, dict[tuple[str | None, str, str], tuple[str | None, str | None, int | None]]] = \
     weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()
 
@@ -58,8 +62,10 @@ def storable(db: SQLAlchemy, column: sa.Column[t.Any], text: str | None) -> str 
     engine = getattr(bind, "engine", bind)  # a Connection's engine
     if not isinstance(engine, sa.Engine) or engine.dialect.name not in MYSQL_DIALECTS:
         return text
-    column_charset, connection_charset = _charsets(engine, table, column)
+    column_charset, connection_charset, length = _what_it_holds(engine, table, column)
     kept = _kept(_kept(text, column_charset), connection_charset)
+    if kept is not None and length is not None and len(kept) > length:
+        kept = kept[:length].rstrip(_JOINERS + " ")  # what the database's column holds
     if kept == text:
         return text
     if kept is not None:
@@ -88,13 +94,15 @@ def _encodes(ch: str, codec: str) -> bool:
     return True
 
 
-def _charsets(engine: sa.Engine, table: sa.Table, column: sa.Column[t.Any]
-              ) -> tuple[str | None, str | None]:
-    """The character sets of ``column`` and of ``engine``'s connections, asked once per
-    process (on a connection of their own: never in a login's transaction)."""
+def _what_it_holds(engine: sa.Engine, table: sa.Table, column: sa.Column[t.Any]
+              ) -> tuple[str | None, str | None, int | None]:
+    """The character sets of ``column`` and of ``engine``'s connections, and the characters
+    the column holds where the database says fewer than its model (a table older than the
+    model), asked once per process (on a connection of their own: never in a login's
+    transaction)."""
     key = (table.schema, table.name, column.name)
     with _LOCK:
-        known = _CHARSETS.setdefault(engine, {}).get(key)
+        known = _KNOWN.setdefault(engine, {}).get(key)
     if known is not None:
         return known
     row: t.Sequence[t.Any]
@@ -104,16 +112,28 @@ def _charsets(engine: sa.Engine, table: sa.Table, column: sa.Column[t.Any]
     except sa.exc.SQLAlchemyError:
         log.warning("could not read the character set of %s.%s; storing WeChat's text as "
                     "it is", table.name, column.name, exc_info=True)
-        row = (None, None, None, None)  # not asked again: said once
-    found = (row[1], row[0])
+        row = (None, None, None, None, None)  # not asked again: said once
+    model_length = getattr(column.type, "length", None)
+    shorter = (int(row[4]) if row[4] is not None and isinstance(model_length, int)
+               and int(row[4]) < model_length else None)
+    found = (row[1], row[0], shorter)
     with _LOCK:
-        _CHARSETS[engine][key] = found
+        _KNOWN[engine][key] = found
     if row[1] is not None and row[1] not in _ALL:
         log.warning(
             "%s.%s (character set %s) cannot hold every character of WeChat nicknames (CJK, "
             "emoji): they are stored without the characters it cannot hold, or not at all. "
             "Store them whole: %s, then restart. Said once per process.",
             table.name, column.name, row[1], _widening(table, column, row))
+    if shorter is not None:
+        log.warning(
+            "%s.%s holds %d characters in the database, where the model says %d: WeChat "
+            "nicknames are cut to %d. Make it as the model says: ALTER TABLE `%s` MODIFY "
+            "`%s` varchar(%d)%s %s (keep its DEFAULT, if it has one), then restart. Said once "
+            "per process.", table.name, column.name, shorter, model_length, shorter,
+            table.name, column.name, model_length,
+            f" CHARACTER SET {row[1]}" if row[1] else "", "NULL" if row[3] == "YES"
+            else "NOT NULL")
     if row[0] is not None and row[0] not in _ALL:
         log.warning(
             "the database connection's character set is %s, which cannot carry every "
@@ -141,11 +161,13 @@ def narrow_column(connection: sa.Connection, column: sa.Column[t.Any]
 
 def _column_facts(connection: sa.Connection, table: sa.Table, column: sa.Column[t.Any]
                   ) -> t.Sequence[t.Any]:
-    """The connection's character set and the column's: its character set, type and
-    whether it takes NULL (``None`` for a column the database does not have)."""
+    """The connection's character set and the column's: its character set, type, whether
+    it takes NULL and its length in characters (``None`` for a column the database does
+    not have)."""
     return connection.execute(sa.text(
         "SELECT LOWER(@@character_set_client), LOWER(c.character_set_name), "
-        "c.column_type, c.is_nullable FROM (SELECT 1) AS one LEFT JOIN "
+        "c.column_type, c.is_nullable, c.character_maximum_length FROM (SELECT 1) AS one "
+        "LEFT JOIN "
         "information_schema.columns AS c ON c.table_schema = "
         "COALESCE(:schema, DATABASE()) AND c.table_name = :table "
         "AND c.column_name = :column"),

@@ -662,3 +662,35 @@ def test_a_partitioned_user_table_gets_the_identities_without_the_foreign_key(
     finally:
         with app.app_context():
             db.engine.dispose()
+
+
+def test_a_nickname_column_shorter_in_the_database_than_in_the_model_is_filled_to_its_length(
+    database: t.Any, tmp_path: t.Any, wechat_api: WeChatAPI, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A legacy table's ``nickname`` is ``VARCHAR(4)`` where the model says 255 (the model
+    written later, from memory). Before: strict MariaDB refused the first login ("Data too
+    long", a 500; non-strict servers cut it themselves). Now the nickname is cut to the
+    column the database has, said once with the fix."""
+    app = myisam_host(database, tmp_path)
+    db = app.db  # type: ignore[attr-defined]
+    try:
+        with app.app_context():
+            with db.engine.begin() as conn:
+                conn.execute(sa.text("ALTER TABLE members ENGINE=InnoDB, MODIFY nickname "
+                                     "VARCHAR(4) CHARACTER SET utf8mb4 NULL"))
+            db.create_all()
+        with caplog.at_level(logging.WARNING, logger="flask_wechat_qr"):
+            for number in (1, 2):
+                browser = app.test_client()
+                resp = login_with_wechat(browser, wechat_api, openid=f"o-long-{number}",
+                                         nickname="张三🐼 of WeChat")
+                assert resp.status_code == 302, resp.get_data(as_text=True)
+        assert [u.nickname for u in all_users(app)] == ["张三🐼", "张三🐼"]
+        assert [i.nickname for i in all_identities(app)] == ["张三🐼 of WeChat"] * 2
+        said = warnings_about(caplog, "members.nickname")
+        assert len(said) == 1, caplog.text
+        assert "holds 4 characters in the database, where the model says 255" in said[0]
+        assert "ALTER TABLE `members` MODIFY `nickname` varchar(255)" in said[0], said
+    finally:
+        with app.app_context():
+            db.engine.dispose()
