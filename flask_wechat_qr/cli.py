@@ -256,15 +256,9 @@ def _schema_findings(app: Flask) -> tuple[Finding, ...]:
         return (problem("the extension's tables are not in the database: every WeChat login "
                         "fails (a 500)", f"{upgrade}, or db.create_all() where your site "
                         "makes its tables so"),)
-    if status.missing:
-        return (problem(
-            f"the extension's tables lack {', '.join(status.missing)} (a db.create_all() that "
-            "stopped partway, or a table dropped since): the logins that need it fail (a "
-            "500)", "mend what stopped it (its error says), then make the missing ones: "
-            "db.create_all() (e.g. in `flask shell`) makes only the tables that do not exist, "
-            "and leaves the others as they are"),)
     head = migrations.head_revision()
     if status.revision is not None and status.revision != head:
+        # Behind first: the tables a later revision makes are missing as they should be.
         if not migrations.is_known_revision(status.revision):
             return (problem(
                 f"the extension's tables are at revision {status.revision}, which this "
@@ -272,6 +266,13 @@ def _schema_findings(app: Flask) -> tuple[Finding, ...]:
                 "version made them", "install the version that made them, or a newer one"),)
         return (problem(f"the extension's tables are at revision {status.revision}, and this "
                         f"version needs {head}", "run `flask wechat-qr db upgrade`"),)
+    if status.missing:
+        return (problem(
+            f"the extension's tables lack {', '.join(status.missing)} (a db.create_all() that "
+            "stopped partway, or a table dropped since): the logins that need it fail (a "
+            "500)", "mend what stopped it (its error says), then make the missing ones: "
+            "db.create_all() (e.g. in `flask shell`) makes only the tables that do not exist, "
+            "and leaves the others as they are"),)
     return ()
 
 

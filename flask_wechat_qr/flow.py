@@ -723,10 +723,11 @@ class LoginFlow:
             except DataError as error:  # a value its column cannot hold: no try helps
                 self.db.session.rollback()
                 raise AccountNotSaved(_database_reason(error), advice=(
-                    "The value does not fit its column (too long, or characters its "
-                    "character set cannot hold): if the column is the user model's, make "
-                    "AccountAdapter.create_user fit it, or widen the column (docs: hooks, "
-                    "'Creating users')")) from error
+                    "A value does not fit its column (too long, characters its character set "
+                    "cannot hold, the wrong type) or a column the database requires got none: "
+                    "if the column is the user model's, make AccountAdapter.create_user fill "
+                    "it with a value that fits, or widen the column (docs: hooks, 'Creating "
+                    "users')")) from error
             except BaseException:
                 self.db.session.rollback()
                 raise
@@ -750,7 +751,7 @@ class LoginFlow:
 #: "Duplicate entry 'alice@example.com' for key ...", SQL Server's "The duplicate key value
 #: is (alice@example.com)". PostgreSQL and SQLite name only the constraint or column there.
 _QUOTED_VALUES = (re.compile(r"(?i)(duplicate entry )'.*?'( for key)"),
-                  re.compile(r"(?i)(incorrect string value: )'.*?'( for column)"),
+                  re.compile(r"(?i)(incorrect \w+ value: )'.*?'( for column)"),
                   re.compile(r"(?i)(duplicate key value is )\(.*?\)()"))
 
 

@@ -112,28 +112,28 @@ def _what_it_holds(engine: sa.Engine, table: sa.Table, column: sa.Column[t.Any]
     except sa.exc.SQLAlchemyError:
         log.warning("could not read the character set of %s.%s; storing WeChat's text as "
                     "it is", table.name, column.name, exc_info=True)
-        row = (None, None, None, None, None)  # not asked again: said once
+        row = (None,) * 6  # not asked again: said once
     model_length = getattr(column.type, "length", None)
     shorter = (int(row[4]) if row[4] is not None and isinstance(model_length, int)
                and int(row[4]) < model_length else None)
     found = (row[1], row[0], shorter)
     with _LOCK:
         _KNOWN[engine][key] = found
-    if row[1] is not None and row[1] not in _ALL:
-        log.warning(
-            "%s.%s (character set %s) cannot hold every character of WeChat nicknames (CJK, "
-            "emoji): they are stored without the characters it cannot hold, or not at all. "
-            "Store them whole: %s, then restart. Said once per process.",
-            table.name, column.name, row[1], _widening(table, column, row))
-    if shorter is not None:
-        log.warning(
-            "%s.%s holds %d characters in the database, where the model says %d: WeChat "
-            "nicknames are cut to %d. Make it as the model says: ALTER TABLE `%s` MODIFY "
-            "`%s` varchar(%d)%s %s (keep its DEFAULT, if it has one), then restart. Said once "
-            "per process.", table.name, column.name, shorter, model_length, shorter,
-            table.name, column.name, model_length,
-            f" CHARACTER SET {row[1]}" if row[1] else "", "NULL" if row[3] == "YES"
-            else "NOT NULL")
+    narrow = row[1] is not None and row[1] not in _ALL
+    if narrow or shorter is not None:
+        wrong = []
+        if narrow:
+            wrong.append(f"(character set {row[1]}) cannot hold every character of WeChat "
+                         "nicknames (CJK, emoji): they are stored without the characters it "
+                         "cannot hold, or not at all")
+        if shorter is not None:
+            wrong.append(f"holds {shorter} characters in the database, where the model says "
+                         f"{model_length}: WeChat nicknames are cut to {shorter}")
+        # One statement for both, so that neither fix undoes the other.
+        log.warning("%s.%s %s. Store them whole: %s, then restart. Said once per process.",
+                    table.name, column.name, "; and it ".join(wrong),
+                    _widening(table, column, row, model_length if shorter else None,
+                              row[1] if not narrow else None))
     if row[0] is not None and row[0] not in _ALL:
         log.warning(
             "the database connection's character set is %s, which cannot carry every "
@@ -162,22 +162,26 @@ def narrow_column(connection: sa.Connection, column: sa.Column[t.Any]
 def _column_facts(connection: sa.Connection, table: sa.Table, column: sa.Column[t.Any]
                   ) -> t.Sequence[t.Any]:
     """The connection's character set and the column's: its character set, type, whether
-    it takes NULL and its length in characters (``None`` for a column the database does
-    not have)."""
+    it takes NULL, its length in characters and its collation (``None`` for a column the
+    database does not have)."""
     return connection.execute(sa.text(
         "SELECT LOWER(@@character_set_client), LOWER(c.character_set_name), "
-        "c.column_type, c.is_nullable, c.character_maximum_length FROM (SELECT 1) AS one "
-        "LEFT JOIN "
+        "c.column_type, c.is_nullable, c.character_maximum_length, c.collation_name "
+        "FROM (SELECT 1) AS one LEFT JOIN "
         "information_schema.columns AS c ON c.table_schema = "
         "COALESCE(:schema, DATABASE()) AND c.table_name = :table "
         "AND c.column_name = :column"),
         {"schema": table.schema, "table": table.name, "column": column.name}).one()
 
 
-def _widening(table: sa.Table, column: sa.Column[t.Any], row: t.Sequence[t.Any]) -> str:
-    """The ``ALTER TABLE`` that makes the column utf8mb4: the column only, since converting
-    the whole table would also convert a text primary key, which the identities' foreign key
-    to it keeps MariaDB from changing."""
-    return (f"ALTER TABLE `{table.name}` MODIFY `{column.name}` {row[2]} CHARACTER SET "
-            f"utf8mb4 {'NULL' if row[3] == 'YES' else 'NOT NULL'} (keep its DEFAULT, if it "
-            "has one)")
+def _widening(table: sa.Table, column: sa.Column[t.Any], row: t.Sequence[t.Any],
+              length: int | None = None, charset: str | None = None) -> str:
+    """The ``ALTER TABLE`` that makes the column utf8mb4 (or keeps ``charset`` and its
+    collation, where only its ``length`` is wrong), and ``varchar(length)``: the column only,
+    since converting the whole table would also convert a text primary key, which the
+    identities' foreign key to it keeps MariaDB from changing."""
+    kind = f"varchar({length})" if length else row[2]
+    keeps = f"{charset} COLLATE {row[5]}" if charset and row[5] else charset
+    return (f"ALTER TABLE `{table.name}` MODIFY `{column.name}` {kind} CHARACTER SET "
+            f"{keeps or 'utf8mb4'} {'NULL' if row[3] == 'YES' else 'NOT NULL'} (keep its "
+            "DEFAULT, if it has one)")

@@ -588,6 +588,9 @@ def test_a_login_error_from_a_receiver_of_a_link_is_its_page(
     ("(1366, \"Incorrect string value: '\\xE5\\xBC\\xA0alice@example.com' for column "
      "`site`.`account`.`nickname` at row 1\")",  # MariaDB, a latin1 column
      "(1366, \"Incorrect string value: … for column `site`.`account`.`nickname` at row 1\")"),
+    ("(1366, \"Incorrect integer value: 'alice@example.com' for column `site`.`account`.`age` "
+     "at row 1\")",  # MariaDB, a value of the wrong type
+     "(1366, \"Incorrect integer value: … for column `site`.`account`.`age` at row 1\")"),
 ])
 def test_the_databases_reason_is_logged_without_a_persons_data(said: str, logged: str) -> None:
     """What ``AccountNotSaved`` logs: the database's first line, the constraint or column

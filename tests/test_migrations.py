@@ -717,6 +717,36 @@ def test_an_upgrade_the_database_refuses_partway_says_why_and_runs_again_once_me
     assert schema_differences(host) == []
 
 
+def test_an_upgrade_stopped_by_a_bug_keeps_the_revisions_it_applied_recorded(
+        host: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not the database's refusal: anything else (a bug, an interrupt) between two
+    revisions. Before: on MariaDB the last revision's version row, written but not yet
+    committed (only the next DDL statement would have), was rolled back with the lock
+    while its table stayed: every later upgrade then failed ("already exists")."""
+    from flask_wechat_qr.migrations import _Progress
+
+    applied = _Progress.applied
+
+    def then_a_bug(progress: t.Any, revision: str) -> None:
+        applied(progress, revision)
+        if revision == "0004":
+            raise RuntimeError("a bug after 0004")
+
+    create_user_table(host)
+    migrations.upgrade(host, "0003")
+    monkeypatch.setattr(_Progress, "applied", then_a_bug)
+    with pytest.raises(RuntimeError, match="a bug after 0004"):
+        migrations.upgrade(host)
+    monkeypatch.undo()
+    recorded = migrations.current_revision(host)
+    assert recorded == ("0004" if "wechat_qr_avatar" in table_names(host) else "0003")
+    with host.app_context():
+        if host.extensions["sqlalchemy"].engine.dialect.name in ("mysql", "mariadb"):
+            assert recorded == "0004"
+    migrations.upgrade(host)
+    assert version_rows(host) == [HEAD]
+
+
 def test_check_says_when_the_extensions_tables_are_missing_or_behind(host: Flask) -> None:
     """Before: with none of the extension's tables (no upgrade run at deploy) or half of them
     (a ``db.create_all()`` or MariaDB upgrade that stopped partway: its DDL is not rolled
@@ -731,6 +761,12 @@ def test_check_says_when_the_extensions_tables_are_missing_or_behind(host: Flask
     assert result.exit_code == 1, result.output
     assert "PROBLEM: the extension's tables are not in the database: every WeChat login " \
         "fails (a 500). Fix: run `flask wechat-qr db upgrade`" in result.output, result.output
+
+    migrations.upgrade(host, "0003")  # behind: 0004's avatar table is not there yet
+    result = check()
+    assert "PROBLEM: the extension's tables are at revision 0003, and this version needs " \
+        f"{HEAD}. Fix: run `flask wechat-qr db upgrade`" in result.output, result.output
+    assert "lack" not in result.output, result.output  # not told to make it by hand
 
     assert runner.invoke(args=["wechat-qr", "db", "upgrade"]).exit_code == 0
     result = check()

@@ -265,6 +265,9 @@ def upgrade(app: Flask | None = None, revision: str = "head", *,
                 command.upgrade(config, revision)
         except sa.exc.DBAPIError as error:
             raise progress.stopped(runtime, error) from error
+        except Exception:
+            progress.undo_failing_revision(runtime)  # a bug, say: the error is its own
+            raise
         after = _current(connection)
         try:
             status = _foreign_key.install(connection, runtime) if after is not None else None
@@ -292,16 +295,19 @@ class _Progress:
         return set(sa.inspect(self.connection).get_table_names())
 
     def applied(self, revision: str) -> None:
+        """After each revision, its version row written. MariaDB and MySQL: committed now,
+        with the DDL they committed by themselves, so that the record never lags behind
+        the tables whatever stops the run later."""
         self.done = revision
         if self.connection.dialect.name in MYSQL_DIALECTS:
+            self.connection.commit()
             self.tables = self._tables()
 
     def stopped(self, runtime: Runtime, error: sa.exc.DBAPIError) -> MigrationError:
         """What to say of the refusal. PostgreSQL and SQLite roll the run back. MariaDB and
-        MySQL commit each DDL statement: the revisions applied stay (their version row is
-        committed, which a refused statement left pending), and the empty tables the
-        failing revision had made are dropped again, so that the same command, once the
-        cause is mended, runs that revision from its start."""
+        MySQL commit each DDL statement: the revisions applied stay (recorded as each ended),
+        and the empty tables the failing revision had made are dropped again, so that the
+        same command, once the cause is mended, runs that revision from its start."""
         from alembic.script import ScriptDirectory
 
         script = ScriptDirectory.from_config(alembic_config())
@@ -310,16 +316,21 @@ class _Progress:
         at = following[-1] if following else "head"
         undone = "nothing of it was kept (the database rolled it back)"
         if self.connection.dialect.name in MYSQL_DIALECTS:
-            undone = self._undo_failing_revision(runtime, error)
+            undone = self.undo_failing_revision(runtime, lost=error.connection_invalidated)
         return MigrationError(
             f"The upgrade of the extension's tables stopped at revision {at}: the database "
             f"refused it ({_first_line(error)}); {undone}. Mend the cause and run `flask "
             "wechat-qr db upgrade` again.")
 
-    def _undo_failing_revision(self, runtime: Runtime, error: sa.exc.DBAPIError) -> str:
+    def undo_failing_revision(self, runtime: Runtime, *, lost: bool = False) -> str:
+        """MariaDB and MySQL: roll back what the failing revision left pending and drop the
+        empty tables it made; what was undone, said. PostgreSQL and SQLite: nothing to do
+        (their transaction is rolled back whole)."""
+        if self.connection.dialect.name not in MYSQL_DIALECTS:
+            return ""
         kept = (f"revisions up to {self.done} stay applied" if self.done != self.before
                 else "no revision was applied")
-        if error.connection_invalidated:
+        if lost:
             # A new connection would not hold the upgrade's lock: another worker's upgrade
             # may be making tables now. Nothing is touched.
             return f"{kept}; the connection was lost, so nothing else was undone"
@@ -327,7 +338,7 @@ class _Progress:
         quote = connection.dialect.identifier_preparer.quote
         dropped = []
         try:
-            connection.commit()  # the applied revisions' version row
+            connection.rollback()  # the failing revision's pending rows, if any
             made = (self._tables() - self.tables) \
                 & {*extension_tables(runtime.models), VERSION_TABLE}
             for name in sorted(made):

@@ -664,20 +664,23 @@ def test_a_partitioned_user_table_gets_the_identities_without_the_foreign_key(
             db.engine.dispose()
 
 
+@pytest.mark.parametrize(("charset", "kept"), [("utf8mb4", "张三🐼"), ("latin1", "of")])
 def test_a_nickname_column_shorter_in_the_database_than_in_the_model_is_filled_to_its_length(
     database: t.Any, tmp_path: t.Any, wechat_api: WeChatAPI, caplog: pytest.LogCaptureFixture,
+    charset: str, kept: str,
 ) -> None:
     """A legacy table's ``nickname`` is ``VARCHAR(4)`` where the model says 255 (the model
     written later, from memory). Before: strict MariaDB refused the first login ("Data too
     long", a 500; non-strict servers cut it themselves). Now the nickname is cut to the
-    column the database has, said once with the fix."""
+    column the database has, said once with one fix for all that is wrong with the column
+    (two, one per problem, each undid the other)."""
     app = myisam_host(database, tmp_path)
     db = app.db  # type: ignore[attr-defined]
     try:
         with app.app_context():
             with db.engine.begin() as conn:
                 conn.execute(sa.text("ALTER TABLE members ENGINE=InnoDB, MODIFY nickname "
-                                     "VARCHAR(4) CHARACTER SET utf8mb4 NULL"))
+                                     f"VARCHAR(4) CHARACTER SET {charset} NULL"))
             db.create_all()
         with caplog.at_level(logging.WARNING, logger="flask_wechat_qr"):
             for number in (1, 2):
@@ -685,12 +688,19 @@ def test_a_nickname_column_shorter_in_the_database_than_in_the_model_is_filled_t
                 resp = login_with_wechat(browser, wechat_api, openid=f"o-long-{number}",
                                          nickname="张三🐼 of WeChat")
                 assert resp.status_code == 302, resp.get_data(as_text=True)
-        assert [u.nickname for u in all_users(app)] == ["张三🐼", "张三🐼"]
+        assert [u.nickname for u in all_users(app)] == [kept, kept]
         assert [i.nickname for i in all_identities(app)] == ["张三🐼 of WeChat"] * 2
         said = warnings_about(caplog, "members.nickname")
         assert len(said) == 1, caplog.text
         assert "holds 4 characters in the database, where the model says 255" in said[0]
-        assert "ALTER TABLE `members` MODIFY `nickname` varchar(255)" in said[0], said
+        with app.app_context(), db.engine.connect() as conn:
+            collation = conn.execute(sa.text(
+                "SELECT collation_name FROM information_schema.columns WHERE table_schema = "
+                "DATABASE() AND table_name = 'members' AND column_name = 'nickname'")).scalar()
+        collation = collation if charset == "utf8mb4" else None  # its own, kept
+        fix = "ALTER TABLE `members` MODIFY `nickname` varchar(255) CHARACTER SET utf8mb4 " \
+            + (f"COLLATE {collation} NULL" if collation else "NULL")
+        assert fix in said[0], said
     finally:
         with app.app_context():
             db.engine.dispose()
