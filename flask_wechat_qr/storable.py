@@ -114,8 +114,7 @@ def _what_it_holds(engine: sa.Engine, table: sa.Table, column: sa.Column[t.Any]
                     "it is", table.name, column.name, exc_info=True)
         row = (None,) * 6  # not asked again: said once
     model_length = getattr(column.type, "length", None)
-    shorter = (int(row[4]) if row[4] is not None and isinstance(model_length, int)
-               and int(row[4]) < model_length else None)
+    shorter = _shorter(column, row)
     found = (row[1], row[0], shorter)
     with _LOCK:
         _KNOWN[engine][key] = found
@@ -151,12 +150,30 @@ def narrow_column(connection: sa.Connection, column: sa.Column[t.Any]
     if connection.dialect.name not in MYSQL_DIALECTS:
         return None
     row = _column_facts(connection, column.table, column)
-    if row[1] is None or row[1] in _ALL:
+    narrow = row[1] is not None and row[1] not in _ALL
+    shorter = _shorter(column, row)
+    if not narrow and shorter is None:
         return None
-    return (f"{column.table.name}.{column.name} is in character set {row[1]}, which cannot "
-            "hold every character of WeChat nicknames (CJK, emoji): they are stored without "
-            "them, or not at all (an all-Chinese name in latin1: not at all)",
-            _widening(column.table, column, row))
+    wrong = []
+    if narrow:
+        wrong.append(f"is in character set {row[1]}, which cannot hold every character of "
+                     "WeChat nicknames (CJK, emoji): they are stored without them, or not at "
+                     "all (an all-Chinese name in latin1: not at all)")
+    model_length = getattr(column.type, "length", None)
+    if shorter is not None:
+        wrong.append(f"holds {shorter} characters in the database, where the model says "
+                     f"{model_length}: WeChat nicknames are cut to {shorter}")
+    return (f"{column.table.name}.{column.name} {'; and it '.join(wrong)}",
+            _widening(column.table, column, row, model_length if shorter else None,
+                      row[1] if not narrow else None))
+
+
+def _shorter(column: sa.Column[t.Any], row: t.Sequence[t.Any]) -> int | None:
+    """The characters the database's column holds, where fewer than its model says."""
+    model_length = getattr(column.type, "length", None)
+    if row[4] is None or not isinstance(model_length, int) or int(row[4]) >= model_length:
+        return None
+    return int(row[4])
 
 
 def _column_facts(connection: sa.Connection, table: sa.Table, column: sa.Column[t.Any]

@@ -462,6 +462,22 @@ def myisam_host(database: t.Any, tmp_path: t.Any, query: str = "") -> Flask:
     return app
 
 
+@pytest.fixture
+def myisam_sites(database: t.Any, tmp_path: t.Any) -> t.Iterator[t.Callable[..., Flask]]:
+    """``myisam_sites(query="")``: a new :func:`myisam_host`, its engine disposed after the
+    test."""
+    made: list[Flask] = []
+
+    def build(query: str = "") -> Flask:
+        made.append(myisam_host(database, tmp_path, query))
+        return made[-1]
+
+    yield build
+    for app in made:
+        with app.app_context():
+            app.db.engine.dispose()  # type: ignore[attr-defined]
+
+
 def identity_foreign_keys(app: Flask) -> list[str]:
     with app.app_context(), app.db.engine.connect() as conn:  # type: ignore[attr-defined]
         return [str(fk["name"]) for fk in sa.inspect(conn).get_foreign_keys(
@@ -476,6 +492,7 @@ def check_output(app: Flask) -> t.Any:
 def test_a_myisam_user_table_gets_the_extensions_tables_without_the_foreign_key(
     database: t.Any, tmp_path: t.Any, wechat_api: WeChatAPI, made_by: str,
     caplog: pytest.LogCaptureFixture,
+    myisam_sites: t.Callable[..., Flask],
 ) -> None:
     """MyISAM tables take no foreign keys. Before: ``db.create_all()`` failed (errno 150,
     "Foreign key constraint is incorrectly formed": the site did not start) and so did
@@ -483,78 +500,71 @@ def test_a_myisam_user_table_gets_the_extensions_tables_without_the_foreign_key(
     Now the tables come without the foreign key, it is said with its fix (the table to
     InnoDB), logins work, an ORM delete still takes the identities; once the table is
     InnoDB the next upgrade adds the key."""
-    app = myisam_host(database, tmp_path)
+    app = myisam_sites()
     db, User = app.db, app.User  # type: ignore[attr-defined]
     fix = "ALTER TABLE members ENGINE=InnoDB"
-    try:
-        if made_by == "create_all":
-            with caplog.at_level(logging.WARNING, logger="flask_wechat_qr"), \
-                    app.app_context():
-                db.create_all()
-            said = [r.getMessage() for r in caplog.records if "MyISAM" in r.getMessage()]
-            assert len(said) == 1, caplog.text
-            assert "members is a MyISAM table" in said[0] and fix in said[0], said
-        else:
-            result = app.test_cli_runner().invoke(args=["wechat-qr", "db", "upgrade"])
-            assert result.exit_code == 0, (result.output, result.exception)
-            assert "members is a MyISAM table" in result.output, result.output
-            assert fix in result.output, result.output
-        assert identity_foreign_keys(app) == []
-        result = check_output(app)
-        assert result.exit_code == 0, result.output
-        assert "WARNING: the identities have no foreign key to members.id: members is a " \
-            "MyISAM table" in result.output, result.output
-        assert f"Fix: {fix}" in result.output, result.output
-
-        browser = app.test_client()
-        assert login_with_wechat(browser, wechat_api).status_code == 302
-        user_id = logged_in_user_id(browser)
-        assert user_id is not None
-        with app.app_context():
-            assert [i.user_key for i in all_identities(app)] == [int(user_id)]
-            db.session.delete(db.session.get(User, int(user_id)))
-            db.session.commit()
-        assert all_identities(app) == []
-
-        with app.app_context(), db.engine.begin() as conn:
-            conn.execute(sa.text("ALTER TABLE members ENGINE=InnoDB"))
+    if made_by == "create_all":
+        with caplog.at_level(logging.WARNING, logger="flask_wechat_qr"), \
+                app.app_context():
+            db.create_all()
+        said = [r.getMessage() for r in caplog.records if "MyISAM" in r.getMessage()]
+        assert len(said) == 1, caplog.text
+        assert "members is a MyISAM table" in said[0] and fix in said[0], said
+    else:
         result = app.test_cli_runner().invoke(args=["wechat-qr", "db", "upgrade"])
         assert result.exit_code == 0, (result.output, result.exception)
-        assert identity_foreign_keys(app) == ["fk_wechat_qr_identity_user_key"]
-        result = check_output(app)
-        assert result.exit_code == 0 and "foreign key" not in result.output.split(
-            "Connection")[-1], result.output
-    finally:
-        with app.app_context():
-            db.engine.dispose()
+        assert "members is a MyISAM table" in result.output, result.output
+        assert fix in result.output, result.output
+    assert identity_foreign_keys(app) == []
+    result = check_output(app)
+    assert result.exit_code == 0, result.output
+    assert "WARNING: the identities have no foreign key to members.id: members is a " \
+        "MyISAM table" in result.output, result.output
+    assert f"Fix: {fix}" in result.output, result.output
+
+    browser = app.test_client()
+    assert login_with_wechat(browser, wechat_api).status_code == 302
+    user_id = logged_in_user_id(browser)
+    assert user_id is not None
+    with app.app_context():
+        assert [i.user_key for i in all_identities(app)] == [int(user_id)]
+        db.session.delete(db.session.get(User, int(user_id)))
+        db.session.commit()
+    assert all_identities(app) == []
+
+    with app.app_context(), db.engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE members ENGINE=InnoDB"))
+    result = app.test_cli_runner().invoke(args=["wechat-qr", "db", "upgrade"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert identity_foreign_keys(app) == ["fk_wechat_qr_identity_user_key"]
+    result = check_output(app)
+    assert result.exit_code == 0 and "foreign key" not in result.output.split(
+        "Connection")[-1], result.output
 
 
 def test_the_extensions_tables_made_myisam_by_the_servers_default_are_a_problem(
     database: t.Any, tmp_path: t.Any,
+    myisam_sites: t.Callable[..., Flask],
 ) -> None:
     """A server whose default engine is still MyISAM makes the extension's tables MyISAM:
     no transactions (a login that fails halfway keeps what it wrote: a user without their
     identity, made again by the retry), and a foreign key MariaDB accepts and then drops
     (before: ``check`` said "run db upgrade", which said it added it, for ever)."""
-    app = myisam_host(database, tmp_path, "init_command=SET default_storage_engine=MyISAM")
+    app = myisam_sites("init_command=SET default_storage_engine=MyISAM")
     db = app.db  # type: ignore[attr-defined]
-    try:
-        with app.app_context():
-            db.create_all()
-        result = app.test_cli_runner().invoke(args=["wechat-qr", "db", "upgrade"])
-        assert result.exit_code == 0, (result.output, result.exception)
-        assert "added foreign key" not in result.output, result.output
-        result = check_output(app)
-        assert result.exit_code == 1, result.output
-        assert "PROBLEM: the extension's tables wechat_qr_avatar, wechat_qr_bind_attempt, " \
-            "wechat_qr_identity, wechat_qr_login_state, wechat_qr_pending_binding are " \
-            "MyISAM tables, which have no transactions" in result.output, result.output
-        assert "ALTER TABLE wechat_qr_identity ENGINE=InnoDB; " in result.output
-        assert "WARNING: the identities have no foreign key to members.id: members is a " \
-            "MyISAM table" in result.output, result.output
-    finally:
-        with app.app_context():
-            db.engine.dispose()
+    with app.app_context():
+        db.create_all()
+    result = app.test_cli_runner().invoke(args=["wechat-qr", "db", "upgrade"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert "added foreign key" not in result.output, result.output
+    result = check_output(app)
+    assert result.exit_code == 1, result.output
+    assert "PROBLEM: the extension's tables wechat_qr_avatar, wechat_qr_bind_attempt, " \
+        "wechat_qr_identity, wechat_qr_login_state, wechat_qr_pending_binding are " \
+        "MyISAM tables, which have no transactions" in result.output, result.output
+    assert "ALTER TABLE wechat_qr_identity ENGINE=InnoDB; " in result.output
+    assert "WARNING: the identities have no foreign key to members.id: members is a " \
+        "MyISAM table" in result.output, result.output
 
 
 def test_check_warns_when_the_pool_keeps_connections_past_the_servers_wait_timeout(
@@ -589,118 +599,111 @@ def test_check_warns_when_the_pool_keeps_connections_past_the_servers_wait_timeo
 
 def test_a_foreign_key_the_database_refuses_is_one_readable_error(
     database: t.Any, tmp_path: t.Any,
+    myisam_sites: t.Callable[..., Flask],
 ) -> None:
     """MariaDB names foreign keys per database: a table of the site's holding a key named as
     the identities' makes the upgrade's ``ADD CONSTRAINT`` fail (errno 121). Before: a
     Python traceback after the revisions had run; now one paragraph with the revision the
     tables are at and the database's reason."""
-    app = myisam_host(database, tmp_path)  # its user table, then made InnoDB
+    app = myisam_sites()  # its user table, then made InnoDB
     db = app.db  # type: ignore[attr-defined]
-    try:
-        with app.app_context(), db.engine.begin() as conn:
-            conn.execute(sa.text("ALTER TABLE members ENGINE=InnoDB"))
-            conn.execute(sa.text(
-                "CREATE TABLE site_notes (id INT PRIMARY KEY, member INT, CONSTRAINT "
-                "fk_wechat_qr_identity_user_key FOREIGN KEY (member) REFERENCES members (id))"))
-        result = app.test_cli_runner().invoke(args=["wechat-qr", "db", "upgrade"])
-        assert result.exit_code == 1, (result.output, result.exception)
-        assert result.output.startswith(
-            "Error: The extension's tables are at revision 0006, but the identities' foreign "
-            "key to your users could not be added: the database refused it ("), result.output
-        assert "Mend the cause and run `flask wechat-qr db upgrade` again." in result.output
-    finally:
-        with app.app_context():
-            db.engine.dispose()
+    with app.app_context(), db.engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE members ENGINE=InnoDB"))
+        conn.execute(sa.text(
+            "CREATE TABLE site_notes (id INT PRIMARY KEY, member INT, CONSTRAINT "
+            "fk_wechat_qr_identity_user_key FOREIGN KEY (member) REFERENCES members (id))"))
+    result = app.test_cli_runner().invoke(args=["wechat-qr", "db", "upgrade"])
+    assert result.exit_code == 1, (result.output, result.exception)
+    assert result.output.startswith(
+        "Error: The extension's tables are at revision 0006, but the identities' foreign "
+        "key to your users could not be added: the database refused it ("), result.output
+    assert "Mend the cause and run `flask wechat-qr db upgrade` again." in result.output
 
 
 def test_a_failed_create_table_leaves_no_foreign_key_omitted_for_the_next(
     database: t.Any, tmp_path: t.Any,
+    myisam_sites: t.Callable[..., Flask],
 ) -> None:
     """The identities' foreign key is left out of one ``CREATE TABLE`` (a MyISAM user
     table). Before: when that ``CREATE TABLE`` failed, it stayed left out of this thread's
     next one, after the user table had become InnoDB: no foreign key, and nothing said."""
-    app = myisam_host(database, tmp_path)
+    app = myisam_sites()
     db = app.db  # type: ignore[attr-defined]
-    try:
-        with app.app_context():
-            db.create_all()
-            identities = db.metadata.tables["wechat_qr_identity"]
-            with pytest.raises(sa.exc.OperationalError):  # it exists: 1050
-                db.metadata.create_all(db.engine, tables=[identities], checkfirst=False)
-            with db.engine.begin() as conn:
-                conn.execute(sa.text("ALTER TABLE members ENGINE=InnoDB"))
-                conn.execute(sa.text("DROP TABLE wechat_qr_identity"))
-            db.metadata.create_all(db.engine, tables=[identities])
-        assert identity_foreign_keys(app) == ["fk_wechat_qr_identity_user_key"]
-    finally:
-        with app.app_context():
-            db.engine.dispose()
+    with app.app_context():
+        db.create_all()
+        identities = db.metadata.tables["wechat_qr_identity"]
+        with pytest.raises(sa.exc.OperationalError):  # it exists: 1050
+            db.metadata.create_all(db.engine, tables=[identities], checkfirst=False)
+        with db.engine.begin() as conn:
+            conn.execute(sa.text("ALTER TABLE members ENGINE=InnoDB"))
+            conn.execute(sa.text("DROP TABLE wechat_qr_identity"))
+        db.metadata.create_all(db.engine, tables=[identities])
+    assert identity_foreign_keys(app) == ["fk_wechat_qr_identity_user_key"]
 
 
 def test_a_partitioned_user_table_gets_the_identities_without_the_foreign_key(
     database: t.Any, tmp_path: t.Any, caplog: pytest.LogCaptureFixture,
+    myisam_sites: t.Callable[..., Flask],
 ) -> None:
     """InnoDB refuses a foreign key to a partitioned table (errno 150): before, create_all
     stopped there, as for MyISAM."""
-    app = myisam_host(database, tmp_path)
+    app = myisam_sites()
     db = app.db  # type: ignore[attr-defined]
-    try:
-        with app.app_context():
-            with db.engine.begin() as conn:
-                conn.execute(sa.text(
-                    "ALTER TABLE members ENGINE=InnoDB PARTITION BY HASH (id) PARTITIONS 2"))
-            with caplog.at_level(logging.WARNING, logger="flask_wechat_qr"):
-                db.create_all()
-        said = [r.getMessage() for r in caplog.records if "partitioned" in r.getMessage()]
-        assert len(said) == 1 and "members is partitioned" in said[0], caplog.text
-        assert "WECHAT_QR_USER_FOREIGN_KEY = False" in said[0], said
-        assert identity_foreign_keys(app) == []
-        result = check_output(app)
-        assert result.exit_code == 0, result.output
-        assert "WARNING: the identities have no foreign key to members.id: members is " \
-            "partitioned" in result.output, result.output
-    finally:
-        with app.app_context():
-            db.engine.dispose()
+    with app.app_context():
+        with db.engine.begin() as conn:
+            conn.execute(sa.text(
+                "ALTER TABLE members ENGINE=InnoDB PARTITION BY HASH (id) PARTITIONS 2"))
+        with caplog.at_level(logging.WARNING, logger="flask_wechat_qr"):
+            db.create_all()
+    said = [r.getMessage() for r in caplog.records if "partitioned" in r.getMessage()]
+    assert len(said) == 1 and "members is partitioned" in said[0], caplog.text
+    assert "WECHAT_QR_USER_FOREIGN_KEY = False" in said[0], said
+    assert identity_foreign_keys(app) == []
+    result = check_output(app)
+    assert result.exit_code == 0, result.output
+    assert "WARNING: the identities have no foreign key to members.id: members is " \
+        "partitioned" in result.output, result.output
 
 
 @pytest.mark.parametrize(("charset", "kept"), [("utf8mb4", "张三🐼"), ("latin1", "of")])
 def test_a_nickname_column_shorter_in_the_database_than_in_the_model_is_filled_to_its_length(
     database: t.Any, tmp_path: t.Any, wechat_api: WeChatAPI, caplog: pytest.LogCaptureFixture,
     charset: str, kept: str,
+    myisam_sites: t.Callable[..., Flask],
 ) -> None:
     """A legacy table's ``nickname`` is ``VARCHAR(4)`` where the model says 255 (the model
     written later, from memory). Before: strict MariaDB refused the first login ("Data too
     long", a 500; non-strict servers cut it themselves). Now the nickname is cut to the
     column the database has, said once with one fix for all that is wrong with the column
     (two, one per problem, each undid the other)."""
-    app = myisam_host(database, tmp_path)
+    app = myisam_sites()
     db = app.db  # type: ignore[attr-defined]
-    try:
-        with app.app_context():
-            with db.engine.begin() as conn:
-                conn.execute(sa.text("ALTER TABLE members ENGINE=InnoDB, MODIFY nickname "
-                                     f"VARCHAR(4) CHARACTER SET {charset} NULL"))
-            db.create_all()
-        with caplog.at_level(logging.WARNING, logger="flask_wechat_qr"):
-            for number in (1, 2):
-                browser = app.test_client()
-                resp = login_with_wechat(browser, wechat_api, openid=f"o-long-{number}",
-                                         nickname="张三🐼 of WeChat")
-                assert resp.status_code == 302, resp.get_data(as_text=True)
-        assert [u.nickname for u in all_users(app)] == [kept, kept]
-        assert [i.nickname for i in all_identities(app)] == ["张三🐼 of WeChat"] * 2
-        said = warnings_about(caplog, "members.nickname")
-        assert len(said) == 1, caplog.text
-        assert "holds 4 characters in the database, where the model says 255" in said[0]
-        with app.app_context(), db.engine.connect() as conn:
-            collation = conn.execute(sa.text(
-                "SELECT collation_name FROM information_schema.columns WHERE table_schema = "
-                "DATABASE() AND table_name = 'members' AND column_name = 'nickname'")).scalar()
-        collation = collation if charset == "utf8mb4" else None  # its own, kept
-        fix = "ALTER TABLE `members` MODIFY `nickname` varchar(255) CHARACTER SET utf8mb4 " \
-            + (f"COLLATE {collation} NULL" if collation else "NULL")
-        assert fix in said[0], said
-    finally:
-        with app.app_context():
-            db.engine.dispose()
+    with app.app_context():
+        with db.engine.begin() as conn:
+            conn.execute(sa.text("ALTER TABLE members ENGINE=InnoDB, MODIFY nickname "
+                                 f"VARCHAR(4) CHARACTER SET {charset} NULL"))
+        db.create_all()
+    with caplog.at_level(logging.WARNING, logger="flask_wechat_qr"):
+        for number in (1, 2):
+            browser = app.test_client()
+            resp = login_with_wechat(browser, wechat_api, openid=f"o-long-{number}",
+                                     nickname="张三🐼 of WeChat")
+            assert resp.status_code == 302, resp.get_data(as_text=True)
+    assert [u.nickname for u in all_users(app)] == [kept, kept]
+    assert [i.nickname for i in all_identities(app)] == ["张三🐼 of WeChat"] * 2
+    said = warnings_about(caplog, "members.nickname")
+    assert len(said) == 1, caplog.text
+    assert "holds 4 characters in the database, where the model says 255" in said[0]
+    result = check_output(app)  # said before anyone logs in too
+    assert "WARNING: members.nickname " in result.output, result.output
+    assert "holds 4 characters in the database, where the model says 255" \
+        in result.output.split("WARNING: members.nickname ")[1].split("\n")[0]
+    with app.app_context(), db.engine.connect() as conn:
+        collation = conn.execute(sa.text(
+            "SELECT collation_name FROM information_schema.columns WHERE table_schema = "
+            "DATABASE() AND table_name = 'members' AND column_name = 'nickname'")).scalar()
+    collation = collation if charset == "utf8mb4" else None  # its own, kept
+    fix = "ALTER TABLE `members` MODIFY `nickname` varchar(255) CHARACTER SET utf8mb4 " \
+        + (f"COLLATE {collation} NULL" if collation else "NULL")
+    assert fix in said[0], said
+    assert f"Fix: {fix}" in result.output, result.output
