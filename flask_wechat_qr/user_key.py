@@ -256,12 +256,10 @@ def with_the_identity_table(identity_table: sa.Table) -> None:
             declared = {**(_declared_types.get() or {}), key: user_key_type(connection, target)}
             _declared_types.set(declared)
             constraint = t.cast(sa.ForeignKeyConstraint, next(iter(key.foreign_keys)).constraint)
-            # afresh for this CREATE TABLE (one that failed never reached after_create)
-            omitted = (_omitted_foreign_keys.get() or set()) - {constraint}
             blocked = foreign_key_blocker(connection, target)
-            if blocked is not None:
-                omitted = {*omitted, constraint}
-            _omitted_foreign_keys.set(omitted)
+            # decided afresh for each CREATE TABLE (one that failed never reached after_create)
+            others = (_omitted_foreign_keys.get() or set()) - {constraint}
+            _omitted_foreign_keys.set(others | {constraint} if blocked else others)
             if blocked is not None:
                 log.warning("%s made without its foreign key to %s.%s: %s. Deleting a user "
                             "through the ORM still deletes their WeChat identities; one "
