@@ -95,11 +95,11 @@ class DatabaseAvatarStore:
         ``max_allowed_packet`` (1 MiB on an old MySQL 5.5): the login would die with it
         ("MySQL server has gone away"). :class:`AvatarTooLarge` instead, leaving room for
         the driver's escaping (each byte at most two)."""
-        session = self.db.session
-        if session.get_bind(mapper=sa.inspect(self.model)).dialect.name not in MYSQL_DIALECTS:
+        session, mapper = self.db.session, sa.inspect(self.model)
+        if session.get_bind(mapper=mapper).dialect.name not in MYSQL_DIALECTS:
             return
         limit = session.execute(sa.text("SELECT @@max_allowed_packet"),
-                                bind_arguments={"mapper": sa.inspect(self.model)}).scalar()
+                                bind_arguments={"mapper": mapper}).scalar()
         if limit is not None and 2 * len(image.data) + STATEMENT_ROOM > int(limit):
             raise AvatarTooLarge(
                 f"{len(image.data):,} bytes, and the database server takes statements of at "
@@ -146,8 +146,10 @@ class AvatarKeeper:
         """Download ``profile``'s avatar now if it is not stored yet (no write: the login
         has taken no database lock yet), for :meth:`stored_url` to store later."""
         source = self.source_of(profile)
-        if source is not None and self.key_for(source) not in self._too_large \
-                and self.store.get(self.key_for(source)) is None:
+        if source is None:
+            return profile
+        key = self.key_for(source)
+        if key not in self._too_large and self.store.get(key) is None:
             self._download(source)
         return profile
 

@@ -390,10 +390,8 @@ def _mysql_findings(app: Flask) -> tuple[Finding, ...]:
                 "table_name = 'wechat_qr_identity' AND column_name = 'openid')")).one()
             nickname = model_column(getattr(runtime.adapter, "user_model", None), "nickname")
             narrow = narrow_column(connection, nickname) if nickname is not None else None
-            models = runtime.models
-            tables = [model.__table__ for model in (models.Avatar, models.BindAttempt,
-                      models.Identity, models.LoginState, models.PendingBinding)]
-            engines = {table: storage_engine(connection, table) for table in tables}
+            engines = {table: storage_engine(connection, table)
+                       for table in sorted(runtime.models.tables, key=lambda t: t.name)}
             wait_timeout = connection.exec_driver_sql("SELECT @@wait_timeout").scalar()
     except sa.exc.SQLAlchemyError:
         return ()  # the foreign key's finding says the database cannot be read

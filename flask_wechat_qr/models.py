@@ -10,7 +10,7 @@ no identity outlives its user.
 from __future__ import annotations
 
 import typing as t
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -51,6 +51,11 @@ class Models:
     PendingBinding: t.Any
     BindAttempt: t.Any
     Avatar: t.Any
+
+    @property
+    def tables(self) -> list[sa.Table]:
+        """The extension's tables (its migrations', not the sandbox's)."""
+        return [getattr(self, f.name).__table__ for f in fields(self)]
 
 
 def models_for(db: SQLAlchemy, user_column: sa.Column[t.Any] | None = None) -> Models:

@@ -95,7 +95,7 @@ def _encodes(ch: str, codec: str) -> bool:
 
 
 def _what_it_holds(engine: sa.Engine, table: sa.Table, column: sa.Column[t.Any]
-              ) -> tuple[str | None, str | None, int | None]:
+                   ) -> tuple[str | None, str | None, int | None]:
     """The character sets of ``column`` and of ``engine``'s connections, and the characters
     the column holds where the database says fewer than its model (a table older than the
     model), asked once per process (on a connection of their own: never in a login's
@@ -113,26 +113,12 @@ def _what_it_holds(engine: sa.Engine, table: sa.Table, column: sa.Column[t.Any]
         log.warning("could not read the character set of %s.%s; storing WeChat's text as "
                     "it is", table.name, column.name, exc_info=True)
         row = (None,) * 6  # not asked again: said once
-    model_length = getattr(column.type, "length", None)
-    shorter = _shorter(column, row)
-    found = (row[1], row[0], shorter)
+    found = (row[1], row[0], _shorter(column, row))
     with _LOCK:
         _KNOWN[engine][key] = found
-    narrow = row[1] is not None and row[1] not in _ALL
-    if narrow or shorter is not None:
-        wrong = []
-        if narrow:
-            wrong.append(f"(character set {row[1]}) cannot hold every character of WeChat "
-                         "nicknames (CJK, emoji): they are stored without the characters it "
-                         "cannot hold, or not at all")
-        if shorter is not None:
-            wrong.append(f"holds {shorter} characters in the database, where the model says "
-                         f"{model_length}: WeChat nicknames are cut to {shorter}")
-        # One statement for both, so that neither fix undoes the other.
-        log.warning("%s.%s %s. Store them whole: %s, then restart. Said once per process.",
-                    table.name, column.name, "; and it ".join(wrong),
-                    _widening(table, column, row, model_length if shorter else None,
-                              row[1] if not narrow else None))
+    wrong = _what_is_wrong(column, row)
+    if wrong is not None:
+        log.warning("%s. Store them whole: %s, then restart. Said once per process.", *wrong)
     if row[0] is not None and row[0] not in _ALL:
         log.warning(
             "the database connection's character set is %s, which cannot carry every "
@@ -149,7 +135,14 @@ def narrow_column(connection: sa.Connection, column: sa.Column[t.Any]
     the ``ALTER TABLE`` that fixes it; else ``None``. Reads only, every time."""
     if connection.dialect.name not in MYSQL_DIALECTS:
         return None
-    row = _column_facts(connection, column.table, column)
+    return _what_is_wrong(column, _column_facts(connection, column.table, column))
+
+
+def _what_is_wrong(column: sa.Column[t.Any], row: t.Sequence[t.Any]
+                   ) -> tuple[str, str] | None:
+    """What ``column`` (its facts in ``row``) cannot hold of WeChat nicknames, and the one
+    ``ALTER TABLE`` for all of it (two, one per problem, would each undo the other);
+    ``None`` when it holds them."""
     narrow = row[1] is not None and row[1] not in _ALL
     shorter = _shorter(column, row)
     if not narrow and shorter is None:

@@ -24,7 +24,7 @@ import typing as t
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 from flask import Flask, current_app
@@ -103,7 +103,7 @@ class UpgradeResult:
 
 def extension_tables(models: Models) -> frozenset[str]:
     """The names of the tables these migrations manage (the sandbox's are not among them)."""
-    return frozenset(getattr(models, f.name).__table__.name for f in fields(models))
+    return frozenset(table.name for table in models.tables)
 
 
 def include_object_for(tables: t.Collection[str]) -> t.Callable[..., bool]:
@@ -275,8 +275,7 @@ def upgrade(app: Flask | None = None, revision: str = "head", *,
             raise MigrationError(
                 "The extension's tables are at revision "
                 f"{after}, but the identities' foreign key to your users could not be added: "
-                f"the database refused it ({_first_line(error)}). Mend the cause and run "
-                "`flask wechat-qr db upgrade` again.") from error
+                f"the database refused it ({_first_line(error)}). {_AGAIN}") from error
         return UpgradeResult(before, after, adopted, status)
 
 
@@ -319,8 +318,7 @@ class _Progress:
             undone = self.undo_failing_revision(runtime, lost=error.connection_invalidated)
         return MigrationError(
             f"The upgrade of the extension's tables stopped at revision {at}: the database "
-            f"refused it ({_first_line(error)}); {undone}. Mend the cause and run `flask "
-            "wechat-qr db upgrade` again.")
+            f"refused it ({_first_line(error)}); {undone}. {_AGAIN}")
 
     def undo_failing_revision(self, runtime: Runtime, *, lost: bool = False) -> str:
         """MariaDB and MySQL: roll back what the failing revision left pending and drop the
@@ -354,6 +352,10 @@ class _Progress:
             return kept
         return f"{kept}; the tables the failing revision had made are dropped again " \
                f"({', '.join(dropped)})"
+
+
+#: How a refused upgrade's error ends.
+_AGAIN = "Mend the cause and run `flask wechat-qr db upgrade` again."
 
 
 def _first_line(error: sa.exc.DBAPIError) -> str:
