@@ -306,3 +306,59 @@ def test_the_embedded_qr_page_is_readable(browser: t.Any, database: Database, la
                 assert untranslated(page) == []
     finally:
         context.close()
+
+
+def bare_site(tmp_path: pathlib.Path) -> t.Any:
+    """A site that overrides none of the extension's templates: its pages in the
+    extension's own layout (``wechat_qr/standalone.html``)."""
+    from flask import Flask
+    from flask_login import LoginManager, UserMixin
+    from flask_sqlalchemy import SQLAlchemy
+
+    from flask_wechat_qr import WeChatQR
+
+    app = Flask("bare_site")
+    app.config.update(TESTING=True, SECRET_KEY="bare-site-secret-" * 3,
+                      SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'bare.db'}",
+                      WECHAT_QR_SANDBOX=True)
+    db = SQLAlchemy(app)
+    login_manager = LoginManager(app)
+
+    class User(UserMixin, db.Model):  # type: ignore[name-defined,misc]
+        id = db.Column(db.Integer, primary_key=True)
+
+    login_manager.user_loader(lambda user_id: db.session.get(User, int(user_id)))
+    WeChatQR(app, db=db, user_model=User)
+    with app.app_context():
+        db.create_all()
+    return app
+
+
+@pytest.mark.parametrize("lang", ["zh", "en"])
+def test_the_extensions_own_layout_is_readable(browser: t.Any, tmp_path: pathlib.Path,
+                                               lang: str) -> None:
+    """A site with none of the templates overridden: the error page's "Try again" and the
+    "log in first" page, every text at 4.5:1 or more (the button was the link colour on
+    its own green, 1.05:1, where the site's layout did not restyle it)."""
+    from support import LiveServer
+
+    context = browser.new_context(locale=LOCALES[lang], viewport={"width": 1000, "height": 800})
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    try:
+        with LiveServer(bare_site(tmp_path)) as site:
+            for path, name in (("/auth/wechat/callback?code=x&state=y", "error"),
+                               ("/auth/wechat/link", "log-in-first")):
+                page.goto(site.url + path)
+                page.wait_for_function("document.fonts.status === 'loaded'")
+                shoot(page, lang, f"own-layout-{name}")
+                button = page.locator(".wechat-qr-button")
+                assert button.count() == 1
+                assert button.inner_text() == ("重试" if lang == "zh" else "Try again")
+                styles = page.main_frame.evaluate(TEXT_STYLES_JS)
+                assert any(s["name"] == "a.wechat-qr-button" for s in styles)
+                low = [(s["name"], s["text"], round(contrast(s["colour"], s["behind"]), 2))
+                       for s in styles if contrast(s["colour"], s["behind"]) < 4.5]
+                assert low == [], name
+    finally:
+        context.close()
