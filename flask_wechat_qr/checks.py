@@ -19,7 +19,7 @@ from urllib.parse import SplitResult, quote, unquote, urlsplit
 
 from flask import Flask, request, url_for
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
-from werkzeug.routing import Map, MapAdapter, Rule
+from werkzeug.routing import BuildError, Map, MapAdapter, Rule
 
 from .frame_policy import allows_frame
 from .sandbox.options import SANDBOX_APP_ID, SANDBOX_APP_SECRET
@@ -204,6 +204,8 @@ class Deployment:
     withheld_pages: tuple[WithheldPage, ...] = ()
     #: the embedded QR pages whose policy blocks WeChat's frame
     blocked_qr_frames: tuple[BlockedQRFrame, ...] = ()
+    #: Flask-Login's ``login_view`` where ``url_for`` cannot build it here
+    unbuildable_login_view: str | None = None
 
     @classmethod
     def of(cls, app: Flask, settings: Settings, base_url: str | None = None,
@@ -217,7 +219,8 @@ class Deployment:
                    business_routes=business_routes(app, settings),
                    shadowed_routes=shadowed_routes(app, settings, base),
                    withheld_pages=withheld_pages(app, settings, base),
-                   blocked_qr_frames=blocked_qr_frames(app, settings, base))
+                   blocked_qr_frames=blocked_qr_frames(app, settings, base),
+                   unbuildable_login_view=unbuildable_login_view(app, base))
 
     @property
     def simulated(self) -> t.Literal["in-app", "standalone"] | None:
@@ -487,6 +490,20 @@ def _site_answer(app: Flask, path: str, route: str, base: str | None
         return _withheld(path, response.status_code, response.headers.get("Location"))
     except Exception as error:  # the site's code needs what only a real request has
         return 0, None, f"{type(error).__name__}: {error}"[:200]
+    return None
+
+
+def unbuildable_login_view(app: Flask, base: str | None) -> str | None:
+    """Flask-Login's ``login_view`` when ``url_for`` cannot build it (no such endpoint, as
+    Flask-AppBuilder's ``"login"``, or one that needs arguments); else ``None``."""
+    view = getattr(getattr(app, "login_manager", None), "login_view", None)
+    if not view:
+        return None
+    with _trusting_every_host(app), app.test_request_context(base_url=base):
+        try:
+            url_for(view)
+        except BuildError:
+            return str(view)
     return None
 
 
@@ -803,17 +820,36 @@ def check_callback_url_method(deployment: Deployment) -> t.Iterator[Finding]:
             yield warning(f"if {host} is this app, {what}", fix, conn.identifier)
 
 
-def check_issuer_source(deployment: Deployment) -> t.Iterator[Finding]:
-    """An ``iss`` taken from each request's Host header differs between host names."""
-    settings = deployment.settings
+#: How to give the ID tokens an issuer.
+ISSUER_FIX = ("set WECHAT_QR_ID_TOKEN_ISSUER to the site's public root URL, e.g. "
+              "https://www.example.com")
+
+
+def issuer_problem(settings: Settings, config: t.Mapping[str, t.Any]) -> str | None:
+    """Why the ID tokens have no issuer of their own, or ``None``: ``iss`` would follow
+    each request's Host header, which the client chooses (and www.example.com and
+    example.com would give two). ``init_app`` asks this too, and outside debug and
+    testing keeps logins off while the answer is not ``None``."""
     if (any(conn.callback_url for conn in settings.connections.values())
-            and configured_issuer(settings, deployment.config) is None):
-        yield warning(
-            "the ID token's iss is taken from each request's Host header (no "
-            "WECHAT_QR_ID_TOKEN_ISSUER, no SERVER_NAME): www.example.com and example.com "
-            "give different issuers, and receivers that check iss refuse one of them",
-            "set WECHAT_QR_ID_TOKEN_ISSUER to the site's public root URL, e.g. "
-            "https://www.example.com")
+            and configured_issuer(settings, config) is None):
+        return ("a connection posts ID tokens to a business callback URL, but neither "
+                "WECHAT_QR_ID_TOKEN_ISSUER nor SERVER_NAME says who issues them: their iss "
+                "would follow each request's Host header (www.example.com and example.com "
+                "give different issuers, and receivers that check iss refuse one of them)")
+    return None
+
+
+def check_issuer_source(deployment: Deployment) -> t.Iterator[Finding]:
+    """An ``iss`` taken from each request's Host header: the client chooses it. Refused
+    outside debug and testing (logins are off), as ``init_app`` does."""
+    found = issuer_problem(deployment.settings, deployment.config)
+    if found is None:
+        return
+    if deployment.production:
+        yield problem(found + "; so WeChat login is off outside debug and testing (its "
+                      "pages answer 503)", ISSUER_FIX)
+    else:
+        yield warning(found + " (fine while developing, refused in production)", ISSUER_FIX)
 
 
 def check_issuer_leads_to_the_keys(deployment: Deployment) -> t.Iterator[Finding]:
@@ -1131,6 +1167,23 @@ def check_qr_frame_allowed(deployment: Deployment) -> t.Iterator[Finding]:
             blocked.connection)
 
 
+def check_login_view(deployment: Deployment) -> t.Iterator[Finding]:
+    """Someone who follows "Link WeChat" logged out is sent to Flask-Login's login view, and
+    the phone page offers it as the other way to log in: one that cannot be built leaves
+    them on the "Log in first" page with no way to log in."""
+    view = deployment.unbuildable_login_view
+    if view is None or deployment.settings.other_login_url:
+        return
+    yield warning(
+        f"Flask-Login's login_view {view!r} cannot be built here (no such endpoint, or one "
+        "that needs arguments): someone who follows \"Link WeChat\" logged out gets the "
+        "\"Log in first\" page with no way to log in, and the phone page offers no other "
+        "login",
+        "set login_manager.login_view to your login page's endpoint (Flask-AppBuilder: "
+        "f\"{type(appbuilder.sm.auth_view).__name__}.login\"), or WECHAT_QR_OTHER_LOGIN_URL "
+        "to its URL")
+
+
 def _split_domain(text: str) -> SplitResult:
     return urlsplit(text if "://" in text else "//" + text)
 
@@ -1163,6 +1216,7 @@ DEPLOYMENT_CHECKS: tuple[Check, ...] = (
     check_shadowed_routes,
     check_login_pages_reachable,
     check_qr_frame_allowed,
+    check_login_view,
 )
 
 

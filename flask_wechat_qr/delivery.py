@@ -22,6 +22,7 @@ from flask import (
     request,
     url_for,
 )
+from werkzeug.routing import BuildError
 from werkzeug.wrappers import Response as BaseResponse
 
 from . import signals
@@ -31,6 +32,7 @@ from .errors import (
     LoginCancelled,
     LoginError,
     LoginRefused,
+    NotLoggedIn,
     StateError,
 )
 from .flow import Linked, LoggedIn, NeedsBinding, Outcome
@@ -238,7 +240,23 @@ def error_response(error: LoginError, connection: ConnectionSettings | None,
         again: dict[str, t.Any] = {"next": login.next_url, **login.business} if login else {}
         retry_url = url_for("wechat_qr.login", connection=connection.identifier, **again)
     return render_template("wechat_qr/error.html", error=error, connection=connection,
-                           retry_url=retry_url), error.status
+                           retry_url=retry_url,
+                           login_url=other_login_url() if isinstance(error, NotLoggedIn)
+                           else None), error.status
+
+
+def other_login_url() -> str | None:
+    """The site's other ways to log in: the setting, else Flask-Login's login view."""
+    configured = current_runtime().settings.other_login_url
+    if configured:
+        return configured
+    view = getattr(getattr(current_app, "login_manager", None), "login_view", None)
+    if not view or view.startswith("wechat_qr."):
+        return None  # WeChat's own login is no other way to log in
+    try:
+        return url_for(view)
+    except BuildError:  # a login view named but not routable here (e.g. needs arguments)
+        return None
 
 
 #: The pages that start a login (or a link), whose ``next`` is the person's way back.

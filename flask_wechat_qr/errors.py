@@ -180,9 +180,14 @@ class BindingBlocked(LoginError):
 
 
 class NotLoggedIn(LoginError):
+    """Linking or unlinking without a logged-in account. Starting WeChat's login again would
+    log in to (or make) another account, not link: the page offers the site's own login
+    where one is known."""
+
     status = 401
     title = _l("Log in first")
     message = _l("Log in to your account first, then link or unlink WeChat from your account page.")
+    offers_retry = False
 
 
 class AlreadyLinked(LoginError):

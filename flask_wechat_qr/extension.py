@@ -22,10 +22,12 @@ from .avatar_download import AvatarDownloader
 from .avatars import AvatarKeeper, AvatarStore, DatabaseAvatarStore
 from .binding import PendingBindings
 from .checks import (
+    ISSUER_FIX,
     SECRET_KEY_FIX,
     callbacks_shadowed_at_start,
     connection_setting_key,
     half_credentials,
+    issuer_problem,
     secret_key_problem,
     shadowed_route_problem,
 )
@@ -47,7 +49,6 @@ from .settings import (
     ConnectionSettings,
     Settings,
     apply_defaults,
-    configured_issuer,
     load_settings,
 )
 from .urls import IN_PROCESS_ORIGIN, SANDBOX_IMAGE_ORIGIN, SANDBOX_IMAGE_PATH
@@ -280,12 +281,8 @@ def _unsafe_to_serve(app: Flask, settings: Settings) -> str | None:
     if app.debug or app.testing:
         return None
     problem, fix = secret_key_problem(app.config.get("SECRET_KEY")), SECRET_KEY_FIX
-    if problem is None and any(c.callback_url for c in settings.connections.values()) \
-            and configured_issuer(settings, app.config) is None:
-        problem = ("a connection posts ID tokens to a business callback URL, but neither "
-                   "WECHAT_QR_ID_TOKEN_ISSUER nor SERVER_NAME says who issues them: their "
-                   "iss would follow each request's Host header")
-        fix = "set WECHAT_QR_ID_TOKEN_ISSUER to the site's public root URL"
+    if problem is None:
+        problem, fix = issuer_problem(settings, app.config), ISSUER_FIX
     if problem is not None:
         log.error("WeChat login is OFF: %s. Fix: %s. (`flask wechat-qr check` lists what "
                   "else to fix.)", problem, fix)

@@ -222,22 +222,8 @@ def _phone_page(connection: str) -> tuple[str, int]:
         qr_url=url_for(request.endpoint or "wechat_qr.login", connection=connection,
                        show_qr="1", **args),
         # someone linking is logged in already: no other way to log in to offer
-        other_login_url=None if linking else _other_login_url(),
+        other_login_url=None if linking else delivery.other_login_url(),
     ), 200
-
-
-def _other_login_url() -> str | None:
-    """The site's other ways to log in: the setting, else Flask-Login's login view."""
-    configured = current_runtime().settings.other_login_url
-    if configured:
-        return configured
-    view = getattr(getattr(current_app, "login_manager", None), "login_view", None)
-    if not view or view.startswith(f"{blueprint.name}."):
-        return None  # WeChat's own login is no other way to log in
-    try:
-        return url_for(view)
-    except BuildError:  # a login view named but not routable here (e.g. needs arguments)
-        return None
 
 
 @blueprint.route("/<connection>/login")
@@ -302,7 +288,8 @@ def link(connection: str) -> BaseResponse | tuple[str, int]:
 def _log_in_first() -> BaseResponse:
     """Linking needs a logged-in account: the site's own way of asking for one (Flask-Login's
     unauthorized handler, or its login view, which brings the person back here), else the
-    "Log in first" page (also for a login view that cannot be built here)."""
+    "Log in first" page (also for a login view that cannot be built here), which leads to
+    the site's other login where it has one (:func:`~.delivery.other_login_url`)."""
     manager = getattr(current_app, "login_manager", None)
     if manager is not None and (manager.unauthorized_callback or manager.login_view
                                 or request.blueprint in manager.blueprint_login_views):

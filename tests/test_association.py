@@ -634,6 +634,27 @@ def test_link_with_a_login_view_that_cannot_be_built_shows_log_in_first(
     assert resp.status_code == 401 and error_name(resp) == "NotLoggedIn"
 
 
+@pytest.mark.parametrize("other_login", [None, "/login/"])
+def test_log_in_first_offers_the_sites_login_not_wechats(make_app: t.Any,
+                                                        other_login: str | None) -> None:
+    """A login view Flask-Login cannot build (Flask-AppBuilder's ``"login"``, which is no
+    endpoint): the "Log in first" page. Before, its one button, "Try again", started a
+    WeChat login, which made a second account instead of linking; now it leads to the
+    site's other login (:setting:`WECHAT_QR_OTHER_LOGIN_URL`), or nowhere but back."""
+    config = {"WECHAT_QR_OTHER_LOGIN_URL": other_login} if other_login else {}
+    app = host_app(make_app, **config)
+    app.login_manager.login_view = "login"  # type: ignore[attr-defined]
+    resp = app.test_client().get("/auth/wechat/link", headers={"Accept-Language": "zh-CN"})
+    assert resp.status_code == 401 and error_name(resp) == "NotLoggedIn"
+    page = resp.get_data(as_text=True)
+    assert "/auth/wechat/login" not in page and "重试" not in page
+    if other_login:
+        assert f'<a class="wechat-qr-button" href="{other_login}"' in page
+        assert "登录你的账号" in page
+    else:
+        assert 'class="wechat-qr-button"' not in page
+
+
 def test_link_unknown_connection_is_404(make_app: t.Any) -> None:
     app = host_app(make_app)
     client = app.test_client()

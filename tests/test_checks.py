@@ -462,14 +462,20 @@ def test_http_callback_url_on_this_machine_is_fine(make_app: t.Callable[..., Fla
     healthy(deploy(app))
 
 
-def test_issuer_from_the_host_header_is_a_warning(make_app: t.Callable[..., Flask]) -> None:
+def test_issuer_from_the_host_header_is_a_problem_in_production(
+        make_app: t.Callable[..., Flask]) -> None:
+    """The app keeps WeChat login off (503) when its ID tokens' ``iss`` would follow the
+    Host header: before, ``check`` called that a warning and passed the deploy."""
     app = make_app(WECHAT_QR_CALLBACK_URL="https://biz.example.com/wechat/done",
                    WECHAT_QR_ID_TOKEN_SECRET="k3y-" * 12)
     deployment = deploy(app)
-    assert run_checks(deployment).problems == ()
-    warning = only("warning", checks.check_issuer_source, deployment)
-    assert "iss is taken from each request's Host header" in warning.what
-    assert warning.fix.startswith("set WECHAT_QR_ID_TOKEN_ISSUER")
+    found = only("problem", checks.check_issuer_source, deployment)
+    assert "their iss would follow each request's Host header" in found.what
+    assert "WeChat login is off outside debug and testing" in found.what
+    assert found.fix.startswith("set WECHAT_QR_ID_TOKEN_ISSUER")
+    developing = dataclasses.replace(deployment, production=False)
+    warning = only("warning", checks.check_issuer_source, developing)
+    assert warning.what.endswith("(fine while developing, refused in production)")
     healthy(with_config(deployment, SERVER_NAME="www.example.com"))
 
 
@@ -804,3 +810,33 @@ def test_the_in_app_sandbox_is_framed_from_this_site(make_app: t.Callable[..., F
 
 def test_a_site_without_a_policy_frames_wechat(site: Flask) -> None:
     assert deploy(site).blocked_qr_frames == ()
+
+
+# --- Flask-Login's login view -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("view", "other_login", "warned"), [
+    ("login", None, True),  # Flask-AppBuilder's: no endpoint of that name
+    ("sign_in_of", None, True),  # an endpoint that needs arguments
+    ("login", "/login/", False),  # the "Log in first" page leads there instead
+    ("sign_in", None, False),
+    (None, None, False),
+])
+def test_a_login_view_that_cannot_be_built_is_a_warning(
+        make_app: t.Callable[..., Flask], view: str | None, other_login: str | None,
+        warned: bool) -> None:
+    """Following "Link WeChat" logged out leads to Flask-Login's login view: one that
+    cannot be built left people on the "Log in first" page with no way to log in, and
+    ``check`` said nothing."""
+    config = {"WECHAT_QR_OTHER_LOGIN_URL": other_login} if other_login else {}
+    app = make_app(**config)
+    app.add_url_rule("/sign-in", "sign_in", lambda: "form")
+    app.add_url_rule("/sign-in/<tenant>", "sign_in_of", lambda tenant: tenant)
+    app.login_manager.login_view = view  # type: ignore[attr-defined]
+    deployment = deploy(app)
+    if not warned:
+        assert list(checks.check_login_view(deployment)) == []
+        return
+    finding = only("warning", checks.check_login_view, deployment)
+    assert f"Flask-Login's login_view {view!r} cannot be built here" in finding.what
+    assert "WECHAT_QR_OTHER_LOGIN_URL" in finding.fix and "auth_view" in finding.fix
