@@ -231,6 +231,28 @@ def test_accept_language_by_quality(app: Flask, header: str, expected: str) -> N
         assert i18n.get_locale() == expected
 
 
+def test_a_huge_accept_language_is_read_only_at_its_start(
+        app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server that joins repeated header lines (gunicorn) gives the app an
+    ``Accept-Language`` of any length: 730 KB of it cost half a second of CPU a page,
+    parsed whole. Only its first languages are read now (what they choose stands)."""
+    parsed: list[int] = []
+    real_parse = i18n.parse_accept_header
+
+    def counting_parse(header: str | None, cls: t.Any = None) -> t.Any:
+        parsed.append(len(header or ""))
+        return real_parse(header, cls)
+
+    monkeypatch.setattr(i18n, "parse_accept_header", counting_parse)
+    filler = ",z" * 365_000
+    for header, expected in (("fr, zh-CN;q=0.8" + filler, "zh_CN"),
+                             ("en-GB;q=0.9" + filler + ", zh-CN", "en"),
+                             ("z" * 730_000, "en")):
+        with app.test_request_context("/", headers={"Accept-Language": header}):
+            assert i18n.get_locale() == expected
+    assert parsed and max(parsed) <= i18n.MAX_READ_ACCEPT_LANGUAGE
+
+
 def test_only_short_accept_language_headers_are_remembered(app: Flask) -> None:
     """What each header chose is remembered (parsing one costs more than the rest of the
     choice); a long header, which no browser sends, is parsed and not kept."""
