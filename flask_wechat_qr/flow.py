@@ -357,13 +357,13 @@ class LoginFlow:
                    code: str, login: LoginData, used: CodeUsed, started: float
                    ) -> Outcome | NeedsProfile:
         """WeChat's double redirect with the same code: the other request has it. Wait for
-        its ending as long as configured. In vain, the code is spent: nobody waits for it
-        again (so making a worker wait takes a fresh scan), and this state is used. Found, it
-        ends as :meth:`_as_ended` says."""
+        its ending as long as configured, one request per code and process at a time. In
+        vain, the code is spent: nobody waits for it again (so making a worker wait takes a
+        fresh scan), and this state is used. Found, it ends as :meth:`_as_ended` says."""
         if states.is_spent_code(code):
             raise used
         try:
-            ending = states.ending(state, wait=self.settings.code_used_wait)
+            ending = states.ending(state, wait=self.settings.code_used_wait, code=code)
         except TooManyWaiting:
             return Failed(used, connection, login)  # the other may still end: record nothing
         outcome = self._as_ended(connection, ending, login, started)

@@ -250,6 +250,8 @@ class LoginStateStore:
         self.table = model.__table__
         self.purges = PurgeSchedule(PURGE_INTERVAL)
         self._waiting = threading.BoundedSemaphore(MAX_WAITING_REQUESTS)
+        #: what requests of this process wait with (:meth:`ending`'s ``claim``)
+        self._claims: dict[str, object] = {}
         table = self.table
         # Built once: a login runs them every time, and building costs more than running.
         self._insert = sa.insert(table)
@@ -312,16 +314,30 @@ class LoginStateStore:
             return False
         return True
 
-    def ending(self, key: str, wait: float = 0) -> str | None:
+    def ending(self, key: str, wait: float = 0, claim: str | None = None) -> str | None:
         """How the login of a used state ended; waits up to ``wait`` seconds for a request
         still running. ``None`` if nobody used the state (in time); :class:`TooManyWaiting`
-        if it would wait and :data:`MAX_WAITING_REQUESTS` already do."""
+        if it would wait and :data:`MAX_WAITING_REQUESTS` already do, or another request of
+        this process waits with the same ``claim`` (a code's key: one code sent with many
+        states held a thread per state)."""
         value = self._ending(key)
         if value is not None or wait <= 0:
             return value
+        if claim is not None:
+            mine = object()
+            if self._claims.setdefault(claim, mine) is not mine:  # one step: atomic
+                raise TooManyWaiting()
+        try:
+            return self._wait_for_ending(key, wait)
+        finally:
+            if claim is not None:
+                del self._claims[claim]
+
+    def _wait_for_ending(self, key: str, wait: float) -> str | None:
         if not self._waiting.acquire(blocking=False):
             raise TooManyWaiting()
         try:
+            value = None
             deadline = time.monotonic() + wait
             interval = POLL_INTERVAL
             while value is None and time.monotonic() < deadline:
@@ -483,12 +499,16 @@ class LoginStates:
         return self.store.record_failure(self.prefix + state, ending.to_json(),
                                          self._taken_until())
 
-    def ending(self, state: str | None, wait: float = 0) -> Ending | None:
+    def ending(self, state: str | None, wait: float = 0, code: str | None = None
+               ) -> Ending | None:
         """How the login of a used ``state`` ended, waiting up to ``wait`` seconds for a
-        request of it still running; ``None`` if there is nothing to repeat."""
+        request of it still running; ``None`` if there is nothing to repeat. With ``code``,
+        only one request of this process waits for that code at a time
+        (:class:`TooManyWaiting` for the others)."""
         if not state or len(state) > 128 or not state.isalnum():
             return None  # not a state this extension made
-        value = self.store.ending(self.prefix + state, wait)
+        value = self.store.ending(self.prefix + state, wait,
+                                  None if code is None else self._code_key(code))
         return Ending.from_json(value) if value else None
 
     def remember_spent_code(self, code: str) -> None:

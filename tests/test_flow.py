@@ -6,6 +6,7 @@ same at the same moment, with real threads: promises/test_concurrency."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import typing as t
 
@@ -533,6 +534,37 @@ def test_code_used_without_another_request_waits_then_says_so(
     fresh = other.get("/auth/wechat/callback", query_string={"code": "C1", "state": fresh_state})
     assert fresh.status_code == 400 and error_name(fresh) == "CodeUsed"
     assert ending_of(app, fresh_state).error == "CodeUsed"  # that login is used up too
+
+
+def test_one_code_sent_with_many_states_holds_one_thread(
+    make_app: t.Any, wechat_api: WeChatAPI
+) -> None:
+    """An attacker's one code, sent at once with a dozen states of logins started for
+    free: each request WeChat answered "used" waited for its own state, which no request
+    would end, and the site's threads all stood for ``WECHAT_QR_CODE_USED_WAIT``. One
+    request per code waits now; the others are answered at once (recording nothing: the
+    login waited for may still end)."""
+    app = make_app(WECHAT_QR_CODE_USED_WAIT=2.0)
+    wechat_api.error(TOKEN_PATH, 40163, "code been used")
+    browsers = [app.test_client() for _ in range(4)]
+    states = [start_login(browser) for browser in browsers]
+    ready = threading.Barrier(len(browsers))
+    answers: list[t.Any] = [None] * len(browsers)
+
+    def callback(index: int) -> None:
+        ready.wait(timeout=10)
+        answers[index] = browsers[index].get(
+            "/auth/wechat/callback", query_string={"code": "C1", "state": states[index]})
+
+    threads = [threading.Thread(target=callback, args=(i,)) for i in range(len(browsers))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert [error_name(resp) for resp in answers] == ["CodeUsed"] * len(browsers)
+    waited = [state for state in states if ending_of(app, state) is not None]
+    assert len(waited) == 1  # before: every request (up to four a process) waited
+    assert ending_of(app, waited[0]).error == "CodeUsed"
 
 
 # --- errors after the commit -------------------------------------------------------------
