@@ -198,25 +198,33 @@ class AccountAdapter(t.Generic[UserT]):
         whether or not the username exists or has a password, so it does not reveal which
         accounts exist.
         """
-        model = self._require_user_model()
-        field = login_field_expression(model, self.login_field)
-        typed = [] if field is None else self._values_to_look_up(username, field, model)
-        user = None
-        if field is not None and typed:
-            found = self._require_db().session.execute(
-                sa.select(model).where(field.in_(typed)).limit(3)
-            ).scalars().all()
-            # As typed wins; two accounts for one value (not unique) prove neither, rather
-            # than binding the WeChat account to whichever row came first.
-            exact = [row for row in found if getattr(row, self.login_field, None) == typed[0]]
-            candidates = exact or found
-            user = candidates[0] if len(candidates) == 1 else None
+        user = self.user_for_login(username)
         if user is None or not self.has_password(user):
             check_password_hash(_dummy_hash(self._seen_hash_method), password or "")
             return None
         self._seen_hash_method = _hash_method(_stored_password(user)) or (
             self._seen_hash_method)
         return user if _password_matches(user, password or "", self._seen_hash_method) else None
+
+    def user_for_login(self, username: str) -> UserT | None:
+        """The one user whose :attr:`login_field` is ``username`` as :meth:`authenticate`
+        looks it up (an e-mail address as typed or in lower case, a phone number without
+        spaces, dashes or ``+86``...), else ``None``. The bind page also counts wrong
+        passwords per account with it, so that ``138 0013 8000`` and ``+8613800138000``
+        are one account there too."""
+        model = self._require_user_model()
+        field = login_field_expression(model, self.login_field)
+        typed = [] if field is None else self._values_to_look_up(username, field, model)
+        if field is None or not typed:
+            return None
+        found = self._require_db().session.execute(
+            sa.select(model).where(field.in_(typed)).limit(3)
+        ).scalars().all()
+        # As typed wins; two accounts for one value (not unique) prove neither, rather
+        # than binding the WeChat account to whichever row came first.
+        exact = [row for row in found if getattr(row, self.login_field, None) == typed[0]]
+        candidates = exact or found
+        return t.cast(UserT, candidates[0]) if len(candidates) == 1 else None
 
     def _values_to_look_up(self, typed: str, field: t.Any, model: t.Any) -> list[t.Any]:
         """What ``typed`` may be stored as in ``field``, as typed first; none when it can be

@@ -671,6 +671,38 @@ def test_each_login_field_has_its_label_keyboard_and_message(
     assert logged_in_user_id(client) == "1"
 
 
+@pytest.mark.parametrize("column", [sa.String(40), sa.BigInteger()],
+                         ids=["text", "integer"])
+def test_wrong_passwords_count_per_account_whatever_the_phone_spelling(
+        tmp_path: t.Any, wechat_api: t.Any, column: t.Any) -> None:
+    """The lookup takes ``138 0013 8000``, ``+8613800138000`` (and, in an integer column,
+    ``013800138000``) as one account; the per-account limit of wrong passwords counted
+    each spelling as another account (57 guesses at one account were never blocked)."""
+    class Adapter(AccountAdapter):
+        login_field = "phone"
+
+    app = with_csrf_token_route(shaped_host(
+        tmp_path, {"phone": sa.Column(column, unique=True),
+                   "password_hash": sa.Column(sa.String(255))},
+        adapter=Adapter, WECHAT_QR_ASSOCIATION="ask_binding",
+        WECHAT_QR_BIND_ATTEMPTS_PER_ACCOUNT=3, WECHAT_QR_BIND_ATTEMPTS_PER_ADDRESS=50,
+        WECHAT_QR_BIND_ATTEMPTS_PER_BINDING=50))
+    add_account(app, phone=13800138000 if isinstance(column, sa.BigInteger) else "13800138000",
+                password_hash=generate_password_hash("pw"))
+    client, _html, token = at_the_bind_page(app, wechat_api)
+    spellings = ["138 0013 8000", "+8613800138000", "0086 138-0013-8000"]
+    if isinstance(column, sa.BigInteger):
+        spellings[2] = "013800138000"
+    for spelling in spellings:
+        assert bind_as(client, token, spelling, "guess").status_code == 400, spelling
+    blocked = bind_as(client, token, "+86 (138) 0013 8000", "pw")  # right, and blocked
+    assert blocked.status_code == 429 and error_name(blocked) == "BindingBlocked"
+    # Another account is not blocked.
+    add_account(app, phone=13900139000 if isinstance(column, sa.BigInteger) else "13900139000",
+                password_hash=generate_password_hash("pw2"))
+    assert bind_as(client, token, "139 0013 9000", "pw2").status_code == 302
+
+
 def logged_account_not_saved(client: t.Any, wechat_api: t.Any,
                              caplog: pytest.LogCaptureFixture) -> str:
     """A first login the database refuses ends on the ``AccountNotSaved`` page: the one
