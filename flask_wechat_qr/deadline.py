@@ -38,20 +38,24 @@ from .tls import context_for_this_process
 
 
 class _Call:
-    """One call's connections and whether its deadline cut it short."""
+    """One call's connections (and the sockets their answers are read from) and whether
+    its deadline cut it short."""
 
-    __slots__ = ("connections", "cut", "expired")
+    __slots__ = ("answer_sockets", "connections", "cut", "expired")
 
     def __init__(self) -> None:
         self.connections: list[HTTPConnection] = []
+        #: An answer with ``Connection: close`` is read after its connection let go of the
+        #: socket (``sock`` is then ``None``): a server dripping it was never cut.
+        self.answer_sockets: list[socket.socket] = []
         self.expired = False
         #: whether a socket was shut down: only then may an answer be cut short
         self.cut = False
 
     def expire(self) -> None:
         self.expired = True
-        for connection in list(self.connections):
-            sock = connection.sock
+        sockets = [connection.sock for connection in list(self.connections)]
+        for sock in dict.fromkeys([*sockets, *self.answer_sockets]):
             if sock is not None:
                 try:
                     sock.shutdown(socket.SHUT_RDWR)  # wakes a read blocked in another thread
@@ -156,11 +160,19 @@ class _TrackedHTTPConnection(HTTPConnection):
         _track(self)
         super().request(*args, **kwargs)
 
+    def getresponse(self, *args: t.Any, **kwargs: t.Any) -> t.Any:
+        _track_answer(self)
+        return super().getresponse(*args, **kwargs)
+
 
 class _TrackedHTTPSConnection(HTTPSConnection):
     def request(self, *args: t.Any, **kwargs: t.Any) -> None:
         _track(self)
         super().request(*args, **kwargs)
+
+    def getresponse(self, *args: t.Any, **kwargs: t.Any) -> t.Any:
+        _track_answer(self)
+        return super().getresponse(*args, **kwargs)
 
     def connect(self) -> None:
         if self.ssl_context is None:  # urllib3's own, unless gevent patched ssl too late
@@ -173,6 +185,14 @@ def _track(connection: HTTPConnection) -> None:
     call = _current_call.get()
     if call is not None:
         call.connections.append(connection)
+
+
+def _track_answer(connection: HTTPConnection) -> None:
+    """The socket the answer will be read from, kept for the deadline: the connection drops
+    it (``sock = None``) when the answer says ``Connection: close``."""
+    call = _current_call.get()
+    if call is not None and connection.sock is not None:
+        call.answer_sockets.append(connection.sock)
 
 
 #: For other modules' pools: connections a :func:`total_deadline` can cut short.
@@ -235,6 +255,13 @@ class DeadlineAdapter(ProcessOwnAdapter):
                 self._read_at_most(response)  # within the deadline, not later by the session
             except requests.RequestException as error:
                 if call.expired:
+                    raise requests.Timeout(too_late) from error
+                raise
+            except (OSError, ValueError) as error:
+                # A read of the socket the deadline shut down may fail outside requests'
+                # errors: eventlet's TLS read raises ValueError ("Read on closed or
+                # unwrapped SSL socket"), which pages and `check --live` took for a bug.
+                if call.cut:
                     raise requests.Timeout(too_late) from error
                 raise
         if call.cut:  # an answer read until the socket was shut: cut short, not whole

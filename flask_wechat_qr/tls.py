@@ -1,4 +1,5 @@
-"""TLS for calls to WeChat in a process where gevent patched ``ssl`` after urllib3 imported it.
+"""TLS for calls to WeChat in a process where gevent (or eventlet) patched ``ssl`` after urllib3
+imported it.
 
 A gunicorn gevent worker whose app was built before the worker patched (``--preload``) has
 urllib3 holding the ``ssl.SSLContext`` class from before the patch. A context of that class
@@ -51,13 +52,24 @@ def context_for_this_process(*, verify: bool = True) -> ssl.SSLContext | None:
     return context
 
 
+#: How to patch first, by the library that patched ``ssl`` late.
+PATCH_FIRST = {
+    "gevent": ("a gevent worker of a --preload master", "put 'from gevent import monkey; "
+               "monkey.patch_all()' at the top of gunicorn.conf.py, or serve without "
+               "--preload"),
+    "eventlet": ("eventlet.monkey_patch() called after the app's imports (Flask-SocketIO "
+                 "sites)", "call 'import eventlet; eventlet.monkey_patch()' on the first "
+                 "line of the module that starts the app, before any other import"),
+}
+
+
 def _tell_once() -> None:
     global _told
     if not _told:
         _told = True
+        patcher = "eventlet" if ssl.SSLContext.__module__.startswith("eventlet") else "gevent"
+        where, fix = PATCH_FIRST[patcher]
         log.warning(
-            "ssl was patched (gevent) after urllib3 was imported, as in a gevent worker of "
-            "a --preload master: calls to WeChat use a TLS context of the patched class; "
-            "the site's other https calls through requests fail with a RecursionError. "
-            "Patch first: put 'from gevent import monkey; monkey.patch_all()' at the top "
-            "of gunicorn.conf.py, or serve without --preload.")
+            "ssl was patched (%s) after urllib3 was imported, as by %s: calls to WeChat "
+            "use a TLS context of the patched class; the site's other https calls through "
+            "requests fail with a RecursionError. Patch first: %s.", patcher, where, fix)

@@ -420,3 +420,75 @@ def test_an_https_call_through_a_tunnelling_proxy_is_cut_at_its_deadline_too(
         with pytest.raises(requests.Timeout):
             session.get(token + "?code=hang", timeout=30, verify=trusted)
         assert time.monotonic() - started < 4
+
+
+def _dripping(environ: t.Any, start_response: t.Any) -> t.Iterator[bytes]:
+    """An answer of 40 bytes, one each quarter of a second, on a connection the server
+    closes after it (Werkzeug's server says ``Connection: close``)."""
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "40")])
+    for _ in range(40):
+        yield b"x"
+        time.sleep(0.25)
+
+
+def test_a_dripped_answer_on_a_closing_connection_is_cut_too() -> None:
+    """With ``Connection: close`` the connection lets go of its socket before the answer
+    is read: the deadline found no socket to shut, and the call took the server's 10 s."""
+    with LiveServer(_dripping) as server, requests.Session() as session:
+        session.mount("http://", DeadlineAdapter(1.0))
+        started = time.monotonic()
+        with pytest.raises(requests.Timeout):
+            session.get(server.url + "/sns/oauth2/access_token", timeout=30)
+        assert time.monotonic() - started < 5
+
+
+#: A process under eventlet (patched first, as Flask-SocketIO's docs say), calling an https
+#: WeChat that never answers through the deadline: how the call ended.
+UNDER_EVENTLET = """
+import eventlet
+eventlet.monkey_patch()
+import sys, requests
+from flask_wechat_qr.deadline import DeadlineAdapter
+with requests.Session() as session:
+    session.mount("https://", DeadlineAdapter(1.0))
+    try:
+        session.get(sys.argv[1], timeout=30, verify=sys.argv[2])
+    except Exception as error:
+        print(type(error).__module__ + "." + type(error).__name__)
+"""
+
+
+@pytest.mark.parametrize("fault", ["hang", "drip"])
+def test_an_https_call_cut_under_eventlet_is_a_timeout(tmp_path: t.Any, fault: str) -> None:
+    """Before: eventlet's TLS read of the socket the deadline shut down raised a bare
+    ValueError ("Read on closed or unwrapped SSL socket"): a login got "WeChat is not
+    answering" (502, its log "not JSON") instead of "WeChat took too long", an avatar
+    download a 500, ``check --live`` a traceback."""
+    import ssl
+    import subprocess
+    import sys
+
+    import trustme
+
+    authority = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(context)
+    authority.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+
+    def wechat(environ: t.Any, start_response: t.Any) -> t.Iterator[bytes]:
+        if fault == "drip":  # the headers, then a byte now and then
+            start_response("200 OK", [("Content-Type", "text/plain"),
+                                      ("Content-Length", "40")])
+            for _ in range(40):
+                yield b"x"
+                time.sleep(0.25)
+        else:
+            time.sleep(2.5)
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            yield b"{}"
+
+    with LiveServer(wechat, ssl_context=context) as server:
+        done = subprocess.run(
+            [sys.executable, "-c", UNDER_EVENTLET, server.url + "/sns/oauth2/access_token",
+             str(tmp_path / "ca.pem")], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "requests.exceptions.Timeout", done.stderr

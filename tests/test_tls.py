@@ -97,16 +97,15 @@ def wechat_over_https(tmp_path: Path) -> t.Iterator[tuple[str, str]]:
         yield server.url, str(tmp_path / "ca.pem")
 
 
-#: A process whose app was imported before gevent patched (a gevent worker of a
-#: ``--preload`` master), calling WeChat's API (the deadline adapter) and an image host (the
+#: A process whose app was imported before gevent or eventlet patched (a gevent worker of a
+#: ``--preload`` master, a Flask-SocketIO site that patches late), calling WeChat's API (the deadline adapter) and an image host (the
 #: avatars' public-only adapter) over https; it prints what each call gave.
 LATE_PATCHED = """
 import json, sys
 import requests
 from flask_wechat_qr import avatar_download
 from flask_wechat_qr.deadline import DeadlineAdapter
-from gevent import monkey
-monkey.patch_all()
+{patch}
 url, authority = sys.argv[1:]
 avatar_download.public_address = lambda host, port: "127.0.0.1"  # stands in for WeChat's
 def outcome(session, address, **verify):
@@ -126,17 +125,24 @@ print(json.dumps([
 """
 
 
+@pytest.mark.parametrize("patcher", ["gevent", "eventlet"])
 def test_after_a_late_patch_calls_over_https_work_and_still_verify(
-        wechat_over_https: tuple[str, str]) -> None:
-    """Every call failed with a ``RecursionError`` (gevent's issue 1016)."""
+        wechat_over_https: tuple[str, str], patcher: str) -> None:
+    """Every call failed with a ``RecursionError`` (gevent's issue 1016). The warning
+    names the library that patched, and how to patch it first (eventlet's was told
+    gevent's fix)."""
     url, authority = wechat_over_https
-    done = subprocess.run([sys.executable, "-c", LATE_PATCHED, url, authority],
-                          capture_output=True, text=True, timeout=60, check=False)
+    patch = {"gevent": "from gevent import monkey\nmonkey.patch_all()",
+             "eventlet": "import eventlet\neventlet.monkey_patch()"}[patcher]
+    done = subprocess.run([sys.executable, "-c", LATE_PATCHED.replace("{patch}", patch), url,
+                           authority], capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     api, wrong_host, unknown_authority, image_host = json.loads(done.stdout)
     assert json.loads(api)["openid"] == "o1"
     assert wrong_host.startswith("SSLError") and "localhost" in wrong_host  # checked still
     assert unknown_authority.startswith("SSLError") and "verify failed" in unknown_authority
     assert json.loads(image_host)["openid"] == "o1"  # the avatars' connections too
-    assert "ssl was patched (gevent) after urllib3" in done.stderr  # and said once
+    assert f"ssl was patched ({patcher}) after urllib3" in done.stderr  # and said once
+    assert ("eventlet.monkey_patch()' on the first line" in done.stderr) is (
+        patcher == "eventlet")
     assert done.stderr.count("ssl was patched") == 1
