@@ -48,7 +48,7 @@ MAX_PASSWORD = 1024
 def _next_url() -> str | None:
     """Where to go after logging in: a local path, or nowhere (the extension's rule)."""
     try:
-        return safe_next(request.values.get("next"))
+        return safe_next(request.values.get("next"), request.host)
     except LoginError:  # longer than any honest link
         return None
 

@@ -270,7 +270,7 @@ def _next_asked() -> str | None:
     if request.endpoint not in LOGIN_STARTS:
         return None
     try:
-        return safe_next(request.args.get("next"))
+        return safe_next(request.args.get("next"), request.host)
     except (InvalidRequest, UnicodeDecodeError):
         return None
 

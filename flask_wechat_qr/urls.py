@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import typing as t
-from urllib.parse import SplitResult, quote, urlsplit
+from urllib.parse import SplitResult, quote, urlsplit, urlunsplit
 
 from werkzeug.urls import iri_to_uri
 
@@ -43,17 +43,24 @@ def is_local_path(value: str) -> bool:
     return not (parts.scheme or parts.netloc)
 
 
-def safe_next(value: str | None) -> str | None:
-    """``value`` if it is a path on this site, else ``None`` (no open redirects).
+def safe_next(value: str | None, this_host: str | None = None) -> str | None:
+    """``value`` if it is a path on this site, else ``None`` (no open redirects). With
+    ``this_host`` (``request.host``), an ``http(s)`` URL of that very host, as Flask-AppBuilder
+    writes ``next``, is taken as its path (only the path is ever kept).
 
-    For a host's own login form too: ``redirect(safe_next(request.args.get("next")) or
-    "/")``. :class:`~flask_wechat_qr.errors.InvalidRequest` (a 400 page) for a value longer
-    than :data:`MAX_NEXT_LENGTH`, which no honest link carries.
+    For a host's own login form too: ``redirect(safe_next(request.args.get("next"),
+    request.host) or "/")``. :class:`~flask_wechat_qr.errors.InvalidRequest` (a 400 page)
+    for a value longer than :data:`MAX_NEXT_LENGTH`, which no honest link carries.
     """
     if not value:
         return None
     if len(value) > MAX_NEXT_LENGTH:
         raise InvalidRequest(_l("The return address is too long. Start the login again."))
+    if not is_local_path(value) and this_host and not has_control_characters(value):
+        parts = urlsplit(value)
+        if parts.scheme.lower() in ("http", "https") and \
+                parts.netloc.lower() == this_host.lower():
+            value = urlunsplit(("", "", parts.path or "/", parts.query, parts.fragment))
     if not is_local_path(value):
         log.info("ignored an off-site next parameter")
         return None

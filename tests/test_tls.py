@@ -98,8 +98,9 @@ def wechat_over_https(tmp_path: Path) -> t.Iterator[tuple[str, str]]:
 
 
 #: A process whose app was imported before gevent or eventlet patched (a gevent worker of a
-#: ``--preload`` master, a Flask-SocketIO site that patches late), calling WeChat's API (the deadline adapter) and an image host (the
-#: avatars' public-only adapter) over https; it prints what each call gave.
+#: ``--preload`` master, a Flask-SocketIO site that patches late), calling WeChat's API (the
+#: deadline adapter) and an image host (the avatars' public-only adapter) over https; it
+#: prints what each call gave.
 LATE_PATCHED = """
 import json, sys
 import requests

@@ -58,6 +58,31 @@ def test_off_site_next_is_refused(make_app: t.Any, wechat_api: t.Any, next_url: 
     assert logged_in_user_id(client) is not None
 
 
+@pytest.mark.parametrize(("next_url", "lands_on"), [
+    # Flask-AppBuilder's login page is given next as this site's full URL: the person landed
+    # on / instead of the page they asked for.
+    ("http://localhost/notemodelview/list/?page=2", "/notemodelview/list/?page=2"),
+    ("https://LOCALHOST/account", "/account"),
+    ("http://localhost", "/"),
+    # Only this host, only its path: anything else is still refused.
+    ("http://localhost:8080/account", "/"),
+    ("http://localhost@evil.example/account", "/"),
+    ("http://evil.example/account", "/"),
+    ("http://localhost//evil.example", "/"),
+    ("http://localhost/\\evil.example", "/"),
+    ("http://localhost/\t/evil.example", "/"),
+    ("ftp://localhost/account", "/"),
+])
+def test_next_as_this_sites_full_url_is_its_path(make_app: t.Any, wechat_api: t.Any,
+                                                 next_url: str, lands_on: str) -> None:
+    client = make_app().test_client()
+    state = start_login(client, next=next_url)
+    wechat_api.token()
+    wechat_api.userinfo()
+    resp = finish_login(client, state)
+    assert resp.status_code == 302 and resp.headers["Location"] == lands_on
+
+
 @pytest.mark.parametrize("next_url", OFF_SITE_NEXT)
 def test_off_site_next_is_not_echoed_on_the_qr_page(client: t.Any, next_url: str) -> None:
     resp = client.get("/auth/wechat/qr", query_string={"next": next_url})
