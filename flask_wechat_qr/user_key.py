@@ -78,12 +78,28 @@ def _user_primary_key(db: SQLAlchemy, model: t.Any
     table = getattr(model, "__table__", None)
     if not isinstance(table, sa.Table):
         return None, f"{getattr(model, '__name__', model)!r} is not a mapped table"
-    if table.metadata is not db.metadata:
+    if table.metadata is not db.metadata and _bind_key(db, table.metadata) is not _DEFAULT:
         return None, f"the {table.name!r} table is not on the default bind of the same db"
     key = list(table.primary_key.columns)
     if len(key) != 1:
         return None, f"the {table.name!r} table's primary key is not one column"
     return key[0], None
+
+
+#: :func:`_bind_key` of a table that ``db.session`` reads from the default engine.
+_DEFAULT = object()
+
+
+def _bind_key(db: SQLAlchemy, metadata: sa.MetaData) -> object:
+    """Which of ``db``'s engines ``db.session`` reads a table of ``metadata`` from: the bind
+    key of one of ``db``'s own metadatas, else :data:`_DEFAULT` for a metadata that names
+    no bind (the user model of a framework with its own declarative base on the same
+    engine: Flask-AppBuilder's ``ab_user``)."""
+    for key, own in db.metadatas.items():
+        if own is metadata:
+            return _DEFAULT if key is None else key
+    key = metadata.info.get("bind_key")
+    return _DEFAULT if key is None else key
 
 
 def referenced_column(identity_table: sa.Table) -> sa.Column[t.Any] | None:
@@ -152,14 +168,26 @@ class ForeignKeyBlocker:
 
 def foreign_key_blocker(connection: sa.Connection, identity_table: sa.Table
                         ) -> ForeignKeyBlocker | None:
-    """MariaDB and MySQL: what keeps the database from having the identities' foreign key
-    (the user table looked at first), or ``None``. The identity table not made yet is read
+    """What keeps the database from having the identities' foreign key, or ``None``: on any
+    database a user table not made yet (one on a metadata of its own, made after the
+    extension's); on MariaDB and MySQL also storage engines and partitions (the user
+    table looked at first). The identity table not made yet is read
     as it will be made: its engine option, or the server's default engine, unpartitioned."""
     user_column = referenced_column(identity_table)
-    if connection.dialect.name not in MYSQL_DIALECTS or user_column is None:
+    if user_column is None:
+        return None
+    upgrade = "then run `flask wechat-qr db upgrade`, which adds the foreign key"
+    user_table = user_column.table
+    inspector = sa.inspect(connection, raiseerr=False)  # None: a mock engine's
+    if inspector is not None and not inspector.has_table(user_table.name,
+                                                         schema=user_table.schema):
+        # A user model on a metadata of its own (Flask-AppBuilder's) whose table is made
+        # after the extension's: no database takes a key to a table it does not have.
+        return ForeignKeyBlocker(f"{user_table.name} does not exist yet",
+                                 f"make it (your app's own tables first), {upgrade}")
+    if connection.dialect.name not in MYSQL_DIALECTS:
         return None
     format_table = connection.dialect.identifier_preparer.format_table
-    upgrade = "then run `flask wechat-qr db upgrade`, which adds the foreign key"
     engines = {}
     for table in (user_column.table, identity_table):
         engine, partitioned = _storage(connection, table)
@@ -251,21 +279,21 @@ def with_the_identity_table(identity_table: sa.Table) -> None:
         return
 
     def before_create(target: sa.Table, connection: sa.Connection, **_kw: t.Any) -> None:
+        key = target.c[USER_KEY]
         if connection.dialect.name in MYSQL_DIALECTS:
-            key = target.c[USER_KEY]
             declared = {**(_declared_types.get() or {}), key: user_key_type(connection, target)}
             _declared_types.set(declared)
-            constraint = t.cast(sa.ForeignKeyConstraint, next(iter(key.foreign_keys)).constraint)
-            blocked = foreign_key_blocker(connection, target)
-            # decided afresh for each CREATE TABLE (one that failed never reached after_create)
-            others = (_omitted_foreign_keys.get() or set()) - {constraint}
-            _omitted_foreign_keys.set(others | {constraint} if blocked else others)
-            if blocked is not None:
-                log.warning("%s made without its foreign key to %s.%s: %s. Deleting a user "
-                            "through the ORM still deletes their WeChat identities; one "
-                            "deleted with raw SQL leaves them for the next user given the "
-                            "same id. Fix: %s.", target.name, user_column.table.name,
-                            user_column.name, blocked.reason, blocked.fix)
+        constraint = t.cast(sa.ForeignKeyConstraint, next(iter(key.foreign_keys)).constraint)
+        blocked = foreign_key_blocker(connection, target)
+        # decided afresh for each CREATE TABLE (one that failed never reached after_create)
+        others = (_omitted_foreign_keys.get() or set()) - {constraint}
+        _omitted_foreign_keys.set(others | {constraint} if blocked else others)
+        if blocked is not None:
+            log.warning("%s made without its foreign key to %s.%s: %s. Deleting a user "
+                        "through the ORM still deletes their WeChat identities; one "
+                        "deleted with raw SQL leaves them for the next user given the "
+                        "same id. Fix: %s.", target.name, user_column.table.name,
+                        user_column.name, blocked.reason, blocked.fix)
 
     def after_create(target: sa.Table, connection: sa.Connection, **_kw: t.Any) -> None:
         declared = _declared_types.get() or {}
@@ -296,8 +324,7 @@ _omitted_foreign_keys: contextvars.ContextVar[set[sa.ForeignKeyConstraint] | Non
     contextvars.ContextVar("wechat_qr_omitted_foreign_keys", default=None)
 
 
-@compiles(sa.ForeignKeyConstraint, "mysql")
-@compiles(sa.ForeignKeyConstraint, "mariadb")
+@compiles(sa.ForeignKeyConstraint)
 def _foreign_key_constraint(constraint: sa.ForeignKeyConstraint, compiler: t.Any,
                             **kw: t.Any) -> str | None:
     """A foreign key of ``CREATE TABLE``; none where it is omitted (``None`` leaves it out)."""

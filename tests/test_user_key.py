@@ -219,6 +219,76 @@ def test_uuid_and_string_keyed_users_get_the_foreign_key_too(
         assert logged_in_user_id(browser) not in (None, victim_id)
 
 
+def make_framework_host(url: str, root: t.Any, users_first: bool) -> Flask:
+    """A host whose user model is on a declarative base of its own (Flask-AppBuilder's
+    ``ab_user`` on ``flask_appbuilder.Model``): another MetaData, the same engine, read
+    through ``db.session``. ``users_first``: its tables are made before the extension's."""
+    from sqlalchemy.orm import DeclarativeBase
+
+    class Base(DeclarativeBase):
+        pass
+
+    class User(Base, UserMixin):
+        __tablename__ = "user"
+        id = sa.Column(sa.Integer, primary_key=True)
+        username = sa.Column(sa.String(80), unique=True)
+
+    db = SQLAlchemy()
+    app = Flask("framework_host", root_path=str(root))
+    app.config.update(TESTING=True, SECRET_KEY="test-secret-key", SQLALCHEMY_DATABASE_URI=url,
+                      WECHAT_QR_APP_ID=APP_ID, WECHAT_QR_APP_SECRET=APP_SECRET)
+    db.init_app(app)
+    manager = LoginManager(app)
+    manager.user_loader(lambda user_id: db.session.get(User, int(user_id)))
+    WeChatQR(app, db=db, user_model=User)
+    with app.app_context():
+        if users_first:
+            Base.metadata.create_all(db.engine)
+        db.create_all()
+        if not users_first:
+            Base.metadata.create_all(db.engine)
+    app.db = db  # type: ignore[attr-defined]
+    app.User = User  # type: ignore[attr-defined]
+    return app
+
+
+@pytest.mark.parametrize("users_first", [True, False], ids=["users first", "users after"])
+def test_a_user_model_on_a_metadata_of_its_own_gets_the_foreign_key_too(
+        database: Database, tmp_path: t.Any, wechat_api: t.Any, users_first: bool,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Flask-AppBuilder's users are on its own declarative base, in the same database: the
+    extension said "not on the default bind of the same db" and made no foreign key, and
+    a user deleted with raw SQL left their WeChat to the next user given the id. Where the
+    user table comes after the extension's, the table is made without the key (said, with
+    the fix) and ``db upgrade`` adds it."""
+    with caplog.at_level(logging.WARNING, "flask_wechat_qr"), app_factory(
+            lambda: make_framework_host(database.url("framework"), tmp_path, users_first)
+    ) as factory:
+        app = factory()
+        omitted = [r.getMessage() for r in caplog.records if "without its foreign key" in
+                   r.getMessage()]
+        if users_first:
+            assert omitted == []
+        else:
+            assert len(omitted) == 1 and "user does not exist yet" in omitted[0]
+            result = app.test_cli_runner().invoke(args=["wechat-qr", "db", "upgrade"])
+            assert result.exit_code == 0, result.output
+        with app.app_context():
+            keys = sa.inspect(app.db.engine).get_foreign_keys("wechat_qr_identity")  # type: ignore[attr-defined]
+        assert [(k["referred_table"], k["referred_columns"]) for k in keys] == [
+            ("user", ["id"])]
+        victim_id = logged_in_user_id_after_login(app, wechat_api)
+        (victim,) = all_users(app)
+        assert str(victim.id) == victim_id
+        delete_user_with_raw_sql(app, victim.id)
+        hand_out_the_same_id_next(app, victim.id)
+        assert identity_owners(app) == []
+        assert add_user(app, username="newcomer") == victim.id
+        browser = app.test_client()
+        assert login_with_wechat(browser, wechat_api).status_code == 302
+        assert logged_in_user_id(browser) not in (None, victim_id)
+
+
 # --- opting out -------------------------------------------------------------------------------
 
 
