@@ -206,6 +206,8 @@ class Deployment:
     blocked_qr_frames: tuple[BlockedQRFrame, ...] = ()
     #: Flask-Login's ``login_view`` where ``url_for`` cannot build it here
     unbuildable_login_view: str | None = None
+    #: what rendering the extension's error page in the site's layout raised
+    page_render_error: str | None = None
 
     @classmethod
     def of(cls, app: Flask, settings: Settings, base_url: str | None = None,
@@ -220,7 +222,8 @@ class Deployment:
                    shadowed_routes=shadowed_routes(app, settings, base),
                    withheld_pages=withheld_pages(app, settings, base),
                    blocked_qr_frames=blocked_qr_frames(app, settings, base),
-                   unbuildable_login_view=unbuildable_login_view(app, base))
+                   unbuildable_login_view=unbuildable_login_view(app, base),
+                   page_render_error=page_render_error(app, settings, base))
 
     @property
     def simulated(self) -> t.Literal["in-app", "standalone"] | None:
@@ -504,6 +507,34 @@ def unbuildable_login_view(app: Flask, base: str | None) -> str | None:
             url_for(view)
         except BuildError:
             return str(view)
+    return None
+
+
+def page_render_error(app: Flask, settings: Settings, base: str | None) -> str | None:
+    """What rendering the extension's error page raised, as for a visitor with no session
+    (the site's own hooks run first), or ``None``: a ``wechat_qr/base.html`` that extends a
+    layout needing what only the site's own views pass (Flask-AppBuilder's ``appbuilder``)
+    makes every page of the login a 500."""
+    from flask import render_template
+
+    from .errors import StateError
+
+    connection = next(iter(settings.connections), None)
+    found = _login_pages(app, base, [("error", "wechat_qr.callback",
+                                      {"connection": connection})]) if connection else None
+    if found is None:
+        return None
+    route = found[1][0][2]
+    try:
+        with app.test_request_context(route, base_url=base):
+            if _run_site_before_hooks(app) is not None:
+                return None  # the site answers for that page itself: the other check's
+            render_template("wechat_qr/error.html", error=StateError(), connection=None,
+                            retry_url=None, login_url=None)
+    except HTTPException:
+        return None  # the site's hooks refuse the page: the members-only check's
+    except Exception as error:
+        return f"{type(error).__name__}: {error}"[:300]
     return None
 
 
@@ -1184,6 +1215,20 @@ def check_login_view(deployment: Deployment) -> t.Iterator[Finding]:
         "to its URL")
 
 
+def check_pages_render(deployment: Deployment) -> t.Iterator[Finding]:
+    """The login's pages render in the site's layout (``wechat_qr/base.html``)."""
+    if deployment.page_render_error is None:
+        return
+    yield problem(
+        "the login's pages cannot be rendered in your layout: the error page raised "
+        f"{deployment.page_render_error} (rendered as for a visitor with no session), so "
+        "every page of the login (QR code, bind form, errors) answers 500",
+        "give your wechat_qr/base.html what its layout needs, from a context processor "
+        "(Flask-AppBuilder's baselayout.html: @app.context_processor returning "
+        "appbuilder=appbuilder and base_template=appbuilder.base_template), or extend a "
+        "layout that needs nothing (docs: templates)")
+
+
 def _split_domain(text: str) -> SplitResult:
     return urlsplit(text if "://" in text else "//" + text)
 
@@ -1217,6 +1262,7 @@ DEPLOYMENT_CHECKS: tuple[Check, ...] = (
     check_login_pages_reachable,
     check_qr_frame_allowed,
     check_login_view,
+    check_pages_render,
 )
 
 

@@ -840,3 +840,34 @@ def test_a_login_view_that_cannot_be_built_is_a_warning(
     finding = only("warning", checks.check_login_view, deployment)
     assert f"Flask-Login's login_view {view!r} cannot be built here" in finding.what
     assert "WECHAT_QR_OTHER_LOGIN_URL" in finding.fix and "auth_view" in finding.fix
+
+
+# --- the pages in the site's layout -------------------------------------------------------
+
+
+@pytest.mark.parametrize("context_processor", [False, True])
+def test_a_layout_that_cannot_render_the_pages_is_a_problem(
+        make_app: t.Callable[..., Flask], context_processor: bool) -> None:
+    """Flask-AppBuilder's baselayout.html needs ``appbuilder``, which only its own views
+    pass: a wechat_qr/base.html extending it made every page of the login a 500, and
+    ``check`` said nothing."""
+    from jinja2 import ChoiceLoader, DictLoader
+
+    app = make_app()
+    app.jinja_loader = ChoiceLoader([DictLoader({  # type: ignore[assignment]
+        "wechat_qr/base.html": '{% extends "layout.html" %}{% block body %}'
+                               '{% block wechat_qr_content %}{% endblock %}{% endblock %}',
+        "layout.html": "<title>{{ appbuilder.app_name }}</title>{% block body %}{% endblock %}",
+    }), app.jinja_loader])
+    if context_processor:
+        app.context_processor(lambda: {"appbuilder": {"app_name": "Site"}})
+    page = app.test_client().get("/auth/wechat/callback?code=x&state=y")
+    deployment = deploy(app)
+    if context_processor:
+        assert page.status_code == 400
+        assert list(checks.check_pages_render(deployment)) == []
+        return
+    assert page.status_code == 500  # what check now tells of
+    found = only("problem", checks.check_pages_render, deployment)
+    assert "UndefinedError: 'appbuilder' is undefined" in found.what
+    assert "context processor" in found.fix
