@@ -329,7 +329,8 @@ class AccountNotSaved(LoginError):
         self.reason = reason
         advice = advice or ("If that is a column of the user model, AccountAdapter.create_user "
                             "must fill it (docs: hooks, 'Creating users')")
-        self.args = (f"{self.args[0]} The database said: {reason}. {advice}.",)
+        said = "SQLAlchemy said" if reason.startswith("FlushError") else "The database said"
+        self.args = (f"{self.args[0]} {said}: {reason}. {advice}.",)
 
 
 class WeChatUnavailable(LoginError):

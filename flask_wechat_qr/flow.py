@@ -59,6 +59,7 @@ from dataclasses import dataclass, field
 
 from flask import session
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy.orm.exc import FlushError
 
 from . import signals
 from .association import BindingRequired, Resolution
@@ -727,6 +728,15 @@ class LoginFlow:
                     "cannot hold, the wrong type) or a column the database requires got none: "
                     "if the column is the user model's, make AccountAdapter.create_user fill "
                     "it with a value that fits, or widen the column (docs: hooks, 'Creating "
+                    "users')")) from error
+            except FlushError as error:  # objects the ORM cannot save (a None in a relation)
+                self.db.session.rollback()
+                first = (str(error).strip().splitlines() or ["(no message)"])[0]
+                raise AccountNotSaved(f"FlushError: {first}", advice=(
+                    "The objects of the login could not be saved, before the database was "
+                    "asked: most often AccountAdapter.create_user gave the user a related "
+                    "object that is None (a role looked up by a name the site does not have); "
+                    "make it give only objects that exist (docs: hooks, 'Creating "
                     "users')")) from error
             except BaseException:
                 self.db.session.rollback()

@@ -770,6 +770,28 @@ def test_a_user_the_database_refuses_ends_on_a_page_and_a_log_line_that_name_the
     assert len(made) == 3  # tried as a race would be, then given up
 
 
+def test_a_user_the_orm_cannot_save_ends_on_the_page_and_a_log_line(
+        tmp_path: t.Any, wechat_api: t.Any, caplog: pytest.LogCaptureFixture) -> None:
+    """A ``create_user`` that gives the user a related object that is None (a
+    Flask-AppBuilder role looked up by a name the site does not have): SQLAlchemy refuses
+    to flush before the database is asked. Before: a bare 500."""
+    from sqlalchemy.orm import relationship
+
+    class Adapter(AccountAdapter):
+        def create_user(self, connection: t.Any, profile: t.Any) -> t.Any:
+            user = super().create_user(connection, profile)
+            user.reports.append(None)  # find_role("Member") found nothing
+            return user
+
+    app = shaped_host(tmp_path, {"manager_id": sa.Column(sa.ForeignKey("account.id")),
+                                 "reports": relationship("User")}, adapter=Adapter)
+    client = app.test_client()
+    message = logged_account_not_saved(client, wechat_api, caplog)
+    assert "SQLAlchemy said: FlushError: Can't flush None value found in collection" in message
+    assert "AccountAdapter.create_user gave the user a related object that is None" in message
+    assert all_identities(app) == [] and logged_in_user_id(client) is None
+
+
 @contextlib.contextmanager
 def bound_by(tmp_path: t.Any, database: Database, field: str, column: t.Any,
              value: t.Any) -> t.Iterator[t.Any]:
