@@ -141,9 +141,16 @@ def _flask_babel_locale() -> str:
 
 
 def _languages_of_flask_babel() -> set[str | None]:
-    """The languages of ours the host's Flask-Babel has catalogs for (and its default)."""
+    """The languages of ours the host's Flask-Babel can choose: those its ``LANGUAGES``
+    setting offers, where it has one (Flask-AppBuilder's, and the Flask Mega-Tutorial's
+    convention: the catalogs a framework ships are not all offered), else those it has
+    catalogs for (and its default)."""
     import flask_babel
 
+    offered = current_app.config.get("LANGUAGES")
+    if isinstance(offered, (list, tuple, set, frozenset, dict)) and offered and all(
+            isinstance(language, str) for language in offered):
+        return {normalize_locale(language) for language in offered}
     return {normalize_locale(locale)
             for locale in flask_babel.get_babel().instance.list_translations()}
 

@@ -372,6 +372,22 @@ def test_chinese_browsers_get_chinese_pages_whatever_the_host_babel_offers(
         assert str(flask_babel.get_locale()) == "en"
 
 
+@pytest.mark.parametrize("offered", [["en"], {"en": {"flag": "gb", "name": "English"}}])
+def test_a_babel_that_offers_fewer_languages_than_it_has_catalogs_for(
+        app: Flask, offered: t.Any) -> None:
+    """Flask-AppBuilder ships catalogs for 18 languages, Chinese among them, and offers
+    those its ``LANGUAGES`` setting names: an English-only site. Its "en" was taken for the
+    site's choice against Chinese, and Chinese browsers got English pages."""
+    from flask_babel import Babel
+
+    host_catalogs(app, "zh", "de")  # shipped with the framework
+    app.config["LANGUAGES"] = offered  # what the site offers
+    Babel(app, locale_selector=lambda: "en")
+    assert_chinese(page_of(browser(app, ZH).get("/auth/wechat/qr")), "请使用手机微信扫描二维码")
+    app.config["LANGUAGES"] = ["en", "zh"]  # offered, and not chosen: the site's choice
+    assert html_lang(page_of(browser(app, ZH).get("/auth/wechat/qr"))) == "en"
+
+
 def test_flask_babel_default_locale_without_a_selector(
         app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
     """A Chinese-only site: Babel's default decides where the browser states no language
