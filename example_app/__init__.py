@@ -36,7 +36,7 @@ from .config import (
     dev_secret_key,
     wechat_config_state,
 )
-from .models import LoginFailure, User, db, login_manager, wechat
+from .models import LoginFailure, UsedIdToken, User, db, login_manager, wechat
 
 __all__ = ["User", "create_app", "db", "login_manager", "wechat"]
 
@@ -113,7 +113,8 @@ def create_app(test_config: dict[str, t.Any] | None = None) -> Flask:
 def _create_site_tables(app: Flask) -> None:
     """The site's own tables (and the sandbox's dev-only ones), not the extension's:
     ``create_all`` restricted to them, tolerating another worker creating them at once."""
-    tables = [User.__table__, LoginFailure.__table__, *sandbox_tables(app)]
+    tables = [User.__table__, LoginFailure.__table__, UsedIdToken.__table__,
+              *sandbox_tables(app)]
     try:
         db.metadata.create_all(db.engine, tables=tables)
     except sa.exc.DatabaseError:

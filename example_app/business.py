@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import hmac
 import secrets
+import time
 import typing as t
 
+import sqlalchemy as sa
 from flask import Blueprint, abort, current_app, make_response, render_template, request, url_for
 from itsdangerous import BadData, URLSafeTimedSerializer
 from joserfc import jwt
@@ -22,7 +24,7 @@ from joserfc.jwt import JWTClaimsRegistry
 from flask_wechat_qr import id_token_issuer
 
 from .i18n import gettext as _
-from .models import wechat
+from .models import UsedIdToken, db, wechat
 
 if t.TYPE_CHECKING:
     from flask.typing import ResponseReturnValue
@@ -96,7 +98,25 @@ def wechat_done() -> ResponseReturnValue:
     except (JoseError, ValueError) as exc:
         abort(400, description=_("The ID token did not verify (%(reason)s).",
                                  reason=type(exc).__name__))
+    if not _first_use(str(token.claims.get("jti", "")), float(token.claims["exp"])):
+        abort(400, description=_("The ID token did not verify (%(reason)s).",
+                                 reason="ReplayedToken"))
     response = make_response(render_template("business.html", connection=connection,
                                              login_url=None, claims=token.claims))
     response.delete_cookie(PENDING_COOKIE, path=bp.url_prefix)  # one login, used once
     return response
+
+
+def _first_use(jti: str, expires_at: float) -> bool:
+    """Remember a token's ``jti`` until it expires; ``False`` if it was seen before (a
+    token replayed, with the login's cookie, to log in again)."""
+    if not jti or len(jti) > 64:
+        return False
+    db.session.execute(sa.delete(UsedIdToken).where(UsedIdToken.expires_at < time.time()))
+    db.session.add(UsedIdToken(jti=jti, expires_at=expires_at))
+    try:
+        db.session.commit()
+    except sa.exc.IntegrityError:
+        db.session.rollback()
+        return False
+    return True

@@ -65,6 +65,16 @@ class LoginFailure(db.Model):  # type: ignore[name-defined,misc]
     at: Mapped[float] = mapped_column(sa.Float, index=True)
 
 
+class UsedIdToken(db.Model):  # type: ignore[name-defined,misc]
+    """ID tokens the demo front end (``business.py``) accepted, by ``jti``, until they
+    expire: a token presented twice is refused, as docs/id-token.rst asks of receivers."""
+
+    __tablename__ = "used_id_token"
+
+    jti: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    expires_at: Mapped[float] = mapped_column(sa.Float, index=True)
+
+
 @login_manager.user_loader
 def load_user(user_id: str) -> t.Any:
     """Flask-Login's loader; a malformed id in an old cookie means "nobody"."""

@@ -795,12 +795,18 @@ def test_business_demo_receives_and_verifies_the_id_token(
     refused = browser.post("/business/wechat-done", data=forged)
     assert refused.status_code == 400
     assert "did not verify" in refused.get_data(as_text=True)
+    pending = browser.get_cookie("business_login", path="/business")
     done = browser.post("/business/wechat-done", data=fields)
     assert done.status_code == 200, done.get_data(as_text=True)
     text = done.get_data(as_text=True)
     assert "The ID token verified" in text and "openid" in text
     # The login it started is used up: a replayed post is refused.
     assert browser.post("/business/wechat-done", data=fields).status_code == 400
+    # So is the token, replayed with the login's cookie kept (before: accepted again).
+    browser.set_cookie("business_login", pending.value, path="/business")
+    replayed = browser.post("/business/wechat-done", data=fields)
+    assert replayed.status_code == 400
+    assert "ReplayedToken" in replayed.get_data(as_text=True)
 
 
 def test_extension_pages_in_the_site_layout_speak_chinese(wechat_site: Flask) -> None:
