@@ -198,7 +198,7 @@ class AccountAdapter(t.Generic[UserT]):
         whether or not the username exists or has a password, so it does not reveal which
         accounts exist.
         """
-        user = self.user_for_login(username)
+        user = self._user_for_login(username)
         if user is None or not self.has_password(user):
             check_password_hash(_dummy_hash(self._seen_hash_method), password or "")
             return None
@@ -206,12 +206,21 @@ class AccountAdapter(t.Generic[UserT]):
             self._seen_hash_method)
         return user if _password_matches(user, password or "", self._seen_hash_method) else None
 
-    def user_for_login(self, username: str) -> UserT | None:
+    def login_key(self, username: str) -> str:
+        """What the bind page counts wrong passwords under: one spelling for all that the
+        default lookup takes as one account (case and spaces around it aside; a phone
+        number's digits, without ``+86`` and leading zeros), whether or not such an account
+        exists (a key that depended on it would tell which accounts exist). Override it
+        with :meth:`authenticate` where your lookup takes other spellings as one."""
+        typed = username.strip()
+        if self.login_field == "phone":
+            digits = re.sub(r"[\s()-]", "", typed).removeprefix("+86").removeprefix("0086")
+            return str(int(digits)) if digits.isascii() and digits.isdigit() else digits
+        return typed.casefold()
+
+    def _user_for_login(self, username: str) -> UserT | None:
         """The one user whose :attr:`login_field` is ``username`` as :meth:`authenticate`
-        looks it up (an e-mail address as typed or in lower case, a phone number without
-        spaces, dashes or ``+86``...), else ``None``. The bind page also counts wrong
-        passwords per account with it, so that ``138 0013 8000`` and ``+8613800138000``
-        are one account there too."""
+        looks it up, else ``None``."""
         model = self._require_user_model()
         field = login_field_expression(model, self.login_field)
         typed = [] if field is None else self._values_to_look_up(username, field, model)

@@ -193,11 +193,7 @@ class PendingBindings:
         Attempt = self.models.BindAttempt
         # One client's many IPv6 addresses (a /64) count as one.
         address = client_network(address)[:_ADDRESS_LENGTH]
-        # Counted under the account the username names and under its spelling (one that
-        # names nobody here may still be guessed at on a database that ignores case).
-        spelling = account_key(username)
-        user_id = self._user_id_for_login(username)
-        account = spelling if user_id is None else user_account_key(user_id)
+        account = account_key(self.policy.adapter.login_key(username))
         now = time.time()
         since = now - self.settings.bind_block_seconds
         # Attempts older than the window count no more: a batch of them goes (bounded, so a
@@ -211,10 +207,10 @@ class PendingBindings:
             sa.select(
                 count_where(Attempt.binding_id == binding_id),
                 count_where(Attempt.address == address),
-                count_where(Attempt.account.in_({spelling, account})),
+                count_where(Attempt.account == account),
             ).where(Attempt.at >= since,
                     sa.or_(Attempt.binding_id == binding_id, Attempt.address == address,
-                           Attempt.account.in_({spelling, account})))
+                           Attempt.account == account))
         ).one()
         # Every count includes this attempt.
         if (per_binding > self.settings.bind_attempts_per_binding
@@ -223,15 +219,6 @@ class PendingBindings:
             self.forget_attempt(attempt_id)
             raise self._blocked()
         return attempt_id
-
-    def _user_id_for_login(self, username: str) -> str | None:
-        """The id of the account ``username`` names (:meth:`.AccountAdapter.user_for_login`),
-        where the adapter can look it up."""
-        adapter = self.policy.adapter
-        if adapter.user_model is None or "\x00" in username:
-            return None
-        user = adapter.user_for_login(username)
-        return None if user is None else adapter.get_user_id(user)
 
     def _blocked(self) -> BindingBlocked:
         """The block page names the configured wait, not a fixed one."""
@@ -253,17 +240,11 @@ class PendingBindings:
 _ADDRESS_LENGTH = 64
 
 
-def account_key(username: str) -> str:
-    """What a bind attempt keeps of the username it tried: a hash, so a password typed into
-    the username field is never stored; one key for the spellings a login form usually
-    treats as one account (case, surrounding spaces)."""
-    return hashlib.sha256(username.strip().casefold().encode("utf-8")).hexdigest()[:32]
-
-
-def user_account_key(user_id: str) -> str:
-    """What a bind attempt keeps of the account its username names: one key for every
-    spelling the adapter's lookup takes for it (``138 0013 8000``, ``+8613800138000``)."""
-    return hashlib.sha256(f"\0user:{user_id}".encode()).hexdigest()[:32]
+def account_key(login_key: str) -> str:
+    """What a bind attempt keeps of the account it tried (the adapter's
+    :meth:`~.AccountAdapter.login_key` of the username): a hash, so a password typed into the
+    username field is never stored."""
+    return hashlib.sha256(login_key.encode("utf-8")).hexdigest()[:32]
 
 
 def _profile_of(pending: PendingBinding) -> WeChatProfile:

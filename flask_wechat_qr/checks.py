@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from urllib.parse import SplitResult, quote, unquote, urlsplit
 
 from flask import Flask, request, url_for
+from jinja2 import TemplateError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.routing import BuildError, Map, MapAdapter, Rule
 
@@ -34,6 +35,7 @@ from .urls import (
     WECHAT_API_BASE_URL,
     WECHAT_OPEN_BASE_URL,
     configured_base_url,
+    is_login_url,
     is_loopback_host,
     port_of,
 )
@@ -500,7 +502,7 @@ def unbuildable_login_view(app: Flask, base: str | None) -> str | None:
     """Flask-Login's ``login_view`` when ``url_for`` cannot build it (no such endpoint, as
     Flask-AppBuilder's ``"login"``, or one that needs arguments); else ``None``."""
     view = getattr(getattr(app, "login_manager", None), "login_view", None)
-    if not view:
+    if not view or is_login_url(view):
         return None
     with _trusting_every_host(app), app.test_request_context(base_url=base):
         try:
@@ -525,16 +527,19 @@ def page_render_error(app: Flask, settings: Settings, base: str | None) -> str |
     if found is None:
         return None
     route = found[1][0][2]
-    try:
-        with app.test_request_context(route, base_url=base):
+    with app.test_request_context(route, base_url=base):
+        try:
             if _run_site_before_hooks(app) is not None:
                 return None  # the site answers for that page itself: the other check's
+        except Exception:  # refused, or needs a real request: the members-only check's
+            return None
+        try:
             render_template("wechat_qr/error.html", error=StateError(), connection=None,
-                            retry_url=None, login_url=None)
-    except HTTPException:
-        return None  # the site's hooks refuse the page: the members-only check's
-    except Exception as error:
-        return f"{type(error).__name__}: {error}"[:300]
+                            retry_url=None, other_login_url=None)
+        except (TemplateError, BuildError) as error:  # the templates' own, not the site's
+            return f"{type(error).__name__}: {error}"[:300]
+        except Exception:  # something only a real request has: cannot be judged here
+            return None
     return None
 
 

@@ -39,7 +39,7 @@ from .flow import Linked, LoggedIn, NeedsBinding, Outcome
 from .frame_policy import with_frame_ancestors
 from .runtime import current_runtime
 from .settings import configured_issuer
-from .urls import safe_next, under_mount_point
+from .urls import is_login_url, safe_next, under_mount_point
 
 if t.TYPE_CHECKING:
     from .login_state import BusinessParams, LoginData
@@ -241,7 +241,7 @@ def error_response(error: LoginError, connection: ConnectionSettings | None,
         retry_url = url_for("wechat_qr.login", connection=connection.identifier, **again)
     return render_template("wechat_qr/error.html", error=error, connection=connection,
                            retry_url=retry_url,
-                           login_url=other_login_url() if isinstance(error, NotLoggedIn)
+                           other_login_url=other_login_url() if isinstance(error, NotLoggedIn)
                            else None), error.status
 
 
@@ -253,6 +253,8 @@ def other_login_url() -> str | None:
     view = getattr(getattr(current_app, "login_manager", None), "login_view", None)
     if not view or view.startswith("wechat_qr."):
         return None  # WeChat's own login is no other way to log in
+    if is_login_url(view):
+        return str(view)  # Flask-Login takes a URL there as it is
     try:
         return url_for(view)
     except BuildError:  # a login view named but not routable here (e.g. needs arguments)

@@ -731,8 +731,7 @@ class LoginFlow:
                     "users')")) from error
             except FlushError as error:  # objects the ORM cannot save (a None in a relation)
                 self.db.session.rollback()
-                first = (str(error).strip().splitlines() or ["(no message)"])[0]
-                raise AccountNotSaved(f"FlushError: {first}", advice=(
+                raise AccountNotSaved(_database_reason(error), advice=(
                     "The objects of the login could not be saved, before the database was "
                     "asked: most often AccountAdapter.create_user gave the user a related "
                     "object that is None (a role looked up by a name the site does not have); "
@@ -760,16 +759,20 @@ class LoginFlow:
 #: Where a database's first line quotes the value it refused (a person's data): MySQL's
 #: "Duplicate entry 'alice@example.com' for key ...", SQL Server's "The duplicate key value
 #: is (alice@example.com)". PostgreSQL and SQLite name only the constraint or column there.
+#: SQLAlchemy's ``FlushError`` names a conflicting primary key the same way ("with identity
+#: key (<class 'User'>, ('alice@example.com',), None) conflicts").
 _QUOTED_VALUES = (re.compile(r"(?i)(duplicate entry )'.*?'( for key)"),
                   re.compile(r"(?i)(incorrect \w+ value: )'.*?'( for column)"),
-                  re.compile(r"(?i)(duplicate key value is )\(.*?\)()"))
+                  re.compile(r"(?i)(duplicate key value is )\(.*?\)()"),
+                  re.compile(r"(identity key )\(.*\)( conflicts)"))
 
 
-def _database_reason(error: DBAPIError) -> str:
-    """The database's own words, first line only: the constraint or column, never the SQL
-    statement's parameters (a person's data), a driver's detail lines (the same) or a value
-    a database quotes in its message."""
-    refusal = error.orig if error.orig is not None else error
+def _database_reason(error: DBAPIError | FlushError) -> str:
+    """The database's own words (or SQLAlchemy's, before the database was asked), first line
+    only: the constraint or column, never the SQL statement's parameters (a person's data),
+    a driver's detail lines (the same) or a value a message quotes."""
+    orig = getattr(error, "orig", None)
+    refusal = orig if orig is not None else error
     words = str(refusal).strip().splitlines()
     line = words[0] if words else "(no message)"
     for quoted in _QUOTED_VALUES:

@@ -324,12 +324,22 @@ _omitted_foreign_keys: contextvars.ContextVar[set[sa.ForeignKeyConstraint] | Non
     contextvars.ContextVar("wechat_qr_omitted_foreign_keys", default=None)
 
 
+#: A host's own ``@compiles(ForeignKeyConstraint)`` registered before this module was
+#: imported: SQLAlchemy keeps one per dialect, so the extension's calls it rather than
+#: replacing it. (One registered later replaces the extension's: it must leave out what
+#: :data:`_omitted_foreign_keys` holds itself.)
+_earlier_foreign_key_compiler: t.Any = getattr(
+    sa.ForeignKeyConstraint.__dict__.get("_compiler_dispatcher"), "specs", {}).get("default")
+
+
 @compiles(sa.ForeignKeyConstraint)
 def _foreign_key_constraint(constraint: sa.ForeignKeyConstraint, compiler: t.Any,
                             **kw: t.Any) -> str | None:
     """A foreign key of ``CREATE TABLE``; none where it is omitted (``None`` leaves it out)."""
     if constraint in (_omitted_foreign_keys.get() or ()):
         return None
+    if _earlier_foreign_key_compiler is not None:
+        return t.cast("str | None", _earlier_foreign_key_compiler(constraint, compiler, **kw))
     return t.cast(str, compiler.visit_foreign_key_constraint(constraint, **kw))
 
 

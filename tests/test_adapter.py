@@ -697,6 +697,10 @@ def test_wrong_passwords_count_per_account_whatever_the_phone_spelling(
         assert bind_as(client, token, spelling, "guess").status_code == 400, spelling
     blocked = bind_as(client, token, "+86 (138) 0013 8000", "pw")  # right, and blocked
     assert blocked.status_code == 429 and error_name(blocked) == "BindingBlocked"
+    # A number nobody has is counted the same way: the block tells no one which exist.
+    for spelling in ("137 0013 7000", "+8613700137000", "0086-137-0013-7000"):
+        assert bind_as(client, token, spelling, "guess").status_code == 400, spelling
+    assert bind_as(client, token, "13700137000", "guess").status_code == 429
     # Another account is not blocked.
     add_account(app, phone=13900139000 if isinstance(column, sa.BigInteger) else "13900139000",
                 password_hash=generate_password_hash("pw2"))

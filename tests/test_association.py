@@ -655,6 +655,21 @@ def test_log_in_first_offers_the_sites_login_not_wechats(make_app: t.Any,
         assert 'class="wechat-qr-button"' not in page
 
 
+def test_log_in_first_leads_to_a_login_view_given_as_a_url(make_app: t.Any) -> None:
+    """Flask-Login takes a ``login_view`` that is a URL as it is; so does the "Log in first"
+    page's way to the site's login (found in review: it asked ``url_for`` and offered
+    none). The link itself is sent there by Flask-Login, with its next."""
+    app = host_app(make_app)
+    app.login_manager.login_view = "https://accounts.example.com/login"  # type: ignore[attr-defined]
+    resp = app.test_client().get("/auth/wechat/link")
+    assert resp.status_code == 302
+    assert resp.headers["Location"].startswith("https://accounts.example.com/login?next=")
+    from flask_wechat_qr.delivery import other_login_url
+
+    with app.test_request_context("/auth/wechat/link"):
+        assert other_login_url() == "https://accounts.example.com/login"
+
+
 def test_link_unknown_connection_is_404(make_app: t.Any) -> None:
     app = host_app(make_app)
     client = app.test_client()

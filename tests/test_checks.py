@@ -820,6 +820,7 @@ def test_a_site_without_a_policy_frames_wechat(site: Flask) -> None:
     ("sign_in_of", None, True),  # an endpoint that needs arguments
     ("login", "/login/", False),  # the "Log in first" page leads there instead
     ("sign_in", None, False),
+    ("/sign-in", None, False),  # a URL: Flask-Login takes it as it is (found in review)
     (None, None, False),
 ])
 def test_a_login_view_that_cannot_be_built_is_a_warning(
@@ -871,3 +872,21 @@ def test_a_layout_that_cannot_render_the_pages_is_a_problem(
     found = only("problem", checks.check_pages_render, deployment)
     assert "UndefinedError: 'appbuilder' is undefined" in found.what
     assert "context processor" in found.fix
+
+
+def test_a_hook_that_cannot_run_here_is_no_layout_problem(
+        make_app: t.Callable[..., Flask]) -> None:
+    """A site hook that needs what only a real request has: the members-only check says it
+    could not judge; the layout check said the pages could not be rendered (found in
+    review)."""
+    from flask import request
+
+    app = make_app()
+
+    @app.before_request
+    def needs_the_real_server() -> None:
+        request.environ["SERVER_SOFTWARE_REAL"]  # noqa: B018
+
+    deployment = deploy(app)
+    assert list(checks.check_pages_render(deployment)) == []
+    assert any("could not tell" in w.what for w in run_checks(deployment).warnings)

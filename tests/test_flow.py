@@ -638,3 +638,17 @@ def test_the_databases_reason_is_logged_without_a_persons_data(said: str, logged
                                              {"email": "alice@example.com"}, DriverError(said)))
     assert reason == f"DriverError: {logged}"
     assert "alice@example.com" not in reason
+
+
+def test_sqlalchemys_reason_is_logged_without_the_conflicting_key() -> None:
+    """A ``FlushError`` (the ORM refused before asking the database) names the conflicting
+    primary key: on a site keyed by e-mail address, a person's data (found in review)."""
+    from sqlalchemy.orm.exc import FlushError
+
+    from flask_wechat_qr.flow import _database_reason
+
+    reason = _database_reason(FlushError(
+        "New instance <User at 0x7f> with identity key (<class 'site.User'>, "
+        "('alice@example.com',), None) conflicts with persistent instance <User at 0x7e>"))
+    assert reason == ("FlushError: New instance <User at 0x7f> with identity key … conflicts "
+                      "with persistent instance <User at 0x7e>")

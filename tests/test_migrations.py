@@ -38,7 +38,7 @@ HEAD = "0006"
 EXTENSION_TABLES = {"wechat_qr_identity", "wechat_qr_login_state",
                     "wechat_qr_pending_binding", "wechat_qr_bind_attempt", "wechat_qr_avatar"}
 #: The example site's own tables.
-SITE_TABLES = {"user", "login_failure"}
+SITE_TABLES = {"user", "login_failure", "used_id_token"}
 SANDBOX_TABLES = {"wechat_qr_sandbox_qr", "wechat_qr_sandbox_person",
                   "wechat_qr_sandbox_code", "wechat_qr_sandbox_token",
                   "wechat_qr_sandbox_consent", "wechat_qr_sandbox_avatar"}

@@ -548,3 +548,47 @@ def test_a_failed_create_table_leaves_the_guard_columns_type_as_the_model_says(
             identity.create(engine)
     assert identity.c.user_key.type is model_type
     dispose_engines(app)
+
+
+#: A process whose own ``@compiles(ForeignKeyConstraint)`` is registered before the
+#: extension is imported: the CREATE TABLE of the identity table, as printed.
+EARLIER_COMPILER = """
+import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
+
+@compiles(sa.ForeignKeyConstraint)
+def marked(constraint, compiler, **kw):
+    return "/* the site's */ " + compiler.visit_foreign_key_constraint(constraint, **kw)
+
+from flask import Flask
+from flask_login import LoginManager, UserMixin
+from flask_sqlalchemy import SQLAlchemy
+from flask_wechat_qr import WeChatQR
+
+db = SQLAlchemy()
+
+class User(db.Model, UserMixin):
+    id = db.Column(db.Integer, primary_key=True)
+
+app = Flask("earlier")
+app.config.update(TESTING=True, SECRET_KEY="k" * 32, SQLALCHEMY_DATABASE_URI="sqlite://",
+                  WECHAT_QR_SANDBOX=True)
+db.init_app(app)
+LoginManager(app)
+WeChatQR(app, db=db, user_model=User)
+with app.app_context():
+    print(sa.schema.CreateTable(db.metadata.tables["wechat_qr_identity"]).compile(db.engine))
+"""
+
+
+def test_a_sites_own_foreign_key_compiler_registered_earlier_is_kept() -> None:
+    """SQLAlchemy keeps one ``@compiles`` per dialect: the extension's, which leaves out a
+    foreign key the database cannot keep, would have replaced one the site registered
+    first (found in review). It calls it instead."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", EARLIER_COMPILER], capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "/* the site's */ CONSTRAINT fk_wechat_qr_identity_user_key" in done.stdout

@@ -320,7 +320,7 @@ def bare_site(tmp_path: pathlib.Path) -> t.Any:
     app = Flask("bare_site")
     app.config.update(TESTING=True, SECRET_KEY="bare-site-secret-" * 3,
                       SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'bare.db'}",
-                      WECHAT_QR_SANDBOX=True)
+                      WECHAT_QR_SANDBOX=True, WECHAT_QR_OTHER_LOGIN_URL="/login")
     db = SQLAlchemy(app)
     login_manager = LoginManager(app)
 
@@ -338,8 +338,9 @@ def bare_site(tmp_path: pathlib.Path) -> t.Any:
 def test_the_extensions_own_layout_is_readable(browser: t.Any, tmp_path: pathlib.Path,
                                                lang: str) -> None:
     """A site with none of the templates overridden: the error page's "Try again" and the
-    "log in first" page, every text at 4.5:1 or more (the button was the link colour on
-    its own green, 1.05:1, where the site's layout did not restyle it)."""
+    "Log in first" page's way to the site's login, every text at 4.5:1 or more (the button
+    was the link colour on its own green, 1.05:1, where the site's layout did not restyle
+    it)."""
     from support import LiveServer
 
     context = browser.new_context(locale=LOCALES[lang], viewport={"width": 1000, "height": 800})
@@ -347,14 +348,17 @@ def test_the_extensions_own_layout_is_readable(browser: t.Any, tmp_path: pathlib
     page = context.new_page()
     try:
         with LiveServer(bare_site(tmp_path)) as site:
-            for path, name in (("/auth/wechat/callback?code=x&state=y", "error"),
-                               ("/auth/wechat/link", "log-in-first")):
+            for path, name, label in (
+                    ("/auth/wechat/callback?code=x&state=y", "error",
+                     {"zh": "重试", "en": "Try again"}),
+                    ("/auth/wechat/link", "log-in-first",
+                     {"zh": "登录你的账号", "en": "Log in to your account"})):
                 page.goto(site.url + path)
                 page.wait_for_function("document.fonts.status === 'loaded'")
                 shoot(page, lang, f"own-layout-{name}")
                 button = page.locator(".wechat-qr-button")
                 assert button.count() == 1
-                assert button.inner_text() == ("重试" if lang == "zh" else "Try again")
+                assert button.inner_text() == label[lang]
                 styles = page.main_frame.evaluate(TEXT_STYLES_JS)
                 assert any(s["name"] == "a.wechat-qr-button" for s in styles)
                 low = [(s["name"], s["text"], round(contrast(s["colour"], s["behind"]), 2))
