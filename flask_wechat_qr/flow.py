@@ -721,22 +721,11 @@ class LoginFlow:
                 log.info("the database refused the login's changes (%s); trying again: "
                          "another request may have made the same identity",
                          _database_reason(error))
-            except DataError as error:  # a value its column cannot hold: no try helps
+            except (DataError, FlushError) as error:  # the site's data: no try helps
                 self.db.session.rollback()
                 raise AccountNotSaved(_database_reason(error), advice=(
-                    "A value does not fit its column (too long, characters its character set "
-                    "cannot hold, the wrong type) or a column the database requires got none: "
-                    "if the column is the user model's, make AccountAdapter.create_user fill "
-                    "it with a value that fits, or widen the column (docs: hooks, 'Creating "
-                    "users')")) from error
-            except FlushError as error:  # objects the ORM cannot save (a None in a relation)
-                self.db.session.rollback()
-                raise AccountNotSaved(_database_reason(error), advice=(
-                    "The objects of the login could not be saved, before the database was "
-                    "asked: most often AccountAdapter.create_user gave the user a related "
-                    "object that is None (a role looked up by a name the site does not have); "
-                    "make it give only objects that exist (docs: hooks, 'Creating "
-                    "users')")) from error
+                    _VALUE_ADVICE if isinstance(error, DataError) else _OBJECT_ADVICE)
+                ) from error
             except BaseException:
                 self.db.session.rollback()
                 raise
@@ -759,6 +748,19 @@ class LoginFlow:
 #: Where a database's first line quotes the value it refused (a person's data): MySQL's
 #: "Duplicate entry 'alice@example.com' for key ...", SQL Server's "The duplicate key value
 #: is (alice@example.com)". PostgreSQL and SQLite name only the constraint or column there.
+#: What to do about a value its column cannot hold (a ``DataError``).
+_VALUE_ADVICE = (
+    "A value does not fit its column (too long, characters its character set cannot hold, the "
+    "wrong type) or a column the database requires got none: if the column is the user "
+    "model's, make AccountAdapter.create_user fill it with a value that fits, or widen the "
+    "column (docs: hooks, 'Creating users')")
+#: What to do about objects the ORM cannot save (a ``FlushError``: a None in a relation).
+_OBJECT_ADVICE = (
+    "The objects of the login could not be saved, before the database was asked: most often "
+    "AccountAdapter.create_user gave the user a related object that is None (a role looked "
+    "up by a name the site does not have); make it give only objects that exist (docs: "
+    "hooks, 'Creating users')")
+
 #: SQLAlchemy's ``FlushError`` names a conflicting primary key the same way ("with identity
 #: key (<class 'User'>, ('alice@example.com',), None) conflicts").
 _QUOTED_VALUES = (re.compile(r"(?i)(duplicate entry )'.*?'( for key)"),
