@@ -384,6 +384,18 @@ def _check_callbacks_reachable(app: Flask, settings: Settings) -> None:
         what, fix = shadowed_route_problem(route, settings.url_prefix)
         raise ConfigurationError(f"WECHAT_QR_URL_PREFIX ({route.connection})", what,
                                  fix[0].upper() + fix[1:] + ".")
+    # The blueprint's routes are made later, of the app's url_rule_class: one made now
+    # has the host they will have.
+    if app.url_map.host_matching and app.url_rule_class("/").host is None:
+        raise ConfigurationError(
+            "host_matching",
+            "the app matches routes on their host (Flask(..., host_matching=True)) and the "
+            "extension's routes have none, so no request can reach the login",
+            "give every route without one your site's host: a url_rule_class whose rules "
+            "default to it (class HostRule(Rule): def __init__(self, *args, host=None, **kw): "
+            "super().__init__(*args, host=host or 'www.example.com', **kw); then "
+            "app.url_rule_class = HostRule before WeChatQR(app)), or serve the site without "
+            "host matching.")
 
 
 def _check_users_can_be_created(settings: Settings, adapter: AccountAdapter[User]) -> None:
@@ -484,13 +496,27 @@ def _in_process(app: Flask) -> t.Callable[..., t.Any]:
     handle = functools.partial(type(app).wsgi_app, app)
 
     def call(environ: dict[str, t.Any], start_response: t.Any) -> t.Any:
-        host = app.config.get("SERVER_NAME") or next(
-            (str(h).lstrip(".") for h in app.config.get("TRUSTED_HOSTS") or ()), None)
+        host = _sandbox_host(app)
         if host:
             environ["HTTP_HOST"] = host
         return handle(environ, start_response)
 
     return call
+
+
+def _sandbox_host(app: Flask) -> str | None:
+    """The host the sandbox's routes answer at: their own under host matching; under
+    ``SERVER_NAME`` with the subdomain they took (``url_map.default_subdomain``, "www" say:
+    the bare name was a 404); else the first ``TRUSTED_HOSTS`` one; ``None`` for any."""
+    rule = next((rule for rule in app.url_map.iter_rules()
+                 if rule.endpoint.startswith("wechat_qr_sandbox.")), None)
+    if app.url_map.host_matching:
+        return rule.host if rule is not None and rule.host else None
+    server_name = app.config.get("SERVER_NAME")
+    if server_name:
+        subdomain = rule.subdomain if rule is not None and app.subdomain_matching else ""
+        return f"{subdomain}.{server_name}" if subdomain else str(server_name)
+    return next((str(h).lstrip(".") for h in app.config.get("TRUSTED_HOSTS") or ()), None)
 
 
 def _sandbox_app_name(app: Flask, settings: Settings,

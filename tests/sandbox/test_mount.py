@@ -54,6 +54,101 @@ def test_login_through_the_sandbox_of_a_host_strict_about_hosts(
     assert client.get("/").get_data(as_text=True).startswith("logged in as")
 
 
+def routed_site(tmp_path: t.Any, shape: str) -> Flask:
+    """A site whose routes answer at one host only: ``SERVER_NAME`` with every route on the
+    ``www`` subdomain (``url_map.default_subdomain``), or host matching with every route
+    given the site's host (a ``url_rule_class``), no ``SERVER_NAME``."""
+    from flask_login import LoginManager, UserMixin, current_user
+    from flask_sqlalchemy import SQLAlchemy
+    from werkzeug.routing import Rule
+
+    from flask_wechat_qr import WeChatQR
+
+    class HostRule(Rule):
+        def __init__(self, *args: t.Any, host: str | None = None, **kw: t.Any) -> None:
+            super().__init__(*args, host=host or "www.example.test", **kw)
+
+    if shape == "default subdomain":
+        app = Flask("routed_site", root_path=str(tmp_path), subdomain_matching=True)
+        app.url_map.default_subdomain = "www"
+        app.config["SERVER_NAME"] = "example.test"
+    else:
+        app = Flask("routed_site", root_path=str(tmp_path), host_matching=True,
+                    static_host="www.example.test")
+        app.url_rule_class = HostRule
+    app.config.update(TESTING=True, SECRET_KEY="routed-site-secret-" * 3,
+                      SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'routed.db'}",
+                      WECHAT_QR_SANDBOX=True)
+    db = SQLAlchemy(app)
+    login_manager = LoginManager(app)
+
+    class User(UserMixin, db.Model):  # type: ignore[name-defined,misc]
+        id = db.Column(db.Integer, primary_key=True)
+        username = db.Column(db.String(80))
+
+    login_manager.user_loader(lambda user_id: db.session.get(User, int(user_id)))
+    app.add_url_rule("/", "home", lambda: f"user={current_user.get_id()}")
+    WeChatQR(app, db=db, user_model=User)
+    with app.app_context():
+        db.create_all()
+    return app
+
+
+@pytest.mark.parametrize("shape", ["default subdomain", "host matching"])
+def test_login_through_the_sandbox_of_a_site_routed_on_one_host(
+        tmp_path: t.Any, shape: str) -> None:
+    """The app's calls to the sandbox in it came at ``SERVER_NAME`` (the bare name, where
+    nothing is routed), or at the sandbox's ``.invalid`` origin: every login ended on
+    "WeChat is not answering"."""
+    from flask.testing import FlaskClient
+
+    app = routed_site(tmp_path, shape)
+    base = "http://www.example.test"
+
+    class AtTheSitesHost(FlaskClient):
+        def open(self, *args: t.Any, **kwargs: t.Any) -> t.Any:
+            kwargs.setdefault("base_url", base)
+            return super().open(*args, **kwargs)
+
+    app.test_client_class = AtTheSitesHost
+    client, phone = app.test_client(), app.test_client()
+    uuid, _ = open_qr_page(client, base=base)
+    answer(phone, uuid, action="allow", person="lisi")
+    callback = poll(client, uuid)["redirect"]
+    assert callback.startswith(f"{base}/auth/wechat/callback?")
+    resp = client.get(callback[len(base):])
+    assert resp.status_code == 302, resp.get_data(as_text=True)
+    assert client.get("/").get_data(as_text=True) == "user=1"
+
+
+def test_host_matching_with_no_host_for_the_logins_routes_stops_start_up(
+        tmp_path: t.Any) -> None:
+    """Host matching and routes without a host: the login's could never be reached (every
+    page a 404), and nothing said so."""
+    from flask_sqlalchemy import SQLAlchemy
+
+    from flask_wechat_qr import WeChatQR
+    from flask_wechat_qr.errors import ConfigurationError
+
+    app = Flask("host_matched", root_path=str(tmp_path), host_matching=True,
+                static_host="www.example.test")
+    app.config.update(TESTING=True, SECRET_KEY="k" * 40, WECHAT_QR_SANDBOX=True,
+                      SQLALCHEMY_DATABASE_URI="sqlite://")
+    from flask_login import LoginManager, UserMixin
+
+    db = SQLAlchemy(app)
+    LoginManager(app)
+
+    class User(UserMixin, db.Model):  # type: ignore[name-defined,misc]
+        id = db.Column(db.Integer, primary_key=True)
+
+    with pytest.raises(ConfigurationError) as refused:
+        WeChatQR(app, db=db, user_model=User)
+    assert refused.value.key == "host_matching"
+    assert "no request can reach the login" in refused.value.problem
+    assert "url_rule_class" in refused.value.fix
+
+
 def test_denied_login_through_the_sandbox(sandbox_app: Flask) -> None:
     client, phone = sandbox_app.test_client(), sandbox_app.test_client()
     uuid, _ = open_qr_page(client)
