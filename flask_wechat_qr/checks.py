@@ -210,6 +210,9 @@ class Deployment:
     unbuildable_login_view: str | None = None
     #: what rendering the extension's error page in the site's layout raised
     page_render_error: str | None = None
+    #: the subdomain the app's routes are on (``url_map.default_subdomain`` under subdomain
+    #: matching), which a ``SERVER_NAME``-made ``iss`` has too
+    subdomain: str = ""
 
     @classmethod
     def of(cls, app: Flask, settings: Settings, base_url: str | None = None,
@@ -225,7 +228,8 @@ class Deployment:
                    withheld_pages=withheld_pages(app, settings, base),
                    blocked_qr_frames=blocked_qr_frames(app, settings, base),
                    unbuildable_login_view=unbuildable_login_view(app, base),
-                   page_render_error=page_render_error(app, settings, base))
+                   page_render_error=page_render_error(app, settings, base),
+                   subdomain=app.url_map.default_subdomain if app.subdomain_matching else "")
 
     @property
     def simulated(self) -> t.Literal["in-app", "standalone"] | None:
@@ -660,7 +664,8 @@ def _describe_id_token(deployment: Deployment, conn: ConnectionSettings,
     where = (f"public keys at {deployment.urls.jwks_url}" if signer.algorithm == "RS256"
              else "shared secret")
     mount_point = urlsplit(deployment.base_url).path if deployment.base_url else ""
-    issuer = (configured_issuer(deployment.settings, deployment.config, mount_point)
+    issuer = (configured_issuer(deployment.settings, deployment.config, mount_point,
+                                deployment.subdomain)
               or "from each request")
     return (f"{signer.algorithm} ({where}), aud {conn.id_token_audience or conn.identifier}, "
             f"iss {issuer}, valid {signer.ttl} s")
@@ -899,7 +904,7 @@ def check_issuer_leads_to_the_keys(deployment: Deployment) -> t.Iterator[Finding
             or not any(conn.callback_url for conn in settings.connections.values())):
         return
     mount_point = urlsplit(deployment.base_url).path.rstrip("/")
-    issuer = configured_issuer(settings, deployment.config, mount_point)
+    issuer = configured_issuer(settings, deployment.config, mount_point, deployment.subdomain)
     if issuer is None:
         return
     where, named = urlsplit(keys), urlsplit(issuer)
@@ -991,7 +996,10 @@ def check_redirect_port(deployment: Deployment) -> t.Iterator[Finding]:
 def check_server_name_override(deployment: Deployment) -> t.Iterator[Finding]:
     """A SERVER_NAME other than --base-url's host is the host of every external URL."""
     redirect = deployment.redirect
-    given = urlsplit(deployment.base_url).hostname if deployment.base_url else None
+    given = (urlsplit(deployment.base_url).hostname
+             if deployment.base_url and deployment.base_url_source == "--base-url" else None)
+    # (Without --base-url the base is SERVER_NAME's own: the redirect URI's host may still
+    # differ, by the subdomain its routes are on, url_map.default_subdomain.)
     if redirect is not None and given and given != redirect.hostname:
         yield warning(
             f"SERVER_NAME ({deployment.config.get('SERVER_NAME')}) overrides the host of "

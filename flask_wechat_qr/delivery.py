@@ -284,5 +284,7 @@ def id_token_issuer() -> str:
     (``iss`` + ``/auth/.well-known/jwks.json``). For a receiver living in the same app (as
     the example's)."""
     mount_point = request.script_root if has_request_context() else ""
-    return (configured_issuer(current_runtime().settings, current_app.config, mount_point)
+    subdomain = current_app.url_map.default_subdomain if current_app.subdomain_matching else ""
+    return (configured_issuer(current_runtime().settings, current_app.config, mount_point,
+                              subdomain)
             or request.url_root.rstrip("/"))

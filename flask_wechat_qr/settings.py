@@ -919,9 +919,11 @@ def config_from_env(
 
 
 def configured_issuer(settings: Settings, config: t.Mapping[str, t.Any],
-                      mount_point: str = "") -> str | None:
+                      mount_point: str = "", subdomain: str = "") -> str | None:
     """The ID tokens' ``iss`` as configured: ``WECHAT_QR_ID_TOKEN_ISSUER``, else the root
-    URL of ``SERVER_NAME`` at the app's mount point; ``None`` when only a request can tell.
+    URL of ``SERVER_NAME`` (on ``subdomain``, where the app's routes are: its
+    ``url_map.default_subdomain`` under subdomain matching) at the app's mount point;
+    ``None`` when only a request can tell.
 
     ``mount_point`` is where the app is served (a request's ``SCRIPT_NAME``, set by a
     ``DispatcherMiddleware`` or ProxyFix's ``X-Forwarded-Prefix``; ``""``: none): it wins
@@ -931,6 +933,9 @@ def configured_issuer(settings: Settings, config: t.Mapping[str, t.Any],
     if settings.id_token_issuer:
         return settings.id_token_issuer
     base = configured_base_url(config)
+    if base is not None and subdomain:
+        parts = urlsplit(base)
+        base = parts._replace(netloc=f"{subdomain}.{parts.netloc}").geturl()
     if (base is None or not mount_point or not is_local_path(mount_point)
             or "?" in mount_point or "#" in mount_point):
         return base  # a mount point from a hostile X-Forwarded-Prefix (@evil, //evil) too

@@ -545,3 +545,44 @@ def test_a_key_error_never_repeats_the_key(tmp_path: t.Any, pem: str) -> None:
     assert body[:40] not in str(caught.value)
 
 
+
+
+def test_on_the_www_subdomain_the_issuer_is_where_the_public_keys_are(
+        tmp_path: t.Any, pem: str) -> None:
+    """``SERVER_NAME`` "example.test" with every route on ``www``
+    (``url_map.default_subdomain``, subdomain matching): the iss was the bare name, where
+    no keys are (a receiver finding them from iss got a 404), and ``check`` warned that
+    SERVER_NAME overrides a --base-url nobody gave."""
+    from flask import Flask
+    from flask_login import LoginManager, UserMixin
+    from flask_sqlalchemy import SQLAlchemy
+    from support import APP_ID, APP_SECRET
+
+    from flask_wechat_qr import WeChatQR, id_token_issuer
+    from flask_wechat_qr.checks import Deployment, run_checks
+    from flask_wechat_qr.runtime import find_runtime
+
+    app = Flask("www_site", root_path=str(tmp_path), subdomain_matching=True)
+    app.url_map.default_subdomain = "www"
+    app.config.update(TESTING=True, SECRET_KEY="www-site-secret-" * 3,
+                      SERVER_NAME="example.test", SQLALCHEMY_DATABASE_URI="sqlite://",
+                      WECHAT_QR_APP_ID=APP_ID, WECHAT_QR_APP_SECRET=APP_SECRET,
+                      WECHAT_QR_CALLBACK_URL="https://biz.example.test/wechat/done",
+                      WECHAT_QR_ID_TOKEN_PRIVATE_KEY=pem)
+    db = SQLAlchemy(app)
+    LoginManager(app)
+
+    class User(UserMixin, db.Model):  # type: ignore[name-defined,misc]
+        id = db.Column(db.Integer, primary_key=True)
+
+    WeChatQR(app, db=db, user_model=User)
+    with app.test_request_context("/", base_url="http://www.example.test"):
+        issuer = id_token_issuer()
+    assert issuer == "http://www.example.test"
+    keys = app.test_client().get("/auth/.well-known/jwks.json",
+                                 base_url=issuer)
+    assert keys.status_code == 200 and keys.json["keys"]
+    runtime = find_runtime(app)
+    assert runtime is not None
+    findings = run_checks(Deployment.of(app, runtime.settings))
+    assert not [f for f in findings.warnings if "SERVER_NAME" in f.what or "iss" in f.what]
