@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from urllib.parse import SplitResult, quote, unquote, urlsplit
 
 from flask import Flask, request, url_for
+from flask_login.utils import expand_login_view
 from jinja2 import TemplateError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.routing import BuildError, Map, MapAdapter, Rule
@@ -35,7 +36,6 @@ from .urls import (
     WECHAT_API_BASE_URL,
     WECHAT_OPEN_BASE_URL,
     configured_base_url,
-    is_login_url,
     is_loopback_host,
     port_of,
 )
@@ -229,7 +229,7 @@ class Deployment:
                    blocked_qr_frames=blocked_qr_frames(app, settings, base),
                    unbuildable_login_view=unbuildable_login_view(app, base),
                    page_render_error=page_render_error(app, settings, base),
-                   subdomain=app.url_map.default_subdomain if app.subdomain_matching else "")
+                   subdomain=routes_subdomain(app))
 
     @property
     def simulated(self) -> t.Literal["in-app", "standalone"] | None:
@@ -502,15 +502,21 @@ def _site_answer(app: Flask, path: str, route: str, base: str | None
     return None
 
 
+def routes_subdomain(app: Flask) -> str:
+    """The subdomain the app's routes are on, the extension's included (they are registered
+    without one): ``url_map.default_subdomain`` under subdomain matching, else none."""
+    return app.url_map.default_subdomain if app.subdomain_matching else ""
+
+
 def unbuildable_login_view(app: Flask, base: str | None) -> str | None:
     """Flask-Login's ``login_view`` when ``url_for`` cannot build it (no such endpoint, as
     Flask-AppBuilder's ``"login"``, or one that needs arguments); else ``None``."""
     view = getattr(getattr(app, "login_manager", None), "login_view", None)
-    if not view or is_login_url(view):
+    if not view:
         return None
     with _trusting_every_host(app), app.test_request_context(base_url=base):
         try:
-            url_for(view)
+            expand_login_view(view)  # a URL as it is, an endpoint through url_for
         except BuildError:
             return str(view)
     return None

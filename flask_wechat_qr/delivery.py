@@ -22,10 +22,12 @@ from flask import (
     request,
     url_for,
 )
+from flask_login.utils import expand_login_view
 from werkzeug.routing import BuildError
 from werkzeug.wrappers import Response as BaseResponse
 
 from . import signals
+from .checks import routes_subdomain
 from .errors import (
     IdTokenError,
     InvalidRequest,
@@ -39,7 +41,7 @@ from .flow import Linked, LoggedIn, NeedsBinding, Outcome
 from .frame_policy import with_frame_ancestors
 from .runtime import current_runtime
 from .settings import configured_issuer
-from .urls import is_login_url, safe_next, under_mount_point
+from .urls import safe_next, under_mount_point
 
 if t.TYPE_CHECKING:
     from .login_state import BusinessParams, LoginData
@@ -253,10 +255,8 @@ def other_login_url() -> str | None:
     view = getattr(getattr(current_app, "login_manager", None), "login_view", None)
     if not view or view.startswith("wechat_qr."):
         return None  # WeChat's own login is no other way to log in
-    if is_login_url(view):
-        return str(view)  # Flask-Login takes a URL there as it is
     try:
-        return url_for(view)
+        return str(expand_login_view(view))  # a URL as it is, an endpoint through url_for
     except BuildError:  # a login view named but not routable here (e.g. needs arguments)
         return None
 
@@ -284,7 +284,6 @@ def id_token_issuer() -> str:
     (``iss`` + ``/auth/.well-known/jwks.json``). For a receiver living in the same app (as
     the example's)."""
     mount_point = request.script_root if has_request_context() else ""
-    subdomain = current_app.url_map.default_subdomain if current_app.subdomain_matching else ""
     return (configured_issuer(current_runtime().settings, current_app.config, mount_point,
-                              subdomain)
+                              routes_subdomain(current_app))
             or request.url_root.rstrip("/"))

@@ -324,13 +324,13 @@ class AccountNotSaved(LoginError):
         "later, or log in another way."
     )
 
-    def __init__(self, reason: str, advice: str | None = None) -> None:
+    def __init__(self, reason: str, advice: str | None = None,
+                 said_by: str = "The database") -> None:
         super().__init__()
         self.reason = reason
         advice = advice or ("If that is a column of the user model, AccountAdapter.create_user "
                             "must fill it (docs: hooks, 'Creating users')")
-        said = "SQLAlchemy said" if reason.startswith("FlushError") else "The database said"
-        self.args = (f"{self.args[0]} {said}: {reason}. {advice}.",)
+        self.args = (f"{self.args[0]} {said_by} said: {reason}. {advice}.",)
 
 
 class WeChatUnavailable(LoginError):

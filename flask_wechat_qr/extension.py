@@ -28,6 +28,7 @@ from .checks import (
     connection_setting_key,
     half_credentials,
     issuer_problem,
+    routes_subdomain,
     secret_key_problem,
     shadowed_route_problem,
 )
@@ -508,13 +509,12 @@ def _sandbox_host(app: Flask) -> str | None:
     """The host the sandbox's routes answer at: their own under host matching; under
     ``SERVER_NAME`` with the subdomain they took (``url_map.default_subdomain``, "www" say:
     the bare name was a 404); else the first ``TRUSTED_HOSTS`` one; ``None`` for any."""
-    rule = next((rule for rule in app.url_map.iter_rules()
-                 if rule.endpoint.startswith("wechat_qr_sandbox.")), None)
     if app.url_map.host_matching:
-        return rule.host if rule is not None and rule.host else None
+        return next((rule.host for rule in app.url_map.iter_rules()
+                     if rule.endpoint.startswith("wechat_qr_sandbox.") and rule.host), None)
     server_name = app.config.get("SERVER_NAME")
     if server_name:
-        subdomain = rule.subdomain if rule is not None and app.subdomain_matching else ""
+        subdomain = routes_subdomain(app)
         return f"{subdomain}.{server_name}" if subdomain else str(server_name)
     return next((str(h).lstrip(".") for h in app.config.get("TRUSTED_HOSTS") or ()), None)
 

@@ -721,11 +721,13 @@ class LoginFlow:
                 log.info("the database refused the login's changes (%s); trying again: "
                          "another request may have made the same identity",
                          _database_reason(error))
-            except (DataError, FlushError) as error:  # the site's data: no try helps
+            except DataError as error:  # a value its column cannot hold: no try helps
                 self.db.session.rollback()
-                raise AccountNotSaved(_database_reason(error), advice=(
-                    _VALUE_ADVICE if isinstance(error, DataError) else _OBJECT_ADVICE)
-                ) from error
+                raise AccountNotSaved(_database_reason(error), _VALUE_ADVICE) from error
+            except FlushError as error:  # objects the ORM cannot save, before the database
+                self.db.session.rollback()
+                raise AccountNotSaved(_database_reason(error), _OBJECT_ADVICE,
+                                      said_by="SQLAlchemy") from error
             except BaseException:
                 self.db.session.rollback()
                 raise
@@ -745,9 +747,6 @@ class LoginFlow:
             session.expire_on_commit = expire
 
 
-#: Where a database's first line quotes the value it refused (a person's data): MySQL's
-#: "Duplicate entry 'alice@example.com' for key ...", SQL Server's "The duplicate key value
-#: is (alice@example.com)". PostgreSQL and SQLite name only the constraint or column there.
 #: What to do about a value its column cannot hold (a ``DataError``).
 _VALUE_ADVICE = (
     "A value does not fit its column (too long, characters its character set cannot hold, the "
@@ -761,6 +760,9 @@ _OBJECT_ADVICE = (
     "up by a name the site does not have); make it give only objects that exist (docs: "
     "hooks, 'Creating users')")
 
+#: Where a database's first line quotes the value it refused (a person's data): MySQL's
+#: "Duplicate entry 'alice@example.com' for key ...", SQL Server's "The duplicate key value
+#: is (alice@example.com)". PostgreSQL and SQLite name only the constraint or column there.
 #: SQLAlchemy's ``FlushError`` names a conflicting primary key the same way ("with identity
 #: key (<class 'User'>, ('alice@example.com',), None) conflicts").
 _QUOTED_VALUES = (re.compile(r"(?i)(duplicate entry )'.*?'( for key)"),

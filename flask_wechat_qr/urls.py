@@ -43,12 +43,6 @@ def is_local_path(value: str) -> bool:
     return not (parts.scheme or parts.netloc)
 
 
-def is_login_url(view: str) -> bool:
-    """Whether Flask-Login's ``login_view`` is a URL (it takes one starting with ``/``,
-    ``http://`` or ``https://`` as it is) rather than an endpoint."""
-    return view.startswith(("/", "http://", "https://"))
-
-
 def safe_next(value: str | None, this_host: str | None = None) -> str | None:
     """``value`` if it is a path on this site, else ``None`` (no open redirects). With
     ``this_host`` (``request.host``), an ``http(s)`` URL of that very host, as Flask-AppBuilder

@@ -78,7 +78,7 @@ def _user_primary_key(db: SQLAlchemy, model: t.Any
     table = getattr(model, "__table__", None)
     if not isinstance(table, sa.Table):
         return None, f"{getattr(model, '__name__', model)!r} is not a mapped table"
-    if table.metadata is not db.metadata and _bind_key(db, table.metadata) is not _DEFAULT:
+    if not _read_from_the_default_engine(db, table.metadata):
         return None, f"the {table.name!r} table is not on the default bind of the same db"
     key = list(table.primary_key.columns)
     if len(key) != 1:
@@ -86,20 +86,15 @@ def _user_primary_key(db: SQLAlchemy, model: t.Any
     return key[0], None
 
 
-#: :func:`_bind_key` of a table that ``db.session`` reads from the default engine.
-_DEFAULT = object()
-
-
-def _bind_key(db: SQLAlchemy, metadata: sa.MetaData) -> object:
-    """Which of ``db``'s engines ``db.session`` reads a table of ``metadata`` from: the bind
-    key of one of ``db``'s own metadatas, else :data:`_DEFAULT` for a metadata that names
-    no bind (the user model of a framework with its own declarative base on the same
-    engine: Flask-AppBuilder's ``ab_user``)."""
-    for key, own in db.metadatas.items():
-        if own is metadata:
-            return _DEFAULT if key is None else key
-    key = metadata.info.get("bind_key")
-    return _DEFAULT if key is None else key
+def _read_from_the_default_engine(db: SQLAlchemy, metadata: sa.MetaData) -> bool:
+    """Whether ``db.session`` reads a table of ``metadata`` from ``db``'s default engine:
+    ``db``'s own default metadata, or one that names no bind (the user model of a framework
+    with its own declarative base on the same engine: Flask-AppBuilder's ``ab_user``), not
+    another bind's."""
+    if metadata is db.metadata:
+        return True
+    return (all(own is not metadata for own in db.metadatas.values())
+            and metadata.info.get("bind_key") is None)
 
 
 def referenced_column(identity_table: sa.Table) -> sa.Column[t.Any] | None:
