@@ -32,6 +32,7 @@ from .settings import (
     Settings,
     configured_issuer,
 )
+from .site_routes import routes_subdomain
 from .urls import (
     WECHAT_API_BASE_URL,
     WECHAT_OPEN_BASE_URL,
@@ -500,12 +501,6 @@ def _site_answer(app: Flask, path: str, route: str, base: str | None
     except Exception as error:  # the site's code needs what only a real request has
         return 0, None, f"{type(error).__name__}: {error}"[:200]
     return None
-
-
-def routes_subdomain(app: Flask) -> str:
-    """The subdomain the app's routes are on, the extension's included (they are registered
-    without one): ``url_map.default_subdomain`` under subdomain matching, else none."""
-    return app.url_map.default_subdomain if app.subdomain_matching else ""
 
 
 def unbuildable_login_view(app: Flask, base: str | None) -> str | None:

@@ -27,7 +27,6 @@ from werkzeug.routing import BuildError
 from werkzeug.wrappers import Response as BaseResponse
 
 from . import signals
-from .checks import routes_subdomain
 from .errors import (
     IdTokenError,
     InvalidRequest,
@@ -41,6 +40,7 @@ from .flow import Linked, LoggedIn, NeedsBinding, Outcome
 from .frame_policy import with_frame_ancestors
 from .runtime import current_runtime
 from .settings import configured_issuer
+from .site_routes import routes_subdomain, serves_on_another_host
 from .urls import safe_next, under_mount_point
 
 if t.TYPE_CHECKING:
@@ -272,9 +272,18 @@ def _next_asked() -> str | None:
     if request.endpoint not in LOGIN_STARTS:
         return None
     try:
-        return safe_next(request.args.get("next"), request.host)
+        return kept_next(request.args.get("next"))
     except (InvalidRequest, UnicodeDecodeError):
         return None
+
+
+def kept_next(value: str | None) -> str | None:
+    """The ``next`` this request asked for, as a login keeps it: a path of this site, or
+    a page of the site on another of its hosts (the ``shop.`` subdomain whose button
+    started the login); else ``None``."""
+    script_root = request.script_root
+    return safe_next(value, request.host,
+                     lambda url: serves_on_another_host(current_app, url, script_root))
 
 
 def id_token_issuer() -> str:

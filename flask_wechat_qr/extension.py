@@ -28,7 +28,6 @@ from .checks import (
     connection_setting_key,
     half_credentials,
     issuer_problem,
-    routes_subdomain,
     secret_key_problem,
     shadowed_route_problem,
 )
@@ -52,6 +51,7 @@ from .settings import (
     apply_defaults,
     load_settings,
 )
+from .site_routes import routes_subdomain
 from .urls import IN_PROCESS_ORIGIN, SANDBOX_IMAGE_ORIGIN, SANDBOX_IMAGE_PATH
 from .user_key import forget_on_bulk_delete, referenced_user_column
 

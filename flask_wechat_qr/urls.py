@@ -43,10 +43,13 @@ def is_local_path(value: str) -> bool:
     return not (parts.scheme or parts.netloc)
 
 
-def safe_next(value: str | None, this_host: str | None = None) -> str | None:
+def safe_next(value: str | None, this_host: str | None = None,
+              served: t.Callable[[SplitResult], bool] | None = None) -> str | None:
     """``value`` if it is a path on this site, else ``None`` (no open redirects). With
     ``this_host`` (``request.host``), an ``http(s)`` URL of that very host, as Flask-AppBuilder
-    writes ``next``, is taken as its path (only the path is ever kept).
+    writes ``next``, is taken as its path. With ``served`` too, an ``http(s)`` URL of
+    another host is kept whole where ``served(urlsplit(value))`` says the site answers it
+    (the login's pages ask the site's own URL map: a page of its ``shop.`` subdomain).
 
     For a host's own login form too: ``redirect(safe_next(request.args.get("next"),
     request.host) or "/")``. :class:`~flask_wechat_qr.errors.InvalidRequest` (a 400 page)
@@ -61,6 +64,9 @@ def safe_next(value: str | None, this_host: str | None = None) -> str | None:
         if parts.scheme.lower() in ("http", "https") and \
                 parts.netloc.lower() == this_host.lower():
             value = urlunsplit(("", "", parts.path or "/", parts.query, parts.fragment))
+        elif served is not None and "\\" not in value and served(parts):
+            return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path or "/",
+                               parts.query, parts.fragment))
     if not is_local_path(value):
         log.info("ignored an off-site next parameter")
         return None

@@ -48,7 +48,7 @@ from .i18n import lazy_gettext as _l
 from .login_state import BusinessParams, LoginData, browser_key
 from .runtime import current_runtime, find_runtime
 from .settings import OFFICIAL_ACCOUNT, WEBSITE_APP
-from .urls import avatar_for_browser, has_control_characters, safe_next, under_mount_point
+from .urls import avatar_for_browser, has_control_characters, under_mount_point
 from .user_key import restore_sqlite_trigger
 
 if t.TYPE_CHECKING:
@@ -134,7 +134,7 @@ def _begin(connection: str, link_user: str | None = None, *, app: str = WEBSITE_
     if login is None:
         business = (_business_params() if client.connection.callback_url and not link_user
                     else {})
-        login = LoginData(next_url=safe_next(request.args.get("next"), request.host),
+        login = LoginData(next_url=delivery.kept_next(request.args.get("next")),
                           business=business, link_user=link_user, app=app)
     state = runtime.login_states[connection].begin(login, request.remote_addr or "",
                                                    _browser(start=True))
@@ -208,7 +208,7 @@ def _phone_page(connection: str) -> tuple[str, int]:
     # (url_for's values are typed Any: a str dict would be checked against _external.)
     args: dict[str, t.Any] = {name: value for name, value in request.args.items()
                               if name in LOGIN_PARAMS}
-    next_url = safe_next(args.get("next"), request.host)
+    next_url = delivery.kept_next(args.get("next"))
     # A link goes on in WeChat's browser from the site's page (logged in there first): its
     # login URL would log in to, or make, another account.
     linking = request.endpoint == "wechat_qr.link"
@@ -422,7 +422,7 @@ def unlink(connection: str) -> BaseResponse:
         raise NotLoggedIn()
     check_csrf(request.form.get(CSRF_FIELD))
     # Checked before anything is unlinked: an oversized next refuses the whole request.
-    next_url = safe_next(request.form.get("next"), request.host)
+    next_url = delivery.kept_next(request.form.get("next"))
     runtime.flow.unlink(conn, user)
     return delivery.redirect_on(next_url or runtime.settings.post_login_url)
 
