@@ -32,7 +32,7 @@ from .settings import (
     Settings,
     configured_issuer,
 )
-from .site_routes import routes_subdomain
+from .site_routes import other_subdomains, routes_subdomain
 from .urls import (
     WECHAT_API_BASE_URL,
     WECHAT_OPEN_BASE_URL,
@@ -214,6 +214,9 @@ class Deployment:
     #: the subdomain the app's routes are on (``url_map.default_subdomain`` under subdomain
     #: matching), which a ``SERVER_NAME``-made ``iss`` has too
     subdomain: str = ""
+    #: the subdomains of the site's other routes (``shop``, ``<user>``) under subdomain
+    #: matching
+    other_subdomains: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, app: Flask, settings: Settings, base_url: str | None = None,
@@ -230,7 +233,8 @@ class Deployment:
                    blocked_qr_frames=blocked_qr_frames(app, settings, base),
                    unbuildable_login_view=unbuildable_login_view(app, base),
                    page_render_error=page_render_error(app, settings, base),
-                   subdomain=routes_subdomain(app))
+                   subdomain=routes_subdomain(app),
+                   other_subdomains=tuple(other_subdomains(app)))
 
     @property
     def simulated(self) -> t.Literal["in-app", "standalone"] | None:
@@ -1126,6 +1130,28 @@ def check_session_cookie_reaches_callback(deployment: Deployment) -> t.Iterator[
                 connection)
 
 
+def check_session_cookie_covers_subdomains(deployment: Deployment) -> t.Iterator[Finding]:
+    """A login on the routes' own subdomain logs people in there only, unless the session
+    cookie covers the site's other subdomains (a shop whose button sends people through
+    the login, and back)."""
+    config = deployment.config
+    server_name = str(config.get("SERVER_NAME") or "").split(":")[0].lower()
+    if not (deployment.other_subdomains and server_name):
+        return
+    domain = str(config.get("SESSION_COOKIE_DOMAIN") or "").lstrip(".").lower()
+    if domain and (server_name == domain or server_name.endswith("." + domain)):
+        return
+    hosts = _and([f"{sub}.{server_name}" for sub in deployment.other_subdomains])
+    login_host = ".".join(filter(None, [deployment.subdomain, server_name]))
+    said = f"{domain!r}" if domain else "not set, so the cookie is for one host only"
+    yield warning(
+        f"the site has pages on {hosts}, but SESSION_COOKIE_DOMAIN is {said}: someone who "
+        f"logs in with WeChat (on {login_host}) is logged in there, and comes back to those "
+        "pages logged out",
+        f"set SESSION_COOKIE_DOMAIN = {server_name!r} (docs: deploying, 'On several hosts'), "
+        "or ignore this where no page there needs a login")
+
+
 #: What each route of the extension is for, said when a route of the host answers its URL
 #: instead; and whether these settings use it at all.
 _ROUTE_ROLES: dict[str, tuple[str, t.Callable[[Settings], bool]]] = {
@@ -1272,6 +1298,7 @@ DEPLOYMENT_CHECKS: tuple[Check, ...] = (
     check_callback_domain_shape,
     check_callback_domain_match,
     check_session_cookie_reaches_callback,
+    check_session_cookie_covers_subdomains,
     check_shadowed_routes,
     check_login_pages_reachable,
     check_qr_frame_allowed,

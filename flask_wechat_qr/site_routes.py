@@ -26,6 +26,18 @@ def routes_subdomain(app: Flask) -> str:
     return app.url_map.default_subdomain if app.subdomain_matching else ""
 
 
+def other_subdomains(app: Flask) -> list[str]:
+    """The subdomains of the app's pages other than the login's own (``shop``, ``<user>``),
+    under subdomain matching; none otherwise. Static files are no pages: Flask routes the
+    app's before a site sets ``url_map.default_subdomain``, on the bare name."""
+    if not app.subdomain_matching:
+        return []
+    own = routes_subdomain(app)
+    return sorted({rule.subdomain for rule in app.url_map.iter_rules()
+                   if rule.subdomain is not None and rule.subdomain != own
+                   and rule.endpoint.rpartition(".")[2] != "static"})
+
+
 def serves_on_another_host(app: Flask, url: SplitResult, script_root: str = "") -> bool:
     """Whether the absolute http(s) ``url`` is a page of this very app on a host it routes
     besides the request's: a subdomain of ``SERVER_NAME`` under subdomain matching, or a

@@ -843,6 +843,36 @@ def test_a_login_view_that_cannot_be_built_is_a_warning(
     assert "WECHAT_QR_OTHER_LOGIN_URL" in finding.fix and "auth_view" in finding.fix
 
 
+# --- a site on several subdomains --------------------------------------------------------
+
+
+@pytest.mark.parametrize(("cookie_domain", "warned"), [
+    (None, True),  # Flask's default: a cookie for the one host that set it
+    ("www.example.com", True),
+    ("example.com", False),
+    (".example.com", False),
+])
+def test_pages_on_other_subdomains_want_a_session_cookie_that_covers_them(
+        make_app: t.Callable[..., Flask], cookie_domain: str | None, warned: bool) -> None:
+    """A shop on ``shop.`` whose button sends people through the login comes back to them
+    logged out unless the session cookie covers the shop's subdomain."""
+    app = make_app(SERVER_NAME="example.com", SESSION_COOKIE_DOMAIN=cookie_domain)
+    app.subdomain_matching = True
+    app.add_url_rule("/cart", "cart", lambda: "cart", subdomain="shop")
+    app.add_url_rule("/me", "me", lambda: "me", subdomain="<user>")
+    deployment = deploy(app, "https://example.com")
+    found = list(checks.check_session_cookie_covers_subdomains(deployment))
+    if not warned:
+        assert found == []
+        return
+    finding = only("warning", checks.check_session_cookie_covers_subdomains, deployment)
+    assert finding.what.startswith(
+        "the site has pages on <user>.example.com and shop.example.com, but "
+        "SESSION_COOKIE_DOMAIN is "), finding.what
+    assert "(on example.com)" in finding.what
+    assert "SESSION_COOKIE_DOMAIN = 'example.com'" in finding.fix
+
+
 # --- the pages in the site's layout -------------------------------------------------------
 
 

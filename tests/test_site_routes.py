@@ -10,7 +10,11 @@ import pytest
 from flask import Flask
 from werkzeug.routing import Rule
 
-from flask_wechat_qr.site_routes import routes_subdomain, serves_on_another_host
+from flask_wechat_qr.site_routes import (
+    other_subdomains,
+    routes_subdomain,
+    serves_on_another_host,
+)
 from flask_wechat_qr.urls import safe_next
 
 
@@ -137,3 +141,13 @@ def test_a_host_rule_class_of_the_site_is_matched_as_the_site_does() -> None:
     app.add_url_rule("/", "home", page)
     assert serves(app, "http://www.example.test/")
     assert not serves(app, "http://shop.example.test/")
+
+
+def test_the_other_subdomains_are_those_of_routes_off_the_logins_own() -> None:
+    assert other_subdomains(subdomain_app()) == ["<user>", "api.eu", "shop"]
+    app = Flask("www", subdomain_matching=True)
+    app.config["SERVER_NAME"] = "example.test"
+    app.url_map.default_subdomain = "www"  # before any route, as a site sets it
+    app.add_url_rule("/", "home", page)
+    assert other_subdomains(app) == []  # every route, the static one too, on www
+    assert other_subdomains(host_matching_app()) == []
