@@ -104,8 +104,9 @@ class InvalidRequest(LoginError):
 
 
 class TooManyLoginsStarted(LoginError):
-    """Too many logins with long data (``next``, a business ``state``) are waiting from this
-    address, or from everyone: no more are kept until some finish or expire."""
+    """Too many logins with long data are waiting from this address, or from everyone: no
+    more are kept until some finish or expire. Only for data that must come back (a
+    business ``state``): a login long only for its ``next`` goes on without it."""
 
     status = 429
     title = _l("Too many logins started")

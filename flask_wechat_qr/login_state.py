@@ -21,7 +21,7 @@ import secrets
 import threading
 import time
 import typing as t
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import sqlalchemy as sa
 from flask import session
@@ -434,12 +434,21 @@ class LoginStates:
         marker: dict[str, t.Any] = {"exp": expires_at, "app": self.app_id}
         if browser is not None:
             marker["browser"] = browser
-        if len(value) <= MAX_INLINE_STATE_DATA:
-            marker["data"] = data
-        else:
+        if len(value) > MAX_INLINE_STATE_DATA:
             client_key = hashlib.sha256(client_network(client).encode()).hexdigest()[:16]
-            marker["parked"] = f"{PARKED}{client_key}:{key}"
-            self.store.park(marker["parked"], value, expires_at, client_key)
+            try:
+                self.store.park(f"{PARKED}{client_key}:{key}", value, expires_at, client_key)
+                marker["parked"] = f"{PARKED}{client_key}:{key}"
+            except TooManyLoginsStarted:
+                # Full, as many networks' scripts can make it: a login long only for its
+                # next goes on without it (to the post-login page) rather than not at all.
+                data = replace(login, next_url=None).to_json()
+                if len(json.dumps(data, separators=(",", ":"))) > MAX_INLINE_STATE_DATA:
+                    raise
+                log.warning("too many logins with long data are waiting: a login goes on "
+                            "without its next")
+        if "parked" not in marker:
+            marker["data"] = data
         session[key] = marker
         return state
 
