@@ -89,22 +89,53 @@ class AccountAdapter(t.Generic[UserT]):
 
     def get_user_id(self, user: UserT) -> str:
         """The user's id as stored on identity rows, which :meth:`load_user` reads back:
-        Flask-Login's ``get_id()``, unless :meth:`load_user` is the default (which looks
-        users up by primary key) and that id is not the user's primary key: Flask-Login's
-        id may be an alternative id, a session token that changes with the password, and
-        stored, the default :meth:`load_user` would never find the user again. Then the
-        primary key. (An id that reads back as the key, ``uuid.hex`` say, stays as it is:
-        identity rows and ID tokens' ``sub`` hold it already.)"""
+        Flask-Login's ``get_id()``, unless that id is not the user's primary key and
+        :meth:`load_user` does not read it back: Flask-Login's id may be an alternative id,
+        a session token that changes with the password, and stored, a :meth:`load_user` by
+        primary key (the default, or an override calling it) would never find the user
+        again. Then the primary key. (An id that reads back as the key, ``uuid.hex`` say,
+        stays as it is: identity rows and ID tokens' ``sub`` hold it already.)"""
         get_id = getattr(user, "get_id", None)
         if not callable(get_id):
             return str(self._primary_key_value(user))
         user_id = str(get_id())
         model = self.user_model
-        if model is not None and self._loads_by_primary_key() and isinstance(user, model):
+        if model is not None and isinstance(user, model):
             key = self._primary_key_value(user)
-            if user_id != str(key) and self._as_primary_key(model, user_id) != key:
+            if (user_id != str(key) and self._as_primary_key(model, user_id) != key
+                    and not self._reads_alternative_ids(user_id, key)):
                 return str(key)
         return user_id
+
+    #: Whether an overridden :meth:`load_user` finds users by Flask-Login's alternative id
+    #: (``None``: not known yet). A property of the site's code: asked once.
+    _alternative_ids_read: bool | None = None
+
+    def _reads_alternative_ids(self, user_id: str, key: object) -> bool:
+        """Whether :meth:`load_user` finds the user whose primary key is ``key`` by
+        ``user_id``, its alternative id. The default one never does. An override is asked
+        (at most two lookups, once): the docs' soft delete, which calls the default, finds
+        users by key only, and a stored token would give the person a new account at each
+        login. Where neither id finds the user (just deleted), the alternative id, as asked,
+        and nothing is concluded."""
+        if self._loads_by_primary_key():
+            return False
+        known = self._alternative_ids_read
+        if known is None:
+            if self._loads(user_id, key):
+                known = True
+            elif self._loads(str(key), key):
+                known = False
+            else:
+                return True
+            self._alternative_ids_read = known
+        return known
+
+    def _loads(self, user_id: str, key: object) -> bool:
+        found = self.load_user(user_id)
+        model = self.user_model
+        return (found is not None and model is not None and isinstance(found, model)
+                and self._primary_key_value(found) == key)
 
     def load_user(self, user_id: str) -> UserT | None:
         """The user with that id, or ``None`` if it no longer exists."""

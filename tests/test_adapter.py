@@ -924,3 +924,35 @@ def test_the_stored_user_id_is_one_the_default_load_user_reads_back(
         stored = adapter.get_user_id(user)
         assert stored == expected(user)
         assert adapter.load_user(stored) is user
+
+
+def test_an_overridden_load_user_is_asked_once_which_id_it_reads(tmp_path: t.Any) -> None:
+    """Whether an overridden ``load_user`` reads Flask-Login's alternative id back is asked
+    of the first user that has one (two lookups at most), and never again: a returning
+    login stores no extra query."""
+    db = SQLAlchemy()
+
+    class User(UserMixin, db.Model):  # type: ignore[name-defined,misc]
+        id = db.Column(db.Integer, primary_key=True)
+
+        def get_id(self) -> str:
+            return f"token-{self.id}"
+
+    asked: list[str] = []
+
+    class SoftDelete(AccountAdapter[t.Any]):
+        def load_user(self, user_id: str) -> t.Any:
+            asked.append(user_id)
+            return super().load_user(user_id)
+
+    app = Flask(__name__, root_path=str(tmp_path))
+    app.config.update(SECRET_KEY="k" * 40, SQLALCHEMY_DATABASE_URI="sqlite://")
+    db.init_app(app)
+    adapter = SoftDelete(db, User)
+    with app.app_context():
+        db.create_all()
+        first, second = User(), User()
+        db.session.add_all([first, second])
+        db.session.commit()
+        assert [adapter.get_user_id(user) for user in (first, second, first)] == ["1", "2", "1"]
+    assert asked == ["token-1", "1"]

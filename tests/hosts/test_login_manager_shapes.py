@@ -12,7 +12,7 @@ from pathlib import Path
 import flask_login
 import pytest
 import sqlalchemy as sa
-from flask import Flask, request, request_finished
+from flask import Flask, current_app, request, request_finished
 from flask_login import LoginManager, UserMixin, current_user
 from flask_sqlalchemy import SQLAlchemy
 from support import CSRF, logged_in_user_id
@@ -147,6 +147,47 @@ def test_a_returning_login_with_flask_logins_alternative_id_finds_its_user(
     assert users(app) == [(1, True)] and identities(app) == ["1"]
     for browser in (first, returning, after_change):
         assert_no_server_error(browser)
+
+
+class SoftDeleteAdapter(AccountAdapter[t.Any]):
+    """docs/hooks.rst's ``load_user`` for soft-deleted users, as it is written there."""
+
+    def load_user(self, user_id: str) -> t.Any:
+        user = super().load_user(user_id)
+        if user is None or getattr(user, "deleted_at", None):
+            return None
+        return user
+
+
+class TokenAdapter(AccountAdapter[t.Any]):
+    """A ``load_user`` of the site's own that reads Flask-Login's session token."""
+
+    def load_user(self, user_id: str) -> t.Any:
+        db, User = current_app.extensions["test_host"]
+        return db.session.execute(
+            sa.select(User).filter_by(session_token=user_id)).scalar_one_or_none()
+
+
+@pytest.mark.parametrize(("adapter", "stored"), [
+    (SoftDeleteAdapter, "the key"),
+    (TokenAdapter, "the token"),
+])
+def test_an_overridden_load_user_with_an_alternative_id_finds_its_user(
+        tmp_path: Path, adapter: type, stored: str) -> None:
+    """The docs' soft-delete ``load_user`` (by primary key, through ``super()``) on a site
+    whose ``get_id`` is a session token: identities stored the token, which it never read
+    back, so each WeChat login of the same person made a new account and moved the
+    identity to it, silently. The stored id is now one the ``load_user`` reads back."""
+    app = build_host(tmp_path, alternative_id=True, adapter=adapter)
+    for _ in range(3):
+        browser = Browser(app)
+        assert who(wechat_login(browser, "zhangsan")) == "Hello 张三🐼"
+        assert_no_server_error(browser)
+    assert users(app) == [(1, True)]
+    db, User = app.extensions["test_host"]
+    with app.app_context():
+        token = db.session.get(User, 1).session_token
+    assert identities(app) == (["1"] if stored == "the key" else [token])
 
 
 def test_linking_and_unlinking_with_an_alternative_id(tmp_path: Path) -> None:
