@@ -37,6 +37,7 @@ from .urls import (
     WECHAT_API_BASE_URL,
     WECHAT_OPEN_BASE_URL,
     configured_base_url,
+    hostname_of,
     is_loopback_host,
     port_of,
 )
@@ -1135,7 +1136,7 @@ def check_session_cookie_covers_subdomains(deployment: Deployment) -> t.Iterator
     cookie covers the site's other subdomains (a shop whose button sends people through
     the login, and back)."""
     config = deployment.config
-    server_name = str(config.get("SERVER_NAME") or "").split(":")[0].lower()
+    server_name = hostname_of(str(config.get("SERVER_NAME") or ""))
     if not (deployment.other_subdomains and server_name):
         return
     domain = str(config.get("SESSION_COOKIE_DOMAIN") or "").lstrip(".").lower()

@@ -100,6 +100,16 @@ def avatar_for_browser(url: str | None, script_root: str) -> str | None:
     return url
 
 
+def hostname_of(host: str) -> str:
+    """The name in a ``Host`` header or ``SERVER_NAME`` (``example.com:8000``,
+    ``[::1]:5000``), without its port or an IPv6 address's brackets, lower-case: as
+    ``urlsplit(url).hostname`` gives it for a URL at that host."""
+    try:
+        return urlsplit("//" + host).hostname or ""
+    except ValueError:  # an unbalanced bracket
+        return ""
+
+
 def has_control_characters(value: str) -> bool:
     return any(ord(ch) < 32 or ord(ch) == 127 for ch in value)
 

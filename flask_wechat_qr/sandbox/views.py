@@ -37,7 +37,7 @@ from ..i18n import lazy_gettext as _l
 from ..purge import BATCH_SIZE, delete_expired
 from ..redact import redact_http_debug_logs
 from ..storable import storable
-from ..urls import is_loopback_host
+from ..urls import hostname_of, is_loopback_host
 from .models import SandboxModels, add_missing_columns
 from .qr import qr_svg
 from .users import (
@@ -375,7 +375,7 @@ def redirect_uri_problem(app: SandboxApp, redirect_uri: str) -> tuple[str, int] 
     # Parsed as a browser will follow it: a backslash is "/" in http(s) URLs, so the host
     # of http://evil<backslash>@site/ is evil; and no user name (WeChat takes none either).
     parts = urlsplit(redirect_uri.replace("\\", "/"))
-    domain = app.callback_domain or request.host.rsplit(":", 1)[0]
+    domain = app.callback_domain or hostname_of(request.host)
     if (parts.scheme not in ("http", "https") or parts.hostname != domain or "#" in redirect_uri
             or "@" in parts.netloc or not redirect_uri.isprintable()):
         return page_error(

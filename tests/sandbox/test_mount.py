@@ -54,6 +54,27 @@ def test_login_through_the_sandbox_of_a_host_strict_about_hosts(
     assert client.get("/").get_data(as_text=True).startswith("logged in as")
 
 
+@pytest.mark.parametrize("base", ["http://[::1]:5000", "http://[::1]", "http://LOCALHOST:5000"])
+def test_login_through_the_sandbox_of_a_site_opened_at_an_ipv6_address(
+        sandbox_app: Flask, base: str) -> None:
+    """A site opened at ``http://[::1]:5000`` (``flask run --host ::``): the sandbox took
+    ``[::1]`` (or ``[:``) for the callback domain and refused every login with its 10003
+    page. Hosts have no case either."""
+    client = sandbox_app.test_client()
+    resp = client.get("/auth/wechat/login", base_url=base)
+    page = client.get(resp.headers["Location"].split("#")[0], base_url=base)
+    assert page.status_code == 200, page.get_data(as_text=True)
+    assert "/connect/confirm/" in page.get_data(as_text=True)
+
+
+def test_hostname_of_a_host_header() -> None:
+    from flask_wechat_qr.urls import hostname_of
+
+    assert [hostname_of(host) for host in (
+        "example.com", "Example.COM:8000", "[::1]:5000", "[2001:DB8::5]", "[::1", "")] == [
+        "example.com", "example.com", "::1", "2001:db8::5", "", ""]
+
+
 def routed_site(tmp_path: t.Any, shape: str) -> Flask:
     """A site whose routes answer at one host only: ``SERVER_NAME`` with every route on the
     ``www`` subdomain (``url_map.default_subdomain``), or host matching with every route
