@@ -766,6 +766,44 @@ def test_with_every_place_for_long_logins_taken_a_login_goes_on_without_its_next
     assert len(_parked_rows(business)) == 3
 
 
+def test_a_burst_of_long_login_starts_parks_no_more_than_the_limit(
+        make_app: t.Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rows of one address were counted before any of a burst was kept: 40 starts at
+    once from one address parked up to 23 of the 10 allowed. Every start of a burst held
+    at the count until the whole burst is there: none may be kept beyond the limit (the
+    others go on without their next)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    limit, burst = 2, 6
+    monkeypatch.setattr(login_state, "MAX_PARKED_PER_CLIENT", limit)
+    app = make_app()
+    arrived = threading.Condition()
+    counting: set[int] = set()
+    real_count = login_state.LoginStateStore._count
+
+    def count_together(self: t.Any, conn: t.Any, prefix: str) -> int:
+        with arrived:
+            counting.add(threading.get_ident())
+            arrived.notify_all()
+            arrived.wait_for(lambda: len(counting) >= burst, timeout=2)
+        return real_count(self, conn, prefix)
+
+    monkeypatch.setattr(login_state.LoginStateStore, "_count", count_together)
+
+    def start(_: int) -> int:
+        client = app.test_client(use_cookies=False)
+        client.environ_base["REMOTE_ADDR"] = "198.51.100.66"
+        return client.get("/auth/wechat/login",
+                          query_string={"next": "/search?q=" + "a" * 2000}).status_code
+
+    with ThreadPoolExecutor(max_workers=burst) as pool:
+        statuses = list(pool.map(start, range(burst), timeout=60))
+    assert statuses == [302] * burst
+    assert len(counting) == burst  # the whole burst reached the count together
+    assert len(_parked_rows(app)) <= limit
+
+
 def test_one_ipv6_client_is_one_client_whatever_its_address(make_app: t.Any) -> None:
     """An IPv6 client picks any address of its /64 at will: were each counted as a client,
     one script would fill the whole table (10,000 rows: 1,000 /64 addresses' worth) and
