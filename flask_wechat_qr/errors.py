@@ -271,6 +271,32 @@ class WeComBrowser(LoginError):
         self.page_url = page_url
 
 
+class SessionCookieNotSent(LoginError):
+    """The browser would not send the session cookie, which carries the login's state, to
+    the callback: every login would end on "This login link is no longer valid", with
+    nothing in the log. Refused at its start instead; ``str(error)`` (logged at ``ERROR``)
+    gives the reason and the fix."""
+
+    status = 503
+    operator_error = True
+    offers_retry = False
+    title = _l("WeChat login is not available")
+    message = _l(
+        "This site's WeChat login is set up in a way that cannot finish, so it is off. Log "
+        "in another way, or try again later; the site's operator has been told why."
+    )
+
+    def __init__(self, reason: str) -> None:
+        super().__init__()
+        self.reason = reason
+        self.args = (f"{self.args[0]} {reason}: the browser does not send the session "
+                     "cookie, which carries the login's state, to the callback. Fix: unset "
+                     "SESSION_COOKIE_PATH and SESSION_COOKIE_DOMAIN (Flask's defaults cover "
+                     "the whole site), or make them include the callback; APPLICATION_ROOT "
+                     "only where the app is really served under that path (docs: deploying, "
+                     "'Under a URL prefix').",)
+
+
 # --- Errors from talking to WeChat -------------------------------------------------
 
 

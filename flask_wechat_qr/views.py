@@ -29,6 +29,7 @@ from werkzeug.wrappers import Response as BaseResponse
 from . import delivery, same_site, signals
 from .binding import LoginField, login_field_named
 from .browsers import Browser, classify
+from .checks import session_cookie_misses
 from .csrf import FIELD as CSRF_FIELD
 from .csrf import check_csrf, csrf_token
 from .errors import (
@@ -40,6 +41,7 @@ from .errors import (
     LoginNotSetUp,
     LoginUnavailable,
     NotLoggedIn,
+    SessionCookieNotSent,
     WeComBrowser,
 )
 from .flow import Callback, Failed, LoggedIn, NeedsProfile, Outcome, PendingLogin
@@ -136,10 +138,25 @@ def _begin(connection: str, link_user: str | None = None, *, app: str = WEBSITE_
                     else {})
         login = LoginData(next_url=delivery.kept_next(request.args.get("next")),
                           business=business, link_user=link_user, app=app)
+    redirect_uri = url_for("wechat_qr.callback", connection=connection, _external=True)
+    _check_session_cookie_reaches(redirect_uri)
     state = runtime.login_states[connection].begin(login, request.remote_addr or "",
                                                    _browser(start=True))
-    redirect_uri = url_for("wechat_qr.callback", connection=connection, _external=True)
     return _Started(client, redirect_uri, state, login)
+
+
+def _check_session_cookie_reaches(callback: str) -> None:
+    """:class:`SessionCookieNotSent` where the browser would not bring the login's state
+    back to ``callback`` (an ``APPLICATION_ROOT`` of ``/app`` for an app not served there
+    gives the cookie that path): no login could finish, and the person would be sent to
+    WeChat for nothing. Flask's defaults (no path, no domain) need no look."""
+    config = current_app.config
+    if (config.get("SESSION_COOKIE_PATH") or config.get("APPLICATION_ROOT") or "/") == "/" \
+            and not config.get("SESSION_COOKIE_DOMAIN"):
+        return
+    reason = session_cookie_misses(config, callback)
+    if reason is not None:
+        raise SessionCookieNotSent(reason)
 
 
 def _browser(*, start: bool = False) -> str | None:

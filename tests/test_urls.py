@@ -232,3 +232,13 @@ def test_behind_a_proxy_that_mounts_the_app_the_sandbox_is_under_the_prefix(
 def test_port_of_a_url_is_its_schemes_default_where_it_names_none(url: str,
                                                                  port: int | None) -> None:
     assert port_of(urlsplit(url)) == port
+
+
+def test_an_application_root_where_the_app_is_mounted_starts_logins(make_app: t.Any) -> None:
+    """``APPLICATION_ROOT`` saying the mount point (the session cookie's path) covers the
+    callback under it: no refusal at the start."""
+    from werkzeug.test import Client
+
+    app = make_app(APPLICATION_ROOT="/site")
+    start = Client(mounted(app, False)).get("/site/auth/wechat/login")
+    assert start.status_code == 302, start.get_data(as_text=True)

@@ -668,3 +668,37 @@ def test_the_page_asking_again_keeps_the_mount_point(make_app: t.Any) -> None:
                                     headers={"Sec-Fetch-Site": "cross-site"},
                                     environ_overrides={"SCRIPT_NAME": "//evil.example"})
     assert hostile.status_code == 400 and "refresh" not in hostile.get_data(as_text=True)
+
+
+# --- a session cookie that would not come back to the callback -----------------------------
+
+
+@pytest.mark.parametrize(("config", "named"), [
+    # "/app" for an app not served under it: Flask gives the session cookie that path
+    ({"APPLICATION_ROOT": "/app"}, "APPLICATION_ROOT"),
+    ({"SESSION_COOKIE_PATH": "/account"}, "SESSION_COOKIE_PATH"),
+    ({"SESSION_COOKIE_DOMAIN": "other.example"}, "SESSION_COOKIE_DOMAIN"),
+])
+def test_a_session_cookie_that_misses_the_callback_stops_the_login_at_its_start(
+        make_app: t.Any, caplog: pytest.LogCaptureFixture, config: dict[str, str],
+        named: str) -> None:
+    """The browser kept the login's state in a cookie it then did not send to the
+    callback: every login went to WeChat and ended on "This login link is no longer
+    valid", with one INFO line in the log. Now the start says so: a 503 page, the reason
+    and the fix at ERROR."""
+    from werkzeug.test import Client
+
+    app = make_app(**config)
+    client = Client(app)  # as a server calls it (Flask's test client mounts APPLICATION_ROOT)
+    with caplog.at_level(logging.INFO, logger="flask_wechat_qr"):
+        resp = client.get("/auth/wechat/login")
+    assert resp.status_code == 503
+    assert 'data-error="SessionCookieNotSent"' in resp.get_data(as_text=True)
+    assert "Location" not in resp.headers  # nobody is sent to WeChat for nothing
+    (line,) = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert named in line.getMessage() and "Fix: unset SESSION_COOKIE_PATH" in line.getMessage()
+
+
+def test_a_cookie_path_that_covers_the_callback_is_fine(make_app: t.Any) -> None:
+    app = make_app(SESSION_COOKIE_PATH="/auth", SESSION_COOKIE_DOMAIN="localhost")
+    assert app.test_client().get("/auth/wechat/login").status_code == 302
