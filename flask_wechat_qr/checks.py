@@ -15,6 +15,7 @@ import re
 import typing as t
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from urllib.parse import SplitResult, quote, unquote, urlsplit
 
 from flask import Flask, request, url_for
@@ -1131,6 +1132,25 @@ def check_session_cookie_reaches_callback(deployment: Deployment) -> t.Iterator[
                 connection)
 
 
+def check_session_lifetime(deployment: Deployment) -> t.Iterator[Finding]:
+    """Flask refuses a signed session cookie older than ``PERMANENT_SESSION_LIFETIME``
+    (permanent session or not): the login's state, set at its start, must outlive the
+    time a person takes to scan and confirm."""
+    lifetime = deployment.config.get("PERMANENT_SESSION_LIFETIME")
+    seconds = lifetime.total_seconds() if isinstance(lifetime, timedelta) else lifetime
+    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
+        return
+    ttl = deployment.settings.state_ttl
+    if seconds < ttl:
+        yield warning(
+            f"PERMANENT_SESSION_LIFETIME is {seconds:g} seconds, less than WECHAT_QR_STATE_TTL "
+            f"({ttl} seconds): Flask refuses a session cookie older than that, so a login "
+            f"that takes longer than {seconds:g} seconds from its start to WeChat's answer "
+            "ends on 'This login link is no longer valid'",
+            "make PERMANENT_SESSION_LIFETIME at least WECHAT_QR_STATE_TTL (WeChat's QR codes "
+            "last 300 seconds), or lower WECHAT_QR_STATE_TTL to it")
+
+
 def check_session_cookie_covers_subdomains(deployment: Deployment) -> t.Iterator[Finding]:
     """A login on the routes' own subdomain logs people in there only, unless the session
     cookie covers the site's other subdomains (a shop whose button sends people through
@@ -1299,6 +1319,7 @@ DEPLOYMENT_CHECKS: tuple[Check, ...] = (
     check_callback_domain_shape,
     check_callback_domain_match,
     check_session_cookie_reaches_callback,
+    check_session_lifetime,
     check_session_cookie_covers_subdomains,
     check_shadowed_routes,
     check_login_pages_reachable,

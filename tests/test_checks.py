@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing as t
+from datetime import timedelta
 
 import pytest
 from flask import Flask
@@ -920,3 +921,29 @@ def test_a_hook_that_cannot_run_here_is_no_layout_problem(
     deployment = deploy(app)
     assert list(checks.check_pages_render(deployment)) == []
     assert any("could not tell" in w.what for w in run_checks(deployment).warnings)
+
+
+# --- the session's lifetime ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("lifetime", "warned"), [
+    (timedelta(minutes=5), True),
+    (120, True),  # seconds, as Flask also takes it
+    (timedelta(minutes=10), False),
+    (timedelta(days=31), False),  # Flask's default
+])
+def test_a_session_lifetime_shorter_than_a_login_is_a_warning(
+        make_app: t.Callable[..., Flask], lifetime: t.Any, warned: bool) -> None:
+    """Flask refuses a session cookie older than ``PERMANENT_SESSION_LIFETIME``: a login
+    that took longer ended on "This login link is no longer valid", and ``check`` said
+    nothing."""
+    app = make_app(PERMANENT_SESSION_LIFETIME=lifetime, WECHAT_QR_STATE_TTL=600)
+    deployment = deploy(app)
+    if not warned:
+        assert list(checks.check_session_lifetime(deployment)) == []
+        return
+    finding = only("warning", checks.check_session_lifetime, deployment)
+    seconds = lifetime.total_seconds() if isinstance(lifetime, timedelta) else lifetime
+    assert finding.what.startswith(
+        f"PERMANENT_SESSION_LIFETIME is {seconds:g} seconds, less than WECHAT_QR_STATE_TTL "
+        "(600 seconds)"), finding.what
