@@ -27,6 +27,8 @@ class ProcessOwnAdapter(HTTPAdapter):
 
     #: the connection pools of this adapter, by scheme (``None``: urllib3's own)
     pool_classes: t.ClassVar[dict[str, type[HTTPConnectionPool]] | None] = None
+    #: the same through a SOCKS proxy (``None``: urllib3's own)
+    socks_pool_classes: t.ClassVar[dict[str, type[HTTPConnectionPool]] | None] = None
 
     def init_poolmanager(self, *args: t.Any, **kwargs: t.Any) -> None:
         super().init_poolmanager(*args, **kwargs)
@@ -38,21 +40,22 @@ class ProcessOwnAdapter(HTTPAdapter):
         self.made_in = made_here()  # last: a thread that sees it sees the rest ready
         start_afresh_in_forked_child(self)
 
-    def _use_own_pools(self, manager: PoolManager) -> None:
-        if self.pool_classes is not None:
-            manager.pool_classes_by_scheme = dict(self.pool_classes)
+    def _use_own_pools(self, manager: PoolManager, through_socks: bool = False) -> None:
+        pools = self.socks_pool_classes if through_socks else self.pool_classes
+        if pools is not None:
+            manager.pool_classes_by_scheme = dict(pools)
 
     def get_connection_with_tls_context(self, *args: t.Any, **kwargs: t.Any) -> t.Any:
         start_afresh_if_made_elsewhere(self)  # forked without the fork hook (uWSGI)
         return super().get_connection_with_tls_context(*args, **kwargs)
 
     def proxy_manager_for(self, proxy: str, **proxy_kwargs: t.Any) -> PoolManager:
-        """requests' manager for ``proxy``, its pools of :attr:`pool_classes` (a call
-        through ``HTTPS_PROXY`` had no deadline); a SOCKS proxy's keep their own."""
+        """requests' manager for ``proxy``, its pools of :attr:`pool_classes`, or of
+        :attr:`socks_pool_classes` for a SOCKS proxy (a call through ``HTTPS_PROXY`` had
+        no deadline)."""
         with self._proxy_managers_lock:  # no thread gets it before its pools are set
             manager: PoolManager = super().proxy_manager_for(proxy, **proxy_kwargs)
-            if not proxy.lower().startswith("socks"):
-                self._use_own_pools(manager)
+            self._use_own_pools(manager, through_socks=proxy.lower().startswith("socks"))
         return manager
 
     def start_afresh(self) -> None:

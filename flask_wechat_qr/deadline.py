@@ -19,6 +19,7 @@ import ssl
 import threading
 import time
 import typing as t
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -165,15 +166,7 @@ class _TrackedHTTPConnection(HTTPConnection):
         return super().getresponse(*args, **kwargs)
 
 
-class _TrackedHTTPSConnection(HTTPSConnection):
-    def request(self, *args: t.Any, **kwargs: t.Any) -> None:
-        _track(self)
-        super().request(*args, **kwargs)
-
-    def getresponse(self, *args: t.Any, **kwargs: t.Any) -> t.Any:
-        _track_answer(self)
-        return super().getresponse(*args, **kwargs)
-
+class _TrackedHTTPSConnection(_TrackedHTTPConnection, HTTPSConnection):
     def connect(self) -> None:
         if self.ssl_context is None:  # urllib3's own, unless gevent patched ssl too late
             self.ssl_context = context_for_this_process(
@@ -222,6 +215,31 @@ class _HTTPSPool(HTTPSConnectionPool):
     ConnectionCls = _TrackedHTTPSConnection
 
 
+def _socks_pools() -> dict[str, type[HTTPConnectionPool]] | None:
+    """Pools of tracked connections through a SOCKS proxy (``socks5h://`` in
+    ``HTTPS_PROXY``), where PySocks, which requests needs for one, is installed."""
+    with warnings.catch_warnings():  # urllib3 warns before it raises, without PySocks
+        warnings.simplefilter("ignore")
+        try:
+            from urllib3.contrib import socks
+        except ImportError:
+            return None
+
+    class TrackedSOCKSConnection(_TrackedHTTPConnection, socks.SOCKSConnection):
+        pass
+
+    class TrackedSOCKSHTTPSConnection(_TrackedHTTPSConnection, socks.SOCKSHTTPSConnection):
+        pass
+
+    class SOCKSPool(socks.SOCKSHTTPConnectionPool):
+        ConnectionCls = TrackedSOCKSConnection
+
+    class SOCKSHTTPSPool(socks.SOCKSHTTPSConnectionPool):
+        ConnectionCls = TrackedSOCKSHTTPSConnection
+
+    return {"http": SOCKSPool, "https": SOCKSHTTPSPool}
+
+
 #: The largest answer a call reads (bytes, after any content decoding). WeChat's API answers
 #: are under 2 KB and its pages a few; a bigger one is refused, not held in a worker's memory.
 MAX_ANSWER_BYTES = 256 * 1024
@@ -243,6 +261,7 @@ class DeadlineAdapter(ProcessOwnAdapter):
         super().__init__(**kwargs)
 
     pool_classes = {"http": _HTTPPool, "https": _HTTPSPool}
+    socks_pool_classes = _socks_pools()
 
     def send(self, request: requests.PreparedRequest, *args: t.Any,
              **kwargs: t.Any) -> requests.Response:

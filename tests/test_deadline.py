@@ -361,16 +361,30 @@ def tunnelling_proxy() -> t.Iterator[str]:
             port = int(head.split(b" ")[1].rsplit(b":", 1)[1])
             with socket.create_connection(("127.0.0.1", port)) as upstream:
                 client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
-                ends = [client, upstream]
-                while True:
-                    ready, _, _ = select.select(ends, [], [], 10)
-                    if not ready:
-                        return
-                    for end in ready:
-                        data = end.recv(65536)
-                        if not data:
-                            return
-                        (upstream if end is client else client).sendall(data)
+                _pass_on(client, upstream)
+
+    with _proxy_listening(listener, tunnel):
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+
+def _pass_on(client: socket.socket, upstream: socket.socket) -> None:
+    """Bytes both ways until either end closes, or 10 seconds of silence."""
+    ends = [client, upstream]
+    while True:
+        ready, _, _ = select.select(ends, [], [], 10)
+        if not ready:
+            return
+        for end in ready:
+            data = end.recv(65536)
+            if not data:
+                return
+            (upstream if end is client else client).sendall(data)
+
+
+@contextlib.contextmanager
+def _proxy_listening(listener: socket.socket,
+                     handle: t.Callable[[socket.socket], None]) -> t.Iterator[None]:
+    """Each connection to ``listener`` handled in a thread of its own, until the block ends."""
 
     def serve() -> None:
         while True:
@@ -378,13 +392,88 @@ def tunnelling_proxy() -> t.Iterator[str]:
                 client, _ = listener.accept()
             except OSError:
                 return
-            threading.Thread(target=tunnel, args=(client,), daemon=True).start()
+            threading.Thread(target=handle, args=(client,), daemon=True).start()
 
     threading.Thread(target=serve, daemon=True).start()
     try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+        yield
     finally:
         listener.close()
+
+
+@contextlib.contextmanager
+def socks5_proxy() -> t.Iterator[str]:
+    """A SOCKS5 proxy on loopback (no authentication, ``CONNECT`` only): each connection
+    goes on to that port on 127.0.0.1, whatever the host; its ``socks5h://`` URL."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def exactly(client: socket.socket, size: int) -> bytes:
+        data = b""
+        while len(data) < size:
+            more = client.recv(size - len(data))
+            if not more:
+                raise OSError("the client went away")
+            data += more
+        return data
+
+    def handle(client: socket.socket) -> None:
+        try:
+            with client:
+                _version, methods = exactly(client, 2)
+                exactly(client, methods)
+                client.sendall(b"\x05\x00")  # no authentication
+                _version, _command, _reserved, kind = exactly(client, 4)
+                if kind == 3:  # a host name, as socks5h sends it
+                    exactly(client, exactly(client, 1)[0])
+                else:
+                    exactly(client, 4 if kind == 1 else 16)
+                port = int.from_bytes(exactly(client, 2), "big")
+                with socket.create_connection(("127.0.0.1", port)) as upstream:
+                    client.sendall(b"\x05\x00\x00\x01" + bytes(4) + bytes(2))
+                    _pass_on(client, upstream)
+        except OSError:
+            pass  # either end went away
+
+    with _proxy_listening(listener, handle):
+        yield f"socks5h://127.0.0.1:{listener.getsockname()[1]}"
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_a_call_through_a_socks_proxy_is_cut_at_its_deadline_too(
+        tmp_path: t.Any, scheme: str) -> None:
+    """WeChat's API behind a SOCKS proxy (``HTTPS_PROXY=socks5h://...``, with PySocks):
+    urllib3 makes SOCKS connections of its own, which no deadline watched; a WeChat that
+    answered a byte at a time, or not at all, held the worker for as long as it liked."""
+    import ssl
+
+    import trustme
+
+    context = None
+    trusted: str | bool = True
+    if scheme == "https":
+        authority = trustme.CA()
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        authority.issue_cert("127.0.0.1").configure_cert(context)
+        authority.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+        trusted = str(tmp_path / "ca.pem")
+
+    def wechat(environ: t.Any, start_response: t.Any) -> t.Any:
+        if "hang" in environ["QUERY_STRING"]:
+            time.sleep(6)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b'{"openid": "o1"}']
+
+    with LiveServer(wechat, ssl_context=context) as server, socks5_proxy() as proxy, \
+            requests.Session() as session:
+        session.mount(f"{scheme}://", DeadlineAdapter(1.0))
+        session.proxies = {scheme: proxy}
+        token = server.url + "/sns/oauth2/access_token"
+        assert session.get(token + "?code=1", timeout=30,
+                           verify=trusted).json() == {"openid": "o1"}
+        started = time.monotonic()
+        with pytest.raises(requests.Timeout):
+            session.get(token + "?code=hang", timeout=30, verify=trusted)
+        assert time.monotonic() - started < 4
 
 
 def test_an_https_call_through_a_tunnelling_proxy_is_cut_at_its_deadline_too(
