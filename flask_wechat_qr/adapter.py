@@ -114,27 +114,43 @@ class AccountAdapter(t.Generic[UserT]):
     def _reads_alternative_ids(self, user_id: str, key: object) -> bool:
         """Whether :meth:`load_user` finds the user whose primary key is ``key`` by
         ``user_id``, its alternative id. The default one never does. An override is asked
-        (at most two lookups, once): the docs' soft delete, which calls the default, finds
-        users by key only, and a stored token would give the person a new account at each
-        login. Where neither id finds the user (just deleted), the alternative id, as asked,
-        and nothing is concluded."""
+        once, with the first such user: by the key first, which any column takes (the
+        docs' soft delete, which calls the default, finds users by key only, and a stored
+        token would give the person a new account at each login); only where that fails,
+        by the alternative id. A lookup that fails counts as not found. Where neither
+        finds the user (one just deleted), its alternative id is kept, as before, and the
+        question is asked again with the next user."""
         if self._loads_by_primary_key():
             return False
         known = self._alternative_ids_read
         if known is None:
-            if self._loads(user_id, key):
-                known = True
-            elif self._loads(str(key), key):
+            if self._loads(str(key), key):
                 known = False
+            elif self._loads(user_id, key):
+                known = True
             else:
                 return True
             self._alternative_ids_read = known
         return known
 
     def _loads(self, user_id: str, key: object) -> bool:
-        found = self.load_user(user_id)
-        model = self.user_model
-        return (found is not None and model is not None and isinstance(found, model)
+        """Whether :meth:`load_user` finds the user whose primary key is ``key`` by
+        ``user_id``; a lookup that raises (a token compared with an integer column, which
+        PostgreSQL refuses) finds nobody, inside a savepoint so that the login's
+        transaction goes on (SQLite refuses no such lookup, and pysqlite's savepoints are
+        not to be relied on)."""
+        db = self._require_db()
+        model = self._require_user_model()
+        session = db.session
+        try:
+            if session.get_bind(mapper=sa.inspect(model)).dialect.name == "sqlite":
+                found = self.load_user(user_id)
+            else:
+                with session.begin_nested():
+                    found = self.load_user(user_id)
+        except Exception:  # the site's own code, asked a question it may not expect
+            return False
+        return (found is not None and isinstance(found, model)
                 and self._primary_key_value(found) == key)
 
     def load_user(self, user_id: str) -> UserT | None:

@@ -26,6 +26,7 @@ from werkzeug.routing import BuildError, Map, MapAdapter, Rule
 
 from .frame_policy import allows_frame
 from .sandbox.options import SANDBOX_APP_ID, SANDBOX_APP_SECRET
+from .session_cookie import CookieScope, cookie_scope, misses_callback
 from .settings import (
     WECHAT_APP_ID,
     WECHAT_APP_SECRET,
@@ -219,6 +220,8 @@ class Deployment:
     #: the subdomains of the site's other routes (``shop``, ``<user>``) under subdomain
     #: matching
     other_subdomains: tuple[str, ...] = ()
+    #: the session cookie's path and domain, as the app's session interface sets them
+    session_cookie: CookieScope = CookieScope("/", None)
 
     @classmethod
     def of(cls, app: Flask, settings: Settings, base_url: str | None = None,
@@ -236,7 +239,8 @@ class Deployment:
                    unbuildable_login_view=unbuildable_login_view(app, base),
                    page_render_error=page_render_error(app, settings, base),
                    subdomain=routes_subdomain(app),
-                   other_subdomains=tuple(other_subdomains(app)))
+                   other_subdomains=tuple(other_subdomains(app)),
+                   session_cookie=cookie_scope(app))
 
     @property
     def simulated(self) -> t.Literal["in-app", "standalone"] | None:
@@ -1078,28 +1082,6 @@ def check_callback_domain_match(deployment: Deployment) -> t.Iterator[Finding]:
             "--base-url / SERVER_NAME")
 
 
-def session_cookie_misses(config: t.Mapping[str, t.Any], callback: str) -> str | None:
-    """Why the browser would not send the session cookie (the login's state) to the
-    callback URL ``callback`` (or its path alone), or ``None``: a ``SESSION_COOKIE_PATH``
-    above which it is not, or a ``SESSION_COOKIE_DOMAIN`` it is not in. Every login would
-    end on "This login link is no longer valid"."""
-    parts = urlsplit(callback)
-    cookie_path = config.get("SESSION_COOKIE_PATH") or config.get("APPLICATION_ROOT") or "/"
-    path = parts.path or "/"
-    if not (cookie_path == "/" or path == cookie_path
-            or path.startswith(cookie_path.rstrip("/") + "/")):
-        return (f"the session cookie's path {cookie_path!r} (SESSION_COOKIE_PATH or "
-                f"APPLICATION_ROOT) does not include the callback {path!r}")
-    domain = config.get("SESSION_COOKIE_DOMAIN")
-    host = parts.hostname
-    if isinstance(domain, str) and domain and host:
-        domain = domain.lstrip(".").lower()
-        if not (host == domain or host.endswith("." + domain)):
-            return (f"the session cookie's domain {domain!r} (SESSION_COOKIE_DOMAIN) does not "
-                    f"include the callback's host {host!r}")
-    return None
-
-
 def secure_cookie_dropped(config: t.Mapping[str, t.Any], callback: str) -> bool:
     """Whether browsers would keep no session cookie at all on the way to ``callback``:
     ``SESSION_COOKIE_SECURE`` on a site served over http, away from this machine (where an
@@ -1122,7 +1104,7 @@ def check_session_cookie_reaches_callback(deployment: Deployment) -> t.Iterator[
                 "or set SESSION_COOKIE_SECURE only where it is",
                 connection)
             continue
-        reason = session_cookie_misses(deployment.config, uri)
+        reason = misses_callback(deployment.session_cookie, uri)
         if reason is not None:
             yield problem(
                 f"{reason}: the browser does not send it there, and every login ends on "
@@ -1159,10 +1141,11 @@ def check_session_cookie_covers_subdomains(deployment: Deployment) -> t.Iterator
     server_name = hostname_of(str(config.get("SERVER_NAME") or ""))
     if not (deployment.other_subdomains and server_name):
         return
-    domain = str(config.get("SESSION_COOKIE_DOMAIN") or "").lstrip(".").lower()
+    domain = deployment.session_cookie.domain
     if domain and (server_name == domain or server_name.endswith("." + domain)):
         return
-    hosts = _and([f"{sub}.{server_name}" for sub in deployment.other_subdomains])
+    hosts = _and([f"{sub}.{server_name}" if sub else server_name
+                  for sub in deployment.other_subdomains])
     login_host = ".".join(filter(None, [deployment.subdomain, server_name]))
     said = f"{domain!r}" if domain else "not set, so the cookie is for one host only"
     yield warning(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 import typing as t
+from urllib.parse import SplitResult
 
 from flask import (
     Response,
@@ -280,10 +281,14 @@ def _next_asked() -> str | None:
 def kept_next(value: str | None) -> str | None:
     """The ``next`` this request asked for, as a login keeps it: a path of this site, or
     a page of the site on another of its hosts (the ``shop.`` subdomain whose button
-    started the login); else ``None``."""
-    script_root = request.script_root
-    return safe_next(value, request.host,
-                     lambda url: serves_on_another_host(current_app, url, script_root))
+    started the login; over https where this request is); else ``None``."""
+    script_root, secure = request.script_root, request.is_secure
+
+    def served(url: SplitResult) -> bool:
+        return (not (secure and url.scheme.lower() != "https")
+                and serves_on_another_host(current_app, url, script_root))
+
+    return safe_next(value, request.host, served)
 
 
 def id_token_issuer() -> str:

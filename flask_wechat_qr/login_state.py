@@ -266,7 +266,8 @@ class LoginStateStore:
 
         The row is committed before the count, so simultaneous starts see each other: a
         burst cannot all pass a count taken before any of them was kept (40 at once from
-        one address parked up to 23). One over a limit is taken back."""
+        one address parked up to 23). One over a limit is taken back, so a burst may keep
+        fewer than the limit, never more (those go on without their ``next``)."""
         with self.db.engine.begin() as conn:
             self._purge_now_and_then(conn)
             conn.execute(self._insert, {"key": key, "value": value, "expires_at": expires_at})

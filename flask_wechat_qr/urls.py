@@ -60,7 +60,11 @@ def safe_next(value: str | None, this_host: str | None = None,
     if len(value) > MAX_NEXT_LENGTH:
         raise InvalidRequest(_l("The return address is too long. Start the login again."))
     if not is_local_path(value) and this_host and not has_control_characters(value):
-        parts = urlsplit(value)
+        try:
+            parts = urlsplit(value)
+        except ValueError:  # an unbalanced "[" of an IPv6 address: no URL of this site
+            log.info("ignored an off-site next parameter")
+            return None
         if parts.scheme.lower() in ("http", "https") and \
                 parts.netloc.lower() == this_host.lower():
             value = urlunsplit(("", "", parts.path or "/", parts.query, parts.fragment))

@@ -29,7 +29,6 @@ from werkzeug.wrappers import Response as BaseResponse
 from . import delivery, same_site, signals
 from .binding import LoginField, login_field_named
 from .browsers import Browser, classify
-from .checks import session_cookie_misses
 from .csrf import FIELD as CSRF_FIELD
 from .csrf import check_csrf, csrf_token
 from .errors import (
@@ -49,6 +48,7 @@ from .i18n import LazyText, qr_page_lang, register_template_globals
 from .i18n import lazy_gettext as _l
 from .login_state import BusinessParams, LoginData, browser_key
 from .runtime import current_runtime, find_runtime
+from .session_cookie import cookie_scope, misses_callback
 from .settings import OFFICIAL_ACCOUNT, WEBSITE_APP
 from .urls import avatar_for_browser, has_control_characters, under_mount_point
 from .user_key import restore_sqlite_trigger
@@ -150,11 +150,10 @@ def _check_session_cookie_reaches(callback: str) -> None:
     back to ``callback`` (an ``APPLICATION_ROOT`` of ``/app`` for an app not served there
     gives the cookie that path): no login could finish, and the person would be sent to
     WeChat for nothing. Flask's defaults (no path, no domain) need no look."""
-    config = current_app.config
-    if (config.get("SESSION_COOKIE_PATH") or config.get("APPLICATION_ROOT") or "/") == "/" \
-            and not config.get("SESSION_COOKIE_DOMAIN"):
+    scope = cookie_scope(current_app)
+    if scope.whole_host:
         return
-    reason = session_cookie_misses(config, callback)
+    reason = misses_callback(scope, callback)
     if reason is not None:
         raise SessionCookieNotSent(reason)
 

@@ -699,6 +699,33 @@ def test_a_session_cookie_that_misses_the_callback_stops_the_login_at_its_start(
     assert named in line.getMessage() and "Fix: unset SESSION_COOKIE_PATH" in line.getMessage()
 
 
-def test_a_cookie_path_that_covers_the_callback_is_fine(make_app: t.Any) -> None:
-    app = make_app(SESSION_COOKIE_PATH="/auth", SESSION_COOKIE_DOMAIN="localhost")
-    assert app.test_client().get("/auth/wechat/login").status_code == 302
+@pytest.mark.parametrize("config", [
+    {"SESSION_COOKIE_PATH": "/auth", "SESSION_COOKIE_DOMAIN": "localhost"},
+    # Werkzeug writes the domain without its port, and in IDNA (found in review)
+    {"SESSION_COOKIE_DOMAIN": "localhost:5000"},
+    {"SESSION_COOKIE_DOMAIN": "bücher.example"},
+])
+def test_a_session_cookie_that_covers_the_callback_is_fine(
+        make_app: t.Any, config: dict[str, str]) -> None:
+    from werkzeug.test import Client
+
+    app = make_app(**config)
+    base = ("http://xn--bcher-kva.example" if "bücher" in str(config)
+            else "http://localhost")
+    assert Client(app).get("/auth/wechat/login", base_url=base).status_code == 302
+
+
+def test_a_session_interface_of_the_sites_own_decides_the_cookies_path(
+        make_app: t.Any) -> None:
+    """A site's own session interface that keeps its cookie at ``/`` whatever
+    ``APPLICATION_ROOT`` says: the login starts (found in review: the config was read)."""
+    from flask.sessions import SecureCookieSessionInterface
+    from werkzeug.test import Client
+
+    class WholeSite(SecureCookieSessionInterface):
+        def get_cookie_path(self, app: Flask) -> str:
+            return "/"
+
+    app = make_app(APPLICATION_ROOT="/app")
+    app.session_interface = WholeSite()
+    assert Client(app).get("/auth/wechat/login").status_code == 302

@@ -126,3 +126,28 @@ def test_without_subdomain_matching_another_host_is_never_kept(tmp_path: t.Any) 
     client = app.test_client()
     resp = log_in(app, client, f"{BASE}/auth/wechat/login?next={SHOP}/cart")
     assert urlsplit(resp.headers["Location"]).netloc == ""
+
+
+def test_an_https_login_keeps_no_http_next(tmp_path: t.Any) -> None:
+    """A login over https does not send people on to a page of the site over http (its
+    session cookie may be ``Secure``; found in review)."""
+    from flask_wechat_qr import delivery
+
+    app = subdomain_site(tmp_path)
+
+    with app.test_request_context("/", base_url="https://example.test"):
+        assert delivery.kept_next(f"{SHOP}/cart") is None
+        assert delivery.kept_next("https://shop.example.test/cart") == \
+            "https://shop.example.test/cart"
+    with app.test_request_context("/", base_url=BASE):
+        assert delivery.kept_next(f"{SHOP}/cart") == f"{SHOP}/cart"
+
+
+@pytest.mark.parametrize("next_url", ["http://[evil/", "http://shop.example.test]/cart"])
+def test_a_next_that_is_no_url_at_all_is_ignored(tmp_path: t.Any, next_url: str) -> None:
+    """An unbalanced bracket made ``urlsplit`` raise: the login's start answered 500."""
+    app = subdomain_site(tmp_path)
+    resp = app.test_client().get(f"{BASE}/auth/wechat/login",
+                                 query_string={"next": next_url})
+    assert resp.status_code == 302
+
