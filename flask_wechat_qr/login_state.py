@@ -267,16 +267,23 @@ class LoginStateStore:
         The row is committed before the count, so simultaneous starts see each other: a
         burst cannot all pass a count taken before any of them was kept (40 at once from
         one address parked up to 23). One over a limit is taken back, so a burst may keep
-        fewer than the limit, never more (those go on without their ``next``)."""
+        fewer than the limit, never more (those go on without their ``next``). One that
+        finds the limit reached already writes nothing (a flood costs a count a start)."""
         with self.db.engine.begin() as conn:
             self._purge_now_and_then(conn)
+            if self._parked_at_least(conn, client, 0):
+                raise TooManyLoginsStarted()
             conn.execute(self._insert, {"key": key, "value": value, "expires_at": expires_at})
         with self.db.engine.connect() as conn:  # counts include this row
-            over = (self._count(conn, f"{PARKED}{client}:") > MAX_PARKED_PER_CLIENT
-                    or self._count(conn, PARKED) > MAX_PARKED_TOTAL)
+            over = self._parked_at_least(conn, client, 1)
         if over:
             self.delete(key)
             raise TooManyLoginsStarted()
+
+    def _parked_at_least(self, conn: Executor, client: str, more: int) -> bool:
+        """Whether ``client``, or everyone, has ``more`` rows parked beyond the limit."""
+        return (self._count(conn, f"{PARKED}{client}:") >= MAX_PARKED_PER_CLIENT + more
+                or self._count(conn, PARKED) >= MAX_PARKED_TOTAL + more)
 
     def _count(self, conn: Executor, prefix: str) -> int:
         """Unexpired rows whose key starts with ``prefix`` (a LIKE, not a key range: a
