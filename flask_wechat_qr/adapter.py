@@ -108,13 +108,14 @@ class AccountAdapter(t.Generic[UserT]):
         return user_id
 
     #: Whether an overridden :meth:`load_user` finds users by Flask-Login's alternative id
-    #: (``None``: not known yet). A property of the site's code: asked once.
+    #: (``None``: not known yet). A property of the site's code: kept once one id finds a
+    #: user.
     _alternative_ids_read: bool | None = None
 
     def _reads_alternative_ids(self, user_id: str, key: object) -> bool:
         """Whether :meth:`load_user` finds the user whose primary key is ``key`` by
         ``user_id``, its alternative id. The default one never does. An override is asked
-        once, with the first such user: by the key first, which any column takes (the
+        with the first such user: by the key first, which any column takes (the
         docs' soft delete, which calls the default, finds users by key only, and a stored
         token would give the person a new account at each login); only where that fails,
         by the alternative id. A lookup that fails counts as not found. Where neither
