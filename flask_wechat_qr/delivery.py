@@ -241,9 +241,15 @@ def error_response(error: LoginError, connection: ConnectionSettings | None,
     if connection is not None and error.offers_retry:
         # url_for's values are typed Any: a str dict would be checked against _external.
         again: dict[str, t.Any] = {"next": login.next_url, **login.business} if login else {}
-        retry_url = url_for("wechat_qr.login", connection=connection.identifier, **again)
+        # A link tried again links: a login there would log in to whichever account the
+        # WeChat scanned belongs to, out of the one that was linking.
+        linking = (login.link_user is not None if login is not None
+                   else request.endpoint == "wechat_qr.link")
+        retry_url = url_for("wechat_qr.link" if linking else "wechat_qr.login",
+                            connection=connection.identifier, **again)
     return render_template("wechat_qr/error.html", error=error, connection=connection,
                            retry_url=retry_url,
+                           back_url=next_url or request.script_root + "/",
                            other_login_url=other_login_url() if isinstance(error, NotLoggedIn)
                            else None), error.status
 
@@ -267,15 +273,18 @@ LOGIN_STARTS = ("wechat_qr.login", "wechat_qr.qr", "wechat_qr.link")
 
 
 def _next_asked() -> str | None:
-    """The ``next`` this request's URL asked for, on a page that starts a login (anyone may
-    add one to a callback's URL); ``None`` where it cannot be read (a query that is not
-    UTF-8, a value too long: the very errors the page may be telling of)."""
-    if request.endpoint not in LOGIN_STARTS:
-        return None
+    """The ``next`` this request asked for, on a page that starts a login (anyone may add
+    one to a callback's URL), or in the unlink form; ``None`` where it cannot be read (a
+    query that is not UTF-8, a value too long: the very errors the page may be telling
+    of)."""
     try:
-        return kept_next(request.args.get("next"))
+        if request.endpoint in LOGIN_STARTS:
+            return kept_next(request.args.get("next"))
+        if request.endpoint == "wechat_qr.unlink":
+            return kept_next(request.form.get("next"))
     except (InvalidRequest, UnicodeDecodeError):
-        return None
+        pass
+    return None
 
 
 def kept_next(value: str | None) -> str | None:

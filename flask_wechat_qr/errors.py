@@ -211,12 +211,14 @@ class ConnectionAlreadyLinked(LoginError):
         "Your account already has a WeChat account linked for this login. Unlink it from "
         "your account page first if you want to link another one."
     )
+    offers_retry = False
 
 
 class NotLinked(LoginError):
     status = 404
     title = _l("No WeChat account linked")
     message = _l("Your account has no WeChat account linked for this login.")
+    offers_retry = False
 
 
 class LastLoginMethod(LoginError):
@@ -228,6 +230,7 @@ class LastLoginMethod(LoginError):
         "Unlinking this WeChat account would leave your account with no way to log in. "
         "Set a password or link another account first."
     )
+    offers_retry = False
 
 
 class SnapshotUser(LoginError):

@@ -33,6 +33,7 @@ from support import (
     api_queries,
     csrf_token_of,
     error_name,
+    find_tags,
     finish_login,
     host_app,
     identity_links,
@@ -773,6 +774,11 @@ def test_linking_a_wechat_of_another_user_is_refused(make_app: t.Any,
     assert identity_links(app) == [("wechat", OPENID, str(bob))]
     assert logged_in_user_id(client) == str(alice)
     assert [u.id for u in all_users(app)] == [alice, bob]
+    # "Try again" links again (another WeChat, say). It was a WeChat login, which logged
+    # the person out of alice into bob's account (found by a newcomer); "Back to the site"
+    # is the page the link started from.
+    links = [a["href"] for a in find_tags(resp.get_data(as_text=True), "a")]
+    assert links == ["/auth/wechat/link?next=/account", "/account"]
 
 
 def test_a_second_wechat_on_the_same_connection_is_refused(make_app: t.Any,
@@ -789,6 +795,9 @@ def test_a_second_wechat_on_the_same_connection_is_refused(make_app: t.Any,
     assert error_name(resp) == "ConnectionAlreadyLinked"
     assert "already has a WeChat account linked" in resp.get_data(as_text=True)
     assert events == []
+    # nothing to try again before unlinking: only the way back
+    links = [a["href"] for a in find_tags(resp.get_data(as_text=True), "a")]
+    assert links == ["/"]
     assert identity_links(app) == [("wechat", OPENID_2, str(alice))]
 
 
@@ -938,6 +947,11 @@ def test_unlinking_the_last_way_in_is_refused(make_app: t.Any, wechat_api: t.Any
     assert error_name(resp) == "LastLoginMethod"
     assert "only way to log in" in resp.get_data(as_text=True)
     assert events == []
+    # no WeChat login offered to someone logged in; back to the account page it came from
+    again = client.post("/auth/wechat/unlink",
+                        data={"csrf_token": csrf_token_of(client), "next": "/account"})
+    links = [a["href"] for a in find_tags(again.get_data(as_text=True), "a")]
+    assert links == ["/account"]
     assert identity_links(app) == [("wechat", OPENID, str(user.id))]
     assert logged_in_user_id(client) == str(user.id)
 
