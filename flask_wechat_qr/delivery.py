@@ -23,7 +23,7 @@ from flask import (
     request,
     url_for,
 )
-from flask_login.utils import expand_login_view
+from flask_login.utils import expand_login_view, login_url
 from werkzeug.routing import BuildError
 from werkzeug.wrappers import Response as BaseResponse
 
@@ -250,20 +250,28 @@ def error_response(error: LoginError, connection: ConnectionSettings | None,
     return render_template("wechat_qr/error.html", error=error, connection=connection,
                            retry_url=retry_url,
                            back_url=next_url or request.script_root + "/",
-                           other_login_url=other_login_url() if isinstance(error, NotLoggedIn)
-                           else None), error.status
+                           other_login_url=other_login_url(_back_after_logging_in(next_url))
+                           if isinstance(error, NotLoggedIn) else None), error.status
 
 
-def other_login_url() -> str | None:
-    """The site's other ways to log in: the setting, else Flask-Login's login view."""
-    configured = current_runtime().settings.other_login_url
-    if configured:
-        return configured
-    view = getattr(getattr(current_app, "login_manager", None), "login_view", None)
-    if not view or view.startswith("wechat_qr."):
-        return None  # WeChat's own login is no other way to log in
+def _back_after_logging_in(next_url: str | None) -> str | None:
+    """Where "Log in first" sends the person after the site's own login: the link they
+    followed (a ``GET``), to link then; else the page the unlink form named."""
+    return request.url if request.method == "GET" else next_url
+
+
+def other_login_url(next_url: str | None = None) -> str | None:
+    """The site's other ways to log in: the setting, else Flask-Login's login view; with
+    ``next_url`` as its ``next``, as Flask-Login's own ``login_url`` gives it, so that the
+    person still ends where they were going."""
+    view = current_runtime().settings.other_login_url
+    if not view:
+        view = getattr(getattr(current_app, "login_manager", None), "login_view", None)
+        if not view or view.startswith("wechat_qr."):
+            return None  # WeChat's own login is no other way to log in
     try:
-        return str(expand_login_view(view))  # a URL as it is, an endpoint through url_for
+        # a URL as it is, an endpoint through url_for
+        return str(login_url(view, next_url) if next_url else expand_login_view(view))
     except BuildError:  # a login view named but not routable here (e.g. needs arguments)
         return None
 

@@ -238,7 +238,8 @@ def _phone_page(connection: str) -> tuple[str, int]:
         qr_url=url_for(request.endpoint or "wechat_qr.login", connection=connection,
                        show_qr="1", **args),
         # someone linking is logged in already: no other way to log in to offer
-        other_login_url=None if linking else delivery.other_login_url(),
+        other_login_url=None if linking else delivery.other_login_url(
+            under_mount_point(next_url, request.script_root) if next_url else None),
     ), 200
 
 
@@ -268,6 +269,8 @@ def qr(connection: str) -> Response | BaseResponse | tuple[str, int]:
     client = started.client
     # url_for's values are typed Any: a str dict would be checked against _external.
     login_params: dict[str, t.Any] = {"next": started.login.next_url, **started.login.business}
+    if request.args.get("show_qr"):  # a phone asked for the QR code: its fallback too
+        login_params["show_qr"] = "1"
     # Reload for a fresh state a little before this one expires: a header, which no
     # layout of the host's can drop as it could drop a <meta> in a block.
     refresh_after = max(30, current_runtime().settings.state_ttl - 30)
@@ -290,8 +293,16 @@ def link(connection: str) -> BaseResponse | tuple[str, int]:
     if user is None:
         runtime.client(connection)  # an unknown connection is a 404 first
         return _log_in_first()
-    link_user = runtime.adapter.get_user_id(user)
+    conn = runtime.connection(connection)
     way_in = _way_in(connection)
+    app = OFFICIAL_ACCOUNT if way_in == OFFICIAL_ACCOUNT else WEBSITE_APP
+    if any(identity.connection == conn.identifier and identity.app == app
+           for identity in runtime.policy.identities_of(user)):
+        # Linked already (logged in with this very WeChat on the login page that the link
+        # sent them to, say): a second QR code would only end on "already linked".
+        return delivery.redirect_on(delivery.kept_next(request.args.get("next"))
+                                    or runtime.settings.post_login_url)
+    link_user = runtime.adapter.get_user_id(user)
     if way_in == OFFICIAL_ACCOUNT:
         return _start_in_wechat(connection, link_user)
     if way_in == "phone":

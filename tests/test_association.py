@@ -649,8 +649,9 @@ def test_log_in_first_offers_the_sites_login_not_wechats(make_app: t.Any,
     assert resp.status_code == 401 and error_name(resp) == "NotLoggedIn"
     page = resp.get_data(as_text=True)
     assert "/auth/wechat/login" not in page and "重试" not in page
-    if other_login:
-        assert f'<a class="wechat-qr-button" href="{other_login}"' in page
+    if other_login:  # and back to the link after that login, as Flask-Login sends people
+        assert (f'<a class="wechat-qr-button" href="{other_login}?next=%2Fauth%2Fwechat%2Flink"'
+                in page)
         assert "登录你的账号" in page
     else:
         assert 'class="wechat-qr-button"' not in page
@@ -724,16 +725,18 @@ def test_link_attaches_the_wechat_to_the_logged_in_user(make_app: t.Any,
 def test_link_without_next_lands_on_the_post_login_url(make_app: t.Any,
                                                        wechat_api: t.Any) -> None:
     app = host_app(make_app, WECHAT_QR_POST_LOGIN_URL="/account")
-    alice = add_user(app, username="alice", password="pw")
-    client = app.test_client()
-    log_in(client, alice)
-    for next_url in (None, "https://evil.example/steal", "//evil.example"):
+    users = []
+    for n, next_url in enumerate((None, "https://evil.example/steal", "//evil.example")):
+        users.append(add_user(app, username=f"user{n}", password="pw"))
+        client = app.test_client()
+        log_in(client, users[-1])
         params = {"next": next_url} if next_url else {}
         state = start_link(client, **params)
-        resp = scan(wechat_api, client, state)
+        resp = scan(wechat_api, client, state, openid=f"o-link-{n}", unionid=None)
         assert resp.status_code == 302
         assert resp.headers["Location"] == "/account"
-    assert identity_links(app) == [("wechat", OPENID, str(alice))]
+    assert identity_links(app) == [("wechat", f"o-link-{n}", str(user))
+                                   for n, user in enumerate(users)]
 
 
 @pytest.mark.parametrize("config", [
@@ -781,14 +784,29 @@ def test_linking_a_wechat_of_another_user_is_refused(make_app: t.Any,
     assert links == ["/auth/wechat/link?next=/account", "/account"]
 
 
-def test_a_second_wechat_on_the_same_connection_is_refused(make_app: t.Any,
-                                                           wechat_api: t.Any) -> None:
+def test_linking_again_what_is_linked_goes_straight_back(make_app: t.Any) -> None:
+    """Logged out, "Link WeChat" leads to the site's login page; logging in there with
+    WeChat and coming back to the link showed a second QR code, for the WeChat just used
+    (found by a newcomer). Linked already on this connection: back to ``next`` at once."""
     app = host_app(make_app)
     alice = add_user(app, username="alice", password="pw")
     link_identity(app, alice, openid=OPENID_2, unionid=UNIONID_2)
     client = app.test_client()
     log_in(client, alice)
+    resp = client.get("/auth/wechat/link", query_string={"next": "/account"})
+    assert resp.status_code == 302 and resp.headers["Location"] == "/account"
+    assert identity_links(app) == [("wechat", OPENID_2, str(alice))]
+
+
+def test_a_second_wechat_on_the_same_connection_is_refused(make_app: t.Any,
+                                                           wechat_api: t.Any) -> None:
+    """Linked (in another tab, say) while this link was at WeChat."""
+    app = host_app(make_app)
+    alice = add_user(app, username="alice", password="pw")
+    client = app.test_client()
+    log_in(client, alice)
     state = start_link(client)
+    link_identity(app, alice, openid=OPENID_2, unionid=UNIONID_2)
     with recording(app, "identity_linked") as events:
         resp = scan(wechat_api, client, state)
     assert resp.status_code == 409
@@ -802,12 +820,13 @@ def test_a_second_wechat_on_the_same_connection_is_refused(make_app: t.Any,
 
 
 def test_relinking_the_same_wechat_changes_nothing(make_app: t.Any, wechat_api: t.Any) -> None:
+    """Linked (in another tab, say) while this link was at WeChat, to the same WeChat."""
     app = host_app(make_app)
     alice = add_user(app, username="alice", password="pw")
-    link_identity(app, alice)
     client = app.test_client()
     log_in(client, alice)
     state = start_link(client, next="/account")
+    link_identity(app, alice)
     with recording(app, "identity_linked") as events:
         resp = scan(wechat_api, client, state)
     assert resp.status_code == 302

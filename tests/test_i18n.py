@@ -24,7 +24,7 @@ from support import (
     bind_page,
     find_tags,
     finish_login,
-    link_identity,
+    log_in,
     login_with_wechat,
     poll,
     start_login,
@@ -434,9 +434,8 @@ def test_qr_page_lang_follows_the_page(app: Flask, header: str, lang: str) -> No
 
 def test_link_redirect_lang_follows_the_page(app: Flask, wechat_api: t.Any) -> None:
     user_id = add_user(app, username="bob", password="pw")
-    link_identity(app, user_id)
     client = browser(app, ZH)
-    login_with_wechat(client, wechat_api)
+    log_in(client, user_id)
     location = client.get("/auth/wechat/link").headers["Location"]
     assert location.endswith("&lang=cn#wechat_redirect")
 

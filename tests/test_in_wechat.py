@@ -292,6 +292,12 @@ def test_the_phone_page_offers_the_sites_other_logins(make_app: t.Callable[..., 
                    WECHAT_QR_OTHER_LOGIN_URL="/login/password")
     text = in_wechat(app, SAFARI_PHONE).get("/auth/wechat/login").get_data(as_text=True)
     assert 'href="/login/password" data-wechat-qr-choice="other"' in text
+    # with the login's next, as Flask-Login's login_url gives it (found on a phone: the
+    # site's own login then ended on "/", not on the page the person was going to)
+    text = in_wechat(app, SAFARI_PHONE).get(
+        "/auth/wechat/login", query_string={"next": "/account?tab=1"}).get_data(as_text=True)
+    assert ('href="/login/password?next=%2Faccount%3Ftab%3D1" data-wechat-qr-choice="other"'
+            in text)
 
 
 def test_the_phone_page_never_offers_wechats_own_login_as_another_way(
@@ -437,6 +443,9 @@ def test_the_phone_page_of_a_link_never_offers_a_login_link(app: Flask) -> None:
     # link" over the account page's link, and "Log in another way").
     assert "<h1>Link WeChat to your account</h1>" in text
     assert "The link to open in WeChat" in text and 'data-wechat-qr-choice="other"' not in text
+    # and it says to log in there the usual way first (found on a phone: "Log in with
+    # WeChat" there made a second account)
+    assert "Log in to your account there the way you usually do, not with WeChat" in text
 
 
 def test_two_connections_cannot_serve_two_verify_files_of_one_name(
