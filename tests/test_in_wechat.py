@@ -279,6 +279,18 @@ def test_a_phone_browser_gets_the_phone_page(app: Flask, agent: str) -> None:
     assert shown.status_code == 302 and "/connect/qrconnect?" in shown.headers["Location"]
 
 
+def test_the_qr_page_a_phone_asked_for_falls_back_to_wechats_qr_page(app: Flask) -> None:
+    """"Show the QR code anyway" of the embedded QR page: its fallback link ("No QR code
+    above?") led back to the phone page, in a circle (found on a phone)."""
+    client = in_wechat(app, SAFARI_PHONE)
+    page = client.get("/auth/wechat/qr", query_string={"show_qr": "1", "next": "/account"})
+    assert page.status_code == 200 and "<iframe" in page.get_data(as_text=True)
+    fallback = re.search(r'<a href="(/auth/wechat/login\?[^"]+)"', page.get_data(as_text=True))
+    assert fallback, page.get_data(as_text=True)
+    shown = client.get(fallback.group(1).replace("&amp;", "&"))
+    assert shown.status_code == 302 and "/connect/qrconnect?" in shown.headers["Location"]
+
+
 def test_the_phone_page_can_be_turned_off(make_app: t.Callable[..., Flask]) -> None:
     app = make_app(WECHAT_QR_SANDBOX=True, WECHAT_QR_APP_ID=None, WECHAT_QR_APP_SECRET=None,
                    WECHAT_QR_MOBILE_PAGE=False)
