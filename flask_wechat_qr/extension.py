@@ -137,6 +137,7 @@ class WeChatQR:
         app.context_processor(_template_context)
         app.add_template_global(csrf_token, "wechat_qr_csrf_token")
         app.add_template_global(_connection_named, "wechat_qr_connection")
+        app.add_template_global(_login_available, "wechat_qr_available")
         app.add_template_global(page_layout, "wechat_qr_layout")
         app.cli.add_command(cli)
 
@@ -542,6 +543,17 @@ def _connection_named(identifier: str | None = None) -> ConnectionSettings | Non
     settings = runtime.settings
     return (settings.default_connection if identifier is None
             else settings.connections.get(identifier))
+
+
+def _login_available(identifier: str | None = None) -> bool:
+    """Whether a connection's login starts (``None``: the default connection's): not while
+    the site's set-up keeps WeChat login off, nor for a connection without credentials
+    (both said at start-up). The login button shows only then: a visitor's click would
+    end on a 503 page."""
+    runtime = find_runtime(current_app)
+    conn = _connection_named(identifier)
+    return bool(runtime is not None and conn is not None and not runtime.unavailable
+                and conn.has_credentials)
 
 
 def _template_context() -> dict[str, t.Any]:

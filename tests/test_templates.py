@@ -111,6 +111,34 @@ def test_login_button_embedded_links_to_the_qr_page(make_app: t.Any, import_line
     assert "微信登录" in links[0]["text"]
 
 
+@pytest.mark.parametrize("config", [
+    {"WECHAT_QR_APP_ID": None, "WECHAT_QR_APP_SECRET": None},  # no credentials yet
+    {"TESTING": False, "SECRET_KEY": "dev"},  # a set-up that keeps WeChat login off
+])
+def test_no_login_button_while_the_login_is_off(make_app: t.Any,
+                                                config: dict[str, t.Any]) -> None:
+    """The button led every visitor to a 503 page "WeChat login is not available" (found by
+    a newcomer whose site ran with ``SECRET_KEY = "dev"``): it is not rendered then."""
+    app = make_app(**config)
+    assert _button(app, 'wechat_login_button("wechat")') == []
+    with app.test_request_context("/"):
+        assert render_template_string("{{ wechat_qr_available() }}") == "False"
+    healthy = make_app()
+    with healthy.test_request_context("/"):
+        assert render_template_string("{{ wechat_qr_available('wechat') }}") == "True"
+
+
+def test_the_extensions_styles_go_into_a_sites_own_layout(make_app: t.Any) -> None:
+    """``wechat_qr/styles.html``, which the docs' layout recipe includes: the extension's
+    classes styled (the button at 44 px, white on green), nothing of the site's own."""
+    app = make_app()
+    with app.test_request_context("/"):
+        css = render_template_string('{% include "wechat_qr/styles.html" %}')
+    assert css.strip().startswith("<style>") and css.strip().endswith("</style>")
+    assert ".wechat-qr-button { display: inline-block" in css and "min-height: 44px" in css
+    assert "body {" not in css
+
+
 def test_login_button_defaults_and_label(app: t.Any) -> None:
     links = _button(app, "wechat_login_button()")
     assert [link["href"] for link in links] == ["/auth/wechat/login"]
