@@ -25,7 +25,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.routing import BuildError, Map, MapAdapter, Rule
 
 from .frame_policy import allows_frame
-from .sandbox.options import SANDBOX_APP_ID, SANDBOX_APP_SECRET
+from .sandbox.options import SANDBOX_APP_ID, SANDBOX_APP_SECRET, SANDBOX_OA_APP_ID_PREFIX
 from .session_cookie import CookieScope, cookie_scope, misses_callback
 from .settings import (
     WECHAT_APP_ID,
@@ -663,8 +663,10 @@ def _describe_official_account(conn: ConnectionSettings) -> str:
         return ("no Official Account: WeChat on a phone gets the phone page, WeChat for "
                 "Windows/Mac the QR code")
     verify = conn.oa_verify_file
-    return (f"Official Account {conn.oa_app_id} (AppSecret {mask_secret(conn.oa_app_secret)}, "
-            f"masked), scope {conn.oa_scope}"
+    simulated = (" (the sandbox's own, simulated)"
+                 if (conn.oa_app_id or "").startswith(SANDBOX_OA_APP_ID_PREFIX) else "")
+    return (f"Official Account {conn.oa_app_id}{simulated} (AppSecret "
+            f"{mask_secret(conn.oa_app_secret)}, masked), scope {conn.oa_scope}"
             + (f"; verify file served at /{verify.name}" if verify else ""))
 
 

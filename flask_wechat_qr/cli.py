@@ -59,9 +59,14 @@ def upgrade_command(revision: str, sql: bool) -> None:
         result = migrations.upgrade(revision=revision, sql=sql, output=sys.stdout)
     except (migrations.MigrationError, CommandError) as exc:
         raise click.ClickException(str(exc)) from None
-    if sql:
-        return
     head = migrations.head_revision()
+    if sql:
+        if result.before is not None and result.before == (head if revision == "head"
+                                                           else revision):
+            # Printed from the database's own revision on: nothing, and no one would know why.
+            click.echo(f"Flask-WeChat-QR tables: the database is at "
+                       f"{_describe(result.before, head)} already; no SQL to print.", err=True)
+        return
     if result.adopted:
         click.echo(f"Flask-WeChat-QR tables: found tables made by create_all that match "
                    f"{head}; recorded them as {head} (head).")

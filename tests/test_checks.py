@@ -140,6 +140,17 @@ def test_missing_credentials_are_described_as_not_set(make_app: t.Callable[..., 
     assert (rows["AppID"], rows["AppSecret"]) == ("not set", "not set")
 
 
+def test_the_sandboxs_official_account_is_described_as_simulated(
+        make_app: t.Callable[..., Flask]) -> None:
+    """A sandbox site configures no Official Account, yet ``check`` listed one (found by a
+    newcomer, who wondered where it came from)."""
+    site = make_app(WECHAT_QR_SANDBOX=True, WECHAT_QR_APP_ID=None, WECHAT_QR_APP_SECRET=None)
+    rows = dict(checks.describe_connection(deploy(site), app_settings(site).connections["wechat"],
+                                           None))
+    assert rows["Inside WeChat"].startswith(
+        "Official Account wxsandboxoa00000001 (the sandbox's own, simulated) (AppSecret ")
+
+
 def test_the_official_account_is_described_with_its_secret_masked(
         make_app: t.Callable[..., Flask]) -> None:
     site = make_app(WECHAT_QR_OA_APP_ID="wxfedcba9876543210",

@@ -411,6 +411,17 @@ def test_cli_upgrade_sql_prints_and_changes_nothing(host: Flask) -> None:
     assert table_names(host) == set()
 
 
+def test_cli_upgrade_sql_at_head_says_there_is_nothing_to_print(host: Flask) -> None:
+    """Printed nothing and exited 0 on a database already at head (found by a newcomer)."""
+    runner = host.test_cli_runner()
+    assert runner.invoke(args=["wechat-qr", "db", "upgrade"]).exit_code == 0
+    result = runner.invoke(args=["wechat-qr", "db", "upgrade", "--sql"])
+    assert result.exit_code == 0, result.output
+    assert "CREATE TABLE" not in result.stdout
+    assert (f"the database is at {HEAD} (head) already; no SQL to print"
+            in result.stderr)
+
+
 @pytest.mark.parametrize("database", ["mariadb"], indirect=True)
 def test_the_login_state_table_is_made_dynamic_where_the_server_default_is_compact(
         host: Flask) -> None:

@@ -12,12 +12,15 @@ from dataclasses import dataclass
 
 from ..i18n import lazy_gettext as _l
 
+#: How the sandbox's own Official Accounts' AppIDs begin.
+SANDBOX_OA_APP_ID_PREFIX = "wxsandboxoa"
+
 
 def sandbox_app_ids(index: int) -> tuple[str, str]:
     """The AppIDs of the simulated website application and Official Account (服务号) the
     ``index``-th sandbox connection gets when it configures none (``...01``, ``...02``):
     two connections are two applications, as on WeChat."""
-    return f"wxsandbox{index + 1:010d}", f"wxsandboxoa{index + 1:08d}"
+    return f"wxsandbox{index + 1:010d}", f"{SANDBOX_OA_APP_ID_PREFIX}{index + 1:08d}"
 
 
 #: Credentials the first sandbox connection of the extension gets when it configures none
