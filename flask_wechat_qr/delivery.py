@@ -28,6 +28,7 @@ from werkzeug.routing import BuildError
 from werkzeug.wrappers import Response as BaseResponse
 
 from . import signals
+from .browsers import classify
 from .errors import (
     IdTokenError,
     InvalidRequest,
@@ -166,10 +167,20 @@ def redirect_on(next_url: str, *, logged_in: bool = True) -> BaseResponse:
     moves the whole window there (the bind page too: the frame is the size of a QR code).
     ``logged_in``: whether the person is logged in by now (the page says so)."""
     next_url = under_mount_point(next_url, request.script_root)
-    if request.headers.get("Sec-Fetch-Dest") == "iframe":
+    if request.headers.get("Sec-Fetch-Dest") == "iframe" or _keeps_wechats_fragment(next_url):
         return Response(render_template("wechat_qr/break_out.html", next_url=next_url,
                                         logged_in=logged_in))
     return redirect(next_url)
+
+
+def _keeps_wechats_fragment(next_url: str) -> bool:
+    """Whether a redirect to ``next_url`` would land on it with ``#wechat_redirect``: the
+    Official Account's authorization URL ends with it, and a browser keeps a fragment
+    through every redirect that names none of its own (an empty one is dropped on the
+    way), so a hash router would see a route named ``wechat_redirect``. Only a page's own
+    navigation starts without it."""
+    return (request.endpoint == "wechat_qr.callback" and "#" not in next_url
+            and classify(request.headers.get("User-Agent")).in_wechat)
 
 
 def deliver_id_token(connection: ConnectionSettings, user: User, identity: Identity,

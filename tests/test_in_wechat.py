@@ -79,6 +79,30 @@ def log_in_inside_wechat(client: t.Any, person: str = "zhangsan", *,
     return client.get(consent.headers["Location"].removeprefix("http://localhost"))
 
 
+def lands_on(done: t.Any) -> str:
+    """Where a login's last answer inside WeChat sends the browser: a page that moves on
+    by itself (a redirect there would keep WeChat's ``#wechat_redirect``), or a redirect
+    to a ``next`` with a fragment of its own."""
+    if done.status_code == 302:
+        return t.cast(str, done.headers["Location"])
+    assert done.status_code == 200, done.get_data(as_text=True)
+    moved = re.search(r"window\.top\.location\.href = \"([^\"]*)\";",
+                      done.get_data(as_text=True))
+    assert moved, done.get_data(as_text=True)
+    return moved.group(1)
+
+
+def test_a_login_inside_wechat_never_lands_on_wechats_fragment(app: Flask) -> None:
+    """The Official Account's authorization URL ends with ``#wechat_redirect``, and a
+    browser keeps it through redirects that name no fragment: the login landed on
+    ``/account#wechat_redirect`` (a hash router's route "wechat_redirect"; found on a
+    phone). A ``next`` with a fragment of its own is redirected to as before."""
+    done = log_in_inside_wechat(in_wechat(app), next="/account")
+    assert done.status_code == 200 and lands_on(done) == "/account"
+    done = log_in_inside_wechat(in_wechat(app), next="/#/profile")
+    assert done.status_code == 302 and done.headers["Location"] == "/#/profile"
+
+
 def log_in_by_qr(app: Flask, person: str = "zhangsan") -> t.Any:
     client = app.test_client()
     uuid, _state = open_qr_page(client)
@@ -106,7 +130,7 @@ def test_a_login_inside_wechat_creates_and_then_finds_the_user(app: Flask) -> No
     client = in_wechat(app)
     with recording(app, "user_created") as seen:
         done = log_in_inside_wechat(client, next="/account")
-    assert done.status_code == 302 and done.headers["Location"].endswith("/account")
+    assert lands_on(done) == "/account"
     [user] = all_users(app)
     assert logged_in_user_id(client) == str(user.id)
     assert [name for name, _ in seen] == ["user_created"]
@@ -115,7 +139,7 @@ def test_a_login_inside_wechat_creates_and_then_finds_the_user(app: Flask) -> No
     assert identity.unionid and identity.nickname == "张三🐼"
 
     again = in_wechat(app)
-    assert log_in_inside_wechat(again).status_code == 302
+    assert lands_on(log_in_inside_wechat(again)) == "/"
     assert logged_in_user_id(again) == str(user.id) and len(all_users(app)) == 1
 
 
@@ -210,7 +234,7 @@ def test_a_silent_login_of_someone_new_asks_for_the_profile(make_app: t.Callable
     consent = client.post(again.removeprefix("http://localhost").split("#")[0],
                           data={"action": "allow", "person": "lisi"})
     done = client.get(consent.headers["Location"].removeprefix("http://localhost"))
-    assert done.status_code == 302 and done.headers["Location"].endswith("/account")
+    assert lands_on(done) == "/account"
     [user] = all_users(app)
     assert logged_in_user_id(client) == str(user.id)
 
@@ -221,7 +245,7 @@ def test_a_silent_login_of_someone_new_asks_for_the_profile(make_app: t.Callable
     silent = later.get(location.removeprefix("http://localhost").split("#")[0])
     assert silent.status_code == 302 and "code=" in silent.headers["Location"]
     done = later.get(silent.headers["Location"].removeprefix("http://localhost"))
-    assert done.status_code == 302 and logged_in_user_id(later) == str(user.id)
+    assert lands_on(done) == "/" and logged_in_user_id(later) == str(user.id)
 
 
 def test_linking_inside_wechat_uses_the_official_account(app: Flask) -> None:
@@ -377,7 +401,7 @@ def test_wechats_double_redirect_of_a_silent_login_still_asks_for_the_profile(
     consent = twin.post(_local(second.headers["Location"]),
                         data={"action": "allow", "person": "lisi"})
     done = twin.get(_local(consent.headers["Location"]))
-    assert done.status_code == 302 and done.headers["Location"].endswith("/account")
+    assert lands_on(done) == "/account"
     [user] = all_users(app)
     assert logged_in_user_id(twin) == str(user.id)
 
@@ -431,7 +455,7 @@ def test_linking_inside_wechat_another_persons_wechat_is_refused(app: Flask) -> 
     assert len(all_identities(app)) == 1
     # The same person's WeChat links fine.
     done = log_in_inside_wechat(client, "xiaohua", path="/auth/wechat/link")
-    assert done.status_code == 302 and len(all_identities(app)) == 2
+    assert lands_on(done) == "/" and len(all_identities(app)) == 2
 
 
 def test_the_phone_page_of_a_link_never_offers_a_login_link(app: Flask) -> None:
