@@ -341,6 +341,29 @@ def test_a_call_through_a_proxy_is_cut_at_its_deadline_too() -> None:
         assert time.monotonic() - started < 4
 
 
+def _hanging_wechat(environ: t.Any, start_response: t.Any) -> t.Any:
+    """WeChat's token endpoint on loopback: an answer at once, or none for 6 seconds for a
+    query with ``hang``."""
+    if "hang" in environ["QUERY_STRING"]:
+        time.sleep(6)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b'{"openid": "o1"}']
+
+
+def _loopback_tls(tmp_path: t.Any) -> tuple[t.Any, str]:
+    """A server's TLS context for 127.0.0.1, and the file of the authority that signed it
+    (for ``verify=``)."""
+    import ssl
+
+    import trustme
+
+    authority = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(context)
+    authority.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    return context, str(tmp_path / "ca.pem")
+
+
 @contextlib.contextmanager
 def tunnelling_proxy() -> t.Iterator[str]:
     """An https proxy's way on loopback: ``CONNECT host:port`` opens a tunnel to that port on
@@ -444,26 +467,9 @@ def test_a_call_through_a_socks_proxy_is_cut_at_its_deadline_too(
     """WeChat's API behind a SOCKS proxy (``HTTPS_PROXY=socks5h://...``, with PySocks):
     urllib3 makes SOCKS connections of its own, which no deadline watched; a WeChat that
     answered a byte at a time, or not at all, held the worker for as long as it liked."""
-    import ssl
-
-    import trustme
-
-    context = None
-    trusted: str | bool = True
-    if scheme == "https":
-        authority = trustme.CA()
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        authority.issue_cert("127.0.0.1").configure_cert(context)
-        authority.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
-        trusted = str(tmp_path / "ca.pem")
-
-    def wechat(environ: t.Any, start_response: t.Any) -> t.Any:
-        if "hang" in environ["QUERY_STRING"]:
-            time.sleep(6)
-        start_response("200 OK", [("Content-Type", "text/plain")])
-        return [b'{"openid": "o1"}']
-
-    with LiveServer(wechat, ssl_context=context) as server, socks5_proxy() as proxy, \
+    context, trusted = (_loopback_tls(tmp_path) if scheme == "https"
+                        else (None, True))
+    with LiveServer(_hanging_wechat, ssl_context=context) as server, socks5_proxy() as proxy, \
             requests.Session() as session:
         session.mount(f"{scheme}://", DeadlineAdapter(1.0))
         session.proxies = {scheme: proxy}
@@ -480,26 +486,11 @@ def test_an_https_call_through_a_tunnelling_proxy_is_cut_at_its_deadline_too(
         tmp_path: t.Any) -> None:
     """WeChat's https API behind ``HTTPS_PROXY`` (``CONNECT``): answered through the
     tunnel, with the certificate checked, and cut at the deadline."""
-    import ssl
-
-    import trustme
-
-    authority = trustme.CA()
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    authority.issue_cert("127.0.0.1").configure_cert(context)
-    authority.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
-
-    def wechat(environ: t.Any, start_response: t.Any) -> t.Any:
-        if "hang" in environ["QUERY_STRING"]:
-            time.sleep(6)
-        start_response("200 OK", [("Content-Type", "text/plain")])
-        return [b'{"openid": "o1"}']
-
-    with LiveServer(wechat, ssl_context=context) as server, tunnelling_proxy() as proxy, \
-            requests.Session() as session:
+    context, trusted = _loopback_tls(tmp_path)
+    with LiveServer(_hanging_wechat, ssl_context=context) as server, \
+            tunnelling_proxy() as proxy, requests.Session() as session:
         session.mount("https://", DeadlineAdapter(1.0))
         session.proxies = {"https": proxy}
-        trusted = str(tmp_path / "ca.pem")
         token = server.url + "/sns/oauth2/access_token"
         assert session.get(token + "?code=1", timeout=30,
                            verify=trusted).json() == {"openid": "o1"}

@@ -7,11 +7,13 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+import re
 import typing as t
 from dataclasses import dataclass
 
 import sqlalchemy as sa
 from flask import Flask
+from support import ROOT
 from werkzeug.security import generate_password_hash
 
 #: What every host runs with in these tests: the in-app sandbox, no WeChat credentials.
@@ -142,3 +144,14 @@ def small_site(tmp_path: t.Any, name: str, db: t.Any, login_manager: t.Any, mode
     login_manager.user_loader(lambda user_id: db.session.get(model, int(user_id)))
     WeChatQR(app, db=db, user_model=model)
     return app
+
+
+def docs_block(marker: str) -> str:
+    """The Python block of docs/hooks.rst that contains ``marker``."""
+    import textwrap
+
+    text = (ROOT / "docs" / "hooks.rst").read_text(encoding="utf-8")
+    blocks = [textwrap.dedent(block) for block in re.findall(
+        r"^\.\. code-block:: python\n\n((?:    .*\n|\n)+)", text, re.M) if marker in block]
+    assert len(blocks) == 1, f"{len(blocks)} blocks with {marker!r}"
+    return blocks[0]

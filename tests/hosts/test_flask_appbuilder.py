@@ -22,13 +22,13 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask, current_app, g
 from flask_appbuilder.security.sqla.models import User
-from support import CSRF, ROOT, app_factory, find_tags, logged_in_user_id
+from support import CSRF, app_factory, find_tags, logged_in_user_id
 from werkzeug.local import LocalProxy
 
 from flask_wechat_qr import AccountAdapter
 
 from .browse import Browser, assert_no_server_error, wechat_login
-from .shapes import SANDBOX, flask
+from .shapes import SANDBOX, docs_block, flask
 
 #: Flask-AppBuilder's own admin pages (the crawl of an admin's pages) use WTForms in ways
 #: it deprecates (``DateTimeField``, choices as tuples): Flask-AppBuilder's to fix.
@@ -86,17 +86,6 @@ def binding_site(tmp_path_factory: pytest.TempPathFactory) -> t.Iterator[Flask]:
                               "zh": {"flag": "cn", "name": "Chinese"}})
         sign_up(app, "alice")
         yield app
-
-
-def docs_block(marker: str) -> str:
-    """The Python block of docs/hooks.rst that contains ``marker``."""
-    import textwrap
-
-    text = (ROOT / "docs" / "hooks.rst").read_text(encoding="utf-8")
-    blocks = [textwrap.dedent(block) for block in re.findall(
-        r"^\.\. code-block:: python\n\n((?:    .*\n|\n)+)", text, re.M) if marker in block]
-    assert len(blocks) == 1, f"{len(blocks)} blocks with {marker!r}"
-    return blocks[0]
 
 
 def sign_up(app: Flask, username: str, role: str = host.MEMBER) -> int:

@@ -19,12 +19,12 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 from flask_security import hash_password
-from support import CSRF, ROOT, app_factory, find_tags, logged_in_user_id
+from support import CSRF, app_factory, find_tags, logged_in_user_id
 
 from flask_wechat_qr import AccountAdapter
 
 from .browse import Browser, assert_no_server_error, wechat_login
-from .shapes import SANDBOX, flask
+from .shapes import SANDBOX, docs_block, flask
 
 PASSWORD = "correct horse battery"
 WRONG = "Wrong email or password."
@@ -317,17 +317,6 @@ def test_wechat_as_the_only_login_of_a_flask_security_site(
 
 #: What a browser's page load accepts.
 BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
-
-
-def docs_block(marker: str) -> str:
-    """The Python block of docs/hooks.rst that contains ``marker``."""
-    import textwrap
-
-    text = (ROOT / "docs" / "hooks.rst").read_text(encoding="utf-8")
-    blocks = [textwrap.dedent(block) for block in re.findall(
-        r"^\.\. code-block:: python\n\n((?:    .*\n|\n)+)", text, re.M) if marker in block]
-    assert len(blocks) == 1, f"{len(blocks)} blocks with {marker!r}"
-    return blocks[0]
 
 
 def test_the_docs_adapter_for_flask_security(tmp_path: Path, apps: t.Any) -> None:

@@ -12,6 +12,8 @@ import pytest
 from flask import Blueprint, Flask, render_template_string, request
 from support import answer, poll
 
+from .shapes import small_site
+
 BASE = "http://example.test"
 SHOP = "http://shop.example.test"
 BUTTON = ('{% from "wechat_qr/macros.html" import wechat_login_button %}'
@@ -25,21 +27,15 @@ def subdomain_site(tmp_path: t.Any) -> Flask:
     from flask_login import LoginManager, UserMixin, current_user
     from flask_sqlalchemy import SQLAlchemy
 
-    from flask_wechat_qr import WeChatQR
-
-    app = Flask("subdomain_site", root_path=str(tmp_path), subdomain_matching=True)
-    app.config.update(TESTING=True, SECRET_KEY="subdomain-site-secret-" * 3,
-                      SERVER_NAME="example.test", SESSION_COOKIE_DOMAIN="example.test",
-                      SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'site.db'}",
-                      WECHAT_QR_SANDBOX=True)
-    db = SQLAlchemy(app)
-    login_manager = LoginManager(app)
+    db = SQLAlchemy()
 
     class User(UserMixin, db.Model):  # type: ignore[name-defined,misc]
         id = db.Column(db.Integer, primary_key=True)
         username = db.Column(db.String(80))
 
-    login_manager.user_loader(lambda user_id: db.session.get(User, int(user_id)))
+    app = small_site(tmp_path, "subdomain_site", db, LoginManager(), User,
+                     SERVER_NAME="example.test", SESSION_COOKIE_DOMAIN="example.test")
+    app.subdomain_matching = True
 
     def who() -> str:
         return f"{request.host}{request.path} user={current_user.get_id()}"
@@ -49,7 +45,6 @@ def subdomain_site(tmp_path: t.Any) -> Flask:
     shop.add_url_rule("/cart", "cart", lambda: who() + render_template_string(BUTTON))
     app.register_blueprint(shop)
     app.add_url_rule("/profile", "profile", who, subdomain="<user>")
-    WeChatQR(app, db=db, user_model=User)
     with app.app_context():
         db.create_all()
     return app
