@@ -432,7 +432,8 @@ def test_configuration_from_environment(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv("WECHAT_QR_ASSOCIATION", "field_matching")
     monkeypatch.setenv("WECHAT_QR_MATCH_FIELDS", "unionid")
     monkeypatch.setenv("WECHAT_QR_CALLBACK_URL", "")  # empty means unset
-    monkeypatch.setenv("SECRET_KEY", "from-the-environment")
+    # 32 bytes or more: with a weaker one WeChat login is off, and the button is not shown
+    monkeypatch.setenv("SECRET_KEY", "from-the-environment-of-32-bytes-or-more")
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'env.db'}")
     app = create_app()
 
@@ -442,7 +443,7 @@ def test_configuration_from_environment(monkeypatch: pytest.MonkeyPatch,
     assert app.config["WECHAT_QR_HTTP_TIMEOUT"] == 2.5
     assert app.config["WECHAT_QR_STATE_TTL"] == 300
     assert app.config["WECHAT_QR_CALLBACK_URL"] is None
-    assert app.config["SECRET_KEY"] == "from-the-environment"
+    assert app.config["SECRET_KEY"] == "from-the-environment-of-32-bytes-or-more"
     assert app.config["SQLALCHEMY_DATABASE_URI"] == f"sqlite:///{tmp_path / 'env.db'}"
     assert (tmp_path / "env.db").exists()
 
