@@ -23,7 +23,7 @@ from flask import (
     request,
     url_for,
 )
-from flask_login.utils import expand_login_view, login_url
+from flask_login.utils import login_url
 from werkzeug.routing import BuildError
 from werkzeug.wrappers import Response as BaseResponse
 
@@ -281,8 +281,7 @@ def other_login_url(next_url: str | None = None) -> str | None:
         if not view or view.startswith("wechat_qr."):
             return None  # WeChat's own login is no other way to log in
     try:
-        # a URL as it is, an endpoint through url_for
-        return str(login_url(view, next_url) if next_url else expand_login_view(view))
+        return str(login_url(view, next_url))  # a URL as it is, an endpoint through url_for
     except BuildError:  # a login view named but not routable here (e.g. needs arguments)
         return None
 

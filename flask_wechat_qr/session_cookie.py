@@ -19,11 +19,6 @@ class CookieScope(t.NamedTuple):
     path: str
     domain: str | None
 
-    @property
-    def whole_host(self) -> bool:
-        """Flask's defaults: every path of the host that set it, which needs no look."""
-        return self.path == "/" and self.domain is None
-
 
 def cookie_scope(app: Flask) -> CookieScope:
     """The app's session cookie's scope, as its session interface gives it (a site's own
@@ -46,7 +41,10 @@ def as_written(domain: str) -> str:
 def misses_callback(scope: CookieScope, callback: str) -> str | None:
     """Why the browser would not send a cookie of ``scope`` to the callback URL
     ``callback`` (or its path alone), or ``None``: a path above which it is not, or a
-    domain it is not in. Every login would end on "This login link is no longer valid"."""
+    domain it is not in. Every login would end on "This login link is no longer valid".
+    Flask's defaults (every path of the host that set it) need no look at the URL."""
+    if scope.path == "/" and scope.domain is None:
+        return None
     parts = urlsplit(callback)
     path = parts.path or "/"
     if not (scope.path == "/" or path == scope.path

@@ -150,10 +150,7 @@ def _check_session_cookie_reaches(callback: str) -> None:
     back to ``callback`` (an ``APPLICATION_ROOT`` of ``/app`` for an app not served there
     gives the cookie that path): no login could finish, and the person would be sent to
     WeChat for nothing. Flask's defaults (no path, no domain) need no look."""
-    scope = cookie_scope(current_app)
-    if scope.whole_host:
-        return
-    reason = misses_callback(scope, callback)
+    reason = misses_callback(cookie_scope(current_app), callback)
     if reason is not None:
         raise SessionCookieNotSent(reason)
 
@@ -293,11 +290,9 @@ def link(connection: str) -> BaseResponse | tuple[str, int]:
     if user is None:
         runtime.client(connection)  # an unknown connection is a 404 first
         return _log_in_first()
-    conn = runtime.connection(connection)
     way_in = _way_in(connection)
     app = OFFICIAL_ACCOUNT if way_in == OFFICIAL_ACCOUNT else WEBSITE_APP
-    if any(identity.connection == conn.identifier and identity.app == app
-           for identity in runtime.policy.identities_of(user)):
+    if runtime.policy.identity_of(user, connection, app) is not None:
         # Linked already (logged in with this very WeChat on the login page that the link
         # sent them to, say): a second QR code would only end on "already linked".
         return delivery.redirect_on(delivery.kept_next(request.args.get("next"))
