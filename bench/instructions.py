@@ -11,8 +11,9 @@ Each site (``ours``, ``handwritten``) is served by the package's keep-alive werk
 in a process of its own, under callgrind; this process plays the browser and the phone,
 against the sandbox as WeChat (as the other two scripts, with ``one_login``), none of it
 counted. Every site runs twice, each with ``--warmup`` logins and a full garbage collection
-(the collector then off, see :data:`COLLECT_PATH`), then no more logins or ``--logins`` more:
-the difference over ``--logins`` is one login's instructions in the site's process, its
+(the collector then off, see :data:`COLLECT_PATH`; callgrind instruments from there on),
+then no more logins or ``--logins`` more: the difference over ``--logins`` is one login's
+instructions in the site's process, its
 start, callback and next page together, with the HTTP server's own work (its loop does not
 wake to poll, and the process ends without the interpreter's shutdown: nothing that grows
 with how long a run takes is counted). The count is user-space instructions only: time in
@@ -45,8 +46,9 @@ from login_bench import LOGIN_PATHS, TIMEOUT, Databases, Server, Site, one_login
 from versus_bench import RETURNING_PEOPLE
 
 SITES = ("ours", "handwritten")
-#: The line of a callgrind output file with the whole run's counts (start-up included:
-#: the difference of two runs removes it).
+#: The line of a callgrind output file with the run's counts (from the garbage collection
+#: after the warm-up on, see :func:`count_from_now`: the difference of two runs leaves the
+#: counted logins).
 EVENTS_LINE = re.compile(r"^(?:summary|totals):\s+([\d ]+)$", re.MULTILINE)
 
 
@@ -138,6 +140,8 @@ def run_site(site: str, database_uri: str, wechat: Server, warmup: int, logins: 
                 if index == warmup - 1:
                     browser.get(served.server.url() + COLLECT_PATH,
                                 timeout=TIMEOUT).raise_for_status()
+                    if valgrind is not None:
+                        count_from_now(process.pid)
                     switches = -_switches(browser, served)
         switches += _switches(browser, served)
         process.stdin.close()
@@ -151,6 +155,14 @@ def run_site(site: str, database_uri: str, wechat: Server, warmup: int, logins: 
                            f"{process.stderr.read()[-2000:] if process.stderr else ''}")
     # Thread switches only uncounted: valgrind runs one thread at a time, its own way.
     return read_events(out) if valgrind is not None else {"switches": switches}
+
+
+def count_from_now(pid: int) -> None:
+    """Turn on callgrind's instrumentation in the site's process (started without it: the
+    interpreter's start-up and the warm-up run five times faster uninstrumented, and are in
+    neither run's count). ``vgdb`` reaches a process waiting on its socket."""
+    subprocess.run(["vgdb", f"--pid={pid}", "instrumentation", "on"], check=True,
+                   capture_output=True, timeout=TIMEOUT * 5)
 
 
 def _switches(browser: requests.Session, served: Site) -> int:
@@ -252,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--warmup must be at least {2 * len(RETURNING_PEOPLE)}, --logins at "
                      "least 1")
     valgrind = None if args.no_valgrind else [
-        "valgrind", "--tool=callgrind", f"--cache-sim={'yes' if args.cache else 'no'}"]
+        "valgrind", "--tool=callgrind", "--instr-atstart=no",
+        f"--cache-sim={'yes' if args.cache else 'no'}"]
     users = ("returning", "new") if args.users == "both" else (args.users,)
     results: dict[tuple[str, str], dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-instructions-") as folder:
