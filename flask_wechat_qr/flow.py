@@ -30,6 +30,9 @@ callback page. Such a repeated callback ends the way its login ended, by this ta
                                                     into a pre-login cookie when recent)
     cancelled / refused         yes          yes    the same page again (or the same error
                                                     posted to the business callback URL)
+    cancelled, on this site's   its session   -     the cancelled page again, with the same
+      page (not posted)                             "Try again" (however late: the session
+                                                    names its last cancelled login)
     any other failure            -            -     StateError
     logged in or linked as U     -            -     U is the logged-in user: on to where
                                                     that login went (a new ID token for a
@@ -269,14 +272,29 @@ class LoginFlow:
 
     def finish(self, connection: ConnectionSettings, callback: Callback
                ) -> Outcome | NeedsProfile:
-        """Finish the login WeChat sent this callback for (or repeat how it ended)."""
-        started = time.time()
+        """Finish the login WeChat sent this callback for (or repeat how it ended). A
+        login this browser cancelled, on this site's page, is remembered in its session:
+        that page reloaded, however late, says so again."""
         states = self.login_states[connection.identifier]
+        outcome = self._finish(connection, states, callback)
+        if (isinstance(outcome, Failed) and type(outcome.error) is LoginCancelled
+                and callback.state and not _told_business(connection, outcome.login)):
+            states.remember_cancelled(callback.state, outcome.login or LoginData())
+        return outcome
+
+    def _finish(self, connection: ConnectionSettings, states: LoginStates,
+                callback: Callback) -> Outcome | NeedsProfile:
+        """The callback's outcome: its login finished, or repeated as it ended."""
+        started = time.time()
         state = callback.state
         same_browser = states.owns(state, callback.browser)
         try:
             login = states.take(state, callback.browser)
         except StateError:
+            cancelled = states.cancelled_here(state)
+            if cancelled is not None and not _told_business(connection, cancelled):
+                # This browser's cancelled login, its page reloaded: the same page.
+                return Failed(LoginCancelled(), connection, cancelled)
             ending = states.ending(state)
             # The session that held the state may be gone (a server-side one renewed at
             # login): the browser's own login cookie still says whose login it was.
@@ -782,6 +800,13 @@ def _database_reason(error: DBAPIError | FlushError) -> str:
     for quoted in _QUOTED_VALUES:
         line = quoted.sub(r"\1…\2", line)
     return f"{type(refusal).__name__}: {line}"
+
+
+def _told_business(connection: ConnectionSettings, login: LoginData | None) -> bool:
+    """Whether a failure of ``login`` is posted to the connection's business callback URL
+    (a login for it, not a link: see :func:`.delivery.error_response`), not shown on this
+    site's page."""
+    return bool(connection.callback_url) and login is not None and login.link_user is None
 
 
 def _record_failure(states: LoginStates, state: str, error: str, login: LoginData) -> bool:

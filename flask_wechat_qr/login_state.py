@@ -78,6 +78,10 @@ MAX_PARKED_PER_CLIENT = 10
 MAX_PARKED_TOTAL = 10_000
 #: Prefix of every connection's state keys in the session.
 STATE_KEY_PREFIX = "_state_wechat_qr_"
+#: Session key naming this browser's last cancelled login (its state) and where it was
+#: going: its callback page reloaded, however late, says "cancelled" again, with the same
+#: "Try again" (see :meth:`LoginStates.remember_cancelled`).
+CANCELLED_KEY = "_wechat_qr_cancelled"
 
 
 #: The recorded ``error`` of a login that ended in an exception that is not a login error (a
@@ -506,6 +510,31 @@ class LoginStates:
         key where the login was started with one."""
         marker = session.get(self.prefix + state) if state else None
         return _is_ours(marker, self.app_id, browser)
+
+    def remember_cancelled(self, state: str, login: LoginData) -> None:
+        """Remember in this browser's session that it cancelled the login of ``state``
+        (only the last one): a reload of that callback page, however late, then says so
+        again rather than "no longer valid", with the same "Try again" (``next``, and a link
+        tried again as a link). The used state's row says it only for a few seconds, and
+        over http cannot tell this browser from another. A ``next`` too long for the cookie
+        is left out (the try goes to the post-login page)."""
+        kept = LoginData(next_url=login.next_url, link_user=login.link_user).to_json()
+        if len(json.dumps(kept, separators=(",", ":"))) > MAX_INLINE_STATE_DATA:
+            kept = LoginData(link_user=login.link_user).to_json()
+        session[CANCELLED_KEY] = {"state": self.prefix + state, "app": self.app_id,
+                                  "data": kept}
+
+    def cancelled_here(self, state: str | None) -> LoginData | None:
+        """What the login of ``state`` kept, if it is the one this browser cancelled last
+        (:meth:`remember_cancelled`); else ``None``."""
+        kept = session.get(CANCELLED_KEY)
+        if (not state or not isinstance(kept, dict) or kept.get("app") != self.app_id
+                or kept.get("state") != self.prefix + state):
+            return None
+        try:
+            return LoginData.from_json(kept.get("data"))
+        except StateError:
+            return None
 
     def use(self, state: str, ending: Ending, within: Executor) -> None:
         """Use ``state`` for good, recording how its login ended, in the caller's

@@ -895,6 +895,25 @@ def test_a_cancelled_link_changes_nothing(make_app: t.Any, wechat_api: t.Any) ->
     assert logged_in_user_id(client) == str(alice)
 
 
+def test_a_cancelled_link_reloaded_late_is_tried_again_as_a_link(
+        make_app: t.Any, wechat_api: t.Any, clock: t.Any) -> None:
+    """Its page reloaded a while later still says "cancelled", and "Try again" still links
+    (a WeChat login there would switch the person into whichever account the WeChat
+    scanned belongs to)."""
+    app = host_app(make_app)
+    client = app.test_client()
+    log_in(client, add_user(app, username="alice", password="pw"))
+    state = start_link(client, next="/account")
+    first = client.get("/auth/wechat/callback", query_string={"state": state})
+    clock.advance(3600)
+    again = client.get("/auth/wechat/callback", query_string={"state": state})
+    for resp in (first, again):
+        assert (resp.status_code, error_name(resp)) == (200, "LoginCancelled")
+        links = [a["href"] for a in find_tags(resp.get_data(as_text=True), "a")]
+        assert links == ["/auth/wechat/link?next=/account", "/account"]
+    assert all_identities(app) == [] and len(wechat_api.mock.calls) == 0
+
+
 def test_a_link_state_is_single_use(make_app: t.Any, wechat_api: t.Any) -> None:
     app = host_app(make_app)
     alice = add_user(app, username="alice", password="pw")

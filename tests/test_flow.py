@@ -53,6 +53,8 @@ from support import (
 
 from flask_wechat_qr import LoginCancelled, LoginRefused, signals
 
+CALLBACK_PATH = "/auth/wechat/callback"
+
 # --- a login lands where it was asked to --------------------------------------------------
 
 
@@ -117,9 +119,33 @@ def test_denied_login_is_a_cancelled_page(app: t.Any, client: t.Any, wechat_api:
     assert all_identities(app) == []
     assert logged_in_user_id(client) is None
     assert resp.headers["Cache-Control"] == "no-store"
-    # The state was used up by the cancel.
-    assert finish_login(client, state).status_code == 400
+    # The state was used up by the cancel: the page reloaded (with a code, even) says so
+    # again and logs nobody in; in another browser the link is no longer valid.
+    again = finish_login(client, state)
+    assert (again.status_code, error_name(again)) == (200, "LoginCancelled")
+    assert finish_login(app.test_client(), state).status_code == 400
     assert api_paths(wechat_api) == []
+    assert all_users(app) == [] and logged_in_user_id(client) is None
+
+
+def test_a_cancelled_login_reloaded_late_is_still_cancelled_in_its_browser(
+    app: t.Any, client: t.Any, wechat_api: WeChatAPI, clock: Clock
+) -> None:
+    """The person tapped Cancel on the phone, landed on "Login cancelled" and pressed F5 a
+    while later: the same page, its "Try again" to the same next (it said "This login link
+    is no longer valid"). Any other browser with the link: no longer valid. No WeChat call,
+    nobody logged in."""
+    state = start_login(client, next="/account")
+    assert error_name(client.get(CALLBACK_PATH, query_string={"state": state})) == "LoginCancelled"
+    clock.advance(3600)  # past the repeat window, and the used state's row
+    again = client.get(CALLBACK_PATH, query_string={"state": state})
+    assert (again.status_code, error_name(again)) == (200, "LoginCancelled")
+    assert [dict(query_pairs(link)) for link in retry_links(again.text)] == [
+        {"next": "/account"}]
+    other = app.test_client().get(CALLBACK_PATH, query_string={"state": state})
+    assert (other.status_code, error_name(other)) == (400, "StateError")
+    assert api_paths(wechat_api) == []
+    assert all_users(app) == [] and logged_in_user_id(client) is None
 
 
 ERROR_PATHS: dict[str, tuple[t.Callable[[t.Any], None], int]] = {
@@ -501,6 +527,20 @@ def test_a_repeated_callback_tells_the_callback_url_the_same_ending(
         [OPENID] if ending == "refused" else [])
     # a refused login's second redirect exchanges its code again; a cancelled one has none
     assert api_paths(wechat_api) == ([TOKEN_PATH] * 2 if ending == "refused" else [])
+
+
+def test_a_cancel_posted_to_the_callback_url_is_not_posted_again_late(
+    make_app: t.Any, wechat_api: WeChatAPI, clock: Clock
+) -> None:
+    """A cancelled login's page reloaded late says "cancelled" again only where it was this
+    site's page: a cancel posted to the business front end is not posted, nor shown, again."""
+    _app, browser, _twin, state = _login_only_business_login(make_app, wechat_api)
+    first = browser.get(CALLBACK_PATH, query_string={"state": state})
+    assert 'name="error" value="access_denied"' in first.text
+    clock.advance(PAST_THE_REPEAT_WINDOW)
+    late = browser.get(CALLBACK_PATH, query_string={"state": state})
+    assert (late.status_code, error_name(late)) == (400, "StateError")
+    assert "access_denied" not in late.text
 
 
 # --- a code WeChat says was used (40163) --------------------------------------------------
