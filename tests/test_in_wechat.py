@@ -19,11 +19,13 @@ from support import (
     TOKEN_PATH,
     WECHAT_PHONE,
     WECHAT_WINDOWS,
+    WECOM,
     Clock,
     all_identities,
     all_users,
     answer,
     browser_copy,
+    find_tags,
     logged_in_user_id,
     open_qr_page,
     poll,
@@ -33,8 +35,6 @@ from support import (
 from flask_wechat_qr.browsers import Browser, classify
 from flask_wechat_qr.sandbox.options import SANDBOX_OA_APP_ID
 
-WECOM = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, "
-         "like Gecko) Mobile/15E148 wxwork/4.1.26 MicroMessenger/7.0.1 Language/zh")
 ANDROID_CHROME = ("Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like "
                   "Gecko) Chrome/126.0.0.0 Mobile Safari/537.36")
 DESKTOP_CHROME = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -280,12 +280,21 @@ def test_unlink_removes_the_identity_of_each_app(app: Flask) -> None:
 
 def test_wecom_gets_a_clear_page(app: Flask) -> None:
     """It says to copy the page's link: the link is on it (WeCom's browser shows no address
-    bar), and no "try again", which was the same page again."""
+    bar) with the phone page's "Copy link" button, and as a plain link to press and hold
+    (where no script runs); no "try again", which was the same page again."""
     resp = in_wechat(app, WECOM).get("/auth/wechat/login", query_string={"next": "/account"})
     text = resp.get_data(as_text=True)
+    link = "http://localhost/auth/wechat/login?next=/account"
     assert resp.status_code == 400 and 'data-error="WeComBrowser"' in text
-    assert 'readonly value="http://localhost/auth/wechat/login?next=/account"' in text
+    assert f'readonly value="{link}"' in text
     assert "Try again" not in text
+    buttons = [tag for tag in find_tags(text, "button") if tag.get("id") == "wechat-qr-copy"]
+    assert len(buttons) == 1
+    assert [a["href"] for a in find_tags(text, "a")] == [link, "/account"]
+    chinese = in_wechat(app, WECOM).get("/auth/wechat/login",
+                                        headers={"Accept-Language": "zh-CN"}).text
+    assert "复制链接" in chinese and "或长按此链接复制" in chinese
+    assert "已复制，请粘贴到微信或浏览器中。" in chinese
 
 
 @pytest.mark.parametrize("agent", [SAFARI_PHONE, ANDROID_CHROME])

@@ -22,6 +22,7 @@ from support import (
     SANDBOX_PREFIX,
     WECHAT_PHONE,
     WECHAT_WINDOWS,
+    WECOM,
     Database,
     LiveServer,
     serve_example_site,
@@ -41,6 +42,7 @@ BROWSERS: dict[str, dict[str, t.Any]] = {
     "wechat-phone": {"user_agent": WECHAT_PHONE, **IPHONE},
     "wechat-windows": {"user_agent": WECHAT_WINDOWS, **DESKTOP},
     "safari-phone": {"user_agent": SAFARI_PHONE, **IPHONE},
+    "wecom-phone": {"user_agent": WECOM, **IPHONE},
     "desktop": DESKTOP,
 }
 #: The path of the consent sheet of WeChat's web authorization, and of its QR page.
@@ -228,6 +230,40 @@ def test_mobile_safari_gets_the_phone_page(open_browser: t.Callable[..., t.Any],
     assert "Copy link" in english.locator("#wechat-qr-copy").inner_text()
     assert english.evaluate("document.documentElement.scrollWidth") <= 390
     shoot(english, "safari-phone-page-en")
+
+
+@ONE_DATABASE
+def test_wecom_copies_the_link_and_shows_it_plainly_without_script(
+        open_browser: t.Callable[..., t.Any], browser: t.Any, site: LiveServer) -> None:
+    """WeCom's page copies its link as the phone page does; with no script (or one a strict
+    CSP blocks) the link is a plain link to press and hold, and no dead button shows."""
+    page = open_browser("wecom-phone")
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=site.url)
+    tap_wechat_login(page, site)
+    page.locator("[data-error=WeComBrowser]").wait_for()
+    link = page.locator("#wechat-qr-page-url").input_value()
+    assert link.startswith(site.url + "/auth/wechat/login")
+    assert page.locator("#wechat-qr-plain-link").is_hidden()
+    press(page, page.locator("#wechat-qr-copy"))
+    page.wait_for_function("document.getElementById('wechat-qr-copied').textContent !== ''")
+    assert page.locator("#wechat-qr-copied").inner_text() == "已复制，请粘贴到微信或浏览器中。"
+    assert page.evaluate("navigator.clipboard.readText()") == link
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    shoot(page, "wecom-page-copied-zh")
+
+    context = browser.new_context(locale="en-US", java_script_enabled=False,
+                                  **BROWSERS["wecom-phone"])
+    try:
+        no_script = context.new_page()
+        no_script.goto(link)
+        assert no_script.locator("#wechat-qr-copy").is_hidden()
+        plain = no_script.locator("#wechat-qr-plain-link a")
+        assert plain.is_visible() and plain.get_attribute("href") == link
+        assert "press and hold" in no_script.locator("#wechat-qr-plain-link").inner_text()
+        assert no_script.evaluate("document.documentElement.scrollWidth") <= 390
+        shoot(no_script, "wecom-page-no-script-en")
+    finally:
+        context.close()
 
 
 @ONE_DATABASE
