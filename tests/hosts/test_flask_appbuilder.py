@@ -299,6 +299,22 @@ def test_ask_binding_proves_an_account_with_flask_appbuilders_password_check(
     assert_no_server_error(browser)
 
 
+@pytest.mark.parametrize(("menu", "lang", "heading"), [("zh", "zh-CN", "使用微信登录"),
+                                                     ("en", "en", "Log in with WeChat")])
+def test_the_pages_say_their_language_inside_flask_appbuilders_layout(
+        binding_site: Flask, menu: str, lang: str, heading: str) -> None:
+    """Flask-AppBuilder's layout writes ``<html>`` with no ``lang`` and no block to give it
+    one (docs/hooks.rst): the extension's part of the page says its language itself, the
+    one picked in Flask-AppBuilder's menu."""
+    browser = Browser(binding_site)
+    browser.get(f"/lang/{menu}")
+    page = browser.get("/auth/wechat/qr").get_data(as_text=True)
+    assert "lang" not in find_tags(page, "html")[0]  # Flask-AppBuilder's <html>
+    boxes = [div for div in find_tags(page, "div") if "wechat-qr-box" in (div.get("class") or "")]
+    assert [box.get("lang") for box in boxes] == [lang]
+    assert f"<h1>{heading}</h1>" in page
+
+
 def test_ask_binding_makes_a_flask_appbuilder_account_for_someone_new(
         binding_site: Flask) -> None:
     """The bind page's "create": docs/hooks.rst's ``create_user`` and ``login_user``."""
