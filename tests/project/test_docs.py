@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import os
 import re
 import runpy
+import secrets
 import subprocess
 import sys
 import textwrap
@@ -435,6 +437,58 @@ def test_the_quick_starts_configuration_error_is_what_init_app_raises(tmp_path: 
         make_test_app(tmp_path, **{key: value})
     assert " ".join(shown.split()) == (
         f"flask_wechat_qr.errors.ConfigurationError: {info.value}")
+
+
+def test_the_quick_starts_site_runs_as_printed(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/quickstart.rst's ``app.py`` and its two pages, run as printed on the sandbox
+    (``WECHAT_QR_SANDBOX=true`` in the environment, as the page runs it): the home page's
+    button logs in and comes back greeted; the account page lists the WeChat account with
+    an Unlink form the extension takes (and refuses, as the page says: that WeChat is the
+    user's only way in); a site user with none gets "Link WeChat", which links."""
+    monkeypatch.chdir(tmp_path)  # app.py's sqlite:///site.db, in ./instance
+    for name in [name for name in os.environ if name.startswith("WECHAT_QR_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("WECHAT_QR_SANDBOX", "true")
+    monkeypatch.setenv("SECRET_KEY", secrets.token_hex(32))
+    site: dict[str, t.Any] = {"__name__": "quickstart_site"}
+    exec(_example("quickstart", "config_from_env(os.environ)"), site)
+    exec(_example("quickstart", "def account("), site)
+    helper: dict[str, t.Any] = {}
+    exec(_example("sandbox", "def log_in_with_sandbox"), helper)
+    app = site["app"]
+    assert (tmp_path / "instance" / "site.db").is_file()
+
+    browser = app.test_client()
+    button = [a for a in find_tags(browser.get("/").text, "a")
+              if "wechat-qr-button" in (a.get("class") or "")]
+    assert [a["href"] for a in button] == ["/auth/wechat/login?next=/"]
+    home = helper["log_in_with_sandbox"](browser, person="lisi")
+    assert home.request.path == "/" and "Hello, 李四." in home.text
+    account = browser.get("/account").text
+    assert "WeChat: 李四, linked" in account and "Link WeChat" not in account
+    fields = {tag["name"]: tag["value"] for tag in find_tags(account, "input")}
+    [form] = find_tags(account, "form")
+    refused = browser.post(t.cast(str, form["action"]), data=fields)
+    assert refused.status_code == 409 and "your only way to log in" in refused.text
+
+    with app.app_context():
+        user = site["User"](nickname="Alice")  # one of the site's own accounts
+        site["db"].session.add(user)
+        site["db"].session.commit()
+        user_id = user.id
+    alice = app.test_client()
+    with alice.session_transaction() as session:
+        session["_user_id"] = str(user_id)  # logged in, as the site's own login does
+    [link] = [a["href"] for a in find_tags(alice.get("/account").text, "a")]
+    assert link == "/auth/wechat/link?next=/account"
+    qr_page = alice.get(link, follow_redirects=True)
+    uuid = re.search(r"/connect/confirm/([\w-]+)", qr_page.text).group(1)  # type: ignore[union-attr]
+    alice.post(f"/wechat-sandbox/connect/confirm/{uuid}",
+               data={"action": "allow", "person": "zhangsan"})
+    answer = alice.get("/wechat-sandbox/connect/l/qrconnect", query_string={"uuid": uuid})
+    linked = alice.get(answer.json["redirect"], follow_redirects=True)
+    assert linked.request.path == "/account" and "WeChat: 张三🐼, linked" in linked.text
 
 
 def test_conf_py_uses_no_network_extension() -> None:
