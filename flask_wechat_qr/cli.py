@@ -254,9 +254,17 @@ def _schema_findings(app: Flask) -> tuple[Finding, ...]:
 
     try:
         status = migrations.schema_status(app)
+        moved_to = migrations.left_on_the_default_bind(app)
     except sa.exc.SQLAlchemyError:
         return ()  # the foreign key's finding says the database cannot be read
     upgrade = "run `flask wechat-qr db upgrade` (after your own migrations)"
+    if moved_to is not None:
+        return (problem(
+            f"the extension's tables live with your user table, on the bind {moved_to!r}, "
+            "whose database has no linked WeChat account yet, while the default bind's has "
+            "them (earlier development versions put them there): they are not read, and each of "
+            "their people gets a new account at the next login",
+            migrations.left_behind_fix(moved_to)),)
     if not status.present:
         return (problem("the extension's tables are not in the database: every WeChat login "
                         "fails (a 500)", f"{upgrade}, or db.create_all() where your site "

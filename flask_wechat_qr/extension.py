@@ -40,7 +40,7 @@ from .i18n import lazy_gettext as _l
 from .id_token import IdTokenSigner
 from .layout import page_layout
 from .login_state import LoginStates, LoginStateStore
-from .models import models_for
+from .models import models_for, users_bind_key
 from .redact import redact_http_debug_logs
 from .refresh import ProfileRefresher, refreshes_profiles, threads_idle_between_requests
 from .runtime import EXTENSION_KEY, Runtime, find_runtime
@@ -212,8 +212,9 @@ def _build_runtime(app: Flask, settings: Settings, db: SQLAlchemy, adapter: Acco
                    id_tokens: IdTokenSigner | None,
                    avatar_store: AvatarStore | None = None) -> Runtime:
     """The app's services, wired once: nothing below them reaches back up for another."""
-    models = models_for(db, referenced_user_column(db, adapter.user_model,
-                                                   settings.user_foreign_key))
+    models = models_for(db, referenced_user_column(adapter.user_model,
+                                                   settings.user_foreign_key),
+                        users_bind_key(adapter.user_model))
     # One registry per app, never shared: Authlib's registry keeps ``self.app``, and only
     # ``OAuth(app)``/``init_app`` would set it, which also take the host's own Authlib slot
     # in ``app.extensions``.

@@ -97,6 +97,7 @@ from .settings import OFFICIAL_ACCOUNT
 
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
+    from sqlalchemy.engine import Connection
 
     from .adapter import AccountAdapter
     from .association import AssociationPolicy
@@ -351,7 +352,7 @@ class LoginFlow:
             # the profile is asked or an account made. A returning login reads nothing for
             # this (unless it reads the profile at every login): its used state's row
             # refuses the repeat at the commit.
-            if states.is_used(state, within=self.db.session.connection()):
+            if states.is_used(state, within=self._transaction_of(states)):
                 raise StateUsed()
             profile = client.userinfo(token, lang=userinfo_lang())
             # A new avatar is downloaded with the profile, before the login writes (and so
@@ -405,7 +406,7 @@ class LoginFlow:
             self.db.session.flush()  # a race on the identity shows here, and is retried
             states.use(state, Ending(user_id=login.link_user, next_url=next_url,
                                      browser=login.browser),
-                       within=self.db.session.connection())
+                       within=self._transaction_of(states))
             return resolution
 
         return _Committed(connection, login, self._in_transaction(link), time.time())
@@ -433,7 +434,7 @@ class LoginFlow:
             # A returning login's writes come last, right before the commit: the database's
             # write lock (all of SQLite's) is not held across the work above.
             self.db.session.flush()  # a race on the identity shows here, and is retried
-            states.use(state, ending, within=self.db.session.connection())
+            states.use(state, ending, within=self._transaction_of(states))
             return resolution
 
         try:
@@ -485,7 +486,7 @@ class LoginFlow:
             # The repeated callback of this browser gets the same pending binding.
             states.use(state, Ending(binding_id=binding_id, at=time.time(),
                                      business=login.business, browser=login.browser),
-                       within=self.db.session.connection())
+                       within=self._transaction_of(states))
             return binding_id
 
         binding_id = self._in_transaction(park)
@@ -721,6 +722,11 @@ class LoginFlow:
             signals.identity_unlinked.send(signals.sender(), user=user, identity=identity,
                                            connection=connection)
         return identities
+
+    def _transaction_of(self, states: LoginStates) -> Connection:
+        """The login's transaction, on the login states' engine (the user table's bind,
+        not the session's default one)."""
+        return self.db.session.connection(bind_arguments={"clause": states.store.table})
 
     def _in_transaction(self, work: t.Callable[[], T]) -> T:
         """Run ``work`` and commit once, at the end: a user is never created without its

@@ -29,6 +29,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from .client_address import client_network
 from .errors import StateError, StateUsed, TooManyLoginsStarted
+from .models import engine_of
 from .purge import Executor, PurgeSchedule, delete_expired
 from .settings import OFFICIAL_ACCOUNT, WEBSITE_APP
 
@@ -263,6 +264,11 @@ class LoginStateStore:
                           .where(table.c.key == sa.bindparam("key"),
                                  table.c.expires_at >= sa.bindparam("now")))
 
+    @property
+    def _engine(self) -> sa.Engine:
+        """The current app's engine of the table (the user table's bind)."""
+        return engine_of(self.db, self.table)
+
     def park(self, key: str, value: str, expires_at: float, client: str = "") -> None:
         """Keep a state's data that is too big for the session cookie, under ``key``
         (which starts with ``PARKED + client + ":"``). :class:`TooManyLoginsStarted` when
@@ -273,12 +279,12 @@ class LoginStateStore:
         one address parked up to 23). One over a limit is taken back, so a burst may keep
         fewer than the limit, never more (those go on without their ``next``). One that
         finds the limit reached already writes nothing (a flood costs a count a start)."""
-        with self.db.engine.begin() as conn:
+        with self._engine.begin() as conn:
             self._purge_now_and_then(conn)
             if self._parked_at_least(conn, client, 0):
                 raise TooManyLoginsStarted()
             conn.execute(self._insert, {"key": key, "value": value, "expires_at": expires_at})
-        with self.db.engine.connect() as conn:  # counts include this row
+        with self._engine.connect() as conn:  # counts include this row
             over = self._parked_at_least(conn, client, 1)
         if over:
             self.delete(key)
@@ -327,7 +333,7 @@ class LoginStateStore:
         """Use a state whose login failed (its own small transaction): ``True``; ``False``
         if another request of the state got there first (its ending stays)."""
         try:
-            with self.db.engine.begin() as conn:
+            with self._engine.begin() as conn:
                 self.use(key, ending, expires_at, conn)
         except StateUsed:
             return False
@@ -374,7 +380,7 @@ class LoginStateStore:
         """The value of an unexpired row (``""`` for a row without one), else ``None``; read
         on its own connection, or in the caller's transaction (``within``)."""
         if within is None:
-            with self.db.engine.connect() as conn:
+            with self._engine.connect() as conn:
                 return self._value(key, conn)
         return t.cast("str | None", within.execute(
             self._value_of, {"key": key, "now": time.time()}).scalar())
@@ -383,7 +389,7 @@ class LoginStateStore:
         """A code WeChat called used, and no login here finished with it: not waited for
         again while WeChat could still answer it."""
         try:
-            with self.db.engine.begin() as conn:
+            with self._engine.begin() as conn:
                 conn.execute(self._insert, {"key": SPENT_CODE + key, "value": "",
                                             "expires_at": time.time() + CODE_LIFETIME})
         except IntegrityError:
@@ -394,7 +400,7 @@ class LoginStateStore:
 
     def delete(self, key: str) -> None:
         """Forget a parked state that was never used."""
-        with self.db.engine.begin() as conn:
+        with self._engine.begin() as conn:
             conn.execute(sa.delete(self.table).where(self.table.c.key == key))
 
     def purge_now_and_then(self) -> None:
@@ -403,7 +409,7 @@ class LoginStateStore:
         never in a login's (which may roll back, or hold locks)."""
         if self.purges.is_due():
             try:
-                with self.db.engine.begin() as conn:
+                with self._engine.begin() as conn:
                     self._purge_now_and_then(conn)
             except SQLAlchemyError:  # housekeeping: never fail a login over it
                 log.warning("could not purge expired login states; trying again later",

@@ -1,4 +1,7 @@
-"""The extension's tables, declared on the host's own Flask-SQLAlchemy ``db``.
+"""The extension's tables, declared on the host's own Flask-SQLAlchemy ``db``, on the bind of
+the host's user table (its ``__bind_key__``; the default bind for most sites): identities
+refer to users by a foreign key, which joins tables of one database only, and a first login
+writes the user and the identity in one transaction.
 
 An identity names its user by the user's id as text (what Flask-Login's ``get_id()``
 returns), which the adapter loads, so any user model (integer, UUID or string keys) works.
@@ -58,31 +61,74 @@ class Models:
         return [getattr(self, f.name).__table__ for f in fields(self)]
 
 
-def models_for(db: SQLAlchemy, user_column: sa.Column[t.Any] | None = None) -> Models:
-    """The extension's mapped classes on ``db``, declared once per ``db``: identities refer
-    to ``user_column`` (the user table's primary key) when given. Every app sharing one
-    ``db`` must agree on it (:class:`ConfigurationError`)."""
+def bind_key_of(table: sa.Table) -> str | None:
+    """The Flask-SQLAlchemy bind ``table`` lives on: its metadata's, as Flask-SQLAlchemy's
+    session reads it (a model's ``__bind_key__``); ``None``, the default bind, for a table
+    of the default metadata or of a declarative base that names none."""
+    return t.cast("str | None", table.metadata.info.get("bind_key"))
+
+
+def users_bind_key(user_model: t.Any) -> str | None:
+    """The bind of the host's user table, where the extension's tables go too; ``None``
+    (the default bind) without a mapped user model."""
+    table = getattr(user_model, "__table__", None)
+    return bind_key_of(table) if isinstance(table, sa.Table) else None
+
+
+def engine_of(db: SQLAlchemy, table: sa.Table) -> sa.Engine:
+    """The engine of one of the extension's tables in the current app (not ``db.engine``,
+    the default bind's, where the host's users are on a bind of their own)."""
+    return db.engines[bind_key_of(table)]
+
+
+def models_for(db: SQLAlchemy, user_column: sa.Column[t.Any] | None = None,
+               bind_key: str | None = None) -> Models:
+    """The extension's mapped classes on ``db``, declared once per ``db``, on the bind
+    ``bind_key`` (the user table's: :func:`users_bind_key`): identities refer to
+    ``user_column`` (the user table's primary key) when given. Every app sharing one ``db``
+    must agree on both (:class:`ConfigurationError`)."""
     models: Models | None = db.metadata.info.get(_MODELS_KEY)
     if models is None:
-        models = db.metadata.info[_MODELS_KEY] = _declare(db, user_column)
+        models = db.metadata.info[_MODELS_KEY] = _declare(db, user_column, bind_key)
     elif referenced_column(models.Identity.__table__) is not user_column:
         raise ConfigurationError(
             SETTING_KEY, "apps sharing one db disagree on the identities' foreign key to "
             "the users",
             "Give every app on this db the same user model and the same "
             f"{SETTING_KEY}.")
+    elif bind_key_of(models.Identity.__table__) != bind_key:
+        raise ConfigurationError(
+            "user_model", "apps sharing one db have their users on different binds",
+            "Give every app on this db the same user model.")
     return models
 
 
-def _declare(db: SQLAlchemy, user_column: sa.Column[t.Any] | None) -> Models:
-    return Models(Identity=_identity(db, user_column), LoginState=_login_state(db),
-                  PendingBinding=_pending_binding(db), BindAttempt=_bind_attempt(db),
-                  Avatar=_avatar(db))
+def _declare(db: SQLAlchemy, user_column: sa.Column[t.Any] | None,
+             bind_key: str | None) -> Models:
+    base = _on_bind(db, bind_key)
+    return Models(Identity=_identity(base, user_column), LoginState=_login_state(base),
+                  PendingBinding=_pending_binding(base), BindAttempt=_bind_attempt(base),
+                  Avatar=_avatar(base))
 
 
-def _identity(db: SQLAlchemy, user_column: sa.Column[t.Any] | None) -> t.Any:
+def _on_bind(db: SQLAlchemy, bind_key: str | None) -> t.Any:
+    """The base class of the extension's models: ``db.Model`` itself, or on another bind an
+    abstract subclass naming it, whose subclasses Flask-SQLAlchemy declares on that bind's
+    metadata (``db.create_all()`` makes them there)."""
+    if bind_key is None:
+        return db.Model
+
     # db.Model: the host's base class, made at run time (mypy sees a variable)
-    class WeChatIdentity(db.Model):  # type: ignore[name-defined,misc]
+    class WeChatQRModel(db.Model):  # type: ignore[name-defined,misc]
+        __abstract__ = True
+        __bind_key__ = bind_key
+
+    return WeChatQRModel
+
+
+def _identity(base: t.Any, user_column: sa.Column[t.Any] | None) -> t.Any:
+    # base: db.Model or a subclass of it, made at run time (mypy sees a variable)
+    class WeChatIdentity(base):  # type: ignore[misc]
         """A WeChat account (one openid of one app of one connection) linked to a local
         user."""
 
@@ -126,9 +172,9 @@ def _identity(db: SQLAlchemy, user_column: sa.Column[t.Any] | None) -> t.Any:
     return WeChatIdentity
 
 
-def _login_state(db: SQLAlchemy) -> t.Any:
-    # db.Model: the host's base class, made at run time (mypy sees a variable)
-    class WeChatLoginState(db.Model):  # type: ignore[name-defined,misc]
+def _login_state(base: t.Any) -> t.Any:
+    # base: db.Model or a subclass of it, made at run time (mypy sees a variable)
+    class WeChatLoginState(base):  # type: ignore[misc]
         """Server-side half of an OAuth ``state``: single use, expires, shared by workers."""
 
         __tablename__ = "wechat_qr_login_state"
@@ -143,9 +189,9 @@ def _login_state(db: SQLAlchemy) -> t.Any:
     return WeChatLoginState
 
 
-def _pending_binding(db: SQLAlchemy) -> t.Any:
-    # db.Model: the host's base class, made at run time (mypy sees a variable)
-    class WeChatPendingBinding(db.Model):  # type: ignore[name-defined,misc]
+def _pending_binding(base: t.Any) -> t.Any:
+    # base: db.Model or a subclass of it, made at run time (mypy sees a variable)
+    class WeChatPendingBinding(base):  # type: ignore[misc]
         """A WeChat account waiting for its owner to choose "bind" or "create" (ask
         binding). Server-side only: its id lives in the browser's session, never in a URL;
         single use; expires."""
@@ -169,9 +215,9 @@ def _pending_binding(db: SQLAlchemy) -> t.Any:
     return WeChatPendingBinding
 
 
-def _bind_attempt(db: SQLAlchemy) -> t.Any:
-    # db.Model: the host's base class, made at run time (mypy sees a variable)
-    class WeChatBindAttempt(db.Model):  # type: ignore[name-defined,misc]
+def _bind_attempt(base: t.Any) -> t.Any:
+    # base: db.Model or a subclass of it, made at run time (mypy sees a variable)
+    class WeChatBindAttempt(base):  # type: ignore[misc]
         """A failed "bind to my account" attempt, counted per pending binding, per client
         address and per account for the rate limit."""
 
@@ -188,9 +234,9 @@ def _bind_attempt(db: SQLAlchemy) -> t.Any:
     return WeChatBindAttempt
 
 
-def _avatar(db: SQLAlchemy) -> t.Any:
-    # db.Model: the host's base class, made at run time (mypy sees a variable)
-    class WeChatAvatar(db.Model):  # type: ignore[name-defined,misc]
+def _avatar(base: t.Any) -> t.Any:
+    # base: db.Model or a subclass of it, made at run time (mypy sees a variable)
+    class WeChatAvatar(base):  # type: ignore[misc]
         """A stored copy of a WeChat avatar (``WECHAT_QR_STORE_AVATARS``), by its key: what
         is stored under a key never changes (see :mod:`flask_wechat_qr.avatars`)."""
 

@@ -35,7 +35,7 @@ def delete_expired(conn: Executor, table: sa.Table, column: sa.Column[t.Any],
     them by primary key, which PostgreSQL and SQLite both run without a table scan."""
     key = _primary_key(table)
     doomed = sa.select(key).where(column < before).order_by(column).limit(batch)
-    if _dialect_name(conn) in MYSQL_DIALECTS:
+    if _dialect_name(conn, table) in MYSQL_DIALECTS:
         # MySQL refuses LIMIT in a subquery of the table being deleted from; it has its own.
         statement: sa.Delete = sa.delete(table).where(column < before).with_dialect_options(
             mysql_limit=batch)
@@ -73,10 +73,11 @@ def _primary_key(table: sa.Table) -> sa.Column[t.Any]:
     return columns[0]
 
 
-def _dialect_name(conn: Executor) -> str:
-    """The database's dialect, from a Connection or an ORM Session."""
+def _dialect_name(conn: Executor, table: sa.Table) -> str:
+    """The dialect of ``table``'s database, from a Connection or an ORM Session (whose
+    binds may be several)."""
     dialect = getattr(conn, "dialect", None)
     get_bind = getattr(conn, "get_bind", None)
     if dialect is None and callable(get_bind):
-        dialect = get_bind().dialect
+        dialect = get_bind(clause=table).dialect
     return str(getattr(dialect, "name", ""))

@@ -4,9 +4,10 @@
 user row: a user deleted behind the ORM (raw SQL, another service) would leave identities
 behind, and the next user given the same id (SQLite reuses the highest free id; any
 database after a sequence reset) would inherit them. So when the extension knows the user
-model, its table is on the same ``db`` and its primary key is one column, each identity also
-carries ``user_key``, the user's primary key, with ``FOREIGN KEY ... ON DELETE CASCADE``:
-deleting a user by any means deletes their identities in the database itself.
+model and its primary key is one column, each identity also carries ``user_key``, the
+user's primary key, with ``FOREIGN KEY ... ON DELETE CASCADE``: deleting a user by any
+means deletes their identities in the database itself (the extension's tables are on the
+user table's bind, :func:`flask_wechat_qr.models.users_bind_key`).
 
 SQLite enforces foreign keys only on connections with ``PRAGMA foreign_keys=ON``, which the
 extension does not turn on behind the host's back (it would also start enforcing the host's
@@ -50,11 +51,10 @@ TRIGGER_NAME = "wechat_qr_identity_user_deleted"
 SETTING_KEY = "WECHAT_QR_USER_FOREIGN_KEY"
 
 
-def referenced_user_column(db: SQLAlchemy, user_model: t.Any,
-                           enabled: bool) -> sa.Column[t.Any] | None:
+def referenced_user_column(user_model: t.Any, enabled: bool) -> sa.Column[t.Any] | None:
     """The user table's primary key column the identities refer to, or ``None`` (said once
     in the log, at INFO, when the host did not turn it off itself)."""
-    column, reason = _user_primary_key(db, user_model)
+    column, reason = _user_primary_key(user_model)
     if not enabled:
         return None
     if reason is not None:
@@ -64,37 +64,23 @@ def referenced_user_column(db: SQLAlchemy, user_model: t.Any,
     return column
 
 
-def why_no_foreign_key(db: SQLAlchemy, user_model: t.Any, enabled: bool) -> str:
+def why_no_foreign_key(user_model: t.Any, enabled: bool) -> str:
     """Why the identities have no foreign key to the users (for ``flask wechat-qr check``)."""
     if not enabled:
         return f"{SETTING_KEY} is off"
-    return _user_primary_key(db, user_model)[1] or "their table was declared without"
+    return _user_primary_key(user_model)[1] or "their table was declared without"
 
 
-def _user_primary_key(db: SQLAlchemy, model: t.Any
-                      ) -> tuple[sa.Column[t.Any] | None, str | None]:
+def _user_primary_key(model: t.Any) -> tuple[sa.Column[t.Any] | None, str | None]:
     if model is None:
         return None, "the adapter names no user_model"
     table = getattr(model, "__table__", None)
     if not isinstance(table, sa.Table):
         return None, f"{getattr(model, '__name__', model)!r} is not a mapped table"
-    if not _read_from_the_default_engine(db, table.metadata):
-        return None, f"the {table.name!r} table is not on the default bind of the same db"
     key = list(table.primary_key.columns)
     if len(key) != 1:
         return None, f"the {table.name!r} table's primary key is not one column"
     return key[0], None
-
-
-def _read_from_the_default_engine(db: SQLAlchemy, metadata: sa.MetaData) -> bool:
-    """Whether ``db.session`` reads a table of ``metadata`` from ``db``'s default engine:
-    ``db``'s own default metadata, or one that names no bind (the user model of a framework
-    with its own declarative base on the same engine: Flask-AppBuilder's ``ab_user``), not
-    another bind's."""
-    if metadata is db.metadata:
-        return True
-    return (all(own is not metadata for own in db.metadatas.values())
-            and metadata.info.get("bind_key") is None)
 
 
 def referenced_column(identity_table: sa.Table) -> sa.Column[t.Any] | None:

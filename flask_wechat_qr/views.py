@@ -47,6 +47,7 @@ from .flow import Callback, Failed, LoggedIn, NeedsProfile, Outcome, PendingLogi
 from .i18n import LazyText, qr_page_lang, register_template_globals
 from .i18n import lazy_gettext as _l
 from .login_state import BusinessParams, LoginData, browser_key
+from .models import engine_of
 from .runtime import current_runtime, find_runtime
 from .session_cookie import cookie_scope, misses_callback
 from .settings import OFFICIAL_ACCOUNT, WEBSITE_APP
@@ -111,7 +112,8 @@ def before_login_request() -> None:
         request.query_string.decode()
     except UnicodeDecodeError:
         raise InvalidRequest() from None
-    restore_sqlite_trigger(runtime.db.engine, runtime.models.Identity.__table__)
+    identities = runtime.models.Identity.__table__
+    restore_sqlite_trigger(engine_of(runtime.db, identities), identities)
 
 
 # --- starting a login ----------------------------------------------------------------------

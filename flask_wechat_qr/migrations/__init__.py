@@ -31,6 +31,7 @@ from flask import Flask, current_app
 
 from ..column_types import MYSQL_DIALECTS
 from ..errors import WeChatQRError
+from ..models import bind_key_of, engine_of
 from ..runtime import find_runtime
 from ..user_key import USER_KEY
 from . import foreign_key as _foreign_key
@@ -59,6 +60,7 @@ __all__ = [
     "head_revision",
     "host_include_object",
     "is_known_revision",
+    "left_on_the_default_bind",
     "revision",
     "schema_status",
     "stamp",
@@ -155,10 +157,8 @@ def host_include_object(obj: t.Any, name: str | None, type_: str, reflected: boo
 
 
 def engine_for(runtime: Runtime) -> sa.Engine:
-    """The engine of the extension's tables (the host's default bind, or the bind of the
-    metadata they were declared on)."""
-    bind_key = runtime.models.Identity.__table__.metadata.info.get("bind_key")
-    return runtime.db.engines[bind_key]
+    """The engine of the extension's tables (those of the user table's bind)."""
+    return engine_of(runtime.db, runtime.models.Identity.__table__)
 
 
 def alembic_config(connection: sa.Connection | None = None,
@@ -248,6 +248,10 @@ def upgrade(app: Flask | None = None, revision: str = "head", *,
     """
     from alembic import command
 
+    with _app_context(app) as runtime:
+        moved_to = None if sql else _left_behind(runtime)
+    if moved_to is not None:
+        raise MigrationError(_left_behind_message(moved_to))
     with _app_context(app) as runtime, _locked_connection(engine_for(runtime)) as connection:
         before = _current(connection)
         if sql:
@@ -277,6 +281,52 @@ def upgrade(app: Flask | None = None, revision: str = "head", *,
                 f"{after}, but the identities' foreign key to your users could not be added: "
                 f"the database refused it ({_first_line(error)}). {_AGAIN}") from error
         return UpgradeResult(before, after, adopted, status)
+
+
+def left_on_the_default_bind(app: Flask | None = None) -> str | None:
+    """The bind of the extension's tables (the user table's) when its database has no
+    linked WeChat account yet and the default bind's database has some: where earlier
+    development versions put the tables. Made anew on the bind (or found there empty), they leave
+    those accounts unread, and every WeChat user would get a new account. ``None``
+    otherwise (the usual case: one bind)."""
+    with _app_context(app) as runtime:
+        return _left_behind(runtime)
+
+
+def _left_behind(runtime: Runtime) -> str | None:
+    table = runtime.models.Identity.__table__
+    key = bind_key_of(table)
+    engines = runtime.db.engines
+    if key is None or None not in engines or engines[None].url == engines[key].url:
+        return None
+    if _has_rows(engines[key], table.name) or not _has_rows(engines[None], table.name):
+        return None
+    return key
+
+
+def _has_rows(engine: sa.Engine, name: str) -> bool:
+    """Whether the database has the table ``name`` with a row in it."""
+    with engine.connect() as connection:
+        return bool(sa.inspect(connection).has_table(name) and connection.execute(
+            sa.select(sa.literal(1)).select_from(sa.table(name)).limit(1)).first())
+
+
+def left_behind_fix(bind_key: str) -> str:
+    """How to move the extension's tables to the user table's bind."""
+    return (f"move the wechat_qr_* tables (wechat_qr_alembic_version too, not the "
+            f"sandbox's) with their rows from the default bind's database to the "
+            f"{bind_key!r} bind's, your user table's (drop any empty ones there first), "
+            "then run `flask wechat-qr db upgrade`, which adds the identities' foreign key "
+            "to your users")
+
+
+def _left_behind_message(bind_key: str) -> str:
+    return ("The extension's tables live with your user table, on the bind "
+            f"{bind_key!r}, whose database has no linked WeChat account yet; your default "
+            "bind's database has the accounts linked so far (earlier development versions "
+            "of Flask-WeChat-QR put its tables there). Upgrading now would leave them "
+            "unread, and every WeChat user would get a new account. Nothing was changed. "
+            f"Fix: {left_behind_fix(bind_key)}.")
 
 
 class _Progress:

@@ -139,7 +139,7 @@ def _applicable(connection: sa.Connection, runtime: Runtime) -> ForeignKeyStatus
     user_column = referenced_column(table)
     if user_column is None:
         return ForeignKeyStatus("off", why_no_foreign_key(
-            runtime.db, runtime.adapter.user_model, runtime.settings.user_foreign_key))
+            runtime.adapter.user_model, runtime.settings.user_foreign_key))
     user_table = user_column.table
     detail = f"{user_table.name}.{user_column.name}"
     inspector = sa.inspect(connection)
