@@ -146,8 +146,8 @@ def _logged_in(outcome: LoggedIn) -> BaseResponse:
     given ``next`` as the redirect would go there (inside the app's mount point)."""
     next_url = under_mount_point(outcome.next_url, request.script_root)
     if not outcome.repeated:
-        for _receiver, result in signals.login_succeeded.send(
-            signals.sender(), user=outcome.user, identity=outcome.identity,
+        for _receiver, result in signals.send(
+            signals.login_succeeded, user=outcome.user, identity=outcome.identity,
             connection=outcome.connection, created_user=outcome.created_user,
             new_identity=outcome.new_identity, next_url=next_url,
         ):
@@ -207,7 +207,7 @@ def deliver_id_token(connection: ConnectionSettings, user: User, identity: Ident
         token_id=token_id,
         issued_at=issued_at,
     )
-    signals.id_token_issued.send(signals.sender(), user=user, connection=connection, claims=claims)
+    signals.send(signals.id_token_issued, user=user, connection=connection, claims=claims)
     fields = {"id_token": token}
     if business.get("state"):
         fields["state"] = business["state"]
@@ -235,8 +235,8 @@ def error_response(error: LoginError, connection: ConnectionSettings | None,
     # ``next`` its URL asked for.
     asked = login.next_url if login is not None else _next_asked()
     next_url = under_mount_point(asked, request.script_root) if asked else None
-    for _receiver, result in signals.login_failed.send(
-            signals.sender(), error=error, connection=connection, next_url=next_url):
+    for _receiver, result in signals.send(
+            signals.login_failed, error=error, connection=connection, next_url=next_url):
         if isinstance(result, BaseResponse):
             return result, result.status_code
     if connection is not None and connection.callback_url and login is not None \

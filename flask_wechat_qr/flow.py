@@ -455,9 +455,9 @@ class LoginFlow:
                 self._refresh_if_stale(connection, resolution, committed.token)
             return outcome
         if resolution.new_identity:
-            signals.identity_linked.send(signals.sender(), user=resolution.user,
-                                         identity=resolution.identity, connection=connection,
-                                         via="link")
+            signals.send(signals.identity_linked, user=resolution.user,
+                         identity=resolution.identity, connection=connection,
+                         via="link")
         return Linked(connection, resolution.user, resolution.identity,
                       login.next_url or self.settings.post_login_url, login)
 
@@ -500,8 +500,8 @@ class LoginFlow:
         another request of it ended first, this one ends as :meth:`_as_ended` says."""
         if _record_failure(states, state, type(error).__name__, login):
             if isinstance(error, LoginRefused) and error.openid:
-                signals.login_refused.send(signals.sender(), connection=connection,
-                                           openid=error.openid)
+                signals.send(signals.login_refused, connection=connection,
+                             openid=error.openid)
             return Failed(error, connection, login)
         other = self._as_ended(connection, states.ending(state), login, started)
         return Failed(error, connection, login) if other is None else other
@@ -604,8 +604,8 @@ class LoginFlow:
             resolution = self._in_transaction(
                 lambda: self.bindings.create_account(pending.connection, pending.binding_id))
         except LoginRefused as refused:
-            signals.login_refused.send(signals.sender(), connection=pending.connection,
-                                       openid=refused.openid or pending.row.openid)
+            signals.send(signals.login_refused, connection=pending.connection,
+                         openid=refused.openid or pending.row.openid)
             raise
         return self._finish_binding(pending, resolution)
 
@@ -705,22 +705,21 @@ class LoginFlow:
     def _tell_created_and_linked(connection: ConnectionSettings,
                                  resolution: Resolution) -> None:
         """``user_created`` and ``identity_linked``, for what the login committed."""
-        app = signals.sender()
         if resolution.created_user:
-            signals.user_created.send(app, user=resolution.user, identity=resolution.identity,
-                                      connection=connection)
+            signals.send(signals.user_created, user=resolution.user,
+                         identity=resolution.identity, connection=connection)
         if resolution.new_identity:
-            signals.identity_linked.send(app, user=resolution.user,
-                                         identity=resolution.identity, connection=connection,
-                                         via=resolution.via)
+            signals.send(signals.identity_linked, user=resolution.user,
+                         identity=resolution.identity, connection=connection,
+                         via=resolution.via)
 
     def unlink(self, connection: ConnectionSettings, user: User) -> list[Identity]:
         """Unlink ``user``'s WeChat of ``connection`` (never their last way in): its
         identity of each app, each told to ``identity_unlinked``."""
         identities = self._in_transaction(lambda: self.policy.unlink(connection, user))
         for identity in identities:
-            signals.identity_unlinked.send(signals.sender(), user=user, identity=identity,
-                                           connection=connection)
+            signals.send(signals.identity_unlinked, user=user, identity=identity,
+                         connection=connection)
         return identities
 
     def _transaction_of(self, states: LoginStates) -> Connection:

@@ -218,9 +218,9 @@ class ProfileRefresher:
         if identity is None:
             return False  # unlinked meanwhile
         user = self.adapter.load_user(identity.user_id)
-        signals.profile_refreshed.send(signals.sender(), user=user, identity=identity,
-                                       profile=self.policy.as_kept(profile),
-                                       connection=connection)
+        signals.send(signals.profile_refreshed, user=user, identity=identity,
+                     profile=self.policy.as_kept(profile),
+                     connection=connection)
         return True
 
     def _work(self) -> None:

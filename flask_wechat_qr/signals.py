@@ -3,7 +3,9 @@
 Connect with ``signal.connect_via(app)`` or ``signal.connect``. A receiver of
 :data:`login_succeeded` may return a response; the callback then returns it instead of
 redirecting (as Flask-Dance's ``oauth_authorized`` does). So may one of
-:data:`login_failed`, instead of the error page.
+:data:`login_failed`, instead of the error page. A receiver may be a coroutine function
+(``async def``), as Flask's own signals' may: :func:`send` runs it through the app's
+``ensure_sync`` (Flask's ``async`` extra).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from blinker import Namespace
 from flask import current_app
 
 if t.TYPE_CHECKING:
+    from blinker import NamedSignal
     from flask import Flask
     from werkzeug.local import LocalProxy
 
@@ -25,6 +28,14 @@ def sender() -> Flask:
     with (and what a receiver's ``connect_via(app)`` compares)."""
     # Flask types current_app as the app; it is the proxy in front of it.
     return t.cast("LocalProxy[Flask]", current_app)._get_current_object()
+
+
+def send(signal: NamedSignal, **kwargs: t.Any) -> list[tuple[t.Callable[..., t.Any], t.Any]]:
+    """Send ``signal`` from the current app as Flask sends its own: an ``async def``
+    receiver runs through ``app.ensure_sync`` (Blinker alone refuses it, "Cannot send to a
+    coroutine function", a 500 after the login was committed); each receiver's result."""
+    app = sender()
+    return signal.send(app, _async_wrapper=app.ensure_sync, **kwargs)
 
 
 #: A WeChat login finished and the user is logged in.

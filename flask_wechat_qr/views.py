@@ -415,9 +415,9 @@ def _bind_page(pending: PendingLogin, problem: str | LazyText | None = None,
 
 def _binding_failed(pending: PendingLogin, reason: str, address: str) -> None:
     """Tell the signal, with the username tried: a site can warn that account's owner."""
-    signals.binding_failed.send(signals.sender(), connection=pending.connection, reason=reason,
-                                address=address,
-                                username=request.form.get("username", "")[:200])
+    signals.send(signals.binding_failed, connection=pending.connection, reason=reason,
+                 address=address,
+                 username=request.form.get("username", "")[:200])
 
 
 def _respond(outcome: Outcome) -> BaseResponse:
