@@ -561,6 +561,15 @@ def entered_in_another_thread(enter: t.Callable[[], t.Any]) -> t.Iterator[t.Any]
         thread.join(10)
 
 
+def in_a_worker_thread(work: t.Callable[[], t.Any]) -> t.Any:
+    """``work()`` in a thread of its own, as a server's worker thread runs requests: its
+    result, or its exception raised here. For async sites: Playwright's sync API, alive in
+    this process once a browser test ran, keeps an event loop running in the main thread,
+    where asgiref's ``AsyncToSync`` (Flask's ``ensure_sync``) refuses to run."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(work).result(timeout=120)
+
+
 def in_forked_child(check: t.Callable[[], bool], within: float = 10) -> int | None:
     """Fork (a gunicorn worker of a ``--preload`` master, say); the child runs ``check`` and
     exits 0 if it held, 2 if not, 1 if it raised, never returning into pytest. The child's

@@ -12,6 +12,7 @@ from support import (
     UNIONID,
     all_users,
     finish_login,
+    in_a_worker_thread,
     logged_in_user_id,
     login_with_wechat,
     start_login,
@@ -192,7 +193,6 @@ def test_a_login_failed_receiver_response_replaces_the_error_page(
     assert forged.status_code == 400 and "<h1" in forged.get_data(as_text=True)
 
 
-
 def test_async_receivers_run_as_with_flasks_own_signals(app: t.Any, client: t.Any,
                                                         wechat_api: t.Any) -> None:
     """An async site's receivers (``async def``, Flask's ``async`` extra) run, and their
@@ -212,18 +212,23 @@ def test_async_receivers_run_as_with_flasks_own_signals(app: t.Any, client: t.An
         seen.append(type(error).__name__)
         return redirect("/app/login?wechat_error=1")
 
-    with signals.user_created.connected_to(created, sender=app), \
-            signals.login_succeeded.connected_to(welcome, sender=app), \
-            signals.login_failed.connected_to(to_the_spa, sender=app):
+    def logins() -> tuple[t.Any, t.Any, t.Any]:
         first = login_with_wechat(client, wechat_api, next="/account")
         second = login_with_wechat(client, wechat_api, next="/account")
         state = start_login(client)
-        cancelled = client.get("/auth/wechat/callback", query_string={"state": state})
+        return first, second, client.get("/auth/wechat/callback",
+                                         query_string={"state": state})
+
+    with signals.user_created.connected_to(created, sender=app), \
+            signals.login_succeeded.connected_to(welcome, sender=app), \
+            signals.login_failed.connected_to(to_the_spa, sender=app):
+        first, second, cancelled = in_a_worker_thread(logins)
     assert (first.status_code, first.headers["Location"]) == (302, "/welcome")
     assert (second.status_code, second.headers["Location"]) == (302, "/account")
     assert cancelled.headers["Location"] == "/app/login?wechat_error=1"
     assert seen == [f"created {all_users(app)[0].id}", "succeeded", "succeeded",
                     "LoginCancelled"]
+
 
 def test_signals_are_scoped_to_their_app(make_app: t.Any, wechat_api: t.Any) -> None:
     app = make_app()

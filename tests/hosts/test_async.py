@@ -8,7 +8,7 @@ import typing as t
 from pathlib import Path
 
 from flask import Flask
-from support import find_tags, logged_in_user_id
+from support import find_tags, in_a_worker_thread, logged_in_user_id
 from werkzeug.security import generate_password_hash
 
 from .browse import Browser, assert_no_server_error, wechat_login
@@ -27,6 +27,10 @@ def test_an_async_site_and_its_async_receivers(tmp_path: Path) -> None:
     returning one where it started; the async account page lists and unlinks the WeChat.
     Before, Blinker refused the async receivers ("Cannot send to a coroutine function"):
     every login of such a site was a 500, after the new user had been committed."""
+    in_a_worker_thread(lambda: an_async_sites_journey(tmp_path))
+
+
+def an_async_sites_journey(tmp_path: Path) -> None:
     app = build(tmp_path)
     browser = Browser(app)
     page = wechat_login(browser, "zhangsan")
