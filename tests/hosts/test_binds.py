@@ -16,6 +16,7 @@ from support import (
     POSTGRES_URL_VARIABLE,
     REQUIRE_POSTGRES_VARIABLE,
     Database,
+    dispose_engines,
     find_tags,
     logged_in_user_id,
 )
@@ -62,11 +63,7 @@ def site(request: pytest.FixtureRequest, tmp_path: t.Any) -> t.Iterator[Site]:
         yield Site(build)
     finally:
         for app in apps:
-            with app.app_context():
-                db = app.extensions["sqlalchemy"]
-                db.session.remove()
-                for engine in db.engines.values():
-                    engine.dispose()
+            dispose_engines(app)
         for database in databases.values():
             database.drop()
 

@@ -14,7 +14,14 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
-from support import ROOT, STRONG_KEY, error_name, find_tags, logged_in_user_id
+from support import (
+    ROOT,
+    STRONG_KEY,
+    dispose_engines,
+    error_name,
+    find_tags,
+    logged_in_user_id,
+)
 
 from flask_wechat_qr.errors import ConfigurationError
 
@@ -37,11 +44,7 @@ def dispose() -> t.Iterator[t.Callable[[Flask], Flask]]:
 
     yield keep
     for app in apps:
-        with app.app_context():
-            db = app.extensions["sqlalchemy"]
-            db.session.remove()
-            for engine in db.engines.values():
-                engine.dispose()
+        dispose_engines(app)
 
 
 # --- (a) a required column the default adapter cannot fill --------------------------------
