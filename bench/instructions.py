@@ -141,7 +141,7 @@ def run_site(site: str, database_uri: str, wechat: Server, warmup: int, logins: 
                     browser.get(served.server.url() + COLLECT_PATH,
                                 timeout=TIMEOUT).raise_for_status()
                     if valgrind is not None:
-                        count_from_now(process.pid)
+                        count_from_now(process.pid, lambda: _switches(browser, served))
                     switches = -_switches(browser, served)
         switches += _switches(browser, served)
         process.stdin.close()
@@ -157,12 +157,38 @@ def run_site(site: str, database_uri: str, wechat: Server, warmup: int, logins: 
     return read_events(out) if valgrind is not None else {"switches": switches}
 
 
-def count_from_now(pid: int) -> None:
+#: Seconds between two requests that wake the site while ``vgdb`` waits for it to listen.
+WAKE_INTERVAL = 0.2
+
+
+def count_from_now(pid: int, wake: t.Callable[[], object]) -> None:
     """Turn on callgrind's instrumentation in the site's process (started without it: the
     interpreter's start-up and the warm-up run five times faster uninstrumented, and are in
-    neither run's count). ``vgdb`` reaches a process waiting on its socket."""
-    subprocess.run(["vgdb", f"--pid={pid}", "instrumentation", "on"], check=True,
-                   capture_output=True, timeout=TIMEOUT * 5)
+    neither run's count), with ``vgdb``, while ``wake()`` sends the site a request: valgrind
+    hears vgdb only while the process runs. Forcing it to, in a process waiting on its
+    socket, takes ptrace, which many machines refuse a sibling process (Yama's
+    ``ptrace_scope`` 1, Ubuntu's default, for a user; a container without
+    ``CAP_SYS_PTRACE``): there vgdb waited for ever, and the run with it. Every run turns the
+    instrumentation on in the same small request (the site's thread-switch count), so the
+    two runs' difference holds the counted logins alone."""
+    vgdb = subprocess.Popen(["vgdb", f"--pid={pid}", "instrumentation", "on"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(int(TIMEOUT / WAKE_INTERVAL)):
+            wake()
+            try:
+                _, error = vgdb.communicate(timeout=WAKE_INTERVAL)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        else:
+            raise RuntimeError(f"vgdb did not reach the site's process {pid} in {TIMEOUT} s")
+    finally:
+        if vgdb.poll() is None:
+            vgdb.kill()
+            vgdb.communicate()
+    if vgdb.returncode != 0:
+        raise RuntimeError(f"vgdb could not turn callgrind's instrumentation on: {error}")
 
 
 def _switches(browser: requests.Session, served: Site) -> int:
@@ -264,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--warmup must be at least {2 * len(RETURNING_PEOPLE)}, --logins at "
                      "least 1")
     valgrind = None if args.no_valgrind else [
-        "valgrind", "--tool=callgrind", "--instr-atstart=no",
+        "valgrind", "--tool=callgrind", "--instr-atstart=no", "--vgdb=yes",
         f"--cache-sim={'yes' if args.cache else 'no'}"]
     users = ("returning", "new") if args.users == "both" else (args.users,)
     results: dict[tuple[str, str], dict[str, float]] = {}
