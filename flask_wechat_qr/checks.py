@@ -34,6 +34,7 @@ from .settings import (
     Settings,
     configured_issuer,
 )
+from .signals import unrunnable_async_receivers
 from .site_routes import other_subdomains, routes_subdomain
 from .urls import (
     WECHAT_API_BASE_URL,
@@ -222,6 +223,9 @@ class Deployment:
     other_subdomains: tuple[str, ...] = ()
     #: the session cookie's path and domain, as the app's session interface sets them
     session_cookie: CookieScope = CookieScope("/", None)
+    #: the extension's signals with an ``async def`` receiver the app cannot run (no
+    #: asgiref, Flask's ``async`` extra)
+    unrunnable_async_receivers: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, app: Flask, settings: Settings, base_url: str | None = None,
@@ -240,7 +244,8 @@ class Deployment:
                    page_render_error=page_render_error(app, settings, base),
                    subdomain=routes_subdomain(app),
                    other_subdomains=tuple(other_subdomains(app)),
-                   session_cookie=cookie_scope(app))
+                   session_cookie=cookie_scope(app),
+                   unrunnable_async_receivers=tuple(unrunnable_async_receivers(app)))
 
     @property
     def simulated(self) -> t.Literal["in-app", "standalone"] | None:
@@ -1275,6 +1280,21 @@ def check_pages_render(deployment: Deployment) -> t.Iterator[Finding]:
         "layout that needs nothing (docs: templates)")
 
 
+def check_async_receivers(deployment: Deployment) -> t.Iterator[Finding]:
+    """An ``async def`` receiver of the extension's signals runs through Flask's ``async``
+    extra (asgiref), as those of Flask's own signals do: without it, sending the signal
+    raises, after the login it tells of was committed."""
+    names = deployment.unrunnable_async_receivers
+    if not names:
+        return
+    yield problem(
+        f"an async def receiver is connected to {_and(list(names))}, and Flask's async "
+        "extra (asgiref) is not installed: each login that sends it ends on a 500 page "
+        "after it was committed (the person logged in, later receivers not run)",
+        "install Flask with its async extra (pip install \"flask[async]\"), or make the "
+        "receivers plain functions")
+
+
 def _split_domain(text: str) -> SplitResult:
     return urlsplit(text if "://" in text else "//" + text)
 
@@ -1311,6 +1331,7 @@ DEPLOYMENT_CHECKS: tuple[Check, ...] = (
     check_qr_frame_allowed,
     check_login_view,
     check_pages_render,
+    check_async_receivers,
 )
 
 

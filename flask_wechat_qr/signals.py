@@ -10,14 +10,15 @@ redirecting (as Flask-Dance's ``oauth_authorized`` does). So may one of
 
 from __future__ import annotations
 
+import importlib
 import typing as t
+from inspect import iscoroutinefunction
 
 from blinker import Namespace
-from flask import current_app
+from flask import Flask, current_app
 
 if t.TYPE_CHECKING:
     from blinker import NamedSignal
-    from flask import Flask
     from werkzeug.local import LocalProxy
 
 _signals = Namespace()
@@ -36,6 +37,23 @@ def send(signal: NamedSignal, **kwargs: t.Any) -> list[tuple[t.Callable[..., t.A
     coroutine function", a 500 after the login was committed); each receiver's result."""
     app = sender()
     return signal.send(app, _async_wrapper=app.ensure_sync, **kwargs)
+
+
+def unrunnable_async_receivers(app: Flask) -> list[str]:
+    """The names of the extension's signals with an ``async def`` receiver for ``app`` that
+    ``app`` cannot run: Flask's ``async`` extra (asgiref) is not installed, and the app runs
+    coroutines Flask's own way (its ``ensure_sync`` and ``async_to_sync`` not overridden).
+    Sending such a signal raises ("Install Flask with the 'async' extra"), after the login
+    it tells of was committed (``flask wechat-qr check`` says so first)."""
+    if (type(app).ensure_sync is not Flask.ensure_sync
+            or type(app).async_to_sync is not Flask.async_to_sync):
+        return []
+    try:
+        importlib.import_module("asgiref.sync")
+    except ImportError:
+        return [name for name, signal in sorted(_signals.items())
+                if any(map(iscoroutinefunction, signal.receivers_for(app)))]
+    return []
 
 
 #: A WeChat login finished and the user is logged in.

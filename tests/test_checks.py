@@ -9,6 +9,7 @@ these tests run on SQLite only.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import typing as t
 from datetime import timedelta
 
@@ -960,3 +961,32 @@ def test_a_session_lifetime_shorter_than_a_login_is_a_warning(
     assert finding.what.startswith(
         f"PERMANENT_SESSION_LIFETIME is {seconds:g} seconds, less than WECHAT_QR_STATE_TTL "
         "(600 seconds)"), finding.what
+
+
+# --- async receivers of the extension's signals --------------------------------------------
+
+
+def test_an_async_receiver_without_flasks_async_extra_is_a_problem(
+        site: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An ``async def`` receiver runs through Flask's ``async`` extra (asgiref). Without it
+    the signal's send raises, after its login was committed: a 500 for a person who is
+    logged in, the site's later receivers not run, and ``check`` said nothing."""
+    from flask_wechat_qr import signals
+
+    async def welcome(sender: Flask, **extra: t.Any) -> None:
+        return None
+
+    def audit(sender: Flask, **extra: t.Any) -> None:
+        return None
+
+    with signals.login_succeeded.connected_to(welcome, sender=site), \
+            signals.user_created.connected_to(audit, sender=site):
+        healthy(deploy(site))  # asgiref is installed (the test extra)
+        monkeypatch.setitem(sys.modules, "asgiref.sync", None)  # as if it were not
+        deployment = deploy(site)
+        [found] = run_checks(deployment).problems
+        assert found in list(checks.check_async_receivers(deployment))
+        assert "wechat-qr-login-succeeded" in found.what
+        assert "user-created" not in found.what  # a plain function runs anyway
+        assert 'pip install "flask[async]"' in found.fix
+    healthy(deploy(site))  # no async receiver: nothing to run
