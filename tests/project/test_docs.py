@@ -239,6 +239,49 @@ def test_every_route_is_in_the_routes_table(tmp_path: Path) -> None:
         assert f"``{endpoint}``" in text, f"{endpoint} is not in docs/login-flow.rst"
 
 
+def test_the_routes_table_gives_each_routes_url_and_method(tmp_path: Path) -> None:
+    """The URL (at the default prefix) and the method each row states are the rule's."""
+    app = make_test_app(tmp_path)
+    rules = {rule.endpoint: rule for rule in app.url_map.iter_rules()}
+    rows = re.findall(r"^ *\* - ``(wechat_qr\.\w+)``\n +- ``(?:(POST) )?(/[^`]*)``",
+                      page("login-flow"), re.M)
+    assert {endpoint for endpoint, _, _ in rows} == {
+        endpoint for endpoint in rules if endpoint.startswith("wechat_qr.")}
+    for endpoint, post, url in rows:
+        rule = rules[endpoint]
+        assert rule.rule == url, f"{endpoint}: the table says {url}, the app {rule.rule}"
+        methods = (rule.methods or set()) - {"HEAD", "OPTIONS"}
+        assert methods == {"POST"} if post else "GET" in methods, (endpoint, methods)
+
+
+def _documented_texts() -> str:
+    return "\n".join([*(path.read_text(encoding="utf-8") for path in DOCS.glob("*.rst")),
+                      (ROOT / "README.rst").read_text(encoding="utf-8")])
+
+
+def test_every_setting_the_docs_name_exists() -> None:
+    """A ``WECHAT_QR_*`` name in the docs is a setting (not a renamed or made-up one), but
+    for the test suite's own variables and the typo the configuration page warns about."""
+    known = {row.key for row in SETTINGS} | {"WECHAT_QR_APPID"}
+    named = set(re.findall(r"\bWECHAT_QR_[A-Z0-9_]*[A-Z0-9]", _documented_texts()))
+    unknown = {name for name in named - known if not name.startswith("WECHAT_QR_TEST_")}
+    assert not unknown, f"the docs name settings that do not exist: {sorted(unknown)}"
+
+
+def test_every_route_of_the_example_site_is_documented(
+        make_site: t.Callable[..., t.Any]) -> None:
+    """The example site's own routes (its business front end's included) are contract the
+    docs describe: each URL is named in them."""
+    app = make_site(WECHAT_QR_SANDBOX=True)
+    text = _documented_texts()
+    urls = sorted(rule.rule for rule in app.url_map.iter_rules()
+                  if rule.endpoint.split(".")[0] in ("site", "business") and rule.rule != "/")
+    assert "/api/me" in urls and "/business/" in urls
+    missing = [url for url in urls if not re.search(rf"``(?:[A-Z]+ )?{re.escape(url)}[`?]",
+                                                    text)]
+    assert not missing, f"the example site's routes missing from the docs: {missing}"
+
+
 # --- the examples --------------------------------------------------------------------
 
 
