@@ -38,7 +38,7 @@ from .errors import (
     NotLoggedIn,
     StateError,
 )
-from .flow import Linked, LoggedIn, NeedsBinding, Outcome
+from .flow import Linked, LoggedIn, NeedsBinding, Outcome, failure_posted_to_business
 from .frame_policy import with_frame_ancestors
 from .runtime import current_runtime
 from .settings import configured_issuer
@@ -239,8 +239,8 @@ def error_response(error: LoginError, connection: ConnectionSettings | None,
             signals.login_failed, error=error, connection=connection, next_url=next_url):
         if isinstance(result, BaseResponse):
             return result, result.status_code
-    if connection is not None and connection.callback_url and login is not None \
-            and login.link_user is None:
+    if failure_posted_to_business(connection, login):
+        assert connection is not None and login is not None  # what it just checked
         code = next((value for kind, value in CALLBACK_URL_ERRORS.items()
                      if isinstance(error, kind)), None)
         if code is not None:

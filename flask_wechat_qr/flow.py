@@ -279,7 +279,7 @@ class LoginFlow:
         states = self.login_states[connection.identifier]
         outcome = self._finish(connection, states, callback)
         if (isinstance(outcome, Failed) and type(outcome.error) is LoginCancelled
-                and callback.state and not _told_business(connection, outcome.login)):
+                and callback.state and not failure_posted_to_business(connection, outcome.login)):
             states.remember_cancelled(callback.state, outcome.login or LoginData())
         return outcome
 
@@ -293,7 +293,7 @@ class LoginFlow:
             login = states.take(state, callback.browser)
         except StateError:
             cancelled = states.cancelled_here(state)
-            if cancelled is not None and not _told_business(connection, cancelled):
+            if cancelled is not None and not failure_posted_to_business(connection, cancelled):
                 # This browser's cancelled login, its page reloaded: the same page.
                 return Failed(LoginCancelled(), connection, cancelled)
             ending = states.ending(state)
@@ -807,11 +807,13 @@ def _database_reason(error: DBAPIError | FlushError) -> str:
     return f"{type(refusal).__name__}: {line}"
 
 
-def _told_business(connection: ConnectionSettings, login: LoginData | None) -> bool:
+def failure_posted_to_business(connection: ConnectionSettings | None,
+                               login: LoginData | None) -> bool:
     """Whether a failure of ``login`` is posted to the connection's business callback URL
-    (a login for it, not a link: see :func:`.delivery.error_response`), not shown on this
-    site's page."""
-    return bool(connection.callback_url) and login is not None and login.link_user is None
+    (a login for it, not a link: :func:`.delivery.error_response` posts it), not shown on
+    this site's page."""
+    return (connection is not None and bool(connection.callback_url) and login is not None
+            and login.link_user is None)
 
 
 def _record_failure(states: LoginStates, state: str, error: str, login: LoginData) -> bool:

@@ -468,7 +468,7 @@ class LoginStates:
                 # Full, as many networks' scripts can make it: a login long only for its
                 # next goes on without it (to the post-login page) rather than not at all.
                 data = replace(login, next_url=None).to_json()
-                if len(json.dumps(data, separators=(",", ":"))) > MAX_INLINE_STATE_DATA:
+                if not _fits_inline(data):
                     raise
                 log.warning("too many logins with long data are waiting: a login goes on "
                             "without its next")
@@ -525,7 +525,7 @@ class LoginStates:
         over http cannot tell this browser from another. A ``next`` too long for the cookie
         is left out (the try goes to the post-login page)."""
         kept = LoginData(next_url=login.next_url, link_user=login.link_user).to_json()
-        if len(json.dumps(kept, separators=(",", ":"))) > MAX_INLINE_STATE_DATA:
+        if not _fits_inline(kept):
             kept = LoginData(link_user=login.link_user).to_json()
         session[CANCELLED_KEY] = {"state": self.prefix + state, "app": self.app_id,
                                   "data": kept}
@@ -619,6 +619,12 @@ def _parked_key(marker: dict[str, t.Any], key: str) -> str:
     """Where a state's parked data is (markers of earlier versions park under the key)."""
     parked = marker.get("parked")
     return parked if isinstance(parked, str) and parked.startswith(PARKED) else key
+
+
+
+def _fits_inline(data: dict[str, t.Any]) -> bool:
+    """Whether a login's data is small enough to ride in the session cookie."""
+    return len(json.dumps(data, separators=(",", ":"))) <= MAX_INLINE_STATE_DATA
 
 
 def _marker_expiry(marker: t.Any) -> float:
