@@ -1145,6 +1145,24 @@ def each_code_once(api: WeChatAPI) -> list[str]:
     return codes
 
 
+def meeting(api: WeChatAPI, path: str, parties: int, answer: t.Callable[[t.Any], t.Any],
+            timeout: float = 10) -> threading.Barrier:
+    """WeChat's API at ``path`` holds each request until ``parties`` of them are there (a
+    race forced, not hoped for), then answers ``answer(request)``. Check the barrier is
+    not ``broken`` afterwards: else the requests did not really meet."""
+    gate = threading.Barrier(parties, timeout=timeout)
+
+    def meet(request: t.Any) -> t.Any:
+        try:
+            gate.wait()
+        except threading.BrokenBarrierError:
+            pass
+        return answer(request)
+
+    answer_with(api, path, meet)
+    return gate
+
+
 def browser_copy(app: Flask, client: t.Any) -> t.Any:
     """A second connection of the same browser: same cookies (WeChat's second redirect
     arrives with the cookie from before the first one's answer)."""

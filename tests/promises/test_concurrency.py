@@ -36,6 +36,7 @@ from support import (
     log_in,
     logged_in_user_id,
     max_waiting_requests,
+    meeting,
     pending_rows,
     recording,
     start_login,
@@ -44,24 +45,6 @@ from support import (
     wechat_body,
     with_csrf_token_route,
 )
-
-
-def meeting(api: WeChatAPI, path: str, parties: int, answer: t.Callable[[t.Any], t.Any],
-             timeout: float = 10) -> threading.Barrier:
-    """WeChat's API at ``path`` holds each request until ``parties`` of them are there (a
-    race forced, not hoped for), then answers ``answer(request)``. Check the barrier is
-    not ``broken`` afterwards: else the requests did not really meet."""
-    gate = threading.Barrier(parties, timeout=timeout)
-
-    def meet(request: t.Any) -> t.Any:
-        try:
-            gate.wait()
-        except threading.BrokenBarrierError:
-            pass
-        return answer(request)
-
-    answer_with(api, path, meet)
-    return gate
 
 
 def callbacks_at_once(state: str, *clients_and_codes: tuple[t.Any, str]) -> list[t.Any]:
