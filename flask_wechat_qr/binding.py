@@ -31,6 +31,7 @@ from .i18n import lazy_gettext as _l
 from .models import engine_of
 from .purge import PurgeSchedule, delete_expired
 from .storable import storable
+from .transactions import committed
 
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
@@ -197,22 +198,30 @@ class PendingBindings:
         account = account_key(self.policy.adapter.login_key(username))
         now = time.time()
         since = now - self.settings.bind_block_seconds
-        # Attempts older than the window count no more: a batch of them goes (bounded, so a
-        # flood of old attempts never lands on one person's request).
-        delete_expired(self.db.session, Attempt.__table__, Attempt.__table__.c.at, since)
-        attempt = Attempt(binding_id=binding_id, address=address, account=account, at=now)
-        self.db.session.add(attempt)
-        self.db.session.commit()
-        attempt_id = int(attempt.id)
-        per_binding, per_address, per_account = self.db.session.execute(
-            sa.select(
+
+        def count_attempt() -> int:
+            # Attempts older than the window count no more: a batch of them goes (bounded, so
+            # a flood of old attempts never lands on one person's request).
+            delete_expired(self.db.session, Attempt.__table__, Attempt.__table__.c.at, since)
+            attempt = Attempt(binding_id=binding_id, address=address, account=account, at=now)
+            self.db.session.add(attempt)
+            self.db.session.flush()
+            return int(attempt.id)
+
+        def counts() -> tuple[int, int, int]:
+            row = self.db.session.execute(sa.select(
                 count_where(Attempt.binding_id == binding_id),
                 count_where(Attempt.address == address),
                 count_where(Attempt.account == account),
             ).where(Attempt.at >= since,
                     sa.or_(Attempt.binding_id == binding_id, Attempt.address == address,
-                           Attempt.account == account))
-        ).one()
+                           Attempt.account == account))).one()
+            return int(row[0]), int(row[1]), int(row[2])
+
+        # Each step commits by itself (tried again where the database rolled it back for
+        # another person's attempt: SERIALIZABLE), the counts before the password is checked.
+        attempt_id = committed(self.db, count_attempt)
+        per_binding, per_address, per_account = committed(self.db, counts)
         # Every count includes this attempt.
         if (per_binding > self.settings.bind_attempts_per_binding
                 or per_address > self.settings.bind_attempts_per_address
@@ -233,8 +242,8 @@ class PendingBindings:
     def forget_attempt(self, attempt_id: int) -> None:
         """Uncount an attempt (blocked, or its credentials were right)."""
         Attempt = self.models.BindAttempt
-        self.db.session.execute(sa.delete(Attempt).where(Attempt.id == attempt_id))
-        self.db.session.commit()
+        committed(self.db, lambda: self.db.session.execute(
+            sa.delete(Attempt).where(Attempt.id == attempt_id)))
 
 
 #: Length of the ``address`` column: addresses are stored (and compared) cut to it.

@@ -64,7 +64,7 @@ from flask import session
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm.exc import FlushError
 
-from . import signals
+from . import signals, transactions
 from .association import BindingRequired, Resolution
 from .client import ProfileNotGranted
 from .errors import (
@@ -731,15 +731,22 @@ class LoginFlow:
         """Run ``work`` and commit once, at the end: a user is never created without its
         identity, and every write of a login costs one commit. Two first logins of one
         identity at the same moment meet the unique constraint on ``(connection, openid)``;
-        the loser rolls back and runs ``work`` again, finding the winner's row."""
-        for attempt in range(3):
+        the loser rolls back and runs ``work`` again, finding the winner's row.
+        A transaction the database rolled back for another one's sake (a serialization
+        failure, a deadlock: see :mod:`.transactions`) runs again after a pause, up to
+        :data:`~.transactions.CONFLICT_RETRIES` times; one whose connection the database
+        server closed (a restart) runs again once, on a new connection."""
+        refused = conflicts = 0
+        lost = False
+        while True:
             try:
                 result = work()
                 self._commit()
                 return result
             except IntegrityError as error:
                 self.db.session.rollback()
-                if attempt == 2:
+                refused += 1
+                if refused == 3:
                     raise AccountNotSaved(_database_reason(error)) from error
                 log.info("the database refused the login's changes (%s); trying again: "
                          "another request may have made the same identity",
@@ -751,23 +758,30 @@ class LoginFlow:
                 self.db.session.rollback()
                 raise AccountNotSaved(_database_reason(error), _OBJECT_ADVICE,
                                       said_by="SQLAlchemy") from error
+            except DBAPIError as error:
+                self.db.session.rollback()
+                if transactions.is_conflict(error):
+                    if conflicts == transactions.CONFLICT_RETRIES:
+                        raise AccountNotSaved(_database_reason(error),
+                                              _CONFLICT_ADVICE) from error
+                    conflicts += 1
+                    log.info("the database rolled the login back for another transaction's "
+                             "sake (%s); trying again", _database_reason(error))
+                    transactions.pause(conflicts)
+                elif error.connection_invalidated and not lost:
+                    lost = True
+                    log.warning("the database connection of a login was lost (%s); trying "
+                                "again on a new one (pool_pre_ping avoids this: docs, "
+                                "deploying)", _database_reason(error))
+                else:
+                    raise
             except BaseException:
                 self.db.session.rollback()
                 raise
-        raise AssertionError("unreachable")
 
     def _commit(self) -> None:
-        """Commit, keeping what the login loaded: the user and identity rows are what the
-        database now holds, and expiring them would make the next read of the user (Flask-Login
-        asks its id at once) cost a query per login. The session is this request's, and is
-        removed with it, so nothing stays stale longer."""
-        session = self.db.session()
-        expire = session.expire_on_commit
-        session.expire_on_commit = False
-        try:
-            session.commit()
-        finally:
-            session.expire_on_commit = expire
+        """Commit, keeping what the login loaded (:func:`.transactions.commit`)."""
+        transactions.commit(self.db)
 
 
 #: What to do about a value its column cannot hold (a ``DataError``).
@@ -776,6 +790,12 @@ _VALUE_ADVICE = (
     "wrong type) or a column the database requires got none: if the column is the user "
     "model's, make AccountAdapter.create_user fill it with a value that fits, or widen the "
     "column (docs: hooks, 'Creating users')")
+#: What to do about transactions the database keeps rolling back for others' sake.
+_CONFLICT_ADVICE = (
+    "Other transactions kept conflicting with the login's (serialization failures or "
+    "deadlocks) however often it was tried again: under a SERIALIZABLE isolation level every "
+    "login at the same moment may conflict with the others; READ COMMITTED (PostgreSQL's "
+    "default) or REPEATABLE READ (MariaDB's) is all the extension needs (docs: deploying)")
 #: What to do about objects the ORM cannot save (a ``FlushError``: a None in a relation).
 _OBJECT_ADVICE = (
     "The objects of the login could not be saved, before the database was asked: most often "

@@ -1,0 +1,91 @@
+"""The request's database session, as the extension shares it with its host.
+
+A login reads and writes through the host's Flask-SQLAlchemy session and commits once (see
+:mod:`.flow`); a few steps work on a connection of their own beside it (the purges, the
+record of a failed login, parked login data). Whatever the host configured for its
+database, this module keeps two promises:
+
+* Committing keeps what was loaded (:func:`commit`): the user Flask-Login holds is not read
+  again after a login commits.
+* Trying again cures what another transaction or a lost connection did to a login
+  (:func:`is_conflict`; SQLAlchemy's ``connection_invalidated``): serialization failures
+  (PostgreSQL under ``SERIALIZABLE`` and ``REPEATABLE READ``), deadlocks (MariaDB and MySQL
+  under ``SERIALIZABLE``), and a connection the database server closed (a restart, a
+  failover) without ``pool_pre_ping``.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import typing as t
+
+from sqlalchemy.exc import DBAPIError
+
+if t.TYPE_CHECKING:
+    from flask_sqlalchemy import SQLAlchemy
+
+T = t.TypeVar("T")
+
+#: SQLSTATEs of a transaction the database rolled back because of another one: a
+#: serialization failure, a deadlock (PostgreSQL and the SQL standard).
+_CONFLICT_STATES = frozenset({"40001", "40P01"})
+#: MariaDB's and MySQL's error numbers of the same: a deadlock (the whole transaction is
+#: rolled back), and MariaDB's "record has changed since last read" (``REPEATABLE READ``
+#: with ``innodb_snapshot_isolation``, MariaDB 11.8's default).
+_CONFLICT_ERRNOS = frozenset({1213, 1020})
+#: Times a login's transaction runs again after conflicts with others before it gives up.
+CONFLICT_RETRIES = 5
+#: Longest pause, in seconds, before a login tries again after a conflict.
+MAX_PAUSE = 0.2
+
+
+def commit(db: SQLAlchemy) -> None:
+    """Commit the request's session, keeping what it loaded: the user and identity rows are
+    what the database now holds, and expiring them would make the next read of the user
+    (Flask-Login asks its id at once) cost a query. The session is this request's, and is
+    removed with it, so nothing stays stale longer."""
+    session = db.session()
+    expire = session.expire_on_commit
+    session.expire_on_commit = False
+    try:
+        session.commit()
+    finally:
+        session.expire_on_commit = expire
+
+
+def committed(db: SQLAlchemy, work: t.Callable[[], T]) -> T:
+    """Run ``work`` on the request's session and commit; rolled back and run again after a
+    pause where the database rolled it back for another transaction's sake
+    (:func:`is_conflict`), up to :data:`CONFLICT_RETRIES` times. For the small writes that
+    commit by themselves (a bind attempt counted, or forgotten), which under
+    ``SERIALIZABLE`` meet those of the other people at the bind page."""
+    conflicts = 0
+    while True:
+        try:
+            result = work()
+            db.session.commit()
+            return result
+        except DBAPIError as error:
+            db.session.rollback()
+            if not is_conflict(error) or conflicts == CONFLICT_RETRIES:
+                raise
+            conflicts += 1
+            pause(conflicts)
+
+
+def is_conflict(error: DBAPIError) -> bool:
+    """Whether the database rolled the transaction back because of another one (a
+    serialization failure, a deadlock): running it again is the cure."""
+    orig = getattr(error, "orig", None)
+    state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if state in _CONFLICT_STATES:
+        return True
+    args: tuple[t.Any, ...] = getattr(orig, "args", ())
+    return bool(args) and args[0] in _CONFLICT_ERRNOS
+
+
+def pause(conflicts: int) -> None:
+    """Wait a little before a login meets the others again after its ``conflicts``-th
+    conflict: a random while, growing with each, so that they do not meet at once."""
+    time.sleep(random.uniform(0, min(MAX_PAUSE, 0.01 * 2 ** conflicts)))

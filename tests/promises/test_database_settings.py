@@ -1,0 +1,222 @@
+"""Hosts whose database settings are not the defaults: an isolation level of their own
+(``SERIALIZABLE``; ``AUTOCOMMIT``, where every statement commits by itself), a pool of one
+connection, connections the database server closed, sessions that begin no transaction.
+Logins at the same moment still make one account each, end once, and never show a 500."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import typing as t
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+from support import (
+    AVATAR,
+    REFRESH_TOKEN,
+    TOKEN_PATH,
+    USERINFO_PATH,
+    Database,
+    WeChatAPI,
+    add_user,
+    admin_engine,
+    all_identities,
+    all_users,
+    answer_with,
+    arrive,
+    ask_app,
+    bind_page,
+    meeting,
+    start_login,
+    submit,
+    wechat_body,
+)
+
+from flask_wechat_qr import AccountAdapter
+
+
+def person(number: int) -> tuple[str, str]:
+    """The openid and unionid of simulated person ``number`` (28 characters, as WeChat's)."""
+    return f"oPerson{number:04d}".ljust(28, "x"), f"uPerson{number:04d}".ljust(28, "x")
+
+
+def token_answer(number: int) -> dict[str, t.Any]:
+    openid, unionid = person(number)
+    return {"access_token": f"AT{number}", "expires_in": 7200, "refresh_token": REFRESH_TOKEN,
+            "openid": openid, "scope": "snsapi_login", "unionid": unionid}
+
+
+def profile_answer(number: int) -> dict[str, t.Any]:
+    openid, unionid = person(number)
+    return {"openid": openid, "nickname": f"张{number}🐼", "sex": 0, "headimgurl": AVATAR,
+            "privilege": [], "unionid": unionid}
+
+
+def people(api: WeChatAPI, meet: int = 0) -> t.Any:
+    """WeChat answering for many people: the code ``P<n>-<anything>`` is person ``n``'s. With
+    ``meet``, the profile requests wait until ``meet`` of them are there (every login has
+    looked its identity up, found none, and goes on to write at the same moment): the
+    barrier, to check it was not ``broken``."""
+    answer_with(api, TOKEN_PATH, lambda request: wechat_body(
+        token_answer(int(request.params["code"][1:].split("-")[0]))))
+
+    def profile(request: t.Any) -> t.Any:
+        return wechat_body(profile_answer(int(request.params["access_token"][2:])))
+
+    if meet:
+        return meeting(api, USERINFO_PATH, meet, profile)
+    answer_with(api, USERINFO_PATH, profile)
+    return None
+
+
+def logins_at_once(app: Flask, codes: list[str]) -> list[int]:
+    """A login of a new browser with each of ``codes``, their callbacks in flight together;
+    their statuses, in order."""
+    browsers = [app.test_client() for _ in codes]
+    states = [start_login(browser, next="/welcome") for browser in browsers]
+
+    def finish(index: int) -> int:
+        return int(browsers[index].get("/auth/wechat/callback", query_string={
+            "code": codes[index], "state": states[index]}).status_code)
+
+    with ThreadPoolExecutor(len(codes)) as pool:
+        return list(pool.map(finish, range(len(codes)), timeout=60))
+
+
+# --- isolation levels ----------------------------------------------------------------------
+
+
+def test_logins_at_the_same_moment_under_serializable(make_app: t.Any,
+                                                      wechat_api: WeChatAPI) -> None:
+    """``SERIALIZABLE``: eight people's first logins writing at the same moment. PostgreSQL
+    rolls most of them back (serialization failures: each read the tables the others wrote),
+    MariaDB some (deadlocks between their locking reads); every one was a 500. Each is
+    tried again: eight accounts, eight 302s."""
+    app = make_app(SQLALCHEMY_ENGINE_OPTIONS={"isolation_level": "SERIALIZABLE"})
+    gate = people(wechat_api, meet=8)
+    statuses = logins_at_once(app, [f"P{n}-a" for n in range(8)])
+    assert statuses == [302] * 8 and not gate.broken
+    assert sorted(i.openid for i in all_identities(app)) == sorted(
+        person(n)[0] for n in range(8))
+    assert len(all_users(app)) == 8
+
+
+def test_two_choices_of_one_pending_binding_at_once_under_serializable(
+    make_app: t.Any, wechat_api: WeChatAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A double-clicked "create" under ``SERIALIZABLE`` (or PostgreSQL's ``REPEATABLE READ``):
+    the second marks the pending binding used after the first did, which PostgreSQL refuses
+    as a serialization failure and MariaDB as a deadlock (a 500). Tried again, it finds the
+    binding used: the page that says so, and one account."""
+    import threading
+
+    app = ask_app(make_app, SQLALCHEMY_ENGINE_OPTIONS={"isolation_level": "SERIALIZABLE"})
+    client = app.test_client()
+    arrive(client, wechat_api)
+    _html, token = bind_page(client)
+    twin = app.test_client()
+    twin.set_cookie("session", client.get_cookie("session").value)
+    together = threading.Barrier(2, timeout=10)
+    real_can_signup = AccountAdapter.can_signup
+
+    def can_signup_together(self: t.Any, connection: t.Any) -> bool:
+        try:
+            together.wait()  # both have read the pending binding unused (the first time)
+        except threading.BrokenBarrierError:
+            pass  # a second try meets nobody
+        return real_can_signup(self, connection)
+
+    monkeypatch.setattr(AccountAdapter, "can_signup", can_signup_together)
+    with ThreadPoolExecutor(2) as pool:
+        answers = [pool.submit(submit, browser, token, action="create")
+                   for browser in (client, twin)]
+        statuses = sorted(answer.result(timeout=30).status_code for answer in answers)
+    assert statuses == [302, 400]
+    assert len(all_users(app)) == 1 and len(all_identities(app)) == 1
+
+
+def test_guesses_at_the_bind_page_at_once_under_serializable(
+    make_app: t.Any, wechat_api: WeChatAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Four wrong passwords sent at the same moment on the bind page, under
+    ``SERIALIZABLE``: each counts its attempt (a commit of its own), and the database rolled
+    some back for the others' sake (a 500). Each counts once: four "wrong password" pages,
+    and a fifth attempt is the last one allowed."""
+    import threading
+
+    app = ask_app(make_app, SQLALCHEMY_ENGINE_OPTIONS={"isolation_level": "SERIALIZABLE"})
+    add_user(app, username="alice", password="alice-pw")
+    client = app.test_client()
+    arrive(client, wechat_api)
+    _html, token = bind_page(client)
+    browsers = []
+    for _ in range(4):
+        twin = app.test_client()
+        twin.set_cookie("session", client.get_cookie("session").value)
+        browsers.append(twin)
+    together = threading.Barrier(4, timeout=10)
+    real_login_key = AccountAdapter.login_key
+
+    def login_key_together(self: t.Any, username: str) -> str:
+        try:
+            together.wait()  # each is about to count its attempt
+        except threading.BrokenBarrierError:
+            pass
+        return real_login_key(self, username)
+
+    monkeypatch.setattr(AccountAdapter, "login_key", login_key_together)
+    with ThreadPoolExecutor(4) as pool:
+        answers = [pool.submit(submit, browser, token, action="bind", username="alice",
+                               password=f"guess-{n}") for n, browser in enumerate(browsers)]
+        statuses = [answer.result(timeout=30).status_code for answer in answers]
+    assert statuses == [400] * 4
+    monkeypatch.setattr(AccountAdapter, "login_key", real_login_key)
+    assert submit(client, token, action="bind", username="alice",
+                  password="guess-4").status_code == 400
+    assert submit(client, token, action="bind", username="alice",
+                  password="alice-pw").status_code == 429
+
+
+# --- connections the database server closed --------------------------------------------------
+
+
+def close_connections_of(database: Database, name: str) -> int:
+    """Close, from the server's side, every connection of the app whose connections are
+    called ``name`` (PostgreSQL: their ``application_name``; MariaDB: the database they
+    use): what a restart or a failover does to a pool. How many were closed."""
+    with admin_engine(database.server_url or "").connect() as conn:
+        if database.is_postgres:
+            return len(conn.execute(sa.text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = :name"), {"name": name}).all())
+        ids = conn.execute(sa.text("SELECT id FROM information_schema.processlist "
+                                   "WHERE db = :name"), {"name": name}).scalars().all()
+        for connection_id in ids:
+            conn.execute(sa.text(f"KILL {int(connection_id)}"))
+        return len(ids)
+
+
+def test_a_login_after_the_database_closed_the_pools_connections(
+    make_app: t.Any, database: Database, wechat_api: WeChatAPI,
+    caplog: pytest.LogCaptureFixture
+) -> None:
+    """The database restarted between two logins, without ``pool_pre_ping``: the next
+    login's first statement found its pooled connection closed (a 500). It is tried again
+    on a new connection, and says so in the log."""
+    if not (database.is_postgres or database.is_mysql):
+        pytest.skip("SQLite has no server to close connections")
+    name = f"wechat-qr-{secrets.token_hex(4)}"
+    options: dict[str, t.Any] = {"connect_args": {"application_name": name}} \
+        if database.is_postgres else {}
+    app = make_app(SQLALCHEMY_ENGINE_OPTIONS=options)
+    if database.is_mysql:
+        name = sa.make_url(app.config["SQLALCHEMY_DATABASE_URI"]).database or ""
+    people(wechat_api)
+    assert logins_at_once(app, ["P1-a"]) == [302]
+    assert close_connections_of(database, name) >= 1
+    with caplog.at_level(logging.WARNING, logger="flask_wechat_qr"):
+        assert logins_at_once(app, ["P2-a"]) == [302]
+    assert "connection of a login was lost" in caplog.text
+    assert len(all_users(app)) == len(all_identities(app)) == 2
