@@ -60,6 +60,7 @@ import time
 import typing as t
 from dataclasses import dataclass, field
 
+import sqlalchemy as sa
 from flask import session
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm.exc import FlushError
@@ -727,11 +728,18 @@ class LoginFlow:
         not the session's default one)."""
         return self.db.session.connection(bind_arguments={"clause": states.store.table})
 
+    @property
+    def _table(self) -> sa.Table:
+        """A table on the bind of every login's transaction (the extension's tables are all
+        on the user table's bind)."""
+        return t.cast(sa.Table, self.policy.models.Identity.__table__)
+
     def _in_transaction(self, work: t.Callable[[], T]) -> T:
         """Run ``work`` and commit once, at the end: a user is never created without its
-        identity, and every write of a login costs one commit. Two first logins of one
-        identity at the same moment meet the unique constraint on ``(connection, openid)``;
-        the loser rolls back and runs ``work`` again, finding the winner's row.
+        identity, and every write of a login costs one commit (in a transaction of its own
+        also where the host's engine commits each statement by itself). Two first logins of
+        one identity at the same moment meet the unique constraint on ``(connection,
+        openid)``; the loser rolls back and runs ``work`` again, finding the winner's row.
         A transaction the database rolled back for another one's sake (a serialization
         failure, a deadlock: see :mod:`.transactions`) runs again after a pause, up to
         :data:`~.transactions.CONFLICT_RETRIES` times; one whose connection the database
@@ -740,6 +748,7 @@ class LoginFlow:
         lost = False
         while True:
             try:
+                transactions.begin(self.db, self._table)
                 result = work()
                 self._commit()
                 return result

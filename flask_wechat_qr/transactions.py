@@ -3,10 +3,13 @@
 A login reads and writes through the host's Flask-SQLAlchemy session and commits once (see
 :mod:`.flow`); a few steps work on a connection of their own beside it (the purges, the
 record of a failed login, parked login data). Whatever the host configured for its
-database, this module keeps two promises:
+database, this module keeps three promises:
 
 * Committing keeps what was loaded (:func:`commit`): the user Flask-Login holds is not read
   again after a login commits.
+* A login's statements run in one transaction (:func:`begin`), also where the host's engine
+  commits each statement by itself (``isolation_level="AUTOCOMMIT"``): a user is never
+  left without its identity, whatever happens between the two.
 * Trying again cures what another transaction or a lost connection did to a login
   (:func:`is_conflict`; SQLAlchemy's ``connection_invalidated``): serialization failures
   (PostgreSQL under ``SERIALIZABLE`` and ``REPEATABLE READ``), deadlocks (MariaDB and MySQL
@@ -20,6 +23,7 @@ import random
 import time
 import typing as t
 
+import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 
 if t.TYPE_CHECKING:
@@ -72,6 +76,45 @@ def committed(db: SQLAlchemy, work: t.Callable[[], T]) -> T:
                 raise
             conflicts += 1
             pause(conflicts)
+
+
+def begin(db: SQLAlchemy, table: sa.Table) -> sa.Connection:
+    """The connection of the login's transaction, on the bind of ``table``. On an engine
+    that commits each statement by itself (AUTOCOMMIT), the transaction is made a real one,
+    at the server's default isolation level, for this login only (the pool gives the
+    connection back to the host as it was)."""
+    session = db.session()
+    bind = {"clause": table}
+    connection = session.connection(bind_arguments=bind)
+    if not autocommits(connection):
+        return connection
+    level = connection.dialect.default_isolation_level
+    if level is None or level == "AUTOCOMMIT":
+        return connection  # a level to switch to is not known: as the host has it
+    # What the session did so far was committed statement by statement already; its own
+    # transaction ends so that the next connection it takes is the login's.
+    commit(db)
+    return session.connection(bind_arguments=bind,
+                              execution_options={"isolation_level": level})
+
+
+def autocommits(connection: sa.Connection) -> bool:
+    """Whether each statement on ``connection`` commits by itself: ``isolation_level``
+    AUTOCOMMIT in its execution options, or in the engine's (``create_engine``'s
+    ``isolation_level``, which SQLAlchemy keeps on the dialect)."""
+    level = connection.get_execution_options().get("isolation_level")
+    if level is None:
+        level = getattr(connection.dialect, "_on_connect_isolation_level", None)
+    return level == "AUTOCOMMIT"
+
+
+def with_transactions(connection: sa.Connection) -> sa.Connection:
+    """``connection`` (a new one, before its first statement) in transactions, where its
+    engine commits each statement by itself: at the server's default isolation level."""
+    level = connection.dialect.default_isolation_level
+    if autocommits(connection) and level not in (None, "AUTOCOMMIT"):
+        connection.execution_options(isolation_level=level)
+    return connection
 
 
 def is_conflict(error: DBAPIError) -> bool:

@@ -79,8 +79,8 @@ def hosts(database: Database, tmp_path: t.Any) -> t.Iterator[t.Callable[..., Fla
     """``hosts()``: a new host app; ``hosts(url)``: one more on an existing database."""
     counter = iter(range(1000))
 
-    def build(url: str | None = None) -> Flask:
-        return make_host(url or database.url(f"host{next(counter)}"), tmp_path)
+    def build(url: str | None = None, **config: t.Any) -> Flask:
+        return make_host(url or database.url(f"host{next(counter)}"), tmp_path, **config)
 
     with app_factory(build) as factory:
         yield factory
@@ -283,11 +283,16 @@ def test_unknown_tables_are_refused_with_what_to_do(host: Flask) -> None:
     assert "Traceback" not in result.output
 
 
-def test_several_workers_upgrading_at_once(database: Database,
-                                           hosts: t.Callable[..., Flask]) -> None:
-    """Workers starting together: one creates the tables, the others wait and find them."""
+@pytest.mark.parametrize("engine_options", [{}, {"isolation_level": "AUTOCOMMIT"}],
+                         ids=["default", "autocommit"])
+def test_several_workers_upgrading_at_once(database: Database, hosts: t.Callable[..., Flask],
+                                           engine_options: dict[str, t.Any]) -> None:
+    """Workers starting together: one creates the tables, the others wait and find them. Also
+    where the site's engine commits each statement by itself (AUTOCOMMIT): there
+    PostgreSQL's lock ended with the statement that took it, and every worker but one
+    failed."""
     url = database.url("shared")
-    apps = [hosts(url) for _ in range(4)]
+    apps = [hosts(url, SQLALCHEMY_ENGINE_OPTIONS=engine_options) for _ in range(4)]
     create_user_table(apps[0])
     results: list[t.Any] = []
     barrier = threading.Barrier(len(apps))

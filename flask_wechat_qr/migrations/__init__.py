@@ -33,6 +33,7 @@ from ..column_types import MYSQL_DIALECTS
 from ..errors import WeChatQRError
 from ..models import bind_key_of, engine_of
 from ..runtime import find_runtime
+from ..transactions import with_transactions
 from ..user_key import USER_KEY
 from . import foreign_key as _foreign_key
 from .foreign_key import ForeignKeyStatus
@@ -466,8 +467,12 @@ def _locked_connection(engine: sa.Engine) -> Iterator[sa.Connection]:
     the end, rolled back (DDL included, on PostgreSQL and SQLite) on an error. MariaDB and
     MySQL commit each DDL statement by itself, so a named lock held by the connection keeps
     the other workers out (without it, one worker's CREATE TABLE failed on the table the
-    other had just made, and that worker did not start)."""
+    other had just made, and that worker did not start). In a transaction also where the
+    host's engine commits each statement by itself (``isolation_level="AUTOCOMMIT"``):
+    there PostgreSQL's lock ended with the statement that took it, every worker but one
+    failed, and a failed upgrade kept what it had done."""
     with engine.connect() as connection:
+        with_transactions(connection)
         dialect = connection.dialect.name
         if dialect == "postgresql":
             connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})

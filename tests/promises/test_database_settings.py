@@ -28,6 +28,7 @@ from support import (
     arrive,
     ask_app,
     bind_page,
+    double_redirect,
     meeting,
     start_login,
     submit,
@@ -177,6 +178,24 @@ def test_guesses_at_the_bind_page_at_once_under_serializable(
                   password="guess-4").status_code == 400
     assert submit(client, token, action="bind", username="alice",
                   password="alice-pw").status_code == 429
+
+
+def test_an_autocommit_engine_still_makes_one_account_per_person(
+    make_app: t.Any, wechat_api: WeChatAPI
+) -> None:
+    """``AUTOCOMMIT``: each statement commits by itself, so two first logins of one person at
+    once both kept the user they made, and the one whose identity lost left a user nobody
+    can log in as. A login's statements run in one transaction all the same: one user."""
+    app = make_app(SQLALCHEMY_ENGINE_OPTIONS={"isolation_level": "AUTOCOMMIT"})
+    gate = people(wechat_api, meet=2)
+    assert logins_at_once(app, ["P1-a", "P1-b"]) == [302, 302] and not gate.broken
+    (user,) = all_users(app)
+    assert [i.user_id for i in all_identities(app)] == [str(user.id)]
+    # WeChat's double redirect of a new person (the same code twice) too.
+    wechat_api.mock.reset()
+    seen = double_redirect(app, wechat_api)
+    assert [answer.status_code for answer in seen.answers] == [302, 302]
+    assert len(all_users(app)) == len(all_identities(app)) == 2
 
 
 # --- connections the database server closed --------------------------------------------------
