@@ -28,10 +28,9 @@ from .client_address import client_network
 from .errors import AlreadyLinked, BindingBlocked, BindingExpired, LoginRefused
 from .i18n import LazyText, lazy_ngettext
 from .i18n import lazy_gettext as _l
-from .models import engine_of
 from .purge import PurgeSchedule, delete_expired
 from .storable import storable
-from .transactions import committed
+from .transactions import committed, engine_beside
 
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
@@ -92,7 +91,7 @@ class PendingBindings:
         self.purges.start(now)
         table = self.models.PendingBinding.__table__
         try:
-            with engine_of(self.db, table).begin() as conn:
+            with engine_beside(self.db, table).begin() as conn:
                 deleted = delete_expired(conn, table, table.c.expires_at, now,
                                          self.purges.batch)
         except SQLAlchemyError:  # housekeeping: never fail a login over it

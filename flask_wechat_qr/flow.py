@@ -341,6 +341,9 @@ class LoginFlow:
             raise InvalidRequest(
                 _l("The WeChat authorization is not valid. Scan the QR code again."))
         client = self.client_for(connection, login.app)
+        # WeChat may take seconds to answer: the request's reads so far (the host's) give
+        # their connection back to the pool meanwhile.
+        transactions.end_reads(self.db)
         try:
             token = client.exchange_code(code)
         except CodeUsed as used:

@@ -62,7 +62,7 @@ def storable(db: SQLAlchemy, column: sa.Column[t.Any], text: str | None) -> str 
     engine = getattr(bind, "engine", bind)  # a Connection's engine
     if not isinstance(engine, sa.Engine) or engine.dialect.name not in MYSQL_DIALECTS:
         return text
-    column_charset, connection_charset, length = _what_it_holds(engine, table, column)
+    column_charset, connection_charset, length = _what_it_holds(db, engine, table, column)
     kept = _kept(_kept(text, column_charset), connection_charset)
     if kept is not None and length is not None and len(kept) > length:
         kept = kept[:length].rstrip(_JOINERS + " ")  # what the database's column holds
@@ -94,12 +94,14 @@ def _encodes(ch: str, codec: str) -> bool:
     return True
 
 
-def _what_it_holds(engine: sa.Engine, table: sa.Table, column: sa.Column[t.Any]
-                   ) -> tuple[str | None, str | None, int | None]:
+def _what_it_holds(db: SQLAlchemy, engine: sa.Engine, table: sa.Table,
+                   column: sa.Column[t.Any]) -> tuple[str | None, str | None, int | None]:
     """The character sets of ``column`` and of ``engine``'s connections, and the characters
     the column holds where the database says fewer than its model (a table older than the
-    model), asked once per process (on a connection of their own: never in a login's
-    transaction)."""
+    model), asked once per process, in the session's transaction (the login's): a
+    connection of their own, beside the login's, waited for itself where the pool has one
+    (``pool_size=1``), and the login with it. A read of the server's catalogue, which
+    neither locks nor (on MariaDB and MySQL) ends the transaction if it fails."""
     key = (table.schema, table.name, column.name)
     with _LOCK:
         known = _KNOWN.setdefault(engine, {}).get(key)
@@ -107,8 +109,8 @@ def _what_it_holds(engine: sa.Engine, table: sa.Table, column: sa.Column[t.Any]
         return known
     row: t.Sequence[t.Any]
     try:
-        with engine.connect() as conn:
-            row = _column_facts(conn, table, column)
+        row = _column_facts(db.session.connection(bind_arguments={"clause": table}),
+                            table, column)
     except sa.exc.SQLAlchemyError:
         log.warning("could not read the character set of %s.%s; storing WeChat's text as "
                     "it is", table.name, column.name, exc_info=True)

@@ -3,10 +3,15 @@
 A login reads and writes through the host's Flask-SQLAlchemy session and commits once (see
 :mod:`.flow`); a few steps work on a connection of their own beside it (the purges, the
 record of a failed login, parked login data). Whatever the host configured for its
-database, this module keeps three promises:
+database, this module keeps four promises:
 
 * Committing keeps what was loaded (:func:`commit`): the user Flask-Login holds is not read
   again after a login commits.
+* A request never holds one connection of a pool while it waits for a second
+  (:func:`engine_beside`): the session's transaction of reads ends before the extension
+  opens its own connection. With one connection a worker (``pool_size=1,
+  max_overflow=0``, a sync worker's usual size behind a pooler) a request that held it
+  (the host had read its user) waited ``pool_timeout`` (30 s) for a second one, and failed.
 * A login's statements run in one transaction (:func:`begin`), also where the host's engine
   commits each statement by itself (``isolation_level="AUTOCOMMIT"``): a user is never
   left without its identity, whatever happens between the two.
@@ -25,6 +30,8 @@ import typing as t
 
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
+
+from .models import engine_of
 
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
@@ -76,6 +83,24 @@ def committed(db: SQLAlchemy, work: t.Callable[[], T]) -> T:
                 raise
             conflicts += 1
             pause(conflicts)
+
+
+def end_reads(db: SQLAlchemy) -> None:
+    """End the request's transaction when it holds nothing to write (the host's reads at the
+    start of the request: its logged-in user, a setting), so that its connection goes back to
+    the pool. A session with changes of the host's waiting is left as it is: they are the
+    host's to commit."""
+    session = db.session()
+    if session.in_transaction() and not (session.new or session.dirty or session.deleted):
+        commit(db)
+
+
+def engine_beside(db: SQLAlchemy, table: sa.Table) -> sa.Engine:
+    """The engine of ``table``, for a connection of the extension's own beside the request's
+    session (:func:`end_reads` first). Never while a login's transaction is open: the
+    extension's writes are flushed there, and would be committed halfway."""
+    end_reads(db)
+    return engine_of(db, table)
 
 
 def begin(db: SQLAlchemy, table: sa.Table) -> sa.Connection:

@@ -102,12 +102,15 @@ def sqlite_trigger(identity_table: sa.Table, dialect: sa.Dialect) -> str:
             f"OLD.{quote(user_column.name)}; END")
 
 
-def restore_sqlite_trigger(engine: sa.Engine, identity_table: sa.Table) -> None:
+def restore_sqlite_trigger(engine: sa.Engine, identity_table: sa.Table,
+                           before_connecting: t.Callable[[], object] = lambda: None) -> None:
     """SQLite: make the trigger again where it went missing, once per engine and process.
 
     An Alembic batch migration of the host's user table (copy, drop, rename) drops the
     trigger with the old table; until the next ``flask wechat-qr db upgrade`` a raw-SQL
     delete would then leave identities for the next user given the same id. Said once.
+    ``before_connecting`` runs before it opens a connection of its own (a request's reads
+    give theirs back first: a pool of one connection would wait for itself).
     """
     if engine in _trigger_checked:  # every request of the blueprint asks: answer at once
         return
@@ -115,6 +118,7 @@ def restore_sqlite_trigger(engine: sa.Engine, identity_table: sa.Table) -> None:
     user_column = referenced_column(identity_table)
     if engine.dialect.name != "sqlite" or user_column is None:
         return
+    before_connecting()
     with engine.begin() as connection:
         inspector = sa.inspect(connection)
         if not (inspector.has_table(user_column.table.name)

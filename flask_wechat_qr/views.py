@@ -51,6 +51,7 @@ from .models import engine_of
 from .runtime import current_runtime, find_runtime
 from .session_cookie import cookie_scope, misses_callback
 from .settings import OFFICIAL_ACCOUNT, WEBSITE_APP
+from .transactions import end_reads
 from .urls import avatar_for_browser, has_control_characters, under_mount_point
 from .user_key import restore_sqlite_trigger
 
@@ -113,7 +114,8 @@ def before_login_request() -> None:
     except UnicodeDecodeError:
         raise InvalidRequest() from None
     identities = runtime.models.Identity.__table__
-    restore_sqlite_trigger(engine_of(runtime.db, identities), identities)
+    restore_sqlite_trigger(engine_of(runtime.db, identities), identities,
+                           lambda: end_reads(runtime.db))
 
 
 # --- starting a login ----------------------------------------------------------------------

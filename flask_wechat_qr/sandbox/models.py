@@ -117,10 +117,11 @@ def _declare(db: SQLAlchemy) -> SandboxModels:
 def add_missing_columns(engine: sa.Engine, tables: t.Iterable[sa.Table]) -> None:
     """Add the nullable columns a newer sandbox declares to tables an older one made (a
     standalone sandbox keeps its SQLite file between versions; ``create_all`` only makes
-    missing tables)."""
-    inspector = sa.inspect(engine)
+    missing tables). One connection for all of it: an inspector of the engine took a second
+    one beside it, and with a pool of one (``pool_size=1``) waited for itself."""
     quote = engine.dialect.identifier_preparer.quote
     with engine.begin() as conn:
+        inspector = sa.inspect(conn)
         for table in tables:
             present = {column["name"] for column in inspector.get_columns(table.name)}
             for column in table.columns:

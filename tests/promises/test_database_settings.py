@@ -9,10 +9,12 @@ import logging
 import secrets
 import typing as t
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
 
 import pytest
 import sqlalchemy as sa
 from flask import Flask
+from flask_login import current_user
 from support import (
     AVATAR,
     REFRESH_TOKEN,
@@ -24,12 +26,19 @@ from support import (
     admin_engine,
     all_identities,
     all_users,
+    answer,
     answer_with,
     arrive,
     ask_app,
     bind_page,
     double_redirect,
+    error_name,
+    log_in,
+    logged_in_user_id,
     meeting,
+    open_qr_page,
+    poll,
+    start_link,
     start_login,
     submit,
     wechat_body,
@@ -84,6 +93,20 @@ def logins_at_once(app: Flask, codes: list[str]) -> list[int]:
 
     with ThreadPoolExecutor(len(codes)) as pool:
         return list(pool.map(finish, range(len(codes)), timeout=60))
+
+
+def host_reads(app: Flask) -> Flask:
+    """A host that reads its database at the start of every request (its logged-in user, a
+    setting of its own), as many do: the request's session holds a connection from then on."""
+    db = app.db  # type: ignore[attr-defined]
+
+    @app.before_request
+    def read_first() -> None:
+        if current_user.is_authenticated:
+            db.session.execute(sa.text("SELECT 1"))
+        db.session.execute(sa.text("SELECT 1"))
+
+    return app
 
 
 # --- isolation levels ----------------------------------------------------------------------
@@ -196,6 +219,77 @@ def test_an_autocommit_engine_still_makes_one_account_per_person(
     seen = double_redirect(app, wechat_api)
     assert [answer.status_code for answer in seen.answers] == [302, 302]
     assert len(all_users(app)) == len(all_identities(app)) == 2
+
+
+# --- a pool of one connection ----------------------------------------------------------------
+
+
+def one_connection_app(make_app: t.Any, pool_timeout: float, **config: t.Any) -> Flask:
+    """A worker with one database connection (``pool_size=1, max_overflow=0``), whose host
+    reads the database first in every request: a request that waits for a second connection
+    waits for itself, ``pool_timeout`` seconds, then fails."""
+    return host_reads(make_app(SQLALCHEMY_ENGINE_OPTIONS={
+        "pool_size": 1, "max_overflow": 0, "pool_timeout": pool_timeout}, **config))
+
+
+def test_a_pool_of_one_connection_serves_every_step(
+    make_app: t.Any, wechat_api: WeChatAPI, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every step that used a connection of its own beside the request's: the first request
+    (SQLite: the users' trigger checked), a login with a long next (its data parked), the
+    minute's purge, the nickname column's character set (MariaDB), a cancelled link (its
+    ending recorded), WeChat's double redirect (the second waits for the first's ending).
+    Each waited ``pool_timeout`` for itself: a 500, or a warning after the wait."""
+    app = one_connection_app(make_app, pool_timeout=1, WECHAT_QR_CODE_USED_WAIT=10)
+    people(wechat_api)
+    long_next = "/welcome?" + "x" * 400  # too long for the cookie: parked
+    with caplog.at_level(logging.WARNING, logger="flask_wechat_qr"):
+        browser = app.test_client()
+        state = start_login(browser, next=long_next)
+        first = browser.get("/auth/wechat/callback", query_string={"code": "P1-a",
+                                                                   "state": state})
+        assert first.status_code == 302 and first.headers["Location"] == long_next
+        assert logged_in_user_id(browser) is not None
+        alice = app.test_client()
+        log_in(alice, add_user(app, username="alice"))
+        state = start_link(alice, next="/account")
+        cancelled = alice.get("/auth/wechat/callback", query_string={"state": state})
+        assert cancelled.status_code == 200 and error_name(cancelled) == "LoginCancelled"
+        wechat_api.mock.reset()
+        seen = double_redirect(app, wechat_api)
+        assert [answer.status_code for answer in seen.answers] == [302, 302]
+    assert [r.getMessage() for r in caplog.records if r.name == "flask_wechat_qr"] == []
+    assert len(all_users(app)) == 3 and len(all_identities(app)) == 2
+
+
+def test_a_pool_of_one_connection_serves_eight_threads(make_app: t.Any,
+                                                       wechat_api: WeChatAPI) -> None:
+    """A gthread worker of eight threads on one connection: the logins take turns with it.
+    One that held it and waited for a second stopped all of them for ``pool_timeout``, then
+    every other failed. (A first request of each process runs before, so that the
+    turns are what is tried here.)"""
+    app = one_connection_app(make_app, pool_timeout=5)
+    people(wechat_api)
+    assert logins_at_once(app, ["P0-a"]) == [302]
+    assert logins_at_once(app, [f"P{n}-b" for n in range(1, 9)]) == [302] * 8
+    assert len(all_users(app)) == 9
+
+
+def test_the_sandbox_on_a_pool_of_one_connection(make_app: t.Any) -> None:
+    """The in-app sandbox's first page made its tables with a second connection beside its
+    own (an inspector of the engine): with one connection it waited ``pool_timeout`` for
+    itself, and the page was a 500. A whole login now, twice."""
+    app = make_app(WECHAT_QR_SANDBOX=True, WECHAT_QR_APP_ID=None, WECHAT_QR_APP_SECRET=None,
+                   SQLALCHEMY_ENGINE_OPTIONS={"pool_size": 1, "max_overflow": 0,
+                                              "pool_timeout": 1})
+    for _ in range(2):
+        browser, phone = app.test_client(), app.test_client()
+        uuid, _state = open_qr_page(browser)
+        answer(phone, uuid, action="allow", person="zhangsan")
+        done = browser.get(urlsplit(poll(browser, uuid)["redirect"])._replace(
+            scheme="", netloc="").geturl())
+        assert done.status_code == 302
+    assert len(all_users(app)) == 1
 
 
 # --- connections the database server closed --------------------------------------------------
