@@ -154,6 +154,16 @@ class WeChatQR:
                 "db", "this Flask-SQLAlchemy instance is not registered on the app",
                 "Call db.init_app(app) before WeChatQR.init_app(app).",
             )
+        session_options = getattr(getattr(db, "session", None), "session_factory", None)
+        if getattr(session_options, "kw", {}).get("autobegin", True) is False:
+            # Every login then failed (a 500): "Autobegin is disabled on this Session".
+            raise ConfigurationError(
+                "db", "its sessions begin no transaction by themselves "
+                "(session_options autobegin=False), and the extension reads and writes each "
+                "login through db.session, committing it once",
+                "Leave autobegin on (SQLAlchemy's default): SQLAlchemy(session_options=...) "
+                "without autobegin=False.",
+            )
         return t.cast("SQLAlchemy", db)
 
     def _adapter_for(self, app: Flask, db: SQLAlchemy) -> AccountAdapter[User]:

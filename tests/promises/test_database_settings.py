@@ -6,6 +6,7 @@ Logins at the same moment still make one account each, end once, and never show 
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import typing as t
 from concurrent.futures import ThreadPoolExecutor
@@ -44,7 +45,7 @@ from support import (
     wechat_body,
 )
 
-from flask_wechat_qr import AccountAdapter
+from flask_wechat_qr import AccountAdapter, ConfigurationError, WeChatQR
 
 
 def person(number: int) -> tuple[str, str]:
@@ -333,3 +334,60 @@ def test_a_login_after_the_database_closed_the_pools_connections(
         assert logins_at_once(app, ["P2-a"]) == [302]
     assert "connection of a login was lost" in caplog.text
     assert len(all_users(app)) == len(all_identities(app)) == 2
+
+
+# --- sessions that begin no transaction --------------------------------------------------
+
+
+def test_sessions_without_autobegin_are_refused_at_start(tmp_path: t.Any) -> None:
+    """``SQLAlchemy(session_options={"autobegin": False})``: every login was a 500
+    ("Autobegin is disabled on this Session"). The start says so, with the fix."""
+    from flask_login import LoginManager, UserMixin
+    from flask_sqlalchemy import SQLAlchemy
+
+    db = SQLAlchemy(session_options={"autobegin": False})
+
+    class Member(db.Model, UserMixin):  # type: ignore[name-defined,misc]
+        id = db.Column(db.Integer, primary_key=True)
+
+    app = Flask("no_autobegin")
+    app.config.update(SECRET_KEY="k", SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'x.db'}",
+                      WECHAT_QR_APP_ID="wx1111111111111111", WECHAT_QR_APP_SECRET="s")
+    db.init_app(app)
+    LoginManager(app)
+    with pytest.raises(ConfigurationError) as info:
+        WeChatQR(app, db=db, user_model=Member)
+    assert info.value.key == "db" and "autobegin" in str(info.value)
+    assert re.search(r"Leave autobegin on", info.value.fix)
+
+
+def test_other_session_options_and_hooks_keep_every_login(
+    make_app: t.Any, wechat_api: WeChatAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No autoflush, no expiry at commit, and a host that rolls its session back after
+    every request: a first login, a returning one and a link are all kept."""
+    import support
+    from flask_sqlalchemy import SQLAlchemy
+
+    monkeypatch.setattr(support, "SQLAlchemy", lambda: SQLAlchemy(session_options={
+        "autoflush": False, "expire_on_commit": False}))
+    app = make_app()
+    db = app.db  # type: ignore[attr-defined]
+
+    @app.after_request
+    def roll_back(response: t.Any) -> t.Any:
+        db.session.rollback()
+        return response
+
+    people(wechat_api)
+    assert logins_at_once(app, ["P1-a"]) == [302]
+    assert logins_at_once(app, ["P1-b"]) == [302]
+    alice = add_user(app, username="alice")
+    browser = app.test_client()
+    log_in(browser, alice)
+    state = start_link(browser)
+    linked = browser.get("/auth/wechat/callback", query_string={"code": "P2-a",
+                                                                "state": state})
+    assert linked.status_code == 302
+    assert sorted((i.openid, i.user_id) for i in all_identities(app)) == [
+        (person(1)[0], str(all_users(app)[0].id)), (person(2)[0], str(alice))]
