@@ -175,15 +175,21 @@ def _column_facts(connection: sa.Connection, table: sa.Table, column: sa.Column[
                   ) -> t.Sequence[t.Any]:
     """The connection's character set and the column's: its character set, type, whether
     it takes NULL, its length in characters and its collation (``None`` for a column the
-    database does not have)."""
-    return connection.execute(sa.text(
+    database does not have). The column is looked up by a ``WHERE`` on schema, table and
+    column names, which MariaDB and MySQL answer from that one table's definition; joined to
+    anything (a ``LEFT JOIN`` that always gave a row) they read every table of every
+    database on the server first: 20 ms with five databases, seconds on a shared server."""
+    row = connection.execute(sa.text(
         "SELECT LOWER(@@character_set_client), LOWER(c.character_set_name), "
         "c.column_type, c.is_nullable, c.character_maximum_length, c.collation_name "
-        "FROM (SELECT 1) AS one LEFT JOIN "
-        "information_schema.columns AS c ON c.table_schema = "
+        "FROM information_schema.columns AS c WHERE c.table_schema = "
         "COALESCE(:schema, DATABASE()) AND c.table_name = :table "
         "AND c.column_name = :column"),
-        {"schema": table.schema, "table": table.name, "column": column.name}).one()
+        {"schema": table.schema, "table": table.name, "column": column.name}).first()
+    if row is not None:
+        return row
+    client = connection.execute(sa.text("SELECT LOWER(@@character_set_client)")).scalar()
+    return (client, None, None, None, None, None)
 
 
 def _widening(table: sa.Table, column: sa.Column[t.Any], row: t.Sequence[t.Any],
