@@ -30,7 +30,7 @@ from .i18n import LazyText, lazy_ngettext
 from .i18n import lazy_gettext as _l
 from .purge import PurgeSchedule, delete_expired
 from .storable import storable
-from .transactions import committed, engine_beside
+from .transactions import committed, end_reads, engine_beside
 
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
@@ -84,9 +84,10 @@ class PendingBindings:
     def purge_now_and_then(self) -> None:
         """Delete a batch of expired pending bindings, at most once per
         :data:`PURGE_INTERVAL` per process (at the next start while batches come back full),
-        in a transaction of its own."""
+        in a transaction of its own; never beside the host's writes of the request
+        (:func:`~.transactions.end_reads`)."""
         now = time.time()
-        if not self.purges.is_due(now):
+        if not self.purges.is_due(now) or not end_reads(self.db):
             return
         self.purges.start(now)
         table = self.models.PendingBinding.__table__

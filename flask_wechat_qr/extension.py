@@ -52,6 +52,7 @@ from .settings import (
     load_settings,
 )
 from .site_routes import routes_subdomain
+from .transactions import watch_writes
 from .urls import IN_PROCESS_ORIGIN, SANDBOX_IMAGE_ORIGIN, SANDBOX_IMAGE_PATH
 from .user_key import forget_on_bulk_delete, referenced_user_column
 
@@ -251,6 +252,7 @@ def _build_runtime(app: Flask, settings: Settings, db: SQLAlchemy, adapter: Acco
     adapter.on_user_deleted(policy.forget_user, id(models.Identity.__table__))
     forget_on_bulk_delete(db, adapter.user_model, policy.forget_users,
                           id(models.Identity.__table__))
+    watch_writes(db)
     bindings = PendingBindings(db, models, policy, settings)
     refresher = ProfileRefresher(db, models, policy, adapter)
     store = LoginStateStore(db, models.LoginState)

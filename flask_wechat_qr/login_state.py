@@ -31,7 +31,7 @@ from .client_address import client_network
 from .errors import StateError, StateUsed, TooManyLoginsStarted
 from .purge import Executor, PurgeSchedule, delete_expired
 from .settings import OFFICIAL_ACCOUNT, WEBSITE_APP
-from .transactions import engine_beside
+from .transactions import end_reads, engine_beside
 
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
@@ -409,8 +409,9 @@ class LoginStateStore:
     def purge_now_and_then(self) -> None:
         """Delete a batch of expired rows, at most once per :data:`PURGE_INTERVAL` per process
         (at the next callback while batches come back full); in a transaction of its own,
-        never in a login's (which may roll back, or hold locks)."""
-        if self.purges.is_due():
+        never in a login's (which may roll back, or hold locks), nor beside the host's writes
+        of the request (:func:`~.transactions.end_reads`)."""
+        if self.purges.is_due() and end_reads(self.db):
             try:
                 with self._engine.begin() as conn:
                     self._purge_now_and_then(conn)

@@ -25,6 +25,7 @@ database, this module keeps four promises:
 from __future__ import annotations
 
 import random
+import re
 import time
 import typing as t
 
@@ -35,6 +36,7 @@ from .models import engine_of
 
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
+    from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction
 
 T = t.TypeVar("T")
 
@@ -85,14 +87,62 @@ def committed(db: SQLAlchemy, work: t.Callable[[], T]) -> T:
             pause(conflicts)
 
 
-def end_reads(db: SQLAlchemy) -> None:
-    """End the request's transaction when it holds nothing to write (the host's reads at the
-    start of the request: its logged-in user, a setting), so that its connection goes back to
-    the pool. A session with changes of the host's waiting is left as it is: they are the
-    host's to commit."""
+def end_reads(db: SQLAlchemy) -> bool:
+    """End the request's transaction when it holds nothing but reads (the host's at the start
+    of the request: its logged-in user, a setting), so that its connection goes back to the
+    pool: ``True``. One that holds the host's writes (:func:`holds_writes`: waiting, or
+    flushed already) is left as it is, ``False``: they are the host's to commit or roll
+    back (or the login's commit commits them), and the request keeps its connection, and
+    its locks (all of SQLite's), meanwhile: a connection beside it may wait for them, and
+    housekeeping that can wait (a purge) waits for a later request."""
     session = db.session()
-    if session.in_transaction() and not (session.new or session.dirty or session.deleted):
-        commit(db)
+    if not session.in_transaction():
+        return True
+    if holds_writes(session):
+        return False
+    commit(db)
+    return True
+
+
+#: ``session.info`` key: the session's transaction holds writes that ``session.new``,
+#: ``dirty`` and ``deleted`` no longer show (flushed, or executed as statements).
+_WROTE = "flask_wechat_qr.wrote"
+#: SQL text that reads (anything else passed as ``text()`` counts as a write).
+_READS = re.compile(r"[\s(]*(SELECT|SHOW|EXPLAIN)\b", re.IGNORECASE)
+
+
+def holds_writes(session: Session) -> bool:
+    """Whether ``session``'s transaction holds writes: changes waiting for a flush, or
+    written in it already (a flush, an INSERT, UPDATE or DELETE through ``execute``, SQL
+    text other than a ``SELECT``), as the listeners of :func:`watch_writes` saw. Statements
+    run on a connection of the session's (``session.connection().execute``) are not seen."""
+    return bool(session.new or session.dirty or session.deleted or session.info.get(_WROTE))
+
+
+def watch_writes(db: SQLAlchemy) -> None:
+    """Listen to the sessions of ``db`` for :func:`holds_writes`: once per session class
+    (Flask-SQLAlchemy's is shared by every ``db``); no statement of their own, and a
+    function call per flush, statement and transaction."""
+    for name, listener in (("after_flush", _flushed), ("do_orm_execute", _executed),
+                           ("after_transaction_end", _ended)):
+        if not sa.event.contains(db.session, name, listener):
+            sa.event.listen(db.session, name, listener)
+
+
+def _flushed(session: Session, _context: object) -> None:
+    session.info[_WROTE] = True
+
+
+def _executed(state: ORMExecuteState) -> None:
+    statement = state.statement
+    if (state.is_insert or state.is_update or state.is_delete
+            or (isinstance(statement, sa.TextClause) and not _READS.match(statement.text))):
+        state.session.info[_WROTE] = True
+
+
+def _ended(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:  # the session's own, not a flush's or a SAVEPOINT's
+        session.info.pop(_WROTE, None)
 
 
 def engine_beside(db: SQLAlchemy, table: sa.Table) -> sa.Engine:

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import sqlalchemy as sa
-from flask import Flask
+from flask import Flask, request
 from flask_login import current_user
 from support import (
     AVATAR,
@@ -390,3 +390,81 @@ def test_other_session_options_and_hooks_keep_every_login(
     assert linked.status_code == 302
     assert sorted((i.openid, i.user_id) for i in all_identities(app)) == [
         (person(1)[0], str(all_users(app)[0].id)), (person(2)[0], str(alice))]
+
+
+
+# --- a host's own writes before the login ------------------------------------------------
+
+
+def host_writes(app: Flask, how: str) -> Flask:
+    """A host that writes in its ``before_request`` of the callback (a visit, an audit line,
+    a last-seen time) and commits nothing itself: an added row, flushed; or an ``UPDATE``
+    run through ``db.session.execute``; or an added row left for the next flush."""
+    db, User = app.db, app.User  # type: ignore[attr-defined]
+
+    @app.before_request
+    def write_first() -> None:
+        if not request.path.endswith("/callback"):
+            return
+        if how == "executed":
+            db.session.execute(sa.update(User).values(nickname="seen"))
+        db.session.add(User(username=f"visitor-{secrets.token_hex(4)}"))
+        if how != "pending":
+            db.session.flush()
+
+    return app
+
+
+def committed_users(app: Flask) -> int:
+    """Users another connection sees (committed ones)."""
+    db, User = app.db, app.User  # type: ignore[attr-defined]
+    with db.engine.connect() as conn:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(User.__table__))
+                   .scalar_one())
+
+
+@pytest.mark.parametrize("how", ["flushed", "executed", "pending"])
+def test_the_hosts_writes_are_committed_with_the_login_not_before(
+    make_app: t.Any, wechat_api: WeChatAPI, how: str
+) -> None:
+    """A host that wrote before the login (its ``before_request``): the extension ended the
+    request's transaction before calling WeChat, taking flushed writes for reads, and
+    committed them there, before the login had done anything. They are committed with the
+    login's own commit, as they always were."""
+    app = host_writes(make_app(), how)
+    seen_by_wechat: list[int] = []
+
+    def token(request: t.Any) -> t.Any:
+        with app.app_context():
+            seen_by_wechat.append(committed_users(app))
+        return wechat_body(token_answer(1))
+
+    answer_with(wechat_api, TOKEN_PATH, token)
+    answer_with(wechat_api, USERINFO_PATH, lambda request: wechat_body(profile_answer(1)))
+    browser = app.test_client()
+    state = start_login(browser, next="/welcome")
+    done = browser.get("/auth/wechat/callback", query_string={"code": "P1-a", "state": state})
+    assert done.status_code == 302 and seen_by_wechat == [0]
+    assert len(all_users(app)) == 2  # the visitor and the WeChat user
+
+
+@pytest.mark.parametrize("how", ["flushed", "executed"])
+def test_a_failed_login_never_commits_the_hosts_writes(
+    make_app: t.Any, database: Database, wechat_api: WeChatAPI, how: str
+) -> None:
+    """The host wrote in its ``before_request`` and commits nothing itself: a login that
+    fails (WeChat refuses the code) leaves its writes uncommitted, as the host left them;
+    the extension committed them. (SQLite: the record of the failure, on a connection of
+    its own, waits for the host's write lock, see the docs: not tried here.)"""
+    if not (database.is_postgres or database.is_mysql):
+        pytest.skip("SQLite: one writer at a time, the host's writes hold it")
+    app = host_writes(make_app(), how)
+    add_user(app, username="alice")
+    answer_with(wechat_api, TOKEN_PATH, lambda request: wechat_body(
+        {"errcode": 40029, "errmsg": "invalid code"}))
+    browser = app.test_client()
+    state = start_login(browser, next="/welcome")
+    failed = browser.get("/auth/wechat/callback", query_string={"code": "P1-a",
+                                                                "state": state})
+    assert failed.status_code == 400
+    assert [(user.username, user.nickname) for user in all_users(app)] == [("alice", None)]
