@@ -174,9 +174,18 @@ def begin(db: SQLAlchemy, table: sa.Table) -> sa.Connection:
 
 
 def autocommits(connection: sa.Connection) -> bool:
-    """Whether each statement on ``connection`` commits by itself: ``isolation_level``
-    AUTOCOMMIT in its execution options, or in the engine's (``create_engine``'s
-    ``isolation_level``, which SQLAlchemy keeps on the dialect)."""
+    """Whether each statement on ``connection`` commits by itself (``isolation_level``
+    AUTOCOMMIT, the engine's or this connection's), as its DBAPI connection says
+    (SQLAlchemy's public ``Dialect.detect_autocommit_setting``: no round trip). Where the
+    dialect (or an older SQLAlchemy) cannot say: AUTOCOMMIT in the connection's execution
+    options, or the engine's level as SQLAlchemy keeps it (a private attribute, read only
+    if present); neither known, ``False``: the host's transactions stay as they are."""
+    dbapi_connection = connection.connection.dbapi_connection
+    if dbapi_connection is not None:
+        try:
+            return bool(connection.dialect.detect_autocommit_setting(dbapi_connection))
+        except (AttributeError, NotImplementedError):
+            pass
     level = connection.get_execution_options().get("isolation_level")
     if level is None:
         level = getattr(connection.dialect, "_on_connect_isolation_level", None)
@@ -196,11 +205,17 @@ def is_conflict(error: DBAPIError) -> bool:
     """Whether the database rolled the transaction back because of another one (a
     serialization failure, a deadlock): running it again is the cure."""
     orig = getattr(error, "orig", None)
-    state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    args: tuple[t.Any, ...] = getattr(orig, "args", ())
+    first = args[0] if args else None
+    # psycopg 3: ``sqlstate``; psycopg2: ``pgcode``; pg8000: a dict of fields first in args.
+    state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None) or (
+        first.get("C") if isinstance(first, dict) else None)
     if state in _CONFLICT_STATES:
         return True
-    args: tuple[t.Any, ...] = getattr(orig, "args", ())
-    return bool(args) and args[0] in _CONFLICT_ERRNOS
+    # PyMySQL and mysqlclient: the number first in ``args``; the vendors' connectors
+    # (MariaDB's, MySQL's): in ``errno``, ``args`` holding the message.
+    number = getattr(orig, "errno", None) or first
+    return isinstance(number, int) and number in _CONFLICT_ERRNOS
 
 
 def pause(conflicts: int) -> None:

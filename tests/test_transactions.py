@@ -1,0 +1,128 @@
+"""transactions: whether a connection commits each statement by itself, and which database
+errors a login is tried again after (the promises across the whole login are in
+promises/test_database_settings.py)."""
+
+from __future__ import annotations
+
+import typing as t
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from flask_wechat_qr.transactions import autocommits, is_conflict
+
+
+@pytest.mark.parametrize(("engine_level", "connection_level", "expected"), [
+    (None, None, False),
+    ("AUTOCOMMIT", None, True),
+    (None, "AUTOCOMMIT", True),
+    ("AUTOCOMMIT", "SERIALIZABLE", False),
+])
+def test_autocommits_as_the_engine_and_the_connection_say(
+    engine_level: str | None, connection_level: str | None, expected: bool
+) -> None:
+    options = {"isolation_level": engine_level} if engine_level else {}
+    engine = sa.create_engine("sqlite://", **options)
+    with engine.connect() as connection:
+        if connection_level:
+            connection.execution_options(isolation_level=connection_level)
+        assert autocommits(connection) is expected
+
+
+class _Undetecting:
+    """A dialect that cannot tell a DBAPI connection's autocommit (an older SQLAlchemy's, a
+    third party's), with or without SQLAlchemy's private record of the engine's level."""
+
+    def __init__(self, dialect: sa.Dialect, keeps_level: bool) -> None:
+        self._dialect = dialect
+        self._missing = {"detect_autocommit_setting"} | (
+            set() if keeps_level else {"_on_connect_isolation_level"})
+
+    def __getattr__(self, name: str) -> t.Any:
+        if name in self._missing:
+            raise AttributeError(name)
+        return getattr(self._dialect, name)
+
+
+@pytest.mark.parametrize("keeps_level", [True, False], ids=["private-level", "nothing"])
+def test_autocommits_without_the_dialects_word(monkeypatch: pytest.MonkeyPatch,
+                                               keeps_level: bool) -> None:
+    """Where the dialect cannot say: the engine's level where SQLAlchemy keeps it, else
+    ``False`` (the host's engine as it is: never an error); the connection's own execution
+    option is known either way."""
+    engine = sa.create_engine("sqlite://", isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        monkeypatch.setattr(connection, "dialect", _Undetecting(connection.dialect, keeps_level))
+        assert autocommits(connection) is keeps_level
+        connection.execution_options(isolation_level="AUTOCOMMIT")
+        assert autocommits(connection) is True
+
+
+class _ConnectorError(Exception):
+    """An error of MariaDB's own Connector/Python (or MySQL's): its number in ``errno``, its
+    ``args`` a message."""
+
+    def __init__(self, message: str, errno: int) -> None:
+        super().__init__(message)
+        self.errno = errno
+
+
+def _wrapped(orig: BaseException) -> DBAPIError:
+    return OperationalError("UPDATE t SET x = 1", {}, orig)
+
+
+def test_conflicts_are_what_the_database_rolled_back_for_anothers_sake() -> None:
+    """PostgreSQL's serialization failures and deadlocks (psycopg 3's ``sqlstate``,
+    psycopg2's ``pgcode``, pg8000's fields), MariaDB's and MySQL's deadlock (1213) and
+    "record has changed since last read" (1020) from PyMySQL and mysqlclient (``args[0]``)
+    or the vendors' connectors (``errno``). Not a lock wait timeout (1205, PostgreSQL's
+    55P03): InnoDB rolls back only that statement (``innodb_rollback_on_timeout`` off),
+    the wait was the database's whole patience, and the login is not run again for it. A
+    driver whose first ``args`` is a dict (pg8000) raised a ``TypeError`` over the
+    database's own error (and its serialization failures were not tried again)."""
+    import pymysql
+    from psycopg import errors
+
+    class Psycopg2Error(Exception):
+        pgcode = "40001"
+
+    conflicts = [errors.SerializationFailure("x"), errors.DeadlockDetected("x"),
+                 Psycopg2Error("x"), pymysql.err.OperationalError(1213, "Deadlock found"),
+                 pymysql.err.OperationalError(1020, "Record has changed since last read"),
+                 _ConnectorError("Deadlock found", 1213),
+                 Exception({"S": "ERROR", "C": "40001", "M": "could not serialize access"})]
+    others = [errors.LockNotAvailable("x"), errors.UniqueViolation("x"),
+              pymysql.err.OperationalError(1205, "Lock wait timeout exceeded"),
+              pymysql.err.OperationalError(2013, "Lost connection"),
+              _ConnectorError("Lock wait timeout exceeded", 1205), Exception(),
+              Exception({"S": "ERROR", "C": "23505", "M": "duplicate key value"}),
+              Exception(["not", "hashable"])]
+    assert [is_conflict(_wrapped(error)) for error in conflicts] == [True] * len(conflicts)
+    assert [is_conflict(_wrapped(error)) for error in others] == [False] * len(others)
+
+
+def test_a_lock_wait_timeout_on_mariadb_is_no_conflict(database: t.Any) -> None:
+    """A real one (1205 after a second): the transaction is still open, its earlier
+    statements kept, which is why trying the login again would need a rollback first
+    (the flow rolls back before every retry) and why a timeout is not retried at all."""
+    if not database.is_mysql:
+        pytest.skip("MariaDB's and MySQL's lock wait timeout")
+    engine = sa.create_engine(database.url("locks"))
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text("CREATE TABLE t (id INT PRIMARY KEY, x INT)"))
+            conn.execute(sa.text("INSERT INTO t VALUES (1, 0), (2, 0)"))
+        with engine.connect() as holder, engine.connect() as waiter:
+            holder.execute(sa.text("UPDATE t SET x = 1 WHERE id = 1"))
+            waiter.execute(sa.text("SET SESSION innodb_lock_wait_timeout = 1"))
+            waiter.execute(sa.text("UPDATE t SET x = 2 WHERE id = 2"))
+            with pytest.raises(DBAPIError) as timeout:
+                waiter.execute(sa.text("UPDATE t SET x = 2 WHERE id = 1"))
+            assert timeout.value.orig.args[0] == 1205 and not is_conflict(timeout.value)
+            # Only the statement was rolled back: the earlier one holds.
+            assert waiter.execute(sa.text("SELECT x FROM t WHERE id = 2")).scalar_one() == 2
+            holder.rollback()
+            waiter.rollback()
+    finally:
+        engine.dispose()
