@@ -746,18 +746,28 @@ class LoginFlow:
         A transaction the database rolled back for another one's sake (a serialization
         failure, a deadlock: see :mod:`.transactions`) runs again after a pause, up to
         :data:`~.transactions.CONFLICT_RETRIES` times; one whose connection the database
-        server closed (a restart) runs again once, on a new connection."""
+        server closed (a restart) runs again once, on a new connection.
+
+        None of them where the transaction held the host's own writes of the request when
+        the login began (:func:`~.transactions.holds_writes`: its ``before_request``
+        flushed a row): the rollback undid them, and a second run would commit the login
+        without them. The login ends as one the database refused (``AccountNotSaved``)."""
         refused = conflicts = 0
         lost = False
+        hosts_writes: bool | None = None
         while True:
             try:
                 transactions.begin(self.db, self._table)
+                if hosts_writes is None:  # the first run (AUTOCOMMIT: committed by begin)
+                    hosts_writes = transactions.holds_writes(self.db.session())
                 result = work()
                 self._commit()
                 return result
             except IntegrityError as error:
                 self.db.session.rollback()
                 refused += 1
+                if hosts_writes:
+                    raise AccountNotSaved(_database_reason(error), _HOSTS_WRITES) from error
                 if refused == 3:
                     raise AccountNotSaved(_database_reason(error)) from error
                 log.info("the database refused the login's changes (%s); trying again: "
@@ -773,6 +783,9 @@ class LoginFlow:
             except DBAPIError as error:
                 self.db.session.rollback()
                 if transactions.is_conflict(error):
+                    if hosts_writes:
+                        raise AccountNotSaved(_database_reason(error),
+                                              _HOSTS_WRITES) from error
                     if conflicts == transactions.CONFLICT_RETRIES:
                         raise AccountNotSaved(_database_reason(error),
                                               _CONFLICT_ADVICE) from error
@@ -780,7 +793,7 @@ class LoginFlow:
                     log.info("the database rolled the login back for another transaction's "
                              "sake (%s); trying again", _database_reason(error))
                     transactions.pause(conflicts)
-                elif error.connection_invalidated and not lost:
+                elif error.connection_invalidated and not lost and not hosts_writes:
                     lost = True
                     log.warning("the database connection of a login was lost (%s); trying "
                                 "again on a new one (pool_pre_ping avoids this: docs, "
@@ -802,6 +815,12 @@ _VALUE_ADVICE = (
     "wrong type) or a column the database requires got none: if the column is the user "
     "model's, make AccountAdapter.create_user fill it with a value that fits, or widen the "
     "column (docs: hooks, 'Creating users')")
+#: Why a login whose transaction held the host's writes is not tried again.
+_HOSTS_WRITES = (
+    "The login's transaction also held this request's own writes of the site (flushed "
+    "before the login, e.g. in a before_request), which the rollback undid: the login is "
+    "not tried again without them. Commit the site's writes before the request reaches "
+    "the extension's routes (docs: deploying, 'Database settings')")
 #: What to do about transactions the database keeps rolling back for others' sake.
 _CONFLICT_ADVICE = (
     "Other transactions kept conflicting with the login's (serialization failures or "

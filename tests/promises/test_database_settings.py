@@ -468,3 +468,21 @@ def test_a_failed_login_never_commits_the_hosts_writes(
                                                                 "state": state})
     assert failed.status_code == 400
     assert [(user.username, user.nickname) for user in all_users(app)] == [("alice", None)]
+
+
+def test_a_login_tried_again_never_drops_the_hosts_writes(
+    make_app: t.Any, database: Database, wechat_api: WeChatAPI
+) -> None:
+    """Two first logins of one person at once, in requests where the host flushed a row of
+    its own first: the loser's transaction (the unique identity refused) was rolled back,
+    the host's row with it, and the login run again and committed without it: both 302,
+    one row. A login is not run again without the host's writes: the loser says the
+    account could not be saved, and every request that logged in kept its row."""
+    if not (database.is_postgres or database.is_mysql):
+        pytest.skip("SQLite: one writer at a time, the host's flush holds it")
+    app = host_writes(make_app(), "flushed")
+    gate = people(wechat_api, meet=2)
+    statuses = logins_at_once(app, ["P1-a", "P1-b"])
+    assert not gate.broken and sorted(statuses) == [302, 500]
+    visitors = [user for user in all_users(app) if user.username]
+    assert len(visitors) == 1 and len(all_identities(app)) == 1
