@@ -28,9 +28,10 @@ from .client_address import client_network
 from .errors import AlreadyLinked, BindingBlocked, BindingExpired, LoginRefused
 from .i18n import LazyText, lazy_ngettext
 from .i18n import lazy_gettext as _l
+from .models import engine_of
 from .purge import PurgeSchedule, delete_expired
 from .storable import storable
-from .transactions import committed, end_reads, engine_beside
+from .transactions import committed, end_reads
 
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
@@ -92,7 +93,7 @@ class PendingBindings:
         self.purges.start(now)
         table = self.models.PendingBinding.__table__
         try:
-            with engine_beside(self.db, table).begin() as conn:
+            with engine_of(self.db, table).begin() as conn:
                 deleted = delete_expired(conn, table, table.c.expires_at, now,
                                          self.purges.batch)
         except SQLAlchemyError:  # housekeeping: never fail a login over it

@@ -29,9 +29,10 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from .client_address import client_network
 from .errors import StateError, StateUsed, TooManyLoginsStarted
+from .models import engine_of
 from .purge import Executor, PurgeSchedule, delete_expired
 from .settings import OFFICIAL_ACCOUNT, WEBSITE_APP
-from .transactions import end_reads, engine_beside
+from .transactions import end_reads
 
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
@@ -269,8 +270,10 @@ class LoginStateStore:
         """The current app's engine of the table (the user table's bind), for a connection
         of the store's own: the request's reads end first, so that it never holds one
         connection of the pool while it waits for this one
-        (:func:`~.transactions.engine_beside`; never called in a login's transaction)."""
-        return engine_beside(self.db, self.table)
+        (:func:`~.transactions.end_reads`; never called in a login's transaction, whose
+        writes would be committed halfway)."""
+        end_reads(self.db)
+        return engine_of(self.db, self.table)
 
     def park(self, key: str, value: str, expires_at: float, client: str = "") -> None:
         """Keep a state's data that is too big for the session cookie, under ``key``

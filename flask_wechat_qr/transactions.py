@@ -8,7 +8,7 @@ database, this module keeps four promises:
 * Committing keeps what was loaded (:func:`commit`): the user Flask-Login holds is not read
   again after a login commits.
 * A request never holds one connection of a pool while it waits for a second
-  (:func:`engine_beside`): the session's transaction of reads ends before the extension
+  (:func:`end_reads`): the session's transaction of reads ends before the extension
   opens its own connection. With one connection a worker (``pool_size=1,
   max_overflow=0``, a sync worker's usual size behind a pooler) a request that held it
   (the host had read its user) waited ``pool_timeout`` (30 s) for a second one, and failed.
@@ -31,8 +31,6 @@ import typing as t
 
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
-
-from .models import engine_of
 
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
@@ -143,14 +141,6 @@ def _executed(state: ORMExecuteState) -> None:
 def _ended(session: Session, transaction: SessionTransaction) -> None:
     if transaction.parent is None:  # the session's own, not a flush's or a SAVEPOINT's
         session.info.pop(_WROTE, None)
-
-
-def engine_beside(db: SQLAlchemy, table: sa.Table) -> sa.Engine:
-    """The engine of ``table``, for a connection of the extension's own beside the request's
-    session (:func:`end_reads` first). Never while a login's transaction is open: the
-    extension's writes are flushed there, and would be committed halfway."""
-    end_reads(db)
-    return engine_of(db, table)
 
 
 def begin(db: SQLAlchemy, table: sa.Table) -> sa.Connection:

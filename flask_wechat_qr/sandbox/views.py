@@ -37,6 +37,7 @@ from ..i18n import lazy_gettext as _l
 from ..purge import BATCH_SIZE, delete_expired
 from ..redact import redact_http_debug_logs
 from ..storable import storable
+from ..transactions import end_reads
 from ..urls import hostname_of, is_loopback_host
 from .models import SandboxModels, add_missing_columns
 from .qr import qr_svg
@@ -227,11 +228,9 @@ def create_missing_tables() -> None:
     runs ``db.create_all()``)."""
     runtime = sandbox_runtime()
     if not runtime.tables_ready:
-        session = runtime.db.session()
-        if session.in_transaction() and not (session.new or session.dirty or session.deleted):
-            # The host's reads of this request give their connection back first: with one
-            # connection a worker (pool_size=1) the tables' own waited for it, and failed.
-            session.commit()
+        # The host's reads of this request give their connection back first: with one
+        # connection a worker (pool_size=1) the tables' own waited for it, and failed.
+        end_reads(runtime.db)
         tables = [getattr(runtime.models, f.name).__table__ for f in fields(runtime.models)]
         runtime.db.metadata.create_all(runtime.db.engine, tables=tables, checkfirst=True)
         add_missing_columns(runtime.db.engine, tables)
