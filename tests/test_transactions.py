@@ -102,12 +102,11 @@ def test_conflicts_are_what_the_database_rolled_back_for_anothers_sake() -> None
     assert [is_conflict(_wrapped(error)) for error in others] == [False] * len(others)
 
 
+@pytest.mark.parametrize("database", ["mariadb"], indirect=True)
 def test_a_lock_wait_timeout_on_mariadb_is_no_conflict(database: t.Any) -> None:
     """A real one (1205 after a second): the transaction is still open, its earlier
     statements kept, which is why trying the login again would need a rollback first
     (the flow rolls back before every retry) and why a timeout is not retried at all."""
-    if not database.is_mysql:
-        pytest.skip("MariaDB's and MySQL's lock wait timeout")
     engine = sa.create_engine(database.url("locks"))
     try:
         with engine.begin() as conn:

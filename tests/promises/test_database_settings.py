@@ -448,6 +448,7 @@ def test_the_hosts_writes_are_committed_with_the_login_not_before(
     assert len(all_users(app)) == 2  # the visitor and the WeChat user
 
 
+@pytest.mark.parametrize("database", ["postgresql", "mariadb"], indirect=True)
 @pytest.mark.parametrize("how", ["flushed", "executed"])
 def test_a_failed_login_never_commits_the_hosts_writes(
     make_app: t.Any, database: Database, wechat_api: WeChatAPI, how: str
@@ -456,8 +457,6 @@ def test_a_failed_login_never_commits_the_hosts_writes(
     fails (WeChat refuses the code) leaves its writes uncommitted, as the host left them;
     the extension committed them. (SQLite: the record of the failure, on a connection of
     its own, waits for the host's write lock, see the docs: not tried here.)"""
-    if not (database.is_postgres or database.is_mysql):
-        pytest.skip("SQLite: one writer at a time, the host's writes hold it")
     app = host_writes(make_app(), how)
     add_user(app, username="alice")
     answer_with(wechat_api, TOKEN_PATH, lambda request: wechat_body(
@@ -470,6 +469,7 @@ def test_a_failed_login_never_commits_the_hosts_writes(
     assert [(user.username, user.nickname) for user in all_users(app)] == [("alice", None)]
 
 
+@pytest.mark.parametrize("database", ["postgresql", "mariadb"], indirect=True)
 def test_a_login_tried_again_never_drops_the_hosts_writes(
     make_app: t.Any, database: Database, wechat_api: WeChatAPI
 ) -> None:
@@ -477,9 +477,8 @@ def test_a_login_tried_again_never_drops_the_hosts_writes(
     its own first: the loser's transaction (the unique identity refused) was rolled back,
     the host's row with it, and the login run again and committed without it: both 302,
     one row. A login is not run again without the host's writes: the loser says the
-    account could not be saved, and every request that logged in kept its row."""
-    if not (database.is_postgres or database.is_mysql):
-        pytest.skip("SQLite: one writer at a time, the host's flush holds it")
+    account could not be saved, and every request that logged in kept its row. (Not on
+    SQLite: one writer at a time, the host's flush holds it.)"""
     app = host_writes(make_app(), "flushed")
     gate = people(wechat_api, meet=2)
     statuses = logins_at_once(app, ["P1-a", "P1-b"])
