@@ -40,7 +40,7 @@ from .i18n import lazy_gettext as _l
 from .id_token import IdTokenSigner
 from .layout import page_layout
 from .login_state import LoginStates, LoginStateStore
-from .models import models_for, users_bind_key
+from .models import bind_key_of, models_for, users_bind_key
 from .redact import redact_http_debug_logs
 from .refresh import ProfileRefresher, refreshes_profiles, threads_idle_between_requests
 from .runtime import EXTENSION_KEY, Runtime, find_runtime
@@ -247,7 +247,7 @@ def _build_runtime(app: Flask, settings: Settings, db: SQLAlchemy, adapter: Acco
                            enabled=settings.store_avatars, url_prefix=settings.url_prefix)
     if settings.sandbox:
         _install_sandbox(app, db, settings, [*clients.values(), *official_accounts.values()],
-                         avatars.downloader)
+                         avatars.downloader, bind_key_of(models.Identity.__table__))
     policy = AssociationPolicy(db, models, adapter, avatars)
     adapter.on_user_deleted(policy.forget_user, id(models.Identity.__table__))
     forget_on_bulk_delete(db, adapter.user_model, policy.forget_users,
@@ -477,12 +477,12 @@ def _sandbox_open_base(settings: Settings) -> t.Callable[[], str]:
 
 def _install_sandbox(
     app: Flask, db: SQLAlchemy, settings: Settings, clients: list[WeChatClient],
-    avatar_downloader: AvatarDownloader,
+    avatar_downloader: AvatarDownloader, bind_key: str | None,
 ) -> None:
     """Mount the simulated WeChat in this app (each connection's website application and
-    Official Account); route the API calls to it in-process. Where avatars are stored, the
-    sandbox serves them from its image host, which only this app's downloader may reach
-    (in-process too)."""
+    Official Account), its tables on ``bind_key``, the extension's own tables' bind; route
+    the API calls to it in-process. Where avatars are stored, the sandbox serves them from
+    its image host, which only this app's downloader may reach (in-process too)."""
     from .sandbox import SandboxApp, WSGITransport, install_sandbox
 
     apps = [SandboxApp(c.app_id, c.app_secret, _sandbox_app_name(app, settings, c))
@@ -492,7 +492,8 @@ def _install_sandbox(
              for c in settings.connections.values() if c.has_official_account]
     image_origin = SANDBOX_IMAGE_ORIGIN if settings.store_avatars else None
     install_sandbox(app, db, apps, url_prefix=settings.sandbox_prefix,
-                    public_url=settings.sandbox_public_url, image_origin=image_origin)
+                    public_url=settings.sandbox_public_url, image_origin=image_origin,
+                    bind_key=bind_key)
     transport = WSGITransport(_in_process(app))
     for client in clients:
         if client.api_base_url.startswith(IN_PROCESS_ORIGIN):

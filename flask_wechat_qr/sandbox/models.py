@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import typing as t
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import sqlalchemy as sa
 
@@ -22,19 +22,52 @@ class SandboxModels:
     Consent: t.Any
     Avatar: t.Any
 
+    @property
+    def tables(self) -> list[sa.Table]:
+        return [getattr(self, f.name).__table__ for f in fields(self)]
 
-def sandbox_models_for(db: SQLAlchemy) -> SandboxModels:
+    @property
+    def bind_key(self) -> str | None:
+        """The Flask-SQLAlchemy bind of the tables (``None``: the default one)."""
+        return t.cast("str | None", self.QRSession.__table__.metadata.info.get("bind_key"))
+
+    def engine(self, db: SQLAlchemy) -> sa.Engine:
+        """The engine of the tables in the current app (``db.engine`` is the default
+        bind's, which a site with binds only does not have)."""
+        return db.engines[self.bind_key]
+
+
+def sandbox_models_for(db: SQLAlchemy, bind_key: str | None = None) -> SandboxModels:
     """The sandbox's mapped classes on ``db``, declared once per ``db`` (declaring a table
-    twice on one metadata is an error)."""
+    twice on one metadata is an error), on the Flask-SQLAlchemy bind ``bind_key`` (the
+    extension's tables' own, the host's user table's; ``None``: the default bind)."""
     models: SandboxModels | None = db.metadata.info.get(_MODELS_KEY)
     if models is None:
-        models = db.metadata.info[_MODELS_KEY] = _declare(db)
+        models = db.metadata.info[_MODELS_KEY] = _declare(_on_bind(db, bind_key))
+    elif models.bind_key != bind_key:
+        raise ValueError(f"the sandbox's tables on this db are on the bind "
+                         f"{models.bind_key!r}, not {bind_key!r}: every app sharing one db "
+                         "must put them on the same bind")
     return models
 
 
-def _declare(db: SQLAlchemy) -> SandboxModels:
+def _on_bind(db: SQLAlchemy, bind_key: str | None) -> t.Any:
+    """``db.Model``, or on another bind an abstract subclass naming it (Flask-SQLAlchemy
+    declares its subclasses on that bind's metadata)."""
+    if bind_key is None:
+        return db.Model
+
     # db.Model: the host's base class, made at run time (mypy sees a variable)
-    class SandboxQRSession(db.Model):  # type: ignore[name-defined,misc]
+    class WeChatQRSandboxModel(db.Model):  # type: ignore[name-defined,misc]
+        __abstract__ = True
+        __bind_key__ = bind_key
+
+    return WeChatQRSandboxModel
+
+
+def _declare(base: t.Any) -> SandboxModels:
+    # base: db.Model or a subclass of it, made at run time (mypy sees a variable)
+    class SandboxQRSession(base):  # type: ignore[misc]
         """One QR code shown on a desktop: waiting -> scanned -> confirmed/denied/expired."""
 
         __tablename__ = "wechat_qr_sandbox_qr"
@@ -48,8 +81,8 @@ def _declare(db: SQLAlchemy) -> SandboxModels:
         created_at = sa.Column(EpochSeconds, nullable=False)
         expires_at = sa.Column(EpochSeconds, nullable=False)
 
-    # db.Model: the host's base class, made at run time (mypy sees a variable)
-    class SandboxPersonRow(db.Model):  # type: ignore[name-defined,misc]
+    # base: db.Model or a subclass of it, made at run time (mypy sees a variable)
+    class SandboxPersonRow(base):  # type: ignore[misc]
         """A "new user" made up on the confirmation page."""
 
         __tablename__ = "wechat_qr_sandbox_person"
@@ -58,8 +91,8 @@ def _declare(db: SQLAlchemy) -> SandboxModels:
         nickname = sa.Column(any_text(100), nullable=False)
         has_unionid = sa.Column(sa.Boolean, nullable=False, default=True)
 
-    # db.Model: the host's base class, made at run time (mypy sees a variable)
-    class SandboxCode(db.Model):  # type: ignore[name-defined,misc]
+    # base: db.Model or a subclass of it, made at run time (mypy sees a variable)
+    class SandboxCode(base):  # type: ignore[misc]
         __tablename__ = "wechat_qr_sandbox_code"
 
         code = sa.Column(sa.String(64), primary_key=True)
@@ -70,8 +103,8 @@ def _declare(db: SQLAlchemy) -> SandboxModels:
         #: what the person granted; ``None`` (rows of before 2026-12): ``snsapi_login``
         scope = sa.Column(sa.String(32))
 
-    # db.Model: the host's base class, made at run time (mypy sees a variable)
-    class SandboxToken(db.Model):  # type: ignore[name-defined,misc]
+    # base: db.Model or a subclass of it, made at run time (mypy sees a variable)
+    class SandboxToken(base):  # type: ignore[misc]
         __tablename__ = "wechat_qr_sandbox_token"
 
         access_token = sa.Column(sa.String(128), primary_key=True)
@@ -83,8 +116,8 @@ def _declare(db: SQLAlchemy) -> SandboxModels:
         #: as on its code
         scope = sa.Column(sa.String(32))
 
-    # db.Model: the host's base class, made at run time (mypy sees a variable)
-    class SandboxConsent(db.Model):  # type: ignore[name-defined,misc]
+    # base: db.Model or a subclass of it, made at run time (mypy sees a variable)
+    class SandboxConsent(base):  # type: ignore[misc]
         """A person who authorized an Official Account: later ``snsapi_base`` visits of
         theirs to it are silent."""
 
@@ -99,8 +132,8 @@ def _declare(db: SQLAlchemy) -> SandboxModels:
         #: when the consent is forgotten (renewed by each authorization)
         expires_at = sa.Column(EpochSeconds, nullable=False, index=True)
 
-    # db.Model: the host's base class, made at run time (mypy sees a variable)
-    class SandboxAvatar(db.Model):  # type: ignore[name-defined,misc]
+    # base: db.Model or a subclass of it, made at run time (mypy sees a variable)
+    class SandboxAvatar(base):  # type: ignore[misc]
         """How many times a person changed their avatar: each change gives a new image URL
         and makes the old one 404, as on WeChat."""
 

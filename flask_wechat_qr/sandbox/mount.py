@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import typing as t
-from dataclasses import fields
 
 import sqlalchemy as sa
 from flask import Flask
@@ -20,11 +19,13 @@ def sandbox_tables(app: Flask) -> list[sa.Table]:
     """The sandbox's own (development-only) tables in ``app``; none without the sandbox.
     They are not among the extension's migrations: the sandbox creates them on its first
     request where missing (or a host with
-    ``db.metadata.create_all(db.engine, tables=sandbox_tables(app))``)."""
+    ``db.metadata.create_all(db.engine, tables=sandbox_tables(app))``; they are on the
+    bind of the extension's tables, the user model's, ``db.engines["users"]`` for a user
+    model with ``__bind_key__ = "users"``)."""
     runtime: SandboxRuntime | None = app.extensions.get(EXTENSION_KEY)
     if runtime is None:
         return []
-    return [getattr(runtime.models, f.name).__table__ for f in fields(runtime.models)]
+    return runtime.models.tables
 
 
 def install_sandbox(
@@ -35,10 +36,12 @@ def install_sandbox(
     url_prefix: str = "",
     public_url: str | None = None,
     image_origin: str | None = None,
+    bind_key: str | None = None,
 ) -> SandboxRuntime:
-    """Register the sandbox blueprint on ``app``, its tables on ``db``; ``image_origin``:
+    """Register the sandbox blueprint on ``app``, its tables on ``db`` (on the
+    Flask-SQLAlchemy bind ``bind_key``; ``None``: the default bind); ``image_origin``:
     where avatar URLs point (the simulated image host; ``None``: ``data:`` URIs)."""
-    runtime = SandboxRuntime(db=db, models=sandbox_models_for(db),
+    runtime = SandboxRuntime(db=db, models=sandbox_models_for(db, bind_key),
                              apps={sandbox_app.app_id: sandbox_app for sandbox_app in apps},
                              public_url=public_url, image_origin=image_origin)
     app.extensions[EXTENSION_KEY] = runtime

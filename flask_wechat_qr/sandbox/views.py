@@ -14,7 +14,7 @@ import threading
 import time
 import typing as t
 import weakref
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import sqlalchemy as sa
@@ -231,9 +231,10 @@ def create_missing_tables() -> None:
         # The host's reads of this request give their connection back first: with one
         # connection a worker (pool_size=1) the tables' own waited for it, and failed.
         end_reads(runtime.db)
-        tables = [getattr(runtime.models, f.name).__table__ for f in fields(runtime.models)]
-        runtime.db.metadata.create_all(runtime.db.engine, tables=tables, checkfirst=True)
-        add_missing_columns(runtime.db.engine, tables)
+        tables, engine = runtime.models.tables, runtime.models.engine(runtime.db)
+        runtime.db.metadatas[runtime.models.bind_key].create_all(engine, tables=tables,
+                                                                 checkfirst=True)
+        add_missing_columns(engine, tables)
         runtime.tables_ready = True
 
 

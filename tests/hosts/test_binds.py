@@ -228,3 +228,49 @@ def test_identities_left_on_the_default_bind_are_not_left_behind(site: Site) -> 
     assert check.exit_code == 1, check.output
     assert "PROBLEM" in check.output and "move the wechat_qr_* tables" in check.output
 
+
+
+SANDBOX_TABLES = {"wechat_qr_sandbox_qr", "wechat_qr_sandbox_person", "wechat_qr_sandbox_code",
+                  "wechat_qr_sandbox_token", "wechat_qr_sandbox_consent",
+                  "wechat_qr_sandbox_avatar"}
+
+
+def binds_only(tmp_path: t.Any, **config: t.Any) -> Flask:
+    """host_binds_only on SQLite files: no default bind at all."""
+    import host_binds_only
+
+    return host_binds_only.create_app({**SANDBOX, "SQLALCHEMY_BINDS": {
+        "accounts": f"sqlite:///{tmp_path / 'accounts.db'}",
+        "content": f"sqlite:///{tmp_path / 'content.db'}"}, **config})
+
+
+@pytest.mark.parametrize("migrated", [False, True], ids=["create_all", "migrations"])
+def test_a_site_with_binds_only_logs_in_on_the_sandbox(tmp_path: t.Any, migrated: bool) -> None:
+    """No SQLALCHEMY_DATABASE_URI, every model on a bind: the sandbox's tables go with the
+    extension's, on the user model's bind, made by ``db.create_all(bind_key=[...])`` or by
+    the sandbox on its first request; ``db upgrade`` and ``check`` work there. Before, the
+    sandbox's tables were on the default bind, which such a site has not: every page of
+    the sandbox was a 500 (``db.engine``: KeyError None), and so was every login."""
+    import host_binds_only
+
+    app = binds_only(tmp_path, MIGRATED=migrated)
+    try:
+        if migrated:
+            with app.app_context():  # the site's own migrations
+                host_binds_only.Member.__table__.create(engine(app, "accounts"))
+                host_binds_only.Article.__table__.create(engine(app, "content"))
+            result = flask(app, "wechat-qr", "db", "upgrade")
+            assert result.exit_code == 0, (result.output, result.exception)
+            check = flask(app, "wechat-qr", "check")
+            assert check.exit_code == 0 and "no problems" in check.output, check.output
+        else:
+            assert SANDBOX_TABLES <= tables(app, "accounts")
+        browser = Browser(app)
+        assert browser.get("/wechat-sandbox/").status_code == 200
+        page = wechat_login(browser, "zhangsan")
+        assert page.status_code == 200 and "Hello, 张三🐼" in page.get_data(as_text=True)
+        assert_no_server_error(browser)
+        assert EXTENSION_TABLES | SANDBOX_TABLES <= tables(app, "accounts")
+        assert not SANDBOX_TABLES & tables(app, "content")
+    finally:
+        dispose_engines(app)
