@@ -113,7 +113,7 @@ def _what_it_holds(db: SQLAlchemy, engine: sa.Engine, table: sa.Table,
                             table, column)
     except sa.exc.SQLAlchemyError:
         log.warning("could not read the character set of %s.%s; storing WeChat's text as "
-                    "it is", table.name, column.name, exc_info=True)
+                    "it is", table.fullname, column.name, exc_info=True)
         row = (None,) * 6  # not asked again: said once
     found = (row[1], row[0], _shorter(column, row))
     with _LOCK:
@@ -126,7 +126,7 @@ def _what_it_holds(db: SQLAlchemy, engine: sa.Engine, table: sa.Table,
             "the database connection's character set is %s, which cannot carry every "
             "character of WeChat nicknames (CJK, emoji) to %s.%s: they are stored without "
             "them. Put ?charset=utf8mb4 in the database URL. Said once per process.",
-            row[0], table.name, column.name)
+            row[0], table.fullname, column.name)
     return found
 
 
@@ -158,7 +158,7 @@ def _what_is_wrong(column: sa.Column[t.Any], row: t.Sequence[t.Any]
     if shorter is not None:
         wrong.append(f"holds {shorter} characters in the database, where the model says "
                      f"{model_length}: WeChat nicknames are cut to {shorter}")
-    return (f"{column.table.name}.{column.name} {'; and it '.join(wrong)}",
+    return (f"{column.table.fullname}.{column.name} {'; and it '.join(wrong)}",
             _widening(column.table, column, row, model_length if shorter else None,
                       row[1] if not narrow else None))
 
@@ -200,6 +200,7 @@ def _widening(table: sa.Table, column: sa.Column[t.Any], row: t.Sequence[t.Any],
     identities' foreign key to it keeps MariaDB from changing."""
     kind = f"varchar({length})" if length else row[2]
     keeps = f"{charset} COLLATE {row[5]}" if charset and row[5] else charset
-    return (f"ALTER TABLE `{table.name}` MODIFY `{column.name}` {kind} CHARACTER SET "
+    name = ".".join(f"`{part}`" for part in (table.schema, table.name) if part)
+    return (f"ALTER TABLE {name} MODIFY `{column.name}` {kind} CHARACTER SET "
             f"{keeps or 'utf8mb4'} {'NULL' if row[3] == 'YES' else 'NOT NULL'} (keep its "
             "DEFAULT, if it has one)")

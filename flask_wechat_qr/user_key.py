@@ -79,7 +79,7 @@ def _user_primary_key(model: t.Any) -> tuple[sa.Column[t.Any] | None, str | None
         return None, f"{getattr(model, '__name__', model)!r} is not a mapped table"
     key = list(table.primary_key.columns)
     if len(key) != 1:
-        return None, f"the {table.name!r} table's primary key is not one column"
+        return None, f"the {table.fullname!r} table's primary key is not one column"
     return key[0], None
 
 
@@ -168,7 +168,7 @@ def foreign_key_blocker(connection: sa.Connection, identity_table: sa.Table
                                                          schema=user_table.schema):
         # A user model on a metadata of its own (Flask-AppBuilder's) whose table is made
         # after the extension's: no database takes a key to a table it does not have.
-        return ForeignKeyBlocker(f"{user_table.name} does not exist yet",
+        return ForeignKeyBlocker(f"{user_table.fullname} does not exist yet",
                                  f"make it (your app's own tables first), {upgrade}")
     if connection.dialect.name not in MYSQL_DIALECTS:
         return None
@@ -184,12 +184,12 @@ def foreign_key_blocker(connection: sa.Connection, identity_table: sa.Table
             continue
         if str(engine).lower() not in FOREIGN_KEY_ENGINES:
             return ForeignKeyBlocker(
-                f"{table.name} is a {engine} table, and only InnoDB tables keep foreign keys",
+                f"{table.fullname} is a {engine} table, and only InnoDB tables keep foreign keys",
                 f"ALTER TABLE {format_table(table)} ENGINE=InnoDB (InnoDB also gives it "
                 f"transactions), {upgrade}")
         if partitioned:
             return ForeignKeyBlocker(
-                f"{table.name} is partitioned, and partitioned tables keep no foreign keys",
+                f"{table.fullname} is partitioned, and partitioned tables keep no foreign keys",
                 f"set {SETTING_KEY} = False (deleting a user through the ORM still deletes "
                 "their identities), or remove the partitioning and run `flask wechat-qr db "
                 "upgrade`")
@@ -198,7 +198,7 @@ def foreign_key_blocker(connection: sa.Connection, identity_table: sa.Table
         user_engine = engines[user_column.table.name]
         return ForeignKeyBlocker(
             f"{identity_table.name} is a {engines[identity_table.name]} table and "
-            f"{user_column.table.name} a {user_engine} one, and a foreign key joins tables "
+            f"{user_column.table.fullname} a {user_engine} one, and a foreign key joins tables "
             "of one engine",
             f"ALTER TABLE {format_table(identity_table)} ENGINE={user_engine}, {upgrade}")
     return None
@@ -277,7 +277,7 @@ def with_the_identity_table(identity_table: sa.Table) -> None:
             log.warning("%s made without its foreign key to %s.%s: %s. Deleting a user "
                         "through the ORM still deletes their WeChat identities; one "
                         "deleted with raw SQL leaves them for the next user given the "
-                        "same id. Fix: %s.", target.name, user_column.table.name,
+                        "same id. Fix: %s.", target.name, user_column.table.fullname,
                         user_column.name, blocked.reason, blocked.fix)
 
     def after_create(target: sa.Table, connection: sa.Connection, **_kw: t.Any) -> None:

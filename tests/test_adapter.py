@@ -1019,3 +1019,12 @@ def test_what_an_overridden_load_user_reads_back_decides_the_stored_id(
         return
     assert len(users) == 1
     assert stored == [str(users[0].id) if reads == "the key" else users[0].token]
+
+
+def test_a_required_column_is_named_with_its_tables_schema(tmp_path: t.Any) -> None:
+    """A user table in a schema of its own (``__table_args__ = {"schema": "auth"}``) is
+    named as the database knows it. Before: ``account.email``, a table of the site's own
+    schema."""
+    with pytest.raises(ConfigurationError) as info:
+        shaped_host(tmp_path, {**required_email(), "__table_args__": {"schema": "auth"}})
+    assert "auth.account.email" in info.value.problem

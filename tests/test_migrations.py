@@ -971,3 +971,71 @@ def test_tables_create_all_made_before_0006_are_adopted_or_stamped_0005(
             "SELECT collation_name FROM information_schema.columns WHERE table_schema = "
             "DATABASE() AND table_name = 'wechat_qr_identity' AND column_name = 'openid'"
         )).scalar() == "utf8mb4_bin"
+
+
+def host_with_users_in(schema: str, url: str, root: t.Any) -> Flask:
+    """A host whose user table is in a schema of its own (on MariaDB and MySQL: another
+    database of the server), ``__table_args__ = {"schema": ...}``, made by its own
+    migrations (here: by the test)."""
+    db = SQLAlchemy()
+
+    class User(db.Model, UserMixin):  # type: ignore[name-defined,misc]
+        __table_args__ = {"schema": schema}
+
+        id = db.Column(db.Integer, primary_key=True)
+        username = db.Column(db.String(80), unique=True)
+        nickname = db.Column(db.Unicode(255))
+
+    app = Flask("schema_host", root_path=str(root))
+    app.config.update(TESTING=True, SECRET_KEY="k", SQLALCHEMY_DATABASE_URI=url,
+                      WECHAT_QR_APP_ID=APP_ID, WECHAT_QR_APP_SECRET=APP_SECRET)
+    db.init_app(app)
+    LoginManager(app)
+    WeChatQR(app, db=db, user_model=User)
+    app.db, app.User = db, User  # type: ignore[attr-defined]
+    return app
+
+
+@pytest.mark.parametrize("database", ["postgresql", "mariadb"], indirect=True)
+def test_a_user_table_in_a_schema_of_its_own_is_named_with_it(database: Database,
+                                                               tmp_path: t.Any) -> None:
+    """``db upgrade`` and ``check`` name a user table in a schema of its own as the
+    database does (``auth.user.id``), and on MariaDB the fix for its nickname column alters
+    that table. Before, they said ``user.id`` and ``ALTER TABLE `user```: another table
+    (or none) of the site's own schema."""
+    url = database.url("site")
+    database.url("auth")  # a second schema (MariaDB: database), dropped with the first
+    auth = database.schemas[-1]
+    with app_factory(lambda: host_with_users_in(auth, url, tmp_path)) as build:
+        host = build()
+        runner = host.test_cli_runner()
+        result = runner.invoke(args=["wechat-qr", "db", "upgrade"])
+        assert result.exit_code == 0, result.output
+        assert f"Foreign key of the identities to {auth}.user.id: not yet, that table " \
+            "does not exist" in result.output
+        check = runner.invoke(args=["wechat-qr", "check"])
+        assert f"foreign key to your users: {auth}.user.id, not in the database yet" \
+            in check.output
+        assert f"PROBLEM: the identities have no foreign key to {auth}.user.id yet" \
+            in check.output
+
+        with host.app_context():  # the site's own migrations
+            host.User.__table__.create(host.db.engine)  # type: ignore[attr-defined]
+        check = runner.invoke(args=["wechat-qr", "check"])
+        assert "PROBLEM: the database lacks part of the identities' foreign key to " \
+            f"{auth}.user.id (column, index, foreign key" in check.output
+        result = runner.invoke(args=["wechat-qr", "db", "upgrade"])
+        assert f"Foreign key of the identities to {auth}.user.id (ON DELETE CASCADE): added " \
+            "column, index, foreign key" in result.output
+        check = runner.invoke(args=["wechat-qr", "check"])
+        assert check.exit_code == 0, check.output
+        assert f"\nIdentities' foreign key to your users: {auth}.user.id, ON DELETE CASCADE\n" \
+            in check.output
+        if database.is_mysql:
+            raw_sql(host, f"ALTER TABLE `{auth}`.`user` MODIFY nickname VARCHAR(255) "
+                          "CHARACTER SET latin1 NULL")
+            check = runner.invoke(args=["wechat-qr", "check"])
+            assert f"WARNING: {auth}.user.nickname is in character set latin1" \
+                in check.output, check.output
+            assert f"Fix: ALTER TABLE `{auth}`.`user` MODIFY `nickname` varchar(255) " \
+                "CHARACTER SET utf8mb4 NULL" in check.output, check.output

@@ -592,3 +592,29 @@ def test_a_sites_own_foreign_key_compiler_registered_earlier_is_kept() -> None:
                           text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     assert "/* the site's */ CONSTRAINT fk_wechat_qr_identity_user_key" in done.stdout
+
+
+def test_a_composite_user_key_names_its_table_with_its_schema(
+        tmp_path: t.Any, caplog: pytest.LogCaptureFixture) -> None:
+    """The user table in a schema of its own is named as the database knows it (before:
+    ``'member'``)."""
+    db = SQLAlchemy()
+
+    class Member(db.Model, UserMixin):  # type: ignore[name-defined,misc]
+        __table_args__ = {"schema": "auth"}
+
+        realm = db.Column(db.String(20), primary_key=True)
+        name = db.Column(db.String(40), primary_key=True)
+
+    app = Flask("composite_host", root_path=str(tmp_path))
+    app.config.update(TESTING=True, SECRET_KEY="test-secret-key",
+                      SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'app.db'}",
+                      WECHAT_QR_APP_ID=APP_ID, WECHAT_QR_APP_SECRET=APP_SECRET,
+                      WECHAT_QR_LOGIN_ONLY=True)
+    db.init_app(app)
+    LoginManager(app)
+    with caplog.at_level(logging.INFO, logger="flask_wechat_qr"):
+        WeChatQR(app, db=db, user_model=Member)
+    said = [r.getMessage() for r in caplog.records if "foreign key" in r.getMessage()]
+    assert len(said) == 1 and "the 'auth.member' table's primary key is not one column" \
+        in said[0], said

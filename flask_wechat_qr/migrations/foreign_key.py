@@ -141,7 +141,7 @@ def _applicable(connection: sa.Connection, runtime: Runtime) -> ForeignKeyStatus
         return ForeignKeyStatus("off", why_no_foreign_key(
             runtime.adapter.user_model, runtime.settings.user_foreign_key))
     user_table = user_column.table
-    detail = f"{user_table.name}.{user_column.name}"
+    detail = f"{user_table.fullname}.{user_column.name}"
     inspector = sa.inspect(connection)
     if not inspector.has_table(table.name, schema=table.schema):
         return ForeignKeyStatus("waiting", detail, ("table",))
