@@ -39,6 +39,7 @@ from ..redact import redact_http_debug_logs
 from ..storable import storable
 from ..transactions import end_reads
 from ..urls import hostname_of, is_loopback_host
+from . import network
 from .models import SandboxModels, add_missing_columns
 from .qr import qr_svg
 from .users import (
@@ -315,6 +316,7 @@ def qrconnect() -> t.Any:
     sandbox.db.session.commit()
     confirm_path = url_for(".confirm", uuid=qr_session.uuid)
     on_phone = classify(request.headers.get("User-Agent")).on_phone
+    loopback = is_loopback_host(urlsplit(_public_base()).hostname or "")
     page = Response(render_template(
         "wechat_qr/sandbox/qrconnect.html",
         app=app, qr=qr_session, jssdk=jssdk,
@@ -328,8 +330,9 @@ def qrconnect() -> t.Any:
         people=PEOPLE,
         confirm_url=_confirm_url(qr_session.uuid),
         confirm_path=confirm_path,
-        loopback=is_loopback_host(urlsplit(_public_base()).hostname or ""),
-        standalone=sandbox_runtime().standalone,
+        loopback=loopback,
+        network_url=_network_url(sandbox.standalone) if loopback else None,
+        standalone=sandbox.standalone,
         lifetime=QR_TTL,
     ))
     # WeChat's QR page may be framed by any site (wxLogin.js): a host's site-wide
@@ -772,6 +775,19 @@ def with_query(url: str, params: list[tuple[str, str | None]]) -> str:
 def _public_base() -> str:
     """Where a phone reaches this sandbox: the configured public URL, else this host."""
     return (sandbox_runtime().public_url or request.host_url).rstrip("/")
+
+
+def _network_url(standalone: bool) -> str | None:
+    """For the QR page's hint on a loopback address: this request's site at this computer's
+    network address (its home page; on its own port the sandbox's root, its
+    ``--public-url``), which a phone on the same network reaches if the server listens
+    there; ``None`` where this computer has no network address."""
+    address = network.network_address()
+    if address is None:
+        return None
+    parts = urlsplit(request.host_url)
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{address}{port}{request.script_root}{'' if standalone else '/'}"
 
 
 def _confirm_url(uuid: str) -> str:

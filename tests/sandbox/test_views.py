@@ -3,8 +3,12 @@ WeChat's semantics (whole logins against it: test_mount)."""
 
 from __future__ import annotations
 
+import errno
+import html
+import ipaddress
 import json
 import re
+import socket
 import typing as t
 from urllib.parse import parse_qs, quote, urlsplit
 
@@ -27,6 +31,7 @@ from support import (
     SANDBOX_PREFIX as SBX,
 )
 
+from flask_wechat_qr.sandbox import network
 from flask_wechat_qr.sandbox.qr import qr_svg
 from flask_wechat_qr.sandbox.users import openid_for, unionid_for
 
@@ -105,6 +110,74 @@ def test_standalone_sandbox_hints_at_its_own_options(tmp_path: t.Any,
                     base_url="http://127.0.0.1:5001").get_data(as_text=True)
     assert "--public-url" in zh and "沙盒" in re.search(
         r'id="sbx-loopback-hint">(.*?)</p>', zh, re.S).group(1)
+
+
+def loopback_hint(app: Flask, base_url: str, language: str = "en") -> str | None:
+    """The QR page's hint about phones (its text), opened through the site's login button
+    at ``base_url`` by a browser in ``language``; ``None`` without one."""
+    client, headers = app.test_client(), {"Accept-Language": language}
+    location = client.get("/auth/wechat/login", base_url=base_url,
+                          headers=headers).headers["Location"]
+    page = client.get(location.split("#")[0], headers=headers).get_data(as_text=True)
+    hint = re.search(r'id="sbx-loopback-hint">(.*?)</p>', page, re.S)
+    return html.unescape(hint.group(1)) if hint else None
+
+
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("address", ["192.168.1.20", None], ids=["address", "no-address"])
+def test_the_loopback_hint_says_to_open_the_site_by_its_network_address(
+        sandbox_app: Flask, monkeypatch: pytest.MonkeyPatch, address: str | None) -> None:
+    """Opened at http://127.0.0.1:5000, the QR page cannot tell whether the server listens
+    on the network too (``flask run --host 0.0.0.0``) or on this computer only. What to do
+    first is the same: open the site by the computer's network address, named where it has
+    one; restart with ``--host 0.0.0.0`` if nothing answers there. Before, it said "Run
+    with --host 0.0.0.0" also to those who had."""
+    monkeypatch.setattr(network, "network_address", lambda: address)
+    en = loopback_hint(sandbox_app, "http://127.0.0.1:5000")
+    zh = loopback_hint(sandbox_app, "http://127.0.0.1:5000", "zh-CN")
+    assert en is not None and zh is not None
+    assert en.startswith("Your phone cannot reach 127.0.0.1:5000. ")
+    assert zh.startswith("手机无法访问 127.0.0.1:5000。")
+    if address:
+        assert "Open http://192.168.1.20:5000/ instead, or set " in en
+        assert "请改用电脑的局域网地址 http://192.168.1.20:5000/ 打开本站" in zh
+    else:
+        assert "Open this site at your network address, or set " in en
+        assert "请改用电脑的局域网地址打开本站" in zh
+    assert "WECHAT_QR_SANDBOX_PUBLIC_URL; no answer there? Restart with --host 0.0.0.0." in en
+    assert "或设置 WECHAT_QR_SANDBOX_PUBLIC_URL；若打不开，请加上 --host 0.0.0.0 重新启动。" \
+        in zh
+    # On the network address itself the page needs no hint.
+    assert loopback_hint(sandbox_app, "http://192.168.1.20:5000") is None
+
+
+def test_the_standalone_hint_names_the_public_url_to_give(
+        tmp_path: t.Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On its own port, the ``--public-url`` the hint gives is this computer's network
+    address at the sandbox's port (before: ``http://<address>:<port>`` where it was known)."""
+    from flask_wechat_qr.sandbox import SandboxApp, create_sandbox_app
+
+    monkeypatch.setattr(network, "network_address", lambda: "192.168.1.20")
+    sandbox = create_sandbox_app(
+        [SandboxApp("wxstandalone000001", "standalone-secret", "Standalone", "localhost")],
+        database_uri=f"sqlite:///{tmp_path}/sandbox.db")
+    page = sandbox.test_client().get("/connect/qrconnect", query_string=[
+        ("appid", "wxstandalone000001"),
+        ("redirect_uri", "http://localhost:5000/auth/wechat/callback"),
+        ("response_type", "code"), ("scope", "snsapi_login"), ("state", "abc")],
+        base_url="http://127.0.0.1:5001").get_data(as_text=True)
+    assert "--host 0.0.0.0 --public-url http://192.168.1.20:5001," in page
+
+
+def test_the_network_address_is_none_without_a_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    found = network.network_address()  # this computer's, if it has one: never a loopback
+    assert found is None or not ipaddress.ip_address(found).is_loopback
+
+    def unreachable(_socket: socket.socket, _address: t.Any) -> None:
+        raise OSError(errno.ENETUNREACH, "Network is unreachable")
+
+    monkeypatch.setattr(socket.socket, "connect", unreachable)
+    assert network.network_address() is None
 
 
 def test_built_in_names_follow_the_page_language_configured_ones_stay(
