@@ -70,8 +70,11 @@ def committed(db: SQLAlchemy, work: t.Callable[[], T]) -> T:
     pause where the database rolled it back for another transaction's sake
     (:func:`is_conflict`), up to :data:`CONFLICT_RETRIES` times. For the small writes that
     commit by themselves (a bind attempt counted, or forgotten), which under
-    ``SERIALIZABLE`` meet those of the other people at the bind page."""
+    ``SERIALIZABLE`` meet those of the other people at the bind page. Not run again where
+    the transaction held the host's own writes (:func:`holds_writes`): the rollback undid
+    them, and a second run would commit ``work`` without them."""
     conflicts = 0
+    hosts_writes = holds_writes(db.session())
     while True:
         try:
             result = work()
@@ -79,7 +82,7 @@ def committed(db: SQLAlchemy, work: t.Callable[[], T]) -> T:
             return result
         except DBAPIError as error:
             db.session.rollback()
-            if not is_conflict(error) or conflicts == CONFLICT_RETRIES:
+            if hosts_writes or not is_conflict(error) or conflicts == CONFLICT_RETRIES:
                 raise
             conflicts += 1
             pause(conflicts)

@@ -485,3 +485,55 @@ def test_a_login_tried_again_never_drops_the_hosts_writes(
     assert not gate.broken and sorted(statuses) == [302, 500]
     visitors = [user for user in all_users(app) if user.username]
     assert len(visitors) == 1 and len(all_identities(app)) == 1
+
+
+@pytest.mark.parametrize("database", ["postgresql", "mariadb"], indirect=True)
+def test_guesses_at_once_never_drop_the_hosts_writes(
+    make_app: t.Any, wechat_api: WeChatAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Four wrong passwords at the same moment under ``SERIALIZABLE``, on a site whose
+    ``before_request`` flushes a row of its own (a visit): an attempt's count that the
+    database rolled back for another's sake took the host's row with it, and was counted
+    again without it (four "wrong password" pages, fewer rows). It is not counted again
+    where the transaction held the host's writes: every request that answered kept its
+    row. (Not on SQLite: one writer at a time, the host's flush holds it.)"""
+    import threading
+
+    app = ask_app(make_app, SQLALCHEMY_ENGINE_OPTIONS={"isolation_level": "SERIALIZABLE"})
+    app.config["PROPAGATE_EXCEPTIONS"] = False  # the database's refusal: a 500, as served
+    db, User = app.db, app.User  # type: ignore[attr-defined]
+
+    @app.before_request
+    def visit() -> None:
+        if request.method == "POST" and request.path == "/auth/bind":
+            db.session.add(User(username=f"visitor-{secrets.token_hex(4)}"))
+            db.session.flush()
+
+    add_user(app, username="alice", password="alice-pw")
+    client = app.test_client()
+    arrive(client, wechat_api)
+    _html, token = bind_page(client)
+
+    browsers = []
+    for _ in range(4):
+        twin = app.test_client()
+        twin.set_cookie("session", client.get_cookie("session").value)
+        browsers.append(twin)
+    together = threading.Barrier(4, timeout=10)
+    real_login_key = AccountAdapter.login_key
+
+    def login_key_together(self: t.Any, username: str) -> str:
+        try:
+            together.wait()  # each is about to count its attempt
+        except threading.BrokenBarrierError:
+            pass
+        return real_login_key(self, username)
+
+    monkeypatch.setattr(AccountAdapter, "login_key", login_key_together)
+    with ThreadPoolExecutor(4) as pool:
+        answers = [pool.submit(submit, browser, token, action="bind", username="alice",
+                               password=f"guess-{n}") for n, browser in enumerate(browsers)]
+        statuses = [answer.result(timeout=30).status_code for answer in answers]
+    assert set(statuses) <= {400, 500}, statuses
+    visitors = [user for user in all_users(app) if user.username.startswith("visitor-")]
+    assert len(visitors) == statuses.count(400), statuses
