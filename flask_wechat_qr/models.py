@@ -20,6 +20,7 @@ import sqlalchemy as sa
 
 from .column_types import AvatarBytes, EpochSeconds, any_text, exact_text
 from .errors import ConfigurationError
+from .model_base import model_base
 from .settings import WEBSITE_APP
 from .user_key import (
     FOREIGN_KEY_NAME,
@@ -105,25 +106,10 @@ def models_for(db: SQLAlchemy, user_column: sa.Column[t.Any] | None = None,
 
 def _declare(db: SQLAlchemy, user_column: sa.Column[t.Any] | None,
              bind_key: str | None) -> Models:
-    base = _on_bind(db, bind_key)
+    base = model_base(db, bind_key, "WeChatQRModel")
     return Models(Identity=_identity(base, user_column), LoginState=_login_state(base),
                   PendingBinding=_pending_binding(base), BindAttempt=_bind_attempt(base),
                   Avatar=_avatar(base))
-
-
-def _on_bind(db: SQLAlchemy, bind_key: str | None) -> t.Any:
-    """The base class of the extension's models: ``db.Model`` itself, or on another bind an
-    abstract subclass naming it, whose subclasses Flask-SQLAlchemy declares on that bind's
-    metadata (``db.create_all()`` makes them there)."""
-    if bind_key is None:
-        return db.Model
-
-    # db.Model: the host's base class, made at run time (mypy sees a variable)
-    class WeChatQRModel(db.Model):  # type: ignore[name-defined,misc]
-        __abstract__ = True
-        __bind_key__ = bind_key
-
-    return WeChatQRModel
 
 
 def _identity(base: t.Any, user_column: sa.Column[t.Any] | None) -> t.Any:

@@ -310,11 +310,15 @@ def test_turned_off_there_is_no_foreign_key_and_the_stale_check_remains(
     assert logged_in_user_id(browser) not in (None, str(victim.id))
 
 
-def test_a_composite_user_key_is_an_automatic_opt_out_said_once(
-        tmp_path: t.Any, caplog: pytest.LogCaptureFixture) -> None:
+def composite_key_host(tmp_path: t.Any, caplog: pytest.LogCaptureFixture,
+                       **table_args: t.Any) -> tuple[Flask, SQLAlchemy, t.Any]:
+    """A site whose users have a two-column primary key (realm, name), its extension set up
+    with the log captured; ``table_args`` as the user model's ``__table_args__``."""
     db = SQLAlchemy()
 
     class Member(db.Model, UserMixin):  # type: ignore[name-defined,misc]
+        __table_args__ = table_args
+
         realm = db.Column(db.String(20), primary_key=True)
         name = db.Column(db.String(40), primary_key=True)
 
@@ -328,6 +332,12 @@ def test_a_composite_user_key_is_an_automatic_opt_out_said_once(
     LoginManager(app)
     with caplog.at_level(logging.INFO, logger="flask_wechat_qr"):
         WeChatQR(app, db=db, user_model=Member)
+    return app, db, Member
+
+
+def test_a_composite_user_key_is_an_automatic_opt_out_said_once(
+        tmp_path: t.Any, caplog: pytest.LogCaptureFixture) -> None:
+    _app, db, _member = composite_key_host(tmp_path, caplog)
     said = [r for r in caplog.records if "foreign key" in r.getMessage()]
     assert [r.levelno for r in said] == [logging.INFO]
     assert "primary key is not one column" in said[0].getMessage()
@@ -598,23 +608,7 @@ def test_a_composite_user_key_names_its_table_with_its_schema(
         tmp_path: t.Any, caplog: pytest.LogCaptureFixture) -> None:
     """The user table in a schema of its own is named as the database knows it (before:
     ``'member'``)."""
-    db = SQLAlchemy()
-
-    class Member(db.Model, UserMixin):  # type: ignore[name-defined,misc]
-        __table_args__ = {"schema": "auth"}
-
-        realm = db.Column(db.String(20), primary_key=True)
-        name = db.Column(db.String(40), primary_key=True)
-
-    app = Flask("composite_host", root_path=str(tmp_path))
-    app.config.update(TESTING=True, SECRET_KEY="test-secret-key",
-                      SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'app.db'}",
-                      WECHAT_QR_APP_ID=APP_ID, WECHAT_QR_APP_SECRET=APP_SECRET,
-                      WECHAT_QR_LOGIN_ONLY=True)
-    db.init_app(app)
-    LoginManager(app)
-    with caplog.at_level(logging.INFO, logger="flask_wechat_qr"):
-        WeChatQR(app, db=db, user_model=Member)
+    composite_key_host(tmp_path, caplog, schema="auth")
     said = [r.getMessage() for r in caplog.records if "foreign key" in r.getMessage()]
     assert len(said) == 1 and "the 'auth.member' table's primary key is not one column" \
         in said[0], said

@@ -8,6 +8,7 @@ from dataclasses import dataclass, fields
 import sqlalchemy as sa
 
 from ..column_types import EpochSeconds, any_text
+from ..model_base import model_base
 
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
@@ -43,26 +44,13 @@ def sandbox_models_for(db: SQLAlchemy, bind_key: str | None = None) -> SandboxMo
     extension's tables' own, the host's user table's; ``None``: the default bind)."""
     models: SandboxModels | None = db.metadata.info.get(_MODELS_KEY)
     if models is None:
-        models = db.metadata.info[_MODELS_KEY] = _declare(_on_bind(db, bind_key))
+        base = model_base(db, bind_key, "WeChatQRSandboxModel")
+        models = db.metadata.info[_MODELS_KEY] = _declare(base)
     elif models.bind_key != bind_key:
         raise ValueError(f"the sandbox's tables on this db are on the bind "
                          f"{models.bind_key!r}, not {bind_key!r}: every app sharing one db "
                          "must put them on the same bind")
     return models
-
-
-def _on_bind(db: SQLAlchemy, bind_key: str | None) -> t.Any:
-    """``db.Model``, or on another bind an abstract subclass naming it (Flask-SQLAlchemy
-    declares its subclasses on that bind's metadata)."""
-    if bind_key is None:
-        return db.Model
-
-    # db.Model: the host's base class, made at run time (mypy sees a variable)
-    class WeChatQRSandboxModel(db.Model):  # type: ignore[name-defined,misc]
-        __abstract__ = True
-        __bind_key__ = bind_key
-
-    return WeChatQRSandboxModel
 
 
 def _declare(base: t.Any) -> SandboxModels:

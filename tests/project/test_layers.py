@@ -158,7 +158,7 @@ def test_the_flow_does_not_reach_its_caller() -> None:
 SANDBOX_MAY_USE = {"flask_wechat_qr.i18n", "flask_wechat_qr.urls", "flask_wechat_qr.redact",
                    "flask_wechat_qr.purge", "flask_wechat_qr.browsers",
                    "flask_wechat_qr.column_types", "flask_wechat_qr.storable",
-                   "flask_wechat_qr.transactions"}
+                   "flask_wechat_qr.transactions", "flask_wechat_qr.model_base"}
 
 
 def test_the_sandbox_uses_only_ground_floor_helpers() -> None:

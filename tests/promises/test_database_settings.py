@@ -162,20 +162,13 @@ def test_two_choices_of_one_pending_binding_at_once_under_serializable(
     assert len(all_users(app)) == 1 and len(all_identities(app)) == 1
 
 
-def test_guesses_at_the_bind_page_at_once_under_serializable(
-    make_app: t.Any, wechat_api: WeChatAPI, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Four wrong passwords sent at the same moment on the bind page, under
-    ``SERIALIZABLE``: each counts its attempt (a commit of its own), and the database rolled
-    some back for the others' sake (a 500). Each counts once: four "wrong password" pages,
-    and a fifth attempt is the last one allowed."""
+def guesses_at_once(app: Flask, client: t.Any, token: str,
+                    monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Four wrong passwords for alice sent on ``client``'s bind page at the same moment (four
+    browsers with its session, each held until all are about to count their attempt): the
+    answers' statuses."""
     import threading
 
-    app = ask_app(make_app, SQLALCHEMY_ENGINE_OPTIONS={"isolation_level": "SERIALIZABLE"})
-    add_user(app, username="alice", password="alice-pw")
-    client = app.test_client()
-    arrive(client, wechat_api)
-    _html, token = bind_page(client)
     browsers = []
     for _ in range(4):
         twin = app.test_client()
@@ -191,13 +184,29 @@ def test_guesses_at_the_bind_page_at_once_under_serializable(
             pass
         return real_login_key(self, username)
 
-    monkeypatch.setattr(AccountAdapter, "login_key", login_key_together)
-    with ThreadPoolExecutor(4) as pool:
-        answers = [pool.submit(submit, browser, token, action="bind", username="alice",
-                               password=f"guess-{n}") for n, browser in enumerate(browsers)]
-        statuses = [answer.result(timeout=30).status_code for answer in answers]
+    with monkeypatch.context() as patched:
+        patched.setattr(AccountAdapter, "login_key", login_key_together)
+        with ThreadPoolExecutor(4) as pool:
+            answers = [pool.submit(submit, browser, token, action="bind", username="alice",
+                                   password=f"guess-{n}")
+                       for n, browser in enumerate(browsers)]
+            return [answer.result(timeout=30).status_code for answer in answers]
+
+
+def test_guesses_at_the_bind_page_at_once_under_serializable(
+    make_app: t.Any, wechat_api: WeChatAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Four wrong passwords sent at the same moment on the bind page, under
+    ``SERIALIZABLE``: each counts its attempt (a commit of its own), and the database rolled
+    some back for the others' sake (a 500). Each counts once: four "wrong password" pages,
+    and a fifth attempt is the last one allowed."""
+    app = ask_app(make_app, SQLALCHEMY_ENGINE_OPTIONS={"isolation_level": "SERIALIZABLE"})
+    add_user(app, username="alice", password="alice-pw")
+    client = app.test_client()
+    arrive(client, wechat_api)
+    _html, token = bind_page(client)
+    statuses = guesses_at_once(app, client, token, monkeypatch)
     assert statuses == [400] * 4
-    monkeypatch.setattr(AccountAdapter, "login_key", real_login_key)
     assert submit(client, token, action="bind", username="alice",
                   password="guess-4").status_code == 400
     assert submit(client, token, action="bind", username="alice",
@@ -497,8 +506,6 @@ def test_guesses_at_once_never_drop_the_hosts_writes(
     again without it (four "wrong password" pages, fewer rows). It is not counted again
     where the transaction held the host's writes: every request that answered kept its
     row. (Not on SQLite: one writer at a time, the host's flush holds it.)"""
-    import threading
-
     app = ask_app(make_app, SQLALCHEMY_ENGINE_OPTIONS={"isolation_level": "SERIALIZABLE"})
     app.config["PROPAGATE_EXCEPTIONS"] = False  # the database's refusal: a 500, as served
     db, User = app.db, app.User  # type: ignore[attr-defined]
@@ -514,26 +521,7 @@ def test_guesses_at_once_never_drop_the_hosts_writes(
     arrive(client, wechat_api)
     _html, token = bind_page(client)
 
-    browsers = []
-    for _ in range(4):
-        twin = app.test_client()
-        twin.set_cookie("session", client.get_cookie("session").value)
-        browsers.append(twin)
-    together = threading.Barrier(4, timeout=10)
-    real_login_key = AccountAdapter.login_key
-
-    def login_key_together(self: t.Any, username: str) -> str:
-        try:
-            together.wait()  # each is about to count its attempt
-        except threading.BrokenBarrierError:
-            pass
-        return real_login_key(self, username)
-
-    monkeypatch.setattr(AccountAdapter, "login_key", login_key_together)
-    with ThreadPoolExecutor(4) as pool:
-        answers = [pool.submit(submit, browser, token, action="bind", username="alice",
-                               password=f"guess-{n}") for n, browser in enumerate(browsers)]
-        statuses = [answer.result(timeout=30).status_code for answer in answers]
+    statuses = guesses_at_once(app, client, token, monkeypatch)
     assert set(statuses) <= {400, 500}, statuses
     visitors = [user for user in all_users(app) if user.username.startswith("visitor-")]
     assert len(visitors) == statuses.count(400), statuses
