@@ -5,17 +5,19 @@ were making, the locks they held and the sockets the parent keeps must not carry
 objects holding such things register here, and the child calls their ``start_afresh``.
 
 A uWSGI worker is forked without Python's at-fork handlers (unless uWSGI's
-``--py-call-osafterfork``), and a gevent (or eventlet) worker patches ``threading`` after
-the fork: locks, conditions and queues made before are the operating system's, and a
-greenlet waiting on one stops the whole worker. So objects also note :func:`made_here` when
-they make such things, and start afresh at their next use where :func:`made_elsewhere` says
-they were made in another process or before the patch
+``--py-call-osafterfork``): there the child calls them from uWSGI's own post-fork hook
+(``uwsgi.post_fork_hook``, chained to the site's), once. A gevent (or eventlet) worker
+patches ``threading`` after the fork: locks, conditions and queues made before are the
+operating system's, and a greenlet waiting on one stops the whole worker. So objects also
+note :func:`made_here` when they make such things, and start afresh at their next use where
+:func:`made_elsewhere` says they were made in another process or before the patch
 (:func:`start_afresh_if_made_elsewhere`).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import typing as t
 import weakref
@@ -33,15 +35,47 @@ _REGISTERED: weakref.WeakSet[t.Any] = weakref.WeakSet()
 def start_afresh_in_forked_child(thing: StartsAfresh) -> None:
     """Call ``thing.start_afresh()`` in every child this process forks, while it lives."""
     _REGISTERED.add(thing)
+    _call_from_uwsgi_post_fork()  # again: the site may have set uWSGI's hook since
+
+
+#: The process that last started everything afresh (uWSGI may call both hooks).
+_started_afresh_in: list[int] = [os.getpid()]
 
 
 def _after_fork_in_child() -> None:
+    if _started_afresh_in[0] == os.getpid():
+        return
+    _started_afresh_in[0] = os.getpid()
     for thing in list(_REGISTERED):
         thing.start_afresh()
 
 
+def _call_from_uwsgi_post_fork() -> None:
+    """Chain :func:`_after_fork_in_child` to uWSGI's post-fork hook, in a uWSGI process;
+    again where the site (``uwsgidecorators``) has set the hook since."""
+    uwsgi = sys.modules.get("uwsgi")  # only inside uWSGI
+    if uwsgi is None:
+        return
+    previous = getattr(uwsgi, "post_fork_hook", None)
+    if previous is not None and previous is _uwsgi_hooks.get(id(uwsgi)):
+        return  # ours, set before
+
+    def post_fork_hook() -> None:
+        if previous is not None:
+            previous()
+        _after_fork_in_child()
+
+    _uwsgi_hooks[id(uwsgi)] = post_fork_hook
+    setattr(uwsgi, "post_fork_hook", post_fork_hook)  # noqa: B010  (a module of uWSGI's)
+
+
+#: The hook :func:`_call_from_uwsgi_post_fork` set, by uWSGI module (one, the process's).
+_uwsgi_hooks: dict[int, t.Callable[[], None]] = {}
+
+
 if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
     os.register_at_fork(after_in_child=_after_fork_in_child)
+_call_from_uwsgi_post_fork()
 
 
 def made_here() -> tuple[int, object]:

@@ -157,3 +157,40 @@ def test_an_adapter_found_at_once_by_several_threads_after_a_fork_gives_each_its
         thread.join(10)
     assert len(pools) == 8 and len({id(pool) for pool in pools}) == 1
     assert type(pools[0]).__name__ == "_HTTPPool"
+
+
+#: A uWSGI master: uWSGI's Python module, with a post-fork hook the site set; the app's
+#: start-up registers something to start afresh; then C's fork (no Python at-fork handler
+#: runs), and the worker calls the hook, as uWSGI does.
+UWSGI_FORK = """
+import ctypes, json, os, sys, types
+uwsgi = sys.modules["uwsgi"] = types.ModuleType("uwsgi")
+calls = []
+if sys.argv[1] == "site's hook":
+    uwsgi.post_fork_hook = lambda: calls.append("site's")
+from flask_wechat_qr.forked_child import start_afresh_in_forked_child
+class Thing:
+    def start_afresh(self):
+        calls.append("extension's")
+thing = Thing()
+start_afresh_in_forked_child(thing)
+pid = ctypes.CDLL(None).fork()
+if pid == 0:
+    before = list(calls)
+    uwsgi.post_fork_hook()
+    print(json.dumps({"before": before, "after": calls}), flush=True)
+    os._exit(0)
+os.waitpid(pid, 0)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="C's fork through ctypes")
+@pytest.mark.parametrize("site", ["no hook", "site's hook"])
+def test_a_uwsgi_worker_starts_afresh_from_uwsgis_post_fork_hook(site: str) -> None:
+    """Before its first request, after the site's own hook, if it has one."""
+    done = subprocess.run([sys.executable, "-c", UWSGI_FORK, site], capture_output=True,
+                          text=True, timeout=30, check=False)
+    assert done.returncode == 0, done.stderr
+    seen: dict[str, t.Any] = json.loads(done.stdout)
+    site_hook = ["site's"] if site == "site's hook" else []
+    assert seen == {"before": [], "after": [*site_hook, "extension's"]}
