@@ -33,6 +33,7 @@ from .checks import (
 )
 from .client import OfficialAccountClient, WeChatClient
 from .csrf import csrf_token
+from .database_pools import keep_connections_per_process
 from .errors import ConfigurationError
 from .flow import LoginFlow
 from .i18n import LazyText, lazy_display_name
@@ -126,6 +127,8 @@ class WeChatQR:
         runtime = _build_runtime(app, settings, db, adapter, id_tokens, self.avatar_store)
         unavailable = _unsafe_to_serve(app, settings)
         app.extensions[EXTENSION_KEY] = replace(runtime, unavailable=unavailable)
+        with app.app_context():  # the site's engines too: forked workers share none
+            keep_connections_per_process(db.engines.values())
 
         from .cli import cli
         from .views import blueprint, frame_callbacks_last
