@@ -982,6 +982,44 @@ def gunicorn(env: dict[str, str], log: Path, *, app: str = "example_app:create_a
             proc.wait(timeout=10)
 
 
+@contextlib.contextmanager
+def uwsgi(env: dict[str, str], log: Path, *, app: str, path: t.Sequence[Path] = (),
+          options: t.Sequence[str] = ("--master", "--processes", "2")) -> t.Iterator[str]:
+    """``app`` (``module:callable``, importable from ``path``) under uWSGI (PyPI's pyuwsgi:
+    uWSGI's own core, as a wheel) on a free loopback port; its URL. By default as uWSGI
+    runs a site unless told otherwise: the app loaded once by the master, which then forks
+    its workers (C's ``fork``: no Python at-fork handler runs)."""
+    port = free_port()
+    command = [sys.executable, "-c", "import sys, pyuwsgi; sys.exit(pyuwsgi.run())",
+               "--http-socket", f"127.0.0.1:{port}", "--module", app, "--need-app",
+               # it answers HTTP/1.1 and closes (nginx in front opens one connection a request)
+               "--add-header", "Connection: close", "--die-on-term",
+               *[arg for folder in [ROOT, *path] for arg in ("--pythonpath", str(folder))],
+               *options]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env},
+                                stdout=out, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            assert proc.poll() is None, log.read_text()
+            try:
+                requests.get(base + "/", timeout=2)
+                break
+            except requests.RequestException:
+                assert time.monotonic() < deadline, "uWSGI did not start:\n" + log.read_text()
+                time.sleep(0.1)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
 def scan_and_allow(browser: requests.Session, phone_base: str, qr_page_url: str,
                    person: str) -> dict[str, t.Any]:
     """Over real HTTP: load the QR page, let a phone (its own session, on ``phone_base``)
