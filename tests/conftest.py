@@ -92,9 +92,15 @@ def site_templates() -> t.Iterator[None]:
         forget_site_templates()
 
 
-#: Where the MariaDB variants are left out: what a browser shows does not depend on the
-#: database (their SQLite and PostgreSQL variants stay), and they are the suite's slowest.
-NOT_ON_MARIADB = ("tests/browser/",)
+#: Where the MariaDB variants are left out (their SQLite and PostgreSQL variants stay): what
+#: a browser shows, which language a page speaks, where a login lands, which page a browser
+#: gets inside WeChat, the ID token's claims, the CSRF check and the templates' shapes do
+#: not depend on the database, and the logins these tests make store what test_flow,
+#: test_client, test_binding and the others run on MariaDB store. A MariaDB test costs five
+#: of SQLite's (each makes and drops a database of its own): the suite's ten minutes.
+NOT_ON_MARIADB = ("tests/browser/", "tests/test_i18n.py", "tests/test_urls.py",
+                  "tests/test_in_wechat.py", "tests/test_id_token.py", "tests/test_csrf.py",
+                  "tests/test_templates.py")
 
 
 #: Tests that take a minute or more alone (valgrind's callgrind): started first, so that
