@@ -36,6 +36,7 @@ from .csrf import csrf_token
 from .database_pools import keep_connections_per_process
 from .errors import ConfigurationError
 from .flow import LoginFlow
+from .forked_child import start_afresh_if_forked_unseen
 from .i18n import LazyText, lazy_display_name
 from .i18n import lazy_gettext as _l
 from .id_token import IdTokenSigner
@@ -129,6 +130,9 @@ class WeChatQR:
         app.extensions[EXTENSION_KEY] = replace(runtime, unavailable=unavailable)
         with app.app_context():  # the site's engines too: forked workers share none
             keep_connections_per_process(db.engines.values())
+        # Before the site's own hooks use a connection: a worker forked where no fork hook
+        # of the extension's ran (uWSGI's replaced by the site's) starts afresh here.
+        app.before_request_funcs.setdefault(None, []).insert(0, start_afresh_if_forked_unseen)
 
         from .cli import cli
         from .views import blueprint, frame_callbacks_last

@@ -50,6 +50,17 @@ def _after_fork_in_child() -> None:
         thing.start_afresh()
 
 
+def start_afresh_if_forked_unseen() -> None:
+    """Start everything afresh now where this process is a child forked without a hook that
+    said so: a uWSGI worker whose post-fork hook the site replaced after the extension
+    chained it (``import uwsgidecorators`` below the app sets its own, and
+    ``uwsgi.post_fork_hook = ...`` does likewise). Once, however many threads ask at the
+    same moment; no more than a comparison of process ids where nothing was missed."""
+    if _started_afresh_in[0] != os.getpid():
+        with _GUARDS.setdefault(made_here(), threading.Lock()):
+            _after_fork_in_child()
+
+
 def _call_from_uwsgi_post_fork() -> None:
     """Chain :func:`_after_fork_in_child` to uWSGI's post-fork hook, in a uWSGI process;
     again where the site (``uwsgidecorators``) has set the hook since."""

@@ -3,7 +3,10 @@ connections of its own, not those the app's start-up left in its pools."""
 
 from __future__ import annotations
 
+import ctypes
 import os
+import time
+import typing as t
 
 import pytest
 import sqlalchemy as sa
@@ -54,6 +57,51 @@ def test_a_worker_forked_after_start_up_opens_its_own_database_connection(
         return _session_id(app, db, database.backend) != master
 
     assert in_forked_child(own_connection) == 0
+    assert _session_id(app, db, database.backend) == master  # the master's lives on
+    with app.app_context():
+        db.engine.dispose()
+
+
+def _forked_without_hooks(check: t.Callable[[], bool], within: float = 10) -> int | None:
+    """As :func:`support.in_forked_child`, forked by C's ``fork`` (the GIL held), as a uWSGI
+    worker is: no at-fork handler of Python's runs."""
+    pid = ctypes.PyDLL(None).fork()
+    if pid == 0:
+        code = 1
+        try:
+            code = 0 if check() else 2
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.02)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    return None
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)
+def test_a_worker_forked_without_any_hook_of_the_extension_opens_its_own_connection(
+        database: Database) -> None:
+    """A uWSGI worker whose post-fork hook the site replaced after the extension chained
+    it (``import uwsgidecorators`` below the app): its requests used the master's
+    connection, shared with every other worker."""
+    app, db = quickstart_site(database.url("site"))
+    master = _session_id(app, db, database.backend)
+
+    @app.route("/session")
+    def session_id() -> dict[str, int]:
+        return {"id": int(db.session.execute(sa.text(SESSION_ID[database.backend]))
+                          .scalar_one())}
+
+    def own_connection() -> bool:
+        return bool(app.test_client().get("/session").json["id"] != master)
+
+    assert _forked_without_hooks(own_connection) == 0
     assert _session_id(app, db, database.backend) == master  # the master's lives on
     with app.app_context():
         db.engine.dispose()
