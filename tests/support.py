@@ -586,11 +586,13 @@ def in_a_worker_thread(work: t.Callable[[], t.Any]) -> t.Any:
         return pool.submit(work).result(timeout=120)
 
 
-def in_forked_child(check: t.Callable[[], bool], within: float = 10) -> int | None:
+def in_forked_child(check: t.Callable[[], bool], within: float = 10,
+                    fork: t.Callable[[], int] = os.fork) -> int | None:
     """Fork (a gunicorn worker of a ``--preload`` master, say); the child runs ``check`` and
     exits 0 if it held, 2 if not, 1 if it raised, never returning into pytest. The child's
-    exit code, or ``None`` (the child killed) if it has not ended ``within`` seconds."""
-    pid = os.fork()
+    exit code, or ``None`` (the child killed) if it has not ended ``within`` seconds.
+    ``fork``: :func:`without_python_fork_hooks` forks as uWSGI does."""
+    pid = fork()
     if pid == 0:
         code = 1
         try:
@@ -606,6 +608,14 @@ def in_forked_child(check: t.Callable[[], bool], within: float = 10) -> int | No
     os.kill(pid, 9)
     os.waitpid(pid, 0)
     return None
+
+
+def without_python_fork_hooks() -> int:
+    """C's ``fork`` (the GIL held), as uWSGI forks its workers: no at-fork handler of
+    Python's runs in the child."""
+    import ctypes
+
+    return int(ctypes.PyDLL(None).fork())
 
 
 def free_port() -> int:
@@ -940,6 +950,31 @@ class FakeWeChat(LiveServer):
         super().__exit__(*exc)
 
 
+def _served(proc: subprocess.Popen[bytes], log: Path, base: str, probe: str,
+            server: str) -> t.Iterator[str]:
+    """``base`` once the server ``proc`` answers ``probe`` there (within 20 s), for as long
+    as the caller's ``with`` runs; then the server stopped (killed after 10 s)."""
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            assert proc.poll() is None, log.read_text()
+            try:
+                requests.get(base + probe, timeout=2)
+                break
+            except requests.RequestException:  # not listening yet, or a worker still booting
+                assert time.monotonic() < deadline, f"{server} did not start:\n" \
+                    + log.read_text()
+                time.sleep(0.1)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
 @contextlib.contextmanager
 def gunicorn(env: dict[str, str], log: Path, *, app: str = "example_app:create_app()",
              workers: int = 1, threads: int = 0, preload: bool = False, gevent: bool = False,
@@ -961,25 +996,7 @@ def gunicorn(env: dict[str, str], log: Path, *, app: str = "example_app:create_a
             cwd=ROOT, env={**os.environ, **env,
                            "PYTHONPATH": os.pathsep.join(map(str, [ROOT, *path]))},
             stdout=out, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            assert proc.poll() is None, log.read_text()
-            try:
-                requests.get(base + "/api/me", timeout=2)
-                break
-            except requests.RequestException:  # not listening yet, or a worker still booting
-                assert time.monotonic() < deadline, "gunicorn did not start:\n" + log.read_text()
-                time.sleep(0.1)
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+    yield from _served(proc, log, f"http://127.0.0.1:{port}", "/api/me", "gunicorn")
 
 
 @contextlib.contextmanager
@@ -999,25 +1016,7 @@ def uwsgi(env: dict[str, str], log: Path, *, app: str, path: t.Sequence[Path] = 
     with open(log, "wb") as out:
         proc = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env},
                                 stdout=out, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            assert proc.poll() is None, log.read_text()
-            try:
-                requests.get(base + "/", timeout=2)
-                break
-            except requests.RequestException:
-                assert time.monotonic() < deadline, "uWSGI did not start:\n" + log.read_text()
-                time.sleep(0.1)
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+    yield from _served(proc, log, f"http://127.0.0.1:{port}", "/", "uWSGI")
 
 
 def scan_and_allow(browser: requests.Session, phone_base: str, qr_page_url: str,

@@ -3,17 +3,14 @@ connections of its own, not those the app's start-up left in its pools."""
 
 from __future__ import annotations
 
-import ctypes
 import os
-import time
-import typing as t
 
 import pytest
 import sqlalchemy as sa
 from flask import Flask
 from flask_login import LoginManager, UserMixin
 from flask_sqlalchemy import SQLAlchemy
-from support import Database, in_forked_child
+from support import Database, in_forked_child, without_python_fork_hooks
 
 from flask_wechat_qr import WeChatQR
 
@@ -62,27 +59,6 @@ def test_a_worker_forked_after_start_up_opens_its_own_database_connection(
         db.engine.dispose()
 
 
-def _forked_without_hooks(check: t.Callable[[], bool], within: float = 10) -> int | None:
-    """As :func:`support.in_forked_child`, forked by C's ``fork`` (the GIL held), as a uWSGI
-    worker is: no at-fork handler of Python's runs."""
-    pid = ctypes.PyDLL(None).fork()
-    if pid == 0:
-        code = 1
-        try:
-            code = 0 if check() else 2
-        finally:
-            os._exit(code)
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        time.sleep(0.02)
-    os.kill(pid, 9)
-    os.waitpid(pid, 0)
-    return None
-
-
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 @pytest.mark.parametrize("database", ["postgresql"], indirect=True)
 def test_a_worker_forked_without_any_hook_of_the_extension_opens_its_own_connection(
@@ -101,7 +77,7 @@ def test_a_worker_forked_without_any_hook_of_the_extension_opens_its_own_connect
     def own_connection() -> bool:
         return bool(app.test_client().get("/session").json["id"] != master)
 
-    assert _forked_without_hooks(own_connection) == 0
+    assert in_forked_child(own_connection, fork=without_python_fork_hooks) == 0
     assert _session_id(app, db, database.backend) == master  # the master's lives on
     with app.app_context():
         db.engine.dispose()
