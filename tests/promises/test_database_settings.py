@@ -457,6 +457,32 @@ def test_the_hosts_writes_are_committed_with_the_login_not_before(
     assert len(all_users(app)) == 2  # the visitor and the WeChat user
 
 
+def test_a_session_the_host_made_after_init_app_keeps_its_flushed_writes(
+    make_app: t.Any, wechat_api: WeChatAPI
+) -> None:
+    """A host (a test fixture, often) that replaced ``db.session`` after ``init_app``: its
+    sessions were not watched, so a flush looked like reads and was committed before WeChat
+    was called. Where nothing watches the session, its transaction is left as it is."""
+    app = make_app()
+    db = app.db  # type: ignore[attr-defined]
+    db.session = db._make_scoped_session({})  # a new sessionmaker: a class of its own
+    app = host_writes(app, "flushed")
+    seen_by_wechat: list[int] = []
+
+    def token(request: t.Any) -> t.Any:
+        with app.app_context():
+            seen_by_wechat.append(committed_users(app))
+        return wechat_body(token_answer(1))
+
+    answer_with(wechat_api, TOKEN_PATH, token)
+    answer_with(wechat_api, USERINFO_PATH, lambda request: wechat_body(profile_answer(1)))
+    browser = app.test_client()
+    state = start_login(browser, next="/welcome")
+    done = browser.get("/auth/wechat/callback", query_string={"code": "P1-a", "state": state})
+    assert done.status_code == 302 and seen_by_wechat == [0]
+    assert len(all_users(app)) == 2  # the visitor and the WeChat user
+
+
 @pytest.mark.parametrize("database", ["postgresql", "mariadb"], indirect=True)
 @pytest.mark.parametrize("how", ["flushed", "executed"])
 def test_a_failed_login_never_commits_the_hosts_writes(
