@@ -42,7 +42,8 @@ from .i18n import lazy_gettext as _l
 from .id_token import IdTokenSigner
 from .layout import page_layout
 from .login_state import LoginStates, LoginStateStore
-from .models import bind_key_of, models_for, users_bind_key
+from .model_base import bind_key_of
+from .models import models_for, users_bind_key
 from .redact import redact_http_debug_logs
 from .refresh import ProfileRefresher, refreshes_profiles, threads_idle_between_requests
 from .runtime import EXTENSION_KEY, Runtime, find_runtime

@@ -585,7 +585,7 @@ class LoginFlow:
         request's commit, and the user the other login made would not be there. Nothing of
         the login was written in it."""
         if self.db.session().in_transaction():
-            self._commit()
+            transactions.commit(self.db)
 
     # --- the bind page --------------------------------------------------------------------
 
@@ -687,7 +687,7 @@ class LoginFlow:
             self.db.session.rollback()
             return
         try:
-            self._commit()
+            transactions.commit(self.db)
         except SQLAlchemyError as error:
             self.db.session.rollback()
             log.warning("what the site's login_user wrote for the WeChat login was not saved: "
@@ -761,7 +761,7 @@ class LoginFlow:
                 if hosts_writes is None:  # the first run (AUTOCOMMIT: committed by begin)
                     hosts_writes = transactions.holds_writes(self.db.session())
                 result = work()
-                self._commit()
+                transactions.commit(self.db)
                 return result
             except IntegrityError as error:
                 self.db.session.rollback()
@@ -803,10 +803,6 @@ class LoginFlow:
             except BaseException:
                 self.db.session.rollback()
                 raise
-
-    def _commit(self) -> None:
-        """Commit, keeping what the login loaded (:func:`.transactions.commit`)."""
-        transactions.commit(self.db)
 
 
 #: What to do about a value its column cannot hold (a ``DataError``).

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from .column_types import AvatarBytes, EpochSeconds, any_text, exact_text
 from .errors import ConfigurationError
-from .model_base import model_base
+from .model_base import bind_key_of, model_base
 from .settings import WEBSITE_APP
 from .user_key import (
     FOREIGN_KEY_NAME,
@@ -60,13 +60,6 @@ class Models:
     def tables(self) -> list[sa.Table]:
         """The extension's tables (its migrations', not the sandbox's)."""
         return [getattr(self, f.name).__table__ for f in fields(self)]
-
-
-def bind_key_of(table: sa.Table) -> str | None:
-    """The Flask-SQLAlchemy bind ``table`` lives on: its metadata's, as Flask-SQLAlchemy's
-    session reads it (a model's ``__bind_key__``); ``None``, the default bind, for a table
-    of the default metadata or of a declarative base that names none."""
-    return t.cast("str | None", table.metadata.info.get("bind_key"))
 
 
 def users_bind_key(user_model: t.Any) -> str | None:

@@ -164,11 +164,9 @@ def begin(db: SQLAlchemy, table: sa.Table) -> sa.Connection:
     session = db.session()
     bind = {"clause": table}
     connection = session.connection(bind_arguments=bind)
-    if not autocommits(connection):
+    level = _level_for_transactions(connection)
+    if level is None:
         return connection
-    level = connection.dialect.default_isolation_level
-    if level is None or level == "AUTOCOMMIT":
-        return connection  # a level to switch to is not known: as the host has it
     # What the session did so far was committed statement by statement already; its own
     # transaction ends so that the next connection it takes is the login's.
     commit(db)
@@ -198,10 +196,20 @@ def autocommits(connection: sa.Connection) -> bool:
 def with_transactions(connection: sa.Connection) -> sa.Connection:
     """``connection`` (a new one, before its first statement) in transactions, where its
     engine commits each statement by itself: at the server's default isolation level."""
-    level = connection.dialect.default_isolation_level
-    if autocommits(connection) and level not in (None, "AUTOCOMMIT"):
+    level = _level_for_transactions(connection)
+    if level is not None:
         connection.execution_options(isolation_level=level)
     return connection
+
+
+def _level_for_transactions(connection: sa.Connection) -> str | None:
+    """Where ``connection`` commits each statement by itself, the isolation level that gives
+    it transactions (the server's default); ``None`` where it has them already, or no such
+    level is known (it stays as the host has it)."""
+    if not autocommits(connection):
+        return None
+    level = connection.dialect.default_isolation_level
+    return None if level in (None, "AUTOCOMMIT") else str(level)
 
 
 def is_conflict(error: DBAPIError) -> bool:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, fields
 import sqlalchemy as sa
 
 from ..column_types import EpochSeconds, any_text
-from ..model_base import model_base
+from ..model_base import bind_key_of, model_base
 
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
@@ -30,7 +30,7 @@ class SandboxModels:
     @property
     def bind_key(self) -> str | None:
         """The Flask-SQLAlchemy bind of the tables (``None``: the default one)."""
-        return t.cast("str | None", self.QRSession.__table__.metadata.info.get("bind_key"))
+        return bind_key_of(self.QRSession.__table__)
 
     def engine(self, db: SQLAlchemy) -> sa.Engine:
         """The engine of the tables in the current app (``db.engine`` is the default

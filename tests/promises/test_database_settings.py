@@ -432,15 +432,10 @@ def committed_users(app: Flask) -> int:
                    .scalar_one())
 
 
-@pytest.mark.parametrize("how", ["flushed", "executed", "pending"])
-def test_the_hosts_writes_are_committed_with_the_login_not_before(
-    make_app: t.Any, wechat_api: WeChatAPI, how: str
-) -> None:
-    """A host that wrote before the login (its ``before_request``): the extension ended the
-    request's transaction before calling WeChat, taking flushed writes for reads, and
-    committed them there, before the login had done anything. They are committed with the
-    login's own commit, as they always were."""
-    app = host_writes(make_app(), how)
+def assert_committed_with_the_login(app: Flask, wechat_api: WeChatAPI) -> None:
+    """A first login on ``app`` (whose host writes before it): while WeChat is asked, no
+    user is committed yet (the host's write waits for the login's commit); after, the
+    host's user and the WeChat user both are."""
     seen_by_wechat: list[int] = []
 
     def token(request: t.Any) -> t.Any:
@@ -455,6 +450,17 @@ def test_the_hosts_writes_are_committed_with_the_login_not_before(
     done = browser.get("/auth/wechat/callback", query_string={"code": "P1-a", "state": state})
     assert done.status_code == 302 and seen_by_wechat == [0]
     assert len(all_users(app)) == 2  # the visitor and the WeChat user
+
+
+@pytest.mark.parametrize("how", ["flushed", "executed", "pending"])
+def test_the_hosts_writes_are_committed_with_the_login_not_before(
+    make_app: t.Any, wechat_api: WeChatAPI, how: str
+) -> None:
+    """A host that wrote before the login (its ``before_request``): the extension ended the
+    request's transaction before calling WeChat, taking flushed writes for reads, and
+    committed them there, before the login had done anything. They are committed with the
+    login's own commit, as they always were."""
+    assert_committed_with_the_login(host_writes(make_app(), how), wechat_api)
 
 
 def test_a_session_the_host_made_after_init_app_keeps_its_flushed_writes(
@@ -466,21 +472,7 @@ def test_a_session_the_host_made_after_init_app_keeps_its_flushed_writes(
     app = make_app()
     db = app.db  # type: ignore[attr-defined]
     db.session = db._make_scoped_session({})  # a new sessionmaker: a class of its own
-    app = host_writes(app, "flushed")
-    seen_by_wechat: list[int] = []
-
-    def token(request: t.Any) -> t.Any:
-        with app.app_context():
-            seen_by_wechat.append(committed_users(app))
-        return wechat_body(token_answer(1))
-
-    answer_with(wechat_api, TOKEN_PATH, token)
-    answer_with(wechat_api, USERINFO_PATH, lambda request: wechat_body(profile_answer(1)))
-    browser = app.test_client()
-    state = start_login(browser, next="/welcome")
-    done = browser.get("/auth/wechat/callback", query_string={"code": "P1-a", "state": state})
-    assert done.status_code == 302 and seen_by_wechat == [0]
-    assert len(all_users(app)) == 2  # the visitor and the WeChat user
+    assert_committed_with_the_login(host_writes(app, "flushed"), wechat_api)
 
 
 @pytest.mark.parametrize("database", ["postgresql", "mariadb"], indirect=True)
