@@ -550,14 +550,23 @@ class LoginFlow:
                 # The same page (or business callback URL post) as the first request.
                 return Failed(repeated(), connection, login)
             return no_longer_valid()
-        self._end_reads()
+        # What another request of this login committed (its user, its identity) is read
+        # afresh; the host's writes of this request, if any, stay as they are.
+        with transactions.reading_commits(self.db, self._table):
+            return self._repeat_login(connection, ending, same_browser, recent, login)
+
+    def _repeat_login(self, connection: ConnectionSettings, ending: Ending,
+                      same_browser: bool, recent: bool, login: LoginData | None
+                      ) -> Outcome:
+        """A repeat of a login that logged ``ending.user_id`` in: that user, logged in
+        again where this browser's callback came soon after, then on as that login went."""
         user = self.adapter.current_user()
         if user is None or self.adapter.get_user_id(user) != ending.user_id:
             if not same_browser or not recent:
-                return no_longer_valid()
-            user = self.adapter.load_user(ending.user_id)
+                return Failed(StateError(), connection, login)
+            user = self.adapter.load_user(t.cast(str, ending.user_id))
             if user is None:
-                return no_longer_valid()
+                return Failed(StateError(), connection, login)
             try:
                 # The same login again (WeChat's double redirect): what the host's
                 # login_user records of a login (a count, the time and address of the last
@@ -570,22 +579,12 @@ class LoginFlow:
         if business is not None:
             identity = self.policy.identity_of(user, connection.identifier, ending.app)
             if identity is None:  # unlinked meanwhile
-                return no_longer_valid()
+                return Failed(StateError(), connection, login)
         return LoggedIn(connection, user, identity,
                         ending.next_url or self.settings.post_login_url,
                         ending.auth_time or time.time(), business, repeated=True, login=login,
                         token_id=ending.token_id,
                         issued_at=ending.at if ending.token_id else None)
-
-    def _end_reads(self) -> None:
-        """End the request's transaction before reading what another request of its login
-        committed (its user, its identity): on MySQL and MariaDB (REPEATABLE READ) the
-        transaction reads the snapshot of its first read, which a host's own read at the
-        start of the request (a setting, a count, the logged-in user) took before the other
-        request's commit, and the user the other login made would not be there. Nothing of
-        the login was written in it."""
-        if self.db.session().in_transaction():
-            transactions.commit(self.db)
 
     # --- the bind page --------------------------------------------------------------------
 
@@ -673,8 +672,14 @@ class LoginFlow:
         they are rolled back and said in the log, the person logged in all the same. A hook
         that refuses the user (a :class:`LoginError`) leaves nothing written; so does one
         of a repeated login (``keep_writes`` false: the first request recorded it). A hook
-        that commits by itself answers for its own commit."""
+        that commits by itself answers for its own commit. Only the hook's writes are
+        undone: those of the host's own in the request (a ``before_request``'s, which a
+        repeated login's transaction may still hold) stay, the host's to commit or not."""
         self.adapter.renew_session()
+        if not keep_writes:
+            with transactions.undone(self.db, self._table), self.db.session.no_autoflush:
+                self.adapter.login_user(user)
+            return
         try:
             with self.db.session.no_autoflush:
                 self.adapter.login_user(user)
@@ -682,9 +687,6 @@ class LoginFlow:
             self.db.session.rollback()
             raise
         if not self.db.session().in_transaction():
-            return
-        if not keep_writes:
-            self.db.session.rollback()
             return
         try:
             transactions.commit(self.db)

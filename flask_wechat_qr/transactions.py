@@ -3,7 +3,7 @@
 A login reads and writes through the host's Flask-SQLAlchemy session and commits once (see
 :mod:`.flow`); a few steps work on a connection of their own beside it (the purges, the
 record of a failed login, parked login data). Whatever the host configured for its
-database, this module keeps four promises:
+database, this module keeps five promises:
 
 * Committing keeps what was loaded (:func:`commit`): the user Flask-Login holds is not read
   again after a login commits.
@@ -12,6 +12,11 @@ database, this module keeps four promises:
   opens its own connection. With one connection a worker (``pool_size=1,
   max_overflow=0``, a sync worker's usual size behind a pooler) a request that held it
   (the host had read its user) waited ``pool_timeout`` (30 s) for a second one, and failed.
+* The host's writes of the request (its ``before_request`` flushed a row) are the
+  host's (:func:`holds_writes`): never committed before a login's own commit, nor by a
+  request that commits nothing of its own (a repeated callback reads the other request's
+  login with :func:`reading_commits` and undoes only the hook's writes with
+  :func:`undone`).
 * A login's statements run in one transaction (:func:`begin`), also where the host's engine
   commits each statement by itself (``isolation_level="AUTOCOMMIT"``): a user is never
   left without its identity, whatever happens between the two.
@@ -29,9 +34,13 @@ import re
 import time
 import typing as t
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
+
+from .column_types import MYSQL_DIALECTS
 
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
@@ -104,6 +113,70 @@ def end_reads(db: SQLAlchemy) -> bool:
         return False
     commit(db)
     return True
+
+
+@contextmanager
+def reading_commits(db: SQLAlchemy, table: sa.Table) -> Iterator[None]:
+    """Read, in the block, what other transactions committed since the request's own began
+    (another request of the same login, which ended meanwhile), on the bind of ``table``.
+    A transaction of reads only is ended (:func:`end_reads`): the block's first read begins
+    a new one. One that holds the host's writes (:func:`holds_writes`) stays as it is, the
+    host's to commit or roll back: on MariaDB and MySQL, whose ``REPEATABLE READ`` shows it
+    the database as it was at its first read, the ORM's reads in the block lock what they
+    read (``LOCK IN SHARE MODE``, until the host's transaction ends), which shows the newest
+    committed rows; a listener on this session only, for the block only. PostgreSQL at
+    ``READ COMMITTED`` (its default) and SQLite show them anyway; PostgreSQL at ``REPEATABLE
+    READ`` or ``SERIALIZABLE`` keeps the transaction's first snapshot to its end."""
+    if end_reads(db):
+        yield
+        return
+    session = db.session()
+    if session.get_bind(clause=table).dialect.name not in MYSQL_DIALECTS:
+        yield
+        return
+    sa.event.listen(session, "do_orm_execute", _locking_read)
+    try:
+        yield
+    finally:
+        sa.event.remove(session, "do_orm_execute", _locking_read)
+
+
+def _locking_read(state: ORMExecuteState) -> None:
+    statement = state.statement
+    if state.is_select and isinstance(statement, sa.Select):
+        state.statement = statement.with_for_update(read=True)
+
+
+@contextmanager
+def undone(db: SQLAlchemy, table: sa.Table) -> Iterator[None]:
+    """Run the block on the request's session, then undo what it wrote (also when it
+    raises), and nothing written before it. Where the session's transaction holds the
+    host's writes (:func:`holds_writes`) in a real transaction (not AUTOCOMMIT, on the bind
+    of ``table``), the block runs in a SAVEPOINT that is rolled back (the host's waiting
+    changes are flushed first, not committed); the objects that rollback expires are read
+    again at once, where the caller reads (in :func:`reading_commits`'s block: the newest
+    rows, a user another request made since the transaction's snapshot too). Otherwise the
+    transaction is rolled back after the block, where there is one."""
+    session = db.session()
+    if not holds_writes(session) or autocommits(
+            session.connection(bind_arguments={"clause": table})):
+        try:
+            yield
+        finally:
+            if session.in_transaction():
+                session.rollback()
+        return
+    loaded = [obj for obj in (state.obj() for state in session.identity_map.all_states()
+                              if not state.expired_attributes) if obj is not None]
+    savepoint = session.begin_nested()
+    try:
+        yield
+    finally:
+        savepoint.rollback()
+        for obj in loaded:
+            state = sa.inspect(obj, raiseerr=False)
+            if state is not None and state.persistent and state.expired_attributes:
+                session.refresh(obj)
 
 
 #: ``session.info`` key: the session's transaction holds writes that ``session.new``,

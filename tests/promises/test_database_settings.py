@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+import threading
 import typing as t
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
@@ -18,7 +19,10 @@ from flask import Flask, request
 from flask_login import current_user
 from support import (
     AVATAR,
+    CODE_USED_ANSWER,
+    PROFILE_ANSWER,
     REFRESH_TOKEN,
+    TOKEN_ANSWER,
     TOKEN_PATH,
     USERINFO_PATH,
     Database,
@@ -32,7 +36,9 @@ from support import (
     arrive,
     ask_app,
     bind_page,
+    browser_copy,
     double_redirect,
+    each_code_once,
     error_name,
     log_in,
     logged_in_user_id,
@@ -543,3 +549,109 @@ def test_guesses_at_once_never_drop_the_hosts_writes(
     assert set(statuses) <= {400, 500}, statuses
     visitors = [user for user in all_users(app) if user.username.startswith("visitor-")]
     assert len(visitors) == statuses.count(400), statuses
+
+
+# --- a host's own writes before a repeated callback ----------------------------------------
+
+
+def host_writes_when_asked(app: Flask) -> Flask:
+    """A host whose ``before_request`` of a callback sent with ``X-Visit`` reads (a count of
+    its users: a setting, a quota) then writes a row of its own and flushes it, and whose
+    ``after_request`` reads its logged-in user (for its log) and commits only a request
+    sent with ``X-Commit``: what the host commits is its own business."""
+    db, User = app.db, app.User  # type: ignore[attr-defined]
+
+    @app.before_request
+    def visit() -> None:
+        if request.path.endswith("/callback") and request.headers.get("X-Visit"):
+            db.session.execute(sa.select(sa.func.count()).select_from(User.__table__))
+            db.session.add(User(username=f"visitor-{secrets.token_hex(4)}"))
+            db.session.flush()
+
+    @app.after_request
+    def commit_when_asked(response: t.Any) -> t.Any:
+        if current_user.is_authenticated:
+            response.headers["X-User"] = str(current_user.id)
+        if request.headers.get("X-Commit"):
+            db.session.commit()
+        return response
+
+    return app
+
+
+def visitors(app: Flask) -> int:
+    return sum(1 for user in all_users(app) if (user.username or "").startswith("visitor-"))
+
+
+def test_a_repeated_callback_leaves_the_hosts_writes_to_the_host(
+    make_app: t.Any, wechat_api: WeChatAPI
+) -> None:
+    """A callback sent again after its login ended (the cookie from before the first
+    answer, as WeChat's second redirect or a replay carries it), in a request whose host
+    wrote before it and commits nothing: the extension committed the host's row to read
+    the first request's user afresh. The browser is logged in again, and the row is the
+    host's: gone with its uncommitted transaction, kept where the host commits it."""
+    app = host_writes_when_asked(make_app())
+    each_code_once(wechat_api)
+    answer_with(wechat_api, USERINFO_PATH, lambda request: wechat_body(PROFILE_ANSWER))
+    browser = app.test_client()
+    state = start_login(browser, next="/welcome")
+    replays = [browser_copy(app, browser) for _ in range(2)]  # the pre-login cookie
+    query = {"code": "0816AbREPLAY", "state": state}
+    assert browser.get("/auth/wechat/callback", query_string=query).status_code == 302
+    (user,) = all_users(app)
+    for replay, commits in zip(replays, (False, True), strict=True):
+        headers = {"X-Visit": "1", **({"X-Commit": "1"} if commits else {})}
+        again = replay.get("/auth/wechat/callback", query_string=query, headers=headers)
+        assert again.status_code == 302 and again.headers["Location"] == "/welcome"
+        assert logged_in_user_id(replay) == str(user.id)
+        assert visitors(app) == int(commits)
+
+
+@pytest.mark.parametrize("database", ["postgresql", "mariadb"], indirect=True)
+@pytest.mark.parametrize("commits", [False, True], ids=["host-commits-nothing", "host-commits"])
+def test_a_repeated_callback_beside_the_hosts_writes_sees_the_other_requests_login(
+    make_app: t.Any, database: Database, wechat_api: WeChatAPI,
+    monkeypatch: pytest.MonkeyPatch, commits: bool
+) -> None:
+    """WeChat's double redirect, its second request in a site whose ``before_request`` read
+    the database and wrote a row before the first request committed the new user: on
+    MariaDB (REPEATABLE READ) that transaction's reads show the database as it was then,
+    without the user. The extension committed the host's row to see the user; it leaves
+    the row to the host (uncommitted, or committed by the host), logs the browser in as
+    that user all the same, and undoes only what the site's ``login_user`` recorded of the
+    repeat (login tracking: the first request recorded the login)."""
+    real_login_user = AccountAdapter.login_user
+
+    def tracking(self: t.Any, user: t.Any) -> None:
+        real_login_user(self, user)
+        user.nickname = f"{user.nickname}+"  # one "+" a login
+
+    monkeypatch.setattr(AccountAdapter, "login_user", tracking)
+    app = host_writes_when_asked(make_app(WECHAT_QR_CODE_USED_WAIT=10))
+    browser = app.test_client()
+    state = start_login(browser, next="/welcome")
+    twin = browser_copy(app, browser)
+    host_wrote = threading.Event()
+
+    def token(request: t.Any) -> t.Any:
+        if request.params["code"] == "first":
+            assert host_wrote.wait(timeout=10)  # WeChat answers once the second has written
+            return wechat_body(TOKEN_ANSWER)
+        host_wrote.set()  # the second asks WeChat after its host's before_request
+        return wechat_body(CODE_USED_ANSWER)
+
+    answer_with(wechat_api, TOKEN_PATH, token)
+    answer_with(wechat_api, USERINFO_PATH, lambda request: wechat_body(PROFILE_ANSWER))
+    headers = {"X-Visit": "1", **({"X-Commit": "1"} if commits else {})}
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(browser.get, "/auth/wechat/callback",
+                            query_string={"code": "first", "state": state})
+        second = pool.submit(twin.get, "/auth/wechat/callback",
+                             query_string={"code": "second", "state": state}, headers=headers)
+        answers = [first.result(timeout=30), second.result(timeout=30)]
+    assert [answer.status_code for answer in answers] == [302, 302]
+    assert visitors(app) == int(commits)
+    (user,) = [user for user in all_users(app) if not (user.username or "").startswith("visitor-")]
+    assert logged_in_user_id(twin) == logged_in_user_id(browser) == str(user.id)
+    assert user.nickname == f"{PROFILE_ANSWER['nickname']}+"
