@@ -29,6 +29,7 @@ database, this module keeps five promises:
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 import time
@@ -182,8 +183,19 @@ def undone(db: SQLAlchemy, table: sa.Table) -> Iterator[None]:
 #: ``session.info`` key: the session's transaction holds writes that ``session.new``,
 #: ``dirty`` and ``deleted`` no longer show (flushed, or executed as statements).
 _WROTE = "flask_wechat_qr.wrote"
-#: SQL text that reads (anything else passed as ``text()`` counts as a write).
-_READS = re.compile(r"[\s(]*(SELECT|SHOW|EXPLAIN)\b", re.IGNORECASE)
+#: SQL text that reads (anything else passed as ``text()`` counts as a write)...
+_READS = re.compile(r"[\s(]*(?:SELECT|SHOW|EXPLAIN)\b", re.IGNORECASE)
+#: ...unless it takes what lasts until its transaction ends, which ending the transaction
+#: would release (or commit): a row lock (``FOR UPDATE``, ``FOR NO KEY UPDATE``, ``FOR
+#: SHARE``, ``FOR KEY SHARE``, ``LOCK IN SHARE MODE``), a PostgreSQL advisory lock of the
+#: transaction, a table made by PostgreSQL's ``SELECT ... INTO``, a statement that
+#: ``EXPLAIN ANALYZE`` runs. (A sequence's ``nextval`` is no such thing: neither PostgreSQL
+#: nor MariaDB gives its value back at a rollback.)
+_HOLDS = re.compile(r"\b(?:FOR\s+(?:NO\s+KEY\s+|KEY\s+)?(?:UPDATE|SHARE)|LOCK\s+IN\s+SHARE\s+"
+                    r"MODE|INTO|ANALY[SZ]E|PG_(?:TRY_)?ADVISORY_XACT_LOCK(?:_SHARED)?)\b",
+                    re.IGNORECASE)
+#: Words of which :data:`_HOLDS` needs one (lower case): text without any is not searched.
+_HOLDS_WORDS = ("update", "share", "into", "analy", "advisory_xact")
 
 
 #: The session classes :func:`watch_writes` listens to (held weakly).
@@ -219,9 +231,22 @@ def _flushed(session: Session, _context: object) -> None:
 
 def _executed(state: ORMExecuteState) -> None:
     statement = state.statement
+    # A SELECT's with_for_update() is kept in _for_update_arg (SQLAlchemy has no public
+    # accessor); the ORM's Session.get(..., with_for_update=...) puts it there too.
     if (state.is_insert or state.is_update or state.is_delete
-            or (isinstance(statement, sa.TextClause) and not _READS.match(statement.text))):
+            or (isinstance(statement, sa.Select) and statement._for_update_arg is not None)
+            or (isinstance(statement, sa.TextClause) and not _reads_only(statement.text))):
         state.session.info[_WROTE] = True
+
+
+@functools.lru_cache(maxsize=256)
+def _reads_only(text: str) -> bool:
+    """Whether SQL text only reads (:data:`_READS`, :data:`_HOLDS`); kept per text, which
+    a site's code mostly passes as the same string each time."""
+    if not _READS.match(text):
+        return False
+    lowered = text.lower()
+    return not (any(word in lowered for word in _HOLDS_WORDS) and _HOLDS.search(text))
 
 
 def _ended(session: Session, transaction: SessionTransaction) -> None:

@@ -125,3 +125,43 @@ def test_a_lock_wait_timeout_on_mariadb_is_no_conflict(database: t.Any) -> None:
             waiter.rollback()
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize(("text", "holds"), [
+    ("SELECT 1 AS updated_at", False),
+    ("  (SELECT 1 AS intonation, 2 AS shared)", False),
+    ("SELECT nextval('visits')", False),  # a sequence's value outlives a rollback anyway
+    ("SELECT id FROM visits WHERE id = 1 FOR UPDATE", True),
+    ("select id from visits where id = 1 for no key update nowait", True),
+    ("SELECT id FROM visits WHERE id = 1 FOR KEY SHARE", True),
+    ("SELECT id FROM visits WHERE id = 1\n  LOCK IN SHARE MODE", True),
+    ("SELECT pg_advisory_xact_lock(7)", True),
+    ("SELECT * INTO visits_copy FROM visits", True),
+    ("EXPLAIN ANALYZE DELETE FROM visits", True),
+    ("UPDATE visits SET n = 1", True),
+])
+def test_sql_text_that_holds_something_until_its_commit_is_no_read(
+    tmp_path: t.Any, text: str, holds: bool
+) -> None:
+    """SQL text run through the session: a ``SELECT`` is a read, which the extension may
+    end the transaction of before calling WeChat, unless it takes what only the
+    transaction's end gives back (a row lock, an advisory lock of the transaction, a table
+    of ``SELECT ... INTO``). Classified before the database runs it (SQLite here, which
+    knows none of them: its refusal does not matter)."""
+    from flask import Flask
+    from flask_sqlalchemy import SQLAlchemy
+
+    from flask_wechat_qr.transactions import holds_writes, watch_writes
+
+    app = Flask("classified", root_path=str(tmp_path))
+    app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite://"
+    db = SQLAlchemy(app)
+    watch_writes(db)
+    with app.app_context():
+        try:
+            db.session.execute(sa.text(text))
+        except DBAPIError:
+            pass
+        assert holds_writes(db.session()) is holds
+        db.session.rollback()
+        assert not holds_writes(db.session())

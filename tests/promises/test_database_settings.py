@@ -45,6 +45,7 @@ from support import (
     meeting,
     open_qr_page,
     poll,
+    quoted,
     start_link,
     start_login,
     submit,
@@ -549,6 +550,79 @@ def test_guesses_at_once_never_drop_the_hosts_writes(
     assert set(statuses) <= {400, 500}, statuses
     visitors = [user for user in all_users(app) if user.username.startswith("visitor-")]
     assert len(visitors) == statuses.count(400), statuses
+
+
+#: What a host's ``before_request`` takes that lasts until its transaction ends, though its
+#: statement is a ``SELECT``: a row lock (SQL text, the ORM's ``with_for_update``), a
+#: PostgreSQL transaction-level advisory lock, a table made by PostgreSQL's SELECT INTO.
+HELD_UNTIL_COMMIT = {
+    "for-update-text": lambda db, User, table, key: db.session.execute(sa.text(
+        f"SELECT id FROM {table} WHERE id = :id FOR UPDATE"), {"id": key}),
+    "for-share-orm": lambda db, User, table, key: db.session.execute(
+        sa.select(User).where(User.id == key).with_for_update(read=True)).all(),
+    "advisory-xact-lock": lambda db, User, table, key: db.session.execute(sa.text(
+        "SELECT pg_advisory_xact_lock(:key)"), {"key": key}),
+    "select-into": lambda db, User, table, key: db.session.execute(sa.text(
+        f"SELECT id INTO visit_{key} FROM {table} WHERE id = :id"), {"id": key}),
+}
+
+
+def held_by_another(app: Flask, how: str, key: int) -> bool:
+    """Whether what :data:`HELD_UNTIL_COMMIT` ``how`` took is held yet (uncommitted), seen
+    from another connection without waiting."""
+    table = quoted(app, "user")
+    with app.app_context(), app.db.engine.connect() as conn:  # type: ignore[attr-defined]
+        if how == "advisory-xact-lock":
+            return not conn.execute(sa.text("SELECT pg_try_advisory_xact_lock(:key)"),
+                                    {"key": key}).scalar()
+        if how == "select-into":
+            return conn.execute(sa.text("SELECT to_regclass(:name)"),
+                                {"name": f"visit_{key}"}).scalar() is None
+        try:
+            conn.execute(sa.text(f"SELECT id FROM {table} WHERE id = :id FOR UPDATE NOWAIT"),
+                         {"id": key})
+        except sa.exc.OperationalError:
+            return True
+        return False
+
+
+@pytest.mark.parametrize(("database", "how"), [
+    ("postgresql", "for-update-text"), ("mariadb", "for-update-text"),
+    ("postgresql", "for-share-orm"), ("mariadb", "for-share-orm"),
+    ("postgresql", "advisory-xact-lock"), ("postgresql", "select-into"),
+], indirect=["database"])
+def test_what_the_hosts_select_holds_until_its_commit_stays_held(
+    make_app: t.Any, database: Database, wechat_api: WeChatAPI, how: str
+) -> None:
+    """A host whose ``before_request`` locks a row (``SELECT ... FOR UPDATE``, as SQL text or
+    the ORM's ``with_for_update``), takes a transaction's advisory lock or makes a table
+    with ``SELECT ... INTO``, then reaches the login: the extension took that ``SELECT``
+    for a read, and ended the transaction before calling WeChat, releasing the lock (and
+    committing the table) while the host still counted on it. It stays held, as the host's
+    writes do, until the login's commit. (SQLite locks no rows.)"""
+    app = make_app()
+    db, User = app.db, app.User  # type: ignore[attr-defined]
+    key = add_user(app, username="alice")
+    take = HELD_UNTIL_COMMIT[how]
+
+    @app.before_request
+    def lock_first() -> None:
+        if request.path.endswith("/callback"):
+            take(db, User, quoted(app, "user"), key)
+
+    held_while_wechat_answers: list[bool] = []
+
+    def token(request: t.Any) -> t.Any:
+        held_while_wechat_answers.append(held_by_another(app, how, key))
+        return wechat_body(token_answer(1))
+
+    answer_with(wechat_api, TOKEN_PATH, token)
+    answer_with(wechat_api, USERINFO_PATH, lambda request: wechat_body(profile_answer(1)))
+    browser = app.test_client()
+    state = start_login(browser, next="/welcome")
+    done = browser.get("/auth/wechat/callback", query_string={"code": "P1-a", "state": state})
+    assert done.status_code == 302 and held_while_wechat_answers == [True]
+    assert not held_by_another(app, how, key)  # the login's commit ended the transaction
 
 
 # --- a host's own writes before a repeated callback ----------------------------------------
