@@ -93,8 +93,10 @@ def _echo_foreign_key_change(status: ForeignKeyStatus) -> None:
                    f"to their users, {status.removed} of deleted users removed). Fix: "
                    f"{status.blocked.fix}.")
     elif status.added or status.filled or status.removed:
+        instead = (f" (instead of the one to {', '.join(status.elsewhere)})"
+                   if status.elsewhere else "")
         click.echo(f"Foreign key of the identities to {status.detail} (ON DELETE CASCADE): "
-                   f"added {', '.join(status.added) or 'nothing'}; {status.filled} "
+                   f"added {', '.join(status.added) or 'nothing'}{instead}; {status.filled} "
                    f"identities tied to their users, {status.removed} of deleted users "
                    "removed.")
 
@@ -330,10 +332,12 @@ def _foreign_key_findings(app: Flask) -> tuple[Finding, ...]:
             status.blocked.fix))
     if not status.missing:
         return tuple(findings)
+    elsewhere = (f"; the one there refers to {', '.join(status.elsewhere)}"
+                 if status.elsewhere else "")
     return (*findings, problem(
         f"the database lacks part of the identities' foreign key to {status.detail} "
-        f"({', '.join(status.missing)}): a user deleted behind the ORM could hand their "
-        "WeChat login to the next user given the same id", upgrade))
+        f"({', '.join(status.missing)}{elsewhere}): a user deleted behind the ORM could hand "
+        "their WeChat login to the next user given the same id", upgrade))
 
 
 def _journal_mode_findings(app: Flask, deployment: Deployment) -> tuple[Finding, ...]:

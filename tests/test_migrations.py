@@ -1039,3 +1039,47 @@ def test_a_user_table_in_a_schema_of_its_own_is_named_with_it(database: Database
                 in check.output, check.output
             assert f"Fix: ALTER TABLE `{auth}`.`user` MODIFY `nickname` varchar(255) " \
                 "CHARACTER SET utf8mb4 NULL" in check.output, check.output
+
+
+@pytest.mark.parametrize("database", ["postgresql", "mariadb"], indirect=True)
+def test_a_foreign_key_to_a_user_table_of_the_same_name_elsewhere_is_replaced(
+        database: Database, hosts: t.Callable[..., Flask], tmp_path: t.Any) -> None:
+    """A site whose identities' foreign key refers to ``user`` in its own schema while its
+    user model is now ``auth.user`` (it moved its users there, ids kept, the old table
+    left): the check and the upgrade matched the table by name only, said the key was
+    there, and every first login failed on it (its new user is not in the old table). The
+    check says the key is missing, naming where it points; the upgrade replaces it, and
+    from then on identities are tied to the users of ``auth.user``."""
+    url = database.url("site")
+    database.url("auth")  # a second schema (MariaDB: database), dropped with the first
+    auth = database.schemas[-1]
+    before = hosts(url)  # users in the site's own schema, as the site began
+    create_user_table(before)
+    assert before.test_cli_runner().invoke(args=["wechat-qr", "db", "upgrade"]).exit_code == 0
+    with app_factory(lambda: host_with_users_in(auth, url, tmp_path)) as build:
+        host = build()
+        with host.app_context():  # the site's own migrations
+            host.User.__table__.create(host.db.engine)  # type: ignore[attr-defined]
+        users = f"{quoted(host, auth)}.{quoted(host, 'user')}"
+        for table in (quoted(host, "user"), users):
+            raw_sql(host, f"INSERT INTO {table} (id, username) VALUES (1, 'alice')")
+        link = ("INSERT INTO wechat_qr_identity (connection, openid, user_id, user_key, "
+                "created_at, last_login_at) VALUES ('wechat', 'o{0}', '{0}', {0}, "
+                "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)")
+        raw_sql(host, link.format(1))
+        runner = host.test_cli_runner()
+        check = runner.invoke(args=["wechat-qr", "check"])
+        assert "PROBLEM: the database lacks part of the identities' foreign key to " \
+            f"{auth}.user.id (foreign key; the one there refers to user.id)" in check.output, \
+            check.output
+        result = runner.invoke(args=["wechat-qr", "db", "upgrade"])
+        assert result.exit_code == 0, result.output
+        assert f"Foreign key of the identities to {auth}.user.id (ON DELETE CASCADE): added " \
+            "foreign key (instead of the one to user.id); 1 identities tied to their users" \
+            in result.output, result.output
+        check = runner.invoke(args=["wechat-qr", "check"])
+        assert check.exit_code == 0 and "PROBLEM" not in check.output, check.output
+        raw_sql(host, f"INSERT INTO {users} (id, username) VALUES (2, 'bob')")
+        raw_sql(host, link.format(2))  # bob's first login: refused by the old key
+        raw_sql(host, f"DELETE FROM {users} WHERE id = 1")
+        assert identities(host) == [("o2", "2", 2)]

@@ -32,6 +32,8 @@ from ..user_key import (
 )
 
 if t.TYPE_CHECKING:
+    from sqlalchemy.engine.interfaces import ReflectedForeignKeyConstraint
+
     from ..runtime import Runtime
 
 
@@ -54,6 +56,9 @@ class ForeignKeyStatus:
     #: MariaDB and MySQL: what keeps the database from having the foreign key itself (a
     #: MyISAM table, say; then never "missing": no upgrade can add it)
     blocked: ForeignKeyBlocker | None = None
+    #: where a foreign key of ``user_key`` refers instead, a table of the same name in
+    #: another schema, say ("user.id"): :func:`install` replaces it
+    elsewhere: tuple[str, ...] = ()
 
 
 def status(connection: sa.Connection, runtime: Runtime) -> ForeignKeyStatus:
@@ -68,7 +73,9 @@ def status(connection: sa.Connection, runtime: Runtime) -> ForeignKeyStatus:
             sa.select(sa.func.count()).select_from(table).where(
                 table.c[USER_KEY].is_(None))).scalar():
         missing.append("user keys")
-    return ForeignKeyStatus("on", found.detail, tuple(missing), blocked=blocked)
+    elsewhere = tuple(target for _name, target in _keys_elsewhere(connection, table))
+    return ForeignKeyStatus("on", found.detail, tuple(missing), blocked=blocked,
+                            elsewhere=elsewhere)
 
 
 def install(connection: sa.Connection, runtime: Runtime) -> ForeignKeyStatus:
@@ -79,9 +86,12 @@ def install(connection: sa.Connection, runtime: Runtime) -> ForeignKeyStatus:
         return found
     blocked = foreign_key_blocker(connection, table)
     missing = _missing(connection, table, blocked)
+    elsewhere = _keys_elsewhere(connection, table) if "foreign key" in missing else []
     # Users are looked up before any write: on SQLite the adapter reads through another
-    # connection, which a write lock held here would shut out.
-    keys = _user_keys(connection, runtime, table, whole_table="column" in missing)
+    # connection, which a write lock held here would shut out. Keys kept for a table the
+    # foreign key referred to instead are looked up again, in the user table.
+    keys = _user_keys(connection, runtime, table,
+                      whole_table="column" in missing or bool(elsewhere))
     operations = _operations(connection)
     key_type = user_key_type(connection, table)
     with trigger_set_aside(connection, runtime):
@@ -101,6 +111,8 @@ def install(connection: sa.Connection, runtime: Runtime) -> ForeignKeyStatus:
         if "foreign key" in missing:
             user_column = t.cast("sa.Column[t.Any]", referenced_column(table))
             with operations.batch_alter_table(table.name, schema=table.schema) as batch:
+                for name, _target in elsewhere:
+                    batch.drop_constraint(name, type_="foreignkey")
                 if key_type is not table.c[USER_KEY].type and "column" not in missing:
                     # made by create_all in the identity table's character set
                     batch.alter_column(USER_KEY, type_=key_type, existing_nullable=True)
@@ -110,7 +122,8 @@ def install(connection: sa.Connection, runtime: Runtime) -> ForeignKeyStatus:
     if "trigger" in missing:
         connection.exec_driver_sql(sqlite_trigger(table, connection.dialect))
     return ForeignKeyStatus("on", found.detail, added=tuple(missing),
-                            filled=len(filled), removed=len(stale), blocked=blocked)
+                            filled=len(filled), removed=len(stale), blocked=blocked,
+                            elsewhere=tuple(target for _name, target in elsewhere))
 
 
 @contextmanager
@@ -160,14 +173,52 @@ def _missing(connection: sa.Connection, table: sa.Table,
     if not any(index["column_names"] == [USER_KEY]
                for index in inspector.get_indexes(table.name, table.schema)):
         missing.append("index")
-    if blocked is None and not any(fk["constrained_columns"] == [USER_KEY]
-               and fk["referred_table"] == user_column.table.name
-               and (fk.get("options") or {}).get("ondelete", "").upper() == "CASCADE"
-               for fk in inspector.get_foreign_keys(table.name, table.schema)):
+    if blocked is None and not any(
+            _refers_to(inspector, fk, user_column)
+            and (fk.get("options") or {}).get("ondelete", "").upper() == "CASCADE"
+            for fk in _user_key_constraints(inspector, table)):
         missing.append("foreign key")
     if connection.dialect.name == "sqlite" and not _has_trigger(connection):
         missing.append("trigger")
     return missing
+
+
+def _user_key_constraints(inspector: sa.Inspector, table: sa.Table
+                          ) -> list[ReflectedForeignKeyConstraint]:
+    """The foreign keys of ``user_key`` in the database, as reflected."""
+    return [fk for fk in inspector.get_foreign_keys(table.name, table.schema)
+            if fk["constrained_columns"] == [USER_KEY]]
+
+
+def _refers_to(inspector: sa.Inspector, fk: ReflectedForeignKeyConstraint,
+               user_column: sa.Column[t.Any]) -> bool:
+    """Whether a reflected foreign key refers to ``user_column``'s table: by name and by
+    schema (a site may have ``user`` in two schemas: PostgreSQL's ``public`` and ``auth``,
+    two databases of one MariaDB server). A reflected key names no schema where its table
+    is the one the connection finds by name (its default schema, the search path)."""
+    default = inspector.default_schema_name
+
+    def schema(name: str | None) -> str | None:
+        return None if name == default else name
+
+    user_table = user_column.table
+    return (fk["referred_table"] == user_table.name
+            and schema(fk.get("referred_schema")) == schema(user_table.schema))
+
+
+def _keys_elsewhere(connection: sa.Connection, table: sa.Table) -> list[tuple[str, str]]:
+    """``(name, "table.column")`` of each named foreign key of ``user_key`` that refers to
+    another table than the users' (one of the same name in another schema, say)."""
+    inspector = sa.inspect(connection)
+    user_column = t.cast("sa.Column[t.Any]", referenced_column(table))
+    elsewhere = []
+    for fk in _user_key_constraints(inspector, table):
+        if fk.get("name") and not _refers_to(inspector, fk, user_column):
+            target = ".".join(part for part in (fk.get("referred_schema"),
+                                                fk["referred_table"]) if part)
+            elsewhere.append((t.cast(str, fk["name"]),
+                              f"{target}.{', '.join(fk['referred_columns'])}"))
+    return elsewhere
 
 
 def _user_keys(connection: sa.Connection, runtime: Runtime, table: sa.Table, *,
