@@ -49,14 +49,19 @@ def db_group() -> None:
 @click.argument("revision", default="head")
 @click.option("--sql", is_flag=True,
               help="Print the SQL instead of running it (for a DBA to apply).")
-def upgrade_command(revision: str, sql: bool) -> None:
+@click.option("--ignore-default-bind", is_flag=True,
+              help="Your user model is on a bind of its own, and the wechat_qr_* tables on "
+                   "the default bind are another app's: make this app's on the user "
+                   "model's bind all the same.")
+def upgrade_command(revision: str, sql: bool, ignore_default_bind: bool) -> None:
     """Create or upgrade the extension's tables (run at every deploy; safe to repeat)."""
     from alembic.util import CommandError  # Alembic loads only when a command runs
 
     from . import migrations
 
     try:
-        result = migrations.upgrade(revision=revision, sql=sql, output=sys.stdout)
+        result = migrations.upgrade(revision=revision, sql=sql, output=sys.stdout,
+                                    ignore_default_bind=ignore_default_bind)
     except (migrations.MigrationError, CommandError) as exc:
         raise click.ClickException(str(exc)) from None
     head = migrations.head_revision()
@@ -264,8 +269,9 @@ def _schema_findings(app: Flask) -> tuple[Finding, ...]:
         return (problem(
             f"the extension's tables live with your user table, on the bind {moved_to!r}, "
             "whose database has no linked WeChat account yet, while the default bind's has "
-            "them (earlier development versions put them there): they are not read, and each of "
-            "their people gets a new account at the next login",
+            "some, tied to no user table there (earlier development versions put this "
+            "site's there): if they are this site's, they are not read, and each of their "
+            "people gets a new account at the next login",
             migrations.left_behind_fix(moved_to)),)
     if not status.present:
         return (problem("the extension's tables are not in the database: every WeChat login "

@@ -239,7 +239,8 @@ def differences(app: Flask | None = None) -> list[t.Any]:
 
 
 def upgrade(app: Flask | None = None, revision: str = "head", *,
-            sql: bool = False, output: t.TextIO | None = None) -> UpgradeResult:
+            sql: bool = False, output: t.TextIO | None = None,
+            ignore_default_bind: bool = False) -> UpgradeResult:
     """Bring the extension's tables to ``revision`` (``alembic upgrade head``).
 
     Safe when several workers start at once: on PostgreSQL an advisory lock, on SQLite an
@@ -247,11 +248,15 @@ def upgrade(app: Flask | None = None, revision: str = "head", *,
     find the work done. Tables made by
     ``db.create_all()`` (no version yet) are adopted when they match the models exactly.
     ``sql=True`` writes the SQL to ``output`` instead of running it (offline mode).
+    :class:`MigrationError` where the default bind's database has linked WeChat accounts
+    that may be this site's, left there by earlier versions (:func:`left_on_the_default_bind`),
+    unless ``ignore_default_bind``: they are another app's, and this app's tables are made
+    on its user table's bind all the same (recorded there, so it is asked once).
     """
     from alembic import command
 
     with _app_context(app) as runtime:
-        moved_to = None if sql else _left_behind(runtime)
+        moved_to = None if sql or ignore_default_bind else _left_behind(runtime)
     if moved_to is not None:
         raise MigrationError(_left_behind_message(moved_to))
     with _app_context(app) as runtime, _locked_connection(engine_for(runtime)) as connection:
@@ -287,10 +292,14 @@ def upgrade(app: Flask | None = None, revision: str = "head", *,
 
 def left_on_the_default_bind(app: Flask | None = None) -> str | None:
     """The bind of the extension's tables (the user table's) when its database has no
-    linked WeChat account yet and the default bind's database has some: where earlier
-    development versions put the tables. Made anew on the bind (or found there empty), they leave
-    those accounts unread, and every WeChat user would get a new account. ``None``
-    otherwise (the usual case: one bind)."""
+    linked WeChat account yet and the default bind's database has some that may be this
+    site's: where earlier development versions put the tables. Made anew on the bind (or
+    found there empty), they leave those accounts unread, and every WeChat user would get a
+    new account. ``None`` otherwise: the usual case (one bind), and where the accounts
+    there are known to be another app's, whose identities have a foreign key to users of
+    that database (earlier versions gave none to users on another bind), or where an
+    upgrade already made (or adopted) the tables on the user table's bind (its version
+    table is there: the choice was made)."""
     with _app_context(app) as runtime:
         return _left_behind(runtime)
 
@@ -303,7 +312,22 @@ def _left_behind(runtime: Runtime) -> str | None:
         return None
     if _has_rows(engines[key], table.name) or not _has_rows(engines[None], table.name):
         return None
+    with engines[key].connect() as connection:
+        if _current(connection) is not None:
+            return None
+    if _tied_to_users_of(engines[None], table.name):
+        return None
     return key
+
+
+def _tied_to_users_of(engine: sa.Engine, name: str) -> bool:
+    """Whether the identities of the table ``name`` in ``engine``'s database have a foreign
+    key (``user_key``) to a table of that database: an app's whose users are there."""
+    with engine.connect() as connection:
+        inspector = sa.inspect(connection)
+        return any(fk["constrained_columns"] == [USER_KEY] and inspector.has_table(
+                       fk["referred_table"], schema=fk.get("referred_schema"))
+                   for fk in inspector.get_foreign_keys(name))
 
 
 def _has_rows(engine: sa.Engine, name: str) -> bool:
@@ -314,21 +338,25 @@ def _has_rows(engine: sa.Engine, name: str) -> bool:
 
 
 def left_behind_fix(bind_key: str) -> str:
-    """How to move the extension's tables to the user table's bind."""
-    return (f"move the wechat_qr_* tables (wechat_qr_alembic_version too, not the "
-            f"sandbox's) with their rows from the default bind's database to the "
-            f"{bind_key!r} bind's, your user table's (drop any empty ones there first), "
+    """How to go on: move this site's tables to the user table's bind, or say they are
+    another app's."""
+    return (f"if they are this site's, move the wechat_qr_* tables (wechat_qr_alembic_version "
+            f"too, not the sandbox's) with their rows from the default bind's database to "
+            f"the {bind_key!r} bind's, your user table's (drop any empty ones there first), "
             "then run `flask wechat-qr db upgrade`, which adds the identities' foreign key "
-            "to your users")
+            "to your users; if they are another app's (a database your sites share), run "
+            "`flask wechat-qr db upgrade --ignore-default-bind` once: this site's "
+            f"tables are made on the {bind_key!r} bind and theirs are left as they are")
 
 
 def _left_behind_message(bind_key: str) -> str:
     return ("The extension's tables live with your user table, on the bind "
             f"{bind_key!r}, whose database has no linked WeChat account yet; your default "
-            "bind's database has the accounts linked so far (earlier development versions "
-            "of Flask-WeChat-QR put its tables there). Upgrading now would leave them "
-            "unread, and every WeChat user would get a new account. Nothing was changed. "
-            f"Fix: {left_behind_fix(bind_key)}.")
+            "bind's database has WeChat accounts linked in a wechat_qr_identity table that "
+            "ties them to no user table there, as earlier development versions of "
+            "Flask-WeChat-QR left this site's. If they are this site's, upgrading now would "
+            "leave them unread, and every WeChat user would get a new account. Nothing was "
+            f"changed. Fix: {left_behind_fix(bind_key)}.")
 
 
 class _Progress:

@@ -230,6 +230,71 @@ def test_identities_left_on_the_default_bind_are_not_left_behind(site: Site) -> 
 
 
 
+def another_apps_identities(app: Flask, *, tied: bool) -> None:
+    """Another app of a database the sites share, on this site's default bind, with a
+    linked WeChat account: its identities tied to its own ``account`` table by the
+    extension's foreign key (``tied``), or not (it turned the key off, or its version
+    had none)."""
+    with engine(app, None).begin() as connection:
+        connection.execute(sa.text("CREATE TABLE account (id INTEGER PRIMARY KEY)"))
+        connection.execute(sa.text("INSERT INTO account VALUES (1)"))
+        key = (", user_key INTEGER REFERENCES account (id) ON DELETE CASCADE" if tied
+               else "")
+        connection.execute(sa.text(
+            f"CREATE TABLE wechat_qr_identity (id INTEGER PRIMARY KEY, user_id TEXT{key})"))
+        connection.execute(sa.text("INSERT INTO wechat_qr_identity (id, user_id) "
+                                   "VALUES (1, '1')"))
+
+
+@pytest.mark.parametrize("site", VARIANTS[:1], indirect=True, ids=["sqlite"])
+def test_another_apps_identities_on_the_default_bind_are_told_apart(site: Site) -> None:
+    """Two apps sharing the default bind's database, this one with its members on a bind
+    of their own: the other app's linked WeChat accounts on the default bind stopped
+    ``db upgrade`` (taken for this site's, left there by an earlier version), with no way
+    on but ``db.create_all()``. Tied by their foreign key to users of that database,
+    which this site's never were, they are another app's: the upgrade goes on."""
+    import host_binds
+
+    app = site.build(MIGRATED=True)
+    with app.app_context():
+        host_binds.Member.__table__.create(engine(app, "users"))
+    another_apps_identities(app, tied=True)
+    result = flask(app, "wechat-qr", "db", "upgrade")
+    assert result.exit_code == 0, result.output
+    assert EXTENSION_TABLES | {"wechat_qr_alembic_version"} <= tables(app, "users")
+    check = flask(app, "wechat-qr", "check")
+    assert check.exit_code == 0 and "no problems" in check.output, check.output
+
+
+@pytest.mark.parametrize("site", VARIANTS[:1], indirect=True, ids=["sqlite"])
+def test_identities_of_unknown_owner_on_the_default_bind_are_left_when_told(
+        site: Site) -> None:
+    """Identities on the default bind tied to no user table there may be this site's
+    (left by an earlier version) or another app's: ``db upgrade`` stops, and says how to
+    go on either way. ``--ignore-default-bind`` (another app's) makes this site's tables
+    beside its members and leaves the others; the next upgrade and ``check`` know the
+    choice was made (the version table is on the members' bind)."""
+    import host_binds
+
+    app = site.build(MIGRATED=True)
+    with app.app_context():
+        host_binds.Member.__table__.create(engine(app, "users"))
+    another_apps_identities(app, tied=False)
+    refused = flask(app, "wechat-qr", "db", "upgrade")
+    assert refused.exit_code == 1 and "Nothing was changed" in refused.output
+    assert "`flask wechat-qr db upgrade --ignore-default-bind` once" in refused.output
+    result = flask(app, "wechat-qr", "db", "upgrade", "--ignore-default-bind")
+    assert result.exit_code == 0, result.output
+    assert EXTENSION_TABLES | {"wechat_qr_alembic_version"} <= tables(app, "users")
+    with engine(app, None).connect() as connection:  # the other app's, as they were
+        assert connection.execute(sa.text(
+            "SELECT id, user_id FROM wechat_qr_identity")).all() == [(1, "1")]
+    again = flask(app, "wechat-qr", "db", "upgrade")
+    assert again.exit_code == 0 and "already at" in again.output, again.output
+    check = flask(app, "wechat-qr", "check")
+    assert check.exit_code == 0 and "no problems" in check.output, check.output
+
+
 SANDBOX_TABLES = {"wechat_qr_sandbox_qr", "wechat_qr_sandbox_person", "wechat_qr_sandbox_code",
                   "wechat_qr_sandbox_token", "wechat_qr_sandbox_consent",
                   "wechat_qr_sandbox_avatar"}
