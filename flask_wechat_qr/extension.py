@@ -8,7 +8,7 @@ import typing as t
 from dataclasses import replace
 
 from authlib.integrations.flask_client import OAuth
-from flask import Flask, Response, current_app, has_request_context, request
+from flask import Flask, Response, current_app, request
 from flask.sessions import SecureCookieSessionInterface
 from flask.signals import request_finished
 
@@ -47,6 +47,7 @@ from .models import models_for, users_bind_key
 from .redact import redact_http_debug_logs
 from .refresh import ProfileRefresher, refreshes_profiles, threads_idle_between_requests
 from .runtime import EXTENSION_KEY, Runtime, find_runtime
+from .session_cookie import HttpsAwareSessionInterface
 from .settings import (
     OFFICIAL_ACCOUNT,
     ConnectionSettings,
@@ -464,15 +465,6 @@ def _check_association_support(settings: Settings, adapter: AccountAdapter[User]
                     "Override AccountAdapter.match_user to match on fields your site has "
                     "verified, or match on 'unionid' only.",
                 )
-
-
-class HttpsAwareSessionInterface(SecureCookieSessionInterface):
-    """Flask's cookie session, marked ``Secure`` on every https request even when
-    ``SESSION_COOKIE_SECURE`` is left at ``False`` (the session carries login state)."""
-
-    def get_cookie_secure(self, app: Flask) -> bool:
-        return bool(super().get_cookie_secure(app)) or (
-            has_request_context() and request.is_secure)
 
 
 def _sandbox_open_base(settings: Settings) -> t.Callable[[], str]:

@@ -1,12 +1,18 @@
-"""Where browsers send the site's session cookie, which carries each login's state from its
-start to the callback: read as the session interface sets the cookie (its path and domain,
-the domain as Werkzeug writes it), for the login's start and ``flask wechat-qr check``.
+"""The site's session cookie, which carries each login's state from its start to the
+callback: where browsers send it, read as the session interface sets the cookie (its path
+and domain, the domain as Werkzeug writes it), for the login's start and ``flask wechat-qr
+check``; and the interface the extension gives Flask's own cookie session
+(:class:`HttpsAwareSessionInterface`).
 """
 
 from __future__ import annotations
 
 import typing as t
 from urllib.parse import urlsplit
+
+from flask import has_request_context, request
+from flask.sessions import SecureCookieSessionInterface
+from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
 if t.TYPE_CHECKING:
     from flask import Flask
@@ -58,3 +64,81 @@ def misses_callback(scope: CookieScope, callback: str) -> str | None:
             return (f"the session cookie's domain {scope.domain!r} (SESSION_COOKIE_DOMAIN) "
                     f"does not include the callback's host {host!r}")
     return None
+
+
+class _KeysDerivedOnce(TimestampSigner):
+    """Flask's session signer, each secret key's signing key derived once (an HMAC of the
+    salt under the secret key: the same for every cookie), not at every cookie read or
+    written."""
+
+    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._derived: dict[str | bytes | None, bytes] = {}
+
+    def derive_key(self, secret_key: str | bytes | None = None) -> bytes:
+        derived = self._derived.get(secret_key)
+        if derived is None:
+            derived = self._derived[secret_key] = super().derive_key(secret_key)
+        return derived
+
+
+class _SignersMadeOnce(URLSafeTimedSerializer):
+    """Flask's session serializer, its signer made once per salt (itsdangerous makes one at
+    every cookie read or written; a signer keeps nothing of a cookie)."""
+
+    default_signer = _KeysDerivedOnce
+
+    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._signers: dict[str | bytes | None, TimestampSigner] = {}
+
+    def make_signer(self, salt: str | bytes | None = None) -> TimestampSigner:
+        signer = self._signers.get(salt)
+        if signer is None:
+            signer = self._signers[salt] = t.cast(TimestampSigner, super().make_signer(salt))
+        return signer
+
+
+#: Serializers an interface keeps (one per secret key set: more only where a site changes
+#: its keys while it runs, as tests do).
+_MAX_SERIALIZERS = 8
+
+
+class HttpsAwareSessionInterface(SecureCookieSessionInterface):
+    """Flask's cookie session, marked ``Secure`` on every https request even when
+    ``SESSION_COOKIE_SECURE`` is left at ``False`` (the session carries login state).
+
+    Its signing serializer is the one Flask builds (the same salt, keys, key derivation,
+    digest and serializer: the same cookies), built once per secret key and its fallbacks
+    rather than at every request: Flask's builds one for each cookie it reads or writes,
+    with a trial dump of its serializer, a signer and the key's derivation each time, a
+    few percent of a returning WeChat login's work."""
+
+    def __init__(self) -> None:
+        self._serializers: dict[tuple[t.Any, ...], URLSafeTimedSerializer] = {}
+
+    def get_signing_serializer(self, app: Flask) -> URLSafeTimedSerializer | None:
+        secret_key = app.secret_key
+        if not secret_key:
+            return None
+        fallbacks = app.config["SECRET_KEY_FALLBACKS"]
+        key = (secret_key, tuple(fallbacks) if fallbacks else (), self.salt,
+               self.key_derivation, self.digest_method, self.serializer)
+        serializer = self._serializers.get(key)
+        if serializer is None:
+            if len(self._serializers) >= _MAX_SERIALIZERS:
+                self._serializers.clear()
+            # As Flask's SecureCookieSessionInterface.get_signing_serializer builds it.
+            keys: list[str | bytes] = [*(fallbacks or ()), secret_key]  # current key last
+            serializer = self._serializers[key] = _SignersMadeOnce(
+                keys,
+                salt=self.salt,
+                serializer=self.serializer,
+                signer_kwargs={"key_derivation": self.key_derivation,
+                               "digest_method": self.digest_method},
+            )
+        return serializer
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        return bool(super().get_cookie_secure(app)) or (
+            has_request_context() and request.is_secure)
