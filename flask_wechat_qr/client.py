@@ -20,7 +20,7 @@ import socket
 import ssl
 import typing as t
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, quote_plus, urlencode, urlsplit, urlunsplit
 
 import requests
 from authlib.consts import default_user_agent
@@ -275,19 +275,28 @@ def _appid_secret_auth(
     """Authlib client auth: put ``appid``/``secret`` in the query, in WeChat's order.
 
     Authlib builds ``grant_type, redirect_uri, code``; WeChat documents exactly
-    ``appid, secret, code, grant_type`` and wants no ``redirect_uri``.
+    ``appid, secret, code, grant_type`` and wants no ``redirect_uri``. The token URL is
+    the API base's (an http(s) origin and path), its query all Authlib's; the
+    credentials' part of the new one is made once per AppID and AppSecret.
     """
-    parts = urlsplit(uri)
-    given = dict(parse_qsl(parts.query))
-    query = urlencode([
-        ("appid", auth.client_id),
-        ("secret", auth.client_secret),
-        ("code", given.get("code", "")),
-        ("grant_type", "authorization_code"),
-    ])
+    base, _, query = uri.partition("?")
+    fragment = ""
+    if "#" in uri:  # not a URL the settings make: split as a URL, its fragment kept
+        parts = urlsplit(uri)
+        base = urlunsplit(parts._replace(query="", fragment=""))
+        query, fragment = parts.query, f"#{parts.fragment}" if parts.fragment else ""
+    code = dict(parse_qsl(query)).get("code", "")
     # No body at all (not ""): requests would frame an empty chunked body on this GET,
     # which some servers answer by closing the kept-alive connection.
-    return urlunsplit(parts._replace(query=query)), headers, None
+    return (f"{base}?{_credentials_query(auth.client_id, auth.client_secret)}"
+            f"&code={quote_plus(code)}&grant_type=authorization_code{fragment}",
+            headers, None)
+
+
+@functools.lru_cache(maxsize=32)
+def _credentials_query(app_id: str, app_secret: str) -> str:
+    """``appid=...&secret=...``, the start of a token request's query."""
+    return urlencode([("appid", app_id), ("secret", app_secret)])
 
 
 def _check_token_response(resp: requests.Response) -> requests.Response:

@@ -344,6 +344,19 @@ def test_token_request_is_wechats_get_with_appid_and_secret(
     assert not request.body
 
 
+@pytest.mark.parametrize("code", ["a&secret=x&code=y", "a+b c%41", "中=#?", ""])
+def test_the_code_reaches_wechat_as_given_in_its_place(
+        wx: WeChatClient, wechat_api: WeChatAPI, code: str) -> None:
+    """Whatever a callback's code holds, WeChat's token request carries it as one value, in
+    WeChat's order, beside the app's own AppID and AppSecret."""
+    wechat_api.token()
+    wx.exchange_code(code)
+    (call,) = calls_to(wechat_api, TOKEN_PATH)
+    assert call.request.url.startswith(API + TOKEN_PATH + "?")
+    assert pairs(call.request.url) == [("appid", APP_ID), ("secret", APP_SECRET),
+                                       ("code", code), ("grant_type", "authorization_code")]
+
+
 def test_exchange_code_returns_the_token(wx: WeChatClient, wechat_api: WeChatAPI) -> None:
     wechat_api.token()
     token = wx.exchange_code(CODE)
