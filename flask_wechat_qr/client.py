@@ -391,7 +391,9 @@ class WeChatSession(OAuth2Session):
         prepared.prepare_method(method)
         prepared.prepare_url(url, None)  # still checked and IDNA-encoded
         prepared.prepare_headers({k: v for k, v in headers.items() if v is not None})
-        prepared.prepare_cookies(None)  # an empty jar: WeChat is sent none
+        # WeChat is sent no cookies: no Cookie header is made, and the request's jar (which
+        # only a redirect, never followed, would read) is the session's, which keeps none.
+        prepared._cookies = self.cookies
         prepared.prepare_body(None, None)  # no body at all (see _appid_secret_auth)
         if auth is not None:
             prepared.prepare_auth(auth)
