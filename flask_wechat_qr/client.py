@@ -462,12 +462,11 @@ class WeChatClient:
         order differs), so it is built here rather than by Authlib, which puts
         ``response_type`` and ``client_id`` first and drops the fragment.
         """
-        rest = [("state", state)]
+        query = (f"{_qrconnect_query_start(self.connection.app_id, redirect_uri)}"
+                 f"&state={quote(state, safe='')}")
         lang = self.connection.lang or lang  # the connection's own setting wins
         if lang:
-            rest.append(("lang", lang))
-        query = (f"{_qrconnect_query_start(self.connection.app_id, redirect_uri)}&"
-                 + urlencode(rest, quote_via=quote, safe=""))
+            query += f"&lang={quote(lang, safe='')}"
         return f"{self.open_base}{QRCONNECT_PATH}?{query}#wechat_redirect"
 
     def qr_iframe_url(self, redirect_uri: str, state: str, lang: str | None = None) -> str:

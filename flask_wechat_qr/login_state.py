@@ -86,6 +86,10 @@ STATE_KEY_PREFIX = "_state_wechat_qr_"
 CANCELLED_KEY = "_wechat_qr_cancelled"
 
 
+#: JSON without spaces, as ``json.dumps(..., separators=(",", ":"))`` writes it, with an
+#: encoder built once (``json.dumps`` with an option builds one per call).
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
+
 #: The recorded ``error`` of a login that ended in an exception that is not a login error (a
 #: bug); rows of earlier versions hold JSON ``true``, read as the same.
 UNEXPECTED_ERROR = "True"
@@ -205,7 +209,7 @@ class Ending:
             data["browser"] = self.browser
         if self.created:  # rows of earlier versions have none: not made by their login
             data["new"] = 1
-        return json.dumps(data, separators=(",", ":"))
+        return _COMPACT_JSON.encode(data)
 
     @classmethod
     def from_json(cls, value: str) -> Ending:
@@ -462,7 +466,7 @@ class LoginStates:
         key = self.prefix + state
         expires_at = time.time() + self.ttl
         data = login.to_json()
-        value = json.dumps(data, separators=(",", ":"))
+        value = _COMPACT_JSON.encode(data)
         marker: dict[str, t.Any] = {"exp": expires_at, "app": self.app_id}
         if browser is not None:
             marker["browser"] = browser
@@ -631,7 +635,7 @@ def _parked_key(marker: dict[str, t.Any], key: str) -> str:
 
 def _fits_inline(data: dict[str, t.Any]) -> bool:
     """Whether a login's data is small enough to ride in the session cookie."""
-    return len(json.dumps(data, separators=(",", ":"))) <= MAX_INLINE_STATE_DATA
+    return len(_COMPACT_JSON.encode(data)) <= MAX_INLINE_STATE_DATA
 
 
 def _marker_expiry(marker: t.Any) -> float:
