@@ -268,21 +268,28 @@ class DeadlineAdapter(ProcessOwnAdapter):
         if kwargs.get("stream"):
             raise ValueError("a deadline needs the whole answer read within the call")
         too_late = f"no complete answer within {self.deadline:g} seconds"
-        with total_deadline(self.deadline) as call:
-            try:
-                response = super().send(request, *args, **{**kwargs, "stream": True})
-                self._read_at_most(response)  # within the deadline, not later by the session
-            except requests.RequestException as error:
-                if call.expired:
-                    raise requests.Timeout(too_late) from error
-                raise
-            except (OSError, ValueError) as error:
-                # A read of the socket the deadline shut down may fail outside requests'
-                # errors: eventlet's TLS read raises ValueError ("Read on closed or
-                # unwrapped SSL socket"), which pages and `check --live` took for a bug.
-                if call.cut:
-                    raise requests.Timeout(too_late) from error
-                raise
+        # total_deadline's block, written out: contextlib's four calls for a generator
+        # cost more than the rest of it, on every call to WeChat's API
+        call = _Call()
+        current = _current_call.set(call)
+        armed = _WATCHDOG.arm(time.monotonic() + self.deadline, call)
+        try:
+            response = super().send(request, *args, **{**kwargs, "stream": True})
+            self._read_at_most(response)  # within the deadline, not later by the session
+        except requests.RequestException as error:
+            if call.expired:
+                raise requests.Timeout(too_late) from error
+            raise
+        except (OSError, ValueError) as error:
+            # A read of the socket the deadline shut down may fail outside requests'
+            # errors: eventlet's TLS read raises ValueError ("Read on closed or
+            # unwrapped SSL socket"), which pages and `check --live` took for a bug.
+            if call.cut:
+                raise requests.Timeout(too_late) from error
+            raise
+        finally:
+            _WATCHDOG.disarm(armed)
+            _current_call.reset(current)
         if call.cut:  # an answer read until the socket was shut: cut short, not whole
             response.close()
             raise requests.Timeout(too_late)
