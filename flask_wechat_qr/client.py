@@ -357,6 +357,8 @@ class WeChatSession(OAuth2Session):
         # Authlib's remote app sets this on every call; set first here, those writes only
         # replace a value while other threads read the headers.
         self.headers["User-Agent"] = default_user_agent
+        #: :meth:`_checked_headers`' results, by the headers they were made of
+        self._headers_checked: dict[t.Any, CaseInsensitiveDict[str | bytes]] = {}
 
     def __exit__(self, *exc_info: object) -> None:
         # Authlib ends every call with ``with session:`` and nothing public stops that close.
@@ -385,12 +387,10 @@ class WeChatSession(OAuth2Session):
                 or kwargs.get("allow_redirects") or (auth is None and not withhold_token)):
             return super().request(
                 method, url, withhold_token=withhold_token, auth=auth, **kwargs)
-        headers = CaseInsensitiveDict(self.headers)
-        headers.update(kwargs.get("headers") or {})
         prepared = requests.PreparedRequest()
         prepared.prepare_method(method)
         prepared.prepare_url(url, None)  # still checked and IDNA-encoded
-        prepared.prepare_headers({k: v for k, v in headers.items() if v is not None})
+        prepared.headers = self._checked_headers(kwargs.get("headers"))
         # WeChat is sent no cookies: no Cookie header is made, and the request's jar (which
         # only a redirect, never followed, would read) is the session's, which keeps none.
         prepared._cookies = self.cookies
@@ -400,6 +400,30 @@ class WeChatSession(OAuth2Session):
         prepared.prepare_hooks(self.hooks)
         return self.send(prepared, allow_redirects=False,
                          timeout=kwargs.get("timeout", self.default_timeout))
+
+    def _checked_headers(self, extra: t.Mapping[str, t.Any] | None
+                         ) -> CaseInsensitiveDict[str | bytes]:
+        """The session's headers updated with ``extra`` (``None`` values dropped), as
+        ``PreparedRequest.prepare_headers`` makes and checks them; a copy for each call.
+        Made and checked once for each set of headers (the session's as they are now, the
+        call's), not at every call: WeChat's calls send the same few headers each time."""
+        try:  # requests' own CaseInsensitiveDict keeps (name, value) pairs in ``_store``
+            key = (tuple(self.headers._store.values()),
+                   tuple(extra.items()) if extra else ())
+            checked = self._headers_checked.get(key)
+        except (AttributeError, TypeError):  # another kind of mapping; an unhashable value
+            key, checked = None, None
+        if checked is None:
+            headers = CaseInsensitiveDict(self.headers)
+            headers.update(extra or {})
+            made = requests.PreparedRequest()
+            made.prepare_headers({k: v for k, v in headers.items() if v is not None})
+            checked = made.headers
+            if key is not None:
+                if len(self._headers_checked) >= 16:  # headers that keep changing
+                    self._headers_checked.clear()
+                self._headers_checked[key] = checked
+        return checked.copy()
 
 
 class WeChatClient:

@@ -1192,6 +1192,36 @@ def test_wechat_is_sent_no_cookies_and_the_session_keeps_none(
         None, None, None]
 
 
+def test_the_sessions_headers_as_they_are_at_each_call_are_sent(
+    make_app: t.Any, wechat_api: WeChatAPI, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The short way checks a set of headers once, not at every call: a header the host
+    sets, changes or removes on the client's session between calls goes (or stops going)
+    with the next call, and one no HTTP request may carry is still refused."""
+    app = make_app()
+    for _ in range(4):
+        wechat_api.raw(AUTH_PATH, b'{"errcode":0,"errmsg":"ok"}')
+    with app.app_context():
+        wx = wechat_client(app)
+        assert wx.check_token(ACCESS_TOKEN, OPENID)
+        wx.session.headers["X-Tag"] = "one"
+        try:
+            assert wx.check_token(ACCESS_TOKEN, OPENID)
+            wx.session.headers["X-Tag"] = "two"
+            assert wx.check_token(ACCESS_TOKEN, OPENID)
+            wx.session.headers["X-Tag"] = "three\r\nX-Injected: yes"
+            with pytest.raises(WeChatUnavailable):
+                wx.check_token(ACCESS_TOKEN, OPENID)
+            assert "(InvalidHeader)" in caplog.text
+        finally:
+            del wx.session.headers["X-Tag"]
+        assert wx.check_token(ACCESS_TOKEN, OPENID)
+    sent = [call.request.headers for call in wechat_api.mock.calls]
+    assert [headers.get("X-Tag") for headers in sent] == [None, "one", "two", None]
+    assert all(headers.get("X-Injected") is None for headers in sent)
+    assert len({id(headers) for headers in sent}) == len(sent)  # each call its own
+
+
 def test_a_logins_wechat_calls_skip_requests_per_call_merging(
     client: t.Any, wechat_api: WeChatAPI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
