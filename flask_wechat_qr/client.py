@@ -63,6 +63,9 @@ AUTH_CHECK_PATH = "/sns/auth"
 AUTH_METHOD = "wechat_appid_secret"
 #: The keywords of the calls :meth:`WeChatSession.request` sends the short way.
 _SHORT_WAY = frozenset({"headers", "timeout", "allow_redirects"})
+#: A query of these characters only is one ``PreparedRequest.prepare_url`` leaves as it is
+#: (nothing to requote: RFC 3986's unreserved characters, ``&``, ``=`` and ``+``; no ``%``).
+_QUERY_AS_IS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~&=+")
 
 
 @dataclass(frozen=True)
@@ -359,6 +362,8 @@ class WeChatSession(OAuth2Session):
         self.headers["User-Agent"] = default_user_agent
         #: :meth:`_checked_headers`' results, by the headers they were made of
         self._headers_checked: dict[t.Any, CaseInsensitiveDict[str | bytes]] = {}
+        #: :meth:`_prepared_url`'s prepared parts before the query, by the part as given
+        self._bases_prepared: dict[str, str] = {}
 
     def __exit__(self, *exc_info: object) -> None:
         # Authlib ends every call with ``with session:`` and nothing public stops that close.
@@ -389,7 +394,7 @@ class WeChatSession(OAuth2Session):
                 method, url, withhold_token=withhold_token, auth=auth, **kwargs)
         prepared = requests.PreparedRequest()
         prepared.prepare_method(method)
-        prepared.prepare_url(url, None)  # still checked and IDNA-encoded
+        prepared.url = self._prepared_url(url)
         prepared.headers = self._checked_headers(kwargs.get("headers"))
         # WeChat is sent no cookies: no Cookie header is made, and the request's jar (which
         # only a redirect, never followed, would read) is the session's, which keeps none.
@@ -400,6 +405,26 @@ class WeChatSession(OAuth2Session):
         prepared.prepare_hooks(self.hooks)
         return self.send(prepared, allow_redirects=False,
                          timeout=kwargs.get("timeout", self.default_timeout))
+
+    def _prepared_url(self, url: str) -> str:
+        """``url`` as ``PreparedRequest.prepare_url`` gives it (checked, its host
+        IDNA-encoded, requoted), its part before the query prepared once: WeChat's calls go
+        to a few paths of one API base, their queries (``urlencode``'s, of codes, tokens
+        and ids) are mostly left as they are. Any other query is prepared the usual way."""
+        base, mark, query = url.partition("?")
+        prepared_base = self._bases_prepared.get(base)
+        if (prepared_base is None or not _QUERY_AS_IS.issuperset(query)
+                or (mark and not query)):  # "?" alone: prepare_url drops it
+            made = requests.PreparedRequest()
+            made.prepare_url(url, None)
+            if prepared_base is None and "#" not in base:
+                made_base = requests.PreparedRequest()
+                made_base.prepare_url(base, None)
+                if len(self._bases_prepared) >= 64:  # bases that keep changing
+                    self._bases_prepared.clear()
+                self._bases_prepared[base] = t.cast(str, made_base.url)
+            return t.cast(str, made.url)
+        return f"{prepared_base}{mark}{query}"
 
     def _checked_headers(self, extra: t.Mapping[str, t.Any] | None
                          ) -> CaseInsensitiveDict[str | bytes]:

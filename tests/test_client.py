@@ -1222,6 +1222,27 @@ def test_the_sessions_headers_as_they_are_at_each_call_are_sent(
     assert len({id(headers) for headers in sent}) == len(sent)  # each call its own
 
 
+def test_the_short_way_sends_the_url_requests_would_prepare(
+    make_app: t.Any, wechat_api: WeChatAPI
+) -> None:
+    """The short way prepares the part of a call's URL before its query once: each call,
+    the first and the later ones, still goes to the URL ``PreparedRequest`` makes of it
+    (dot segments resolved, characters quoted, a query requoted where it needs it)."""
+    app = make_app()
+    queries = ["access_token=a-b_c.d~e&openid=o+x", "access_token=%41%2A&openid=o",
+               "access_token=a b&openid=中", "", "access_token=x#fragment"]
+    urls = [f"{API}/x/..{AUTH_PATH}{'?' if query else ''}{query}" for query in queries]
+    for _ in urls * 2:
+        wechat_api.raw(AUTH_PATH, b'{"errcode":0,"errmsg":"ok"}')
+    with app.app_context():
+        wx = wechat_client(app)
+        for url in urls * 2:
+            wx.session.request("GET", url, withhold_token=True)
+    expected = [requests.Request("GET", url).prepare().url for url in urls * 2]
+    assert [call.request.url for call in wechat_api.mock.calls] == expected
+    assert f"{API}{AUTH_PATH}?access_token=a-b_c.d~e&openid=o+x" in expected
+
+
 def test_a_logins_wechat_calls_skip_requests_per_call_merging(
     client: t.Any, wechat_api: WeChatAPI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
