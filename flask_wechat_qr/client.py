@@ -403,7 +403,12 @@ class WeChatSession(OAuth2Session):
         if auth is not None:
             prepared.prepare_auth(auth)
         prepared.prepare_hooks(self.hooks)
-        return self.send(prepared, allow_redirects=False,
+        if self.trust_env:  # a host turned it on again: requests reads the environment
+            return self.send(prepared, allow_redirects=False,
+                             timeout=kwargs.get("timeout", self.default_timeout))
+        # Without the environment, requests' proxies for a call are the session's own (a
+        # copy, as requests gives): given here, send() does not parse the URL to find them.
+        return self.send(prepared, allow_redirects=False, proxies=self.proxies.copy(),
                          timeout=kwargs.get("timeout", self.default_timeout))
 
     def _prepared_url(self, url: str) -> str:
