@@ -288,11 +288,18 @@ def _appid_secret_auth(
         parts = urlsplit(uri)
         base = urlunsplit(parts._replace(query="", fragment=""))
         query, fragment = parts.query, f"#{parts.fragment}" if parts.fragment else ""
-    code = dict(parse_qsl(query)).get("code", "")
+    # Authlib's query is urlencode's: a code of letters, digits and "-._~" (WeChat's are)
+    # is in it as it goes into the new one; any other is decoded and quoted again.
+    code = ""
+    for part in query.split("&"):
+        if part.startswith("code=") and part != "code=":  # parse_qsl skips a blank one
+            code = part[5:]
+    if "=" in code or not _QUERY_AS_IS.issuperset(query):
+        code = quote_plus(dict(parse_qsl(query)).get("code", ""))
     # No body at all (not ""): requests would frame an empty chunked body on this GET,
     # which some servers answer by closing the kept-alive connection.
     return (f"{base}?{_credentials_query(auth.client_id, auth.client_secret)}"
-            f"&code={quote_plus(code)}&grant_type=authorization_code{fragment}",
+            f"&code={code}&grant_type=authorization_code{fragment}",
             headers, None)
 
 

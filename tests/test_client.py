@@ -344,7 +344,7 @@ def test_token_request_is_wechats_get_with_appid_and_secret(
     assert not request.body
 
 
-@pytest.mark.parametrize("code", ["a&secret=x&code=y", "a+b c%41", "中=#?", ""])
+@pytest.mark.parametrize("code", ["a&secret=x&code=y", "a+b c%41", "中=#?", "", "x=y", "A-z_0.9~"])
 def test_the_code_reaches_wechat_as_given_in_its_place(
         wx: WeChatClient, wechat_api: WeChatAPI, code: str) -> None:
     """Whatever a callback's code holds, WeChat's token request carries it as one value, in
