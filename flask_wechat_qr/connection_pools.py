@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 import typing as t
 
+from requests import PreparedRequest
 from requests.adapters import HTTPAdapter
 from urllib3 import PoolManager
 from urllib3.connectionpool import HTTPConnectionPool
@@ -37,6 +38,8 @@ class ProcessOwnAdapter(HTTPAdapter):
         #: the managers of proxies (requests' cache), dropped with the pools
         self.proxy_manager = {}
         self._proxy_managers_lock = threading.Lock()
+        #: :meth:`get_connection_with_tls_context`'s pools, by what chose them
+        self._pools_chosen: dict[t.Any, HTTPConnectionPool] = {}
         self.made_in = made_here()  # last: a thread that sees it sees the rest ready
         start_afresh_in_forked_child(self)
 
@@ -45,9 +48,35 @@ class ProcessOwnAdapter(HTTPAdapter):
         if pools is not None:
             manager.pool_classes_by_scheme = dict(pools)
 
-    def get_connection_with_tls_context(self, *args: t.Any, **kwargs: t.Any) -> t.Any:
+    def get_connection_with_tls_context(
+        self, request: PreparedRequest, verify: t.Any, proxies: t.Any = None,
+        cert: t.Any = None,
+    ) -> HTTPConnectionPool:
+        """requests' pool for ``request``, chosen once for each origin, TLS settings and
+        proxies: requests parses the URL three times and makes the pool's key at every
+        call (some 1,700 Python opcodes), for the one pool WeChat's API host has. After
+        :meth:`close` (or a pool closed by its owner) the next call chooses again, as
+        requests would, and opens new connections."""
         start_afresh_if_made_elsewhere(self)  # forked without the fork hook (uWSGI)
-        return super().get_connection_with_tls_context(*args, **kwargs)
+        try:  # the scheme and host (with any port and user) of the URL; the settings
+            key = (*(request.url or "").split("/", 3)[:3], verify, cert,
+                   tuple(proxies.items()) if proxies else ())
+            pool = self._pools_chosen.get(key)
+        except TypeError:  # a setting that is not hashable
+            key, pool = None, None
+        if pool is None or pool.pool is None:  # none chosen yet, or closed since
+            pool = super().get_connection_with_tls_context(request, verify, proxies, cert)
+            if key is not None:
+                if len(self._pools_chosen) >= 16:  # origins or settings that keep changing
+                    self._pools_chosen.clear()
+                self._pools_chosen[key] = pool
+        return pool
+
+    def close(self) -> None:
+        """requests' close (the pools dropped, their connections no longer reused), and
+        the pools chosen forgotten with them."""
+        self._pools_chosen.clear()
+        super().close()
 
     def proxy_manager_for(self, proxy: str, **proxy_kwargs: t.Any) -> PoolManager:
         """requests' manager for ``proxy``, its pools of :attr:`pool_classes`, or of

@@ -56,3 +56,34 @@ def test_the_extensions_connections_to_wechat_and_avatars_are_the_processs_own(
         assert isinstance(client.session.get_adapter(url), ProcessOwnAdapter)
     assert isinstance(download_session().get_adapter("https://thirdwx.qlogo.cn/"),
                       ProcessOwnAdapter)
+
+
+def test_each_origin_keeps_its_pool_and_a_closed_one_is_replaced() -> None:
+    """The adapter chooses a pool once for each origin (and TLS settings and proxies):
+    calls to one server share one kept-alive connection, two servers (or one under another
+    name) get a pool each, and after the adapter is closed the next call opens a new one
+    instead of failing on the closed pool."""
+
+    @Request.application  # type: ignore[misc]
+    def app(request: Request) -> Response:
+        return Response(request.host)
+
+    with LiveServer(app, request_handler=KeepAliveHandler) as one, \
+            LiveServer(app, request_handler=KeepAliveHandler) as two, \
+            requests.Session() as session:
+        counted: dict[str, list[int]] = {"one": [], "two": []}
+        one.server.on_connection = lambda: counted["one"].append(1)  # type: ignore[attr-defined]
+        two.server.on_connection = lambda: counted["two"].append(1)  # type: ignore[attr-defined]
+        adapter = ProcessOwnAdapter()
+        session.mount("http://", adapter)
+        other_name = one.url.replace("127.0.0.1", "localhost")
+        for _ in range(3):
+            for server in (one, two):
+                assert session.get(f"{server.url}/x", timeout=5).text == \
+                    server.url.split("//")[1].rstrip("/")
+        assert (len(counted["one"]), len(counted["two"])) == (1, 1)
+        assert session.get(other_name, timeout=5).ok  # another origin: its own pool
+        assert len(counted["one"]) == 2
+        adapter.close()
+        assert session.get(one.url, timeout=5).ok
+        assert len(counted["one"]) == 3
