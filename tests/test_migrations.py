@@ -1083,3 +1083,29 @@ def test_a_foreign_key_to_a_user_table_of_the_same_name_elsewhere_is_replaced(
         raw_sql(host, link.format(2))  # bob's first login: refused by the old key
         raw_sql(host, f"DELETE FROM {users} WHERE id = 1")
         assert identities(host) == [("o2", "2", 2)]
+
+
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)
+def test_a_foreign_key_to_users_in_a_schema_of_the_search_path_is_there(
+        database: Database, tmp_path: t.Any) -> None:
+    """A site whose PostgreSQL ``search_path`` names the schema of its users too
+    (``site, auth``, the users in ``auth.user``): PostgreSQL names a key to a table the
+    search path finds without its schema, and the key the upgrade had added was taken for
+    one to ``site.user``. ``check`` reported it missing at every run, and every upgrade
+    dropped and added it again (re-checking every identity, the table locked meanwhile)."""
+    url = database.url("site")
+    database.url("auth")
+    site, auth = database.schemas
+    url = url.replace(f"search_path%3D{site}", f"search_path%3D{site}%2C{auth}")
+    with app_factory(lambda: host_with_users_in(auth, url, tmp_path)) as build:
+        host = build()
+        with host.app_context():  # the site's own migrations
+            host.User.__table__.create(host.db.engine)  # type: ignore[attr-defined]
+        runner = host.test_cli_runner()
+        result = runner.invoke(args=["wechat-qr", "db", "upgrade"])
+        assert f"to {auth}.user.id (ON DELETE CASCADE): added column, index, foreign key;" \
+            in result.output, result.output
+        check = runner.invoke(args=["wechat-qr", "check"])
+        assert check.exit_code == 0 and "PROBLEM" not in check.output, check.output
+        again = runner.invoke(args=["wechat-qr", "db", "upgrade"])
+        assert again.exit_code == 0 and "Foreign key" not in again.output, again.output

@@ -185,8 +185,12 @@ def _missing(connection: sa.Connection, table: sa.Table,
 
 def _user_key_constraints(inspector: sa.Inspector, table: sa.Table
                           ) -> list[ReflectedForeignKeyConstraint]:
-    """The foreign keys of ``user_key`` in the database, as reflected."""
-    return [fk for fk in inspector.get_foreign_keys(table.name, table.schema)
+    """The foreign keys of ``user_key`` in the database, as reflected: each naming the
+    schema of the table it refers to unless that is the connection's default one (on
+    PostgreSQL also where the search path finds the table by name: ``search_path=site,
+    auth`` with the users in ``auth.user``, which reflected as if in ``site``)."""
+    return [fk for fk in inspector.get_foreign_keys(table.name, table.schema,
+                                                     postgresql_ignore_search_path=True)
             if fk["constrained_columns"] == [USER_KEY]]
 
 
@@ -194,8 +198,8 @@ def _refers_to(inspector: sa.Inspector, fk: ReflectedForeignKeyConstraint,
                user_column: sa.Column[t.Any]) -> bool:
     """Whether a reflected foreign key refers to ``user_column``'s table: by name and by
     schema (a site may have ``user`` in two schemas: PostgreSQL's ``public`` and ``auth``,
-    two databases of one MariaDB server). A reflected key names no schema where its table
-    is the one the connection finds by name (its default schema, the search path)."""
+    two databases of one MariaDB server). A key reflected by :func:`_user_key_constraints`
+    names no schema where its table is in the connection's default schema."""
     default = inspector.default_schema_name
 
     def schema(name: str | None) -> str | None:
