@@ -156,7 +156,8 @@ def undone(db: SQLAlchemy, table: sa.Table) -> Iterator[None]:
     of ``table``), the block runs in a SAVEPOINT that is rolled back (the host's waiting
     changes are flushed first, not committed); the objects that rollback expires are read
     again at once, where the caller reads (in :func:`reading_commits`'s block: the newest
-    rows, a user another request made since the transaction's snapshot too). Otherwise the
+    rows, a user another request made since the transaction's snapshot too); a block that
+    commits or rolls back the whole transaction itself answers for it. Otherwise the
     transaction is rolled back after the block, where there is one."""
     session = db.session()
     if not holds_writes(session) or autocommits(
@@ -173,11 +174,24 @@ def undone(db: SQLAlchemy, table: sa.Table) -> Iterator[None]:
     try:
         yield
     finally:
-        savepoint.rollback()
-        for obj in loaded:
-            state = sa.inspect(obj, raiseerr=False)
-            if state is not None and state.persistent and state.expired_attributes:
-                session.refresh(obj)
+        if _within(session, savepoint):  # not where the block ended the transaction itself
+            savepoint.rollback()
+            for obj in loaded:
+                state = sa.inspect(obj, raiseerr=False)
+                if state is not None and state.persistent and state.expired_attributes:
+                    session.refresh(obj)
+
+
+def _within(session: Session, savepoint: SessionTransaction) -> bool:
+    """Whether ``savepoint`` is still open in ``session``: the block in it (a host's hook)
+    may have committed or rolled back the session's whole transaction (Flask-AppBuilder's
+    ``update_user_auth_stat`` commits), which closed the savepoint with it."""
+    transaction = session.get_nested_transaction()
+    while transaction is not None:
+        if transaction is savepoint:
+            return True
+        transaction = transaction.parent
+    return False
 
 
 #: ``session.info`` key: the session's transaction holds writes that ``session.new``,

@@ -729,3 +729,47 @@ def test_a_repeated_callback_beside_the_hosts_writes_sees_the_other_requests_log
     (user,) = [user for user in all_users(app) if not (user.username or "").startswith("visitor-")]
     assert logged_in_user_id(twin) == logged_in_user_id(browser) == str(user.id)
     assert user.nickname == f"{PROFILE_ANSWER['nickname']}+"
+
+
+#: A site's ``login_user`` that ends the request's transaction itself, as it logs in: it
+#: commits its login tracking (Flask-AppBuilder's ``update_user_auth_stat``), or rolls back.
+ENDS_THE_TRANSACTION = {
+    "commits": lambda db: db.session.commit(),
+    "rolls-back": lambda db: db.session.rollback(),
+}
+
+
+@pytest.mark.parametrize("hook", list(ENDS_THE_TRANSACTION))
+def test_a_repeated_callback_logs_in_where_login_user_ends_the_transaction(
+    make_app: t.Any, wechat_api: WeChatAPI, monkeypatch: pytest.MonkeyPatch, hook: str
+) -> None:
+    """A callback sent again after its login ended, in a request whose host wrote before
+    it, and a site's ``login_user`` that commits by itself (or rolls back): the savepoint
+    around the hook was gone with the transaction, and rolling it back was a 500
+    ("This transaction is closed"). The browser is logged in; what the hook committed is
+    committed (the host's row with it), what it rolled back is gone, at both requests."""
+    app = host_writes_when_asked(make_app())
+    db = app.db  # type: ignore[attr-defined]
+    real_login_user = AccountAdapter.login_user
+
+    def ending_the_transaction(self: t.Any, user: t.Any) -> None:
+        real_login_user(self, user)
+        user.nickname = f"{user.nickname}+"  # one "+" a login
+        ENDS_THE_TRANSACTION[hook](db)
+
+    monkeypatch.setattr(AccountAdapter, "login_user", ending_the_transaction)
+    each_code_once(wechat_api)
+    answer_with(wechat_api, USERINFO_PATH, lambda request: wechat_body(PROFILE_ANSWER))
+    browser = app.test_client()
+    state = start_login(browser, next="/welcome")
+    replay = browser_copy(app, browser)  # the pre-login cookie
+    query = {"code": "0816AbREPLAY", "state": state}
+    assert browser.get("/auth/wechat/callback", query_string=query).status_code == 302
+    again = replay.get("/auth/wechat/callback", query_string=query, headers={"X-Visit": "1"})
+    assert again.status_code == 302 and again.headers["Location"] == "/welcome"
+    (user,) = [user for user in all_users(app) if not (user.username or "").startswith("visitor-")]
+    assert logged_in_user_id(replay) == str(user.id)
+    committed = hook == "commits"
+    assert visitors(app) == int(committed)
+    assert user.nickname == PROFILE_ANSWER["nickname"] + "++" * committed
+
