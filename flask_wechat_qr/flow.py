@@ -677,8 +677,16 @@ class LoginFlow:
         repeated login's transaction may still hold) stay, the host's to commit or not."""
         self.adapter.renew_session()
         if not keep_writes:
-            with transactions.undone(self.db, self._table), self.db.session.no_autoflush:
-                self.adapter.login_user(user)
+            try:
+                with transactions.undone(self.db, self._table), self.db.session.no_autoflush:
+                    self.adapter.login_user(user)
+            except LoginError:
+                raise
+            except BaseException:
+                # A 500 next, whose record of the failure (on a connection of its own)
+                # would wait for the locks of the host's writes (all of SQLite's).
+                self.db.session.rollback()
+                raise
             return
         try:
             with self.db.session.no_autoflush:

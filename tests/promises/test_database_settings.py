@@ -773,3 +773,38 @@ def test_a_repeated_callback_logs_in_where_login_user_ends_the_transaction(
     assert visitors(app) == int(committed)
     assert user.nickname == PROFILE_ANSWER["nickname"] + "++" * committed
 
+
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+def test_a_repeated_callback_whose_login_user_breaks_waits_for_nothing(
+    make_app: t.Any, database: Database, wechat_api: WeChatAPI,
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A site's ``login_user`` that breaks at a repeated callback, in a request whose host
+    wrote before it, on SQLite: the 500's record of the failure (a connection of its own)
+    waited for the write lock the request itself held (the host's row, kept after the
+    savepoint's rollback): the SQLite timeout (5 s), then "could not record" in the log.
+    The request's transaction is rolled back first, as at a first login's."""
+    app = host_writes_when_asked(make_app(PROPAGATE_EXCEPTIONS=False))
+    real_login_user = AccountAdapter.login_user
+    logins = []
+
+    def breaking_at_the_second(self: t.Any, user: t.Any) -> None:
+        real_login_user(self, user)
+        logins.append(user)
+        if len(logins) == 2:
+            raise RuntimeError("the site's login_user broke")
+
+    monkeypatch.setattr(AccountAdapter, "login_user", breaking_at_the_second)
+    each_code_once(wechat_api)
+    answer_with(wechat_api, USERINFO_PATH, lambda request: wechat_body(PROFILE_ANSWER))
+    browser = app.test_client()
+    state = start_login(browser, next="/welcome")
+    replay = browser_copy(app, browser)
+    query = {"code": "0816AbREPLAY", "state": state}
+    assert browser.get("/auth/wechat/callback", query_string=query).status_code == 302
+    with caplog.at_level(logging.ERROR, logger="flask_wechat_qr"):
+        again = replay.get("/auth/wechat/callback", query_string=query,
+                           headers={"X-Visit": "1"})
+    assert again.status_code == 500 and len(logins) == 2
+    assert "could not record" not in caplog.text, caplog.text
+    assert visitors(app) == 0
