@@ -230,13 +230,19 @@ def holds_writes(session: Session) -> bool:
 
 def watch_writes(db: SQLAlchemy) -> None:
     """Listen to the sessions of ``db`` for :func:`holds_writes`: once per session class
-    (Flask-SQLAlchemy's is shared by every ``db``); no statement of their own, and a
-    function call per flush, statement and transaction."""
+    (each ``db``'s ``sessionmaker`` makes one of its own; several apps of one ``db`` share
+    it); no statement of their own, and a function call per flush, statement and
+    transaction. Known by the class itself (:data:`_WATCHED`), not by asking SQLAlchemy
+    (``event.contains``), which knows a class by its ``id()``: a new ``db`` whose class
+    took the address of one collected before (an app made per test, in a site's test
+    suite) was told it had the listeners, and its writes went unseen."""
+    session_class = db.session.session_factory.class_
+    if session_class in _WATCHED:
+        return
     for name, listener in (("after_flush", _flushed), ("do_orm_execute", _executed),
                            ("after_transaction_end", _ended)):
-        if not sa.event.contains(db.session, name, listener):
-            sa.event.listen(db.session, name, listener)
-    _WATCHED.add(db.session.session_factory.class_)
+        sa.event.listen(db.session, name, listener)
+    _WATCHED.add(session_class)
 
 
 def _flushed(session: Session, _context: object) -> None:
