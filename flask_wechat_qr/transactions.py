@@ -202,14 +202,26 @@ _READS = re.compile(r"[\s(]*(?:SELECT|SHOW|EXPLAIN)\b", re.IGNORECASE)
 #: ...unless it takes what lasts until its transaction ends, which ending the transaction
 #: would release (or commit): a row lock (``FOR UPDATE``, ``FOR NO KEY UPDATE``, ``FOR
 #: SHARE``, ``FOR KEY SHARE``, ``LOCK IN SHARE MODE``), a PostgreSQL advisory lock of the
-#: transaction, a table made by PostgreSQL's ``SELECT ... INTO``, a statement that
-#: ``EXPLAIN ANALYZE`` runs. (A sequence's ``nextval`` is no such thing: neither PostgreSQL
-#: nor MariaDB gives its value back at a rollback.)
-_HOLDS = re.compile(r"\b(?:FOR\s+(?:NO\s+KEY\s+|KEY\s+)?(?:UPDATE|SHARE)|LOCK\s+IN\s+SHARE\s+"
-                    r"MODE|INTO|ANALY[SZ]E|PG_(?:TRY_)?ADVISORY_XACT_LOCK(?:_SHARED)?)\b",
-                    re.IGNORECASE)
+#: transaction, a setting of the transaction (PostgreSQL's ``set_config(name, value,
+#: true)``: a tenant for row-level security, say), a table made by PostgreSQL's ``SELECT
+#: ... INTO``, a statement that ``EXPLAIN ANALYZE`` runs. (A sequence's ``nextval`` is no
+#: such thing: neither PostgreSQL nor MariaDB gives its value back at a rollback.)
+#: Searched in the text without its string literals, quoted names and comments
+#: (:data:`_NOT_CODE`): ``'Log into WeChat'`` is a read.
+_HOLDS = re.compile(r"\b(?:(?:FOR\s+(?:NO\s+KEY\s+|KEY\s+)?(?:UPDATE|SHARE)|LOCK\s+IN\s+SHARE\s+"
+                    r"MODE|INTO|ANALY[SZ]E|PG_(?:TRY_)?ADVISORY_XACT_LOCK(?:_SHARED)?)\b"
+                    r"|SET_CONFIG\s*\((?![^()]*,\s*FALSE\s*\)))", re.IGNORECASE)
 #: Words of which :data:`_HOLDS` needs one (lower case): text without any is not searched.
-_HOLDS_WORDS = ("update", "share", "into", "analy", "advisory_xact")
+_HOLDS_WORDS = ("update", "share", "into", "analy", "advisory_xact", "set_config")
+#: What SQL text holds that is no SQL: string literals (``'...'``, PostgreSQL's
+#: ``$$...$$``), quoted names (``"..."``, MariaDB's and MySQL's backquotes), comments.
+_NOT_CODE = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|`(?:[^`]|``)*`|\$(\w*)\$.*?\$\1\$"
+                       r"|--[^\n]*|/\*.*?\*/", re.DOTALL)
+#: The functions that, in a ``SELECT``'s columns, take what lasts until the transaction
+#: ends (:data:`_HOLDS`), as ``sa.select(sa.func.pg_advisory_xact_lock(key))`` calls them.
+_HOLDING_FUNCTIONS = frozenset({
+    "pg_advisory_xact_lock", "pg_advisory_xact_lock_shared", "pg_try_advisory_xact_lock",
+    "pg_try_advisory_xact_lock_shared", "set_config"})
 
 
 #: The session classes :func:`watch_writes` listens to (held weakly).
@@ -251,12 +263,44 @@ def _flushed(session: Session, _context: object) -> None:
 
 def _executed(state: ORMExecuteState) -> None:
     statement = state.statement
-    # A SELECT's with_for_update() is kept in _for_update_arg (SQLAlchemy has no public
-    # accessor); the ORM's Session.get(..., with_for_update=...) puts it there too.
     if (state.is_insert or state.is_update or state.is_delete
-            or (isinstance(statement, sa.Select) and statement._for_update_arg is not None)
+            or (isinstance(statement, sa.Select) and _select_holds(statement))
             or (isinstance(statement, sa.TextClause) and not _reads_only(statement.text))):
         state.session.info[_WROTE] = True
+
+
+def _select_holds(statement: sa.Select[t.Any]) -> bool:
+    """Whether a ``SELECT`` construct takes what lasts until its transaction ends: a row
+    lock (``with_for_update()``; the ORM's ``Session.get(..., with_for_update=...)`` too),
+    or a column calling one of :data:`_HOLDING_FUNCTIONS` (but ``set_config(..., False)``).
+    SQLAlchemy keeps both in private attributes (``_for_update_arg``, ``_raw_columns``, in
+    every 2.x): where another version has none, the check finds nothing, and never fails
+    a query of the site. Per ORM statement: a type looked up per column (usually one)."""
+    try:
+        if statement._for_update_arg is not None:
+            return True
+        columns = statement._raw_columns
+    except AttributeError:
+        return False
+    for column in columns:  # a loop: a generator would cost more than the rest
+        if type(column) in _CALLS and _calls_holding(column):
+            return True
+    return False
+
+
+#: The column types :func:`_calls_holding` looks into: a function called by name
+#: (``sa.func.name(...)``), labelled or not.
+_CALLS = frozenset({sa.sql.functions.Function, sa.sql.elements.Label})
+
+
+def _calls_holding(column: t.Any) -> bool:
+    function = column.element if isinstance(column, sa.sql.elements.Label) else column
+    name = str(getattr(function, "name", "")).lower()
+    if name not in _HOLDING_FUNCTIONS:
+        return False
+    arguments = list(getattr(function, "clauses", ()))
+    return not (name == "set_config" and len(arguments) == 3
+                and getattr(arguments[2], "value", None) is False)
 
 
 @functools.lru_cache(maxsize=256)
@@ -264,9 +308,14 @@ def _reads_only(text: str) -> bool:
     """Whether SQL text only reads (:data:`_READS`, :data:`_HOLDS`); kept per text, which
     a site's code mostly passes as the same string each time."""
     if not _READS.match(text):
-        return False
+        if not text.lstrip().startswith(("--", "/*")):
+            return False
+        text = _NOT_CODE.sub(" ", text)  # a comment first (a tracing tag, say)
+        if not _READS.match(text):
+            return False
     lowered = text.lower()
-    return not (any(word in lowered for word in _HOLDS_WORDS) and _HOLDS.search(text))
+    return not (any(word in lowered for word in _HOLDS_WORDS)
+                and _HOLDS.search(_NOT_CODE.sub(" ", text)))
 
 
 def _ended(session: Session, transaction: SessionTransaction) -> None:

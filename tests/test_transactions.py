@@ -139,6 +139,17 @@ def test_a_lock_wait_timeout_on_mariadb_is_no_conflict(database: t.Any) -> None:
     ("SELECT * INTO visits_copy FROM visits", True),
     ("EXPLAIN ANALYZE DELETE FROM visits", True),
     ("UPDATE visits SET n = 1", True),
+    # words in string literals, quoted names and comments say nothing
+    ("SELECT 'Log into the site' AS banner", False),
+    ("SELECT id FROM visits WHERE note = 'waiting for update'", False),
+    ('SELECT "into" FROM visits', False),
+    ("SELECT id FROM visits -- locked for update later\nWHERE id = 1", False),
+    ("/* traceparent='00-ab' */ SELECT id FROM visits", False),
+    ("-- tagged\nSELECT id FROM visits FOR UPDATE", True),
+    ("SELECT id FROM visits WHERE note = 'It''s' FOR UPDATE", True),
+    # a setting of the transaction (row-level security's tenant, say), not of the session
+    ("SELECT set_config('app.tenant', 'acme', true)", True),
+    ("SELECT set_config('app.tenant', 'acme', false)", False),
 ])
 def test_sql_text_that_holds_something_until_its_commit_is_no_read(
     tmp_path: t.Any, text: str, holds: bool
@@ -165,6 +176,48 @@ def test_sql_text_that_holds_something_until_its_commit_is_no_read(
         assert holds_writes(db.session()) is holds
         db.session.rollback()
         assert not holds_writes(db.session())
+
+
+def _visits() -> sa.Table:
+    return sa.Table("visits", sa.MetaData(), sa.Column("id", sa.Integer, primary_key=True))
+
+
+@pytest.mark.parametrize(("statement", "holds"), [
+    (lambda: sa.select(_visits()), False),
+    (lambda: sa.select(sa.func.count()).select_from(_visits()), False),
+    (lambda: sa.select(_visits()).with_for_update(), True),
+    (lambda: sa.select(_visits()).with_for_update(read=True, nowait=True), True),
+    (lambda: sa.select(sa.func.pg_advisory_xact_lock(7)), True),
+    (lambda: sa.select(sa.func.pg_try_advisory_xact_lock(7).label("locked")), True),
+    (lambda: sa.select(sa.func.pg_advisory_lock(7)), False),  # the session's: outlives a commit
+    (lambda: sa.select(sa.func.set_config("app.tenant", "acme", True)), True),
+    (lambda: sa.select(sa.func.set_config("app.tenant", "acme", False)), False),
+], ids=["select", "count", "for-update", "for-share-nowait", "advisory-xact-lock",
+        "try-advisory-xact-lock-labelled", "advisory-lock", "set-config-local",
+        "set-config-session"])
+def test_a_select_construct_that_holds_something_until_its_commit_is_no_read(
+    tmp_path: t.Any, statement: t.Callable[[], sa.Select[t.Any]], holds: bool
+) -> None:
+    """A ``SELECT`` built with SQLAlchemy, run through the session: ``with_for_update()``
+    was told apart, a PostgreSQL advisory lock of the transaction or a setting of it taken
+    as ``sa.select(sa.func.pg_advisory_xact_lock(key))`` was not (the site's natural way to
+    write the text that was). Classified before the database runs it (SQLite here)."""
+    from flask import Flask
+    from flask_sqlalchemy import SQLAlchemy
+
+    from flask_wechat_qr.transactions import holds_writes, watch_writes
+
+    app = Flask("classified", root_path=str(tmp_path))
+    app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite://"
+    db = SQLAlchemy(app)
+    watch_writes(db)
+    with app.app_context():
+        try:
+            db.session.execute(statement())
+        except DBAPIError:
+            pass
+        assert holds_writes(db.session()) is holds
+        db.session.rollback()
 
 
 def test_the_writes_of_every_app_made_one_after_another_are_seen() -> None:

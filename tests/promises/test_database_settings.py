@@ -562,6 +562,8 @@ HELD_UNTIL_COMMIT = {
         sa.select(User).where(User.id == key).with_for_update(read=True)).all(),
     "advisory-xact-lock": lambda db, User, table, key: db.session.execute(sa.text(
         "SELECT pg_advisory_xact_lock(:key)"), {"key": key}),
+    "advisory-xact-lock-orm": lambda db, User, table, key: db.session.execute(
+        sa.select(sa.func.pg_advisory_xact_lock(key))),
     "select-into": lambda db, User, table, key: db.session.execute(sa.text(
         f"SELECT id INTO visit_{key} FROM {table} WHERE id = :id"), {"id": key}),
 }
@@ -572,7 +574,7 @@ def held_by_another(app: Flask, how: str, key: int) -> bool:
     from another connection without waiting."""
     table = quoted(app, "user")
     with app.app_context(), app.db.engine.connect() as conn:  # type: ignore[attr-defined]
-        if how == "advisory-xact-lock":
+        if how.startswith("advisory-xact-lock"):
             return not conn.execute(sa.text("SELECT pg_try_advisory_xact_lock(:key)"),
                                     {"key": key}).scalar()
         if how == "select-into":
@@ -589,7 +591,8 @@ def held_by_another(app: Flask, how: str, key: int) -> bool:
 @pytest.mark.parametrize(("database", "how"), [
     ("postgresql", "for-update-text"), ("mariadb", "for-update-text"),
     ("postgresql", "for-share-orm"), ("mariadb", "for-share-orm"),
-    ("postgresql", "advisory-xact-lock"), ("postgresql", "select-into"),
+    ("postgresql", "advisory-xact-lock"), ("postgresql", "advisory-xact-lock-orm"),
+    ("postgresql", "select-into"),
 ], indirect=["database"])
 def test_what_the_hosts_select_holds_until_its_commit_stays_held(
     make_app: t.Any, database: Database, wechat_api: WeChatAPI, how: str
@@ -808,3 +811,59 @@ def test_a_repeated_callback_whose_login_user_breaks_waits_for_nothing(
     assert again.status_code == 500 and len(logins) == 2
     assert "could not record" not in caplog.text, caplog.text
     assert visitors(app) == 0
+
+
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)
+def test_a_setting_of_the_hosts_transaction_lasts_through_the_login(
+    make_app: t.Any, database: Database, wechat_api: WeChatAPI,
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A host that sets its tenant for the request's transaction (PostgreSQL's
+    ``set_config(name, value, true)``, as row-level security asks, ``SET LOCAL`` taking no
+    bound value): the extension took that ``SELECT`` for a read and ended the transaction
+    before calling WeChat, and the login's statements (the site's ``create_user`` among
+    them) ran without the tenant. It lasts until the login's commit."""
+    app = make_app()
+    db = app.db  # type: ignore[attr-defined]
+
+    @app.before_request
+    def set_tenant() -> None:
+        db.session.execute(sa.text("SELECT set_config('wechat_qr_test.tenant', :tenant, true)"),
+                           {"tenant": "acme"})
+
+    tenants: list[str | None] = []
+    real_create_user = AccountAdapter.create_user
+
+    def create_user(self: t.Any, connection: t.Any, profile: t.Any) -> t.Any:
+        tenants.append(db.session.execute(sa.text(
+            "SELECT current_setting('wechat_qr_test.tenant', true)")).scalar())
+        return real_create_user(self, connection, profile)
+
+    monkeypatch.setattr(AccountAdapter, "create_user", create_user)
+    people(wechat_api)
+    assert logins_at_once(app, ["P1-a"]) == [302]
+    assert tenants == ["acme"]
+
+
+def test_a_hosts_read_whose_text_says_into_is_a_read(make_app: t.Any,
+                                                     wechat_api: WeChatAPI) -> None:
+    """A host whose read at the start of every request has "into" in a string literal (a
+    banner, "Log into ..."): taken for PostgreSQL's ``SELECT ... INTO``, it counted as the
+    host's writes, and on a pool of one connection each step that takes a connection of
+    its own beside the request's (SQLite's trigger check, a long next parked) waited
+    ``pool_timeout`` for itself, then failed. Words in literals, quoted names and comments
+    say nothing."""
+    app = make_app(SQLALCHEMY_ENGINE_OPTIONS={"pool_size": 1, "max_overflow": 0,
+                                              "pool_timeout": 1})
+    db = app.db  # type: ignore[attr-defined]
+
+    @app.before_request
+    def read_banner() -> None:
+        db.session.execute(sa.text("SELECT 'Log into the site with WeChat' AS banner"))
+
+    people(wechat_api)
+    long_next = "/welcome?" + "x" * 400  # too long for the cookie: parked
+    browser = app.test_client()
+    state = start_login(browser, next=long_next)
+    done = browser.get("/auth/wechat/callback", query_string={"code": "P1-a", "state": state})
+    assert done.status_code == 302 and done.headers["Location"] == long_next
