@@ -269,8 +269,9 @@ def _schema_findings(app: Flask) -> tuple[Finding, ...]:
         return (problem(
             f"the extension's tables live with your user table, on the bind {moved_to!r}, "
             "whose database has no linked WeChat account yet, while the default bind's has "
-            "some, tied to no user table there (earlier development versions put this "
-            "site's there): if they are this site's, they are not read, and each of their "
+            "some, tied to no user table there or to one named as yours (earlier development "
+            "versions, or this site before its users moved, put this site's there): if they "
+            "are this site's, they are not read, and each of their "
             "people gets a new account at the next login",
             migrations.left_behind_fix(moved_to)),)
     if not status.present:

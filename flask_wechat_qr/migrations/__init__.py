@@ -35,7 +35,7 @@ from ..model_base import bind_key_of
 from ..models import engine_of
 from ..runtime import find_runtime
 from ..transactions import with_transactions
-from ..user_key import USER_KEY
+from ..user_key import USER_KEY, referenced_column
 from . import foreign_key as _foreign_key
 from .foreign_key import ForeignKeyStatus
 
@@ -315,18 +315,23 @@ def _left_behind(runtime: Runtime) -> str | None:
     with engines[key].connect() as connection:
         if _current(connection) is not None:
             return None
-    if _tied_to_users_of(engines[None], table.name):
+    user_column = referenced_column(table)
+    if _tied_to_users_of(engines[None], table.name,
+                         None if user_column is None else user_column.table.name):
         return None
     return key
 
 
-def _tied_to_users_of(engine: sa.Engine, name: str) -> bool:
+def _tied_to_users_of(engine: sa.Engine, name: str, users: str | None) -> bool:
     """Whether the identities of the table ``name`` in ``engine``'s database have a foreign
-    key (``user_key``) to a table of that database: an app's whose users are there."""
+    key (``user_key``) to a table of that database: an app's whose users are there. Not
+    one to a table named as this site's user table (``users``): this site's own, left
+    where its users were before it moved them to a bind of their own."""
     with engine.connect() as connection:
         inspector = sa.inspect(connection)
-        return any(fk["constrained_columns"] == [USER_KEY] and inspector.has_table(
-                       fk["referred_table"], schema=fk.get("referred_schema"))
+        return any(fk["constrained_columns"] == [USER_KEY] and fk["referred_table"] != users
+                   and inspector.has_table(fk["referred_table"],
+                                           schema=fk.get("referred_schema"))
                    for fk in inspector.get_foreign_keys(name))
 
 
@@ -353,8 +358,9 @@ def _left_behind_message(bind_key: str) -> str:
     return ("The extension's tables live with your user table, on the bind "
             f"{bind_key!r}, whose database has no linked WeChat account yet; your default "
             "bind's database has WeChat accounts linked in a wechat_qr_identity table that "
-            "ties them to no user table there, as earlier development versions of "
-            "Flask-WeChat-QR left this site's. If they are this site's, upgrading now would "
+            "ties them to no user table there (or to one named as yours), as earlier "
+            "development versions of Flask-WeChat-QR left this site's (or this site did, "
+            "before its users moved to that bind). If they are this site's, upgrading now would "
             "leave them unread, and every WeChat user would get a new account. Nothing was "
             f"changed. Fix: {left_behind_fix(bind_key)}.")
 

@@ -295,6 +295,32 @@ def test_identities_of_unknown_owner_on_the_default_bind_are_left_when_told(
     assert check.exit_code == 0 and "no problems" in check.output, check.output
 
 
+@pytest.mark.parametrize("site", VARIANTS[:1], indirect=True, ids=["sqlite"])
+def test_identities_tied_to_the_sites_own_old_user_table_are_not_another_apps(
+        site: Site) -> None:
+    """A site that had its members on the default bind, the extension's tables beside them
+    (their foreign key to ``members``), and moved its members to a bind of their own,
+    leaving the old table: the identities' foreign key to a user table of that database
+    was taken for another app's, and ``db upgrade`` made empty tables beside the members,
+    every WeChat user to get a new account. A key to a table named as this site's user
+    table may be this site's: the upgrade stops, as for identities tied to none."""
+    import host_binds
+
+    app = site.build(MIGRATED=True)
+    with app.app_context():
+        host_binds.Member.__table__.create(engine(app, "users"))
+    with engine(app, None).begin() as connection:  # as the site left them when it moved
+        connection.execute(sa.text("CREATE TABLE members (id INTEGER PRIMARY KEY)"))
+        connection.execute(sa.text("INSERT INTO members VALUES (1)"))
+        connection.execute(sa.text(
+            "CREATE TABLE wechat_qr_identity (id INTEGER PRIMARY KEY, user_id TEXT, "
+            "user_key INTEGER REFERENCES members (id) ON DELETE CASCADE)"))
+        connection.execute(sa.text("INSERT INTO wechat_qr_identity VALUES (1, '1', 1)"))
+    refused = flask(app, "wechat-qr", "db", "upgrade")
+    assert refused.exit_code == 1 and "Nothing was changed" in refused.output, refused.output
+    assert "wechat_qr_identity" not in tables(app, "users")
+
+
 SANDBOX_TABLES = {"wechat_qr_sandbox_qr", "wechat_qr_sandbox_person", "wechat_qr_sandbox_code",
                   "wechat_qr_sandbox_token", "wechat_qr_sandbox_consent",
                   "wechat_qr_sandbox_avatar"}
