@@ -551,22 +551,30 @@ class LoginFlow:
                 return Failed(repeated(), connection, login)
             return no_longer_valid()
         # What another request of this login committed (its user, its identity) is read
-        # afresh; the host's writes of this request, if any, stay as they are.
-        with transactions.reading_commits(self.db, self._table):
-            return self._repeat_login(connection, ending, same_browser, recent, login)
+        # afresh; the host's writes of this request, if any, stay as they are. Where the
+        # transaction they keep may show the database as it was before the other request's
+        # commit (MariaDB, MySQL), a user not found is looked for again with locking reads:
+        # a returning user is found without, and nothing is locked for it.
+        may_be_stale = transactions.fresh_reads(self.db, self._table)
+        outcome = self._repeat_login(connection, ending, same_browser, recent, login)
+        if outcome is None and may_be_stale:
+            with transactions.locking_reads(self.db):
+                outcome = self._repeat_login(connection, ending, same_browser, recent, login)
+        return outcome if outcome is not None else no_longer_valid()
 
     def _repeat_login(self, connection: ConnectionSettings, ending: Ending,
                       same_browser: bool, recent: bool, login: LoginData | None
-                      ) -> Outcome:
+                      ) -> Outcome | None:
         """A repeat of a login that logged ``ending.user_id`` in: that user, logged in
-        again where this browser's callback came soon after, then on as that login went."""
+        again where this browser's callback came soon after, then on as that login went;
+        ``None`` where that user is not found (nothing was done)."""
         user = self.adapter.current_user()
         if user is None or self.adapter.get_user_id(user) != ending.user_id:
             if not same_browser or not recent:
                 return Failed(StateError(), connection, login)
             user = self.adapter.load_user(t.cast(str, ending.user_id))
             if user is None:
-                return Failed(StateError(), connection, login)
+                return None
             try:
                 # The same login again (WeChat's double redirect): what the host's
                 # login_user records of a login (a count, the time and address of the last

@@ -15,7 +15,7 @@ database, this module keeps five promises:
 * The host's writes of the request (its ``before_request`` flushed a row) are the
   host's (:func:`holds_writes`): never committed before a login's own commit, nor by a
   request that commits nothing of its own (a repeated callback reads the other request's
-  login with :func:`reading_commits` and undoes only the hook's writes with
+  login with :func:`fresh_reads` and undoes only the hook's writes with
   :func:`undone`).
 * A login's statements run in one transaction (:func:`begin`), also where the host's engine
   commits each statement by itself (``isolation_level="AUTOCOMMIT"``): a user is never
@@ -116,25 +116,30 @@ def end_reads(db: SQLAlchemy) -> bool:
     return True
 
 
-@contextmanager
-def reading_commits(db: SQLAlchemy, table: sa.Table) -> Iterator[None]:
-    """Read, in the block, what other transactions committed since the request's own began
-    (another request of the same login, which ended meanwhile), on the bind of ``table``.
-    A transaction of reads only is ended (:func:`end_reads`): the block's first read begins
-    a new one. One that holds the host's writes (:func:`holds_writes`) stays as it is, the
-    host's to commit or roll back: on MariaDB and MySQL, whose ``REPEATABLE READ`` shows it
-    the database as it was at its first read, the ORM's reads in the block lock what they
-    read (``LOCK IN SHARE MODE``, until the host's transaction ends), which shows the newest
-    committed rows; a listener on this session only, for the block only. PostgreSQL at
-    ``READ COMMITTED`` (its default) and SQLite show them anyway; PostgreSQL at ``REPEATABLE
-    READ`` or ``SERIALIZABLE`` keeps the transaction's first snapshot to its end."""
+def fresh_reads(db: SQLAlchemy, table: sa.Table) -> bool:
+    """Let the request read what other transactions committed since its own began (another
+    request of the same login, which ended meanwhile), on the bind of ``table``: a
+    transaction of reads only is ended (:func:`end_reads`), and the next read begins a new
+    one. One that holds the host's writes (:func:`holds_writes`) stays as it is, the host's
+    to commit or roll back. ``True`` where its reads may then miss those commits: on MariaDB
+    and MySQL, whose ``REPEATABLE READ`` shows a transaction the database as it was at its
+    first read; a row not found there is looked for again within :func:`locking_reads`.
+    PostgreSQL at ``READ COMMITTED`` (its default) and SQLite show the commits anyway;
+    PostgreSQL at ``REPEATABLE READ`` or ``SERIALIZABLE`` keeps the transaction's first
+    snapshot to its end."""
     if end_reads(db):
-        yield
-        return
+        return False
+    return db.session().get_bind(clause=table).dialect.name in MYSQL_DIALECTS
+
+
+@contextmanager
+def locking_reads(db: SQLAlchemy) -> Iterator[None]:
+    """The ORM's reads of the request's session in the block lock what they read (``LOCK IN
+    SHARE MODE``, until the host's transaction ends), which on MariaDB and MySQL shows the
+    newest committed rows (:func:`fresh_reads`); a listener on this session only, for the
+    block only. Used only where a row was not found without: a lock held to the end of the
+    request makes another transaction that writes the row wait (or deadlock)."""
     session = db.session()
-    if session.get_bind(clause=table).dialect.name not in MYSQL_DIALECTS:
-        yield
-        return
     sa.event.listen(session, "do_orm_execute", _locking_read)
     try:
         yield
@@ -155,7 +160,7 @@ def undone(db: SQLAlchemy, table: sa.Table) -> Iterator[None]:
     host's writes (:func:`holds_writes`) in a real transaction (not AUTOCOMMIT, on the bind
     of ``table``), the block runs in a SAVEPOINT that is rolled back (the host's waiting
     changes are flushed first, not committed); the objects that rollback expires are read
-    again at once, where the caller reads (in :func:`reading_commits`'s block: the newest
+    again at once, where the caller reads (in :func:`locking_reads`' block: the newest
     rows, a user another request made since the transaction's snapshot too); a block that
     commits or rolls back the whole transaction itself answers for it. Otherwise the
     transaction is rolled back after the block, where there is one."""

@@ -734,6 +734,73 @@ def test_a_repeated_callback_beside_the_hosts_writes_sees_the_other_requests_log
     assert user.nickname == f"{PROFILE_ANSWER['nickname']}+"
 
 
+@pytest.mark.parametrize("database", ["mariadb"], indirect=True)
+def test_a_repeated_callback_of_a_returning_person_locks_nothing(
+    make_app: t.Any, database: Database, wechat_api: WeChatAPI
+) -> None:
+    """WeChat's double redirect of a person who logged in before, its second request in a
+    site whose ``before_request`` read and wrote: on MariaDB the repeat read the person's
+    user with a locking read (``LOCK IN SHARE MODE``), whose lock lasted to the end of the
+    site's transaction, and another request's update of that user (the first request's
+    login tracking, a profile edit) waited for it, or deadlocked. The user is found in the
+    transaction's snapshot (it was there before): read without a lock. Only a user made
+    after that snapshot (a first login's) is looked for with one."""
+    app = host_writes_when_asked(make_app(WECHAT_QR_CODE_USED_WAIT=10))
+    db = app.db  # type: ignore[attr-defined]
+    answer_with(wechat_api, USERINFO_PATH, lambda request: wechat_body(PROFILE_ANSWER))
+    answer_with(wechat_api, TOKEN_PATH, lambda request: wechat_body(TOKEN_ANSWER))
+    table = app.User.__table__.name  # type: ignore[attr-defined]
+    updates_waited: list[bool] = []
+    the_user: list[t.Any] = []
+
+    @app.after_request
+    def update_the_user_elsewhere(response: t.Any) -> t.Any:
+        """Before the site's transaction ends: another connection updates the user, and
+        gives up after a second where a lock holds it."""
+        if request.headers.get("X-Visit"):
+            with db.engine.connect() as other:
+                other.execute(sa.text("SET SESSION innodb_lock_wait_timeout = 1"))
+                try:
+                    other.execute(sa.text(f"UPDATE `{table}` SET nickname = nickname "
+                                          "WHERE id = :id"), {"id": the_user[0]})
+                    other.commit()
+                    updates_waited.append(False)
+                except sa.exc.OperationalError as error:
+                    assert "1205" in str(error)  # Lock wait timeout exceeded
+                    updates_waited.append(True)
+        return response
+
+    first_login = app.test_client()
+    first_state = start_login(first_login)
+    assert first_login.get("/auth/wechat/callback", query_string={
+        "code": "0816AbFIRST", "state": first_state}).status_code == 302  # first login
+    (user,) = all_users(app)
+    the_user.append(user.id)
+    browser = app.test_client()
+    state = start_login(browser, next="/welcome")
+    twin = browser_copy(app, browser)
+    host_wrote = threading.Event()
+
+    def token(request: t.Any) -> t.Any:
+        if request.params["code"] == "first":
+            assert host_wrote.wait(timeout=10)  # WeChat answers once the second has read
+            return wechat_body(TOKEN_ANSWER)
+        host_wrote.set()
+        return wechat_body(CODE_USED_ANSWER)
+
+    answer_with(wechat_api, TOKEN_PATH, token)
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(browser.get, "/auth/wechat/callback",
+                            query_string={"code": "first", "state": state})
+        second = pool.submit(twin.get, "/auth/wechat/callback",
+                             query_string={"code": "second", "state": state},
+                             headers={"X-Visit": "1"})
+        answers = [first.result(timeout=30), second.result(timeout=30)]
+    assert [answer.status_code for answer in answers] == [302, 302]
+    assert logged_in_user_id(twin) == logged_in_user_id(browser) == str(user.id)
+    assert updates_waited == [False]
+
+
 #: A site's ``login_user`` that ends the request's transaction itself, as it logs in: it
 #: commits its login tracking (Flask-AppBuilder's ``update_user_auth_stat``), or rolls back.
 ENDS_THE_TRANSACTION = {
