@@ -93,14 +93,21 @@ def site_templates() -> t.Iterator[None]:
 
 
 #: Where the MariaDB variants are left out (their SQLite and PostgreSQL variants stay): what
-#: a browser shows, which language a page speaks, where a login lands, which page a browser
-#: gets inside WeChat, the ID token's claims, the CSRF check and the templates' shapes do
-#: not depend on the database, and the logins these tests make store what test_flow,
+#: a browser shows, which page a browser gets inside WeChat and where a login lands do not
+#: depend on the database, and the logins these tests make store what test_flow,
 #: test_client, test_binding and the others run on MariaDB store. A MariaDB test costs five
 #: of SQLite's (each makes and drops a database of its own): the suite's ten minutes.
-NOT_ON_MARIADB = ("tests/browser/", "tests/test_i18n.py", "tests/test_urls.py",
-                  "tests/test_in_wechat.py", "tests/test_id_token.py", "tests/test_csrf.py",
-                  "tests/test_templates.py")
+NOT_ON_MARIADB = ("tests/browser/",)
+
+#: Where only the SQLite variants run (neither MariaDB's nor PostgreSQL's): which language a
+#: page speaks, which URLs a login follows or echoes, which way in a browser gets inside
+#: WeChat, the ID token's claims and signature, the CSRF check and the templates' shapes.
+#: What these logins store, and how one person stays one account across two connections
+#: (unionid), runs on all three databases in test_flow, test_association, test_client,
+#: test_binding, test_login_state and the others; a server database adds nothing here but
+#: its cost (the suite's ten minutes).
+ON_SQLITE_ONLY = ("tests/test_i18n.py", "tests/test_urls.py", "tests/test_in_wechat.py",
+                  "tests/test_id_token.py", "tests/test_csrf.py", "tests/test_templates.py")
 
 
 #: Tests that take a minute or more alone (valgrind's callgrind): started first, so that
@@ -108,13 +115,16 @@ NOT_ON_MARIADB = ("tests/browser/", "tests/test_i18n.py", "tests/test_urls.py",
 SLOW_FIRST = ("tests/project/test_bench.py::test_the_instruction_count_counts_logins_under_",)
 
 
+def _left_out(item: pytest.Item) -> bool:
+    database = getattr(getattr(item, "callspec", None), "params", {}).get("database")
+    return (database == "mariadb" and item.nodeid.startswith(NOT_ON_MARIADB)
+            or database in ("mariadb", "postgresql") and item.nodeid.startswith(ON_SQLITE_ONLY))
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Deselect the MariaDB variants under :data:`NOT_ON_MARIADB`; :data:`SLOW_FIRST` to
-    the front."""
-    left_out = [item for item in items
-                if item.nodeid.startswith(NOT_ON_MARIADB)
-                and getattr(getattr(item, "callspec", None), "params", {}).get("database")
-                == "mariadb"]
+    """Deselect the MariaDB variants under :data:`NOT_ON_MARIADB` and the server databases'
+    under :data:`ON_SQLITE_ONLY`; :data:`SLOW_FIRST` to the front."""
+    left_out = [item for item in items if _left_out(item)]
     if left_out:
         config.hook.pytest_deselected(items=left_out)
         items[:] = [item for item in items if item not in left_out]
