@@ -100,14 +100,20 @@ def site_templates() -> t.Iterator[None]:
 NOT_ON_MARIADB = ("tests/browser/",)
 
 #: Where only the SQLite variants run (neither MariaDB's nor PostgreSQL's): which language a
-#: page speaks, which URLs a login follows or echoes, which way in a browser gets inside
-#: WeChat, the ID token's claims and signature, the CSRF check and the templates' shapes.
-#: What these logins store, and how one person stays one account across two connections
-#: (unionid), runs on all three databases in test_flow, test_association, test_client,
-#: test_binding, test_login_state and the others; a server database adds nothing here but
-#: its cost (the suite's ten minutes).
+#: page speaks (the example site's too), which URLs a login follows or echoes, which way in
+#: a browser gets inside WeChat, the ID token's claims and signature, the CSRF check and the
+#: templates' shapes. What these logins store, and how one person stays one account across
+#: two connections (unionid), runs on all three databases in test_flow, test_association,
+#: test_client, test_binding, test_login_state and the others; a server database adds
+#: nothing here but its cost (the suite's ten minutes).
 ON_SQLITE_ONLY = ("tests/test_i18n.py", "tests/test_urls.py", "tests/test_in_wechat.py",
-                  "tests/test_id_token.py", "tests/test_csrf.py", "tests/test_templates.py")
+                  "tests/test_id_token.py", "tests/test_csrf.py", "tests/test_templates.py",
+                  # the example site's languages
+                  *(f"tests/project/test_example_app.py::test_{name}" for name in (
+                      "pages_of_a_visitor_in_chinese", "pages_of_a_logged_in_user_in_chinese",
+                      "form_errors_and_messages_in_chinese", "error_pages_in_the_visitors_",
+                      "extension_pages_in_the_site_layout_speak_chinese",
+                      "site_and_extension_agree_on_the_language")))
 
 
 #: Tests that take a minute or more alone (valgrind's callgrind): started first, so that
