@@ -1465,6 +1465,7 @@ WECOM = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605
 
 #: For browser tests about the browser's side of a flow (which page, which way in, what
 #: shows): one database is enough there, as the database's side of the same flows runs on
-#: SQLite and PostgreSQL in the test-client suites (test_in_wechat, test_views,
-#: test_avatars, project/test_example_app). Keeps the whole suite inside its ten minutes.
+#: all three databases in the test-client suites (test_flow, test_association, test_views,
+#: test_avatars, project/test_example_app; test_in_wechat's logins store what theirs
+#: store). Keeps the whole suite inside its ten minutes.
 ONE_DATABASE = pytest.mark.parametrize("database", ["sqlite"], indirect=True)
