@@ -92,20 +92,15 @@ def site_templates() -> t.Iterator[None]:
         forget_site_templates()
 
 
-#: Where the MariaDB variants are left out (their SQLite and PostgreSQL variants stay): what
-#: a browser shows, which page a browser gets inside WeChat and where a login lands do not
-#: depend on the database, and the logins these tests make store what test_flow,
-#: test_client, test_binding and the others run on MariaDB store. A MariaDB test costs five
-#: of SQLite's (each makes and drops a database of its own): the suite's ten minutes.
-NOT_ON_MARIADB = ("tests/browser/",)
-
-#: Where only the SQLite variants run (neither MariaDB's nor PostgreSQL's): which language a
-#: page speaks (the example site's too), which URLs a login follows or echoes, which way in
-#: a browser gets inside WeChat, the ID token's claims and signature, the CSRF check and the
-#: templates' shapes. What these logins store, and how one person stays one account across
-#: two connections (unionid), runs on all three databases in test_flow, test_association,
+#: Where only the SQLite variants run (neither MariaDB's nor PostgreSQL's), as in the browser
+#: tests (support.ONE_DATABASE): which language a page speaks (the example site's too),
+#: which URLs a login follows or echoes, which way in a browser gets inside WeChat, the ID
+#: token's claims and signature, the CSRF check and the templates' shapes do not depend on
+#: the database. What these logins store, and how one person stays one account across two
+#: connections (unionid), runs on all three databases in test_flow, test_association,
 #: test_client, test_binding, test_login_state and the others; a server database adds
-#: nothing here but its cost (the suite's ten minutes).
+#: nothing here but its cost (a MariaDB test costs several of SQLite's: the suite's ten
+#: minutes).
 ON_SQLITE_ONLY = ("tests/test_i18n.py", "tests/test_urls.py", "tests/test_in_wechat.py",
                   "tests/test_id_token.py", "tests/test_csrf.py", "tests/test_templates.py",
                   # the example site's languages
@@ -123,13 +118,12 @@ SLOW_FIRST = ("tests/project/test_bench.py::test_the_instruction_count_counts_lo
 
 def _left_out(item: pytest.Item) -> bool:
     database = getattr(getattr(item, "callspec", None), "params", {}).get("database")
-    return (database == "mariadb" and item.nodeid.startswith(NOT_ON_MARIADB)
-            or database in ("mariadb", "postgresql") and item.nodeid.startswith(ON_SQLITE_ONLY))
+    return database in ("mariadb", "postgresql") and item.nodeid.startswith(ON_SQLITE_ONLY)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Deselect the MariaDB variants under :data:`NOT_ON_MARIADB` and the server databases'
-    under :data:`ON_SQLITE_ONLY`; :data:`SLOW_FIRST` to the front."""
+    """Deselect the server databases' variants under :data:`ON_SQLITE_ONLY`;
+    :data:`SLOW_FIRST` to the front."""
     left_out = [item for item in items if _left_out(item)]
     if left_out:
         config.hook.pytest_deselected(items=left_out)

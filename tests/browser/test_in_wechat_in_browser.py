@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import pathlib
 import re
-import sys
 import typing as t
 
 import pytest
@@ -28,7 +27,7 @@ from support import (
     serve_example_site,
 )
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, ONE_DATABASE]
 
 
 ARTIFACTS = pathlib.Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -77,21 +76,8 @@ def open_browser(browser: t.Any) -> t.Iterator[t.Callable[..., t.Any]]:
             context.close()
 
 
-#: Whether this test takes its screenshots (see :func:`shots_on_one_database`).
-shots_wanted = True
-
-
-@pytest.fixture(autouse=True)
-def shots_on_one_database(database: Database, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The pages are the same on either database: shot once, on SQLite (a screenshot of a
-    phone's screen costs a good part of a second)."""
-    monkeypatch.setattr(sys.modules[__name__], "shots_wanted", not database.is_postgres)
-
-
 def shoot(page: t.Any, name: str) -> None:
     """A screenshot of the page as its viewport shows it (phones: the first screen)."""
-    if not shots_wanted:
-        return
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"in-wechat-{name}.png"))
 
@@ -163,7 +149,6 @@ def database_rows(site: LiveServer) -> tuple[list[t.Any], list[t.Any]]:
         return users, identities
 
 
-@ONE_DATABASE
 def test_wechat_on_a_phone_logs_in_through_the_official_account(
         open_browser: t.Callable[..., t.Any], site: LiveServer) -> None:
     page = open_browser("wechat-phone")
@@ -181,7 +166,6 @@ def test_wechat_on_a_phone_logs_in_through_the_official_account(
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
 
 
-@ONE_DATABASE
 def test_wechat_for_windows_logs_in_through_the_official_account(
         open_browser: t.Callable[..., t.Any], site: LiveServer) -> None:
     page = open_browser("wechat-windows")
@@ -193,7 +177,6 @@ def test_wechat_for_windows_logs_in_through_the_official_account(
         "official_account"]
 
 
-@ONE_DATABASE
 def test_mobile_safari_gets_the_phone_page(open_browser: t.Callable[..., t.Any],
                                            site: LiveServer) -> None:
     page = open_browser("safari-phone")
@@ -232,7 +215,6 @@ def test_mobile_safari_gets_the_phone_page(open_browser: t.Callable[..., t.Any],
     shoot(english, "safari-phone-page-en")
 
 
-@ONE_DATABASE
 def test_wecom_copies_the_link_and_shows_it_plainly_without_script(
         open_browser: t.Callable[..., t.Any], browser: t.Any, site: LiveServer) -> None:
     """WeCom's page copies its link as the phone page does; with no script (or one a strict
@@ -266,7 +248,6 @@ def test_wecom_copies_the_link_and_shows_it_plainly_without_script(
         context.close()
 
 
-@ONE_DATABASE
 def test_a_computer_gets_the_qr_code(open_browser: t.Callable[..., t.Any],
                                      site: LiveServer) -> None:
     page = open_browser("desktop")
@@ -304,7 +285,6 @@ def test_one_person_is_one_account_by_qr_and_inside_wechat(
     assert len({i.openid for i in identities}) == 2 and len({i.unionid for i in identities}) == 1
 
 
-@ONE_DATABASE
 def test_a_snapshot_visitor_never_gets_an_account(open_browser: t.Callable[..., t.Any],
                                                   site: LiveServer) -> None:
     page = open_browser("wechat-phone")
@@ -318,7 +298,6 @@ def test_a_snapshot_visitor_never_gets_an_account(open_browser: t.Callable[..., 
     assert database_rows(site) == ([], [])
 
 
-@ONE_DATABASE
 def test_the_verify_file_is_served_at_the_root(open_browser: t.Callable[..., t.Any],
                                                database: Database) -> None:
     name, content = "MP_verify_Xy7Q2pLm9Kd3.txt", "Xy7Q2pLm9Kd3"
@@ -331,7 +310,6 @@ def test_the_verify_file_is_served_at_the_root(open_browser: t.Callable[..., t.A
         assert page.goto(f"{site.url}/MP_verify_other.txt").status == 404
 
 
-@ONE_DATABASE
 def test_a_linked_wechat_is_unlinked_from_both_apps_at_once(
         open_browser: t.Callable[..., t.Any], site: LiveServer) -> None:
     """The example's own account links WeChat by QR code on a computer, then logs in inside
@@ -395,7 +373,6 @@ def test_the_bind_page_fits_a_phone_and_shows_the_avatar(
         assert avatar.evaluate("img => img.complete && img.naturalWidth > 0")
 
 
-@ONE_DATABASE
 def test_a_phone_answers_on_its_own_screen_and_comes_back_as_the_person_it_made(
         open_browser: t.Callable[..., t.Any], site: LiveServer) -> None:
     """The tester's walk: on an iPhone in Chinese, "show the QR code anyway" gives a page

@@ -5,9 +5,9 @@ from __future__ import annotations
 import typing as t
 
 import pytest
-from support import Database, LiveServer, serve_example_site
+from support import ONE_DATABASE, Database, LiveServer, serve_example_site
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, ONE_DATABASE]
 
 
 def serve_site(database: Database, **config: t.Any) -> LiveServer:
