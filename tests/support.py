@@ -1404,16 +1404,31 @@ def forbid_waiting(monkeypatch: t.Any) -> None:
     monkeypatch.setattr(time, "sleep", sleep)
 
 
-def watch_waiting(monkeypatch: t.Any) -> set[int]:
+def waits_run_out_once(monkeypatch: t.Any, ready: t.Callable[[], bool]) -> set[int]:
     """The threads that wait for another request's outcome from now on (see
-    :func:`forbid_waiting`: a wait is a ``time.sleep``)."""
+    :func:`forbid_waiting`: a wait is a ``time.sleep``), whose waits run out at once as soon
+    as ``ready()`` is true: from then on each of their sleeps passes the time it asks for
+    without taking it (``time.monotonic``, by which the extension's waits end, moves on by
+    as much). For a test whose waiters can only ever give up (no request will end what they
+    wait for): they give up as they would have at ``WECHAT_QR_CODE_USED_WAIT``, without the
+    test sitting through it once what it watches (the others' answers) is over."""
     waiters: set[int] = set()
-    real_sleep = time.sleep
+    real_sleep, real_monotonic = time.sleep, time.monotonic
+    skipped = [0.0]
+    lock = threading.Lock()
+
+    def monotonic() -> float:
+        return real_monotonic() + skipped[0]
 
     def sleep(seconds: float) -> None:
         waiters.add(threading.get_ident())
-        real_sleep(seconds)
+        if ready():
+            with lock:
+                skipped[0] += seconds
+        else:
+            real_sleep(seconds)
 
+    monkeypatch.setattr(time, "monotonic", monotonic)
     monkeypatch.setattr(time, "sleep", sleep)
     return waiters
 

@@ -41,7 +41,7 @@ from support import (
     recording,
     start_login,
     two_connections,
-    watch_waiting,
+    waits_run_out_once,
     wechat_body,
     with_csrf_token_route,
 )
@@ -172,18 +172,24 @@ def test_few_requests_of_a_process_wait_for_another_ones_outcome(
     for may still finish)."""
     waiting_places = max_waiting_requests()
 
-    # Waits of 4 s: time for the turned-away to reach the queue on a busy machine.
+    # Waits of 4 s: time for the turned-away to reach the queue on a busy machine. Nothing
+    # will end what the waiters wait for: once the turned-away are answered, their waits run
+    # out at once (the waiters cannot be answered before then).
     app = make_app(WECHAT_QR_CODE_USED_WAIT=4)
     count = waiting_places + 3
     browsers = [app.test_client() for _ in range(count)]
     states = [start_login(browser) for browser in browsers]
     # Everyone gets 40163 at the same moment.
     gate = meeting(wechat_api, TOKEN_PATH, count, lambda request: wechat_body(CODE_USED_ANSWER), 20)
-    waiters = watch_waiting(monkeypatch)
+    answered: list[int] = []
+    waiters = waits_run_out_once(monkeypatch, lambda: len(answered) >= count - waiting_places)
 
     def finish(index: int) -> str | None:
-        return error_name(browsers[index].get("/auth/wechat/callback", query_string={
-            "code": f"USED{index}", "state": states[index]}))
+        try:
+            return error_name(browsers[index].get("/auth/wechat/callback", query_string={
+                "code": f"USED{index}", "state": states[index]}))
+        finally:
+            answered.append(index)
 
     with ThreadPoolExecutor(count) as pool:
         names = list(pool.map(finish, range(count), timeout=60))
