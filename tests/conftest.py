@@ -95,20 +95,39 @@ def site_templates() -> t.Iterator[None]:
 #: Where only the SQLite variants run (neither MariaDB's nor PostgreSQL's), as in the browser
 #: tests (support.ONE_DATABASE): which language a page speaks (the example site's too),
 #: which URLs a login follows or echoes, which way in a browser gets inside WeChat, the ID
-#: token's claims and signature, the CSRF check and the templates' shapes do not depend on
-#: the database. What these logins store, and how one person stays one account across two
-#: connections (unionid), runs on all three databases in test_flow, test_association,
-#: test_client, test_binding, test_login_state and the others; a server database adds
-#: nothing here but its cost (a MariaDB test costs several of SQLite's: the suite's ten
-#: minutes).
+#: token's claims and signature, the CSRF check, the templates' shapes, the pages and form
+#: posts a login's outcome becomes, what the protocol client asks WeChat and makes of its
+#: errors, and the sandbox's refusals of bad URLs do not depend on the database. What
+#: these logins store, and how one person stays one account across two connections
+#: (unionid), runs on all three databases in test_flow, test_association, test_client,
+#: test_binding, test_login_state and the others; a server database adds nothing here but
+#: its cost (a MariaDB test costs several of SQLite's: the suite's ten minutes).
 ON_SQLITE_ONLY = ("tests/test_i18n.py", "tests/test_urls.py", "tests/test_in_wechat.py",
                   "tests/test_id_token.py", "tests/test_csrf.py", "tests/test_templates.py",
+                  "tests/test_delivery.py",
                   # the example site's languages
                   *(f"tests/project/test_example_app.py::test_{name}" for name in (
                       "pages_of_a_visitor_in_chinese", "pages_of_a_logged_in_user_in_chinese",
                       "form_errors_and_messages_in_chinese", "error_pages_in_the_visitors_",
                       "extension_pages_in_the_site_layout_speak_chinese",
-                      "site_and_extension_agree_on_the_language")))
+                      "site_and_extension_agree_on_the_language")),
+                  # the protocol client's URLs, requests and error pages (it stores nothing)
+                  *(f"tests/test_client.py::test_{name}" for name in (
+                      "authorize_url_has_wechats_exact_parameter_order",
+                      "redirect_uri_is_percent_encoded_exactly_once",
+                      "redirect_uri_follows_the_sites_scheme_and_host",
+                      "configured_lang_is_appended_last",
+                      "lang_follows_the_page_language_by_default",
+                      "open_base_url_is_configurable", "state_is_alphanumeric_short_and_fresh",
+                      "qr_iframe_url_", "the_full_page_qr_url_ignores_the_embedded_only_options",
+                      "a_redirect_uri_with_a_fragment_is_refused", "userinfo_request",
+                      "userinfo_lang_is_configurable", "errcode_page", "errcode_on_userinfo_page",
+                      "a_hostile_token_answer_is_a_page_not_a_500", "transport_fault_pages",
+                      "every_call_carries_the_timeout")),
+                  # the sandbox's refusals of bad authorization URLs (before it stores anything)
+                  "tests/sandbox/test_views.py::test_bad_qrconnect_requests_get_wechat_style_",
+                  "tests/sandbox/test_webauth.py::test_wechat_error_pages",
+                  "tests/sandbox/test_webauth.py::test_other_bad_authorization_urls")
 
 
 #: Tests that take a minute or more alone (valgrind's callgrind): started first, so that
