@@ -159,6 +159,12 @@ def test_sql_text_that_holds_something_until_its_commit_is_no_read(
     transaction's end gives back (a row lock, an advisory lock of the transaction, a table
     of ``SELECT ... INTO``). Classified before the database runs it (SQLite here, which
     knows none of them: its refusal does not matter)."""
+    assert holds_after(tmp_path, sa.text(text)) is holds
+
+
+def holds_after(tmp_path: t.Any, statement: t.Any) -> bool:
+    """Whether a session that ran ``statement`` (on SQLite: whether SQLite knows it does not
+    matter) is taken to hold writes; none after its rollback."""
     from flask import Flask
     from flask_sqlalchemy import SQLAlchemy
 
@@ -170,12 +176,13 @@ def test_sql_text_that_holds_something_until_its_commit_is_no_read(
     watch_writes(db)
     with app.app_context():
         try:
-            db.session.execute(sa.text(text))
+            db.session.execute(statement)
         except DBAPIError:
             pass
-        assert holds_writes(db.session()) is holds
+        holds = holds_writes(db.session())
         db.session.rollback()
         assert not holds_writes(db.session())
+    return holds
 
 
 def _visits() -> sa.Table:
@@ -202,22 +209,7 @@ def test_a_select_construct_that_holds_something_until_its_commit_is_no_read(
     was told apart, a PostgreSQL advisory lock of the transaction or a setting of it taken
     as ``sa.select(sa.func.pg_advisory_xact_lock(key))`` was not (the site's natural way to
     write the text that was). Classified before the database runs it (SQLite here)."""
-    from flask import Flask
-    from flask_sqlalchemy import SQLAlchemy
-
-    from flask_wechat_qr.transactions import holds_writes, watch_writes
-
-    app = Flask("classified", root_path=str(tmp_path))
-    app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite://"
-    db = SQLAlchemy(app)
-    watch_writes(db)
-    with app.app_context():
-        try:
-            db.session.execute(statement())
-        except DBAPIError:
-            pass
-        assert holds_writes(db.session()) is holds
-        db.session.rollback()
+    assert holds_after(tmp_path, statement()) is holds
 
 
 def test_the_writes_of_every_app_made_one_after_another_are_seen() -> None:

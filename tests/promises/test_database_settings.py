@@ -656,6 +656,34 @@ def host_writes_when_asked(app: Flask) -> Flask:
     return app
 
 
+def double_redirect_beside_host_writes(
+    app: Flask, api: WeChatAPI, headers: dict[str, str]
+) -> tuple[t.Any, t.Any, list[t.Any]]:
+    """WeChat's double redirect of one login, its second request sent with ``headers``
+    (:func:`host_writes_when_asked`'s): WeChat answers the first request's code only once
+    the second has asked (after its host's ``before_request``) and been told the code was
+    used. The browser, its twin (the second) and their answers."""
+    browser = app.test_client()
+    state = start_login(browser, next="/welcome")
+    twin = browser_copy(app, browser)
+    host_wrote = threading.Event()
+
+    def token(request: t.Any) -> t.Any:
+        if request.params["code"] == "first":
+            assert host_wrote.wait(timeout=10)  # WeChat answers once the second has written
+            return wechat_body(TOKEN_ANSWER)
+        host_wrote.set()  # the second asks WeChat after its host's before_request
+        return wechat_body(CODE_USED_ANSWER)
+
+    answer_with(api, TOKEN_PATH, token)
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(browser.get, "/auth/wechat/callback",
+                            query_string={"code": "first", "state": state})
+        second = pool.submit(twin.get, "/auth/wechat/callback",
+                             query_string={"code": "second", "state": state}, headers=headers)
+        return browser, twin, [first.result(timeout=30), second.result(timeout=30)]
+
+
 def visitors(app: Flask) -> int:
     return sum(1 for user in all_users(app) if (user.username or "").startswith("visitor-"))
 
@@ -706,27 +734,9 @@ def test_a_repeated_callback_beside_the_hosts_writes_sees_the_other_requests_log
 
     monkeypatch.setattr(AccountAdapter, "login_user", tracking)
     app = host_writes_when_asked(make_app(WECHAT_QR_CODE_USED_WAIT=10))
-    browser = app.test_client()
-    state = start_login(browser, next="/welcome")
-    twin = browser_copy(app, browser)
-    host_wrote = threading.Event()
-
-    def token(request: t.Any) -> t.Any:
-        if request.params["code"] == "first":
-            assert host_wrote.wait(timeout=10)  # WeChat answers once the second has written
-            return wechat_body(TOKEN_ANSWER)
-        host_wrote.set()  # the second asks WeChat after its host's before_request
-        return wechat_body(CODE_USED_ANSWER)
-
-    answer_with(wechat_api, TOKEN_PATH, token)
     answer_with(wechat_api, USERINFO_PATH, lambda request: wechat_body(PROFILE_ANSWER))
     headers = {"X-Visit": "1", **({"X-Commit": "1"} if commits else {})}
-    with ThreadPoolExecutor(2) as pool:
-        first = pool.submit(browser.get, "/auth/wechat/callback",
-                            query_string={"code": "first", "state": state})
-        second = pool.submit(twin.get, "/auth/wechat/callback",
-                             query_string={"code": "second", "state": state}, headers=headers)
-        answers = [first.result(timeout=30), second.result(timeout=30)]
+    browser, twin, answers = double_redirect_beside_host_writes(app, wechat_api, headers)
     assert [answer.status_code for answer in answers] == [302, 302]
     assert visitors(app) == int(commits)
     (user,) = [user for user in all_users(app) if not (user.username or "").startswith("visitor-")]
@@ -776,26 +786,8 @@ def test_a_repeated_callback_of_a_returning_person_locks_nothing(
         "code": "0816AbFIRST", "state": first_state}).status_code == 302  # first login
     (user,) = all_users(app)
     the_user.append(user.id)
-    browser = app.test_client()
-    state = start_login(browser, next="/welcome")
-    twin = browser_copy(app, browser)
-    host_wrote = threading.Event()
-
-    def token(request: t.Any) -> t.Any:
-        if request.params["code"] == "first":
-            assert host_wrote.wait(timeout=10)  # WeChat answers once the second has read
-            return wechat_body(TOKEN_ANSWER)
-        host_wrote.set()
-        return wechat_body(CODE_USED_ANSWER)
-
-    answer_with(wechat_api, TOKEN_PATH, token)
-    with ThreadPoolExecutor(2) as pool:
-        first = pool.submit(browser.get, "/auth/wechat/callback",
-                            query_string={"code": "first", "state": state})
-        second = pool.submit(twin.get, "/auth/wechat/callback",
-                             query_string={"code": "second", "state": state},
-                             headers={"X-Visit": "1"})
-        answers = [first.result(timeout=30), second.result(timeout=30)]
+    browser, twin, answers = double_redirect_beside_host_writes(
+        app, wechat_api, {"X-Visit": "1"})
     assert [answer.status_code for answer in answers] == [302, 302]
     assert logged_in_user_id(twin) == logged_in_user_id(browser) == str(user.id)
     assert updates_waited == [False]
