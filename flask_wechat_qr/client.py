@@ -282,12 +282,7 @@ def _appid_secret_auth(
     the API base's (an http(s) origin and path), its query all Authlib's; the
     credentials' part of the new one is made once per AppID and AppSecret.
     """
-    base, _, query = uri.partition("?")
-    fragment = ""
-    if "#" in uri:  # not a URL the settings make: split as a URL, its fragment kept
-        parts = urlsplit(uri)
-        base = urlunsplit(parts._replace(query="", fragment=""))
-        query, fragment = parts.query, f"#{parts.fragment}" if parts.fragment else ""
+    base, _, query = uri.partition("?")  # the settings' base has no query nor fragment
     # Authlib's query is urlencode's: a code of letters, digits and "-._~" (WeChat's are)
     # is in it as it goes into the new one; any other is decoded and quoted again.
     code = ""
@@ -299,7 +294,7 @@ def _appid_secret_auth(
     # No body at all (not ""): requests would frame an empty chunked body on this GET,
     # which some servers answer by closing the kept-alive connection.
     return (f"{base}?{_credentials_query(auth.client_id, auth.client_secret)}"
-            f"&code={code}&grant_type=authorization_code{fragment}",
+            f"&code={code}&grant_type=authorization_code",
             headers, None)
 
 

@@ -325,18 +325,22 @@ def connection_list(value: t.Any, key: str, default: t.Any) -> list[t.Any] | Non
 
 
 def base_url(value: t.Any, key: str, default: t.Any) -> str | None:
-    """An http(s) origin (and path); empty: the default (``None`` if there is none)."""
+    """An http(s) origin (and path); empty: the default (``None`` if there is none). No
+    query or fragment: WeChat's paths and their queries are appended to it."""
     if not value:
         if default is None:
             return None
         value = default
     text = str(value).rstrip("/")
     parts = urlsplit(text)
+    fix = (f"Leave it unset for WeChat ({default})." if default else
+           "Give the full http(s) URL, e.g. https://sandbox.example.com, or leave it unset.")
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigurationError(key, f"{text!r} is not an http(s) URL",
-                                 f"Leave it unset for WeChat ({default})." if default else
-                                 "Give the full http(s) URL, e.g. https://sandbox.example.com, "
-                                 "or leave it unset.")
+        raise ConfigurationError(key, f"{text!r} is not an http(s) URL", fix)
+    if "?" in text or "#" in text:
+        raise ConfigurationError(
+            key, f"{text!r} has a query or fragment, which the paths of WeChat's pages and "
+            "API calls appended to it would land in", fix)
     return text
 
 

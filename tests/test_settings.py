@@ -624,7 +624,8 @@ def test_fractional_state_ttl_never_becomes_zero() -> None:
 
 @pytest.mark.parametrize("key", ["WECHAT_QR_OPEN_BASE_URL", "WECHAT_QR_API_BASE_URL"])
 @pytest.mark.parametrize("value", ["ftp://open.weixin.qq.com", "open.weixin.qq.com",
-                                   "/sandbox", "https://"])
+                                   "/sandbox", "https://", "https://proxy.example.com/wx?k=1",
+                                   "https://proxy.example.com/wx#api"])
 def test_bad_base_urls_are_refused(key: str, value: str) -> None:
     refused({**BASE, key: value}, key, "weixin.qq.com")
 

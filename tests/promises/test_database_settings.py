@@ -439,22 +439,38 @@ def committed_users(app: Flask) -> int:
                    .scalar_one())
 
 
+T = t.TypeVar("T")
+
+
+def first_login_looking_at_wechat(
+    app: Flask, api: WeChatAPI, look: t.Callable[[], T]
+) -> tuple[t.Any, list[T]]:
+    """A first login of simulated person 1 on ``app``; ``look`` is called while WeChat is
+    asked for the token (the login's transaction still open). The callback's answer and
+    what ``look`` saw."""
+    seen: list[T] = []
+
+    def token(request: t.Any) -> t.Any:
+        seen.append(look())
+        return wechat_body(token_answer(1))
+
+    answer_with(api, TOKEN_PATH, token)
+    answer_with(api, USERINFO_PATH, lambda request: wechat_body(profile_answer(1)))
+    browser = app.test_client()
+    state = start_login(browser, next="/welcome")
+    done = browser.get("/auth/wechat/callback", query_string={"code": "P1-a", "state": state})
+    return done, seen
+
+
 def assert_committed_with_the_login(app: Flask, wechat_api: WeChatAPI) -> None:
     """A first login on ``app`` (whose host writes before it): while WeChat is asked, no
     user is committed yet (the host's write waits for the login's commit); after, the
     host's user and the WeChat user both are."""
-    seen_by_wechat: list[int] = []
-
-    def token(request: t.Any) -> t.Any:
+    def users_committed() -> int:
         with app.app_context():
-            seen_by_wechat.append(committed_users(app))
-        return wechat_body(token_answer(1))
+            return committed_users(app)
 
-    answer_with(wechat_api, TOKEN_PATH, token)
-    answer_with(wechat_api, USERINFO_PATH, lambda request: wechat_body(profile_answer(1)))
-    browser = app.test_client()
-    state = start_login(browser, next="/welcome")
-    done = browser.get("/auth/wechat/callback", query_string={"code": "P1-a", "state": state})
+    done, seen_by_wechat = first_login_looking_at_wechat(app, wechat_api, users_committed)
     assert done.status_code == 302 and seen_by_wechat == [0]
     assert len(all_users(app)) == 2  # the visitor and the WeChat user
 
@@ -613,17 +629,8 @@ def test_what_the_hosts_select_holds_until_its_commit_stays_held(
         if request.path.endswith("/callback"):
             take(db, User, quoted(app, "user"), key)
 
-    held_while_wechat_answers: list[bool] = []
-
-    def token(request: t.Any) -> t.Any:
-        held_while_wechat_answers.append(held_by_another(app, how, key))
-        return wechat_body(token_answer(1))
-
-    answer_with(wechat_api, TOKEN_PATH, token)
-    answer_with(wechat_api, USERINFO_PATH, lambda request: wechat_body(profile_answer(1)))
-    browser = app.test_client()
-    state = start_login(browser, next="/welcome")
-    done = browser.get("/auth/wechat/callback", query_string={"code": "P1-a", "state": state})
+    done, held_while_wechat_answers = first_login_looking_at_wechat(
+        app, wechat_api, lambda: held_by_another(app, how, key))
     assert done.status_code == 302 and held_while_wechat_answers == [True]
     assert not held_by_another(app, how, key)  # the login's commit ended the transaction
 
