@@ -5,7 +5,8 @@ CPU time on a shared machine moves by 10-20 %.
     python bench/instructions.py                                  # SQLite, as created and WAL
     python bench/instructions.py --database-url postgresql://user@host/db   # and PostgreSQL
     python bench/instructions.py --cache       # also simulate the CPU's caches (slower)
-    python bench/instructions.py --no-valgrind           # thread switches, not instructions
+    python bench/instructions.py --no-valgrind     # thread switches and CPU time instead
+    python bench/instructions.py --strace          # system calls instead (strace -c)
 
 Each site (``ours``, ``handwritten``) is served by the package's keep-alive werkzeug server
 in a process of its own, under callgrind; this process plays the browser and the phone,
@@ -20,8 +21,10 @@ with how long a run takes is counted). The count is user-space instructions only
 the kernel (SQLite's file writes, sockets) and stalls on cache misses (``--cache`` counts
 the simulated misses) are not in it. Needs ``valgrind`` (Debian: ``apt-get install
 valgrind``). With ``--no-valgrind`` it counts, over the same logins, how often the site's
-threads gave up the CPU instead: a thread woken for nothing shows there, not in
-instructions.
+threads gave up the CPU, and the process's user and system CPU time, instead: a thread
+woken for nothing shows there, not in instructions. With ``--strace`` it counts the
+site's system calls by name (``strace -f -c``; Debian: ``apt-get install strace``): the
+kernel's side of a login, which callgrind does not see.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import typing as t
 import uuid
 
@@ -61,10 +65,17 @@ EVENTS_LINE = re.compile(r"^(?:summary|totals):\s+([\d ]+)$", re.MULTILINE)
 #: instructions) fell among 30 counted logins depended on where the warm-up had left its
 #: counters, moving a site's count by up to 7%.
 COLLECT_PATH = "/__bench/collect"
-#: On a site: ``GET`` answers how often the process's threads gave up the CPU so far (its
-#: server runs a thread per connection, so a count of the threads alive now would miss the
-#: ended ones).
+#: On a site: ``GET`` answers how often the process's threads gave up the CPU so far, and
+#: its user and system CPU time in microseconds (its server runs a thread per connection,
+#: so a count of the threads alive now would miss the ended ones).
 SWITCHES_PATH = "/__bench/switches"
+
+
+#: ``--cold``: the caches simulated as this machine's (AMD EPYC: 32 KB first-level instruction
+#: and data caches, 512 KB second level per core), and what each request of the site copies
+#: first to fill them with other data (twice the second level).
+COLD_CACHES = ["--I1=32768,8,64", "--D1=32768,8,64", "--LL=524288,8,64"]
+COLD_EVICT_BYTES = 1 << 20
 
 
 def serve_site() -> None:
@@ -74,14 +85,34 @@ def serve_site() -> None:
 
     site = site_wsgi.create_site()
 
+    # --cold: every request of the site's starts with the caches' first two levels holding
+    # other code's data, as where the browser, WeChat and the server's master ran in between.
+    cold = bool(os.environ.get("BENCH_COLD"))
+    evict, evicted = (bytearray(COLD_EVICT_BYTES if cold else 0) for _ in range(2))
+    in_app = {"start": 0, "callback": 0, "next": 0}
+
     def app(environ: dict[str, t.Any], start_response: t.Any) -> t.Any:
-        if environ.get("PATH_INFO") == SWITCHES_PATH:
+        if cold and not environ.get("PATH_INFO", "").startswith("/__bench/"):
+            evicted[:] = evict  # one copy: reads one buffer, writes the other
+        path = environ.get("PATH_INFO", "")
+        if path == SWITCHES_PATH:
             usage = resource.getrusage(resource.RUSAGE_SELF)  # ended threads' too
-            body = str(usage.ru_nvcsw + usage.ru_nivcsw).encode()
+            body = json.dumps({"switches": usage.ru_nvcsw + usage.ru_nivcsw,
+                               "user_us": round(usage.ru_utime * 1e6),
+                               "system_us": round(usage.ru_stime * 1e6),
+                               **{f"{part}_us": round(ns / 1000)
+                                  for part, ns in in_app.items()}}).encode()
             start_response("200 OK", [("Content-Length", str(len(body)))])
             return [body]
-        if environ.get("PATH_INFO") != COLLECT_PATH:
-            return site(environ, start_response)
+        if path != COLLECT_PATH:
+            # The thread's CPU time in the app (its answer's body is one string, made
+            # there), by part of the login: the start, WeChat's callback, the next page.
+            part = "next" if path == "/" else "callback" if "callback" in path else "start"
+            began = time.thread_time_ns()
+            try:
+                return site(environ, start_response)
+            finally:
+                in_app[part] += time.thread_time_ns() - began
         gc.collect()
         gc.disable()
         start_response("204 No Content", [])
@@ -100,11 +131,11 @@ def serve_site() -> None:
 
 
 def run_site(site: str, database_uri: str, wechat: Server, warmup: int, logins: int,
-             users: str, sqlite_wal: bool, valgrind: list[str] | None,
+             users: str, sqlite_wal: bool, tracer: list[str] | None,
              out: pathlib.Path) -> dict[str, int]:
-    """Serve ``site`` (under callgrind unless ``valgrind`` is ``None``), log in ``warmup``
-    people, collect the garbage, log in ``logins`` more: the counted events (without
-    valgrind: the site's thread switches over those logins; its server does not wake to
+    """Serve ``site`` (under ``tracer``, callgrind or strace, unless ``None``), log in ``warmup``
+    people, collect the garbage, log in ``logins`` more: the counted events (without a
+    tracer: the site's thread switches and CPU time over those logins; its server does not wake to
     poll, so they are the logins' own). Returning people are the sandbox's four, login
     ``i`` person ``i mod 4``: the warm-up logs each in at least twice (first as new, then as
     returning), so every counted login finds its user and no code path runs for its first
@@ -118,8 +149,8 @@ def run_site(site: str, database_uri: str, wechat: Server, warmup: int, logins: 
     else:
         env.pop("BENCH_SQLITE_WAL", None)
     command = [sys.executable, __file__, "--serve"]
-    if valgrind is not None:
-        command = [*valgrind, f"--callgrind-out-file={out}", *command]
+    if tracer is not None:
+        command = [*tracer, f"{TRACER_OUTPUT[tracer[0]]}{out}", *command]
     process = subprocess.Popen(command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True,
                                cwd=pathlib.Path(__file__).parent)
@@ -130,7 +161,7 @@ def run_site(site: str, database_uri: str, wechat: Server, warmup: int, logins: 
             error = process.stderr.read() if process.stderr else ""
             raise RuntimeError(f"{site} did not start: {error[-2000:]}")
         served = Site(site, Server(site, process, {"port": int(port)}), LOGIN_PATHS[site])
-        switches = 0
+        usage: dict[str, int] = {}
         with requests.Session() as browser, requests.Session() as phone:
             for index in range(warmup + logins):
                 person = ({"person": RETURNING_PEOPLE[index % len(RETURNING_PEOPLE)]}
@@ -140,10 +171,11 @@ def run_site(site: str, database_uri: str, wechat: Server, warmup: int, logins: 
                 if index == warmup - 1:
                     browser.get(served.server.url() + COLLECT_PATH,
                                 timeout=TIMEOUT).raise_for_status()
-                    if valgrind is not None:
-                        count_from_now(process.pid, lambda: _switches(browser, served))
-                    switches = -_switches(browser, served)
-        switches += _switches(browser, served)
+                    if tracer is not None and tracer[0] == "valgrind":
+                        count_from_now(process.pid, lambda: _usage(browser, served))
+                    usage = _usage(browser, served)
+        after = _usage(browser, served)
+        usage = {name: after[name] - usage[name] for name in after}
         process.stdin.close()
         process.wait(timeout=TIMEOUT * 5)
     finally:
@@ -153,8 +185,15 @@ def run_site(site: str, database_uri: str, wechat: Server, warmup: int, logins: 
     if process.returncode != 0:
         raise RuntimeError(f"{site} exited with {process.returncode}: "
                            f"{process.stderr.read()[-2000:] if process.stderr else ''}")
-    # Thread switches only uncounted: valgrind runs one thread at a time, its own way.
-    return read_events(out) if valgrind is not None else {"switches": switches}
+    # Thread switches and CPU time only uncounted: valgrind runs one thread at a time, its
+    # own way, and strace stops the process at every system call.
+    if tracer is None:
+        return usage
+    return read_events(out) if tracer[0] == "valgrind" else read_syscalls(out)
+
+
+#: How each tracer is told where its counts go.
+TRACER_OUTPUT = {"valgrind": "--callgrind-out-file=", "strace": "-o"}
 
 
 #: Seconds between two requests that wake the site while ``vgdb`` waits for it to listen.
@@ -191,10 +230,25 @@ def count_from_now(pid: int, wake: t.Callable[[], object]) -> None:
         raise RuntimeError(f"vgdb could not turn callgrind's instrumentation on: {error}")
 
 
-def _switches(browser: requests.Session, served: Site) -> int:
+def _usage(browser: requests.Session, served: Site) -> dict[str, int]:
     answer = browser.get(served.server.url() + SWITCHES_PATH, timeout=TIMEOUT)
     answer.raise_for_status()
-    return int(answer.text)
+    return t.cast(dict[str, int], answer.json())
+
+
+#: A line of ``strace -c``'s table: time share, seconds, microseconds a call, calls,
+#: errors (may be empty) and the system call's name.
+SYSCALL_LINE = re.compile(r"^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)\s*$",
+                          re.MULTILINE)
+
+
+def read_syscalls(path: pathlib.Path) -> dict[str, int]:
+    """``strace -c``'s counts by system call, and their total as ``syscalls``."""
+    counts = {name: int(calls) for calls, name in SYSCALL_LINE.findall(path.read_text())
+              if name != "total"}
+    if not counts:
+        raise RuntimeError(f"{path}: no system call counts")
+    return {"syscalls": sum(counts.values()), **counts}
 
 
 def read_events(path: pathlib.Path) -> dict[str, int]:
@@ -208,7 +262,7 @@ def read_events(path: pathlib.Path) -> dict[str, int]:
 
 
 def per_login(site: str, databases: Databases, wechat: Server, users: str,
-              args: argparse.Namespace, valgrind: list[str] | None,
+              args: argparse.Namespace, tracer: list[str] | None,
               folder: pathlib.Path) -> dict[str, float]:
     """One login's events in ``site``: two runs at once, each on a database of its own
     (warm-up only; warm-up and the counted logins), their difference over ``--logins``. The
@@ -221,7 +275,7 @@ def per_login(site: str, databases: Databases, wechat: Server, users: str,
     def run(count: int) -> None:
         try:
             results[count] = run_site(site, uris[count], wechat, args.warmup, count, users,
-                                      args.sqlite_wal, valgrind,
+                                      args.sqlite_wal, tracer,
                                       folder / f"callgrind.{site}.{users}.{count}.out")
         except BaseException as error:  # reported below, after both runs ended
             errors.append(error)
@@ -234,12 +288,16 @@ def per_login(site: str, databases: Databases, wechat: Server, users: str,
     if errors:
         raise errors[0]
     low, high = (results[count] for count in counts)
-    return {event: (high[event] - low[event]) / args.logins for event in high}
+    return {event: (high[event] - low.get(event, 0)) / args.logins for event in high}
 
 
 #: What the report shows of callgrind's events, and under which heading.
 COLUMNS = {"Ir": "instructions", "I1mr": "I1 misses", "D1mr": "D1 read misses",
-           "D1mw": "D1 write misses", "switches": "thread switches"}
+           "D1mw": "D1 write misses", "ILmr": "LL instruction misses",
+           "DLmr": "LL read misses", "DLmw": "LL write misses", "switches": "thread switches",
+           "user_us": "user CPU, us", "system_us": "system CPU, us", "start_us": "start, us",
+           "callback_us": "callback, us", "next_us": "next page, us",
+           "syscalls": "system calls"}
 
 
 def report(results: dict[tuple[str, str], dict[str, float]], setup: str) -> list[str]:
@@ -260,7 +318,22 @@ def report(results: dict[tuple[str, str], dict[str, float]], setup: str) -> list
         lines.append(f"| {users} | ours / handwritten | "
                      + " | ".join(f"{ours[e] / theirs[e]:.3f}x" if theirs[e] else "-"
                                   for e in events) + " |")
+        if "syscalls" in events:
+            lines += _syscalls_by_name(users, ours, theirs)
     return lines
+
+
+def _syscalls_by_name(users: str, ours: dict[str, float],
+                      theirs: dict[str, float]) -> list[str]:
+    """Under ``--strace``: each system call a login makes at least a tenth of a time, the
+    largest differences first."""
+    names = sorted((name for name in {*ours, *theirs} - set(COLUMNS)
+                    if max(ours.get(name, 0), theirs.get(name, 0)) >= 0.1),
+                   key=lambda name: theirs.get(name, 0) - ours.get(name, 0))
+    return ["", f"{users} people, system calls per login by name:", "",
+            "| call | ours | handwritten |", "|---|---|---|",
+            *(f"| {name} | {ours.get(name, 0):.2f} | {theirs.get(name, 0):.2f} |"
+              for name in names), ""]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -278,9 +351,15 @@ def main(argv: list[str] | None = None) -> int:
                         "person twice)")
     parser.add_argument("--cache", action="store_true",
                         help="also count simulated cache misses (about twice as slow)")
+    parser.add_argument("--cold", action="store_true",
+                        help="with --cache: each request of a site starts with the first two "
+                        "cache levels holding other data (the last level simulated is the "
+                        "second, 512 KB); the copy that fills them is counted on both sites")
     parser.add_argument("--no-valgrind", action="store_true",
                         help="run the same logins without valgrind and count the site's "
-                        "thread switches instead of instructions")
+                        "thread switches and CPU time instead of instructions")
+    parser.add_argument("--strace", action="store_true",
+                        help="count the site's system calls (strace -f -c) instead")
     parser.add_argument("--json", type=pathlib.Path, help="also write the counts here")
     args = parser.parse_args(argv)
     if args.serve:
@@ -289,9 +368,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.warmup < 2 * len(RETURNING_PEOPLE) or args.logins < 1:
         parser.error(f"--warmup must be at least {2 * len(RETURNING_PEOPLE)}, --logins at "
                      "least 1")
-    valgrind = None if args.no_valgrind else [
+    tracer = (None if args.no_valgrind else ["strace", "-f", "-c"] if args.strace else [
         "valgrind", "--tool=callgrind", "--instr-atstart=no", "--vgdb=yes",
-        f"--cache-sim={'yes' if args.cache else 'no'}"]
+        f"--cache-sim={'yes' if args.cache or args.cold else 'no'}",
+        *(COLD_CACHES if args.cold else [])])
+    if args.cold:
+        os.environ["BENCH_COLD"] = "1"
     users = ("returning", "new") if args.users == "both" else (args.users,)
     results: dict[tuple[str, str], dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-instructions-") as folder:
@@ -304,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
             for kind in users:
                 for site in SITES if args.sites == "both" else (args.sites,):
                     results[site, kind] = per_login(site, databases, wechat, kind, args,
-                                                    valgrind, pathlib.Path(folder))
+                                                    tracer, pathlib.Path(folder))
         finally:
             wechat.stop()
             databases.drop()
@@ -313,9 +395,9 @@ def main(argv: list[str] | None = None) -> int:
              f"{' in WAL as advised' if args.sqlite_wal and not args.database_url else ''}, "
              f"{args.logins} counted logins after {args.warmup}, Python "
              f"{sys.version.split()[0]}")
-    if valgrind is None:
+    if tracer is None or tracer[0] == "strace":
         print(f"{len(results) * (2 * args.warmup + args.logins)} logins, all logged in; "
-              "instructions not counted (--no-valgrind)\n")
+              "instructions not counted\n")
     print("\n".join(report(results, setup)))
     if args.json:
         args.json.write_text(json.dumps({f"{site} {kind}": counts

@@ -125,11 +125,18 @@ def test_the_instruction_count_logs_in_new_people_on_both_sites_without_valgrind
     # each site's thread switches per counted login: every request waits on its socket
     rows = {tuple(cell.strip() for cell in line.strip("|").split("|")[:2]): line
             for line in result.stdout.splitlines() if line.startswith("| ")}
+    heading = next(line for line in result.stdout.splitlines() if line.startswith("| users"))
+    columns = [cell.strip() for cell in heading.strip("|").split("|")]
     for site in ("ours", "handwritten"):
-        switches = float(rows["new", site].strip("| ").split("|")[-1].replace(",", ""))
+        cells = [cell.strip().replace(",", "") for cell in rows["new", site].strip("|").split("|")]
+        counts = dict(zip(columns, cells, strict=True))
         # counted, not 0: a request waits on its socket unless its bytes are already
         # there, which on a busy machine happens (2.0 was seen under the full suite)
-        assert switches > 0
+        assert float(counts["thread switches"]) > 0
+        # the site's CPU over the counted logins, and the part of it in each request of one
+        assert float(counts["user CPU, us"]) + float(counts["system CPU, us"]) > 0
+        assert all(float(counts[part]) > 0 for part in ("start, us", "callback, us",
+                                                        "next page, us"))
 
 
 def test_the_instruction_count_counts_logins_under_callgrind(tmp_path: Path) -> None:
@@ -216,3 +223,30 @@ def test_the_versus_report_pools_every_pair_of_a_group(tmp_path: Path) -> None:
         "3", "1.260 (2 of 3 at or better than 1)", "0.794 (2 of 3 at or better than 1)",
         "1.000 (3 of 3 at or better than 1)"]
     assert f"The runs kept in {kept}, ours then handwritten" in result.stdout
+
+
+def test_the_instruction_count_reads_strace_counts(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """``bench/instructions.py --strace`` reads ``strace -f -c``'s table (lines with and
+    without an errors column) into counts by system call and their total: here of a Python
+    that asks for its process id three times more than one that does not. The same
+    variable as valgrind's makes a missing strace a failure in CI."""
+    if shutil.which("strace") is None:
+        reason = "strace is not installed (Debian: apt-get install strace)"
+        if os.environ.get(REQUIRE_VALGRIND_VARIABLE):
+            pytest.fail(f"{REQUIRE_VALGRIND_VARIABLE} is set but {reason}")
+        pytest.skip(reason)
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    from instructions import read_syscalls
+
+    def counts(code: str) -> dict[str, int]:
+        out = tmp_path / f"strace.{len(code)}"
+        subprocess.run(["strace", "-f", "-c", f"-o{out}", sys.executable, "-S", "-c", code],
+                       check=True, timeout=60)
+        return t.cast(dict[str, int], read_syscalls(out))
+
+    plain = counts("import os")
+    asked = counts("import os; os.getpid(); os.getpid(); os.getpid()")
+    assert asked.get("getpid", 0) - plain.get("getpid", 0) == 3
+    assert plain["syscalls"] == sum(v for k, v in plain.items() if k != "syscalls")
+    assert plain["syscalls"] > 10 and "execve" in plain
