@@ -37,6 +37,22 @@ from support import (
 )
 
 
+@pytest.fixture(autouse=True)
+def no_app_context_left() -> t.Iterator[None]:
+    """A test that ends with an app context it pushed still active fails, by name: left,
+    it would be every later test's ``current_app`` in this process (a CLI command's, a
+    check's), and those would fail far from the cause."""
+    from flask.globals import _cv_app
+
+    before = _cv_app.get(None)
+    yield
+    left = _cv_app.get(None)
+    if left is not before:
+        while _cv_app.get(None) not in (before, None):
+            t.cast(t.Any, _cv_app.get()).pop()
+        pytest.fail(f"the test left the app context of {left.app.name!r} pushed")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def cheap_password_hashes() -> t.Iterator[None]:
     """Werkzeug's default password hash (scrypt) costs ~100-250 ms a hash *and* a check, by

@@ -24,9 +24,18 @@ def flask(app: Flask, *args: str) -> t.Any:
     """``flask <args>`` for ``app``, in-process (Flask's CLI runner), with Flask-Migrate's
     ``db`` group as the ``flask`` command has it; the click result."""
     from flask.cli import FlaskGroup
+    from flask.globals import _cv_app
 
-    with kept_loggers():
-        return app.test_cli_runner().invoke(FlaskGroup(create_app=lambda: app), list(args))
+    outer = _cv_app.get(None)
+    try:
+        with kept_loggers():
+            return app.test_cli_runner().invoke(FlaskGroup(create_app=lambda: app), list(args))
+    finally:
+        # Click before 8.2 leaves the app context FlaskGroup pushed to list its commands
+        # for ``--help`` (its eager option ends the parse before the context would close):
+        # in this process every later ``flask`` command would run on this app.
+        while _cv_app.get(None) not in (outer, None):
+            t.cast(t.Any, _cv_app.get()).pop()
 
 
 @contextlib.contextmanager
