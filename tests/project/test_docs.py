@@ -419,6 +419,68 @@ def test_the_id_token_receiver_verifies_a_real_login(tmp_path: Path, site_ahead:
     assert remembered == [True, False]  # refused as a replay, not for another reason
 
 
+def test_the_id_token_receiver_in_the_login_sites_own_app(tmp_path: Path) -> None:
+    """docs/id-token.rst's receiver as a route of the login site's own app (a JSON API with
+    its business callback URL): the docs' receiver keeps state and nonce in the session the
+    WeChat login renews, so there every login ended on its 400; the variant the page gives
+    for this case, with a cookie of its own, logs in."""
+    from flask import Flask
+    from joserfc.jwk import RSAKey
+
+    issuer = "https://www.example.com"  # the docs' LOGIN_SITE
+    key = RSAKey.generate_key(2048).as_pem(private=True).decode()
+
+    def site_with_receiver(folder: str, mount: t.Callable[[Flask, dict[str, t.Any]], None]
+                           ) -> Flask:
+        (tmp_path / folder).mkdir()
+        namespace: dict[str, t.Any] = {"__name__": "receiver"}
+        exec(_example("id-token", "# business backend"), namespace)
+        site = make_test_app(
+            tmp_path / folder, WECHAT_QR_SANDBOX=True, WECHAT_QR_APP_ID=None,
+            WECHAT_QR_APP_SECRET=None, WECHAT_QR_ID_TOKEN_PRIVATE_KEY=key,
+            WECHAT_QR_CALLBACK_URL=issuer + "/wechat/done", WECHAT_QR_ID_TOKEN_ISSUER=issuer,
+            before_init=lambda app: mount(app, namespace))
+        with site.test_client() as keys:  # the JWKS, fetched before any login
+            jwks = keys.get("/auth/.well-known/jwks.json").json
+        namespace["requests"] = types.SimpleNamespace(get=lambda url, timeout: (
+            types.SimpleNamespace(json=lambda: jwks, raise_for_status=lambda: None)))
+        seen: set[str] = set()
+        namespace["remember_jti"] = lambda jti, until: not (jti in seen or seen.add(jti))
+        return site
+
+    def log_in(site: Flask, start: str) -> t.Any:
+        browser = site.test_client()
+        qr_page = browser.get(issuer + start, follow_redirects=True)
+        uuid = re.search(r"/connect/confirm/([\w-]+)", qr_page.text).group(1)
+        browser.post(f"{issuer}/wechat-sandbox/connect/confirm/{uuid}",
+                     data={"action": "allow", "person": "zhangsan"})
+        answer = browser.get(f"{issuer}/wechat-sandbox/connect/l/qrconnect",
+                             query_string={"uuid": uuid})
+        html = browser.get(answer.json["redirect"]).get_data(as_text=True)
+        form = find_tags(html, "form")[0]
+        fields = {tag["name"]: tag["value"] for tag in find_tags(html, "input")
+                  if tag.get("type") == "hidden"}
+        assert form["action"] == issuer + "/wechat/done" and set(fields) == {"id_token", "state"}
+        done = browser.post(t.cast(str, form["action"]), data=fields)
+        return done, browser.get(issuer + "/").get_data(as_text=True)
+
+    def in_session(app: Flask, namespace: dict[str, t.Any]) -> None:  # the docs' first one
+        app.add_url_rule("/login", view_func=namespace["login"])
+        app.add_url_rule("/wechat/done", view_func=namespace["wechat_done"], methods=["POST"])
+
+    done, _ = log_in(site_with_receiver("session", in_session), "/login")
+    assert done.status_code == 400  # the state went with the session the login renewed
+
+    def own_cookie(app: Flask, namespace: dict[str, t.Any]) -> None:
+        namespace["app"] = app
+        exec(_example("id-token", "def start_wechat_login"), namespace)
+
+    done, home = log_in(site_with_receiver("cookie", own_cookie), "/wechat/start")
+    assert done.status_code == 302, done.get_data(as_text=True)
+    assert done.headers["Location"] == "/"
+    assert "logged in as" in home and "张三🐼" in home
+
+
 def test_the_pyjwt_verify_of_the_docs_verifies_a_real_login(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """docs/id-token.rst's ``verify`` with PyJWT (in the ``test`` extra, so never skipped),
