@@ -442,6 +442,13 @@ def _check_users_can_be_created(settings: Settings, adapter: AccountAdapter[User
             "WECHAT_QR_LOGIN_ONLY=True if WeChat must never create users.")
 
 
+#: Fields a site may hope to match on that no WeChat profile carries (WeChat gives no e-mail
+#: address or phone number): matching on them needs the person to prove the account instead.
+_FIELDS_WECHAT_NEVER_GIVES = frozenset({
+    "email", "e_mail", "email_address", "mail", "phone", "phone_number", "mobile",
+    "mobile_number", "tel", "telephone"})
+
+
 def _check_association_support(settings: Settings, adapter: AccountAdapter[User]) -> None:
     """A way of association the adapter cannot carry out would fail every person it is
     offered to (a bind page that always says "wrong password"): say so now, with the fix."""
@@ -459,12 +466,20 @@ def _check_association_support(settings: Settings, adapter: AccountAdapter[User]
         if conn.association == "field_matching":
             custom = [f for f in conn.match_fields if f != "unionid"]
             if custom and type(adapter).match_user is AccountAdapter.match_user:
+                fix = ("Override AccountAdapter.match_user to match on fields your site has "
+                       "verified, or match on 'unionid' only.")
+                contact = [f for f in custom if f.lower() in _FIELDS_WECHAT_NEVER_GIVES]
+                if contact:
+                    fix += (
+                        " WeChat gives no e-mail address or phone number, so no WeChat "
+                        f"profile carries a {contact[0]}: to let people attach WeChat to the "
+                        f"account of their {contact[0]}, set WECHAT_QR_ASSOCIATION="
+                        f"'ask_binding' and login_field = '{contact[0]}' on your "
+                        "AccountAdapter subclass, and they prove that account with its "
+                        "password (docs: association, 'ask_binding').")
                 raise ConfigurationError(
                     f"WECHAT_QR_MATCH_FIELDS ({conn.identifier})",
-                    f"no matcher for {', '.join(custom)}",
-                    "Override AccountAdapter.match_user to match on fields your site has "
-                    "verified, or match on 'unionid' only.",
-                )
+                    f"no matcher for {', '.join(custom)}", fix)
 
 
 def _sandbox_open_base(settings: Settings) -> t.Callable[[], str]:

@@ -386,6 +386,18 @@ def test_field_matching_on_a_custom_field_needs_a_matcher(host: Host, tmp_path: 
     assert "match_user" in info.value.fix
 
 
+def test_field_matching_on_an_email_address_points_to_ask_binding(host: Host,
+                                                                 tmp_path: Path) -> None:
+    """WeChat gives no e-mail address: a site that wants its users attached by theirs is
+    told how they prove it (ask binding by e-mail), not only to write a matcher."""
+    app = host.app(tmp_path / "a", WECHAT_QR_ASSOCIATION="field_matching",
+                   WECHAT_QR_MATCH_FIELDS=("unionid", "email"))
+    with pytest.raises(ConfigurationError) as info:
+        WeChatQR(app, db=host.db, user_model=host.User)
+    assert "no e-mail address" in info.value.fix
+    assert "'ask_binding'" in info.value.fix and "login_field = 'email'" in info.value.fix
+
+
 def test_field_matching_on_a_custom_field_with_a_matcher(host: Host, tmp_path: Path) -> None:
     class EmailAdapter(AccountAdapter):
         def match_user(self, connection: t.Any, field: str, profile: t.Any) -> t.Any:
