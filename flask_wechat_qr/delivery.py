@@ -261,8 +261,18 @@ def error_response(error: LoginError, connection: ConnectionSettings | None,
     return render_template("wechat_qr/error.html", error=error, connection=connection,
                            retry_url=retry_url,
                            back_url=next_url or request.script_root + "/",
-                           other_login_url=other_login_url(_back_after_logging_in(next_url))
-                           if isinstance(error, NotLoggedIn) else None), error.status
+                           other_login_url=_other_login_for(error, next_url)), error.status
+
+
+def _other_login_for(error: LoginError, next_url: str | None) -> str | None:
+    """The site's own login, on the pages that ask the person to log in with it: "Log in
+    first" (then back to the link), and login-only's refusal, which says to log in and
+    link WeChat from the account page (then on to where the WeChat login was going)."""
+    if isinstance(error, NotLoggedIn):
+        return other_login_url(_back_after_logging_in(next_url))
+    if isinstance(error, LoginRefused):
+        return other_login_url(next_url)
+    return None
 
 
 def _back_after_logging_in(next_url: str | None) -> str | None:

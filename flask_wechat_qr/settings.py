@@ -681,9 +681,9 @@ class Settings:
             "``False`` sends it to WeChat's QR page as on a computer.")
     other_login_url: str | None = setting(
         None, optional_page, topic="login",
-        doc="Where the phone page (see :setting:`WECHAT_QR_MOBILE_PAGE`) offers the site's "
-            "other ways to log in: a path or URL; unset, Flask-Login's ``login_view`` where "
-            "the site has one.")
+        doc="Where the phone page (see :setting:`WECHAT_QR_MOBILE_PAGE`), the \"Log in "
+            "first\" page and login-only's refusal offer the site's other ways to log in: a "
+            "path or URL; unset, Flask-Login's ``login_view`` where the site has one.")
     post_login_url: str = setting(
         "/", local_path, topic="login",
         doc="A path on this site to go to after a login started without ``next``.")

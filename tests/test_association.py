@@ -222,6 +222,21 @@ def test_login_only_refuses_unknown_wechat_accounts(make_app: t.Any, wechat_api:
     assert logged_in_user_id(client) is None
 
 
+def test_login_only_refusal_leads_to_the_sites_own_login(make_app: t.Any,
+                                                         wechat_api: t.Any) -> None:
+    """The refusal tells the person to log in with their account, then link WeChat; before,
+    its only button tried WeChat again (refused again) though the site has a login view.
+    Now it also leads to that login, on to where the WeChat login was going."""
+    app = make_app(WECHAT_QR_LOGIN_ONLY=True)
+    app.add_url_rule("/sign-in", "sign_in", lambda: "the site's login form")
+    app.login_manager.login_view = "sign_in"  # type: ignore[attr-defined]
+    resp = login_with_wechat(app.test_client(), wechat_api, next="/account")
+    assert resp.status_code == 403 and error_name(resp) == "LoginRefused"
+    page = resp.get_data(as_text=True)
+    assert '<a class="wechat-qr-button" href="/sign-in?next=%2Faccount"' in page
+    assert "Log in to your account" in page
+
+
 def test_login_only_logs_in_a_linked_account(make_app: t.Any, wechat_api: t.Any) -> None:
     app = make_app(WECHAT_QR_LOGIN_ONLY=True)
     user_id = add_user(app, username="alice", nickname="Alice")
