@@ -54,6 +54,8 @@ from .settings import (
     Settings,
     apply_defaults,
     load_settings,
+    no_such_setting,
+    unknown_settings,
 )
 from .site_routes import routes_subdomain
 from .transactions import watch_writes
@@ -115,6 +117,7 @@ class WeChatQR:
         redact_http_debug_logs()
         apply_defaults(app.config, testing=app.testing)
         settings = load_settings(app.config, testing=app.testing)
+        _warn_of_unknown_settings(app)
         id_tokens = IdTokenSigner.from_settings(settings)
         db = self._db_for(app)
         adapter = self._adapter_for(app, db)
@@ -420,6 +423,13 @@ def _check_callbacks_reachable(app: Flask, settings: Settings) -> None:
             "super().__init__(*args, host=host or 'www.example.com', **kw); then "
             "app.url_rule_class = HostRule before WeChatQR(app)), or serve the site without "
             "host matching.")
+
+
+def _warn_of_unknown_settings(app: Flask) -> None:
+    """A misspelt key (``WECHAT_QR_APPID``) is read by nothing: name it, rather than leave
+    the operator with only its consequence (no AppID, login off)."""
+    for name in unknown_settings(app.config):
+        log.warning("Ignoring %s in app.config: %s.", name, no_such_setting(name))
 
 
 def _check_users_can_be_created(settings: Settings, adapter: AccountAdapter[User]) -> None:

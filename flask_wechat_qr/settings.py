@@ -15,6 +15,7 @@ the rules.
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import math
@@ -918,8 +919,23 @@ def config_from_env(
         elif on_unknown is not None:
             on_unknown(name)
         else:
-            log.warning("Ignoring the environment variable %s: no such setting.", name)
+            log.warning("Ignoring the environment variable %s: %s.", name, no_such_setting(name))
     return config
+
+
+def unknown_settings(names: t.Iterable[str]) -> list[str]:
+    """The ``WECHAT_QR_*`` names among ``names`` that are no setting (the test suite's own
+    ``WECHAT_QR_TEST_*`` aside): typos, most likely, which nothing reads."""
+    known = {row.key for row in SETTINGS}
+    return sorted(name for name in names if isinstance(name, str) and name.startswith(PREFIX)
+                  and not name.startswith(TEST_PREFIX) and name not in known)
+
+
+def no_such_setting(name: str) -> str:
+    """What a warning says of an unknown ``WECHAT_QR_*`` name: with the setting it most
+    likely means, where one is close (``WECHAT_QR_APPID``: ``WECHAT_QR_APP_ID``)."""
+    close = difflib.get_close_matches(name, [row.key for row in SETTINGS], n=1, cutoff=0.8)
+    return f"no such setting (did you mean {close[0]}?)" if close else "no such setting"
 
 
 def configured_issuer(settings: Settings, config: t.Mapping[str, t.Any],

@@ -373,6 +373,21 @@ def test_a_host_route_the_callback_wins_over_starts(host: Host, tmp_path: Path) 
     assert response.status_code == 400  # the extension's page: an unknown state
 
 
+def test_a_misspelt_setting_in_app_config_is_named(host: Host, tmp_path: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """``WECHAT_QR_APPID`` in ``app.config`` was ignored without a word (the environment's
+    was named), and the log said only that the AppID was missing: now it names the key and
+    the setting it most likely means."""
+    app = host.app(tmp_path / "a", WECHAT_QR_APP_ID=None, WECHAT_QR_APP_SECRET=None,
+                   WECHAT_QR_APPID="wx0123456789abcdef", WECHAT_QR_MY_OWN_FLAG=True,
+                   WECHAT_QR_TEST_ANYTHING="the test suite's own")
+    with caplog.at_level("WARNING", logger="flask_wechat_qr"):
+        WeChatQR(app, db=host.db, user_model=host.User)
+    assert "WECHAT_QR_APPID" in caplog.text and "did you mean WECHAT_QR_APP_ID?" in caplog.text
+    assert "WECHAT_QR_MY_OWN_FLAG" in caplog.text  # named, with nothing to suggest
+    assert "WECHAT_QR_TEST_ANYTHING" not in caplog.text
+
+
 # --- association modes ----------------------------------------------------------------
 
 

@@ -963,6 +963,14 @@ def test_config_from_env_names_unknown_variables(caplog: pytest.LogCaptureFixtur
     assert "WECHAT_QR_APPID" in caplog.text and "WECHAT_QR_NOPE" in caplog.text
 
 
+def test_config_from_env_suggests_the_setting_a_typo_means(
+        caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="flask_wechat_qr"):
+        config_from_env({"WECHAT_QR_APPID": "wx1", "WECHAT_QR_SANDOX": "on"})
+    assert "WECHAT_QR_APPID: no such setting (did you mean WECHAT_QR_APP_ID?)" in caplog.text
+    assert "did you mean WECHAT_QR_SANDBOX?" in caplog.text
+
+
 @pytest.mark.parametrize("name, text", [("WECHAT_QR_LOGIN_ONLY", "maybe"),
                                         ("WECHAT_QR_SANDBOX", "flase"),
                                         ("WECHAT_QR_HTTP_TIMEOUT", "soon"),
