@@ -30,6 +30,7 @@ from werkzeug.wrappers import Response as BaseResponse
 from . import signals
 from .browsers import classify
 from .errors import (
+    BindingExpired,
     IdTokenError,
     InvalidRequest,
     LoginCancelled,
@@ -249,7 +250,8 @@ def error_response(error: LoginError, connection: ConnectionSettings | None,
                 fields["state"] = login.business["state"]
             return form_post(connection, fields), 200
     retry_url = None
-    if connection is not None and error.offers_retry:
+    retry = connection or _only_connection_for(error)
+    if retry is not None and error.offers_retry:
         # url_for's values are typed Any: a str dict would be checked against _external.
         again: dict[str, t.Any] = {"next": login.next_url, **login.business} if login else {}
         # A link tried again links: a login there would log in to whichever account the
@@ -257,11 +259,23 @@ def error_response(error: LoginError, connection: ConnectionSettings | None,
         linking = (login.link_user is not None if login is not None
                    else request.endpoint == "wechat_qr.link")
         retry_url = url_for("wechat_qr.link" if linking else "wechat_qr.login",
-                            connection=connection.identifier, **again)
+                            connection=retry.identifier, **again)
     return render_template("wechat_qr/error.html", error=error, connection=connection,
                            retry_url=retry_url,
                            back_url=next_url or request.script_root + "/",
                            other_login_url=_other_login_for(error, next_url)), error.status
+
+
+def _only_connection_for(error: LoginError) -> ConnectionSettings | None:
+    """Where an expired binding's page ("Log in with WeChat again") starts a login again,
+    though the binding no longer says its connection: the site's one connection; none
+    where there are several (which one it was is not known), nor for a business callback
+    URL (the business front end's ``state`` went with the binding: it starts its own)."""
+    connections = list(current_runtime().settings.connections.values())
+    if isinstance(error, BindingExpired) and len(connections) == 1 and (
+            not connections[0].callback_url):
+        return connections[0]
+    return None
 
 
 def _other_login_for(error: LoginError, next_url: str | None) -> str | None:

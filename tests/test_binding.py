@@ -503,6 +503,23 @@ def test_a_logged_in_browser_whose_binding_expired_is_told_so(make_app: t.Any,
     assert error_name(done.get("/auth/bind")) == "BindingExpired"
 
 
+def test_an_expired_binding_offers_to_log_in_with_wechat_again(make_app: t.Any,
+                                                               wechat_api: t.Any,
+                                                               clock: Clock) -> None:
+    """The page says "Log in with WeChat again"; before, it offered only "Back to the
+    site" (the expired binding no longer says its connection). With one connection there
+    is only one to log in with again."""
+    app = ask_app(make_app, WECHAT_QR_BIND_TTL=120)
+    client = app.test_client()
+    arrive(client, wechat_api)
+    clock.advance(121)
+    resp = client.get("/auth/bind")
+    assert resp.status_code == 400 and error_name(resp) == "BindingExpired"
+    html = resp.get_data(as_text=True)
+    assert [a["href"] for a in find_tags(html, "a") if "wechat-qr-button" in a.get("class", "")
+            ] == ["/auth/wechat/login"]
+
+
 def test_a_wrong_password_answer_turns_itself_into_a_visit_of_the_bind_page(
         make_app: t.Any, wechat_api: t.Any) -> None:
     """The answer to a POST puts itself in the browser's history as a visit (GET) of the
