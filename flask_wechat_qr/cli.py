@@ -128,15 +128,19 @@ def current_command() -> None:
 
 @db_group.command("stamp")
 @click.argument("revision")
-def stamp_command(revision: str) -> None:
+@click.option("--ignore-default-bind", is_flag=True,
+              help="Your user model is on a bind of its own, and the wechat_qr_* tables on "
+                   "the default bind are another app's: record REVISION on the user "
+                   "model's bind all the same.")
+def stamp_command(revision: str, ignore_default_bind: bool) -> None:
     """Record REVISION without running it, for tables made outside these migrations."""
     from alembic.util import CommandError
 
     from . import migrations
 
     try:
-        result = migrations.stamp(revision=revision)
-    except CommandError as exc:
+        result = migrations.stamp(revision=revision, ignore_default_bind=ignore_default_bind)
+    except (migrations.MigrationError, CommandError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"Flask-WeChat-QR tables: recorded as {result.after} "
                f"(was {result.before or '(none)'}).")

@@ -342,27 +342,31 @@ def _has_rows(engine: sa.Engine, name: str) -> bool:
             sa.select(sa.literal(1)).select_from(sa.table(name)).limit(1)).first())
 
 
-def left_behind_fix(bind_key: str) -> str:
+def left_behind_fix(bind_key: str, command: str = "upgrade") -> str:
     """How to go on: move this site's tables to the user table's bind, or say they are
-    another app's."""
+    another app's (with ``flask wechat-qr db <command> --ignore-default-bind``: the
+    command that was refused, ``upgrade`` or ``stamp REVISION``)."""
+    made = ("made" if command == "upgrade"
+            else f"recorded as {command.removeprefix('stamp ')}")
     return (f"if they are this site's, move the wechat_qr_* tables (wechat_qr_alembic_version "
             f"too, not the sandbox's) with their rows from the default bind's database to "
             f"the {bind_key!r} bind's, your user table's (drop any empty ones there first), "
             "then run `flask wechat-qr db upgrade`, which adds the identities' foreign key "
             "to your users; if they are another app's (a database your sites share), run "
-            "`flask wechat-qr db upgrade --ignore-default-bind` once: this site's "
-            f"tables are made on the {bind_key!r} bind and theirs are left as they are")
+            f"`flask wechat-qr db {command} --ignore-default-bind` once: this site's "
+            f"tables are {made} on the {bind_key!r} bind and theirs are left as they are")
 
 
-def _left_behind_message(bind_key: str) -> str:
+def _left_behind_message(bind_key: str, command: str = "upgrade") -> str:
     return ("The extension's tables live with your user table, on the bind "
             f"{bind_key!r}, whose database has no linked WeChat account yet; your default "
             "bind's database has WeChat accounts linked in a wechat_qr_identity table that "
             "ties them to no user table there (or to one named as yours), as earlier "
             "development versions of Flask-WeChat-QR left this site's (or this site did, "
-            "before its users moved to that bind). If they are this site's, upgrading now would "
-            "leave them unread, and every WeChat user would get a new account. Nothing was "
-            f"changed. Fix: {left_behind_fix(bind_key)}.")
+            "before its users moved to that bind). If they are this site's, "
+            f"{'upgrading' if command == 'upgrade' else 'recording a revision on that bind'} "
+            "now would leave them unread, and every WeChat user would get a new account. "
+            f"Nothing was changed. Fix: {left_behind_fix(bind_key, command)}.")
 
 
 class _Progress:
@@ -457,10 +461,23 @@ def foreign_key_status(app: Flask | None = None) -> ForeignKeyStatus:
         return _foreign_key.status(connection, runtime)
 
 
-def stamp(app: Flask | None = None, revision: str = "head") -> UpgradeResult:
-    """Record ``revision`` without running it: for tables made outside these migrations."""
+def stamp(app: Flask | None = None, revision: str = "head", *,
+          ignore_default_bind: bool = False) -> UpgradeResult:
+    """Record ``revision`` without running it: for tables made outside these migrations.
+
+    Refused (:class:`MigrationError`) as :func:`upgrade` refuses, where the default bind's
+    database has linked WeChat accounts that may be this site's
+    (:func:`left_on_the_default_bind`), unless ``ignore_default_bind``: the revision
+    recorded on the user table's bind says the choice was made, and neither ``upgrade``
+    nor ``flask wechat-qr check`` would ask again. Recording ``base`` (no revision) is
+    never refused."""
     from alembic import command
 
+    with _app_context(app) as runtime:
+        moved_to = (None if ignore_default_bind or revision == "base"
+                    else _left_behind(runtime))
+    if moved_to is not None:
+        raise MigrationError(_left_behind_message(moved_to, f"stamp {revision}"))
     with _app_context(app) as runtime, _locked_connection(engine_for(runtime)) as connection:
         before = _current(connection)
         command.stamp(alembic_config(connection), revision, purge=True)

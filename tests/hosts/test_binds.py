@@ -230,6 +230,31 @@ def test_identities_left_on_the_default_bind_are_not_left_behind(site: Site) -> 
 
 
 
+@pytest.mark.parametrize("site", VARIANTS[:1], indirect=True, ids=["sqlite"])
+def test_a_stamp_over_identities_left_on_the_default_bind_is_refused_as_an_upgrade(
+        site: Site) -> None:
+    """``db stamp`` where ``db upgrade`` stops (the default bind's database has identities
+    that may be this site's, the members' none): the revision it recorded on the members'
+    bind said the choice was made, and neither the next upgrade nor ``check`` asked again;
+    every WeChat user would get a new account. It stops the same way, with the same way
+    on (``--ignore-default-bind``, said for ``stamp``)."""
+    import host_binds
+
+    app = site.build(MIGRATED=True)
+    with app.app_context():
+        host_binds.Member.__table__.create(engine(app, "users"))
+    another_apps_identities(app, tied=False)
+    refused = flask(app, "wechat-qr", "db", "stamp", "head")
+    assert refused.exit_code == 1 and "Nothing was changed" in refused.output, refused.output
+    assert "`flask wechat-qr db stamp head --ignore-default-bind` once" in refused.output
+    assert "wechat_qr_alembic_version" not in tables(app, "users")
+    check = flask(app, "wechat-qr", "check")
+    assert check.exit_code == 1 and "move the wechat_qr_* tables" in check.output, check.output
+    result = flask(app, "wechat-qr", "db", "stamp", "head", "--ignore-default-bind")
+    assert result.exit_code == 0 and "recorded as" in result.output, result.output
+    assert "wechat_qr_alembic_version" in tables(app, "users")
+
+
 def another_apps_identities(app: Flask, *, tied: bool) -> None:
     """Another app of a database the sites share, on this site's default bind, with a
     linked WeChat account: its identities tied to its own ``account`` table by the
