@@ -116,7 +116,8 @@ def restore_sqlite_trigger(engine: sa.Engine, identity_table: sa.Table,
         return
     _trigger_checked.add(engine)
     user_column = referenced_column(identity_table)
-    if engine.dialect.name != "sqlite" or user_column is None:
+    if (engine.dialect.name != "sqlite" or user_column is None
+            or _across_sqlite_databases(user_column.table, identity_table) is not None):
         return
     before_connecting()
     with engine.begin() as connection:
@@ -143,9 +144,9 @@ FOREIGN_KEY_ENGINES = frozenset({"innodb", "ndbcluster"})
 
 @dataclass(frozen=True)
 class ForeignKeyBlocker:
-    """Why a MariaDB or MySQL database cannot keep the identities' foreign key (a table of
-    it whose storage engine keeps none, tables of two engines, a partitioned table), and
-    what makes it possible."""
+    """Why a database cannot keep the identities' foreign key (MariaDB and MySQL: a table
+    of it whose storage engine keeps none, tables of two engines, a partitioned table;
+    SQLite: a user table in another attached database), and what makes it possible."""
 
     reason: str
     fix: str
@@ -155,9 +156,10 @@ def foreign_key_blocker(connection: sa.Connection, identity_table: sa.Table
                         ) -> ForeignKeyBlocker | None:
     """What keeps the database from having the identities' foreign key, or ``None``: on any
     database a user table not made yet (one on a metadata of its own, made after the
-    extension's); on MariaDB and MySQL also storage engines and partitions (the user
-    table looked at first). The identity table not made yet is read
-    as it will be made: its engine option, or the server's default engine, unpartitioned."""
+    extension's); on SQLite a user table in another database file (attached); on MariaDB
+    and MySQL storage engines and partitions (the user table looked at first). The
+    identity table not made yet is read as it will be made: its engine option, or the
+    server's default engine, unpartitioned."""
     user_column = referenced_column(identity_table)
     if user_column is None:
         return None
@@ -170,6 +172,8 @@ def foreign_key_blocker(connection: sa.Connection, identity_table: sa.Table
         # after the extension's: no database takes a key to a table it does not have.
         return ForeignKeyBlocker(f"{user_table.fullname} does not exist yet",
                                  f"make it (your app's own tables first), {upgrade}")
+    if connection.dialect.name == "sqlite":
+        return _across_sqlite_databases(user_table, identity_table)
     if connection.dialect.name not in MYSQL_DIALECTS:
         return None
     format_table = connection.dialect.identifier_preparer.format_table
@@ -202,6 +206,25 @@ def foreign_key_blocker(connection: sa.Connection, identity_table: sa.Table
             "of one engine",
             f"ALTER TABLE {format_table(identity_table)} ENGINE={user_engine}, {upgrade}")
     return None
+
+
+def _across_sqlite_databases(user_table: sa.Table, identity_table: sa.Table
+                             ) -> ForeignKeyBlocker | None:
+    """SQLite: a user table in another database file than the identities' (``ATTACH
+    DATABASE ... AS users``, the model's ``schema="users"``) can have neither the foreign
+    key nor the trigger: SQLite looks a foreign key's table up in the database of the
+    table that declares it, and a trigger's statements in the trigger's own database."""
+    def database(table: sa.Table) -> str:
+        return table.schema or "main"
+
+    if database(user_table) == database(identity_table):
+        return None
+    return ForeignKeyBlocker(
+        f"{user_table.fullname} is in the SQLite database attached as "
+        f"{database(user_table)!r} and {identity_table.name} in {database(identity_table)!r}, "
+        "and SQLite keeps no foreign key (nor trigger) from one database file to another",
+        f"set {SETTING_KEY} = False (deleting a user through the ORM still deletes their "
+        "identities), or keep your user table in the main database")
 
 
 def _default_engine(connection: sa.Connection) -> str | None:
@@ -289,7 +312,8 @@ def with_the_identity_table(identity_table: sa.Table) -> None:
         if any(constraint.table is target for constraint in omitted):
             _omitted_foreign_keys.set({constraint for constraint in omitted
                                        if constraint.table is not target})
-        if connection.dialect.name == "sqlite" and sa.inspect(connection).has_table(
+        if connection.dialect.name == "sqlite" and _across_sqlite_databases(
+                user_column.table, target) is None and sa.inspect(connection).has_table(
                 user_column.table.name):
             connection.exec_driver_sql(sqlite_trigger(target, connection.dialect))
 

@@ -1109,3 +1109,62 @@ def test_a_foreign_key_to_users_in_a_schema_of_the_search_path_is_there(
         assert check.exit_code == 0 and "PROBLEM" not in check.output, check.output
         again = runner.invoke(args=["wechat-qr", "db", "upgrade"])
         assert again.exit_code == 0 and "Foreign key" not in again.output, again.output
+
+
+def host_with_users_attached(root: t.Any) -> Flask:
+    """A SQLite site whose users are in a database file of their own, attached to each
+    connection as ``users`` (a connect listener: ``ATTACH DATABASE ... AS users``), its
+    user model in that schema (``__table_args__ = {"schema": "users"}``)."""
+    db = SQLAlchemy()
+
+    class User(db.Model, UserMixin):  # type: ignore[name-defined,misc]
+        __table_args__ = {"schema": "users"}
+
+        id = db.Column(db.Integer, primary_key=True)
+        username = db.Column(db.String(80), unique=True)
+
+    app = Flask("attached_host", root_path=str(root))
+    app.config.update(TESTING=True, SECRET_KEY="k",
+                      SQLALCHEMY_DATABASE_URI=f"sqlite:///{root / 'site.db'}",
+                      WECHAT_QR_APP_ID=APP_ID, WECHAT_QR_APP_SECRET=APP_SECRET)
+    db.init_app(app)
+    with app.app_context():
+        users_file = str(root / "users.db").replace("'", "''")
+
+        @sa.event.listens_for(db.engine, "connect")
+        def attach(dbapi_connection: t.Any, _record: t.Any) -> None:
+            dbapi_connection.execute(f"ATTACH DATABASE '{users_file}' AS users")
+
+        User.__table__.create(db.engine)  # the site's own migrations
+    LoginManager(app)
+    WeChatQR(app, db=db, user_model=User)
+    app.db, app.User = db, User  # type: ignore[attr-defined]
+    return app
+
+
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("made_by", ["upgrade", "create_all"])
+def test_users_in_an_attached_sqlite_database_have_no_foreign_key_and_say_why(
+        database: Database, tmp_path: t.Any, made_by: str) -> None:
+    """SQLite keeps no foreign key (nor trigger) from one database file to another: for a
+    site whose users are in an attached database, ``db upgrade`` stopped ("no such table:
+    main.users") after every revision, and ``check`` reported the key missing, its fix that
+    same upgrade (tables made by ``db.create_all()``, which leaves the key out, too). The
+    key is not possible, said as for a MariaDB table that keeps none: the upgrade makes
+    the rest, and ``check`` warns, with the reason and what to do."""
+    with app_factory(lambda: host_with_users_attached(tmp_path)) as build:
+        host = build()
+        runner = host.test_cli_runner()
+        if made_by == "create_all":
+            with host.app_context():
+                host.db.create_all()  # type: ignore[attr-defined]
+        result = runner.invoke(args=["wechat-qr", "db", "upgrade"])
+        assert result.exit_code == 0, result.output
+        assert "Foreign key of the identities to users.user.id: not possible, users.user is " \
+            "in the SQLite database attached as 'users'" in result.output
+        assert "Fix: set WECHAT_QR_USER_FOREIGN_KEY = False" in result.output
+        assert version_rows(host) == [HEAD]
+        check = runner.invoke(args=["wechat-qr", "check"])
+        assert check.exit_code == 0 and "PROBLEM" not in check.output, check.output
+        assert "WARNING: the identities have no foreign key to users.user.id: users.user is " \
+            "in the SQLite database attached as 'users'" in check.output

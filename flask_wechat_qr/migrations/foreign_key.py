@@ -178,7 +178,7 @@ def _missing(connection: sa.Connection, table: sa.Table,
             and (fk.get("options") or {}).get("ondelete", "").upper() == "CASCADE"
             for fk in _user_key_constraints(inspector, table)):
         missing.append("foreign key")
-    if connection.dialect.name == "sqlite" and not _has_trigger(connection):
+    if connection.dialect.name == "sqlite" and blocked is None and not _has_trigger(connection):
         missing.append("trigger")
     return missing
 
