@@ -202,17 +202,39 @@ def _within(session: Session, savepoint: SessionTransaction) -> bool:
 #: ``session.info`` key: the session's transaction holds writes that ``session.new``,
 #: ``dirty`` and ``deleted`` no longer show (flushed, or executed as statements).
 _WROTE = "flask_wechat_qr.wrote"
-#: SQL text that reads (anything else passed as ``text()`` counts as a write)...
-_READS = re.compile(r"[\s(]*(?:SELECT|SHOW|EXPLAIN)\b", re.IGNORECASE)
-#: ...unless it takes what lasts until its transaction ends, which ending the transaction
-#: would release (or commit): a row lock (``FOR UPDATE``, ``FOR NO KEY UPDATE``, ``FOR
-#: SHARE``, ``FOR KEY SHARE``, ``LOCK IN SHARE MODE``), a PostgreSQL advisory lock of the
-#: transaction, a setting of the transaction (PostgreSQL's ``set_config(name, value,
-#: true)``: a tenant for row-level security, say), a table made by PostgreSQL's ``SELECT
-#: ... INTO``, a statement that ``EXPLAIN ANALYZE`` runs. (A sequence's ``nextval`` is no
-#: such thing: neither PostgreSQL nor MariaDB gives its value back at a rollback.)
-#: Searched in the text without its string literals, quoted names and comments
-#: (:data:`_NOT_CODE`): ``'Log into WeChat'`` is a read.
+#: The first word of SQL text (after any opening parentheses).
+_FIRST_WORD = re.compile(r"[\s(]*([A-Za-z]+)")
+#: The first words of SQL text that reads (anything else passed as ``text()`` counts as a
+#: write, but :data:`_WITH` and :data:`_PRAGMA`'s)...
+_READ_VERBS = frozenset({"select", "show", "explain", "values", "table", "describe", "desc"})
+#: ...``WITH`` (a common table expression) before a ``SELECT``, not one that writes (``WITH
+#: ... INSERT``, ``UPDATE``, ``DELETE``, ``MERGE``; PostgreSQL's data-modifying ``WITH x AS
+#: (DELETE ... RETURNING ...) SELECT ...``): text with one of those words written as code
+#: (:data:`_NOT_CODE` left out) counts as a write...
+_WITH = "with"
+_WRITE_WORDS = re.compile(r"\b(?:INSERT|UPDATE|DELETE|MERGE)\b", re.IGNORECASE)
+#: ...SQLite's ``PRAGMA`` that reads a setting (``PRAGMA foreign_keys``, ``PRAGMA
+#: main.journal_mode``) or the schema (:data:`_PRAGMA_QUERIES`), not one that sets (``PRAGMA
+#: foreign_keys = ON``, ``PRAGMA cache_size(1000)``) or acts (:data:`_PRAGMA_ACTS`)...
+_PRAGMA = "pragma"
+_PRAGMA_PARTS = re.compile(r"[\s(]*PRAGMA\s+(?:\w+\s*\.\s*)?(\w+)\s*([(=]?)", re.IGNORECASE)
+#: The pragmas whose argument in parentheses is what they read (a table, an index, a
+#: count of errors), not a value they set.
+_PRAGMA_QUERIES = frozenset({
+    "table_info", "table_xinfo", "table_list", "index_info", "index_xinfo", "index_list",
+    "foreign_key_list", "foreign_key_check", "integrity_check", "quick_check"})
+#: The pragmas that do something even without a value (``ANALYZE``, a vacuum, a checkpoint).
+_PRAGMA_ACTS = frozenset({"optimize", "incremental_vacuum", "wal_checkpoint"})
+#: ...and text of more than one statement (``SELECT 1; DELETE ...``) counts as a write...
+_NEXT_STATEMENT = re.compile(r";\s*\S")
+#: ...and a read counts as a write where it takes what lasts until its transaction ends, which
+#: ending the transaction would release (or commit): a row lock (``FOR UPDATE``, ``FOR NO KEY
+#: UPDATE``, ``FOR SHARE``, ``FOR KEY SHARE``, ``LOCK IN SHARE MODE``), a PostgreSQL advisory lock
+#: of the transaction, a setting of the transaction (PostgreSQL's ``set_config(name, value, true)``:
+#: a tenant for row-level security, say), a table made by PostgreSQL's ``SELECT ... INTO``, a
+#: statement that ``EXPLAIN ANALYZE`` runs. (A sequence's ``nextval`` is no such thing: neither
+#: PostgreSQL nor MariaDB gives its value back at a rollback.) Searched in the text without its
+#: string literals, quoted names and comments (:data:`_NOT_CODE`): ``'Log into WeChat'`` is a read.
 _HOLDS = re.compile(r"\b(?:(?:FOR\s+(?:NO\s+KEY\s+|KEY\s+)?(?:UPDATE|SHARE)|LOCK\s+IN\s+SHARE\s+"
                     r"MODE|INTO|ANALY[SZ]E|PG_(?:TRY_)?ADVISORY_XACT_LOCK(?:_SHARED)?)\b"
                     r"|SET_CONFIG\s*\((?![^()]*,\s*FALSE\s*\)))", re.IGNORECASE)
@@ -236,7 +258,8 @@ _WATCHED: weakref.WeakSet[type] = weakref.WeakSet()
 def holds_writes(session: Session) -> bool:
     """Whether ``session``'s transaction holds writes: changes waiting for a flush, or
     written in it already (a flush, an INSERT, UPDATE or DELETE through ``execute``, SQL
-    text other than a ``SELECT``), as the listeners of :func:`watch_writes` saw; taken to
+    text other than a read: ``SELECT``, ``WITH ... SELECT``, ``VALUES``, ``SHOW``, a
+    ``PRAGMA`` that reads...), as the listeners of :func:`watch_writes` saw; taken to
     hold some where nothing listens to its class (a host that replaced ``db.session``
     after ``init_app``, as test fixtures do): what it flushed cannot be known. Statements
     run on a connection of the session's (``session.connection().execute``) are not seen."""
@@ -277,25 +300,56 @@ def _executed(state: ORMExecuteState) -> None:
 def _select_holds(statement: sa.Select[t.Any]) -> bool:
     """Whether a ``SELECT`` construct takes what lasts until its transaction ends: a row
     lock (``with_for_update()``; the ORM's ``Session.get(..., with_for_update=...)`` too),
-    or a column calling one of :data:`_HOLDING_FUNCTIONS` (but ``set_config(..., False)``).
-    SQLAlchemy keeps both in private attributes (``_for_update_arg``, ``_raw_columns``, in
-    every 2.x): where another version has none, the check finds nothing, and never fails
-    a query of the site. Per ORM statement: a type looked up per column (usually one)."""
+    or a column calling one of :data:`_HOLDING_FUNCTIONS` (but ``set_config(..., False)``);
+    or writes: it selects from a common table expression of an ``INSERT``, ``UPDATE`` or
+    ``DELETE`` (``sa.select(cte)``, ``sa.select(cte.c.id)``, ``select_from(cte)``,
+    ``add_cte(cte)``; one only in a subquery of its ``WHERE`` is not seen). SQLAlchemy
+    keeps them in private attributes (``_for_update_arg``, ``_raw_columns``,
+    ``_from_obj``, ``_independent_ctes``, in every 2.x): where another version has none,
+    the check finds nothing, and never fails a query of the site. Per ORM statement: a
+    type looked up per column (usually one), and a column's table where it is a column."""
     try:
         if statement._for_update_arg is not None:
             return True
-        columns = statement._raw_columns
+        columns: t.Sequence[t.Any] = statement._raw_columns  # of several types: looked at
+        froms = statement._from_obj
+        ctes = statement._independent_ctes
     except AttributeError:
         return False
-    for column in columns:  # a loop: a generator would cost more than the rest
-        if type(column) in _CALLS and _calls_holding(column):
-            return True
+    # loops and checks inline: generators and calls would cost more than the rest
+    for column in columns:
+        kind = type(column)
+        if kind in _LOOKED_INTO:
+            if kind in _CALLS:
+                if _calls_holding(column):
+                    return True
+            else:
+                table = column if kind is _CTE else column.table
+                if type(table) is _CTE and isinstance(table.element, _DML):
+                    return True
+    if froms or ctes:
+        for table in froms:
+            if type(table) is _CTE and isinstance(table.element, _DML):
+                return True
+        for table in ctes:
+            if type(table) is _CTE and isinstance(table.element, _DML):
+                return True
     return False
 
 
 #: The column types :func:`_calls_holding` looks into: a function called by name
 #: (``sa.func.name(...)``), labelled or not.
 _CALLS = frozenset({sa.sql.functions.Function, sa.sql.elements.Label})
+#: A common table expression (``.cte()``), and the columns whose table may be one: a
+#: ``SELECT`` of a ``WITH`` that writes (PostgreSQL's ``sa.select(sa.insert(...)
+#: .returning(...).cte())``) writes.
+_CTE = sa.sql.selectable.CTE
+_COLUMNS = frozenset({sa.Column})  # a CTE's columns are plain ones, never the ORM's
+#: What such a common table expression is of: an ``INSERT``, ``UPDATE`` or ``DELETE``.
+_DML = sa.sql.dml.UpdateBase
+#: The column types :func:`_select_holds` looks into.
+_LOOKED_INTO = _CALLS | _COLUMNS | {_CTE}
+
 
 
 def _calls_holding(column: t.Any) -> bool:
@@ -310,17 +364,37 @@ def _calls_holding(column: t.Any) -> bool:
 
 @functools.lru_cache(maxsize=256)
 def _reads_only(text: str) -> bool:
-    """Whether SQL text only reads (:data:`_READS`, :data:`_HOLDS`); kept per text, which
-    a site's code mostly passes as the same string each time."""
-    if not _READS.match(text):
-        if not text.lstrip().startswith(("--", "/*")):
-            return False
+    """Whether SQL text only reads (:data:`_READ_VERBS`, :data:`_WITH`, :data:`_PRAGMA`,
+    :data:`_HOLDS`); kept per text, which a site's code mostly passes as the same string
+    each time."""
+    if text.lstrip().startswith(("--", "/*")):
         text = _NOT_CODE.sub(" ", text)  # a comment first (a tracing tag, say)
-        if not _READS.match(text):
-            return False
+    first = _FIRST_WORD.match(text)
+    verb = first.group(1).lower() if first is not None else ""
+    if verb == _PRAGMA:
+        return _pragma_reads(text)
+    if verb not in _READ_VERBS and verb != _WITH:
+        return False
     lowered = text.lower()
-    return not (any(word in lowered for word in _HOLDS_WORDS)
-                and _HOLDS.search(_NOT_CODE.sub(" ", text)))
+    if (verb == _WITH or ";" in lowered
+            or any(word in lowered for word in _HOLDS_WORDS)):
+        code = _NOT_CODE.sub(" ", text)
+        return not (_HOLDS.search(code) or _NEXT_STATEMENT.search(code)
+                    or (verb == _WITH and _WRITE_WORDS.search(code)))
+    return True
+
+
+def _pragma_reads(text: str) -> bool:
+    """Whether SQLite's ``PRAGMA`` text reads (:data:`_PRAGMA`)."""
+    parts = _PRAGMA_PARTS.match(text)
+    if parts is None or _NEXT_STATEMENT.search(_NOT_CODE.sub(" ", text)):
+        return False
+    name, then = parts.group(1).lower(), parts.group(2)
+    if then == "=":
+        return False
+    if then == "(":
+        return name in _PRAGMA_QUERIES
+    return name not in _PRAGMA_ACTS
 
 
 def _ended(session: Session, transaction: SessionTransaction) -> None:

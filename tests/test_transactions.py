@@ -150,6 +150,31 @@ def test_a_lock_wait_timeout_on_mariadb_is_no_conflict(database: t.Any) -> None:
     # a setting of the transaction (row-level security's tenant, say), not of the session
     ("SELECT set_config('app.tenant', 'acme', true)", True),
     ("SELECT set_config('app.tenant', 'acme', false)", False),
+    # reads that do not begin with SELECT: a common table expression, a table value
+    # constructor, SQLite's pragmas that read, MariaDB's and PostgreSQL's SHOW, EXPLAIN
+    ("WITH recent AS (SELECT id FROM visits) SELECT count(*) FROM recent", False),
+    ("with recursive n(i) as (select 1 union all select i + 1 from n where i < 3) "
+     "select i from n", False),
+    ("WITH notes AS (SELECT 'update me' AS note) SELECT note FROM notes", False),
+    ("-- tagged\nWITH recent AS (SELECT id FROM visits) SELECT id FROM recent", False),
+    ("VALUES (1), (2)", False),
+    ("PRAGMA table_info(visits)", False),
+    ('PRAGMA main.index_list("visits")', False),
+    ("PRAGMA foreign_keys", False),
+    ("SHOW VARIABLES LIKE 'version'", False),
+    ("EXPLAIN SELECT id FROM visits", False),
+    # ...but a common table expression that writes, or whose SELECT locks, holds
+    ("WITH made AS (INSERT INTO visits (id) VALUES (1) RETURNING id) SELECT id FROM made",
+     True),
+    ("WITH gone AS (DELETE FROM visits RETURNING id) SELECT count(*) FROM gone", True),
+    ("WITH old AS (SELECT id FROM visits) UPDATE visits SET n = 1 WHERE id IN "
+     "(SELECT id FROM old)", True),
+    ("WITH old AS (SELECT id FROM visits) SELECT id FROM old FOR UPDATE", True),
+    # and a pragma that sets or acts, and a second statement after a read, are writes
+    ("PRAGMA foreign_keys = ON", True),
+    ("PRAGMA cache_size(1000)", True),
+    ("PRAGMA optimize", True),
+    ("SELECT 1; DELETE FROM visits", True),
 ])
 def test_sql_text_that_holds_something_until_its_commit_is_no_read(
     tmp_path: t.Any, text: str, holds: bool
@@ -157,8 +182,10 @@ def test_sql_text_that_holds_something_until_its_commit_is_no_read(
     """SQL text run through the session: a ``SELECT`` is a read, which the extension may
     end the transaction of before calling WeChat, unless it takes what only the
     transaction's end gives back (a row lock, an advisory lock of the transaction, a table
-    of ``SELECT ... INTO``). Classified before the database runs it (SQLite here, which
-    knows none of them: its refusal does not matter)."""
+    of ``SELECT ... INTO``). So are ``WITH ... SELECT``, ``VALUES`` and SQLite's pragmas
+    that read, which counted as writes (the transaction was kept across WeChat's call),
+    but not a ``WITH`` that writes, nor a pragma that sets. Classified before the database
+    runs it (SQLite here, which knows few of them: its refusal does not matter)."""
     assert holds_after(tmp_path, sa.text(text)) is holds
 
 
@@ -189,6 +216,12 @@ def _visits() -> sa.Table:
     return sa.Table("visits", sa.MetaData(), sa.Column("id", sa.Integer, primary_key=True))
 
 
+def _made() -> sa.CTE:
+    """PostgreSQL's data-modifying ``WITH``: an ``INSERT ... RETURNING`` as a CTE."""
+    visits = _visits()
+    return sa.insert(visits).values(id=1).returning(visits.c.id).cte("made")
+
+
 @pytest.mark.parametrize(("statement", "holds"), [
     (lambda: sa.select(_visits()), False),
     (lambda: sa.select(sa.func.count()).select_from(_visits()), False),
@@ -199,16 +232,24 @@ def _visits() -> sa.Table:
     (lambda: sa.select(sa.func.pg_advisory_lock(7)), False),  # the session's: outlives a commit
     (lambda: sa.select(sa.func.set_config("app.tenant", "acme", True)), True),
     (lambda: sa.select(sa.func.set_config("app.tenant", "acme", False)), False),
+    (lambda: sa.select(_made()), True),
+    (lambda: sa.select(_made().c.id), True),
+    (lambda: sa.select(sa.literal(1)).select_from(_made()), True),
+    (lambda: sa.select(sa.literal(1)).add_cte(_made()), True),
+    (lambda: sa.select(_visits().select().cte("recent")), False),
 ], ids=["select", "count", "for-update", "for-share-nowait", "advisory-xact-lock",
         "try-advisory-xact-lock-labelled", "advisory-lock", "set-config-local",
-        "set-config-session"])
+        "set-config-session", "select-of-cte-insert", "column-of-cte-insert",
+        "from-cte-insert", "cte-insert-added", "select-of-cte-select"])
 def test_a_select_construct_that_holds_something_until_its_commit_is_no_read(
     tmp_path: t.Any, statement: t.Callable[[], sa.Select[t.Any]], holds: bool
 ) -> None:
     """A ``SELECT`` built with SQLAlchemy, run through the session: ``with_for_update()``
     was told apart, a PostgreSQL advisory lock of the transaction or a setting of it taken
     as ``sa.select(sa.func.pg_advisory_xact_lock(key))`` was not (the site's natural way to
-    write the text that was). Classified before the database runs it (SQLite here)."""
+    write the text that was), nor a ``SELECT`` of a common table expression that writes
+    (PostgreSQL's ``WITH made AS (INSERT ... RETURNING ...) SELECT ...``). Classified
+    before the database runs it (SQLite here)."""
     assert holds_after(tmp_path, statement()) is holds
 
 

@@ -486,6 +486,37 @@ def test_the_hosts_writes_are_committed_with_the_login_not_before(
     assert_committed_with_the_login(host_writes(make_app(), how), wechat_api)
 
 
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("how", ["select-of-cte", "cte-added", "text"])
+def test_the_hosts_write_in_a_common_table_expression_is_committed_with_the_login(
+    make_app: t.Any, database: Database, wechat_api: WeChatAPI, how: str
+) -> None:
+    """A host whose ``before_request`` writes with PostgreSQL's data-modifying ``WITH``
+    (``sa.select(sa.insert(...).returning(...).cte())``, or the ``INSERT`` added to a
+    ``SELECT`` with ``add_cte``, or as SQL text): the construct was taken for a read, and
+    the extension committed the host's row before calling WeChat. It is committed with
+    the login's own commit, as the host's other writes are."""
+    app = make_app()
+    db, User = app.db, app.User  # type: ignore[attr-defined]
+    users = User.__table__
+
+    @app.before_request
+    def write_first() -> None:
+        if not request.path.endswith("/callback"):
+            return
+        name = f"visitor-{secrets.token_hex(4)}"
+        if how == "text":
+            db.session.execute(sa.text(
+                f"WITH made AS (INSERT INTO {quoted(app, 'user')} (username) VALUES (:name) "
+                "RETURNING id) SELECT id FROM made"), {"name": name})
+            return
+        made = sa.insert(users).values(username=name).returning(users.c.id).cte("made")
+        db.session.execute(sa.select(made) if how == "select-of-cte"
+                           else sa.select(sa.literal(1)).add_cte(made))
+
+    assert_committed_with_the_login(app, wechat_api)
+
+
 def test_a_session_the_host_made_after_init_app_keeps_its_flushed_writes(
     make_app: t.Any, wechat_api: WeChatAPI
 ) -> None:
@@ -927,9 +958,49 @@ def test_a_hosts_read_whose_text_says_into_is_a_read(make_app: t.Any,
     def read_banner() -> None:
         db.session.execute(sa.text("SELECT 'Log into the site with WeChat' AS banner"))
 
+    assert_one_connection_serves_a_parked_login(app, wechat_api)
+
+
+def assert_one_connection_serves_a_parked_login(app: Flask, wechat_api: WeChatAPI) -> None:
+    """A first login with a next too long for the cookie (parked: a connection of its own
+    beside the request's) ends where it should, without waiting ``pool_timeout``."""
     people(wechat_api)
     long_next = "/welcome?" + "x" * 400  # too long for the cookie: parked
     browser = app.test_client()
     state = start_login(browser, next=long_next)
     done = browser.get("/auth/wechat/callback", query_string={"code": "P1-a", "state": state})
     assert done.status_code == 302 and done.headers["Location"] == long_next
+
+
+#: Reads of a host that do not begin with SELECT, by the databases that know them.
+READS_OF_OTHER_SHAPES = {
+    "with-select": "WITH banner AS (SELECT 'Log in with WeChat' AS text) SELECT text "
+                   "FROM banner",
+    "values": "VALUES (1)",
+    "pragma-table-info": "PRAGMA table_info(wechat_qr_identity)",
+    "pragma-foreign-keys": "PRAGMA foreign_keys",
+}
+
+
+@pytest.mark.parametrize(("database", "how"), [
+    ("sqlite", "with-select"), ("postgresql", "with-select"), ("mariadb", "with-select"),
+    ("sqlite", "values"), ("postgresql", "values"), ("mariadb", "values"),
+    ("sqlite", "pragma-table-info"), ("sqlite", "pragma-foreign-keys"),
+], indirect=["database"])
+def test_a_hosts_read_of_another_shape_is_a_read(make_app: t.Any, database: Database,
+                                                 wechat_api: WeChatAPI, how: str) -> None:
+    """A host whose read at the start of every request is a ``WITH ... SELECT``, a
+    ``VALUES`` or (SQLite) a pragma that reads: it counted as the host's writes, and the
+    request's transaction was kept across WeChat's call, holding its connection (and a
+    snapshot; on SQLite outside WAL a lock every writer waits for): on a pool of one
+    connection a login whose next is parked waited ``pool_timeout`` for itself, then
+    failed. It is ended as a ``SELECT``'s is."""
+    app = make_app(SQLALCHEMY_ENGINE_OPTIONS={"pool_size": 1, "max_overflow": 0,
+                                              "pool_timeout": 1})
+    db = app.db  # type: ignore[attr-defined]
+
+    @app.before_request
+    def read_first() -> None:
+        db.session.execute(sa.text(READS_OF_OTHER_SHAPES[how]))
+
+    assert_one_connection_serves_a_parked_login(app, wechat_api)
