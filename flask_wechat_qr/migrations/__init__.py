@@ -283,10 +283,15 @@ def upgrade(app: Flask | None = None, revision: str = "head", *,
         try:
             status = _foreign_key.install(connection, runtime) if after is not None else None
         except sa.exc.DBAPIError as error:
-            raise MigrationError(
-                "The extension's tables are at revision "
-                f"{after}, but the identities' foreign key to your users could not be added: "
-                f"the database refused it ({_first_line(error)}). {_AGAIN}") from error
+            refused = ("the identities' foreign key to your users could not be added: the "
+                       f"database refused it ({_first_line(error)})")
+            if connection.dialect.name in MYSQL_DIALECTS:  # each revision committed as it ran
+                raise MigrationError(f"The extension's tables are at revision {after}, but "
+                                     f"{refused}. {_AGAIN}") from error
+            raise MigrationError(  # PostgreSQL and SQLite roll the whole run back
+                f"The upgrade of the extension's tables stopped after its revisions: "
+                f"{refused}; nothing of the upgrade was kept (the database rolled it back). "
+                f"{_AGAIN}") from error
         return UpgradeResult(before, after, adopted, status)
 
 
