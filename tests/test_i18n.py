@@ -593,7 +593,14 @@ def extracted_messages() -> dict[str | tuple[str, str], list[str]]:
     import configparser
 
     from babel.messages.extract import DEFAULT_KEYWORDS, extract_from_dir
-    from babel.messages.frontend import parse_keywords, parse_mapping_cfg
+    from babel.messages.frontend import parse_keywords
+
+    try:
+        from babel.messages.frontend import parse_mapping_cfg
+    except ImportError:  # Babel before 2.14 (the package's floor is 2.12): the old name
+        from babel.messages.frontend import (  # type: ignore[attr-defined,no-redef]
+            parse_mapping as parse_mapping_cfg,
+        )
 
     with open(ROOT / "babel.cfg", encoding="utf-8") as config:
         method_map, options_map = parse_mapping_cfg(config)
