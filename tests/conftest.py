@@ -30,10 +30,12 @@ from support import (
     WeChatAPI,
     app_factory,
     dispose_admin_engines,
+    drop_given_back,
     example_site,
     forget_site_templates,
     make_test_app,
     set_journal_mode,
+    settings_key,
 )
 
 
@@ -91,12 +93,16 @@ def sqlite_without_fsync() -> t.Iterator[None]:
 
 @pytest.fixture(scope="session", autouse=True)
 def admin_engines() -> t.Iterator[None]:
-    """The connections that create and drop the tests' PostgreSQL schemas (support's
-    admin_engine) are closed when the session ends."""
+    """The schemas given back for later tests' hosts (support.Database.drop) are dropped, and
+    the connections that create and drop the tests' schemas (support's admin_engine)
+    closed, when the session ends."""
     try:
         yield
     finally:
-        dispose_admin_engines()
+        try:
+            drop_given_back()
+        finally:
+            dispose_admin_engines()
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -192,19 +198,33 @@ def database(request: pytest.FixtureRequest, tmp_path: t.Any) -> t.Iterator[Data
         database.drop()
 
 
+#: Settings naming the host's databases: its tables go there, not in the test's schema.
+OWN_DATABASES = ("SQLALCHEMY_DATABASE_URI", "SQLALCHEMY_BINDS")
+
+
 @pytest.fixture
 def make_app(tmp_path: t.Any, database: Database) -> t.Iterator[t.Callable[..., Flask]]:
     """``make_app(**config)``: a new test host (support.make_test_app) on the test's
-    database, in a folder of its own; its tables made as the run's first
-    ``create_all`` with the same settings made them, unless ``replay_create_all=False``."""
+    database, in a folder of its own; its tables as the run's first ``create_all`` with the
+    same settings made them (support.Database.host_url: a copy, a schema an earlier test's
+    host made them in and gave back emptied, or the statements replayed), unless
+    ``replay_create_all=False``: then its own create_all makes them."""
     counter = iter(range(1000))
 
     def build(*, replay_create_all: bool = True, **config: t.Any) -> Flask:
         name = f"app{next(counter)}"
         folder = tmp_path / name
         folder.mkdir()
-        return make_test_app(folder, database.url(name), replay_create_all=replay_create_all,
-                             **config)
+        settings = settings_key({k: v for k, v in config.items() if k != "before_init"})
+        if not replay_create_all or any(key in config for key in OWN_DATABASES):
+            return make_test_app(folder, database.url(name),
+                                 replay_create_all=replay_create_all, **config)
+        url, tables_made = database.host_url(name, settings)
+        app = make_test_app(folder, url, replay_create_all=True, tables_made=tables_made,
+                            **config)
+        if not tables_made:
+            database.record_tables(url, settings)
+        return app
 
     with app_factory(build) as factory:
         yield factory

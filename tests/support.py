@@ -5,9 +5,11 @@ errors as HTTP 200 ``errcode`` JSON, CJK + emoji nicknames)."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
+import shutil
 import ssl
 import subprocess
 import sys
@@ -94,13 +96,14 @@ PAST_THE_REPEAT_WINDOW = 60
 
 
 def make_test_app(tmp_path: t.Any, database_url: str | None = None, *,
-                  replay_create_all: bool = False,
+                  replay_create_all: bool = False, tables_made: bool = False,
                   before_init: t.Callable[[Flask], None] | None = None,
                   **config: t.Any) -> Flask:
     """A small host site: Flask-SQLAlchemy users, Flask-Login, WeChatQR; its tables made by
     ``db.create_all()``, or with ``replay_create_all`` as the run's first one with the same
-    settings made them (:func:`create_all_as_before`). ``before_init(app)`` runs before
-    ``WeChatQR`` (e.g. to register the host's own routes first)."""
+    settings made them (:func:`create_all_as_before`), or none made with ``tables_made``:
+    the database already has them, empty (:meth:`Database.host_url`). ``before_init(app)``
+    runs before ``WeChatQR`` (e.g. to register the host's own routes first)."""
     db = SQLAlchemy()
 
     class User(db.Model, UserMixin):  # type: ignore[name-defined,misc]
@@ -140,9 +143,12 @@ def make_test_app(tmp_path: t.Any, database_url: str | None = None, *,
             return f"logged in as {current_user.id} {current_user.nickname}"
         return "anonymous"
 
-    with app.app_context():
-        replayed = create_all_as_before(db, repr(sorted(config.items()))) if replay_create_all \
-            else db.create_all()
+    if tables_made:
+        replayed = True
+    else:
+        with app.app_context():
+            replayed = create_all_as_before(db, settings_key(config)) if replay_create_all \
+                else db.create_all()
     app.db = db  # type: ignore[attr-defined]
     app.User = User  # type: ignore[attr-defined]
     app.wechat = wechat  # type: ignore[attr-defined]
@@ -187,6 +193,12 @@ def schema_and_rows(app: Flask) -> dict[str, t.Any]:
                 "SELECT name, tbl_name, sql FROM sqlite_master WHERE type = 'trigger' "
                 "ORDER BY name")).all()
     return found
+
+
+def settings_key(config: dict[str, t.Any]) -> str:
+    """What tells one test host's tables from another's: its settings (:func:`make_test_app`'s
+    ``config``)."""
+    return repr(sorted(config.items()))
 
 
 #: create_all's statements by database server and settings (:func:`create_all_as_before`);
@@ -467,14 +479,16 @@ def without_tls(server_url: str | None) -> str | None:
 
 class Database:
     """Where one test's databases live: SQLite files in its folder, one PostgreSQL schema
-    per database name, or one MariaDB/MySQL database per name (dropped afterwards), so
-    tests never see each other's rows."""
+    per database name, or one MariaDB/MySQL database per name (dropped afterwards, or given
+    back emptied: :meth:`host_url`), so tests never see each other's rows."""
 
     def __init__(self, backend: str, tmp_path: t.Any, server_url: str | None = None) -> None:
         self.backend = backend
         self.tmp_path = tmp_path
         self.server_url = without_tls(server_url) if backend == "mariadb" else server_url
         self.schemas: list[str] = []
+        #: the schemas :meth:`host_url` gave, with their hosts' settings
+        self.host_schemas: dict[str, str] = {}
 
     @property
     def is_postgres(self) -> bool:
@@ -501,21 +515,267 @@ class Database:
             else:
                 conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
         self.schemas.append(schema)
+        return self._url_of(schema)
+
+    def _url_of(self, schema: str) -> str:
+        import sqlalchemy as sa
+
         if self.is_mysql:
             return sa.make_url(self.server_url or "").set(database=schema).render_as_string(
                 hide_password=False)
         separator = "&" if "?" in (self.server_url or "") else "?"
         return f"{self.server_url}{separator}options=-csearch_path%3D{schema}"
 
+    def host_url(self, name: str, settings: str) -> tuple[str, bool]:
+        """A database for a test host (support.make_test_app) with ``settings``
+        (:func:`settings_key`), and whether it already has the tables that host's create_all
+        makes, empty: on SQLite a copy of the file the run's first such host's create_all
+        made; on a server a schema (MariaDB: database) an earlier test's host with the same
+        settings made them in, given back emptied by that test's :meth:`drop` because its
+        schema was still as made. Without one (False), call :meth:`record_tables` once the
+        host made its tables. Creating tables costs a server a tenth of a second a test."""
+        if self.backend == "sqlite":
+            url = self.url(name)
+            template = _SQLITE_HOST_TEMPLATES.get(settings)
+            if template is None:
+                return url, False
+            shutil.copyfile(template, self.tmp_path / (name + ".db"))
+            return url, True
+        given_back = _GIVEN_BACK.get((self.server_url or "", settings))
+        if given_back:
+            schema = given_back.pop()
+            self.schemas.append(schema)
+            self.host_schemas[schema] = settings
+            return self._url_of(schema), True
+        url = self.url(name)
+        self.host_schemas[self.schemas[-1]] = settings
+        return url, False
+
+    def record_tables(self, url: str, settings: str) -> None:
+        """The host on ``url`` (from :meth:`host_url`) made its tables: what they look like now
+        is what a later test's host with the same ``settings`` gets."""
+        import sqlalchemy as sa
+
+        if self.backend == "sqlite":
+            if settings not in _SQLITE_HOST_TEMPLATES:
+                import sqlite3
+
+                path = _template_folder() / f"host{len(_SQLITE_HOST_TEMPLATES)}.db"
+                with contextlib.closing(sqlite3.connect(sa.make_url(url).database or "")) as \
+                        source, contextlib.closing(sqlite3.connect(path)) as copy:
+                    source.backup(copy)
+                _SQLITE_HOST_TEMPLATES[settings] = path
+            return
+        key = (self.server_url or "", settings)
+        if key not in _FINGERPRINTS:
+            with admin_engine(self.server_url or "").connect() as conn:
+                _FINGERPRINTS[key] = _fingerprint(conn, self._schema_of(url))
+
+    def _schema_of(self, url: str) -> str:
+        import sqlalchemy as sa
+
+        parsed = sa.make_url(url)
+        if self.is_mysql:
+            return parsed.database or ""
+        return str(parsed.query["options"]).split("=", 1)[1]
+
     def drop(self) -> None:
+        """Drop the test's schemas; a host's (:meth:`host_url`) still as it was made is given
+        back instead, emptied, for a later test's host with the same settings."""
         if not self.schemas:
             return
         import sqlalchemy as sa
 
-        with admin_engine(self.server_url or "").begin() as conn:
-            for schema in self.schemas:
+        engine = admin_engine(self.server_url or "")
+        for schema in self.schemas:
+            key = (self.server_url or "", self.host_schemas.get(schema, ""))
+            fingerprint = _FINGERPRINTS.get(key) if schema in self.host_schemas else None
+            if fingerprint is not None and len(_GIVEN_BACK.get(key, ())) < _GIVEN_BACK_PER_KEY:
+                with engine.connect() as conn:
+                    if _emptied(conn, schema, fingerprint):
+                        _GIVEN_BACK.setdefault(key, []).append(schema)
+                        continue
+            with engine.begin() as conn:
                 conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{schema}`" if self.is_mysql
                                      else f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+
+
+#: Schemas (MariaDB: databases) given back by :meth:`Database.drop`, by server and their
+#: hosts' settings; at most :data:`_GIVEN_BACK_PER_KEY` each.
+_GIVEN_BACK: dict[tuple[str, str], list[str]] = {}
+_GIVEN_BACK_PER_KEY = 4
+#: What the run's first schema of a test host with given settings looked like once its tables
+#: were made (:func:`_fingerprint`), by server and settings: a schema is given back only as
+#: that.
+_FINGERPRINTS: dict[tuple[str, str], str] = {}
+#: The file the run's first SQLite test host with given settings made (Database.host_url).
+_SQLITE_HOST_TEMPLATES: dict[str, Path] = {}
+
+
+def drop_given_back() -> None:
+    """Drop the schemas given back for later tests (the session is over)."""
+    import sqlalchemy as sa
+
+    _FINGERPRINTS.clear()
+    while _GIVEN_BACK:
+        (server_url, _settings), schemas = _GIVEN_BACK.popitem()
+        mysql = sa.make_url(server_url).get_backend_name() == "mysql"
+        with admin_engine(server_url).begin() as conn:
+            for schema in schemas:
+                conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{schema}`" if mysql
+                                     else f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+
+
+#: Everything about a PostgreSQL schema a test could change (tables, columns, defaults,
+#: constraints, indexes, triggers, functions, views, sequences, grants, row security,
+#: storage options, owners, comments), as one digest that does not name the schema (read
+#: with the schema as the search path, and its name taken out of definitions).
+_POSTGRES_FINGERPRINT = """
+SELECT md5(coalesce(string_agg(x, E'\\n' ORDER BY x), '')) FROM (
+ SELECT concat_ws(' ', 'c', c.relname, c.relkind, c.relacl, c.reloptions, c.relrowsecurity,
+                  c.relowner, obj_description(c.oid, 'pg_class')) AS x
+   FROM pg_class c WHERE c.relnamespace = to_regnamespace(:s)
+ UNION ALL SELECT concat_ws(' ', 'a', c.relname, a.attnum, a.attname,
+                  format_type(a.atttypid, a.atttypmod), a.attnotnull, a.attidentity,
+                  a.attgenerated, a.attcollation, pg_get_expr(d.adbin, d.adrelid))
+   FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+   LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+   WHERE c.relnamespace = to_regnamespace(:s) AND a.attnum > 0 AND NOT a.attisdropped
+ UNION ALL SELECT concat_ws(' ', 'k', conrelid::regclass, conname, pg_get_constraintdef(oid))
+   FROM pg_constraint WHERE connamespace = to_regnamespace(:s)
+ UNION ALL SELECT concat_ws(' ', 'i',
+                  replace(pg_get_indexdef(i.indexrelid), quote_ident(:s) || '.', ''))
+   FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+   WHERE c.relnamespace = to_regnamespace(:s)
+ UNION ALL SELECT concat_ws(' ', 't',
+                  replace(pg_get_triggerdef(t.oid), quote_ident(:s) || '.', ''), t.tgenabled)
+   FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+   WHERE c.relnamespace = to_regnamespace(:s) AND NOT t.tgisinternal
+ UNION ALL SELECT concat_ws(' ', 'r', rulename, definition)
+   FROM pg_rules WHERE schemaname = :s
+ UNION ALL SELECT concat_ws(' ', 'p', p.oid::regprocedure, md5(replace(pg_get_functiondef(p.oid),
+                                                          quote_ident(:s) || '.', '')))
+   FROM pg_proc p WHERE p.pronamespace = to_regnamespace(:s) AND p.prokind IN ('f', 'p')
+ UNION ALL SELECT concat_ws(' ', 'y', t.typname, t.typtype)
+   FROM pg_type t WHERE t.typnamespace = to_regnamespace(:s)
+ UNION ALL SELECT concat_ws(' ', 'n', nspowner, nspacl)
+   FROM pg_namespace WHERE oid = to_regnamespace(:s)
+) parts
+"""
+
+#: The same of a MariaDB/MySQL database: its tables' definitions (SHOW CREATE TABLE, which
+#: has their columns, keys, indexes, checks and options), its triggers (SHOW TRIGGERS) and
+#: this (information_schema's views of keys and columns take a server ten times as long).
+_MYSQL_FINGERPRINT = """
+SELECT CONCAT_WS(' ', 'r', ROUTINE_NAME, ROUTINE_TYPE, MD5(IFNULL(ROUTINE_DEFINITION, '')))
+  FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = :s
+UNION ALL SELECT CONCAT_WS(' ', 'e', EVENT_NAME)
+  FROM information_schema.EVENTS WHERE EVENT_SCHEMA = :s
+UNION ALL SELECT CONCAT_WS(' ', 'p', GRANTEE, PRIVILEGE_TYPE)
+  FROM information_schema.SCHEMA_PRIVILEGES WHERE TABLE_SCHEMA = :s
+UNION ALL SELECT CONCAT_WS(' ', 'q', GRANTEE, TABLE_NAME, PRIVILEGE_TYPE)
+  FROM information_schema.TABLE_PRIVILEGES WHERE TABLE_SCHEMA = :s
+UNION ALL SELECT CONCAT_WS(' ', 'l', GRANTEE, TABLE_NAME, COLUMN_NAME, PRIVILEGE_TYPE)
+  FROM information_schema.COLUMN_PRIVILEGES WHERE TABLE_SCHEMA = :s
+UNION ALL SELECT CONCAT_WS(' ', 's', DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME)
+  FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = :s
+"""
+
+
+def _fingerprint(conn: t.Any, schema: str) -> str:
+    """A digest of everything a test could have changed in ``schema`` but its rows, that does
+    not depend on the schema's name (PostgreSQL: read with it as the search path)."""
+    import sqlalchemy as sa
+
+    if conn.dialect.name == "mysql":
+        tables = conn.exec_driver_sql(f"SHOW FULL TABLES FROM `{schema}`").all()
+        parts = [repr(tuple(table)) for table in tables]
+        for name, _kind in tables:
+            definition = conn.exec_driver_sql(f"SHOW CREATE TABLE `{schema}`.`{name}`").one()[1]
+            # the counter is the rows'; the indexes come in the order they were made, which
+            # is not the same from one create_all to the next
+            lines = re.sub(r" AUTO_INCREMENT=\d+", "", definition).replace(",\n", "\n")
+            indexes = re.compile(r"\s*(UNIQUE |FULLTEXT |SPATIAL )?KEY ")
+            parts.append("\n".join([line for line in lines.splitlines()
+                                    if not indexes.match(line)]
+                                   + sorted(filter(indexes.match, lines.splitlines()))))
+        parts += [repr(tuple(trigger)[:5])  # name, event, table, statement, timing
+                  for trigger in conn.exec_driver_sql(f"SHOW TRIGGERS FROM `{schema}`")]
+        parts += conn.execute(sa.text(_MYSQL_FINGERPRINT), {"s": schema}).scalars().all()
+        return hashlib.md5("\n".join(sorted(parts)).encode()).hexdigest()
+    with conn.begin():
+        conn.execute(sa.text("SELECT set_config('search_path', quote_ident(:s), true)"),
+                     {"s": schema})
+        return str(conn.execute(sa.text(_POSTGRES_FINGERPRINT), {"s": schema}).scalar())
+
+
+#: Empty a PostgreSQL schema (its name and fingerprint filled in) and restart its sequences,
+#: in one round trip, unless its fingerprint is no longer the one given.
+_POSTGRES_EMPTYING = """
+DO $$
+DECLARE
+  r record;
+BEGIN
+  PERFORM set_config('search_path', quote_ident(%(schema)s), true);
+  IF (%(fingerprint_query)s) IS DISTINCT FROM %(fingerprint)s THEN
+    RAISE EXCEPTION 'schema changed';
+  END IF;
+  -- no foreign key is checked (nor trigger fired) while every row goes
+  SET LOCAL session_replication_role = replica;
+  FOR r IN SELECT relname FROM pg_class
+           WHERE relnamespace = to_regnamespace(%(schema)s) AND relkind IN ('r', 'p') LOOP
+    EXECUTE format('DELETE FROM %%I.%%I', %(schema)s, r.relname);
+  END LOOP;
+  FOR r IN SELECT sequencename FROM pg_sequences
+           WHERE schemaname = %(schema)s AND last_value IS NOT NULL LOOP
+    EXECUTE format('ALTER SEQUENCE %%I.%%I RESTART', %(schema)s, r.sequencename);
+  END LOOP;
+END
+$$
+"""
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _emptied(conn: t.Any, schema: str, fingerprint: str) -> bool:
+    """Empty ``schema``'s tables and restart its counters (as a new schema's start), if it is
+    still as :func:`_fingerprint` was when its first tables were made, and no connection uses
+    it; else (or on any error) False, and the schema is left for its DROP."""
+    import sqlalchemy as sa
+
+    try:
+        if conn.dialect.name != "mysql":
+            statement = _POSTGRES_EMPTYING % {
+                "schema": _literal(schema), "fingerprint": _literal(fingerprint),
+                "fingerprint_query": _POSTGRES_FINGERPRINT.replace(":s", _literal(schema))}
+            with conn.begin():
+                conn.connection.cursor().execute(statement)
+            return True
+        if _fingerprint(conn, schema) != fingerprint or conn.execute(sa.text(
+                "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE DB = :s"),
+                {"s": schema}).scalar():
+            conn.rollback()
+            return False
+        tables = conn.execute(sa.text(
+            "SELECT TABLE_NAME, AUTO_INCREMENT FROM information_schema.TABLES "
+            "WHERE TABLE_SCHEMA = :s AND TABLE_TYPE = 'BASE TABLE'"), {"s": schema}).all()
+        conn.execute(sa.text("SET FOREIGN_KEY_CHECKS = 0"))
+        try:
+            for name, _counter in tables:
+                conn.execute(sa.text(f"DELETE FROM `{schema}`.`{name}`"))
+            conn.commit()
+        finally:
+            conn.execute(sa.text("SET FOREIGN_KEY_CHECKS = 1"))
+        for name, counter in tables:
+            if counter is not None and counter > 1:
+                conn.execute(sa.text(f"ALTER TABLE `{schema}`.`{name}` AUTO_INCREMENT = 1"))
+        conn.commit()
+        return True
+    except (sa.exc.SQLAlchemyError, conn.dialect.dbapi.Error):
+        conn.rollback()
+        return False
 
 
 def dispose_engines(app: Flask) -> None:
@@ -808,8 +1068,6 @@ class SiteTemplate:
         self.statements = statements
 
     def restore(self, database: Database, url: str) -> None:
-        import shutil
-
         import sqlalchemy as sa
 
         if self.path is not None:
@@ -882,19 +1140,26 @@ def _recording_changes(url: t.Any) -> t.Iterator[list[tuple[str, t.Any]]]:
         sa.event.remove(sa.engine.Engine, "before_cursor_execute", record)
 
 
+def _template_folder() -> Path:
+    """Where this run keeps its template SQLite files (removed by
+    :func:`forget_site_templates`)."""
+    import tempfile
+
+    if not _TEMPLATE_FOLDER:
+        _TEMPLATE_FOLDER.append(Path(tempfile.mkdtemp(prefix="wechat-qr-site-templates-")))
+    return _TEMPLATE_FOLDER[0]
+
+
 def _template_of(database: Database, url: str, statements: list[tuple[str, t.Any]]
                  ) -> SiteTemplate | None:
     import sqlite3
-    import tempfile
 
     import sqlalchemy as sa
 
     if database.is_mysql:
         return None  # MariaDB: every site is set up afresh
     if not database.is_postgres:
-        if not _TEMPLATE_FOLDER:
-            _TEMPLATE_FOLDER.append(Path(tempfile.mkdtemp(prefix="wechat-qr-site-templates-")))
-        path = _TEMPLATE_FOLDER[0] / f"site{len(_SITE_TEMPLATES)}.db"
+        path = _template_folder() / f"site{len(_SITE_TEMPLATES)}.db"
         with contextlib.closing(sqlite3.connect(sa.make_url(url).database or "")) as source, \
                 contextlib.closing(sqlite3.connect(path)) as copy:
             source.backup(copy)
@@ -909,10 +1174,9 @@ def _template_of(database: Database, url: str, statements: list[tuple[str, t.Any
 def forget_site_templates() -> None:
     """Forget the templates and create_all's statements, deleting the templates' SQLite files
     (the session is over)."""
-    import shutil
-
     _SITE_TEMPLATES.clear()
     _CREATE_ALL_STATEMENTS.clear()
+    _SQLITE_HOST_TEMPLATES.clear()
     while _TEMPLATE_FOLDER:
         shutil.rmtree(_TEMPLATE_FOLDER.pop(), ignore_errors=True)
 

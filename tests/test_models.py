@@ -4,6 +4,7 @@ of a connection. Their migrations: test_migrations."""
 from __future__ import annotations
 
 import gc
+import secrets
 import typing as t
 import weakref
 
@@ -13,6 +14,7 @@ from flask import Flask
 from support import (
     Database,
     add_user,
+    all_identities,
     dispose_engines,
     link_identity,
     make_test_app,
@@ -58,6 +60,79 @@ def test_the_suites_test_hosts_have_the_tables_create_all_makes(
     replayed = make_app(**settings)
     assert replayed.create_all_replayed is not database.is_mysql  # type: ignore[attr-defined]
     assert schema_and_rows(replayed) == schema_and_rows(made)
+
+
+def _test_host(database: Database, folder: t.Any, settings: str) -> Flask:
+    """A test host on a database of ``database`` as the suite's make_app has one: one an
+    earlier test gave back, or a new one whose tables it records (Database.host_url)."""
+    folder.mkdir()
+    url, tables_made = database.host_url("app", settings)
+    app = make_test_app(folder, url, replay_create_all=True, tables_made=tables_made)
+    if not tables_made:
+        database.record_tables(url, settings)
+    return app
+
+
+def _as_later_tests(database: Database, tmp_path: t.Any, name: str) -> Database:
+    return Database(database.backend, tmp_path / name, database.server_url)
+
+
+def test_a_host_on_tables_an_earlier_test_used_starts_as_on_new_ones(
+        make_app: t.Callable[..., Flask], database: Database, tmp_path: t.Any) -> None:
+    """The suite's hosts get the tables of an earlier test's host with the same settings,
+    emptied, its schema given back when that test ended (Database.drop; on SQLite a copy of
+    the first one's file): they must be exactly what create_all makes, with no row left and
+    every counter restarted (a host's first user is 1, as on new tables)."""
+    made = make_app(replay_create_all=False)
+    settings = f"only this test's: {secrets.token_hex(8)}"
+    earlier = _as_later_tests(database, tmp_path, "earlier")
+    try:
+        host = _test_host(earlier, tmp_path / "earlier", settings)
+        user_id = add_user(host, username="a")
+        link_identity(host, user_id)
+        assert (user_id, add_user(host, username="b")) == (1, 2)
+        dispose_engines(host)
+    finally:
+        earlier.drop()
+    later = _as_later_tests(database, tmp_path, "later")
+    try:
+        host = _test_host(later, tmp_path / "later", settings)
+        assert host.create_all_replayed  # type: ignore[attr-defined]
+        assert schema_and_rows(host) == schema_and_rows(made)
+        assert add_user(host, username="c") == 1
+        link_identity(host, 1)
+        assert [identity.id for identity in all_identities(host)] == [1]
+        dispose_engines(host)
+    finally:
+        later.drop()
+
+
+def test_tables_a_test_changed_are_not_a_later_tests(
+        make_app: t.Callable[..., Flask], database: Database, tmp_path: t.Any) -> None:
+    """A test that changed its host's tables (a column, an index, a table of its own) does
+    not give them to a later test's host: that host's tables are still create_all's."""
+    made = make_app(replay_create_all=False)
+    settings = f"only this test's: {secrets.token_hex(8)}"
+    for number, change in enumerate([
+            "ALTER TABLE {user} ADD COLUMN extra INTEGER",
+            "CREATE INDEX ix_nickname ON {user} (nickname)",
+            "CREATE TABLE extra (id INTEGER PRIMARY KEY)"]):
+        earlier = _as_later_tests(database, tmp_path, f"earlier{number}")
+        try:
+            host = _test_host(earlier, tmp_path / f"earlier{number}", settings)
+            with host.app_context(), host.db.engine.begin() as conn:  # type: ignore[attr-defined]
+                conn.exec_driver_sql(change.format(user=conn.dialect.identifier_preparer
+                                                   .quote("user")))
+            dispose_engines(host)
+        finally:
+            earlier.drop()
+        later = _as_later_tests(database, tmp_path, f"later{number}")
+        try:
+            host = _test_host(later, tmp_path / f"later{number}", settings)
+            assert schema_and_rows(host) == schema_and_rows(made), change
+            dispose_engines(host)
+        finally:
+            later.drop()
 
 
 def test_times_and_avatars_are_stored_whole(app: Flask) -> None:
