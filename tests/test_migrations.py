@@ -254,6 +254,7 @@ def test_tables_made_by_create_all_are_adopted(host: Flask) -> None:
     with host.app_context():
         db.create_all()
         db.session.add(host.User(id=1, username="alice"))  # type: ignore[attr-defined]
+        db.session.flush()  # SQLAlchemy 2.0.37 (the floor) does not before a Core INSERT
         db.session.execute(sa.insert(table(host, "wechat_qr_identity")).values(
             connection="wechat", openid="o1", user_id="1", user_key=1))
         db.session.commit()
