@@ -3,6 +3,7 @@ of a connection. Their migrations: test_migrations."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import secrets
 import typing as t
@@ -62,19 +63,25 @@ def test_the_suites_test_hosts_have_the_tables_create_all_makes(
     assert schema_and_rows(replayed) == schema_and_rows(made)
 
 
-def _test_host(database: Database, folder: t.Any, settings: str) -> Flask:
-    """A test host on a database of ``database`` as the suite's make_app has one: one an
-    earlier test gave back, or a new one whose tables it records (Database.host_url)."""
-    folder.mkdir()
-    url, tables_made = database.host_url("app", settings)
-    app = make_test_app(folder, url, replay_create_all=True, tables_made=tables_made)
-    if not tables_made:
-        database.record_tables(url, settings)
-    return app
-
-
-def _as_later_tests(database: Database, tmp_path: t.Any, name: str) -> Database:
-    return Database(database.backend, tmp_path / name, database.server_url)
+@contextlib.contextmanager
+def _host_of_another_test(database: Database, tmp_path: t.Any, name: str,
+                          settings: str) -> t.Iterator[Flask]:
+    """A test host of another test (``name``) on ``database``'s server, as the suite's
+    make_app has one: on a database an earlier test gave back, or a new one whose tables it
+    records (Database.host_url); dropped, or given back, when the block ends, as at that
+    test's end."""
+    tests = Database(database.backend, tmp_path / name, database.server_url)
+    try:
+        folder = tmp_path / name
+        folder.mkdir()
+        url, tables_made = tests.host_url("app", settings)
+        host = make_test_app(folder, url, replay_create_all=True, tables_made=tables_made)
+        if not tables_made:
+            tests.record_tables(url, settings)
+        yield host
+        dispose_engines(host)
+    finally:
+        tests.drop()
 
 
 def test_a_host_on_tables_an_earlier_test_used_starts_as_on_new_ones(
@@ -85,26 +92,16 @@ def test_a_host_on_tables_an_earlier_test_used_starts_as_on_new_ones(
     every counter restarted (a host's first user is 1, as on new tables)."""
     made = make_app(replay_create_all=False)
     settings = f"only this test's: {secrets.token_hex(8)}"
-    earlier = _as_later_tests(database, tmp_path, "earlier")
-    try:
-        host = _test_host(earlier, tmp_path / "earlier", settings)
+    with _host_of_another_test(database, tmp_path, "earlier", settings) as host:
         user_id = add_user(host, username="a")
         link_identity(host, user_id)
         assert (user_id, add_user(host, username="b")) == (1, 2)
-        dispose_engines(host)
-    finally:
-        earlier.drop()
-    later = _as_later_tests(database, tmp_path, "later")
-    try:
-        host = _test_host(later, tmp_path / "later", settings)
+    with _host_of_another_test(database, tmp_path, "later", settings) as host:
         assert host.create_all_replayed  # type: ignore[attr-defined]
         assert schema_and_rows(host) == schema_and_rows(made)
         assert add_user(host, username="c") == 1
         link_identity(host, 1)
         assert [identity.id for identity in all_identities(host)] == [1]
-        dispose_engines(host)
-    finally:
-        later.drop()
 
 
 def test_tables_a_test_changed_are_not_a_later_tests(
@@ -117,22 +114,12 @@ def test_tables_a_test_changed_are_not_a_later_tests(
             "ALTER TABLE {user} ADD COLUMN extra INTEGER",
             "CREATE INDEX ix_nickname ON {user} (nickname)",
             "CREATE TABLE extra (id INTEGER PRIMARY KEY)"]):
-        earlier = _as_later_tests(database, tmp_path, f"earlier{number}")
-        try:
-            host = _test_host(earlier, tmp_path / f"earlier{number}", settings)
-            with host.app_context(), host.db.engine.begin() as conn:  # type: ignore[attr-defined]
-                conn.exec_driver_sql(change.format(user=conn.dialect.identifier_preparer
-                                                   .quote("user")))
-            dispose_engines(host)
-        finally:
-            earlier.drop()
-    later = _as_later_tests(database, tmp_path, "later")
-    try:
-        host = _test_host(later, tmp_path / "later", settings)
+        with _host_of_another_test(database, tmp_path, f"earlier{number}", settings) as host, \
+                host.app_context(), host.db.engine.begin() as conn:  # type: ignore[attr-defined]
+            conn.exec_driver_sql(change.format(user=conn.dialect.identifier_preparer
+                                               .quote("user")))
+    with _host_of_another_test(database, tmp_path, "later", settings) as host:
         assert schema_and_rows(host) == schema_and_rows(made)
-        dispose_engines(host)
-    finally:
-        later.drop()
 
 
 def test_times_and_avatars_are_stored_whole(app: Flask) -> None:
