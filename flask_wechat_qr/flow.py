@@ -528,11 +528,8 @@ class LoginFlow:
     def _repeat(self, connection: ConnectionSettings, ending: Ending | None,
                 same_browser: bool, login: LoginData | None) -> Outcome | NeedsProfile:
         """End a callback whose state another request used as that login ended."""
-        def no_longer_valid() -> Failed:
-            return Failed(StateError(), connection, login)
-
         if ending is None:
-            return no_longer_valid()
+            return _no_longer_valid(connection, login)
         recent = ending.is_recent(REPEAT_WINDOW)
         if ending.user_id is None:
             if ending.binding_id is not None and same_browser:
@@ -549,7 +546,7 @@ class LoginFlow:
             if repeated is not None and same_browser and recent:
                 # The same page (or business callback URL post) as the first request.
                 return Failed(repeated(), connection, login)
-            return no_longer_valid()
+            return _no_longer_valid(connection, login)
         # What another request of this login committed (its user, its identity) is read
         # afresh; the host's writes of this request, if any, stay as they are. Where the
         # transaction they keep may show the database as it was before the other request's
@@ -560,7 +557,7 @@ class LoginFlow:
         if outcome is None and may_be_stale:
             with transactions.locking_reads(self.db):
                 outcome = self._repeat_login(connection, ending, same_browser, recent, login)
-        return outcome if outcome is not None else no_longer_valid()
+        return outcome if outcome is not None else _no_longer_valid(connection, login)
 
     def _repeat_login(self, connection: ConnectionSettings, ending: Ending,
                       same_browser: bool, recent: bool, login: LoginData | None
@@ -571,7 +568,7 @@ class LoginFlow:
         user = self.adapter.current_user()
         if user is None or self.adapter.get_user_id(user) != ending.user_id:
             if not same_browser or not recent:
-                return Failed(StateError(), connection, login)
+                return _no_longer_valid(connection, login)
             user = self.adapter.load_user(t.cast(str, ending.user_id))
             if user is None:
                 return None
@@ -587,7 +584,7 @@ class LoginFlow:
         if business is not None:
             identity = self.policy.identity_of(user, connection.identifier, ending.app)
             if identity is None:  # unlinked meanwhile
-                return Failed(StateError(), connection, login)
+                return _no_longer_valid(connection, login)
         return LoggedIn(connection, user, identity,
                         ending.next_url or self.settings.post_login_url,
                         ending.auth_time or time.time(), business, repeated=True, login=login,
@@ -890,6 +887,11 @@ def _record_failure(states: LoginStates, state: str, error: str, login: LoginDat
     except Exception:
         log.exception("could not record the outcome of a WeChat callback")
         return True
+
+
+def _no_longer_valid(connection: ConnectionSettings, login: LoginData | None) -> Failed:
+    """A repeated callback with nothing to repeat: the state is no longer valid."""
+    return Failed(StateError(), connection, login)
 
 
 def _once(fetch: t.Callable[[], WeChatProfile]) -> t.Callable[[], WeChatProfile]:

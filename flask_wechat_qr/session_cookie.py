@@ -69,6 +69,22 @@ def misses_callback(scope: CookieScope, callback: str) -> str | None:
     return None
 
 
+_Key = t.TypeVar("_Key")
+_Value = t.TypeVar("_Value")
+
+
+class _MadeOnce(dict[_Key, _Value]):
+    """Each key's value made by ``make`` the first time it is asked for, then kept."""
+
+    def __init__(self, make: t.Callable[[_Key], _Value]) -> None:
+        super().__init__()
+        self._make = make
+
+    def __missing__(self, key: _Key) -> _Value:
+        value = self[key] = self._make(key)
+        return value
+
+
 class _KeysDerivedOnce(TimestampSigner):
     """Flask's session signer, each secret key's signing key derived once (an HMAC of the
     salt under the secret key: the same for every cookie), not at every cookie read or
@@ -76,13 +92,10 @@ class _KeysDerivedOnce(TimestampSigner):
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         super().__init__(*args, **kwargs)
-        self._derived: dict[str | bytes | None, bytes] = {}
+        self._derived = _MadeOnce(super().derive_key)
 
     def derive_key(self, secret_key: str | bytes | None = None) -> bytes:
-        derived = self._derived.get(secret_key)
-        if derived is None:
-            derived = self._derived[secret_key] = super().derive_key(secret_key)
-        return derived
+        return self._derived[secret_key]
 
 
 class _SessionSerializer(URLSafeTimedSerializer):
@@ -94,13 +107,12 @@ class _SessionSerializer(URLSafeTimedSerializer):
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         super().__init__(*args, **kwargs)
-        self._signers: dict[str | bytes | None, TimestampSigner] = {}
+        make = super().make_signer  # a TimestampSigner: default_signer's
+        self._signers = _MadeOnce[str | bytes | None, TimestampSigner](
+            lambda salt: t.cast(TimestampSigner, make(salt)))
 
     def make_signer(self, salt: str | bytes | None = None) -> TimestampSigner:
-        signer = self._signers.get(salt)
-        if signer is None:
-            signer = self._signers[salt] = t.cast(TimestampSigner, super().make_signer(salt))
-        return signer
+        return self._signers[salt]
 
     def dump_payload(self, obj: t.Any) -> bytes:
         """As itsdangerous's ``URLSafeSerializerMixin.dump_payload`` (JSON, compressed

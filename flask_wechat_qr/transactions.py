@@ -316,25 +316,22 @@ def _select_holds(statement: sa.Select[t.Any]) -> bool:
         ctes = statement._independent_ctes
     except AttributeError:
         return False
-    # loops and checks inline: generators and calls would cost more than the rest
+    # a loop, checks inline: a generator per statement would cost more than the rest
     for column in columns:
         kind = type(column)
         if kind in _LOOKED_INTO:
             if kind in _CALLS:
                 if _calls_holding(column):
                     return True
-            else:
-                table = column if kind is _CTE else column.table
-                if type(table) is _CTE and isinstance(table.element, _DML):
-                    return True
-    if froms or ctes:
-        for table in froms:
-            if type(table) is _CTE and isinstance(table.element, _DML):
+            elif _writing_cte(column if kind is _CTE else column.table):
                 return True
-        for table in ctes:
-            if type(table) is _CTE and isinstance(table.element, _DML):
-                return True
-    return False
+    return bool(froms or ctes) and any(map(_writing_cte, (*froms, *ctes)))
+
+
+def _writing_cte(table: t.Any) -> bool:
+    """Whether ``table`` is a common table expression of an ``INSERT``, ``UPDATE`` or
+    ``DELETE``."""
+    return type(table) is _CTE and isinstance(table.element, _DML)
 
 
 #: The column types :func:`_calls_holding` looks into: a function called by name
@@ -349,7 +346,6 @@ _COLUMNS = frozenset({sa.Column})  # a CTE's columns are plain ones, never the O
 _DML = sa.sql.dml.UpdateBase
 #: The column types :func:`_select_holds` looks into.
 _LOOKED_INTO = _CALLS | _COLUMNS | {_CTE}
-
 
 
 def _calls_holding(column: t.Any) -> bool:
