@@ -26,15 +26,16 @@ class Browser(enum.Enum):
     #: a computer's browser: the QR code is for it
     COMPUTER = "computer"
 
-    @property
-    def in_wechat(self) -> bool:
-        return self in (Browser.WECHAT_PHONE, Browser.WECHAT_DESKTOP)
+    #: inside WeChat's browser (on a phone or in its desktop client)
+    in_wechat: bool
+    #: a phone's browser (WeChat's there too): its own camera cannot scan a QR code it
+    #: shows, and desktop WeChat's fast login is not there
+    on_phone: bool
 
-    @property
-    def on_phone(self) -> bool:
-        """A phone's browser (WeChat's there too): its own camera cannot scan a QR code it
-        shows, and desktop WeChat's fast login is not there."""
-        return self in (Browser.PHONE, Browser.WECHAT_PHONE)
+    def __init__(self, value: str) -> None:
+        # Plain attributes, not properties: read at every login's start and callback.
+        self.in_wechat = value in ("wechat_phone", "wechat_desktop")
+        self.on_phone = value in ("phone", "wechat_phone")
 
 
 _WECOM = re.compile(r"\bwxwork/", re.IGNORECASE)

@@ -155,12 +155,20 @@ _WATCHDOG = _Watchdog()
 
 
 class _TrackedHTTPConnection(HTTPConnection):
+    """A connection the call being made (:func:`total_deadline`) can shut down."""
+
     def request(self, *args: t.Any, **kwargs: t.Any) -> None:
-        _track(self)
+        call = _current_call.get()
+        if call is not None:
+            call.connections.append(self)
         super().request(*args, **kwargs)
 
     def getresponse(self, *args: t.Any, **kwargs: t.Any) -> t.Any:
-        _track_answer(self)
+        # The socket the answer will be read from, kept for the deadline: the connection
+        # drops it (``sock = None``) when the answer says ``Connection: close``.
+        call = _current_call.get()
+        if call is not None and self.sock is not None:
+            call.answer_sockets.append(self.sock)
         return super().getresponse(*args, **kwargs)
 
 
@@ -170,20 +178,6 @@ class _TrackedHTTPSConnection(_TrackedHTTPConnection, HTTPSConnection):
             self.ssl_context = context_for_this_process(
                 verify=resolve_cert_reqs(self.cert_reqs) != ssl.CERT_NONE)
         super().connect()
-
-
-def _track(connection: HTTPConnection) -> None:
-    call = _current_call.get()
-    if call is not None:
-        call.connections.append(connection)
-
-
-def _track_answer(connection: HTTPConnection) -> None:
-    """The socket the answer will be read from, kept for the deadline: the connection drops
-    it (``sock = None``) when the answer says ``Connection: close``."""
-    call = _current_call.get()
-    if call is not None and connection.sock is not None:
-        call.answer_sockets.append(connection.sock)
 
 
 #: For other modules' pools: connections a :func:`total_deadline` can cut short.

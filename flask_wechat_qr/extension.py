@@ -60,7 +60,7 @@ from .settings import (
 from .site_routes import routes_subdomain
 from .transactions import watch_writes
 from .urls import IN_PROCESS_ORIGIN, SANDBOX_IMAGE_ORIGIN, SANDBOX_IMAGE_PATH
-from .user_key import forget_on_bulk_delete, referenced_user_column
+from .user_key import SqliteTriggerCheck, forget_on_bulk_delete, referenced_user_column
 
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
@@ -274,7 +274,9 @@ def _build_runtime(app: Flask, settings: Settings, db: SQLAlchemy, adapter: Acco
     return Runtime(
         settings=settings, db=db, models=models, adapter=adapter, policy=policy,
         bindings=bindings, clients=clients, official_accounts=official_accounts,
-        login_states=login_states, id_tokens=id_tokens, avatars=avatars, refresher=refresher,
+        login_states=login_states,
+        sqlite_trigger=SqliteTriggerCheck(db, models.Identity.__table__),
+        id_tokens=id_tokens, avatars=avatars, refresher=refresher,
         flow=LoginFlow(db=db, settings=settings, adapter=adapter, policy=policy,
                        bindings=bindings, clients=clients,
                        official_accounts=official_accounts, login_states=login_states,

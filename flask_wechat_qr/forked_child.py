@@ -116,7 +116,8 @@ def start_afresh_if_made_elsewhere(thing: MadeIn) -> None:
     """Start ``thing`` afresh where it was made in another process (a uWSGI worker, forked
     without the fork hook) or before ``threading`` was patched (a gevent worker); once,
     however many threads ask at the same moment."""
-    if made_elsewhere(thing.made_in):
+    pid, lock_maker = thing.made_in  # made_elsewhere's test, written out: every call asks
+    if pid != os.getpid() or lock_maker is not threading.Lock:
         with _GUARDS.setdefault(made_here(), threading.Lock()):
             if made_elsewhere(thing.made_in):
                 thing.start_afresh()

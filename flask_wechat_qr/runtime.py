@@ -29,6 +29,7 @@ if t.TYPE_CHECKING:
     from .protocols import User
     from .refresh import ProfileRefresher
     from .settings import ConnectionSettings, Settings
+    from .user_key import SqliteTriggerCheck
 
 #: Where the runtime lives in ``app.extensions``.
 EXTENSION_KEY = "wechat_qr"
@@ -52,6 +53,8 @@ class Runtime:
     official_accounts: dict[str, OfficialAccountClient]
     #: each connection's login states (session + table), by identifier
     login_states: dict[str, LoginStates]
+    #: the SQLite user trigger's check at the app's first request (views.before_login_request)
+    sqlite_trigger: SqliteTriggerCheck
     #: signs the ID tokens for business callback URLs (``None``: no key configured)
     id_tokens: IdTokenSigner | None = None
     #: stores and serves avatars (``WECHAT_QR_STORE_AVATARS``)
@@ -77,7 +80,8 @@ class Runtime:
 def current_runtime() -> Runtime:
     """The runtime of the current app (``RuntimeError`` outside an app context, as
     ``current_app``; ``KeyError`` if ``init_app`` was not called on it)."""
-    return runtime_of(current_app)
+    # runtime_of's look-up written out: every request of the blueprint asks, several times.
+    return t.cast(Runtime, current_app.extensions[EXTENSION_KEY])
 
 
 def runtime_of(app: Flask) -> Runtime:

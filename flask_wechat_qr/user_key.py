@@ -31,6 +31,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.schema import CreateColumn
 
 from .column_types import MYSQL_DIALECTS
+from .model_base import bind_key_of
 
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
@@ -134,6 +135,24 @@ def restore_sqlite_trigger(engine: sa.Engine, identity_table: sa.Table,
                         "was missing (a batch migration of your user table drops it) and has "
                         "been made again. Run `flask wechat-qr db upgrade` after your own "
                         "migrations.", TRIGGER_NAME)
+
+
+class SqliteTriggerCheck:
+    """:func:`restore_sqlite_trigger` for one app's identity table, which every request of
+    the blueprint asks for: after the app's first, ``done`` answers without looking up the
+    engine (the app's engines are made once, by ``db.init_app``)."""
+
+    __slots__ = ("_db", "_table", "done")
+
+    def __init__(self, db: SQLAlchemy, identity_table: sa.Table) -> None:
+        self._db = db
+        self._table = identity_table
+        self.done = False
+
+    def run(self, before_connecting: t.Callable[[], object]) -> None:
+        table = self._table
+        restore_sqlite_trigger(self._db.engines[bind_key_of(table)], table, before_connecting)
+        self.done = True
 
 
 #: MariaDB's and MySQL's storage engines that keep foreign keys. The others (MyISAM, a legacy

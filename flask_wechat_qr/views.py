@@ -47,13 +47,11 @@ from .flow import Callback, Failed, LoggedIn, NeedsProfile, Outcome, PendingLogi
 from .i18n import LazyText, qr_page_lang, register_template_globals
 from .i18n import lazy_gettext as _l
 from .login_state import BusinessParams, LoginData, browser_key
-from .models import engine_of
 from .runtime import current_runtime, find_runtime
 from .session_cookie import cookie_scope, misses_callback
 from .settings import OFFICIAL_ACCOUNT, WEBSITE_APP
 from .transactions import end_reads
 from .urls import avatar_for_browser, has_control_characters, under_mount_point
-from .user_key import restore_sqlite_trigger
 
 if t.TYPE_CHECKING:
     from flask import Flask
@@ -101,7 +99,7 @@ def before_login_request() -> None:
     that is not UTF-8 (raw bytes: no browser sends them, a script can) would make
     Werkzeug's ``request.args`` raise: a 400 page, not a 500. On SQLite, once per process,
     the user trigger comes back where a migration dropped it
-    (``user_key.restore_sqlite_trigger``).
+    (``user_key.SqliteTriggerCheck``).
     """
     runtime = current_runtime()
     if runtime.unavailable and request.endpoint not in PUBLIC_FILES:
@@ -113,9 +111,8 @@ def before_login_request() -> None:
         request.query_string.decode()
     except UnicodeDecodeError:
         raise InvalidRequest() from None
-    identities = runtime.models.Identity.__table__
-    restore_sqlite_trigger(engine_of(runtime.db, identities), identities,
-                           lambda: end_reads(runtime.db))
+    if not runtime.sqlite_trigger.done:
+        runtime.sqlite_trigger.run(lambda: end_reads(runtime.db))
 
 
 # --- starting a login ----------------------------------------------------------------------
