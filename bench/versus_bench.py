@@ -1,5 +1,5 @@
 """Flask-WeChat-QR against the best hand-written handler, both under gunicorn, runs
-interleaved (A B A B ...), ratios with their spread.
+interleaved (A B B A A B ...), ratios with their spread.
 
     python bench/versus_bench.py --database-url postgresql://user@host/db   # ~20 minutes
     python bench/versus_bench.py --quick                                    # SQLite, ~3 min
@@ -9,9 +9,11 @@ PostgreSQL (one schema per site, dropped afterwards); 0 and 30 ms per WeChat API
 (slept by the simulated WeChat before each answer); gunicorn 1 worker x 8 threads and 2
 workers x 4 threads (one browser at a time runs on the first only). In each cell both
 sites first log in a few warm-up users, then take turns for ``--pairs`` runs of
-``--seconds`` each. Per run: logins/s, the callback's p50 and p99, the site's CPU time per
-login (master and workers, from ``/proc``), WeChat API calls, and the SQL statements and
-rows written per login (SQLAlchemy's cursor listener in every worker of the site).
+``--seconds`` each, each site first in every other pair (a load that rises or falls
+through a cell, or a cache the first run warms for the second, falls on both alike). Per
+run: logins/s, the callback's p50 and p99, the site's CPU time per login (master and
+workers, from ``/proc``), WeChat API calls, and the SQL statements and rows written per
+login (SQLAlchemy's cursor listener in every worker of the site).
 Returning users are the sandbox's four ready-made people, browser ``i`` logging in as
 person ``i mod 4``.
 """
@@ -25,6 +27,7 @@ import json
 import math
 import os
 import pathlib
+import random
 import secrets
 import statistics
 import sys
@@ -173,8 +176,8 @@ def run_cell(cell: Cell, sites: list[Site], wechat: Server, pairs: int, seconds:
         if failures:
             print(f"{cell.key()} {site.label}: {len(failures)} failed warm-up logins, the "
                   f"first: {failures[0]}", flush=True)
-    for _ in range(pairs):
-        for site in sites:
+    for pair in range(pairs):
+        for site in (sites if pair % 2 == 0 else sites[::-1]):
             run = timed_run(site, wechat, cell.users, cell.clients, seconds, max_logins)
             cell.runs.setdefault(site.label, []).append(run)
     return cell
@@ -302,11 +305,25 @@ HIGHER_IS_BETTER = {"logins/s": True, "cb p50": False, "cb p99": False, "CPU/log
 SUMMARY_MEASURES = ("logins/s", "CPU/login", "cb p99")
 
 
+#: Fewest pairs whose geometric mean :func:`summary_table` gives an interval for.
+MIN_PAIRS_FOR_INTERVAL = 5
+
+
+def interval(ratios: list[float], resamples: int = 4000) -> tuple[float, float]:
+    """The 90% interval of the ratios' geometric mean, bootstrapped (the pairs resampled
+    with replacement, a fixed seed: the same report from the same runs). Whole above or
+    below 1, the difference is larger than this machine's noise; across 1, it is not."""
+    pick = random.Random(0).choices
+    logs = [math.log(r) for r in ratios]
+    means = sorted(math.fsum(pick(logs, k=len(logs))) / len(logs) for _ in range(resamples))
+    return math.exp(means[int(0.05 * resamples)]), math.exp(means[int(0.95 * resamples) - 1])
+
+
 def summary_table(cells: list[Cell]) -> str:
     """Every pair of a group of cells pooled: one cell's 3 pairs say little on a noisy
     machine, the 12-24 pairs of a database, kind of user and load say more. Per measure:
-    the geometric mean of the pairs' ratios and how many pairs were at or better than
-    parity."""
+    the geometric mean of the pairs' ratios, its 90% interval where there are enough pairs
+    (:func:`interval`), and how many pairs were at or better than parity."""
     groups: dict[tuple[str, str, str], list[Cell]] = {}
     for c in cells:
         load = "one at a time" if c.clients == 1 else "8 or 32 at a time"
@@ -320,8 +337,12 @@ def summary_table(cells: list[Cell]) -> str:
             ratios = [r for c in group for r in pair_ratios(c, RATIO_MEASURES[name])]
             better = sum((r >= 1) if HIGHER_IS_BETTER[name] else (r <= 1) for r in ratios)
             # a run with no login (all failed) has no ratio to average
-            mean = (f"{statistics.geometric_mean(ratios):.3f}"
-                    if ratios and min(ratios) > 0 else "n/a")
+            mean = "n/a"
+            if ratios and min(ratios) > 0:
+                mean = f"{statistics.geometric_mean(ratios):.3f}"
+                if len(ratios) >= MIN_PAIRS_FOR_INTERVAL:
+                    low, high = interval(ratios)
+                    mean += f" [{low:.3f}-{high:.3f}]"
             columns.append(f"{mean} ({better} of {len(ratios)} at or better than 1)")
         rows.append((database, users, load,
                      str(sum(len(c.runs["ours"]) for c in group)), *columns))
@@ -358,15 +379,17 @@ def print_report(cells: list[Cell], args: argparse.Namespace,
     """The report; ``load``: the load average at the start (``None``: a kept run again)."""
     versus = next(label for label in cells[0].runs if label != "ours")
     if load is None:
-        print(f"\nThe runs kept in {args.report}, ours then {versus}")
+        print(f"\nThe runs kept in {args.report}, ours against {versus}")
     else:
         print(f"\nPython {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average "
               f"{load[0]:.2f} at the start, {os.getloadavg()[0]:.2f} at the end; "
-              f"{args.pairs} pairs of {args.seconds:g} s runs per cell, ours then {versus}")
+              f"{args.pairs} pairs of {args.seconds:g} s runs per cell, ours against {versus}, "
+              "each first in every other pair")
         print("SQLite (both sites): " + (
             "write-ahead log, synchronous=NORMAL, busy timeout 5 s (docs/deploying.rst's "
             "advice)" if args.sqlite_wal else "as created (rollback journal, synchronous=FULL)"))
-    print(f"\nours/{versus}, every pair of each group (geometric mean):\n")
+    print(f"\nours/{versus}, every pair of each group (geometric mean [its 90% interval, "
+          f"from {MIN_PAIRS_FOR_INTERVAL} pairs]):\n")
     print(summary_table(cells))
     print(f"\nours/{versus}, median (min-max) of the pairs' ratios:\n")
     print(ratio_table(cells))

@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import sqlite3
+import statistics
 import subprocess
 import sys
 import typing as t
@@ -222,7 +223,27 @@ def test_the_versus_report_pools_every_pair_of_a_group(tmp_path: Path) -> None:
     assert rows["8 or 32 at a time"][3:] == [  # cube root of 2, and its inverse
         "3", "1.260 (2 of 3 at or better than 1)", "0.794 (2 of 3 at or better than 1)",
         "1.000 (3 of 3 at or better than 1)"]
-    assert f"The runs kept in {kept}, ours then handwritten" in result.stdout
+    assert f"The runs kept in {kept}, ours against handwritten" in result.stdout
+
+
+def test_the_versus_summary_gives_an_interval_from_five_pairs() -> None:
+    """From 5 pairs a group's geometric mean comes with its 90% interval (bootstrapped with
+    a fixed seed: the same runs, the same report): inside the pairs' range, around the
+    mean, narrower for pairs that agree, and whole above 1 for pairs all above 1."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import versus_bench
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    spread_out = [0.8, 0.95, 1.0, 1.1, 1.3, 0.9, 1.05]
+    low, high = versus_bench.interval(spread_out)
+    mean = statistics.geometric_mean(spread_out)
+    assert min(spread_out) < low < mean < high < max(spread_out)
+    assert (low, high) == versus_bench.interval(spread_out)  # a fixed seed
+    close = [1.04, 1.05, 1.06, 1.05, 1.04, 1.06]
+    close_low, close_high = versus_bench.interval(close)
+    assert 1 < close_low < close_high < 1.07
+    assert close_high - close_low < (high - low) / 3
 
 
 def test_the_instruction_count_reads_strace_counts(tmp_path: Path,
