@@ -271,3 +271,27 @@ def test_the_instruction_count_reads_strace_counts(tmp_path: Path,
     assert asked.get("getpid", 0) - plain.get("getpid", 0) == 3
     assert plain["syscalls"] == sum(v for k, v in plain.items() if k != "syscalls")
     assert plain["syscalls"] > 10 and "execve" in plain
+
+
+def test_distinct_functions_counts_each_request_of_a_login() -> None:
+    """``bench/distinct_functions.py`` watches one returning login on each site: the start,
+    the callback and the next page each run functions on both, the report names what only
+    one site runs, and ours stays within what the fifteenth slice left (+114 over the
+    handler's whole login, counted; 150 leaves room for a dependency's release)."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "distinct_functions.py"), "--warmup", "8",
+         "--list", "callback"],
+        capture_output=True, text=True, timeout=240, cwd=ROOT / "bench")
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = {cells[0]: cells[1:] for cells in (
+        [c.strip() for c in line.strip("|").split("|")]
+        for line in result.stdout.splitlines() if line.startswith("| ") and "---" not in line)}
+    for request in ("start", "callback", "next page", "whole login"):
+        ours, theirs, difference = rows[request]
+        ours_functions, theirs_functions = int(ours.split()[0]), int(theirs.split()[0])
+        assert ours_functions > 100 and theirs_functions > 100, rows
+        assert int(difference) == ours_functions - theirs_functions
+    assert int(rows["whole login"][2]) <= 150, result.stdout
+    assert "Only in ours's callback:" in result.stdout
+    assert "flask_wechat_qr/flow.py  LoginFlow.finish" in result.stdout
+    assert "Only in handwritten's callback:" in result.stdout
