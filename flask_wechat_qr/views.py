@@ -226,17 +226,25 @@ def _phone_page(connection: str) -> tuple[str, int]:
     # A link goes on in WeChat's browser from the site's page (logged in there first): its
     # login URL would log in to, or make, another account.
     linking = request.endpoint == "wechat_qr.link"
-    page_url = url_for("wechat_qr.login", connection=connection, _external=True, **args) \
-        if conn.has_official_account and not linking else (
-            urljoin(request.host_url, under_mount_point(next_url, request.script_root))
-            if next_url else request.url_root)
+    # A login for the business callback URL ends in this browser, where the business kept
+    # its state: opened anywhere else, its token would be refused there. Nor does the
+    # site's own login post one. Only the QR code, scanned by another phone, goes on here.
+    business = bool(conn.callback_url) and not linking
+    page_url: str | None
+    if business:
+        page_url = None
+    elif conn.has_official_account and not linking:
+        page_url = url_for("wechat_qr.login", connection=connection, _external=True, **args)
+    else:
+        page_url = (urljoin(request.host_url, under_mount_point(next_url, request.script_root))
+                    if next_url else request.url_root)
     return render_template(
         "wechat_qr/phone.html", connection=conn, in_wechat=in_wechat,
-        page_url=page_url, linking=linking,
+        page_url=page_url, linking=linking, business=business,
         qr_url=url_for(request.endpoint or "wechat_qr.login", connection=connection,
                        show_qr="1", **args),
         # someone linking is logged in already: no other way to log in to offer
-        other_login_url=None if linking else delivery.other_login_url(
+        other_login_url=None if linking or business else delivery.other_login_url(
             under_mount_point(next_url, request.script_root) if next_url else None),
     ), 200
 

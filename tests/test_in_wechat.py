@@ -604,3 +604,41 @@ def test_a_failed_silent_login_is_not_taken_on_by_a_second_code(
     assert second.status_code == 400
     assert 'data-error="StateError"' in second.get_data(as_text=True)
     assert all_users(app) == []
+
+
+def test_the_phone_page_of_a_business_login_offers_no_link_that_cannot_end_here(
+        make_app: t.Callable[..., Flask]) -> None:
+    """A login for a business callback URL ends where it started: the receiver checks the
+    business's ``state`` against what it kept in that browser. The phone page's copied
+    link, opened in WeChat's browser or a computer's, logged in (made an account even) and
+    posted the token there, where the receiver refused it ("not started here"), and the
+    browser that started never heard (found driving the example's /business/ on a phone).
+    Nor is the site's own login a way on: it never posts a token. What works stays: the
+    QR code, with the business's state and nonce, for another phone to scan."""
+    from support import BUSINESS_URL
+
+    business = {"WECHAT_QR_CALLBACK_URL": BUSINESS_URL,
+                "WECHAT_QR_ID_TOKEN_SECRET": "a-shared-secret-of-32-bytes-or-more!",
+                "WECHAT_QR_OTHER_LOGIN_URL": "/login/password"}
+    with_oa = make_app(WECHAT_QR_SANDBOX=True, WECHAT_QR_APP_ID=None,
+                       WECHAT_QR_APP_SECRET=None, **business)
+    without_oa = make_app(**business)  # real-looking credentials, no Official Account
+    for app, agent in ((with_oa, SAFARI_PHONE), (without_oa, SAFARI_PHONE),
+                       (without_oa, WECHAT_PHONE)):
+        client = in_wechat(app, agent)
+        resp = client.get("/auth/wechat/login", query_string={"state": "biz", "nonce": "n1"},
+                          headers={"Accept-Language": "en"})
+        text = resp.get_data(as_text=True)
+        assert resp.status_code == 200 and 'data-wechat-qr-page="phone"' in text, agent
+        assert 'id="wechat-qr-page-url"' not in text and "Copy link" not in text, agent
+        assert 'data-wechat-qr-choice="other"' not in text, agent
+        assert "must end in this browser" in text, agent
+        qr_url = re.search(r'href="([^"]+)"[^>]* data-wechat-qr-choice="qr"', text).group(1)  # type: ignore[union-attr]
+        assert parse_qs(urlsplit(qr_url.replace("&amp;", "&")).query) == {
+            "state": ["biz"], "nonce": ["n1"], "show_qr": ["1"]}, agent
+        shown = client.get(qr_url.replace("&amp;", "&"))
+        assert shown.status_code == 302 and "/connect/qrconnect?" in shown.headers["Location"]
+        chinese = in_wechat(app, agent).get(
+            "/auth/wechat/login", query_string={"state": "biz"},
+            headers={"Accept-Language": "zh-CN"}).get_data(as_text=True)
+        assert "必须在此浏览器中完成" in chinese and "must end" not in chinese, agent
