@@ -582,7 +582,7 @@ def page_render_error(app: Flask, settings: Settings, base: str | None) -> str |
             return None
         try:
             render_template("wechat_qr/error.html", error=StateError(), connection=None,
-                            retry_url=None, other_login_url=None)
+                            retry_url=None, wechat_logins=[], other_login_url=None)
         except (TemplateError, BuildError) as error:  # the templates' own, not the site's
             return f"{type(error).__name__}: {error}"[:300]
         except Exception:  # something only a real request has: cannot be judged here

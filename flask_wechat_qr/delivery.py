@@ -262,6 +262,7 @@ def error_response(error: LoginError, connection: ConnectionSettings | None,
                             connection=retry.identifier, **again)
     return render_template("wechat_qr/error.html", error=error, connection=connection,
                            retry_url=retry_url,
+                           wechat_logins=[] if retry is not None else _logins_again_for(error),
                            back_url=next_url or request.script_root + "/",
                            other_login_url=_other_login_for(error, next_url)), error.status
 
@@ -278,13 +279,27 @@ def _only_connection_for(error: LoginError) -> ConnectionSettings | None:
     return None
 
 
+def _logins_again_for(error: LoginError) -> list[tuple[ConnectionSettings, str]]:
+    """Where an expired binding's page starts a login again on a site of several
+    connections, which the binding no longer says (:func:`_only_connection_for`): the login
+    of each connection that can start one here, with its URL. Not one for a business
+    callback URL (its front end's ``state`` went with the binding: it starts its own), nor
+    one without credentials (its logins are off)."""
+    if not isinstance(error, BindingExpired):
+        return []
+    return [(conn, url_for("wechat_qr.login", connection=conn.identifier))
+            for conn in current_runtime().settings.connections.values()
+            if not conn.callback_url and conn.has_credentials]
+
+
 def _other_login_for(error: LoginError, next_url: str | None) -> str | None:
     """The site's own login, on the pages that ask the person to log in with it: "Log in
     first" (then back to the link), and login-only's refusal, which says to log in and
-    link WeChat from the account page (then on to where the WeChat login was going)."""
+    link WeChat from the account page (then on to where the WeChat login was going); and
+    on an expired binding's, whose bind page was for binding an account of the site."""
     if isinstance(error, NotLoggedIn):
         return other_login_url(_back_after_logging_in(next_url))
-    if isinstance(error, LoginRefused):
+    if isinstance(error, (LoginRefused, BindingExpired)):
         return other_login_url(next_url)
     return None
 

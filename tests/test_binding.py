@@ -520,6 +520,37 @@ def test_an_expired_binding_offers_to_log_in_with_wechat_again(make_app: t.Any,
             ] == ["/auth/wechat/login"]
 
 
+def test_an_expired_binding_on_a_site_of_several_connections_offers_each_login(
+        make_app: t.Any, wechat_api: t.Any, clock: Clock) -> None:
+    """With several connections the expired binding no longer says which one it was, and
+    the page offered only "Back to the site" (found on a two-connection host). It now
+    offers a WeChat login of each connection that can start one here (not one for a
+    business callback URL: the business front end's state went with the binding), and
+    the site's own login: the bind page was for people with an account."""
+    from support import APP_ID_B, APP_SECRET, BUSINESS_URL, ID_TOKEN_SECRET, two_connections
+
+    config = two_connections(association="ask_binding")
+    config["WECHAT_QR_CONNECTIONS"].append(
+        {"connection": "shop", "display_name": "Shop", "app_id": "wx" + "3" * 16,
+         "app_secret": APP_SECRET, "callback_url": BUSINESS_URL, "association": "ask_binding"})
+    assert APP_ID_B != config["WECHAT_QR_CONNECTIONS"][2]["app_id"]
+    app = ask_app(make_app, WECHAT_QR_BIND_TTL=120, WECHAT_QR_ID_TOKEN_SECRET=ID_TOKEN_SECRET,
+                  WECHAT_QR_OTHER_LOGIN_URL="/login/password", **config)
+    client = app.test_client()
+    arrive(client, wechat_api, connection="wechat-b")
+    clock.advance(121)
+    resp = client.get("/auth/bind", headers={"Accept-Language": "en"})
+    assert resp.status_code == 400 and error_name(resp) == "BindingExpired"
+    html = resp.get_data(as_text=True)
+    buttons = [(a["href"], a.get("target")) for a in find_tags(html, "a")
+               if "wechat-qr-button" in (a.get("class") or "")]
+    assert buttons == [("/auth/wechat/login", "_top"), ("/auth/wechat-b/login", "_top"),
+                       ("/login/password", "_top")]
+    assert "Log in with WeChat (B)" in html and "Try again" not in html
+    chinese = client.get("/auth/bind", headers={"Accept-Language": "zh-CN"})
+    assert "登录你的账号" in chinese.get_data(as_text=True)
+
+
 def test_a_wrong_password_answer_turns_itself_into_a_visit_of_the_bind_page(
         make_app: t.Any, wechat_api: t.Any) -> None:
     """The answer to a POST puts itself in the browser's history as a visit (GET) of the
