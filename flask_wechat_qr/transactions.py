@@ -303,17 +303,23 @@ def _select_holds(statement: sa.Select[t.Any]) -> bool:
     or a column calling one of :data:`_HOLDING_FUNCTIONS` (but ``set_config(..., False)``);
     or writes: it selects from a common table expression of an ``INSERT``, ``UPDATE`` or
     ``DELETE`` (``sa.select(cte)``, ``sa.select(cte.c.id)``, ``select_from(cte)``,
-    ``add_cte(cte)``; one only in a subquery of its ``WHERE`` is not seen). SQLAlchemy
-    keeps them in private attributes (``_for_update_arg``, ``_raw_columns``,
-    ``_from_obj``, ``_independent_ctes``, in every 2.x): where another version has none,
-    the check finds nothing, and never fails a query of the site. Per ORM statement: a
-    type looked up per column (usually one), and a column's table where it is a column."""
+    ``add_cte(cte)``), or a condition of its ``WHERE`` does in a subquery
+    (``.where(User.id.in_(sa.select(cte.c.id)))``, an ``exists``: SQLAlchemy puts the
+    ``WITH`` at the top of the statement, where PostgreSQL runs it). SQLAlchemy keeps them
+    in private attributes (``_for_update_arg``, ``_raw_columns``, ``_from_obj``,
+    ``_independent_ctes``, ``_where_criteria``, in every 2.x): where another version has
+    none, the check finds nothing, and never fails a query of the site. Per ORM statement:
+    a type looked up per column (usually one), and a column's table where it is a column;
+    per condition of the ``WHERE``, its type and its two sides' (a column compared with a
+    value, the ORM's usual condition, is not looked into: no function call); any other
+    condition is walked (:func:`_writes_within`), not the whole statement."""
     try:
         if statement._for_update_arg is not None:
             return True
         columns: t.Sequence[t.Any] = statement._raw_columns  # of several types: looked at
         froms = statement._from_obj
         ctes = statement._independent_ctes
+        conditions: t.Sequence[t.Any] = statement._where_criteria
     except AttributeError:
         return False
     # a loop, checks inline: a generator per statement would cost more than the rest
@@ -325,7 +331,26 @@ def _select_holds(statement: sa.Select[t.Any]) -> bool:
                     return True
             elif _writing_cte(column if kind is _CTE else column.table):
                 return True
+    for condition in conditions:
+        if not (type(condition) is _COMPARISON and type(condition.left) in _PLAIN_SIDES
+                and type(condition.right) in _PLAIN_SIDES) and _writes_within(condition):
+            return True
     return bool(froms or ctes) and any(map(_writing_cte, (*froms, *ctes)))
+
+
+def _writes_within(condition: t.Any) -> bool:
+    """Whether a condition of a ``WHERE`` holds a common table expression of an
+    ``INSERT``, ``UPDATE`` or ``DELETE`` anywhere (in a subquery, an ``exists``): the
+    conditions an ``and_``/``or_`` joins (or parentheses hold) looked at as the
+    ``WHERE``'s own, any other condition's elements walked."""
+    kind = type(condition)
+    if kind is _JOINED:
+        return any(_writes_within(part) for part in condition.clauses
+                   if not (type(part) is _COMPARISON and type(part.left) in _PLAIN_SIDES
+                           and type(part.right) in _PLAIN_SIDES))
+    if kind is _GROUPING:
+        return _writes_within(condition.element)
+    return any(map(_writing_cte, sa.sql.visitors.iterate(condition)))
 
 
 def _writing_cte(table: t.Any) -> bool:
@@ -346,6 +371,17 @@ _COLUMNS = frozenset({sa.Column})  # a CTE's columns are plain ones, never the O
 _DML = sa.sql.dml.UpdateBase
 #: The column types :func:`_select_holds` looks into.
 _LOOKED_INTO = _CALLS | _COLUMNS | {_CTE}
+#: Conditions an ``and_``/``or_`` joins, and a condition in parentheses.
+_JOINED = sa.sql.elements.BooleanClauseList
+_GROUPING = sa.sql.elements.Grouping
+#: A condition of a ``WHERE`` that compares two things (``User.id == 5``)...
+_COMPARISON = sa.sql.elements.BinaryExpression
+#: ...which, where both are a column (the ORM's annotated one too) or a value (``.in_([1,
+#: 2])`` is one expanding value, ``.is_(None)`` a ``NULL``), holds no subquery.
+_PLAIN_SIDES = frozenset({
+    sa.Column, type(sa.Column("c", sa.Integer)._annotate({"c": True})),
+    sa.sql.elements.BindParameter, sa.sql.elements.Null, sa.sql.elements.True_,
+    sa.sql.elements.False_})
 
 
 def _calls_holding(column: t.Any) -> bool:

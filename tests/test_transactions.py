@@ -222,6 +222,12 @@ def _made() -> sa.CTE:
     return sa.insert(visits).values(id=1).returning(visits.c.id).cte("made")
 
 
+def _visits_where(criteria: t.Callable[[t.Any], list[t.Any]]) -> sa.Select[t.Any]:
+    """A ``SELECT`` of the visits with ``criteria(visits.c.id)`` as its ``WHERE``."""
+    visits = _visits()
+    return sa.select(visits).where(*criteria(visits.c.id))
+
+
 @pytest.mark.parametrize(("statement", "holds"), [
     (lambda: sa.select(_visits()), False),
     (lambda: sa.select(sa.func.count()).select_from(_visits()), False),
@@ -237,10 +243,20 @@ def _made() -> sa.CTE:
     (lambda: sa.select(sa.literal(1)).select_from(_made()), True),
     (lambda: sa.select(sa.literal(1)).add_cte(_made()), True),
     (lambda: sa.select(_visits().select().cte("recent")), False),
+    # only in a subquery of the WHERE (SQLAlchemy puts the WITH at the top: it runs)
+    (lambda: _visits_where(lambda id_: [id_.in_(sa.select(_made().c.id))]), True),
+    (lambda: _visits_where(lambda id_: [sa.exists(sa.select(_made()))]), True),
+    (lambda: _visits_where(lambda id_: [sa.and_(
+        id_ > 0, id_ == sa.select(_made().c.id).scalar_subquery())]), True),
+    (lambda: _visits_where(lambda id_: [
+        id_.in_(sa.select(_visits().select().cte("recent").c.id)), id_.is_not(None)]),
+     False),
 ], ids=["select", "count", "for-update", "for-share-nowait", "advisory-xact-lock",
         "try-advisory-xact-lock-labelled", "advisory-lock", "set-config-local",
         "set-config-session", "select-of-cte-insert", "column-of-cte-insert",
-        "from-cte-insert", "cte-insert-added", "select-of-cte-select"])
+        "from-cte-insert", "cte-insert-added", "select-of-cte-select",
+        "where-in-cte-insert", "where-exists-cte-insert", "where-scalar-cte-insert",
+        "where-in-cte-select"])
 def test_a_select_construct_that_holds_something_until_its_commit_is_no_read(
     tmp_path: t.Any, statement: t.Callable[[], sa.Select[t.Any]], holds: bool
 ) -> None:

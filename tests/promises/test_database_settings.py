@@ -487,15 +487,16 @@ def test_the_hosts_writes_are_committed_with_the_login_not_before(
 
 
 @pytest.mark.parametrize("database", ["postgresql"], indirect=True)
-@pytest.mark.parametrize("how", ["select-of-cte", "cte-added", "text"])
+@pytest.mark.parametrize("how", ["select-of-cte", "cte-added", "where-in", "text"])
 def test_the_hosts_write_in_a_common_table_expression_is_committed_with_the_login(
     make_app: t.Any, database: Database, wechat_api: WeChatAPI, how: str
 ) -> None:
     """A host whose ``before_request`` writes with PostgreSQL's data-modifying ``WITH``
     (``sa.select(sa.insert(...).returning(...).cte())``, or the ``INSERT`` added to a
-    ``SELECT`` with ``add_cte``, or as SQL text): the construct was taken for a read, and
-    the extension committed the host's row before calling WeChat. It is committed with
-    the login's own commit, as the host's other writes are."""
+    ``SELECT`` with ``add_cte``, or used only in a subquery of an ORM query's ``WHERE``,
+    or as SQL text): the construct was taken for a read, and the extension committed the
+    host's row before calling WeChat. It is committed with the login's own commit, as the
+    host's other writes are."""
     app = make_app()
     db, User = app.db, app.User  # type: ignore[attr-defined]
     users = User.__table__
@@ -511,6 +512,9 @@ def test_the_hosts_write_in_a_common_table_expression_is_committed_with_the_logi
                 "RETURNING id) SELECT id FROM made"), {"name": name})
             return
         made = sa.insert(users).values(username=name).returning(users.c.id).cte("made")
+        if how == "where-in":  # the ORM query of a host: its users just made
+            db.session.scalars(sa.select(User).where(User.id.in_(sa.select(made.c.id)))).all()
+            return
         db.session.execute(sa.select(made) if how == "select-of-cte"
                            else sa.select(sa.literal(1)).add_cte(made))
 
