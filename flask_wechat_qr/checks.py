@@ -1116,26 +1116,37 @@ def check_callback_domain_match(deployment: Deployment) -> t.Iterator[Finding]:
             "--base-url / SERVER_NAME")
 
 
-def secure_cookie_dropped(config: t.Mapping[str, t.Any], callback: str) -> bool:
-    """Whether browsers would keep no session cookie at all on the way to ``callback``:
-    ``SESSION_COOKIE_SECURE`` on a site served over http, away from this machine (where an
-    http page is a secure context, which may keep ``Secure`` cookies)."""
+#: The settings that make Flask write the session cookie ``Secure``: its own, and Flask
+#: 3.1's ``SESSION_COOKIE_PARTITIONED`` (CHIPS), which Werkzeug writes ``Secure`` too.
+SECURE_COOKIE_SETTINGS = ("SESSION_COOKIE_SECURE", "SESSION_COOKIE_PARTITIONED")
+
+
+def secure_cookie_dropped(config: t.Mapping[str, t.Any], callback: str) -> str | None:
+    """The setting for which browsers would keep no session cookie at all on the way to
+    ``callback``, or ``None``: one that makes it ``Secure`` (:data:`SECURE_COOKIE_SETTINGS`)
+    on a site served over http, away from this machine (where an http page is a secure
+    context, which may keep ``Secure`` cookies)."""
     parts = urlsplit(callback)
-    return bool(config.get("SESSION_COOKIE_SECURE") and parts.scheme == "http"
-                and parts.hostname and not is_loopback_host(parts.hostname))
+    if not (parts.scheme == "http" and parts.hostname
+            and not is_loopback_host(parts.hostname)):
+        return None
+    return next((key for key in SECURE_COOKIE_SETTINGS if config.get(key)), None)
 
 
 def check_session_cookie_reaches_callback(deployment: Deployment) -> t.Iterator[Finding]:
     """The session cookie carries each login's state to the callback: the browser must
     keep it, and send it there."""
     for connection, uri in deployment.urls.redirect_uris.items():
-        if secure_cookie_dropped(deployment.config, uri):
+        setting = secure_cookie_dropped(deployment.config, uri)
+        if setting is not None:
+            secure = ("" if setting == "SESSION_COOKIE_SECURE"
+                      else " (a partitioned cookie is always Secure)")
             yield problem(
-                f"SESSION_COOKIE_SECURE is on but the callback {uri} is http: browsers keep "
+                f"{setting} is on but the callback {uri} is http{secure}: browsers keep "
                 "no Secure cookie from an http page, so every login (and every session of "
                 "the site) is forgotten and ends on 'This login link is no longer valid'",
                 "serve the site over https (behind a proxy: ProxyFix, see docs/deploying), "
-                "or set SESSION_COOKIE_SECURE only where it is",
+                f"or set {setting} only where it is",
                 connection)
             continue
         reason = misses_callback(deployment.session_cookie, uri)

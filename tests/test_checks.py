@@ -685,6 +685,23 @@ def test_a_secure_only_session_cookie_where_browsers_keep_it_is_fine(
         deploy(app, base_url=base_url))) == []
 
 
+def test_a_partitioned_session_cookie_over_http_is_a_problem(
+        make_app: t.Callable[..., Flask]) -> None:
+    """Flask 3.1's ``SESSION_COOKIE_PARTITIONED`` (CHIPS): Werkzeug writes a partitioned
+    cookie ``Secure`` too, so over http away from this machine browsers keep none. Before:
+    ``check`` said nothing (it looked at ``SESSION_COOKIE_SECURE`` only), and every login
+    ended on "This login link is no longer valid"."""
+    app = make_app(DEBUG=True, SESSION_COOKIE_PARTITIONED=True)
+    finding = only("problem", checks.check_session_cookie_reaches_callback,
+                   deploy(app, base_url="http://192.168.1.5"))
+    assert "SESSION_COOKIE_PARTITIONED is on but the callback" in finding.what
+    assert "Secure" in finding.what
+    assert "https" in finding.fix and "SESSION_COOKIE_PARTITIONED" in finding.fix
+    for base_url in ("http://127.0.0.1:5000", "https://www.example.com"):
+        assert list(checks.check_session_cookie_reaches_callback(
+            deploy(app, base_url=base_url))) == []
+
+
 # --- routes of the host in the way ------------------------------------------------------
 
 
