@@ -16,6 +16,7 @@ import requests
 from requests.adapters import BaseAdapter
 from requests.structures import CaseInsensitiveDict
 from urllib3 import HTTPResponse
+from urllib3.exceptions import DecodeError
 from werkzeug.datastructures import Headers
 from werkzeug.test import EnvironBuilder, run_wsgi_app
 
@@ -65,6 +66,7 @@ class WSGITransport(BaseAdapter):
         response.status_code = int(status.split(" ", 1)[0])
         response.reason = status.split(" ", 1)[1] if " " in status else ""
         response.headers = CaseInsensitiveDict(headers.items())
+        content = _decoded(content, headers, response.status_code)
         response.raw = HTTPResponse(body=io.BytesIO(content), preload_content=False,
                                     status=response.status_code)
         response._content = content
@@ -77,3 +79,19 @@ class WSGITransport(BaseAdapter):
 
     def close(self) -> None:
         return None
+
+
+def _decoded(content: bytes, headers: Headers, status: int) -> bytes:
+    """The body as ``requests`` gives it over HTTP: decoded from its ``Content-Encoding``
+    (``gzip``, ``br``: the client's ``Accept-Encoding`` went to the app, whose host may
+    compress every answer, Flask-Compress for one). Before, the sandbox's compressed JSON
+    reached the client as it was, and every login ended on "WeChat is not answering"."""
+    encoding = headers.get("Content-Encoding")
+    if not encoding:
+        return content
+    encoded = HTTPResponse(body=io.BytesIO(content), headers={"Content-Encoding": encoding},
+                           preload_content=False, decode_content=True, status=status)
+    try:
+        return encoded.read()
+    except DecodeError as exc:  # as requests' own adapter says it
+        raise requests.exceptions.ContentDecodingError(exc) from exc

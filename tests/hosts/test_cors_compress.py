@@ -1,0 +1,86 @@
+"""A site behind a Vue front end's API as many are set up: Flask-CORS with credentials on
+the whole site (``CORS(app, supports_credentials=True)``) and Flask-Compress on every answer,
+with WeChat's embedded QR code coming back inside its frame (``self_redirect``), on the
+in-app sandbox. The extension's calls to the sandbox get compressed answers too; the login's
+headers survive both extensions' ``after_request`` hooks."""
+
+from __future__ import annotations
+
+import gzip
+import re
+from pathlib import Path
+
+from flask import Flask
+from flask_compress import Compress
+from flask_cors import CORS
+from flask_login import LoginManager, UserMixin, current_user
+from flask_sqlalchemy import SQLAlchemy
+from support import answer, find_tags, logged_in_user_id, poll
+
+from .browse import Browser, assert_no_server_error, local, wechat_login
+from .shapes import small_site
+
+
+def api_site(tmp_path: Path) -> Flask:
+    db = SQLAlchemy()
+    login_manager = LoginManager()
+
+    class User(UserMixin, db.Model):  # type: ignore[name-defined,misc]
+        id = db.Column(db.Integer, primary_key=True)
+        nickname = db.Column(db.Unicode(255))
+
+    app = small_site(tmp_path, "cors_site", db, login_manager, User,
+                     WECHAT_QR_QR_SELF_REDIRECT=True, COMPRESS_MIN_SIZE=0)
+    CORS(app, supports_credentials=True)
+    Compress(app)
+
+    @app.route("/")
+    def home() -> str:
+        who = current_user.nickname if current_user.is_authenticated else "guest"
+        return f'<p id="who">Hello {who}</p>'
+
+    with app.app_context():
+        db.create_all()
+    return app
+
+
+def test_a_login_on_a_site_that_compresses_every_answer(tmp_path: Path) -> None:
+    """Before: Flask-Compress compressed the sandbox's token answer for the extension's own
+    call (``requests`` asks for gzip), which reached the client still compressed: every
+    login ended on "WeChat is not answering" (502)."""
+    app = api_site(tmp_path)
+    browser = Browser(app)
+    page = wechat_login(browser, "lisi")
+    assert "Hello 李四" in page.get_data(as_text=True)
+    assert_no_server_error(browser)
+
+
+def test_the_embedded_qr_through_cors_and_compression(tmp_path: Path) -> None:
+    """The QR page, compressed and with CORS headers, keeps the extension's: no cache, no
+    other site's frame, a ``Vary`` for both its encoding and its cookie; the callback loaded
+    in the QR's frame answers the break-out page this site may frame, and logs in."""
+    app = api_site(tmp_path)
+    browser = Browser(app)
+    qr_page = browser.client.get("/auth/wechat/qr", headers={
+        "Accept-Encoding": "gzip", "Origin": "https://vue.example.com"})
+    headers = qr_page.headers
+    assert headers["Content-Encoding"] == "gzip"
+    assert headers.getlist("Cache-Control") == ["no-store"]
+    assert headers.getlist("Content-Security-Policy") == ["frame-ancestors 'self'"]
+    assert headers["X-Frame-Options"] == "SAMEORIGIN"
+    vary = {value.strip() for line in headers.getlist("Vary") for value in line.split(",")}
+    assert {"Accept-Encoding", "Cookie"} <= vary
+    assert headers["Access-Control-Allow-Credentials"] == "true"
+    [frame] = find_tags(gzip.decompress(qr_page.data).decode(), "iframe")
+    assert "self_redirect=true" in (frame["src"] or "")
+    wechat_page = browser.get(local(frame["src"] or ""))
+    [uuid] = re.findall(r'data-uuid="([^"]+)"', wechat_page.get_data(as_text=True))
+    assert answer(app.test_client(), uuid, action="allow", person="lisi").status_code == 200
+    framed = browser.client.get(local(poll(browser.client, uuid)["redirect"]), headers={
+        "Sec-Fetch-Dest": "iframe", "Accept-Encoding": "gzip"})
+    assert framed.status_code == 200, framed.data
+    assert "DENY" not in framed.headers.get("X-Frame-Options", "")
+    assert "'self'" in framed.headers["Content-Security-Policy"]
+    assert framed.headers.getlist("Cache-Control") == ["no-store"]
+    assert "window.top.location.href" in gzip.decompress(framed.data).decode()
+    assert logged_in_user_id(browser.client) is not None
