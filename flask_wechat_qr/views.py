@@ -61,6 +61,10 @@ if t.TYPE_CHECKING:
 log = logging.getLogger("flask_wechat_qr")
 
 blueprint = Blueprint("wechat_qr", __name__, template_folder="templates")
+# Pages for people in a browser, not a site's API: APIFlask leaves a blueprint that says so
+# out of the site's OpenAPI spec (and, without it, its spec was a 500: APIFlask reads this
+# of every blueprint with a ``before_request`` hook).
+blueprint.enable_openapi = False  # type: ignore[attr-defined]
 
 #: The query parameters a login keeps: where to go, and the business's ``state``/``nonce``.
 LOGIN_PARAMS = ("next", "state", "nonce")

@@ -79,6 +79,9 @@ OFFICIAL_ACCOUNT = "official_account"
 SCOPES = {WEBSITE: ("snsapi_login",), OFFICIAL_ACCOUNT: ("snsapi_base", "snsapi_userinfo")}
 
 blueprint = Blueprint("wechat_qr_sandbox", __name__, template_folder="../templates")
+# Another site's pages, not the host's API: out of an APIFlask site's OpenAPI spec (see
+# the extension's blueprint).
+blueprint.enable_openapi = False  # type: ignore[attr-defined]
 # The API takes the AppSecret, codes and tokens in query strings, which a server's access
 # log writes out (``python -m flask_wechat_qr.sandbox`` included): mask them there.
 blueprint.record_once(lambda _setup: redact_http_debug_logs())
