@@ -1,0 +1,88 @@
+"""A site with error handlers of its own for the whole app, as sites write them: one for
+every ``Exception`` that answers JSON, pages for its 404s and 400s, or one for every
+``HTTPException``. Flask looks for a handler by code first, then the blueprint's before the
+app's: the extension's ``LoginError`` (no HTTP code) still finds the blueprint's handler, so
+each failed login keeps its page, its words and its status, and none becomes a 500."""
+
+from __future__ import annotations
+
+import re
+import typing as t
+from pathlib import Path
+
+import pytest
+from flask import Flask, jsonify
+from flask_login import LoginManager, UserMixin, current_user
+from flask_sqlalchemy import SQLAlchemy
+from werkzeug.exceptions import HTTPException
+
+from .browse import Browser, wechat_login
+from .shapes import small_site
+
+
+def own_handlers(app: Flask, kind: str) -> None:
+    if kind == "exception":
+        @app.errorhandler(Exception)
+        def everything(error: Exception) -> t.Any:
+            return jsonify(code=500, msg="服务器错误"), 500
+    elif kind == "codes":
+        @app.errorhandler(404)
+        def not_found(error: Exception) -> t.Any:
+            return "<title>页面不存在</title>", 404
+
+        @app.errorhandler(400)
+        def bad_request(error: Exception) -> t.Any:
+            return "<title>请求错误</title>", 400
+    else:
+        @app.errorhandler(HTTPException)
+        def http_error(error: HTTPException) -> t.Any:
+            return jsonify(code=error.code, msg=error.description), error.code
+
+
+def site(tmp_path: Path, kind: str) -> Flask:
+    db = SQLAlchemy()
+    login_manager = LoginManager()
+
+    class User(UserMixin, db.Model):  # type: ignore[name-defined,misc]
+        id = db.Column(db.Integer, primary_key=True)
+        nickname = db.Column(db.Unicode(255))
+
+    app = small_site(tmp_path, "handlers", db, login_manager, User)
+    own_handlers(app, kind)
+
+    @app.route("/")
+    def home() -> str:
+        who = current_user.nickname if current_user.is_authenticated else "首页"
+        return f"<title>{who}</title>"
+
+    with app.app_context():
+        db.create_all()
+    return app
+
+
+def title(resp: t.Any) -> str:
+    found = re.search(r"<title>(.*?)</title>", resp.get_data(as_text=True), re.S)
+    return found.group(1).strip() if found else resp.get_data(as_text=True)[:80]
+
+
+@pytest.mark.parametrize("kind", ["exception", "codes", "http_exception"])
+def test_failed_logins_keep_their_pages_under_the_sites_own_handlers(
+        tmp_path: Path, kind: str) -> None:
+    app = site(tmp_path, kind)
+    browser = Browser(app)
+    assert title(wechat_login(browser, "lisi")) == "李四"
+    visitor = Browser(app)
+    start = visitor.get("/auth/wechat/login", follow=False).headers["Location"]
+    state = re.search(r"state=([^&#]+)", start).group(1)  # type: ignore[union-attr]
+    pages = [visitor.get(path) for path in (
+        "/auth/nope/login", "/auth/wechat/callback?state=expired&code=x", "/auth/bind",
+        "/auth/wechat/link", f"/auth/wechat/callback?state={state}")]
+    assert [(resp.status_code, resp.mimetype, title(resp)) for resp in pages] == [
+        (404, "text/html", "Unknown login method"),
+        (400, "text/html", "This login link is no longer valid"),
+        (400, "text/html", "This WeChat login has expired"),
+        (401, "text/html", "Log in first"),
+        (200, "text/html", "Login cancelled"),
+    ]
+    # The site's handlers are in force for its own errors.
+    assert visitor.get("/nothing").status_code == (500 if kind == "exception" else 404)
