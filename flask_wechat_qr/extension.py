@@ -140,12 +140,16 @@ class WeChatQR:
         app.before_request_funcs.setdefault(None, []).insert(0, start_afresh_if_forked_unseen)
 
         from .cli import cli
-        from .views import blueprint, frame_callbacks_last
+        from .views import blueprint, frame_callbacks_last, no_credentialed_reads_last
 
         app.register_blueprint(blueprint, url_prefix=settings.url_prefix)
         if any(conn.qr_self_redirect for conn in settings.connections.values()):
             # Only then: the receiver would run after every request of the site.
             request_finished.connect(frame_callbacks_last, app)
+        if str(app.config.get("SESSION_COOKIE_SAMESITE")).lower() == "none":
+            # Only then do cross-site requests carry the session (a Lax or Strict cookie
+            # stays home, and is not set by them either).
+            request_finished.connect(no_credentialed_reads_last, app)
         _serve_verify_files(app, settings)
         app.context_processor(_template_context)
         app.add_template_global(csrf_token, "wechat_qr_csrf_token")

@@ -21,7 +21,7 @@ from .browse import Browser, assert_no_server_error, local, wechat_login
 from .shapes import small_site
 
 
-def api_site(tmp_path: Path) -> Flask:
+def api_site(tmp_path: Path, **config: object) -> Flask:
     db = SQLAlchemy()
     login_manager = LoginManager()
 
@@ -30,7 +30,7 @@ def api_site(tmp_path: Path) -> Flask:
         nickname = db.Column(db.Unicode(255))
 
     app = small_site(tmp_path, "cors_site", db, login_manager, User,
-                     WECHAT_QR_QR_SELF_REDIRECT=True, COMPRESS_MIN_SIZE=0)
+                     WECHAT_QR_QR_SELF_REDIRECT=True, COMPRESS_MIN_SIZE=0, **config)
     CORS(app, supports_credentials=True)
     Compress(app)
 
@@ -84,3 +84,27 @@ def test_the_embedded_qr_through_cors_and_compression(tmp_path: Path) -> None:
     assert framed.headers.getlist("Cache-Control") == ["no-store"]
     assert "window.top.location.href" in gzip.decompress(framed.data).decode()
     assert logged_in_user_id(browser.client) is not None
+
+
+def test_no_other_site_reads_a_login_page_with_the_visitors_cookies(tmp_path: Path) -> None:
+    """A front end on another domain makes a site set ``SameSite=None``, and its CORS with
+    credentials on every route echoes any ``Origin``: another site's script could then read
+    the QR page (the login's state), the bind page (its form's token) or a callback's answer
+    with the visitor's session. Before: ``Access-Control-Allow-Credentials: true`` on every
+    page of the extension's. The site's own pages and the public keys keep the host's
+    headers, and the login still works."""
+    app = api_site(tmp_path, SESSION_COOKIE_SAMESITE="None")
+    browser = Browser(app)
+    evil = {"Origin": "https://evil.example"}
+    for path in ("/auth/wechat/qr", "/auth/wechat/login", "/auth/bind",
+                 "/auth/wechat/callback?state=x&code=y"):
+        page = browser.client.get(path, headers=evil)
+        assert page.status_code < 500, (path, page.status_code)
+        assert "Access-Control-Allow-Credentials" not in page.headers, path
+    site_page = browser.client.get("/", headers=evil)
+    assert site_page.headers["Access-Control-Allow-Credentials"] == "true"
+    keys = browser.client.get("/auth/.well-known/jwks.json", headers=evil)
+    assert keys.headers["Access-Control-Allow-Credentials"] == "true"
+    page = wechat_login(browser, "lisi")
+    assert "Hello 李四" in page.get_data(as_text=True)
+    assert_no_server_error(browser)
