@@ -155,6 +155,21 @@ def small_site(tmp_path: t.Any, name: str, db: t.Any, login_manager: t.Any, mode
     return app
 
 
+def nickname_site(tmp_path: t.Any, name: str, **config: t.Any) -> tuple[Flask, t.Any]:
+    """:func:`small_site` with the smallest user model a site has (an id and WeChat's
+    nickname), and its ``db``: the caller adds its routes, then makes the tables."""
+    from flask_login import LoginManager, UserMixin
+    from flask_sqlalchemy import SQLAlchemy
+
+    db = SQLAlchemy()
+
+    class User(UserMixin, db.Model):  # type: ignore[name-defined,misc]
+        id = db.Column(db.Integer, primary_key=True)
+        nickname = db.Column(db.Unicode(255))
+
+    return small_site(tmp_path, name, db, LoginManager(), User, **config), db
+
+
 def docs_block(marker: str) -> str:
     """The Python block of docs/hooks.rst that contains ``marker``."""
     import textwrap

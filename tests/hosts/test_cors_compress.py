@@ -13,23 +13,15 @@ from pathlib import Path
 from flask import Flask
 from flask_compress import Compress
 from flask_cors import CORS
-from flask_login import LoginManager, UserMixin, current_user
-from flask_sqlalchemy import SQLAlchemy
+from flask_login import current_user
 from support import answer, find_tags, logged_in_user_id, poll
 
 from .browse import Browser, assert_no_server_error, local, wechat_login
-from .shapes import small_site
+from .shapes import nickname_site
 
 
 def api_site(tmp_path: Path, **config: object) -> Flask:
-    db = SQLAlchemy()
-    login_manager = LoginManager()
-
-    class User(UserMixin, db.Model):  # type: ignore[name-defined,misc]
-        id = db.Column(db.Integer, primary_key=True)
-        nickname = db.Column(db.Unicode(255))
-
-    app = small_site(tmp_path, "cors_site", db, login_manager, User,
+    app, db = nickname_site(tmp_path, "cors_site",
                      WECHAT_QR_QR_SELF_REDIRECT=True, COMPRESS_MIN_SIZE=0, **config)
     CORS(app, supports_credentials=True)
     Compress(app)

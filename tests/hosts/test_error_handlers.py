@@ -12,12 +12,11 @@ from pathlib import Path
 
 import pytest
 from flask import Flask, jsonify
-from flask_login import LoginManager, UserMixin, current_user
-from flask_sqlalchemy import SQLAlchemy
+from flask_login import current_user
 from werkzeug.exceptions import HTTPException
 
 from .browse import Browser, wechat_login
-from .shapes import small_site
+from .shapes import nickname_site
 
 
 def own_handlers(app: Flask, kind: str) -> None:
@@ -40,14 +39,7 @@ def own_handlers(app: Flask, kind: str) -> None:
 
 
 def site(tmp_path: Path, kind: str) -> Flask:
-    db = SQLAlchemy()
-    login_manager = LoginManager()
-
-    class User(UserMixin, db.Model):  # type: ignore[name-defined,misc]
-        id = db.Column(db.Integer, primary_key=True)
-        nickname = db.Column(db.Unicode(255))
-
-    app = small_site(tmp_path, "handlers", db, login_manager, User)
+    app, db = nickname_site(tmp_path, "handlers")
     own_handlers(app, kind)
 
     @app.route("/")

@@ -10,11 +10,10 @@ from pathlib import Path
 
 from flask import Flask
 from flask.json.provider import DefaultJSONProvider
-from flask_login import LoginManager, UserMixin, current_user
-from flask_sqlalchemy import SQLAlchemy
+from flask_login import current_user
 
 from .browse import Browser, assert_no_server_error, wechat_login
-from .shapes import small_site
+from .shapes import nickname_site
 
 
 class Enveloping(DefaultJSONProvider):
@@ -27,14 +26,7 @@ class Enveloping(DefaultJSONProvider):
 
 
 def api_site(tmp_path: Path) -> Flask:
-    db = SQLAlchemy()
-    login_manager = LoginManager()
-
-    class User(UserMixin, db.Model):  # type: ignore[name-defined,misc]
-        id = db.Column(db.Integer, primary_key=True)
-        nickname = db.Column(db.Unicode(255))
-
-    app = small_site(tmp_path, "api_site", db, login_manager, User)
+    app, db = nickname_site(tmp_path, "api_site")
     app.json = Enveloping(app)
 
     @app.route("/")
