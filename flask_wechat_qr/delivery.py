@@ -269,14 +269,22 @@ def error_response(error: LoginError, connection: ConnectionSettings | None,
 
 def _only_connection_for(error: LoginError) -> ConnectionSettings | None:
     """Where an expired binding's page ("Log in with WeChat again") starts a login again,
-    though the binding no longer says its connection: the site's one connection; none
-    where there are several (which one it was is not known), nor for a business callback
-    URL (the business front end's ``state`` went with the binding: it starts its own)."""
+    though the binding no longer says its connection: the site's one connection, where
+    it can start a login here (as :func:`_logins_again_for` offers them); none where there
+    are several (which one it was is not known), nor for a business callback URL (the
+    business front end's ``state`` went with the binding: it starts its own), nor one
+    without credentials (its logins are off)."""
     connections = list(current_runtime().settings.connections.values())
-    if isinstance(error, BindingExpired) and len(connections) == 1 and (
-            not connections[0].callback_url):
+    if isinstance(error, BindingExpired) and len(connections) == 1 and _can_start_here(
+            connections[0]):
         return connections[0]
     return None
+
+
+def _can_start_here(connection: ConnectionSettings) -> bool:
+    """Whether an expired binding's page may start a login of ``connection``: not one for a
+    business callback URL, nor one without credentials."""
+    return not connection.callback_url and connection.has_credentials
 
 
 def _logins_again_for(error: LoginError) -> list[tuple[ConnectionSettings, str]]:
@@ -289,7 +297,7 @@ def _logins_again_for(error: LoginError) -> list[tuple[ConnectionSettings, str]]
         return []
     return [(conn, url_for("wechat_qr.login", connection=conn.identifier))
             for conn in current_runtime().settings.connections.values()
-            if not conn.callback_url and conn.has_credentials]
+            if _can_start_here(conn)]
 
 
 def _other_login_for(error: LoginError, next_url: str | None) -> str | None:

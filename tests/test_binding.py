@@ -520,6 +520,23 @@ def test_an_expired_binding_offers_to_log_in_with_wechat_again(make_app: t.Any,
             ] == ["/auth/wechat/login"]
 
 
+def test_an_expired_binding_offers_no_login_of_a_connection_that_is_off(
+        make_app: t.Any) -> None:
+    """A site's one connection whose AppSecret was taken away (its logins off: "not set
+    up", 503): an expired binding's page offered "Try again" to that login all the same,
+    a button to an error page, where a site of several connections offers no login of
+    such a connection. Now neither does: "Back to the site" and the site's own login."""
+    app = ask_app(make_app, WECHAT_QR_APP_SECRET="", WECHAT_QR_OTHER_LOGIN_URL="/login/password")
+    client = app.test_client()
+    assert client.get("/auth/wechat/login").status_code == 503  # the login is off
+    resp = client.get("/auth/bind", headers={"Accept-Language": "en"})
+    assert resp.status_code == 400 and error_name(resp) == "BindingExpired"
+    html = resp.get_data(as_text=True)
+    assert [a["href"] for a in find_tags(html, "a") if "wechat-qr-button" in a.get("class", "")
+            ] == ["/login/password"]
+    assert "Try again" not in html
+
+
 def test_an_expired_binding_on_a_site_of_several_connections_offers_each_login(
         make_app: t.Any, wechat_api: t.Any, clock: Clock) -> None:
     """With several connections the expired binding no longer says which one it was, and
