@@ -14,6 +14,7 @@ from flask.signals import request_finished
 
 from .adapter import (
     AccountAdapter,
+    arguments_create_user_cannot_give,
     columns_create_user_cannot_fill,
     why_accounts_cannot_be_proved,
 )
@@ -445,6 +446,18 @@ def _check_users_can_be_created(settings: Settings, adapter: AccountAdapter[User
     if model is None or type(adapter).create_user is not AccountAdapter.create_user or all(
             conn.login_only for conn in settings.connections.values()):
         return
+    arguments = arguments_create_user_cannot_give(model)
+    if arguments:
+        raise ConfigurationError(
+            "user_model",
+            f"{model.__name__}(...) requires the argument(s) {', '.join(arguments)}, and the "
+            f"default AccountAdapter.create_user calls {model.__name__}() with none (at most "
+            "a made-up username), so every first WeChat login would fail",
+            "Subclass AccountAdapter, override create_user to make the user with them "
+            "and add it to db.session (docs: hooks, 'Creating users'), and pass "
+            f"WeChatQR(..., adapter=YourAdapter(db, {model.__name__})); or give them "
+            "defaults (a dataclass field's default= or default_factory=); or set "
+            "WECHAT_QR_LOGIN_ONLY=True if WeChat must never create users.")
     missing = columns_create_user_cannot_fill(model)
     if missing:
         raise ConfigurationError(
