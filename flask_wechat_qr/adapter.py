@@ -424,9 +424,12 @@ class AccountAdapter(t.Generic[UserT]):
         return self.db
 
     def _primary_key_value(self, user: UserT) -> object:
-        """The user's primary key, by its attribute (which may be named unlike its column)."""
+        """The user's primary key, by its attribute (which may be named unlike its column);
+        a tuple of its values where it is composite."""
         mapper = sa.inspect(self._require_user_model())
-        return getattr(user, mapper.get_property_by_column(mapper.primary_key[0]).key)
+        values = tuple(getattr(user, mapper.get_property_by_column(column).key)
+                       for column in mapper.primary_key)
+        return values[0] if len(values) == 1 else values  # a composite key: all of it
 
 
 def _forget_remember_cookie() -> None:

@@ -7,6 +7,7 @@ import logging
 import typing as t
 from dataclasses import replace
 
+import sqlalchemy as sa
 from authlib.integrations.flask_client import OAuth
 from flask import Flask, Response, current_app, request
 from flask.sessions import SecureCookieSessionInterface
@@ -122,6 +123,7 @@ class WeChatQR:
         id_tokens = IdTokenSigner.from_settings(settings)
         db = self._db_for(app)
         adapter = self._adapter_for(app, db)
+        _check_users_can_be_found(adapter)
         _check_association_support(settings, adapter)
         _check_users_can_be_created(settings, adapter)
         _check_id_token_secret(app, settings)
@@ -437,6 +439,27 @@ def _warn_of_unknown_settings(app: Flask) -> None:
     the operator with only its consequence (no AppID, login off)."""
     for name in unknown_settings(app.config):
         log.warning("Ignoring %s in app.config: %s.", name, no_such_setting(name))
+
+
+def _check_users_can_be_found(adapter: AccountAdapter[User]) -> None:
+    """The default ``load_user`` looks users up by a primary key of one column: with a
+    composite one, every returning WeChat login would fail. Say so now, with the fix."""
+    model = adapter.user_model
+    if model is None or type(adapter).load_user is not AccountAdapter.load_user:
+        return
+    mapper = sa.inspect(model, raiseerr=False)
+    key = list(mapper.primary_key) if mapper is not None else []
+    if len(key) > 1:
+        raise ConfigurationError(
+            "user_model",
+            f"{model.__name__}'s primary key is {len(key)} columns "
+            f"({', '.join(column.name for column in key)}), and the default "
+            "AccountAdapter.load_user finds a user by one value, so no returning WeChat "
+            "login could find its user",
+            "Subclass AccountAdapter, override load_user(user_id) to find the user by the "
+            "id your get_id() gives (and get_user_id(user) where that is not get_id()), "
+            f"and pass WeChatQR(..., adapter=YourAdapter(db, {model.__name__})) (docs: "
+            "hooks, 'Finding users').")
 
 
 def _check_users_can_be_created(settings: Settings, adapter: AccountAdapter[User]) -> None:

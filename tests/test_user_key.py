@@ -36,7 +36,7 @@ from support import (
     table,
 )
 
-from flask_wechat_qr import WeChatQR
+from flask_wechat_qr import AccountAdapter, WeChatQR
 from flask_wechat_qr.errors import ConfigurationError
 
 
@@ -330,8 +330,14 @@ def composite_key_host(tmp_path: t.Any, caplog: pytest.LogCaptureFixture,
                       WECHAT_QR_LOGIN_ONLY=True)
     db.init_app(app)
     LoginManager(app)
+
+    class Adapter(AccountAdapter):  # the default finds users by a key of one column
+        def load_user(self, user_id: str) -> Member | None:
+            realm, _, name = user_id.partition("/")
+            return db.session.get(Member, (realm, name))
+
     with caplog.at_level(logging.INFO, logger="flask_wechat_qr"):
-        WeChatQR(app, db=db, user_model=Member)
+        WeChatQR(app, db=db, adapter=Adapter(db, Member))
     return app, db, Member
 
 

@@ -1,6 +1,7 @@
 """User models as a site started on SQLAlchemy 2 writes them, on the in-app sandbox: a
 ``MappedAsDataclass`` base (every model a dataclass, the extension's too), a dataclass user
-whose ``__init__`` takes its fields, and an ``__init__`` of the model's own."""
+whose ``__init__`` takes its fields, an ``__init__`` of the model's own, and a composite
+primary key."""
 
 from __future__ import annotations
 
@@ -286,3 +287,77 @@ def test_an_init_argument_nothing_gives_is_named_at_init_app(
     assert refused.value.key == "user_model"
     assert "email" in refused.value.problem and "create_user" in refused.value.fix
     site(tmp_path, *shape(), lambda user_id: None, WECHAT_QR_LOGIN_ONLY=True)
+
+
+# --- a composite primary key ---------------------------------------------------------------
+
+
+def tenant_site(tmp_path: Path, adapter: type[AccountAdapter[t.Any]] | None = None
+                ) -> tuple[Flask, SQLAlchemy, t.Any]:
+    """Users keyed by (id, tenant); Flask-Login's id is ``tenant/id``, and the site's loader
+    still takes a bare ``id`` of the first tenant's (its ids from before tenants)."""
+
+    class Base(DeclarativeBase):
+        pass
+
+    db = SQLAlchemy(model_class=Base)
+
+    class User(UserMixin, db.Model):  # type: ignore[name-defined,misc]
+        __tablename__ = "users"
+
+        id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+        tenant: Mapped[str] = mapped_column(sa.String(20), primary_key=True, default="main")
+        nickname: Mapped[str | None] = mapped_column(sa.String(255))
+        password_hash: Mapped[str | None] = mapped_column(sa.String(255))
+
+        def get_id(self) -> str:
+            return f"{self.tenant}/{self.id}"
+
+    def load(user_id: str) -> User | None:
+        tenant, _, number = user_id.rpartition("/")
+        return db.session.get(User, (int(number), tenant or "main")) \
+            if number.isdigit() else None
+
+    # WeChat cannot choose an id and a tenant: such a site only logs its users in
+    return site(tmp_path, db, User, load, adapter=adapter, WECHAT_QR_LOGIN_ONLY=True), db, User
+
+
+def test_a_composite_key_with_the_default_load_user_is_refused_at_init_app(
+        tmp_path: Path) -> None:
+    """The default ``load_user`` finds a user by one value: before, the site started, the
+    first WeChat login stored the key's first column as the user's id, and every returning
+    login was a 500."""
+    with pytest.raises(ConfigurationError) as refused:
+        tenant_site(tmp_path)
+    assert refused.value.key == "user_model" and "primary key" in refused.value.problem
+    assert "load_user" in refused.value.fix
+
+
+def test_a_composite_key_site_with_its_own_load_user_finds_each_tenants_user(
+        tmp_path: Path, dispose: t.Any) -> None:
+    """Two tenants' users share the id 1. ``acme/1`` links WeChat: the identity names
+    ``acme/1``, and its returning login is ``acme/1`` (before: the stored id was the key's
+    first column, ``1``, which the site's loader reads as ``main/1``: someone else)."""
+
+    class Adapter(AccountAdapter[t.Any]):
+        def load_user(self, user_id: str) -> t.Any:
+            loader = t.cast(t.Any, self.user_model)
+            tenant, _, number = user_id.rpartition("/")
+            return self._require_db().session.get(loader, (int(number), tenant or "main")) \
+                if number.isdigit() else None
+
+    app, db, User = tenant_site(tmp_path, Adapter)
+    dispose(app)
+    with app.app_context():
+        db.session.add_all([User(id=1, tenant="main"), User(id=1, tenant="acme")])
+        db.session.commit()
+    linker = Browser(app)
+    log_in(linker.client, "acme/1")  # type: ignore[arg-type]
+    wechat_login(linker, "zhangsan", path="/auth/wechat/link", next_url="/account")
+    with app.app_context():
+        identities = db.session.execute(sa.text("SELECT user_id FROM wechat_qr_identity"))
+        assert [row.user_id for row in identities] == ["acme/1"]
+    returning = Browser(app)
+    assert who(wechat_login(returning, "zhangsan")) == "Hello acme/1"
+    assert_no_server_error(linker)
+    assert_no_server_error(returning)
