@@ -427,9 +427,11 @@ class AccountAdapter(t.Generic[UserT]):
         """The user's primary key, by its attribute (which may be named unlike its column);
         a tuple of its values where it is composite."""
         mapper = sa.inspect(self._require_user_model())
-        values = tuple(getattr(user, mapper.get_property_by_column(column).key)
-                       for column in mapper.primary_key)
-        return values[0] if len(values) == 1 else values  # a composite key: all of it
+        key = mapper.primary_key
+        if len(key) == 1:  # every login asks: no tuple made for the usual key
+            return getattr(user, mapper.get_property_by_column(key[0]).key)
+        return tuple(getattr(user, mapper.get_property_by_column(column).key)
+                     for column in key)  # a composite key: all of it
 
 
 def _forget_remember_cookie() -> None:
@@ -560,11 +562,21 @@ def arguments_create_user_cannot_give(model: type[object]) -> list[str]:
 
 def _parameters(model: type[object]) -> list[inspect.Parameter]:
     """The parameters of ``model(...)`` (its ``__init__``'s, without ``self``); none where
-    Python cannot tell them."""
-    try:
-        return list(inspect.signature(model).parameters.values())
-    except (TypeError, ValueError):
-        return []
+    Python cannot tell them. Read once per model: a first login with a ``username`` column
+    asks, and ``inspect.signature`` is slow."""
+    parameters = _parameters_of.get(model)
+    if parameters is None:
+        try:
+            parameters = list(inspect.signature(model).parameters.values())
+        except (TypeError, ValueError):
+            parameters = []
+        _parameters_of[model] = parameters
+    return parameters
+
+
+#: :func:`_parameters`' answers, by model (held weakly: a test's models go with it).
+_parameters_of: weakref.WeakKeyDictionary[type[object], list[inspect.Parameter]] = (
+    weakref.WeakKeyDictionary())
 
 
 def _required_arguments(model: type[object]) -> list[str]:
