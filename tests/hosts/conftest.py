@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import sys
+import typing as t
 from pathlib import Path
 
 import pytest
+from flask import Flask
+from support import dispose_engines
 
 APPS = Path(__file__).resolve().parent / "apps"
 if str(APPS) not in sys.path:
@@ -22,3 +25,17 @@ def host_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             continue  # the test suite's own switches (e.g. PostgreSQL), not settings
         if name.startswith("WECHAT_QR_") or name in ("SECRET_KEY", "DATABASE_URL"):
             monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def dispose() -> t.Iterator[t.Callable[[Flask], Flask]]:
+    """``dispose(app)``: close the app's pooled connections when the test ends."""
+    apps: list[Flask] = []
+
+    def keep(app: Flask) -> Flask:
+        apps.append(app)
+        return app
+
+    yield keep
+    for app in apps:
+        dispose_engines(app)

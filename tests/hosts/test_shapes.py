@@ -13,11 +13,9 @@ import typing as t
 from pathlib import Path
 
 import pytest
-from flask import Flask
 from support import (
     ROOT,
     STRONG_KEY,
-    dispose_engines,
     error_name,
     find_tags,
     logged_in_user_id,
@@ -31,20 +29,6 @@ from .shapes import BABEL_LAYOUT, FACTORY, MIGRATE, SANDBOX, UUID_KEYS, flask
 
 #: Longest a ``flask`` command of a host may take in a subprocess, in seconds.
 COMMAND_TIMEOUT = 60
-
-
-@pytest.fixture
-def dispose() -> t.Iterator[t.Callable[[Flask], Flask]]:
-    """``dispose(app)``: close the app's pooled connections when the test ends."""
-    apps: list[Flask] = []
-
-    def keep(app: Flask) -> Flask:
-        apps.append(app)
-        return app
-
-    yield keep
-    for app in apps:
-        dispose_engines(app)
 
 
 # --- (a) a required column the default adapter cannot fill --------------------------------

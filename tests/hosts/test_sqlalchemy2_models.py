@@ -15,7 +15,7 @@ from flask import Flask, render_template_string
 from flask_login import LoginManager, UserMixin, current_user
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.orm import DeclarativeBase, Mapped, MappedAsDataclass, mapped_column
-from support import dispose_engines, find_tags, log_in, logged_in_user_id
+from support import find_tags, log_in, logged_in_user_id
 from werkzeug.security import generate_password_hash
 
 from flask_wechat_qr import AccountAdapter, WeChatQR
@@ -25,20 +25,6 @@ from .browse import Browser, assert_no_server_error, wechat_login
 from .shapes import SANDBOX
 
 PASSWORD = "correct horse battery"
-
-
-@pytest.fixture
-def dispose() -> t.Iterator[t.Callable[[Flask], Flask]]:
-    """``dispose(app)``: close the app's pooled connections when the test ends."""
-    apps: list[Flask] = []
-
-    def keep(app: Flask) -> Flask:
-        apps.append(app)
-        return app
-
-    yield keep
-    for app in apps:
-        dispose_engines(app)
 
 
 #: The site's account page: the WeChat accounts linked, each with its unlink button.
