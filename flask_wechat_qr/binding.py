@@ -28,7 +28,7 @@ from .client_address import client_network
 from .errors import AlreadyLinked, BindingBlocked, BindingExpired, LoginRefused
 from .i18n import LazyText, lazy_ngettext
 from .i18n import lazy_gettext as _l
-from .models import engine_of
+from .model_base import engine_of
 from .purge import PurgeSchedule, delete_expired
 from .storable import storable
 from .transactions import committed, end_reads

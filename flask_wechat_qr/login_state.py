@@ -29,7 +29,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from .client_address import client_network
 from .errors import StateError, StateUsed, TooManyLoginsStarted
-from .models import engine_of
+from .model_base import engine_of
 from .purge import Executor, PurgeSchedule, delete_expired
 from .settings import OFFICIAL_ACCOUNT, WEBSITE_APP
 from .transactions import end_reads

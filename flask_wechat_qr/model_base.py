@@ -60,3 +60,9 @@ def bind_key_of(table: sa.Table) -> str | None:
     session reads it (a model's ``__bind_key__``); ``None``, the default bind, for a table
     of the default metadata or of a declarative base that names none."""
     return t.cast("str | None", table.metadata.info.get("bind_key"))
+
+
+def engine_of(db: SQLAlchemy, table: sa.Table) -> sa.Engine:
+    """The engine of one of the extension's tables in the current app (not ``db.engine``,
+    the default bind's, where the host's users are on a bind of their own)."""
+    return db.engines[bind_key_of(table)]

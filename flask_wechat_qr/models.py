@@ -69,12 +69,6 @@ def users_bind_key(user_model: t.Any) -> str | None:
     return bind_key_of(table) if isinstance(table, sa.Table) else None
 
 
-def engine_of(db: SQLAlchemy, table: sa.Table) -> sa.Engine:
-    """The engine of one of the extension's tables in the current app (not ``db.engine``,
-    the default bind's, where the host's users are on a bind of their own)."""
-    return db.engines[bind_key_of(table)]
-
-
 def models_for(db: SQLAlchemy, user_column: sa.Column[t.Any] | None = None,
                bind_key: str | None = None) -> Models:
     """The extension's mapped classes on ``db``, declared once per ``db``, on the bind

@@ -31,7 +31,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.schema import CreateColumn
 
 from .column_types import MYSQL_DIALECTS
-from .model_base import bind_key_of
+from .model_base import engine_of
 
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
@@ -150,8 +150,8 @@ class SqliteTriggerCheck:
         self.done = False
 
     def run(self, before_connecting: t.Callable[[], object]) -> None:
-        table = self._table
-        restore_sqlite_trigger(self._db.engines[bind_key_of(table)], table, before_connecting)
+        restore_sqlite_trigger(engine_of(self._db, self._table), self._table,
+                               before_connecting)
         self.done = True
 
 

@@ -31,8 +31,7 @@ from flask import Flask, current_app
 
 from ..column_types import MYSQL_DIALECTS
 from ..errors import WeChatQRError
-from ..model_base import bind_key_of
-from ..models import engine_of
+from ..model_base import bind_key_of, engine_of
 from ..runtime import find_runtime
 from ..transactions import with_transactions
 from ..user_key import USER_KEY, referenced_column
