@@ -250,7 +250,10 @@ def error_response(error: LoginError, connection: ConnectionSettings | None,
                 fields["state"] = login.business["state"]
             return form_post(connection, fields), 200
     retry_url = None
-    retry = connection or _only_connection_for(error)
+    retry = connection
+    startable = _logins_again_after(error) if connection is None else []
+    if len(startable) == 1 and len(current_runtime().settings.connections) == 1:
+        retry, startable = startable[0], []  # the site's one connection: "Try again"
     if retry is not None and error.offers_retry:
         # url_for's values are typed Any: a str dict would be checked against _external.
         again: dict[str, t.Any] = {"next": login.next_url, **login.business} if login else {}
@@ -262,42 +265,23 @@ def error_response(error: LoginError, connection: ConnectionSettings | None,
                             connection=retry.identifier, **again)
     return render_template("wechat_qr/error.html", error=error, connection=connection,
                            retry_url=retry_url,
-                           wechat_logins=[] if retry is not None else _logins_again_for(error),
+                           wechat_logins=[(conn, url_for("wechat_qr.login",
+                                                         connection=conn.identifier))
+                                          for conn in startable],
                            back_url=next_url or request.script_root + "/",
                            other_login_url=_other_login_for(error, next_url)), error.status
 
 
-def _only_connection_for(error: LoginError) -> ConnectionSettings | None:
-    """Where an expired binding's page ("Log in with WeChat again") starts a login again,
-    though the binding no longer says its connection: the site's one connection, where
-    it can start a login here (as :func:`_logins_again_for` offers them); none where there
-    are several (which one it was is not known), nor for a business callback URL (the
-    business front end's ``state`` went with the binding: it starts its own), nor one
-    without credentials (its logins are off)."""
-    connections = list(current_runtime().settings.connections.values())
-    if isinstance(error, BindingExpired) and len(connections) == 1 and _can_start_here(
-            connections[0]):
-        return connections[0]
-    return None
-
-
-def _can_start_here(connection: ConnectionSettings) -> bool:
-    """Whether an expired binding's page may start a login of ``connection``: not one for a
-    business callback URL, nor one without credentials."""
-    return not connection.callback_url and connection.has_credentials
-
-
-def _logins_again_for(error: LoginError) -> list[tuple[ConnectionSettings, str]]:
-    """Where an expired binding's page starts a login again on a site of several
-    connections, which the binding no longer says (:func:`_only_connection_for`): the login
-    of each connection that can start one here, with its URL. Not one for a business
+def _logins_again_after(error: LoginError) -> list[ConnectionSettings]:
+    """Where an expired binding's page starts a login again, which the binding no longer
+    says: each connection that can start one here (on a site of one, its "Try again"; of
+    several, which one it was is not known: a button for each). Not one for a business
     callback URL (its front end's ``state`` went with the binding: it starts its own), nor
     one without credentials (its logins are off)."""
     if not isinstance(error, BindingExpired):
         return []
-    return [(conn, url_for("wechat_qr.login", connection=conn.identifier))
-            for conn in current_runtime().settings.connections.values()
-            if _can_start_here(conn)]
+    return [conn for conn in current_runtime().settings.connections.values()
+            if not conn.callback_url and conn.has_credentials]
 
 
 def _other_login_for(error: LoginError, next_url: str | None) -> str | None:
