@@ -548,6 +548,15 @@ def columns_create_user_cannot_fill(model: type[object]) -> list[str]:
     return missing
 
 
+def composite_key_columns(model: type[object]) -> list[str]:
+    """The columns of the user model's primary key where it has several, which the default
+    :meth:`AccountAdapter.load_user` cannot find a user by (it takes one value); none for a
+    key of one column."""
+    mapper = sa.inspect(model, raiseerr=False)
+    key = [column.name for column in mapper.primary_key] if mapper is not None else []
+    return key if len(key) > 1 else []
+
+
 def arguments_create_user_cannot_give(model: type[object]) -> list[str]:
     """The arguments the user model's ``__init__`` requires (no default) that the default
     :meth:`AccountAdapter.create_user` does not give: it calls ``model()`` with at most a

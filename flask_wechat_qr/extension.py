@@ -7,7 +7,6 @@ import logging
 import typing as t
 from dataclasses import replace
 
-import sqlalchemy as sa
 from authlib.integrations.flask_client import OAuth
 from flask import Flask, Response, current_app, request
 from flask.sessions import SecureCookieSessionInterface
@@ -17,6 +16,7 @@ from .adapter import (
     AccountAdapter,
     arguments_create_user_cannot_give,
     columns_create_user_cannot_fill,
+    composite_key_columns,
     why_accounts_cannot_be_proved,
 )
 from .association import AssociationPolicy
@@ -447,13 +447,12 @@ def _check_users_can_be_found(adapter: AccountAdapter[User]) -> None:
     model = adapter.user_model
     if model is None or type(adapter).load_user is not AccountAdapter.load_user:
         return
-    mapper = sa.inspect(model, raiseerr=False)
-    key = list(mapper.primary_key) if mapper is not None else []
-    if len(key) > 1:
+    key = composite_key_columns(model)
+    if key:
         raise ConfigurationError(
             "user_model",
             f"{model.__name__}'s primary key is {len(key)} columns "
-            f"({', '.join(column.name for column in key)}), and the default "
+            f"({', '.join(key)}), and the default "
             "AccountAdapter.load_user finds a user by one value, so no returning WeChat "
             "login could find its user",
             "Subclass AccountAdapter, override load_user(user_id) to find the user by the "
