@@ -189,16 +189,14 @@ class AccountAdapter(t.Generic[UserT]):
         """
         model = self._require_user_model()
         username_column = model.__table__.c.get("username")
-        arguments: dict[str, t.Any] = {}
-        username = None
-        if username_column is not None and (not username_column.nullable
-                                            or "username" in _required_arguments(model)):
-            username = _made_up_username(_sized(username_column))
-            if "username" in _keyword_parameters(model):  # a dataclass's, an own __init__'s
-                arguments["username"] = username
-        user = model(**arguments)
-        if username is not None and not arguments:
-            user.username = username
+        if username_column is None or (username_column.nullable
+                                       and "username" not in _required_arguments(model)):
+            user = model()
+        elif "username" in _keyword_parameters(model):  # a dataclass's, an own __init__'s
+            user = model(username=_made_up_username(_sized(username_column)))
+        else:
+            user = model()
+            user.username = _made_up_username(_sized(username_column))
         self._require_db().session.add(user)
         return t.cast(UserT, user)
 
