@@ -155,9 +155,9 @@ def small_site(tmp_path: t.Any, name: str, db: t.Any, login_manager: t.Any, mode
     return app
 
 
-def nickname_site(tmp_path: t.Any, name: str, **config: t.Any) -> tuple[Flask, t.Any]:
+def nickname_site(tmp_path: t.Any, name: str, **config: t.Any) -> Flask:
     """:func:`small_site` with the smallest user model a site has (an id and WeChat's
-    nickname), and its ``db``: the caller adds its routes, then makes the tables."""
+    nickname), its tables made: the caller adds its routes."""
     from flask_login import LoginManager, UserMixin
     from flask_sqlalchemy import SQLAlchemy
 
@@ -167,7 +167,10 @@ def nickname_site(tmp_path: t.Any, name: str, **config: t.Any) -> tuple[Flask, t
         id = db.Column(db.Integer, primary_key=True)
         nickname = db.Column(db.Unicode(255))
 
-    return small_site(tmp_path, name, db, LoginManager(), User, **config), db
+    app = small_site(tmp_path, name, db, LoginManager(), User, **config)
+    with app.app_context():
+        db.create_all()
+    return app
 
 
 def docs_block(marker: str) -> str:

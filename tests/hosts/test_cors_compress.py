@@ -21,7 +21,7 @@ from .shapes import nickname_site
 
 
 def api_site(tmp_path: Path, **config: object) -> Flask:
-    app, db = nickname_site(tmp_path, "cors_site",
+    app = nickname_site(tmp_path, "cors_site",
                      WECHAT_QR_QR_SELF_REDIRECT=True, COMPRESS_MIN_SIZE=0, **config)
     CORS(app, supports_credentials=True)
     Compress(app)
@@ -31,8 +31,6 @@ def api_site(tmp_path: Path, **config: object) -> Flask:
         who = current_user.nickname if current_user.is_authenticated else "guest"
         return f'<p id="who">Hello {who}</p>'
 
-    with app.app_context():
-        db.create_all()
     return app
 
 

@@ -39,7 +39,7 @@ def own_handlers(app: Flask, kind: str) -> None:
 
 
 def site(tmp_path: Path, kind: str) -> Flask:
-    app, db = nickname_site(tmp_path, "handlers")
+    app = nickname_site(tmp_path, "handlers")
     own_handlers(app, kind)
 
     @app.route("/")
@@ -47,8 +47,6 @@ def site(tmp_path: Path, kind: str) -> Flask:
         who = current_user.nickname if current_user.is_authenticated else "首页"
         return f"<title>{who}</title>"
 
-    with app.app_context():
-        db.create_all()
     return app
 
 

@@ -26,15 +26,13 @@ class Enveloping(DefaultJSONProvider):
 
 
 def api_site(tmp_path: Path) -> Flask:
-    app, db = nickname_site(tmp_path, "api_site")
+    app = nickname_site(tmp_path, "api_site")
     app.json = Enveloping(app)
 
     @app.route("/")
     def home() -> str:
         return f'<p id="who">Hello {current_user.nickname}</p>'
 
-    with app.app_context():
-        db.create_all()
     return app
 
 
