@@ -20,10 +20,11 @@ import socket
 import ssl
 import typing as t
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl, quote, quote_plus, urlencode, urlsplit, urlunsplit
+from urllib.parse import quote, quote_plus, urlencode, urlsplit, urlunsplit
 
 import requests
 from authlib.consts import default_user_agent
+from authlib.integrations.flask_client import FlaskOAuth2App
 from authlib.integrations.requests_client import OAuth2Session
 from requests.structures import CaseInsensitiveDict
 from urllib3.exceptions import NewConnectionError
@@ -43,6 +44,7 @@ from .placeholders import is_placeholder_avatar, is_placeholder_nickname
 from .settings import OFFICIAL_ACCOUNT, WEBSITE_APP
 
 if t.TYPE_CHECKING:
+    from authlib.integrations.base_client import FrameworkIntegration
     from authlib.integrations.flask_client import OAuth
 
     from .settings import ConnectionSettings
@@ -59,8 +61,6 @@ ACCESS_TOKEN_PATH = "/sns/oauth2/access_token"
 REFRESH_TOKEN_PATH = "/sns/oauth2/refresh_token"
 USERINFO_PATH = "/sns/userinfo"
 AUTH_CHECK_PATH = "/sns/auth"
-#: Authlib client-auth method name for WeChat's ``appid``/``secret`` query parameters.
-AUTH_METHOD = "wechat_appid_secret"
 #: The keywords of the calls :meth:`WeChatSession.request` sends the short way.
 _SHORT_WAY = frozenset({"headers", "timeout", "allow_redirects"})
 #: A query of these characters only is one ``PreparedRequest.prepare_url`` leaves as it is
@@ -272,49 +272,10 @@ def decode_body(resp: requests.Response) -> dict[str, t.Any]:
     return data
 
 
-def _appid_secret_auth(
-    auth: t.Any, method: str, uri: str, headers: dict[str, str], body: str
-) -> tuple[str, dict[str, str], None]:
-    """Authlib client auth: put ``appid``/``secret`` in the query, in WeChat's order.
-
-    Authlib builds ``grant_type, redirect_uri, code``; WeChat documents exactly
-    ``appid, secret, code, grant_type`` and wants no ``redirect_uri``. The token URL is
-    the API base's (an http(s) origin and path), its query all Authlib's; the
-    credentials' part of the new one is made once per AppID and AppSecret.
-    """
-    base, _, query = uri.partition("?")  # the settings' base has no query nor fragment
-    # Authlib's query is urlencode's: a code of letters, digits and "-._~" (WeChat's are)
-    # is in it as it goes into the new one; any other is decoded and quoted again.
-    code = ""
-    for part in query.split("&"):
-        if part.startswith("code=") and part != "code=":  # parse_qsl skips a blank one
-            code = part[5:]
-    if "=" in code or not _QUERY_AS_IS.issuperset(query):
-        code = quote_plus(dict(parse_qsl(query)).get("code", ""))
-    # No body at all (not ""): requests would frame an empty chunked body on this GET,
-    # which some servers answer by closing the kept-alive connection.
-    return (f"{base}?{_credentials_query(auth.client_id, auth.client_secret)}"
-            f"&code={code}&grant_type=authorization_code",
-            headers, None)
-
-
 @functools.lru_cache(maxsize=32)
 def _credentials_query(app_id: str, app_secret: str) -> str:
     """``appid=...&secret=...``, the start of a token request's query."""
     return urlencode([("appid", app_id), ("secret", app_secret)])
-
-
-def _check_token_response(resp: requests.Response) -> requests.Response:
-    """Authlib compliance hook: the token answer decoded by :func:`decode_body` (UTF-8,
-    errcodes typed) before Authlib parses it."""
-    data = decode_body(resp)
-    if "error" in data:
-        # Not WeChat's shape (a proxy or test double); Authlib would raise a bare
-        # OAuthError for it, which no error page handles.
-        raise WeChatUnavailable()
-    # Authlib reads the answer through json(): it gets the decoded body.
-    resp.json = lambda **kwargs: data  # type: ignore[method-assign]
-    return resp
 
 
 def _environment_settings(url: str) -> dict[str, t.Any]:
@@ -338,27 +299,18 @@ class ProfileNotGranted(Exception):
 
 class WeChatSession(OAuth2Session):
     """Authlib's requests session for one connection, open for the life of the process:
-    its connection pool (HTTP keep-alive) serves every call of every thread.
-
-    WeChat's quirks are installed through Authlib's public hooks: the client-auth method
-    (``appid``/``secret`` in WeChat's order) and the token-response compliance hook.
+    its connection pool (HTTP keep-alive) serves every call of every thread, the code's
+    exchange (:class:`WeChatRemoteApp`) as WeChat's other calls (:meth:`api_get`).
     """
 
-    def __init__(self, app_id: str, app_secret: str, *, api_base_url: str,
-                 timeout: float) -> None:
-        super().__init__(
-            client_id=app_id,
-            client_secret=app_secret,
-            token_endpoint_auth_method=AUTH_METHOD,
-            default_timeout=timeout,
-            **_environment_settings(api_base_url),
-        )
+    def __init__(self, *, api_base_url: str, timeout: float) -> None:
+        super().__init__(default_timeout=timeout, **_environment_settings(api_base_url))
+        #: where WeChat's API is: the host a failed call's log line names
+        self.api_base_url = api_base_url
         for scheme in ("https://", "http://"):
             self.mount(scheme, DeadlineAdapter(timeout))
         # WeChat's API sets no cookies, and a jar shared by every person's calls keeps none.
         self.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
-        self.register_client_auth_method((AUTH_METHOD, _appid_secret_auth))
-        self.register_compliance_hook("access_token_response", _check_token_response)
         # Authlib's remote app sets this on every call; set first here, those writes only
         # replace a value while other threads read the headers.
         self.headers["User-Agent"] = default_user_agent
@@ -366,6 +318,25 @@ class WeChatSession(OAuth2Session):
         self._headers_checked: dict[t.Any, CaseInsensitiveDict[str | bytes]] = {}
         #: :meth:`_prepared_url`'s prepared parts before the query, by the part as given
         self._bases_prepared: dict[str, str] = {}
+
+    def api_get(self, url: str, *, what: str, retry_busy: bool = False) -> dict[str, t.Any]:
+        """``GET`` one of WeChat's API calls (``url`` with its query): the JSON object it
+        answered, or the typed error it carries (:func:`decode_body`); a failure to reach
+        WeChat is typed too, logged as ``what`` failing, never with the URL (its query holds
+        the AppSecret, a code or a token). WeChat's "system busy" (-1) is asked once more
+        where ``retry_busy``: it means the call was not looked at."""
+        attempts = 2 if retry_busy else 1
+        for attempt in range(attempts):
+            with _translate_transport_errors(what, self.api_base_url):
+                # request(), not get(): the stubs give get() requests' own keywords only.
+                resp = self.request("GET", url, withhold_token=True)
+            try:
+                return decode_body(resp)
+            except WeChatBusy:
+                if attempt + 1 == attempts:
+                    raise
+                log.warning("WeChat %s answered -1 (busy); retrying once", what)
+        raise AssertionError("unreachable")
 
     def __exit__(self, *exc_info: object) -> None:
         # Authlib ends every call with ``with session:`` and nothing public stops that close.
@@ -401,7 +372,9 @@ class WeChatSession(OAuth2Session):
         # WeChat is sent no cookies: no Cookie header is made, and the request's jar (which
         # only a redirect, never followed, would read) is the session's, which keeps none.
         prepared._cookies = self.cookies
-        prepared.prepare_body(None, None)  # no body at all (see _appid_secret_auth)
+        # No body at all (not ""): requests would frame an empty chunked body on this
+        # GET, which some servers answer by closing the kept-alive connection.
+        prepared.prepare_body(None, None)
         if auth is not None:
             prepared.prepare_auth(auth)
         prepared.prepare_hooks(self.hooks)
@@ -483,19 +456,18 @@ class WeChatClient:
         self.app_id, app_secret = self.credentials(connection)
         #: The pooled HTTP session every call of this connection goes through (mount
         #: transports on it, e.g. the sandbox's in-process one).
-        self.session = WeChatSession(self.app_id, app_secret, api_base_url=api_base_url,
-                                     timeout=timeout)
-        session = self.session
+        self.session = WeChatSession(api_base_url=api_base_url, timeout=timeout)
         #: Authlib's remote app for this connection, in this app's own registry: it
         #: exchanges the code (WeChat's other calls have no Authlib counterpart).
         suffix = "" if self.app == WEBSITE_APP else f"_{self.app}"
-        self.remote = oauth.register(
+        self.remote: WeChatRemoteApp = oauth.register(
             f"wechat_qr_{connection.identifier}{suffix}",
+            client_cls=WeChatRemoteApp,
+            client_id=self.app_id,
+            client_secret=app_secret,
             access_token_url=api_base_url + ACCESS_TOKEN_PATH,
-            access_token_params={"method": "GET"},
+            session=self.session,
         )
-        # No public way hands Authlib a session (authlib/authlib#822): its factory gives ours.
-        self.remote.client_cls = lambda **_authlib_kwargs: session
 
     @staticmethod
     def credentials(connection: ConnectionSettings) -> tuple[str, str]:
@@ -554,20 +526,9 @@ class WeChatClient:
     # --- API calls ----------------------------------------------------------------
 
     def exchange_code(self, code: str) -> WeChatToken:
-        """``GET /sns/oauth2/access_token``: the code (single use, 5 minutes) for a token.
-
-        WeChat's "system busy" (-1) is retried once: it means the code was not looked at.
-        """
-        for attempt in range(2):
-            try:
-                with _translate_transport_errors("access_token", self.api_base_url):
-                    data = self.remote.fetch_access_token(code=code)
-                break
-            except WeChatBusy:
-                if attempt == 1:
-                    raise
-                log.warning("WeChat access_token answered -1 (busy); retrying once")
-        token = WeChatToken.from_response(data, self.app)
+        """``GET /sns/oauth2/access_token``: the code (single use, 5 minutes) for a token,
+        through the connection's remote app on Authlib's registry."""
+        token = WeChatToken.from_response(self.remote.fetch_access_token(code=code), self.app)
         if token.is_snapshotuser:
             raise SnapshotUser()
         return token
@@ -614,22 +575,39 @@ class WeChatClient:
             raise
         return True
 
-    def _get(
-        self, path: str, params: list[tuple[str, str]], *, retry_busy: bool = False
-    ) -> dict[str, t.Any]:
-        url = f"{self.api_base_url}{path}?{urlencode(params)}"
-        attempts = 2 if retry_busy else 1
-        for attempt in range(attempts):
-            with _translate_transport_errors(path, self.api_base_url):
-                # request(), not get(): the stubs give get() requests' own keywords only.
-                resp = self.session.request("GET", url, withhold_token=True)
-            try:
-                return decode_body(resp)
-            except WeChatBusy:
-                if attempt + 1 == attempts:
-                    raise
-                log.warning("WeChat %s answered -1 (busy); retrying once", path)
-        raise AssertionError("unreachable")
+    def _get(self, path: str, params: list[tuple[str, str]], *, retry_busy: bool = False
+             ) -> dict[str, t.Any]:
+        return self.session.api_get(f"{self.api_base_url}{path}?{urlencode(params)}",
+                                    what=path, retry_busy=retry_busy)
+
+
+class WeChatRemoteApp(FlaskOAuth2App):
+    """A connection's remote app on Authlib's registry, whose code exchange is WeChat's.
+
+    WeChat's token endpoint is no RFC 6749 one: a GET, ``appid`` and ``secret`` in the query
+    in WeChat's documented order (``appid, secret, code, grant_type``), no
+    ``redirect_uri``, errors as an ``errcode`` on HTTP 200. Authlib's generic token request,
+    bent to that by a client-auth method and a compliance hook, cost a returning login
+    4-5% of its CPU (bench/README.md, fifteenth slice) for nothing WeChat uses; the
+    exchange is made here the way WeChat's other calls are, on the connection's pooled
+    session (:meth:`WeChatSession.api_get`).
+    """
+
+    def __init__(self, framework: FrameworkIntegration, name: str, *,
+                 session: WeChatSession, **kwargs: t.Any) -> None:
+        super().__init__(framework, name, **kwargs)
+        #: the connection's pooled session, which the exchange goes through
+        self.session = session
+
+    def fetch_access_token(self, redirect_uri: str | None = None,
+                           **kwargs: t.Any) -> dict[str, t.Any]:
+        """WeChat's answer for ``code`` (a keyword, as Authlib's own takes it): a token's
+        fields, or the typed error it carries. ``redirect_uri`` is ignored: WeChat wants
+        none here. "System busy" (-1) is asked once more: the code was not looked at."""
+        query = (f"{_credentials_query(self.client_id, self.client_secret)}"
+                 f"&code={quote_plus(kwargs['code'])}&grant_type=authorization_code")
+        return self.session.api_get(f"{self.access_token_url}?{query}",
+                                    what="access_token", retry_busy=True)
 
 
 @functools.lru_cache(maxsize=64)
@@ -723,10 +701,6 @@ class _translate_transport_errors:
                         describe_transport_failure(exc, self.base_url))
             raise (WeChatTimeout() if isinstance(exc, requests.Timeout)
                    else WeChatUnavailable()) from None
-        if isinstance(exc, ValueError) and not isinstance(exc, WeChatAPIError):
-            # Authlib's token parsing refuses values it cannot read (``expires_in: "soon"``).
-            log.warning("WeChat %s answered something that is not JSON", self.what)
-            raise WeChatUnavailable() from None
         return False
 
 
