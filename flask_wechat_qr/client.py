@@ -311,8 +311,7 @@ class WeChatSession(OAuth2Session):
             self.mount(scheme, DeadlineAdapter(timeout))
         # WeChat's API sets no cookies, and a jar shared by every person's calls keeps none.
         self.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
-        # Authlib's remote app sets this on every call; set first here, those writes only
-        # replace a value while other threads read the headers.
+        # Authlib's User-Agent, as WeChat has always been sent (not requests' own).
         self.headers["User-Agent"] = default_user_agent
         #: :meth:`_checked_headers`' results, by the headers they were made of
         self._headers_checked: dict[t.Any, CaseInsensitiveDict[str | bytes]] = {}
@@ -577,6 +576,7 @@ class WeChatClient:
 
     def _get(self, path: str, params: list[tuple[str, str]], *, retry_busy: bool = False
              ) -> dict[str, t.Any]:
+        """WeChat's answer to ``path`` with ``params`` (in their order) in the query."""
         return self.session.api_get(f"{self.api_base_url}{path}?{urlencode(params)}",
                                     what=path, retry_busy=retry_busy)
 
