@@ -357,6 +357,32 @@ def test_the_code_reaches_wechat_as_given_in_its_place(
                                        ("code", code), ("grant_type", "authorization_code")]
 
 
+def test_a_hosts_authlib_keys_for_the_remote_app_change_no_call(
+        make_app: t.Any, wechat_api: WeChatAPI, caplog: pytest.LogCaptureFixture) -> None:
+    """Authlib's registry reads ``<NAME>_CLIENT_ID`` and the like from ``app.config`` for
+    what ``register`` was not given: no such key of a host's (the remote app is named
+    ``wechat_qr_<connection>``) changes the credentials, the URL or the method of the
+    exchange, nor makes any other call (``SERVER_METADATA_URL`` once made one first)."""
+    prefix = "WECHAT_QR_WECHAT_"
+    app = make_app(**{
+        prefix + "CLIENT_ID": "wxelsewhere", prefix + "CLIENT_SECRET": "other-secret",
+        prefix + "ACCESS_TOKEN_URL": "https://elsewhere.example.com/token",
+        prefix + "ACCESS_TOKEN_PARAMS": {"method": "POST"},
+        prefix + "API_BASE_URL": "https://elsewhere.example.com/",
+        prefix + "CLIENT_KWARGS": {"token_endpoint_auth_method": "client_secret_basic"},
+        prefix + "SERVER_METADATA_URL": "https://elsewhere.example.com/metadata",
+    })
+    wechat_api.token()
+    with app.app_context():
+        assert wechat_client(app).exchange_code(CODE).openid == OPENID
+    (call,) = wechat_api.mock.calls
+    assert call.request.method == "GET"
+    assert call.request.url.startswith(API + TOKEN_PATH + "?")
+    assert pairs(call.request.url) == [("appid", APP_ID), ("secret", APP_SECRET), ("code", CODE),
+                                       ("grant_type", "authorization_code")]
+    assert "Authorization" not in call.request.headers
+
+
 def test_exchange_code_returns_the_token(wx: WeChatClient, wechat_api: WeChatAPI) -> None:
     wechat_api.token()
     token = wx.exchange_code(CODE)
