@@ -32,6 +32,7 @@ from urllib3.exceptions import NewConnectionError
 from .deadline import MAX_ANSWER_BYTES, AnswerTooLarge, DeadlineAdapter
 from .errors import (
     ConfigurationError,
+    InvalidRequest,
     SnapshotUser,
     WeChatAPIError,
     WeChatBusy,
@@ -604,8 +605,13 @@ class WeChatRemoteApp(FlaskOAuth2App):
         """WeChat's answer for ``code`` (a keyword, as Authlib's own takes it): a token's
         fields, or the typed error it carries. ``redirect_uri`` is ignored: WeChat wants
         none here. "System busy" (-1) is asked once more: the code was not looked at."""
+        try:
+            code = quote_plus(kwargs["code"])
+        except UnicodeEncodeError:  # half a character: no code WeChat issued
+            raise InvalidRequest(
+                _l("The WeChat authorization is not valid. Scan the QR code again.")) from None
         query = (f"{_credentials_query(self.client_id, self.client_secret)}"
-                 f"&code={quote_plus(kwargs['code'])}&grant_type=authorization_code")
+                 f"&code={code}&grant_type=authorization_code")
         return self.session.api_get(f"{self.access_token_url}?{query}",
                                     what="access_token", retry_busy=True)
 

@@ -61,6 +61,7 @@ from flask_wechat_qr.errors import (
     InvalidCode,
     InvalidCredentials,
     InvalidRefreshToken,
+    InvalidRequest,
     LoginError,
     MissingCode,
     RateLimited,
@@ -381,6 +382,17 @@ def test_a_hosts_authlib_keys_for_the_remote_app_change_no_call(
     assert pairs(call.request.url) == [("appid", APP_ID), ("secret", APP_SECRET), ("code", CODE),
                                        ("grant_type", "authorization_code")]
     assert "Authorization" not in call.request.headers
+
+
+def test_a_code_that_is_not_text_is_refused_before_any_call(
+        wx: WeChatClient, wechat_api: WeChatAPI) -> None:
+    """Half a character (a lone surrogate, which no callback's query decodes to but a host
+    may hand ``exchange_code``) is no code WeChat issued: a typed error, not the
+    ``UnicodeEncodeError`` of quoting it, and WeChat is not asked."""
+    with pytest.raises(InvalidRequest) as info:
+        wx.exchange_code("0a1B\ud800")
+    assert info.value.status == 400
+    assert not wechat_api.mock.calls
 
 
 def test_exchange_code_returns_the_token(wx: WeChatClient, wechat_api: WeChatAPI) -> None:
