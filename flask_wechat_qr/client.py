@@ -339,8 +339,9 @@ class WeChatSession(OAuth2Session):
         raise AssertionError("unreachable")
 
     def __exit__(self, *exc_info: object) -> None:
-        # Authlib ends every call with ``with session:`` and nothing public stops that close.
-        return None  # the pool outlives the call; close() still closes it
+        # Authlib's remote apps end each call with ``with session:``: no ``with`` of
+        # anyone's closes the pool every call of the process goes through.
+        return None  # the pool outlives the block; close() still closes it
 
     # Authlib's own signature (withhold_token third), which the stubs type keyword by
     # keyword where this takes the rest as **kwargs.
@@ -429,6 +430,45 @@ class WeChatSession(OAuth2Session):
                     self._headers_checked.clear()
                 self._headers_checked[key] = checked
         return checked.copy()
+
+
+class WeChatRemoteApp(FlaskOAuth2App):
+    """A connection's remote app on Authlib's registry, whose code exchange is WeChat's.
+
+    WeChat's token endpoint is no RFC 6749 one: a GET, ``appid`` and ``secret`` in the query
+    in WeChat's documented order (``appid, secret, code, grant_type``), no
+    ``redirect_uri``, errors as an ``errcode`` on HTTP 200. Authlib's generic token request,
+    bent to that by a client-auth method and a compliance hook, cost a returning login
+    4-5% of its CPU (bench/README.md, fifteenth slice) for nothing WeChat uses; the
+    exchange is made here the way WeChat's other calls are, on the connection's pooled
+    session (:meth:`WeChatSession.api_get`).
+    """
+
+    def __init__(self, framework: FrameworkIntegration, name: str, *,
+                 session: WeChatSession, **kwargs: t.Any) -> None:
+        super().__init__(framework, name, **kwargs)
+        #: the connection's pooled session, which the exchange goes through
+        self.session = session
+
+    def fetch_access_token(self, redirect_uri: str | None = None,
+                           **kwargs: t.Any) -> dict[str, t.Any]:
+        """WeChat's answer for ``code`` (a keyword, as Authlib's own takes it): a token's
+        fields, or the typed error it carries. ``redirect_uri`` is ignored: WeChat wants
+        none here. "System busy" (-1) is asked once more: the code was not looked at."""
+        try:
+            code = quote_plus(kwargs["code"])
+        except UnicodeEncodeError:  # half a character: no code WeChat issued
+            raise InvalidRequest(
+                _l("The WeChat authorization is not valid. Scan the QR code again.")) from None
+        query = (f"{_credentials_query(self.client_id, self.client_secret)}"
+                 f"&code={code}&grant_type=authorization_code")
+        data = self.session.api_get(f"{self.access_token_url}?{query}",
+                                    what="access_token", retry_busy=True)
+        if "error" in data:
+            # OAuth's error shape, not WeChat's (a proxy or a test double): no token,
+            # whatever else the answer carries.
+            raise WeChatUnavailable()
+        return data
 
 
 class WeChatClient:
@@ -580,40 +620,6 @@ class WeChatClient:
         """WeChat's answer to ``path`` with ``params`` (in their order) in the query."""
         return self.session.api_get(f"{self.api_base_url}{path}?{urlencode(params)}",
                                     what=path, retry_busy=retry_busy)
-
-
-class WeChatRemoteApp(FlaskOAuth2App):
-    """A connection's remote app on Authlib's registry, whose code exchange is WeChat's.
-
-    WeChat's token endpoint is no RFC 6749 one: a GET, ``appid`` and ``secret`` in the query
-    in WeChat's documented order (``appid, secret, code, grant_type``), no
-    ``redirect_uri``, errors as an ``errcode`` on HTTP 200. Authlib's generic token request,
-    bent to that by a client-auth method and a compliance hook, cost a returning login
-    4-5% of its CPU (bench/README.md, fifteenth slice) for nothing WeChat uses; the
-    exchange is made here the way WeChat's other calls are, on the connection's pooled
-    session (:meth:`WeChatSession.api_get`).
-    """
-
-    def __init__(self, framework: FrameworkIntegration, name: str, *,
-                 session: WeChatSession, **kwargs: t.Any) -> None:
-        super().__init__(framework, name, **kwargs)
-        #: the connection's pooled session, which the exchange goes through
-        self.session = session
-
-    def fetch_access_token(self, redirect_uri: str | None = None,
-                           **kwargs: t.Any) -> dict[str, t.Any]:
-        """WeChat's answer for ``code`` (a keyword, as Authlib's own takes it): a token's
-        fields, or the typed error it carries. ``redirect_uri`` is ignored: WeChat wants
-        none here. "System busy" (-1) is asked once more: the code was not looked at."""
-        try:
-            code = quote_plus(kwargs["code"])
-        except UnicodeEncodeError:  # half a character: no code WeChat issued
-            raise InvalidRequest(
-                _l("The WeChat authorization is not valid. Scan the QR code again.")) from None
-        query = (f"{_credentials_query(self.client_id, self.client_secret)}"
-                 f"&code={code}&grant_type=authorization_code")
-        return self.session.api_get(f"{self.access_token_url}?{query}",
-                                    what="access_token", retry_busy=True)
 
 
 @functools.lru_cache(maxsize=64)

@@ -973,13 +973,19 @@ def test_token_answer_without_openid_or_token_is_wechat_unavailable(
         call(wx)
 
 
+@pytest.mark.parametrize("body", [
+    {"error": "invalid_grant", "error_description": "bad code"},
+    # an error beside a token: no token (the exchange of session 28 took it, a login)
+    {**TOKEN_ANSWER, "error": "invalid_grant"},
+])
 def test_oauth2_style_error_body_is_wechat_unavailable(
-    client: t.Any, wechat_api: WeChatAPI
+    client: t.Any, wechat_api: WeChatAPI, body: dict[str, t.Any]
 ) -> None:
     """Not WeChat's shape, but what a proxy or test double may send: Authlib would raise
     its own OAuthError for it, which no error page handles (a 500)."""
     state = start_login(client)
-    wechat_api.raw(TOKEN_PATH, b'{"error": "invalid_grant", "error_description": "bad code"}')
+    wechat_api.raw(TOKEN_PATH, json.dumps(body).encode())
+    wechat_api.userinfo()  # the profile would be there: only the token answer fails
     resp = finish_login(client, state, code=CODE)
     assert resp.status_code == 502
     assert str(escape(WeChatUnavailable.title)) in resp.get_data(as_text=True)
