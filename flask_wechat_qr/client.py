@@ -441,7 +441,9 @@ class WeChatRemoteApp(FlaskOAuth2App):
     bent to that by a client-auth method and a compliance hook, cost a returning login
     4-5% of its CPU (bench/README.md, fifteenth slice) for nothing WeChat uses; the
     exchange is made here the way WeChat's other calls are, on the connection's pooled
-    session (:meth:`WeChatSession.api_get`).
+    session (:meth:`WeChatSession.api_get`). The remote app's other Authlib calls
+    (``get``, ``request``...) are not the extension's and would not use that session:
+    every call of WeChat's goes through :attr:`session`.
     """
 
     def __init__(self, framework: FrameworkIntegration, name: str, *,
