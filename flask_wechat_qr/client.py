@@ -327,9 +327,11 @@ class WeChatSession(OAuth2Session):
         where ``retry_busy``: it means the call was not looked at."""
         attempts = 2 if retry_busy else 1
         for attempt in range(attempts):
-            with _translate_transport_errors(what, self.api_base_url):
+            try:
                 # request(), not get(): the stubs give get() requests' own keywords only.
                 resp = self.request("GET", url, withhold_token=True)
+            except requests.RequestException as exc:
+                raise _transport_error(exc, what, self.api_base_url) from None
             try:
                 return decode_body(resp)
             except WeChatBusy:
@@ -695,27 +697,12 @@ class OfficialAccountClient(WeChatClient):
         return profile
 
 
-class _translate_transport_errors:
-    """Turn ``requests`` failures into typed errors that never carry the URL (it has secrets),
-    logging which host failed and why."""
-
-    def __init__(self, what: str, base_url: str) -> None:
-        self.what = what
-        self.base_url = base_url
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: t.Any, exc: BaseException | None,
-                 tb: t.Any) -> t.Literal[False]:
-        if exc is None:
-            return False
-        if isinstance(exc, requests.RequestException):
-            log.warning("WeChat %s failed: %s", self.what,
-                        describe_transport_failure(exc, self.base_url))
-            raise (WeChatTimeout() if isinstance(exc, requests.Timeout)
-                   else WeChatUnavailable()) from None
-        return False
+def _transport_error(exc: requests.RequestException, what: str, base_url: str
+                     ) -> WeChatTimeout | WeChatUnavailable:
+    """The typed error for a ``requests`` failure of the call ``what``, which never carries
+    the URL (it has secrets); logged with which host failed and why."""
+    log.warning("WeChat %s failed: %s", what, describe_transport_failure(exc, base_url))
+    return WeChatTimeout() if isinstance(exc, requests.Timeout) else WeChatUnavailable()
 
 
 def describe_transport_failure(exc: BaseException, base_url: str) -> str:
