@@ -467,6 +467,13 @@ class AssociationPolicy:
         user_key = self.models.Identity.__table__.c[USER_KEY]
         return select.add_columns(user_model).outerjoin(user_model, user_key == user_column)
 
+    def user_key_for(self, user_id: str) -> t.Any:
+        """The primary key of the user ``user_id`` names (the adapter's ``load_user``), for
+        an identity's ``user_key``; ``None`` when no such user is stored."""
+        user = self.adapter.load_user(user_id)
+        state = sa.inspect(user, raiseerr=False) if user is not None else None
+        return state.identity[0] if state is not None and state.identity else None
+
     def _user_key_of(self, user: User) -> dict[str, t.Any]:
         """``{"user_key": primary key}`` when identities refer to the user table."""
         if USER_KEY not in self.models.Identity.__table__.c:

@@ -62,7 +62,12 @@ from .settings import (
 from .site_routes import routes_subdomain
 from .transactions import watch_writes
 from .urls import IN_PROCESS_ORIGIN, SANDBOX_IMAGE_ORIGIN, SANDBOX_IMAGE_PATH
-from .user_key import SqliteTriggerCheck, forget_on_bulk_delete, referenced_user_column
+from .user_key import (
+    SqliteTriggerCheck,
+    forget_on_bulk_delete,
+    key_identities_on_flush,
+    referenced_user_column,
+)
 
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
@@ -271,6 +276,8 @@ def _build_runtime(app: Flask, settings: Settings, db: SQLAlchemy, adapter: Acco
     adapter.on_user_deleted(policy.forget_user, id(models.Identity.__table__))
     forget_on_bulk_delete(db, adapter.user_model, policy.forget_users,
                           id(models.Identity.__table__))
+    key_identities_on_flush(db, models.Identity, policy.user_key_for,
+                            id(models.Identity.__table__))
     watch_writes(db)
     bindings = PendingBindings(db, models, policy, settings)
     refresher = ProfileRefresher(db, models, policy, adapter)

@@ -426,6 +426,53 @@ def forget_on_bulk_delete(db: SQLAlchemy, user_model: t.Any, prepare: Prepare, k
     sa.event.listen(db.session, "do_orm_execute", around_bulk_delete)
 
 
+def key_identities_on_flush(db: SQLAlchemy, identity_model: t.Any,
+                            key_for: t.Callable[[str], t.Any], key: int) -> None:
+    """An identity written through ``db.session`` by anyone but the extension (a
+    Flask-Admin ``ModelView``, a script) names its user by ``user_id`` alone: at flush, a
+    new identity without ``user_key``, or one whose ``user_id`` changed and ``user_key`` did
+    not, gets the ``user_key`` of the user ``user_id`` names (``key_for``), so deleting a
+    user deletes the identities that are theirs now, and no others. Once per ``db`` and
+    ``key`` (the identity table)."""
+    if USER_KEY not in identity_model.__table__.c:
+        return
+    watched = _keyed_sessions.setdefault(db, set())
+    if key in watched:
+        return
+    watched.add(key)
+    # Held weakly by the listener, as forget_on_bulk_delete's (see there).
+    watch = _FlushWatch(identity_model, key_for)
+    db.metadata.info.setdefault(_WATCHES_KEY, []).append(watch)
+    watch_ref = weakref.ref(watch)
+
+    def before_flush(session: sa.orm.Session, _context: t.Any, _instances: t.Any) -> None:
+        watch = watch_ref()
+        if watch is None:
+            return
+        for identity in [*session.new, *session.dirty]:
+            if not isinstance(identity, watch.identity_model):
+                continue
+            state = sa.inspect(identity)
+            if state.attrs[USER_KEY].history.has_changes():
+                continue  # given with the user (the extension's own writes)
+            if state.pending and getattr(identity, USER_KEY) is not None:
+                continue
+            if not state.pending and not state.attrs.user_id.history.has_changes():
+                continue
+            with session.no_autoflush:
+                setattr(identity, USER_KEY, watch.key_for(identity.user_id))
+
+    sa.event.listen(db.session, "before_flush", before_flush)
+
+
+@dataclass(frozen=True)
+class _FlushWatch:
+    """What :func:`key_identities_on_flush`'s listener needs."""
+
+    identity_model: t.Any
+    key_for: t.Callable[[str], t.Any]
+
+
 @dataclass(frozen=True)
 class _BulkDeleteWatch:
     """What :func:`forget_on_bulk_delete`'s listener needs: the user table and ``prepare``."""
@@ -438,4 +485,5 @@ class _BulkDeleteWatch:
 _WATCHES_KEY = "flask_wechat_qr.bulk_delete_watches"
 _watched_sessions: weakref.WeakKeyDictionary[t.Any, set[tuple[int, int]]] = (
     weakref.WeakKeyDictionary())
+_keyed_sessions: weakref.WeakKeyDictionary[t.Any, set[int]] = weakref.WeakKeyDictionary()
 _trigger_checked: weakref.WeakSet[sa.Engine] = weakref.WeakSet()
