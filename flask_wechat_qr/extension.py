@@ -226,6 +226,13 @@ class WeChatQR:
         runtime = find_runtime(current_app)
         return runtime.policy.identities_of(user) if runtime is not None else []
 
+    @property
+    def identity_model(self) -> t.Any:
+        """The mapped class of ``wechat_qr_identity`` on the current app's ``db``, e.g. for
+        an admin's ``ModelView`` (``None`` where this extension is not set up on it)."""
+        runtime = find_runtime(current_app)
+        return runtime.models.Identity if runtime is not None else None
+
     def jwks(self) -> dict[str, t.Any]:
         """The public keys of the current app's RS256 ID tokens, as served at
         ``/auth/.well-known/jwks.json`` (``{"keys": []}`` without an RS256 key), for a

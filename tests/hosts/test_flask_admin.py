@@ -54,9 +54,9 @@ def edit_form(client: t.Any, path: str) -> dict[str, str]:
 
 
 def identities(app: Flask) -> list[tuple[str, str, t.Any]]:
-    table = app.extensions["wechat_qr"].models.Identity.__table__
+    db = app.extensions["sqlalchemy"]
+    table = db.metadata.tables["wechat_qr_identity"]
     with app.app_context():
-        db = app.extensions["sqlalchemy"]
         return [tuple(row) for row in db.session.execute(
             sa.select(table.c.openid, table.c.user_id, table.c.user_key).order_by(table.c.id))]
 

@@ -45,12 +45,12 @@ def create_app(test_config: dict[str, t.Any] | None = None) -> Flask:
     db.init_app(app)
     login_manager.init_app(app)
     login_manager.user_loader(lambda user_id: db.session.get(User, int(user_id)))
-    WeChatQR(app, db=db, user_model=User)
+    wechat = WeChatQR(app, db=db, user_model=User)
     Babel(app, default_locale="zh_CN")
     admin = Admin(app, name="后台")
     admin.add_view(AdminOnly(User, db, name="用户"))
-    # The extension's identity model, as the runtime has it on this db.
-    identity = app.extensions["wechat_qr"].models.Identity
+    with app.app_context():
+        identity = wechat.identity_model
     admin.add_view(AdminOnly(identity, db, name="微信身份", endpoint="identity"))
 
     @app.route("/")
