@@ -8,6 +8,7 @@ bytes with WeChat's headers, so the client's real HTTP parsing is exercised.
 
 from __future__ import annotations
 
+import contextvars
 import io
 import typing as t
 from urllib.parse import urlsplit
@@ -54,13 +55,11 @@ class WSGITransport(BaseAdapter):
             environ = builder.get_environ()
         finally:
             builder.close()
-        app_iter, status, headers = run_wsgi_app(self.wsgi_app, environ, buffered=True)
-        try:
-            content = b"".join(app_iter)
-        finally:
-            close = getattr(app_iter, "close", None)
-            if close is not None:
-                close()
+        # In a copy of this context, as WeChat's servers answer in processes of their own: a
+        # site's hook that keeps per-request state in a ContextVar (Flask-DebugToolbar)
+        # would otherwise start afresh here and leave the request that called (a login's
+        # callback) without its own.
+        status, headers, content = contextvars.copy_context().run(self._answer, environ)
 
         response = requests.Response()
         response.status_code = int(status.split(" ", 1)[0])
@@ -76,6 +75,15 @@ class WSGITransport(BaseAdapter):
         # requests types it HTTPAdapter, but any mounted adapter puts itself here.
         response.connection = self  # type: ignore[assignment]
         return response
+
+    def _answer(self, environ: dict[str, t.Any]) -> tuple[str, Headers, bytes]:
+        app_iter, status, headers = run_wsgi_app(self.wsgi_app, environ, buffered=True)
+        try:
+            return status, headers, b"".join(app_iter)
+        finally:
+            close = getattr(app_iter, "close", None)
+            if close is not None:
+                close()
 
     def close(self) -> None:
         return None
