@@ -97,7 +97,7 @@ def test_an_identity_the_admin_made_goes_with_its_user(tmp_path: Path) -> None:
     assert identities(app) == [("o-made-in-the-admin", "1", 1)]
     with app.app_context():
         db = app.extensions["sqlalchemy"]
-        db.session.execute(sa.text("DELETE FROM user WHERE id = 1"))  # a database tool
+        db.session.execute(sa.text('DELETE FROM "user" WHERE id = 1'))  # a database tool
         db.session.commit()
     assert identities(app) == []
 
