@@ -120,3 +120,29 @@ def assert_no_server_error(browser: Browser) -> None:
     crawled = crawl(browser)
     assert crawled, "nothing to crawl"
     assert [entry for entry in crawled if entry[2] >= 500] == []
+
+
+def title(resp: t.Any) -> str:
+    """A page's ``<title>`` (else the start of its body: a JSON error says what it is)."""
+    found = re.search(r"<title>(.*?)</title>", resp.get_data(as_text=True), re.S)
+    return found.group(1).strip() if found else resp.get_data(as_text=True)[:80]
+
+
+def assert_failed_logins_are_pages(app: Flask) -> Browser:
+    """A new visitor's failed logins (an unknown connection, an expired state, nothing to
+    bind, a link while logged out, a cancelled scan) each get the extension's page, as
+    HTML with its status, whatever error handling the host has. The visitor, for more."""
+    visitor = Browser(app)
+    start = visitor.get("/auth/wechat/login", follow=False).headers["Location"]
+    state = re.search(r"state=([^&#]+)", start).group(1)  # type: ignore[union-attr]
+    pages = [visitor.get(path) for path in (
+        "/auth/nope/login", "/auth/wechat/callback?state=expired&code=x", "/auth/bind",
+        "/auth/wechat/link", f"/auth/wechat/callback?state={state}")]
+    assert [(resp.status_code, resp.mimetype, title(resp)) for resp in pages] == [
+        (404, "text/html", "Unknown login method"),
+        (400, "text/html", "This login link is no longer valid"),
+        (400, "text/html", "This WeChat login has expired"),
+        (401, "text/html", "Log in first"),
+        (200, "text/html", "Login cancelled"),
+    ]
+    return visitor

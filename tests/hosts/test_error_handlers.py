@@ -6,7 +6,6 @@ each failed login keeps its page, its words and its status, and none becomes a 5
 
 from __future__ import annotations
 
-import re
 import typing as t
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from flask import Flask, jsonify
 from flask_login import current_user
 from werkzeug.exceptions import HTTPException
 
-from .browse import Browser, wechat_login
+from .browse import Browser, assert_failed_logins_are_pages, title, wechat_login
 from .shapes import nickname_site
 
 
@@ -50,29 +49,12 @@ def site(tmp_path: Path, kind: str) -> Flask:
     return app
 
 
-def title(resp: t.Any) -> str:
-    found = re.search(r"<title>(.*?)</title>", resp.get_data(as_text=True), re.S)
-    return found.group(1).strip() if found else resp.get_data(as_text=True)[:80]
-
-
 @pytest.mark.parametrize("kind", ["exception", "codes", "http_exception"])
 def test_failed_logins_keep_their_pages_under_the_sites_own_handlers(
         tmp_path: Path, kind: str) -> None:
     app = site(tmp_path, kind)
     browser = Browser(app)
     assert title(wechat_login(browser, "lisi")) == "李四"
-    visitor = Browser(app)
-    start = visitor.get("/auth/wechat/login", follow=False).headers["Location"]
-    state = re.search(r"state=([^&#]+)", start).group(1)  # type: ignore[union-attr]
-    pages = [visitor.get(path) for path in (
-        "/auth/nope/login", "/auth/wechat/callback?state=expired&code=x", "/auth/bind",
-        "/auth/wechat/link", f"/auth/wechat/callback?state={state}")]
-    assert [(resp.status_code, resp.mimetype, title(resp)) for resp in pages] == [
-        (404, "text/html", "Unknown login method"),
-        (400, "text/html", "This login link is no longer valid"),
-        (400, "text/html", "This WeChat login has expired"),
-        (401, "text/html", "Log in first"),
-        (200, "text/html", "Login cancelled"),
-    ]
+    visitor = assert_failed_logins_are_pages(app)
     # The site's handlers are in force for its own errors.
     assert visitor.get("/nothing").status_code == (500 if kind == "exception" else 404)

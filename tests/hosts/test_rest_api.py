@@ -6,7 +6,6 @@ their statuses; a whole login (ask binding's page and its 400s included) ends lo
 
 from __future__ import annotations
 
-import re
 import typing as t
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pytest
 from flask import Flask
 from support import CSRF, logged_in_user_id
 
-from .browse import Browser, wechat_login
+from .browse import Browser, assert_failed_logins_are_pages, wechat_login
 from .shapes import SANDBOX
 
 
@@ -24,11 +23,6 @@ def build(tmp_path: Path, kind: str) -> Flask:
     return t.cast(Flask, host_rest_api.create_app({
         **SANDBOX, "HOST_API": kind, "WECHAT_QR_ASSOCIATION": "ask_binding",
         "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'api.db'}"}))
-
-
-def title(resp: t.Any) -> str:
-    found = re.search(r"<title>(.*?)</title>", resp.get_data(as_text=True), re.S)
-    return found.group(1).strip() if found else resp.get_data(as_text=True)[:80]
 
 
 @pytest.mark.parametrize("kind", ["restx_app", "restx_blueprint", "smorest"])
@@ -53,16 +47,4 @@ def test_the_login_pages_stay_pages_on_a_rest_api_site(tmp_path: Path, kind: str
     assert logged_in_user_id(browser.client) is not None
     assert browser.errors() == []
 
-    visitor = Browser(app)
-    start = visitor.get("/auth/wechat/login", follow=False).headers["Location"]
-    state = re.search(r"state=([^&#]+)", start).group(1)  # type: ignore[union-attr]
-    pages = [visitor.get(path) for path in (
-        "/auth/nope/login", "/auth/wechat/callback?state=expired&code=x", "/auth/bind",
-        "/auth/wechat/link", f"/auth/wechat/callback?state={state}")]
-    assert [(resp.status_code, resp.mimetype, title(resp)) for resp in pages] == [
-        (404, "text/html", "Unknown login method"),
-        (400, "text/html", "This login link is no longer valid"),
-        (400, "text/html", "This WeChat login has expired"),
-        (401, "text/html", "Log in first"),
-        (200, "text/html", "Login cancelled"),
-    ]
+    assert_failed_logins_are_pages(app)
