@@ -12,6 +12,7 @@ or calls WeChat, so each is tested alone. The checks that do call WeChat (``--li
 from __future__ import annotations
 
 import re
+import sys
 import typing as t
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from flask import Flask, request, url_for
 from flask_login.utils import expand_login_view
 from jinja2 import TemplateError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
-from werkzeug.routing import BuildError, Map, MapAdapter, Rule
+from werkzeug.routing import BuildError, Map, MapAdapter, RequestRedirect, Rule
 
 from .frame_policy import allows_frame
 from .sandbox.options import SANDBOX_APP_ID, SANDBOX_APP_SECRET, SANDBOX_OA_APP_ID_PREFIX
@@ -43,6 +44,7 @@ from .urls import (
     hostname_of,
     is_loopback_host,
     port_of,
+    under_mount_point,
 )
 
 #: A key the caller gives each page it asks :func:`_login_pages` about.
@@ -188,6 +190,18 @@ class BlockedQRFrame:
 
 
 @dataclass(frozen=True)
+class PostLoginLanding:
+    """Where a login started without ``next`` ends (``WECHAT_QR_POST_LOGIN_URL``) when no
+    page of the site answers a ``GET`` there."""
+
+    #: the path the browser is sent to (the mount point included)
+    path: str
+    #: what answers there instead: a REST framework's own view (Flask-RESTX's Swagger UI
+    #: or API root); ``None``: no route of the site takes a ``GET`` of that path
+    api_view: str | None = None
+
+
+@dataclass(frozen=True)
 class Deployment:
     """What the checks look at, gathered once from the app and the command line."""
 
@@ -226,15 +240,19 @@ class Deployment:
     #: the extension's signals with an ``async def`` receiver the app cannot run (no
     #: asgiref, Flask's ``async`` extra)
     unrunnable_async_receivers: tuple[str, ...] = ()
+    #: where a login without ``next`` ends, when no page of the site is there; ``None``:
+    #: a page is, or no telling (not at the host the login ends on)
+    post_login_landing: PostLoginLanding | None = None
 
     @classmethod
     def of(cls, app: Flask, settings: Settings, base_url: str | None = None,
            callback_domain: str | None = None) -> Deployment:
         """``app``'s deployment at ``base_url`` (the ``--base-url`` option, if given)."""
         base, source = public_base_url(app.config, base_url)
+        urls = site_urls(app, settings, base)
         return cls(settings=settings, config=app.config,
                    production=not (app.debug or app.testing), base_url=base,
-                   base_url_source=source, urls=site_urls(app, settings, base),
+                   base_url_source=source, urls=urls,
                    callback_domain=callback_domain,
                    business_routes=business_routes(app, settings),
                    shadowed_routes=shadowed_routes(app, settings, base),
@@ -245,7 +263,8 @@ class Deployment:
                    subdomain=routes_subdomain(app),
                    other_subdomains=tuple(other_subdomains(app)),
                    session_cookie=cookie_scope(app),
-                   unrunnable_async_receivers=tuple(unrunnable_async_receivers(app)))
+                   unrunnable_async_receivers=tuple(unrunnable_async_receivers(app)),
+                   post_login_landing=post_login_landing(app, settings, urls, base))
 
     @property
     def simulated(self) -> t.Literal["in-app", "standalone"] | None:
@@ -543,6 +562,66 @@ def _site_answer(app: Flask, path: str, route: str, base: str | None
     except Exception as error:  # the site's code needs what only a real request has
         return 0, None, f"{type(error).__name__}: {error}"[:200]
     return None
+
+
+def post_login_landing(app: Flask, settings: Settings, urls: SiteUrls, base: str | None
+                       ) -> PostLoginLanding | None:
+    """Where a login without ``next`` ends when no page of ``app`` is there: its
+    ``WECHAT_QR_POST_LOGIN_URL`` matched for ``GET`` in the URL map as a browser sent there
+    from the callback asks it (at the callback's host, subdomain included, under the
+    mount point, which the setting may leave out, as the login's redirect adds it).
+    ``None`` when a page of the site answers (or a redirect of its own, such as to the
+    path with a slash), and when the callback itself is not found at that host (host
+    matching without ``SERVER_NAME`` or ``--base-url``): no telling."""
+    connection = next(iter(settings.connections), None)
+    if connection is None:
+        return None
+    callback = urlsplit(urls.redirect_uris[connection])
+    if base is not None and callback.netloc:  # the callback's host, and base's mount point
+        base = f"{callback.scheme}://{callback.netloc}{urlsplit(base).path}"
+    adapter = _url_adapter(app, base)
+    if adapter is None:
+        return None
+    with _trusting_every_host(app), app.test_request_context(base_url=base) as ctx:
+        mount_point = ctx.request.script_root
+    try:
+        at_callback = adapter.match(unquote(callback.path).removeprefix(mount_point),
+                                    method="GET")[0]
+    except HTTPException:
+        at_callback = None
+    if at_callback != f"{BLUEPRINT}.callback":
+        return None
+    path = under_mount_point(settings.post_login_url, mount_point)
+    route = unquote(urlsplit(path).path).removeprefix(mount_point) or "/"
+    try:
+        rule, _ = adapter.match(route, method="GET", return_rule=True)
+    except RequestRedirect:  # the site's own redirect (a missing slash): a page is there
+        return None
+    except (NotFound, MethodNotAllowed):
+        return PostLoginLanding(path)
+    except HTTPException:
+        return None
+    api_view = _rest_framework_view(app.view_functions.get(str(rule.endpoint)))
+    return PostLoginLanding(path, api_view) if api_view else None
+
+
+#: Flask-RESTX's own views (public methods of its ``Api``), by method name.
+_RESTX_VIEWS = {
+    "render_doc": "Flask-RESTX's Swagger UI (its Api's doc, \"/\" unless doc= says "
+                  "otherwise)",
+    "render_root": "Flask-RESTX's API root (its Api's own \"/\", a 404 in JSON)",
+}
+
+
+def _rest_framework_view(view: t.Callable[..., t.Any] | None) -> str | None:
+    """What ``view`` is when it is a REST framework's own page rather than the site's:
+    Flask-RESTX's ``Api.render_doc`` (Swagger UI) or ``Api.render_root`` (a 404), bound
+    to an ``Api`` (only where the site has imported Flask-RESTX)."""
+    restx = sys.modules.get("flask_restx")
+    owner = getattr(view, "__self__", None)
+    if restx is None or not isinstance(owner, restx.Api):
+        return None
+    return _RESTX_VIEWS.get(str(getattr(view, "__name__", "")))
 
 
 def unbuildable_login_view(app: Flask, base: str | None) -> str | None:
@@ -1333,6 +1412,27 @@ def check_async_receivers(deployment: Deployment) -> t.Iterator[Finding]:
         "receivers plain functions")
 
 
+def check_post_login_page(deployment: Deployment) -> t.Iterator[Finding]:
+    """A login started without ``next`` ends at WECHAT_QR_POST_LOGIN_URL (default ``/``),
+    and the extension's pages link back there: on an API-first site (Flask-RESTX's
+    ``Api(app)`` at ``/``), a site whose home is ``/home``, nothing of the site answers.
+    A warning: a reverse proxy may serve that path."""
+    landing = deployment.post_login_landing
+    if landing is None:
+        return
+    setting = deployment.settings.post_login_url
+    where = (f"{landing.api_view} answers it" if landing.api_view
+             else "no route of this app answers a GET there")
+    yield warning(
+        f"a login started without next ends at WECHAT_QR_POST_LOGIN_URL ({setting}, "
+        f"{landing.path} on this site), and the login's pages link back there, but "
+        f"{where}: people land on "
+        + ("an API's page" if landing.api_view else "a 404 page") + " right after logging in",
+        "set WECHAT_QR_POST_LOGIN_URL to the site's home page (e.g. /home), or give every "
+        "login button a next (wechat_login_button(..., next=request.path)); if a reverse "
+        "proxy serves that path, nothing to do")
+
+
 def _split_domain(text: str) -> SplitResult:
     return urlsplit(text if "://" in text else "//" + text)
 
@@ -1370,6 +1470,7 @@ DEPLOYMENT_CHECKS: tuple[Check, ...] = (
     check_login_view,
     check_pages_render,
     check_async_receivers,
+    check_post_login_page,
 )
 
 

@@ -98,12 +98,13 @@ PAST_THE_REPEAT_WINDOW = 60
 def make_test_app(tmp_path: t.Any, database_url: str | None = None, *,
                   replay_create_all: bool = False, tables_made: bool = False,
                   before_init: t.Callable[[Flask], None] | None = None,
-                  **config: t.Any) -> Flask:
+                  home: bool = True, **config: t.Any) -> Flask:
     """A small host site: Flask-SQLAlchemy users, Flask-Login, WeChatQR; its tables made by
     ``db.create_all()``, or with ``replay_create_all`` as the run's first one with the same
     settings made them (:func:`create_all_as_before`), or none made with ``tables_made``:
     the database already has them, empty (:meth:`Database.host_url`). ``before_init(app)``
-    runs before ``WeChatQR`` (e.g. to register the host's own routes first)."""
+    runs before ``WeChatQR`` (e.g. to register the host's own routes first); ``home=False``:
+    no ``/`` page (an API-first site, a site whose home is elsewhere)."""
     db = SQLAlchemy()
 
     class User(db.Model, UserMixin):  # type: ignore[name-defined,misc]
@@ -137,11 +138,13 @@ def make_test_app(tmp_path: t.Any, database_url: str | None = None, *,
         before_init(app)
     wechat = WeChatQR(app, db=db, user_model=User)
 
-    @app.route("/")
     def index() -> str:
         if current_user.is_authenticated:
             return f"logged in as {current_user.id} {current_user.nickname}"
         return "anonymous"
+
+    if home:
+        app.add_url_rule("/", "index", index)
 
     if tables_made:
         replayed = True

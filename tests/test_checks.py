@@ -1007,3 +1007,139 @@ def test_an_async_receiver_without_flasks_async_extra_is_a_problem(
         assert "user-created" not in found.what  # a plain function runs anyway
         assert 'pip install "flask[async]"' in found.fix
     healthy(deploy(site))  # no async receiver: nothing to run
+
+
+# --- where a login without next ends ------------------------------------------------------
+
+
+def post_login_warning(deployment: Deployment) -> Finding:
+    finding = only("warning", checks.check_post_login_page, deployment)
+    assert "WECHAT_QR_POST_LOGIN_URL" in finding.what and "next" in finding.fix
+    return finding
+
+
+def test_a_post_login_url_no_route_answers_is_a_warning(make_app: t.Callable[..., Flask]
+                                                        ) -> None:
+    """The default ``/`` on a site whose home is elsewhere: a 404 right after logging in."""
+    app = make_app(home=False)
+    app.add_url_rule("/home", "home", lambda: "home")
+    with app.test_client() as client:  # what a login without next ends on
+        assert client.get("/").status_code == 404
+    finding = post_login_warning(deploy(app))
+    assert finding.what.startswith("a login started without next ends at "
+                                   "WECHAT_QR_POST_LOGIN_URL (/, / on this site)")
+    assert "no route of this app answers a GET there" in finding.what
+    assert finding.fix.startswith("set WECHAT_QR_POST_LOGIN_URL to the site's home page")
+    healthy(deploy(make_app(home=False, WECHAT_QR_POST_LOGIN_URL="/home",
+                            before_init=lambda app: app.add_url_rule("/home", "home",
+                                                                     lambda: "home"))))
+
+
+@pytest.mark.parametrize(("rule", "setting"), [
+    ("/home", "/home"),
+    ("/u/<name>", "/u/x"),
+    ("/u/<int:number>", "/u/7?tab=me#top"),
+    ("/home/", "/home"),  # the site's own redirect to the slash
+    ("/中文", "/%E4%B8%AD%E6%96%87"),
+])
+def test_a_post_login_url_a_route_answers_is_fine(make_app: t.Callable[..., Flask], rule: str,
+                                                 setting: str) -> None:
+    app = make_app(home=False, WECHAT_QR_POST_LOGIN_URL=setting)
+    app.add_url_rule(rule, "page", lambda **_: "page")
+    healthy(deploy(app))
+
+
+@pytest.mark.parametrize("setting", ["/u/x/y", "/u/seven"])
+def test_a_post_login_url_a_route_does_not_match_is_a_warning(
+        make_app: t.Callable[..., Flask], setting: str) -> None:
+    app = make_app(WECHAT_QR_POST_LOGIN_URL=setting)
+    app.add_url_rule("/u/<int:number>", "page", lambda **_: "page")
+    assert f"({setting}, {setting} on this site)" in post_login_warning(deploy(app)).what
+
+
+def test_a_post_only_route_at_the_post_login_url_is_a_warning(
+        make_app: t.Callable[..., Flask]) -> None:
+    app = make_app(home=False)
+    app.add_url_rule("/", "search", lambda: "", methods=["POST"])
+    post_login_warning(deploy(app))
+
+
+SERVED_AT_APP = {"SERVER_NAME": "www.example.com", "PREFERRED_URL_SCHEME": "https",
+                 "APPLICATION_ROOT": "/app"}
+
+
+@pytest.mark.parametrize(("base_url", "config", "setting", "path"), [
+    (None, SERVED_AT_APP, "/", "/app/"),
+    (None, SERVED_AT_APP, "/app/away", "/app/away"),
+    (None, {"APPLICATION_ROOT": "/app"}, "/away", "/app/away"),
+    (f"{PUBLIC}/site", {}, "/away", "/site/away"),
+    (f"{PUBLIC}/site", {}, "/site/away", "/site/away"),
+])
+def test_a_post_login_url_under_the_mount_point(
+        make_app: t.Callable[..., Flask], base_url: str | None, config: dict[str, t.Any],
+        setting: str, path: str) -> None:
+    """The setting may be written with or without the mount point (the login's redirect
+    adds it); the app's routes are matched under it. (Without SERVER_NAME or --base-url,
+    APPLICATION_ROOT is the mount point, as in Flask's own test requests.)"""
+    app = make_app(home=False, WECHAT_QR_POST_LOGIN_URL=setting, **config)
+    app.add_url_rule("/home", "home", lambda: "home")
+    [finding] = checks.check_post_login_page(deploy(app, base_url=base_url))
+    assert f"({setting}, {path} on this site)" in finding.what
+    for written in ("/home", f"{path.rpartition('/')[0]}/home"):
+        app = make_app(home=False, WECHAT_QR_POST_LOGIN_URL=written, **config)
+        app.add_url_rule("/home", "home", lambda: "home")
+        assert list(checks.check_post_login_page(deploy(app, base_url=base_url))) == []
+
+
+@pytest.mark.parametrize("base_url", [None, "https://example.com", "https://www.example.com"])
+@pytest.mark.parametrize(("home_subdomain", "warned"), [("www", False), ("shop", True)])
+def test_a_post_login_url_is_matched_on_the_logins_subdomain(
+        make_app: t.Callable[..., Flask], home_subdomain: str, warned: bool,
+        base_url: str | None) -> None:
+    """The login's routes on ``www.`` (``url_map.default_subdomain``): the redirect after
+    it stays there, and a home page of the ``shop.`` subdomain's blueprint is not there."""
+    from flask import Blueprint
+
+    def www(app: Flask) -> None:
+        app.subdomain_matching = True
+        app.url_map.default_subdomain = "www"
+
+    app = make_app(home=False, SERVER_NAME="example.com", PREFERRED_URL_SCHEME="https",
+                   before_init=www)
+    pages = Blueprint("pages", __name__, subdomain=home_subdomain)
+    pages.add_url_rule("/", "home", lambda: "home")
+    app.register_blueprint(pages)
+    deployment = deploy(app, base_url)
+    assert deployment.urls.redirect_uris["wechat"].endswith("www.example.com/auth/wechat/callback")
+    found = list(checks.check_post_login_page(deployment))
+    assert len(found) == warned, found
+
+
+@pytest.mark.parametrize(("doc", "answer"), [
+    ("/", "Flask-RESTX's Swagger UI"),
+    ("/docs", "Flask-RESTX's API root"),
+])
+def test_a_post_login_url_flask_restx_answers_is_a_warning(
+        make_app: t.Callable[..., Flask], doc: str, answer: str) -> None:
+    """An API-first site: ``Api(app)`` claims ``/``, its Swagger UI (``doc="/"``, the
+    default) or its API root (a 404 in JSON)."""
+    from flask_restx import Api
+
+    app = make_app(home=False)
+    Api(app, doc=doc)
+    finding = post_login_warning(deploy(app))
+    assert f"but {answer}" in finding.what and "an API's page" in finding.what
+
+
+def test_a_site_home_before_flask_restx_is_fine(make_app: t.Callable[..., Flask]) -> None:
+    """The site's own ``/``, registered before ``Api(app)``, answers ``/``; an ``Api`` on a
+    blueprint under ``/api`` claims only that."""
+    from flask import Blueprint
+    from flask_restx import Api
+
+    app = make_app()
+    Api(app)
+    blueprint = Blueprint("api", __name__, url_prefix="/api")
+    Api(blueprint)
+    app.register_blueprint(blueprint)
+    healthy(deploy(app))
