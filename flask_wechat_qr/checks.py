@@ -1414,23 +1414,24 @@ def check_async_receivers(deployment: Deployment) -> t.Iterator[Finding]:
 
 def check_post_login_page(deployment: Deployment) -> t.Iterator[Finding]:
     """A login started without ``next`` ends at WECHAT_QR_POST_LOGIN_URL (default ``/``),
-    and the extension's pages link back there: on an API-first site (Flask-RESTX's
-    ``Api(app)`` at ``/``), a site whose home is ``/home``, nothing of the site answers.
-    A warning: a reverse proxy may serve that path."""
+    as do linking and unlinking WeChat without one and the bind page's *Continue*: on an
+    API-first site (Flask-RESTX's ``Api(app)`` at ``/``) or a site whose home is ``/home``,
+    nothing of the site answers there. A warning: a reverse proxy may serve that path.
+    Not where every connection hands its logins to a business callback URL instead."""
     landing = deployment.post_login_landing
-    if landing is None:
+    connections = deployment.settings.connections.values()
+    if landing is None or all(conn.callback_url for conn in connections):
         return
-    setting = deployment.settings.post_login_url
     where = (f"{landing.api_view} answers it" if landing.api_view
              else "no route of this app answers a GET there")
     yield warning(
-        f"a login started without next ends at WECHAT_QR_POST_LOGIN_URL ({setting}, "
-        f"{landing.path} on this site), and the login's pages link back there, but "
-        f"{where}: people land on "
+        "a login started without next (and linking or unlinking WeChat) ends at "
+        f"WECHAT_QR_POST_LOGIN_URL ({deployment.settings.post_login_url}, {landing.path} "
+        f"on this site), but {where}: people land on "
         + ("an API's page" if landing.api_view else "a 404 page") + " right after logging in",
-        "set WECHAT_QR_POST_LOGIN_URL to the site's home page (e.g. /home), or give every "
-        "login button a next (wechat_login_button(..., next=request.path)); if a reverse "
-        "proxy serves that path, nothing to do")
+        "set WECHAT_QR_POST_LOGIN_URL to the site's home page (e.g. /home), or pass next to "
+        "every login (wechat_login_button(next=request.path)); nothing to do if a reverse "
+        "proxy serves that path")
 
 
 def _split_domain(text: str) -> SplitResult:

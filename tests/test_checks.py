@@ -1026,9 +1026,9 @@ def test_a_post_login_url_no_route_answers_is_a_warning(make_app: t.Callable[...
     with app.test_client() as client:  # what a login without next ends on
         assert client.get("/").status_code == 404
     finding = post_login_warning(deploy(app))
-    assert finding.what.startswith("a login started without next ends at "
-                                   "WECHAT_QR_POST_LOGIN_URL (/, / on this site)")
-    assert "no route of this app answers a GET there" in finding.what
+    assert finding.what.startswith("a login started without next (and linking or unlinking "
+                                   "WeChat) ends at WECHAT_QR_POST_LOGIN_URL (/, / on this "
+                                   "site), but no route of this app answers a GET there")
     assert finding.fix.startswith("set WECHAT_QR_POST_LOGIN_URL to the site's home page")
     healthy(deploy(make_app(home=False, WECHAT_QR_POST_LOGIN_URL="/home",
                             before_init=lambda app: app.add_url_rule("/home", "home",
@@ -1055,6 +1055,21 @@ def test_a_post_login_url_a_route_does_not_match_is_a_warning(
     app = make_app(WECHAT_QR_POST_LOGIN_URL=setting)
     app.add_url_rule("/u/<int:number>", "page", lambda **_: "page")
     assert f"({setting}, {setting} on this site)" in post_login_warning(deploy(app)).what
+
+
+def test_a_post_login_url_of_business_callback_logins_only_is_not_checked(
+        make_app: t.Callable[..., Flask]) -> None:
+    """Every connection hands its logins to a business callback URL (an ID token), not to
+    the site's own session: no login ends at the setting."""
+    app = make_app(home=False, WECHAT_QR_CALLBACK_URL="https://biz.example.com/wechat/done",
+                   **ID_TOKENS)
+    assert deploy(app).post_login_landing is not None
+    assert list(checks.check_post_login_page(deploy(app))) == []
+    two = make_app(home=False, WECHAT_QR_CONNECTIONS=[
+        {"connection": "wechat", "app_id": APP_ID, "app_secret": APP_SECRET,
+         "callback_url": "https://biz.example.com/wechat/done"},
+        {"connection": "shop", "app_id": APP_ID, "app_secret": APP_SECRET}], **ID_TOKENS)
+    assert len(list(checks.check_post_login_page(deploy(two)))) == 1
 
 
 def test_a_post_only_route_at_the_post_login_url_is_a_warning(
