@@ -1158,3 +1158,27 @@ def test_a_site_home_before_flask_restx_is_fine(make_app: t.Callable[..., Flask]
     Api(blueprint)
     app.register_blueprint(blueprint)
     healthy(deploy(app))
+
+
+@pytest.mark.parametrize(("home_host", "warned"), [("www.example.com", False),
+                                                   ("shop.example.com", True)])
+def test_a_post_login_url_is_matched_on_the_logins_host(
+        make_app: t.Callable[..., Flask], home_host: str, warned: bool) -> None:
+    """Host matching, every rule of the site on its host (the site's ``url_rule_class``, as
+    site_routes' tests): the home page of another host is not where the login ends."""
+    from werkzeug.routing import Rule
+
+    class HostRule(Rule):
+        def __init__(self, *args: t.Any, host: str | None = None, **kw: t.Any) -> None:
+            super().__init__(*args, host=host or "www.example.com", **kw)
+
+    def on_www(app: Flask) -> None:
+        app.url_map.host_matching = True
+        app.url_rule_class = HostRule
+
+    app = make_app(home=False, before_init=on_www)
+    app.add_url_rule("/", "home", lambda: "home", host=home_host)
+    found = list(checks.check_post_login_page(deploy(app)))
+    assert len(found) == warned, found
+    # at a host the callback is not on (no --base-url, no SERVER_NAME): no telling
+    assert deploy(app, base_url=None).post_login_landing is None
