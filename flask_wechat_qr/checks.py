@@ -607,9 +607,8 @@ def post_login_landing(app: Flask, settings: Settings, urls: SiteUrls, base: str
 
 #: Flask-RESTX's own views (public methods of its ``Api``), by method name.
 _RESTX_VIEWS = {
-    "render_doc": "Flask-RESTX's Swagger UI (its Api's doc, \"/\" unless doc= says "
-                  "otherwise)",
-    "render_root": "Flask-RESTX's API root (its Api's own \"/\", a 404 in JSON)",
+    "render_doc": "Flask-RESTX's Swagger UI (its Api's doc=, by default /)",
+    "render_root": "Flask-RESTX's API root (a 404 in JSON)",
 }
 
 
