@@ -471,8 +471,7 @@ class AssociationPolicy:
         """The primary key of the user ``user_id`` names (the adapter's ``load_user``), for
         an identity's ``user_key``; ``None`` when no such user is stored."""
         user = self.adapter.load_user(user_id)
-        state = sa.inspect(user, raiseerr=False) if user is not None else None
-        return state.identity[0] if state is not None and state.identity else None
+        return _stored_key(user) if user is not None else None
 
     def _user_key_of(self, user: User) -> dict[str, t.Any]:
         """``{"user_key": primary key}`` when identities refer to the user table."""
@@ -481,7 +480,8 @@ class AssociationPolicy:
         state = sa.inspect(user, raiseerr=False)
         if state is not None and state.identity is None:
             self.db.session.flush()  # a user made in this transaction gets its key
-        return {USER_KEY: state.identity[0]} if state is not None and state.identity else {}
+        key = _stored_key(user)
+        return {USER_KEY: key} if key is not None else {}
 
     def _user_by_unionid(self, unionid: str | None) -> User | None:
         if not unionid:
@@ -495,6 +495,13 @@ class AssociationPolicy:
                 log.warning("unionid is linked to %d users; not matching on it", len(rows))
             return None
         return self.adapter.load_user(rows[0])
+
+
+def _stored_key(user: object) -> t.Any:
+    """The primary key the database holds for ``user`` (an ORM object's identity), ``None``
+    for one not stored yet or not mapped."""
+    state = sa.inspect(user, raiseerr=False)
+    return state.identity[0] if state is not None and state.identity else None
 
 
 def _store_profile(db: SQLAlchemy, identity: Identity, profile: WeChatProfile,

@@ -23,7 +23,7 @@ from flask import Flask, request, url_for
 from flask_login.utils import expand_login_view
 from jinja2 import TemplateError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
-from werkzeug.routing import BuildError, Map, MapAdapter, RequestRedirect, Rule
+from werkzeug.routing import BuildError, Map, MapAdapter, Rule
 
 from .frame_policy import allows_frame
 from .sandbox.options import SANDBOX_APP_ID, SANDBOX_APP_SECRET, SANDBOX_OA_APP_ID_PREFIX
@@ -579,11 +579,10 @@ def post_login_landing(app: Flask, settings: Settings, urls: SiteUrls, base: str
     callback = urlsplit(urls.redirect_uris[connection])
     if base is not None and callback.netloc:  # the callback's host, and base's mount point
         base = f"{callback.scheme}://{callback.netloc}{urlsplit(base).path}"
-    adapter = _url_adapter(app, base)
+    with _trusting_every_host(app), app.test_request_context(base_url=base) as ctx:
+        adapter, mount_point = ctx.url_adapter, ctx.request.script_root
     if adapter is None:
         return None
-    with _trusting_every_host(app), app.test_request_context(base_url=base) as ctx:
-        mount_point = ctx.request.script_root
     try:
         at_callback = adapter.match(unquote(callback.path).removeprefix(mount_point),
                                     method="GET")[0]
@@ -595,11 +594,9 @@ def post_login_landing(app: Flask, settings: Settings, urls: SiteUrls, base: str
     route = unquote(urlsplit(path).path).removeprefix(mount_point) or "/"
     try:
         rule, _ = adapter.match(route, method="GET", return_rule=True)
-    except RequestRedirect:  # the site's own redirect (a missing slash): a page is there
-        return None
     except (NotFound, MethodNotAllowed):
         return PostLoginLanding(path)
-    except HTTPException:
+    except HTTPException:  # the site's own redirect (a missing slash): a page is there
         return None
     api_view = _rest_framework_view(app.view_functions.get(str(rule.endpoint)))
     return PostLoginLanding(path, api_view) if api_view else None

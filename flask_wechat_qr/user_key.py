@@ -455,10 +455,8 @@ def key_identities_on_flush(db: SQLAlchemy, identity_model: t.Any,
             state = sa.inspect(identity)
             if state.attrs[USER_KEY].history.has_changes():
                 continue  # given with the user (the extension's own writes)
-            if state.pending and getattr(identity, USER_KEY) is not None:
-                continue
             if not state.pending and not state.attrs.user_id.history.has_changes():
-                continue
+                continue  # a new one without it, or one moved: keyed below
             with session.no_autoflush:
                 setattr(identity, USER_KEY, watch.key_for(identity.user_id))
 
