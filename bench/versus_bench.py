@@ -167,20 +167,29 @@ def _api_calls(wechat: Server, site: Site) -> int:
 
 
 def run_cell(cell: Cell, sites: list[Site], wechat: Server, pairs: int, seconds: float,
-             max_logins: int) -> Cell:
+             max_logins: int, restart: t.Callable[[], list[Site]] | None = None) -> Cell:
     """Warm-up logins on each site (every returning person logged in once), then the
-    sites take turns, one timed run each, ``pairs`` times."""
+    sites take turns, one timed run each, ``pairs`` times. ``restart``: both sites' servers
+    started again before each pair (and warmed up again), so the pairs sample how fast a
+    process happens to be, not one process of each for the whole cell."""
+    for pair in range(pairs):
+        if pair == 0 or restart is not None:
+            if pair and restart is not None:
+                sites = restart()
+            _warm_up(cell, sites, wechat)
+        for site in (sites if pair % 2 == 0 else sites[::-1]):
+            run = timed_run(site, wechat, cell.users, cell.clients, seconds, max_logins)
+            cell.runs.setdefault(site.label, []).append(run)
+    return cell
+
+
+def _warm_up(cell: Cell, sites: list[Site], wechat: Server) -> None:
     for site in sites:
         warmup = max(cell.clients, len(RETURNING_PEOPLE))
         failures = timed_run(site, wechat, cell.users, cell.clients, TIMEOUT, warmup).failures
         if failures:
             print(f"{cell.key()} {site.label}: {len(failures)} failed warm-up logins, the "
                   f"first: {failures[0]}", flush=True)
-    for pair in range(pairs):
-        for site in (sites if pair % 2 == 0 else sites[::-1]):
-            run = timed_run(site, wechat, cell.users, cell.clients, seconds, max_logins)
-            cell.runs.setdefault(site.label, []).append(run)
-    return cell
 
 
 # --- the matrix ----------------------------------------------------------------------
@@ -198,20 +207,30 @@ def run_group(args: argparse.Namespace, database: Databases, kind: str, workers:
     labels = ["ours", args.versus]
     sites: list[Site] = []
     cells = []
-    try:
+    uris = {label: database.uri(label) for label in labels}  # a PostgreSQL schema each
+
+    def start_sites() -> list[Site]:
+        for site in sites:
+            t.cast(GunicornSite, site.server).stop()
+        sites.clear()
         for label in labels:
-            server = start(label, database_uri=database.uri(label),
+            server = start(label, database_uri=uris[label],
                            open_base=wechat.url("open"), api_base=wechat.api_url(label),
                            workers=processes, threads=threads, folder=folder)
             sites.append(Site(label, t.cast(Server, server), LOGIN_PATHS[label]))
+        return list(sites)
+
+    try:
+        start_sites()
         for rtt in args.rtt:
             set_latency(wechat, rtt)
             for clients in args.clients:
                 if clients == 1 and workers != args.workers[0]:
                     continue  # one browser at a time: the shape does not matter
                 for users in args.users:
-                    cell = run_cell(Cell(kind, workers, rtt, clients, users), sites, wechat,
-                                    args.pairs, args.seconds, args.max_logins)
+                    cell = run_cell(Cell(kind, workers, rtt, clients, users), list(sites),
+                                    wechat, args.pairs, args.seconds, args.max_logins,
+                                    start_sites if args.restart else None)
                     print(progress_line(cell, labels), flush=True)
                     cells.append(cell)
     finally:
@@ -421,6 +440,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         default=["new", "returning"])
     parser.add_argument("--workers", type=_words(None), default=["1x8", "2x4"],
                         help="gunicorn workers x threads, comma-separated (1x8,2x4)")
+    parser.add_argument("--restart", action="store_true",
+                        help="start both sites' servers again before every pair: the "
+                             "spread then includes how fast each new process happens to "
+                             "be (a few seconds more per pair)")
     parser.add_argument("--versus", choices=("handwritten", "baseline"), default="handwritten")
     parser.add_argument("--sqlite-wal", action="store_true",
                         help="both sites run SQLite as docs/deploying.rst advises (WAL, "
