@@ -93,18 +93,23 @@ def _per_login(runs: list[dict[str, t.Any]]) -> dict[str, float]:
 def test_the_versus_benchmark_can_run_sqlite_as_the_docs_advise(tmp_path: Path) -> None:
     """``--sqlite-wal``: both sites' SQLite files run in write-ahead-log mode (what
     docs/deploying.rst advises hosts), the report says so, and the counts do not change
-    (the pragmas are the connection's set-up, not a login's statements)."""
+    (the pragmas are the connection's set-up, not a login's statements). ``--restart``:
+    each pair on servers of its own (a gunicorn log each), on the same tables."""
     report = tmp_path / "versus.json"
     result = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "versus_bench.py"), "--databases", "sqlite",
-         "--rtt", "0", "--clients", "1", "--workers", "1x2", "--pairs", "1",
+         "--rtt", "0", "--clients", "1", "--workers", "1x2", "--pairs", "2", "--restart",
          "--users", "returning", "--max-logins", "3", "--seconds", "60",
          "--db-dir", str(tmp_path), "--json", str(report), "--sqlite-wal"],
         capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SQLite (both sites): write-ahead log, synchronous=NORMAL" in result.stdout
     assert _journal_modes(tmp_path) == {"ours": "wal", "handwritten": "wal"}
-    per_login = {site: _per_login(runs) for cell in json.loads(report.read_text())
+    assert sorted(log.name.split("-")[0] for log in tmp_path.glob("*.log")) == \
+        ["handwritten", "handwritten", "ours", "ours"]
+    cells = json.loads(report.read_text())
+    assert [len(runs) for runs in cells[0]["runs"].values()] == [2, 2]
+    per_login = {site: _per_login(runs) for cell in cells
                  for site, runs in cell["runs"].items()}
     assert per_login["handwritten"]["statements"] == 2
     assert per_login["handwritten"]["commit"] == 0
