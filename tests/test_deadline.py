@@ -23,6 +23,10 @@ BODY = b'{"access_token":"T","openid":"o"}'
 #: Bytes the server would drip if nobody stopped it: 600 at 20 ms each is 12 seconds.
 DRIP_BYTES = 600
 DRIP_INTERVAL = 0.02
+#: The deadline of a call that is answered (through a proxy, a tunnel, TLS, all in this
+#: process): far past what a loaded machine takes, so only a hung call is ever cut. A
+#: deadline of 1 s there would bound the answered call too.
+ANSWERED = 30.0
 
 
 class DripServer:
@@ -360,10 +364,11 @@ def test_a_call_through_a_proxy_is_cut_at_its_deadline_too() -> None:
         return [environ["HTTP_HOST"].encode()]
 
     with LiveServer(proxy) as server, requests.Session() as session:
-        session.mount("http://", DeadlineAdapter(1.0))
+        session.mount("http://", adapter := DeadlineAdapter(ANSWERED))
         session.proxies = {"http": server.url}
         wechat = "http://api.weixin.test/sns/oauth2/access_token"
         assert session.get(wechat + "?code=1", timeout=30).text == "api.weixin.test"
+        adapter.deadline = 1.0  # the same adapter and pool, now with a deadline to cut at
         started = time.monotonic()
         with pytest.raises(requests.Timeout):
             session.get(wechat + "?code=hang", timeout=30)  # each read may take 30 s
@@ -500,11 +505,12 @@ def test_a_call_through_a_socks_proxy_is_cut_at_its_deadline_too(
                         else (None, True))
     with LiveServer(_hanging_wechat, ssl_context=context) as server, socks5_proxy() as proxy, \
             requests.Session() as session:
-        session.mount(f"{scheme}://", DeadlineAdapter(1.0))
+        session.mount(f"{scheme}://", adapter := DeadlineAdapter(ANSWERED))
         session.proxies = {scheme: proxy}
         token = server.url + "/sns/oauth2/access_token"
         assert session.get(token + "?code=1", timeout=30,
                            verify=trusted).json() == {"openid": "o1"}
+        adapter.deadline = 1.0
         started = time.monotonic()
         with pytest.raises(requests.Timeout):
             session.get(token + "?code=hang", timeout=30, verify=trusted)
@@ -518,13 +524,14 @@ def test_an_https_call_through_a_tunnelling_proxy_is_cut_at_its_deadline_too(
     context, trusted = _loopback_tls(tmp_path)
     with LiveServer(_hanging_wechat, ssl_context=context) as server, \
             tunnelling_proxy() as proxy, requests.Session() as session:
-        session.mount("https://", DeadlineAdapter(1.0))
+        session.mount("https://", adapter := DeadlineAdapter(ANSWERED))
         session.proxies = {"https": proxy}
         token = server.url + "/sns/oauth2/access_token"
         assert session.get(token + "?code=1", timeout=30,
                            verify=trusted).json() == {"openid": "o1"}
         with pytest.raises(requests.exceptions.SSLError):
             session.get(token + "?code=2", timeout=30)  # the certificate is still checked
+        adapter.deadline = 1.0
         started = time.monotonic()
         with pytest.raises(requests.Timeout):
             session.get(token + "?code=hang", timeout=30, verify=trusted)
