@@ -10,7 +10,8 @@ PostgreSQL (one schema per site, dropped afterwards); 0 and 30 ms per WeChat API
 workers x 4 threads (one browser at a time runs on the first only). In each cell both
 sites first log in a few warm-up users, then take turns for ``--pairs`` runs of
 ``--seconds`` each, each site first in every other pair (a load that rises or falls
-through a cell, or a cache the first run warms for the second, falls on both alike). Per
+through a cell, or a cache the first run warms for the second, falls on both alike); with
+``--restart`` each pair runs on both sites' servers started again for it. Per
 run: logins/s, the callback's p50 and p99, the site's CPU time per login (master and
 workers, from ``/proc``), WeChat API calls, and the SQL statements and rows written per
 login (SQLAlchemy's cursor listener in every worker of the site).
