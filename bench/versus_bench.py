@@ -174,9 +174,9 @@ def run_cell(cell: Cell, sites: list[Site], wechat: Server, pairs: int, seconds:
     started again before each pair (and warmed up again), so the pairs sample how fast a
     process happens to be, not one process of each for the whole cell."""
     for pair in range(pairs):
+        if pair and restart is not None:
+            sites = restart()
         if pair == 0 or restart is not None:
-            if pair and restart is not None:
-                sites = restart()
             _warm_up(cell, sites, wechat)
         for site in (sites if pair % 2 == 0 else sites[::-1]):
             run = timed_run(site, wechat, cell.users, cell.clients, seconds, max_logins)
