@@ -61,7 +61,8 @@ def unrunnable_async_receivers(app: Flask) -> list[str]:
 #: ``new_identity`` (bool), ``next_url``.
 login_succeeded = _signals.signal("wechat-qr-login-succeeded")
 
-#: A WeChat login ended with an error page (or the response a receiver returned).
+#: A WeChat login, or a link or unlink, ended with an error page (or the response a
+#: receiver returned).
 #: kwargs: ``error`` (a :class:`~flask_wechat_qr.errors.LoginError`), ``connection``
 #: (settings, or ``None`` for an unknown connection), ``next_url`` (the login's ``next``,
 #: or ``None``).
@@ -73,11 +74,13 @@ user_created = _signals.signal("wechat-qr-user-created")
 
 #: A WeChat account was linked to a local user (committed).
 #: kwargs: ``user``, ``identity``, ``connection``, ``via``: ``"signup"`` (with a new user),
-#: ``"match"`` (field matching), ``"binding"`` (ask binding, password proven) or ``"link"``
-#: (from a logged-in session).
+#: ``"match"`` (field matching), ``"binding"`` (ask binding, password proven), ``"link"``
+#: (from a logged-in session) or ``"unionid"`` (the same person's identity of the
+#: connection's other app: a QR login joining an in-WeChat one, or the reverse).
 identity_linked = _signals.signal("wechat-qr-identity-linked")
 
-#: A WeChat account was unlinked from the logged-in user (committed).
+#: A WeChat account was unlinked from the logged-in user (committed); sent once for each
+#: of the connection's apps the account had an identity of.
 #: kwargs: ``user``, ``identity`` (deleted row), ``connection``.
 identity_unlinked = _signals.signal("wechat-qr-identity-unlinked")
 
