@@ -813,6 +813,8 @@ class LoginFlow:
                     log.warning("the database connection of a login was lost (%s); trying "
                                 "again on a new one (pool_pre_ping avoids this: docs, "
                                 "deploying)", _database_reason(error))
+                elif _tables_missing():
+                    raise AccountNotSaved(_database_reason(error), _TABLES_ADVICE) from error
                 else:
                     raise
             except BaseException:
@@ -820,6 +822,23 @@ class LoginFlow:
                 raise
 
 
+def _tables_missing() -> bool:
+    """Whether some of the extension's tables are not in the database (``False`` where it
+    cannot tell): asked only after a statement of a login failed."""
+    from . import migrations
+
+    try:
+        return bool(migrations.schema_status().missing)
+    except SQLAlchemyError:
+        return False
+
+
+#: What to do where the extension's tables are not (all) made yet.
+_TABLES_ADVICE = (
+    "The extension's tables are not (all) in the database: run `flask wechat-qr db upgrade` "
+    "(after your own migrations; `flask wechat-qr check` lists what is missing), or "
+    "db.create_all() where your site makes its tables so (docs: deploying, 'Database tables "
+    "and migrations')")
 #: What to do about a value its column cannot hold (a ``DataError``).
 _VALUE_ADVICE = (
     "A value does not fit its column (too long, characters its character set cannot hold, the "

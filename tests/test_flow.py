@@ -31,6 +31,7 @@ from support import (
     api_paths,
     browser_copy,
     callback_app,
+    dispose_engines,
     each_code_once,
     ending_of,
     error_name,
@@ -39,6 +40,8 @@ from support import (
     form_post,
     log_in,
     logged_in_user_id,
+    login_with_wechat,
+    make_test_app,
     pending_rows,
     query_pairs,
     raising,
@@ -617,6 +620,29 @@ def test_one_code_sent_with_many_states_holds_one_thread(
     waited = [state for state in states if ending_of(app, state) is not None]
     assert len(waited) == 1  # before: every request (up to four a process) waited
     assert ending_of(app, waited[0]).error == "CodeUsed"
+
+
+# --- the extension's tables not made yet ---------------------------------------------------
+
+
+def test_a_login_before_the_extensions_tables_are_made_says_how_to_make_them(
+    tmp_path: t.Any, wechat_api: t.Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A site whose own migrations made its user table and keep the extension's out
+    (Flask-Migrate with host_include_object), before ``flask wechat-qr db upgrade``. Found by
+    a newcomer: the login button showed, and the first scan was a bare 500 "no such table:
+    wechat_qr_identity" that named no fix. Now the error page, and the log says the fix."""
+    app = make_test_app(tmp_path, tables_made=True)  # no create_all: no table at all
+    try:
+        with app.app_context():
+            app.User.__table__.create(app.db.engine)  # the site's own migrations
+        with caplog.at_level(logging.INFO, "flask_wechat_qr"):
+            resp = login_with_wechat(app.test_client(), wechat_api)
+        assert resp.status_code == 500 and error_name(resp) == "AccountNotSaved"
+        logged = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        assert any("flask wechat-qr db upgrade" in message for message in logged), logged
+    finally:
+        dispose_engines(app)
 
 
 # --- errors after the commit -------------------------------------------------------------
