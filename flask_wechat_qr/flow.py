@@ -94,6 +94,7 @@ from .login_state import (
     LoginStates,
     TooManyWaiting,
 )
+from .model_base import engine_of
 from .settings import OFFICIAL_ACCOUNT
 
 if t.TYPE_CHECKING:
@@ -752,6 +753,17 @@ class LoginFlow:
         on the user table's bind)."""
         return t.cast(sa.Table, self.policy.models.Identity.__table__)
 
+    def _tables_missing(self) -> bool:
+        """Whether some of the extension's tables are not in the database (``False`` where
+        it cannot tell): asked only after a statement of a login failed."""
+        try:
+            with engine_of(self.db, self._table).connect() as connection:
+                inspector = sa.inspect(connection)
+                return any(not inspector.has_table(table.name, schema=table.schema)
+                           for table in self.policy.models.tables)
+        except SQLAlchemyError:
+            return False
+
     def _in_transaction(self, work: t.Callable[[], T]) -> T:
         """Run ``work`` and commit once, at the end: a user is never created without its
         identity, and every write of a login costs one commit (in a transaction of its own
@@ -813,24 +825,13 @@ class LoginFlow:
                     log.warning("the database connection of a login was lost (%s); trying "
                                 "again on a new one (pool_pre_ping avoids this: docs, "
                                 "deploying)", _database_reason(error))
-                elif _tables_missing():
+                elif self._tables_missing():
                     raise AccountNotSaved(_database_reason(error), _TABLES_ADVICE) from error
                 else:
                     raise
             except BaseException:
                 self.db.session.rollback()
                 raise
-
-
-def _tables_missing() -> bool:
-    """Whether some of the extension's tables are not in the database (``False`` where it
-    cannot tell): asked only after a statement of a login failed."""
-    from . import migrations
-
-    try:
-        return bool(migrations.schema_status().missing)
-    except SQLAlchemyError:
-        return False
 
 
 #: What to do where the extension's tables are not (all) made yet.

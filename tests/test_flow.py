@@ -23,6 +23,7 @@ from support import (
     TOKEN_PATH,
     USERINFO_PATH,
     Clock,
+    Database,
     WeChatAPI,
     add_user,
     all_identities,
@@ -626,13 +627,14 @@ def test_one_code_sent_with_many_states_holds_one_thread(
 
 
 def test_a_login_before_the_extensions_tables_are_made_says_how_to_make_them(
-    tmp_path: t.Any, wechat_api: t.Any, caplog: pytest.LogCaptureFixture
+    tmp_path: t.Any, database: Database, wechat_api: t.Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A site whose own migrations made its user table and keep the extension's out
     (Flask-Migrate with host_include_object), before ``flask wechat-qr db upgrade``. Found by
     a newcomer: the login button showed, and the first scan was a bare 500 "no such table:
     wechat_qr_identity" that named no fix. Now the error page, and the log says the fix."""
-    app = make_test_app(tmp_path, tables_made=True)  # no create_all: no table at all
+    # No create_all: no table at all (a new schema on PostgreSQL, database on MariaDB).
+    app = make_test_app(tmp_path, database.url("no_tables"), tables_made=True)
     try:
         with app.app_context():
             app.User.__table__.create(app.db.engine)  # the site's own migrations
