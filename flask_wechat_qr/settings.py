@@ -92,7 +92,10 @@ def parse_bool(value: t.Any) -> bool | None:
 def boolean(value: t.Any, key: str, default: t.Any) -> bool:
     parsed = parse_bool(value)
     if parsed is None:
-        raise ConfigurationError(key, f"{value!r} is not a boolean", "Use True or False.")
+        raise ConfigurationError(
+            key, f"{value!r} is not a boolean",
+            "Use True or False (in an environment variable or a config file's string: "
+            "true/false, yes/no, on/off or 1/0, in any case; empty is false).")
     return parsed
 
 

@@ -576,7 +576,10 @@ def test_booleans_accept_bools_and_strings(key: str, value: t.Any, expected: boo
 @pytest.mark.parametrize("key", BOOLEAN_KEYS)
 @pytest.mark.parametrize("value", ["maybe", "tru", 1.5, ["true"]])
 def test_booleans_refuse_anything_else(key: str, value: t.Any) -> None:
-    refused({**BASE, key: value}, key, "True or False")
+    """The fix names every spelling accepted, an environment variable's too (a newcomer
+    who wrote ``maybe`` was told only "Use True or False")."""
+    refused({**BASE, key: value}, key, "True or False", "true/false", "yes/no", "on/off",
+            "1/0")
 
 
 def test_parse_bool() -> None:
