@@ -825,7 +825,7 @@ class LoginFlow:
                     log.warning("the database connection of a login was lost (%s); trying "
                                 "again on a new one (pool_pre_ping avoids this: docs, "
                                 "deploying)", _database_reason(error))
-                elif self._tables_missing():
+                elif transactions.names_a_missing_table(error) and self._tables_missing():
                     raise AccountNotSaved(_database_reason(error), _TABLES_ADVICE) from error
                 else:
                     raise

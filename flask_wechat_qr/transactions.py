@@ -493,18 +493,32 @@ def _level_for_transactions(connection: sa.Connection) -> str | None:
 def is_conflict(error: DBAPIError) -> bool:
     """Whether the database rolled the transaction back because of another one (a
     serialization failure, a deadlock): running it again is the cure."""
+    state, number = _error_codes(error)
+    return state in _CONFLICT_STATES or number in _CONFLICT_ERRNOS
+
+
+def names_a_missing_table(error: DBAPIError) -> bool:
+    """Whether the database said a statement's table is not there (PostgreSQL's
+    ``undefined_table``, MariaDB's and MySQL's 1146, SQLite's "no such table"), not that
+    it could not be reached."""
+    state, number = _error_codes(error)
+    return state == "42P01" or number == 1146 or (
+        "no such table" in str(getattr(error, "orig", "")))
+
+
+def _error_codes(error: DBAPIError) -> tuple[str | None, int | None]:
+    """The SQLSTATE (PostgreSQL's drivers) and error number (MariaDB's and MySQL's) of the
+    driver's error under ``error``, each ``None`` where it has none."""
     orig = getattr(error, "orig", None)
     args: tuple[t.Any, ...] = getattr(orig, "args", ())
     first = args[0] if args else None
     # psycopg 3: ``sqlstate``; psycopg2: ``pgcode``; pg8000: a dict of fields first in args.
     state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None) or (
         first.get("C") if isinstance(first, dict) else None)
-    if state in _CONFLICT_STATES:
-        return True
     # PyMySQL and mysqlclient: the number first in ``args``; the vendors' connectors
     # (MariaDB's, MySQL's): in ``errno``, ``args`` holding the message.
     number = getattr(orig, "errno", None) or first
-    return isinstance(number, int) and number in _CONFLICT_ERRNOS
+    return state, number if isinstance(number, int) else None
 
 
 def pause(conflicts: int) -> None:

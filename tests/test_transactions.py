@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from flask_wechat_qr.transactions import autocommits, is_conflict
+from flask_wechat_qr.transactions import autocommits, is_conflict, names_a_missing_table
 
 
 @pytest.mark.parametrize(("engine_level", "connection_level", "expected"), [
@@ -100,6 +100,28 @@ def test_conflicts_are_what_the_database_rolled_back_for_anothers_sake() -> None
               Exception(["not", "hashable"])]
     assert [is_conflict(_wrapped(error)) for error in conflicts] == [True] * len(conflicts)
     assert [is_conflict(_wrapped(error)) for error in others] == [False] * len(others)
+
+
+def test_a_missing_table_is_told_apart_from_a_database_out_of_reach() -> None:
+    """Only a missing table makes a failed login look at the extension's tables (another
+    connection: where the database is out of reach, a second wait for nothing)."""
+    import sqlite3
+
+    import pymysql
+    from psycopg import errors
+
+    missing = [errors.UndefinedTable("x"),
+               pymysql.err.ProgrammingError(1146, "Table 'db.wechat_qr_identity' doesn't exist"),
+               _ConnectorError("Table 'db.wechat_qr_identity' doesn't exist", 1146),
+               Exception({"S": "ERROR", "C": "42P01", "M": "relation does not exist"}),
+               sqlite3.OperationalError("no such table: wechat_qr_login_state")]
+    others = [errors.ConnectionTimeout("x"), errors.UndefinedColumn("x"),
+              pymysql.err.OperationalError(2003, "Can't connect to MySQL server"),
+              pymysql.err.OperationalError(2013, "Lost connection"),
+              sqlite3.OperationalError("unable to open database file"),
+              sqlite3.OperationalError("database is locked"), Exception()]
+    assert [names_a_missing_table(_wrapped(error)) for error in missing] == [True] * 5
+    assert [names_a_missing_table(_wrapped(error)) for error in others] == [False] * 7
 
 
 @pytest.mark.parametrize("database", ["mariadb"], indirect=True)
