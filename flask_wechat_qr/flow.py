@@ -758,9 +758,7 @@ class LoginFlow:
         it cannot tell): asked only after a statement of a login failed."""
         try:
             with engine_of(self.db, self._table).connect() as connection:
-                inspector = sa.inspect(connection)
-                return any(not inspector.has_table(table.name, schema=table.schema)
-                           for table in self.policy.models.tables)
+                return bool(self.policy.models.missing_tables(connection))
         except SQLAlchemyError:
             return False
 

@@ -61,6 +61,12 @@ class Models:
         """The extension's tables (its migrations', not the sandbox's)."""
         return [getattr(self, f.name).__table__ for f in fields(self)]
 
+    def missing_tables(self, connection: sa.Connection) -> tuple[str, ...]:
+        """The names of the extension's tables the database of ``connection`` lacks."""
+        inspector = sa.inspect(connection)
+        return tuple(sorted(table.name for table in self.tables
+                            if not inspector.has_table(table.name, schema=table.schema)))
+
 
 def users_bind_key(user_model: t.Any) -> str | None:
     """The bind of the host's user table, where the extension's tables go too; ``None``

@@ -224,10 +224,9 @@ def schema_status(app: Flask | None = None) -> SchemaStatus:
     """Where the extension's tables stand (what ``flask wechat-qr check`` reports); reads
     only."""
     with _app_context(app) as runtime, engine_for(runtime).connect() as connection:
-        tables = extension_tables(runtime.models)
-        existing = tables & set(sa.inspect(connection).get_table_names())
-        return SchemaStatus(_current(connection), tuple(sorted(existing)),
-                            tuple(sorted(tables - existing)))
+        missing = runtime.models.missing_tables(connection)
+        present = extension_tables(runtime.models).difference(missing)
+        return SchemaStatus(_current(connection), tuple(sorted(present)), missing)
 
 
 def differences(app: Flask | None = None) -> list[t.Any]:
