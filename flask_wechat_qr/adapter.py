@@ -18,9 +18,9 @@ import weakref
 
 import flask_login
 import sqlalchemy as sa
-from flask import current_app, session
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from .context import this_app, this_session
 from .errors import AccountDisabled
 from .storable import storable
 
@@ -36,6 +36,7 @@ PASSWORD_ATTRIBUTES = ("password_hash", "password")
 _RENEWING = "_wechat_qr_renewing"
 
 if t.TYPE_CHECKING:
+    from flask.sessions import SessionMixin
     from flask_sqlalchemy import SQLAlchemy
     from sqlalchemy.engine import Connection
     from typing_extensions import TypeVar
@@ -351,7 +352,8 @@ class AccountAdapter(t.Generic[UserT]):
         With a server-side session store that can issue a new session id (Flask-Session's
         ``regenerate``), that is done too, so a planted session id is worthless.
         """
-        regenerate = getattr(current_app.session_interface, "regenerate", None)
+        app, session = this_app(), this_session()
+        regenerate = getattr(app.session_interface, "regenerate", None)
         try:
             if callable(regenerate):
                 # Before the clear: Flask-Session's regenerate leaves an empty session (and
@@ -360,7 +362,8 @@ class AccountAdapter(t.Generic[UserT]):
                 regenerate(session)
         finally:
             session.clear()
-        _forget_remember_cookie()
+        if getattr(app, "login_manager", None) is not None:
+            _forget_remember_cookie(session)
 
     def login_user(self, user: UserT) -> None:
         """Log the user into the Flask session (Flask-Login).
@@ -432,14 +435,14 @@ class AccountAdapter(t.Generic[UserT]):
                      for column in key)  # a composite key: all of it
 
 
-def _forget_remember_cookie() -> None:
+def _forget_remember_cookie(session: SessionMixin) -> None:
     """Have Flask-Login delete the browser's remember-me cookie with this response, as its
     ``logout_user`` does: one there is the previous login's (someone else's, on a shared
     computer, or one planted), and would log that account in again once the new session
     ends. A login that remembers its user (``login_user(remember=True)``) sets a new one.
-    (Asked whether there is one, the adapter would read the request: it knows none.)"""
-    if getattr(current_app, "login_manager", None) is not None:
-        session["_remember"] = "clear"
+    (Asked whether there is one, the adapter would read the request: it knows none.)
+    Only where the app has a Flask-Login ``LoginManager``; ``session``: the request's."""
+    session["_remember"] = "clear"
 
 
 def login_field_expression(model: t.Any, name: str) -> t.Any | None:

@@ -29,6 +29,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from . import signals
 from .browsers import classify
+from .context import this_request
 from .errors import (
     BindingExpired,
     IdTokenError,
@@ -47,6 +48,8 @@ from .site_routes import routes_subdomain, serves_on_another_host
 from .urls import safe_next, under_mount_point
 
 if t.TYPE_CHECKING:
+    from flask import Request
+
     from .login_state import BusinessParams, LoginData
     from .protocols import Identity, User
     from .settings import ConnectionSettings
@@ -167,19 +170,21 @@ def redirect_on(next_url: str, *, logged_in: bool = True) -> BaseResponse:
     or, when WeChat sent the embedded QR's iframe here (``self_redirect=true``), a page that
     moves the whole window there (the bind page too: the frame is the size of a QR code).
     ``logged_in``: whether the person is logged in by now (the page says so)."""
+    request = this_request()
     next_url = under_mount_point(next_url, request.script_root)
-    if request.headers.get("Sec-Fetch-Dest") == "iframe" or _keeps_wechats_fragment(next_url):
+    if (request.headers.get("Sec-Fetch-Dest") == "iframe"
+            or _keeps_wechats_fragment(request, next_url)):
         return Response(render_template("wechat_qr/break_out.html", next_url=next_url,
                                         logged_in=logged_in))
     return redirect(next_url)
 
 
-def _keeps_wechats_fragment(next_url: str) -> bool:
+def _keeps_wechats_fragment(request: Request, next_url: str) -> bool:
     """Whether a redirect to ``next_url`` would land on it with ``#wechat_redirect``: the
     Official Account's authorization URL ends with it, and a browser keeps a fragment
     through every redirect that names none of its own (an empty one is dropped on the
     way), so a hash router would see a route named ``wechat_redirect``. Only a page's own
-    navigation starts without it."""
+    navigation starts without it. ``request``: the request itself (see :mod:`.context`)."""
     return (request.endpoint == "wechat_qr.callback" and "#" not in next_url
             and classify(request.headers.get("User-Agent")).in_wechat)
 
@@ -340,6 +345,8 @@ def kept_next(value: str | None) -> str | None:
     """The ``next`` this request asked for, as a login keeps it: a path of this site, or
     a page of the site on another of its hosts (the ``shop.`` subdomain whose button
     started the login; over https where this request is); else ``None``."""
+    if not value:  # most starts: no request attribute read (each a context look-up)
+        return None
     script_root, secure = request.script_root, request.is_secure
 
     def served(url: SplitResult) -> bool:

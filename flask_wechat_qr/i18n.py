@@ -32,6 +32,8 @@ from markupsafe import Markup, escape
 from werkzeug.datastructures import LanguageAccept
 from werkzeug.http import parse_accept_header
 
+from .context import this_app
+
 #: The gettext domain of the extension's catalog (``<locale>/LC_MESSAGES/<domain>.mo``).
 DOMAIN = "flask_wechat_qr"
 TRANSLATIONS_DIRECTORY = Path(__file__).with_name("translations")
@@ -109,12 +111,13 @@ _remembered_locale_of_accept_language = functools.lru_cache(maxsize=256)(
 def select_locale() -> str:
     """Choose the language of this request: host hook, Flask-Babel, browser, default."""
     # The app's runtime, read without importing it (it sits floors above this module).
-    runtime = current_app.extensions.get("wechat_qr")
+    extensions = this_app().extensions
+    runtime = extensions.get("wechat_qr")
     if runtime is not None:
         locale = normalize_locale(runtime.adapter.select_locale())
         if locale is not None:
             return locale
-    if "babel" in current_app.extensions:
+    if "babel" in extensions:
         return _flask_babel_locale()
     return browser_locale() or default_locale()
 

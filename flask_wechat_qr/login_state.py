@@ -28,6 +28,7 @@ from flask import session
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from .client_address import client_network
+from .context import this_session
 from .errors import StateError, StateUsed, TooManyLoginsStarted
 from .model_base import engine_of
 from .purge import Executor, PurgeSchedule, delete_expired
@@ -35,6 +36,7 @@ from .settings import OFFICIAL_ACCOUNT, WEBSITE_APP
 from .transactions import end_reads
 
 if t.TYPE_CHECKING:
+    from flask.sessions import SessionMixin
     from flask_sqlalchemy import SQLAlchemy
 
 log = logging.getLogger("flask_wechat_qr")
@@ -462,7 +464,8 @@ class LoginStates:
         ``[A-Za-z0-9]{32}``: within the 128-byte alphanumeric limit WeChat documents.
         """
         state = new_state()
-        _forget_oldest_states(self.store)
+        session = this_session()
+        _forget_oldest_states(self.store, session)
         key = self.prefix + state
         expires_at = time.time() + self.ttl
         data = login.to_json()
@@ -500,6 +503,7 @@ class LoginStates:
         if not state or len(state) > 128:
             raise StateError()
         key = self.prefix + state
+        session = this_session()
         # Not this browser's state: nothing is touched, its owner may still use it.
         marker = session.pop(key, None)
         now = time.time()
@@ -614,12 +618,14 @@ def _is_ours(marker: t.Any, app_id: str, browser: str | None) -> bool:
     return tied_to is None or (browser is not None and hmac.compare_digest(tied_to, browser))
 
 
-def _forget_oldest_states(store: LoginStateStore) -> None:
-    """Keep at most :data:`MAX_PENDING_STATES` - 1 older states in the session, of all
-    connections: a page that embeds the QR and reloads would otherwise grow the cookie
-    past what browsers keep."""
-    markers = sorted((key for key in session if key.startswith(STATE_KEY_PREFIX)),
-                     key=lambda key: _marker_expiry(session[key]))
+def _forget_oldest_states(store: LoginStateStore, session: SessionMixin) -> None:
+    """Keep at most :data:`MAX_PENDING_STATES` - 1 older states in ``session`` (the
+    request's), of all connections: a page that embeds the QR and reloads would otherwise
+    grow the cookie past what browsers keep."""
+    markers = [key for key in session if key.startswith(STATE_KEY_PREFIX)]
+    if len(markers) < MAX_PENDING_STATES:  # most starts: room for one more, nothing sorted
+        return
+    markers.sort(key=lambda key: _marker_expiry(session[key]))
     for key in markers[: max(0, len(markers) - (MAX_PENDING_STATES - 1))]:
         marker = session.pop(key)
         if isinstance(marker, dict) and "data" not in marker:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import typing as t
 from dataclasses import dataclass
 
-from flask import Flask, current_app
+from flask import Flask
 
+from .context import this_app
 from .errors import UnknownConnection
 
 if t.TYPE_CHECKING:
@@ -81,7 +82,7 @@ def current_runtime() -> Runtime:
     """The runtime of the current app (``RuntimeError`` outside an app context, as
     ``current_app``; ``KeyError`` if ``init_app`` was not called on it)."""
     # runtime_of's look-up written out: every request of the blueprint asks, several times.
-    return t.cast(Runtime, current_app.extensions[EXTENSION_KEY])
+    return t.cast(Runtime, this_app().extensions[EXTENSION_KEY])
 
 
 def runtime_of(app: Flask) -> Runtime:

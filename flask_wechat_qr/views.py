@@ -29,6 +29,7 @@ from werkzeug.wrappers import Response as BaseResponse
 from . import delivery, same_site, signals
 from .binding import LoginField, login_field_named
 from .browsers import Browser, classify
+from .context import this_app, this_request
 from .csrf import FIELD as CSRF_FIELD
 from .csrf import check_csrf, csrf_token
 from .errors import (
@@ -47,14 +48,14 @@ from .flow import Callback, Failed, LoggedIn, NeedsProfile, Outcome, PendingLogi
 from .i18n import LazyText, qr_page_lang, register_template_globals
 from .i18n import lazy_gettext as _l
 from .login_state import BusinessParams, LoginData, browser_key
-from .runtime import current_runtime, find_runtime
+from .runtime import current_runtime, find_runtime, runtime_of
 from .session_cookie import cookie_scope, misses_callback
 from .settings import OFFICIAL_ACCOUNT, WEBSITE_APP
 from .transactions import end_reads
 from .urls import avatar_for_browser, has_control_characters, under_mount_point
 
 if t.TYPE_CHECKING:
-    from flask import Flask
+    from flask import Flask, Request
 
     from .client import OfficialAccountClient, WeChatClient
 
@@ -106,6 +107,7 @@ def before_login_request() -> None:
     (``user_key.SqliteTriggerCheck``).
     """
     runtime = current_runtime()
+    request = this_request()
     if runtime.unavailable and request.endpoint not in PUBLIC_FILES:
         raise LoginUnavailable()
     conn = runtime.settings.connections.get((request.view_args or {}).get("connection", ""))
@@ -135,6 +137,7 @@ def _begin(connection: str, link_user: str | None = None, *, app: str = WEBSITE_
     callback URL, the business's ``state`` and ``nonce``) until the callback; ``login``:
     what an earlier login of the same visit kept."""
     runtime = current_runtime()
+    request = this_request()
     client = runtime.client(connection)
     if app == OFFICIAL_ACCOUNT:
         client = runtime.official_accounts[connection]
@@ -146,7 +149,7 @@ def _begin(connection: str, link_user: str | None = None, *, app: str = WEBSITE_
     redirect_uri = url_for("wechat_qr.callback", connection=connection, _external=True)
     _check_session_cookie_reaches(redirect_uri)
     state = runtime.login_states[connection].begin(login, request.remote_addr or "",
-                                                   _browser(start=True))
+                                                   _browser(request, start=True))
     return _Started(client, redirect_uri, state, login)
 
 
@@ -160,11 +163,12 @@ def _check_session_cookie_reaches(callback: str) -> None:
         raise SessionCookieNotSent(reason)
 
 
-def _browser(*, start: bool = False) -> str | None:
+def _browser(request: Request, *, start: bool = False) -> str | None:
     """Over https, this browser's key: its ``__Host-`` login cookie, which no sibling
     sub-domain can plant, so a session cookie tossed into a victim's browser cannot carry a
     login started elsewhere (the attacker's scan, link or pending binding) to the victim's
-    callback. ``start``: make the cookie where there is none (set on the response)."""
+    callback. ``start``: make the cookie where there is none (set on the response).
+    ``request``: the request itself (see :mod:`.context`)."""
     if not request.is_secure:
         return None  # a __Host- cookie needs https; in development the session decides
     value = request.cookies.get(delivery.LOGIN_COOKIE)
@@ -199,6 +203,7 @@ def _way_in(connection: str) -> str | None:
     ``None`` for the QR code. :class:`WeComBrowser` in WeCom's browser."""
     runtime = current_runtime()
     conn = runtime.connection(connection)
+    request = this_request()
     browser = classify(request.headers.get("User-Agent"))
     if browser is Browser.WECOM:
         raise WeComBrowser(page_url=request.url)
@@ -345,8 +350,9 @@ def callback(connection: str) -> BaseResponse:
     conn = runtime.connection(connection)
     if same_site.session_cookie_withheld():
         return same_site.return_from_this_site(connection)
+    request = this_request()
     outcome = runtime.flow.finish(conn, Callback(
-        state=request.args.get("state"), code=request.args.get("code"), browser=_browser()))
+        state=request.args.get("state"), code=request.args.get("code"), browser=_browser(request)))
     if isinstance(outcome, NeedsProfile):
         # A silent login of someone new: WeChat asks them to share their profile.
         return _start_in_wechat(connection, outcome.login.link_user,
@@ -524,11 +530,12 @@ def page_headers(response: BaseResponse) -> BaseResponse:
     """No cache keeps a login page, no other site frames one (see delivery); a new login
     cookie goes with the response that started the login."""
     new_cookie = g.pop("wechat_qr_login_cookie", None)
+    app = this_app()
     if new_cookie is not None:
         response.set_cookie(delivery.LOGIN_COOKIE, new_cookie, secure=True, httponly=True,
-                            samesite=current_app.config.get("SESSION_COOKIE_SAMESITE") or "Lax",
+                            samesite=app.config.get("SESSION_COOKIE_SAMESITE") or "Lax",
                             path="/")
-    return delivery.page_headers(response, current_runtime().settings.frame_ancestors,
+    return delivery.page_headers(response, runtime_of(app).settings.frame_ancestors,
                                  cacheable=request.endpoint in PUBLIC_FILES)
 
 

