@@ -21,15 +21,18 @@ if t.TYPE_CHECKING:
 
 def this_app() -> Flask:
     """The current app (``RuntimeError`` outside an app context, as ``current_app``)."""
+    # Flask types the proxy as what it stands for: mypy knows no LocalProxy method.
     return t.cast("Flask", current_app._get_current_object())  # type: ignore[attr-defined]
 
 
 def this_request() -> Request:
     """The current request (``RuntimeError`` outside a request, as ``request``)."""
+    # Flask types the proxy as what it stands for: mypy knows no LocalProxy method.
     return t.cast("Request", request._get_current_object())  # type: ignore[attr-defined]
 
 
 def this_session() -> SessionMixin:
     """The current request's session (``RuntimeError`` outside a request, as ``session``)."""
+    # Flask types the proxy as what it stands for: mypy knows no LocalProxy method.
     return t.cast("SessionMixin", session._get_current_object())  # type: ignore[attr-defined]
 
