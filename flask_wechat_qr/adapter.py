@@ -352,15 +352,16 @@ class AccountAdapter(t.Generic[UserT]):
         With a server-side session store that can issue a new session id (Flask-Session's
         ``regenerate``), that is done too, so a planted session id is worthless.
         """
-        app, session = this_app(), this_session()
+        app = this_app()
         regenerate = getattr(app.session_interface, "regenerate", None)
         try:
             if callable(regenerate):
                 # Before the clear: Flask-Session's regenerate leaves an empty session (and
                 # its planted id) as it is.
-                session[_RENEWING] = True
-                regenerate(session)
+                this_session()[_RENEWING] = True
+                regenerate(this_session())
         finally:
+            session = this_session()  # the request's, whatever a regenerate put there
             session.clear()
         if getattr(app, "login_manager", None) is not None:
             _forget_remember_cookie(session)
