@@ -20,7 +20,7 @@ import flask_login
 import sqlalchemy as sa
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from .context import this_app, this_session
+from .context import this_app, this_request, this_session
 from .errors import AccountDisabled
 from .storable import storable
 
@@ -36,6 +36,7 @@ PASSWORD_ATTRIBUTES = ("password_hash", "password")
 _RENEWING = "_wechat_qr_renewing"
 
 if t.TYPE_CHECKING:
+    from flask import Flask
     from flask.sessions import SessionMixin
     from flask_sqlalchemy import SQLAlchemy
     from sqlalchemy.engine import Connection
@@ -363,7 +364,7 @@ class AccountAdapter(t.Generic[UserT]):
         finally:
             session = this_session()  # the request's, whatever a regenerate put there
             session.clear()
-        if getattr(app, "login_manager", None) is not None:
+        if getattr(app, "login_manager", None) is not None and _remember_cookie_may_be_here(app):
             _forget_remember_cookie(session)
 
     def login_user(self, user: UserT) -> None:
@@ -436,13 +437,27 @@ class AccountAdapter(t.Generic[UserT]):
                      for column in key)  # a composite key: all of it
 
 
+def _remember_cookie_may_be_here(app: Flask) -> bool:
+    """Whether this browser may hold a Flask-Login remember-me cookie: it sent one with
+    this request, or one could be there unsent: a ``REMEMBER_COOKIE_PATH`` other than ``/``
+    (which may not cover this URL), or ``REMEMBER_COOKIE_SAMESITE="Strict"`` (withheld from
+    WeChat's redirect, a navigation from another site). Most logins have none to delete,
+    and their answer then carries no deletion (Flask-Login's ``logout_user`` looks at the
+    request only)."""
+    config = app.config
+    if config.get("REMEMBER_COOKIE_NAME", flask_login.COOKIE_NAME) in this_request().cookies:
+        return True
+    return ((config.get("REMEMBER_COOKIE_PATH") or "/") != "/"
+            or str(config.get("REMEMBER_COOKIE_SAMESITE") or "").lower() == "strict")
+
+
 def _forget_remember_cookie(session: SessionMixin) -> None:
     """Have Flask-Login delete the browser's remember-me cookie with this response, as its
     ``logout_user`` does: one there is the previous login's (someone else's, on a shared
     computer, or one planted), and would log that account in again once the new session
     ends. A login that remembers its user (``login_user(remember=True)``) sets a new one.
-    (Asked whether there is one, the adapter would read the request: it knows none.)
-    Only where the app has a Flask-Login ``LoginManager``; ``session``: the request's."""
+    Only where the app has a Flask-Login ``LoginManager`` and the browser may hold one
+    (:func:`_remember_cookie_may_be_here`); ``session``: the request's."""
     session["_remember"] = "clear"
 
 

@@ -17,21 +17,21 @@ from flask import current_app, request, session
 if t.TYPE_CHECKING:
     from flask import Flask, Request
     from flask.sessions import SessionMixin
+    from werkzeug.local import LocalProxy
+
+# Flask types each proxy as what it stands for: cast back to the proxy it is.
 
 
 def this_app() -> Flask:
     """The current app (``RuntimeError`` outside an app context, as ``current_app``)."""
-    # Flask types the proxy as what it stands for: mypy knows no LocalProxy method.
-    return t.cast("Flask", current_app._get_current_object())  # type: ignore[attr-defined]
+    return t.cast("LocalProxy[Flask]", current_app)._get_current_object()
 
 
 def this_request() -> Request:
     """The current request (``RuntimeError`` outside a request, as ``request``)."""
-    # Flask types the proxy as what it stands for: mypy knows no LocalProxy method.
-    return t.cast("Request", request._get_current_object())  # type: ignore[attr-defined]
+    return t.cast("LocalProxy[Request]", request)._get_current_object()
 
 
 def this_session() -> SessionMixin:
     """The current request's session (``RuntimeError`` outside a request, as ``session``)."""
-    # Flask types the proxy as what it stands for: mypy knows no LocalProxy method.
-    return t.cast("SessionMixin", session._get_current_object())  # type: ignore[attr-defined]
+    return t.cast("LocalProxy[SessionMixin]", session)._get_current_object()

@@ -416,6 +416,31 @@ def test_a_remember_me_the_callback_cannot_see_is_still_forgotten(tmp_path: Path
     assert who(browser.get("/members/")) == "anonymous"
 
 
+def test_a_login_with_no_remember_me_to_forget_deletes_none(tmp_path: Path) -> None:
+    """No remember-me cookie sent, none that could hide from the callback: the answer
+    carries no deletion of one (a Set-Cookie on every login, and a fifth of the
+    callback's own work after WeChat's answer)."""
+    app = build_host(tmp_path)
+    cookies = callback_cookies(app)
+    assert who(wechat_login(Browser(app), "lisi")) == "Hello 李四"
+    assert cookies and not [cookie for cookie in cookies if cookie.startswith("remember_token=")]
+
+
+def test_a_strict_remember_me_withheld_from_the_callback_is_still_forgotten(
+        tmp_path: Path) -> None:
+    """``REMEMBER_COOKIE_SAMESITE="Strict"``: a browser withholds that cookie from WeChat's
+    redirect (a navigation from another site), so the callback cannot see it; it is
+    deleted all the same."""
+    app = build_host(tmp_path, REMEMBER_COOKIE_SAMESITE="Strict")
+    alice = add_user(app, username="alice", nickname="Alice", password=PASSWORD)
+    cookies = callback_cookies(app)
+    browser = Browser(app)
+    browser.get(f"/password-login/{alice}")
+    browser.client.delete_cookie("remember_token")  # as the browser withholds it
+    assert who(wechat_login(browser, "lisi")) == "Hello 李四"
+    assert [cookie for cookie in cookies if cookie.startswith("remember_token=;")]
+
+
 @pytest.mark.parametrize("protection", ["strong", "basic"])
 @pytest.mark.parametrize("config", [
     {}, {"SESSION_COOKIE_NAME": "site_session", "SESSION_REFRESH_EACH_REQUEST": False},
