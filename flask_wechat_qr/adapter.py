@@ -359,13 +359,13 @@ class AccountAdapter(t.Generic[UserT]):
             if callable(regenerate):
                 # Before the clear: Flask-Session's regenerate leaves an empty session (and
                 # its planted id) as it is.
-                this_session()[_RENEWING] = True
-                regenerate(this_session())
+                session = this_session()
+                session[_RENEWING] = True
+                regenerate(session)
         finally:
             session = this_session()  # the request's, whatever a regenerate put there
             session.clear()
-        if getattr(app, "login_manager", None) is not None and _remember_cookie_may_be_here(app):
-            _forget_remember_cookie(session)
+        _forget_remember_cookie(app, session)
 
     def login_user(self, user: UserT) -> None:
         """Log the user into the Flask session (Flask-Login).
@@ -437,28 +437,25 @@ class AccountAdapter(t.Generic[UserT]):
                      for column in key)  # a composite key: all of it
 
 
-def _remember_cookie_may_be_here(app: Flask) -> bool:
-    """Whether this browser may hold a Flask-Login remember-me cookie: it sent one with
-    this request, or one could be there unsent: a ``REMEMBER_COOKIE_PATH`` other than ``/``
-    (which may not cover this URL), or ``REMEMBER_COOKIE_SAMESITE="Strict"`` (withheld from
-    WeChat's redirect, a navigation from another site). Most logins have none to delete,
-    and their answer then carries no deletion (Flask-Login's ``logout_user`` looks at the
-    request only)."""
-    config = app.config
-    if config.get("REMEMBER_COOKIE_NAME", flask_login.COOKIE_NAME) in this_request().cookies:
-        return True
-    return ((config.get("REMEMBER_COOKIE_PATH") or "/") != "/"
-            or str(config.get("REMEMBER_COOKIE_SAMESITE") or "").lower() == "strict")
-
-
-def _forget_remember_cookie(session: SessionMixin) -> None:
+def _forget_remember_cookie(app: Flask, session: SessionMixin) -> None:
     """Have Flask-Login delete the browser's remember-me cookie with this response, as its
     ``logout_user`` does: one there is the previous login's (someone else's, on a shared
     computer, or one planted), and would log that account in again once the new session
     ends. A login that remembers its user (``login_user(remember=True)``) sets a new one.
-    Only where the app has a Flask-Login ``LoginManager`` and the browser may hold one
-    (:func:`_remember_cookie_may_be_here`); ``session``: the request's."""
-    session["_remember"] = "clear"
+
+    Only where the app has a Flask-Login ``LoginManager`` and the browser may hold one: it
+    sent one with this request, or one could be there unsent (a ``REMEMBER_COOKIE_PATH``
+    other than ``/``, which may not cover this URL; ``REMEMBER_COOKIE_SAMESITE="Strict"``,
+    withheld from WeChat's redirect, a navigation from another site). Most logins have none,
+    and their answer then carries no deletion (``logout_user`` looks at the request only).
+    ``session``: the request's."""
+    if getattr(app, "login_manager", None) is None:
+        return
+    config = app.config
+    sent = config.get("REMEMBER_COOKIE_NAME", flask_login.COOKIE_NAME) in this_request().cookies
+    if (sent or (config.get("REMEMBER_COOKIE_PATH") or "/") != "/"
+            or str(config.get("REMEMBER_COOKIE_SAMESITE") or "").lower() == "strict"):
+        session["_remember"] = "clear"
 
 
 def login_field_expression(model: t.Any, name: str) -> t.Any | None:
