@@ -68,6 +68,7 @@ from .user_key import (
     key_identities_on_flush,
     referenced_user_column,
 )
+from .write_turns import watch as watch_write_turns
 
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
@@ -286,6 +287,7 @@ def _build_runtime(app: Flask, settings: Settings, db: SQLAlchemy, adapter: Acco
     key_identities_on_flush(db, models.Identity, policy.user_key_for,
                             id(models.Identity.__table__))
     watch_writes(db)
+    watch_write_turns(db)
     bindings = PendingBindings(db, models, policy, settings)
     refresher = ProfileRefresher(db, models, policy, adapter)
     store = LoginStateStore(db, models.LoginState)

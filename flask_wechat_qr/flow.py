@@ -65,7 +65,7 @@ from flask import session
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm.exc import FlushError
 
-from . import signals, transactions
+from . import signals, transactions, write_turns
 from .association import BindingRequired, Resolution
 from .client import ProfileNotGranted
 from .errors import (
@@ -411,7 +411,7 @@ class LoginFlow:
             self.db.session.flush()  # a race on the identity shows here, and is retried
             states.use(state, Ending(user_id=login.link_user, next_url=next_url,
                                      browser=login.browser),
-                       within=self._transaction_of(states))
+                       within=self._writing_on(states))
             return resolution
 
         return _Committed(connection, login, self._in_transaction(link), time.time())
@@ -439,7 +439,7 @@ class LoginFlow:
             # A returning login's writes come last, right before the commit: the database's
             # write lock (all of SQLite's) is not held across the work above.
             self.db.session.flush()  # a race on the identity shows here, and is retried
-            states.use(state, ending, within=self._transaction_of(states))
+            states.use(state, ending, within=self._writing_on(states))
             return resolution
 
         try:
@@ -491,7 +491,7 @@ class LoginFlow:
             # The repeated callback of this browser gets the same pending binding.
             states.use(state, Ending(binding_id=binding_id, at=time.time(),
                                      business=login.business, browser=login.browser),
-                       within=self._transaction_of(states))
+                       within=self._writing_on(states))
             return binding_id
 
         binding_id = self._in_transaction(park)
@@ -747,6 +747,11 @@ class LoginFlow:
         not the session's default one)."""
         return self.db.session.connection(bind_arguments={"clause": states.store.table})
 
+    def _writing_on(self, states: LoginStates) -> Connection:
+        """The login's transaction, its turn to write taken (SQLite: :mod:`.write_turns`)."""
+        write_turns.take(self.db.session())
+        return self._transaction_of(states)
+
     @property
     def _table(self) -> sa.Table:
         """A table on the bind of every login's transaction (the extension's tables are all
@@ -782,9 +787,10 @@ class LoginFlow:
         hosts_writes: bool | None = None
         while True:
             try:
-                transactions.begin(self.db, self._table)
+                bind = transactions.begin(self.db, self._table)
                 if hosts_writes is None:  # the first run (AUTOCOMMIT: committed by begin)
                     hosts_writes = transactions.holds_writes(self.db.session())
+                write_turns.take_turns(self.db.session(), bind)
                 result = work()
                 transactions.commit(self.db)
                 return result

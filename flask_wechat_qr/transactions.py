@@ -263,8 +263,13 @@ def holds_writes(session: Session) -> bool:
     hold some where nothing listens to its class (a host that replaced ``db.session``
     after ``init_app``, as test fixtures do): what it flushed cannot be known. Statements
     run on a connection of the session's (``session.connection().execute``) are not seen."""
-    if session.new or session.dirty or session.deleted:
-        return True
+    return bool(session.new or session.dirty or session.deleted) or wrote(session)
+
+
+def wrote(session: Session) -> bool:
+    """Whether ``session``'s transaction wrote already (flushed, or executed statements that
+    write), as the listeners of :func:`watch_writes` saw; taken to have written where nothing
+    listens to its class."""
     return type(session) not in _WATCHED or bool(session.info.get(_WROTE))
 
 
