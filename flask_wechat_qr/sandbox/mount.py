@@ -55,7 +55,8 @@ def create_sandbox_app(
     database_uri: str = "sqlite:///wechat-qr-sandbox.db",
     public_url: str | None = None,
 ) -> Flask:
-    """The sandbox alone, as its own site (open and API base URL: its root)."""
+    """The sandbox alone, as its own site (open and API base URL: its root). A SQLite file
+    of its own is kept in WAL mode (:func:`_sqlite_in_wal`)."""
     from flask_sqlalchemy import SQLAlchemy
 
     app = Flask(__name__)
@@ -63,5 +64,24 @@ def create_sandbox_app(
     db = SQLAlchemy(app)
     install_sandbox(app, db, apps, public_url=public_url).standalone = True
     with app.app_context():
+        _sqlite_in_wal(db.engine)
         db.create_all()
     return app
+
+
+def _sqlite_in_wal(engine: sa.Engine) -> None:
+    """Put the standalone sandbox's SQLite file in WAL mode, ``synchronous=NORMAL``: every
+    phone's and browser's poll reads it, and in SQLite's default rollback-journal mode a
+    write's commit waits until no connection reads, so with a few dozen browsers polling a
+    confirmation or a new QR code waited out SQLite's busy timeout (5 s) and answered 500
+    "database is locked". The file is the sandbox's own (a stand-in for WeChat), so its
+    mode is the sandbox's to choose; a host's database is never changed."""
+    if engine.dialect.name != "sqlite" or engine.url.database in (None, "", ":memory:"):
+        return
+
+    @sa.event.listens_for(engine, "connect")
+    def wal(dbapi_connection: t.Any, _record: t.Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()

@@ -5,6 +5,7 @@ HTTP."""
 from __future__ import annotations
 
 import logging
+import sqlite3
 import typing as t
 from urllib.parse import parse_qs, urlsplit
 
@@ -244,3 +245,29 @@ def test_standalone_sandbox_over_real_http(
         assert "/sns/oauth2/access_token?appid=wxstandalone000001&secret=[redacted]" in logged
         assert "standalone-secret" not in logged and code not in logged
         assert "access_token=[redacted]" in logged
+
+
+def test_the_standalone_sandbox_writes_while_others_read(tmp_path: t.Any) -> None:
+    """A connection in the middle of a read (a phone's poll) holds no new QR code back: the
+    standalone sandbox keeps its SQLite file in WAL mode. In SQLite's rollback-journal mode
+    the code's commit waited for the read to end, and answered 500 "database is locked"
+    after the busy timeout (5 s): seen with 32 browsers at once in bench/versus_bench.py."""
+    path = tmp_path / "sandbox.db"
+    sandbox = create_sandbox_app(
+        [SandboxApp("wxstandalone000001", "standalone-secret", "Standalone", "localhost")],
+        database_uri=f"sqlite:///{path}")
+    query = [("appid", "wxstandalone000001"),
+             ("redirect_uri", "http://localhost:5000/auth/wechat/callback"),
+             ("response_type", "code"), ("scope", "snsapi_login"), ("state", "abc")]
+    client = sandbox.test_client()
+    assert client.get("/connect/qrconnect", query_string=query).status_code == 200
+    reader = sqlite3.connect(path, isolation_level=None)
+    try:
+        reader.execute("BEGIN")
+        assert reader.execute("SELECT count(*) FROM wechat_qr_sandbox_qr").fetchone() == (1,)
+        assert client.get("/connect/qrconnect", query_string=query).status_code == 200
+    finally:
+        reader.close()
+    with sqlite3.connect(path) as check:
+        assert check.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert check.execute("SELECT count(*) FROM wechat_qr_sandbox_qr").fetchone() == (2,)
