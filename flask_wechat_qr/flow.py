@@ -829,6 +829,8 @@ class LoginFlow:
                     log.warning("the database connection of a login was lost (%s); trying "
                                 "again on a new one (pool_pre_ping avoids this: docs, "
                                 "deploying)", _database_reason(error))
+                elif transactions.is_busy(error):
+                    raise AccountNotSaved(_database_reason(error), _BUSY_ADVICE) from error
                 elif transactions.names_a_missing_table(error) and self._tables_missing():
                     raise AccountNotSaved(_database_reason(error), _TABLES_ADVICE) from error
                 else:
@@ -844,6 +846,14 @@ _TABLES_ADVICE = (
     "(after your own migrations; `flask wechat-qr check` lists what is missing), or "
     "db.create_all() where your site makes its tables so (docs: deploying, 'Database tables "
     "and migrations')")
+#: What to do where SQLite's database stayed locked by another connection.
+_BUSY_ADVICE = (
+    "Another connection kept the SQLite database locked for longer than the connection's "
+    "busy timeout (Python's sqlite3 waits 5 seconds): a long write of the site's own, or "
+    "many processes writing to one file. Put the file in WAL mode with a busy timeout "
+    "(docs: deploying, 'SQLite with several threads'), serve it from one process with "
+    "threads, keep the site's own write transactions short; several processes or machines "
+    "want PostgreSQL")
 #: What to do about a value its column cannot hold (a ``DataError``).
 _VALUE_ADVICE = (
     "A value does not fit its column (too long, characters its character set cannot hold, the "

@@ -56,6 +56,10 @@ _CONFLICT_STATES = frozenset({"40001", "40P01"})
 #: rolled back), and MariaDB's "record has changed since last read" (``REPEATABLE READ``
 #: with ``innodb_snapshot_isolation``, MariaDB 11.8's default).
 _CONFLICT_ERRNOS = frozenset({1213, 1020})
+#: SQLite's result codes: the database is locked (by another connection), a table is
+#: locked (within one shared-cache connection), and the extended code of a write refused
+#: because the transaction read a snapshot older than the last commit (WAL mode).
+_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_BUSY_SNAPSHOT = 5, 6, 517
 #: Times a login's transaction runs again after conflicts with others before it gives up.
 CONFLICT_RETRIES = 5
 #: Longest pause, in seconds, before a login tries again after a conflict.
@@ -497,9 +501,28 @@ def _level_for_transactions(connection: sa.Connection) -> str | None:
 
 def is_conflict(error: DBAPIError) -> bool:
     """Whether the database rolled the transaction back because of another one (a
-    serialization failure, a deadlock): running it again is the cure."""
+    serialization failure, a deadlock, SQLite's write on a snapshot another commit made
+    stale): running it again is the cure."""
     state, number = _error_codes(error)
-    return state in _CONFLICT_STATES or number in _CONFLICT_ERRNOS
+    return (state in _CONFLICT_STATES or number in _CONFLICT_ERRNOS
+            or _sqlite_code(error) == _SQLITE_BUSY_SNAPSHOT)
+
+
+def is_busy(error: DBAPIError) -> bool:
+    """Whether SQLite said the database is locked (``SQLITE_BUSY``, ``SQLITE_LOCKED``):
+    another connection held its write lock longer than the connection's busy timeout
+    (Python's ``sqlite3`` waits 5 s by default). Trying again at once would wait as long
+    again; a stale snapshot (:func:`is_conflict`) is not this."""
+    code = _sqlite_code(error)
+    return code is not None and code != _SQLITE_BUSY_SNAPSHOT and code & 0xFF in (
+        _SQLITE_BUSY, _SQLITE_LOCKED)
+
+
+def _sqlite_code(error: DBAPIError) -> int | None:
+    """SQLite's extended result code of the ``sqlite3`` error under ``error`` (Python 3.11's
+    ``sqlite_errorcode``), ``None`` for other drivers."""
+    code = getattr(getattr(error, "orig", None), "sqlite_errorcode", None)
+    return code if isinstance(code, int) else None
 
 
 def names_a_missing_table(error: DBAPIError) -> bool:

@@ -10,7 +10,12 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from flask_wechat_qr.transactions import autocommits, is_conflict, names_a_missing_table
+from flask_wechat_qr.transactions import (
+    autocommits,
+    is_busy,
+    is_conflict,
+    names_a_missing_table,
+)
 
 
 @pytest.mark.parametrize(("engine_level", "connection_level", "expected"), [
@@ -321,3 +326,44 @@ def test_the_writes_of_every_app_made_one_after_another_are_seen() -> None:
         del app, db
         gc.collect(0)  # the next app's classes may take the place of this one's
     assert unseen == []
+
+
+def _sqlite_error(tmp_path: t.Any, stale_snapshot: bool) -> DBAPIError:
+    """A real ``sqlite3`` error, wrapped as SQLAlchemy wraps it: the database locked by
+    another connection, or (WAL mode) a write on a snapshot another commit made stale."""
+    import sqlite3
+
+    path = tmp_path / "locks.db"
+    first = sqlite3.connect(path, timeout=0, isolation_level=None)
+    second = sqlite3.connect(path, timeout=0, isolation_level=None)
+    try:
+        first.execute("PRAGMA journal_mode=WAL")
+        first.execute("CREATE TABLE t (x)")
+        if stale_snapshot:
+            first.execute("BEGIN")
+            first.execute("SELECT * FROM t").fetchall()  # its snapshot, from here on
+            second.execute("INSERT INTO t VALUES (1)")  # committed after it
+        else:
+            second.execute("BEGIN IMMEDIATE")  # the write lock, held
+        try:
+            first.execute("INSERT INTO t VALUES (2)")
+        except sqlite3.OperationalError as error:
+            return OperationalError("INSERT INTO t VALUES (2)", {}, error)
+        raise AssertionError("SQLite let the write through")
+    finally:
+        first.close()
+        second.close()
+
+
+def test_sqlites_lock_is_busy_and_a_stale_snapshot_a_conflict(tmp_path: t.Any) -> None:
+    """A lock held past the busy timeout: trying again at once would wait as long again
+    (busy, not a conflict). A write on a stale snapshot: refused at once, and a new
+    transaction cures it (a conflict). Neither on an error of another driver."""
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "stale").mkdir()
+    busy = _sqlite_error(tmp_path / "busy", stale_snapshot=False)
+    stale = _sqlite_error(tmp_path / "stale", stale_snapshot=True)
+    assert (is_busy(busy), is_conflict(busy)) == (True, False)
+    assert (is_busy(stale), is_conflict(stale)) == (False, True)
+    deadlock = _wrapped(_ConnectorError("Deadlock found", 1213))
+    assert (is_busy(deadlock), is_conflict(deadlock)) == (False, True)

@@ -5,6 +5,7 @@ wrote before it was given turns, and a turn is always given back."""
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import typing as t
 
@@ -13,14 +14,19 @@ import sqlalchemy as sa
 from flask import Flask
 from promises.test_database_settings import host_writes, logins_at_once, people
 from support import (
+    OPENID,
+    UNIONID,
+    USERINFO_PATH,
     WeChatAPI,
     add_user,
     all_users,
+    answer_with,
     error_name,
     finish_login,
     login_with_wechat,
     set_journal_mode,
     start_login,
+    wechat_body,
 )
 
 from flask_wechat_qr import AccountAdapter, write_turns
@@ -177,3 +183,81 @@ def test_other_databases_take_no_turns(make_app: t.Any, wechat_api: WeChatAPI,
     wechat_api.userinfo()
     assert finish_login(browser, state).status_code == 302
     assert (turns(app) is not None) is (database.backend == "sqlite")
+
+
+# --- SQLite's lock held by another connection -----------------------------------------------
+
+
+def sqlite_path(app: Flask) -> str:
+    with app.app_context():
+        return str(app.extensions["sqlalchemy"].engine.url.database)
+
+
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+def test_a_lock_held_past_the_busy_timeout_ends_on_the_error_page(
+    make_app: t.Any, wechat_api: WeChatAPI, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another process writing to the file (a script, a second worker) holds SQLite's lock
+    past the busy timeout (0 here: at once): the login ends on the ``AccountNotSaved``
+    page, with what to do in the log. It was a bare 500, "database is locked"."""
+    app = make_app(SQLALCHEMY_ENGINE_OPTIONS={"connect_args": {"timeout": 0}})
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+    other = sqlite3.connect(sqlite_path(app), isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # the write lock, until it commits
+        with caplog.at_level(logging.ERROR):
+            resp = login_with_wechat(app.test_client(), wechat_api)
+    finally:
+        other.close()
+    assert resp.status_code == 500 and error_name(resp) == "AccountNotSaved"
+    logged = "\n".join(r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR)
+    assert "database is locked" in logged and "WAL mode with a busy timeout" in logged
+    assert not turns(app).locked()
+    assert login_with_wechat(app.test_client(), wechat_api).status_code == 302
+
+
+def begin_at_the_first_read(app: Flask) -> None:
+    """SQLAlchemy's own advice for pysqlite: the driver's transactions off, ``BEGIN`` where
+    SQLAlchemy begins one, so that a transaction's reads and writes see one snapshot."""
+    with app.app_context():
+        engine = app.extensions["sqlalchemy"].engine
+
+    @sa.event.listens_for(engine, "connect")
+    def no_driver_transactions(dbapi_connection: t.Any, _record: t.Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @sa.event.listens_for(engine, "begin")
+    def begin(connection: t.Any) -> None:
+        connection.exec_driver_sql("BEGIN")
+
+    engine.dispose()
+
+
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+def test_a_write_on_a_stale_snapshot_is_tried_again(make_app: t.Any,
+                                                    wechat_api: WeChatAPI) -> None:
+    """A host that begins SQLite transactions at their first read (SQLAlchemy's advice), in
+    WAL mode: another connection commits while the login asks WeChat for the profile,
+    between the login's first read and its first write; SQLite refuses that write at once
+    (``SQLITE_BUSY_SNAPSHOT``: waiting cannot help). The login runs again and logs in.
+    It was a bare 500, "database is locked"."""
+    app = make_app()
+    set_journal_mode(app, "wal")
+    begin_at_the_first_read(app)
+    path = sqlite_path(app)
+    wechat_api.token()
+    committed = []
+
+    def profile_after_a_commit(request: t.Any) -> t.Any:
+        if not committed:  # the first run of the login only
+            with sqlite3.connect(path) as other:
+                other.execute("INSERT INTO user (username) VALUES ('elsewhere')")
+            committed.append(True)
+        return wechat_body({"openid": OPENID, "nickname": "小明", "sex": 0,
+                            "headimgurl": "", "privilege": [], "unionid": UNIONID})
+
+    answer_with(wechat_api, USERINFO_PATH, profile_after_a_commit)
+    browser = app.test_client()
+    resp = finish_login(browser, start_login(browser))
+    assert committed and resp.status_code == 302, error_name(resp)
+    assert sorted(u.username or "" for u in all_users(app)) == ["", "elsewhere"]
