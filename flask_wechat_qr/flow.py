@@ -783,14 +783,14 @@ class LoginFlow:
         flushed a row): the rollback undid them, and a second run would commit the login
         without them. The login ends as one the database refused (``AccountNotSaved``)."""
         refused = conflicts = 0
-        lost = False
+        lost = busy = False
         hosts_writes: bool | None = None
         while True:
             try:
                 bind = transactions.begin(self.db, self._table)
                 if hosts_writes is None:  # the first run (AUTOCOMMIT: committed by begin)
                     hosts_writes = transactions.holds_writes(self.db.session())
-                write_turns.take_turns(self.db.session(), bind)
+                write_turns.give_turns(self.db.session(), bind)
                 result = work()
                 transactions.commit(self.db)
                 return result
@@ -829,6 +829,14 @@ class LoginFlow:
                     log.warning("the database connection of a login was lost (%s); trying "
                                 "again on a new one (pool_pre_ping avoids this: docs, "
                                 "deploying)", _database_reason(error))
+                elif transactions.is_busy(error) and not busy and not hosts_writes:
+                    # Once more after a pause: a transaction that had read before it wrote
+                    # (where the host begins them at the first read) is refused at once while
+                    # another connection writes, without waiting out the busy timeout.
+                    busy = True
+                    log.info("SQLite's database was locked by another connection (%s); "
+                             "trying again", _database_reason(error))
+                    transactions.pause(1)
                 elif transactions.is_busy(error):
                     raise AccountNotSaved(_database_reason(error), _BUSY_ADVICE) from error
                 elif transactions.names_a_missing_table(error) and self._tables_missing():
@@ -848,9 +856,10 @@ _TABLES_ADVICE = (
     "and migrations')")
 #: What to do where SQLite's database stayed locked by another connection.
 _BUSY_ADVICE = (
-    "Another connection kept the SQLite database locked for longer than the connection's "
-    "busy timeout (Python's sqlite3 waits 5 seconds): a long write of the site's own, or "
-    "many processes writing to one file. Put the file in WAL mode with a busy timeout "
+    "Another connection kept the SQLite database locked, twice, for longer than the "
+    "connection's busy timeout (Python's sqlite3 waits 5 seconds unless told otherwise): a "
+    "long write of the site's own, or many processes writing to one file. Put the file in "
+    "WAL mode with a busy timeout "
     "(docs: deploying, 'SQLite with several threads'), serve it from one process with "
     "threads, keep the site's own write transactions short; several processes or machines "
     "want PostgreSQL")
@@ -871,7 +880,10 @@ _CONFLICT_ADVICE = (
     "Other transactions kept conflicting with the login's (serialization failures or "
     "deadlocks) however often it was tried again: under a SERIALIZABLE isolation level every "
     "login at the same moment may conflict with the others; READ COMMITTED (PostgreSQL's "
-    "default) or REPEATABLE READ (MariaDB's) is all the extension needs (docs: deploying)")
+    "default) or REPEATABLE READ (MariaDB's) is all the extension needs (docs: deploying). "
+    "On SQLite, other connections kept committing between the login's first read and its "
+    "first write (its transactions begin at their first read): fewer processes writing to "
+    "the file, or PostgreSQL")
 #: What to do about objects the ORM cannot save (a ``FlushError``: a None in a relation).
 _OBJECT_ADVICE = (
     "The objects of the login could not be saved, before the database was asked: most often "

@@ -510,12 +510,13 @@ def is_conflict(error: DBAPIError) -> bool:
 
 def is_busy(error: DBAPIError) -> bool:
     """Whether SQLite said the database is locked (``SQLITE_BUSY``, ``SQLITE_LOCKED``):
-    another connection held its write lock longer than the connection's busy timeout
-    (Python's ``sqlite3`` waits 5 s by default). Trying again at once would wait as long
-    again; a stale snapshot (:func:`is_conflict`) is not this."""
+    another connection held its lock longer than this one's busy timeout (Python's
+    ``sqlite3`` waits 5 s unless told otherwise), or held it when a transaction that had
+    read already went to write (SQLite refuses that one at once). A stale snapshot
+    (:func:`is_conflict`) is not this."""
     code = _sqlite_code(error)
-    return code is not None and code != _SQLITE_BUSY_SNAPSHOT and code & 0xFF in (
-        _SQLITE_BUSY, _SQLITE_LOCKED)
+    return (code is not None and code != _SQLITE_BUSY_SNAPSHOT
+            and (code & 0xFF) in (_SQLITE_BUSY, _SQLITE_LOCKED))
 
 
 def _sqlite_code(error: DBAPIError) -> int | None:

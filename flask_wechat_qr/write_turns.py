@@ -12,10 +12,11 @@ on its connection) and gives it back when the transaction ends (committed or rol
 
 What still meets in SQLite's busy handler: writers of other processes, the host's own
 transactions, and the extension's statements on connections of their own (purges, a failed
-login's record). A transaction that wrote before it was given turns (the host's
-``before_request`` flushed a row, or SQL text wrote) takes none: its connection may hold
-SQLite's lock already, and waiting for a turn then would keep the turn's holder waiting for
-that lock. Other databases write row by row and never take turns.
+login's record). A login whose connection may hold a SQLite lock already (the host's
+``before_request`` flushed a row, a hook wrote on ``connection().execute``, the host begins
+transactions at their first read) never waits for a turn, it takes one only if free:
+waiting then would keep the turn's holder waiting for that lock. Other databases write row
+by row and never take turns.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import weakref
 
 import sqlalchemy as sa
 
+from .forked_child import made_elsewhere, made_here
 from .transactions import wrote
 
 if t.TYPE_CHECKING:
@@ -39,12 +41,15 @@ log = logging.getLogger(__name__)
 #: busy timeout then decides, as it does for every other writer).
 TURN_TIMEOUT = 2.0
 
-#: ``session.info`` key: the turns the session's transaction takes (a lock of an engine's).
+#: ``session.info`` key: the turns the session's transaction takes (a lock of an engine's),
+#: and the transaction's connection.
 _TURNS = "flask_wechat_qr.write_turns"
 #: ``session.info`` key: the session's transaction holds its turn.
 _HELD = "flask_wechat_qr.write_turn_held"
 #: The turns of each SQLite engine (held weakly: an engine made per test goes with its test).
-_TURNS_OF: weakref.WeakKeyDictionary[sa.Engine, threading.Lock] = weakref.WeakKeyDictionary()
+#: Each with the process (and kind of threading) it was made in: a forked child makes its own.
+_TURNS_OF: weakref.WeakKeyDictionary[
+    sa.Engine, tuple[tuple[int, object], threading.Lock]] = weakref.WeakKeyDictionary()
 _MAKING = threading.Lock()
 #: The session classes :func:`watch` listens to (held weakly).
 _WATCHED: weakref.WeakSet[type] = weakref.WeakSet()
@@ -58,44 +63,63 @@ def watch(db: SQLAlchemy) -> None:
     if session_class in _WATCHED:
         return
     sa.event.listen(db.session, "before_flush", _before_flush)
-    # First among the listeners: the extension's own (:mod:`.transactions`) mark the
-    # transaction as one that wrote as soon as they see the statement.
+    # First among the listeners: :mod:`.transactions`' own marks the transaction as one
+    # that wrote as soon as it sees the statement, and :func:`take` would then take a
+    # turn only if it is free.
     sa.event.listen(db.session, "do_orm_execute", _before_execute, insert=True)
     sa.event.listen(db.session, "after_transaction_end", _ended)
     _WATCHED.add(session_class)
 
 
-def take_turns(session: Session, bind: sa.Engine | sa.Connection) -> None:
-    """Let the session's transaction (a login's, just begun, that holds no writes) take turns
-    with the other logins of this process writing to the database of ``bind``: only on
-    SQLite, and only where :func:`watch` listens to the session's class (its flushes are
-    seen). No statement is run."""
-    if bind.dialect.name != "sqlite" or type(session) not in _WATCHED:
+def give_turns(session: Session, connection: sa.Connection) -> None:
+    """Let the session's transaction (a login's, just begun on ``connection``) take turns
+    with the other logins of this process writing to the same database: only on SQLite,
+    and only where :func:`watch` listens to the session's class (its flushes are seen). No
+    statement is run."""
+    if connection.dialect.name != "sqlite" or type(session) not in _WATCHED:
         return
-    engine = bind.engine
-    turns = _TURNS_OF.get(engine)
-    if turns is None:
+    engine = connection.engine
+    made = _TURNS_OF.get(engine)
+    if made is None or made_elsewhere(made[0]):  # a parent's lock (forked) is no turn here
         with _MAKING:
-            turns = _TURNS_OF.setdefault(engine, threading.Lock())
-    session.info[_TURNS] = turns
+            made = _TURNS_OF.get(engine)
+            if made is None or made_elsewhere(made[0]):
+                made = _TURNS_OF[engine] = (made_here(), threading.Lock())
+    session.info[_TURNS] = (made[1], connection)
 
 
 def take(session: Session) -> None:
     """Take the session's turn, if its transaction was given turns and holds none yet: before
-    a statement that writes on the transaction's connection (unseen by the session)."""
+    a statement that writes on the transaction's connection (unseen by the session).
+
+    A transaction whose connection may hold a SQLite lock already takes the turn only if it
+    is free, and otherwise writes without it: waiting for the turn would keep the turn's
+    holder waiting for that lock. So does one that wrote as the session saw (a flush, an
+    ``execute``), and one the driver has in a transaction (``sqlite3`` begins one at a
+    write the session did not see, on ``connection().execute``; or at the first read,
+    where the host begins transactions so, as SQLAlchemy advises for pysqlite)."""
     info = session.info
-    turns = info.get(_TURNS)
-    if turns is None or info.get(_HELD):
+    given = info.get(_TURNS)
+    if given is None or info.get(_HELD):
         return
-    if wrote(session):  # unseen writes before: the connection may hold SQLite's lock
-        del info[_TURNS]
-        return
-    if turns.acquire(timeout=TURN_TIMEOUT):
+    turns, connection = given
+    if wrote(session) or _in_driver_transaction(connection):
+        taken = turns.acquire(blocking=False)
+    else:
+        taken = turns.acquire(timeout=TURN_TIMEOUT)
+        if not taken:
+            log.warning("a login waited %.1f s for its turn to write to SQLite and writes "
+                        "without it: another login of this process held the turn that "
+                        "long", TURN_TIMEOUT)
+    if taken:
         info[_HELD] = True
-        return
-    del info[_TURNS]
-    log.warning("a login waited %.0f s for its turn to write to SQLite (another login of this "
-                "process held it) and writes without it", TURN_TIMEOUT)
+    else:
+        del info[_TURNS]
+
+
+def _in_driver_transaction(connection: sa.Connection) -> bool:
+    dbapi_connection = connection.connection.dbapi_connection
+    return bool(getattr(dbapi_connection, "in_transaction", True))
 
 
 def holds_turn(session: Session) -> bool:
@@ -106,7 +130,8 @@ def holds_turn(session: Session) -> bool:
 def turns_of(engine: sa.Engine) -> threading.Lock | None:
     """The turns of ``engine`` (``None`` before a login on it was given turns): its lock is
     held while one login of this process writes."""
-    return _TURNS_OF.get(engine)
+    made = _TURNS_OF.get(engine)
+    return None if made is None else made[1]
 
 
 def _before_flush(session: Session, _context: object, _instances: object) -> None:
@@ -114,7 +139,9 @@ def _before_flush(session: Session, _context: object, _instances: object) -> Non
 
 
 def _before_execute(state: ORMExecuteState) -> None:
-    if state.is_insert or state.is_update or state.is_delete:
+    # Every ORM statement of the host passes here: the look-up first, the kind only then.
+    if _TURNS in state.session.info and (state.is_insert or state.is_update
+                                         or state.is_delete):
         take(state.session)
 
 
@@ -122,6 +149,6 @@ def _ended(session: Session, transaction: SessionTransaction) -> None:
     if transaction.parent is not None:  # a flush's or a SAVEPOINT's: the writes stay
         return
     info = session.info
-    turns = info.pop(_TURNS, None)
-    if info.pop(_HELD, False) and turns is not None:
-        turns.release()
+    given = info.pop(_TURNS, None)
+    if info.pop(_HELD, False) and given is not None:
+        given[0].release()

@@ -4,9 +4,12 @@ wrote before it was given turns, and a turn is always given back."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import secrets
 import sqlite3
 import threading
+import types
 import typing as t
 
 import pytest
@@ -21,8 +24,12 @@ from support import (
     add_user,
     all_users,
     answer_with,
+    csrf_token_of,
     error_name,
     finish_login,
+    host_app,
+    link_identity,
+    log_in,
     login_with_wechat,
     set_journal_mode,
     start_login,
@@ -92,7 +99,8 @@ def test_every_write_of_a_login_is_made_in_its_turn(make_app: t.Any,
     assert {write for write, _ in first} >= {
         "INSERT user", "INSERT wechat_qr_identity", "INSERT wechat_qr_login_state"}
     # The first callback's purge of expired states runs on a connection of its own.
-    login_writes = [(write, held) for write, held in first if not write.startswith("DELETE")]
+    login_writes = [(write, held) for write, held in first
+                    if write != "DELETE wechat_qr_login_state"]
     assert all(held for _, held in login_writes), first
     assert returning == [("INSERT wechat_qr_login_state", True)]
     assert not turns(app).locked()
@@ -124,19 +132,91 @@ def test_a_turn_is_given_back_when_the_login_fails_after_writing(
     assert not turns(app).locked()
 
 
+@contextlib.contextmanager
+def turn_held_elsewhere(app: Flask) -> t.Iterator[None]:
+    """Another thread holds the app's turn throughout (as a login of this process that is
+    writing would)."""
+    lock = turns(app)
+    held, done = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with lock:
+            held.set()
+            done.wait(timeout=30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(timeout=10)
+        yield
+    finally:
+        done.set()
+        holder.join(timeout=10)
+
+
+def writes_in_create_user(app: Flask) -> None:
+    """``create_user`` writes a row of its own on the session's connection, which the
+    session does not see: ``sqlite3`` begins its transaction, and takes SQLite's lock, then."""
+    real_create_user = AccountAdapter.create_user
+    db, User = app.db, app.User  # type: ignore[attr-defined]
+
+    def create_user(self: t.Any, connection: t.Any, profile: t.Any) -> t.Any:
+        db.session.connection().execute(sa.insert(User.__table__).values(
+            username=f"audit-{secrets.token_hex(4)}"))
+        return real_create_user(self, connection, profile)
+
+    app.extensions["wechat_qr"].adapter.create_user = types.MethodType(
+        create_user, app.extensions["wechat_qr"].adapter)
+
+
 @pytest.mark.parametrize("database", ["sqlite"], indirect=True)
-@pytest.mark.parametrize("how", ["flushed", "executed"])
-def test_a_login_after_the_hosts_own_writes_takes_no_turn(
-    make_app: t.Any, wechat_api: WeChatAPI, how: str
+@pytest.mark.parametrize("how", ["flushed", "executed", "unseen", "first-read"])
+def test_a_login_that_may_hold_sqlites_lock_never_waits_for_a_turn(
+    make_app: t.Any, wechat_api: WeChatAPI, monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
-    """A host that wrote in its ``before_request``: its connection holds SQLite's lock
-    already, so the login writes without a turn (waiting for one could keep the turn's
-    holder waiting for that lock). The login and the host's row are committed together."""
-    app = host_writes(make_app(), how)
+    """A login whose connection may hold SQLite's lock already: the host's
+    ``before_request`` wrote (flushed, or executed), its ``create_user`` wrote on the
+    session's connection (unseen by the session), or the host begins transactions at their
+    first read. Waiting for the turn would keep the turn's holder waiting for that lock (a
+    stall of the turn's timeout, or a failed login); such a login takes the turn only if it
+    is free, and here, held by another thread, writes without it at once."""
+    app = make_app()
+    if how in ("flushed", "executed"):
+        host_writes(app, how)
+    elif how == "unseen":
+        writes_in_create_user(app)
+    else:
+        set_journal_mode(app, "wal")
+        begin_at_the_first_read(app)
+    # A first login makes the engine's turns.
+    assert login_with_wechat(app.test_client(), wechat_api, openid="o-first").status_code == 302
+    monkeypatch.setattr(write_turns, "TURN_TIMEOUT", 60)  # a wait would outlast the test
+    answers: list[t.Any] = []
+    with turn_held_elsewhere(app):
+        login = threading.Thread(target=lambda: answers.append(
+            login_with_wechat(app.test_client(), wechat_api)))
+        login.start()
+        login.join(timeout=20)
+        waited = login.is_alive()
+    login.join(timeout=60)
+    assert not waited and answers[0].status_code == 302, error_name(answers[0])
+
+
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+def test_an_unlink_writes_in_its_turn(make_app: t.Any, wechat_api: WeChatAPI) -> None:
+    """An unlink's first write is an ORM ``UPDATE`` through ``session.execute`` (no flush):
+    it too is made in the turn."""
+    app = host_app(make_app)
+    alice = add_user(app, username="alice", password="pw")
+    link_identity(app, alice)
+    client = app.test_client()
+    log_in(client, alice)
+    assert login_with_wechat(app.test_client(), wechat_api, openid="o-other").status_code == 302
     seen = writes_seen(app)
-    assert login_with_wechat(app.test_client(), wechat_api).status_code == 302
-    assert seen and not any(held for _, held in seen), seen
-    assert len(all_users(app)) == 2  # the visitor and the WeChat user
+    resp = client.post("/auth/wechat/unlink", data={"csrf_token": csrf_token_of(client)})
+    assert resp.status_code == 302
+    assert seen[0] == ("UPDATE wechat_qr_identity", True), seen
+    assert all(held for _, held in seen), seen
 
 
 @pytest.mark.parametrize("database", ["sqlite"], indirect=True)
@@ -147,27 +227,11 @@ def test_a_turn_waited_for_too_long_is_done_without(
     """A turn held past :data:`TURN_TIMEOUT` (by something stuck): the login writes
     without it, SQLite's own busy timeout deciding, and the log says so."""
     app = make_app()
-    add_user(app, username="alice")  # the engine's turns made by the first login below
     assert login_with_wechat(app.test_client(), wechat_api).status_code == 302
     monkeypatch.setattr(write_turns, "TURN_TIMEOUT", 0.05)
-    lock = turns(app)
-    held_elsewhere = threading.Event()
-    done = threading.Event()
-
-    def hold() -> None:
-        with lock:
-            held_elsewhere.set()
-            done.wait(timeout=30)
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    try:
-        assert held_elsewhere.wait(timeout=10)
-        with caplog.at_level(logging.WARNING, logger="flask_wechat_qr.write_turns"):
-            resp = login_with_wechat(app.test_client(), wechat_api)
-    finally:
-        done.set()
-        holder.join(timeout=10)
+    with turn_held_elsewhere(app), caplog.at_level(logging.WARNING,
+                                                   logger="flask_wechat_qr.write_turns"):
+        resp = login_with_wechat(app.test_client(), wechat_api)
     assert resp.status_code == 302 and error_name(resp) is None
     assert "writes without it" in caplog.text
 
@@ -260,4 +324,47 @@ def test_a_write_on_a_stale_snapshot_is_tried_again(make_app: t.Any,
     browser = app.test_client()
     resp = finish_login(browser, start_login(browser))
     assert committed and resp.status_code == 302, error_name(resp)
+    assert sorted(u.username or "" for u in all_users(app)) == ["", "elsewhere"]
+
+
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+def test_a_write_refused_at_once_while_another_writes_is_tried_again(
+    make_app: t.Any, wechat_api: WeChatAPI
+) -> None:
+    """A host that begins SQLite transactions at their first read: a login that read, then
+    writes while another connection holds the write lock, is refused at once (SQLite does
+    not wait there: ``SQLITE_BUSY``, whatever the busy timeout). The other connection
+    commits; the login, tried again, logs in. It ended on the error page."""
+    app = make_app()
+    set_journal_mode(app, "wal")
+    begin_at_the_first_read(app)
+    other = sqlite3.connect(sqlite_path(app), isolation_level=None)
+    with app.app_context():
+        engine = app.extensions["sqlalchemy"].engine
+
+    def release(_connection: t.Any) -> None:  # the login's rollback: the other commits
+        if other.in_transaction:
+            other.execute("COMMIT")
+
+    sa.event.listen(engine, "rollback", release)
+    wechat_api.token()
+
+    began = []
+
+    def profile_while_another_writes(request: t.Any) -> t.Any:
+        if not began:
+            began.append(True)
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("INSERT INTO user (username) VALUES ('elsewhere')")
+        return wechat_body({"openid": OPENID, "nickname": "小明", "sex": 0,
+                            "headimgurl": "", "privilege": [], "unionid": UNIONID})
+
+    answer_with(wechat_api, USERINFO_PATH, profile_while_another_writes)
+    try:
+        browser = app.test_client()
+        resp = finish_login(browser, start_login(browser))
+    finally:
+        sa.event.remove(engine, "rollback", release)
+        other.close()
+    assert resp.status_code == 302, error_name(resp)
     assert sorted(u.username or "" for u in all_users(app)) == ["", "elsewhere"]
