@@ -829,16 +829,16 @@ class LoginFlow:
                     log.warning("the database connection of a login was lost (%s); trying "
                                 "again on a new one (pool_pre_ping avoids this: docs, "
                                 "deploying)", _database_reason(error))
-                elif transactions.is_busy(error) and not busy and not hosts_writes:
+                elif transactions.is_busy(error):
                     # Once more after a pause: a transaction that had read before it wrote
                     # (where the host begins them at the first read) is refused at once while
                     # another connection writes, without waiting out the busy timeout.
+                    if busy or hosts_writes:
+                        raise AccountNotSaved(_database_reason(error), _BUSY_ADVICE) from error
                     busy = True
                     log.info("SQLite's database was locked by another connection (%s); "
                              "trying again", _database_reason(error))
                     transactions.pause(1)
-                elif transactions.is_busy(error):
-                    raise AccountNotSaved(_database_reason(error), _BUSY_ADVICE) from error
                 elif transactions.names_a_missing_table(error) and self._tables_missing():
                     raise AccountNotSaved(_database_reason(error), _TABLES_ADVICE) from error
                 else:
@@ -856,13 +856,12 @@ _TABLES_ADVICE = (
     "and migrations')")
 #: What to do where SQLite's database stayed locked by another connection.
 _BUSY_ADVICE = (
-    "Another connection kept the SQLite database locked, twice, for longer than the "
-    "connection's busy timeout (Python's sqlite3 waits 5 seconds unless told otherwise): a "
-    "long write of the site's own, or many processes writing to one file. Put the file in "
-    "WAL mode with a busy timeout "
-    "(docs: deploying, 'SQLite with several threads'), serve it from one process with "
-    "threads, keep the site's own write transactions short; several processes or machines "
-    "want PostgreSQL")
+    "Another connection kept the SQLite database locked for longer than the connection's "
+    "busy timeout (Python's sqlite3 waits 5 seconds unless told otherwise): a long write of "
+    "the site's own, or many processes writing to one file. Put the file in WAL mode with a "
+    "busy timeout (docs: deploying, 'SQLite with several threads'), serve it from one "
+    "process with threads, keep the site's own write transactions short; several processes "
+    "or machines want PostgreSQL")
 #: What to do about a value its column cannot hold (a ``DataError``).
 _VALUE_ADVICE = (
     "A value does not fit its column (too long, characters its character set cannot hold, the "

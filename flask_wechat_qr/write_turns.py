@@ -122,11 +122,6 @@ def _in_driver_transaction(connection: sa.Connection) -> bool:
     return bool(getattr(dbapi_connection, "in_transaction", True))
 
 
-def holds_turn(session: Session) -> bool:
-    """Whether the session's transaction holds its turn now."""
-    return bool(session.info.get(_HELD))
-
-
 def turns_of(engine: sa.Engine) -> threading.Lock | None:
     """The turns of ``engine`` (``None`` before a login on it was given turns): its lock is
     held while one login of this process writes."""

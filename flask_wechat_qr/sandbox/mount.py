@@ -74,8 +74,9 @@ def _sqlite_in_wal(engine: sa.Engine) -> None:
     phone's and browser's poll reads it, and in SQLite's default rollback-journal mode a
     write's commit waits until no connection reads, so with a few dozen browsers polling a
     confirmation or a new QR code waited out SQLite's busy timeout (5 s) and answered 500
-    "database is locked". The file is the sandbox's own (a stand-in for WeChat), so its
-    mode is the sandbox's to choose; a host's database is never changed."""
+    "database is locked". The file is the standalone sandbox's (a stand-in for WeChat),
+    so its mode is the sandbox's to choose; the in-app sandbox, on the host's database,
+    changes nothing there."""
     if engine.dialect.name != "sqlite" or engine.url.database in (None, "", ":memory:"):
         return
 
