@@ -13,6 +13,7 @@ import typing as t
 import pytest
 import requests
 import responses
+import sqlalchemy as sa
 from support import (
     API,
     NICKNAME,
@@ -56,7 +57,7 @@ from support import (
     wechat_body,
 )
 
-from flask_wechat_qr import LoginCancelled, LoginRefused, signals
+from flask_wechat_qr import AccountAdapter, LoginCancelled, LoginRefused, signals
 
 CALLBACK_PATH = "/auth/wechat/callback"
 
@@ -732,3 +733,85 @@ def test_sqlalchemys_reason_is_logged_without_the_conflicting_key() -> None:
         "('alice@example.com',), None) conflicts with persistent instance <User at 0x7e>"))
     assert reason == ("FlushError: New instance <User at 0x7f> with identity key … conflicts "
                       "with persistent instance <User at 0x7e>")
+
+
+# --- the commit: the ending's row, the host's hooks and constraints -----------------------
+
+
+#: A next URL with what SQL quoting must get right (the ending's row holds it).
+AWKWARD_NEXT = "/search?q=it's+100%25+%22quoted%22+\u5f20\u4e09\U0001f43c&tag=a;COMMIT"
+
+
+def test_a_repeated_callback_lands_where_the_first_did_whatever_its_next(
+    make_app: t.Any, wechat_api: WeChatAPI
+) -> None:
+    """The ending's row keeps a next URL with quotes, a percent sign, CJK and an emoji as it
+    was: WeChat's second redirect lands where the first did."""
+    app = make_app()
+    browser = app.test_client()
+    state = start_login(browser, next=AWKWARD_NEXT)
+    twin = browser_copy(app, browser)
+    each_code_once(wechat_api)
+    wechat_api.userinfo()
+    first = browser.get("/auth/wechat/callback", query_string={"code": "C1", "state": state})
+    second = twin.get("/auth/wechat/callback", query_string={"code": "C2", "state": state})
+    assert first.status_code == second.status_code == 302
+    assert first.headers["Location"] == second.headers["Location"]
+    assert ending_of(app, state).next_url == AWKWARD_NEXT
+
+
+def test_a_hosts_hook_before_the_commit_runs_before_anything_is_committed(
+    make_app: t.Any, wechat_api: WeChatAPI
+) -> None:
+    """A host that checks (or writes, or refuses) in its session's ``before_commit``: at
+    that moment nothing of the login is committed yet, on every database."""
+    app = make_app()
+    db, User = app.db, app.User  # type: ignore[attr-defined]
+    seen: list[int] = []
+
+    def check(_session: t.Any) -> None:
+        with db.engine.connect() as conn:
+            seen.append(conn.execute(sa.select(sa.func.count()).select_from(User.__table__))
+                        .scalar_one())
+
+    sa.event.listen(db.session, "before_commit", check)
+    assert login_with_wechat(app.test_client(), wechat_api).status_code == 302
+    assert seen == [0] and len(all_users(app)) == 1
+
+
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("checked_by", ["foreign key", "constraint trigger"])
+def test_a_constraint_checked_at_the_commit_ends_as_not_saved(
+    make_app: t.Any, wechat_api: WeChatAPI, monkeypatch: pytest.MonkeyPatch, checked_by: str
+) -> None:
+    """A host's rule checked at the commit (``DEFERRABLE INITIALLY DEFERRED``: a foreign
+    key, whose error names its table, or a constraint trigger, whose error names none)
+    that a login's ``create_user`` breaks: the login ends as one the database refused,
+    never as a repeat of another request's (the used state's row is written last, just
+    before that commit)."""
+    app = make_app()
+    db, User = app.db, app.User  # type: ignore[attr-defined]
+    users = User.__table__.name
+    with app.app_context(), db.engine.begin() as conn:
+        if checked_by == "foreign key":
+            conn.execute(sa.text(
+                f'CREATE TABLE audit (user_id INTEGER CONSTRAINT audit_user REFERENCES '
+                f'"{users}" (id) DEFERRABLE INITIALLY DEFERRED)'))
+        else:
+            conn.execute(sa.text("CREATE TABLE audit (user_id INTEGER)"))
+            conn.execute(sa.text(
+                "CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                "RAISE EXCEPTION 'quota exceeded' USING ERRCODE = 'check_violation'; END $$"))
+            conn.execute(sa.text(
+                "CREATE CONSTRAINT TRIGGER audit_quota AFTER INSERT ON audit DEFERRABLE "
+                "INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_audit()"))
+    real_create_user = AccountAdapter.create_user
+
+    def create_user(self: t.Any, connection: t.Any, profile: t.Any) -> t.Any:
+        db.session.execute(sa.text("INSERT INTO audit VALUES (-1)"))  # nobody's id
+        return real_create_user(self, connection, profile)
+
+    monkeypatch.setattr(AccountAdapter, "create_user", create_user)
+    resp = login_with_wechat(app.test_client(), wechat_api)
+    assert resp.status_code == 500 and error_name(resp) == "AccountNotSaved"
+    assert all_users(app) == []
