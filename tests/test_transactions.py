@@ -356,8 +356,8 @@ def _sqlite_error(tmp_path: t.Any, stale_snapshot: bool) -> DBAPIError:
 
 
 def test_sqlites_lock_is_busy_and_a_stale_snapshot_a_conflict(tmp_path: t.Any) -> None:
-    """A lock held past the busy timeout: trying again at once would wait as long again
-    (busy, not a conflict). A write on a stale snapshot: refused at once, and a new
+    """A lock another connection holds: busy, not a conflict (a login runs once more after
+    a pause, then says what to do). A write on a stale snapshot: refused at once, and a new
     transaction cures it (a conflict). Neither on an error of another driver."""
     (tmp_path / "busy").mkdir()
     (tmp_path / "stale").mkdir()
