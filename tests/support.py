@@ -1306,13 +1306,26 @@ def scan_and_allow(browser: requests.Session, phone_base: str, qr_page_url: str,
 # --- pages and URLs ---------------------------------------------------------------------
 
 
-def simulate_scan(page: t.Any, frame: t.Any, person: str) -> None:
-    """In a browser (Playwright): press the sandbox QR page's "simulate a scan" in ``frame``
-    and allow as ``person`` on the phone page that opens."""
+def open_phone(page: t.Any, frame: t.Any) -> t.Any:
+    """In a browser (Playwright): press the sandbox QR page's "simulate a scan" in ``frame``;
+    the phone page it opens, loaded. The phone window of an earlier scan closes itself 800
+    ms after its answer, and until then the link opens in it (a named window), where no new
+    page appears: a login soon after another waited 15 s for one (a CI flake). It is closed
+    first."""
+    for earlier in page.context.pages:
+        if earlier is not page and earlier.opener() is page:
+            earlier.close()
     with page.context.expect_page() as popup_info:
         frame.locator("#sbx-simulate").click()
     phone = popup_info.value
     phone.wait_for_load_state()
+    return phone
+
+
+def simulate_scan(page: t.Any, frame: t.Any, person: str) -> None:
+    """In a browser (Playwright): press the sandbox QR page's "simulate a scan" in ``frame``
+    and allow as ``person`` on the phone page that opens."""
+    phone = open_phone(page, frame)
     phone.locator(f"input[name=person][value={person}]").check()
     phone.locator("#sbx-allow").click()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typing as t
 
 import pytest
-from support import ONE_DATABASE, Database, LiveServer, serve_example_site
+from support import ONE_DATABASE, Database, LiveServer, open_phone, serve_example_site
 
 pytestmark = [pytest.mark.browser, ONE_DATABASE]
 
@@ -43,10 +43,7 @@ def log_out(page: t.Any, site: LiveServer) -> None:
 
 def scan_and_answer(page: t.Any, frame: t.Any, *, allow: bool, person: str = "zhangsan") -> None:
     """Press "simulate a scan" and answer on the phone page that opens."""
-    with page.context.expect_page() as popup_info:
-        frame.locator("#sbx-simulate").click()
-    phone = popup_info.value
-    phone.wait_for_load_state()
+    phone = open_phone(page, frame)
     # The browser asks for Chinese (locale zh-CN), so the sandbox's phone page speaks it.
     assert "申请使用你的微信账号登录" in phone.locator("#sbx-confirm").inner_text()
     if allow:
