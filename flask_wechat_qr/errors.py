@@ -363,6 +363,33 @@ class AccountNotSaved(LoginError):
         self.args = (f"{self.args[0]} {said_by} said: {reason}. {advice}.",)
 
 
+class DatabaseUnavailable(LoginError):
+    """The site's database could not be asked at all: the server is down or refuses
+    connections, a connection was lost and lost again, or none of the pool's connections
+    came free within ``pool_timeout``. Nothing of the login was saved, nor could its ending
+    be recorded; ``str(error)`` (logged at ``ERROR``) gives the reason and what to check."""
+
+    status = 503
+    operator_error = True
+    title = _l("Login could not be completed")
+    message = _l(
+        "This site cannot reach its database right now, so the login cannot go on. Try "
+        "again in a few minutes; the site's operator has been told."
+    )
+
+    def __init__(self, reason: str) -> None:
+        super().__init__()
+        self.reason = reason
+        self.args = (
+            f"{self.args[0]} Asking it failed with: {reason}. Check that the database "
+            "server is running and reachable from this machine (its address, port and "
+            "firewall, its limit of connections); where the pool had no free connection "
+            "(\"QueuePool limit ... reached\"), give it more (pool_size, max_overflow) or "
+            "each process fewer threads. A connect_timeout in the database URL keeps a "
+            "request from waiting minutes for a server that does not answer (docs: "
+            "deploying, 'Database settings')",)
+
+
 class WeChatUnavailable(LoginError):
     """WeChat could not be reached or answered something that is not its API."""
 

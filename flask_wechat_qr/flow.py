@@ -74,6 +74,7 @@ from .errors import (
     AccountNotSaved,
     BindingExpired,
     CodeUsed,
+    DatabaseUnavailable,
     InvalidRequest,
     LoginCancelled,
     LoginError,
@@ -279,7 +280,12 @@ class LoginFlow:
         login this browser cancelled, on this site's page, is remembered in its session:
         that page reloaded, however late, says so again."""
         states = self.login_states[connection.identifier]
-        outcome = self._finish(connection, states, callback)
+        try:
+            outcome = self._finish(connection, states, callback)
+        except Exception as error:  # a step before the login's own (its state's reads)
+            if not transactions.is_unreachable(error):
+                raise
+            return Failed(database_unavailable(error), connection, None)
         if (isinstance(outcome, Failed) and type(outcome.error) is LoginCancelled
                 and callback.state and not failure_posted_to_business(connection, outcome.login)):
             states.remember_cancelled(callback.state, outcome.login or LoginData())
@@ -320,7 +326,9 @@ class LoginFlow:
             return NeedsProfile(connection, login)
         except LoginError as error:
             return self._failed(connection, states, state, login, error, started)
-        except BaseException:
+        except BaseException as error:
+            if transactions.is_unreachable(error):  # nothing can be recorded either
+                return Failed(database_unavailable(error), connection, login)
             _record_failure(states, state, UNEXPECTED_ERROR, login)  # a bug: then a 500
             raise
         if not isinstance(result, _Committed):
@@ -502,7 +510,11 @@ class LoginFlow:
                 login: LoginData, error: LoginError, started: float
                 ) -> Outcome | NeedsProfile:
         """Record that the login failed, so a repeated callback ends the same way; if
-        another request of it ended first, this one ends as :meth:`_as_ended` says."""
+        another request of it ended first, this one ends as :meth:`_as_ended` says. Where
+        the database cannot be reached, the ending cannot be recorded either (nor waited
+        for twice)."""
+        if isinstance(error, DatabaseUnavailable):
+            return Failed(error, connection, login)
         if _record_failure(states, state, type(error).__name__, login):
             if isinstance(error, LoginRefused) and error.openid:
                 signals.send(signals.login_refused, connection=connection,
@@ -811,6 +823,9 @@ class LoginFlow:
                 self.db.session.rollback()
                 raise AccountNotSaved(_database_reason(error), _OBJECT_ADVICE,
                                       said_by="SQLAlchemy") from error
+            except sa.exc.TimeoutError as error:  # the pool's: no connection came free
+                self.db.session.rollback()
+                raise database_unavailable(error) from error
             except DBAPIError as error:
                 self.db.session.rollback()
                 if transactions.is_conflict(error):
@@ -839,6 +854,8 @@ class LoginFlow:
                     log.info("SQLite's database was locked by another connection (%s); "
                              "trying again", _database_reason(error))
                     transactions.pause(1)
+                elif transactions.is_unreachable(error):
+                    raise database_unavailable(error) from error
                 elif transactions.names_a_missing_table(error) and self._tables_missing():
                     raise AccountNotSaved(_database_reason(error), _TABLES_ADVICE) from error
                 else:
@@ -901,7 +918,13 @@ _QUOTED_VALUES = (re.compile(r"(?i)(duplicate entry )'.*?'( for key)"),
                   re.compile(r"(identity key )\(.*\)( conflicts)"))
 
 
-def _database_reason(error: DBAPIError | FlushError) -> str:
+def database_unavailable(error: BaseException) -> DatabaseUnavailable:
+    """The login's end where its database could not be asked
+    (:func:`~.transactions.is_unreachable`), with the driver's or the pool's reason."""
+    return DatabaseUnavailable(_database_reason(error))
+
+
+def _database_reason(error: BaseException) -> str:
     """The database's own words (or SQLAlchemy's, before the database was asked), first line
     only: the constraint or column, never the SQL statement's parameters (a person's data),
     a driver's detail lines (the same) or a value a message quotes."""

@@ -60,6 +60,15 @@ _CONFLICT_ERRNOS = frozenset({1213, 1020})
 #: locked (within one shared-cache connection), and the extended code of a write refused
 #: because the transaction read a snapshot older than the last commit (WAL mode).
 _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_BUSY_SNAPSHOT = 5, 6, 517
+#: SQLite's result code for a database file it cannot open (a missing folder, a full disk).
+_SQLITE_CANTOPEN = 14
+#: SQLSTATEs of a server that took no connection: too many connections, a server shutting
+#: down, crashed or starting up (besides class 08, the connection exceptions).
+_UNREACHABLE_STATES = frozenset({"53300", "57P01", "57P02", "57P03"})
+#: MariaDB's and MySQL's error numbers of the same: too many connections (1040, a user's
+#: 1203), a host blocked (1129), no server at the address (2002, 2003, 2005), a connection
+#: gone or lost (2006, 2013).
+_UNREACHABLE_ERRNOS = frozenset({1040, 1129, 1203, 2002, 2003, 2005, 2006, 2013})
 #: Times a login's transaction runs again after conflicts with others before it gives up.
 CONFLICT_RETRIES = 5
 #: Longest pause, in seconds, before a login tries again after a conflict.
@@ -524,6 +533,30 @@ def _sqlite_code(error: DBAPIError) -> int | None:
     ``sqlite_errorcode``), ``None`` for other drivers."""
     code = getattr(getattr(error, "orig", None), "sqlite_errorcode", None)
     return code if isinstance(code, int) else None
+
+
+def is_unreachable(error: BaseException) -> bool:
+    """Whether the database could not be asked at all, whatever was asked: no connection
+    within the pool's ``pool_timeout``, a connection lost (SQLAlchemy's
+    ``connection_invalidated``), a server down, full or refusing connections. psycopg's own
+    failures to connect or of a connection carry no SQLSTATE; the other drivers' carry
+    their codes. Nothing a login does can succeed then, nor can its ending be recorded."""
+    if isinstance(error, sa.exc.TimeoutError):
+        return True
+    if not isinstance(error, DBAPIError):
+        return False
+    if error.connection_invalidated:
+        return True
+    state, number = _error_codes(error)
+    if state is not None:
+        return state.startswith("08") or state in _UNREACHABLE_STATES
+    if number is not None:
+        return number in _UNREACHABLE_ERRNOS
+    code = _sqlite_code(error)
+    if code is not None:
+        return code & 0xFF == _SQLITE_CANTOPEN
+    return (isinstance(error, sa.exc.OperationalError)
+            and type(error.orig).__module__.startswith("psycopg"))
 
 
 def names_a_missing_table(error: DBAPIError) -> bool:

@@ -23,6 +23,8 @@ from flask import (
     request,
     url_for,
 )
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.routing import BuildError
 from werkzeug.wrappers import Response as BaseResponse
 
@@ -44,14 +46,22 @@ from .errors import (
     SessionCookieNotSent,
     WeComBrowser,
 )
-from .flow import Callback, Failed, LoggedIn, NeedsProfile, Outcome, PendingLogin
+from .flow import (
+    Callback,
+    Failed,
+    LoggedIn,
+    NeedsProfile,
+    Outcome,
+    PendingLogin,
+    database_unavailable,
+)
 from .i18n import LazyText, qr_page_lang, register_template_globals
 from .i18n import lazy_gettext as _l
 from .login_state import BusinessParams, LoginData, browser_key
 from .runtime import current_runtime, find_runtime, runtime_of
 from .session_cookie import cookie_scope, misses_callback
 from .settings import OFFICIAL_ACCOUNT, WEBSITE_APP
-from .transactions import end_reads
+from .transactions import end_reads, is_unreachable
 from .urls import avatar_for_browser, has_control_characters, under_mount_point
 
 if t.TYPE_CHECKING:
@@ -523,6 +533,21 @@ def login_error(error: LoginError) -> tuple[str | BaseResponse, int]:
     else:
         log.info("WeChat login ended: %s (%s)", error, type(error).__name__)
     return delivery.error_response(error, connection, login)
+
+
+@blueprint.errorhandler(OperationalError)
+@blueprint.errorhandler(InterfaceError)
+@blueprint.errorhandler(PoolTimeout)
+def database_error(error: Exception) -> tuple[str | BaseResponse, int]:
+    """A database that cannot be asked at all (down, full, its pool's connections all in
+    use) ends any page of the login on the "cannot reach its database" one. Only the
+    classes drivers report that with come here; one of them that says something else
+    (SQLite's syntax error, a lock wait timeout) stays the site's 500 with its traceback,
+    raised again: it reaches the site's handler of 500s, not one the site registered for
+    its class (a unique key or a statement PostgreSQL refuses never comes here)."""
+    if not is_unreachable(error):
+        raise error
+    return login_error(database_unavailable(error))
 
 
 @blueprint.after_request

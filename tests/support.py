@@ -904,6 +904,34 @@ def closed_port() -> t.Iterator[int]:
         yield int(sock.getsockname()[1])
 
 
+@contextlib.contextmanager
+def database_out_of_reach(engine: t.Any, folder: t.Any) -> t.Iterator[list[int]]:
+    """While the block runs, ``engine``'s database cannot be reached: its pool is emptied
+    and every new connection goes, through the dialect's own connect, to a loopback port
+    that refuses it (PostgreSQL, MariaDB) or a file in a folder that does not exist
+    (SQLite, in ``folder``): a server down, a path gone. Yields the list of attempts made
+    (one ``1`` each); afterwards the database is there again, as after a restart."""
+    import sqlalchemy as sa
+
+    attempts: list[int] = []
+    with closed_port() as port:
+        def elsewhere(_dialect: t.Any, _record: t.Any, cargs: list[t.Any],
+                      cparams: dict[str, t.Any]) -> None:
+            attempts.append(1)
+            if engine.dialect.name == "sqlite":
+                cargs[:1] = [str(folder / "gone" / "app.db")]
+            else:
+                cparams.update(host="127.0.0.1", port=port)
+
+        engine.dispose()
+        sa.event.listen(engine, "do_connect", elsewhere)
+        try:
+            yield attempts
+        finally:
+            sa.event.remove(engine, "do_connect", elsewhere)
+            engine.dispose()
+
+
 # --- the host site's own login and forms ----------------------------------------------
 
 

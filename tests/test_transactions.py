@@ -9,11 +9,13 @@ import typing as t
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError, OperationalError
+from support import admin_engine, database_out_of_reach
 
 from flask_wechat_qr.transactions import (
     autocommits,
     is_busy,
     is_conflict,
+    is_unreachable,
     names_a_missing_table,
 )
 
@@ -367,3 +369,92 @@ def test_sqlites_lock_is_busy_and_a_stale_snapshot_a_conflict(tmp_path: t.Any) -
     assert (is_busy(stale), is_conflict(stale)) == (False, True)
     deadlock = _wrapped(_ConnectorError("Deadlock found", 1213))
     assert (is_busy(deadlock), is_conflict(deadlock)) == (False, True)
+
+
+def _raised(run: t.Callable[[], object]) -> BaseException:
+    """What ``run`` raised (it must raise)."""
+    try:
+        run()
+    except Exception as error:
+        return error
+    raise AssertionError("nothing was raised")
+
+
+def test_a_database_out_of_reach_is_told_apart_from_its_refusals(
+    database: t.Any, tmp_path: t.Any
+) -> None:
+    """Real errors of each database: a server that refuses connections (or a file in a
+    folder that is gone), a pool whose only connection is taken past ``pool_timeout``, a
+    connection the server closed, are out of reach: nothing a login does can get through.
+    What the database refuses once asked (a statement it cannot run, a unique key, a
+    missing table, SQLite's lock) is not: a login that meets it is the site's or the
+    database's to answer for, as before."""
+    engine = sa.create_engine(database.url("reach"), pool_size=1, max_overflow=0,
+                              pool_timeout=0.2)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text("CREATE TABLE t (id INTEGER PRIMARY KEY)"))
+            conn.execute(sa.text("INSERT INTO t VALUES (1)"))
+        with engine.connect() as conn:
+            refusals = []
+            for text in ("SELEKT 1", "SELECT * FROM nowhere", "INSERT INTO t VALUES (1)"):
+                refusals.append(_raised(lambda text=text: conn.execute(sa.text(text))))
+                conn.rollback()
+            out_of_reach = [_raised(engine.connect)]  # the pool's only connection is taken
+        if database.backend == "sqlite":
+            (tmp_path / "locked").mkdir()
+            refusals.append(_sqlite_error(tmp_path / "locked", stale_snapshot=False))
+        else:
+            with engine.connect() as conn:
+                pid = conn.execute(sa.text(
+                    "SELECT pg_backend_pid()" if database.is_postgres
+                    else "SELECT CONNECTION_ID()")).scalar_one()
+                with admin_engine(database.server_url).connect() as admin:
+                    admin.execute(sa.text(f"SELECT pg_terminate_backend({int(pid)})"
+                                          if database.is_postgres else f"KILL {int(pid)}"))
+                    admin.commit()
+                out_of_reach.append(_raised(lambda: conn.execute(sa.text("SELECT 1"))))
+        with database_out_of_reach(engine, tmp_path) as attempts:
+            out_of_reach.append(_raised(engine.connect))
+        assert attempts == [1]
+        with engine.connect() as conn:  # there again
+            assert conn.execute(sa.text("SELECT count(*) FROM t")).scalar_one() == 1
+    finally:
+        engine.dispose()
+    assert [is_unreachable(error) for error in out_of_reach] == [True] * len(out_of_reach)
+    assert [is_unreachable(error) for error in refusals] == [False] * len(refusals)
+    assert [type(error).__name__ for error in refusals[:3]] == (
+        ["OperationalError", "OperationalError", "IntegrityError"]
+        if database.backend == "sqlite" else
+        ["ProgrammingError", "ProgrammingError", "IntegrityError"])
+    assert isinstance(out_of_reach[0], sa.exc.TimeoutError)
+    assert len(out_of_reach) == (2 if database.backend == "sqlite" else 3)
+
+
+def test_other_drivers_say_out_of_reach_with_their_codes() -> None:
+    """psycopg2 (``pgcode``), pg8000 (its fields) and MariaDB's connectors (``errno``), as
+    :func:`is_conflict` reads them: the connection exceptions (SQLSTATE class 08), too
+    many connections, a server shutting down; MariaDB's "can't connect", "gone away",
+    "lost connection", "too many connections". Not a statement cancelled by a timeout
+    (57014, a server's answer), a lock wait timeout or an error that says nothing."""
+    import pymysql
+
+    class Psycopg2Error(Exception):
+        def __init__(self, pgcode: str) -> None:
+            super().__init__("x")
+            self.pgcode = pgcode
+
+    out_of_reach = [Psycopg2Error("08006"), Psycopg2Error("08001"), Psycopg2Error("53300"),
+                    Psycopg2Error("57P01"),
+                    Exception({"S": "FATAL", "C": "57P03", "M": "the database system is "
+                               "starting up"}),
+                    pymysql.err.OperationalError(2006, "MySQL server has gone away"),
+                    pymysql.err.OperationalError(1040, "Too many connections"),
+                    _ConnectorError("Can't connect to MySQL server", 2003)]
+    refusals = [Psycopg2Error("57014"), Psycopg2Error("40001"),
+                pymysql.err.OperationalError(1205, "Lock wait timeout exceeded"),
+                _ConnectorError("Deadlock found", 1213), Exception(), ValueError("x")]
+    assert [is_unreachable(_wrapped(error)) for error in out_of_reach] == \
+        [True] * len(out_of_reach)
+    assert [is_unreachable(_wrapped(error)) for error in refusals] == [False] * len(refusals)
+    assert not is_unreachable(ValueError("not the database's"))

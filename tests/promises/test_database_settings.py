@@ -20,6 +20,7 @@ from flask_login import current_user
 from support import (
     AVATAR,
     CODE_USED_ANSWER,
+    OPENID_B,
     PROFILE_ANSWER,
     REFRESH_TOKEN,
     TOKEN_ANSWER,
@@ -37,15 +38,18 @@ from support import (
     ask_app,
     bind_page,
     browser_copy,
+    database_out_of_reach,
     double_redirect,
     each_code_once,
     error_name,
     log_in,
     logged_in_user_id,
+    login_with_wechat,
     meeting,
     open_qr_page,
     poll,
     quoted,
+    recording,
     start_link,
     start_login,
     submit,
@@ -349,6 +353,100 @@ def test_a_login_after_the_database_closed_the_pools_connections(
         assert logins_at_once(app, ["P2-a"]) == [302]
     assert "connection of a login was lost" in caplog.text
     assert len(all_users(app)) == len(all_identities(app)) == 2
+
+
+# --- a database out of reach ----------------------------------------------------------------
+
+
+def test_a_login_whose_database_is_out_of_reach_ends_on_its_page(
+    make_app: t.Any, wechat_api: WeChatAPI, tmp_path: t.Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The database down (or its file's folder gone) when WeChat sends the person back:
+    the login ends on a 503 page that says so (here in Chinese), not Flask's bare 500,
+    and ``login_failed`` is sent. The callback tries to connect once: nothing is recorded
+    afterwards (another wait for a server that does not answer). The operator's log line
+    gives the driver's reason, without a traceback. With the database back, the same
+    browser logs in, without a restart."""
+    app = make_app()
+    with app.app_context():
+        engine = app.db.engine  # type: ignore[attr-defined]
+    browser = app.test_client()
+    assert login_with_wechat(app.test_client(), wechat_api).status_code == 302
+    with recording(app, "login_failed") as failed, \
+            database_out_of_reach(engine, tmp_path) as attempts, \
+            caplog.at_level(logging.INFO, logger="flask_wechat_qr"):
+        state = start_login(browser, next="/orders")  # reads nothing before WeChat is asked
+        each_code_once(wechat_api)
+        wechat_api.userinfo()
+        resp = browser.get("/auth/wechat/callback", query_string={"code": "C1", "state": state},
+                           headers={"Accept-Language": "zh-CN,zh;q=0.9"})
+    assert resp.status_code == 503 and error_name(resp) == "DatabaseUnavailable"
+    assert "本网站暂时无法连接数据库" in resp.get_data(as_text=True)
+    assert attempts == [1]
+    assert [name for name, _ in failed] == ["login_failed"]
+    errors = [record for record in caplog.records if record.levelno >= logging.ERROR]
+    assert len(errors) == 1 and errors[0].exc_info is None
+    assert re.search(r"Connection refused|unable to open database file|Can't connect",
+                     errors[0].getMessage())
+    assert login_with_wechat(browser, wechat_api, openid=OPENID_B).status_code == 302
+    assert len(all_users(app)) == 2
+
+
+def test_a_login_that_finds_every_connection_of_the_pool_taken_ends_on_its_page(
+    make_app: t.Any, wechat_api: WeChatAPI
+) -> None:
+    """A pool of one connection that something else holds past ``pool_timeout`` (all of
+    a busy site's connections in use): the login's page says the database cannot be
+    reached, a 503, where it was a bare 500; once the connection is given back, the next
+    login goes through."""
+    app = make_app(SQLALCHEMY_ENGINE_OPTIONS={"pool_size": 1, "max_overflow": 0,
+                                              "pool_timeout": 0.2})
+    with app.app_context():
+        engine = app.db.engine  # type: ignore[attr-defined]
+    assert login_with_wechat(app.test_client(), wechat_api).status_code == 302
+    with engine.connect():
+        resp = login_with_wechat(app.test_client(), wechat_api, openid=OPENID_B)
+    assert resp.status_code == 503 and error_name(resp) == "DatabaseUnavailable"
+    assert login_with_wechat(app.test_client(), wechat_api, openid=OPENID_B).status_code == 302
+    assert len(all_users(app)) == 2
+
+
+def test_the_bind_page_of_a_database_out_of_reach_is_its_page(
+    make_app: t.Any, wechat_api: WeChatAPI, tmp_path: t.Any
+) -> None:
+    """Any page of the extension that reads the database (here the bind page, which reads
+    the pending binding) ends the same way while it is out of reach, and works again
+    after; a database error of another kind stays the site's 500 (below)."""
+    app = ask_app(make_app)
+    with app.app_context():
+        engine = app.db.engine  # type: ignore[attr-defined]
+    browser = app.test_client()
+    arrive(browser, wechat_api)
+    with database_out_of_reach(engine, tmp_path):
+        resp = browser.get("/auth/bind")
+    assert resp.status_code == 503 and error_name(resp) == "DatabaseUnavailable"
+    bind_page(browser)
+
+
+def test_a_database_error_that_is_no_outage_stays_the_sites_500(
+    make_app: t.Any, wechat_api: WeChatAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A statement the database refuses (here a host's ``create_user`` that reads a table
+    it does not have) is a bug to see: the 500, with its traceback, as before."""
+    app = make_app(PROPAGATE_EXCEPTIONS=False)
+
+    def create_user(self: t.Any, connection: t.Any, profile: t.Any) -> t.Any:
+        app.db.session.execute(sa.text("SELECT * FROM nowhere"))  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(AccountAdapter, "create_user", create_user)
+    logged: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = logged.append  # type: ignore[method-assign]
+    app.logger.addHandler(handler)
+    resp = login_with_wechat(app.test_client(), wechat_api)
+    assert resp.status_code == 500 and error_name(resp) is None
+    assert [record.exc_info[0].__name__ for record in logged  # type: ignore[index]
+            if record.exc_info] in (["ProgrammingError"], ["OperationalError"])
 
 
 # --- sessions that begin no transaction --------------------------------------------------
