@@ -33,7 +33,7 @@ from .errors import StateError, StateUsed, TooManyLoginsStarted
 from .model_base import engine_of
 from .purge import Executor, PurgeSchedule, delete_expired
 from .settings import OFFICIAL_ACCOUNT, WEBSITE_APP
-from .transactions import end_reads
+from .transactions import end_reads, is_unreachable
 
 if t.TYPE_CHECKING:
     from flask.sessions import SessionMixin
@@ -424,7 +424,9 @@ class LoginStateStore:
             try:
                 with self._engine.begin() as conn:
                     self._purge_now_and_then(conn)
-            except SQLAlchemyError:  # housekeeping: never fail a login over it
+            except SQLAlchemyError as error:  # housekeeping: never fail a login over it
+                if is_unreachable(error):
+                    raise  # ...but nor can the login get through: one wait, not two
                 log.warning("could not purge expired login states; trying again later",
                             exc_info=True)
 

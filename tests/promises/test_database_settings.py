@@ -57,6 +57,7 @@ from support import (
 )
 
 from flask_wechat_qr import AccountAdapter, ConfigurationError, WeChatQR
+from flask_wechat_qr.runtime import runtime_of
 
 
 def person(number: int) -> tuple[str, str]:
@@ -358,20 +359,25 @@ def test_a_login_after_the_database_closed_the_pools_connections(
 # --- a database out of reach ----------------------------------------------------------------
 
 
+@pytest.mark.parametrize("purge_due", [False, True], ids=["", "purge-due"])
 def test_a_login_whose_database_is_out_of_reach_ends_on_its_page(
-    make_app: t.Any, wechat_api: WeChatAPI, tmp_path: t.Any, caplog: pytest.LogCaptureFixture
+    make_app: t.Any, wechat_api: WeChatAPI, tmp_path: t.Any, caplog: pytest.LogCaptureFixture,
+    purge_due: bool
 ) -> None:
     """The database down (or its file's folder gone) when WeChat sends the person back:
     the login ends on a 503 page that says so (here in Chinese), not Flask's bare 500,
     and ``login_failed`` is sent. The callback tries to connect once: nothing is recorded
-    afterwards (another wait for a server that does not answer). The operator's log line
-    gives the driver's reason, without a traceback. With the database back, the same
-    browser logs in, without a restart."""
+    afterwards, and a purge of expired states due then (once a minute) ends it rather than
+    let it wait again (each try of a server that does not answer waits its connect
+    timeout). The operator's log line gives the driver's reason, without a traceback. With
+    the database back, the same browser logs in, without a restart."""
     app = make_app()
     with app.app_context():
         engine = app.db.engine  # type: ignore[attr-defined]
     browser = app.test_client()
     assert login_with_wechat(app.test_client(), wechat_api).status_code == 302
+    if purge_due:
+        runtime_of(app).login_states["wechat"].store.purges.next_at = 0
     with recording(app, "login_failed") as failed, \
             database_out_of_reach(engine, tmp_path) as attempts, \
             caplog.at_level(logging.INFO, logger="flask_wechat_qr"):
