@@ -32,6 +32,7 @@ from .browsers import classify
 from .context import this_request
 from .errors import (
     BindingExpired,
+    DatabaseUnavailable,
     IdTokenError,
     InvalidRequest,
     LoginCancelled,
@@ -42,9 +43,11 @@ from .errors import (
 )
 from .flow import Linked, LoggedIn, NeedsBinding, Outcome, failure_posted_to_business
 from .frame_policy import with_frame_ancestors
+from .layout import STANDALONE
 from .runtime import current_runtime
 from .settings import configured_issuer
 from .site_routes import routes_subdomain, serves_on_another_host
+from .transactions import is_unreachable
 from .urls import safe_next, under_mount_point
 
 if t.TYPE_CHECKING:
@@ -268,13 +271,28 @@ def error_response(error: LoginError, connection: ConnectionSettings | None,
                    else request.endpoint == "wechat_qr.link")
         retry_url = url_for("wechat_qr.link" if linking else "wechat_qr.login",
                             connection=retry.identifier, **again)
-    return render_template("wechat_qr/error.html", error=error, connection=connection,
-                           retry_url=retry_url,
-                           wechat_logins=[(conn, url_for("wechat_qr.login",
-                                                         connection=conn.identifier))
-                                          for conn in startable],
-                           back_url=next_url or request.script_root + "/",
-                           other_login_url=_other_login_for(error, next_url)), error.status
+    return _error_page(error=error, connection=connection, retry_url=retry_url,
+                       wechat_logins=[(conn, url_for("wechat_qr.login",
+                                                     connection=conn.identifier))
+                                      for conn in startable],
+                       back_url=next_url or request.script_root + "/",
+                       other_login_url=_other_login_for(error, next_url)), error.status
+
+
+def _error_page(error: LoginError, **context: t.Any) -> str:
+    """The error page. Where the database is out of reach and rendering asked it too (the
+    site's context processors: Flask-Login's ``current_user`` loads the logged-in user),
+    the page is rendered without them, in the extension's own layout (the site's may
+    show that user): the person still reads what happened, never a bare 500."""
+    try:
+        return render_template("wechat_qr/error.html", error=error, **context)
+    except Exception as failure:
+        if not isinstance(error, DatabaseUnavailable) or not is_unreachable(failure):
+            raise
+    current_runtime().db.session.rollback()
+    template = current_app.jinja_env.get_template("wechat_qr/error.html")
+    return template.render(error=error, request=request, wechat_qr_layout=lambda: STANDALONE,
+                           **context)
 
 
 def _logins_again_after(error: LoginError) -> list[ConnectionSettings]:

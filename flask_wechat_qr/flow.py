@@ -854,8 +854,8 @@ class LoginFlow:
                     log.info("SQLite's database was locked by another connection (%s); "
                              "trying again", _database_reason(error))
                     transactions.pause(1)
-                elif transactions.is_unreachable(error):
-                    raise database_unavailable(error) from error
+                elif error.connection_invalidated or transactions.is_unreachable(error):
+                    raise database_unavailable(error) from error  # lost again, or none to be had
                 elif transactions.names_a_missing_table(error) and self._tables_missing():
                     raise AccountNotSaved(_database_reason(error), _TABLES_ADVICE) from error
                 else:

@@ -66,9 +66,11 @@ _SQLITE_CANTOPEN = 14
 #: down, crashed or starting up (besides class 08, the connection exceptions).
 _UNREACHABLE_STATES = frozenset({"53300", "57P01", "57P02", "57P03"})
 #: MariaDB's and MySQL's error numbers of the same: too many connections (1040, a user's
-#: 1203), a host blocked (1129), no server at the address (2002, 2003, 2005), a connection
-#: gone or lost (2006, 2013).
-_UNREACHABLE_ERRNOS = frozenset({1040, 1129, 1203, 2002, 2003, 2005, 2006, 2013})
+#: 1203), a host blocked or not let in (1129, 1130), the site's account or database refused
+#: (1044, 1045, 1049: as psycopg's failures to connect, which carry no code), no server at
+#: the address (2002, 2003, 2005), a connection gone or lost (2006, 2013).
+_UNREACHABLE_ERRNOS = frozenset({1040, 1044, 1045, 1049, 1129, 1130, 1203, 2002, 2003, 2005,
+                                 2006, 2013})
 #: Times a login's transaction runs again after conflicts with others before it gives up.
 CONFLICT_RETRIES = 5
 #: Longest pause, in seconds, before a login tries again after a conflict.
@@ -536,17 +538,19 @@ def _sqlite_code(error: DBAPIError) -> int | None:
 
 
 def is_unreachable(error: BaseException) -> bool:
-    """Whether the database could not be asked at all, whatever was asked: no connection
-    within the pool's ``pool_timeout``, a connection lost (SQLAlchemy's
-    ``connection_invalidated``), a server down, full or refusing connections. psycopg's own
-    failures to connect or of a connection carry no SQLSTATE; the other drivers' carry
-    their codes. Nothing a login does can succeed then, nor can its ending be recorded."""
+    """Whether the database could not be asked at all: no connection within the pool's
+    ``pool_timeout``; a server down, full, or refusing the site's connections; a connection
+    lost at its commit. psycopg's own failures to connect or of a connection carry no
+    SQLSTATE; the other drivers' carry their codes. Nothing a login does can succeed then,
+    nor can its ending be recorded. Not a pooled connection the server closed, found under a
+    statement (SQLAlchemy's ``connection_invalidated``: a restart, an idle timeout): the
+    pool connects anew, and the next try may well get through."""
     if isinstance(error, sa.exc.TimeoutError):
         return True
     if not isinstance(error, DBAPIError):
         return False
-    if error.connection_invalidated:
-        return True
+    if error.connection_invalidated and error.statement is not None:
+        return False
     state, number = _error_codes(error)
     if state is not None:
         return state.startswith("08") or state in _UNREACHABLE_STATES

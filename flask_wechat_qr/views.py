@@ -38,6 +38,7 @@ from .errors import (
     AlreadyLinked,
     BindingExpired,
     ConnectionAlreadyLinked,
+    DatabaseUnavailable,
     InvalidRequest,
     LoginError,
     LoginNotSetUp,
@@ -525,6 +526,10 @@ def login_error(error: LoginError) -> tuple[str | BaseResponse, int]:
     if connection is None:
         connection_id = (request.view_args or {}).get("connection")
         connection = runtime.settings.connections.get(connection_id) if connection_id else None
+    if isinstance(error, DatabaseUnavailable):
+        # A connection lost under the session leaves it to be rolled back before the page
+        # (the site's layout reading its logged-in user) may ask again.
+        runtime.db.session.rollback()
     if isinstance(error, LoginUnavailable):  # said once at start-up: no line per visitor
         log.info("WeChat login is off: %s (%s)", error, type(error).__name__)
     elif error.operator_error:
@@ -540,14 +545,24 @@ def login_error(error: LoginError) -> tuple[str | BaseResponse, int]:
 @blueprint.errorhandler(PoolTimeout)
 def database_error(error: Exception) -> tuple[str | BaseResponse, int]:
     """A database that cannot be asked at all (down, full, its pool's connections all in
-    use) ends any page of the login on the "cannot reach its database" one. Only the
-    classes drivers report that with come here; one of them that says something else
-    (SQLite's syntax error, a lock wait timeout) stays the site's 500 with its traceback,
-    raised again: it reaches the site's handler of 500s, not one the site registered for
-    its class (a unique key or a statement PostgreSQL refuses never comes here)."""
-    if not is_unreachable(error):
+    use) ends any page of the login on the "cannot reach its database" one. Any other
+    error of these classes (SQLite's syntax error, a lock wait timeout, a connection the
+    server closed under a statement) goes where it went before: the site's own handler
+    of its class, else raised again, the site's 500 with its traceback."""
+    if is_unreachable(error):
+        return login_error(database_unavailable(error))
+    handler = _sites_handler(error)
+    if handler is None:
         raise error
-    return login_error(database_unavailable(error))
+    # The site's handler returns whatever a view may (Flask's ResponseReturnValue).
+    return this_app().ensure_sync(handler)(error)  # type: ignore[no-any-return]
+
+
+def _sites_handler(error: Exception) -> t.Callable[[Exception], t.Any] | None:
+    """The site's own error handler of ``error``'s class (``app.errorhandler``), the most
+    specific first, as Flask finds it where no handler of the blueprint's is in the way."""
+    handlers = this_app().error_handler_spec[None][None]
+    return next((handlers[cls] for cls in type(error).__mro__ if cls in handlers), None)
 
 
 @blueprint.after_request

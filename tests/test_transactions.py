@@ -384,11 +384,12 @@ def test_a_database_out_of_reach_is_told_apart_from_its_refusals(
     database: t.Any, tmp_path: t.Any
 ) -> None:
     """Real errors of each database: a server that refuses connections (or a file in a
-    folder that is gone), a pool whose only connection is taken past ``pool_timeout``, a
-    connection the server closed, are out of reach: nothing a login does can get through.
-    What the database refuses once asked (a statement it cannot run, a unique key, a
-    missing table, SQLite's lock) is not: a login that meets it is the site's or the
-    database's to answer for, as before."""
+    folder that is gone) and a pool whose only connection is taken past ``pool_timeout``
+    are out of reach: nothing a login does can get through. What the database refuses
+    once asked (a statement it cannot run, a unique key, a missing table, SQLite's lock)
+    is not: a login that meets it is the site's or the database's to answer for, as
+    before. Nor is a pooled connection the server closed (a restart), found under a
+    statement: the pool connects anew, and the next try gets through."""
     engine = sa.create_engine(database.url("reach"), pool_size=1, max_overflow=0,
                               pool_timeout=0.2)
     try:
@@ -401,6 +402,7 @@ def test_a_database_out_of_reach_is_told_apart_from_its_refusals(
                 refusals.append(_raised(lambda text=text: conn.execute(sa.text(text))))
                 conn.rollback()
             out_of_reach = [_raised(engine.connect)]  # the pool's only connection is taken
+        lost: BaseException | None = None
         if database.backend == "sqlite":
             (tmp_path / "locked").mkdir()
             refusals.append(_sqlite_error(tmp_path / "locked", stale_snapshot=False))
@@ -413,7 +415,7 @@ def test_a_database_out_of_reach_is_told_apart_from_its_refusals(
                     admin.execute(sa.text(f"SELECT pg_terminate_backend({int(pid)})"
                                           if database.is_postgres else f"KILL {int(pid)}"))
                     admin.commit()
-                out_of_reach.append(_raised(lambda: conn.execute(sa.text("SELECT 1"))))
+                lost = _raised(lambda: conn.execute(sa.text("SELECT 1")))
         with database_out_of_reach(engine, tmp_path) as attempts:
             out_of_reach.append(_raised(engine.connect))
         assert attempts == [1]
@@ -428,15 +430,20 @@ def test_a_database_out_of_reach_is_told_apart_from_its_refusals(
         if database.backend == "sqlite" else
         ["ProgrammingError", "ProgrammingError", "IntegrityError"])
     assert isinstance(out_of_reach[0], sa.exc.TimeoutError)
-    assert len(out_of_reach) == (2 if database.backend == "sqlite" else 3)
+    assert len(out_of_reach) == 2
+    if database.backend != "sqlite":
+        assert isinstance(lost, DBAPIError) and lost.connection_invalidated
+        assert not is_unreachable(lost)
 
 
 def test_other_drivers_say_out_of_reach_with_their_codes() -> None:
     """psycopg2 (``pgcode``), pg8000 (its fields) and MariaDB's connectors (``errno``), as
     :func:`is_conflict` reads them: the connection exceptions (SQLSTATE class 08), too
     many connections, a server shutting down; MariaDB's "can't connect", "gone away",
-    "lost connection", "too many connections". Not a statement cancelled by a timeout
-    (57014, a server's answer), a lock wait timeout or an error that says nothing."""
+    "lost connection", "too many connections", and its refusals of the site's account or
+    database (as psycopg's failures to connect, which carry no code, whatever the
+    reason). Not a statement cancelled by a timeout (57014, a server's answer), a lock wait
+    timeout or an error that says nothing."""
     import pymysql
 
     class Psycopg2Error(Exception):
@@ -450,6 +457,8 @@ def test_other_drivers_say_out_of_reach_with_their_codes() -> None:
                                "starting up"}),
                     pymysql.err.OperationalError(2006, "MySQL server has gone away"),
                     pymysql.err.OperationalError(1040, "Too many connections"),
+                    pymysql.err.OperationalError(1045, "Access denied for user 'site'"),
+                    pymysql.err.OperationalError(1049, "Unknown database 'site'"),
                     _ConnectorError("Can't connect to MySQL server", 2003)]
     refusals = [Psycopg2Error("57014"), Psycopg2Error("40001"),
                 pymysql.err.OperationalError(1205, "Lock wait timeout exceeded"),

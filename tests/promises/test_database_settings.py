@@ -333,6 +333,18 @@ def close_connections_of(database: Database, name: str) -> int:
         return len(ids)
 
 
+def app_with_named_connections(make_app: t.Any, database: Database) -> tuple[Flask, str]:
+    """A test host whose connections :func:`close_connections_of` finds by the name given
+    with it (a PostgreSQL ``application_name``, or its MariaDB database's name)."""
+    name = f"wechat-qr-{secrets.token_hex(4)}"
+    options: dict[str, t.Any] = {"connect_args": {"application_name": name}} \
+        if database.is_postgres else {}
+    app = make_app(SQLALCHEMY_ENGINE_OPTIONS=options)
+    if database.is_mysql:
+        name = sa.make_url(app.config["SQLALCHEMY_DATABASE_URI"]).database or ""
+    return app, name
+
+
 @pytest.mark.parametrize("database", ["postgresql", "mariadb"], indirect=True)
 def test_a_login_after_the_database_closed_the_pools_connections(
     make_app: t.Any, database: Database, wechat_api: WeChatAPI,
@@ -341,12 +353,7 @@ def test_a_login_after_the_database_closed_the_pools_connections(
     """The database restarted between two logins, without ``pool_pre_ping``: the next
     login's first statement found its pooled connection closed (a 500). It is tried again
     on a new connection, and says so in the log. (SQLite has no server to close them.)"""
-    name = f"wechat-qr-{secrets.token_hex(4)}"
-    options: dict[str, t.Any] = {"connect_args": {"application_name": name}} \
-        if database.is_postgres else {}
-    app = make_app(SQLALCHEMY_ENGINE_OPTIONS=options)
-    if database.is_mysql:
-        name = sa.make_url(app.config["SQLALCHEMY_DATABASE_URI"]).database or ""
+    app, name = app_with_named_connections(make_app, database)
     people(wechat_api)
     assert logins_at_once(app, ["P1-a"]) == [302]
     assert close_connections_of(database, name) >= 1
@@ -432,6 +439,73 @@ def test_the_bind_page_of_a_database_out_of_reach_is_its_page(
         resp = browser.get("/auth/bind")
     assert resp.status_code == 503 and error_name(resp) == "DatabaseUnavailable"
     bind_page(browser)
+
+
+def test_a_logged_in_browser_gets_the_page_too(
+    make_app: t.Any, wechat_api: WeChatAPI, tmp_path: t.Any
+) -> None:
+    """Rendering the page asks the database too where someone is logged in (Flask-Login's
+    ``current_user`` loads the user for every template; the site's layout may show it):
+    linking, and a login in a browser logged in already, still end on the page (in the
+    extension's own layout then), where rendering it failed with a bare 500."""
+    app = make_app()
+    with app.app_context():
+        engine = app.db.engine  # type: ignore[attr-defined]
+    browser = app.test_client()
+    assert login_with_wechat(browser, wechat_api).status_code == 302
+    with database_out_of_reach(engine, tmp_path):
+        link = browser.get("/auth/wechat/link")
+        state = start_login(browser)
+        each_code_once(wechat_api)
+        wechat_api.userinfo()
+        again = browser.get("/auth/wechat/callback", query_string={"code": "C1", "state": state})
+    for resp in (link, again):
+        assert resp.status_code == 503 and error_name(resp) == "DatabaseUnavailable"
+    assert logged_in_user_id(browser) is not None  # still logged in, once it is back
+    assert browser.get("/auth/wechat/link").status_code == 302  # (linked already)
+
+
+@pytest.mark.parametrize("database", ["postgresql", "mariadb"], indirect=True)
+def test_a_purge_on_connections_the_database_closed_lets_the_login_through(
+    make_app: t.Any, database: Database, wechat_api: WeChatAPI,
+    caplog: pytest.LogCaptureFixture
+) -> None:
+    """The database restarted (or closed idle connections) without ``pool_pre_ping``, and
+    the callback's purge of expired states, due then, is the first to meet a closed
+    connection: that is no database out of reach. The purge says so in the log and the
+    login goes on, on a new connection."""
+    app, name = app_with_named_connections(make_app, database)
+    assert login_with_wechat(app.test_client(), wechat_api).status_code == 302
+    runtime_of(app).login_states["wechat"].store.purges.next_at = 0
+    assert close_connections_of(database, name) >= 1
+    with caplog.at_level(logging.WARNING, logger="flask_wechat_qr"):
+        resp = login_with_wechat(app.test_client(), wechat_api, openid=OPENID_B)
+    assert resp.status_code == 302, error_name(resp)
+    assert "could not purge expired login states" in caplog.text
+    assert len(all_users(app)) == 2
+
+
+def test_the_sites_own_handler_of_a_database_error_still_answers_it(
+    make_app: t.Any, wechat_api: WeChatAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A site's ``app.errorhandler`` for a database error class: a login's error of that
+    class that is no outage (a statement the database refuses) reaches it, on the
+    extension's pages too, as before the extension answered outages itself."""
+    app = make_app()
+    OperationalError, ProgrammingError = sa.exc.OperationalError, sa.exc.ProgrammingError
+
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(ProgrammingError)
+    def the_sites_page(error: Exception) -> tuple[str, int]:
+        return f"the site's own page: {type(error).__name__}", 500
+
+    def create_user(self: t.Any, connection: t.Any, profile: t.Any) -> t.Any:
+        app.db.session.execute(sa.text("SELECT * FROM nowhere"))  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(AccountAdapter, "create_user", create_user)
+    resp = login_with_wechat(app.test_client(), wechat_api)
+    assert resp.status_code == 500
+    assert resp.get_data(as_text=True).startswith("the site's own page: ")
 
 
 def test_a_database_error_that_is_no_outage_stays_the_sites_500(
