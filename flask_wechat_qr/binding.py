@@ -31,7 +31,7 @@ from .i18n import lazy_gettext as _l
 from .model_base import engine_of
 from .purge import PurgeSchedule, delete_expired
 from .storable import storable
-from .transactions import committed, end_reads
+from .transactions import committed, end_reads, is_unreachable
 
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
@@ -96,7 +96,9 @@ class PendingBindings:
             with engine_of(self.db, table).begin() as conn:
                 deleted = delete_expired(conn, table, table.c.expires_at, now,
                                          self.purges.batch)
-        except SQLAlchemyError:  # housekeeping: never fail a login over it
+        except SQLAlchemyError as error:  # housekeeping: never fail a login over it
+            if is_unreachable(error):
+                raise  # ...but nor can the login get through: one wait, not two
             log.warning("could not purge expired pending bindings; trying again later",
                         exc_info=True)
             return

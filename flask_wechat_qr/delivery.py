@@ -10,8 +10,10 @@ receivers answer with a response (``login_succeeded``) or audit what leaves the 
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import typing as t
+from pathlib import Path
 from urllib.parse import SplitResult
 
 from flask import (
@@ -49,6 +51,8 @@ from .settings import configured_issuer
 from .site_routes import routes_subdomain, serves_on_another_host
 from .transactions import is_unreachable
 from .urls import safe_next, under_mount_point
+
+log = logging.getLogger("flask_wechat_qr")
 
 if t.TYPE_CHECKING:
     from flask import Request
@@ -233,6 +237,10 @@ def form_post(connection: ConnectionSettings, fields: dict[str, str]) -> Respons
     return response
 
 
+#: The extension's own error page, for the page drawn without the site's templates.
+_OWN_ERROR_PAGE = Path(__file__).with_name("templates") / "wechat_qr" / "error.html"
+
+
 def error_response(error: LoginError, connection: ConnectionSettings | None,
                    login: LoginData | None) -> tuple[str | BaseResponse, int]:
     """The end of a failed login: ``login_failed`` sent, and the first response a receiver
@@ -244,8 +252,18 @@ def error_response(error: LoginError, connection: ConnectionSettings | None,
     # ``next`` its URL asked for.
     asked = login.next_url if login is not None else _next_asked()
     next_url = under_mount_point(asked, request.script_root) if asked else None
-    for _receiver, result in signals.send(
-            signals.login_failed, error=error, connection=connection, next_url=next_url):
+    try:
+        answers = signals.send(signals.login_failed, error=error, connection=connection,
+                               next_url=next_url)
+    except Exception as failure:
+        if not is_unreachable(failure):
+            raise
+        # A receiver that counts failures in the database, which is out of reach: the
+        # person still gets the page.
+        log.warning("a login_failed receiver could not reach the database (%s); the "
+                    "page is shown without it", type(failure).__name__)
+        answers = []
+    for _receiver, result in answers:
         if isinstance(result, BaseResponse):
             return result, result.status_code
     if failure_posted_to_business(connection, login):
@@ -280,19 +298,22 @@ def error_response(error: LoginError, connection: ConnectionSettings | None,
 
 
 def _error_page(error: LoginError, **context: t.Any) -> str:
-    """The error page. Where the database is out of reach and rendering asked it too (the
-    site's context processors: Flask-Login's ``current_user`` loads the logged-in user),
-    the page is rendered without them, in the extension's own layout (the site's may
-    show that user): the person still reads what happened, never a bare 500."""
-    try:
-        return render_template("wechat_qr/error.html", error=error, **context)
-    except Exception as failure:
-        if not isinstance(error, DatabaseUnavailable) or not is_unreachable(failure):
-            raise
-    current_runtime().db.session.rollback()
-    template = current_app.jinja_env.get_template("wechat_qr/error.html")
-    return template.render(error=error, request=request, wechat_qr_layout=lambda: STANDALONE,
-                           **context)
+    """The error page. Where the database is out of reach, the extension's own page in its
+    own layout, drawn without the site's context processors (Flask-Login's
+    ``current_user`` loads the logged-in user for every template, and a site's layout may
+    show it) and without the site's override of the page: the person reads what happened,
+    never a bare 500. Known out of reach (:class:`DatabaseUnavailable`), it is drawn so at
+    once, after one wait for the database, not two; found so while drawing the page of
+    another error (a cancel, while the database went away), it is drawn so after all."""
+    if not isinstance(error, DatabaseUnavailable):
+        try:
+            return render_template("wechat_qr/error.html", error=error, **context)
+        except Exception as failure:
+            if not is_unreachable(failure):
+                raise
+    page = current_app.jinja_env.from_string(_OWN_ERROR_PAGE.read_text(encoding="utf-8"))
+    return page.render(error=error, request=request, wechat_qr_layout=lambda: STANDALONE,
+                       **context)
 
 
 def _logins_again_after(error: LoginError) -> list[ConnectionSettings]:

@@ -281,19 +281,29 @@ class LoginFlow:
         that page reloaded, however late, says so again."""
         states = self.login_states[connection.identifier]
         try:
-            outcome = self._finish(connection, states, callback)
-        except Exception as error:  # a step before the login's own (its state's reads)
+            result = self._finish(connection, states, callback)
+        except Exception as error:  # up to the commit (the state's reads, the repeats)
             if not transactions.is_unreachable(error):
                 raise
             return Failed(database_unavailable(error), connection, None)
+        outcome: Outcome | NeedsProfile
+        if isinstance(result, _Committed):
+            # Committed: whatever fails from here on fails a login that went through.
+            try:
+                outcome = self._after_commit(result)
+            except LoginError as error:  # e.g. from a signal receiver: the page says so
+                outcome = Failed(error, connection, result.login)
+        else:
+            outcome = result
         if (isinstance(outcome, Failed) and type(outcome.error) is LoginCancelled
                 and callback.state and not failure_posted_to_business(connection, outcome.login)):
             states.remember_cancelled(callback.state, outcome.login or LoginData())
         return outcome
 
     def _finish(self, connection: ConnectionSettings, states: LoginStates,
-                callback: Callback) -> Outcome | NeedsProfile:
-        """The callback's outcome: its login finished, or repeated as it ended."""
+                callback: Callback) -> Outcome | NeedsProfile | _Committed:
+        """The callback's outcome up to the commit: its login committed, or repeated as it
+        ended, or failed."""
         started = time.time()
         state = callback.state
         same_browser = states.owns(state, callback.browser)
@@ -331,12 +341,7 @@ class LoginFlow:
                 return Failed(database_unavailable(error), connection, login)
             _record_failure(states, state, UNEXPECTED_ERROR, login)  # a bug: then a 500
             raise
-        if not isinstance(result, _Committed):
-            return result
-        try:
-            return self._after_commit(result)
-        except LoginError as error:  # e.g. from a signal receiver: the page says so
-            return Failed(error, connection, login)
+        return result
 
     def _complete(self, connection: ConnectionSettings, states: LoginStates, state: str,
                   code: str | None, login: LoginData, started: float
@@ -854,6 +859,8 @@ class LoginFlow:
                     log.info("SQLite's database was locked by another connection (%s); "
                              "trying again", _database_reason(error))
                     transactions.pause(1)
+                elif error.connection_invalidated and hosts_writes:
+                    raise AccountNotSaved(_database_reason(error), _HOSTS_WRITES) from error
                 elif error.connection_invalidated or transactions.is_unreachable(error):
                     raise database_unavailable(error) from error  # lost again, or none to be had
                 elif transactions.names_a_missing_table(error) and self._tables_missing():

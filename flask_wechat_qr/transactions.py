@@ -60,17 +60,22 @@ _CONFLICT_ERRNOS = frozenset({1213, 1020})
 #: locked (within one shared-cache connection), and the extended code of a write refused
 #: because the transaction read a snapshot older than the last commit (WAL mode).
 _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_BUSY_SNAPSHOT = 5, 6, 517
-#: SQLite's result code for a database file it cannot open (a missing folder, a full disk).
+#: SQLite's result code for a database file it cannot open (a missing folder).
 _SQLITE_CANTOPEN = 14
 #: SQLSTATEs of a server that took no connection: too many connections, a server shutting
-#: down, crashed or starting up (besides class 08, the connection exceptions).
+#: down, crashed or starting up; besides them class 08, the connection exceptions, where no
+#: statement was running (one under a statement is the statement's: a protocol violation).
 _UNREACHABLE_STATES = frozenset({"53300", "57P01", "57P02", "57P03"})
-#: MariaDB's and MySQL's error numbers of the same: too many connections (1040, a user's
-#: 1203), a host blocked or not let in (1129, 1130), the site's account or database refused
-#: (1044, 1045, 1049: as psycopg's failures to connect, which carry no code), no server at
-#: the address (2002, 2003, 2005), a connection gone or lost (2006, 2013).
-_UNREACHABLE_ERRNOS = frozenset({1040, 1044, 1045, 1049, 1129, 1130, 1203, 2002, 2003, 2005,
-                                 2006, 2013})
+#: MariaDB's and MySQL's error numbers of the same: too many connections (1040; an
+#: account's, 1203 and 1226), a server shutting down (1053), a host blocked or not let in
+#: (1129, 1130), the site's account or database refused (1044, 1045, 1049: as psycopg's
+#: failures to connect, which carry no code), no server at the address (2002, 2003, 2005),
+#: a connection gone or lost (2006, 2013). MariaDB's Connector/Python gives them with a
+#: SQLSTATE too (HY000, 28000, 42000), read second.
+_UNREACHABLE_ERRNOS = frozenset({1040, 1044, 1045, 1049, 1053, 1129, 1130, 1203, 1226, 2002,
+                                 2003, 2005, 2006, 2013})
+#: The drivers whose failures to connect carry no code (their module's first name).
+_CODELESS_DRIVERS = frozenset({"psycopg", "psycopg2", "pg8000"})
 #: Times a login's transaction runs again after conflicts with others before it gives up.
 CONFLICT_RETRIES = 5
 #: Longest pause, in seconds, before a login tries again after a conflict.
@@ -540,11 +545,11 @@ def _sqlite_code(error: DBAPIError) -> int | None:
 def is_unreachable(error: BaseException) -> bool:
     """Whether the database could not be asked at all: no connection within the pool's
     ``pool_timeout``; a server down, full, or refusing the site's connections; a connection
-    lost at its commit. psycopg's own failures to connect or of a connection carry no
-    SQLSTATE; the other drivers' carry their codes. Nothing a login does can succeed then,
-    nor can its ending be recorded. Not a pooled connection the server closed, found under a
-    statement (SQLAlchemy's ``connection_invalidated``: a restart, an idle timeout): the
-    pool connects anew, and the next try may well get through."""
+    lost at its commit. Nothing a login does can succeed then, nor can its ending be
+    recorded. Not a pooled connection the server closed, found under a statement
+    (SQLAlchemy's ``connection_invalidated``: a restart, an idle timeout): the pool
+    connects anew, and the next try may well get through. Nor a statement's own failure
+    on a live connection (a protocol violation, too many parameters), whatever its class."""
     if isinstance(error, sa.exc.TimeoutError):
         return True
     if not isinstance(error, DBAPIError):
@@ -552,15 +557,19 @@ def is_unreachable(error: BaseException) -> bool:
     if error.connection_invalidated and error.statement is not None:
         return False
     state, number = _error_codes(error)
-    if state is not None:
-        return state.startswith("08") or state in _UNREACHABLE_STATES
-    if number is not None:
-        return number in _UNREACHABLE_ERRNOS
+    if number in _UNREACHABLE_ERRNOS or state in _UNREACHABLE_STATES:
+        return True
     code = _sqlite_code(error)
     if code is not None:
         return code & 0xFF == _SQLITE_CANTOPEN
-    return (isinstance(error, sa.exc.OperationalError)
-            and type(error.orig).__module__.startswith("psycopg"))
+    if error.statement is not None:
+        return False
+    if state is not None or number is not None:
+        return state is not None and state.startswith("08")
+    # psycopg's and pg8000's own failures to connect (or of a connection, at a commit)
+    # carry no code at all; the other drivers' carry theirs.
+    driver = type(getattr(error, "orig", None)).__module__.partition(".")[0]
+    return driver in _CODELESS_DRIVERS
 
 
 def names_a_missing_table(error: DBAPIError) -> bool:

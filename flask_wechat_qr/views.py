@@ -23,7 +23,7 @@ from flask import (
     request,
     url_for,
 )
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.routing import BuildError
 from werkzeug.wrappers import Response as BaseResponse
@@ -38,7 +38,6 @@ from .errors import (
     AlreadyLinked,
     BindingExpired,
     ConnectionAlreadyLinked,
-    DatabaseUnavailable,
     InvalidRequest,
     LoginError,
     LoginNotSetUp,
@@ -526,10 +525,6 @@ def login_error(error: LoginError) -> tuple[str | BaseResponse, int]:
     if connection is None:
         connection_id = (request.view_args or {}).get("connection")
         connection = runtime.settings.connections.get(connection_id) if connection_id else None
-    if isinstance(error, DatabaseUnavailable):
-        # A connection lost under the session leaves it to be rolled back before the page
-        # (the site's layout reading its logged-in user) may ask again.
-        runtime.db.session.rollback()
     if isinstance(error, LoginUnavailable):  # said once at start-up: no line per visitor
         log.info("WeChat login is off: %s (%s)", error, type(error).__name__)
     elif error.operator_error:
@@ -540,15 +535,14 @@ def login_error(error: LoginError) -> tuple[str | BaseResponse, int]:
     return delivery.error_response(error, connection, login)
 
 
-@blueprint.errorhandler(OperationalError)
-@blueprint.errorhandler(InterfaceError)
+@blueprint.errorhandler(DBAPIError)
 @blueprint.errorhandler(PoolTimeout)
 def database_error(error: Exception) -> tuple[str | BaseResponse, int]:
     """A database that cannot be asked at all (down, full, its pool's connections all in
     use) ends any page of the login on the "cannot reach its database" one. Any other
-    error of these classes (SQLite's syntax error, a lock wait timeout, a connection the
-    server closed under a statement) goes where it went before: the site's own handler
-    of its class, else raised again, the site's 500 with its traceback."""
+    database error (a statement or key the database refused, a connection the server
+    closed under a statement) goes where it went before: the site's own handler of its
+    class, else raised again, the site's 500 with its traceback."""
     if is_unreachable(error):
         return login_error(database_unavailable(error))
     handler = _sites_handler(error)

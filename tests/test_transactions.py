@@ -68,11 +68,12 @@ def test_autocommits_without_the_dialects_word(monkeypatch: pytest.MonkeyPatch,
 
 class _ConnectorError(Exception):
     """An error of MariaDB's own Connector/Python (or MySQL's): its number in ``errno``, its
-    ``args`` a message."""
+    ``args`` a message, a SQLSTATE (``HY000`` for most) in ``sqlstate``."""
 
-    def __init__(self, message: str, errno: int) -> None:
+    def __init__(self, message: str, errno: int, sqlstate: str | None = None) -> None:
         super().__init__(message)
         self.errno = errno
+        self.sqlstate = sqlstate
 
 
 def _wrapped(orig: BaseException) -> DBAPIError:
@@ -437,33 +438,58 @@ def test_a_database_out_of_reach_is_told_apart_from_its_refusals(
 
 
 def test_other_drivers_say_out_of_reach_with_their_codes() -> None:
-    """psycopg2 (``pgcode``), pg8000 (its fields) and MariaDB's connectors (``errno``), as
-    :func:`is_conflict` reads them: the connection exceptions (SQLSTATE class 08), too
-    many connections, a server shutting down; MariaDB's "can't connect", "gone away",
-    "lost connection", "too many connections", and its refusals of the site's account or
-    database (as psycopg's failures to connect, which carry no code, whatever the
-    reason). Not a statement cancelled by a timeout (57014, a server's answer), a lock wait
-    timeout or an error that says nothing."""
+    """psycopg2 (``pgcode``), pg8000 (its fields) and MariaDB's connectors (``errno``, with
+    a SQLSTATE beside it in the vendors' connectors), as :func:`is_conflict` reads them:
+    the connection exceptions (SQLSTATE class 08) where no statement ran, too many
+    connections, a server shutting down; MariaDB's "can't connect", "gone away", "lost
+    connection", "too many connections", "shutdown in progress", and its refusals of the
+    site's account or database (as psycopg's and pg8000's failures to connect, which carry
+    no code, whatever the reason). Not a statement cancelled by a timeout (57014, a
+    server's answer), a lock wait timeout, an error that says nothing; nor a connection
+    exception or a code-less driver error under a statement on a live connection (a
+    protocol violation, psycopg's "number of parameters must be between 0 and 65535")."""
     import pymysql
+    from psycopg import OperationalError as PsycopgError
 
     class Psycopg2Error(Exception):
         def __init__(self, pgcode: str) -> None:
             super().__init__("x")
             self.pgcode = pgcode
 
-    out_of_reach = [Psycopg2Error("08006"), Psycopg2Error("08001"), Psycopg2Error("53300"),
-                    Psycopg2Error("57P01"),
-                    Exception({"S": "FATAL", "C": "57P03", "M": "the database system is "
-                               "starting up"}),
-                    pymysql.err.OperationalError(2006, "MySQL server has gone away"),
-                    pymysql.err.OperationalError(1040, "Too many connections"),
-                    pymysql.err.OperationalError(1045, "Access denied for user 'site'"),
-                    pymysql.err.OperationalError(1049, "Unknown database 'site'"),
-                    _ConnectorError("Can't connect to MySQL server", 2003)]
-    refusals = [Psycopg2Error("57014"), Psycopg2Error("40001"),
-                pymysql.err.OperationalError(1205, "Lock wait timeout exceeded"),
-                _ConnectorError("Deadlock found", 1213), Exception(), ValueError("x")]
-    assert [is_unreachable(_wrapped(error)) for error in out_of_reach] == \
-        [True] * len(out_of_reach)
-    assert [is_unreachable(_wrapped(error)) for error in refusals] == [False] * len(refusals)
+    class Pg8000Error(Exception):
+        """pg8000's own failure to connect: an ``InterfaceError`` with no code."""
+
+    Pg8000Error.__module__ = "pg8000.exceptions"
+    out_of_reach = [
+        _at_connect(Psycopg2Error("08006")), _at_connect(Psycopg2Error("08001")),
+        _wrapped(Psycopg2Error("53300")), _wrapped(Psycopg2Error("57P01")),
+        _wrapped(Exception({"S": "FATAL", "C": "57P03", "M": "the database system is "
+                            "starting up"})),
+        _wrapped(pymysql.err.OperationalError(2006, "MySQL server has gone away")),
+        _wrapped(pymysql.err.OperationalError(1040, "Too many connections")),
+        _at_connect(pymysql.err.OperationalError(1045, "Access denied for user 'site'")),
+        _at_connect(pymysql.err.OperationalError(1049, "Unknown database 'site'")),
+        _wrapped(pymysql.err.OperationalError(1053, "Server shutdown in progress")),
+        _at_connect(_ConnectorError("Can't connect to MySQL server", 2003)),
+        _at_connect(_ConnectorError("Can't connect to MySQL server", 2003, "HY000")),
+        _wrapped(_ConnectorError("Lost connection to MySQL server", 2013, "HY000")),
+        _at_connect(_ConnectorError("Access denied for user 'site'", 1045, "28000")),
+        _at_connect(PsycopgError("connection failed: connection refused")),
+        sa.exc.InterfaceError(None, None, Pg8000Error("Can't create a connection")),
+    ]
+    refusals = [
+        _wrapped(Psycopg2Error("57014")), _wrapped(Psycopg2Error("40001")),
+        _wrapped(Psycopg2Error("08P01")),
+        _wrapped(PsycopgError("number of parameters must be between 0 and 65535")),
+        _wrapped(pymysql.err.OperationalError(1205, "Lock wait timeout exceeded")),
+        _wrapped(_ConnectorError("Deadlock found", 1213, "40001")),
+        _wrapped(Exception()), _at_connect(Exception()), _wrapped(ValueError("x")),
+    ]
+    assert [is_unreachable(error) for error in out_of_reach] == [True] * len(out_of_reach)
+    assert [is_unreachable(error) for error in refusals] == [False] * len(refusals)
     assert not is_unreachable(ValueError("not the database's"))
+
+
+def _at_connect(orig: BaseException) -> DBAPIError:
+    """``orig`` as SQLAlchemy wraps a driver's failure to connect: no statement."""
+    return OperationalError(None, None, orig)

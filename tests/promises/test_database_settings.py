@@ -5,6 +5,7 @@ Logins at the same moment still make one account each, end once, and never show 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import secrets
@@ -441,28 +442,81 @@ def test_the_bind_page_of_a_database_out_of_reach_is_its_page(
     bind_page(browser)
 
 
+#: A site's own error page and layout, which show its logged-in user.
+SITES_ERROR_PAGE = {
+    "layout.html": "<nav>SITE MENU {{ current_user.nickname }}</nav>{% block body %}"
+                   "{% endblock %}",
+    "wechat_qr/error.html": '{% extends "layout.html" %}{% block body %}<p>SITE ERROR '
+                            '{{ error.title }}</p><div data-error="{{ '
+                            'error.__class__.__name__ }}"></div>{% endblock %}',
+}
+
+
+@pytest.mark.parametrize("sites_page", [False, True], ids=["", "sites-error-page"])
 def test_a_logged_in_browser_gets_the_page_too(
-    make_app: t.Any, wechat_api: WeChatAPI, tmp_path: t.Any
+    make_app: t.Any, wechat_api: WeChatAPI, tmp_path: t.Any, sites_page: bool
 ) -> None:
-    """Rendering the page asks the database too where someone is logged in (Flask-Login's
-    ``current_user`` loads the user for every template; the site's layout may show it):
-    linking, and a login in a browser logged in already, still end on the page (in the
-    extension's own layout then), where rendering it failed with a bare 500."""
-    app = make_app()
+    """Drawing a page asks the database too where someone is logged in (Flask-Login's
+    ``current_user`` loads the user for every template; the site's own error page and
+    layout may show it): linking, a login in a browser logged in already, and a login
+    cancelled meanwhile still end on their pages (in the extension's own layout then),
+    where drawing them failed with a bare 500. The database out of reach is asked once a
+    request, not again for the page."""
+    def sites_templates(app: Flask) -> None:
+        from jinja2 import DictLoader
+
+        app.jinja_loader = DictLoader(SITES_ERROR_PAGE)  # type: ignore[assignment]
+
+    app = make_app(before_init=sites_templates if sites_page else None)
     with app.app_context():
         engine = app.db.engine  # type: ignore[attr-defined]
     browser = app.test_client()
     assert login_with_wechat(browser, wechat_api).status_code == 302
-    with database_out_of_reach(engine, tmp_path):
+    each_code_once(wechat_api)
+    wechat_api.userinfo()
+    states = [start_login(browser), start_login(browser)]
+    with database_out_of_reach(engine, tmp_path) as attempts:
         link = browser.get("/auth/wechat/link")
-        state = start_login(browser)
-        each_code_once(wechat_api)
-        wechat_api.userinfo()
-        again = browser.get("/auth/wechat/callback", query_string={"code": "C1", "state": state})
+        link_attempts = len(attempts)
+        again = browser.get("/auth/wechat/callback",
+                            query_string={"code": "C1", "state": states[0]})
+        again_attempts = len(attempts) - link_attempts
+        cancelled = browser.get("/auth/wechat/callback", query_string={"state": states[1]})
     for resp in (link, again):
         assert resp.status_code == 503 and error_name(resp) == "DatabaseUnavailable"
+        assert "SITE" not in resp.get_data(as_text=True)
+    assert (link_attempts, again_attempts) == (1, 1)
+    assert cancelled.status_code == 200 and error_name(cancelled) == "LoginCancelled"
     assert logged_in_user_id(browser) is not None  # still logged in, once it is back
     assert browser.get("/auth/wechat/link").status_code == 302  # (linked already)
+    if sites_page:  # the site's page, once the database is back
+        shown = browser.get("/auth/wechat/callback", query_string={"state": "unknown"})
+        assert "SITE MENU 张三🐼" in shown.get_data(as_text=True)
+
+
+def test_a_login_failed_receiver_that_asks_the_database_leaves_the_page(
+    make_app: t.Any, wechat_api: WeChatAPI, tmp_path: t.Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A ``login_failed`` receiver that counts failures in the database (as
+    docs/signals.rst suggests) while it is out of reach: the person still gets the page,
+    and the log says the receiver could not run."""
+    from flask_wechat_qr import signals
+
+    app = make_app()
+    with app.app_context():
+        engine = app.db.engine  # type: ignore[attr-defined]
+
+    def count(_sender: t.Any, **_extra: t.Any) -> None:
+        app.db.session.execute(sa.text("SELECT 1"))  # type: ignore[attr-defined]
+
+    assert login_with_wechat(app.test_client(), wechat_api).status_code == 302
+    browser = app.test_client()
+    with signals.login_failed.connected_to(count, sender=app), \
+            database_out_of_reach(engine, tmp_path), \
+            caplog.at_level(logging.WARNING, logger="flask_wechat_qr"):
+        resp = login_with_wechat(browser, wechat_api, openid=OPENID_B)
+    assert resp.status_code == 503 and error_name(resp) == "DatabaseUnavailable"
+    assert "a login_failed receiver could not reach the database" in caplog.text
 
 
 @pytest.mark.parametrize("database", ["postgresql", "mariadb"], indirect=True)
@@ -485,38 +539,53 @@ def test_a_purge_on_connections_the_database_closed_lets_the_login_through(
     assert len(all_users(app)) == 2
 
 
+def refuse_a_statement(db: t.Any, database: Database) -> None:
+    """Run what each database refuses with an ``OperationalError`` that is no outage:
+    SQLite's missing table, PostgreSQL's statement timeout (57014), MariaDB's statement
+    time limit (1969)."""
+    if database.is_postgres:
+        db.session.execute(sa.text("SET LOCAL statement_timeout = 1"))
+        db.session.execute(sa.text("SELECT pg_sleep(0.2)"))
+    elif database.is_mysql:
+        db.session.execute(sa.text(
+            "SET STATEMENT max_statement_time=0.001 FOR SELECT SLEEP(0.2) FROM DUAL"))
+    else:
+        db.session.execute(sa.text("SELECT * FROM nowhere"))
+
+
 def test_the_sites_own_handler_of_a_database_error_still_answers_it(
-    make_app: t.Any, wechat_api: WeChatAPI, monkeypatch: pytest.MonkeyPatch
+    make_app: t.Any, database: Database, wechat_api: WeChatAPI,
+    monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A site's ``app.errorhandler`` for a database error class: a login's error of that
-    class that is no outage (a statement the database refuses) reaches it, on the
-    extension's pages too, as before the extension answered outages itself."""
+    class that is no outage (a statement the database refuses, an ``OperationalError`` on
+    each database) reaches it, on the extension's pages too, as before the extension
+    answered outages itself."""
     app = make_app()
-    OperationalError, ProgrammingError = sa.exc.OperationalError, sa.exc.ProgrammingError
 
-    @app.errorhandler(OperationalError)
-    @app.errorhandler(ProgrammingError)
+    @app.errorhandler(sa.exc.OperationalError)
     def the_sites_page(error: Exception) -> tuple[str, int]:
         return f"the site's own page: {type(error).__name__}", 500
 
     def create_user(self: t.Any, connection: t.Any, profile: t.Any) -> t.Any:
-        app.db.session.execute(sa.text("SELECT * FROM nowhere"))  # type: ignore[attr-defined]
+        refuse_a_statement(app.db, database)  # type: ignore[attr-defined]
 
     monkeypatch.setattr(AccountAdapter, "create_user", create_user)
     resp = login_with_wechat(app.test_client(), wechat_api)
     assert resp.status_code == 500
-    assert resp.get_data(as_text=True).startswith("the site's own page: ")
+    assert resp.get_data(as_text=True) == "the site's own page: OperationalError"
 
 
 def test_a_database_error_that_is_no_outage_stays_the_sites_500(
-    make_app: t.Any, wechat_api: WeChatAPI, monkeypatch: pytest.MonkeyPatch
+    make_app: t.Any, database: Database, wechat_api: WeChatAPI,
+    monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A statement the database refuses (here a host's ``create_user`` that reads a table
-    it does not have) is a bug to see: the 500, with its traceback, as before."""
+    """Without a handler of the site's, such an error is a bug to see: the 500, with its
+    traceback, as before."""
     app = make_app(PROPAGATE_EXCEPTIONS=False)
 
     def create_user(self: t.Any, connection: t.Any, profile: t.Any) -> t.Any:
-        app.db.session.execute(sa.text("SELECT * FROM nowhere"))  # type: ignore[attr-defined]
+        refuse_a_statement(app.db, database)  # type: ignore[attr-defined]
 
     monkeypatch.setattr(AccountAdapter, "create_user", create_user)
     logged: list[logging.LogRecord] = []
@@ -526,7 +595,67 @@ def test_a_database_error_that_is_no_outage_stays_the_sites_500(
     resp = login_with_wechat(app.test_client(), wechat_api)
     assert resp.status_code == 500 and error_name(resp) is None
     assert [record.exc_info[0].__name__ for record in logged  # type: ignore[index]
-            if record.exc_info] in (["ProgrammingError"], ["OperationalError"])
+            if record.exc_info] == ["OperationalError"]
+
+
+def lost_connection() -> sa.exc.OperationalError:
+    """What SQLAlchemy raises for a statement on a connection the server closed."""
+    return sa.exc.OperationalError("INSERT INTO users ...", {}, Exception(
+        "server closed the connection unexpectedly"), connection_invalidated=True)
+
+
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("hosts_write", [False, True], ids=["", "hosts-write"])
+def test_a_connection_lost_again_is_a_database_out_of_reach(
+    make_app: t.Any, wechat_api: WeChatAPI, monkeypatch: pytest.MonkeyPatch,
+    hosts_write: bool
+) -> None:
+    """A first login whose connection is lost under ``create_user``, and lost again when
+    the login runs once more on a new one: the database is out of reach, its page. Where
+    the request's transaction held the site's own writes, lost with it, the login is not
+    run again without them: the "could not save your account" page, as for any other
+    failure there."""
+    app = make_app()
+    if hosts_write:
+        host_writes(app, "flushed")
+    runs: list[int] = []
+
+    def create_user(self: t.Any, connection: t.Any, profile: t.Any) -> t.Any:
+        runs.append(1)
+        raise lost_connection()
+
+    monkeypatch.setattr(AccountAdapter, "create_user", create_user)
+    resp = login_with_wechat(app.test_client(), wechat_api)
+    if hosts_write:
+        assert (resp.status_code, error_name(resp), len(runs)) == (500, "AccountNotSaved", 1)
+    else:
+        assert (resp.status_code, error_name(resp), len(runs)) == (503, "DatabaseUnavailable", 2)
+
+
+def test_a_purge_of_pending_bindings_that_cannot_reach_the_database_ends_the_login(
+    make_app: t.Any, wechat_api: WeChatAPI, tmp_path: t.Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database went away between a new person's login and the parking of their
+    choice (bind or create), when the purge of expired pending bindings was due: the
+    purge's failed connection ends the login, one wait, not a second for the parking."""
+    from flask_wechat_qr.binding import PendingBindings
+
+    app = ask_app(make_app)
+    with app.app_context():
+        engine = app.db.engine  # type: ignore[attr-defined]
+    purge = PendingBindings.purge_now_and_then
+    with contextlib.ExitStack() as outage:
+        attempts: list[list[int]] = []
+
+        def purge_as_it_goes(self: t.Any) -> None:
+            attempts.append(outage.enter_context(database_out_of_reach(engine, tmp_path)))
+            self.purges.next_at = 0
+            purge(self)
+
+        monkeypatch.setattr(PendingBindings, "purge_now_and_then", purge_as_it_goes)
+        resp = login_with_wechat(app.test_client(), wechat_api)
+        assert attempts == [[1]]
+    assert resp.status_code == 503 and error_name(resp) == "DatabaseUnavailable"
 
 
 # --- sessions that begin no transaction --------------------------------------------------
