@@ -383,7 +383,8 @@ class DatabaseUnavailable(LoginError):
         self.args = (
             f"{self.args[0]} Asking it failed with: {reason}. Check that the database "
             "server is running and reachable from this machine (its address, port and "
-            "firewall, its limit of connections); where the pool had no free connection "
+            "firewall, its limit of connections) and that the database URL's account, "
+            "password and database name are right; where the pool had no free connection "
             "(\"QueuePool limit ... reached\"), give it more (pool_size, max_overflow) or "
             "each process fewer threads. A connect_timeout in the database URL keeps a "
             "request from waiting minutes for a server that does not answer (docs: "
