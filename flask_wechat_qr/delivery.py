@@ -10,9 +10,9 @@ receivers answer with a response (``login_succeeded``) or audit what leaves the 
 from __future__ import annotations
 
 import hashlib
-import logging
 import re
 import typing as t
+import weakref
 from pathlib import Path
 from urllib.parse import SplitResult
 
@@ -26,6 +26,7 @@ from flask import (
     url_for,
 )
 from flask_login.utils import login_url
+from jinja2 import Environment, FileSystemLoader
 from werkzeug.routing import BuildError
 from werkzeug.wrappers import Response as BaseResponse
 
@@ -45,14 +46,13 @@ from .errors import (
 )
 from .flow import Linked, LoggedIn, NeedsBinding, Outcome, failure_posted_to_business
 from .frame_policy import with_frame_ancestors
+from .i18n import keep_to_the_browsers_locale
 from .layout import STANDALONE
 from .runtime import current_runtime
 from .settings import configured_issuer
 from .site_routes import routes_subdomain, serves_on_another_host
 from .transactions import is_unreachable
 from .urls import safe_next, under_mount_point
-
-log = logging.getLogger("flask_wechat_qr")
 
 if t.TYPE_CHECKING:
     from flask import Request
@@ -237,8 +237,9 @@ def form_post(connection: ConnectionSettings, fields: dict[str, str]) -> Respons
     return response
 
 
-#: The extension's own error page, for the page drawn without the site's templates.
-_OWN_ERROR_PAGE = Path(__file__).with_name("templates") / "wechat_qr" / "error.html"
+#: :func:`_own_templates`, by the app's template environment.
+_OWN_TEMPLATES: weakref.WeakKeyDictionary[Environment, Environment] = (
+    weakref.WeakKeyDictionary())
 
 
 def error_response(error: LoginError, connection: ConnectionSettings | None,
@@ -252,18 +253,11 @@ def error_response(error: LoginError, connection: ConnectionSettings | None,
     # ``next`` its URL asked for.
     asked = login.next_url if login is not None else _next_asked()
     next_url = under_mount_point(asked, request.script_root) if asked else None
-    try:
-        answers = signals.send(signals.login_failed, error=error, connection=connection,
-                               next_url=next_url)
-    except Exception as failure:
-        if not is_unreachable(failure):
-            raise
-        # A receiver that counts failures in the database, which is out of reach: the
-        # person still gets the page.
-        log.warning("a login_failed receiver could not reach the database (%s); the "
-                    "page is shown without it", type(failure).__name__)
-        answers = []
-    for _receiver, result in answers:
+    # A receiver that counts failures in the database, out of reach, is passed by: the
+    # person still gets the page, or another receiver's answer.
+    for _receiver, result in signals.send_past(
+            signals.login_failed, is_unreachable, error=error, connection=connection,
+            next_url=next_url):
         if isinstance(result, BaseResponse):
             return result, result.status_code
     if failure_posted_to_business(connection, login):
@@ -299,9 +293,10 @@ def error_response(error: LoginError, connection: ConnectionSettings | None,
 
 def _error_page(error: LoginError, **context: t.Any) -> str:
     """The error page. Where the database is out of reach, the extension's own page in its
-    own layout, drawn without the site's context processors (Flask-Login's
-    ``current_user`` loads the logged-in user for every template, and a site's layout may
-    show it) and without the site's override of the page: the person reads what happened,
+    own layout, from its own templates (never the site's overrides), drawn without the
+    site's context processors (Flask-Login's ``current_user`` loads the logged-in user
+    for every template, and a site's layout may show it) and in the browser's language
+    (the site's ``select_locale`` may read that user too): the person reads what happened,
     never a bare 500. Known out of reach (:class:`DatabaseUnavailable`), it is drawn so at
     once, after one wait for the database, not two; found so while drawing the page of
     another error (a cancel, while the database went away), it is drawn so after all."""
@@ -311,9 +306,20 @@ def _error_page(error: LoginError, **context: t.Any) -> str:
         except Exception as failure:
             if not is_unreachable(failure):
                 raise
-    page = current_app.jinja_env.from_string(_OWN_ERROR_PAGE.read_text(encoding="utf-8"))
-    return page.render(error=error, request=request, wechat_qr_layout=lambda: STANDALONE,
-                       **context)
+    keep_to_the_browsers_locale()
+    return _own_templates().get_template("wechat_qr/error.html").render(
+        error=error, request=request, wechat_qr_layout=lambda: STANDALONE, **context)
+
+
+def _own_templates() -> Environment:
+    """The app's template environment over the extension's own templates only, escaping
+    every page whatever the site's ``autoescape`` says; made once per environment."""
+    env = current_app.jinja_env
+    own = _OWN_TEMPLATES.get(env)
+    if own is None:
+        own = _OWN_TEMPLATES[env] = env.overlay(
+            loader=FileSystemLoader(Path(__file__).with_name("templates")), autoescape=True)
+    return own
 
 
 def _logins_again_after(error: LoginError) -> list[ConnectionSettings]:

@@ -169,6 +169,14 @@ def get_locale() -> str:
     return t.cast(str, locale)
 
 
+def keep_to_the_browsers_locale() -> None:
+    """Where the request's language is not chosen yet, choose the browser's (or the
+    default), asking neither the host's ``select_locale`` nor Flask-Babel's selector: for a
+    page drawn while the database is out of reach (either may read the logged-in user)."""
+    if has_request_context() and request.environ.get(_ENVIRON_KEY) is None:
+        request.environ[_ENVIRON_KEY] = browser_locale() or default_locale()
+
+
 def set_request_locale(locale: str) -> None:
     """Fix the language of the current request (the sandbox: WeChat's ``lang`` parameter)."""
     request.environ[_ENVIRON_KEY] = normalize_locale(locale) or default_locale()

@@ -11,6 +11,7 @@ redirecting (as Flask-Dance's ``oauth_authorized`` does). So may one of
 from __future__ import annotations
 
 import importlib
+import logging
 import typing as t
 from inspect import iscoroutinefunction
 
@@ -21,6 +22,7 @@ if t.TYPE_CHECKING:
     from blinker import NamedSignal
     from werkzeug.local import LocalProxy
 
+log = logging.getLogger("flask_wechat_qr")
 _signals = Namespace()
 
 
@@ -37,6 +39,25 @@ def send(signal: NamedSignal, **kwargs: t.Any) -> list[tuple[t.Callable[..., t.A
     coroutine function", a 500 after the login was committed); each receiver's result."""
     app = sender()
     return signal.send(app, _async_wrapper=app.ensure_sync, **kwargs)
+
+
+def send_past(signal: NamedSignal, passable: t.Callable[[Exception], bool],
+              **kwargs: t.Any) -> list[tuple[t.Callable[..., t.Any], t.Any]]:
+    """:func:`send`, each receiver on its own: one that raises an error ``passable``
+    accepts is passed by (said in the log) and the others still run, their results kept
+    (a single-page app's route among them)."""
+    app = sender()
+    results = []
+    for receiver in signal.receivers_for(app):
+        try:
+            results.append((receiver, app.ensure_sync(receiver)(app, **kwargs)))
+        except Exception as error:
+            if not passable(error):
+                raise
+            log.warning("a %s receiver %s could not run (%s); the others still run",
+                        signal.name, getattr(receiver, "__qualname__", receiver),
+                        type(error).__name__)
+    return results
 
 
 def unrunnable_async_receivers(app: Flask) -> list[str]:

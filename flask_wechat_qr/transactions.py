@@ -68,12 +68,17 @@ _SQLITE_CANTOPEN = 14
 _UNREACHABLE_STATES = frozenset({"53300", "57P01", "57P02", "57P03"})
 #: MariaDB's and MySQL's error numbers of the same: too many connections (1040; an
 #: account's, 1203 and 1226), a server shutting down (1053), a host blocked or not let in
-#: (1129, 1130), the site's account or database refused (1044, 1045, 1049: as psycopg's
-#: failures to connect, which carry no code), no server at the address (2002, 2003, 2005),
-#: a connection gone or lost (2006, 2013). MariaDB's Connector/Python gives them with a
-#: SQLSTATE too (HY000, 28000, 42000), read second.
-_UNREACHABLE_ERRNOS = frozenset({1040, 1044, 1045, 1049, 1053, 1129, 1130, 1203, 1226, 2002,
-                                 2003, 2005, 2006, 2013})
+#: (1129, 1130), no server at the address (2002, 2003, 2005), a connection gone or lost
+#: (2006, 2013). MariaDB's Connector/Python gives them with a SQLSTATE too (HY000 for
+#: most), read first.
+_UNREACHABLE_ERRNOS = frozenset({1040, 1053, 1129, 1130, 1203, 1226, 2002, 2003, 2005,
+                                 2006, 2013})
+#: The site's account or database refused when connecting (MariaDB's 1044, 1045, 1049;
+#: PostgreSQL's class 28 and 3D000, as pg8000 gives them; psycopg's carry no code): as
+#: much out of reach. Under a statement on a live connection (``USE nowhere``) the
+#: statement's own error.
+_REFUSED_AT_CONNECT_ERRNOS = frozenset({1044, 1045, 1049})
+_REFUSED_AT_CONNECT_STATES = frozenset({"3D000"})
 #: The drivers whose failures to connect carry no code (their module's first name).
 _CODELESS_DRIVERS = frozenset({"psycopg", "psycopg2", "pg8000"})
 #: Times a login's transaction runs again after conflicts with others before it gives up.
@@ -564,8 +569,10 @@ def is_unreachable(error: BaseException) -> bool:
         return code & 0xFF == _SQLITE_CANTOPEN
     if error.statement is not None:
         return False
+    if number in _REFUSED_AT_CONNECT_ERRNOS or state in _REFUSED_AT_CONNECT_STATES:
+        return True
     if state is not None or number is not None:
-        return state is not None and state.startswith("08")
+        return state is not None and state.startswith(("08", "28"))
     # psycopg's and pg8000's own failures to connect (or of a connection, at a commit)
     # carry no code at all; the other drivers' carry theirs.
     driver = type(getattr(error, "orig", None)).__module__.partition(".")[0]

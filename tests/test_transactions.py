@@ -443,10 +443,11 @@ def test_other_drivers_say_out_of_reach_with_their_codes() -> None:
     the connection exceptions (SQLSTATE class 08) where no statement ran, too many
     connections, a server shutting down; MariaDB's "can't connect", "gone away", "lost
     connection", "too many connections", "shutdown in progress", and its refusals of the
-    site's account or database (as psycopg's and pg8000's failures to connect, which carry
-    no code, whatever the reason). Not a statement cancelled by a timeout (57014, a
-    server's answer), a lock wait timeout, an error that says nothing; nor a connection
-    exception or a code-less driver error under a statement on a live connection (a
+    site's account or database when connecting (as pg8000's class 28 and 3D000, and
+    psycopg's failures to connect, which carry no code, whatever the reason). Not a
+    statement cancelled by a timeout (57014, a server's answer), a lock wait timeout, an
+    error that says nothing; nor a connection exception, a refused database (``USE
+    nowhere``) or a code-less driver error under a statement on a live connection (a
     protocol violation, psycopg's "number of parameters must be between 0 and 65535")."""
     import pymysql
     from psycopg import OperationalError as PsycopgError
@@ -476,6 +477,10 @@ def test_other_drivers_say_out_of_reach_with_their_codes() -> None:
         _at_connect(_ConnectorError("Access denied for user 'site'", 1045, "28000")),
         _at_connect(PsycopgError("connection failed: connection refused")),
         sa.exc.InterfaceError(None, None, Pg8000Error("Can't create a connection")),
+        sa.exc.ProgrammingError(None, None, Exception({"S": "FATAL", "C": "28P01", "M":
+                                                       "password authentication failed"})),
+        sa.exc.ProgrammingError(None, None, Exception({"S": "FATAL", "C": "3D000", "M":
+                                                       'database "site" does not exist'})),
     ]
     refusals = [
         _wrapped(Psycopg2Error("57014")), _wrapped(Psycopg2Error("40001")),
@@ -484,6 +489,8 @@ def test_other_drivers_say_out_of_reach_with_their_codes() -> None:
         _wrapped(pymysql.err.OperationalError(1205, "Lock wait timeout exceeded")),
         _wrapped(_ConnectorError("Deadlock found", 1213, "40001")),
         _wrapped(Exception()), _at_connect(Exception()), _wrapped(ValueError("x")),
+        _wrapped(pymysql.err.OperationalError(1049, "Unknown database 'nowhere'")),  # USE
+        _wrapped(Exception({"S": "ERROR", "C": "3D000", "M": "cross-database reference"})),
     ]
     assert [is_unreachable(error) for error in out_of_reach] == [True] * len(out_of_reach)
     assert [is_unreachable(error) for error in refusals] == [False] * len(refusals)

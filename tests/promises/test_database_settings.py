@@ -380,6 +380,7 @@ def test_a_login_whose_database_is_out_of_reach_ends_on_its_page(
     timeout). The operator's log line gives the driver's reason, without a traceback. With
     the database back, the same browser logs in, without a restart."""
     app = make_app()
+    app.jinja_env.autoescape = False  # a site's own choice: the page escapes all the same
     with app.app_context():
         engine = app.db.engine  # type: ignore[attr-defined]
     browser = app.test_client()
@@ -389,13 +390,16 @@ def test_a_login_whose_database_is_out_of_reach_ends_on_its_page(
     with recording(app, "login_failed") as failed, \
             database_out_of_reach(engine, tmp_path) as attempts, \
             caplog.at_level(logging.INFO, logger="flask_wechat_qr"):
-        state = start_login(browser, next="/orders")  # reads nothing before WeChat is asked
+        state = start_login(browser, next="/orders?a=1&b=2")  # reads nothing till WeChat
         each_code_once(wechat_api)
         wechat_api.userinfo()
         resp = browser.get("/auth/wechat/callback", query_string={"code": "C1", "state": state},
                            headers={"Accept-Language": "zh-CN,zh;q=0.9"})
     assert resp.status_code == 503 and error_name(resp) == "DatabaseUnavailable"
     assert "本网站暂时无法连接数据库" in resp.get_data(as_text=True)
+    # escaped, whatever the site's own setting (but for a login whose state's read failed)
+    assert 'href="/orders?a=1&b=2"' not in resp.get_data(as_text=True)
+    assert ('href="/orders?a=1&amp;b=2"' in resp.get_data(as_text=True)) is not purge_due
     assert attempts == [1]
     assert [name for name, _ in failed] == ["login_failed"]
     errors = [record for record in caplog.records if record.levelno >= logging.ERROR]
@@ -442,31 +446,47 @@ def test_the_bind_page_of_a_database_out_of_reach_is_its_page(
     bind_page(browser)
 
 
-#: A site's own error page and layout, which show its logged-in user.
-SITES_ERROR_PAGE = {
+#: A site's own layout, the extension's pages in it, and its own error page: all show its
+#: logged-in user.
+SITES_PAGES = {
     "layout.html": "<nav>SITE MENU {{ current_user.nickname }}</nav>{% block body %}"
                    "{% endblock %}",
+    "wechat_qr/base.html": '{% extends "layout.html" %}{% block body %}{% block '
+                           'wechat_qr_content %}{% endblock %}{% endblock %}',
     "wechat_qr/error.html": '{% extends "layout.html" %}{% block body %}<p>SITE ERROR '
                             '{{ error.title }}</p><div data-error="{{ '
                             'error.__class__.__name__ }}"></div>{% endblock %}',
 }
 
 
-@pytest.mark.parametrize("sites_page", [False, True], ids=["", "sites-error-page"])
+class LanguageOfTheUser(AccountAdapter):
+    """docs/hooks.rst's ``select_locale``: the language the logged-in user chose."""
+
+    def select_locale(self) -> str | None:
+        user = current_user
+        return "zh_CN" if user.is_authenticated and user.nickname else None
+
+
+@pytest.mark.parametrize("site", ["", "sites-pages", "users-language"])
 def test_a_logged_in_browser_gets_the_page_too(
-    make_app: t.Any, wechat_api: WeChatAPI, tmp_path: t.Any, sites_page: bool
+    make_app: t.Any, wechat_api: WeChatAPI, tmp_path: t.Any, monkeypatch: pytest.MonkeyPatch,
+    site: str
 ) -> None:
     """Drawing a page asks the database too where someone is logged in (Flask-Login's
-    ``current_user`` loads the user for every template; the site's own error page and
-    layout may show it): linking, a login in a browser logged in already, and a login
-    cancelled meanwhile still end on their pages (in the extension's own layout then),
+    ``current_user`` loads the user for every template; the site's layout and its own
+    error page may show it, its ``select_locale`` may read their language): linking, a
+    login in a browser logged in already, and a login cancelled meanwhile still end on
+    their pages (the extension's own, in its own layout and the browser's language then),
     where drawing them failed with a bare 500. The database out of reach is asked once a
     request, not again for the page."""
     def sites_templates(app: Flask) -> None:
         from jinja2 import DictLoader
 
-        app.jinja_loader = DictLoader(SITES_ERROR_PAGE)  # type: ignore[assignment]
+        app.jinja_loader = DictLoader(SITES_PAGES)  # type: ignore[assignment]
 
+    if site == "users-language":
+        monkeypatch.setattr(AccountAdapter, "select_locale", LanguageOfTheUser.select_locale)
+    sites_page = site == "sites-pages"
     app = make_app(before_init=sites_templates if sites_page else None)
     with app.app_context():
         engine = app.db.engine  # type: ignore[attr-defined]
@@ -485,21 +505,29 @@ def test_a_logged_in_browser_gets_the_page_too(
     for resp in (link, again):
         assert resp.status_code == 503 and error_name(resp) == "DatabaseUnavailable"
         assert "SITE" not in resp.get_data(as_text=True)
+        assert '<html lang="en">' in resp.get_data(as_text=True)
     assert (link_attempts, again_attempts) == (1, 1)
     assert cancelled.status_code == 200 and error_name(cancelled) == "LoginCancelled"
     assert logged_in_user_id(browser) is not None  # still logged in, once it is back
     assert browser.get("/auth/wechat/link").status_code == 302  # (linked already)
-    if sites_page:  # the site's page, once the database is back
-        shown = browser.get("/auth/wechat/callback", query_string={"state": "unknown"})
+    shown = browser.get("/auth/wechat/callback", query_string={"state": "unknown"})
+    if sites_page:  # the site's pages, once the database is back
         assert "SITE MENU 张三🐼" in shown.get_data(as_text=True)
+    if site == "users-language":
+        assert 'lang="zh-CN"' in shown.get_data(as_text=True)
 
 
+@pytest.mark.parametrize("spa", [False, True], ids=["", "spa-receiver"])
 def test_a_login_failed_receiver_that_asks_the_database_leaves_the_page(
-    make_app: t.Any, wechat_api: WeChatAPI, tmp_path: t.Any, caplog: pytest.LogCaptureFixture
+    make_app: t.Any, wechat_api: WeChatAPI, tmp_path: t.Any, caplog: pytest.LogCaptureFixture,
+    spa: bool
 ) -> None:
     """A ``login_failed`` receiver that counts failures in the database (as
     docs/signals.rst suggests) while it is out of reach: the person still gets the page,
-    and the log says the receiver could not run."""
+    or the answer of a single-page app's receiver connected after it; the log says the
+    receiver could not run."""
+    from flask import redirect
+
     from flask_wechat_qr import signals
 
     app = make_app()
@@ -509,14 +537,41 @@ def test_a_login_failed_receiver_that_asks_the_database_leaves_the_page(
     def count(_sender: t.Any, **_extra: t.Any) -> None:
         app.db.session.execute(sa.text("SELECT 1"))  # type: ignore[attr-defined]
 
+    def to_the_spa(_sender: t.Any, **_extra: t.Any) -> t.Any:
+        return redirect("/spa#failed")
+
     assert login_with_wechat(app.test_client(), wechat_api).status_code == 302
-    browser = app.test_client()
-    with signals.login_failed.connected_to(count, sender=app), \
-            database_out_of_reach(engine, tmp_path), \
-            caplog.at_level(logging.WARNING, logger="flask_wechat_qr"):
-        resp = login_with_wechat(browser, wechat_api, openid=OPENID_B)
+    with contextlib.ExitStack() as receivers:
+        receivers.enter_context(signals.login_failed.connected_to(count, sender=app))
+        if spa:
+            receivers.enter_context(signals.login_failed.connected_to(to_the_spa, sender=app))
+        with database_out_of_reach(engine, tmp_path) as attempts, \
+                caplog.at_level(logging.WARNING, logger="flask_wechat_qr"):
+            resp = login_with_wechat(app.test_client(), wechat_api, openid=OPENID_B)
+    if spa:
+        assert resp.status_code == 302 and resp.headers["Location"] == "/spa#failed"
+    else:
+        assert resp.status_code == 503 and error_name(resp) == "DatabaseUnavailable"
+    assert "a wechat-qr-login-failed receiver" in caplog.text
+    assert "could not run (OperationalError)" in caplog.text
+    assert len(attempts) == 2  # the login's, and the receiver's own
+
+
+def test_a_databases_own_code_for_no_room_is_an_outage_whatever_its_class(
+    make_app: t.Any, wechat_api: WeChatAPI
+) -> None:
+    """pg8000 gives PostgreSQL's "too many connections" (53300) as a ``DatabaseError``, not
+    an ``OperationalError``: the pages of the login still say the database is out of
+    reach."""
+    app = make_app()
+
+    @app.before_request
+    def full() -> None:
+        raise sa.exc.DatabaseError(None, None, Exception(
+            {"S": "FATAL", "C": "53300", "M": "sorry, too many clients already"}))
+
+    resp = app.test_client().get("/auth/wechat/login")
     assert resp.status_code == 503 and error_name(resp) == "DatabaseUnavailable"
-    assert "a login_failed receiver could not reach the database" in caplog.text
 
 
 @pytest.mark.parametrize("database", ["postgresql", "mariadb"], indirect=True)
