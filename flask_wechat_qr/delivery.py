@@ -255,7 +255,7 @@ def error_response(error: LoginError, connection: ConnectionSettings | None,
     next_url = under_mount_point(asked, request.script_root) if asked else None
     # A receiver that counts failures in the database, out of reach, is passed by: the
     # person still gets the page, or another receiver's answer.
-    for _receiver, result in signals.send_past(
+    for _receiver, result in signals.send(
             signals.login_failed, is_unreachable, error=error, connection=connection,
             next_url=next_url):
         if isinstance(result, BaseResponse):

@@ -280,30 +280,17 @@ class LoginFlow:
         login this browser cancelled, on this site's page, is remembered in its session:
         that page reloaded, however late, says so again."""
         states = self.login_states[connection.identifier]
-        try:
-            result = self._finish(connection, states, callback)
-        except Exception as error:  # up to the commit (the state's reads, the repeats)
-            if not transactions.is_unreachable(error):
-                raise
-            return Failed(database_unavailable(error), connection, None)
-        outcome: Outcome | NeedsProfile
-        if isinstance(result, _Committed):
-            # Committed: whatever fails from here on fails a login that went through.
-            try:
-                outcome = self._after_commit(result)
-            except LoginError as error:  # e.g. from a signal receiver: the page says so
-                outcome = Failed(error, connection, result.login)
-        else:
-            outcome = result
+        outcome = self._finish(connection, states, callback)
         if (isinstance(outcome, Failed) and type(outcome.error) is LoginCancelled
                 and callback.state and not failure_posted_to_business(connection, outcome.login)):
             states.remember_cancelled(callback.state, outcome.login or LoginData())
         return outcome
 
     def _finish(self, connection: ConnectionSettings, states: LoginStates,
-                callback: Callback) -> Outcome | NeedsProfile | _Committed:
-        """The callback's outcome up to the commit: its login committed, or repeated as it
-        ended, or failed."""
+                callback: Callback) -> Outcome | NeedsProfile:
+        """The callback's outcome: its login finished, or repeated as it ended. A database
+        out of reach before the login's own work (its state's reads) is raised as it is:
+        the blueprint answers it with its page."""
         started = time.time()
         state = callback.state
         same_browser = states.owns(state, callback.browser)
@@ -341,7 +328,12 @@ class LoginFlow:
                 return Failed(database_unavailable(error), connection, login)
             _record_failure(states, state, UNEXPECTED_ERROR, login)  # a bug: then a 500
             raise
-        return result
+        if not isinstance(result, _Committed):
+            return result
+        try:
+            return self._after_commit(result)
+        except LoginError as error:  # e.g. from a signal receiver: the page says so
+            return Failed(error, connection, login)
 
     def _complete(self, connection: ConnectionSettings, states: LoginStates, state: str,
                   code: str | None, login: LoginData, started: float

@@ -33,26 +33,20 @@ def sender() -> Flask:
     return t.cast("LocalProxy[Flask]", current_app)._get_current_object()
 
 
-def send(signal: NamedSignal, **kwargs: t.Any) -> list[tuple[t.Callable[..., t.Any], t.Any]]:
+def send(signal: NamedSignal, passable: t.Callable[[Exception], bool] | None = None,
+         **kwargs: t.Any) -> list[tuple[t.Callable[..., t.Any], t.Any]]:
     """Send ``signal`` from the current app as Flask sends its own: an ``async def``
     receiver runs through ``app.ensure_sync`` (Blinker alone refuses it, "Cannot send to a
-    coroutine function", a 500 after the login was committed); each receiver's result."""
-    app = sender()
-    return signal.send(app, _async_wrapper=app.ensure_sync, **kwargs)
-
-
-def send_past(signal: NamedSignal, passable: t.Callable[[Exception], bool],
-              **kwargs: t.Any) -> list[tuple[t.Callable[..., t.Any], t.Any]]:
-    """:func:`send`, each receiver on its own: one that raises an error ``passable``
-    accepts is passed by (said in the log) and the others still run, their results kept
-    (a single-page app's route among them)."""
+    coroutine function", a 500 after the login was committed); each receiver's result. A
+    receiver that raises an error ``passable`` accepts is passed by (said in the log) and
+    the others still run, their results kept (a single-page app's route among them)."""
     app = sender()
     results = []
     for receiver in signal.receivers_for(app):
         try:
             results.append((receiver, app.ensure_sync(receiver)(app, **kwargs)))
         except Exception as error:
-            if not passable(error):
+            if passable is None or not passable(error):
                 raise
             log.warning("a %s receiver %s could not run (%s); the others still run",
                         signal.name, getattr(receiver, "__qualname__", receiver),
