@@ -240,7 +240,8 @@ class PendingBindings:
             "Too many wrong usernames or passwords. Binding is blocked for a while; "
             "wait %(num)d minute and log in with WeChat again.",
             "Too many wrong usernames or passwords. Binding is blocked for a while; "
-            "wait %(num)d minutes and log in with WeChat again.", minutes))
+            "wait %(num)d minutes and log in with WeChat again.", minutes),
+            retry_after=self.settings.bind_block_seconds)
 
     def forget_attempt(self, attempt_id: int) -> None:
         """Uncount an attempt (blocked, or its credentials were right)."""

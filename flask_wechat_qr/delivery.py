@@ -243,12 +243,13 @@ _OWN_TEMPLATES: weakref.WeakKeyDictionary[Environment, Environment] = (
 
 
 def error_response(error: LoginError, connection: ConnectionSettings | None,
-                   login: LoginData | None) -> tuple[str | BaseResponse, int]:
+                   login: LoginData | None) -> tuple[str | BaseResponse, int, dict[str, str]]:
     """The end of a failed login: ``login_failed`` sent, and the first response a receiver
     returned (a single-page app's own route); else its business callback URL told of it
     (for the endings the business handles), else this site's page in words with a "try
-    again" link. Receivers are given ``next`` inside the app's mount point, as
-    ``login_succeeded``'s are: the login's, else the one its URL asked for."""
+    again" link (and a ``Retry-After`` where the error passes by itself). Receivers are
+    given ``next`` inside the app's mount point, as ``login_succeeded``'s are: the
+    login's, else the one its URL asked for."""
     # A login refused before it kept anything (a link while logged out) still has the
     # ``next`` its URL asked for.
     asked = login.next_url if login is not None else _next_asked()
@@ -259,7 +260,7 @@ def error_response(error: LoginError, connection: ConnectionSettings | None,
             signals.login_failed, is_unreachable, error=error, connection=connection,
             next_url=next_url):
         if isinstance(result, BaseResponse):
-            return result, result.status_code
+            return result, result.status_code, {}
     if failure_posted_to_business(connection, login):
         assert connection is not None and login is not None  # what it just checked
         code = next((value for kind, value in CALLBACK_URL_ERRORS.items()
@@ -268,7 +269,7 @@ def error_response(error: LoginError, connection: ConnectionSettings | None,
             fields = {"error": code[0], "error_description": code[1]}
             if login.business.get("state"):
                 fields["state"] = login.business["state"]
-            return form_post(connection, fields), 200
+            return form_post(connection, fields), 200, {}
     retry_url = None
     retry = connection
     startable = _logins_again_after(error) if connection is None else []
@@ -288,7 +289,8 @@ def error_response(error: LoginError, connection: ConnectionSettings | None,
                                                      connection=conn.identifier))
                                       for conn in startable],
                        back_url=next_url or request.script_root + "/",
-                       other_login_url=_other_login_for(error, next_url)), error.status
+                       other_login_url=_other_login_for(error, next_url)), error.status, (
+        {} if error.retry_after is None else {"Retry-After": str(error.retry_after)})
 
 
 def _error_page(error: LoginError, **context: t.Any) -> str:

@@ -54,6 +54,9 @@ class LoginError(WeChatQRError):
     operator_error = False
     #: whether the page offers to start the login again (in the same browser, it can help)
     offers_retry = True
+    #: seconds after which trying again may help, sent as the page's ``Retry-After`` (a
+    #: 429 or 503 that will pass by itself); ``None``: no such header
+    retry_after: int | None = None
 
     def __init__(self, message: str | LazyText | None = None) -> None:
         if message is not None:
@@ -109,6 +112,7 @@ class TooManyLoginsStarted(LoginError):
     business ``state``): a login long only for its ``next`` goes on without it."""
 
     status = 429
+    retry_after = 300  # "a few minutes": the waiting logins expire, or finish
     title = _l("Too many logins started")
     message = _l(
         "Too many WeChat logins were started from your network and not finished. Wait a few "
@@ -170,14 +174,21 @@ class BindingExpired(LoginError):
 
 
 class BindingBlocked(LoginError):
-    """Too many wrong passwords while binding."""
+    """Too many wrong passwords while binding; ``retry_after``: the block's window
+    (``WECHAT_QR_BIND_BLOCK_SECONDS``), which the message names too."""
 
     status = 429
+    retry_after = 900
     title = _l("Too many attempts")
     message = _l(
         "Too many wrong usernames or passwords. Binding is blocked for a while; "
         "wait 15 minutes and log in with WeChat again."
     )
+
+    def __init__(self, message: str | LazyText | None = None, *,
+                 retry_after: int = 900) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class NotLoggedIn(LoginError):
@@ -371,6 +382,7 @@ class DatabaseUnavailable(LoginError):
 
     status = 503
     operator_error = True
+    retry_after = 120  # "a few minutes", as the page says
     title = _l("Login could not be completed")
     message = _l(
         "This site cannot reach its database right now, so the login cannot go on. Try "

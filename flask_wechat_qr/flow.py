@@ -341,6 +341,7 @@ class LoginFlow:
         """The callback of a state this browser owns and nobody used yet, up to the commit
         that uses it. A login error raised here is recorded as the login's ending by
         :meth:`finish`; an outcome returned here is final (another request's ending)."""
+        states.purge_now_and_then()  # its own transaction, before the login's
         if not code:
             raise LoginCancelled()
         if len(code) > MAX_CODE_LENGTH:

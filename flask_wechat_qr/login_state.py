@@ -516,7 +516,6 @@ class LoginStates:
             raise StateError()
         if _marker_expiry(marker) < now:
             raise StateError()
-        self.store.purge_now_and_then()
         if "data" in marker:
             data = marker["data"]
         else:
@@ -526,6 +525,13 @@ class LoginStates:
             data = json.loads(value)
         tied_to = marker.get("browser")
         return LoginData.from_json(data, tied_to if isinstance(tied_to, str) else None)
+
+    def purge_now_and_then(self) -> None:
+        """Expired rows (every connection's) go, a batch at most once a minute per process
+        (:meth:`LoginStateStore.purge_now_and_then`): at callbacks, after :meth:`take`, so
+        that a database out of reach found here ends a login whose data (its ``next``) is
+        known."""
+        self.store.purge_now_and_then()
 
     def owns(self, state: str | None, browser: str | None = None) -> bool:
         """Whether this browser started the login of ``state``: its session (in this app:

@@ -517,7 +517,7 @@ def avatar(key: str) -> Response:
 
 
 @blueprint.errorhandler(LoginError)
-def login_error(error: LoginError) -> tuple[str | BaseResponse, int]:
+def login_error(error: LoginError) -> tuple[str | BaseResponse, int, dict[str, str]]:
     """Every login that cannot go on ends here: a page in words, never a traceback; or
     the response a ``login_failed`` receiver returned (a single-page app's own route)."""
     runtime = current_runtime()
@@ -537,7 +537,7 @@ def login_error(error: LoginError) -> tuple[str | BaseResponse, int]:
 
 @blueprint.errorhandler(DBAPIError)
 @blueprint.errorhandler(PoolTimeout)
-def database_error(error: Exception) -> tuple[str | BaseResponse, int]:
+def database_error(error: Exception) -> tuple[str | BaseResponse, int, dict[str, str]]:
     """A database that cannot be asked at all (down, full, its pool's connections all in
     use) ends any page of the login on the "cannot reach its database" one. Any other
     database error (a statement or key the database refused, a connection the server

@@ -729,11 +729,12 @@ def test_attempts_are_limited_per_pending_binding(make_app: t.Any, wechat_api: t
     _html, token = bind_page(client)
     for guess in ("one", "two", "three"):
         resp = bind_as(client, token, "alice", guess)
-        assert resp.status_code == 400
+        assert resp.status_code == 400 and "Retry-After" not in resp.headers
         assert problem_of(resp.get_data(as_text=True)) == WRONG
     with recording(app, "binding_failed", "identity_linked") as events:
         resp = bind_as(client, token, "alice", "alice-pw")  # even the right password
     assert resp.status_code == 429
+    assert resp.headers["Retry-After"] == "60"  # the configured window, as the page says
     assert "Too many attempts" in resp.get_data(as_text=True)
     assert error_name(resp) == "BindingBlocked"
     assert events == []
@@ -1047,6 +1048,7 @@ def test_the_block_message_tells_the_configured_wait(make_app: t.Any, wechat_api
     assert bind_as(client, token, "alice", "guess").status_code == 400
     resp = bind_as(client, token, "alice", "guess")
     assert resp.status_code == 429
+    assert resp.headers["Retry-After"] == str(block_seconds or 900)  # and to scripts
     html = resp.get_data(as_text=True)
     assert "Too many attempts" in html
     assert wait in html

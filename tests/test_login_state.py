@@ -188,10 +188,10 @@ def test_expired_rows_are_purged_now_and_then(store: LoginStateStore,
     assert "short" in _keys(store)
 
 
-def test_taking_a_state_purges_now_and_then(app: Flask, store: LoginStateStore,
-                                            clock: Clock) -> None:
+def test_callbacks_purge_now_and_then(app: Flask, store: LoginStateStore,
+                                     clock: Clock) -> None:
     """Callbacks purge (in a transaction of their own, never in the login's, which may roll
-    back): starting a login writes nothing."""
+    back), after taking the state: starting a login writes nothing, nor does taking it."""
     wx = login_states(app)
     with app.test_request_context("/auth/wechat/login"):
         assert _use(store, "old", expires_at=_in(60))
@@ -199,10 +199,12 @@ def test_taking_a_state_purges_now_and_then(app: Flask, store: LoginStateStore,
         assert _rows_for(store) == ["old"]  # starting a login wrote nothing
         clock.advance(120)
         wx.take(state)
+        assert _rows_for(store) == ["old"]  # nor did taking its state
+        wx.purge_now_and_then()
         assert _keys(store) == []
         assert _use(store, "young", expires_at=_in(5))
         clock.advance(30)  # 30 s on: "young" has expired, but ...
-        wx.take(wx.begin(LoginData()))  # ... it is not a minute since the last purge
+        wx.purge_now_and_then()  # ... it is not a minute since the last purge
         assert _rows_for(store) == ["young"]
 
 

@@ -71,7 +71,7 @@ def test_oversized_next_is_a_400_page(app: t.Any, client: t.Any, wechat_api: t.A
     assert "text/html" in resp.headers["Content-Type"]
     assert "Invalid request" in resp.text
     assert resp.headers["Cache-Control"] == "no-store"
-    assert "Location" not in resp.headers
+    assert "Location" not in resp.headers and "Retry-After" not in resp.headers
     assert rows(app, "wechat_qr_login_state", order_by="key") == []
     assert api_paths(wechat_api) == []
 

@@ -377,8 +377,10 @@ def test_a_login_whose_database_is_out_of_reach_ends_on_its_page(
     and ``login_failed`` is sent. The callback tries to connect once: nothing is recorded
     afterwards, and a purge of expired states due then (once a minute) ends it rather than
     let it wait again (each try of a server that does not answer waits its connect
-    timeout). The operator's log line gives the driver's reason, without a traceback. With
-    the database back, the same browser logs in, without a restart."""
+    timeout); the page's "Try again" keeps the login's ``next`` either way. The page says
+    when to try again to scripts too (``Retry-After``). The operator's log line gives the
+    driver's reason, without a traceback. With the database back, the same browser logs
+    in, without a restart."""
     app = make_app()
     app.jinja_env.autoescape = False  # a site's own choice: the page escapes all the same
     with app.app_context():
@@ -396,10 +398,12 @@ def test_a_login_whose_database_is_out_of_reach_ends_on_its_page(
         resp = browser.get("/auth/wechat/callback", query_string={"code": "C1", "state": state},
                            headers={"Accept-Language": "zh-CN,zh;q=0.9"})
     assert resp.status_code == 503 and error_name(resp) == "DatabaseUnavailable"
+    assert resp.headers["Retry-After"] == "120"
     assert "本网站暂时无法连接数据库" in resp.get_data(as_text=True)
-    # escaped, whatever the site's own setting (but for a login whose state's read failed)
+    # escaped, whatever the site's own setting
     assert 'href="/orders?a=1&b=2"' not in resp.get_data(as_text=True)
-    assert ('href="/orders?a=1&amp;b=2"' in resp.get_data(as_text=True)) is not purge_due
+    assert 'href="/orders?a=1&amp;b=2"' in resp.get_data(as_text=True)  # back
+    assert 'href="/auth/wechat/login?next=/orders?a%3D1%26b%3D2"' in resp.get_data(as_text=True)
     assert attempts == [1]
     assert [name for name, _ in failed] == ["login_failed"]
     errors = [record for record in caplog.records if record.levelno >= logging.ERROR]
