@@ -155,10 +155,9 @@ class WeChatQR:
         if any(conn.qr_self_redirect for conn in settings.connections.values()):
             # Only then: the receiver would run after every request of the site.
             request_finished.connect(frame_callbacks_last, app)
-        if str(app.config.get("SESSION_COOKIE_SAMESITE")).lower() == "none":
-            # Only then do cross-site requests carry the session (a Lax or Strict cookie
-            # stays home, and is not set by them either).
-            request_finished.connect(no_credentialed_reads_last, app)
+        # Whatever SESSION_COOKIE_SAMESITE says: a Lax or Strict cookie stays home from
+        # another site's requests, but a sibling sub-domain's (same site) carry it too.
+        request_finished.connect(no_credentialed_reads_last, app)
         _serve_verify_files(app, settings)
         app.context_processor(_template_context)
         app.add_template_global(csrf_token, "wechat_qr_csrf_token")

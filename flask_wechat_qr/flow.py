@@ -341,7 +341,10 @@ class LoginFlow:
         """The callback of a state this browser owns and nobody used yet, up to the commit
         that uses it. A login error raised here is recorded as the login's ending by
         :meth:`finish`; an outcome returned here is final (another request's ending)."""
-        states.purge_now_and_then()  # its own transaction, before the login's
+        # Expired rows go, a batch a minute, in a transaction of their own; after the state
+        # was taken, so that a database out of reach found here ends a login whose data
+        # (its next) is known.
+        states.store.purge_now_and_then()
         if not code:
             raise LoginCancelled()
         if len(code) > MAX_CODE_LENGTH:

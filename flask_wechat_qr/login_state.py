@@ -526,13 +526,6 @@ class LoginStates:
         tied_to = marker.get("browser")
         return LoginData.from_json(data, tied_to if isinstance(tied_to, str) else None)
 
-    def purge_now_and_then(self) -> None:
-        """Expired rows (every connection's) go, a batch at most once a minute per process
-        (:meth:`LoginStateStore.purge_now_and_then`): at callbacks, after :meth:`take`, so
-        that a database out of reach found here ends a login whose data (its ``next``) is
-        known."""
-        self.store.purge_now_and_then()
-
     def owns(self, state: str | None, browser: str | None = None) -> bool:
         """Whether this browser started the login of ``state``: its session (in this app:
         another one sharing the ``SECRET_KEY`` reads the same cookie), and its ``browser``

@@ -592,15 +592,18 @@ def frame_callbacks_last(sender: Flask, response: BaseResponse, **_extra: t.Any)
 
 def no_credentialed_reads_last(sender: Flask, response: BaseResponse, **_extra: t.Any
                                ) -> None:
-    """After the host's own hooks (Flask's ``request_finished``, connected by ``init_app``
-    where the session cookie is ``SameSite=None``): no other site's script reads a login
-    page with this browser's cookies. A host's CORS with credentials on every route
-    (Flask-CORS's ``supports_credentials=True`` echoes any ``Origin``) would let any site
-    fetch the QR page, the bind page or a callback's answer with the visitor's session and
-    read the login's state or the bind form's token: a login of the attacker's WeChat
-    finished in the visitor's browser (login CSRF). ``Access-Control-Allow-Credentials``
-    goes from the blueprint's pages (a browser then keeps such a read from the script);
-    the public keys and avatars keep the host's headers."""
+    """After the host's own hooks (Flask's ``request_finished``, connected by ``init_app``):
+    no other origin's script reads a login page with this browser's cookies. A host's CORS
+    with credentials on every route (Flask-CORS's ``supports_credentials=True`` echoes any
+    ``Origin``) would let another origin fetch the QR page, the bind page or a callback's
+    answer with the visitor's session and read the login's state or the bind form's token:
+    a login of the attacker's WeChat finished in the visitor's browser (login CSRF, or its
+    binding to the visitor's account). Any site can where the session cookie is
+    ``SameSite=None``; a sibling sub-domain (one the attacker runs, or a page there it can
+    put script in) can whatever it is: its requests are same-site, and carry Lax and Strict
+    cookies, the ``__Host-`` login cookie too. ``Access-Control-Allow-Credentials`` goes
+    from the blueprint's pages (a browser then keeps such a read from the script); the
+    public keys and avatars keep the host's headers."""
     endpoint = request.endpoint
     if (endpoint is None or not endpoint.startswith("wechat_qr.") or endpoint in PUBLIC_FILES
             or "Access-Control-Allow-Credentials" not in response.headers):

@@ -200,11 +200,11 @@ def test_callbacks_purge_now_and_then(app: Flask, store: LoginStateStore,
         clock.advance(120)
         wx.take(state)
         assert _rows_for(store) == ["old"]  # nor did taking its state
-        wx.purge_now_and_then()
+        store.purge_now_and_then()
         assert _keys(store) == []
         assert _use(store, "young", expires_at=_in(5))
         clock.advance(30)  # 30 s on: "young" has expired, but ...
-        wx.purge_now_and_then()  # ... it is not a minute since the last purge
+        store.purge_now_and_then()  # ... it is not a minute since the last purge
         assert _rows_for(store) == ["young"]
 
 
