@@ -14,6 +14,7 @@ import logging
 import re
 import secrets
 import typing as t
+import unicodedata
 import weakref
 
 import flask_login
@@ -265,7 +266,8 @@ class AccountAdapter(t.Generic[UserT]):
 
     def login_key(self, username: str) -> str:
         """What the bind page counts wrong passwords under: one spelling for all that the
-        default lookup takes as one account (case and spaces around it aside; a phone
+        default lookup takes as one account (case, accents, full-width forms and spaces
+        around it aside, as MariaDB's and MySQL's default collations compare; a phone
         number's digits, without ``+86`` and leading zeros), whether or not such an account
         exists (a key that depended on it would tell which accounts exist). Override it
         with :meth:`authenticate` where your lookup takes other spellings as one."""
@@ -273,7 +275,7 @@ class AccountAdapter(t.Generic[UserT]):
         if self.login_field == "phone":
             digits = re.sub(r"[\s()-]", "", typed).removeprefix("+86").removeprefix("0086")
             return str(int(digits)) if digits.isascii() and digits.isdigit() else digits
-        return typed.casefold()
+        return _folded(typed)
 
     def _user_for_login(self, username: str) -> UserT | None:
         """The one user whose :attr:`login_field` is ``username`` as :meth:`authenticate`
@@ -678,3 +680,15 @@ _UNREADABLE_HASHES: weakref.WeakSet[type[object]] = weakref.WeakSet()
 
 
 _watched_models: weakref.WeakKeyDictionary[type[object], set[int]] = weakref.WeakKeyDictionary()
+
+
+def _folded(text: str) -> str:
+    """One spelling for every spelling a case- and accent-insensitive collation takes as
+    one (MariaDB's and MySQL's defaults find ``alice`` for ``Álice``, ``alïce`` or the
+    full-width ``ａｌｉｃｅ``): compatibility forms as their plain letters, accents and
+    invisible format characters gone, then case folded. Counted under the typed text
+    instead, each spelling had its own limit of wrong passwords for the one account."""
+    plain = unicodedata.normalize("NFKD", text)
+    kept = "".join(char for char in plain if not unicodedata.combining(char)
+                   and unicodedata.category(char) not in ("Cc", "Cf"))
+    return unicodedata.normalize("NFKC", kept).casefold()

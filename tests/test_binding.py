@@ -829,6 +829,35 @@ def test_guesses_at_one_account_are_limited_across_addresses_and_bindings(
     assert str(alice) in {i.user_id for i in all_identities(app)}
 
 
+@pytest.mark.parametrize("database", ["sqlite", "postgresql", "mariadb"], indirect=True)
+def test_guesses_at_one_account_under_accented_and_full_width_spellings_count_as_one(
+    make_app: t.Any, wechat_api: t.Any, database: t.Any
+) -> None:
+    """A helper's attack (session 34): MariaDB's default collation finds ``alice`` for
+    ``Álice``, ``alïce`` or the full-width ``ａｌｉｃｅ``, but each spelling was counted
+    as its own account, so every accent of every letter gave an attacker with many
+    addresses ten more guesses at one account's password. They count as one now, on
+    every database (where the lookup is exact, they are one name to the limit all the
+    same, whether or not such an account exists)."""
+    app = ask_app(make_app, WECHAT_QR_BIND_ATTEMPTS_PER_ACCOUNT=4,
+                  WECHAT_QR_BIND_ATTEMPTS_PER_ADDRESS=20, WECHAT_QR_BIND_ATTEMPTS_PER_BINDING=5)
+    add_user(app, username="alice", password="alice-pw")
+    spellings = ["Álice", "alïce", "ａｌｉｃｅ", "al\u200bice"]
+    for number, spelling in enumerate(spellings):
+        attacker = browser(app, f"198.51.100.{number + 1}")
+        arrive(attacker, wechat_api, openid=f"attacker-openid-{number}")
+        _h, token = bind_page(attacker)
+        assert bind_as(attacker, token, spelling, f"guess-{number}").status_code == 400
+    assert len({row.account for row in attempt_rows(app)}) == 1
+    for number, spelling in enumerate(["alice", "ÀLICE"]):
+        fifth = browser(app, f"198.51.100.{99 - number}")
+        arrive(fifth, wechat_api, openid=f"attacker-openid-{5 + number}")
+        _h, token = bind_page(fifth)
+        resp = bind_as(fifth, token, spelling, "alice-pw")  # the right password: refused
+        assert resp.status_code == 429 and error_name(resp) == "BindingBlocked", spelling
+    assert all_identities(app) == []
+
+
 def test_attempts_keep_no_typed_username(make_app: t.Any, wechat_api: t.Any) -> None:
     """People type passwords into the username field: the attempt keeps only a hash."""
     app = ask_app(make_app)
