@@ -11,7 +11,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from flask import Flask
 from flask_compress import Compress
 from flask_cors import CORS
