@@ -258,7 +258,7 @@ class Deployment:
                    shadowed_routes=shadowed_routes(app, settings, base),
                    withheld_pages=withheld_pages(app, settings, base),
                    blocked_qr_frames=blocked_qr_frames(app, settings, base),
-                   unbuildable_login_view=unbuildable_login_view(app, base),
+                   unbuildable_login_view=unbuildable_login_view(app, settings, base),
                    page_render_error=page_render_error(app, settings, base),
                    subdomain=routes_subdomain(app),
                    other_subdomains=tuple(other_subdomains(app)),
@@ -620,17 +620,27 @@ def _rest_framework_view(view: t.Callable[..., t.Any] | None) -> str | None:
     return _RESTX_VIEWS.get(str(getattr(view, "__name__", "")))
 
 
-def unbuildable_login_view(app: Flask, base: str | None) -> str | None:
-    """Flask-Login's ``login_view`` when ``url_for`` cannot build it (no such endpoint, as
-    Flask-AppBuilder's ``"login"``, or one that needs arguments); else ``None``."""
+def unbuildable_login_view(app: Flask, settings: Settings, base: str | None) -> str | None:
+    """Flask-Login's ``login_view`` when ``url_for`` cannot build it on the link page (no
+    such endpoint, as Flask-AppBuilder's ``"login"``, one that needs arguments, or the
+    site's URL defaults raising there: a ``/<lang_code>`` blueprint's, as Flask's docs
+    write it, reads ``g.lang_code``, set only on the blueprint's own pages); else
+    ``None``."""
     view = getattr(getattr(app, "login_manager", None), "login_view", None)
-    if not view:
+    connection = next(iter(settings.connections), None)
+    if not view or connection is None:
         return None
-    with _trusting_every_host(app), app.test_request_context(base_url=base):
-        try:
-            expand_login_view(view)  # a URL as it is, an endpoint through url_for
-        except BuildError:
-            return str(view)
+    with _trusting_every_host(app):
+        found = _login_pages(app, base, [("link", "wechat_qr.link",
+                                          {"connection": connection})])
+        if found is None:
+            return None
+        with app.test_request_context(found[1][0][2], base_url=base):
+            try:
+                _run_site_url_preprocessors(app)
+                expand_login_view(view)  # a URL as it is, an endpoint through url_for
+            except Exception:  # what url_for, or the site's URL processors, raised
+                return str(view)
     return None
 
 
@@ -711,11 +721,8 @@ def _run_site_before_hooks(app: Flask) -> t.Any:
     """Run the site's own URL value preprocessors and ``before_request`` hooks for the
     request in context, as Flask would (the extension's skipped): the first answer one
     gives, or ``None``."""
+    _run_site_url_preprocessors(app)
     names = (None, *reversed(request.blueprints))
-    for name in names:
-        for preprocess in app.url_value_preprocessors.get(name, ()):
-            if not _ours(preprocess):
-                preprocess(request.endpoint, request.view_args)
     for name in names:
         for hook in app.before_request_funcs.get(name, ()):
             if not _ours(hook):
@@ -723,6 +730,15 @@ def _run_site_before_hooks(app: Flask) -> t.Any:
                 if answer is not None:
                     return answer
     return None
+
+
+def _run_site_url_preprocessors(app: Flask) -> None:
+    """Run the site's own URL value preprocessors for the request in context, as Flask
+    does first (the extension's skipped): what they set in ``g``, its URL defaults read."""
+    for name in (None, *reversed(request.blueprints)):
+        for preprocess in app.url_value_preprocessors.get(name, ()):
+            if not _ours(preprocess):
+                preprocess(request.endpoint, request.view_args)
 
 
 def _withheld(path: str, status: int, location: str | None) -> tuple[int, str | None] | None:
@@ -1370,13 +1386,15 @@ def check_login_view(deployment: Deployment) -> t.Iterator[Finding]:
     if view is None or deployment.settings.other_login_url:
         return
     yield warning(
-        f"Flask-Login's login_view {view!r} cannot be built here (no such endpoint, or one "
-        "that needs arguments): someone who follows \"Link WeChat\" logged out gets the "
-        "\"Log in first\" page with no way to log in, and the phone page offers no other "
-        "login",
+        f"Flask-Login's login_view {view!r} cannot be built here (no such endpoint, one "
+        "that needs arguments, or your URL defaults raise on the extension's pages, as a "
+        "/<lang_code> blueprint's reading g.lang_code does): someone who follows \"Link "
+        "WeChat\" logged out gets the \"Log in first\" page with no way to log in, and the "
+        "phone page offers no other login",
         "set login_manager.login_view to your login page's endpoint (Flask-AppBuilder: "
-        "f\"{type(appbuilder.sm.auth_view).__name__}.login\"), or WECHAT_QR_OTHER_LOGIN_URL "
-        "to its URL")
+        "f\"{type(appbuilder.sm.auth_view).__name__}.login\"); give your URL defaults a "
+        "fallback (values.setdefault(\"lang_code\", g.get(\"lang_code\", \"zh\"))); or set "
+        "WECHAT_QR_OTHER_LOGIN_URL to its URL")
 
 
 def check_pages_render(deployment: Deployment) -> t.Iterator[Finding]:

@@ -27,7 +27,6 @@ from flask import (
 )
 from flask_login.utils import login_url
 from jinja2 import Environment, FileSystemLoader
-from werkzeug.routing import BuildError
 from werkzeug.wrappers import Response as BaseResponse
 
 from . import signals
@@ -365,7 +364,10 @@ def other_login_url(next_url: str | None = None) -> str | None:
             return None  # WeChat's own login is no other way to log in
     try:
         return str(login_url(view, next_url))  # a URL as it is, an endpoint through url_for
-    except BuildError:  # a login view named but not routable here (e.g. needs arguments)
+    except Exception:
+        # A login view named but not routable here (it needs arguments), or the site's URL
+        # defaults raising on the extension's pages (a /<lang_code> blueprint's, as Flask's
+        # docs write it, reads g.lang_code, set only on its own pages): no link, not a 500.
         return None
 
 

@@ -347,6 +347,13 @@ def _log_in_first() -> BaseResponse:
             return t.cast(BaseResponse, manager.unauthorized())
         except BuildError:  # a login view named but not routable here (e.g. needs arguments)
             pass
+        except Exception as error:
+            if manager.unauthorized_callback is not None:
+                raise  # the site's own handler's error: its 500, its traceback
+            # Building the login view's URL: the site's URL defaults raised on this page (a
+            # /<lang_code> blueprint's, as Flask's docs write it, reads g.lang_code).
+            log.info("Flask-Login's login view could not be built on the link page: %s",
+                     type(error).__name__)
     raise NotLoggedIn()
 
 
