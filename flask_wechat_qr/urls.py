@@ -23,8 +23,10 @@ MAX_NEXT_LENGTH = 2048
 #: WeChat's own origins: its pages (the QR code) and its API.
 WECHAT_OPEN_BASE_URL = "https://open.weixin.qq.com"
 WECHAT_API_BASE_URL = "https://api.weixin.qq.com"
-#: Origin standing for the sandbox mounted in this very app, reached in-process.
-IN_PROCESS_ORIGIN = "http://wechat-sandbox.invalid"
+#: Origin standing for the sandbox mounted in this very app, reached in-process; https, as
+#: WeChat's API is: a site that sends every http request to https (Flask-Talisman's
+#: default, a hand-written ``before_request``) would redirect the extension's own calls.
+IN_PROCESS_ORIGIN = "https://wechat-sandbox.invalid"
 #: The sandbox's simulated image host (its avatars), reached in-process too; the avatar
 #: downloader accepts it only where the sandbox is on. ``.invalid`` never resolves.
 SANDBOX_IMAGE_ORIGIN = "https://wechat-sandbox-images.invalid"

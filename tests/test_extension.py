@@ -698,10 +698,14 @@ def test_credentials_in_development_still_say_how_to_try_the_sandbox(
 
 def test_the_late_frame_hook_listens_only_where_a_connection_needs_it(make_app: t.Any) -> None:
     """The callback's late framing check runs after every request of the site once
-    connected: a site without WeChat's self-redirect pays nothing for it."""
+    connected: a site without WeChat's self-redirect pays nothing for it. (The late drop of
+    a host's credentialed CORS listens on every site: session 34.)"""
     from flask.signals import request_finished
 
+    from flask_wechat_qr.views import frame_callbacks_last, no_credentialed_reads_last
+
     plain = make_app()
-    assert not request_finished.has_receivers_for(plain)
+    assert set(request_finished.receivers_for(plain)) == {no_credentialed_reads_last}
     framed = make_app(WECHAT_QR_QR_SELF_REDIRECT=True)
-    assert request_finished.has_receivers_for(framed)
+    assert set(request_finished.receivers_for(framed)) == {
+        frame_callbacks_last, no_credentialed_reads_last}
