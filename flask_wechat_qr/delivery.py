@@ -83,8 +83,8 @@ def respond(outcome: Outcome) -> BaseResponse:
             # Over https the pending binding is also tied to a __Host- cookie, which no
             # sibling sub-domain can plant: a session cookie tossed into the victim's
             # browser from one would carry the attacker's pending binding there.
-            response.set_cookie(BINDING_COOKIE, binding_cookie_value(outcome.binding_id),
-                                secure=True, httponly=True, samesite="Lax", path="/")
+            set_browser_cookie(response, BINDING_COOKIE,
+                               binding_cookie_value(outcome.binding_id))
         return response
     raise TypeError(f"no response for {type(outcome).__name__}")  # Failed: see views
 
@@ -143,6 +143,19 @@ BINDING_COOKIE = "__Host-wechat-qr-binding"
 LOGIN_COOKIE = "__Host-wechat-qr-login"
 #: What a login cookie this extension made looks like (anything else is replaced).
 LOGIN_COOKIE_VALUE = re.compile(r"[A-Za-z0-9_-]{32}")
+
+
+def set_browser_cookie(response: BaseResponse, name: str, value: str) -> None:
+    """Set one of the ``__Host-`` cookies that tie a login to this browser (https only), as
+    the session cookie is sent: its ``SameSite`` (a site framed by another, with
+    ``"None"``, gets them back in the frame), and ``Partitioned`` with
+    ``SESSION_COOKIE_PARTITIONED`` (a browser that blocks other sites' cookies keeps a
+    partitioned session cookie in the frame, but dropped these: every login there ended on
+    "This login link is no longer valid")."""
+    config = current_app.config
+    response.set_cookie(name, value, secure=True, httponly=True, path="/",
+                        samesite=config.get("SESSION_COOKIE_SAMESITE") or "Lax",
+                        partitioned=bool(config.get("SESSION_COOKIE_PARTITIONED")))
 
 
 def binding_cookie_value(binding_id: str) -> str:

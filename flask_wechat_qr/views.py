@@ -573,9 +573,7 @@ def page_headers(response: BaseResponse) -> BaseResponse:
     new_cookie = g.pop("wechat_qr_login_cookie", None)
     app = this_app()
     if new_cookie is not None:
-        response.set_cookie(delivery.LOGIN_COOKIE, new_cookie, secure=True, httponly=True,
-                            samesite=app.config.get("SESSION_COOKIE_SAMESITE") or "Lax",
-                            path="/")
+        delivery.set_browser_cookie(response, delivery.LOGIN_COOKIE, new_cookie)
     return delivery.page_headers(response, runtime_of(app).settings.frame_ancestors,
                                  cacheable=request.endpoint in PUBLIC_FILES)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import typing as t
 
+import pytest
 from flask import Flask
 from support import (
     CODE,
@@ -156,3 +157,39 @@ def test_over_plain_http_no_login_cookie_is_made(make_app: t.Callable[..., Flask
     wechat_api.userinfo()
     assert browser.get("/auth/wechat/callback",
                        query_string={"code": CODE, "state": found.group(1)}).status_code == 302
+
+
+def _set_cookie_line(resp: t.Any, name: str) -> str:
+    [line] = [value for value in resp.headers.getlist("Set-Cookie")
+              if value.startswith(f"{name}=")]
+    return line
+
+
+@pytest.mark.parametrize("config,same_site,partitioned", [
+    ({}, "Lax", False),
+    ({"SESSION_COOKIE_SAMESITE": "None", "SESSION_COOKIE_PARTITIONED": True}, "None", True),
+])
+def test_the_browsers_login_and_binding_cookies_go_where_the_session_cookie_goes(
+        make_app: t.Callable[..., Flask], wechat_api: t.Any, config: dict[str, t.Any],
+        same_site: str, partitioned: bool) -> None:
+    """A site framed by another (``SameSite=None``) whose session cookie is partitioned
+    (CHIPS), in a browser that blocks other sites' cookies: the frame keeps the session,
+    but the login cookie, not partitioned, and the binding cookie, always ``Lax``, were
+    dropped there, and every login in the frame ended on "This login link is no longer
+    valid" (a helper's host hunt, session 34). Both are set as the session cookie is."""
+    app = over_https(make_app(WECHAT_QR_ASSOCIATION="ask_binding", **config))
+    browser = app.test_client()
+    started = browser.get("/auth/wechat/login", base_url=HTTPS)
+    state = re.search(r"state=([A-Za-z0-9]+)", started.headers["Location"])
+    assert state
+    wechat_api.token()
+    wechat_api.userinfo()
+    bound = callback(browser, state.group(1))
+    assert bound.headers["Location"] == "/auth/bind"
+    for resp, name in ((started, LOGIN_COOKIE), (bound, "__Host-wechat-qr-binding")):
+        line = _set_cookie_line(resp, name)
+        assert f"SameSite={same_site}" in line, line
+        assert ("Partitioned" in line) is partitioned, line
+        assert "Secure" in line and "HttpOnly" in line and "Path=/" in line, line
+    session_line = _set_cookie_line(started, "session")
+    assert ("Partitioned" in session_line) is partitioned
