@@ -91,6 +91,7 @@ from .login_state import (
     UNEXPECTED_ERROR,
     BusinessParams,
     Ending,
+    ExpiredState,
     LoginData,
     LoginStates,
     TooManyWaiting,
@@ -296,12 +297,16 @@ class LoginFlow:
         same_browser = states.owns(state, callback.browser)
         try:
             login = states.take(state, callback.browser)
-        except StateError:
+        except StateError as error:
             cancelled = states.cancelled_here(state)
             if cancelled is not None and not failure_posted_to_business(connection, cancelled):
                 # This browser's cancelled login, its page reloaded: the same page.
                 return Failed(LoginCancelled(), connection, cancelled)
             ending = states.ending(state)
+            if ending is None and isinstance(error, ExpiredState):
+                # This browser's login, expired before WeChat sent it back: "Try again"
+                # keeps its next (and the business's state and nonce).
+                return _no_longer_valid(connection, error.login)
             # The session that held the state may be gone (a server-side one renewed at
             # login): the browser's own login cookie still says whose login it was.
             return self._repeat(connection, ending, same_browser or (

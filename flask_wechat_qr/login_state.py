@@ -245,6 +245,16 @@ def _number(value: t.Any) -> float | None:
         else None
 
 
+class ExpiredState(StateError):
+    """A state of this browser's that expired before its callback: what its login kept
+    (``login``: its ``next``, the business's ``state`` and ``nonce``) is still known, so
+    that the page's "Try again" keeps it. Shown as the :class:`StateError` it is."""
+
+    def __init__(self, login: LoginData | None) -> None:
+        super().__init__()
+        self.login = login
+
+
 class TooManyWaiting(Exception):
     """:data:`MAX_WAITING_REQUESTS` already wait: answer now, and record nothing (the
     request waited for may still finish)."""
@@ -515,7 +525,7 @@ class LoginStates:
         if not _is_ours(marker, self.app_id, browser):
             raise StateError()
         if _marker_expiry(marker) < now:
-            raise StateError()
+            raise ExpiredState(_inline_login(marker))
         if "data" in marker:
             data = marker["data"]
         else:
@@ -631,6 +641,17 @@ def _forget_oldest_states(store: LoginStateStore, session: SessionMixin) -> None
         marker = session.pop(key)
         if isinstance(marker, dict) and "data" not in marker:
             store.delete(_parked_key(marker, key))  # parked: its row goes too
+
+
+def _inline_login(marker: dict[str, t.Any]) -> LoginData | None:
+    """The login data an expired marker of this browser's kept in the session (parked data
+    may be purged already: not looked for), if it reads as such."""
+    tied_to = marker.get("browser")
+    try:
+        return LoginData.from_json(marker.get("data"),
+                                   tied_to if isinstance(tied_to, str) else None)
+    except StateError:
+        return None
 
 
 def _parked_key(marker: dict[str, t.Any], key: str) -> str:

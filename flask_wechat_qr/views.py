@@ -26,6 +26,7 @@ from flask import (
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.routing import BuildError
+from werkzeug.urls import iri_to_uri
 from werkzeug.wrappers import Response as BaseResponse
 
 from . import delivery, same_site, signals
@@ -216,7 +217,10 @@ def _way_in(connection: str) -> str | None:
     request = this_request()
     browser = classify(request.headers.get("User-Agent"))
     if browser is Browser.WECOM:
-        raise WeComBrowser(page_url=request.url)
+        # No link to copy for a business callback URL's login: it must end in the browser
+        # that started it (see _phone_page). Percent-encoded, as WeChat's chat finds links.
+        business = bool(conn.callback_url) and request.endpoint != "wechat_qr.link"
+        raise WeComBrowser(page_url=None if business else iri_to_uri(request.url))
     if browser.in_wechat and conn.has_official_account:
         return OFFICIAL_ACCOUNT
     if request.args.get("show_qr") or not runtime.settings.mobile_page:

@@ -19,6 +19,7 @@ from support import (
     api_paths,
     bind_page,
     callback_app,
+    error_name,
     find_tags,
     finish_login,
     form_post,
@@ -85,6 +86,31 @@ def test_retry_after_an_error_keeps_the_business_state(make_app: t.Any, wechat_a
     retry = [a["href"] for a in find_tags(page.get_data(as_text=True), "a")
              if "/auth/wechat/login" in (a.get("href") or "")]
     assert retry and all("state=biz-1" in h and "nonce=n-1" in h for h in retry)
+
+
+def test_try_again_after_the_login_expired_keeps_what_it_kept(
+        make_app: t.Any, wechat_api: t.Any, pem: str, clock: t.Any) -> None:
+    """A login that expired before WeChat sent the person back (they waited on the consent
+    sheet): its page's "Try again" (and "Back") were bare, and the business's ``state`` and
+    ``nonce`` and the login's ``next`` were lost (a helper's phone hunt, session 34; the
+    business front end then refused the token, its state not matching). The session still
+    holds them; the page is the same ``StateError`` as before."""
+    app = callback_app(make_app, pem)
+    client = app.test_client()
+    state = start_login(client, state="biz-late", nonce="n-late")
+    plain = make_app().test_client()
+    plain_state = start_login(plain, next="/account?tab=资料")
+    clock.advance(app.config.get("WECHAT_QR_STATE_TTL", 600) + 1)
+    page = finish_login(client, state)
+    assert page.status_code == 400 and error_name(page) == "StateError"
+    retry = retry_links(page.get_data(as_text=True))
+    assert len(retry) == 1
+    assert dict(query_pairs(retry[0])) == {"state": "biz-late", "nonce": "n-late"}
+    other = finish_login(plain, plain_state)
+    assert other.status_code == 400 and error_name(other) == "StateError"
+    retry = retry_links(other.get_data(as_text=True))
+    assert [dict(query_pairs(link)) for link in retry] == [{"next": "/account?tab=资料"}]
+    assert api_paths(wechat_api) == []  # WeChat is never asked for an expired state's code
 
 
 # --- to the business callback URL: an ID token or the error, posted -----------------------

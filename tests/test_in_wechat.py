@@ -299,6 +299,28 @@ def test_wecom_gets_a_clear_page(app: Flask) -> None:
     assert "已复制，请粘贴到微信或浏览器中。" in chinese
 
 
+def test_wecoms_link_to_copy_is_one_chat_finds_and_none_for_a_business_login(
+        make_app: t.Callable[..., Flask]) -> None:
+    """The link WeCom's page gives to copy was the URL as Werkzeug decodes it, CJK and
+    emoji raw (a chat's link finder stops at them), where the phone page's is
+    percent-encoded; and a login for a business callback URL got one too, though it must
+    end in the browser that started it (opened in WeChat, its token went where the
+    business refused it). A helper's phone hunt, session 34."""
+    app = make_app(WECHAT_QR_SANDBOX=True, WECHAT_QR_APP_ID=None, WECHAT_QR_APP_SECRET=None)
+    text = in_wechat(app, WECOM).get("/auth/wechat/login",
+                                     query_string={"next": "/account?tab=资料&q=😀"}).text
+    link = ("http://localhost/auth/wechat/login?next=/account?tab%3D%E8%B5%84%E6%96%99"
+            "%26q%3D%F0%9F%98%80")
+    assert f'readonly value="{link}"' in text
+    business = make_app(WECHAT_QR_CALLBACK_URL="https://biz.example.com/wechat/done",
+                        WECHAT_QR_ID_TOKEN_SECRET="k7V9mQ2xT4rW8yZ1bN6cF3hJ5pL0sD2gA9eU4iO7wR1t")
+    resp = in_wechat(business, WECOM).get("/auth/wechat/login",
+                                          query_string={"state": "S1", "nonce": "N1"})
+    text = resp.get_data(as_text=True)
+    assert resp.status_code == 400 and 'data-error="WeComBrowser"' in text
+    assert "readonly value=" not in text and "S1" not in text and "N1" not in text
+
+
 @pytest.mark.parametrize("agent", [SAFARI_PHONE, ANDROID_CHROME])
 def test_a_phone_browser_gets_the_phone_page(app: Flask, agent: str) -> None:
     client = in_wechat(app, agent)
