@@ -682,13 +682,29 @@ _UNREADABLE_HASHES: weakref.WeakSet[type[object]] = weakref.WeakSet()
 _watched_models: weakref.WeakKeyDictionary[type[object], set[int]] = weakref.WeakKeyDictionary()
 
 
+#: Letters that case- and accent-insensitive collations take as other letters (MySQL's
+#: and MariaDB's Unicode collations: ``æ`` is ``ae``, ``ø`` is ``o``).
+_LETTER_EQUIVALENTS = str.maketrans({"æ": "ae", "œ": "oe", "ø": "o", "ł": "l", "đ": "d",
+                                     "ð": "d", "ı": "i", "ħ": "h", "ŧ": "t", "þ": "th"})
+#: Letters by category that show nothing (Hangul fillers), which collations ignore.
+_INVISIBLE_LETTERS = frozenset("\u115f\u1160\u3164\uffa0")
+
+
 def _folded(text: str) -> str:
-    """One spelling for every spelling a case- and accent-insensitive collation takes as
-    one (MariaDB's and MySQL's defaults find ``alice`` for ``Álice``, ``alïce`` or the
-    full-width ``ａｌｉｃｅ``): compatibility forms as their plain letters, accents and
-    invisible format characters gone, then case folded. Counted under the typed text
-    instead, each spelling had its own limit of wrong passwords for the one account."""
-    plain = unicodedata.normalize("NFKD", text)
-    kept = "".join(char for char in plain if not unicodedata.combining(char)
-                   and unicodedata.category(char) not in ("Cc", "Cf"))
-    return unicodedata.normalize("NFKC", kept).casefold()
+    """One spelling for the spellings a case- and accent-insensitive collation takes as one
+    (MariaDB's ``utf8mb4_general_ci`` finds ``alice`` for ``Álice`` or ``alïce``; its
+    Unicode collations and MySQL 8's ``utf8mb4_0900_ai_ci`` for the full-width
+    ``ａｌｉｃｅ`` or ``al\u200bice`` too): case folded, compatibility forms as their plain
+    letters, marks (accents, variation selectors), format and control characters gone,
+    a few letters as the letters those collations take them for, every character past the
+    Basic Multilingual Plane as one (``general_ci`` weighs them all alike), and the spaces
+    around it (collations ignore trailing ones). Counted under the typed text instead, each
+    spelling had its own limit of wrong passwords for the one account. Close, not exact
+    (``ß`` is ``ss`` here, ``s`` to ``general_ci``): a few spellings per account at most."""
+    kept = []
+    for char in unicodedata.normalize("NFKD", text.casefold()):
+        if unicodedata.category(char) in ("Mn", "Me", "Cf", "Cc") or char in _INVISIBLE_LETTERS:
+            continue
+        kept.append("\ufffd" if ord(char) > 0xFFFF else char)
+    folded = unicodedata.normalize("NFKC", "".join(kept)).casefold()
+    return folded.translate(_LETTER_EQUIVALENTS).strip()

@@ -635,11 +635,15 @@ def unbuildable_login_view(app: Flask, settings: Settings, base: str | None) -> 
                                           {"connection": connection})])
         if found is None:
             return None
-        with app.test_request_context(found[1][0][2], base_url=base):
+        _root, [(_key, _path, link_route)] = found
+        with app.test_request_context(link_route, base_url=base):
             try:
                 _run_site_url_preprocessors(app)
+            except Exception:  # the site's page hooks, not its login view: another matter
+                return None
+            try:
                 expand_login_view(view)  # a URL as it is, an endpoint through url_for
-            except Exception:  # what url_for, or the site's URL processors, raised
+            except Exception:  # what url_for, or the site's URL defaults, raised
                 return str(view)
     return None
 

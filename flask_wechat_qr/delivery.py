@@ -10,6 +10,7 @@ receivers answer with a response (``login_succeeded``) or audit what leaves the 
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import typing as t
 import weakref
@@ -27,11 +28,12 @@ from flask import (
 )
 from flask_login.utils import login_url
 from jinja2 import Environment, FileSystemLoader
+from werkzeug.routing import BuildError
 from werkzeug.wrappers import Response as BaseResponse
 
 from . import signals
 from .browsers import classify
-from .context import this_request
+from .context import this_app, this_request
 from .errors import (
     BindingExpired,
     DatabaseUnavailable,
@@ -59,6 +61,8 @@ if t.TYPE_CHECKING:
     from .login_state import BusinessParams, LoginData
     from .protocols import Identity, User
     from .settings import ConnectionSettings
+
+log = logging.getLogger("flask_wechat_qr")
 
 #: Endings of a login that a connection's business callback URL is told of (``error`` field), as an
 #: OAuth redirect URI is: the person's choice or the site's policy, which the business front
@@ -152,10 +156,11 @@ def set_browser_cookie(response: BaseResponse, name: str, value: str) -> None:
     ``SESSION_COOKIE_PARTITIONED`` (a browser that blocks other sites' cookies keeps a
     partitioned session cookie in the frame, but dropped these: every login there ended on
     "This login link is no longer valid")."""
-    config = current_app.config
+    app = this_app()
+    sessions = app.session_interface  # its own answers, where a site's overrides them
     response.set_cookie(name, value, secure=True, httponly=True, path="/",
-                        samesite=config.get("SESSION_COOKIE_SAMESITE") or "Lax",
-                        partitioned=bool(config.get("SESSION_COOKIE_PARTITIONED")))
+                        samesite=sessions.get_cookie_samesite(app) or "Lax",
+                        partitioned=sessions.get_cookie_partitioned(app))
 
 
 def binding_cookie_value(binding_id: str) -> str:
@@ -375,12 +380,24 @@ def other_login_url(next_url: str | None = None) -> str | None:
         view = getattr(getattr(current_app, "login_manager", None), "login_view", None)
         if not view or view.startswith("wechat_qr."):
             return None  # WeChat's own login is no other way to log in
+    return login_view_url(view, next_url)
+
+
+def login_view_url(view: str, next_url: str | None = None) -> str | None:
+    """Flask-Login's URL of ``view`` (a URL as it is, an endpoint through ``url_for``),
+    with ``next_url`` as its ``next``; ``None`` where it cannot be built on this page: an
+    endpoint that needs arguments, or the site's URL defaults raising here (a
+    ``/<lang_code>`` blueprint's, as Flask's docs write it, reads ``g.lang_code``, set only
+    on its own pages). A link the page leaves out, rather than a 500; the latter is logged,
+    with its traceback (``flask wechat-qr check`` says so too)."""
     try:
-        return str(login_url(view, next_url))  # a URL as it is, an endpoint through url_for
+        return str(login_url(view, next_url))
+    except BuildError:
+        return None
     except Exception:
-        # A login view named but not routable here (it needs arguments), or the site's URL
-        # defaults raising on the extension's pages (a /<lang_code> blueprint's, as Flask's
-        # docs write it, reads g.lang_code, set only on its own pages): no link, not a 500.
+        log.warning("Flask-Login's login view %r could not be built on this page of the "
+                    "login (your URL defaults raised): the page goes on without a link to "
+                    "it", view, exc_info=True)
         return None
 
 

@@ -112,12 +112,16 @@ class TooManyLoginsStarted(LoginError):
     business ``state``): a login long only for its ``next`` goes on without it."""
 
     status = 429
-    retry_after = 300  # "a few minutes": the waiting logins expire, or finish
     title = _l("Too many logins started")
     message = _l(
         "Too many WeChat logins were started from your network and not finished. Wait a few "
         "minutes, then start the login again."
     )
+
+    def __init__(self, *, retry_after: int | None = None) -> None:
+        super().__init__()
+        #: the waiting logins' lifetime (``WECHAT_QR_STATE_TTL``): by then they are gone
+        self.retry_after = retry_after
 
 
 class AccountDisabled(LoginError):
@@ -178,7 +182,6 @@ class BindingBlocked(LoginError):
     (``WECHAT_QR_BIND_BLOCK_SECONDS``), which the message names too."""
 
     status = 429
-    retry_after = 900
     title = _l("Too many attempts")
     message = _l(
         "Too many wrong usernames or passwords. Binding is blocked for a while; "
@@ -186,7 +189,7 @@ class BindingBlocked(LoginError):
     )
 
     def __init__(self, message: str | LazyText | None = None, *,
-                 retry_after: int = 900) -> None:
+                 retry_after: int | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
 

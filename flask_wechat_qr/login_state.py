@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import secrets
 import threading
 import time
@@ -304,13 +305,13 @@ class LoginStateStore:
         with self._engine.begin() as conn:
             self._purge_now_and_then(conn)
             if self._parked_at_least(conn, client, 0):
-                raise TooManyLoginsStarted()
+                raise TooManyLoginsStarted(retry_after=_seconds_until(expires_at))
             conn.execute(self._insert, {"key": key, "value": value, "expires_at": expires_at})
         with self._engine.connect() as conn:  # counts include this row
             over = self._parked_at_least(conn, client, 1)
         if over:
             self.delete(key)
-            raise TooManyLoginsStarted()
+            raise TooManyLoginsStarted(retry_after=_seconds_until(expires_at))
 
     def _parked_at_least(self, conn: Executor, client: str, more: int) -> bool:
         """Whether ``client``, or everyone, has ``more`` rows parked beyond the limit."""
@@ -641,6 +642,12 @@ def _forget_oldest_states(store: LoginStateStore, session: SessionMixin) -> None
         marker = session.pop(key)
         if isinstance(marker, dict) and "data" not in marker:
             store.delete(_parked_key(marker, key))  # parked: its row goes too
+
+
+def _seconds_until(moment: float) -> int:
+    """Whole seconds from now until ``moment`` (at least one): when a parked login started
+    now would expire, and with it those already waiting."""
+    return max(1, math.ceil(moment - time.time()))
 
 
 def _inline_login(marker: dict[str, t.Any]) -> LoginData | None:

@@ -345,20 +345,16 @@ def _log_in_first() -> BaseResponse:
     "Log in first" page (also for a login view that cannot be built here), which leads to
     the site's other login where it has one (:func:`~.delivery.other_login_url`)."""
     manager = getattr(current_app, "login_manager", None)
-    if manager is not None and (manager.unauthorized_callback or manager.login_view
-                                or request.blueprint in manager.blueprint_login_views):
-        try:
-            return t.cast(BaseResponse, manager.unauthorized())
-        except BuildError:  # a login view named but not routable here (e.g. needs arguments)
-            pass
-        except Exception as error:
-            if manager.unauthorized_callback is not None:
-                raise  # the site's own handler's error: its 500, its traceback
-            # Building the login view's URL: the site's URL defaults raised on this page (a
-            # /<lang_code> blueprint's, as Flask's docs write it, reads g.lang_code).
-            log.info("Flask-Login's login view could not be built on the link page: %s",
-                     type(error).__name__)
-    raise NotLoggedIn()
+    if manager is None:
+        raise NotLoggedIn()
+    view = manager.blueprint_login_views.get(request.blueprint) or manager.login_view
+    if manager.unauthorized_callback is None:
+        if not view or delivery.login_view_url(view) is None:
+            raise NotLoggedIn()
+    try:
+        return t.cast(BaseResponse, manager.unauthorized())
+    except BuildError:  # a login view named but not routable here (e.g. needs arguments)
+        raise NotLoggedIn() from None
 
 
 # --- finishing it --------------------------------------------------------------------------

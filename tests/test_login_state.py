@@ -188,10 +188,11 @@ def test_expired_rows_are_purged_now_and_then(store: LoginStateStore,
     assert "short" in _keys(store)
 
 
-def test_callbacks_purge_now_and_then(app: Flask, store: LoginStateStore,
-                                     clock: Clock) -> None:
-    """Callbacks purge (in a transaction of their own, never in the login's, which may roll
-    back), after taking the state: starting a login writes nothing, nor does taking it."""
+def test_the_store_purges_now_and_then(app: Flask, store: LoginStateStore,
+                                      clock: Clock) -> None:
+    """The store's purge (in a transaction of its own, never in the login's, which may roll
+    back), at most once a minute: starting a login writes nothing, nor does taking its
+    state (callbacks purge after it: tests/test_purge.py)."""
     wx = login_states(app)
     with app.test_request_context("/auth/wechat/login"):
         assert _use(store, "old", expires_at=_in(60))

@@ -7,8 +7,10 @@ session 34)."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
+import pytest
 from flask import Blueprint, Flask, g
 from support import SAFARI_PHONE, error_name
 
@@ -42,15 +44,20 @@ def language_site(tmp_path: Path, *, app_level: bool = False) -> Flask:
     return app
 
 
-def test_the_login_pages_that_offer_the_sites_login_answer_without_it(tmp_path: Path) -> None:
+def test_the_login_pages_that_offer_the_sites_login_answer_without_it(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """The phone's page, linking while logged out and the bind page with nothing pending
     were 500s; they are the extension's pages, with no link to the site's login where it
-    cannot be built there, and ``flask wechat-qr check`` says why (it ended on the same
-    ``AttributeError``, with no report)."""
+    cannot be built there (the log says why, with the traceback), and ``flask wechat-qr
+    check`` says so too (it ended on the same ``AttributeError``, with no report)."""
     app = language_site(tmp_path)
-    phone = app.test_client().get("/auth/wechat/login", headers={"User-Agent": SAFARI_PHONE})
+    with caplog.at_level(logging.WARNING, logger="flask_wechat_qr"):
+        phone = app.test_client().get("/auth/wechat/login",
+                                      headers={"User-Agent": SAFARI_PHONE})
     assert phone.status_code == 200
     assert "/zh/" not in phone.get_data(as_text=True)
+    [record] = [r for r in caplog.records if "could not be built" in r.getMessage()]
+    assert record.exc_info is not None and record.exc_info[0] is AttributeError
     link = app.test_client().get("/auth/wechat/link")
     assert link.status_code == 401 and error_name(link) == "NotLoggedIn"
     bind = app.test_client().get("/auth/bind")
@@ -64,6 +71,19 @@ def test_the_login_pages_that_offer_the_sites_login_answer_without_it(tmp_path: 
     assert check.exception is None or isinstance(check.exception, SystemExit), check.output
     assert "login_view 'main.index' cannot be built here" in check.output, check.output
     assert "g.get(\"lang_code\"" in check.output
+
+
+def test_a_sites_own_unauthorized_handler_that_fails_is_its_own_error(tmp_path: Path) -> None:
+    """Only the login view's URL is passed by where it cannot be built: the site's own
+    ``unauthorized_handler`` failing stays its error (its 500, with its traceback)."""
+    app = language_site(tmp_path)
+
+    @app.login_manager.unauthorized_handler  # type: ignore[attr-defined]
+    def unauthorized() -> str:
+        raise RuntimeError("the site's own mistake")
+
+    with pytest.raises(RuntimeError, match="the site's own mistake"):
+        app.test_client().get("/auth/wechat/link")  # TESTING: raised, not a 500 page
 
 
 def test_the_app_level_variant_is_not_reported(tmp_path: Path) -> None:
