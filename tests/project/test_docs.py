@@ -411,12 +411,20 @@ def test_the_id_token_receiver_verifies_a_real_login(tmp_path: Path, site_ahead:
         user_id = session["user_id"]
     with site.app_context():
         assert site.db.session.get(site.User, int(user_id)).nickname == "张三🐼"
-    # The same token again, even with the right state and nonce, is a replay.
-    with receiver.session_transaction() as session:
+    # The same post again in this browser (a reload, Back to WeChat's consent sheet): on,
+    # as logged in already (it was a 400: a helper's phone hunt, session 34).
+    again = receiver.post("/wechat/done", data=fields)
+    assert again.status_code == 302 and again.headers["Location"] == "/"
+    assert remembered == [True, False]
+    # The same token in another browser, even with the right state and nonce: a replay.
+    other = namespace["app"].test_client()
+    with other.session_transaction() as session:
         session["wechat_state"] = fields["state"]
         session["wechat_nonce"] = parse_qs(start.query)["nonce"][0]
-    assert receiver.post("/wechat/done", data=fields).status_code == 400
-    assert remembered == [True, False]  # refused as a replay, not for another reason
+    assert other.post("/wechat/done", data=fields).status_code == 400
+    assert remembered == [True, False, False]  # refused as a replay, not for another reason
+    with other.session_transaction() as session:
+        assert "user_id" not in session
 
 
 def test_the_id_token_receiver_in_the_login_sites_own_app(tmp_path: Path) -> None:
@@ -462,7 +470,11 @@ def test_the_id_token_receiver_in_the_login_sites_own_app(tmp_path: Path) -> Non
                   if tag.get("type") == "hidden"}
         assert form["action"] == issuer + "/wechat/done" and set(fields) == {"id_token", "state"}
         done = browser.post(t.cast(str, form["action"]), data=fields)
-        return done, browser.get(issuer + "/").get_data(as_text=True)
+        home = browser.get(issuer + "/").get_data(as_text=True)
+        reposted.append(browser.post(t.cast(str, form["action"]), data=fields))
+        return done, home
+
+    reposted: list[t.Any] = []  # each login's form posted again (a reload, Back)
 
     def in_session(app: Flask, namespace: dict[str, t.Any]) -> None:  # the docs' first one
         app.add_url_rule("/login", view_func=namespace["login"])
@@ -479,6 +491,8 @@ def test_the_id_token_receiver_in_the_login_sites_own_app(tmp_path: Path) -> Non
     assert done.status_code == 302, done.get_data(as_text=True)
     assert done.headers["Location"] == "/"
     assert "logged in as" in home and "张三🐼" in home
+    # Posted again in the same browser: on, as logged in already (it was a 400).
+    assert reposted[-1].status_code == 302 and reposted[-1].headers["Location"] == "/"
 
 
 def test_the_pyjwt_verify_of_the_docs_verifies_a_real_login(
