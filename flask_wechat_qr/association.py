@@ -301,10 +301,12 @@ class AssociationPolicy:
             select.order_by(IdentityModel.id).limit(1)).scalar_one_or_none()
         return identity
 
-    def unlink(self, connection: ConnectionSettings, user: User) -> list[Identity]:
+    def unlink(self, connection: ConnectionSettings, user: User,
+               usable: t.Container[str]) -> list[Identity]:
         """Remove the user's identities of ``connection`` (the one WeChat account, by
         each app's openid) in the caller's transaction, unless WeChat is their last way
-        in."""
+        in. ``usable``: the connections configured now; an identity of one removed from the
+        settings is no way in (its login page is a 404)."""
         # Two unlinks of one user at once must not each see the other's identity and leave
         # none: touching the user's identity rows first takes their write locks (the rows' on
         # PostgreSQL and MariaDB, the database's on SQLite), so the second waits for the first
@@ -319,7 +321,9 @@ class AssociationPolicy:
         removed = [i for i in identities if i.connection == connection.identifier]
         if not removed:
             raise NotLinked()
-        if len(removed) == len(identities) and not self.adapter.has_password(user):
+        left = [i for i in identities
+                if i.connection != connection.identifier and i.connection in usable]
+        if not left and not self.adapter.has_password(user):
             raise LastLoginMethod()
         for identity in removed:
             self.db.session.delete(identity)

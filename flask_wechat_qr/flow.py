@@ -754,7 +754,8 @@ class LoginFlow:
     def unlink(self, connection: ConnectionSettings, user: User) -> list[Identity]:
         """Unlink ``user``'s WeChat of ``connection`` (never their last way in): its
         identity of each app, each told to ``identity_unlinked``."""
-        identities = self._in_transaction(lambda: self.policy.unlink(connection, user))
+        identities = self._in_transaction(
+            lambda: self.policy.unlink(connection, user, self.settings.connections))
         for identity in identities:
             signals.send(signals.identity_unlinked, user=user, identity=identity,
                          connection=connection)

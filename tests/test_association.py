@@ -988,6 +988,21 @@ def test_unlink_lands_on_the_post_login_url_without_a_local_next(make_app: t.Any
     assert resp.headers["Location"] == "/"
 
 
+def test_a_wechat_of_a_connection_no_longer_configured_is_no_way_in(make_app: t.Any) -> None:
+    """A WeChat-only user with identities of two connections, one since removed from the
+    settings (its login page is a 404): unlinking the other left them no way in, and was
+    allowed, the removed one counted (a helper's hunt, session 34)."""
+    app = host_app(make_app)
+    carol = add_user(app, username="carol")  # no password
+    link_identity(app, carol, connection="wechat")
+    link_identity(app, carol, openid=OPENID_2, connection="removed-since")
+    client = app.test_client()
+    log_in(client, carol)
+    resp = client.post("/auth/wechat/unlink", data={"csrf_token": csrf_token_of(client)})
+    assert resp.status_code == 409 and error_name(resp) == "LastLoginMethod"
+    assert sorted(c for c, _o, _u in identity_links(app)) == ["removed-since", "wechat"]
+
+
 def test_unlinking_the_last_way_in_is_refused(make_app: t.Any, wechat_api: t.Any) -> None:
     app = host_app(make_app)
     client = app.test_client()
