@@ -377,6 +377,13 @@ class AccountAdapter(t.Generic[UserT]):
         if not flask_login.login_user(user):
             raise AccountDisabled()
 
+    def refuses_login(self, user: UserT) -> bool:
+        """Whether :meth:`login_user` would refuse ``user``, asked before a binding writes:
+        an inactive user (Flask-Login's ``is_active``), where ``login_user`` is this
+        default one (a site's own may decide otherwise, and is asked after)."""
+        return (type(self).login_user is AccountAdapter.login_user
+                and not getattr(user, "is_active", True))
+
     # --- language --------------------------------------------------------------------
 
     def select_locale(self) -> str | None:

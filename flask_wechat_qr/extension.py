@@ -11,6 +11,7 @@ from authlib.integrations.flask_client import OAuth
 from flask import Flask, Response, current_app, request
 from flask.sessions import SecureCookieSessionInterface
 from flask.signals import request_finished
+from flask_login import user_logged_in, user_logged_out
 
 from .adapter import (
     AccountAdapter,
@@ -37,7 +38,7 @@ from .client import OfficialAccountClient, WeChatClient
 from .csrf import csrf_token
 from .database_pools import keep_connections_per_process
 from .errors import ConfigurationError
-from .flow import LoginFlow
+from .flow import LoginFlow, forget_pending_binding
 from .forked_child import start_afresh_if_forked_unseen
 from .i18n import LazyText, lazy_display_name
 from .i18n import lazy_gettext as _l
@@ -158,6 +159,8 @@ class WeChatQR:
         # Whatever SESSION_COOKIE_SAMESITE says: a Lax or Strict cookie stays home from
         # another site's requests, but a sibling sub-domain's (same site) carry it too.
         request_finished.connect(no_credentialed_reads_last, app)
+        user_logged_in.connect(forget_pending_binding, app)
+        user_logged_out.connect(forget_pending_binding, app)
         _serve_verify_files(app, settings)
         app.context_processor(_template_context)
         app.add_template_global(csrf_token, "wechat_qr_csrf_token")

@@ -637,7 +637,11 @@ class LoginFlow:
         return self._finish_binding(pending, resolution)
 
     def bind_account(self, pending: PendingLogin, user: User) -> Outcome:
-        """"Bind to my existing account", once ``user`` proved it is theirs."""
+        """"Bind to my existing account", once ``user`` proved it is theirs. An account the
+        site would not log in (disabled) gets no WeChat: :class:`AccountDisabled` before
+        anything is written (the WeChat would log in to it once it is enabled again)."""
+        if self.adapter.refuses_login(user):
+            raise AccountDisabled()
         resolution = self._in_transaction(
             lambda: self.bindings.bind_account(pending.connection, pending.binding_id, user))
         return self._finish_binding(pending, resolution)
@@ -677,6 +681,11 @@ class LoginFlow:
         except LoginError as error:
             self._tell_created_and_linked(connection, resolution)
             return self._refused(error, resolution.created_user, connection, login)
+        except Exception:
+            # The site's hook failed (its 500): what the login committed stays, and the
+            # next login is a returning one, so this is the signals' only chance.
+            self._tell_created_and_linked(connection, resolution)
+            raise
         self._tell_created_and_linked(connection, resolution)
         return LoggedIn(connection, resolution.user, resolution.identity,
                         login.next_url or self.settings.post_login_url, auth_time,
@@ -925,6 +934,14 @@ _QUOTED_VALUES = (re.compile(r"(?i)(duplicate entry )'.*?'( for key)"),
                   re.compile(r"(?i)(incorrect \w+ value: )'.*?'( for column)"),
                   re.compile(r"(?i)(duplicate key value is )\(.*?\)()"),
                   re.compile(r"(identity key )\(.*\)( conflicts)"))
+
+
+def forget_pending_binding(_sender: t.Any, **_extra: t.Any) -> None:
+    """Flask-Login's ``user_logged_in`` and ``user_logged_out`` (connected by ``init_app``):
+    a WeChat left waiting on the bind page goes with the session's person. Kept past the
+    site's own logout (or someone else's login) at a shared computer, the next person's
+    password on that page linked the earlier person's WeChat to their account."""
+    session.pop(PENDING_BINDING_KEY, None)
 
 
 def database_unavailable(error: BaseException) -> DatabaseUnavailable:

@@ -879,6 +879,57 @@ def test_what_an_accented_spelling_finds_is_the_databases_to_say(
         assert resp.status_code == 400 and all_identities(app) == []
 
 
+def test_a_disabled_account_gets_no_wechat_from_the_bind_page(
+        make_app: t.Any, wechat_api: t.Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The right password of an account the site disabled (``is_active`` false): the
+    WeChat was bound to it and ``identity_linked`` sent, and only then was the login
+    refused, so that WeChat logged in to it as soon as it was enabled again (a helper's
+    hunt, session 34). Refused now before anything is written."""
+    app = ask_app(make_app)
+    add_user(app, username="banned", password="banned-pw")
+    monkeypatch.setattr(app.User, "is_active", property(lambda user: user.username != "banned"))
+    client = app.test_client()
+    arrive(client, wechat_api)
+    _h, token = bind_page(client)
+    with recording(app, "identity_linked", "user_created") as events:
+        resp = bind_as(client, token, "banned", "banned-pw")
+    assert resp.status_code == 403 and error_name(resp) == "AccountDisabled"
+    assert events == [] and all_identities(app) == []
+    assert logged_in_user_id(client) is None
+    assert len(pending_rows(app)) == 1 and not pending_rows(app)[0].used
+
+
+@pytest.mark.parametrize("how", ["logout", "login"])
+def test_the_sites_own_login_or_logout_ends_a_waiting_binding(
+        make_app: t.Any, wechat_api: t.Any, how: str) -> None:
+    """A WeChat left waiting on the bind page at a shared computer: after the site's own
+    logout (or someone's login there), the next person's password on that page linked the
+    earlier person's WeChat to their account (a helper's hunt, session 34). Flask-Login's
+    ``user_logged_in`` and ``user_logged_out`` take it out of the session."""
+    import flask_login
+
+    app = ask_app(make_app)
+    bob = add_user(app, username="bob", password="bob-pw")
+
+    @app.route("/site-login")
+    def site_login() -> str:
+        flask_login.login_user(app.db.session.get(app.User, bob))  # type: ignore[attr-defined]
+        return "in"
+
+    @app.route("/site-logout")
+    def site_logout() -> str:
+        flask_login.logout_user()
+        return "out"
+
+    shared = app.test_client()
+    arrive(shared, wechat_api)  # the earlier person's WeChat waits
+    bind_page(shared)
+    assert shared.get(f"/site-{how}").status_code == 200
+    page = shared.get("/auth/bind")
+    assert page.status_code == 400 and error_name(page) == "BindingExpired"
+    assert all_identities(app) == []
+
+
 def test_attempts_keep_no_typed_username(make_app: t.Any, wechat_api: t.Any) -> None:
     """People type passwords into the username field: the attempt keeps only a hash."""
     app = ask_app(make_app)

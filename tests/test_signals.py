@@ -289,3 +289,33 @@ def test_a_receiver_returning_something_else_is_ignored(app: t.Any, client: t.An
         resp = login_with_wechat(client, wechat_api, next="/account")
     assert resp.status_code == 302
     assert resp.headers["Location"] == "/account"
+
+
+def test_a_first_login_whose_login_user_hook_fails_still_tells_of_what_it_made(
+        make_app: t.Any, wechat_api: t.Any) -> None:
+    """The site's ``login_user`` raising (not a login error: its 500) after the login
+    committed its new user and identity: ``user_created`` and ``identity_linked`` were
+    never sent, and the next login, a returning one, never sends them (a helper's hunt,
+    session 34). They are sent, then the error goes on as it was."""
+    import pytest
+
+    from flask_wechat_qr.runtime import runtime_of
+
+    app = make_app()
+    created, linked = Recorder(), Recorder()
+    signals.user_created.connect(created, app)
+    signals.identity_linked.connect(linked, app)
+    adapter = runtime_of(app).adapter
+
+    def failing_login_user(user: t.Any) -> None:
+        raise RuntimeError("the site's hook failed")
+
+    adapter.login_user = failing_login_user  # type: ignore[method-assign]
+    try:
+        with pytest.raises(RuntimeError, match="the site's hook failed"):
+            login_with_wechat(app.test_client(), wechat_api)  # TESTING: raised, not a 500
+    finally:
+        del adapter.login_user  # type: ignore[method-assign]
+    (user,) = all_users(app)
+    assert [kw["user_seen"]["id"] for _s, kw in created.calls] == [user.id]
+    assert [kw["via"] for _s, kw in linked.calls] == ["signup"]
