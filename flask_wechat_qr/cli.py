@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
+from sqlalchemy.exc import SQLAlchemyError
 
 from .checks import (
     Deployment,
@@ -25,8 +26,10 @@ from .checks import (
     run_checks,
     warning,
 )
+from .flow import database_unavailable
 from .runtime import find_runtime
 from .sandbox.options import SANDBOX_OPTIONS
+from .transactions import is_unreachable
 
 if t.TYPE_CHECKING:
     import sqlalchemy as sa
@@ -64,6 +67,9 @@ def upgrade_command(revision: str, sql: bool, ignore_default_bind: bool) -> None
                                     ignore_default_bind=ignore_default_bind)
     except (migrations.MigrationError, CommandError) as exc:
         raise click.ClickException(str(exc)) from None
+    except SQLAlchemyError as exc:
+        _raise_if_out_of_reach(exc, " (--sql reads its revision there too)" if sql else "")
+        raise
     head = migrations.head_revision()
     if sql:
         if result.before is not None and result.before == (head if revision == "head"
@@ -111,9 +117,14 @@ def current_command() -> None:
     """Show the revision of the extension's tables in this app's database."""
     from . import migrations
 
-    current = migrations.current_revision()
+    try:
+        current = migrations.current_revision()
+        unversioned = current is None and migrations.unversioned_tables()
+    except SQLAlchemyError as exc:
+        _raise_if_out_of_reach(exc)
+        raise
     head = migrations.head_revision()
-    if current is None and migrations.unversioned_tables():
+    if unversioned:
         click.echo("Flask-WeChat-QR tables: made by db.create_all(), no revision recorded "
                    "yet (`flask wechat-qr db upgrade` adopts them when they match this "
                    "version).")
@@ -142,8 +153,26 @@ def stamp_command(revision: str, ignore_default_bind: bool) -> None:
         result = migrations.stamp(revision=revision, ignore_default_bind=ignore_default_bind)
     except (migrations.MigrationError, CommandError) as exc:
         raise click.ClickException(str(exc)) from None
+    except SQLAlchemyError as exc:
+        _raise_if_out_of_reach(exc)
+        raise
     click.echo(f"Flask-WeChat-QR tables: recorded as {result.after} "
                f"(was {result.before or '(none)'}).")
+
+
+def _raise_if_out_of_reach(error: SQLAlchemyError, note: str = "") -> None:
+    """One paragraph, not a traceback, where the database cannot be reached at all (down,
+    refusing the account, a wrong host or port): what it said, and what to check."""
+    if is_unreachable(error):
+        raise click.ClickException(
+            f"the database cannot be reached{note}: {database_unavailable(error).reason}. "
+            f"{_REACH_FIX}") from None
+
+
+#: What to check where the database cannot be reached.
+_REACH_FIX = ("Check that the database server is running and reachable from this machine, "
+              "and that SQLALCHEMY_DATABASE_URI's host, port, account, password and "
+              "database name are right")
 
 
 def _describe(revision: str | None, head: str) -> str:
@@ -313,8 +342,14 @@ def _foreign_key_findings(app: Flask) -> tuple[Finding, ...]:
     try:
         status = migrations.foreign_key_status(app)
     except sa.exc.SQLAlchemyError as exc:
+        reason = database_unavailable(exc).reason
+        if is_unreachable(exc):
+            return (problem(f"the database cannot be reached ({reason}): every WeChat login "
+                            "ends on the page that says so (503)",
+                            f"{_REACH_FIX[0].lower()}{_REACH_FIX[1:]}; then run the check "
+                            "again"),)
         return (warning(f"the database could not be read to check the identities' foreign "
-                        f"key to your users ({type(exc).__name__})",
+                        f"key to your users ({reason})",
                         "check SQLALCHEMY_DATABASE_URI and run the check again"),)
     if status.state == "off":
         click.echo(f"Identities' foreign key to your users: off ({status.detail}); a user "
@@ -573,6 +608,9 @@ def sandbox_command(**options: t.Any) -> None:
     and WECHAT_QR_API_BASE_URL at the address it prints and use its AppID and AppSecret.
     Stop it with Ctrl-C.
     """
-    from .sandbox.__main__ import serve
+    from .sandbox.__main__ import SandboxSetupError, serve
 
-    serve(**options, echo=click.echo)
+    try:
+        serve(**options, echo=click.echo)
+    except SandboxSetupError as error:
+        raise click.ClickException(str(error)) from None

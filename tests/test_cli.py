@@ -29,6 +29,7 @@ from support import (
     ROOT,
     SANDBOX_APP_ID,
     SANDBOX_APP_SECRET,
+    database_out_of_reach,
     free_port,
     set_journal_mode,
 )
@@ -352,20 +353,43 @@ def test_sqlite_in_memory_has_no_journal_to_warn_of(make_app: t.Callable[..., Fl
     assert result.output.splitlines()[-1] == "Summary: no problems.", result.output
 
 
-def test_a_database_that_cannot_be_opened_is_no_journal_warning(
+def test_a_database_that_cannot_be_opened_is_a_problem_not_a_journal_warning(
         make_app: t.Callable[..., Flask]) -> None:
-    """The check still runs to its end; the foreign key's warning says the database could
-    not be read."""
+    """The check runs to its end and fails: with no database, every login would end on the
+    page that says so (it passed, exit 0, with a warning that gave the error's class only:
+    a helper's deployment hunt, session 34). The database's own words are in it."""
     app = make_app()
     with app.app_context():
         path = Path(app.extensions["sqlalchemy"].engine.url.database)
     path.unlink()
     path.mkdir()  # a folder where the file was: SQLite cannot open it
     result = check(app, "--base-url", PUBLIC)
-    assert result.exit_code == 0, result.output
-    [warning] = warnings_of(result.output)
-    assert "the database could not be read" in warning
-    assert result.output.splitlines()[-1] == "Summary: no problems, 1 warning."
+    assert result.exit_code == 1, result.output
+    [found] = problems(result.output)
+    assert "the database cannot be reached (OperationalError: unable to open database " \
+           "file)" in found and "SQLALCHEMY_DATABASE_URI" in found
+    assert warnings_of(result.output) == []
+    assert result.output.splitlines()[-1].startswith("Summary: 1 problem;")
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql", "mariadb"], indirect=True)
+@pytest.mark.parametrize("command", [["db", "upgrade"], ["db", "upgrade", "--sql"],
+                                     ["db", "current"], ["db", "stamp", "head"]])
+def test_the_db_commands_say_a_database_out_of_reach_in_a_paragraph(
+        make_app: t.Callable[..., Flask], tmp_path: Path, command: list[str],
+        database: t.Any) -> None:
+    """Each was a traceback of some 140 lines (a helper's deployment hunt, session 34)."""
+    app = make_app()
+    with app.app_context():
+        engine = app.extensions["sqlalchemy"].engine
+    with database_out_of_reach(engine, tmp_path):
+        result = app.test_cli_runner().invoke(args=["wechat-qr", *command])
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit), result.exception
+    [line] = [line for line in result.output.splitlines() if line.startswith("Error: ")]
+    assert line.startswith("Error: the database cannot be reached")
+    assert re.search(r"Connection refused|unable to open database file|Can't connect", line)
+    assert "SQLALCHEMY_DATABASE_URI" in line and "Traceback" not in result.output
 
 
 # --- flask wechat-qr sandbox --------------------------------------------------------------
@@ -510,6 +534,34 @@ def _get(url: str, lang: str) -> str:
     request = urllib.request.Request(url, headers={"Accept-Language": lang})
     with urllib.request.urlopen(request, timeout=5) as response:
         return str(response.read().decode("utf-8"))
+
+
+@pytest.mark.parametrize("options,said", [
+    (["--callback-domain", "localhost:5000"],
+     "Error: --callback-domain 'localhost:5000' has a port, but the authorization callback "
+     "domain is a bare host name"),
+    (["--callback-domain", "http://localhost"], "has a scheme"),
+    (["--database", "sqlite:////nonexistent-folder-of-the-tests/x.db"],
+     "Error: --database sqlite:////nonexistent-folder-of-the-tests/x.db cannot be used: "
+     "unable to open database file."),
+    (["--database", "postgresql+psycopg://user:hunter2@127.0.0.1:1/nowhere"],
+     "Error: --database postgresql+psycopg://user:***@127.0.0.1:1/nowhere cannot be used: "),
+], ids=["port", "scheme", "sqlite-folder", "server-down"])
+def test_the_sandbox_refuses_what_it_cannot_start_with_in_a_line(
+        make_app: t.Callable[..., Flask], options: list[str], said: str) -> None:
+    """A callback domain with a port made every login end on error 10003 (the banner said
+    "open your site at http://localhost:5000:<its port>/"), and a database it cannot use
+    was a traceback of some 140 lines (a helper's deployment hunt, session 34): one line
+    each, before anything is served, by both entry points."""
+    result = make_app().test_cli_runner().invoke(
+        args=["wechat-qr", "sandbox", "--port", "-1", *options])  # never served
+    assert result.exit_code == 1 and said in result.output, result.output
+    assert "Traceback" not in result.output and "hunter2" not in result.output
+    standalone = subprocess.run(
+        [sys.executable, "-m", "flask_wechat_qr.sandbox", "--port", "-1", *options],
+        capture_output=True, text=True, timeout=60, env=_environ())
+    assert standalone.returncode == 1 and said in standalone.stderr, standalone.stderr
+    assert "Traceback" not in standalone.stderr
 
 
 def test_sandbox_command_has_the_options_of_python_m(make_app: t.Callable[..., Flask]) -> None:

@@ -11,6 +11,8 @@ import argparse
 import secrets
 import typing as t
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from werkzeug.serving import make_server
 
 from .mount import create_sandbox_app
@@ -31,15 +33,26 @@ def serve(*, host: str, port: int, app_id: str, app_secret: str | None,
     Without ``name`` (``oa_name``) the application has its built-in name, shown in each
     page's language."""
     say = echo or _print
+    problem = callback_domain_problem(callback_domain)
+    if problem is not None:
+        raise SandboxSetupError(problem)
     made = app_secret is None
     app_secret = app_secret if app_secret is not None else secrets.token_urlsafe(18)
     oa_made = oa_app_secret is None
     oa_app_secret = oa_app_secret if oa_app_secret is not None else secrets.token_urlsafe(18)
-    app = create_sandbox_app(
-        [SandboxApp(app_id, app_secret, name or SANDBOX_APP_NAME, callback_domain),
-         SandboxApp(oa_app_id, oa_app_secret, oa_name or SANDBOX_OA_NAME, callback_domain,
-                    kind=OFFICIAL_ACCOUNT)],
-        database_uri=database, public_url=public_url)
+    try:
+        app = create_sandbox_app(
+            [SandboxApp(app_id, app_secret, name or SANDBOX_APP_NAME, callback_domain),
+             SandboxApp(oa_app_id, oa_app_secret, oa_name or SANDBOX_OA_NAME, callback_domain,
+                        kind=OFFICIAL_ACCOUNT)],
+            database_uri=database, public_url=public_url)
+    except (SQLAlchemyError, ArgumentError) as error:
+        reason = (str(getattr(error, "orig", None) or error).strip().splitlines() or ["?"])[0]
+        raise SandboxSetupError(
+            f"--database {_shown(database)} cannot be used: {reason}. Give a SQLite file "
+            "whose folder exists and can be written (sqlite:///wechat-qr-sandbox.db, the "
+            "default), or the URL of a database server that is running and reachable"
+        ) from None
     # Keep-alive, as WeChat's servers: the extension's pooled session is exercised.
     server = make_server(host, port, app, threaded=True, request_handler=KeepAliveHandler)
     for line in startup_lines(host=host, port=port, app_id=app_id,
@@ -85,6 +98,36 @@ def startup_lines(*, host: str, port: int, app_id: str, app_secret: str | None,
     ]
 
 
+class SandboxSetupError(Exception):
+    """An option the sandbox cannot start with: what is wrong and what to give instead
+    (each entry point says it in one line, exit status 1)."""
+
+
+def callback_domain_problem(value: str) -> str | None:
+    """Why ``value`` is no bare host name (a scheme, a port or a path: then every login
+    ended on WeChat's error 10003, the redirect URI's host never equal to it), or
+    ``None``."""
+    text = value.strip()
+    host = text.split("://", 1)[-1]
+    extras = [what for what, found in (
+        ("a scheme", "://" in text),
+        ("a port", ":" in host.split("/", 1)[0].rsplit("]", 1)[-1]),
+        ("a path", any(mark in host for mark in "/?#"))) if found]
+    if not extras and host:
+        return None
+    return (f"--callback-domain {value!r} has {' and '.join(extras) or 'no host'}, but the "
+            "authorization callback domain is a bare host name: give e.g. localhost, and "
+            "open your site at http://localhost:<its port>/")
+
+
+def _shown(url: str) -> str:
+    """A database URL as it may be printed (its password hidden)."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return repr(url)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m flask_wechat_qr.sandbox",
                                      description="Simulated WeChat Open Platform")
@@ -92,7 +135,10 @@ def main(argv: list[str] | None = None) -> None:
         parser.add_argument(option.flag, default=option.default, type=option.type,
                             help=option.help)
     args = parser.parse_args(argv)
-    serve(**vars(args))
+    try:
+        serve(**vars(args))
+    except SandboxSetupError as error:
+        raise SystemExit(f"Error: {error}") from None
 
 
 def _print(line: str) -> None:
