@@ -71,12 +71,15 @@ def upgrade_command(revision: str, sql: bool, ignore_default_bind: bool) -> None
         _raise_if_out_of_reach(exc, " (--sql reads its revision there too)" if sql else "")
         raise
     head = migrations.head_revision()
+    target = head if revision == "head" else revision
+    past = result.before is not None and migrations.is_past(result.before, target)
     if sql:
-        if result.before is not None and result.before == (head if revision == "head"
-                                                           else revision):
+        if result.before is not None and (result.before == target or past):
             # Printed from the database's own revision on: nothing, and no one would know why.
             click.echo(f"Flask-WeChat-QR tables: the database is at "
-                       f"{_describe(result.before, head)} already; no SQL to print.", err=True)
+                       f"{_describe(result.before, head)}"
+                       f"{f', past {target}' if past else ''} already; no SQL to print"
+                       f"{' (an upgrade never goes back)' if past else ''}.", err=True)
         return
     if result.adopted:
         click.echo(f"Flask-WeChat-QR tables: found tables made by create_all that match "
@@ -85,7 +88,8 @@ def upgrade_command(revision: str, sql: bool, ignore_default_bind: bool) -> None
         click.echo(f"Flask-WeChat-QR tables: upgraded from {result.before or '(none)'} to "
                    f"{_describe(result.after, head)}.")
     else:
-        click.echo(f"Flask-WeChat-QR tables: already at {_describe(result.after, head)}; "
+        click.echo(f"Flask-WeChat-QR tables: already at {_describe(result.after, head)}"
+                   f"{f', past {target} (an upgrade never goes back)' if past else ''}; "
                    "nothing to do.")
     if result.foreign_key is not None:
         _echo_foreign_key_change(result.foreign_key)

@@ -858,8 +858,10 @@ class LoginFlow:
                 elif error.connection_invalidated and not lost and not hosts_writes:
                     lost = True
                     log.warning("the database connection of a login was lost (%s); trying "
-                                "again on a new one (pool_pre_ping avoids this: docs, "
-                                "deploying)", _database_reason(error))
+                                "again on a new one (one the server closed while it sat in "
+                                "the pool, pool_pre_ping avoids: docs, deploying; one lost "
+                                "under a statement, a restart mid-query, nothing does)",
+                                _database_reason(error))
                 elif transactions.is_busy(error):
                     # Once more after a pause: a transaction that had read before it wrote
                     # (where the host begins them at the first read) is refused at once while

@@ -433,6 +433,24 @@ def test_cli_upgrade_sql_at_head_says_there_is_nothing_to_print(host: Flask) -> 
             in result.stderr)
 
 
+def test_an_upgrade_to_a_revision_the_database_is_past_says_it_goes_no_back(
+        host: Flask) -> None:
+    """``db upgrade 0003`` on tables at head said "already at ... nothing to do", and with
+    ``--sql`` printed an empty transaction and nothing else (a helper's deployment hunt,
+    session 34): both say the database is past it, and that an upgrade never goes back."""
+    separate = "mix_stderr" in inspect.signature(CliRunner.__init__).parameters
+    runner = host.test_cli_runner(**({"mix_stderr": False} if separate else {}))
+    assert runner.invoke(args=["wechat-qr", "db", "upgrade"]).exit_code == 0
+    result = runner.invoke(args=["wechat-qr", "db", "upgrade", "0003"])
+    assert result.exit_code == 0, result.output
+    assert (f"already at {HEAD} (head), past 0003 (an upgrade never goes back); nothing to "
+            "do" in result.stdout)
+    result = runner.invoke(args=["wechat-qr", "db", "upgrade", "0003", "--sql"])
+    assert result.exit_code == 0, result.output
+    assert (f"the database is at {HEAD} (head), past 0003 already; no SQL to print (an "
+            "upgrade never goes back)" in result.stderr)
+
+
 @pytest.mark.parametrize("database", ["mariadb"], indirect=True)
 def test_the_login_state_table_is_made_dynamic_where_the_server_default_is_compact(
         host: Flask) -> None:

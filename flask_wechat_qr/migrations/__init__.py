@@ -194,6 +194,21 @@ def is_known_revision(revision: str) -> bool:
         return False
 
 
+def is_past(current: str, revision: str) -> bool:
+    """Whether tables at ``current`` are past ``revision`` already (an earlier revision of
+    theirs: an upgrade to it has nothing to do, and never goes back)."""
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
+    if current == revision:
+        return False
+    try:
+        return any(script.revision == revision for script in ScriptDirectory.from_config(
+            alembic_config()).iterate_revisions(current, "base"))
+    except CommandError:
+        return False
+
+
 def current_revision(app: Flask | None = None) -> str | None:
     """The extension's revision in the app's database; ``None`` before the first upgrade."""
     with _app_context(app) as runtime, engine_for(runtime).connect() as connection:
