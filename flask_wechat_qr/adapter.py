@@ -378,11 +378,12 @@ class AccountAdapter(t.Generic[UserT]):
             raise AccountDisabled()
 
     def refuses_login(self, user: UserT) -> bool:
-        """Whether :meth:`login_user` would refuse ``user``, asked before a binding writes:
-        an inactive user (Flask-Login's ``is_active``), where ``login_user`` is this
-        default one (a site's own may decide otherwise, and is asked after)."""
-        return (type(self).login_user is AccountAdapter.login_user
-                and not getattr(user, "is_active", True))
+        """Whether the site refuses to log ``user`` in, asked before the bind page binds a
+        WeChat to them (bound first, the WeChat logged in to a disabled account once it was
+        enabled again). Default: Flask-Login's ``is_active`` is false, as Flask-Login's
+        ``login_user`` (and Flask-Security's, and Flask-AppBuilder's) refuses. Override it
+        with :meth:`login_user` where yours lets such users in."""
+        return not getattr(user, "is_active", True)
 
     # --- language --------------------------------------------------------------------
 

@@ -176,7 +176,7 @@ def _raise_if_out_of_reach(error: SQLAlchemyError, note: str = "") -> None:
 #: What to check where the database cannot be reached.
 _REACH_FIX = ("Check that the database server is running and reachable from this machine, "
               "and that SQLALCHEMY_DATABASE_URI's host, port, account, password and "
-              "database name are right")
+              "database name are right.")
 
 
 def _describe(revision: str | None, head: str) -> str:
@@ -233,8 +233,9 @@ def check_command(base_url: str | None, callback_domain: str | None, live: bool)
     digits; the sandbox's AppID or AppSecret sent to WeChat; a business callback URL
     (WECHAT_QR_CALLBACK_URL, where the ID token is POSTed) that this app would answer with
     405; a --callback-domain with a scheme, port or path, or that is not the redirect URI's
-    host; a route of the app that answers one of the extension's URLs instead of it; in
-    production, a SQLite file outside WAL mode.
+    host; a route of the app that answers one of the extension's URLs instead of it; a
+    database it cannot reach, or the extension's tables missing or behind; in production,
+    a SQLite file outside WAL mode.
 
     "Production" means DEBUG (flask --debug, FLASK_DEBUG) and TESTING both off, and no
     sandbox: a sandbox (WECHAT_QR_SANDBOX, or a standalone one) is a development set-up,
@@ -350,8 +351,8 @@ def _foreign_key_findings(app: Flask) -> tuple[Finding, ...]:
         if is_unreachable(exc):
             return (problem(f"the database cannot be reached ({reason}): every WeChat login "
                             "ends on the page that says so (503)",
-                            f"{_REACH_FIX[0].lower()}{_REACH_FIX[1:]}; then run the check "
-                            "again"),)
+                            f"{_REACH_FIX[0].lower()}{_REACH_FIX[1:-1]}; then run the "
+                            "check again"),)
         return (warning(f"the database could not be read to check the identities' foreign "
                         f"key to your users ({reason})",
                         "check SQLALCHEMY_DATABASE_URI and run the check again"),)

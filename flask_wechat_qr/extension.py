@@ -11,7 +11,7 @@ from authlib.integrations.flask_client import OAuth
 from flask import Flask, Response, current_app, request
 from flask.sessions import SecureCookieSessionInterface
 from flask.signals import request_finished
-from flask_login import user_logged_in, user_logged_out
+from flask_login import user_logged_out
 
 from .adapter import (
     AccountAdapter,
@@ -159,7 +159,6 @@ class WeChatQR:
         # Whatever SESSION_COOKIE_SAMESITE says: a Lax or Strict cookie stays home from
         # another site's requests, but a sibling sub-domain's (same site) carry it too.
         request_finished.connect(no_credentialed_reads_last, app)
-        user_logged_in.connect(forget_pending_binding, app)
         user_logged_out.connect(forget_pending_binding, app)
         _serve_verify_files(app, settings)
         app.context_processor(_template_context)

@@ -61,7 +61,7 @@ import typing as t
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
-from flask import session
+from flask import has_request_context, session
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm.exc import FlushError
 
@@ -127,6 +127,9 @@ BUSINESS_KEY = "_wechat_qr_delivery"
 #: Set in the session a binding's choice logged in (until another binding waits): the bind
 #: page asked for again (Back) then says the login is done, not that it expired.
 FINISHED_BINDING_KEY = "_wechat_qr_binding_done"
+#: Whose session the pending binding was made in (the logged-in user's id, or ``None``):
+#: another person logged in there since ends it (a shared computer).
+PENDING_BINDING_OF_KEY = "_wechat_qr_pending_binding_of"
 #: The ending recorded for a silent login of someone new (see :class:`NeedsProfile`): a
 #: repeated callback of the same browser asks for the profile again, as the first did.
 PROFILE_NOT_GRANTED = "ProfileNotGranted"
@@ -616,6 +619,11 @@ class LoginFlow:
         """This browser's login waiting on the bind page; :class:`BindingExpired` if none
         (unknown, used, expired, or of a connection no longer configured)."""
         binding_id = session.get(PENDING_BINDING_KEY)
+        if binding_id is not None and session.get(PENDING_BINDING_OF_KEY) != self._person():
+            # Someone else logged in in this browser since (the site's own login): the
+            # WeChat waiting is not theirs to bind.
+            forget_pending_binding(None)
+            raise BindingExpired()
         row = self.bindings.get(binding_id)
         connection = self.settings.connections.get(row.connection)
         if connection is None:
@@ -657,9 +665,16 @@ class LoginFlow:
         """Whether this browser's last binding choice logged it in, and none waits now."""
         return bool(session.get(FINISHED_BINDING_KEY)) and PENDING_BINDING_KEY not in session
 
+    def _person(self) -> str | None:
+        """The id of the user logged in in this session, if any."""
+        user = self.adapter.current_user()
+        return None if user is None else str(self.adapter.get_user_id(user))
+
     def _remember_binding(self, binding_id: str, business: BusinessParams) -> None:
-        """Point this browser's session at its pending binding (never a URL)."""
+        """Point this browser's session at its pending binding (never a URL), and say whose
+        session it was made in."""
         session[PENDING_BINDING_KEY] = binding_id
+        session[PENDING_BINDING_OF_KEY] = self._person()
         session.pop(FINISHED_BINDING_KEY, None)
         if business:
             session[BUSINESS_KEY] = business
@@ -683,8 +698,13 @@ class LoginFlow:
             return self._refused(error, resolution.created_user, connection, login)
         except Exception:
             # The site's hook failed (its 500): what the login committed stays, and the
-            # next login is a returning one, so this is the signals' only chance.
-            self._tell_created_and_linked(connection, resolution)
+            # next login is a returning one, so this is the signals' only chance. A
+            # receiver failing too is logged; the hook's error is the one that goes on.
+            try:
+                self._tell_created_and_linked(connection, resolution)
+            except Exception:
+                log.exception("a user_created or identity_linked receiver failed, after "
+                              "the site's login_user did")
             raise
         self._tell_created_and_linked(connection, resolution)
         return LoggedIn(connection, resolution.user, resolution.identity,
@@ -939,11 +959,15 @@ _QUOTED_VALUES = (re.compile(r"(?i)(duplicate entry )'.*?'( for key)"),
 
 
 def forget_pending_binding(_sender: t.Any, **_extra: t.Any) -> None:
-    """Flask-Login's ``user_logged_in`` and ``user_logged_out`` (connected by ``init_app``):
-    a WeChat left waiting on the bind page goes with the session's person. Kept past the
-    site's own logout (or someone else's login) at a shared computer, the next person's
-    password on that page linked the earlier person's WeChat to their account."""
-    session.pop(PENDING_BINDING_KEY, None)
+    """Flask-Login's ``user_logged_out`` (connected by ``init_app``), and a login of
+    someone else found by :meth:`LoginFlow.pending_login`: a WeChat left waiting on the bind
+    page goes with the session's person. Kept past the site's own logout (or someone
+    else's login) at a shared computer, the next person's password on that page linked the
+    earlier person's WeChat to their account. (Not on ``user_logged_in``: a site may log
+    the same user in at every request, and binding would never work there.)"""
+    if has_request_context():
+        session.pop(PENDING_BINDING_KEY, None)
+        session.pop(PENDING_BINDING_OF_KEY, None)
 
 
 def database_unavailable(error: BaseException) -> DatabaseUnavailable:

@@ -43,6 +43,7 @@ from support import (
 )
 
 from flask_wechat_qr import AccountAdapter, signals
+from flask_wechat_qr.runtime import runtime_of
 
 OPENID_3 = "ohS-VwCCCCCClplngwybJ3Z-ZHr3"
 UNIONID_3 = "ohHrhwCCCCCCunEW0eKTS45vS5Q3"
@@ -879,8 +880,10 @@ def test_what_an_accented_spelling_finds_is_the_databases_to_say(
         assert resp.status_code == 400 and all_identities(app) == []
 
 
+@pytest.mark.parametrize("own_login_user", [False, True], ids=["default", "own-login-user"])
 def test_a_disabled_account_gets_no_wechat_from_the_bind_page(
-        make_app: t.Any, wechat_api: t.Any, monkeypatch: pytest.MonkeyPatch) -> None:
+        make_app: t.Any, wechat_api: t.Any, monkeypatch: pytest.MonkeyPatch,
+        own_login_user: bool) -> None:
     """The right password of an account the site disabled (``is_active`` false): the
     WeChat was bound to it and ``identity_linked`` sent, and only then was the login
     refused, so that WeChat logged in to it as soon as it was enabled again (a helper's
@@ -888,6 +891,15 @@ def test_a_disabled_account_gets_no_wechat_from_the_bind_page(
     app = ask_app(make_app)
     add_user(app, username="banned", password="banned-pw")
     monkeypatch.setattr(app.User, "is_active", property(lambda user: user.username != "banned"))
+    if own_login_user:  # as docs/hooks.rst's subclasses (30 days remembered, Flask-Security)
+        adapter = runtime_of(app).adapter
+        base = type(adapter)
+
+        def login_user(self: t.Any, user: t.Any) -> None:
+            base.login_user(self, user)
+
+        monkeypatch.setattr(adapter, "__class__",
+                            type("RememberingAdapter", (base,), {"login_user": login_user}))
     client = app.test_client()
     arrive(client, wechat_api)
     _h, token = bind_page(client)
@@ -899,13 +911,15 @@ def test_a_disabled_account_gets_no_wechat_from_the_bind_page(
     assert len(pending_rows(app)) == 1 and not pending_rows(app)[0].used
 
 
-@pytest.mark.parametrize("how", ["logout", "login"])
+@pytest.mark.parametrize("how", [["logout"], ["login"], ["login", "logout"]],
+                         ids=["logout", "login", "login-logout"])
 def test_the_sites_own_login_or_logout_ends_a_waiting_binding(
-        make_app: t.Any, wechat_api: t.Any, how: str) -> None:
+        make_app: t.Any, wechat_api: t.Any, how: list[str]) -> None:
     """A WeChat left waiting on the bind page at a shared computer: after the site's own
     logout (or someone's login there), the next person's password on that page linked the
     earlier person's WeChat to their account (a helper's hunt, session 34). Flask-Login's
-    ``user_logged_in`` and ``user_logged_out`` take it out of the session."""
+    ``user_logged_out`` takes it out of the session; a binding made in another person's
+    session (or in none) is no one else's to use."""
     import flask_login
 
     app = ask_app(make_app)
@@ -924,10 +938,37 @@ def test_the_sites_own_login_or_logout_ends_a_waiting_binding(
     shared = app.test_client()
     arrive(shared, wechat_api)  # the earlier person's WeChat waits
     bind_page(shared)
-    assert shared.get(f"/site-{how}").status_code == 200
+    for step in how:
+        assert shared.get(f"/site-{step}").status_code == 200
     page = shared.get("/auth/bind")
     assert page.status_code == 400 and error_name(page) == "BindingExpired"
     assert all_identities(app) == []
+
+
+def test_a_site_that_logs_its_user_in_at_every_request_can_bind(
+        make_app: t.Any, wechat_api: t.Any) -> None:
+    """A site whose ``before_request`` calls Flask-Login's ``login_user`` at every request
+    (a header its single sign-on sets): ending a waiting binding at every login made the
+    bind page expire at once there (a review, session 34); the same person's session
+    keeps it."""
+    import flask_login
+    from flask import request
+
+    app = ask_app(make_app)
+    bob = add_user(app, username="bob", password="bob-pw")
+    alice = add_user(app, username="alice", password="alice-pw")
+
+    @app.before_request
+    def single_sign_on() -> None:
+        if request.headers.get("X-Signed-In") == "bob":
+            flask_login.login_user(app.db.session.get(app.User, bob))  # type: ignore[attr-defined]
+
+    client = app.test_client()
+    client.environ_base["HTTP_X_SIGNED_IN"] = "bob"
+    arrive(client, wechat_api)
+    _h, token = bind_page(client)
+    assert bind_as(client, token, "alice", "alice-pw").status_code == 302
+    assert [i.user_id for i in all_identities(app)] == [str(alice)]
 
 
 def test_attempts_keep_no_typed_username(make_app: t.Any, wechat_api: t.Any) -> None:

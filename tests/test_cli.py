@@ -546,7 +546,9 @@ def _get(url: str, lang: str) -> str:
      "unable to open database file."),
     (["--database", "postgresql+psycopg://user:hunter2@127.0.0.1:1/nowhere"],
      "Error: --database postgresql+psycopg://user:***@127.0.0.1:1/nowhere cannot be used: "),
-], ids=["port", "scheme", "sqlite-folder", "server-down"])
+    (["--database", "postgres//admin:hunter2@db/x"],
+     "Error: --database 'postgres//admin:***@db/x' cannot be used: "),
+], ids=["port", "scheme", "sqlite-folder", "server-down", "not-a-url"])
 def test_the_sandbox_refuses_what_it_cannot_start_with_in_a_line(
         make_app: t.Callable[..., Flask], options: list[str], said: str) -> None:
     """A callback domain with a port made every login end on error 10003 (the banner said

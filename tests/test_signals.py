@@ -319,3 +319,35 @@ def test_a_first_login_whose_login_user_hook_fails_still_tells_of_what_it_made(
     (user,) = all_users(app)
     assert [kw["user_seen"]["id"] for _s, kw in created.calls] == [user.id]
     assert [kw["via"] for _s, kw in linked.calls] == ["signup"]
+
+
+def test_a_receiver_failing_after_the_sites_login_user_did_leaves_the_sites_error(
+        make_app: t.Any, wechat_api: t.Any, caplog: t.Any) -> None:
+    """Where the site's hook failed and a ``user_created`` receiver fails too, the site's
+    error is the one raised (the receiver's is logged): a review, session 34."""
+    import logging
+
+    import pytest
+
+    from flask_wechat_qr.runtime import runtime_of
+
+    app = make_app()
+
+    def failing_receiver(sender: t.Any, **kwargs: t.Any) -> None:
+        raise ValueError("the receiver failed too")
+
+    signals.user_created.connect(failing_receiver, app)
+    adapter = runtime_of(app).adapter
+
+    def failing_login_user(user: t.Any) -> None:
+        raise RuntimeError("the site's hook failed")
+
+    adapter.login_user = failing_login_user  # type: ignore[method-assign]
+    try:
+        with caplog.at_level(logging.ERROR, logger="flask_wechat_qr"), \
+                pytest.raises(RuntimeError, match="the site's hook failed"):
+            login_with_wechat(app.test_client(), wechat_api)
+    finally:
+        del adapter.login_user  # type: ignore[method-assign]
+        signals.user_created.disconnect(failing_receiver, app)
+    assert any("receiver failed" in r.getMessage() and r.exc_info for r in caplog.records)

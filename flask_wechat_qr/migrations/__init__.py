@@ -198,6 +198,7 @@ def is_past(current: str, revision: str) -> bool:
     """Whether tables at ``current`` are past ``revision`` already (an earlier revision of
     theirs: an upgrade to it has nothing to do, and never goes back)."""
     from alembic.script import ScriptDirectory
+    from alembic.script.revision import RevisionError
     from alembic.util import CommandError
 
     if current == revision:
@@ -205,7 +206,7 @@ def is_past(current: str, revision: str) -> bool:
     try:
         return any(script.revision == revision for script in ScriptDirectory.from_config(
             alembic_config()).iterate_revisions(current, "base"))
-    except CommandError:
+    except (CommandError, RevisionError):  # a revision this version does not know
         return False
 
 

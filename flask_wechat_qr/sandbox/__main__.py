@@ -8,6 +8,7 @@ drift apart.
 from __future__ import annotations
 
 import argparse
+import re
 import secrets
 import typing as t
 
@@ -33,6 +34,7 @@ def serve(*, host: str, port: int, app_id: str, app_secret: str | None,
     Without ``name`` (``oa_name``) the application has its built-in name, shown in each
     page's language."""
     say = echo or _print
+    callback_domain = callback_domain.strip()
     problem = callback_domain_problem(callback_domain)
     if problem is not None:
         raise SandboxSetupError(problem)
@@ -46,7 +48,7 @@ def serve(*, host: str, port: int, app_id: str, app_secret: str | None,
              SandboxApp(oa_app_id, oa_app_secret, oa_name or SANDBOX_OA_NAME, callback_domain,
                         kind=OFFICIAL_ACCOUNT)],
             database_uri=database, public_url=public_url)
-    except (SQLAlchemyError, ArgumentError) as error:
+    except (SQLAlchemyError, ImportError) as error:  # ImportError: its driver is missing
         reason = (str(getattr(error, "orig", None) or error).strip().splitlines() or ["?"])[0]
         raise SandboxSetupError(
             f"--database {_shown(database)} cannot be used: {reason}. Give a SQLite file "
@@ -109,9 +111,12 @@ def callback_domain_problem(value: str) -> str | None:
     ``None``."""
     text = value.strip()
     host = text.split("://", 1)[-1]
+    name = host.split("/", 1)[0]
     extras = [what for what, found in (
         ("a scheme", "://" in text),
-        ("a port", ":" in host.split("/", 1)[0].rsplit("]", 1)[-1]),
+        # an IPv6 address's own colons aside: in brackets, or bare (more than one)
+        ("a port", ":" in name.rsplit("]", 1)[-1] and (name.startswith("[")
+                                                        or name.count(":") == 1)),
         ("a path", any(mark in host for mark in "/?#"))) if found]
     if not extras and host:
         return None
@@ -124,8 +129,8 @@ def _shown(url: str) -> str:
     """A database URL as it may be printed (its password hidden)."""
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return repr(url)
+    except ArgumentError:  # not a URL SQLAlchemy reads: anything like a password masked
+        return repr(re.sub(r":[^@/]*@", ":***@", url))
 
 
 def main(argv: list[str] | None = None) -> None:
