@@ -377,14 +377,6 @@ class AccountAdapter(t.Generic[UserT]):
         if not flask_login.login_user(user):
             raise AccountDisabled()
 
-    def refuses_login(self, user: UserT) -> bool:
-        """Whether the site refuses to log ``user`` in, asked before the bind page binds a
-        WeChat to them (bound first, the WeChat logged in to a disabled account once it was
-        enabled again). Default: Flask-Login's ``is_active`` is false, as Flask-Login's
-        ``login_user`` (and Flask-Security's, and Flask-AppBuilder's) refuses. Override it
-        with :meth:`login_user` where yours lets such users in."""
-        return not getattr(user, "is_active", True)
-
     # --- language --------------------------------------------------------------------
 
     def select_locale(self) -> str | None:

@@ -645,11 +645,9 @@ class LoginFlow:
         return self._finish_binding(pending, resolution)
 
     def bind_account(self, pending: PendingLogin, user: User) -> Outcome:
-        """"Bind to my existing account", once ``user`` proved it is theirs. An account the
-        site would not log in (disabled) gets no WeChat: :class:`AccountDisabled` before
-        anything is written (the WeChat would log in to it once it is enabled again)."""
-        if self.adapter.refuses_login(user):
-            raise AccountDisabled()
+        """"Bind to my existing account", once ``user`` proved it is theirs (one the site
+        does not let log in yet, waiting for approval or disabled, is bound all the same and
+        the page says it cannot log in: the password proved it is theirs)."""
         resolution = self._in_transaction(
             lambda: self.bindings.bind_account(pending.connection, pending.binding_id, user))
         return self._finish_binding(pending, resolution)

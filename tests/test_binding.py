@@ -43,7 +43,6 @@ from support import (
 )
 
 from flask_wechat_qr import AccountAdapter, signals
-from flask_wechat_qr.runtime import runtime_of
 
 OPENID_3 = "ohS-VwCCCCCClplngwybJ3Z-ZHr3"
 UNIONID_3 = "ohHrhwCCCCCCunEW0eKTS45vS5Q3"
@@ -878,37 +877,6 @@ def test_what_an_accented_spelling_finds_is_the_databases_to_say(
         assert [i.user_id for i in all_identities(app)] == [str(alice)]
     else:
         assert resp.status_code == 400 and all_identities(app) == []
-
-
-@pytest.mark.parametrize("own_login_user", [False, True], ids=["default", "own-login-user"])
-def test_a_disabled_account_gets_no_wechat_from_the_bind_page(
-        make_app: t.Any, wechat_api: t.Any, monkeypatch: pytest.MonkeyPatch,
-        own_login_user: bool) -> None:
-    """The right password of an account the site disabled (``is_active`` false): the
-    WeChat was bound to it and ``identity_linked`` sent, and only then was the login
-    refused, so that WeChat logged in to it as soon as it was enabled again (a helper's
-    hunt, session 34). Refused now before anything is written."""
-    app = ask_app(make_app)
-    add_user(app, username="banned", password="banned-pw")
-    monkeypatch.setattr(app.User, "is_active", property(lambda user: user.username != "banned"))
-    if own_login_user:  # as docs/hooks.rst's subclasses (30 days remembered, Flask-Security)
-        adapter = runtime_of(app).adapter
-        base = type(adapter)
-
-        def login_user(self: t.Any, user: t.Any) -> None:
-            base.login_user(self, user)
-
-        monkeypatch.setattr(adapter, "__class__",
-                            type("RememberingAdapter", (base,), {"login_user": login_user}))
-    client = app.test_client()
-    arrive(client, wechat_api)
-    _h, token = bind_page(client)
-    with recording(app, "identity_linked", "user_created") as events:
-        resp = bind_as(client, token, "banned", "banned-pw")
-    assert resp.status_code == 403 and error_name(resp) == "AccountDisabled"
-    assert events == [] and all_identities(app) == []
-    assert logged_in_user_id(client) is None
-    assert len(pending_rows(app)) == 1 and not pending_rows(app)[0].used
 
 
 @pytest.mark.parametrize("how", [["logout"], ["login"], ["login", "logout"]],
