@@ -43,7 +43,7 @@ from .forked_child import start_afresh_if_forked_unseen
 from .i18n import LazyText, lazy_display_name
 from .i18n import lazy_gettext as _l
 from .id_token import IdTokenSigner
-from .layout import page_layout
+from .layout import escape_own_pages, page_layout
 from .login_state import LoginStates, LoginStateStore
 from .model_base import bind_key_of
 from .models import models_for, users_bind_key
@@ -166,6 +166,7 @@ class WeChatQR:
         app.add_template_global(_connection_named, "wechat_qr_connection")
         app.add_template_global(_login_available, "wechat_qr_available")
         app.add_template_global(page_layout, "wechat_qr_layout")
+        escape_own_pages(app.jinja_env)
         app.cli.add_command(cli)
 
     def _db_for(self, app: Flask) -> SQLAlchemy:

@@ -30,6 +30,32 @@ STANDALONE = "wechat_qr/standalone.html"
 _MAX_DEPTH = 20
 
 _verdicts: weakref.WeakKeyDictionary[Flask, str] = weakref.WeakKeyDictionary()
+#: The names of the extension's templates (and of a host's overrides of them).
+OWN_TEMPLATES = "wechat_qr/"
+
+
+class EscapingOwnPages:
+    """Jinja's ``autoescape`` for an app's environment: the extension's templates (a host's
+    overrides of them included) always escape; every other template as the site said. A
+    site that turned ``autoescape`` off put a WeChat nickname, anyone's to choose, into the
+    bind page as HTML, and a business front end's ``state`` into the page that posts it."""
+
+    def __init__(self, sites: bool | t.Callable[[str | None], bool]) -> None:
+        self.sites = sites
+
+    def __call__(self, name: str | None) -> bool:
+        if name is not None and name.startswith(OWN_TEMPLATES):
+            return True
+        return self.sites(name) if callable(self.sites) else bool(self.sites)
+
+
+def escape_own_pages(env: Environment) -> None:
+    """Make ``env`` escape the extension's pages whatever the site set (at ``init_app``,
+    and again at a login's request where the site set ``autoescape`` since)."""
+    if type(env.autoescape) is not EscapingOwnPages:
+        env.autoescape = EscapingOwnPages(env.autoescape)
+        if env.cache is not None:
+            env.cache.clear()  # compiled without: a host page that imported the macros
 
 
 def page_layout() -> str:

@@ -58,6 +58,7 @@ from .flow import (
 )
 from .i18n import LazyText, qr_page_lang, register_template_globals
 from .i18n import lazy_gettext as _l
+from .layout import EscapingOwnPages, escape_own_pages
 from .login_state import BusinessParams, LoginData, browser_key
 from .runtime import current_runtime, find_runtime, runtime_of
 from .session_cookie import cookie_scope, misses_callback
@@ -115,10 +116,14 @@ def before_login_request() -> None:
     that is not UTF-8 (raw bytes: no browser sends them, a script can) would make
     Werkzeug's ``request.args`` raise: a 400 page, not a 500. On SQLite, once per process,
     the user trigger comes back where a migration dropped it
-    (``user_key.SqliteTriggerCheck``).
+    (``user_key.SqliteTriggerCheck``). A site that set Jinja's ``autoescape`` since
+    ``init_app`` gets the extension's pages escaped again (``layout.EscapingOwnPages``).
     """
-    runtime = current_runtime()
+    app = this_app()
+    runtime = runtime_of(app)
     request = this_request()
+    if type(app.jinja_env.autoescape) is not EscapingOwnPages:  # set by the site since
+        escape_own_pages(app.jinja_env)
     if runtime.unavailable and request.endpoint not in PUBLIC_FILES:
         raise LoginUnavailable()
     conn = runtime.settings.connections.get((request.view_args or {}).get("connection", ""))

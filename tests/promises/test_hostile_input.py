@@ -830,3 +830,33 @@ def test_one_ipv6_client_is_one_client_whatever_its_address(make_app: t.Any) -> 
     assert [start("::ffff:198.51.100.8") for _ in range(10)] == [1] * 10
     assert start("198.51.100.8") == 0
     assert len(_parked_rows(app)) == 21
+
+
+def test_the_extensions_pages_escape_whatever_the_sites_autoescape(
+        make_app: t.Any, wechat_api: t.Any, pem: str) -> None:
+    """A site that turned Jinja's ``autoescape`` off (after ``init_app``, as a site's own
+    set-up does): the bind page showed a WeChat nickname, anyone's to choose, as HTML
+    (stored XSS; a helper's hunt, session 34), and the page that posts the ID token a
+    business front end's ``state`` as given. The extension's pages escape again; the site's
+    own templates keep its choice."""
+    from flask import render_template_string
+    from support import arrive, ask_app, bind_page, callback_app, form_post
+
+    script = '<img src=x onerror="alert(1)">'
+    app = ask_app(make_app)
+    app.jinja_env.autoescape = False
+    client = app.test_client()
+    arrive(client, wechat_api, nickname=script)
+    html, _token = bind_page(client)
+    assert script not in html and "&lt;img src=x onerror=&#34;alert(1)&#34;&gt;" in html
+    with app.test_request_context():
+        assert render_template_string("{{ x }}", x=script) == script  # the site's own
+
+    business = callback_app(make_app, pem)
+    business.jinja_env.autoescape = False
+    state = '"><script>alert(1)</script>'
+    posted = form_post(login_with_wechat(business.test_client(), wechat_api, state=state))
+    assert posted["fields"]["state"] == state  # the field's value, as an HTML parser reads it
+    page = login_with_wechat(business.test_client(), wechat_api, openid="another-openid",
+                             state=state).get_data(as_text=True)
+    assert "<script>alert(1)</script>" not in page
