@@ -57,6 +57,10 @@ class LoginError(WeChatQRError):
     #: seconds after which trying again may help, sent as the page's ``Retry-After`` (a
     #: 429 or 503 that will pass by itself); ``None``: no such header
     retry_after: int | None = None
+    #: the page's words inside WeChat on a phone, where a message about scanning a QR
+    #: code asks the impossible; ``None``: the same words everywhere
+    in_wechat_title: str | LazyText | None = None
+    in_wechat_message: str | LazyText | None = None
 
     def __init__(self, message: str | LazyText | None = None) -> None:
         if message is not None:
@@ -453,6 +457,9 @@ class InvalidCode(WeChatAPIError):
     status = 400
     title = _l("This QR code has expired")
     message = _l("The WeChat authorization expired or is not valid. Scan a new QR code.")
+    in_wechat_title = _l("This WeChat authorization has expired")
+    in_wechat_message = _l(
+        "The WeChat authorization expired or is not valid. Tap “Try again” to log in again.")
 
 
 class CodeUsed(WeChatAPIError):
@@ -461,6 +468,9 @@ class CodeUsed(WeChatAPIError):
     status = 400
     title = _l("This QR code was already used")
     message = _l("This WeChat authorization was already used. Scan the QR code again.")
+    in_wechat_title = _l("This WeChat authorization was already used")
+    in_wechat_message = _l(
+        "This WeChat authorization was already used. Tap “Try again” to log in again.")
 
 
 class MissingCode(WeChatAPIError):
@@ -469,6 +479,8 @@ class MissingCode(WeChatAPIError):
     status = 400
     title = _l("WeChat sent no authorization")
     message = _l("WeChat did not send an authorization. Scan the QR code again.")
+    in_wechat_message = _l(
+        "WeChat did not send an authorization. Tap “Try again” to log in again.")
 
 
 class InvalidCredentials(WeChatAPIError):
@@ -489,6 +501,9 @@ class InvalidAccessToken(WeChatAPIError):
     message = _l(
         "The WeChat authorization expired before it could be used. Scan the QR code again."
     )
+    in_wechat_message = _l(
+        "The WeChat authorization expired before it could be used. Tap “Try again” to log "
+        "in again.")
 
 
 class InvalidRefreshToken(WeChatAPIError):
@@ -520,6 +535,9 @@ class Unauthorized(WeChatAPIError):
 
     title = _l("WeChat did not share your profile")
     message = _l("WeChat did not allow this site to read your profile. Scan the QR code again.")
+    in_wechat_message = _l(
+        "WeChat did not allow this site to read your profile. Tap “Try again” to log in "
+        "again.")
 
 
 #: errcode -> error class; anything else is a plain :class:`WeChatAPIError`.

@@ -664,3 +664,38 @@ def test_the_phone_page_of_a_business_login_offers_no_link_that_cannot_end_here(
             "/auth/wechat/login", query_string={"state": "biz"},
             headers={"Accept-Language": "zh-CN"}).get_data(as_text=True)
         assert "必须在此浏览器中完成" in chinese and "must end" not in chinese, agent
+
+
+@pytest.mark.parametrize("errcode,errmsg,title", [
+    (40163, "code been used", "本次微信授权已被使用"),
+    (40029, "invalid code", "微信授权已过期"),
+    (41008, "missing code", "微信没有返回授权信息"),
+])
+def test_inside_wechat_a_code_error_asks_for_no_qr_code(
+        make_app: t.Callable[..., Flask], wechat_api: t.Any, errcode: int, errmsg: str,
+        title: str) -> None:
+    """Inside WeChat on a phone there is no QR code to scan: these pages said "scan the QR
+    code again" (a helper's hunt, session 34). They say to tap "Try again", which starts
+    the login again there; on a computer they still speak of the QR code."""
+    from urllib.parse import parse_qs, urlsplit
+
+    from support import error_name
+
+    app = make_app(WECHAT_QR_OA_APP_ID="wxfedcba9876543210", WECHAT_QR_OA_APP_SECRET="s",
+                   WECHAT_QR_CODE_USED_WAIT=0)
+    phone = in_wechat(app)
+    phone.environ_base["HTTP_ACCEPT_LANGUAGE"] = "zh-CN,zh;q=0.9"
+    state = parse_qs(urlsplit(authorize_location(phone, next="/account")).query)["state"][0]
+    wechat_api.error(TOKEN_PATH, errcode, errmsg)
+    page = phone.get("/auth/wechat/callback", query_string={"code": "c1", "state": state})
+    text = page.get_data(as_text=True)
+    assert page.status_code == 400 and error_name(page)
+    assert title in text and "请点击“重试”重新登录" in text
+    assert "二维码" not in text and "扫" not in text
+    computer = app.test_client()
+    computer.environ_base["HTTP_ACCEPT_LANGUAGE"] = "zh-CN,zh;q=0.9"
+    state = parse_qs(urlsplit(authorize_location(computer)).query)["state"][0]
+    wechat_api.error(TOKEN_PATH, errcode, errmsg)
+    text = computer.get("/auth/wechat/callback",
+                        query_string={"code": "c2", "state": state}).get_data(as_text=True)
+    assert "扫" in text
