@@ -26,7 +26,7 @@ from .checks import (
     run_checks,
     warning,
 )
-from .flow import database_unavailable
+from .flow import database_reason
 from .runtime import find_runtime
 from .sandbox.options import SANDBOX_OPTIONS
 from .transactions import is_unreachable
@@ -169,14 +169,14 @@ def _raise_if_out_of_reach(error: SQLAlchemyError, note: str = "") -> None:
     refusing the account, a wrong host or port): what it said, and what to check."""
     if is_unreachable(error):
         raise click.ClickException(
-            f"the database cannot be reached{note}: {database_unavailable(error).reason}. "
-            f"{_REACH_FIX}") from None
+            f"the database cannot be reached{note}: {database_reason(error)}. Check "
+            f"{_WHAT_TO_CHECK}.") from None
 
 
 #: What to check where the database cannot be reached.
-_REACH_FIX = ("Check that the database server is running and reachable from this machine, "
-              "and that SQLALCHEMY_DATABASE_URI's host, port, account, password and "
-              "database name are right.")
+_WHAT_TO_CHECK = ("that the database server is running and reachable from this machine, "
+                  "and that SQLALCHEMY_DATABASE_URI's host, port, account, password and "
+                  "database name are right")
 
 
 def _describe(revision: str | None, head: str) -> str:
@@ -347,12 +347,11 @@ def _foreign_key_findings(app: Flask) -> tuple[Finding, ...]:
     try:
         status = migrations.foreign_key_status(app)
     except sa.exc.SQLAlchemyError as exc:
-        reason = database_unavailable(exc).reason
+        reason = database_reason(exc)
         if is_unreachable(exc):
             return (problem(f"the database cannot be reached ({reason}): every WeChat login "
                             "ends on the page that says so (503)",
-                            f"{_REACH_FIX[0].lower()}{_REACH_FIX[1:-1]}; then run the "
-                            "check again"),)
+                            f"check {_WHAT_TO_CHECK}; then run the check again"),)
         return (warning(f"the database could not be read to check the identities' foreign "
                         f"key to your users ({reason})",
                         "check SQLALCHEMY_DATABASE_URI and run the check again"),)

@@ -32,7 +32,7 @@ from werkzeug.routing import BuildError
 from werkzeug.wrappers import Response as BaseResponse
 
 from . import signals
-from .browsers import classify
+from .browsers import Browser, classify
 from .context import this_app, this_request
 from .errors import (
     BindingExpired,
@@ -264,9 +264,15 @@ def error_response(error: LoginError, connection: ConnectionSettings | None,
     """The end of a failed login: ``login_failed`` sent, and the first response a receiver
     returned (a single-page app's own route); else its business callback URL told of it
     (for the endings the business handles), else this site's page in words with a "try
-    again" link (and a ``Retry-After`` where the error passes by itself). Receivers are
+    again" link (and a ``Retry-After`` where the error passes by itself; inside WeChat on
+    a phone, the error's words for there). Receivers are
     given ``next`` inside the app's mount point, as ``login_succeeded``'s are: the
     login's, else the one its URL asked for."""
+    if (error.in_wechat_message is not None
+            and classify(request.headers.get("User-Agent")) is Browser.WECHAT_PHONE):
+        # Inside WeChat on a phone there is no QR code to scan: the words for there.
+        error.title = error.in_wechat_title or error.title
+        error.message = error.in_wechat_message
     # A login refused before it kept anything (a link while logged out) still has the
     # ``next`` its URL asked for.
     asked = login.next_url if login is not None else _next_asked()

@@ -62,9 +62,12 @@ class LoginError(WeChatQRError):
     in_wechat_title: str | LazyText | None = None
     in_wechat_message: str | LazyText | None = None
 
-    def __init__(self, message: str | LazyText | None = None) -> None:
+    def __init__(self, message: str | LazyText | None = None, *,
+                 retry_after: int | None = None) -> None:
         if message is not None:
             self.message = message
+        if retry_after is not None:
+            self.retry_after = retry_after
         super().__init__(in_english(self.message))
 
 
@@ -112,7 +115,8 @@ class InvalidRequest(LoginError):
 
 class TooManyLoginsStarted(LoginError):
     """Too many logins with long data are waiting from this address, or from everyone: no
-    more are kept until some finish or expire. Only for data that must come back (a
+    more are kept until some finish or expire (``retry_after``: the waiting logins'
+    lifetime, ``WECHAT_QR_STATE_TTL``). Only for data that must come back (a
     business ``state``): a login long only for its ``next`` goes on without it."""
 
     status = 429
@@ -121,11 +125,6 @@ class TooManyLoginsStarted(LoginError):
         "Too many WeChat logins were started from your network and not finished. Wait a few "
         "minutes, then start the login again."
     )
-
-    def __init__(self, *, retry_after: int | None = None) -> None:
-        super().__init__()
-        #: the waiting logins' lifetime (``WECHAT_QR_STATE_TTL``): by then they are gone
-        self.retry_after = retry_after
 
 
 class AccountDisabled(LoginError):
@@ -191,11 +190,6 @@ class BindingBlocked(LoginError):
         "Too many wrong usernames or passwords. Binding is blocked for a while; "
         "wait 15 minutes and log in with WeChat again."
     )
-
-    def __init__(self, message: str | LazyText | None = None, *,
-                 retry_after: int | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 class NotLoggedIn(LoginError):

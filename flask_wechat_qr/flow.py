@@ -753,7 +753,7 @@ class LoginFlow:
             self.db.session.rollback()
             log.warning("what the site's login_user wrote for the WeChat login was not saved: "
                         "the database refused it (%s); the person is logged in all the same",
-                        _database_reason(error) if isinstance(error, IntegrityError)
+                        database_reason(error) if isinstance(error, IntegrityError)
                         else type(error).__name__)
 
     @staticmethod
@@ -844,18 +844,18 @@ class LoginFlow:
                 self.db.session.rollback()
                 refused += 1
                 if hosts_writes:
-                    raise AccountNotSaved(_database_reason(error), _HOSTS_WRITES) from error
+                    raise AccountNotSaved(database_reason(error), _HOSTS_WRITES) from error
                 if refused == 3:
-                    raise AccountNotSaved(_database_reason(error)) from error
+                    raise AccountNotSaved(database_reason(error)) from error
                 log.info("the database refused the login's changes (%s); trying again: "
                          "another request may have made the same identity",
-                         _database_reason(error))
+                         database_reason(error))
             except DataError as error:  # a value its column cannot hold: no try helps
                 self.db.session.rollback()
-                raise AccountNotSaved(_database_reason(error), _VALUE_ADVICE) from error
+                raise AccountNotSaved(database_reason(error), _VALUE_ADVICE) from error
             except FlushError as error:  # objects the ORM cannot save, before the database
                 self.db.session.rollback()
-                raise AccountNotSaved(_database_reason(error), _OBJECT_ADVICE,
+                raise AccountNotSaved(database_reason(error), _OBJECT_ADVICE,
                                       said_by="SQLAlchemy") from error
             except sa.exc.TimeoutError as error:  # the pool's: no connection came free
                 self.db.session.rollback()
@@ -864,14 +864,14 @@ class LoginFlow:
                 self.db.session.rollback()
                 if transactions.is_conflict(error):
                     if hosts_writes:
-                        raise AccountNotSaved(_database_reason(error),
+                        raise AccountNotSaved(database_reason(error),
                                               _HOSTS_WRITES) from error
                     if conflicts == transactions.CONFLICT_RETRIES:
-                        raise AccountNotSaved(_database_reason(error),
+                        raise AccountNotSaved(database_reason(error),
                                               _CONFLICT_ADVICE) from error
                     conflicts += 1
                     log.info("the database rolled the login back for another transaction's "
-                             "sake (%s); trying again", _database_reason(error))
+                             "sake (%s); trying again", database_reason(error))
                     transactions.pause(conflicts)
                 elif error.connection_invalidated and not lost and not hosts_writes:
                     lost = True
@@ -879,23 +879,23 @@ class LoginFlow:
                                 "again on a new one (one the server closed while it sat in "
                                 "the pool, pool_pre_ping avoids: docs, deploying; one lost "
                                 "under a statement, a restart mid-query, nothing does)",
-                                _database_reason(error))
+                                database_reason(error))
                 elif transactions.is_busy(error):
                     # Once more after a pause: a transaction that had read before it wrote
                     # (where the host begins them at the first read) is refused at once while
                     # another connection writes, without waiting out the busy timeout.
                     if busy or hosts_writes:
-                        raise AccountNotSaved(_database_reason(error), _BUSY_ADVICE) from error
+                        raise AccountNotSaved(database_reason(error), _BUSY_ADVICE) from error
                     busy = True
                     log.info("SQLite's database was locked by another connection (%s); "
-                             "trying again", _database_reason(error))
+                             "trying again", database_reason(error))
                     transactions.pause(1)
                 elif error.connection_invalidated and hosts_writes:
-                    raise AccountNotSaved(_database_reason(error), _HOSTS_WRITES) from error
+                    raise AccountNotSaved(database_reason(error), _HOSTS_WRITES) from error
                 elif error.connection_invalidated or transactions.is_unreachable(error):
                     raise database_unavailable(error) from error  # lost again, or none to be had
                 elif transactions.names_a_missing_table(error) and self._tables_missing():
-                    raise AccountNotSaved(_database_reason(error), _TABLES_ADVICE) from error
+                    raise AccountNotSaved(database_reason(error), _TABLES_ADVICE) from error
                 else:
                     raise
             except BaseException:
@@ -971,10 +971,10 @@ def forget_pending_binding(_sender: t.Any, **_extra: t.Any) -> None:
 def database_unavailable(error: BaseException) -> DatabaseUnavailable:
     """The login's end where its database could not be asked
     (:func:`~.transactions.is_unreachable`), with the driver's or the pool's reason."""
-    return DatabaseUnavailable(_database_reason(error))
+    return DatabaseUnavailable(database_reason(error))
 
 
-def _database_reason(error: BaseException) -> str:
+def database_reason(error: BaseException) -> str:
     """The database's own words (or SQLAlchemy's, before the database was asked), first line
     only: the constraint or column, never the SQL statement's parameters (a person's data),
     a driver's detail lines (the same) or a value a message quotes."""

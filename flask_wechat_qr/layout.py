@@ -52,10 +52,9 @@ class EscapingOwnPages:
 def escape_own_pages(env: Environment) -> None:
     """Make ``env`` escape the extension's pages whatever the site set (at ``init_app``,
     and again at a login's request where the site set ``autoescape`` since)."""
-    if type(env.autoescape) is not EscapingOwnPages:
-        env.autoescape = EscapingOwnPages(env.autoescape)
-        if env.cache is not None:
-            env.cache.clear()  # compiled without: a host page that imported the macros
+    env.autoescape = EscapingOwnPages(env.autoescape)
+    if env.cache is not None:
+        env.cache.clear()  # compiled without: a host page that imported the macros
 
 
 def page_layout() -> str:

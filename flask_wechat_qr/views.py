@@ -353,9 +353,9 @@ def _log_in_first() -> BaseResponse:
     if manager is None:
         raise NotLoggedIn()
     view = manager.blueprint_login_views.get(request.blueprint) or manager.login_view
-    if manager.unauthorized_callback is None:
-        if not view or delivery.login_view_url(view) is None:
-            raise NotLoggedIn()
+    if manager.unauthorized_callback is None and (
+            not view or delivery.login_view_url(view) is None):
+        raise NotLoggedIn()
     try:
         return t.cast(BaseResponse, manager.unauthorized())
     except BuildError:  # a login view named but not routable here (e.g. needs arguments)
@@ -537,11 +537,6 @@ def login_error(error: LoginError) -> tuple[str | BaseResponse, int, dict[str, s
     if connection is None:
         connection_id = (request.view_args or {}).get("connection")
         connection = runtime.settings.connections.get(connection_id) if connection_id else None
-    if (error.in_wechat_message is not None
-            and classify(request.headers.get("User-Agent")) is Browser.WECHAT_PHONE):
-        # Inside WeChat on a phone there is no QR code to scan: the words for there.
-        error.title = error.in_wechat_title or error.title
-        error.message = error.in_wechat_message
     if isinstance(error, LoginUnavailable):  # said once at start-up: no line per visitor
         log.info("WeChat login is off: %s (%s)", error, type(error).__name__)
     elif error.operator_error:

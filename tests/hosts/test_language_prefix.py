@@ -88,8 +88,9 @@ def test_a_sites_own_unauthorized_handler_that_fails_is_its_own_error(tmp_path: 
 
 def test_the_app_level_variant_is_not_reported(tmp_path: Path) -> None:
     """With the app's own URL processors every page sets ``g.lang_code``, the extension's
-    too: the login view builds there, and the check, which ran none of them, no longer
-    ends on an ``AttributeError`` (nor reports a view that works)."""
+    too: the login view builds there, and the check, which runs them on the link page as
+    Flask would, reports no view that works (a guard against a false report: it passed
+    before the session's change too, the processors' ``g`` left over from another check)."""
     app = language_site(tmp_path, app_level=True)
     link = app.test_client().get("/auth/wechat/link")
     assert link.status_code == 302 and link.headers["Location"].startswith("/zh/?next=")
