@@ -710,12 +710,12 @@ def test_the_databases_reason_is_logged_without_a_persons_data(said: str, logged
     kept, the value it quotes (MySQL, SQL Server) and the statement's parameters left out."""
     from sqlalchemy.exc import IntegrityError
 
-    from flask_wechat_qr.flow import _database_reason
+    from flask_wechat_qr.flow import database_reason
 
     class DriverError(Exception):
         pass
 
-    reason = _database_reason(IntegrityError("INSERT INTO account ...",
+    reason = database_reason(IntegrityError("INSERT INTO account ...",
                                              {"email": "alice@example.com"}, DriverError(said)))
     assert reason == f"DriverError: {logged}"
     assert "alice@example.com" not in reason
@@ -726,9 +726,9 @@ def test_sqlalchemys_reason_is_logged_without_the_conflicting_key() -> None:
     primary key: on a site keyed by e-mail address, a person's data (found in review)."""
     from sqlalchemy.orm.exc import FlushError
 
-    from flask_wechat_qr.flow import _database_reason
+    from flask_wechat_qr.flow import database_reason
 
-    reason = _database_reason(FlushError(
+    reason = database_reason(FlushError(
         "New instance <User at 0x7f> with identity key (<class 'site.User'>, "
         "('alice@example.com',), None) conflicts with persistent instance <User at 0x7e>"))
     assert reason == ("FlushError: New instance <User at 0x7f> with identity key … conflicts "
