@@ -40,7 +40,7 @@ if t.TYPE_CHECKING:
     from .association import AssociationPolicy
     from .client import WeChatToken
     from .models import Models
-    from .protocols import PendingBinding, User
+    from .protocols import Identity, PendingBinding, User
     from .settings import ConnectionSettings, Settings
 
 
@@ -118,11 +118,13 @@ class PendingBindings:
         """"Create a new account" (refused in login-only mode), in the caller's
         transaction."""
         pending = self.get(binding_id)
-        if not self.policy.adapter.can_signup(connection):
+        linked = self.policy.linked_user(connection.identifier, pending.openid)
+        if linked is None and not self.policy.adapter.can_signup(connection):
             raise LoginRefused(openid=pending.openid)
         profile = _profile_of(pending)
         self._consume(pending.id)
-        self._ensure_unlinked(connection, pending.openid)
+        if linked is not None:
+            return self._linked_meanwhile(*linked)
         user = self.policy.create_user_for(connection, profile)
         identity = self.policy.attach(connection, user, pending.openid, profile,
                                       pending.unionid, app=pending.app)
@@ -136,7 +138,12 @@ class PendingBindings:
         pending = self.get(binding_id)
         profile = _profile_of(pending)
         self._consume(pending.id)
-        self._ensure_unlinked(connection, pending.openid)
+        linked = self.policy.linked_user(connection.identifier, pending.openid)
+        if linked is not None:
+            identity, _owner = linked
+            if identity.user_id != self.policy.adapter.get_user_id(user):
+                raise AlreadyLinked()  # to someone else's account: not re-linked silently
+            return self._linked_meanwhile(identity, user)
         if connection.profile_sync == "each_login":
             self.policy.populate_user(user, connection, profile)
         identity = self.policy.attach(connection, user, pending.openid, profile,
@@ -144,13 +151,14 @@ class PendingBindings:
         return Resolution(user=user, identity=identity, new_identity=True, profile=profile,
                           via="binding")
 
-    def _ensure_unlinked(self, connection: ConnectionSettings, openid: str) -> None:
-        """:class:`AlreadyLinked` if the waiting WeChat account got linked meanwhile (the
-        same account finished in another browser). Run in the completing transaction: if
-        the other one commits after this check, the unique constraint makes the retry
-        land here."""
-        if self.policy.linked_user(connection.identifier, openid) is not None:
-            raise AlreadyLinked()
+    @staticmethod
+    def _linked_meanwhile(identity: Identity, user: User) -> Resolution:
+        """The waiting WeChat account got linked meanwhile (the same person chose in another
+        browser, say on the computer and inside WeChat on the phone): this choice logs in
+        to that account, as a WeChat login would now, rather than calling the person's own
+        new account "another". Checked in the completing transaction: if the other one
+        commits after the check, the unique constraint makes the retry land here."""
+        return Resolution(user=user, identity=identity)
 
     def _consume(self, binding_id: str) -> None:
         """Mark used, atomically: of two concurrent completions only one goes on."""

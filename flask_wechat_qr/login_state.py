@@ -328,11 +328,11 @@ class LoginStateStore:
             .where(table.c.key.startswith(prefix, autoescape=True),
                    table.c.expires_at >= time.time())).scalar_one())
 
-    def parked(self, key: str) -> str | None:
-        """A parked state's data, ``None`` once it expired. Reading it does not use the
-        state (:meth:`use` does); the row stays until it expires, outlived by the taken
-        row."""
-        return self._value(key)
+    def parked(self, key: str, *, expired_too: bool = False) -> str | None:
+        """A parked state's data, ``None`` once it expired (``expired_too``: until the purge
+        deletes its row). Reading it does not use the state (:meth:`use` does); the row
+        stays until it expires, outlived by the taken row."""
+        return self._value(key, since=0.0 if expired_too else None)
 
     def use(self, key: str, ending: str, expires_at: float, within: Executor) -> None:
         """Use a state, recording how its login ended, in the caller's transaction.
@@ -399,14 +399,17 @@ class LoginStateStore:
     def _ending(self, key: str) -> str | None:
         return self._value(TAKEN + key)
 
-    def _value(self, key: str, within: Executor | None = None) -> str | None:
+    def _value(self, key: str, within: Executor | None = None, *,
+               since: float | None = None) -> str | None:
         """The value of an unexpired row (``""`` for a row without one), else ``None``; read
-        on its own connection, or in the caller's transaction (``within``)."""
+        on its own connection, or in the caller's transaction (``within``). ``since``: a row
+        that expired after this moment counts too."""
         if within is None:
             with self._engine.connect() as conn:
-                return self._value(key, conn)
+                return self._value(key, conn, since=since)
         return t.cast("str | None", within.execute(
-            self._value_of, {"key": key, "now": time.time()}).scalar())
+            self._value_of, {"key": key, "now": time.time() if since is None else since}
+        ).scalar())
 
     def remember_spent_code(self, key: str) -> None:
         """A code WeChat called used, and no login here finished with it: not waited for
@@ -526,7 +529,7 @@ class LoginStates:
         if not _is_ours(marker, self.app_id, browser):
             raise StateError()
         if _marker_expiry(marker) < now:
-            raise ExpiredState(_inline_login(marker))
+            raise ExpiredState(self._expired_login(marker, key))
         if "data" in marker:
             data = marker["data"]
         else:
@@ -536,6 +539,19 @@ class LoginStates:
             data = json.loads(value)
         tied_to = marker.get("browser")
         return LoginData.from_json(data, tied_to if isinstance(tied_to, str) else None)
+
+    def _expired_login(self, marker: dict[str, t.Any], key: str) -> LoginData | None:
+        """What this browser's expired login kept, for its page's "Try again": in the
+        session, or parked in the table until the purge takes the row (then, or with the
+        database out of reach, nothing: the page says the same without it). Never the
+        login itself: its state is expired."""
+        if "data" in marker:
+            return _login_of(marker["data"], marker)
+        try:
+            value = self.store.parked(_parked_key(marker, key), expired_too=True)
+            return _login_of(json.loads(value), marker) if value else None
+        except (SQLAlchemyError, ValueError):
+            return None
 
     def owns(self, state: str | None, browser: str | None = None) -> bool:
         """Whether this browser started the login of ``state``: its session (in this app:
@@ -650,13 +666,12 @@ def _seconds_until(moment: float) -> int:
     return max(1, math.ceil(moment - time.time()))
 
 
-def _inline_login(marker: dict[str, t.Any]) -> LoginData | None:
-    """The login data an expired marker of this browser's kept in the session (parked data
-    may be purged already: not looked for), if it reads as such."""
+def _login_of(data: t.Any, marker: dict[str, t.Any]) -> LoginData | None:
+    """The login data an expired ``marker`` of this browser's kept (``data``: in the session
+    or parked), if it reads as such."""
     tied_to = marker.get("browser")
     try:
-        return LoginData.from_json(marker.get("data"),
-                                   tied_to if isinstance(tied_to, str) else None)
+        return LoginData.from_json(data, tied_to if isinstance(tied_to, str) else None)
     except StateError:
         return None
 

@@ -1164,30 +1164,68 @@ def test_the_block_message_tells_the_configured_wait(make_app: t.Any, wechat_api
     assert wait in html
 
 
-@pytest.mark.parametrize("action", ["create", "bind"])
-def test_a_wechat_linked_meanwhile_elsewhere_is_a_clear_refusal(make_app: t.Any,
-                                                                wechat_api: t.Any,
-                                                                action: str) -> None:
-    """The same WeChat waits in two browsers; one finishes first. The other must get a page
-    in words (not a server error), and link nothing."""
-    app = ask_app(make_app)
-    alice = add_user(app, username="alice", password="alice-pw")
+def _waiting_in_two_browsers(app: t.Any, wechat_api: t.Any) -> tuple[t.Any, str, t.Any, str]:
+    """The same WeChat waiting on the bind page in two browsers (the computer, and the
+    phone inside WeChat): each browser and its form's token."""
     first, second = app.test_client(), app.test_client()
     arrive(first, wechat_api)
     arrive(second, wechat_api)
     _h, first_token = bind_page(first)
     _h, second_token = bind_page(second)
+    return first, first_token, second, second_token
+
+
+def test_a_wechat_linked_meanwhile_to_another_account_is_a_clear_refusal(
+        make_app: t.Any, wechat_api: t.Any) -> None:
+    """One browser created an account for the waiting WeChat; the other then binds it to
+    another account: a page in words (not a server error), and nothing re-linked."""
+    app = ask_app(make_app)
+    alice = add_user(app, username="alice", password="alice-pw")
+    first, first_token, second, second_token = _waiting_in_two_browsers(app, wechat_api)
     assert submit(second, second_token, action="create").status_code == 302
     (winner,) = [u for u in all_users(app) if u.id != alice]
 
     with recording(app, "identity_linked", "user_created") as events:
-        resp = submit(first, first_token, action=action, username="alice", password="alice-pw")
+        resp = submit(first, first_token, action="bind", username="alice",
+                      password="alice-pw")
     assert resp.status_code == 409
     assert "linked to another account" in resp.get_data(as_text=True)
     assert events == []
     assert sorted(u.id for u in all_users(app)) == sorted([alice, winner.id])
     assert [(i.openid, i.user_id) for i in all_identities(app)] == [(OPENID, str(winner.id))]
     assert logged_in_user_id(first) is None
+
+
+@pytest.mark.parametrize("first_choice", ["create", "bind"])
+def test_a_wechat_linked_meanwhile_to_the_same_account_logs_in_to_it(
+        make_app: t.Any, wechat_api: t.Any, first_choice: str) -> None:
+    """The person chose on one device, then on the other: "Create a new account" there,
+    or binding the same account again, logs in to the account the first choice made or
+    bound. It answered 409 "linked to another account", naming the person's own new
+    account as another (session 34, left alone)."""
+    app = ask_app(make_app)
+    alice = add_user(app, username="alice", password="alice-pw")
+    first, first_token, second, second_token = _waiting_in_two_browsers(app, wechat_api)
+    third, third_token = _waiting_in_two_browsers(app, wechat_api)[:2]
+    assert submit(second, second_token, action=first_choice, username="alice",
+                  password="alice-pw").status_code == 302
+    (linked,) = all_identities(app)
+    users = sorted(u.id for u in all_users(app))
+
+    then = [(first, first_token, "create")]
+    if first_choice == "bind":  # binding the account the WeChat is linked to now
+        then.append((third, third_token, "bind"))
+    for browser, token, action in then:
+        with recording(app, "identity_linked", "user_created") as events:
+            resp = submit(browser, token, action=action, username="alice",
+                          password="alice-pw")
+        assert resp.status_code == 302
+        assert events == []
+        assert logged_in_user_id(browser) == linked.user_id
+    assert sorted(u.id for u in all_users(app)) == users
+    assert [(i.openid, i.user_id) for i in all_identities(app)] == [(OPENID, linked.user_id)]
+    if first_choice == "bind":
+        assert linked.user_id == str(alice)
 
 
 def test_create_refused_in_login_only_mode_sends_login_refused(

@@ -9,6 +9,7 @@ import re
 import typing as t
 
 import pytest
+import sqlalchemy as sa
 from flask import Response
 from support import (
     BUSINESS_URL,
@@ -31,6 +32,7 @@ from support import (
     receiver_keys,
     retry_links,
     start_login,
+    table,
     verify,
 )
 
@@ -111,6 +113,31 @@ def test_try_again_after_the_login_expired_keeps_what_it_kept(
     retry = retry_links(other.get_data(as_text=True))
     assert [dict(query_pairs(link)) for link in retry] == [{"next": "/account?tab=资料"}]
     assert api_paths(wechat_api) == []  # WeChat is never asked for an expired state's code
+
+
+def test_try_again_after_a_long_login_expired_keeps_its_next(make_app: t.Any, wechat_api: t.Any,
+                                                            clock: t.Any) -> None:
+    """A login whose ``next`` is too long for the cookie parks its data in the table: once
+    it expired, its page's "Try again" went to the post-login page (session 34, left
+    alone). Its row is there until the purge takes it: the page reads it, and after the
+    purge it still answers as before, without the ``next``."""
+    app = make_app()
+    long_next = "/reports/" + "季度-" * 60 + "?tab=1"
+    ttl = app.config.get("WECHAT_QR_STATE_TTL", 600)
+    for purged, expected in ((False, [{"next": long_next}]), (True, [{}])):
+        client = app.test_client()
+        state = start_login(client, next=long_next)
+        clock.advance(ttl + 1)
+        if purged:
+            states = table(app, "wechat_qr_login_state")
+            with app.app_context():
+                app.db.session.execute(sa.delete(states))  # type: ignore[attr-defined]
+                app.db.session.commit()  # type: ignore[attr-defined]
+        page = finish_login(client, state)
+        assert page.status_code == 400 and error_name(page) == "StateError"
+        retry = retry_links(page.get_data(as_text=True))
+        assert [dict(query_pairs(link)) for link in retry] == expected
+    assert api_paths(wechat_api) == []
 
 
 # --- to the business callback URL: an ID token or the error, posted -----------------------
