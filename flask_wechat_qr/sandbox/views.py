@@ -9,6 +9,7 @@ All state is in the database, so any worker process can answer any step.
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import threading
 import time
@@ -37,7 +38,7 @@ from ..i18n import lazy_gettext as _l
 from ..purge import BATCH_SIZE, delete_expired
 from ..redact import redact_http_debug_logs
 from ..storable import storable
-from ..transactions import end_reads
+from ..transactions import end_reads, is_unreachable
 from ..urls import hostname_of, is_loopback_host
 from . import network
 from .models import SandboxModels, add_missing_columns
@@ -58,6 +59,10 @@ if t.TYPE_CHECKING:
     from sqlalchemy.engine import CursorResult
 
 EXTENSION_KEY = "wechat_qr_sandbox"
+
+log = logging.getLogger(__name__)
+#: The views of WeChat's API (``/sns/*``), which answer in WeChat's JSON, errors too.
+API_ENDPOINTS = frozenset({"access_token", "refresh_token", "userinfo", "auth_check"})
 QR_TTL = 300
 #: Statuses of a QR code nobody has answered yet.
 OPEN_STATUSES = ("waiting", "scanned")
@@ -223,6 +228,31 @@ def page_error(title: str, detail: str, errcode: int | None = None,
                status: int = 400) -> tuple[str, int]:
     return render_template("wechat_qr/sandbox/error.html", title=title, detail=detail,
                            errcode=errcode), status
+
+
+@blueprint.errorhandler(sa.exc.DBAPIError)
+@blueprint.errorhandler(sa.exc.TimeoutError)
+def database_out_of_reach(error: Exception) -> Response | tuple[str, int]:
+    """The sandbox keeps its tables in the site's database (in a host app, the host's):
+    with that database down, its pages said nothing but Flask's 500. The API answers as
+    WeChat does when it is busy (errcode -1, which the extension tries once more and then
+    calls "WeChat is not answering"), the QR page's check a 503 its script words, the
+    pages a 503 in words. Any other database error is raised again."""
+    if not is_unreachable(error):
+        raise error
+    log.warning("the WeChat sandbox cannot reach its database: %s",
+                str(getattr(error, "orig", None) or error).strip().splitlines()[0])
+    endpoint = (request.endpoint or "").rpartition(".")[2]
+    if endpoint in API_ENDPOINTS:
+        return wechat_error(-1, "system error")
+    if endpoint == "poll":
+        response = _poll_answer({"status": "unavailable"})
+        response.status_code = 503
+        return response
+    return page_error(_("The sandbox cannot reach its database"),
+                      _("The simulated WeChat keeps its QR codes in this site's database, "
+                        "which does not answer. Start the database (or check the site's "
+                        "SQLALCHEMY_DATABASE_URI), then reload this page."), status=503)
 
 
 @blueprint.before_request

@@ -271,3 +271,42 @@ def test_the_standalone_sandbox_writes_while_others_read(tmp_path: t.Any) -> Non
     with sqlite3.connect(path) as check:
         assert check.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         assert check.execute("SELECT count(*) FROM wechat_qr_sandbox_qr").fetchone() == (2,)
+
+
+def test_the_sandbox_in_the_host_says_when_its_database_is_out_of_reach(
+        sandbox_app: Flask, tmp_path: t.Any) -> None:
+    """The host's database down (the in-app sandbox keeps its tables there): its pages
+    were Flask's bare 500 with a traceback (session 33, left alone). The QR page and the
+    phone's page now say so in words (a 503), the poll answers a 503 the QR page's script
+    says, and the API answers as WeChat does when it is busy (errcode -1): the login
+    ends on "WeChat is not answering". Once the database is back, the same browser logs in."""
+    from support import SANDBOX_PREFIX, database_out_of_reach
+
+    with sandbox_app.app_context():
+        engine = sandbox_app.db.engine  # type: ignore[attr-defined]
+    client, phone = sandbox_app.test_client(), sandbox_app.test_client()
+    uuid, state = open_qr_page(client)
+    with database_out_of_reach(engine, tmp_path):
+        started = client.get("/auth/wechat/login")  # reads nothing: to WeChat's page
+        qr_page = client.get(started.headers["Location"].split("localhost", 1)[1])
+        phone_page = phone.get(f"{SANDBOX_PREFIX}/connect/confirm/{uuid}")
+        polled = client.get(f"{SANDBOX_PREFIX}/connect/l/qrconnect", query_string={"uuid": uuid})
+        app_id = parse_qs(urlsplit(started.headers["Location"]).query)["appid"][0]
+        secret = sandbox_app.extensions["wechat_qr_sandbox"].apps[app_id].app_secret
+        token = client.get(f"{SANDBOX_PREFIX}/sns/oauth2/access_token",
+                           query_string={"appid": app_id, "secret": secret, "code": "z",
+                                         "grant_type": "authorization_code"})
+        callback = client.get("/auth/wechat/callback", query_string={"code": "C1",
+                                                                    "state": state})
+    for page in (qr_page, phone_page):
+        assert page.status_code == 503
+        assert "database" in page.get_data(as_text=True)
+        assert "Traceback" not in page.get_data(as_text=True)
+    assert polled.status_code == 503 and polled.json == {"status": "unavailable"}
+    assert token.status_code == 200 and token.content_type == "text/plain"
+    assert token.get_data(as_text=True).startswith('{"errcode": -1, "errmsg": "system error')
+    assert callback.status_code in (502, 503), callback.get_data(as_text=True)
+    uuid, _ = open_qr_page(client)
+    answer(phone, uuid, action="allow", person="lisi")
+    resp = client.get(poll(client, uuid)["redirect"].split("localhost", 1)[1])
+    assert resp.status_code == 302
