@@ -343,9 +343,13 @@ class AccountAdapter(t.Generic[UserT]):
         return type(self).load_user is AccountAdapter.load_user
 
     def current_user(self) -> UserT | None:
-        """The logged-in user (Flask-Login), or ``None``."""
-        user = flask_login.current_user
-        return user if user and user.is_authenticated else None
+        """The logged-in user (Flask-Login), or ``None``: the user object itself, not
+        Flask-Login's ``current_user`` proxy, which signals would hand their receivers (one
+        that keeps the user past the request, or compares it with ``is``, gets the object
+        its documentation promises)."""
+        proxy: t.Any = flask_login.current_user
+        user = proxy._get_current_object()
+        return t.cast("UserT", user) if user and user.is_authenticated else None
 
     # --- logging in ----------------------------------------------------------------
 

@@ -647,7 +647,7 @@ class Settings:
         WECHAT_API_BASE_URL, base_url, topic="addresses",
         doc="Where the server calls WeChat's API (``/sns/oauth2/access_token``, ...).")
     app_id_check: bool = setting(
-        True, boolean,
+        True, boolean, topic="addresses",
         doc="Refuse at start-up an AppID that is not ``wx`` and 16 hexadecimal digits (a typo "
             "would fail only at WeChat). Only applies while logins go to WeChat itself (not "
             "the sandbox, nor other base URLs).")

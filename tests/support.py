@@ -986,6 +986,7 @@ def recording(app: Flask, *names: str) -> t.Iterator[list[tuple[str, dict[str, t
             def receiver(sender: t.Any, _name: str = name, **kwargs: t.Any) -> None:
                 if kwargs.get("user") is not None:
                     kwargs["user_id"] = kwargs["user"].id
+                    kwargs["user_type"] = type(kwargs["user"])  # not a proxy of it
                 if kwargs.get("identity") is not None:
                     kwargs["openid"] = kwargs["identity"].openid
                 events.append((_name, kwargs))

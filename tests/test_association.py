@@ -728,6 +728,9 @@ def test_link_attaches_the_wechat_to_the_logged_in_user(make_app: t.Any,
     assert [(name, kw["via"], kw["user_id"], kw["openid"]) for name, kw in events] == [
         ("identity_linked", "link", alice, OPENID)]
     assert events[0][1]["connection"].identifier == "wechat"
+    # The user object itself, as the docs say: it was Flask-Login's current_user proxy (a
+    # helper's docs walk, session 35), which a receiver keeping it could not use later.
+    assert events[0][1]["user_type"] is app.User  # type: ignore[attr-defined]
 
     # The linked WeChat now logs in as alice.
     other = app.test_client()
@@ -968,6 +971,7 @@ def test_unlink_removes_the_identity(make_app: t.Any, wechat_api: t.Any) -> None
     assert [(name, kw["user_id"], kw["openid"]) for name, kw in events] == [
         ("identity_unlinked", alice, OPENID)]
     assert events[0][1]["connection"].identifier == "wechat"
+    assert events[0][1]["user_type"] is app.User  # type: ignore[attr-defined]
 
     # The WeChat no longer opens alice's account: it is a stranger again (mode off).
     other = app.test_client()

@@ -696,3 +696,36 @@ def test_a_secret_pasted_as_the_app_id_is_masked_in_the_listing(
                    "--base-url", PUBLIC)
     assert secret not in result.output
     assert "f3…11 (not an AppID: masked)" in result.output
+
+
+def test_the_standalone_sandboxs_own_file_is_in_the_folder_it_runs_in(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--database sqlite:///wechat-qr-sandbox.db`` (the default): a file in the folder
+    the command runs in, as the docs say, and the start says where. Flask-SQLAlchemy put it
+    in the app's instance folder: for the sandbox's app, inside the installed package's
+    ``var`` folder (or a checkout's ``instance``), where nobody looked (a helper's docs
+    walk, session 35)."""
+    from flask_wechat_qr.sandbox import __main__ as standalone
+
+    seen: list[str] = []
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(standalone, "make_server", _server_that_stops_at_once)
+    standalone.serve(host="127.0.0.1", port=0, app_id="wxclitest00000001",
+                     app_secret="s" * 20, name=None, callback_domain="localhost",
+                     database="sqlite:///wechat-qr-sandbox.db", public_url=None,
+                     echo=seen.append)
+    assert (tmp_path / "wechat-qr-sandbox.db").exists()
+    assert f" * Its database (QR codes, codes, people's avatars): sqlite:///{tmp_path}/" \
+           "wechat-qr-sandbox.db" in seen
+    assert "s" * 20 not in "\n".join(seen)
+
+
+class _server_that_stops_at_once:  # noqa: N801 (stands in for werkzeug's make_server)
+    def __init__(self, *_args: t.Any, **_kwargs: t.Any) -> None:
+        pass
+
+    def serve_forever(self) -> None:
+        pass
+
+    def server_close(self) -> None:
+        pass

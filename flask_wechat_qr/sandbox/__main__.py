@@ -57,10 +57,13 @@ def serve(*, host: str, port: int, app_id: str, app_secret: str | None,
         ) from None
     # Keep-alive, as WeChat's servers: the extension's pooled session is exercised.
     server = make_server(host, port, app, threaded=True, request_handler=KeepAliveHandler)
+    with app.app_context():
+        database_used = app.extensions["sqlalchemy"].engine.url
     for line in startup_lines(host=host, port=port, app_id=app_id,
                               app_secret=app_secret if made else None,
                               callback_domain=callback_domain, oa_app_id=oa_app_id,
-                              oa_app_secret=oa_app_secret if oa_made else None):
+                              oa_app_secret=oa_app_secret if oa_made else None,
+                              database=database_used.render_as_string(hide_password=True)):
         say(line)
     try:
         server.serve_forever()
@@ -72,10 +75,10 @@ def serve(*, host: str, port: int, app_id: str, app_secret: str | None,
 
 def startup_lines(*, host: str, port: int, app_id: str, app_secret: str | None,
                   callback_domain: str, oa_app_id: str = SANDBOX_OA_APP_ID,
-                  oa_app_secret: str | None = None) -> list[str]:
-    """What the sandbox says at start: the settings to copy into the site, and the address to
-    open the site at. ``app_secret``/``oa_app_secret``: the ones it made (a chosen one is
-    never printed)."""
+                  oa_app_secret: str | None = None, database: str | None = None) -> list[str]:
+    """What the sandbox says at start: the settings to copy into the site, the address to
+    open the site at, and where it keeps its data (``database``, its password hidden).
+    ``app_secret``/``oa_app_secret``: the ones it made (a chosen one is never printed)."""
     shown = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "[::1]"}.get(host, host)
     base = f"http://{'[' + shown + ']' if ':' in shown and '[' not in shown else shown}:{port}"
     secret = app_secret or "<the --app-secret you gave>"
@@ -96,6 +99,8 @@ def startup_lines(*, host: str, port: int, app_id: str, app_secret: str | None,
         f"http://{callback_domain}:<its port>/ (--callback-domain changes it): like WeChat, "
         "the sandbox refuses a redirect URI on another host with error 10003, and localhost "
         "and 127.0.0.1 are different hosts.",
+        *([f" * Its database (QR codes, codes, people's avatars): {database}"]
+          if database else []),
         " * For development only: anyone who reaches it can log in as a simulated person.",
     ]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import typing as t
 
 import sqlalchemy as sa
@@ -56,10 +57,13 @@ def create_sandbox_app(
     public_url: str | None = None,
 ) -> Flask:
     """The sandbox alone, as its own site (open and API base URL: its root). A SQLite file
-    of its own is kept in WAL mode (:func:`_sqlite_in_wal`)."""
+    of its own is kept in WAL mode (:func:`_sqlite_in_wal`); a relative path is in the
+    current folder, where the command runs (Flask-SQLAlchemy puts it in the app's
+    instance folder, which for an app made here was inside the installed package's
+    ``var`` folder, or the checkout's ``instance``)."""
     from flask_sqlalchemy import SQLAlchemy
 
-    app = Flask(__name__)
+    app = Flask(__name__, instance_path=os.getcwd())
     app.config["SQLALCHEMY_DATABASE_URI"] = database_uri
     db = SQLAlchemy(app)
     install_sandbox(app, db, apps, public_url=public_url).standalone = True

@@ -286,8 +286,11 @@ def refuse_undecodable_query() -> tuple[str, int] | None:
 def index() -> str:
     sandbox = sandbox_runtime()
     avatars = {person.key: avatar_path(sandbox, person) for person in PEOPLE}
+    # Avatars change only where profiles point at the image host (an image origin): with
+    # data: URIs in them, the button changed nothing a login shows.
     return render_template("wechat_qr/sandbox/index.html", apps=sandbox.apps.values(),
-                           people=PEOPLE, avatars=avatars)
+                           people=PEOPLE, avatars=avatars,
+                           avatars_change=sandbox.image_origin is not None)
 
 
 def headimgurl(sandbox: SandboxRuntime, person: SandboxPerson) -> str:

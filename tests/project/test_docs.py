@@ -128,6 +128,14 @@ def test_global_settings_have_no_connection_dict_key() -> None:
         assert ":In a connection dict:" not in blocks[PREFIX + name.upper()], name
 
 
+def test_the_connection_section_lists_only_per_connection_settings() -> None:
+    """The "connection" section says its keys go in each ``WECHAT_QR_CONNECTIONS`` dict:
+    ``WECHAT_QR_APP_ID_CHECK``, app-wide, was listed there, and a dict with it was refused
+    (a helper's docs walk, session 35)."""
+    in_section = {row.name for row in SETTINGS if row.topic == "connection"}
+    assert in_section <= set(CONNECTION_DEFAULTS), sorted(in_section - set(CONNECTION_DEFAULTS))
+
+
 def test_the_configuration_page_generates_every_topic_and_writes_no_default() -> None:
     text = page("configuration")
     assert re.findall(r"^\.\. wechat-qr-settings:: (\S+)$", text, re.M) == list(TOPICS)

@@ -310,3 +310,16 @@ def test_the_sandbox_in_the_host_says_when_its_database_is_out_of_reach(
     answer(phone, uuid, action="allow", person="lisi")
     resp = client.get(poll(client, uuid)["redirect"].split("localhost", 1)[1])
     assert resp.status_code == 302
+
+
+@pytest.mark.parametrize("store_avatars", [False, True])
+def test_the_change_avatar_button_only_where_avatars_can_change(
+        make_app: t.Callable[..., Flask], store_avatars: bool) -> None:
+    """Profiles carry ``data:`` URIs unless ``WECHAT_QR_STORE_AVATARS`` is on: the index
+    page's **Change avatar** buttons then changed nothing a login shows, where the docs say
+    they are there only with it on (a helper's docs walk, session 35)."""
+    app = make_app(WECHAT_QR_SANDBOX=True, WECHAT_QR_APP_ID=None, WECHAT_QR_APP_SECRET=None,
+                   WECHAT_QR_STORE_AVATARS=store_avatars)
+    page = app.test_client().get("/wechat-sandbox/").get_data(as_text=True)
+    assert ("Change avatar" in page) is store_avatars
+    assert ("the old URL then answers 404" in page) is store_avatars
