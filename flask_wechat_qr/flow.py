@@ -97,6 +97,7 @@ from .login_state import (
     TooManyWaiting,
 )
 from .model_base import engine_of
+from .outage import DatabaseOutage
 from .settings import OFFICIAL_ACCOUNT
 
 if t.TYPE_CHECKING:
@@ -275,6 +276,18 @@ class LoginFlow:
         self.login_states = login_states
         #: refreshes returning people's stale profiles off the login's path
         self.refresher = refresher
+        #: a database found out of reach lately (:meth:`before_start`)
+        self.outage = DatabaseOutage()
+
+    def before_start(self) -> None:
+        """:class:`DatabaseUnavailable` where a page said lately that the database is out of
+        reach and it still is: the login does not start (the person would scan and confirm
+        for nothing). Asks the database only then (:mod:`.outage`)."""
+        if self.outage.seen_at is None:  # every start of a site whose database is up
+            return
+        error = self.outage.reason_to_wait(self.db, lambda: engine_of(self.db, self._table))
+        if error is not None:
+            raise database_unavailable(error) from error
 
     # --- the callback ---------------------------------------------------------------------
 

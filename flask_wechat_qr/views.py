@@ -39,6 +39,7 @@ from .errors import (
     AlreadyLinked,
     BindingExpired,
     ConnectionAlreadyLinked,
+    DatabaseUnavailable,
     InvalidRequest,
     LoginError,
     LoginNotSetUp,
@@ -155,6 +156,7 @@ def _begin(connection: str, link_user: str | None = None, *, app: str = WEBSITE_
     runtime = current_runtime()
     request = this_request()
     client = runtime.client(connection)
+    runtime.flow.before_start()
     if app == OFFICIAL_ACCOUNT:
         client = runtime.official_accounts[connection]
     if login is None:
@@ -537,6 +539,8 @@ def login_error(error: LoginError) -> tuple[str | BaseResponse, int, dict[str, s
     if connection is None:
         connection_id = (request.view_args or {}).get("connection")
         connection = runtime.settings.connections.get(connection_id) if connection_id else None
+    if isinstance(error, DatabaseUnavailable):
+        runtime.flow.outage.seen()  # logins do not start while it lasts
     if isinstance(error, LoginUnavailable):  # said once at start-up: no line per visitor
         log.info("WeChat login is off: %s (%s)", error, type(error).__name__)
     elif error.operator_error:

@@ -10,6 +10,7 @@ import logging
 import re
 import secrets
 import threading
+import time
 import typing as t
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
@@ -412,6 +413,50 @@ def test_a_login_whose_database_is_out_of_reach_ends_on_its_page(
                      errors[0].getMessage())
     assert login_with_wechat(browser, wechat_api, openid=OPENID_B).status_code == 302
     assert len(all_users(app)) == 2
+
+
+def test_no_login_starts_while_a_database_found_out_of_reach_still_is(
+    make_app: t.Any, wechat_api: WeChatAPI, tmp_path: t.Any
+) -> None:
+    """A login's start reads nothing, so while the database was down it still sent people
+    to WeChat's QR page: they scanned and confirmed, and only then learned that the site
+    could not log them in (session 33, left alone). Once a page said the database is out
+    of reach, each start asks it first: still down, the start is that page (503), and
+    WeChat never sees the person; back, the start goes to WeChat and the next ones ask
+    nothing. A site whose database never failed asks nothing at a start."""
+    app = make_app()
+    with app.app_context():
+        engine = app.db.engine  # type: ignore[attr-defined]
+    statements: list[str] = []
+    sa.event.listen(engine, "before_cursor_execute",
+                    lambda _c, _cur, statement, *_a: statements.append(statement))
+    browser = app.test_client()
+    assert browser.get("/auth/wechat/login").status_code == 302  # (SQLite: its trigger)
+    statements.clear()
+    assert browser.get("/auth/wechat/login").status_code == 302
+    assert statements == []  # nothing asked at a start
+    with database_out_of_reach(engine, tmp_path) as attempts:
+        state = start_login(browser, next="/orders")
+        each_code_once(wechat_api)
+        failed = browser.get("/auth/wechat/callback", query_string={"code": "C1",
+                                                                     "state": state})
+        assert failed.status_code == 503
+        tried = len(attempts)
+        for path in ("/auth/wechat/login?next=/orders", "/auth/wechat/qr"):
+            resp = browser.get(path)
+            assert resp.status_code == 503 and error_name(resp) == "DatabaseUnavailable"
+            assert resp.headers["Retry-After"] == "120"
+        assert len(attempts) == tried + 2  # each start asked, once
+    statements.clear()
+    assert browser.get("/auth/wechat/login").status_code == 302  # back: asked, and on
+    assert len(statements) == 1
+    assert browser.get("/auth/wechat/login").status_code == 302
+    assert len(statements) == 1  # and not again
+    # A long outage forgotten: starts do not ask a database nobody found down since.
+    with database_out_of_reach(engine, tmp_path) as attempts:
+        runtime_of(app).flow.outage.seen_at = time.monotonic() - 121  # two minutes ago
+        assert browser.get("/auth/wechat/login").status_code == 302
+        assert attempts == []
 
 
 def test_a_login_that_finds_every_connection_of_the_pool_taken_ends_on_its_page(
