@@ -28,6 +28,7 @@ from flask import Response, g, has_app_context, has_request_context, request
 from .avatar_download import IMAGE_SIGNATURES, AvatarDownloader, AvatarImage, AvatarRefused
 from .column_types import MYSQL_DIALECTS
 from .placeholders import is_placeholder_avatar
+from .urls import is_local_path
 
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
@@ -129,10 +130,13 @@ class AvatarKeeper:
         return hashlib.sha256(f"wechat-qr-avatar:{source}".encode()).hexdigest()[:40]
 
     def path_for(self, key: str) -> str:
-        """The path this site serves the avatar ``key`` at."""
+        """The path this site serves the avatar ``key`` at. Stored on the person's rows and
+        shown to others, so a mount point from a hostile proxy header (``X-Forwarded-Prefix:
+        //evil.example`` through ``ProxyFix``) is not taken: the path without it."""
         root = (request.script_root if has_request_context()
                 else g.get(SCRIPT_ROOT, "") if has_app_context() else "")
-        return f"{root}{self.url_prefix}/avatars/{key}"
+        path = f"{self.url_prefix}/avatars/{key}"
+        return root + path if is_local_path(root + path) else path
 
     def source_of(self, profile: WeChatProfile) -> str | None:
         """Where ``profile``'s avatar would be downloaded from; ``None`` when the setting is

@@ -253,6 +253,34 @@ def login(client: t.Any, api: t.Any, **kwargs: t.Any) -> t.Any:
     return finish_login(client, start_login(client))
 
 
+@pytest.mark.parametrize(("prefix", "stored"), [
+    ("/site", "/site" + stored_path()),
+    ("//evil.example", stored_path()),
+    ("javascript:alert(document.domain)//", stored_path()),
+    ("/\\evil.example", stored_path()),
+])
+def test_the_stored_avatars_path_takes_no_mount_point_from_a_hostile_header(
+        make_app: t.Callable[..., Flask], wechat_api: t.Any, prefix: str, stored: str) -> None:
+    """Behind ``ProxyFix(x_prefix=1)``, the mount point is the proxy's
+    ``X-Forwarded-Prefix``: one a client forged (a proxy that passes it on) was stored as
+    the avatar's URL on the person's rows, shown to others (``//evil.example/...``, or
+    ``javascript:`` in an ``href``: a red-team helper, session 35). A mount point that
+    leaves the site is not taken; a real one is."""
+    from werkzeug.middleware.proxy_fix import ProxyFix
+
+    app = make_app(WECHAT_QR_STORE_AVATARS=True)
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_prefix=1)  # type: ignore[method-assign]
+    client = app.test_client()
+    wechat_api.mock.reset()
+    serve_avatar(wechat_api)
+    wechat_api.token()
+    wechat_api.userinfo()
+    client.environ_base["HTTP_X_FORWARDED_PREFIX"] = prefix  # on every request
+    assert finish_login(client, start_login(client)).status_code == 302
+    assert [identity.avatar_url for identity in all_identities(app)] == [stored]
+    assert [user.avatar_url for user in all_users(app)] == [stored]
+
+
 def test_the_first_login_stores_the_avatar_and_points_at_it(storing_app: Flask,
                                                             wechat_api: t.Any) -> None:
     client = storing_app.test_client()
