@@ -25,7 +25,13 @@ from werkzeug.urls import iri_to_uri
 from .association import Resolution
 from .client import WeChatProfile
 from .client_address import client_network
-from .errors import AlreadyLinked, BindingBlocked, BindingExpired, LoginRefused
+from .errors import (
+    AlreadyLinked,
+    BindingBlocked,
+    BindingExpired,
+    LinkedMeanwhile,
+    LoginRefused,
+)
 from .i18n import LazyText, lazy_ngettext
 from .i18n import lazy_gettext as _l
 from .model_base import engine_of
@@ -40,7 +46,7 @@ if t.TYPE_CHECKING:
     from .association import AssociationPolicy
     from .client import WeChatToken
     from .models import Models
-    from .protocols import Identity, PendingBinding, User
+    from .protocols import PendingBinding, User
     from .settings import ConnectionSettings, Settings
 
 
@@ -118,13 +124,13 @@ class PendingBindings:
         """"Create a new account" (refused in login-only mode), in the caller's
         transaction."""
         pending = self.get(binding_id)
-        linked = self.policy.linked_user(connection.identifier, pending.openid)
-        if linked is None and not self.policy.adapter.can_signup(connection):
+        if not self.policy.adapter.can_signup(connection):
             raise LoginRefused(openid=pending.openid)
         profile = _profile_of(pending)
         self._consume(pending.id)
-        if linked is not None:
-            return self._linked_meanwhile(*linked)
+        if self.policy.linked_user(connection.identifier, pending.openid) is not None:
+            # Not a login to that account: the page may have been left at a shared computer.
+            raise LinkedMeanwhile()
         user = self.policy.create_user_for(connection, profile)
         identity = self.policy.attach(connection, user, pending.openid, profile,
                                       pending.unionid, app=pending.app)
@@ -143,22 +149,14 @@ class PendingBindings:
             identity, _owner = linked
             if identity.user_id != self.policy.adapter.get_user_id(user):
                 raise AlreadyLinked()  # to someone else's account: not re-linked silently
-            return self._linked_meanwhile(identity, user)
+            # Linked meanwhile to the very account the password proved: that login.
+            return Resolution(user=user, identity=identity)
         if connection.profile_sync == "each_login":
             self.policy.populate_user(user, connection, profile)
         identity = self.policy.attach(connection, user, pending.openid, profile,
                                       pending.unionid, app=pending.app)
         return Resolution(user=user, identity=identity, new_identity=True, profile=profile,
                           via="binding")
-
-    @staticmethod
-    def _linked_meanwhile(identity: Identity, user: User) -> Resolution:
-        """The waiting WeChat account got linked meanwhile (the same person chose in another
-        browser, say on the computer and inside WeChat on the phone): this choice logs in
-        to that account, as a WeChat login would now, rather than calling the person's own
-        new account "another". Checked in the completing transaction: if the other one
-        commits after the check, the unique constraint makes the retry land here."""
-        return Resolution(user=user, identity=identity)
 
     def _consume(self, binding_id: str) -> None:
         """Mark used, atomically: of two concurrent completions only one goes on."""

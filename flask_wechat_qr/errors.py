@@ -214,6 +214,19 @@ class AlreadyLinked(LoginError):
     )
 
 
+class LinkedMeanwhile(AlreadyLinked):
+    """"Create a new account" on a bind page whose WeChat account got linked while the page
+    waited (the same person chose in another browser, say on the computer and inside WeChat
+    on the phone). Not a login to that account: the page may have been left open at a
+    shared computer."""
+
+    title = _l("This WeChat was linked meanwhile")
+    message = _l(
+        "While this page waited, this WeChat account was linked to an account on this site "
+        "(in another browser or tab). Log in with WeChat to use that account."
+    )
+
+
 class ConnectionAlreadyLinked(LoginError):
     """The local account already has an identity on this connection."""
 
