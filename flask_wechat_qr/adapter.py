@@ -21,7 +21,6 @@ import flask_login
 import sqlalchemy as sa
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from .check_times import CheckTimes
 from .context import this_app, this_request, this_session
 from .errors import AccountDisabled
 from .storable import storable
@@ -33,9 +32,6 @@ _ABSENT = object()
 _LARGEST_INTEGER: dict[type, int] = {sa.Integer: 2**31 - 1, sa.SmallInteger: 2**15 - 1}
 #: Where the default :meth:`AccountAdapter.has_password` looks for a password, in order.
 PASSWORD_ATTRIBUTES = ("password_hash", "password")
-#: The process's recent password checks, which every check's answer waits for (one for
-#: all adapters: an attacker's probe may land on any app of the process).
-_CHECK_TIMES = CheckTimes()
 #: Put into the session just before it is given a new id, which a store skips for an empty
 #: session; cleared with the rest right after.
 _RENEWING = "_wechat_qr_renewing"
@@ -256,22 +252,19 @@ class AccountAdapter(t.Generic[UserT]):
         ``check_password(password)`` method, or a Werkzeug hash in ``password_hash``. A
         user without a password (:meth:`has_password`; e.g. one a WeChat login created)
         proves nothing, nor does a value two users share, and a ``check_password`` that
-        raises counts as a wrong password (logged), never a 500. Takes the same time
-        whether or not the username exists or has a password, so it does not reveal which
-        accounts exist: no answer comes sooner than the slowest recent check of a real
-        account (:mod:`~flask_wechat_qr.check_times`: a site's own ``check_password``, or
-        hashes of two Werkzeug versions, take times of their own).
+        raises counts as a wrong password (logged), never a 500. Works as long whether or
+        not the username exists or has a password (a dummy hash of the site's method), so
+        it does not reveal which accounts exist; and the bind page answers no sooner than
+        its slowest recent check (:mod:`~flask_wechat_qr.check_times`), for the times of
+        a site's own ``check_password`` and of an override of this method.
         """
         user = self._user_for_login(username)
         if user is None or not self.has_password(user):
-            with _CHECK_TIMES.check(of_account=False):
-                check_password_hash(_dummy_hash(self._seen_hash_method), password or "")
+            check_password_hash(_dummy_hash(self._seen_hash_method), password or "")
             return None
         self._seen_hash_method = _hash_method(_stored_password(user)) or (
             self._seen_hash_method)
-        with _CHECK_TIMES.check(of_account=True):
-            proved = _password_matches(user, password or "", self._seen_hash_method)
-        return user if proved else None
+        return user if _password_matches(user, password or "", self._seen_hash_method) else None
 
     def login_key(self, username: str) -> str:
         """What the bind page counts wrong passwords under: one spelling for all that the
@@ -399,10 +392,12 @@ class AccountAdapter(t.Generic[UserT]):
         browser's ``Accept-Language`` decide. Called at most once per request."""
         return None
 
-    def on_user_deleted(self, forget: t.Callable[[str, Connection], None], key: int) -> None:
+    def on_user_deleted(self, forget: t.Callable[[str, Connection | None], None], key: int
+                        ) -> None:
         """Call ``forget(user_id, connection)`` whenever the ORM deletes a user of
         ``user_model`` (nothing without one): once per model and ``key`` (the identity
-        table), however many apps share them."""
+        table), however many apps share them. ``connection``: the deleting transaction's,
+        or ``None`` for the request's session."""
         model = self.user_model
         if model is None:
             return

@@ -28,7 +28,6 @@ from flask import Response, g, has_app_context, has_request_context, request
 from .avatar_download import IMAGE_SIGNATURES, AvatarDownloader, AvatarImage, AvatarRefused
 from .column_types import MYSQL_DIALECTS
 from .placeholders import is_placeholder_avatar
-from .urls import is_local_path
 
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
@@ -110,6 +109,10 @@ class DatabaseAvatarStore:
         self.db.session.execute(sa.delete(self.model).where(self.model.key == key))
 
 
+#: A mount point of path segments only: no query, fragment, escape, backslash or space.
+_PLAIN_MOUNT_POINT = re.compile(r"(?:/[^/?#%\\\s]+)*")
+
+
 class AvatarKeeper:
     """Decides when an avatar is stored, stores it, and serves it."""
 
@@ -131,12 +134,14 @@ class AvatarKeeper:
 
     def path_for(self, key: str) -> str:
         """The path this site serves the avatar ``key`` at. Stored on the person's rows and
-        shown to others, so a mount point from a hostile proxy header (``X-Forwarded-Prefix:
-        //evil.example`` through ``ProxyFix``) is not taken: the path without it."""
+        shown to others, so a mount point from a hostile proxy header (``X-Forwarded-Prefix``
+        through ``ProxyFix``: ``//evil.example``, or a path of the site's with a query that
+        turns the rest into a parameter) is not taken unless it is path segments only."""
         root = (request.script_root if has_request_context()
                 else g.get(SCRIPT_ROOT, "") if has_app_context() else "")
         path = f"{self.url_prefix}/avatars/{key}"
-        return root + path if is_local_path(root + path) else path
+        return root + path if _PLAIN_MOUNT_POINT.fullmatch(root) and not (
+            {".", ".."} & set(root.split("/"))) else path
 
     def source_of(self, profile: WeChatProfile) -> str | None:
         """Where ``profile``'s avatar would be downloaded from; ``None`` when the setting is

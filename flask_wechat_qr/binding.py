@@ -23,12 +23,14 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.urls import iri_to_uri
 
 from .association import Resolution
+from .check_times import CheckTimes
 from .client import WeChatProfile
 from .client_address import client_network
 from .errors import (
     AlreadyLinked,
     BindingBlocked,
     BindingExpired,
+    ConnectionAlreadyLinked,
     LinkedMeanwhile,
     LoginRefused,
 )
@@ -66,6 +68,8 @@ class PendingBindings:
         self.policy = policy
         self.settings = settings
         self.purges = PurgeSchedule(PURGE_INTERVAL)
+        #: how long this app's recent password checks took (every answer waits as long)
+        self.check_times = CheckTimes()
 
     def start(self, connection: ConnectionSettings, token: WeChatToken,
               profile: WeChatProfile, next_url: str | None) -> str:
@@ -128,12 +132,19 @@ class PendingBindings:
             raise LoginRefused(openid=pending.openid)
         profile = _profile_of(pending)
         self._consume(pending.id)
+        # Checked in the completing transaction; one that commits after the check meets the
+        # unique constraint, and the retry lands here (or attach finds it by unionid).
         if self.policy.linked_user(connection.identifier, pending.openid) is not None:
             # Not a login to that account: the page may have been left at a shared computer.
             raise LinkedMeanwhile()
         user = self.policy.create_user_for(connection, profile)
-        identity = self.policy.attach(connection, user, pending.openid, profile,
-                                      pending.unionid, app=pending.app)
+        try:
+            identity = self.policy.attach(connection, user, pending.openid, profile,
+                                          pending.unionid, app=pending.app)
+        except AlreadyLinked:
+            if self.policy.linked_user(connection.identifier, pending.openid) is not None:
+                raise LinkedMeanwhile() from None
+            raise  # the person's other app's openid is someone else's
         return Resolution(user=user, identity=identity, created_user=True,
                           new_identity=True, profile=profile, via="signup")
 
@@ -144,19 +155,37 @@ class PendingBindings:
         pending = self.get(binding_id)
         profile = _profile_of(pending)
         self._consume(pending.id)
-        linked = self.policy.linked_user(connection.identifier, pending.openid)
-        if linked is not None:
-            identity, _owner = linked
-            if identity.user_id != self.policy.adapter.get_user_id(user):
-                raise AlreadyLinked()  # to someone else's account: not re-linked silently
-            # Linked meanwhile to the very account the password proved: that login.
-            return Resolution(user=user, identity=identity)
+        # Checked in the completing transaction (see create_account), and again where
+        # attach finds it linked since.
+        meanwhile = self._linked_meanwhile_to(connection, pending.openid, user)
+        if meanwhile is not None:
+            return meanwhile
         if connection.profile_sync == "each_login":
             self.policy.populate_user(user, connection, profile)
-        identity = self.policy.attach(connection, user, pending.openid, profile,
-                                      pending.unionid, app=pending.app)
+        try:
+            identity = self.policy.attach(connection, user, pending.openid, profile,
+                                          pending.unionid, app=pending.app)
+        except (AlreadyLinked, ConnectionAlreadyLinked):
+            meanwhile = self._linked_meanwhile_to(connection, pending.openid, user)
+            if meanwhile is not None:
+                return meanwhile
+            raise
         return Resolution(user=user, identity=identity, new_identity=True, profile=profile,
                           via="binding")
+
+    def _linked_meanwhile_to(self, connection: ConnectionSettings, openid: str, user: User
+                             ) -> Resolution | None:
+        """The waiting WeChat account linked since the page was drawn (the same person
+        chose in another browser): to ``user``, whose password was just proved, that login;
+        to someone else, :class:`AlreadyLinked` (never re-linked silently); ``None``: not
+        linked."""
+        linked = self.policy.linked_user(connection.identifier, openid)
+        if linked is None:
+            return None
+        identity, _owner = linked
+        if identity.user_id != self.policy.adapter.get_user_id(user):
+            raise AlreadyLinked()
+        return Resolution(user=user, identity=identity)
 
     def _consume(self, binding_id: str) -> None:
         """Mark used, atomically: of two concurrent completions only one goes on."""
@@ -186,7 +215,10 @@ class PendingBindings:
         # (a 500 from the adapter's lookup): wrong credentials, without asking the adapter.
         if "\x00" in username + password:
             return None
-        user = self.policy.adapter.authenticate(username, password)
+        # No sooner than the slowest recent check, so the time tells no usernames; the
+        # request's reads end before it waits, not to hold a connection of the pool.
+        with self.check_times.check(before_waiting=lambda: end_reads(self.db)):
+            user = self.policy.adapter.authenticate(username, password)
         if user is not None:
             self.forget_attempt(attempt)
         return user

@@ -1,11 +1,13 @@
 """Password checks that take as long whichever account is asked about: the bind page must
 not tell, by its answer's time, which usernames exist.
 
-A dummy hash for an unknown username costs what a hash of Werkzeug's method costs. A site
-whose own ``check_password`` uses another scheme (bcrypt, passlib's) takes its own time,
-and one whose hashes come from two Werkzeug versions (pbkdf2, then scrypt) takes two:
-every check is therefore answered no sooner than the slowest of the recent checks of real
-accounts (:class:`CheckTimes`), whichever account it was about.
+The default :meth:`~flask_wechat_qr.AccountAdapter.authenticate` checks a dummy hash for
+an unknown username, which costs what Werkzeug's method costs; a site's own
+``check_password`` (bcrypt, passlib's), hashes from two Werkzeug versions (pbkdf2, then
+scrypt), or an ``authenticate`` of the site's own each take times of their own, faster or
+slower than that dummy. So each check of an app's bind page is answered no sooner than
+the slowest of its recent checks, of accounts and of unknown usernames alike
+(:class:`CheckTimes`).
 """
 
 from __future__ import annotations
@@ -16,37 +18,43 @@ import threading
 import time
 import typing as t
 
-#: Recent checks of real accounts whose time sets the floor.
-RECENT_CHECKS = 16
-#: The longest floor: one check slowed by a loaded machine does not hold every later
-#: answer that long.
+#: Checks kept, and for how long (seconds): the floor is the slowest of them. One check
+#: slowed by a loaded machine sets it only until it is this old.
+RECENT_CHECKS = 32
+RECENT_SECONDS = 600.0
+#: The highest floor: no answer waits longer than this for others' sake.
 LONGEST_FLOOR = 2.0
 
 
 class CheckTimes:
-    """How long this process's recent password checks of real accounts took."""
+    """How long one app's recent password checks took."""
 
     def __init__(self) -> None:
-        self._recent: collections.deque[float] = collections.deque(maxlen=RECENT_CHECKS)
+        #: (when it began, how long it took), both ``time.monotonic`` seconds
+        self._recent: collections.deque[tuple[float, float]] = collections.deque(
+            maxlen=RECENT_CHECKS)
         self._lock = threading.Lock()
 
-    def floor(self) -> float:
+    def floor(self, now: float) -> float:
         """Seconds no answer should come sooner than: the slowest recent check."""
         with self._lock:
-            return min(max(self._recent, default=0.0), LONGEST_FLOOR)
+            slowest = max((took for began, took in self._recent
+                           if now - began <= RECENT_SECONDS), default=0.0)
+        return min(slowest, LONGEST_FLOOR)
 
     @contextlib.contextmanager
-    def check(self, *, of_account: bool) -> t.Iterator[None]:
-        """Around one password check (``of_account``: a real account's, whose time counts):
-        it ends no sooner than the floor as it was when it began."""
-        floor = self.floor()
+    def check(self, before_waiting: t.Callable[[], object]) -> t.Iterator[None]:
+        """Around one password check: it ends no sooner than the floor as it was when it
+        began. ``before_waiting``: called before a wait (to give back what the request
+        holds, such as its database connection, rather than hold it while it waits)."""
         started = time.monotonic()
+        floor = self.floor(started)
         try:
             yield
         finally:
             took = time.monotonic() - started
-            if of_account:
-                with self._lock:
-                    self._recent.append(took)
+            with self._lock:
+                self._recent.append((started, took))
             if took < floor:
+                before_waiting()
                 time.sleep(floor - took)

@@ -983,8 +983,11 @@ def forget_pending_binding(_sender: t.Any, **_extra: t.Any) -> None:
 
 def database_unavailable(error: BaseException) -> DatabaseUnavailable:
     """The login's end where its database could not be asked
-    (:func:`~.transactions.is_unreachable`), with the driver's or the pool's reason."""
-    return DatabaseUnavailable(database_reason(error))
+    (:func:`~.transactions.is_unreachable`), with the driver's or the pool's reason; its
+    cause is ``error`` whether it is raised or answered as it is."""
+    unavailable = DatabaseUnavailable(database_reason(error))
+    unavailable.__cause__ = error
+    return unavailable
 
 
 def database_reason(error: BaseException) -> str:

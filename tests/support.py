@@ -1705,7 +1705,7 @@ def ending_of(app: Flask, state: str, connection: str = "wechat") -> t.Any:
 def forbid_waiting(monkeypatch: t.Any) -> None:
     """From now on, any wait for another request's outcome fails the test. The extension
     waits by sleeping (``time.sleep``, between looks at the state table); nothing else in a
-    login sleeps."""
+    login's callback sleeps (the bind page's password check may: ``check_times``)."""
 
     def sleep(seconds: float) -> None:
         raise AssertionError("waited for an outcome")

@@ -478,57 +478,6 @@ def test_an_unknown_username_is_checked_against_a_hash_of_the_sites_own_method(
     assert checked_hashes == ["pbkdf2:sha256:1000", "pbkdf2:sha256:1000"]
 
 
-class _StoppedClock:
-    """``time`` for :mod:`flask_wechat_qr.check_times`: stopped, moved on by the host's
-    password check (as a bcrypt check takes its time) and by the waits it is asked for."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.waited: list[float] = []
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.waited.append(round(seconds, 6))
-        self.now += seconds
-
-
-def test_no_check_answers_sooner_than_the_slowest_recent_check_of_an_account(
-        tmp_path: t.Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A site's own ``check_password`` (bcrypt, passlib) takes its own time, and hashes of
-    two Werkzeug versions two times: the dummy hash of an unknown username answered
-    sooner (75.7 ms against 104.5 ms for an account, a red-team helper's measure, session
-    35), which told which usernames exist. Every check now ends no sooner than the
-    slowest of the recent checks of real accounts, whichever account it is about."""
-    import flask_wechat_qr.adapter as adapter_module
-    from flask_wechat_qr import check_times
-
-    clock = _StoppedClock()
-    monkeypatch.setattr(check_times, "time", clock)
-    monkeypatch.setattr(adapter_module, "_CHECK_TIMES", check_times.CheckTimes())
-    app = shaped_host(tmp_path, {
-        "username": sa.Column(sa.String(80), unique=True),
-        "password_hash": sa.Column(sa.String(255)),
-        # bcrypt-like: a quarter of a second, whatever the password
-        "check_password": lambda user, password: bool(
-            setattr(clock, "now", clock.now + 0.25)) or password == "right"})
-    add_account(app, username="alice", password_hash="$2b$12$not-werkzeug")
-    add_account(app, username="old", password_hash="$2b$12$not-werkzeug")
-    with app.app_context():
-        adapter = AccountAdapter(app.db, app.User)  # type: ignore[attr-defined]
-        started = clock.now
-        assert adapter.authenticate("nobody", "x") is None  # no account checked yet
-        assert clock.now == started
-        assert adapter.authenticate("alice", "wrong") is None  # 0.25 s, the host's
-        for username in ("nobody", "wechat-made", "alice"):
-            started = clock.now
-            adapter.authenticate(username, "wrong")
-            assert clock.now - started == pytest.approx(0.25), username
-        assert adapter.authenticate("alice", "right") is not None
-    assert clock.waited == [0.25, 0.25]  # the two unknowns waited; accounts took it
-
-
 # --- sites whose people log in by e-mail (ask binding) --------------------------------------
 
 

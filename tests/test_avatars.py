@@ -258,14 +258,17 @@ def login(client: t.Any, api: t.Any, **kwargs: t.Any) -> t.Any:
     ("//evil.example", stored_path()),
     ("javascript:alert(document.domain)//", stored_path()),
     ("/\\evil.example", stored_path()),
+    ("/account/delete?confirm=1&x=", stored_path()),  # the site's own path, with a query
+    ("/site/../logout", stored_path()),
 ])
 def test_the_stored_avatars_path_takes_no_mount_point_from_a_hostile_header(
         make_app: t.Callable[..., Flask], wechat_api: t.Any, prefix: str, stored: str) -> None:
     """Behind ``ProxyFix(x_prefix=1)``, the mount point is the proxy's
     ``X-Forwarded-Prefix``: one a client forged (a proxy that passes it on) was stored as
     the avatar's URL on the person's rows, shown to others (``//evil.example/...``, or
-    ``javascript:`` in an ``href``: a red-team helper, session 35). A mount point that
-    leaves the site is not taken; a real one is."""
+    ``javascript:`` in an ``href``, or a path of the site's own with a query that makes
+    every viewer's browser ask it: a red-team helper and a review, session 35). A mount
+    point that is not path segments only is not taken; a real one is."""
     from werkzeug.middleware.proxy_fix import ProxyFix
 
     app = make_app(WECHAT_QR_STORE_AVATARS=True)

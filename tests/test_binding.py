@@ -1262,6 +1262,91 @@ def test_create_refused_in_login_only_mode_sends_login_refused(
     assert [h["openid"] for h in heard] == [OPENID]
 
 
+@pytest.mark.parametrize("action", ["create", "bind"])
+def test_a_wechat_linked_between_the_check_and_the_link_is_told_as_linked_meanwhile(
+        make_app: t.Any, wechat_api: t.Any, monkeypatch: pytest.MonkeyPatch,
+        action: str) -> None:
+    """The other browser commits between the choice's check and its link (the check saw
+    nothing yet): the link then finds the WeChat by its unionid, and the page said "linked
+    to another account" (a review, session 35). It is the same answer as when the check
+    saw it: ``LinkedMeanwhile`` for create, the login for the account a password proved."""
+    from flask_wechat_qr.association import AssociationPolicy
+
+    app = ask_app(make_app)
+    alice = add_user(app, username="alice", password="alice-pw")
+    first, first_token, second, second_token = _waiting_in_two_browsers(app, wechat_api)
+    assert submit(second, second_token, action="bind", username="alice",
+                  password="alice-pw").status_code == 302
+    real = AssociationPolicy.linked_user
+    checks: list[int] = []
+
+    def stale_first(self: t.Any, connection: str, openid: str) -> t.Any:
+        checks.append(1)
+        return None if len(checks) == 1 else real(self, connection, openid)
+
+    monkeypatch.setattr(AssociationPolicy, "linked_user", stale_first)
+    resp = submit(first, first_token, action=action, username="alice", password="alice-pw")
+    if action == "create":
+        assert resp.status_code == 409 and error_name(resp) == "LinkedMeanwhile"
+        assert logged_in_user_id(first) is None
+    else:
+        assert resp.status_code == 302
+        assert logged_in_user_id(first) == str(alice)
+    assert [(i.openid, i.user_id) for i in all_identities(app)] == [(OPENID, str(alice))]
+
+
+class _StoppedClock:
+    """``time`` for :mod:`flask_wechat_qr.check_times`: stopped, moved on by the site's
+    password checks (as a bcrypt check takes its time) and by the waits asked of it."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.mark.parametrize(("account_check", "unknown_check"), [(0.25, 0.1), (0.02, 0.1)])
+def test_the_bind_page_answers_as_late_for_any_username(
+        make_app: t.Any, wechat_api: t.Any, monkeypatch: pytest.MonkeyPatch,
+        account_check: float, unknown_check: float) -> None:
+    """A site's own password check (bcrypt, passlib, its own ``authenticate``) takes a time
+    of its own, slower or faster than the dummy hash of an unknown username: the time of
+    the answer told which usernames exist (75.7 ms for an account against 104.5 ms for
+    none, a red-team helper's measure, session 35). Each answer now comes no sooner
+    than the slowest recent check of the app's, of accounts and unknowns alike; a check
+    ten minutes old no longer counts."""
+    from flask_wechat_qr import AccountAdapter, check_times
+
+    clock = _StoppedClock()
+    monkeypatch.setattr(check_times, "time", clock)
+    app = ask_app(make_app)
+    add_user(app, username="alice", password="alice-pw")
+
+    def authenticate(self: t.Any, username: str, password: str) -> t.Any:
+        clock.now += account_check if username == "alice" else unknown_check
+        return None  # every password wrong here
+
+    monkeypatch.setattr(AccountAdapter, "authenticate", authenticate)
+    client = app.test_client()
+    arrive(client, wechat_api)
+    _html, token = bind_page(client)
+
+    def answered_in(username: str) -> float:
+        started = clock.now
+        assert bind_as(client, token, username, "wrong").status_code == 400
+        return round(clock.now - started, 6)
+
+    slowest = max(account_check, unknown_check)
+    assert answered_in("alice") == account_check  # nothing recent yet
+    assert [answered_in(name) for name in ("nobody", "alice", "nobody")] == [slowest] * 3
+    clock.now += check_times.RECENT_SECONDS + 1  # those are old now
+    assert answered_in("alice") == account_check
+
+
 # --- a planted session cookie ---------------------------------------------------------------
 
 

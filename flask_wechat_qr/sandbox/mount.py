@@ -58,9 +58,8 @@ def create_sandbox_app(
 ) -> Flask:
     """The sandbox alone, as its own site (open and API base URL: its root). A SQLite file
     of its own is kept in WAL mode (:func:`_sqlite_in_wal`); a relative path is in the
-    current folder, where the command runs (Flask-SQLAlchemy puts it in the app's
-    instance folder, which for an app made here was inside the installed package's
-    ``var`` folder, or the checkout's ``instance``)."""
+    folder the command runs in, where the person starting it looks (Flask-SQLAlchemy puts
+    it in the app's instance folder, which is ours to choose)."""
     from flask_sqlalchemy import SQLAlchemy
 
     app = Flask(__name__, instance_path=os.getcwd())

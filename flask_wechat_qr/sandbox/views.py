@@ -250,9 +250,10 @@ def database_out_of_reach(error: Exception) -> Response | tuple[str, int]:
         response.status_code = 503
         return response
     return page_error(_("The sandbox cannot reach its database"),
-                      _("The simulated WeChat keeps its QR codes in this site's database, "
-                        "which does not answer. Start the database (or check the site's "
-                        "SQLALCHEMY_DATABASE_URI), then reload this page."), status=503)
+                      _("The simulated WeChat keeps its QR codes in a database that does "
+                        "not answer, or has no connection free: this site's "
+                        "(SQLALCHEMY_DATABASE_URI), or the standalone sandbox's "
+                        "(--database). Check it, then reload this page."), status=503)
 
 
 @blueprint.before_request

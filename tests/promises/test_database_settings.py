@@ -10,7 +10,6 @@ import logging
 import re
 import secrets
 import threading
-import time
 import typing as t
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
@@ -415,15 +414,36 @@ def test_a_login_whose_database_is_out_of_reach_ends_on_its_page(
     assert len(all_users(app)) == 2
 
 
+class _MonotonicClock:
+    """``time`` for :mod:`flask_wechat_qr.outage`: its durations, moved on by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def outage_clock(monkeypatch: pytest.MonkeyPatch) -> _MonotonicClock:
+    from flask_wechat_qr import outage
+
+    clock = _MonotonicClock()
+    monkeypatch.setattr(outage, "time", clock)
+    return clock
+
+
 def test_no_login_starts_while_a_database_found_out_of_reach_still_is(
-    make_app: t.Any, wechat_api: WeChatAPI, tmp_path: t.Any
+    make_app: t.Any, wechat_api: WeChatAPI, tmp_path: t.Any, outage_clock: t.Any
 ) -> None:
     """A login's start reads nothing, so while the database was down it still sent people
     to WeChat's QR page: they scanned and confirmed, and only then learned that the site
     could not log them in (session 33, left alone). Once a page said the database is out
-    of reach, each start asks it first: still down, the start is that page (503), and
-    WeChat never sees the person; back, the start goes to WeChat and the next ones ask
-    nothing. A site whose database never failed asks nothing at a start."""
+    of reach, a start asks it first: still down, the start is that page (503), and WeChat
+    never sees the person; the starts of the next few seconds take that answer rather than
+    each wait out a connect of their own. Back, the start goes to WeChat and the next ones
+    ask nothing; two minutes on, nobody asks either. A site whose database never failed
+    asks nothing at a start."""
     app = make_app()
     with app.app_context():
         engine = app.db.engine  # type: ignore[attr-defined]
@@ -446,17 +466,63 @@ def test_no_login_starts_while_a_database_found_out_of_reach_still_is(
             resp = browser.get(path)
             assert resp.status_code == 503 and error_name(resp) == "DatabaseUnavailable"
             assert resp.headers["Retry-After"] == "120"
-        assert len(attempts) == tried + 2  # each start asked, once
+        assert len(attempts) == tried + 1  # the first start asked; the second took that
+        outage_clock.now += 6
+        assert browser.get("/auth/wechat/login").status_code == 503
+        assert len(attempts) == tried + 2
+    outage_clock.now += 6
     statements.clear()
     assert browser.get("/auth/wechat/login").status_code == 302  # back: asked, and on
     assert len(statements) == 1
     assert browser.get("/auth/wechat/login").status_code == 302
     assert len(statements) == 1  # and not again
-    # A long outage forgotten: starts do not ask a database nobody found down since.
+    # An outage two minutes old is forgotten: starts ask no database nobody found down since.
     with database_out_of_reach(engine, tmp_path) as attempts:
-        runtime_of(app).flow.outage.seen_at = time.monotonic() - 121  # two minutes ago
+        state = start_login(browser)
+        each_code_once(wechat_api)
+        assert browser.get("/auth/wechat/callback", query_string={
+            "code": "C2", "state": state}).status_code == 503
+        outage_clock.now += 121
+        tried = len(attempts)
         assert browser.get("/auth/wechat/login").status_code == 302
-        assert attempts == []
+        assert len(attempts) == tried
+
+
+def test_an_outage_remembered_does_not_outlive_a_database_that_answers(
+    make_app: t.Any, wechat_api: WeChatAPI, tmp_path: t.Any, outage_clock: t.Any
+) -> None:
+    """Two ways the memory of an outage must not make one (a review of the first version):
+    a pool of one connection that a host's write in ``before_request`` holds (the start's
+    question waited for a second connection, timed out, and called that an outage again,
+    for two minutes), and a pool whose connections were all in use (an overload: each
+    start waited ``pool_timeout`` to say so). Both starts go to WeChat."""
+    app = make_app(SQLALCHEMY_ENGINE_OPTIONS={"pool_size": 1, "max_overflow": 0,
+                                              "pool_timeout": 0.2})
+    with app.app_context():
+        engine = app.db.engine  # type: ignore[attr-defined]
+    writes = {"on": False}
+
+    @app.before_request
+    def visit_counted() -> None:  # the host's own write, flushed, not committed
+        if writes["on"]:
+            app.db.session.execute(sa.text("CREATE TABLE IF NOT EXISTS visits (n INTEGER)"))
+            app.db.session.execute(sa.text("INSERT INTO visits (n) VALUES (1)"))
+
+    browser = app.test_client()
+    assert browser.get("/auth/wechat/login").status_code == 302  # (SQLite: its trigger)
+    with database_out_of_reach(engine, tmp_path):
+        state = start_login(browser)
+        each_code_once(wechat_api)
+        assert browser.get("/auth/wechat/callback", query_string={
+            "code": "C1", "state": state}).status_code == 503
+    writes["on"] = True
+    for _ in range(3):
+        assert browser.get("/auth/wechat/login").status_code == 302
+    writes["on"] = False
+    with engine.connect():  # every connection of the pool in use
+        resp = login_with_wechat(app.test_client(), wechat_api, openid=OPENID_B)
+        assert resp.status_code == 503 and error_name(resp) == "DatabaseUnavailable"
+    assert browser.get("/auth/wechat/login").status_code == 302
 
 
 def test_a_login_that_finds_every_connection_of_the_pool_taken_ends_on_its_page(
