@@ -250,6 +250,7 @@ def decode_body(resp: requests.Response) -> dict[str, t.Any]:
     Latin-1; the bytes are UTF-8. Errors arrive as HTTP 200 with a non-zero ``errcode``.
     """
     if resp.status_code >= 500:
+        _not_the_api(resp)
         raise WeChatUnavailable()
     if resp.is_redirect:  # not followed (WeChatSession.request): say where it pointed
         log.warning("WeChat's API answered HTTP %s, a redirect to %s, which is not followed "
@@ -259,6 +260,7 @@ def decode_body(resp: requests.Response) -> dict[str, t.Any]:
         raise WeChatUnavailable()
     data = json_object(resp)
     if data is None:
+        _not_the_api(resp)
         raise WeChatUnavailable(
             _l("WeChat answered with something that is not its API. Try again."))
     errcode = data.get("errcode")
@@ -269,8 +271,21 @@ def decode_body(resp: requests.Response) -> dict[str, t.Any]:
             code = -2
         raise error_for(code, str(data.get("errmsg", "")))
     if resp.status_code != 200:
+        _not_the_api(resp)
         raise WeChatUnavailable()
     return data
+
+
+def _not_the_api(resp: requests.Response) -> None:
+    """Say to the operator which host answered what, where it was not WeChat's API's JSON:
+    an HTML page with HTTP 200 (``WECHAT_QR_API_BASE_URL`` pointing at a web page, a
+    captive proxy) or a server error ended every login with only the page's words and an
+    ``INFO`` line naming neither (a helper's hunt, session 35). Never the URL's query: it
+    carries the AppSecret or a token."""
+    log.warning("WeChat's API at %s answered HTTP %s (%s), not its JSON; check "
+                "WECHAT_QR_API_BASE_URL and any proxy in front of it",
+                urlsplit(resp.url or "").netloc or "?", resp.status_code,
+                resp.headers.get("Content-Type") or "no Content-Type")
 
 
 @functools.lru_cache(maxsize=32)

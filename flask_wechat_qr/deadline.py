@@ -25,6 +25,7 @@ from contextvars import ContextVar
 import requests
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError
 from urllib3.util.ssl_ import resolve_cert_reqs
 
 from .connection_pools import ProcessOwnAdapter
@@ -40,9 +41,11 @@ class _Call:
     """One call's connections (and the sockets their answers are read from) and whether
     its deadline cut it short."""
 
-    __slots__ = ("answer_sockets", "connections", "cut", "expired")
+    __slots__ = ("answer_sockets", "connections", "cut", "deadline", "expired")
 
-    def __init__(self) -> None:
+    def __init__(self, deadline: float = math.inf) -> None:
+        #: when (``time.monotonic``) the call must have ended
+        self.deadline = deadline
         self.connections: list[HTTPConnection] = []
         #: An answer with ``Connection: close`` is read after its connection let go of the
         #: socket (``sock`` is then ``None``): a server dripping it was never cut.
@@ -157,6 +160,24 @@ _WATCHDOG = _Watchdog()
 class _TrackedHTTPConnection(HTTPConnection):
     """A connection the call being made (:func:`total_deadline`) can shut down."""
 
+    def connect(self) -> None:
+        # A socket still being made (a slow name lookup, an address that does not answer
+        # before the next is tried) is none the watchdog can shut down: each try gets only
+        # the time left, and a connection made past the deadline is not used. Before, such
+        # a call went on for as long as its reads' timeouts let it (minutes).
+        call = _current_call.get()
+        if call is not None:
+            left = call.deadline - time.monotonic()
+            if left <= 0:
+                raise ConnectTimeoutError(self, "the call's deadline passed before connecting")
+            if self.timeout is None or (isinstance(self.timeout, (int, float))
+                                        and self.timeout > left):
+                self.timeout = left
+        super().connect()
+        if call is not None and call.expired:
+            self.close()
+            raise ConnectTimeoutError(self, "connected only after the call's deadline")
+
     def request(self, *args: t.Any, **kwargs: t.Any) -> None:
         call = _current_call.get()
         if call is not None:
@@ -197,9 +218,9 @@ class total_deadline:  # a context manager named as the function it was
         self._seconds = seconds
 
     def __enter__(self) -> _Call:
-        call = _Call()
+        call = _Call(time.monotonic() + self._seconds)
         self._current = _current_call.set(call)
-        self._armed = _WATCHDOG.arm(time.monotonic() + self._seconds, call)
+        self._armed = _WATCHDOG.arm(call.deadline, call)
         return call
 
     def __exit__(self, *exc_info: object) -> None:

@@ -816,15 +816,25 @@ BAD_ANSWERS = [
 @pytest.mark.parametrize("operation", list(OPERATIONS))
 @pytest.mark.parametrize("status, body", BAD_ANSWERS)
 def test_answers_that_are_not_wechats_api_are_wechat_unavailable(
-    wx: WeChatClient, wechat_api: WeChatAPI, operation: str, status: int, body: bytes
+    wx: WeChatClient, wechat_api: WeChatAPI, operation: str, status: int, body: bytes,
+    caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Each is a 502 page, and a WARNING naming the host and what it answered (never the
+    query, which carries secrets): an HTML page or a server error left only an INFO line
+    naming neither (a helper's hunt, session 35)."""
     path, call = OPERATIONS[operation]
     wechat_api.raw(path, body, status=status)
-    with pytest.raises(WeChatUnavailable) as info:
+    with pytest.raises(WeChatUnavailable) as info, \
+            caplog.at_level(logging.WARNING, logger="flask_wechat_qr"):
         call(wx)
     assert type(info.value) is WeChatUnavailable
     assert info.value.status == 502
     assert_error_is_clean(info.value)
+    said = [record.getMessage() for record in caplog.records
+            if record.levelno == logging.WARNING and "not its JSON" in record.getMessage()]
+    assert said == [f"WeChat's API at {urlsplit(API).netloc} answered HTTP {status} "
+                    "(text/plain), not its JSON; check WECHAT_QR_API_BASE_URL and any proxy "
+                    "in front of it"]
 
 
 def _padded_token_answer(size: int) -> bytes:

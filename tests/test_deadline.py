@@ -117,6 +117,35 @@ def test_a_dripped_answer_is_cut_off_at_the_deadline(server: DripServer) -> None
     assert 0 < server.sent < DRIP_BYTES // 2  # it was cut off, after it began
 
 
+@pytest.mark.parametrize("server", ["drip-body"], indirect=True)
+def test_a_connection_made_past_the_deadline_is_not_used(
+        server: DripServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The deadline passed while the connection was still being made (a slow name lookup,
+    or a first address that never answers before the next is tried): there was no socket
+    for the watchdog to shut down, and the call then went on for as long as each read's
+    timeout allowed (169 s for a 2 s deadline, a helper's long-run hunt, session 35).
+    Each connect is given only the time left, and a connection made too late is not
+    used."""
+    import urllib3.util.connection
+
+    real = urllib3.util.connection.create_connection
+    given: list[float | None] = []
+
+    def slow_to_connect(address: t.Any, timeout: t.Any = None, *args: t.Any,
+                        **kwargs: t.Any) -> socket.socket:
+        given.append(timeout)
+        time.sleep(1.0)  # the deadline (0.5 s) passes meanwhile
+        return real(address, timeout, *args, **kwargs)
+
+    monkeypatch.setattr(urllib3.util.connection, "create_connection", slow_to_connect)
+    started = time.monotonic()
+    with _session(0.5) as session, pytest.raises(requests.Timeout):
+        session.get(f"http://127.0.0.1:{server.port}/sns/oauth2/access_token", timeout=2)
+    assert time.monotonic() - started < 6  # generous: the drip alone would take 12 s
+    assert server.sent == 0  # nothing asked on the connection made too late
+    assert len(given) == 1 and given[0] is not None and given[0] <= 0.5
+
+
 @pytest.mark.parametrize("server", ["fast"], indirect=True)
 def test_answers_in_time_keep_their_connection(server: DripServer) -> None:
     with _session(5) as session:
