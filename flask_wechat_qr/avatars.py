@@ -109,8 +109,11 @@ class DatabaseAvatarStore:
         self.db.session.execute(sa.delete(self.model).where(self.model.key == key))
 
 
-#: A mount point of path segments only: no query, fragment, escape, backslash or space.
-_PLAIN_MOUNT_POINT = re.compile(r"(?:/[^/?#%\\\s]+)*")
+#: A mount point of path segments only, of RFC 3986's path characters (and any beyond
+#: ASCII but its controls) without the quote: no query, fragment, escape, backslash,
+#: space, quotes or angle brackets (a site that writes the URL into HTML by hand stays
+#: whole).
+_PLAIN_MOUNT_POINT = re.compile(r"(?:/[A-Za-z0-9\-._~!$&()*+,;=:@\u00a0-\U0010ffff]+)*")
 
 
 class AvatarKeeper:

@@ -6,8 +6,9 @@ an unknown username, which costs what Werkzeug's method costs; a site's own
 ``check_password`` (bcrypt, passlib's), hashes from two Werkzeug versions (pbkdf2, then
 scrypt), or an ``authenticate`` of the site's own each take times of their own, faster or
 slower than that dummy. So each check of an app's bind page is answered no sooner than
-the slowest of its recent checks, of accounts and of unknown usernames alike
-(:class:`CheckTimes`).
+the slowest of its checks of the last ten minutes (:class:`CheckTimes`). Enough of them
+are kept that probes cannot push a slow one out within that time: the attempt limits let
+one address make 20 in fifteen minutes.
 """
 
 from __future__ import annotations
@@ -18,9 +19,8 @@ import threading
 import time
 import typing as t
 
-#: Checks kept, and for how long (seconds): the floor is the slowest of them. One check
-#: slowed by a loaded machine sets it only until it is this old.
-RECENT_CHECKS = 32
+#: Checks kept, and how long one counts (seconds): the floor is the slowest of them.
+RECENT_CHECKS = 256
 RECENT_SECONDS = 600.0
 #: The highest floor: no answer waits longer than this for others' sake.
 LONGEST_FLOOR = 2.0
@@ -44,17 +44,18 @@ class CheckTimes:
 
     @contextlib.contextmanager
     def check(self, before_waiting: t.Callable[[], object]) -> t.Iterator[None]:
-        """Around one password check: it ends no sooner than the floor as it was when it
-        began. ``before_waiting``: called before a wait (to give back what the request
-        holds, such as its database connection, rather than hold it while it waits)."""
+        """Around one password check that ends normally: it is answered no sooner than the
+        floor as it was when it began. ``before_waiting``: called after every check,
+        whether it then waits or not (to give back what the request holds, such as its
+        database connection, the same way whichever account it was about). A check that
+        raised counts for nothing and waits for nothing."""
         started = time.monotonic()
         floor = self.floor(started)
-        try:
-            yield
-        finally:
-            took = time.monotonic() - started
-            with self._lock:
-                self._recent.append((started, took))
-            if took < floor:
-                before_waiting()
-                time.sleep(floor - took)
+        yield
+        took = time.monotonic() - started
+        with self._lock:
+            self._recent.append((started, took))
+        before_waiting()
+        left = floor - (time.monotonic() - started)
+        if left > 0:
+            time.sleep(left)

@@ -284,7 +284,7 @@ def _not_the_api(resp: requests.Response) -> None:
     carries the AppSecret or a token."""
     log.warning("WeChat's API at %s answered HTTP %s (%s), not its JSON; check "
                 "WECHAT_QR_API_BASE_URL and any proxy in front of it",
-                urlsplit(resp.url or "").netloc or "?", resp.status_code,
+                urlsplit(resp.url or "").netloc.rpartition("@")[2] or "?", resp.status_code,
                 resp.headers.get("Content-Type") or "no Content-Type")
 
 

@@ -16,6 +16,7 @@ import itertools
 import math
 import socket
 import ssl
+import sys
 import threading
 import time
 import typing as t
@@ -25,7 +26,8 @@ from contextvars import ContextVar
 import requests
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import ConnectTimeoutError
+from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
+from urllib3.util import connection as socket_connection
 from urllib3.util.ssl_ import resolve_cert_reqs
 
 from .connection_pools import ProcessOwnAdapter
@@ -161,10 +163,11 @@ class _TrackedHTTPConnection(HTTPConnection):
     """A connection the call being made (:func:`total_deadline`) can shut down."""
 
     def connect(self) -> None:
-        # A socket still being made (a slow name lookup, an address that does not answer
-        # before the next is tried) is none the watchdog can shut down: each try gets only
-        # the time left, and a connection made past the deadline is not used. Before, such
-        # a call went on for as long as its reads' timeouts let it (minutes).
+        # A socket still being made (a slow name lookup, an address that does not answer)
+        # is none the watchdog can shut down: a connect gets only the time left (each
+        # address its own, see _EachAddressInTime), a connection made past the deadline is
+        # not used, and one being set up (TLS, a proxy's tunnel) is the call's to cut.
+        # Before, such a call went on for as long as its reads' timeouts let it (minutes).
         call = _current_call.get()
         if call is not None:
             left = call.deadline - time.monotonic()
@@ -173,8 +176,9 @@ class _TrackedHTTPConnection(HTTPConnection):
             if self.timeout is None or (isinstance(self.timeout, (int, float))
                                         and self.timeout > left):
                 self.timeout = left
+            call.connections.append(self)
         super().connect()
-        if call is not None and call.expired:
+        if call is not None and (call.expired or time.monotonic() >= call.deadline):
             self.close()
             raise ConnectTimeoutError(self, "connected only after the call's deadline")
 
@@ -205,6 +209,49 @@ class _TrackedHTTPSConnection(_TrackedHTTPConnection, HTTPSConnection):
 TrackedHTTPSConnection = _TrackedHTTPSConnection
 
 
+class _EachAddressInTime(_TrackedHTTPConnection):
+    """Connects to its host's addresses one at a time, each with the time left before the
+    call's deadline: urllib3 gives every address the whole connect timeout (four that do
+    not answer took four times the deadline). Not for a SOCKS proxy's connections, which
+    connect their own way."""
+
+    def _new_conn(self) -> socket.socket:
+        call = _current_call.get()
+        if call is None:
+            return super()._new_conn()
+        try:
+            found = socket.getaddrinfo(self._dns_host, self.port,
+                                       socket_connection.allowed_gai_family(),
+                                       socket.SOCK_STREAM)
+        except socket.gaierror as error:
+            raise NameResolutionError(self.host, self, error) from error
+        failure: OSError | None = None
+        for *_, address in found:
+            left = call.deadline - time.monotonic()
+            if left <= 0:
+                break
+            timeout = left if not isinstance(self.timeout, (int, float)) else min(
+                self.timeout, left)
+            try:
+                sock = socket_connection.create_connection(
+                    (str(address[0]), self.port), timeout, source_address=self.source_address,
+                    socket_options=self.socket_options)
+            except OSError as error:
+                failure = error
+                continue
+            sys.audit("http.client.connect", self, self.host, self.port)  # as urllib3 does
+            return sock
+        if failure is None or isinstance(failure, TimeoutError):
+            raise ConnectTimeoutError(self, f"Connection to {self.host} timed out within "
+                                      "the call's deadline") from failure
+        raise NewConnectionError(
+            self, f"Failed to establish a new connection: {failure}") from failure
+
+
+class _EachAddressInTimeHTTPS(_EachAddressInTime, _TrackedHTTPSConnection):
+    pass
+
+
 class total_deadline:  # a context manager named as the function it was
     """Shut down, once ``seconds`` have passed, every tracked connection this thread uses
     inside the block (a streamed download included); ``.expired`` on what it yields tells
@@ -229,11 +276,11 @@ class total_deadline:  # a context manager named as the function it was
 
 
 class _HTTPPool(HTTPConnectionPool):
-    ConnectionCls = _TrackedHTTPConnection
+    ConnectionCls = _EachAddressInTime
 
 
 class _HTTPSPool(HTTPSConnectionPool):
-    ConnectionCls = _TrackedHTTPSConnection
+    ConnectionCls = _EachAddressInTimeHTTPS
 
 
 def _socks_pools() -> dict[str, type[HTTPConnectionPool]] | None:

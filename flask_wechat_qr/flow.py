@@ -285,9 +285,19 @@ class LoginFlow:
         for nothing). Asks the database only then (:mod:`.outage`)."""
         if self.outage.seen_at is None:  # every start of a site whose database is up
             return
-        error = self.outage.reason_to_wait(self.db, lambda: engine_of(self.db, self._table))
-        if error is not None:
-            raise database_unavailable(error) from error
+        reason = self.outage.reason_to_wait(self.db, lambda: engine_of(self.db, self._table),
+                                            database_reason)
+        if reason is not None:
+            raise DatabaseUnavailable(reason)  # no cause: the outage's memory, not news
+
+    def database_out_of_reach(self, error: DatabaseUnavailable) -> None:
+        """A page said the database is out of reach: logins do not start while it lasts
+        (:meth:`before_start`). Not for a pool whose connections were all in use (an
+        overload: each start would wait its ``pool_timeout`` again to say so), nor for the
+        starts' own answers (no cause)."""
+        cause = error.__cause__
+        if cause is not None and not isinstance(cause, sa.exc.TimeoutError):
+            self.outage.seen(database_reason(cause))
 
     # --- the callback ---------------------------------------------------------------------
 

@@ -6,9 +6,8 @@ A login's start reads nothing from the database, so it cannot see an outage itse
 process remembers the last page that said the database is out of reach, and for as long as
 that page's ``Retry-After`` each start asks the database first (one ``SELECT 1``, one start
 at a time, its answer good for :data:`PROBE_GOOD_FOR` seconds). Once the database answers,
-starts go on without asking again: a site whose database is up pays nothing. A pool whose
-connections were all in use (an overload, not an outage) is not remembered: asking it again
-at every start would only wait its ``pool_timeout`` once more.
+starts go on without asking again: a site whose database is up pays nothing. Only the
+database's words are kept, never its error (whose traceback holds the request's frames).
 """
 
 from __future__ import annotations
@@ -39,56 +38,53 @@ class DatabaseOutage:
 
     def __init__(self) -> None:
         #: when (``time.monotonic``) a page last said the database is out of reach, until
-        #: the database answered again or :data:`REMEMBERED_SECONDS` passed
+        #: the database answered a start's question or :data:`REMEMBERED_SECONDS` passed
         self.seen_at: float | None = None
-        #: what the database (or its driver) said then, or at the last probe
-        self._error: BaseException | None = None
-        self._probed_at = -PROBE_GOOD_FOR
-        self._probing = threading.Lock()
+        #: what the database (or its driver) said then, or at the last question
+        self._reason = ""
+        self._asked_at = -PROBE_GOOD_FOR
+        self._asking = threading.Lock()
         self._lock = threading.Lock()
 
-    def seen(self, cause: BaseException | None) -> None:
-        """A page said the database is out of reach, for ``cause`` (the database's error):
-        remembered, but for a pool whose connections were all in use."""
-        if cause is None or isinstance(cause, sa.exc.TimeoutError):
-            return
+    def seen(self, reason: str) -> None:
+        """A page said the database is out of reach, in the database's words ``reason``."""
         with self._lock:
-            self.seen_at, self._error = time.monotonic(), cause
+            self.seen_at, self._reason = time.monotonic(), reason
 
-    def reason_to_wait(self, db: SQLAlchemy, engine: t.Callable[[], sa.Engine]
-                       ) -> BaseException | None:
-        """While an outage seen lately may go on: the database's error if it is still out of
-        reach (the start answers that, not WeChat's QR page), else ``None`` (and the outage
-        is forgotten). ``engine``: where the login's tables are (read only when asked)."""
+    def reason_to_wait(self, db: SQLAlchemy, engine: t.Callable[[], sa.Engine],
+                       words: t.Callable[[BaseException], str]) -> str | None:
+        """While an outage seen lately may go on: the database's words if it is still out of
+        reach (the start answers them, not WeChat's QR page), else ``None`` (and the outage
+        is forgotten). ``engine``: where the login's tables are (read only when asked);
+        ``words``: the database's words for an error."""
         seen_at = self.seen_at
         if seen_at is None:
             return None
         now = time.monotonic()
         if now - seen_at > REMEMBERED_SECONDS:
-            self._forget(seen_at)
+            self._forget(now)
             return None
-        if now - self._probed_at < PROBE_GOOD_FOR or not self._probing.acquire(blocking=False):
-            return self._error  # asked just now, or being asked: its answer stands
+        if now - self._asked_at < PROBE_GOOD_FOR or not self._asking.acquire(blocking=False):
+            return self._reason  # asked just now, or being asked: its answer stands
         try:
-            if not end_reads(db):
-                # The request holds the host's writes, on a connection that reached it.
-                self._forget(seen_at)
-                return None
-            with engine().connect() as conn:
-                conn.execute(sa.select(sa.literal(1)))
+            end_reads(db)  # reads only: their connection goes back first
+            # On the request's session (a connection it holds for the host's writes is an
+            # answer too), without flushing what the host has pending.
+            with db.session.no_autoflush:
+                db.session.execute(sa.select(sa.literal(1)), bind_arguments={"bind": engine()})
         except SQLAlchemyError as error:
             if is_unreachable(error) and not isinstance(error, sa.exc.TimeoutError):
-                with self._lock:
-                    self._error = error
-                return error
+                self.seen(words(error))
+                return self._reason
             # It answered, if only to refuse, or has no connection free: not out of reach.
         finally:
-            self._probed_at = time.monotonic()
-            self._probing.release()
-        self._forget(seen_at)
+            self._asked_at = time.monotonic()
+            self._asking.release()
+        self._forget(now)
         return None
 
-    def _forget(self, seen_at: float) -> None:
+    def _forget(self, asked: float) -> None:
+        """Forget the outage, unless a page said it again since ``asked``."""
         with self._lock:
-            if self.seen_at == seen_at:  # not another page's since
+            if self.seen_at is not None and self.seen_at <= asked:
                 self.seen_at = None

@@ -540,7 +540,7 @@ def login_error(error: LoginError) -> tuple[str | BaseResponse, int, dict[str, s
         connection_id = (request.view_args or {}).get("connection")
         connection = runtime.settings.connections.get(connection_id) if connection_id else None
     if isinstance(error, DatabaseUnavailable):
-        runtime.flow.outage.seen(error.__cause__)  # logins do not start while it lasts
+        runtime.flow.database_out_of_reach(error)  # logins do not start while it lasts
     if isinstance(error, LoginUnavailable):  # said once at start-up: no line per visitor
         log.info("WeChat login is off: %s (%s)", error, type(error).__name__)
     elif error.operator_error:

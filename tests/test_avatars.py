@@ -260,6 +260,7 @@ def login(client: t.Any, api: t.Any, **kwargs: t.Any) -> t.Any:
     ("/\\evil.example", stored_path()),
     ("/account/delete?confirm=1&x=", stored_path()),  # the site's own path, with a query
     ("/site/../logout", stored_path()),
+    ('/"><svg/onload=alert(1)>', stored_path()),  # for a site that writes HTML by hand
 ])
 def test_the_stored_avatars_path_takes_no_mount_point_from_a_hostile_header(
         make_app: t.Callable[..., Flask], wechat_api: t.Any, prefix: str, stored: str) -> None:

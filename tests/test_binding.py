@@ -1299,13 +1299,17 @@ class _StoppedClock:
     """``time`` for :mod:`flask_wechat_qr.check_times`: stopped, moved on by the site's
     password checks (as a bcrypt check takes its time) and by the waits asked of it."""
 
-    def __init__(self) -> None:
+    def __init__(self, app: t.Any) -> None:
         self.now = 1000.0
+        self.app = app
+        #: whether the request's session held a transaction at each wait
+        self.holding: list[bool] = []
 
     def monotonic(self) -> float:
         return self.now
 
     def sleep(self, seconds: float) -> None:
+        self.holding.append(self.app.db.session().in_transaction())
         self.now += seconds
 
 
@@ -1321,9 +1325,9 @@ def test_the_bind_page_answers_as_late_for_any_username(
     ten minutes old no longer counts."""
     from flask_wechat_qr import AccountAdapter, check_times
 
-    clock = _StoppedClock()
-    monkeypatch.setattr(check_times, "time", clock)
     app = ask_app(make_app)
+    clock = _StoppedClock(app)
+    monkeypatch.setattr(check_times, "time", clock)
     add_user(app, username="alice", password="alice-pw")
 
     def authenticate(self: t.Any, username: str, password: str) -> t.Any:
@@ -1343,6 +1347,7 @@ def test_the_bind_page_answers_as_late_for_any_username(
     slowest = max(account_check, unknown_check)
     assert answered_in("alice") == account_check  # nothing recent yet
     assert [answered_in(name) for name in ("nobody", "alice", "nobody")] == [slowest] * 3
+    assert clock.holding and not any(clock.holding)  # no connection held while waiting
     clock.now += check_times.RECENT_SECONDS + 1  # those are old now
     assert answered_in("alice") == account_check
 

@@ -837,6 +837,24 @@ def test_answers_that_are_not_wechats_api_are_wechat_unavailable(
                     "in front of it"]
 
 
+def test_the_warning_of_an_answer_not_wechats_names_no_credentials(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """An API base URL with a proxy's credentials in it (``https://user:pass@host``): the
+    host is named, the credentials and the query (the AppSecret) are not (a review)."""
+    from flask_wechat_qr.client import decode_body
+
+    resp = requests.Response()
+    resp.status_code, resp._content = 200, b"<html>login</html>"
+    resp.headers["Content-Type"] = "text/html"
+    resp.url = "https://user:s3cr3t@api.example.com/sns/oauth2/access_token?secret=APPSECRET"
+    with pytest.raises(WeChatUnavailable), \
+            caplog.at_level(logging.WARNING, logger="flask_wechat_qr"):
+        decode_body(resp)
+    (said,) = [record.getMessage() for record in caplog.records]
+    assert said.startswith("WeChat's API at api.example.com answered HTTP 200 (text/html)")
+    assert "s3cr3t" not in said and "user" not in said and "APPSECRET" not in said
+
+
 def _padded_token_answer(size: int) -> bytes:
     """A valid token answer, padded with spaces to ``size`` bytes."""
     body = json.dumps({"access_token": "AT", "expires_in": 7200, "openid": "o1",

@@ -146,6 +146,33 @@ def test_a_connection_made_past_the_deadline_is_not_used(
     assert len(given) == 1 and given[0] is not None and given[0] <= 0.5
 
 
+def test_each_address_is_tried_with_the_time_left_only(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host of four addresses that do not answer: urllib3 gave each the whole connect
+    timeout, four times the deadline in all (a review, session 35). Each now gets what
+    is left, and none is tried once the deadline passed."""
+    import urllib3.util.connection
+
+    given: list[float] = []
+
+    def four_addresses(host: str, port: t.Any, *args: t.Any, **kwargs: t.Any) -> t.Any:
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (f"127.0.0.{n}", port))
+                for n in (2, 3, 4, 5)]
+
+    def no_answer(address: t.Any, timeout: float, *args: t.Any, **kwargs: t.Any) -> t.Any:
+        given.append(timeout)
+        time.sleep(min(timeout, 0.4))
+        raise TimeoutError("timed out")
+
+    monkeypatch.setattr(socket, "getaddrinfo", four_addresses)
+    monkeypatch.setattr(urllib3.util.connection, "create_connection", no_answer)
+    with _session(1.0) as session, pytest.raises(requests.Timeout):
+        session.get("http://wechat-api.test:8000/sns/oauth2/access_token", timeout=2)
+    assert 2 <= len(given) <= 3  # 0.4 + 0.4 + what was left; never the fourth
+    # Each given no more than what was left (about 1.0, 0.6, 0.2; less on a loaded machine).
+    assert all(timeout <= 1.0 - 0.4 * tried + 0.05 for tried, timeout in enumerate(given))
+
+
 @pytest.mark.parametrize("server", ["fast"], indirect=True)
 def test_answers_in_time_keep_their_connection(server: DripServer) -> None:
     with _session(5) as session:

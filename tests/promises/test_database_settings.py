@@ -525,6 +525,75 @@ def test_an_outage_remembered_does_not_outlive_a_database_that_answers(
     assert browser.get("/auth/wechat/login").status_code == 302
 
 
+def test_starts_answered_from_the_memory_do_not_keep_the_outage_going(
+    make_app: t.Any, wechat_api: WeChatAPI, tmp_path: t.Any, outage_clock: t.Any
+) -> None:
+    """While one start asks the database (back now), another is answered from the memory
+    (503). That answer renewed the memory, so the question's "it answers" was dropped, and
+    the starts of the next seconds got 503 from a database that was up: under steady
+    traffic, for as long as the traffic lasted (a review, session 35). Now the database
+    back is back for everyone once one start found it."""
+    app = make_app()
+    with app.app_context():
+        engine = app.db.engine  # type: ignore[attr-defined]
+    browser = app.test_client()
+    assert browser.get("/auth/wechat/login").status_code == 302  # (SQLite: its trigger)
+    with database_out_of_reach(engine, tmp_path):
+        state = start_login(browser)
+        each_code_once(wechat_api)
+        assert browser.get("/auth/wechat/callback", query_string={
+            "code": "C1", "state": state}).status_code == 503
+    outage_clock.now += 6
+    asking, answer = threading.Event(), threading.Event()
+
+    def held(_conn: t.Any, _cursor: t.Any, statement: str, *_args: t.Any) -> None:
+        if threading.current_thread().name == "asker" and "anon_1" in statement:
+            asking.set()
+            answer.wait(10)
+
+    sa.event.listen(engine, "before_cursor_execute", held)
+    statuses: list[int] = []
+    asker = threading.Thread(name="asker", target=lambda: statuses.append(
+        app.test_client().get("/auth/wechat/login").status_code))
+    asker.start()
+    assert asking.wait(10)
+    assert app.test_client().get("/auth/wechat/login").status_code == 503  # from memory
+    answer.set()
+    asker.join(10)
+    sa.event.remove(engine, "before_cursor_execute", held)
+    assert statuses == [302]
+    assert app.test_client().get("/auth/wechat/login").status_code == 302  # within 5 s
+
+
+def test_a_start_asks_even_where_the_host_has_writes_waiting(
+    make_app: t.Any, wechat_api: WeChatAPI, tmp_path: t.Any, outage_clock: t.Any
+) -> None:
+    """A host that adds an object in ``before_request`` (not flushed: no connection yet)
+    made the start forget the outage without asking, and send the person to WeChat with
+    the database down (a review, session 35). The start asks, without flushing the
+    host's object."""
+    app = make_app()
+    with app.app_context():
+        engine = app.db.engine  # type: ignore[attr-defined]
+    adding = {"on": False}
+
+    @app.before_request
+    def visit_noted() -> None:
+        if adding["on"]:
+            app.db.session.add(app.User(nickname="visit"))  # type: ignore[attr-defined]
+
+    browser = app.test_client()
+    assert browser.get("/auth/wechat/login").status_code == 302  # (SQLite: its trigger)
+    with database_out_of_reach(engine, tmp_path):
+        state = start_login(browser)
+        each_code_once(wechat_api)
+        assert browser.get("/auth/wechat/callback", query_string={
+            "code": "C1", "state": state}).status_code == 503
+        adding["on"] = True
+        resp = browser.get("/auth/wechat/login")
+        assert resp.status_code == 503 and error_name(resp) == "DatabaseUnavailable"
+
+
 def test_a_login_that_finds_every_connection_of_the_pool_taken_ends_on_its_page(
     make_app: t.Any, wechat_api: WeChatAPI
 ) -> None:
