@@ -326,6 +326,18 @@ def _schema_findings(app: Flask) -> tuple[Finding, ...]:
                 "version made them", "install the version that made them, or a newer one"),)
         return (problem(f"the extension's tables are at revision {status.revision}, and this "
                         f"version needs {head}", "run `flask wechat-qr db upgrade`"),)
+    if status.missing_columns:
+        # At this version's revision or none, yet lacking its columns: tables an earlier
+        # version made with db.create_all() (adopted, or stamped past their changes).
+        return (problem(
+            f"the extension's tables lack {', '.join(status.missing_columns)}: an earlier "
+            "version made them (db.create_all() adds no column to a table that exists), and "
+            "every login that reads them fails", "record the revision they were made at "
+            "(`flask wechat-qr db stamp 0003`, say: the migrations of "
+            "flask_wechat_qr/migrations/versions are numbered), having dropped any of the "
+            "extension's tables this version's db.create_all() made since, empty; then run "
+            "`flask wechat-qr db upgrade` (docs: deploying, 'Database tables and "
+            "migrations')"),)
     if status.missing:
         return (problem(
             f"the extension's tables lack {', '.join(status.missing)} (a db.create_all() that "

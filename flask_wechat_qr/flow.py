@@ -827,14 +827,23 @@ class LoginFlow:
         on the user table's bind)."""
         return t.cast(sa.Table, self.policy.models.Identity.__table__)
 
-    def _tables_missing(self) -> bool:
-        """Whether some of the extension's tables are not in the database (``False`` where
-        it cannot tell): asked only after a statement of a login failed."""
+    def tables_behind(self, error: DBAPIError) -> AccountNotSaved | None:
+        """Where a statement failed on a table or column that is not there: whether the
+        extension's tables lack some of this version's (``False`` where it cannot tell;
+        asked only after a statement failed), and then the login's end that says to bring
+        them up to date. A site serving new code before its ``db upgrade`` (or tables an
+        earlier version's ``db.create_all()`` made) ended on Flask's bare 500."""
+        if not (transactions.names_a_missing_table(error)
+                or transactions.names_a_missing_column(error)):
+            return None
         try:
             with engine_of(self.db, self._table).connect() as connection:
-                return bool(self.policy.models.missing_tables(connection))
+                models = self.policy.models
+                behind = models.missing_tables(connection) or models.missing_columns(
+                    connection)
         except SQLAlchemyError:
-            return False
+            return None
+        return AccountNotSaved(database_reason(error), _TABLES_ADVICE) if behind else None
 
     def _in_transaction(self, work: t.Callable[[], T]) -> T:
         """Run ``work`` and commit once, at the end: a user is never created without its
@@ -917,8 +926,8 @@ class LoginFlow:
                     raise AccountNotSaved(database_reason(error), _HOSTS_WRITES) from error
                 elif error.connection_invalidated or transactions.is_unreachable(error):
                     raise database_unavailable(error) from error  # lost again, or none to be had
-                elif transactions.names_a_missing_table(error) and self._tables_missing():
-                    raise AccountNotSaved(database_reason(error), _TABLES_ADVICE) from error
+                elif (behind := self.tables_behind(error)) is not None:
+                    raise behind from error
                 else:
                     raise
             except BaseException:
@@ -926,12 +935,14 @@ class LoginFlow:
                 raise
 
 
-#: What to do where the extension's tables are not (all) made yet.
+#: What to do where the extension's tables are not (all) made yet, or are an earlier
+#: version's.
 _TABLES_ADVICE = (
-    "The extension's tables are not (all) in the database: run `flask wechat-qr db upgrade` "
-    "(after your own migrations; `flask wechat-qr check` lists what is missing), or "
-    "db.create_all() where your site makes its tables so (docs: deploying, 'Database tables "
-    "and migrations')")
+    "The extension's tables are not (all) in the database, or lack columns this version "
+    "needs: run `flask wechat-qr db upgrade` (after your own migrations; `flask wechat-qr "
+    "check` lists what is missing), or db.create_all() where your site makes its tables so "
+    "and none is there yet (it adds no column to a table that exists; docs: deploying, "
+    "'Database tables and migrations')")
 #: What to do where SQLite's database stayed locked by another connection.
 _BUSY_ADVICE = (
     "Another connection kept the SQLite database locked for longer than the connection's "

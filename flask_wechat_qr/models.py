@@ -67,6 +67,21 @@ class Models:
         return tuple(sorted(table.name for table in self.tables
                             if not inspector.has_table(table.name, schema=table.schema)))
 
+    def missing_columns(self, connection: sa.Connection) -> tuple[str, ...]:
+        """``table.column`` of each column of the extension's tables that the database of
+        ``connection`` has the table but not the column of: tables an earlier version made
+        (``db.create_all()`` adds no column to a table that exists)."""
+        inspector = sa.inspect(connection)
+        missing = []
+        for table in self.tables:
+            if not inspector.has_table(table.name, schema=table.schema):
+                continue
+            there = {column["name"] for column in inspector.get_columns(
+                table.name, schema=table.schema)}
+            missing += [f"{table.name}.{column.name}" for column in table.columns
+                        if column.name not in there]
+        return tuple(sorted(missing))
+
 
 def users_bind_key(user_model: t.Any) -> str | None:
     """The bind of the host's user table, where the extension's tables go too; ``None``

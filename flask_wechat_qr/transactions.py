@@ -588,6 +588,14 @@ def names_a_missing_table(error: DBAPIError) -> bool:
         "no such table" in str(getattr(error, "orig", "")))
 
 
+def names_a_missing_column(error: DBAPIError) -> bool:
+    """Whether the database said a statement's column is not there (PostgreSQL's
+    ``undefined_column``, MariaDB's and MySQL's 1054, SQLite's "no such column")."""
+    state, number = _error_codes(error)
+    return state == "42703" or number == 1054 or (
+        "no such column" in str(getattr(error, "orig", "")))
+
+
 def _error_codes(error: DBAPIError) -> tuple[str | None, int | None]:
     """The SQLSTATE (PostgreSQL's drivers) and error number (MariaDB's and MySQL's) of the
     driver's error under ``error``, each ``None`` where it has none."""

@@ -558,9 +558,14 @@ def database_error(error: Exception) -> tuple[str | BaseResponse, int, dict[str,
     use) ends any page of the login on the "cannot reach its database" one. Any other
     database error (a statement or key the database refused, a connection the server
     closed under a statement) goes where it went before: the site's own handler of its
-    class, else raised again, the site's 500 with its traceback."""
+    class, else raised again, the site's 500 with its traceback; but one that names a table
+    or column the extension's tables lack ends on the page that says to upgrade them."""
     if is_unreachable(error):
         return login_error(database_unavailable(error))
+    if isinstance(error, DBAPIError):
+        behind = current_runtime().flow.tables_behind(error)
+        if behind is not None:  # new code served before its `db upgrade`: say so
+            return login_error(behind)
     handler = _sites_handler(error)
     if handler is None:
         raise error

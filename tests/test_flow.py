@@ -648,6 +648,31 @@ def test_a_login_before_the_extensions_tables_are_made_says_how_to_make_them(
         dispose_engines(app)
 
 
+def test_a_login_on_tables_an_earlier_version_made_says_how_to_upgrade_them(
+    make_app: t.Any, wechat_api: t.Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """New code served before its ``db upgrade`` (or tables an earlier version's
+    ``db.create_all()`` made, which adds no column to a table that exists): each returning
+    login was Flask's bare 500 with "no such column", and ``check`` said "no problems"
+    where the revision was recorded as the newest (an upgrade hunt, session 35). Now the
+    login's page and the log's fix, and ``check`` names the column."""
+    app = make_app()
+    assert login_with_wechat(app.test_client(), wechat_api).status_code == 302
+    with app.app_context():
+        with app.db.engine.begin() as connection:  # type: ignore[attr-defined]
+            connection.execute(sa.text(
+                "ALTER TABLE wechat_qr_identity DROP COLUMN profile_refreshed_at"))
+    with caplog.at_level(logging.INFO, "flask_wechat_qr"):
+        resp = login_with_wechat(app.test_client(), wechat_api)
+    assert resp.status_code == 500 and error_name(resp) == "AccountNotSaved"
+    logged = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any("lack columns this version needs" in message for message in logged), logged
+    result = app.test_cli_runner().invoke(args=["wechat-qr", "check"])
+    assert result.exit_code != 0
+    assert "lack wechat_qr_identity.profile_refreshed_at" in result.output
+    assert "flask wechat-qr db stamp" in result.output
+
+
 # --- errors after the commit -------------------------------------------------------------
 
 

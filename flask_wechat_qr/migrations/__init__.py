@@ -234,6 +234,8 @@ class SchemaStatus:
     revision: str | None
     present: tuple[str, ...]
     missing: tuple[str, ...]
+    #: ``table.column`` of this version's the tables present lack
+    missing_columns: tuple[str, ...] = ()
 
 
 def schema_status(app: Flask | None = None) -> SchemaStatus:
@@ -242,7 +244,8 @@ def schema_status(app: Flask | None = None) -> SchemaStatus:
     with _app_context(app) as runtime, engine_for(runtime).connect() as connection:
         missing = runtime.models.missing_tables(connection)
         present = extension_tables(runtime.models).difference(missing)
-        return SchemaStatus(_current(connection), tuple(sorted(present)), missing)
+        return SchemaStatus(_current(connection), tuple(sorted(present)), missing,
+                            runtime.models.missing_columns(connection))
 
 
 def differences(app: Flask | None = None) -> list[t.Any]:
