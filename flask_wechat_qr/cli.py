@@ -332,12 +332,11 @@ def _schema_findings(app: Flask) -> tuple[Finding, ...]:
         return (problem(
             f"the extension's tables lack {', '.join(status.missing_columns)}: an earlier "
             "version made them (db.create_all() adds no column to a table that exists), and "
-            "every login that reads them fails", "record the revision they were made at "
-            "(`flask wechat-qr db stamp 0003`, say: the migrations of "
-            "flask_wechat_qr/migrations/versions are numbered), having dropped any of the "
-            "extension's tables this version's db.create_all() made since, empty; then run "
-            "`flask wechat-qr db upgrade` (docs: deploying, 'Database tables and "
-            "migrations')"),)
+            "every login that reads them fails", "record the revision they were made at: "
+            f"`flask wechat-qr db stamp {status.made_at or 'REVISION'}`"
+            + (" (the revision they look like)" if status.made_at else "")
+            + ", then run `flask wechat-qr db upgrade` (docs: deploying, 'Database tables "
+            "and migrations')"),)
     if status.missing:
         return (problem(
             f"the extension's tables lack {', '.join(status.missing)} (a db.create_all() that "

@@ -236,6 +236,8 @@ class SchemaStatus:
     missing: tuple[str, ...]
     #: ``table.column`` of this version's the tables present lack
     missing_columns: tuple[str, ...] = ()
+    #: the revision such tables look like (:func:`revision_made_at`)
+    made_at: str | None = None
 
 
 def schema_status(app: Flask | None = None) -> SchemaStatus:
@@ -244,8 +246,10 @@ def schema_status(app: Flask | None = None) -> SchemaStatus:
     with _app_context(app) as runtime, engine_for(runtime).connect() as connection:
         missing = runtime.models.missing_tables(connection)
         present = extension_tables(runtime.models).difference(missing)
+        missing_columns = runtime.models.missing_columns(connection)
         return SchemaStatus(_current(connection), tuple(sorted(present)), missing,
-                            runtime.models.missing_columns(connection))
+                            missing_columns,
+                            revision_made_at(connection) if missing_columns else None)
 
 
 def differences(app: Flask | None = None) -> list[t.Any]:
@@ -640,6 +644,27 @@ def _text_differences(connection: sa.Connection, metadata: sa.MetaData,
     return diffs
 
 
+def revision_made_at(connection: sa.Connection) -> str | None:
+    """The revision whose tables these look like, by the columns each revision added
+    (``None`` where they have them all): for tables an earlier version's ``db.create_all()``
+    made, which ``db stamp`` records before ``db upgrade`` brings them up to date."""
+    inspector = sa.inspect(connection)
+
+    def columns(table: str) -> set[str]:
+        if not inspector.has_table(table):
+            return set()
+        return {column["name"] for column in inspector.get_columns(table)}
+
+    identity = columns("wechat_qr_identity")
+    if not identity:
+        return None
+    if "app" not in identity:
+        return "0002" if "account" in columns("wechat_qr_bind_attempt") else "0001"
+    if "profile_refreshed_at" not in identity:
+        return "0003"  # 0004 adds a table alone, made again if create_all made it empty
+    return None
+
+
 def _adopt(connection: sa.Connection, runtime: Runtime) -> bool:
     """Stamp head over tables that ``db.create_all()`` made, if they are exactly head's."""
     from alembic import command
@@ -657,6 +682,14 @@ def _adopt(connection: sa.Connection, runtime: Runtime) -> bool:
             "case-blind openids are what 0006 changes): `flask wechat-qr db stamp 0005`, "
             "then `flask wechat-qr db upgrade`."
             if connection.dialect.name in MYSQL_DIALECTS else "")
+        made_at = revision_made_at(connection)
+        if made_at is not None:
+            raise MigrationError(
+                "The extension's tables exist but are not under its migrations, and they are "
+                f"an earlier version's: they look like revision {made_at}'s (the columns "
+                "later revisions add are not there; db.create_all() adds none to a table "
+                f"that exists). Record it: `flask wechat-qr db stamp {made_at}`, then run "
+                "`flask wechat-qr db upgrade`.")
         raise MigrationError(
             "The extension's tables exist but are not under its migrations, and they are not "
             f"what this version expects (missing tables: {missing}; differences: "

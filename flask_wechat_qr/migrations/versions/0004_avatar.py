@@ -11,7 +11,7 @@ A new table; nothing else changes. Sites that keep the setting off leave it empt
 from __future__ import annotations
 
 import sqlalchemy as sa
-from alembic import op
+from alembic import context, op
 
 revision = "0004"
 down_revision = "0003"
@@ -20,6 +20,17 @@ depends_on = None
 
 
 def upgrade() -> None:
+    # Tables an earlier version's db.create_all() made, stamped at 0003 to be upgraded:
+    # a newer version's db.create_all() may have made this one since (adding no column to
+    # the others). Empty, it is made again as this revision makes it.
+    if not context.is_offline_mode():
+        bind = op.get_bind()
+        if sa.inspect(bind).has_table("wechat_qr_avatar"):
+            if bind.execute(sa.text("SELECT COUNT(*) FROM wechat_qr_avatar")).scalar():
+                raise RuntimeError(
+                    "wechat_qr_avatar already exists and holds avatars: these tables are "
+                    "past revision 0003; stamp the revision they are at instead")
+            op.drop_table("wechat_qr_avatar")
     op.create_table(
         "wechat_qr_avatar",
         sa.Column("key", sa.String(64), primary_key=True),
