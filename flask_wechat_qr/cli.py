@@ -500,8 +500,10 @@ def _mysql_findings(app: Flask) -> tuple[Finding, ...]:
         findings.append(problem(
             f"the identities' openids compare without case (collation {collation}): two "
             "people whose openids differ only in case would be one account",
-            "run `flask wechat-qr db upgrade` (migration 0006 makes them exact; tables "
-            "that db.create_all() made before it: `flask wechat-qr db stamp 0005` first)"))
+            "run `flask wechat-qr db upgrade` (migration 0006 makes them exact); where the "
+            "tables are at 0006 already (db.create_all() made them before it, or an earlier "
+            "0006 ran, which did not change them), `flask wechat-qr db stamp 0005` first, so "
+            "that 0006 runs again"))
     return tuple(findings)
 
 

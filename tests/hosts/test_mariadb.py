@@ -422,6 +422,16 @@ def test_check_says_what_a_mariadb_site_lacks(database: t.Any, tmp_path: t.Any) 
         assert "PROBLEM: the identities' openids compare without case (collation " \
             "utf8mb4_general_ci)" in result.output
         assert "`flask wechat-qr db upgrade`" in result.output
+        # At 0006 already (an earlier 0006 that did not change them, say): the fix says to
+        # stamp 0005 so that 0006 runs again, and following it mends them (an upgrade
+        # hunt, session 35: the fix said only to upgrade, which did nothing).
+        assert "`flask wechat-qr db stamp 0005` first, so that 0006 runs again" \
+            in result.output
+        runner = fine.test_cli_runner()
+        assert runner.invoke(args=["wechat-qr", "db", "stamp", "0005"]).exit_code == 0
+        upgraded = runner.invoke(args=["wechat-qr", "db", "upgrade"])
+        assert upgraded.exit_code == 0, upgraded.output
+        assert "compare without case" not in check(fine).output
     finally:
         for app in (fine, narrow, legacy):
             with app.app_context():
