@@ -828,11 +828,11 @@ class LoginFlow:
         return t.cast(sa.Table, self.policy.models.Identity.__table__)
 
     def tables_behind(self, error: DBAPIError) -> AccountNotSaved | None:
-        """Where a statement failed on a table or column that is not there: whether the
-        extension's tables lack some of this version's (``False`` where it cannot tell;
-        asked only after a statement failed), and then the login's end that says to bring
-        them up to date. A site serving new code before its ``db upgrade`` (or tables an
-        earlier version's ``db.create_all()`` made) ended on Flask's bare 500."""
+        """Where a statement failed on a table or column that is not there and the
+        extension's tables lack some of this version's: the login's end that says to bring
+        them up to date (``None`` otherwise, or where the database cannot tell; asked only
+        after a statement failed). A site serving new code before its ``db upgrade`` (or
+        tables an earlier version's ``db.create_all()`` made) ended on Flask's bare 500."""
         if not (transactions.names_a_missing_table(error)
                 or transactions.names_a_missing_column(error)):
             return None

@@ -414,6 +414,15 @@ def test_a_login_whose_database_is_out_of_reach_ends_on_its_page(
     assert len(all_users(app)) == 2
 
 
+def a_login_meets_the_outage(browser: t.Any, wechat_api: WeChatAPI, code: str) -> None:
+    """A login whose callback finds the database out of reach: its page (503) says so, and
+    the process remembers the outage (:mod:`flask_wechat_qr.outage`)."""
+    state = start_login(browser)
+    each_code_once(wechat_api)
+    assert browser.get("/auth/wechat/callback", query_string={
+        "code": code, "state": state}).status_code == 503
+
+
 class _MonotonicClock:
     """``time`` for :mod:`flask_wechat_qr.outage`: its durations, moved on by hand."""
 
@@ -478,10 +487,7 @@ def test_no_login_starts_while_a_database_found_out_of_reach_still_is(
     assert len(statements) == 1  # and not again
     # An outage two minutes old is forgotten: starts ask no database nobody found down since.
     with database_out_of_reach(engine, tmp_path) as attempts:
-        state = start_login(browser)
-        each_code_once(wechat_api)
-        assert browser.get("/auth/wechat/callback", query_string={
-            "code": "C2", "state": state}).status_code == 503
+        a_login_meets_the_outage(browser, wechat_api, "C2")
         outage_clock.now += 121
         tried = len(attempts)
         assert browser.get("/auth/wechat/login").status_code == 302
@@ -511,10 +517,7 @@ def test_an_outage_remembered_does_not_outlive_a_database_that_answers(
     browser = app.test_client()
     assert browser.get("/auth/wechat/login").status_code == 302  # (SQLite: its trigger)
     with database_out_of_reach(engine, tmp_path):
-        state = start_login(browser)
-        each_code_once(wechat_api)
-        assert browser.get("/auth/wechat/callback", query_string={
-            "code": "C1", "state": state}).status_code == 503
+        a_login_meets_the_outage(browser, wechat_api, "C1")
     writes["on"] = True
     for _ in range(3):
         assert browser.get("/auth/wechat/login").status_code == 302
@@ -539,10 +542,7 @@ def test_starts_answered_from_the_memory_do_not_keep_the_outage_going(
     browser = app.test_client()
     assert browser.get("/auth/wechat/login").status_code == 302  # (SQLite: its trigger)
     with database_out_of_reach(engine, tmp_path):
-        state = start_login(browser)
-        each_code_once(wechat_api)
-        assert browser.get("/auth/wechat/callback", query_string={
-            "code": "C1", "state": state}).status_code == 503
+        a_login_meets_the_outage(browser, wechat_api, "C1")
     outage_clock.now += 6
     asking, answer = threading.Event(), threading.Event()
 
@@ -585,10 +585,7 @@ def test_a_start_asks_even_where_the_host_has_writes_waiting(
     browser = app.test_client()
     assert browser.get("/auth/wechat/login").status_code == 302  # (SQLite: its trigger)
     with database_out_of_reach(engine, tmp_path):
-        state = start_login(browser)
-        each_code_once(wechat_api)
-        assert browser.get("/auth/wechat/callback", query_string={
-            "code": "C1", "state": state}).status_code == 503
+        a_login_meets_the_outage(browser, wechat_api, "C1")
         adding["on"] = True
         resp = browser.get("/auth/wechat/login")
         assert resp.status_code == 503 and error_name(resp) == "DatabaseUnavailable"
