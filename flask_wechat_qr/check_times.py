@@ -6,9 +6,10 @@ an unknown username, which costs what Werkzeug's method costs; a site's own
 ``check_password`` (bcrypt, passlib's), hashes from two Werkzeug versions (pbkdf2, then
 scrypt), or an ``authenticate`` of the site's own each take times of their own, faster or
 slower than that dummy. So each check of an app's bind page is answered no sooner than
-the slowest of its checks of the last ten minutes (:class:`CheckTimes`). Enough of them
-are kept that probes cannot push a slow one out within that time: the attempt limits let
-one address make 20 in fifteen minutes.
+the slowest of the process's checks of the last ten minutes (:class:`CheckTimes`), once
+one of each kind has run there: the first after ten quiet minutes, or in a new worker,
+shows its own time. 256 are kept: the attempt limits let one address make 20 in fifteen
+minutes, so it takes a dozen addresses to push a slow one out.
 """
 
 from __future__ import annotations

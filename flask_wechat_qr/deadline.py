@@ -26,7 +26,12 @@ from contextvars import ContextVar
 import requests
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    LocationParseError,
+    NameResolutionError,
+    NewConnectionError,
+)
 from urllib3.util import connection as socket_connection
 from urllib3.util.ssl_ import resolve_cert_reqs
 
@@ -219,9 +224,14 @@ class _EachAddressInTime(_TrackedHTTPConnection):
         call = _current_call.get()
         if call is None:
             return super()._new_conn()
+        host = self._dns_host  # as urllib3's create_connection reads it: [::1] is ::1
+        host = host.strip("[]") if host.startswith("[") else host
         try:
-            found = socket.getaddrinfo(self._dns_host, self.port,
-                                       socket_connection.allowed_gai_family(),
+            host.encode("idna")
+        except UnicodeError:
+            raise LocationParseError(f"'{host}', label empty or too long") from None
+        try:
+            found = socket.getaddrinfo(host, self.port, socket_connection.allowed_gai_family(),
                                        socket.SOCK_STREAM)
         except socket.gaierror as error:
             raise NameResolutionError(self.host, self, error) from error
@@ -241,6 +251,8 @@ class _EachAddressInTime(_TrackedHTTPConnection):
                 continue
             sys.audit("http.client.connect", self, self.host, self.port)  # as urllib3 does
             return sock
+        if not found:
+            raise NewConnectionError(self, f"{self.host} resolved to no address")
         if failure is None or isinstance(failure, TimeoutError):
             raise ConnectTimeoutError(self, f"Connection to {self.host} timed out within "
                                       "the call's deadline") from failure

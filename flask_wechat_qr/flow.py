@@ -836,6 +836,9 @@ class LoginFlow:
         if not (transactions.names_a_missing_table(error)
                 or transactions.names_a_missing_column(error)):
             return None
+        # The statement's transaction failed: its connection goes back before the look,
+        # which would otherwise wait for a second one (a pool of one: its whole timeout).
+        self.db.session.rollback()
         try:
             with engine_of(self.db, self._table).connect() as connection:
                 models = self.policy.models

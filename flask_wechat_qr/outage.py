@@ -49,7 +49,8 @@ class DatabaseOutage:
     def seen(self, reason: str) -> None:
         """A page said the database is out of reach, in the database's words ``reason``."""
         with self._lock:
-            self.seen_at, self._reason = time.monotonic(), reason
+            self._reason = reason  # first: a start reading seen_at without the lock
+            self.seen_at = time.monotonic()
 
     def reason_to_wait(self, db: SQLAlchemy, engine: t.Callable[[], sa.Engine],
                        words: t.Callable[[BaseException], str]) -> str | None:
@@ -67,19 +68,13 @@ class DatabaseOutage:
         if now - self._asked_at < PROBE_GOOD_FOR or not self._asking.acquire(blocking=False):
             return self._reason  # asked just now, or being asked: its answer stands
         try:
-            end_reads(db)  # reads only: their connection goes back first
-            # On the request's session (a connection it holds for the host's writes is an
-            # answer too), without flushing what the host has pending.
-            with db.session.no_autoflush:
-                db.session.execute(sa.select(sa.literal(1)), bind_arguments={"bind": engine()})
-        except SQLAlchemyError as error:
-            if is_unreachable(error) and not isinstance(error, sa.exc.TimeoutError):
-                self.seen(words(error))
-                return self._reason
-            # It answered, if only to refuse, or has no connection free: not out of reach.
+            reason = _still_out_of_reach(db, engine, words)
         finally:
             self._asked_at = time.monotonic()
             self._asking.release()
+        if reason is not None:
+            self.seen(reason)
+            return reason
         self._forget(now)
         return None
 
@@ -88,3 +83,33 @@ class DatabaseOutage:
         with self._lock:
             if self.seen_at is not None and self.seen_at <= asked:
                 self.seen_at = None
+
+
+def _still_out_of_reach(db: SQLAlchemy, engine: t.Callable[[], sa.Engine],
+                        words: t.Callable[[BaseException], str]) -> str | None:
+    """Ask the database ``SELECT 1``: its words if it cannot be reached, else ``None`` (it
+    answered, if only to refuse, or its pool had no connection free: an overload). On the
+    request's session where that holds the host's writes (its connection, or the one their
+    flush takes, is the answer; nothing of theirs is flushed), else on a connection of its
+    own, given back at once; once more on a new one where the first was stale."""
+    end_reads(db)  # reads only: their connection goes back first
+    statement = sa.select(sa.literal(1))
+    for attempt in range(2):
+        try:
+            if attempt == 0 and db.session().in_transaction():
+                with db.session.no_autoflush:
+                    db.session.execute(statement, bind_arguments={"bind": engine()})
+            else:
+                with engine().connect() as connection:
+                    connection.execute(statement)
+            return None
+        except sa.exc.TimeoutError:
+            return None
+        except sa.exc.DBAPIError as error:
+            if is_unreachable(error):
+                return words(error)
+            if not error.connection_invalidated:
+                return None
+        except SQLAlchemyError:
+            pass  # the session could not ask (the host's failed flush): on a connection
+    return None

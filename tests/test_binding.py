@@ -1352,6 +1352,34 @@ def test_the_bind_page_answers_as_late_for_any_username(
     assert answered_in("alice") == account_check
 
 
+def test_a_password_check_that_fails_sets_no_time_for_the_others(
+        make_app: t.Any, wechat_api: t.Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A check that raised (a lookup that timed out, the site's own bug) took its time for
+    its own reasons: counted, it held every answer of the next ten minutes to it (a
+    review, session 35)."""
+    from flask_wechat_qr import AccountAdapter, check_times
+
+    app = ask_app(make_app)
+    clock = _StoppedClock(app)
+    monkeypatch.setattr(check_times, "time", clock)
+
+    def authenticate(self: t.Any, username: str, password: str) -> t.Any:
+        clock.now += 1.5 if username == "boom" else 0.1
+        if username == "boom":
+            raise RuntimeError("the site's own lookup failed")
+        return None
+
+    monkeypatch.setattr(AccountAdapter, "authenticate", authenticate)
+    client = app.test_client()
+    arrive(client, wechat_api)
+    _html, token = bind_page(client)
+    with pytest.raises(RuntimeError):
+        bind_as(client, token, "boom", "wrong")
+    started = clock.now
+    assert bind_as(client, token, "nobody", "wrong").status_code == 400
+    assert round(clock.now - started, 6) == 0.1
+
+
 # --- a planted session cookie ---------------------------------------------------------------
 
 

@@ -431,6 +431,54 @@ def test_a_call_through_a_proxy_is_cut_at_its_deadline_too() -> None:
         assert time.monotonic() - started < 4
 
 
+def test_a_proxy_dripping_its_tunnels_answer_is_cut_at_the_deadline() -> None:
+    """An https proxy that answers ``CONNECT`` a byte at a time: the tunnel's socket is
+    the call's before its TLS begins, so the deadline cuts it (43 s for a 1 s deadline
+    before, a review's measure, session 35)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def drip(client: socket.socket) -> None:
+        with client:
+            try:
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    head += client.recv(4096)
+                for byte in b"HTTP/1.1 200 Connection established\r\n\r\n":
+                    client.sendall(bytes([byte]))
+                    time.sleep(0.3)
+            except OSError:
+                pass  # cut: what we want
+
+    with _proxy_listening(listener, drip), requests.Session() as session:
+        session.trust_env = False
+        session.mount("https://", DeadlineAdapter(1.0))
+        session.proxies = {"https": f"http://127.0.0.1:{listener.getsockname()[1]}"}
+        started = time.monotonic()
+        with pytest.raises(requests.Timeout):
+            session.get("https://api.weixin.test/sns/oauth2/access_token", timeout=30)
+        assert time.monotonic() - started < 5  # the drip alone takes 11 s
+
+
+def test_an_ipv6_literal_host_is_looked_up_without_its_brackets(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host (or a proxy) written as ``[::1]``: the connect's own address loop looked up
+    ``[::1]``, which no resolver knows, where urllib3 looks up ``::1`` (a review, session
+    35: an ``HTTPS_PROXY`` of ``http://[::1]:3128`` failed every call)."""
+    looked_up: list[str] = []
+
+    def nowhere(host: str, *args: t.Any, **kwargs: t.Any) -> t.Any:
+        looked_up.append(host)
+        raise socket.gaierror(socket.EAI_NONAME, "not here")
+
+    monkeypatch.setattr(socket, "getaddrinfo", nowhere)
+    with requests.Session() as session, pytest.raises(requests.ConnectionError):
+        session.trust_env = False
+        session.mount("https://", DeadlineAdapter(5.0))
+        session.proxies = {"https": "http://[::1]:3128"}
+        session.get("https://api.weixin.test/sns/oauth2/access_token", timeout=2)
+    assert looked_up == ["::1"]
+
+
 def _hanging_wechat(environ: t.Any, start_response: t.Any) -> t.Any:
     """WeChat's token endpoint on loopback: an answer at once, or none for 6 seconds for a
     query with ``hang``."""

@@ -673,6 +673,30 @@ def test_a_login_on_tables_an_earlier_version_made_says_how_to_upgrade_them(
     assert "flask wechat-qr db stamp" in result.output
 
 
+def test_a_page_on_a_table_behind_answers_without_waiting_for_a_second_connection(
+    make_app: t.Any, wechat_api: t.Any
+) -> None:
+    """A statement outside a login's transaction (the bind page's read of its pending
+    binding) fails on a missing column, on a pool of one connection: the look at the
+    tables waited for a second connection, the pool's whole timeout, before the page (a
+    review, session 35). The failed transaction's connection goes back first."""
+    from support import arrive
+
+    app = make_app(WECHAT_QR_ASSOCIATION="ask_binding",
+                   SQLALCHEMY_ENGINE_OPTIONS={"pool_size": 1, "max_overflow": 0,
+                                              "pool_timeout": 20})
+    client = app.test_client()
+    arrive(client, wechat_api)
+    with app.app_context():
+        with app.db.engine.begin() as connection:  # type: ignore[attr-defined]
+            connection.execute(sa.text(
+                "ALTER TABLE wechat_qr_pending_binding DROP COLUMN next_url"))
+    started = time.monotonic()
+    resp = client.get("/auth/bind")
+    assert resp.status_code == 500 and error_name(resp) == "AccountNotSaved"
+    assert time.monotonic() - started < 10  # generous: the pool's timeout is 20 s
+
+
 # --- errors after the commit -------------------------------------------------------------
 
 

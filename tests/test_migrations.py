@@ -8,6 +8,7 @@ and the ``flask wechat-qr db`` commands built on them.
 
 from __future__ import annotations
 
+import datetime
 import inspect
 import os
 import threading
@@ -272,30 +273,37 @@ def test_tables_made_by_create_all_are_adopted(host: Flask) -> None:
                                   ).scalars().all() == ["o1"]
 
 
+@pytest.mark.parametrize("made_at", ["0003", "0004"])
 def test_tables_an_earlier_versions_create_all_made_are_named_and_upgraded(
-        host: Flask) -> None:
+        host: Flask, made_at: str) -> None:
     """Tables ``db.create_all()`` made on the version of 0003, then this version's
     ``db.create_all()`` (at the site's start) adding the avatar table, empty, and no
     column: ``db upgrade`` refused with "bring them to a known revision by hand", stamping
     0003 then failed on "wechat_qr_avatar already exists", and stamping the newest left
     every login a 500 (an upgrade hunt, session 35). The refusal names the revision they
-    look like; stamped so, they upgrade, the empty table made again."""
+    look like (0004's where its table holds avatars: a review); stamped so, they upgrade,
+    an empty avatar table made again."""
     db = host.db  # type: ignore[attr-defined]
     create_user_table(host)
-    migrations.upgrade(host, "0003")  # as 0003's create_all left them: no revision
+    migrations.upgrade(host, made_at)  # as that version's create_all left them: no revision
     with host.app_context(), db.engine.begin() as connection:
         connection.execute(sa.text(f"DELETE FROM {VERSION_TABLE}"))
+        if made_at == "0004":  # that version stored avatars
+            connection.execute(sa.text(
+                "INSERT INTO wechat_qr_avatar (" + quoted(host, "key") + ", content_type, "
+                "data, created_at) VALUES ('k1', 'image/png', :data, :at)"),
+                {"data": b"\x89PNG", "at": datetime.datetime.now(datetime.UTC)})
     with host.app_context():
         db.create_all()  # this version's, at the site's start: the avatar table, empty
     runner = host.test_cli_runner()
     refused = runner.invoke(args=["wechat-qr", "db", "upgrade"])
     assert refused.exit_code != 0
-    assert "look like revision 0003's" in refused.output
-    assert "flask wechat-qr db stamp 0003" in refused.output
+    assert f"look like revision {made_at}'s" in refused.output
+    assert f"flask wechat-qr db stamp {made_at}" in refused.output
     checked = runner.invoke(args=["wechat-qr", "check"])
     assert "lack wechat_qr_identity.profile_refreshed_at" in checked.output
-    assert "db stamp 0003` (the revision they look like)" in checked.output
-    assert runner.invoke(args=["wechat-qr", "db", "stamp", "0003"]).exit_code == 0
+    assert f"db stamp {made_at}` (the revision they look like)" in checked.output
+    assert runner.invoke(args=["wechat-qr", "db", "stamp", made_at]).exit_code == 0
     upgraded = runner.invoke(args=["wechat-qr", "db", "upgrade"])
     assert upgraded.exit_code == 0, upgraded.output
     assert version_rows(host) == [HEAD]

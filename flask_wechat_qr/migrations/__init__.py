@@ -661,7 +661,11 @@ def revision_made_at(connection: sa.Connection) -> str | None:
     if "app" not in identity:
         return "0002" if "account" in columns("wechat_qr_bind_attempt") else "0001"
     if "profile_refreshed_at" not in identity:
-        return "0003"  # 0004 adds a table alone, made again if create_all made it empty
+        # 0004 adds a table alone: with avatars in it, 0004's; empty (a newer create_all
+        # may have made it), 0003's, and 0004 makes it again.
+        avatars = inspector.has_table("wechat_qr_avatar") and connection.execute(
+            sa.text("SELECT COUNT(*) FROM wechat_qr_avatar")).scalar()
+        return "0004" if avatars else "0003"
     return None
 
 

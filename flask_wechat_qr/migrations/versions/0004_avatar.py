@@ -27,9 +27,12 @@ def upgrade() -> None:
         bind = op.get_bind()
         if sa.inspect(bind).has_table("wechat_qr_avatar"):
             if bind.execute(sa.text("SELECT COUNT(*) FROM wechat_qr_avatar")).scalar():
-                raise RuntimeError(
+                from flask_wechat_qr.migrations import MigrationError
+
+                raise MigrationError(
                     "wechat_qr_avatar already exists and holds avatars: these tables are "
-                    "past revision 0003; stamp the revision they are at instead")
+                    "past revision 0003. Record the revision they are at: `flask wechat-qr "
+                    "db stamp 0004`, then run `flask wechat-qr db upgrade`.")
             op.drop_table("wechat_qr_avatar")
     op.create_table(
         "wechat_qr_avatar",
