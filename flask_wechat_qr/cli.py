@@ -26,10 +26,9 @@ from .checks import (
     run_checks,
     warning,
 )
-from .flow import database_reason
 from .runtime import find_runtime
 from .sandbox.options import SANDBOX_OPTIONS
-from .transactions import is_unreachable
+from .transactions import database_reason, is_unreachable
 
 if t.TYPE_CHECKING:
     import sqlalchemy as sa

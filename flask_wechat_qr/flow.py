@@ -55,7 +55,6 @@ error where the first one's ending is not one to repeat.
 from __future__ import annotations
 
 import logging
-import re
 import time
 import typing as t
 from dataclasses import dataclass, field
@@ -99,6 +98,7 @@ from .login_state import (
 from .model_base import engine_of
 from .outage import DatabaseOutage
 from .settings import OFFICIAL_ACCOUNT
+from .transactions import database_reason
 
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
@@ -285,8 +285,7 @@ class LoginFlow:
         for nothing). Asks the database only then (:mod:`.outage`)."""
         if self.outage.seen_at is None:  # every start of a site whose database is up
             return
-        reason = self.outage.reason_to_wait(self.db, lambda: engine_of(self.db, self._table),
-                                            database_reason)
+        reason = self.outage.reason_to_wait(self.db, lambda: engine_of(self.db, self._table))
         if reason is not None:
             raise DatabaseUnavailable(reason)  # no cause: the outage's memory, not news
 
@@ -982,17 +981,6 @@ _OBJECT_ADVICE = (
     "up by a name the site does not have); make it give only objects that exist (docs: "
     "hooks, 'Creating users')")
 
-#: Where a database's first line quotes the value it refused (a person's data): MySQL's
-#: "Duplicate entry 'alice@example.com' for key ...", SQL Server's "The duplicate key value
-#: is (alice@example.com)". PostgreSQL and SQLite name only the constraint or column there.
-#: SQLAlchemy's ``FlushError`` names a conflicting primary key the same way ("with identity
-#: key (<class 'User'>, ('alice@example.com',), None) conflicts").
-_QUOTED_VALUES = (re.compile(r"(?i)(duplicate entry )'.*?'( for key)"),
-                  re.compile(r"(?i)(incorrect \w+ value: )'.*?'( for column)"),
-                  re.compile(r"(?i)(duplicate key value is )\(.*?\)()"),
-                  re.compile(r"(identity key )\(.*\)( conflicts)"))
-
-
 def forget_pending_binding(_sender: t.Any, **_extra: t.Any) -> None:
     """Flask-Login's ``user_logged_out`` (connected by ``init_app``), and a login of
     someone else found by :meth:`LoginFlow.pending_login`: a WeChat left waiting on the bind
@@ -1012,19 +1000,6 @@ def database_unavailable(error: BaseException) -> DatabaseUnavailable:
     unavailable = DatabaseUnavailable(database_reason(error))
     unavailable.__cause__ = error
     return unavailable
-
-
-def database_reason(error: BaseException) -> str:
-    """The database's own words (or SQLAlchemy's, before the database was asked), first line
-    only: the constraint or column, never the SQL statement's parameters (a person's data),
-    a driver's detail lines (the same) or a value a message quotes."""
-    orig = getattr(error, "orig", None)
-    refusal = orig if orig is not None else error
-    words = str(refusal).strip().splitlines()
-    line = words[0] if words else "(no message)"
-    for quoted in _QUOTED_VALUES:
-        line = quoted.sub(r"\1…\2", line)
-    return f"{type(refusal).__name__}: {line}"
 
 
 def failure_posted_to_business(connection: ConnectionSettings | None,

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
 from .errors import DatabaseUnavailable
-from .transactions import end_reads, is_unreachable
+from .transactions import database_reason, end_reads, is_unreachable
 
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
@@ -52,12 +52,11 @@ class DatabaseOutage:
             self._reason = reason  # first: a start reading seen_at without the lock
             self.seen_at = time.monotonic()
 
-    def reason_to_wait(self, db: SQLAlchemy, engine: t.Callable[[], sa.Engine],
-                       words: t.Callable[[BaseException], str]) -> str | None:
+    def reason_to_wait(self, db: SQLAlchemy, engine: t.Callable[[], sa.Engine]
+                       ) -> str | None:
         """While an outage seen lately may go on: the database's words if it is still out of
         reach (the start answers them, not WeChat's QR page), else ``None`` (and the outage
-        is forgotten). ``engine``: where the login's tables are (read only when asked);
-        ``words``: the database's words for an error."""
+        is forgotten). ``engine``: where the login's tables are (read only when asked)."""
         seen_at = self.seen_at
         if seen_at is None:
             return None
@@ -68,7 +67,7 @@ class DatabaseOutage:
         if now - self._asked_at < PROBE_GOOD_FOR or not self._asking.acquire(blocking=False):
             return self._reason  # asked just now, or being asked: its answer stands
         try:
-            reason = _still_out_of_reach(db, engine, words)
+            reason = _still_out_of_reach(db, engine)
         finally:
             self._asked_at = time.monotonic()
             self._asking.release()
@@ -85,8 +84,7 @@ class DatabaseOutage:
                 self.seen_at = None
 
 
-def _still_out_of_reach(db: SQLAlchemy, engine: t.Callable[[], sa.Engine],
-                        words: t.Callable[[BaseException], str]) -> str | None:
+def _still_out_of_reach(db: SQLAlchemy, engine: t.Callable[[], sa.Engine]) -> str | None:
     """Ask the database ``SELECT 1``: its words if it cannot be reached, else ``None`` (it
     answered, if only to refuse, or its pool had no connection free: an overload). On the
     request's session where that holds the host's writes (its connection, or the one their
@@ -107,7 +105,7 @@ def _still_out_of_reach(db: SQLAlchemy, engine: t.Callable[[], sa.Engine],
             return None
         except sa.exc.DBAPIError as error:
             if is_unreachable(error):
-                return words(error)
+                return database_reason(error)
             if not error.connection_invalidated:
                 return None
         except SQLAlchemyError:

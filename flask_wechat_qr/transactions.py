@@ -615,3 +615,27 @@ def pause(conflicts: int) -> None:
     """Wait a little before a login meets the others again after its ``conflicts``-th
     conflict: a random while, growing with each, so that they do not meet at once."""
     time.sleep(random.uniform(0, min(MAX_PAUSE, 0.01 * 2 ** conflicts)))
+
+
+#: Where a database's first line quotes the value it refused (a person's data): MySQL's
+#: "Duplicate entry 'alice@example.com' for key ...", SQL Server's "The duplicate key value
+#: is (alice@example.com)". PostgreSQL and SQLite name only the constraint or column there.
+#: SQLAlchemy's ``FlushError`` names a conflicting primary key the same way ("with identity
+#: key (<class 'User'>, ('alice@example.com',), None) conflicts").
+_QUOTED_VALUES = (re.compile(r"(?i)(duplicate entry )'.*?'( for key)"),
+                  re.compile(r"(?i)(incorrect \w+ value: )'.*?'( for column)"),
+                  re.compile(r"(?i)(duplicate key value is )\(.*?\)()"),
+                  re.compile(r"(identity key )\(.*\)( conflicts)"))
+
+
+def database_reason(error: BaseException) -> str:
+    """The database's own words (or SQLAlchemy's, before the database was asked), first line
+    only: the constraint or column, never the SQL statement's parameters (a person's data),
+    a driver's detail lines (the same) or a value a message quotes."""
+    orig = getattr(error, "orig", None)
+    refusal = orig if orig is not None else error
+    words = str(refusal).strip().splitlines()
+    line = words[0] if words else "(no message)"
+    for quoted in _QUOTED_VALUES:
+        line = quoted.sub(r"\1…\2", line)
+    return f"{type(refusal).__name__}: {line}"

@@ -500,3 +500,54 @@ def test_other_drivers_say_out_of_reach_with_their_codes() -> None:
 def _at_connect(orig: BaseException) -> DBAPIError:
     """``orig`` as SQLAlchemy wraps a driver's failure to connect: no statement."""
     return OperationalError(None, None, orig)
+
+
+# --- the database's words, for pages and logs ---------------------------------------------
+
+
+@pytest.mark.parametrize(("said", "logged"), [
+    ("NOT NULL constraint failed: account.password_hash",  # SQLite
+     "NOT NULL constraint failed: account.password_hash"),
+    ('duplicate key value violates unique constraint "account_email_key"\n'
+     "DETAIL:  Key (email)=(alice@example.com) already exists.",  # PostgreSQL
+     'duplicate key value violates unique constraint "account_email_key"'),
+    ("(1062, \"Duplicate entry 'alice@example.com' for key 'account.email'\")",  # MySQL
+     "(1062, \"Duplicate entry … for key 'account.email'\")"),
+    ("Violation of UNIQUE KEY constraint 'UQ_email'. The duplicate key value is "
+     "(alice@example.com).",  # SQL Server
+     "Violation of UNIQUE KEY constraint 'UQ_email'. The duplicate key value is …."),
+    ("(1366, \"Incorrect string value: '\\xE5\\xBC\\xA0alice@example.com' for column "
+     "`site`.`account`.`nickname` at row 1\")",  # MariaDB, a latin1 column
+     "(1366, \"Incorrect string value: … for column `site`.`account`.`nickname` at row 1\")"),
+    ("(1366, \"Incorrect integer value: 'alice@example.com' for column `site`.`account`.`age` "
+     "at row 1\")",  # MariaDB, a value of the wrong type
+     "(1366, \"Incorrect integer value: … for column `site`.`account`.`age` at row 1\")"),
+])
+def test_the_databases_reason_is_logged_without_a_persons_data(said: str, logged: str) -> None:
+    """What ``AccountNotSaved`` logs: the database's first line, the constraint or column
+    kept, the value it quotes (MySQL, SQL Server) and the statement's parameters left out."""
+    from sqlalchemy.exc import IntegrityError
+
+    from flask_wechat_qr.transactions import database_reason
+
+    class DriverError(Exception):
+        pass
+
+    reason = database_reason(IntegrityError("INSERT INTO account ...",
+                                             {"email": "alice@example.com"}, DriverError(said)))
+    assert reason == f"DriverError: {logged}"
+    assert "alice@example.com" not in reason
+
+
+def test_sqlalchemys_reason_is_logged_without_the_conflicting_key() -> None:
+    """A ``FlushError`` (the ORM refused before asking the database) names the conflicting
+    primary key: on a site keyed by e-mail address, a person's data (found in review)."""
+    from sqlalchemy.orm.exc import FlushError
+
+    from flask_wechat_qr.transactions import database_reason
+
+    reason = database_reason(FlushError(
+        "New instance <User at 0x7f> with identity key (<class 'site.User'>, "
+        "('alice@example.com',), None) conflicts with persistent instance <User at 0x7e>"))
+    assert reason == ("FlushError: New instance <User at 0x7f> with identity key … conflicts "
+                      "with persistent instance <User at 0x7e>")

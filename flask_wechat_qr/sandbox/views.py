@@ -38,7 +38,7 @@ from ..i18n import lazy_gettext as _l
 from ..purge import BATCH_SIZE, delete_expired
 from ..redact import redact_http_debug_logs
 from ..storable import storable
-from ..transactions import end_reads, is_unreachable
+from ..transactions import database_reason, end_reads, is_unreachable
 from ..urls import hostname_of, is_loopback_host
 from . import network
 from .models import SandboxModels, add_missing_columns
@@ -240,8 +240,7 @@ def database_out_of_reach(error: Exception) -> Response | tuple[str, int]:
     pages a 503 in words. Any other database error is raised again."""
     if not is_unreachable(error):
         raise error
-    log.warning("the WeChat sandbox cannot reach its database: %s",
-                str(getattr(error, "orig", None) or error).strip().splitlines()[0])
+    log.warning("the WeChat sandbox cannot reach its database: %s", database_reason(error))
     endpoint = (request.endpoint or "").rpartition(".")[2]
     if endpoint in API_ENDPOINTS:
         return wechat_error(-1, "system error")
