@@ -422,8 +422,10 @@ class AssociationPolicy:
         else:
             self.db.session.execute(statement)
 
-    def forget_users(self, state: ORMExecuteState) -> t.Callable[[], None] | None:
-        """For a bulk ``DELETE`` of users about to run: what deletes their identities once
+    def forget_users(self, state: ORMExecuteState, statement: sa.Delete
+                     ) -> t.Callable[[], None] | None:
+        """For a bulk ``DELETE`` of users about to run (``statement``, which ``state``
+        runs, itself or wrapped in ``from_statement``): what deletes their identities once
         it has run. With the foreign key, every identity whose user is gone (exact, whatever
         criteria the ORM adds: inheritance, loader criteria, parameters); without, the
         identities of the users the statement selects now (not for executemany, where the
@@ -440,7 +442,6 @@ class AssociationPolicy:
                 session.execute(orphans)
 
             return remove_orphans
-        statement = t.cast(sa.Delete, state.statement)
         entity = statement.entity_description.get("entity") or self.adapter.user_model
         if entity is None or isinstance(state.parameters, list):
             return None

@@ -320,8 +320,10 @@ def _flushed(session: Session, _context: object) -> None:
 
 
 def _executed(state: ORMExecuteState) -> None:
+    # Every ORM statement of the host passes here: the statement's own flags, not the
+    # state's properties (three calls, each reading them again).
     statement = state.statement
-    if (state.is_insert or state.is_update or state.is_delete
+    if (statement.is_dml
             or (isinstance(statement, sa.Select) and _select_holds(statement))
             or (isinstance(statement, sa.TextClause) and not _reads_only(statement.text))):
         state.session.info[_WROTE] = True

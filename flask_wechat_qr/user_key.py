@@ -37,8 +37,9 @@ if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
     from sqlalchemy.orm import ORMExecuteState
 
-    #: ``prepare(state)``, before a bulk ``DELETE`` of users runs: what to do once it has run
-    Prepare = t.Callable[[ORMExecuteState], t.Callable[[], None] | None]
+    #: ``prepare(state, delete)``, before a bulk ``DELETE`` of users (``delete``, which
+    #: ``state`` runs) runs: what to do once it has run
+    Prepare = t.Callable[[ORMExecuteState, sa.Delete], t.Callable[[], None] | None]
 
 log = logging.getLogger("flask_wechat_qr")
 
@@ -412,12 +413,16 @@ def forget_on_bulk_delete(db: SQLAlchemy, user_model: t.Any, prepare: Prepare, k
     watch_ref = weakref.ref(watch)
 
     def around_bulk_delete(state: ORMExecuteState) -> sa.Result[t.Any] | None:
-        watch = watch_ref()
         statement = state.statement
-        if not (watch is not None and state.is_delete
-                and t.cast(sa.Delete, statement).table.is_derived_from(watch.user_table)):
+        if not (statement.is_dml and statement.is_delete):  # most are SELECTs: one look
             return None
-        then = watch.prepare(state)
+        # ``select(User).from_statement(delete(User).returning(User))`` wraps its DELETE.
+        delete = t.cast(sa.Delete, statement.element if isinstance(
+            statement, sa.orm.FromStatement) else statement)
+        watch = watch_ref()
+        if watch is None or not delete.table.is_derived_from(watch.user_table):
+            return None
+        then = watch.prepare(state, delete)
         result = state.invoke_statement()
         if then is not None:
             then()

@@ -135,8 +135,7 @@ def _before_flush(session: Session, _context: object, _instances: object) -> Non
 
 def _before_execute(state: ORMExecuteState) -> None:
     # Every ORM statement of the host passes here: the look-up first, the kind only then.
-    if _TURNS in state.session.info and (state.is_insert or state.is_update
-                                         or state.is_delete):
+    if _TURNS in state.session.info and state.statement.is_dml:
         take(state.session)
 
 
