@@ -447,6 +447,24 @@ class AccountAdapter(t.Generic[UserT]):
                      for column in key)  # a composite key: all of it
 
 
+def own_user(adapter: AccountAdapter[UserT], user: UserT | None, hook: str) -> UserT | None:
+    """``user``, as the site's hook ``hook`` of ``adapter`` gave it, once it is known to be
+    of the user model (or ``None``): an identity stores only the user's id, and a login
+    reads it back as the user model's. A ``Staff`` with id 1 that ``authenticate`` proved
+    would give its WeChat the login of ``User`` 1, someone else. ``TypeError`` (as Flask's
+    for a view that returns what is no response), before anything is linked; no check
+    where the adapter was given no user model (its hooks then read back their own ids)."""
+    model = adapter.user_model
+    if user is None or model is None or isinstance(user, model):
+        return user
+    raise TypeError(
+        f"{type(adapter).__name__}.{hook} returned a {type(user).__name__}, not a "
+        f"{model.__name__} (the user model given to WeChatQR): a WeChat account linked "
+        f"to it would store its id and log in to the {model.__name__} with that id, "
+        f"someone else. Return a {model.__name__} (or None), or give WeChatQR the model "
+        "your hooks return as user_model.")
+
+
 def _forget_remember_cookie(app: Flask, session: SessionMixin) -> None:
     """Have Flask-Login delete the browser's remember-me cookie with this response, as its
     ``logout_user`` does: one there is the previous login's (someone else's, on a shared

@@ -16,6 +16,7 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
+from .adapter import own_user
 from .client import ProfileNotGranted
 from .errors import (
     AlreadyLinked,
@@ -282,7 +283,8 @@ class AssociationPolicy:
 
     def create_user_for(self, connection: ConnectionSettings, profile: WeChatProfile) -> User:
         """A new user from a WeChat profile, populated as the sync policy says (flushed)."""
-        user = self.adapter.create_user(connection, profile)
+        user = own_user(self.adapter, self.adapter.create_user(connection, profile),
+                        "create_user")
         if connection.profile_sync != "never":
             self.populate_user(user, connection, profile)
         self.db.session.flush()
@@ -406,7 +408,8 @@ class AssociationPolicy:
             if field == "unionid":
                 user = self._user_by_unionid(unionid or fetch_profile().unionid)
             else:
-                user = self.adapter.match_user(connection, field, fetch_profile())
+                user = own_user(self.adapter, self.adapter.match_user(
+                    connection, field, fetch_profile()), "match_user")
             if user is not None and self._conflict(
                     connection, user, app, unionid or fetch_profile().unionid) is None:
                 return user

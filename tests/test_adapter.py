@@ -1028,3 +1028,55 @@ def test_a_required_column_is_named_with_its_tables_schema(tmp_path: t.Any) -> N
     with pytest.raises(ConfigurationError) as info:
         shaped_host(tmp_path, {**required_email(), "__table_args__": {"schema": "auth"}})
     assert "auth.account.email" in info.value.problem
+
+
+# --- a hook that gives a user of another model ------------------------------------------------
+
+
+class Staff:
+    """A site's other model (its staff, say), with Flask-Login's ``get_id``: id 1, as the
+    site's first ``User``."""
+
+    id = 1
+
+    def get_id(self) -> str:
+        return str(self.id)
+
+
+def staff_host(tmp_path: t.Any, hook: str, **config: t.Any) -> Flask:
+    """A site whose adapter's ``hook`` gives a :class:`Staff`, with ``User`` 1 (alice)."""
+    def gives_staff(self: t.Any, *args: t.Any) -> t.Any:
+        return Staff()
+
+    adapter = type("Adapter", (AccountAdapter,), {hook: gives_staff})
+    app = shaped_host(tmp_path, email_site(), adapter=adapter, **config)
+    add_account(app, email="alice@example.com", password_hash=generate_password_hash("pw"))
+    return with_csrf_token_route(app)
+
+
+@pytest.mark.parametrize("hook, config", [
+    ("create_user", {}),
+    ("match_user", {"WECHAT_QR_ASSOCIATION": "field_matching",
+                    "WECHAT_QR_MATCH_FIELDS": ("unionid", "phone")}),
+])
+def test_a_hook_that_gives_another_models_user_links_nothing(
+        tmp_path: t.Any, wechat_api: t.Any, hook: str, config: dict[str, t.Any]) -> None:
+    """Before: the Staff's id was stored on the identity as a ``User``'s, and that WeChat
+    logged in to ``User`` 1, alice, at once and at every login after."""
+    app = staff_host(tmp_path, hook, **config)
+    with pytest.raises(TypeError, match=f"Adapter.{hook} returned a Staff, not a User "):
+        login_with_wechat(app.test_client(), wechat_api)
+    assert all_identities(app) == []
+
+
+def test_an_authenticate_that_gives_another_models_user_links_nothing(
+        tmp_path: t.Any, wechat_api: t.Any) -> None:
+    """The bind page's password check, likewise (before: the WeChat was linked to alice)."""
+    app = staff_host(tmp_path, "authenticate", WECHAT_QR_ASSOCIATION="ask_binding")
+    client, _html, token = at_the_bind_page(app, wechat_api)
+    with pytest.raises(TypeError) as info:
+        bind_as(client, token, "staff", "pw")
+    assert str(info.value).startswith("Adapter.authenticate returned a Staff, not a User ")
+    assert "log in to the User with that id, someone else" in str(info.value)
+    assert all_identities(app) == []
+    assert logged_in_user_id(client) is None
