@@ -389,24 +389,48 @@ class LoginFlow:
         except CodeUsed as used:
             return self._code_used(connection, states, state, code, login, used, started)
         avatars = self.policy.avatars
+        profile: list[WeChatProfile] = []
 
-        def fetch() -> WeChatProfile:
-            # A callback repeated after its login ended (WeChat's second redirect sent with
-            # the cookie from before the first answer, a replayed cookie) stops here, before
-            # the profile is asked or an account made. A returning login reads nothing for
-            # this (unless it reads the profile at every login): its used state's row
-            # refuses the repeat at the commit.
-            if states.is_used(state, within=self._transaction_of(states)):
-                raise StateUsed()
-            profile = client.userinfo(token, lang=userinfo_lang())
+        def ask_profile() -> None:
             # A new avatar is downloaded with the profile, before the login writes (and so
             # locks) anything; the policy stores it with the identity.
-            return avatars.prefetch(profile) if avatars else profile
+            fetched = client.userinfo(token, lang=userinfo_lang())
+            profile.append(avatars.prefetch(fetched) if avatars else fetched)
 
-        fetch_profile = _once(fetch)
+        def fetch_profile() -> WeChatProfile:
+            # Asked by the login's resolution, in its transaction: asked outside it (see
+            # run), unless the transaction holds the host's writes, which hold its
+            # connection anyway.
+            if not profile:
+                if not transactions.holds_writes(self.db.session()):
+                    raise _ProfileFirst()
+                if states.is_used(state, within=self._transaction_of(states)):
+                    raise StateUsed()
+                ask_profile()
+            return profile[0]
+
+        def run(work: t.Callable[[], Resolution]) -> Resolution:
+            """The login's transaction; where its resolution needs WeChat's profile (a new
+            identity, a profile read at every login), that run is rolled back, the profile
+            asked with no connection of the pool held (WeChat may take seconds; a worker's
+            held connection kept the site's other pages waiting, a red team's measure), and
+            the transaction runs again."""
+            try:
+                return self._in_transaction(work)
+            except _ProfileFirst:
+                # A callback repeated after its login ended (WeChat's second redirect sent
+                # with the cookie from before the first answer, a replayed cookie) stops
+                # here, before the profile is asked or an account made. A returning login
+                # reads nothing for this: its used state's row refuses the repeat at the
+                # commit.
+                if states.is_used(state):
+                    raise StateUsed() from None
+                ask_profile()
+                return self._in_transaction(work)
+
         if login.link_user is not None:
-            return self._link(connection, states, state, login, token, fetch_profile)
-        return self._log_in_new(connection, states, state, login, token, fetch_profile)
+            return self._link(connection, states, state, login, token, fetch_profile, run)
+        return self._log_in_new(connection, states, state, login, token, fetch_profile, run)
 
     def client_for(self, connection: ConnectionSettings, app: str) -> WeChatClient:
         """The client of the connection's ``app`` that the login was started with."""
@@ -438,7 +462,7 @@ class LoginFlow:
 
     def _link(self, connection: ConnectionSettings, states: LoginStates, state: str,
               login: LoginData, token: WeChatToken,
-              fetch_profile: t.Callable[[], WeChatProfile]) -> _Committed:
+              fetch_profile: t.Callable[[], WeChatProfile], run: _Run) -> _Committed:
         """Link WeChat to the account that started the link (still logged in)."""
         user = self.adapter.current_user()
         if user is None or self.adapter.get_user_id(user) != login.link_user:
@@ -453,11 +477,12 @@ class LoginFlow:
                        within=self._writing_on(states))
             return resolution
 
-        return _Committed(connection, login, self._in_transaction(link), time.time())
+        return _Committed(connection, login, run(link), time.time())
 
     def _log_in_new(self, connection: ConnectionSettings, states: LoginStates, state: str,
                     login: LoginData, token: WeChatToken,
-                    fetch_profile: t.Callable[[], WeChatProfile]) -> _Committed | NeedsBinding:
+                    fetch_profile: t.Callable[[], WeChatProfile], run: _Run
+                    ) -> _Committed | NeedsBinding:
         """Resolve who logs in (or park the choice), use the state, commit, log in."""
         auth_time = time.time()
         # The ID token a business callback URL gets is decided with the login, so that a repeat of
@@ -482,7 +507,7 @@ class LoginFlow:
             return resolution
 
         try:
-            resolution = self._in_transaction(resolve)
+            resolution = run(resolve)
         except BindingRequired as required:
             return self._park_binding(connection, states, state, login, required)
         return _Committed(connection, login, resolution, auth_time, token_id,
@@ -1027,14 +1052,11 @@ def _no_longer_valid(connection: ConnectionSettings, login: LoginData | None) ->
     return Failed(StateError(), connection, login)
 
 
-def _once(fetch: t.Callable[[], WeChatProfile]) -> t.Callable[[], WeChatProfile]:
-    """At most one profile request per login, however many steps (or retries) ask."""
-    cache: list[WeChatProfile] = []
+class _ProfileFirst(Exception):
+    """A login's resolution asked for WeChat's profile inside its transaction: rolled back,
+    the profile is asked outside it first (see ``_complete``)."""
 
-    def fetch_once() -> WeChatProfile:
-        if not cache:
-            cache.append(fetch())
-        return cache[0]
 
-    return fetch_once
+#: A login's transaction run with its profile asked outside it (see ``_complete``).
+_Run = t.Callable[[t.Callable[[], Resolution]], Resolution]
 

@@ -348,8 +348,9 @@ class LoginStateStore:
         except IntegrityError as error:
             raise StateUsed() from error
 
-    def is_used(self, key: str, within: Executor) -> bool:
-        """Whether a state is used, read in the caller's transaction."""
+    def is_used(self, key: str, within: Executor | None = None) -> bool:
+        """Whether a state is used, read in the caller's transaction (``within``), else on a
+        connection of its own."""
         return self._value(TAKEN + key, within) is not None
 
     def record_failure(self, key: str, ending: str, expires_at: float) -> bool:
@@ -591,8 +592,9 @@ class LoginStates:
         request of it did first: roll back and answer with :meth:`ending`."""
         self.store.use(self.prefix + state, ending.to_json(), self._taken_until(), within)
 
-    def is_used(self, state: str, within: Executor) -> bool:
-        """Whether another request used ``state`` (read in the caller's transaction)."""
+    def is_used(self, state: str, within: Executor | None = None) -> bool:
+        """Whether another request used ``state`` (read in the caller's transaction, else on
+        a connection of its own)."""
         return self.store.is_used(self.prefix + state, within)
 
     def record_failure(self, state: str, ending: Ending) -> bool:

@@ -697,6 +697,55 @@ def test_a_page_on_a_table_behind_answers_without_waiting_for_a_second_connectio
     assert time.monotonic() - started < 10  # generous: the pool's timeout is 20 s
 
 
+@pytest.mark.parametrize("how", ["new person", "profile at every login", "link",
+                                 "ask binding"])
+def test_no_connection_of_the_pool_is_held_while_wechat_answers_for_the_profile(
+    make_app: t.Any, wechat_api: t.Any, how: str
+) -> None:
+    """Before: a login that needed WeChat's profile asked for it inside its transaction,
+    with its connection out of the pool for as long as WeChat took (up to the HTTP
+    timeout): on a pool of one the site's every other page waited (a red team's measure,
+    session 36: a page that read one row waited 3.75 s behind six slow callbacks). The
+    site's page here takes the pool's one connection while WeChat answers."""
+    import json
+
+    from support import API, NICKNAME, OPENID, UNIONID, USERINFO_PATH, start_link
+
+    config: dict[str, t.Any] = {"SQLALCHEMY_ENGINE_OPTIONS": {
+        "pool_size": 1, "max_overflow": 0, "pool_timeout": 0.5}}
+    if how == "profile at every login":
+        config["WECHAT_QR_PROFILE_SYNC"] = "each_login"
+    if how == "ask binding":
+        config["WECHAT_QR_ASSOCIATION"] = "ask_binding"
+    app = make_app(**config)
+    client = app.test_client()
+    if how == "profile at every login":
+        assert login_with_wechat(client, wechat_api).status_code == 302  # known from now on
+    if how == "link":
+        log_in(client, add_user(app, username="alice", password="pw-of-alice"))
+    read_meanwhile: list[object] = []
+
+    def userinfo(request: t.Any) -> tuple[int, dict[str, str], str]:
+        with app.app_context():  # another page of the site, while WeChat answers
+            with app.db.engine.connect() as connection:  # type: ignore[attr-defined]
+                read_meanwhile.append(connection.execute(sa.text("SELECT 1")).scalar())
+        return 200, {"Content-Type": "text/plain"}, json.dumps(
+            {"openid": OPENID, "unionid": UNIONID, "nickname": NICKNAME, "privilege": []})
+
+    wechat_api.mock.reset()
+    wechat_api.token()
+    wechat_api.mock.add_callback(responses.GET, API + USERINFO_PATH, callback=userinfo)
+    state = start_link(client) if how == "link" else start_login(client)
+    resp = finish_login(client, state)
+    assert resp.status_code == 302, resp.get_data(as_text=True)
+    if how == "ask binding":
+        assert resp.headers["Location"] == "/auth/bind"
+    assert read_meanwhile == [1]
+    with app.app_context():
+        assert [identity.openid for identity in all_identities(app)] == (
+            [] if how == "ask binding" else [OPENID])
+
+
 # --- errors after the commit -------------------------------------------------------------
 
 
