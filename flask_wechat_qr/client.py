@@ -227,7 +227,33 @@ def json_object(resp: requests.Response) -> dict[str, t.Any] | None:
         return None
     if _ESCAPED_SURROGATE.search(text) and not _encodes(data):
         return None  # a lone surrogate (``"\\ud800"``): no text a database can store
+    if text.count("[") + text.count("{") > MAX_NESTING and _nested_deeper(data, MAX_NESTING):
+        return None
     return data if isinstance(data, dict) else None
+
+
+#: How deep an answer's arrays and objects may nest. WeChat's nest two levels (a profile's
+#: ``privilege`` list); the profile is kept as it came, in a JSON column, whose encoding at
+#: the flush (and ``json.dumps``) recurse once per level: 960 levels, which the decoder
+#: took, ran out of stack there, a 500 (a red team's hostile answer, session 36); MariaDB's
+#: ``JSON_VALID`` check refuses more than 32 (a 500 too).
+MAX_NESTING = 16
+
+
+def _nested_deeper(data: t.Any, levels: int) -> bool:
+    """Whether ``data`` nests arrays and objects more than ``levels`` deep (a loop, not a
+    recursion: the depth is what is in question)."""
+    pending: list[tuple[t.Any, int]] = [(data, 1)]
+    while pending:
+        value, depth = pending.pop()
+        children = value.values() if isinstance(value, dict) else value \
+            if isinstance(value, list) else ()
+        for child in children:
+            if isinstance(child, (dict, list)):
+                if depth + 1 > levels:
+                    return True
+                pending.append((child, depth + 1))
+    return False
 
 
 #: A ``\\uD800``-``\\uDFFF`` escape: half of a character, which only a pair makes whole.

@@ -965,6 +965,27 @@ def test_a_hostile_token_answer_is_a_page_not_a_500(client: t.Any, wechat_api: W
     assert "Traceback" not in resp.get_data(as_text=True)
 
 
+@pytest.mark.parametrize("levels, status", [
+    # Deeper than the flush's stack but not the decoder's, wherever the test's stack ends
+    # (a red team found 960-965 levels so, session 36; a band of them here).
+    *((levels, 502) for levels in range(800, 1000, 20)),
+    (33, 502), (17, 502), (16, 302)])
+def test_a_profile_nested_deeper_than_wechats_is_a_page_not_a_500(
+        client: t.Any, wechat_api: WeChatAPI, levels: int, status: int) -> None:
+    """Before: an answer nested some 960 levels deep (arrays in a profile's field) was taken
+    by the decoder and ran out of stack where the profile was stored at the flush, a 500
+    with a RecursionError; on MariaDB, whose check of a JSON column refuses more than 32
+    levels, 32 was a 500. The profile itself is the first level."""
+    state = start_login(client)
+    wechat_api.token()
+    inner = levels - 1
+    wechat_api.raw(USERINFO_PATH, b'{"openid": "%s", "nickname": "n", "x": %s%s}' % (
+        OPENID.encode(), b"[" * inner, b"]" * inner))
+    resp = finish_login(client, state, code=CODE)
+    assert resp.status_code == status, resp.get_data(as_text=True)[-500:]
+    assert "Traceback" not in resp.get_data(as_text=True)
+
+
 def test_a_nickname_with_half_a_character_is_a_page_not_a_500(
         client: t.Any, wechat_api: WeChatAPI) -> None:
     """A lone surrogate escape (``"\\ud800"``) decodes to a string no database stores: the
