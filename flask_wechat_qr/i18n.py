@@ -307,6 +307,13 @@ def lazy_display_name(connection: t.Any) -> str | LazyText:
     return lazy_gettext("WeChat") if name == "WeChat" else name
 
 
+def sentence_gap() -> str:
+    """What goes between two sentences of a page, or a sentence and its link: a space, but
+    none in Chinese, whose full-width 。and ？ carry their own (a space after them shows as
+    a stray gap)."""
+    return "" if get_locale().startswith("zh") else " "
+
+
 #: Template globals of the extension's and the sandbox's pages, also for hosts that
 #: override the templates. Ours, so a host's own ``_``/``gettext`` stay untouched.
 TEMPLATE_GLOBALS: dict[str, t.Callable[..., t.Any]] = {
@@ -314,6 +321,7 @@ TEMPLATE_GLOBALS: dict[str, t.Callable[..., t.Any]] = {
     "wechat_qr_ngettext": ngettext,
     "wechat_qr_locale": get_locale,
     "wechat_qr_display_name": display_name,
+    "wechat_qr_gap": sentence_gap,
 }
 
 

@@ -341,6 +341,13 @@ def assert_wrong_credentials(app: t.Any, client: t.Any, resp: t.Any,
     assert NICKNAME in html
     assert [i.get("value") for i in find_tags(html, "input") if i.get("name") == "action"] == [
         "bind", "create"]
+    # The message names the fields it is about, and the password field (the username kept)
+    # has the focus for the next try (an accessibility hunt, session 36).
+    fields = {i["name"]: i for i in find_tags(html, "input")
+              if i.get("name") in ("username", "password")}
+    assert {name: field.get("aria-describedby") for name, field in fields.items()} == {
+        "username": "wechat-qr-problem", "password": "wechat-qr-problem"}
+    assert ("autofocus" in fields["password"]) == bool(fields["username"].get("value"))
 
     assert all_identities(app) == []
     assert len(all_users(app)) == 2

@@ -84,6 +84,11 @@ def test_qr_page_in_both_languages(app: Flask) -> None:
     en = page_of(browser(app, EN).get("/auth/wechat/qr"))
     assert_english(en, "<h1>Log in with WeChat</h1>", "Scan the QR code with WeChat on your phone",
                    "QR code not showing?")
+    # A space between a sentence and its link in English; none after Chinese full-width
+    # punctuation, where it showed as a stray gap (a review of the Chinese, session 36).
+    assert "QR code not showing? <a" in en and "No QR code above? <a" in en
+    assert "二维码无法显示？<a" in zh and "上方没有显示二维码？<a" in zh
+    assert "二维码未能加载。</strong>当前网络" in zh
 
 
 def test_a_configured_display_name_is_shown_as_configured(make_app: t.Any) -> None:
@@ -135,7 +140,7 @@ def test_login_only_refusal_in_both_languages(make_app: t.Any, wechat_api: t.Any
     app = make_app(WECHAT_QR_LOGIN_ONLY=True)
     zh = login_with_wechat(browser(app, ZH), wechat_api)
     assert zh.status_code == 403
-    assert_chinese(page_of(zh), "这个微信没有绑定账号", "本站不通过微信创建账号")
+    assert_chinese(page_of(zh), "这个微信尚未绑定本站账号", "本站不通过微信创建账号")
     en = login_with_wechat(browser(app, EN), wechat_api)
     assert_english(page_of(en), "No account is linked to this WeChat")
 
@@ -484,17 +489,17 @@ def sandbox_qr_page(client: t.Any, lang: str | None = None) -> tuple[str, str]:
 
 def test_sandbox_qr_page_follows_wechats_lang(sandbox_app: Flask) -> None:
     page, _ = sandbox_qr_page(browser(sandbox_app, EN), "cn")
-    assert_chinese(page, "<h2>微信登录</h2>", "使用微信扫一扫登录", "模拟扫码（无需手机）",
+    assert_chinese(page, "<h1>微信登录</h1>", "使用微信扫一扫登录", "模拟扫码（无需手机）",
                    "沙盒 · 模拟的微信开放平台", "手机无法访问 localhost")
     assert "Simulate a scan" not in page
     # The script's texts (scanned, expired, refresh) are Chinese too.
     assert '"refresh": "\\u5237\\u65b0"' in page
-    assert "微信快捷登录（模拟）" in page
+    assert "微信快速登录（模拟）" in page
     page, _ = sandbox_qr_page(browser(sandbox_app, ZH), "en")
     # The fast login's choice of simulated people holds their (Chinese) nicknames: data.
     people = re.compile(r'<select name="person".*?</select>', re.S)
     assert "张三🐼" in people.search(page).group(0)  # type: ignore[union-attr]
-    assert_english(people.sub("", page), "<h2>WeChat login</h2>",
+    assert_english(people.sub("", page), "<h1>WeChat login</h1>",
                    "Scan with WeChat to log in to", "Simulate a scan (no phone)",
                    '"refresh": "Refresh"', "Log in with desktop WeChat (simulated)")
 

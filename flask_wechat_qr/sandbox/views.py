@@ -497,7 +497,8 @@ def confirm(uuid: str) -> t.Any:
     else:
         person_key = chosen_person(sandbox, request.form)
         if person_key is None:
-            return _confirm_page(None, app, _("Choose a person or type a nickname.")), 400
+            return _confirm_page(None, app, _("Choose a person or type a nickname."),
+                                 chosen=request.form.get("person")), 400
         code = new_code(sandbox, qr_session.app_id, person_key, "snsapi_login", now)
         outcome, values = "allowed", {"status": "confirmed", "code": code}
     if not _answer_qr_session(sandbox, uuid, values):
@@ -506,12 +507,16 @@ def confirm(uuid: str) -> t.Any:
 
 
 def _confirm_page(outcome: str | None, app: SandboxApp | None,
-                  problem: str | None = None) -> str:
+                  problem: str | None = None, chosen: str | None = None) -> str:
     """The phone's page, every variable given (a host's ``StrictUndefined`` refuses a
-    missing one)."""
+    missing one); ``chosen``: the person the form sent (kept checked with its problem: the
+    first person checked again made the next Allow log in as them), else the first."""
     people = [*PEOPLE, *made_up_people(sandbox_runtime())] if outcome is None else []
+    keys = [person.key for person in people]
+    if chosen not in (*keys, "new"):
+        chosen = keys[0] if keys else None
     return render_template("wechat_qr/sandbox/confirm.html", outcome=outcome, app=app,
-                           people=people, problem=problem)
+                           people=people, problem=problem, chosen=chosen)
 
 
 @blueprint.route("/connect/qrconnect/fast_login/<uuid>", methods=["POST"])

@@ -122,7 +122,7 @@ def test_ask_binding_binds_an_existing_account_with_its_password(
     assert answer is not None and answer.request.method == "GET"
     assert page.url == site.url + "/auth/bind"
     assert page.locator("h1").inner_text() == "你已登录"
-    assert "这次微信登录已经完成" in page.locator("body").inner_text()
+    assert "本次微信登录已完成" in page.locator("body").inner_text()
     page.locator("a.wechat-qr-button", has_text="继续").click()
     page.wait_for_url(site.url + "/")
     assert page.request.get(site.url + "/api/me").json()["id"] == alice_id

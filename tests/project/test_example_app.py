@@ -990,7 +990,7 @@ def test_form_errors_and_messages_in_chinese(site: Flask) -> None:
     assert resp.status_code == 400
     assert "用户名或密码错误。" in resp.get_data(as_text=True)
     resp = register(client, "al", "short")
-    assert "用户名为 3 到 40 个字母" in resp.get_data(as_text=True)
+    assert "用户名须由 3 到 40 个字母" in resp.get_data(as_text=True)
     assert "密码至少 8 个字符。" in resp.get_data(as_text=True)
     assert untranslated(resp.get_data(as_text=True), "al") == []
 

@@ -23,6 +23,7 @@ from support import (
     WECHAT_WINDOWS,
     Clock,
     answer,
+    find_tags,
     open_qr_page,
     poll,
     rows,
@@ -231,7 +232,7 @@ def test_built_in_names_follow_the_page_language_configured_ones_stay(
         index = client.get(f"{SBX}/", headers=headers).get_data(as_text=True)
         assert web in index and shop in index
         confirm = phone.get(f"{SBX}/connect/confirm/{uuid}", headers=headers)
-        assert f"<h2>{web}</h2>" in confirm.get_data(as_text=True)
+        assert f"<h1>{web}</h1>" in confirm.get_data(as_text=True)
 
 
 @pytest.mark.parametrize(
@@ -319,6 +320,23 @@ def test_new_user_needs_a_nickname(sandbox_app: Flask) -> None:
     resp = answer(phone, uuid, action="allow", person="new", nickname="  ")
     assert resp.status_code == 400
     assert poll(client, uuid)["status"] == "scanned"
+    # The page keeps "New user" chosen, says what is wrong where a screen reader hears it
+    # and names the field it is about. Before: the first person (张三🐼) was checked again,
+    # and the next Allow logged in as them (an accessibility hunt, session 36).
+    page = resp.get_data(as_text=True)
+    checked = [tag["value"] for tag in find_tags(page, "input")
+               if tag.get("name") == "person" and "checked" in tag]
+    assert checked == ["new"]
+    (problem,) = [tag for tag in find_tags(page, "p") if tag.get("id") == "sbx-problem"]
+    assert problem["role"] == "alert"
+    (field,) = [tag for tag in find_tags(page, "input") if tag.get("name") == "nickname"]
+    assert field["aria-label"] == "Nickname of the new user"
+    assert field["aria-describedby"] == "sbx-problem"
+    # Nothing chosen at all: the first person, as on the first visit.
+    resp = answer(phone, uuid, action="allow", person="nobody-of-these")
+    assert resp.status_code == 400
+    assert [tag["value"] for tag in find_tags(resp.get_data(as_text=True), "input")
+            if tag.get("name") == "person" and "checked" in tag] == ["zhangsan"]
 
 
 def _openid_of_answer(sandbox_app: Flask, **form: str) -> str:
@@ -613,7 +631,7 @@ def test_a_phone_is_offered_what_works_there_not_the_desktop_fast_login(
             ("en", "scan this code from another device", "Answer on this phone")):
         page = _qr_page_as(client, user_agent, lang, *extras)
         assert _fast_login_form(page) is None
-        assert "Log in with desktop WeChat" not in page and "微信快捷登录" not in page
+        assert "Log in with desktop WeChat" not in page and "微信快速登录" not in page
         found = re.search(r'<p[^>]*id="sbx-phone-hint"[^>]*>(.*?)</p>', page, re.S)
         assert found is not None and hint in found.group(1), page
         simulate = re.search(r'<a href="([^"]+)" id="sbx-simulate"[^>]*>([^<]*)</a>', page)

@@ -95,7 +95,7 @@ def test_consent_page_in_chinese_like_wechat(sandbox: Flask) -> None:
         "Accept-Language": "zh-CN,zh;q=0.9", "User-Agent": WECHAT_UA})
     assert page.status_code == 200
     body = page.get_data(as_text=True)
-    assert "Demo 服务号 申请获得你的公开信息（昵称、头像）" in body
+    assert "“Demo 服务号”申请获得你的公开信息（昵称、头像）" in body
     assert "允许" in body and "拒绝" in body and "快照页" in body
     assert all(person.nickname in body for person in PEOPLE)
     assert 'value="new"' in body and 'id="sbx-not-in-wechat"' not in body
