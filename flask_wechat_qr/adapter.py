@@ -449,13 +449,15 @@ class AccountAdapter(t.Generic[UserT]):
 
 def own_user(adapter: AccountAdapter[UserT], user: UserT | None, hook: str) -> UserT | None:
     """``user``, as the site's hook ``hook`` of ``adapter`` gave it, once it is known to be
-    of the user model (or ``None``): an identity stores only the user's id, and a login
-    reads it back as the user model's. A ``Staff`` with id 1 that ``authenticate`` proved
-    would give its WeChat the login of ``User`` 1, someone else. ``TypeError`` (as Flask's
-    for a view that returns what is no response), before anything is linked; no check
-    where the adapter was given no user model (its hooks then read back their own ids)."""
+    of the user model (or ``None``) where the default :meth:`~AccountAdapter.load_user`
+    reads ids back as that model's primary keys: an identity stores only the user's id. A
+    ``Staff`` with id 1 that ``authenticate`` proved would give its WeChat the login of
+    ``User`` 1, someone else. ``TypeError`` (as Flask's for a view that returns what is no
+    response), before anything is linked. No check where the adapter was given no user
+    model, or reads ids back its own way (``"staff:1"``, an overridden ``load_user``)."""
     model = adapter.user_model
-    if user is None or model is None or isinstance(user, model):
+    if (user is None or model is None or isinstance(user, model)
+            or not adapter._loads_by_primary_key()):
         return user
     raise TypeError(
         f"{type(adapter).__name__}.{hook} returned a {type(user).__name__}, not a "

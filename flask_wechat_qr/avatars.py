@@ -154,14 +154,18 @@ class AvatarKeeper:
             return None
         return self.downloader.source(headimgurl)
 
-    def prefetch(self, profile: WeChatProfile) -> WeChatProfile:
+    def prefetch(self, profile: WeChatProfile, before_download: t.Callable[[], object]
+                 ) -> WeChatProfile:
         """Download ``profile``'s avatar now if it is not stored yet (no write: the login
-        has taken no database lock yet), for :meth:`stored_url` to store later."""
+        has taken no database lock yet), for :meth:`stored_url` to store later.
+        ``before_download``: called once the store was asked and a download follows (to
+        give back the connection the store's read took: a download may take seconds)."""
         source = self.source_of(profile)
         if source is None:
             return profile
         key = self.key_for(source)
         if key not in self._too_large and self.store.get(key) is None:
+            before_download()
             self._download(source)
         return profile
 

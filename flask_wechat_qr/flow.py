@@ -395,7 +395,8 @@ class LoginFlow:
             # A new avatar is downloaded with the profile, before the login writes (and so
             # locks) anything; the policy stores it with the identity.
             fetched = client.userinfo(token, lang=userinfo_lang())
-            profile.append(avatars.prefetch(fetched) if avatars else fetched)
+            profile.append(avatars.prefetch(fetched, lambda: transactions.end_reads(self.db))
+                           if avatars else fetched)
 
         def fetch_profile() -> WeChatProfile:
             # Asked by the login's resolution, in its transaction: asked outside it (see
@@ -418,15 +419,15 @@ class LoginFlow:
             try:
                 return self._in_transaction(work)
             except _ProfileFirst:
-                # A callback repeated after its login ended (WeChat's second redirect sent
-                # with the cookie from before the first answer, a replayed cookie) stops
-                # here, before the profile is asked or an account made. A returning login
-                # reads nothing for this: its used state's row refuses the repeat at the
-                # commit.
-                if states.is_used(state):
-                    raise StateUsed() from None
-                ask_profile()
-                return self._in_transaction(work)
+                pass  # the rest outside the handler: its errors are not chained to this
+            # A callback repeated after its login ended (WeChat's second redirect sent with
+            # the cookie from before the first answer, a replayed cookie) stops here, before
+            # the profile is asked or an account made. A returning login reads nothing for
+            # this: its used state's row refuses the repeat at the commit.
+            if states.is_used(state):
+                raise StateUsed()
+            ask_profile()
+            return self._in_transaction(work)
 
         if login.link_user is not None:
             return self._link(connection, states, state, login, token, fetch_profile, run)

@@ -48,6 +48,7 @@ from .forked_child import (
 )
 from .i18n import userinfo_lang
 from .models import as_utc, utcnow
+from .transactions import end_reads
 
 if t.TYPE_CHECKING:
     from flask import Flask
@@ -212,7 +213,8 @@ class ProfileRefresher:
             return False
         avatars = self.policy.avatars
         if avatars is not None:
-            avatars.prefetch(profile)  # downloaded before the transaction that stores it
+            # downloaded before the transaction that stores it, no connection held
+            avatars.prefetch(profile, lambda: end_reads(self.db))
         identity = self._in_transaction(
             lambda: self.policy.refresh_profile(identity_id, profile, token.unionid))
         if identity is None:

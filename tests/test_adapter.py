@@ -17,6 +17,7 @@ from flask_sqlalchemy import SQLAlchemy
 from support import (
     APP_ID,
     APP_SECRET,
+    OPENID,
     OPENID_2,
     UNIONID_2,
     Database,
@@ -1080,3 +1081,60 @@ def test_an_authenticate_that_gives_another_models_user_links_nothing(
     assert "log in to the User with that id, someone else" in str(info.value)
     assert all_identities(app) == []
     assert logged_in_user_id(client) is None
+
+
+def test_a_site_that_reads_its_own_ids_back_may_log_in_another_model(
+        tmp_path: t.Any, wechat_api: t.Any) -> None:
+    """Users and staff, ids "user:1" and "staff:1" (their ``get_id``, the site's
+    ``load_user``), the user model given for the default ``create_user``: its
+    ``match_user`` finds staff by their WeChat. Its ids say which model, so nothing is
+    read back as a ``User``'s: no ``TypeError`` (a review, session 36, of the check
+    above, whose first version refused it)."""
+    db = SQLAlchemy()
+
+    class User(UserMixin, db.Model):  # type: ignore[name-defined,misc]
+        id = db.Column(db.Integer, primary_key=True)
+        username = db.Column(db.String(80))
+
+        def get_id(self) -> str:
+            return f"user:{self.id}"
+
+    class StaffMember(UserMixin, db.Model):  # type: ignore[name-defined,misc]
+        id = db.Column(db.Integer, primary_key=True)
+        wechat_openid = db.Column(db.String(80))
+
+        def get_id(self) -> str:
+            return f"staff:{self.id}"
+
+    def load(user_id: str) -> t.Any:
+        kind, _, number = user_id.partition(":")
+        return db.session.get({"user": User, "staff": StaffMember}[kind], int(number))
+
+    class Adapter(AccountAdapter):  # type: ignore[type-arg]
+        def get_user_id(self, user: t.Any) -> str:
+            return str(user.get_id())
+
+        def load_user(self, user_id: str) -> t.Any:
+            return load(user_id)
+
+        def match_user(self, connection: t.Any, field: str, profile: t.Any) -> t.Any:
+            return db.session.execute(sa.select(StaffMember).filter_by(
+                wechat_openid=profile.openid)).scalar_one_or_none()
+
+    app = Flask("two_kinds", root_path=str(tmp_path))
+    app.config.update(TESTING=True, SECRET_KEY="x" * 32,
+                      SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'two.db'}",
+                      WECHAT_QR_APP_ID=APP_ID, WECHAT_QR_APP_SECRET=APP_SECRET,
+                      WECHAT_QR_ASSOCIATION="field_matching",
+                      WECHAT_QR_MATCH_FIELDS=("staff_openid",))
+    db.init_app(app)
+    LoginManager(app).user_loader(load)
+    WeChatQR(app, db=db, adapter=Adapter(db, User))
+    with app.app_context():
+        db.create_all()
+        db.session.add(User(username="alice"))
+        db.session.add(StaffMember(wechat_openid=OPENID))
+        db.session.commit()
+    client = app.test_client()
+    assert login_with_wechat(client, wechat_api).status_code == 302
+    assert logged_in_user_id(client) == "staff:1"

@@ -746,6 +746,36 @@ def test_no_connection_of_the_pool_is_held_while_wechat_answers_for_the_profile(
             [] if how == "ask binding" else [OPENID])
 
 
+def test_no_connection_of_the_pool_is_held_while_a_new_avatar_downloads(
+    make_app: t.Any, wechat_api: t.Any
+) -> None:
+    """The avatar store is asked (a read) before a first login's avatar is downloaded:
+    before, the download then ran with that read's connection out of the pool (a review,
+    session 36)."""
+    from support import AVATAR
+
+    app = make_app(WECHAT_QR_STORE_AVATARS=True, SQLALCHEMY_ENGINE_OPTIONS={
+        "pool_size": 1, "max_overflow": 0, "pool_timeout": 0.5})
+    read_meanwhile: list[object] = []
+
+    def avatar(request: t.Any) -> tuple[int, dict[str, str], bytes]:
+        with app.app_context():  # another page of the site, while the avatar downloads
+            with app.db.engine.connect() as connection:  # type: ignore[attr-defined]
+                read_meanwhile.append(connection.execute(sa.text("SELECT 1")).scalar())
+        return 200, {"Content-Type": "image/png"}, b"\x89PNG\r\n\x1a\n" + b"\0" * 64
+
+    wechat_api.mock.reset()
+    wechat_api.token()
+    wechat_api.userinfo()
+    wechat_api.mock.add_callback(responses.GET, AVATAR, callback=avatar)
+    client = app.test_client()
+    resp = finish_login(client, start_login(client))
+    assert resp.status_code == 302, resp.get_data(as_text=True)
+    assert read_meanwhile == [1]
+    (identity,) = all_identities(app)
+    assert identity.avatar_url.startswith("/auth/avatars/")
+
+
 # --- errors after the commit -------------------------------------------------------------
 
 

@@ -334,6 +334,34 @@ def test_a_changed_avatar_is_stored_by_the_refresh(make_app: t.Callable[..., Fla
     assert client.get(identity.avatar_url).data == PNG[:-1] + b"\1"
 
 
+def test_the_refresh_holds_no_connection_while_a_new_avatar_downloads(
+        make_app: t.Callable[..., Flask], wechat_api: WeChatAPI) -> None:
+    """Before: the refresh asked the avatar store (a read, a connection out of the pool)
+    and downloaded the new avatar holding it (a review, session 36): on a pool of one the
+    site's other pages waited for the download."""
+    app = make_app(WECHAT_QR_STORE_AVATARS=True, SQLALCHEMY_ENGINE_OPTIONS={
+        "pool_size": 1, "max_overflow": 0, "pool_timeout": 0.5}, **REFRESHING)
+    wechat_api.mock.add(responses.GET, AVATAR, body=PNG, content_type="image/png")
+    login_with_wechat(app.test_client(), wechat_api)
+    age_profiles(app)
+    read_meanwhile: list[object] = []
+
+    def new_avatar(request: t.Any) -> tuple[int, dict[str, str], bytes]:
+        with app.app_context():  # another page of the site, while the avatar downloads
+            with app.db.engine.connect() as connection:  # type: ignore[attr-defined]
+                read_meanwhile.append(connection.execute(sa.text("SELECT 1")).scalar())
+        return 200, {"Content-Type": "image/png"}, PNG[:-1] + b"\1"
+
+    wechat_api.mock.reset()
+    wechat_api.userinfo(headimgurl=NEW_AVATAR)
+    wechat_api.mock.add_callback(responses.GET, NEW_AVATAR, callback=new_avatar)
+    assert returning_login(app, wechat_api).status_code == 302
+    settle(app)
+    assert read_meanwhile == [1]
+    identity, = all_identities(app)
+    assert app.test_client().get(identity.avatar_url).data == PNG[:-1] + b"\1"
+
+
 def test_the_host_hears_of_a_refresh(known: Flask, wechat_api: WeChatAPI) -> None:
     wechat_api.userinfo(nickname=NEW_NICKNAME)
     seen: list[dict[str, t.Any]] = []

@@ -46,6 +46,8 @@ from support import (
     with_csrf_token_route,
 )
 
+from flask_wechat_qr import AccountAdapter
+
 
 def callbacks_at_once(state: str, *clients_and_codes: tuple[t.Any, str]) -> list[t.Any]:
     """The callbacks of several browser connections with one ``state``, in flight together;
@@ -200,15 +202,28 @@ def test_few_requests_of_a_process_wait_for_another_ones_outcome(
 
 
 def test_fifty_simultaneous_first_logins_make_one_user(
-    make_app: t.Any, wechat_api: WeChatAPI, caplog: pytest.LogCaptureFixture
+    make_app: t.Any, wechat_api: WeChatAPI, caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """50 browsers finishing the first login of one new WeChat account at the same moment:
     one user, one identity, no 5xx (the unique constraint and a retry, not luck)."""
-    # A connection for each of the 50 requests held at the gate below.
+    # A connection for each of the 50 requests held at the meeting below.
     app = make_app(SQLALCHEMY_ENGINE_OPTIONS={"pool_size": 60, "max_overflow": 0})
     answer_with(wechat_api, TOKEN_PATH, lambda request: wechat_body(TOKEN_ANSWER))
-    # Everyone has looked the identity up and found nothing.
-    gate = meeting(wechat_api, USERINFO_PATH, 50, lambda request: wechat_body(PROFILE_ANSWER), 20)
+    answer_with(wechat_api, USERINFO_PATH, lambda request: wechat_body(PROFILE_ANSWER))
+    # Everyone has looked the identity up in the login's transaction and found nothing
+    # (WeChat's profile is asked before that transaction, with no connection held): each
+    # first call of create_user meets the others there; a retry's goes on.
+    arrived = threading.Barrier(50, timeout=20)
+    first_calls = iter(range(50))
+    real_create_user = AccountAdapter.create_user
+
+    def create_user_together(self: t.Any, connection: t.Any, profile: t.Any) -> t.Any:
+        if next(first_calls, None) is not None:
+            arrived.wait()
+        return real_create_user(self, connection, profile)
+
+    monkeypatch.setattr(AccountAdapter, "create_user", create_user_together)
     browsers = [app.test_client() for _ in range(50)]
     states = [start_login(browser) for browser in browsers]
 
@@ -218,7 +233,7 @@ def test_fifty_simultaneous_first_logins_make_one_user(
 
     with caplog.at_level(logging.INFO, logger="flask_wechat_qr"), ThreadPoolExecutor(50) as pool:
         statuses = list(pool.map(finish, range(50), timeout=120))
-    assert statuses == [302] * 50 and not gate.broken
+    assert statuses == [302] * 50 and not arrived.broken
     # The race really happened: others lost on the unique constraint and retried.
     assert "another request may have made the same identity" in caplog.text
     users, identities = all_users(app), all_identities(app)
