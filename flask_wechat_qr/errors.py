@@ -397,7 +397,9 @@ class DatabaseUnavailable(LoginError):
     status = 503
     operator_error = True
     retry_after = 120  # "a few minutes", as the page says
-    title = _l("Login could not be completed")
+    # its own title: the page's title (a tab, a screen reader's first words) says what
+    # happened, as the other errors' do (an accessibility hunt, session 36)
+    title = _l("Login unavailable for now")
     message = _l(
         "This site cannot reach its database right now, so the login cannot go on. Try "
         "again in a few minutes; the site's operator has been told."

@@ -400,6 +400,7 @@ def test_a_login_whose_database_is_out_of_reach_ends_on_its_page(
     assert resp.status_code == 503 and error_name(resp) == "DatabaseUnavailable"
     assert resp.headers["Retry-After"] == "120"
     assert "本网站暂时无法连接数据库" in resp.get_data(as_text=True)
+    assert "<title>暂时无法登录" in resp.get_data(as_text=True)
     # escaped, whatever the site's own setting
     assert 'href="/orders?a=1&b=2"' not in resp.get_data(as_text=True)
     assert 'href="/orders?a=1&amp;b=2"' in resp.get_data(as_text=True)  # back
