@@ -1094,6 +1094,22 @@ def test_two_completions_of_one_pending_binding_at_once(make_app: t.Any, wechat_
     assert identity.user_id == str(all_users(app)[0].id)
 
 
+def on_the_bind_page_in_several_tabs(app: t.Any, wechat_api: t.Any, tabs: int
+                                     ) -> tuple[t.Any, str, list[t.Any]]:
+    """A browser that arrived on the bind page, its form's CSRF token, and ``tabs`` more
+    clients with its session cookie (the same page open in several tabs)."""
+    client = app.test_client()
+    arrive(client, wechat_api)
+    _html, token = bind_page(client)
+    cookie = client.get_cookie("session").value
+    browsers = []
+    for _ in range(tabs):
+        twin = app.test_client()
+        twin.set_cookie("session", cookie)
+        browsers.append(twin)
+    return client, token, browsers
+
+
 def test_concurrent_guesses_cannot_exceed_the_limit(make_app: t.Any, wechat_api: t.Any,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """A burst of simultaneous guesses must not all be checked against a count taken before
@@ -1101,15 +1117,7 @@ def test_concurrent_guesses_cannot_exceed_the_limit(make_app: t.Any, wechat_api:
     limit, burst = 2, 6
     app = ask_app(make_app, WECHAT_QR_BIND_ATTEMPTS_PER_BINDING=limit)
     add_user(app, username="alice", password="alice-pw")
-    client = app.test_client()
-    arrive(client, wechat_api)
-    _html, token = bind_page(client)
-    cookie = client.get_cookie("session").value
-    browsers = []
-    for _ in range(burst):
-        twin = app.test_client()
-        twin.set_cookie("session", cookie)
-        browsers.append(twin)
+    client, token, browsers = on_the_bind_page_in_several_tabs(app, wechat_api, burst)
 
     # Hold every guess that reaches the password check until the whole burst is there
     # (deterministic overlap): each guess of the burst has either reached the check or been
@@ -1399,15 +1407,7 @@ def test_a_burst_of_password_checks_takes_turns(make_app: t.Any, wechat_api: t.A
 
     burst = 6
     app = ask_app(make_app, WECHAT_QR_BIND_ATTEMPTS_PER_BINDING=burst)
-    client = app.test_client()
-    arrive(client, wechat_api)
-    _html, token = bind_page(client)
-    cookie = client.get_cookie("session").value
-    browsers = []
-    for _ in range(burst):
-        twin = app.test_client()
-        twin.set_cookie("session", cookie)
-        browsers.append(twin)
+    _client, token, browsers = on_the_bind_page_in_several_tabs(app, wechat_api, burst)
     state = threading.Condition()
     running, most = [0], [0]
     release = threading.Event()
