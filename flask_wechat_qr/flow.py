@@ -390,6 +390,9 @@ class LoginFlow:
             return self._code_used(connection, states, state, code, login, used, started)
         avatars = self.policy.avatars
         profile: list[WeChatProfile] = []
+        # The host's writes of the request (its before_request's), before the login's own:
+        # a rollback would undo them, so the profile is then asked inside the transaction.
+        hosts_writes = transactions.holds_writes(self.db.session())
 
         def ask_profile() -> None:
             # A new avatar is downloaded with the profile, before the login writes (and so
@@ -401,9 +404,10 @@ class LoginFlow:
         def fetch_profile() -> WeChatProfile:
             # Asked by the login's resolution, in its transaction: asked outside it (see
             # run), unless the transaction holds the host's writes, which hold its
-            # connection anyway.
+            # connection anyway. The login's own writes so far (a stale identity deleted)
+            # are rolled back with it, and made again.
             if not profile:
-                if not transactions.holds_writes(self.db.session()):
+                if not hosts_writes:
                     raise _ProfileFirst()
                 if states.is_used(state, within=self._transaction_of(states)):
                     raise StateUsed()
