@@ -210,7 +210,8 @@ def _business_params() -> BusinessParams:
         if not value:
             continue
         if len(value) > limit or has_control_characters(value):
-            raise InvalidRequest(_l("The login's %(name)s parameter is not valid.", name=name))
+            raise InvalidRequest(_l("The login's %(name)s parameter is not valid. Go back and "
+                                     "start the WeChat login again.", name=name))
         params[name] = value
     return params
 

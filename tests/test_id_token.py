@@ -142,6 +142,21 @@ def test_no_jwks_without_an_rs256_key(tmp_path: t.Any) -> None:
 # --- delivery to the callback URL ------------------------------------------------------------
 
 
+@pytest.mark.parametrize("name, value", [("state", "a\nb"), ("nonce", "n" * 5000)])
+def test_a_business_parameter_that_is_not_valid_says_what_to_do(
+        make_app: t.Any, pem: str, name: str, value: str) -> None:
+    """The visitor cannot mend the business front end's parameter: the page says to go
+    back and start again (before: that the parameter was not valid, and no more; a review
+    of the Chinese pages, session 36)."""
+    app = callback_app(make_app, pem)
+    for language, words in (("en", "Go back and start the WeChat login again."),
+                            ("zh-CN", f"登录请求的 {name} 参数无效，请返回重新发起微信登录。")):
+        resp = app.test_client().get("/auth/wechat/login", query_string={name: value},
+                                     headers={"Accept-Language": language})
+        assert resp.status_code == 400 and error_name(resp) == "InvalidRequest"
+        assert words in resp.get_data(as_text=True)
+
+
 def test_login_posts_a_verifiable_id_token(make_app: t.Any, wechat_api: t.Any,
                                            pem: str) -> None:
     app = callback_app(make_app, pem)
