@@ -145,6 +145,7 @@ class AssociationPolicy:
         connection: ConnectionSettings,
         token: WeChatToken,
         fetch_profile: t.Callable[[], WeChatProfile],
+        can_signup: t.Callable[[], bool] | None = None,
     ) -> Resolution:
         """The user this identity logs in as; creates or links as the settings say.
 
@@ -155,6 +156,8 @@ class AssociationPolicy:
 
         The same person's identity of the connection's other app (same ``unionid``) logs
         in as its user whatever the association settings: one person, one account.
+        ``can_signup``: the adapter's answer for this login (asked once, however often the
+        login's transaction runs); by default the adapter is asked.
         """
         linked = self.linked_user(connection.identifier, token.openid)
         if linked is not None:
@@ -176,7 +179,8 @@ class AssociationPolicy:
         user = self._match(connection, token.app, token.unionid, fetch_profile)
         if user is None and connection.association == "ask_binding":
             raise BindingRequired(connection, token, fetch_profile())
-        if user is None and not self.adapter.can_signup(connection):
+        if user is None and not (can_signup() if can_signup is not None
+                                 else self.adapter.can_signup(connection)):
             # Refused with nothing written, and before any profile request unless finding
             # the same person's other app needed the unionid the token did not carry.
             raise LoginRefused(openid=token.openid)

@@ -495,9 +495,18 @@ class LoginFlow:
         token_id = new_token_id() if connection.callback_url else None
         ended_at = time.time()
 
+        signup_answer: list[bool] = []
+
+        def can_signup() -> bool:
+            # Asked once a login: its transaction may run twice (the profile asked between
+            # the runs), and a site's answer may spend something (an invitation, a quota).
+            if not signup_answer:
+                signup_answer.append(bool(self.adapter.can_signup(connection)))
+            return signup_answer[0]
+
         def resolve() -> Resolution:
             nonlocal ended_at
-            resolution = self.policy.resolve(connection, token, fetch_profile)
+            resolution = self.policy.resolve(connection, token, fetch_profile, can_signup)
             # The repeat window starts when the login is done, not when the code came.
             ended_at = time.time()
             ending = Ending(

@@ -781,6 +781,28 @@ def test_no_connection_of_the_pool_is_held_while_a_new_avatar_downloads(
     assert identity.avatar_url.startswith("/auth/avatars/")
 
 
+def test_a_sites_can_signup_is_asked_once_a_login(
+    make_app: t.Any, wechat_api: t.Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A site that signs people up by invitation spends the invitation in ``can_signup``
+    (docs: hooks). Before: a first login asked it twice, once in the transaction rolled
+    back to ask WeChat for the profile with no connection held, and the second answer
+    refused the invited person (a helper's hunt of host shapes, session 36)."""
+    app = make_app()
+    invitations = ["WELCOME2026"]
+    asked: list[str] = []
+
+    def can_signup(self: t.Any, connection: t.Any) -> bool:
+        asked.append(connection.identifier)
+        return bool(invitations) and invitations.pop() == "WELCOME2026"
+
+    monkeypatch.setattr(AccountAdapter, "can_signup", can_signup)
+    client = app.test_client()
+    assert login_with_wechat(client, wechat_api).status_code == 302
+    assert asked == ["wechat"]
+    assert len(all_users(app)) == 1 and logged_in_user_id(client) == str(all_users(app)[0].id)
+
+
 # --- errors after the commit -------------------------------------------------------------
 
 
