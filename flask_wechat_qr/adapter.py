@@ -457,7 +457,7 @@ def own_user(adapter: AccountAdapter[UserT], user: UserT | None, hook: str) -> U
     model, or reads ids back its own way (``"staff:1"``, an overridden ``load_user``)."""
     model = adapter.user_model
     if (user is None or model is None or isinstance(user, model)
-            or not adapter._loads_by_primary_key()):
+            or not adapter._loads_by_primary_key() or _same_rows(type(user), model)):
         return user
     raise TypeError(
         f"{type(adapter).__name__}.{hook} returned a {type(user).__name__}, not a "
@@ -465,6 +465,28 @@ def own_user(adapter: AccountAdapter[UserT], user: UserT | None, hook: str) -> U
         f"to it would store its id and log in to the {model.__name__} with that id, "
         f"someone else. Return a {model.__name__} (or None), or give WeChatQR the model "
         "your hooks return as user_model.")
+
+
+def _same_rows(kind: type[object], model: type[object]) -> bool:
+    """Whether ``kind`` maps a table of the user model's (another class on the same rows,
+    a base class of it): its primary keys are the model's."""
+    mapper = sa.inspect(kind, raiseerr=False)
+    return mapper is not None and any(
+        table in sa.inspect(model).tables for table in mapper.tables)
+
+
+def readable_user(adapter: AccountAdapter[UserT], user: UserT | None) -> UserT | None:
+    """``user``, as ``match_user`` or ``authenticate`` found it, where the site's
+    :meth:`~AccountAdapter.load_user` reads it back by its id; ``None`` where it does not:
+    an account the site's own loader calls gone (soft-deleted, docs: hooks) that a lookup
+    still finds, or a row of the table that is not of the user model (a base class's, the
+    user model being a subclass). Linked, its WeChat would log in to a deleted account
+    (where Flask-Login's loader does not look at the mark), or to nobody, and be matched
+    again at every login. The default loader finds a user the lookup loaded in the
+    session without a query."""
+    if user is None:
+        return user
+    return user if adapter.load_user(adapter.get_user_id(user)) is not None else None
 
 
 def _forget_remember_cookie(app: Flask, session: SessionMixin) -> None:

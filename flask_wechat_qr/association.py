@@ -16,7 +16,7 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from .adapter import own_user
+from .adapter import own_user, readable_user
 from .client import ProfileNotGranted
 from .errors import (
     AlreadyLinked,
@@ -412,8 +412,8 @@ class AssociationPolicy:
             if field == "unionid":
                 user = self._user_by_unionid(unionid or fetch_profile().unionid)
             else:
-                user = own_user(self.adapter, self.adapter.match_user(
-                    connection, field, fetch_profile()), "match_user")
+                user = readable_user(self.adapter, own_user(self.adapter, self.adapter.match_user(
+                    connection, field, fetch_profile()), "match_user"))
             if user is not None and self._conflict(
                     connection, user, app, unionid or fetch_profile().unionid) is None:
                 return user

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.urls import iri_to_uri
 
-from .adapter import own_user
+from .adapter import own_user, readable_user
 from .association import Resolution
 from .check_times import CheckTimes
 from .client import WeChatProfile
@@ -220,7 +220,8 @@ class PendingBindings:
         # request's reads end before it waits, not to hold a connection of the pool.
         with self.check_times.check(before_waiting=lambda: end_reads(self.db)):
             user = self.policy.adapter.authenticate(username, password)
-        user = own_user(self.policy.adapter, user, "authenticate")
+        user = readable_user(self.policy.adapter, own_user(self.policy.adapter, user,
+                                                           "authenticate"))
         if user is not None:
             self.forget_attempt(attempt)
         return user

@@ -15,6 +15,7 @@ import http.client
 import http.cookiejar
 import json
 import logging
+import math
 import re
 import socket
 import ssl
@@ -212,10 +213,22 @@ def _no_constant(name: str) -> t.NoReturn:
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite(text: str) -> float:
+    """A JSON number with a fraction or exponent, as Python's float, refused where no float
+    holds it (``1e999`` is infinite, which PostgreSQL's and MariaDB's JSON columns refuse:
+    a 500, a red team's hostile answer, session 36)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:20]} is not a finite number")
+    return value
+
+
 #: WeChat's JSON may hold raw control characters in strings (nicknames): not strict. One
 #: decoder for every answer (``json.loads`` with an option builds a new one per call).
-#: ``NaN`` and ``Infinity`` are no JSON (a database's JSON column refuses them).
-_LENIENT_JSON = json.JSONDecoder(strict=False, parse_constant=_no_constant)
+#: ``NaN``, ``Infinity`` and numbers too large for a float are no JSON a database's JSON
+#: column takes.
+_LENIENT_JSON = json.JSONDecoder(strict=False, parse_constant=_no_constant,
+                                 parse_float=_finite)
 
 
 def json_object(resp: requests.Response) -> dict[str, t.Any] | None:

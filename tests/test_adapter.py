@@ -1173,3 +1173,101 @@ def test_a_site_that_reads_its_own_ids_back_may_log_in_another_model(
     client = app.test_client()
     assert login_with_wechat(client, wechat_api).status_code == 302
     assert logged_in_user_id(client) == "staff:1"
+
+
+class SoftDeleting(AccountAdapter):  # type: ignore[type-arg]
+    """The docs' soft delete (hooks, ``load_user``), and a matcher on a verified field."""
+
+    def load_user(self, user_id: str) -> t.Any:
+        user = super().load_user(user_id)
+        return None if user is None or user.deleted else user
+
+    def match_user(self, connection: t.Any, field: str, profile: t.Any) -> t.Any:
+        User = self.user_model
+        return self.db.session.execute(  # type: ignore[union-attr]
+            sa.select(User).filter_by(email="alice@example.com")).scalar_one_or_none()
+
+
+@pytest.mark.parametrize("association", ["ask_binding", "field_matching"])
+def test_a_soft_deleted_account_is_neither_proven_nor_matched(
+        tmp_path: t.Any, wechat_api: t.Any, association: str) -> None:
+    """Before: alice, deleted as the site's load_user says, was still found by her password
+    (ask binding) or the site's matcher (field matching), and her WeChat linked to her: the
+    login ended on no one logged in (or, where Flask-Login's loader does not look at the
+    mark, in a deleted account), and matched her again at every login (a helper's hunt of
+    host shapes, session 36)."""
+    app = shaped_host(tmp_path, {**email_site(), "deleted": sa.Column(sa.Boolean, default=False)},
+                      adapter=type("Adapter", (SoftDeleting,), {"login_field": "email"}),
+                      WECHAT_QR_ASSOCIATION=association,
+                      WECHAT_QR_MATCH_FIELDS=("unionid", "verified_email"))
+    add_account(app, email="alice@example.com", password_hash=generate_password_hash("pw"),
+                deleted=True)
+    app = with_csrf_token_route(app)
+    if association == "ask_binding":
+        client, _html, token = at_the_bind_page(app, wechat_api)
+        resp = bind_as(client, token, "alice@example.com", "pw")
+        assert resp.status_code == 400 and "Wrong email or password." in resp.get_data(
+            as_text=True)
+        assert all_identities(app) == []
+    else:
+        client = app.test_client()
+        assert login_with_wechat(client, wechat_api).status_code == 302
+        (identity,) = all_identities(app)
+        assert identity.user_id == logged_in_user_id(client) == "2"  # a new account
+
+
+@pytest.mark.parametrize("shape", ["a second mapping of the table", "the base of the model"])
+def test_an_authenticate_reading_the_user_table_another_way(
+        tmp_path: t.Any, wechat_api: t.Any, shape: str) -> None:
+    """A site's ``authenticate`` that reads the user table through a second mapping of it
+    (same rows, same ids) proves the account; one that reads the polymorphic base of a
+    user model that is a subclass proves only rows of that subclass, and says "wrong" to
+    the others. Before (a red team, session 36): a TypeError, a 500, for both."""
+    db = SQLAlchemy()
+
+    class User(UserMixin, db.Model):  # type: ignore[name-defined,misc]
+        id = db.Column(db.Integer, primary_key=True)
+        type = db.Column(db.String(20), nullable=False, default="user")
+        username = db.Column(db.String(80), unique=True)
+        password_hash = db.Column(db.String(255))
+        __mapper_args__ = {"polymorphic_on": type, "polymorphic_identity": "user"}
+
+    class Customer(User):
+        __mapper_args__ = {"polymorphic_identity": "customer"}
+
+    class UserRow(UserMixin, db.Model):  # type: ignore[name-defined,misc]
+        __table__ = User.__table__
+
+    model, lookup = ((User, UserRow) if shape == "a second mapping of the table"
+                     else (Customer, User))
+
+    class Adapter(AccountAdapter):  # type: ignore[type-arg]
+        def authenticate(self, username: str, password: str) -> t.Any:
+            row = db.session.scalar(sa.select(lookup).where(lookup.username == username))
+            return row if row is not None and check_password_hash(
+                row.password_hash, password) else None
+
+    app = Flask("another_way", root_path=str(tmp_path))
+    app.config.update(TESTING=True, SECRET_KEY="x" * 32,
+                      SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'another.db'}",
+                      WECHAT_QR_APP_ID=APP_ID, WECHAT_QR_APP_SECRET=APP_SECRET,
+                      WECHAT_QR_ASSOCIATION="ask_binding")
+    db.init_app(app)
+    LoginManager(app).user_loader(lambda user_id: db.session.get(model, int(user_id)))
+    WeChatQR(app, db=db, adapter=Adapter(db, model))
+    with app.app_context():
+        db.create_all()
+        db.session.add(User(username="base", password_hash=generate_password_hash("pw")))
+        db.session.add(Customer(username="cust", password_hash=generate_password_hash("pw")))
+        db.session.commit()
+    app = with_csrf_token_route(app)
+    results = {}
+    for username in ("base", "cust"):
+        client, _html, token = at_the_bind_page(app, wechat_api, openid=f"o-{username}",
+                                                unionid=f"u-{username}")
+        results[username] = (bind_as(client, token, username, "pw").status_code,
+                             logged_in_user_id(client))
+    if shape == "a second mapping of the table":
+        assert results == {"base": (302, "1"), "cust": (302, "2")}
+    else:
+        assert results == {"base": (400, None), "cust": (302, "2")}

@@ -896,9 +896,11 @@ def test_a_compressed_answer_counts_as_it_unpacks(wx: WeChatClient,
 
 def test_an_errcode_too_big_for_an_integer_is_still_an_error(wx: WeChatClient,
                                                               wechat_api: WeChatAPI) -> None:
-    """``1e400`` reads as a float's infinity, which no int() takes (an OverflowError)."""
+    """``1e400`` reads as a float's infinity, which no int() takes (an OverflowError): an
+    answer with a number no float holds is no answer of WeChat's API (session 36; a
+    ``WeChatAPIError`` before), the same 502."""
     wechat_api.raw(TOKEN_PATH, b'{"errcode": 1e400, "errmsg": "x"}')
-    with pytest.raises(WeChatAPIError) as info:
+    with pytest.raises(WeChatUnavailable) as info:
         wx.exchange_code(CODE)
     assert info.value.status == 502
 
@@ -963,6 +965,23 @@ def test_a_hostile_token_answer_is_a_page_not_a_500(client: t.Any, wechat_api: W
     resp = finish_login(client, state, code=CODE)
     assert resp.status_code == status
     assert "Traceback" not in resp.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("number", ["1e999", "-1E400", "9" * 400 + ".0"])
+@pytest.mark.parametrize("where", ["field", "nested"])
+def test_a_profile_with_a_number_no_float_holds_is_a_page_not_a_500(
+        client: t.Any, wechat_api: WeChatAPI, number: str, where: str) -> None:
+    """Before: ``1e999`` decoded to an infinite float, stored with the profile: PostgreSQL
+    refused the JSON (a 500), MariaDB's check of the column too (a bare 500), SQLite kept
+    what is no JSON (a red team's hostile answer, session 36). ``NaN`` was refused
+    already."""
+    state = start_login(client)
+    wechat_api.token()
+    value = number if where == "field" else '{"b": [%s]}' % number
+    wechat_api.raw(USERINFO_PATH, ('{"openid": "%s", "nickname": "n", "sex": %s}' % (
+        OPENID, value)).encode())
+    resp = finish_login(client, state, code=CODE)
+    assert resp.status_code == 502, resp.get_data(as_text=True)[-500:]
 
 
 @pytest.mark.parametrize("levels, status", [
