@@ -977,9 +977,9 @@ def test_a_profile_with_a_number_no_float_holds_is_a_page_not_a_500(
     already."""
     state = start_login(client)
     wechat_api.token()
-    value = number if where == "field" else '{"b": [%s]}' % number
-    wechat_api.raw(USERINFO_PATH, ('{"openid": "%s", "nickname": "n", "sex": %s}' % (
-        OPENID, value)).encode())
+    value = number if where == "field" else f'{{"b": [{number}]}}'
+    wechat_api.raw(USERINFO_PATH,
+                   f'{{"openid": "{OPENID}", "nickname": "n", "sex": {value}}}'.encode())
     resp = finish_login(client, state, code=CODE)
     assert resp.status_code == 502, resp.get_data(as_text=True)[-500:]
 
