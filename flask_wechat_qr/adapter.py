@@ -344,6 +344,11 @@ class AccountAdapter(t.Generic[UserT]):
         query of its own; an overridden one may load users from anywhere, by any id."""
         return type(self).load_user is AccountAdapter.load_user
 
+    def _signup_by_setting(self) -> bool:
+        """Whether :meth:`can_signup` is this default one, which reads the connection's
+        login-only setting and spends nothing; a site's own may (an invitation, a quota)."""
+        return type(self).can_signup is AccountAdapter.can_signup
+
     def current_user(self) -> UserT | None:
         """The logged-in user (Flask-Login), or ``None``: the user object itself, not
         Flask-Login's ``current_user`` proxy, which signals would hand their receivers (one
@@ -468,11 +473,18 @@ def own_user(adapter: AccountAdapter[UserT], user: UserT | None, hook: str) -> U
 
 
 def _same_rows(kind: type[object], model: type[object]) -> bool:
-    """Whether ``kind`` maps a table of the user model's (another class on the same rows,
-    a base class of it): its primary keys are the model's."""
+    """Whether ``kind`` gives rows the user model reads back by the same key: a base class
+    of the model (:func:`readable_user` then tells its rows apart), or another mapping of
+    the model's table with the same primary key. Not a sibling in the model's inheritance
+    (another subclass of the same base: other rows)."""
     mapper = sa.inspect(kind, raiseerr=False)
-    return mapper is not None and any(
-        table in sa.inspect(model).tables for table in mapper.tables)
+    if mapper is None:
+        return False
+    if issubclass(model, kind):
+        return True
+    model_mapper = sa.inspect(model)
+    return (mapper.base_mapper is not model_mapper.base_mapper
+            and list(mapper.primary_key) == list(model_mapper.primary_key))
 
 
 def readable_user(adapter: AccountAdapter[UserT], user: UserT | None) -> UserT | None:
@@ -486,6 +498,9 @@ def readable_user(adapter: AccountAdapter[UserT], user: UserT | None) -> UserT |
     session without a query."""
     if user is None:
         return user
+    state = sa.inspect(user, raiseerr=False)
+    if state is not None and (state.transient or state.pending):
+        return user  # made by the hook just now (a directory's account): nothing to read
     return user if adapter.load_user(adapter.get_user_id(user)) is not None else None
 
 

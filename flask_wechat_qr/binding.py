@@ -219,9 +219,11 @@ class PendingBindings:
         # No sooner than the slowest recent check, so the time tells no usernames; the
         # request's reads end before it waits, not to hold a connection of the pool.
         with self.check_times.check(before_waiting=lambda: end_reads(self.db)):
-            user = self.policy.adapter.authenticate(username, password)
-        user = readable_user(self.policy.adapter, own_user(self.policy.adapter, user,
-                                                           "authenticate"))
+            # Read back inside the check's time, which the floor evens out: an account
+            # found but gone (soft-deleted) shows no read of its own in the answer's time.
+            adapter = self.policy.adapter
+            user = readable_user(adapter, own_user(adapter, adapter.authenticate(
+                username, password), "authenticate"))
         if user is not None:
             self.forget_attempt(attempt)
         return user

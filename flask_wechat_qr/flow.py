@@ -392,7 +392,10 @@ class LoginFlow:
         profile: list[WeChatProfile] = []
         # The host's writes of the request (its before_request's), before the login's own:
         # a rollback would undo them, so the profile is then asked inside the transaction.
-        hosts_writes = transactions.holds_writes(self.db.session())
+        # Not where each statement commits by itself (the login's begin commits them).
+        session = self.db.session()
+        hosts_writes = transactions.holds_writes(session) and not transactions.autocommits(
+            session.connection(bind_arguments={"clause": self._table}))
 
         def ask_profile() -> None:
             # A new avatar is downloaded with the profile, before the login writes (and so
@@ -413,6 +416,16 @@ class LoginFlow:
                     raise StateUsed()
                 ask_profile()
             return profile[0]
+
+        def can_signup() -> bool:
+            # A site's own answer may spend something (an invitation taken from the
+            # session, a quota in its database): asked in the run that commits, after the
+            # profile, not in one rolled back to ask for it. The default's (login-only
+            # mode) spends nothing: asked at once, and a refused login asks WeChat for no
+            # profile.
+            if not profile and not hosts_writes and not self.adapter._signup_by_setting():
+                raise _ProfileFirst()
+            return bool(self.adapter.can_signup(connection))
 
         def run(work: t.Callable[[], Resolution]) -> Resolution:
             """The login's transaction; where its resolution needs WeChat's profile (a new
@@ -435,7 +448,8 @@ class LoginFlow:
 
         if login.link_user is not None:
             return self._link(connection, states, state, login, token, fetch_profile, run)
-        return self._log_in_new(connection, states, state, login, token, fetch_profile, run)
+        return self._log_in_new(connection, states, state, login, token, fetch_profile, run,
+                                can_signup)
 
     def client_for(self, connection: ConnectionSettings, app: str) -> WeChatClient:
         """The client of the connection's ``app`` that the login was started with."""
@@ -486,23 +500,14 @@ class LoginFlow:
 
     def _log_in_new(self, connection: ConnectionSettings, states: LoginStates, state: str,
                     login: LoginData, token: WeChatToken,
-                    fetch_profile: t.Callable[[], WeChatProfile], run: _Run
-                    ) -> _Committed | NeedsBinding:
+                    fetch_profile: t.Callable[[], WeChatProfile], run: _Run,
+                    can_signup: t.Callable[[], bool]) -> _Committed | NeedsBinding:
         """Resolve who logs in (or park the choice), use the state, commit, log in."""
         auth_time = time.time()
         # The ID token a business callback URL gets is decided with the login, so that a repeat of
         # the callback posts the same token again.
         token_id = new_token_id() if connection.callback_url else None
         ended_at = time.time()
-
-        signup_answer: list[bool] = []
-
-        def can_signup() -> bool:
-            # Asked once a login: its transaction may run twice (the profile asked between
-            # the runs), and a site's answer may spend something (an invitation, a quota).
-            if not signup_answer:
-                signup_answer.append(bool(self.adapter.can_signup(connection)))
-            return signup_answer[0]
 
         def resolve() -> Resolution:
             nonlocal ended_at

@@ -1271,3 +1271,99 @@ def test_an_authenticate_reading_the_user_table_another_way(
         assert results == {"base": (302, "1"), "cust": (302, "2")}
     else:
         assert results == {"base": (400, None), "cust": (302, "2")}
+
+
+@pytest.mark.parametrize("spent_in", ["the process", "the database"])
+def test_a_sites_can_signup_spends_once_a_signup(
+        tmp_path: t.Any, database: Database, wechat_api: t.Any, spent_in: str) -> None:
+    """A site that spends something in ``can_signup``: an invitation held in the process
+    (or the session), a day's quota in its own table. A first login rolls its first run
+    back to ask WeChat for the profile with no connection held; the site's answer is asked
+    in the run that commits. Before (session 36's first version of that rollback): asked
+    in both runs, the invitation was spent by the run rolled back and the person refused
+    (a helper's hunt of host shapes); then, remembered from the first run, the quota's
+    UPDATE went with its rollback (a review)."""
+    invitations = ["WELCOME2026"]
+    asked: list[str] = []
+
+    class Adapter(AccountAdapter):  # type: ignore[type-arg]
+        def can_signup(self, connection: t.Any) -> bool:
+            asked.append(connection.identifier)
+            if spent_in == "the process":
+                return bool(invitations) and invitations.pop() == "WELCOME2026"
+            return self.db.session.execute(  # type: ignore[union-attr, no-any-return]
+                sa.text("UPDATE quota SET left_today = left_today - 1 WHERE left_today > 0")
+            ).rowcount == 1
+
+    app = shaped_host(tmp_path, {"nickname": sa.Column(sa.Unicode(255))}, adapter=Adapter,
+                      url=database.url("signups"))
+    try:
+        with app.app_context():
+            db = app.db  # type: ignore[attr-defined]
+            db.session.execute(sa.text("CREATE TABLE quota (left_today INTEGER)"))
+            db.session.execute(sa.text("INSERT INTO quota VALUES (5)"))
+            db.session.commit()
+        client = app.test_client()
+        assert login_with_wechat(client, wechat_api).status_code == 302
+        assert asked == ["wechat"]
+        assert logged_in_user_id(client) == "1"
+        with app.app_context():
+            left = app.db.session.execute(sa.text("SELECT left_today FROM quota")).scalar()
+        assert left == (5 if spent_in == "the process" else 4)
+    finally:
+        with app.app_context():
+            app.db.session.execute(sa.text("DROP TABLE quota"))  # type: ignore[attr-defined]
+            app.db.session.commit()  # type: ignore[attr-defined]
+            app.db.engine.dispose()  # type: ignore[attr-defined]
+
+
+def test_an_authenticate_that_makes_the_local_account_binds_it(
+        tmp_path: t.Any, database: Database, wechat_api: t.Any) -> None:
+    """A directory's ``authenticate`` (LDAP): the right password makes the local account,
+    added to the session, not flushed. Before (a review, session 36): read back by the id
+    it did not have yet, "None": "wrong" on SQLite and MariaDB, a DataError on
+    PostgreSQL."""
+    class Adapter(AccountAdapter):  # type: ignore[type-arg]
+        def authenticate(self, username: str, password: str) -> t.Any:
+            if (username, password) != ("ldap-alice", "directory-pw"):
+                return None
+            user = self.user_model(username=username)  # type: ignore[misc]
+            self.db.session.add(user)  # type: ignore[union-attr]
+            return user
+
+    app = with_csrf_token_route(shaped_host(
+        tmp_path, {"username": sa.Column(sa.String(80), unique=True)}, adapter=Adapter,
+        url=database.url("directory"), WECHAT_QR_ASSOCIATION="ask_binding"))
+    try:
+        client, _html, token = at_the_bind_page(app, wechat_api)
+        assert bind_as(client, token, "ldap-alice", "directory-pw").status_code == 302
+        assert [(user.id, user.username) for user in all_users(app)] == [(1, "ldap-alice")]
+        assert logged_in_user_id(client) == "1"
+    finally:
+        with app.app_context():
+            app.db.engine.dispose()  # type: ignore[attr-defined]
+
+
+def test_a_sibling_of_the_user_model_is_still_another_model(tmp_path: t.Any) -> None:
+    """``Staff`` beside ``User`` on one table (single-table inheritance, same base): other
+    rows, which a ``User``'s id would not read back. A review (session 36) found the
+    first version of the table check took it for the model's own rows."""
+    from flask_wechat_qr.adapter import own_user
+
+    db = SQLAlchemy()
+
+    class Person(db.Model):  # type: ignore[name-defined,misc]
+        id = db.Column(db.Integer, primary_key=True)
+        kind = db.Column(db.String(20))
+        __mapper_args__ = {"polymorphic_on": kind, "polymorphic_identity": "person"}
+
+    class User(Person):
+        __mapper_args__ = {"polymorphic_identity": "user"}
+
+    class Staff(Person):
+        __mapper_args__ = {"polymorphic_identity": "staff"}
+
+    adapter = AccountAdapter(db, User)
+    with pytest.raises(TypeError, match="returned a Staff, not a User"):
+        own_user(adapter, Staff(id=1), "authenticate")
+    assert own_user(adapter, Person(id=1), "authenticate") is not None  # its base: read back
