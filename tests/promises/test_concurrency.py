@@ -78,7 +78,8 @@ def test_wechat_double_redirect_ends_logged_in(make_app: t.Any, wechat_api: WeCh
 
 
 def test_two_codes_of_one_login_at_the_same_moment(
-    app: t.Any, wechat_api: WeChatAPI, caplog: pytest.LogCaptureFixture
+    app: t.Any, wechat_api: WeChatAPI, caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Both redirects of a new person in flight together: both create the user, one wins,
     the other rolls back (identity race, then the used state) and ends as the winner
@@ -87,8 +88,11 @@ def test_two_codes_of_one_login_at_the_same_moment(
     state = start_login(browser, next="/welcome")
     twin = browser_copy(app, browser)
     codes = each_code_once(wechat_api)
-    # Both have exchanged their code and found no identity.
+    # Both have exchanged their code and asked for the profile...
     gate = meeting(wechat_api, USERINFO_PATH, 2, lambda request: wechat_body(PROFILE_ANSWER))
+    # ...and, in the login's transaction (the profile is asked before it), found no
+    # identity: each first create_user meets the other's there.
+    meeting_at_create_user(monkeypatch, 2)
     with caplog.at_level(logging.INFO, logger="flask_wechat_qr"), \
             recording(app, "user_created", "login_succeeded") as events:
         responses_ = callbacks_at_once(state, (browser, "C1"), (twin, "C2"))
@@ -201,6 +205,22 @@ def test_few_requests_of_a_process_wait_for_another_ones_outcome(
     assert sum(ending_of(app, state) is not None for state in states) == waiting_places
 
 
+def meeting_at_create_user(monkeypatch: pytest.MonkeyPatch, parties: int) -> threading.Barrier:
+    """``AccountAdapter.create_user``'s first ``parties`` calls meet there (each has looked
+    the identity up in its login's transaction and found none); a retry's goes on."""
+    arrived = threading.Barrier(parties, timeout=20)
+    first_calls = iter(range(parties))
+    real_create_user = AccountAdapter.create_user
+
+    def create_user_together(self: t.Any, connection: t.Any, profile: t.Any) -> t.Any:
+        if next(first_calls, None) is not None:
+            arrived.wait()
+        return real_create_user(self, connection, profile)
+
+    monkeypatch.setattr(AccountAdapter, "create_user", create_user_together)
+    return arrived
+
+
 def test_fifty_simultaneous_first_logins_make_one_user(
     make_app: t.Any, wechat_api: WeChatAPI, caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch
@@ -214,16 +234,7 @@ def test_fifty_simultaneous_first_logins_make_one_user(
     # Everyone has looked the identity up in the login's transaction and found nothing
     # (WeChat's profile is asked before that transaction, with no connection held): each
     # first call of create_user meets the others there; a retry's goes on.
-    arrived = threading.Barrier(50, timeout=20)
-    first_calls = iter(range(50))
-    real_create_user = AccountAdapter.create_user
-
-    def create_user_together(self: t.Any, connection: t.Any, profile: t.Any) -> t.Any:
-        if next(first_calls, None) is not None:
-            arrived.wait()
-        return real_create_user(self, connection, profile)
-
-    monkeypatch.setattr(AccountAdapter, "create_user", create_user_together)
+    arrived = meeting_at_create_user(monkeypatch, 50)
     browsers = [app.test_client() for _ in range(50)]
     states = [start_login(browser) for browser in browsers]
 
