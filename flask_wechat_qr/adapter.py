@@ -474,7 +474,7 @@ def own_user(adapter: AccountAdapter[UserT], user: UserT | None, hook: str) -> U
 
 def _same_rows(kind: type[object], model: type[object]) -> bool:
     """Whether ``kind`` gives rows the user model reads back by the same key: a base class
-    of the model (:func:`readable_user` then tells its rows apart), or another mapping of
+    of the model (:func:`found_user` then tells its rows apart), or another mapping of
     the model's table with the same primary key. Not a sibling in the model's inheritance
     (another subclass of the same base: other rows)."""
     mapper = sa.inspect(kind, raiseerr=False)
@@ -487,8 +487,10 @@ def _same_rows(kind: type[object], model: type[object]) -> bool:
             and list(mapper.primary_key) == list(model_mapper.primary_key))
 
 
-def readable_user(adapter: AccountAdapter[UserT], user: UserT | None) -> UserT | None:
-    """``user``, as ``match_user`` or ``authenticate`` found it, where the site's
+def found_user(adapter: AccountAdapter[UserT], user: UserT | None, hook: str
+               ) -> UserT | None:
+    """``user``, as the site's ``match_user`` or ``authenticate`` (``hook``) found it, once
+    it is of the user model (:func:`own_user`) and the site's
     :meth:`~AccountAdapter.load_user` reads it back by its id; ``None`` where it does not:
     an account the site's own loader calls gone (soft-deleted, docs: hooks) that a lookup
     still finds, or a row of the table that is not of the user model (a base class's, the
@@ -496,6 +498,7 @@ def readable_user(adapter: AccountAdapter[UserT], user: UserT | None) -> UserT |
     (where Flask-Login's loader does not look at the mark), or to nobody, and be matched
     again at every login. The default loader finds a user the lookup loaded in the
     session without a query."""
+    user = own_user(adapter, user, hook)
     if user is None:
         return user
     state = sa.inspect(user, raiseerr=False)

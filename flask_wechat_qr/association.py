@@ -16,7 +16,7 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from .adapter import own_user, readable_user
+from .adapter import found_user, own_user
 from .client import ProfileNotGranted
 from .errors import (
     AlreadyLinked,
@@ -145,7 +145,7 @@ class AssociationPolicy:
         connection: ConnectionSettings,
         token: WeChatToken,
         fetch_profile: t.Callable[[], WeChatProfile],
-        can_signup: t.Callable[[], bool] | None = None,
+        can_signup: t.Callable[[], bool],
     ) -> Resolution:
         """The user this identity logs in as; creates or links as the settings say.
 
@@ -156,8 +156,8 @@ class AssociationPolicy:
 
         The same person's identity of the connection's other app (same ``unionid``) logs
         in as its user whatever the association settings: one person, one account.
-        ``can_signup``: the adapter's answer for this login (asked once, however often the
-        login's transaction runs); by default the adapter is asked.
+        ``can_signup``: the adapter's answer for this login, asked where a new account
+        would be made (the flow decides when the site's own hook is asked).
         """
         linked = self.linked_user(connection.identifier, token.openid)
         if linked is not None:
@@ -179,8 +179,7 @@ class AssociationPolicy:
         user = self._match(connection, token.app, token.unionid, fetch_profile)
         if user is None and connection.association == "ask_binding":
             raise BindingRequired(connection, token, fetch_profile())
-        if user is None and not (can_signup() if can_signup is not None
-                                 else self.adapter.can_signup(connection)):
+        if user is None and not can_signup():
             # Refused with nothing written, and before any profile request unless finding
             # the same person's other app needed the unionid the token did not carry.
             raise LoginRefused(openid=token.openid)
@@ -412,8 +411,8 @@ class AssociationPolicy:
             if field == "unionid":
                 user = self._user_by_unionid(unionid or fetch_profile().unionid)
             else:
-                user = readable_user(self.adapter, own_user(self.adapter, self.adapter.match_user(
-                    connection, field, fetch_profile()), "match_user"))
+                user = found_user(self.adapter, self.adapter.match_user(
+                    connection, field, fetch_profile()), "match_user")
             if user is not None and self._conflict(
                     connection, user, app, unionid or fetch_profile().unionid) is None:
                 return user

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.urls import iri_to_uri
 
-from .adapter import own_user, readable_user
+from .adapter import found_user
 from .association import Resolution
 from .check_times import CheckTimes
 from .client import WeChatProfile
@@ -222,8 +222,8 @@ class PendingBindings:
             # Read back inside the check's time, which the floor evens out: an account
             # found but gone (soft-deleted) shows no read of its own in the answer's time.
             adapter = self.policy.adapter
-            user = readable_user(adapter, own_user(adapter, adapter.authenticate(
-                username, password), "authenticate"))
+            user = found_user(adapter, adapter.authenticate(username, password),
+                              "authenticate")
         if user is not None:
             self.forget_attempt(attempt)
         return user

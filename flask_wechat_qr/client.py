@@ -259,9 +259,7 @@ def _nested_deeper(data: t.Any, levels: int) -> bool:
     pending: list[tuple[t.Any, int]] = [(data, 1)]
     while pending:
         value, depth = pending.pop()
-        children = value.values() if isinstance(value, dict) else value \
-            if isinstance(value, list) else ()
-        for child in children:
+        for child in value.values() if isinstance(value, dict) else value:  # or a list
             if isinstance(child, (dict, list)):
                 if depth + 1 > levels:
                     return True

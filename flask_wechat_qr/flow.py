@@ -388,68 +388,16 @@ class LoginFlow:
             token = client.exchange_code(code)
         except CodeUsed as used:
             return self._code_used(connection, states, state, code, login, used, started)
-        avatars = self.policy.avatars
-        profile: list[WeChatProfile] = []
         # The host's writes of the request (its before_request's), before the login's own:
         # a rollback would undo them, so the profile is then asked inside the transaction.
         # Not where each statement commits by itself (the login's begin commits them).
         session = self.db.session()
         hosts_writes = transactions.holds_writes(session) and not transactions.autocommits(
             session.connection(bind_arguments={"clause": self._table}))
-
-        def ask_profile() -> None:
-            # A new avatar is downloaded with the profile, before the login writes (and so
-            # locks) anything; the policy stores it with the identity.
-            fetched = client.userinfo(token, lang=userinfo_lang())
-            profile.append(avatars.prefetch(fetched, lambda: transactions.end_reads(self.db))
-                           if avatars else fetched)
-
-        def fetch_profile() -> WeChatProfile:
-            # Asked by the login's resolution, in its transaction: asked outside it (see
-            # run), unless the transaction holds the host's writes, which hold its
-            # connection anyway. The login's own writes so far (a stale identity deleted)
-            # are rolled back with it, and made again.
-            if not profile:
-                if not hosts_writes:
-                    raise _ProfileFirst()
-                if states.is_used(state, within=self._transaction_of(states)):
-                    raise StateUsed()
-                ask_profile()
-            return profile[0]
-
-        def can_signup() -> bool:
-            # A site's own answer may spend something (an invitation taken from the
-            # session, a quota in its database): asked in the run that commits, after the
-            # profile, not in one rolled back to ask for it. The default's (login-only
-            # mode) spends nothing: asked at once, and a refused login asks WeChat for no
-            # profile.
-            if not profile and not hosts_writes and not self.adapter._signup_by_setting():
-                raise _ProfileFirst()
-            return bool(self.adapter.can_signup(connection))
-
-        def run(work: t.Callable[[], Resolution]) -> Resolution:
-            """The login's transaction; where its resolution needs WeChat's profile (a new
-            identity, a profile read at every login), that run is rolled back, the profile
-            asked with no connection of the pool held (WeChat may take seconds; a worker's
-            held connection kept the site's other pages waiting, a red team's measure), and
-            the transaction runs again."""
-            try:
-                return self._in_transaction(work)
-            except _ProfileFirst:
-                pass  # the rest outside the handler: its errors are not chained to this
-            # A callback repeated after its login ended (WeChat's second redirect sent with
-            # the cookie from before the first answer, a replayed cookie) stops here, before
-            # the profile is asked or an account made. A returning login reads nothing for
-            # this: its used state's row refuses the repeat at the commit.
-            if states.is_used(state):
-                raise StateUsed()
-            ask_profile()
-            return self._in_transaction(work)
-
+        profile = _LoginProfile(self, connection, states, state, client, token, hosts_writes)
         if login.link_user is not None:
-            return self._link(connection, states, state, login, token, fetch_profile, run)
-        return self._log_in_new(connection, states, state, login, token, fetch_profile, run,
-                                can_signup)
+            return self._link(connection, states, state, login, token, profile)
+        return self._log_in_new(connection, states, state, login, token, profile)
 
     def client_for(self, connection: ConnectionSettings, app: str) -> WeChatClient:
         """The client of the connection's ``app`` that the login was started with."""
@@ -480,8 +428,7 @@ class LoginFlow:
         return outcome
 
     def _link(self, connection: ConnectionSettings, states: LoginStates, state: str,
-              login: LoginData, token: WeChatToken,
-              fetch_profile: t.Callable[[], WeChatProfile], run: _Run) -> _Committed:
+              login: LoginData, token: WeChatToken, profile: _LoginProfile) -> _Committed:
         """Link WeChat to the account that started the link (still logged in)."""
         user = self.adapter.current_user()
         if user is None or self.adapter.get_user_id(user) != login.link_user:
@@ -489,19 +436,18 @@ class LoginFlow:
         next_url = login.next_url or self.settings.post_login_url
 
         def link() -> Resolution:
-            resolution = self.policy.link(connection, token, fetch_profile, user)
+            resolution = self.policy.link(connection, token, profile.fetch, user)
             self.db.session.flush()  # a race on the identity shows here, and is retried
             states.use(state, Ending(user_id=login.link_user, next_url=next_url,
                                      browser=login.browser),
                        within=self._writing_on(states))
             return resolution
 
-        return _Committed(connection, login, run(link), time.time())
+        return _Committed(connection, login, profile.run(link), time.time())
 
     def _log_in_new(self, connection: ConnectionSettings, states: LoginStates, state: str,
-                    login: LoginData, token: WeChatToken,
-                    fetch_profile: t.Callable[[], WeChatProfile], run: _Run,
-                    can_signup: t.Callable[[], bool]) -> _Committed | NeedsBinding:
+                    login: LoginData, token: WeChatToken, profile: _LoginProfile
+                    ) -> _Committed | NeedsBinding:
         """Resolve who logs in (or park the choice), use the state, commit, log in."""
         auth_time = time.time()
         # The ID token a business callback URL gets is decided with the login, so that a repeat of
@@ -511,7 +457,8 @@ class LoginFlow:
 
         def resolve() -> Resolution:
             nonlocal ended_at
-            resolution = self.policy.resolve(connection, token, fetch_profile, can_signup)
+            resolution = self.policy.resolve(connection, token, profile.fetch,
+                                             profile.can_signup)
             # The repeat window starts when the login is done, not when the code came.
             ended_at = time.time()
             ending = Ending(
@@ -526,7 +473,7 @@ class LoginFlow:
             return resolution
 
         try:
-            resolution = run(resolve)
+            resolution = profile.run(resolve)
         except BindingRequired as required:
             return self._park_binding(connection, states, state, login, required)
         return _Committed(connection, login, resolution, auth_time, token_id,
@@ -1073,9 +1020,73 @@ def _no_longer_valid(connection: ConnectionSettings, login: LoginData | None) ->
 
 class _ProfileFirst(Exception):
     """A login's resolution asked for WeChat's profile inside its transaction: rolled back,
-    the profile is asked outside it first (see ``_complete``)."""
+    the profile is asked outside it first (:meth:`_LoginProfile.run`)."""
 
 
-#: A login's transaction run with its profile asked outside it (see ``_complete``).
-_Run = t.Callable[[t.Callable[[], Resolution]], Resolution]
+@dataclass
+class _LoginProfile:
+    """WeChat's profile of one login's callback, asked at most once, and with no database
+    connection held: WeChat may take seconds (up to the HTTP timeout), and a held connection
+    kept the site's other pages waiting (a red team's measure, session 36). A run of the
+    login's transaction that needs it is rolled back (:class:`_ProfileFirst`), the profile
+    asked, and the transaction runs again (:meth:`run`); inside the transaction only where
+    it holds the host's own writes (``hosts_writes``), which a rollback would undo."""
 
+    flow: LoginFlow
+    connection: ConnectionSettings
+    states: LoginStates
+    state: str
+    client: WeChatClient
+    token: WeChatToken
+    hosts_writes: bool
+    #: the profile, once asked
+    asked: WeChatProfile | None = None
+
+    def fetch(self) -> WeChatProfile:
+        """The profile, for the login's resolution, in its transaction."""
+        if self.asked is not None:
+            return self.asked
+        if not self.hosts_writes:
+            raise _ProfileFirst()
+        if self.states.is_used(self.state, within=self.flow._transaction_of(self.states)):
+            raise StateUsed()
+        return self._ask()
+
+    def can_signup(self) -> bool:
+        """The adapter's answer for a new account. A site's own may spend something (an
+        invitation taken from the session, a quota in its database): asked in the run that
+        commits, once the profile is there, not in one rolled back to ask for it. The
+        default's (login-only mode) spends nothing: asked at once, and a refused login asks
+        WeChat for no profile."""
+        adapter = self.flow.adapter
+        if self.asked is None and not self.hosts_writes and \
+                not adapter._signup_by_setting():
+            raise _ProfileFirst()
+        return bool(adapter.can_signup(self.connection))
+
+    def run(self, work: t.Callable[[], Resolution]) -> Resolution:
+        """The login's transaction (``work``), once more after asking for the profile where
+        its first run found it needs one."""
+        flow = self.flow
+        try:
+            return flow._in_transaction(work)
+        except _ProfileFirst:
+            pass  # the rest outside the handler: its errors are not chained to this
+        # A callback repeated after its login ended (WeChat's second redirect sent with the
+        # cookie from before the first answer, a replayed cookie) stops here, before the
+        # profile is asked or an account made. A returning login reads nothing for this:
+        # its used state's row refuses the repeat at the commit.
+        if self.states.is_used(self.state):
+            raise StateUsed()
+        self._ask()
+        return flow._in_transaction(work)
+
+    def _ask(self) -> WeChatProfile:
+        # A new avatar is downloaded with the profile, before the login writes (and so
+        # locks) anything, with no connection held; the policy stores it with the identity.
+        flow = self.flow
+        fetched = self.client.userinfo(self.token, lang=userinfo_lang())
+        avatars = flow.policy.avatars
+        self.asked = (avatars.prefetch(fetched, lambda: transactions.end_reads(flow.db))
+                      if avatars else fetched)
+        return self.asked
