@@ -29,6 +29,7 @@ import math
 import os
 import pathlib
 import random
+import resource
 import secrets
 import statistics
 import sys
@@ -39,7 +40,7 @@ import typing as t
 from dataclasses import asdict, dataclass, field
 
 import requests
-from gunicorn_sites import GunicornSite, start
+from gunicorn_sites import GunicornSite, _children, _cpu_seconds, start
 from login_bench import (
     LATENCY_PATH,
     LOGIN_PATHS,
@@ -71,6 +72,11 @@ class Run:
     sql: dict[str, int]
     #: logins that ended in an error (a 500, a timeout): counted, not timed
     failures: list[str] = field(default_factory=list)
+    #: CPU time of the simulated WeChat's process and of this process (the browsers and
+    #: phones) over the run: with the site's, everything a login costs the machine
+    #: (0 in runs kept before they were measured)
+    wechat_cpu_seconds: float = 0.0
+    browsers_cpu_seconds: float = 0.0
 
     @property
     def logins_per_second(self) -> float:
@@ -84,6 +90,18 @@ class Run:
 
     def switches_per_login(self) -> float:
         return self.context_switches / self.logins
+
+    def others_cpu_ms_per_login(self) -> float:
+        """The simulated WeChat's and the browsers' CPU a login (not the site's)."""
+        return (self.wechat_cpu_seconds + self.browsers_cpu_seconds) * 1000 / self.logins
+
+    def all_cpu_ms_per_login(self) -> float:
+        """The site's, the simulated WeChat's and the browsers' CPU a login: on a machine
+        they keep busy, logins/s follows this, of which the site's is a part (NaN for a
+        run kept before the others' CPU was measured)."""
+        if not (self.wechat_cpu_seconds or self.browsers_cpu_seconds):
+            return math.nan
+        return self.cpu_ms_per_login() + self.others_cpu_ms_per_login()
 
 
 @dataclass
@@ -114,6 +132,7 @@ def timed_run(site: Site, wechat: Server, users: str, clients: int, seconds: flo
     server = t.cast(GunicornSite, site.server)
     api_before, cpu_before = _api_calls(wechat, site), server.cpu_seconds()
     switches_before = server.context_switches()
+    wechat_before, browsers_before = _wechat_cpu_seconds(wechat), _own_cpu_seconds()
     sql_before = server.sql()
     callbacks: list[float] = []
     errors: list[str] = []
@@ -160,7 +179,22 @@ def timed_run(site: Site, wechat: Server, users: str, clients: int, seconds: flo
     return Run(site.label, len(callbacks), wall, callbacks,
                server.cpu_seconds() - cpu_before, server.context_switches() - switches_before,
                _api_calls(wechat, site) - api_before,
-               {kind: sql_after[kind] - sql_before[kind] for kind in sql_after}, errors)
+               {kind: sql_after[kind] - sql_before[kind] for kind in sql_after}, errors,
+               _wechat_cpu_seconds(wechat) - wechat_before,
+               _own_cpu_seconds() - browsers_before)
+
+
+def _wechat_cpu_seconds(wechat: Server) -> float:
+    """User + system CPU time of the simulated WeChat's process (and any children)."""
+    pid = wechat.process.pid
+    return sum(_cpu_seconds(p) for p in [pid, *_children(pid)])
+
+
+def _own_cpu_seconds() -> float:
+    """This process's user + system CPU time: during a run, the browsers' and phones'
+    threads (the main thread waits for them)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _api_calls(wechat: Server, site: Site) -> int:
@@ -265,14 +299,17 @@ def run_matrix(args: argparse.Namespace, folder: pathlib.Path) -> list[Cell]:
 
 def spread(values: list[float]) -> str:
     """Median (min-max)."""
+    if not values:
+        return "n/a"
     return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
 
 
 def pair_ratios(cell: Cell, measure: t.Callable[[Run], float], ours: str = "ours"
                 ) -> list[float]:
     versus = next(label for label in cell.runs if label != ours)
-    return [measure(a) / measure(b) for a, b in zip(cell.runs[ours], cell.runs[versus],
-                                                   strict=True)]
+    pairs = [(measure(a), measure(b)) for a, b in zip(cell.runs[ours], cell.runs[versus],
+                                                     strict=True)]
+    return [a / b for a, b in pairs if not (math.isnan(a) or math.isnan(b))]
 
 
 RATIO_MEASURES: dict[str, t.Callable[[Run], float]] = {
@@ -280,6 +317,7 @@ RATIO_MEASURES: dict[str, t.Callable[[Run], float]] = {
     "cb p50": lambda run: run.percentile(0.5),
     "cb p99": lambda run: run.percentile(0.99),
     "CPU/login": Run.cpu_ms_per_login,
+    "all CPU/login": Run.all_cpu_ms_per_login,
 }
 
 
@@ -320,9 +358,10 @@ def ratio_table(cells: list[Cell]) -> str:
 
 
 #: Which way is better for us, per ratio: above 1 for logins/s, below 1 for times and CPU.
-HIGHER_IS_BETTER = {"logins/s": True, "cb p50": False, "cb p99": False, "CPU/login": False}
+HIGHER_IS_BETTER = {"logins/s": True, "cb p50": False, "cb p99": False, "CPU/login": False,
+                    "all CPU/login": False}
 #: The summary's measures (the callback's p50 is in the full table).
-SUMMARY_MEASURES = ("logins/s", "CPU/login", "cb p99")
+SUMMARY_MEASURES = ("logins/s", "CPU/login", "cb p99", "all CPU/login")
 
 
 #: Fewest pairs whose geometric mean :func:`summary_table` gives an interval for.
@@ -363,7 +402,8 @@ def summary_table(cells: list[Cell]) -> str:
                 if len(ratios) >= MIN_PAIRS_FOR_INTERVAL:
                     low, high = interval(ratios)
                     mean += f" [{low:.3f}-{high:.3f}]"
-            columns.append(f"{mean} ({better} of {len(ratios)} at or better than 1)")
+            columns.append(f"{mean} ({better} of {len(ratios)} at or better than 1)"
+                           if ratios else "n/a")
         rows.append((database, users, load,
                      str(sum(len(c.runs["ours"]) for c in group)), *columns))
     return markdown(header, rows)
@@ -372,7 +412,7 @@ def summary_table(cells: list[Cell]) -> str:
 def site_table(cells: list[Cell]) -> str:
     header = ("database", "workers x threads", "RTT ms", "clients", "users", "site",
               "logins", "failed", "logins/s", "cb p50 ms", "cb p99 ms", "CPU ms/login",
-              "thread switches/login",
+              "WeChat + browsers CPU ms/login", "thread switches/login",
               "API calls/login", "SQL/login (S/I/U/D, commits)", "rows written/login")
     rows = []
     for c in cells:
@@ -387,11 +427,20 @@ def site_table(cells: list[Cell]) -> str:
                          f"{percentile(callbacks, 0.5):.1f}",
                          f"{percentile(callbacks, 0.99):.1f}",
                          f"{statistics.median(run.cpu_ms_per_login() for run in runs):.2f}",
+                         _others_cpu(runs),
                          f"{statistics.median(run.switches_per_login() for run in runs):.1f}",
                          f"{counts['api']:.2f}",
                          f"{counts['statements']:.2f} ({kinds}, {counts['commit']:.2f})",
                          f"{counts['rows_written']:.2f}"))
     return markdown(header, rows)
+
+
+def _others_cpu(runs: list[Run]) -> str:
+    """The simulated WeChat's and the browsers' CPU a login, median of the runs ("n/a" for
+    runs kept before it was measured)."""
+    if not any(run.wechat_cpu_seconds or run.browsers_cpu_seconds for run in runs):
+        return "n/a"
+    return f"{statistics.median(run.others_cpu_ms_per_login() for run in runs):.2f}"
 
 
 def print_report(cells: list[Cell], args: argparse.Namespace,

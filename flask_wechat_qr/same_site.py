@@ -1,11 +1,14 @@
-"""A callback the browser sent without its ``SameSite=Strict`` session cookie.
+"""A callback the browser sent without its session cookie, which ``SameSite`` withheld.
 
 WeChat's redirect back to the callback is a navigation from another site: a browser sends
-no Strict cookie with it, and the login's state lives in the session cookie. The callback
-then answers a page that asks for the same callback again from this site (a navigation a
-page of the site starts is same-site, so the cookie comes along), once. Nothing of the
-login is used before that, and that page sets no session cookie: the session this request
-opened is an empty stand-in, and saved it would replace the withheld cookie.
+no ``SameSite=Strict`` cookie with it, and the login's state lives in the session cookie.
+Nor, in Chromium, a ``Lax`` one (or one without the attribute, Lax by default) when WeChat's
+QR frame sends its own frame back (``WECHAT_QR_QR_SELF_REDIRECT``): Lax lets a cookie
+through another site's navigation of the whole page only. The callback then answers a page
+that asks for the same callback again from this site (a navigation a page of the site
+starts is same-site, so the cookie comes along), once. Nothing of the login is used before
+that, and that page sets no session cookie: the session this request opened is an empty
+stand-in, and saved it would replace the withheld cookie.
 """
 
 from __future__ import annotations
@@ -24,17 +27,26 @@ RETURN_HOP_PARAM = "wechat_qr_hop"
 
 
 def session_cookie_withheld() -> bool:
-    """Whether the browser withheld a ``SameSite=Strict`` session cookie from this callback:
-    a navigation from another site (``Sec-Fetch-Site: cross-site``); a browser that sends
-    no such header (Safari before 16.4, WeChat's browser on older iPhones) sent no session
-    cookie at all, where the login's start set one."""
-    if (str(current_app.config.get("SESSION_COOKIE_SAMESITE") or "").lower() != "strict"
-            or RETURN_HOP_PARAM in request.args):
+    """Whether the browser withheld the session cookie from this callback: a ``Strict``
+    one from a navigation from another site (``Sec-Fetch-Site: cross-site``), and any
+    that did not come with another site's navigation of a frame (``Sec-Fetch-Dest:
+    iframe``: WeChat's QR frame sending itself back). A browser that sends no such headers
+    (Safari before 16.4, WeChat's browser on older iPhones) withheld a Strict cookie where
+    it sent no session cookie at all, though the login's start set one."""
+    if RETURN_HOP_PARAM in request.args:
         return False
     fetch_site = request.headers.get("Sec-Fetch-Site")
+    if fetch_site == "cross-site" and request.headers.get("Sec-Fetch-Dest") == "iframe":
+        return not _session_cookie_sent()
+    if str(current_app.config.get("SESSION_COOKIE_SAMESITE") or "").lower() != "strict":
+        return False
     if fetch_site is not None:
         return fetch_site == "cross-site"
-    return current_app.session_interface.get_cookie_name(current_app) not in request.cookies
+    return not _session_cookie_sent()
+
+
+def _session_cookie_sent() -> bool:
+    return current_app.session_interface.get_cookie_name(current_app) in request.cookies
 
 
 def return_from_this_site(connection: str) -> Response:

@@ -28,6 +28,7 @@ from support import (
     host_app,
     link_identity,
     log_in,
+    logged_in_user_id,
     query_pairs,
     rows,
     start_login,
@@ -652,6 +653,48 @@ def test_other_callbacks_are_finished_at_once(make_app: t.Any, wechat_api: t.Any
     done = client.get("/auth/wechat/callback", query_string={"code": CODE, "state": state},
                       headers=headers)
     assert done.status_code == 302 and len(all_identities(app)) == 1
+
+
+@pytest.mark.parametrize("samesite", [None, "Lax", "Strict"])
+def test_wechats_frame_sending_itself_back_without_the_cookie_is_asked_for_again(
+        make_app: t.Any, wechat_api: t.Any, samesite: str | None) -> None:
+    """WeChat's QR frame sending itself to the callback (``WECHAT_QR_QR_SELF_REDIRECT``) is
+    another site's navigation of a frame: Chromium sends no ``Lax`` cookie with it (nor
+    one without the attribute). Before: "This login link is no longer valid" under Flask's
+    default cookie. The frame now asks for the callback again from this site."""
+    app = make_app(SESSION_COOKIE_SAMESITE=samesite, WECHAT_QR_QR_SELF_REDIRECT=True)
+    browser = app.test_client()
+    state = start_login(browser)
+    frame = {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Dest": "iframe"}
+    hop = app.test_client().get("/auth/wechat/callback",
+                                query_string={"code": CODE, "state": state}, headers=frame)
+    assert hop.status_code == 200 and "session=" not in " ".join(hop.headers.getlist(
+        "Set-Cookie"))
+    again = f"/auth/wechat/callback?code={CODE}&amp;state={state}&amp;wechat_qr_hop=1"
+    assert f'<meta http-equiv="refresh" content="0; url={again}">' in hop.get_data(as_text=True)
+    assert api_paths(wechat_api) == []  # the code is not used yet
+    wechat_api.token()
+    wechat_api.userinfo()
+    done = browser.get(unescape(again), headers={"Sec-Fetch-Site": "same-origin",
+                                                 "Sec-Fetch-Dest": "iframe"})
+    assert done.status_code == 200 and len(all_identities(app)) == 1  # the frame breaks out
+    assert logged_in_user_id(browser) is not None
+
+
+@pytest.mark.parametrize("samesite", [None, "Lax", "None"])
+def test_wechats_frame_that_brought_the_cookie_is_finished_at_once(
+        make_app: t.Any, wechat_api: t.Any, samesite: str | None) -> None:
+    """A browser that sends the cookie with the frame's navigation (Firefox and Safari, which
+    keep a cookie without the attribute as it was; ``SameSite=None``) is not asked twice."""
+    app = make_app(SESSION_COOKIE_SAMESITE=samesite, WECHAT_QR_QR_SELF_REDIRECT=True)
+    client = app.test_client()
+    state = start_login(client)
+    wechat_api.token()
+    wechat_api.userinfo()
+    done = client.get("/auth/wechat/callback", query_string={"code": CODE, "state": state},
+                      headers={"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Dest": "iframe"})
+    assert done.status_code == 200 and "wechat_qr_hop" not in done.get_data(as_text=True)
+    assert len(all_identities(app)) == 1
 
 
 def test_the_page_asking_again_keeps_the_mount_point(make_app: t.Any) -> None:

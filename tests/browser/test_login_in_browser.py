@@ -183,3 +183,32 @@ def test_a_site_with_a_strict_session_cookie_logs_in_from_another_sites_wechat(
             scan_and_answer(page, page, allow=True, person="lisi")
             page.wait_for_url(site + "/")
             assert page.inner_text("body").startswith("logged in as 1 ")
+
+
+@pytest.mark.parametrize("samesite", [None, "Lax"])
+def test_the_embedded_qr_sending_its_own_frame_back_logs_in_under_a_lax_session_cookie(
+        page: t.Any, make_app: t.Any, database: Database, samesite: str | None) -> None:
+    """``WECHAT_QR_QR_SELF_REDIRECT``: WeChat's QR frame (another site's page) sends its own
+    frame to the callback. Chromium sends no ``SameSite=Lax`` cookie (nor one without the
+    attribute, Lax by default) with a frame's navigation another site starts, so the login's
+    state did not come along: every such login ended on "This login link is no longer
+    valid", under Flask's default cookie. The callback now asks for itself again from the
+    site, inside the frame, and the frame then sends the whole page on."""
+    from flask_wechat_qr.sandbox import SandboxApp, create_sandbox_app
+
+    app_id, secret = "wxselfredirect0001", "self-redirect-secret"
+    wechat = create_sandbox_app([SandboxApp(app_id, secret, "Framed site", "localhost")],
+                                database_uri=database.url(f"framed_sandbox_{samesite}"))
+    with LiveServer(wechat) as wechat_server:
+        site_app = make_app(SESSION_COOKIE_SAMESITE=samesite, WECHAT_QR_QR_SELF_REDIRECT=True,
+                            WECHAT_QR_APP_ID=app_id, WECHAT_QR_APP_SECRET=secret,
+                            WECHAT_QR_OPEN_BASE_URL=wechat_server.url,
+                            WECHAT_QR_API_BASE_URL=wechat_server.url)
+        with LiveServer(site_app) as site_server:
+            site = site_server.url.replace("127.0.0.1", "localhost")
+            page.goto(site + "/auth/wechat/qr?next=/")
+            frame = page.frame_locator("#wechat-qr-frame")
+            frame.locator("#sbx-qr-image").wait_for()
+            scan_and_answer(page, frame, allow=True, person="xiaohua")
+            page.wait_for_url(site + "/", timeout=15_000)
+            assert page.inner_text("body").startswith("logged in as 1 ")
