@@ -11,6 +11,7 @@ or calls WeChat, so each is tested alone. The checks that do call WeChat (``--li
 
 from __future__ import annotations
 
+import pathlib
 import re
 import sys
 import typing as t
@@ -243,6 +244,9 @@ class Deployment:
     #: where a login without ``next`` ends, when no page of the site is there; ``None``:
     #: a page is, or no telling (not at the host the login ends on)
     post_login_landing: PostLoginLanding | None = None
+    #: the site's own ``wechat_qr/bind.html`` (its file), where its forms send no
+    #: ``binding`` and a connection asks binding
+    bind_page_without_binding_field: str | None = None
 
     @classmethod
     def of(cls, app: Flask, settings: Settings, base_url: str | None = None,
@@ -264,7 +268,9 @@ class Deployment:
                    other_subdomains=tuple(other_subdomains(app)),
                    session_cookie=cookie_scope(app),
                    unrunnable_async_receivers=tuple(unrunnable_async_receivers(app)),
-                   post_login_landing=post_login_landing(app, settings, urls, base))
+                   post_login_landing=post_login_landing(app, settings, urls, base),
+                   bind_page_without_binding_field=bind_page_without_binding_field(
+                       app, settings))
 
     @property
     def simulated(self) -> t.Literal["in-app", "standalone"] | None:
@@ -677,6 +683,29 @@ def page_render_error(app: Flask, settings: Settings, base: str | None) -> str |
         except Exception:  # something only a real request has: cannot be judged here
             return None
     return None
+
+
+def bind_page_without_binding_field(app: Flask, settings: Settings) -> str | None:
+    """The site's own ``wechat_qr/bind.html`` (its file name) whose forms send no
+    ``binding`` field, where a connection asks binding; ``None`` for the extension's own
+    page, one that sends it, or none asked for."""
+    from .delivery import BINDING_FIELD
+
+    if not any(conn.association == "ask_binding" for conn in settings.connections.values()):
+        return None
+    loader = app.jinja_env.loader
+    if loader is None:
+        return None
+    try:
+        source, filename, _uptodate = loader.get_source(app.jinja_env, "wechat_qr/bind.html")
+    except TemplateError:
+        return None
+    own = pathlib.Path(__file__).resolve().parent / "templates"
+    if filename is not None and pathlib.Path(filename).resolve().is_relative_to(own):
+        return None
+    if re.search(rf"""name\s*=\s*["']?{BINDING_FIELD}\b""", source):
+        return None
+    return filename or "wechat_qr/bind.html"
 
 
 def blocked_qr_frames(app: Flask, settings: Settings, base: str | None
@@ -1452,6 +1481,22 @@ def check_post_login_page(deployment: Deployment) -> t.Iterator[Finding]:
         "proxy serves that path")
 
 
+def check_bind_page_binding_field(deployment: Deployment) -> t.Iterator[Finding]:
+    """A site's own bind page whose forms send no ``binding``: a form of a bind page shown
+    before another WeChat login in the same browser binds that other WeChat (at a shared
+    computer, a stranger's). A warning: the page works, as before the field."""
+    filename = deployment.bind_page_without_binding_field
+    if filename is None:
+        return
+    yield warning(
+        f"your wechat_qr/bind.html ({filename}) sends no binding field: a bind page left "
+        "open while another WeChat login starts in the same browser (a stranger scanning "
+        "at a shared computer) binds that other WeChat to the account whose password is "
+        "typed on it",
+        'add <input type="hidden" name="binding" value="{{ binding }}"> to both of its '
+        "forms (docs: templates)")
+
+
 def _split_domain(text: str) -> SplitResult:
     return urlsplit(text if "://" in text else "//" + text)
 
@@ -1490,6 +1535,7 @@ DEPLOYMENT_CHECKS: tuple[Check, ...] = (
     check_pages_render,
     check_async_receivers,
     check_post_login_page,
+    check_bind_page_binding_field,
 )
 
 

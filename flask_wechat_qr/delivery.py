@@ -168,6 +168,18 @@ def binding_cookie_value(binding_id: str) -> str:
     return hashlib.sha256(f"wechat-qr-binding:{binding_id}".encode()).hexdigest()[:32]
 
 
+#: The bind page's forms' field naming the pending binding the page showed.
+BINDING_FIELD = "binding"
+
+
+def binding_field_value(binding_id: str) -> str:
+    """What the bind page's forms send in :data:`BINDING_FIELD` for ``binding_id``: a later
+    WeChat login in the same browser replaces the session's pending binding, and a form of
+    the page shown before must not bind (or create an account for) that other WeChat. A
+    hash of its own, not the cookie's value: the page's text is no cookie."""
+    return hashlib.sha256(f"wechat-qr-bind-page:{binding_id}".encode()).hexdigest()[:32]
+
+
 def _logged_in(outcome: LoggedIn) -> BaseResponse:
     """On to ``next``, or with an ID token to the connection's business callback URL. A receiver of
     ``login_succeeded`` may answer instead (not for a repeated callback: it was told); it is

@@ -6,6 +6,7 @@ the outcome to :mod:`.delivery`. No protocol, policy or transaction here.
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import secrets
@@ -408,6 +409,12 @@ def bind() -> BaseResponse | tuple[str, int]:
     if request.method == "GET":
         return _bind_page(pending)
     check_csrf(request.form.get(CSRF_FIELD))
+    shown = request.form.get(delivery.BINDING_FIELD)
+    if shown is not None and not hmac.compare_digest(
+            shown.encode(), delivery.binding_field_value(pending.binding_id).encode()):
+        # A page shown before another WeChat login of this browser: this page shows the
+        # WeChat now waiting, and nothing was tried (no attempt counted).
+        return _bind_page(pending, _ANOTHER_WECHAT, 409, keep_username=False)
     action = request.form.get("action")
     if action == "create":
         return _respond(runtime.flow.create_account(pending))
@@ -445,14 +452,20 @@ def _login_field() -> LoginField:
 
 
 def _bind_page(pending: PendingLogin, problem: str | LazyText | None = None,
-               status: int = 200) -> tuple[str, int]:
+               status: int = 200, *, keep_username: bool = True) -> tuple[str, int]:
     return render_template(
         "wechat_qr/bind.html", connection=pending.connection, pending=pending.row,
         problem=problem, can_signup=current_runtime().adapter.can_signup(pending.connection),
-        csrf_token=csrf_token(), login_field=_login_field(),
+        csrf_token=csrf_token(), binding=delivery.binding_field_value(pending.binding_id),
+        login_field=_login_field(),
         avatar_url=avatar_for_browser(pending.row.avatar_url, request.script_root),
-        username=request.form.get("username", "") if problem else "",
+        username=request.form.get("username", "") if problem and keep_username else "",
     ), status
+
+
+_ANOTHER_WECHAT = _l(
+    "Another WeChat login started in this browser after that page was shown. Check that "
+    "the WeChat account shown here is yours, then try again.")
 
 
 def _binding_failed(pending: PendingLogin, reason: str, address: str) -> None:

@@ -693,6 +693,65 @@ def test_a_later_wechat_login_replaces_the_pending_binding(make_app: t.Any,
     assert [i.openid for i in all_identities(app)] == [OPENID_2]
 
 
+def binding_field_of(html: str) -> str:
+    """The ``binding`` both forms of a bind page send (the same in each)."""
+    values = {tag["value"] for tag in find_tags(html, "input") if tag.get("name") == "binding"}
+    assert len(values) == 1 and len(find_tags(html, "form")) == 2
+    return t.cast(str, values.pop())
+
+
+@pytest.mark.parametrize("action", ["bind", "create"])
+def test_a_bind_page_shown_before_another_wechat_login_binds_nothing(
+        make_app: t.Any, wechat_api: t.Any, action: str) -> None:
+    """Two bind pages in one browser: the session keeps the later WeChat login's binding
+    only, and the earlier page's form bound that other WeChat (a red-team helper: at a
+    shared computer, someone scans with their own WeChat in a new tab while the owner's
+    bind page is open; the owner then types their password on the page that still shows
+    their own WeChat, and the stranger's WeChat logs in to their account). The form now
+    names the binding its page showed: the earlier page's gets this page, showing the
+    WeChat waiting now, with nothing bound, created or counted."""
+    app = ask_app(make_app)
+    alice = add_user(app, username="alice", nickname="Alice", password="alice-pw")
+    client = app.test_client()
+    arrive(client, wechat_api)  # the owner's WeChat, 张三
+    html, token = bind_page(client)
+    first_page = binding_field_of(html)
+    arrive(client, wechat_api, openid=OPENID_2, unionid=UNIONID_2, nickname="李四")
+    form = {"action": action, "binding": first_page}
+    if action == "bind":
+        form.update(username="alice", password="alice-pw")
+    with recording(app, "user_created", "identity_linked", "binding_failed") as events:
+        stale = submit(client, token, **form)
+    assert stale.status_code == 409
+    page = stale.get_data(as_text=True)
+    assert "李四" in page and NICKNAME not in page
+    assert problem_of(page) == ("Another WeChat login started in this browser after that "
+                                "page was shown. Check that the WeChat account shown here "
+                                "is yours, then try again.")
+    assert 'value="alice"' not in page  # nothing typed for the other WeChat is filled in
+    assert events == [] and all_identities(app) == [] and attempt_rows(app) == []
+    assert [u.id for u in all_users(app)] == [alice] and logged_in_user_id(client) is None
+    # The page shown now binds the WeChat it shows.
+    now_shown = binding_field_of(page)
+    assert now_shown != first_page
+    assert submit(client, token, **{**form, "binding": now_shown}).status_code == 302
+    assert [i.openid for i in all_identities(app)] == [OPENID_2]
+
+
+def test_a_form_without_the_binding_field_binds_the_waiting_wechat(
+        make_app: t.Any, wechat_api: t.Any) -> None:
+    """A site's own ``bind.html`` from before the field: its forms still bind the WeChat
+    waiting (``flask wechat-qr check`` warns that they cannot tell a page shown before)."""
+    app = ask_app(make_app)
+    alice = add_user(app, username="alice", nickname="Alice", password="alice-pw")
+    client = app.test_client()
+    arrive(client, wechat_api)
+    _html, token = bind_page(client)
+    assert bind_as(client, token, "alice", "alice-pw").status_code == 302
+    (identity,) = all_identities(app)
+    assert (identity.openid, identity.user_id) == (OPENID, str(alice))
+
+
 # --- the target account already has this connection ---------------------------------------
 
 
@@ -1476,3 +1535,21 @@ def test_a_pending_binding_tossed_into_another_browser_is_refused(
     _html, own_token = bind_page(attacker)
     assert submit(attacker, own_token, action="create").status_code == 302
     assert [i.openid for i in all_identities(app)] == [OPENID_3]
+
+
+def test_over_https_a_bind_page_shown_before_another_wechat_login_binds_nothing(
+    make_app: t.Any, wechat_api: t.Any
+) -> None:
+    """The later login replaces the ``__Host-`` binding cookie too, so that cookie cannot
+    tell the pages apart: the form's field does (the red team's https case, where the
+    earlier page showed one WeChat and its form linked the other)."""
+    app = _over_https(ask_app(make_app))
+    add_user(app, username="bob", password="bob-pw")
+    client = app.test_client()
+    arrive(client, wechat_api)
+    html, token = bind_page(client)
+    arrive(client, wechat_api, openid=OPENID_3, unionid=UNIONID_3, nickname="王五")
+    stale = submit(client, token, action="bind", binding=binding_field_of(html),
+                   username="bob", password="bob-pw")
+    assert stale.status_code == 409 and "王五" in stale.get_data(as_text=True)
+    assert all_identities(app) == [] and attempt_rows(app) == []

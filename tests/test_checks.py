@@ -954,6 +954,48 @@ def test_a_hook_that_cannot_run_here_is_no_layout_problem(
     assert any("could not tell" in w.what for w in run_checks(deployment).warnings)
 
 
+# --- the site's own bind page ---------------------------------------------------------------
+
+
+def _with_bind_page(app: Flask, source: str, tmp_path: t.Any) -> Flask:
+    """``app`` with a ``wechat_qr/bind.html`` of its own, in its templates folder."""
+    from jinja2 import ChoiceLoader, FileSystemLoader
+
+    (tmp_path / "wechat_qr").mkdir()
+    (tmp_path / "wechat_qr" / "bind.html").write_text(source)
+    app.jinja_loader = ChoiceLoader([  # type: ignore[assignment]
+        FileSystemLoader(str(tmp_path)), app.jinja_loader])
+    return app
+
+
+OLD_BIND_FORM = ('<form method="post"><input type="hidden" name="csrf_token" '
+                 'value="{{ csrf_token }}"><input type="hidden" name="action" value="create">'
+                 '<button>Create</button></form>')
+
+
+def test_a_bind_page_of_the_sites_own_without_the_binding_field_is_warned_of(
+        make_app: t.Callable[..., Flask], tmp_path: t.Any) -> None:
+    """A site's own bind.html from before the ``binding`` field: its forms bind whatever
+    WeChat waits in the session, also the one of another login started since the page was
+    shown (a stranger's, at a shared computer)."""
+    app = _with_bind_page(make_app(WECHAT_QR_ASSOCIATION="ask_binding"), OLD_BIND_FORM,
+                          tmp_path)
+    found = only("warning", checks.check_bind_page_binding_field, deploy(app))
+    assert str(tmp_path / "wechat_qr" / "bind.html") in found.what
+    assert 'name="binding" value="{{ binding }}"' in found.fix
+
+
+@pytest.mark.parametrize("config", [{"WECHAT_QR_ASSOCIATION": "ask_binding"}, {}])
+def test_a_bind_page_with_the_field_or_never_shown_is_not_warned_of(
+        make_app: t.Callable[..., Flask], tmp_path: t.Any, config: dict[str, str]) -> None:
+    """The extension's own page, a site's that sends the field (however it quotes it), and
+    any page where no connection asks binding."""
+    healthy(deploy(make_app(WECHAT_QR_ASSOCIATION="ask_binding")))
+    source = OLD_BIND_FORM if not config else OLD_BIND_FORM.replace(
+        "<button>", "<input type=hidden name=binding value='{{ binding }}'><button>")
+    healthy(deploy(_with_bind_page(make_app(**config), source, tmp_path)))
+
+
 # --- the session's lifetime ---------------------------------------------------------------
 
 
