@@ -433,6 +433,20 @@ def test_the_id_token_receiver_verifies_a_real_login(tmp_path: Path, site_ahead:
     assert remembered == [True, False, False]  # refused as a replay, not for another reason
     with other.session_transaction() as session:
         assert "user_id" not in session
+    # A token signed with the site's key but without a jti (no token of the extension's, a
+    # key holder's): refused as the others, not a KeyError's 500 (a red-team helper).
+    from joserfc import jwt
+
+    key = RSAKey.import_key(site.config["WECHAT_QR_ID_TOKEN_PRIVATE_KEY"])
+    signed = jwt.decode(fields["id_token"], key)
+    claims = {name: value for name, value in signed.claims.items() if name != "jti"}
+    unnamed = jwt.encode({"alg": "RS256", "kid": signed.header["kid"]}, claims, key)
+    third = namespace["app"].test_client()
+    with third.session_transaction() as session:
+        session["wechat_state"] = fields["state"]
+        session["wechat_nonce"] = parse_qs(start.query)["nonce"][0]
+    assert third.post("/wechat/done", data={**fields, "id_token": unnamed}).status_code == 400
+    assert remembered == [True, False, False]  # refused before it was remembered
 
 
 def test_the_id_token_receiver_in_the_login_sites_own_app(tmp_path: Path) -> None:
