@@ -419,6 +419,34 @@ class DatabaseUnavailable(LoginError):
             "deploying, 'Database settings')",)
 
 
+class DatabaseRefusing(LoginError):
+    """The site's database answered but would not do the login's work for now: it is
+    read-only (a replica after a failover, ``default_transaction_read_only``, a SQLite file
+    or folder the site cannot write), its disk is full, it failed to read or write its files,
+    or it cancelled a statement that ran or waited too long (``statement_timeout``,
+    ``lock_timeout``, MariaDB's ``max_statement_time``). Nothing of the login was saved;
+    ``str(error)`` (logged at ``ERROR``) gives the database's reason and what to check."""
+
+    status = 503
+    operator_error = True
+    retry_after = 120  # "a few minutes", as the page says
+    title = _l("Login unavailable for now")
+    message = _l(
+        "This site cannot save logins right now, so the login cannot go on. Try again in a "
+        "few minutes; the site's operator has been told."
+    )
+
+    def __init__(self, reason: str) -> None:
+        super().__init__()
+        self.reason = reason
+        self.args = (
+            f"{self.args[0]} The database said: {reason}. Check that it accepts writes (not "
+            "a read-only replica, default_transaction_read_only or read_only off; a SQLite "
+            "file and its folder writable by the site's user), that its disk has room, and "
+            "that statement_timeout or lock_timeout (MariaDB's max_statement_time, "
+            "innodb_lock_wait_timeout) leave a login's few statements time enough",)
+
+
 class WeChatUnavailable(LoginError):
     """WeChat could not be reached or answered something that is not its API."""
 

@@ -73,6 +73,7 @@ from .errors import (
     AccountNotSaved,
     BindingExpired,
     CodeUsed,
+    DatabaseRefusing,
     DatabaseUnavailable,
     InvalidRequest,
     LoginCancelled,
@@ -356,6 +357,8 @@ class LoginFlow:
         except BaseException as error:
             if transactions.is_unreachable(error):  # nothing can be recorded either
                 return Failed(database_unavailable(error), connection, login)
+            if transactions.is_refusing(error):  # read-only, full: nor can that
+                return Failed(database_refusing(error), connection, login)
             _record_failure(states, state, UNEXPECTED_ERROR, login)  # a bug: then a 500
             raise
         if not isinstance(result, _Committed):
@@ -534,8 +537,9 @@ class LoginFlow:
         """Record that the login failed, so a repeated callback ends the same way; if
         another request of it ended first, this one ends as :meth:`_as_ended` says. Where
         the database cannot be reached, the ending cannot be recorded either (nor waited
-        for twice)."""
-        if isinstance(error, DatabaseUnavailable):
+        for twice); nor where it refuses the work for now (its ending would be refused too,
+        and the same callback may get through once it takes writes again)."""
+        if isinstance(error, DatabaseUnavailable | DatabaseRefusing):
             return Failed(error, connection, login)
         if _record_failure(states, state, type(error).__name__, login):
             if isinstance(error, LoginRefused) and error.openid:
@@ -919,6 +923,8 @@ class LoginFlow:
                     raise AccountNotSaved(database_reason(error), _HOSTS_WRITES) from error
                 elif error.connection_invalidated or transactions.is_unreachable(error):
                     raise database_unavailable(error) from error  # lost again, or none to be had
+                elif transactions.is_refusing(error):
+                    raise database_refusing(error) from error  # read-only, full, timed out
                 elif (behind := self.tables_behind(error)) is not None:
                     raise behind from error
                 else:
@@ -991,6 +997,14 @@ def database_unavailable(error: BaseException) -> DatabaseUnavailable:
     unavailable = DatabaseUnavailable(database_reason(error))
     unavailable.__cause__ = error
     return unavailable
+
+
+def database_refusing(error: BaseException) -> DatabaseRefusing:
+    """The login's end where its database would not do the work for now
+    (:func:`~.transactions.is_refusing`), with the database's reason."""
+    refusing = DatabaseRefusing(database_reason(error))
+    refusing.__cause__ = error
+    return refusing
 
 
 def failure_posted_to_business(connection: ConnectionSettings | None,

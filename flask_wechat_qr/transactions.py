@@ -79,6 +79,19 @@ _UNREACHABLE_ERRNOS = frozenset({1040, 1053, 1129, 1130, 1203, 1226, 2002, 2003,
 #: statement's own error.
 _REFUSED_AT_CONNECT_ERRNOS = frozenset({1044, 1045, 1049})
 _REFUSED_AT_CONNECT_STATES = frozenset({"3D000"})
+#: SQLSTATEs of a database that answers but will not do the work for now: a read-only
+#: transaction (``default_transaction_read_only``, a hot standby), a full disk, no memory,
+#: a statement cancelled (``statement_timeout``), a lock not had (``lock_timeout``), a
+#: failure to read or write its files.
+_REFUSING_STATES = frozenset({"25006", "53100", "53200", "57014", "55P03", "58030"})
+#: MariaDB's and MySQL's error numbers of the same: read-only (1290 ``--read-only``, 1792
+#: a read-only transaction, 1836 read-only mode), a full disk (1021) or table (1114), a
+#: lock waited for too long (1205), a statement past its time (MySQL's 3024, MariaDB's
+#: 1969).
+_REFUSING_ERRNOS = frozenset({1290, 1792, 1836, 1021, 1114, 1205, 3024, 1969})
+#: SQLite's primary result codes of the same: no memory (7), read-only (8), a failure of
+#: the disk or file system (10), a full disk (13).
+_SQLITE_REFUSING = frozenset({7, 8, 10, 13})
 #: The drivers whose failures to connect carry no code (their module's first name).
 _CODELESS_DRIVERS = frozenset({"psycopg", "psycopg2", "pg8000"})
 #: Times a login's transaction runs again after conflicts with others before it gives up.
@@ -579,6 +592,20 @@ def is_unreachable(error: BaseException) -> bool:
     # carry no code at all; the other drivers' carry theirs.
     driver = type(getattr(error, "orig", None)).__module__.partition(".")[0]
     return driver in _CODELESS_DRIVERS
+
+
+def is_refusing(error: BaseException) -> bool:
+    """Whether the database answered but would not do the work for now: read-only, full, a
+    failure of its files, a statement cancelled for taking or waiting too long. Not the
+    statement's own fault, nor the site's data's: the same work may well get through later,
+    and nothing a login does can succeed until then."""
+    if not isinstance(error, DBAPIError):
+        return False
+    state, number = _error_codes(error)
+    if state in _REFUSING_STATES or number in _REFUSING_ERRNOS:
+        return True
+    code = _sqlite_code(error)
+    return code is not None and code & 0xFF in _SQLITE_REFUSING
 
 
 def names_a_missing_table(error: DBAPIError) -> bool:

@@ -15,6 +15,7 @@ from flask_wechat_qr.transactions import (
     autocommits,
     is_busy,
     is_conflict,
+    is_refusing,
     is_unreachable,
     names_a_missing_table,
 )
@@ -495,6 +496,65 @@ def test_other_drivers_say_out_of_reach_with_their_codes() -> None:
     assert [is_unreachable(error) for error in out_of_reach] == [True] * len(out_of_reach)
     assert [is_unreachable(error) for error in refusals] == [False] * len(refusals)
     assert not is_unreachable(ValueError("not the database's"))
+
+
+def test_a_database_that_will_not_do_the_work_for_now_is_told_by_its_codes(
+        tmp_path: t.Any) -> None:
+    """Read-only (PostgreSQL's 25006; MariaDB's 1290, 1792, 1836; SQLite's
+    ``SQLITE_READONLY``), a full disk (53100; 1021, 1114; ``SQLITE_FULL``), no memory, a
+    failure of the files, a statement cancelled for taking or waiting too long (57014,
+    55P03; 1205, 1969, 3024): the same work may get through later, so the login ends on
+    a page that says to try again, not the site's 500. Not a conflict (run again), a lock
+    SQLite's busy timeout waited out (tried again once), a constraint or a statement's own
+    error, nor a database out of reach (its own page)."""
+    import sqlite3
+
+    import pymysql
+    from psycopg import errors
+
+    class Psycopg2Error(Exception):
+        def __init__(self, pgcode: str) -> None:
+            super().__init__("x")
+            self.pgcode = pgcode
+
+    path = tmp_path / "refusing.db"
+    with sqlite3.connect(path) as setup:
+        setup.execute("CREATE TABLE t (x)")
+    read_only = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        read_only.execute("INSERT INTO t VALUES (1)")
+    except sqlite3.OperationalError as error:
+        sqlite_read_only = _wrapped(error)
+    finally:
+        read_only.close()
+    refusing = [
+        _wrapped(errors.ReadOnlySqlTransaction("cannot execute INSERT in a read-only "
+                                               "transaction")),
+        _wrapped(Psycopg2Error("25006")), _wrapped(Psycopg2Error("53100")),
+        _wrapped(errors.QueryCanceled("canceling statement due to statement timeout")),
+        _wrapped(Exception({"S": "ERROR", "C": "55P03", "M": "could not obtain lock"})),
+        _wrapped(pymysql.err.OperationalError(1290, "The MariaDB server is running with the "
+                                              "--read-only option")),
+        _wrapped(pymysql.err.OperationalError(1792, "Cannot execute statement in a READ "
+                                              "ONLY transaction")),
+        _wrapped(pymysql.err.OperationalError(1021, "Disk full")),
+        _wrapped(pymysql.err.OperationalError(1205, "Lock wait timeout exceeded")),
+        _wrapped(_ConnectorError("Query execution was interrupted (max_statement_time "
+                                 "exceeded)", 1969, "70100")),
+        sqlite_read_only,
+    ]
+    others = [
+        _wrapped(Psycopg2Error("40001")), _wrapped(Psycopg2Error("23505")),
+        _wrapped(Psycopg2Error("57P01")), _wrapped(Psycopg2Error("54000")),
+        _wrapped(pymysql.err.OperationalError(1213, "Deadlock found")),
+        _wrapped(pymysql.err.OperationalError(1644, "refused")),
+        _wrapped(pymysql.err.OperationalError(2006, "MySQL server has gone away")),
+        _sqlite_error(tmp_path, stale_snapshot=False), _wrapped(Exception()),
+        ValueError("not the database's"),
+    ]
+    assert sqlite_read_only.orig.sqlite_errorcode & 0xFF == 8  # type: ignore[union-attr]
+    assert [is_refusing(error) for error in refusing] == [True] * len(refusing)
+    assert [is_refusing(error) for error in others] == [False] * len(others)
 
 
 def _at_connect(orig: BaseException) -> DBAPIError:

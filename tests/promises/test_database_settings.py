@@ -415,6 +415,96 @@ def test_a_login_whose_database_is_out_of_reach_ends_on_its_page(
     assert len(all_users(app)) == 2
 
 
+@contextlib.contextmanager
+def database_read_only(engine: sa.Engine, database: Database) -> t.Iterator[None]:
+    """Every connection ``engine`` makes from now on takes no writes, as a database that
+    turned read-only does: SQLite's ``query_only`` (``SQLITE_READONLY``, as a file or
+    folder the site cannot write), PostgreSQL's ``default_transaction_read_only`` (25006,
+    as a hot standby after a failover), MariaDB's read-only transactions (1792)."""
+    statement = ("SET default_transaction_read_only = on" if database.is_postgres
+                 else "SET SESSION TRANSACTION READ ONLY" if database.is_mysql
+                 else "PRAGMA query_only = ON")
+
+    def read_only(dbapi_connection: t.Any, _record: t.Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute(statement)
+        cursor.close()
+        dbapi_connection.commit()  # psycopg began a transaction, read-write: ended here
+
+    sa.event.listen(engine, "connect", read_only)
+    engine.dispose()
+    try:
+        yield
+    finally:
+        sa.event.remove(engine, "connect", read_only)
+        engine.dispose()
+
+
+@pytest.mark.parametrize("returning", [False, True], ids=["new", "returning"])
+def test_a_login_whose_database_takes_no_writes_ends_on_its_page(
+    make_app: t.Any, wechat_api: WeChatAPI, database: Database,
+    caplog: pytest.LogCaptureFixture, returning: bool
+) -> None:
+    """A database that answers but takes no writes (read-only after a failover, a SQLite
+    file the site cannot write; a full disk and a statement timeout are answered alike):
+    the login ended on Flask's bare English 500, with two tracebacks in the log (a
+    helper's hunt of hostile environments). Now a 503 page that says logins cannot be
+    saved right now and to try again, in the person's language, with ``Retry-After``;
+    one ``ERROR`` line with the database's reason and what to check, and no second one
+    for the ending that could not be recorded either;
+    and once the database takes writes again, the page's "Try again" logs the person in."""
+    app = make_app(PROPAGATE_EXCEPTIONS=False)
+    with app.app_context():
+        engine = app.db.engine  # type: ignore[attr-defined]
+    if returning:
+        assert login_with_wechat(app.test_client(), wechat_api).status_code == 302
+    browser = app.test_client()
+    state = start_login(browser, next="/orders")
+    with recording(app, "login_failed") as failed, database_read_only(engine, database), \
+            caplog.at_level(logging.INFO, logger="flask_wechat_qr"):
+        wechat_api.token()
+        wechat_api.userinfo()
+        resp = browser.get("/auth/wechat/callback", query_string={"code": "C1", "state": state},
+                           headers={"Accept-Language": "zh-CN,zh;q=0.9"})
+    assert resp.status_code == 503 and error_name(resp) == "DatabaseRefusing"
+    assert resp.headers["Retry-After"] == "120"
+    page = resp.get_data(as_text=True)
+    assert "本网站现在无法保存登录" in page and "<title>暂时无法登录" in page
+    assert [name for name, _ in failed] == ["login_failed"]
+    errors = [record for record in caplog.records if record.levelno >= logging.ERROR]
+    assert len(errors) == 1 and errors[0].exc_info is None
+    assert re.search(r"readonly|read-only|READ ONLY", errors[0].getMessage())
+    assert "accepts writes" in errors[0].getMessage()
+    assert len(all_users(app)) == int(returning)
+    retry = re.search(r'href="(/auth/wechat/login\?next=[^"]+)"', page)
+    assert retry is not None and retry.group(1) == "/auth/wechat/login?next=/orders"
+    # Writes back: "Try again" logs the person in, to where the login was going.
+    again = login_with_wechat(browser, wechat_api, next="/orders")
+    assert again.headers["Location"] == "/orders"
+    assert logged_in_user_id(browser) is not None and len(all_users(app)) == 1
+
+
+def test_pages_that_write_answer_a_database_that_takes_no_writes_with_the_page(
+    make_app: t.Any, wechat_api: WeChatAPI, database: Database
+) -> None:
+    """A start that keeps a long ``next`` in the database, and the bind page's choice:
+    Flask's bare 500 before (the hunt), the same 503 page now."""
+    app = ask_app(make_app, PROPAGATE_EXCEPTIONS=False)
+    with app.app_context():
+        engine = app.db.engine  # type: ignore[attr-defined]
+    browser = app.test_client()
+    arrive(browser, wechat_api)
+    _html, token = bind_page(browser)
+    with database_read_only(engine, database):
+        long_next = "/orders?" + "x" * 400
+        start = browser.get("/auth/wechat/login", query_string={"next": long_next})
+        choice = submit(browser, token, action="create")
+    assert (start.status_code, error_name(start)) == (503, "DatabaseRefusing")
+    assert (choice.status_code, error_name(choice)) == (503, "DatabaseRefusing")
+    assert all_users(app) == []
+    assert submit(browser, token, action="create").status_code == 302  # writes back
+
+
 def a_login_meets_the_outage(browser: t.Any, wechat_api: WeChatAPI, code: str) -> None:
     """A login whose callback finds the database out of reach: its page (503) says so, and
     the process remembers the outage (:mod:`flask_wechat_qr.outage`)."""
@@ -777,15 +867,13 @@ def test_a_purge_on_connections_the_database_closed_lets_the_login_through(
 
 
 def refuse_a_statement(db: t.Any, database: Database) -> None:
-    """Run what each database refuses with an ``OperationalError`` that is no outage:
-    SQLite's missing table, PostgreSQL's statement timeout (57014), MariaDB's statement
-    time limit (1969)."""
+    """Run what each database refuses with an ``OperationalError`` that is no outage, nor
+    a refusal for now (a statement timeout is one since session 37): SQLite's missing
+    table, PostgreSQL's program limit (54000), MariaDB's own ``SIGNAL`` (1644)."""
     if database.is_postgres:
-        db.session.execute(sa.text("SET LOCAL statement_timeout = 1"))
-        db.session.execute(sa.text("SELECT pg_sleep(0.2)"))
+        db.session.execute(sa.text("SELECT repeat('xx', 1073741824)"))
     elif database.is_mysql:
-        db.session.execute(sa.text(
-            "SET STATEMENT max_statement_time=0.001 FOR SELECT SLEEP(0.2) FROM DUAL"))
+        db.session.execute(sa.text("SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'refused'"))
     else:
         db.session.execute(sa.text("SELECT * FROM nowhere"))
 
