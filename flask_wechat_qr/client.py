@@ -769,12 +769,20 @@ def describe_transport_failure(exc: BaseException, base_url: str) -> str:
     host = parts.netloc.rsplit("@", 1)[-1] or base_url
     chain = _causes(exc)
     root = chain[-1]
+    proxy = _environment_proxy(base_url)
+    if proxy is not None and isinstance(exc, requests.exceptions.ProxyError):
+        # Before the socket's own reason: "could not connect to api.weixin.qq.com" sent
+        # an operator to WeChat's address while the environment's proxy was the one down.
+        reason = (root.strerror if isinstance(root, OSError) and root.strerror
+                  else type(root).__name__)
+        return f"the proxy {proxy} (from the environment) on the way to {host} failed ({reason})"
+    through = "" if proxy is None else f" (through the proxy {proxy}, from the environment)"
     if isinstance(exc, requests.ConnectTimeout):
-        return f"connecting to {host} timed out"
+        return f"connecting to {host} timed out{through}"
     if isinstance(exc, requests.ReadTimeout):
-        return f"{host} did not answer in time (read timeout)"
+        return f"{host} did not answer in time (read timeout){through}"
     if isinstance(exc, requests.Timeout):  # the whole call's deadline
-        return f"{host} gave no complete answer within WECHAT_QR_HTTP_TIMEOUT"
+        return f"{host} gave no complete answer within WECHAT_QR_HTTP_TIMEOUT{through}"
     if isinstance(exc, AnswerTooLarge):
         return f"{host} answered more than {MAX_ANSWER_BYTES // 1024} KiB (not read further)"
     if isinstance(root, socket.gaierror):
@@ -793,6 +801,17 @@ def describe_transport_failure(exc: BaseException, base_url: str) -> str:
     if isinstance(exc, requests.exceptions.ProxyError):
         return f"the proxy to {host} failed ({type(root).__name__})"
     return f"could not reach {host} ({type(root).__name__})"
+
+
+def _environment_proxy(url: str) -> str | None:
+    """The host and port of the proxy the environment gives ``url`` (``HTTPS_PROXY``,
+    ``ALL_PROXY``, unless ``NO_PROXY`` covers it), as the client's session took it; never
+    its credentials. Read again here: only a failed call asks."""
+    proxy = requests.utils.select_proxy(url, requests.utils.get_environ_proxies(url))
+    if not proxy:
+        return None
+    parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    return parts.netloc.rsplit("@", 1)[-1] or None
 
 
 def _causes(exc: BaseException) -> list[BaseException]:

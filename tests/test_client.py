@@ -1467,6 +1467,42 @@ def test_an_outage_log_names_the_host_and_the_reason(
     assert "secret=" not in caplog.text and "code=" not in caplog.text
 
 
+def test_an_outage_log_names_the_environments_proxy_that_failed(
+    make_app: t.Any, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``HTTPS_PROXY`` at a dead port: the log said "could not connect to
+    api.weixin.qq.com (Connection refused)", and an operator looked at WeChat's address
+    (a helper's hunt). It names the proxy, without its credentials."""
+    port = _closed_port()
+    monkeypatch.setenv("HTTPS_PROXY", f"http://site:pr0xy-pass@127.0.0.1:{port}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    app = make_app(WECHAT_QR_API_BASE_URL="https://api.weixin.qq.com")
+    with app.app_context(), caplog.at_level(logging.DEBUG):
+        with pytest.raises(WeChatUnavailable):
+            wechat_client(app).exchange_code(CODE)
+    assert (f"WeChat access_token failed: the proxy 127.0.0.1:{port} (from the environment) "
+            "on the way to api.weixin.qq.com failed (Connection refused)") in caplog.messages
+    assert "pr0xy-pass" not in caplog.text and "site:" not in caplog.text
+    assert_no_secrets(caplog.text)
+
+
+def test_a_timeout_through_the_environments_proxy_says_so(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A proxy that takes the call and then says nothing: WeChat did not answer, through
+    that proxy (named, without credentials); no proxy set for WeChat's host, no mention."""
+    from flask_wechat_qr.client import describe_transport_failure
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://site:pr0xy-pass@proxy.example.cn:3128")
+    monkeypatch.setenv("NO_PROXY", "sandbox.example.cn")
+    silent = requests.ReadTimeout("read timed out")
+    assert describe_transport_failure(silent, "https://api.weixin.qq.com") == (
+        "api.weixin.qq.com did not answer in time (read timeout) (through the proxy "
+        "proxy.example.cn:3128, from the environment)")
+    assert describe_transport_failure(silent, "https://sandbox.example.cn") == (
+        "sandbox.example.cn did not answer in time (read timeout)")
+
+
 def _raise_chain(request: requests.PreparedRequest, cause: BaseException,
                  wrapper: type[requests.RequestException] = requests.ConnectionError) -> t.Any:
     """What requests raises: its error around urllib3's, whose text quotes the URL."""
