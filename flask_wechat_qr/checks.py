@@ -30,6 +30,7 @@ from .frame_policy import allows_frame
 from .sandbox.options import SANDBOX_APP_ID, SANDBOX_APP_SECRET, SANDBOX_OA_APP_ID_PREFIX
 from .session_cookie import CookieScope, cookie_scope, misses_callback
 from .settings import (
+    WEBSITE_APP,
     WECHAT_APP_ID,
     WECHAT_APP_SECRET,
     ConnectionSettings,
@@ -686,26 +687,83 @@ def page_render_error(app: Flask, settings: Settings, base: str | None) -> str |
 
 
 def bind_page_without_binding_field(app: Flask, settings: Settings) -> str | None:
-    """The site's own ``wechat_qr/bind.html`` (its file name) whose forms send no
-    ``binding`` field, where a connection asks binding; ``None`` for the extension's own
-    page, one that sends it, or none asked for."""
-    from .delivery import BINDING_FIELD
+    """The site's own ``wechat_qr/bind.html`` (its file name) with a form that posts no
+    ``binding`` field (or another value than the page's), where a connection asks binding;
+    ``None`` for the extension's own page, one whose every form posts it, none asked for,
+    or a page that cannot be drawn here (the layout's check tells of that). Drawn as a
+    visitor gets it, so a field a macro gives counts, and one in a comment does not."""
+    from flask import render_template
 
-    if not any(conn.association == "ask_binding" for conn in settings.connections.values()):
+    from .binding import login_field_named
+    from .delivery import BINDING_FIELD
+    from .runtime import runtime_of
+
+    asking = [conn for conn in settings.connections.values()
+              if conn.association == "ask_binding"]
+    if not asking:
         return None
-    loader = app.jinja_env.loader
-    if loader is None:
-        return None
-    try:
-        source, filename, _uptodate = loader.get_source(app.jinja_env, "wechat_qr/bind.html")
-    except TemplateError:
+    try:  # the file's name, for the finding; any failure to read it is the page's to show
+        _source, filename, _uptodate = app.jinja_env.loader.get_source(  # type: ignore[union-attr]
+            app.jinja_env, "wechat_qr/bind.html")
+    except Exception:
         return None
     own = pathlib.Path(__file__).resolve().parent / "templates"
     if filename is not None and pathlib.Path(filename).resolve().is_relative_to(own):
         return None
-    if re.search(rf"""name\s*=\s*["']?{BINDING_FIELD}\b""", source):
+    shown = "wechat-qr-check-binding"
+    pending = _PendingForCheck(asking[0].identifier)
+    with app.test_request_context("/"):
+        try:
+            page = render_template(
+                "wechat_qr/bind.html", connection=asking[0], pending=pending, problem=None,
+                can_signup=True, csrf_token="wechat-qr-check-token", binding=shown,
+                login_field=login_field_named(runtime_of(app).adapter.login_field),
+                avatar_url=None, username="")
+        except Exception:  # what only a real request has, or the layout's problem
+            return None
+    forms = _posted_forms(page)
+    if forms and all(form.get(BINDING_FIELD) == shown for form in forms):
         return None
     return filename or "wechat_qr/bind.html"
+
+
+@dataclass
+class _PendingForCheck:
+    """A waiting WeChat account for drawing the bind page in ``check``."""
+
+    connection: str
+    app: str = WEBSITE_APP
+    openid: str = "o-wechat-qr-check"
+    unionid: str | None = None
+    nickname: str = "WeChat"
+    avatar_url: str | None = None
+
+
+def _posted_forms(page: str) -> list[dict[str, str]]:
+    """The fields (name: value) each ``method="post"`` form of ``page`` sends as hidden or
+    other inputs, in order."""
+    from html.parser import HTMLParser
+
+    forms: list[dict[str, str]] = []
+
+    class Forms(HTMLParser):
+        inside = False
+
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            found = {name: value or "" for name, value in attrs}
+            if tag == "form":
+                self.inside = found.get("method", "").lower() == "post"
+                if self.inside:
+                    forms.append({})
+            elif tag == "input" and self.inside and "name" in found:
+                forms[-1].setdefault(found["name"], found.get("value", ""))
+
+        def handle_endtag(self, tag: str) -> None:
+            if tag == "form":
+                self.inside = False
+
+    Forms(convert_charrefs=True).feed(page)
+    return forms
 
 
 def blocked_qr_frames(app: Flask, settings: Settings, base: str | None
@@ -1482,19 +1540,21 @@ def check_post_login_page(deployment: Deployment) -> t.Iterator[Finding]:
 
 
 def check_bind_page_binding_field(deployment: Deployment) -> t.Iterator[Finding]:
-    """A site's own bind page whose forms send no ``binding``: a form of a bind page shown
-    before another WeChat login in the same browser binds that other WeChat (at a shared
-    computer, a stranger's). A warning: the page works, as before the field."""
+    """A site's own bind page with a form that does not send the page's ``binding``: such
+    a form of a bind page shown before another WeChat login in the same browser binds that
+    other WeChat (at a shared computer, a stranger's). A warning: the page works, as
+    before the field."""
     filename = deployment.bind_page_without_binding_field
     if filename is None:
         return
     yield warning(
-        f"your wechat_qr/bind.html ({filename}) sends no binding field: a bind page left "
-        "open while another WeChat login starts in the same browser (a stranger scanning "
-        "at a shared computer) binds that other WeChat to the account whose password is "
-        "typed on it",
-        'add <input type="hidden" name="binding" value="{{ binding }}"> to both of its '
-        "forms (docs: templates)")
+        f"your wechat_qr/bind.html ({filename}) has a form that does not send the page's "
+        "binding: a bind page left open while another WeChat login starts in the same "
+        "browser (a stranger scanning at a shared computer) binds that other WeChat to the "
+        "account whose password is typed on it",
+        'add <input type="hidden" name="binding" value="{{ binding }}"> to each of its '
+        "forms (a macro that adds it needs the page's context: import it \"with "
+        'context"; docs: templates)')
 
 
 def _split_domain(text: str) -> SplitResult:

@@ -10,6 +10,7 @@ receivers answer with a response (``login_succeeded``) or audit what leaves the 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 import re
 import typing as t
@@ -168,16 +169,20 @@ def binding_cookie_value(binding_id: str) -> str:
     return hashlib.sha256(f"wechat-qr-binding:{binding_id}".encode()).hexdigest()[:32]
 
 
-#: The bind page's forms' field naming the pending binding the page showed.
+#: The bind page's forms' field naming the WeChat account the page showed.
 BINDING_FIELD = "binding"
 
 
-def binding_field_value(binding_id: str) -> str:
-    """What the bind page's forms send in :data:`BINDING_FIELD` for ``binding_id``: a later
-    WeChat login in the same browser replaces the session's pending binding, and a form of
-    the page shown before must not bind (or create an account for) that other WeChat. A
-    hash of its own, not the cookie's value: the page's text is no cookie."""
-    return hashlib.sha256(f"wechat-qr-bind-page:{binding_id}".encode()).hexdigest()[:32]
+def binding_field_value(connection: str, app: str, openid: str) -> str:
+    """What the bind page's forms send in :data:`BINDING_FIELD` for the WeChat account
+    waiting there (``openid`` of the connection's ``app``): a later WeChat login in the same
+    browser replaces the waiting account, and a form of the page shown before must not bind
+    (or create an account for) that other WeChat. The same account scanned again is the
+    same value. Keyed with the app's ``SECRET_KEY``: the page tells nothing of the openid."""
+    key = this_app().secret_key
+    key_bytes = key if isinstance(key, bytes) else str(key).encode()
+    message = f"wechat-qr-bind-page:{connection}:{app}:{openid}".encode()
+    return hmac.new(key_bytes, message, hashlib.sha256).hexdigest()[:32]
 
 
 def _logged_in(outcome: LoggedIn) -> BaseResponse:

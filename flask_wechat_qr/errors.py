@@ -180,6 +180,21 @@ class BindingExpired(LoginError):
     )
 
 
+class BindingReplaced(BindingExpired):
+    """A bind page's form named a WeChat account other than the one waiting now: another
+    WeChat login started in the same browser after that page was shown (at a shared
+    computer, a stranger's). Nothing was bound, created or counted; its page shows no
+    form for the account waiting now, and offers to log in with WeChat again."""
+
+    status = 409
+    title = _l("Another WeChat account is waiting here")
+    message = _l(
+        "Another WeChat account started logging in in this browser after that page was "
+        "shown, so nothing was bound or created. To bind your own WeChat, log in with "
+        "WeChat again."
+    )
+
+
 class BindingBlocked(LoginError):
     """Too many wrong passwords while binding; ``retry_after``: the block's window
     (``WECHAT_QR_BIND_BLOCK_SECONDS``), which the message names too."""

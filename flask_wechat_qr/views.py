@@ -39,6 +39,7 @@ from .csrf import check_csrf, csrf_token
 from .errors import (
     AlreadyLinked,
     BindingExpired,
+    BindingReplaced,
     ConnectionAlreadyLinked,
     DatabaseUnavailable,
     InvalidRequest,
@@ -393,7 +394,9 @@ def bind() -> BaseResponse | tuple[str, int]:
     """Ask binding: bind this WeChat to an existing account (password) or create one.
 
     Form contract: ``action=create``, or ``action=bind`` with ``username`` and
-    ``password``; always ``csrf_token``.
+    ``password``; always ``csrf_token``, and ``binding`` (the WeChat account the page
+    showed; a form without it, a site's own page from before, is taken for the one
+    waiting).
     """
     runtime = current_runtime()
     try:
@@ -412,10 +415,10 @@ def bind() -> BaseResponse | tuple[str, int]:
     check_csrf(request.form.get(CSRF_FIELD))
     shown = request.form.get(delivery.BINDING_FIELD)
     if shown is not None and not hmac.compare_digest(
-            shown.encode(), delivery.binding_field_value(pending.binding_id).encode()):
-        # A page shown before another WeChat login of this browser: this page shows the
-        # WeChat now waiting, and nothing was tried (no attempt counted).
-        return _bind_page(pending, _ANOTHER_WECHAT, 409, keep_username=False)
+            shown.encode(), _binding_shown(pending).encode()):
+        # A page shown before another WeChat login of this browser: nothing is tried (no
+        # attempt counted), and no form is offered for the other WeChat now waiting.
+        raise BindingReplaced()
     action = request.form.get("action")
     if action == "create":
         return _respond(runtime.flow.create_account(pending))
@@ -453,20 +456,20 @@ def _login_field() -> LoginField:
 
 
 def _bind_page(pending: PendingLogin, problem: str | LazyText | None = None,
-               status: int = 200, *, keep_username: bool = True) -> tuple[str, int]:
+               status: int = 200) -> tuple[str, int]:
     return render_template(
         "wechat_qr/bind.html", connection=pending.connection, pending=pending.row,
         problem=problem, can_signup=current_runtime().adapter.can_signup(pending.connection),
-        csrf_token=csrf_token(), binding=delivery.binding_field_value(pending.binding_id),
-        login_field=_login_field(),
+        csrf_token=csrf_token(), binding=_binding_shown(pending), login_field=_login_field(),
         avatar_url=avatar_for_browser(pending.row.avatar_url, request.script_root),
-        username=request.form.get("username", "") if problem and keep_username else "",
+        username=request.form.get("username", "") if problem else "",
     ), status
 
 
-_ANOTHER_WECHAT = _l(
-    "Another WeChat login started in this browser after that page was shown. Check that "
-    "the WeChat account shown here is yours, then try again.")
+def _binding_shown(pending: PendingLogin) -> str:
+    """The bind page's ``binding`` for the WeChat account it shows."""
+    row = pending.row
+    return delivery.binding_field_value(row.connection, row.app, row.openid)
 
 
 def _binding_failed(pending: PendingLogin, reason: str, address: str) -> None:

@@ -708,8 +708,10 @@ def test_a_bind_page_shown_before_another_wechat_login_binds_nothing(
     shared computer, someone scans with their own WeChat in a new tab while the owner's
     bind page is open; the owner then types their password on the page that still shows
     their own WeChat, and the stranger's WeChat logs in to their account). The form now
-    names the binding its page showed: the earlier page's gets this page, showing the
-    WeChat waiting now, with nothing bound, created or counted."""
+    names the WeChat account its page showed: the earlier page's gets a page that says
+    what happened, with nothing bound, created or counted, and no form for the WeChat
+    waiting now (a review: a bind form there took the owner's next password for the
+    stranger's WeChat); it offers to log in with WeChat again."""
     app = ask_app(make_app)
     alice = add_user(app, username="alice", nickname="Alice", password="alice-pw")
     client = app.test_client()
@@ -722,20 +724,65 @@ def test_a_bind_page_shown_before_another_wechat_login_binds_nothing(
         form.update(username="alice", password="alice-pw")
     with recording(app, "user_created", "identity_linked", "binding_failed") as events:
         stale = submit(client, token, **form)
-    assert stale.status_code == 409
+    assert stale.status_code == 409 and error_name(stale) == "BindingReplaced"
     page = stale.get_data(as_text=True)
-    assert "李四" in page and NICKNAME not in page
-    assert problem_of(page) == ("Another WeChat login started in this browser after that "
-                                "page was shown. Check that the WeChat account shown here "
-                                "is yours, then try again.")
-    assert 'value="alice"' not in page  # nothing typed for the other WeChat is filled in
+    assert "Another WeChat account started logging in in this browser" in page
+    assert find_tags(page, "form") == [] and "李四" not in page and "alice" not in page
+    assert retry_links(page) == ["/auth/wechat/login"]  # log in with WeChat again
     assert events == [] and all_identities(app) == [] and attempt_rows(app) == []
     assert [u.id for u in all_users(app)] == [alice] and logged_in_user_id(client) is None
-    # The page shown now binds the WeChat it shows.
-    now_shown = binding_field_of(page)
-    assert now_shown != first_page
-    assert submit(client, token, **{**form, "binding": now_shown}).status_code == 302
+    # The bind page asked for again shows the WeChat waiting now, and binds it.
+    html, _token = bind_page(client)
+    assert "李四" in html and binding_field_of(html) != first_page
+    assert submit(client, token, **{**form, "binding": binding_field_of(html)}
+                  ).status_code == 302
     assert [i.openid for i in all_identities(app)] == [OPENID_2]
+
+
+def test_the_same_wechat_scanned_again_binds_from_the_earlier_page(
+        make_app: t.Any, wechat_api: t.Any) -> None:
+    """The owner scans again with the same WeChat (the QR page reloaded in another tab):
+    the earlier page shows the same account, so its form binds it (a review: a value per
+    scan refused it with "another WeChat account")."""
+    app = ask_app(make_app)
+    alice = add_user(app, username="alice", password="alice-pw")
+    client = app.test_client()
+    arrive(client, wechat_api)
+    html, token = bind_page(client)
+    arrive(client, wechat_api)
+    assert binding_field_of(bind_page(client)[0]) == binding_field_of(html)
+    resp = submit(client, token, action="bind", binding=binding_field_of(html),
+                  username="alice", password="alice-pw")
+    assert resp.status_code == 302
+    assert [(i.openid, i.user_id) for i in all_identities(app)] == [(OPENID, str(alice))]
+
+
+@pytest.mark.parametrize("value", ["", "é" * 40, "\x00", "a" * 100_000])
+def test_a_binding_field_of_no_page_binds_nothing(make_app: t.Any, wechat_api: t.Any,
+                                                  value: str) -> None:
+    app = ask_app(make_app)
+    client = app.test_client()
+    arrive(client, wechat_api)
+    _html, token = bind_page(client)
+    resp = submit(client, token, action="create", binding=value)
+    assert resp.status_code == 409 and all_users(app) == []
+
+
+def test_the_binding_field_tells_nothing_of_the_openid(make_app: t.Any,
+                                                       wechat_api: t.Any) -> None:
+    """Keyed with the app's secret: another site (another key) shows another value for the
+    same WeChat account, and the value is no plain hash of the openid."""
+    import hashlib
+
+    values = []
+    for secret in ("a-secret-key-of-32-bytes-or-more-1", "a-secret-key-of-32-bytes-or-more-2"):
+        app = ask_app(make_app, SECRET_KEY=secret)
+        client = app.test_client()
+        arrive(client, wechat_api)
+        values.append(binding_field_of(bind_page(client)[0]))
+    assert values[0] != values[1]
+    assert all(OPENID not in v and hashlib.sha256(OPENID.encode()).hexdigest()[:32] != v
+               for v in values)
 
 
 def test_a_form_without_the_binding_field_binds_the_waiting_wechat(
@@ -1551,5 +1598,5 @@ def test_over_https_a_bind_page_shown_before_another_wechat_login_binds_nothing(
     arrive(client, wechat_api, openid=OPENID_3, unionid=UNIONID_3, nickname="王五")
     stale = submit(client, token, action="bind", binding=binding_field_of(html),
                    username="bob", password="bob-pw")
-    assert stale.status_code == 409 and "王五" in stale.get_data(as_text=True)
+    assert stale.status_code == 409 and error_name(stale) == "BindingReplaced"
     assert all_identities(app) == [] and attempt_rows(app) == []

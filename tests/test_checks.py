@@ -957,43 +957,79 @@ def test_a_hook_that_cannot_run_here_is_no_layout_problem(
 # --- the site's own bind page ---------------------------------------------------------------
 
 
-def _with_bind_page(app: Flask, source: str, tmp_path: t.Any) -> Flask:
-    """``app`` with a ``wechat_qr/bind.html`` of its own, in its templates folder."""
-    from jinja2 import ChoiceLoader, FileSystemLoader
+def _with_bind_page(app: Flask, pages: dict[str, str]) -> Flask:
+    """``app`` with templates of its own (``wechat_qr/bind.html`` and any it uses)."""
+    from jinja2 import ChoiceLoader, DictLoader
 
-    (tmp_path / "wechat_qr").mkdir()
-    (tmp_path / "wechat_qr" / "bind.html").write_text(source)
-    app.jinja_loader = ChoiceLoader([  # type: ignore[assignment]
-        FileSystemLoader(str(tmp_path)), app.jinja_loader])
+    app.jinja_loader = ChoiceLoader([DictLoader(pages), app.jinja_loader])  # type: ignore[assignment]
     return app
 
 
-OLD_BIND_FORM = ('<form method="post"><input type="hidden" name="csrf_token" '
-                 'value="{{ csrf_token }}"><input type="hidden" name="action" value="create">'
-                 '<button>Create</button></form>')
+FIELD = '<input type="hidden" name="binding" value="{{ binding }}">'
 
 
+def _form(action: str, field: str = "") -> str:
+    return ('<form method="post"><input type="hidden" name="csrf_token" '
+            f'value="{{{{ csrf_token }}}}">{field}<input type="hidden" name="action" '
+            f'value="{action}"><button>Go</button></form>')
+
+
+@pytest.mark.parametrize("page", [
+    _form("create"),  # from before the field
+    _form("bind", FIELD) + _form("create"),  # in one form only (a review)
+    '{# name="binding" #}' + _form("create"),  # in a comment only (a review)
+    _form("create", '<input name="binding-note" value="{{ binding }}">'),  # another field
+    _form("create", '<input type="hidden" name="binding" value="binding">'),  # no value
+    '{% from "forms.html" import hidden %}' + _form("create", "{{ hidden() }}"),
+], ids=["none", "one-form", "comment", "other-name", "constant", "macro-without-context"])
 def test_a_bind_page_of_the_sites_own_without_the_binding_field_is_warned_of(
-        make_app: t.Callable[..., Flask], tmp_path: t.Any) -> None:
-    """A site's own bind.html from before the ``binding`` field: its forms bind whatever
-    WeChat waits in the session, also the one of another login started since the page was
-    shown (a stranger's, at a shared computer)."""
-    app = _with_bind_page(make_app(WECHAT_QR_ASSOCIATION="ask_binding"), OLD_BIND_FORM,
-                          tmp_path)
+        make_app: t.Callable[..., Flask], page: str) -> None:
+    """A site's own bind.html whose forms do not all send the page's ``binding``: such a
+    form binds whatever WeChat waits in the session, also the one of another login started
+    since the page was shown (a stranger's, at a shared computer). The page is drawn as a
+    visitor gets it and each of its forms read."""
+    app = _with_bind_page(make_app(WECHAT_QR_ASSOCIATION="ask_binding"),
+                          {"wechat_qr/bind.html": page,
+                           "forms.html": "{% macro hidden() %}" + FIELD + "{% endmacro %}"})
     found = only("warning", checks.check_bind_page_binding_field, deploy(app))
-    assert str(tmp_path / "wechat_qr" / "bind.html") in found.what
+    assert "wechat_qr/bind.html" in found.what
     assert 'name="binding" value="{{ binding }}"' in found.fix
 
 
-@pytest.mark.parametrize("config", [{"WECHAT_QR_ASSOCIATION": "ask_binding"}, {}])
-def test_a_bind_page_with_the_field_or_never_shown_is_not_warned_of(
-        make_app: t.Callable[..., Flask], tmp_path: t.Any, config: dict[str, str]) -> None:
-    """The extension's own page, a site's that sends the field (however it quotes it), and
-    any page where no connection asks binding."""
-    healthy(deploy(make_app(WECHAT_QR_ASSOCIATION="ask_binding")))
-    source = OLD_BIND_FORM if not config else OLD_BIND_FORM.replace(
-        "<button>", "<input type=hidden name=binding value='{{ binding }}'><button>")
-    healthy(deploy(_with_bind_page(make_app(**config), source, tmp_path)))
+@pytest.mark.parametrize(("config", "pages"), [
+    ({"WECHAT_QR_ASSOCIATION": "ask_binding"}, {}),  # the extension's own page
+    ({"WECHAT_QR_ASSOCIATION": "ask_binding"},
+     {"wechat_qr/bind.html": _form("bind", FIELD) + _form("create", FIELD)}),
+    ({"WECHAT_QR_ASSOCIATION": "ask_binding"},  # from a macro of another file (a review;
+     # imported without the page's context, the macro sends an empty value: warned of)
+     {"wechat_qr/bind.html": '{% from "forms.html" import hidden with context %}'
+                             + _form("create", "{{ hidden() }}"),
+      "forms.html": "{% macro hidden() %}" + FIELD + "{% endmacro %}"}),
+    ({}, {"wechat_qr/bind.html": _form("create")}),  # no connection asks binding
+], ids=["own", "both-forms", "macro", "not-asked"])
+def test_a_bind_page_that_sends_the_field_or_is_never_shown_is_not_warned_of(
+        make_app: t.Callable[..., Flask], config: dict[str, str],
+        pages: dict[str, str]) -> None:
+    healthy(deploy(_with_bind_page(make_app(**config), pages)))
+
+
+def test_a_bind_page_that_cannot_be_read_or_drawn_stops_no_check(
+        make_app: t.Callable[..., Flask], tmp_path: t.Any) -> None:
+    """A bind.html saved as GBK made the whole command a traceback (a review); one that
+    needs what only a real request has cannot be judged here. Neither is warned of."""
+    from jinja2 import ChoiceLoader, FileSystemLoader
+
+    (tmp_path / "wechat_qr").mkdir()
+    (tmp_path / "wechat_qr" / "bind.html").write_bytes(("<p>绑定</p>" + _form("create"))
+                                                        .encode("gbk"))
+    app = make_app(WECHAT_QR_ASSOCIATION="ask_binding")
+    app.jinja_loader = ChoiceLoader([  # type: ignore[assignment]
+        FileSystemLoader(str(tmp_path)), app.jinja_loader])
+    healthy(deploy(app))
+    needs_a_request = _with_bind_page(make_app(WECHAT_QR_ASSOCIATION="ask_binding"), {
+        "wechat_qr/bind.html": "{{ request.environ['REMOTE_USER'].upper() }}"
+                               + _form("create")})
+    assert list(checks.check_bind_page_binding_field(deploy(needs_a_request))) == []
 
 
 # --- the session's lifetime ---------------------------------------------------------------

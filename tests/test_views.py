@@ -23,6 +23,7 @@ from support import (
     all_users,
     api_paths,
     callback_app,
+    error_name,
     find_tags,
     finish_login,
     host_app,
@@ -679,6 +680,20 @@ def test_wechats_frame_sending_itself_back_without_the_cookie_is_asked_for_again
                                                  "Sec-Fetch-Dest": "iframe"})
     assert done.status_code == 200 and len(all_identities(app)) == 1  # the frame breaks out
     assert logged_in_user_id(browser) is not None
+
+
+def test_wechats_frame_whose_cookie_never_comes_is_asked_once(make_app: t.Any) -> None:
+    """A frame whose session cookie does not come even from the site's own page (a browser
+    blocking it, a cookie gone): asked again once, then the login's failure page, not
+    another round (a review: the once-only guard moved below the frame's rule reloaded the
+    frame until its URL was too long, and no test saw it)."""
+    app = make_app(WECHAT_QR_QR_SELF_REDIRECT=True)
+    state = start_login(app.test_client())
+    frame = {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Dest": "iframe"}
+    second = app.test_client().get("/auth/wechat/callback", headers=frame, query_string={
+        "code": CODE, "state": state, "wechat_qr_hop": "1"})
+    assert second.status_code == 400 and error_name(second) == "StateError"
+    assert "wechat_qr_hop" not in second.get_data(as_text=True)
 
 
 @pytest.mark.parametrize("samesite", [None, "Lax", "None"])
