@@ -40,7 +40,7 @@ class GunicornSite:
 
     def cpu_seconds(self) -> float:
         """User + system CPU time of the master and its live workers so far."""
-        return sum(_cpu_seconds(pid) for pid in self._pids())
+        return sum(process_cpu_seconds(pid) for pid in self._pids())
 
     def context_switches(self) -> int:
         """Thread switches of the master and its live workers so far (see
@@ -50,7 +50,7 @@ class GunicornSite:
 
     def _pids(self) -> list[int]:
         """The master's and its live workers'."""
-        return [self.process.pid, *_children(self.process.pid)]
+        return [self.process.pid, *children(self.process.pid)]
 
     def sql(self) -> dict[str, int]:
         return sql_counter.read(self.counts)
@@ -102,7 +102,7 @@ def _wait_until_answering(site: GunicornSite, workers: int) -> None:
             raise RuntimeError(f"gunicorn {site.label} exited:\n{site.log.read_text()}")
         try:
             if (requests.get(site.base_url + "/", timeout=5).ok
-                    and len(_children(site.process.pid)) >= workers):
+                    and len(children(site.process.pid)) >= workers):
                 return
         except requests.RequestException:
             pass  # not listening yet
@@ -111,7 +111,7 @@ def _wait_until_answering(site: GunicornSite, workers: int) -> None:
         time.sleep(0.1)
 
 
-def _children(pid: int) -> list[int]:
+def children(pid: int) -> list[int]:
     try:
         text = pathlib.Path(f"/proc/{pid}/task/{pid}/children").read_text()
     except OSError:
@@ -119,7 +119,7 @@ def _children(pid: int) -> list[int]:
     return [int(child) for child in text.split()]
 
 
-def _cpu_seconds(pid: int) -> float:
+def process_cpu_seconds(pid: int) -> float:
     try:
         stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
     except OSError:

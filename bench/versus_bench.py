@@ -40,7 +40,7 @@ import typing as t
 from dataclasses import asdict, dataclass, field
 
 import requests
-from gunicorn_sites import GunicornSite, _children, _cpu_seconds, start
+from gunicorn_sites import GunicornSite, children, process_cpu_seconds, start
 from login_bench import (
     LATENCY_PATH,
     LOGIN_PATHS,
@@ -187,12 +187,13 @@ def timed_run(site: Site, wechat: Server, users: str, clients: int, seconds: flo
 def _wechat_cpu_seconds(wechat: Server) -> float:
     """User + system CPU time of the simulated WeChat's process (and any children)."""
     pid = wechat.process.pid
-    return sum(_cpu_seconds(p) for p in [pid, *_children(pid)])
+    return sum(process_cpu_seconds(p) for p in [pid, *children(pid)])
 
 
 def _own_cpu_seconds() -> float:
     """This process's user + system CPU time: during a run, the browsers' and phones'
-    threads (the main thread waits for them)."""
+    threads (the main thread waits for them; its reading of the counts before and after,
+    a few milliseconds a run, is in it too)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
 

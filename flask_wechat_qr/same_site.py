@@ -29,10 +29,16 @@ RETURN_HOP_PARAM = "wechat_qr_hop"
 def session_cookie_withheld() -> bool:
     """Whether the browser withheld the session cookie from this callback: a ``Strict``
     one from a navigation from another site (``Sec-Fetch-Site: cross-site``), and any
-    that did not come with another site's navigation of a frame (``Sec-Fetch-Dest:
+    session cookie missing from another site's navigation of a frame (``Sec-Fetch-Dest:
     iframe``: WeChat's QR frame sending itself back). A browser that sends no such headers
     (Safari before 16.4, WeChat's browser on older iPhones) withheld a Strict cookie where
-    it sent no session cookie at all, though the login's start set one."""
+    it sent no session cookie at all, though the login's start set one.
+
+    The frame's cookie is known by its name: a browser that sent it (Firefox, Safari,
+    ``SameSite=None``) is not asked twice. A cookie of the same name from a parent domain
+    (another app's ``session`` on ``Domain=example.com``, ``SameSite=None``) passes for it,
+    and that login ends as before; asking every frame again would cost the others a
+    reload for that rare set-up."""
     if RETURN_HOP_PARAM in request.args:
         return False
     fetch_site = request.headers.get("Sec-Fetch-Site")

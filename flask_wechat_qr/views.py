@@ -6,7 +6,6 @@ the outcome to :mod:`.delivery`. No protocol, policy or transaction here.
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import secrets
@@ -414,8 +413,7 @@ def bind() -> BaseResponse | tuple[str, int]:
         return _bind_page(pending)
     check_csrf(request.form.get(CSRF_FIELD))
     shown = request.form.get(delivery.BINDING_FIELD)
-    if shown is not None and not hmac.compare_digest(
-            shown.encode(), _binding_shown(pending).encode()):
+    if shown is not None and shown != _binding_shown(pending):
         # A page shown before another WeChat login of this browser: nothing is tried (no
         # attempt counted), and no form is offered for the other WeChat now waiting.
         raise BindingReplaced()
