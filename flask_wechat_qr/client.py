@@ -770,13 +770,21 @@ def describe_transport_failure(exc: BaseException, base_url: str) -> str:
     chain = _causes(exc)
     root = chain[-1]
     proxy = _environment_proxy(base_url)
-    if proxy is not None and isinstance(exc, requests.exceptions.ProxyError):
+    if proxy is not None:
         # Before the socket's own reason: "could not connect to api.weixin.qq.com" sent
         # an operator to WeChat's address while the environment's proxy was the one down.
+        scheme, where = proxy
         reason = (root.strerror if isinstance(root, OSError) and root.strerror
                   else type(root).__name__)
-        return f"the proxy {proxy} (from the environment) on the way to {host} failed ({reason})"
-    through = "" if proxy is None else f" (through the proxy {proxy}, from the environment)"
+        if isinstance(exc, requests.exceptions.ProxyError):
+            return (f"the proxy {where} (from the environment) on the way to {host} failed "
+                    f"({reason})")
+        if scheme.startswith("socks") and (isinstance(root, socket.gaierror) or any(
+                isinstance(cause, NewConnectionError) for cause in chain)):
+            # urllib3 tells a SOCKS proxy's failures as the connection's own
+            return (f"could not reach {host} through the proxy {where} (from the "
+                    f"environment; the proxy, or its way on, failed: {reason})")
+    through = "" if proxy is None else f" (through the proxy {proxy[1]}, from the environment)"
     if isinstance(exc, requests.ConnectTimeout):
         return f"connecting to {host} timed out{through}"
     if isinstance(exc, requests.ReadTimeout):
@@ -803,15 +811,19 @@ def describe_transport_failure(exc: BaseException, base_url: str) -> str:
     return f"could not reach {host} ({type(root).__name__})"
 
 
-def _environment_proxy(url: str) -> str | None:
-    """The host and port of the proxy the environment gives ``url`` (``HTTPS_PROXY``,
-    ``ALL_PROXY``, unless ``NO_PROXY`` covers it), as the client's session took it; never
-    its credentials. Read again here: only a failed call asks."""
+def _environment_proxy(url: str) -> tuple[str, str] | None:
+    """The scheme, and the host and port, of the proxy the environment gives ``url``
+    (``HTTPS_PROXY``, ``ALL_PROXY``, unless ``NO_PROXY`` covers it), as the client's session
+    took it at start-up (read again here: only a failed call asks); never its credentials,
+    whatever they hold (``/``, ``#``, ``@``)."""
     proxy = requests.utils.select_proxy(url, requests.utils.get_environ_proxies(url))
     if not proxy:
         return None
-    parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
-    return parts.netloc.rsplit("@", 1)[-1] or None
+    scheme, separator, rest = proxy.partition("://")
+    if not separator:
+        scheme, rest = "http", proxy
+    where = rest.rsplit("@", 1)[-1].split("/", 1)[0]
+    return (scheme.lower(), where) if where else None
 
 
 def _causes(exc: BaseException) -> list[BaseException]:

@@ -9,6 +9,7 @@ receivers answer with a response (``login_succeeded``) or audit what leaves the 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -37,6 +38,7 @@ from .browsers import Browser, classify
 from .context import this_app, this_request
 from .errors import (
     BindingExpired,
+    DatabaseRefusing,
     DatabaseUnavailable,
     IdTokenError,
     InvalidRequest,
@@ -53,7 +55,7 @@ from .layout import STANDALONE
 from .runtime import current_runtime
 from .settings import configured_issuer
 from .site_routes import routes_subdomain, serves_on_another_host
-from .transactions import is_unreachable
+from .transactions import is_refusing, is_unreachable
 from .urls import safe_next, under_mount_point
 
 if t.TYPE_CHECKING:
@@ -294,10 +296,10 @@ def error_response(error: LoginError, connection: ConnectionSettings | None,
     # ``next`` its URL asked for.
     asked = login.next_url if login is not None else _next_asked()
     next_url = under_mount_point(asked, request.script_root) if asked else None
-    # A receiver that counts failures in the database, out of reach, is passed by: the
-    # person still gets the page, or another receiver's answer.
+    # A receiver that counts failures in the database, out of reach or taking no writes,
+    # is passed by: the person still gets the page, or another receiver's answer.
     for _receiver, result in signals.send(
-            signals.login_failed, is_unreachable, error=error, connection=connection,
+            signals.login_failed, _database_passed_by, error=error, connection=connection,
             next_url=next_url):
         if isinstance(result, BaseResponse):
             return result, result.status_code, {}
@@ -333,6 +335,18 @@ def error_response(error: LoginError, connection: ConnectionSettings | None,
         {} if error.retry_after is None else {"Retry-After": str(error.retry_after)})
 
 
+def _database_passed_by(error: Exception) -> bool:
+    """Whether a ``login_failed`` receiver's error is the database's state, not the
+    receiver's fault: out of reach, or taking no writes for now. Its transaction is rolled
+    back, so that the next receiver and the page find the session usable (PostgreSQL's
+    would stay aborted)."""
+    if not (is_unreachable(error) or is_refusing(error)):
+        return False
+    with contextlib.suppress(Exception):
+        current_runtime().db.session.rollback()
+    return True
+
+
 def _error_page(error: LoginError, **context: t.Any) -> str:
     """The error page. Where the database is out of reach, the extension's own page in its
     own layout, from its own templates (never the site's overrides), drawn without the
@@ -340,9 +354,11 @@ def _error_page(error: LoginError, **context: t.Any) -> str:
     for every template, and a site's layout may show it) and in the browser's language
     (the site's ``select_locale`` may read that user too): the person reads what happened,
     never a bare 500. Known out of reach (:class:`DatabaseUnavailable`), it is drawn so at
-    once, after one wait for the database, not two; found so while drawing the page of
-    another error (a cancel, while the database went away), it is drawn so after all."""
-    if not isinstance(error, DatabaseUnavailable):
+    once, after one wait for the database, not two; so is a database that takes no writes
+    for now (:class:`DatabaseRefusing`: a timeout may end the layout's reads too); found
+    so while drawing the page of another error (a cancel, while the database went away),
+    it is drawn so after all."""
+    if not isinstance(error, DatabaseUnavailable | DatabaseRefusing):
         try:
             return render_template("wechat_qr/error.html", error=error, **context)
         except Exception as failure:

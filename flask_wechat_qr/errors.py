@@ -451,15 +451,24 @@ class DatabaseRefusing(LoginError):
         "few minutes; the site's operator has been told."
     )
 
-    def __init__(self, reason: str) -> None:
+    #: What to check, by default: the kinds of refusal the reason may be.
+    ADVICE = (
+        "Check that it accepts writes (not a read-only replica, default_transaction_read_only "
+        "or read_only off; a SQLite file and its folder writable by the site's user), that "
+        "its disk has room (a SQLite 'disk I/O error' may also be a damaged file: PRAGMA "
+        "integrity_check), and that statement_timeout (MariaDB's max_statement_time) leaves "
+        "a login's few statements time enough")
+    #: What to check where another transaction held a lock the login needed.
+    LOCK_ADVICE = (
+        "Another transaction held a row or table the login needed for longer than the "
+        "database waits for a lock (lock_timeout, innodb_lock_wait_timeout), twice: look for "
+        "long transactions of the site's own on the user or identity tables (a request "
+        "that keeps one open, a batch job)")
+
+    def __init__(self, reason: str, advice: str | None = None) -> None:
         super().__init__()
         self.reason = reason
-        self.args = (
-            f"{self.args[0]} The database said: {reason}. Check that it accepts writes (not "
-            "a read-only replica, default_transaction_read_only or read_only off; a SQLite "
-            "file and its folder writable by the site's user), that its disk has room, and "
-            "that statement_timeout or lock_timeout (MariaDB's max_statement_time, "
-            "innodb_lock_wait_timeout) leave a login's few statements time enough",)
+        self.args = (f"{self.args[0]} The database said: {reason}. {advice or self.ADVICE}",)
 
 
 class WeChatUnavailable(LoginError):

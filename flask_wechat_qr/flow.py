@@ -858,7 +858,7 @@ class LoginFlow:
         flushed a row): the rollback undid them, and a second run would commit the login
         without them. The login ends as one the database refused (``AccountNotSaved``)."""
         refused = conflicts = 0
-        lost = busy = False
+        lost = busy = waited = False
         hosts_writes: bool | None = None
         while True:
             try:
@@ -909,6 +909,17 @@ class LoginFlow:
                                 "the pool, pool_pre_ping avoids: docs, deploying; one lost "
                                 "under a statement, a restart mid-query, nothing does)",
                                 database_reason(error))
+                elif transactions.is_replaced_file(error) and not lost and not hosts_writes:
+                    lost = True
+                    log.warning("the SQLite file of the login's tables was replaced under the "
+                                "running site (%s); its connections are made anew, and the "
+                                "login tried again", database_reason(error))
+                    engine_of(self.db, self._table).dispose()
+                elif transactions.is_lock_wait(error) and not waited and not hosts_writes:
+                    waited = True  # the holder may be done a moment later
+                    log.info("the database gave up waiting for a lock another transaction "
+                             "held (%s); trying again", database_reason(error))
+                    transactions.pause(1)
                 elif transactions.is_busy(error):
                     # Once more after a pause: a transaction that had read before it wrote
                     # (where the host begins them at the first read) is refused at once while
@@ -1001,8 +1012,9 @@ def database_unavailable(error: BaseException) -> DatabaseUnavailable:
 
 def database_refusing(error: BaseException) -> DatabaseRefusing:
     """The login's end where its database would not do the work for now
-    (:func:`~.transactions.is_refusing`), with the database's reason."""
-    refusing = DatabaseRefusing(database_reason(error))
+    (:func:`~.transactions.is_refusing`), with the database's reason and what to check."""
+    advice = DatabaseRefusing.LOCK_ADVICE if transactions.is_lock_wait(error) else None
+    refusing = DatabaseRefusing(database_reason(error), advice)
     refusing.__cause__ = error
     return refusing
 

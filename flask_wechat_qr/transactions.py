@@ -81,17 +81,23 @@ _REFUSED_AT_CONNECT_ERRNOS = frozenset({1044, 1045, 1049})
 _REFUSED_AT_CONNECT_STATES = frozenset({"3D000"})
 #: SQLSTATEs of a database that answers but will not do the work for now: a read-only
 #: transaction (``default_transaction_read_only``, a hot standby), a full disk, no memory,
-#: a statement cancelled (``statement_timeout``), a lock not had (``lock_timeout``), a
-#: failure to read or write its files.
-_REFUSING_STATES = frozenset({"25006", "53100", "53200", "57014", "55P03", "58030"})
+#: a statement cancelled (``statement_timeout``), a failure to read or write its files;
+#: and a lock another transaction held past ``lock_timeout`` (:data:`_LOCK_WAIT_STATES`).
+_LOCK_WAIT_STATES = frozenset({"55P03"})
+_REFUSING_STATES = frozenset({"25006", "53100", "53200", "57014", "58030"}) | _LOCK_WAIT_STATES
 #: MariaDB's and MySQL's error numbers of the same: read-only (1290 ``--read-only``, 1792
-#: a read-only transaction, 1836 read-only mode), a full disk (1021) or table (1114), a
-#: lock waited for too long (1205), a statement past its time (MySQL's 3024, MariaDB's
-#: 1969).
-_REFUSING_ERRNOS = frozenset({1290, 1792, 1836, 1021, 1114, 1205, 3024, 1969})
+#: a read-only transaction, 1836 read-only mode, 1036 a read-only table), a full disk
+#: (1021) or table (1114), a statement past its time (MySQL's 3024, MariaDB's 1969); and a
+#: lock waited for past ``innodb_lock_wait_timeout`` (1205).
+_LOCK_WAIT_ERRNOS = frozenset({1205})
+_REFUSING_ERRNOS = frozenset({1290, 1792, 1836, 1036, 1021, 1114, 3024, 1969}) | (
+    _LOCK_WAIT_ERRNOS)
 #: SQLite's primary result codes of the same: no memory (7), read-only (8), a failure of
 #: the disk or file system (10), a full disk (13).
 _SQLITE_REFUSING = frozenset({7, 8, 10, 13})
+#: SQLite's extended result code of a database file replaced (or deleted) under an open
+#: connection: read-only to it from then on, while the file now there takes writes.
+_SQLITE_READONLY_DBMOVED = 1032
 #: The drivers whose failures to connect carry no code (their module's first name).
 _CODELESS_DRIVERS = frozenset({"psycopg", "psycopg2", "pg8000"})
 #: Times a login's transaction runs again after conflicts with others before it gives up.
@@ -606,6 +612,24 @@ def is_refusing(error: BaseException) -> bool:
         return True
     code = _sqlite_code(error)
     return code is not None and code & 0xFF in _SQLITE_REFUSING
+
+
+def is_lock_wait(error: BaseException) -> bool:
+    """Whether the database gave up waiting for a lock another transaction held
+    (PostgreSQL's ``lock_timeout``, 55P03; InnoDB's ``innodb_lock_wait_timeout``, 1205):
+    one statement refused, not the transaction rolled back for another's sake
+    (:func:`is_conflict`). A moment later the lock may well be free."""
+    if not isinstance(error, DBAPIError):
+        return False
+    state, number = _error_codes(error)
+    return state in _LOCK_WAIT_STATES or number in _LOCK_WAIT_ERRNOS
+
+
+def is_replaced_file(error: BaseException) -> bool:
+    """Whether SQLite said the database file was replaced (or deleted) under the
+    connection (``SQLITE_READONLY_DBMOVED``): the pool's connections are to the old file,
+    a new one writes to the file now there."""
+    return isinstance(error, DBAPIError) and _sqlite_code(error) == _SQLITE_READONLY_DBMOVED
 
 
 def names_a_missing_table(error: DBAPIError) -> bool:

@@ -6,6 +6,7 @@ the outcome to :mod:`.delivery`. No protocol, policy or transaction here.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import secrets
@@ -66,7 +67,7 @@ from .login_state import BusinessParams, LoginData, browser_key
 from .runtime import current_runtime, find_runtime, runtime_of
 from .session_cookie import cookie_scope, misses_callback
 from .settings import OFFICIAL_ACCOUNT, WEBSITE_APP
-from .transactions import end_reads, is_refusing, is_unreachable
+from .transactions import end_reads, is_refusing, is_replaced_file, is_unreachable
 from .urls import avatar_for_browser, has_control_characters, under_mount_point
 
 if t.TYPE_CHECKING:
@@ -571,22 +572,32 @@ def login_error(error: LoginError) -> tuple[str | BaseResponse, int, dict[str, s
 @blueprint.errorhandler(PoolTimeout)
 def database_error(error: Exception) -> tuple[str | BaseResponse, int, dict[str, str]]:
     """A database that cannot be asked at all (down, full, its pool's connections all in
-    use) ends any page of the login on the "cannot reach its database" one; one that would
-    not do the work for now (read-only, its disk full, a statement cancelled) on the
-    "cannot save logins right now" one. Any other
+    use) ends any page of the login on the "cannot reach its database" one. Any other
     database error (a statement or key the database refused, a connection the server
     closed under a statement) goes where it went before: the site's own handler of its
-    class, else raised again, the site's 500 with its traceback; but one that names a table
-    or column the extension's tables lack ends on the page that says to upgrade them."""
+    class; but one that names a table or column the extension's tables lack ends on the
+    page that says to upgrade them, and, where the site has no handler, one of a database
+    that will not do the work for now (read-only, its disk full, a statement cancelled)
+    on the "cannot save logins right now" one; else raised again, the site's 500 with its
+    traceback."""
     if is_unreachable(error):
         return login_error(database_unavailable(error))
-    if is_refusing(error):  # read-only, full, a statement cancelled: for now, not for good
-        return login_error(database_refusing(error))
     if isinstance(error, DBAPIError):
         behind = current_runtime().flow.tables_behind(error)
         if behind is not None:  # new code served before its `db upgrade`: say so
             return login_error(behind)
+    if is_replaced_file(error):  # a SQLite file replaced under the site: the next try
+        for engine in current_runtime().db.engines.values():  # writes to the one there
+            if engine.dialect.name == "sqlite":
+                engine.dispose()
     handler = _sites_handler(error)
+    if handler is None and is_refusing(error):
+        # Maybe the site's own statement (a before_request's write): its transaction is
+        # over (on PostgreSQL aborted), and nothing of it may be sent from; the page is
+        # drawn from the extension's own templates.
+        with contextlib.suppress(Exception):
+            current_runtime().db.session.rollback()
+        return login_error(database_refusing(error))
     if handler is None:
         raise error
     # The site's handler returns whatever a view may (Flask's ResponseReturnValue).

@@ -1501,6 +1501,30 @@ def test_a_timeout_through_the_environments_proxy_says_so(
         "proxy.example.cn:3128, from the environment)")
     assert describe_transport_failure(silent, "https://sandbox.example.cn") == (
         "sandbox.example.cn did not answer in time (read timeout)")
+    # credentials holding what a URL parser takes for the path or fragment (a review)
+    for password in ("pa/ss", "pa#ss", "p@ss", "pa?ss"):
+        monkeypatch.setenv("HTTPS_PROXY", f"http://site:{password}@proxy.example.cn:3128/")
+        said = describe_transport_failure(silent, "https://api.weixin.qq.com")
+        assert "proxy.example.cn:3128, from" in said and "ss" not in said.replace("ss)", "")
+
+
+def test_an_outage_log_names_a_socks_proxy_that_failed(
+    make_app: t.Any, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """urllib3 tells a SOCKS proxy's failures as the connection's own: "could not connect to
+    api.weixin.qq.com" for a dead ``socks5h://`` proxy (a review). Now the proxy is named."""
+    port = _closed_port()
+    monkeypatch.setenv("HTTPS_PROXY", f"socks5h://site:s3cret@127.0.0.1:{port}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    app = make_app(WECHAT_QR_API_BASE_URL="https://api.weixin.qq.com")
+    with app.app_context(), caplog.at_level(logging.DEBUG):
+        with pytest.raises(WeChatUnavailable):
+            wechat_client(app).exchange_code(CODE)
+    (line,) = [m for m in caplog.messages if m.startswith("WeChat access_token failed")]
+    assert line.startswith("WeChat access_token failed: could not reach api.weixin.qq.com "
+                           f"through the proxy 127.0.0.1:{port} (from the environment")
+    assert "s3cret" not in caplog.text
 
 
 def _raise_chain(request: requests.PreparedRequest, cause: BaseException,

@@ -57,7 +57,7 @@ from support import (
     wechat_body,
 )
 
-from flask_wechat_qr import AccountAdapter, ConfigurationError, WeChatQR
+from flask_wechat_qr import AccountAdapter, ConfigurationError, WeChatQR, signals
 from flask_wechat_qr.runtime import runtime_of
 
 
@@ -503,6 +503,141 @@ def test_pages_that_write_answer_a_database_that_takes_no_writes_with_the_page(
     assert (choice.status_code, error_name(choice)) == (503, "DatabaseRefusing")
     assert all_users(app) == []
     assert submit(browser, token, action="create").status_code == 302  # writes back
+
+
+def test_a_login_failed_receiver_that_writes_to_a_database_taking_no_writes_is_passed_by(
+    make_app: t.Any, wechat_api: WeChatAPI, database: Database
+) -> None:
+    """A ``login_failed`` receiver that counts failures in the database: passed by where
+    the database takes no writes, as where it is out of reach; the page still says what
+    happened (a review: the receiver's refusal was the site's 500)."""
+    app = make_app(PROPAGATE_EXCEPTIONS=False)
+    db = app.db  # type: ignore[attr-defined]
+    with app.app_context():
+        engine = db.engine
+    counted: list[str] = []
+
+    @signals.login_failed.connect_via(app)
+    def count_failure(_app: t.Any, error: t.Any, **_extra: t.Any) -> None:
+        db.session.add(app.User(nickname=type(error).__name__))  # type: ignore[attr-defined]
+        db.session.commit()
+        counted.append(type(error).__name__)
+
+    state = start_login(browser := app.test_client())
+    with database_read_only(engine, database):
+        wechat_api.token()
+        wechat_api.userinfo()
+        resp = browser.get("/auth/wechat/callback", query_string={"code": "C1", "state": state})
+    assert (resp.status_code, error_name(resp)) == (503, "DatabaseRefusing")
+    assert counted == [] and all_users(app) == []
+
+
+@pytest.mark.parametrize("sites_handler", [False, True], ids=["", "sites-handler"])
+def test_the_sites_own_write_refused_on_a_login_page(
+    make_app: t.Any, database: Database, sites_handler: bool
+) -> None:
+    """The site's ``before_request`` writes on every page, the login's start too, and its
+    layout reads from the database: with the database taking no writes the start was
+    Flask's bare 500 (and on PostgreSQL the page's own reads then failed on the aborted
+    transaction, a review). Now the extension's page, drawn from its own templates after a
+    rollback; a site's own handler of the error's class still answers it, as before."""
+    from flask import request
+    from sqlalchemy.exc import DBAPIError
+
+    def host(app: Flask) -> None:
+        @app.before_request
+        def last_seen() -> None:
+            if request.path.startswith("/auth/"):
+                app.db.session.add(app.User(nickname="seen"))  # type: ignore[attr-defined]
+                app.db.session.flush()  # type: ignore[attr-defined]
+
+        @app.context_processor
+        def unread() -> dict[str, t.Any]:  # the layout shows a count from the database
+            return {"unread": app.db.session.execute(  # type: ignore[attr-defined]
+                sa.text("SELECT 1")).scalar()}
+
+        if sites_handler:
+            @app.errorhandler(DBAPIError)
+            def maintenance(_error: Exception) -> tuple[str, int]:
+                app.db.session.rollback()  # type: ignore[attr-defined]
+                return "the site's maintenance page", 503
+
+    app = make_app(PROPAGATE_EXCEPTIONS=False, before_init=host)
+    with app.app_context():
+        engine = app.db.engine  # type: ignore[attr-defined]
+    with database_read_only(engine, database):
+        resp = app.test_client().get("/auth/wechat/login", query_string={"next": "/orders"})
+    assert resp.status_code == 503
+    if sites_handler:
+        assert resp.get_data(as_text=True) == "the site's maintenance page"
+    else:
+        assert error_name(resp) == "DatabaseRefusing"
+
+
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+def test_a_sqlite_file_replaced_under_the_site_is_written_to(
+    make_app: t.Any, wechat_api: WeChatAPI, tmp_path: t.Any
+) -> None:
+    """A SQLite file replaced under the running site (a restore, ``mv new.db site.db``):
+    the pool's connections are to the old file, which SQLite makes read-only to them
+    (``SQLITE_READONLY_DBMOVED``), and "try again in a few minutes" never came true before
+    a restart (a review). The login makes the connections anew and goes on."""
+    import os
+    import shutil
+
+    app = make_app(PROPAGATE_EXCEPTIONS=False)
+    with app.app_context():
+        path = app.db.engine.url.database  # type: ignore[attr-defined]
+    assert login_with_wechat(app.test_client(), wechat_api).status_code == 302
+    shutil.copy(path, f"{path}.new")
+    os.replace(f"{path}.new", path)
+    resp = login_with_wechat(app.test_client(), wechat_api, openid=OPENID_B)
+    assert resp.status_code == 302 and len(all_users(app)) == 2
+
+
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)
+def test_a_lock_another_transaction_held_is_waited_for_once_more(
+    make_app: t.Any, wechat_api: WeChatAPI, database: Database,
+    caplog: pytest.LogCaptureFixture
+) -> None:
+    """PostgreSQL's ``lock_timeout`` (55P03) while another transaction holds a table the
+    login writes: the login tries once more (the holder may be done by then), and where
+    it is held still, ends on the page with advice about long transactions (a review: it
+    said to raise the timeouts)."""
+    app = make_app(PROPAGATE_EXCEPTIONS=False)
+    with app.app_context():
+        engine = app.db.engine  # type: ignore[attr-defined]
+
+    @sa.event.listens_for(engine, "connect")
+    def short_lock_waits(dbapi_connection: t.Any, _record: t.Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("SET lock_timeout = '100ms'")
+        cursor.close()
+        dbapi_connection.commit()
+
+    engine.dispose()
+    refusals: list[str] = []
+    with engine.connect() as holder:
+        holder.execute(sa.text("LOCK TABLE wechat_qr_login_state IN ACCESS EXCLUSIVE MODE"))
+
+        @sa.event.listens_for(engine, "handle_error")
+        def let_go_after_the_first(context: t.Any) -> None:
+            refusals.append(getattr(context.original_exception, "sqlstate", ""))
+            if len(refusals) == 1:
+                holder.rollback()  # the holder is done: the second try gets the lock
+
+        assert login_with_wechat(app.test_client(), wechat_api).status_code == 302
+        assert refusals == ["55P03"]
+        holder.execute(sa.text("LOCK TABLE wechat_qr_login_state IN ACCESS EXCLUSIVE MODE"))
+        sa.event.remove(engine, "handle_error", let_go_after_the_first)
+        with caplog.at_level(logging.ERROR, logger="flask_wechat_qr"):
+            resp = login_with_wechat(app.test_client(), wechat_api, openid=OPENID_B)
+        holder.rollback()
+    assert (resp.status_code, error_name(resp)) == (503, "DatabaseRefusing")
+    (line,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert "long transactions of the site's own" in line
+    sa.event.remove(engine, "connect", short_lock_waits)
+    engine.dispose()
 
 
 def a_login_meets_the_outage(browser: t.Any, wechat_api: WeChatAPI, code: str) -> None:
