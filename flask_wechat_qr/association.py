@@ -9,7 +9,9 @@ profile request unless the sync policy wants one.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import time
 import typing as t
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -27,7 +29,7 @@ from .errors import (
     NotLinked,
 )
 from .models import as_utc, utcnow
-from .settings import WEBSITE_APP
+from .settings import OFFICIAL_ACCOUNT, WEBSITE_APP
 from .storable import storable
 from .user_key import USER_KEY, referenced_column
 
@@ -44,6 +46,11 @@ if t.TYPE_CHECKING:
     from .settings import ConnectionSettings
 
 log = logging.getLogger("flask_wechat_qr")
+
+#: Key prefix (in the login state table) of a person's claim while their account is made,
+#: and how long a claim is kept: longer than any login's transaction.
+PERSON_CLAIM = "person:"
+PERSON_CLAIM_SECONDS = 120.0
 
 #: A returning login writes ``last_login_at`` only when the stored one is older than this
 #: (seconds): most logins then write nothing but their used state, and the column still
@@ -186,6 +193,7 @@ class AssociationPolicy:
         profile = fetch_profile()
         created = user is None
         if user is None:
+            self._claim_person(connection, token.unionid or profile.unionid)
             user = self.create_user_for(connection, profile)
         elif connection.profile_sync == "each_login":
             self.populate_user(user, connection, profile)
@@ -284,6 +292,25 @@ class AssociationPolicy:
         stored = self.avatars.stored_url(profile) if self.avatars else None
         return replace(profile, avatar_url=stored) if stored else profile
 
+    def _claim_person(self, connection: ConnectionSettings, unionid: str | None) -> None:
+        """Before a new account is made for the person ``unionid`` names on a connection of
+        two apps: a row only one transaction at a time may add. The first logins of one
+        person through both apps at once each found no identity of the other and made an
+        account each (a helper's hunt: five times in five on PostgreSQL), which no unique
+        key stopped. Now the second waits for the first's commit and is refused there
+        (``IntegrityError``); the login runs again, finds the first's identity, and joins
+        its account. Kept :data:`PERSON_CLAIM_SECONDS`, an expired one replaced."""
+        if not unionid or not connection.has_official_account:
+            return
+        table = self.models.LoginState.__table__
+        digest = hashlib.sha256(f"{connection.identifier}:{unionid}".encode()).hexdigest()
+        key = f"{PERSON_CLAIM}{digest}"
+        now = time.time()
+        self.db.session.execute(sa.delete(table).where(table.c.key == key,
+                                                       table.c.expires_at <= now))
+        self.db.session.execute(sa.insert(table).values(
+            key=key, value="", expires_at=now + PERSON_CLAIM_SECONDS))
+
     def create_user_for(self, connection: ConnectionSettings, profile: WeChatProfile) -> User:
         """A new user from a WeChat profile, populated as the sync policy says (flushed)."""
         user = own_user(self.adapter, self.adapter.create_user(connection, profile),
@@ -307,11 +334,12 @@ class AssociationPolicy:
         return identity
 
     def unlink(self, connection: ConnectionSettings, user: User,
-               usable: t.Container[str]) -> list[Identity]:
+               usable: t.Mapping[str, ConnectionSettings]) -> list[Identity]:
         """Remove the user's identities of ``connection`` (the one WeChat account, by
         each app's openid) in the caller's transaction, unless WeChat is their last way
         in. ``usable``: the connections configured now; an identity of one removed from the
-        settings is no way in (its login page is a 404)."""
+        settings is no way in (its login page is a 404), nor one whose app logs nobody in
+        now (:func:`_a_way_in`)."""
         # Two unlinks of one user at once must not each see the other's identity and leave
         # none: touching the user's identity rows first takes their write locks (the rows' on
         # PostgreSQL and MariaDB, the database's on SQLite), so the second waits for the first
@@ -326,8 +354,8 @@ class AssociationPolicy:
         removed = [i for i in identities if i.connection == connection.identifier]
         if not removed:
             raise NotLinked()
-        left = [i for i in identities
-                if i.connection != connection.identifier and i.connection in usable]
+        left = [i for i in identities if i.connection != connection.identifier
+                and _a_way_in(i, usable.get(i.connection))]
         if not left and not self.adapter.has_password(user):
             raise LastLoginMethod()
         for identity in removed:
@@ -370,10 +398,13 @@ class AssociationPolicy:
                      fetch_profile: t.Callable[[], WeChatProfile]) -> User | None:
         """The user whose identity of the connection's other app has this ``unionid``
         (WeChat's one id of a person across the apps of one Open Platform account), where
-        the connection has two apps and the user has none of this one yet."""
-        if not connection.has_official_account:
-            return None
-        unionid = token.unionid or fetch_profile().unionid
+        the user has none of this one yet. Also where the other app logs nobody in now
+        (its AppSecret unset, or it left the settings): who the person is does not change
+        with that (a helper's hunt: everyone who had signed up inside WeChat got a second
+        account at their next QR login). The profile is asked for the unionid only where
+        the connection has two apps now."""
+        unionid = token.unionid or (
+            fetch_profile().unionid if connection.has_official_account else None)
         if not unionid:
             return None
         IdentityModel = self.models.Identity
@@ -506,6 +537,19 @@ class AssociationPolicy:
                 log.warning("unionid is linked to %d users; not matching on it", len(rows))
             return None
         return self.adapter.load_user(rows[0])
+
+
+def _a_way_in(identity: Identity, connection: ConnectionSettings | None) -> bool:
+    """Whether ``identity`` logs its user in now: its connection is configured, and its
+    app logs people in: the website app where the connection has its credentials; the
+    Official Account where it has its own, or through the website app's QR login, which
+    finds the person by the identity's ``unionid`` (:meth:`AssociationPolicy._same_person`)."""
+    if connection is None:
+        return False
+    if identity.app == OFFICIAL_ACCOUNT:
+        return connection.has_official_account or bool(
+            identity.unionid and connection.has_credentials)
+    return connection.has_credentials
 
 
 def _stored_key(user: object) -> t.Any:

@@ -407,9 +407,11 @@ def add_user(app: Flask, password: str | None = None, **fields: t.Any) -> int:
 
 
 def link_identity(app: Flask, user_id: int, openid: str = OPENID,
-                  unionid: str | None = UNIONID, connection: str = "wechat") -> None:
-    """Store an identity row linking a WeChat openid to an existing host user (with its
-    foreign key to the user row, where the table has one)."""
+                  unionid: str | None = UNIONID, connection: str = "wechat",
+                  wechat_app: str = "website") -> None:
+    """Store an identity row linking a WeChat openid (of ``wechat_app``: ``website`` or
+    ``official_account``) to an existing host user (with its foreign key to the user row,
+    where the table has one)."""
     import sqlalchemy as sa
 
     identities = table(app, "wechat_qr_identity")
@@ -418,7 +420,7 @@ def link_identity(app: Flask, user_id: int, openid: str = OPENID,
         db = app.db  # type: ignore[attr-defined]
         db.session.execute(sa.insert(identities).values(
             connection=connection, openid=openid, unionid=unionid, user_id=str(user_id),
-            **user_key))
+            app=wechat_app, **user_key))
         db.session.commit()
 
 

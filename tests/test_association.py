@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from support import (
     APP_ID,
     APP_ID_B,
+    APP_SECRET,
     AVATAR,
     NICKNAME,
     OPEN,
@@ -185,6 +186,51 @@ def test_unionid_only_in_the_token_is_stored(app: t.Any, client: t.Any,
                                              wechat_api: t.Any) -> None:
     assert login_with_wechat(client, wechat_api, profile_unionid=None).status_code == 302
     assert [i.unionid for i in all_identities(app)] == [UNIONID]
+
+
+@pytest.mark.parametrize("official_account", [None, "secret-unset"])
+def test_the_person_of_an_official_account_that_logs_nobody_in_now_is_one_account(
+        make_app: t.Any, wechat_api: t.Any, official_account: str | None) -> None:
+    """Someone who signed up inside WeChat (the Official Account's openid, with the
+    unionid), then the site drops its Official Account or unsets its AppSecret (the
+    documented half-set pair): their QR login made a second account (a helper's hunt);
+    the unionid still says who they are, and they log in to the first."""
+    config = {} if official_account is None else {
+        "WECHAT_QR_OA_APP_ID": "wxfedcba9876543210", "WECHAT_QR_OA_APP_SECRET": None}
+    app = make_app(**config)
+    user = add_user(app, username="zs")
+    link_identity(app, user, openid="o-official-account-zs", wechat_app="official_account")
+    client = app.test_client()
+    assert login_with_wechat(client, wechat_api).status_code == 302
+    assert logged_in_user_id(client) == str(user) and len(all_users(app)) == 1
+    assert sorted(i.app for i in all_identities(app)) == ["official_account", "website"]
+
+
+def test_an_official_account_identity_is_no_way_in_where_nothing_reaches_it(
+        make_app: t.Any) -> None:
+    """Unlinking another connection's WeChat counted an identity of an Official Account
+    that logs nobody in now (its AppSecret unset) and that the QR login cannot reach (no
+    unionid) as a way in: the person unlinked their last one (a helper's hunt)."""
+    app = host_app(make_app, WECHAT_QR_CONNECTIONS=[
+        {"connection": "wechat", "app_id": APP_ID, "app_secret": APP_SECRET,
+         "oa_app_id": "wxfedcba9876543210", "oa_app_secret": None},
+        {"connection": "shop", "app_id": APP_ID_B, "app_secret": APP_SECRET}])
+    user = add_user(app, username="zs")
+    link_identity(app, user, openid="o-official-account-zs", unionid=None,
+                  wechat_app="official_account")
+    link_identity(app, user, openid="o-shop-zs", connection="shop")
+    client = app.test_client()
+    log_in(client, user)
+    refused = client.post("/auth/shop/unlink", data={"csrf_token": csrf_token_of(client)})
+    assert refused.status_code == 409 and error_name(refused) == "LastLoginMethod"
+    # With its unionid, the QR login finds that identity's person: a way in.
+    with app.app_context():
+        app.db.session.execute(sa.text(  # type: ignore[attr-defined]
+            "UPDATE wechat_qr_identity SET unionid = :u WHERE app = 'official_account'"),
+            {"u": UNIONID})
+        app.db.session.commit()  # type: ignore[attr-defined]
+    assert client.post("/auth/shop/unlink", data={
+        "csrf_token": csrf_token_of(client)}).status_code == 302
 
 
 def test_off_mode_never_matches_on_unionid(make_app: t.Any, wechat_api: t.Any) -> None:

@@ -20,10 +20,12 @@ from support import (
     TOKEN_ANSWER,
     TOKEN_PATH,
     USERINFO_PATH,
+    WECHAT_PHONE,
     WeChatAPI,
     add_user,
     all_identities,
     all_users,
+    answer,
     answer_with,
     api_paths,
     browser_copy,
@@ -37,7 +39,9 @@ from support import (
     logged_in_user_id,
     max_waiting_requests,
     meeting,
+    open_qr_page,
     pending_rows,
+    poll,
     recording,
     start_login,
     two_connections,
@@ -269,6 +273,47 @@ def two_codes_at_once(app: t.Any, wechat_api: WeChatAPI, browser: t.Any, state: 
     results = callbacks_at_once(state, (browser, "C1"), (twin, "C2"))
     assert sorted(codes) == ["C1", "C2"] and not gate.broken  # both went to WeChat
     return [*results, twin]
+
+
+def test_first_logins_through_both_apps_at_once_make_one_account(
+        make_app: t.Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One person's first QR login and first login inside WeChat (the Official Account) at
+    the same moment: each looked for the other app's identity, found none, and made an
+    account (a helper's hunt: five times in five on PostgreSQL; no unique key covers a
+    person across apps). Now the second waits for the first's claim on the person, is
+    refused at its commit, runs again and joins the first's account."""
+    from flask_wechat_qr.association import AssociationPolicy
+
+    app = make_app(WECHAT_QR_SANDBOX=True, WECHAT_QR_APP_ID=None, WECHAT_QR_APP_SECRET=None)
+    arrived = threading.Barrier(2, timeout=20)
+    first_looks = iter(range(2))
+    real_same_person = AssociationPolicy._same_person
+
+    def looked_at_once(self: t.Any, *args: t.Any) -> t.Any:
+        found = real_same_person(self, *args)
+        if next(first_looks, None) is not None:
+            arrived.wait()  # both found nobody before either made an account
+        return found
+
+    monkeypatch.setattr(AssociationPolicy, "_same_person", looked_at_once)
+    qr_client = app.test_client()
+    uuid, _state = open_qr_page(qr_client)
+    answer(app.test_client(), uuid, action="allow", person="zhangsan")
+    qr_callback = poll(qr_client, uuid)["redirect"].removeprefix("http://localhost")
+    wechat_client = app.test_client()
+    wechat_client.environ_base["HTTP_USER_AGENT"] = WECHAT_PHONE
+    location = wechat_client.get("/auth/wechat/login").headers["Location"]
+    consent = wechat_client.post(location.removeprefix("http://localhost").split("#")[0],
+                                 data={"action": "allow", "person": "zhangsan"})
+    wechat_callback = consent.headers["Location"].removeprefix("http://localhost")
+    with ThreadPoolExecutor(2) as pool:
+        done = list(pool.map(lambda call: call[0].get(call[1]).status_code,
+                             [(qr_client, qr_callback), (wechat_client, wechat_callback)],
+                             timeout=60))
+    assert 500 not in done and not arrived.broken
+    [user] = all_users(app)
+    assert logged_in_user_id(qr_client) == logged_in_user_id(wechat_client) == str(user.id)
+    assert sorted(i.app for i in all_identities(app)) == ["official_account", "website"]
 
 
 def test_two_codes_of_one_link_at_the_same_moment(make_app: t.Any,
