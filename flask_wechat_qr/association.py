@@ -193,7 +193,7 @@ class AssociationPolicy:
         profile = fetch_profile()
         created = user is None
         if user is None:
-            self._claim_person(connection, token.unionid or profile.unionid)
+            self.claim_person(connection, token.unionid or profile.unionid)
             user = self.create_user_for(connection, profile)
         elif connection.profile_sync == "each_login":
             self.populate_user(user, connection, profile)
@@ -292,7 +292,7 @@ class AssociationPolicy:
         stored = self.avatars.stored_url(profile) if self.avatars else None
         return replace(profile, avatar_url=stored) if stored else profile
 
-    def _claim_person(self, connection: ConnectionSettings, unionid: str | None) -> None:
+    def claim_person(self, connection: ConnectionSettings, unionid: str | None) -> None:
         """Before a new account is made for the person ``unionid`` names on a connection of
         two apps: a row only one transaction at a time may add. The first logins of one
         person through both apps at once each found no identity of the other and made an
@@ -405,6 +405,15 @@ class AssociationPolicy:
         the connection has two apps now."""
         unionid = token.unionid or (
             fetch_profile().unionid if connection.has_official_account else None)
+        user = self.other_apps_user(connection, unionid, token.app)
+        if user is None or self.identity_of(user, connection.identifier, token.app):
+            return None
+        return user
+
+    def other_apps_user(self, connection: ConnectionSettings, unionid: str | None,
+                        app: str) -> User | None:
+        """The user of the person ``unionid`` names through the connection's app other than
+        ``app``, if exactly one."""
         if not unionid:
             return None
         IdentityModel = self.models.Identity
@@ -412,16 +421,13 @@ class AssociationPolicy:
             sa.select(IdentityModel.user_id).where(
                 IdentityModel.connection == connection.identifier,
                 IdentityModel.unionid == unionid,
-                IdentityModel.app != token.app).distinct().limit(2)).scalars().all()
+                IdentityModel.app != app).distinct().limit(2)).scalars().all()
         if len(user_ids) != 1:
             if user_ids:
                 log.warning("unionid is linked to several users of connection %r; not "
                             "joining them", connection.identifier)
             return None
-        user = self.adapter.load_user(user_ids[0])
-        if user is None or self.identity_of(user, connection.identifier, token.app):
-            return None
-        return user
+        return self.adapter.load_user(user_ids[0])
 
     def _match(
         self,

@@ -135,9 +135,14 @@ class PendingBindings:
         self._consume(pending.id)
         # Checked in the completing transaction; one that commits after the check meets the
         # unique constraint, and the retry lands here (or attach finds it by unionid).
-        if self.policy.linked_user(connection.identifier, pending.openid) is not None:
+        if self.policy.linked_user(connection.identifier, pending.openid) is not None or (
+                self.policy.other_apps_user(connection, pending.unionid, pending.app)
+                is not None):
             # Not a login to that account: the page may have been left at a shared computer.
+            # The same person's other app counts (an account made inside WeChat on the
+            # phone meanwhile: "linked to another account" said before, a helper's hunt).
             raise LinkedMeanwhile()
+        self.policy.claim_person(connection, pending.unionid)
         user = self.policy.create_user_for(connection, profile)
         try:
             identity = self.policy.attach(connection, user, pending.openid, profile,

@@ -20,11 +20,13 @@ from support import (
     UNIONID,
     UNIONID_2,
     USERINFO_PATH,
+    WECHAT_PHONE,
     Clock,
     Database,
     add_user,
     all_identities,
     all_users,
+    answer,
     api_paths,
     arrive,
     ask_app,
@@ -38,7 +40,9 @@ from support import (
     log_in,
     logged_in_user_id,
     login_with_wechat,
+    open_qr_page,
     pending_rows,
+    poll,
     recording,
     retry_links,
     submit,
@@ -1345,6 +1349,35 @@ def test_a_wechat_linked_meanwhile_says_so_and_offers_its_login(
     assert logged_in_user_id(first) is None
     assert sorted(u.id for u in all_users(app)) == users
     assert [(i.openid, i.user_id) for i in all_identities(app)] == [(OPENID, linked.user_id)]
+
+
+def test_an_account_made_meanwhile_through_the_other_app_says_linked_meanwhile(
+        make_app: t.Any) -> None:
+    """The person waits on the bind page on the computer (the QR code's openid) and inside
+    WeChat on the phone (the Official Account's), and creates their account on the phone;
+    then "Create a new account" on the computer said "linked to another account", their
+    own account taken for someone else's (a helper's hunt). Now, as for one app, the page
+    says the WeChat was linked meanwhile and offers to log in with it."""
+    app = ask_app(make_app, WECHAT_QR_SANDBOX=True, WECHAT_QR_APP_ID=None,
+                  WECHAT_QR_APP_SECRET=None)
+    computer = app.test_client()
+    uuid, _state = open_qr_page(computer)
+    answer(app.test_client(), uuid, action="allow", person="zhangsan")
+    arrived = computer.get(poll(computer, uuid)["redirect"].removeprefix("http://localhost"))
+    assert arrived.headers["Location"] == "/auth/bind"
+    phone = app.test_client()
+    phone.environ_base["HTTP_USER_AGENT"] = WECHAT_PHONE
+    location = phone.get("/auth/wechat/login").headers["Location"]
+    consent = phone.post(location.removeprefix("http://localhost").split("#")[0],
+                         data={"action": "allow", "person": "zhangsan"})
+    moved_on = phone.get(consent.headers["Location"].removeprefix("http://localhost"))
+    assert "/auth/bind" in moved_on.get_data(as_text=True)  # a page that moves on by itself
+    assert submit(phone, bind_page(phone)[1], action="create").status_code in (200, 302)
+    (user,) = all_users(app)
+    resp = submit(computer, bind_page(computer)[1], action="create")
+    assert resp.status_code == 409 and error_name(resp) == "LinkedMeanwhile"
+    assert [u.id for u in all_users(app)] == [user.id]
+    assert [i.app for i in all_identities(app)] == ["official_account"]
 
 
 def test_a_wechat_linked_meanwhile_to_the_account_a_password_proves_logs_in_to_it(
