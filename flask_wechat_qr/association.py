@@ -9,6 +9,7 @@ profile request unless the sync policy wants one.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import time
@@ -47,8 +48,14 @@ if t.TYPE_CHECKING:
 
 log = logging.getLogger("flask_wechat_qr")
 
+class PersonMadeMeanwhile(Exception):
+    """The person's identity through the connection's other app was committed after this
+    login's transaction began (:meth:`AssociationPolicy.person_claimed`): the login's
+    transaction runs again, and finds it."""
+
+
 #: Key prefix (in the login state table) of a person's claim while their account is made,
-#: and how long a claim is kept: longer than any login's transaction.
+#: and when a claim would expire, were its transaction ever to commit it (it deletes it).
 PERSON_CLAIM = "person:"
 PERSON_CLAIM_SECONDS = 120.0
 
@@ -175,13 +182,7 @@ class AssociationPolicy:
 
         same_person = self._same_person(connection, token, fetch_profile)
         if same_person is not None:
-            profile = fetch_profile()
-            if connection.profile_sync == "each_login":
-                self.populate_user(same_person, connection, profile)
-            identity = self.attach(connection, same_person, token.openid, profile,
-                                   token.unionid, app=token.app)
-            return Resolution(user=same_person, identity=identity, new_identity=True,
-                              profile=profile, via="unionid")
+            return self._join(connection, token, same_person, fetch_profile())
 
         user = self._match(connection, token.app, token.unionid, fetch_profile)
         if user is None and connection.association == "ask_binding":
@@ -191,17 +192,32 @@ class AssociationPolicy:
             # the same person's other app needed the unionid the token did not carry.
             raise LoginRefused(openid=token.openid)
         profile = fetch_profile()
-        created = user is None
-        if user is None:
-            self.claim_person(connection, token.unionid or profile.unionid)
+        with self.person_claimed(connection, token.unionid or profile.unionid,
+                                 token.app) as account:
+            if account is not None:  # the profile's unionid found the person's other app
+                return self._join(connection, token, account, profile)
+            if user is not None:
+                if connection.profile_sync == "each_login":
+                    self.populate_user(user, connection, profile)
+                identity = self.attach(connection, user, token.openid, profile,
+                                       token.unionid, app=token.app)
+                return Resolution(user=user, identity=identity, new_identity=True,
+                                  profile=profile, via="match")
             user = self.create_user_for(connection, profile)
-        elif connection.profile_sync == "each_login":
+            identity = self.attach(connection, user, token.openid, profile, token.unionid,
+                                   app=token.app, fresh_user=True)
+        return Resolution(user=user, identity=identity, created_user=True,
+                          new_identity=True, profile=profile, via="signup")
+
+    def _join(self, connection: ConnectionSettings, token: WeChatToken, user: User,
+              profile: WeChatProfile) -> Resolution:
+        """This app's identity of the person added to their account of the other app."""
+        if connection.profile_sync == "each_login":
             self.populate_user(user, connection, profile)
         identity = self.attach(connection, user, token.openid, profile, token.unionid,
-                               app=token.app, fresh_user=created)
-        return Resolution(user=user, identity=identity, created_user=created,
-                          new_identity=True, profile=profile,
-                          via="signup" if created else "match")
+                               app=token.app)
+        return Resolution(user=user, identity=identity, new_identity=True, profile=profile,
+                          via="unionid")
 
     def link(
         self,
@@ -292,24 +308,42 @@ class AssociationPolicy:
         stored = self.avatars.stored_url(profile) if self.avatars else None
         return replace(profile, avatar_url=stored) if stored else profile
 
-    def claim_person(self, connection: ConnectionSettings, unionid: str | None) -> None:
-        """Before a new account is made for the person ``unionid`` names on a connection of
-        two apps: a row only one transaction at a time may add. The first logins of one
-        person through both apps at once each found no identity of the other and made an
-        account each (a helper's hunt: five times in five on PostgreSQL), which no unique
-        key stopped. Now the second waits for the first's commit and is refused there
-        (``IntegrityError``); the login runs again, finds the first's identity, and joins
-        its account. Kept :data:`PERSON_CLAIM_SECONDS`, an expired one replaced."""
-        if not unionid or not connection.has_official_account:
+    @contextlib.contextmanager
+    def person_claimed(self, connection: ConnectionSettings, unionid: str | None, app: str
+                       ) -> t.Iterator[User | None]:
+        """Around giving the person ``unionid`` names their first identity of ``app`` on the
+        connection (a new account, a match, a binding): their account through the other
+        app where there is one (to join, or to refuse), else ``None``.
+
+        The first logins of one person through both apps at once each found no identity of
+        the other and made an account each (a helper's hunt: five times in five on
+        PostgreSQL), which no unique key stopped. Where both apps log people in now, a row
+        only one transaction at a time may hold (its primary key, in the login state
+        table) makes the second wait for the first's commit; a locking read then sees the
+        first's identity, and :class:`PersonMadeMeanwhile` runs the login again, which
+        finds it. The row goes with the transaction that made it: it never stands in a
+        later sign-up's way (an account deleted and made again)."""
+        if not unionid or not connection.oa_app_id:  # no other app to have an identity of
+            yield None
+            return
+        account = self.other_apps_user(connection, unionid, app)
+        if account is not None or not connection.has_official_account:
+            yield account
             return
         table = self.models.LoginState.__table__
         digest = hashlib.sha256(f"{connection.identifier}:{unionid}".encode()).hexdigest()
         key = f"{PERSON_CLAIM}{digest}"
-        now = time.time()
-        self.db.session.execute(sa.delete(table).where(table.c.key == key,
-                                                       table.c.expires_at <= now))
-        self.db.session.execute(sa.insert(table).values(
-            key=key, value="", expires_at=now + PERSON_CLAIM_SECONDS))
+        session = self.db.session
+        session.execute(sa.insert(table).values(
+            key=key, value="", expires_at=time.time() + PERSON_CLAIM_SECONDS))
+        IdentityModel = self.models.Identity
+        if session.execute(sa.select(IdentityModel.id).where(
+                IdentityModel.connection == connection.identifier,
+                IdentityModel.unionid == unionid, IdentityModel.app != app
+        ).limit(1).with_for_update(read=True)).first() is not None:
+            raise PersonMadeMeanwhile()  # committed after this transaction's snapshot
+        yield None
+        session.execute(sa.delete(table).where(table.c.key == key))
 
     def create_user_for(self, connection: ConnectionSettings, profile: WeChatProfile) -> User:
         """A new user from a WeChat profile, populated as the sync policy says (flushed)."""
@@ -399,10 +433,14 @@ class AssociationPolicy:
         """The user whose identity of the connection's other app has this ``unionid``
         (WeChat's one id of a person across the apps of one Open Platform account), where
         the user has none of this one yet. Also where the other app logs nobody in now
-        (its AppSecret unset, or it left the settings): who the person is does not change
-        with that (a helper's hunt: everyone who had signed up inside WeChat got a second
-        account at their next QR login). The profile is asked for the unionid only where
-        the connection has two apps now."""
+        (its AppSecret unset): who the person is does not change with that (a helper's
+        hunt: everyone who had signed up inside WeChat got a second account at their next
+        QR login). Not where no Official Account is configured: a first login there reads
+        nothing more. The profile is asked for the unionid only where the connection has
+        two apps now (without, the profile a new account is made from is looked at, in
+        :meth:`person_claimed`)."""
+        if not connection.oa_app_id:  # never an identity of another app to find
+            return None
         unionid = token.unionid or (
             fetch_profile().unionid if connection.has_official_account else None)
         user = self.other_apps_user(connection, unionid, token.app)
@@ -546,16 +584,15 @@ class AssociationPolicy:
 
 
 def _a_way_in(identity: Identity, connection: ConnectionSettings | None) -> bool:
-    """Whether ``identity`` logs its user in now: its connection is configured, and its
-    app logs people in: the website app where the connection has its credentials; the
-    Official Account where it has its own, or through the website app's QR login, which
-    finds the person by the identity's ``unionid`` (:meth:`AssociationPolicy._same_person`)."""
-    if connection is None:
+    """Whether ``identity`` logs its user in now: its connection is configured and has its
+    credentials (without them, every login of it answers 503, inside WeChat too), and its
+    app logs people in: the website app; the Official Account where it has its own
+    credentials, or through the website app's QR login, which finds the person by the
+    identity's ``unionid`` (:meth:`AssociationPolicy._same_person`)."""
+    if connection is None or not connection.has_credentials:
         return False
-    if identity.app == OFFICIAL_ACCOUNT:
-        return connection.has_official_account or bool(
-            identity.unionid and connection.has_credentials)
-    return connection.has_credentials
+    return identity.app != OFFICIAL_ACCOUNT or connection.has_official_account or bool(
+        identity.unionid)
 
 
 def _stored_key(user: object) -> t.Any:

@@ -135,22 +135,23 @@ class PendingBindings:
         self._consume(pending.id)
         # Checked in the completing transaction; one that commits after the check meets the
         # unique constraint, and the retry lands here (or attach finds it by unionid).
-        if self.policy.linked_user(connection.identifier, pending.openid) is not None or (
-                self.policy.other_apps_user(connection, pending.unionid, pending.app)
-                is not None):
+        if self.policy.linked_user(connection.identifier, pending.openid) is not None:
             # Not a login to that account: the page may have been left at a shared computer.
-            # The same person's other app counts (an account made inside WeChat on the
-            # phone meanwhile: "linked to another account" said before, a helper's hunt).
             raise LinkedMeanwhile()
-        self.policy.claim_person(connection, pending.unionid)
-        user = self.policy.create_user_for(connection, profile)
-        try:
-            identity = self.policy.attach(connection, user, pending.openid, profile,
-                                          pending.unionid, app=pending.app)
-        except AlreadyLinked:
-            if self.policy.linked_user(connection.identifier, pending.openid) is not None:
-                raise LinkedMeanwhile() from None
-            raise  # the person's other app's openid is someone else's
+        with self.policy.person_claimed(connection, pending.unionid,
+                                        pending.app) as account:
+            if account is not None:
+                # The same person's account made through the other app (inside WeChat on
+                # the phone): "linked to another account" said before (a helper's hunt).
+                raise LinkedMeanwhile()
+            user = self.policy.create_user_for(connection, profile)
+            try:
+                identity = self.policy.attach(connection, user, pending.openid, profile,
+                                              pending.unionid, app=pending.app)
+            except AlreadyLinked:
+                if self.policy.linked_user(connection.identifier, pending.openid) is not None:
+                    raise LinkedMeanwhile() from None
+                raise  # the person's other app's openid is someone else's
         return Resolution(user=user, identity=identity, created_user=True,
                           new_identity=True, profile=profile, via="signup")
 
@@ -168,14 +169,17 @@ class PendingBindings:
             return meanwhile
         if connection.profile_sync == "each_login":
             self.policy.populate_user(user, connection, profile)
-        try:
-            identity = self.policy.attach(connection, user, pending.openid, profile,
-                                          pending.unionid, app=pending.app)
-        except (AlreadyLinked, ConnectionAlreadyLinked):
-            meanwhile = self._linked_meanwhile_to(connection, pending.openid, user)
-            if meanwhile is not None:
-                return meanwhile
-            raise
+        # Under the person's claim, as a new account is: the account their other app's
+        # login makes at the same moment is seen, and attach refuses to split the person.
+        with self.policy.person_claimed(connection, pending.unionid, pending.app):
+            try:
+                identity = self.policy.attach(connection, user, pending.openid, profile,
+                                              pending.unionid, app=pending.app)
+            except (AlreadyLinked, ConnectionAlreadyLinked):
+                meanwhile = self._linked_meanwhile_to(connection, pending.openid, user)
+                if meanwhile is not None:
+                    return meanwhile
+                raise
         return Resolution(user=user, identity=identity, new_identity=True, profile=profile,
                           via="binding")
 

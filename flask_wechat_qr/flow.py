@@ -65,7 +65,7 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyErro
 from sqlalchemy.orm.exc import FlushError
 
 from . import signals, transactions, write_turns
-from .association import BindingRequired, Resolution
+from .association import BindingRequired, PersonMadeMeanwhile, Resolution
 from .client import ProfileNotGranted
 from .errors import (
     AccountDisabled,
@@ -869,6 +869,19 @@ class LoginFlow:
                 result = work()
                 transactions.commit(self.db)
                 return result
+            except PersonMadeMeanwhile:  # the other app's login of the person committed
+                self.db.session.rollback()
+                if hosts_writes:
+                    raise AccountNotSaved("the same person's login through the other app "
+                                          "made their account meanwhile", _HOSTS_WRITES,
+                                          said_by="The login") from None
+                if conflicts == transactions.CONFLICT_RETRIES:
+                    raise AccountNotSaved("the same person's login through the other app "
+                                          "kept making their account", _CONFLICT_ADVICE,
+                                          said_by="The login") from None
+                conflicts += 1
+                log.info("the same person's login through the connection's other app made "
+                         "their account meanwhile; trying again, to join it")
             except IntegrityError as error:
                 self.db.session.rollback()
                 refused += 1

@@ -16,8 +16,9 @@ from __future__ import annotations
 import typing as t
 from urllib.parse import urlencode
 
-from flask import Response, current_app, render_template, request, url_for
+from flask import Request, Response, current_app, render_template, request, url_for
 
+from .context import this_app, this_request
 from .errors import InvalidRequest
 from .urls import is_local_path
 
@@ -39,20 +40,22 @@ def session_cookie_withheld() -> bool:
     (another app's ``session`` on ``Domain=example.com``, ``SameSite=None``) passes for it,
     and that login ends as before; asking every frame again would cost the others a
     reload for that rare set-up."""
-    if RETURN_HOP_PARAM in request.args:
+    asked = this_request()  # read several times: the object, not the proxy
+    if RETURN_HOP_PARAM in asked.args:
         return False
-    fetch_site = request.headers.get("Sec-Fetch-Site")
-    if fetch_site == "cross-site" and request.headers.get("Sec-Fetch-Dest") == "iframe":
-        return not _session_cookie_sent()
+    fetch_site = asked.headers.get("Sec-Fetch-Site")
+    if fetch_site == "cross-site" and asked.headers.get("Sec-Fetch-Dest") == "iframe":
+        return not _session_cookie_sent(asked)
     if str(current_app.config.get("SESSION_COOKIE_SAMESITE") or "").lower() != "strict":
         return False
     if fetch_site is not None:
         return fetch_site == "cross-site"
-    return not _session_cookie_sent()
+    return not _session_cookie_sent(asked)
 
 
-def _session_cookie_sent() -> bool:
-    return current_app.session_interface.get_cookie_name(current_app) in request.cookies
+def _session_cookie_sent(asked: Request) -> bool:
+    app = this_app()
+    return app.session_interface.get_cookie_name(app) in asked.cookies
 
 
 def return_from_this_site(connection: str) -> Response:

@@ -188,22 +188,53 @@ def test_unionid_only_in_the_token_is_stored(app: t.Any, client: t.Any,
     assert [i.unionid for i in all_identities(app)] == [UNIONID]
 
 
-@pytest.mark.parametrize("official_account", [None, "secret-unset"])
+@pytest.mark.parametrize("token_unionid", [True, False], ids=["", "unionid-in-profile-only"])
 def test_the_person_of_an_official_account_that_logs_nobody_in_now_is_one_account(
-        make_app: t.Any, wechat_api: t.Any, official_account: str | None) -> None:
+        make_app: t.Any, wechat_api: t.Any, token_unionid: bool) -> None:
     """Someone who signed up inside WeChat (the Official Account's openid, with the
-    unionid), then the site drops its Official Account or unsets its AppSecret (the
-    documented half-set pair): their QR login made a second account (a helper's hunt);
-    the unionid still says who they are, and they log in to the first."""
-    config = {} if official_account is None else {
-        "WECHAT_QR_OA_APP_ID": "wxfedcba9876543210", "WECHAT_QR_OA_APP_SECRET": None}
-    app = make_app(**config)
+    unionid), then the site unsets the Official Account's AppSecret (the documented
+    half-set pair): their QR login made a second account (a helper's hunt); the unionid
+    still says who they are, and they log in to the first, also where only the profile
+    carries it (a review)."""
+    app = make_app(WECHAT_QR_OA_APP_ID="wxfedcba9876543210", WECHAT_QR_OA_APP_SECRET=None)
     user = add_user(app, username="zs")
     link_identity(app, user, openid="o-official-account-zs", wechat_app="official_account")
     client = app.test_client()
-    assert login_with_wechat(client, wechat_api).status_code == 302
+    resp = login_with_wechat(client, wechat_api, unionid=UNIONID if token_unionid else None,
+                             profile_unionid=UNIONID)
+    assert resp.status_code == 302
     assert logged_in_user_id(client) == str(user) and len(all_users(app)) == 1
     assert sorted(i.app for i in all_identities(app)) == ["official_account", "website"]
+
+
+def test_no_identity_of_a_connection_without_its_credentials_is_a_way_in(
+        make_app: t.Any) -> None:
+    """A connection whose website AppSecret is unset answers every login with 503, inside
+    WeChat too: its Official Account identity (with a unionid) is no way in (a review: the
+    person could unlink their last working WeChat)."""
+    app = host_app(make_app, WECHAT_QR_CONNECTIONS=[
+        {"connection": "wechat", "app_id": APP_ID, "app_secret": None,
+         "oa_app_id": "wxfedcba9876543210", "oa_app_secret": "oa-secret"},
+        {"connection": "shop", "app_id": APP_ID_B, "app_secret": APP_SECRET}])
+    user = add_user(app, username="zs")
+    link_identity(app, user, openid="o-official-account-zs", wechat_app="official_account")
+    link_identity(app, user, openid="o-shop-zs", connection="shop")
+    client = app.test_client()
+    log_in(client, user)
+    refused = client.post("/auth/shop/unlink", data={"csrf_token": csrf_token_of(client)})
+    assert refused.status_code == 409 and error_name(refused) == "LastLoginMethod"
+
+
+def test_without_an_official_account_configured_a_first_login_reads_no_more(
+        make_app: t.Any, wechat_api: t.Any) -> None:
+    """A connection with no Official Account configured has no identity of another app to
+    find: its first logins do not look (the documented three reads of a first login);
+    one that dropped its Official Account entirely keeps its AppID to keep joining them."""
+    app = make_app()
+    user = add_user(app, username="zs")
+    link_identity(app, user, openid="o-official-account-zs", wechat_app="official_account")
+    assert login_with_wechat(app.test_client(), wechat_api).status_code == 302
+    assert len(all_users(app)) == 2
 
 
 def test_an_official_account_identity_is_no_way_in_where_nothing_reaches_it(

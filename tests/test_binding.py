@@ -1380,6 +1380,50 @@ def test_an_account_made_meanwhile_through_the_other_app_says_linked_meanwhile(
     assert [i.app for i in all_identities(app)] == ["official_account"]
 
 
+# SQLite's one writer serializes the two choices whole (the meeting below would wait on it).
+@pytest.mark.parametrize("database", ["postgresql", "mariadb"], indirect=True)
+def test_binding_on_one_device_and_creating_on_the_other_at_once_never_split_the_person(
+        make_app: t.Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The person waits on the bind page through both apps (the QR code on the computer,
+    inside WeChat on the phone), and chooses "Bind" on one and "Create" on the other at
+    the same moment: a first version claimed the person only for a new account, and the
+    two choices left an identity on each of two accounts (a review). Now both choices
+    take the claim: one goes through, the other is refused, never two accounts."""
+    from flask_wechat_qr.association import AssociationPolicy
+
+    app = ask_app(make_app, WECHAT_QR_SANDBOX=True, WECHAT_QR_APP_ID=None,
+                  WECHAT_QR_APP_SECRET=None)
+    add_user(app, username="alice", password="alice-pw")
+    computer = app.test_client()
+    uuid, _state = open_qr_page(computer)
+    answer(app.test_client(), uuid, action="allow", person="zhangsan")
+    computer.get(poll(computer, uuid)["redirect"].removeprefix("http://localhost"))
+    phone = app.test_client()
+    phone.environ_base["HTTP_USER_AGENT"] = WECHAT_PHONE
+    location = phone.get("/auth/wechat/login").headers["Location"]
+    consent = phone.post(location.removeprefix("http://localhost").split("#")[0],
+                         data={"action": "allow", "person": "zhangsan"})
+    phone.get(consent.headers["Location"].removeprefix("http://localhost"))
+    computer_token, phone_token = bind_page(computer)[1], bind_page(phone)[1]
+    arrived = threading.Barrier(2, timeout=20)
+    first_claims = iter(range(2))
+    real_claimed = AssociationPolicy.person_claimed
+
+    def claimed_together(self: t.Any, *args: t.Any) -> t.Any:
+        if next(first_claims, None) is not None:
+            arrived.wait()  # both read the identities before either claimed the person
+        return real_claimed(self, *args)
+
+    monkeypatch.setattr(AssociationPolicy, "person_claimed", claimed_together)
+    with ThreadPoolExecutor(2) as pool:
+        bound = pool.submit(bind_as, computer, computer_token, "alice", "alice-pw")
+        made = pool.submit(submit, phone, phone_token, action="create")
+        statuses = sorted(r.status_code for r in (bound.result(60), made.result(60)))
+    assert 500 not in statuses and 302 in statuses and not arrived.broken
+    owners = {i.user_id for i in all_identities(app)}
+    assert len(owners) == 1
+
+
 def test_a_wechat_linked_meanwhile_to_the_account_a_password_proves_logs_in_to_it(
         make_app: t.Any, wechat_api: t.Any) -> None:
     """Bound to alice in one browser, then bound to alice again in the other: her password
