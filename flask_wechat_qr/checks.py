@@ -702,9 +702,11 @@ def bind_page_without_binding_field(app: Flask, settings: Settings) -> str | Non
               if conn.association == "ask_binding"]
     if not asking:
         return None
+    loader = app.jinja_env.loader
+    if loader is None:
+        return None
     try:  # the file's name, for the finding; any failure to read it is the page's to show
-        _source, filename, _uptodate = app.jinja_env.loader.get_source(  # type: ignore[union-attr]
-            app.jinja_env, "wechat_qr/bind.html")
+        _source, filename, _uptodate = loader.get_source(app.jinja_env, "wechat_qr/bind.html")
     except Exception:
         return None
     own = pathlib.Path(__file__).resolve().parent / "templates"
