@@ -48,6 +48,7 @@ if t.TYPE_CHECKING:
 
 log = logging.getLogger("flask_wechat_qr")
 
+
 class PersonMadeMeanwhile(Exception):
     """The person's identity through the connection's other app was committed after this
     login's transaction began (:meth:`AssociationPolicy.person_claimed`): the login's

@@ -403,11 +403,9 @@ class AccountNotSaved(LoginError):
         self.args = (f"{self.args[0]} {said_by} said: {reason}. {advice}.",)
 
 
-class DatabaseUnavailable(LoginError):
-    """The site's database could not be asked at all: the server is down or refuses
-    connections, a connection was lost and lost again, or none of the pool's connections
-    came free within ``pool_timeout``. Nothing of the login was saved, nor could its ending
-    be recorded; ``str(error)`` (logged at ``ERROR``) gives the reason and what to check."""
+class _DatabaseForNow(LoginError):
+    """The site's database, not the login, stops it for now: a page that says to try again
+    in a few minutes, and the operator told at ``ERROR``."""
 
     status = 503
     operator_error = True
@@ -415,6 +413,14 @@ class DatabaseUnavailable(LoginError):
     # its own title: the page's title (a tab, a screen reader's first words) says what
     # happened, as the other errors' do (an accessibility hunt, session 36)
     title = _l("Login unavailable for now")
+
+
+class DatabaseUnavailable(_DatabaseForNow):
+    """The site's database could not be asked at all: the server is down or refuses
+    connections, a connection was lost and lost again, or none of the pool's connections
+    came free within ``pool_timeout``. Nothing of the login was saved, nor could its ending
+    be recorded; ``str(error)`` (logged at ``ERROR``) gives the reason and what to check."""
+
     message = _l(
         "This site cannot reach its database right now, so the login cannot go on. Try "
         "again in a few minutes; the site's operator has been told."
@@ -434,7 +440,7 @@ class DatabaseUnavailable(LoginError):
             "deploying, 'Database settings')",)
 
 
-class DatabaseRefusing(LoginError):
+class DatabaseRefusing(_DatabaseForNow):
     """The site's database answered but would not do the login's work for now: it is
     read-only (a replica after a failover, ``default_transaction_read_only``, a SQLite file
     or folder the site cannot write), its disk is full, it failed to read or write its files,
@@ -442,10 +448,6 @@ class DatabaseRefusing(LoginError):
     ``lock_timeout``, MariaDB's ``max_statement_time``). Nothing of the login was saved;
     ``str(error)`` (logged at ``ERROR``) gives the database's reason and what to check."""
 
-    status = 503
-    operator_error = True
-    retry_after = 120  # "a few minutes", as the page says
-    title = _l("Login unavailable for now")
     message = _l(
         "This site cannot save logins right now, so the login cannot go on. Try again in a "
         "few minutes; the site's operator has been told."

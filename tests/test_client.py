@@ -1467,6 +1467,19 @@ def test_an_outage_log_names_the_host_and_the_reason(
     assert "secret=" not in caplog.text and "code=" not in caplog.text
 
 
+def _exchange_through(proxy: str, make_app: t.Any, caplog: pytest.LogCaptureFixture,
+                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A code exchanged with WeChat's real address through ``proxy`` (the environment's
+    ``HTTPS_PROXY``), which fails: the log in ``caplog``."""
+    monkeypatch.setenv("HTTPS_PROXY", proxy)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    app = make_app(WECHAT_QR_API_BASE_URL="https://api.weixin.qq.com")
+    with app.app_context(), caplog.at_level(logging.DEBUG):
+        with pytest.raises(WeChatUnavailable):
+            wechat_client(app).exchange_code(CODE)
+
+
 def test_an_outage_log_names_the_environments_proxy_that_failed(
     make_app: t.Any, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1474,13 +1487,8 @@ def test_an_outage_log_names_the_environments_proxy_that_failed(
     api.weixin.qq.com (Connection refused)", and an operator looked at WeChat's address
     (a helper's hunt). It names the proxy, without its credentials."""
     port = _closed_port()
-    monkeypatch.setenv("HTTPS_PROXY", f"http://site:pr0xy-pass@127.0.0.1:{port}")
-    monkeypatch.delenv("NO_PROXY", raising=False)
-    monkeypatch.delenv("no_proxy", raising=False)
-    app = make_app(WECHAT_QR_API_BASE_URL="https://api.weixin.qq.com")
-    with app.app_context(), caplog.at_level(logging.DEBUG):
-        with pytest.raises(WeChatUnavailable):
-            wechat_client(app).exchange_code(CODE)
+    _exchange_through(f"http://site:pr0xy-pass@127.0.0.1:{port}", make_app, caplog,
+                      monkeypatch)
     assert (f"WeChat access_token failed: the proxy 127.0.0.1:{port} (from the environment) "
             "on the way to api.weixin.qq.com failed (Connection refused)") in caplog.messages
     assert "pr0xy-pass" not in caplog.text and "site:" not in caplog.text
@@ -1514,13 +1522,8 @@ def test_an_outage_log_names_a_socks_proxy_that_failed(
     """urllib3 tells a SOCKS proxy's failures as the connection's own: "could not connect to
     api.weixin.qq.com" for a dead ``socks5h://`` proxy (a review). Now the proxy is named."""
     port = _closed_port()
-    monkeypatch.setenv("HTTPS_PROXY", f"socks5h://site:s3cret@127.0.0.1:{port}")
-    monkeypatch.delenv("NO_PROXY", raising=False)
-    monkeypatch.delenv("no_proxy", raising=False)
-    app = make_app(WECHAT_QR_API_BASE_URL="https://api.weixin.qq.com")
-    with app.app_context(), caplog.at_level(logging.DEBUG):
-        with pytest.raises(WeChatUnavailable):
-            wechat_client(app).exchange_code(CODE)
+    _exchange_through(f"socks5h://site:s3cret@127.0.0.1:{port}", make_app, caplog,
+                      monkeypatch)
     (line,) = [m for m in caplog.messages if m.startswith("WeChat access_token failed")]
     assert line.startswith("WeChat access_token failed: could not reach api.weixin.qq.com "
                            f"through the proxy 127.0.0.1:{port} (from the environment")
