@@ -1085,10 +1085,9 @@ class _LoginProfile:
         """The profile, for the login's resolution, in its transaction."""
         if self.asked is not None:
             return self.asked
+        self._stop_if_used()
         if not self.hosts_writes:
             raise _ProfileFirst()
-        if self.states.is_used(self.state, within=self.flow._transaction_of(self.states)):
-            raise StateUsed()
         return self._ask()
 
     def can_signup(self) -> bool:
@@ -1100,8 +1099,19 @@ class _LoginProfile:
         adapter = self.flow.adapter
         if self.asked is None and not self.hosts_writes and \
                 not adapter._signup_by_setting():
+            self._stop_if_used()
             raise _ProfileFirst()
         return bool(adapter.can_signup(self.connection))
+
+    def _stop_if_used(self) -> None:
+        """A callback repeated after its login ended (WeChat's second redirect sent with the
+        cookie from before the first answer, a replayed cookie) stops before the profile is
+        asked or an account made: read in the transaction that found it needs the profile
+        (on PostgreSQL a read of a connection of its own, after the rollback, cost three
+        more round trips a first login). A returning login reads nothing for this: its
+        used state's row refuses the repeat at the commit."""
+        if self.states.is_used(self.state, within=self.flow._transaction_of(self.states)):
+            raise StateUsed()
 
     def run(self, work: t.Callable[[], Resolution]) -> Resolution:
         """The login's transaction (``work``), once more after asking for the profile where
@@ -1111,13 +1121,7 @@ class _LoginProfile:
             return flow._in_transaction(work)
         except _ProfileFirst:
             pass  # the rest outside the handler: its errors are not chained to this
-        # A callback repeated after its login ended (WeChat's second redirect sent with the
-        # cookie from before the first answer, a replayed cookie) stops here, before the
-        # profile is asked or an account made. A returning login reads nothing for this:
-        # its used state's row refuses the repeat at the commit.
-        if self.states.is_used(self.state):
-            raise StateUsed()
-        self._ask()
+        self._ask()  # the state found unused in the run rolled back (_stop_if_used)
         return flow._in_transaction(work)
 
     def _ask(self) -> WeChatProfile:
