@@ -337,10 +337,8 @@ class AssociationPolicy:
         session = self.db.session
         session.execute(sa.insert(table).values(
             key=key, value="", expires_at=time.time() + PERSON_CLAIM_SECONDS))
-        IdentityModel = self.models.Identity
-        if session.execute(sa.select(IdentityModel.id).where(
-                IdentityModel.connection == connection.identifier,
-                IdentityModel.unionid == unionid, IdentityModel.app != app
+        if session.execute(self._other_apps_identities(
+                self.models.Identity.id, connection, unionid, app
         ).limit(1).with_for_update(read=True)).first() is not None:
             raise PersonMadeMeanwhile()  # committed after this transaction's snapshot
         yield None
@@ -455,18 +453,24 @@ class AssociationPolicy:
         ``app``, if exactly one."""
         if not unionid:
             return None
-        IdentityModel = self.models.Identity
-        user_ids = self.db.session.execute(
-            sa.select(IdentityModel.user_id).where(
-                IdentityModel.connection == connection.identifier,
-                IdentityModel.unionid == unionid,
-                IdentityModel.app != app).distinct().limit(2)).scalars().all()
+        user_ids = self.db.session.execute(self._other_apps_identities(
+            self.models.Identity.user_id, connection, unionid, app
+        ).distinct().limit(2)).scalars().all()
         if len(user_ids) != 1:
             if user_ids:
                 log.warning("unionid is linked to several users of connection %r; not "
                             "joining them", connection.identifier)
             return None
         return self.adapter.load_user(user_ids[0])
+
+    def _other_apps_identities(self, column: t.Any, connection: ConnectionSettings,
+                               unionid: str, app: str) -> sa.Select[t.Any]:
+        """``column`` of the person's identities (``unionid``) of the connection's apps
+        other than ``app``."""
+        IdentityModel = self.models.Identity
+        return sa.select(column).where(IdentityModel.connection == connection.identifier,
+                                       IdentityModel.unionid == unionid,
+                                       IdentityModel.app != app)
 
     def _match(
         self,

@@ -9,7 +9,6 @@ receivers answer with a response (``login_succeeded``) or audit what leaves the 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import logging
@@ -55,7 +54,7 @@ from .layout import STANDALONE
 from .runtime import current_runtime
 from .settings import configured_issuer
 from .site_routes import routes_subdomain, serves_on_another_host
-from .transactions import is_refusing, is_unreachable
+from .transactions import is_refusing, is_unreachable, roll_back_quietly
 from .urls import safe_next, under_mount_point
 
 if t.TYPE_CHECKING:
@@ -342,8 +341,7 @@ def _database_passed_by(error: Exception) -> bool:
     would stay aborted)."""
     if not (is_unreachable(error) or is_refusing(error)):
         return False
-    with contextlib.suppress(Exception):
-        current_runtime().db.session.rollback()
+    roll_back_quietly(current_runtime().db)
     return True
 
 

@@ -922,12 +922,12 @@ class LoginFlow:
                                 "the pool, pool_pre_ping avoids: docs, deploying; one lost "
                                 "under a statement, a restart mid-query, nothing does)",
                                 database_reason(error))
-                elif transactions.is_replaced_file(error) and not lost and not hosts_writes:
+                elif (not lost and not hosts_writes
+                      and transactions.reopen_replaced_file(self.db, error)):
                     lost = True
                     log.warning("the SQLite file of the login's tables was replaced under the "
                                 "running site (%s); its connections are made anew, and the "
                                 "login tried again", database_reason(error))
-                    engine_of(self.db, self._table).dispose()
                 elif transactions.is_lock_wait(error) and not waited and not hosts_writes:
                     waited = True  # the holder may be done a moment later
                     log.info("the database gave up waiting for a lock another transaction "

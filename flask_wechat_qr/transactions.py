@@ -29,6 +29,7 @@ database, this module keeps five promises:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import random
 import re
@@ -630,6 +631,26 @@ def is_replaced_file(error: BaseException) -> bool:
     connection (``SQLITE_READONLY_DBMOVED``): the pool's connections are to the old file,
     a new one writes to the file now there."""
     return isinstance(error, DBAPIError) and _sqlite_code(error) == _SQLITE_READONLY_DBMOVED
+
+
+def reopen_replaced_file(db: SQLAlchemy, error: BaseException) -> bool:
+    """Where ``error`` says a SQLite file was replaced under the site (a restore), close
+    the pools' connections to the old ones, so that the next try opens the file there:
+    ``True``; else nothing, ``False``."""
+    if not is_replaced_file(error):
+        return False
+    for engine in db.engines.values():
+        if engine.dialect.name == "sqlite":
+            engine.dispose()
+    return True
+
+
+def roll_back_quietly(db: SQLAlchemy) -> None:
+    """Roll back the request's transaction after the database refused a statement of it,
+    so that what runs next in the request (a page, a receiver) finds the session usable
+    (PostgreSQL's stays aborted); a rollback that fails too changes nothing more."""
+    with contextlib.suppress(Exception):
+        db.session.rollback()
 
 
 def names_a_missing_table(error: DBAPIError) -> bool:

@@ -6,7 +6,6 @@ the outcome to :mod:`.delivery`. No protocol, policy or transaction here.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import secrets
@@ -67,7 +66,13 @@ from .login_state import BusinessParams, LoginData, browser_key
 from .runtime import current_runtime, find_runtime, runtime_of
 from .session_cookie import cookie_scope, misses_callback
 from .settings import OFFICIAL_ACCOUNT, WEBSITE_APP
-from .transactions import end_reads, is_refusing, is_replaced_file, is_unreachable
+from .transactions import (
+    end_reads,
+    is_refusing,
+    is_unreachable,
+    reopen_replaced_file,
+    roll_back_quietly,
+)
 from .urls import avatar_for_browser, has_control_characters, under_mount_point
 
 if t.TYPE_CHECKING:
@@ -586,17 +591,14 @@ def database_error(error: Exception) -> tuple[str | BaseResponse, int, dict[str,
         behind = current_runtime().flow.tables_behind(error)
         if behind is not None:  # new code served before its `db upgrade`: say so
             return login_error(behind)
-    if is_replaced_file(error):  # a SQLite file replaced under the site: the next try
-        for engine in current_runtime().db.engines.values():  # writes to the one there
-            if engine.dialect.name == "sqlite":
-                engine.dispose()
+    db = current_runtime().db
+    reopen_replaced_file(db, error)  # a SQLite file replaced: the next try writes to it
     handler = _sites_handler(error)
     if handler is None and is_refusing(error):
         # Maybe the site's own statement (a before_request's write): its transaction is
         # over (on PostgreSQL aborted), and nothing of it may be sent from; the page is
         # drawn from the extension's own templates.
-        with contextlib.suppress(Exception):
-            current_runtime().db.session.rollback()
+        roll_back_quietly(db)
         return login_error(database_refusing(error))
     if handler is None:
         raise error

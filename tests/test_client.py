@@ -1512,8 +1512,9 @@ def test_a_timeout_through_the_environments_proxy_says_so(
     # credentials holding what a URL parser takes for the path or fragment (a review)
     for password in ("pa/ss", "pa#ss", "p@ss", "pa?ss"):
         monkeypatch.setenv("HTTPS_PROXY", f"http://site:{password}@proxy.example.cn:3128/")
-        said = describe_transport_failure(silent, "https://api.weixin.qq.com")
-        assert "proxy.example.cn:3128, from" in said and "ss" not in said.replace("ss)", "")
+        assert describe_transport_failure(silent, "https://api.weixin.qq.com") == (
+            "api.weixin.qq.com did not answer in time (read timeout) (through the proxy "
+            "proxy.example.cn:3128, from the environment)")
 
 
 def test_an_outage_log_names_a_socks_proxy_that_failed(
