@@ -90,6 +90,14 @@ def _log_in(user: User) -> None:
     accounts.login_user(user)
 
 
+@bp.get("/favicon.ico")
+def favicon() -> ResponseReturnValue:
+    """Where browsers look for an icon on pages without a link to one (the extension's and
+    the sandbox's own): the site's icon, answered without the session, so it never sends a
+    cookie that could arrive after a login's and undo it (a 404 page loads the user)."""
+    return redirect(url_for("static", filename="favicon.svg"), 301)
+
+
 @bp.get("/")
 def index() -> ResponseReturnValue:
     setup = current_app.extensions["example_app"]["wechat_setup"]

@@ -128,6 +128,28 @@ def test_register_refuses_bad_input(site: Flask, username: str, password: str,
     assert client.get("/api/me").status_code == 401
 
 
+def test_the_icon_a_browser_asks_for_never_sends_the_session(site: Flask) -> None:
+    """Chromium asks for the icon while the register page is open, with the cookie from
+    before the login. The answer came after the register's (a 404 page, which loads the
+    user and so wrote the session) and its cookie logged the new account out (CI, stop 48)."""
+    client = site.test_client()
+    page = client.get("/register").get_data(as_text=True)
+    link = re.search(r'<link rel="icon" href="([^"]+)"', page)
+    assert link, "the layout links no icon"
+    before_login = client.get_cookie("session")
+    assert before_login is not None
+    for path in ("/favicon.ico", link.group(1)):
+        answers = [client.get(path)]
+        while answers[-1].status_code in (301, 302):
+            answers.append(client.get(answers[-1].headers["Location"]))
+        for answer in answers:
+            answer.close()  # the icon's file
+        assert answers[-1].status_code == 200
+        assert answers[-1].mimetype == "image/svg+xml"
+        assert [a.headers.getlist("Set-Cookie") for a in answers] == [[]] * len(answers)
+    assert client.get_cookie("session").value == before_login.value  # type: ignore[union-attr]
+
+
 def test_login_with_the_right_password(site: Flask) -> None:
     register(site.test_client())
     client = site.test_client()
