@@ -142,8 +142,8 @@ def test_the_icon_a_browser_asks_for_never_sends_the_session(site: Flask) -> Non
         answers = [client.get(path)]
         while answers[-1].status_code in (301, 302):
             answers.append(client.get(answers[-1].headers["Location"]))
-        for answer in answers:
-            answer.close()  # the icon's file
+        for hop in answers:
+            hop.close()  # the icon's file
         assert answers[-1].status_code == 200
         assert answers[-1].mimetype == "image/svg+xml"
         assert [a.headers.getlist("Set-Cookie") for a in answers] == [[]] * len(answers)
