@@ -159,10 +159,14 @@ class AssociationPolicy:
         self,
         connection: ConnectionSettings,
         token: WeChatToken,
+        linked: tuple[Identity, User] | None,
         fetch_profile: t.Callable[[], WeChatProfile],
         can_signup: t.Callable[[], bool],
     ) -> Resolution:
         """The user this identity logs in as; creates or links as the settings say.
+        ``linked``: :meth:`linked_user`'s answer for ``token.openid``, read in the caller's
+        transaction (or known to be ``None`` there: an identity made meanwhile is refused by
+        its unique key, and the caller runs again).
 
         :class:`LoginRefused` in login-only mode for an identity nobody owns;
         :class:`BindingRequired` when the person must choose (ask binding);
@@ -174,7 +178,6 @@ class AssociationPolicy:
         ``can_signup``: the adapter's answer for this login, asked where a new account
         would be made (the flow decides when the site's own hook is asked).
         """
-        linked = self.linked_user(connection.identifier, token.openid)
         if linked is not None:
             return self._returning(connection, token, *linked, fetch_profile)
         if not token.grants_profile:

@@ -460,7 +460,8 @@ class LoginFlow:
 
         def resolve() -> Resolution:
             nonlocal ended_at
-            resolution = self.policy.resolve(connection, token, profile.fetch,
+            linked = profile.linked_user(self.policy)
+            resolution = self.policy.resolve(connection, token, linked, profile.fetch,
                                              profile.can_signup)
             # The repeat window starts when the login is done, not when the code came.
             ended_at = time.time()
@@ -1080,6 +1081,25 @@ class _LoginProfile:
     hosts_writes: bool
     #: the profile, once asked
     asked: WeChatProfile | None = None
+    #: the latest run found no identity of the openid (:meth:`linked_user`)
+    found_unlinked: bool = False
+    #: the run after the profile need not look again (:meth:`run`)
+    known_unlinked: bool = False
+
+    def linked_user(self, policy: AssociationPolicy) -> tuple[Identity, User] | None:
+        """The identity of the login's openid and its user, read in this run. Not in the
+        run right after the profile when the run before found none: on PostgreSQL a round
+        trip a first login. One made meanwhile (a second tab of the same person) is refused
+        by the unique key on ``(connection, openid)`` and the next run looks again
+        (:meth:`LoginFlow._in_transaction`)."""
+        if self.known_unlinked:
+            self.known_unlinked = False
+            return None
+        linked = policy.linked_user(self.connection.identifier, self.token.openid)
+        # No row, not a stale one deleted (a write, which the rollback undid)
+        self.found_unlinked = linked is None and not transactions.holds_writes(
+            policy.db.session())
+        return linked
 
     def fetch(self) -> WeChatProfile:
         """The profile, for the login's resolution, in its transaction."""
@@ -1122,6 +1142,7 @@ class _LoginProfile:
         except _ProfileFirst:
             pass  # the rest outside the handler: its errors are not chained to this
         self._ask()  # the state found unused in the run rolled back (_stop_if_used)
+        self.known_unlinked = self.found_unlinked
         return flow._in_transaction(work)
 
     def _ask(self) -> WeChatProfile:

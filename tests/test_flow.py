@@ -771,6 +771,42 @@ def test_no_connection_of_the_pool_is_held_while_wechat_answers_for_the_profile(
             [] if how == "ask binding" else [OPENID])
 
 
+@pytest.mark.parametrize("who", ["a new person", "a person whose user is gone"])
+def test_a_first_login_looks_its_identity_up_once_and_saves_it_at_the_first_try(
+    make_app: t.Any, wechat_api: t.Any, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture, who: str
+) -> None:
+    """The run after WeChat's profile does not look again for an identity the run before
+    found none of: on PostgreSQL a round trip a first login (issue 15). A stale identity
+    (its user gone, deleted in the run the rollback undid) is looked up again, not left to
+    the unique key's refusal and a third run."""
+    app = make_app()
+    if who == "a person whose user is gone":
+        assert login_with_wechat(app.test_client(), wechat_api).status_code == 302
+        monkeypatch.setattr(AccountAdapter, "load_user", lambda self, user_id: None)
+    lookups: list[str] = []
+
+    def look(conn: t.Any, cursor: t.Any, statement: str, *args: t.Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and \
+                "FROM wechat_qr_identity" in " ".join(statement.split()):
+            lookups.append(statement)
+
+    with app.app_context():
+        engine = app.db.engine
+    sa.event.listen(engine, "before_cursor_execute", look)
+    client = app.test_client()
+    try:
+        with caplog.at_level(logging.INFO, logger="flask_wechat_qr"):
+            resp = login_with_wechat(client, wechat_api)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", look)
+    assert resp.status_code == 302, resp.get_data(as_text=True)
+    assert len(lookups) == (1 if who == "a new person" else 2)
+    assert not [r for r in caplog.records if "trying again" in r.getMessage()]
+    (identity,) = all_identities(app)
+    assert logged_in_user_id(client) == identity.user_id
+
+
 def test_no_connection_of_the_pool_is_held_while_a_new_avatar_downloads(
     make_app: t.Any, wechat_api: t.Any
 ) -> None:

@@ -79,7 +79,8 @@ def test_the_versus_benchmark_counts_statements_and_api_calls(tmp_path: Path) ->
     assert "WeChat + browsers CPU ms/login" in result.stdout
     assert per_login["returning", "ours"]["api"] == 1  # the token carries openid/unionid
     assert per_login["new", "ours"]["api"] == 2
-    for users, (statements, rows) in {"returning": (7, 2), "new": (7, 3)}.items():
+    # a new person: the run after WeChat's profile does not look the identity up again
+    for users, (statements, rows) in {"returning": (7, 2), "new": (6, 3)}.items():
         assert 2 <= per_login[users, "ours"]["statements"] <= statements
         assert per_login[users, "ours"]["rows_written"] <= rows
         assert per_login[users, "ours"]["commit"] <= 1
