@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 import sqlalchemy as sa
 from flask import (
     Blueprint,
+    Response,
     abort,
     current_app,
     flash,
@@ -286,6 +287,8 @@ ERROR_TEXTS: dict[int, tuple[str, str]] = {
           gettext_noop("This address does not take this kind of request.")),
     429: (gettext_noop("Too many requests"), gettext_noop("Wait a moment and try again.")),
 }
+#: Requests for a page (``Sec-Fetch-Dest``); other requests' errors get no page.
+PAGE_DESTINATIONS = frozenset({"document", "iframe", "frame", "empty"})
 OTHER_ERROR = (gettext_noop("Something went wrong"),
                gettext_noop("The site could not answer this request. Try again in a moment."))
 
@@ -297,6 +300,11 @@ def error_page(error: HTTPException) -> ResponseReturnValue:
     if (request.blueprint or "").startswith("wechat_qr"):
         return error
     code = error.code or 500
+    if request.headers.get("Sec-Fetch-Dest", "document") not in PAGE_DESTINATIONS:
+        # An image, a script, an icon (Safari's apple-touch-icon.png): no page, and the
+        # layout's current_user not loaded, which writes the session (Flask-Login's
+        # "_fresh") and could undo a login answered meanwhile (a helper's hunt).
+        return Response(error.name, code, mimetype="text/plain")
     title, text = ERROR_TEXTS.get(code, OTHER_ERROR)
     # Our own aborts carry a message already in the visitor's language.
     own = error.description if error.description != type(error).description else None

@@ -147,7 +147,14 @@ def test_the_icon_a_browser_asks_for_never_sends_the_session(site: Flask) -> Non
         assert answers[-1].status_code == 200
         assert answers[-1].mimetype == "image/svg+xml"
         assert [a.headers.getlist("Set-Cookie") for a in answers] == [[]] * len(answers)
+    # Safari's touch icon, and any other missing image: a 404 with no page, no cookie
+    missing = client.get("/apple-touch-icon.png", headers={"Sec-Fetch-Dest": "image"})
+    assert (missing.status_code, missing.mimetype) == (404, "text/plain")
+    assert missing.headers.getlist("Set-Cookie") == []
     assert client.get_cookie("session").value == before_login.value  # type: ignore[union-attr]
+    # a page that is not there is still the site's own page, in the visitor's language
+    page_404 = client.get("/no-such-page", headers={"Sec-Fetch-Dest": "document"})
+    assert page_404.status_code == 404 and page_404.mimetype == "text/html"
 
 
 def test_login_with_the_right_password(site: Flask) -> None:
