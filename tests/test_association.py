@@ -228,7 +228,7 @@ def test_no_identity_of_a_connection_without_its_credentials_is_a_way_in(
 def test_without_an_official_account_configured_a_first_login_reads_no_more(
         make_app: t.Any, wechat_api: t.Any) -> None:
     """A connection with no Official Account configured has no identity of another app to
-    find: its first logins do not look (the documented three reads of a first login);
+    find: its first logins do not look (the documented two reads of a first login);
     one that dropped its Official Account entirely keeps its AppID to keep joining them."""
     app = make_app()
     user = add_user(app, username="zs")

@@ -119,13 +119,13 @@ def test_a_login_that_reads_the_profile_reads_the_used_state_first(
     assert returning.commits == 1
 
 
-def test_a_first_login_costs_three_reads_three_inserts_and_one_commit(
+def test_a_first_login_costs_two_reads_three_inserts_and_one_commit(
         app: t.Any, wechat_api: WeChatAPI) -> None:
     """New: the identity (none: the profile is needed, asked outside the transaction); is
-    the state used? (before the profile is asked); the identity again; the user, the
-    identity and the used state's rows; one commit."""
+    the state used? (before the profile is asked); then, not looking for the identity
+    again, the user, the identity and the used state's rows; one commit."""
     new, _returning = _logins(app, wechat_api)
-    assert new.kinds() == {"SELECT": 3, "INSERT": 3}, new.sent
+    assert new.kinds() == {"SELECT": 2, "INSERT": 3}, new.sent
     assert new.commits == 1
 
 
@@ -214,7 +214,7 @@ def test_the_queries_of_a_login_use_indexes(app: t.Any, database: Database,
     """The identity by openid (with its user by primary key) and the used state by key."""
     new, returning = _logins(app, wechat_api)
     queries = new.selects() + returning.selects()
-    assert len(queries) == 4
+    assert len(queries) == 3
     for statement, parameters in queries:
         assert "wechat_qr_identity" in statement or "wechat_qr_login_state" in statement
         key = "openid" if "wechat_qr_identity" in statement else "key"
