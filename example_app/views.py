@@ -16,10 +16,12 @@ from flask import (
     abort,
     current_app,
     flash,
+    g,
     jsonify,
     redirect,
     render_template,
     request,
+    send_from_directory,
     session,
     url_for,
 )
@@ -33,7 +35,7 @@ from flask_wechat_qr import LoginError, safe_next
 from . import csrf
 from .i18n import gettext as _
 from .i18n import gettext_noop
-from .models import LoginFailure, User, accounts, db, wechat
+from .models import LoginFailure, User, accounts, db, login_manager, wechat
 
 if t.TYPE_CHECKING:
     from flask.typing import ResponseReturnValue
@@ -95,8 +97,11 @@ def _log_in(user: User) -> None:
 def favicon() -> ResponseReturnValue:
     """Where browsers look for an icon on pages without a link to one (the extension's and
     the sandbox's own): the site's icon, answered without the session, so it never sends a
-    cookie that could arrive after a login's and undo it (a 404 page loads the user)."""
-    return redirect(url_for("static", filename="favicon.svg"), 301)
+    cookie that could arrive after a login's and undo it (a 404 page loaded the user). The
+    file itself, not a redirect: a permanent one would stay in the browser for every other
+    site later served on the same host and port."""
+    return send_from_directory(current_app.static_folder or "static", "favicon.svg",
+                               mimetype="image/svg+xml", max_age=86400)
 
 
 @bp.get("/")
@@ -288,7 +293,7 @@ ERROR_TEXTS: dict[int, tuple[str, str]] = {
     429: (gettext_noop("Too many requests"), gettext_noop("Wait a moment and try again.")),
 }
 #: Requests for a page (``Sec-Fetch-Dest``); other requests' errors get no page.
-PAGE_DESTINATIONS = frozenset({"document", "iframe", "frame", "empty"})
+PAGE_DESTINATIONS = frozenset({"document", "iframe", "frame", "fencedframe", "empty"})
 OTHER_ERROR = (gettext_noop("Something went wrong"),
                gettext_noop("The site could not answer this request. Try again in a moment."))
 
@@ -296,17 +301,29 @@ OTHER_ERROR = (gettext_noop("Something went wrong"),
 @bp.app_errorhandler(HTTPException)
 def error_page(error: HTTPException) -> ResponseReturnValue:
     """The site's pages in words and in the visitor's language, never Werkzeug's English
-    default. The extension's and the sandbox's routes answer with their own pages."""
+    default. The extension's and the sandbox's routes answer with their own pages.
+
+    An error must not write the session: its answer may arrive after a login's (a missing
+    icon the browser asked for while the visitor logged in, a fetch) and would put back
+    the session from before (a helper's hunt, session 38). So a request that is not for
+    a page gets no page, and a visitor who is not logged in is not loaded: Flask-Login
+    writes "_fresh" into a session holding a CSRF token the first time it loads one."""
     if (request.blueprint or "").startswith("wechat_qr"):
         return error
     code = error.code or 500
+    # The error's own headers (a 405's Allow), not its default page's Content-Type
+    headers = [(name, value) for name, value in error.get_headers()
+               if name.lower() != "content-type"]
+    headers.append(("Vary", "Sec-Fetch-Dest"))
     if request.headers.get("Sec-Fetch-Dest", "document") not in PAGE_DESTINATIONS:
-        # An image, a script, an icon (Safari's apple-touch-icon.png): no page, and the
-        # layout's current_user not loaded, which writes the session (Flask-Login's
-        # "_fresh") and could undo a login answered meanwhile (a helper's hunt).
-        return Response(error.name, code, mimetype="text/plain")
+        # An image, a script, an icon (Safari's apple-touch-icon.png): its status in words
+        return Response(error.name, code, headers, mimetype="text/plain")
     title, text = ERROR_TEXTS.get(code, OTHER_ERROR)
     # Our own aborts carry a message already in the visitor's language.
     own = error.description if error.description != type(error).description else None
+    if "_user_id" not in session:
+        # Flask-Login's context processor loads the user for every template; where nobody
+        # is logged in, its slot for the request's user gets the anonymous one instead.
+        g._login_user = login_manager.anonymous_user()
     return render_template("error.html", code=code, title=_(title),
-                           message=own or _(text)), code
+                           message=own or _(text)), code, headers

@@ -342,12 +342,12 @@ class AccountAdapter(t.Generic[UserT]):
         key (so :meth:`get_user_id` must store one it reads back) and finds a user a query
         already loaded into the session (the login's identity query joins it in) without a
         query of its own; an overridden one may load users from anywhere, by any id."""
-        return type(self).load_user is AccountAdapter.load_user
+        return type(self).load_user is _DEFAULT_LOAD_USER
 
     def _signup_by_setting(self) -> bool:
         """Whether :meth:`can_signup` is this default one, which reads the connection's
         login-only setting and spends nothing; a site's own may (an invitation, a quota)."""
-        return type(self).can_signup is AccountAdapter.can_signup
+        return type(self).can_signup is _DEFAULT_CAN_SIGNUP
 
     def current_user(self) -> UserT | None:
         """The logged-in user (Flask-Login), or ``None``: the user object itself, not
@@ -450,6 +450,12 @@ class AccountAdapter(t.Generic[UserT]):
             return getattr(user, mapper.get_property_by_column(key[0]).key)
         return tuple(getattr(user, mapper.get_property_by_column(column).key)
                      for column in key)  # a composite key: all of it
+
+
+#: The default hooks as defined above: one replaced on AccountAdapter itself (a test's
+#: monkeypatch of the class) is the site's own, as an override in a subclass is.
+_DEFAULT_LOAD_USER = AccountAdapter.load_user
+_DEFAULT_CAN_SIGNUP = AccountAdapter.can_signup
 
 
 def own_user(adapter: AccountAdapter[UserT], user: UserT | None, hook: str) -> UserT | None:

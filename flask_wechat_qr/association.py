@@ -122,6 +122,16 @@ class AssociationPolicy:
         ).scalar_one_or_none()
         return identity
 
+    def unlinked_only_signs_up(self, connection: ConnectionSettings) -> bool:
+        """Whether a login that finds no identity of its openid can end only in a new
+        account and its identity (or in the unique key's refusal of one made meanwhile):
+        no choice to ask (association ``off``), no other app's account to join, sign-up
+        allowed by the setting and not by a hook of the site's. Elsewhere an identity made
+        meanwhile changes the ending (a match, a join, a bind page, a refusal) before any
+        insert, so it must be looked for (a review, session 38)."""
+        return (connection.association == "off" and not connection.oa_app_id
+                and not connection.login_only and self.adapter._signup_by_setting())
+
     def linked_user(self, connection: str, openid: str) -> tuple[Identity, User] | None:
         """``(identity, user)`` of a WeChat account linked here, or ``None``. An identity
         whose user is gone (deleted behind the ORM where no foreign key removed it) is

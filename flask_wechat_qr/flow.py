@@ -1081,25 +1081,11 @@ class _LoginProfile:
     hosts_writes: bool
     #: the profile, once asked
     asked: WeChatProfile | None = None
-    #: the latest run found no identity of the openid (:meth:`linked_user`)
-    found_unlinked: bool = False
-    #: the run after the profile need not look again (:meth:`run`)
-    known_unlinked: bool = False
-
-    def linked_user(self, policy: AssociationPolicy) -> tuple[Identity, User] | None:
-        """The identity of the login's openid and its user, read in this run. Not in the
-        run right after the profile when the run before found none: on PostgreSQL a round
-        trip a first login. One made meanwhile (a second tab of the same person) is refused
-        by the unique key on ``(connection, openid)`` and the next run looks again
-        (:meth:`LoginFlow._in_transaction`)."""
-        if self.known_unlinked:
-            self.known_unlinked = False
-            return None
-        linked = policy.linked_user(self.connection.identifier, self.token.openid)
-        # No row, not a stale one deleted (a write, which the rollback undid)
-        self.found_unlinked = linked is None and not transactions.holds_writes(
-            policy.db.session())
-        return linked
+    #: the latest run found no identity of the openid, and none can change its ending
+    #: but by the unique key's refusal (:meth:`linked_user`)
+    none_found: bool = False
+    #: the run after the profile does not look again (:meth:`run`)
+    skip_lookup: bool = False
 
     def fetch(self) -> WeChatProfile:
         """The profile, for the login's resolution, in its transaction."""
@@ -1109,6 +1095,23 @@ class _LoginProfile:
         if not self.hosts_writes:
             raise _ProfileFirst()
         return self._ask()
+
+    def linked_user(self, policy: AssociationPolicy) -> tuple[Identity, User] | None:
+        """The identity of the login's openid and its user, read in this run. Not read
+        again in the run right after the profile where the run before found none and the
+        login can only sign the person up (:meth:`AssociationPolicy.unlinked_only_signs_up`):
+        one round trip fewer per first login on PostgreSQL. One made meanwhile (the same
+        person in a second tab) is then refused by the unique key on ``(connection,
+        openid)`` and the next run looks again (:meth:`LoginFlow._in_transaction`); the
+        site's ``create_user`` has run in the run rolled back."""
+        if self.skip_lookup:
+            self.skip_lookup = False
+            return None
+        linked = policy.linked_user(self.connection.identifier, self.token.openid)
+        # No row (a stale one deleted is a write, which the rollback undoes)
+        self.none_found = (linked is None and policy.unlinked_only_signs_up(self.connection)
+                           and not transactions.holds_writes(policy.db.session()))
+        return linked
 
     def can_signup(self) -> bool:
         """The adapter's answer for a new account. A site's own may spend something (an
@@ -1142,7 +1145,7 @@ class _LoginProfile:
         except _ProfileFirst:
             pass  # the rest outside the handler: its errors are not chained to this
         self._ask()  # the state found unused in the run rolled back (_stop_if_used)
-        self.known_unlinked = self.found_unlinked
+        self.skip_lookup = self.none_found
         return flow._in_transaction(work)
 
     def _ask(self) -> WeChatProfile:

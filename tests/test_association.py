@@ -4,6 +4,7 @@ the account page and unlinking it, and never half a login left behind."""
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import typing as t
@@ -516,6 +517,99 @@ def test_identity_created_concurrently_ends_in_one_user(app: t.Any, client: t.An
     identities = all_identities(app)
     assert [(i.openid, i.user_id) for i in identities] == [(OPENID, "77")]
     assert logged_in_user_id(client) == "77"
+
+
+def _identity_made_while_the_profile_is_asked(app: t.Any, monkeypatch: pytest.MonkeyPatch,
+                                              user_id: int | None) -> list[int]:
+    """While WeChat answers for the profile, another request (the same person's other tab)
+    commits the identity of ``OPENID`` for ``user_id``, or for a user 77 it makes; the
+    list gets that user's id."""
+    real_userinfo = WeChatClient.userinfo
+    identities = table(app, "wechat_qr_identity")
+    made: list[int] = []
+
+    def userinfo(self: t.Any, *args: t.Any, **kwargs: t.Any) -> t.Any:
+        profile = real_userinfo(self, *args, **kwargs)
+        if not made:
+            owner = 77 if user_id is None else user_id
+            now = datetime.now(UTC)
+            with app.db.engine.begin() as conn:  # the other request's own connection
+                if user_id is None:
+                    conn.execute(sa.insert(app.User.__table__).values(
+                        id=owner, username="winner", nickname=NICKNAME))
+                conn.execute(sa.insert(identities).values(
+                    connection="wechat", openid=OPENID, unionid=UNIONID, user_id=str(owner),
+                    created_at=now, last_login_at=now))
+            made.append(owner)
+        return profile
+
+    monkeypatch.setattr(WeChatClient, "userinfo", userinfo)
+    return made
+
+
+@pytest.mark.parametrize("how", [
+    "association off", "signed up inside WeChat", "ask binding", "the site's own can_signup",
+    "field matching on the profile's unionid, login only"])
+def test_an_identity_made_while_the_profile_is_asked_logs_in_as_its_user(
+        make_app: t.Any, wechat_api: t.Any, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture, how: str) -> None:
+    """The run after the profile looks for the identity again wherever one made meanwhile
+    changes the ending before any insert: a first version skipped the look everywhere and
+    ended such logins on "already linked" (409), a bind page, or a refusal (a review,
+    session 38). Where only a sign-up can follow, the unique key refuses the second
+    identity and the login runs again: one user, no user_created, nothing above INFO."""
+    owner: int | None = None
+    extra: dict[str, t.Any] = {}
+    if how == "signed up inside WeChat":
+        app = make_app(WECHAT_QR_OA_APP_ID="wxfedcba9876543210",
+                       WECHAT_QR_OA_APP_SECRET="oa-secret-of-the-test")
+        owner = add_user(app, username="zs")
+        link_identity(app, owner, openid="o-official-account-zs", wechat_app="official_account")
+    elif how == "ask binding":
+        app = make_app(WECHAT_QR_ASSOCIATION="ask_binding")
+    elif how == "field matching on the profile's unionid, login only":
+        app = make_app(WECHAT_QR_ASSOCIATION="field_matching", WECHAT_QR_LOGIN_ONLY=True,
+                       WECHAT_QR_MATCH_FIELDS=["unionid"])
+        owner = add_user(app, username="alice")
+        extra = {"unionid": None, "profile_unionid": UNIONID}
+    else:
+        app = make_app()
+    if how == "the site's own can_signup":
+        def one_account_only(self: t.Any, connection: t.Any) -> bool:  # a quota: one
+            with app.db.engine.connect() as conn:
+                return not conn.execute(sa.select(sa.func.count()).select_from(
+                    app.User.__table__)).scalar()
+
+        monkeypatch.setattr(AccountAdapter, "can_signup", one_account_only)
+    made = _identity_made_while_the_profile_is_asked(app, monkeypatch, owner)
+    client = app.test_client()
+    with recording(app, "user_created", "login_refused") as events, \
+            caplog.at_level(logging.INFO, logger="flask_wechat_qr"):
+        resp = login_with_wechat(client, wechat_api, **extra)
+    assert resp.status_code == 302, (resp.status_code, error_name(resp))
+    assert resp.headers["Location"] == "/"
+    assert made and logged_in_user_id(client) == str(made[0])
+    assert len(all_users(app)) == 1
+    assert [i.user_id for i in all_identities(app) if i.app == "website"] == [str(made[0])]
+    assert events == []
+    assert [r.getMessage() for r in caplog.records if r.levelno > logging.INFO] == []
+
+
+@pytest.mark.parametrize("level", ["SERIALIZABLE", "AUTOCOMMIT", "REPEATABLE READ"])
+def test_an_identity_made_while_the_profile_is_asked_at_each_isolation_level(
+        make_app: t.Any, wechat_api: t.Any, monkeypatch: pytest.MonkeyPatch, level: str,
+        database: t.Any) -> None:
+    if database.backend == "sqlite" and level == "REPEATABLE READ":
+        pytest.skip("SQLite has no REPEATABLE READ level")
+    app = make_app(SQLALCHEMY_ENGINE_OPTIONS={"isolation_level": level})
+    made = _identity_made_while_the_profile_is_asked(app, monkeypatch, None)
+    client = app.test_client()
+    with recording(app, "user_created") as created:
+        resp = login_with_wechat(client, wechat_api)
+    assert resp.status_code == 302, (resp.status_code, error_name(resp))
+    assert made == [77] and logged_in_user_id(client) == "77"
+    assert [u.id for u in all_users(app)] == [77]
+    assert created == []
 
 
 def test_two_first_logins_at_once_make_one_user(make_app: t.Any, wechat_api: t.Any,

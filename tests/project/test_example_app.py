@@ -151,10 +151,27 @@ def test_the_icon_a_browser_asks_for_never_sends_the_session(site: Flask) -> Non
     missing = client.get("/apple-touch-icon.png", headers={"Sec-Fetch-Dest": "image"})
     assert (missing.status_code, missing.mimetype) == (404, "text/plain")
     assert missing.headers.getlist("Set-Cookie") == []
+    # ...nor from a browser that says not what it asks for (Safari before 16.4), a fetch()
+    # or a page: the site's own page, in the visitor's language, the visitor not loaded
+    # (a review: Flask-Login wrote "_fresh" there)
+    for headers in ({}, {"Sec-Fetch-Dest": "empty"}, {"Sec-Fetch-Dest": "document"}):
+        page_404 = client.get("/apple-touch-icon-precomposed.png", headers=headers)
+        assert (page_404.status_code, page_404.mimetype) == (404, "text/html")
+        assert "Sec-Fetch-Dest" in page_404.headers["Vary"]
+        assert page_404.headers.getlist("Set-Cookie") == []
     assert client.get_cookie("session").value == before_login.value  # type: ignore[union-attr]
-    # a page that is not there is still the site's own page, in the visitor's language
-    page_404 = client.get("/no-such-page", headers={"Sec-Fetch-Dest": "document"})
-    assert page_404.status_code == 404 and page_404.mimetype == "text/html"
+    # the error's own headers stay: a 405's Allow, on the page and in plain text
+    for dest in ("document", "script"):
+        refused = client.put("/register", headers={"Sec-Fetch-Dest": dest})
+        assert refused.status_code == 405 and "POST" in refused.headers["Allow"]
+
+
+def test_an_error_page_shows_a_logged_in_visitor_as_logged_in(site: Flask) -> None:
+    client = site.test_client()
+    register(client, "alice")
+    page_404 = client.get("/no-such-page")
+    assert page_404.status_code == 404
+    assert "alice" in page_404.get_data(as_text=True)  # the layout's header
 
 
 def test_login_with_the_right_password(site: Flask) -> None:
