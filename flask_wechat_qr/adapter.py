@@ -342,12 +342,18 @@ class AccountAdapter(t.Generic[UserT]):
         key (so :meth:`get_user_id` must store one it reads back) and finds a user a query
         already loaded into the session (the login's identity query joins it in) without a
         query of its own; an overridden one may load users from anywhere, by any id."""
-        return type(self).load_user is _DEFAULT_LOAD_USER
+        return self._is_default("load_user")
 
     def _signup_by_setting(self) -> bool:
         """Whether :meth:`can_signup` is this default one, which reads the connection's
         login-only setting and spends nothing; a site's own may (an invitation, a quota)."""
-        return type(self).can_signup is _DEFAULT_CAN_SIGNUP
+        return self._is_default("can_signup")
+
+    def _is_default(self, hook: str) -> bool:
+        """Whether the hook named ``hook`` is the one defined here, not the site's own (an
+        override in a subclass, or one replaced on AccountAdapter itself, as a test's
+        monkeypatch of the class does)."""
+        return getattr(type(self), hook) is _DEFAULT_HOOKS[hook]
 
     def current_user(self) -> UserT | None:
         """The logged-in user (Flask-Login), or ``None``: the user object itself, not
@@ -452,10 +458,11 @@ class AccountAdapter(t.Generic[UserT]):
                      for column in key)  # a composite key: all of it
 
 
-#: The default hooks as defined above: one replaced on AccountAdapter itself (a test's
-#: monkeypatch of the class) is the site's own, as an override in a subclass is.
-_DEFAULT_LOAD_USER = AccountAdapter.load_user
-_DEFAULT_CAN_SIGNUP = AccountAdapter.can_signup
+#: The hooks as defined above, by name (:meth:`AccountAdapter._is_default`): one replaced on
+#: AccountAdapter itself (a test's monkeypatch of the class) is the site's own, as an
+#: override in a subclass is.
+_DEFAULT_HOOKS = {name: AccountAdapter.__dict__[name] for name in (
+    "load_user", "match_user", "create_user", "populate_user", "can_signup")}
 
 
 def own_user(adapter: AccountAdapter[UserT], user: UserT | None, hook: str) -> UserT | None:

@@ -126,11 +126,15 @@ class AssociationPolicy:
         """Whether a login that finds no identity of its openid can end only in a new
         account and its identity (or in the unique key's refusal of one made meanwhile):
         no choice to ask (association ``off``), no other app's account to join, sign-up
-        allowed by the setting and not by a hook of the site's. Elsewhere an identity made
-        meanwhile changes the ending (a match, a join, a bind page, a refusal) before any
-        insert, so it must be looked for (a review, session 38)."""
+        allowed by the setting, and the account made and filled by the default hooks.
+        Elsewhere an identity made meanwhile may change the ending before any insert (a
+        match, a join, a bind page, a refusal; a site's ``create_user`` that finds the
+        name taken, or sends mail), so it must be looked for (two reviews, session 38)."""
+        adapter = self.adapter
         return (connection.association == "off" and not connection.oa_app_id
-                and not connection.login_only and self.adapter._signup_by_setting())
+                and not connection.login_only and adapter._is_default("can_signup")
+                and adapter._is_default("create_user")
+                and adapter._is_default("populate_user"))
 
     def linked_user(self, connection: str, openid: str) -> tuple[Identity, User] | None:
         """``(identity, user)`` of a WeChat account linked here, or ``None``. An identity

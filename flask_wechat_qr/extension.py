@@ -463,7 +463,7 @@ def _check_users_can_be_found(adapter: AccountAdapter[User]) -> None:
     """The default ``load_user`` looks users up by a primary key of one column: with a
     composite one, every returning WeChat login would fail. Say so now, with the fix."""
     model = adapter.user_model
-    if model is None or type(adapter).load_user is not AccountAdapter.load_user:
+    if model is None or not adapter._is_default("load_user"):
         return
     key = composite_key_columns(model)
     if key:
@@ -483,7 +483,7 @@ def _check_users_can_be_created(settings: Settings, adapter: AccountAdapter[User
     """A user model with a required column the default ``create_user`` cannot fill would
     fail every first WeChat login in the database; say so now, with the fix."""
     model = adapter.user_model
-    if model is None or type(adapter).create_user is not AccountAdapter.create_user or all(
+    if model is None or not adapter._is_default("create_user") or all(
             conn.login_only for conn in settings.connections.values()):
         return
     arguments = arguments_create_user_cannot_give(model)
@@ -534,7 +534,7 @@ def _check_association_support(settings: Settings, adapter: AccountAdapter[User]
                     "(docs: hooks, 'Proving an existing account').")
         if conn.association == "field_matching":
             custom = [f for f in conn.match_fields if f != "unionid"]
-            if custom and type(adapter).match_user is AccountAdapter.match_user:
+            if custom and adapter._is_default("match_user"):
                 fix = ("Override AccountAdapter.match_user to match on fields your site has "
                        "verified, or match on 'unionid' only.")
                 contact = [f for f in custom if f.lower() in _FIELDS_WECHAT_NEVER_GIVES]

@@ -1102,8 +1102,7 @@ class _LoginProfile:
         login can only sign the person up (:meth:`AssociationPolicy.unlinked_only_signs_up`):
         one round trip fewer per first login on PostgreSQL. One made meanwhile (the same
         person in a second tab) is then refused by the unique key on ``(connection,
-        openid)`` and the next run looks again (:meth:`LoginFlow._in_transaction`); the
-        site's ``create_user`` has run in the run rolled back."""
+        openid)`` and the next run looks again (:meth:`LoginFlow._in_transaction`)."""
         if self.skip_lookup:
             self.skip_lookup = False
             return None

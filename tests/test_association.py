@@ -520,10 +520,11 @@ def test_identity_created_concurrently_ends_in_one_user(app: t.Any, client: t.An
 
 
 def _identity_made_while_the_profile_is_asked(app: t.Any, monkeypatch: pytest.MonkeyPatch,
-                                              user_id: int | None) -> list[int]:
+                                              user_id: int | None,
+                                              username: str = "winner") -> list[int]:
     """While WeChat answers for the profile, another request (the same person's other tab)
-    commits the identity of ``OPENID`` for ``user_id``, or for a user 77 it makes; the
-    list gets that user's id."""
+    commits the identity of ``OPENID`` for ``user_id``, or for a user 77 (``username``) it
+    makes; the list gets that user's id."""
     real_userinfo = WeChatClient.userinfo
     identities = table(app, "wechat_qr_identity")
     made: list[int] = []
@@ -536,7 +537,7 @@ def _identity_made_while_the_profile_is_asked(app: t.Any, monkeypatch: pytest.Mo
             with app.db.engine.begin() as conn:  # the other request's own connection
                 if user_id is None:
                     conn.execute(sa.insert(app.User.__table__).values(
-                        id=owner, username="winner", nickname=NICKNAME))
+                        id=owner, username=username, nickname=NICKNAME))
                 conn.execute(sa.insert(identities).values(
                     connection="wechat", openid=OPENID, unionid=UNIONID, user_id=str(owner),
                     created_at=now, last_login_at=now))
@@ -595,21 +596,71 @@ def test_an_identity_made_while_the_profile_is_asked_logs_in_as_its_user(
     assert [r.getMessage() for r in caplog.records if r.levelno > logging.INFO] == []
 
 
-@pytest.mark.parametrize("level", ["SERIALIZABLE", "AUTOCOMMIT", "REPEATABLE READ"])
-def test_an_identity_made_while_the_profile_is_asked_at_each_isolation_level(
-        make_app: t.Any, wechat_api: t.Any, monkeypatch: pytest.MonkeyPatch, level: str,
-        database: t.Any) -> None:
-    if database.backend == "sqlite" and level == "REPEATABLE READ":
-        pytest.skip("SQLite has no REPEATABLE READ level")
-    app = make_app(SQLALCHEMY_ENGINE_OPTIONS={"isolation_level": level})
-    made = _identity_made_while_the_profile_is_asked(app, monkeypatch, None)
+class _NameTaken(Exception):
+    """A site's own create_user's refusal of a name taken."""
+
+
+@pytest.mark.parametrize("how", ["the site's own create_user checks the name first",
+                                 "the site's own create_user sends a welcome",
+                                 "the site's own populate_user sends a welcome"])
+def test_a_sites_own_hooks_never_run_for_an_identity_made_while_the_profile_is_asked(
+        make_app: t.Any, wechat_api: t.Any, monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+    """A site's own create_user or populate_user may act on what it finds (a name taken)
+    or outside the database (mail): the run after the profile looks for the identity
+    again, as it did before, and finds the one the other tab made (a second review,
+    session 38: the login raised the site's error, a 500, or the welcome went out for an
+    account rolled back)."""
+    app = make_app()
+    welcomed: list[str] = []
+
+    def create_user(self: t.Any, connection: t.Any, profile: t.Any) -> t.Any:
+        username = f"wx_{profile.openid}"
+        if "checks the name" in how and app.db.session.execute(
+                sa.select(app.User.id).where(app.User.username == username)).first():
+            raise _NameTaken(username)
+        if "create_user sends" in how:
+            welcomed.append(username)
+        user = app.User(username=username)
+        app.db.session.add(user)
+        return user
+
+    real_populate_user = AccountAdapter.populate_user
+
+    def populate_user(self: t.Any, *args: t.Any, **kwargs: t.Any) -> t.Any:
+        welcomed.append("populated")
+        return real_populate_user(self, *args, **kwargs)
+
+    if "populate_user" in how:
+        monkeypatch.setattr(AccountAdapter, "populate_user", populate_user)
+    else:
+        monkeypatch.setattr(AccountAdapter, "create_user", create_user)
+    made = _identity_made_while_the_profile_is_asked(app, monkeypatch, None, f"wx_{OPENID}")
     client = app.test_client()
     with recording(app, "user_created") as created:
         resp = login_with_wechat(client, wechat_api)
     assert resp.status_code == 302, (resp.status_code, error_name(resp))
     assert made == [77] and logged_in_user_id(client) == "77"
     assert [u.id for u in all_users(app)] == [77]
-    assert created == []
+    assert created == [] and welcomed == []
+
+
+def test_an_identity_made_while_the_profile_is_asked_at_each_isolation_level(
+        make_app: t.Any, wechat_api: t.Any, monkeypatch: pytest.MonkeyPatch,
+        database: t.Any) -> None:
+    """The unique key's refusal and the run after it, at each level the database has."""
+    levels = ["SERIALIZABLE", "AUTOCOMMIT"]
+    if database.backend != "sqlite":  # SQLite has no REPEATABLE READ
+        levels.append("REPEATABLE READ")
+    for level in levels:
+        app = make_app(SQLALCHEMY_ENGINE_OPTIONS={"isolation_level": level})
+        made = _identity_made_while_the_profile_is_asked(app, monkeypatch, None)
+        client = app.test_client()
+        with recording(app, "user_created") as created:
+            resp = login_with_wechat(client, wechat_api)
+        assert resp.status_code == 302, (level, resp.status_code, error_name(resp))
+        assert made == [77] and logged_in_user_id(client) == "77", level
+        assert [u.id for u in all_users(app)] == [77], level
+        assert created == [], level
 
 
 def test_two_first_logins_at_once_make_one_user(make_app: t.Any, wechat_api: t.Any,

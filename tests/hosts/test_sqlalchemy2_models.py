@@ -325,6 +325,22 @@ def test_a_composite_key_with_the_default_load_user_is_refused_at_init_app(
     assert "load_user" in refused.value.fix
 
 
+def test_a_load_user_replaced_on_accountadapter_itself_is_the_sites_own_at_init_app(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A load_user replaced on AccountAdapter itself (a test's monkeypatch) is the site's
+    own at init_app as at the login: before, init_app took it for the default and refused
+    the composite key with "the default load_user" (a review, session 38)."""
+
+    def load_user(self: t.Any, user_id: str) -> t.Any:
+        tenant, _, number = user_id.rpartition("/")
+        return self._require_db().session.get(self.user_model, (int(number), tenant)) \
+            if number.isdigit() else None
+
+    monkeypatch.setattr(AccountAdapter, "load_user", load_user)
+    app, _db, _User = tenant_site(tmp_path)  # no ConfigurationError
+    assert "wechat_qr" in app.extensions
+
+
 def test_a_composite_key_site_with_its_own_load_user_finds_each_tenants_user(
         tmp_path: Path, dispose: t.Any) -> None:
     """Two tenants' users share the id 1. ``acme/1`` links WeChat: the identity names
