@@ -132,7 +132,7 @@ class AssociationPolicy:
         name taken, or sends mail), so it must be looked for (two reviews, session 38)."""
         adapter = self.adapter
         return (connection.association == "off" and not connection.oa_app_id
-                and not connection.login_only and adapter._is_default("can_signup")
+                and not connection.login_only and adapter._signup_by_setting()
                 and adapter._is_default("create_user")
                 and adapter._is_default("populate_user"))
 

@@ -460,7 +460,7 @@ class LoginFlow:
 
         def resolve() -> Resolution:
             nonlocal ended_at
-            linked = profile.linked_user(self.policy)
+            linked = profile.linked_user()
             resolution = self.policy.resolve(connection, token, linked, profile.fetch,
                                              profile.can_signup)
             # The repeat window starts when the login is done, not when the code came.
@@ -1096,7 +1096,7 @@ class _LoginProfile:
             raise _ProfileFirst()
         return self._ask()
 
-    def linked_user(self, policy: AssociationPolicy) -> tuple[Identity, User] | None:
+    def linked_user(self) -> tuple[Identity, User] | None:
         """The identity of the login's openid and its user, read in this run. Not read
         again in the run right after the profile where the run before found none and the
         login can only sign the person up (:meth:`AssociationPolicy.unlinked_only_signs_up`):
@@ -1106,6 +1106,7 @@ class _LoginProfile:
         if self.skip_lookup:
             self.skip_lookup = False
             return None
+        policy = self.flow.policy
         linked = policy.linked_user(self.connection.identifier, self.token.openid)
         # No row (a stale one deleted is a write, which the rollback undoes)
         self.none_found = (linked is None and policy.unlinked_only_signs_up(self.connection)

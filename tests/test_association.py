@@ -489,36 +489,6 @@ def test_profile_failure_after_the_token_leaves_nothing(app: t.Any, client: t.An
     assert all_identities(app) == []
 
 
-def test_identity_created_concurrently_ends_in_one_user(app: t.Any, client: t.Any,
-                                                        wechat_api: t.Any,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    """Another request creates the same identity between our lookup and our insert."""
-    real_userinfo = WeChatClient.userinfo
-    identity_table = table(app, "wechat_qr_identity")
-    calls = []
-
-    def userinfo_while_another_request_wins(self: t.Any, *args: t.Any, **kwargs: t.Any) -> t.Any:
-        profile = real_userinfo(self, *args, **kwargs)
-        calls.append(1)
-        with app.db.engine.begin() as conn:  # the other request's own connection
-            conn.execute(sa.insert(app.User.__table__).values(id=77, username="winner",
-                                                              nickname=NICKNAME))
-            now = datetime.now(UTC)
-            conn.execute(sa.insert(identity_table).values(
-                connection="wechat", openid=OPENID, unionid=UNIONID, user_id="77",
-                created_at=now, last_login_at=now))
-        return profile
-
-    monkeypatch.setattr(WeChatClient, "userinfo", userinfo_while_another_request_wins)
-    resp = login_with_wechat(client, wechat_api)
-    assert resp.status_code == 302
-    assert calls == [1]
-    assert [u.id for u in all_users(app)] == [77]
-    identities = all_identities(app)
-    assert [(i.openid, i.user_id) for i in identities] == [(OPENID, "77")]
-    assert logged_in_user_id(client) == "77"
-
-
 def _identity_made_while_the_profile_is_asked(app: t.Any, monkeypatch: pytest.MonkeyPatch,
                                               user_id: int | None,
                                               username: str = "winner") -> list[int]:
@@ -589,6 +559,7 @@ def test_an_identity_made_while_the_profile_is_asked_logs_in_as_its_user(
         resp = login_with_wechat(client, wechat_api, **extra)
     assert resp.status_code == 302, (resp.status_code, error_name(resp))
     assert resp.headers["Location"] == "/"
+    assert api_paths(wechat_api).count(USERINFO_PATH) == 1  # the profile asked once
     assert made and logged_in_user_id(client) == str(made[0])
     assert len(all_users(app)) == 1
     assert [i.user_id for i in all_identities(app) if i.app == "website"] == [str(made[0])]
