@@ -64,7 +64,7 @@ from flask import has_request_context, session
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm.exc import FlushError
 
-from . import pool_share, signals, transactions, write_turns
+from . import signals, transactions, write_turns
 from .association import BindingRequired, PersonMadeMeanwhile, Resolution
 from .client import ProfileNotGranted
 from .errors import (
@@ -1065,16 +1065,12 @@ class _ProfileFirst(Exception):
 
 @dataclass
 class _LoginProfile:
-    """WeChat's profile of one login's callback, asked at most once, and mostly with no
-    database connection held: WeChat may take seconds (up to the HTTP timeout), and a held
-    connection kept the site's other pages waiting (a red team's measure, session 36). A
-    run of the login's transaction that needs it is rolled back (:class:`_ProfileFirst`),
-    the profile asked, and the transaction runs again (:meth:`run`). Inside the
-    transaction where it holds the host's own writes (``hosts_writes``), which a rollback
-    would undo; and where it read nothing but that the person is new and only a sign-up
-    can follow (``none_found``), while its pool can spare the connection
-    (:mod:`.pool_share`): a first login on PostgreSQL then skips the rollback and the
-    second run (issue 15)."""
+    """WeChat's profile of one login's callback, asked at most once, and with no database
+    connection held: WeChat may take seconds (up to the HTTP timeout), and a held connection
+    kept the site's other pages waiting (a red team's measure, session 36). A run of the
+    login's transaction that needs it is rolled back (:class:`_ProfileFirst`), the profile
+    asked, and the transaction runs again (:meth:`run`); inside the transaction only where
+    it holds the host's own writes (``hosts_writes``), which a rollback would undo."""
 
     flow: LoginFlow
     connection: ConnectionSettings
@@ -1096,16 +1092,9 @@ class _LoginProfile:
         if self.asked is not None:
             return self.asked
         self._stop_if_used()
-        if self.hosts_writes:
-            return self._ask()
-        if self.none_found:
-            # Nothing but this run's own reads to keep: its connection stays out of the pool
-            # while WeChat answers, where the pool can spare it (:mod:`.pool_share`).
-            flow = self.flow
-            with pool_share.keep_connection(engine_of(flow.db, flow._table)) as kept:
-                if kept:
-                    return self._ask(keep=True)
-        raise _ProfileFirst()
+        if not self.hosts_writes:
+            raise _ProfileFirst()
+        return self._ask()
 
     def linked_user(self) -> tuple[Identity, User] | None:
         """The identity of the login's openid and its user, read in this run. Not read
@@ -1159,16 +1148,12 @@ class _LoginProfile:
         self.skip_lookup = self.none_found
         return flow._in_transaction(work)
 
-    def _ask(self, *, keep: bool = False) -> WeChatProfile:
+    def _ask(self) -> WeChatProfile:
         # A new avatar is downloaded with the profile, before the login writes (and so
-        # locks) anything; the policy stores it with the identity. With no connection held,
-        # but where the run keeps its own (``keep``: :meth:`fetch`) through both waits.
+        # locks) anything, with no connection held; the policy stores it with the identity.
         flow = self.flow
         fetched = self.client.userinfo(self.token, lang=userinfo_lang())
         avatars = flow.policy.avatars
-        if avatars is None:
-            self.asked = fetched
-        else:
-            self.asked = avatars.prefetch(
-                fetched, (lambda: None) if keep else lambda: transactions.end_reads(flow.db))
+        self.asked = (avatars.prefetch(fetched, lambda: transactions.end_reads(flow.db))
+                      if avatars else fetched)
         return self.asked

@@ -121,9 +121,8 @@ def test_a_login_that_reads_the_profile_reads_the_used_state_first(
 
 def test_a_first_login_costs_two_reads_three_inserts_and_one_commit(
         app: t.Any, wechat_api: WeChatAPI) -> None:
-    """New: the identity (none: the profile is needed); is the state used? (before the
-    profile is asked, inside the transaction on PostgreSQL where the pool can spare its
-    connection, else outside it and rolled back); then, not looking for the identity
+    """New: the identity (none: the profile is needed, asked outside the transaction); is
+    the state used? (before the profile is asked); then, not looking for the identity
     again, the user, the identity and the used state's rows; one commit."""
     new, _returning = _logins(app, wechat_api)
     assert new.kinds() == {"SELECT": 2, "INSERT": 3}, new.sent
