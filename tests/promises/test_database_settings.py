@@ -376,8 +376,9 @@ def test_a_migration_does_not_wait_for_a_first_login_waiting_for_wechat(
     wait (issue 15, tried in session 39 and taken back after a review) held them, and a
     migration waited behind it, and every read of those tables behind the migration."""
     app = make_app()
-    tables = [quoted(app, name) for name in (
-        app.User.__table__.name, "wechat_qr_identity", "wechat_qr_login_state")]  # type: ignore[attr-defined]
+    users = app.User.__table__.name  # type: ignore[attr-defined]
+    tables = [quoted(app, name)
+              for name in (users, "wechat_qr_identity", "wechat_qr_login_state")]
     waiting, answer_now = threading.Event(), threading.Event()
 
     def profile(request: t.Any) -> t.Any:
@@ -416,7 +417,6 @@ def test_a_migration_does_not_wait_for_a_first_login_waiting_for_wechat(
     assert refused == []
     (identity,) = all_identities(app)
     assert identity.openid == person(1)[0]
-
 
 
 # --- a database out of reach ----------------------------------------------------------------
