@@ -1081,11 +1081,10 @@ class _LoginProfile:
     hosts_writes: bool
     #: the profile, once asked
     asked: WeChatProfile | None = None
-    #: the latest run found no identity of the openid, and none can change its ending
-    #: but by the unique key's refusal (:meth:`linked_user`)
+    #: the run before the profile found no identity of the openid, and none can change
+    #: its ending but by the unique key's refusal: the run after it does not look again
+    #: (:meth:`linked_user`)
     none_found: bool = False
-    #: the run after the profile does not look again (:meth:`run`)
-    skip_lookup: bool = False
 
     def fetch(self) -> WeChatProfile:
         """The profile, for the login's resolution, in its transaction."""
@@ -1103,13 +1102,14 @@ class _LoginProfile:
         one round trip fewer per first login on PostgreSQL. One made meanwhile (the same
         person in a second tab) is then refused by the unique key on ``(connection,
         openid)`` and the next run looks again (:meth:`LoginFlow._in_transaction`)."""
-        if self.skip_lookup:
-            self.skip_lookup = False
+        if self.none_found and self.asked is not None:
+            self.none_found = False  # once: a run after a refusal looks again
             return None
         policy = self.flow.policy
         linked = policy.linked_user(self.connection.identifier, self.token.openid)
         # No row (a stale one deleted is a write, which the rollback undoes)
-        self.none_found = (linked is None and policy.unlinked_only_signs_up(self.connection)
+        self.none_found = (self.asked is None and linked is None
+                           and policy.unlinked_only_signs_up(self.connection)
                            and not transactions.holds_writes(policy.db.session()))
         return linked
 
@@ -1145,7 +1145,6 @@ class _LoginProfile:
         except _ProfileFirst:
             pass  # the rest outside the handler: its errors are not chained to this
         self._ask()  # the state found unused in the run rolled back (_stop_if_used)
-        self.skip_lookup = self.none_found
         return flow._in_transaction(work)
 
     def _ask(self) -> WeChatProfile:

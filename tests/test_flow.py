@@ -807,73 +807,48 @@ def test_a_first_login_looks_its_identity_up_once_and_saves_it_at_the_first_try(
     assert logged_in_user_id(client) == identity.user_id
 
 
-def test_no_connection_of_the_pool_is_held_while_a_new_avatar_downloads(
-    make_app: t.Any, wechat_api: t.Any
+@pytest.mark.parametrize("pool", ["a pool of one", "the default pool of five"])
+def test_no_connection_of_the_pool_is_held_while_wechat_answers_a_first_login(
+    make_app: t.Any, wechat_api: t.Any, pool: str
 ) -> None:
-    """The avatar store is asked (a read) before a first login's avatar is downloaded:
-    before, the download then ran with that read's connection out of the pool (a review,
-    session 36)."""
-    from support import AVATAR
-
-    app = make_app(WECHAT_QR_STORE_AVATARS=True, SQLALCHEMY_ENGINE_OPTIONS={
-        "pool_size": 1, "max_overflow": 0, "pool_timeout": 0.5})
-    read_meanwhile: list[object] = []
-
-    def avatar(request: t.Any) -> tuple[int, dict[str, str], bytes]:
-        with app.app_context():  # another page of the site, while the avatar downloads
-            with app.db.engine.connect() as connection:  # type: ignore[attr-defined]
-                read_meanwhile.append(connection.execute(sa.text("SELECT 1")).scalar())
-        return 200, {"Content-Type": "image/png"}, b"\x89PNG\r\n\x1a\n" + b"\0" * 64
-
-    wechat_api.mock.reset()
-    wechat_api.token()
-    wechat_api.userinfo()
-    wechat_api.mock.add_callback(responses.GET, AVATAR, callback=avatar)
-    client = app.test_client()
-    resp = finish_login(client, start_login(client))
-    assert resp.status_code == 302, resp.get_data(as_text=True)
-    assert read_meanwhile == [1]
-    (identity,) = all_identities(app)
-    assert identity.avatar_url.startswith("/auth/avatars/")
-
-
-def test_a_first_login_keeps_no_connection_while_wechat_answers_on_a_pool_to_spare(
-    make_app: t.Any, wechat_api: t.Any
-) -> None:
-    """On the default pool of five too, where keeping the transaction through WeChat's
-    profile and avatar would save a first login its rollback and second run (issue 15,
-    tried in session 39: two round trips, 4% of its instructions on PostgreSQL). Taken
-    back after a review: the kept transaction's reads held locks a migration's ``ALTER
-    TABLE`` waited for, behind it every read of the user table
+    """Neither while WeChat answers for the profile nor while the new avatar downloads.
+    The avatar store is asked (a read) before the download: before, the download ran with
+    that read's connection out of the pool (a review, session 36). On a pool with
+    connections to spare too, where keeping the transaction through both would save a
+    first login its rollback and second run (issue 15, tried in session 39: 4% of its
+    instructions on PostgreSQL): taken back after a review, since the kept transaction's
+    reads held locks a migration's ``ALTER TABLE`` waited for
     (promises/test_database_settings.py), and under ``SERIALIZABLE`` the first logins of
     different people at the same moment rolled each other back."""
-    import json
+    from support import AVATAR, PROFILE_ANSWER, USERINFO_PATH, answer_with, wechat_body
 
-    from support import API, AVATAR, NICKNAME, OPENID, UNIONID, USERINFO_PATH
-
-    app = make_app(WECHAT_QR_STORE_AVATARS=True)
+    options = {"pool_size": 1, "max_overflow": 0, "pool_timeout": 0.5} \
+        if pool == "a pool of one" else {}
+    app = make_app(WECHAT_QR_STORE_AVATARS=True, SQLALCHEMY_ENGINE_OPTIONS=options)
     with app.app_context():
-        engine = app.db.engine
+        engine = app.db.engine  # type: ignore[attr-defined]
     out_of_the_pool: dict[str, int] = {}
+    read_meanwhile: list[object] = []
 
-    def profile(request: t.Any) -> tuple[int, dict[str, str], str]:
+    def profile(request: t.Any) -> tuple[int, dict[str, str], bytes]:
         out_of_the_pool["profile"] = engine.pool.checkedout()
-        return 200, {"Content-Type": "text/plain"}, json.dumps(
-            {"openid": OPENID, "unionid": UNIONID, "nickname": NICKNAME,
-             "headimgurl": AVATAR, "privilege": []})
+        return wechat_body(PROFILE_ANSWER)
 
     def avatar(request: t.Any) -> tuple[int, dict[str, str], bytes]:
         out_of_the_pool["avatar"] = engine.pool.checkedout()
+        with engine.connect() as connection:  # another page of the site, meanwhile
+            read_meanwhile.append(connection.execute(sa.text("SELECT 1")).scalar())
         return 200, {"Content-Type": "image/png"}, b"\x89PNG\r\n\x1a\n" + b"\0" * 64
 
     wechat_api.mock.reset()
     wechat_api.token()
-    wechat_api.mock.add_callback(responses.GET, API + USERINFO_PATH, callback=profile)
+    answer_with(wechat_api, USERINFO_PATH, profile)
     wechat_api.mock.add_callback(responses.GET, AVATAR, callback=avatar)
     client = app.test_client()
     resp = finish_login(client, start_login(client))
     assert resp.status_code == 302, resp.get_data(as_text=True)
     assert out_of_the_pool == {"profile": 0, "avatar": 0}
+    assert read_meanwhile == [1]
     (identity,) = all_identities(app)
     assert identity.avatar_url.startswith("/auth/avatars/")
     assert logged_in_user_id(client) == identity.user_id
