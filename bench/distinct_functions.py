@@ -178,10 +178,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", choices=REQUESTS, dest="list_request",
                         help="also name the functions only one site runs in this request")
     parser.add_argument("--json", type=pathlib.Path, help="also write every function here")
+    parser.add_argument("--database-url",
+                        help="the sites' tables on this PostgreSQL server (a schema each); "
+                             "default: SQLite files in WAL")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as folder:
         run_id = uuid.uuid4().hex[:8]
-        databases = Databases(None, pathlib.Path(folder), run_id)
+        databases = Databases(args.database_url, pathlib.Path(folder), run_id)
         sandbox = Databases(None, pathlib.Path(folder), run_id + "_wechat")
         wechat = start_server("sandbox", sandbox.uri("sandbox"), latency_ms=0,
                               api_for="ours,handwritten")
@@ -195,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps({s: [[*f, n] for f, n in rows]
                                          for s, rows in found.items()}))
-    print(f"A {args.users} login after {args.warmup} (SQLite in WAL, Python "
+    where = "PostgreSQL" if args.database_url else "SQLite in WAL"
+    print(f"A {args.users} login after {args.warmup} ({where}, Python "
           f"{sys.version.split()[0]}): distinct Python functions per request\n")
     print("\n".join(report(found, args.list_request)))
     return 0

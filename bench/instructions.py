@@ -98,6 +98,7 @@ def serve_site() -> None:
         if path == SWITCHES_PATH:
             usage = resource.getrusage(resource.RUSAGE_SELF)  # ended threads' too
             body = json.dumps({"switches": usage.ru_nvcsw + usage.ru_nivcsw,
+                               "minor_faults": usage.ru_minflt,
                                "user_us": round(usage.ru_utime * 1e6),
                                "system_us": round(usage.ru_stime * 1e6),
                                **{f"{part}_us": round(ns / 1000)
@@ -297,7 +298,7 @@ COLUMNS = {"Ir": "instructions", "I1mr": "I1 misses", "D1mr": "D1 read misses",
            "DLmr": "LL read misses", "DLmw": "LL write misses", "switches": "thread switches",
            "user_us": "user CPU, us", "system_us": "system CPU, us", "start_us": "start, us",
            "callback_us": "callback, us", "next_us": "next page, us",
-           "syscalls": "system calls"}
+           "minor_faults": "minor page faults", "syscalls": "system calls"}
 
 
 def report(results: dict[tuple[str, str], dict[str, float]], setup: str) -> list[str]:
@@ -310,7 +311,7 @@ def report(results: dict[tuple[str, str], dict[str, float]], setup: str) -> list
         rows = {site: results[site, users] for site in SITES if (site, users) in results}
         for site, counts in rows.items():
             lines.append(f"| {users} | {site} | "
-                         + " | ".join(f"{counts[e]:,.2f}" if e == "switches" else
+                         + " | ".join(f"{counts[e]:,.2f}" if e in ("switches", "minor_faults") else
                                       f"{counts[e]:,.0f}" for e in events) + " |")
         if len(rows) < len(SITES):
             continue

@@ -47,7 +47,15 @@ from .errors import (
     NotLoggedIn,
     StateError,
 )
-from .flow import Linked, LoggedIn, NeedsBinding, Outcome, failure_posted_to_business
+from .flow import (
+    FINISHING_RELOAD,
+    Finishing,
+    Linked,
+    LoggedIn,
+    NeedsBinding,
+    Outcome,
+    failure_posted_to_business,
+)
 from .frame_policy import with_frame_ancestors
 from .i18n import keep_to_the_browsers_locale
 from .layout import STANDALONE
@@ -92,7 +100,24 @@ def respond(outcome: Outcome) -> BaseResponse:
             set_browser_cookie(response, BINDING_COOKIE,
                                binding_cookie_value(outcome.binding_id))
         return response
+    if isinstance(outcome, Finishing):
+        return _finishing()
     raise TypeError(f"no response for {type(outcome).__name__}")  # Failed: see views
+
+
+def _finishing() -> BaseResponse:
+    """The page of a callback whose login the other request of it is still finishing: it
+    loads the callback again by itself (``Refresh``; a link where a browser does not), with
+    its state alone: not the code, a secret no page shows (the login's state left this
+    browser's session with this request, so the reload ends as the other request did, or as
+    "already used", and never exchanges a code)."""
+    request = this_request()
+    again = url_for("wechat_qr.callback", connection=(request.view_args or {})["connection"],
+                    state=request.args.get("state"))
+    response = Response(render_template("wechat_qr/finishing.html", reload_url=again,
+                                        reload_in=FINISHING_RELOAD))
+    response.headers["Refresh"] = f"{FINISHING_RELOAD}; url={again}"
+    return response
 
 
 #: ``X-Frame-Options`` for the ``frame-ancestors`` sources it can say (older browsers).

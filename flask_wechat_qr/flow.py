@@ -10,7 +10,8 @@ The data path of a login reads down this module::
       commit                                      here: one commit per login
       log in; user_created, identity_linked       adapter, signals
       a stale profile: refreshed in the background  refresh (after the commit)
-      -> LoggedIn | Linked | NeedsBinding | Failed    (delivery.py sends login_succeeded)
+      -> LoggedIn | Linked | NeedsBinding | Finishing | Failed
+                                          (delivery.py sends login_succeeded)
 
 The flow owns the transaction: the policy and the pending bindings decide and write rows,
 the flow commits them together with the use of the login's state, so a login is never
@@ -43,7 +44,12 @@ callback page. Such a repeated callback ends the way its login ended, by this ta
 A repeated callback that still carries the state in its cookie (sent before the first
 answer arrived, or a replayed cookie) exchanges its code like the first: the same code gets
 40163 ("code used") from WeChat, and the request waits up to ``WECHAT_QR_CODE_USED_WAIT``
-seconds for the first one to end (no wait once it has), then ends as above. A second code
+seconds for the first one to end (no wait once it has), then ends as above. Where the
+first is still at work when the wait runs out (WeChat slow to send a new person's
+profile), the request uses nothing (using the state would refuse the first one's commit)
+and ends on a page that loads the callback again (:class:`Finishing`) until the first has
+ended or had time enough (:func:`finishing_time`); it then ends as above, or as "already
+used". A second code
 is exchanged; the request finds the state used before it asks for a profile (someone new)
 or when it inserts the used state's row (someone returning: the row's primary key is the
 check, so a returning login reads nothing for it), rolls back and ends as above. Whatever
@@ -119,6 +125,9 @@ log = logging.getLogger("flask_wechat_qr")
 #: redirect) logs in again instead of failing; later, only an already logged-in user is
 #: sent on. Short, because it trusts the pre-login session cookie.
 REPEAT_WINDOW = 10
+#: Seconds after which the page of a callback waiting for the other request of its login
+#: (:class:`Finishing`) loads it again: well inside :data:`REPEAT_WINDOW`.
+FINISHING_RELOAD = 2
 #: Longest authorization code sent on to WeChat (its codes are 32 characters): a longer one
 #: is refused here, not sent to WeChat's front end, which answers an HTML 414 (a 502 page).
 MAX_CODE_LENGTH = 512
@@ -216,7 +225,18 @@ class Failed:
     login: LoginData | None = None
 
 
-Outcome = LoggedIn | Linked | NeedsBinding | Failed
+@dataclass(frozen=True)
+class Finishing:
+    """WeChat's double redirect, the other request of the login still at work when this one
+    stopped waiting for it (WeChat slow to answer that one): nothing was used, and the page
+    loads this callback again in :data:`FINISHING_RELOAD` seconds, which then ends as the
+    other request did (logged in, in this browser too)."""
+
+    connection: ConnectionSettings
+    login: LoginData | None = None
+
+
+Outcome = LoggedIn | Linked | NeedsBinding | Finishing | Failed
 
 
 @dataclass(frozen=True)
@@ -329,6 +349,17 @@ class LoginFlow:
                 # This browser's cancelled login, its page reloaded: the same page.
                 return Failed(LoginCancelled(), connection, cancelled)
             ending = states.ending(state)
+            finishing = states.finishing_here(state, callback.browser)
+            if finishing is not None:  # the page of a double redirect, loaded again
+                waited_for, until = finishing
+                if ending is None:
+                    if time.time() < until:
+                        return Finishing(connection, waited_for)
+                    states.forget_finishing()  # the other request had time enough
+                    return self._failed(connection, states, t.cast(str, state), waited_for,
+                                        CodeUsed(40163, "code been used"), started)
+                states.forget_finishing()
+                return self._repeat(connection, ending, True, waited_for)
             if ending is None and isinstance(error, ExpiredState):
                 # This browser's login, expired before WeChat sent it back: "Try again"
                 # keeps its next (and the business's state and nonce).
@@ -417,7 +448,9 @@ class LoginFlow:
         """WeChat's double redirect with the same code: the other request has it. Wait for
         its ending as long as configured, one request per code and process at a time. In
         vain, the code is spent: nobody waits for it again (so making a worker wait takes a
-        fresh scan), and this state is used. Found, it ends as :meth:`_as_ended` says."""
+        fresh scan), and the page loads this callback again (:class:`Finishing`), with no
+        worker held, until the other request ended or had time enough. Found, it ends as
+        :meth:`_as_ended` says."""
         if states.is_spent_code(code):
             raise used
         try:
@@ -425,10 +458,19 @@ class LoginFlow:
         except TooManyWaiting:
             return Failed(used, connection, login)  # the other may still end: record nothing
         outcome = self._as_ended(connection, ending, login, started)
-        if outcome is None:
-            states.remember_spent_code(code)
+        if outcome is not None:
+            return outcome
+        states.remember_spent_code(code)
+        if ending is not None:  # the other request ended, in a way not to repeat
             raise used
-        return outcome
+        # The other request may still be at work (WeChat slow to send it a profile): a
+        # used state would refuse its commit, and the login be lost. The page loads this
+        # callback again until that request ended or had time enough.
+        log.info("a callback's code was already exchanged and the other request of its login "
+                 "has not ended yet (WeChat slow to answer it?): its page loads the callback "
+                 "again, for up to %g s", finishing_time(self.settings))
+        states.remember_finishing(state, login, time.time() + finishing_time(self.settings))
+        return Finishing(connection, login)
 
     def _link(self, connection: ConnectionSettings, states: LoginStates, state: str,
               login: LoginData, token: WeChatToken, profile: _LoginProfile) -> _Committed:
@@ -1031,6 +1073,14 @@ def database_refusing(error: BaseException) -> DatabaseRefusing:
     refusing = DatabaseRefusing(database_reason(error), advice)
     refusing.__cause__ = error
     return refusing
+
+
+def finishing_time(settings: Settings) -> float:
+    """Seconds a callback's page waits (loading the callback again) for the other request
+    of its login, once its own wait ran out: as long as that one may still take after its
+    code was exchanged. A new person's profile (one more try where WeChat asks for it), then
+    the avatar, each within the HTTP timeout."""
+    return 3 * settings.http_timeout
 
 
 def failure_posted_to_business(connection: ConnectionSettings | None,

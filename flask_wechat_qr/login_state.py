@@ -87,6 +87,11 @@ STATE_KEY_PREFIX = "_state_wechat_qr_"
 #: going: its callback page reloaded, however late, says "cancelled" again, with the same
 #: "Try again" (see :meth:`LoginStates.remember_cancelled`).
 CANCELLED_KEY = "_wechat_qr_cancelled"
+#: Session key naming this browser's login whose callback came twice (WeChat's double
+#: redirect), the other request still finishing it when this one stopped waiting, and until
+#: when the page that reloads the callback waits for that (see
+#: :meth:`LoginStates.remember_finishing`).
+FINISHING_KEY = "_wechat_qr_finishing"
 
 
 #: JSON without spaces, as ``json.dumps(..., separators=(",", ":"))`` writes it, with an
@@ -585,6 +590,45 @@ class LoginStates:
             return LoginData.from_json(kept.get("data"))
         except StateError:
             return None
+
+    def remember_finishing(self, state: str, login: LoginData, until: float) -> None:
+        """Remember in this browser's session that another request of the login of
+        ``state`` may still be finishing it (WeChat's double redirect: this one's code was
+        answered "used" and its wait ran out), until ``until``: the page that loads the
+        callback again waits for that request's ending, not for a used state of its own,
+        which would refuse that request's commit. Its ``login`` rides along (without a
+        ``next`` too long for the cookie), for the page that ends the wait in vain."""
+        kept = login.to_json()
+        if not _fits_inline(kept):
+            kept = replace(login, next_url=None).to_json()
+        marker: dict[str, t.Any] = {"state": self.prefix + state, "app": self.app_id,
+                                    "until": until, "data": kept}
+        if login.browser is not None:  # tied as the state was (see _is_ours)
+            marker["browser"] = login.browser
+        session[FINISHING_KEY] = marker
+
+    def finishing_here(self, state: str | None, browser: str | None = None
+                       ) -> tuple[LoginData, float] | None:
+        """The login of ``state`` and until when this browser waits for another request to
+        finish it (:meth:`remember_finishing`), if this browser waits for that (its
+        ``browser`` key where the login was tied to one); else ``None``."""
+        kept = session.get(FINISHING_KEY)
+        if (not state or not _is_ours(kept, self.app_id, browser)
+                or t.cast(dict[str, t.Any], kept).get("state") != self.prefix + state):
+            return None
+        kept = t.cast(dict[str, t.Any], kept)
+        until = _number(kept.get("until"))
+        tied_to = kept.get("browser")
+        try:
+            login = LoginData.from_json(kept.get("data"),
+                                        tied_to if isinstance(tied_to, str) else None)
+        except StateError:
+            return None
+        return (login, until) if until is not None else None
+
+    def forget_finishing(self) -> None:
+        """This browser waits for no other request's ending any more."""
+        session.pop(FINISHING_KEY, None)
 
     def use(self, state: str, ending: Ending, within: Executor) -> None:
         """Use ``state`` for good, recording how its login ended, in the caller's

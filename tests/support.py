@@ -976,6 +976,13 @@ def error_name(resp: t.Any) -> str | None:
     return boxes[0]["data-error"] if boxes else None
 
 
+def finishing_page(resp: t.Any) -> bool:
+    """Whether ``resp`` is the page that waits for another request of the login to finish
+    it (``wechat_qr/finishing.html``), loading the callback again by itself."""
+    return any(tag.get("data-outcome") == "finishing"
+               for tag in find_tags(resp.get_data(as_text=True), "div"))
+
+
 @contextlib.contextmanager
 def recording(app: Flask, *names: str) -> t.Iterator[list[tuple[str, dict[str, t.Any]]]]:
     """Every send of the named signals by ``app``: ``(name, kwargs)``; rows are read while

@@ -15,6 +15,7 @@ import logging
 import re
 import socket
 import ssl
+import time
 import typing as t
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
@@ -622,13 +623,19 @@ def test_errcode_page(
     make_app: t.Any, wechat_api: WeChatAPI, caplog: pytest.LogCaptureFixture, errcode: int,
     errmsg: str, error_cls: type[WeChatAPIError], status: int,
 ) -> None:
-    # A short timeout: on 40163 the callback first waits that long for another request of
-    # the same login (WeChat's double redirect) before it shows the error.
+    # A short timeout: on 40163 the callback first waits for another request of the same
+    # login (WeChat's double redirect), then its page reloads it until that request had
+    # three timeouts' time, and only then shows the error.
     client = make_app(WECHAT_QR_HTTP_TIMEOUT=0.1).test_client()
     state = start_login(client)
     wechat_api.error(TOKEN_PATH, errcode, errmsg)
     with caplog.at_level(logging.DEBUG):
         resp = finish_login(client, state, code=CODE)
+        if errcode == 40163:
+            assert resp.status_code == 200 and "Refresh" in resp.headers
+            assert_no_secrets(resp.get_data(as_text=True), caplog.text)
+            time.sleep(0.35)
+            resp = client.get(resp.headers["Refresh"].partition("url=")[2])
     assert resp.status_code == status
     body = resp.get_data(as_text=True)
     assert str(escape(error_cls.title)) in body

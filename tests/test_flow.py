@@ -38,6 +38,7 @@ from support import (
     ending_of,
     error_name,
     finish_login,
+    finishing_page,
     forbid_waiting,
     form_post,
     log_in,
@@ -156,7 +157,6 @@ def test_a_cancelled_login_reloaded_late_is_still_cancelled_in_its_browser(
 
 ERROR_PATHS: dict[str, tuple[t.Callable[[t.Any], None], int]] = {
     "token-40029": (lambda api: api.error(TOKEN_PATH, 40029, "invalid code"), 400),
-    "token-40163": (lambda api: api.error(TOKEN_PATH, 40163, "code been used"), 400),
     "token-40125": (lambda api: api.error(TOKEN_PATH, 40125, "invalid appsecret"), 502),
     "token-busy": (lambda api: api.error(TOKEN_PATH, -1, "system error"), 502),
     "token-45011": (lambda api: api.error(TOKEN_PATH, 45011, "api minute-quota reach limit"),
@@ -561,31 +561,60 @@ def test_a_cancel_posted_to_the_callback_url_is_not_posted_again_late(
 
 
 def test_code_used_without_another_request_waits_then_says_so(
-    make_app: t.Any, wechat_api: WeChatAPI, monkeypatch: pytest.MonkeyPatch
+    make_app: t.Any, wechat_api: WeChatAPI, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture
 ) -> None:
-    """40163 and no other request of this login finishing: after waiting
-    ``WECHAT_QR_CODE_USED_WAIT`` for that request, the "already used" page. The
-    state is then used and the code spent: a replay of the cookie, or the same code with a
-    fresh login, is answered without waiting (the replay's code goes to WeChat again)."""
-    app = make_app(WECHAT_QR_CODE_USED_WAIT=0.3)
+    """40163 and no other request of this login finishing. After waiting
+    ``WECHAT_QR_CODE_USED_WAIT``, a page that loads the callback again: another request
+    may still be at WeChat with the code (its double redirect), and a used state would
+    refuse its commit, so nothing is used (the code is spent). The reloads say the same,
+    without waiting or WeChat, until that request had time enough (three HTTP timeouts),
+    then the "already used" page, the state used. Neither page shows the code, and both
+    leave the visitor's session alone. A replay of the cookie, or the same code with a fresh
+    login, is then answered without waiting (the replay's code goes to WeChat again)."""
+    caplog.set_level(logging.DEBUG)
+    app = make_app(WECHAT_QR_CODE_USED_WAIT=0.3, WECHAT_QR_HTTP_TIMEOUT=0.2)
     browser = app.test_client()
-    state = start_login(browser)
+    state = start_login(browser, next="/account")
+    with browser.session_transaction() as sess:
+        sess["host_marker"] = "kept"
     replay = browser_copy(app, browser)
     wechat_api.error(TOKEN_PATH, 40163, "code been used")
+    code = "0816Ab000aBcdE1xYz3000xyzUSED1"
     started = time.monotonic()
-    resp = browser.get("/auth/wechat/callback", query_string={"code": "C1", "state": state})
+    resp = browser.get("/auth/wechat/callback", query_string={"code": code, "state": state})
     assert time.monotonic() - started >= 0.3
-    assert resp.status_code == 400 and error_name(resp) == "CodeUsed"
-    assert ending_of(app, state).error == "CodeUsed"
+    assert resp.status_code == 200 and finishing_page(resp), resp.text
+    assert ending_of(app, state) is None  # nothing used: the other request may still commit
+    delay, _, target = resp.headers["Refresh"].partition("; url=")
+    assert delay == "2" and target == f"/auth/wechat/callback?state={state}"
+    real_sleep = time.sleep
     forbid_waiting(monkeypatch)
     calls = len(wechat_api.mock.calls)
-    again = replay.get("/auth/wechat/callback", query_string={"code": "C1", "state": state})
+    again = browser.get(target)
+    assert again.status_code == 200 and finishing_page(again)
+    real_sleep(0.65)  # the other request's time (3 x 0.2 s) is over
+    last = browser.get(target)
+    assert last.status_code == 400 and error_name(last) == "CodeUsed"
+    assert "already used" in last.text
+    assert [dict(query_pairs(link)) for link in retry_links(last.text)] == [{"next": "/account"}]
+    assert len(wechat_api.mock.calls) == calls  # the reloads never asked WeChat
+    assert ending_of(app, state).error == "CodeUsed"
+    for page in (resp, again, last):
+        assert page.headers["Cache-Control"] == "no-store"
+        everything = page.text + "\n".join(f"{k}: {v}" for k, v in page.headers.items())
+        assert not [secret for secret in (*SECRETS, code) if secret in everything]
+    assert not [r for r in caplog.records if code in r.getMessage()]
+    assert all_users(app) == [] and logged_in_user_id(browser) is None
+    with browser.session_transaction() as sess:
+        assert sess.get("host_marker") == "kept"
+    again = replay.get("/auth/wechat/callback", query_string={"code": code, "state": state})
     assert again.status_code == 400 and error_name(again) == "StateError"
     assert api_paths(wechat_api)[calls:] == [TOKEN_PATH]
     assert ending_of(app, state).error == "CodeUsed"  # the first ending stays
     other = app.test_client()
     fresh_state = start_login(other)
-    fresh = other.get("/auth/wechat/callback", query_string={"code": "C1", "state": fresh_state})
+    fresh = other.get("/auth/wechat/callback", query_string={"code": code, "state": fresh_state})
     assert fresh.status_code == 400 and error_name(fresh) == "CodeUsed"
     assert ending_of(app, fresh_state).error == "CodeUsed"  # that login is used up too
 
@@ -618,10 +647,11 @@ def test_one_code_sent_with_many_states_holds_one_thread(
         thread.start()
     for thread in threads:
         thread.join(timeout=30)
-    assert [error_name(resp) for resp in answers] == ["CodeUsed"] * len(browsers)
-    waited = [state for state in states if ending_of(app, state) is not None]
-    assert len(waited) == 1  # before: every request (up to four a process) waited
-    assert ending_of(app, waited[0]).error == "CodeUsed"
+    # The one that waited (before: every request, up to four a process) gives up on the
+    # page that loads its callback again; the others were answered at once.
+    assert sorted("finishing" if finishing_page(resp) else error_name(resp)
+                  for resp in answers) == ["CodeUsed"] * (len(browsers) - 1) + ["finishing"]
+    assert [ending_of(app, state) for state in states] == [None] * len(states)  # none used
 
 
 # --- the extension's tables not made yet ---------------------------------------------------

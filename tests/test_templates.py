@@ -26,11 +26,11 @@ def test_host_error_page_overrides_the_packaged_one(app: t.Any, wechat_api: t.An
                     '<a href="{{ retry_url }}">again</a></p>')
     client = app.test_client()
     state = start_login(client)
-    wechat_api.error(TOKEN_PATH, 40163, "code been used")
+    wechat_api.error(TOKEN_PATH, 40029, "invalid code")
     resp = finish_login(client, state)
     assert resp.status_code == 400
     page = resp.get_data(as_text=True)
-    assert page.startswith('<p id="host-error">This QR code was already used / 400 / ')
+    assert page.startswith('<p id="host-error">This QR code has expired / 400 / ')
     assert "wechat-qr-box" not in page
     assert [a["href"] for a in find_tags(page, "a")] == ["/auth/wechat/login"]
 

@@ -103,6 +103,35 @@ def test_a_planted_session_cannot_replay_the_attackers_finished_login(
     assert victim.get("/auth/bind", base_url=HTTPS).status_code == 400
 
 
+def test_a_planted_session_waiting_for_the_attackers_login_logs_nobody_in(
+        make_app: t.Callable[..., Flask], wechat_api: t.Any) -> None:
+    """WeChat's double redirect of the attacker's own login: its second request's page,
+    which waits for the first one's ending (the session remembers which login it waits
+    for), planted in the victim's browser as the first commits. Loaded there, it must not
+    log the victim in as the attacker: what the session remembers is tied to the browser
+    that started the login, as the state was."""
+    app = over_https(make_app(WECHAT_QR_CODE_USED_WAIT=0))
+    attacker, twin, victim = app.test_client(), app.test_client(), app.test_client()
+    state = start(attacker)
+    twin.set_cookie("session", attacker.get_cookie("session").value)
+    twin.set_cookie(LOGIN_COOKIE, attacker.get_cookie(LOGIN_COOKIE).value)
+    wechat_api.error("/sns/oauth2/access_token", 40163, "code been used")
+    waiting = callback(twin, state, code="SECOND")  # the second redirect, answered first
+    assert waiting.status_code == 200 and "Refresh" in waiting.headers
+    reload_path = waiting.headers["Refresh"].partition("url=")[2]
+    wechat_api.mock.reset()
+    wechat_api.token(openid=OPENID_2, unionid=UNIONID_2)
+    wechat_api.userinfo(openid=OPENID_2, unionid=UNIONID_2)
+    assert callback(attacker, state).status_code == 302  # the first: the attacker's login
+    plant_session(twin, victim)
+    resp = victim.get(reload_path, base_url=HTTPS)
+    assert resp.status_code == 400 and error_name(resp) == "StateError"
+    assert logged_in_user_id(victim) is None
+    # In the browser that started the login, the same page logs its person in.
+    assert twin.get(reload_path, base_url=HTTPS).status_code == 302
+    assert logged_in_user_id(twin) == logged_in_user_id(attacker) is not None
+
+
 def test_a_planted_link_state_cannot_tie_the_victims_wechat_to_the_attacker(
         make_app: t.Callable[..., Flask], wechat_api: t.Any) -> None:
     app = over_https(make_app())
