@@ -105,15 +105,21 @@ def respond(outcome: Outcome) -> BaseResponse:
     raise TypeError(f"no response for {type(outcome).__name__}")  # Failed: see views
 
 
+#: The query field that marks the callback loaded again by :func:`_finishing`'s page.
+FINISHING_FIELD = "finishing"
+
+
 def _finishing() -> BaseResponse:
     """The page of a callback whose login the other request of it is still finishing: it
     loads the callback again by itself (``Refresh``; a link where a browser does not), with
-    its state alone: not the code, a secret no page shows (the login's state left this
-    browser's session with this request, so the reload ends as the other request did, or as
-    "already used", and never exchanges a code)."""
+    its state and :data:`FINISHING_FIELD`: not the code, a secret no page shows. That
+    reload ends as the other request did, or as "already used"; it never exchanges a code,
+    nor takes the state, nor counts as a cancel (WeChat's callback without a code)."""
     request = this_request()
-    again = url_for("wechat_qr.callback", connection=(request.view_args or {})["connection"],
-                    state=request.args.get("state"))
+    # url_for's values are typed Any: a str dict would be checked against _external.
+    values: dict[str, t.Any] = {"connection": (request.view_args or {})["connection"],
+                                "state": request.args.get("state"), FINISHING_FIELD: "1"}
+    again = url_for("wechat_qr.callback", **values)
     response = Response(render_template("wechat_qr/finishing.html", reload_url=again,
                                         reload_in=FINISHING_RELOAD))
     response.headers["Refresh"] = f"{FINISHING_RELOAD}; url={again}"

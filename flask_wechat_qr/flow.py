@@ -166,6 +166,9 @@ class Callback:
     #: the browser's key (:func:`~flask_wechat_qr.login_state.browser_key` of its login
     #: cookie), where it has one
     browser: str | None = None
+    #: loaded again by the page that waits for the other request of its login
+    #: (:class:`Finishing`): never a login of its own, never a cancel (it has no code)
+    finishing: bool = False
 
 
 @dataclass(frozen=True)
@@ -341,6 +344,11 @@ class LoginFlow:
         started = time.time()
         state = callback.state
         same_browser = states.owns(state, callback.browser)
+        if callback.finishing:
+            # The waiting page's reload: its state is not taken, even where a cookie from
+            # before that page still holds it (it carries no code: taken, it would cancel
+            # the login the other request is finishing).
+            return self._after_waiting(connection, states, callback, started)
         try:
             login = states.take(state, callback.browser)
         except StateError as error:
@@ -348,18 +356,11 @@ class LoginFlow:
             if cancelled is not None and not failure_posted_to_business(connection, cancelled):
                 # This browser's cancelled login, its page reloaded: the same page.
                 return Failed(LoginCancelled(), connection, cancelled)
+            if states.finishing_here(state, callback.browser) is not None:
+                # The waiting page itself reloaded (its URL has the code: its state was
+                # taken by the request that answered it).
+                return self._after_waiting(connection, states, callback, started)
             ending = states.ending(state)
-            finishing = states.finishing_here(state, callback.browser)
-            if finishing is not None:  # the page of a double redirect, loaded again
-                waited_for, until = finishing
-                if ending is None:
-                    if time.time() < until:
-                        return Finishing(connection, waited_for)
-                    states.forget_finishing()  # the other request had time enough
-                    return self._failed(connection, states, t.cast(str, state), waited_for,
-                                        CodeUsed(40163, "code been used"), started)
-                states.forget_finishing()
-                return self._repeat(connection, ending, True, waited_for)
             if ending is None and isinstance(error, ExpiredState):
                 # This browser's login, expired before WeChat sent it back: "Try again"
                 # keeps its next (and the business's state and nonce).
@@ -398,6 +399,34 @@ class LoginFlow:
             return self._after_commit(result)
         except LoginError as error:  # e.g. from a signal receiver: the page says so
             return Failed(error, connection, login)
+
+    def _after_waiting(self, connection: ConnectionSettings, states: LoginStates,
+                       callback: Callback, started: float) -> Outcome | NeedsProfile:
+        """The callback of a login whose other request this browser waits for
+        (:class:`Finishing`), loaded again: as that request ended (logged in however long
+        the page took to reload: the session says it is this browser's); the page again
+        while that request may still be at work; then "already used", the state used. One
+        that failed ended this login: "already used" too (scan again), as when the wait
+        saw it end. No code is exchanged, no state taken."""
+        state = callback.state
+        waiting = states.finishing_here(state, callback.browser)
+        ending = states.ending(state)
+        if waiting is None:  # not this browser's wait (another one's, or over): a repeat
+            return self._repeat(connection, ending, ending is not None and (
+                states.owns(state, callback.browser) or ending.of_browser(callback.browser)),
+                None)
+        login, until = waiting
+        if ending is None:
+            if time.time() < until:
+                return Finishing(connection, login)
+            states.forget_finishing()  # the other request had time enough
+            return self._failed(connection, states, t.cast(str, state), login,
+                                CodeUsed(40163, "code been used"), started)
+        states.forget_finishing()
+        if ending.user_id is None and ending.binding_id is None and (
+                ending.error not in REPEATED_ERRORS and ending.error != PROFILE_NOT_GRANTED):
+            return Failed(CodeUsed(40163, "code been used"), connection, login)
+        return self._repeat(connection, ending, True, login, waited=True)
 
     def _complete(self, connection: ConnectionSettings, states: LoginStates, state: str,
                   code: str | None, login: LoginData, started: float
@@ -446,28 +475,30 @@ class LoginFlow:
                    code: str, login: LoginData, used: CodeUsed, started: float
                    ) -> Outcome | NeedsProfile:
         """WeChat's double redirect with the same code: the other request has it. Wait for
-        its ending as long as configured, one request per code and process at a time. In
-        vain, the code is spent: nobody waits for it again (so making a worker wait takes a
-        fresh scan), and the page loads this callback again (:class:`Finishing`), with no
-        worker held, until the other request ended or had time enough. Found, it ends as
-        :meth:`_as_ended` says."""
+        its ending as long as configured, one request per code and process at a time; found,
+        it ends as :meth:`_as_ended` says. In vain, the code is spent: nobody waits for it
+        again (so making a worker wait takes a fresh scan). While no ending is recorded
+        (the other request may still be at work: WeChat slow to send it a profile), nothing
+        is used, which would refuse that request's commit and lose the login: the page
+        loads this callback again (:class:`Finishing`), with no worker held, until the
+        other request ended or had time enough. So do requests that may not wait (too
+        many waiting, or one for the same code) and a code already spent."""
         if states.is_spent_code(code):
-            raise used
-        try:
-            ending = states.ending(state, wait=self.settings.code_used_wait, code=code)
-        except TooManyWaiting:
-            return Failed(used, connection, login)  # the other may still end: record nothing
-        outcome = self._as_ended(connection, ending, login, started)
-        if outcome is not None:
-            return outcome
-        states.remember_spent_code(code)
+            ending = states.ending(state)
+        else:
+            try:
+                ending = states.ending(state, wait=self.settings.code_used_wait, code=code)
+            except TooManyWaiting:
+                ending = states.ending(state)  # no wait; nor is the code spent for it
+            else:
+                outcome = self._as_ended(connection, ending, login, started)
+                if outcome is not None:
+                    return outcome
+                states.remember_spent_code(code)
         if ending is not None:  # the other request ended, in a way not to repeat
             raise used
-        # The other request may still be at work (WeChat slow to send it a profile): a
-        # used state would refuse its commit, and the login be lost. The page loads this
-        # callback again until that request ended or had time enough.
         log.info("a callback's code was already exchanged and the other request of its login "
-                 "has not ended yet (WeChat slow to answer it?): its page loads the callback "
+                 "has not ended (WeChat slow to answer it?): its page loads the callback "
                  "again, for up to %g s", finishing_time(self.settings))
         states.remember_finishing(state, login, time.time() + finishing_time(self.settings))
         return Finishing(connection, login)
@@ -608,11 +639,13 @@ class LoginFlow:
     # --- repeated callbacks (the table in the module's docstring) --------------------------
 
     def _repeat(self, connection: ConnectionSettings, ending: Ending | None,
-                same_browser: bool, login: LoginData | None) -> Outcome | NeedsProfile:
-        """End a callback whose state another request used as that login ended."""
+                same_browser: bool, login: LoginData | None, *, waited: bool = False
+                ) -> Outcome | NeedsProfile:
+        """End a callback whose state another request used as that login ended (``waited``:
+        this browser's waiting page, which counts as recent however late it reloads)."""
         if ending is None:
             return _no_longer_valid(connection, login)
-        recent = ending.is_recent(REPEAT_WINDOW)
+        recent = waited or ending.is_recent(REPEAT_WINDOW)
         if ending.user_id is None:
             if ending.binding_id is not None and same_browser:
                 if recent and session.get(PENDING_BINDING_KEY) is None:

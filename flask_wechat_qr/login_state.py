@@ -532,6 +532,9 @@ class LoginStates:
         for other in [k for k in session if k.startswith(self.prefix)]:
             if _marker_expiry(session[other]) < now:
                 session.pop(other, None)
+        waiting = session.get(FINISHING_KEY)
+        if isinstance(waiting, dict) and (_number(waiting.get("until")) or 0) + self.ttl < now:
+            session.pop(FINISHING_KEY, None)  # a waiting page left long ago
         if not _is_ours(marker, self.app_id, browser):
             raise StateError()
         if _marker_expiry(marker) < now:
@@ -618,13 +621,15 @@ class LoginStates:
             return None
         kept = t.cast(dict[str, t.Any], kept)
         until = _number(kept.get("until"))
+        if until is None or until + self.ttl < time.time():
+            return None  # a page left long ago: see take
         tied_to = kept.get("browser")
         try:
             login = LoginData.from_json(kept.get("data"),
                                         tied_to if isinstance(tied_to, str) else None)
         except StateError:
             return None
-        return (login, until) if until is not None else None
+        return login, until
 
     def forget_finishing(self) -> None:
         """This browser waits for no other request's ending any more."""

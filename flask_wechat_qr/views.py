@@ -385,7 +385,8 @@ def callback(connection: str) -> BaseResponse:
         return same_site.return_from_this_site(connection)
     request = this_request()
     outcome = runtime.flow.finish(conn, Callback(
-        state=request.args.get("state"), code=request.args.get("code"), browser=_browser(request)))
+        state=request.args.get("state"), code=request.args.get("code"), browser=_browser(request),
+        finishing=request.args.get(delivery.FINISHING_FIELD) == "1"))
     if isinstance(outcome, NeedsProfile):
         # A silent login of someone new: WeChat asks them to share their profile.
         return _start_in_wechat(connection, outcome.login.link_user,

@@ -85,39 +85,64 @@ def test_wechat_double_redirect_ends_logged_in(make_app: t.Any, wechat_api: WeCh
     assert ending_of(app, seen.state) is not None  # the login happened once
 
 
-def slow_double_redirect(app: t.Any, api: WeChatAPI, **params: str
-                         ) -> tuple[t.Any, t.Any, t.Any, str]:
-    """WeChat's double redirect of a new person's login (``params``: the start's), WeChat
-    slower to send the first request the profile than the second one waits: the first
-    request's answer, the second's, the second's browser connection and the state."""
+class HeldDoubleRedirect(t.NamedTuple):
+    """WeChat's double redirect of a new person's login, its first request held at WeChat's
+    profile until ``release`` is set, its second answered (the waiting page)."""
+
+    first: t.Any  # the first request's answer, to come (a future)
+    second: t.Any
+    #: the second's browser connection, and one with the cookies from before its answer
+    twin: t.Any
+    stale: t.Any
+    state: str
+    release: threading.Event
+    pool: ThreadPoolExecutor
+
+    def first_answer(self) -> t.Any:
+        """Let WeChat answer the first request, and its answer."""
+        self.release.set()
+        try:
+            return self.first.result(timeout=30)
+        finally:
+            self.pool.shutdown()
+
+
+def held_double_redirect(app: t.Any, api: WeChatAPI, *, base: str = "http://localhost",
+                         profile: dict[str, t.Any] = PROFILE_ANSWER, **params: str
+                         ) -> HeldDoubleRedirect:
+    """The first request exchanges the code and waits at WeChat for the profile; the second
+    (the same code) is answered 40163 and, its wait run out, gives up: the waiting page."""
     browser = app.test_client()
-    state = start_login(browser, **params)
-    twin = browser_copy(app, browser)
-    first_at_wechat, second_answered = threading.Event(), threading.Event()
+    resp = browser.get("/auth/wechat/login", query_string=params, base_url=base)
+    assert resp.status_code == 302, resp.data
+    state = parse_qs(urlsplit(resp.headers["Location"]).query)["state"][0]
+    twin, stale = browser_copy(app, browser), browser_copy(app, browser)
+    login_cookie = browser.get_cookie("__Host-wechat-qr-login")
+    if login_cookie is not None:
+        for copy in (twin, stale):
+            copy.set_cookie("__Host-wechat-qr-login", login_cookie.value, secure=True)
+    at_wechat, release = threading.Event(), threading.Event()
     codes: list[str] = []
 
     def token(request: t.Any) -> tuple[int, dict[str, str], bytes]:
         codes.append(request.params["code"])
         if len(codes) == 1:
-            first_at_wechat.set()
+            at_wechat.set()
             return wechat_body(TOKEN_ANSWER)
         return wechat_body(CODE_USED_ANSWER)
 
-    def profile(request: t.Any) -> tuple[int, dict[str, str], bytes]:
-        assert second_answered.wait(timeout=20)  # slower than the second request's wait
-        return wechat_body(PROFILE_ANSWER)
+    def held_profile(request: t.Any) -> tuple[int, dict[str, str], bytes]:
+        assert release.wait(timeout=30)  # slower than the second request's wait
+        return wechat_body(profile)
 
     answer_with(api, TOKEN_PATH, token)
-    answer_with(api, USERINFO_PATH, profile)
+    answer_with(api, USERINFO_PATH, held_profile)
     query = {"code": "0816AbSLOW", "state": state}
-    with ThreadPoolExecutor(1) as pool:
-        first = pool.submit(browser.get, "/auth/wechat/callback", query_string=query)
-        assert first_at_wechat.wait(timeout=10)
-        second = twin.get("/auth/wechat/callback", query_string=query)
-        second_answered.set()
-        first_answer = first.result(timeout=30)
-    assert codes == ["0816AbSLOW", "0816AbSLOW"]
-    return first_answer, second, twin, state
+    pool = ThreadPoolExecutor(1)
+    first = pool.submit(browser.get, "/auth/wechat/callback", query_string=query, base_url=base)
+    assert at_wechat.wait(timeout=10)
+    second = twin.get("/auth/wechat/callback", query_string=query, base_url=base)
+    return HeldDoubleRedirect(first, second, twin, stale, state, release, pool)
 
 
 def reload_of(page: t.Any) -> str:
@@ -138,17 +163,20 @@ def test_double_redirect_with_a_profile_slower_than_the_wait_ends_logged_in(
     login was lost. Now the second uses nothing and answers a page that loads the callback
     again; the first commits; the reload logs this browser in as the first request did."""
     app = make_app(WECHAT_QR_CODE_USED_WAIT=0.2)
-    first, second, twin, state = slow_double_redirect(app, wechat_api, next="/welcome")
-    target = reload_of(second)
-    assert target == "/auth/wechat/callback?state=" + state  # not the code: a secret
-    assert "0816AbSLOW" not in second.get_data(as_text=True)
+    held = held_double_redirect(app, wechat_api, next="/welcome")
+    target = reload_of(held.second)
+    # The state and the reload's mark: not the code, a secret.
+    assert target == f"/auth/wechat/callback?state={held.state}&finishing=1"
+    assert "0816AbSLOW" not in held.second.get_data(as_text=True)
+    assert ending_of(app, held.state) is None  # nothing used
+    first = held.first_answer()
     assert first.status_code == 302 and first.headers["Location"] == "/welcome", first.data
     user_id = str(all_users(app)[0].id)
-    assert len(all_users(app)) == 1 and ending_of(app, state).user_id == user_id
+    assert len(all_users(app)) == 1 and ending_of(app, held.state).user_id == user_id
     calls = len(wechat_api.mock.calls)
-    again = twin.get(target)  # the page's reload
+    again = held.twin.get(target)  # the page's reload
     assert again.status_code == 302 and again.headers["Location"] == "/welcome"
-    assert logged_in_user_id(twin) == user_id
+    assert logged_in_user_id(held.twin) == user_id
     assert len(wechat_api.mock.calls) == calls  # WeChat is not asked again
 
 
@@ -159,14 +187,120 @@ def test_double_redirect_with_a_slow_profile_posts_the_first_requests_token(
     site's (nothing is posted to the business for it), and its reload posts the first
     request's ID token again (one login, one token)."""
     app = callback_app(make_app, pem, WECHAT_QR_CODE_USED_WAIT=0.2)
-    first, second, twin, _state = slow_double_redirect(app, wechat_api, state="biz",
-                                                       nonce="nn")
-    target = reload_of(second)
-    assert not find_tags(second.get_data(as_text=True), "form")
-    posted = form_post(first)
-    again = form_post(twin.get(target))
+    held = held_double_redirect(app, wechat_api, state="biz", nonce="nn")
+    target = reload_of(held.second)
+    assert not find_tags(held.second.get_data(as_text=True), "form")
+    posted = form_post(held.first_answer())
+    again = form_post(held.twin.get(target))
     assert again["fields"]["state"] == "biz"
     assert again["fields"]["id_token"] == posted["fields"]["id_token"]
+
+
+def test_the_waiting_pages_reload_with_an_older_cookie_cancels_nothing(
+    make_app: t.Any, wechat_api: WeChatAPI
+) -> None:
+    """The reload has no code, as WeChat's callback of a cancelled login. Sent with a
+    cookie from before the waiting page (another tab's answer overwrote it, a permanent
+    session refreshed), whose session still holds the state, it cancelled the login the
+    first request was finishing: no account (a reviewer's, session 40). The reload takes
+    no state: the first commits."""
+    app = make_app(WECHAT_QR_CODE_USED_WAIT=0)
+    held = held_double_redirect(app, wechat_api, next="/welcome")
+    stale = held.stale.get(reload_of(held.second))
+    assert stale.status_code != 500 and error_name(stale) != "LoginCancelled"
+    assert ending_of(app, held.state) is None
+    assert held.first_answer().status_code == 302
+    assert len(all_users(app)) == 1
+    assert held.twin.get(reload_of(held.second)).status_code == 302
+    assert logged_in_user_id(held.twin) == str(all_users(app)[0].id)
+
+
+def test_a_third_request_of_the_code_while_the_first_is_at_wechat_uses_nothing(
+    make_app: t.Any, wechat_api: WeChatAPI
+) -> None:
+    """One more request with the same code (now known as spent) and the cookie from
+    before the second's answer: it used the state up ("already used" at once), and the
+    first was refused at its commit (a reviewer's, session 40). It waits as the second."""
+    app = make_app(WECHAT_QR_CODE_USED_WAIT=0)
+    held = held_double_redirect(app, wechat_api, next="/welcome")
+    third = held.stale.get("/auth/wechat/callback",
+                           query_string={"code": "0816AbSLOW", "state": held.state})
+    assert reload_of(third) and ending_of(app, held.state) is None
+    assert held.first_answer().status_code == 302
+    assert len(all_users(app)) == 1
+    assert held.stale.get(reload_of(third)).status_code == 302
+
+
+def test_the_waiting_page_reloaded_late_still_logs_in(
+    make_app: t.Any, wechat_api: WeChatAPI, clock: t.Any
+) -> None:
+    """A page whose reload came late (a phone that froze it: the screen locked, another
+    app): its session says it is this browser's, so it logs in however long after the
+    first request's end (``REPEAT_WINDOW``, 10 s, is for callbacks known only by their
+    cookie from before the login)."""
+    app = make_app(WECHAT_QR_CODE_USED_WAIT=0)
+    held = held_double_redirect(app, wechat_api, next="/welcome")
+    assert held.first_answer().status_code == 302
+    clock.advance(60)
+    again = held.twin.get(reload_of(held.second))
+    assert again.status_code == 302 and again.headers["Location"] == "/welcome"
+    assert logged_in_user_id(held.twin) == str(all_users(app)[0].id)
+
+
+def test_the_waiting_page_after_the_first_request_failed_says_scan_again(
+    make_app: t.Any, wechat_api: WeChatAPI
+) -> None:
+    """The first request failed at WeChat (its profile: -1, twice): the reload says
+    "already used" (scan again), as the second did before when its wait saw that ending,
+    not "no longer valid ... another browser"."""
+    app = make_app(WECHAT_QR_CODE_USED_WAIT=0)
+    held = held_double_redirect(app, wechat_api,
+                                profile={"errcode": -1, "errmsg": "system error"})
+    assert held.first_answer().status_code == 502
+    again = held.twin.get(reload_of(held.second))
+    assert (again.status_code, error_name(again)) == (400, "CodeUsed")
+    assert all_users(app) == []
+
+
+@pytest.mark.parametrize("base", ["http://localhost", "https://localhost"])
+def test_the_waiting_page_with_server_side_sessions(
+    make_app: t.Any, wechat_api: WeChatAPI, base: str
+) -> None:
+    """Flask-Session: the first request's login renews the session id and drops the old
+    session, with the waiting page's mark. Over https the browser's login cookie still
+    says the login was this browser's (the reload logs in); over http nothing does, and
+    the page says the login is no longer valid (the person is logged in by scanning
+    again, as a returning one)."""
+    from promises.test_cookie_tossing import over_https
+    from promises.test_server_side_sessions import with_flask_session
+
+    app = with_flask_session(make_app(WECHAT_QR_CODE_USED_WAIT=0))
+    if base.startswith("https"):
+        over_https(app)
+    held = held_double_redirect(app, wechat_api, base=base, next="/welcome")
+    assert held.first_answer().status_code == 302
+    again = held.twin.get(reload_of(held.second), base_url=base)
+    if base.startswith("https"):
+        assert again.status_code == 302 and logged_in_user_id(held.twin) is not None
+    else:
+        assert (again.status_code, error_name(again)) == (400, "StateError")
+    assert len(all_users(app)) == 1
+
+
+def test_odd_reloads_of_the_waiting_page_are_no_500(
+    make_app: t.Any, wechat_api: WeChatAPI
+) -> None:
+    app = make_app(WECHAT_QR_CODE_USED_WAIT=0, **two_connections())
+    held = held_double_redirect(app, wechat_api)
+    state, callback = held.state, "/auth/wechat/callback"
+    for path in (f"/auth/wechat-b/callback?state={state}&finishing=1",
+                 f"{callback}?finishing=1", f"{callback}?state=&finishing=1",
+                 f"{callback}?state={state}x&finishing=1", f"{callback}?state={state}&code=",
+                 f"{callback}?state={state}%0d%0aX:1&finishing=1",
+                 f"/auth/nope/callback?state={state}&finishing=1"):
+        resp = held.twin.get(path)
+        assert resp.status_code in (200, 400, 404) and "X:" not in str(resp.headers), path
+    assert held.first_answer().status_code == 302
 
 
 def test_two_codes_of_one_login_at_the_same_moment(
@@ -266,9 +400,9 @@ def test_few_requests_of_a_process_wait_for_another_ones_outcome(
     make_app: t.Any, wechat_api: WeChatAPI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Several used codes at once: only a few requests of an app in a process wait at a
-    time; the others are answered at once ("already used"). None records anything (the
-    request each would wait for may still finish): a waiter gives up on the page that loads
-    its callback again."""
+    time; the others are answered at once. Each ends on the page that loads its callback
+    again, and none records anything (the request each would wait for may still
+    finish)."""
     waiting_places = max_waiting_requests()
 
     # Waits of 4 s: time for the turned-away to reach the queue on a busy machine. Nothing
@@ -293,8 +427,7 @@ def test_few_requests_of_a_process_wait_for_another_ones_outcome(
 
     with ThreadPoolExecutor(count) as pool:
         names = list(pool.map(finish, range(count), timeout=60))
-    assert sorted(names) == ["CodeUsed"] * (count - waiting_places) + (
-        ["finishing"] * waiting_places) and not gate.broken
+    assert names == ["finishing"] * count and not gate.broken
     assert len(waiters) == waiting_places
     assert sum(ending_of(app, state) is not None for state in states) == 0
 
