@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import math
 import socket
 import typing as t
 from dataclasses import dataclass
@@ -31,8 +32,9 @@ from urllib3.connectionpool import HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 from urllib3.util import connection
 
+from . import name_lookup
 from .connection_pools import ProcessOwnAdapter
-from .deadline import TrackedHTTPSConnection, total_deadline
+from .deadline import TrackedHTTPSConnection, time_left, total_deadline
 
 log = logging.getLogger("flask_wechat_qr")
 
@@ -111,10 +113,11 @@ def _is_ip_literal(host: str) -> bool:
     return True
 
 
-def public_address(host: str, port: int) -> str:
-    """The address to connect to for ``host``: :class:`AvatarRefused` unless every address
-    the name resolves to is public (a name resolving to ``127.0.0.1`` is no image host)."""
-    found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+def public_address(host: str, port: int, timeout: float) -> str:
+    """The address to connect to for ``host``, looked up within ``timeout`` seconds
+    (:class:`TimeoutError`): :class:`AvatarRefused` unless every address the name resolves
+    to is public (a name resolving to ``127.0.0.1`` is no image host)."""
+    found = name_lookup.addresses(host, port, type=socket.SOCK_STREAM, timeout=timeout)
     addresses = [info[4][0] for info in found]
     for address in addresses:
         ip = ipaddress.ip_address(str(address).split("%", 1)[0])
@@ -131,7 +134,8 @@ class PublicOnlyConnection(TrackedHTTPSConnection):
 
     def _new_conn(self) -> socket.socket:
         try:
-            address = public_address(self.host, self.port)
+            timeout = self.timeout if isinstance(self.timeout, (int, float)) else math.inf
+            address = public_address(self.host, self.port, min(timeout, time_left()))
             return connection.create_connection(
                 (address, self.port), self.timeout, source_address=self.source_address,
                 socket_options=self.socket_options)

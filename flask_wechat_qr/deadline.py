@@ -35,6 +35,7 @@ from urllib3.exceptions import (
 from urllib3.util import connection as socket_connection
 from urllib3.util.ssl_ import resolve_cert_reqs
 
+from . import name_lookup
 from .connection_pools import ProcessOwnAdapter
 from .forked_child import (
     made_here,
@@ -76,6 +77,13 @@ class _Call:
 #: The call this thread (or greenlet: each has its own context) is making, while
 #: :func:`total_deadline` runs.
 _current_call: ContextVar[_Call | None] = ContextVar("wechat_qr_current_call", default=None)
+
+
+def time_left() -> float:
+    """Seconds left before the deadline of the call this thread is making (``inf`` with
+    none)."""
+    call = _current_call.get()
+    return math.inf if call is None else call.deadline - time.monotonic()
 
 #: A watchdog's entry, and the handle :meth:`_Watchdog.arm` gives: ``[deadline, order,
 #: call]``, the call set to ``None`` once disarmed (the order is unique, so the heap never
@@ -230,11 +238,16 @@ class _EachAddressInTime(_TrackedHTTPConnection):
             host.encode("idna")
         except UnicodeError:
             raise LocationParseError(f"'{host}', label empty or too long") from None
-        try:
-            found = socket.getaddrinfo(host, self.port, socket_connection.allowed_gai_family(),
-                                       socket.SOCK_STREAM)
+        try:  # the lookup too within the deadline: a DNS server may not answer for long
+            found = name_lookup.addresses(host, self.port,
+                                          socket_connection.allowed_gai_family(),
+                                          socket.SOCK_STREAM,
+                                          timeout=call.deadline - time.monotonic())
         except socket.gaierror as error:
             raise NameResolutionError(self.host, self, error) from error
+        except TimeoutError as error:
+            raise ConnectTimeoutError(self, f"Looking up {self.host} took longer than the "
+                                      "call's deadline") from error
         failure: OSError | None = None
         for *_, address in found:
             left = call.deadline - time.monotonic()

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import secrets
 import socket
-import threading
 import time
 import typing as t
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from urllib.parse import urlencode, urlsplit
 import requests
 from requests.utils import select_proxy
 
+from . import name_lookup
 from .checks import Deployment, Finding, problem, setting_key, warning
 from .client import ACCESS_TOKEN_PATH, describe_transport_failure, json_object
 from .redact import redact
@@ -477,25 +477,16 @@ def probe_host(url: str, proxies: t.Mapping[str, str], timeout: float) -> str:
 
 
 def resolve(host: str, port: int, timeout: float) -> list[str]:
-    """The addresses of ``host``. The lookup runs in a daemon thread, waited for at most
-    ``timeout``: ``getaddrinfo`` itself can block far longer with a dead DNS server."""
-    found: list[t.Any] = []
-
-    def lookup() -> None:
-        try:
-            found.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
-        except OSError as exc:
-            found.append(exc)
-
-    thread = threading.Thread(target=lookup, name="wechat-qr-resolve", daemon=True)
-    thread.start()
-    thread.join(timeout)
-    if not found:
-        raise HostUnreachable(f"resolving {host} took longer than {timeout:g} s")
-    if isinstance(found[0], OSError):
-        reason = found[0].strerror or type(found[0]).__name__
-        raise HostUnreachable(f"could not resolve {host} ({reason})")
-    return list(dict.fromkeys(str(info[4][0]) for info in found[0]))
+    """The addresses of ``host``, looked up within ``timeout`` (:mod:`.name_lookup`:
+    ``getaddrinfo`` itself can block far longer with a dead DNS server)."""
+    try:
+        found = name_lookup.addresses(host, port, type=socket.SOCK_STREAM, timeout=timeout)
+    except TimeoutError:
+        raise HostUnreachable(f"resolving {host} took longer than {timeout:g} s") from None
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise HostUnreachable(f"could not resolve {host} ({reason})") from None
+    return list(dict.fromkeys(str(info[4][0]) for info in found))
 
 
 def connect(addresses: list[str], port: int, timeout: float) -> str:

@@ -668,7 +668,8 @@ def test_a_slow_download_ends_at_the_deadline(monkeypatch: pytest.MonkeyPatch,
 
     port, cert = dripping_image_host
     # Only here: the loopback test server stands in for WeChat's image host.
-    monkeypatch.setattr(avatar_download, "public_address", lambda host, _port: "127.0.0.1")
+    monkeypatch.setattr(avatar_download, "public_address",
+                        lambda host, _port, _timeout: "127.0.0.1")
     session = avatar_download.download_session()
     session.verify = cert
     session.mount("https://", _PortAdapter(port))

@@ -108,7 +108,7 @@ from flask_wechat_qr import avatar_download
 from flask_wechat_qr.deadline import DeadlineAdapter
 {patch}
 url, authority = sys.argv[1:]
-avatar_download.public_address = lambda host, port: "127.0.0.1"  # stands in for WeChat's
+avatar_download.public_address = lambda host, port, timeout: "127.0.0.1"  # stands in for WeChat's
 def outcome(session, address, **verify):
     try:
         return session.get(address + "/sns/oauth2/access_token", timeout=5, **verify).text
