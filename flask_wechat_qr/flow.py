@@ -94,6 +94,7 @@ from .i18n import lazy_gettext as _l
 from .i18n import userinfo_lang
 from .id_token import new_token_id
 from .login_state import (
+    FINISHING_KEY,
     UNEXPECTED_ERROR,
     BusinessParams,
     Ending,
@@ -426,7 +427,11 @@ class LoginFlow:
         if ending.user_id is None and ending.binding_id is None and (
                 ending.error not in REPEATED_ERRORS and ending.error != PROFILE_NOT_GRANTED):
             return Failed(CodeUsed(40163, "code been used"), connection, login)
-        return self._repeat(connection, ending, True, login, waited=True)
+        # However late the page reloads, a login logs in (a link never counts as recent;
+        # a business's ID token of the first request expires, so that one keeps the
+        # usual window).
+        return self._repeat(connection, ending, True, login, waited=(
+            login.link_user is None and not connection.callback_url))
 
     def _complete(self, connection: ConnectionSettings, states: LoginStates, state: str,
                   code: str | None, login: LoginData, started: float
@@ -642,10 +647,13 @@ class LoginFlow:
                 same_browser: bool, login: LoginData | None, *, waited: bool = False
                 ) -> Outcome | NeedsProfile:
         """End a callback whose state another request used as that login ended (``waited``:
-        this browser's waiting page, which counts as recent however late it reloads)."""
+        this browser's waiting page, which counts as recent however late it reloads, while
+        nobody is logged in: from the history of a browser someone else logged in to since,
+        it logs nobody in)."""
         if ending is None:
             return _no_longer_valid(connection, login)
-        recent = waited or ending.is_recent(REPEAT_WINDOW)
+        recent = ending.is_recent(REPEAT_WINDOW) or (
+            waited and self.adapter.current_user() is None)
         if ending.user_id is None:
             if ending.binding_id is not None and same_browser:
                 if recent and session.get(PENDING_BINDING_KEY) is None:
@@ -1088,6 +1096,14 @@ def forget_pending_binding(_sender: t.Any, **_extra: t.Any) -> None:
     if has_request_context():
         session.pop(PENDING_BINDING_KEY, None)
         session.pop(PENDING_BINDING_OF_KEY, None)
+
+
+def forget_waiting_page(_sender: t.Any, **_extra: t.Any) -> None:
+    """Flask-Login's ``user_logged_out`` (connected by ``init_app``): a double redirect's
+    waiting page (:class:`Finishing`) goes with the session's person, so that loading it
+    again from the browser's history logs nobody in after that logout."""
+    if has_request_context():
+        session.pop(FINISHING_KEY, None)
 
 
 def database_unavailable(error: BaseException) -> DatabaseUnavailable:

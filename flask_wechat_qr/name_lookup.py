@@ -11,6 +11,7 @@ not one per login.
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 import socket
 import threading
@@ -30,7 +31,7 @@ class _Lookup:
     def __init__(self) -> None:
         self.done = threading.Event()
         self.found: Addresses = []
-        self.error: OSError | None = None
+        self.error: Exception | None = None
 
 
 class NameLookups:
@@ -62,20 +63,26 @@ class NameLookups:
         with self._lock:
             lookup = self._running.get(key)
             if lookup is None:
-                lookup = self._running[key] = _Lookup()
-                threading.Thread(target=self._look_up, args=(key, lookup), daemon=True,
-                                 name="wechat-qr-name-lookup").start()
-        if not lookup.done.wait(max(0.0, timeout)):
+                lookup = _Lookup()
+                try:
+                    threading.Thread(target=self._look_up, args=(key, lookup), daemon=True,
+                                     name="wechat-qr-name-lookup").start()
+                except RuntimeError as error:  # no thread to be had (a process limit)
+                    raise socket.gaierror(socket.EAI_AGAIN,
+                                          f"no thread to look {host} up: {error}") from None
+                self._running[key] = lookup
+        # Event.wait past TIMEOUT_MAX (an endless deadline) raises OverflowError.
+        if not lookup.done.wait(min(max(0.0, timeout), threading.TIMEOUT_MAX)):
             raise TimeoutError(f"looking up {host} took longer than {timeout:g} s")
         if lookup.error is not None:
-            raise lookup.error
-        return lookup.found
+            raise _own_copy(lookup.error) from None
+        return list(lookup.found)  # each caller's own
 
     def _look_up(self, key: tuple[t.Any, ...], lookup: _Lookup) -> None:
         resolver, *arguments = key
         try:
             lookup.found = resolver(*arguments)
-        except OSError as error:
+        except Exception as error:  # raised in each caller (see _own_copy)
             lookup.error = error
         finally:
             with self._lock:
@@ -84,11 +91,29 @@ class NameLookups:
             lookup.done.set()
 
 
+def _own_copy(error: Exception) -> OSError:
+    """``error`` for one caller to raise: several callers raising one object would each
+    write their traceback into it, and keep each other's frames alive. What is not an
+    ``OSError`` (a name IDNA cannot encode: ``UnicodeError``) is a name not found, as
+    callers of ``getaddrinfo`` expect."""
+    if isinstance(error, OSError):
+        try:
+            return copy.copy(error)
+        except Exception:  # an error that cannot be copied: its words are enough
+            pass
+    return socket.gaierror(socket.EAI_NONAME, f"{type(error).__name__}: {error}")
+
+
 def _is_address(host: str) -> bool:
+    """Whether ``host`` is an address written out (``fe80::1%eth0`` too; and IPv4's short
+    forms, ``127.1``, ``2130706433``, which the resolver reads as addresses)."""
     try:
         ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
-        return False
+        try:
+            socket.inet_aton(host)
+        except (OSError, ValueError):
+            return False
     return True
 
 

@@ -121,3 +121,84 @@ def test_an_avatar_whose_host_does_not_resolve_in_time_is_given_up(
     assert time.monotonic() - started < 2
     assert resolver.asked == ["thirdwx.qlogo.cn"]
     resolver.let_go.set()
+
+
+def test_a_thread_that_cannot_start_leaves_the_name_to_the_next_lookup(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """No thread to be had (a container's process limit): a name not found for now (the
+    caller's usual error), and the next lookup, threads back, is asked afresh (a
+    reviewer's, session 40: the name stayed waited for by nobody, every lookup a timeout)."""
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *args, **kwargs: ANSWER)
+    real_start = threading.Thread.start
+
+    def no_thread(self: threading.Thread) -> None:
+        if self.name == "wechat-qr-name-lookup":
+            raise RuntimeError("can't start new thread")
+        real_start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", no_thread)
+    with pytest.raises(socket.gaierror, match="no thread to look poisoned.test up"):
+        name_lookup.addresses("poisoned.test", 443, timeout=1)
+    monkeypatch.setattr(threading.Thread, "start", real_start)
+    assert name_lookup.addresses("poisoned.test", 443, timeout=1) == ANSWER
+
+
+def test_a_name_idna_cannot_encode_is_a_name_not_found() -> None:
+    """``getaddrinfo`` raises UnicodeError for a label over 63 characters: the thread
+    swallowed it and every caller got no address (a reviewer's, session 40)."""
+    with pytest.raises(socket.gaierror, match="UnicodeError"):
+        name_lookup.addresses("a" * 64 + ".qlogo.cn", 443, timeout=5)
+
+
+def test_an_endless_timeout_is_no_overflow(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *args, **kwargs: ANSWER)
+    assert name_lookup.addresses("endless.test", 443, timeout=float("inf")) == ANSWER
+
+
+def test_each_waiting_caller_gets_its_own_error_and_answer(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """One object raised by several threads carries each one's traceback into the others
+    (and keeps their frames alive); one list answered to all is one caller's to change."""
+    let_go = threading.Event()
+    outcome = {"error": True}
+
+    def resolver(host: str, *args: t.Any, **kwargs: t.Any) -> t.Any:
+        assert let_go.wait(timeout=20)
+        if outcome["error"]:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return list(ANSWER)
+
+    def look_up(caught: list[t.Any]) -> None:
+        try:
+            caught.append(name_lookup.addresses("shared.test", 443, timeout=10))
+        except socket.gaierror as error:
+            caught.append(error)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    for kind in ("error", "answer"):
+        outcome["error"] = kind == "error"
+        let_go.clear()
+        caught: list[t.Any] = []
+        threads = [threading.Thread(target=look_up, args=(caught,)) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.1)  # both wait for the one lookup
+        let_go.set()
+        for thread in threads:
+            thread.join(timeout=10)
+        assert len(caught) == 2 and caught[0] is not caught[1]
+        assert str(caught[0]) == str(caught[1])
+
+
+@pytest.mark.parametrize("address", ["127.1", "2130706433", "fe80::1%lo"])
+def test_the_short_forms_of_an_address_are_no_lookup_either(
+        monkeypatch: pytest.MonkeyPatch, address: str) -> None:
+    looked_up: list[str] = []
+
+    def resolver(host: str, *args: t.Any, **kwargs: t.Any) -> t.Any:
+        looked_up.append(threading.current_thread().name)
+        return ANSWER
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    name_lookup.addresses(address, 443, timeout=1)
+    assert looked_up == [threading.current_thread().name]  # in the caller's own thread

@@ -38,6 +38,7 @@ from support import (
     find_tags,
     finishing_page,
     form_post,
+    host_app,
     link_identity,
     log_in,
     logged_in_user_id,
@@ -260,6 +261,103 @@ def test_the_waiting_page_after_the_first_request_failed_says_scan_again(
     again = held.twin.get(reload_of(held.second))
     assert (again.status_code, error_name(again)) == (400, "CodeUsed")
     assert all_users(app) == []
+
+
+def test_the_waiting_page_from_the_history_logs_nobody_else_in(
+    make_app: t.Any, wechat_api: WeChatAPI, clock: t.Any
+) -> None:
+    """A shared browser: the waiting page was left before it reloaded (its login
+    committed); minutes later someone else logs in with the site's own form, or that
+    person logs out, and the page is opened again from the history. It logs nobody in
+    (a reviewer's, session 40: it swapped the logged-in person for the first)."""
+    app = host_app(make_app, WECHAT_QR_CODE_USED_WAIT=0)
+    carol = add_user(app, username="carol", password="pw")
+    held = held_double_redirect(app, wechat_api, next="/welcome")
+    target = reload_of(held.second)
+    assert held.first_answer().status_code == 302
+    clock.advance(300)
+    log_in(held.twin, carol)
+    assert held.twin.get(target).status_code != 500
+    assert logged_in_user_id(held.twin) == str(carol)
+    # Logged out (the site's own logout): the page's mark went with the person.
+    assert held.twin.get("/logout").status_code == 200
+    assert held.twin.get(target).status_code == 400
+    assert logged_in_user_id(held.twin) is None
+
+
+def test_a_links_waiting_page_never_logs_in(make_app: t.Any, wechat_api: WeChatAPI) -> None:
+    """A link is no way in: its waiting page, reloaded after the person logged out (the
+    link committed), logs nobody in (a reviewer's, session 40)."""
+    app = make_app(WECHAT_QR_CODE_USED_WAIT=0)
+    alice = add_user(app, username="alice", password="pw")
+    browser = app.test_client()
+    log_in(browser, alice)
+    resp = browser.get("/auth/wechat/link", query_string={"next": "/account"})
+    state = parse_qs(urlsplit(resp.headers["Location"]).query)["state"][0]
+    twin = browser_copy(app, browser)
+    at_wechat, release = threading.Event(), threading.Event()
+    codes: list[str] = []
+
+    def token(request: t.Any) -> tuple[int, dict[str, str], bytes]:
+        codes.append(request.params["code"])
+        if len(codes) == 1:
+            at_wechat.set()
+            assert release.wait(timeout=30)
+            return wechat_body(TOKEN_ANSWER)
+        return wechat_body(CODE_USED_ANSWER)
+
+    answer_with(wechat_api, TOKEN_PATH, token)
+    answer_with(wechat_api, USERINFO_PATH, lambda request: wechat_body(PROFILE_ANSWER))
+    query = {"code": "0816AbLINK", "state": state}
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(browser.get, "/auth/wechat/callback", query_string=query)
+        assert at_wechat.wait(timeout=10)
+        target = reload_of(twin.get("/auth/wechat/callback", query_string=query))
+        with twin.session_transaction() as sess:  # alice's session, logged out meanwhile
+            sess.pop("_user_id", None)
+        release.set()
+        assert first.result(timeout=30).status_code == 302
+    assert [identity.user_id for identity in all_identities(app)] == [str(alice)]
+    assert twin.get(target).status_code != 500
+    assert logged_in_user_id(twin) is None
+
+
+def test_a_late_reload_with_a_business_callback_is_no_login_on_this_site(
+    make_app: t.Any, wechat_api: WeChatAPI, pem: str, clock: t.Any
+) -> None:
+    """With a business callback URL the first request's ID token expires (300 s): a reload
+    later than the usual window logs nobody in here either, rather than logging the
+    person in on this site and then showing an error (a reviewer's, session 40)."""
+    app = callback_app(make_app, pem, WECHAT_QR_CODE_USED_WAIT=0)
+    held = held_double_redirect(app, wechat_api, state="biz", nonce="nn")
+    target = reload_of(held.second)
+    form_post(held.first_answer())
+    clock.advance(400)
+    resp = held.twin.get(target)
+    assert resp.status_code == 400 and logged_in_user_id(held.twin) is None
+
+
+def test_a_forged_reload_takes_nothing(make_app: t.Any, wechat_api: WeChatAPI) -> None:
+    """``finishing=1`` sent with this browser's own state before WeChat's callback takes no
+    state and cancels nothing: the callback then logs in. Sent from another browser with
+    a waiting page's state, it logs nobody in."""
+    app = make_app(WECHAT_QR_CODE_USED_WAIT=0)
+    browser = app.test_client()
+    state = start_login(browser)
+    forged = browser.get("/auth/wechat/callback", query_string={"state": state, "finishing": "1"})
+    assert (forged.status_code, error_name(forged)) == (400, "StateError")
+    assert ending_of(app, state) is None
+    wechat_api.token(openid=OPENID_B)  # someone else than the double redirect's person
+    wechat_api.userinfo(openid=OPENID_B)
+    done = browser.get("/auth/wechat/callback", query_string={"state": state, "code": "c1"})
+    assert done.status_code == 302 and logged_in_user_id(browser) is not None
+    wechat_api.mock.reset()
+    held = held_double_redirect(app, wechat_api, next="/welcome")
+    target = reload_of(held.second)
+    assert held.first_answer().status_code == 302
+    other = app.test_client()
+    start_login(other)
+    assert other.get(target).status_code == 400 and logged_in_user_id(other) is None
 
 
 @pytest.mark.parametrize("base", ["http://localhost", "https://localhost"])
