@@ -7,6 +7,8 @@ import typing as t
 import pytest
 from support import ONE_DATABASE, Database, LiveServer, open_phone, serve_example_site
 
+from browser.conftest import ARTIFACTS
+
 pytestmark = [pytest.mark.browser, ONE_DATABASE]
 
 
@@ -76,6 +78,51 @@ def test_embedded_qr_login(page: t.Any, site: LiveServer) -> None:
     scan_and_answer(page, frame, allow=True, person="xiaohua")
     page.wait_for_url(site.url + "/account", timeout=15_000)
     assert "🌸小花🌸" in page.locator("body").inner_text()
+
+
+def test_wechats_double_redirect_with_a_slow_profile_ends_logged_in(
+        page: t.Any, database: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """WeChat's double redirect of a new person while WeChat takes longer to send the
+    profile than the second request waits: the second navigation shows "Finishing your
+    login", Chromium follows its ``Refresh`` by itself, and the person ends logged in
+    (before session 40: the second said "already used", and no account was made)."""
+    import threading
+    import time
+
+    from flask_wechat_qr.client import WeChatClient
+
+    real_exchange, real_userinfo = WeChatClient.exchange_code, WeChatClient.userinfo
+    exchanged = threading.Event()
+
+    def exchange_code(self: t.Any, *args: t.Any, **kwargs: t.Any) -> t.Any:
+        token = real_exchange(self, *args, **kwargs)  # the second: 40163
+        exchanged.set()
+        return token
+
+    def slow_userinfo(self: t.Any, *args: t.Any, **kwargs: t.Any) -> t.Any:
+        time.sleep(2)  # longer than the second request's wait (0.2 s)
+        return real_userinfo(self, *args, **kwargs)
+
+    monkeypatch.setattr(WeChatClient, "exchange_code", exchange_code)
+    monkeypatch.setattr(WeChatClient, "userinfo", slow_userinfo)
+    with serve_site(database, WECHAT_QR_CODE_USED_WAIT=0.2) as site:
+        page.goto(site.url + "/auth/wechat/login?next=/account")
+        page.locator("#sbx-qr-image").wait_for()
+        with page.expect_request(lambda request: "/auth/wechat/callback?" in request.url
+                                 and "code=" in request.url) as first:
+            scan_and_answer(page, page, allow=True, person="zhangsan")
+        # The second redirect, once the first has its token (and waits for the profile):
+        # it replaces the first in the window.
+        assert exchanged.wait(timeout=10)
+        page.goto(first.value.url)
+        page.locator("[data-outcome=finishing]").wait_for()
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "double_redirect_finishing.png"))
+        assert "正在完成登录" in page.locator("body").inner_text()
+        page.wait_for_url(site.url + "/account", timeout=15_000)  # the Refresh, by itself
+        assert "张三🐼" in page.locator("body").inner_text()
+        me = page.request.get(site.url + "/api/me").json()
+        assert me["nickname"] == "张三🐼"
 
 
 def test_denied_login(page: t.Any, site: LiveServer) -> None:
