@@ -101,7 +101,7 @@ def respond(outcome: Outcome) -> BaseResponse:
                                binding_cookie_value(outcome.binding_id))
         return response
     if isinstance(outcome, Finishing):
-        return _finishing()
+        return _finishing(outcome)
     raise TypeError(f"no response for {type(outcome).__name__}")  # Failed: see views
 
 
@@ -109,16 +109,16 @@ def respond(outcome: Outcome) -> BaseResponse:
 FINISHING_FIELD = "finishing"
 
 
-def _finishing() -> BaseResponse:
+def _finishing(outcome: Finishing) -> BaseResponse:
     """The page of a callback whose login the other request of it is still finishing: it
     loads the callback again by itself (``Refresh``; a link where a browser does not), with
     its state and :data:`FINISHING_FIELD`: not the code, a secret no page shows. That
     reload ends as the other request did, or as "already used"; it never exchanges a code,
     nor takes the state, nor counts as a cancel (WeChat's callback without a code)."""
-    request = this_request()
     # url_for's values are typed Any: a str dict would be checked against _external.
-    values: dict[str, t.Any] = {"connection": (request.view_args or {})["connection"],
-                                "state": request.args.get("state"), FINISHING_FIELD: "1"}
+    values: dict[str, t.Any] = {"connection": outcome.connection.identifier,
+                                "state": this_request().args.get("state"),
+                                FINISHING_FIELD: "1"}
     again = url_for("wechat_qr.callback", **values)
     response = Response(render_template("wechat_qr/finishing.html", reload_url=again,
                                         reload_in=FINISHING_RELOAD))

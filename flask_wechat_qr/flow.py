@@ -49,13 +49,12 @@ first is still at work when the wait runs out (WeChat slow to send a new person'
 profile), the request uses nothing (using the state would refuse the first one's commit)
 and ends on a page that loads the callback again (:class:`Finishing`) until the first has
 ended or had time enough (:func:`finishing_time`); it then ends as above, or as "already
-used". A second code
-is exchanged; the request finds the state used before it asks for a profile (someone new)
-or when it inserts the used state's row (someone returning: the row's primary key is the
-check, so a returning login reads nothing for it), rolls back and ends as above. Whatever
-else befalls a request whose login ended before it came (no code, WeChat refusing its code,
-a refusal here), it ends as above; only a request that ran beside the first shows its own
-error where the first one's ending is not one to repeat.
+used". A second code is exchanged; the request finds the state used before it asks for a
+profile (someone new) or when it inserts the used state's row (someone returning: the
+row's primary key is the check, so a returning login reads nothing for it), rolls back and
+ends as above. Whatever else befalls a request whose login ended before it came (no code,
+WeChat refusing its code, a refusal here), it ends as above; only a request that ran beside
+the first shows its own error where the first one's ending is not one to repeat.
 """
 
 from __future__ import annotations

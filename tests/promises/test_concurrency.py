@@ -109,12 +109,14 @@ class HeldDoubleRedirect(t.NamedTuple):
 
 
 def held_double_redirect(app: t.Any, api: WeChatAPI, *, base: str = "http://localhost",
-                         profile: dict[str, t.Any] = PROFILE_ANSWER, **params: str
+                         profile: dict[str, t.Any] = PROFILE_ANSWER, browser: t.Any = None,
+                         start: str = "/auth/wechat/login", **params: str
                          ) -> HeldDoubleRedirect:
     """The first request exchanges the code and waits at WeChat for the profile; the second
-    (the same code) is answered 40163 and, its wait run out, gives up: the waiting page."""
-    browser = app.test_client()
-    resp = browser.get("/auth/wechat/login", query_string=params, base_url=base)
+    (the same code) is answered 40163 and, its wait run out, gives up: the waiting page.
+    ``browser``: the one the login (or link, ``start``) is started in; a new one if none."""
+    browser = browser or app.test_client()
+    resp = browser.get(start, query_string=params, base_url=base)
     assert resp.status_code == 302, resp.data
     state = parse_qs(urlsplit(resp.headers["Location"]).query)["state"][0]
     twin, stale = browser_copy(app, browser), browser_copy(app, browser)
@@ -292,34 +294,15 @@ def test_a_links_waiting_page_never_logs_in(make_app: t.Any, wechat_api: WeChatA
     alice = add_user(app, username="alice", password="pw")
     browser = app.test_client()
     log_in(browser, alice)
-    resp = browser.get("/auth/wechat/link", query_string={"next": "/account"})
-    state = parse_qs(urlsplit(resp.headers["Location"]).query)["state"][0]
-    twin = browser_copy(app, browser)
-    at_wechat, release = threading.Event(), threading.Event()
-    codes: list[str] = []
-
-    def token(request: t.Any) -> tuple[int, dict[str, str], bytes]:
-        codes.append(request.params["code"])
-        if len(codes) == 1:
-            at_wechat.set()
-            assert release.wait(timeout=30)
-            return wechat_body(TOKEN_ANSWER)
-        return wechat_body(CODE_USED_ANSWER)
-
-    answer_with(wechat_api, TOKEN_PATH, token)
-    answer_with(wechat_api, USERINFO_PATH, lambda request: wechat_body(PROFILE_ANSWER))
-    query = {"code": "0816AbLINK", "state": state}
-    with ThreadPoolExecutor(1) as pool:
-        first = pool.submit(browser.get, "/auth/wechat/callback", query_string=query)
-        assert at_wechat.wait(timeout=10)
-        target = reload_of(twin.get("/auth/wechat/callback", query_string=query))
-        with twin.session_transaction() as sess:  # alice's session, logged out meanwhile
-            sess.pop("_user_id", None)
-        release.set()
-        assert first.result(timeout=30).status_code == 302
+    held = held_double_redirect(app, wechat_api, browser=browser, start="/auth/wechat/link",
+                                next="/account")
+    target = reload_of(held.second)
+    with held.twin.session_transaction() as sess:  # alice's session, logged out meanwhile
+        sess.pop("_user_id", None)
+    assert held.first_answer().status_code == 302
     assert [identity.user_id for identity in all_identities(app)] == [str(alice)]
-    assert twin.get(target).status_code != 500
-    assert logged_in_user_id(twin) is None
+    assert held.twin.get(target).status_code != 500
+    assert logged_in_user_id(held.twin) is None
 
 
 def test_a_late_reload_with_a_business_callback_is_no_login_on_this_site(
