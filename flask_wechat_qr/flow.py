@@ -419,10 +419,10 @@ class LoginFlow:
         if ending is None:
             if time.time() < until:
                 return Finishing(connection, login)
-            states.forget_finishing()  # the other request had time enough
+            states.forget_finishing(t.cast(str, state))  # the other request had time enough
             return self._failed(connection, states, t.cast(str, state), login,
                                 CodeUsed(40163, "code been used"), started)
-        states.forget_finishing()
+        states.forget_finishing(t.cast(str, state))
         if ending.user_id is None and ending.binding_id is None and (
                 ending.error not in REPEATED_ERRORS and ending.error != PROFILE_NOT_GRANTED):
             return Failed(CodeUsed(40163, "code been used"), connection, login)

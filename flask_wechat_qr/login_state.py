@@ -87,9 +87,9 @@ STATE_KEY_PREFIX = "_state_wechat_qr_"
 #: going: its callback page reloaded, however late, says "cancelled" again, with the same
 #: "Try again" (see :meth:`LoginStates.remember_cancelled`).
 CANCELLED_KEY = "_wechat_qr_cancelled"
-#: Session key naming this browser's login whose callback came twice (WeChat's double
-#: redirect), the other request still finishing it when this one stopped waiting, and until
-#: when the page that reloads the callback waits for that (see
+#: Session key naming this browser's logins whose callback came twice (WeChat's double
+#: redirect), the other request still finishing each when this one stopped waiting, and
+#: until when the page that reloads the callback waits for that, by state (see
 #: :meth:`LoginStates.remember_finishing`).
 FINISHING_KEY = "_wechat_qr_finishing"
 
@@ -532,9 +532,9 @@ class LoginStates:
         for other in [k for k in session if k.startswith(self.prefix)]:
             if _marker_expiry(session[other]) < now:
                 session.pop(other, None)
-        waiting = session.get(FINISHING_KEY)
-        if isinstance(waiting, dict) and (_number(waiting.get("until")) or 0) + self.ttl < now:
-            session.pop(FINISHING_KEY, None)  # a waiting page left long ago
+        if FINISHING_KEY in session:  # waiting pages left long ago go
+            _keep_waiting(session, lambda _key, marker: (
+                (_number(marker.get("until")) or 0) + self.ttl >= now))
         if not _is_ours(marker, self.app_id, browser):
             raise StateError()
         if _marker_expiry(marker) < now:
@@ -604,20 +604,21 @@ class LoginStates:
         kept = login.to_json()
         if not _fits_inline(kept):
             kept = replace(login, next_url=None).to_json()
-        marker: dict[str, t.Any] = {"state": self.prefix + state, "app": self.app_id,
-                                    "until": until, "data": kept}
+        marker: dict[str, t.Any] = {"app": self.app_id, "until": until, "data": kept}
         if login.browser is not None:  # tied as the state was (see _is_ours)
             marker["browser"] = login.browser
-        session[FINISHING_KEY] = marker
+        waiting = _waiting(session)
+        waiting[self.prefix + state] = marker  # one per login: another tab may wait too
+        latest = sorted(waiting, key=lambda key: _number(waiting[key].get("until")) or 0)
+        session[FINISHING_KEY] = {key: waiting[key] for key in latest[-MAX_PENDING_STATES:]}
 
     def finishing_here(self, state: str | None, browser: str | None = None
                        ) -> tuple[LoginData, float] | None:
         """The login of ``state`` and until when this browser waits for another request to
         finish it (:meth:`remember_finishing`), if this browser waits for that (its
         ``browser`` key where the login was tied to one); else ``None``."""
-        kept = session.get(FINISHING_KEY)
-        if (not state or not _is_ours(kept, self.app_id, browser)
-                or t.cast(dict[str, t.Any], kept).get("state") != self.prefix + state):
+        kept = _waiting(session).get(self.prefix + state) if state else None
+        if not _is_ours(kept, self.app_id, browser):
             return None
         kept = t.cast(dict[str, t.Any], kept)
         until = _number(kept.get("until"))
@@ -631,9 +632,11 @@ class LoginStates:
             return None
         return login, until
 
-    def forget_finishing(self) -> None:
-        """This browser waits for no other request's ending any more."""
-        session.pop(FINISHING_KEY, None)
+    def forget_finishing(self, state: str) -> None:
+        """This browser waits for no other request's ending of the login of ``state`` any
+        more."""
+        forgotten = self.prefix + state
+        _keep_waiting(session, lambda key, _marker: key != forgotten)
 
     def use(self, state: str, ending: Ending, within: Executor) -> None:
         """Use ``state`` for good, recording how its login ended, in the caller's
@@ -732,6 +735,28 @@ def _parked_key(marker: dict[str, t.Any], key: str) -> str:
     parked = marker.get("parked")
     return parked if isinstance(parked, str) and parked.startswith(PARKED) else key
 
+
+
+def _waiting(session: SessionMixin) -> dict[str, dict[str, t.Any]]:
+    """The logins this browser's waiting pages wait for, by state key (a copy: the session
+    notices only a value set anew)."""
+    waiting = session.get(FINISHING_KEY)
+    if not isinstance(waiting, dict):
+        return {}
+    return {key: marker for key, marker in waiting.items() if isinstance(marker, dict)}
+
+
+def _keep_waiting(session: SessionMixin,
+                  keep: t.Callable[[str, dict[str, t.Any]], bool]) -> None:
+    """Keep only the waiting pages' logins ``keep`` says (none left: no key)."""
+    waiting = _waiting(session)
+    kept = {key: marker for key, marker in waiting.items() if keep(key, marker)}
+    if kept == waiting and (kept or FINISHING_KEY not in session):
+        return  # nothing to change: the session stays unmodified
+    if kept:
+        session[FINISHING_KEY] = kept
+    else:
+        session.pop(FINISHING_KEY, None)
 
 
 def _fits_inline(data: dict[str, t.Any]) -> bool:

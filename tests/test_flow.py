@@ -622,6 +622,27 @@ def test_code_used_without_another_request_waits_then_says_so(
     assert ending_of(app, fresh_state) is None
 
 
+def test_two_tabs_waiting_for_their_logins_each_keep_waiting(
+    make_app: t.Any, wechat_api: WeChatAPI
+) -> None:
+    """Two tabs of one browser, each on the page that waits for another request of its
+    login: the second tab's wait replaced the first's in the session, whose reload then
+    said "no longer valid" while its other request could still log the person in (a
+    helper's hunt, session 40). Each waits for its own, and forgets only its own."""
+    app = make_app(WECHAT_QR_CODE_USED_WAIT=0)
+    browser = app.test_client()  # both tabs: one cookie jar
+    states = [start_login(browser), start_login(browser)]
+    wechat_api.error(TOKEN_PATH, 40163, "code been used")
+    pages = [browser.get("/auth/wechat/callback", query_string={"code": f"TAB{n}", "state": state})
+             for n, state in enumerate(states)]
+    targets = [page.headers["Refresh"].partition("url=")[2] for page in pages]
+    assert [finishing_page(page) for page in pages] == [True, True]
+    for target in targets:  # each tab's reload, the other tab's wait in the session too
+        again = browser.get(target)
+        assert again.status_code == 200 and finishing_page(again), again.text
+    assert [ending_of(app, state) for state in states] == [None, None]
+
+
 def test_one_code_sent_with_many_states_holds_one_thread(
     make_app: t.Any, wechat_api: WeChatAPI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
