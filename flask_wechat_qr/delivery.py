@@ -29,6 +29,7 @@ from flask import (
 )
 from flask_login.utils import login_url
 from jinja2 import Environment, FileSystemLoader
+from werkzeug.exceptions import HTTPException
 from werkzeug.routing import BuildError
 from werkzeug.wrappers import Response as BaseResponse
 
@@ -484,6 +485,8 @@ def _next_asked() -> str | None:
         if request.endpoint == "wechat_qr.unlink":
             return kept_next(request.form.get("next"))
     except (InvalidRequest, UnicodeDecodeError):
+        pass
+    except HTTPException:  # a form Werkzeug will not read (past its memory limit: a 413)
         pass
     return None
 
