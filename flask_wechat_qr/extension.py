@@ -38,13 +38,13 @@ from .client import OfficialAccountClient, WeChatClient
 from .csrf import csrf_token
 from .database_pools import keep_connections_per_process
 from .errors import ConfigurationError
-from .flow import LoginFlow, forget_pending_binding, forget_waiting_page
+from .flow import LoginFlow, forget_pending_binding
 from .forked_child import start_afresh_if_forked_unseen
 from .i18n import LazyText, lazy_display_name
 from .i18n import lazy_gettext as _l
 from .id_token import IdTokenSigner
 from .layout import escape_own_pages, page_layout
-from .login_state import LoginStates, LoginStateStore
+from .login_state import LoginStates, LoginStateStore, forget_waiting_pages
 from .model_base import bind_key_of
 from .models import models_for, users_bind_key
 from .redact import redact_http_debug_logs
@@ -160,7 +160,7 @@ class WeChatQR:
         # another site's requests, but a sibling sub-domain's (same site) carry it too.
         request_finished.connect(no_credentialed_reads_last, app)
         user_logged_out.connect(forget_pending_binding, app)
-        user_logged_out.connect(forget_waiting_page, app)
+        user_logged_out.connect(forget_waiting_pages, app)
         _serve_verify_files(app, settings)
         app.context_processor(_template_context)
         app.add_template_global(csrf_token, "wechat_qr_csrf_token")

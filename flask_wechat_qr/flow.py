@@ -93,7 +93,6 @@ from .i18n import lazy_gettext as _l
 from .i18n import userinfo_lang
 from .id_token import new_token_id
 from .login_state import (
-    FINISHING_KEY,
     UNEXPECTED_ERROR,
     BusinessParams,
     Ending,
@@ -421,11 +420,11 @@ class LoginFlow:
                 return Finishing(connection, login)
             states.forget_finishing(t.cast(str, state))  # the other request had time enough
             return self._failed(connection, states, t.cast(str, state), login,
-                                CodeUsed(40163, "code been used"), started)
+                                _used_meanwhile(), started)
         states.forget_finishing(t.cast(str, state))
         if ending.user_id is None and ending.binding_id is None and (
                 ending.error not in REPEATED_ERRORS and ending.error != PROFILE_NOT_GRANTED):
-            return Failed(CodeUsed(40163, "code been used"), connection, login)
+            return Failed(_used_meanwhile(), connection, login)
         # However late the page reloads, a login logs in (a link never counts as recent;
         # a business's ID token of the first request expires, so that one keeps the
         # usual window).
@@ -1097,14 +1096,6 @@ def forget_pending_binding(_sender: t.Any, **_extra: t.Any) -> None:
         session.pop(PENDING_BINDING_OF_KEY, None)
 
 
-def forget_waiting_page(_sender: t.Any, **_extra: t.Any) -> None:
-    """Flask-Login's ``user_logged_out`` (connected by ``init_app``): a double redirect's
-    waiting page (:class:`Finishing`) goes with the session's person, so that loading it
-    again from the browser's history logs nobody in after that logout."""
-    if has_request_context():
-        session.pop(FINISHING_KEY, None)
-
-
 def database_unavailable(error: BaseException) -> DatabaseUnavailable:
     """The login's end where its database could not be asked
     (:func:`~.transactions.is_unreachable`), with the driver's or the pool's reason; its
@@ -1121,6 +1112,12 @@ def database_refusing(error: BaseException) -> DatabaseRefusing:
     refusing = DatabaseRefusing(database_reason(error), advice)
     refusing.__cause__ = error
     return refusing
+
+
+def _used_meanwhile() -> CodeUsed:
+    """The ending of a waiting page whose other request failed, or never ended in time:
+    WeChat's own "code used" (a new one each time: an error raised carries its traceback)."""
+    return CodeUsed(40163, "code been used")
 
 
 def finishing_time(settings: Settings) -> float:

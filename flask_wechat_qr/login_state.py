@@ -25,7 +25,7 @@ import typing as t
 from dataclasses import dataclass, field, replace
 
 import sqlalchemy as sa
-from flask import session
+from flask import has_request_context, session
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from .client_address import client_network
@@ -735,6 +735,14 @@ def _parked_key(marker: dict[str, t.Any], key: str) -> str:
     parked = marker.get("parked")
     return parked if isinstance(parked, str) and parked.startswith(PARKED) else key
 
+
+
+def forget_waiting_pages(_sender: t.Any, **_extra: t.Any) -> None:
+    """Flask-Login's ``user_logged_out`` (connected by ``init_app``): the double redirect's
+    waiting pages (:meth:`LoginStates.remember_finishing`) go with the session's person, so
+    that loading one again from the browser's history logs nobody in after that logout."""
+    if has_request_context():
+        session.pop(FINISHING_KEY, None)
 
 
 def _waiting(session: SessionMixin) -> dict[str, dict[str, t.Any]]:
